@@ -1,0 +1,363 @@
+//! [`MemoryBroker`]: the in-process `Broker` for `antcode up`. One mutex over plain collections
+//! and a `Notify` to wake parked lessees the moment a job is published. Nothing survives a
+//! restart, by design: the scheduler rebuilds the queues from SQL.
+
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+use super::*;
+use crate::ids::new_token;
+use crate::time::now_ms;
+
+#[derive(Default)]
+struct State {
+    queues: BTreeMap<String, VecDeque<Job>>,
+    /// `(run_id, attempt)` of every job queued or leased, for idempotent publish.
+    present: HashSet<(String, u32)>,
+    leases: HashMap<String, Lease>,
+    cancels: HashSet<String>,
+    events: VecDeque<(u64, RunEvent)>,
+    /// Per group: events delivered but not acknowledged, redelivered after a timeout.
+    pending: HashMap<String, BTreeMap<u64, (Instant, RunEvent)>>,
+    next_event: u64,
+    logs: HashMap<String, VecDeque<LogChunk>>,
+    workers: BTreeMap<String, (Instant, Duration, WorkerStatus)>,
+    drains: HashSet<String>,
+    leaders: HashMap<String, (String, Instant)>,
+    fence: u64,
+}
+
+#[derive(Default)]
+pub struct MemoryBroker {
+    state: Mutex<State>,
+    jobs_published: Notify,
+    events_published: Notify,
+    logs_appended: Notify,
+}
+
+/// How long a delivered-but-unacknowledged event waits before it is delivered again.
+const EVENT_REDELIVERY: Duration = Duration::from_secs(30);
+
+impl MemoryBroker {
+    pub fn new() -> MemoryBroker {
+        MemoryBroker::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the collections half-updated in a way that
+        // matters more than losing the process, so a poisoned lock is simply reused.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_lease(&self, req: &LeaseRequest) -> Vec<Lease> {
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        let deadline_ms = now_ms() + req.ttl.as_millis() as i64;
+        for queue in &req.queues {
+            while out.len() < req.max {
+                let Some(job) = st.queues.get_mut(queue).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                if st.cancels.contains(&job.run_id) {
+                    st.present.remove(&(job.run_id.clone(), job.attempt));
+                    continue;
+                }
+                let lease = Lease {
+                    job,
+                    lease_token: new_token("lt"),
+                    worker_id: req.worker_id.clone(),
+                    deadline_ms,
+                };
+                st.leases.insert(lease.job.run_id.clone(), lease.clone());
+                out.push(lease);
+            }
+        }
+        out
+    }
+
+    fn take_events(&self, group: &str, max: usize) -> Vec<(String, RunEvent)> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let mut out: Vec<(u64, RunEvent)> = Vec::new();
+        let pending = st.pending.entry(group.to_string()).or_default();
+        for (id, (at, ev)) in pending.iter_mut() {
+            if out.len() < max && now.duration_since(*at) > EVENT_REDELIVERY {
+                *at = now;
+                out.push((*id, ev.clone()));
+            }
+        }
+        // Groups share one event log: an event is dropped from it once every group that has
+        // read so far took it. A single-process broker has one recorder group in practice.
+        while out.len() < max {
+            let Some((id, ev)) = st.events.pop_front() else { break };
+            st.pending.entry(group.to_string()).or_default().insert(id, (now, ev.clone()));
+            out.push((id, ev));
+        }
+        out.into_iter().map(|(id, ev)| (id.to_string(), ev)).collect()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn ping(&self) -> BrokerResult<()> {
+        Ok(())
+    }
+
+    async fn publish(&self, job: &Job) -> BrokerResult<bool> {
+        {
+            let mut st = self.lock();
+            if !st.present.insert((job.run_id.clone(), job.attempt)) {
+                return Ok(false);
+            }
+            st.cancels.remove(&job.run_id);
+            st.queues.entry(job.queue.clone()).or_default().push_back(job.clone());
+        }
+        self.jobs_published.notify_waiters();
+        Ok(true)
+    }
+
+    async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before looking, so a publish between the look and the wait
+            // still wakes us.
+            let notified = self.jobs_published.notified();
+            let got = self.try_lease(req);
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return Ok(vec![]);
+            }
+        }
+    }
+
+    async fn heartbeat(&self, worker_id: &str, held: &[HeldLease], ttl: Duration) -> BrokerResult<HeartbeatReply> {
+        let mut st = self.lock();
+        let deadline = now_ms() + ttl.as_millis() as i64;
+        let mut reply = HeartbeatReply {
+            drain: st.drains.contains(worker_id),
+            ..Default::default()
+        };
+        for h in held {
+            match st.leases.get_mut(&h.run_id) {
+                Some(l) if l.lease_token == h.lease_token => {
+                    l.deadline_ms = deadline;
+                    if st.cancels.contains(&h.run_id) {
+                        reply.cancels.push(h.run_id.clone());
+                    }
+                }
+                _ => reply.lost.push(h.run_id.clone()),
+            }
+        }
+        Ok(reply)
+    }
+
+    async fn release(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
+        let mut st = self.lock();
+        if let Some(l) = st.leases.get(run_id) {
+            if l.lease_token == lease_token {
+                let key = (run_id.to_string(), l.job.attempt);
+                st.leases.remove(run_id);
+                st.present.remove(&key);
+                st.cancels.remove(run_id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
+        {
+            let mut st = self.lock();
+            let matches = st.leases.get(run_id).is_some_and(|l| l.lease_token == lease_token);
+            if !matches {
+                return Ok(());
+            }
+            if let Some(l) = st.leases.remove(run_id) {
+                st.queues.entry(l.job.queue.clone()).or_default().push_front(l.job);
+            }
+        }
+        self.jobs_published.notify_waiters();
+        Ok(())
+    }
+
+    async fn reap_expired(&self, now: i64) -> BrokerResult<Vec<Lease>> {
+        let mut st = self.lock();
+        let expired: Vec<String> = st
+            .leases
+            .values()
+            .filter(|l| l.deadline_ms < now)
+            .map(|l| l.job.run_id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for run_id in expired {
+            if let Some(l) = st.leases.remove(&run_id) {
+                st.present.remove(&(run_id, l.job.attempt));
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn lease_alive(&self, run_id: &str, lease_token: &str) -> BrokerResult<bool> {
+        let st = self.lock();
+        Ok(st
+            .leases
+            .get(run_id)
+            .is_some_and(|l| l.lease_token == lease_token && l.deadline_ms >= now_ms()))
+    }
+
+    async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
+        let st = self.lock();
+        Ok(st.queues.iter().map(|(q, jobs)| (q.clone(), jobs.len() as u64)).collect())
+    }
+
+    async fn cancel(&self, run_id: &str) -> BrokerResult<()> {
+        let mut st = self.lock();
+        st.cancels.insert(run_id.to_string());
+        for q in st.queues.values_mut() {
+            q.retain(|j| j.run_id != run_id);
+        }
+        if !st.leases.contains_key(run_id) {
+            st.present.retain(|(r, _)| r != run_id);
+        }
+        Ok(())
+    }
+
+    async fn cancels_for(&self, run_ids: &[String]) -> BrokerResult<Vec<String>> {
+        let st = self.lock();
+        Ok(run_ids.iter().filter(|r| st.cancels.contains(*r)).cloned().collect())
+    }
+
+    async fn publish_event(&self, event: &RunEvent) -> BrokerResult<()> {
+        {
+            let mut st = self.lock();
+            st.next_event += 1;
+            let id = st.next_event;
+            st.events.push_back((id, event.clone()));
+        }
+        self.events_published.notify_waiters();
+        Ok(())
+    }
+
+    async fn read_events(&self, group: &str, _consumer: &str, max: usize, wait: Duration) -> BrokerResult<Vec<(String, RunEvent)>> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.events_published.notified();
+            let got = self.take_events(group, max);
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return Ok(vec![]);
+            }
+        }
+    }
+
+    async fn ack_events(&self, group: &str, ids: &[String]) -> BrokerResult<()> {
+        let mut st = self.lock();
+        if let Some(pending) = st.pending.get_mut(group) {
+            for id in ids {
+                if let Ok(n) = id.parse::<u64>() {
+                    pending.remove(&n);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()> {
+        {
+            let mut st = self.lock();
+            let log = st.logs.entry(run_id.to_string()).or_default();
+            for c in chunks {
+                if log.back().is_some_and(|l| c.cursor() <= l.cursor()) {
+                    continue; // already have it
+                }
+                log.push_back(c.clone());
+                if log.len() > LIVE_LOG_CHUNKS {
+                    log.pop_front();
+                }
+            }
+        }
+        self.logs_appended.notify_waiters();
+        Ok(())
+    }
+
+    async fn read_log(&self, run_id: &str, after: u64, wait: Duration) -> BrokerResult<Vec<LogChunk>> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.logs_appended.notified();
+            let got: Vec<LogChunk> = {
+                let st = self.lock();
+                st.logs
+                    .get(run_id)
+                    .map(|l| l.iter().filter(|c| c.cursor() > after).cloned().collect())
+                    .unwrap_or_default()
+            };
+            if !got.is_empty() || wait.is_zero() {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return Ok(vec![]);
+            }
+        }
+    }
+
+    async fn put_worker(&self, status: &WorkerStatus, ttl: Duration) -> BrokerResult<()> {
+        let mut st = self.lock();
+        st.workers.insert(status.id.clone(), (Instant::now(), ttl, status.clone()));
+        Ok(())
+    }
+
+    async fn workers(&self) -> BrokerResult<Vec<WorkerStatus>> {
+        let mut st = self.lock();
+        st.workers.retain(|_, (at, ttl, _)| at.elapsed() < *ttl);
+        Ok(st.workers.values().map(|(_, _, w)| w.clone()).collect())
+    }
+
+    async fn set_drain(&self, worker_id: &str, drain: bool) -> BrokerResult<()> {
+        let mut st = self.lock();
+        if drain {
+            st.drains.insert(worker_id.to_string());
+        } else {
+            st.drains.remove(worker_id);
+        }
+        Ok(())
+    }
+
+    async fn acquire_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<Option<u64>> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let free = st.leaders.get(name).is_none_or(|(h, until)| *until < now || h == holder);
+        if !free {
+            return Ok(None);
+        }
+        st.leaders.insert(name.to_string(), (holder.to_string(), now + ttl));
+        st.fence += 1;
+        Ok(Some(st.fence))
+    }
+
+    async fn renew_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<bool> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        match st.leaders.get_mut(name) {
+            Some((h, until)) if h == holder && *until >= now => {
+                *until = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_leader(&self, name: &str, holder: &str) -> BrokerResult<()> {
+        let mut st = self.lock();
+        if st.leaders.get(name).is_some_and(|(h, _)| h == holder) {
+            st.leaders.remove(name);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The `Broker` seam: the fast path between planes. Queues of jobs, leases with deadlines,
+//! runner events for the recorder, bounded live logs, cancel and drain signals, worker status and
+//! the leader lock with a fencing token.
+//!
+//! The broker is never the source of truth: everything in it can be rebuilt from SQL (queued runs
+//! are re-published by compensation, running runs without a live lease are declared lost). That is
+//! what makes the in-process implementation safe across restarts and a Redis `FLUSHALL` survivable.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use crate::model::{Job, Lease, RunEvent, WorkerStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt broker message: {0}")]
+    Corrupt(String),
+}
+
+pub type BrokerResult<T> = Result<T, BrokerError>;
+
+/// What a runner asks for when it wants work.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub worker_id: String,
+    pub queues: Vec<String>,
+    pub max: usize,
+    pub ttl: Duration,
+}
+
+/// A held lease as a heartbeat names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLease {
+    pub run_id: String,
+    pub lease_token: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Held runs whose cancellation was requested.
+    pub cancels: Vec<String>,
+    /// Held runs whose lease is gone (expired and reclaimed, or unknown): stop them.
+    pub lost: Vec<String>,
+    /// The operator asked this worker to drain.
+    pub drain: bool,
+}
+
+/// One sequenced piece of a run's output. `seq` starts at 1 and is unique per run and attempt,
+/// so a chunk sent twice is stored once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub attempt: u32,
+    pub seq: u64,
+    pub stream: String,
+    pub data: String,
+    pub at_ms: i64,
+}
+
+impl LogChunk {
+    /// Position of the chunk in its run's log across attempts; readers resume after it.
+    pub fn cursor(&self) -> u64 {
+        ((self.attempt as u64) << 40) | self.seq
+    }
+}
+
+/// How many chunks of a run the broker keeps for live tailing; the archive has the rest.
+pub const LIVE_LOG_CHUNKS: usize = 10_000;
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    async fn ping(&self) -> BrokerResult<()>;
+
+    /// Enqueues a job. Idempotent per `(run_id, attempt)`: a job already queued or leased is not
+    /// added again (returns false), so compensation may re-publish freely.
+    async fn publish(&self, job: &Job) -> BrokerResult<bool>;
+    /// Waits up to `wait` for jobs on any of the queues and leases up to `max` of them.
+    async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>>;
+    /// Extends the worker's leases; reports cancels, lost leases and the drain flag.
+    async fn heartbeat(&self, worker_id: &str, held: &[HeldLease], ttl: Duration) -> BrokerResult<HeartbeatReply>;
+    /// Ends a lease after its outcome was reported.
+    async fn release(&self, run_id: &str, lease_token: &str) -> BrokerResult<()>;
+    /// Gives a leased job back to its queue untouched (a draining runner that did not start it).
+    async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()>;
+    /// Removes and returns leases whose deadline passed.
+    async fn reap_expired(&self, now_ms: i64) -> BrokerResult<Vec<Lease>>;
+    /// True while `(run_id, lease_token)` is a live lease.
+    async fn lease_alive(&self, run_id: &str, lease_token: &str) -> BrokerResult<bool>;
+    /// Number of jobs waiting per queue.
+    async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>>;
+
+    /// Flags a run as cancelled: a queued job is dropped, a leased one is reported on heartbeat.
+    async fn cancel(&self, run_id: &str) -> BrokerResult<()>;
+    /// The subset of `run_ids` with a pending cancel (runners poll this for sub-second cancels).
+    async fn cancels_for(&self, run_ids: &[String]) -> BrokerResult<Vec<String>>;
+
+    async fn publish_event(&self, event: &RunEvent) -> BrokerResult<()>;
+    /// Reads runner events for `group`, at least once: unacknowledged events are redelivered.
+    async fn read_events(&self, group: &str, consumer: &str, max: usize, wait: Duration)
+        -> BrokerResult<Vec<(String, RunEvent)>>;
+    async fn ack_events(&self, group: &str, ids: &[String]) -> BrokerResult<()>;
+
+    async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()>;
+    /// Chunks whose [`LogChunk::cursor`] is past `after`, waiting up to `wait` for a new one.
+    async fn read_log(&self, run_id: &str, after: u64, wait: Duration) -> BrokerResult<Vec<LogChunk>>;
+
+    async fn put_worker(&self, status: &WorkerStatus, ttl: Duration) -> BrokerResult<()>;
+    async fn workers(&self) -> BrokerResult<Vec<WorkerStatus>>;
+    async fn set_drain(&self, worker_id: &str, drain: bool) -> BrokerResult<()>;
+
+    /// Takes the named lock if free; returns a fencing token larger than any handed out before.
+    async fn acquire_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<Option<u64>>;
+    /// Extends the lock if `holder` still has it; false means leadership is lost.
+    async fn renew_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<bool>;
+    async fn release_leader(&self, name: &str, holder: &str) -> BrokerResult<()>;
+}

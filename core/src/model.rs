@@ -1,0 +1,455 @@
+//! Domain types. Store rows, API bodies and broker messages are all these same structs, so a
+//! field added here shows up everywhere at once. Times are `i64` milliseconds (see [`crate::time`]).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::time::rfc3339;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub disabled: bool,
+    #[serde(with = "rfc3339")]
+    pub created_at: i64,
+    #[serde(skip)]
+    pub password_hash: String,
+}
+
+/// A bearer credential: a login session or a named API token. Only its hash is stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// `session` for logins, `api` for tokens created through `/tokens`.
+    pub kind: String,
+    pub scopes: Vec<String>,
+    #[serde(with = "rfc3339")]
+    pub created_at: i64,
+    #[serde(with = "rfc3339")]
+    pub expires_at: i64,
+    #[serde(skip)]
+    pub token_hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BundleFormat {
+    #[serde(rename = "py")]
+    Py,
+    #[serde(rename = "zip")]
+    Zip,
+    #[serde(rename = "tar.gz")]
+    TarGz,
+}
+
+impl BundleFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BundleFormat::Py => "py",
+            BundleFormat::Zip => "zip",
+            BundleFormat::TarGz => "tar.gz",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BundleFormat> {
+        match s {
+            "py" => Some(BundleFormat::Py),
+            "zip" => Some(BundleFormat::Zip),
+            "tar.gz" => Some(BundleFormat::TarGz),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub current_version: i64,
+    #[serde(with = "rfc3339")]
+    pub created_at: i64,
+    #[serde(with = "rfc3339")]
+    pub updated_at: i64,
+}
+
+/// An immutable, content-addressed upload of a project.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectVersion {
+    pub project_id: String,
+    pub version: i64,
+    pub bundle: BundleRef,
+    pub entrypoint: String,
+    /// Requirement lines (from `requirements.txt` or the upload's `requirements` field), empty if none.
+    pub requirements: String,
+    pub python_version: Option<String>,
+    pub files: Vec<String>,
+    #[serde(with = "rfc3339")]
+    pub created_at: i64,
+}
+
+/// Where a bundle lives in the BlobStore and how to check and unpack it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub key: String,
+    pub sha256: String,
+    pub format: BundleFormat,
+    pub size_bytes: i64,
+    /// For a single `.py` upload: the file name inside the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Schedule {
+    Once {
+        at: String,
+    },
+    Interval {
+        every_s: u64,
+    },
+    Cron {
+        cron: String,
+        #[serde(default = "utc")]
+        timezone: String,
+    },
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff_s: u64,
+    pub max_backoff_s: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            backoff_s: 5,
+            max_backoff_s: 300,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff before attempt `next_attempt` (2, 3, …), capped, in milliseconds.
+    pub fn backoff_ms(&self, next_attempt: u32) -> i64 {
+        let exp = next_attempt.saturating_sub(2).min(20);
+        let secs = self.backoff_s.saturating_mul(1u64 << exp).min(self.max_backoff_s);
+        (secs as i64) * 1000
+    }
+}
+
+/// What a task runs and how. Stored as JSON on the task row and copied into each job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub entrypoint: Option<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub secrets: Vec<String>,
+    pub queue: String,
+    pub labels: BTreeMap<String, String>,
+    pub timeout_s: u64,
+    pub retry: RetryPolicy,
+    pub overlap: String,
+    pub misfire: String,
+    pub priority: i32,
+}
+
+impl Default for TaskSpec {
+    fn default() -> Self {
+        TaskSpec {
+            entrypoint: None,
+            args: vec![],
+            env: BTreeMap::new(),
+            secrets: vec![],
+            queue: "default".into(),
+            labels: BTreeMap::new(),
+            timeout_s: 3600,
+            retry: RetryPolicy::default(),
+            overlap: "allow".into(),
+            misfire: "fire_once".into(),
+            priority: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    #[serde(flatten)]
+    pub spec: TaskSpec,
+    pub schedule: Option<Schedule>,
+    pub paused: bool,
+    #[serde(with = "rfc3339::option")]
+    pub next_fire_at: Option<i64>,
+    #[serde(with = "rfc3339")]
+    pub created_at: i64,
+    #[serde(with = "rfc3339")]
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Lost,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 7] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::TimedOut,
+        RunState::Cancelled,
+        RunState::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed_out",
+            RunState::Cancelled => "cancelled",
+            RunState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
+    }
+
+    /// Failed, timed-out and lost attempts are retried while attempts remain; success and
+    /// cancellation never are.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, RunState::Failed | RunState::TimedOut | RunState::Lost)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub task_id: String,
+    pub project_id: String,
+    pub project_version: i64,
+    pub state: RunState,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub queue: String,
+    pub trigger: String,
+    pub worker_id: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub peak_rss_kb: Option<i64>,
+    pub log_key: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub cancel_requested: bool,
+    #[serde(with = "rfc3339::option")]
+    pub due_at: Option<i64>,
+    #[serde(with = "rfc3339")]
+    pub queued_at: i64,
+    #[serde(with = "rfc3339::option")]
+    pub not_before: Option<i64>,
+    #[serde(with = "rfc3339::option")]
+    pub started_at: Option<i64>,
+    #[serde(with = "rfc3339::option")]
+    pub finished_at: Option<i64>,
+    #[serde(skip)]
+    pub lease_token: Option<String>,
+}
+
+/// The message a queue carries: everything a runner needs to execute one attempt of a run
+/// without reading SQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub run_id: String,
+    pub attempt: u32,
+    pub queue: String,
+    pub task_id: String,
+    pub project_id: String,
+    pub project_version: i64,
+    pub bundle: BundleRef,
+    pub entrypoint: String,
+    pub requirements: String,
+    pub python_version: Option<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_s: u64,
+}
+
+/// A job handed to one runner, fenced by `(run_id, attempt, lease_token)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub job: Job,
+    pub lease_token: String,
+    pub worker_id: String,
+    pub deadline_ms: i64,
+}
+
+/// How an attempt ended, as the runner reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub state: RunState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub peak_rss_kb: Option<i64>,
+    pub log_key: Option<String>,
+    pub result: Option<serde_json::Value>,
+}
+
+/// A state change reported by a runner; applied to SQL by the recorder only if
+/// `(attempt, lease_token)` still matches the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub run_id: String,
+    pub attempt: u32,
+    pub lease_token: String,
+    pub worker_id: String,
+    pub at_ms: i64,
+    pub kind: RunEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEventKind {
+    Started,
+    Finished(Outcome),
+}
+
+/// A line in a run's history (state changes, repairs) as shown by the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunHistoryEntry {
+    pub id: String,
+    pub run_id: String,
+    pub attempt: u32,
+    pub kind: String,
+    pub detail: String,
+    #[serde(with = "rfc3339")]
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: String,
+    #[serde(with = "rfc3339")]
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub address: String,
+    pub user_agent: String,
+    pub outcome: String,
+}
+
+/// Live state of a runner as its heartbeats describe it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: String,
+    pub name: String,
+    pub mode: String,
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub running: u32,
+    pub cpu_percent: f32,
+    pub memory_percent: f32,
+    pub disk_percent: f32,
+    pub version: String,
+    pub draining: bool,
+    pub held_leases: Vec<String>,
+    pub last_seen_ms: i64,
+}
+
+/// A page of results: `{items, next_cursor}` on the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_states_round_trip_through_their_names() {
+        for st in RunState::ALL {
+            assert_eq!(RunState::parse(st.as_str()), Some(st));
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+        }
+        assert_eq!(RunState::parse("bogus"), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            backoff_s: 2,
+            max_backoff_s: 10,
+        };
+        assert_eq!(p.backoff_ms(2), 2000);
+        assert_eq!(p.backoff_ms(3), 4000);
+        assert_eq!(p.backoff_ms(4), 8000);
+        assert_eq!(p.backoff_ms(5), 10000);
+        assert_eq!(p.backoff_ms(60), 10000);
+    }
+}

@@ -1,0 +1,48 @@
+//! Opening the seams from configuration URLs.
+//!
+//! `antcode up` opens each one once and hands the same handles to every plane it runs, which is
+//! what lets the in-process broker serve them all.
+
+use std::sync::Arc;
+
+use crate::blob::{local::LocalBlobStore, BlobStore};
+use crate::broker::{memory::MemoryBroker, Broker};
+use crate::store::{sql::SqlStore, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeamError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("blob store: {0}")]
+    Blob(#[from] crate::blob::BlobError),
+    #[error("unsupported {what} url {url:?}: {hint}")]
+    Unsupported { what: &'static str, url: String, hint: &'static str },
+}
+
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, SeamError> {
+    Ok(Arc::new(SqlStore::connect(url).await?))
+}
+
+/// `memory://` is the in-process broker.
+pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>, SeamError> {
+    if url == "memory://" || url.is_empty() {
+        return Ok(Arc::new(MemoryBroker::new()));
+    }
+    Err(SeamError::Unsupported {
+        what: "broker",
+        url: url.into(),
+        hint: "use memory:// (in-process)",
+    })
+}
+
+/// `file://PATH` (or a plain path) is a local directory.
+pub async fn open_blobs(url: &str) -> Result<Arc<dyn BlobStore>, SeamError> {
+    if let Some(path) = url.strip_prefix("file://").or(if url.contains("://") { None } else { Some(url) }) {
+        return Ok(Arc::new(LocalBlobStore::new(path)?));
+    }
+    Err(SeamError::Unsupported {
+        what: "blob store",
+        url: url.into(),
+        hint: "use file://DIR",
+    })
+}

@@ -1,0 +1,124 @@
+//! The `Store` seam: SQL, the source of truth for users, projects, tasks, runs and audit.
+//!
+//! One implementation, [`sql::SqlStore`], speaks SQLite (embedded default), PostgreSQL and
+//! MySQL/MariaDB through sqlx's `Any` driver; the dialect only changes DDL types and placeholders.
+//! Every run transition that a runner causes is fenced by `(attempt, lease_token)` here, at the
+//! SQL write, so a stale report can never overwrite a re-leased run.
+
+pub mod sql;
+mod migrations;
+mod rows;
+
+use async_trait::async_trait;
+
+use crate::model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// A fenced write whose attempt or lease token no longer matches.
+    #[error("stale: {0}")]
+    Stale(String),
+    #[error("database schema version {found} is newer than this binary supports ({supported}); upgrade antcode")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Filters for `list_runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub task_id: Option<String>,
+    pub state: Option<RunState>,
+    pub worker_id: Option<String>,
+    pub since_ms: Option<i64>,
+}
+
+/// A run to create: either a fresh trigger or a scheduled fire (with `due_at`, unique per task).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub task: Task,
+    pub version: ProjectVersion,
+    pub trigger: String,
+    pub due_at: Option<i64>,
+}
+
+/// What the recorder decided when it applied a `Finished` event.
+#[derive(Debug, Clone)]
+pub enum FinishApplied {
+    /// The run reached a terminal state.
+    Terminal(Run),
+    /// The attempt failed but attempts remain: the run is `queued` again with `attempt + 1`.
+    Requeued(Run),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+
+    // users and credentials
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn user_by_name(&self, username: &str) -> StoreResult<User>;
+    async fn user(&self, id: &str) -> StoreResult<User>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    async fn delete_user(&self, id: &str) -> StoreResult<()>;
+    async fn create_token(&self, token: &ApiToken) -> StoreResult<()>;
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<ApiToken>;
+    async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<ApiToken>>;
+    async fn delete_token(&self, id: &str) -> StoreResult<()>;
+
+    // projects
+    async fn create_project(&self, project: &Project, first: &ProjectVersion) -> StoreResult<()>;
+    async fn project(&self, id: &str) -> StoreResult<Project>;
+    async fn project_by_name(&self, name: &str) -> StoreResult<Project>;
+    async fn list_projects(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Project>>;
+    async fn update_project(&self, project: &Project) -> StoreResult<()>;
+    async fn delete_project(&self, id: &str) -> StoreResult<()>;
+    /// Adds a version numbered after the latest one and makes it current; returns its number.
+    async fn add_version(&self, version: &ProjectVersion) -> StoreResult<i64>;
+    async fn version(&self, project_id: &str, version: i64) -> StoreResult<ProjectVersion>;
+    async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>>;
+
+    // tasks
+    async fn create_task(&self, task: &Task) -> StoreResult<()>;
+    async fn task(&self, id: &str) -> StoreResult<Task>;
+    async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>>;
+    async fn update_task(&self, task: &Task) -> StoreResult<()>;
+    async fn delete_task(&self, id: &str) -> StoreResult<()>;
+    /// Active (unpaused) tasks with a schedule whose next fire time is at or before `now_ms`.
+    async fn due_tasks(&self, now_ms: i64) -> StoreResult<Vec<Task>>;
+
+    // runs
+    /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
+    async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
+    async fn run(&self, id: &str) -> StoreResult<Run>;
+    async fn list_runs(&self, filter: &RunFilter, limit: u32, cursor: Option<&str>)
+        -> StoreResult<Page<Run>>;
+    /// Jobs of queued runs whose `not_before` has passed, oldest first: what must be in the broker.
+    async fn due_queued_jobs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Runs in `running` state (used by compensation to find lost leases).
+    async fn running_runs(&self, limit: u32) -> StoreResult<Vec<Run>>;
+    /// `queued` → `running` for this attempt, binding the lease token. Stale if the run moved on.
+    async fn mark_started(&self, run_id: &str, attempt: u32, lease_token: &str, worker_id: &str, at_ms: i64)
+        -> StoreResult<Run>;
+    /// Applies an attempt's outcome if `(attempt, lease_token)` still matches; requeues when the
+    /// outcome is retryable and attempts remain.
+    async fn finish_attempt(&self, run_id: &str, attempt: u32, lease_token: Option<&str>, outcome: &Outcome, at_ms: i64)
+        -> StoreResult<FinishApplied>;
+    /// Flags a cancel request; a queued run is cancelled at once (returned state tells which).
+    async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run>;
+    async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>>;
+    async fn add_history(&self, entry: &RunHistoryEntry) -> StoreResult<()>;
+
+    // audit and secrets
+    async fn add_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    async fn list_audit(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<AuditEntry>>;
+}

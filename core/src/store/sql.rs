@@ -1,0 +1,696 @@
+//! [`SqlStore`]: the `Store` seam on sqlx `Any`, for SQLite, PostgreSQL and MySQL/MariaDB.
+//!
+//! Queries are written once with `?` placeholders; [`SqlStore::q`] rewrites them to `$n` for
+//! PostgreSQL. Only portable types cross the driver: text, 64-bit integers (times are epoch ms,
+//! booleans 0/1) and JSON as text.
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use super::migrations::{render, MIGRATIONS};
+use super::rows::{self, to_json, RUN_COLUMNS, TASK_COLUMNS, VERSION_COLUMNS};
+use super::*;
+use crate::ids::new_id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Dialect {
+    pub fn from_url(url: &str) -> Option<Dialect> {
+        let scheme = url.split(':').next()?;
+        match scheme {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::Mysql),
+            _ => None,
+        }
+    }
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+fn conflict(e: sqlx::Error, what: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(what.to_string())
+    } else {
+        StoreError::Db(e)
+    }
+}
+
+fn page<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(id)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+impl SqlStore {
+    /// Connects and migrates. `url` is `sqlite://PATH`, `postgres://…` or `mysql://…`.
+    pub async fn connect(url: &str) -> StoreResult<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)
+            .ok_or_else(|| StoreError::Corrupt(format!("unsupported database url scheme in {url}")))?;
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let max = if dialect == Dialect::Sqlite { 4 } else { 10 };
+        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await?;
+        let store = SqlStore { pool, dialect };
+        if dialect == Dialect::Sqlite {
+            // WAL lets readers proceed while the recorder writes.
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&store.pool).await?;
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Rewrites `?` placeholders for the dialect (PostgreSQL wants `$1, $2, …`).
+    fn q(&self, sql: &str) -> String {
+        if self.dialect != Dialect::Postgres {
+            return sql.to_string();
+        }
+        let mut out = String::with_capacity(sql.len() + 8);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let create = render(
+            "CREATE TABLE IF NOT EXISTS schema_version (version {big} PRIMARY KEY, applied_at {big} NOT NULL)",
+            self.dialect,
+        );
+        sqlx::query(&create).execute(&self.pool).await?;
+        let found: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_version")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("v")?;
+        let found = found.unwrap_or(0);
+        let supported = MIGRATIONS.len() as i64;
+        if found > supported {
+            return Err(StoreError::SchemaTooNew { found, supported });
+        }
+        for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let version = i as i64 + 1;
+            // MySQL commits DDL implicitly, so each migration is applied statement by statement
+            // and recorded last; a concurrent starter that loses the race sees the row exist.
+            for stmt in statements.iter() {
+                sqlx::query(&render(stmt, self.dialect)).execute(&self.pool).await?;
+            }
+            let insert = self.q("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)");
+            sqlx::query(&insert)
+                .bind(version)
+                .bind(crate::time::now_ms())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| conflict(e, "schema_version"))?;
+        }
+        Ok(())
+    }
+
+    async fn one(&self, sql: &str, binds: &[&str]) -> StoreResult<AnyRow> {
+        let sql = self.q(sql);
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = query.bind(*b);
+        }
+        query.fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn delete_where_id(&self, table: &str, id: &str) -> StoreResult<()> {
+        let sql = self.q(&format!("DELETE FROM {table} WHERE id = ?"));
+        let done = sqlx::query(&sql).bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn history_in(&self, run_id: &str, attempt: u32, kind: &str, detail: &str, at_ms: i64) -> StoreResult<()> {
+        self.add_history(&RunHistoryEntry {
+            id: new_id(),
+            run_id: run_id.into(),
+            attempt,
+            kind: kind.into(),
+            detail: detail.into(),
+            at: at_ms,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: &User) -> StoreResult<()> {
+        let sql = self.q("INSERT INTO users (id, username, password_hash, role, disabled, created_at) VALUES (?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&u.id)
+            .bind(&u.username)
+            .bind(&u.password_hash)
+            .bind(u.role.as_str())
+            .bind(u.disabled as i64)
+            .bind(u.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "username"))?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<User> {
+        rows::user(&self.one("SELECT * FROM users WHERE username = ?", &[username]).await?)
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<User> {
+        rows::user(&self.one("SELECT * FROM users WHERE id = ?", &[id]).await?)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rs = sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&self.pool).await?;
+        rs.iter().map(rows::user).collect()
+    }
+
+    async fn update_user(&self, u: &User) -> StoreResult<()> {
+        let sql = self.q("UPDATE users SET username = ?, password_hash = ?, role = ?, disabled = ? WHERE id = ?");
+        let done = sqlx::query(&sql)
+            .bind(&u.username)
+            .bind(&u.password_hash)
+            .bind(u.role.as_str())
+            .bind(u.disabled as i64)
+            .bind(&u.id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "username"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<()> {
+        self.delete_where_id("users", id).await?;
+        let sql = self.q("DELETE FROM tokens WHERE user_id = ?");
+        sqlx::query(&sql).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_token(&self, t: &ApiToken) -> StoreResult<()> {
+        let sql = self.q("INSERT INTO tokens (id, token_hash, user_id, name, kind, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&t.id)
+            .bind(&t.token_hash)
+            .bind(&t.user_id)
+            .bind(&t.name)
+            .bind(&t.kind)
+            .bind(to_json(&t.scopes))
+            .bind(t.created_at)
+            .bind(t.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "token"))?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<ApiToken> {
+        rows::token(&self.one("SELECT * FROM tokens WHERE token_hash = ?", &[hash]).await?)
+    }
+
+    async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<ApiToken>> {
+        let sql = self.q("SELECT * FROM tokens WHERE user_id = ? AND kind = 'api' ORDER BY id DESC");
+        let rs = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?;
+        rs.iter().map(rows::token).collect()
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<()> {
+        self.delete_where_id("tokens", id).await
+    }
+
+    async fn create_project(&self, p: &Project, first: &ProjectVersion) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.q("INSERT INTO projects (id, name, description, current_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&p.id)
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(first.version)
+            .bind(p.created_at)
+            .bind(p.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, "project name"))?;
+        let sql = self.q(&format!("INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+        sqlx::query(&sql)
+            .bind(&p.id)
+            .bind(first.version)
+            .bind(to_json(&first.bundle))
+            .bind(&first.entrypoint)
+            .bind(&first.requirements)
+            .bind(first.python_version.clone())
+            .bind(to_json(&first.files))
+            .bind(first.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn project(&self, id: &str) -> StoreResult<Project> {
+        rows::project(&self.one("SELECT * FROM projects WHERE id = ?", &[id]).await?)
+    }
+
+    async fn project_by_name(&self, name: &str) -> StoreResult<Project> {
+        rows::project(&self.one("SELECT * FROM projects WHERE name = ?", &[name]).await?)
+    }
+
+    async fn list_projects(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Project>> {
+        let sql = self.q("SELECT * FROM projects WHERE id < ? ORDER BY id DESC LIMIT ?");
+        let rs = sqlx::query(&sql)
+            .bind(cursor.unwrap_or("~"))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rs.iter().map(rows::project).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |p| p.id.clone()))
+    }
+
+    async fn update_project(&self, p: &Project) -> StoreResult<()> {
+        let sql = self.q("UPDATE projects SET name = ?, description = ?, current_version = ?, updated_at = ? WHERE id = ?");
+        let done = sqlx::query(&sql)
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(p.current_version)
+            .bind(p.updated_at)
+            .bind(&p.id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "project name"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn delete_project(&self, id: &str) -> StoreResult<()> {
+        self.delete_where_id("projects", id).await?;
+        let sql = self.q("DELETE FROM project_versions WHERE project_id = ?");
+        sqlx::query(&sql).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn add_version(&self, v: &ProjectVersion) -> StoreResult<i64> {
+        // Two uploads racing pick the same number; the primary key refuses the second, which
+        // simply tries the next number.
+        for _ in 0..8 {
+            let latest: Option<i64> = sqlx::query(&self.q("SELECT MAX(version) AS v FROM project_versions WHERE project_id = ?"))
+                .bind(&v.project_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("v")?;
+            let number = latest.ok_or(StoreError::NotFound)? + 1;
+            let mut tx = self.pool.begin().await?;
+            let sql = self.q(&format!("INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+            let inserted = sqlx::query(&sql)
+                .bind(&v.project_id)
+                .bind(number)
+                .bind(to_json(&v.bundle))
+                .bind(&v.entrypoint)
+                .bind(&v.requirements)
+                .bind(v.python_version.clone())
+                .bind(to_json(&v.files))
+                .bind(v.created_at)
+                .execute(&mut *tx)
+                .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+            let sql = self.q("UPDATE projects SET current_version = ?, updated_at = ? WHERE id = ?");
+            sqlx::query(&sql)
+                .bind(number)
+                .bind(v.created_at)
+                .bind(&v.project_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(number);
+        }
+        Err(StoreError::Conflict("project version".into()))
+    }
+
+    async fn version(&self, project_id: &str, version: i64) -> StoreResult<ProjectVersion> {
+        let sql = self.q(&format!("SELECT {VERSION_COLUMNS} FROM project_versions WHERE project_id = ? AND version = ?"));
+        let row = sqlx::query(&sql)
+            .bind(project_id)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::version(&row)
+    }
+
+    async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>> {
+        let sql = self.q(&format!("SELECT {VERSION_COLUMNS} FROM project_versions WHERE project_id = ? ORDER BY version DESC"));
+        let rs = sqlx::query(&sql).bind(project_id).fetch_all(&self.pool).await?;
+        rs.iter().map(rows::version).collect()
+    }
+
+    async fn create_task(&self, t: &Task) -> StoreResult<()> {
+        let sql = self.q(&format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+        sqlx::query(&sql)
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(&t.project_id)
+            .bind(to_json(&t.spec))
+            .bind(t.schedule.as_ref().map(to_json))
+            .bind(t.paused as i64)
+            .bind(t.next_fire_at)
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "task name"))?;
+        Ok(())
+    }
+
+    async fn task(&self, id: &str) -> StoreResult<Task> {
+        rows::task(&self.one(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"), &[id]).await?)
+    }
+
+    async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>> {
+        let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?"));
+        let rs = sqlx::query(&sql)
+            .bind(cursor.unwrap_or("~"))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rs.iter().map(rows::task).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |t| t.id.clone()))
+    }
+
+    async fn update_task(&self, t: &Task) -> StoreResult<()> {
+        let sql = self.q("UPDATE tasks SET name = ?, project_id = ?, spec = ?, schedule = ?, paused = ?, next_fire_at = ?, updated_at = ? WHERE id = ?");
+        let done = sqlx::query(&sql)
+            .bind(&t.name)
+            .bind(&t.project_id)
+            .bind(to_json(&t.spec))
+            .bind(t.schedule.as_ref().map(to_json))
+            .bind(t.paused as i64)
+            .bind(t.next_fire_at)
+            .bind(t.updated_at)
+            .bind(&t.id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "task name"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn delete_task(&self, id: &str) -> StoreResult<()> {
+        self.delete_where_id("tasks", id).await
+    }
+
+    async fn due_tasks(&self, now_ms: i64) -> StoreResult<Vec<Task>> {
+        let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= ? ORDER BY next_fire_at"));
+        let rs = sqlx::query(&sql).bind(now_ms).fetch_all(&self.pool).await?;
+        rs.iter().map(rows::task).collect()
+    }
+
+    async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)> {
+        let task = &new.task;
+        let version = &new.version;
+        let now = crate::time::now_ms();
+        let id = new_id();
+        let job = Job {
+            run_id: id.clone(),
+            attempt: 1,
+            queue: task.spec.queue.clone(),
+            task_id: task.id.clone(),
+            project_id: task.project_id.clone(),
+            project_version: version.version,
+            bundle: version.bundle.clone(),
+            entrypoint: task.spec.entrypoint.clone().unwrap_or_else(|| version.entrypoint.clone()),
+            requirements: version.requirements.clone(),
+            python_version: version.python_version.clone(),
+            args: task.spec.args.clone(),
+            env: task.spec.env.clone(),
+            timeout_s: task.spec.timeout_s,
+        };
+        let sql = self.q("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before) VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&id)
+            .bind(&task.id)
+            .bind(&task.project_id)
+            .bind(version.version)
+            .bind(task.spec.retry.max_attempts.max(1) as i64)
+            .bind(to_json(&task.spec.retry))
+            .bind(&task.spec.queue)
+            .bind(&new.trigger)
+            .bind(to_json(&job))
+            .bind(new.due_at)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a run for this task and due time"))?;
+        self.history_in(&id, 1, "queued", &format!("trigger: {}", new.trigger), now).await?;
+        Ok((self.run(&id).await?, job))
+    }
+
+    async fn run(&self, id: &str) -> StoreResult<Run> {
+        rows::run(&self.one(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"), &[id]).await?)
+    }
+
+    async fn list_runs(&self, f: &RunFilter, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Run>> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id < ?");
+        let mut binds: Vec<String> = vec![cursor.unwrap_or("~").to_string()];
+        if let Some(t) = &f.task_id {
+            sql.push_str(" AND task_id = ?");
+            binds.push(t.clone());
+        }
+        if let Some(s) = f.state {
+            sql.push_str(" AND state = ?");
+            binds.push(s.as_str().to_string());
+        }
+        if let Some(w) = &f.worker_id {
+            sql.push_str(" AND worker_id = ?");
+            binds.push(w.clone());
+        }
+        sql.push_str(" AND queued_at >= ? ORDER BY id DESC LIMIT ?");
+        let sql = self.q(&sql);
+        let mut query = sqlx::query(&sql);
+        for b in &binds {
+            query = query.bind(b.as_str());
+        }
+        let rs = query
+            .bind(f.since_ms.unwrap_or(0))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rs.iter().map(rows::run).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |r| r.id.clone()))
+    }
+
+    async fn due_queued_jobs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Job>> {
+        let sql = self.q("SELECT job, attempt FROM runs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?");
+        let rs = sqlx::query(&sql).bind(now_ms).bind(limit as i64).fetch_all(&self.pool).await?;
+        rs.iter()
+            .map(|row| {
+                let raw: String = row.try_get("job")?;
+                let mut job: Job = serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("job: {e}")))?;
+                job.attempt = row.try_get::<i64, _>("attempt")? as u32;
+                Ok(job)
+            })
+            .collect()
+    }
+
+    async fn running_runs(&self, limit: u32) -> StoreResult<Vec<Run>> {
+        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' ORDER BY id LIMIT ?"));
+        let rs = sqlx::query(&sql).bind(limit as i64).fetch_all(&self.pool).await?;
+        rs.iter().map(rows::run).collect()
+    }
+
+    async fn mark_started(&self, run_id: &str, attempt: u32, lease_token: &str, worker_id: &str, at_ms: i64) -> StoreResult<Run> {
+        let sql = self.q("UPDATE runs SET state = 'running', lease_token = ?, worker_id = ?, started_at = ? WHERE id = ? AND attempt = ? AND state = 'queued' AND cancel_requested = 0");
+        let done = sqlx::query(&sql)
+            .bind(lease_token)
+            .bind(worker_id)
+            .bind(at_ms)
+            .bind(run_id)
+            .bind(attempt as i64)
+            .execute(&self.pool)
+            .await?;
+        let run = self.run(run_id).await?;
+        if done.rows_affected() == 1 {
+            self.history_in(run_id, attempt, "running", &format!("worker {worker_id}"), at_ms).await?;
+            return Ok(run);
+        }
+        // A repeated report of the same start is harmless; anything else is stale.
+        if run.state == RunState::Running && run.attempt == attempt && run.lease_token.as_deref() == Some(lease_token) {
+            return Ok(run);
+        }
+        Err(StoreError::Stale(format!(
+            "run {run_id} is {} at attempt {}; start of attempt {attempt} refused",
+            run.state.as_str(),
+            run.attempt
+        )))
+    }
+
+    async fn finish_attempt(&self, run_id: &str, attempt: u32, lease_token: Option<&str>, o: &Outcome, at_ms: i64) -> StoreResult<FinishApplied> {
+        let run = self.run(run_id).await?;
+        let fenced = run.attempt == attempt
+            && !run.state.is_terminal()
+            && (lease_token.is_none() || run.lease_token.as_deref() == lease_token);
+        if !fenced {
+            return Err(StoreError::Stale(format!(
+                "run {run_id} is {} at attempt {}; report for attempt {attempt} refused",
+                run.state.as_str(),
+                run.attempt
+            )));
+        }
+        let retry_row = self.one("SELECT retry FROM runs WHERE id = ?", &[run_id]).await?;
+        let retry: RetryPolicy = serde_json::from_str(&retry_row.try_get::<String, _>("retry")?).unwrap_or_default();
+        let requeue = o.state.is_retryable() && attempt < run.max_attempts && !run.cancel_requested;
+        let detail = to_json(o);
+        let fence = "WHERE id = ? AND attempt = ? AND state = ? AND (lease_token = ? OR ? = '')";
+        let token = lease_token.unwrap_or("");
+        let done = if requeue {
+            let sql = self.q(&format!("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? {fence}"));
+            sqlx::query(&sql)
+                .bind(at_ms + retry.backoff_ms(attempt + 1))
+                .bind(o.exit_code.map(i64::from))
+                .bind(o.signal.map(i64::from))
+                .bind(o.error.clone())
+                .bind(run_id)
+                .bind(attempt as i64)
+                .bind(run.state.as_str())
+                .bind(token)
+                .bind(token)
+                .execute(&self.pool)
+                .await?
+        } else {
+            let sql = self.q(&format!("UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?, finished_at = ? {fence}"));
+            sqlx::query(&sql)
+                .bind(o.state.as_str())
+                .bind(o.exit_code.map(i64::from))
+                .bind(o.signal.map(i64::from))
+                .bind(o.error.clone())
+                .bind(o.duration_ms)
+                .bind(o.peak_rss_kb)
+                .bind(o.log_key.clone())
+                .bind(o.result.as_ref().map(to_json))
+                .bind(at_ms)
+                .bind(run_id)
+                .bind(attempt as i64)
+                .bind(run.state.as_str())
+                .bind(token)
+                .bind(token)
+                .execute(&self.pool)
+                .await?
+        };
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Stale(format!("run {run_id} changed while its attempt {attempt} was being recorded")));
+        }
+        self.history_in(run_id, attempt, o.state.as_str(), &detail, at_ms).await?;
+        let run = self.run(run_id).await?;
+        Ok(if requeue { FinishApplied::Requeued(run) } else { FinishApplied::Terminal(run) })
+    }
+
+    async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run> {
+        let sql = self.q("UPDATE runs SET state = 'cancelled', cancel_requested = 1, finished_at = ?, error = 'cancelled before it started' WHERE id = ? AND state = 'queued'");
+        let done = sqlx::query(&sql).bind(at_ms).bind(run_id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            let sql = self.q("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND state = 'running'");
+            sqlx::query(&sql).bind(run_id).execute(&self.pool).await?;
+        }
+        let run = self.run(run_id).await?;
+        self.history_in(run_id, run.attempt, "cancel_requested", "", at_ms).await?;
+        Ok(run)
+    }
+
+    async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>> {
+        let sql = self.q("SELECT * FROM run_history WHERE run_id = ? ORDER BY id");
+        let rs = sqlx::query(&sql).bind(run_id).fetch_all(&self.pool).await?;
+        rs.iter().map(rows::history).collect()
+    }
+
+    async fn add_history(&self, e: &RunHistoryEntry) -> StoreResult<()> {
+        let sql = self.q("INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES (?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&e.id)
+            .bind(&e.run_id)
+            .bind(e.attempt as i64)
+            .bind(&e.kind)
+            .bind(&e.detail)
+            .bind(e.at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_audit(&self, a: &AuditEntry) -> StoreResult<()> {
+        let sql = self.q("INSERT INTO audit (id, at, actor, action, resource, before_value, after_value, address, user_agent, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&a.id)
+            .bind(a.at)
+            .bind(&a.actor)
+            .bind(&a.action)
+            .bind(&a.resource)
+            .bind(a.before.as_ref().map(to_json))
+            .bind(a.after.as_ref().map(to_json))
+            .bind(&a.address)
+            .bind(&a.user_agent)
+            .bind(&a.outcome)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<AuditEntry>> {
+        let sql = self.q("SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?");
+        let rs = sqlx::query(&sql)
+            .bind(cursor.unwrap_or("~"))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rs.iter().map(rows::audit).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |a| a.id.clone()))
+    }
+}
