@@ -1,1 +1,133 @@
-fn main() {}
+//! `antcode`: one binary for every process of the platform. See `antcode --help`.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use antcode::cli::{self, Cli, Command, LogFormat, RunnerMode};
+use antcode::up;
+use antcode_core::{seams, shutdown, telemetry, Shutdown};
+
+const DEFAULT_ADMIN_PASSWORD: &str = "admin";
+
+fn main() {
+    let cli = Cli::parse();
+    telemetry::init_tracing(matches!(cli.log_format, LogFormat::Json));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("antcode: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(dispatch(cli.command)) {
+        eprintln!("antcode: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(args) => run_up(args).await,
+        Command::Control(args) => run_control(args).await,
+        Command::Scheduler(args) => run_scheduler(args).await,
+        Command::Edge(args) => run_edge(args).await,
+        Command::Runner(args) => run_runner(args).await,
+    }
+}
+
+/// A shutdown token cancelled by SIGINT or SIGTERM.
+fn on_signal() -> Shutdown {
+    let token = Shutdown::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown::os_signal().await;
+        tracing::info!("signal received: shutting down gracefully");
+        t.cancel();
+    });
+    token
+}
+
+async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
+    let password = match args.admin_password {
+        Some(p) if !p.is_empty() => p,
+        _ => {
+            tracing::warn!("ANTCODE_ADMIN_PASSWORD is not set: the admin password is the default `admin`. Set it before exposing this instance.");
+            DEFAULT_ADMIN_PASSWORD.to_string()
+        }
+    };
+    let mut cfg = up::UpConfig::new(args.data_dir);
+    cfg.control_addr = args.listen;
+    cfg.edge_addr = args.edge_listen;
+    cfg.admin_password = password;
+    cfg.runner = !args.no_runner;
+    cfg.runner_slots = args.slots;
+    cfg.queues = args.queues;
+    let data_dir = cfg.data_dir.clone();
+    let running = up::start(cfg).await?;
+    println!("AntCode is up.");
+    println!("  API and web UI : http://{}/", running.control_addr);
+    println!("  API docs       : http://{}/docs", running.control_addr);
+    println!("  edge (gRPC)    : {}", running.edge_addr);
+    println!("  data dir       : {}", data_dir.display());
+    println!("  admin login    : admin / (ANTCODE_ADMIN_PASSWORD, or `admin` if unset; only used on first start)");
+    println!("Press Ctrl-C to stop.");
+    running.run_until(shutdown::os_signal()).await
+}
+
+async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
+    let password = args.admin_password.clone().unwrap_or_default();
+    if !args.dev {
+        if password.is_empty() || password == DEFAULT_ADMIN_PASSWORD {
+            bail!("refusing to start in production mode with no or the default admin password: set ANTCODE_ADMIN_PASSWORD (or pass --dev)");
+        }
+        if args.secret_key.as_deref().unwrap_or("").len() < 32 {
+            bail!("refusing to start in production mode without ANTCODE_SECRET_KEY (at least 32 characters), which encrypts task secrets (or pass --dev)");
+        }
+    }
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let config = antcode_control::ControlConfig {
+        listener,
+        store: seams::open_store(&args.seams.database_url).await?,
+        broker: seams::open_broker(&args.seams.redis_url).await?,
+        blobs: seams::open_blobs(&args.seams.blob_url).await?,
+        admin_password: if password.is_empty() { DEFAULT_ADMIN_PASSWORD.into() } else { password },
+        dev: args.dev,
+        max_upload_bytes: args.max_upload_bytes,
+    };
+    tracing::info!("control listening on http://{}", args.listen);
+    antcode_control::run(config, on_signal()).await?;
+    Ok(())
+}
+
+async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
+    let store = seams::open_store(&args.database_url).await?;
+    let broker = seams::open_broker(&args.redis_url).await?;
+    antcode_scheduler::run(antcode_scheduler::SchedulerConfig::new(store, broker), on_signal()).await?;
+    Ok(())
+}
+
+async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    antcode_edge::run(antcode_edge::EdgeConfig { listener }, on_signal()).await?;
+    Ok(())
+}
+
+async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
+    if args.mode == RunnerMode::Gateway {
+        bail!("gateway mode is not available yet in this build; use --mode direct with --redis-url and --blob-url");
+    }
+    let labels = cli::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
+    let redis = args.redis_url.context("direct mode needs --redis-url (ANTCODE_REDIS_URL)")?;
+    let blob = args.blob_url.context("direct mode needs --blob-url (ANTCODE_BLOB_URL)")?;
+    let broker = seams::open_broker(&redis).await?;
+    let blobs = seams::open_blobs(&blob).await?;
+    let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir);
+    config.queues = args.queues;
+    config.labels = labels;
+    config.slots = args.slots;
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    antcode_runner::run(config, on_signal()).await?;
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub mod broker;
 pub mod bundle;
 pub mod ids;
 pub mod model;
+pub mod schedule;
 pub mod seams;
 pub mod shutdown;
 pub mod store;

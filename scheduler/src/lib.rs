@@ -1,1 +1,65 @@
-//! antcode-scheduler
+//! The schedule plane: turns time and runner reports into run state in SQL.
+//!
+//! * [`recorder`] applies runner events (started, finished) to the store, fenced by attempt and
+//!   lease token. It runs on EVERY instance, sharing the broker's consumer group.
+//! * [`leader`] elects one instance through the broker's lock and carries its fencing token.
+//! * [`compensation`] (leader only) keeps the broker consistent with SQL: re-publishes queued runs,
+//!   reclaims expired leases as `lost`, and detects running runs whose lease vanished.
+//! * [`tick`] (leader only) fires schedules.
+//!
+//! The plane never talks to runners or control directly: only through `Store` and `Broker`.
+
+pub mod compensation;
+pub mod leader;
+pub mod recorder;
+pub mod tick;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use antcode_core::broker::Broker;
+use antcode_core::store::Store;
+use antcode_core::Shutdown;
+
+pub struct SchedulerConfig {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    /// Names this instance in the leader lock and the recorder's consumer group.
+    pub instance_id: String,
+    /// How often the leader compensates and fires schedules.
+    pub tick_interval: Duration,
+    /// Leader lock time-to-live; a dead leader is replaced within it.
+    pub leader_ttl: Duration,
+    /// How long a `running` run may have no live lease before it is declared `lost`.
+    pub lost_after: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>) -> SchedulerConfig {
+        SchedulerConfig {
+            store,
+            broker,
+            instance_id: format!("scheduler-{}", antcode_core::ids::new_id()),
+            tick_interval: Duration::from_secs(1),
+            leader_ttl: Duration::from_secs(10),
+            lost_after: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("store: {0}")]
+    Store(#[from] antcode_core::store::StoreError),
+    #[error("broker: {0}")]
+    Broker(#[from] antcode_core::broker::BrokerError),
+}
+
+/// Runs the recorder and the leader-gated loops until `shutdown`, then releases leadership.
+pub async fn run(config: SchedulerConfig, shutdown: Shutdown) -> Result<(), SchedulerError> {
+    let config = Arc::new(config);
+    let recorder = tokio::spawn(recorder::run(config.clone(), shutdown.clone()));
+    let leader = leader::run(config.clone(), shutdown.clone()).await;
+    let _ = recorder.await;
+    leader
+}

@@ -1,0 +1,134 @@
+//! Schedule arithmetic: validating a schedule and computing its fire times.
+//!
+//! Shared by control (validation and the "next 5 fire times" preview) and the scheduler (advancing
+//! `next_fire_at`), so both agree on every instant. Cron expressions have 5 fields (minute
+//! resolution) or 6 (with seconds first) and are evaluated in the schedule's IANA time zone.
+
+use chrono::{TimeZone, Utc};
+use chrono_tz::Tz;
+use std::str::FromStr;
+
+use crate::model::Schedule;
+use crate::time::parse_rfc3339;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScheduleError {
+    #[error("schedule.cron: {0}")]
+    Cron(String),
+    #[error("schedule.timezone: unknown time zone {0:?}")]
+    TimeZone(String),
+    #[error("schedule.at: not an RFC 3339 time: {0:?}")]
+    At(String),
+    #[error("schedule.every_s: must be between 1 and 31536000")]
+    Every,
+}
+
+fn parse_cron(expr: &str) -> Result<cron::Schedule, ScheduleError> {
+    let fields = expr.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {expr}"),
+        6 => expr.to_string(),
+        n => return Err(ScheduleError::Cron(format!("expected 5 or 6 fields, got {n}"))),
+    };
+    cron::Schedule::from_str(&full).map_err(|e| ScheduleError::Cron(e.to_string()))
+}
+
+/// Checks a schedule; the error names the offending field.
+pub fn validate(s: &Schedule) -> Result<(), ScheduleError> {
+    match s {
+        Schedule::Once { at } => parse_rfc3339(at).map(|_| ()).ok_or_else(|| ScheduleError::At(at.clone())),
+        Schedule::Interval { every_s } => {
+            if (1..=31_536_000).contains(every_s) {
+                Ok(())
+            } else {
+                Err(ScheduleError::Every)
+            }
+        }
+        Schedule::Cron { cron, timezone } => {
+            Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.clone()))?;
+            parse_cron(cron).map(|_| ())
+        }
+    }
+}
+
+/// The first fire time strictly after `after_ms`, or `None` when the schedule is exhausted.
+/// `anchor_ms` is when an interval schedule started counting (its task's creation).
+pub fn next_after(s: &Schedule, after_ms: i64, anchor_ms: i64) -> Result<Option<i64>, ScheduleError> {
+    validate(s)?;
+    Ok(match s {
+        Schedule::Once { at } => parse_rfc3339(at).filter(|t| *t > after_ms),
+        Schedule::Interval { every_s } => {
+            let every = *every_s as i64 * 1000;
+            let elapsed = (after_ms - anchor_ms).max(-every);
+            Some(anchor_ms + (elapsed.div_euclid(every) + 1) * every)
+        }
+        Schedule::Cron { cron, timezone } => {
+            let tz = Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.clone()))?;
+            let start = Utc.timestamp_millis_opt(after_ms).single().unwrap_or_default().with_timezone(&tz);
+            parse_cron(cron)?.after(&start).next().map(|t| t.timestamp_millis())
+        }
+    })
+}
+
+/// The next `n` fire times after `after_ms` (the API's preview).
+pub fn preview(s: &Schedule, after_ms: i64, anchor_ms: i64, n: usize) -> Result<Vec<i64>, ScheduleError> {
+    let mut out = Vec::with_capacity(n);
+    let mut t = after_ms;
+    while out.len() < n {
+        match next_after(s, t, anchor_ms)? {
+            Some(next) => {
+                out.push(next);
+                t = next;
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::to_rfc3339;
+
+    fn cron(expr: &str, tz: &str) -> Schedule {
+        Schedule::Cron { cron: expr.into(), timezone: tz.into() }
+    }
+
+    #[test]
+    fn invalid_schedules_name_their_field() {
+        assert!(matches!(validate(&cron("61 * * * *", "UTC")), Err(ScheduleError::Cron(_))));
+        assert!(matches!(validate(&cron("* * *", "UTC")), Err(ScheduleError::Cron(_))));
+        assert!(matches!(validate(&cron("* * * * *", "Mars/Base")), Err(ScheduleError::TimeZone(_))));
+        assert!(matches!(validate(&Schedule::Once { at: "tomorrow".into() }), Err(ScheduleError::At(_))));
+        assert_eq!(validate(&Schedule::Interval { every_s: 0 }), Err(ScheduleError::Every));
+    }
+
+    #[test]
+    fn cron_is_evaluated_in_its_zone() {
+        let after = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
+        let next = next_after(&cron("0 9 * * *", "Asia/Shanghai"), after, 0).unwrap().unwrap();
+        assert_eq!(to_rfc3339(next), "2026-01-10T01:00:00.000Z");
+    }
+
+    #[test]
+    fn five_and_six_field_cron() {
+        let after = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
+        let five = preview(&cron("*/15 * * * *", "UTC"), after, 0, 2).unwrap();
+        assert_eq!(five.iter().map(|t| to_rfc3339(*t)).collect::<Vec<_>>(), ["2026-01-10T00:15:00.000Z", "2026-01-10T00:30:00.000Z"]);
+        let six = next_after(&cron("30 * * * * *", "UTC"), after, 0).unwrap().unwrap();
+        assert_eq!(to_rfc3339(six), "2026-01-10T00:00:30.000Z");
+    }
+
+    #[test]
+    fn interval_counts_from_its_anchor_and_once_fires_once() {
+        let s = Schedule::Interval { every_s: 10 };
+        assert_eq!(next_after(&s, 1_000, 0).unwrap(), Some(10_000));
+        assert_eq!(next_after(&s, 10_000, 0).unwrap(), Some(20_000));
+        assert_eq!(next_after(&s, -5_000, 0).unwrap(), Some(0));
+        let once = Schedule::Once { at: "2026-01-10T00:00:00Z".into() };
+        let at = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
+        assert_eq!(next_after(&once, at - 1, 0).unwrap(), Some(at));
+        assert_eq!(next_after(&once, at, 0).unwrap(), None);
+    }
+}

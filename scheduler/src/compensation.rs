@@ -1,0 +1,116 @@
+//! Compensation: the leader's repairs that make "nothing accepted is lost" true.
+//!
+//! Each pass:
+//! 1. re-publishes every due `queued` run from SQL (publishing is idempotent per attempt, so runs
+//!    already in the broker are untouched; after a restart or a Redis flush they come back);
+//! 2. reclaims leases whose deadline passed (no heartbeat) as attempt `lost` → retry or fail;
+//! 3. declares `lost` a `running` run whose lease has been gone for longer than `lost_after`
+//!    (the broker lost it, or the whole process restarted under it).
+//!
+//! Every repair is a metric and an entry in the run's history.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use antcode_core::model::{Outcome, RunState};
+use antcode_core::store::StoreError;
+use antcode_core::time::now_ms;
+
+use crate::SchedulerConfig;
+
+pub struct Compensator<'a> {
+    config: &'a SchedulerConfig,
+    /// Running runs first seen without a live lease, and when.
+    orphans: HashMap<String, Instant>,
+}
+
+fn lost(error: String) -> Outcome {
+    Outcome {
+        state: RunState::Lost,
+        exit_code: None,
+        signal: None,
+        error: Some(error),
+        duration_ms: 0,
+        peak_rss_kb: None,
+        log_key: None,
+        result: None,
+    }
+}
+
+impl<'a> Compensator<'a> {
+    pub fn new(config: &'a SchedulerConfig) -> Compensator<'a> {
+        Compensator {
+            config,
+            orphans: HashMap::new(),
+        }
+    }
+
+    pub async fn pass(&mut self) {
+        if let Err(e) = self.republish_queued().await {
+            tracing::warn!(error = %e, "compensation: re-publishing queued runs failed");
+        }
+        if let Err(e) = self.reclaim_expired().await {
+            tracing::warn!(error = %e, "compensation: reclaiming expired leases failed");
+        }
+        if let Err(e) = self.find_orphans().await {
+            tracing::warn!(error = %e, "compensation: checking running runs failed");
+        }
+    }
+
+    async fn republish_queued(&self) -> Result<(), crate::SchedulerError> {
+        let jobs = self.config.store.due_queued_jobs(now_ms(), 1000).await?;
+        for job in jobs {
+            if self.config.broker.publish(&job).await? {
+                metrics::counter!("antcode_scheduler_repairs_total", "kind" => "republished").increment(1);
+                tracing::debug!(run_id = %job.run_id, attempt = job.attempt, "compensation: published queued run");
+            }
+        }
+        Ok(())
+    }
+
+    async fn reclaim_expired(&self) -> Result<(), crate::SchedulerError> {
+        for lease in self.config.broker.reap_expired(now_ms()).await? {
+            let why = format!("lease expired: no heartbeat from worker {}", lease.worker_id);
+            self.declare_lost(&lease.job.run_id, lease.job.attempt, &lease.lease_token, why, "lease_expired")
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn find_orphans(&mut self) -> Result<(), crate::SchedulerError> {
+        let running = self.config.store.running_runs(1000).await?;
+        let mut still = HashMap::new();
+        for run in running {
+            let token = run.lease_token.clone().unwrap_or_default();
+            if self.config.broker.lease_alive(&run.id, &token).await? {
+                continue;
+            }
+            let since = self.orphans.get(&run.id).copied().unwrap_or_else(Instant::now);
+            if since.elapsed() >= self.config.lost_after {
+                let why = "the run's lease is gone (its runner or the broker restarted)".to_string();
+                self.declare_lost(&run.id, run.attempt, &token, why, "orphaned").await;
+            } else {
+                still.insert(run.id, since);
+            }
+        }
+        self.orphans = still;
+        Ok(())
+    }
+
+    async fn declare_lost(&self, run_id: &str, attempt: u32, token: &str, why: String, kind: &'static str) {
+        let applied = self
+            .config
+            .store
+            .finish_attempt(run_id, attempt, Some(token), &lost(why.clone()), now_ms())
+            .await;
+        match applied {
+            Ok(_) => {
+                metrics::counter!("antcode_scheduler_repairs_total", "kind" => kind).increment(1);
+                tracing::warn!(run_id, attempt, "compensation: attempt lost: {why}");
+            }
+            // The runner's own report got there first: nothing to repair.
+            Err(StoreError::Stale(_)) | Err(StoreError::NotFound) => {}
+            Err(e) => tracing::warn!(run_id, error = %e, "compensation: could not record lost attempt"),
+        }
+    }
+}

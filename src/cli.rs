@@ -1,0 +1,150 @@
+//! Command-line flags. Every setting is a flag and an `ANTCODE_*` environment variable; the seed
+//! deployment's names (`WORKER_NAME`, …) are mapped onto these in the compose file.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "antcode", version, about = "Store Python projects, run them on schedules or on demand, watch them live")]
+pub struct Cli {
+    /// Log format: human on a terminal, json for log shippers.
+    #[arg(long, global = true, env = "ANTCODE_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process on embedded storage: the laptop and single-box deployment.
+    Up(UpArgs),
+    /// The control plane (REST API, auth, live logs).
+    Control(ControlArgs),
+    /// The schedule plane (recorder, leader-elected tick, compensation).
+    Scheduler(SchedulerArgs),
+    /// The edge gateway for runners outside the network.
+    Edge(EdgeArgs),
+    /// A runner that executes Python runs.
+    Runner(RunnerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-data")]
+    pub data_dir: PathBuf,
+    /// Address of the REST API and web UI.
+    #[arg(long, env = "ANTCODE_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "ANTCODE_EDGE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub edge_listen: SocketAddr,
+    /// Password of the `admin` user created on first start (default `admin`, with a warning).
+    #[arg(long, env = "ANTCODE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Concurrent runs of the embedded runner.
+    #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 4)]
+    pub slots: usize,
+    /// Queues the embedded runner serves.
+    #[arg(long = "queue", env = "ANTCODE_QUEUES", value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+    /// Do not start the embedded runner.
+    #[arg(long)]
+    pub no_runner: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Seams {
+    /// `sqlite://PATH`, `postgres://…` or `mysql://…`.
+    #[arg(long, env = "ANTCODE_DATABASE_URL")]
+    pub database_url: String,
+    /// `redis://[:password@]host:port[/db]` or `rediss://…`.
+    #[arg(long, env = "ANTCODE_REDIS_URL")]
+    pub redis_url: String,
+    /// `file://DIR` (or a path) for a local directory.
+    #[arg(long, env = "ANTCODE_BLOB_URL")]
+    pub blob_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub seams: Seams,
+    #[arg(long, env = "ANTCODE_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Development mode: allows the default admin password and a missing secret key.
+    #[arg(long, env = "ANTCODE_DEV")]
+    pub dev: bool,
+    #[arg(long, env = "ANTCODE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Key that encrypts task secrets at rest (required outside --dev).
+    #[arg(long, env = "ANTCODE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    #[arg(long, env = "ANTCODE_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    #[arg(long, env = "ANTCODE_DATABASE_URL")]
+    pub database_url: String,
+    #[arg(long, env = "ANTCODE_REDIS_URL")]
+    pub redis_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    #[arg(long, env = "ANTCODE_EDGE_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunnerMode {
+    Direct,
+    Gateway,
+}
+
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    #[arg(long, env = "ANTCODE_RUNNER_MODE", default_value = "direct")]
+    pub mode: RunnerMode,
+    #[arg(long = "queue", env = "ANTCODE_QUEUES", value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+    /// Labels as K=V, repeatable.
+    #[arg(long = "label", env = "ANTCODE_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 2)]
+    pub slots: usize,
+    #[arg(long, env = "ANTCODE_WORKER_NAME")]
+    pub name: Option<String>,
+    #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-runner")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "ANTCODE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "ANTCODE_BLOB_URL")]
+    pub blob_url: Option<String>,
+    /// Gateway mode: the edge's URL, e.g. https://edge.example:50051.
+    #[arg(long, env = "ANTCODE_EDGE_URL")]
+    pub edge: Option<String>,
+    /// Gateway mode: the cluster CA certificate (PEM).
+    #[arg(long, env = "ANTCODE_EDGE_CA")]
+    pub ca: Option<PathBuf>,
+    /// Gateway mode: a one-time enrollment key.
+    #[arg(long, env = "ANTCODE_ENROLL_KEY", hide_env_values = true)]
+    pub enroll: Option<String>,
+}
+
+/// Parses `K=V` labels; the error names the bad one.
+pub fn parse_labels(raw: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
+    raw.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("--label {kv:?}: expected KEY=VALUE")),
+        })
+        .collect()
+}

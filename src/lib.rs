@@ -1,0 +1,7 @@
+//! The `antcode` binary's library half: composing planes into processes.
+//!
+//! [`up`] runs every plane in one process on the embedded seams (what `antcode up` and the
+//! end-to-end tests use); [`cli`] parses flags and `ANTCODE_*` variables for every command.
+
+pub mod cli;
+pub mod up;

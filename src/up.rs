@@ -1,0 +1,138 @@
+//! `antcode up`: control, scheduler, edge and one runner in one process, on SQLite in the data
+//! dir, the in-process broker and a local blob directory.
+//!
+//! Restart-safe because SQL is the truth: queued runs are re-published by the scheduler's
+//! compensation on start, and runs that were running when the process died are declared lost
+//! (and retried per their policy) once their lease is found missing.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+use antcode_core::{seams, Shutdown};
+
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub data_dir: PathBuf,
+    pub control_addr: SocketAddr,
+    pub edge_addr: SocketAddr,
+    pub admin_password: String,
+    /// Run the embedded runner (tests turn it off to keep runs queued).
+    pub runner: bool,
+    pub runner_slots: usize,
+    pub queues: Vec<String>,
+    /// How long a running run may lack a live lease before it is declared lost.
+    pub lost_after: Duration,
+}
+
+impl UpConfig {
+    pub fn new(data_dir: PathBuf) -> UpConfig {
+        UpConfig {
+            data_dir,
+            control_addr: ([127, 0, 0, 1], 8000).into(),
+            edge_addr: ([127, 0, 0, 1], 50051).into(),
+            admin_password: "admin".into(),
+            runner: true,
+            runner_slots: 4,
+            queues: vec!["default".into()],
+            lost_after: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A running `up`: its bound addresses and the handle to stop it.
+pub struct Up {
+    pub control_addr: SocketAddr,
+    pub edge_addr: SocketAddr,
+    shutdown: Shutdown,
+    planes: JoinSet<(&'static str, anyhow::Result<()>)>,
+}
+
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} for {what} (is another antcode running? use --listen / --edge-listen)"))
+}
+
+pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let data_dir = cfg.data_dir.canonicalize()?;
+    let db_url = format!("sqlite://{}", data_dir.join("antcode.db").display());
+    let store = seams::open_store(&db_url).await?;
+    let broker = seams::open_broker("memory://").await?;
+    let blobs = seams::open_blobs(&data_dir.join("blobs").display().to_string()).await?;
+
+    let control_listener = bind(cfg.control_addr, "control")?;
+    let edge_listener = bind(cfg.edge_addr, "the edge")?;
+    let control_addr = control_listener.local_addr()?;
+    let edge_addr = edge_listener.local_addr()?;
+
+    let shutdown = Shutdown::new();
+    let mut planes = JoinSet::new();
+
+    let control = antcode_control::ControlConfig {
+        listener: control_listener,
+        store: store.clone(),
+        broker: broker.clone(),
+        blobs: blobs.clone(),
+        admin_password: cfg.admin_password.clone(),
+        dev: true,
+        max_upload_bytes: 64 * 1024 * 1024,
+    };
+    let s = shutdown.clone();
+    planes.spawn(async move { ("control", antcode_control::run(control, s).await.map_err(Into::into)) });
+
+    let mut scheduler = antcode_scheduler::SchedulerConfig::new(store.clone(), broker.clone());
+    scheduler.lost_after = cfg.lost_after;
+    let s = shutdown.clone();
+    planes.spawn(async move { ("scheduler", antcode_scheduler::run(scheduler, s).await.map_err(Into::into)) });
+
+    let edge = antcode_edge::EdgeConfig { listener: edge_listener };
+    let s = shutdown.clone();
+    planes.spawn(async move { ("edge", antcode_edge::run(edge, s).await.map_err(Into::into)) });
+
+    if cfg.runner {
+        let mut runner = antcode_runner::RunnerConfig::new(broker.clone(), blobs.clone(), data_dir.join("runner"));
+        runner.name = "embedded".into();
+        runner.slots = cfg.runner_slots;
+        runner.queues = cfg.queues.clone();
+        let s = shutdown.clone();
+        planes.spawn(async move { ("runner", antcode_runner::run(runner, s).await.map_err(Into::into)) });
+    }
+    Ok(Up { control_addr, edge_addr, shutdown, planes })
+}
+
+impl Up {
+    /// Asks every plane to stop and waits for them (bounded by their own grace periods).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.join_all().await
+    }
+
+    /// Runs until `signal` resolves or a plane fails, then stops everything.
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = signal => tracing::info!("shutting down"),
+            Some(done) = self.planes.join_next() => {
+                let (name, result) = done?;
+                self.shutdown.cancel();
+                let rest = self.join_all().await;
+                result.with_context(|| format!("{name} stopped"))?;
+                anyhow::bail!("{name} stopped unexpectedly{}", rest.err().map(|e| format!("; {e}")).unwrap_or_default());
+            }
+        }
+        self.stop().await
+    }
+
+    async fn join_all(&mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(done) = self.planes.join_next().await {
+            let (name, result) = done?;
+            if let Err(e) = result {
+                tracing::error!("{name}: {e:#}");
+                first_error.get_or_insert(e.context(name));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

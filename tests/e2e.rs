@@ -1,0 +1,196 @@
+//! End to end, in process: `antcode up` on ephemeral ports with real SQLite, the in-process
+//! broker, a local blob directory, and real Python under uv.
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use antcode::up::{self, Up, UpConfig};
+
+const PASSWORD: &str = "e2e-password-not-default";
+
+async fn start(data_dir: &Path, runner: bool) -> Up {
+    let mut cfg = UpConfig::new(data_dir.to_path_buf());
+    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_password = PASSWORD.into();
+    cfg.runner = runner;
+    cfg.lost_after = Duration::from_secs(2);
+    up::start(cfg).await.expect("antcode up starts")
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn login(up: &Up) -> Client {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}/api/v1", up.control_addr);
+        let res = http
+            .post(format!("{base}/auth/login"))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "login");
+        let token = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+        Client { http, base, token }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let res = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let res = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    async fn text(&self, path: &str) -> String {
+        let res = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.text().await.unwrap()
+    }
+
+    async fn upload(&self, name: &str, file_name: &str, data: Vec<u8>, extra: &[(&str, &str)]) -> Value {
+        let mut form = Form::new().text("name", name.to_string()).part("file", Part::bytes(data).file_name(file_name.to_string()));
+        for (k, v) in extra {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let res = self.http.post(format!("{}/projects", self.base)).bearer_auth(&self.token).multipart(form).send().await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, 201, "upload {name}: {body}");
+        body
+    }
+
+    async fn task(&self, name: &str, project: &Value, extra: Value) -> Value {
+        let mut body = json!({"name": name, "project_id": project["id"]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, task) = self.post("/tasks", body).await;
+        assert_eq!(status, 201, "create task {name}: {task}");
+        task
+    }
+
+    async fn trigger(&self, task: &Value) -> Value {
+        let (status, run) = self.post(&format!("/tasks/{}/trigger", task["id"].as_str().unwrap()), json!({})).await;
+        assert_eq!(status, 201, "trigger: {run}");
+        assert_eq!(run["state"], "queued");
+        run
+    }
+
+    async fn wait_terminal(&self, run: &Value, limit: Duration) -> Value {
+        let id = run["id"].as_str().unwrap();
+        let started = Instant::now();
+        loop {
+            let run = self.get(&format!("/runs/{id}")).await;
+            let state = run["state"].as_str().unwrap().to_string();
+            if !["queued", "running"].contains(&state.as_str()) {
+                return run;
+            }
+            assert!(started.elapsed() < limit, "run {id} still {state} after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut buf);
+    for (name, data) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        w.write_all(data.as_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+    buf.into_inner()
+}
+
+fn pid_is_dead(pid: i32) -> bool {
+    // A killed process reparented to an init that does not reap stays a zombie: dead all the same.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(dir.path(), true).await;
+    let c = Client::login(&up).await;
+
+    // A zip project whose requirements.txt brings a third-party package.
+    let main = "import sys, six\nprint('hello from six', six.__version__, *sys.argv[1:])\nprint('to stderr', file=sys.stderr)\n";
+    let project = c.upload("deps", "deps.zip", zip_of(&[("main.py", main), ("requirements.txt", "six==1.16.0\n")]), &[]).await;
+    let task = c.task("deps", &project, json!({"args": ["a b", "c"]})).await;
+    let run = c.wait_terminal(&c.trigger(&task).await, Duration::from_secs(180)).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["exit_code"], 0);
+    assert!(run["duration_ms"].as_i64().is_some());
+    let logs = c.text(&format!("/runs/{}/logs", run["id"].as_str().unwrap())).await;
+    assert!(logs.contains("hello from six 1.16.0 a b c"), "logs: {logs}");
+    assert!(logs.contains("to stderr"), "logs: {logs}");
+
+    // A failing single-file script keeps its exit code.
+    let failing = c.upload("failing", "fail.py", b"import sys\nprint('about to fail')\nsys.exit(3)\n".to_vec(), &[]).await;
+    let task = c.task("failing", &failing, json!({})).await;
+    let run = c.wait_terminal(&c.trigger(&task).await, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["exit_code"], 3);
+    let logs = c.text(&format!("/runs/{}/logs", run["id"].as_str().unwrap())).await;
+    assert!(logs.contains("about to fail"), "logs: {logs}");
+
+    // Past its timeout the whole process group dies, including a forked grandchild.
+    let pid_file = dir.path().join("grandchild.pid");
+    let sleeper = "import os, subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\nopen(os.environ['PID_FILE'], 'w').write(str(p.pid))\nprint('spawned', p.pid, flush=True)\ntime.sleep(300)\n";
+    let sleepy = c.upload("sleepy", "sleepy.py", sleeper.as_bytes().to_vec(), &[]).await;
+    let env = json!({"PID_FILE": pid_file.display().to_string()});
+    let task = c.task("sleepy", &sleepy, json!({"timeout_s": 2, "env": env})).await;
+    let run = c.wait_terminal(&c.trigger(&task).await, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "timed_out", "{run}");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !pid_is_dead(pid) {
+        assert!(Instant::now() < deadline, "grandchild {pid} survived the timeout");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let metrics = reqwest::get(format!("http://{}/metrics", up.control_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("antcode_runs_finished_total"), "{metrics}");
+    assert!(metrics.contains("antcode_run_duration_seconds"), "{metrics}");
+    up.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_run_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // First life: no runner, so the triggered run stays queued.
+    let up = start(dir.path(), false).await;
+    let c = Client::login(&up).await;
+    let project = c.upload("persist", "persist.py", b"print('ran after restart')\n".to_vec(), &[]).await;
+    let task = c.task("persist", &project, json!({})).await;
+    let run = c.trigger(&task).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.get(&format!("/runs/{}", run["id"].as_str().unwrap())).await["state"], "queued");
+    up.stop().await.unwrap();
+
+    // Second life: everything is still there and the queued run is executed.
+    let up = start(dir.path(), true).await;
+    let c = Client::login(&up).await;
+    assert_eq!(c.get(&format!("/tasks/{}", task["id"].as_str().unwrap())).await["name"], "persist");
+    assert_eq!(c.get(&format!("/projects/{}", project["id"].as_str().unwrap())).await["name"], "persist");
+    let done = c.wait_terminal(&run, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let logs = c.text(&format!("/runs/{}/logs", run["id"].as_str().unwrap())).await;
+    assert!(logs.contains("ran after restart"), "logs: {logs}");
+    up.stop().await.unwrap();
+}
