@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Sets up whatever this machine is missing, then runs every test of the workspace.
+#
+#   ./ops/test.sh            # everything
+#   ./ops/test.sh -p antcode-core   # extra arguments go to `cargo test`
+#
+# Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
+# missing: uv, PostgreSQL, MariaDB, Redis, and starts any of them that is not running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+SUDO=""; if [ "$(id -u)" != 0 ] && have sudo; then SUDO="sudo"; fi
+APT_UPDATED=""
+apt_install() {
+  have apt-get || { log "cannot install $* (no apt-get): install it yourself"; exit 1; }
+  if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
+  log "$2 did not come up on port $1"; exit 1
+}
+
+# --- toolchains -----------------------------------------------------------------------------
+have cargo || { log "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+have python3 || { log "python3 not found: apt-get install python3"; exit 1; }
+if ! have uv; then
+  log "installing uv (pip install uv)"
+  python3 -m pip install --quiet uv 2>/dev/null || python3 -m pip install --quiet --user uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+have uv || { log "uv is still missing: pip install uv"; exit 1; }
+
+# --- services (the tests talk to real engines on loopback) ------------------------------------
+if ! port_open 6379; then
+  have redis-server || { log "installing redis-server"; apt_install redis-server; }
+  log "starting Redis"
+  $SUDO mkdir -p /var/lib/redis /var/log/redis
+  $SUDO redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port 6379 Redis
+fi
+
+if ! port_open 5432; then
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing PostgreSQL"; apt_install postgresql
+    # The tests connect as postgres over TCP without a password (trust on loopback only).
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      $SUDO sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/; s/^(host\s+all\s+all\s+::1\/128\s+)\S+/\1trust/' "$hba"
+    done
+  fi
+  log "starting PostgreSQL"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  wait_port 5432 PostgreSQL
+fi
+
+if ! port_open 3306; then
+  if ! have mariadbd; then
+    log "installing MariaDB"; apt_install mariadb-server
+    MARIADB_FRESH=1
+  fi
+  log "starting MariaDB"
+  $SUDO mkdir -p /run/mysqld && $SUDO chown mysql:mysql /run/mysqld 2>/dev/null || true
+  $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  wait_port 3306 MariaDB
+  if [ -n "${MARIADB_FRESH:-}" ]; then
+    # A fresh install lets root in only through the Unix socket; the tests use TCP.
+    $SUDO mariadb -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;"
+  fi
+fi
+
+# --- the tests ----------------------------------------------------------------------------------
+log "cargo test (workspace)"
+cargo test --workspace --locked "$@" 2>&1
