@@ -21,16 +21,38 @@ fn json<T: serde::de::DeserializeOwned>(raw: &str, what: &str) -> StoreResult<T>
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// Reads a text column. MySQL/MariaDB report `TEXT`/`LONGTEXT` as `BLOB` through sqlx `Any`, so
+/// a string that arrives as bytes is accepted when it is valid UTF-8.
+pub fn opt_text(row: &AnyRow, col: &str) -> StoreResult<Option<String>> {
+    match row.try_get::<Option<String>, _>(col) {
+        Ok(v) => Ok(v),
+        Err(sqlx::Error::ColumnDecode { .. }) => {
+            let bytes: Option<Vec<u8>> = row.try_get(col)?;
+            bytes
+                .map(|b| {
+                    String::from_utf8(b)
+                        .map_err(|_| StoreError::Corrupt(format!("{col}: not UTF-8")))
+                })
+                .transpose()
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn text(row: &AnyRow, col: &str) -> StoreResult<String> {
+    opt_text(row, col)?.ok_or_else(|| StoreError::Corrupt(format!("{col} is NULL")))
+}
+
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("model types always serialize")
 }
 
 pub fn user(row: &AnyRow) -> StoreResult<User> {
-    let role: String = row.try_get("role")?;
+    let role = text(row, "role")?;
     Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        password_hash: row.try_get("password_hash")?,
+        id: text(row, "id")?,
+        username: text(row, "username")?,
+        password_hash: text(row, "password_hash")?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         created_at: row.try_get("created_at")?,
@@ -38,13 +60,13 @@ pub fn user(row: &AnyRow) -> StoreResult<User> {
 }
 
 pub fn token(row: &AnyRow) -> StoreResult<ApiToken> {
-    let scopes: String = row.try_get("scopes")?;
+    let scopes = text(row, "scopes")?;
     Ok(ApiToken {
-        id: row.try_get("id")?,
-        token_hash: row.try_get("token_hash")?,
-        user_id: row.try_get("user_id")?,
-        name: row.try_get("name")?,
-        kind: row.try_get("kind")?,
+        id: text(row, "id")?,
+        token_hash: text(row, "token_hash")?,
+        user_id: text(row, "user_id")?,
+        name: text(row, "name")?,
+        kind: text(row, "kind")?,
         scopes: json(&scopes, "token scopes")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
@@ -53,9 +75,9 @@ pub fn token(row: &AnyRow) -> StoreResult<ApiToken> {
 
 pub fn project(row: &AnyRow) -> StoreResult<Project> {
     Ok(Project {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
+        id: text(row, "id")?,
+        name: text(row, "name")?,
+        description: text(row, "description")?,
         current_version: row.try_get("current_version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -63,27 +85,27 @@ pub fn project(row: &AnyRow) -> StoreResult<Project> {
 }
 
 pub fn version(row: &AnyRow) -> StoreResult<ProjectVersion> {
-    let bundle: String = row.try_get("bundle")?;
-    let files: String = row.try_get("files")?;
+    let bundle = text(row, "bundle")?;
+    let files = text(row, "files")?;
     Ok(ProjectVersion {
-        project_id: row.try_get("project_id")?,
+        project_id: text(row, "project_id")?,
         version: row.try_get("version")?,
         bundle: json(&bundle, "bundle")?,
-        entrypoint: row.try_get("entrypoint")?,
-        requirements: row.try_get("requirements")?,
-        python_version: row.try_get("python_version")?,
+        entrypoint: text(row, "entrypoint")?,
+        requirements: text(row, "requirements")?,
+        python_version: opt_text(row, "python_version")?,
         files: json(&files, "files")?,
         created_at: row.try_get("created_at")?,
     })
 }
 
 pub fn task(row: &AnyRow) -> StoreResult<Task> {
-    let spec: String = row.try_get("spec")?;
-    let schedule: Option<String> = row.try_get("schedule")?;
+    let spec = text(row, "spec")?;
+    let schedule = opt_text(row, "schedule")?;
     Ok(Task {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        project_id: row.try_get("project_id")?,
+        id: text(row, "id")?,
+        name: text(row, "name")?,
+        project_id: text(row, "project_id")?,
         spec: json(&spec, "task spec")?,
         schedule: schedule.map(|s| json(&s, "schedule")).transpose()?,
         paused: row.try_get::<i64, _>("paused")? != 0,
@@ -94,26 +116,31 @@ pub fn task(row: &AnyRow) -> StoreResult<Task> {
 }
 
 pub fn run(row: &AnyRow) -> StoreResult<Run> {
-    let state: String = row.try_get("state")?;
-    let result: Option<String> = row.try_get("result")?;
+    let state = text(row, "state")?;
+    let result = opt_text(row, "result")?;
     Ok(Run {
-        id: row.try_get("id")?,
-        task_id: row.try_get("task_id")?,
-        project_id: row.try_get("project_id")?,
+        id: text(row, "id")?,
+        task_id: text(row, "task_id")?,
+        project_id: text(row, "project_id")?,
         project_version: row.try_get("project_version")?,
-        state: RunState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+        state: RunState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
         attempt: row.try_get::<i64, _>("attempt")? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        queue: row.try_get("queue")?,
-        trigger: row.try_get("run_trigger")?,
-        lease_token: row.try_get("lease_token")?,
-        worker_id: row.try_get("worker_id")?,
-        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
-        signal: row.try_get::<Option<i64>, _>("exit_signal")?.map(|c| c as i32),
-        error: row.try_get("error")?,
+        queue: text(row, "queue")?,
+        trigger: text(row, "run_trigger")?,
+        lease_token: opt_text(row, "lease_token")?,
+        worker_id: opt_text(row, "worker_id")?,
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")?
+            .map(|c| c as i32),
+        signal: row
+            .try_get::<Option<i64>, _>("exit_signal")?
+            .map(|c| c as i32),
+        error: opt_text(row, "error")?,
         duration_ms: row.try_get("duration_ms")?,
         peak_rss_kb: row.try_get("peak_rss_kb")?,
-        log_key: row.try_get("log_key")?,
+        log_key: opt_text(row, "log_key")?,
         result: result.map(|r| json(&r, "result")).transpose()?,
         cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
         due_at: row.try_get("due_at")?,
@@ -126,28 +153,28 @@ pub fn run(row: &AnyRow) -> StoreResult<Run> {
 
 pub fn history(row: &AnyRow) -> StoreResult<RunHistoryEntry> {
     Ok(RunHistoryEntry {
-        id: row.try_get("id")?,
-        run_id: row.try_get("run_id")?,
+        id: text(row, "id")?,
+        run_id: text(row, "run_id")?,
         attempt: row.try_get::<i64, _>("attempt")? as u32,
-        kind: row.try_get("kind")?,
-        detail: row.try_get("detail")?,
+        kind: text(row, "kind")?,
+        detail: text(row, "detail")?,
         at: row.try_get("at")?,
     })
 }
 
 pub fn audit(row: &AnyRow) -> StoreResult<AuditEntry> {
-    let before: Option<String> = row.try_get("before_value")?;
-    let after: Option<String> = row.try_get("after_value")?;
+    let before = opt_text(row, "before_value")?;
+    let after = opt_text(row, "after_value")?;
     Ok(AuditEntry {
-        id: row.try_get("id")?,
+        id: text(row, "id")?,
         at: row.try_get("at")?,
-        actor: row.try_get("actor")?,
-        action: row.try_get("action")?,
-        resource: row.try_get("resource")?,
+        actor: text(row, "actor")?,
+        action: text(row, "action")?,
+        resource: text(row, "resource")?,
         before: before.map(|b| json(&b, "audit before")).transpose()?,
         after: after.map(|a| json(&a, "audit after")).transpose()?,
-        address: row.try_get("address")?,
-        user_agent: row.try_get("user_agent")?,
-        outcome: row.try_get("outcome")?,
+        address: text(row, "address")?,
+        user_agent: text(row, "user_agent")?,
+        outcome: text(row, "outcome")?,
     })
 }

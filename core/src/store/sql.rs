@@ -38,7 +38,8 @@ pub struct SqlStore {
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 fn conflict(e: sqlx::Error, what: &str) -> StoreError {
@@ -63,8 +64,9 @@ impl SqlStore {
     /// Connects and migrates. `url` is `sqlite://PATH`, `postgres://…` or `mysql://…`.
     pub async fn connect(url: &str) -> StoreResult<SqlStore> {
         sqlx::any::install_default_drivers();
-        let dialect = Dialect::from_url(url)
-            .ok_or_else(|| StoreError::Corrupt(format!("unsupported database url scheme in {url}")))?;
+        let dialect = Dialect::from_url(url).ok_or_else(|| {
+            StoreError::Corrupt(format!("unsupported database url scheme in {url}"))
+        })?;
         let url = match dialect {
             Dialect::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
@@ -73,11 +75,16 @@ impl SqlStore {
             _ => url.to_string(),
         };
         let max = if dialect == Dialect::Sqlite { 4 } else { 10 };
-        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
         let store = SqlStore { pool, dialect };
         if dialect == Dialect::Sqlite {
             // WAL lets readers proceed while the recorder writes.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&store.pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await?;
         }
         store.migrate().await?;
         Ok(store)
@@ -126,7 +133,9 @@ impl SqlStore {
             // MySQL commits DDL implicitly, so each migration is applied statement by statement
             // and recorded last; a concurrent starter that loses the race sees the row exist.
             for stmt in statements.iter() {
-                sqlx::query(&render(stmt, self.dialect)).execute(&self.pool).await?;
+                sqlx::query(&render(stmt, self.dialect))
+                    .execute(&self.pool)
+                    .await?;
             }
             let insert = self.q("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)");
             sqlx::query(&insert)
@@ -145,7 +154,10 @@ impl SqlStore {
         for b in binds {
             query = query.bind(*b);
         }
-        query.fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)
+        query
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn delete_where_id(&self, table: &str, id: &str) -> StoreResult<()> {
@@ -157,7 +169,14 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn history_in(&self, run_id: &str, attempt: u32, kind: &str, detail: &str, at_ms: i64) -> StoreResult<()> {
+    async fn history_in(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        kind: &str,
+        detail: &str,
+        at_ms: i64,
+    ) -> StoreResult<()> {
         self.add_history(&RunHistoryEntry {
             id: new_id(),
             run_id: run_id.into(),
@@ -193,7 +212,11 @@ impl Store for SqlStore {
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<User> {
-        rows::user(&self.one("SELECT * FROM users WHERE username = ?", &[username]).await?)
+        rows::user(
+            &self
+                .one("SELECT * FROM users WHERE username = ?", &[username])
+                .await?,
+        )
     }
 
     async fn user(&self, id: &str) -> StoreResult<User> {
@@ -201,12 +224,16 @@ impl Store for SqlStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rs = sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&self.pool).await?;
+        let rs = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
         rs.iter().map(rows::user).collect()
     }
 
     async fn update_user(&self, u: &User) -> StoreResult<()> {
-        let sql = self.q("UPDATE users SET username = ?, password_hash = ?, role = ?, disabled = ? WHERE id = ?");
+        let sql = self.q(
+            "UPDATE users SET username = ?, password_hash = ?, role = ?, disabled = ? WHERE id = ?",
+        );
         let done = sqlx::query(&sql)
             .bind(&u.username)
             .bind(&u.password_hash)
@@ -247,12 +274,20 @@ impl Store for SqlStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> StoreResult<ApiToken> {
-        rows::token(&self.one("SELECT * FROM tokens WHERE token_hash = ?", &[hash]).await?)
+        rows::token(
+            &self
+                .one("SELECT * FROM tokens WHERE token_hash = ?", &[hash])
+                .await?,
+        )
     }
 
     async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<ApiToken>> {
-        let sql = self.q("SELECT * FROM tokens WHERE user_id = ? AND kind = 'api' ORDER BY id DESC");
-        let rs = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?;
+        let sql =
+            self.q("SELECT * FROM tokens WHERE user_id = ? AND kind = 'api' ORDER BY id DESC");
+        let rs = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
         rs.iter().map(rows::token).collect()
     }
 
@@ -273,7 +308,9 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict(e, "project name"))?;
-        let sql = self.q(&format!("INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+        let sql = self.q(&format!(
+            "INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ));
         sqlx::query(&sql)
             .bind(&p.id)
             .bind(first.version)
@@ -290,11 +327,19 @@ impl Store for SqlStore {
     }
 
     async fn project(&self, id: &str) -> StoreResult<Project> {
-        rows::project(&self.one("SELECT * FROM projects WHERE id = ?", &[id]).await?)
+        rows::project(
+            &self
+                .one("SELECT * FROM projects WHERE id = ?", &[id])
+                .await?,
+        )
     }
 
     async fn project_by_name(&self, name: &str) -> StoreResult<Project> {
-        rows::project(&self.one("SELECT * FROM projects WHERE name = ?", &[name]).await?)
+        rows::project(
+            &self
+                .one("SELECT * FROM projects WHERE name = ?", &[name])
+                .await?,
+        )
     }
 
     async fn list_projects(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Project>> {
@@ -304,7 +349,10 @@ impl Store for SqlStore {
             .bind(limit as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
-        let items = rs.iter().map(rows::project).collect::<StoreResult<Vec<_>>>()?;
+        let items = rs
+            .iter()
+            .map(rows::project)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(page(items, limit, |p| p.id.clone()))
     }
 
@@ -336,14 +384,18 @@ impl Store for SqlStore {
         // Two uploads racing pick the same number; the primary key refuses the second, which
         // simply tries the next number.
         for _ in 0..8 {
-            let latest: Option<i64> = sqlx::query(&self.q("SELECT MAX(version) AS v FROM project_versions WHERE project_id = ?"))
-                .bind(&v.project_id)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("v")?;
+            let latest: Option<i64> = sqlx::query(
+                &self.q("SELECT MAX(version) AS v FROM project_versions WHERE project_id = ?"),
+            )
+            .bind(&v.project_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("v")?;
             let number = latest.ok_or(StoreError::NotFound)? + 1;
             let mut tx = self.pool.begin().await?;
-            let sql = self.q(&format!("INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+            let sql = self.q(&format!(
+                "INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ));
             let inserted = sqlx::query(&sql)
                 .bind(&v.project_id)
                 .bind(number)
@@ -360,7 +412,8 @@ impl Store for SqlStore {
                 Err(e) => return Err(e.into()),
                 Ok(_) => {}
             }
-            let sql = self.q("UPDATE projects SET current_version = ?, updated_at = ? WHERE id = ?");
+            let sql =
+                self.q("UPDATE projects SET current_version = ?, updated_at = ? WHERE id = ?");
             sqlx::query(&sql)
                 .bind(number)
                 .bind(v.created_at)
@@ -374,7 +427,9 @@ impl Store for SqlStore {
     }
 
     async fn version(&self, project_id: &str, version: i64) -> StoreResult<ProjectVersion> {
-        let sql = self.q(&format!("SELECT {VERSION_COLUMNS} FROM project_versions WHERE project_id = ? AND version = ?"));
+        let sql = self.q(&format!(
+            "SELECT {VERSION_COLUMNS} FROM project_versions WHERE project_id = ? AND version = ?"
+        ));
         let row = sqlx::query(&sql)
             .bind(project_id)
             .bind(version)
@@ -386,12 +441,17 @@ impl Store for SqlStore {
 
     async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>> {
         let sql = self.q(&format!("SELECT {VERSION_COLUMNS} FROM project_versions WHERE project_id = ? ORDER BY version DESC"));
-        let rs = sqlx::query(&sql).bind(project_id).fetch_all(&self.pool).await?;
+        let rs = sqlx::query(&sql)
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
         rs.iter().map(rows::version).collect()
     }
 
     async fn create_task(&self, t: &Task) -> StoreResult<()> {
-        let sql = self.q(&format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+        let sql = self.q(&format!(
+            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ));
         sqlx::query(&sql)
             .bind(&t.id)
             .bind(&t.name)
@@ -409,11 +469,20 @@ impl Store for SqlStore {
     }
 
     async fn task(&self, id: &str) -> StoreResult<Task> {
-        rows::task(&self.one(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"), &[id]).await?)
+        rows::task(
+            &self
+                .one(
+                    &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"),
+                    &[id],
+                )
+                .await?,
+        )
     }
 
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>> {
-        let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?"));
+        let sql = self.q(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?"
+        ));
         let rs = sqlx::query(&sql)
             .bind(cursor.unwrap_or("~"))
             .bind(limit as i64 + 1)
@@ -466,7 +535,11 @@ impl Store for SqlStore {
             project_id: task.project_id.clone(),
             project_version: version.version,
             bundle: version.bundle.clone(),
-            entrypoint: task.spec.entrypoint.clone().unwrap_or_else(|| version.entrypoint.clone()),
+            entrypoint: task
+                .spec
+                .entrypoint
+                .clone()
+                .unwrap_or_else(|| version.entrypoint.clone()),
             requirements: version.requirements.clone(),
             python_version: version.python_version.clone(),
             args: task.spec.args.clone(),
@@ -490,15 +563,28 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(|e| conflict(e, "a run for this task and due time"))?;
-        self.history_in(&id, 1, "queued", &format!("trigger: {}", new.trigger), now).await?;
+        self.history_in(&id, 1, "queued", &format!("trigger: {}", new.trigger), now)
+            .await?;
         Ok((self.run(&id).await?, job))
     }
 
     async fn run(&self, id: &str) -> StoreResult<Run> {
-        rows::run(&self.one(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"), &[id]).await?)
+        rows::run(
+            &self
+                .one(
+                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"),
+                    &[id],
+                )
+                .await?,
+        )
     }
 
-    async fn list_runs(&self, f: &RunFilter, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Run>> {
+    async fn list_runs(
+        &self,
+        f: &RunFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Run>> {
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id < ?");
         let mut binds: Vec<String> = vec![cursor.unwrap_or("~").to_string()];
         if let Some(t) = &f.task_id {
@@ -530,11 +616,16 @@ impl Store for SqlStore {
 
     async fn due_queued_jobs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Job>> {
         let sql = self.q("SELECT job, attempt FROM runs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?");
-        let rs = sqlx::query(&sql).bind(now_ms).bind(limit as i64).fetch_all(&self.pool).await?;
+        let rs = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rs.iter()
             .map(|row| {
-                let raw: String = row.try_get("job")?;
-                let mut job: Job = serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("job: {e}")))?;
+                let raw = rows::text(row, "job")?;
+                let mut job: Job = serde_json::from_str(&raw)
+                    .map_err(|e| StoreError::Corrupt(format!("job: {e}")))?;
                 job.attempt = row.try_get::<i64, _>("attempt")? as u32;
                 Ok(job)
             })
@@ -542,12 +633,24 @@ impl Store for SqlStore {
     }
 
     async fn running_runs(&self, limit: u32) -> StoreResult<Vec<Run>> {
-        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' ORDER BY id LIMIT ?"));
-        let rs = sqlx::query(&sql).bind(limit as i64).fetch_all(&self.pool).await?;
+        let sql = self.q(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' ORDER BY id LIMIT ?"
+        ));
+        let rs = sqlx::query(&sql)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rs.iter().map(rows::run).collect()
     }
 
-    async fn mark_started(&self, run_id: &str, attempt: u32, lease_token: &str, worker_id: &str, at_ms: i64) -> StoreResult<Run> {
+    async fn mark_started(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        lease_token: &str,
+        worker_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<Run> {
         let sql = self.q("UPDATE runs SET state = 'running', lease_token = ?, worker_id = ?, started_at = ? WHERE id = ? AND attempt = ? AND state = 'queued' AND cancel_requested = 0");
         let done = sqlx::query(&sql)
             .bind(lease_token)
@@ -559,11 +662,21 @@ impl Store for SqlStore {
             .await?;
         let run = self.run(run_id).await?;
         if done.rows_affected() == 1 {
-            self.history_in(run_id, attempt, "running", &format!("worker {worker_id}"), at_ms).await?;
+            self.history_in(
+                run_id,
+                attempt,
+                "running",
+                &format!("worker {worker_id}"),
+                at_ms,
+            )
+            .await?;
             return Ok(run);
         }
         // A repeated report of the same start is harmless; anything else is stale.
-        if run.state == RunState::Running && run.attempt == attempt && run.lease_token.as_deref() == Some(lease_token) {
+        if run.state == RunState::Running
+            && run.attempt == attempt
+            && run.lease_token.as_deref() == Some(lease_token)
+        {
             return Ok(run);
         }
         Err(StoreError::Stale(format!(
@@ -573,7 +686,14 @@ impl Store for SqlStore {
         )))
     }
 
-    async fn finish_attempt(&self, run_id: &str, attempt: u32, lease_token: Option<&str>, o: &Outcome, at_ms: i64) -> StoreResult<FinishApplied> {
+    async fn finish_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        lease_token: Option<&str>,
+        o: &Outcome,
+        at_ms: i64,
+    ) -> StoreResult<FinishApplied> {
         let run = self.run(run_id).await?;
         let fenced = run.attempt == attempt
             && !run.state.is_terminal()
@@ -585,8 +705,11 @@ impl Store for SqlStore {
                 run.attempt
             )));
         }
-        let retry_row = self.one("SELECT retry FROM runs WHERE id = ?", &[run_id]).await?;
-        let retry: RetryPolicy = serde_json::from_str(&retry_row.try_get::<String, _>("retry")?).unwrap_or_default();
+        let retry_row = self
+            .one("SELECT retry FROM runs WHERE id = ?", &[run_id])
+            .await?;
+        let retry: RetryPolicy = serde_json::from_str(&rows::text(&retry_row, "retry")?)
+            .map_err(|e| StoreError::Corrupt(format!("retry policy of run {run_id}: {e}")))?;
         let requeue = o.state.is_retryable() && attempt < run.max_attempts && !run.cancel_requested;
         let detail = to_json(o);
         let fence = "WHERE id = ? AND attempt = ? AND state = ? AND (lease_token = ? OR ? = '')";
@@ -626,22 +749,35 @@ impl Store for SqlStore {
                 .await?
         };
         if done.rows_affected() != 1 {
-            return Err(StoreError::Stale(format!("run {run_id} changed while its attempt {attempt} was being recorded")));
+            return Err(StoreError::Stale(format!(
+                "run {run_id} changed while its attempt {attempt} was being recorded"
+            )));
         }
-        self.history_in(run_id, attempt, o.state.as_str(), &detail, at_ms).await?;
+        self.history_in(run_id, attempt, o.state.as_str(), &detail, at_ms)
+            .await?;
         let run = self.run(run_id).await?;
-        Ok(if requeue { FinishApplied::Requeued(run) } else { FinishApplied::Terminal(run) })
+        Ok(if requeue {
+            FinishApplied::Requeued(run)
+        } else {
+            FinishApplied::Terminal(run)
+        })
     }
 
     async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run> {
         let sql = self.q("UPDATE runs SET state = 'cancelled', cancel_requested = 1, finished_at = ?, error = 'cancelled before it started' WHERE id = ? AND state = 'queued'");
-        let done = sqlx::query(&sql).bind(at_ms).bind(run_id).execute(&self.pool).await?;
+        let done = sqlx::query(&sql)
+            .bind(at_ms)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
-            let sql = self.q("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND state = 'running'");
+            let sql =
+                self.q("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND state = 'running'");
             sqlx::query(&sql).bind(run_id).execute(&self.pool).await?;
         }
         let run = self.run(run_id).await?;
-        self.history_in(run_id, run.attempt, "cancel_requested", "", at_ms).await?;
+        self.history_in(run_id, run.attempt, "cancel_requested", "", at_ms)
+            .await?;
         Ok(run)
     }
 
@@ -690,7 +826,10 @@ impl Store for SqlStore {
             .bind(limit as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
-        let items = rs.iter().map(rows::audit).collect::<StoreResult<Vec<_>>>()?;
+        let items = rs
+            .iter()
+            .map(rows::audit)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(page(items, limit, |a| a.id.clone()))
     }
 }

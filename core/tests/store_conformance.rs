@@ -1,0 +1,1369 @@
+//! The ONE conformance suite of the `Store` seam.
+//!
+//! Every behaviour below is a plain `async fn(&TestDb)`; the `conformance!` macro at the bottom
+//! stamps each one out as a `#[tokio::test]` per engine (`sqlite::`, `postgres::`, `mysql::`), on
+//! a fresh database of its own, so the same assertions hold SQLite, PostgreSQL and MariaDB to the
+//! same contract. PostgreSQL and MariaDB must be reachable (see `common`): an absent server fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use antcode_core::ids::new_id;
+use antcode_core::model::*;
+use antcode_core::store::{FinishApplied, NewRun, RunFilter, Store, StoreError};
+use antcode_core::time::now_ms;
+use common::TestDb;
+
+// ---------------------------------------------------------------- fixtures
+
+fn user(name: &str, role: Role) -> User {
+    User {
+        id: new_id(),
+        username: name.into(),
+        role,
+        disabled: false,
+        created_at: 1_700_000_000_000,
+        password_hash: format!("hash-of-{name}"),
+    }
+}
+
+fn token(user_id: &str, kind: &str, name: &str) -> ApiToken {
+    ApiToken {
+        id: new_id(),
+        user_id: user_id.into(),
+        name: name.into(),
+        kind: kind.into(),
+        scopes: vec!["runs:read".into(), "tasks:write".into()],
+        created_at: 1_700_000_000_000,
+        expires_at: 1_800_000_000_000,
+        token_hash: antcode_core::ids::token_hash(&new_id()),
+    }
+}
+
+fn version(project_id: &str, n: i64, python: Option<&str>) -> ProjectVersion {
+    ProjectVersion {
+        project_id: project_id.into(),
+        version: n,
+        bundle: BundleRef {
+            key: format!("bundles/{project_id}/{n}"),
+            sha256: antcode_core::ids::sha256_hex(format!("{project_id}{n}").as_bytes()),
+            format: BundleFormat::Zip,
+            size_bytes: 1234 + n,
+            file_name: None,
+        },
+        entrypoint: "main.py".into(),
+        requirements: "requests==2.32.0\nrich\n".into(),
+        python_version: python.map(str::to_string),
+        files: vec!["main.py".into(), "lib/util.py".into()],
+        created_at: 1_700_000_000_000 + n,
+    }
+}
+
+async fn project(store: &dyn Store, name: &str) -> (Project, ProjectVersion) {
+    let p = Project {
+        id: new_id(),
+        name: name.into(),
+        description: format!("the {name} project"),
+        current_version: 1,
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_000_000,
+    };
+    let v = version(&p.id, 1, Some("3.11"));
+    store.create_project(&p, &v).await.expect("create project");
+    (p, v)
+}
+
+fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
+    let mut env = BTreeMap::new();
+    env.insert("GREETING".to_string(), "hello world".to_string());
+    let mut labels = BTreeMap::new();
+    labels.insert("team".to_string(), "data".to_string());
+    Task {
+        id: new_id(),
+        name: name.into(),
+        project_id: project_id.into(),
+        spec: TaskSpec {
+            entrypoint: Some("jobs/run.py".into()),
+            args: vec!["--day".into(), "2024-01-01".into()],
+            env,
+            secrets: vec!["DB_PASSWORD".into()],
+            queue: "default".into(),
+            labels,
+            timeout_s: 60,
+            retry,
+            overlap: "allow".into(),
+            misfire: "fire_once".into(),
+            priority: 3,
+        },
+        schedule: Some(Schedule::Cron {
+            cron: "*/5 * * * *".into(),
+            timezone: "Europe/Berlin".into(),
+        }),
+        paused: false,
+        next_fire_at: Some(1_700_000_300_000),
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_000_000,
+    }
+}
+
+/// A project, a task on it (with `retry`) and the version runs are made from.
+struct Fixture {
+    task: Task,
+    version: ProjectVersion,
+}
+
+async fn fixture(store: &dyn Store, retry: RetryPolicy) -> Fixture {
+    let (p, v) = project(store, &format!("proj-{}", new_id())).await;
+    let t = task(&p.id, &format!("task-{}", new_id()), retry);
+    store.create_task(&t).await.expect("create task");
+    Fixture {
+        task: t,
+        version: v,
+    }
+}
+
+fn retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        backoff_s: 30,
+        max_backoff_s: 600,
+    }
+}
+
+async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
+    let (run, _job) = store
+        .create_run(&NewRun {
+            task: f.task.clone(),
+            version: f.version.clone(),
+            trigger: "manual".into(),
+            due_at: None,
+        })
+        .await
+        .expect("create run");
+    run
+}
+
+fn outcome(state: RunState) -> Outcome {
+    Outcome {
+        state,
+        exit_code: Some(if state == RunState::Succeeded { 0 } else { 3 }),
+        signal: None,
+        error: (state != RunState::Succeeded).then(|| format!("attempt ended {}", state.as_str())),
+        duration_ms: 1500,
+        peak_rss_kb: Some(20480),
+        log_key: Some("logs/run.log.gz".into()),
+        result: (state == RunState::Succeeded).then(|| serde_json::json!({"rows": 42, "ok": true})),
+    }
+}
+
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
+    match r {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("{what}: expected Conflict, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
+    match r {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{what}: expected NotFound, got {other:?}"),
+    }
+}
+
+fn assert_stale<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
+    match r {
+        Err(StoreError::Stale(_)) => {}
+        other => panic!("{what}: expected Stale, got {other:?}"),
+    }
+}
+
+/// The fields a fenced write may change, for "nothing changed" checks.
+fn snapshot(r: &Run) -> String {
+    format!(
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        r.state,
+        r.attempt,
+        r.lease_token,
+        r.worker_id,
+        r.exit_code,
+        r.error,
+        r.started_at,
+        r.finished_at,
+        r.not_before,
+        r.cancel_requested
+    )
+}
+
+// ---------------------------------------------------------------- users and tokens
+
+async fn users_crud(db: &TestDb) {
+    let s = db.open().await;
+    s.ping().await.expect("ping");
+    let mut alice = user("alice", Role::Admin);
+    let bob = user("bob", Role::Viewer);
+    s.create_user(&bob).await.unwrap();
+    s.create_user(&alice).await.unwrap();
+
+    let got = s.user(&alice.id).await.unwrap();
+    assert_eq!(got.username, "alice");
+    assert_eq!(got.role, Role::Admin);
+    assert!(!got.disabled);
+    assert_eq!(got.created_at, alice.created_at);
+    assert_eq!(got.password_hash, "hash-of-alice");
+    assert_eq!(s.user_by_name("bob").await.unwrap().id, bob.id);
+    assert_not_found(s.user_by_name("carol").await, "unknown username");
+    assert_not_found(s.user(&new_id()).await, "unknown user id");
+
+    let names: Vec<_> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    alice.role = Role::Operator;
+    alice.disabled = true;
+    alice.username = "alice2".into();
+    alice.password_hash = "new-hash".into();
+    s.update_user(&alice).await.unwrap();
+    // Writing the same values again is still an update of an existing row, not NotFound.
+    s.update_user(&alice).await.expect("idempotent update");
+    let got = s.user(&alice.id).await.unwrap();
+    assert_eq!(
+        (
+            got.username.as_str(),
+            got.role,
+            got.disabled,
+            got.password_hash.as_str()
+        ),
+        ("alice2", Role::Operator, true, "new-hash")
+    );
+    assert_not_found(
+        s.update_user(&user("ghost", Role::Viewer)).await,
+        "update unknown user",
+    );
+
+    let t = token(&alice.id, "api", "ci");
+    s.create_token(&t).await.unwrap();
+    s.delete_user(&alice.id).await.unwrap();
+    assert_not_found(s.user(&alice.id).await, "deleted user");
+    assert_not_found(
+        s.token_by_hash(&t.token_hash).await,
+        "token of deleted user",
+    );
+    assert_not_found(s.delete_user(&alice.id).await, "delete twice");
+    assert_eq!(s.list_users().await.unwrap().len(), 1);
+}
+
+async fn duplicate_username_conflicts(db: &TestDb) {
+    let s = db.open().await;
+    s.create_user(&user("alice", Role::Admin)).await.unwrap();
+    assert_conflict(
+        s.create_user(&user("alice", Role::Viewer)).await,
+        "duplicate username",
+    );
+    let mut bob = user("bob", Role::Viewer);
+    s.create_user(&bob).await.unwrap();
+    bob.username = "alice".into();
+    assert_conflict(s.update_user(&bob).await, "rename onto a taken username");
+    assert_eq!(s.user(&bob.id).await.unwrap().username, "bob");
+    assert_eq!(s.list_users().await.unwrap().len(), 2);
+}
+
+async fn tokens_crud(db: &TestDb) {
+    let s = db.open().await;
+    let u = user("alice", Role::Admin);
+    s.create_user(&u).await.unwrap();
+    let session = token(&u.id, "session", "login");
+    let first = token(&u.id, "api", "first");
+    let second = token(&u.id, "api", "second");
+    for t in [&session, &first, &second] {
+        s.create_token(t).await.unwrap();
+    }
+    let got = s.token_by_hash(&first.token_hash).await.unwrap();
+    assert_eq!(got.id, first.id);
+    assert_eq!(got.user_id, u.id);
+    assert_eq!(got.name, "first");
+    assert_eq!(got.kind, "api");
+    assert_eq!(got.scopes, first.scopes);
+    assert_eq!(
+        (got.created_at, got.expires_at),
+        (first.created_at, first.expires_at)
+    );
+    assert_not_found(s.token_by_hash("nope").await, "unknown token hash");
+
+    // Only API tokens are listed, newest first; sessions are not.
+    let listed: Vec<_> = s
+        .list_tokens(&u.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(listed, ["second", "first"]);
+    assert!(s.list_tokens(&new_id()).await.unwrap().is_empty());
+
+    let mut dup = token(&u.id, "api", "dup");
+    dup.token_hash = first.token_hash.clone();
+    assert_conflict(s.create_token(&dup).await, "duplicate token hash");
+
+    s.delete_token(&first.id).await.unwrap();
+    assert_not_found(s.token_by_hash(&first.token_hash).await, "deleted token");
+    assert_not_found(s.delete_token(&first.id).await, "delete token twice");
+    assert_eq!(s.list_tokens(&u.id).await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------- projects and versions
+
+async fn projects_and_versions(db: &TestDb) {
+    let s = db.open().await;
+    let (mut p, v1) = project(s.as_ref(), "etl").await;
+    let got = s.project(&p.id).await.unwrap();
+    assert_eq!(
+        (
+            got.name.as_str(),
+            got.description.as_str(),
+            got.current_version
+        ),
+        ("etl", "the etl project", 1)
+    );
+    assert_eq!(s.project_by_name("etl").await.unwrap().id, p.id);
+    assert_not_found(s.project_by_name("nope").await, "unknown project name");
+    assert_not_found(s.project(&new_id()).await, "unknown project id");
+
+    let got = s.version(&p.id, 1).await.unwrap();
+    assert_eq!(got.bundle, v1.bundle);
+    assert_eq!(got.files, v1.files);
+    assert_eq!(got.requirements, v1.requirements);
+    assert_eq!(got.python_version.as_deref(), Some("3.11"));
+    assert_eq!(got.entrypoint, "main.py");
+    assert_eq!(got.created_at, v1.created_at);
+
+    // The number passed in is ignored: versions are numbered after the latest one.
+    let mut v = version(&p.id, 77, None);
+    v.bundle.format = BundleFormat::Py;
+    v.bundle.file_name = Some("main.py".into());
+    assert_eq!(s.add_version(&v).await.unwrap(), 2);
+    assert_eq!(s.project(&p.id).await.unwrap().current_version, 2);
+    assert_eq!(s.add_version(&version(&p.id, 0, None)).await.unwrap(), 3);
+    assert_eq!(s.project(&p.id).await.unwrap().current_version, 3);
+    let got = s.version(&p.id, 2).await.unwrap();
+    assert_eq!(got.version, 2);
+    assert_eq!(got.python_version, None);
+    assert_eq!(got.bundle, v.bundle);
+    assert_not_found(s.version(&p.id, 9).await, "unknown version");
+    let numbers: Vec<_> = s
+        .list_versions(&p.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(numbers, [3, 2, 1]);
+    assert_not_found(
+        s.add_version(&version(&new_id(), 1, None)).await,
+        "version of unknown project",
+    );
+
+    // Pointing back at an older version is a plain update, and the next upload still counts on.
+    p.current_version = 1;
+    p.description = "rolled back".into();
+    p.updated_at += 5;
+    s.update_project(&p).await.unwrap();
+    let got = s.project(&p.id).await.unwrap();
+    assert_eq!(
+        (got.current_version, got.description.as_str()),
+        (1, "rolled back")
+    );
+    assert_eq!(s.add_version(&version(&p.id, 0, None)).await.unwrap(), 4);
+
+    let (other, _) = project(s.as_ref(), "other").await;
+    assert_eq!(s.list_versions(&other.id).await.unwrap().len(), 1);
+    let mut clash = p.clone();
+    clash.id = other.id.clone();
+    assert_conflict(
+        s.update_project(&clash).await,
+        "rename onto a taken project name",
+    );
+    let dup = Project {
+        id: new_id(),
+        ..p.clone()
+    };
+    assert_conflict(
+        s.create_project(&dup, &version(&dup.id, 1, None)).await,
+        "duplicate project name",
+    );
+    assert_not_found(
+        s.project(&dup.id).await,
+        "the refused project left nothing behind",
+    );
+    assert!(s.list_versions(&dup.id).await.unwrap().is_empty());
+
+    s.delete_project(&p.id).await.unwrap();
+    assert_not_found(s.project(&p.id).await, "deleted project");
+    assert!(s.list_versions(&p.id).await.unwrap().is_empty());
+    assert_not_found(s.delete_project(&p.id).await, "delete project twice");
+    let missing = Project {
+        id: new_id(),
+        name: "missing".into(),
+        ..p
+    };
+    assert_not_found(s.update_project(&missing).await, "update unknown project");
+}
+
+async fn project_pagination(db: &TestDb) {
+    let s = db.open().await;
+    let mut created = vec![];
+    for i in 0..7 {
+        created.push(project(s.as_ref(), &format!("p{i}")).await.0.id);
+    }
+    let mut seen = vec![];
+    let mut sizes = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s.list_projects(3, cursor.as_deref()).await.unwrap();
+        sizes.push(page.items.len());
+        seen.extend(page.items.into_iter().map(|p| p.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(sizes.len() < 10, "pagination does not end");
+    }
+    assert_eq!(sizes, [3, 3, 1]);
+    created.reverse();
+    assert_eq!(seen, created, "newest first, each once");
+    // A page exactly as large as what is left says there is nothing more.
+    let all = s.list_projects(7, None).await.unwrap();
+    assert_eq!((all.items.len(), all.next_cursor), (7, None));
+}
+
+// ---------------------------------------------------------------- tasks
+
+async fn tasks_crud(db: &TestDb) {
+    let s = db.open().await;
+    let (p, _) = project(s.as_ref(), "etl").await;
+    let mut t = task(&p.id, "nightly", retries(3));
+    s.create_task(&t).await.unwrap();
+    let got = s.task(&t.id).await.unwrap();
+    assert_eq!(got.name, "nightly");
+    assert_eq!(got.project_id, p.id);
+    assert_eq!(got.spec, t.spec);
+    assert_eq!(got.schedule, t.schedule);
+    assert_eq!(got.next_fire_at, t.next_fire_at);
+    assert!(!got.paused);
+    assert_eq!(
+        (got.created_at, got.updated_at),
+        (t.created_at, t.updated_at)
+    );
+    assert_not_found(s.task(&new_id()).await, "unknown task");
+
+    t.schedule = Some(Schedule::Interval { every_s: 90 });
+    t.paused = true;
+    t.next_fire_at = None;
+    t.spec.queue = "gpu".into();
+    t.spec.args.clear();
+    t.updated_at += 1000;
+    s.update_task(&t).await.unwrap();
+    let got = s.task(&t.id).await.unwrap();
+    assert_eq!(got.schedule, Some(Schedule::Interval { every_s: 90 }));
+    assert!(got.paused);
+    assert_eq!(got.next_fire_at, None);
+    assert_eq!(got.spec, t.spec);
+    assert_eq!(got.updated_at, t.updated_at);
+
+    let mut once = task(&p.id, "once", retries(1));
+    once.schedule = Some(Schedule::Once {
+        at: "2030-01-01T00:00:00Z".into(),
+    });
+    s.create_task(&once).await.unwrap();
+    assert_eq!(s.task(&once.id).await.unwrap().schedule, once.schedule);
+    let mut manual = task(&p.id, "manual", retries(1));
+    manual.schedule = None;
+    manual.next_fire_at = None;
+    manual.spec.entrypoint = None;
+    s.create_task(&manual).await.unwrap();
+    let got = s.task(&manual.id).await.unwrap();
+    assert_eq!((got.schedule, got.spec.entrypoint), (None, None));
+
+    assert_conflict(
+        s.create_task(&task(&p.id, "nightly", retries(1))).await,
+        "duplicate task name",
+    );
+    let mut clash = manual.clone();
+    clash.name = "nightly".into();
+    assert_conflict(s.update_task(&clash).await, "rename onto a taken task name");
+    assert_not_found(
+        s.update_task(&task(&p.id, "ghost", retries(1))).await,
+        "update unknown task",
+    );
+
+    s.delete_task(&t.id).await.unwrap();
+    assert_not_found(s.task(&t.id).await, "deleted task");
+    assert_not_found(s.delete_task(&t.id).await, "delete task twice");
+}
+
+async fn task_pagination(db: &TestDb) {
+    let s = db.open().await;
+    let (p, _) = project(s.as_ref(), "etl").await;
+    let mut created = vec![];
+    for i in 0..7 {
+        let t = task(&p.id, &format!("t{i}"), retries(1));
+        s.create_task(&t).await.unwrap();
+        created.push(t.id);
+    }
+    let first = s.list_tasks(3, None).await.unwrap();
+    let second = s.list_tasks(3, first.next_cursor.as_deref()).await.unwrap();
+    let third = s
+        .list_tasks(3, second.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert!(first.next_cursor.is_some() && second.next_cursor.is_some());
+    assert_eq!(third.next_cursor, None);
+    let seen: Vec<_> = [first.items, second.items, third.items]
+        .into_iter()
+        .map(|items| items.into_iter().map(|t| t.id).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    created.reverse();
+    assert_eq!(seen.concat(), created);
+}
+
+async fn due_tasks_selects_active_due_ones(db: &TestDb) {
+    let s = db.open().await;
+    let (p, _) = project(s.as_ref(), "etl").await;
+    let now = 1_700_000_000_000;
+    let make = |name: &str, next: Option<i64>, paused: bool, scheduled: bool| {
+        let mut t = task(&p.id, name, retries(1));
+        t.next_fire_at = next;
+        t.paused = paused;
+        if !scheduled {
+            t.schedule = None;
+        }
+        t
+    };
+    let due_late = make("due-late", Some(now - 1), false, true);
+    let due_early = make("due-early", Some(now - 60_000), false, true);
+    let due_exact = make("due-exact", Some(now), false, true);
+    let future = make("future", Some(now + 1), false, true);
+    let paused = make("paused", Some(now - 5), true, true);
+    let never = make("never", None, false, false);
+    for t in [&due_late, &due_early, &due_exact, &future, &paused, &never] {
+        s.create_task(t).await.unwrap();
+    }
+    let due: Vec<_> = s
+        .due_tasks(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        due,
+        ["due-early", "due-late", "due-exact"],
+        "due, unpaused, oldest fire first"
+    );
+    let got = &s.due_tasks(now).await.unwrap()[0];
+    assert_eq!(got.schedule, due_early.schedule, "schedule JSON survives");
+    assert!(s.due_tasks(now - 120_000).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- runs
+
+async fn runs_create_and_read(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(2)).await;
+    let before = now_ms();
+    let (run, job) = s
+        .create_run(&NewRun {
+            task: f.task.clone(),
+            version: f.version.clone(),
+            trigger: "api".into(),
+            due_at: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!((run.attempt, run.max_attempts), (1, 2));
+    assert_eq!(run.task_id, f.task.id);
+    assert_eq!(run.project_id, f.task.project_id);
+    assert_eq!(run.project_version, 1);
+    assert_eq!(run.queue, "default");
+    assert_eq!(run.trigger, "api");
+    assert!(run.queued_at >= before - 1000 && run.queued_at <= now_ms() + 1000);
+    assert_eq!(
+        (
+            &run.worker_id,
+            &run.lease_token,
+            run.exit_code,
+            run.started_at,
+            run.finished_at,
+            run.due_at
+        ),
+        (&None, &None, None, None, None, None)
+    );
+    assert!(!run.cancel_requested);
+
+    assert_eq!(job.run_id, run.id);
+    assert_eq!(job.attempt, 1);
+    assert_eq!(
+        job.entrypoint, "jobs/run.py",
+        "task entrypoint wins over the version's"
+    );
+    assert_eq!(job.bundle, f.version.bundle);
+    assert_eq!(job.env, f.task.spec.env);
+    assert_eq!(job.args, f.task.spec.args);
+    assert_eq!(job.python_version.as_deref(), Some("3.11"));
+
+    let again = s.run(&run.id).await.unwrap();
+    assert_eq!(snapshot(&again), snapshot(&run));
+    assert_not_found(s.run(&new_id()).await, "unknown run");
+    let history = s.run_history(&run.id).await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.kind.as_str()).collect::<Vec<_>>(),
+        ["queued"]
+    );
+    assert_eq!(history[0].attempt, 1);
+
+    let jobs = s.due_queued_jobs(now_ms() + 1000, 10).await.unwrap();
+    assert_eq!(jobs, [job]);
+    assert!(s.running_runs(10).await.unwrap().is_empty());
+}
+
+async fn one_fire_per_due_time(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let g = fixture(s.as_ref(), retries(1)).await;
+    let due = 1_700_000_300_000;
+    let scheduled = |fx: &Fixture, at: Option<i64>| NewRun {
+        task: fx.task.clone(),
+        version: fx.version.clone(),
+        trigger: if at.is_some() { "schedule" } else { "manual" }.into(),
+        due_at: at,
+    };
+    let (first, _) = s.create_run(&scheduled(&f, Some(due))).await.unwrap();
+    assert_eq!(first.due_at, Some(due));
+    assert_conflict(
+        s.create_run(&scheduled(&f, Some(due))).await,
+        "second fire of the same due time",
+    );
+    s.create_run(&scheduled(&f, Some(due + 60_000)))
+        .await
+        .expect("next due time");
+    s.create_run(&scheduled(&g, Some(due)))
+        .await
+        .expect("another task, same due time");
+    s.create_run(&scheduled(&f, None))
+        .await
+        .expect("manual run");
+    s.create_run(&scheduled(&f, None))
+        .await
+        .expect("second manual run");
+    let runs = s
+        .list_runs(
+            &RunFilter {
+                task_id: Some(f.task.id.clone()),
+                ..Default::default()
+            },
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(runs.items.len(), 4, "the refused fire left no row");
+}
+
+async fn fenced_start_and_finish(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let run = manual_run(s.as_ref(), &f).await;
+    assert_not_found(
+        s.mark_started(&new_id(), 1, "tok", "w1", 1).await,
+        "start unknown run",
+    );
+
+    let t0 = now_ms();
+    assert_stale(
+        s.mark_started(&run.id, 2, "tok-a", "w1", t0).await,
+        "start of a future attempt",
+    );
+    let started = s.mark_started(&run.id, 1, "tok-a", "w1", t0).await.unwrap();
+    assert_eq!(started.state, RunState::Running);
+    assert_eq!(started.worker_id.as_deref(), Some("w1"));
+    assert_eq!(started.lease_token.as_deref(), Some("tok-a"));
+    assert_eq!(started.started_at, Some(t0));
+    // The same report twice is harmless; another lease's start is stale and changes nothing.
+    let repeat = s
+        .mark_started(&run.id, 1, "tok-a", "w1", t0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&repeat), snapshot(&started));
+    assert_stale(
+        s.mark_started(&run.id, 1, "tok-b", "w2", t0 + 6).await,
+        "start with another token",
+    );
+    assert_eq!(snapshot(&s.run(&run.id).await.unwrap()), snapshot(&started));
+    assert_eq!(s.running_runs(10).await.unwrap().len(), 1);
+
+    let done = outcome(RunState::Succeeded);
+    assert_stale(
+        s.finish_attempt(&run.id, 1, Some("tok-b"), &done, t0 + 10)
+            .await,
+        "finish with a wrong token",
+    );
+    assert_stale(
+        s.finish_attempt(&run.id, 2, Some("tok-a"), &done, t0 + 10)
+            .await,
+        "finish with a wrong attempt",
+    );
+    assert_eq!(
+        snapshot(&s.run(&run.id).await.unwrap()),
+        snapshot(&started),
+        "stale reports changed nothing"
+    );
+    assert_not_found(
+        s.finish_attempt(&new_id(), 1, Some("tok-a"), &done, t0)
+            .await,
+        "finish unknown run",
+    );
+
+    let applied = s
+        .finish_attempt(&run.id, 1, Some("tok-a"), &done, t0 + 20)
+        .await
+        .unwrap();
+    let FinishApplied::Terminal(fin) = applied else {
+        panic!("success must be terminal: {applied:?}");
+    };
+    assert_eq!(fin.state, RunState::Succeeded);
+    assert_eq!(fin.exit_code, Some(0));
+    assert_eq!(fin.signal, None);
+    assert_eq!(fin.error, None);
+    assert_eq!(fin.duration_ms, Some(1500));
+    assert_eq!(fin.peak_rss_kb, Some(20480));
+    assert_eq!(fin.log_key.as_deref(), Some("logs/run.log.gz"));
+    assert_eq!(
+        fin.result,
+        Some(serde_json::json!({"rows": 42, "ok": true}))
+    );
+    assert_eq!(fin.finished_at, Some(t0 + 20));
+    assert_eq!(s.run(&run.id).await.unwrap().state, RunState::Succeeded);
+    // A terminal run takes no more reports, not even from its own lease.
+    assert_stale(
+        s.finish_attempt(
+            &run.id,
+            1,
+            Some("tok-a"),
+            &outcome(RunState::Failed),
+            t0 + 30,
+        )
+        .await,
+        "report after terminal",
+    );
+    assert_stale(
+        s.mark_started(&run.id, 1, "tok-a", "w1", t0 + 30).await,
+        "start after terminal",
+    );
+    assert_eq!(s.run(&run.id).await.unwrap().state, RunState::Succeeded);
+    assert!(s.running_runs(10).await.unwrap().is_empty());
+
+    let kinds: Vec<_> = s
+        .run_history(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.kind)
+        .collect();
+    assert_eq!(kinds, ["queued", "running", "succeeded"]);
+}
+
+async fn signal_and_lost_without_token(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let run = manual_run(s.as_ref(), &f).await;
+    s.mark_started(&run.id, 1, "tok", "w1", 10).await.unwrap();
+    // Compensation reports a lost lease without knowing the token.
+    let lost = Outcome {
+        state: RunState::Lost,
+        exit_code: None,
+        signal: Some(9),
+        error: None,
+        duration_ms: 0,
+        peak_rss_kb: None,
+        log_key: None,
+        result: None,
+    };
+    let FinishApplied::Terminal(fin) = s.finish_attempt(&run.id, 1, None, &lost, 20).await.unwrap()
+    else {
+        panic!("no attempts left: terminal");
+    };
+    assert_eq!(fin.state, RunState::Lost);
+    assert_eq!(
+        (fin.exit_code, fin.signal, fin.error.as_deref(), fin.result),
+        (None, Some(9), None, None)
+    );
+    assert_eq!((fin.peak_rss_kb, fin.log_key.as_deref()), (None, None));
+}
+
+async fn retry_requeues_after_backoff(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(3)).await;
+    let run = manual_run(s.as_ref(), &f).await;
+    let t0 = now_ms();
+    s.mark_started(&run.id, 1, "tok-1", "w1", t0).await.unwrap();
+    let applied = s
+        .finish_attempt(
+            &run.id,
+            1,
+            Some("tok-1"),
+            &outcome(RunState::Failed),
+            t0 + 100,
+        )
+        .await
+        .unwrap();
+    let FinishApplied::Requeued(r) = applied else {
+        panic!("a failure with attempts left is requeued: {applied:?}");
+    };
+    assert_eq!((r.state, r.attempt), (RunState::Queued, 2));
+    assert_eq!(
+        (
+            r.lease_token.as_deref(),
+            r.worker_id.as_deref(),
+            r.started_at
+        ),
+        (None, None, None)
+    );
+    let not_before = r.not_before.expect("backoff sets not_before");
+    assert!(
+        not_before > t0 + 100,
+        "not_before {not_before} is after the failure"
+    );
+    assert_eq!(not_before, t0 + 100 + 30_000, "first retry waits backoff_s");
+
+    let due_ids = |jobs: Vec<Job>| {
+        jobs.into_iter()
+            .map(|j| (j.run_id, j.attempt))
+            .collect::<Vec<_>>()
+    };
+    assert!(due_ids(s.due_queued_jobs(t0 + 100, 10).await.unwrap()).is_empty());
+    assert!(due_ids(s.due_queued_jobs(not_before - 1, 10).await.unwrap()).is_empty());
+    assert_eq!(
+        due_ids(s.due_queued_jobs(not_before, 10).await.unwrap()),
+        [(run.id.clone(), 2)]
+    );
+
+    // The zombie of attempt 1 can neither start nor finish the re-queued run.
+    assert_stale(
+        s.mark_started(&run.id, 1, "tok-1", "w1", t0 + 200).await,
+        "old attempt start",
+    );
+    assert_stale(
+        s.finish_attempt(
+            &run.id,
+            1,
+            Some("tok-1"),
+            &outcome(RunState::Succeeded),
+            t0 + 200,
+        )
+        .await,
+        "old attempt finish",
+    );
+    assert_eq!(snapshot(&s.run(&run.id).await.unwrap()), snapshot(&r));
+
+    s.mark_started(&run.id, 2, "tok-2", "w2", not_before)
+        .await
+        .unwrap();
+    let FinishApplied::Requeued(r3) = s
+        .finish_attempt(
+            &run.id,
+            2,
+            Some("tok-2"),
+            &outcome(RunState::TimedOut),
+            not_before + 10,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("second failure with one attempt left is requeued");
+    };
+    assert_eq!(r3.attempt, 3);
+    assert_eq!(
+        r3.not_before,
+        Some(not_before + 10 + 60_000),
+        "backoff doubles"
+    );
+    let at = r3.not_before.unwrap();
+    s.mark_started(&run.id, 3, "tok-3", "w1", at).await.unwrap();
+    let FinishApplied::Terminal(last) = s
+        .finish_attempt(
+            &run.id,
+            3,
+            Some("tok-3"),
+            &outcome(RunState::Failed),
+            at + 10,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the last attempt's failure is terminal");
+    };
+    assert_eq!((last.state, last.attempt), (RunState::Failed, 3));
+    assert_eq!(last.error.as_deref(), Some("attempt ended failed"));
+    assert!(s
+        .due_queued_jobs(i64::MAX / 2, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let attempts: Vec<_> = s
+        .run_history(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.attempt, h.kind))
+        .collect();
+    let kinds = |a: u32, k: &str| (a, k.to_string());
+    assert_eq!(
+        attempts,
+        [
+            kinds(1, "queued"),
+            kinds(1, "running"),
+            kinds(1, "failed"),
+            kinds(2, "running"),
+            kinds(2, "timed_out"),
+            kinds(3, "running"),
+            kinds(3, "failed"),
+        ]
+    );
+}
+
+async fn cancel_is_never_requeued(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(5)).await;
+
+    // Queued: cancelled at once, no longer due, cannot start.
+    let queued = manual_run(s.as_ref(), &f).await;
+    let c = s.request_cancel(&queued.id, 50).await.unwrap();
+    assert_eq!(c.state, RunState::Cancelled);
+    assert!(c.cancel_requested);
+    assert_eq!(c.finished_at, Some(50));
+    assert!(s
+        .due_queued_jobs(i64::MAX / 2, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_stale(
+        s.mark_started(&queued.id, 1, "tok", "w1", 60).await,
+        "start a cancelled run",
+    );
+    assert_stale(
+        s.finish_attempt(&queued.id, 1, None, &outcome(RunState::Failed), 60)
+            .await,
+        "finish a cancelled run",
+    );
+    assert_eq!(s.run(&queued.id).await.unwrap().state, RunState::Cancelled);
+    assert_not_found(s.request_cancel(&new_id(), 1).await, "cancel unknown run");
+
+    // Running: flagged; a retryable failure afterwards ends it instead of requeueing.
+    let running = manual_run(s.as_ref(), &f).await;
+    s.mark_started(&running.id, 1, "tok", "w1", 70)
+        .await
+        .unwrap();
+    let c = s.request_cancel(&running.id, 80).await.unwrap();
+    assert_eq!((c.state, c.cancel_requested), (RunState::Running, true));
+    let applied = s
+        .finish_attempt(&running.id, 1, Some("tok"), &outcome(RunState::Failed), 90)
+        .await
+        .unwrap();
+    let FinishApplied::Terminal(t) = applied else {
+        panic!("a cancel-requested run is never requeued: {applied:?}");
+    };
+    assert_eq!((t.state, t.attempt), (RunState::Failed, 1));
+
+    // The runner reporting the cancellation itself: terminal even with attempts left.
+    let other = manual_run(s.as_ref(), &f).await;
+    s.mark_started(&other.id, 1, "tok", "w1", 70).await.unwrap();
+    let applied = s
+        .finish_attempt(&other.id, 1, Some("tok"), &outcome(RunState::Cancelled), 90)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&applied, FinishApplied::Terminal(r) if r.state == RunState::Cancelled && r.attempt == 1),
+        "{applied:?}"
+    );
+    assert!(s
+        .due_queued_jobs(i64::MAX / 2, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn list_runs_filters_and_pages(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let g = fixture(s.as_ref(), retries(1)).await;
+    let mut mine = vec![];
+    for _ in 0..7 {
+        mine.push(manual_run(s.as_ref(), &f).await.id);
+    }
+    let theirs = manual_run(s.as_ref(), &g).await;
+    s.mark_started(&mine[1], 1, "t1", "w-a", 1).await.unwrap();
+    s.mark_started(&mine[4], 1, "t4", "w-b", 1).await.unwrap();
+    s.mark_started(&theirs.id, 1, "tg", "w-a", 1).await.unwrap();
+
+    let ids = |runs: Vec<Run>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let by_task = RunFilter {
+        task_id: Some(f.task.id.clone()),
+        ..Default::default()
+    };
+    let mut pages = vec![];
+    let mut cursor = None;
+    loop {
+        let page = s.list_runs(&by_task, 3, cursor.as_deref()).await.unwrap();
+        pages.push(ids(page.items));
+        cursor = page.next_cursor;
+        if cursor.is_none() || pages.len() > 5 {
+            break;
+        }
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    let mut newest_first = mine.clone();
+    newest_first.reverse();
+    assert_eq!(pages.concat(), newest_first);
+
+    let all = s.list_runs(&RunFilter::default(), 100, None).await.unwrap();
+    assert_eq!(all.items.len(), 8);
+    assert_eq!(all.next_cursor, None);
+    assert_eq!(all.items[0].id, theirs.id);
+
+    let running = RunFilter {
+        state: Some(RunState::Running),
+        ..Default::default()
+    };
+    let mut got = ids(s.list_runs(&running, 100, None).await.unwrap().items);
+    got.sort();
+    let mut want = vec![mine[1].clone(), mine[4].clone(), theirs.id.clone()];
+    want.sort();
+    assert_eq!(got, want);
+
+    let on_a = RunFilter {
+        worker_id: Some("w-a".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_runs(&on_a, 100, None).await.unwrap().items),
+        [theirs.id.clone(), mine[1].clone()]
+    );
+    let mine_running_on_a = RunFilter {
+        task_id: Some(f.task.id.clone()),
+        state: Some(RunState::Running),
+        worker_id: Some("w-a".into()),
+        since_ms: None,
+    };
+    assert_eq!(
+        ids(s
+            .list_runs(&mine_running_on_a, 100, None)
+            .await
+            .unwrap()
+            .items),
+        [mine[1].clone()]
+    );
+    let queued_of_mine = RunFilter {
+        task_id: Some(f.task.id.clone()),
+        state: Some(RunState::Queued),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_runs(&queued_of_mine, 100, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5
+    );
+
+    let future = RunFilter {
+        since_ms: Some(now_ms() + 60_000),
+        ..Default::default()
+    };
+    assert!(s
+        .list_runs(&future, 100, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let past = RunFilter {
+        since_ms: Some(now_ms() - 60_000),
+        ..Default::default()
+    };
+    assert_eq!(s.list_runs(&past, 100, None).await.unwrap().items.len(), 8);
+    let nobody = RunFilter {
+        worker_id: Some("w-zzz".into()),
+        ..Default::default()
+    };
+    let empty = s.list_runs(&nobody, 3, None).await.unwrap();
+    assert!(empty.items.is_empty() && empty.next_cursor.is_none());
+
+    // due_queued_jobs is oldest first and honours its limit.
+    let due = s.due_queued_jobs(now_ms() + 1000, 3).await.unwrap();
+    let due: Vec<_> = due.into_iter().map(|j| j.run_id).collect();
+    assert_eq!(due, [mine[0].clone(), mine[2].clone(), mine[3].clone()]);
+    let running_ids: Vec<_> = ids(s.running_runs(2).await.unwrap());
+    assert_eq!(running_ids, [mine[1].clone(), mine[4].clone()]);
+}
+
+// ---------------------------------------------------------------- history and audit
+
+async fn history_and_audit(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let run = manual_run(s.as_ref(), &f).await;
+    let note = RunHistoryEntry {
+        id: new_id(),
+        run_id: run.id.clone(),
+        attempt: 1,
+        kind: "repaired".into(),
+        detail: "re-published after broker flush — ünïcode".into(),
+        at: 1_700_000_000_123,
+    };
+    s.add_history(&note).await.unwrap();
+    let h = s.run_history(&run.id).await.unwrap();
+    assert_eq!(h.len(), 2);
+    let got = &h[1];
+    assert_eq!(
+        (got.id.as_str(), got.kind.as_str(), got.detail.as_str()),
+        (note.id.as_str(), "repaired", note.detail.as_str())
+    );
+    assert_eq!(
+        (got.attempt, got.at, got.run_id.as_str()),
+        (1, note.at, run.id.as_str())
+    );
+    assert!(s.run_history(&new_id()).await.unwrap().is_empty());
+
+    let mut ids = vec![];
+    for i in 0..7 {
+        let e = AuditEntry {
+            id: new_id(),
+            at: 1_700_000_000_000 + i,
+            actor: "alice".into(),
+            action: format!("task.update.{i}"),
+            resource: format!("tasks/{}", f.task.id),
+            before: (i % 2 == 0).then(|| serde_json::json!({"paused": false, "n": i})),
+            after: (i != 3).then(|| serde_json::json!({"paused": true, "tags": ["a", "b"]})),
+            address: "127.0.0.1".into(),
+            user_agent: "curl/8".into(),
+            outcome: if i == 6 { "denied" } else { "ok" }.into(),
+        };
+        s.add_audit(&e).await.unwrap();
+        ids.push(e.id);
+    }
+    let p1 = s.list_audit(3, None).await.unwrap();
+    let p2 = s.list_audit(3, p1.next_cursor.as_deref()).await.unwrap();
+    let p3 = s.list_audit(3, p2.next_cursor.as_deref()).await.unwrap();
+    assert_eq!((p1.items.len(), p2.items.len(), p3.items.len()), (3, 3, 1));
+    assert_eq!(p3.next_cursor, None);
+    let newest = &p1.items[0];
+    assert_eq!(newest.action, "task.update.6");
+    assert_eq!(newest.outcome, "denied");
+    assert_eq!(
+        newest.before,
+        Some(serde_json::json!({"paused": false, "n": 6}))
+    );
+    assert_eq!(
+        newest.after,
+        Some(serde_json::json!({"paused": true, "tags": ["a", "b"]}))
+    );
+    assert_eq!(
+        (
+            newest.at,
+            newest.address.as_str(),
+            newest.user_agent.as_str()
+        ),
+        (1_700_000_000_006, "127.0.0.1", "curl/8")
+    );
+    let third = p2
+        .items
+        .iter()
+        .find(|e| e.action == "task.update.3")
+        .expect("entry 3");
+    assert_eq!((third.before.as_ref(), third.after.as_ref()), (None, None));
+    let seen: Vec<_> = [p1.items, p2.items, p3.items]
+        .concat()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    ids.reverse();
+    assert_eq!(seen, ids);
+}
+
+// ---------------------------------------------------------------- two connections racing
+
+async fn racing_starts_have_one_winner(db: &TestDb) {
+    let a: Arc<dyn Store> = db.open().await;
+    let b: Arc<dyn Store> = db.open().await;
+    let f = fixture(a.as_ref(), retries(1)).await;
+    for round in 0..8 {
+        let run = manual_run(a.as_ref(), &f).await;
+        let (ra, rb) = {
+            let (a, b) = (a.clone(), b.clone());
+            let (ia, ib) = (run.id.clone(), run.id.clone());
+            let ta = tokio::spawn(async move { a.mark_started(&ia, 1, "tok-a", "wa", 1).await });
+            let tb = tokio::spawn(async move { b.mark_started(&ib, 1, "tok-b", "wb", 1).await });
+            (ta.await.unwrap(), tb.await.unwrap())
+        };
+        let winner = match (&ra, &rb) {
+            (Ok(r), Err(StoreError::Stale(_))) | (Err(StoreError::Stale(_)), Ok(r)) => r.clone(),
+            other => panic!("round {round}: exactly one start must win, got {other:?}"),
+        };
+        let stored = b.run(&run.id).await.unwrap();
+        assert_eq!(stored.lease_token, winner.lease_token, "round {round}");
+        assert_eq!(stored.worker_id, winner.worker_id, "round {round}");
+        // The loser's report of the end is refused too.
+        let loser = if winner.lease_token.as_deref() == Some("tok-a") {
+            "tok-b"
+        } else {
+            "tok-a"
+        };
+        assert_stale(
+            a.finish_attempt(&run.id, 1, Some(loser), &outcome(RunState::Succeeded), 2)
+                .await,
+            "loser finishing",
+        );
+    }
+}
+
+async fn racing_versions_get_distinct_numbers(db: &TestDb) {
+    let a: Arc<dyn Store> = db.open().await;
+    let b: Arc<dyn Store> = db.open().await;
+    let (p, _) = project(a.as_ref(), "raced").await;
+    let per_side = 6;
+    let side = |s: Arc<dyn Store>, pid: String| {
+        tokio::spawn(async move {
+            let mut got = vec![];
+            for _ in 0..per_side {
+                got.push(
+                    s.add_version(&version(&pid, 0, None))
+                        .await
+                        .expect("add_version under contention"),
+                );
+            }
+            got
+        })
+    };
+    let ta = side(a.clone(), p.id.clone());
+    let tb = side(b.clone(), p.id.clone());
+    let mut numbers = ta.await.unwrap();
+    numbers.extend(tb.await.unwrap());
+    numbers.sort();
+    let want: Vec<i64> = (2..=(1 + 2 * per_side)).collect();
+    assert_eq!(numbers, want, "every upload got its own number");
+    let listed: Vec<_> = a
+        .list_versions(&p.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(listed.len(), 1 + 2 * per_side as usize);
+    assert_eq!(
+        a.project(&p.id).await.unwrap().current_version,
+        1 + 2 * per_side
+    );
+}
+
+// ---------------------------------------------------------------- migrations
+
+async fn migrations_are_idempotent(db: &TestDb) {
+    let first = db.open().await;
+    first
+        .create_user(&user("alice", Role::Admin))
+        .await
+        .unwrap();
+    let applied = db.scalar("SELECT COUNT(*) FROM schema_version").await;
+    drop(first);
+    let second = db.open().await;
+    let third = db.open().await;
+    assert_eq!(
+        second.user_by_name("alice").await.unwrap().role,
+        Role::Admin
+    );
+    assert_eq!(third.list_users().await.unwrap().len(), 1);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM schema_version").await,
+        applied
+    );
+    assert!(applied >= 1);
+}
+
+async fn newer_schema_is_refused(db: &TestDb) {
+    let s = db.open().await;
+    let supported = db.scalar("SELECT MAX(version) FROM schema_version").await;
+    drop(s);
+    db.exec("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)")
+        .await;
+    match db.try_open().await {
+        Err(StoreError::SchemaTooNew {
+            found,
+            supported: s,
+        }) => {
+            assert_eq!((found, s), (999, supported));
+            let msg = StoreError::SchemaTooNew {
+                found,
+                supported: s,
+            }
+            .to_string();
+            assert!(msg.contains("999") && msg.contains("upgrade"), "{msg}");
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
+        Ok(_) => panic!("a schema newer than the binary must be refused"),
+    }
+}
+
+// ---------------------------------------------------------------- one test per behaviour per engine
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        conformance!(@engine sqlite, Sqlite, $($name),*);
+        conformance!(@engine postgres, Postgres, $($name),*);
+        conformance!(@engine mysql, Mysql, $($name),*);
+    };
+    (@engine $module:ident, $engine:ident, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::common::TestDb::new(crate::common::Engine::$engine).await;
+                    let body = super::$name(&db);
+                    tokio::time::timeout(std::time::Duration::from_secs(60), body)
+                        .await
+                        .expect("test body took longer than 60 s");
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_crud,
+    duplicate_username_conflicts,
+    tokens_crud,
+    projects_and_versions,
+    project_pagination,
+    tasks_crud,
+    task_pagination,
+    due_tasks_selects_active_due_ones,
+    runs_create_and_read,
+    one_fire_per_due_time,
+    fenced_start_and_finish,
+    signal_and_lost_without_token,
+    retry_requeues_after_backoff,
+    cancel_is_never_requeued,
+    list_runs_filters_and_pages,
+    history_and_audit,
+    racing_starts_have_one_winner,
+    racing_versions_get_distinct_numbers,
+    migrations_are_idempotent,
+    newer_schema_is_refused,
+);
