@@ -1,1 +1,122 @@
-//! antcode-control
+//! antcode-control: the control plane.
+//!
+//! An axum REST API under `/api/v1` (the paths of DESIGN §5) over the three core seams: users,
+//! sessions and API tokens with role-based access (admin / operator / viewer), projects and their
+//! immutable content-addressed versions, tasks, runs (trigger, invoke, cancel, retry, live logs and
+//! state events over SSE), workers, and an audit trail of every mutation. Outside the API it
+//! serves `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, `/docs` and a placeholder page
+//! at `/`. Errors are RFC 7807 problem+json everywhere.
+//!
+//! Entry point: [`run`] with a [`ControlConfig`]; it serves until the shutdown token is cancelled,
+//! then lets in-flight requests finish (live streams end at shutdown too) and returns.
+
+mod audit;
+mod auth;
+mod metrics;
+mod openapi;
+mod problem;
+mod routes;
+mod upload;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use antcode_core::blob::BlobStore;
+use antcode_core::broker::Broker;
+use antcode_core::store::{Store, StoreError};
+use antcode_core::Shutdown;
+
+pub use problem::Problem;
+
+/// Everything the control plane needs; the seams are shared with the other planes of the process.
+pub struct ControlConfig {
+    /// Already bound (tests bind `127.0.0.1:0`); made non-blocking here.
+    pub listener: std::net::TcpListener,
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub blobs: Arc<dyn BlobStore>,
+    /// Used only to create user `admin` (role admin) when the users table is empty.
+    pub admin_password: String,
+    pub dev: bool,
+    /// Largest accepted request body (uploads); past it the answer is 413 problem+json.
+    pub max_upload_bytes: usize,
+}
+
+/// Default for [`ControlConfig::max_upload_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("control store: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not hash the admin password: {0}")]
+    Password(String),
+}
+
+/// Shared by every handler (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub dev: bool,
+    pub max_upload_bytes: usize,
+    pub shutdown: Shutdown,
+    pub throttle: auth::Throttle,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Serves the control plane on `config.listener` until `shutdown` is cancelled.
+pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), ControlError> {
+    // Install the process-wide recorder before the first metric is recorded.
+    let _ = antcode_core::telemetry::prometheus();
+    config.listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(config.listener)?;
+    auth::ensure_admin(config.store.as_ref(), &config.admin_password).await?;
+    let state = AppState(Arc::new(Inner {
+        store: config.store,
+        broker: config.broker,
+        blobs: config.blobs,
+        dev: config.dev,
+        max_upload_bytes: config.max_upload_bytes.max(1024),
+        shutdown: shutdown.clone(),
+        throttle: auth::Throttle::default(),
+    }));
+    let app = router(state);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "control plane listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+fn router(state: AppState) -> Router {
+    let limit = state.max_upload_bytes;
+    Router::new()
+        .merge(routes::system::router())
+        .nest("/api/v1", routes::api())
+        .fallback(problem::no_route)
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(CatchPanicLayer::custom(problem::panic_response))
+        .with_state(state)
+}

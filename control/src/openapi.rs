@@ -1,0 +1,377 @@
+//! The OpenAPI 3.1 document served at `/api/openapi.json`, built from [`ROUTES`], the table of
+//! every operation this crate routes (a test walks it against the live router, so the two cannot
+//! drift apart silently).
+
+use serde_json::{json, Map, Value};
+
+/// `(method, path, summary, least role, request body kind)`. Body kinds: `json`, `upload`
+/// (multipart or JSON inline code), `""` for none.
+pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "post",
+        "/api/v1/auth/login",
+        "Log in; returns a bearer token",
+        "none",
+        "json",
+    ),
+    (
+        "post",
+        "/api/v1/auth/logout",
+        "Revoke the current session",
+        "viewer",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/auth/me",
+        "The current user and effective role",
+        "viewer",
+        "",
+    ),
+    ("get", "/api/v1/users", "List users", "admin", ""),
+    ("post", "/api/v1/users", "Create a user", "admin", "json"),
+    ("get", "/api/v1/users/{id}", "Get a user", "admin", ""),
+    (
+        "patch",
+        "/api/v1/users/{id}",
+        "Change a user's role, password or disabled flag",
+        "admin",
+        "json",
+    ),
+    ("delete", "/api/v1/users/{id}", "Delete a user", "admin", ""),
+    (
+        "get",
+        "/api/v1/tokens",
+        "List your API tokens",
+        "viewer",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/tokens",
+        "Create an API token (shown once)",
+        "viewer",
+        "json",
+    ),
+    (
+        "delete",
+        "/api/v1/tokens/{id}",
+        "Revoke an API token",
+        "viewer",
+        "",
+    ),
+    ("get", "/api/v1/projects", "List projects", "viewer", ""),
+    (
+        "post",
+        "/api/v1/projects",
+        "Create a project from an upload or inline code",
+        "operator",
+        "upload",
+    ),
+    (
+        "get",
+        "/api/v1/projects/{id}",
+        "Get a project with its current version",
+        "viewer",
+        "",
+    ),
+    (
+        "patch",
+        "/api/v1/projects/{id}",
+        "Rename, describe or roll back a project",
+        "operator",
+        "json",
+    ),
+    (
+        "delete",
+        "/api/v1/projects/{id}",
+        "Delete a project no task uses",
+        "operator",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/projects/{id}/versions",
+        "List a project's versions",
+        "viewer",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/projects/{id}/versions",
+        "Upload a new version",
+        "operator",
+        "upload",
+    ),
+    (
+        "get",
+        "/api/v1/projects/{id}/versions/{n}",
+        "Get one version",
+        "viewer",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/projects/{id}/versions/{n}/download",
+        "Download a version's bundle",
+        "viewer",
+        "",
+    ),
+    ("get", "/api/v1/tasks", "List tasks", "viewer", ""),
+    ("post", "/api/v1/tasks", "Create a task", "operator", "json"),
+    ("get", "/api/v1/tasks/{id}", "Get a task", "viewer", ""),
+    (
+        "patch",
+        "/api/v1/tasks/{id}",
+        "Change a task",
+        "operator",
+        "json",
+    ),
+    (
+        "delete",
+        "/api/v1/tasks/{id}",
+        "Delete a task",
+        "operator",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/tasks/{id}/pause",
+        "Pause a task's schedule",
+        "operator",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/tasks/{id}/resume",
+        "Resume a task's schedule",
+        "operator",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/tasks/{id}/trigger",
+        "Start a run now",
+        "operator",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/tasks/{id}/invoke",
+        "Run and wait up to wait_s for the result",
+        "operator",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/tasks/{id}/stats",
+        "Counts by state and duration percentiles",
+        "viewer",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/runs",
+        "List runs (task_id, state, worker_id, since)",
+        "viewer",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/runs/{id}",
+        "Get a run with its history",
+        "viewer",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/runs/{id}/cancel",
+        "Cancel a run",
+        "operator",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/runs/{id}/retry",
+        "Start a new run of the same task",
+        "operator",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/runs/{id}/logs",
+        "The run's log as text; follow=true for SSE",
+        "viewer",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/runs/{id}/events",
+        "SSE of the run's state changes",
+        "viewer",
+        "",
+    ),
+    ("get", "/api/v1/workers", "List live workers", "viewer", ""),
+    ("get", "/api/v1/workers/{id}", "Get a worker", "viewer", ""),
+    (
+        "post",
+        "/api/v1/workers/{id}/drain",
+        "Ask a worker to drain",
+        "operator",
+        "",
+    ),
+    (
+        "post",
+        "/api/v1/workers/{id}/undrain",
+        "Take back a drain request",
+        "operator",
+        "",
+    ),
+    (
+        "get",
+        "/api/v1/audit",
+        "The audit trail (actor, action, resource)",
+        "admin",
+        "",
+    ),
+    ("get", "/healthz", "Liveness", "none", ""),
+    (
+        "get",
+        "/readyz",
+        "Readiness: store and broker reachable",
+        "none",
+        "",
+    ),
+    ("get", "/metrics", "Prometheus metrics", "none", ""),
+];
+
+fn query_params(method: &str, path: &str) -> Vec<Value> {
+    let q = |name: &str, ty: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}});
+    let mut params = vec![];
+    if method == "get"
+        && [
+            "/api/v1/projects",
+            "/api/v1/tasks",
+            "/api/v1/runs",
+            "/api/v1/audit",
+        ]
+        .contains(&path)
+    {
+        params.push(json!({"name": "limit", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 500}}));
+        params.push(q("cursor", "string"));
+    }
+    match path {
+        "/api/v1/runs" => {
+            for name in ["task_id", "worker_id", "since"] {
+                params.push(q(name, "string"));
+            }
+            params.push(json!({"name": "state", "in": "query", "required": false, "schema": {"type": "string",
+                "enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]}}));
+        }
+        "/api/v1/audit" => {
+            for name in ["actor", "action", "resource"] {
+                params.push(q(name, "string"));
+            }
+        }
+        "/api/v1/runs/{id}/logs" => params.push(q("follow", "boolean")),
+        "/api/v1/tasks/{id}/invoke" => params
+            .push(json!({"name": "wait_s", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 0, "maximum": 300}})),
+        _ => {}
+    }
+    for seg in path.split('/') {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let schema = if name == "n" {
+                json!({"type": "integer"})
+            } else {
+                json!({"type": "string"})
+            };
+            params.push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
+        }
+    }
+    params
+}
+
+fn request_body(kind: &str) -> Option<Value> {
+    match kind {
+        "json" => Some(
+            json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}),
+        ),
+        "upload" => Some(json!({"required": true, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "name": {"type": "string"}, "description": {"type": "string"},
+                "entrypoint": {"type": "string"}, "requirements": {"type": "string"},
+                "file": {"type": "string", "format": "binary"}}}},
+            "application/json": {"schema": {"type": "object", "required": ["code"], "properties": {
+                "name": {"type": "string"}, "code": {"type": "string"}, "entrypoint": {"type": "string"},
+                "requirements": {"type": "string"}, "description": {"type": "string"}}}}
+        }})),
+        _ => None,
+    }
+}
+
+pub fn document() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for (method, path, summary, role, body) in ROUTES {
+        let mut op = json!({
+            "summary": summary,
+            "operationId": format!("{method}{}", path.replace(['/', '{', '}', '-'], "_")),
+            "parameters": query_params(method, path),
+            "x-antcode-role": role,
+            "responses": {
+                "2XX": {"description": "success"},
+                "default": {"description": "error", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            }
+        });
+        if *role == "none" {
+            op["security"] = json!([]);
+        }
+        if let Some(b) = request_body(body) {
+            op["requestBody"] = b;
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "AntCode control API", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Problem": {"type": "object", "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"},
+                "status": {"type": "integer"}, "detail": {"type": "string"}}}}
+        }
+    })
+}
+
+/// `/docs`: a self-contained page (no CDN) that renders the document's operations.
+pub const DOCS_HTML: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>AntCode API</title>
+<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}
+.op{border:1px solid #ddd;border-radius:6px;margin:.4em 0;padding:.4em .8em}
+.m{display:inline-block;min-width:4.5em;font-weight:bold;text-transform:uppercase}
+.get{color:#2a7}.post{color:#27c}.patch{color:#c80}.delete{color:#c33}.put{color:#84c}
+code{background:#f4f4f4;padding:0 .2em}.role{float:right;color:#888}</style></head>
+<body><h1>AntCode API</h1>
+<p>The machine-readable spec is <a href="/api/openapi.json">/api/openapi.json</a>.
+Authenticate with <code>POST /api/v1/auth/login</code> and send <code>Authorization: Bearer TOKEN</code>.
+Errors are <code>application/problem+json</code>.</p><div id="ops">Loading…</div>
+<script>
+fetch('/api/openapi.json').then(r=>r.json()).then(doc=>{
+  const box=document.getElementById('ops');box.textContent='';
+  for(const [path,ops] of Object.entries(doc.paths)){
+    for(const [m,op] of Object.entries(ops)){
+      const d=document.createElement('div');d.className='op';
+      const s=document.createElement('span');s.className='m '+m;s.textContent=m;
+      const c=document.createElement('code');c.textContent=path;
+      const r=document.createElement('span');r.className='role';r.textContent=op['x-antcode-role'];
+      const p=document.createElement('div');p.textContent=op.summary;
+      d.append(s,c,r,p);box.append(d);
+    }
+  }
+}).catch(e=>{document.getElementById('ops').textContent='could not load the spec: '+e});
+</script></body></html>"#;

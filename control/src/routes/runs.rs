@@ -1,0 +1,352 @@
+//! Runs: `GET /runs` (filters), `GET /runs/{id}` (with history), `POST /runs/{id}/cancel`,
+//! `POST /runs/{id}/retry`, `GET /runs/{id}/logs` (text, or SSE with `?follow=true`) and
+//! `GET /runs/{id}/events` (SSE of state changes).
+//!
+//! Live views read the broker (logs) and the store (state), never process memory, so any number
+//! of viewers on any number of control instances see the same stream, and a late joiner gets the
+//! history first. `Last-Event-ID` resumes a log stream after the last chunk the client saw.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use antcode_core::blob::BlobError;
+use antcode_core::model::{Role, Run, RunState};
+use antcode_core::store::RunFilter;
+use antcode_core::time::parse_rfc3339;
+
+use super::{created, ok, PageQuery, P, Q};
+use crate::audit::{self, to_value};
+use crate::auth::Ctx;
+use crate::problem::{check_id, named, ApiResult, Problem};
+use crate::AppState;
+
+/// How often live views look at the run's state in the store.
+const STATE_POLL: Duration = Duration::from_millis(250);
+/// How long one broker log read waits for new chunks.
+const LOG_WAIT: Duration = Duration::from_millis(500);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/runs", get(list))
+        .route("/runs/{id}", get(show))
+        .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/retry", post(retry))
+        .route("/runs/{id}/logs", get(logs))
+        .route("/runs/{id}/events", get(events))
+}
+
+#[derive(Deserialize)]
+struct RunQuery {
+    task_id: Option<String>,
+    state: Option<String>,
+    worker_id: Option<String>,
+    since: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list(ctx: Ctx, Q(q): Q<RunQuery>) -> ApiResult<Response> {
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "state: {s:?} is not one of queued, running, succeeded, failed, timed_out, cancelled, lost"
+            ))
+        })?),
+    };
+    let since_ms = match q.since.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+            Problem::bad_request(format!("since: {s:?} is not an RFC 3339 time"))
+        })?),
+    };
+    let filter = RunFilter {
+        task_id: q.task_id.filter(|s| !s.is_empty()),
+        state,
+        worker_id: q.worker_id.filter(|s| !s.is_empty()),
+        since_ms,
+    };
+    let runs = ctx
+        .state
+        .store
+        .list_runs(&filter, page.limit()?, page.cursor()?)
+        .await?;
+    Ok(ok(runs))
+}
+
+pub async fn load(state: &AppState, id: &str) -> ApiResult<Run> {
+    check_id(id, "run")?;
+    state.store.run(id).await.map_err(named("run", id))
+}
+
+async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    let run = load(&ctx.state, &id).await?;
+    let history = ctx.state.store.run_history(&id).await?;
+    let mut body = serde_json::to_value(&run).map_err(Problem::internal)?;
+    body["history"] = serde_json::to_value(history).map_err(Problem::internal)?;
+    Ok(ok(body))
+}
+
+async fn cancel(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    ctx.require(Role::Operator, "run.cancel", &id).await?;
+    let before = load(&ctx.state, &id).await?;
+    if before.state.is_terminal() {
+        return Err(Problem::conflict(format!(
+            "run {id} already ended ({})",
+            before.state.as_str()
+        )));
+    }
+    let run = ctx
+        .state
+        .store
+        .request_cancel(&id, antcode_core::time::now_ms())
+        .await?;
+    // The store is the truth; the broker signal is what a runner holding the lease sees.
+    if let Err(e) = ctx.state.broker.cancel(&id).await {
+        tracing::warn!(error = %e, run_id = %id, "could not signal the cancel through the broker");
+    }
+    audit::record(
+        &ctx,
+        "run.cancel",
+        &id,
+        to_value(&before),
+        to_value(&run),
+        "ok",
+    )
+    .await;
+    Ok(ok(run))
+}
+
+async fn retry(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    ctx.require(Role::Operator, "run.retry", &id).await?;
+    let old = load(&ctx.state, &id).await?;
+    if !old.state.is_terminal() {
+        return Err(Problem::conflict(format!(
+            "run {id} is still {}; cancel it or wait for it to end",
+            old.state.as_str()
+        )));
+    }
+    let task = ctx
+        .state
+        .store
+        .task(&old.task_id)
+        .await
+        .map_err(|e| match e {
+            antcode_core::store::StoreError::NotFound => {
+                Problem::conflict(format!("the run's task {} no longer exists", old.task_id))
+            }
+            other => other.into(),
+        })?;
+    let run = super::tasks::start_run(&ctx.state, &task, "retry").await?;
+    audit::record(&ctx, "run.retry", &id, to_value(&old), to_value(&run), "ok").await;
+    Ok(created(run))
+}
+
+fn gunzip(data: &[u8]) -> ApiResult<String> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .map_err(Problem::internal)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The archived log of a finished run, if it has one and it is readable.
+async fn archived(state: &AppState, run: &Run) -> ApiResult<Option<String>> {
+    let Some(key) = &run.log_key else {
+        return Ok(None);
+    };
+    match state.blobs.get(key).await {
+        Ok(data) => Ok(Some(gunzip(&data)?)),
+        Err(BlobError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The whole log of a run: its archive when finished, else the live chunks in the broker.
+pub async fn log_text(state: &AppState, run: &Run) -> ApiResult<String> {
+    if let Some(text) = archived(state, run).await? {
+        return Ok(text);
+    }
+    let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
+    Ok(chunks.into_iter().map(|c| c.data).collect())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    follow: Option<bool>,
+}
+
+async fn logs(
+    ctx: Ctx,
+    P(id): P<String>,
+    Q(q): Q<LogQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let run = load(&ctx.state, &id).await?;
+    if !q.follow.unwrap_or(false) {
+        let text = log_text(&ctx.state, &run).await?;
+        let mut resp = text.into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Ok(resp);
+    }
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(follow_log(ctx.state.clone(), run, after, tx));
+    Ok(sse(rx))
+}
+
+fn sse(rx: mpsc::Receiver<Event>) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx))
+    });
+    sse_response(stream)
+}
+
+fn sse_response(
+    stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn end_event(run: &Run) -> Event {
+    Event::default()
+        .event("end")
+        .data(json!({"state": run.state, "exit_code": run.exit_code}).to_string())
+}
+
+/// Replays the log from `after`, then tails it until the run is terminal (or the client leaves,
+/// or the server shuts down). Each `log` event carries one chunk as JSON, its id is the chunk's
+/// cursor; an `end` event with the final state closes the stream.
+async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sender<Event>) {
+    let mut sent_any = false;
+    loop {
+        let read = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            r = state.broker.read_log(&run.id, after, LOG_WAIT) => r,
+        };
+        let chunks = match read {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, run_id = %run.id, "log tail: broker read failed");
+                tokio::time::sleep(STATE_POLL).await;
+                vec![]
+            }
+        };
+        for c in &chunks {
+            let event = Event::default()
+                .event("log")
+                .id(c.cursor().to_string())
+                .data(json!(c).to_string());
+            if tx.send(event).await.is_err() {
+                return;
+            }
+            after = c.cursor();
+            sent_any = true;
+        }
+        if !chunks.is_empty() {
+            continue;
+        }
+        match state.store.run(&run.id).await {
+            Ok(r) => run = r,
+            Err(e) => {
+                tracing::warn!(error = %e, run_id = %run.id, "log tail: store read failed");
+                continue;
+            }
+        }
+        if run.state.is_terminal() {
+            // Finished: whatever arrived in the meantime, else the archive (the broker keeps only
+            // a bounded window, and none at all after a restart).
+            let rest = state
+                .broker
+                .read_log(&run.id, after, Duration::ZERO)
+                .await
+                .unwrap_or_default();
+            for c in &rest {
+                let event = Event::default()
+                    .event("log")
+                    .id(c.cursor().to_string())
+                    .data(json!(c).to_string());
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+                sent_any = true;
+            }
+            if !sent_any && after == 0 {
+                if let Ok(Some(text)) = archived(&state, &run).await {
+                    let chunk = json!({"attempt": run.attempt, "seq": 0, "stream": "archive", "data": text});
+                    let _ = tx
+                        .send(Event::default().event("log").data(chunk.to_string()))
+                        .await;
+                }
+            }
+            let _ = tx.send(end_event(&run)).await;
+            return;
+        }
+    }
+}
+
+async fn events(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    let run = load(&ctx.state, &id).await?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(watch_state(ctx.state.clone(), run, tx));
+    Ok(sse(rx))
+}
+
+fn state_event(run: &Run) -> Event {
+    Event::default()
+        .event("state")
+        .data(serde_json::to_string(run).unwrap_or_default())
+}
+
+/// Emits the run as a `state` event now and on every change, then `end` once it is terminal.
+async fn watch_state(state: AppState, mut run: Run, tx: mpsc::Sender<Event>) {
+    if tx.send(state_event(&run)).await.is_err() {
+        return;
+    }
+    let key = |r: &Run| (r.state, r.attempt, r.worker_id.clone(), r.cancel_requested);
+    while !run.state.is_terminal() {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STATE_POLL) => {}
+        }
+        if tx.is_closed() {
+            return;
+        }
+        let now = match state.store.run(&run.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, run_id = %run.id, "run events: store read failed");
+                continue;
+            }
+        };
+        if key(&now) != key(&run) && tx.send(state_event(&now)).await.is_err() {
+            return;
+        }
+        run = now;
+    }
+    let _ = tx.send(end_event(&run)).await;
+}

@@ -1,0 +1,502 @@
+//! Tasks: `POST /tasks`, `GET /tasks`, `GET|PATCH|DELETE /tasks/{id}`,
+//! `POST /tasks/{id}/pause|resume|trigger|invoke`, `GET /tasks/{id}/stats`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use antcode_core::ids;
+use antcode_core::model::{RetryPolicy, Role, Run, RunState, Schedule, Task, TaskSpec};
+use antcode_core::store::{NewRun, RunFilter, StoreError};
+use antcode_core::time::{now_ms, parse_rfc3339};
+
+use super::{created, no_content, ok, JsonBody, PageQuery, P, Q};
+use crate::audit::{self, to_value};
+use crate::auth::Ctx;
+use crate::metrics;
+use crate::problem::{check_id, named, parse_json, ApiResult, Problem};
+use crate::AppState;
+
+pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+pub const OVERLAP: &[&str] = &["allow", "skip", "queue"];
+pub const MISFIRE: &[&str] = &["fire_once", "skip", "fire_all"];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tasks", get(list).post(create))
+        .route("/tasks/{id}", get(show).patch(update).delete(remove))
+        .route("/tasks/{id}/pause", post(pause))
+        .route("/tasks/{id}/resume", post(resume))
+        .route("/tasks/{id}/trigger", post(trigger))
+        .route("/tasks/{id}/invoke", post(invoke))
+        .route("/tasks/{id}/stats", get(stats))
+}
+
+fn default_timeout() -> u64 {
+    TaskSpec::default().timeout_s
+}
+
+/// The body of `POST /tasks` (and, merged over the current task, of `PATCH`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskBody {
+    name: String,
+    project_id: String,
+    #[serde(default)]
+    entrypoint: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default = "default_timeout")]
+    timeout_s: u64,
+    #[serde(default)]
+    retry: RetryPolicy,
+    #[serde(default)]
+    overlap: Option<String>,
+    #[serde(default)]
+    misfire: Option<String>,
+    #[serde(default)]
+    priority: i32,
+}
+
+fn env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 128
+}
+
+fn bad(field: &str, why: impl std::fmt::Display) -> Problem {
+    Problem::bad_request(format!("{field}: {why}"))
+}
+
+/// Checks a body and turns it into the task's parts; `project` must exist.
+async fn validate(
+    state: &AppState,
+    b: TaskBody,
+) -> ApiResult<(String, String, TaskSpec, Option<Schedule>, bool)> {
+    let name = b.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(bad("name", "must be 1-100 printable characters"));
+    }
+    if !ids::is_valid_id(&b.project_id) {
+        return Err(Problem::not_found(format!(
+            "project_id: project {:?} not found",
+            b.project_id
+        )));
+    }
+    let project = state
+        .store
+        .project(&b.project_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => {
+                Problem::not_found(format!("project_id: project {} not found", b.project_id))
+            }
+            other => other.into(),
+        })?;
+    if let Some(ep) = &b.entrypoint {
+        let version = state
+            .store
+            .version(&project.id, project.current_version)
+            .await?;
+        if !version.files.iter().any(|f| f == ep) {
+            return Err(bad(
+                "entrypoint",
+                format!("{ep:?} is not in the project's current version"),
+            ));
+        }
+    }
+    if b.args.len() > 1000 || b.args.iter().any(|a| a.len() > 65536 || a.contains('\0')) {
+        return Err(bad(
+            "args",
+            "at most 1000 arguments of at most 64 KiB, without NUL",
+        ));
+    }
+    if let Some(k) = b.env.keys().find(|k| !env_name(k)) {
+        return Err(bad("env", format!("{k:?} is not a valid variable name")));
+    }
+    if b.env.values().any(|v| v.contains('\0')) {
+        return Err(bad("env", "values must not contain NUL"));
+    }
+    if let Some(k) = b.secrets.iter().find(|k| !env_name(k)) {
+        return Err(bad("secrets", format!("{k:?} is not a valid secret name")));
+    }
+    let queue = b.queue.unwrap_or_else(|| "default".into());
+    let queue_ok = !queue.is_empty()
+        && queue.len() <= 64
+        && queue
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !queue_ok {
+        return Err(bad(
+            "queue",
+            "must be 1-64 characters of letters, digits and . _ -",
+        ));
+    }
+    if b.labels.len() > 64
+        || b.labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
+    {
+        return Err(bad(
+            "labels",
+            "at most 64 labels, keys 1-64 and values up to 256 characters",
+        ));
+    }
+    if !(1..=MAX_TIMEOUT_S).contains(&b.timeout_s) {
+        return Err(bad(
+            "timeout_s",
+            format!("must be between 1 and {MAX_TIMEOUT_S} (7 days)"),
+        ));
+    }
+    if !(1..=100).contains(&b.retry.max_attempts) {
+        return Err(bad("retry.max_attempts", "must be between 1 and 100"));
+    }
+    if b.retry.backoff_s > 86_400 || b.retry.max_backoff_s > MAX_TIMEOUT_S {
+        return Err(bad(
+            "retry",
+            "backoff_s at most 1 day, max_backoff_s at most 7 days",
+        ));
+    }
+    let overlap = b.overlap.unwrap_or_else(|| TaskSpec::default().overlap);
+    if !OVERLAP.contains(&overlap.as_str()) {
+        return Err(bad(
+            "overlap",
+            format!("must be one of {}", OVERLAP.join(", ")),
+        ));
+    }
+    let misfire = b.misfire.unwrap_or_else(|| TaskSpec::default().misfire);
+    if !MISFIRE.contains(&misfire.as_str()) {
+        return Err(bad(
+            "misfire",
+            format!("must be one of {}", MISFIRE.join(", ")),
+        ));
+    }
+    if !(-1000..=1000).contains(&b.priority) {
+        return Err(bad("priority", "must be between -1000 and 1000"));
+    }
+    match &b.schedule {
+        Some(Schedule::Once { at }) if parse_rfc3339(at).is_none() => {
+            return Err(bad(
+                "schedule.at",
+                format!("{at:?} is not an RFC 3339 time"),
+            ))
+        }
+        Some(Schedule::Interval { every_s }) if *every_s == 0 || *every_s > 366 * 86_400 => {
+            return Err(bad("schedule.every_s", "must be between 1 and 31622400"))
+        }
+        Some(Schedule::Cron { cron, timezone }) => {
+            let fields = cron.split_whitespace().count();
+            if !(5..=7).contains(&fields) {
+                return Err(bad(
+                    "schedule.cron",
+                    format!("{cron:?} needs 5 to 7 fields"),
+                ));
+            }
+            if timezone.trim().is_empty() {
+                return Err(bad("schedule.timezone", "must not be empty"));
+            }
+        }
+        _ => {}
+    }
+    let spec = TaskSpec {
+        entrypoint: b.entrypoint,
+        args: b.args,
+        env: b.env,
+        secrets: b.secrets,
+        queue,
+        labels: b.labels,
+        timeout_s: b.timeout_s,
+        retry: b.retry,
+        overlap,
+        misfire,
+        priority: b.priority,
+    };
+    Ok((name, b.project_id, spec, b.schedule, b.paused))
+}
+
+/// First fire time where it needs no calendar maths; cron is left to the scheduler.
+fn first_fire(schedule: &Option<Schedule>, now: i64) -> Option<i64> {
+    match schedule {
+        Some(Schedule::Once { at }) => parse_rfc3339(at),
+        Some(Schedule::Interval { every_s }) => Some(now + (*every_s as i64) * 1000),
+        _ => None,
+    }
+}
+
+fn body_of(task: &Task) -> Value {
+    json!({
+        "name": task.name,
+        "project_id": task.project_id,
+        "entrypoint": task.spec.entrypoint,
+        "args": task.spec.args,
+        "env": task.spec.env,
+        "secrets": task.spec.secrets,
+        "queue": task.spec.queue,
+        "labels": task.spec.labels,
+        "schedule": task.schedule,
+        "paused": task.paused,
+        "timeout_s": task.spec.timeout_s,
+        "retry": task.spec.retry,
+        "overlap": task.spec.overlap,
+        "misfire": task.spec.misfire,
+        "priority": task.spec.priority,
+    })
+}
+
+async fn create(ctx: Ctx, JsonBody(body): JsonBody<TaskBody>) -> ApiResult<Response> {
+    ctx.require(Role::Operator, "task.create", "").await?;
+    let (name, project_id, spec, schedule, paused) = validate(&ctx.state, body).await?;
+    let now = now_ms();
+    let task = Task {
+        id: ids::new_id(),
+        name,
+        project_id,
+        next_fire_at: first_fire(&schedule, now),
+        spec,
+        schedule,
+        paused,
+        created_at: now,
+        updated_at: now,
+    };
+    ctx.state
+        .store
+        .create_task(&task)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                Problem::conflict(format!("a task named {:?} already exists", task.name))
+            }
+            other => other.into(),
+        })?;
+    audit::record(&ctx, "task.create", &task.id, None, to_value(&task), "ok").await;
+    Ok(created(task))
+}
+
+async fn list(ctx: Ctx, Q(page): Q<PageQuery>) -> ApiResult<Response> {
+    Ok(ok(ctx
+        .state
+        .store
+        .list_tasks(page.limit()?, page.cursor()?)
+        .await?))
+}
+
+pub async fn load(state: &AppState, id: &str) -> ApiResult<Task> {
+    check_id(id, "task")?;
+    state.store.task(id).await.map_err(named("task", id))
+}
+
+async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    Ok(ok(load(&ctx.state, &id).await?))
+}
+
+async fn update(
+    ctx: Ctx,
+    P(id): P<String>,
+    JsonBody(patch): JsonBody<Value>,
+) -> ApiResult<Response> {
+    ctx.require(Role::Operator, "task.update", &id).await?;
+    let before = load(&ctx.state, &id).await?;
+    let Value::Object(patch) = patch else {
+        return Err(Problem::bad_request(
+            "the body must be a JSON object of fields to change",
+        ));
+    };
+    let mut merged = body_of(&before);
+    for (k, v) in patch {
+        // `retry` merges field by field; everything else is replaced whole.
+        match (k.as_str(), &mut merged[k.as_str()], v) {
+            ("retry", Value::Object(cur), Value::Object(new)) => cur.extend(new),
+            (_, _, v) => merged[k.as_str()] = v,
+        }
+    }
+    let raw = serde_json::to_vec(&merged).map_err(Problem::internal)?;
+    let body: TaskBody = parse_json(&raw)?;
+    let (name, project_id, spec, schedule, paused) = validate(&ctx.state, body).await?;
+    let mut task = before.clone();
+    if schedule != task.schedule {
+        task.next_fire_at = first_fire(&schedule, now_ms());
+    }
+    task.name = name;
+    task.project_id = project_id;
+    task.spec = spec;
+    task.schedule = schedule;
+    task.paused = paused;
+    task.updated_at = now_ms();
+    ctx.state
+        .store
+        .update_task(&task)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                Problem::conflict(format!("a task named {:?} already exists", task.name))
+            }
+            other => other.into(),
+        })?;
+    audit::record(
+        &ctx,
+        "task.update",
+        &id,
+        to_value(&before),
+        to_value(&task),
+        "ok",
+    )
+    .await;
+    Ok(ok(task))
+}
+
+async fn remove(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    ctx.require(Role::Operator, "task.delete", &id).await?;
+    let before = load(&ctx.state, &id).await?;
+    ctx.state.store.delete_task(&id).await?;
+    audit::record(&ctx, "task.delete", &id, to_value(&before), None, "ok").await;
+    Ok(no_content())
+}
+
+async fn set_paused(ctx: Ctx, id: String, paused: bool) -> ApiResult<Response> {
+    let action = if paused { "task.pause" } else { "task.resume" };
+    ctx.require(Role::Operator, action, &id).await?;
+    let before = load(&ctx.state, &id).await?;
+    let mut task = before.clone();
+    task.paused = paused;
+    task.updated_at = now_ms();
+    ctx.state.store.update_task(&task).await?;
+    audit::record(&ctx, action, &id, to_value(&before), to_value(&task), "ok").await;
+    Ok(ok(task))
+}
+
+async fn pause(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    set_paused(ctx, id, true).await
+}
+
+async fn resume(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    set_paused(ctx, id, false).await
+}
+
+/// Creates a queued run of the task's project's current version and publishes its job. If the
+/// broker is down the run stays queued in SQL, where compensation re-publishes it.
+pub async fn start_run(state: &AppState, task: &Task, trigger: &str) -> ApiResult<Run> {
+    let project = state
+        .store
+        .project(&task.project_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => Problem::conflict(format!(
+                "the task's project {} no longer exists",
+                task.project_id
+            )),
+            other => other.into(),
+        })?;
+    let version = state
+        .store
+        .version(&project.id, project.current_version)
+        .await?;
+    let (run, job) = state
+        .store
+        .create_run(&NewRun {
+            task: task.clone(),
+            version,
+            trigger: trigger.into(),
+            due_at: None,
+        })
+        .await?;
+    metrics::run_created(trigger);
+    if let Err(e) = state.broker.publish(&job).await {
+        tracing::warn!(error = %e, run_id = %run.id, "publish failed; the run stays queued for compensation");
+    }
+    Ok(run)
+}
+
+async fn trigger(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    ctx.require(Role::Operator, "task.trigger", &id).await?;
+    let task = load(&ctx.state, &id).await?;
+    let run = start_run(&ctx.state, &task, "manual").await?;
+    audit::record(&ctx, "task.trigger", &id, None, to_value(&run), "ok").await;
+    Ok(created(run))
+}
+
+#[derive(Deserialize)]
+struct InvokeQuery {
+    wait_s: Option<u64>,
+}
+
+/// Serverless-style call: trigger, wait up to `wait_s` (default 30, at most 300) for the run to
+/// end, then answer 200 with the run, its `result` and its log as `output`; else 202 with the run.
+async fn invoke(ctx: Ctx, P(id): P<String>, Q(q): Q<InvokeQuery>) -> ApiResult<Response> {
+    ctx.require(Role::Operator, "task.invoke", &id).await?;
+    let wait = q.wait_s.unwrap_or(30);
+    if wait > 300 {
+        return Err(bad("wait_s", "must be at most 300"));
+    }
+    let task = load(&ctx.state, &id).await?;
+    let mut run = start_run(&ctx.state, &task, "invoke").await?;
+    audit::record(&ctx, "task.invoke", &id, None, to_value(&run), "ok").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    while !run.state.is_terminal() && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = ctx.state.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        run = ctx.state.store.run(&run.id).await?;
+    }
+    if !run.state.is_terminal() {
+        return Ok((StatusCode::ACCEPTED, Json(run)).into_response());
+    }
+    let output = super::runs::log_text(&ctx.state, &run).await?;
+    let mut body = serde_json::to_value(&run).map_err(Problem::internal)?;
+    body["output"] = json!(output);
+    Ok(ok(body))
+}
+
+/// Counts by state and duration percentiles over the task's latest 1000 runs.
+async fn stats(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    load(&ctx.state, &id).await?;
+    let filter = RunFilter {
+        task_id: Some(id.clone()),
+        ..RunFilter::default()
+    };
+    let page = ctx.state.store.list_runs(&filter, 1000, None).await?;
+    let mut counts: BTreeMap<&str, u64> = RunState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut durations: Vec<i64> = vec![];
+    for r in &page.items {
+        *counts.entry(r.state.as_str()).or_default() += 1;
+        if let Some(d) = r.duration_ms {
+            durations.push(d);
+        }
+    }
+    durations.sort_unstable();
+    let pct = |p: f64| -> Option<i64> {
+        if durations.is_empty() {
+            return None;
+        }
+        let idx = ((durations.len() as f64 - 1.0) * p).round() as usize;
+        durations.get(idx).copied()
+    };
+    Ok(ok(json!({
+        "task_id": id,
+        "runs": page.items.len(),
+        "counts": counts,
+        "duration_ms_p50": pct(0.5),
+        "duration_ms_p95": pct(0.95),
+    })))
+}

@@ -1,0 +1,252 @@
+//! Project uploads: reading the form (multipart or JSON with inline code), checking the bundle
+//! with the same walker the runner unpacks with, and storing it content-addressed.
+//!
+//! Everything is validated before anything is written, so a refused upload leaves neither a
+//! blob nor a row behind.
+
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use antcode_core::blob::bundle_key;
+use antcode_core::bundle::{self, Limits};
+use antcode_core::ids::sha256_hex;
+use antcode_core::model::{BundleFormat, BundleRef};
+
+use crate::problem::{parse_json, ApiResult, Problem};
+use crate::AppState;
+
+/// What a create-project or new-version request carried.
+#[derive(Debug, Default)]
+pub struct UploadForm {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub entrypoint: Option<String>,
+    pub requirements: Option<String>,
+    /// `(file name, bytes)` of the uploaded file.
+    pub file: Option<(String, Bytes)>,
+    /// Inline source for a single-file project (JSON bodies).
+    pub code: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InlineBody {
+    name: Option<String>,
+    description: Option<String>,
+    code: String,
+    entrypoint: Option<String>,
+    requirements: Option<String>,
+}
+
+/// Reads a multipart form or a JSON body with inline `code`.
+pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(req, state).await.map_err(|e| {
+            Problem::bad_request(format!("malformed multipart body: {}", e.body_text()))
+        })?;
+        read_multipart(multipart).await
+    } else if content_type.starts_with("application/json") {
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::too_large("the request body is too large")
+            } else {
+                Problem::bad_request(e.body_text())
+            }
+        })?;
+        let inline: InlineBody = parse_json(&body)?;
+        Ok(UploadForm {
+            name: inline.name,
+            description: inline.description,
+            entrypoint: inline.entrypoint,
+            requirements: inline.requirements,
+            file: None,
+            code: Some(inline.code),
+        })
+    } else {
+        Err(Problem::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send multipart/form-data (name, file, entrypoint?, requirements?, description?) or application/json with inline `code`",
+        ))
+    }
+}
+
+async fn read_multipart(mut multipart: Multipart) -> ApiResult<UploadForm> {
+    let mut form = UploadForm::default();
+    while let Some(field) = multipart.next_field().await? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "file" => {
+                let file_name = field.file_name().unwrap_or("").to_string();
+                let data = field.bytes().await?;
+                if form.file.is_some() {
+                    return Err(Problem::bad_request("send exactly one `file` field"));
+                }
+                form.file = Some((file_name, data));
+            }
+            "name" | "description" | "entrypoint" | "requirements" => {
+                let text = field.text().await?;
+                let slot = match name.as_str() {
+                    "name" => &mut form.name,
+                    "description" => &mut form.description,
+                    "entrypoint" => &mut form.entrypoint,
+                    _ => &mut form.requirements,
+                };
+                *slot = Some(text);
+            }
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "unknown form field `{other}` (expected name, file, entrypoint, requirements, description)"
+                )))
+            }
+        }
+    }
+    Ok(form)
+}
+
+/// A checked upload, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub data: Bytes,
+    pub bundle: BundleRef,
+    pub entrypoint: String,
+    pub requirements: String,
+    pub files: Vec<String>,
+}
+
+/// A plain Python file name: no directories, nothing a shell or a path could misread.
+fn py_file_name(raw: &str, what: &str) -> ApiResult<String> {
+    let ok = raw.ends_with(".py")
+        && raw.len() > 3
+        && raw.len() <= 200
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !raw.starts_with('.');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(Problem::bad_request(format!(
+            "{what} {raw:?} must be a plain Python file name like main.py"
+        )))
+    }
+}
+
+/// Validates the form's bundle without writing anything.
+pub async fn prepare(form: &UploadForm) -> ApiResult<Prepared> {
+    if let Some(code) = &form.code {
+        if form.file.is_some() {
+            return Err(Problem::bad_request(
+                "send either `file` or `code`, not both",
+            ));
+        }
+        let name = py_file_name(
+            form.entrypoint.as_deref().unwrap_or("main.py"),
+            "entrypoint",
+        )?;
+        return Ok(single_file(Bytes::from(code.clone()), name, form));
+    }
+    let Some((file_name, data)) = &form.file else {
+        return Err(Problem::bad_request(
+            "the `file` field (a .py, .zip or .tar.gz) is required",
+        ));
+    };
+    if data.is_empty() {
+        return Err(Problem::bad_request("the uploaded file is empty"));
+    }
+    // Browsers send a bare name; some tools send a path. Only the last segment names the file.
+    let base = file_name.rsplit(['/', '\\']).next().unwrap_or("");
+    let format = bundle::detect_format(base, data)?;
+    if format == BundleFormat::Py {
+        let name = py_file_name(base, "file name")?;
+        if let Some(ep) = &form.entrypoint {
+            if ep != &name {
+                return Err(Problem::bad_request(format!(
+                    "entrypoint {ep:?} is not in the bundle (the upload is the single file {name:?})"
+                )));
+            }
+        }
+        return Ok(single_file(data.clone(), name, form));
+    }
+    let bytes = data.clone();
+    let manifest =
+        tokio::task::spawn_blocking(move || bundle::inspect(format, &bytes, Limits::default()))
+            .await
+            .map_err(Problem::internal)??;
+    let entrypoint = match &form.entrypoint {
+        Some(ep) if !ep.trim().is_empty() => ep.trim().trim_start_matches("./").to_string(),
+        _ => {
+            let py: Vec<&String> = manifest
+                .files
+                .iter()
+                .filter(|f| f.ends_with(".py"))
+                .collect();
+            if manifest.files.iter().any(|f| f == "main.py") || py.len() != 1 {
+                "main.py".to_string()
+            } else {
+                py[0].clone()
+            }
+        }
+    };
+    if !manifest.files.iter().any(|f| f == &entrypoint) {
+        return Err(Problem::bad_request(format!(
+            "the entrypoint {entrypoint:?} is not in the bundle; give the `entrypoint` field"
+        )));
+    }
+    let sha = sha256_hex(data);
+    let ext = format.as_str();
+    Ok(Prepared {
+        bundle: BundleRef {
+            key: bundle_key(&sha, ext),
+            sha256: sha,
+            format,
+            size_bytes: data.len() as i64,
+            file_name: None,
+        },
+        data: data.clone(),
+        entrypoint,
+        requirements: manifest
+            .requirements
+            .or_else(|| form.requirements.clone())
+            .unwrap_or_default(),
+        files: manifest.files,
+    })
+}
+
+fn single_file(data: Bytes, name: String, form: &UploadForm) -> Prepared {
+    let sha = sha256_hex(&data);
+    Prepared {
+        bundle: BundleRef {
+            key: bundle_key(&sha, "py"),
+            sha256: sha,
+            format: BundleFormat::Py,
+            size_bytes: data.len() as i64,
+            file_name: Some(name.clone()),
+        },
+        data,
+        entrypoint: name.clone(),
+        requirements: form.requirements.clone().unwrap_or_default(),
+        files: vec![name],
+    }
+}
+
+/// Stores the bundle unless the same content is already there. Returns true when this call wrote
+/// it, so the caller can remove it again if the row that would point at it is refused.
+pub async fn store_blob(state: &AppState, prepared: &Prepared) -> ApiResult<bool> {
+    if state.blobs.exists(&prepared.bundle.key).await? {
+        return Ok(false);
+    }
+    state
+        .blobs
+        .put(&prepared.bundle.key, prepared.data.clone())
+        .await?;
+    Ok(true)
+}
