@@ -6,10 +6,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "antcode", version, about = "Store Python projects, run them on schedules or on demand, watch them live")]
+#[command(
+    name = "antcode",
+    version,
+    about = "Store Python projects, run them on schedules or on demand, watch them live"
+)]
 pub struct Cli {
     /// Log format: human on a terminal, json for log shippers.
-    #[arg(long, global = true, env = "ANTCODE_LOG_FORMAT", default_value = "human")]
+    #[arg(
+        long,
+        global = true,
+        env = "ANTCODE_LOG_FORMAT",
+        default_value = "human"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -51,7 +60,12 @@ pub struct UpArgs {
     #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 4)]
     pub slots: usize,
     /// Queues the embedded runner serves.
-    #[arg(long = "queue", env = "ANTCODE_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long = "queue",
+        env = "ANTCODE_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
     /// Do not start the embedded runner.
     #[arg(long)]
@@ -91,6 +105,9 @@ pub struct ControlArgs {
 
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
+    /// Address of the operations endpoint (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9101")]
+    pub ops_listen: SocketAddr,
     #[arg(long, env = "ANTCODE_DATABASE_URL")]
     pub database_url: String,
     #[arg(long, env = "ANTCODE_REDIS_URL")]
@@ -99,6 +116,9 @@ pub struct SchedulerArgs {
 
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
+    /// Address of the operations endpoint (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9103")]
+    pub ops_listen: SocketAddr,
     #[arg(long, env = "ANTCODE_EDGE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 }
@@ -111,9 +131,17 @@ pub enum RunnerMode {
 
 #[derive(Debug, Args)]
 pub struct RunnerArgs {
+    /// Address of the operations endpoint (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9102")]
+    pub ops_listen: SocketAddr,
     #[arg(long, env = "ANTCODE_RUNNER_MODE", default_value = "direct")]
     pub mode: RunnerMode,
-    #[arg(long = "queue", env = "ANTCODE_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long = "queue",
+        env = "ANTCODE_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
     /// Labels as K=V, repeatable.
     #[arg(long = "label", env = "ANTCODE_LABELS", value_delimiter = ',')]

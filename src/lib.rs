@@ -4,4 +4,5 @@
 //! end-to-end tests use); [`cli`] parses flags and `ANTCODE_*` variables for every command.
 
 pub mod cli;
+pub mod ops_http;
 pub mod up;

@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use std::sync::Arc;
 
 use antcode::cli::{self, Cli, Command, LogFormat, RunnerMode};
-use antcode::up;
+use antcode::{ops_http, up};
 use antcode_core::{seams, shutdown, telemetry, Shutdown};
 
 const DEFAULT_ADMIN_PASSWORD: &str = "admin";
@@ -84,13 +85,18 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
             bail!("refusing to start in production mode without ANTCODE_SECRET_KEY (at least 32 characters), which encrypts task secrets (or pass --dev)");
         }
     }
-    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let config = antcode_control::ControlConfig {
         listener,
         store: seams::open_store(&args.seams.database_url).await?,
         broker: seams::open_broker(&args.seams.redis_url).await?,
         blobs: seams::open_blobs(&args.seams.blob_url).await?,
-        admin_password: if password.is_empty() { DEFAULT_ADMIN_PASSWORD.into() } else { password },
+        admin_password: if password.is_empty() {
+            DEFAULT_ADMIN_PASSWORD.into()
+        } else {
+            password
+        },
         dev: args.dev,
         max_upload_bytes: args.max_upload_bytes,
     };
@@ -102,13 +108,35 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
 async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
     let store = seams::open_store(&args.database_url).await?;
     let broker = seams::open_broker(&args.redis_url).await?;
-    antcode_scheduler::run(antcode_scheduler::SchedulerConfig::new(store, broker), on_signal()).await?;
+    let shutdown = on_signal();
+    let (s, b) = (store.clone(), broker.clone());
+    let ready: ops_http::Ready = Arc::new(move || {
+        let (s, b) = (s.clone(), b.clone());
+        Box::pin(async move {
+            s.ping().await.map_err(|e| e.to_string())?;
+            b.ping().await.map_err(|e| e.to_string())
+        })
+    });
+    let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
+    antcode_scheduler::run(
+        antcode_scheduler::SchedulerConfig::new(store, broker),
+        shutdown.clone(),
+    )
+    .await?;
+    shutdown.cancel();
+    ops.await??;
     Ok(())
 }
 
 async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
-    antcode_edge::run(antcode_edge::EdgeConfig { listener }, on_signal()).await?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = on_signal();
+    let ready: ops_http::Ready = Arc::new(|| Box::pin(async { Ok(()) }));
+    let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
+    antcode_edge::run(antcode_edge::EdgeConfig { listener }, shutdown.clone()).await?;
+    shutdown.cancel();
+    ops.await??;
     Ok(())
 }
 
@@ -117,8 +145,12 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
         bail!("gateway mode is not available yet in this build; use --mode direct with --redis-url and --blob-url");
     }
     let labels = cli::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
-    let redis = args.redis_url.context("direct mode needs --redis-url (ANTCODE_REDIS_URL)")?;
-    let blob = args.blob_url.context("direct mode needs --blob-url (ANTCODE_BLOB_URL)")?;
+    let redis = args
+        .redis_url
+        .context("direct mode needs --redis-url (ANTCODE_REDIS_URL)")?;
+    let blob = args
+        .blob_url
+        .context("direct mode needs --blob-url (ANTCODE_BLOB_URL)")?;
     let broker = seams::open_broker(&redis).await?;
     let blobs = seams::open_blobs(&blob).await?;
     let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir);
@@ -128,6 +160,15 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     if let Some(name) = args.name {
         config.name = name;
     }
-    antcode_runner::run(config, on_signal()).await?;
+    let shutdown = on_signal();
+    let b = config.broker.clone();
+    let ready: ops_http::Ready = Arc::new(move || {
+        let b = b.clone();
+        Box::pin(async move { b.ping().await.map_err(|e| e.to_string()) })
+    });
+    let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
+    antcode_runner::run(config, shutdown.clone()).await?;
+    shutdown.cancel();
+    ops.await??;
     Ok(())
 }

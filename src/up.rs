@@ -55,7 +55,8 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
 }
 
 pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.canonicalize()?;
     let db_url = format!("sqlite://{}", data_dir.join("antcode.db").display());
     let store = seams::open_store(&db_url).await?;
@@ -80,26 +81,54 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         max_upload_bytes: 64 * 1024 * 1024,
     };
     let s = shutdown.clone();
-    planes.spawn(async move { ("control", antcode_control::run(control, s).await.map_err(Into::into)) });
+    planes.spawn(async move {
+        (
+            "control",
+            antcode_control::run(control, s).await.map_err(Into::into),
+        )
+    });
 
     let mut scheduler = antcode_scheduler::SchedulerConfig::new(store.clone(), broker.clone());
     scheduler.lost_after = cfg.lost_after;
     let s = shutdown.clone();
-    planes.spawn(async move { ("scheduler", antcode_scheduler::run(scheduler, s).await.map_err(Into::into)) });
+    planes.spawn(async move {
+        (
+            "scheduler",
+            antcode_scheduler::run(scheduler, s)
+                .await
+                .map_err(Into::into),
+        )
+    });
 
-    let edge = antcode_edge::EdgeConfig { listener: edge_listener };
+    let edge = antcode_edge::EdgeConfig {
+        listener: edge_listener,
+    };
     let s = shutdown.clone();
     planes.spawn(async move { ("edge", antcode_edge::run(edge, s).await.map_err(Into::into)) });
 
     if cfg.runner {
-        let mut runner = antcode_runner::RunnerConfig::new(broker.clone(), blobs.clone(), data_dir.join("runner"));
+        let mut runner = antcode_runner::RunnerConfig::new(
+            broker.clone(),
+            blobs.clone(),
+            data_dir.join("runner"),
+        );
         runner.name = "embedded".into();
         runner.slots = cfg.runner_slots;
         runner.queues = cfg.queues.clone();
         let s = shutdown.clone();
-        planes.spawn(async move { ("runner", antcode_runner::run(runner, s).await.map_err(Into::into)) });
+        planes.spawn(async move {
+            (
+                "runner",
+                antcode_runner::run(runner, s).await.map_err(Into::into),
+            )
+        });
     }
-    Ok(Up { control_addr, edge_addr, shutdown, planes })
+    Ok(Up {
+        control_addr,
+        edge_addr,
+        shutdown,
+        planes,
+    })
 }
 
 impl Up {
@@ -110,7 +139,10 @@ impl Up {
     }
 
     /// Runs until `signal` resolves or a plane fails, then stops everything.
-    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         tokio::select! {
             _ = signal => tracing::info!("shutting down"),
             Some(done) = self.planes.join_next() => {

@@ -61,7 +61,8 @@ impl<'a> Compensator<'a> {
         let jobs = self.config.store.due_queued_jobs(now_ms(), 1000).await?;
         for job in jobs {
             if self.config.broker.publish(&job).await? {
-                metrics::counter!("antcode_scheduler_repairs_total", "kind" => "republished").increment(1);
+                metrics::counter!("antcode_scheduler_repairs_total", "kind" => "republished")
+                    .increment(1);
                 tracing::debug!(run_id = %job.run_id, attempt = job.attempt, "compensation: published queued run");
             }
         }
@@ -70,9 +71,18 @@ impl<'a> Compensator<'a> {
 
     async fn reclaim_expired(&self) -> Result<(), crate::SchedulerError> {
         for lease in self.config.broker.reap_expired(now_ms()).await? {
-            let why = format!("lease expired: no heartbeat from worker {}", lease.worker_id);
-            self.declare_lost(&lease.job.run_id, lease.job.attempt, &lease.lease_token, why, "lease_expired")
-                .await;
+            let why = format!(
+                "lease expired: no heartbeat from worker {}",
+                lease.worker_id
+            );
+            self.declare_lost(
+                &lease.job.run_id,
+                lease.job.attempt,
+                &lease.lease_token,
+                why,
+                "lease_expired",
+            )
+            .await;
         }
         Ok(())
     }
@@ -85,10 +95,16 @@ impl<'a> Compensator<'a> {
             if self.config.broker.lease_alive(&run.id, &token).await? {
                 continue;
             }
-            let since = self.orphans.get(&run.id).copied().unwrap_or_else(Instant::now);
+            let since = self
+                .orphans
+                .get(&run.id)
+                .copied()
+                .unwrap_or_else(Instant::now);
             if since.elapsed() >= self.config.lost_after {
-                let why = "the run's lease is gone (its runner or the broker restarted)".to_string();
-                self.declare_lost(&run.id, run.attempt, &token, why, "orphaned").await;
+                let why =
+                    "the run's lease is gone (its runner or the broker restarted)".to_string();
+                self.declare_lost(&run.id, run.attempt, &token, why, "orphaned")
+                    .await;
             } else {
                 still.insert(run.id, since);
             }
@@ -97,7 +113,14 @@ impl<'a> Compensator<'a> {
         Ok(())
     }
 
-    async fn declare_lost(&self, run_id: &str, attempt: u32, token: &str, why: String, kind: &'static str) {
+    async fn declare_lost(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        token: &str,
+        why: String,
+        kind: &'static str,
+    ) {
         let applied = self
             .config
             .store
@@ -110,7 +133,9 @@ impl<'a> Compensator<'a> {
             }
             // The runner's own report got there first: nothing to repair.
             Err(StoreError::Stale(_)) | Err(StoreError::NotFound) => {}
-            Err(e) => tracing::warn!(run_id, error = %e, "compensation: could not record lost attempt"),
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "compensation: could not record lost attempt")
+            }
         }
     }
 }

@@ -17,13 +17,20 @@ const LOCK: &str = "scheduler";
 pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) -> Result<(), SchedulerError> {
     let retry = (config.leader_ttl / 3).max(Duration::from_millis(100));
     while !shutdown.is_cancelled() {
-        match config.broker.acquire_leader(LOCK, &config.instance_id, config.leader_ttl).await {
+        match config
+            .broker
+            .acquire_leader(LOCK, &config.instance_id, config.leader_ttl)
+            .await
+        {
             Ok(Some(fence)) => {
                 tracing::info!(instance = %config.instance_id, fence, "scheduler: became leader");
                 metrics::gauge!("antcode_scheduler_leader").set(1.0);
                 lead(&config, fence, &shutdown).await;
                 metrics::gauge!("antcode_scheduler_leader").set(0.0);
-                let _ = config.broker.release_leader(LOCK, &config.instance_id).await;
+                let _ = config
+                    .broker
+                    .release_leader(LOCK, &config.instance_id)
+                    .await;
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler: leader election failed"),
@@ -42,7 +49,11 @@ async fn lead(config: &SchedulerConfig, fence: u64, shutdown: &Shutdown) {
         let every = config.leader_ttl / 3;
         loop {
             tokio::time::sleep(every).await;
-            match config.broker.renew_leader(LOCK, &config.instance_id, config.leader_ttl).await {
+            match config
+                .broker
+                .renew_leader(LOCK, &config.instance_id, config.leader_ttl)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!("scheduler: leadership lost");

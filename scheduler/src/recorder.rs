@@ -34,7 +34,9 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
         for (id, event) in events {
             match apply(&config, &event).await {
                 Ok(()) => done.push(id),
-                Err(e) => tracing::warn!(run_id = %event.run_id, error = %e, "recorder: will retry event"),
+                Err(e) => {
+                    tracing::warn!(run_id = %event.run_id, error = %e, "recorder: will retry event")
+                }
             }
         }
         if let Err(e) = config.broker.ack_events(GROUP, &done).await {
@@ -48,12 +50,24 @@ pub async fn apply(config: &SchedulerConfig, ev: &RunEvent) -> Result<(), StoreE
     let result = match &ev.kind {
         RunEventKind::Started => config
             .store
-            .mark_started(&ev.run_id, ev.attempt, &ev.lease_token, &ev.worker_id, ev.at_ms)
+            .mark_started(
+                &ev.run_id,
+                ev.attempt,
+                &ev.lease_token,
+                &ev.worker_id,
+                ev.at_ms,
+            )
             .await
             .map(|_| ()),
         RunEventKind::Finished(outcome) => config
             .store
-            .finish_attempt(&ev.run_id, ev.attempt, Some(&ev.lease_token), outcome, ev.at_ms)
+            .finish_attempt(
+                &ev.run_id,
+                ev.attempt,
+                Some(&ev.lease_token),
+                outcome,
+                ev.at_ms,
+            )
             .await
             .map(|applied| record_finish(&applied, outcome.duration_ms)),
     };

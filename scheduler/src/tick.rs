@@ -36,10 +36,16 @@ pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
 
 /// The due times to fire now for `task`, and its next fire time after them.
 fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
-    let Some(sched) = &task.schedule else { return (vec![], None) };
-    let Some(first) = task.next_fire_at else { return (vec![], None) };
+    let Some(sched) = &task.schedule else {
+        return (vec![], None);
+    };
+    let Some(first) = task.next_fire_at else {
+        return (vec![], None);
+    };
     let mut missed = vec![first];
-    let mut next = schedule::next_after(sched, first, task.created_at).ok().flatten();
+    // Interval fires are counted from the pending fire time itself, so they stay evenly spaced
+    // across restarts and edits.
+    let mut next = schedule::next_after(sched, first, first).ok().flatten();
     while let Some(t) = next.filter(|t| *t <= now) {
         if missed.len() < CATCH_UP_MAX {
             missed.push(t);
@@ -47,7 +53,7 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
             missed.remove(0);
             missed.push(t);
         }
-        next = schedule::next_after(sched, t, task.created_at).ok().flatten();
+        next = schedule::next_after(sched, t, first).ok().flatten();
     }
     let latest = *missed.last().unwrap_or(&first);
     let fire = if now - latest <= MISFIRE_GRACE_MS {
@@ -62,19 +68,35 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
     (fire, next)
 }
 
-async fn fire_task(config: &SchedulerConfig, mut task: Task, now: i64, fence: u64) -> Result<(), StoreError> {
+async fn fire_task(
+    config: &SchedulerConfig,
+    mut task: Task,
+    now: i64,
+    fence: u64,
+) -> Result<(), StoreError> {
     let (due_times, next) = plan(&task, now);
-    let version = config.store.version(&task.project_id, current_version(config, &task).await?).await?;
+    let version = config
+        .store
+        .version(&task.project_id, current_version(config, &task).await?)
+        .await?;
     for due in due_times {
         if task.spec.overlap == "skip" && has_active_run(config, &task.id).await? {
-            metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap").increment(1);
+            metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap")
+                .increment(1);
             continue;
         }
-        let new = NewRun { task: task.clone(), version: version.clone(), trigger: "schedule".into(), due_at: Some(due) };
+        let new = NewRun {
+            task: task.clone(),
+            version: version.clone(),
+            trigger: "schedule".into(),
+            due_at: Some(due),
+        };
         match config.store.create_run(&new).await {
             Ok((_, job)) => {
-                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "fired").increment(1);
-                metrics::counter!("antcode_runs_created_total", "trigger" => "schedule").increment(1);
+                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "fired")
+                    .increment(1);
+                metrics::counter!("antcode_runs_created_total", "trigger" => "schedule")
+                    .increment(1);
                 tracing::info!(task = %task.name, due, fence, "tick: fired");
                 if let Err(e) = config.broker.publish(&job).await {
                     // Compensation publishes it from SQL on the next pass.
@@ -82,7 +104,8 @@ async fn fire_task(config: &SchedulerConfig, mut task: Task, now: i64, fence: u6
                 }
             }
             Err(StoreError::Conflict(_)) => {
-                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "duplicate").increment(1);
+                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "duplicate")
+                    .increment(1);
             }
             Err(e) => return Err(e),
         }
@@ -93,13 +116,27 @@ async fn fire_task(config: &SchedulerConfig, mut task: Task, now: i64, fence: u6
 }
 
 async fn current_version(config: &SchedulerConfig, task: &Task) -> Result<i64, StoreError> {
-    Ok(config.store.project(&task.project_id).await?.current_version)
+    Ok(config
+        .store
+        .project(&task.project_id)
+        .await?
+        .current_version)
 }
 
 async fn has_active_run(config: &SchedulerConfig, task_id: &str) -> Result<bool, StoreError> {
     for state in [RunState::Queued, RunState::Running] {
-        let filter = RunFilter { task_id: Some(task_id.into()), state: Some(state), ..Default::default() };
-        if !config.store.list_runs(&filter, 1, None).await?.items.is_empty() {
+        let filter = RunFilter {
+            task_id: Some(task_id.into()),
+            state: Some(state),
+            ..Default::default()
+        };
+        if !config
+            .store
+            .list_runs(&filter, 1, None)
+            .await?
+            .items
+            .is_empty()
+        {
             return Ok(true);
         }
     }

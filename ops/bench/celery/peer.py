@@ -1,0 +1,40 @@
+"""Measures Celery the way bench-runs measures AntCode; prints one JSON object.
+
+Usage: python peer.py LATENCY_N THROUGHPUT_N SEQUENTIAL_N
+(the worker is started by bench-runs with the same number of processes as AntCode's slots).
+"""
+import json
+import sys
+import time
+
+from tasks import noop
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    lat_n, tp_n, seq_n = (int(a) for a in sys.argv[1:4])
+    for _ in range(10):
+        noop.apply_async().get(timeout=30)
+    lat = []
+    for _ in range(lat_n):
+        t = time.perf_counter()
+        noop.apply_async().get(timeout=30)
+        lat.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    for _ in range(seq_n):
+        noop.apply_async().get(timeout=30)
+    seq_s = time.perf_counter() - t
+    t = time.perf_counter()
+    results = [noop.delay() for _ in range(tp_n)]
+    for r in results:
+        r.get(timeout=300)
+    tp_s = time.perf_counter() - t
+    print(json.dumps({"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "sequential_s": seq_s, "throughput_s": tp_s}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+//! `bench-runs`: a no-op Python task through the whole system, measured beside its peers in
+//! the same run: a bare `python3 -c pass` spawn (the floor) and Celery on the machine's Redis with
+//! the same number of worker processes.
+//!
+//! Measures: trigger → `succeeded` visible in the API (p50/p99), 40 sequential tasks (the shape
+//! of Windmill's published benchmark), and N tasks through the system (throughput).
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use antcode::up::{self, UpConfig};
+
+const PASSWORD: &str = "bench-password";
+
+struct Args {
+    slots: usize,
+    latency_n: usize,
+    throughput_n: usize,
+    sequential_n: usize,
+    celery_venv: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        slots: 2,
+        latency_n: 50,
+        throughput_n: 2000,
+        sequential_n: 40,
+        celery_venv: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--slots" => a.slots = value()?.parse()?,
+            "--latency-n" => a.latency_n = value()?.parse()?,
+            "--throughput-n" => a.throughput_n = value()?.parse()?,
+            "--sequential-n" => a.sequential_n = value()?.parse()?,
+            "--celery-venv" => a.celery_venv = Some(value()?.into()),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn pct(samples: &[f64], p: f64) -> f64 {
+    let mut xs = samples.to_vec();
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[((p / 100.0) * (xs.len() - 1) as f64).round() as usize]
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!("POST {path}: {} {}", res.status(), res.text().await?);
+        }
+        Ok(res.json().await?)
+    }
+
+    async fn state(&self, run_id: &str) -> anyhow::Result<String> {
+        let run: Value = self
+            .http
+            .get(format!("{}/runs/{run_id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(run["state"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn trigger(&self, task_id: &str) -> anyhow::Result<String> {
+        let run = self
+            .post(&format!("/tasks/{task_id}/trigger"), json!({}))
+            .await?;
+        Ok(run["id"].as_str().context("run id")?.to_string())
+    }
+
+    /// Polls until the run is terminal; polling every millisecond keeps its own delay negligible.
+    async fn wait(&self, run_id: &str, poll: Duration) -> anyhow::Result<()> {
+        loop {
+            match self.state(run_id).await?.as_str() {
+                "succeeded" => return Ok(()),
+                "queued" | "running" => tokio::time::sleep(poll).await,
+                other => bail!("run {run_id} ended {other}"),
+            }
+        }
+    }
+}
+
+async fn login(addr: std::net::SocketAddr) -> anyhow::Result<Api> {
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/api/v1");
+    let res: Value = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = res["token"].as_str().context("login token")?.to_string();
+    Ok(Api { http, base, token })
+}
+
+fn bare_spawn(n: usize) -> anyhow::Result<Vec<f64>> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let ok = Command::new("python3")
+                .args(["-c", "pass"])
+                .status()?
+                .success();
+            if !ok {
+                bail!("python3 -c pass failed");
+            }
+            Ok(t.elapsed().as_secs_f64() * 1000.0)
+        })
+        .collect()
+}
+
+struct Measured {
+    p50_ms: f64,
+    p99_ms: f64,
+    sequential_s: f64,
+    throughput_s: f64,
+}
+
+async fn measure_antcode(a: &Args) -> anyhow::Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = UpConfig::new(dir.path().to_path_buf());
+    cfg.control_addr = "127.0.0.1:0".parse()?;
+    cfg.edge_addr = "127.0.0.1:0".parse()?;
+    cfg.admin_password = PASSWORD.into();
+    cfg.runner_slots = a.slots;
+    let running = up::start(cfg).await?;
+    let api = login(running.control_addr).await?;
+    let form = reqwest::multipart::Form::new().text("name", "noop").part(
+        "file",
+        reqwest::multipart::Part::bytes(b"pass\n".to_vec()).file_name("noop.py"),
+    );
+    let project: Value = api
+        .http
+        .post(format!("{}/projects", api.base))
+        .bearer_auth(&api.token)
+        .multipart(form)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let task = api
+        .post(
+            "/tasks",
+            json!({"name": "noop", "project_id": project["id"], "timeout_s": 60}),
+        )
+        .await?;
+    let task_id = task["id"].as_str().context("task id")?.to_string();
+
+    for _ in 0..5 {
+        let run = api.trigger(&task_id).await?; // warm-up: builds the venv once
+        api.wait(&run, Duration::from_millis(5)).await?;
+    }
+    let mut lat = Vec::with_capacity(a.latency_n);
+    for _ in 0..a.latency_n {
+        let t = Instant::now();
+        let run = api.trigger(&task_id).await?;
+        api.wait(&run, Duration::from_millis(1)).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let t = Instant::now();
+    for _ in 0..a.sequential_n {
+        let run = api.trigger(&task_id).await?;
+        api.wait(&run, Duration::from_millis(1)).await?;
+    }
+    let sequential_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut runs = Vec::with_capacity(a.throughput_n);
+    for _ in 0..a.throughput_n {
+        runs.push(api.trigger(&task_id).await?);
+    }
+    for run in &runs {
+        api.wait(run, Duration::from_millis(20)).await?;
+    }
+    let throughput_s = t.elapsed().as_secs_f64();
+    running.stop().await?;
+    Ok(Measured {
+        p50_ms: pct(&lat, 50.0),
+        p99_ms: pct(&lat, 99.0),
+        sequential_s,
+        throughput_s,
+    })
+}
+
+fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> {
+    let dir = std::env::current_dir()?.join("ops/bench/celery");
+    let queue = format!("antcode-bench-{}", std::process::id());
+    let mut worker = Command::new(venv.join("bin/celery"))
+        .args([
+            "-A",
+            "tasks",
+            "worker",
+            "--pool=prefork",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .arg(format!("--concurrency={}", a.slots))
+        .arg(format!("-n=bench{}@localhost", std::process::id()))
+        .current_dir(&dir)
+        .env("BENCH_QUEUE", &queue)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the celery worker")?;
+    std::thread::sleep(Duration::from_secs(3));
+    let out = Command::new(venv.join("bin/python"))
+        .arg("peer.py")
+        .args([
+            a.latency_n.to_string(),
+            a.throughput_n.to_string(),
+            a.sequential_n.to_string(),
+        ])
+        .current_dir(&dir)
+        .env("BENCH_QUEUE", &queue)
+        .output();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let out = out?;
+    if !out.status.success() {
+        bail!(
+            "celery peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    Ok(Measured {
+        p50_ms: f("p50_ms"),
+        p99_ms: f("p99_ms"),
+        sequential_s: f("sequential_s"),
+        throughput_s: f("throughput_s"),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = parse_args()?;
+    let bare = bare_spawn(a.latency_n)?;
+    let (bare_p50, bare_p99) = (pct(&bare, 50.0), pct(&bare, 99.0));
+    let ours = measure_antcode(&a).await?;
+    let celery = match &a.celery_venv {
+        Some(v) => Some(measure_celery(&a, v)?),
+        None => None,
+    };
+
+    println!("\nNo-op Python task, trigger → succeeded, {} slot(s) / worker processes, this machine, one run\n", a.slots);
+    println!(
+        "| system | p50 ms | p99 ms | {} sequential s | {} tasks s | tasks/s |",
+        a.sequential_n, a.throughput_n
+    );
+    println!("|---|---|---|---|---|---|");
+    println!("| bare `python3 -c pass` spawn | {bare_p50:.1} | {bare_p99:.1} | — | — | — |");
+    let row = |name: &str, m: &Measured| {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} |",
+            m.p50_ms,
+            m.p99_ms,
+            m.sequential_s,
+            m.throughput_s,
+            a.throughput_n as f64 / m.throughput_s
+        )
+    };
+    row("AntCode (up: embedded broker, SQLite)", &ours);
+    if let Some(c) = &celery {
+        row("Celery 5 prefork (Redis broker + backend)", c);
+    }
+    println!("\nAntCode p50 over the bare spawn: {:.1} ms (target ≤ 15 ms); {} sequential: {:.2} s (target ≤ 2 s)", ours.p50_ms - bare_p50, a.sequential_n, ours.sequential_s);
+
+    let json = json!({
+        "slots": a.slots,
+        "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
+        "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n},
+        "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s})),
+    });
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write(
+        "target/bench/runs.json",
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!("JSON: target/bench/runs.json");
+    Ok(())
+}

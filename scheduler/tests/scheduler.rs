@@ -1,0 +1,368 @@
+//! The schedule plane against real SQLite and the in-process broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use antcode_core::broker::{memory::MemoryBroker, Broker, LeaseRequest};
+use antcode_core::model::*;
+use antcode_core::store::{sql::SqlStore, NewRun, RunFilter, Store};
+use antcode_core::time::now_ms;
+use antcode_core::Shutdown;
+use antcode_scheduler::{recorder, tick, SchedulerConfig};
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
+    World {
+        _dir: dir,
+        store,
+        broker: Arc::new(MemoryBroker::new()),
+    }
+}
+
+impl World {
+    fn config(&self, name: &str) -> SchedulerConfig {
+        let mut c = SchedulerConfig::new(self.store.clone(), self.broker.clone());
+        c.instance_id = name.into();
+        c.tick_interval = Duration::from_millis(100);
+        c.leader_ttl = Duration::from_millis(600);
+        c.lost_after = Duration::from_millis(300);
+        c
+    }
+
+    async fn task(
+        &self,
+        name: &str,
+        schedule: Option<Schedule>,
+        next_fire_at: Option<i64>,
+        spec: TaskSpec,
+    ) -> Task {
+        let now = now_ms();
+        let project = Project {
+            id: antcode_core::ids::new_id(),
+            name: format!("p-{name}"),
+            description: String::new(),
+            current_version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let version = ProjectVersion {
+            project_id: project.id.clone(),
+            version: 1,
+            bundle: BundleRef {
+                key: "bundles/x.py".into(),
+                sha256: "0".repeat(64),
+                format: BundleFormat::Py,
+                size_bytes: 1,
+                file_name: Some("main.py".into()),
+            },
+            entrypoint: "main.py".into(),
+            requirements: String::new(),
+            python_version: None,
+            files: vec!["main.py".into()],
+            created_at: now,
+        };
+        self.store.create_project(&project, &version).await.unwrap();
+        let task = Task {
+            id: antcode_core::ids::new_id(),
+            name: name.into(),
+            project_id: project.id,
+            spec,
+            schedule,
+            paused: false,
+            next_fire_at,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.create_task(&task).await.unwrap();
+        task
+    }
+
+    async fn runs_of(&self, task: &Task) -> Vec<Run> {
+        let filter = RunFilter {
+            task_id: Some(task.id.clone()),
+            ..Default::default()
+        };
+        self.store
+            .list_runs(&filter, 500, None)
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn counts(&self, tasks: &[Task]) -> Vec<usize> {
+        let mut out = vec![];
+        for t in tasks {
+            out.push(self.runs_of(t).await.len());
+        }
+        out
+    }
+
+    async fn manual_run(&self, task: &Task) -> (Run, Job) {
+        let version = self.store.version(&task.project_id, 1).await.unwrap();
+        let new = NewRun {
+            task: task.clone(),
+            version,
+            trigger: "manual".into(),
+            due_at: None,
+        };
+        self.store.create_run(&new).await.unwrap()
+    }
+}
+
+fn lease_req(ttl: Duration) -> LeaseRequest {
+    LeaseRequest {
+        worker_id: "w1".into(),
+        queues: vec!["default".into()],
+        max: 10,
+        ttl,
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn two_schedulers_fire_each_due_time_once() {
+    let w = world().await;
+    let every = Schedule::Interval { every_s: 1 };
+    let task = w
+        .task(
+            "every-second",
+            Some(every),
+            Some(now_ms()),
+            TaskSpec::default(),
+        )
+        .await;
+    let shutdown = Shutdown::new();
+    let a = tokio::spawn(antcode_scheduler::run(w.config("a"), shutdown.clone()));
+    let b = tokio::spawn(antcode_scheduler::run(w.config("b"), shutdown.clone()));
+    eventually("three fires", || async {
+        w.runs_of(&task).await.len() >= 3
+    })
+    .await;
+    shutdown.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    let runs = w.runs_of(&task).await;
+    let mut due: Vec<i64> = runs
+        .iter()
+        .map(|r| r.due_at.expect("scheduled runs carry due_at"))
+        .collect();
+    let n = due.len();
+    due.sort();
+    due.dedup();
+    assert_eq!(due.len(), n, "a due time fired twice: {due:?}");
+    for pair in due.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            1000,
+            "fires are one interval apart: {due:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn misfire_policies() {
+    let w = world().await;
+    let every = Schedule::Interval { every_s: 60 };
+    let ten_missed = now_ms() - 10 * 60_000 + 1_000;
+    let mut tasks = vec![];
+    for policy in ["skip", "fire_once", "catch_up"] {
+        let spec = TaskSpec {
+            misfire: policy.into(),
+            ..Default::default()
+        };
+        tasks.push(
+            w.task(policy, Some(every.clone()), Some(ten_missed), spec)
+                .await,
+        );
+    }
+    let config = w.config("solo");
+    tick::fire_due(&config, 1).await;
+    assert_eq!(w.counts(&tasks).await, vec![0, 1, 10]);
+    for t in &tasks {
+        let t = w.store.task(&t.id).await.unwrap();
+        assert!(
+            t.next_fire_at.unwrap() > now_ms(),
+            "{} advanced past now",
+            t.name
+        );
+    }
+    // Firing again right away fires nothing new.
+    tick::fire_due(&config, 1).await;
+    assert_eq!(w.counts(&tasks).await, vec![0, 1, 10]);
+}
+
+#[tokio::test]
+async fn a_once_schedule_fires_once_and_overlap_skip_holds_back() {
+    let w = world().await;
+    let once = Schedule::Once {
+        at: antcode_core::time::to_rfc3339(now_ms() - 100),
+    };
+    let task = w
+        .task(
+            "once",
+            Some(once),
+            Some(now_ms() - 100),
+            TaskSpec::default(),
+        )
+        .await;
+    let config = w.config("solo");
+    tick::fire_due(&config, 1).await;
+    tick::fire_due(&config, 1).await;
+    assert_eq!(w.runs_of(&task).await.len(), 1);
+    assert_eq!(w.store.task(&task.id).await.unwrap().next_fire_at, None);
+
+    let spec = TaskSpec {
+        overlap: "skip".into(),
+        ..Default::default()
+    };
+    let every = Schedule::Interval { every_s: 1 };
+    let task = w
+        .task("no-overlap", Some(every), Some(now_ms()), spec)
+        .await;
+    tick::fire_due(&config, 1).await;
+    assert_eq!(w.runs_of(&task).await.len(), 1);
+    let mut t = w.store.task(&task.id).await.unwrap();
+    t.next_fire_at = Some(now_ms());
+    w.store.update_task(&t).await.unwrap();
+    tick::fire_due(&config, 1).await;
+    assert_eq!(
+        w.runs_of(&task).await.len(),
+        1,
+        "the first run is still queued: the next fire is skipped"
+    );
+}
+
+#[tokio::test]
+async fn recorder_applies_fenced_reports_only() {
+    let w = world().await;
+    let task = w.task("fenced", None, None, TaskSpec::default()).await;
+    let (run, job) = w.manual_run(&task).await;
+    w.broker.publish(&job).await.unwrap();
+    let lease = w
+        .broker
+        .lease(&lease_req(Duration::from_secs(30)), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let config = w.config("rec");
+    let ev = |kind, token: &str| RunEvent {
+        run_id: run.id.clone(),
+        attempt: 1,
+        lease_token: token.into(),
+        worker_id: "w1".into(),
+        at_ms: now_ms(),
+        kind,
+    };
+    recorder::apply(&config, &ev(RunEventKind::Started, &lease.lease_token))
+        .await
+        .unwrap();
+    assert_eq!(w.store.run(&run.id).await.unwrap().state, RunState::Running);
+
+    let outcome = Outcome {
+        state: RunState::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+        duration_ms: 5,
+        peak_rss_kb: None,
+        log_key: None,
+        result: None,
+    };
+    // A zombie's report with another token changes nothing.
+    recorder::apply(
+        &config,
+        &ev(RunEventKind::Finished(outcome.clone()), "lt_zombie"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.store.run(&run.id).await.unwrap().state, RunState::Running);
+    recorder::apply(
+        &config,
+        &ev(RunEventKind::Finished(outcome), &lease.lease_token),
+    )
+    .await
+    .unwrap();
+    let done = w.store.run(&run.id).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded);
+    assert_eq!(done.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_lost_then_retried() {
+    let w = world().await;
+    let spec = TaskSpec {
+        retry: RetryPolicy {
+            max_attempts: 2,
+            backoff_s: 0,
+            max_backoff_s: 0,
+        },
+        ..Default::default()
+    };
+    let task = w.task("flaky-worker", None, None, spec).await;
+    let (run, job) = w.manual_run(&task).await;
+    w.broker.publish(&job).await.unwrap();
+    let shutdown = Shutdown::new();
+    let sched = tokio::spawn(antcode_scheduler::run(w.config("s"), shutdown.clone()));
+
+    // A worker leases with a short ttl, reports started, then dies (no heartbeats).
+    let lease = w
+        .broker
+        .lease(
+            &lease_req(Duration::from_millis(200)),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let started = RunEvent {
+        run_id: run.id.clone(),
+        attempt: 1,
+        lease_token: lease.lease_token.clone(),
+        worker_id: "w1".into(),
+        at_ms: now_ms(),
+        kind: RunEventKind::Started,
+    };
+    w.broker.publish_event(&started).await.unwrap();
+
+    // Compensation declares attempt 1 lost and the run comes back as attempt 2 ...
+    eventually("attempt 2 queued", || async {
+        w.store.run(&run.id).await.unwrap().attempt == 2
+    })
+    .await;
+    // ... which is published again and can be leased.
+    let again = w
+        .broker
+        .lease(&lease_req(Duration::from_secs(30)), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].job.attempt, 2);
+    let history = w.store.run_history(&run.id).await.unwrap();
+    assert!(
+        history.iter().any(|h| h.kind == "lost" && h.attempt == 1),
+        "{history:?}"
+    );
+    shutdown.cancel();
+    sched.await.unwrap().unwrap();
+}

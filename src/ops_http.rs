@@ -1,0 +1,43 @@
+//! The operations endpoint of processes that have no HTTP API of their own (scheduler, runner,
+//! edge): `/metrics`, `/healthz` and `/readyz` on a separate port.
+
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use antcode_core::Shutdown;
+
+/// A readiness probe: `Ok` when the process can do its job.
+pub type Ready =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+async fn metrics() -> String {
+    antcode_core::telemetry::prometheus().render()
+}
+
+async fn ready(State(check): State<Ready>) -> (StatusCode, String) {
+    match check().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// Serves the operations endpoint on `addr` until `shutdown`.
+pub async fn serve(addr: SocketAddr, check: Ready, shutdown: Shutdown) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(check);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("operations endpoint on http://{addr} (/metrics, /healthz, /readyz)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
