@@ -1,1 +1,127 @@
-//! antcode-runner
+//! antcode-runner: the execution plane.
+//!
+//! A runner pulls leases for the queues it serves, fetches and verifies each project bundle,
+//! builds (once) or reuses a uv virtualenv for the project's requirements, and runs the entrypoint
+//! in its own session and process group with a minimal environment (never the runner's own). It
+//! streams the output as sequenced log chunks, archives the whole log in the BlobStore, and reports
+//! `Started` / `Finished` events fenced by the lease token. Heartbeats run on their own task and
+//! carry cancels, lost leases and drain requests back.
+//!
+//! Where the work comes from is behind [`WorkSource`]: [`DirectSource`] reads the broker and blob
+//! store directly (direct mode); a gateway transport through the edge implements the same trait.
+//!
+//! Modules: [`source`] (the work source), [`uv`] (interpreters and virtualenvs), [`bundles`]
+//! (bundle cache and extraction), [`process`] (spawning, killing and reaping), [`logs`] (line
+//! cutting, shipping, archiving), [`execute`] (one attempt end to end), [`engine`] (leasing,
+//! slots, heartbeats, drain and shutdown), [`stats`] (host CPU/memory/disk for heartbeats).
+
+pub mod bundles;
+pub mod engine;
+pub mod execute;
+pub mod logs;
+pub mod process;
+pub mod source;
+pub mod stats;
+pub mod uv;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use antcode_core::blob::BlobStore;
+use antcode_core::broker::Broker;
+use antcode_core::Shutdown;
+
+pub use engine::{run_with_source, EngineConfig};
+pub use source::{DirectSource, SourceError, WorkSource};
+
+/// Everything a direct-mode runner needs.
+#[derive(Clone)]
+pub struct RunnerConfig {
+    pub worker_id: String,
+    pub name: String,
+    /// Queues served, default `["default"]`.
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Concurrent runs, default 2.
+    pub slots: usize,
+    /// `venvs/`, `bundles/` and `work/` live under it.
+    pub data_dir: PathBuf,
+    pub broker: Arc<dyn Broker>,
+    pub blobs: Arc<dyn BlobStore>,
+    /// Default 2 s.
+    pub heartbeat_interval: Duration,
+    /// Default 15 s: a lease not renewed for this long is reclaimed by the scheduler.
+    pub lease_ttl: Duration,
+    /// Default 10 s: SIGTERM to the process group, then SIGKILL after this long.
+    pub kill_grace: Duration,
+    /// An explicit uv binary; otherwise discovered (see [`uv::find_uv`]).
+    pub uv: Option<PathBuf>,
+}
+
+impl RunnerConfig {
+    /// Defaults for everything but the seams and the data directory; a fresh worker id.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        blobs: Arc<dyn BlobStore>,
+        data_dir: PathBuf,
+    ) -> RunnerConfig {
+        let host = stats::hostname();
+        RunnerConfig {
+            worker_id: antcode_core::ids::new_id(),
+            name: host,
+            queues: vec!["default".into()],
+            labels: BTreeMap::new(),
+            slots: 2,
+            data_dir,
+            broker,
+            blobs,
+            heartbeat_interval: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(15),
+            kill_grace: Duration::from_secs(10),
+            uv: None,
+        }
+    }
+
+    /// The transport-independent part of the configuration.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            worker_id: self.worker_id.clone(),
+            name: self.name.clone(),
+            mode: "direct".into(),
+            queues: self.queues.clone(),
+            labels: self.labels.clone(),
+            slots: self.slots.max(1),
+            data_dir: self.data_dir.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            lease_ttl: self.lease_ttl,
+            kill_grace: self.kill_grace,
+            uv: self.uv.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// uv is missing and could not be installed; the message says how to get it.
+    #[error("{0}")]
+    Uv(String),
+    #[error("runner data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+}
+
+/// Runs a direct-mode runner until `shutdown` is cancelled, then drains: running attempts get
+/// `kill_grace` to finish, the rest are killed and reported `lost`; leased but unstarted jobs
+/// are handed back.
+pub async fn run(config: RunnerConfig, shutdown: Shutdown) -> Result<(), RunnerError> {
+    let engine = config.engine_config();
+    let source = Arc::new(DirectSource::new(
+        config.broker.clone(),
+        config.blobs.clone(),
+        config.worker_id.clone(),
+        config.queues.clone(),
+        config.lease_ttl,
+    ));
+    run_with_source(engine, source, shutdown).await
+}

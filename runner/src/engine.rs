@@ -1,0 +1,301 @@
+//! The runner loop: lease as many jobs as there are free slots, run each on its own task, keep
+//! the leases alive from a separate heartbeat task, poll for cancels, honour drain, and shut
+//! down within a bounded grace period.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use antcode_core::broker::{HeartbeatReply, HeldLease};
+use antcode_core::model::WorkerStatus;
+use antcode_core::time::now_ms;
+use antcode_core::Shutdown;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::bundles::BundleCache;
+use crate::execute::{execute, Ctx, StopReason};
+use crate::source::WorkSource;
+use crate::stats;
+use crate::uv::{find_uv, Venvs};
+use crate::RunnerError;
+
+/// The transport-independent settings (see [`crate::RunnerConfig`] for their defaults).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub worker_id: String,
+    pub name: String,
+    /// `direct` or `gateway`, as shown in the worker list.
+    pub mode: String,
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub slots: usize,
+    pub data_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub lease_ttl: Duration,
+    pub kill_grace: Duration,
+    pub uv: Option<PathBuf>,
+}
+
+/// How long one lease call may park waiting for work.
+const LEASE_WAIT: Duration = Duration::from_secs(20);
+/// How often held runs are checked for a cancel (a cancel must reach the process within 1 s).
+const CANCEL_POLL: Duration = Duration::from_millis(200);
+
+struct Held {
+    token: String,
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+type HeldMap = Arc<Mutex<HashMap<String, Held>>>;
+
+fn lock(held: &HeldMap) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    held.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sets the stop reason of a held run unless it already has one (the first reason wins).
+fn stop_run(held: &HeldMap, run_id: &str, reason: StopReason) {
+    if let Some(h) = lock(held).get(run_id) {
+        h.stop.send_if_modified(|cur| {
+            if cur.is_none() {
+                *cur = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Runs the engine over any work source until `shutdown`, then drains.
+pub async fn run_with_source(
+    cfg: EngineConfig,
+    source: Arc<dyn WorkSource>,
+    shutdown: Shutdown,
+) -> Result<(), RunnerError> {
+    for sub in ["venvs", "bundles", "work"] {
+        let dir = cfg.data_dir.join(sub);
+        std::fs::create_dir_all(&dir).map_err(|e| RunnerError::DataDir(dir, e))?;
+    }
+    let explicit = cfg.uv.clone();
+    let uv = tokio::task::spawn_blocking(move || find_uv(explicit.as_deref()))
+        .await
+        .map_err(|e| RunnerError::Uv(e.to_string()))?
+        .map_err(RunnerError::Uv)?;
+    tracing::info!(
+        worker_id = %cfg.worker_id, uv = %uv.describe(), slots = cfg.slots, queues = ?cfg.queues,
+        "runner started"
+    );
+    let ctx = Arc::new(Ctx {
+        venvs: Arc::new(Venvs::new(cfg.data_dir.join("venvs"), uv)),
+        bundles: BundleCache::new(cfg.data_dir.join("bundles")),
+        source: source.clone(),
+        cfg: cfg.clone(),
+    });
+    let held: HeldMap = Arc::default();
+    let draining = Arc::new(AtomicBool::new(false));
+    let background = CancellationToken::new();
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        cfg.clone(),
+        source.clone(),
+        held.clone(),
+        draining.clone(),
+        background.clone(),
+    ));
+    let cancels = tokio::spawn(cancel_loop(
+        source.clone(),
+        held.clone(),
+        background.clone(),
+    ));
+
+    let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
+    let mut runs: JoinSet<()> = JoinSet::new();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        while runs.try_join_next().is_some() {}
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if draining.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(cfg.heartbeat_interval) => continue,
+            }
+        }
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let leased = tokio::select! {
+            r = source.lease(permits.len(), LEASE_WAIT) => r,
+            _ = shutdown.cancelled() => break,
+        };
+        let leases = match leased {
+            Ok(l) => {
+                backoff = Duration::from_millis(500);
+                l
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "lease failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+                continue;
+            }
+        };
+        for lease in leases {
+            let permit = permits.pop();
+            let stopping = shutdown.is_cancelled() || draining.load(Ordering::Relaxed);
+            let Some(permit) = permit.filter(|_| !stopping) else {
+                // Not started: back to the queue untouched.
+                if let Err(e) = source
+                    .hand_back(&lease.job.run_id, &lease.lease_token)
+                    .await
+                {
+                    tracing::warn!(run_id = %lease.job.run_id, error = %e, "hand back failed");
+                }
+                continue;
+            };
+            let (tx, rx) = watch::channel(None);
+            let run_id = lease.job.run_id.clone();
+            lock(&held).insert(
+                run_id.clone(),
+                Held {
+                    token: lease.lease_token.clone(),
+                    stop: tx,
+                },
+            );
+            let ctx = ctx.clone();
+            let held = held.clone();
+            runs.spawn(async move {
+                execute(ctx, lease, rx).await;
+                lock(&held).remove(&run_id);
+                drop(permit);
+            });
+        }
+    }
+
+    // Shutdown: no more leases; running attempts get the grace period, then are stopped.
+    if !runs.is_empty() {
+        tracing::info!(running = runs.len(), grace = ?cfg.kill_grace, "runner draining");
+        let deadline = tokio::time::Instant::now() + cfg.kill_grace;
+        while !runs.is_empty() {
+            tokio::select! {
+                _ = runs.join_next() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let ids: Vec<String> = lock(&held).keys().cloned().collect();
+        for id in &ids {
+            stop_run(&held, id, StopReason::Shutdown);
+        }
+        while runs.join_next().await.is_some() {}
+    }
+    background.cancel();
+    let _ = heartbeats.await;
+    let _ = cancels.await;
+    tracing::info!(worker_id = %cfg.worker_id, "runner stopped");
+    Ok(())
+}
+
+async fn heartbeat_loop(
+    cfg: EngineConfig,
+    source: Arc<dyn WorkSource>,
+    held: HeldMap,
+    draining: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cpu = stats::CpuSampler::default();
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let leases: Vec<HeldLease> = lock(&held)
+            .iter()
+            .map(|(run_id, h)| HeldLease {
+                run_id: run_id.clone(),
+                lease_token: h.token.clone(),
+            })
+            .collect();
+        let status = WorkerStatus {
+            id: cfg.worker_id.clone(),
+            name: cfg.name.clone(),
+            mode: cfg.mode.clone(),
+            queues: cfg.queues.clone(),
+            labels: cfg.labels.clone(),
+            slots: cfg.slots as u32,
+            running: leases.len() as u32,
+            cpu_percent: cpu.sample(),
+            memory_percent: stats::memory_percent(),
+            disk_percent: stats::disk_percent(&cfg.data_dir),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            draining: draining.load(Ordering::Relaxed),
+            held_leases: leases.iter().map(|l| l.run_id.clone()).collect(),
+            last_seen_ms: now_ms(),
+        };
+        // Bounded, so a hung broker call cannot stall the loop past the lease TTL unnoticed.
+        let call = source.heartbeat(&leases, &status, cfg.heartbeat_interval);
+        match tokio::time::timeout(cfg.lease_ttl / 2, call).await {
+            Ok(Ok(reply)) => {
+                last_ok = Instant::now();
+                apply_reply(&held, &draining, reply);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+            Err(_) => tracing::warn!("heartbeat timed out"),
+        }
+        metrics::gauge!("antcode_runner_heartbeat_age_seconds")
+            .set(last_ok.elapsed().as_secs_f64());
+    }
+}
+
+fn apply_reply(held: &HeldMap, draining: &AtomicBool, reply: HeartbeatReply) {
+    for run_id in &reply.cancels {
+        stop_run(held, run_id, StopReason::Cancel);
+    }
+    for run_id in &reply.lost {
+        stop_run(held, run_id, StopReason::Lost);
+    }
+    let was = draining.swap(reply.drain, Ordering::Relaxed);
+    if was != reply.drain {
+        tracing::info!(drain = reply.drain, "drain flag changed");
+    }
+}
+
+async fn cancel_loop(source: Arc<dyn WorkSource>, held: HeldMap, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(CANCEL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let ids: Vec<String> = lock(&held).keys().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        match source.cancels_for(&ids).await {
+            Ok(cancelled) => {
+                for id in cancelled {
+                    stop_run(&held, &id, StopReason::Cancel);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cancel poll failed"),
+        }
+    }
+}

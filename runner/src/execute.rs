@@ -1,0 +1,431 @@
+//! One attempt, end to end: report `Started`, fetch and unpack the bundle, get the virtualenv,
+//! spawn the entrypoint, supervise it (timeout, cancel, lost lease, shutdown), collect its output,
+//! archive the log, report `Finished`, release the lease, remove the work dir.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use antcode_core::model::{Lease, Outcome, RunEvent, RunEventKind, RunState};
+use antcode_core::time::now_ms;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::bundles::{unpack, BundleCache};
+use crate::engine::EngineConfig;
+use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
+use crate::process::{self, ExitInfo};
+use crate::source::WorkSource;
+use crate::uv::{Venv, Venvs};
+
+/// Why the runner stops an attempt from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The run was cancelled through the API.
+    Cancel,
+    /// The lease is gone (reclaimed after missed heartbeats): stop, report nothing.
+    Lost,
+    /// The runner is shutting down and the grace period is over.
+    Shutdown,
+}
+
+/// What every attempt shares.
+pub struct Ctx {
+    pub cfg: EngineConfig,
+    pub source: Arc<dyn WorkSource>,
+    pub venvs: Arc<Venvs>,
+    pub bundles: BundleCache,
+}
+
+/// How long to wait for the output pipes to close after the process group was killed. Only a
+/// descendant that left our session can hold them open longer.
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+/// Grace for a shutdown or a lost lease: the normal grace already ran out, or nobody waits.
+const SHORT_GRACE: Duration = Duration::from_secs(1);
+
+enum Ended {
+    Exited(ExitInfo),
+    Stopped(StopReason, Option<ExitInfo>),
+    TimedOut(Option<ExitInfo>),
+    Failed(String),
+}
+
+/// Runs one leased attempt. Never panics on input; every failure becomes an `Outcome`.
+pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Option<StopReason>>) {
+    let job = &lease.job;
+    let started = Instant::now();
+    let event = |kind| RunEvent {
+        run_id: job.run_id.clone(),
+        attempt: job.attempt,
+        lease_token: lease.lease_token.clone(),
+        worker_id: ctx.cfg.worker_id.clone(),
+        at_ms: now_ms(),
+        kind,
+    };
+    if let Err(e) = ctx.source.report(&event(RunEventKind::Started)).await {
+        tracing::warn!(run_id = %job.run_id, error = %e, "could not report started");
+    }
+    tracing::info!(run_id = %job.run_id, attempt = job.attempt, "run started");
+
+    let work_root = ctx.cfg.data_dir.join("work");
+    let name = format!("{}-{}", safe_name(&job.run_id), job.attempt);
+    let work_dir = work_root.join(&name);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let sink = LogSink::new(
+        ctx.source.clone(),
+        &job.run_id,
+        job.attempt,
+        work_root.join(format!("{name}.log")),
+    );
+
+    let (ended, mut sink) = supervise(&ctx, &lease, &work_dir, sink, &mut stop).await;
+
+    let mut outcome = Outcome {
+        state: RunState::Failed,
+        exit_code: None,
+        signal: None,
+        error: None,
+        duration_ms: 0,
+        peak_rss_kb: None,
+        log_key: None,
+        result: None,
+    };
+    let result = sink.result();
+    let ran = |o: &mut Outcome, info: Option<ExitInfo>| {
+        if let Some(info) = info {
+            o.exit_code = info.code;
+            o.signal = info.signal;
+            o.peak_rss_kb = info.peak_rss_kb;
+        }
+        o.result = result.clone();
+    };
+    let mut reclaimed = false;
+    match ended {
+        Ended::Exited(info) => {
+            ran(&mut outcome, Some(info));
+            outcome.state = match (info.code, info.signal) {
+                (Some(0), _) => RunState::Succeeded,
+                _ => RunState::Failed,
+            };
+            if let Some(sig) = info.signal {
+                outcome.error = Some(format!("killed by signal {}", signal_name(sig)));
+            }
+        }
+        Ended::TimedOut(info) => {
+            ran(&mut outcome, info);
+            outcome.state = RunState::TimedOut;
+            let msg = format!("timed out after {} s", job.timeout_s);
+            sink.note(&msg);
+            outcome.error = Some(msg);
+        }
+        Ended::Stopped(reason, info) => {
+            ran(&mut outcome, info);
+            match reason {
+                StopReason::Cancel => {
+                    outcome.state = RunState::Cancelled;
+                    sink.note("cancelled");
+                    outcome.error = Some("cancelled".into());
+                }
+                StopReason::Shutdown => {
+                    outcome.state = RunState::Lost;
+                    sink.note("runner shut down");
+                    outcome.error = Some("runner shut down".into());
+                }
+                StopReason::Lost => reclaimed = true,
+            }
+        }
+        Ended::Failed(msg) => {
+            sink.note(&msg);
+            outcome.error = Some(msg);
+        }
+    }
+
+    let work_dir_rm = work_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir_rm)).await;
+    if reclaimed {
+        // Another runner may already own the next attempt: report nothing, archive nothing.
+        metrics::counter!("antcode_runner_runs_total", "outcome" => "reclaimed").increment(1);
+        tracing::warn!(run_id = %job.run_id, "lease lost; attempt abandoned");
+        return;
+    }
+    outcome.log_key = sink.finish().await;
+    outcome.duration_ms = started.elapsed().as_millis() as i64;
+    metrics::counter!("antcode_runner_runs_total", "outcome" => outcome.state.as_str())
+        .increment(1);
+    metrics::histogram!("antcode_runner_run_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    tracing::info!(run_id = %job.run_id, state = outcome.state.as_str(), exit_code = ?outcome.exit_code, "run finished");
+    if let Err(e) = ctx
+        .source
+        .report(&event(RunEventKind::Finished(outcome)))
+        .await
+    {
+        tracing::warn!(run_id = %job.run_id, error = %e, "could not report finished");
+    }
+    if let Err(e) = ctx.source.release(&job.run_id, &lease.lease_token).await {
+        tracing::warn!(run_id = %job.run_id, error = %e, "could not release lease");
+    }
+}
+
+/// Prepares and runs the process; returns how it ended and the sink with its output.
+async fn supervise(
+    ctx: &Arc<Ctx>,
+    lease: &Lease,
+    work_dir: &Path,
+    sink: LogSink,
+    stop: &mut watch::Receiver<Option<StopReason>>,
+) -> (Ended, LogSink) {
+    let job = &lease.job;
+    let prepared = tokio::select! {
+        p = prepare(ctx, lease, work_dir) => p,
+        reason = stopped(stop) => return (Ended::Stopped(reason, None), sink),
+    };
+    let (venv, entry) = match prepared {
+        Ok(p) => p,
+        Err(msg) => return (Ended::Failed(msg), sink),
+    };
+
+    let env = task_env(&venv, work_dir, &job.env);
+    let mut argv = vec![entry];
+    argv.extend(job.args.iter().cloned());
+    let spawned = match process::spawn(&venv.python, &argv, work_dir, &env) {
+        Ok(s) => s,
+        Err(e) => return (Ended::Failed(format!("could not start python: {e}")), sink),
+    };
+    let pid = spawned.pid;
+    let (tx, rx) = mpsc::channel::<Line>(CHANNEL_LINES);
+    for (pipe, stream) in [
+        (
+            Box::new(spawned.stdout) as Box<dyn std::io::Read + Send>,
+            "stdout",
+        ),
+        (Box::new(spawned.stderr), "stderr"),
+    ] {
+        let tx = tx.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("antcode-log".into())
+            .spawn(move || pump(pipe, stream, tx))
+        {
+            tracing::warn!(error = %e, "could not start a log reader thread");
+        }
+    }
+    drop(tx);
+    let collector_stop = CancellationToken::new();
+    let collector = tokio::spawn(collect(sink, rx, collector_stop.clone()));
+    let mut exit = tokio::task::spawn_blocking(move || process::wait_for(pid));
+
+    let timeout = (job.timeout_s > 0).then(|| Duration::from_secs(job.timeout_s));
+    let deadline =
+        tokio::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(100 * 365 * 86400));
+    enum Why {
+        Timeout,
+        Stop(StopReason),
+    }
+    let why = tokio::select! {
+        r = &mut exit => Err(r),
+        _ = tokio::time::sleep_until(deadline) => Ok(Why::Timeout),
+        reason = stopped(stop) => Ok(Why::Stop(reason)),
+    };
+    let result: Result<ExitInfo, String> = match why {
+        Err(r) => flatten(r),
+        Ok(why) => {
+            let grace = match why {
+                Why::Timeout | Why::Stop(StopReason::Cancel) => ctx.cfg.kill_grace,
+                Why::Stop(_) => SHORT_GRACE.min(ctx.cfg.kill_grace),
+            };
+            process::signal_group(pid, Signal::SIGTERM);
+            let r = match tokio::time::timeout(grace, &mut exit).await {
+                Ok(r) => r,
+                Err(_) => {
+                    process::signal_group(pid, Signal::SIGKILL);
+                    exit.await
+                }
+            };
+            let info = flatten(r).ok();
+            // Grandchildren that outlived the leader must not outlive the attempt.
+            process::signal_group(pid, Signal::SIGKILL);
+            let sink = drain(collector, collector_stop).await;
+            let ended = match why {
+                Why::Timeout => Ended::TimedOut(info),
+                Why::Stop(reason) => Ended::Stopped(reason, info),
+            };
+            return (ended, sink);
+        }
+    };
+    process::signal_group(pid, Signal::SIGKILL);
+    let sink = drain(collector, collector_stop).await;
+    match result {
+        Ok(info) => (Ended::Exited(info), sink),
+        Err(msg) => (Ended::Failed(msg), sink),
+    }
+}
+
+fn flatten(
+    r: Result<std::io::Result<ExitInfo>, tokio::task::JoinError>,
+) -> Result<ExitInfo, String> {
+    match r {
+        Ok(Ok(info)) => Ok(info),
+        Ok(Err(e)) => Err(format!("waiting for the process failed: {e}")),
+        Err(e) => Err(format!("waiting for the process failed: {e}")),
+    }
+}
+
+/// Waits for the log pipes to close, but not forever: a descendant that escaped the process
+/// group could hold them open.
+async fn drain(
+    mut collector: tokio::task::JoinHandle<LogSink>,
+    stop: CancellationToken,
+) -> LogSink {
+    let joined = match tokio::time::timeout(PIPE_DRAIN, &mut collector).await {
+        Ok(r) => r,
+        Err(_) => {
+            stop.cancel();
+            collector.await
+        }
+    };
+    match joined {
+        Ok(sink) => sink,
+        // The collector does not panic on input; if it did, propagating is the honest option.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+async fn collect(
+    mut sink: LogSink,
+    mut rx: mpsc::Receiver<Line>,
+    stop: CancellationToken,
+) -> LogSink {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            line = rx.recv() => match line {
+                Some(line) => {
+                    if sink.push(line) {
+                        sink.flush().await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => sink.flush().await,
+            _ = stop.cancelled() => {
+                while let Ok(line) = rx.try_recv() {
+                    sink.push(line);
+                }
+                break;
+            }
+        }
+    }
+    sink
+}
+
+/// Resolves when a stop reason is set (at once if one already is).
+async fn stopped(stop: &mut watch::Receiver<Option<StopReason>>) -> StopReason {
+    loop {
+        if let Some(reason) = *stop.borrow_and_update() {
+            return reason;
+        }
+        if stop.changed().await.is_err() {
+            // The engine dropped the sender: nobody can stop us any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Bundle and environment; returns the venv and the entrypoint path relative to the work dir.
+async fn prepare(ctx: &Arc<Ctx>, lease: &Lease, work_dir: &Path) -> Result<(Venv, String), String> {
+    let job = &lease.job;
+    let entry = safe_relative(&job.entrypoint)
+        .ok_or_else(|| format!("invalid entrypoint {:?}", job.entrypoint))?;
+    let data = ctx
+        .bundles
+        .get(ctx.source.as_ref(), &job.bundle)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bundle = job.bundle.clone();
+    let dir = work_dir.to_path_buf();
+    let unpacked = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        unpack(&bundle, &data, &dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir.join(".tmp")).map_err(|e| format!("work dir: {e}"))?;
+        // Control copies requirements.txt into the job; read it here only if it did not.
+        Ok(std::fs::read_to_string(dir.join("requirements.txt")).unwrap_or_default())
+    })
+    .await
+    .map_err(|e| format!("unpacking the bundle failed: {e}"))??;
+    if !work_dir.join(&entry).is_file() {
+        return Err(format!(
+            "the entrypoint {:?} is not in the bundle",
+            job.entrypoint
+        ));
+    }
+    let requirements = if job.requirements.trim().is_empty() {
+        unpacked
+    } else {
+        job.requirements.clone()
+    };
+    let venvs = ctx.venvs.clone();
+    let python = job.python_version.clone();
+    let venv = tokio::task::spawn_blocking(move || venvs.ensure(python.as_deref(), &requirements))
+        .await
+        .map_err(|e| format!("environment build failed: {e}"))?
+        .map_err(|e| format!("environment build failed: {e}"))?;
+    Ok((venv, entry.to_string_lossy().into_owned()))
+}
+
+/// The task's whole environment: a minimal base, then the task's own variables. Nothing of the
+/// runner's environment leaks in.
+pub fn task_env(
+    venv: &Venv,
+    work_dir: &Path,
+    job_env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let bin = venv.dir.join("bin");
+    env.insert(
+        "PATH".into(),
+        format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+    );
+    env.insert("HOME".into(), work_dir.display().to_string());
+    env.insert("LANG".into(), "C.UTF-8".into());
+    env.insert("VIRTUAL_ENV".into(), venv.dir.display().to_string());
+    env.insert("PYTHONUNBUFFERED".into(), "1".into());
+    env.insert("TMPDIR".into(), work_dir.join(".tmp").display().to_string());
+    for (k, v) in job_env {
+        // A name with '=' or NUL cannot be passed to exec; skip it rather than fail the spawn.
+        if !k.is_empty() && !k.contains('=') && !k.contains('\0') && !v.contains('\0') {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env
+}
+
+fn safe_relative(p: &str) -> Option<PathBuf> {
+    let path = Path::new(p);
+    let ok = !p.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    ok.then(|| path.to_path_buf())
+}
+
+/// Run ids are UUIDs, but the directory name must be safe whatever a broker hands us.
+fn safe_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect()
+}
+
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| sig.to_string())
+}

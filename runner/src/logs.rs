@@ -1,0 +1,354 @@
+//! A run's output: cut into lines, shipped live as sequenced chunks, archived whole.
+//!
+//! Reader threads turn each pipe into lines (at most [`MAX_LINE`] bytes; longer lines are split on
+//! a UTF-8 boundary; invalid UTF-8 is replaced, never fatal; output without a final newline is
+//! flushed at EOF) and send them through a small bounded channel, so a child that writes faster
+//! than we ship blocks on its pipe instead of growing our memory. The [`LogSink`] appends every
+//! line to a spill file next to the work dir (the archive is built from it, so a 100 MB log costs
+//! disk, not RAM), merges consecutive lines of one stream into chunks of up to [`CHUNK_BYTES`], and
+//! ships them every [`FLUSH_EVERY`] or when [`CHUNK_BYTES`] are pending. A run's log is capped at
+//! [`LOG_CAP`] bytes, then a marker line is written and the rest dropped.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use antcode_core::broker::LogChunk;
+use antcode_core::time::now_ms;
+use tokio::sync::mpsc;
+
+use crate::source::WorkSource;
+
+pub const MAX_LINE: usize = 64 * 1024;
+pub const CHUNK_BYTES: usize = 64 * 1024;
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+pub const LOG_CAP: u64 = 256 * 1024 * 1024;
+/// Lines in flight between a reader thread and the sink (at most 64 × 64 KiB per run).
+pub const CHANNEL_LINES: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub stream: &'static str,
+    pub text: String,
+}
+
+/// Cuts a byte stream into lines of at most `max` bytes, each keeping its `\n`.
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl LineSplitter {
+    pub fn new(max: usize) -> LineSplitter {
+        LineSplitter {
+            buf: Vec::new(),
+            max: max.max(4),
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        loop {
+            let rest = &self.buf[start..];
+            let window = &rest[..rest.len().min(self.max)];
+            if let Some(i) = window.iter().position(|&b| b == b'\n') {
+                out.push(rest[..=i].to_vec());
+                start += i + 1;
+            } else if rest.len() >= self.max {
+                // Too long: cut, but not inside a UTF-8 sequence (continuation bytes are 10xxxxxx).
+                let mut cut = self.max;
+                while cut > self.max - 3 && (rest[cut] & 0xC0) == 0x80 {
+                    cut -= 1;
+                }
+                out.push(rest[..cut].to_vec());
+                start += cut;
+            } else {
+                break;
+            }
+        }
+        self.buf.drain(..start);
+    }
+
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf))
+    }
+}
+
+/// Reads a pipe to EOF, sending lines. Runs on its own thread; returns when the pipe closes or
+/// the receiver is gone.
+pub fn pump(mut reader: impl Read, stream: &'static str, tx: mpsc::Sender<Line>) {
+    let mut splitter = LineSplitter::new(MAX_LINE);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = Vec::new();
+    let send = |lines: &mut Vec<Vec<u8>>| -> bool {
+        for raw in lines.drain(..) {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            if tx.blocking_send(Line { stream, text }).is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                splitter.push(&buf[..n], &mut lines);
+                if !send(&mut lines) {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(rest) = splitter.finish() {
+        lines.push(rest);
+        send(&mut lines);
+    }
+}
+
+/// Collects one attempt's lines: live shipping, spill file, cap, last stdout line.
+pub struct LogSink {
+    source: Arc<dyn WorkSource>,
+    run_id: String,
+    attempt: u32,
+    seq: u64,
+    pending: Vec<LogChunk>,
+    pending_bytes: usize,
+    spill_path: PathBuf,
+    spill: Option<BufWriter<File>>,
+    total: u64,
+    cap: u64,
+    truncated: bool,
+    last_stdout: Option<String>,
+    /// False while the last stdout piece had no newline (the next piece continues it).
+    stdout_at_line_start: bool,
+}
+
+impl LogSink {
+    pub fn new(
+        source: Arc<dyn WorkSource>,
+        run_id: &str,
+        attempt: u32,
+        spill_path: PathBuf,
+    ) -> LogSink {
+        let spill = match File::create(&spill_path) {
+            Ok(f) => Some(BufWriter::with_capacity(64 * 1024, f)),
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "cannot create log spill file; the archive will be empty");
+                None
+            }
+        };
+        LogSink {
+            source,
+            run_id: run_id.to_string(),
+            attempt,
+            seq: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            spill_path,
+            spill,
+            total: 0,
+            cap: LOG_CAP,
+            truncated: false,
+            last_stdout: None,
+            stdout_at_line_start: true,
+        }
+    }
+
+    pub fn with_cap(mut self, cap: u64) -> LogSink {
+        self.cap = cap;
+        self
+    }
+
+    /// Adds a line; true when enough is pending that it should be flushed now.
+    pub fn push(&mut self, line: Line) -> bool {
+        if line.stream == "stdout" {
+            let continues = !self.stdout_at_line_start;
+            self.stdout_at_line_start = line.text.ends_with('\n');
+            let trimmed = line.text.trim();
+            if continues {
+                self.last_stdout = None;
+            } else if !trimmed.is_empty() {
+                self.last_stdout = Some(trimmed.to_string());
+            }
+        }
+        if self.truncated {
+            return false;
+        }
+        if self.total + line.text.len() as u64 > self.cap {
+            self.truncated = true;
+            let marker = format!(
+                "\n[antcode] log truncated: more than {} bytes of output\n",
+                self.cap
+            );
+            self.append("stderr", marker);
+            return true;
+        }
+        self.append(line.stream, line.text);
+        self.pending_bytes >= CHUNK_BYTES
+    }
+
+    /// A note from the runner itself (why a run was stopped, why it could not start).
+    pub fn note(&mut self, text: &str) {
+        let mut text = format!("[antcode] {text}");
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        self.append("stderr", text);
+    }
+
+    fn append(&mut self, stream: &'static str, text: String) {
+        self.total += text.len() as u64;
+        metrics::counter!("antcode_runner_log_bytes_total").increment(text.len() as u64);
+        if let Some(w) = self.spill.as_mut() {
+            if let Err(e) = w.write_all(text.as_bytes()) {
+                tracing::warn!(run_id = %self.run_id, error = %e, "log spill write failed; archive disabled");
+                self.spill = None;
+            }
+        }
+        self.pending_bytes += text.len();
+        match self.pending.last_mut() {
+            Some(last) if last.stream == stream && last.data.len() + text.len() <= CHUNK_BYTES => {
+                last.data.push_str(&text);
+            }
+            _ => {
+                self.seq += 1;
+                self.pending.push(LogChunk {
+                    attempt: self.attempt,
+                    seq: self.seq,
+                    stream: stream.to_string(),
+                    data: text,
+                    at_ms: now_ms(),
+                });
+            }
+        }
+    }
+
+    /// Ships what is pending. A failed push is logged and dropped: the archive still has it.
+    pub async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if let Err(e) = self.source.push_logs(&self.run_id, &chunks).await {
+            tracing::warn!(run_id = %self.run_id, error = %e, "live log push failed");
+        }
+    }
+
+    /// The last non-blank stdout line parsed as JSON, if it is an object or an array.
+    pub fn result(&self) -> Option<serde_json::Value> {
+        let line = self.last_stdout.as_deref()?;
+        if !(line.starts_with('{') || line.starts_with('[')) {
+            return None;
+        }
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .filter(|v| v.is_object() || v.is_array())
+    }
+
+    /// Flushes, compresses the spill file into the archive, removes it. Returns the archive key.
+    pub async fn finish(mut self) -> Option<String> {
+        self.flush().await;
+        let mut spill = self.spill.take()?;
+        if let Err(e) = spill.flush() {
+            tracing::warn!(run_id = %self.run_id, error = %e, "log spill flush failed");
+            return None;
+        }
+        drop(spill);
+        let path = self.spill_path.clone();
+        let gz = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::copy(&mut BufReader::new(File::open(&path)?), &mut enc)?;
+            let out = enc.finish()?;
+            let _ = std::fs::remove_file(&path);
+            Ok(out)
+        })
+        .await;
+        let gz = match gz {
+            Ok(Ok(gz)) => gz,
+            Ok(Err(e)) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "log archive compression failed");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "log archive task failed");
+                return None;
+            }
+        };
+        match self
+            .source
+            .put_log_archive(&self.run_id, self.attempt, gz.into())
+            .await
+        {
+            Ok(key) => Some(key),
+            Err(e) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "log archive upload failed");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        if self.spill.is_some() {
+            let _ = std::fs::remove_file(&self.spill_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(max: usize, pieces: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for p in pieces {
+            s.push(p, &mut out);
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn lines_keep_their_newline_and_a_tail_is_flushed() {
+        let out = split(100, &[b"ab\ncd", b"e\n\nf"]);
+        assert_eq!(
+            out,
+            vec![
+                b"ab\n".to_vec(),
+                b"cde\n".to_vec(),
+                b"\n".to_vec(),
+                b"f".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_char_boundaries() {
+        let text = "é".repeat(10); // 20 bytes
+        let out = split(7, &[text.as_bytes()]);
+        assert!(
+            out.iter()
+                .all(|p| p.len() <= 7 && std::str::from_utf8(p).is_ok()),
+            "{out:?}"
+        );
+        assert_eq!(out.concat(), text.as_bytes());
+    }
+
+    #[test]
+    fn bytes_survive_any_split() {
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| if i % 37 == 0 { b'\n' } else { (i % 251) as u8 })
+            .collect();
+        let out = split(16, &[&data[..1000], &data[1000..]]);
+        assert_eq!(out.concat(), data);
+    }
+}

@@ -1,0 +1,164 @@
+//! Where work comes from and where reports go. The engine only talks to a [`WorkSource`], so
+//! direct mode (the broker and blob store themselves) and gateway mode (the edge's gRPC protocol)
+//! share every line of supervision code.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+use antcode_core::blob::{log_key, BlobStore};
+use antcode_core::broker::{Broker, HeartbeatReply, HeldLease, LeaseRequest, LogChunk};
+use antcode_core::model::{BundleRef, Lease, RunEvent, WorkerStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Worth retrying after a pause (broker down, edge restarting, network).
+    #[error("work source unavailable: {0}")]
+    Unavailable(String),
+    /// The thing asked for does not exist (a bundle missing from the store).
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[async_trait]
+pub trait WorkSource: Send + Sync + 'static {
+    /// Waits up to `wait` for up to `max` jobs.
+    async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, SourceError>;
+    /// Extends the held leases and publishes the worker's status.
+    async fn heartbeat(
+        &self,
+        held: &[HeldLease],
+        status: &WorkerStatus,
+        interval: Duration,
+    ) -> Result<HeartbeatReply, SourceError>;
+    /// The subset of `run_ids` with a pending cancel; polled often, must be cheap.
+    async fn cancels_for(&self, run_ids: &[String]) -> Result<Vec<String>, SourceError>;
+    async fn report(&self, event: &RunEvent) -> Result<(), SourceError>;
+    async fn push_logs(&self, run_id: &str, chunks: &[LogChunk]) -> Result<(), SourceError>;
+    async fn fetch_bundle(&self, bundle: &BundleRef) -> Result<Bytes, SourceError>;
+    /// Stores the gzip-compressed log of an attempt; returns its key.
+    async fn put_log_archive(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        gz: Bytes,
+    ) -> Result<String, SourceError>;
+    async fn release(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError>;
+    async fn hand_back(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError>;
+}
+
+/// Direct mode: the runner holds the broker and blob store itself.
+pub struct DirectSource {
+    broker: Arc<dyn Broker>,
+    blobs: Arc<dyn BlobStore>,
+    worker_id: String,
+    queues: Vec<String>,
+    ttl: Duration,
+}
+
+impl DirectSource {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        blobs: Arc<dyn BlobStore>,
+        worker_id: String,
+        queues: Vec<String>,
+        ttl: Duration,
+    ) -> DirectSource {
+        DirectSource {
+            broker,
+            blobs,
+            worker_id,
+            queues,
+            ttl,
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> SourceError {
+    SourceError::Unavailable(e.to_string())
+}
+
+fn blob_error(e: antcode_core::blob::BlobError) -> SourceError {
+    match e {
+        antcode_core::blob::BlobError::NotFound(k) => SourceError::NotFound(k),
+        other => SourceError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl WorkSource for DirectSource {
+    async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, SourceError> {
+        let req = LeaseRequest {
+            worker_id: self.worker_id.clone(),
+            queues: self.queues.clone(),
+            max,
+            ttl: self.ttl,
+        };
+        self.broker.lease(&req, wait).await.map_err(unavailable)
+    }
+
+    async fn heartbeat(
+        &self,
+        held: &[HeldLease],
+        status: &WorkerStatus,
+        interval: Duration,
+    ) -> Result<HeartbeatReply, SourceError> {
+        let reply = self
+            .broker
+            .heartbeat(&self.worker_id, held, self.ttl)
+            .await
+            .map_err(unavailable)?;
+        self.broker
+            .put_worker(status, interval * 3)
+            .await
+            .map_err(unavailable)?;
+        Ok(reply)
+    }
+
+    async fn cancels_for(&self, run_ids: &[String]) -> Result<Vec<String>, SourceError> {
+        self.broker.cancels_for(run_ids).await.map_err(unavailable)
+    }
+
+    async fn report(&self, event: &RunEvent) -> Result<(), SourceError> {
+        self.broker.publish_event(event).await.map_err(unavailable)
+    }
+
+    async fn push_logs(&self, run_id: &str, chunks: &[LogChunk]) -> Result<(), SourceError> {
+        self.broker
+            .append_log(run_id, chunks)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn fetch_bundle(&self, bundle: &BundleRef) -> Result<Bytes, SourceError> {
+        self.blobs.get(&bundle.key).await.map_err(blob_error)
+    }
+
+    async fn put_log_archive(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        gz: Bytes,
+    ) -> Result<String, SourceError> {
+        let key = log_key(run_id, attempt);
+        self.blobs.put(&key, gz).await.map_err(blob_error)?;
+        Ok(key)
+    }
+
+    async fn release(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError> {
+        self.broker
+            .release(run_id, lease_token)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn hand_back(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError> {
+        self.broker
+            .hand_back(run_id, lease_token)
+            .await
+            .map_err(unavailable)
+    }
+}
