@@ -1,0 +1,250 @@
+//! A control plane on an ephemeral port over real SQLite, the in-process broker and a local blob
+//! directory, all in a per-test temporary directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use antcode_control::{run, ControlConfig};
+use antcode_core::blob::local::LocalBlobStore;
+use antcode_core::blob::BlobStore;
+use antcode_core::broker::memory::MemoryBroker;
+use antcode_core::broker::Broker;
+use antcode_core::store::Store;
+use antcode_core::Shutdown;
+use serde_json::{json, Value};
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+pub struct Server {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub blob_dir: PathBuf,
+    pub shutdown: Shutdown,
+    pub task: tokio::task::JoinHandle<Result<(), antcode_control::ControlError>>,
+    _tmp: tempfile::TempDir,
+}
+
+pub async fn start() -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/db.sqlite", tmp.path().display());
+    let store = antcode_core::seams::open_store(&url).await.unwrap();
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let blob_dir = tmp.path().join("blobs");
+    let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(&blob_dir).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let config = ControlConfig {
+        listener,
+        store: store.clone(),
+        broker: broker.clone(),
+        blobs: blobs.clone(),
+        admin_password: ADMIN_PASSWORD.into(),
+        dev: true,
+        max_upload_bytes: 1024 * 1024,
+    };
+    let task = tokio::spawn(run(config, shutdown.clone()));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // Wait until it answers.
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Server {
+        base,
+        http,
+        store,
+        broker,
+        blobs,
+        blob_dir,
+        shutdown,
+        task,
+        _tmp: tmp,
+    }
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "login of {username}");
+        let body: Value = resp.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads a project from `(file name, bytes)` plus extra text fields.
+    pub async fn upload(
+        &self,
+        token: &str,
+        path: &str,
+        file: (&str, Vec<u8>),
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(file.1).file_name(file.0.to_string()),
+        );
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a user with `role` and returns a session token for it.
+    pub async fn user_with_role(&self, admin: &str, username: &str, role: &str) -> String {
+        let resp = self
+            .post_json(
+                admin,
+                "/api/v1/users",
+                json!({"username": username, "password": "password-123", "role": role}),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+        self.login(username, "password-123").await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+/// Asserts a problem+json answer with `status` and returns its body.
+pub async fn problem(resp: reqwest::Response, status: u16) -> Value {
+    assert_eq!(resp.status(), status);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert_eq!(ct, "application/problem+json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+pub fn count_files(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                count_files(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// A tar.gz whose entry names (and link targets) are written raw, so unsafe ones can be built.
+pub fn tar_gz_of(entries: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_old();
+        raw_name(&mut h, name);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    for (name, target) in symlinks {
+        let mut h = tar::Header::new_old();
+        raw_name(&mut h, name);
+        let t = target.as_bytes();
+        h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    gz.finish().unwrap()
+}
+
+fn raw_name(h: &mut tar::Header, name: &str) {
+    let n = name.as_bytes();
+    h.as_old_mut().name[..n.len()].copy_from_slice(n);
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, data).unwrap();
+    gz.finish().unwrap()
+}
