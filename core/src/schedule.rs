@@ -28,7 +28,11 @@ fn parse_cron(expr: &str) -> Result<cron::Schedule, ScheduleError> {
     let full = match fields {
         5 => format!("0 {expr}"),
         6 => expr.to_string(),
-        n => return Err(ScheduleError::Cron(format!("expected 5 or 6 fields, got {n}"))),
+        n => {
+            return Err(ScheduleError::Cron(format!(
+                "expected 5 or 6 fields, got {n}"
+            )))
+        }
     };
     cron::Schedule::from_str(&full).map_err(|e| ScheduleError::Cron(e.to_string()))
 }
@@ -36,7 +40,9 @@ fn parse_cron(expr: &str) -> Result<cron::Schedule, ScheduleError> {
 /// Checks a schedule; the error names the offending field.
 pub fn validate(s: &Schedule) -> Result<(), ScheduleError> {
     match s {
-        Schedule::Once { at } => parse_rfc3339(at).map(|_| ()).ok_or_else(|| ScheduleError::At(at.clone())),
+        Schedule::Once { at } => parse_rfc3339(at)
+            .map(|_| ())
+            .ok_or_else(|| ScheduleError::At(at.clone())),
         Schedule::Interval { every_s } => {
             if (1..=31_536_000).contains(every_s) {
                 Ok(())
@@ -53,7 +59,11 @@ pub fn validate(s: &Schedule) -> Result<(), ScheduleError> {
 
 /// The first fire time strictly after `after_ms`, or `None` when the schedule is exhausted.
 /// `anchor_ms` is when an interval schedule started counting (its task's creation).
-pub fn next_after(s: &Schedule, after_ms: i64, anchor_ms: i64) -> Result<Option<i64>, ScheduleError> {
+pub fn next_after(
+    s: &Schedule,
+    after_ms: i64,
+    anchor_ms: i64,
+) -> Result<Option<i64>, ScheduleError> {
     validate(s)?;
     Ok(match s {
         Schedule::Once { at } => parse_rfc3339(at).filter(|t| *t > after_ms),
@@ -63,15 +73,57 @@ pub fn next_after(s: &Schedule, after_ms: i64, anchor_ms: i64) -> Result<Option<
             Some(anchor_ms + (elapsed.div_euclid(every) + 1) * every)
         }
         Schedule::Cron { cron, timezone } => {
-            let tz = Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.clone()))?;
-            let start = Utc.timestamp_millis_opt(after_ms).single().unwrap_or_default().with_timezone(&tz);
-            parse_cron(cron)?.after(&start).next().map(|t| t.timestamp_millis())
+            let tz =
+                Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.clone()))?;
+            next_cron(&parse_cron(cron)?, tz, after_ms)
         }
     })
 }
 
+/// Cron is matched against wall-clock time in `tz`, then each matching wall time is placed on
+/// the real time line:
+/// * a wall time that happens twice (clocks go back) fires once, at its first occurrence;
+/// * a wall time that never happens (clocks go forward) fires once, when the gap ends — a daily
+///   02:30 job still runs on the day of the change, at 03:00.
+fn next_cron(schedule: &cron::Schedule, tz: Tz, after_ms: i64) -> Option<i64> {
+    let after = Utc.timestamp_millis_opt(after_ms).single()?;
+    // Start three hours of wall time early: the wall clock can run behind the real one by the
+    // size of a DST shift (at most two hours anywhere), and candidates before `after` are
+    // filtered out below.
+    let wall = after.with_timezone(&tz).naive_local() - chrono::Duration::hours(3);
+    let wall_as_utc = Utc.from_utc_datetime(&wall);
+    schedule
+        .after(&wall_as_utc)
+        .take(200_000)
+        .filter_map(|candidate| place_wall_time(tz, candidate.naive_utc()))
+        .find(|t| *t > after_ms)
+}
+
+fn place_wall_time(tz: Tz, wall: chrono::NaiveDateTime) -> Option<i64> {
+    use chrono::offset::LocalResult;
+    match tz.from_local_datetime(&wall) {
+        LocalResult::Single(t) => Some(t.timestamp_millis()),
+        LocalResult::Ambiguous(first, _) => Some(first.timestamp_millis()),
+        LocalResult::None => {
+            // Inside a gap: walk forward to the first wall time that exists (gaps are whole
+            // minutes everywhere in the tz database).
+            (1..=180)
+                .find_map(|m| {
+                    tz.from_local_datetime(&(wall + chrono::Duration::minutes(m)))
+                        .earliest()
+                })
+                .map(|t| t.timestamp_millis())
+        }
+    }
+}
+
 /// The next `n` fire times after `after_ms` (the API's preview).
-pub fn preview(s: &Schedule, after_ms: i64, anchor_ms: i64, n: usize) -> Result<Vec<i64>, ScheduleError> {
+pub fn preview(
+    s: &Schedule,
+    after_ms: i64,
+    anchor_ms: i64,
+    n: usize,
+) -> Result<Vec<i64>, ScheduleError> {
     let mut out = Vec::with_capacity(n);
     let mut t = after_ms;
     while out.len() < n {
@@ -92,22 +144,44 @@ mod tests {
     use crate::time::to_rfc3339;
 
     fn cron(expr: &str, tz: &str) -> Schedule {
-        Schedule::Cron { cron: expr.into(), timezone: tz.into() }
+        Schedule::Cron {
+            cron: expr.into(),
+            timezone: tz.into(),
+        }
     }
 
     #[test]
     fn invalid_schedules_name_their_field() {
-        assert!(matches!(validate(&cron("61 * * * *", "UTC")), Err(ScheduleError::Cron(_))));
-        assert!(matches!(validate(&cron("* * *", "UTC")), Err(ScheduleError::Cron(_))));
-        assert!(matches!(validate(&cron("* * * * *", "Mars/Base")), Err(ScheduleError::TimeZone(_))));
-        assert!(matches!(validate(&Schedule::Once { at: "tomorrow".into() }), Err(ScheduleError::At(_))));
-        assert_eq!(validate(&Schedule::Interval { every_s: 0 }), Err(ScheduleError::Every));
+        assert!(matches!(
+            validate(&cron("61 * * * *", "UTC")),
+            Err(ScheduleError::Cron(_))
+        ));
+        assert!(matches!(
+            validate(&cron("* * *", "UTC")),
+            Err(ScheduleError::Cron(_))
+        ));
+        assert!(matches!(
+            validate(&cron("* * * * *", "Mars/Base")),
+            Err(ScheduleError::TimeZone(_))
+        ));
+        assert!(matches!(
+            validate(&Schedule::Once {
+                at: "tomorrow".into()
+            }),
+            Err(ScheduleError::At(_))
+        ));
+        assert_eq!(
+            validate(&Schedule::Interval { every_s: 0 }),
+            Err(ScheduleError::Every)
+        );
     }
 
     #[test]
     fn cron_is_evaluated_in_its_zone() {
         let after = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
-        let next = next_after(&cron("0 9 * * *", "Asia/Shanghai"), after, 0).unwrap().unwrap();
+        let next = next_after(&cron("0 9 * * *", "Asia/Shanghai"), after, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(to_rfc3339(next), "2026-01-10T01:00:00.000Z");
     }
 
@@ -115,8 +189,13 @@ mod tests {
     fn five_and_six_field_cron() {
         let after = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
         let five = preview(&cron("*/15 * * * *", "UTC"), after, 0, 2).unwrap();
-        assert_eq!(five.iter().map(|t| to_rfc3339(*t)).collect::<Vec<_>>(), ["2026-01-10T00:15:00.000Z", "2026-01-10T00:30:00.000Z"]);
-        let six = next_after(&cron("30 * * * * *", "UTC"), after, 0).unwrap().unwrap();
+        assert_eq!(
+            five.iter().map(|t| to_rfc3339(*t)).collect::<Vec<_>>(),
+            ["2026-01-10T00:15:00.000Z", "2026-01-10T00:30:00.000Z"]
+        );
+        let six = next_after(&cron("30 * * * * *", "UTC"), after, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(to_rfc3339(six), "2026-01-10T00:00:30.000Z");
     }
 
@@ -126,9 +205,66 @@ mod tests {
         assert_eq!(next_after(&s, 1_000, 0).unwrap(), Some(10_000));
         assert_eq!(next_after(&s, 10_000, 0).unwrap(), Some(20_000));
         assert_eq!(next_after(&s, -5_000, 0).unwrap(), Some(0));
-        let once = Schedule::Once { at: "2026-01-10T00:00:00Z".into() };
+        let once = Schedule::Once {
+            at: "2026-01-10T00:00:00Z".into(),
+        };
         let at = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
         assert_eq!(next_after(&once, at - 1, 0).unwrap(), Some(at));
         assert_eq!(next_after(&once, at, 0).unwrap(), None);
+    }
+
+    fn wall(s: &Schedule, from: &str, n: usize) -> Vec<String> {
+        preview(s, parse_rfc3339(from).unwrap(), 0, n)
+            .unwrap()
+            .into_iter()
+            .map(to_rfc3339)
+            .collect()
+    }
+
+    #[test]
+    fn spring_forward_runs_a_skipped_wall_time_once_when_the_gap_ends() {
+        // 2026-03-08 02:00 EST → 03:00 EDT in New York: 02:30 does not exist that day.
+        let daily = cron("30 2 * * *", "America/New_York");
+        assert_eq!(
+            wall(&daily, "2026-03-07T12:00:00Z", 3),
+            [
+                "2026-03-08T07:00:00.000Z",
+                "2026-03-09T06:30:00.000Z",
+                "2026-03-10T06:30:00.000Z"
+            ]
+        );
+        let half_hourly = cron("*/30 * * * *", "America/New_York");
+        assert_eq!(
+            wall(&half_hourly, "2026-03-08T06:15:00Z", 3),
+            [
+                "2026-03-08T06:30:00.000Z",
+                "2026-03-08T07:00:00.000Z",
+                "2026-03-08T07:30:00.000Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_second_cron_is_found() {
+        let s = cron("* * * * * *", "Europe/Berlin");
+        assert_eq!(
+            wall(&s, "2026-01-10T00:00:00Z", 2),
+            ["2026-01-10T00:00:01.000Z", "2026-01-10T00:00:02.000Z"]
+        );
+    }
+
+    #[test]
+    fn fall_back_runs_a_repeated_wall_time_once() {
+        // 2026-11-01 02:00 EDT → 01:00 EST: 01:30 happens twice.
+        let daily = cron("30 1 * * *", "America/New_York");
+        assert_eq!(
+            wall(&daily, "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01T05:30:00.000Z", "2026-11-02T06:30:00.000Z"]
+        );
+        // Asking from inside the repeated hour does not fire 01:30 a second time.
+        assert_eq!(
+            wall(&daily, "2026-11-01T06:10:00Z", 1),
+            ["2026-11-02T06:30:00.000Z"]
+        );
     }
 }
