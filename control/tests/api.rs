@@ -529,6 +529,30 @@ async fn tasks_runs_cancel_retry_logs() {
     assert_eq!(stats["counts"]["succeeded"], 2);
     assert_eq!(stats["counts"]["cancelled"], 1);
 
+    // Schedules: validated by the shared schedule module; next fire time and preview.
+    let resp = s
+        .post_json(&t, "/api/v1/tasks", json!({"name": "cronbad", "project_id": pid, "schedule": {"kind": "cron", "cron": "61 * * * *"}}))
+        .await;
+    let body = problem(resp, 400).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("schedule.cron"),
+        "{body}"
+    );
+    let resp = s
+        .post_json(&t, "/api/v1/tasks", json!({"name": "every", "project_id": pid, "schedule": {"kind": "interval", "every_s": 60}}))
+        .await;
+    assert_eq!(resp.status(), 201);
+    let every: Value = resp.json().await.unwrap();
+    assert!(every["next_fire_at"].is_string());
+    let eid = every["id"].as_str().unwrap();
+    let preview: Value = s
+        .get(&t, &format!("/api/v1/tasks/{eid}/preview"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(preview["next"].as_array().unwrap().len(), 5);
+
     // Pause / patch.
     let paused: Value = s
         .post(&t, &format!("/api/v1/tasks/{tid}/pause"))
@@ -776,6 +800,39 @@ async fn rbac_tokens_and_audit() {
     let secret = tok["token"].as_str().unwrap().to_string();
     assert!(secret.starts_with("act_"));
     assert_eq!(s.get(&secret, "/api/v1/tasks").await.status(), 200);
+    // A read-only token cannot mint a stronger one.
+    let resp = s
+        .post_json(
+            &secret,
+            "/api/v1/tokens",
+            json!({"name": "up", "scopes": ["admin"]}),
+        )
+        .await;
+    problem(resp, 403).await;
+    // Anyone may change their own password, but not their role.
+    let me: Value = s
+        .get(&viewer, "/api/v1/auth/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let vid = me["user"]["id"].as_str().unwrap().to_string();
+    let patch = |body: Value| {
+        s.http
+            .patch(s.url(&format!("/api/v1/users/{vid}")))
+            .bearer_auth(&viewer)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        patch(json!({"password": "new-password-9"}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    problem(patch(json!({"role": "admin"})).await.unwrap(), 403).await;
+    s.login("vera", "new-password-9").await;
     problem(
         s.post(&secret, &format!("/api/v1/tasks/{tid}/trigger"))
             .await,

@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}/trigger", post(trigger))
         .route("/tasks/{id}/invoke", post(invoke))
         .route("/tasks/{id}/stats", get(stats))
+        .route("/tasks/{id}/preview", get(preview))
 }
 
 fn default_timeout() -> u64 {
@@ -195,29 +196,9 @@ async fn validate(
     if !(-1000..=1000).contains(&b.priority) {
         return Err(bad("priority", "must be between -1000 and 1000"));
     }
-    match &b.schedule {
-        Some(Schedule::Once { at }) if parse_rfc3339(at).is_none() => {
-            return Err(bad(
-                "schedule.at",
-                format!("{at:?} is not an RFC 3339 time"),
-            ))
-        }
-        Some(Schedule::Interval { every_s }) if *every_s == 0 || *every_s > 366 * 86_400 => {
-            return Err(bad("schedule.every_s", "must be between 1 and 31622400"))
-        }
-        Some(Schedule::Cron { cron, timezone }) => {
-            let fields = cron.split_whitespace().count();
-            if !(5..=7).contains(&fields) {
-                return Err(bad(
-                    "schedule.cron",
-                    format!("{cron:?} needs 5 to 7 fields"),
-                ));
-            }
-            if timezone.trim().is_empty() {
-                return Err(bad("schedule.timezone", "must not be empty"));
-            }
-        }
-        _ => {}
+    if let Some(schedule) = &b.schedule {
+        antcode_core::schedule::validate(schedule)
+            .map_err(|e| Problem::bad_request(e.to_string()))?;
     }
     let spec = TaskSpec {
         entrypoint: b.entrypoint,
@@ -235,12 +216,15 @@ async fn validate(
     Ok((name, b.project_id, spec, b.schedule, b.paused))
 }
 
-/// First fire time where it needs no calendar maths; cron is left to the scheduler.
-fn first_fire(schedule: &Option<Schedule>, now: i64) -> Option<i64> {
+/// The schedule's first fire time. A `once` in the past is due at once (the scheduler's misfire
+/// policy decides what that means); the others count from `anchor` (the task's creation).
+fn first_fire(schedule: &Option<Schedule>, now: i64, anchor: i64) -> Option<i64> {
     match schedule {
+        None => None,
         Some(Schedule::Once { at }) => parse_rfc3339(at),
-        Some(Schedule::Interval { every_s }) => Some(now + (*every_s as i64) * 1000),
-        _ => None,
+        Some(s) => antcode_core::schedule::next_after(s, now, anchor)
+            .ok()
+            .flatten(),
     }
 }
 
@@ -272,7 +256,7 @@ async fn create(ctx: Ctx, JsonBody(body): JsonBody<TaskBody>) -> ApiResult<Respo
         id: ids::new_id(),
         name,
         project_id,
-        next_fire_at: first_fire(&schedule, now),
+        next_fire_at: first_fire(&schedule, now, now),
         spec,
         schedule,
         paused,
@@ -335,7 +319,7 @@ async fn update(
     let (name, project_id, spec, schedule, paused) = validate(&ctx.state, body).await?;
     let mut task = before.clone();
     if schedule != task.schedule {
-        task.next_fire_at = first_fire(&schedule, now_ms());
+        task.next_fire_at = first_fire(&schedule, now_ms(), task.created_at);
     }
     task.name = name;
     task.project_id = project_id;
@@ -499,4 +483,19 @@ async fn stats(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
         "duration_ms_p50": pct(0.5),
         "duration_ms_p95": pct(0.95),
     })))
+}
+
+/// The next five fire times of the task's schedule (empty without one).
+async fn preview(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    let task = load(&ctx.state, &id).await?;
+    let times = match &task.schedule {
+        Some(s) => antcode_core::schedule::preview(s, now_ms(), task.created_at, 5)
+            .map_err(|e| Problem::bad_request(e.to_string()))?,
+        None => vec![],
+    };
+    let times: Vec<String> = times
+        .into_iter()
+        .map(antcode_core::time::to_rfc3339)
+        .collect();
+    Ok(ok(json!({"task_id": id, "next": times})))
 }

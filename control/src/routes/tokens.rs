@@ -12,7 +12,7 @@ use antcode_core::time::now_ms;
 
 use super::{created, no_content, ok, JsonBody, List, P};
 use crate::audit::{self, to_value};
-use crate::auth::Ctx;
+use crate::auth::{self, Ctx};
 use crate::problem::{check_id, ApiResult, Problem};
 use crate::AppState;
 
@@ -56,6 +56,14 @@ async fn create(ctx: Ctx, JsonBody(body): JsonBody<NewToken>) -> ApiResult<Respo
     {
         return Err(Problem::bad_request(format!(
             "unknown scope {bad:?}; use read, write or admin"
+        )));
+    }
+    // A token may not grant more than its creator holds right now: a read-only token cannot
+    // mint a write token for its owner.
+    if auth::rank(auth::scope_cap(&scopes)) > auth::rank(ctx.who.role) {
+        return Err(Problem::forbidden(format!(
+            "scopes {scopes:?} exceed your current role ({})",
+            ctx.who.role.as_str()
         )));
     }
     let ttl = body.expires_in_s.unwrap_or(DEFAULT_TTL_S);

@@ -115,7 +115,11 @@ async fn update(
     P(id): P<String>,
     JsonBody(patch): JsonBody<UserPatch>,
 ) -> ApiResult<Response> {
-    ctx.require(Role::Admin, "user.update", &id).await?;
+    // Anyone may change their own password; everything else is for admins.
+    let own_password = id == ctx.who.user.id && patch.role.is_none() && patch.disabled.is_none();
+    if !own_password {
+        ctx.require(Role::Admin, "user.update", &id).await?;
+    }
     check_id(&id, "user")?;
     let before = ctx
         .state
