@@ -58,11 +58,8 @@ impl LineSplitter {
                 out.push(rest[..=i].to_vec());
                 start += i + 1;
             } else if rest.len() >= self.max {
-                // Too long: cut, but not inside a UTF-8 sequence (continuation bytes are 10xxxxxx).
-                let mut cut = self.max;
-                while cut > self.max - 3 && (rest[cut] & 0xC0) == 0x80 {
-                    cut -= 1;
-                }
+                // Too long: cut, but not inside a UTF-8 sequence.
+                let cut = utf8_cut(&rest[..self.max]);
                 out.push(rest[..cut].to_vec());
                 start += cut;
             } else {
@@ -75,6 +72,29 @@ impl LineSplitter {
     pub fn finish(&mut self) -> Option<Vec<u8>> {
         (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf))
     }
+}
+
+/// Where to cut `data` so that a multi-byte character at its end is not split: before the
+/// last character if that one is incomplete, else at the end.
+fn utf8_cut(data: &[u8]) -> usize {
+    let len = data.len();
+    for back in 1..=len.min(3) {
+        let b = data[len - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead byte
+        }
+        let need = match b {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        if need > back && back < len {
+            return len - back;
+        }
+        break;
+    }
+    len
 }
 
 /// Reads a pipe to EOF, sending lines. Runs on its own thread; returns when the pipe closes or
@@ -335,6 +355,14 @@ mod tests {
     fn long_lines_are_cut_on_char_boundaries() {
         let text = "é".repeat(10); // 20 bytes
         let out = split(7, &[text.as_bytes()]);
+        assert_eq!(
+            split(4, &["aaaé".as_bytes()]),
+            vec![b"aaa".to_vec(), "é".as_bytes().to_vec()]
+        );
+        assert_eq!(
+            split(4, &["aaé".as_bytes()]),
+            vec!["aaé".as_bytes().to_vec()]
+        );
         assert!(
             out.iter()
                 .all(|p| p.len() <= 7 && std::str::from_utf8(p).is_ok()),

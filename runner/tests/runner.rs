@@ -1,0 +1,623 @@
+//! The runner driven through its public API, on the real embedded seams (in-process broker,
+//! local blob directory) with real Python under real uv.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use antcode_core::blob::local::LocalBlobStore;
+use antcode_core::blob::{bundle_key, BlobStore};
+use antcode_core::broker::memory::MemoryBroker;
+use antcode_core::broker::Broker;
+use antcode_core::model::{
+    BundleFormat, BundleRef, Job, Outcome, RunEvent, RunEventKind, RunState,
+};
+use antcode_core::Shutdown;
+use antcode_runner::{run, RunnerConfig, RunnerError};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+/// Upper bound for anything we wait for, so a broken runner fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+struct Harness {
+    broker: Arc<MemoryBroker>,
+    blobs: Arc<LocalBlobStore>,
+    data_dir: PathBuf,
+    dir: tempfile::TempDir,
+    shutdown: Shutdown,
+    runner: Option<JoinHandle<Result<(), RunnerError>>>,
+    events: HashMap<String, Vec<RunEvent>>,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, data) in entries {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// A job for a bundle; tests adjust the fields they care about.
+fn job(bundle: BundleRef, entrypoint: &str) -> Job {
+    Job {
+        run_id: antcode_core::ids::new_id(),
+        attempt: 1,
+        queue: "default".into(),
+        task_id: "task".into(),
+        project_id: "project".into(),
+        project_version: 1,
+        bundle,
+        entrypoint: entrypoint.into(),
+        requirements: String::new(),
+        python_version: None,
+        args: vec![],
+        env: BTreeMap::new(),
+        timeout_s: 120,
+    }
+}
+
+impl Harness {
+    async fn start(slots: usize) -> Harness {
+        Self::start_with(slots, |_| {}).await
+    }
+
+    async fn start_with(slots: usize, tweak: impl FnOnce(&mut RunnerConfig)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(MemoryBroker::new());
+        let blobs = Arc::new(LocalBlobStore::new(dir.path().join("blobs")).unwrap());
+        let data_dir = dir.path().join("data");
+        let mut config = RunnerConfig::new(broker.clone(), blobs.clone(), data_dir.clone());
+        config.slots = slots;
+        config.kill_grace = Duration::from_secs(1);
+        config.heartbeat_interval = Duration::from_millis(300);
+        config.lease_ttl = Duration::from_secs(5);
+        tweak(&mut config);
+        let shutdown = Shutdown::new();
+        let runner = tokio::spawn(run(config, shutdown.clone()));
+        Harness {
+            broker,
+            blobs,
+            data_dir,
+            dir,
+            shutdown,
+            runner: Some(runner),
+            events: HashMap::new(),
+        }
+    }
+
+    async fn put_bundle(
+        &self,
+        format: BundleFormat,
+        data: Vec<u8>,
+        file_name: Option<&str>,
+    ) -> BundleRef {
+        let sha = sha256_hex(&data);
+        let key = bundle_key(&sha, format.as_str());
+        let size = data.len() as i64;
+        self.blobs.put(&key, data.into()).await.unwrap();
+        BundleRef {
+            key,
+            sha256: sha,
+            format,
+            size_bytes: size,
+            file_name: file_name.map(str::to_string),
+        }
+    }
+
+    /// A single-file project running `code`.
+    async fn py_job(&self, code: &str) -> Job {
+        let bundle = self
+            .put_bundle(BundleFormat::Py, code.as_bytes().to_vec(), Some("main.py"))
+            .await;
+        job(bundle, "main.py")
+    }
+
+    async fn publish(&self, job: &Job) {
+        assert!(self.broker.publish(job).await.unwrap());
+    }
+
+    /// Reads events until `run_id` has finished; returns its outcome.
+    async fn finished(&mut self, run_id: &str) -> Outcome {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            if let Some(o) = self.events.get(run_id).and_then(|evs| {
+                evs.iter().find_map(|e| match &e.kind {
+                    RunEventKind::Finished(o) => Some(o.clone()),
+                    _ => None,
+                })
+            }) {
+                return o;
+            }
+            assert!(Instant::now() < until, "run {run_id} did not finish");
+            self.pump_events(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn pump_events(&mut self, wait: Duration) {
+        let got = self
+            .broker
+            .read_events("test", "t", 10, wait)
+            .await
+            .unwrap();
+        let ids: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
+        for (_, ev) in got {
+            self.events.entry(ev.run_id.clone()).or_default().push(ev);
+        }
+        self.broker.ack_events("test", &ids).await.unwrap();
+    }
+
+    /// Waits until the live log of `run_id` contains `needle`.
+    async fn wait_for_log(&self, run_id: &str, needle: &str) {
+        let until = Instant::now() + PATIENCE;
+        let mut text = String::new();
+        let mut after = 0;
+        while !text.contains(needle) {
+            assert!(
+                Instant::now() < until,
+                "log of {run_id} never showed {needle:?}: {text:?}"
+            );
+            for c in self
+                .broker
+                .read_log(run_id, after, Duration::from_millis(500))
+                .await
+                .unwrap()
+            {
+                after = c.cursor();
+                text.push_str(&c.data);
+            }
+        }
+    }
+
+    async fn live_log(&self, run_id: &str) -> String {
+        let chunks = self
+            .broker
+            .read_log(run_id, 0, Duration::ZERO)
+            .await
+            .unwrap();
+        let mut seqs: Vec<u64> = chunks.iter().map(|c| c.seq).collect();
+        seqs.dedup();
+        assert_eq!(
+            seqs,
+            (1..=chunks.len() as u64).collect::<Vec<_>>(),
+            "chunks are sequenced 1, 2, 3…"
+        );
+        chunks.iter().map(|c| c.data.as_str()).collect()
+    }
+
+    /// The archived log of an outcome, decompressed.
+    async fn archive(&self, outcome: &Outcome) -> Vec<u8> {
+        let key = outcome
+            .log_key
+            .as_deref()
+            .expect("outcome has a log archive");
+        let gz = self.blobs.get(key).await.unwrap();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn venv_builds(&self) -> usize {
+        std::fs::read_to_string(
+            self.data_dir
+                .join("venvs")
+                .join(antcode_runner::uv::BUILDS_LOG),
+        )
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.runner.take() {
+            tokio::time::timeout(PATIENCE, r)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// True once `pid` no longer runs (gone, or a zombie nobody has reaped yet).
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn wait_gone(pid: i32) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !process_gone(pid) {
+        assert!(Instant::now() < until, "process {pid} is still alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_is_archived_with_live_log_and_result() {
+    let mut h = Harness::start(2).await;
+    let code = r#"
+import sys
+print("hello from antcode")
+print("to stderr", file=sys.stderr)
+print(" ".join(sys.argv[1:]))
+print('{"answer": 42}')
+"#;
+    let mut job = h.py_job(code).await;
+    job.args = vec!["a b".into(), "c".into()];
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(outcome.result, Some(serde_json::json!({"answer": 42})));
+    assert!(outcome.peak_rss_kb.unwrap_or(0) > 0, "{outcome:?}");
+    let started = &h.events[&job.run_id][0];
+    assert!(
+        matches!(started.kind, RunEventKind::Started),
+        "Started comes first"
+    );
+    assert_eq!(started.attempt, 1);
+    let archive = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert!(archive.contains("hello from antcode\n"), "{archive}");
+    assert!(archive.contains("to stderr\n"), "{archive}");
+    // argv, not a shell: "a b" stays one argument.
+    assert!(archive.contains("a b c\n"), "{archive}");
+    assert_eq!(
+        h.live_log(&job.run_id).await,
+        archive,
+        "live log and archive agree"
+    );
+    // The lease was released and the work dir removed.
+    assert!(!h
+        .broker
+        .lease_alive(&job.run_id, &started.lease_token)
+        .await
+        .unwrap());
+    let work: Vec<_> = std::fs::read_dir(h.data_dir.join("work"))
+        .unwrap()
+        .collect();
+    assert!(work.is_empty(), "work dir left behind: {work:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requirements_are_installed_once_and_reused() {
+    let mut h = Harness::start(2).await;
+    let main = b"import six\nprint('six', six.__version__)\n";
+    let bundle = h
+        .put_bundle(
+            BundleFormat::Zip,
+            zip_of(&[("main.py", main), ("requirements.txt", b"six\n")]),
+            None,
+        )
+        .await;
+    // Control copies requirements.txt into the job; the runner also finds it in the bundle.
+    let mut first = job(bundle.clone(), "main.py");
+    first.requirements = "six\n".into();
+    h.publish(&first).await;
+    let outcome = h.finished(&first.run_id).await;
+    assert_eq!(
+        outcome.state,
+        RunState::Succeeded,
+        "{outcome:?} {}",
+        String::from_utf8_lossy(&h.archive(&outcome).await)
+    );
+    assert!(String::from_utf8(h.archive(&outcome).await)
+        .unwrap()
+        .contains("six 1."));
+    assert_eq!(h.venv_builds(), 1);
+
+    // A second run of the same project reuses the environment: nothing rebuilt or reinstalled.
+    let mut second = job(bundle.clone(), "main.py");
+    second.requirements = "# same thing\nsix\n".into();
+    h.publish(&second).await;
+    let outcome = h.finished(&second.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    assert_eq!(h.venv_builds(), 1, "the second run built a new venv");
+
+    // Requirements only in the bundle are honoured too (same set, so the same environment).
+    let third = job(bundle, "main.py");
+    h.publish(&third).await;
+    let outcome = h.finished(&third.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    assert_eq!(h.venv_builds(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_of_one_project_build_one_venv() {
+    let mut h = Harness::start(3).await;
+    let bundle = h
+        .put_bundle(
+            BundleFormat::Py,
+            b"import six\nprint('ok')\n".to_vec(),
+            Some("main.py"),
+        )
+        .await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let mut j = job(bundle.clone(), "main.py");
+        j.requirements = "six".into();
+        h.publish(&j).await;
+        jobs.push(j);
+    }
+    for j in &jobs {
+        let outcome = h.finished(&j.run_id).await;
+        assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    }
+    assert_eq!(h.venv_builds(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_zero_exit_fails_with_its_code() {
+    let mut h = Harness::start(2).await;
+    let job = h.py_job("import sys\nprint('bye')\nsys.exit(3)\n").await;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    assert_eq!(outcome.exit_code, Some(3));
+    assert_eq!(outcome.signal, None);
+
+    let job = h
+        .py_job("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+        .await;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    assert_eq!(outcome.signal, Some(9), "{outcome:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_whole_process_group() {
+    let mut h = Harness::start(2).await;
+    let pid_file = h.dir.path().join("grandchild.pid");
+    let code = r#"
+import os, sys, time
+if os.fork() == 0:
+    # the grandchild: ignores nothing, just outlives its parent unless the group is killed
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(300)
+    os._exit(0)
+print("parent sleeping", flush=True)
+time.sleep(300)
+"#;
+    let mut job = h.py_job(code).await;
+    job.args = vec![pid_file.display().to_string()];
+    job.timeout_s = 2;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::TimedOut, "{outcome:?}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the grandchild wrote its pid")
+        .trim()
+        .parse()
+        .unwrap();
+    wait_gone(pid).await;
+    let archive = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert!(archive.contains("parent sleeping"), "{archive}");
+    assert!(archive.contains("timed out"), "{archive}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_task() {
+    let mut h = Harness::start_with(2, |c| c.kill_grace = Duration::from_secs(30)).await;
+    // SIGTERM ends a sleeping Python at once; the long grace proves we do not wait it out.
+    let job = h
+        .py_job("import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
+        .await;
+    h.publish(&job).await;
+    h.wait_for_log(&job.run_id, "ready").await;
+    h.broker.cancel(&job.run_id).await.unwrap();
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Cancelled, "{outcome:?}");
+    assert_eq!(outcome.signal, Some(15), "{outcome:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_environment_is_invisible_to_the_task() {
+    let name = format!("ANTCODE_RUNNER_TEST_SECRET_{}", std::process::id());
+    std::env::set_var(&name, "leaked");
+    let mut h = Harness::start(2).await;
+    let code = "import os, json, sys\nprint(json.dumps({'env': dict(os.environ)}))\n";
+    let mut job = h.py_job(code).await;
+    job.env.insert("TASK_VAR".into(), "mine".into());
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let env = outcome.result.as_ref().unwrap()["env"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert!(!env.contains_key(&name), "runner env leaked: {env:?}");
+    assert_eq!(env["TASK_VAR"], "mine");
+    assert_eq!(env["PYTHONUNBUFFERED"], "1");
+    assert!(env["VIRTUAL_ENV"].as_str().unwrap().contains("venvs"));
+    for k in env.keys() {
+        let base = [
+            "PATH",
+            "HOME",
+            "LANG",
+            "VIRTUAL_ENV",
+            "PYTHONUNBUFFERED",
+            "TMPDIR",
+            "TASK_VAR",
+        ];
+        // Python itself may add LC_CTYPE when it coerces the locale.
+        assert!(
+            base.contains(&k.as_str()) || k == "LC_CTYPE",
+            "unexpected variable {k}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_and_missing_newlines_are_kept() {
+    let mut h = Harness::start(2).await;
+    let code = r#"
+import sys
+sys.stdout.buffer.write(b"bad \xff\xfe bytes\n")
+sys.stdout.buffer.write(b"x" * 100000)
+sys.stdout.buffer.write(b"\nno newline at the end")
+"#;
+    let job = h.py_job(code).await;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let mut raw = b"bad \xff\xfe bytes\n".to_vec();
+    raw.extend(std::iter::repeat_n(b'x', 100000));
+    raw.extend(b"\nno newline at the end");
+    let expected = String::from_utf8_lossy(&raw).into_owned();
+    let archive = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert!(
+        archive == expected,
+        "archive differs: {} vs {} bytes",
+        archive.len(),
+        expected.len()
+    );
+    let live = h.live_log(&job.run_id).await;
+    assert!(
+        live == expected,
+        "live log differs: {} vs {} bytes",
+        live.len(),
+        expected.len()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_output_is_captured_byte_exact() {
+    let mut h = Harness::start(2).await;
+    // 200,000 lines of 100 bytes: 20 MB.
+    let code = r#"
+import sys
+w = sys.stdout.write
+pad = "abcdefghij" * 9
+for i in range(200000):
+    w("%08d %s\n" % (i, pad))
+"#;
+    let job = h.py_job(code).await;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let mut expected = Sha256::new();
+    let pad = "abcdefghij".repeat(9);
+    for i in 0..200_000 {
+        expected.update(format!("{i:08} {pad}\n").as_bytes());
+    }
+    let archive = h.archive(&outcome).await;
+    assert_eq!(archive.len(), 20_000_000);
+    assert_eq!(sha256_hex(&archive), hex::encode(expected.finalize()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bundles_fail_with_one_line() {
+    let mut h = Harness::start(2).await;
+    let slip = h
+        .put_bundle(
+            BundleFormat::Zip,
+            zip_of(&[("main.py", b"print(1)\n"), ("../evil.py", b"x")]),
+            None,
+        )
+        .await;
+    let job1 = job(slip, "main.py");
+    h.publish(&job1).await;
+    let outcome = h.finished(&job1.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    let err = outcome.error.unwrap();
+    assert!(err.contains("unsafe") && !err.contains('\n'), "{err}");
+    assert!(!h.data_dir.join("work/evil.py").exists());
+
+    let mut tampered = h.py_job("print(1)\n").await.bundle;
+    tampered.sha256 = sha256_hex(b"something else");
+    let job2 = job(tampered, "main.py");
+    h.publish(&job2).await;
+    let outcome = h.finished(&job2.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    assert!(outcome.error.unwrap().contains("checksum"));
+
+    let mut missing = h.py_job("print(1)\n").await;
+    missing.entrypoint = "nope.py".into();
+    h.publish(&missing).await;
+    let outcome = h.finished(&missing.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    assert!(outcome.error.unwrap().contains("nope.py"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_unfinished_runs_lost() {
+    let mut h = Harness::start(2).await;
+    let job = h
+        .py_job("import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
+        .await;
+    h.publish(&job).await;
+    h.wait_for_log(&job.run_id, "ready").await;
+    h.shutdown.cancel();
+    let runner = h.runner.take().unwrap();
+    tokio::time::timeout(PATIENCE, runner)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Lost, "{outcome:?}");
+    assert_eq!(outcome.error.as_deref(), Some("runner shut down"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reclaimed_lease_stops_the_process_without_a_report() {
+    let mut h = Harness::start(2).await;
+    let pid_file = h.dir.path().join("child.pid");
+    let code = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\nprint('ready', flush=True)\ntime.sleep(300)\n";
+    let mut job = h.py_job(code).await;
+    job.args = vec![pid_file.display().to_string()];
+    h.publish(&job).await;
+    h.wait_for_log(&job.run_id, "ready").await;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The scheduler's reaper takes the lease away (as if heartbeats had stopped).
+    let reclaimed = h.broker.reap_expired(i64::MAX).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    wait_gone(pid).await;
+    // Give a wrong report every chance to show up.
+    h.pump_events(Duration::from_secs(2)).await;
+    let events = &h.events[&job.run_id];
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e.kind, RunEventKind::Started)),
+        "a reclaimed attempt reported: {events:?}"
+    );
+    h.stop().await;
+}
