@@ -15,6 +15,8 @@ pub enum SeamError {
     Store(#[from] crate::store::StoreError),
     #[error("blob store: {0}")]
     Blob(#[from] crate::blob::BlobError),
+    #[error("broker: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
     #[error("unsupported {what} url {url:?}: {hint}")]
     Unsupported { what: &'static str, url: String, hint: &'static str },
 }
@@ -23,15 +25,20 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, SeamError> {
     Ok(Arc::new(SqlStore::connect(url).await?))
 }
 
-/// `memory://` is the in-process broker.
+/// `memory://` is the in-process broker; `redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]` or
+/// `rediss://…` (TLS) is Redis Streams with every key under `{NAME}:` (default `antcode`).
+/// Opening Redis checks that the server answers, so a bad setting fails at start.
 pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>, SeamError> {
     if url == "memory://" || url.is_empty() {
         return Ok(Arc::new(MemoryBroker::new()));
     }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(Arc::new(crate::broker::redis::RedisBroker::open(url).await?));
+    }
     Err(SeamError::Unsupported {
         what: "broker",
         url: url.into(),
-        hint: "use memory:// (in-process)",
+        hint: "use memory:// (in-process), redis://HOST[:PORT] or rediss://HOST[:PORT]",
     })
 }
 

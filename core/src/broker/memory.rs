@@ -30,20 +30,37 @@ struct State {
     fence: u64,
 }
 
-#[derive(Default)]
 pub struct MemoryBroker {
     state: Mutex<State>,
     jobs_published: Notify,
     events_published: Notify,
     logs_appended: Notify,
+    event_redelivery: Duration,
 }
 
 /// How long a delivered-but-unacknowledged event waits before it is delivered again.
-const EVENT_REDELIVERY: Duration = Duration::from_secs(30);
+pub const DEFAULT_EVENT_REDELIVERY: Duration = Duration::from_secs(30);
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        MemoryBroker::with_event_redelivery(DEFAULT_EVENT_REDELIVERY)
+    }
+}
 
 impl MemoryBroker {
     pub fn new() -> MemoryBroker {
         MemoryBroker::default()
+    }
+
+    /// A broker whose read but unacknowledged events are handed out again after `after`.
+    pub fn with_event_redelivery(after: Duration) -> MemoryBroker {
+        MemoryBroker {
+            state: Mutex::default(),
+            jobs_published: Notify::new(),
+            events_published: Notify::new(),
+            logs_appended: Notify::new(),
+            event_redelivery: after,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -79,12 +96,13 @@ impl MemoryBroker {
     }
 
     fn take_events(&self, group: &str, max: usize) -> Vec<(String, RunEvent)> {
+        let redelivery = self.event_redelivery;
         let mut st = self.lock();
         let now = Instant::now();
         let mut out: Vec<(u64, RunEvent)> = Vec::new();
         let pending = st.pending.entry(group.to_string()).or_default();
         for (id, (at, ev)) in pending.iter_mut() {
-            if out.len() < max && now.duration_since(*at) > EVENT_REDELIVERY {
+            if out.len() < max && now.duration_since(*at) >= redelivery {
                 *at = now;
                 out.push((*id, ev.clone()));
             }
@@ -92,8 +110,13 @@ impl MemoryBroker {
         // Groups share one event log: an event is dropped from it once every group that has
         // read so far took it. A single-process broker has one recorder group in practice.
         while out.len() < max {
-            let Some((id, ev)) = st.events.pop_front() else { break };
-            st.pending.entry(group.to_string()).or_default().insert(id, (now, ev.clone()));
+            let Some((id, ev)) = st.events.pop_front() else {
+                break;
+            };
+            st.pending
+                .entry(group.to_string())
+                .or_default()
+                .insert(id, (now, ev.clone()));
             out.push((id, ev));
         }
         out.into_iter().map(|(id, ev)| (id.to_string(), ev)).collect()
@@ -212,7 +235,11 @@ impl Broker for MemoryBroker {
 
     async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
         let st = self.lock();
-        Ok(st.queues.iter().map(|(q, jobs)| (q.clone(), jobs.len() as u64)).collect())
+        Ok(st
+            .queues
+            .iter()
+            .map(|(q, jobs)| (q.clone(), jobs.len() as u64))
+            .collect())
     }
 
     async fn cancel(&self, run_id: &str) -> BrokerResult<()> {
@@ -243,7 +270,13 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn read_events(&self, group: &str, _consumer: &str, max: usize, wait: Duration) -> BrokerResult<Vec<(String, RunEvent)>> {
+    async fn read_events(
+        &self,
+        group: &str,
+        _consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> BrokerResult<Vec<(String, RunEvent)>> {
         let until = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.events_published.notified();
@@ -309,7 +342,8 @@ impl Broker for MemoryBroker {
 
     async fn put_worker(&self, status: &WorkerStatus, ttl: Duration) -> BrokerResult<()> {
         let mut st = self.lock();
-        st.workers.insert(status.id.clone(), (Instant::now(), ttl, status.clone()));
+        st.workers
+            .insert(status.id.clone(), (Instant::now(), ttl, status.clone()));
         Ok(())
     }
 
@@ -332,12 +366,17 @@ impl Broker for MemoryBroker {
     async fn acquire_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<Option<u64>> {
         let mut st = self.lock();
         let now = Instant::now();
-        let free = st.leaders.get(name).is_none_or(|(h, until)| *until < now || h == holder);
+        let free = st
+            .leaders
+            .get(name)
+            .is_none_or(|(h, until)| *until < now || h == holder);
         if !free {
             return Ok(None);
         }
         st.leaders.insert(name.to_string(), (holder.to_string(), now + ttl));
-        st.fence += 1;
+        // At least the wall clock in ms: a restarted process (whose counter starts again) still
+        // hands out tokens above the last one SQL accepted.
+        st.fence = (st.fence + 1).max(now_ms().max(0) as u64);
         Ok(Some(st.fence))
     }
 

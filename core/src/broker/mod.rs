@@ -7,6 +7,7 @@
 //! what makes the in-process implementation safe across restarts and a Redis `FLUSHALL` survivable.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,1202 @@
+//! [`RedisBroker`]: the `Broker` on Redis Streams, for split deployments.
+//!
+//! Every key lives under one hash tag, `{PREFIX}:…`, so the whole broker sits in one Redis Cluster
+//! slot and every Lua script may touch any of its keys. The layout (`P` = `{antcode}` by default):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:q:QUEUE` | stream + group `runners` | jobs waiting on `QUEUE` (entries are deleted once leased, so `XLEN` is the depth) |
+//! | `P:queues` | set | names of every queue ever published to |
+//! | `P:jobs` | hash run → JSON | per attempt: queued (stream key + entry id) or leased; makes publish idempotent |
+//! | `P:leases` | zset run → deadline ms | live leases; the reaper takes scores below now |
+//! | `P:lease` / `P:ltok` | hash run → lease JSON / token | the lease itself and its token for cheap checks |
+//! | `P:cancels` | zset run → expiry ms | pending cancel signals (24 h) |
+//! | `P:events` | stream, one group per recorder | runner events, redelivered by `XAUTOCLAIM` when unacknowledged |
+//! | `P:log:RUN` | stream, ids = chunk cursor | live log tail, trimmed to about `LIVE_LOG_CHUNKS`, expires after 24 h |
+//! | `P:workers` / `P:wdata` | zset id → expiry ms / hash id → JSON | worker status with a TTL |
+//! | `P:drain` | set | workers asked to drain |
+//! | `P:leader:NAME` / `P:fence:NAME` | string holder (PX ttl) / counter | the leader lock and its fencing token |
+//!
+//! The Celery visibility-timeout trap does not apply: a stream entry is acknowledged the moment it
+//! is leased, and liveness is the lease zset, which only the heartbeat extends and only the reaper
+//! (atomically, in Lua) shortens. The consumer-group PEL is used only to recover entries read by a
+//! lessee that died before it could record the lease; `reap_expired` puts those back after
+//! [`ORPHAN_IDLE`].
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use async_trait::async_trait;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+use crate::ids::new_token;
+use crate::time::now_ms;
+
+/// Key prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "antcode";
+/// The consumer group of every queue stream. All lessees share one consumer name: entries are
+/// acknowledged right after they are read, so per-consumer PELs would only pile up names.
+const GROUP: &str = "runners";
+const LESSEE: &str = "lessee";
+/// A queue entry read but not leased for this long belongs to a lessee that died mid-lease.
+pub const ORPHAN_IDLE: Duration = Duration::from_secs(60);
+/// Unacknowledged events are delivered again after this long (override per broker).
+pub const DEFAULT_EVENT_REDELIVERY: Duration = Duration::from_secs(30);
+/// The events stream is trimmed (approximately) to this many entries.
+const EVENTS_MAXLEN: usize = 1_000_000;
+const LOG_TTL: Duration = Duration::from_secs(24 * 3600);
+const CANCEL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Idle dedicated connections kept for blocking reads.
+const BLOCKING_POOL: usize = 16;
+/// Leases taken per reaper round trip.
+const REAP_BATCH: usize = 500;
+
+impl From<RedisError> for BrokerError {
+    fn from(e: RedisError) -> Self {
+        BrokerError::Unavailable(format!("redis: {e}"))
+    }
+}
+
+/// Lua helper shared by the scripts that end an attempt: removes `attempt` from the run's entry
+/// in the `jobs` hash, deleting the field when no attempt is left.
+const LUA_DROP_ATTEMPT: &str = r#"
+local function drop_attempt(jobs, run, attempt)
+  local raw = redis.call('HGET', jobs, run)
+  if not raw then return end
+  local att = cjson.decode(raw)
+  att[attempt] = nil
+  if next(att) == nil then redis.call('HDEL', jobs, run) else redis.call('HSET', jobs, run, cjson.encode(att)) end
+end
+"#;
+
+/// KEYS: jobs, stream, queues, cancels. ARGV: run, attempt, job JSON, queue, group.
+const LUA_PUBLISH: &str = r#"
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local att = {}
+if raw then att = cjson.decode(raw) end
+if att[ARGV[2]] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
+end
+local id = redis.call('XADD', KEYS[2], '*', 'run', ARGV[1], 'attempt', ARGV[2], 'job', ARGV[3])
+att[ARGV[2]] = {s = 'q', k = KEYS[2], id = id}
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(att))
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"#;
+
+/// Turns stream entries read by a lessee into leases.
+/// KEYS: jobs, leases, lease, ltok, cancels, stream1..N.
+/// ARGV: group, now, deadline, worker, max, then (stream index, entry id, token) triples.
+/// An entry whose job is no longer queued under that id (cancelled, handed back, re-published) is
+/// dropped; entries beyond `max` go back to the tail of their stream (max = 0 requeues them all,
+/// which is how orphans are recovered).
+const LUA_CLAIM: &str = r#"
+local out = {}
+local now = tonumber(ARGV[2])
+local max = tonumber(ARGV[5])
+for i = 6, #ARGV, 3 do
+  local skey = KEYS[tonumber(ARGV[i])]
+  local id = ARGV[i + 1]
+  local token = ARGV[i + 2]
+  local entry = redis.call('XRANGE', skey, id, id)
+  redis.call('XACK', skey, ARGV[1], id)
+  redis.call('XDEL', skey, id)
+  if #entry == 1 then
+    local f = entry[1][2]
+    local fields = {}
+    for j = 1, #f, 2 do fields[f[j]] = f[j + 1] end
+    local run, attempt, job = fields['run'], fields['attempt'], fields['job']
+    local raw = run and redis.call('HGET', KEYS[1], run)
+    local att = {}
+    if raw then att = cjson.decode(raw) end
+    local st = att[attempt]
+    if st and st.s == 'q' and st.id == id then
+      local c = redis.call('ZSCORE', KEYS[5], run)
+      if c and tonumber(c) > now then
+        att[attempt] = nil
+      elseif #out >= max then
+        st.id = redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job)
+      else
+        local old = redis.call('HGET', KEYS[3], run)
+        if old then
+          local oa = tostring(cjson.decode(old).job.attempt)
+          if oa ~= attempt then att[oa] = nil end
+        end
+        att[attempt] = {s = 'l'}
+        local lease = '{"job":' .. job .. ',"lease_token":' .. cjson.encode(token) ..
+          ',"worker_id":' .. cjson.encode(ARGV[4]) .. ',"deadline_ms":' .. ARGV[3] .. '}'
+        redis.call('HSET', KEYS[3], run, lease)
+        redis.call('HSET', KEYS[4], run, token)
+        redis.call('ZADD', KEYS[2], ARGV[3], run)
+        out[#out + 1] = lease
+      end
+      if next(att) == nil then redis.call('HDEL', KEYS[1], run) else redis.call('HSET', KEYS[1], run, cjson.encode(att)) end
+    end
+  end
+end
+return out
+"#;
+
+/// KEYS: leases, ltok, cancels, drain. ARGV: worker, deadline, now, then (run, token) pairs.
+const LUA_HEARTBEAT: &str = r#"
+local cancels, lost = {}, {}
+local now = tonumber(ARGV[3])
+for i = 4, #ARGV, 2 do
+  local run, tok = ARGV[i], ARGV[i + 1]
+  if redis.call('HGET', KEYS[2], run) == tok and redis.call('ZSCORE', KEYS[1], run) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], run)
+    local c = redis.call('ZSCORE', KEYS[3], run)
+    if c and tonumber(c) > now then cancels[#cancels + 1] = run end
+  else
+    lost[#lost + 1] = run
+  end
+end
+return {cancels, lost, redis.call('SISMEMBER', KEYS[4], ARGV[1])}
+"#;
+
+/// KEYS: jobs, leases, lease, ltok, cancels. ARGV: run, token.
+const LUA_RELEASE: &str = r#"
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+local lease = redis.call('HGET', KEYS[3], ARGV[1])
+if lease then drop_attempt(KEYS[1], ARGV[1], tostring(cjson.decode(lease).job.attempt)) end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+return 1
+"#;
+
+/// KEYS: jobs, leases, lease, ltok, stream, queues. ARGV: run, token, job JSON, attempt, group, queue.
+const LUA_HAND_BACK: &str = r#"
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[5], '0', 'MKSTREAM')
+end
+local id = redis.call('XADD', KEYS[5], '*', 'run', ARGV[1], 'attempt', ARGV[4], 'job', ARGV[3])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local att = {}
+if raw then att = cjson.decode(raw) end
+att[ARGV[4]] = {s = 'q', k = KEYS[5], id = id}
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(att))
+redis.call('SADD', KEYS[6], ARGV[6])
+return 1
+"#;
+
+/// KEYS: jobs, leases, lease, ltok. ARGV: now, limit. Returns (lease JSON, deadline) pairs.
+/// Atomic, so two reapers never both return the same lease.
+const LUA_REAP: &str = r#"
+local runs = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for i = 1, #runs, 2 do
+  local run, score = runs[i], runs[i + 1]
+  local lease = redis.call('HGET', KEYS[3], run)
+  redis.call('ZREM', KEYS[2], run)
+  redis.call('HDEL', KEYS[3], run)
+  redis.call('HDEL', KEYS[4], run)
+  if lease then
+    drop_attempt(KEYS[1], run, tostring(cjson.decode(lease).job.attempt))
+    out[#out + 1] = lease
+    out[#out + 1] = score
+  end
+end
+return out
+"#;
+
+/// KEYS: jobs, cancels. ARGV: run, expiry, now. Returns (stream key, entry id) pairs of the
+/// queued attempts it dropped, for the caller to `XDEL` (a missed delete is harmless: the claim
+/// script drops entries whose job is no longer queued).
+const LUA_CANCEL: &str = r#"
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return {} end
+local att = cjson.decode(raw)
+local out = {}
+for a, st in pairs(att) do
+  if st.s == 'q' then
+    out[#out + 1] = st.k
+    out[#out + 1] = st.id
+    att[a] = nil
+  end
+end
+if next(att) == nil then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(att)) end
+return out
+"#;
+
+/// KEYS: log stream. ARGV: maxlen, ttl ms, then (entry id, chunk JSON) pairs. An id at or below
+/// the stream's last id is refused by XADD, which is exactly "this chunk was already stored".
+const LUA_APPEND_LOG: &str = r#"
+for i = 3, #ARGV, 2 do
+  redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'c', ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// KEYS: workers, wdata. ARGV: now. Drops expired workers, returns the JSON of the live ones.
+const LUA_WORKERS: &str = r#"
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, id in ipairs(dead) do redis.call('HDEL', KEYS[2], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local w = redis.call('HGET', KEYS[2], id)
+  if w then out[#out + 1] = w end
+end
+return out
+"#;
+
+/// KEYS: lock, fence. ARGV: holder, ttl ms. The fencing token is at least the server's clock in
+/// ms, so it keeps growing even after the counter is lost to a FLUSHALL (SQL remembers the last
+/// token it accepted).
+const LUA_ACQUIRE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = tonumber(redis.call('GET', KEYS[2]) or '0')
+local n = math.max(f + 1, ms)
+redis.call('SET', KEYS[2], string.format('%d', n))
+return string.format('%d', n)
+"#;
+
+/// KEYS: lock. ARGV: holder, ttl ms.
+const LUA_RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#;
+
+/// KEYS: lock. ARGV: holder.
+const LUA_RELEASE_LEADER: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+struct Scripts {
+    publish: Script,
+    claim: Script,
+    heartbeat: Script,
+    release: Script,
+    hand_back: Script,
+    reap: Script,
+    cancel: Script,
+    append_log: Script,
+    workers: Script,
+    acquire: Script,
+    renew: Script,
+    release_leader: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let with_drop = |body: &str| Script::new(&format!("{LUA_DROP_ATTEMPT}\n{body}"));
+        Scripts {
+            publish: Script::new(LUA_PUBLISH),
+            claim: Script::new(LUA_CLAIM),
+            heartbeat: Script::new(LUA_HEARTBEAT),
+            release: with_drop(LUA_RELEASE),
+            hand_back: Script::new(LUA_HAND_BACK),
+            reap: with_drop(LUA_REAP),
+            cancel: Script::new(LUA_CANCEL),
+            append_log: Script::new(LUA_APPEND_LOG),
+            workers: Script::new(LUA_WORKERS),
+            acquire: Script::new(LUA_ACQUIRE),
+            renew: Script::new(LUA_RENEW),
+            release_leader: Script::new(LUA_RELEASE_LEADER),
+        }
+    }
+}
+
+pub struct RedisBroker {
+    client: Client,
+    /// Shared, multiplexed, reconnecting connection for every non-blocking command.
+    conn: ConnectionManager,
+    /// Dedicated connections for `BLOCK` reads: a blocked connection cannot serve anyone else.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// `{prefix}`: the hash tag every key starts with.
+    tag: String,
+    event_redelivery: Duration,
+    /// Stream keys (and `events\0group`) whose consumer group is known to exist.
+    groups_ready: Mutex<HashSet<String>>,
+    scripts: Scripts,
+}
+
+/// Ids of the entries of an `XREADGROUP`/`XREAD`/`XAUTOCLAIM` reply, per stream key, with fields.
+type Entries = Vec<(String, String, Vec<(String, String)>)>;
+
+impl RedisBroker {
+    /// Connects to `redis://[:PASSWORD@]HOST[:PORT][/DB]` or `rediss://…` (TLS, checked against
+    /// the webpki roots) and checks the server answers. `prefix` names this deployment's keys
+    /// (`antcode` by default elsewhere); it must not contain `{` or `}`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisBroker, BrokerError> {
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(BrokerError::Unavailable(format!(
+                "invalid redis key prefix {prefix:?}: must be non-empty, without braces"
+            )));
+        }
+        if url.starts_with("rediss://") {
+            // redis builds rustls without choosing a crypto backend; install ours unless the
+            // process already picked one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client =
+            Client::open(url).map_err(|e| BrokerError::Unavailable(format!("redis url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let broker = RedisBroker {
+            client,
+            conn,
+            blocking: Mutex::new(Vec::new()),
+            tag: format!("{{{prefix}}}"),
+            event_redelivery: DEFAULT_EVENT_REDELIVERY,
+            groups_ready: Mutex::new(HashSet::new()),
+            scripts: Scripts::new(),
+        };
+        broker.ping().await?;
+        Ok(broker)
+    }
+
+    /// Connects with the key prefix taken from the URL's `prefix` query parameter (default
+    /// [`DEFAULT_PREFIX`]), e.g. `redis://:secret@cache:6379/0?prefix=prod`.
+    pub async fn open(url: &str) -> Result<RedisBroker, BrokerError> {
+        let (url, prefix) = split_prefix(url);
+        RedisBroker::connect(&url, prefix.as_deref().unwrap_or(DEFAULT_PREFIX)).await
+    }
+
+    /// Sets how long a read but unacknowledged event waits before `read_events` hands it out again.
+    pub fn with_event_redelivery(mut self, after: Duration) -> RedisBroker {
+        self.event_redelivery = after;
+        self
+    }
+
+    /// The hash tag all keys share, e.g. `{antcode}`.
+    pub fn key_tag(&self) -> &str {
+        &self.tag
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.tag)
+    }
+
+    fn queue_key(&self, queue: &str) -> String {
+        self.key(&format!("q:{queue}"))
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn blocking_conn(&self, wait: Duration) -> BrokerResult<MultiplexedConnection> {
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut con = match pooled {
+            Some(c) => c,
+            None => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)));
+                self.client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await?
+            }
+        };
+        // The socket must outlive the server-side BLOCK.
+        con.set_response_timeout(wait + Duration::from_secs(10));
+        Ok(con)
+    }
+
+    /// Returns a blocking connection after a call that completed; one that failed or whose
+    /// future was dropped mid-call is simply closed.
+    fn return_conn(&self, con: MultiplexedConnection) {
+        let mut pool = self.blocking.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < BLOCKING_POOL {
+            pool.push(con);
+        }
+    }
+
+    /// Creates the consumer group `group` on `stream` (and the stream) unless known to exist.
+    async fn ensure_group(&self, stream: &str, group: &str) -> BrokerResult<()> {
+        let mark = format!("{stream}\0{group}");
+        if self
+            .groups_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&mark)
+        {
+            return Ok(());
+        }
+        let res: Result<(), RedisError> = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.con())
+            .await;
+        match res {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.groups_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(mark);
+        Ok(())
+    }
+
+    fn forget_groups(&self) {
+        self.groups_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// `XREADGROUP` (blocking on a dedicated connection when `wait` > 0).
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[String],
+        count: usize,
+        wait: Duration,
+    ) -> BrokerResult<Entries> {
+        let mut cmd = ::redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count);
+        let block_ms = wait.as_millis() as u64;
+        if block_ms > 0 {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("STREAMS").arg(streams);
+        for _ in streams {
+            cmd.arg(">");
+        }
+        let result: Result<Value, RedisError> = if block_ms > 0 {
+            let mut con = self.blocking_conn(wait).await?;
+            let reply = cmd.query_async(&mut con).await;
+            if reply.is_ok() {
+                self.return_conn(con);
+            }
+            reply
+        } else {
+            cmd.query_async(&mut self.con()).await
+        };
+        let reply = result.inspect_err(|e| {
+            // After a FLUSHALL the groups are gone; recreate them on the next call.
+            if matches!(e.code(), Some("NOGROUP") | Some("UNBLOCKED")) {
+                self.forget_groups();
+            }
+        })?;
+        Ok(parse_read_reply(&reply))
+    }
+
+    /// Runs the claim script over `(stream index, entry id)` pairs.
+    async fn claim(
+        &self,
+        streams: &[String],
+        entries: &[(usize, String)],
+        worker_id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
+        let now = now_ms();
+        let deadline = now + ttl.as_millis() as i64;
+        let mut inv = self.scripts.claim.prepare_invoke();
+        inv.key(self.key("jobs"))
+            .key(self.key("leases"))
+            .key(self.key("lease"))
+            .key(self.key("ltok"))
+            .key(self.key("cancels"));
+        for s in streams {
+            inv.key(s);
+        }
+        inv.arg(GROUP)
+            .arg(now)
+            .arg(deadline)
+            .arg(worker_id)
+            .arg(max);
+        for (idx, id) in entries {
+            // Lua indexes KEYS from 1 and the streams follow the five fixed keys.
+            inv.arg(idx + 6).arg(id).arg(new_token("lt"));
+        }
+        let raw: Vec<String> = inv.invoke_async(&mut self.con()).await?;
+        raw.iter()
+            .map(|s| {
+                serde_json::from_str::<Lease>(s)
+                    .map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))
+            })
+            .collect()
+    }
+
+    /// Puts back queue entries that a lessee read but never turned into leases (it died between
+    /// the two steps), so nothing published is stranded in a consumer-group PEL.
+    async fn recover_orphans(&self) -> BrokerResult<()> {
+        let queues: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(self.key("queues"))
+            .query_async(&mut self.con())
+            .await?;
+        for q in queues {
+            let stream = self.queue_key(&q);
+            let reply: Result<Value, RedisError> = ::redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(LESSEE)
+                .arg(ORPHAN_IDLE.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(100)
+                .arg("JUSTID")
+                .query_async(&mut self.con())
+                .await;
+            let reply = match reply {
+                Ok(v) => v,
+                Err(e) if e.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let ids: Vec<(usize, String)> = match &reply {
+                Value::Array(parts) if parts.len() >= 2 => as_array(&parts[1])
+                    .iter()
+                    .filter_map(as_string)
+                    .map(|id| (0, id))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !ids.is_empty() {
+                tracing::warn!(queue = %q, count = ids.len(), "re-queueing jobs stranded by a lessee that died");
+                self.claim(
+                    std::slice::from_ref(&stream),
+                    &ids,
+                    LESSEE,
+                    0,
+                    Duration::ZERO,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes the `prefix=NAME` query parameter (ours, unknown to the redis client) from `url`.
+fn split_prefix(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut prefix = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("prefix=") {
+            Some(p) => {
+                prefix = Some(p.to_string());
+                false
+            }
+            None => !kv.is_empty(),
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, prefix)
+}
+
+fn as_array(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        _ => &[],
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+/// `[[id, [field, value, …]], …]` → entries (nil entries, left by trimming, are skipped).
+fn parse_entries(stream: &str, v: &Value, out: &mut Entries) {
+    for e in as_array(v) {
+        let parts = as_array(e);
+        let (Some(id), Some(fields)) = (parts.first().and_then(as_string), parts.get(1)) else {
+            continue;
+        };
+        let kv = as_array(fields);
+        let fields = kv
+            .chunks(2)
+            .filter_map(|c| Some((as_string(c.first()?)?, as_string(c.get(1)?)?)))
+            .collect();
+        out.push((stream.to_string(), id, fields));
+    }
+}
+
+/// An `XREAD`/`XREADGROUP` reply in RESP2 (array of [key, entries]) or RESP3 (map) form.
+fn parse_read_reply(v: &Value) -> Entries {
+    let mut out = Vec::new();
+    match v {
+        Value::Array(streams) => {
+            for s in streams {
+                let parts = as_array(s);
+                if let (Some(name), Some(entries)) =
+                    (parts.first().and_then(as_string), parts.get(1))
+                {
+                    parse_entries(&name, entries, &mut out);
+                }
+            }
+        }
+        Value::Map(pairs) => {
+            for (k, entries) in pairs {
+                if let Some(name) = as_string(k) {
+                    parse_entries(&name, entries, &mut out);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn to_json<T: Serialize>(v: &T) -> BrokerResult<String> {
+    serde_json::to_string(v).map_err(|e| BrokerError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn ping(&self) -> BrokerResult<()> {
+        let _: String = ::redis::cmd("PING").query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, job: &Job) -> BrokerResult<bool> {
+        let added: i64 = self
+            .scripts
+            .publish
+            .key(self.key("jobs"))
+            .key(self.queue_key(&job.queue))
+            .key(self.key("queues"))
+            .key(self.key("cancels"))
+            .arg(&job.run_id)
+            .arg(job.attempt)
+            .arg(to_json(job)?)
+            .arg(&job.queue)
+            .arg(GROUP)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
+        let mut streams: Vec<String> = Vec::new();
+        for q in &req.queues {
+            let k = self.queue_key(q);
+            if !streams.contains(&k) {
+                streams.push(k);
+            }
+        }
+        if req.max == 0 || streams.is_empty() {
+            return Ok(vec![]);
+        }
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            for s in &streams {
+                self.ensure_group(s, GROUP).await?;
+            }
+            let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+            let entries = match self
+                .read_group(GROUP, LESSEE, &streams, req.max, remaining)
+                .await
+            {
+                Ok(e) => e,
+                // The groups were just forgotten; the loop recreates them.
+                Err(_)
+                    if self
+                        .groups_ready
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_empty()
+                        && !remaining.is_zero() =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            if !entries.is_empty() {
+                let ids: Vec<(usize, String)> = entries
+                    .into_iter()
+                    .filter_map(|(s, id, _)| streams.iter().position(|k| *k == s).map(|i| (i, id)))
+                    .collect();
+                let leases = self
+                    .claim(&streams, &ids, &req.worker_id, req.max, req.ttl)
+                    .await?;
+                if !leases.is_empty() {
+                    metrics::counter!("antcode_broker_leases_total").increment(leases.len() as u64);
+                    return Ok(leases);
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(vec![]);
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        held: &[HeldLease],
+        ttl: Duration,
+    ) -> BrokerResult<HeartbeatReply> {
+        let now = now_ms();
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(self.key("leases"))
+            .key(self.key("ltok"))
+            .key(self.key("cancels"))
+            .key(self.key("drain"))
+            .arg(worker_id)
+            .arg(now + ttl.as_millis() as i64)
+            .arg(now);
+        for h in held {
+            inv.arg(&h.run_id).arg(&h.lease_token);
+        }
+        let (cancels, lost, drain): (Vec<String>, Vec<String>, i64) =
+            inv.invoke_async(&mut self.con()).await?;
+        Ok(HeartbeatReply {
+            cancels,
+            lost,
+            drain: drain == 1,
+        })
+    }
+
+    async fn release(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
+        let _: i64 = self
+            .scripts
+            .release
+            .key(self.key("jobs"))
+            .key(self.key("leases"))
+            .key(self.key("lease"))
+            .key(self.key("ltok"))
+            .key(self.key("cancels"))
+            .arg(run_id)
+            .arg(lease_token)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
+        // Read the lease first to learn its queue; the script re-checks the token, so a lease
+        // that changed in between is left alone.
+        let raw: Option<String> = ::redis::cmd("HGET")
+            .arg(self.key("lease"))
+            .arg(run_id)
+            .query_async(&mut self.con())
+            .await?;
+        let Some(raw) = raw else { return Ok(()) };
+        let lease: Lease =
+            serde_json::from_str(&raw).map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))?;
+        if lease.lease_token != lease_token {
+            return Ok(());
+        }
+        let _: i64 = self
+            .scripts
+            .hand_back
+            .key(self.key("jobs"))
+            .key(self.key("leases"))
+            .key(self.key("lease"))
+            .key(self.key("ltok"))
+            .key(self.queue_key(&lease.job.queue))
+            .key(self.key("queues"))
+            .arg(run_id)
+            .arg(lease_token)
+            .arg(to_json(&lease.job)?)
+            .arg(lease.job.attempt)
+            .arg(GROUP)
+            .arg(&lease.job.queue)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn reap_expired(&self, now: i64) -> BrokerResult<Vec<Lease>> {
+        let mut out = Vec::new();
+        loop {
+            let raw: Vec<String> = self
+                .scripts
+                .reap
+                .key(self.key("jobs"))
+                .key(self.key("leases"))
+                .key(self.key("lease"))
+                .key(self.key("ltok"))
+                .arg(now)
+                .arg(REAP_BATCH)
+                .invoke_async(&mut self.con())
+                .await?;
+            let n = raw.len() / 2;
+            for pair in raw.chunks(2) {
+                let [json, score] = pair else { continue };
+                match serde_json::from_str::<Lease>(json) {
+                    Ok(mut lease) => {
+                        lease.deadline_ms = score
+                            .parse::<f64>()
+                            .map(|d| d as i64)
+                            .unwrap_or(lease.deadline_ms);
+                        out.push(lease);
+                    }
+                    // The lease is already removed; the run is found by SQL as lost anyway.
+                    Err(e) => tracing::warn!(error = %e, "dropping an unreadable expired lease"),
+                }
+            }
+            if n < REAP_BATCH {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            metrics::counter!("antcode_broker_leases_reaped_total").increment(out.len() as u64);
+        }
+        self.recover_orphans().await?;
+        Ok(out)
+    }
+
+    async fn lease_alive(&self, run_id: &str, lease_token: &str) -> BrokerResult<bool> {
+        let (token, deadline): (Option<String>, Option<f64>) = ::redis::pipe()
+            .cmd("HGET")
+            .arg(self.key("ltok"))
+            .arg(run_id)
+            .cmd("ZSCORE")
+            .arg(self.key("leases"))
+            .arg(run_id)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(token.as_deref() == Some(lease_token) && deadline.is_some_and(|d| d as i64 >= now_ms()))
+    }
+
+    async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
+        let mut queues: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(self.key("queues"))
+            .query_async(&mut self.con())
+            .await?;
+        queues.sort();
+        if queues.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = ::redis::pipe();
+        for q in &queues {
+            pipe.cmd("XLEN").arg(self.queue_key(q));
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.con()).await?;
+        Ok(queues.into_iter().zip(lens).collect())
+    }
+
+    async fn cancel(&self, run_id: &str) -> BrokerResult<()> {
+        let now = now_ms();
+        let dropped: Vec<String> = self
+            .scripts
+            .cancel
+            .key(self.key("jobs"))
+            .key(self.key("cancels"))
+            .arg(run_id)
+            .arg(now + CANCEL_TTL.as_millis() as i64)
+            .arg(now)
+            .invoke_async(&mut self.con())
+            .await?;
+        for pair in dropped.chunks(2) {
+            if let [stream, id] = pair {
+                let _: i64 = ::redis::cmd("XDEL")
+                    .arg(stream)
+                    .arg(id)
+                    .query_async(&mut self.con())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cancels_for(&self, run_ids: &[String]) -> BrokerResult<Vec<String>> {
+        if run_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let scores: Vec<Option<f64>> = ::redis::cmd("ZMSCORE")
+            .arg(self.key("cancels"))
+            .arg(run_ids)
+            .query_async(&mut self.con())
+            .await?;
+        let now = now_ms() as f64;
+        Ok(run_ids
+            .iter()
+            .zip(scores)
+            .filter(|(_, s)| s.is_some_and(|s| s > now))
+            .map(|(r, _)| r.clone())
+            .collect())
+    }
+
+    async fn publish_event(&self, event: &RunEvent) -> BrokerResult<()> {
+        let _: String = ::redis::cmd("XADD")
+            .arg(self.key("events"))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(EVENTS_MAXLEN)
+            .arg("*")
+            .arg("e")
+            .arg(to_json(event)?)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn read_events(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> BrokerResult<Vec<(String, RunEvent)>> {
+        let stream = self.key("events");
+        let max = max.max(1);
+        self.ensure_group(&stream, group).await?;
+        // First whatever another consumer (or this one, earlier) read and never acknowledged.
+        let claimed: Value = ::redis::cmd("XAUTOCLAIM")
+            .arg(&stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(self.event_redelivery.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut self.con())
+            .await
+            .inspect_err(|e| {
+                if e.code() == Some("NOGROUP") {
+                    self.forget_groups();
+                }
+            })?;
+        let mut entries = Vec::new();
+        if let Some(list) = as_array(&claimed).get(1) {
+            parse_entries(&stream, list, &mut entries);
+        }
+        if entries.is_empty() {
+            entries = self
+                .read_group(group, consumer, std::slice::from_ref(&stream), max, wait)
+                .await?;
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for (_, id, fields) in entries {
+            match field(&fields, "e").map(serde_json::from_str::<RunEvent>) {
+                Some(Ok(ev)) => out.push((id, ev)),
+                _ => {
+                    // A poison entry would otherwise be redelivered forever.
+                    tracing::warn!(id = %id, "acknowledging an unreadable runner event");
+                    let _: i64 = ::redis::cmd("XACK")
+                        .arg(&stream)
+                        .arg(group)
+                        .arg(&id)
+                        .query_async(&mut self.con())
+                        .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack_events(&self, group: &str, ids: &[String]) -> BrokerResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = ::redis::cmd("XACK")
+            .arg(self.key("events"))
+            .arg(group)
+            .arg(ids)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.scripts.append_log.prepare_invoke();
+        inv.key(self.key(&format!("log:{run_id}")))
+            .arg(LIVE_LOG_CHUNKS)
+            .arg(LOG_TTL.as_millis() as u64);
+        for c in chunks {
+            // The chunk's cursor is its stream id, so Redis itself refuses a chunk sent twice.
+            inv.arg(format!("{}-0", c.cursor())).arg(to_json(c)?);
+        }
+        let _: i64 = inv.invoke_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    async fn read_log(
+        &self,
+        run_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> BrokerResult<Vec<LogChunk>> {
+        let key = self.key(&format!("log:{run_id}"));
+        let mut cmd = ::redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(LIVE_LOG_CHUNKS);
+        let block_ms = wait.as_millis() as u64;
+        if block_ms > 0 {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("STREAMS").arg(&key).arg(format!("{after}-0"));
+        let reply: Value = if block_ms > 0 {
+            let mut con = self.blocking_conn(wait).await?;
+            let reply = cmd.query_async(&mut con).await?;
+            self.return_conn(con);
+            reply
+        } else {
+            cmd.query_async(&mut self.con()).await?
+        };
+        parse_read_reply(&reply)
+            .into_iter()
+            .filter_map(|(_, _, fields)| field(&fields, "c").map(serde_json::from_str::<LogChunk>))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BrokerError::Corrupt(format!("log chunk: {e}")))
+    }
+
+    async fn put_worker(&self, status: &WorkerStatus, ttl: Duration) -> BrokerResult<()> {
+        let _: () = ::redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(self.key("wdata"))
+            .arg(&status.id)
+            .arg(to_json(status)?)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.key("workers"))
+            .arg(now_ms() + ttl.as_millis() as i64)
+            .arg(&status.id)
+            .ignore()
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> BrokerResult<Vec<WorkerStatus>> {
+        let raw: Vec<String> = self
+            .scripts
+            .workers
+            .key(self.key("workers"))
+            .key(self.key("wdata"))
+            .arg(now_ms())
+            .invoke_async(&mut self.con())
+            .await?;
+        let mut out = raw
+            .iter()
+            .map(|w| {
+                serde_json::from_str::<WorkerStatus>(w)
+                    .map_err(|e| BrokerError::Corrupt(format!("worker: {e}")))
+            })
+            .collect::<BrokerResult<Vec<_>>>()?;
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn set_drain(&self, worker_id: &str, drain: bool) -> BrokerResult<()> {
+        let _: i64 = ::redis::cmd(if drain { "SADD" } else { "SREM" })
+            .arg(self.key("drain"))
+            .arg(worker_id)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn acquire_leader(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> BrokerResult<Option<u64>> {
+        let token: Option<String> = self
+            .scripts
+            .acquire
+            .key(self.key(&format!("leader:{name}")))
+            .key(self.key(&format!("fence:{name}")))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.con())
+            .await?;
+        token
+            .map(|t| {
+                t.parse::<u64>()
+                    .map_err(|e| BrokerError::Corrupt(format!("fencing token {t:?}: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn renew_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<bool> {
+        let renewed: i64 = self
+            .scripts
+            .renew
+            .key(self.key(&format!("leader:{name}")))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_leader(&self, name: &str, holder: &str) -> BrokerResult<()> {
+        let _: i64 = self
+            .scripts
+            .release_leader
+            .key(self.key(&format!("leader:{name}")))
+            .arg(holder)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_prefix;
+
+    #[test]
+    fn prefix_parameter_is_taken_out_of_the_url() {
+        assert_eq!(
+            split_prefix("redis://h:6379"),
+            ("redis://h:6379".to_string(), None)
+        );
+        assert_eq!(
+            split_prefix("redis://:pw@h/2?prefix=prod"),
+            ("redis://:pw@h/2".to_string(), Some("prod".to_string()))
+        );
+        assert_eq!(
+            split_prefix("rediss://h?protocol=resp3&prefix=x"),
+            (
+                "rediss://h?protocol=resp3".to_string(),
+                Some("x".to_string())
+            )
+        );
+    }
+}
