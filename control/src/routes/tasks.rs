@@ -24,8 +24,8 @@ use crate::problem::{check_id, named, parse_json, ApiResult, Problem};
 use crate::AppState;
 
 pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
-pub const OVERLAP: &[&str] = &["allow", "skip", "queue"];
-pub const MISFIRE: &[&str] = &["fire_once", "skip", "fire_all"];
+pub const OVERLAP: &[&str] = &["allow", "skip", "queue_one", "cancel_previous"];
+pub const MISFIRE: &[&str] = &["fire_once", "skip", "catch_up"];
 
 pub fn router() -> Router<AppState> {
     Router::new()
