@@ -80,6 +80,7 @@ pub async fn run_with_source(
         let dir = cfg.data_dir.join(sub);
         std::fs::create_dir_all(&dir).map_err(|e| RunnerError::DataDir(dir, e))?;
     }
+    sweep_stale_work(&cfg.data_dir.join("work"));
     let explicit = cfg.uv.clone();
     let uv = tokio::task::spawn_blocking(move || find_uv(explicit.as_deref()))
         .await
@@ -209,6 +210,28 @@ pub async fn run_with_source(
     tracing::info!(worker_id = %cfg.worker_id, "runner stopped");
     Ok(())
 }
+
+/// Removes work dirs and spill files a crashed runner left behind. Only entries untouched for
+/// [`STALE_WORK`] go, so a runner sharing the data dir never loses a live run's files.
+fn sweep_stale_work(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_WORK);
+        if old {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+}
+
+const STALE_WORK: Duration = Duration::from_secs(6 * 3600);
 
 async fn heartbeat_loop(
     cfg: EngineConfig,

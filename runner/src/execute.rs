@@ -42,6 +42,8 @@ pub struct Ctx {
 /// How long to wait for the output pipes to close after the process group was killed. Only a
 /// descendant that left our session can hold them open longer.
 const PIPE_DRAIN: Duration = Duration::from_secs(2);
+/// How many times a `Finished` report is tried (with doubling pauses from 0.5 s) before giving up.
+const REPORT_ATTEMPTS: u32 = 5;
 /// Grace for a shutdown or a lost lease: the normal grace already ran out, or nobody waits.
 const SHORT_GRACE: Duration = Duration::from_secs(1);
 
@@ -157,15 +159,27 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
     metrics::histogram!("antcode_runner_run_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     tracing::info!(run_id = %job.run_id, state = outcome.state.as_str(), exit_code = ?outcome.exit_code, "run finished");
-    if let Err(e) = ctx
-        .source
-        .report(&event(RunEventKind::Finished(outcome)))
-        .await
-    {
-        tracing::warn!(run_id = %job.run_id, error = %e, "could not report finished");
-    }
-    if let Err(e) = ctx.source.release(&job.run_id, &lease.lease_token).await {
-        tracing::warn!(run_id = %job.run_id, error = %e, "could not release lease");
+    // The outcome is what the attempt was for: retry the report through a short outage. If it
+    // still cannot be delivered, keep the lease unreleased: it expires and the scheduler treats
+    // the attempt as lost (and retries it), which is better than a run stuck in `running`.
+    let finished = event(RunEventKind::Finished(outcome));
+    let mut pause = Duration::from_millis(500);
+    for attempt in 1..=REPORT_ATTEMPTS {
+        match ctx.source.report(&finished).await {
+            Ok(()) => {
+                if let Err(e) = ctx.source.release(&job.run_id, &lease.lease_token).await {
+                    tracing::warn!(run_id = %job.run_id, error = %e, "could not release lease");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, attempt, error = %e, "could not report finished");
+                if attempt < REPORT_ATTEMPTS {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
     }
 }
 

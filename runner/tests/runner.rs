@@ -621,3 +621,56 @@ async fn a_reclaimed_lease_stops_the_process_without_a_report() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_python_version_fails_clearly() {
+    let mut h = Harness::start(2).await;
+    let mut job = h.py_job("print(1)\n").await;
+    job.python_version = Some("3.99".into());
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    let err = outcome.error.unwrap();
+    assert!(
+        err.contains("python 3.99 is not available") && !err.contains('\n'),
+        "{err}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_stops_leasing_until_cleared() {
+    let mut worker_id = String::new();
+    let mut h = Harness::start_with(2, |c| worker_id = c.worker_id.clone()).await;
+    h.broker.set_drain(&worker_id, true).await.unwrap();
+    // The runner says it is draining once a heartbeat carried the flag to it.
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let workers = h.broker.workers().await.unwrap();
+        if workers.iter().any(|w| w.id == worker_id && w.draining) {
+            break;
+        }
+        assert!(Instant::now() < until, "worker never reported draining");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = h.py_job("print('after drain')\n").await;
+    h.publish(&job).await;
+    // Several heartbeats later the job is still waiting in its queue (a lease that was already
+    // parked when the flag arrived hands it straight back).
+    let seen = h.broker.workers().await.unwrap()[0].last_seen_ms;
+    let until = Instant::now() + PATIENCE;
+    while h.broker.workers().await.unwrap()[0].last_seen_ms < seen + 1000 {
+        assert!(Instant::now() < until, "heartbeats stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let depths = h.broker.queue_depths().await.unwrap();
+    assert_eq!(
+        depths,
+        vec![("default".to_string(), 1)],
+        "a draining runner took work"
+    );
+    h.broker.set_drain(&worker_id, false).await.unwrap();
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    h.stop().await;
+}
