@@ -42,14 +42,20 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>, SeamError> {
     })
 }
 
-/// `file://PATH` (or a plain path) is a local directory.
+/// `file://PATH` (or a plain path) is a local directory; `s3://BUCKET[/prefix]` is S3, with the
+/// endpoint, region and credentials from `ANTCODE_S3_*` (see [`crate::blob::s3::S3Config`]).
+/// Opening S3 checks that the bucket is reachable, so a bad setting fails at start.
 pub async fn open_blobs(url: &str) -> Result<Arc<dyn BlobStore>, SeamError> {
+    if url.starts_with("s3://") {
+        let config = crate::blob::s3::S3Config::from_url(url)?;
+        return Ok(Arc::new(crate::blob::s3::S3BlobStore::connect(config).await?));
+    }
     if let Some(path) = url.strip_prefix("file://").or(if url.contains("://") { None } else { Some(url) }) {
         return Ok(Arc::new(LocalBlobStore::new(path)?));
     }
     Err(SeamError::Unsupported {
         what: "blob store",
         url: url.into(),
-        hint: "use file://DIR",
+        hint: "use file://DIR or s3://BUCKET[/prefix]",
     })
 }

@@ -2,11 +2,28 @@
 //!
 //! Keys are relative paths of `[A-Za-z0-9._/-]` segments (checked by [`valid_key`]), so the local
 //! directory and S3 agree on what a key may be and no key can escape its root.
+//!
+//! Two implementations pass the same conformance suite (`core/tests/blob_conformance.rs`):
+//! [`local::LocalBlobStore`] (a directory, the embedded default) and [`s3::S3BlobStore`] (any
+//! S3 API: AWS, MinIO, moto).
+//!
+//! Small blobs go through [`BlobStore::put`] / [`BlobStore::get`] as [`Bytes`]. Anything that may
+//! be large goes through the streaming methods, which never hold a whole object in memory:
+//! [`BlobStore::put_file`] uploads from a file (S3: multipart above [`s3::PART_SIZE`]),
+//! [`BlobStore::get_to_file`] writes to a file, and [`BlobStore::get_stream`] hands out a reader
+//! (e.g. to stream a bundle to a runner). There is deliberately no `put` from an arbitrary
+//! stream: a content-addressed key is only known once the whole content has been hashed, so the
+//! writer spools to a temporary file first anyway, and an upload from a file knows its length,
+//! which S3 needs.
 
 pub mod local;
+pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use tokio::io::AsyncRead;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -18,16 +35,70 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
     #[error("blob store: {0}")]
     Backend(String),
+    /// A setting is missing or malformed; the message names it.
+    #[error("blob store configuration: {0}")]
+    Config(String),
 }
 
 pub type BlobResult<T> = Result<T, BlobError>;
 
+/// A blob's content being read. Errors in the middle of a download surface as I/O errors.
+pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
+    /// Stores `data` under `key`, replacing what was there. Readers see the old or the new
+    /// content, never a mix.
     async fn put(&self, key: &str, data: Bytes) -> BlobResult<()>;
+    /// The whole content of `key` in memory; [`BlobError::NotFound`] if there is none. Use
+    /// [`BlobStore::get_to_file`] or [`BlobStore::get_stream`] for anything large.
     async fn get(&self, key: &str) -> BlobResult<Bytes>;
     async fn exists(&self, key: &str) -> BlobResult<bool>;
+    /// Removes `key`; removing a missing key is not an error.
     async fn delete(&self, key: &str) -> BlobResult<()>;
+
+    /// Uploads the file at `path` as `key`, streaming it from disk; returns its size in bytes.
+    async fn put_file(&self, key: &str, path: &Path) -> BlobResult<u64>;
+    /// Streams `key` into a file at `path` (created or replaced; its directory is created).
+    /// The file appears whole or not at all: it is written beside `path` and renamed.
+    /// Returns the number of bytes written.
+    async fn get_to_file(&self, key: &str, path: &Path) -> BlobResult<u64>;
+    /// A reader over the content of `key`; [`BlobError::NotFound`] (before any byte) if there is none.
+    async fn get_stream(&self, key: &str) -> BlobResult<BlobReader>;
+}
+
+/// A temporary name in the same directory as `path`, so that a rename onto `path` is atomic.
+pub(crate) fn temp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", crate::ids::new_id()))
+}
+
+/// Copies `reader` into a temporary file beside `dest`, flushes it to disk and renames it onto
+/// `dest`. On any error the temporary file is removed and `dest` is left untouched.
+pub(crate) async fn write_file_atomically(
+    mut reader: BlobReader,
+    dest: &Path,
+) -> std::io::Result<u64> {
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let tmp = temp_beside(dest);
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let n = tokio::io::copy(&mut reader, &mut file).await?;
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&tmp, dest).await?;
+        Ok(n)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
 }
 
 pub fn valid_key(key: &str) -> BlobResult<()> {
@@ -37,7 +108,9 @@ pub fn valid_key(key: &str) -> BlobResult<()> {
             !seg.is_empty()
                 && seg != "."
                 && seg != ".."
-                && seg.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         });
     if ok {
         Ok(())
