@@ -936,3 +936,130 @@ async fn open_broker_accepts_memory_and_redis_urls() {
         "braces would break the hash tag"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis only: recovery paths that the in-process broker does not have.
+
+async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis is not reachable at {url} (set {REDIS_ENV}): {e}"))
+}
+
+/// A lessee that read a queue entry and died before recording the lease strands the entry in
+/// the consumer group's pending list; the reaper puts it back.
+#[tokio::test]
+async fn redis_reaper_requeues_entries_stranded_by_a_dead_lessee() {
+    let s = Subject::redis().await;
+    let (url, prefix) = s.redis.clone().unwrap();
+    let b = RedisBroker::connect(&url, &prefix)
+        .await
+        .unwrap()
+        .with_orphan_idle(Duration::from_millis(200));
+    let j = job(&run_id(), "default");
+    assert!(b.publish(&j).await.unwrap());
+
+    // The dead lessee's half: the read, without the claim.
+    let mut con = raw_redis(&url).await;
+    let stream = format!("{{{prefix}}}:q:default");
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("runners")
+        .arg("lessee")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(b
+        .lease(&req("w1", &["default"], 1, TTL), Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        !b.publish(&j).await.unwrap(),
+        "the stranded job still counts as queued"
+    );
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        b.reap_expired(now_ms()).await.unwrap().is_empty(),
+        "no lease expired"
+    );
+    let leases = b
+        .lease(&req("w1", &["default"], 1, TTL), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1, "the stranded job is leasable again");
+    assert_eq!(leases[0].job, j);
+}
+
+/// The broker's keys disappear under it (FLUSHALL): it recreates its consumer groups, and
+/// compensation's re-publish is accepted again.
+#[tokio::test]
+async fn redis_broker_survives_its_keys_vanishing() {
+    let s = Subject::redis().await;
+    let (url, prefix) = s.redis.clone().unwrap();
+    let b = &*s.broker;
+    let j = job(&run_id(), "default");
+    b.publish(&j).await.unwrap();
+    assert_eq!(
+        b.lease(&req("w1", &["default"], 1, TTL), Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    b.read_events("recorder", "c1", 10, Duration::ZERO)
+        .await
+        .unwrap();
+
+    let mut con = raw_redis(&url).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
+    // A recorder and a parked lessee keep working on recreated groups.
+    assert!(b
+        .read_events("recorder", "c1", 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(b
+        .lease(&req("w1", &["default"], 1, TTL), Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(b
+        .read_events("recorder", "c1", 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        b.publish(&j).await.unwrap(),
+        "the re-published job is accepted"
+    );
+    let leases = b
+        .lease(&req("w1", &["default"], 1, TTL), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    b.publish_event(&event(&j.run_id, 1)).await.unwrap();
+    let got = b
+        .read_events("recorder", "c1", 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+}

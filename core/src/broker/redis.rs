@@ -324,6 +324,7 @@ pub struct RedisBroker {
     /// `{prefix}`: the hash tag every key starts with.
     tag: String,
     event_redelivery: Duration,
+    orphan_idle: Duration,
     /// Stream keys (and `events\0group`) whose consumer group is known to exist.
     groups_ready: Mutex<HashSet<String>>,
     scripts: Scripts,
@@ -360,6 +361,7 @@ impl RedisBroker {
             blocking: Mutex::new(Vec::new()),
             tag: format!("{{{prefix}}}"),
             event_redelivery: DEFAULT_EVENT_REDELIVERY,
+            orphan_idle: ORPHAN_IDLE,
             groups_ready: Mutex::new(HashSet::new()),
             scripts: Scripts::new(),
         };
@@ -377,6 +379,13 @@ impl RedisBroker {
     /// Sets how long a read but unacknowledged event waits before `read_events` hands it out again.
     pub fn with_event_redelivery(mut self, after: Duration) -> RedisBroker {
         self.event_redelivery = after;
+        self
+    }
+
+    /// Sets how long a queue entry may sit read-but-unleased before `reap_expired` assumes its
+    /// lessee died and puts it back (default [`ORPHAN_IDLE`]).
+    pub fn with_orphan_idle(mut self, after: Duration) -> RedisBroker {
+        self.orphan_idle = after;
         self
     }
 
@@ -465,7 +474,8 @@ impl RedisBroker {
             .clear();
     }
 
-    /// `XREADGROUP` (blocking on a dedicated connection when `wait` > 0).
+    /// `XREADGROUP` (blocking on a dedicated connection when `wait` > 0); `None` when the
+    /// consumer group no longer exists.
     async fn read_group(
         &self,
         group: &str,
@@ -473,7 +483,7 @@ impl RedisBroker {
         streams: &[String],
         count: usize,
         wait: Duration,
-    ) -> BrokerResult<Entries> {
+    ) -> BrokerResult<Option<Entries>> {
         let mut cmd = ::redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(group)
@@ -498,13 +508,15 @@ impl RedisBroker {
         } else {
             cmd.query_async(&mut self.con()).await
         };
-        let reply = result.inspect_err(|e| {
-            // After a FLUSHALL the groups are gone; recreate them on the next call.
-            if matches!(e.code(), Some("NOGROUP") | Some("UNBLOCKED")) {
+        match result {
+            Ok(reply) => Ok(Some(parse_read_reply(&reply))),
+            // After a FLUSHALL the groups are gone: forget them so the caller recreates them.
+            Err(e) if matches!(e.code(), Some("NOGROUP") | Some("UNBLOCKED")) => {
                 self.forget_groups();
+                Ok(None)
             }
-        })?;
-        Ok(parse_read_reply(&reply))
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Runs the claim script over `(stream index, entry id)` pairs.
@@ -558,7 +570,7 @@ impl RedisBroker {
                 .arg(&stream)
                 .arg(GROUP)
                 .arg(LESSEE)
-                .arg(ORPHAN_IDLE.as_millis() as u64)
+                .arg(self.orphan_idle.as_millis() as u64)
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(100)
@@ -726,28 +738,24 @@ impl Broker for RedisBroker {
             return Ok(vec![]);
         }
         let until = tokio::time::Instant::now() + wait;
+        let mut regrouped = false;
         loop {
             for s in &streams {
                 self.ensure_group(s, GROUP).await?;
             }
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
-            let entries = match self
+            let Some(entries) = self
                 .read_group(GROUP, LESSEE, &streams, req.max, remaining)
-                .await
-            {
-                Ok(e) => e,
-                // The groups were just forgotten; the loop recreates them.
-                Err(_)
-                    if self
-                        .groups_ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .is_empty()
-                        && !remaining.is_zero() =>
-                {
-                    continue
+                .await?
+            else {
+                // The groups vanished (FLUSHALL): recreate them and read again, once per call.
+                if regrouped {
+                    return Err(BrokerError::Unavailable(
+                        "redis: queue consumer group keeps vanishing".into(),
+                    ));
                 }
-                Err(e) => return Err(e),
+                regrouped = true;
+                continue;
             };
             if !entries.is_empty() {
                 let ids: Vec<(usize, String)> = entries
@@ -982,7 +990,7 @@ impl Broker for RedisBroker {
         let max = max.max(1);
         self.ensure_group(&stream, group).await?;
         // First whatever another consumer (or this one, earlier) read and never acknowledged.
-        let claimed: Value = ::redis::cmd("XAUTOCLAIM")
+        let claimed: Result<Value, RedisError> = ::redis::cmd("XAUTOCLAIM")
             .arg(&stream)
             .arg(group)
             .arg(consumer)
@@ -991,20 +999,27 @@ impl Broker for RedisBroker {
             .arg("COUNT")
             .arg(max)
             .query_async(&mut self.con())
-            .await
-            .inspect_err(|e| {
-                if e.code() == Some("NOGROUP") {
-                    self.forget_groups();
-                }
-            })?;
+            .await;
+        let claimed = match claimed {
+            Ok(v) => v,
+            // The group vanished (FLUSHALL): recreate it; a new group has nothing to redeliver.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.forget_groups();
+                self.ensure_group(&stream, group).await?;
+                Value::Nil
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut entries = Vec::new();
         if let Some(list) = as_array(&claimed).get(1) {
             parse_entries(&stream, list, &mut entries);
         }
         if entries.is_empty() {
+            // A vanished group reads as nothing this time and is recreated on the next call.
             entries = self
                 .read_group(group, consumer, std::slice::from_ref(&stream), max, wait)
-                .await?;
+                .await?
+                .unwrap_or_default();
         }
         let mut out = Vec::with_capacity(entries.len());
         for (_, id, fields) in entries {
