@@ -317,6 +317,42 @@ async fn tokens_crud(db: &TestDb) {
     assert_eq!(s.list_tokens(&u.id).await.unwrap().len(), 1);
 }
 
+async fn names_are_exact_and_text_is_unicode(db: &TestDb) {
+    let s = db.open().await;
+    // Every engine compares names the same way: exactly, case and accents included.
+    s.create_user(&user("alice", Role::Admin)).await.unwrap();
+    s.create_user(&user("Alice", Role::Viewer))
+        .await
+        .expect("names differing in case are different users");
+    s.create_user(&user("alicé", Role::Viewer))
+        .await
+        .expect("names differing in accents are different users");
+    assert_eq!(s.user_by_name("Alice").await.unwrap().role, Role::Viewer);
+    assert_not_found(s.user_by_name("ALICE").await, "lookup is exact");
+    let names: Vec<_> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["Alice", "alice", "alicé"], "byte order");
+
+    let (p, _) = project(s.as_ref(), "étl-🚀").await;
+    let mut p = s.project(&p.id).await.unwrap();
+    assert_eq!(p.name, "étl-🚀");
+    p.description = "日本語 and emoji 🐍🚀 survive".into();
+    s.update_project(&p).await.unwrap();
+    assert_eq!(
+        s.project_by_name("étl-🚀").await.unwrap().description,
+        p.description
+    );
+    let mut t = task(&p.id, "tâche-🐍", retries(1));
+    t.spec.env.insert("MSG".into(), "grüße 👋".into());
+    s.create_task(&t).await.unwrap();
+    assert_eq!(s.task(&t.id).await.unwrap().spec.env["MSG"], "grüße 👋");
+}
+
 // ---------------------------------------------------------------- projects and versions
 
 async fn projects_and_versions(db: &TestDb) {
@@ -1273,6 +1309,79 @@ async fn racing_versions_get_distinct_numbers(db: &TestDb) {
     );
 }
 
+async fn cancel_racing_a_failure_is_never_requeued(db: &TestDb) {
+    let a: Arc<dyn Store> = db.open().await;
+    let b: Arc<dyn Store> = db.open().await;
+    let f = fixture(a.as_ref(), retries(5)).await;
+    for round in 0..8 {
+        let run = manual_run(a.as_ref(), &f).await;
+        a.mark_started(&run.id, 1, "tok", "w1", 1).await.unwrap();
+        let (ia, ib) = (run.id.clone(), run.id.clone());
+        let (sa, sb) = (a.clone(), b.clone());
+        let fail = tokio::spawn(async move {
+            sa.finish_attempt(&ia, 1, Some("tok"), &outcome(RunState::Failed), 2)
+                .await
+        });
+        let cancel = tokio::spawn(async move { sb.request_cancel(&ib, 2).await });
+        let applied = fail.await.unwrap().expect("the failure report is applied");
+        cancel
+            .await
+            .unwrap()
+            .expect("the cancel request is applied");
+        let end = a.run(&run.id).await.unwrap();
+        // Either the failure came first (requeued, then the cancel ended the queued run) or
+        // the cancel came first (the failure is then final). Never queued or running again.
+        assert!(
+            end.cancel_requested && end.state.is_terminal(),
+            "round {round}: {:?} after {applied:?}",
+            end.state
+        );
+        assert!(
+            a.due_queued_jobs(i64::MAX / 2, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "round {round}: a cancelled run is due again"
+        );
+    }
+}
+
+async fn racing_reports_apply_once(db: &TestDb) {
+    let a: Arc<dyn Store> = db.open().await;
+    let b: Arc<dyn Store> = db.open().await;
+    let f = fixture(a.as_ref(), retries(1)).await;
+    for round in 0..8 {
+        let run = manual_run(a.as_ref(), &f).await;
+        a.mark_started(&run.id, 1, "tok", "w1", 1).await.unwrap();
+        let (ia, ib) = (run.id.clone(), run.id.clone());
+        let (sa, sb) = (a.clone(), b.clone());
+        // The runner's own completion against compensation declaring the lease lost.
+        let done = tokio::spawn(async move {
+            sa.finish_attempt(&ia, 1, Some("tok"), &outcome(RunState::Succeeded), 2)
+                .await
+        });
+        let lost = tokio::spawn(async move {
+            sb.finish_attempt(&ib, 1, None, &outcome(RunState::Lost), 2)
+                .await
+        });
+        let results = [done.await.unwrap(), lost.await.unwrap()];
+        let applied = results.iter().filter(|r| r.is_ok()).count();
+        let stale = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Stale(_))))
+            .count();
+        assert_eq!((applied, stale), (1, 1), "round {round}: {results:?}");
+        let terminal_lines = a
+            .run_history(&run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.kind == "succeeded" || h.kind == "lost")
+            .count();
+        assert_eq!(terminal_lines, 1, "round {round}: one outcome recorded");
+    }
+}
+
 // ---------------------------------------------------------------- migrations
 
 async fn migrations_are_idempotent(db: &TestDb) {
@@ -1321,6 +1430,36 @@ async fn newer_schema_is_refused(db: &TestDb) {
     }
 }
 
+async fn first_connects_racing_all_migrate(db: &TestDb) {
+    // Control and scheduler of a split deployment start together on an empty database.
+    let opens = (0..3).map(|_| db.try_open()).collect::<Vec<_>>();
+    let results = futures::future::join_all(opens).await;
+    for r in &results {
+        if let Err(e) = r {
+            panic!("a concurrent first start failed: {e}");
+        }
+    }
+    let applied = db.scalar("SELECT COUNT(*) FROM schema_version").await;
+    let newest = db.scalar("SELECT MAX(version) FROM schema_version").await;
+    assert_eq!(applied, newest, "each migration recorded once");
+}
+
+/// Engine-independent, so it runs once rather than per engine.
+#[tokio::test]
+async fn bad_url_is_a_clear_config_error() {
+    match antcode_core::store::sql::SqlStore::connect("oracle://scott:tiger-secret@db/orcl").await {
+        Err(StoreError::Config(msg)) => {
+            assert!(
+                msg.contains("oracle") && msg.contains("postgres://"),
+                "{msg}"
+            );
+            assert!(!msg.contains("tiger-secret"), "the password leaked: {msg}");
+        }
+        Err(other) => panic!("expected Config, got {other:?}"),
+        Ok(_) => panic!("an oracle:// url must be refused"),
+    }
+}
+
 // ---------------------------------------------------------------- one test per behaviour per engine
 
 macro_rules! conformance {
@@ -1364,6 +1503,10 @@ conformance!(
     history_and_audit,
     racing_starts_have_one_winner,
     racing_versions_get_distinct_numbers,
+    cancel_racing_a_failure_is_never_requeued,
+    racing_reports_apply_once,
+    names_are_exact_and_text_is_unicode,
     migrations_are_idempotent,
+    first_connects_racing_all_migrate,
     newer_schema_is_refused,
 );

@@ -55,8 +55,18 @@ pub fn render(stmt: &str, dialect: Dialect) -> String {
         Dialect::Postgres => ("VARCHAR(64)", "VARCHAR(255)", "TEXT", "BIGINT"),
         Dialect::Mysql => ("VARCHAR(64)", "VARCHAR(255)", "LONGTEXT", "BIGINT"),
     };
-    stmt.replace("{id}", id)
+    let sql = stmt
+        .replace("{id}", id)
         .replace("{name}", name)
         .replace("{text}", text)
-        .replace("{big}", big)
+        .replace("{big}", big);
+    // MySQL/MariaDB tables take the server's default charset and collation, which may be latin1
+    // (MariaDB) and is case- and accent-insensitive (`*_ci`): "Alice" would then collide with
+    // "alice" and emoji would not fit. utf8mb4 with a binary collation compares like SQLite and
+    // PostgreSQL do.
+    if dialect == Dialect::Mysql && sql.trim_start().starts_with("CREATE TABLE") {
+        format!("{sql} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+    } else {
+        sql
+    }
 }

@@ -5,9 +5,9 @@
 //! Every run transition that a runner causes is fenced by `(attempt, lease_token)` here, at the
 //! SQL write, so a stale report can never overwrite a re-leased run.
 
-pub mod sql;
 mod migrations;
 mod rows;
+pub mod sql;
 
 use async_trait::async_trait;
 
@@ -24,6 +24,9 @@ pub enum StoreError {
     Stale(String),
     #[error("database schema version {found} is newer than this binary supports ({supported}); upgrade antcode")]
     SchemaTooNew { found: i64, supported: i64 },
+    /// The store cannot be opened as configured (bad URL scheme, migration lock not granted).
+    #[error("database configuration: {0}")]
+    Config(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("corrupt row: {0}")]
@@ -100,19 +103,35 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
     async fn run(&self, id: &str) -> StoreResult<Run>;
-    async fn list_runs(&self, filter: &RunFilter, limit: u32, cursor: Option<&str>)
-        -> StoreResult<Page<Run>>;
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Run>>;
     /// Jobs of queued runs whose `not_before` has passed, oldest first: what must be in the broker.
     async fn due_queued_jobs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Job>>;
     /// Runs in `running` state (used by compensation to find lost leases).
     async fn running_runs(&self, limit: u32) -> StoreResult<Vec<Run>>;
     /// `queued` → `running` for this attempt, binding the lease token. Stale if the run moved on.
-    async fn mark_started(&self, run_id: &str, attempt: u32, lease_token: &str, worker_id: &str, at_ms: i64)
-        -> StoreResult<Run>;
+    async fn mark_started(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        lease_token: &str,
+        worker_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<Run>;
     /// Applies an attempt's outcome if `(attempt, lease_token)` still matches; requeues when the
     /// outcome is retryable and attempts remain.
-    async fn finish_attempt(&self, run_id: &str, attempt: u32, lease_token: Option<&str>, outcome: &Outcome, at_ms: i64)
-        -> StoreResult<FinishApplied>;
+    async fn finish_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        lease_token: Option<&str>,
+        outcome: &Outcome,
+        at_ms: i64,
+    ) -> StoreResult<FinishApplied>;
     /// Flags a cancel request; a queued run is cancelled at once (returned state tells which).
     async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run>;
     async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>>;

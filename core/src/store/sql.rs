@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::migrations::{render, MIGRATIONS};
 use super::rows::{self, to_json, RUN_COLUMNS, TASK_COLUMNS, VERSION_COLUMNS};
@@ -60,12 +60,45 @@ fn page<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Page<T> 
     Page { items, next_cursor }
 }
 
+/// Page sizes below one would make a page that cannot name its successor.
+fn page_size(limit: u32) -> u32 {
+    limit.max(1)
+}
+
+/// The keyset condition of a page: ids are time-ordered, so "older than the cursor" is the next
+/// page. No cursor means no condition at all: a sentinel such as `id < '~'` only works under byte
+/// order, and natural-language collations (ICU, glibc en_US, MySQL's `*_ai_ci`) sort punctuation
+/// before digits, which made every first page empty.
+fn after_cursor(cursor: Option<&str>) -> &'static str {
+    match cursor {
+        Some(_) => "id < ?",
+        None => "1 = 1",
+    }
+}
+
+/// Key of the PostgreSQL advisory lock that serialises migrations (per database).
+const PG_MIGRATION_LOCK: i64 = 0x0061_6e74_636f_6465; // "antcode"
+
 impl SqlStore {
     /// Connects and migrates. `url` is `sqlite://PATH`, `postgres://…` or `mysql://…`.
     pub async fn connect(url: &str) -> StoreResult<SqlStore> {
+        let max = if Dialect::from_url(url) == Some(Dialect::Sqlite) {
+            4
+        } else {
+            10
+        };
+        SqlStore::connect_with(url, max).await
+    }
+
+    /// Like [`SqlStore::connect`] with an explicit pool size.
+    pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<SqlStore> {
         sqlx::any::install_default_drivers();
+        // Name only the scheme: the URL itself may carry a password.
         let dialect = Dialect::from_url(url).ok_or_else(|| {
-            StoreError::Corrupt(format!("unsupported database url scheme in {url}"))
+            StoreError::Config(format!(
+                "unsupported database url scheme {:?}; use sqlite://, postgres:// or mysql://",
+                url.split(':').next().unwrap_or("")
+            ))
         })?;
         let url = match dialect {
             Dialect::Sqlite if !url.contains("mode=") => {
@@ -74,9 +107,8 @@ impl SqlStore {
             }
             _ => url.to_string(),
         };
-        let max = if dialect == Dialect::Sqlite { 4 } else { 10 };
         let pool = AnyPoolOptions::new()
-            .max_connections(max)
+            .max_connections(max_connections.max(1))
             .connect(&url)
             .await?;
         let store = SqlStore { pool, dialect };
@@ -86,7 +118,7 @@ impl SqlStore {
                 .execute(&store.pool)
                 .await?;
         }
-        store.migrate().await?;
+        store.migrate(&url).await?;
         Ok(store)
     }
 
@@ -113,14 +145,50 @@ impl SqlStore {
         out
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    /// Applies missing migrations on a dedicated connection that holds a lock for the whole
+    /// run, so processes starting together (control and scheduler of a split deployment) do not
+    /// both try to create the same tables. Closing that connection ends the lock (or rolls back
+    /// the SQLite transaction) whatever happened.
+    async fn migrate(&self, url: &str) -> StoreResult<()> {
+        let mut conn = AnyConnection::connect(url).await?;
+        let result = self.migrate_locked(&mut conn).await;
+        let _ = conn.close().await;
+        result
+    }
+
+    async fn migrate_locked(&self, conn: &mut AnyConnection) -> StoreResult<()> {
+        match self.dialect {
+            // SQLite DDL is transactional: the whole migration commits or nothing does.
+            Dialect::Sqlite => {
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            }
+            Dialect::Postgres => {
+                sqlx::query(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Dialect::Mysql => {
+                let got: Option<i64> =
+                    sqlx::query("SELECT GET_LOCK(CONCAT('antcode_migrate.', DATABASE()), 60) AS l")
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get("l")?;
+                if got != Some(1) {
+                    return Err(StoreError::Config(
+                        "timed out after 60 s waiting for another process to finish migrating"
+                            .into(),
+                    ));
+                }
+            }
+        }
         let create = render(
-            "CREATE TABLE IF NOT EXISTS schema_version (version {big} PRIMARY KEY, applied_at {big} NOT NULL)",
+            "CREATE TABLE schema_version (version {big} PRIMARY KEY, applied_at {big} NOT NULL)",
             self.dialect,
-        );
-        sqlx::query(&create).execute(&self.pool).await?;
+        )
+        .replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1);
+        sqlx::query(&create).execute(&mut *conn).await?;
         let found: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_version")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?
             .try_get("v")?;
         let found = found.unwrap_or(0);
@@ -130,20 +198,34 @@ impl SqlStore {
         }
         for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let version = i as i64 + 1;
-            // MySQL commits DDL implicitly, so each migration is applied statement by statement
-            // and recorded last; a concurrent starter that loses the race sees the row exist.
+            // MySQL commits each DDL statement implicitly; the version row is written last so
+            // a migration is only marked applied once all its statements ran.
             for stmt in statements.iter() {
                 sqlx::query(&render(stmt, self.dialect))
-                    .execute(&self.pool)
+                    .execute(&mut *conn)
                     .await?;
             }
             let insert = self.q("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)");
             sqlx::query(&insert)
                 .bind(version)
                 .bind(crate::time::now_ms())
-                .execute(&self.pool)
-                .await
-                .map_err(|e| conflict(e, "schema_version"))?;
+                .execute(&mut *conn)
+                .await?;
+        }
+        match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+            }
+            Dialect::Postgres => {
+                sqlx::query(&format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Dialect::Mysql => {
+                sqlx::query("SELECT RELEASE_LOCK(CONCAT('antcode_migrate.', DATABASE()))")
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -160,6 +242,25 @@ impl SqlStore {
             .ok_or(StoreError::NotFound)
     }
 
+    /// One page of `select` (which has no WHERE), newest first, one row more than `limit` so
+    /// [`page`] can tell whether another page follows.
+    async fn newest_first(
+        &self,
+        select: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Vec<AnyRow>> {
+        let sql = self.q(&format!(
+            "{select} WHERE {} ORDER BY id DESC LIMIT ?",
+            after_cursor(cursor)
+        ));
+        let mut query = sqlx::query(&sql);
+        if let Some(c) = cursor {
+            query = query.bind(c);
+        }
+        Ok(query.bind(limit as i64 + 1).fetch_all(&self.pool).await?)
+    }
+
     async fn delete_where_id(&self, table: &str, id: &str) -> StoreResult<()> {
         let sql = self.q(&format!("DELETE FROM {table} WHERE id = ?"));
         let done = sqlx::query(&sql).bind(id).execute(&self.pool).await?;
@@ -169,23 +270,135 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Writes one history line on `conn`, so callers can put it in the same transaction as the
+    /// state change it records.
+    async fn insert_history(
+        &self,
+        conn: &mut AnyConnection,
+        e: &RunHistoryEntry,
+    ) -> StoreResult<()> {
+        let sql = self.q("INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES (?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&e.id)
+            .bind(&e.run_id)
+            .bind(e.attempt as i64)
+            .bind(&e.kind)
+            .bind(&e.detail)
+            .bind(e.at)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     async fn history_in(
         &self,
+        conn: &mut AnyConnection,
         run_id: &str,
         attempt: u32,
         kind: &str,
         detail: &str,
         at_ms: i64,
     ) -> StoreResult<()> {
-        self.add_history(&RunHistoryEntry {
+        let entry = RunHistoryEntry {
             id: new_id(),
             run_id: run_id.into(),
             attempt,
             kind: kind.into(),
             detail: detail.into(),
             at: at_ms,
-        })
-        .await
+        };
+        self.insert_history(conn, &entry).await
+    }
+
+    /// One attempt of `finish_attempt` against the run as read now. `Ok(None)` means the row
+    /// changed between the read and the fenced write (say a cancel request arrived) and the
+    /// decision must be made again.
+    async fn try_finish(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        lease_token: Option<&str>,
+        o: &Outcome,
+        at_ms: i64,
+    ) -> StoreResult<Option<FinishApplied>> {
+        let run = self.run(run_id).await?;
+        let fenced = run.attempt == attempt
+            && !run.state.is_terminal()
+            && (lease_token.is_none() || run.lease_token.as_deref() == lease_token);
+        if !fenced {
+            return Err(StoreError::Stale(format!(
+                "run {run_id} is {} at attempt {}; report for attempt {attempt} refused",
+                run.state.as_str(),
+                run.attempt
+            )));
+        }
+        let retry_row = self
+            .one("SELECT retry FROM runs WHERE id = ?", &[run_id])
+            .await?;
+        let retry: RetryPolicy = serde_json::from_str(&rows::text(&retry_row, "retry")?)
+            .map_err(|e| StoreError::Corrupt(format!("retry policy of run {run_id}: {e}")))?;
+        let requeue = o.state.is_retryable() && attempt < run.max_attempts && !run.cancel_requested;
+        // The write is fenced on everything the decision read: attempt, state, lease token and
+        // the cancel flag, so a cancel request that lands in between is never requeued over.
+        let fence = "WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = ? \
+                     AND (lease_token = ? OR ? = '')";
+        let token = lease_token.unwrap_or("");
+        let mut tx = self.pool.begin().await?;
+        let done = if requeue {
+            let sql = self.q(&format!("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? {fence}"));
+            sqlx::query(&sql)
+                .bind(at_ms + retry.backoff_ms(attempt + 1))
+                .bind(o.exit_code.map(i64::from))
+                .bind(o.signal.map(i64::from))
+                .bind(o.error.clone())
+                .bind(run_id)
+                .bind(attempt as i64)
+                .bind(run.state.as_str())
+                .bind(run.cancel_requested as i64)
+                .bind(token)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+        } else {
+            let sql = self.q(&format!("UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?, finished_at = ? {fence}"));
+            sqlx::query(&sql)
+                .bind(o.state.as_str())
+                .bind(o.exit_code.map(i64::from))
+                .bind(o.signal.map(i64::from))
+                .bind(o.error.clone())
+                .bind(o.duration_ms)
+                .bind(o.peak_rss_kb)
+                .bind(o.log_key.clone())
+                .bind(o.result.as_ref().map(to_json))
+                .bind(at_ms)
+                .bind(run_id)
+                .bind(attempt as i64)
+                .bind(run.state.as_str())
+                .bind(run.cancel_requested as i64)
+                .bind(token)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+        };
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        self.history_in(
+            &mut tx,
+            run_id,
+            attempt,
+            o.state.as_str(),
+            &to_json(o),
+            at_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        let run = self.run(run_id).await?;
+        Ok(Some(if requeue {
+            FinishApplied::Requeued(run)
+        } else {
+            FinishApplied::Terminal(run)
+        }))
     }
 }
 
@@ -224,10 +437,14 @@ impl Store for SqlStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rs = sqlx::query("SELECT * FROM users ORDER BY username")
+        let rs = sqlx::query("SELECT * FROM users")
             .fetch_all(&self.pool)
             .await?;
-        rs.iter().map(rows::user).collect()
+        let mut users = rs.iter().map(rows::user).collect::<StoreResult<Vec<_>>>()?;
+        // Sorted here, not by ORDER BY: the database's collation (ICU, *_ci) would order names
+        // differently per engine.
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
     }
 
     async fn update_user(&self, u: &User) -> StoreResult<()> {
@@ -250,9 +467,19 @@ impl Store for SqlStore {
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<()> {
-        self.delete_where_id("users", id).await?;
-        let sql = self.q("DELETE FROM tokens WHERE user_id = ?");
-        sqlx::query(&sql).bind(id).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&self.q("DELETE FROM users WHERE id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(&self.q("DELETE FROM tokens WHERE user_id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -343,11 +570,9 @@ impl Store for SqlStore {
     }
 
     async fn list_projects(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Project>> {
-        let sql = self.q("SELECT * FROM projects WHERE id < ? ORDER BY id DESC LIMIT ?");
-        let rs = sqlx::query(&sql)
-            .bind(cursor.unwrap_or("~"))
-            .bind(limit as i64 + 1)
-            .fetch_all(&self.pool)
+        let limit = page_size(limit);
+        let rs = self
+            .newest_first("SELECT * FROM projects", limit, cursor)
             .await?;
         let items = rs
             .iter()
@@ -374,56 +599,65 @@ impl Store for SqlStore {
     }
 
     async fn delete_project(&self, id: &str) -> StoreResult<()> {
-        self.delete_where_id("projects", id).await?;
-        let sql = self.q("DELETE FROM project_versions WHERE project_id = ?");
-        sqlx::query(&sql).bind(id).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&self.q("DELETE FROM projects WHERE id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(&self.q("DELETE FROM project_versions WHERE project_id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn add_version(&self, v: &ProjectVersion) -> StoreResult<i64> {
-        // Two uploads racing pick the same number; the primary key refuses the second, which
-        // simply tries the next number.
-        for _ in 0..8 {
-            let latest: Option<i64> = sqlx::query(
-                &self.q("SELECT MAX(version) AS v FROM project_versions WHERE project_id = ?"),
-            )
+        let mut tx = self.pool.begin().await?;
+        // Lock the project row before reading the latest number: concurrent uploads to one
+        // project queue here instead of picking the same number (on SQLite this first write
+        // also takes the database write lock before any read, so no stale snapshot is used).
+        let locked = sqlx::query(&self.q("UPDATE projects SET updated_at = ? WHERE id = ?"))
+            .bind(v.created_at)
             .bind(&v.project_id)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("v")?;
-            let number = latest.ok_or(StoreError::NotFound)? + 1;
-            let mut tx = self.pool.begin().await?;
-            let sql = self.q(&format!(
-                "INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ));
-            let inserted = sqlx::query(&sql)
-                .bind(&v.project_id)
-                .bind(number)
-                .bind(to_json(&v.bundle))
-                .bind(&v.entrypoint)
-                .bind(&v.requirements)
-                .bind(v.python_version.clone())
-                .bind(to_json(&v.files))
-                .bind(v.created_at)
-                .execute(&mut *tx)
-                .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(_) => {}
-            }
-            let sql =
-                self.q("UPDATE projects SET current_version = ?, updated_at = ? WHERE id = ?");
-            sqlx::query(&sql)
-                .bind(number)
-                .bind(v.created_at)
-                .bind(&v.project_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(number);
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
         }
-        Err(StoreError::Conflict("project version".into()))
+        let latest: Option<i64> = sqlx::query(
+            &self.q("SELECT MAX(version) AS v FROM project_versions WHERE project_id = ?"),
+        )
+        .bind(&v.project_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+        let number = latest.unwrap_or(0) + 1;
+        let sql = self.q(&format!(
+            "INSERT INTO project_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ));
+        sqlx::query(&sql)
+            .bind(&v.project_id)
+            .bind(number)
+            .bind(to_json(&v.bundle))
+            .bind(&v.entrypoint)
+            .bind(&v.requirements)
+            .bind(v.python_version.clone())
+            .bind(to_json(&v.files))
+            .bind(v.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, "project version"))?;
+        sqlx::query(&self.q("UPDATE projects SET current_version = ? WHERE id = ?"))
+            .bind(number)
+            .bind(&v.project_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(number)
     }
 
     async fn version(&self, project_id: &str, version: i64) -> StoreResult<ProjectVersion> {
@@ -480,14 +714,9 @@ impl Store for SqlStore {
     }
 
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>> {
-        let sql = self.q(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?"
-        ));
-        let rs = sqlx::query(&sql)
-            .bind(cursor.unwrap_or("~"))
-            .bind(limit as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        let limit = page_size(limit);
+        let select = format!("SELECT {TASK_COLUMNS} FROM tasks");
+        let rs = self.newest_first(&select, limit, cursor).await?;
         let items = rs.iter().map(rows::task).collect::<StoreResult<Vec<_>>>()?;
         Ok(page(items, limit, |t| t.id.clone()))
     }
@@ -546,6 +775,7 @@ impl Store for SqlStore {
             env: task.spec.env.clone(),
             timeout_s: task.spec.timeout_s,
         };
+        let mut tx = self.pool.begin().await?;
         let sql = self.q("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before) VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?)");
         sqlx::query(&sql)
             .bind(&id)
@@ -560,11 +790,13 @@ impl Store for SqlStore {
             .bind(new.due_at)
             .bind(now)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| conflict(e, "a run for this task and due time"))?;
-        self.history_in(&id, 1, "queued", &format!("trigger: {}", new.trigger), now)
+        let detail = format!("trigger: {}", new.trigger);
+        self.history_in(&mut tx, &id, 1, "queued", &detail, now)
             .await?;
+        tx.commit().await?;
         Ok((self.run(&id).await?, job))
     }
 
@@ -585,8 +817,12 @@ impl Store for SqlStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Run>> {
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id < ?");
-        let mut binds: Vec<String> = vec![cursor.unwrap_or("~").to_string()];
+        let limit = page_size(limit);
+        let mut sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE {}",
+            after_cursor(cursor)
+        );
+        let mut binds: Vec<String> = cursor.iter().map(|c| c.to_string()).collect();
         if let Some(t) = &f.task_id {
             sql.push_str(" AND task_id = ?");
             binds.push(t.clone());
@@ -652,24 +888,23 @@ impl Store for SqlStore {
         at_ms: i64,
     ) -> StoreResult<Run> {
         let sql = self.q("UPDATE runs SET state = 'running', lease_token = ?, worker_id = ?, started_at = ? WHERE id = ? AND attempt = ? AND state = 'queued' AND cancel_requested = 0");
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(&sql)
             .bind(lease_token)
             .bind(worker_id)
             .bind(at_ms)
             .bind(run_id)
             .bind(attempt as i64)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 1 {
+            let detail = format!("worker {worker_id}");
+            self.history_in(&mut tx, run_id, attempt, "running", &detail, at_ms)
+                .await?;
+        }
+        tx.commit().await?;
         let run = self.run(run_id).await?;
         if done.rows_affected() == 1 {
-            self.history_in(
-                run_id,
-                attempt,
-                "running",
-                &format!("worker {worker_id}"),
-                at_ms,
-            )
-            .await?;
             return Ok(run);
         }
         // A repeated report of the same start is harmless; anything else is stale.
@@ -694,91 +929,54 @@ impl Store for SqlStore {
         o: &Outcome,
         at_ms: i64,
     ) -> StoreResult<FinishApplied> {
-        let run = self.run(run_id).await?;
-        let fenced = run.attempt == attempt
-            && !run.state.is_terminal()
-            && (lease_token.is_none() || run.lease_token.as_deref() == lease_token);
-        if !fenced {
-            return Err(StoreError::Stale(format!(
-                "run {run_id} is {} at attempt {}; report for attempt {attempt} refused",
-                run.state.as_str(),
-                run.attempt
-            )));
-        }
-        let retry_row = self
-            .one("SELECT retry FROM runs WHERE id = ?", &[run_id])
-            .await?;
-        let retry: RetryPolicy = serde_json::from_str(&rows::text(&retry_row, "retry")?)
-            .map_err(|e| StoreError::Corrupt(format!("retry policy of run {run_id}: {e}")))?;
-        let requeue = o.state.is_retryable() && attempt < run.max_attempts && !run.cancel_requested;
-        let detail = to_json(o);
-        let fence = "WHERE id = ? AND attempt = ? AND state = ? AND (lease_token = ? OR ? = '')";
-        let token = lease_token.unwrap_or("");
-        let done = if requeue {
-            let sql = self.q(&format!("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? {fence}"));
-            sqlx::query(&sql)
-                .bind(at_ms + retry.backoff_ms(attempt + 1))
-                .bind(o.exit_code.map(i64::from))
-                .bind(o.signal.map(i64::from))
-                .bind(o.error.clone())
-                .bind(run_id)
-                .bind(attempt as i64)
-                .bind(run.state.as_str())
-                .bind(token)
-                .bind(token)
-                .execute(&self.pool)
+        for _ in 0..4 {
+            if let Some(applied) = self
+                .try_finish(run_id, attempt, lease_token, o, at_ms)
                 .await?
-        } else {
-            let sql = self.q(&format!("UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?, finished_at = ? {fence}"));
-            sqlx::query(&sql)
-                .bind(o.state.as_str())
-                .bind(o.exit_code.map(i64::from))
-                .bind(o.signal.map(i64::from))
-                .bind(o.error.clone())
-                .bind(o.duration_ms)
-                .bind(o.peak_rss_kb)
-                .bind(o.log_key.clone())
-                .bind(o.result.as_ref().map(to_json))
-                .bind(at_ms)
-                .bind(run_id)
-                .bind(attempt as i64)
-                .bind(run.state.as_str())
-                .bind(token)
-                .bind(token)
-                .execute(&self.pool)
-                .await?
-        };
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Stale(format!(
-                "run {run_id} changed while its attempt {attempt} was being recorded"
-            )));
+            {
+                return Ok(applied);
+            }
         }
-        self.history_in(run_id, attempt, o.state.as_str(), &detail, at_ms)
-            .await?;
-        let run = self.run(run_id).await?;
-        Ok(if requeue {
-            FinishApplied::Requeued(run)
-        } else {
-            FinishApplied::Terminal(run)
-        })
+        Err(StoreError::Stale(format!(
+            "run {run_id} kept changing while its attempt {attempt} was being recorded"
+        )))
     }
 
     async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run> {
-        let sql = self.q("UPDATE runs SET state = 'cancelled', cancel_requested = 1, finished_at = ?, error = 'cancelled before it started' WHERE id = ? AND state = 'queued'");
+        // One statement decides queued → cancelled or running → flagged, so a run that changes
+        // state meanwhile cannot slip between two checks. `state` is assigned last because
+        // MySQL evaluates SET left to right with the new values; the others see the old state
+        // on every engine.
+        let mut tx = self.pool.begin().await?;
+        let sql = self.q("UPDATE runs SET cancel_requested = 1, \
+             finished_at = CASE WHEN state = 'queued' THEN ? ELSE finished_at END, \
+             error = CASE WHEN state = 'queued' THEN 'cancelled before it started' ELSE error END, \
+             state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END \
+             WHERE id = ? AND state IN ('queued', 'running')");
         let done = sqlx::query(&sql)
             .bind(at_ms)
             .bind(run_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            let sql =
-                self.q("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND state = 'running'");
-            sqlx::query(&sql).bind(run_id).execute(&self.pool).await?;
+        if done.rows_affected() == 1 {
+            let attempt: i64 = sqlx::query(&self.q("SELECT attempt FROM runs WHERE id = ?"))
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("attempt")?;
+            self.history_in(
+                &mut tx,
+                run_id,
+                attempt as u32,
+                "cancel_requested",
+                "",
+                at_ms,
+            )
+            .await?;
         }
-        let run = self.run(run_id).await?;
-        self.history_in(run_id, run.attempt, "cancel_requested", "", at_ms)
-            .await?;
-        Ok(run)
+        tx.commit().await?;
+        // Already finished runs are returned as they are: cancelling them is a no-op.
+        self.run(run_id).await
     }
 
     async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>> {
@@ -788,17 +986,8 @@ impl Store for SqlStore {
     }
 
     async fn add_history(&self, e: &RunHistoryEntry) -> StoreResult<()> {
-        let sql = self.q("INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES (?, ?, ?, ?, ?, ?)");
-        sqlx::query(&sql)
-            .bind(&e.id)
-            .bind(&e.run_id)
-            .bind(e.attempt as i64)
-            .bind(&e.kind)
-            .bind(&e.detail)
-            .bind(e.at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        self.insert_history(&mut conn, e).await
     }
 
     async fn add_audit(&self, a: &AuditEntry) -> StoreResult<()> {
@@ -820,11 +1009,9 @@ impl Store for SqlStore {
     }
 
     async fn list_audit(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<AuditEntry>> {
-        let sql = self.q("SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?");
-        let rs = sqlx::query(&sql)
-            .bind(cursor.unwrap_or("~"))
-            .bind(limit as i64 + 1)
-            .fetch_all(&self.pool)
+        let limit = page_size(limit);
+        let rs = self
+            .newest_first("SELECT * FROM audit", limit, cursor)
             .await?;
         let items = rs
             .iter()

@@ -52,7 +52,7 @@ impl TestDb {
             Engine::Postgres | Engine::Mysql => {
                 let admin = admin_url(engine);
                 let name = format!("antcode_t_{}", uuid::Uuid::new_v4().simple());
-                admin_exec(engine, &admin, &format!("CREATE DATABASE {name}"))
+                create_database(engine, &admin, &name)
                     .await
                     .unwrap_or_else(|e| panic!("{}", unreachable_message(engine, &admin, &e)));
                 TestDb {
@@ -158,6 +158,22 @@ fn unreachable_message(engine: Engine, admin: &str, e: &sqlx::Error) -> String {
         "{what} is required for the Store conformance suite but CREATE DATABASE through {admin} \
          failed: {e}. Start the server or point {var} at an admin URL."
     )
+}
+
+/// PostgreSQL databases get a natural-language ICU collation (what most installations use, and
+/// where punctuation sorts before digits) so the store cannot lean on byte order by accident;
+/// servers without ICU get the default. MariaDB databases get the server default charset.
+async fn create_database(engine: Engine, admin: &str, name: &str) -> Result<(), sqlx::Error> {
+    if engine == Engine::Postgres {
+        let icu = format!(
+            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+             LOCALE 'C.UTF-8' ENCODING 'UTF8'"
+        );
+        if admin_exec(engine, admin, &icu).await.is_ok() {
+            return Ok(());
+        }
+    }
+    admin_exec(engine, admin, &format!("CREATE DATABASE {name}")).await
 }
 
 async fn admin_exec(engine: Engine, admin: &str, sql: &str) -> Result<(), sqlx::Error> {
