@@ -105,6 +105,9 @@ pub struct ControlArgs {
 
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
+    /// Seconds a running run may lack a live lease before it is declared lost.
+    #[arg(long, env = "ANTCODE_LOST_AFTER_S", default_value_t = 15)]
+    pub lost_after_s: u64,
     /// Address of the operations endpoint (/metrics, /healthz, /readyz).
     #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9101")]
     pub ops_listen: SocketAddr,
@@ -148,6 +151,12 @@ pub struct RunnerArgs {
     pub labels: Vec<String>,
     #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 2)]
     pub slots: usize,
+    /// Seconds a lease lives without a heartbeat (the heartbeat timeout).
+    #[arg(long, env = "ANTCODE_LEASE_TTL_S", default_value_t = 15)]
+    pub lease_ttl_s: u64,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "ANTCODE_HEARTBEAT_S", default_value_t = 2)]
+    pub heartbeat_s: u64,
     #[arg(long, env = "ANTCODE_WORKER_NAME")]
     pub name: Option<String>,
     #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-runner")]
