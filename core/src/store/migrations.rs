@@ -7,28 +7,30 @@ use super::sql::Dialect;
 
 /// Each entry is a list of statements. Placeholders: `{id}` short keys, `{name}` indexed strings,
 /// `{text}` unbounded text, `{big}` 64-bit integers.
-pub const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE users (
+pub const MIGRATIONS: &[&[&str]] = &[
+    // 1: the core entities.
+    &[
+        "CREATE TABLE users (
         id {id} PRIMARY KEY, username {name} NOT NULL UNIQUE, password_hash {text} NOT NULL,
         role {id} NOT NULL, disabled {big} NOT NULL DEFAULT 0, created_at {big} NOT NULL)",
-    "CREATE TABLE tokens (
+        "CREATE TABLE tokens (
         id {id} PRIMARY KEY, token_hash {id} NOT NULL UNIQUE, user_id {id} NOT NULL,
         name {name} NOT NULL, kind {id} NOT NULL, scopes {text} NOT NULL,
         created_at {big} NOT NULL, expires_at {big} NOT NULL)",
-    "CREATE INDEX tokens_user ON tokens (user_id)",
-    "CREATE TABLE projects (
+        "CREATE INDEX tokens_user ON tokens (user_id)",
+        "CREATE TABLE projects (
         id {id} PRIMARY KEY, name {name} NOT NULL UNIQUE, description {text} NOT NULL,
         current_version {big} NOT NULL, created_at {big} NOT NULL, updated_at {big} NOT NULL)",
-    "CREATE TABLE project_versions (
+        "CREATE TABLE project_versions (
         project_id {id} NOT NULL, version {big} NOT NULL, bundle {text} NOT NULL,
         entrypoint {name} NOT NULL, requirements {text} NOT NULL, python_version {id},
         files {text} NOT NULL, created_at {big} NOT NULL, PRIMARY KEY (project_id, version))",
-    "CREATE TABLE tasks (
+        "CREATE TABLE tasks (
         id {id} PRIMARY KEY, name {name} NOT NULL UNIQUE, project_id {id} NOT NULL,
         spec {text} NOT NULL, schedule {text}, paused {big} NOT NULL DEFAULT 0,
         next_fire_at {big}, created_at {big} NOT NULL, updated_at {big} NOT NULL)",
-    "CREATE INDEX tasks_due ON tasks (next_fire_at)",
-    "CREATE TABLE runs (
+        "CREATE INDEX tasks_due ON tasks (next_fire_at)",
+        "CREATE TABLE runs (
         id {id} PRIMARY KEY, task_id {id} NOT NULL, project_id {id} NOT NULL,
         project_version {big} NOT NULL, state {id} NOT NULL, attempt {big} NOT NULL,
         max_attempts {big} NOT NULL, retry {text} NOT NULL, queue {name} NOT NULL,
@@ -36,18 +38,36 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
         exit_code {big}, exit_signal {big}, error {text}, duration_ms {big}, peak_rss_kb {big},
         log_key {name}, result {text}, cancel_requested {big} NOT NULL DEFAULT 0, due_at {big},
         queued_at {big} NOT NULL, not_before {big}, started_at {big}, finished_at {big})",
-    "CREATE UNIQUE INDEX runs_one_fire ON runs (task_id, due_at)",
-    "CREATE INDEX runs_state ON runs (state, not_before)",
-    "CREATE INDEX runs_task ON runs (task_id, id)",
-    "CREATE TABLE run_history (
+        "CREATE UNIQUE INDEX runs_one_fire ON runs (task_id, due_at)",
+        "CREATE INDEX runs_state ON runs (state, not_before)",
+        "CREATE INDEX runs_task ON runs (task_id, id)",
+        "CREATE TABLE run_history (
         id {id} PRIMARY KEY, run_id {id} NOT NULL, attempt {big} NOT NULL, kind {id} NOT NULL,
         detail {text} NOT NULL, at {big} NOT NULL)",
-    "CREATE INDEX run_history_run ON run_history (run_id, id)",
-    "CREATE TABLE audit (
+        "CREATE INDEX run_history_run ON run_history (run_id, id)",
+        "CREATE TABLE audit (
         id {id} PRIMARY KEY, at {big} NOT NULL, actor {name} NOT NULL, action {name} NOT NULL,
         resource {name} NOT NULL, before_value {text}, after_value {text}, address {name} NOT NULL,
         user_agent {text} NOT NULL, outcome {id} NOT NULL)",
-]];
+    ],
+    // 2: worker identity — one-time enrollment keys and the credentials they are traded for.
+    &[
+        "CREATE TABLE worker_keys (
+        id {id} PRIMARY KEY, key_hash {id} NOT NULL UNIQUE, note {name} NOT NULL,
+        queues {text} NOT NULL, labels {text} NOT NULL, created_by {name} NOT NULL,
+        created_at {big} NOT NULL, expires_at {big} NOT NULL, used_at {big}, used_by {id})",
+        "CREATE TABLE workers (
+        id {id} PRIMARY KEY, name {name} NOT NULL, mode {id} NOT NULL, queues {text} NOT NULL,
+        labels {text} NOT NULL, api_key_hash {id} UNIQUE, cert_fingerprint {id} UNIQUE,
+        revoked {big} NOT NULL DEFAULT 0, created_at {big} NOT NULL, last_seen_at {big})",
+    ],
+    // 3: task secrets, sealed with an AEAD under the cluster's secret key.
+    &["CREATE TABLE secrets (
+        name {name} PRIMARY KEY, sealed {text} NOT NULL, created_at {big} NOT NULL,
+        updated_at {big} NOT NULL, updated_by {name} NOT NULL)"],
+    // 4: the highest scheduler fencing token a write was accepted under, per lock.
+    &["CREATE TABLE fences (name {name} PRIMARY KEY, token {big} NOT NULL)"],
+];
 
 pub fn render(stmt: &str, dialect: Dialect) -> String {
     let (id, name, text, big) = match dialect {
