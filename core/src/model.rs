@@ -425,6 +425,48 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A one-time enrollment key: an admin creates it, a gateway runner trades it once for its own
+/// credential. Only the key's hash is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerKey {
+    pub id: String,
+    pub note: String,
+    /// Queues the enrolled worker may lease from.
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub created_by: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: i64,
+    #[serde(with = "rfc3339")]
+    pub expires_at: i64,
+    /// When it was redeemed (`None` while unused).
+    pub used_at: Option<i64>,
+    /// The worker it was traded for.
+    pub used_by: Option<String>,
+    #[serde(skip)]
+    pub key_hash: String,
+}
+
+/// A worker identity known to the cluster (gateway runners enroll one; the credential hashes
+/// and the client certificate fingerprint are how the edge recognises it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub name: String,
+    /// `gateway` for enrolled runners.
+    pub mode: String,
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub api_key_hash: Option<String>,
+    /// SHA-256 (hex) of the DER client certificate, when one was issued.
+    pub cert_fingerprint: Option<String>,
+    pub revoked: bool,
+    #[serde(with = "rfc3339")]
+    pub created_at: i64,
+    pub last_seen_at: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

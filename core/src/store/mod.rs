@@ -140,4 +140,24 @@ pub trait Store: Send + Sync + 'static {
     // audit and secrets
     async fn add_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     async fn list_audit(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<AuditEntry>>;
+
+    // worker identity (enrollment keys and enrolled workers)
+    async fn create_worker_key(&self, key: &WorkerKey) -> StoreResult<()>;
+    async fn list_worker_keys(&self) -> StoreResult<Vec<WorkerKey>>;
+    /// Trades an unused, unexpired key for `worker` in one transaction: the key is marked used
+    /// by `worker.id` and the worker is inserted with the key's queues (and its labels over the
+    /// worker's own). Of two concurrent redemptions exactly one wins. Unknown key: `NotFound`;
+    /// used: `Conflict`; expired: `Stale`.
+    async fn redeem_worker_key(
+        &self,
+        key_hash: &str,
+        worker: &WorkerRecord,
+        now_ms: i64,
+    ) -> StoreResult<WorkerRecord>;
+    async fn worker_record(&self, id: &str) -> StoreResult<WorkerRecord>;
+    async fn worker_by_api_key(&self, api_key_hash: &str) -> StoreResult<WorkerRecord>;
+    async fn worker_by_fingerprint(&self, fingerprint: &str) -> StoreResult<WorkerRecord>;
+    async fn list_worker_records(&self) -> StoreResult<Vec<WorkerRecord>>;
+    /// Marks the worker revoked (idempotent); returns it as it is now.
+    async fn revoke_worker(&self, id: &str) -> StoreResult<WorkerRecord>;
 }

@@ -178,3 +178,33 @@ pub fn audit(row: &AnyRow) -> StoreResult<AuditEntry> {
         outcome: text(row, "outcome")?,
     })
 }
+
+pub fn worker_key(row: &AnyRow) -> StoreResult<WorkerKey> {
+    Ok(WorkerKey {
+        id: text(row, "id")?,
+        key_hash: text(row, "key_hash")?,
+        note: text(row, "note")?,
+        queues: json(&text(row, "queues")?, "worker key queues")?,
+        labels: json(&text(row, "labels")?, "worker key labels")?,
+        created_by: text(row, "created_by")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+        used_by: opt_text(row, "used_by")?,
+    })
+}
+
+pub fn worker_record(row: &AnyRow) -> StoreResult<WorkerRecord> {
+    Ok(WorkerRecord {
+        id: text(row, "id")?,
+        name: text(row, "name")?,
+        mode: text(row, "mode")?,
+        queues: json(&text(row, "queues")?, "worker queues")?,
+        labels: json(&text(row, "labels")?, "worker labels")?,
+        api_key_hash: opt_text(row, "api_key_hash")?,
+        cert_fingerprint: opt_text(row, "cert_fingerprint")?,
+        revoked: row.try_get::<i64, _>("revoked")? != 0,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+    })
+}

@@ -1019,4 +1019,141 @@ impl Store for SqlStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(page(items, limit, |a| a.id.clone()))
     }
+
+    async fn create_worker_key(&self, k: &WorkerKey) -> StoreResult<()> {
+        let sql = self.q("INSERT INTO worker_keys (id, key_hash, note, queues, labels, created_by, created_at, expires_at, used_at, used_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)");
+        sqlx::query(&sql)
+            .bind(&k.id)
+            .bind(&k.key_hash)
+            .bind(&k.note)
+            .bind(to_json(&k.queues))
+            .bind(to_json(&k.labels))
+            .bind(&k.created_by)
+            .bind(k.created_at)
+            .bind(k.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "worker key"))?;
+        Ok(())
+    }
+
+    async fn list_worker_keys(&self) -> StoreResult<Vec<WorkerKey>> {
+        let rs = sqlx::query("SELECT * FROM worker_keys ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rs.iter().map(rows::worker_key).collect()
+    }
+
+    async fn redeem_worker_key(
+        &self,
+        key_hash: &str,
+        w: &WorkerRecord,
+        now_ms: i64,
+    ) -> StoreResult<WorkerRecord> {
+        let mut tx = self.pool.begin().await?;
+        // One conditional UPDATE decides the winner: the row lock (or SQLite's write lock)
+        // serialises concurrent redemptions and only the first sees `used_at IS NULL`.
+        let done = sqlx::query(&self.q(
+            "UPDATE worker_keys SET used_at = ?, used_by = ? \
+             WHERE key_hash = ? AND used_at IS NULL AND expires_at > ?",
+        ))
+        .bind(now_ms)
+        .bind(&w.id)
+        .bind(key_hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&self.q("SELECT * FROM worker_keys WHERE key_hash = ?"))
+            .bind(key_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let key = rows::worker_key(&row)?;
+        if done.rows_affected() != 1 {
+            return Err(if key.used_at.is_some() {
+                StoreError::Conflict("enrollment key already used".into())
+            } else {
+                StoreError::Stale("enrollment key expired".into())
+            });
+        }
+        let mut worker = w.clone();
+        worker.queues = key.queues.clone();
+        for (k, v) in &key.labels {
+            worker.labels.insert(k.clone(), v.clone());
+        }
+        sqlx::query(&self.q("INSERT INTO workers (id, name, mode, queues, labels, api_key_hash, cert_fingerprint, revoked, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(&worker.id)
+            .bind(&worker.name)
+            .bind(&worker.mode)
+            .bind(to_json(&worker.queues))
+            .bind(to_json(&worker.labels))
+            .bind(worker.api_key_hash.as_deref())
+            .bind(worker.cert_fingerprint.as_deref())
+            .bind(worker.revoked as i64)
+            .bind(worker.created_at)
+            .bind(worker.last_seen_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, "worker"))?;
+        tx.commit().await?;
+        Ok(worker)
+    }
+
+    async fn worker_record(&self, id: &str) -> StoreResult<WorkerRecord> {
+        rows::worker_record(&self.one("SELECT * FROM workers WHERE id = ?", &[id]).await?)
+    }
+
+    async fn worker_by_api_key(&self, api_key_hash: &str) -> StoreResult<WorkerRecord> {
+        rows::worker_record(
+            &self
+                .one("SELECT * FROM workers WHERE api_key_hash = ?", &[api_key_hash])
+                .await?,
+        )
+    }
+
+    async fn worker_by_fingerprint(&self, fingerprint: &str) -> StoreResult<WorkerRecord> {
+        rows::worker_record(
+            &self
+                .one(
+                    "SELECT * FROM workers WHERE cert_fingerprint = ?",
+                    &[fingerprint],
+                )
+                .await?,
+        )
+    }
+
+    async fn list_worker_records(&self) -> StoreResult<Vec<WorkerRecord>> {
+        let rs = sqlx::query("SELECT * FROM workers ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rs.iter().map(rows::worker_record).collect()
+    }
+
+    async fn revoke_worker(&self, id: &str) -> StoreResult<WorkerRecord> {
+        sqlx::query(&self.q("UPDATE workers SET revoked = 1 WHERE id = ?"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.worker_record(id).await
+    }
+
+    async fn expired_queued_runs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Run>> {
+        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND queue_timeout_ms > 0 AND COALESCE(not_before, queued_at) + queue_timeout_ms < ? ORDER BY id LIMIT ?"));
+        let rs = sqlx::query(&sql).bind(now_ms).bind(limit.max(1) as i64).fetch_all(&self.pool).await?;
+        rs.iter().map(rows::run).collect()
+    }
+
+    async fn expire_run(&self, run_id: &str, attempt: u32, at_ms: i64) -> StoreResult<Run> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.q("UPDATE runs SET state = 'failed', error = 'expired: not started within its queue timeout', finished_at = ? WHERE id = ? AND attempt = ? AND state = 'queued'");
+        let done = sqlx::query(&sql).bind(at_ms).bind(run_id).bind(attempt as i64).execute(&mut *tx).await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Stale(format!("run {run_id} is no longer queued at attempt {attempt}")));
+        }
+        self.history_in(&mut tx, run_id, attempt, "expired", "not started within its queue timeout", at_ms).await?;
+        tx.commit().await?;
+        self.run(run_id).await
+    }
 }
