@@ -20,6 +20,7 @@ pub mod ids;
 pub mod model;
 pub mod schedule;
 pub mod seams;
+pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -329,6 +329,13 @@ pub struct Job {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub timeout_s: u64,
+    /// Names of the task's declared secrets (copied from the task when the run is created).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Their values, filled only in the message a publisher hands the broker
+    /// ([`crate::secrets::publish_job`]); empty in the job SQL stores.
+    #[serde(default, skip_serializing_if = "crate::secrets::SecretEnv::is_empty")]
+    pub secret_env: crate::secrets::SecretEnv,
 }
 
 /// A job handed to one runner, fenced by `(run_id, attempt, lease_token)`.

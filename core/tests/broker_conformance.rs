@@ -117,6 +117,8 @@ fn job(run_id: &str, queue: &str) -> Job {
             ("EMPTY".to_string(), String::new()),
         ]),
         timeout_s: 3600,
+        secrets: vec![],
+        secret_env: Default::default(),
     }
 }
 

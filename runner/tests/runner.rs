@@ -66,6 +66,8 @@ fn job(bundle: BundleRef, entrypoint: &str) -> Job {
         args: vec![],
         env: BTreeMap::new(),
         timeout_s: 120,
+        secrets: vec![],
+        secret_env: Default::default(),
     }
 }
 

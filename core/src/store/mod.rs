@@ -160,4 +160,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_worker_records(&self) -> StoreResult<Vec<WorkerRecord>>;
     /// Marks the worker revoked (idempotent); returns it as it is now.
     async fn revoke_worker(&self, id: &str) -> StoreResult<WorkerRecord>;
+    // task secrets (sealed values; see crate::secrets)
+    /// Inserts or replaces the secret called `secret.meta.name`, keeping the original
+    /// `created_at` on replace. Returns true when it was created.
+    async fn put_secret(&self, secret: &crate::secrets::SealedSecret) -> StoreResult<bool>;
+    async fn secret(&self, name: &str) -> StoreResult<crate::secrets::SealedSecret>;
+    /// Names and timestamps only, by name.
+    async fn list_secrets(&self) -> StoreResult<Vec<crate::secrets::SecretMeta>>;
+    async fn delete_secret(&self, name: &str) -> StoreResult<()>;
 }

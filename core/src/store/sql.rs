@@ -774,6 +774,8 @@ impl Store for SqlStore {
             args: task.spec.args.clone(),
             env: task.spec.env.clone(),
             timeout_s: task.spec.timeout_s,
+            secrets: task.spec.secrets.clone(),
+            secret_env: Default::default(),
         };
         let mut tx = self.pool.begin().await?;
         let sql = self.q("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before) VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -1156,4 +1158,70 @@ impl Store for SqlStore {
         tx.commit().await?;
         self.run(run_id).await
     }
+    async fn put_secret(&self, s: &crate::secrets::SealedSecret) -> StoreResult<bool> {
+        let m = &s.meta;
+        let existed = match self.secret(&m.name).await {
+            Ok(_) => true,
+            Err(StoreError::NotFound) => false,
+            Err(e) => return Err(e),
+        };
+        // One statement per dialect so two writers of the same name never collide on the key.
+        let sql = match self.dialect {
+            Dialect::Mysql => "INSERT INTO secrets (name, sealed, created_at, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE sealed = VALUES(sealed), updated_at = VALUES(updated_at), updated_by = VALUES(updated_by)",
+            _ => "INSERT INTO secrets (name, sealed, created_at, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        };
+        sqlx::query(&self.q(sql))
+            .bind(&m.name)
+            .bind(&s.sealed)
+            .bind(m.created_at)
+            .bind(m.updated_at)
+            .bind(&m.updated_by)
+            .execute(&self.pool)
+            .await?;
+        Ok(!existed)
+    }
+
+    async fn secret(&self, name: &str) -> StoreResult<crate::secrets::SealedSecret> {
+        let row = self
+            .one(
+                "SELECT name, sealed, created_at, updated_at, updated_by FROM secrets WHERE name = ?",
+                &[name],
+            )
+            .await?;
+        Ok(crate::secrets::SealedSecret {
+            meta: secret_meta(&row)?,
+            sealed: rows::text(&row, "sealed")?,
+        })
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<crate::secrets::SecretMeta>> {
+        let rs = sqlx::query(
+            "SELECT name, created_at, updated_at, updated_by FROM secrets ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rs.iter().map(secret_meta).collect()
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<()> {
+        let done = sqlx::query(&self.q("DELETE FROM secrets WHERE name = ?"))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+fn secret_meta(row: &AnyRow) -> StoreResult<crate::secrets::SecretMeta> {
+    Ok(crate::secrets::SecretMeta {
+        name: rows::text(row, "name")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        updated_by: rows::text(row, "updated_by")?,
+    })
 }
