@@ -169,10 +169,25 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The backoff before attempt `next_attempt`, jittered down by up to a fifth so retries of
+    /// many runs that failed together do not arrive together. `seed` picks the jitter (any value
+    /// unique to the run and attempt).
+    pub fn jittered_backoff_ms(&self, next_attempt: u32, seed: u64) -> i64 {
+        let base = self.backoff_ms(next_attempt);
+        let spread = base / 5;
+        if spread == 0 {
+            return base;
+        }
+        base - (seed % (spread as u64 + 1)) as i64
+    }
+
     /// Exponential backoff before attempt `next_attempt` (2, 3, …), capped, in milliseconds.
     pub fn backoff_ms(&self, next_attempt: u32) -> i64 {
         let exp = next_attempt.saturating_sub(2).min(20);
-        let secs = self.backoff_s.saturating_mul(1u64 << exp).min(self.max_backoff_s);
+        let secs = self
+            .backoff_s
+            .saturating_mul(1u64 << exp)
+            .min(self.max_backoff_s);
         (secs as i64) * 1000
     }
 }
@@ -191,6 +206,10 @@ pub struct TaskSpec {
     pub overlap: String,
     pub misfire: String,
     pub priority: i32,
+    /// A run not started within this many seconds of being queued fails with reason `expired`
+    /// (0 = wait forever).
+    #[serde(default)]
+    pub queue_timeout_s: u64,
 }
 
 impl Default for TaskSpec {
@@ -207,6 +226,7 @@ impl Default for TaskSpec {
             overlap: "allow".into(),
             misfire: "fire_once".into(),
             priority: 0,
+            queue_timeout_s: 0,
         }
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use antcode_core::model::{Outcome, RunState};
+use antcode_core::model::{Outcome, RunHistoryEntry, RunState};
 use antcode_core::store::StoreError;
 use antcode_core::time::now_ms;
 
@@ -55,6 +55,52 @@ impl<'a> Compensator<'a> {
         if let Err(e) = self.find_orphans().await {
             tracing::warn!(error = %e, "compensation: checking running runs failed");
         }
+        if let Err(e) = self.expire_stale_queued().await {
+            tracing::warn!(error = %e, "compensation: expiring queued runs failed");
+        }
+        if let Err(e) = self.release_held().await {
+            tracing::warn!(error = %e, "compensation: releasing held runs failed");
+        }
+    }
+
+    /// Queued runs past their queue timeout end `failed` (reason `expired`), never retried.
+    async fn expire_stale_queued(&self) -> Result<(), crate::SchedulerError> {
+        for run in self
+            .config
+            .store
+            .expired_queued_runs(now_ms(), 1000)
+            .await?
+        {
+            match self
+                .config
+                .store
+                .expire_run(&run.id, run.attempt, now_ms())
+                .await
+            {
+                Ok(_) => {
+                    let _ = self.config.broker.cancel(&run.id).await;
+                    metrics::counter!("antcode_scheduler_repairs_total", "kind" => "expired")
+                        .increment(1);
+                }
+                Err(StoreError::Stale(_)) => {} // it started meanwhile
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A run held by overlap `queue_one` is released once its task has nothing running.
+    async fn release_held(&self) -> Result<(), crate::SchedulerError> {
+        for run in self.config.store.held_runs(1000).await? {
+            let active = crate::tick::active_runs(self.config, &run.task_id).await?;
+            if active.iter().all(|r| r.state != RunState::Running) {
+                match self.config.store.defer_run(&run.id, now_ms()).await {
+                    Ok(()) | Err(StoreError::Stale(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn republish_queued(&self) -> Result<(), crate::SchedulerError> {
@@ -64,6 +110,13 @@ impl<'a> Compensator<'a> {
                 metrics::counter!("antcode_scheduler_repairs_total", "kind" => "republished")
                     .increment(1);
                 tracing::debug!(run_id = %job.run_id, attempt = job.attempt, "compensation: published queued run");
+                self.note(
+                    &job.run_id,
+                    job.attempt,
+                    "published",
+                    "queued in SQL but missing from the broker: published again",
+                )
+                .await;
             }
         }
         Ok(())
@@ -111,6 +164,21 @@ impl<'a> Compensator<'a> {
         }
         self.orphans = still;
         Ok(())
+    }
+
+    /// Adds a line to the run's history so the repair is visible on the run.
+    async fn note(&self, run_id: &str, attempt: u32, kind: &str, detail: &str) {
+        let entry = RunHistoryEntry {
+            id: antcode_core::ids::new_id(),
+            run_id: run_id.into(),
+            attempt,
+            kind: kind.into(),
+            detail: detail.into(),
+            at: now_ms(),
+        };
+        if let Err(e) = self.config.store.add_history(&entry).await {
+            tracing::debug!(run_id, error = %e, "compensation: history note failed");
+        }
     }
 
     async fn declare_lost(

@@ -12,7 +12,8 @@ use antcode_core::Shutdown;
 
 use crate::{compensation, tick, SchedulerConfig, SchedulerError};
 
-const LOCK: &str = "scheduler";
+/// The leader lock, and the fence whose token guards scheduled-run writes.
+pub const LOCK: &str = "scheduler";
 
 pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) -> Result<(), SchedulerError> {
     let retry = (config.leader_ttl / 3).max(Duration::from_millis(100));

@@ -7,9 +7,9 @@
 //! Misfires (fire times missed while no leader ran): `skip` fires none of them, `fire_once` fires
 //! the latest one, `catch_up` fires each of them (at most [`CATCH_UP_MAX`]).
 
-use antcode_core::model::{RunState, Task};
+use antcode_core::model::{Run, RunState, Task};
 use antcode_core::schedule;
-use antcode_core::store::{NewRun, RunFilter, StoreError};
+use antcode_core::store::{NewRun, RunFilter, StoreError, HELD};
 use antcode_core::time::now_ms;
 
 use crate::SchedulerConfig;
@@ -68,6 +68,33 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
     (fire, next)
 }
 
+/// What the overlap policy decides for one fire while earlier runs of the task are active.
+enum Overlap {
+    Fire,
+    Skip,
+    /// Create the run but hold it until the active one finishes (`queue_one`).
+    Hold,
+    /// Cancel the active runs, then fire (`cancel_previous`).
+    CancelThenFire(Vec<Run>),
+}
+
+async fn overlap(config: &SchedulerConfig, task: &Task) -> Result<Overlap, StoreError> {
+    if task.spec.overlap == "allow" {
+        return Ok(Overlap::Fire);
+    }
+    let active = active_runs(config, &task.id).await?;
+    if active.is_empty() {
+        return Ok(Overlap::Fire);
+    }
+    Ok(match task.spec.overlap.as_str() {
+        "skip" => Overlap::Skip,
+        "queue_one" if active.iter().any(|r| r.state == RunState::Queued) => Overlap::Skip,
+        "queue_one" => Overlap::Hold,
+        "cancel_previous" => Overlap::CancelThenFire(active),
+        _ => Overlap::Fire,
+    })
+}
+
 async fn fire_task(
     config: &SchedulerConfig,
     mut task: Task,
@@ -80,10 +107,15 @@ async fn fire_task(
         .version(&task.project_id, current_version(config, &task).await?)
         .await?;
     for due in due_times {
-        if task.spec.overlap == "skip" && has_active_run(config, &task.id).await? {
-            metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap")
-                .increment(1);
-            continue;
+        let decision = overlap(config, &task).await?;
+        match &decision {
+            Overlap::Skip => {
+                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap")
+                    .increment(1);
+                continue;
+            }
+            Overlap::CancelThenFire(active) => cancel_all(config, active).await,
+            Overlap::Fire | Overlap::Hold => {}
         }
         let new = NewRun {
             task: task.clone(),
@@ -91,14 +123,20 @@ async fn fire_task(
             trigger: "schedule".into(),
             due_at: Some(due),
         };
-        match config.store.create_run(&new).await {
-            Ok((_, job)) => {
+        match config
+            .store
+            .create_fenced_run(&new, crate::leader::LOCK, fence)
+            .await
+        {
+            Ok((run, job)) => {
                 metrics::counter!("antcode_scheduler_fires_total", "outcome" => "fired")
                     .increment(1);
                 metrics::counter!("antcode_runs_created_total", "trigger" => "schedule")
                     .increment(1);
                 tracing::info!(task = %task.name, due, fence, "tick: fired");
-                if let Err(e) = config.broker.publish(&job).await {
+                if matches!(decision, Overlap::Hold) {
+                    config.store.defer_run(&run.id, HELD).await?;
+                } else if let Err(e) = config.broker.publish(&job).await {
                     // Compensation publishes it from SQL on the next pass.
                     tracing::warn!(error = %e, "tick: publish failed");
                 }
@@ -115,6 +153,17 @@ async fn fire_task(
     config.store.update_task(&task).await
 }
 
+async fn cancel_all(config: &SchedulerConfig, runs: &[Run]) {
+    for run in runs {
+        if let Err(e) = config.store.request_cancel(&run.id, now_ms()).await {
+            tracing::warn!(run_id = %run.id, error = %e, "tick: cancelling the previous run failed");
+        }
+        if let Err(e) = config.broker.cancel(&run.id).await {
+            tracing::warn!(run_id = %run.id, error = %e, "tick: cancel signal failed");
+        }
+    }
+}
+
 async fn current_version(config: &SchedulerConfig, task: &Task) -> Result<i64, StoreError> {
     Ok(config
         .store
@@ -123,22 +172,16 @@ async fn current_version(config: &SchedulerConfig, task: &Task) -> Result<i64, S
         .current_version)
 }
 
-async fn has_active_run(config: &SchedulerConfig, task_id: &str) -> Result<bool, StoreError> {
+/// The task's queued (including held) and running runs.
+pub async fn active_runs(config: &SchedulerConfig, task_id: &str) -> Result<Vec<Run>, StoreError> {
+    let mut out = vec![];
     for state in [RunState::Queued, RunState::Running] {
         let filter = RunFilter {
             task_id: Some(task_id.into()),
             state: Some(state),
             ..Default::default()
         };
-        if !config
-            .store
-            .list_runs(&filter, 1, None)
-            .await?
-            .items
-            .is_empty()
-        {
-            return Ok(true);
-        }
+        out.extend(config.store.list_runs(&filter, 100, None).await?.items);
     }
-    Ok(false)
+    Ok(out)
 }

@@ -366,3 +366,170 @@ async fn an_expired_lease_is_lost_then_retried() {
     shutdown.cancel();
     sched.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_fire() {
+    let w = world().await;
+    let every = Schedule::Interval { every_s: 60 };
+    let task = w
+        .task(
+            "fenced-fire",
+            Some(every),
+            Some(now_ms()),
+            TaskSpec::default(),
+        )
+        .await;
+    let config = w.config("new-leader");
+    tick::fire_due(&config, 10).await;
+    assert_eq!(w.runs_of(&task).await.len(), 1);
+    // The old leader (token 9) wakes up late with a due time of its own: refused at the SQL write.
+    let mut t = w.store.task(&task.id).await.unwrap();
+    t.next_fire_at = Some(now_ms());
+    w.store.update_task(&t).await.unwrap();
+    tick::fire_due(&config, 9).await;
+    assert_eq!(
+        w.runs_of(&task).await.len(),
+        1,
+        "the deposed leader's fire was refused"
+    );
+}
+
+#[tokio::test]
+async fn overlap_queue_one_holds_then_releases_and_cancel_previous_cancels() {
+    let w = world().await;
+    let spec = TaskSpec {
+        overlap: "queue_one".into(),
+        ..Default::default()
+    };
+    let task = w
+        .task(
+            "queue-one",
+            Some(Schedule::Interval { every_s: 1 }),
+            Some(now_ms()),
+            spec,
+        )
+        .await;
+    let config = w.config("solo");
+    let refire = || async {
+        let mut t = w.store.task(&task.id).await.unwrap();
+        t.next_fire_at = Some(now_ms());
+        w.store.update_task(&t).await.unwrap();
+        tick::fire_due(&config, 1).await;
+    };
+    tick::fire_due(&config, 1).await;
+    let first = w
+        .broker
+        .lease(&lease_req(Duration::from_secs(30)), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    w.store
+        .mark_started(&first.job.run_id, 1, &first.lease_token, "w1", now_ms())
+        .await
+        .unwrap();
+    refire().await; // held behind the running one
+    refire().await; // one is already waiting: skipped
+    assert_eq!(w.runs_of(&task).await.len(), 2);
+    assert_eq!(w.store.held_runs(10).await.unwrap().len(), 1);
+    let mut comp = antcode_scheduler::compensation::Compensator::new(&config);
+    comp.pass().await;
+    assert!(
+        w.broker
+            .lease(&lease_req(Duration::from_secs(30)), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held while the first runs"
+    );
+    let outcome = Outcome {
+        state: RunState::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+        duration_ms: 1,
+        peak_rss_kb: None,
+        log_key: None,
+        result: None,
+    };
+    w.store
+        .finish_attempt(
+            &first.job.run_id,
+            1,
+            Some(&first.lease_token),
+            &outcome,
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    comp.pass().await; // released
+    comp.pass().await; // published
+    let second = w
+        .broker
+        .lease(&lease_req(Duration::from_secs(30)), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "released after the first finished");
+
+    let spec = TaskSpec {
+        overlap: "cancel_previous".into(),
+        ..Default::default()
+    };
+    let task = w
+        .task(
+            "cancel-prev",
+            Some(Schedule::Interval { every_s: 1 }),
+            Some(now_ms()),
+            spec,
+        )
+        .await;
+    tick::fire_due(&config, 1).await;
+    let mut t = w.store.task(&task.id).await.unwrap();
+    t.next_fire_at = Some(now_ms());
+    w.store.update_task(&t).await.unwrap();
+    tick::fire_due(&config, 1).await;
+    let runs = w.runs_of(&task).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.state == RunState::Cancelled)
+            .count(),
+        1,
+        "{runs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_not_started_within_its_queue_timeout_expires() {
+    let w = world().await;
+    let spec = TaskSpec {
+        queue_timeout_s: 1,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            backoff_s: 0,
+            max_backoff_s: 0,
+        },
+        ..Default::default()
+    };
+    let task = w.task("expiring", None, None, spec).await;
+    let (run, job) = w.manual_run(&task).await;
+    w.broker.publish(&job).await.unwrap();
+    let shutdown = Shutdown::new();
+    let sched = tokio::spawn(antcode_scheduler::run(w.config("s"), shutdown.clone()));
+    eventually("expired", || async {
+        w.store.run(&run.id).await.unwrap().state == RunState::Failed
+    })
+    .await;
+    let r = w.store.run(&run.id).await.unwrap();
+    assert_eq!(r.attempt, 1, "an expired run is not retried");
+    assert!(r.error.unwrap().contains("expired"));
+    assert!(
+        w.broker
+            .lease(&lease_req(Duration::from_secs(30)), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "its job was withdrawn"
+    );
+    shutdown.cancel();
+    sched.await.unwrap().unwrap();
+}

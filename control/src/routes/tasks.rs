@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use antcode_core::ids;
 use antcode_core::model::{RetryPolicy, Role, Run, RunState, Schedule, Task, TaskSpec};
+use antcode_core::secrets::{publish_job, PublishError};
 use antcode_core::store::{NewRun, RunFilter, StoreError};
 use antcode_core::time::{now_ms, parse_rfc3339};
 
@@ -75,6 +76,8 @@ struct TaskBody {
     misfire: Option<String>,
     #[serde(default)]
     priority: i32,
+    #[serde(default)]
+    queue_timeout_s: u64,
 }
 
 fn env_name(s: &str) -> bool {
@@ -139,8 +142,28 @@ async fn validate(
     if b.env.values().any(|v| v.contains('\0')) {
         return Err(bad("env", "values must not contain NUL"));
     }
-    if let Some(k) = b.secrets.iter().find(|k| !env_name(k)) {
+    if b.secrets.len() > 100 {
+        return Err(bad("secrets", "at most 100 secrets"));
+    }
+    if let Some(k) = b
+        .secrets
+        .iter()
+        .find(|k| !antcode_core::secrets::valid_name(k))
+    {
         return Err(bad("secrets", format!("{k:?} is not a valid secret name")));
+    }
+    // Declared secrets must exist now, so a typo fails here and not at the first run.
+    for k in &b.secrets {
+        match state.store.secret(k).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                return Err(bad(
+                    "secrets",
+                    format!("secret {k} is not defined; create it with PUT /api/v1/secrets/{k}"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let queue = b.queue.unwrap_or_else(|| "default".into());
     let queue_ok = !queue.is_empty()
@@ -193,6 +216,12 @@ async fn validate(
             format!("must be one of {}", MISFIRE.join(", ")),
         ));
     }
+    if b.queue_timeout_s > MAX_TIMEOUT_S {
+        return Err(bad(
+            "queue_timeout_s",
+            "must be at most 7 days (0 = no limit)",
+        ));
+    }
     if !(-1000..=1000).contains(&b.priority) {
         return Err(bad("priority", "must be between -1000 and 1000"));
     }
@@ -212,6 +241,7 @@ async fn validate(
         overlap,
         misfire,
         priority: b.priority,
+        queue_timeout_s: b.queue_timeout_s,
     };
     Ok((name, b.project_id, spec, b.schedule, b.paused))
 }
@@ -245,6 +275,7 @@ fn body_of(task: &Task) -> Value {
         "overlap": task.spec.overlap,
         "misfire": task.spec.misfire,
         "priority": task.spec.priority,
+        "queue_timeout_s": task.spec.queue_timeout_s,
     })
 }
 
@@ -405,10 +436,17 @@ pub async fn start_run(state: &AppState, task: &Task, trigger: &str) -> ApiResul
         })
         .await?;
     metrics::run_created(trigger);
-    if let Err(e) = state.broker.publish(&job).await {
-        tracing::warn!(error = %e, run_id = %run.id, "publish failed; the run stays queued for compensation");
+    // Secrets are resolved into the broker message only; the job in SQL holds their names.
+    let secrets = state.secrets.as_deref();
+    match publish_job(state.store.as_ref(), state.broker.as_ref(), secrets, &job).await {
+        Ok(_) => Ok(run),
+        // The run was failed with a message naming the secret: show it as it is now.
+        Err(PublishError::RunFailed(_)) => Ok(state.store.run(&run.id).await?),
+        Err(e) => {
+            tracing::warn!(error = %e, run_id = %run.id, "publish failed; the run stays queued for compensation");
+            Ok(run)
+        }
     }
-    Ok(run)
 }
 
 async fn trigger(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {

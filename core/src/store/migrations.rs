@@ -67,6 +67,8 @@ pub const MIGRATIONS: &[&[&str]] = &[
         updated_at {big} NOT NULL, updated_by {name} NOT NULL)"],
     // 4: the highest scheduler fencing token a write was accepted under, per lock.
     &["CREATE TABLE fences (name {name} PRIMARY KEY, token {big} NOT NULL)"],
+    // 5: queue timeouts — a run not started within this long after it became due fails `expired`.
+    &["ALTER TABLE runs ADD COLUMN queue_timeout_ms {big} NOT NULL DEFAULT 0"],
 ];
 
 pub fn render(stmt: &str, dialect: Dialect) -> String {

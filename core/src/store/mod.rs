@@ -35,6 +35,10 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A `not_before` that means "held until released": a queued run waiting for its task's
+/// previous run to finish (overlap policy `queue_one`).
+pub const HELD: i64 = 32_503_680_000_000; // 3000-01-01
+
 /// Filters for `list_runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -102,6 +106,22 @@ pub trait Store: Send + Sync + 'static {
     // runs
     /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
+    /// `create_run` for a scheduler leader: refused as `Stale` when a newer leader's fencing token
+    /// for `lock` has already been accepted (the deposed leader's late write changes nothing).
+    async fn create_fenced_run(
+        &self,
+        new: &NewRun,
+        lock: &str,
+        token: u64,
+    ) -> StoreResult<(Run, Job)>;
+    /// Queued runs whose queue timeout passed without a start.
+    async fn expired_queued_runs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Run>>;
+    /// `queued` → `failed` with reason `expired`, for this attempt only; never retried.
+    async fn expire_run(&self, run_id: &str, attempt: u32, at_ms: i64) -> StoreResult<Run>;
+    /// Moves a queued run's `not_before`; [`HELD`] holds it until released (overlap `queue_one`).
+    async fn defer_run(&self, run_id: &str, until_ms: i64) -> StoreResult<()>;
+    /// Queued runs held back with [`HELD`].
+    async fn held_runs(&self, limit: u32) -> StoreResult<Vec<Run>>;
     async fn run(&self, id: &str) -> StoreResult<Run>;
     async fn list_runs(
         &self,

@@ -37,6 +37,12 @@ pub struct SqlStore {
     dialect: Dialect,
 }
 
+/// A per-run, per-attempt number for backoff jitter (stable, so a repeated report is harmless).
+fn jitter_seed(run_id: &str, attempt: u32) -> u64 {
+    let digest = crate::ids::sha256_hex(format!("{run_id}/{attempt}").as_bytes());
+    u64::from_str_radix(&digest[..16], 16).unwrap_or(0)
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
@@ -347,7 +353,7 @@ impl SqlStore {
         let done = if requeue {
             let sql = self.q(&format!("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? {fence}"));
             sqlx::query(&sql)
-                .bind(at_ms + retry.backoff_ms(attempt + 1))
+                .bind(at_ms + retry.jittered_backoff_ms(attempt + 1, jitter_seed(run_id, attempt)))
                 .bind(o.exit_code.map(i64::from))
                 .bind(o.signal.map(i64::from))
                 .bind(o.error.clone())
@@ -399,6 +405,114 @@ impl SqlStore {
         } else {
             FinishApplied::Terminal(run)
         }))
+    }
+    /// Inserts a queued run; with a fence, only if `token` is at least the highest token a write
+    /// was accepted under for `lock` (so a deposed leader's late write fails), in one transaction.
+    async fn insert_run(
+        &self,
+        new: &NewRun,
+        fence: Option<(&str, u64)>,
+    ) -> StoreResult<(Run, Job)> {
+        let task = &new.task;
+        let version = &new.version;
+        let now = crate::time::now_ms();
+        let id = new_id();
+        let job = Job {
+            run_id: id.clone(),
+            attempt: 1,
+            queue: task.spec.queue.clone(),
+            task_id: task.id.clone(),
+            project_id: task.project_id.clone(),
+            project_version: version.version,
+            bundle: version.bundle.clone(),
+            entrypoint: task
+                .spec
+                .entrypoint
+                .clone()
+                .unwrap_or_else(|| version.entrypoint.clone()),
+            requirements: version.requirements.clone(),
+            python_version: version.python_version.clone(),
+            args: task.spec.args.clone(),
+            env: task.spec.env.clone(),
+            timeout_s: task.spec.timeout_s,
+            secrets: task.spec.secrets.clone(),
+            secret_env: Default::default(),
+        };
+        let mut tx = self.pool.begin().await?;
+        if let Some((lock, token)) = fence {
+            self.advance_fence(&mut tx, lock, token).await?;
+        }
+        let sql = self.q("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms) VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(&id)
+            .bind(&task.id)
+            .bind(&task.project_id)
+            .bind(version.version)
+            .bind(task.spec.retry.max_attempts.max(1) as i64)
+            .bind(to_json(&task.spec.retry))
+            .bind(&task.spec.queue)
+            .bind(&new.trigger)
+            .bind(to_json(&job))
+            .bind(new.due_at)
+            .bind(now)
+            .bind(now)
+            .bind(
+                task.spec
+                    .queue_timeout_s
+                    .saturating_mul(1000)
+                    .min(i64::MAX as u64) as i64,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, "a run for this task and due time"))?;
+        let detail = format!("trigger: {}", new.trigger);
+        self.history_in(&mut tx, &id, 1, "queued", &detail, now)
+            .await?;
+        tx.commit().await?;
+        Ok((self.run(&id).await?, job))
+    }
+
+    async fn advance_fence(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        lock: &str,
+        token: u64,
+    ) -> StoreResult<()> {
+        let token = token as i64;
+        let sql = self.q("UPDATE fences SET token = ? WHERE name = ? AND token <= ?");
+        let moved = sqlx::query(&sql)
+            .bind(token)
+            .bind(lock)
+            .bind(token)
+            .execute(&mut **tx)
+            .await?;
+        if moved.rows_affected() == 1 {
+            return Ok(());
+        }
+        let sql = self.q("SELECT token FROM fences WHERE name = ?");
+        let current: Option<i64> = sqlx::query(&sql)
+            .bind(lock)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| row.try_get("token"))
+            .transpose()?;
+        match current {
+            Some(current) if current > token => Err(StoreError::Stale(format!(
+                "fencing token {token} of {lock:?} is older than {current}: this leader was deposed"
+            ))),
+            // MySQL reports 0 affected rows when the token is unchanged.
+            Some(_) => Ok(()),
+            None => {
+                let sql = self.q("INSERT INTO fences (name, token) VALUES (?, ?)");
+                sqlx::query(&sql)
+                    .bind(lock)
+                    .bind(token)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| conflict(e, "fence"))?;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -752,54 +866,16 @@ impl Store for SqlStore {
     }
 
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)> {
-        let task = &new.task;
-        let version = &new.version;
-        let now = crate::time::now_ms();
-        let id = new_id();
-        let job = Job {
-            run_id: id.clone(),
-            attempt: 1,
-            queue: task.spec.queue.clone(),
-            task_id: task.id.clone(),
-            project_id: task.project_id.clone(),
-            project_version: version.version,
-            bundle: version.bundle.clone(),
-            entrypoint: task
-                .spec
-                .entrypoint
-                .clone()
-                .unwrap_or_else(|| version.entrypoint.clone()),
-            requirements: version.requirements.clone(),
-            python_version: version.python_version.clone(),
-            args: task.spec.args.clone(),
-            env: task.spec.env.clone(),
-            timeout_s: task.spec.timeout_s,
-            secrets: task.spec.secrets.clone(),
-            secret_env: Default::default(),
-        };
-        let mut tx = self.pool.begin().await?;
-        let sql = self.q("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before) VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?)");
-        sqlx::query(&sql)
-            .bind(&id)
-            .bind(&task.id)
-            .bind(&task.project_id)
-            .bind(version.version)
-            .bind(task.spec.retry.max_attempts.max(1) as i64)
-            .bind(to_json(&task.spec.retry))
-            .bind(&task.spec.queue)
-            .bind(&new.trigger)
-            .bind(to_json(&job))
-            .bind(new.due_at)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict(e, "a run for this task and due time"))?;
-        let detail = format!("trigger: {}", new.trigger);
-        self.history_in(&mut tx, &id, 1, "queued", &detail, now)
-            .await?;
-        tx.commit().await?;
-        Ok((self.run(&id).await?, job))
+        self.insert_run(new, None).await
+    }
+
+    async fn create_fenced_run(
+        &self,
+        new: &NewRun,
+        lock: &str,
+        token: u64,
+    ) -> StoreResult<(Run, Job)> {
+        self.insert_run(new, Some((lock, token))).await
     }
 
     async fn run(&self, id: &str) -> StoreResult<Run> {
@@ -1055,10 +1131,8 @@ impl Store for SqlStore {
         let mut tx = self.pool.begin().await?;
         // One conditional UPDATE decides the winner: the row lock (or SQLite's write lock)
         // serialises concurrent redemptions and only the first sees `used_at IS NULL`.
-        let done = sqlx::query(&self.q(
-            "UPDATE worker_keys SET used_at = ?, used_by = ? \
-             WHERE key_hash = ? AND used_at IS NULL AND expires_at > ?",
-        ))
+        let done = sqlx::query(&self.q("UPDATE worker_keys SET used_at = ?, used_by = ? \
+             WHERE key_hash = ? AND used_at IS NULL AND expires_at > ?"))
         .bind(now_ms)
         .bind(&w.id)
         .bind(key_hash)
@@ -1104,13 +1178,20 @@ impl Store for SqlStore {
     }
 
     async fn worker_record(&self, id: &str) -> StoreResult<WorkerRecord> {
-        rows::worker_record(&self.one("SELECT * FROM workers WHERE id = ?", &[id]).await?)
+        rows::worker_record(
+            &self
+                .one("SELECT * FROM workers WHERE id = ?", &[id])
+                .await?,
+        )
     }
 
     async fn worker_by_api_key(&self, api_key_hash: &str) -> StoreResult<WorkerRecord> {
         rows::worker_record(
             &self
-                .one("SELECT * FROM workers WHERE api_key_hash = ?", &[api_key_hash])
+                .one(
+                    "SELECT * FROM workers WHERE api_key_hash = ?",
+                    &[api_key_hash],
+                )
                 .await?,
         )
     }
@@ -1143,20 +1224,64 @@ impl Store for SqlStore {
 
     async fn expired_queued_runs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Run>> {
         let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND queue_timeout_ms > 0 AND COALESCE(not_before, queued_at) + queue_timeout_ms < ? ORDER BY id LIMIT ?"));
-        let rs = sqlx::query(&sql).bind(now_ms).bind(limit.max(1) as i64).fetch_all(&self.pool).await?;
+        let rs = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rs.iter().map(rows::run).collect()
     }
 
     async fn expire_run(&self, run_id: &str, attempt: u32, at_ms: i64) -> StoreResult<Run> {
         let mut tx = self.pool.begin().await?;
         let sql = self.q("UPDATE runs SET state = 'failed', error = 'expired: not started within its queue timeout', finished_at = ? WHERE id = ? AND attempt = ? AND state = 'queued'");
-        let done = sqlx::query(&sql).bind(at_ms).bind(run_id).bind(attempt as i64).execute(&mut *tx).await?;
+        let done = sqlx::query(&sql)
+            .bind(at_ms)
+            .bind(run_id)
+            .bind(attempt as i64)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() != 1 {
-            return Err(StoreError::Stale(format!("run {run_id} is no longer queued at attempt {attempt}")));
+            return Err(StoreError::Stale(format!(
+                "run {run_id} is no longer queued at attempt {attempt}"
+            )));
         }
-        self.history_in(&mut tx, run_id, attempt, "expired", "not started within its queue timeout", at_ms).await?;
+        self.history_in(
+            &mut tx,
+            run_id,
+            attempt,
+            "expired",
+            "not started within its queue timeout",
+            at_ms,
+        )
+        .await?;
         tx.commit().await?;
         self.run(run_id).await
+    }
+
+    async fn defer_run(&self, run_id: &str, until_ms: i64) -> StoreResult<()> {
+        let sql = self.q("UPDATE runs SET not_before = ? WHERE id = ? AND state = 'queued'");
+        let done = sqlx::query(&sql)
+            .bind(until_ms)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Stale(format!(
+                "run {run_id} is no longer queued"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn held_runs(&self, limit: u32) -> StoreResult<Vec<Run>> {
+        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND not_before >= ? ORDER BY id LIMIT ?"));
+        let rs = sqlx::query(&sql)
+            .bind(crate::store::HELD)
+            .bind(limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rs.iter().map(rows::run).collect()
     }
     async fn put_secret(&self, s: &crate::secrets::SealedSecret) -> StoreResult<bool> {
         let m = &s.meta;
