@@ -1,10 +1,18 @@
 //! Project bundles on the runner: a content-addressed cache under `data_dir/bundles` (a bundle
-//! is fetched once per runner, and every read is checked against its SHA-256), and extraction
-//! into a fresh per-run directory with the same safe walker control validated the upload with.
+//! is downloaded once per runner, streamed to disk and hashed on the way, never held whole in
+//! memory), and extraction into a fresh per-run directory with the same safe walker control
+//! validated the upload with.
+//!
+//! A cache file is only ever created by renaming a fully downloaded and verified temporary file
+//! onto its digest, so its content matches its name. Each runner process re-hashes a cached file
+//! the first time it uses it (catching corruption on disk from before it started) and trusts it
+//! afterwards, which keeps re-hashing off the per-run path.
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use antcode_core::bundle::{extract, Limits};
 use antcode_core::model::BundleRef;
@@ -29,62 +37,150 @@ pub enum BundleFetchError {
 
 pub struct BundleCache {
     root: PathBuf,
+    /// Digests whose cache file this process has hashed (or written) and found right.
+    verified: Mutex<HashSet<String>>,
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+const BUF: usize = 256 * 1024;
+
+/// SHA-256 of a file, read in pieces. Blocking.
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; BUF];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => h.update(&buf[..n]),
+        }
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 impl BundleCache {
     pub fn new(root: PathBuf) -> BundleCache {
-        BundleCache { root }
+        BundleCache {
+            root,
+            verified: Mutex::new(HashSet::new()),
+        }
     }
 
-    /// The bundle's bytes, from the cache or the source, always checked against `bundle.sha256`.
+    fn is_verified(&self, digest: &str) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(digest)
+    }
+
+    fn mark_verified(&self, digest: &str) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.to_string());
+    }
+
+    /// The path of the bundle's cache file, downloading it first if needed; its content always
+    /// matches `bundle.sha256`.
     pub async fn get(
         &self,
         source: &dyn WorkSource,
         bundle: &BundleRef,
-    ) -> Result<Bytes, BundleFetchError> {
+    ) -> Result<PathBuf, BundleFetchError> {
         let digest = bundle.sha256.to_ascii_lowercase();
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(BundleFetchError::BadDigest(bundle.sha256.clone()));
         }
         let path = self.root.join(&digest);
-        if let Ok(data) = tokio::fs::read(&path).await {
-            if sha256_hex(&data) == digest {
-                return Ok(Bytes::from(data));
+        if path.is_file() {
+            if self.is_verified(&digest) {
+                return Ok(path);
+            }
+            let p = path.clone();
+            let actual = tokio::task::spawn_blocking(move || hash_file(&p))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if actual.ok().as_deref() == Some(digest.as_str()) {
+                self.mark_verified(&digest);
+                return Ok(path);
             }
             // A corrupt cache entry is dropped and fetched again.
             let _ = tokio::fs::remove_file(&path).await;
         }
-        let data = source.fetch_bundle(bundle).await.map_err(|e| match e {
+        self.download(source, bundle, &digest, &path).await?;
+        self.mark_verified(&digest);
+        Ok(path)
+    }
+
+    /// Streams the bundle into a temporary file, hashing as it goes, and renames it into place
+    /// only if the digest matches.
+    async fn download(
+        &self,
+        source: &dyn WorkSource,
+        bundle: &BundleRef,
+        digest: &str,
+        path: &Path,
+    ) -> Result<(), BundleFetchError> {
+        let source_error = |e: SourceError| match e {
             SourceError::NotFound(k) => BundleFetchError::Missing(k),
             other => BundleFetchError::Source(other.to_string()),
-        })?;
-        let actual = sha256_hex(&data);
-        if actual != digest {
-            return Err(BundleFetchError::Checksum {
-                expected: digest,
-                actual,
-            });
-        }
+        };
+        let mut reader = source.open_bundle(bundle).await.map_err(source_error)?;
         tokio::fs::create_dir_all(&self.root).await?;
         let tmp = self
             .root
             .join(format!(".tmp-{}", antcode_core::ids::new_id()));
-        tokio::fs::write(&tmp, &data).await?;
-        tokio::fs::rename(&tmp, &path).await?;
-        Ok(data)
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; BUF];
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| BundleFetchError::Source(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                file.write_all(&buf[..n]).await?;
+            }
+            file.flush().await?;
+            drop(file);
+            let actual = hex::encode(h.finalize());
+            if actual != digest {
+                return Err(BundleFetchError::Checksum {
+                    expected: digest.to_string(),
+                    actual,
+                });
+            }
+            tokio::fs::rename(&tmp, path).await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
     }
 }
 
-/// Unpacks `data` into `dest` (created, must not exist yet). Blocking.
-pub fn unpack(bundle: &BundleRef, data: &[u8], dest: &Path) -> Result<(), BundleFetchError> {
+/// Unpacks the bundle file at `file` into `dest` (created, must not exist yet). The file is
+/// memory-mapped, so a large bundle costs page cache, not heap. Blocking.
+pub fn unpack(bundle: &BundleRef, file: &Path, dest: &Path) -> Result<(), BundleFetchError> {
     std::fs::create_dir_all(dest)?;
+    let f = std::fs::File::open(file)?;
+    let len = f.metadata()?.len();
+    // SAFETY: cache files are never written in place: they are created by renaming a complete
+    // temporary file and only ever unlinked, which leaves an existing mapping intact.
+    let map = if len == 0 {
+        None
+    } else {
+        Some(unsafe { memmap2::Mmap::map(&f)? })
+    };
     extract(
         bundle.format,
-        data,
+        map.as_deref().unwrap_or(&[]),
         bundle.file_name.as_deref(),
         dest,
         Limits::default(),

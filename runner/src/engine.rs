@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub lease_ttl: Duration,
     pub kill_grace: Duration,
     pub uv: Option<PathBuf>,
+    pub limits: crate::process::Limits,
+    pub venv_gc: crate::uv::GcPolicy,
 }
 
 /// How long one lease call may park waiting for work.
@@ -90,8 +92,15 @@ pub async fn run_with_source(
         worker_id = %cfg.worker_id, uv = %uv.describe(), slots = cfg.slots, queues = ?cfg.queues,
         "runner started"
     );
+    let venvs = Arc::new(Venvs::with_gc(cfg.data_dir.join("venvs"), uv, cfg.venv_gc));
+    let collector = venvs.clone();
+    match tokio::task::spawn_blocking(move || collector.collect_garbage()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "virtualenv garbage collection failed"),
+        Err(e) => tracing::warn!(error = %e, "virtualenv garbage collection task failed"),
+    }
     let ctx = Arc::new(Ctx {
-        venvs: Arc::new(Venvs::new(cfg.data_dir.join("venvs"), uv)),
+        venvs,
         bundles: BundleCache::new(cfg.data_dir.join("bundles")),
         source: source.clone(),
         cfg: cfg.clone(),

@@ -1,4 +1,5 @@
-//! One attempt, end to end: report `Started`, fetch and unpack the bundle, get the virtualenv,
+//! One attempt, end to end: report `Started`, fetch and unpack the bundle, get the virtualenv
+//! (held in use until the process is gone),
 //! spawn the entrypoint, supervise it (timeout, cancel, lost lease, shutdown), collect its output,
 //! archive the log, report `Finished`, release the lease, remove the work dir.
 
@@ -18,7 +19,7 @@ use crate::engine::EngineConfig;
 use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
 use crate::process::{self, ExitInfo};
 use crate::source::WorkSource;
-use crate::uv::{Venv, Venvs};
+use crate::uv::{normalize_requirements, Deps, Venv, Venvs};
 
 /// Why the runner stops an attempt from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,10 +202,14 @@ async fn supervise(
         Err(msg) => return (Ended::Failed(msg), sink),
     };
 
+    let limits = match task_limits(ctx.cfg.limits, &job.env) {
+        Ok(l) => l,
+        Err(msg) => return (Ended::Failed(msg), sink),
+    };
     let env = task_env(&venv, work_dir, &job.env);
     let mut argv = vec![entry];
     argv.extend(job.args.iter().cloned());
-    let spawned = match process::spawn(&venv.python, &argv, work_dir, &env) {
+    let spawned = match process::spawn(&venv.python, &argv, work_dir, &env, &limits) {
         Ok(s) => s,
         Err(e) => return (Ended::Failed(format!("could not start python: {e}")), sink),
     };
@@ -353,18 +358,18 @@ async fn prepare(ctx: &Arc<Ctx>, lease: &Lease, work_dir: &Path) -> Result<(Venv
     let job = &lease.job;
     let entry = safe_relative(&job.entrypoint)
         .ok_or_else(|| format!("invalid entrypoint {:?}", job.entrypoint))?;
-    let data = ctx
+    let file = ctx
         .bundles
         .get(ctx.source.as_ref(), &job.bundle)
         .await
         .map_err(|e| e.to_string())?;
     let bundle = job.bundle.clone();
     let dir = work_dir.to_path_buf();
-    let unpacked = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        unpack(&bundle, &data, &dir).map_err(|e| e.to_string())?;
+    let job_requirements = job.requirements.clone();
+    let deps = tokio::task::spawn_blocking(move || -> Result<Deps, String> {
+        unpack(&bundle, &file, &dir).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.join(".tmp")).map_err(|e| format!("work dir: {e}"))?;
-        // Control copies requirements.txt into the job; read it here only if it did not.
-        Ok(std::fs::read_to_string(dir.join("requirements.txt")).unwrap_or_default())
+        Ok(project_deps(&dir, job_requirements))
     })
     .await
     .map_err(|e| format!("unpacking the bundle failed: {e}"))??;
@@ -374,18 +379,33 @@ async fn prepare(ctx: &Arc<Ctx>, lease: &Lease, work_dir: &Path) -> Result<(Venv
             job.entrypoint
         ));
     }
-    let requirements = if job.requirements.trim().is_empty() {
-        unpacked
-    } else {
-        job.requirements.clone()
-    };
     let venvs = ctx.venvs.clone();
     let python = job.python_version.clone();
-    let venv = tokio::task::spawn_blocking(move || venvs.ensure(python.as_deref(), &requirements))
+    let venv = tokio::task::spawn_blocking(move || venvs.ensure(python.as_deref(), &deps))
         .await
         .map_err(|e| format!("environment build failed: {e}"))?
         .map_err(|e| format!("environment build failed: {e}"))?;
     Ok((venv, entry.to_string_lossy().into_owned()))
+}
+
+/// Where the environment comes from, in order: the job's requirements (control copies the
+/// bundle's `requirements.txt` there), a `requirements.txt` in the unpacked bundle, its
+/// `pyproject.toml` with `uv.lock` if present, else nothing beyond the interpreter.
+fn project_deps(dir: &Path, job_requirements: String) -> Deps {
+    if !normalize_requirements(&job_requirements).is_empty() {
+        return Deps::Requirements(job_requirements);
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    if let Some(req) = read("requirements.txt").filter(|r| !normalize_requirements(r).is_empty()) {
+        return Deps::Requirements(req);
+    }
+    match read("pyproject.toml") {
+        Some(pyproject) => Deps::Project {
+            pyproject,
+            lock: read("uv.lock"),
+        },
+        None => Deps::Requirements(String::new()),
+    }
 }
 
 /// The task's whole environment: a minimal base, then the task's own variables. Nothing of the
@@ -413,6 +433,34 @@ pub fn task_env(
         }
     }
     env
+}
+
+/// Per-task limit variables: memory in MiB, CPU time in seconds, open files.
+pub const LIMIT_MEMORY_MB: &str = "ANTCODE_LIMIT_MEMORY_MB";
+pub const LIMIT_CPU_SECONDS: &str = "ANTCODE_LIMIT_CPU_SECONDS";
+pub const LIMIT_OPEN_FILES: &str = "ANTCODE_LIMIT_OPEN_FILES";
+
+/// The limits of one run: the runner's, tightened by any `ANTCODE_LIMIT_*` the task's env sets.
+/// A task cannot loosen what the operator configured; a malformed value fails the run.
+pub fn task_limits(
+    runner: process::Limits,
+    job_env: &BTreeMap<String, String>,
+) -> Result<process::Limits, String> {
+    let read = |name: &str| -> Result<Option<u64>, String> {
+        match job_env.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(format!("{name} must be a positive integer, got {v:?}")),
+            },
+        }
+    };
+    let task = process::Limits {
+        memory_bytes: read(LIMIT_MEMORY_MB)?.map(|mb| mb.saturating_mul(1024 * 1024)),
+        cpu_seconds: read(LIMIT_CPU_SECONDS)?,
+        open_files: read(LIMIT_OPEN_FILES)?,
+    };
+    Ok(runner.tightest(task))
 }
 
 fn safe_relative(p: &str) -> Option<PathBuf> {

@@ -58,6 +58,13 @@ pub struct RunnerConfig {
     pub kill_grace: Duration,
     /// An explicit uv binary; otherwise discovered (see [`uv::find_uv`]).
     pub uv: Option<PathBuf>,
+    /// rlimits for every run, default: 4096 open files, memory and CPU time unlimited. A task
+    /// may tighten them (never loosen) through `ANTCODE_LIMIT_*` variables in its env (see
+    /// [`execute::task_limits`]).
+    pub limits: process::Limits,
+    /// Virtualenv garbage collection bounds (least recently used go first), default 64
+    /// environments and 20 GiB.
+    pub venv_gc: uv::GcPolicy,
 }
 
 impl RunnerConfig {
@@ -81,6 +88,11 @@ impl RunnerConfig {
             lease_ttl: Duration::from_secs(15),
             kill_grace: Duration::from_secs(10),
             uv: None,
+            limits: process::Limits {
+                open_files: Some(4096),
+                ..process::Limits::default()
+            },
+            venv_gc: uv::GcPolicy::default(),
         }
     }
 
@@ -98,6 +110,8 @@ impl RunnerConfig {
             lease_ttl: self.lease_ttl,
             kill_grace: self.kill_grace,
             uv: self.uv.clone(),
+            limits: self.limits,
+            venv_gc: self.venv_gc,
         }
     }
 }

@@ -282,30 +282,38 @@ impl LogSink {
         }
         drop(spill);
         let path = self.spill_path.clone();
-        let gz = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            std::io::copy(&mut BufReader::new(File::open(&path)?), &mut enc)?;
-            let out = enc.finish()?;
+        let gz_path = path.with_extension("log.gz");
+        let gz_out = gz_path.clone();
+        // Compressed file to file: a 100 MB log never sits in memory.
+        let gz = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let out = BufWriter::with_capacity(256 * 1024, File::create(&gz_out)?);
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            let mut input = BufReader::with_capacity(256 * 1024, File::open(&path)?);
+            std::io::copy(&mut input, &mut enc)?;
+            enc.finish()?.flush()?;
             let _ = std::fs::remove_file(&path);
-            Ok(out)
+            Ok(())
         })
         .await;
-        let gz = match gz {
-            Ok(Ok(gz)) => gz,
+        match gz {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(run_id = %self.run_id, error = %e, "log archive compression failed");
+                let _ = std::fs::remove_file(&gz_path);
                 return None;
             }
             Err(e) => {
                 tracing::warn!(run_id = %self.run_id, error = %e, "log archive task failed");
+                let _ = std::fs::remove_file(&gz_path);
                 return None;
             }
         };
-        match self
+        let stored = self
             .source
-            .put_log_archive(&self.run_id, self.attempt, gz.into())
-            .await
-        {
+            .put_log_archive_file(&self.run_id, self.attempt, &gz_path)
+            .await;
+        let _ = tokio::fs::remove_file(&gz_path).await;
+        match stored {
             Ok(key) => Some(key),
             Err(e) => {
                 tracing::warn!(run_id = %self.run_id, error = %e, "log archive upload failed");

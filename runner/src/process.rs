@@ -3,7 +3,8 @@
 //! The child gets its own session (and so its own process group, whose id is its pid), a cleared
 //! environment plus exactly what we pass, argv without a shell, and null stdin. Signals go to the
 //! whole group with `killpg`, so forked grandchildren are stopped with their parent. The child is
-//! reaped with `wait4`, which also reports its peak RSS.
+//! reaped with `wait4`, which also reports its peak RSS. Optional rlimits (memory, CPU time, open
+//! files) are set between fork and exec.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -11,6 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
@@ -28,13 +30,73 @@ pub struct Spawned {
     pub stderr: ChildStderr,
 }
 
-/// Starts `program args…` in `cwd` with exactly `env`.
+/// Resource limits applied to the child before it execs (and so inherited by everything it
+/// starts). `None` leaves the runner's own limit in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Address space (`RLIMIT_AS`), bytes. An allocation past it fails (`MemoryError` in Python).
+    pub memory_bytes: Option<u64>,
+    /// CPU time (`RLIMIT_CPU`), seconds: SIGXCPU at the limit, SIGKILL [`CPU_KILL_AFTER`] later.
+    pub cpu_seconds: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+}
+
+/// Seconds between the soft CPU limit (SIGXCPU, which a task may catch to clean up) and the hard
+/// one (SIGKILL).
+pub const CPU_KILL_AFTER: u64 = 2;
+
+impl Limits {
+    /// The tighter of two limits on each resource (a missing one is unlimited).
+    pub fn tightest(self, other: Limits) -> Limits {
+        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        Limits {
+            memory_bytes: min(self.memory_bytes, other.memory_bytes),
+            cpu_seconds: min(self.cpu_seconds, other.cpu_seconds),
+            open_files: min(self.open_files, other.open_files),
+        }
+    }
+}
+
+/// Lowers one limit in the child. Never raises the hard limit (which needs privileges): a value
+/// above the runner's own hard limit is clamped to it. Only async-signal-safe calls.
+fn set_limit(resource: Resource, soft: u64, hard: u64) -> io::Result<()> {
+    let (_, cur_hard) = getrlimit(resource).map_err(io::Error::from)?;
+    let hard = hard.min(cur_hard);
+    setrlimit(resource, soft.min(hard), hard).map_err(io::Error::from)
+}
+
+fn apply_limits(limits: &Limits) -> io::Result<()> {
+    if let Some(bytes) = limits.memory_bytes {
+        set_limit(Resource::RLIMIT_AS, bytes, bytes)?;
+    }
+    if let Some(secs) = limits.cpu_seconds {
+        set_limit(
+            Resource::RLIMIT_CPU,
+            secs,
+            secs.saturating_add(CPU_KILL_AFTER),
+        )?;
+    }
+    if let Some(n) = limits.open_files {
+        set_limit(Resource::RLIMIT_NOFILE, n, n)?;
+    }
+    Ok(())
+}
+
+/// Starts `program args…` in `cwd` with exactly `env`, under `limits`.
 pub fn spawn(
     program: &Path,
     args: &[String],
     cwd: &Path,
     env: &BTreeMap<String, String>,
+    limits: &Limits,
 ) -> io::Result<Spawned> {
+    let limits = *limits;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(cwd)
@@ -43,13 +105,14 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // SAFETY: setsid, getrlimit and setrlimit are async-signal-safe system calls; `limits` is a
+    // plain copy and nothing is allocated.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            apply_limits(&limits)
         });
     }
     let mut child = cmd.spawn()?;

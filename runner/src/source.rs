@@ -4,10 +4,11 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use antcode_core::blob::{log_key, BlobStore};
+use antcode_core::blob::{log_key, BlobReader, BlobStore};
 use antcode_core::broker::{Broker, HeartbeatReply, HeldLease, LeaseRequest, LogChunk};
 use antcode_core::model::{BundleRef, Lease, RunEvent, WorkerStatus};
 
@@ -39,6 +40,12 @@ pub trait WorkSource: Send + Sync + 'static {
     async fn report(&self, event: &RunEvent) -> Result<(), SourceError>;
     async fn push_logs(&self, run_id: &str, chunks: &[LogChunk]) -> Result<(), SourceError>;
     async fn fetch_bundle(&self, bundle: &BundleRef) -> Result<Bytes, SourceError>;
+    /// The bundle's content as a stream; what the runner actually calls. The default reads it
+    /// whole through [`WorkSource::fetch_bundle`]; sources that can stream override it.
+    async fn open_bundle(&self, bundle: &BundleRef) -> Result<BlobReader, SourceError> {
+        let data = self.fetch_bundle(bundle).await?;
+        Ok(Box::pin(std::io::Cursor::new(data)))
+    }
     /// Stores the gzip-compressed log of an attempt; returns its key.
     async fn put_log_archive(
         &self,
@@ -46,6 +53,20 @@ pub trait WorkSource: Send + Sync + 'static {
         attempt: u32,
         gz: Bytes,
     ) -> Result<String, SourceError>;
+    /// Stores the gzip-compressed log in the file at `gz`; what the runner actually calls. The
+    /// default reads the file and calls [`WorkSource::put_log_archive`]; sources that can
+    /// upload from a file override it.
+    async fn put_log_archive_file(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        gz: &Path,
+    ) -> Result<String, SourceError> {
+        let data = tokio::fs::read(gz)
+            .await
+            .map_err(|e| SourceError::Other(format!("reading the log archive: {e}")))?;
+        self.put_log_archive(run_id, attempt, data.into()).await
+    }
     async fn release(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError>;
     async fn hand_back(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError>;
 }
@@ -137,6 +158,10 @@ impl WorkSource for DirectSource {
         self.blobs.get(&bundle.key).await.map_err(blob_error)
     }
 
+    async fn open_bundle(&self, bundle: &BundleRef) -> Result<BlobReader, SourceError> {
+        self.blobs.get_stream(&bundle.key).await.map_err(blob_error)
+    }
+
     async fn put_log_archive(
         &self,
         run_id: &str,
@@ -145,6 +170,17 @@ impl WorkSource for DirectSource {
     ) -> Result<String, SourceError> {
         let key = log_key(run_id, attempt);
         self.blobs.put(&key, gz).await.map_err(blob_error)?;
+        Ok(key)
+    }
+
+    async fn put_log_archive_file(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        gz: &Path,
+    ) -> Result<String, SourceError> {
+        let key = log_key(run_id, attempt);
+        self.blobs.put_file(&key, gz).await.map_err(blob_error)?;
         Ok(key)
     }
 

@@ -8,8 +8,10 @@
 //! does not break console-script shebangs.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -124,11 +126,46 @@ pub fn normalize_requirements(requirements: &str) -> String {
     out
 }
 
-pub fn env_key(python_version: Option<&str>, requirements: &str) -> String {
+/// What a project's environment is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deps {
+    /// `requirements.txt` text (empty: a bare interpreter).
+    Requirements(String),
+    /// A PEP 621 `pyproject.toml` (its `[project] dependencies` are installed, not the project
+    /// itself) and, if the bundle has one, the `uv.lock` that pins them exactly.
+    Project {
+        pyproject: String,
+        lock: Option<String>,
+    },
+}
+
+impl Deps {
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Deps::Requirements(r) if normalize_requirements(r).is_empty())
+    }
+}
+
+/// The environment's key: `sha256` of the Python version and what the dependencies come from
+/// (normalized requirements, or the exact bytes of `pyproject.toml` and `uv.lock`).
+pub fn env_key(python_version: Option<&str>, deps: &Deps) -> String {
     let mut h = Sha256::new();
     h.update(python_version.unwrap_or("").trim().as_bytes());
     h.update(b"\n");
-    h.update(normalize_requirements(requirements).as_bytes());
+    match deps {
+        Deps::Requirements(r) => h.update(normalize_requirements(r).as_bytes()),
+        Deps::Project { pyproject, lock } => {
+            // Length-prefixed, so no pair of files can collide with another pair or with a
+            // requirements text.
+            h.update(b"\0pyproject\0");
+            h.update((pyproject.len() as u64).to_le_bytes());
+            h.update(pyproject.as_bytes());
+            if let Some(lock) = lock {
+                h.update(b"\0uv.lock\0");
+                h.update((lock.len() as u64).to_le_bytes());
+                h.update(lock.as_bytes());
+            }
+        }
+    }
     hex::encode(h.finalize())
 }
 
@@ -138,88 +175,160 @@ pub enum VenvError {
     Interpreter(String, String),
     #[error("installing requirements failed: {0}")]
     Install(String),
+    #[error("uv.lock could not be exported: {0}")]
+    Lock(String),
     #[error("virtualenv directory: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// A ready virtualenv.
+/// A ready virtualenv. While any clone of it is alive, the environment holds a shared lock and
+/// garbage collection leaves it alone (in this process and in any other sharing the directory).
 #[derive(Debug, Clone)]
 pub struct Venv {
     pub dir: PathBuf,
     pub python: PathBuf,
     /// True when this call built it, false on a cache hit.
     pub built: bool,
+    _in_use: Arc<File>,
+}
+
+/// Bounds for [`Venvs::collect_garbage`]: least recently used environments are removed until at
+/// most `max_count` remain and they take at most `max_bytes`. Environments in use are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcPolicy {
+    pub max_count: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        GcPolicy {
+            max_count: 64,
+            max_bytes: 20 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Keys of the environments removed.
+    pub removed: Vec<String>,
+    /// Environments left, and their total size.
+    pub kept: usize,
+    pub kept_bytes: u64,
 }
 
 pub struct Venvs {
     root: PathBuf,
     uv: Uv,
+    gc: GcPolicy,
+    /// One collection at a time in this process (others are excluded by the file locks).
+    collecting: Mutex<()>,
 }
 
 const READY: &str = ".antcode-ready";
+/// The environment's size in bytes, measured once when it is built.
+const SIZE: &str = ".antcode-size";
 
 impl Venvs {
     pub fn new(root: PathBuf, uv: Uv) -> Venvs {
-        Venvs { root, uv }
+        Venvs::with_gc(root, uv, GcPolicy::default())
     }
 
-    /// Returns the environment for these requirements, building it if needed. Blocking: call it
-    /// from `spawn_blocking`.
-    pub fn ensure(
-        &self,
-        python_version: Option<&str>,
-        requirements: &str,
-    ) -> Result<Venv, VenvError> {
+    pub fn with_gc(root: PathBuf, uv: Uv, gc: GcPolicy) -> Venvs {
+        Venvs {
+            root,
+            uv,
+            gc,
+            collecting: Mutex::new(()),
+        }
+    }
+
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join(format!("{key}.lock"))
+    }
+
+    /// Returns the environment for these dependencies, building it if needed, and holds it
+    /// in use until the returned [`Venv`] (and its clones) are dropped. Blocking: call it from
+    /// `spawn_blocking`.
+    pub fn ensure(&self, python_version: Option<&str>, deps: &Deps) -> Result<Venv, VenvError> {
         std::fs::create_dir_all(&self.root)?;
-        let key = env_key(python_version, requirements);
+        let key = env_key(python_version, deps);
         let dir = self.root.join(&key);
+        let lock_path = self.lock_path(&key);
         let ready = |dir: &Path| dir.join(READY).is_file() && dir.join("bin/python").exists();
-        let venv = |built| Venv {
-            dir: dir.clone(),
-            python: dir.join("bin/python"),
-            built,
-        };
-        if ready(&dir) {
-            touch(&dir.join(READY));
-            metrics::counter!("antcode_runner_venv_cache_hits_total").increment(1);
-            return Ok(venv(false));
+        let mut built = false;
+        loop {
+            if ready(&dir) {
+                // Shared: many runs use it at once; only a collector removing it excludes us.
+                let guard = lock_file(&lock_path, Mode::Shared)?
+                    .ok_or_else(|| std::io::Error::other("shared lock not granted"))?;
+                if !ready(&dir) {
+                    continue; // collected between the check and the lock: build it again
+                }
+                touch(&dir.join(READY));
+                if built {
+                    // Our own build is in use now, so collecting cannot take it.
+                    if let Err(e) = self.collect_garbage() {
+                        tracing::warn!(error = %e, "virtualenv garbage collection failed");
+                    }
+                } else {
+                    metrics::counter!("antcode_runner_venv_cache_hits_total").increment(1);
+                }
+                return Ok(Venv {
+                    dir: dir.clone(),
+                    python: dir.join("bin/python"),
+                    built,
+                    _in_use: Arc::new(guard),
+                });
+            }
+            let lock = lock_file(&lock_path, Mode::Exclusive)?
+                .ok_or_else(|| std::io::Error::other("exclusive lock not granted"))?;
+            // Someone may have finished the build while we waited for the lock.
+            if ready(&dir) {
+                continue;
+            }
+            self.build_locked(&key, &dir, python_version, deps)?;
+            built = true;
+            // Released before taking it shared: flock cannot downgrade atomically, and the loop
+            // above copes with a collector slipping in between.
+            drop(lock);
         }
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.root.join(format!("{key}.lock")))?;
-        fs4::fs_std::FileExt::lock_exclusive(&lock)?;
-        // Someone may have finished the build while we waited for the lock.
-        if ready(&dir) {
-            metrics::counter!("antcode_runner_venv_cache_hits_total").increment(1);
-            return Ok(venv(false));
-        }
+    }
+
+    /// Builds `dir` while holding its exclusive lock.
+    fn build_locked(
+        &self,
+        key: &str,
+        dir: &Path,
+        python_version: Option<&str>,
+        deps: &Deps,
+    ) -> Result<(), VenvError> {
         let started = Instant::now();
         let tmp = self.root.join(format!(".build-{key}"));
-        self.build(&tmp, python_version, requirements)
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(&tmp);
-            })?;
+        self.build(&tmp, python_version, deps).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })?;
+        std::fs::write(tmp.join(SIZE), dir_size(&tmp).to_string())?;
         std::fs::write(tmp.join(READY), b"")?;
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+            std::fs::remove_dir_all(dir)?;
         }
-        std::fs::rename(&tmp, &dir)?;
+        std::fs::rename(&tmp, dir)?;
         metrics::counter!("antcode_runner_venv_builds_total").increment(1);
-        record_build(&self.root, &key, started.elapsed().as_secs_f64());
+        record_build(&self.root, key, started.elapsed().as_secs_f64());
         metrics::histogram!("antcode_runner_venv_build_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::info!(key = %key, seconds = started.elapsed().as_secs_f64(), "built virtualenv");
-        drop(lock);
-        Ok(venv(true))
+        Ok(())
     }
 
     fn build(
         &self,
         tmp: &Path,
         python_version: Option<&str>,
-        requirements: &str,
+        deps: &Deps,
     ) -> Result<(), VenvError> {
         if tmp.exists() {
             // Left by a crash mid-build; we hold the lock, so nobody else is using it.
@@ -246,12 +355,30 @@ impl Venvs {
                 last_line(&out.stderr),
             ));
         }
-        let normalized = normalize_requirements(requirements);
-        if normalized.is_empty() {
-            return Ok(());
-        }
-        let req_file = tmp.join("antcode-requirements.txt");
-        std::fs::write(&req_file, &normalized)?;
+        let req_file = match deps {
+            Deps::Requirements(requirements) => {
+                let normalized = normalize_requirements(requirements);
+                if normalized.is_empty() {
+                    return Ok(());
+                }
+                let req_file = tmp.join("antcode-requirements.txt");
+                std::fs::write(&req_file, &normalized)?;
+                req_file
+            }
+            Deps::Project { pyproject, lock } => {
+                let project = tmp.join("antcode-project");
+                std::fs::create_dir_all(&project)?;
+                std::fs::write(project.join("pyproject.toml"), pyproject)?;
+                match lock {
+                    // `uv pip install -r pyproject.toml` installs the declared dependencies.
+                    None => project.join("pyproject.toml"),
+                    Some(lock) => {
+                        std::fs::write(project.join("uv.lock"), lock)?;
+                        self.export_lock(&project)?
+                    }
+                }
+            }
+        };
         let install = |offline: bool| -> std::io::Result<std::process::Output> {
             let mut cmd = self.uv.command();
             cmd.args(["pip", "install", "--quiet", "--python"])
@@ -277,6 +404,174 @@ impl Venvs {
         }
         Err(VenvError::Install(first))
     }
+
+    /// Turns `project/uv.lock` into pinned requirements exactly as locked (`--frozen`: the lock
+    /// is neither checked against the index nor updated), without the project itself and
+    /// without dev dependencies.
+    fn export_lock(&self, project: &Path) -> Result<PathBuf, VenvError> {
+        let out_file = project.join("requirements.lock.txt");
+        let out = self
+            .uv
+            .command()
+            .args([
+                "export",
+                "--quiet",
+                "--frozen",
+                "--no-hashes",
+                "--no-emit-project",
+                "--no-dev",
+                "--no-header",
+                "--project",
+            ])
+            .arg(project)
+            .arg("--output-file")
+            .arg(&out_file)
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(VenvError::Lock(last_line(&out.stderr)));
+        }
+        Ok(out_file)
+    }
+
+    /// Removes least recently used environments beyond the [`GcPolicy`], never one in use, plus
+    /// leftovers of crashed builds and collections. Blocking.
+    pub fn collect_garbage(&self) -> std::io::Result<GcReport> {
+        let _one = self.collecting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut envs = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Ok(GcReport::default());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with(".trash-") {
+                // A collection died mid-removal; the name is already out of every run's reach.
+                let _ = std::fs::remove_dir_all(&path);
+            } else if let Some(key) = name.strip_prefix(".build-").filter(|k| is_key(k)) {
+                // A build that crashed, unless one is running now (it holds the lock).
+                if let Some(lock) = lock_file(&self.lock_path(key), Mode::TryExclusive)? {
+                    let _ = std::fs::remove_dir_all(&path);
+                    drop(lock);
+                }
+            } else if is_key(&name) && path.is_dir() {
+                let used = std::fs::metadata(path.join(READY))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                let size = std::fs::read_to_string(path.join(SIZE))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or_else(|| dir_size(&path));
+                envs.push((used, size, name));
+            }
+        }
+        // Most recently used first: those are kept while they fit.
+        envs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+        let mut report = GcReport::default();
+        for (_, size, key) in envs {
+            let fits = report.kept < self.gc.max_count
+                && report.kept_bytes.saturating_add(size) <= self.gc.max_bytes;
+            if fits || !self.remove(&key)? {
+                report.kept += 1;
+                report.kept_bytes = report.kept_bytes.saturating_add(size);
+            } else {
+                report.removed.push(key);
+            }
+        }
+        if !report.removed.is_empty() {
+            metrics::counter!("antcode_runner_venv_collected_total")
+                .increment(report.removed.len() as u64);
+            tracing::info!(
+                removed = report.removed.len(),
+                kept = report.kept,
+                kept_bytes = report.kept_bytes,
+                "collected virtualenvs"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Removes one environment if nobody uses it; false if it is in use.
+    fn remove(&self, key: &str) -> std::io::Result<bool> {
+        let lock_path = self.lock_path(key);
+        let Some(lock) = lock_file(&lock_path, Mode::TryExclusive)? else {
+            return Ok(false);
+        };
+        let dir = self.root.join(key);
+        // Unready first, then out of the way under another name: a run that looks now finds
+        // nothing and builds afresh.
+        let _ = std::fs::remove_file(dir.join(READY));
+        let trash = self
+            .root
+            .join(format!(".trash-{key}-{}", antcode_core::ids::new_id()));
+        std::fs::rename(&dir, &trash)?;
+        // Unlinked while still locked: a waiter notices (see `lock_file`) and opens a new one.
+        let _ = std::fs::remove_file(&lock_path);
+        drop(lock);
+        let _ = std::fs::remove_dir_all(&trash);
+        Ok(true)
+    }
+}
+
+fn is_key(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Shared,
+    Exclusive,
+    TryExclusive,
+}
+
+/// Opens (creating) and flocks `path`. The collector unlinks a lock file while holding it, so
+/// after locking we check that the path still names the file we locked and start over if not.
+/// `None` only for [`Mode::TryExclusive`] when someone else holds it.
+fn lock_file(path: &Path, mode: Mode) -> std::io::Result<Option<File>> {
+    use fs4::fs_std::FileExt;
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match mode {
+            Mode::Shared => FileExt::lock_shared(&file)?,
+            Mode::Exclusive => FileExt::lock_exclusive(&file)?,
+            Mode::TryExclusive => {
+                if !FileExt::try_lock_exclusive(&file)? {
+                    return Ok(None);
+                }
+            }
+        }
+        let held = file.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(Some(file)),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes on disk under `path` (allocated blocks; symlinks are not followed).
+pub fn dir_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
 }
 
 /// Appends `<unix ms> <key> <seconds>` to `venvs/builds.log`: an operator's history of builds
@@ -319,11 +614,23 @@ mod tests {
 
     #[test]
     fn requirements_normalize_to_one_key() {
-        let a = env_key(Some("3.11"), "six\n# comment\nrequests==2.0  # pinned\n\n");
-        let b = env_key(Some("3.11"), "requests==2.0\nsix\nsix\n");
+        let req = |s: &str| Deps::Requirements(s.into());
+        let a = env_key(
+            Some("3.11"),
+            &req("six\n# comment\nrequests==2.0  # pinned\n\n"),
+        );
+        let b = env_key(Some("3.11"), &req("requests==2.0\nsix\nsix\n"));
         assert_eq!(a, b);
-        assert_ne!(a, env_key(None, "six\nrequests==2.0"));
-        assert_ne!(a, env_key(Some("3.11"), "six"));
+        assert_ne!(a, env_key(None, &req("six\nrequests==2.0")));
+        assert_ne!(a, env_key(Some("3.11"), &req("six")));
         assert_eq!(normalize_requirements("  \n# x\n"), "");
+        let project = |p: &str, l: Option<&str>| Deps::Project {
+            pyproject: p.into(),
+            lock: l.map(str::to_string),
+        };
+        let p = env_key(None, &project("[project]", None));
+        assert_ne!(p, env_key(None, &project("[project]", Some(""))));
+        assert_ne!(p, env_key(None, &project("[project] ", None)));
+        assert_ne!(p, env_key(None, &req("[project]")));
     }
 }

@@ -676,3 +676,290 @@ async fn drain_stops_leasing_until_cleared() {
     assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_stop_runaway_tasks() {
+    // The runner's own policy: 64 open files. Tasks tighten memory and CPU through their env.
+    let mut h = Harness::start_with(2, |c| {
+        c.limits.open_files = Some(64);
+    })
+    .await;
+    let files = r#"
+import sys
+held = []
+try:
+    for i in range(200):
+        held.append(open(sys.argv[0]))
+except OSError as e:
+    print("opened", len(held), "then", e.errno, flush=True)
+    sys.exit(7)
+print("opened all 200")
+"#;
+    let job_files = h.py_job(files).await;
+    h.publish(&job_files).await;
+
+    let memory = r#"
+import sys
+try:
+    block = bytearray(512 * 1024 * 1024)
+except MemoryError:
+    print("MemoryError", flush=True)
+    sys.exit(8)
+print("allocated 512 MiB")
+"#;
+    let mut job_memory = h.py_job(memory).await;
+    job_memory
+        .env
+        .insert("ANTCODE_LIMIT_MEMORY_MB".into(), "256".into());
+    h.publish(&job_memory).await;
+
+    // A modest allocation within the same limit still works: the limit is not a blanket failure.
+    let mut job_small = h
+        .py_job("block = bytearray(32 * 1024 * 1024)\nprint('ok')\n")
+        .await;
+    job_small
+        .env
+        .insert("ANTCODE_LIMIT_MEMORY_MB".into(), "256".into());
+    h.publish(&job_small).await;
+
+    let mut job_cpu = h.py_job("while True:\n    pass\n").await;
+    // Without the limit this would run into its timeout instead.
+    job_cpu.timeout_s = 30;
+    job_cpu
+        .env
+        .insert("ANTCODE_LIMIT_CPU_SECONDS".into(), "1".into());
+    h.publish(&job_cpu).await;
+
+    // A task cannot loosen the runner's policy: asking for more files changes nothing.
+    let mut job_loosen = h.py_job(files).await;
+    job_loosen
+        .env
+        .insert("ANTCODE_LIMIT_OPEN_FILES".into(), "100000".into());
+    h.publish(&job_loosen).await;
+
+    let mut job_bad = h.py_job("print(1)\n").await;
+    job_bad
+        .env
+        .insert("ANTCODE_LIMIT_MEMORY_MB".into(), "lots".into());
+    h.publish(&job_bad).await;
+
+    for job in [&job_files, &job_loosen] {
+        let outcome = h.finished(&job.run_id).await;
+        assert_eq!(outcome.exit_code, Some(7), "{outcome:?}");
+        let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+        // errno 24 is EMFILE: the open-files limit, not something else.
+        assert!(log.contains("then 24"), "{log}");
+    }
+    let outcome = h.finished(&job_memory.run_id).await;
+    assert_eq!(outcome.exit_code, Some(8), "{outcome:?}");
+    assert!(String::from_utf8(h.archive(&outcome).await)
+        .unwrap()
+        .contains("MemoryError"));
+    let outcome = h.finished(&job_small.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let outcome = h.finished(&job_cpu.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
+    // SIGXCPU at the soft limit (SIGKILL would follow at the hard one).
+    assert!(
+        matches!(outcome.signal, Some(24) | Some(9)),
+        "killed by the CPU limit: {outcome:?}"
+    );
+    let outcome = h.finished(&job_bad.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    assert!(
+        outcome
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("ANTCODE_LIMIT_MEMORY_MB")),
+        "{outcome:?}"
+    );
+    h.stop().await;
+}
+
+/// The `uv.lock` of a project whose pyproject asks for any `six`, locked at 1.16.0 (made with
+/// `uv lock`), so an install that ignored the lock would get a newer one.
+const SIX_LOCK: &str = r#"version = 1
+revision = 5
+requires-python = ">=3.8"
+
+[[package]]
+name = "demo"
+version = "0.1"
+source = { virtual = "." }
+dependencies = [
+    { name = "six" },
+]
+
+[package.metadata]
+requires-dist = [{ name = "six" }]
+
+[[package]]
+name = "six"
+version = "1.16.0"
+source = { registry = "https://pypi.org/simple" }
+sdist = { url = "https://files.pythonhosted.org/packages/71/39/171f1c67cd00715f190ba0b100d606d440a28c93c7714febeca8b79af85e/six-1.16.0.tar.gz", hash = "sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926", size = 34041, upload-time = "2021-05-05T14:18:18.379Z" }
+wheels = [
+    { url = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl", hash = "sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254", size = 11053, upload-time = "2021-05-05T14:18:17.237Z" },
+]
+"#;
+
+const SIX_PYPROJECT: &str = "[project]\nname = \"demo\"\nversion = \"0.1\"\nrequires-python = \">=3.8\"\ndependencies = [\"six\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyproject_and_uv_lock_provide_the_dependencies() {
+    let mut h = Harness::start(2).await;
+    let main: &[u8] = b"import six\nprint('six', six.__version__)\n";
+    let locked = h
+        .put_bundle(
+            BundleFormat::Zip,
+            zip_of(&[
+                ("main.py", main),
+                ("pyproject.toml", SIX_PYPROJECT.as_bytes()),
+                ("uv.lock", SIX_LOCK.as_bytes()),
+            ]),
+            None,
+        )
+        .await;
+    let unlocked = h
+        .put_bundle(
+            BundleFormat::Zip,
+            zip_of(&[
+                ("main.py", main),
+                ("pyproject.toml", SIX_PYPROJECT.as_bytes()),
+            ]),
+            None,
+        )
+        .await;
+    let with_lock = job(locked.clone(), "main.py");
+    h.publish(&with_lock).await;
+    let outcome = h.finished(&with_lock.run_id).await;
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+    assert!(
+        log.contains("six 1.16.0\n"),
+        "the lock was not honoured: {log}"
+    );
+
+    let without_lock = job(unlocked, "main.py");
+    h.publish(&without_lock).await;
+    let outcome = h.finished(&without_lock.run_id).await;
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+    assert!(log.contains("six 1."), "{log}");
+    // Two different inputs, two environments.
+    assert_eq!(h.venv_builds(), 2);
+
+    // The locked project again: its environment is reused.
+    let again = job(locked, "main.py");
+    h.publish(&again).await;
+    let outcome = h.finished(&again.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    assert_eq!(h.venv_builds(), 2);
+    h.stop().await;
+}
+
+#[test]
+fn venv_gc_removes_least_recently_used_but_never_one_in_use() {
+    use antcode_runner::uv::{find_uv, Deps, GcPolicy, Venvs};
+    let dir = tempfile::tempdir().unwrap();
+    let uv = find_uv(None).unwrap();
+    let root = dir.path().join("venvs");
+    // A generous policy while building, so nothing is collected yet.
+    let roomy = Venvs::with_gc(root.clone(), uv.clone(), GcPolicy::default());
+    // Three environments with distinct keys and nothing to install (a pyproject without
+    // dependencies), so the test needs no index.
+    let deps = |i: usize| Deps::Project {
+        pyproject: format!("[project]\nname = \"p{i}\"\nversion = \"0.1\"\ndependencies = []\n"),
+        lock: None,
+    };
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let v = roomy.ensure(None, &deps(i)).unwrap();
+        assert!(v.built);
+        keys.push(v.dir.file_name().unwrap().to_string_lossy().into_owned());
+        // mtimes must differ for the LRU order to be meaningful.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Use the first again: now the second is the least recently used.
+    let first_in_use = roomy.ensure(None, &deps(0)).unwrap();
+    assert!(!first_in_use.built);
+
+    let tight = Venvs::with_gc(
+        root.clone(),
+        uv.clone(),
+        GcPolicy {
+            max_count: 1,
+            max_bytes: u64::MAX,
+        },
+    );
+    let report = tight.collect_garbage().unwrap();
+    // One may stay: the most recently used (the first, also in use); the others go.
+    assert_eq!(report.removed.len(), 2, "{report:?}");
+    assert!(report.removed.contains(&keys[1]) && report.removed.contains(&keys[2]));
+    assert!(root.join(&keys[0]).is_dir());
+    assert!(!root.join(&keys[1]).exists() && !root.join(&keys[2]).exists());
+
+    // With a zero budget everything unused goes, but an environment in use never does.
+    let none = Venvs::with_gc(
+        root.clone(),
+        uv,
+        GcPolicy {
+            max_count: 0,
+            max_bytes: 0,
+        },
+    );
+    let report = none.collect_garbage().unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(report.kept, 1);
+    assert!(first_in_use.python.exists());
+    drop(first_in_use);
+    let report = none.collect_garbage().unwrap();
+    assert_eq!(report.removed, vec![keys[0].clone()]);
+    assert!(!root.join(&keys[0]).exists());
+    // Collected environments come back on demand.
+    let rebuilt = roomy.ensure(None, &deps(0)).unwrap();
+    assert!(rebuilt.built && rebuilt.python.exists());
+    let leftovers: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".trash-") || n.starts_with(".build-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_collects_venvs_after_a_build() {
+    let mut h = Harness::start_with(1, |c| {
+        c.venv_gc.max_count = 1;
+    })
+    .await;
+    let a = h
+        .put_bundle(
+            BundleFormat::Py,
+            b"import six\nprint('a')\n".to_vec(),
+            Some("main.py"),
+        )
+        .await;
+    let mut first = job(a.clone(), "main.py");
+    first.requirements = "six".into();
+    h.publish(&first).await;
+    assert_eq!(h.finished(&first.run_id).await.state, RunState::Succeeded);
+    let b = h.py_job("print('b')\n").await;
+    h.publish(&b).await;
+    assert_eq!(h.finished(&b.run_id).await.state, RunState::Succeeded);
+    let venvs: Vec<_> = std::fs::read_dir(h.data_dir.join("venvs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert_eq!(venvs.len(), 1, "{venvs:?}");
+    assert_eq!(h.venv_builds(), 2);
+    // The first project's environment was collected, so it is built again.
+    let mut again = job(a, "main.py");
+    again.requirements = "six".into();
+    h.publish(&again).await;
+    assert_eq!(h.finished(&again.run_id).await.state, RunState::Succeeded);
+    assert_eq!(h.venv_builds(), 3);
+    h.stop().await;
+}
