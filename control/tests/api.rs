@@ -955,11 +955,17 @@ async fn system_endpoints_and_every_documented_route_is_routed() {
             if path.starts_with("/api/v1/auth/") {
                 continue; // logging out would end this walk
             }
-            let url = s.url(&path.replace("{id}", ghost).replace("{n}", "1"));
+            let url = s.url(
+                &path
+                    .replace("{id}", ghost)
+                    .replace("{n}", "1")
+                    .replace("{name}", "GHOST"),
+            );
             let req = match method.as_str() {
                 "get" => s.http.get(&url),
                 "post" => s.http.post(&url),
                 "patch" => s.http.patch(&url),
+                "put" => s.http.put(&url),
                 "delete" => s.http.delete(&url),
                 other => panic!("unexpected method {other}"),
             };
@@ -1010,4 +1016,41 @@ async fn shutdown_returns() {
         .unwrap()
         .unwrap();
     assert!(res.is_ok());
+}
+
+#[tokio::test]
+async fn schedules_validate_names_the_bad_field_and_previews() {
+    let s = start().await;
+    let t = s.admin().await;
+    let ok = json!({"kind": "cron", "cron": "*/15 * * * *", "timezone": "Asia/Shanghai"});
+    let res = s.post_json(&t, "/api/v1/schedules/validate", ok).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["next"].as_array().unwrap().len(), 5, "{body}");
+    for (bad, field) in [
+        (
+            json!({"kind": "cron", "cron": "61 * * * *", "timezone": "UTC"}),
+            "schedule.cron",
+        ),
+        (
+            json!({"kind": "cron", "cron": "* * * * *", "timezone": "Mars/Base"}),
+            "schedule.timezone",
+        ),
+        (
+            json!({"kind": "interval", "every_s": 0}),
+            "schedule.every_s",
+        ),
+        (json!({"kind": "once", "at": "tomorrow"}), "schedule.at"),
+    ] {
+        let body = problem(
+            s.post_json(&t, "/api/v1/schedules/validate", bad).await,
+            400,
+        )
+        .await;
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains(field),
+            "{body}"
+        );
+    }
+    s.stop().await;
 }

@@ -17,7 +17,7 @@ use antcode_core::secrets::{publish_job, PublishError};
 use antcode_core::store::{NewRun, RunFilter, StoreError};
 use antcode_core::time::{now_ms, parse_rfc3339};
 
-use super::{created, no_content, ok, JsonBody, PageQuery, P, Q};
+use super::{created, no_content, ok, JsonBody, LateJson, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::metrics;
@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}/invoke", post(invoke))
         .route("/tasks/{id}/stats", get(stats))
         .route("/tasks/{id}/preview", get(preview))
+        .route("/schedules/validate", post(validate_schedule))
 }
 
 fn default_timeout() -> u64 {
@@ -279,8 +280,9 @@ fn body_of(task: &Task) -> Value {
     })
 }
 
-async fn create(ctx: Ctx, JsonBody(body): JsonBody<TaskBody>) -> ApiResult<Response> {
+async fn create(ctx: Ctx, raw: LateJson) -> ApiResult<Response> {
     ctx.require(Role::Operator, "task.create", "").await?;
+    let body: TaskBody = raw.parse()?;
     let (name, project_id, spec, schedule, paused) = validate(&ctx.state, body).await?;
     let now = now_ms();
     let task = Task {
@@ -526,14 +528,41 @@ async fn stats(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
 /// The next five fire times of the task's schedule (empty without one).
 async fn preview(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     let task = load(&ctx.state, &id).await?;
-    let times = match &task.schedule {
-        Some(s) => antcode_core::schedule::preview(s, now_ms(), task.created_at, 5)
-            .map_err(|e| Problem::bad_request(e.to_string()))?,
-        None => vec![],
+    // The pending fire first, then the ones after it, exactly as the scheduler will count them.
+    let times = match (&task.schedule, task.next_fire_at) {
+        (Some(s), Some(next)) => {
+            let mut times = vec![next];
+            times.extend(
+                antcode_core::schedule::preview(s, next, next, 4)
+                    .map_err(|e| Problem::bad_request(e.to_string()))?,
+            );
+            times
+        }
+        _ => vec![],
     };
-    let times: Vec<String> = times
+    Ok(ok(
+        json!({"task_id": id, "paused": task.paused, "next": rfc3339_all(times)}),
+    ))
+}
+
+fn rfc3339_all(times: Vec<i64>) -> Vec<String> {
+    times
         .into_iter()
         .map(antcode_core::time::to_rfc3339)
-        .collect();
-    Ok(ok(json!({"task_id": id, "next": times})))
+        .collect()
+}
+
+/// `POST /schedules/validate`: 200 with the next five fire times from now, or 400 naming the
+/// offending field. Lets the UI's schedule builder check an expression before saving it.
+async fn validate_schedule(
+    ctx: Ctx,
+    JsonBody(schedule): JsonBody<Schedule>,
+) -> ApiResult<Response> {
+    ctx.require(Role::Viewer, "schedule.validate", "").await?;
+    let now = now_ms();
+    let times = antcode_core::schedule::preview(&schedule, now, now, 5)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    Ok(ok(
+        json!({"valid": true, "schedule": schedule, "next": rfc3339_all(times)}),
+    ))
 }
