@@ -30,6 +30,8 @@ use antcode_core::broker::Broker;
 use antcode_core::store::{Store, StoreError};
 use antcode_core::Shutdown;
 
+pub use antcode_core::secrets::SecretBox;
+
 pub use problem::Problem;
 
 /// Everything the control plane needs; the seams are shared with the other planes of the process.
@@ -44,6 +46,9 @@ pub struct ControlConfig {
     pub dev: bool,
     /// Largest accepted request body (uploads); past it the answer is 413 problem+json.
     pub max_upload_bytes: usize,
+    /// Seals task secrets (`ANTCODE_SECRET_KEY`); without it `PUT /secrets` is refused and runs
+    /// of tasks that declare secrets fail.
+    pub secrets: Option<Arc<SecretBox>>,
 }
 
 /// Default for [`ControlConfig::max_upload_bytes`]: 64 MiB.
@@ -69,6 +74,7 @@ pub(crate) struct Inner {
     pub blobs: Arc<dyn BlobStore>,
     pub dev: bool,
     pub max_upload_bytes: usize,
+    pub secrets: Option<Arc<SecretBox>>,
     pub shutdown: Shutdown,
     pub throttle: auth::Throttle,
 }
@@ -93,6 +99,7 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         blobs: config.blobs,
         dev: config.dev,
         max_upload_bytes: config.max_upload_bytes.max(1024),
+        secrets: config.secrets,
         shutdown: shutdown.clone(),
         throttle: auth::Throttle::default(),
     }));

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod projects;
 pub mod runs;
+pub mod secrets;
 pub mod system;
 pub mod tasks;
 pub mod tokens;
@@ -31,6 +32,7 @@ pub fn api() -> Router<AppState> {
         .merge(runs::router())
         .merge(workers::router())
         .merge(audit::router())
+        .merge(secrets::router())
 }
 
 /// `Query` whose rejection is problem+json.
@@ -132,5 +134,30 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Json
             }
         })?;
         crate::problem::parse_json(&body).map(JsonBody)
+    }
+}
+
+/// A JSON body read but not yet parsed: handlers call [`LateJson::parse`] after their role
+/// check, so a caller without the role is told 403 and learns nothing about the body's shape.
+pub struct LateJson(pub bytes::Bytes);
+
+impl LateJson {
+    pub fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        crate::problem::parse_json(&self.0)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for LateJson {
+    type Rejection = Problem;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Problem> {
+        let body = bytes::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::too_large("the request body is too large")
+            } else {
+                Problem::bad_request(e.body_text())
+            }
+        })?;
+        Ok(LateJson(body))
     }
 }

@@ -9,7 +9,7 @@ use antcode_core::ids;
 use antcode_core::model::{Role, User};
 use antcode_core::time::now_ms;
 
-use super::{created, no_content, ok, JsonBody, List, P};
+use super::{created, no_content, ok, JsonBody, LateJson, List, P};
 use crate::audit::{self, to_value};
 use crate::auth::{self, Ctx};
 use crate::problem::{check_id, named, ApiResult, Problem};
@@ -65,9 +65,9 @@ struct NewUser {
     role: Role,
 }
 
-async fn create(ctx: Ctx, JsonBody(body): JsonBody<NewUser>) -> ApiResult<Response> {
-    ctx.require(Role::Admin, "user.create", &body.username)
-        .await?;
+async fn create(ctx: Ctx, raw: LateJson) -> ApiResult<Response> {
+    ctx.require(Role::Admin, "user.create", "").await?;
+    let body: NewUser = raw.parse()?;
     check_username(&body.username)?;
     check_password(&body.password)?;
     let user = User {

@@ -17,6 +17,7 @@ use antcode_core::Shutdown;
 use serde_json::{json, Value};
 
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
+pub const SECRET_KEY: &str = "test secret key of at least 32 characters";
 
 pub struct Server {
     pub base: String,
@@ -48,6 +49,7 @@ pub async fn start() -> Server {
         admin_password: ADMIN_PASSWORD.into(),
         dev: true,
         max_upload_bytes: 1024 * 1024,
+        secrets: Some(Arc::new(antcode_control::SecretBox::from_passphrase(SECRET_KEY))),
     };
     let task = tokio::spawn(run(config, shutdown.clone()));
     let http = reqwest::Client::builder()
