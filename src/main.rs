@@ -99,6 +99,24 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
         },
         dev: args.dev,
         max_upload_bytes: args.max_upload_bytes,
+        secrets: args
+            .secret_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|k| Arc::new(antcode_control::SecretBox::from_passphrase(k))),
+        // The split deployment's edge authenticates to control with this shared token, and
+        // control signs runners' client certificates with the cluster CA (PEM files).
+        edge_token: std::env::var("ANTCODE_EDGE_TOKEN").ok(),
+        cluster_ca: match (
+            std::env::var("ANTCODE_CLUSTER_CA_CERT"),
+            std::env::var("ANTCODE_CLUSTER_CA_KEY"),
+        ) {
+            (Ok(cert), Ok(key)) => Some((
+                std::fs::read_to_string(&cert).with_context(|| format!("reading {cert}"))?,
+                std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?,
+            )),
+            _ => None,
+        },
     };
     tracing::info!("control listening on http://{}", args.listen);
     antcode_control::run(config, on_signal()).await?;
@@ -131,6 +149,24 @@ async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
 async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let env = |name: &str| {
+        std::env::var(name).with_context(|| format!("the edge needs {name}"))
+    };
+    let read = |name: &str| -> anyhow::Result<String> {
+        let path = env(name)?;
+        std::fs::read_to_string(&path).with_context(|| format!("reading {name}={path}"))
+    };
+    let config = antcode_edge::EdgeConfig {
+        listener,
+        tls_cert_pem: read("ANTCODE_TLS_CERT")?,
+        tls_key_pem: read("ANTCODE_TLS_KEY")?,
+        ca_cert_pem: read("ANTCODE_CLUSTER_CA_CERT")?,
+        control_url: env("ANTCODE_CONTROL_URL")?,
+        edge_token: env("ANTCODE_EDGE_TOKEN")?,
+        broker: seams::open_broker(&env("ANTCODE_REDIS_URL")?).await?,
+        blobs: seams::open_blobs(&env("ANTCODE_BLOB_URL")?).await?,
+        limits: antcode_edge::Limits::default(),
+    };
     let shutdown = on_signal();
     let ready: ops_http::Ready = Arc::new(|| Box::pin(async { Ok(()) }));
     let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
@@ -141,10 +177,10 @@ async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
 }
 
 async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
-    if args.mode == RunnerMode::Gateway {
-        bail!("gateway mode is not available yet in this build; use --mode direct with --redis-url and --blob-url");
-    }
     let labels = cli::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
+    if args.mode == RunnerMode::Gateway {
+        return run_gateway_runner(args, labels).await;
+    }
     let redis = args
         .redis_url
         .context("direct mode needs --redis-url (ANTCODE_REDIS_URL)")?;
@@ -170,6 +206,55 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     });
     let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
     antcode_runner::run(config, shutdown.clone()).await?;
+    shutdown.cancel();
+    ops.await??;
+    Ok(())
+}
+
+/// `antcode runner --mode gateway --edge URL --ca FILE [--enroll KEY]`: the same engine as direct
+/// mode, with work, reports and bundles through the edge only.
+async fn run_gateway_runner(
+    args: cli::RunnerArgs,
+    labels: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    use antcode_runner::gateway::{self, GatewayConfig, GatewaySource};
+    let edge = args
+        .edge
+        .context("gateway mode needs --edge https://HOST:50051")?;
+    let ca_path = args.ca.context("gateway mode needs --ca FILE (the cluster CA)")?;
+    let ca_pem = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("reading --ca {}", ca_path.display()))?;
+    let mut config = antcode_runner::RunnerConfig::new(
+        // Unused in gateway mode: the engine only talks to the gateway source.
+        Arc::new(antcode_core::broker::memory::MemoryBroker::new()),
+        seams::open_blobs(&args.data_dir.join("unused-blobs").display().to_string()).await?,
+        args.data_dir.clone(),
+    );
+    config.labels = labels.clone();
+    config.slots = args.slots;
+    config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));
+    config.heartbeat_interval = std::time::Duration::from_secs(args.heartbeat_s.max(1));
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    let gw = GatewayConfig {
+        edge_url: edge,
+        ca_pem,
+        data_dir: args.data_dir.clone(),
+        enroll_key: args.enroll,
+        name: config.name.clone(),
+        labels,
+        queues: Vec::new(),
+    };
+    let cred = gateway::credential(&gw).await?;
+    let source = Arc::new(GatewaySource::new(&gw, cred)?);
+    let mut engine = config.engine_config();
+    engine.worker_id = source.worker_id().to_string();
+    engine.mode = "gateway".into();
+    let shutdown = on_signal();
+    let ready: ops_http::Ready = Arc::new(|| Box::pin(async { Ok(()) }));
+    let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
+    antcode_runner::run_with_source(engine, source, shutdown.clone()).await?;
     shutdown.cancel();
     ops.await??;
     Ok(())

@@ -25,6 +25,8 @@ pub struct UpConfig {
     pub queues: Vec<String>,
     /// How long a running run may lack a live lease before it is declared lost.
     pub lost_after: Duration,
+    /// Rate limits and long-poll bounds of the edge.
+    pub edge_limits: antcode_edge::Limits,
 }
 
 impl UpConfig {
@@ -38,6 +40,7 @@ impl UpConfig {
             runner_slots: 4,
             queues: vec!["default".into()],
             lost_after: Duration::from_secs(15),
+            edge_limits: antcode_edge::Limits::default(),
         }
     }
 }
@@ -68,6 +71,19 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     let control_addr = control_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
 
+    // The cluster CA and the edge's server certificate, created on first start and reused; the
+    // edge token (edge -> control, and the key of lease-token MACs) likewise.
+    let certs = antcode_edge::pki::load_or_create(&data_dir.join("tls"), &[])?;
+    let token_path = data_dir.join("tls").join("edge-token");
+    let edge_token = match std::fs::read_to_string(&token_path) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let t = antcode_core::ids::new_token("et");
+            antcode_edge::pki::write_private(&token_path, &t)?;
+            t
+        }
+    };
+
     let shutdown = Shutdown::new();
     let mut planes = JoinSet::new();
 
@@ -79,6 +95,8 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         admin_password: cfg.admin_password.clone(),
         dev: true,
         max_upload_bytes: 64 * 1024 * 1024,
+        edge_token: Some(edge_token.clone()),
+        cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
     };
     let s = shutdown.clone();
     planes.spawn(async move {
@@ -102,6 +120,14 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
 
     let edge = antcode_edge::EdgeConfig {
         listener: edge_listener,
+        tls_cert_pem: certs.server_cert_pem.clone(),
+        tls_key_pem: certs.server_key_pem.clone(),
+        ca_cert_pem: certs.ca_cert_pem.clone(),
+        control_url: format!("http://{control_addr}"),
+        edge_token,
+        broker: broker.clone(),
+        blobs: blobs.clone(),
+        limits: cfg.edge_limits.clone(),
     };
     let s = shutdown.clone();
     planes.spawn(async move { ("edge", antcode_edge::run(edge, s).await.map_err(Into::into)) });

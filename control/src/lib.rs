@@ -49,6 +49,10 @@ pub struct ControlConfig {
     /// Seals task secrets (`ANTCODE_SECRET_KEY`); without it `PUT /secrets` is refused and runs
     /// of tasks that declare secrets fail.
     pub secrets: Option<Arc<SecretBox>>,
+    /// Bearer token the edge presents on `/internal/v1/*`; `None` disables those routes (404).
+    pub edge_token: Option<String>,
+    /// The cluster CA `(cert_pem, key_pem)` that signs runners' client certificates at enrollment.
+    pub cluster_ca: Option<(String, String)>,
 }
 
 /// Default for [`ControlConfig::max_upload_bytes`]: 64 MiB.
@@ -74,6 +78,8 @@ pub(crate) struct Inner {
     pub blobs: Arc<dyn BlobStore>,
     pub dev: bool,
     pub max_upload_bytes: usize,
+    pub edge_token: Option<String>,
+    pub cluster_ca: Option<(String, String)>,
     pub secrets: Option<Arc<SecretBox>>,
     pub shutdown: Shutdown,
     pub throttle: auth::Throttle,
@@ -99,6 +105,8 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         blobs: config.blobs,
         dev: config.dev,
         max_upload_bytes: config.max_upload_bytes.max(1024),
+        edge_token: config.edge_token.filter(|t| !t.is_empty()),
+        cluster_ca: config.cluster_ca,
         secrets: config.secrets,
         shutdown: shutdown.clone(),
         throttle: auth::Throttle::default(),
@@ -120,6 +128,8 @@ fn router(state: AppState) -> Router {
     let limit = state.max_upload_bytes;
     Router::new()
         .merge(routes::system::router())
+        .merge(ui::router())
+        .merge(routes::internal::router())
         .nest("/api/v1", routes::api())
         .fallback(problem::no_route)
         .layer(axum::middleware::from_fn(metrics::track))

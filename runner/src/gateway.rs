@@ -95,12 +95,16 @@ pub async fn credential(cfg: &GatewayConfig) -> Result<Credential, GatewayError>
             ))
         });
     }
-    let key = cfg.enroll_key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| {
-        GatewayError::Config(format!(
+    let key = cfg
+        .enroll_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            GatewayError::Config(format!(
             "not enrolled yet (no {}): pass --enroll KEY with a key from POST /api/v1/worker-keys",
             path.display()
         ))
-    })?;
+        })?;
     let key_pair = rcgen::KeyPair::generate().map_err(|e| GatewayError::Config(e.to_string()))?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
         .map_err(|e| GatewayError::Config(e.to_string()))?;
@@ -137,9 +141,13 @@ pub async fn credential(cfg: &GatewayConfig) -> Result<Credential, GatewayError>
         },
         cert_pem: reply.client_cert_pem,
     };
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| GatewayError::Io(cfg.data_dir.clone(), e))?;
-    write_private(&path, &serde_json::to_string_pretty(&cred).unwrap_or_default())
-        .map_err(|e| GatewayError::Io(path.clone(), e))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| GatewayError::Io(cfg.data_dir.clone(), e))?;
+    write_private(
+        &path,
+        &serde_json::to_string_pretty(&cred).unwrap_or_default(),
+    )
+    .map_err(|e| GatewayError::Io(path.clone(), e))?;
     tracing::info!(worker_id = %cred.worker_id, "enrolled with the edge; credential stored");
     Ok(cred)
 }
@@ -373,11 +381,7 @@ impl WorkSource for GatewaySource {
                         duration_ms: o.duration_ms,
                         peak_rss_kb: o.peak_rss_kb.unwrap_or(0),
                         log_key: o.log_key.clone().unwrap_or_default(),
-                        result_json: o
-                            .result
-                            .as_ref()
-                            .map(|v| v.to_string())
-                            .unwrap_or_default(),
+                        result_json: o.result.as_ref().map(|v| v.to_string()).unwrap_or_default(),
                         log_archive: archive.to_vec(),
                     }))
                     .await

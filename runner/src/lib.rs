@@ -18,6 +18,7 @@
 pub mod bundles;
 pub mod engine;
 pub mod execute;
+pub mod gateway;
 pub mod logs;
 pub mod process;
 pub mod source;

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod internal;
 pub mod projects;
 pub mod runs;
 pub mod secrets;

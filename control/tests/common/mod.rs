@@ -49,7 +49,11 @@ pub async fn start() -> Server {
         admin_password: ADMIN_PASSWORD.into(),
         dev: true,
         max_upload_bytes: 1024 * 1024,
-        secrets: Some(Arc::new(antcode_control::SecretBox::from_passphrase(SECRET_KEY))),
+        secrets: Some(Arc::new(antcode_control::SecretBox::from_passphrase(
+            SECRET_KEY,
+        ))),
+        edge_token: None,
+        cluster_ca: None,
     };
     let task = tokio::spawn(run(config, shutdown.clone()));
     let http = reqwest::Client::builder()
