@@ -104,6 +104,11 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
             .as_deref()
             .filter(|k| !k.is_empty())
             .map(|k| Arc::new(antcode_control::SecretBox::from_passphrase(k))),
+        secrets: args
+            .secret_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|k| Arc::new(antcode_control::SecretBox::from_passphrase(k))),
         // The split deployment's edge authenticates to control with this shared token, and
         // control signs runners' client certificates with the cluster CA (PEM files).
         edge_token: std::env::var("ANTCODE_EDGE_TOKEN").ok(),
@@ -137,7 +142,15 @@ async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
     });
     let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
     antcode_scheduler::run(
-        antcode_scheduler::SchedulerConfig::new(store, broker),
+        {
+            let mut c = antcode_scheduler::SchedulerConfig::new(store, broker);
+            // The scheduler publishes runs too, so it opens their secrets with control's key.
+            c.secrets = std::env::var("ANTCODE_SECRET_KEY")
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(|k| Arc::new(antcode_core::secrets::SecretBox::from_passphrase(&k)));
+            c
+        },
         shutdown.clone(),
     )
     .await?;

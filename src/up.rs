@@ -65,6 +65,10 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     let store = seams::open_store(&db_url).await?;
     let broker = seams::open_broker("memory://").await?;
     let blobs = seams::open_blobs(&data_dir.join("blobs").display().to_string()).await?;
+    // Task secrets are sealed under a random key kept next to the database (created once, 0600).
+    let secrets = std::sync::Arc::new(antcode_core::secrets::SecretBox::from_key_file(
+        &data_dir.join("secret.key"),
+    )?);
 
     let control_listener = bind(cfg.control_addr, "control")?;
     let edge_listener = bind(cfg.edge_addr, "the edge")?;
@@ -95,6 +99,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         admin_password: cfg.admin_password.clone(),
         dev: true,
         max_upload_bytes: 64 * 1024 * 1024,
+        secrets: Some(secrets.clone()),
         edge_token: Some(edge_token.clone()),
         cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
     };
@@ -108,6 +113,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
 
     let mut scheduler = antcode_scheduler::SchedulerConfig::new(store.clone(), broker.clone());
     scheduler.lost_after = cfg.lost_after;
+    scheduler.secrets = Some(secrets.clone());
     let s = shutdown.clone();
     planes.spawn(async move {
         (

@@ -194,3 +194,99 @@ async fn a_queued_run_survives_a_restart() {
     assert!(logs.contains("ran after restart"), "logs: {logs}");
     up.stop().await.unwrap();
 }
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else { return hits };
+    for e in entries.flatten() {
+        let (p, Ok(kind)) = (e.path(), e.file_type()) else { continue };
+        if kind.is_symlink() {
+            continue; // venv links point at the system's Python
+        } else if kind.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(dir.path(), true).await;
+    let c = Client::login(&up).await;
+    let value = format!("tok-{}-ñ", uuid_like());
+    let reversed: String = value.chars().rev().collect();
+
+    let res = c.http.put(format!("{}/secrets/API_TOKEN", c.base)).bearer_auth(&c.token).json(&json!({"value": value})).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let body = res.text().await.unwrap();
+    assert!(!body.contains(&value), "PUT echoed the value: {body}");
+
+    // The script proves it saw the value without printing it: it prints it reversed.
+    let script = "import os\nv = os.environ.get('API_TOKEN')\nprint('API_TOKEN', 'absent' if v is None else 'reversed=' + v[::-1])\nprint('RUNNER_ENV', 'ANTCODE_SECRET_KEY' in os.environ)\n";
+    let project = c.upload("secretive", "secretive.py", script.as_bytes().to_vec(), &[]).await;
+    let with = c.task("with-secret", &project, json!({"secrets": ["API_TOKEN"]})).await;
+    let without = c.task("without-secret", &project, json!({})).await;
+    let (status, refused) = c.post("/tasks", json!({"name": "typo", "project_id": project["id"], "secrets": ["API_TOKN"]})).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().starts_with("secrets:"), "{refused}");
+
+    let run_with = c.wait_terminal(&c.trigger(&with).await, Duration::from_secs(120)).await;
+    let run_without = c.wait_terminal(&c.trigger(&without).await, Duration::from_secs(120)).await;
+    assert_eq!(run_with["state"], "succeeded", "{run_with}");
+    assert_eq!(run_without["state"], "succeeded", "{run_without}");
+    let log_with = c.text(&format!("/runs/{}/logs", run_with["id"].as_str().unwrap())).await;
+    let log_without = c.text(&format!("/runs/{}/logs", run_without["id"].as_str().unwrap())).await;
+    assert!(log_with.contains(&format!("API_TOKEN reversed={reversed}")), "{log_with}");
+    assert!(log_without.contains("API_TOKEN absent"), "{log_without}");
+    assert!(log_with.contains("RUNNER_ENV False"), "{log_with}");
+
+    // A secret in use cannot be deleted out from under its task.
+    let res = c.http.delete(format!("{}/secrets/API_TOKEN", c.base)).bearer_auth(&c.token).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+
+    // Nowhere in what the API shows...
+    let mut seen = String::new();
+    for path in ["/secrets", "/tasks", "/runs", "/audit?limit=500"] {
+        seen.push_str(&c.get(path).await.to_string());
+    }
+    for run in [&run_with, &run_without] {
+        seen.push_str(&c.get(&format!("/runs/{}", run["id"].as_str().unwrap())).await.to_string());
+    }
+    assert!(seen.contains("API_TOKEN"), "the names are shown");
+    assert!(!seen.contains(&value), "a secret value reached an API response");
+    up.stop().await.unwrap();
+
+    // ...nor in the SQLite database (its WAL included), nor anywhere else in the data dir, but the
+    // sealed row is there.
+    let db = std::fs::read(dir.path().join("antcode.db")).unwrap();
+    assert!(!db.is_empty());
+    assert_eq!(files_containing(dir.path(), value.as_bytes()), Vec::<String>::new());
+    assert!(!files_containing(dir.path(), b"API_TOKEN").is_empty());
+    let key = std::fs::metadata(dir.path().join("secret.key")).unwrap();
+    assert_eq!(key.len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+
+    // The key file is reused: after a restart the secret still opens.
+    let up = start(dir.path(), true).await;
+    let c = Client::login(&up).await;
+    let again = c.wait_terminal(&c.trigger(&with).await, Duration::from_secs(120)).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    let log = c.text(&format!("/runs/{}/logs", again["id"].as_str().unwrap())).await;
+    assert!(log.contains(&format!("API_TOKEN reversed={reversed}")), "{log}");
+    up.stop().await.unwrap();
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{nanos:x}{}", std::process::id())
+}

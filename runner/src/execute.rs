@@ -206,7 +206,9 @@ async fn supervise(
         Ok(l) => l,
         Err(msg) => return (Ended::Failed(msg), sink),
     };
-    let env = task_env(&venv, work_dir, &job.env);
+    // Declared secrets (resolved by the publisher, never stored in SQL) join the task's own env.
+    let job_env = job.env.clone().into_iter().chain(job.secret_env.0.clone()).collect();
+    let env = task_env(&venv, work_dir, &job_env);
     let mut argv = vec![entry];
     argv.extend(job.args.iter().cloned());
     let spawned = match process::spawn(&venv.python, &argv, work_dir, &env, &limits) {

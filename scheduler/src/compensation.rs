@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use antcode_core::model::{Outcome, RunHistoryEntry, RunState};
+use antcode_core::secrets::{publish_job, PublishError};
 use antcode_core::store::StoreError;
 use antcode_core::time::now_ms;
 
@@ -106,7 +107,21 @@ impl<'a> Compensator<'a> {
     async fn republish_queued(&self) -> Result<(), crate::SchedulerError> {
         let jobs = self.config.store.due_queued_jobs(now_ms(), 1000).await?;
         for job in jobs {
-            if self.config.broker.publish(&job).await? {
+            let c = self.config;
+            let published = match publish_job(
+                c.store.as_ref(),
+                c.broker.as_ref(),
+                c.secrets.as_deref(),
+                &job,
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(PublishError::RunFailed(_)) => continue, // failed with the reason in SQL
+                Err(PublishError::Store(e)) => return Err(e.into()),
+                Err(PublishError::Broker(e)) => return Err(e.into()),
+            };
+            if published {
                 metrics::counter!("antcode_scheduler_repairs_total", "kind" => "republished")
                     .increment(1);
                 tracing::debug!(run_id = %job.run_id, attempt = job.attempt, "compensation: published queued run");

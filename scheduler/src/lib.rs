@@ -32,6 +32,9 @@ pub struct SchedulerConfig {
     pub leader_ttl: Duration,
     /// How long a `running` run may have no live lease before it is declared `lost`.
     pub lost_after: Duration,
+    /// Opens task secrets into the jobs this instance publishes (`ANTCODE_SECRET_KEY`); without
+    /// it, runs of tasks that declare secrets fail with a message saying so.
+    pub secrets: Option<Arc<antcode_core::secrets::SecretBox>>,
 }
 
 impl SchedulerConfig {
@@ -43,6 +46,7 @@ impl SchedulerConfig {
             tick_interval: Duration::from_secs(1),
             leader_ttl: Duration::from_secs(10),
             lost_after: Duration::from_secs(15),
+            secrets: None,
         }
     }
 }

@@ -136,8 +136,16 @@ async fn fire_task(
                 tracing::info!(task = %task.name, due, fence, "tick: fired");
                 if matches!(decision, Overlap::Hold) {
                     config.store.defer_run(&run.id, HELD).await?;
-                } else if let Err(e) = config.broker.publish(&job).await {
-                    // Compensation publishes it from SQL on the next pass.
+                } else if let Err(e) = antcode_core::secrets::publish_job(
+                    config.store.as_ref(),
+                    config.broker.as_ref(),
+                    config.secrets.as_deref(),
+                    &job,
+                )
+                .await
+                {
+                    // A store or broker error: compensation publishes it from SQL on the next
+                    // pass. A secret that cannot be resolved has failed the run already.
                     tracing::warn!(error = %e, "tick: publish failed");
                 }
             }
