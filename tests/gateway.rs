@@ -1,0 +1,499 @@
+//! Gateway mode end to end, in process but over real TLS: `antcode up` (embedded runner off) on
+//! ephemeral ports, an enrolled gateway runner that reaches nothing but the edge, and raw tonic
+//! clients playing hostile or careless workers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request};
+
+use antcode::up::{self, Up, UpConfig};
+use antcode_core::Shutdown;
+use antcode_proto::worker::v1 as pb;
+use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
+use antcode_runner::gateway::{self, GatewayConfig, GatewayError, GatewaySource};
+
+const PASSWORD: &str = "gateway-password-not-default";
+/// Calls per second one identity may make; low so a burst trips it.
+const IDENTITY_RPS: u32 = 20;
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn login(up: &Up) -> Api {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}/api/v1", up.control_addr);
+        let res = http
+            .post(format!("{base}/auth/login"))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "login");
+        let token = res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Api { http, base, token }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let res = req.bearer_auth(&self.token).send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self
+            .send(self.http.get(format!("{}{path}", self.base)))
+            .await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    async fn text(&self, path: &str) -> String {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.text().await.unwrap()
+    }
+
+    async fn enrollment_key(&self) -> String {
+        let (status, body) = self
+            .post(
+                "/worker-keys",
+                json!({"note": "gateway test", "ttl_s": 600}),
+            )
+            .await;
+        assert_eq!(status, 201, "create worker key: {body}");
+        body["key"]
+            .as_str()
+            .expect("the key is shown once")
+            .to_string()
+    }
+
+    /// A task running a single uploaded .py file; returns the task id.
+    async fn script_task(&self, name: &str, source: &str) -> String {
+        let form = reqwest::multipart::Form::new()
+            .text("name", name.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(source.as_bytes().to_vec())
+                    .file_name(format!("{name}.py")),
+            );
+        let (status, project) = self
+            .send(
+                self.http
+                    .post(format!("{}/projects", self.base))
+                    .multipart(form),
+            )
+            .await;
+        assert_eq!(status, 201, "upload: {project}");
+        let (status, task) = self
+            .post("/tasks", json!({"name": name, "project_id": project["id"]}))
+            .await;
+        assert_eq!(status, 201, "task: {task}");
+        task["id"].as_str().unwrap().to_string()
+    }
+
+    async fn trigger(&self, task_id: &str) -> String {
+        let (status, run) = self
+            .post(&format!("/tasks/{task_id}/trigger"), json!({}))
+            .await;
+        assert_eq!(status, 201, "trigger: {run}");
+        run["id"].as_str().unwrap().to_string()
+    }
+
+    async fn run_state(&self, run_id: &str) -> Value {
+        self.get(&format!("/runs/{run_id}")).await
+    }
+}
+
+fn edge_url(up: &Up) -> String {
+    format!("https://127.0.0.1:{}", up.edge_addr.port())
+}
+
+fn ca_pem(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("tls").join("ca.pem")).expect("up wrote the cluster CA")
+}
+
+/// A raw worker-protocol client: TLS trusting `ca`, optionally presenting a client certificate.
+fn raw_client(url: &str, ca: &str, identity: Option<(&str, &str)>) -> WorkerServiceClient<Channel> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    WorkerServiceClient::new(channel)
+}
+
+fn with_key<T>(msg: T, api_key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {api_key}").parse().unwrap(),
+    );
+    r.set_timeout(Duration::from_secs(20));
+    r
+}
+
+/// Enrolls a worker with an API key only (no CSR); returns (worker id, api key).
+async fn enroll_raw(
+    client: &mut WorkerServiceClient<Channel>,
+    key: &str,
+    name: &str,
+) -> (String, String) {
+    let r = client
+        .enroll(pb::EnrollRequest {
+            enrollment_key: key.to_string(),
+            name: name.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("enroll {name}: {s:?}"))
+        .into_inner();
+    assert!(
+        !r.worker_id.is_empty() && r.api_key.starts_with("wk"),
+        "{r:?}"
+    );
+    assert!(r.client_cert_pem.is_empty(), "no CSR, no certificate");
+    (r.worker_id, r.api_key)
+}
+
+fn heartbeat() -> pb::HeartbeatRequest {
+    pb::HeartbeatRequest {
+        slots: 1,
+        version: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// A certificate and key signed by a freshly made CA that is not the cluster's.
+fn foreign_client_cert() -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "not the cluster CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["intruder".to_string()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, "intruder");
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_runner_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = UpConfig::new(dir.path().join("up"));
+    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_password = PASSWORD.into();
+    cfg.runner = false;
+    cfg.lost_after = Duration::from_secs(5);
+    cfg.edge_limits.per_identity_rps = IDENTITY_RPS;
+    let up = up::start(cfg).await.expect("antcode up starts");
+    let api = Api::login(&up).await;
+    let url = edge_url(&up);
+    let ca = ca_pem(&dir.path().join("up"));
+    let mut anon = raw_client(&url, &ca, None);
+
+    // No credential at all: refused.
+    let err = anon.heartbeat(heartbeat()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    // Two raw workers with API keys: B leases, C is the meddler (and later the bursty one).
+    let (b_id, b_key) = enroll_raw(&mut anon, &api.enrollment_key().await, "worker-b").await;
+    let (_c_id, c_key) = enroll_raw(&mut anon, &api.enrollment_key().await, "worker-c").await;
+
+    let task = api
+        .script_task(
+            "hello",
+            "import sys\nprint('hello through the edge', sys.version_info[0])\nprint('to stderr', file=sys.stderr)\n",
+        )
+        .await;
+    let run_id = api.trigger(&task).await;
+
+    // B leases the run (long-poll answered as soon as the job is there).
+    let job = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = anon
+                .lease(with_key(
+                    pb::LeaseRequest {
+                        max_jobs: 1,
+                        wait_ms: 2000,
+                        ..Default::default()
+                    },
+                    &b_key,
+                ))
+                .await
+                .expect("B leases")
+                .into_inner();
+            if let Some(j) = r.jobs.into_iter().next() {
+                break j;
+            }
+            assert!(Instant::now() < deadline, "no job for B");
+        }
+    };
+    let b_lease = job.lease.clone().unwrap();
+    assert_eq!(b_lease.run_id, run_id);
+
+    // C reporting on B's lease: refused, and the run is untouched.
+    let err = anon
+        .complete(with_key(
+            pb::CompleteRequest {
+                lease: Some(b_lease.clone()),
+                state: "succeeded".into(),
+                exit_code: Some(0),
+                ..Default::default()
+            },
+            &c_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = anon
+        .report_started(with_key(
+            pb::ReportStartedRequest {
+                lease: Some(b_lease.clone()),
+                started_unix_ms: 0,
+            },
+            &c_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Nor may C fetch B's bundle.
+    let err = anon
+        .fetch_bundle(with_key(
+            pb::FetchBundleRequest {
+                lease: Some(b_lease.clone()),
+                key: job.bundle.clone().unwrap().key,
+                bundle_mac: job.bundle_mac.clone(),
+            },
+            &c_key,
+        ))
+        .await
+        .expect_err("C cannot fetch B's bundle");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = api.run_state(&run_id).await;
+    assert_eq!(
+        run["state"], "queued",
+        "a foreign Complete changed the run: {run}"
+    );
+
+    // B gives the job back; its old token is then stale.
+    anon.complete(with_key(
+        pb::CompleteRequest {
+            lease: Some(b_lease.clone()),
+            state: "handed_back".into(),
+            ..Default::default()
+        },
+        &b_key,
+    ))
+    .await
+    .expect("B hands the job back");
+    let err = anon
+        .report_started(with_key(
+            pb::ReportStartedRequest {
+                lease: Some(b_lease.clone()),
+                started_unix_ms: 0,
+            },
+            &b_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(api.run_state(&run_id).await["state"], "queued");
+
+    // The gateway runner A: enrolls with a CSR (mTLS from then on) and runs the job.
+    let a_key = api.enrollment_key().await;
+    let a_dir = dir.path().join("runner-a");
+    let gw = GatewayConfig {
+        edge_url: url.clone(),
+        ca_pem: ca.clone(),
+        data_dir: a_dir.clone(),
+        enroll_key: Some(a_key.clone()),
+        name: "runner-a".into(),
+        labels: Default::default(),
+        queues: Vec::new(),
+    };
+    let cred = gateway::credential(&gw).await.expect("A enrolls");
+    assert!(!cred.cert_pem.is_empty(), "a CSR gets a client certificate");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(a_dir.join(gateway::CREDENTIAL_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let source = Arc::new(GatewaySource::new(&gw, cred.clone()).unwrap());
+    let mut runner = antcode_runner::RunnerConfig::new(
+        Arc::new(antcode_core::broker::memory::MemoryBroker::new()),
+        antcode_core::seams::open_blobs(&a_dir.join("unused-blobs").display().to_string())
+            .await
+            .unwrap(),
+        a_dir.clone(),
+    );
+    runner.name = "runner-a".into();
+    runner.slots = 1;
+    let mut engine = runner.engine_config();
+    engine.worker_id = source.worker_id().to_string();
+    engine.mode = "gateway".into();
+    let runner_stop = Shutdown::new();
+    let runner_task = tokio::spawn(antcode_runner::run_with_source(
+        engine,
+        source,
+        runner_stop.clone(),
+    ));
+
+    // 2. The same enrollment key again: refused in plain words.
+    let again = GatewayConfig {
+        data_dir: dir.path().join("runner-again"),
+        enroll_key: Some(a_key.clone()),
+        name: "again".into(),
+        ..gw
+    };
+    match gateway::credential(&again).await {
+        Err(GatewayError::Enrollment(why)) => assert!(why.contains("already used"), "{why}"),
+        Err(e) => panic!("reuse refused for the wrong reason: {e}"),
+        Ok(_) => panic!("an enrollment key worked twice"),
+    }
+
+    // 1. The handed-back run runs to success on A, and its logs are readable.
+    let started = Instant::now();
+    let run = loop {
+        let run = api.run_state(&run_id).await;
+        let state = run["state"].as_str().unwrap().to_string();
+        if !["queued", "running"].contains(&state.as_str()) {
+            break run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "run still {state}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["exit_code"], 0, "{run}");
+    assert_eq!(
+        run["worker_id"].as_str(),
+        Some(cred.worker_id.as_str()),
+        "{run}"
+    );
+    let logs = api.text(&format!("/runs/{run_id}/logs")).await;
+    assert!(logs.contains("hello through the edge 3"), "logs: {logs}");
+    assert!(logs.contains("to stderr"), "logs: {logs}");
+
+    // 5. A client certificate from another CA: the handshake is refused, even with a valid API
+    // key on the call (with TLS 1.3 the client learns it when the server closes the connection).
+    let (cert, key) = foreign_client_cert();
+    let mut intruder = raw_client(&url, &ca, Some((&cert, &key)));
+    let err = intruder
+        .heartbeat(with_key(heartbeat(), &c_key))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+        ),
+        "a foreign client certificate must fail the connection, got {err:?}"
+    );
+    // A's certificate, on its own (no API key), is accepted.
+    let mut a_raw = raw_client(&url, &ca, Some((&cred.cert_pem, &cred.key_pem)));
+    a_raw
+        .heartbeat(heartbeat())
+        .await
+        .expect("the enrolled certificate alone identifies A");
+
+    // 6. A burst past the per-identity limit gets RESOURCE_EXHAUSTED, then it recovers.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..IDENTITY_RPS * 3 {
+        let mut c = anon.clone();
+        let k = c_key.clone();
+        burst.spawn(async move { c.heartbeat(with_key(heartbeat(), &k)).await });
+    }
+    let results: Vec<_> = burst.join_all().await;
+    let exhausted: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|s| s.code() == Code::ResourceExhausted)
+        .collect();
+    assert!(
+        !exhausted.is_empty(),
+        "no call of the burst was limited: {results:?}"
+    );
+    assert!(exhausted[0].metadata().get("retry-after").is_some());
+    assert!(
+        results.iter().any(|r| r.is_ok()),
+        "the burst was refused whole"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    anon.heartbeat(with_key(heartbeat(), &c_key))
+        .await
+        .expect("the limit recovers");
+
+    // 3. Revoke B: its calls fail within 2 s (the edge caches decisions for 1 s).
+    anon.heartbeat(with_key(heartbeat(), &b_key))
+        .await
+        .expect("B is still allowed before the revoke");
+    let (status, body) = api
+        .send(api.http.delete(format!("{}/workers/{b_id}", api.base)))
+        .await;
+    assert_eq!(status, 200, "revoke: {body}");
+    let revoked_at = Instant::now();
+    // The property: no call started more than 2 s after the revoke is accepted.
+    let mut last_accepted = None;
+    loop {
+        let call_started = Instant::now();
+        match anon.heartbeat(with_key(heartbeat(), &b_key)).await {
+            Ok(_) => last_accepted = Some(call_started.duration_since(revoked_at)),
+            Err(s) if s.code() == Code::Unauthenticated => break,
+            Err(s) => panic!("unexpected refusal of a revoked worker: {s:?}"),
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "B still allowed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(after) = last_accepted {
+        assert!(
+            after <= Duration::from_secs(2),
+            "a call made {after:?} after the revoke was still accepted"
+        );
+    }
+
+    runner_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), runner_task)
+        .await
+        .expect("the gateway runner stops")
+        .unwrap()
+        .unwrap();
+    up.stop().await.unwrap();
+}
