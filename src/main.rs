@@ -13,6 +13,8 @@ const DEFAULT_ADMIN_PASSWORD: &str = "admin";
 fn main() {
     let cli = Cli::parse();
     telemetry::init_tracing(matches!(cli.log_format, LogFormat::Json));
+    // Install the metrics recorder before any plane records anything.
+    telemetry::prometheus();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

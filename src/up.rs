@@ -58,6 +58,7 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
 }
 
 pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
+    antcode_core::telemetry::prometheus();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.canonicalize()?;

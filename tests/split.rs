@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 const PASSWORD: &str = "split-password-not-default";
-/// A Redis database of its own, so flushing it touches nothing but this test.
-const REDIS_DB: u32 = 7;
+/// Redis databases of their own, so flushing one touches nothing but its test.
+const SPLIT_DB: u32 = 7;
+const FAILOVER_DB: u32 = 8;
 
 struct Proc {
     name: String,
@@ -81,10 +82,10 @@ fn s3_endpoint() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-async fn fresh_postgres() -> String {
+async fn fresh_postgres(tag: &str) -> String {
     let admin = std::env::var("ANTCODE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("antcode_split_{}", std::process::id());
+    let name = format!("antcode_{tag}_{}", std::process::id());
     let status = Command::new("psql")
         .arg(&admin)
         .args([
@@ -103,9 +104,9 @@ async fn fresh_postgres() -> String {
     format!("{base}/{name}")
 }
 
-fn flush_redis() {
+fn flush_redis(db: u32) {
     let status = Command::new("redis-cli")
-        .args(["-n", &REDIS_DB.to_string(), "FLUSHDB"])
+        .args(["-n", &db.to_string(), "FLUSHDB"])
         .stdout(Stdio::null())
         .status()
         .expect("redis-cli");
@@ -113,10 +114,11 @@ fn flush_redis() {
 }
 
 impl Deployment {
-    async fn new() -> Deployment {
+    /// Control on PostgreSQL + Redis database `db` + S3, ready to serve; no scheduler or runner yet.
+    async fn new(tag: &str, db: u32) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = s3_endpoint();
-        let bucket = format!("split-{}", std::process::id());
+        let bucket = format!("{tag}-{}", std::process::id());
         // moto accepts any credentials; the bucket is created through the S3 API by a one-off PUT.
         let created = reqwest::Client::new()
             .put(format!("{endpoint}/{bucket}"))
@@ -128,12 +130,12 @@ impl Deployment {
             "create bucket: {}",
             created.status()
         );
-        flush_redis();
+        flush_redis(db);
         let env = vec![
-            ("ANTCODE_DATABASE_URL".into(), fresh_postgres().await),
+            ("ANTCODE_DATABASE_URL".into(), fresh_postgres(tag).await),
             (
                 "ANTCODE_REDIS_URL".into(),
-                format!("redis://127.0.0.1:6379/{REDIS_DB}?prefix=split"),
+                format!("redis://127.0.0.1:6379/{db}?prefix={tag}"),
             ),
             ("ANTCODE_BLOB_URL".into(), format!("s3://{bucket}")),
             ("ANTCODE_S3_ENDPOINT".into(), endpoint),
@@ -158,9 +160,15 @@ impl Deployment {
         let listen = format!("127.0.0.1:{}", d.control_port);
         d.spawn("control", &["control", "--listen", &listen]);
         d.wait_ready().await;
-        d.spawn("scheduler", &["scheduler", "--ops-listen", "127.0.0.1:0"]);
-        d.start_runner("runner-1");
         d
+    }
+
+    /// Starts a scheduler whose operations endpoint is on the returned port.
+    fn start_scheduler(&mut self, name: &str) -> u16 {
+        let port = free_port();
+        let ops = format!("127.0.0.1:{port}");
+        self.spawn(name, &["scheduler", "--ops-listen", &ops]);
+        port
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) {
@@ -343,7 +351,9 @@ fn terminal(run: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_deployment_survives_a_killed_runner_and_a_redis_flush() {
-    let mut d = Deployment::new().await;
+    let mut d = Deployment::new("split", SPLIT_DB).await;
+    d.start_scheduler("scheduler");
+    d.start_runner("runner-1");
     let api = Api::login(&d).await;
 
     // 1. A run through the split system.
@@ -410,7 +420,7 @@ async fn split_deployment_survives_a_killed_runner_and_a_redis_flush() {
     for _ in 0..3 {
         queued.push(api.trigger(&hello).await);
     }
-    flush_redis();
+    flush_redis(SPLIT_DB);
     d.start_runner("runner-3");
     for run in &queued {
         let done = api.wait_for(&d, run, "a terminal state", terminal).await;
@@ -419,4 +429,97 @@ async fn split_deployment_survives_a_killed_runner_and_a_redis_flush() {
     for name in ["runner-3", "scheduler", "control"] {
         d.proc(name).terminate();
     }
+}
+
+async fn is_leader(port: u16) -> bool {
+    let Ok(res) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return false;
+    };
+    let text = res.text().await.unwrap_or_default();
+    text.lines()
+        .any(|l| l.starts_with("antcode_scheduler_leader ") && l.trim_end().ends_with(" 1"))
+}
+
+async fn scheduled_due_times(api: &Api, task: &str) -> Vec<String> {
+    let page: Value = api
+        .http
+        .get(format!("{}/runs?task_id={task}&limit=500", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["due_at"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_failover_keeps_firing_once_per_due_time() {
+    let mut d = Deployment::new("failover", FAILOVER_DB).await;
+    let ports = [
+        d.start_scheduler("scheduler-a"),
+        d.start_scheduler("scheduler-b"),
+    ];
+    let api = Api::login(&d).await;
+    let task = api
+        .task_for(
+            "tick",
+            "print('tick')\n",
+            json!({"schedule": {"kind": "interval", "every_s": 1}, "misfire": "catch_up"}),
+        )
+        .await;
+
+    // Exactly one leader.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let flags = [is_leader(ports[0]).await, is_leader(ports[1]).await];
+        match flags {
+            [true, false] => break 0,
+            [false, true] => break 1,
+            [true, true] => panic!("two leaders at once\n{}", d.logs()),
+            _ => assert!(Instant::now() < deadline, "no leader elected\n{}", d.logs()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scheduled_due_times(&api, &task).await.len() < 2 {
+        assert!(Instant::now() < deadline, "no fires\n{}", d.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // kill -9 the leader: the other takes over within the lock TTL and fires the missed times.
+    let names = ["scheduler-a", "scheduler-b"];
+    d.proc(names[leader]).kill9();
+    let killed_at = Instant::now();
+    let before = scheduled_due_times(&api, &task).await.len();
+    while !is_leader(ports[1 - leader]).await {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no failover\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scheduled_due_times(&api, &task).await.len() < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "fires did not resume after failover\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut due = scheduled_due_times(&api, &task).await;
+    let n = due.len();
+    due.sort();
+    due.dedup();
+    assert_eq!(due.len(), n, "a due time fired twice across the failover");
+    d.proc(names[1 - leader]).terminate();
+    d.proc("control").terminate();
 }
