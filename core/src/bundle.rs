@@ -83,8 +83,15 @@ fn safe_path(raw: &str) -> Result<PathBuf, BundleError> {
         match c {
             Component::Normal(p) => out.push(p),
             Component::CurDir => {}
-            Component::ParentDir => return Err(BundleError::Unsafe(raw.into(), "parent directory component")),
-            Component::RootDir | Component::Prefix(_) => return Err(BundleError::Unsafe(raw.into(), "absolute path")),
+            Component::ParentDir => {
+                return Err(BundleError::Unsafe(
+                    raw.into(),
+                    "parent directory component",
+                ))
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(BundleError::Unsafe(raw.into(), "absolute path"))
+            }
         }
     }
     if out.as_os_str().is_empty() {
@@ -108,7 +115,10 @@ fn check_symlink(entry: &Path, target: &Path) -> Result<(), BundleError> {
             _ => return Err(BundleError::Unsafe(name, "symlink to an absolute path")),
         }
         if depth < 0 {
-            return Err(BundleError::Unsafe(name, "symlink pointing outside the bundle"));
+            return Err(BundleError::Unsafe(
+                name,
+                "symlink pointing outside the bundle",
+            ));
         }
     }
     Ok(())
@@ -134,7 +144,9 @@ impl Budget {
     fn copy(&mut self, r: &mut dyn Read, w: &mut dyn std::io::Write) -> Result<(), BundleError> {
         let mut buf = [0u8; 64 * 1024];
         loop {
-            let n = r.read(&mut buf).map_err(|e| BundleError::Corrupt(e.to_string()))?;
+            let n = r
+                .read(&mut buf)
+                .map_err(|e| BundleError::Corrupt(e.to_string()))?;
             if n == 0 {
                 return Ok(());
             }
@@ -142,7 +154,8 @@ impl Budget {
             if self.bytes > self.limits.max_unpacked_bytes {
                 return Err(BundleError::TooLarge(self.limits.max_unpacked_bytes));
             }
-            w.write_all(&buf[..n]).map_err(|e| BundleError::Io(e.to_string()))?;
+            w.write_all(&buf[..n])
+                .map_err(|e| BundleError::Io(e.to_string()))?;
         }
     }
 }
@@ -176,7 +189,11 @@ fn walk_zip(data: &[u8], budget: &mut Budget, visit: &mut Visitor<'_>) -> Result
     Ok(())
 }
 
-fn walk_tar_gz(data: &[u8], budget: &mut Budget, visit: &mut Visitor<'_>) -> Result<(), BundleError> {
+fn walk_tar_gz(
+    data: &[u8],
+    budget: &mut Budget,
+    visit: &mut Visitor<'_>,
+) -> Result<(), BundleError> {
     let corrupt = |e: std::io::Error| BundleError::Corrupt(e.to_string());
     let mut archive = tar::Archive::new(GzDecoder::new(data));
     for entry in archive.entries().map_err(corrupt)? {
@@ -196,7 +213,11 @@ fn walk_tar_gz(data: &[u8], budget: &mut Budget, visit: &mut Visitor<'_>) -> Res
             visit(&path, EntryKind::Symlink(target), budget)?;
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
             visit(&path, EntryKind::File(&mut entry), budget)?;
-        } else if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
+        } else if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
             continue;
         } else if kind.is_hard_link() {
             return Err(BundleError::Unsafe(raw, "hard link"));
@@ -207,8 +228,17 @@ fn walk_tar_gz(data: &[u8], budget: &mut Budget, visit: &mut Visitor<'_>) -> Res
     Ok(())
 }
 
-fn walk(format: BundleFormat, data: &[u8], limits: Limits, visit: &mut Visitor<'_>) -> Result<(), BundleError> {
-    let mut budget = Budget { limits, entries: 0, bytes: 0 };
+fn walk(
+    format: BundleFormat,
+    data: &[u8],
+    limits: Limits,
+    visit: &mut Visitor<'_>,
+) -> Result<(), BundleError> {
+    let mut budget = Budget {
+        limits,
+        entries: 0,
+        bytes: 0,
+    };
     match format {
         BundleFormat::Zip => walk_zip(data, &mut budget, visit),
         BundleFormat::TarGz => walk_tar_gz(data, &mut budget, visit),
@@ -249,7 +279,13 @@ pub fn inspect(format: BundleFormat, data: &[u8], limits: Limits) -> Result<Mani
 
 /// Unpacks a bundle into `dest` (which must exist and be empty). A single `.py` bundle is written
 /// as `file_name`.
-pub fn extract(format: BundleFormat, data: &[u8], file_name: Option<&str>, dest: &Path, limits: Limits) -> Result<(), BundleError> {
+pub fn extract(
+    format: BundleFormat,
+    data: &[u8],
+    file_name: Option<&str>,
+    dest: &Path,
+    limits: Limits,
+) -> Result<(), BundleError> {
     let io = |e: std::io::Error| BundleError::Io(e.to_string());
     if format == BundleFormat::Py {
         let name = safe_path(file_name.unwrap_or("main.py"))?;
@@ -262,7 +298,10 @@ pub fn extract(format: BundleFormat, data: &[u8], file_name: Option<&str>, dest:
             // A symlinked directory earlier in the archive must not redirect this write.
             let real = parent.canonicalize().map_err(io)?;
             if !real.starts_with(dest.canonicalize().map_err(io)?) {
-                return Err(BundleError::Unsafe(path.display().to_string(), "written through a symlink"));
+                return Err(BundleError::Unsafe(
+                    path.display().to_string(),
+                    "written through a symlink",
+                ));
             }
         }
         match kind {
@@ -289,7 +328,8 @@ mod tests {
         {
             let mut w = zip::ZipWriter::new(&mut buf);
             for (name, data) in entries {
-                w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+                w.start_file(*name, zip::write::SimpleFileOptions::default())
+                    .unwrap();
                 w.write_all(data).unwrap();
             }
             w.finish().unwrap();
@@ -297,14 +337,22 @@ mod tests {
         buf.into_inner()
     }
 
-    fn tar_gz_of(build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>)) -> Vec<u8> {
+    fn tar_gz_of(
+        build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>),
+    ) -> Vec<u8> {
         let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let mut b = tar::Builder::new(enc);
         build(&mut b);
         b.into_inner().unwrap().finish().unwrap()
     }
 
-    fn raw_tar_entry(b: &mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+    fn raw_tar_entry(
+        b: &mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>,
+        name: &str,
+        kind: tar::EntryType,
+        link: Option<&str>,
+        data: &[u8],
+    ) {
         let mut h = tar::Header::new_old();
         // Write the name bytes directly: `set_path` itself refuses `..`, which is what we test.
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
@@ -321,14 +369,27 @@ mod tests {
     #[test]
     fn formats_are_recognised_by_content() {
         assert_eq!(detect_format("a.py", b"print(1)"), Ok(BundleFormat::Py));
-        assert_eq!(detect_format("a.zip", &zip_of(&[("main.py", b"")])), Ok(BundleFormat::Zip));
-        assert_eq!(detect_format("x.bin", b"\x7fELF"), Err(BundleError::UnknownFormat));
-        assert_eq!(detect_format("a.py", b"\xff\xfe"), Err(BundleError::UnknownFormat));
+        assert_eq!(
+            detect_format("a.zip", &zip_of(&[("main.py", b"")])),
+            Ok(BundleFormat::Zip)
+        );
+        assert_eq!(
+            detect_format("x.bin", b"\x7fELF"),
+            Err(BundleError::UnknownFormat)
+        );
+        assert_eq!(
+            detect_format("a.py", b"\xff\xfe"),
+            Err(BundleError::UnknownFormat)
+        );
     }
 
     #[test]
     fn inspect_finds_requirements_and_files() {
-        let z = zip_of(&[("main.py", b"print(1)"), ("requirements.txt", b"six\n"), ("pkg/util.py", b"")]);
+        let z = zip_of(&[
+            ("main.py", b"print(1)"),
+            ("requirements.txt", b"six\n"),
+            ("pkg/util.py", b""),
+        ]);
         let m = inspect(BundleFormat::Zip, &z, Limits::default()).unwrap();
         assert_eq!(m.files, vec!["main.py", "pkg/util.py", "requirements.txt"]);
         assert_eq!(m.requirements.as_deref(), Some("six\n"));
@@ -339,12 +400,40 @@ mod tests {
         let cases: Vec<(Vec<u8>, BundleFormat)> = vec![
             (zip_of(&[("../evil.py", b"")]), BundleFormat::Zip),
             (zip_of(&[("/etc/evil.py", b"")]), BundleFormat::Zip),
-            (tar_gz_of(|b| raw_tar_entry(b, "../evil.py", tar::EntryType::Regular, None, b"x")), BundleFormat::TarGz),
-            (tar_gz_of(|b| raw_tar_entry(b, "/abs.py", tar::EntryType::Regular, None, b"x")), BundleFormat::TarGz),
-            (tar_gz_of(|b| raw_tar_entry(b, "link", tar::EntryType::Symlink, Some("../../etc/passwd"), b"")), BundleFormat::TarGz),
-            (tar_gz_of(|b| raw_tar_entry(b, "link", tar::EntryType::Symlink, Some("/etc/passwd"), b"")), BundleFormat::TarGz),
-            (tar_gz_of(|b| raw_tar_entry(b, "hard", tar::EntryType::Link, Some("main.py"), b"")), BundleFormat::TarGz),
-            (tar_gz_of(|b| raw_tar_entry(b, "dev", tar::EntryType::Char, None, b"")), BundleFormat::TarGz),
+            (
+                tar_gz_of(|b| raw_tar_entry(b, "../evil.py", tar::EntryType::Regular, None, b"x")),
+                BundleFormat::TarGz,
+            ),
+            (
+                tar_gz_of(|b| raw_tar_entry(b, "/abs.py", tar::EntryType::Regular, None, b"x")),
+                BundleFormat::TarGz,
+            ),
+            (
+                tar_gz_of(|b| {
+                    raw_tar_entry(
+                        b,
+                        "link",
+                        tar::EntryType::Symlink,
+                        Some("../../etc/passwd"),
+                        b"",
+                    )
+                }),
+                BundleFormat::TarGz,
+            ),
+            (
+                tar_gz_of(|b| {
+                    raw_tar_entry(b, "link", tar::EntryType::Symlink, Some("/etc/passwd"), b"")
+                }),
+                BundleFormat::TarGz,
+            ),
+            (
+                tar_gz_of(|b| raw_tar_entry(b, "hard", tar::EntryType::Link, Some("main.py"), b"")),
+                BundleFormat::TarGz,
+            ),
+            (
+                tar_gz_of(|b| raw_tar_entry(b, "dev", tar::EntryType::Char, None, b"")),
+                BundleFormat::TarGz,
+            ),
         ];
         for (data, format) in cases {
             let err = inspect(format, &data, Limits::default()).unwrap_err();
@@ -358,21 +447,46 @@ mod tests {
     fn internal_symlinks_are_allowed() {
         let data = tar_gz_of(|b| {
             raw_tar_entry(b, "real.py", tar::EntryType::Regular, None, b"x = 1");
-            raw_tar_entry(b, "sub/link.py", tar::EntryType::Symlink, Some("../real.py"), b"");
+            raw_tar_entry(
+                b,
+                "sub/link.py",
+                tar::EntryType::Symlink,
+                Some("../real.py"),
+                b"",
+            );
         });
         let dir = tempfile::tempdir().unwrap();
-        extract(BundleFormat::TarGz, &data, None, dir.path(), Limits::default()).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("sub/link.py")).unwrap(), "x = 1");
+        extract(
+            BundleFormat::TarGz,
+            &data,
+            None,
+            dir.path(),
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("sub/link.py")).unwrap(),
+            "x = 1"
+        );
     }
 
     #[test]
     fn bombs_are_stopped_while_reading() {
         let zeros = vec![0u8; 2 * 1024 * 1024];
         let z = zip_of(&[("big.bin", &zeros)]);
-        let small = Limits { max_entries: 10, max_unpacked_bytes: 1024 * 1024 };
-        assert_eq!(inspect(BundleFormat::Zip, &z, small), Err(BundleError::TooLarge(1024 * 1024)));
+        let small = Limits {
+            max_entries: 10,
+            max_unpacked_bytes: 1024 * 1024,
+        };
+        assert_eq!(
+            inspect(BundleFormat::Zip, &z, small),
+            Err(BundleError::TooLarge(1024 * 1024))
+        );
         let many: Vec<(String, &[u8])> = (0..20).map(|i| (format!("f{i}.py"), &b""[..])).collect();
         let refs: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-        assert_eq!(inspect(BundleFormat::Zip, &zip_of(&refs), small), Err(BundleError::TooManyEntries(10)));
+        assert_eq!(
+            inspect(BundleFormat::Zip, &zip_of(&refs), small),
+            Err(BundleError::TooManyEntries(10))
+        );
     }
 }

@@ -18,7 +18,11 @@ pub enum SeamError {
     #[error("broker: {0}")]
     Broker(#[from] crate::broker::BrokerError),
     #[error("unsupported {what} url {url:?}: {hint}")]
-    Unsupported { what: &'static str, url: String, hint: &'static str },
+    Unsupported {
+        what: &'static str,
+        url: String,
+        hint: &'static str,
+    },
 }
 
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, SeamError> {
@@ -33,7 +37,9 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>, SeamError> {
         return Ok(Arc::new(MemoryBroker::new()));
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        return Ok(Arc::new(crate::broker::redis::RedisBroker::open(url).await?));
+        return Ok(Arc::new(
+            crate::broker::redis::RedisBroker::open(url).await?,
+        ));
     }
     Err(SeamError::Unsupported {
         what: "broker",
@@ -48,9 +54,14 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>, SeamError> {
 pub async fn open_blobs(url: &str) -> Result<Arc<dyn BlobStore>, SeamError> {
     if url.starts_with("s3://") {
         let config = crate::blob::s3::S3Config::from_url(url)?;
-        return Ok(Arc::new(crate::blob::s3::S3BlobStore::connect(config).await?));
+        return Ok(Arc::new(
+            crate::blob::s3::S3BlobStore::connect(config).await?,
+        ));
     }
-    if let Some(path) = url.strip_prefix("file://").or(if url.contains("://") { None } else { Some(url) }) {
+    if let Some(path) =
+        url.strip_prefix("file://")
+            .or(if url.contains("://") { None } else { Some(url) })
+    {
         return Ok(Arc::new(LocalBlobStore::new(path)?));
     }
     Err(SeamError::Unsupported {

@@ -1877,7 +1877,11 @@ mod task_secrets {
             "create_run never resolves values"
         );
         let stored = s.due_queued_jobs(now_ms() + 1000, 10).await.unwrap();
-        assert_eq!(stored, std::slice::from_ref(&job), "SQL keeps the names only");
+        assert_eq!(
+            stored,
+            std::slice::from_ref(&job),
+            "SQL keeps the names only"
+        );
 
         let broker = MemoryBroker::new();
         assert!(secrets::publish_job(s.as_ref(), &broker, Some(&sbox), &job)

@@ -119,7 +119,9 @@ impl MemoryBroker {
                 .insert(id, (now, ev.clone()));
             out.push((id, ev));
         }
-        out.into_iter().map(|(id, ev)| (id.to_string(), ev)).collect()
+        out.into_iter()
+            .map(|(id, ev)| (id.to_string(), ev))
+            .collect()
     }
 }
 
@@ -136,7 +138,10 @@ impl Broker for MemoryBroker {
                 return Ok(false);
             }
             st.cancels.remove(&job.run_id);
-            st.queues.entry(job.queue.clone()).or_default().push_back(job.clone());
+            st.queues
+                .entry(job.queue.clone())
+                .or_default()
+                .push_back(job.clone());
         }
         self.jobs_published.notify_waiters();
         Ok(true)
@@ -158,7 +163,12 @@ impl Broker for MemoryBroker {
         }
     }
 
-    async fn heartbeat(&self, worker_id: &str, held: &[HeldLease], ttl: Duration) -> BrokerResult<HeartbeatReply> {
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        held: &[HeldLease],
+        ttl: Duration,
+    ) -> BrokerResult<HeartbeatReply> {
         let mut st = self.lock();
         let deadline = now_ms() + ttl.as_millis() as i64;
         let mut reply = HeartbeatReply {
@@ -195,12 +205,18 @@ impl Broker for MemoryBroker {
     async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
         {
             let mut st = self.lock();
-            let matches = st.leases.get(run_id).is_some_and(|l| l.lease_token == lease_token);
+            let matches = st
+                .leases
+                .get(run_id)
+                .is_some_and(|l| l.lease_token == lease_token);
             if !matches {
                 return Ok(());
             }
             if let Some(l) = st.leases.remove(run_id) {
-                st.queues.entry(l.job.queue.clone()).or_default().push_front(l.job);
+                st.queues
+                    .entry(l.job.queue.clone())
+                    .or_default()
+                    .push_front(l.job);
             }
         }
         self.jobs_published.notify_waiters();
@@ -256,7 +272,11 @@ impl Broker for MemoryBroker {
 
     async fn cancels_for(&self, run_ids: &[String]) -> BrokerResult<Vec<String>> {
         let st = self.lock();
-        Ok(run_ids.iter().filter(|r| st.cancels.contains(*r)).cloned().collect())
+        Ok(run_ids
+            .iter()
+            .filter(|r| st.cancels.contains(*r))
+            .cloned()
+            .collect())
     }
 
     async fn publish_event(&self, event: &RunEvent) -> BrokerResult<()> {
@@ -320,7 +340,12 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn read_log(&self, run_id: &str, after: u64, wait: Duration) -> BrokerResult<Vec<LogChunk>> {
+    async fn read_log(
+        &self,
+        run_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> BrokerResult<Vec<LogChunk>> {
         let until = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.logs_appended.notified();
@@ -363,7 +388,12 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn acquire_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<Option<u64>> {
+    async fn acquire_leader(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> BrokerResult<Option<u64>> {
         let mut st = self.lock();
         let now = Instant::now();
         let free = st
@@ -373,7 +403,8 @@ impl Broker for MemoryBroker {
         if !free {
             return Ok(None);
         }
-        st.leaders.insert(name.to_string(), (holder.to_string(), now + ttl));
+        st.leaders
+            .insert(name.to_string(), (holder.to_string(), now + ttl));
         // At least the wall clock in ms: a restarted process (whose counter starts again) still
         // hands out tokens above the last one SQL accepted.
         st.fence = (st.fence + 1).max(now_ms().max(0) as u64);

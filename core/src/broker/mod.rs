@@ -82,7 +82,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Waits up to `wait` for jobs on any of the queues and leases up to `max` of them.
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>>;
     /// Extends the worker's leases; reports cancels, lost leases and the drain flag.
-    async fn heartbeat(&self, worker_id: &str, held: &[HeldLease], ttl: Duration) -> BrokerResult<HeartbeatReply>;
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        held: &[HeldLease],
+        ttl: Duration,
+    ) -> BrokerResult<HeartbeatReply>;
     /// Ends a lease after its outcome was reported.
     async fn release(&self, run_id: &str, lease_token: &str) -> BrokerResult<()>;
     /// Gives a leased job back to its queue untouched (a draining runner that did not start it).
@@ -101,20 +106,35 @@ pub trait Broker: Send + Sync + 'static {
 
     async fn publish_event(&self, event: &RunEvent) -> BrokerResult<()>;
     /// Reads runner events for `group`, at least once: unacknowledged events are redelivered.
-    async fn read_events(&self, group: &str, consumer: &str, max: usize, wait: Duration)
-        -> BrokerResult<Vec<(String, RunEvent)>>;
+    async fn read_events(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> BrokerResult<Vec<(String, RunEvent)>>;
     async fn ack_events(&self, group: &str, ids: &[String]) -> BrokerResult<()>;
 
     async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()>;
     /// Chunks whose [`LogChunk::cursor`] is past `after`, waiting up to `wait` for a new one.
-    async fn read_log(&self, run_id: &str, after: u64, wait: Duration) -> BrokerResult<Vec<LogChunk>>;
+    async fn read_log(
+        &self,
+        run_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> BrokerResult<Vec<LogChunk>>;
 
     async fn put_worker(&self, status: &WorkerStatus, ttl: Duration) -> BrokerResult<()>;
     async fn workers(&self) -> BrokerResult<Vec<WorkerStatus>>;
     async fn set_drain(&self, worker_id: &str, drain: bool) -> BrokerResult<()>;
 
     /// Takes the named lock if free; returns a fencing token larger than any handed out before.
-    async fn acquire_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<Option<u64>>;
+    async fn acquire_leader(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> BrokerResult<Option<u64>>;
     /// Extends the lock if `holder` still has it; false means leadership is lost.
     async fn renew_leader(&self, name: &str, holder: &str, ttl: Duration) -> BrokerResult<bool>;
     async fn release_leader(&self, name: &str, holder: &str) -> BrokerResult<()>;
