@@ -497,3 +497,107 @@ async fn gateway_runner_end_to_end() {
         .unwrap();
     up.stop().await.unwrap();
 }
+
+/// Waits for `run_id` to leave queued/running and returns it.
+async fn wait_terminal(api: &Api, run_id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let run = api.run_state(run_id).await;
+        let state = run["state"].as_str().unwrap().to_string();
+        if !["queued", "running"].contains(&state.as_str()) {
+            return run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "run still {state}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The real binary: `antcode runner --mode gateway --edge URL --ca FILE [--enroll KEY]`.
+fn spawn_runner(
+    up: &Up,
+    ca_file: &std::path::Path,
+    data_dir: &std::path::Path,
+    enroll: Option<&str>,
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_antcode"));
+    cmd.arg("runner")
+        .args(["--mode", "gateway", "--edge", &edge_url(up)])
+        .arg("--ca")
+        .arg(ca_file)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--slots",
+            "1",
+            "--name",
+            "cli-runner",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(key) = enroll {
+        cmd.args(["--enroll", key]);
+    }
+    cmd.spawn().expect("the antcode binary starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = UpConfig::new(dir.path().join("up"));
+    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_password = PASSWORD.into();
+    cfg.runner = false;
+    let up = up::start(cfg).await.expect("antcode up starts");
+    let api = Api::login(&up).await;
+    let ca_file = dir.path().join("up").join("tls").join("ca.pem");
+    let data_dir = dir.path().join("cli-runner");
+    let task = api
+        .script_task("cli", "print('ran by the gateway binary')\n")
+        .await;
+
+    // First start enrolls and stores the credential.
+    let key = api.enrollment_key().await;
+    let mut child = spawn_runner(&up, &ca_file, &data_dir, Some(&key));
+    let run_id = api.trigger(&task).await;
+    let run = wait_terminal(&api, &run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let cred: Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir.join(gateway::CREDENTIAL_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(run["worker_id"], cred["worker_id"], "{run}");
+    let logs = api.text(&format!("/runs/{run_id}/logs")).await;
+    assert!(logs.contains("ran by the gateway binary"), "logs: {logs}");
+    child.kill().await.unwrap();
+
+    // A restart needs no key: the stored credential is reused, same worker identity.
+    let mut child = spawn_runner(&up, &ca_file, &data_dir, None);
+    let run_id = api.trigger(&task).await;
+    let run = wait_terminal(&api, &run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["worker_id"], cred["worker_id"], "{run}");
+    child.kill().await.unwrap();
+
+    // A fresh data dir with the used key: the binary exits with the refusal in plain words.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_antcode"))
+        .arg("runner")
+        .args(["--mode", "gateway", "--edge", &edge_url(&up)])
+        .arg("--ca")
+        .arg(&ca_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .args(["--ops-listen", "127.0.0.1:0", "--enroll", &key])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already used"), "stderr: {stderr}");
+    up.stop().await.unwrap();
+}
