@@ -5,7 +5,8 @@
 #   ./ops/test.sh -p antcode-core   # extra arguments go to `cargo test`
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
-# missing: uv, PostgreSQL, MariaDB, Redis, and starts any of them that is not running.
+# missing: uv, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
+# and starts any of them that is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,11 @@ fi
 have uv || { log "uv is still missing: pip install uv"; exit 1; }
 
 # --- services (the tests talk to real engines on loopback) ------------------------------------
+# The web UI's browser tests drive Debian's headless Chromium through chromedriver.
+if ! { have chromedriver && have chromium; }; then
+  log "installing chromium and chromium-driver (browser tests)"; apt_install chromium chromium-driver
+fi
+
 if ! port_open 6379; then
   have redis-server || { log "installing redis-server"; apt_install redis-server; }
   log "starting Redis"

@@ -4,8 +4,8 @@
 //! sessions and API tokens with role-based access (admin / operator / viewer), projects and their
 //! immutable content-addressed versions, tasks, runs (trigger, invoke, cancel, retry, live logs and
 //! state events over SSE), workers, and an audit trail of every mutation. Outside the API it
-//! serves `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, `/docs` and a placeholder page
-//! at `/`. Errors are RFC 7807 problem+json everywhere.
+//! serves `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, `/docs` and the web UI
+//! at `/` (see `ui.rs`). Errors are RFC 7807 problem+json everywhere.
 //!
 //! Entry point: [`run`] with a [`ControlConfig`]; it serves until the shutdown token is cancelled,
 //! then lets in-flight requests finish (live streams end at shutdown too) and returns.
@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod problem;
 mod routes;
+mod ui;
 mod upload;
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! Outside `/api/v1`: `/` (placeholder page), `/healthz`, `/readyz`, `/metrics`,
+//! Outside `/api/v1`: `/healthz`, `/readyz`, `/metrics`,
 //! `/api/openapi.json` and `/docs`.
 
 use std::time::Duration;
@@ -15,20 +15,11 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(spec))
         .route("/docs", get(docs))
-}
-
-async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>AntCode</title></head>\
-         <body><h1>AntCode</h1><p>The web UI is not here yet. The REST API is documented at \
-         <a href=\"/docs\">/docs</a>.</p></body></html>",
-    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {

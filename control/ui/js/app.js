@@ -1,0 +1,173 @@
+// The single-page app: hash routes, the navigation, who is signed in and what they may do.
+
+import { get, post, hasSession, setUnauthorizedHandler } from './api.js';
+import { h, clear, errorBox } from './dom.js';
+
+const RANK = { viewer: 0, operator: 1, admin: 2 };
+
+/** What every page gets: the current user and `can(role)`. */
+export const session = {
+  me: null,
+  can(role) {
+    return !!this.me && RANK[this.me.role] >= RANK[role];
+  },
+};
+
+// [pattern, module, least role]
+const ROUTES = [
+  [/^\/login$/, 'login', null],
+  [/^\/$/, 'dashboard', 'viewer'],
+  [/^\/projects$/, 'projects', 'viewer'],
+  [/^\/projects\/([^/]+)$/, 'projects', 'viewer'],
+  [/^\/projects\/([^/]+)\/edit$/, 'projects', 'operator'],
+  [/^\/tasks$/, 'tasks', 'viewer'],
+  [/^\/tasks\/new$/, 'tasks', 'operator'],
+  [/^\/tasks\/([^/]+)$/, 'tasks', 'viewer'],
+  [/^\/tasks\/([^/]+)\/edit$/, 'tasks', 'operator'],
+  [/^\/runs$/, 'runs', 'viewer'],
+  [/^\/runs\/([^/]+)$/, 'runs', 'viewer'],
+  [/^\/workers$/, 'workers', 'viewer'],
+  [/^\/secrets$/, 'secrets', 'viewer'],
+  [/^\/users$/, 'users', 'admin'],
+  [/^\/account$/, 'account', 'viewer'],
+  [/^\/audit$/, 'audit', 'admin'],
+];
+
+const NAV = [
+  ['#/', 'Dashboard', 'viewer'],
+  ['#/projects', 'Projects', 'viewer'],
+  ['#/tasks', 'Tasks', 'viewer'],
+  ['#/runs', 'Runs', 'viewer'],
+  ['#/workers', 'Workers', 'viewer'],
+  ['#/secrets', 'Secrets', 'viewer'],
+  ['#/users', 'Users', 'admin'],
+  ['#/audit', 'Audit log', 'admin'],
+  ['#/account', 'Account & tokens', 'viewer'],
+];
+
+let cleanup = null;
+let renderSeq = 0;
+
+export function navigate(path) {
+  if (location.hash === `#${path}`) render();
+  else location.hash = `#${path}`;
+}
+
+function currentPath() {
+  const p = location.hash.replace(/^#/, '') || '/';
+  return p.split('?')[0];
+}
+
+export function hashQuery() {
+  const i = location.hash.indexOf('?');
+  return new URLSearchParams(i >= 0 ? location.hash.slice(i + 1) : '');
+}
+
+function drawChrome() {
+  const nav = document.getElementById('nav');
+  const top = document.getElementById('topbar');
+  const who = document.getElementById('whoami');
+  clear(nav);
+  clear(who);
+  const signedIn = !!session.me;
+  nav.hidden = !signedIn;
+  top.hidden = !signedIn;
+  if (!signedIn) return;
+  const path = currentPath();
+  const list = h('ul', {});
+  for (const [href, label, role] of NAV) {
+    if (!session.can(role)) continue;
+    const target = href.slice(1);
+    const active = target === '/' ? path === '/' : path.startsWith(target);
+    list.append(h('li', {}, h('a', { href, 'aria-current': active ? 'page' : null }, label)));
+  }
+  nav.append(list);
+  const logout = h('button', { type: 'button', class: 'link', id: 'logout' }, 'Log out');
+  logout.addEventListener('click', async () => {
+    try { await post('/auth/logout'); } catch (_) { /* the cookie is cleared either way */ }
+    session.me = null;
+    navigate('/login');
+  });
+  who.append(h('span', {}, `${session.me.user.username} · `, h('span', { class: 'role' }, session.me.role)), ' ', logout);
+}
+
+async function render() {
+  const seq = ++renderSeq;
+  if (cleanup) { try { cleanup(); } catch (_) { /* ignore */ } cleanup = null; }
+  const main = document.getElementById('main');
+  const path = currentPath();
+  if (!session.me && path !== '/login') {
+    navigate(path === '/' ? '/login' : `/login?next=${encodeURIComponent(path)}`);
+    return;
+  }
+  let match = null;
+  for (const [re, mod, role] of ROUTES) {
+    const m = path.match(re);
+    if (m) { match = { mod, role, params: m.slice(1) }; break; }
+  }
+  drawChrome();
+  document.getElementById('nav').classList.remove('open');
+  document.getElementById('menu-toggle').setAttribute('aria-expanded', 'false');
+  clear(main);
+  const page = h('div', { class: 'page', 'aria-busy': 'true' });
+  main.append(page);
+  if (!match) {
+    page.append(h('h1', { tabindex: '-1' }, 'Not found'), h('p', {}, 'There is no page at this address. ', h('a', { href: '#/' }, 'Go to the dashboard')));
+  } else if (match.role && !session.can(match.role)) {
+    page.append(h('h1', { tabindex: '-1' }, 'Not allowed'), h('p', {}, `This page needs the ${match.role} role; you are ${session.me.role}.`));
+  } else {
+    await renderPage(page, match, path, seq);
+    if (seq !== renderSeq) return;
+  }
+  page.setAttribute('aria-busy', 'false');
+  const title = page.querySelector('h1');
+  document.title = title ? `${title.textContent} · AntCode` : 'AntCode';
+  if (title && document.activeElement === document.body) title.focus({ preventScroll: true });
+}
+
+async function renderPage(page, match, path, seq) {
+  try {
+    const mod = await import(`./pages/${match.mod}.js`);
+    if (seq !== renderSeq) return;
+    const ret = await mod.render(page, match.params, { path, session, navigate });
+    if (seq !== renderSeq) { if (typeof ret === 'function') ret(); return; }
+    if (typeof ret === 'function') cleanup = ret;
+  } catch (e) {
+    if (seq !== renderSeq) return;
+    const box = errorBox();
+    box.show(e);
+    page.append(box);
+  }
+}
+
+/** After a login: remember who it is and go to `next` (or the dashboard). */
+export async function signedIn(next) {
+  session.me = await get('/auth/me');
+  navigate(next && next !== '/login' ? next : '/');
+}
+
+async function boot() {
+  setUnauthorizedHandler(() => {
+    if (session.me) {
+      session.me = null;
+      navigate('/login');
+    }
+  });
+  document.getElementById('menu-toggle').addEventListener('click', (e) => {
+    const nav = document.getElementById('nav');
+    const open = nav.classList.toggle('open');
+    e.currentTarget.setAttribute('aria-expanded', String(open));
+  });
+  // Without the CSRF cookie there is no session: skip the /auth/me round trip (and its 401).
+  if (hasSession()) {
+    try {
+      session.me = await get('/auth/me', { quiet401: true });
+    } catch (_) {
+      session.me = null;
+    }
+  }
+  window.addEventListener('hashchange', render);
+  render();
+}
+
+boot();

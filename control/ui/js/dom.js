@@ -1,0 +1,173 @@
+// Small DOM helpers: element builders, formatting, notices and confirmations.
+
+/** Creates an element: h('button', {class: 'x', onclick: fn}, 'text', child...). */
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  let value;
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'value') value = v;
+    else if (k === 'checked' || k === 'selected') el[k] = true;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(el, children);
+  if (value !== undefined) el.value = value;
+  return el;
+}
+
+/** Creates an SVG element. */
+export function s(tag, attrs, ...children) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v !== undefined && v !== null) el.setAttribute(k, String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+export function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** Appends children to el, skipping null, undefined and false (native append would print them). */
+export function put(el, ...children) {
+  return append(el, children);
+}
+
+export function clear(el) {
+  while (el.firstChild) el.firstChild.remove();
+  return el;
+}
+
+let uid = 0;
+/** A labelled form field: the label names the control for screen readers and tests. */
+export function field(label, control, hint) {
+  if (!control.id) control.id = `f${++uid}`;
+  const hintEl = hint ? h('small', { class: 'hint', id: `${control.id}-hint` }, hint) : null;
+  if (hintEl) control.setAttribute('aria-describedby', hintEl.id);
+  return h('div', { class: 'field' }, h('label', { for: control.id }, label), control, hintEl);
+}
+
+export function fmtTime(v) {
+  if (!v) return '—';
+  const d = typeof v === 'number' ? new Date(v) : new Date(v);
+  if (Number.isNaN(d.getTime())) return String(v);
+  return d.toLocaleString(undefined, {
+    year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  });
+}
+
+export function timeEl(v) {
+  return v ? h('time', { datetime: typeof v === 'number' ? new Date(v).toISOString() : v }, fmtTime(v)) : '—';
+}
+
+export function fmtAgo(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+export function fmtDuration(ms) {
+  if (ms === null || ms === undefined) return '—';
+  if (ms < 1000) return `${ms} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+export function fmtBytes(n) {
+  if (n === null || n === undefined) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+export function badge(state) {
+  return h('span', { class: `badge st-${state}` }, String(state).replace('_', ' '));
+}
+
+/** A shortened id that shows the whole id on hover. */
+export function shortId(id) {
+  return h('code', { title: id }, id.length > 10 ? `${id.slice(0, 10)}…` : id);
+}
+
+/** A region for a page's error messages (role=alert so it is announced). */
+export function errorBox() {
+  const box = h('div', { class: 'error', role: 'alert', hidden: true });
+  box.show = (err) => {
+    clear(box);
+    if (!err) { box.hidden = true; return; }
+    append(box, [h('strong', {}, err.title || 'Error'), err.detail ? `: ${err.detail}` : (err.title ? '' : `: ${err.message}`)]);
+    box.hidden = false;
+  };
+  return box;
+}
+
+/** A short-lived notice in the corner. */
+export function toast(text, kind = 'ok') {
+  const box = document.getElementById('toasts');
+  const t = h('div', { class: `toast ${kind}` }, text);
+  box.append(t);
+  setTimeout(() => t.remove(), 4000);
+}
+
+/** Runs `fn` with the button disabled; errors go to `errors` (an errorBox) or a toast. */
+export async function busy(button, errors, fn) {
+  button.disabled = true;
+  if (errors) errors.show(null);
+  try {
+    return await fn();
+  } catch (e) {
+    if (errors) errors.show(e);
+    else toast(e.message, 'bad');
+    return undefined;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** An accessible confirmation dialog (native <dialog>); resolves true on confirm. */
+export function confirmDialog(message, confirmLabel = 'Confirm') {
+  return new Promise((resolve) => {
+    const ok = h('button', { type: 'button', class: 'danger' }, confirmLabel);
+    const cancel = h('button', { type: 'button' }, 'Cancel');
+    const dlg = h('dialog', { class: 'confirm', 'aria-label': 'Confirm' },
+      h('p', {}, message), h('div', { class: 'row' }, ok, cancel));
+    const done = (v) => { dlg.close(); dlg.remove(); resolve(v); };
+    ok.addEventListener('click', () => done(true));
+    cancel.addEventListener('click', () => done(false));
+    dlg.addEventListener('cancel', (e) => { e.preventDefault(); done(false); });
+    document.body.append(dlg);
+    dlg.showModal();
+    cancel.focus();
+  });
+}
+
+/** A table with a caption-less header; rows are arrays of cells. */
+export function table(headers, rows, empty = 'Nothing here yet.') {
+  if (!rows.length) return h('p', { class: 'empty' }, empty);
+  return h('div', { class: 'table-wrap' },
+    h('table', {},
+      h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c)))))));
+}
+
+/** Page heading, focused after navigation so keyboard and screen reader users land on it. */
+export function heading(text, ...actions) {
+  return h('div', { class: 'page-head' }, h('h1', { tabindex: '-1' }, text), h('div', { class: 'actions' }, actions));
+}
+
+export function link(href, text) {
+  return h('a', { href }, text);
+}

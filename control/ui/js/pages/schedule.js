@@ -1,0 +1,178 @@
+// The schedule builder: none / once / interval / cron (with presets), and the next five fire
+// times computed by the server (`/ui/schedule-preview`, the scheduler's own rules) as you type.
+
+import { get, query } from '../api.js';
+import { h, clear, field, fmtTime, put } from '../dom.js';
+
+const DAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
+const UNITS = [['seconds', 1], ['minutes', 60], ['hours', 3600], ['days', 86400]];
+
+function browserZone() {
+  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'; } catch (_) { return 'UTC'; }
+}
+
+function toLocalInput(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+/** Reads a cron expression back into a preset when it has one of the preset shapes. */
+function presetOf(expr) {
+  const f = expr.trim().split(/\s+/);
+  if (f.length !== 5) return { preset: 'custom' };
+  const [mi, hr, dom, mon, dow] = f;
+  const num = (x) => /^\d+$/.test(x);
+  if (/^\*\/\d+$/.test(mi) && hr === '*' && dom === '*' && mon === '*' && dow === '*') return { preset: 'minutes', n: mi.slice(2) };
+  if (num(mi) && hr === '*' && dom === '*' && mon === '*' && dow === '*') return { preset: 'hourly', minute: mi };
+  if (num(mi) && num(hr) && dom === '*' && mon === '*' && dow === '*') return { preset: 'daily', minute: mi, hour: hr };
+  if (num(mi) && num(hr) && dom === '*' && mon === '*' && DAYS.includes(dow)) return { preset: 'weekly', minute: mi, hour: hr, dow };
+  if (num(mi) && num(hr) && num(dom) && mon === '*' && dow === '*') return { preset: 'monthly', minute: mi, hour: hr, dom };
+  return { preset: 'custom' };
+}
+
+/**
+ * Returns {el, value()} where value() is the schedule object for the API (or null for none).
+ * `initial` is a task's schedule; `anchor` its creation time (intervals count from it).
+ */
+export function scheduleBuilder(initial, anchor) {
+  const kind = h('select', { name: 'schedule-kind' },
+    h('option', { value: '' }, 'No schedule (manual and API only)'),
+    h('option', { value: 'cron' }, 'Cron (calendar)'),
+    h('option', { value: 'interval' }, 'Every fixed interval'),
+    h('option', { value: 'once' }, 'Once, at a time'));
+  // cron
+  const preset = h('select', { name: 'cron-preset' },
+    h('option', { value: 'minutes' }, 'Every N minutes'),
+    h('option', { value: 'hourly' }, 'Every hour'),
+    h('option', { value: 'daily' }, 'Every day'),
+    h('option', { value: 'weekly' }, 'Every week'),
+    h('option', { value: 'monthly' }, 'Every month'),
+    h('option', { value: 'custom' }, 'Custom expression'));
+  const everyMin = h('input', { name: 'cron-every', type: 'number', min: 1, max: 59, value: '15' });
+  const minute = h('input', { name: 'cron-minute', type: 'number', min: 0, max: 59, value: '0' });
+  const hour = h('input', { name: 'cron-hour', type: 'number', min: 0, max: 23, value: '9' });
+  const dow = h('select', { name: 'cron-dow' }, DAYS.map((d) => h('option', { value: d }, d)));
+  const dom = h('input', { name: 'cron-dom', type: 'number', min: 1, max: 31, value: '1' });
+  const expr = h('input', { name: 'cron', class: 'mono', value: '*/15 * * * *', spellcheck: 'false' });
+  const zones = h('datalist', { id: 'tz-list' });
+  try { for (const z of Intl.supportedValuesOf('timeZone')) zones.append(h('option', { value: z })); } catch (_) { /* older browsers */ }
+  const tz = h('input', { name: 'timezone', list: 'tz-list', value: browserZone() });
+  // interval
+  const every = h('input', { name: 'every', type: 'number', min: 1, value: '10' });
+  const unit = h('select', { name: 'every-unit' }, UNITS.map(([u, n]) => h('option', { value: String(n) }, u)));
+  unit.value = '60';
+  // once
+  const at = h('input', { name: 'at', type: 'datetime-local' });
+
+  if (initial) {
+    kind.value = initial.kind;
+    if (initial.kind === 'cron') {
+      expr.value = initial.cron;
+      tz.value = initial.timezone || 'UTC';
+      const p = presetOf(initial.cron);
+      preset.value = p.preset;
+      if (p.n) everyMin.value = p.n;
+      if (p.minute) minute.value = p.minute;
+      if (p.hour) hour.value = p.hour;
+      if (p.dow) dow.value = p.dow;
+      if (p.dom) dom.value = p.dom;
+    } else if (initial.kind === 'interval') {
+      const [, n] = UNITS.slice().reverse().find(([, n]) => initial.every_s % n === 0) || UNITS[0];
+      unit.value = String(n);
+      every.value = String(initial.every_s / n);
+    } else if (initial.kind === 'once') {
+      at.value = toLocalInput(initial.at);
+    }
+  } else {
+    preset.value = 'minutes';
+  }
+
+  // Built on each switch: the same inputs are shared by several presets, and a node can only
+  // sit in one place.
+  const presetFields = {
+    minutes: () => [field('Every how many minutes', everyMin)],
+    hourly: () => [field('At minute', minute)],
+    daily: () => [field('Hour', hour), field('Minute', minute)],
+    weekly: () => [field('Day of week', dow), field('Hour', hour), field('Minute', minute)],
+    monthly: () => [field('Day of month', dom), field('Hour', hour), field('Minute', minute)],
+    custom: () => [],
+  };
+  const presetBox = h('div', { class: 'row wrap' });
+  const cronBox = h('div', {}, field('Repeat', preset), presetBox,
+    field('Cron expression', expr, 'minute hour day-of-month month day-of-week (a sixth leading field is seconds)'),
+    field('Time zone', tz, 'IANA name, e.g. Europe/Paris; daylight-saving changes are handled'), zones);
+  const intervalBox = h('div', { class: 'row wrap' }, field('Every', every), field('Unit', unit));
+  const onceBox = h('div', {}, field('At (your local time)', at));
+  const next = h('ol', { class: 'next-times', id: 'next-fires' });
+  const nextMsg = h('p', { class: 'muted', id: 'next-msg', 'aria-live': 'polite' });
+  const nextBox = h('div', { class: 'preview' }, h('h3', {}, 'Next 5 fire times'), nextMsg, next);
+
+  const buildExpr = () => {
+    const p = preset.value;
+    if (p === 'minutes') expr.value = `*/${everyMin.value || 1} * * * *`;
+    else if (p === 'hourly') expr.value = `${minute.value || 0} * * * *`;
+    else if (p === 'daily') expr.value = `${minute.value || 0} ${hour.value || 0} * * *`;
+    else if (p === 'weekly') expr.value = `${minute.value || 0} ${hour.value || 0} * * ${dow.value}`;
+    else if (p === 'monthly') expr.value = `${minute.value || 0} ${hour.value || 0} ${dom.value || 1} * *`;
+  };
+
+  const value = () => {
+    switch (kind.value) {
+      case 'cron': return { kind: 'cron', cron: expr.value.trim(), timezone: tz.value.trim() || 'UTC' };
+      case 'interval': return { kind: 'interval', every_s: Math.round(Number(every.value) * Number(unit.value)) };
+      case 'once': {
+        const d = new Date(at.value);
+        return { kind: 'once', at: Number.isNaN(d.getTime()) ? at.value : d.toISOString().replace(/\.\d{3}Z$/, 'Z') };
+      }
+      default: return null;
+    }
+  };
+
+  let seq = 0;
+  let timer = null;
+  const refresh = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const my = ++seq;
+      const sched = value();
+      clear(next);
+      if (!sched) { nextMsg.textContent = 'No schedule: the task runs when triggered.'; return; }
+      nextMsg.textContent = 'Computing…';
+      try {
+        const params = { ...sched, anchor: anchor || '' };
+        delete params.kind;
+        const res = await get(`/ui/schedule-preview${query({ kind: sched.kind, ...params })}`);
+        if (my !== seq) return;
+        nextMsg.textContent = res.next.length ? '' : 'This schedule never fires again.';
+        put(clear(next), ...res.next.map((t) => h('li', {}, h('time', { datetime: t }, fmtTime(t)))));
+      } catch (e) {
+        if (my !== seq) return;
+        nextMsg.textContent = `Invalid schedule: ${e.detail || e.message}`;
+        nextMsg.classList.add('bad');
+        return;
+      }
+      nextMsg.classList.remove('bad');
+    }, 250);
+  };
+
+  const show = () => {
+    cronBox.hidden = kind.value !== 'cron';
+    intervalBox.hidden = kind.value !== 'interval';
+    onceBox.hidden = kind.value !== 'once';
+    put(clear(presetBox), ...presetFields[preset.value]());
+    expr.readOnly = preset.value !== 'custom';
+    refresh();
+  };
+  for (const el of [everyMin, minute, hour, dow, dom]) el.addEventListener('input', () => { buildExpr(); refresh(); });
+  dow.addEventListener('change', () => { buildExpr(); refresh(); });
+  preset.addEventListener('change', () => { if (preset.value !== 'custom') buildExpr(); show(); });
+  kind.addEventListener('change', show);
+  for (const el of [expr, tz, every, unit, at]) { el.addEventListener('input', refresh); el.addEventListener('change', refresh); }
+
+  const el = h('fieldset', { class: 'schedule' }, h('legend', {}, 'Schedule'),
+    field('Kind', kind), cronBox, intervalBox, onceBox, nextBox);
+  show();
+  return { el, value };
+}

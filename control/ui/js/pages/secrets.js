@@ -1,0 +1,67 @@
+// Secrets: names only (values are write-only); admins set, replace and delete. Shown only when
+// this control plane has the /secrets endpoints (read from its OpenAPI document).
+
+import { get, api, del } from '../api.js';
+import { h, clear, heading, field, errorBox, busy, table, timeEl, toast, confirmDialog, put } from '../dom.js';
+
+async function available() {
+  try {
+    const doc = await get('/api/openapi.json');
+    return !!doc.paths['/api/v1/secrets'];
+  } catch (_) {
+    return false;
+  }
+}
+
+export async function render(page, params, ctx) {
+  if (!(await available())) {
+    put(page, heading('Secrets'),
+      h('section', { class: 'card placeholder', id: 'secrets-placeholder' },
+        h('h2', {}, 'Not available'),
+        h('p', {}, 'This control plane has no ', h('code', {}, '/secrets'), ' endpoints.')));
+    return;
+  }
+  const admin = ctx.session.can('admin');
+  const errors = errorBox();
+  const box = h('div', {});
+  const name = h('input', { name: 'secret-name', required: true, pattern: '[A-Z_][A-Z0-9_]*', autocomplete: 'off', spellcheck: 'false', class: 'mono' });
+  const value = h('textarea', { name: 'secret-value', rows: 3, required: true, autocomplete: 'off', spellcheck: 'false' });
+  const load = async () => {
+    const res = await get('/secrets');
+    const headers = ['Name', 'Created', 'Updated', 'By'];
+    if (admin) headers.push('');
+    put(clear(box), table(headers, res.items.map((s) => {
+      const cells = [h('code', {}, s.name), timeEl(s.created_at), timeEl(s.updated_at), s.updated_by || '—'];
+      if (admin) {
+        const replace = h('button', { type: 'button', 'data-mutates': '' }, 'Replace');
+        replace.addEventListener('click', () => { name.value = s.name; value.value = ''; value.focus(); });
+        const rm = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, 'Delete');
+        rm.addEventListener('click', async () => {
+          if (!(await confirmDialog(`Delete secret ${s.name}?`, 'Delete'))) return;
+          await busy(rm, errors, async () => { await del(`/secrets/${encodeURIComponent(s.name)}`); toast('Secret deleted'); await load(); });
+        });
+        cells.push(h('div', { class: 'row' }, replace, rm));
+      }
+      return cells;
+    }), 'No secrets yet.'));
+  };
+  let form = null;
+  if (admin) {
+    const save = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, 'Save secret');
+    const ferr = errorBox();
+    form = h('form', { class: 'card form', id: 'secret-form' }, h('h2', {}, 'Set or replace a secret'), ferr,
+      field('Name', name, 'Upper case letters, digits and _; tasks list the names they need.'),
+      field('Value', value, 'Write-only: it is encrypted at rest and never shown again.'), save);
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      busy(save, ferr, async () => {
+        await api('PUT', `/secrets/${encodeURIComponent(name.value.trim())}`, { value: value.value });
+        toast(`Secret ${name.value.trim()} saved`);
+        form.reset();
+        await load();
+      });
+    });
+  }
+  put(page, heading('Secrets'), errors, h('div', { class: 'grid2' }, h('section', { class: 'card' }, box), form));
+  await load();
+}

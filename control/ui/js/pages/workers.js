@@ -1,0 +1,132 @@
+// Workers as their heartbeats describe them: status, queues, labels, slots, CPU, memory, disk;
+// drain and undrain. Refreshes every 5 s while open.
+
+import { get, post, del } from '../api.js';
+import { h, clear, heading, field, errorBox, busy, table, fmtAgo, timeEl, toast, confirmDialog, put } from '../dom.js';
+
+/** Which optional worker endpoints this control plane has (read from its OpenAPI document). */
+async function features() {
+  try {
+    const doc = await get('/api/openapi.json');
+    return {
+      keys: !!doc.paths['/api/v1/worker-keys'],
+      revoke: !!(doc.paths['/api/v1/workers/{id}'] || {}).delete,
+    };
+  } catch (_) {
+    return { keys: false, revoke: false };
+  }
+}
+
+function lines(text) {
+  return text.split(/[\n,]/).map((l) => l.trim()).filter(Boolean);
+}
+
+/** Enrollment keys (admin): list, create one and show it once with the runner command. */
+function enrollment(errors) {
+  const box = h('div', {});
+  const load = async () => {
+    const res = await get('/worker-keys');
+    put(clear(box), table(['Note', 'Queues', 'Labels', 'Created by', 'Created', 'Expires', 'Used'], res.items.map((k) => [
+      k.note || '—', (k.queues || []).join(', '), Object.entries(k.labels || {}).map(([a, b]) => h('span', { class: 'tag' }, `${a}=${b}`)),
+      k.created_by, timeEl(k.created_at), timeEl(k.expires_at), k.used_at ? h('span', {}, timeEl(k.used_at), k.used_by ? ` by ${k.used_by}` : '') : 'unused',
+    ]), 'No enrollment keys.'));
+  };
+  const note = h('input', { name: 'key-note', maxlength: 200 });
+  const queues = h('input', { name: 'key-queues', value: 'default' });
+  const labels = h('input', { name: 'key-labels', placeholder: 'region=eu, gpu=1' });
+  const hours = h('input', { name: 'key-hours', type: 'number', min: 1, max: 720, value: '24' });
+  const edge = h('input', { name: 'edge-url', value: `https://${location.hostname}:50051` });
+  const make = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, 'Create enrollment key');
+  const shown = h('div', { class: 'secret', hidden: true, role: 'status' });
+  const ferr = errorBox();
+  const form = h('form', { class: 'form', id: 'key-form' }, ferr,
+    h('div', { class: 'row wrap' }, field('Note', note), field('Queues', queues, 'Comma separated.'), field('Labels', labels, 'KEY=VALUE, comma separated.'), field('Valid for (hours)', hours)),
+    field('Edge address the runner connects to', edge), make, shown);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    busy(make, ferr, async () => {
+      const lab = {};
+      for (const l of lines(labels.value)) {
+        const i = l.indexOf('=');
+        if (i <= 0) throw Object.assign(new Error('labels'), { title: 'Labels', detail: `"${l}" is not KEY=VALUE` });
+        lab[l.slice(0, i).trim()] = l.slice(i + 1).trim();
+      }
+      const qs = lines(queues.value);
+      const k = await post('/worker-keys', { note: note.value.trim(), queues: qs, labels: lab, ttl_s: Number(hours.value) * 3600 });
+      const cmd = ['antcode runner --mode gateway', `--edge ${edge.value.trim()}`, '--ca ca.pem', `--enroll ${k.key}`,
+        ...qs.map((q) => `--queue ${q}`), ...Object.entries(lab).map(([a, b]) => `--label ${a}=${b}`)].join(' ');
+      const out = h('textarea', { readonly: true, rows: 3, class: 'mono', 'aria-label': 'Runner command', value: cmd });
+      const copy = h('button', { type: 'button' }, 'Copy command');
+      copy.addEventListener('click', async () => {
+        try { await navigator.clipboard.writeText(cmd); toast('Copied'); } catch (_) { out.select(); }
+      });
+      put(clear(shown), h('p', {}, h('strong', {}, 'The key is shown once. Run this on the new worker (with the cluster CA as ca.pem):')), out, copy);
+      shown.hidden = false;
+      await load();
+    });
+  });
+  return { el: h('section', { class: 'card', id: 'enrollment' }, h('h2', {}, 'Enrollment keys'), box, h('h3', {}, 'New key'), form), load };
+}
+
+function meter(label, pct) {
+  const v = Math.max(0, Math.min(100, Number(pct) || 0));
+  return h('span', { class: 'meter-wrap' }, h('meter', { min: 0, max: 100, value: v, 'aria-label': label }), ` ${v.toFixed(0)}%`);
+}
+
+export async function render(page, params, ctx) {
+  const errors = errorBox();
+  const box = h('div', {});
+  const can = ctx.session.can('operator');
+  const admin = ctx.session.can('admin');
+  const feat = await features();
+  const load = async () => {
+    const res = await get('/workers');
+    const headers = ['Worker', 'Status', 'Mode', 'Queues', 'Labels', 'Slots', 'CPU', 'Memory', 'Disk', 'Version', 'Last seen'];
+    if (can) headers.push('Action');
+    put(clear(box), table(headers, res.items.map((w) => {
+      const cells = [
+        h('span', {}, h('strong', {}, w.name || w.id), h('br'), h('code', { class: 'small' }, w.id)),
+        w.draining ? h('span', { class: 'badge st-cancelled' }, 'draining') : h('span', { class: 'badge st-succeeded' }, 'active'),
+        w.mode, w.queues.join(', '),
+        Object.entries(w.labels).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`)),
+        `${w.running}/${w.slots}`,
+        meter(`CPU of ${w.name}`, w.cpu_percent), meter(`Memory of ${w.name}`, w.memory_percent), meter(`Disk of ${w.name}`, w.disk_percent),
+        w.version, fmtAgo(w.last_seen_ms),
+      ];
+      if (can) {
+        const b = h('button', { type: 'button', 'data-mutates': '' }, w.draining ? 'Undrain' : 'Drain');
+        b.addEventListener('click', () => busy(b, errors, async () => {
+          await post(`/workers/${encodeURIComponent(w.id)}/${w.draining ? 'undrain' : 'drain'}`);
+          toast(w.draining ? 'Worker takes work again' : 'Worker is draining');
+          await load();
+        }));
+        const actions = [b];
+        if (admin && feat.revoke) {
+          const rv = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, 'Revoke');
+          rv.addEventListener('click', async () => {
+            if (!(await confirmDialog(`Revoke ${w.name || w.id}? Its credential stops working and it must enroll again.`, 'Revoke'))) return;
+            await busy(rv, errors, async () => { await del(`/workers/${encodeURIComponent(w.id)}`); toast('Worker revoked'); await load(); });
+          });
+          actions.push(rv);
+        }
+        cells.push(h('div', { class: 'row' }, actions));
+      }
+      return cells;
+    }), 'No worker is heartbeating. Start one with: antcode runner --mode direct'));
+  };
+  let keys = null;
+  let extra;
+  if (feat.keys && admin) {
+    keys = enrollment(errors);
+    extra = keys.el;
+  } else if (!feat.keys) {
+    extra = h('section', { class: 'card placeholder', id: 'enrollment-placeholder' }, h('h2', {}, 'Enrollment keys'),
+      h('p', {}, 'Not available: this control plane has no ', h('code', {}, '/worker-keys'), ' endpoints. Direct-mode runners need no key.'));
+  }
+  put(page, heading('Workers'), errors, h('section', { class: 'card' }, box), extra);
+  if (keys) await keys.load();
+  const tick = async () => { try { await load(); } catch (e) { errors.show(e); } };
+  await tick();
+  const timer = setInterval(tick, 5000);
+  return () => clearInterval(timer);
+}
