@@ -165,7 +165,9 @@ async fn start_system() -> System {
         admin_password: ADMIN_PASSWORD.into(),
         dev: true,
         max_upload_bytes: 4 * 1024 * 1024,
-        secrets: None,
+        secrets: Some(Arc::new(antcode_core::secrets::SecretBox::from_key(
+            [7; 32],
+        ))),
         edge_token: None,
         cluster_ca: None,
     };
@@ -638,6 +640,33 @@ async fn flows(c: &Client, sys: &System) {
         "the runner in the workers table",
     )
     .await;
+    // An enrollment key, shown once with the runner command ready to copy.
+    fill(c, "#key-form input[name=key-note]", "edge box").await;
+    fill(c, "#key-form input[name=key-labels]", "gpu=1").await;
+    css(c, "#key-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let command = wait_js(
+        c,
+        "const t = document.querySelector('#key-form textarea'); return t && t.value;",
+        "the runner command",
+    )
+    .await;
+    let command = command.as_str().unwrap_or_default();
+    assert!(
+        command.starts_with("antcode runner --mode gateway")
+            && command.contains("--enroll ek_")
+            && command.contains("--label gpu=1"),
+        "{command}"
+    );
+    wait_js(
+        c,
+        "return document.querySelector('#enrollment table') && document.querySelector('#enrollment table').textContent.includes('edge box')",
+        "the key in the list",
+    )
+    .await;
     shot(c, "14-workers").await;
     go(c, base, "/users").await;
     heading_is(c, "Users").await;
@@ -659,6 +688,26 @@ async fn flows(c: &Client, sys: &System) {
     shot(c, "16-account").await;
     go(c, base, "/secrets").await;
     heading_is(c, "Secrets").await;
+    fill(c, "#secret-form input[name=secret-name]", "API_KEY").await;
+    fill(
+        c,
+        "#secret-form textarea[name=secret-value]",
+        "s3cr3t-value-never-shown",
+    )
+    .await;
+    css(c, "#secret-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "const t = document.querySelector('#main table'); return t && t.textContent.includes('API_KEY')",
+        "the secret's name in the list",
+    )
+    .await;
+    let source = c.source().await.unwrap();
+    assert!(!source.contains("s3cr3t-value-never-shown"));
     shot(c, "17-secrets").await;
     go(c, base, "/audit?action=run.").await;
     heading_is(c, "Audit log").await;

@@ -86,6 +86,7 @@ function drawChrome() {
   logout.addEventListener('click', async () => {
     try { await post('/auth/logout'); } catch (_) { /* the cookie is cleared either way */ }
     session.me = null;
+    clear(document.getElementById('toasts'));
     navigate('/login');
   });
   who.append(h('span', {}, `${session.me.user.username} · `, h('span', { class: 'role' }, session.me.role)), ' ', logout);

@@ -1,26 +1,9 @@
-// Secrets: names only (values are write-only); admins set, replace and delete. Shown only when
-// this control plane has the /secrets endpoints (read from its OpenAPI document).
+// Secrets: names only (values are write-only); admins set, replace and delete.
 
 import { get, api, del } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, toast, confirmDialog, put } from '../dom.js';
 
-async function available() {
-  try {
-    const doc = await get('/api/openapi.json');
-    return !!doc.paths['/api/v1/secrets'];
-  } catch (_) {
-    return false;
-  }
-}
-
 export async function render(page, params, ctx) {
-  if (!(await available())) {
-    put(page, heading('Secrets'),
-      h('section', { class: 'card placeholder', id: 'secrets-placeholder' },
-        h('h2', {}, 'Not available'),
-        h('p', {}, 'This control plane has no ', h('code', {}, '/secrets'), ' endpoints.')));
-    return;
-  }
   const admin = ctx.session.can('admin');
   const errors = errorBox();
   const box = h('div', {});

@@ -1,21 +1,9 @@
 // Workers as their heartbeats describe them: status, queues, labels, slots, CPU, memory, disk;
-// drain and undrain. Refreshes every 5 s while open.
+// drain and undrain; revoke an enrolled (gateway) worker; enrollment keys with the runner command
+// ready to copy (admin). Refreshes every 5 s while open.
 
 import { get, post, del } from '../api.js';
-import { h, clear, heading, field, errorBox, busy, table, fmtAgo, timeEl, toast, confirmDialog, put } from '../dom.js';
-
-/** Which optional worker endpoints this control plane has (read from its OpenAPI document). */
-async function features() {
-  try {
-    const doc = await get('/api/openapi.json');
-    return {
-      keys: !!doc.paths['/api/v1/worker-keys'],
-      revoke: !!(doc.paths['/api/v1/workers/{id}'] || {}).delete,
-    };
-  } catch (_) {
-    return { keys: false, revoke: false };
-  }
-}
+import { h, clear, heading, field, errorBox, busy, table, fmtAgo, timeEl, toast, confirmDialog, put, shortId } from '../dom.js';
 
 function lines(text) {
   return text.split(/[\n,]/).map((l) => l.trim()).filter(Boolean);
@@ -78,20 +66,22 @@ export async function render(page, params, ctx) {
   const box = h('div', {});
   const can = ctx.session.can('operator');
   const admin = ctx.session.can('admin');
-  const feat = await features();
   const load = async () => {
     const res = await get('/workers');
-    const headers = ['Worker', 'Status', 'Mode', 'Queues', 'Labels', 'Slots', 'CPU', 'Memory', 'Disk', 'Version', 'Last seen'];
+    const headers = ['Worker', 'Status', 'Queues and labels', 'Slots', 'Resources', 'Last seen'];
     if (can) headers.push('Action');
     put(clear(box), table(headers, res.items.map((w) => {
       const cells = [
-        h('span', {}, h('strong', {}, w.name || w.id), h('br'), h('code', { class: 'small' }, w.id)),
+        h('span', {}, h('strong', {}, w.name || w.id), h('br'), shortId(w.id), h('br'), h('small', { class: 'muted' }, `${w.mode} · v${w.version}`)),
         w.draining ? h('span', { class: 'badge st-cancelled' }, 'draining') : h('span', { class: 'badge st-succeeded' }, 'active'),
-        w.mode, w.queues.join(', '),
-        Object.entries(w.labels).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`)),
-        `${w.running}/${w.slots}`,
-        meter(`CPU of ${w.name}`, w.cpu_percent), meter(`Memory of ${w.name}`, w.memory_percent), meter(`Disk of ${w.name}`, w.disk_percent),
-        w.version, fmtAgo(w.last_seen_ms),
+        h('span', {}, w.queues.map((q) => h('span', { class: 'tag' }, q)), h('br'),
+          Object.entries(w.labels).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`))),
+        `${w.running} of ${w.slots} busy`,
+        h('div', { class: 'meters' },
+          h('div', {}, 'CPU ', meter(`CPU of ${w.name}`, w.cpu_percent)),
+          h('div', {}, 'Mem ', meter(`Memory of ${w.name}`, w.memory_percent)),
+          h('div', {}, 'Disk ', meter(`Disk of ${w.name}`, w.disk_percent))),
+        fmtAgo(w.last_seen_ms),
       ];
       if (can) {
         const b = h('button', { type: 'button', 'data-mutates': '' }, w.draining ? 'Undrain' : 'Drain');
@@ -101,7 +91,7 @@ export async function render(page, params, ctx) {
           await load();
         }));
         const actions = [b];
-        if (admin && feat.revoke) {
+        if (admin && w.mode === 'gateway') {
           const rv = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, 'Revoke');
           rv.addEventListener('click', async () => {
             if (!(await confirmDialog(`Revoke ${w.name || w.id}? Its credential stops working and it must enroll again.`, 'Revoke'))) return;
@@ -114,16 +104,8 @@ export async function render(page, params, ctx) {
       return cells;
     }), 'No worker is heartbeating. Start one with: antcode runner --mode direct'));
   };
-  let keys = null;
-  let extra;
-  if (feat.keys && admin) {
-    keys = enrollment(errors);
-    extra = keys.el;
-  } else if (!feat.keys) {
-    extra = h('section', { class: 'card placeholder', id: 'enrollment-placeholder' }, h('h2', {}, 'Enrollment keys'),
-      h('p', {}, 'Not available: this control plane has no ', h('code', {}, '/worker-keys'), ' endpoints. Direct-mode runners need no key.'));
-  }
-  put(page, heading('Workers'), errors, h('section', { class: 'card' }, box), extra);
+  const keys = admin ? enrollment(errors) : null;
+  put(page, heading('Workers'), errors, h('section', { class: 'card' }, box), keys ? keys.el : null);
   if (keys) await keys.load();
   const tick = async () => { try { await load(); } catch (e) { errors.show(e); } };
   await tick();
