@@ -514,6 +514,31 @@ impl SqlStore {
             }
         }
     }
+
+    /// Deletes the row `id` of `table` and the rows of `child` whose `key` points at it, in one
+    /// transaction; `NotFound` if there was no such row.
+    async fn delete_cascade(
+        &self,
+        table: &str,
+        id: &str,
+        child: &str,
+        key: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&self.q(&format!("DELETE FROM {table} WHERE id = ?")))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(&self.q(&format!("DELETE FROM {child} WHERE {key} = ?")))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -581,20 +606,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(&self.q("DELETE FROM users WHERE id = ?"))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query(&self.q("DELETE FROM tokens WHERE user_id = ?"))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.delete_cascade("users", id, "tokens", "user_id").await
     }
 
     async fn create_token(&self, t: &ApiToken) -> StoreResult<()> {
@@ -713,20 +725,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_project(&self, id: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(&self.q("DELETE FROM projects WHERE id = ?"))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query(&self.q("DELETE FROM project_versions WHERE project_id = ?"))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.delete_cascade("projects", id, "project_versions", "project_id")
+            .await
     }
 
     async fn add_version(&self, v: &ProjectVersion) -> StoreResult<i64> {
