@@ -27,8 +27,12 @@ struct Api {
 
 impl Api {
     async fn login(up: &Up) -> Api {
+        Api::login_at(up.control_addr).await
+    }
+
+    async fn login_at(control: std::net::SocketAddr) -> Api {
         let http = reqwest::Client::new();
-        let base = format!("http://{}/api/v1", up.control_addr);
+        let base = format!("http://{control}/api/v1");
         let res = http
             .post(format!("{base}/auth/login"))
             .json(&json!({"username": "admin", "password": PASSWORD}))
@@ -600,4 +604,150 @@ async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already used"), "stderr: {stderr}");
     up.stop().await.unwrap();
+}
+
+/// Starts an edge on `listener` for the cluster in `tls_dir`; returns its stop handle and task.
+fn start_edge(
+    listener: std::net::TcpListener,
+    certs: &antcode_edge::pki::ClusterCerts,
+    control: std::net::SocketAddr,
+    broker: Arc<dyn antcode_core::broker::Broker>,
+    blobs: Arc<dyn antcode_core::blob::BlobStore>,
+) -> (
+    Shutdown,
+    tokio::task::JoinHandle<Result<(), antcode_edge::EdgeError>>,
+) {
+    let stop = Shutdown::new();
+    let cfg = antcode_edge::EdgeConfig {
+        listener,
+        tls_cert_pem: certs.server_cert_pem.clone(),
+        tls_key_pem: certs.server_key_pem.clone(),
+        ca_cert_pem: certs.ca_cert_pem.clone(),
+        control_url: format!("http://{control}"),
+        edge_token: EDGE_TOKEN.into(),
+        broker,
+        blobs,
+        limits: antcode_edge::Limits::default(),
+    };
+    let task = tokio::spawn(antcode_edge::run(cfg, stop.clone()));
+    (stop, task)
+}
+
+const EDGE_TOKEN: &str = "et-gateway-test-edge-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_survives_an_edge_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = antcode_core::seams::open_store(&format!(
+        "sqlite://{}",
+        dir.path().join("antcode.db").display()
+    ))
+    .await
+    .unwrap();
+    let broker = antcode_core::seams::open_broker("memory://").await.unwrap();
+    let blobs = antcode_core::seams::open_blobs(&dir.path().join("blobs").display().to_string())
+        .await
+        .unwrap();
+    let certs = antcode_edge::pki::load_or_create(&dir.path().join("tls"), &[]).unwrap();
+    let planes = Shutdown::new();
+
+    let control_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let control_addr = control_listener.local_addr().unwrap();
+    let control = antcode_control::ControlConfig {
+        listener: control_listener,
+        store: store.clone(),
+        broker: broker.clone(),
+        blobs: blobs.clone(),
+        admin_password: PASSWORD.into(),
+        dev: true,
+        max_upload_bytes: antcode_control::DEFAULT_MAX_UPLOAD_BYTES,
+        secrets: None,
+        edge_token: Some(EDGE_TOKEN.into()),
+        cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
+    };
+    let control_task = tokio::spawn(antcode_control::run(control, planes.clone()));
+    let scheduler = antcode_scheduler::SchedulerConfig::new(store.clone(), broker.clone());
+    let scheduler_task = tokio::spawn(antcode_scheduler::run(scheduler, planes.clone()));
+
+    let edge_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let edge_addr = edge_listener.local_addr().unwrap();
+    let (edge_stop, edge_task) = start_edge(
+        edge_listener,
+        &certs,
+        control_addr,
+        broker.clone(),
+        blobs.clone(),
+    );
+
+    let api = Api::login_at(control_addr).await;
+    let runner_dir = dir.path().join("runner");
+    let gw = GatewayConfig {
+        edge_url: format!("https://127.0.0.1:{}", edge_addr.port()),
+        ca_pem: certs.ca_cert_pem.clone(),
+        data_dir: runner_dir.clone(),
+        enroll_key: Some(api.enrollment_key().await),
+        name: "survivor".into(),
+        labels: Default::default(),
+        queues: Vec::new(),
+    };
+    let cred = gateway::credential(&gw).await.expect("enrolls");
+    let source = Arc::new(GatewaySource::new(&gw, cred.clone()).unwrap());
+    let runner = antcode_runner::RunnerConfig::new(broker.clone(), blobs.clone(), runner_dir);
+    let mut engine = runner.engine_config();
+    engine.worker_id = cred.worker_id.clone();
+    engine.mode = "gateway".into();
+    let runner_stop = Shutdown::new();
+    let runner_task = tokio::spawn(antcode_runner::run_with_source(
+        engine,
+        source,
+        runner_stop.clone(),
+    ));
+
+    let flag = dir.path().join("edge-restarted");
+    let task = api
+        .script_task(
+            "survivor",
+            &format!(
+                "import os, time\nprint('before the restart', flush=True)\n\
+                 while not os.path.exists({flag:?}):\n    time.sleep(0.05)\n\
+                 print('after the restart', flush=True)\n",
+                flag = flag.display().to_string()
+            ),
+        )
+        .await;
+    let run_id = api.trigger(&task).await;
+    let started = Instant::now();
+    while api.run_state(&run_id).await["state"] != "running" {
+        assert!(started.elapsed() < Duration::from_secs(30), "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Stop the edge while the run is executing, then bring it back on the same address.
+    edge_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(15), edge_task)
+        .await
+        .expect("the edge stops")
+        .unwrap()
+        .unwrap();
+    // Down for longer than a heartbeat interval, so the runner sees its calls fail.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let listener = std::net::TcpListener::bind(edge_addr).unwrap();
+    let (edge_stop, edge_task) = start_edge(listener, &certs, control_addr, broker, blobs);
+    std::fs::write(&flag, b"").unwrap();
+
+    let run = wait_terminal(&api, &run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["attempt"], 1, "the run was kept, not retried: {run}");
+    assert_eq!(run["worker_id"].as_str(), Some(cred.worker_id.as_str()));
+    let logs = api.text(&format!("/runs/{run_id}/logs")).await;
+    assert!(logs.contains("before the restart"), "logs: {logs}");
+    assert!(logs.contains("after the restart"), "logs: {logs}");
+
+    runner_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), runner_task).await;
+    edge_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), edge_task).await;
+    planes.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), control_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(15), scheduler_task).await;
 }
