@@ -514,6 +514,73 @@ async fn flows(c: &Client, sys: &System) {
     .await;
     shot(c, "07-task-detail").await;
 
+    // Pause and resume; edit the schedule (the form comes back filled in).
+    let button_named = |name: &str| {
+        format!(
+            "return [...document.querySelectorAll('#main .actions button')].some(b => b.textContent === {})",
+            json!(name)
+        )
+    };
+    c.find(Locator::XPath("//main//button[text()='Pause']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(c, &button_named("Resume"), "the Resume button").await;
+    c.find(Locator::XPath("//main//button[text()='Resume']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(c, &button_named("Pause"), "the Pause button").await;
+    let task_hash = current_hash(c).await;
+    go(c, base, &format!("{task_hash}/edit")).await;
+    heading_is(c, "Edit long nap").await;
+    let filled = c
+        .execute(
+            "const f = document.getElementById('task-form'); \
+             return [f.querySelector('[name=cron-preset]').value, f.querySelector('[name=cron]').value, \
+                     f.querySelector('[name=timezone]').value, f.querySelector('[name=args]').value];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        filled,
+        json!(["daily", "30 3 * * *", "Europe/Paris", "sleep"])
+    );
+    css(c, "#task-form select[name=schedule-kind]")
+        .await
+        .select_by_value("interval")
+        .await
+        .unwrap();
+    fill(c, "#task-form input[name=every]", "2").await;
+    css(c, "#task-form select[name=every-unit]")
+        .await
+        .select_by_value("3600")
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "return document.querySelectorAll('#next-fires li').length === 5",
+        "five fire times of the interval",
+    )
+    .await;
+    css(c, "#task-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    heading_is(c, "long nap").await;
+    wait_js(
+        c,
+        "return document.getElementById('main').textContent.includes('every 2 h 0 min')",
+        "the new schedule",
+    )
+    .await;
+
     // --- trigger, watch the log live, cancel -----------------------------------------------------
     css(c, "#trigger").await.click().await.unwrap();
     wait_js(
