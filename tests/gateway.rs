@@ -242,6 +242,20 @@ async fn gateway_runner_end_to_end() {
         .await;
     let run_id = api.trigger(&task).await;
 
+    // A queue the enrollment key did not grant: refused, whatever the message asks for.
+    let err = anon
+        .lease(with_key(
+            pb::LeaseRequest {
+                queues: vec!["not-granted".into()],
+                max_jobs: 1,
+                wait_ms: 100,
+            },
+            &b_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
     // B leases the run (long-poll answered as soon as the job is there).
     let job = {
         let deadline = Instant::now() + Duration::from_secs(20);
