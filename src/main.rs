@@ -106,11 +106,6 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
             .as_deref()
             .filter(|k| !k.is_empty())
             .map(|k| Arc::new(antcode_control::SecretBox::from_passphrase(k))),
-        secrets: args
-            .secret_key
-            .as_deref()
-            .filter(|k| !k.is_empty())
-            .map(|k| Arc::new(antcode_control::SecretBox::from_passphrase(k))),
         // The split deployment's edge authenticates to control with this shared token, and
         // control signs runners' client certificates with the cluster CA (PEM files).
         edge_token: std::env::var("ANTCODE_EDGE_TOKEN").ok(),
@@ -164,9 +159,7 @@ async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
 async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let env = |name: &str| {
-        std::env::var(name).with_context(|| format!("the edge needs {name}"))
-    };
+    let env = |name: &str| std::env::var(name).with_context(|| format!("the edge needs {name}"));
     let read = |name: &str| -> anyhow::Result<String> {
         let path = env(name)?;
         std::fs::read_to_string(&path).with_context(|| format!("reading {name}={path}"))
@@ -185,7 +178,7 @@ async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
     let shutdown = on_signal();
     let ready: ops_http::Ready = Arc::new(|| Box::pin(async { Ok(()) }));
     let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
-    antcode_edge::run(antcode_edge::EdgeConfig { listener }, shutdown.clone()).await?;
+    antcode_edge::run(config, shutdown.clone()).await?;
     shutdown.cancel();
     ops.await??;
     Ok(())
@@ -236,7 +229,9 @@ async fn run_gateway_runner(
     let edge = args
         .edge
         .context("gateway mode needs --edge https://HOST:50051")?;
-    let ca_path = args.ca.context("gateway mode needs --ca FILE (the cluster CA)")?;
+    let ca_path = args
+        .ca
+        .context("gateway mode needs --ca FILE (the cluster CA)")?;
     let ca_pem = std::fs::read_to_string(&ca_path)
         .with_context(|| format!("reading --ca {}", ca_path.display()))?;
     let mut config = antcode_runner::RunnerConfig::new(

@@ -38,34 +38,71 @@ impl Client {
             .await
             .unwrap();
         assert_eq!(res.status(), 200, "login");
-        let token = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+        let token = res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
         Client { http, base, token }
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
     async fn get(&self, path: &str) -> Value {
-        let res = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         assert!(res.status().is_success(), "GET {path}: {}", res.status());
         res.json().await.unwrap()
     }
 
     async fn text(&self, path: &str) -> String {
-        let res = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         assert!(res.status().is_success(), "GET {path}: {}", res.status());
         res.text().await.unwrap()
     }
 
-    async fn upload(&self, name: &str, file_name: &str, data: Vec<u8>, extra: &[(&str, &str)]) -> Value {
-        let mut form = Form::new().text("name", name.to_string()).part("file", Part::bytes(data).file_name(file_name.to_string()));
+    async fn upload(
+        &self,
+        name: &str,
+        file_name: &str,
+        data: Vec<u8>,
+        extra: &[(&str, &str)],
+    ) -> Value {
+        let mut form = Form::new()
+            .text("name", name.to_string())
+            .part("file", Part::bytes(data).file_name(file_name.to_string()));
         for (k, v) in extra {
             form = form.text(k.to_string(), v.to_string());
         }
-        let res = self.http.post(format!("{}/projects", self.base)).bearer_auth(&self.token).multipart(form).send().await.unwrap();
+        let res = self
+            .http
+            .post(format!("{}/projects", self.base))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         let status = res.status();
         let body: Value = res.json().await.unwrap();
         assert_eq!(status, 201, "upload {name}: {body}");
@@ -74,14 +111,21 @@ impl Client {
 
     async fn task(&self, name: &str, project: &Value, extra: Value) -> Value {
         let mut body = json!({"name": name, "project_id": project["id"]});
-        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let (status, task) = self.post("/tasks", body).await;
         assert_eq!(status, 201, "create task {name}: {task}");
         task
     }
 
     async fn trigger(&self, task: &Value) -> Value {
-        let (status, run) = self.post(&format!("/tasks/{}/trigger", task["id"].as_str().unwrap()), json!({})).await;
+        let (status, run) = self
+            .post(
+                &format!("/tasks/{}/trigger", task["id"].as_str().unwrap()),
+                json!({}),
+            )
+            .await;
         assert_eq!(status, 201, "trigger: {run}");
         assert_eq!(run["state"], "queued");
         run
@@ -96,7 +140,10 @@ impl Client {
             if !["queued", "running"].contains(&state.as_str()) {
                 return run;
             }
-            assert!(started.elapsed() < limit, "run {id} still {state} after {limit:?}");
+            assert!(
+                started.elapsed() < limit,
+                "run {id} still {state} after {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -106,7 +153,8 @@ fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
     let mut w = zip::ZipWriter::new(&mut buf);
     for (name, data) in entries {
-        w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
         w.write_all(data.as_bytes()).unwrap();
     }
     w.finish().unwrap();
@@ -117,7 +165,10 @@ fn pid_is_dead(pid: i32) -> bool {
     // A killed process reparented to an init that does not reap stays a zombie: dead all the same.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -129,43 +180,88 @@ async fn python_runs_end_to_end() {
 
     // A zip project whose requirements.txt brings a third-party package.
     let main = "import sys, six\nprint('hello from six', six.__version__, *sys.argv[1:])\nprint('to stderr', file=sys.stderr)\n";
-    let project = c.upload("deps", "deps.zip", zip_of(&[("main.py", main), ("requirements.txt", "six==1.16.0\n")]), &[]).await;
-    let task = c.task("deps", &project, json!({"args": ["a b", "c"]})).await;
-    let run = c.wait_terminal(&c.trigger(&task).await, Duration::from_secs(180)).await;
+    let project = c
+        .upload(
+            "deps",
+            "deps.zip",
+            zip_of(&[("main.py", main), ("requirements.txt", "six==1.16.0\n")]),
+            &[],
+        )
+        .await;
+    let task = c
+        .task("deps", &project, json!({"args": ["a b", "c"]}))
+        .await;
+    let run = c
+        .wait_terminal(&c.trigger(&task).await, Duration::from_secs(180))
+        .await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["exit_code"], 0);
     assert!(run["duration_ms"].as_i64().is_some());
-    let logs = c.text(&format!("/runs/{}/logs", run["id"].as_str().unwrap())).await;
+    let logs = c
+        .text(&format!("/runs/{}/logs", run["id"].as_str().unwrap()))
+        .await;
     assert!(logs.contains("hello from six 1.16.0 a b c"), "logs: {logs}");
     assert!(logs.contains("to stderr"), "logs: {logs}");
 
     // A failing single-file script keeps its exit code.
-    let failing = c.upload("failing", "fail.py", b"import sys\nprint('about to fail')\nsys.exit(3)\n".to_vec(), &[]).await;
+    let failing = c
+        .upload(
+            "failing",
+            "fail.py",
+            b"import sys\nprint('about to fail')\nsys.exit(3)\n".to_vec(),
+            &[],
+        )
+        .await;
     let task = c.task("failing", &failing, json!({})).await;
-    let run = c.wait_terminal(&c.trigger(&task).await, Duration::from_secs(60)).await;
+    let run = c
+        .wait_terminal(&c.trigger(&task).await, Duration::from_secs(60))
+        .await;
     assert_eq!(run["state"], "failed", "{run}");
     assert_eq!(run["exit_code"], 3);
-    let logs = c.text(&format!("/runs/{}/logs", run["id"].as_str().unwrap())).await;
+    let logs = c
+        .text(&format!("/runs/{}/logs", run["id"].as_str().unwrap()))
+        .await;
     assert!(logs.contains("about to fail"), "logs: {logs}");
 
     // Past its timeout the whole process group dies, including a forked grandchild.
     let pid_file = dir.path().join("grandchild.pid");
     let sleeper = "import os, subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\nopen(os.environ['PID_FILE'], 'w').write(str(p.pid))\nprint('spawned', p.pid, flush=True)\ntime.sleep(300)\n";
-    let sleepy = c.upload("sleepy", "sleepy.py", sleeper.as_bytes().to_vec(), &[]).await;
+    let sleepy = c
+        .upload("sleepy", "sleepy.py", sleeper.as_bytes().to_vec(), &[])
+        .await;
     let env = json!({"PID_FILE": pid_file.display().to_string()});
-    let task = c.task("sleepy", &sleepy, json!({"timeout_s": 2, "env": env})).await;
-    let run = c.wait_terminal(&c.trigger(&task).await, Duration::from_secs(60)).await;
+    let task = c
+        .task("sleepy", &sleepy, json!({"timeout_s": 2, "env": env}))
+        .await;
+    let run = c
+        .wait_terminal(&c.trigger(&task).await, Duration::from_secs(60))
+        .await;
     assert_eq!(run["state"], "timed_out", "{run}");
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while !pid_is_dead(pid) {
-        assert!(Instant::now() < deadline, "grandchild {pid} survived the timeout");
+        assert!(
+            Instant::now() < deadline,
+            "grandchild {pid} survived the timeout"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let metrics = reqwest::get(format!("http://{}/metrics", up.control_addr)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("http://{}/metrics", up.control_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("antcode_runs_finished_total"), "{metrics}");
-    assert!(metrics.contains("antcode_run_duration_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("antcode_run_duration_seconds"),
+        "{metrics}"
+    );
     up.stop().await.unwrap();
 }
 
@@ -176,21 +272,42 @@ async fn a_queued_run_survives_a_restart() {
     // First life: no runner, so the triggered run stays queued.
     let up = start(dir.path(), false).await;
     let c = Client::login(&up).await;
-    let project = c.upload("persist", "persist.py", b"print('ran after restart')\n".to_vec(), &[]).await;
+    let project = c
+        .upload(
+            "persist",
+            "persist.py",
+            b"print('ran after restart')\n".to_vec(),
+            &[],
+        )
+        .await;
     let task = c.task("persist", &project, json!({})).await;
     let run = c.trigger(&task).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.get(&format!("/runs/{}", run["id"].as_str().unwrap())).await["state"], "queued");
+    assert_eq!(
+        c.get(&format!("/runs/{}", run["id"].as_str().unwrap()))
+            .await["state"],
+        "queued"
+    );
     up.stop().await.unwrap();
 
     // Second life: everything is still there and the queued run is executed.
     let up = start(dir.path(), true).await;
     let c = Client::login(&up).await;
-    assert_eq!(c.get(&format!("/tasks/{}", task["id"].as_str().unwrap())).await["name"], "persist");
-    assert_eq!(c.get(&format!("/projects/{}", project["id"].as_str().unwrap())).await["name"], "persist");
+    assert_eq!(
+        c.get(&format!("/tasks/{}", task["id"].as_str().unwrap()))
+            .await["name"],
+        "persist"
+    );
+    assert_eq!(
+        c.get(&format!("/projects/{}", project["id"].as_str().unwrap()))
+            .await["name"],
+        "persist"
+    );
     let done = c.wait_terminal(&run, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "succeeded", "{done}");
-    let logs = c.text(&format!("/runs/{}/logs", run["id"].as_str().unwrap())).await;
+    let logs = c
+        .text(&format!("/runs/{}/logs", run["id"].as_str().unwrap()))
+        .await;
     assert!(logs.contains("ran after restart"), "logs: {logs}");
     up.stop().await.unwrap();
 }
@@ -198,9 +315,13 @@ async fn a_queued_run_survives_a_restart() {
 /// Every file under `dir` (recursively) whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = vec![];
-    let Ok(entries) = std::fs::read_dir(dir) else { return hits };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
     for e in entries.flatten() {
-        let (p, Ok(kind)) = (e.path(), e.file_type()) else { continue };
+        let (p, Ok(kind)) = (e.path(), e.file_type()) else {
+            continue;
+        };
         if kind.is_symlink() {
             continue; // venv links point at the system's Python
         } else if kind.is_dir() {
@@ -222,32 +343,71 @@ async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear()
     let value = format!("tok-{}-ñ", uuid_like());
     let reversed: String = value.chars().rev().collect();
 
-    let res = c.http.put(format!("{}/secrets/API_TOKEN", c.base)).bearer_auth(&c.token).json(&json!({"value": value})).send().await.unwrap();
+    let res = c
+        .http
+        .put(format!("{}/secrets/API_TOKEN", c.base))
+        .bearer_auth(&c.token)
+        .json(&json!({"value": value}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let body = res.text().await.unwrap();
     assert!(!body.contains(&value), "PUT echoed the value: {body}");
 
     // The script proves it saw the value without printing it: it prints it reversed.
     let script = "import os\nv = os.environ.get('API_TOKEN')\nprint('API_TOKEN', 'absent' if v is None else 'reversed=' + v[::-1])\nprint('RUNNER_ENV', 'ANTCODE_SECRET_KEY' in os.environ)\n";
-    let project = c.upload("secretive", "secretive.py", script.as_bytes().to_vec(), &[]).await;
-    let with = c.task("with-secret", &project, json!({"secrets": ["API_TOKEN"]})).await;
+    let project = c
+        .upload("secretive", "secretive.py", script.as_bytes().to_vec(), &[])
+        .await;
+    let with = c
+        .task("with-secret", &project, json!({"secrets": ["API_TOKEN"]}))
+        .await;
     let without = c.task("without-secret", &project, json!({})).await;
-    let (status, refused) = c.post("/tasks", json!({"name": "typo", "project_id": project["id"], "secrets": ["API_TOKN"]})).await;
+    let (status, refused) = c
+        .post(
+            "/tasks",
+            json!({"name": "typo", "project_id": project["id"], "secrets": ["API_TOKN"]}),
+        )
+        .await;
     assert_eq!(status, 400, "{refused}");
-    assert!(refused["detail"].as_str().unwrap().starts_with("secrets:"), "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().starts_with("secrets:"),
+        "{refused}"
+    );
 
-    let run_with = c.wait_terminal(&c.trigger(&with).await, Duration::from_secs(120)).await;
-    let run_without = c.wait_terminal(&c.trigger(&without).await, Duration::from_secs(120)).await;
+    let run_with = c
+        .wait_terminal(&c.trigger(&with).await, Duration::from_secs(120))
+        .await;
+    let run_without = c
+        .wait_terminal(&c.trigger(&without).await, Duration::from_secs(120))
+        .await;
     assert_eq!(run_with["state"], "succeeded", "{run_with}");
     assert_eq!(run_without["state"], "succeeded", "{run_without}");
-    let log_with = c.text(&format!("/runs/{}/logs", run_with["id"].as_str().unwrap())).await;
-    let log_without = c.text(&format!("/runs/{}/logs", run_without["id"].as_str().unwrap())).await;
-    assert!(log_with.contains(&format!("API_TOKEN reversed={reversed}")), "{log_with}");
+    let log_with = c
+        .text(&format!("/runs/{}/logs", run_with["id"].as_str().unwrap()))
+        .await;
+    let log_without = c
+        .text(&format!(
+            "/runs/{}/logs",
+            run_without["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        log_with.contains(&format!("API_TOKEN reversed={reversed}")),
+        "{log_with}"
+    );
     assert!(log_without.contains("API_TOKEN absent"), "{log_without}");
     assert!(log_with.contains("RUNNER_ENV False"), "{log_with}");
 
     // A secret in use cannot be deleted out from under its task.
-    let res = c.http.delete(format!("{}/secrets/API_TOKEN", c.base)).bearer_auth(&c.token).send().await.unwrap();
+    let res = c
+        .http
+        .delete(format!("{}/secrets/API_TOKEN", c.base))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 409);
 
     // Nowhere in what the API shows...
@@ -256,17 +416,27 @@ async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear()
         seen.push_str(&c.get(path).await.to_string());
     }
     for run in [&run_with, &run_without] {
-        seen.push_str(&c.get(&format!("/runs/{}", run["id"].as_str().unwrap())).await.to_string());
+        seen.push_str(
+            &c.get(&format!("/runs/{}", run["id"].as_str().unwrap()))
+                .await
+                .to_string(),
+        );
     }
     assert!(seen.contains("API_TOKEN"), "the names are shown");
-    assert!(!seen.contains(&value), "a secret value reached an API response");
+    assert!(
+        !seen.contains(&value),
+        "a secret value reached an API response"
+    );
     up.stop().await.unwrap();
 
     // ...nor in the SQLite database (its WAL included), nor anywhere else in the data dir, but the
     // sealed row is there.
     let db = std::fs::read(dir.path().join("antcode.db")).unwrap();
     assert!(!db.is_empty());
-    assert_eq!(files_containing(dir.path(), value.as_bytes()), Vec::<String>::new());
+    assert_eq!(
+        files_containing(dir.path(), value.as_bytes()),
+        Vec::<String>::new()
+    );
     assert!(!files_containing(dir.path(), b"API_TOKEN").is_empty());
     let key = std::fs::metadata(dir.path().join("secret.key")).unwrap();
     assert_eq!(key.len(), 32);
@@ -279,14 +449,24 @@ async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear()
     // The key file is reused: after a restart the secret still opens.
     let up = start(dir.path(), true).await;
     let c = Client::login(&up).await;
-    let again = c.wait_terminal(&c.trigger(&with).await, Duration::from_secs(120)).await;
+    let again = c
+        .wait_terminal(&c.trigger(&with).await, Duration::from_secs(120))
+        .await;
     assert_eq!(again["state"], "succeeded", "{again}");
-    let log = c.text(&format!("/runs/{}/logs", again["id"].as_str().unwrap())).await;
-    assert!(log.contains(&format!("API_TOKEN reversed={reversed}")), "{log}");
+    let log = c
+        .text(&format!("/runs/{}/logs", again["id"].as_str().unwrap()))
+        .await;
+    assert!(
+        log.contains(&format!("API_TOKEN reversed={reversed}")),
+        "{log}"
+    );
     up.stop().await.unwrap();
 }
 
 fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{nanos:x}{}", std::process::id())
 }
