@@ -105,11 +105,15 @@ fn place_wall_time(tz: Tz, wall: chrono::NaiveDateTime) -> Option<i64> {
         LocalResult::Single(t) => Some(t.timestamp_millis()),
         LocalResult::Ambiguous(first, _) => Some(first.timestamp_millis()),
         LocalResult::None => {
-            // Inside a gap: walk forward to the first wall time that exists (gaps are whole
-            // minutes everywhere in the tz database).
+            // Inside a gap: the fire is at the gap's end, the first wall time that exists. Gaps
+            // start and end on whole minutes everywhere in the tz database, so walking whole
+            // minutes from the wall time with its seconds dropped lands exactly on that end
+            // (keeping the seconds would fire a 6-field 02:30:15 at 03:00:15, not 03:00:00).
+            use chrono::Timelike;
+            let minute = wall.with_second(0)?.with_nanosecond(0)?;
             (1..=180)
                 .find_map(|m| {
-                    tz.from_local_datetime(&(wall + chrono::Duration::minutes(m)))
+                    tz.from_local_datetime(&(minute + chrono::Duration::minutes(m)))
                         .earliest()
                 })
                 .map(|t| t.timestamp_millis())
@@ -233,6 +237,12 @@ mod tests {
                 "2026-03-10T06:30:00.000Z"
             ]
         );
+        // With seconds too: 02:30:15 fires at the gap's end, 03:00:00, not at 03:00:15.
+        let with_seconds = cron("15 30 2 * * *", "America/New_York");
+        assert_eq!(
+            wall(&with_seconds, "2026-03-07T12:00:00Z", 1),
+            ["2026-03-08T07:00:00.000Z"]
+        );
         let half_hourly = cron("*/30 * * * *", "America/New_York");
         assert_eq!(
             wall(&half_hourly, "2026-03-08T06:15:00Z", 3),
@@ -266,5 +276,192 @@ mod tests {
             wall(&daily, "2026-11-01T06:10:00Z", 1),
             ["2026-11-02T06:30:00.000Z"]
         );
+    }
+
+    /// The cron fields the property test draws: each a set of allowed values, rendered to text.
+    struct Field {
+        text: String,
+        allowed: Vec<bool>,
+    }
+
+    fn field(rng: &mut impl rand::Rng, lo: u32, hi: u32, steps: &[u32]) -> Field {
+        // Indexed by value; 32 slots so a day-of-month field covers days 29–31.
+        let mut allowed = vec![false; (hi as usize + 1).max(32)];
+        let text = match rng.gen_range(0..5) {
+            0 => {
+                // `*` is every value, including days 29–31 of a day-of-month field.
+                allowed.iter_mut().for_each(|a| *a = true);
+                "*".to_string()
+            }
+            1 => {
+                let v = rng.gen_range(lo..=hi);
+                allowed[v as usize] = true;
+                v.to_string()
+            }
+            2 => {
+                let k = steps[rng.gen_range(0..steps.len())];
+                (lo..=hi)
+                    .filter(|v| (v - lo).is_multiple_of(k))
+                    .for_each(|v| allowed[v as usize] = true);
+                format!("*/{k}")
+            }
+            3 => {
+                let a = rng.gen_range(lo..=hi);
+                let b = rng.gen_range(a..=hi);
+                (a..=b).for_each(|v| allowed[v as usize] = true);
+                format!("{a}-{b}")
+            }
+            _ => {
+                let a = rng.gen_range(lo..=hi);
+                let b = rng.gen_range(lo..=hi);
+                allowed[a as usize] = true;
+                allowed[b as usize] = true;
+                format!("{a},{b}")
+            }
+        };
+        Field { text, allowed }
+    }
+
+    /// The documented semantics, walked minute by minute over REAL time: a minute fires its
+    /// matching seconds when its wall time matches and this is that wall time's first
+    /// occurrence; a minute that ends a gap (the wall clock jumped forward) fires at its start
+    /// if any skipped wall time matched. Offsets change on whole minutes, so within one minute
+    /// the seconds field can be applied directly.
+    fn brute_next(
+        tz: Tz,
+        secs: &[bool],
+        mins: &[bool],
+        hours: &[bool],
+        days: &[bool],
+        after_ms: i64,
+        horizon_minutes: i64,
+    ) -> Option<i64> {
+        use chrono::{Datelike, Timelike};
+        let matches = |w: chrono::NaiveDateTime| {
+            mins[w.minute() as usize] && hours[w.hour() as usize] && days[w.day() as usize]
+        };
+        let wall = |t: i64| {
+            Utc.timestamp_millis_opt(t)
+                .unwrap()
+                .with_timezone(&tz)
+                .naive_local()
+        };
+        let start = after_ms.div_euclid(60_000) * 60_000;
+        for i in 0..horizon_minutes {
+            let t = start + i * 60_000;
+            let w = wall(t);
+            let mut fires = vec![];
+            let first = tz
+                .from_local_datetime(&w)
+                .earliest()
+                .unwrap()
+                .timestamp_millis()
+                == t;
+            if first && matches(w) {
+                fires.extend((0..60).filter(|s| secs[*s as usize]).map(|s| t + s * 1000));
+            }
+            let mut skipped = wall(t - 60_000) + chrono::Duration::minutes(1);
+            while skipped < w {
+                if matches(skipped) {
+                    fires.push(t);
+                }
+                skipped += chrono::Duration::minutes(1);
+            }
+            if let Some(f) = fires.into_iter().filter(|f| *f > after_ms).min() {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// Real instants (UTC ms) in 2026 at which `tz` changes its offset.
+    fn transitions(tz: Tz) -> Vec<i64> {
+        let start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let offset = |t: i64| {
+            use chrono::Offset;
+            Utc.timestamp_millis_opt(t)
+                .unwrap()
+                .with_timezone(&tz)
+                .offset()
+                .fix()
+                .local_minus_utc()
+        };
+        (0..365 * 48)
+            .map(|h| start + h * 1_800_000)
+            .filter(|t| offset(*t) != offset(t - 1_800_000))
+            .collect()
+    }
+
+    #[test]
+    fn cron_next_fire_matches_a_brute_force_walk() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_c0de);
+        let zones = [
+            "UTC",
+            "America/New_York",
+            "Europe/Berlin",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+        ];
+        let year_start = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        for case in 0..400 {
+            let zone = zones[case % zones.len()];
+            let tz = Tz::from_str(zone).unwrap();
+            let six = rng.gen_bool(0.3);
+            let secs = if six {
+                field(&mut rng, 0, 59, &[10, 15, 20, 30])
+            } else {
+                let mut allowed = vec![false; 60];
+                allowed[0] = true;
+                Field {
+                    text: String::new(),
+                    allowed,
+                }
+            };
+            let mins = field(&mut rng, 0, 59, &[5, 10, 15, 20, 30]);
+            let hours = field(&mut rng, 0, 23, &[2, 3, 6]);
+            let days = if rng.gen_bool(0.15) {
+                field(&mut rng, 1, 31, &[7, 10])
+            } else {
+                Field {
+                    text: "*".into(),
+                    allowed: vec![true; 32],
+                }
+            };
+            let expr = format!(
+                "{}{} {} {} * *",
+                if six {
+                    format!("{} ", secs.text)
+                } else {
+                    String::new()
+                },
+                mins.text,
+                hours.text,
+                days.text
+            );
+            // Most starts sit within a few hours of one of the zone's DST changes.
+            let changes = transitions(tz);
+            let after = if !changes.is_empty() && rng.gen_bool(0.8) {
+                changes[rng.gen_range(0..changes.len())] + rng.gen_range(-4 * 3_600_000..3_600_000)
+            } else {
+                year_start + rng.gen_range(0..360 * 86_400_000i64)
+            };
+            let got = next_after(&cron(&expr, zone), after, 0).unwrap();
+            let want = brute_next(
+                tz,
+                &secs.allowed,
+                &mins.allowed,
+                &hours.allowed,
+                &days.allowed,
+                after,
+                40 * 24 * 60,
+            );
+            assert_eq!(
+                got.map(to_rfc3339),
+                want.map(to_rfc3339),
+                "cron {expr:?} in {zone} after {}",
+                to_rfc3339(after)
+            );
+        }
     }
 }

@@ -26,6 +26,7 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) -> Result<(),
             Ok(Some(fence)) => {
                 tracing::info!(instance = %config.instance_id, fence, "scheduler: became leader");
                 metrics::gauge!("antcode_scheduler_leader").set(1.0);
+                metrics::counter!("antcode_scheduler_leader_changes_total").increment(1);
                 lead(&config, fence, &shutdown).await;
                 metrics::gauge!("antcode_scheduler_leader").set(0.0);
                 let _ = config

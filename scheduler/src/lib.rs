@@ -8,6 +8,11 @@
 //! * [`tick`] (leader only) fires schedules.
 //!
 //! The plane never talks to runners or control directly: only through `Store` and `Broker`.
+//!
+//! Metrics: `antcode_scheduler_fires_total{outcome}`, `antcode_scheduler_fire_lag_seconds`
+//! (SQL write time − due time), `antcode_scheduler_leader_changes_total`,
+//! `antcode_scheduler_repairs_total{kind}`, `antcode_scheduler_recorder_lag_seconds` (apply time
+//! − the event's `at_ms`).
 
 pub mod compensation;
 pub mod leader;

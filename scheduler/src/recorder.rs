@@ -33,7 +33,13 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
         let mut done = Vec::with_capacity(events.len());
         for (id, event) in events {
             match apply(&config, &event).await {
-                Ok(()) => done.push(id),
+                Ok(()) => {
+                    // How far SQL trails the runner: apply time minus the event's own time.
+                    metrics::histogram!("antcode_scheduler_recorder_lag_seconds").record(
+                        (antcode_core::time::now_ms() - event.at_ms).max(0) as f64 / 1000.0,
+                    );
+                    done.push(id)
+                }
                 Err(e) => {
                     tracing::warn!(run_id = %event.run_id, error = %e, "recorder: will retry event")
                 }

@@ -131,6 +131,9 @@ async fn fire_task(
             Ok((run, job)) => {
                 metrics::counter!("antcode_scheduler_fires_total", "outcome" => "fired")
                     .increment(1);
+                // Lag is measured at the SQL write: that is when the fire became durable.
+                metrics::histogram!("antcode_scheduler_fire_lag_seconds")
+                    .record((now_ms() - due).max(0) as f64 / 1000.0);
                 metrics::counter!("antcode_runs_created_total", "trigger" => "schedule")
                     .increment(1);
                 tracing::info!(task = %task.name, due, fence, "tick: fired");
