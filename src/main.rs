@@ -23,9 +23,30 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(dispatch(cli.command)) {
-        eprintln!("antcode: {e:#}");
+        eprintln!("antcode: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The settings named in start-up errors, so a bad value points at the variable to fix.
+const DB: &str = "ANTCODE_DATABASE_URL";
+const REDIS: &str = "ANTCODE_REDIS_URL";
+const BLOB: &str = "ANTCODE_BLOB_URL";
+
+/// The error chain on one line. Error types that both print and return their source would
+/// repeat it (`a: b: b`), so a cause already contained in the text before it is left out.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -91,9 +112,15 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let config = antcode_control::ControlConfig {
         listener,
-        store: seams::open_store(&args.seams.database_url).await?,
-        broker: seams::open_broker(&args.seams.redis_url).await?,
-        blobs: seams::open_blobs(&args.seams.blob_url).await?,
+        store: seams::open_store(&args.seams.database_url)
+            .await
+            .context(DB)?,
+        broker: seams::open_broker(&args.seams.redis_url)
+            .await
+            .context(REDIS)?,
+        blobs: seams::open_blobs(&args.seams.blob_url)
+            .await
+            .context(BLOB)?,
         admin_password: if password.is_empty() {
             DEFAULT_ADMIN_PASSWORD.into()
         } else {
@@ -126,8 +153,8 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
 }
 
 async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
-    let store = seams::open_store(&args.database_url).await?;
-    let broker = seams::open_broker(&args.redis_url).await?;
+    let store = seams::open_store(&args.database_url).await.context(DB)?;
+    let broker = seams::open_broker(&args.redis_url).await.context(REDIS)?;
     let shutdown = on_signal();
     let (s, b) = (store.clone(), broker.clone());
     let ready: ops_http::Ready = Arc::new(move || {
@@ -171,8 +198,8 @@ async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
         ca_cert_pem: read("ANTCODE_CLUSTER_CA_CERT")?,
         control_url: env("ANTCODE_CONTROL_URL")?,
         edge_token: env("ANTCODE_EDGE_TOKEN")?,
-        broker: seams::open_broker(&env("ANTCODE_REDIS_URL")?).await?,
-        blobs: seams::open_blobs(&env("ANTCODE_BLOB_URL")?).await?,
+        broker: seams::open_broker(&env(REDIS)?).await.context(REDIS)?,
+        blobs: seams::open_blobs(&env(BLOB)?).await.context(BLOB)?,
         limits: antcode_edge::Limits::default(),
     };
     let shutdown = on_signal();
@@ -195,8 +222,8 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     let blob = args
         .blob_url
         .context("direct mode needs --blob-url (ANTCODE_BLOB_URL)")?;
-    let broker = seams::open_broker(&redis).await?;
-    let blobs = seams::open_blobs(&blob).await?;
+    let broker = seams::open_broker(&redis).await.context(REDIS)?;
+    let blobs = seams::open_blobs(&blob).await.context(BLOB)?;
     let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir);
     config.queues = args.queues;
     config.labels = labels;

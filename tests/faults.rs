@@ -1,0 +1,413 @@
+//! Bad input and faults, with real processes: a wrong or unreachable engine at start is one line
+//! naming the setting and a non-zero exit; Redis going away under a running split deployment
+//! (control + scheduler + runner on PostgreSQL, a private `redis-server`, a local blob directory)
+//! makes control report not ready without anything crashing, and everything recovers on its
+//! own when Redis returns — including a run triggered while it was down.
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_antcode");
+const PASSWORD: &str = "faults-password-not-default";
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `antcode control` against the given URLs and returns (exit code, stderr).
+fn control_exit(database_url: &str, redis_url: &str, blob_dir: &str) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(["control", "--listen", "127.0.0.1:0"])
+        .env("ANTCODE_DATABASE_URL", database_url)
+        .env("ANTCODE_REDIS_URL", redis_url)
+        .env("ANTCODE_BLOB_URL", format!("file://{blob_dir}"))
+        .env("ANTCODE_ADMIN_PASSWORD", PASSWORD)
+        .env("ANTCODE_SECRET_KEY", SECRET)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn antcode control");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("antcode control kept running with {database_url} / {redis_url}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_engine_url_at_start_is_one_line_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs").display().to_string();
+    let sqlite = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let closed = free_port(); // bound and released: nothing listens there
+    let cases = [
+        (
+            "nosql://x".to_string(),
+            "redis://127.0.0.1:6379/0".to_string(),
+            "ANTCODE_DATABASE_URL",
+        ),
+        (
+            sqlite.clone(),
+            format!("redis://127.0.0.1:{closed}/0"),
+            "ANTCODE_REDIS_URL",
+        ),
+        (sqlite, "amqp://127.0.0.1/".to_string(), "ANTCODE_REDIS_URL"),
+    ];
+    for (db, redis, setting) in cases {
+        let (code, stderr) = control_exit(&db, &redis, &blobs);
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "{db} / {redis}: exit {code:?}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{db} / {redis}: one line, got {stderr:?}");
+        assert!(
+            lines[0].contains(setting),
+            "{db} / {redis}: the line names {setting}: {stderr:?}"
+        );
+    }
+}
+
+/// A `redis-server` of this test's own, so it can be killed and brought back on the same port.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let mut r = PrivateRedis { port, child: None };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the fault tests");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Procs {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    procs: Vec<(String, Child)>,
+}
+
+impl Procs {
+    fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.procs.push((name.into(), child));
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.procs {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            out.push_str(&format!("--- {name} ---\n{text}\n"));
+        }
+        out
+    }
+
+    /// Panics naming the first process that has exited.
+    fn assert_alive(&mut self) {
+        let mut dead = vec![];
+        for (name, child) in &mut self.procs {
+            if let Ok(Some(status)) = child.try_wait() {
+                dead.push(format!("{name} exited: {status}"));
+            }
+        }
+        assert!(dead.is_empty(), "{dead:?}\n{}", self.logs());
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn fresh_postgres() -> String {
+    let admin = std::env::var("ANTCODE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("antcode_faults_{}", std::process::id());
+    let status = Command::new("psql")
+        .arg(&admin)
+        .args([
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {name}"),
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .status()
+        .expect("psql (PostgreSQL client) is needed for the fault tests");
+    assert!(status.success(), "could not create database {name}");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    format!("{base}/{name}")
+}
+
+async fn readyz(port: u16) -> Option<u16> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    http.get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+async fn wait_readyz(p: &Procs, port: u16, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while readyz(port).await != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "control /readyz never answered {want}\n{}",
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn login(port: u16) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}/api/v1");
+        let res: Value = http
+            .post(format!("{base}/auth/login"))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Api {
+            http,
+            base,
+            token: res["token"].as_str().expect("login").to_string(),
+        }
+    }
+
+    async fn task(&self, name: &str, code: &str) -> String {
+        let form = Form::new().text("name", name.to_string()).part(
+            "file",
+            Part::bytes(code.as_bytes().to_vec()).file_name(format!("{name}.py")),
+        );
+        let res = self
+            .http
+            .post(format!("{}/projects", self.base))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let project: Value = res.json().await.unwrap();
+        let res = self
+            .http
+            .post(format!("{}/tasks", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({"name": name, "project_id": project["id"], "timeout_s": 120}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "create task: {}", res.status());
+        let task: Value = res.json().await.unwrap();
+        task["id"].as_str().unwrap().to_string()
+    }
+
+    /// Triggers a run; the status and body of the answer.
+    async fn trigger(&self, task: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .post(format!("{}/tasks/{task}/trigger", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_done(&self, p: &Procs, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let run: Value = self
+                .http
+                .get(format!("{}/runs/{id}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if !["queued", "running"].contains(&run["state"].as_str().unwrap_or("queued")) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never finished: {run}\n{}",
+                p.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
+    let mut redis = PrivateRedis::start(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs").display().to_string();
+    let env = vec![
+        ("ANTCODE_DATABASE_URL".into(), fresh_postgres().await),
+        (
+            "ANTCODE_REDIS_URL".into(),
+            format!("redis://127.0.0.1:{}/0?prefix=faults", redis.port),
+        ),
+        ("ANTCODE_BLOB_URL".into(), format!("file://{blobs}")),
+        ("ANTCODE_ADMIN_PASSWORD".into(), PASSWORD.into()),
+        ("ANTCODE_SECRET_KEY".into(), SECRET.into()),
+        ("ANTCODE_LOST_AFTER_S".into(), "5".into()),
+        ("ANTCODE_LEASE_TTL_S".into(), "5".into()),
+        ("ANTCODE_HEARTBEAT_S".into(), "1".into()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    let mut p = Procs {
+        dir,
+        env,
+        procs: vec![],
+    };
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    p.spawn("control", &["control", "--listen", &listen]);
+    wait_readyz(&p, port, 200).await;
+    p.spawn("scheduler", &["scheduler", "--ops-listen", "127.0.0.1:0"]);
+    let data = p.dir.path().join("runner").display().to_string();
+    p.spawn(
+        "runner",
+        &[
+            "runner",
+            "--mode",
+            "direct",
+            "--name",
+            "runner-1",
+            "--data-dir",
+            &data,
+            "--ops-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let api = Api::login(port).await;
+    let task = api.task("hello", "print('hello through faults')\n").await;
+
+    // Before: a run goes through.
+    let (status, run) = api.trigger(&task).await;
+    assert!((200..300).contains(&status), "trigger: {status} {run}");
+    let done = api.wait_done(&p, run["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
+
+    // Redis goes away: control says not ready, nothing crashes.
+    redis.kill();
+    wait_readyz(&p, port, 503).await;
+    let (status, while_down) = api.trigger(&task).await;
+    // The run is accepted into SQL (the truth) and published once the broker is back.
+    assert!(
+        (200..300).contains(&status),
+        "a trigger while Redis is down is accepted into SQL: {status} {while_down}\n{}",
+        p.logs()
+    );
+    let while_down = while_down["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    p.assert_alive();
+    assert_eq!(readyz(port).await, Some(503));
+
+    // Redis returns (empty, as after a crash without persistence): ready again, and the run
+    // accepted while it was down is executed, as is a new one.
+    redis.up();
+    wait_readyz(&p, port, 200).await;
+    let done = api.wait_done(&p, &while_down).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
+    let (status, after) = api.trigger(&task).await;
+    assert!(
+        (200..300).contains(&status),
+        "trigger after: {status} {after}"
+    );
+    let done = api.wait_done(&p, after["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
+    p.assert_alive();
+}
