@@ -5,7 +5,8 @@
 //! leader generation attempts it — a deposed leader's late write simply conflicts.
 //!
 //! Misfires (fire times missed while no leader ran): `skip` fires none of them, `fire_once` fires
-//! the latest one, `catch_up` fires each of them (at most [`CATCH_UP_MAX`]).
+//! the latest one, `catch_up` fires each of them (at most [`CATCH_UP_MAX`]). A due time within
+//! [`MISFIRE_GRACE_MS`] is not a misfire: `skip` and `fire_once` fire the latest one then.
 
 use antcode_core::model::{Run, RunState, Task};
 use antcode_core::schedule;
@@ -15,7 +16,7 @@ use antcode_core::time::now_ms;
 use crate::SchedulerConfig;
 
 /// A fire time older than this when the leader sees it counts as missed.
-const MISFIRE_GRACE_MS: i64 = 5_000;
+pub const MISFIRE_GRACE_MS: i64 = 5_000;
 pub const CATCH_UP_MAX: usize = 100;
 
 pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
@@ -56,14 +57,16 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
         next = schedule::next_after(sched, t, first).ok().flatten();
     }
     let latest = *missed.last().unwrap_or(&first);
-    let fire = if now - latest <= MISFIRE_GRACE_MS {
+    let fire = if task.spec.misfire == "catch_up" {
+        // Every due time since the last fire, even when the newest is still within the grace:
+        // a failover that took two intervals must not drop the first of them.
+        missed
+    } else if now - latest <= MISFIRE_GRACE_MS {
         vec![latest]
+    } else if task.spec.misfire == "skip" {
+        vec![]
     } else {
-        match task.spec.misfire.as_str() {
-            "skip" => vec![],
-            "catch_up" => missed,
-            _ => vec![latest],
-        }
+        vec![latest]
     };
     (fire, next)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use antcode_core::broker::{memory::MemoryBroker, Broker, LeaseRequest};
 use antcode_core::model::*;
-use antcode_core::store::{sql::SqlStore, NewRun, RunFilter, Store};
+use antcode_core::store::{sql::SqlStore, FinishApplied, NewRun, RunFilter, Store};
 use antcode_core::time::now_ms;
 use antcode_core::Shutdown;
 use antcode_scheduler::{recorder, tick, SchedulerConfig};
@@ -532,4 +532,203 @@ async fn a_run_not_started_within_its_queue_timeout_expires() {
     );
     shutdown.cancel();
     sched.await.unwrap().unwrap();
+}
+
+/// Every misfire policy against every overlap policy, through `tick::fire_due`: a task whose
+/// previous run is still RUNNING missed ten one-minute due times.
+#[tokio::test]
+async fn misfire_by_overlap_matrix() {
+    // (misfire, overlap, runs created, of them still active afterwards)
+    let table: [(&str, &str, usize, usize); 12] = [
+        ("skip", "allow", 0, 0),
+        ("skip", "skip", 0, 0),
+        ("skip", "queue_one", 0, 0),
+        ("skip", "cancel_previous", 0, 0),
+        ("fire_once", "allow", 1, 1),
+        ("fire_once", "skip", 0, 0),
+        ("fire_once", "queue_one", 1, 1),
+        ("fire_once", "cancel_previous", 1, 1),
+        ("catch_up", "allow", 10, 10),
+        ("catch_up", "skip", 0, 0),
+        // One waits behind the running run; the other nine find it waiting and are skipped.
+        ("catch_up", "queue_one", 1, 1),
+        // Each fire cancels the one before: only the newest is left.
+        ("catch_up", "cancel_previous", 10, 1),
+    ];
+    for (misfire, overlap, created, active) in table {
+        let w = world().await;
+        let spec = TaskSpec {
+            misfire: misfire.into(),
+            overlap: overlap.into(),
+            ..Default::default()
+        };
+        let ten_missed = now_ms() - 10 * 60_000 + 1_000;
+        let task = w
+            .task(
+                "matrix",
+                Some(Schedule::Interval { every_s: 60 }),
+                Some(ten_missed),
+                spec,
+            )
+            .await;
+        let (previous, job) = w.manual_run(&task).await;
+        w.broker.publish(&job).await.unwrap();
+        let lease = w
+            .broker
+            .lease(&lease_req(Duration::from_secs(30)), Duration::from_secs(1))
+            .await
+            .unwrap()
+            .remove(0);
+        w.store
+            .mark_started(&previous.id, 1, &lease.lease_token, "w1", now_ms())
+            .await
+            .unwrap();
+
+        tick::fire_due(&w.config("solo"), 1).await;
+
+        let fired: Vec<Run> = w
+            .runs_of(&task)
+            .await
+            .into_iter()
+            .filter(|r| r.id != previous.id)
+            .collect();
+        let cell = format!("misfire {misfire} × overlap {overlap}");
+        assert_eq!(fired.len(), created, "{cell}: runs created");
+        let still_active = fired.iter().filter(|r| r.state == RunState::Queued).count();
+        assert_eq!(still_active, active, "{cell}: runs still queued");
+        let previous = w.store.run(&previous.id).await.unwrap();
+        let cancel_asked = previous.state == RunState::Cancelled || previous.cancel_requested;
+        assert_eq!(
+            cancel_asked,
+            overlap == "cancel_previous" && created > 0,
+            "{cell}: previous run cancelled: {previous:?}"
+        );
+        let held = w.store.held_runs(10).await.unwrap().len();
+        assert_eq!(
+            held,
+            usize::from(overlap == "queue_one" && created > 0),
+            "{cell}: held runs"
+        );
+        let next = w.store.task(&task.id).await.unwrap().next_fire_at.unwrap();
+        assert!(next > now_ms(), "{cell}: next fire moved past now");
+    }
+}
+
+/// Retries and backoff, driven by the times passed to the store (no sleeping): a failed
+/// attempt comes back only after its jittered exponential backoff, capped; a cancelled run is
+/// never retried.
+#[tokio::test]
+async fn retries_wait_their_backoff_and_cancelled_runs_are_not_retried() {
+    let w = world().await;
+    let retry = RetryPolicy {
+        max_attempts: 5,
+        backoff_s: 10,
+        max_backoff_s: 15,
+    };
+    let spec = TaskSpec {
+        retry: retry.clone(),
+        ..Default::default()
+    };
+    let task = w.task("retrying", None, None, spec).await;
+    let (run, job) = w.manual_run(&task).await;
+    w.broker.publish(&job).await.unwrap();
+    let failed = |_at: i64| Outcome {
+        state: RunState::Failed,
+        exit_code: Some(1),
+        signal: None,
+        error: Some("boom".into()),
+        duration_ms: 1,
+        peak_rss_kb: None,
+        log_key: None,
+        result: None,
+    };
+    let mut clock = now_ms();
+    for attempt in 1..=3u32 {
+        let lease = w
+            .broker
+            .lease(&lease_req(Duration::from_secs(30)), Duration::from_secs(1))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(lease.job.attempt, attempt);
+        w.store
+            .mark_started(&run.id, attempt, &lease.lease_token, "w1", clock)
+            .await
+            .unwrap();
+        let applied = w
+            .store
+            .finish_attempt(
+                &run.id,
+                attempt,
+                Some(&lease.lease_token),
+                &failed(clock),
+                clock,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(applied, FinishApplied::Requeued(_)), "{attempt}");
+        w.broker
+            .release(&lease.job.run_id, &lease.lease_token)
+            .await
+            .unwrap();
+        // 10 s, then 20 s capped to 15 s; jitter takes off at most a fifth.
+        let base = retry.backoff_ms(attempt + 1);
+        assert_eq!(base, [10_000, 15_000, 15_000][attempt as usize - 1]);
+        let due = |t: i64| {
+            let store = w.store.clone();
+            let id = run.id.clone();
+            async move {
+                store
+                    .due_queued_jobs(t, 100)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|j| j.run_id == id)
+            }
+        };
+        assert!(
+            !due(clock + base * 4 / 5 - 1).await,
+            "attempt {attempt}: too early"
+        );
+        assert!(
+            due(clock + base).await,
+            "attempt {attempt}: due after the backoff"
+        );
+        clock += base;
+        let next = w.store.due_queued_jobs(clock, 100).await.unwrap().remove(0);
+        assert_eq!(next.attempt, attempt + 1);
+        w.broker.publish(&next).await.unwrap();
+    }
+    // Attempt 4 is cancelled while it runs: it ends cancelled, though attempt 5 was allowed.
+    let lease = w
+        .broker
+        .lease(&lease_req(Duration::from_secs(30)), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    w.store
+        .mark_started(&run.id, 4, &lease.lease_token, "w1", clock)
+        .await
+        .unwrap();
+    w.store.request_cancel(&run.id, clock).await.unwrap();
+    let cancelled = Outcome {
+        state: RunState::Cancelled,
+        ..failed(clock)
+    };
+    let applied = w
+        .store
+        .finish_attempt(&run.id, 4, Some(&lease.lease_token), &cancelled, clock)
+        .await
+        .unwrap();
+    assert!(matches!(applied, FinishApplied::Terminal(_)));
+    assert_eq!(
+        w.store.run(&run.id).await.unwrap().state,
+        RunState::Cancelled
+    );
+    assert!(w
+        .store
+        .due_queued_jobs(clock + 3_600_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
