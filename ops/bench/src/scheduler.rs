@@ -1,0 +1,205 @@
+//! `bench-scheduler`: N active cron schedules on one scheduler leader (SQLite store, in-process
+//! memory broker, so the numbers are the schedule plane's own cost).
+//!
+//! Two phases, both driven through `tick::fire_due` exactly as the leader loop calls it:
+//! * burst: every schedule due at the same instant; fires/s = N / time to fire them all, and the
+//!   lag of each fire (its run's `queued_at` − `due_at`) is queueing behind the others;
+//! * steady: each schedule is a 6-field cron firing once a minute at second `i % 60`, so about
+//!   N/60 fires are due every second; the leader ticks every 100 ms for `--steady-s` seconds.
+//!
+//! Prints a table and a JSON line with the same numbers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use antcode_core::broker::{memory::MemoryBroker, Broker};
+use antcode_core::model::*;
+use antcode_core::store::{sql::SqlStore, RunFilter, Store};
+use antcode_core::time::now_ms;
+use antcode_scheduler::{tick, SchedulerConfig};
+
+struct Args {
+    schedules: usize,
+    steady_s: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        schedules: 100_000,
+        steady_s: 30,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--schedules" => a.schedules = value()?.parse()?,
+            "--steady-s" => a.steady_s = value()?.parse()?,
+            other => anyhow::bail!("unknown flag {other}; use --schedules N --steady-s S"),
+        }
+    }
+    Ok(a)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Lags (ms) of every scheduled run whose due time is in `[from, to)`.
+async fn lags(store: &dyn Store, from: i64, to: i64) -> anyhow::Result<Vec<i64>> {
+    let mut out = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .list_runs(&RunFilter::default(), 1000, cursor.as_deref())
+            .await?;
+        out.extend(
+            page.items
+                .iter()
+                .filter_map(|r| r.due_at.map(|d| (d, r.queued_at)))
+                .filter(|(d, _)| *d >= from && *d < to)
+                .map(|(d, q)| (q - d).max(0)),
+        );
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("bench.sqlite").display());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await?);
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let config = SchedulerConfig::new(store.clone(), broker.clone());
+    let fence = broker
+        .acquire_leader(
+            antcode_scheduler::leader::LOCK,
+            &config.instance_id,
+            Duration::from_secs(3600),
+        )
+        .await?
+        .context("leader lock")?;
+
+    let now = now_ms();
+    let project = Project {
+        id: antcode_core::ids::new_id(),
+        name: "bench".into(),
+        description: String::new(),
+        current_version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let version = ProjectVersion {
+        project_id: project.id.clone(),
+        version: 1,
+        bundle: BundleRef {
+            key: "bundles/x.py".into(),
+            sha256: "0".repeat(64),
+            format: BundleFormat::Py,
+            size_bytes: 1,
+            file_name: Some("main.py".into()),
+        },
+        entrypoint: "main.py".into(),
+        requirements: String::new(),
+        python_version: None,
+        files: vec!["main.py".into()],
+        created_at: now,
+    };
+    store.create_project(&project, &version).await?;
+
+    let setup = Instant::now();
+    let burst_due = now_ms() + 1_000;
+    for i in 0..args.schedules {
+        let task = Task {
+            id: antcode_core::ids::new_id(),
+            name: format!("cron-{i}"),
+            project_id: project.id.clone(),
+            spec: TaskSpec::default(),
+            schedule: Some(Schedule::Cron {
+                cron: format!("{} * * * * *", i % 60),
+                timezone: "UTC".into(),
+            }),
+            paused: false,
+            next_fire_at: Some(burst_due),
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_task(&task).await?;
+    }
+    eprintln!(
+        "created {} schedules in {:.1}s",
+        args.schedules,
+        setup.elapsed().as_secs_f64()
+    );
+    while now_ms() < burst_due {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Burst: everything due at once.
+    let t0 = Instant::now();
+    tick::fire_due(&config, fence).await;
+    let burst_s = t0.elapsed().as_secs_f64();
+    let burst_lags = lags(store.as_ref(), burst_due, burst_due + 1).await?;
+    let burst_rate = burst_lags.len() as f64 / burst_s;
+
+    // Steady: the leader's loop, every 100 ms, over whole seconds of per-second-spread crons.
+    let start = (now_ms() / 1000 + 2) * 1000;
+    let end = start + args.steady_s as i64 * 1000;
+    let t1 = Instant::now();
+    while now_ms() < end + 1_000 {
+        tick::fire_due(&config, fence).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let steady_lags = lags(store.as_ref(), start, end).await?;
+    let expected = (args.schedules as i64 * args.steady_s as i64 / 60) as usize;
+    let steady_rate = steady_lags.len() as f64 / args.steady_s as f64;
+    let _ = t1;
+
+    println!("| phase | schedules | fires | fires/s | lag p50 (s) | lag p99 (s) |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| burst (all due at once) | {} | {} | {:.0} | {:.3} | {:.3} |",
+        args.schedules,
+        burst_lags.len(),
+        burst_rate,
+        percentile(&burst_lags, 0.5),
+        percentile(&burst_lags, 0.99)
+    );
+    println!(
+        "| steady ({} s, ~N/60 due per second) | {} | {} of {} due | {:.0} | {:.3} | {:.3} |",
+        args.steady_s,
+        args.schedules,
+        steady_lags.len(),
+        expected,
+        steady_rate,
+        percentile(&steady_lags, 0.5),
+        percentile(&steady_lags, 0.99)
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "scheduler",
+            "store": "sqlite",
+            "broker": "memory",
+            "schedules": args.schedules,
+            "burst": {"fires": burst_lags.len(), "seconds": burst_s, "fires_per_s": burst_rate,
+                      "lag_p50_s": percentile(&burst_lags, 0.5), "lag_p99_s": percentile(&burst_lags, 0.99)},
+            "steady": {"seconds": args.steady_s, "fires": steady_lags.len(), "due": expected,
+                       "fires_per_s": steady_rate,
+                       "lag_p50_s": percentile(&steady_lags, 0.5), "lag_p99_s": percentile(&steady_lags, 0.99)},
+        })
+    );
+    Ok(())
+}
