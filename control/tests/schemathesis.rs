@@ -82,6 +82,8 @@ async fn openapi_fuzz_pass_has_no_server_errors() {
         .arg("--no-color")
         .arg("--report-dir")
         .arg(report.path())
+        // schemathesis keeps its example database in `.schemathesis/` under the working directory.
+        .current_dir(report.path())
         .env("SCHEMATHESIS_HOOKS", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
