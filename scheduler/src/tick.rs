@@ -8,7 +8,9 @@
 //! the latest one, `catch_up` fires each of them (at most [`CATCH_UP_MAX`]). A due time within
 //! [`MISFIRE_GRACE_MS`] is not a misfire: `skip` and `fire_once` fire the latest one then.
 
-use antcode_core::model::{Run, RunState, Task};
+use std::collections::HashMap;
+
+use antcode_core::model::{ProjectVersion, Run, RunState, Task};
 use antcode_core::schedule;
 use antcode_core::store::{NewRun, RunFilter, StoreError, HELD};
 use antcode_core::time::now_ms;
@@ -28,8 +30,11 @@ pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
             return;
         }
     };
+    // One pass reads each project's current version once, not once per task: with many
+    // schedules on few projects those two reads were a third of the statements per fire.
+    let mut versions = HashMap::new();
     for task in tasks {
-        if let Err(e) = fire_task(config, task, now, fence).await {
+        if let Err(e) = fire_task(config, task, now, fence, &mut versions).await {
             tracing::warn!(error = %e, "tick: firing failed; will retry next tick");
         }
     }
@@ -103,12 +108,20 @@ async fn fire_task(
     mut task: Task,
     now: i64,
     fence: u64,
+    versions: &mut HashMap<String, ProjectVersion>,
 ) -> Result<(), StoreError> {
     let (due_times, next) = plan(&task, now);
-    let version = config
-        .store
-        .version(&task.project_id, current_version(config, &task).await?)
-        .await?;
+    let version = match versions.get(&task.project_id) {
+        Some(v) => v.clone(),
+        None => {
+            let v = config
+                .store
+                .version(&task.project_id, current_version(config, &task).await?)
+                .await?;
+            versions.insert(task.project_id.clone(), v.clone());
+            v
+        }
+    };
     for due in due_times {
         let decision = overlap(config, &task).await?;
         match &decision {
