@@ -45,6 +45,9 @@ pub struct Ctx {
 const PIPE_DRAIN: Duration = Duration::from_secs(2);
 /// How many times a `Finished` report is tried (with doubling pauses from 0.5 s) before giving up.
 const REPORT_ATTEMPTS: u32 = 5;
+/// How long the pipes may stay open after the process group is gone before we look for escaped
+/// descendants holding them.
+const PIPES_QUIET: Duration = Duration::from_millis(100);
 /// Grace for a shutdown or a lost lease: the normal grace already ran out, or nobody waits.
 const SHORT_GRACE: Duration = Duration::from_secs(1);
 
@@ -145,6 +148,12 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
         }
     }
 
+    // Descendants that escaped the process group and closed their pipes are still around; the
+    // sweep reads /proc, so it runs beside the reporting rather than before it.
+    let sweeper = {
+        let (run_id, attempt) = (job.run_id.clone(), job.attempt);
+        tokio::spawn(async move { sweep(&run_id, attempt).await })
+    };
     let work_dir_rm = work_dir.clone();
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir_rm)).await;
     if reclaimed {
@@ -207,8 +216,16 @@ async fn supervise(
         Err(msg) => return (Ended::Failed(msg), sink),
     };
     // Declared secrets (resolved by the publisher, never stored in SQL) join the task's own env.
-    let job_env = job.env.clone().into_iter().chain(job.secret_env.0.clone()).collect();
-    let env = task_env(&venv, work_dir, &job_env);
+    let job_env = job
+        .env
+        .clone()
+        .into_iter()
+        .chain(job.secret_env.0.clone())
+        .collect();
+    let mut env = task_env(&venv, work_dir, &job_env);
+    // Last, so the task cannot override them: they mark every process of this attempt.
+    env.insert(process::RUN_ID_VAR.into(), job.run_id.clone());
+    env.insert(process::ATTEMPT_VAR.into(), job.attempt.to_string());
     let mut argv = vec![entry];
     argv.extend(job.args.iter().cloned());
     let spawned = match process::spawn(&venv.python, &argv, work_dir, &env, &limits) {
@@ -267,7 +284,7 @@ async fn supervise(
             let info = flatten(r).ok();
             // Grandchildren that outlived the leader must not outlive the attempt.
             process::signal_group(pid, Signal::SIGKILL);
-            let sink = drain(collector, collector_stop).await;
+            let sink = drain(collector, collector_stop, (&job.run_id, job.attempt)).await;
             let ended = match why {
                 Why::Timeout => Ended::TimedOut(info),
                 Why::Stop(reason) => Ended::Stopped(reason, info),
@@ -276,11 +293,19 @@ async fn supervise(
         }
     };
     process::signal_group(pid, Signal::SIGKILL);
-    let sink = drain(collector, collector_stop).await;
+    let sink = drain(collector, collector_stop, (&job.run_id, job.attempt)).await;
     match result {
         Ok(info) => (Ended::Exited(info), sink),
         Err(msg) => (Ended::Failed(msg), sink),
     }
+}
+
+/// [`process::kill_marked`] on a blocking thread.
+async fn sweep(run_id: &str, attempt: u32) -> usize {
+    let run_id = run_id.to_string();
+    tokio::task::spawn_blocking(move || process::kill_marked(&run_id, attempt))
+        .await
+        .unwrap_or(0)
 }
 
 fn flatten(
@@ -298,12 +323,28 @@ fn flatten(
 async fn drain(
     mut collector: tokio::task::JoinHandle<LogSink>,
     stop: CancellationToken,
+    marker: (&str, u32),
 ) -> LogSink {
-    let joined = match tokio::time::timeout(PIPE_DRAIN, &mut collector).await {
+    let joined = match tokio::time::timeout(PIPES_QUIET, &mut collector).await {
         Ok(r) => r,
         Err(_) => {
-            stop.cancel();
-            collector.await
+            // Still open after the group is gone: likely a descendant that escaped with
+            // setsid(). Kill what carries this attempt's marker, then give the pipes a moment.
+            let killed = sweep(marker.0, marker.1).await;
+            if killed > 0 {
+                tracing::info!(
+                    run_id = marker.0,
+                    killed,
+                    "killed processes that left the run's process group"
+                );
+            }
+            match tokio::time::timeout(PIPE_DRAIN, &mut collector).await {
+                Ok(r) => r,
+                Err(_) => {
+                    stop.cancel();
+                    collector.await
+                }
+            }
         }
     };
     match joined {

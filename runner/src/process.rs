@@ -166,3 +166,57 @@ pub fn signal_group(pid: i32, signal: Signal) {
     }
     let _ = killpg(Pid::from_raw(pid), signal);
 }
+
+/// Variables that mark every process of one attempt: set in the task's environment and inherited
+/// by all its descendants, including those that leave the process group with `setsid()`.
+pub const RUN_ID_VAR: &str = "ANTCODE_RUN_ID";
+pub const ATTEMPT_VAR: &str = "ANTCODE_ATTEMPT";
+
+/// SIGKILLs every process whose initial environment (`/proc/<pid>/environ`) carries this
+/// attempt's marker, and returns how many it killed. This finds descendants that escaped the
+/// process group (daemonised with `setsid()`), which `killpg` cannot reach; one that also
+/// scrubbed its environment block escapes this too. Repeats while it finds some, in case one
+/// forked during the scan. Blocking.
+pub fn kill_marked(run_id: &str, attempt: u32) -> usize {
+    let id = format!("{RUN_ID_VAR}={run_id}");
+    let att = format!("{ATTEMPT_VAR}={attempt}");
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for _ in 0..5 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        let mut found = 0;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid <= 1 || pid == me {
+                continue;
+            }
+            // Unreadable (another user's process) or gone: not ours.
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let mut has_id = false;
+            let mut has_attempt = false;
+            for var in environ.split(|&b| b == 0) {
+                has_id |= var == id.as_bytes();
+                has_attempt |= var == att.as_bytes();
+            }
+            if has_id && has_attempt {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                found += 1;
+            }
+        }
+        killed += found;
+        if found == 0 {
+            break;
+        }
+    }
+    killed
+}

@@ -469,6 +469,8 @@ async fn the_runner_environment_is_invisible_to_the_task() {
             "PYTHONUNBUFFERED",
             "TMPDIR",
             "TASK_VAR",
+            "ANTCODE_RUN_ID",
+            "ANTCODE_ATTEMPT",
         ];
         // Python itself may add LC_CTYPE when it coerces the locale.
         assert!(
@@ -961,5 +963,49 @@ async fn the_runner_collects_venvs_after_a_build() {
     h.publish(&again).await;
     assert_eq!(h.finished(&again.run_id).await.state, RunState::Succeeded);
     assert_eq!(h.venv_builds(), 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemonised_grandchild_does_not_outlive_its_run() {
+    let mut h = Harness::start(2).await;
+    let dir = h.dir.path().to_path_buf();
+    // One grandchild keeps the output pipe, the other closes it like a proper daemon; both leave
+    // the process group with setsid(), so killing the group cannot reach them.
+    let code = r#"
+import os, sys, time
+for name, keep_pipe in (("holder", True), ("daemon", False)):
+    if os.fork() == 0:
+        os.setsid()
+        if not keep_pipe:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+        path = os.path.join(sys.argv[1], name + ".pid")
+        with open(path + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(path + ".tmp", path)
+        time.sleep(300)
+        os._exit(0)
+for name in ("holder", "daemon"):
+    while not os.path.exists(os.path.join(sys.argv[1], name + ".pid")):
+        time.sleep(0.01)
+print("parent done", flush=True)
+"#;
+    let mut job = h.py_job(code).await;
+    job.args = vec![dir.display().to_string()];
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let archive = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert!(archive.contains("parent done"), "{archive}");
+    for name in ["holder", "daemon"] {
+        let pid: i32 = std::fs::read_to_string(dir.join(format!("{name}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_gone(pid).await;
+    }
     h.stop().await;
 }

@@ -39,7 +39,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--latency-n" => a.latency_n = value()?.parse()?,
             "--throughput-n" => a.throughput_n = value()?.parse()?,
             "--sequential-n" => a.sequential_n = value()?.parse()?,
-            "--celery-venv" => a.celery_venv = Some(value()?.into()),
+            // Absolute: the worker is started from the celery directory, and a relative program
+            // path would be resolved against that.
+            "--celery-venv" => {
+                let v = value()?;
+                a.celery_venv =
+                    Some(std::fs::canonicalize(&v).with_context(|| format!("celery venv {v}"))?)
+            }
             other => bail!("unknown flag {other}"),
         }
     }
@@ -118,11 +124,27 @@ async fn login(addr: std::net::SocketAddr) -> anyhow::Result<Api> {
     Ok(Api { http, base, token })
 }
 
+/// The interpreter `python3` really is. `python3` on PATH may be a shim (pyenv's is a shell
+/// script costing hundreds of ms), while the runner's venvs link the real binary: the floor must
+/// be measured on the same one.
+fn real_python() -> anyhow::Result<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .context("running python3")?;
+    let path = String::from_utf8(out.stdout)?.trim().to_string();
+    if path.is_empty() {
+        bail!("python3 did not report its executable");
+    }
+    Ok(path.into())
+}
+
 fn bare_spawn(n: usize) -> anyhow::Result<Vec<f64>> {
+    let python = real_python()?;
     (0..n)
         .map(|_| {
             let t = Instant::now();
-            let ok = Command::new("python3")
+            let ok = Command::new(&python)
                 .args(["-c", "pass"])
                 .status()?
                 .success();
@@ -262,6 +284,11 @@ async fn main() -> anyhow::Result<()> {
     let bare = bare_spawn(a.latency_n)?;
     let (bare_p50, bare_p99) = (pct(&bare, 50.0), pct(&bare, 99.0));
     let ours = measure_antcode(&a).await?;
+    // Printed now, so a failing peer does not lose our numbers.
+    eprintln!(
+        "AntCode: p50 {:.1} ms, p99 {:.1} ms, {} sequential {:.2} s, {} tasks {:.1} s (bare spawn p50 {bare_p50:.1} ms)",
+        ours.p50_ms, ours.p99_ms, a.sequential_n, ours.sequential_s, a.throughput_n, ours.throughput_s
+    );
     let celery = match &a.celery_venv {
         Some(v) => Some(measure_celery(&a, v)?),
         None => None,
