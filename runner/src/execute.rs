@@ -150,10 +150,10 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
 
     // Descendants that escaped the process group and closed their pipes are still around; the
     // sweep reads /proc, so it runs beside the reporting rather than before it.
-    let sweeper = {
+    {
         let (run_id, attempt) = (job.run_id.clone(), job.attempt);
-        tokio::spawn(async move { sweep(&run_id, attempt).await })
-    };
+        tokio::spawn(async move { sweep(&run_id, attempt).await });
+    }
     let work_dir_rm = work_dir.clone();
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir_rm)).await;
     if reclaimed {
