@@ -51,6 +51,40 @@ const PIPES_QUIET: Duration = Duration::from_millis(100);
 /// Grace for a shutdown or a lost lease: the normal grace already ran out, or nobody waits.
 const SHORT_GRACE: Duration = Duration::from_secs(1);
 
+/// Where an attempt's time goes: each phase is recorded in `antcode_runner_phase_seconds`
+/// (label `phase`, a fixed set) and the whole timeline logged at debug level.
+struct Timeline {
+    last: Instant,
+    phases: Vec<(&'static str, f64)>,
+}
+
+impl Timeline {
+    fn new() -> Timeline {
+        Timeline {
+            last: Instant::now(),
+            phases: Vec::with_capacity(8),
+        }
+    }
+
+    /// Ends the current phase, named `phase`.
+    fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        metrics::histogram!("antcode_runner_phase_seconds", "phase" => phase).record(secs);
+        self.phases.push((phase, secs));
+    }
+
+    fn log(&self, run_id: &str) {
+        let ms: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(p, s)| format!("{p}={:.2}ms", s * 1000.0))
+            .collect();
+        tracing::debug!(run_id, phases = %ms.join(" "), "run timeline");
+    }
+}
+
 enum Ended {
     Exited(ExitInfo),
     Stopped(StopReason, Option<ExitInfo>),
@@ -62,6 +96,7 @@ enum Ended {
 pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Option<StopReason>>) {
     let job = &lease.job;
     let started = Instant::now();
+    let mut timeline = Timeline::new();
     let event = |kind| RunEvent {
         run_id: job.run_id.clone(),
         attempt: job.attempt,
@@ -74,6 +109,7 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
         tracing::warn!(run_id = %job.run_id, error = %e, "could not report started");
     }
     tracing::info!(run_id = %job.run_id, attempt = job.attempt, "run started");
+    timeline.mark("report_started");
 
     let work_root = ctx.cfg.data_dir.join("work");
     let name = format!("{}-{}", safe_name(&job.run_id), job.attempt);
@@ -86,7 +122,8 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
         work_root.join(format!("{name}.log")),
     );
 
-    let (ended, mut sink) = supervise(&ctx, &lease, &work_dir, sink, &mut stop).await;
+    let (ended, mut sink) =
+        supervise(&ctx, &lease, &work_dir, sink, &mut stop, &mut timeline).await;
 
     let mut outcome = Outcome {
         state: RunState::Failed,
@@ -154,15 +191,21 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
         let (run_id, attempt) = (job.run_id.clone(), job.attempt);
         tokio::spawn(async move { sweep(&run_id, attempt).await });
     }
+    // The work dir goes after the report (its removal is not part of the run's latency) but
+    // before the slot is freed, so a runner never piles up directories.
     let work_dir_rm = work_dir.clone();
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir_rm)).await;
+    let remove_work_dir = || async move {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir_rm)).await;
+    };
     if reclaimed {
+        remove_work_dir().await;
         // Another runner may already own the next attempt: report nothing, archive nothing.
         metrics::counter!("antcode_runner_runs_total", "outcome" => "reclaimed").increment(1);
         tracing::warn!(run_id = %job.run_id, "lease lost; attempt abandoned");
         return;
     }
     outcome.log_key = sink.finish().await;
+    timeline.mark("archive");
     outcome.duration_ms = started.elapsed().as_millis() as i64;
     metrics::counter!("antcode_runner_runs_total", "outcome" => outcome.state.as_str())
         .increment(1);
@@ -177,10 +220,12 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
     for attempt in 1..=REPORT_ATTEMPTS {
         match ctx.source.report(&finished).await {
             Ok(()) => {
+                timeline.mark("report_finished");
                 if let Err(e) = ctx.source.release(&job.run_id, &lease.lease_token).await {
                     tracing::warn!(run_id = %job.run_id, error = %e, "could not release lease");
                 }
-                return;
+                timeline.mark("release");
+                break;
             }
             Err(e) => {
                 tracing::warn!(run_id = %job.run_id, attempt, error = %e, "could not report finished");
@@ -191,6 +236,9 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
             }
         }
     }
+    remove_work_dir().await;
+    timeline.mark("cleanup");
+    timeline.log(&job.run_id);
 }
 
 /// Prepares and runs the process; returns how it ended and the sink with its output.
@@ -200,10 +248,11 @@ async fn supervise(
     work_dir: &Path,
     sink: LogSink,
     stop: &mut watch::Receiver<Option<StopReason>>,
+    timeline: &mut Timeline,
 ) -> (Ended, LogSink) {
     let job = &lease.job;
     let prepared = tokio::select! {
-        p = prepare(ctx, lease, work_dir) => p,
+        p = prepare(ctx, lease, work_dir, timeline) => p,
         reason = stopped(stop) => return (Ended::Stopped(reason, None), sink),
     };
     let (venv, entry) = match prepared {
@@ -233,6 +282,7 @@ async fn supervise(
         Err(e) => return (Ended::Failed(format!("could not start python: {e}")), sink),
     };
     let pid = spawned.pid;
+    timeline.mark("spawn");
     let (tx, rx) = mpsc::channel::<Line>(CHANNEL_LINES);
     for (pipe, stream) in [
         (
@@ -267,7 +317,10 @@ async fn supervise(
         reason = stopped(stop) => Ok(Why::Stop(reason)),
     };
     let result: Result<ExitInfo, String> = match why {
-        Err(r) => flatten(r),
+        Err(r) => {
+            timeline.mark("process");
+            flatten(r)
+        }
         Ok(why) => {
             let grace = match why {
                 Why::Timeout | Why::Stop(StopReason::Cancel) => ctx.cfg.kill_grace,
@@ -294,6 +347,7 @@ async fn supervise(
     };
     process::signal_group(pid, Signal::SIGKILL);
     let sink = drain(collector, collector_stop, (&job.run_id, job.attempt)).await;
+    timeline.mark("drain");
     match result {
         Ok(info) => (Ended::Exited(info), sink),
         Err(msg) => (Ended::Failed(msg), sink),
@@ -397,7 +451,12 @@ async fn stopped(stop: &mut watch::Receiver<Option<StopReason>>) -> StopReason {
 }
 
 /// Bundle and environment; returns the venv and the entrypoint path relative to the work dir.
-async fn prepare(ctx: &Arc<Ctx>, lease: &Lease, work_dir: &Path) -> Result<(Venv, String), String> {
+async fn prepare(
+    ctx: &Arc<Ctx>,
+    lease: &Lease,
+    work_dir: &Path,
+    timeline: &mut Timeline,
+) -> Result<(Venv, String), String> {
     let job = &lease.job;
     let entry = safe_relative(&job.entrypoint)
         .ok_or_else(|| format!("invalid entrypoint {:?}", job.entrypoint))?;
@@ -406,6 +465,7 @@ async fn prepare(ctx: &Arc<Ctx>, lease: &Lease, work_dir: &Path) -> Result<(Venv
         .get(ctx.source.as_ref(), &job.bundle)
         .await
         .map_err(|e| e.to_string())?;
+    timeline.mark("bundle");
     let bundle = job.bundle.clone();
     let dir = work_dir.to_path_buf();
     let job_requirements = job.requirements.clone();
@@ -416,6 +476,7 @@ async fn prepare(ctx: &Arc<Ctx>, lease: &Lease, work_dir: &Path) -> Result<(Venv
     })
     .await
     .map_err(|e| format!("unpacking the bundle failed: {e}"))??;
+    timeline.mark("unpack");
     if !work_dir.join(&entry).is_file() {
         return Err(format!(
             "the entrypoint {:?} is not in the bundle",
@@ -428,6 +489,7 @@ async fn prepare(ctx: &Arc<Ctx>, lease: &Lease, work_dir: &Path) -> Result<(Venv
         .await
         .map_err(|e| format!("environment build failed: {e}"))?
         .map_err(|e| format!("environment build failed: {e}"))?;
+    timeline.mark("venv");
     Ok((venv, entry.to_string_lossy().into_owned()))
 }
 

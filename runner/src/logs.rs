@@ -27,6 +27,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 pub const LOG_CAP: u64 = 256 * 1024 * 1024;
 /// Lines in flight between a reader thread and the sink (at most 64 × 64 KiB per run).
 pub const CHANNEL_LINES: usize = 64;
+/// Logs up to this size are archived from memory; larger ones file to file.
+pub const SMALL_ARCHIVE: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -272,7 +274,8 @@ impl LogSink {
             .filter(|v| v.is_object() || v.is_array())
     }
 
-    /// Flushes, compresses the spill file into the archive, removes it. Returns the archive key.
+    /// Flushes, compresses the spill file into the archive, removes it. Returns the archive key,
+    /// or `None` when there was no output at all or the archive could not be stored.
     pub async fn finish(mut self) -> Option<String> {
         self.flush().await;
         let mut spill = self.spill.take()?;
@@ -282,6 +285,15 @@ impl LogSink {
         }
         drop(spill);
         let path = self.spill_path.clone();
+        if self.total == 0 {
+            // Nothing was printed and nothing noted: there is nothing to keep (the API shows
+            // the empty live log), and a silent run costs no blob.
+            let _ = tokio::fs::remove_file(&path).await;
+            return None;
+        }
+        if self.total <= SMALL_ARCHIVE {
+            return self.finish_small(path).await;
+        }
         let gz_path = path.with_extension("log.gz");
         let gz_out = gz_path.clone();
         // Compressed file to file: a 100 MB log never sits in memory.
@@ -314,6 +326,46 @@ impl LogSink {
             .await;
         let _ = tokio::fs::remove_file(&gz_path).await;
         match stored {
+            Ok(key) => Some(key),
+            Err(e) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "log archive upload failed");
+                None
+            }
+        }
+    }
+}
+
+impl LogSink {
+    /// A small log is compressed in memory and stored in one call: no second file, no upload
+    /// from disk (which costs an fsync per run on a local store).
+    async fn finish_small(self, path: PathBuf) -> Option<String> {
+        let gz = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let data = std::fs::read(&path)?;
+            let _ = std::fs::remove_file(&path);
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 4 + 64),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&data)?;
+            enc.finish()
+        })
+        .await;
+        let gz = match gz {
+            Ok(Ok(gz)) => gz,
+            Ok(Err(e)) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "log archive compression failed");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "log archive task failed");
+                return None;
+            }
+        };
+        match self
+            .source
+            .put_log_archive(&self.run_id, self.attempt, gz.into())
+            .await
+        {
             Ok(key) => Some(key),
             Err(e) => {
                 tracing::warn!(run_id = %self.run_id, error = %e, "log archive upload failed");

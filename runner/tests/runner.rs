@@ -289,16 +289,23 @@ print('{"answer": 42}')
         archive,
         "live log and archive agree"
     );
-    // The lease was released and the work dir removed.
-    assert!(!h
-        .broker
-        .lease_alive(&job.run_id, &started.lease_token)
-        .await
-        .unwrap());
-    let work: Vec<_> = std::fs::read_dir(h.data_dir.join("work"))
-        .unwrap()
-        .collect();
-    assert!(work.is_empty(), "work dir left behind: {work:?}");
+    // Right after the report, the lease is released and the work dir removed.
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let work: Vec<_> = std::fs::read_dir(h.data_dir.join("work"))
+            .unwrap()
+            .collect();
+        let alive = h
+            .broker
+            .lease_alive(&job.run_id, &started.lease_token)
+            .await
+            .unwrap();
+        if work.is_empty() && !alive {
+            break;
+        }
+        assert!(Instant::now() < until, "work dir left behind: {work:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     h.stop().await;
 }
 
