@@ -109,4 +109,12 @@ fi
 
 # --- the tests ----------------------------------------------------------------------------------
 log "cargo test (workspace)"
-cargo test --workspace --locked "$@" 2>&1
+OUT="$(mktemp)"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$OUT"
+STATUS=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's own last line is that of the last test binary).
+grep -E '^test result:' "$OUT" | awk '{p += $4; f += $6} END {printf "%d passed, %d failed\n", p, f}'
+rm -f "$OUT"
+exit "$STATUS"
