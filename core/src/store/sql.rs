@@ -250,12 +250,17 @@ impl SqlStore {
 
     /// One page of `select` (which has no WHERE), newest first, one row more than `limit` so
     /// [`page`] can tell whether another page follows.
-    async fn newest_first(
+    /// One page of `select` (a query without WHERE), newest first, after `cursor`: the shape of
+    /// every list endpoint. `row` maps a row, `id` gives the cursor of an item.
+    async fn newest_page<T>(
         &self,
         select: &str,
         limit: u32,
         cursor: Option<&str>,
-    ) -> StoreResult<Vec<AnyRow>> {
+        row: fn(&AnyRow) -> StoreResult<T>,
+        id: fn(&T) -> String,
+    ) -> StoreResult<Page<T>> {
+        let limit = page_size(limit);
         let sql = self.q(&format!(
             "{select} WHERE {} ORDER BY id DESC LIMIT ?",
             after_cursor(cursor)
@@ -264,7 +269,9 @@ impl SqlStore {
         if let Some(c) = cursor {
             query = query.bind(c);
         }
-        Ok(query.bind(limit as i64 + 1).fetch_all(&self.pool).await?)
+        let rs = query.bind(limit as i64 + 1).fetch_all(&self.pool).await?;
+        let items = rs.iter().map(row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, id))
     }
 
     async fn delete_where_id(&self, table: &str, id: &str) -> StoreResult<()> {
@@ -696,15 +703,14 @@ impl Store for SqlStore {
     }
 
     async fn list_projects(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Project>> {
-        let limit = page_size(limit);
-        let rs = self
-            .newest_first("SELECT * FROM projects", limit, cursor)
-            .await?;
-        let items = rs
-            .iter()
-            .map(rows::project)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(page(items, limit, |p| p.id.clone()))
+        self.newest_page(
+            "SELECT * FROM projects",
+            limit,
+            cursor,
+            rows::project,
+            |p| p.id.clone(),
+        )
+        .await
     }
 
     async fn update_project(&self, p: &Project) -> StoreResult<()> {
@@ -828,11 +834,9 @@ impl Store for SqlStore {
     }
 
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>> {
-        let limit = page_size(limit);
         let select = format!("SELECT {TASK_COLUMNS} FROM tasks");
-        let rs = self.newest_first(&select, limit, cursor).await?;
-        let items = rs.iter().map(rows::task).collect::<StoreResult<Vec<_>>>()?;
-        Ok(page(items, limit, |t| t.id.clone()))
+        self.newest_page(&select, limit, cursor, rows::task, |t| t.id.clone())
+            .await
     }
 
     async fn update_task(&self, t: &Task) -> StoreResult<()> {
@@ -1087,15 +1091,10 @@ impl Store for SqlStore {
     }
 
     async fn list_audit(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<AuditEntry>> {
-        let limit = page_size(limit);
-        let rs = self
-            .newest_first("SELECT * FROM audit", limit, cursor)
-            .await?;
-        let items = rs
-            .iter()
-            .map(rows::audit)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(page(items, limit, |a| a.id.clone()))
+        self.newest_page("SELECT * FROM audit", limit, cursor, rows::audit, |a| {
+            a.id.clone()
+        })
+        .await
     }
 
     async fn create_worker_key(&self, k: &WorkerKey) -> StoreResult<()> {
