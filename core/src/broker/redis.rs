@@ -24,7 +24,7 @@
 //! [`ORPHAN_IDLE`].
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -88,54 +88,74 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 "#;
 
-/// Turns stream entries read by a lessee into leases.
-/// KEYS: jobs, leases, lease, ltok, cancels, stream1..N.
-/// ARGV: group, now, deadline, worker, max, then (stream index, entry id, token) triples.
+/// Lua helper shared by the scripts that turn queue entries into leases.
+/// KEYS: jobs, leases, lease, ltok, cancels, then the streams. ARGV: group, now, deadline,
+/// worker, max, T, then T lease tokens, then the script's own arguments.
 /// An entry whose job is no longer queued under that id (cancelled, handed back, re-published) is
 /// dropped; entries beyond `max` go back to the tail of their stream (max = 0 requeues them all,
 /// which is how orphans are recovered).
-const LUA_CLAIM: &str = r#"
-local out = {}
+const LUA_CLAIM_ENTRY: &str = r#"
 local now = tonumber(ARGV[2])
 local max = tonumber(ARGV[5])
-for i = 6, #ARGV, 3 do
-  local skey = KEYS[tonumber(ARGV[i])]
-  local id = ARGV[i + 1]
-  local token = ARGV[i + 2]
-  local entry = redis.call('XRANGE', skey, id, id)
+local ntokens = tonumber(ARGV[6])
+local out = {}
+local function claim_entry(skey, id, f)
   redis.call('XACK', skey, ARGV[1], id)
   redis.call('XDEL', skey, id)
-  if #entry == 1 then
-    local f = entry[1][2]
-    local fields = {}
-    for j = 1, #f, 2 do fields[f[j]] = f[j + 1] end
-    local run, attempt, job = fields['run'], fields['attempt'], fields['job']
-    local raw = run and redis.call('HGET', KEYS[1], run)
-    local att = {}
-    if raw then att = cjson.decode(raw) end
-    local st = att[attempt]
-    if st and st.s == 'q' and st.id == id then
-      local c = redis.call('ZSCORE', KEYS[5], run)
-      if c and tonumber(c) > now then
-        att[attempt] = nil
-      elseif #out >= max then
-        st.id = redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job)
-      else
-        local old = redis.call('HGET', KEYS[3], run)
-        if old then
-          local oa = tostring(cjson.decode(old).job.attempt)
-          if oa ~= attempt then att[oa] = nil end
-        end
-        att[attempt] = {s = 'l'}
-        local lease = '{"job":' .. job .. ',"lease_token":' .. cjson.encode(token) ..
-          ',"worker_id":' .. cjson.encode(ARGV[4]) .. ',"deadline_ms":' .. ARGV[3] .. '}'
-        redis.call('HSET', KEYS[3], run, lease)
-        redis.call('HSET', KEYS[4], run, token)
-        redis.call('ZADD', KEYS[2], ARGV[3], run)
-        out[#out + 1] = lease
-      end
-      if next(att) == nil then redis.call('HDEL', KEYS[1], run) else redis.call('HSET', KEYS[1], run, cjson.encode(att)) end
+  if not f then return end
+  local fields = {}
+  for j = 1, #f, 2 do fields[f[j]] = f[j + 1] end
+  local run, attempt, job = fields['run'], fields['attempt'], fields['job']
+  local raw = run and redis.call('HGET', KEYS[1], run)
+  local att = {}
+  if raw then att = cjson.decode(raw) end
+  local st = att[attempt]
+  if not (st and st.s == 'q' and st.id == id) then return end
+  local c = redis.call('ZSCORE', KEYS[5], run)
+  if c and tonumber(c) > now then
+    att[attempt] = nil
+  elseif #out >= max or #out >= ntokens then
+    st.id = redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job)
+  else
+    local token = ARGV[7 + #out]
+    local old = redis.call('HGET', KEYS[3], run)
+    if old then
+      local oa = tostring(cjson.decode(old).job.attempt)
+      if oa ~= attempt then att[oa] = nil end
     end
+    att[attempt] = {s = 'l'}
+    local lease = '{"job":' .. job .. ',"lease_token":' .. cjson.encode(token) ..
+      ',"worker_id":' .. cjson.encode(ARGV[4]) .. ',"deadline_ms":' .. ARGV[3] .. '}'
+    redis.call('HSET', KEYS[3], run, lease)
+    redis.call('HSET', KEYS[4], run, token)
+    redis.call('ZADD', KEYS[2], ARGV[3], run)
+    out[#out + 1] = lease
+  end
+  if next(att) == nil then redis.call('HDEL', KEYS[1], run) else redis.call('HSET', KEYS[1], run, cjson.encode(att)) end
+end
+"#;
+
+/// Claims entries a lessee already read: own arguments are (stream index, entry id) pairs.
+const LUA_CLAIM: &str = r#"
+for i = 7 + ntokens, #ARGV, 2 do
+  local skey = KEYS[tonumber(ARGV[i])]
+  local id = ARGV[i + 1]
+  local entry = redis.call('XRANGE', skey, id, id)
+  claim_entry(skey, id, entry[1] and entry[1][2])
+end
+return out
+"#;
+
+/// Reads and claims in one call (the common case: work is waiting). Own argument: the consumer.
+/// A script cannot block, so an empty answer sends the caller to a blocking `XREADGROUP`.
+const LUA_LEASE: &str = r#"
+local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[7 + ntokens], 'COUNT', ARGV[5], 'STREAMS'}
+for i = 6, #KEYS do cmd[#cmd + 1] = KEYS[i] end
+for i = 6, #KEYS do cmd[#cmd + 1] = '>' end
+local reply = redis.call(unpack(cmd))
+if reply then
+  for _, s in ipairs(reply) do
+    for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2]) end
   end
 end
 return out
@@ -283,6 +303,7 @@ return 0
 struct Scripts {
     publish: Script,
     claim: Script,
+    lease: Script,
     heartbeat: Script,
     release: Script,
     hand_back: Script,
@@ -298,9 +319,11 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         let with_drop = |body: &str| Script::new(&format!("{LUA_DROP_ATTEMPT}\n{body}"));
+        let with_claim = |body: &str| Script::new(&format!("{LUA_CLAIM_ENTRY}\n{body}"));
         Scripts {
             publish: Script::new(LUA_PUBLISH),
-            claim: Script::new(LUA_CLAIM),
+            claim: with_claim(LUA_CLAIM),
+            lease: with_claim(LUA_LEASE),
             heartbeat: Script::new(LUA_HEARTBEAT),
             release: with_drop(LUA_RELEASE),
             hand_back: Script::new(LUA_HAND_BACK),
@@ -519,18 +542,18 @@ impl RedisBroker {
         }
     }
 
-    /// Runs the claim script over `(stream index, entry id)` pairs.
-    async fn claim(
+    /// Starts an invocation of a script built on `LUA_CLAIM_ENTRY` with its shared keys and
+    /// arguments: up to `max` leases for `worker_id` lasting `ttl`, one fresh token for each.
+    fn claim_invocation<'a>(
         &self,
+        script: &'a Script,
         streams: &[String],
-        entries: &[(usize, String)],
         worker_id: &str,
         max: usize,
         ttl: Duration,
-    ) -> BrokerResult<Vec<Lease>> {
+    ) -> ScriptInvocation<'a> {
         let now = now_ms();
-        let deadline = now + ttl.as_millis() as i64;
-        let mut inv = self.scripts.claim.prepare_invoke();
+        let mut inv = script.prepare_invoke();
         inv.key(self.key("jobs"))
             .key(self.key("leases"))
             .key(self.key("lease"))
@@ -541,20 +564,74 @@ impl RedisBroker {
         }
         inv.arg(GROUP)
             .arg(now)
-            .arg(deadline)
+            .arg(now + ttl.as_millis() as i64)
             .arg(worker_id)
+            .arg(max)
             .arg(max);
+        for _ in 0..max {
+            inv.arg(new_token("lt"));
+        }
+        inv
+    }
+
+    /// Runs the claim script over `(stream index, entry id)` pairs already read.
+    async fn claim(
+        &self,
+        streams: &[String],
+        entries: &[(usize, String)],
+        worker_id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
+        let mut inv = self.claim_invocation(&self.scripts.claim, streams, worker_id, max, ttl);
         for (idx, id) in entries {
             // Lua indexes KEYS from 1 and the streams follow the five fixed keys.
-            inv.arg(idx + 6).arg(id).arg(new_token("lt"));
+            inv.arg(idx + 6).arg(id);
         }
-        let raw: Vec<String> = inv.invoke_async(&mut self.con()).await?;
-        raw.iter()
-            .map(|s| {
-                serde_json::from_str::<Lease>(s)
-                    .map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))
-            })
-            .collect()
+        parse_leases(inv.invoke_async(&mut self.con()).await?)
+    }
+
+    /// Reads and claims in one script call, without blocking; `None` when a consumer group is
+    /// missing (FLUSHALL).
+    async fn lease_now(
+        &self,
+        streams: &[String],
+        req: &LeaseRequest,
+    ) -> BrokerResult<Option<Vec<Lease>>> {
+        let mut inv = self.claim_invocation(
+            &self.scripts.lease,
+            streams,
+            &req.worker_id,
+            req.max,
+            req.ttl,
+        );
+        inv.arg(LESSEE);
+        match inv.invoke_async(&mut self.con()).await {
+            Ok(raw) => parse_leases(raw).map(Some),
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.forget_groups();
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Claims entries a blocking read returned.
+    async fn claim_read(
+        &self,
+        streams: &[String],
+        entries: Entries,
+        req: &LeaseRequest,
+    ) -> BrokerResult<Vec<Lease>> {
+        if entries.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids: Vec<(usize, String)> = entries
+            .into_iter()
+            .filter_map(|(s, id, _)| streams.iter().position(|k| *k == s).map(|i| (i, id)))
+            .collect();
+        self.claim(streams, &ids, &req.worker_id, req.max, req.ttl)
+            .await
     }
 
     /// Puts back queue entries that a lessee read but never turned into leases (it died between
@@ -697,6 +774,15 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+fn parse_leases(raw: Vec<String>) -> BrokerResult<Vec<Lease>> {
+    raw.iter()
+        .map(|s| {
+            serde_json::from_str::<Lease>(s)
+                .map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))
+        })
+        .collect()
+}
+
 fn to_json<T: Serialize>(v: &T) -> BrokerResult<String> {
     serde_json::to_string(v).map_err(|e| BrokerError::Corrupt(e.to_string()))
 }
@@ -743,11 +829,19 @@ impl Broker for RedisBroker {
             for s in &streams {
                 self.ensure_group(s, GROUP).await?;
             }
+            // Work waiting: one call reads and claims it. Otherwise block, then claim.
+            let mut leases = self.lease_now(&streams, req).await?;
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
-            let Some(entries) = self
-                .read_group(GROUP, LESSEE, &streams, req.max, remaining)
-                .await?
-            else {
+            if leases.as_ref().is_some_and(|l| l.is_empty()) && !remaining.is_zero() {
+                leases = match self
+                    .read_group(GROUP, LESSEE, &streams, req.max, remaining)
+                    .await?
+                {
+                    Some(entries) => Some(self.claim_read(&streams, entries, req).await?),
+                    None => None,
+                };
+            }
+            let Some(leases) = leases else {
                 // The groups vanished (FLUSHALL): recreate them and read again, once per call.
                 if regrouped {
                     return Err(BrokerError::Unavailable(
@@ -757,18 +851,9 @@ impl Broker for RedisBroker {
                 regrouped = true;
                 continue;
             };
-            if !entries.is_empty() {
-                let ids: Vec<(usize, String)> = entries
-                    .into_iter()
-                    .filter_map(|(s, id, _)| streams.iter().position(|k| *k == s).map(|i| (i, id)))
-                    .collect();
-                let leases = self
-                    .claim(&streams, &ids, &req.worker_id, req.max, req.ttl)
-                    .await?;
-                if !leases.is_empty() {
-                    metrics::counter!("antcode_broker_leases_total").increment(leases.len() as u64);
-                    return Ok(leases);
-                }
+            if !leases.is_empty() {
+                metrics::counter!("antcode_broker_leases_total").increment(leases.len() as u64);
+                return Ok(leases);
             }
             if tokio::time::Instant::now() >= until {
                 return Ok(vec![]);

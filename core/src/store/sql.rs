@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
+use std::time::Duration;
 
 use super::migrations::{render, MIGRATIONS};
 use super::rows::{self, to_json, RUN_COLUMNS, TASK_COLUMNS, VERSION_COLUMNS};
@@ -115,6 +116,9 @@ impl SqlStore {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // Fail a request (and the start) after a few seconds without a connection instead
+            // of sqlx's 30 s: callers retry, /readyz reports it, and a wrong URL is named quickly.
+            .acquire_timeout(Duration::from_secs(5))
             .connect(&url)
             .await?;
         let store = SqlStore { pool, dialect };
