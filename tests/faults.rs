@@ -2,7 +2,9 @@
 //! naming the setting and a non-zero exit; Redis going away under a running split deployment
 //! (control + scheduler + runner on PostgreSQL, a private `redis-server`, a local blob directory)
 //! makes control report not ready without anything crashing, and everything recovers on its
-//! own when Redis returns — including a run triggered while it was down.
+//! own when Redis returns — including a run triggered while it was down; the database going away
+//! (connections cut, new ones refused) under a running run does the same, and the run's end,
+//! reported while the database was gone, is recorded once it returns.
 
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
@@ -71,6 +73,11 @@ fn a_bad_engine_url_at_start_is_one_line_naming_the_setting() {
             "ANTCODE_REDIS_URL",
         ),
         (sqlite, "amqp://127.0.0.1/".to_string(), "ANTCODE_REDIS_URL"),
+        (
+            format!("postgres://postgres@127.0.0.1:{closed}/antcode"),
+            "redis://127.0.0.1:6379/0".to_string(),
+            "ANTCODE_DATABASE_URL",
+        ),
     ];
     for (db, redis, setting) in cases {
         let (code, stderr) = control_exit(&db, &redis, &blobs);
@@ -191,7 +198,10 @@ impl Drop for Procs {
 async fn fresh_postgres() -> String {
     let admin = std::env::var("ANTCODE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("antcode_faults_{}", std::process::id());
+    // Tests of this file run in parallel in one process: each gets a database of its own.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("antcode_faults_{}_{n}", std::process::id());
     let status = Command::new("psql")
         .arg(&admin)
         .args([
@@ -303,6 +313,21 @@ impl Api {
     }
 
     async fn wait_done(&self, p: &Procs, id: &str) -> Value {
+        self.wait_until(p, id, "finished", |s| !["queued", "running"].contains(&s))
+            .await
+    }
+
+    async fn wait_state(&self, p: &Procs, id: &str, want: &str) -> Value {
+        self.wait_until(p, id, want, |s| s == want).await
+    }
+
+    async fn wait_until(
+        &self,
+        p: &Procs,
+        id: &str,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let run: Value = self
@@ -315,12 +340,12 @@ impl Api {
                 .json()
                 .await
                 .unwrap();
-            if !["queued", "running"].contains(&run["state"].as_str().unwrap_or("queued")) {
+            if done(run["state"].as_str().unwrap_or("queued")) {
                 return run;
             }
             assert!(
                 Instant::now() < deadline,
-                "run {id} never finished: {run}\n{}",
+                "run {id} never {what}: {run}\n{}",
                 p.logs()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -328,24 +353,24 @@ impl Api {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
-    let mut redis = PrivateRedis::start(free_port());
+/// Control, a scheduler and a direct runner as OS processes on `database_url` and `redis_url`,
+/// with short lease and heartbeat times; returns them and control's port once it is ready.
+async fn start_split(database_url: String, redis_url: String) -> (Procs, u16) {
     let dir = tempfile::tempdir().unwrap();
     let blobs = dir.path().join("blobs").display().to_string();
     let env = vec![
-        ("ANTCODE_DATABASE_URL".into(), fresh_postgres().await),
-        (
-            "ANTCODE_REDIS_URL".into(),
-            format!("redis://127.0.0.1:{}/0?prefix=faults", redis.port),
-        ),
+        ("ANTCODE_DATABASE_URL".into(), database_url),
+        ("ANTCODE_REDIS_URL".into(), redis_url),
         ("ANTCODE_BLOB_URL".into(), format!("file://{blobs}")),
         ("ANTCODE_ADMIN_PASSWORD".into(), PASSWORD.into()),
         ("ANTCODE_SECRET_KEY".into(), SECRET.into()),
         ("ANTCODE_LOST_AFTER_S".into(), "5".into()),
         ("ANTCODE_LEASE_TTL_S".into(), "5".into()),
         ("ANTCODE_HEARTBEAT_S".into(), "1".into()),
-        ("RUST_LOG".into(), "warn".into()),
+        (
+            "RUST_LOG".into(),
+            std::env::var("FAULTS_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
     ];
     let mut p = Procs {
         dir,
@@ -372,13 +397,26 @@ async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
             "127.0.0.1:0",
         ],
     );
+    (p, port)
+}
+
+async fn triggered(api: &Api, task: &str) -> String {
+    let (status, run) = api.trigger(task).await;
+    assert!((200..300).contains(&status), "trigger: {status} {run}");
+    run["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
+    let mut redis = PrivateRedis::start(free_port());
+    let redis_url = format!("redis://127.0.0.1:{}/0?prefix=faults", redis.port);
+    let (mut p, port) = start_split(fresh_postgres().await, redis_url).await;
     let api = Api::login(port).await;
     let task = api.task("hello", "print('hello through faults')\n").await;
 
     // Before: a run goes through.
-    let (status, run) = api.trigger(&task).await;
-    assert!((200..300).contains(&status), "trigger: {status} {run}");
-    let done = api.wait_done(&p, run["id"].as_str().unwrap()).await;
+    let run = triggered(&api, &task).await;
+    let done = api.wait_done(&p, &run).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
 
     // Redis goes away: control says not ready, nothing crashes.
@@ -402,12 +440,116 @@ async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
     wait_readyz(&p, port, 200).await;
     let done = api.wait_done(&p, &while_down).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
-    let (status, after) = api.trigger(&task).await;
-    assert!(
-        (200..300).contains(&status),
-        "trigger after: {status} {after}"
+    let after = triggered(&api, &task).await;
+    let done = api.wait_done(&p, &after).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
+    p.assert_alive();
+}
+
+/// A TCP relay in front of the shared PostgreSQL that the test can cut: `down` drops every
+/// relayed connection and stops listening (new connections are refused, as from a database that
+/// is gone), `up` listens again on the same port.
+struct Outage {
+    port: u16,
+    target: String,
+    relay: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Outage {
+    async fn start(target: &str) -> Outage {
+        let mut o = Outage {
+            port: free_port(),
+            target: target.to_string(),
+            relay: None,
+        };
+        o.up().await;
+        o
+    }
+
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("the relay port is free again");
+        let target = self.target.clone();
+        self.relay = Some(tokio::spawn(async move {
+            // Dropping this set (when the relay task is aborted) aborts every relayed connection.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    fn down(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_going_away_is_not_ready_then_recovers_and_loses_nothing() {
+    // The services reach the database only through the relay.
+    let direct = fresh_postgres().await;
+    let (base, name) = direct.rsplit_once('/').unwrap();
+    let host_port = base
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or("127.0.0.1:5432");
+    let mut db = Outage::start(host_port).await;
+    let user = base
+        .split("//")
+        .nth(1)
+        .and_then(|r| r.split_once('@'))
+        .map(|(u, _)| u);
+    let via_relay = format!(
+        "postgres://{}@127.0.0.1:{}/{name}",
+        user.unwrap_or("postgres"),
+        db.port
     );
-    let done = api.wait_done(&p, after["id"].as_str().unwrap()).await;
+    let redis_url = format!(
+        "redis://127.0.0.1:6379/0?prefix=faults-db-{}",
+        std::process::id()
+    );
+    let (mut p, port) = start_split(via_relay, redis_url).await;
+    let api = Api::login(port).await;
+    let task = api
+        .task(
+            "slow",
+            "import time\ntime.sleep(4)\nprint('survived the outage')\n",
+        )
+        .await;
+
+    // A run is executing when the database goes away.
+    let run = triggered(&api, &task).await;
+    api.wait_state(&p, &run, "running").await;
+    db.down();
+    wait_readyz(&p, port, 503).await;
+
+    // Refused clearly, not crashed: a request that needs the database is a 5xx problem.
+    let (status, body) = api.trigger(&task).await;
+    assert!(
+        status >= 500,
+        "a trigger without a database is refused: {status} {body}"
+    );
+    // The run ends while the database is down; its report waits in the broker.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    p.assert_alive();
+    assert_eq!(readyz(port).await, Some(503));
+
+    // The database returns: ready again without a restart, the run's end is recorded, and a
+    // new run goes through.
+    db.up().await;
+    wait_readyz(&p, port, 200).await;
+    let done = api.wait_done(&p, &run).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
+    let after = triggered(&api, &task).await;
+    let done = api.wait_done(&p, &after).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
     p.assert_alive();
 }

@@ -3,7 +3,9 @@
 //! Events are read at least once through the broker's consumer group `recorder`, so every
 //! instance can run this loop and a crashed one loses nothing. Applying is idempotent and fenced:
 //! a stale report (wrong attempt or lease token) changes nothing and is acknowledged so it is not
-//! retried forever; a database error leaves the event unacknowledged for redelivery.
+//! retried forever; any other error leaves the event unacknowledged for the broker to redeliver.
+//! An unreachable database is retried here too, at once and with a short capped backoff, before
+//! anything new is read, so a run's real end is applied as soon as the database returns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,31 +17,59 @@ use antcode_core::Shutdown;
 use crate::SchedulerConfig;
 
 const GROUP: &str = "recorder";
+/// Longest pause between two tries of an event the store refused (it was unreachable). Kept
+/// well under `lost_after`: once the database is back, the run's real end must be applied
+/// before compensation, which also waits for the database, can presume the run lost.
+const RETRY_CAP: Duration = Duration::from_secs(1);
 
 pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
+    // Events the store could not take yet. They stay unacknowledged (another instance would get
+    // them if this one died) but are retried here at once, not after the broker's redelivery.
+    let mut failed: Vec<(String, RunEvent)> = Vec::new();
+    let mut pause = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            b = config.broker.read_events(GROUP, &config.instance_id, 256, Duration::from_secs(1)) => b,
-        };
-        let events = match batch {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(error = %e, "recorder: reading events failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+        let events = if failed.is_empty() {
+            pause = Duration::from_millis(100);
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                b = config.broker.read_events(GROUP, &config.instance_id, 256, Duration::from_secs(1)) => b,
+            };
+            match batch {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "recorder: reading events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
             }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(RETRY_CAP);
+            std::mem::take(&mut failed)
         };
         let mut done = Vec::with_capacity(events.len());
         for (id, event) in events {
             match apply(&config, &event).await {
                 Ok(()) => {
+                    // Whoever waits on this run (invoke, the run's SSE stream) re-reads it now.
+                    if let Err(e) = config.broker.announce_change(&event.run_id).await {
+                        tracing::debug!(error = %e, "recorder: change announcement failed");
+                    }
                     // How far SQL trails the runner: apply time minus the event's own time.
                     metrics::histogram!("antcode_scheduler_recorder_lag_seconds").record(
                         (antcode_core::time::now_ms() - event.at_ms).max(0) as f64 / 1000.0,
                     );
                     done.push(id)
                 }
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(run_id = %event.run_id, error = %e, "recorder: database unavailable; retrying event");
+                    failed.push((id, event));
+                }
+                // Refused for another reason: left to the broker's redelivery, so one bad
+                // event cannot hold up the others.
                 Err(e) => {
                     tracing::warn!(run_id = %event.run_id, error = %e, "recorder: will retry event")
                 }

@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use antcode_core::blob::BlobError;
+use antcode_core::broker::changed;
 use antcode_core::model::{Role, Run, RunState};
 use antcode_core::store::RunFilter;
 use antcode_core::time::parse_rfc3339;
@@ -328,10 +329,11 @@ async fn watch_state(state: AppState, mut run: Run, tx: mpsc::Sender<Event>) {
         return;
     }
     let key = |r: &Run| (r.state, r.attempt, r.worker_id.clone(), r.cancel_requested);
+    let mut changes = state.broker.watch_changes();
     while !run.state.is_terminal() {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(STATE_POLL) => {}
+            _ = changed(&mut changes, &run.id, STATE_POLL) => {}
         }
         if tx.is_closed() {
             return;

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use antcode_core::broker::changed;
 use antcode_core::ids;
 use antcode_core::model::{RetryPolicy, Role, Run, RunState, Schedule, Task, TaskSpec};
 use antcode_core::secrets::{publish_job, PublishError};
@@ -473,13 +474,17 @@ async fn invoke(ctx: Ctx, P(id): P<String>, Q(q): Q<InvokeQuery>) -> ApiResult<R
         return Err(bad("wait_s", "must be at most 300"));
     }
     let task = load(&ctx.state, &id).await?;
+    // Watch before the run exists, so no announcement of it can be missed.
+    let mut changes = ctx.state.broker.watch_changes();
     let mut run = start_run(&ctx.state, &task, "invoke").await?;
     audit::record(&ctx, "task.invoke", &id, None, to_value(&run), "ok").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     while !run.state.is_terminal() && tokio::time::Instant::now() < deadline {
         tokio::select! {
             _ = ctx.state.shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            // Announced by the recorder; the fallback re-read covers a lost announcement.
+            _ = changed(&mut changes, &run.id, Duration::from_millis(250)) => {}
         }
         run = ctx.state.store.run(&run.id).await?;
     }

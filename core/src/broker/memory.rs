@@ -35,6 +35,7 @@ pub struct MemoryBroker {
     jobs_published: Notify,
     events_published: Notify,
     logs_appended: Notify,
+    changes: tokio::sync::broadcast::Sender<String>,
     event_redelivery: Duration,
 }
 
@@ -59,6 +60,7 @@ impl MemoryBroker {
             jobs_published: Notify::new(),
             events_published: Notify::new(),
             logs_appended: Notify::new(),
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             event_redelivery: after,
         }
     }
@@ -320,6 +322,16 @@ impl Broker for MemoryBroker {
             }
         }
         Ok(())
+    }
+
+    async fn announce_change(&self, run_id: &str) -> BrokerResult<()> {
+        // No receiver is not an error: nobody is waiting.
+        let _ = self.changes.send(run_id.to_string());
+        Ok(())
+    }
+
+    fn watch_changes(&self) -> RunChanges {
+        self.changes.subscribe()
     }
 
     async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()> {

@@ -15,6 +15,30 @@ use std::time::Duration;
 
 use crate::model::{Job, Lease, RunEvent, WorkerStatus};
 
+/// Announcements of runs that changed in SQL, as run ids (see [`Broker::watch_changes`]).
+pub type RunChanges = tokio::sync::broadcast::Receiver<String>;
+
+/// How many announcements a slow watcher may fall behind before it is told it lagged.
+pub const CHANGES_BUFFER: usize = 1024;
+
+/// Waits until `run_id` is announced on `changes` or `fallback` passes, whichever comes first.
+/// Either way the caller re-reads SQL: announcements are a fast path, never the truth. A watcher
+/// that lagged behind returns at once, since the announcement it waits for may be among those lost.
+pub async fn changed(changes: &mut RunChanges, run_id: &str, fallback: Duration) {
+    use tokio::sync::broadcast::error::RecvError;
+    let announced = async {
+        loop {
+            match changes.recv().await {
+                Ok(id) if id == run_id => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(fallback, announced).await;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker unavailable: {0}")]
@@ -114,6 +138,13 @@ pub trait Broker: Send + Sync + 'static {
         wait: Duration,
     ) -> BrokerResult<Vec<(String, RunEvent)>>;
     async fn ack_events(&self, group: &str, ids: &[String]) -> BrokerResult<()>;
+
+    /// Tells every watcher, in every process, that `run_id` changed in SQL (the recorder calls it
+    /// after applying an event). Best effort and not durable: a watcher re-reads SQL after an
+    /// announcement, and now and then without one, so a lost announcement costs only latency.
+    async fn announce_change(&self, run_id: &str) -> BrokerResult<()>;
+    /// Announcements made from now on. Subscribe before reading the state you wait to see change.
+    fn watch_changes(&self) -> RunChanges;
 
     async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()>;
     /// Chunks whose [`LogChunk::cursor`] is past `after`, waiting up to `wait` for a new one.

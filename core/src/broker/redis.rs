@@ -351,6 +351,45 @@ pub struct RedisBroker {
     /// Stream keys (and `events\0group`) whose consumer group is known to exist.
     groups_ready: Mutex<HashSet<String>>,
     scripts: Scripts,
+    /// Announcements received on the `{prefix}:changes` channel, fanned out in this process.
+    changes: tokio::sync::broadcast::Sender<String>,
+    /// The subscriber that feeds `changes`, started by the first watcher (runners never need it).
+    subscriber: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        if let Some(task) = self.subscriber.get() {
+            task.abort();
+        }
+    }
+}
+
+/// Relays the changes channel into `tx` for as long as the broker lives, reconnecting with
+/// backoff: while it is down watchers simply fall back to re-reading SQL on their own timer.
+async fn relay_changes(
+    client: Client,
+    channel: String,
+    tx: tokio::sync::broadcast::Sender<String>,
+) {
+    use futures::StreamExt;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if let Ok(mut pubsub) = client.get_async_pubsub().await {
+            if pubsub.subscribe(&channel).await.is_ok() {
+                backoff = Duration::from_millis(200);
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    if let Ok(run_id) = msg.get_payload::<String>() {
+                        let _ = tx.send(run_id);
+                    }
+                }
+            }
+        }
+        tracing::debug!(%channel, "redis: change announcements interrupted; resubscribing");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Ids of the entries of an `XREADGROUP`/`XREAD`/`XAUTOCLAIM` reply, per stream key, with fields.
@@ -387,6 +426,8 @@ impl RedisBroker {
             orphan_idle: ORPHAN_IDLE,
             groups_ready: Mutex::new(HashSet::new()),
             scripts: Scripts::new(),
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
+            subscriber: std::sync::OnceLock::new(),
         };
         broker.ping().await?;
         Ok(broker)
@@ -1136,6 +1177,27 @@ impl Broker for RedisBroker {
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+
+    async fn announce_change(&self, run_id: &str) -> BrokerResult<()> {
+        let _: i64 = ::redis::cmd("PUBLISH")
+            .arg(self.key("changes"))
+            .arg(run_id)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    fn watch_changes(&self) -> RunChanges {
+        let rx = self.changes.subscribe();
+        self.subscriber.get_or_init(|| {
+            tokio::spawn(relay_changes(
+                self.client.clone(),
+                self.key("changes"),
+                self.changes.clone(),
+            ))
+        });
+        rx
     }
 
     async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()> {

@@ -10,6 +10,7 @@
 //! bare `XADD` is the cost of the broker's guarantees.
 
 use anyhow::{bail, Context};
+use futures::future::try_join_all;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
@@ -143,22 +144,23 @@ async fn round_trips(a: &Args, broker: Arc<RedisBroker>, batch: usize) -> anyhow
             };
             let mut done = 0usize;
             for i in 0..per_client {
-                for j in 0..batch {
-                    broker
-                        .publish(&job(format!("run-{batch}-{c}-{i}-{j}"), &queue))
-                        .await?;
-                }
+                // A batch's publishes (and later its releases) go out together: the multiplexed
+                // connection pipelines them, one write and one read for the lot.
+                let jobs: Vec<Job> = (0..batch)
+                    .map(|j| job(format!("run-{batch}-{c}-{i}-{j}"), &queue))
+                    .collect();
+                try_join_all(jobs.iter().map(|j| broker.publish(j))).await?;
                 let mut got = 0;
                 while got < batch {
-                    // The job is already there (a busy queue): a non-blocking read on the
-                    // shared connection, as a runner's lease finds it; block only if not.
-                    let mut leases = broker.lease(&req, Duration::ZERO).await?;
-                    if leases.is_empty() {
-                        leases = broker.lease(&req, Duration::from_millis(100)).await?;
-                    }
-                    for l in &leases {
-                        broker.release(&l.job.run_id, &l.lease_token).await?;
-                    }
+                    // The job is already there (a busy queue), so the lease's one-call
+                    // read-and-claim finds it; it would block only on an empty queue.
+                    let leases = broker.lease(&req, Duration::from_millis(100)).await?;
+                    try_join_all(
+                        leases
+                            .iter()
+                            .map(|l| broker.release(&l.job.run_id, &l.lease_token)),
+                    )
+                    .await?;
                     got += leases.len();
                 }
                 done += got;
