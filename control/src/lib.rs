@@ -3,7 +3,7 @@
 //! An axum REST API under `/api/v1` (the paths of DESIGN §5) over the three core seams: users,
 //! sessions and API tokens with role-based access (admin / operator / viewer), projects and their
 //! immutable content-addressed versions, tasks, runs (trigger, invoke, cancel, retry, live logs and
-//! state events over SSE), workers, and an audit trail of every mutation. Outside the API it
+//! state events over SSE), workers, queue depths, and an audit trail of every mutation. Outside the API it
 //! serves `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, `/docs` and the web UI
 //! at `/` (see `ui.rs`). Errors are RFC 7807 problem+json everywhere.
 //!

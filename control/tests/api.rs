@@ -469,6 +469,13 @@ async fn tasks_runs_cancel_retry_logs() {
         depths.iter().any(|(q, n)| q == "default" && *n == 1),
         "{depths:?}"
     );
+    // The same depth through the API, which the dashboard reads.
+    let queues: Value = s.get(&t, "/api/v1/queues").await.json().await.unwrap();
+    assert_eq!(
+        queues["items"],
+        json!([{"name": "default", "depth": 1}]),
+        "{queues}"
+    );
 
     // Cancel while queued.
     let resp = s.post(&t, &format!("/api/v1/runs/{rid}/cancel")).await;

@@ -4,11 +4,19 @@
 //! and the scheduler (whose recorder applies the runner's reports).
 //!
 //! Flows: log in with the keyboard; upload a project (file input set by path); edit its single
-//! file into a new version; create a task with the schedule builder (next five fire times shown);
-//! trigger it and see a log line appear live while it runs; cancel it and see `cancelled`; a
-//! server error is shown as a readable message; phone width; a viewer sees no mutating control.
-//! The browser's console must stay free of errors throughout. A screenshot of every page is
-//! written to `target/ui-screenshots/`.
+//! file into a new version; create a task with the schedule builder (the next five fire times
+//! shown are the scheduler's); pause and resume; trigger it and see a log line appear live while
+//! it runs; cancel it from the keyboard and see `cancelled`; retry a run; the dashboard's chart and
+//! queue depth; drain and undrain a worker; create an enrollment key, enroll with the key from the
+//! runner command and revoke that worker; create a user and change their role; create, use and
+//! revoke an API token; set and replace a secret (a run receives the new value); filter the audit
+//! log from its form; a server error shown as a readable message; every page at phone width
+//! without sideways scrolling; a viewer sees no mutating control.
+//!
+//! Each click is checked by its effect through the API (or the edge's internal API), not only by
+//! what the page shows. On every page the console stays free of errors, no raw JS value
+//! (`undefined`, `[object Object]`) is printed and every control has a label. A screenshot of
+//! every page is written to `target/ui-screenshots/`.
 //!
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian: `chromium chromium-driver`;
 //! `ops/test.sh` installs them). Missing, the test fails and says so: it never skips.
@@ -34,6 +42,8 @@ use antcode_core::broker::Broker;
 use antcode_core::Shutdown;
 
 const ADMIN_PASSWORD: &str = "admin-password-1";
+/// What the (simulated) edge presents on `/internal/v1/*`.
+const EDGE_TOKEN: &str = "edge-token-for-the-ui-test";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Upper bound for anything the test waits for (never a timing assertion).
@@ -143,6 +153,7 @@ async fn assert_clean_console(c: &Client, when: &str) {
 struct System {
     base: String,
     api: reqwest::Client,
+    broker: Arc<dyn Broker>,
     shutdown: Shutdown,
     _tmp: tempfile::TempDir,
 }
@@ -168,7 +179,7 @@ async fn start_system() -> System {
         secrets: Some(Arc::new(antcode_core::secrets::SecretBox::from_key(
             [7; 32],
         ))),
-        edge_token: None,
+        edge_token: Some(EDGE_TOKEN.into()),
         cluster_ca: None,
     };
     tokio::spawn(run(config, shutdown.clone()));
@@ -179,7 +190,7 @@ async fn start_system() -> System {
     runner.kill_grace = Duration::from_secs(1);
     runner.heartbeat_interval = Duration::from_millis(500);
     tokio::spawn(antcode_runner::run(runner, shutdown.clone()));
-    let mut sched = antcode_scheduler::SchedulerConfig::new(store, broker);
+    let mut sched = antcode_scheduler::SchedulerConfig::new(store, broker.clone());
     sched.tick_interval = Duration::from_millis(250);
     tokio::spawn(antcode_scheduler::run(sched, shutdown.clone()));
     let api = reqwest::Client::builder()
@@ -195,6 +206,7 @@ async fn start_system() -> System {
     System {
         base,
         api,
+        broker,
         shutdown,
         _tmp: tmp,
     }
@@ -215,17 +227,78 @@ impl System {
         r["token"].as_str().expect("login token").to_string()
     }
 
+    /// `(status, JSON body or Null)` of an API call (`path` under `/api/v1`, or `/internal/…`
+    /// with the edge token when `token` is empty).
+    async fn request(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let (url, bearer) = if path.starts_with("/internal/") {
+            (format!("{}{path}", self.base), EDGE_TOKEN)
+        } else {
+            (format!("{}/api/v1{path}", self.base), token)
+        };
+        let mut req = self.api.request(method, url).bearer_auth(bearer);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     async fn call(&self, token: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let resp = self
-            .api
-            .request(method, format!("{}/api/v1{path}", self.base))
+        let (status, body) = self.request(token, method, path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {body}");
+        body
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Value {
+        self.call(token, reqwest::Method::GET, path, Value::Null)
+            .await
+    }
+
+    /// Polls `GET path` until `check` holds for its body (the UI's change has reached the API).
+    async fn wait_for(&self, token: &str, path: &str, what: &str, check: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (_, body) = self
+                .request(token, reqwest::Method::GET, path, Value::Null)
+                .await;
+            if check(&body) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The status of `GET /auth/me` with `token`: 200 while it works, 401 once revoked.
+    async fn me_status(&self, token: &str) -> u16 {
+        self.request(token, reqwest::Method::GET, "/auth/me", Value::Null)
+            .await
+            .0
+    }
+
+    /// The run's log as text once it has ended.
+    async fn finished_log(&self, token: &str, run_id: &str) -> String {
+        let path = format!("/runs/{run_id}");
+        self.wait_for(token, &path, "the run to end", |r| {
+            !matches!(r["state"].as_str(), Some("queued" | "running") | None)
+        })
+        .await;
+        self.api
+            .get(format!("{}/api/v1/runs/{run_id}/logs", self.base))
             .bearer_auth(token)
-            .json(&body)
             .send()
             .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        resp.json().await.unwrap_or(Value::Null)
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -250,6 +323,19 @@ async fn shot(c: &Client, name: &str) {
         .await
         .unwrap();
     assert_eq!(leaked, json!(""), "{name}: the page shows a raw JS value");
+    // Every visible control has an accessible name (a label, aria-label or its own text).
+    let unnamed = c
+        .execute(
+            "return [...document.querySelectorAll('#main input, #main select, #main textarea, #main button')] \
+               .filter(e => e.type !== 'hidden' && e.getClientRects().length) \
+               .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') \
+                 && !e.getAttribute('aria-labelledby') && !(e.tagName === 'BUTTON' && e.textContent.trim())) \
+               .map(e => e.outerHTML.slice(0, 100));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unnamed, json!([]), "{name}: controls without a label");
     picture(c, name).await;
 }
 
@@ -312,6 +398,21 @@ async fn fill(c: &Client, selector: &str, text: &str) {
     el.send_keys(text).await.unwrap();
 }
 
+/// Clicks the element at `xpath`, finding it again if a refresh replaced it in between (the
+/// workers page redraws every few seconds).
+async fn click_xpath(c: &Client, xpath: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(el) = c.find(Locator::XPath(xpath)).await {
+            if el.click().await.is_ok() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "could not click {xpath}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn current_hash(c: &Client) -> String {
     c.current_url()
         .await
@@ -323,6 +424,9 @@ async fn current_hash(c: &Client) -> String {
 
 const ENTER: &str = "\u{E007}";
 const TAB: &str = "\u{E004}";
+const ESCAPE: &str = "\u{E00C}";
+/// Held until the end of one `send_keys`: SHIFT then TAB moves focus backwards.
+const SHIFT: &str = "\u{E008}";
 
 async fn login(c: &Client, base: &str, user: &str, password: &str) {
     go(c, base, "/login").await;
@@ -383,6 +487,8 @@ async fn flows(c: &Client, sys: &System) {
         .await
         .unwrap();
     assert_eq!(storage, json!([0, 0, false]));
+    // The test's own view of the truth, to check that each click had its effect.
+    let admin = sys.token("admin", ADMIN_PASSWORD).await;
 
     // --- upload a project --------------------------------------------------------------------
     go(c, base, "/projects").await;
@@ -473,6 +579,23 @@ async fn flows(c: &Client, sys: &System) {
         "version 2 current",
     )
     .await;
+    let v2 = sys
+        .api
+        .get(format!(
+            "{}/api/v1/projects/{project_id}/versions/2/download",
+            sys.base
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        v2.contains("hello-from-ui-test") && v2.ends_with("# edited in the browser\n"),
+        "version 2 is not the edited file: {v2}"
+    );
 
     // --- create a task with the schedule builder ------------------------------------------------
     go(c, base, &format!("/tasks/new?project={project_id}")).await;
@@ -499,6 +622,19 @@ async fn flows(c: &Client, sys: &System) {
         "five next fire times for 30 3 * * *",
     )
     .await;
+    // The five times shown are the scheduler's own answer for this schedule.
+    let shown = c
+        .execute(
+            "return [...document.querySelectorAll('#next-fires time')].map(t => t.getAttribute('datetime'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let schedule = json!({"kind": "cron", "cron": "30 3 * * *", "timezone": "Europe/Paris"});
+    let expected = sys
+        .call(&admin, reqwest::Method::POST, "/schedules/validate", schedule.clone())
+        .await;
+    assert_eq!(shown, expected["next"], "the builder's next fire times");
     shot(c, "06-task-new-schedule").await;
     css(c, "#task-form button[type=submit]")
         .await
@@ -512,6 +648,13 @@ async fn flows(c: &Client, sys: &System) {
         "the saved task's next fire times",
     )
     .await;
+    let task_id = current_hash(c)
+        .await
+        .trim_start_matches("/tasks/")
+        .to_string();
+    let task = sys.get(&admin, &format!("/tasks/{task_id}")).await;
+    assert_eq!(task["schedule"], schedule);
+    assert_eq!(task["args"], json!(["sleep"]));
     shot(c, "07-task-detail").await;
 
     // Pause and resume; edit the schedule (the form comes back filled in).
@@ -528,6 +671,10 @@ async fn flows(c: &Client, sys: &System) {
         .await
         .unwrap();
     wait_js(c, &button_named("Resume"), "the Resume button").await;
+    assert_eq!(
+        sys.get(&admin, &format!("/tasks/{task_id}")).await["paused"],
+        true
+    );
     c.find(Locator::XPath("//main//button[text()='Resume']"))
         .await
         .unwrap()
@@ -535,6 +682,10 @@ async fn flows(c: &Client, sys: &System) {
         .await
         .unwrap();
     wait_js(c, &button_named("Pause"), "the Pause button").await;
+    assert_eq!(
+        sys.get(&admin, &format!("/tasks/{task_id}")).await["paused"],
+        false
+    );
     let task_hash = current_hash(c).await;
     go(c, base, &format!("{task_hash}/edit")).await;
     heading_is(c, "Edit long nap").await;
@@ -580,6 +731,10 @@ async fn flows(c: &Client, sys: &System) {
         "the new schedule",
     )
     .await;
+    assert_eq!(
+        sys.get(&admin, &format!("/tasks/{task_id}")).await["schedule"],
+        json!({"kind": "interval", "every_s": 7200})
+    );
 
     // --- trigger, watch the log live, cancel -----------------------------------------------------
     css(c, "#trigger").await.click().await.unwrap();
@@ -625,12 +780,36 @@ async fn flows(c: &Client, sys: &System) {
         .await
         .trim_start_matches("/runs/")
         .to_string();
+    // Cancel with the keyboard: the dialog opens on its safe choice; Escape closes it and
+    // changes nothing; Shift+Tab then Enter confirms.
     css(c, "#cancel-run").await.click().await.unwrap();
-    css(c, "dialog.confirm button.danger")
+    css(c, "dialog.confirm").await;
+    c.active_element()
         .await
-        .click()
+        .unwrap()
+        .send_keys(ESCAPE)
         .await
         .unwrap();
+    wait_js(
+        c,
+        "return !document.querySelector('dialog.confirm')",
+        "the dialog to close",
+    )
+    .await;
+    let run = sys.get(&admin, &format!("/runs/{run_id}")).await;
+    assert_eq!(
+        (run["state"].as_str(), run["cancel_requested"].as_bool()),
+        (Some("running"), Some(false)),
+        "Escape must not cancel: {run}"
+    );
+    css(c, "#cancel-run").await.click().await.unwrap();
+    css(c, "dialog.confirm").await;
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Cancel");
+    focused.send_keys(&format!("{SHIFT}{TAB}")).await.unwrap();
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Cancel run");
+    focused.send_keys(ENTER).await.unwrap();
     wait_js(
         c,
         "return document.querySelector('#run-state').textContent === 'cancelled'",
@@ -643,12 +822,15 @@ async fn flows(c: &Client, sys: &System) {
         "the end of the log stream",
     )
     .await;
+    assert_eq!(
+        sys.get(&admin, &format!("/runs/{run_id}")).await["state"],
+        "cancelled"
+    );
     shot(c, "09-run-cancelled").await;
     eprintln!("[ui] cancelled after {:?}", started.elapsed());
     assert_clean_console(c, "on the run page").await;
 
     // A quick run of the same project, through the API, so the dashboard has a success.
-    let admin = sys.token("admin", ADMIN_PASSWORD).await;
     let quick = sys
         .call(
             &admin,
@@ -683,6 +865,54 @@ async fn flows(c: &Client, sys: &System) {
     .await;
     shot(c, "10-run-succeeded").await;
 
+    // Retry from the run page: a new run of the same task, which runs to the end too.
+    css(c, "#retry-run").await.click().await.unwrap();
+    let retried = wait_js(
+        c,
+        &format!(
+            "const h = location.hash; \
+             return h.startsWith('#/runs/') && h !== '#/runs/{qrun_id}' && h.slice('#/runs/'.length);"
+        ),
+        "the retried run's page",
+    )
+    .await;
+    let retried = retried.as_str().unwrap_or_default().to_string();
+    let r = sys.get(&admin, &format!("/runs/{retried}")).await;
+    assert_eq!(
+        (r["trigger"].as_str(), r["task_id"].as_str()),
+        (Some("retry"), Some(quick_id.as_str())),
+        "{r}"
+    );
+    wait_js(
+        c,
+        "return document.querySelector('#run-state') && document.querySelector('#run-state').textContent === 'succeeded'",
+        "the retried run to succeed",
+    )
+    .await;
+
+    // A job waits in a queue no runner serves, for the dashboard's queue depth.
+    let nightly = sys
+        .call(
+            &admin,
+            reqwest::Method::POST,
+            "/tasks",
+            json!({"name": "nightly", "project_id": project_id, "queue": "nightly"}),
+        )
+        .await;
+    sys.call(
+        &admin,
+        reqwest::Method::POST,
+        &format!("/tasks/{}/trigger", nightly["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    sys.wait_for(&admin, "/queues", "the nightly job in its queue", |q| {
+        q["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|q| q["name"] == "nightly" && q["depth"] == 1))
+    })
+    .await;
+
     // --- the other pages -------------------------------------------------------------------------
     go(c, base, "/").await;
     heading_is(c, "Dashboard").await;
@@ -692,6 +922,7 @@ async fn flows(c: &Client, sys: &System) {
         "bars in the chart",
     )
     .await;
+    wait_js(c, QUEUE_ROW, "the nightly queue's depth on the dashboard").await;
     shot(c, "11-dashboard").await;
     go(c, base, "/runs").await;
     heading_is(c, "Runs").await;
@@ -699,7 +930,160 @@ async fn flows(c: &Client, sys: &System) {
     go(c, base, "/tasks").await;
     heading_is(c, "Tasks").await;
     shot(c, "13-tasks").await;
-    go(c, base, "/workers").await;
+    workers_page(c, sys, &admin).await;
+    users_page(c, sys, &admin).await;
+    account_page(c, sys).await;
+    secrets_page(c, sys, &admin).await;
+    audit_page(c, sys).await;
+    eprintln!("[ui] admin pages done after {:?}", started.elapsed());
+    assert_clean_console(c, "across the admin pages").await;
+
+    // --- phone width --------------------------------------------------------------------------------
+    c.set_window_size(390, 844).await.unwrap();
+    let project_page = format!("/projects/{project_id}");
+    let task_page = format!("/tasks/{task_id}");
+    let task_edit = format!("/tasks/{task_id}/edit");
+    let phone_pages = [
+        ("/", "Dashboard"),
+        ("/projects", "Projects"),
+        (project_page.as_str(), "hello"),
+        ("/tasks", "Tasks"),
+        (task_page.as_str(), "long nap"),
+        (task_edit.as_str(), "Edit long nap"),
+        ("/runs", "Runs"),
+        ("/workers", "Workers"),
+        ("/users", "Users"),
+        ("/account", "Account & tokens"),
+        ("/secrets", "Secrets"),
+        ("/audit", "Audit log"),
+    ];
+    for (i, (route, title)) in phone_pages.into_iter().enumerate() {
+        go(c, base, route).await;
+        heading_is(c, title).await;
+        assert_fits(c, route).await;
+        shot(c, &format!("p{:02}-phone-{}", i + 1, slug(title))).await;
+    }
+    go(c, base, &format!("/runs/{run_id}")).await;
+    wait_js(
+        c,
+        "return document.querySelector('#run-state')",
+        "the run page",
+    )
+    .await;
+    let layout = c
+        .execute(
+            "const t = document.getElementById('menu-toggle'); const n = document.getElementById('nav'); \
+             return [getComputedStyle(t).display !== 'none', getComputedStyle(n).display];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(layout, json!([true, "none"]), "phone layout");
+    assert_fits(c, "the run page").await;
+    shot(c, "19-phone-run").await;
+    css(c, "#menu-toggle").await.click().await.unwrap();
+    wait_js(
+        c,
+        "return getComputedStyle(document.getElementById('nav')).display === 'block'",
+        "the opened menu",
+    )
+    .await;
+    shot(c, "20-phone-menu").await;
+    c.set_window_size(1280, 900).await.unwrap();
+    assert_clean_console(c, "at phone width").await;
+
+    // --- a viewer -------------------------------------------------------------------------------------
+    sys.call(
+        &admin,
+        reqwest::Method::POST,
+        "/users",
+        json!({"username": "vera", "password": "viewer-pass-1", "role": "viewer"}),
+    )
+    .await;
+    css(c, "#logout").await.click().await.unwrap();
+    heading_is(c, "Sign in to AntCode").await;
+    login(c, base, "vera", "viewer-pass-1").await;
+    // The dashboard's queue depth is readable by a viewer too.
+    wait_js(c, QUEUE_ROW, "the queue depth as a viewer").await;
+    let nav = c
+        .execute("return document.getElementById('nav').textContent", vec![])
+        .await
+        .unwrap();
+    let nav = nav.as_str().unwrap_or_default();
+    assert!(
+        !nav.contains("Users") && !nav.contains("Audit"),
+        "viewer nav: {nav}"
+    );
+    let run_page = format!("/runs/{run_id}");
+    let pages = [
+        ("/", "Dashboard"),
+        ("/projects", "Projects"),
+        (project_page.as_str(), "hello"),
+        ("/tasks", "Tasks"),
+        (task_page.as_str(), "long nap"),
+        ("/runs", "Runs"),
+        (run_page.as_str(), ""),
+        ("/workers", "Workers"),
+        ("/secrets", "Secrets"),
+    ];
+    for (route, title) in pages {
+        go(c, base, route).await;
+        if title.is_empty() {
+            wait_js(
+                c,
+                "return document.querySelector('.page[aria-busy=false] #run-state')",
+                "the run page",
+            )
+            .await;
+        } else {
+            heading_is(c, title).await;
+        }
+        assert_read_only(c, route).await;
+    }
+    shot(c, "21-viewer-run").await;
+    go(c, base, &task_page).await;
+    heading_is(c, "long nap").await;
+    assert_read_only(c, "the task page").await;
+    shot(c, "22-viewer-task-detail").await;
+    // Pages above the viewer's role say so instead of failing.
+    let project_edit = format!("{project_page}/edit");
+    for route in ["/users", "/audit", project_edit.as_str(), task_edit.as_str()] {
+        go(c, base, route).await;
+        heading_is(c, "Not allowed").await;
+    }
+    assert_clean_console(c, "as a viewer").await;
+}
+
+/// The dashboard's queue table shows the `nightly` queue with one job waiting.
+const QUEUE_ROW: &str = "return [...document.querySelectorAll('#queues tbody tr')] \
+     .some(r => r.cells[0].textContent === 'nightly' && r.cells[1].textContent === '1')";
+
+fn slug(title: &str) -> String {
+    title
+        .to_lowercase()
+        .split(|ch: char| !ch.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Nothing is wider than the window: the page never scrolls sideways (wide tables scroll
+/// inside their own box).
+async fn assert_fits(c: &Client, page: &str) {
+    let fits = c
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "{page} scrolls sideways at this width");
+}
+
+/// Drain and undrain the real runner; create an enrollment key, enroll with it as the edge would,
+/// and revoke the enrolled worker.
+async fn workers_page(c: &Client, sys: &System, admin: &str) {
+    go(c, &sys.base, "/workers").await;
     heading_is(c, "Workers").await;
     wait_js(
         c,
@@ -707,6 +1091,27 @@ async fn flows(c: &Client, sys: &System) {
         "the runner in the workers table",
     )
     .await;
+    let runner_id = sys.get(admin, "/workers").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "ui-test-runner")
+        .and_then(|w| w["id"].as_str())
+        .expect("the runner heartbeats")
+        .to_string();
+    let runner = format!("/workers/{runner_id}");
+    let row = "//main//tr[contains(., 'ui-test-runner')]";
+    click_xpath(c, &format!("{row}//button[text()='Drain']")).await;
+    sys.wait_for(admin, &runner, "the runner to drain", |w| {
+        w["draining"] == true
+    })
+    .await;
+    click_xpath(c, &format!("{row}//button[text()='Undrain']")).await;
+    sys.wait_for(admin, &runner, "the runner to take work again", |w| {
+        w["draining"] == false
+    })
+    .await;
+
     // An enrollment key, shown once with the runner command ready to copy.
     fill(c, "#key-form input[name=key-note]", "edge box").await;
     fill(c, "#key-form input[name=key-labels]", "gpu=1").await;
@@ -734,11 +1139,132 @@ async fn flows(c: &Client, sys: &System) {
         "the key in the list",
     )
     .await;
+    let keys = sys.get(admin, "/worker-keys").await;
+    assert!(
+        keys["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["note"] == "edge box" && k["labels"] == json!({"gpu": "1"})),
+        "{keys}"
+    );
+    // The key in the command works, once: the edge trades it for a worker identity…
+    let key = command
+        .split_whitespace()
+        .skip_while(|w| *w != "--enroll")
+        .nth(1)
+        .unwrap();
+    let post = reqwest::Method::POST;
+    let (status, enrolled) = sys
+        .request(
+            "",
+            post.clone(),
+            "/internal/v1/enroll",
+            json!({"enrollment_key": key, "name": "edge-box-1", "labels": {"gpu": "1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{enrolled}");
+    let worker_id = enrolled["worker_id"].as_str().unwrap().to_string();
+    let credential = json!({"api_key": enrolled["api_key"]});
+    let authenticate = "/internal/v1/authenticate";
+    let (status, _) = sys
+        .request("", post.clone(), authenticate, credential.clone())
+        .await;
+    assert_eq!(status, 200);
+    // …and relays its heartbeats, which put it on the page.
+    let status = antcode_core::model::WorkerStatus {
+        id: worker_id,
+        name: "edge-box-1".into(),
+        mode: "gateway".into(),
+        queues: vec!["default".into()],
+        labels: [("gpu".to_string(), "1".to_string())].into(),
+        slots: 2,
+        cpu_percent: 12.5,
+        memory_percent: 40.0,
+        disk_percent: 55.0,
+        version: "ui-test".into(),
+        last_seen_ms: antcode_core::time::now_ms(),
+        ..Default::default()
+    };
+    sys.broker
+        .put_worker(&status, Duration::from_secs(600))
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "return document.querySelector('#main table').textContent.includes('edge-box-1')",
+        "the enrolled worker in the table",
+    )
+    .await;
     shot(c, "14-workers").await;
-    go(c, base, "/users").await;
+    click_xpath(
+        c,
+        "//main//tr[contains(., 'edge-box-1')]//button[text()='Revoke']",
+    )
+    .await;
+    css(c, "dialog.confirm button.danger")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "return document.getElementById('toasts').textContent.includes('Worker revoked')",
+        "the revocation",
+    )
+    .await;
+    let (status, _) = sys.request("", post, authenticate, credential).await;
+    assert_eq!(status, 401, "a revoked worker's credential still works");
+}
+
+/// Create a user, then change their role from the table.
+async fn users_page(c: &Client, sys: &System, admin: &str) {
+    go(c, &sys.base, "/users").await;
     heading_is(c, "Users").await;
+    fill(c, "#user-form input[name=new-username]", "otto").await;
+    fill(c, "#user-form input[name=new-password]", "otto-password-1").await;
+    css(c, "#user-form select[name=new-role]")
+        .await
+        .select_by_value("operator")
+        .await
+        .unwrap();
+    css(c, "#user-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let role_select = "#main select[aria-label='Role of otto']";
+    css(c, role_select).await;
+    let users = sys.get(admin, "/users").await;
+    let otto = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "otto")
+        .unwrap_or_else(|| panic!("no user otto: {users}"));
+    assert_eq!(otto["role"], "operator");
+    let otto = format!("/users/{}", otto["id"].as_str().unwrap());
+    css(c, role_select)
+        .await
+        .select_by_value("viewer")
+        .await
+        .unwrap();
+    sys.wait_for(admin, &otto, "otto to become a viewer", |u| {
+        u["role"] == "viewer"
+    })
+    .await;
+    wait_js(
+        c,
+        &format!("const s = document.querySelector({}); return s && s.value === 'viewer' && !s.disabled", json!(role_select)),
+        "the table to show the new role",
+    )
+    .await;
     shot(c, "15-users").await;
-    go(c, base, "/account").await;
+}
+
+/// Create an API token (shown once), use it, revoke it from the list: it stops working.
+async fn account_page(c: &Client, sys: &System) {
+    go(c, &sys.base, "/account").await;
     heading_is(c, "Account & tokens").await;
     fill(c, "#token-form input[name=token-name]", "ci").await;
     css(c, "#token-form button[type=submit]")
@@ -746,14 +1272,36 @@ async fn flows(c: &Client, sys: &System) {
         .click()
         .await
         .unwrap();
-    wait_js(
+    let token = wait_js(
         c,
-        "const s = document.querySelector('#token-form .secret'); return s && !s.hidden && s.querySelector('input').value.startsWith('act_')",
+        "const s = document.querySelector('#token-form .secret'); \
+         const v = s && !s.hidden && s.querySelector('input').value; return v && v.startsWith('act_') && v;",
         "the new token shown once",
     )
     .await;
+    let token = token.as_str().unwrap_or_default().to_string();
+    assert_eq!(sys.me_status(&token).await, 200, "the new token works");
     shot(c, "16-account").await;
-    go(c, base, "/secrets").await;
+    let revoke = "//main//button[starts-with(@aria-label, 'Revoke token ci ')]";
+    click_xpath(c, revoke).await;
+    css(c, "dialog.confirm button.danger")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "return ![...document.querySelectorAll('#main button')].some(b => (b.getAttribute('aria-label') || '').startsWith('Revoke token ci '))",
+        "the token to leave the list",
+    )
+    .await;
+    assert_eq!(sys.me_status(&token).await, 401, "a revoked token works");
+}
+
+/// Set a secret, replace its value, and see a run receive the new value; no value is ever on
+/// the page.
+async fn secrets_page(c: &Client, sys: &System, admin: &str) {
+    go(c, &sys.base, "/secrets").await;
     heading_is(c, "Secrets").await;
     fill(c, "#secret-form input[name=secret-name]", "API_KEY").await;
     fill(
@@ -773,114 +1321,118 @@ async fn flows(c: &Client, sys: &System) {
         "the secret's name in the list",
     )
     .await;
-    let source = c.source().await.unwrap();
-    assert!(!source.contains("s3cr3t-value-never-shown"));
-    shot(c, "17-secrets").await;
-    go(c, base, "/audit?action=run.").await;
-    heading_is(c, "Audit log").await;
-    wait_js(
+    let first = sys.get(admin, "/secrets").await["items"][0].clone();
+    assert_eq!(first["name"], "API_KEY");
+    // Replace: the form takes the name and puts the cursor in the value.
+    click_xpath(
         c,
-        "const t = document.querySelector('#main table'); return t && t.textContent.includes('run.cancel') && !t.textContent.includes('task.create')",
-        "the audit log filtered to run actions",
+        "//main//tr[contains(., 'API_KEY')]//button[text()='Replace']",
     )
     .await;
-    shot(c, "18-audit").await;
-    eprintln!("[ui] admin pages done after {:?}", started.elapsed());
-    assert_clean_console(c, "across the admin pages").await;
-
-    // --- phone width --------------------------------------------------------------------------------
-    c.set_window_size(390, 844).await.unwrap();
-    go(c, base, &format!("/runs/{run_id}")).await;
-    wait_js(
-        c,
-        "return document.querySelector('#run-state')",
-        "the run page",
-    )
-    .await;
-    let layout = c
+    let ready = c
         .execute(
-            "const t = document.getElementById('menu-toggle'); const n = document.getElementById('nav'); \
-             return [getComputedStyle(t).display !== 'none', getComputedStyle(n).display, \
-                     document.documentElement.scrollWidth <= window.innerWidth + 1];",
+            "return [document.querySelector('#secret-form input[name=secret-name]').value, document.activeElement.name]",
             vec![],
         )
         .await
         .unwrap();
-    assert_eq!(layout, json!([true, "none", true]), "phone layout");
-    shot(c, "19-phone-run").await;
-    css(c, "#menu-toggle").await.click().await.unwrap();
-    wait_js(
-        c,
-        "return getComputedStyle(document.getElementById('nav')).display === 'block'",
-        "the opened menu",
-    )
-    .await;
-    shot(c, "20-phone-menu").await;
-    c.set_window_size(1280, 900).await.unwrap();
-
-    // --- a viewer -------------------------------------------------------------------------------------
-    sys.call(
-        &admin,
-        reqwest::Method::POST,
-        "/users",
-        json!({"username": "vera", "password": "viewer-pass-1", "role": "viewer"}),
-    )
-    .await;
-    css(c, "#logout").await.click().await.unwrap();
-    heading_is(c, "Sign in to AntCode").await;
-    login(c, base, "vera", "viewer-pass-1").await;
-    let nav = c
-        .execute("return document.getElementById('nav').textContent", vec![])
+    assert_eq!(ready, json!(["API_KEY", "secret-value"]));
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("replaced-value-2")
         .await
         .unwrap();
-    let nav = nav.as_str().unwrap_or_default();
-    assert!(
-        !nav.contains("Users") && !nav.contains("Audit"),
-        "viewer nav: {nav}"
-    );
-    let task_id = sys
-        .call(&admin, reqwest::Method::GET, "/tasks", json!(null))
-        .await["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "long nap")
-        .map(|t| t["id"].as_str().unwrap().to_string())
+    css(c, "#secret-form button[type=submit]")
+        .await
+        .click()
+        .await
         .unwrap();
-    let pages = [
-        ("/", "Dashboard"),
-        ("/projects", "Projects"),
-        (&format!("/projects/{project_id}") as &str, "hello"),
-        ("/tasks", "Tasks"),
-        (&format!("/tasks/{task_id}"), "long nap"),
-        ("/runs", "Runs"),
-        (&format!("/runs/{run_id}"), ""),
-        ("/workers", "Workers"),
-        ("/secrets", "Secrets"),
-    ];
-    for (route, title) in pages {
-        go(c, base, route).await;
-        if title.is_empty() {
-            wait_js(
-                c,
-                "return document.querySelector('.page[aria-busy=false] #run-state')",
-                "the run page",
-            )
-            .await;
-        } else {
-            heading_is(c, title).await;
-        }
-        assert_read_only(c, route).await;
-    }
-    shot(c, "21-viewer-task").await;
-    go(c, base, &format!("/tasks/{task_id}")).await;
-    heading_is(c, "long nap").await;
-    assert_read_only(c, "the task page").await;
-    shot(c, "22-viewer-task-detail").await;
-    // A page above the viewer's role says so instead of failing.
-    go(c, base, "/users").await;
-    heading_is(c, "Not allowed").await;
-    assert_clean_console(c, "as a viewer").await;
+    sys.wait_for(admin, "/secrets", "the replaced secret", |b| {
+        b["items"][0]["updated_at"] != first["updated_at"]
+    })
+    .await;
+    let source = c.source().await.unwrap();
+    assert!(!source.contains("s3cr3t-value-never-shown") && !source.contains("replaced-value-2"));
+    shot(c, "17-secrets").await;
+    // A run of a task that declares the secret receives the new value.
+    let post = reqwest::Method::POST;
+    let project = sys
+        .call(
+            admin,
+            post.clone(),
+            "/projects",
+            json!({"name": "echo-secret", "code": "import os\nprint('secret is', os.environ['API_KEY'])\n"}),
+        )
+        .await;
+    let task = sys
+        .call(
+            admin,
+            post.clone(),
+            "/tasks",
+            json!({"name": "echo-secret", "project_id": project["id"], "secrets": ["API_KEY"]}),
+        )
+        .await;
+    let run = sys
+        .call(
+            admin,
+            post,
+            &format!("/tasks/{}/trigger", task["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let log = sys
+        .finished_log(admin, run["id"].as_str().unwrap())
+        .await;
+    assert!(log.contains("secret is replaced-value-2"), "{log}");
+}
+
+/// Filter the audit trail from its form, with the keyboard.
+async fn audit_page(c: &Client, sys: &System) {
+    go(c, &sys.base, "/audit").await;
+    heading_is(c, "Audit log").await;
+    fill(c, "input[name=action]", "run.").await;
+    css(c, "input[name=action]")
+        .await
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        &audit_shows("#/audit?action=run.", &["run.cancel", "run.retry"], "run."),
+        "the audit log filtered to run actions",
+    )
+    .await;
+    shot(c, "18-audit").await;
+    fill(c, "input[name=actor]", "admin").await;
+    fill(c, "input[name=action]", "user.").await;
+    css(c, "input[name=action]")
+        .await
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        &audit_shows(
+            "#/audit?actor=admin&action=user.",
+            &["user.create", "user.update"],
+            "user.",
+        ),
+        "the audit log filtered to admin's user changes",
+    )
+    .await;
+}
+
+/// A script true once the page at `hash` lists each of `actions` and only actions under `prefix`.
+fn audit_shows(hash: &str, actions: &[&str], prefix: &str) -> String {
+    format!(
+        "if (location.hash !== {hash} || !document.querySelector('.page[aria-busy=false]')) return false; \
+         const acts = [...document.querySelectorAll('#main tbody tr')].map(r => r.cells[2].textContent); \
+         return acts.every(a => a.startsWith({prefix})) && {wanted}.every(a => acts.includes(a));",
+        hash = json!(hash),
+        prefix = json!(prefix),
+        wanted = json!(actions),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -933,7 +1485,7 @@ async fn the_web_ui_in_a_real_browser() {
 
 /// The flows must end within a bound, so a broken page fails the test instead of hanging it.
 async fn with_deadline(f: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(240), f)
+    tokio::time::timeout(Duration::from_secs(480), f)
         .await
-        .expect("the browser flows took longer than 240 s");
+        .expect("the browser flows took longer than 480 s");
 }

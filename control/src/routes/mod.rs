@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod internal;
 pub mod projects;
+pub mod queues;
 pub mod runs;
 pub mod secrets;
 pub mod system;
@@ -32,6 +33,7 @@ pub fn api() -> Router<AppState> {
         .merge(tasks::router())
         .merge(runs::router())
         .merge(workers::router())
+        .merge(queues::router())
         .merge(audit::router())
         .merge(secrets::router())
 }

@@ -1,5 +1,5 @@
-// The dashboard: runs by state over the last 24 hours, success rate, workers, queued runs and
-// the latest failures. Refreshes itself every 15 s while open.
+// The dashboard: runs by state over the last 24 hours, success rate, workers, queue depth (jobs
+// waiting in each broker queue) and the latest failures. Refreshes itself every 15 s while open.
 
 import { get, getAll, query } from '../api.js';
 import { h, clear, heading, badge, timeEl, shortId, table, errorBox, put } from '../dom.js';
@@ -25,10 +25,11 @@ export async function render(page) {
   put(page, heading('Dashboard'), errors, body);
   const load = async () => {
     const since = new Date(Date.now() - 24 * 3600 * 1000);
-    const [runs, workers, tasks] = await Promise.all([
+    const [runs, workers, tasks, queues] = await Promise.all([
       getAll('/runs', { since: since.toISOString() }, 5000),
       get('/workers'),
       getAll('/tasks', {}, 2000),
+      get('/queues'),
     ]);
     const taskName = Object.fromEntries(tasks.map((t) => [t.id, t.name]));
     // 24 hourly buckets ending now.
@@ -49,16 +50,19 @@ export async function render(page) {
     const ended = ['succeeded', 'failed', 'timed_out', 'lost', 'cancelled'].reduce((n, k) => n + (counts[k] || 0), 0);
     const rate = ended ? `${Math.round((100 * (counts.succeeded || 0)) / ended)}%` : '—';
     const live = workers.items.filter((w) => !w.draining).length;
-    const queued = counts.queued || 0;
+    const waiting = queues.items.reduce((n, q) => n + q.depth, 0);
     const failures = runs.filter((r) => ['failed', 'timed_out', 'lost'].includes(r.state)).slice(0, 10);
     put(clear(body), 
       h('div', { class: 'stats' },
         stat('Runs (24 h)', String(runs.length)),
         stat('Success rate (24 h)', rate, `${counts.succeeded || 0} of ${ended} finished`),
         stat('Active workers', String(live), `${workers.items.length} heartbeating`),
-        stat('Queued runs', String(queued), 'waiting for a worker'),
+        stat('Queue depth', String(waiting), `jobs waiting in ${queues.items.length} queue${queues.items.length === 1 ? '' : 's'}`),
         stat('Running', String(counts.running || 0))),
-      h('section', { class: 'card' }, h('h2', {}, 'Runs by state, last 24 hours'), stackedBars(buckets, STATES, 'Runs per hour by state')),
+      h('div', { class: 'grid2' },
+        h('section', { class: 'card' }, h('h2', {}, 'Runs by state, last 24 hours'), stackedBars(buckets, STATES, 'Runs per hour by state')),
+        h('section', { class: 'card', id: 'queues' }, h('h2', {}, 'Queue depth'),
+          table(['Queue', 'Jobs waiting'], queues.items.map((q) => [h('code', {}, q.name), String(q.depth)]), 'No queue has been used yet.'))),
       h('section', { class: 'card' }, h('h2', {}, 'Recent failures'),
         table(['Run', 'Task', 'State', 'Exit', 'Finished', 'Error'], failures.map((r) => [
           h('a', { href: `#/runs/${r.id}` }, shortId(r.id)),

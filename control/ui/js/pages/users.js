@@ -27,10 +27,12 @@ export async function render(page, params, ctx) {
         const err = errorBox();
         const dlg = h('dialog', { 'aria-label': `New password for ${u.username}` },
           h('form', { method: 'dialog', class: 'form' }, h('h2', {}, `New password for ${u.username}`), err, field('Password (at least 8 characters)', pw), h('div', { class: 'row' }, ok, no)));
-        no.addEventListener('click', () => { dlg.close(); dlg.remove(); });
+        no.addEventListener('click', () => dlg.close());
+        // However it closes (Set, Cancel or Escape), the dialog leaves the page.
+        dlg.addEventListener('close', () => dlg.remove());
         dlg.querySelector('form').addEventListener('submit', (e) => {
           e.preventDefault();
-          busy(ok, err, async () => { await patch(`/users/${u.id}`, { password: pw.value }); dlg.close(); dlg.remove(); toast('Password changed'); });
+          busy(ok, err, async () => { await patch(`/users/${u.id}`, { password: pw.value }); dlg.close(); toast('Password changed'); });
         });
         document.body.append(dlg);
         dlg.showModal();
