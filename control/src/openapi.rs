@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/api/v1/workers/{id}/undrain", "Take back a drain request", "operator", ""),
     ("delete", "/api/v1/workers/{id}", "Revoke an enrolled worker's credential", "admin", ""),
     ("get", "/api/v1/queues", "Jobs waiting in each broker queue", "viewer", ""),
+    ("get", "/api/v1/enrolled-workers", "Enrolled worker identities, revoked or not, online or not", "admin", ""),
     ("get", "/api/v1/worker-keys", "List enrollment keys (never the keys themselves)", "admin", ""),
     ("post", "/api/v1/worker-keys", "Create a one-time enrollment key (shown once)", "admin", "json"),
     ("get", "/api/v1/secrets", "List task secrets (names and timestamps, never values)", "viewer", ""),

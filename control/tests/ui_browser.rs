@@ -1173,7 +1173,7 @@ async fn workers_page(c: &Client, sys: &System, admin: &str) {
     assert_eq!(status, 200);
     // …and relays its heartbeats, which put it on the page.
     let status = antcode_core::model::WorkerStatus {
-        id: worker_id,
+        id: worker_id.clone(),
         name: "edge-box-1".into(),
         mode: "gateway".into(),
         queues: vec!["default".into()],
@@ -1182,7 +1182,7 @@ async fn workers_page(c: &Client, sys: &System, admin: &str) {
         cpu_percent: 12.5,
         memory_percent: 40.0,
         disk_percent: 55.0,
-        version: "ui-test".into(),
+        version: "0.1.0".into(),
         last_seen_ms: antcode_core::time::now_ms(),
         ..Default::default()
     };
@@ -1215,6 +1215,21 @@ async fn workers_page(c: &Client, sys: &System, admin: &str) {
     .await;
     let (status, _) = sys.request("", post, authenticate, credential).await;
     assert_eq!(status, 401, "a revoked worker's credential still works");
+    let enrolled = sys.get(admin, "/enrolled-workers").await;
+    assert_eq!(enrolled["items"][0]["id"].as_str(), Some(worker_id.as_str()));
+    assert_eq!(enrolled["items"][0]["revoked"], true, "{enrolled}");
+    // The page says so, and offers no second revoke; the key shows it was used.
+    wait_js(
+        c,
+        "const row = [...document.querySelectorAll('#enrolled tbody tr')].find(r => r.textContent.includes('edge-box-1')); \
+         const live = [...document.querySelectorAll('#main tr')].filter(r => r.textContent.includes('edge-box-1')); \
+         const keys = document.querySelector('#enrollment table').textContent; \
+         return row && row.textContent.includes('revoked') && !live.some(r => r.querySelector('button.danger')) \
+           && !keys.includes('unused');",
+        "the revoked worker on the page",
+    )
+    .await;
+    shot(c, "14-workers-revoked").await;
 }
 
 /// Create a user, then change their role from the table.

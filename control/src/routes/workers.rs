@@ -1,7 +1,9 @@
 //! Workers as their heartbeats describe them: `GET /workers`, `GET /workers/{id}`,
 //! `POST /workers/{id}/drain` (and `/undrain` to take it back). Enrolled (gateway) worker
 //! identities: `POST|GET /worker-keys` (one-time enrollment keys, shown once) and
-//! `DELETE /workers/{id}` (revoke: the edge refuses its credential within about a second).
+//! `DELETE /workers/{id}` (revoke: the edge refuses its credential within about a second), and
+//! `GET /enrolled-workers`, every enrolled identity, revoked or not, heartbeating or not (so an
+//! offline worker's credential can be revoked too).
 
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -30,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/workers/{id}/undrain", post(undrain))
         .route("/workers/{id}", delete(revoke))
         .route("/worker-keys", get(list_keys).post(create_key))
+        .route("/enrolled-workers", get(list_enrolled))
 }
 
 async fn list(ctx: Ctx) -> ApiResult<Response> {
@@ -169,6 +172,13 @@ async fn create_key(ctx: Ctx, JsonBody(body): JsonBody<NewKey>) -> ApiResult<Res
 async fn list_keys(ctx: Ctx) -> ApiResult<Response> {
     ctx.require(Role::Admin, "worker_key.list", "-").await?;
     Ok(ok(List::all(ctx.state.store.list_worker_keys().await?)))
+}
+
+async fn list_enrolled(ctx: Ctx) -> ApiResult<Response> {
+    ctx.require(Role::Admin, "worker.list_enrolled", "-").await?;
+    let mut records = ctx.state.store.list_worker_records().await?;
+    records.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(ok(List::all(records)))
 }
 
 async fn revoke(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {

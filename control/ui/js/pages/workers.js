@@ -1,6 +1,7 @@
 // Workers as their heartbeats describe them: status, queues, labels, slots, CPU, memory, disk;
-// drain and undrain; revoke an enrolled (gateway) worker; enrollment keys with the runner command
-// ready to copy (admin). Refreshes every 5 s while open.
+// drain and undrain. For admins: enrolled (gateway) identities, revocable whether or not they are
+// heartbeating, and enrollment keys with the runner command ready to copy. Refreshes every 5 s
+// while open.
 
 import { get, post, del } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, fmtAgo, timeEl, toast, confirmDialog, put, shortId } from '../dom.js';
@@ -16,7 +17,7 @@ function enrollment(errors) {
     const res = await get('/worker-keys');
     put(clear(box), table(['Note', 'Queues', 'Labels', 'Created by', 'Created', 'Expires', 'Used'], res.items.map((k) => [
       k.note || '—', (k.queues || []).join(', '), Object.entries(k.labels || {}).map(([a, b]) => h('span', { class: 'tag' }, `${a}=${b}`)),
-      k.created_by, timeEl(k.created_at), timeEl(k.expires_at), k.used_at ? h('span', {}, timeEl(k.used_at), k.used_by ? ` by ${k.used_by}` : '') : 'unused',
+      k.created_by, timeEl(k.created_at), timeEl(k.expires_at), k.used_at ? h('span', {}, timeEl(k.used_at), k.used_by ? [' by ', shortId(k.used_by)] : '') : 'unused',
     ]), 'No enrollment keys.'));
   };
   const note = h('input', { name: 'key-note', maxlength: 200 });
@@ -56,6 +57,35 @@ function enrollment(errors) {
   return { el: h('section', { class: 'card', id: 'enrollment' }, h('h2', {}, 'Enrollment keys'), box, h('h3', {}, 'New key'), form), load };
 }
 
+/** A Revoke button for an enrolled worker; `after` runs once the credential is revoked. */
+function revokeButton(w, errors, after) {
+  const rv = h('button', { type: 'button', class: 'danger', 'data-mutates': '', 'aria-label': `Revoke ${w.name || w.id}` }, 'Revoke');
+  rv.addEventListener('click', async () => {
+    if (!(await confirmDialog(`Revoke ${w.name || w.id}? Its credential stops working and it must enroll again.`, 'Revoke'))) return;
+    await busy(rv, errors, async () => { await del(`/workers/${encodeURIComponent(w.id)}`); toast('Worker revoked'); await after(); });
+  });
+  return rv;
+}
+
+/** Enrolled identities (admin), newest first, revoked ones included. */
+function enrolled(errors, after) {
+  const box = h('div', {});
+  let revoked = new Set();
+  const load = async () => {
+    const res = await get('/enrolled-workers');
+    revoked = new Set(res.items.filter((w) => w.revoked).map((w) => w.id));
+    put(clear(box), table(['Worker', 'Labels', 'Enrolled', 'Last seen', 'Credential', 'Action'], res.items.map((w) => [
+      h('span', {}, h('strong', {}, w.name), h('br'), shortId(w.id)),
+      Object.entries(w.labels || {}).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`)),
+      timeEl(w.created_at), timeEl(w.last_seen_at),
+      w.revoked ? h('span', { class: 'badge st-failed' }, 'revoked') : h('span', { class: 'badge st-succeeded' }, w.cert_fingerprint ? 'key and certificate' : 'key'),
+      w.revoked ? '' : revokeButton(w, errors, after),
+    ]), 'No worker has enrolled yet.'));
+  };
+  const el = h('section', { class: 'card', id: 'enrolled' }, h('h2', {}, 'Enrolled workers'), box);
+  return { el, load, isRevoked: (id) => revoked.has(id) };
+}
+
 function meter(label, pct) {
   const v = Math.max(0, Math.min(100, Number(pct) || 0));
   return h('span', { class: 'meter-wrap' }, h('meter', { min: 0, max: 100, value: v, 'aria-label': label }), ` ${v.toFixed(0)}%`);
@@ -68,12 +98,16 @@ export async function render(page, params, ctx) {
   const admin = ctx.session.can('admin');
   const load = async () => {
     const res = await get('/workers');
+    const status = (w) => {
+      if (ids && ids.isRevoked(w.id)) return h('span', { class: 'badge st-failed' }, 'revoked');
+      return w.draining ? h('span', { class: 'badge st-cancelled' }, 'draining') : h('span', { class: 'badge st-succeeded' }, 'active');
+    };
     const headers = ['Worker', 'Status', 'Queues and labels', 'Slots', 'Resources', 'Last seen'];
     if (can) headers.push('Action');
     put(clear(box), table(headers, res.items.map((w) => {
       const cells = [
         h('span', {}, h('strong', {}, w.name || w.id), h('br'), shortId(w.id), h('br'), h('small', { class: 'muted' }, `${w.mode} · v${w.version}`)),
-        w.draining ? h('span', { class: 'badge st-cancelled' }, 'draining') : h('span', { class: 'badge st-succeeded' }, 'active'),
+        status(w),
         h('span', {}, w.queues.map((q) => h('span', { class: 'tag' }, q)), h('br'),
           Object.entries(w.labels).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`))),
         `${w.running} of ${w.slots} busy`,
@@ -91,23 +125,21 @@ export async function render(page, params, ctx) {
           await load();
         }));
         const actions = [b];
-        if (admin && w.mode === 'gateway') {
-          const rv = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, 'Revoke');
-          rv.addEventListener('click', async () => {
-            if (!(await confirmDialog(`Revoke ${w.name || w.id}? Its credential stops working and it must enroll again.`, 'Revoke'))) return;
-            await busy(rv, errors, async () => { await del(`/workers/${encodeURIComponent(w.id)}`); toast('Worker revoked'); await load(); });
-          });
-          actions.push(rv);
-        }
+        if (ids && w.mode === 'gateway' && !ids.isRevoked(w.id)) actions.push(revokeButton(w, errors, reload));
         cells.push(h('div', { class: 'row' }, actions));
       }
       return cells;
     }), 'No worker is heartbeating. Start one with: antcode runner --mode direct'));
   };
+  // Enrolled identities first: the live table hides Revoke for a revoked one.
+  const reload = async () => {
+    if (ids) await Promise.all([ids.load(), keys.load()]);
+    await load();
+  };
+  const ids = admin ? enrolled(errors, reload) : null;
   const keys = admin ? enrollment(errors) : null;
-  put(page, heading('Workers'), errors, h('section', { class: 'card' }, box), keys ? keys.el : null);
-  if (keys) await keys.load();
-  const tick = async () => { try { await load(); } catch (e) { errors.show(e); } };
+  put(page, heading('Workers'), errors, h('section', { class: 'card' }, box), ids ? ids.el : null, keys ? keys.el : null);
+  const tick = async () => { try { await reload(); } catch (e) { errors.show(e); } };
   await tick();
   const timer = setInterval(tick, 5000);
   return () => clearInterval(timer);
