@@ -635,6 +635,16 @@ async fn flows(c: &Client, sys: &System) {
         .call(&admin, reqwest::Method::POST, "/schedules/validate", schedule.clone())
         .await;
     assert_eq!(shown, expected["next"], "the builder's next fire times");
+    // Each reads as 03:30 somewhere on its line: in the reader's zone if that is Paris, else in
+    // the schedule's zone next to it.
+    let local_too = c
+        .execute(
+            "return [...document.querySelectorAll('#next-fires li')].every(li => li.textContent.includes('03:30'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(local_too, json!(true), "fire times without the schedule's wall time");
     shot(c, "06-task-new-schedule").await;
     css(c, "#task-form button[type=submit]")
         .await

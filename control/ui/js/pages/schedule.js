@@ -11,6 +11,21 @@ function browserZone() {
   try { return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'; } catch (_) { return 'UTC'; }
 }
 
+/**
+ * One fire time as a list item: in the reader's local time, and also in the schedule's own zone
+ * when that differs (a cron of 03:30 Europe/Paris reads as 03:30 there, whatever the reader's zone).
+ */
+export function fireTime(iso, schedule) {
+  const zone = schedule && schedule.kind === 'cron' ? schedule.timezone : '';
+  let there = '';
+  if (zone && zone !== browserZone()) {
+    try {
+      there = new Date(iso).toLocaleString(undefined, { timeZone: zone, weekday: 'short', hour: '2-digit', minute: '2-digit' });
+    } catch (_) { /* an unknown zone: the server says so in the message */ }
+  }
+  return h('li', {}, h('time', { datetime: iso }, fmtTime(iso)), there ? h('span', { class: 'muted' }, ` (${there} ${zone})`) : null);
+}
+
 function toLocalInput(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '';
@@ -107,7 +122,7 @@ export function scheduleBuilder(initial, anchor) {
   const onceBox = h('div', {}, field('At (your local time)', at));
   const next = h('ol', { class: 'next-times', id: 'next-fires' });
   const nextMsg = h('p', { class: 'muted', id: 'next-msg', 'aria-live': 'polite' });
-  const nextBox = h('div', { class: 'preview' }, h('h3', {}, 'Next 5 fire times'), nextMsg, next);
+  const nextBox = h('div', { class: 'preview' }, h('h3', {}, 'Next 5 fire times (your local time)'), nextMsg, next);
 
   const buildExpr = () => {
     const p = preset.value;
@@ -146,7 +161,7 @@ export function scheduleBuilder(initial, anchor) {
         const res = await get(`/ui/schedule-preview${query({ kind: sched.kind, ...params })}`);
         if (my !== seq) return;
         nextMsg.textContent = res.next.length ? '' : 'This schedule never fires again.';
-        put(clear(next), ...res.next.map((t) => h('li', {}, h('time', { datetime: t }, fmtTime(t)))));
+        put(clear(next), ...res.next.map((t) => fireTime(t, sched)));
       } catch (e) {
         if (my !== seq) return;
         nextMsg.textContent = `Invalid schedule: ${e.detail || e.message}`;

@@ -3,7 +3,7 @@
 
 import { get, post, patch, del, query, getAll } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, fmtDuration, toast, confirmDialog, put } from '../dom.js';
-import { scheduleBuilder } from './schedule.js';
+import { scheduleBuilder, fireTime } from './schedule.js';
 import { hashQuery } from '../app.js';
 
 export async function render(page, params, ctx) {
@@ -187,8 +187,8 @@ async function detail(page, id, ctx) {
         h('dt', {}, 'Retries'), h('dd', {}, `${s.retry.max_attempts} attempt(s), backoff ${s.retry.backoff_s} s`),
         h('dt', {}, 'Overlap / misfire'), h('dd', {}, `${s.overlap} / ${s.misfire}`)),
       h('section', { class: 'card' }, h('h2', {}, 'Schedule'), h('p', {}, scheduleText(task.schedule)),
-        task.schedule ? h('div', {}, h('h3', {}, task.paused ? 'Next fire times (when resumed)' : 'Next 5 fire times'),
-          preview.next.length ? h('ol', { class: 'next-times' }, preview.next.map((t) => h('li', {}, timeEl(t)))) : h('p', {}, 'Never fires again.')) : null,
+        task.schedule ? h('div', {}, h('h3', {}, task.paused ? 'Next fire times when resumed (your local time)' : 'Next 5 fire times (your local time)'),
+          preview.next.length ? h('ol', { class: 'next-times' }, preview.next.map((t) => fireTime(t, task.schedule))) : h('p', {}, 'Never fires again.')) : null,
         h('h3', {}, 'Stats (latest runs)'),
         h('p', {}, Object.entries(stats.counts).filter(([, n]) => n).map(([k, n]) => h('span', { class: 'stat-pill' }, badge(k), ` ${n}`)),
           stats.runs ? ` p50 ${fmtDuration(stats.duration_ms_p50)}, p95 ${fmtDuration(stats.duration_ms_p95)}` : 'No runs yet.'))),
