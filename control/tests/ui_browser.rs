@@ -432,7 +432,14 @@ async fn login(c: &Client, base: &str, user: &str, password: &str) {
     go(c, base, "/login").await;
     heading_is(c, "Sign in to AntCode").await;
     // Keyboard only: type, Tab to the password, Enter submits.
+    // (After a failed attempt the fields still hold what was typed.)
+    css(c, "#login-form input[name=password]")
+        .await
+        .clear()
+        .await
+        .unwrap();
     let name = css(c, "#login-form input[name=username]").await;
+    name.clear().await.unwrap();
     name.send_keys(&format!("{user}{TAB}")).await.unwrap();
     let active = c.active_element().await.unwrap();
     assert_eq!(
@@ -476,6 +483,30 @@ async fn flows(c: &Client, sys: &System) {
     heading_is(c, "Sign in to AntCode").await;
     assert!(current_hash(c).await.starts_with("/login"));
     shot(c, "01-login").await;
+    // A wrong password is told plainly, and the form stays.
+    fill(c, "#login-form input[name=username]", "admin").await;
+    fill(c, "#login-form input[name=password]", "not-the-password").await;
+    css(c, "#login-form input[name=password]")
+        .await
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+    let message = wait_js(
+        c,
+        "const e = document.querySelector('#login-form .error'); return e && !e.hidden && e.textContent;",
+        "the login error",
+    )
+    .await;
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("invalid username or password")),
+        "{message}"
+    );
+    shot(c, "01-login-error").await;
+    for e in console_errors(c).await {
+        assert!(e.contains("401"), "unexpected console error: {e}");
+    }
     login(c, base, "admin", ADMIN_PASSWORD).await;
     assert_clean_console(c, "after login").await;
     // No token in script-readable storage: the session is the HttpOnly cookie.
@@ -596,6 +627,41 @@ async fn flows(c: &Client, sys: &System) {
         v2.contains("hello-from-ui-test") && v2.ends_with("# edited in the browser\n"),
         "version 2 is not the edited file: {v2}"
     );
+
+    // --- upload a version from the project page, then roll back to v2 ------------------------------
+    let v3_dir = work.path().join("v3");
+    std::fs::create_dir(&v3_dir).unwrap();
+    let v3_file = v3_dir.join("hello.py");
+    std::fs::write(&v3_file, format!("{SCRIPT}# v3\n")).unwrap();
+    css(c, "#version-form input[name=file]")
+        .await
+        .send_keys(v3_file.to_str().unwrap())
+        .await
+        .unwrap();
+    css(c, "#version-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "return document.querySelector('.page[aria-busy=false] #main .facts, .page[aria-busy=false] .facts').textContent.includes('v3')",
+        "version 3 current",
+    )
+    .await;
+    let project_path = format!("/projects/{project_id}");
+    assert_eq!(sys.get(&admin, &project_path).await["current_version"], 3);
+    click_xpath(c, "//main//button[text()='Make v2 current']").await;
+    sys.wait_for(&admin, &project_path, "the rollback to v2", |p| {
+        p["current_version"] == 2
+    })
+    .await;
+    wait_js(
+        c,
+        "const f = document.querySelector('.page[aria-busy=false] .facts'); return f && f.textContent.includes('v2') && !f.textContent.includes('v3')",
+        "version 2 current again",
+    )
+    .await;
 
     // --- create a task with the schedule builder ------------------------------------------------
     go(c, base, &format!("/tasks/new?project={project_id}")).await;
