@@ -398,6 +398,16 @@ async fn fill(c: &Client, selector: &str, text: &str) {
     el.send_keys(text).await.unwrap();
 }
 
+/// Presses one key (down and up) wherever the focus is, as a keyboard would.
+async fn press(c: &Client, key: &str) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let key = key.chars().next().expect("a key");
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    c.perform_actions(keys).await.expect("press a key");
+}
+
 /// Clicks the element at `xpath`, finding it again if a refresh replaced it in between (the
 /// workers page redraws every few seconds).
 async fn click_xpath(c: &Client, xpath: &str) {
@@ -518,6 +528,18 @@ async fn flows(c: &Client, sys: &System) {
         .await
         .unwrap();
     assert_eq!(storage, json!([0, 0, false]));
+    // The skip link (the first Tab stop) moves focus to the page's content and keeps the route.
+    c.execute("document.querySelector('a.skip').focus()", vec![])
+        .await
+        .unwrap();
+    press(c, ENTER).await;
+    wait_js(
+        c,
+        "return document.activeElement.closest('#main') && location.hash === '#/'",
+        "focus in the content after the skip link",
+    )
+    .await;
+    heading_is(c, "Dashboard").await;
     // The test's own view of the truth, to check that each click had its effect.
     let admin = sys.token("admin", ADMIN_PASSWORD).await;
 
@@ -813,7 +835,12 @@ async fn flows(c: &Client, sys: &System) {
     );
 
     // --- trigger, watch the log live, cancel -----------------------------------------------------
-    css(c, "#trigger").await.click().await.unwrap();
+    // Trigger from the keyboard: Enter on the focused button.
+    css(c, "#trigger").await;
+    c.execute("document.getElementById('trigger').focus()", vec![])
+        .await
+        .unwrap();
+    press(c, ENTER).await;
     wait_js(
         c,
         "return location.hash.startsWith('#/runs/') && document.querySelector('#log')",

@@ -154,6 +154,13 @@ async function boot() {
       navigate('/login');
     }
   });
+  // The skip link must not follow its href: `#main` would replace the route (a "Not found").
+  document.querySelector('a.skip').addEventListener('click', (e) => {
+    e.preventDefault();
+    const main = document.getElementById('main');
+    const title = main.querySelector('h1');
+    (title || main).focus();
+  });
   document.getElementById('menu-toggle').addEventListener('click', (e) => {
     const nav = document.getElementById('nav');
     const open = nav.classList.toggle('open');
