@@ -347,10 +347,18 @@ async fn picture(c: &Client, name: &str) {
 }
 
 /// Polls a JS expression (a `return …` body) until it is truthy.
+/// A script that throws (an element not drawn yet while the page re-renders) counts as false; its
+/// last error is reported if the wait times out.
 async fn wait_js(c: &Client, script: &str, what: &str) -> Value {
     let deadline = Instant::now() + PATIENCE;
+    let guarded = format!("try {{ {script} }} catch (e) {{ return {{ thrown: String(e) }}; }}");
+    let mut thrown = Value::Null;
     loop {
-        let v = c.execute(script, vec![]).await.expect("execute script");
+        let mut v = c.execute(&guarded, vec![]).await.expect("execute script");
+        if let Some(e) = v.get("thrown") {
+            thrown = e.clone();
+            v = Value::Null;
+        }
         let truthy = match &v {
             Value::Null | Value::Bool(false) => false,
             Value::String(s) => !s.is_empty(),
@@ -365,7 +373,9 @@ async fn wait_js(c: &Client, script: &str, what: &str) -> Value {
                 .execute("return document.getElementById('main').innerText", vec![])
                 .await
                 .unwrap_or_default();
-            panic!("timed out waiting for {what}; the page says:\n{text}");
+            panic!(
+                "timed out waiting for {what} (last script error: {thrown}); the page says:\n{text}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -667,7 +677,7 @@ async fn flows(c: &Client, sys: &System) {
         .unwrap();
     wait_js(
         c,
-        "return document.querySelector('.page[aria-busy=false] #main .facts, .page[aria-busy=false] .facts').textContent.includes('v3')",
+        "const f = document.querySelector('.page[aria-busy=false] .facts'); return f && f.textContent.includes('v3')",
         "version 3 current",
     )
     .await;
@@ -967,6 +977,20 @@ async fn flows(c: &Client, sys: &System) {
     )
     .await;
     shot(c, "10-run-succeeded").await;
+    // The download link serves the whole log (the session cookie is enough).
+    c.execute(
+        "window.__log = null; fetch(document.querySelector('#main a[download]').href) \
+           .then(r => r.text().then(t => { window.__log = r.status + ' ' + t; }));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let downloaded = wait_js(c, "return window.__log", "the downloaded log").await;
+    let downloaded = downloaded.as_str().unwrap_or_default();
+    assert!(
+        downloaded.starts_with("200 ") && downloaded.contains("hello-from-ui-test") && downloaded.contains("bye"),
+        "{downloaded}"
+    );
 
     // Retry from the run page: a new run of the same task, which runs to the end too.
     css(c, "#retry-run").await.click().await.unwrap();
@@ -1029,7 +1053,41 @@ async fn flows(c: &Client, sys: &System) {
     shot(c, "11-dashboard").await;
     go(c, base, "/runs").await;
     heading_is(c, "Runs").await;
+    // Filter by state from the form: only the cancelled run is left.
+    css(c, "#main form[role=search] select[name=state]")
+        .await
+        .select_by_value("cancelled")
+        .await
+        .unwrap();
+    css(c, "#main form[role=search] button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "if (location.hash !== '#/runs?state=cancelled' || !document.querySelector('.page[aria-busy=false]')) return false; \
+         const rows = [...document.querySelectorAll('#main tbody tr')]; \
+         return rows.length === 1 && rows[0].querySelector('.badge').textContent === 'cancelled';",
+        "the runs filtered to the cancelled one",
+    )
+    .await;
     shot(c, "12-runs").await;
+    // A page whose data cannot load says why, readably.
+    go(c, base, "/runs/01900000-0000-7000-8000-000000000000").await;
+    let message = wait_js(
+        c,
+        "const e = document.querySelector('#main .error'); return e && !e.hidden && e.textContent;",
+        "the not-found message",
+    )
+    .await;
+    assert!(
+        message.as_str().is_some_and(|m| m.contains("not found")),
+        "{message}"
+    );
+    for e in console_errors(c).await {
+        assert!(e.contains("404"), "unexpected console error: {e}");
+    }
     go(c, base, "/tasks").await;
     heading_is(c, "Tasks").await;
     shot(c, "13-tasks").await;
