@@ -271,7 +271,10 @@ impl System {
             if check(&body) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -730,7 +733,12 @@ async fn flows(c: &Client, sys: &System) {
         .unwrap();
     let schedule = json!({"kind": "cron", "cron": "30 3 * * *", "timezone": "Europe/Paris"});
     let expected = sys
-        .call(&admin, reqwest::Method::POST, "/schedules/validate", schedule.clone())
+        .call(
+            &admin,
+            reqwest::Method::POST,
+            "/schedules/validate",
+            schedule.clone(),
+        )
         .await;
     assert_eq!(shown, expected["next"], "the builder's next fire times");
     // Each reads as 03:30 somewhere on its line: in the reader's zone if that is Paris, else in
@@ -742,7 +750,11 @@ async fn flows(c: &Client, sys: &System) {
         )
         .await
         .unwrap();
-    assert_eq!(local_too, json!(true), "fire times without the schedule's wall time");
+    assert_eq!(
+        local_too,
+        json!(true),
+        "fire times without the schedule's wall time"
+    );
     shot(c, "06-task-new-schedule").await;
     css(c, "#task-form button[type=submit]")
         .await
@@ -988,7 +1000,9 @@ async fn flows(c: &Client, sys: &System) {
     let downloaded = wait_js(c, "return window.__log", "the downloaded log").await;
     let downloaded = downloaded.as_str().unwrap_or_default();
     assert!(
-        downloaded.starts_with("200 ") && downloaded.contains("hello-from-ui-test") && downloaded.contains("bye"),
+        downloaded.starts_with("200 ")
+            && downloaded.contains("hello-from-ui-test")
+            && downloaded.contains("bye"),
         "{downloaded}"
     );
 
@@ -1208,7 +1222,12 @@ async fn flows(c: &Client, sys: &System) {
     shot(c, "22-viewer-task-detail").await;
     // Pages above the viewer's role say so instead of failing.
     let project_edit = format!("{project_page}/edit");
-    for route in ["/users", "/audit", project_edit.as_str(), task_edit.as_str()] {
+    for route in [
+        "/users",
+        "/audit",
+        project_edit.as_str(),
+        task_edit.as_str(),
+    ] {
         go(c, base, route).await;
         heading_is(c, "Not allowed").await;
     }
@@ -1377,7 +1396,10 @@ async fn workers_page(c: &Client, sys: &System, admin: &str) {
     let (status, _) = sys.request("", post, authenticate, credential).await;
     assert_eq!(status, 401, "a revoked worker's credential still works");
     let enrolled = sys.get(admin, "/enrolled-workers").await;
-    assert_eq!(enrolled["items"][0]["id"].as_str(), Some(worker_id.as_str()));
+    assert_eq!(
+        enrolled["items"][0]["id"].as_str(),
+        Some(worker_id.as_str())
+    );
     assert_eq!(enrolled["items"][0]["revoked"], true, "{enrolled}");
     // The page says so, and offers no second revoke; the key shows it was used.
     wait_js(
@@ -1431,7 +1453,10 @@ async fn users_page(c: &Client, sys: &System, admin: &str) {
     .await;
     wait_js(
         c,
-        &format!("const s = document.querySelector({}); return s && s.value === 'viewer' && !s.disabled", json!(role_select)),
+        &format!(
+            "const s = document.querySelector({}); return s && s.value === 'viewer' && !s.disabled",
+            json!(role_select)
+        ),
         "the table to show the new role",
     )
     .await;
@@ -1557,9 +1582,7 @@ async fn secrets_page(c: &Client, sys: &System, admin: &str) {
             json!({}),
         )
         .await;
-    let log = sys
-        .finished_log(admin, run["id"].as_str().unwrap())
-        .await;
+    let log = sys.finished_log(admin, run["id"].as_str().unwrap()).await;
     assert!(log.contains("secret is replaced-value-2"), "{log}");
 }
 

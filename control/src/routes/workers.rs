@@ -175,9 +175,10 @@ async fn list_keys(ctx: Ctx) -> ApiResult<Response> {
 }
 
 async fn list_enrolled(ctx: Ctx) -> ApiResult<Response> {
-    ctx.require(Role::Admin, "worker.list_enrolled", "-").await?;
+    ctx.require(Role::Admin, "worker.list_enrolled", "-")
+        .await?;
     let mut records = ctx.state.store.list_worker_records().await?;
-    records.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     Ok(ok(List::all(records)))
 }
 
