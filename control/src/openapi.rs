@@ -39,7 +39,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/api/v1/tasks/{id}/invoke", "Run and wait up to wait_s for the result", "operator", ""),
     ("get", "/api/v1/tasks/{id}/stats", "Counts by state and duration percentiles", "viewer", ""),
     ("get", "/api/v1/tasks/{id}/preview", "The next five fire times of the task's schedule", "viewer", ""),
-    ("post", "/api/v1/schedules/validate", "Validate a schedule and preview its next five fire times", "viewer", "json"),
+    ("post", "/api/v1/schedules/validate", "Validate a schedule and preview its next five fire times (intervals counted from anchor)", "viewer", "json"),
     ("get", "/api/v1/runs", "List runs (task_id, state, worker_id, since)", "viewer", ""),
     ("get", "/api/v1/runs/{id}", "Get a run with its history", "viewer", ""),
     ("post", "/api/v1/runs/{id}/cancel", "Cancel a run", "operator", ""),
@@ -94,6 +94,7 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
             }
         }
         "/api/v1/runs/{id}/logs" => params.push(q("follow", "boolean")),
+        "/api/v1/schedules/validate" => params.push(q("anchor", "string")),
         "/api/v1/tasks/{id}/invoke" => params
             .push(json!({"name": "wait_s", "in": "query", "required": false,
             "schema": {"type": "integer", "minimum": 0, "maximum": 300}})),

@@ -6,9 +6,6 @@
 //! and echoes the CSRF double-submit cookie in `X-CSRF-Token` (see `auth.rs`); it never stores a
 //! token in script-readable storage. Every UI response carries a strict Content-Security-Policy
 //! (scripts, styles and connections from this origin only), so an injected string cannot run.
-//!
-//! One helper endpoint lives here rather than in the API: `GET /ui/schedule-preview` computes the
-//! next five fire times of a schedule that is not saved yet, for the task form's schedule builder.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
@@ -16,16 +13,9 @@ use std::sync::OnceLock;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Router;
 
-use antcode_core::model::Schedule;
-use antcode_core::time::{now_ms, to_rfc3339};
-
-use crate::auth::Ctx;
-use crate::problem::{ApiResult, Problem};
-use crate::routes::Q;
+use crate::problem::Problem;
 use crate::AppState;
 
 /// One embedded file of `control/ui/`, served at `/ui/<path>` (`index.html` also at `/`).
@@ -76,7 +66,6 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
-        .route("/ui/schedule-preview", get(schedule_preview))
         .route("/ui/{*path}", get(asset))
 }
 
@@ -153,53 +142,6 @@ async fn asset(
         Some(a) => serve(a, &headers),
         None => Problem::not_found(format!("no UI file /ui/{path}")).into_response(),
     }
-}
-
-#[derive(Deserialize)]
-struct PreviewQuery {
-    kind: String,
-    at: Option<String>,
-    every_s: Option<u64>,
-    cron: Option<String>,
-    timezone: Option<String>,
-    /// When an interval starts counting (RFC 3339): the task's creation when editing one;
-    /// now for a new task.
-    anchor: Option<String>,
-}
-
-/// The next five fire times of an unsaved schedule, with the same rules the scheduler uses.
-/// Any signed-in user may ask: it reads nothing and changes nothing.
-async fn schedule_preview(_ctx: Ctx, Q(q): Q<PreviewQuery>) -> ApiResult<Response> {
-    let missing =
-        |f: &str| Problem::bad_request(format!("{f}: required for a {} schedule", q.kind));
-    let schedule = match q.kind.as_str() {
-        "once" => Schedule::Once {
-            at: q.at.clone().ok_or_else(|| missing("at"))?,
-        },
-        "interval" => Schedule::Interval {
-            every_s: q.every_s.ok_or_else(|| missing("every_s"))?,
-        },
-        "cron" => Schedule::Cron {
-            cron: q.cron.clone().ok_or_else(|| missing("cron"))?,
-            timezone: q.timezone.clone().unwrap_or_else(|| "UTC".into()),
-        },
-        other => {
-            return Err(Problem::bad_request(format!(
-                "kind: {other:?} is not one of once, interval, cron"
-            )))
-        }
-    };
-    let now = now_ms();
-    let anchor = match q.anchor.as_deref() {
-        None | Some("") => now,
-        Some(a) => antcode_core::time::parse_rfc3339(a).ok_or_else(|| {
-            Problem::bad_request(format!("anchor: {a:?} is not an RFC 3339 time"))
-        })?,
-    };
-    let times = antcode_core::schedule::preview(&schedule, now, anchor, 5)
-        .map_err(|e| Problem::bad_request(e.to_string()))?;
-    let next: Vec<String> = times.into_iter().map(to_rfc3339).collect();
-    Ok(Json(json!({ "next": next })).into_response())
 }
 
 #[cfg(test)]

@@ -1059,5 +1059,33 @@ async fn schedules_validate_names_the_bad_field_and_previews() {
             "{body}"
         );
     }
+    // An interval counts from its anchor (a task's creation, when the UI edits one).
+    let hourly = json!({"kind": "interval", "every_s": 3600});
+    let res = s
+        .post_json(
+            &t,
+            "/api/v1/schedules/validate?anchor=2020-01-01T00:00:30Z",
+            hourly.clone(),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let next = body["next"].as_array().unwrap();
+    assert_eq!(next.len(), 5, "{body}");
+    assert!(
+        next.iter()
+            .all(|t| t.as_str().unwrap().ends_with(":00:30.000Z")),
+        "{body}"
+    );
+    let body = problem(
+        s.post_json(&t, "/api/v1/schedules/validate?anchor=yesterday", hourly)
+            .await,
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("anchor"),
+        "{body}"
+    );
     s.stop().await;
 }

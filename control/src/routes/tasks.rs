@@ -557,15 +557,28 @@ fn rfc3339_all(times: Vec<i64>) -> Vec<String> {
         .collect()
 }
 
-/// `POST /schedules/validate`: 200 with the next five fire times from now, or 400 naming the
-/// offending field. Lets the UI's schedule builder check an expression before saving it.
+#[derive(Deserialize)]
+struct ValidateQuery {
+    /// When an interval starts counting (RFC 3339): a task's creation when editing it; now when
+    /// absent or empty.
+    anchor: Option<String>,
+}
+
+/// `POST /schedules/validate[?anchor=RFC3339]`: 200 with the next five fire times from now, or
+/// 400 naming the offending field. The UI's schedule builder calls it as you type.
 async fn validate_schedule(
     ctx: Ctx,
+    Q(q): Q<ValidateQuery>,
     JsonBody(schedule): JsonBody<Schedule>,
 ) -> ApiResult<Response> {
     ctx.require(Role::Viewer, "schedule.validate", "").await?;
     let now = now_ms();
-    let times = antcode_core::schedule::preview(&schedule, now, now, 5)
+    let anchor = match q.anchor.as_deref() {
+        None | Some("") => now,
+        Some(a) => parse_rfc3339(a)
+            .ok_or_else(|| bad("anchor", format!("{a:?} is not an RFC 3339 time")))?,
+    };
+    let times = antcode_core::schedule::preview(&schedule, now, anchor, 5)
         .map_err(|e| Problem::bad_request(e.to_string()))?;
     Ok(ok(
         json!({"valid": true, "schedule": schedule, "next": rfc3339_all(times)}),

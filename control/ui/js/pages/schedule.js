@@ -1,7 +1,7 @@
 // The schedule builder: none / once / interval / cron (with presets), and the next five fire
-// times computed by the server (`/ui/schedule-preview`, the scheduler's own rules) as you type.
+// times computed by the server (`POST /schedules/validate`, the scheduler's own rules) as you type.
 
-import { get, query } from '../api.js';
+import { post, query } from '../api.js';
 import { h, clear, field, fmtTime, put } from '../dom.js';
 
 const DAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
@@ -156,9 +156,7 @@ export function scheduleBuilder(initial, anchor) {
       if (!sched) { nextMsg.textContent = 'No schedule: the task runs when triggered.'; return; }
       nextMsg.textContent = 'Computing…';
       try {
-        const params = { ...sched, anchor: anchor || '' };
-        delete params.kind;
-        const res = await get(`/ui/schedule-preview${query({ kind: sched.kind, ...params })}`);
+        const res = await post(`/schedules/validate${query({ anchor })}`, sched);
         if (my !== seq) return;
         nextMsg.textContent = res.next.length ? '' : 'This schedule never fires again.';
         put(clear(next), ...res.next.map((t) => fireTime(t, sched)));
