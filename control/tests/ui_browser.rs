@@ -11,7 +11,9 @@
 //! runner command and revoke that worker; create a user and change their role; create, use and
 //! revoke an API token; set and replace a secret (a run receives the new value); filter the audit
 //! log from its form; a server error shown as a readable message; every page at phone width
-//! without sideways scrolling; a viewer sees no mutating control.
+//! without sideways scrolling; a viewer sees no mutating control; an operator may drain but sees
+//! no admin control. Keyboard: login, the skip link, trigger with Enter, the confirm dialog
+//! (Escape changes nothing, Shift+Tab then Enter confirms), the audit filter submitted with Enter.
 //!
 //! Each click is checked by its effect through the API (or the edge's internal API), not only by
 //! what the page shows. On every page the console stays free of errors, no raw JS value
@@ -1232,6 +1234,34 @@ async fn flows(c: &Client, sys: &System) {
         heading_is(c, "Not allowed").await;
     }
     assert_clean_console(c, "as a viewer").await;
+
+    // --- an operator: runs work, but no admin controls ------------------------------------------------
+    sys.call(
+        &admin,
+        reqwest::Method::POST,
+        "/users",
+        json!({"username": "opal", "password": "operator-pass-1", "role": "operator"}),
+    )
+    .await;
+    css(c, "#logout").await.click().await.unwrap();
+    heading_is(c, "Sign in to AntCode").await;
+    login(c, base, "opal", "operator-pass-1").await;
+    go(c, base, "/workers").await;
+    heading_is(c, "Workers").await;
+    let controls = wait_js(
+        c,
+        "const t = document.querySelector('#main table'); if (!t || !t.textContent.includes('edge-box-1')) return false; \
+         return [[...t.querySelectorAll('button')].some(b => b.textContent === 'Drain'), \
+                 [...document.querySelectorAll('#main button')].some(b => b.textContent === 'Revoke'), \
+                 !!document.querySelector('#enrolled, #enrollment')];",
+        "the workers table as an operator",
+    )
+    .await;
+    assert_eq!(controls, json!([true, false, false]), "operator controls");
+    go(c, base, "/secrets").await;
+    heading_is(c, "Secrets").await;
+    assert_read_only(c, "the secrets page as an operator").await;
+    assert_clean_console(c, "as an operator").await;
 }
 
 /// The dashboard's queue table shows the `nightly` queue with one job waiting.

@@ -11,15 +11,15 @@ export async function render(page, params, ctx) {
   const box = h('div', {});
   const load = async () => {
     const res = await get('/tokens');
-    put(clear(box), table(['Name', 'Kind', 'Scopes', 'Created', 'Expires', ''], res.items.map((t) => {
-      const rm = h('button', { type: 'button', class: 'danger' }, t.kind === 'session' ? 'Sign out' : 'Revoke');
-      rm.setAttribute('aria-label', `${t.kind === 'session' ? 'End session' : 'Revoke token'} ${t.name} created ${t.created_at}`);
+    // The list holds API tokens only (login sessions end with Log out).
+    put(clear(box), table(['Name', 'Scopes', 'Created', 'Expires', 'Action'], res.items.map((t) => {
+      const rm = h('button', { type: 'button', class: 'danger', 'aria-label': `Revoke token ${t.name} created ${t.created_at}` }, 'Revoke');
       rm.addEventListener('click', async () => {
-        if (!(await confirmDialog(`Revoke ${t.kind === 'session' ? 'this login session' : `token ${t.name}`}?`, 'Revoke'))) return;
+        if (!(await confirmDialog(`Revoke token ${t.name}? Programs using it are refused from now on.`, 'Revoke'))) return;
         await busy(rm, errors, async () => { await del(`/tokens/${t.id}`); toast('Revoked'); await load(); });
       });
-      return [t.name, t.kind, t.scopes.join(', '), timeEl(t.created_at), timeEl(t.expires_at), rm];
-    })));
+      return [t.name, t.scopes.join(', '), timeEl(t.created_at), timeEl(t.expires_at), rm];
+    }), 'No API tokens yet.'));
   };
   // create a token
   const name = h('input', { name: 'token-name', required: true, maxlength: 100 });
@@ -66,7 +66,7 @@ export async function render(page, params, ctx) {
   });
   put(page, heading('Account & tokens'), errors,
     h('p', {}, `Signed in as ${me.user.username} (${me.role}).`),
-    h('section', { class: 'card' }, h('h2', {}, 'Your tokens and sessions'), box),
+    h('section', { class: 'card' }, h('h2', {}, 'Your API tokens'), box),
     h('div', { class: 'grid2' }, tform, pform));
   await load();
 }
