@@ -1170,16 +1170,7 @@ async fn flows(c: &Client, sys: &System) {
     assert_clean_console(c, "at phone width").await;
 
     // --- a viewer -------------------------------------------------------------------------------------
-    sys.call(
-        &admin,
-        reqwest::Method::POST,
-        "/users",
-        json!({"username": "vera", "password": "viewer-pass-1", "role": "viewer"}),
-    )
-    .await;
-    css(c, "#logout").await.click().await.unwrap();
-    heading_is(c, "Sign in to AntCode").await;
-    login(c, base, "vera", "viewer-pass-1").await;
+    switch_user(c, sys, &admin, "vera", "viewer").await;
     // The dashboard's queue depth is readable by a viewer too.
     wait_js(c, QUEUE_ROW, "the queue depth as a viewer").await;
     let nav = c
@@ -1236,16 +1227,7 @@ async fn flows(c: &Client, sys: &System) {
     assert_clean_console(c, "as a viewer").await;
 
     // --- an operator: runs work, but no admin controls ------------------------------------------------
-    sys.call(
-        &admin,
-        reqwest::Method::POST,
-        "/users",
-        json!({"username": "opal", "password": "operator-pass-1", "role": "operator"}),
-    )
-    .await;
-    css(c, "#logout").await.click().await.unwrap();
-    heading_is(c, "Sign in to AntCode").await;
-    login(c, base, "opal", "operator-pass-1").await;
+    switch_user(c, sys, &admin, "opal", "operator").await;
     go(c, base, "/workers").await;
     heading_is(c, "Workers").await;
     let controls = wait_js(
@@ -1262,6 +1244,21 @@ async fn flows(c: &Client, sys: &System) {
     heading_is(c, "Secrets").await;
     assert_read_only(c, "the secrets page as an operator").await;
     assert_clean_console(c, "as an operator").await;
+}
+
+/// Creates user `name` with `role` (through the API), logs out and logs in as them.
+async fn switch_user(c: &Client, sys: &System, admin: &str, name: &str, role: &str) {
+    let password = format!("{name}-password-1");
+    sys.call(
+        admin,
+        reqwest::Method::POST,
+        "/users",
+        json!({"username": name, "password": password, "role": role}),
+    )
+    .await;
+    css(c, "#logout").await.click().await.unwrap();
+    heading_is(c, "Sign in to AntCode").await;
+    login(c, &sys.base, name, &password).await;
 }
 
 /// The dashboard's queue table shows the `nightly` queue with one job waiting.
