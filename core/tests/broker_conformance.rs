@@ -1002,9 +1002,18 @@ async fn redis_reaper_requeues_entries_stranded_by_a_dead_lessee() {
     let j = job(&run_id(), "default");
     assert!(b.publish(&j).await.unwrap());
 
-    // The dead lessee's half: the read, without the claim.
+    // The dead lessee's half: the group (as every lessee makes it), the read, without the claim.
     let mut con = raw_redis(&url).await;
     let stream = format!("{{{prefix}}}:q:default");
+    let _: redis::Value = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("runners")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("runners")

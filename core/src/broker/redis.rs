@@ -62,6 +62,13 @@ impl From<RedisError> for BrokerError {
 /// Lua helper shared by the scripts that end an attempt: removes `attempt` from the run's entry
 /// in the `jobs` hash, deleting the field when no attempt is left.
 const LUA_DROP_ATTEMPT: &str = r#"
+-- The attempt of a stored lease. A lease starts `{"job":{"run_id":"…","attempt":N` (serde keeps
+-- the field order of `Job`), so a pattern finds it without decoding the whole job.
+local function lease_attempt(lease)
+  local n = string.match(lease, '^{"job":{"run_id":"[^"]*","attempt":(%d+)')
+  if n then return n end
+  return tostring(cjson.decode(lease).job.attempt)
+end
 local function drop_attempt(jobs, run, attempt)
   local raw = redis.call('HGET', jobs, run)
   if not raw then return end
@@ -71,15 +78,14 @@ local function drop_attempt(jobs, run, attempt)
 end
 "#;
 
-/// KEYS: jobs, stream, queues, cancels. ARGV: run, attempt, job JSON, queue, group.
+/// KEYS: jobs, stream, queues, cancels. ARGV: run, attempt, job JSON, queue.
 const LUA_PUBLISH: &str = r#"
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local att = {}
 if raw then att = cjson.decode(raw) end
 if att[ARGV[2]] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
-end
+-- XADD creates the stream; lessees create its group from id 0 (and again after a FLUSHALL), so
+-- an entry published before any lessee came is still delivered.
 local id = redis.call('XADD', KEYS[2], '*', 'run', ARGV[1], 'attempt', ARGV[2], 'job', ARGV[3])
 att[ARGV[2]] = {s = 'q', k = KEYS[2], id = id}
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(att))
@@ -182,7 +188,7 @@ return {cancels, lost, redis.call('SISMEMBER', KEYS[4], ARGV[1])}
 const LUA_RELEASE: &str = r#"
 if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 local lease = redis.call('HGET', KEYS[3], ARGV[1])
-if lease then drop_attempt(KEYS[1], ARGV[1], tostring(cjson.decode(lease).job.attempt)) end
+if lease then drop_attempt(KEYS[1], ARGV[1], lease_attempt(lease)) end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -221,7 +227,7 @@ for i = 1, #runs, 2 do
   redis.call('HDEL', KEYS[3], run)
   redis.call('HDEL', KEYS[4], run)
   if lease then
-    drop_attempt(KEYS[1], run, tostring(cjson.decode(lease).job.attempt))
+    drop_attempt(KEYS[1], run, lease_attempt(lease))
     out[#out + 1] = lease
     out[#out + 1] = score
   end
@@ -847,7 +853,6 @@ impl Broker for RedisBroker {
             .arg(job.attempt)
             .arg(to_json(job)?)
             .arg(&job.queue)
-            .arg(GROUP)
             .invoke_async(&mut self.con())
             .await?;
         Ok(added == 1)
