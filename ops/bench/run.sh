@@ -13,4 +13,4 @@ if [ ! -x "$VENV/bin/celery" ]; then
   uv pip install --quiet --python "$VENV/bin/python" celery redis packaging
 fi
 cargo build --release --quiet -p antcode-bench
-exec target/release/bench-runs --celery-venv "$VENV" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/bench-runs" --celery-venv "$VENV" "$@"
