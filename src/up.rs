@@ -27,6 +27,9 @@ pub struct UpConfig {
     pub lost_after: Duration,
     /// Rate limits and long-poll bounds of the edge.
     pub edge_limits: antcode_edge::Limits,
+    /// The broker: the in-process one by default; a `redis://` URL runs the same single process
+    /// on Redis Streams (the benchmarks compare both).
+    pub broker_url: String,
 }
 
 impl UpConfig {
@@ -41,6 +44,7 @@ impl UpConfig {
             queues: vec!["default".into()],
             lost_after: Duration::from_secs(15),
             edge_limits: antcode_edge::Limits::default(),
+            broker_url: "memory://".into(),
         }
     }
 }
@@ -64,7 +68,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     let data_dir = cfg.data_dir.canonicalize()?;
     let db_url = format!("sqlite://{}", data_dir.join("antcode.db").display());
     let store = seams::open_store(&db_url).await?;
-    let broker = seams::open_broker("memory://").await?;
+    let broker = seams::open_broker(&cfg.broker_url).await?;
     let blobs = seams::open_blobs(&data_dir.join("blobs").display().to_string()).await?;
     // Task secrets are sealed under a random key kept next to the database (created once, 0600).
     let secrets = std::sync::Arc::new(antcode_core::secrets::SecretBox::from_key_file(

@@ -196,9 +196,11 @@ struct Measured {
     throughput_s: f64,
 }
 
-async fn measure_antcode(a: &Args) -> anyhow::Result<Measured> {
+/// AntCode in one process (`up`) on the broker at `broker_url`.
+async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir()?;
     let mut cfg = UpConfig::new(dir.path().to_path_buf());
+    cfg.broker_url = broker_url.to_string();
     cfg.control_addr = "127.0.0.1:0".parse()?;
     cfg.edge_addr = "127.0.0.1:0".parse()?;
     cfg.admin_password = PASSWORD.into();
@@ -319,7 +321,13 @@ async fn main() -> anyhow::Result<()> {
     }
     // The first is the fair floor (see `floor_pythons`).
     let (bare_p50, bare_p99) = (floors[0].1, floors[0].2);
-    let ours = measure_antcode(&a).await?;
+    let ours = measure_antcode(&a, "memory://").await?;
+    // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
+    let on_redis = format!(
+        "redis://127.0.0.1:6379/13?prefix=bench-runs-{}",
+        std::process::id()
+    );
+    let ours_redis = measure_antcode(&a, &on_redis).await?;
     // Printed now, so a failing peer does not lose our numbers.
     eprintln!(
         "AntCode: p50 {:.1} ms, p99 {:.1} ms, {} sequential {:.2} s, {} tasks {:.1} s (bare spawn p50 {bare_p50:.1} ms)",
@@ -350,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
         )
     };
     row("AntCode (up: embedded broker, SQLite)", &ours);
+    row("AntCode (up: Redis broker, SQLite)", &ours_redis);
     if let Some(c) = &celery {
         row("Celery 5 prefork (Redis broker + backend)", c);
     }
@@ -360,6 +369,7 @@ async fn main() -> anyhow::Result<()> {
         "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
         "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n},
+        "antcode_redis": {"p50_ms": ours_redis.p50_ms, "p99_ms": ours_redis.p99_ms, "sequential_s": ours_redis.sequential_s, "throughput_s": ours_redis.throughput_s, "n": a.throughput_n},
         "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s})),
     });
     std::fs::create_dir_all("target/bench")?;
