@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use antcode_core::broker::Broker;
 use antcode_core::store::Store;
+use antcode_core::time::{Clock, SystemClock};
 use antcode_core::Shutdown;
 
 pub struct SchedulerConfig {
@@ -40,6 +41,9 @@ pub struct SchedulerConfig {
     /// Opens task secrets into the jobs this instance publishes (`ANTCODE_SECRET_KEY`); without
     /// it, runs of tasks that declare secrets fail with a message saying so.
     pub secrets: Option<Arc<antcode_core::secrets::SecretBox>>,
+    /// Where tick and compensation read "now": due times, misfires, lag, backoff starts, lost
+    /// leases and queue timeouts. Tests put a `ManualClock` here and advance it.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SchedulerConfig {
@@ -52,6 +56,7 @@ impl SchedulerConfig {
             leader_ttl: Duration::from_secs(10),
             lost_after: Duration::from_secs(15),
             secrets: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }

@@ -164,8 +164,8 @@ async fn main() -> anyhow::Result<()> {
         let pass = now_ms();
         tick::fire_due(&config, fence).await;
         if pass >= end + 1_000 {
-            let behind = store.due_tasks(end - 1).await?.len();
-            if behind == 0 || pass > end + 120_000 {
+            let behind = !store.due_tasks(end - 1, 1).await?.is_empty();
+            if !behind || pass > end + 120_000 {
                 break;
             }
         }
