@@ -333,6 +333,36 @@ async fn publish_many_is_publish_per_job(s: &Subject) {
     );
 }
 
+async fn holds_is_what_publish_would_skip(s: &Subject) {
+    let b = &*s.broker;
+    let (queued, leased, never) = (
+        job(&run_id(), "holds"),
+        job(&run_id(), "holds"),
+        job(&run_id(), "holds"),
+    );
+    b.publish(&leased).await.unwrap();
+    let lease = b
+        .lease(&req("w1", &["holds"], 1, TTL), Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    b.publish(&queued).await.unwrap();
+    let next_attempt = Job {
+        attempt: 2,
+        ..queued.clone()
+    };
+    let asked = [queued.clone(), leased.clone(), never.clone(), next_attempt];
+    assert_eq!(
+        b.holds(&asked).await.unwrap(),
+        [true, true, false, false],
+        "queued and leased are held; another run or attempt is not"
+    );
+    assert_eq!(s.twin.holds(&asked[..1]).await.unwrap(), [true]);
+    b.release(&leased.run_id, &lease.lease_token).await.unwrap();
+    assert_eq!(b.holds(&[leased]).await.unwrap(), [false], "released");
+    assert!(b.holds(&[]).await.unwrap().is_empty());
+}
+
 async fn lease_wakes_when_a_job_is_published(s: &Subject) {
     let b = s.broker.clone();
     // Nothing queued: a short wait returns empty-handed.
@@ -954,6 +984,7 @@ conformance!(
     publish_lease_round_trip,
     publish_is_idempotent,
     publish_many_is_publish_per_job,
+    holds_is_what_publish_would_skip,
     lease_wakes_when_a_job_is_published,
     lease_respects_max_and_isolates_queues,
     expired_leases_are_reaped_exactly_once,

@@ -1,8 +1,9 @@
 //! Compensation: the leader's repairs that make "nothing accepted is lost" true.
 //!
 //! Each pass:
-//! 1. re-publishes every due `queued` run from SQL (publishing is idempotent per attempt, so runs
-//!    already in the broker are untouched; after a restart or a Redis flush they come back);
+//! 1. re-publishes the due `queued` runs of SQL that the broker does not hold (after a restart or
+//!    a Redis flush they come back; publishing is idempotent per attempt, so a race with another
+//!    publisher is harmless);
 //! 2. reclaims leases whose deadline passed (no heartbeat) as attempt `lost` → retry or fail;
 //! 3. declares `lost` a `running` run whose lease has been gone for longer than `lost_after`
 //!    (the broker lost it, or the whole process restarted under it).
@@ -112,7 +113,19 @@ impl<'a> Compensator<'a> {
 
     async fn republish_queued(&self) -> Result<(), crate::SchedulerError> {
         let c = self.config;
-        let jobs = c.store.due_queued_jobs(self.now(), 1000).await?;
+        let due = c.store.due_queued_jobs(self.now(), 1000).await?;
+        // Only what the broker lacks is resolved (secrets opened) and published: normally that
+        // is nothing, so a pass costs one SQL read and one broker read.
+        let held = c.broker.holds(&due).await?;
+        let jobs: Vec<_> = due
+            .into_iter()
+            .zip(held)
+            .filter(|(_, held)| !held)
+            .map(|(job, _)| job)
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let results = match publish_jobs(
             c.store.as_ref(),
             c.broker.as_ref(),

@@ -5,12 +5,13 @@
 //! * [`leader`] elects one instance through the broker's lock and carries its fencing token.
 //! * [`compensation`] (leader only) keeps the broker consistent with SQL: re-publishes queued runs,
 //!   reclaims expired leases as `lost`, and detects running runs whose lease vanished.
-//! * [`tick`] (leader only) fires schedules.
+//! * [`tick`] (leader only) fires schedules, in batches of one transaction each.
 //!
 //! The plane never talks to runners or control directly: only through `Store` and `Broker`.
 //!
 //! Metrics: `antcode_scheduler_fires_total{outcome}`, `antcode_scheduler_fire_lag_seconds`
-//! (SQL write time − due time), `antcode_scheduler_leader_changes_total`,
+//! (SQL write time − due time), `antcode_scheduler_fire_batch_size` (fires written per
+//! transaction), `antcode_scheduler_leader_changes_total`,
 //! `antcode_scheduler_repairs_total{kind}`, `antcode_scheduler_recorder_lag_seconds` (apply time
 //! − the event's `at_ms`).
 

@@ -212,6 +212,7 @@ async fn fire_batch(
         .store
         .fire_schedules(&fires, &next, crate::leader::LOCK, fence, now)
         .await?;
+    metrics::histogram!("antcode_scheduler_fire_batch_size").record(fires.len() as f64);
     // Lag is measured once the batch is durable: that is when its fires happened.
     let written = config.clock.now_ms();
     let mut publish = vec![];

@@ -156,6 +156,14 @@ impl Broker for MemoryBroker {
         Ok(added)
     }
 
+    async fn holds(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        let st = self.lock();
+        Ok(jobs
+            .iter()
+            .map(|j| st.present.contains(&(j.run_id.clone(), j.attempt)))
+            .collect())
+    }
+
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
         let until = tokio::time::Instant::now() + wait;
         loop {

@@ -110,6 +110,10 @@ pub trait Broker: Send + Sync + 'static {
     /// lines up with `jobs`. Not atomic as a whole: on an error some may have been added, which
     /// is harmless because publishing again is idempotent.
     async fn publish_many(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>>;
+    /// For each job, whether its `(run_id, attempt)` is queued or leased here — exactly when
+    /// publishing it would add nothing. Lets compensation resolve and publish only what is
+    /// missing; the result lines up with `jobs`.
+    async fn holds(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>>;
     /// Waits up to `wait` for jobs on any of the queues and leases up to `max` of them.
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>>;
     /// Extends the worker's leases; reports cancels, lost leases and the drain flag.

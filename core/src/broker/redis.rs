@@ -876,6 +876,28 @@ impl Broker for RedisBroker {
         Ok(out)
     }
 
+    async fn holds(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        // The `jobs` hash is what makes publish idempotent: one HMGET answers for all of them.
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(self.key("jobs"));
+        for job in jobs {
+            cmd.arg(&job.run_id);
+        }
+        let raws: Vec<Option<String>> = cmd.query_async(&mut self.con()).await?;
+        jobs.iter()
+            .zip(raws)
+            .map(|(job, raw)| {
+                let Some(raw) = raw else { return Ok(false) };
+                let attempts: serde_json::Value = serde_json::from_str(&raw)
+                    .map_err(|e| BrokerError::Corrupt(format!("jobs entry: {e}")))?;
+                Ok(attempts.get(job.attempt.to_string()).is_some())
+            })
+            .collect()
+    }
+
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
         let mut streams: Vec<String> = Vec::new();
         for q in &req.queues {

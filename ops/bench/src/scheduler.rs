@@ -1,5 +1,6 @@
-//! `bench-scheduler`: N active cron schedules on one scheduler leader (SQLite store, in-process
-//! memory broker, so the numbers are the schedule plane's own cost).
+//! `bench-scheduler`: N active cron schedules on one scheduler leader (SQLite store by default,
+//! or `--database-url` to an EMPTY PostgreSQL/MariaDB database; in-process memory broker, so the
+//! numbers are the schedule plane's own cost).
 //!
 //! Two phases, both driven through `tick::fire_due` exactly as the leader loop calls it:
 //! * burst: every schedule due at the same instant; fires/s = N / time to fire them all, and the
@@ -24,12 +25,14 @@ use antcode_scheduler::{tick, SchedulerConfig};
 struct Args {
     schedules: usize,
     steady_s: u64,
+    database_url: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         schedules: 100_000,
         steady_s: 30,
+        database_url: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,7 +40,10 @@ fn parse_args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--schedules" => a.schedules = value()?.parse()?,
             "--steady-s" => a.steady_s = value()?.parse()?,
-            other => anyhow::bail!("unknown flag {other}; use --schedules N --steady-s S"),
+            "--database-url" => a.database_url = Some(value()?),
+            other => anyhow::bail!(
+                "unknown flag {other}; use --schedules N --steady-s S [--database-url URL]"
+            ),
         }
     }
     Ok(a)
@@ -79,8 +85,13 @@ async fn lags(store: &dyn Store, from: i64, to: i64) -> anyhow::Result<Vec<i64>>
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("bench.sqlite").display());
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await?);
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.sqlite").display()));
+    let sql = SqlStore::connect(&url).await?;
+    let engine = format!("{:?}", sql.dialect()).to_lowercase();
+    let store: Arc<dyn Store> = Arc::new(sql);
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
     let config = SchedulerConfig::new(store.clone(), broker.clone());
     let fence = broker
@@ -176,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
     let steady_rate = steady_lags.len() as f64 / args.steady_s as f64;
     let _ = t1;
 
+    println!("store: {engine}, broker: memory, one leader");
     println!("| phase | schedules | fires | fires/s | lag p50 (s) | lag p99 (s) |");
     println!("|---|---|---|---|---|---|");
     println!(
@@ -200,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({
             "bench": "scheduler",
-            "store": "sqlite",
+            "store": engine,
             "broker": "memory",
             "schedules": args.schedules,
             "burst": {"fires": burst_lags.len(), "seconds": burst_s, "fires_per_s": burst_rate,
