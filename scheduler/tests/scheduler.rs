@@ -63,13 +63,6 @@ impl World {
         self.clock.advance_ms(ms)
     }
 
-    /// Points the task's next fire at the clock's now, as if its next due time had come.
-    async fn due_now(&self, task: &Task) {
-        let mut t = self.store.task(&task.id).await.unwrap();
-        t.next_fire_at = Some(self.now());
-        self.store.update_task(&t).await.unwrap();
-    }
-
     async fn task(
         &self,
         name: &str,

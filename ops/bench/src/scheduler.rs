@@ -18,7 +18,7 @@ use serde_json::json;
 
 use antcode_core::broker::{memory::MemoryBroker, Broker};
 use antcode_core::model::*;
-use antcode_core::store::{sql::SqlStore, RunFilter, Store};
+use antcode_core::store::{sql::SqlStore, NextFire, RunFilter, Store};
 use antcode_core::time::now_ms;
 use antcode_scheduler::{tick, SchedulerConfig};
 
@@ -131,7 +131,10 @@ async fn main() -> anyhow::Result<()> {
     store.create_project(&project, &version).await?;
 
     let setup = Instant::now();
-    let burst_due = now_ms() + 1_000;
+    // Created parked far in the future, then all made due at one instant once they exist, so
+    // the burst's lag is the leader's own queueing, not the time it took to create them.
+    let parked = now_ms() + 86_400_000;
+    let mut ids = Vec::with_capacity(args.schedules);
     for i in 0..args.schedules {
         let task = Task {
             id: antcode_core::ids::new_id(),
@@ -143,12 +146,35 @@ async fn main() -> anyhow::Result<()> {
                 timezone: "UTC".into(),
             }),
             paused: false,
-            next_fire_at: Some(burst_due),
+            next_fire_at: Some(parked),
             created_at: now,
             updated_at: now,
         };
         store.create_task(&task).await?;
+        ids.push(task.id);
     }
+    let burst_due = now_ms() + 5_000;
+    let make_due: Vec<NextFire> = ids
+        .into_iter()
+        .map(|task_id| NextFire {
+            task_id,
+            from: parked,
+            to: Some(burst_due),
+        })
+        .collect();
+    store
+        .fire_schedules(
+            &[],
+            &make_due,
+            antcode_scheduler::leader::LOCK,
+            fence,
+            now_ms(),
+        )
+        .await?;
+    anyhow::ensure!(
+        now_ms() < burst_due,
+        "making the schedules due took more than 5 s; the burst lag would include it"
+    );
     eprintln!(
         "created {} schedules in {:.1}s",
         args.schedules,
