@@ -123,7 +123,9 @@ fn json_schema(method: &str, path: &str) -> Value {
         {"type": "object", "required": ["kind", "at"], "properties": {
             "kind": {"const": "once"}, "at": {"type": "string", "format": "date-time"}}},
         {"type": "object", "required": ["kind", "every_s"], "properties": {
-            "kind": {"const": "interval"}, "every_s": {"type": "integer", "minimum": 1}}},
+            "kind": {"const": "interval"}, "every_s": {"type": "integer", "minimum": 1},
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"}}},
         {"type": "object", "required": ["kind", "cron"], "properties": {
             "kind": {"const": "cron"}, "cron": s("string"), "timezone": s("string")}}]});
     let task = |required: &[&str]| {

@@ -559,6 +559,41 @@ async fn tasks_runs_cancel_retry_logs() {
         .await
         .unwrap();
     assert_eq!(preview["next"].as_array().unwrap().len(), 5);
+    // A bounded interval's task: first fire at its start, preview within its bounds; a bad
+    // bound is a 400 naming it and creates nothing.
+    let bounded = json!({"kind": "interval", "every_s": 86400,
+        "start": "2099-01-01T00:00:00Z", "end": "2099-01-03T00:00:00Z"});
+    let resp = s
+        .post_json(
+            &t,
+            "/api/v1/tasks",
+            json!({"name": "bounded", "project_id": pid, "schedule": bounded}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let task: Value = resp.json().await.unwrap();
+    assert_eq!(task["next_fire_at"], "2099-01-01T00:00:00.000Z");
+    let bid = task["id"].as_str().unwrap();
+    let preview: Value = s
+        .get(&t, &format!("/api/v1/tasks/{bid}/preview"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(preview["next"].as_array().unwrap().len(), 3, "{preview}");
+    let resp = s
+        .post_json(
+            &t,
+            "/api/v1/tasks",
+            json!({"name": "badend", "project_id": pid,
+            "schedule": {"kind": "interval", "every_s": 60, "end": "never"}}),
+        )
+        .await;
+    let body = problem(resp, 400).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("schedule.end"),
+        "{body}"
+    );
 
     // Pause / patch.
     let paused: Value = s
@@ -1048,6 +1083,15 @@ async fn schedules_validate_names_the_bad_field_and_previews() {
             "schedule.every_s",
         ),
         (json!({"kind": "once", "at": "tomorrow"}), "schedule.at"),
+        (
+            json!({"kind": "interval", "every_s": 60, "start": "soon"}),
+            "schedule.start",
+        ),
+        (
+            json!({"kind": "interval", "every_s": 60, "start": "2099-01-02T00:00:00Z",
+                   "end": "2099-01-01T00:00:00Z"}),
+            "schedule.end",
+        ),
     ] {
         let body = problem(
             s.post_json(&t, "/api/v1/schedules/validate", bad).await,
@@ -1085,6 +1129,21 @@ async fn schedules_validate_names_the_bad_field_and_previews() {
     .await;
     assert!(
         body["detail"].as_str().unwrap().contains("anchor"),
+        "{body}"
+    );
+    // An interval's bounds: the preview starts at `start` and stops at `end`.
+    let bounded = json!({"kind": "interval", "every_s": 3600,
+        "start": "2099-01-01T00:00:00Z", "end": "2099-01-01T02:00:00Z"});
+    let res = s.post_json(&t, "/api/v1/schedules/validate", bounded).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["next"],
+        json!([
+            "2099-01-01T00:00:00.000Z",
+            "2099-01-01T01:00:00.000Z",
+            "2099-01-01T02:00:00.000Z"
+        ]),
         "{body}"
     );
     s.stop().await;

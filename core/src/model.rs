@@ -138,6 +138,13 @@ pub enum Schedule {
     },
     Interval {
         every_s: u64,
+        /// First fire (RFC 3339); the interval counts from it. Without it, from the task's
+        /// creation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<String>,
+        /// No fire after this time (RFC 3339); the task then has no next fire.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<String>,
     },
     Cron {
         cron: String,

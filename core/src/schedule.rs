@@ -4,7 +4,7 @@
 //! `next_fire_at`), so both agree on every instant. Cron expressions have 5 fields (minute
 //! resolution) or 6 (with seconds first) and are evaluated in the schedule's IANA time zone.
 
-use chrono::{TimeZone, Utc};
+use chrono::{Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::str::FromStr;
 
@@ -21,6 +21,36 @@ pub enum ScheduleError {
     At(String),
     #[error("schedule.every_s: must be between 1 and 31536000")]
     Every,
+    #[error("schedule.start: not an RFC 3339 time: {0:?}")]
+    Start(String),
+    #[error("schedule.end: {0}")]
+    End(String),
+}
+
+/// An interval's optional bounds in epoch ms, checked.
+fn interval_bounds(
+    start: &Option<String>,
+    end: &Option<String>,
+) -> Result<(Option<i64>, Option<i64>), ScheduleError> {
+    let start = match start {
+        None => None,
+        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| ScheduleError::Start(s.clone()))?),
+    };
+    let end = match end {
+        None => None,
+        Some(e) => Some(
+            parse_rfc3339(e)
+                .ok_or_else(|| ScheduleError::End(format!("not an RFC 3339 time: {e:?}")))?,
+        ),
+    };
+    if let (Some(s), Some(e)) = (start, end) {
+        if e < s {
+            return Err(ScheduleError::End(
+                "must not be before schedule.start".into(),
+            ));
+        }
+    }
+    Ok((start, end))
 }
 
 fn parse_cron(expr: &str) -> Result<cron::Schedule, ScheduleError> {
@@ -43,12 +73,15 @@ pub fn validate(s: &Schedule) -> Result<(), ScheduleError> {
         Schedule::Once { at } => parse_rfc3339(at)
             .map(|_| ())
             .ok_or_else(|| ScheduleError::At(at.clone())),
-        Schedule::Interval { every_s } => {
-            if (1..=31_536_000).contains(every_s) {
-                Ok(())
-            } else {
-                Err(ScheduleError::Every)
+        Schedule::Interval {
+            every_s,
+            start,
+            end,
+        } => {
+            if !(1..=31_536_000).contains(every_s) {
+                return Err(ScheduleError::Every);
             }
+            interval_bounds(start, end).map(|_| ())
         }
         Schedule::Cron { cron, timezone } => {
             Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.clone()))?;
@@ -58,7 +91,8 @@ pub fn validate(s: &Schedule) -> Result<(), ScheduleError> {
 }
 
 /// The first fire time strictly after `after_ms`, or `None` when the schedule is exhausted.
-/// `anchor_ms` is when an interval schedule started counting (its task's creation).
+/// `anchor_ms` is when an interval schedule without a `start` started counting (its task's
+/// creation); with a `start`, fires are `start + k·every_s` and none is after its `end`.
 pub fn next_after(
     s: &Schedule,
     after_ms: i64,
@@ -67,10 +101,17 @@ pub fn next_after(
     validate(s)?;
     Ok(match s {
         Schedule::Once { at } => parse_rfc3339(at).filter(|t| *t > after_ms),
-        Schedule::Interval { every_s } => {
+        Schedule::Interval {
+            every_s,
+            start,
+            end,
+        } => {
+            let (start, end) = interval_bounds(start, end)?;
+            let anchor_ms = start.unwrap_or(anchor_ms);
             let every = *every_s as i64 * 1000;
             let elapsed = (after_ms - anchor_ms).max(-every);
             Some(anchor_ms + (elapsed.div_euclid(every) + 1) * every)
+                .filter(|t| end.is_none_or(|end| *t <= end))
         }
         Schedule::Cron { cron, timezone } => {
             let tz =
@@ -80,6 +121,18 @@ pub fn next_after(
     })
 }
 
+/// False for a time outside the schedule's bounds (an interval before its `start` or after its
+/// `end`): the scheduler drops such a pending fire instead of firing it.
+pub fn within_bounds(s: &Schedule, at_ms: i64) -> bool {
+    match s {
+        Schedule::Interval { start, end, .. } => match interval_bounds(start, end) {
+            Ok((start, end)) => start.is_none_or(|s| at_ms >= s) && end.is_none_or(|e| at_ms <= e),
+            Err(_) => false,
+        },
+        _ => true,
+    }
+}
+
 /// Cron is matched against wall-clock time in `tz`, then each matching wall time is placed on
 /// the real time line:
 /// * a wall time that happens twice (clocks go back) fires once, at its first occurrence;
@@ -87,10 +140,19 @@ pub fn next_after(
 ///   02:30 job still runs on the day of the change, at 03:00.
 fn next_cron(schedule: &cron::Schedule, tz: Tz, after_ms: i64) -> Option<i64> {
     let after = Utc.timestamp_millis_opt(after_ms).single()?;
-    // Start three hours of wall time early: the wall clock can run behind the real one by the
-    // size of a DST shift (at most two hours anywhere), and candidates before `after` are
-    // filtered out below.
-    let wall = after.with_timezone(&tz).naive_local() - chrono::Duration::hours(3);
+    // Start three hours of wall time early when the zone's offset changed in the last three
+    // hours: the wall clock can then run behind the real one by the size of the DST shift (at
+    // most two hours anywhere), and candidates before `after` are filtered out below. Without a
+    // change the wall clock is in step, and looking back would only walk up to 180 per-minute
+    // candidates for nothing (most of a fire's cost with 100,000 schedules).
+    let local = after.with_timezone(&tz);
+    let earlier = (after - chrono::Duration::hours(3)).with_timezone(&tz);
+    let lookback = if earlier.offset().fix() == local.offset().fix() {
+        chrono::Duration::zero()
+    } else {
+        chrono::Duration::hours(3)
+    };
+    let wall = local.naive_local() - lookback;
     let wall_as_utc = Utc.from_utc_datetime(&wall);
     schedule
         .after(&wall_as_utc)
@@ -175,7 +237,11 @@ mod tests {
             Err(ScheduleError::At(_))
         ));
         assert_eq!(
-            validate(&Schedule::Interval { every_s: 0 }),
+            validate(&Schedule::Interval {
+                every_s: 0,
+                start: None,
+                end: None
+            }),
             Err(ScheduleError::Every)
         );
     }
@@ -203,9 +269,84 @@ mod tests {
         assert_eq!(to_rfc3339(six), "2026-01-10T00:00:30.000Z");
     }
 
+    fn every(every_s: u64, start: Option<&str>, end: Option<&str>) -> Schedule {
+        Schedule::Interval {
+            every_s,
+            start: start.map(str::to_string),
+            end: end.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn interval_bounds_are_validated_by_field() {
+        assert_eq!(
+            validate(&every(60, Some("soon"), None)),
+            Err(ScheduleError::Start("soon".into()))
+        );
+        let bad_end = validate(&every(60, None, Some("later"))).unwrap_err();
+        assert!(
+            bad_end.to_string().starts_with("schedule.end:"),
+            "{bad_end}"
+        );
+        let reversed = validate(&every(
+            60,
+            Some("2026-01-10T00:00:00Z"),
+            Some("2026-01-09T00:00:00Z"),
+        ))
+        .unwrap_err();
+        assert!(
+            reversed.to_string().starts_with("schedule.end:"),
+            "{reversed}"
+        );
+        validate(&every(
+            60,
+            Some("2026-01-10T00:00:00Z"),
+            Some("2026-01-10T00:00:00Z"),
+        ))
+        .expect("one fire at start = end");
+    }
+
+    #[test]
+    fn interval_fires_from_start_until_end() {
+        let s = every(
+            600,
+            Some("2026-01-10T00:05:00Z"),
+            Some("2026-01-10T00:30:00Z"),
+        );
+        // From before the start: the start itself, then every ten minutes, none after the end,
+        // whatever the task's creation (the anchor) was.
+        assert_eq!(
+            wall(&s, "2026-01-01T00:00:00Z", 5),
+            [
+                "2026-01-10T00:05:00.000Z",
+                "2026-01-10T00:15:00.000Z",
+                "2026-01-10T00:25:00.000Z"
+            ]
+        );
+        // From inside the window: the grid still counts from the start.
+        assert_eq!(
+            wall(&s, "2026-01-10T00:16:00Z", 5),
+            ["2026-01-10T00:25:00.000Z"]
+        );
+        assert_eq!(wall(&s, "2026-01-10T00:25:00Z", 5), Vec::<String>::new());
+        let at = |t: &str| parse_rfc3339(t).unwrap();
+        assert!(within_bounds(&s, at("2026-01-10T00:05:00Z")));
+        assert!(within_bounds(&s, at("2026-01-10T00:30:00Z")));
+        assert!(!within_bounds(&s, at("2026-01-10T00:04:59Z")));
+        assert!(!within_bounds(&s, at("2026-01-10T00:35:00Z")));
+        // Open-ended on either side.
+        let from = every(60, Some("2026-01-10T00:00:00Z"), None);
+        assert_eq!(
+            wall(&from, "2026-01-10T10:00:30Z", 1),
+            ["2026-01-10T10:01:00.000Z"]
+        );
+        let until = every(60, None, Some("1970-01-01T00:02:00Z"));
+        assert_eq!(preview(&until, 0, 0, 5).unwrap(), [60_000, 120_000]);
+    }
+
     #[test]
     fn interval_counts_from_its_anchor_and_once_fires_once() {
-        let s = Schedule::Interval { every_s: 10 };
+        let s = every(10, None, None);
         assert_eq!(next_after(&s, 1_000, 0).unwrap(), Some(10_000));
         assert_eq!(next_after(&s, 10_000, 0).unwrap(), Some(20_000));
         assert_eq!(next_after(&s, -5_000, 0).unwrap(), Some(0));

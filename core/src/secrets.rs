@@ -263,7 +263,8 @@ pub enum PublishError {
     Broker(#[from] BrokerError),
 }
 
-/// Publishes `job` with its secrets resolved — the one way every plane puts a job in the broker.
+/// Publishes `job` with its secrets resolved — the one way every plane puts a job in the broker
+/// (a batch goes through [`publish_jobs`], which this is one job of).
 ///
 /// If a declared secret is missing, or does not open under this process's key (or there is no
 /// key), the attempt is failed in SQL with an error naming the secret (then retried per the
@@ -275,40 +276,79 @@ pub async fn publish_job(
     secrets: Option<&SecretBox>,
     job: &Job,
 ) -> Result<bool, PublishError> {
-    let resolved = match resolve_job(store, secrets, job).await {
-        Ok(j) => j,
-        Err(SecretError::Store(e)) => return Err(PublishError::Store(e)),
-        Err(e) => {
-            metrics::counter!("antcode_secret_resolve_failures_total").increment(1);
-            tracing::warn!(run_id = %job.run_id, attempt = job.attempt, error = %e, "failing the run: its secrets cannot be resolved");
-            let outcome = Outcome {
-                state: RunState::Failed,
-                exit_code: None,
-                signal: None,
-                error: Some(format!("not started: {e}")),
-                duration_ms: 0,
-                peak_rss_kb: None,
-                log_key: None,
-                result: None,
-            };
-            match store
-                .finish_attempt(
-                    &job.run_id,
-                    job.attempt,
-                    None,
-                    &outcome,
-                    crate::time::now_ms(),
-                )
-                .await
-            {
-                // Stale: the run moved on (cancelled, already failed); nothing to do.
-                Ok(_) | Err(StoreError::Stale(_)) | Err(StoreError::NotFound) => {}
-                Err(other) => return Err(PublishError::Store(other)),
+    match publish_jobs(store, broker, secrets, std::slice::from_ref(job))
+        .await?
+        .pop()
+    {
+        Some(Ok(added)) => Ok(added),
+        Some(Err(e)) => Err(PublishError::RunFailed(e)),
+        None => Ok(false),
+    }
+}
+
+/// [`publish_job`] for a batch, in one broker call. The result lines up with `jobs`: whether
+/// each was added (false: it already was in the broker), or why its run was failed. A store or
+/// broker error is the whole batch's: every run stays queued for compensation.
+pub async fn publish_jobs(
+    store: &dyn Store,
+    broker: &dyn Broker,
+    secrets: Option<&SecretBox>,
+    jobs: &[Job],
+) -> Result<Vec<Result<bool, SecretError>>, PublishError> {
+    let mut out: Vec<Result<bool, SecretError>> = Vec::with_capacity(jobs.len());
+    let mut ready = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match resolve_job(store, secrets, job).await {
+            Ok(resolved) => {
+                ready.push(resolved);
+                out.push(Ok(false));
             }
-            return Err(PublishError::RunFailed(e));
+            Err(SecretError::Store(e)) => return Err(PublishError::Store(e)),
+            Err(e) => {
+                fail_unresolvable(store, job, &e).await?;
+                out.push(Err(e));
+            }
         }
+    }
+    let mut added = broker.publish_many(&ready).await?.into_iter();
+    for slot in out.iter_mut().filter(|r| r.is_ok()) {
+        *slot = Ok(added.next().unwrap_or(false));
+    }
+    Ok(out)
+}
+
+/// Fails the attempt of a job whose secrets cannot be resolved, naming the reason.
+async fn fail_unresolvable(
+    store: &dyn Store,
+    job: &Job,
+    e: &SecretError,
+) -> Result<(), StoreError> {
+    metrics::counter!("antcode_secret_resolve_failures_total").increment(1);
+    tracing::warn!(run_id = %job.run_id, attempt = job.attempt, error = %e, "failing the run: its secrets cannot be resolved");
+    let outcome = Outcome {
+        state: RunState::Failed,
+        exit_code: None,
+        signal: None,
+        error: Some(format!("not started: {e}")),
+        duration_ms: 0,
+        peak_rss_kb: None,
+        log_key: None,
+        result: None,
     };
-    Ok(broker.publish(&resolved).await?)
+    match store
+        .finish_attempt(
+            &job.run_id,
+            job.attempt,
+            None,
+            &outcome,
+            crate::time::now_ms(),
+        )
+        .await
+    {
+        // Stale: the run moved on (cancelled, already failed); nothing to do.
+        Ok(_) | Err(StoreError::Stale(_)) | Err(StoreError::NotFound) => Ok(()),
+        Err(other) => Err(other),
+    }
 }
 
 #[cfg(test)]

@@ -292,6 +292,77 @@ async fn publish_is_idempotent(s: &Subject) {
     );
 }
 
+async fn publish_many_is_publish_per_job(s: &Subject) {
+    let b = &*s.broker;
+    let queued = job(&run_id(), "batch-a");
+    assert!(b.publish(&queued).await.unwrap());
+    // More jobs than one Redis script call takes, over two queues, one already queued and one
+    // repeated within the batch.
+    let mut jobs = vec![queued.clone()];
+    for i in 0..300 {
+        jobs.push(job(
+            &run_id(),
+            if i % 2 == 0 { "batch-a" } else { "batch-b" },
+        ));
+    }
+    jobs.push(jobs[1].clone());
+    let added = b.publish_many(&jobs).await.unwrap();
+    assert_eq!(added.len(), jobs.len(), "one answer per job, in order");
+    assert!(!added[0], "already queued");
+    assert!(added[1..301].iter().all(|a| *a), "new jobs are added");
+    assert!(!added[301], "a job repeated in the batch is added once");
+    assert_eq!(depth(b, "batch-a").await, 151);
+    assert_eq!(depth(b, "batch-b").await, 150);
+    assert!(b.publish_many(&[]).await.unwrap().is_empty());
+    let leased = b
+        .lease(&req("w1", &["batch-b"], 500, TTL), Duration::ZERO)
+        .await
+        .unwrap();
+    let want: HashSet<String> = jobs[1..301]
+        .iter()
+        .filter(|j| j.queue == "batch-b")
+        .map(|j| j.run_id.clone())
+        .collect();
+    let got: HashSet<String> = leased.iter().map(|l| l.job.run_id.clone()).collect();
+    assert_eq!(got, want, "each batch job is leased as published");
+    assert!(leased.iter().all(|l| jobs.contains(&l.job)));
+    assert_eq!(
+        b.publish_many(&[leased[0].job.clone()]).await.unwrap(),
+        [false],
+        "a leased job is not published again"
+    );
+}
+
+async fn holds_is_what_publish_would_skip(s: &Subject) {
+    let b = &*s.broker;
+    let (queued, leased, never) = (
+        job(&run_id(), "holds"),
+        job(&run_id(), "holds"),
+        job(&run_id(), "holds"),
+    );
+    b.publish(&leased).await.unwrap();
+    let lease = b
+        .lease(&req("w1", &["holds"], 1, TTL), Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    b.publish(&queued).await.unwrap();
+    let next_attempt = Job {
+        attempt: 2,
+        ..queued.clone()
+    };
+    let asked = [queued.clone(), leased.clone(), never.clone(), next_attempt];
+    assert_eq!(
+        b.holds(&asked).await.unwrap(),
+        [true, true, false, false],
+        "queued and leased are held; another run or attempt is not"
+    );
+    assert_eq!(s.twin.holds(&asked[..1]).await.unwrap(), [true]);
+    b.release(&leased.run_id, &lease.lease_token).await.unwrap();
+    assert_eq!(b.holds(&[leased]).await.unwrap(), [false], "released");
+    assert!(b.holds(&[]).await.unwrap().is_empty());
+}
+
 async fn lease_wakes_when_a_job_is_published(s: &Subject) {
     let b = s.broker.clone();
     // Nothing queued: a short wait returns empty-handed.
@@ -912,6 +983,8 @@ macro_rules! conformance {
 conformance!(
     publish_lease_round_trip,
     publish_is_idempotent,
+    publish_many_is_publish_per_job,
+    holds_is_what_publish_would_skip,
     lease_wakes_when_a_job_is_published,
     lease_respects_max_and_isolates_queues,
     expired_leases_are_reaped_exactly_once,

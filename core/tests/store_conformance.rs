@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use antcode_core::ids::new_id;
 use antcode_core::model::*;
-use antcode_core::store::{FinishApplied, NewRun, RunFilter, Store, StoreError};
+use antcode_core::store::{
+    FinishApplied, Fire, NewRun, NextFire, RunFilter, Store, StoreError, HELD,
+};
 use antcode_core::time::now_ms;
 use common::TestDb;
 
@@ -499,7 +501,11 @@ async fn tasks_crud(db: &TestDb) {
     );
     assert_not_found(s.task(&new_id()).await, "unknown task");
 
-    t.schedule = Some(Schedule::Interval { every_s: 90 });
+    t.schedule = Some(Schedule::Interval {
+        every_s: 90,
+        start: None,
+        end: None,
+    });
     t.paused = true;
     t.next_fire_at = None;
     t.spec.queue = "gpu".into();
@@ -507,7 +513,14 @@ async fn tasks_crud(db: &TestDb) {
     t.updated_at += 1000;
     s.update_task(&t).await.unwrap();
     let got = s.task(&t.id).await.unwrap();
-    assert_eq!(got.schedule, Some(Schedule::Interval { every_s: 90 }));
+    assert_eq!(
+        got.schedule,
+        Some(Schedule::Interval {
+            every_s: 90,
+            start: None,
+            end: None
+        })
+    );
     assert!(got.paused);
     assert_eq!(got.next_fire_at, None);
     assert_eq!(got.spec, t.spec);
@@ -593,7 +606,7 @@ async fn due_tasks_selects_active_due_ones(db: &TestDb) {
         s.create_task(t).await.unwrap();
     }
     let due: Vec<_> = s
-        .due_tasks(now)
+        .due_tasks(now, 100)
         .await
         .unwrap()
         .into_iter()
@@ -604,9 +617,21 @@ async fn due_tasks_selects_active_due_ones(db: &TestDb) {
         ["due-early", "due-late", "due-exact"],
         "due, unpaused, oldest fire first"
     );
-    let got = &s.due_tasks(now).await.unwrap()[0];
+    let got = &s.due_tasks(now, 100).await.unwrap()[0];
     assert_eq!(got.schedule, due_early.schedule, "schedule JSON survives");
-    assert!(s.due_tasks(now - 120_000).await.unwrap().is_empty());
+    assert!(s.due_tasks(now - 120_000, 100).await.unwrap().is_empty());
+    let first_two: Vec<_> = s
+        .due_tasks(now, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        first_two,
+        ["due-early", "due-late"],
+        "at most `limit`, oldest first"
+    );
 }
 
 // ---------------------------------------------------------------- runs
@@ -1468,45 +1493,212 @@ async fn bad_url_is_a_clear_config_error() {
 
 // ---------------------------------------------------------------- one test per behaviour per engine
 
-async fn deposed_leader_cannot_create_runs(db: &TestDb) {
+fn fire(f: &Fixture, due: i64, held: bool) -> Fire {
+    Fire {
+        run: NewRun {
+            task: f.task.clone(),
+            version: f.version.clone(),
+            trigger: "schedule".into(),
+            due_at: Some(due),
+        },
+        held,
+    }
+}
+
+async fn runs_of(s: &dyn Store, f: &Fixture) -> Vec<Run> {
+    let filter = RunFilter {
+        task_id: Some(f.task.id.clone()),
+        ..Default::default()
+    };
+    s.list_runs(&filter, 2000, None).await.unwrap().items
+}
+
+async fn fire_schedules_writes_one_batch(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(3)).await;
+    let g = fixture(s.as_ref(), retries(1)).await;
+    let (due, at) = (1_700_000_300_000, 1_700_000_301_000);
+    let next = vec![
+        NextFire {
+            task_id: f.task.id.clone(),
+            from: 1_700_000_300_000,
+            to: Some(1_700_000_600_000),
+        },
+        NextFire {
+            task_id: g.task.id.clone(),
+            from: 1_700_000_300_000,
+            to: None,
+        },
+    ];
+    let fires = [
+        fire(&f, due, false),
+        fire(&f, due + 1, true),
+        fire(&g, due, false),
+    ];
+    let jobs = s
+        .fire_schedules(&fires, &next, "scheduler", 5, at)
+        .await
+        .unwrap();
+    assert!(jobs.iter().all(Option::is_some), "{jobs:?}");
+    let job = jobs[0].clone().unwrap();
+    assert_eq!((job.attempt, job.task_id.as_str()), (1, f.task.id.as_str()));
+    assert_eq!(job.entrypoint, "jobs/run.py");
+    let run = s.run(&job.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!((run.due_at, run.queued_at), (Some(due), at));
+    assert_eq!(run.max_attempts, 3);
+    let history = s.run_history(&job.run_id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].kind.as_str(), history[0].at), ("queued", at));
+    let held = s.held_runs(10).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        Some(held[0].id.clone()),
+        jobs[1].as_ref().map(|j| j.run_id.clone())
+    );
+    let queued: Vec<String> = s
+        .due_queued_jobs(at, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.run_id)
+        .collect();
+    assert_eq!(queued.len(), 2, "the held fire is not due: {queued:?}");
+    assert_eq!(
+        s.task(&f.task.id).await.unwrap().next_fire_at,
+        Some(1_700_000_600_000)
+    );
+    assert_eq!(s.task(&g.task.id).await.unwrap().next_fire_at, None);
+
+    // The same due time again is not a second run; the new one next to it is created.
+    let again = s
+        .fire_schedules(
+            &[fire(&f, due, false), fire(&f, due + 2, false)],
+            &[],
+            "scheduler",
+            5,
+            at,
+        )
+        .await
+        .unwrap();
+    assert!(again[0].is_none() && again[1].is_some(), "{again:?}");
+    assert_eq!(runs_of(s.as_ref(), &f).await.len(), 3);
+
+    // A next fire time that changed since it was read (the task was edited) is left alone.
+    let stale_move = NextFire {
+        task_id: f.task.id.clone(),
+        from: 1_700_000_300_000,
+        to: Some(1),
+    };
+    s.fire_schedules(&[], &[stale_move], "scheduler", 5, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.task(&f.task.id).await.unwrap().next_fire_at,
+        Some(1_700_000_600_000)
+    );
+
+    // More rows than one statement holds: every one is written.
+    let many: Vec<Fire> = (0..1_201).map(|i| fire(&g, due + 10 + i, false)).collect();
+    let mut moves: Vec<NextFire> = (0..600)
+        .map(|i| NextFire {
+            task_id: format!("no-such-task-{i}"),
+            from: 0,
+            to: Some(0),
+        })
+        .collect();
+    let mut g_again = s.task(&g.task.id).await.unwrap();
+    g_again.next_fire_at = Some(due);
+    s.update_task(&g_again).await.unwrap();
+    moves.push(NextFire {
+        task_id: g.task.id.clone(),
+        from: due,
+        to: Some(due + 99),
+    });
+    let created = s
+        .fire_schedules(&many, &moves, "scheduler", 5, at)
+        .await
+        .unwrap();
+    assert_eq!(created.iter().flatten().count(), 1_201);
+    assert_eq!(runs_of(s.as_ref(), &g).await.len(), 1_202);
+    assert_eq!(
+        s.task(&g.task.id).await.unwrap().next_fire_at,
+        Some(due + 99)
+    );
+}
+
+async fn deposed_leader_cannot_fire(db: &TestDb) {
     let s = db.open().await;
     let f = fixture(s.as_ref(), retries(1)).await;
-    let fire = |at: i64| NewRun {
-        task: f.task.clone(),
-        version: f.version.clone(),
-        trigger: "schedule".into(),
-        due_at: Some(at),
-    };
     let due = 1_700_000_300_000;
-    s.create_fenced_run(&fire(due), "scheduler", 5)
+    let batch = |at: i64| [fire(&f, at, false)];
+    s.fire_schedules(&batch(due), &[], "scheduler", 5, due)
         .await
         .expect("first leader");
-    s.create_fenced_run(&fire(due + 1), "scheduler", 5)
+    s.fire_schedules(&batch(due + 1), &[], "scheduler", 5, due)
         .await
         .expect("same leader again");
-    s.create_fenced_run(&fire(due + 2), "scheduler", 9)
+    s.fire_schedules(&batch(due + 2), &[], "scheduler", 9, due)
         .await
         .expect("a newer leader");
-    let late = s.create_fenced_run(&fire(due + 3), "scheduler", 5).await;
+    let late_move = NextFire {
+        task_id: f.task.id.clone(),
+        from: 1_700_000_300_000,
+        to: Some(42),
+    };
+    let late = s
+        .fire_schedules(&batch(due + 3), &[late_move], "scheduler", 5, due)
+        .await;
     assert!(
         matches!(late, Err(StoreError::Stale(_))),
         "deposed leader's write: {late:?}"
     );
-    s.create_fenced_run(&fire(due + 3), "other-lock", 1)
+    assert_eq!(
+        s.task(&f.task.id).await.unwrap().next_fire_at,
+        Some(1_700_000_300_000),
+        "the refused batch moved no task"
+    );
+    s.fire_schedules(&batch(due + 3), &[], "other-lock", 1, due)
         .await
         .expect("locks are independent");
-    let runs = s
-        .list_runs(
-            &RunFilter {
-                task_id: Some(f.task.id.clone()),
-                ..Default::default()
-            },
-            50,
-            None,
-        )
+    assert_eq!(
+        runs_of(s.as_ref(), &f).await.len(),
+        4,
+        "the refused write left no row"
+    );
+}
+
+async fn active_runs_of_tasks(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let g = fixture(s.as_ref(), retries(1)).await;
+    let other = fixture(s.as_ref(), retries(1)).await;
+    let queued = manual_run(s.as_ref(), &f).await;
+    let running = manual_run(s.as_ref(), &f).await;
+    s.mark_started(&running.id, 1, "lt_1", "w1", now_ms())
         .await
         .unwrap();
-    assert_eq!(runs.items.len(), 4, "the refused write left no row");
+    let cancelled = manual_run(s.as_ref(), &f).await;
+    s.request_cancel(&cancelled.id, now_ms()).await.unwrap();
+    let held = manual_run(s.as_ref(), &g).await;
+    s.defer_run(&held.id, HELD).await.unwrap();
+    manual_run(s.as_ref(), &other).await;
+    let ids = [f.task.id.clone(), g.task.id.clone()];
+    let mut got: Vec<String> = s
+        .active_runs(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    got.sort();
+    let mut want = vec![queued.id, running.id, held.id];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "queued, running and held runs of these tasks only"
+    );
+    assert!(s.active_runs(&[]).await.unwrap().is_empty());
 }
 
 macro_rules! conformance {
@@ -1556,7 +1748,9 @@ conformance!(
     migrations_are_idempotent,
     first_connects_racing_all_migrate,
     newer_schema_is_refused,
-    deposed_leader_cannot_create_runs,
+    fire_schedules_writes_one_batch,
+    deposed_leader_cannot_fire,
+    active_runs_of_tasks,
 );
 
 /// Worker identity: one-time enrollment keys and the workers they are traded for.

@@ -1,8 +1,9 @@
 //! Compensation: the leader's repairs that make "nothing accepted is lost" true.
 //!
 //! Each pass:
-//! 1. re-publishes every due `queued` run from SQL (publishing is idempotent per attempt, so runs
-//!    already in the broker are untouched; after a restart or a Redis flush they come back);
+//! 1. re-publishes the due `queued` runs of SQL that the broker does not hold (after a restart or
+//!    a Redis flush they come back; publishing is idempotent per attempt, so a race with another
+//!    publisher is harmless);
 //! 2. reclaims leases whose deadline passed (no heartbeat) as attempt `lost` → retry or fail;
 //! 3. declares `lost` a `running` run whose lease has been gone for longer than `lost_after`
 //!    (the broker lost it, or the whole process restarted under it).
@@ -10,19 +11,17 @@
 //! Every repair is a metric and an entry in the run's history.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use antcode_core::model::{Outcome, RunHistoryEntry, RunState};
-use antcode_core::secrets::{publish_job, PublishError};
+use antcode_core::secrets::{publish_jobs, PublishError};
 use antcode_core::store::StoreError;
-use antcode_core::time::now_ms;
 
 use crate::SchedulerConfig;
 
 pub struct Compensator<'a> {
     config: &'a SchedulerConfig,
-    /// Running runs first seen without a live lease, and when.
-    orphans: HashMap<String, Instant>,
+    /// Running runs first seen without a live lease, and when (clock ms).
+    orphans: HashMap<String, i64>,
 }
 
 fn lost(error: String) -> Outcome {
@@ -46,6 +45,10 @@ impl<'a> Compensator<'a> {
         }
     }
 
+    fn now(&self) -> i64 {
+        self.config.clock.now_ms()
+    }
+
     pub async fn pass(&mut self) {
         if let Err(e) = self.republish_queued().await {
             tracing::warn!(error = %e, "compensation: re-publishing queued runs failed");
@@ -66,16 +69,12 @@ impl<'a> Compensator<'a> {
 
     /// Queued runs past their queue timeout end `failed` (reason `expired`), never retried.
     async fn expire_stale_queued(&self) -> Result<(), crate::SchedulerError> {
-        for run in self
-            .config
-            .store
-            .expired_queued_runs(now_ms(), 1000)
-            .await?
-        {
+        let now = self.now();
+        for run in self.config.store.expired_queued_runs(now, 1000).await? {
             match self
                 .config
                 .store
-                .expire_run(&run.id, run.attempt, now_ms())
+                .expire_run(&run.id, run.attempt, now)
                 .await
             {
                 Ok(_) => {
@@ -92,10 +91,18 @@ impl<'a> Compensator<'a> {
 
     /// A run held by overlap `queue_one` is released once its task has nothing running.
     async fn release_held(&self) -> Result<(), crate::SchedulerError> {
-        for run in self.config.store.held_runs(1000).await? {
-            let active = crate::tick::active_runs(self.config, &run.task_id).await?;
-            if active.iter().all(|r| r.state != RunState::Running) {
-                match self.config.store.defer_run(&run.id, now_ms()).await {
+        let held = self.config.store.held_runs(1000).await?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let tasks: Vec<String> = held.iter().map(|r| r.task_id.clone()).collect();
+        let active = self.config.store.active_runs(&tasks).await?;
+        for run in held {
+            let busy = active
+                .iter()
+                .any(|r| r.task_id == run.task_id && r.state == RunState::Running);
+            if !busy {
+                match self.config.store.defer_run(&run.id, self.now()).await {
                     Ok(()) | Err(StoreError::Stale(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -105,40 +112,54 @@ impl<'a> Compensator<'a> {
     }
 
     async fn republish_queued(&self) -> Result<(), crate::SchedulerError> {
-        let jobs = self.config.store.due_queued_jobs(now_ms(), 1000).await?;
-        for job in jobs {
-            let c = self.config;
-            let published = match publish_job(
-                c.store.as_ref(),
-                c.broker.as_ref(),
-                c.secrets.as_deref(),
-                &job,
-            )
-            .await
-            {
-                Ok(p) => p,
-                Err(PublishError::RunFailed(_)) => continue, // failed with the reason in SQL
-                Err(PublishError::Store(e)) => return Err(e.into()),
-                Err(PublishError::Broker(e)) => return Err(e.into()),
-            };
-            if published {
-                metrics::counter!("antcode_scheduler_repairs_total", "kind" => "republished")
-                    .increment(1);
-                tracing::debug!(run_id = %job.run_id, attempt = job.attempt, "compensation: published queued run");
-                self.note(
-                    &job.run_id,
-                    job.attempt,
-                    "published",
-                    "queued in SQL but missing from the broker: published again",
-                )
-                .await;
+        let c = self.config;
+        let due = c.store.due_queued_jobs(self.now(), 1000).await?;
+        // Only what the broker lacks is resolved (secrets opened) and published: normally that
+        // is nothing, so a pass costs one SQL read and one broker read.
+        let held = c.broker.holds(&due).await?;
+        let jobs: Vec<_> = due
+            .into_iter()
+            .zip(held)
+            .filter(|(_, held)| !held)
+            .map(|(job, _)| job)
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let results = match publish_jobs(
+            c.store.as_ref(),
+            c.broker.as_ref(),
+            c.secrets.as_deref(),
+            &jobs,
+        )
+        .await
+        {
+            Ok(results) => results,
+            Err(PublishError::Store(e)) => return Err(e.into()),
+            Err(PublishError::Broker(e)) => return Err(e.into()),
+            Err(PublishError::RunFailed(_)) => return Ok(()), // only for one job
+        };
+        for (job, result) in jobs.iter().zip(results) {
+            // Not added: it was in the broker already; failed: the reason is in SQL.
+            if !matches!(result, Ok(true)) {
+                continue;
             }
+            metrics::counter!("antcode_scheduler_repairs_total", "kind" => "republished")
+                .increment(1);
+            tracing::debug!(run_id = %job.run_id, attempt = job.attempt, "compensation: published queued run");
+            self.note(
+                &job.run_id,
+                job.attempt,
+                "published",
+                "queued in SQL but missing from the broker: published again",
+            )
+            .await;
         }
         Ok(())
     }
 
     async fn reclaim_expired(&self) -> Result<(), crate::SchedulerError> {
-        for lease in self.config.broker.reap_expired(now_ms()).await? {
+        for lease in self.config.broker.reap_expired(self.now()).await? {
             let why = format!(
                 "lease expired: no heartbeat from worker {}",
                 lease.worker_id
@@ -157,18 +178,16 @@ impl<'a> Compensator<'a> {
 
     async fn find_orphans(&mut self) -> Result<(), crate::SchedulerError> {
         let running = self.config.store.running_runs(1000).await?;
+        let now = self.now();
+        let lost_after = self.config.lost_after.as_millis() as i64;
         let mut still = HashMap::new();
         for run in running {
             let token = run.lease_token.clone().unwrap_or_default();
             if self.config.broker.lease_alive(&run.id, &token).await? {
                 continue;
             }
-            let since = self
-                .orphans
-                .get(&run.id)
-                .copied()
-                .unwrap_or_else(Instant::now);
-            if since.elapsed() >= self.config.lost_after {
+            let since = self.orphans.get(&run.id).copied().unwrap_or(now);
+            if now - since >= lost_after {
                 let why =
                     "the run's lease is gone (its runner or the broker restarted)".to_string();
                 self.declare_lost(&run.id, run.attempt, &token, why, "orphaned")
@@ -189,7 +208,7 @@ impl<'a> Compensator<'a> {
             attempt,
             kind: kind.into(),
             detail: detail.into(),
-            at: now_ms(),
+            at: self.now(),
         };
         if let Err(e) = self.config.store.add_history(&entry).await {
             tracing::debug!(run_id, error = %e, "compensation: history note failed");
@@ -207,7 +226,7 @@ impl<'a> Compensator<'a> {
         let applied = self
             .config
             .store
-            .finish_attempt(run_id, attempt, Some(token), &lost(why.clone()), now_ms())
+            .finish_attempt(run_id, attempt, Some(token), &lost(why.clone()), self.now())
             .await;
         match applied {
             Ok(_) => {

@@ -5,12 +5,13 @@
 //! * [`leader`] elects one instance through the broker's lock and carries its fencing token.
 //! * [`compensation`] (leader only) keeps the broker consistent with SQL: re-publishes queued runs,
 //!   reclaims expired leases as `lost`, and detects running runs whose lease vanished.
-//! * [`tick`] (leader only) fires schedules.
+//! * [`tick`] (leader only) fires schedules, in batches of one transaction each.
 //!
 //! The plane never talks to runners or control directly: only through `Store` and `Broker`.
 //!
 //! Metrics: `antcode_scheduler_fires_total{outcome}`, `antcode_scheduler_fire_lag_seconds`
-//! (SQL write time − due time), `antcode_scheduler_leader_changes_total`,
+//! (SQL write time − due time), `antcode_scheduler_fire_batch_size` (fires written per
+//! transaction), `antcode_scheduler_leader_changes_total`,
 //! `antcode_scheduler_repairs_total{kind}`, `antcode_scheduler_recorder_lag_seconds` (apply time
 //! − the event's `at_ms`).
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use antcode_core::broker::Broker;
 use antcode_core::store::Store;
+use antcode_core::time::{Clock, SystemClock};
 use antcode_core::Shutdown;
 
 pub struct SchedulerConfig {
@@ -40,6 +42,9 @@ pub struct SchedulerConfig {
     /// Opens task secrets into the jobs this instance publishes (`ANTCODE_SECRET_KEY`); without
     /// it, runs of tasks that declare secrets fail with a message saying so.
     pub secrets: Option<Arc<antcode_core::secrets::SecretBox>>,
+    /// Where tick and compensation read "now": due times, misfires, lag, backoff starts, lost
+    /// leases and queue timeouts. Tests put a `ManualClock` here and advance it.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SchedulerConfig {
@@ -52,6 +57,7 @@ impl SchedulerConfig {
             leader_ttl: Duration::from_secs(10),
             lost_after: Duration::from_secs(15),
             secrets: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }

@@ -1,8 +1,15 @@
 //! Firing schedules (leader only).
 //!
+//! A pass reads the due tasks in batches of [`FIRE_BATCH`], the oldest fire time first. Each
+//! batch is planned in memory (the misfire and overlap policies of every task, against one read
+//! of the batch's active runs), written in ONE fenced transaction (`Store::fire_schedules`: the
+//! runs and every task's next fire time) and its jobs published in one broker call. Batching is
+//! what lets one leader keep up with 100,000 schedules: a fire costs a row in a multi-row
+//! statement, not a transaction and three round trips of its own.
+//!
 //! A due task gets a run with `due_at` = the fire time it is for. The store's unique index on
 //! `(task_id, due_at)` makes a second fire of the same due time impossible, whichever instance or
-//! leader generation attempts it — a deposed leader's late write simply conflicts.
+//! leader generation attempts it, and the fence refuses a deposed leader's batch as a whole.
 //!
 //! Misfires (fire times missed while no leader ran): `skip` fires none of them, `fire_once` fires
 //! the latest one, `catch_up` fires each of them (at most [`CATCH_UP_MAX`]). A due time within
@@ -12,30 +19,45 @@ use std::collections::HashMap;
 
 use antcode_core::model::{ProjectVersion, Run, RunState, Task};
 use antcode_core::schedule;
-use antcode_core::store::{NewRun, RunFilter, StoreError, HELD};
-use antcode_core::time::now_ms;
+use antcode_core::secrets::publish_jobs;
+use antcode_core::store::{Fire, NewRun, NextFire, StoreError};
 
 use crate::SchedulerConfig;
 
 /// A fire time older than this when the leader sees it counts as missed.
 pub const MISFIRE_GRACE_MS: i64 = 5_000;
 pub const CATCH_UP_MAX: usize = 100;
+/// Due tasks read, planned and written per transaction.
+pub const FIRE_BATCH: u32 = 1_000;
 
+/// Fires everything due now, batch after batch, until nothing is due.
 pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
-    let now = now_ms();
-    let tasks = match config.store.due_tasks(now).await {
-        Ok(tasks) => tasks,
-        Err(e) => {
-            tracing::warn!(error = %e, "tick: reading due tasks failed");
-            return;
-        }
-    };
-    // One pass reads each project's current version once, not once per task: with many
-    // schedules on few projects those two reads were a third of the statements per fire.
+    // Each project's current version is read once per pass, not once per task: with many
+    // schedules on few projects those reads were a third of the statements per fire.
     let mut versions = HashMap::new();
-    for task in tasks {
-        if let Err(e) = fire_task(config, task, now, fence, &mut versions).await {
-            tracing::warn!(error = %e, "tick: firing failed; will retry next tick");
+    loop {
+        let now = config.clock.now_ms();
+        let tasks = match config.store.due_tasks(now, FIRE_BATCH).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::warn!(error = %e, "tick: reading due tasks failed");
+                return;
+            }
+        };
+        let full = tasks.len() == FIRE_BATCH as usize;
+        match fire_batch(config, tasks, now, fence, &mut versions).await {
+            // A full batch means more may be due. A batch that moved no task would only read
+            // the same tasks again: they wait for the next tick.
+            Ok(moved) if full && moved > 0 => {}
+            Ok(_) => return,
+            Err(StoreError::Stale(e)) => {
+                tracing::warn!(fence, error = %e, "tick: batch refused: this leader was deposed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tick: firing failed; will retry next tick");
+                return;
+            }
         }
     }
 }
@@ -61,7 +83,12 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
         }
         next = schedule::next_after(sched, t, first).ok().flatten();
     }
-    let latest = *missed.last().unwrap_or(&first);
+    // A pending fire outside the schedule's bounds (an interval's `end` moved before it) is
+    // dropped, never fired.
+    missed.retain(|t| schedule::within_bounds(sched, *t));
+    let Some(&latest) = missed.last() else {
+        return (vec![], next);
+    };
     let fire = if task.spec.misfire == "catch_up" {
         // Every due time since the last fire, even when the newest is still within the grace:
         // a failover that took two intervals must not drop the first of them.
@@ -76,139 +103,182 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
     (fire, next)
 }
 
-/// What the overlap policy decides for one fire while earlier runs of the task are active.
-enum Overlap {
-    Fire,
-    Skip,
-    /// Create the run but hold it until the active one finishes (`queue_one`).
-    Hold,
-    /// Cancel the active runs, then fire (`cancel_previous`).
-    CancelThenFire(Vec<Run>),
+/// One fire the overlap policy let through.
+#[derive(Debug, Default)]
+struct Planned {
+    due: i64,
+    /// Created held until the running run finishes (`queue_one`).
+    held: bool,
+    /// Cancelled right after it is created: a later fire of the same pass replaces it
+    /// (`cancel_previous` catching up).
+    superseded: bool,
+    /// Active runs to cancel once this fire is created (`cancel_previous`).
+    cancel: Vec<Run>,
 }
 
-async fn overlap(config: &SchedulerConfig, task: &Task) -> Result<Overlap, StoreError> {
-    if task.spec.overlap == "allow" {
-        return Ok(Overlap::Fire);
+/// Applies the overlap policy to a task's due times, given its active runs. Returns the fires
+/// to create and how many were skipped. Each created fire counts as active for the next.
+fn overlap(policy: &str, due_times: &[i64], mut active: Vec<Run>) -> (Vec<Planned>, usize) {
+    let mut queued = active.iter().any(|r| r.state == RunState::Queued);
+    let running = active.iter().any(|r| r.state == RunState::Running);
+    let mut fires: Vec<Planned> = vec![];
+    let mut skipped = 0;
+    for &due in due_times {
+        let mut fire = Planned {
+            due,
+            ..Default::default()
+        };
+        match policy {
+            "skip" | "queue_one" if queued => {
+                skipped += 1;
+                continue;
+            }
+            "skip" if running => {
+                skipped += 1;
+                continue;
+            }
+            "queue_one" => fire.held = running,
+            "cancel_previous" => {
+                fire.cancel = std::mem::take(&mut active);
+                if let Some(previous) = fires.last_mut() {
+                    previous.superseded = true;
+                }
+            }
+            _ => {}
+        }
+        queued = true;
+        fires.push(fire);
     }
-    let active = active_runs(config, &task.id).await?;
-    if active.is_empty() {
-        return Ok(Overlap::Fire);
-    }
-    Ok(match task.spec.overlap.as_str() {
-        "skip" => Overlap::Skip,
-        "queue_one" if active.iter().any(|r| r.state == RunState::Queued) => Overlap::Skip,
-        "queue_one" => Overlap::Hold,
-        "cancel_previous" => Overlap::CancelThenFire(active),
-        _ => Overlap::Fire,
-    })
+    (fires, skipped)
 }
 
-async fn fire_task(
+/// Plans, writes and publishes one batch of due tasks; returns how many tasks it moved on.
+async fn fire_batch(
     config: &SchedulerConfig,
-    mut task: Task,
+    tasks: Vec<Task>,
     now: i64,
     fence: u64,
     versions: &mut HashMap<String, ProjectVersion>,
-) -> Result<(), StoreError> {
-    let (due_times, next) = plan(&task, now);
-    let version = match versions.get(&task.project_id) {
-        Some(v) => v.clone(),
-        None => {
-            let v = config
-                .store
-                .version(&task.project_id, current_version(config, &task).await?)
-                .await?;
-            versions.insert(task.project_id.clone(), v.clone());
-            v
-        }
-    };
-    for due in due_times {
-        let decision = overlap(config, &task).await?;
-        match &decision {
-            Overlap::Skip => {
-                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap")
-                    .increment(1);
-                continue;
-            }
-            Overlap::CancelThenFire(active) => cancel_all(config, active).await,
-            Overlap::Fire | Overlap::Hold => {}
-        }
-        let new = NewRun {
-            task: task.clone(),
-            version: version.clone(),
-            trigger: "schedule".into(),
-            due_at: Some(due),
-        };
-        match config
-            .store
-            .create_fenced_run(&new, crate::leader::LOCK, fence)
-            .await
-        {
-            Ok((run, job)) => {
-                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "fired")
-                    .increment(1);
-                // Lag is measured at the SQL write: that is when the fire became durable.
-                metrics::histogram!("antcode_scheduler_fire_lag_seconds")
-                    .record((now_ms() - due).max(0) as f64 / 1000.0);
-                metrics::counter!("antcode_runs_created_total", "trigger" => "schedule")
-                    .increment(1);
-                tracing::info!(task = %task.name, due, fence, "tick: fired");
-                if matches!(decision, Overlap::Hold) {
-                    config.store.defer_run(&run.id, HELD).await?;
-                } else if let Err(e) = antcode_core::secrets::publish_job(
-                    config.store.as_ref(),
-                    config.broker.as_ref(),
-                    config.secrets.as_deref(),
-                    &job,
-                )
-                .await
-                {
-                    // A store or broker error: compensation publishes it from SQL on the next
-                    // pass. A secret that cannot be resolved has failed the run already.
-                    tracing::warn!(error = %e, "tick: publish failed");
-                }
-            }
-            Err(StoreError::Conflict(_)) => {
-                metrics::counter!("antcode_scheduler_fires_total", "outcome" => "duplicate")
-                    .increment(1);
-            }
-            Err(e) => return Err(e),
+) -> Result<usize, StoreError> {
+    let guarded: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.spec.overlap != "allow")
+        .map(|t| t.id.clone())
+        .collect();
+    let mut active: HashMap<String, Vec<Run>> = HashMap::new();
+    if !guarded.is_empty() {
+        for run in config.store.active_runs(&guarded).await? {
+            active.entry(run.task_id.clone()).or_default().push(run);
         }
     }
-    task.next_fire_at = next;
-    task.updated_at = now;
-    config.store.update_task(&task).await
+    let mut fires = vec![];
+    let mut plans = vec![];
+    let mut next = vec![];
+    let mut skipped = 0;
+    for task in tasks {
+        let Some(from) = task.next_fire_at else {
+            continue;
+        };
+        let version = match version_of(config, &task, versions).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(task = %task.name, error = %e, "tick: cannot read the task's project version; will retry next tick");
+                continue;
+            }
+        };
+        let (due_times, to) = plan(&task, now);
+        let task_active = active.remove(&task.id).unwrap_or_default();
+        let (planned, skips) = overlap(&task.spec.overlap, &due_times, task_active);
+        skipped += skips;
+        for p in planned {
+            let run = NewRun {
+                task: task.clone(),
+                version: version.clone(),
+                trigger: "schedule".into(),
+                due_at: Some(p.due),
+            };
+            fires.push(Fire { run, held: p.held });
+            plans.push(p);
+        }
+        next.push(NextFire {
+            task_id: task.id,
+            from,
+            to,
+        });
+    }
+    metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap")
+        .increment(skipped as u64);
+    let created = config
+        .store
+        .fire_schedules(&fires, &next, crate::leader::LOCK, fence, now)
+        .await?;
+    metrics::histogram!("antcode_scheduler_fire_batch_size").record(fires.len() as f64);
+    // Lag is measured once the batch is durable: that is when its fires happened.
+    let written = config.clock.now_ms();
+    let mut publish = vec![];
+    for (plan, job) in plans.iter().zip(created) {
+        let Some(job) = job else {
+            metrics::counter!("antcode_scheduler_fires_total", "outcome" => "duplicate")
+                .increment(1);
+            continue;
+        };
+        metrics::counter!("antcode_scheduler_fires_total", "outcome" => "fired").increment(1);
+        metrics::counter!("antcode_runs_created_total", "trigger" => "schedule").increment(1);
+        metrics::histogram!("antcode_scheduler_fire_lag_seconds")
+            .record((written - plan.due).max(0) as f64 / 1000.0);
+        tracing::debug!(task_id = %job.task_id, due = plan.due, fence, "tick: fired");
+        cancel_all(config, &plan.cancel).await;
+        if plan.superseded {
+            if let Err(e) = config.store.request_cancel(&job.run_id, written).await {
+                tracing::warn!(run_id = %job.run_id, error = %e, "tick: cancelling a superseded fire failed");
+            }
+        } else if !plan.held {
+            publish.push(job);
+        }
+    }
+    if !publish.is_empty() {
+        let c = config;
+        // A store or broker error: compensation publishes them from SQL on its next pass. A
+        // secret that cannot be resolved has failed its run already.
+        if let Err(e) = publish_jobs(
+            c.store.as_ref(),
+            c.broker.as_ref(),
+            c.secrets.as_deref(),
+            &publish,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, jobs = publish.len(), "tick: publish failed");
+        }
+    }
+    Ok(next.len())
+}
+
+async fn version_of(
+    config: &SchedulerConfig,
+    task: &Task,
+    cache: &mut HashMap<String, ProjectVersion>,
+) -> Result<ProjectVersion, StoreError> {
+    if let Some(v) = cache.get(&task.project_id) {
+        return Ok(v.clone());
+    }
+    let project = config.store.project(&task.project_id).await?;
+    let v = config
+        .store
+        .version(&task.project_id, project.current_version)
+        .await?;
+    cache.insert(task.project_id.clone(), v.clone());
+    Ok(v)
 }
 
 async fn cancel_all(config: &SchedulerConfig, runs: &[Run]) {
+    let now = config.clock.now_ms();
     for run in runs {
-        if let Err(e) = config.store.request_cancel(&run.id, now_ms()).await {
+        if let Err(e) = config.store.request_cancel(&run.id, now).await {
             tracing::warn!(run_id = %run.id, error = %e, "tick: cancelling the previous run failed");
         }
         if let Err(e) = config.broker.cancel(&run.id).await {
             tracing::warn!(run_id = %run.id, error = %e, "tick: cancel signal failed");
         }
     }
-}
-
-async fn current_version(config: &SchedulerConfig, task: &Task) -> Result<i64, StoreError> {
-    Ok(config
-        .store
-        .project(&task.project_id)
-        .await?
-        .current_version)
-}
-
-/// The task's queued (including held) and running runs.
-pub async fn active_runs(config: &SchedulerConfig, task_id: &str) -> Result<Vec<Run>, StoreError> {
-    let mut out = vec![];
-    for state in [RunState::Queued, RunState::Running] {
-        let filter = RunFilter {
-            task_id: Some(task_id.into()),
-            state: Some(state),
-            ..Default::default()
-        };
-        out.extend(config.store.list_runs(&filter, 100, None).await?.items);
-    }
-    Ok(out)
 }

@@ -141,7 +141,11 @@ async fn killing_the_leader_repeatedly_neither_duplicates_nor_misses_a_fire() {
             misfire: "catch_up".into(),
             ..Default::default()
         },
-        schedule: Some(Schedule::Interval { every_s: 1 }),
+        schedule: Some(Schedule::Interval {
+            every_s: 1,
+            start: None,
+            end: None,
+        }),
         paused: false,
         next_fire_at: Some(first_due),
         created_at: now,

@@ -133,20 +133,35 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn publish(&self, job: &Job) -> BrokerResult<bool> {
-        {
+    async fn publish_many(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        let added = {
             let mut st = self.lock();
-            if !st.present.insert((job.run_id.clone(), job.attempt)) {
-                return Ok(false);
-            }
-            st.cancels.remove(&job.run_id);
-            st.queues
-                .entry(job.queue.clone())
-                .or_default()
-                .push_back(job.clone());
+            jobs.iter()
+                .map(|job| {
+                    if !st.present.insert((job.run_id.clone(), job.attempt)) {
+                        return false;
+                    }
+                    st.cancels.remove(&job.run_id);
+                    st.queues
+                        .entry(job.queue.clone())
+                        .or_default()
+                        .push_back(job.clone());
+                    true
+                })
+                .collect::<Vec<_>>()
+        };
+        if added.contains(&true) {
+            self.jobs_published.notify_waiters();
         }
-        self.jobs_published.notify_waiters();
-        Ok(true)
+        Ok(added)
+    }
+
+    async fn holds(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        let st = self.lock();
+        Ok(jobs
+            .iter()
+            .map(|j| st.present.contains(&(j.run_id.clone(), j.attempt)))
+            .collect())
     }
 
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {

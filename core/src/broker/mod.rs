@@ -102,7 +102,18 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Enqueues a job. Idempotent per `(run_id, attempt)`: a job already queued or leased is not
     /// added again (returns false), so compensation may re-publish freely.
-    async fn publish(&self, job: &Job) -> BrokerResult<bool>;
+    async fn publish(&self, job: &Job) -> BrokerResult<bool> {
+        let added = self.publish_many(std::slice::from_ref(job)).await?;
+        Ok(added.first().copied().unwrap_or(false))
+    }
+    /// [`Broker::publish`] of many jobs in few round trips (the scheduler's batches); the result
+    /// lines up with `jobs`. Not atomic as a whole: on an error some may have been added, which
+    /// is harmless because publishing again is idempotent.
+    async fn publish_many(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>>;
+    /// For each job, whether its `(run_id, attempt)` is queued or leased here — exactly when
+    /// publishing it would add nothing. Lets compensation resolve and publish only what is
+    /// missing; the result lines up with `jobs`.
+    async fn holds(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>>;
     /// Waits up to `wait` for jobs on any of the queues and leases up to `max` of them.
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>>;
     /// Extends the worker's leases; reports cancels, lost leases and the drain flag.

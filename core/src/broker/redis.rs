@@ -78,21 +78,36 @@ local function drop_attempt(jobs, run, attempt)
 end
 "#;
 
-/// KEYS: jobs, stream, queues, cancels. ARGV: run, attempt, job JSON, queue.
+/// Publishes jobs, each only if its `(run, attempt)` is not already queued or leased.
+/// KEYS: jobs, queues, cancels, then the stream of each job. ARGV: (run, attempt, job JSON,
+/// queue) per job. Returns 1 (added) or 0 per job.
 const LUA_PUBLISH: &str = r#"
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local att = {}
-if raw then att = cjson.decode(raw) end
-if att[ARGV[2]] then return 0 end
--- XADD creates the stream; lessees create its group from id 0 (and again after a FLUSHALL), so
--- an entry published before any lessee came is still delivered.
-local id = redis.call('XADD', KEYS[2], '*', 'run', ARGV[1], 'attempt', ARGV[2], 'job', ARGV[3])
-att[ARGV[2]] = {s = 'q', k = KEYS[2], id = id}
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(att))
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('ZREM', KEYS[4], ARGV[1])
-return 1
+local out = {}
+for i = 1, #ARGV / 4 do
+  local run, attempt, job, queue = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
+  local stream = KEYS[3 + i]
+  local raw = redis.call('HGET', KEYS[1], run)
+  local att = {}
+  if raw then att = cjson.decode(raw) end
+  if att[attempt] then
+    out[i] = 0
+  else
+    -- XADD creates the stream; lessees create its group from id 0 (and again after a
+    -- FLUSHALL), so an entry published before any lessee came is still delivered.
+    local id = redis.call('XADD', stream, '*', 'run', run, 'attempt', attempt, 'job', job)
+    att[attempt] = {s = 'q', k = stream, id = id}
+    redis.call('HSET', KEYS[1], run, cjson.encode(att))
+    redis.call('SADD', KEYS[2], queue)
+    redis.call('ZREM', KEYS[3], run)
+    out[i] = 1
+  end
+end
+return out
 "#;
+
+/// Jobs per `LUA_PUBLISH` call: the script blocks Redis while it runs, so a large batch is cut
+/// into calls of a few milliseconds each.
+const PUBLISH_CHUNK: usize = 256;
 
 /// Lua helper shared by the scripts that turn queue entries into leases.
 /// KEYS: jobs, leases, lease, ltok, cancels, then the streams. ARGV: group, now, deadline,
@@ -841,21 +856,46 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
-    async fn publish(&self, job: &Job) -> BrokerResult<bool> {
-        let added: i64 = self
-            .scripts
-            .publish
-            .key(self.key("jobs"))
-            .key(self.queue_key(&job.queue))
-            .key(self.key("queues"))
-            .key(self.key("cancels"))
-            .arg(&job.run_id)
-            .arg(job.attempt)
-            .arg(to_json(job)?)
-            .arg(&job.queue)
-            .invoke_async(&mut self.con())
-            .await?;
-        Ok(added == 1)
+    async fn publish_many(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(PUBLISH_CHUNK) {
+            let mut call = self.scripts.publish.prepare_invoke();
+            call.key(self.key("jobs"))
+                .key(self.key("queues"))
+                .key(self.key("cancels"));
+            for job in chunk {
+                call.key(self.queue_key(&job.queue))
+                    .arg(&job.run_id)
+                    .arg(job.attempt)
+                    .arg(to_json(job)?)
+                    .arg(&job.queue);
+            }
+            let added: Vec<i64> = call.invoke_async(&mut self.con()).await?;
+            out.extend(added.into_iter().map(|a| a == 1));
+        }
+        Ok(out)
+    }
+
+    async fn holds(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        // The `jobs` hash is what makes publish idempotent: one HMGET answers for all of them.
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(self.key("jobs"));
+        for job in jobs {
+            cmd.arg(&job.run_id);
+        }
+        let raws: Vec<Option<String>> = cmd.query_async(&mut self.con()).await?;
+        jobs.iter()
+            .zip(raws)
+            .map(|(job, raw)| {
+                let Some(raw) = raw else { return Ok(false) };
+                let attempts: serde_json::Value = serde_json::from_str(&raw)
+                    .map_err(|e| BrokerError::Corrupt(format!("jobs entry: {e}")))?;
+                Ok(attempts.get(job.attempt.to_string()).is_some())
+            })
+            .collect()
     }
 
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {

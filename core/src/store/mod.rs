@@ -74,6 +74,24 @@ pub struct NewRun {
     pub due_at: Option<i64>,
 }
 
+/// One due time of a schedule for [`Store::fire_schedules`].
+#[derive(Debug, Clone)]
+pub struct Fire {
+    /// The run to create; `due_at` must be set (it is what makes the fire unique).
+    pub run: NewRun,
+    /// Created held ([`HELD`]) behind the task's running run (overlap `queue_one`).
+    pub held: bool,
+}
+
+/// Moves a task's `next_fire_at` from `from` to `to`, only if it still is `from`: an edit of the
+/// task made after the scheduler read it wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextFire {
+    pub task_id: String,
+    pub from: i64,
+    pub to: Option<i64>,
+}
+
 /// What the recorder decided when it applied a `Finished` event.
 #[derive(Debug, Clone)]
 pub enum FinishApplied {
@@ -117,20 +135,29 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>>;
     async fn update_task(&self, task: &Task) -> StoreResult<()>;
     async fn delete_task(&self, id: &str) -> StoreResult<()>;
-    /// Active (unpaused) tasks with a schedule whose next fire time is at or before `now_ms`.
-    async fn due_tasks(&self, now_ms: i64) -> StoreResult<Vec<Task>>;
+    /// Active (unpaused) tasks with a schedule whose next fire time is at or before `now_ms`,
+    /// the oldest fire time first, at most `limit`.
+    async fn due_tasks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Task>>;
 
     // runs
     /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
-    /// `create_run` for a scheduler leader: refused as `Stale` when a newer leader's fencing token
-    /// for `lock` has already been accepted (the deposed leader's late write changes nothing).
-    async fn create_fenced_run(
+    /// A scheduler leader's batch, in ONE transaction: creates the `queued` run of each fire
+    /// (queued at `at_ms`; held ones with `not_before` = [`HELD`]) and moves each task's next
+    /// fire time per `next`. The whole batch is refused as `Stale`, changing nothing, when a newer
+    /// leader's fencing token for `lock` has already been accepted (a deposed leader's late
+    /// write). A fire whose `(task, due_at)` already has a run is not created again: its entry in
+    /// the result, which lines up with `fires`, is `None`; the others carry the created job.
+    async fn fire_schedules(
         &self,
-        new: &NewRun,
+        fires: &[Fire],
+        next: &[NextFire],
         lock: &str,
         token: u64,
-    ) -> StoreResult<(Run, Job)>;
+        at_ms: i64,
+    ) -> StoreResult<Vec<Option<Job>>>;
+    /// The `queued` (held ones included) and `running` runs of these tasks, by id.
+    async fn active_runs(&self, task_ids: &[String]) -> StoreResult<Vec<Run>>;
     /// Queued runs whose queue timeout passed without a start.
     async fn expired_queued_runs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Run>>;
     /// `queued` → `failed` with reason `expired`, for this attempt only; never retried.

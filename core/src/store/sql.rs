@@ -72,6 +72,58 @@ fn page_size(limit: u32) -> u32 {
     limit.max(1)
 }
 
+/// Rows per multi-row statement: keeps every statement well under the bind limits (SQLite
+/// 32,766, PostgreSQL and MySQL 65,535) at 13 binds a row.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `?, ?, …` with `n` placeholders.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// `row, row, …`: `n` copies of a `VALUES` tuple.
+fn rows_of(row: &str, n: usize) -> String {
+    vec![row; n].join(", ")
+}
+
+/// The job a new run publishes for its first attempt.
+fn first_job(run_id: &str, new: &NewRun) -> Job {
+    let (task, version) = (&new.task, &new.version);
+    Job {
+        run_id: run_id.into(),
+        attempt: 1,
+        queue: task.spec.queue.clone(),
+        task_id: task.id.clone(),
+        project_id: task.project_id.clone(),
+        project_version: version.version,
+        bundle: version.bundle.clone(),
+        entrypoint: task
+            .spec
+            .entrypoint
+            .clone()
+            .unwrap_or_else(|| version.entrypoint.clone()),
+        requirements: version.requirements.clone(),
+        python_version: version.python_version.clone(),
+        args: task.spec.args.clone(),
+        env: task.spec.env.clone(),
+        timeout_s: task.spec.timeout_s,
+        secrets: task.spec.secrets.clone(),
+        secret_env: Default::default(),
+    }
+}
+
+/// A history line written when a run is created.
+fn queued_entry(run_id: &str, trigger: &str, at_ms: i64) -> RunHistoryEntry {
+    RunHistoryEntry {
+        id: new_id(),
+        run_id: run_id.into(),
+        attempt: 1,
+        kind: "queued".into(),
+        detail: format!("trigger: {trigger}"),
+        at: at_ms,
+    }
+}
+
 /// The keyset condition of a page: ids are time-ordered, so "older than the cursor" is the next
 /// page. No cursor means no condition at all: a sentinel such as `id < '~'` only works under byte
 /// order, and natural-language collations (ICU, glibc en_US, MySQL's `*_ai_ci`) sort punctuation
@@ -287,23 +339,30 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Writes one history line on `conn`, so callers can put it in the same transaction as the
-    /// state change it records.
+    /// Writes history lines on `conn` (one statement per [`ROWS_PER_STATEMENT`]), so callers can
+    /// put them in the same transaction as the state change they record.
     async fn insert_history(
         &self,
         conn: &mut AnyConnection,
-        e: &RunHistoryEntry,
+        entries: &[RunHistoryEntry],
     ) -> StoreResult<()> {
-        let sql = self.q("INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES (?, ?, ?, ?, ?, ?)");
-        sqlx::query(&sql)
-            .bind(&e.id)
-            .bind(&e.run_id)
-            .bind(e.attempt as i64)
-            .bind(&e.kind)
-            .bind(&e.detail)
-            .bind(e.at)
-            .execute(conn)
-            .await?;
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.q(&format!(
+                "INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES {}",
+                rows_of("(?, ?, ?, ?, ?, ?)", chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(&e.id)
+                    .bind(&e.run_id)
+                    .bind(e.attempt as i64)
+                    .bind(&e.kind)
+                    .bind(&e.detail)
+                    .bind(e.at);
+            }
+            query.execute(&mut *conn).await?;
+        }
         Ok(())
     }
 
@@ -324,7 +383,7 @@ impl SqlStore {
             detail: detail.into(),
             at: at_ms,
         };
-        self.insert_history(conn, &entry).await
+        self.insert_history(conn, &[entry]).await
     }
 
     /// One attempt of `finish_attempt` against the run as read now. `Ok(None)` means the row
@@ -417,70 +476,109 @@ impl SqlStore {
             FinishApplied::Terminal(run)
         }))
     }
-    /// Inserts a queued run; with a fence, only if `token` is at least the highest token a write
-    /// was accepted under for `lock` (so a deposed leader's late write fails), in one transaction.
-    async fn insert_run(
+    /// Inserts queued runs on `tx`, at most [`ROWS_PER_STATEMENT`] per statement: `(id, new run,
+    /// its job, not_before)`. With `skip_duplicates` a run whose `(task_id, due_at)` already
+    /// exists is left out silently (callers read back which ids exist); without it the statement
+    /// fails with `Conflict`.
+    async fn insert_runs(
         &self,
-        new: &NewRun,
-        fence: Option<(&str, u64)>,
-    ) -> StoreResult<(Run, Job)> {
-        let task = &new.task;
-        let version = &new.version;
-        let now = crate::time::now_ms();
-        let id = new_id();
-        let job = Job {
-            run_id: id.clone(),
-            attempt: 1,
-            queue: task.spec.queue.clone(),
-            task_id: task.id.clone(),
-            project_id: task.project_id.clone(),
-            project_version: version.version,
-            bundle: version.bundle.clone(),
-            entrypoint: task
-                .spec
-                .entrypoint
-                .clone()
-                .unwrap_or_else(|| version.entrypoint.clone()),
-            requirements: version.requirements.clone(),
-            python_version: version.python_version.clone(),
-            args: task.spec.args.clone(),
-            env: task.spec.env.clone(),
-            timeout_s: task.spec.timeout_s,
-            secrets: task.spec.secrets.clone(),
-            secret_env: Default::default(),
-        };
-        let mut tx = self.pool.begin().await?;
-        if let Some((lock, token)) = fence {
-            self.advance_fence(&mut tx, lock, token).await?;
+        tx: &mut AnyConnection,
+        runs: &[(String, &NewRun, Job, i64)],
+        at_ms: i64,
+        skip_duplicates: bool,
+    ) -> StoreResult<()> {
+        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms) VALUES {}", rows_of(row, chunk.len()));
+            if skip_duplicates {
+                sql.push_str(match self.dialect {
+                    Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
+                    _ => " ON CONFLICT DO NOTHING",
+                });
+            }
+            let sql = self.q(&sql);
+            let mut query = sqlx::query(&sql);
+            for (id, new, job, not_before) in chunk {
+                let spec = &new.task.spec;
+                query = query
+                    .bind(id)
+                    .bind(&new.task.id)
+                    .bind(&new.task.project_id)
+                    .bind(new.version.version)
+                    .bind(spec.retry.max_attempts.max(1) as i64)
+                    .bind(to_json(&spec.retry))
+                    .bind(&spec.queue)
+                    .bind(&new.trigger)
+                    .bind(to_json(job))
+                    .bind(new.due_at)
+                    .bind(at_ms)
+                    .bind(*not_before)
+                    .bind(
+                        spec.queue_timeout_s
+                            .saturating_mul(1000)
+                            .min(i64::MAX as u64) as i64,
+                    );
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict(e, "a run for this task and due time"))?;
         }
-        let sql = self.q("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms) VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        sqlx::query(&sql)
-            .bind(&id)
-            .bind(&task.id)
-            .bind(&task.project_id)
-            .bind(version.version)
-            .bind(task.spec.retry.max_attempts.max(1) as i64)
-            .bind(to_json(&task.spec.retry))
-            .bind(&task.spec.queue)
-            .bind(&new.trigger)
-            .bind(to_json(&job))
-            .bind(new.due_at)
-            .bind(now)
-            .bind(now)
-            .bind(
-                task.spec
-                    .queue_timeout_s
-                    .saturating_mul(1000)
-                    .min(i64::MAX as u64) as i64,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict(e, "a run for this task and due time"))?;
-        let detail = format!("trigger: {}", new.trigger);
-        self.history_in(&mut tx, &id, 1, "queued", &detail, now)
-            .await?;
-        tx.commit().await?;
-        Ok((self.run(&id).await?, job))
+        Ok(())
+    }
+
+    /// The ids among `ids` that have a row in `runs`, read on `tx`.
+    async fn existing_runs(
+        &self,
+        tx: &mut AnyConnection,
+        ids: &[&str],
+    ) -> StoreResult<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.q(&format!(
+                "SELECT id FROM runs WHERE id IN ({})",
+                placeholders(chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                out.insert(rows::text(&row, "id")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves each task's `next_fire_at` if it still is `from`, at most [`ROWS_PER_STATEMENT`]
+    /// tasks per statement (a `CASE` on the id keeps it one portable statement).
+    async fn move_next_fires(
+        &self,
+        tx: &mut AnyConnection,
+        next: &[NextFire],
+        at_ms: i64,
+    ) -> StoreResult<()> {
+        for chunk in next.chunks(ROWS_PER_STATEMENT) {
+            let cases = "WHEN ? THEN ? ".repeat(chunk.len());
+            let sql = self.q(&format!(
+                "UPDATE tasks SET next_fire_at = CASE id {cases}END, updated_at = ? \
+                 WHERE id IN ({}) AND next_fire_at = CASE id {cases}END",
+                placeholders(chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for n in chunk {
+                query = query.bind(&n.task_id).bind(n.to);
+            }
+            query = query.bind(at_ms);
+            for n in chunk {
+                query = query.bind(&n.task_id);
+            }
+            for n in chunk {
+                query = query.bind(&n.task_id).bind(n.from);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        Ok(())
     }
 
     async fn advance_fence(
@@ -867,23 +965,86 @@ impl Store for SqlStore {
         self.delete_where_id("tasks", id).await
     }
 
-    async fn due_tasks(&self, now_ms: i64) -> StoreResult<Vec<Task>> {
-        let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= ? ORDER BY next_fire_at"));
-        let rs = sqlx::query(&sql).bind(now_ms).fetch_all(&self.pool).await?;
+    async fn due_tasks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Task>> {
+        let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= ? ORDER BY next_fire_at LIMIT ?"));
+        let rs = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rs.iter().map(rows::task).collect()
     }
 
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)> {
-        self.insert_run(new, None).await
+        let now = crate::time::now_ms();
+        let id = new_id();
+        let job = first_job(&id, new);
+        let mut tx = self.pool.begin().await?;
+        self.insert_runs(&mut tx, &[(id.clone(), new, job.clone(), now)], now, false)
+            .await?;
+        self.insert_history(&mut tx, &[queued_entry(&id, &new.trigger, now)])
+            .await?;
+        tx.commit().await?;
+        Ok((self.run(&id).await?, job))
     }
 
-    async fn create_fenced_run(
+    async fn fire_schedules(
         &self,
-        new: &NewRun,
+        fires: &[Fire],
+        next: &[NextFire],
         lock: &str,
         token: u64,
-    ) -> StoreResult<(Run, Job)> {
-        self.insert_run(new, Some((lock, token))).await
+        at_ms: i64,
+    ) -> StoreResult<Vec<Option<Job>>> {
+        if fires.is_empty() && next.is_empty() {
+            return Ok(vec![]);
+        }
+        let runs: Vec<(String, &NewRun, Job, i64)> = fires
+            .iter()
+            .map(|f| {
+                let id = new_id();
+                let job = first_job(&id, &f.run);
+                let not_before = if f.held { HELD } else { at_ms };
+                (id, &f.run, job, not_before)
+            })
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        // The fence first: on PostgreSQL and MySQL its row lock also queues a racing leader's
+        // batch behind this one, which then finds the newer token and is refused.
+        self.advance_fence(&mut tx, lock, token).await?;
+        self.insert_runs(&mut tx, &runs, at_ms, true).await?;
+        let ids: Vec<&str> = runs.iter().map(|(id, ..)| id.as_str()).collect();
+        let created = self.existing_runs(&mut tx, &ids).await?;
+        let history: Vec<RunHistoryEntry> = runs
+            .iter()
+            .filter(|(id, ..)| created.contains(id))
+            .map(|(id, new, ..)| queued_entry(id, &new.trigger, at_ms))
+            .collect();
+        self.insert_history(&mut tx, &history).await?;
+        self.move_next_fires(&mut tx, next, at_ms).await?;
+        tx.commit().await?;
+        Ok(runs
+            .into_iter()
+            .map(|(id, _, job, _)| created.contains(&id).then_some(job))
+            .collect())
+    }
+
+    async fn active_runs(&self, task_ids: &[String]) -> StoreResult<Vec<Run>> {
+        let mut out = vec![];
+        for chunk in task_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.q(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE task_id IN ({}) AND state IN ('queued', 'running') ORDER BY id",
+                placeholders(chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(rows::run(&row)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn run(&self, id: &str) -> StoreResult<Run> {
@@ -1073,7 +1234,8 @@ impl Store for SqlStore {
 
     async fn add_history(&self, e: &RunHistoryEntry) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
-        self.insert_history(&mut conn, e).await
+        self.insert_history(&mut conn, std::slice::from_ref(e))
+            .await
     }
 
     async fn add_audit(&self, a: &AuditEntry) -> StoreResult<()> {
