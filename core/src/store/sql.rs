@@ -448,6 +448,7 @@ impl SqlStore {
             timeout_s: task.spec.timeout_s,
             secrets: task.spec.secrets.clone(),
             secret_env: Default::default(),
+            warm: task.spec.warm,
         };
         let mut tx = self.pool.begin().await?;
         if let Some((lock, token)) = fence {
