@@ -30,6 +30,8 @@ struct Harness {
     shutdown: Shutdown,
     runner: Option<JoinHandle<Result<(), RunnerError>>>,
     events: HashMap<String, Vec<RunEvent>>,
+    /// Runs start warm: checked on stop, so a silent fallback to cold cannot pass a warm test.
+    warm: bool,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -125,6 +127,9 @@ impl Harness {
         config.heartbeat_interval = Duration::from_millis(300);
         config.lease_ttl = Duration::from_secs(5);
         tweak(&mut config);
+        // The process's metrics registry, read back by `stop`.
+        antcode_core::telemetry::prometheus();
+        let warm = !config.warm.queues.is_empty();
         let shutdown = Shutdown::new();
         let runner = tokio::spawn(run(config, shutdown.clone()));
         Harness {
@@ -135,6 +140,7 @@ impl Harness {
             shutdown,
             runner: Some(runner),
             events: HashMap::new(),
+            warm,
         }
     }
 
@@ -262,6 +268,15 @@ impl Harness {
     }
 
     async fn stop(mut self) {
+        if self.warm {
+            // Process-wide counters: no test may make a warm run fall back to cold.
+            let metrics = antcode_core::telemetry::prometheus().render();
+            assert!(
+                metrics.contains("antcode_runner_zygote_misses_total")
+                    && !metrics.contains("antcode_runner_zygote_fallbacks_total"),
+                "a warm run started cold: {metrics}"
+            );
+        }
         self.shutdown.cancel();
         if let Some(r) = self.runner.take() {
             tokio::time::timeout(PATIENCE, r)
