@@ -281,7 +281,19 @@ async fn supervise(
     argv.extend(job.args.iter().cloned());
     let warm = job.warm || ctx.zygotes.config().queues.contains(&job.queue);
     let forked = match warm {
-        true => spawn_warm(ctx, job, &venv, &bundle_file, &argv, &env, work_dir, &limits).await,
+        true => {
+            spawn_warm(
+                ctx,
+                job,
+                &venv,
+                &bundle_file,
+                &argv,
+                &env,
+                work_dir,
+                &limits,
+            )
+            .await
+        }
         false => None,
     };
     let spawned = match forked.map_or_else(

@@ -135,9 +135,7 @@ impl Zygotes {
     /// when the pool is dropped; runners may share a data dir).
     pub fn new(data_dir: &Path, cfg: WarmConfig) -> Arc<Zygotes> {
         Arc::new(Zygotes {
-            root: data_dir
-                .join("zygotes")
-                .join(antcode_core::ids::new_id()),
+            root: data_dir.join("zygotes").join(antcode_core::ids::new_id()),
             cfg,
             live: Mutex::new(HashMap::new()),
             started: AtomicU64::new(0),
@@ -254,7 +252,8 @@ impl Zygotes {
     fn start_reaper(self: &Arc<Self>) {
         self.reaper.call_once(|| {
             let weak: Weak<Zygotes> = Arc::downgrade(self);
-            let every = (self.cfg.idle_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            let every =
+                (self.cfg.idle_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
             let _ = std::thread::Builder::new()
                 .name("antcode-zygotes".into())
                 .spawn(move || loop {
@@ -369,7 +368,8 @@ impl Zygote {
     }
 
     fn rss_bytes(&self) -> u64 {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).unwrap_or_default();
+        let statm =
+            std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).unwrap_or_default();
         let pages: u64 = statm
             .split_whitespace()
             .nth(1)
@@ -381,7 +381,8 @@ impl Zygote {
     }
 
     fn fork(self: &Arc<Self>, req: &Request<'_>) -> Result<Spawned, ForkError> {
-        let other = |what: &str, e: &dyn std::fmt::Display| ForkError::Other(format!("{what}: {e}"));
+        let other =
+            |what: &str, e: &dyn std::fmt::Display| ForkError::Other(format!("{what}: {e}"));
         let (mine, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,

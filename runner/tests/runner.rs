@@ -490,7 +490,8 @@ async fn cancel_stops_a_running_task(mode: Mode) {
     let mut h = Harness::start_with(2, |c| {
         mode.apply(c);
         c.kill_grace = Duration::from_secs(30);
-    }).await;
+    })
+    .await;
     // SIGTERM ends a sleeping Python at once; the long grace proves we do not wait it out.
     let job = h
         .py_job("import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
@@ -1124,16 +1125,27 @@ print("procs", os.getpid(), os.getppid(), helper.LOADED_IN)
         let procs = number_after(&log, "procs");
         let (pid, parent, loaded_in) = (procs[0], procs[1], procs[2]);
         if warm {
-            assert_ne!(parent, std::process::id() as i32, "a warm run is not the runner's child");
+            assert_ne!(
+                parent,
+                std::process::id() as i32,
+                "a warm run is not the runner's child"
+            );
             // The preload ran in the zygote, before the fork.
             assert_eq!(loaded_in, parent, "{log}");
             zygotes.push(parent);
         } else {
-            assert_eq!(parent, std::process::id() as i32, "a cold run is the runner's child");
+            assert_eq!(
+                parent,
+                std::process::id() as i32,
+                "a cold run is the runner's child"
+            );
             assert_eq!(loaded_in, pid, "{log}");
         }
     }
-    assert_eq!(zygotes[0], zygotes[1], "both warm runs forked from one zygote");
+    assert_eq!(
+        zygotes[0], zygotes[1],
+        "both warm runs forked from one zygote"
+    );
     h.stop().await;
 }
 
@@ -1147,12 +1159,18 @@ async fn a_zygote_killed_mid_flight_fails_the_run_and_is_replaced() {
     h.wait_for_log(&first.run_id, "procs").await;
     let procs = number_after(&h.live_log(&first.run_id).await, "procs");
     let (pid, zygote) = (procs[0], procs[1]);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote), nix::sys::signal::SIGKILL)
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
     let outcome = h.finished(&first.run_id).await;
     assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
     assert!(
-        outcome.error.as_deref().is_some_and(|e| e.contains("zygote")),
+        outcome
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("zygote")),
         "{outcome:?}"
     );
     // The orphaned run did not outlive its report.
@@ -1170,28 +1188,39 @@ async fn a_zygote_killed_mid_flight_fails_the_run_and_is_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zygotes_are_bounded_least_recently_used_first() {
-    let mut h = Harness::start_with(1, |c| {
-        Mode::Warm.apply(c);
-        c.warm.max_count = 1;
-    })
-    .await;
-    let code = "import os\nprint('procs', os.getpid(), os.getppid())\n";
-    let a = h.py_job(code).await.bundle;
-    let b = h.py_job(&format!("{code}# another project\n")).await.bundle;
-    let mut parents = Vec::new();
-    for bundle in [&a, &b, &a] {
-        let j = job(bundle.clone(), "main.py");
-        h.publish(&j).await;
-        let outcome = h.finished(&j.run_id).await;
-        assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
-        let log = String::from_utf8(h.archive(&outcome).await).unwrap();
-        parents.push(number_after(&log, "procs")[1]);
+async fn zygotes_are_bounded_in_number_memory_and_idle_time() {
+    let bounds: [(&str, fn(&mut antcode_runner::zygote::WarmConfig)); 3] = [
+        ("count", |w| w.max_count = 1),
+        ("memory", |w| w.max_memory_bytes = 0),
+        ("idle", |w| w.idle_ttl = Duration::ZERO),
+    ];
+    for (bound, tighten) in bounds {
+        let mut h = Harness::start_with(1, |c| {
+            Mode::Warm.apply(c);
+            tighten(&mut c.warm);
+        })
+        .await;
+        let code = "import os\nprint('procs', os.getpid(), os.getppid())\n";
+        let a = h.py_job(code).await.bundle;
+        let b = h.py_job(&format!("{code}# another project\n")).await.bundle;
+        let mut parents = Vec::new();
+        for bundle in [&a, &b, &a] {
+            let j = job(bundle.clone(), "main.py");
+            h.publish(&j).await;
+            let outcome = h.finished(&j.run_id).await;
+            assert_eq!(outcome.state, RunState::Succeeded, "{bound}: {outcome:?}");
+            let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+            parents.push(number_after(&log, "procs")[1]);
+        }
+        assert!(
+            !parents.contains(&(std::process::id() as i32)),
+            "{bound}: {parents:?}"
+        );
+        // b's zygote pushed a's out (the one about to be used always stays), so a's second run
+        // needed a new one.
+        assert_ne!(parents[0], parents[1], "{bound}");
+        assert_ne!(parents[0], parents[2], "{bound}: a's first zygote was kept");
+        assert_ne!(parents[1], parents[2], "{bound}");
+        h.stop().await;
     }
-    assert!(!parents.contains(&(std::process::id() as i32)), "{parents:?}");
-    // One zygote at a time: b's replaced a's, and a's second run needed a new one.
-    assert_ne!(parents[0], parents[1]);
-    assert_ne!(parents[0], parents[2]);
-    assert_ne!(parents[1], parents[2]);
-    h.stop().await;
 }
