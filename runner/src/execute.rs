@@ -282,17 +282,13 @@ async fn supervise(
     let warm = job.warm || ctx.zygotes.config().queues.contains(&job.queue);
     let forked = match warm {
         true => {
-            spawn_warm(
-                ctx,
-                job,
-                &venv,
-                &bundle_file,
-                &argv,
-                &env,
-                work_dir,
-                &limits,
-            )
-            .await
+            let req = zygote::Request {
+                argv: argv.clone(),
+                env: env.clone(),
+                cwd: work_dir.to_path_buf(),
+                limits,
+            };
+            spawn_warm(ctx, job, &venv, &bundle_file, req).await
         }
         false => None,
     };
@@ -378,16 +374,12 @@ async fn supervise(
 
 /// The run forked from its project's zygote, or `None` (logged) if no zygote could fork it, in
 /// which case the caller starts it cold.
-#[allow(clippy::too_many_arguments)]
 async fn spawn_warm(
     ctx: &Arc<Ctx>,
     job: &antcode_core::model::Job,
     venv: &Venv,
     bundle_file: &Path,
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    cwd: &Path,
-    limits: &process::Limits,
+    req: zygote::Request,
 ) -> Option<process::Spawned> {
     let key = ZygoteKey {
         venv: venv.dir.clone(),
@@ -401,19 +393,11 @@ async fn spawn_warm(
         job.bundle.clone(),
         bundle_file.to_path_buf(),
     );
-    let (argv, env, cwd, limits) = (argv.to_vec(), env.clone(), cwd.to_path_buf(), *limits);
-    let forked = tokio::task::spawn_blocking(move || {
-        let req = zygote::Request {
-            argv: &argv,
-            env: &env,
-            cwd: &cwd,
-            limits: &limits,
-        };
-        zygotes.spawn(&key, &venv, (&bundle, &file), &req)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    let forked =
+        tokio::task::spawn_blocking(move || zygotes.spawn(&key, &venv, (&bundle, &file), &req))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
     match forked {
         Ok(s) => Some(s),
         Err(e) => {

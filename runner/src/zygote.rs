@@ -92,12 +92,12 @@ pub struct ZygoteKey {
     pub bundle_sha256: String,
 }
 
-/// One run to fork.
-pub struct Request<'a> {
-    pub argv: &'a [String],
-    pub env: &'a BTreeMap<String, String>,
-    pub cwd: &'a Path,
-    pub limits: &'a Limits,
+/// One run to fork: what a cold spawn gets.
+pub struct Request {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub limits: Limits,
 }
 
 /// The runner's zygotes.
@@ -154,7 +154,7 @@ impl Zygotes {
         key: &ZygoteKey,
         venv: &Venv,
         bundle: (&BundleRef, &Path),
-        req: &Request<'_>,
+        req: &Request,
     ) -> Result<Spawned, String> {
         for retry in [true, false] {
             let (zygote, hit) = self.get(key, venv, bundle)?;
@@ -380,7 +380,7 @@ impl Zygote {
         pages * page
     }
 
-    fn fork(self: &Arc<Self>, req: &Request<'_>) -> Result<Spawned, ForkError> {
+    fn fork(self: &Arc<Self>, req: &Request) -> Result<Spawned, ForkError> {
         let other =
             |what: &str, e: &dyn std::fmt::Display| ForkError::Other(format!("{what}: {e}"));
         let (mine, theirs) = socketpair(
@@ -396,7 +396,7 @@ impl Zygote {
             "argv": req.argv,
             "env": req.env,
             "cwd": req.cwd,
-            "limits": limits_json(req.limits),
+            "limits": limits_json(&req.limits),
         })
         .to_string();
         let started = Instant::now();

@@ -226,7 +226,7 @@ async fn measure_antcode(a: &Args) -> anyhow::Result<(Measured, Measured)> {
         let task = api
             .post(
                 "/tasks",
-                json!({"name": "noop", "project_id": project["id"], "timeout_s": 60, "warm": warm}),
+                json!({"name": if warm { "noop-warm" } else { "noop" }, "project_id": project["id"], "timeout_s": 60, "warm": warm}),
             )
             .await?;
         let task_id = task["id"].as_str().context("task id")?;
