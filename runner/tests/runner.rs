@@ -1189,7 +1189,8 @@ async fn a_zygote_killed_mid_flight_fails_the_run_and_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zygotes_are_bounded_in_number_memory_and_idle_time() {
-    let bounds: [(&str, fn(&mut antcode_runner::zygote::WarmConfig)); 3] = [
+    type Tighten = fn(&mut antcode_runner::zygote::WarmConfig);
+    let bounds: [(&str, Tighten); 3] = [
         ("count", |w| w.max_count = 1),
         ("memory", |w| w.max_memory_bytes = 0),
         ("idle", |w| w.idle_ttl = Duration::ZERO),
