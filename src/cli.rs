@@ -151,6 +151,10 @@ pub struct RunnerArgs {
     pub labels: Vec<String>,
     #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 2)]
     pub slots: usize,
+    /// Queues whose runs all start warm: forked from a pre-started interpreter of their
+    /// project version instead of a fresh one (a task can also ask with `warm: true`).
+    #[arg(long, env = "ANTCODE_WARM_QUEUES", value_delimiter = ',')]
+    pub warm_queues: Vec<String>,
     /// Seconds a lease lives without a heartbeat (the heartbeat timeout).
     #[arg(long, env = "ANTCODE_LEASE_TTL_S", default_value_t = 15)]
     pub lease_ttl_s: u64,

@@ -228,6 +228,7 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     config.queues = args.queues;
     config.labels = labels;
     config.slots = args.slots;
+    config.warm.queues = args.warm_queues.clone();
     config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));
     config.heartbeat_interval = std::time::Duration::from_secs(args.heartbeat_s.max(1));
     if let Some(name) = args.name {
@@ -269,6 +270,7 @@ async fn run_gateway_runner(
     );
     config.labels = labels.clone();
     config.slots = args.slots;
+    config.warm.queues = args.warm_queues.clone();
     config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));
     config.heartbeat_interval = std::time::Duration::from_secs(args.heartbeat_s.max(1));
     if let Some(name) = args.name {

@@ -140,7 +140,7 @@ fn json_schema(method: &str, path: &str) -> Value {
                 "backoff_s": {"type": "integer", "minimum": 0},
                 "max_backoff_s": {"type": "integer", "minimum": 0}}},
             "overlap": s("string"), "misfire": s("string"), "priority": s("integer"),
-            "queue_timeout_s": {"type": "integer", "minimum": 0}}})
+            "queue_timeout_s": {"type": "integer", "minimum": 0}, "warm": s("boolean")}})
     };
     match (method, path) {
         ("post", "/api/v1/auth/login") => {

@@ -334,6 +334,7 @@ async fn project_and_task(s: &Server, t: &str) -> (String, String) {
     let task: Value = resp.json().await.unwrap();
     assert_eq!(task["retry"]["max_attempts"], 2);
     assert_eq!(task["queue"], "default");
+    assert_eq!(task["warm"], false, "cold starts are the default");
     (pid, task["id"].as_str().unwrap().to_string())
 }
 
@@ -414,6 +415,15 @@ async fn tasks_runs_cancel_retry_logs() {
         body["detail"].as_str().unwrap().contains("timeout_s"),
         "{body}"
     );
+    let resp = s
+        .post_json(
+            &t,
+            "/api/v1/tasks",
+            json!({"name": "x", "project_id": pid, "warm": "yes"}),
+        )
+        .await;
+    let body = problem(resp, 400).await;
+    assert!(body["detail"].as_str().unwrap().contains("warm"), "{body}");
     let resp = s
         .post_json(
             &t,
@@ -607,7 +617,7 @@ async fn tasks_runs_cancel_retry_logs() {
         .http
         .patch(s.url(&format!("/api/v1/tasks/{tid}")))
         .bearer_auth(&t)
-        .json(&json!({"retry": {"max_attempts": 5}, "timeout_s": 10}))
+        .json(&json!({"retry": {"max_attempts": 5}, "timeout_s": 10, "warm": true}))
         .send()
         .await
         .unwrap();
@@ -616,6 +626,7 @@ async fn tasks_runs_cancel_retry_logs() {
     assert_eq!(patched["retry"]["max_attempts"], 5);
     assert_eq!(patched["retry"]["backoff_s"], 1);
     assert_eq!(patched["timeout_s"], 10);
+    assert_eq!(patched["warm"], true);
     assert_eq!(patched["paused"], true);
     s.stop().await;
 }

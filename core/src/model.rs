@@ -217,6 +217,10 @@ pub struct TaskSpec {
     /// (0 = wait forever).
     #[serde(default)]
     pub queue_timeout_s: u64,
+    /// Start runs warm: forked from a pre-started interpreter of the project version instead
+    /// of a fresh one (same isolation; see the runner's `zygote` module).
+    #[serde(default)]
+    pub warm: bool,
 }
 
 impl Default for TaskSpec {
@@ -234,6 +238,7 @@ impl Default for TaskSpec {
             misfire: "fire_once".into(),
             priority: 0,
             queue_timeout_s: 0,
+            warm: false,
         }
     }
 }
@@ -363,6 +368,9 @@ pub struct Job {
     /// ([`crate::secrets::publish_job`]); empty in the job SQL stores.
     #[serde(default, skip_serializing_if = "crate::secrets::SecretEnv::is_empty")]
     pub secret_env: crate::secrets::SecretEnv,
+    /// Copied from the task: start warm (a runner also starts every run of its warm queues warm).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
 }
 
 /// A job handed to one runner, fenced by `(run_id, attempt, lease_token)`.

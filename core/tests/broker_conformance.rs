@@ -119,6 +119,7 @@ fn job(run_id: &str, queue: &str) -> Job {
         timeout_s: 3600,
         secrets: vec![],
         secret_env: Default::default(),
+        warm: false,
     }
 }
 

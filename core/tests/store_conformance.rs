@@ -99,6 +99,7 @@ fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
             misfire: "fire_once".into(),
             priority: 3,
             queue_timeout_s: 0,
+            warm: true,
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),

@@ -40,6 +40,8 @@ pub struct EngineConfig {
     pub uv: Option<PathBuf>,
     pub limits: crate::process::Limits,
     pub venv_gc: crate::uv::GcPolicy,
+    /// Warm starts (see [`crate::zygote`]).
+    pub warm: crate::zygote::WarmConfig,
 }
 
 /// How long one lease call may park waiting for work.
@@ -103,6 +105,7 @@ pub async fn run_with_source(
         venvs,
         bundles: BundleCache::new(cfg.data_dir.join("bundles")),
         source: source.clone(),
+        zygotes: crate::zygote::Zygotes::new(&cfg.data_dir, cfg.warm.clone()),
         cfg: cfg.clone(),
     });
     let held: HeldMap = Arc::default();

@@ -20,6 +20,7 @@ use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
 use crate::process::{self, ExitInfo};
 use crate::source::WorkSource;
 use crate::uv::{normalize_requirements, Deps, Venv, Venvs};
+use crate::zygote::{self, ZygoteKey, Zygotes};
 
 /// Why the runner stops an attempt from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,7 @@ pub struct Ctx {
     pub source: Arc<dyn WorkSource>,
     pub venvs: Arc<Venvs>,
     pub bundles: BundleCache,
+    pub zygotes: Arc<Zygotes>,
 }
 
 /// How long to wait for the output pipes to close after the process group was killed. Only a
@@ -255,7 +257,7 @@ async fn supervise(
         p = prepare(ctx, lease, work_dir, timeline) => p,
         reason = stopped(stop) => return (Ended::Stopped(reason, None), sink),
     };
-    let (venv, entry) = match prepared {
+    let (venv, entry, bundle_file) = match prepared {
         Ok(p) => p,
         Err(msg) => return (Ended::Failed(msg), sink),
     };
@@ -277,7 +279,23 @@ async fn supervise(
     env.insert(process::ATTEMPT_VAR.into(), job.attempt.to_string());
     let mut argv = vec![entry];
     argv.extend(job.args.iter().cloned());
-    let spawned = match process::spawn(&venv.python, &argv, work_dir, &env, &limits) {
+    let warm = job.warm || ctx.zygotes.config().queues.contains(&job.queue);
+    let forked = match warm {
+        true => {
+            let req = zygote::Request {
+                argv: argv.clone(),
+                env: env.clone(),
+                cwd: work_dir.to_path_buf(),
+                limits,
+            };
+            spawn_warm(ctx, job, &venv, &bundle_file, req).await
+        }
+        false => None,
+    };
+    let spawned = match forked.map_or_else(
+        || process::spawn(&venv.python, &argv, work_dir, &env, &limits),
+        Ok,
+    ) {
         Ok(s) => s,
         Err(e) => return (Ended::Failed(format!("could not start python: {e}")), sink),
     };
@@ -302,7 +320,7 @@ async fn supervise(
     drop(tx);
     let collector_stop = CancellationToken::new();
     let collector = tokio::spawn(collect(sink, rx, collector_stop.clone()));
-    let mut exit = tokio::task::spawn_blocking(move || process::wait_for(pid));
+    let mut exit = tokio::task::spawn_blocking(spawned.wait);
 
     let timeout = (job.timeout_s > 0).then(|| Duration::from_secs(job.timeout_s));
     let deadline =
@@ -351,6 +369,42 @@ async fn supervise(
     match result {
         Ok(info) => (Ended::Exited(info), sink),
         Err(msg) => (Ended::Failed(msg), sink),
+    }
+}
+
+/// The run forked from its project's zygote, or `None` (logged) if no zygote could fork it, in
+/// which case the caller starts it cold.
+async fn spawn_warm(
+    ctx: &Arc<Ctx>,
+    job: &antcode_core::model::Job,
+    venv: &Venv,
+    bundle_file: &Path,
+    req: zygote::Request,
+) -> Option<process::Spawned> {
+    let key = ZygoteKey {
+        venv: venv.dir.clone(),
+        project_id: job.project_id.clone(),
+        project_version: job.project_version,
+        bundle_sha256: job.bundle.sha256.clone(),
+    };
+    let (zygotes, venv, bundle, file) = (
+        ctx.zygotes.clone(),
+        venv.clone(),
+        job.bundle.clone(),
+        bundle_file.to_path_buf(),
+    );
+    let forked =
+        tokio::task::spawn_blocking(move || zygotes.spawn(&key, &venv, (&bundle, &file), &req))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+    match forked {
+        Ok(s) => Some(s),
+        Err(e) => {
+            metrics::counter!("antcode_runner_zygote_fallbacks_total").increment(1);
+            tracing::warn!(run_id = %job.run_id, error = %e, "warm start failed; starting cold");
+            None
+        }
     }
 }
 
@@ -450,13 +504,14 @@ async fn stopped(stop: &mut watch::Receiver<Option<StopReason>>) -> StopReason {
     }
 }
 
-/// Bundle and environment; returns the venv and the entrypoint path relative to the work dir.
+/// Bundle and environment; returns the venv, the entrypoint path relative to the work dir and
+/// the cached bundle file.
 async fn prepare(
     ctx: &Arc<Ctx>,
     lease: &Lease,
     work_dir: &Path,
     timeline: &mut Timeline,
-) -> Result<(Venv, String), String> {
+) -> Result<(Venv, String, PathBuf), String> {
     let job = &lease.job;
     let entry = safe_relative(&job.entrypoint)
         .ok_or_else(|| format!("invalid entrypoint {:?}", job.entrypoint))?;
@@ -469,6 +524,7 @@ async fn prepare(
     let bundle = job.bundle.clone();
     let dir = work_dir.to_path_buf();
     let job_requirements = job.requirements.clone();
+    let bundle_file = file.clone();
     let deps = tokio::task::spawn_blocking(move || -> Result<Deps, String> {
         unpack(&bundle, &file, &dir).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.join(".tmp")).map_err(|e| format!("work dir: {e}"))?;
@@ -490,7 +546,7 @@ async fn prepare(
         .map_err(|e| format!("environment build failed: {e}"))?
         .map_err(|e| format!("environment build failed: {e}"))?;
     timeline.mark("venv");
-    Ok((venv, entry.to_string_lossy().into_owned()))
+    Ok((venv, entry.to_string_lossy().into_owned(), bundle_file))
 }
 
 /// Where the environment comes from, in order: the job's requirements (control copies the

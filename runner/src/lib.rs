@@ -13,7 +13,8 @@
 //! Modules: [`source`] (the work source), [`uv`] (interpreters and virtualenvs), [`bundles`]
 //! (bundle cache and extraction), [`process`] (spawning, killing and reaping), [`logs`] (line
 //! cutting, shipping, archiving), [`execute`] (one attempt end to end), [`engine`] (leasing,
-//! slots, heartbeats, drain and shutdown), [`stats`] (host CPU/memory/disk for heartbeats).
+//! slots, heartbeats, drain and shutdown), [`stats`] (host CPU/memory/disk for heartbeats),
+//! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version).
 
 pub mod bundles;
 pub mod engine;
@@ -24,6 +25,7 @@ pub mod process;
 pub mod source;
 pub mod stats;
 pub mod uv;
+pub mod zygote;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -66,6 +68,9 @@ pub struct RunnerConfig {
     /// Virtualenv garbage collection bounds (least recently used go first), default 64
     /// environments and 20 GiB.
     pub venv_gc: uv::GcPolicy,
+    /// Warm starts: which queues start warm, and the zygotes' idle TTL and bounds (default: no
+    /// queue; a task may still ask with `warm: true`).
+    pub warm: zygote::WarmConfig,
 }
 
 impl RunnerConfig {
@@ -94,6 +99,7 @@ impl RunnerConfig {
                 ..process::Limits::default()
             },
             venv_gc: uv::GcPolicy::default(),
+            warm: zygote::WarmConfig::default(),
         }
     }
 
@@ -113,6 +119,7 @@ impl RunnerConfig {
             uv: self.uv.clone(),
             limits: self.limits,
             venv_gc: self.venv_gc,
+            warm: self.warm.clone(),
         }
     }
 }

@@ -7,10 +7,12 @@
 //! files) are set between fork and exec.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{killpg, Signal};
@@ -24,10 +26,15 @@ pub struct ExitInfo {
     pub peak_rss_kb: Option<i64>,
 }
 
+/// A started run: its pid (also its process group id), the read ends of its output pipes, and
+/// how to learn its end (a cold child is reaped with [`wait_for`]; a warm one's status comes
+/// from its zygote, see [`crate::zygote`]).
 pub struct Spawned {
     pub pid: i32,
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    pub stdout: File,
+    pub stderr: File,
+    /// Blocks until the process has exited; call from a blocking thread.
+    pub wait: Box<dyn FnOnce() -> io::Result<ExitInfo> + Send>,
 }
 
 /// Resource limits applied to the child before it execs (and so inherited by everything it
@@ -120,10 +127,12 @@ pub fn spawn(
         return Err(io::Error::other("child pipes missing"));
     };
     // The `Child` is dropped without waiting: `wait_for` reaps it by pid.
+    let pid = child.id() as i32;
     Ok(Spawned {
-        pid: child.id() as i32,
-        stdout,
-        stderr,
+        pid,
+        stdout: File::from(OwnedFd::from(stdout)),
+        stderr: File::from(OwnedFd::from(stderr)),
+        wait: Box::new(move || wait_for(pid)),
     })
 }
 
@@ -143,6 +152,11 @@ pub fn wait_for(pid: i32) -> io::Result<ExitInfo> {
             return Err(err);
         }
     }
+    Ok(exit_info(status, usage.ru_maxrss as i64))
+}
+
+/// Decodes a `wait` status and `ru_maxrss` (kilobytes on Linux).
+pub fn exit_info(status: libc::c_int, max_rss_kb: i64) -> ExitInfo {
     let (code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {
@@ -150,13 +164,11 @@ pub fn wait_for(pid: i32) -> io::Result<ExitInfo> {
     } else {
         (None, None)
     };
-    // ru_maxrss is in kilobytes on Linux.
-    let rss = usage.ru_maxrss as i64;
-    Ok(ExitInfo {
+    ExitInfo {
         code,
         signal,
-        peak_rss_kb: (rss > 0).then_some(rss),
-    })
+        peak_rss_kb: (max_rss_kb > 0).then_some(max_rss_kb),
+    }
 }
 
 /// Sends `signal` to the process group led by `pid`. A group that is already gone is fine.

@@ -103,6 +103,7 @@ w("".join(buf))
         env: Default::default(),
         secrets: vec![],
         secret_env: Default::default(),
+        warm: false,
         timeout_s: 300,
     };
 

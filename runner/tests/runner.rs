@@ -30,6 +30,8 @@ struct Harness {
     shutdown: Shutdown,
     runner: Option<JoinHandle<Result<(), RunnerError>>>,
     events: HashMap<String, Vec<RunEvent>>,
+    /// Runs start warm: checked on stop, so a silent fallback to cold cannot pass a warm test.
+    warm: bool,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -68,12 +70,50 @@ fn job(bundle: BundleRef, entrypoint: &str) -> Job {
         timeout_s: 120,
         secrets: vec![],
         secret_env: Default::default(),
+        warm: false,
     }
+}
+
+/// How runs start: a fresh interpreter each (cold), or forked from the project's zygote (warm,
+/// here through the runner's warm-queue policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Cold,
+    Warm,
+}
+
+impl Mode {
+    fn apply(self, c: &mut RunnerConfig) {
+        if self == Mode::Warm {
+            c.warm.queues = vec!["default".into()];
+        }
+    }
+}
+
+/// Runs `async fn $name(mode: Mode)` as two tests, `$name::cold` and `$name::warm`: every
+/// isolation guarantee must hold for both ways of starting a run.
+macro_rules! cold_and_warm {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cold() {
+                super::$name(super::Mode::Cold).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn warm() {
+                super::$name(super::Mode::Warm).await
+            }
+        }
+    };
 }
 
 impl Harness {
     async fn start(slots: usize) -> Harness {
         Self::start_with(slots, |_| {}).await
+    }
+
+    async fn start_in(mode: Mode, slots: usize) -> Harness {
+        Self::start_with(slots, |c| mode.apply(c)).await
     }
 
     async fn start_with(slots: usize, tweak: impl FnOnce(&mut RunnerConfig)) -> Harness {
@@ -87,6 +127,9 @@ impl Harness {
         config.heartbeat_interval = Duration::from_millis(300);
         config.lease_ttl = Duration::from_secs(5);
         tweak(&mut config);
+        // The process's metrics registry, read back by `stop`.
+        antcode_core::telemetry::prometheus();
+        let warm = !config.warm.queues.is_empty();
         let shutdown = Shutdown::new();
         let runner = tokio::spawn(run(config, shutdown.clone()));
         Harness {
@@ -97,6 +140,7 @@ impl Harness {
             shutdown,
             runner: Some(runner),
             events: HashMap::new(),
+            warm,
         }
     }
 
@@ -224,6 +268,15 @@ impl Harness {
     }
 
     async fn stop(mut self) {
+        if self.warm {
+            // Process-wide counters: no test may make a warm run fall back to cold.
+            let metrics = antcode_core::telemetry::prometheus().render();
+            assert!(
+                metrics.contains("antcode_runner_zygote_misses_total")
+                    && !metrics.contains("antcode_runner_zygote_fallbacks_total"),
+                "a warm run started cold: {metrics}"
+            );
+        }
         self.shutdown.cancel();
         if let Some(r) = self.runner.take() {
             tokio::time::timeout(PATIENCE, r)
@@ -255,9 +308,9 @@ async fn wait_gone(pid: i32) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn success_is_archived_with_live_log_and_result() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(success_is_archived_with_live_log_and_result);
+async fn success_is_archived_with_live_log_and_result(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let code = r#"
 import sys
 print("hello from antcode")
@@ -309,9 +362,9 @@ print('{"answer": 42}')
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requirements_are_installed_once_and_reused() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(requirements_are_installed_once_and_reused);
+async fn requirements_are_installed_once_and_reused(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let main = b"import six\nprint('six', six.__version__)\n";
     let bundle = h
         .put_bundle(
@@ -378,9 +431,9 @@ async fn concurrent_runs_of_one_project_build_one_venv() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_zero_exit_fails_with_its_code() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(non_zero_exit_fails_with_its_code);
+async fn non_zero_exit_fails_with_its_code(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let job = h.py_job("import sys\nprint('bye')\nsys.exit(3)\n").await;
     h.publish(&job).await;
     let outcome = h.finished(&job.run_id).await;
@@ -398,9 +451,9 @@ async fn non_zero_exit_fails_with_its_code() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeout_kills_the_whole_process_group() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(timeout_kills_the_whole_process_group);
+async fn timeout_kills_the_whole_process_group(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let pid_file = h.dir.path().join("grandchild.pid");
     let code = r#"
 import os, sys, time
@@ -432,9 +485,13 @@ time.sleep(300)
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_stops_a_running_task() {
-    let mut h = Harness::start_with(2, |c| c.kill_grace = Duration::from_secs(30)).await;
+cold_and_warm!(cancel_stops_a_running_task);
+async fn cancel_stops_a_running_task(mode: Mode) {
+    let mut h = Harness::start_with(2, |c| {
+        mode.apply(c);
+        c.kill_grace = Duration::from_secs(30);
+    })
+    .await;
     // SIGTERM ends a sleeping Python at once; the long grace proves we do not wait it out.
     let job = h
         .py_job("import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
@@ -448,11 +505,11 @@ async fn cancel_stops_a_running_task() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_runner_environment_is_invisible_to_the_task() {
+cold_and_warm!(the_runner_environment_is_invisible_to_the_task);
+async fn the_runner_environment_is_invisible_to_the_task(mode: Mode) {
     let name = format!("ANTCODE_RUNNER_TEST_SECRET_{}", std::process::id());
     std::env::set_var(&name, "leaked");
-    let mut h = Harness::start(2).await;
+    let mut h = Harness::start_in(mode, 2).await;
     let code = "import os, json, sys\nprint(json.dumps({'env': dict(os.environ)}))\n";
     let mut job = h.py_job(code).await;
     job.env.insert("TASK_VAR".into(), "mine".into());
@@ -488,9 +545,9 @@ async fn the_runner_environment_is_invisible_to_the_task() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_utf8_and_missing_newlines_are_kept() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(invalid_utf8_and_missing_newlines_are_kept);
+async fn invalid_utf8_and_missing_newlines_are_kept(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let code = r#"
 import sys
 sys.stdout.buffer.write(b"bad \xff\xfe bytes\n")
@@ -522,9 +579,9 @@ sys.stdout.buffer.write(b"\nno newline at the end")
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_output_is_captured_byte_exact() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(large_output_is_captured_byte_exact);
+async fn large_output_is_captured_byte_exact(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     // 200,000 lines of 100 bytes: 20 MB.
     let code = r#"
 import sys
@@ -583,9 +640,9 @@ async fn bad_bundles_fail_with_one_line() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_reports_unfinished_runs_lost() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(shutdown_reports_unfinished_runs_lost);
+async fn shutdown_reports_unfinished_runs_lost(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let job = h
         .py_job("import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
         .await;
@@ -603,9 +660,9 @@ async fn shutdown_reports_unfinished_runs_lost() {
     assert_eq!(outcome.error.as_deref(), Some("runner shut down"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reclaimed_lease_stops_the_process_without_a_report() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(a_reclaimed_lease_stops_the_process_without_a_report);
+async fn a_reclaimed_lease_stops_the_process_without_a_report(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let pid_file = h.dir.path().join("child.pid");
     let code = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\nprint('ready', flush=True)\ntime.sleep(300)\n";
     let mut job = h.py_job(code).await;
@@ -686,10 +743,11 @@ async fn drain_stops_leasing_until_cleared() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resource_limits_stop_runaway_tasks() {
+cold_and_warm!(resource_limits_stop_runaway_tasks);
+async fn resource_limits_stop_runaway_tasks(mode: Mode) {
     // The runner's own policy: 64 open files. Tasks tighten memory and CPU through their env.
     let mut h = Harness::start_with(2, |c| {
+        mode.apply(c);
         c.limits.open_files = Some(64);
     })
     .await;
@@ -973,9 +1031,9 @@ async fn the_runner_collects_venvs_after_a_build() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemonised_grandchild_does_not_outlive_its_run() {
-    let mut h = Harness::start(2).await;
+cold_and_warm!(a_daemonised_grandchild_does_not_outlive_its_run);
+async fn a_daemonised_grandchild_does_not_outlive_its_run(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
     let dir = h.dir.path().to_path_buf();
     // One grandchild keeps the output pipe, the other closes it like a proper daemon; both leave
     // the process group with setsid(), so killing the group cannot reach them.
@@ -1015,4 +1073,155 @@ print("parent done", flush=True)
         wait_gone(pid).await;
     }
     h.stop().await;
+}
+
+/// The first number after `word ` on a line of `log`.
+fn number_after(log: &str, word: &str) -> Vec<i32> {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&format!("{word} ")))
+        .unwrap_or_else(|| panic!("no {word:?} line in {log:?}"));
+    line.split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+const PRELOAD_PYPROJECT: &str = "[project]\nname = \"demo\"\nversion = \"0.1\"\ndependencies = []\n\n[tool.antcode]\npreload = [\"helper\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_runs_fork_one_zygote_and_share_no_state() {
+    // The runner's policy is cold: the task asks for warm itself.
+    let mut h = Harness::start(1).await;
+    let helper: &[u8] = b"import os\ncounter = 0\nseen = []\nLOADED_IN = os.getpid()\n";
+    let main: &[u8] = br#"
+import json, os, helper
+helper.counter += 1
+helper.seen.append(os.getpid())
+print("state", helper.counter, len(helper.seen))
+print("procs", os.getpid(), os.getppid(), helper.LOADED_IN)
+"#;
+    let bundle = h
+        .put_bundle(
+            BundleFormat::Zip,
+            zip_of(&[
+                ("main.py", main),
+                ("helper.py", helper),
+                ("pyproject.toml", PRELOAD_PYPROJECT.as_bytes()),
+            ]),
+            None,
+        )
+        .await;
+    let mut zygotes = Vec::new();
+    for warm in [true, true, false] {
+        let mut j = job(bundle.clone(), "main.py");
+        j.warm = warm;
+        h.publish(&j).await;
+        let outcome = h.finished(&j.run_id).await;
+        let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+        assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+        // A module-level global mutated by the previous run is fresh again.
+        assert_eq!(number_after(&log, "state"), vec![1, 1], "{log}");
+        let procs = number_after(&log, "procs");
+        let (pid, parent, loaded_in) = (procs[0], procs[1], procs[2]);
+        if warm {
+            assert_ne!(
+                parent,
+                std::process::id() as i32,
+                "a warm run is not the runner's child"
+            );
+            // The preload ran in the zygote, before the fork.
+            assert_eq!(loaded_in, parent, "{log}");
+            zygotes.push(parent);
+        } else {
+            assert_eq!(
+                parent,
+                std::process::id() as i32,
+                "a cold run is the runner's child"
+            );
+            assert_eq!(loaded_in, pid, "{log}");
+        }
+    }
+    assert_eq!(
+        zygotes[0], zygotes[1],
+        "both warm runs forked from one zygote"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zygote_killed_mid_flight_fails_the_run_and_is_replaced() {
+    let mut h = Harness::start_in(Mode::Warm, 2).await;
+    let code = "import os, sys, time\nprint('procs', os.getpid(), os.getppid(), flush=True)\nif sys.argv[1:] == ['sleep']:\n    time.sleep(300)\n";
+    let mut first = h.py_job(code).await;
+    first.args = vec!["sleep".into()];
+    h.publish(&first).await;
+    h.wait_for_log(&first.run_id, "procs").await;
+    let procs = number_after(&h.live_log(&first.run_id).await, "procs");
+    let (pid, zygote) = (procs[0], procs[1]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let outcome = h.finished(&first.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
+    assert!(
+        outcome
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("zygote")),
+        "{outcome:?}"
+    );
+    // The orphaned run did not outlive its report.
+    wait_gone(pid).await;
+    // The next run of the same project forks from a new zygote.
+    let second = job(first.bundle.clone(), "main.py");
+    h.publish(&second).await;
+    let outcome = h.finished(&second.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    let parent = number_after(&log, "procs")[1];
+    assert_ne!(parent, zygote, "{log}");
+    assert_ne!(parent, std::process::id() as i32, "{log}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zygotes_are_bounded_in_number_memory_and_idle_time() {
+    type Tighten = fn(&mut antcode_runner::zygote::WarmConfig);
+    let bounds: [(&str, Tighten); 3] = [
+        ("count", |w| w.max_count = 1),
+        ("memory", |w| w.max_memory_bytes = 0),
+        ("idle", |w| w.idle_ttl = Duration::ZERO),
+    ];
+    for (bound, tighten) in bounds {
+        let mut h = Harness::start_with(1, |c| {
+            Mode::Warm.apply(c);
+            tighten(&mut c.warm);
+        })
+        .await;
+        let code = "import os\nprint('procs', os.getpid(), os.getppid())\n";
+        let a = h.py_job(code).await.bundle;
+        let b = h.py_job(&format!("{code}# another project\n")).await.bundle;
+        let mut parents = Vec::new();
+        for bundle in [&a, &b, &a] {
+            let j = job(bundle.clone(), "main.py");
+            h.publish(&j).await;
+            let outcome = h.finished(&j.run_id).await;
+            assert_eq!(outcome.state, RunState::Succeeded, "{bound}: {outcome:?}");
+            let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+            parents.push(number_after(&log, "procs")[1]);
+        }
+        assert!(
+            !parents.contains(&(std::process::id() as i32)),
+            "{bound}: {parents:?}"
+        );
+        // b's zygote pushed a's out (the one about to be used always stays), so a's second run
+        // needed a new one.
+        assert_ne!(parents[0], parents[1], "{bound}");
+        assert_ne!(parents[0], parents[2], "{bound}: a's first zygote was kept");
+        assert_ne!(parents[1], parents[2], "{bound}");
+        h.stop().await;
+    }
 }

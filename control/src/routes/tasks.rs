@@ -80,6 +80,8 @@ struct TaskBody {
     priority: i32,
     #[serde(default)]
     queue_timeout_s: u64,
+    #[serde(default)]
+    warm: bool,
 }
 
 fn env_name(s: &str) -> bool {
@@ -244,6 +246,7 @@ async fn validate(
         misfire,
         priority: b.priority,
         queue_timeout_s: b.queue_timeout_s,
+        warm: b.warm,
     };
     Ok((name, b.project_id, spec, b.schedule, b.paused))
 }
@@ -278,6 +281,7 @@ fn body_of(task: &Task) -> Value {
         "misfire": task.spec.misfire,
         "priority": task.spec.priority,
         "queue_timeout_s": task.spec.queue_timeout_s,
+        "warm": task.spec.warm,
     })
 }
 

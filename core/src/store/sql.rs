@@ -109,6 +109,7 @@ fn first_job(run_id: &str, new: &NewRun) -> Job {
         timeout_s: task.spec.timeout_s,
         secrets: task.spec.secrets.clone(),
         secret_env: Default::default(),
+        warm: task.spec.warm,
     }
 }
 

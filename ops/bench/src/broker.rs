@@ -88,6 +88,7 @@ fn job(run_id: String, queue: &str) -> Job {
         timeout_s: 60,
         secrets: vec![],
         secret_env: Default::default(),
+        warm: false,
     }
 }
 

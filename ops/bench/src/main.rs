@@ -3,7 +3,9 @@
 //! the same number of worker processes.
 //!
 //! Measures: trigger → `succeeded` visible in the API (p50/p99), 40 sequential tasks (the shape
-//! of Windmill's published benchmark), and N tasks through the system (throughput).
+//! of Windmill's published benchmark), and N tasks through the system (throughput), for a cold
+//! task (a fresh interpreter per run) and a warm one (`warm: true`: forked from the project's
+//! zygote), both on the same `antcode up`.
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -196,8 +198,8 @@ struct Measured {
     throughput_s: f64,
 }
 
-/// AntCode in one process (`up`) on the broker at `broker_url`.
-async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<Measured> {
+/// Cold and warm, one task each, on one `antcode up` with the broker at `broker_url`.
+async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<(Measured, Measured)> {
     let dir = tempfile::tempdir()?;
     let mut cfg = UpConfig::new(dir.path().to_path_buf());
     cfg.broker_url = broker_url.to_string();
@@ -220,39 +222,48 @@ async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<Measured>
         .await?
         .json()
         .await?;
-    let task = api
-        .post(
-            "/tasks",
-            json!({"name": "noop", "project_id": project["id"], "timeout_s": 60}),
-        )
-        .await?;
-    let task_id = task["id"].as_str().context("task id")?.to_string();
+    let mut measured = Vec::new();
+    for warm in [false, true] {
+        let task = api
+            .post(
+                "/tasks",
+                json!({"name": if warm { "noop-warm" } else { "noop" }, "project_id": project["id"], "timeout_s": 60, "warm": warm}),
+            )
+            .await?;
+        let task_id = task["id"].as_str().context("task id")?;
+        measured.push(measure_task(a, &api, task_id).await?);
+    }
+    running.stop().await?;
+    let warm = measured.pop().context("warm")?;
+    let cold = measured.pop().context("cold")?;
+    Ok((cold, warm))
+}
 
+async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Measured> {
     for _ in 0..5 {
-        let run = api.trigger(&task_id).await?; // warm-up: builds the venv once
+        let run = api.trigger(task_id).await?; // warm-up: builds the venv once
         api.wait(&run, Duration::from_millis(5)).await?;
     }
     let mut lat = Vec::with_capacity(a.latency_n);
     for _ in 0..a.latency_n {
         let t = Instant::now();
-        api.invoke(&task_id).await?;
+        api.invoke(task_id).await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let t = Instant::now();
     for _ in 0..a.sequential_n {
-        api.invoke(&task_id).await?;
+        api.invoke(task_id).await?;
     }
     let sequential_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut runs = Vec::with_capacity(a.throughput_n);
     for _ in 0..a.throughput_n {
-        runs.push(api.trigger(&task_id).await?);
+        runs.push(api.trigger(task_id).await?);
     }
     for run in &runs {
         api.wait(run, Duration::from_millis(20)).await?;
     }
     let throughput_s = t.elapsed().as_secs_f64();
-    running.stop().await?;
     Ok(Measured {
         p50_ms: pct(&lat, 50.0),
         p99_ms: pct(&lat, 99.0),
@@ -321,18 +332,20 @@ async fn main() -> anyhow::Result<()> {
     }
     // The first is the fair floor (see `floor_pythons`).
     let (bare_p50, bare_p99) = (floors[0].1, floors[0].2);
-    let ours = measure_antcode(&a, "memory://").await?;
+    let (ours, warm) = measure_antcode(&a, "memory://").await?;
     // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
     let on_redis = format!(
         "redis://127.0.0.1:6379/13?prefix=bench-runs-{}",
         std::process::id()
     );
-    let ours_redis = measure_antcode(&a, &on_redis).await?;
+    let (ours_redis, warm_redis) = measure_antcode(&a, &on_redis).await?;
     // Printed now, so a failing peer does not lose our numbers.
-    eprintln!(
-        "AntCode: p50 {:.1} ms, p99 {:.1} ms, {} sequential {:.2} s, {} tasks {:.1} s (bare spawn p50 {bare_p50:.1} ms)",
-        ours.p50_ms, ours.p99_ms, a.sequential_n, ours.sequential_s, a.throughput_n, ours.throughput_s
-    );
+    for (name, m) in [("cold", &ours), ("warm", &warm)] {
+        eprintln!(
+            "AntCode {name}: p50 {:.1} ms, p99 {:.1} ms, {} sequential {:.2} s, {} tasks {:.1} s (bare spawn p50 {bare_p50:.1} ms)",
+            m.p50_ms, m.p99_ms, a.sequential_n, m.sequential_s, a.throughput_n, m.throughput_s
+        );
+    }
     let celery = match &a.celery_venv {
         Some(v) => Some(measure_celery(&a, v)?),
         None => None,
@@ -357,19 +370,37 @@ async fn main() -> anyhow::Result<()> {
             a.throughput_n as f64 / m.throughput_s
         )
     };
-    row("AntCode (up: embedded broker, SQLite)", &ours);
-    row("AntCode (up: Redis broker, SQLite)", &ours_redis);
+    row("AntCode cold (up: embedded broker, SQLite)", &ours);
+    row("AntCode warm (`warm: true`, forked from the zygote)", &warm);
+    row("AntCode cold (up: Redis broker, SQLite)", &ours_redis);
+    row("AntCode warm (up: Redis broker, SQLite)", &warm_redis);
     if let Some(c) = &celery {
         row("Celery 5 prefork (Redis broker + backend)", c);
     }
     println!("\nAntCode p50 over the bare spawn: {:.1} ms (target ≤ 15 ms); {} sequential: {:.2} s (target ≤ 2 s)", ours.p50_ms - bare_p50, a.sequential_n, ours.sequential_s);
+    println!(
+        "Warm: p50 {:.1} ms, {:.1} ms below cold; over the bare spawn {:+.1} ms",
+        warm.p50_ms,
+        ours.p50_ms - warm.p50_ms,
+        warm.p50_ms - bare_p50
+    );
+    if let Some(c) = &celery {
+        println!(
+            "Warm against Celery: p50 {:+.1} ms (target ≤ +5 ms); throughput {:.0} vs {:.0} tasks/s (target ≥ Celery)",
+            warm.p50_ms - c.p50_ms,
+            a.throughput_n as f64 / warm.throughput_s,
+            a.throughput_n as f64 / c.throughput_s
+        );
+    }
 
     let json = json!({
         "slots": a.slots,
         "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
         "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n},
+        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n},
         "antcode_redis": {"p50_ms": ours_redis.p50_ms, "p99_ms": ours_redis.p99_ms, "sequential_s": ours_redis.sequential_s, "throughput_s": ours_redis.throughput_s, "n": a.throughput_n},
+        "antcode_warm_redis": {"p50_ms": warm_redis.p50_ms, "p99_ms": warm_redis.p99_ms, "sequential_s": warm_redis.sequential_s, "throughput_s": warm_redis.throughput_s, "n": a.throughput_n},
         "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s})),
     });
     std::fs::create_dir_all("target/bench")?;

@@ -1,0 +1,302 @@
+"""AntCode warm-start zygote (embedded in the runner, see runner/src/zygote.rs).
+
+Started as `python zygote.py BUNDLE_DIR` by one runner, for one (virtualenv, project version),
+with a SOCK_SEQPACKET control socket as stdin. It imports `site` (by starting) and the project's
+declared preload modules, then waits. Each control message is one run: a JSON request with three
+file descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe). The zygote
+forks; the child turns itself into the run exactly as a cold `python ENTRY ARGS...` would be
+(own session, rlimits, the run's environment only, working directory, fds 0-2, sys.argv,
+sys.path[0], __main__), sends its pid on the reply socket and runs the entrypoint. The zygote is
+the parent, so it reaps the child and sends its wait status and peak RSS on the same socket.
+
+Single-threaded on purpose: fork() copies only the calling thread.
+"""
+
+import array
+import atexit
+import builtins
+import ctypes
+import gc
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+from importlib.machinery import SourceFileLoader
+
+# A request larger than this (argv + env) is refused; the runner then starts the run cold.
+MAX_REQUEST = 1 << 20
+RLIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "nofile": resource.RLIMIT_NOFILE}
+
+
+def _env_block():
+    """Address range of this process's initial environment block, the bytes the kernel shows
+    in /proc/PID/environ (fields 50 and 51 of /proc/self/stat)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[47]), int(fields[48])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+ENV_BLOCK = _env_block()
+
+
+def _rewrite_env_block(env, first):
+    """Writes the run's environment over the initial block, so /proc/PID/environ of the run
+    and of every process it forks shows the run's variables (the runner finds escaped
+    descendants by the run-id marker there, as in cold mode). The zygote was started with a
+    padding variable to make room; what does not fit is left out, the markers go first."""
+    start, end = ENV_BLOCK
+    size = end - start
+    if size <= 0:
+        return
+    keys = [k for k in first if k in env] + [k for k in env if k not in first]
+    out = bytearray()
+    for k in keys:
+        entry = os.fsencode(k) + b"=" + os.fsencode(env[k]) + b"\0"
+        if len(out) + len(entry) >= size:
+            break
+        out += entry
+    out += b"\0" * (size - len(out))
+    ctypes.memmove(start, bytes(out), size)
+
+
+def _recv_request(ctl):
+    """One request and its fds; None at end of file (the runner closed the socket)."""
+    fds = array.array("i")
+    msg, anc, flags, _ = ctl.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(3 * fds.itemsize))
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    if not msg and not fds:
+        return None
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        return "bad", None
+    return msg, list(fds)
+
+
+def _send(sock, obj):
+    try:
+        sock.send(json.dumps(obj).encode())
+    except OSError:
+        pass  # the runner gave up on this run; nothing to tell
+
+
+def _preload(bundle_dir):
+    """Imports the modules the project declares in pyproject.toml under [tool.antcode] preload
+    (a list of module names). A failing import is reported on stderr and skipped: the run then
+    imports it itself, as cold."""
+    path = os.path.join(bundle_dir, "pyproject.toml")
+    if not os.path.isfile(path):
+        return
+    try:
+        import tomllib
+    except ImportError:
+        print("antcode zygote: preload needs Python 3.11+ (tomllib)", file=sys.stderr)
+        return
+    try:
+        with open(path, "rb") as f:
+            names = tomllib.load(f).get("tool", {}).get("antcode", {}).get("preload", [])
+    except (OSError, ValueError) as e:
+        print("antcode zygote: pyproject.toml: %s" % e, file=sys.stderr)
+        return
+    for name in names if isinstance(names, list) else []:
+        try:
+            __import__(str(name))
+        except BaseException as e:  # noqa: B036 - a preload must never kill the zygote
+            print("antcode zygote: preload %r failed: %r" % (name, e), file=sys.stderr)
+
+
+def serve(bundle_dir):
+    """The zygote's loop. Returns only in a forked child: (request, reply socket)."""
+    sys.path[0] = bundle_dir
+    _preload(bundle_dir)
+    ctl = socket.socket(fileno=0)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    running = {}  # child pid -> its reply socket
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    # Everything imported so far is shared with every child: keep the collector off those
+    # pages so they stay shared instead of being copied on the first collection.
+    gc.collect()
+    gc.freeze()
+    while True:
+        for fd, _ in poller.poll():
+            if fd == wake_r:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                _reap(running)
+                continue
+            got = _recv_request(ctl)
+            if got is None:
+                os._exit(0)
+            msg, fds = got
+            if fds is None:
+                continue
+            reply = socket.socket(fileno=fds[0])
+            try:
+                req = json.loads(msg)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+            except (ValueError, OSError) as e:
+                _send(reply, {"error": "zygote: %s" % e})
+                reply.close()
+                os.close(fds[1])
+                os.close(fds[2])
+                continue
+            if pid == 0:
+                # The child: drop the zygote's loop state before anything else.
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                ctl.detach()
+                for s in running.values():
+                    s.close()
+                os.close(wake_r)
+                os.close(wake_w)
+                return req, reply, fds[1], fds[2]
+            os.close(fds[1])
+            os.close(fds[2])
+            running[pid] = reply
+
+
+def _reap(running):
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        reply = running.pop(pid, None)
+        if reply is not None:
+            _send(reply, {"pid": pid, "status": status, "maxrss": usage.ru_maxrss})
+            reply.close()
+
+
+def become(req, reply, out_fd, err_fd):
+    """Turns this forked child into the run, before any user code: the same state a cold
+    `python ENTRY ARGS...` spawned by the runner starts in. Returns the entrypoint's path."""
+    os.setsid()
+    # The runner signals the group: it must exist before the runner learns the pid.
+    _send(reply, {"pid": os.getpid()})
+    reply.close()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    # A cold interpreter starts with nothing open past stderr.
+    os.closerange(3, 1 << 16)
+    env = req["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    _rewrite_env_block(env, ("ANTCODE_RUN_ID", "ANTCODE_ATTEMPT"))
+    os.chdir(req["cwd"])
+    # As the runner's cold spawn: never above the current hard limit (raising needs privileges).
+    for name, soft, hard in req["limits"]:
+        res = RLIMITS[name]
+        cur = resource.getrlimit(res)[1]
+        if cur != resource.RLIM_INFINITY:
+            hard = min(hard, cur)
+        resource.setrlimit(res, (min(soft, hard), hard))
+    # A preload may have cached the zygote's temporary directory.
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None
+    argv = req["argv"]
+    sys.argv[:] = argv
+    entry = os.path.abspath(argv[0])
+    sys.path[0] = os.path.dirname(os.path.realpath(entry))
+    return entry
+
+
+def run(entry):
+    """Runs the entrypoint as the interpreter runs a script: a fresh __main__ module, the
+    source compiled under its absolute path, an uncaught exception printed by sys.excepthook
+    (without this function's frame) and exit status 1; then exits (see `_exit`)."""
+    main = type(sys)("__main__")
+    main.__file__ = entry
+    main.__builtins__ = builtins
+    main.__cached__ = None
+    main.__loader__ = SourceFileLoader("__main__", entry)
+    sys.modules["__main__"] = main
+    status, interrupted = 0, False
+    try:
+        with open(entry, "rb") as f:
+            code = compile(f.read(), entry, "exec", dont_inherit=True)
+        exec(code, main.__dict__)
+    except SystemExit as e:
+        status = _exit_status(e)
+    except BaseException as e:  # noqa: B036 - the interpreter's own top level does the same
+        # Drop this function's frame: the traceback starts in the entrypoint, as cold.
+        e.__traceback__ = e.__traceback__.tb_next or e.__traceback__
+        sys.excepthook(type(e), e, e.__traceback__)
+        status, interrupted = 1, isinstance(e, KeyboardInterrupt)
+        del e
+    _exit(status, main, interrupted)
+
+
+def _exit_status(e):
+    """The exit status of a SystemExit, printing a non-integer code as the interpreter does."""
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code & 0xFF
+    try:
+        print(e.code, file=sys.stderr)
+    except Exception:  # noqa: BLE001 - nothing left to report to
+        pass
+    return 1
+
+
+def _exit(status, main, interrupted):
+    """The interpreter's exit, without tearing down what the zygote imported: that would touch
+    (and so copy) every shared page and costs several milliseconds per run. In the cold order:
+    join non-daemon threads, run atexit callbacks, flush stdio; then release what the script's
+    own module holds (so its open files are flushed and closed and its finalizers run)."""
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+    except BaseException:  # noqa: B036 - as the interpreter: report and go on exiting
+        sys.excepthook(*sys.exc_info())
+    atexit._run_exitfuncs()
+    main.__dict__.clear()
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: B036
+            # The interpreter's status when it cannot flush stdio at exit.
+            status = 120
+    if interrupted:
+        # As the interpreter does: die of SIGINT so the parent sees the signal.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    try:
+        child = serve(sys.argv[1])
+        entry = become(*child)
+    except BaseException as e:  # noqa: B036
+        # In the zygote this is fatal (the runner sees it die and starts another); in a child
+        # the run fails before any user code, with the reason on its stderr.
+        print("antcode zygote: %r" % (e,), file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(127)
+    del child
+    run(entry)

@@ -1,0 +1,519 @@
+//! Warm starts: a pre-forked Python "zygote" per (virtualenv, project version).
+//!
+//! A cold run pays the interpreter's start-up (15–30 ms of CPU) before its first line. In warm
+//! mode the runner keeps one Python process per (environment, project, version, bundle) that has
+//! already started, imported `site` and the project's declared preload modules
+//! (`[tool.antcode] preload = [...]` in its `pyproject.toml`), and forks it per run. The script
+//! is `zygote.py`, embedded in the binary; it documents the child's side.
+//!
+//! The zygote's stdin is one end of an anonymous `SOCK_SEQPACKET` socket pair (private: no path
+//! in the file system, nothing else can connect). Per run the runner sends one JSON request
+//! (argv, env, cwd, rlimits) with three descriptors attached (`SCM_RIGHTS`): a fresh reply
+//! socket and the write ends of the stdout and stderr pipes the runner reads. The child starts
+//! its own session first and then sends its pid on the reply socket, so the runner can
+//! `killpg` the run exactly as in cold mode; the zygote, its parent, reaps it and sends the wait
+//! status and peak RSS on the same socket. If that socket closes without a status the zygote
+//! died mid-flight: the run fails with that reason (and is retried by its task's policy), and
+//! the next run starts a new zygote.
+//!
+//! Zygotes start on first use, stop after an idle TTL, are bounded in number and resident
+//! memory (least recently used idle ones go first), are replaced when found dead, and are never
+//! shared between projects, versions or environments. A zygote with runs in flight is never
+//! stopped. When no zygote can be had (all busy at the bound, or it fails before forking), the
+//! run starts cold: warm mode never loses a run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use antcode_core::model::BundleRef;
+use nix::fcntl::OFlag;
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
+
+use crate::bundles::unpack;
+use crate::execute::task_env;
+use crate::process::{self, ExitInfo, Limits, Spawned};
+use crate::uv::Venv;
+
+const SCRIPT: &str = include_str!("zygote.py");
+/// A variable that reserves room in the zygote's initial environment block, which each child
+/// overwrites with the run's environment (see `_rewrite_env_block` in the script).
+const PAD_VAR: &str = "ANTCODE_ZYGOTE_ENV_PAD";
+const PAD_BYTES: usize = 32 * 1024;
+/// How long a request may wait for the child's pid. The first request of a zygote also waits
+/// for its start-up and preloads.
+const FORK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest reply message (JSON of a few numbers).
+const REPLY_MAX: usize = 4096;
+
+/// The warm-start policy and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmConfig {
+    /// Queues whose runs all start warm; any other run starts warm only if its task says
+    /// `warm: true`.
+    pub queues: Vec<String>,
+    /// A zygote unused this long is stopped.
+    pub idle_ttl: Duration,
+    /// At most this many zygotes at once.
+    pub max_count: usize,
+    /// Least recently used idle zygotes are stopped while their resident memory together is
+    /// above this.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            queues: Vec::new(),
+            idle_ttl: Duration::from_secs(600),
+            max_count: 8,
+            max_memory_bytes: 2 << 30,
+        }
+    }
+}
+
+/// What a zygote is for. Two runs share a zygote only if all of it is equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ZygoteKey {
+    pub venv: PathBuf,
+    pub project_id: String,
+    pub project_version: i64,
+    pub bundle_sha256: String,
+}
+
+/// One run to fork: what a cold spawn gets.
+pub struct Request {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub limits: Limits,
+}
+
+/// The runner's zygotes.
+pub struct Zygotes {
+    /// Private to this pool (0700): the script and one directory per zygote.
+    root: PathBuf,
+    cfg: WarmConfig,
+    live: Mutex<HashMap<ZygoteKey, Arc<Zygote>>>,
+    started: AtomicU64,
+    reaper: std::sync::Once,
+}
+
+struct Zygote {
+    pid: i32,
+    control: OwnedFd,
+    child: Mutex<Child>,
+    last_used: Mutex<Instant>,
+    dir: PathBuf,
+    /// Holds the environment in use, so virtualenv garbage collection leaves it alone.
+    _venv: Venv,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+enum ForkError {
+    /// The zygote is gone (or never answered); no child of this request exists.
+    Dead(String),
+    Other(String),
+}
+
+impl Zygotes {
+    /// A pool in its own directory under `data_dir/zygotes` (created on first use, removed
+    /// when the pool is dropped; runners may share a data dir).
+    pub fn new(data_dir: &Path, cfg: WarmConfig) -> Arc<Zygotes> {
+        Arc::new(Zygotes {
+            root: data_dir.join("zygotes").join(antcode_core::ids::new_id()),
+            cfg,
+            live: Mutex::new(HashMap::new()),
+            started: AtomicU64::new(0),
+            reaper: std::sync::Once::new(),
+        })
+    }
+
+    pub fn config(&self) -> &WarmConfig {
+        &self.cfg
+    }
+
+    /// Forks `req` from the zygote of `key`, starting one if needed. Blocking. An error means
+    /// no process was started for this request (start the run cold).
+    pub fn spawn(
+        self: &Arc<Self>,
+        key: &ZygoteKey,
+        venv: &Venv,
+        bundle: (&BundleRef, &Path),
+        req: &Request,
+    ) -> Result<Spawned, String> {
+        for retry in [true, false] {
+            let (zygote, hit) = self.get(key, venv, bundle)?;
+            match zygote.fork(req) {
+                Ok(spawned) => {
+                    let name = if hit {
+                        "antcode_runner_zygote_hits_total"
+                    } else {
+                        "antcode_runner_zygote_misses_total"
+                    };
+                    metrics::counter!(name).increment(1);
+                    return Ok(spawned);
+                }
+                Err(ForkError::Dead(e)) => {
+                    self.forget(key, &zygote, "dead");
+                    // A reused zygote may have died while idle: one more try with a new one.
+                    if !(hit && retry) {
+                        return Err(e);
+                    }
+                }
+                Err(ForkError::Other(e)) => return Err(e),
+            }
+        }
+        Err("no zygote".into())
+    }
+
+    /// The live zygote of `key` (true) or a newly started one (false).
+    fn get(
+        self: &Arc<Self>,
+        key: &ZygoteKey,
+        venv: &Venv,
+        bundle: (&BundleRef, &Path),
+    ) -> Result<(Arc<Zygote>, bool), String> {
+        let mut live = lock(&self.live);
+        self.prune(&mut live, Some(key));
+        if let Some(z) = live.get(key) {
+            *lock(&z.last_used) = Instant::now();
+            return Ok((z.clone(), true));
+        }
+        if live.len() >= self.cfg.max_count && !evict_lru(&mut live, None) {
+            return Err(format!(
+                "all {} zygotes are busy",
+                self.cfg.max_count.max(live.len())
+            ));
+        }
+        let z = Arc::new(self.start(venv, bundle)?);
+        live.insert(key.clone(), z.clone());
+        metrics::gauge!("antcode_runner_zygotes").set(live.len() as f64);
+        self.start_reaper();
+        Ok((z, false))
+    }
+
+    /// Drops dead zygotes, idle ones past the TTL, and least recently used idle ones while
+    /// over the memory bound (`keep` is about to be used and stays unless dead).
+    fn prune(&self, live: &mut HashMap<ZygoteKey, Arc<Zygote>>, keep: Option<&ZygoteKey>) {
+        let dead: Vec<ZygoteKey> = live
+            .iter()
+            .filter(|(_, z)| !z.alive())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dead {
+            live.remove(&k);
+            evicted("dead");
+        }
+        let idle: Vec<ZygoteKey> = live
+            .iter()
+            .filter(|(k, z)| {
+                Some(*k) != keep && z.idle() && lock(&z.last_used).elapsed() >= self.cfg.idle_ttl
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in idle {
+            live.remove(&k);
+            evicted("idle");
+        }
+        while live.values().map(|z| z.rss_bytes()).sum::<u64>() > self.cfg.max_memory_bytes {
+            if !evict_lru(live, keep) {
+                break;
+            }
+        }
+        metrics::gauge!("antcode_runner_zygotes").set(live.len() as f64);
+    }
+
+    /// Removes `zygote` from the pool if it is still the one for `key`.
+    fn forget(&self, key: &ZygoteKey, zygote: &Arc<Zygote>, reason: &'static str) {
+        let mut live = lock(&self.live);
+        if live.get(key).is_some_and(|z| Arc::ptr_eq(z, zygote)) {
+            live.remove(key);
+            evicted(reason);
+        }
+    }
+
+    /// Stops idle zygotes past their TTL even when no run comes: a thread that lives as long as
+    /// the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        self.reaper.call_once(|| {
+            let weak: Weak<Zygotes> = Arc::downgrade(self);
+            let every =
+                (self.cfg.idle_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            let _ = std::thread::Builder::new()
+                .name("antcode-zygotes".into())
+                .spawn(move || loop {
+                    std::thread::sleep(every);
+                    let Some(pool) = weak.upgrade() else { return };
+                    let mut live = lock(&pool.live);
+                    pool.prune(&mut live, None);
+                });
+        });
+    }
+
+    fn start(&self, venv: &Venv, bundle: (&BundleRef, &Path)) -> Result<Zygote, String> {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join(format!("z{n}"));
+        let script = self.root.join("zygote.py");
+        let bundle_dir = dir.join("bundle");
+        let prepared = (|| -> io::Result<()> {
+            std::fs::create_dir_all(&self.root)?;
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
+            if !script.exists() {
+                let tmp = self.root.join("zygote.py.tmp");
+                std::fs::write(&tmp, SCRIPT)?;
+                std::fs::rename(&tmp, &script)?;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            unpack(bundle.0, bundle.1, &bundle_dir).map_err(io::Error::other)?;
+            std::fs::create_dir_all(dir.join(".tmp"))
+        })();
+        prepared.map_err(|e| format!("zygote directory: {e}"))?;
+        let (mine, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("zygote socket: {e}"))?;
+        // The base every run gets (without the run's own variables), so what the interpreter
+        // reads at start-up (locale, unbuffered output) is what a cold run would read.
+        let mut env = task_env(venv, &dir, &BTreeMap::new());
+        env.insert(PAD_VAR.into(), " ".repeat(PAD_BYTES));
+        let mut cmd = Command::new(&venv.python);
+        cmd.arg(&script)
+            .arg(&bundle_dir)
+            .current_dir(&bundle_dir)
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: setsid is async-signal-safe. Its own session keeps the zygote out of the
+        // runner's process group (a terminal's Ctrl-C is not for it).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("could not start the zygote: {e}"))?;
+        metrics::counter!("antcode_runner_zygote_starts_total").increment(1);
+        tracing::debug!(pid = child.id(), dir = %dir.display(), "zygote started");
+        Ok(Zygote {
+            pid: child.id() as i32,
+            control: mine,
+            child: Mutex::new(child),
+            last_used: Mutex::new(Instant::now()),
+            dir,
+            _venv: venv.clone(),
+        })
+    }
+}
+
+impl Drop for Zygotes {
+    fn drop(&mut self) {
+        lock(&self.live).clear();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Removes the least recently used idle zygote (not `keep`); false if there is none.
+fn evict_lru(live: &mut HashMap<ZygoteKey, Arc<Zygote>>, keep: Option<&ZygoteKey>) -> bool {
+    let oldest = live
+        .iter()
+        .filter(|(k, z)| Some(*k) != keep && z.idle())
+        .min_by_key(|(_, z)| *lock(&z.last_used))
+        .map(|(k, _)| k.clone());
+    match oldest {
+        Some(k) => {
+            live.remove(&k);
+            evicted("lru");
+            true
+        }
+        None => false,
+    }
+}
+
+fn evicted(reason: &'static str) {
+    metrics::counter!("antcode_runner_zygote_evictions_total", "reason" => reason).increment(1);
+}
+
+impl Zygote {
+    fn alive(&self) -> bool {
+        matches!(lock(&self.child).try_wait(), Ok(None))
+    }
+
+    /// No run in flight: only the pool holds it (each run's waiter holds a clone).
+    fn idle(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let statm =
+            std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        pages * page
+    }
+
+    fn fork(self: &Arc<Self>, req: &Request) -> Result<Spawned, ForkError> {
+        let other =
+            |what: &str, e: &dyn std::fmt::Display| ForkError::Other(format!("{what}: {e}"));
+        let (mine, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| other("reply socket", &e))?;
+        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
+        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
+        let body = serde_json::json!({
+            "argv": req.argv,
+            "env": req.env,
+            "cwd": req.cwd,
+            "limits": limits_json(&req.limits),
+        })
+        .to_string();
+        let started = Instant::now();
+        let fds = [theirs.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        sendmsg::<()>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(body.as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET => {
+                ForkError::Dead(format!("the zygote is gone: {e}"))
+            }
+            e => other("zygote request", &e),
+        })?;
+        // Only the zygote (and then the child) may hold these now: the reply socket must close
+        // when they are gone, and the pipes when the run's processes are.
+        drop((theirs, out_w, err_w));
+        let reply = UnixDatagram::from(mine);
+        reply
+            .set_read_timeout(Some(FORK_TIMEOUT))
+            .map_err(|e| other("reply socket", &e))?;
+        let first = match read_reply(&reply) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                return Err(ForkError::Dead(
+                    "the zygote exited before forking".to_string(),
+                ))
+            }
+            Err(e) => {
+                // Silent for a minute: unusable. It is killed when dropped from the pool.
+                return Err(ForkError::Dead(format!("the zygote did not answer: {e}")));
+            }
+        };
+        if let Some(e) = first.get("error").and_then(|e| e.as_str()) {
+            return Err(ForkError::Other(e.to_string()));
+        }
+        let Some(pid) = first.get("pid").and_then(|p| p.as_i64()).map(|p| p as i32) else {
+            return Err(ForkError::Other(format!("unexpected zygote reply {first}")));
+        };
+        metrics::histogram!("antcode_runner_zygote_fork_seconds")
+            .record(started.elapsed().as_secs_f64());
+        *lock(&self.last_used) = Instant::now();
+        let _ = reply.set_read_timeout(None);
+        let zygote = self.clone();
+        let wait = move || {
+            // Holding the zygote marks it busy until the run has ended.
+            let _busy = zygote;
+            // A child that died before sending its pid gets its status as the first reply.
+            let status = if first.get("status").is_some() {
+                Some(first)
+            } else {
+                read_reply(&reply)?
+            };
+            let Some(status) = status else {
+                return Err(io::Error::other(
+                    "the warm interpreter (zygote) died while the run was in flight; its exit status is unknown",
+                ));
+            };
+            let raw = status.get("status").and_then(|s| s.as_i64()).unwrap_or(-1);
+            let rss = status.get("maxrss").and_then(|s| s.as_i64()).unwrap_or(0);
+            Ok(process::exit_info(raw as libc::c_int, rss))
+        };
+        Ok(Spawned {
+            pid,
+            stdout: File::from(out_r),
+            stderr: File::from(err_r),
+            wait: Box::new(wait) as Box<dyn FnOnce() -> io::Result<ExitInfo> + Send>,
+        })
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let mut child = lock(&self.child);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        tracing::debug!(pid = self.pid, "zygote stopped");
+    }
+}
+
+/// One reply message as JSON; `None` when the socket was closed without one.
+fn read_reply(sock: &UnixDatagram) -> io::Result<Option<serde_json::Value>> {
+    let mut buf = [0u8; REPLY_MAX];
+    let n = loop {
+        match sock.recv(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => break r?,
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf[..n])
+        .map(Some)
+        .map_err(|e| io::Error::other(format!("unreadable zygote reply: {e}")))
+}
+
+/// The limits as the script applies them: `[name, soft, hard]`, the same values the cold spawn
+/// sets.
+fn limits_json(limits: &Limits) -> serde_json::Value {
+    let mut out = Vec::new();
+    if let Some(b) = limits.memory_bytes {
+        out.push(serde_json::json!(["as", b, b]));
+    }
+    if let Some(s) = limits.cpu_seconds {
+        out.push(serde_json::json!([
+            "cpu",
+            s,
+            s.saturating_add(process::CPU_KILL_AFTER)
+        ]));
+    }
+    if let Some(n) = limits.open_files {
+        out.push(serde_json::json!(["nofile", n, n]));
+    }
+    serde_json::Value::Array(out)
+}
