@@ -111,7 +111,7 @@ fi
 log "cargo test (workspace)"
 OUT="$(mktemp)"
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$OUT"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$OUT"
 STATUS=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (cargo's own last line is that of the last test binary).

@@ -136,6 +136,27 @@ fn after_cursor(cursor: Option<&str>) -> &'static str {
     }
 }
 
+/// Retries `op` while SQLite answers "database is locked" (code 5): processes starting together
+/// on one new file race to switch it to WAL and migrate it, and under load the loser can wait
+/// longer than its busy timeout. Gives up after a minute.
+async fn while_locked<T, F, Fut>(mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match op().await {
+            Err(StoreError::Db(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("5") && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Key of the PostgreSQL advisory lock that serialises migrations (per database).
 const PG_MIGRATION_LOCK: i64 = 0x0061_6e74_636f_6465; // "antcode"
 
@@ -177,11 +198,18 @@ impl SqlStore {
         let store = SqlStore { pool, dialect };
         if dialect == Dialect::Sqlite {
             // WAL lets readers proceed while the recorder writes.
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&store.pool)
-                .await?;
+            while_locked(|| async {
+                sqlx::query("PRAGMA journal_mode=WAL")
+                    .execute(&store.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from)
+            })
+            .await?;
+            while_locked(|| store.migrate(&url)).await?;
+        } else {
+            store.migrate(&url).await?;
         }
-        store.migrate(&url).await?;
         Ok(store)
     }
 
