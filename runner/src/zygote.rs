@@ -274,7 +274,9 @@ impl Zygotes {
             std::fs::create_dir_all(&self.root)?;
             std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
             if !script.exists() {
-                let tmp = self.root.join("zygote.py.tmp");
+                // A name of this start's own: zygotes starting together must not write into
+                // one temporary file (one would rename the other's half-written script).
+                let tmp = self.root.join(format!("zygote.py.{n}.tmp"));
                 std::fs::write(&tmp, SCRIPT)?;
                 std::fs::rename(&tmp, &script)?;
             }
