@@ -407,6 +407,10 @@ async fn css(c: &Client, selector: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("no element {selector}: {e}"))
 }
 
+async fn click(c: &Client, selector: &str) {
+    css(c, selector).await.click().await.unwrap();
+}
+
 async fn fill(c: &Client, selector: &str, text: &str) {
     let el = css(c, selector).await;
     el.clear().await.unwrap();
@@ -570,11 +574,7 @@ async fn flows(c: &Client, sys: &System) {
         .await
         .unwrap();
     shot(c, "02-projects-upload").await;
-    css(c, "#upload-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#upload-form button[type=submit]").await;
     heading_is(c, "hello").await;
     let project_id = current_hash(c)
         .await
@@ -597,11 +597,7 @@ async fn flows(c: &Client, sys: &System) {
         .send_keys(script.to_str().unwrap())
         .await
         .unwrap();
-    css(c, "#upload-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#upload-form button[type=submit]").await;
     let message = wait_js(
         c,
         "const e = document.querySelector('#upload-form .error'); return e && !e.hidden && e.textContent;",
@@ -635,11 +631,7 @@ async fn flows(c: &Client, sys: &System) {
     .await
     .unwrap();
     shot(c, "05-project-editor").await;
-    css(c, "#editor-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#editor-form button[type=submit]").await;
     heading_is(c, "hello").await;
     wait_js(
         c,
@@ -675,11 +667,7 @@ async fn flows(c: &Client, sys: &System) {
         .send_keys(v3_file.to_str().unwrap())
         .await
         .unwrap();
-    css(c, "#version-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#version-form button[type=submit]").await;
     wait_js(
         c,
         "const f = document.querySelector('.page[aria-busy=false] .facts'); return f && f.textContent.includes('v3')",
@@ -758,11 +746,7 @@ async fn flows(c: &Client, sys: &System) {
         "fire times without the schedule's wall time"
     );
     shot(c, "06-task-new-schedule").await;
-    css(c, "#task-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#task-form button[type=submit]").await;
     heading_is(c, "long nap").await;
     wait_js(
         c,
@@ -841,11 +825,7 @@ async fn flows(c: &Client, sys: &System) {
         "five fire times of the interval",
     )
     .await;
-    css(c, "#task-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#task-form button[type=submit]").await;
     heading_is(c, "long nap").await;
     wait_js(
         c,
@@ -1075,11 +1055,7 @@ async fn flows(c: &Client, sys: &System) {
         .select_by_value("cancelled")
         .await
         .unwrap();
-    css(c, "#main form[role=search] button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#main form[role=search] button[type=submit]").await;
     wait_js(
         c,
         "if (location.hash !== '#/runs?state=cancelled' || !document.querySelector('.page[aria-busy=false]')) return false; \
@@ -1322,11 +1298,7 @@ async fn workers_page(c: &Client, sys: &System, admin: &str) {
     // An enrollment key, shown once with the runner command ready to copy.
     fill(c, "#key-form input[name=key-note]", "edge box").await;
     fill(c, "#key-form input[name=key-labels]", "gpu=1").await;
-    css(c, "#key-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#key-form button[type=submit]").await;
     let command = wait_js(
         c,
         "const t = document.querySelector('#key-form textarea'); return t && t.value;",
@@ -1409,11 +1381,7 @@ async fn workers_page(c: &Client, sys: &System, admin: &str) {
         "//main//tr[contains(., 'edge-box-1')]//button[text()='Revoke']",
     )
     .await;
-    css(c, "dialog.confirm button.danger")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "dialog.confirm button.danger").await;
     wait_js(
         c,
         "return document.getElementById('toasts').textContent.includes('Worker revoked')",
@@ -1453,11 +1421,7 @@ async fn users_page(c: &Client, sys: &System, admin: &str) {
         .select_by_value("operator")
         .await
         .unwrap();
-    css(c, "#user-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#user-form button[type=submit]").await;
     let role_select = "#main select[aria-label='Role of otto']";
     css(c, role_select).await;
     let users = sys.get(admin, "/users").await;
@@ -1495,11 +1459,7 @@ async fn account_page(c: &Client, sys: &System) {
     go(c, &sys.base, "/account").await;
     heading_is(c, "Account & tokens").await;
     fill(c, "#token-form input[name=token-name]", "ci").await;
-    css(c, "#token-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#token-form button[type=submit]").await;
     let token = wait_js(
         c,
         "const s = document.querySelector('#token-form .secret'); \
@@ -1512,11 +1472,7 @@ async fn account_page(c: &Client, sys: &System) {
     shot(c, "16-account").await;
     let revoke = "//main//button[starts-with(@aria-label, 'Revoke token ci ')]";
     click_xpath(c, revoke).await;
-    css(c, "dialog.confirm button.danger")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "dialog.confirm button.danger").await;
     wait_js(
         c,
         "return ![...document.querySelectorAll('#main button')].some(b => (b.getAttribute('aria-label') || '').startsWith('Revoke token ci '))",
@@ -1538,11 +1494,7 @@ async fn secrets_page(c: &Client, sys: &System, admin: &str) {
         "s3cr3t-value-never-shown",
     )
     .await;
-    css(c, "#secret-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#secret-form button[type=submit]").await;
     wait_js(
         c,
         "const t = document.querySelector('#main table'); return t && t.textContent.includes('API_KEY')",
@@ -1571,11 +1523,7 @@ async fn secrets_page(c: &Client, sys: &System, admin: &str) {
         .send_keys("replaced-value-2")
         .await
         .unwrap();
-    css(c, "#secret-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#secret-form button[type=submit]").await;
     sys.wait_for(admin, "/secrets", "the replaced secret", |b| {
         b["items"][0]["updated_at"] != first["updated_at"]
     })
