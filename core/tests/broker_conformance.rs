@@ -646,6 +646,63 @@ async fn cancel_drops_queued_and_flags_leased(s: &Subject) {
     );
 }
 
+/// A run's attempts are tracked apart: the next attempt may be queued while the previous one is
+/// still leased (compensation after a lost worker), and several attempts may be queued at once.
+async fn attempts_of_one_run_are_tracked_apart(s: &Subject) {
+    let b = &*s.broker;
+    let run = run_id();
+    let attempt = |n: u32| Job {
+        attempt: n,
+        ..job(&run, "attempts")
+    };
+    let wait = Duration::from_secs(1);
+    assert!(b.publish(&attempt(1)).await.unwrap());
+    let first = b
+        .lease(&req("w1", &["attempts"], 1, TTL), wait)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(s.twin.publish(&attempt(2)).await.unwrap(), "the next attempt is a new job");
+    assert!(!b.publish(&attempt(1)).await.unwrap(), "attempt 1 is leased");
+    assert!(!b.publish(&attempt(2)).await.unwrap(), "attempt 2 is queued");
+    assert_eq!(
+        b.holds(&[attempt(1), attempt(2), attempt(3)]).await.unwrap(),
+        vec![true, true, false]
+    );
+
+    let second = s
+        .twin
+        .lease(&req("w2", &["attempts"], 1, TTL), wait)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.job.attempt, 2);
+    let hb = b.heartbeat("w1", &[held(&first)], TTL).await.unwrap();
+    assert_eq!(hb.lost, vec![run.clone()], "the newer attempt's lease replaced the older");
+    b.release(&run, &first.lease_token).await.unwrap();
+    assert!(
+        b.lease_alive(&run, &second.lease_token).await.unwrap(),
+        "a stale token's release leaves the live lease alone"
+    );
+    b.release(&run, &second.lease_token).await.unwrap();
+    assert!(!b.lease_alive(&run, &second.lease_token).await.unwrap());
+
+    assert!(b.publish(&attempt(3)).await.unwrap());
+    assert!(b.publish(&attempt(4)).await.unwrap());
+    assert_eq!(depth(b, "attempts").await, 2, "two attempts queued at once");
+    assert_eq!(
+        b.holds(&[attempt(3), attempt(4)]).await.unwrap(),
+        vec![true, true]
+    );
+    s.twin.cancel(&run).await.unwrap();
+    assert_eq!(depth(b, "attempts").await, 0, "cancel drops every queued attempt");
+    assert!(b
+        .lease(&req("w1", &["attempts"], 10, TTL), Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn hand_back_makes_the_job_leasable_again(s: &Subject) {
     let b = &*s.broker;
     let j = job(&run_id(), "default");
@@ -991,6 +1048,7 @@ conformance!(
     expired_leases_are_reaped_exactly_once,
     heartbeats_keep_a_lease_alive,
     cancel_drops_queued_and_flags_leased,
+    attempts_of_one_run_are_tracked_apart,
     hand_back_makes_the_job_leasable_again,
     events_are_delivered_at_least_once,
     live_logs_are_idempotent_and_tail,

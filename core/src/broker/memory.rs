@@ -90,7 +90,12 @@ impl MemoryBroker {
                     worker_id: req.worker_id.clone(),
                     deadline_ms,
                 };
-                st.leases.insert(lease.job.run_id.clone(), lease.clone());
+                // A newer attempt's lease replaces the older one, which is then forgotten.
+                if let Some(old) = st.leases.insert(lease.job.run_id.clone(), lease.clone()) {
+                    if old.job.attempt != lease.job.attempt {
+                        st.present.remove(&(old.job.run_id, old.job.attempt));
+                    }
+                }
                 out.push(lease);
             }
         }

@@ -7,9 +7,9 @@
 //! |---|---|---|
 //! | `P:q:QUEUE` | stream + group `runners` | jobs waiting on `QUEUE` (entries are deleted once leased, so `XLEN` is the depth) |
 //! | `P:queues` | set | names of every queue ever published to |
-//! | `P:jobs` | hash run → JSON | per attempt: queued (stream key + entry id) or leased; makes publish idempotent |
+//! | `P:queued` | hash run → lines `ATTEMPT ENTRY-ID STREAM` | queued attempts; with `P:leased`, makes publish idempotent |
+//! | `P:leased` | hash run → `TOKEN ATTEMPT LEASE-JSON` | the live lease, token first for cheap checks |
 //! | `P:leases` | zset run → deadline ms | live leases; the reaper takes scores below now |
-//! | `P:lease` / `P:ltok` | hash run → lease JSON / token | the lease itself and its token for cheap checks |
 //! | `P:cancels` | zset run → expiry ms | pending cancel signals (24 h) |
 //! | `P:events` | stream, one group per recorder | runner events, redelivered by `XAUTOCLAIM` when unacknowledged |
 //! | `P:log:RUN` | stream, ids = chunk cursor | live log tail, trimmed to about `LIVE_LOG_CHUNKS`, expires after 24 h |
@@ -30,8 +30,11 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod scripts;
+
 use super::*;
 use crate::ids::new_token;
+use scripts::{leased_parts, lists_attempt, Scripts};
 use crate::time::now_ms;
 
 /// Key prefix used when none is configured.
@@ -59,305 +62,9 @@ impl From<RedisError> for BrokerError {
     }
 }
 
-/// Lua helper shared by the scripts that end an attempt: removes `attempt` from the run's entry
-/// in the `jobs` hash, deleting the field when no attempt is left.
-const LUA_DROP_ATTEMPT: &str = r#"
--- The attempt of a stored lease. A lease starts `{"job":{"run_id":"…","attempt":N` (serde keeps
--- the field order of `Job`), so a pattern finds it without decoding the whole job.
-local function lease_attempt(lease)
-  local n = string.match(lease, '^{"job":{"run_id":"[^"]*","attempt":(%d+)')
-  if n then return n end
-  return tostring(cjson.decode(lease).job.attempt)
-end
-local function drop_attempt(jobs, run, attempt)
-  local raw = redis.call('HGET', jobs, run)
-  if not raw then return end
-  local att = cjson.decode(raw)
-  att[attempt] = nil
-  if next(att) == nil then redis.call('HDEL', jobs, run) else redis.call('HSET', jobs, run, cjson.encode(att)) end
-end
-"#;
-
-/// Publishes jobs, each only if its `(run, attempt)` is not already queued or leased.
-/// KEYS: jobs, queues, cancels, then the stream of each job. ARGV: (run, attempt, job JSON,
-/// queue) per job. Returns 1 (added) or 0 per job.
-const LUA_PUBLISH: &str = r#"
-local out = {}
-for i = 1, #ARGV / 4 do
-  local run, attempt, job, queue = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
-  local stream = KEYS[3 + i]
-  local raw = redis.call('HGET', KEYS[1], run)
-  local att = {}
-  if raw then att = cjson.decode(raw) end
-  if att[attempt] then
-    out[i] = 0
-  else
-    -- XADD creates the stream; lessees create its group from id 0 (and again after a
-    -- FLUSHALL), so an entry published before any lessee came is still delivered.
-    local id = redis.call('XADD', stream, '*', 'run', run, 'attempt', attempt, 'job', job)
-    att[attempt] = {s = 'q', k = stream, id = id}
-    redis.call('HSET', KEYS[1], run, cjson.encode(att))
-    redis.call('SADD', KEYS[2], queue)
-    redis.call('ZREM', KEYS[3], run)
-    out[i] = 1
-  end
-end
-return out
-"#;
-
-/// Jobs per `LUA_PUBLISH` call: the script blocks Redis while it runs, so a large batch is cut
+/// Jobs per publish script call: the script blocks Redis while it runs, so a large batch is cut
 /// into calls of a few milliseconds each.
 const PUBLISH_CHUNK: usize = 256;
-
-/// Lua helper shared by the scripts that turn queue entries into leases.
-/// KEYS: jobs, leases, lease, ltok, cancels, then the streams. ARGV: group, now, deadline,
-/// worker, max, T, then T lease tokens, then the script's own arguments.
-/// An entry whose job is no longer queued under that id (cancelled, handed back, re-published) is
-/// dropped; entries beyond `max` go back to the tail of their stream (max = 0 requeues them all,
-/// which is how orphans are recovered).
-const LUA_CLAIM_ENTRY: &str = r#"
-local now = tonumber(ARGV[2])
-local max = tonumber(ARGV[5])
-local ntokens = tonumber(ARGV[6])
-local out = {}
-local function claim_entry(skey, id, f)
-  redis.call('XACK', skey, ARGV[1], id)
-  redis.call('XDEL', skey, id)
-  if not f then return end
-  local fields = {}
-  for j = 1, #f, 2 do fields[f[j]] = f[j + 1] end
-  local run, attempt, job = fields['run'], fields['attempt'], fields['job']
-  local raw = run and redis.call('HGET', KEYS[1], run)
-  local att = {}
-  if raw then att = cjson.decode(raw) end
-  local st = att[attempt]
-  if not (st and st.s == 'q' and st.id == id) then return end
-  local c = redis.call('ZSCORE', KEYS[5], run)
-  if c and tonumber(c) > now then
-    att[attempt] = nil
-  elseif #out >= max or #out >= ntokens then
-    st.id = redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job)
-  else
-    local token = ARGV[7 + #out]
-    local old = redis.call('HGET', KEYS[3], run)
-    if old then
-      local oa = tostring(cjson.decode(old).job.attempt)
-      if oa ~= attempt then att[oa] = nil end
-    end
-    att[attempt] = {s = 'l'}
-    local lease = '{"job":' .. job .. ',"lease_token":' .. cjson.encode(token) ..
-      ',"worker_id":' .. cjson.encode(ARGV[4]) .. ',"deadline_ms":' .. ARGV[3] .. '}'
-    redis.call('HSET', KEYS[3], run, lease)
-    redis.call('HSET', KEYS[4], run, token)
-    redis.call('ZADD', KEYS[2], ARGV[3], run)
-    out[#out + 1] = lease
-  end
-  if next(att) == nil then redis.call('HDEL', KEYS[1], run) else redis.call('HSET', KEYS[1], run, cjson.encode(att)) end
-end
-"#;
-
-/// Claims entries a lessee already read: own arguments are (stream index, entry id) pairs.
-const LUA_CLAIM: &str = r#"
-for i = 7 + ntokens, #ARGV, 2 do
-  local skey = KEYS[tonumber(ARGV[i])]
-  local id = ARGV[i + 1]
-  local entry = redis.call('XRANGE', skey, id, id)
-  claim_entry(skey, id, entry[1] and entry[1][2])
-end
-return out
-"#;
-
-/// Reads and claims in one call (the common case: work is waiting). Own argument: the consumer.
-/// A script cannot block, so an empty answer sends the caller to a blocking `XREADGROUP`.
-const LUA_LEASE: &str = r#"
-local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[7 + ntokens], 'COUNT', ARGV[5], 'STREAMS'}
-for i = 6, #KEYS do cmd[#cmd + 1] = KEYS[i] end
-for i = 6, #KEYS do cmd[#cmd + 1] = '>' end
-local reply = redis.call(unpack(cmd))
-if reply then
-  for _, s in ipairs(reply) do
-    for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2]) end
-  end
-end
-return out
-"#;
-
-/// KEYS: leases, ltok, cancels, drain. ARGV: worker, deadline, now, then (run, token) pairs.
-const LUA_HEARTBEAT: &str = r#"
-local cancels, lost = {}, {}
-local now = tonumber(ARGV[3])
-for i = 4, #ARGV, 2 do
-  local run, tok = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', KEYS[2], run) == tok and redis.call('ZSCORE', KEYS[1], run) then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], run)
-    local c = redis.call('ZSCORE', KEYS[3], run)
-    if c and tonumber(c) > now then cancels[#cancels + 1] = run end
-  else
-    lost[#lost + 1] = run
-  end
-end
-return {cancels, lost, redis.call('SISMEMBER', KEYS[4], ARGV[1])}
-"#;
-
-/// KEYS: jobs, leases, lease, ltok, cancels. ARGV: run, token.
-const LUA_RELEASE: &str = r#"
-if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
-local lease = redis.call('HGET', KEYS[3], ARGV[1])
-if lease then drop_attempt(KEYS[1], ARGV[1], lease_attempt(lease)) end
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-return 1
-"#;
-
-/// KEYS: jobs, leases, lease, ltok, stream, queues. ARGV: run, token, job JSON, attempt, group, queue.
-const LUA_HAND_BACK: &str = r#"
-if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[5], '0', 'MKSTREAM')
-end
-local id = redis.call('XADD', KEYS[5], '*', 'run', ARGV[1], 'attempt', ARGV[4], 'job', ARGV[3])
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local att = {}
-if raw then att = cjson.decode(raw) end
-att[ARGV[4]] = {s = 'q', k = KEYS[5], id = id}
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(att))
-redis.call('SADD', KEYS[6], ARGV[6])
-return 1
-"#;
-
-/// KEYS: jobs, leases, lease, ltok. ARGV: now, limit. Returns (lease JSON, deadline) pairs.
-/// Atomic, so two reapers never both return the same lease.
-const LUA_REAP: &str = r#"
-local runs = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for i = 1, #runs, 2 do
-  local run, score = runs[i], runs[i + 1]
-  local lease = redis.call('HGET', KEYS[3], run)
-  redis.call('ZREM', KEYS[2], run)
-  redis.call('HDEL', KEYS[3], run)
-  redis.call('HDEL', KEYS[4], run)
-  if lease then
-    drop_attempt(KEYS[1], run, lease_attempt(lease))
-    out[#out + 1] = lease
-    out[#out + 1] = score
-  end
-end
-return out
-"#;
-
-/// KEYS: jobs, cancels. ARGV: run, expiry, now. Returns (stream key, entry id) pairs of the
-/// queued attempts it dropped, for the caller to `XDEL` (a missed delete is harmless: the claim
-/// script drops entries whose job is no longer queued).
-const LUA_CANCEL: &str = r#"
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return {} end
-local att = cjson.decode(raw)
-local out = {}
-for a, st in pairs(att) do
-  if st.s == 'q' then
-    out[#out + 1] = st.k
-    out[#out + 1] = st.id
-    att[a] = nil
-  end
-end
-if next(att) == nil then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(att)) end
-return out
-"#;
-
-/// KEYS: log stream. ARGV: maxlen, ttl ms, then (entry id, chunk JSON) pairs. An id at or below
-/// the stream's last id is refused by XADD, which is exactly "this chunk was already stored".
-const LUA_APPEND_LOG: &str = r#"
-for i = 3, #ARGV, 2 do
-  redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'c', ARGV[i + 1])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"#;
-
-/// KEYS: workers, wdata. ARGV: now. Drops expired workers, returns the JSON of the live ones.
-const LUA_WORKERS: &str = r#"
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for _, id in ipairs(dead) do redis.call('HDEL', KEYS[2], id) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local w = redis.call('HGET', KEYS[2], id)
-  if w then out[#out + 1] = w end
-end
-return out
-"#;
-
-/// KEYS: lock, fence. ARGV: holder, ttl ms. The fencing token is at least the server's clock in
-/// ms, so it keeps growing even after the counter is lost to a FLUSHALL (SQL remembers the last
-/// token it accepted).
-const LUA_ACQUIRE: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then return false end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local f = tonumber(redis.call('GET', KEYS[2]) or '0')
-local n = math.max(f + 1, ms)
-redis.call('SET', KEYS[2], string.format('%d', n))
-return string.format('%d', n)
-"#;
-
-/// KEYS: lock. ARGV: holder, ttl ms.
-const LUA_RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"#;
-
-/// KEYS: lock. ARGV: holder.
-const LUA_RELEASE_LEADER: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
-struct Scripts {
-    publish: Script,
-    claim: Script,
-    lease: Script,
-    heartbeat: Script,
-    release: Script,
-    hand_back: Script,
-    reap: Script,
-    cancel: Script,
-    append_log: Script,
-    workers: Script,
-    acquire: Script,
-    renew: Script,
-    release_leader: Script,
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        let with_drop = |body: &str| Script::new(&format!("{LUA_DROP_ATTEMPT}\n{body}"));
-        let with_claim = |body: &str| Script::new(&format!("{LUA_CLAIM_ENTRY}\n{body}"));
-        Scripts {
-            publish: Script::new(LUA_PUBLISH),
-            claim: with_claim(LUA_CLAIM),
-            lease: with_claim(LUA_LEASE),
-            heartbeat: Script::new(LUA_HEARTBEAT),
-            release: with_drop(LUA_RELEASE),
-            hand_back: Script::new(LUA_HAND_BACK),
-            reap: with_drop(LUA_REAP),
-            cancel: Script::new(LUA_CANCEL),
-            append_log: Script::new(LUA_APPEND_LOG),
-            workers: Script::new(LUA_WORKERS),
-            acquire: Script::new(LUA_ACQUIRE),
-            renew: Script::new(LUA_RENEW),
-            release_leader: Script::new(LUA_RELEASE_LEADER),
-        }
-    }
-}
 
 pub struct RedisBroker {
     client: Client,
@@ -616,18 +323,19 @@ impl RedisBroker {
     ) -> ScriptInvocation<'a> {
         let now = now_ms();
         let mut inv = script.prepare_invoke();
-        inv.key(self.key("jobs"))
+        inv.key(self.key("queued"))
+            .key(self.key("leased"))
             .key(self.key("leases"))
-            .key(self.key("lease"))
-            .key(self.key("ltok"))
             .key(self.key("cancels"));
         for s in streams {
             inv.key(s);
         }
+        // The worker id goes into the lease JSON as it is: encode it here, not in Lua.
+        let worker_json = serde_json::Value::from(worker_id).to_string();
         inv.arg(GROUP)
             .arg(now)
             .arg(now + ttl.as_millis() as i64)
-            .arg(worker_id)
+            .arg(worker_json)
             .arg(max)
             .arg(max);
         for _ in 0..max {
@@ -647,8 +355,8 @@ impl RedisBroker {
     ) -> BrokerResult<Vec<Lease>> {
         let mut inv = self.claim_invocation(&self.scripts.claim, streams, worker_id, max, ttl);
         for (idx, id) in entries {
-            // Lua indexes KEYS from 1 and the streams follow the five fixed keys.
-            inv.arg(idx + 6).arg(id);
+            // Lua indexes KEYS from 1 and the streams follow the four fixed keys.
+            inv.arg(idx + 5).arg(id);
         }
         parse_leases(inv.invoke_async(&mut self.con()).await?)
     }
@@ -857,10 +565,18 @@ impl Broker for RedisBroker {
     }
 
     async fn publish_many(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        // The `queued` hash keeps one line per attempt with the stream key last.
+        if let Some(job) = jobs.iter().find(|j| j.queue.contains('\n')) {
+            return Err(BrokerError::Corrupt(format!(
+                "queue name {:?} contains a newline",
+                job.queue
+            )));
+        }
         let mut out = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(PUBLISH_CHUNK) {
             let mut call = self.scripts.publish.prepare_invoke();
-            call.key(self.key("jobs"))
+            call.key(self.key("queued"))
+                .key(self.key("leased"))
                 .key(self.key("queues"))
                 .key(self.key("cancels"));
             for job in chunk {
@@ -880,22 +596,29 @@ impl Broker for RedisBroker {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
-        // The `jobs` hash is what makes publish idempotent: one HMGET answers for all of them.
-        let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(self.key("jobs"));
-        for job in jobs {
-            cmd.arg(&job.run_id);
-        }
-        let raws: Vec<Option<String>> = cmd.query_async(&mut self.con()).await?;
-        jobs.iter()
-            .zip(raws)
-            .map(|(job, raw)| {
-                let Some(raw) = raw else { return Ok(false) };
-                let attempts: serde_json::Value = serde_json::from_str(&raw)
-                    .map_err(|e| BrokerError::Corrupt(format!("jobs entry: {e}")))?;
-                Ok(attempts.get(job.attempt.to_string()).is_some())
+        // What makes publish idempotent: the run's queued attempts and its leased one.
+        let runs: Vec<&str> = jobs.iter().map(|j| j.run_id.as_str()).collect();
+        let (queued, leased): (Vec<Option<String>>, Vec<Option<String>>) = ::redis::pipe()
+            .cmd("HMGET")
+            .arg(self.key("queued"))
+            .arg(&runs)
+            .cmd("HMGET")
+            .arg(self.key("leased"))
+            .arg(&runs)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(jobs
+            .iter()
+            .zip(queued.iter().zip(&leased))
+            .map(|(job, (queued, leased))| {
+                let attempt = job.attempt.to_string();
+                queued.as_deref().is_some_and(|q| lists_attempt(q, job.attempt))
+                    || leased
+                        .as_deref()
+                        .and_then(leased_parts)
+                        .is_some_and(|(_, a, _)| a == attempt)
             })
-            .collect()
+            .collect())
     }
 
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
@@ -956,7 +679,7 @@ impl Broker for RedisBroker {
         let now = now_ms();
         let mut inv = self.scripts.heartbeat.prepare_invoke();
         inv.key(self.key("leases"))
-            .key(self.key("ltok"))
+            .key(self.key("leased"))
             .key(self.key("cancels"))
             .key(self.key("drain"))
             .arg(worker_id)
@@ -978,10 +701,8 @@ impl Broker for RedisBroker {
         let _: i64 = self
             .scripts
             .release
-            .key(self.key("jobs"))
+            .key(self.key("leased"))
             .key(self.key("leases"))
-            .key(self.key("lease"))
-            .key(self.key("ltok"))
             .key(self.key("cancels"))
             .arg(run_id)
             .arg(lease_token)
@@ -994,23 +715,24 @@ impl Broker for RedisBroker {
         // Read the lease first to learn its queue; the script re-checks the token, so a lease
         // that changed in between is left alone.
         let raw: Option<String> = ::redis::cmd("HGET")
-            .arg(self.key("lease"))
+            .arg(self.key("leased"))
             .arg(run_id)
             .query_async(&mut self.con())
             .await?;
-        let Some(raw) = raw else { return Ok(()) };
-        let lease: Lease =
-            serde_json::from_str(&raw).map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))?;
-        if lease.lease_token != lease_token {
+        let Some((token, _, json)) = raw.as_deref().and_then(leased_parts) else {
+            return Ok(());
+        };
+        if token != lease_token {
             return Ok(());
         }
+        let lease: Lease =
+            serde_json::from_str(json).map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))?;
         let _: i64 = self
             .scripts
             .hand_back
-            .key(self.key("jobs"))
+            .key(self.key("queued"))
+            .key(self.key("leased"))
             .key(self.key("leases"))
-            .key(self.key("lease"))
-            .key(self.key("ltok"))
             .key(self.queue_key(&lease.job.queue))
             .key(self.key("queues"))
             .arg(run_id)
@@ -1030,10 +752,8 @@ impl Broker for RedisBroker {
             let raw: Vec<String> = self
                 .scripts
                 .reap
-                .key(self.key("jobs"))
                 .key(self.key("leases"))
-                .key(self.key("lease"))
-                .key(self.key("ltok"))
+                .key(self.key("leased"))
                 .arg(now)
                 .arg(REAP_BATCH)
                 .invoke_async(&mut self.con())
@@ -1065,16 +785,17 @@ impl Broker for RedisBroker {
     }
 
     async fn lease_alive(&self, run_id: &str, lease_token: &str) -> BrokerResult<bool> {
-        let (token, deadline): (Option<String>, Option<f64>) = ::redis::pipe()
+        let (leased, deadline): (Option<String>, Option<f64>) = ::redis::pipe()
             .cmd("HGET")
-            .arg(self.key("ltok"))
+            .arg(self.key("leased"))
             .arg(run_id)
             .cmd("ZSCORE")
             .arg(self.key("leases"))
             .arg(run_id)
             .query_async(&mut self.con())
             .await?;
-        Ok(token.as_deref() == Some(lease_token) && deadline.is_some_and(|d| d as i64 >= now_ms()))
+        let token = leased.as_deref().and_then(leased_parts).map(|(t, _, _)| t);
+        Ok(token == Some(lease_token) && deadline.is_some_and(|d| d as i64 >= now_ms()))
     }
 
     async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
@@ -1099,7 +820,7 @@ impl Broker for RedisBroker {
         let dropped: Vec<String> = self
             .scripts
             .cancel
-            .key(self.key("jobs"))
+            .key(self.key("queued"))
             .key(self.key("cancels"))
             .arg(run_id)
             .arg(now + CANCEL_TTL.as_millis() as i64)
