@@ -662,11 +662,22 @@ async fn attempts_of_one_run_are_tracked_apart(s: &Subject) {
         .await
         .unwrap()
         .remove(0);
-    assert!(s.twin.publish(&attempt(2)).await.unwrap(), "the next attempt is a new job");
-    assert!(!b.publish(&attempt(1)).await.unwrap(), "attempt 1 is leased");
-    assert!(!b.publish(&attempt(2)).await.unwrap(), "attempt 2 is queued");
+    assert!(
+        s.twin.publish(&attempt(2)).await.unwrap(),
+        "the next attempt is a new job"
+    );
+    assert!(
+        !b.publish(&attempt(1)).await.unwrap(),
+        "attempt 1 is leased"
+    );
+    assert!(
+        !b.publish(&attempt(2)).await.unwrap(),
+        "attempt 2 is queued"
+    );
     assert_eq!(
-        b.holds(&[attempt(1), attempt(2), attempt(3)]).await.unwrap(),
+        b.holds(&[attempt(1), attempt(2), attempt(3)])
+            .await
+            .unwrap(),
         vec![true, true, false]
     );
 
@@ -678,7 +689,11 @@ async fn attempts_of_one_run_are_tracked_apart(s: &Subject) {
         .remove(0);
     assert_eq!(second.job.attempt, 2);
     let hb = b.heartbeat("w1", &[held(&first)], TTL).await.unwrap();
-    assert_eq!(hb.lost, vec![run.clone()], "the newer attempt's lease replaced the older");
+    assert_eq!(
+        hb.lost,
+        vec![run.clone()],
+        "the newer attempt's lease replaced the older"
+    );
     b.release(&run, &first.lease_token).await.unwrap();
     assert!(
         b.lease_alive(&run, &second.lease_token).await.unwrap(),
@@ -695,9 +710,16 @@ async fn attempts_of_one_run_are_tracked_apart(s: &Subject) {
         vec![true, true]
     );
     s.twin.cancel(&run).await.unwrap();
-    assert_eq!(depth(b, "attempts").await, 0, "cancel drops every queued attempt");
+    assert_eq!(
+        depth(b, "attempts").await,
+        0,
+        "cancel drops every queued attempt"
+    );
     assert!(b
-        .lease(&req("w1", &["attempts"], 10, TTL), Duration::from_millis(100))
+        .lease(
+            &req("w1", &["attempts"], 10, TTL),
+            Duration::from_millis(100)
+        )
         .await
         .unwrap()
         .is_empty());

@@ -34,8 +34,8 @@ mod scripts;
 
 use super::*;
 use crate::ids::new_token;
-use scripts::{leased_parts, lists_attempt, Scripts};
 use crate::time::now_ms;
+use scripts::{leased_parts, lists_attempt, Scripts};
 
 /// Key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "antcode";
@@ -612,7 +612,9 @@ impl Broker for RedisBroker {
             .zip(queued.iter().zip(&leased))
             .map(|(job, (queued, leased))| {
                 let attempt = job.attempt.to_string();
-                queued.as_deref().is_some_and(|q| lists_attempt(q, job.attempt))
+                queued
+                    .as_deref()
+                    .is_some_and(|q| lists_attempt(q, job.attempt))
                     || leased
                         .as_deref()
                         .and_then(leased_parts)
