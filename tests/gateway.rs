@@ -869,23 +869,26 @@ async fn stopping_the_edge_answers_its_open_long_polls() {
     let mut client = raw_client(&url, &ca, None);
     let (_id, key) = enroll_raw(&mut client, &api.enrollment_key().await, "parked").await;
 
-    let mut parked_client = client.clone();
-    let parked_key = key.clone();
-    let parked = tokio::spawn(async move {
-        parked_client
-            .lease(with_key(
+    let park = || {
+        let mut c = client.clone();
+        let k = key.clone();
+        tokio::spawn(async move {
+            c.lease(with_key(
                 pb::LeaseRequest {
                     max_jobs: 1,
                     wait_ms: 20_000,
                     ..Default::default()
                 },
-                &parked_key,
+                &k,
             ))
             .await
-    });
+        })
+    };
+    let mut parked = park();
     let waiting = Instant::now();
     loop {
-        let second = client
+        let probe = client
+            .clone()
             .lease(with_key(
                 pb::LeaseRequest {
                     max_jobs: 1,
@@ -895,13 +898,18 @@ async fn stopping_the_edge_answers_its_open_long_polls() {
                 &key,
             ))
             .await;
-        match second {
-            Err(s) if s.code() == Code::ResourceExhausted => break,
-            other => assert!(
-                waiting.elapsed() < Duration::from_secs(10),
-                "the first long-poll never parked: {other:?}"
-            ),
+        // Only the parked call can hold the one slot, so a refused probe means it is parked.
+        if matches!(&probe, Err(s) if s.code() == Code::ResourceExhausted) {
+            break;
         }
+        if parked.is_finished() {
+            // The probe held the slot when the long-poll arrived: park it again.
+            parked = park();
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the long-poll never parked: {probe:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
