@@ -181,13 +181,12 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
     };
     front.stop().await;
     // The service's own graceful stop waits for the front's connections, which are gone now.
-    if !serving.is_finished() {
-        if tokio::time::timeout(Duration::from_secs(5), &mut serving)
+    if !serving.is_finished()
+        && tokio::time::timeout(Duration::from_secs(5), &mut serving)
             .await
             .is_err()
-        {
-            tracing::warn!("edge: the worker service did not stop in 5 s; aborting it");
-        }
+    {
+        tracing::warn!("edge: the worker service did not stop in 5 s; aborting it");
     }
     tracing::info!("edge stopped");
     outcome
