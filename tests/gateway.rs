@@ -129,6 +129,16 @@ impl Api {
     }
 }
 
+/// `antcode up` in `dir/up` on ephemeral ports, with the embedded runner off.
+fn up_config(dir: &std::path::Path) -> UpConfig {
+    let mut cfg = UpConfig::new(dir.join("up"));
+    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_password = PASSWORD.into();
+    cfg.runner = false;
+    cfg
+}
+
 fn edge_url(up: &Up) -> String {
     format!("https://127.0.0.1:{}", up.edge_addr.port())
 }
@@ -185,6 +195,18 @@ async fn enroll_raw(
     (r.worker_id, r.api_key)
 }
 
+/// A `Lease` of one job from the worker's queues, waiting up to `wait_ms`.
+fn lease_call(wait_ms: u32, api_key: &str) -> Request<pb::LeaseRequest> {
+    with_key(
+        pb::LeaseRequest {
+            max_jobs: 1,
+            wait_ms,
+            ..Default::default()
+        },
+        api_key,
+    )
+}
+
 fn heartbeat() -> pb::HeartbeatRequest {
     pb::HeartbeatRequest {
         slots: 1,
@@ -213,11 +235,7 @@ fn foreign_client_cert() -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_runner_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = UpConfig::new(dir.path().join("up"));
-    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.admin_password = PASSWORD.into();
-    cfg.runner = false;
+    let mut cfg = up_config(dir.path());
     cfg.lost_after = Duration::from_secs(5);
     cfg.edge_limits.per_identity_rps = IDENTITY_RPS;
     let up = up::start(cfg).await.expect("antcode up starts");
@@ -261,14 +279,7 @@ async fn gateway_runner_end_to_end() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let r = anon
-                .lease(with_key(
-                    pb::LeaseRequest {
-                        max_jobs: 1,
-                        wait_ms: 2000,
-                        ..Default::default()
-                    },
-                    &b_key,
-                ))
+                .lease(lease_call(2000, &b_key))
                 .await
                 .expect("B leases")
                 .into_inner();
@@ -282,30 +293,20 @@ async fn gateway_runner_end_to_end() {
     assert_eq!(b_lease.run_id, run_id);
 
     // C reporting on B's lease: refused, and the run is untouched.
+    let foreign_complete = pb::CompleteRequest {
+        lease: Some(b_lease.clone()),
+        state: "succeeded".into(),
+        exit_code: Some(0),
+        ..Default::default()
+    };
     let err = anon
-        .complete(with_key(
-            pb::CompleteRequest {
-                lease: Some(b_lease.clone()),
-                state: "succeeded".into(),
-                exit_code: Some(0),
-                ..Default::default()
-            },
-            &c_key,
-        ))
+        .complete(with_key(foreign_complete.clone(), &c_key))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     // Nor does a header claiming B's identity help: the front strips what it sets itself.
     let forged = json!({"worker_id": b_id, "name": "worker-b", "queues": ["default"]}).to_string();
-    let mut req = with_key(
-        pb::CompleteRequest {
-            lease: Some(b_lease.clone()),
-            state: "succeeded".into(),
-            exit_code: Some(0),
-            ..Default::default()
-        },
-        &c_key,
-    );
+    let mut req = with_key(foreign_complete, &c_key);
     let hex: String = forged.bytes().map(|b| format!("{b:02x}")).collect();
     req.metadata_mut()
         .insert("x-antcode-identity", hex.parse().unwrap());
@@ -651,11 +652,7 @@ fn spawn_runner(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = UpConfig::new(dir.path().join("up"));
-    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.admin_password = PASSWORD.into();
-    cfg.runner = false;
+    let cfg = up_config(dir.path());
     let up = up::start(cfg).await.expect("antcode up starts");
     let api = Api::login(&up).await;
     let ca_file = dir.path().join("up").join("tls").join("ca.pem");
@@ -854,11 +851,7 @@ async fn a_run_survives_an_edge_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopping_the_edge_answers_its_open_long_polls() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = UpConfig::new(dir.path().join("up"));
-    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.admin_password = PASSWORD.into();
-    cfg.runner = false;
+    let mut cfg = up_config(dir.path());
     // One long-poll per identity: a second one is refused while the first is parked, which is
     // how this test knows the first has arrived.
     cfg.edge_limits.long_polls_per_identity = 1;
@@ -872,32 +865,12 @@ async fn stopping_the_edge_answers_its_open_long_polls() {
     let park = || {
         let mut c = client.clone();
         let k = key.clone();
-        tokio::spawn(async move {
-            c.lease(with_key(
-                pb::LeaseRequest {
-                    max_jobs: 1,
-                    wait_ms: 20_000,
-                    ..Default::default()
-                },
-                &k,
-            ))
-            .await
-        })
+        tokio::spawn(async move { c.lease(lease_call(20_000, &k)).await })
     };
     let mut parked = park();
     let waiting = Instant::now();
     loop {
-        let probe = client
-            .clone()
-            .lease(with_key(
-                pb::LeaseRequest {
-                    max_jobs: 1,
-                    wait_ms: 1,
-                    ..Default::default()
-                },
-                &key,
-            ))
-            .await;
+        let probe = client.clone().lease(lease_call(1, &key)).await;
         // Only the parked call can hold the one slot, so a refused probe means it is parked.
         if matches!(&probe, Err(s) if s.code() == Code::ResourceExhausted) {
             break;

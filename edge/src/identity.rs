@@ -136,3 +136,32 @@ fn decide(d: Decision) -> Result<Arc<Identity>, AuthError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_header_round_trips_and_rejects_garbage() {
+        let id = Identity {
+            worker_id: "w1".into(),
+            name: "runner ü".into(),
+            queues: vec!["default".into()],
+        };
+        let back = Identity::from_header(&id.to_header()).expect("round trip");
+        assert_eq!(
+            (back.worker_id, back.name, back.queues),
+            (id.worker_id, id.name, id.queues)
+        );
+        assert!(Identity::from_header("not hex").is_none());
+        assert!(Identity::from_header(&hex::encode(b"{\"worker_id\":1}")).is_none());
+    }
+
+    #[test]
+    fn bearer_takes_only_a_sane_api_key() {
+        assert_eq!(bearer("Bearer wk_abc").as_deref(), Some("wk_abc"));
+        assert_eq!(bearer("Basic wk_abc"), None);
+        assert_eq!(bearer("Bearer  "), None);
+        assert_eq!(bearer(&format!("Bearer {}", "k".repeat(300))), None);
+    }
+}

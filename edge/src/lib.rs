@@ -172,12 +172,16 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
     tracing::info!(%addr, internal = %internal_addr, "edge: serving the worker protocol and /api on TLS");
 
     let outcome = tokio::select! {
+        // The service stops on the same token: a cancelled edge is a clean stop, whichever
+        // finished first.
+        biased;
         _ = shutdown.cancelled() => Ok(()),
         _ = front.failed() => Err(EdgeError::FrontFailed),
-        served = &mut serving => Err(match served {
-            Ok(Err(e)) => EdgeError::Transport(e),
-            _ => EdgeError::Config("the internal worker service stopped".into()),
-        }),
+        served = &mut serving => match served {
+            _ if shutdown.is_cancelled() => Ok(()),
+            Ok(Err(e)) => Err(EdgeError::Transport(e)),
+            _ => Err(EdgeError::Config("the internal worker service stopped".into())),
+        },
     };
     front.stop().await;
     // The service's own graceful stop waits for the front's connections, which are gone now.

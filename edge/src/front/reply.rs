@@ -110,3 +110,14 @@ pub async fn send(session: &mut Session, grpc: bool, refusal: &Refusal) -> Resul
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("plain words"), "plain words");
+        assert_eq!(percent_encode("100% ü\n"), "100%25 %C3%BC%0A");
+    }
+}
