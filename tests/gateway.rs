@@ -532,6 +532,20 @@ async fn gateway_runner_end_to_end() {
     assert_eq!(status, 401, "control's own refusal passes through: {body}");
     let (status, body) = edge_http(&url, &ca, "/not-an-endpoint", None).await;
     assert_eq!(status, 404, "{body}");
+    // The same per-identity limit holds for an API token: a burst gets 429 in part.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..IDENTITY_RPS * 3 {
+        let (url, ca, token) = (url.clone(), ca.clone(), api.token.clone());
+        burst.spawn(async move { edge_http(&url, &ca, "/api/v1/auth/me", Some(&token)).await });
+    }
+    let statuses: Vec<(u16, String)> = burst.join_all().await;
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "no API call of the burst was limited");
+    assert!(limited[0].1.contains("retry after"), "{}", limited[0].1);
+    assert!(
+        statuses.iter().any(|(s, _)| *s == 200),
+        "the burst was refused whole"
+    );
 
     // 10. What the edge counted, on the process's /metrics.
     let metrics = reqwest::get(format!("http://{}/metrics", up.control_addr))
