@@ -5,7 +5,7 @@
 #   ./ops/test.sh -p antcode-core   # extra arguments go to `cargo test`
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
-# missing: uv, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
+# missing: uv, cmake, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
 # and starts any of them that is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,8 @@ if ! have uv; then
   export PATH="$HOME/.local/bin:$PATH"
 fi
 have uv || { log "uv is still missing: pip install uv"; exit 1; }
+# The edge's Pingora compresses with zlib-ng, whose -sys crate builds with cmake.
+have cmake || { log "installing cmake (Pingora's zlib-ng build)"; apt_install cmake; }
 
 # --- services (the tests talk to real engines on loopback) ------------------------------------
 # The web UI's browser tests drive Debian's headless Chromium through chromedriver.

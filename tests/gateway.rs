@@ -129,6 +129,16 @@ impl Api {
     }
 }
 
+/// `antcode up` in `dir/up` on ephemeral ports, with the embedded runner off.
+fn up_config(dir: &std::path::Path) -> UpConfig {
+    let mut cfg = UpConfig::new(dir.join("up"));
+    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_password = PASSWORD.into();
+    cfg.runner = false;
+    cfg
+}
+
 fn edge_url(up: &Up) -> String {
     format!("https://127.0.0.1:{}", up.edge_addr.port())
 }
@@ -185,6 +195,18 @@ async fn enroll_raw(
     (r.worker_id, r.api_key)
 }
 
+/// A `Lease` of one job from the worker's queues, waiting up to `wait_ms`.
+fn lease_call(wait_ms: u32, api_key: &str) -> Request<pb::LeaseRequest> {
+    with_key(
+        pb::LeaseRequest {
+            max_jobs: 1,
+            wait_ms,
+            ..Default::default()
+        },
+        api_key,
+    )
+}
+
 fn heartbeat() -> pb::HeartbeatRequest {
     pb::HeartbeatRequest {
         slots: 1,
@@ -213,11 +235,7 @@ fn foreign_client_cert() -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_runner_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = UpConfig::new(dir.path().join("up"));
-    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.admin_password = PASSWORD.into();
-    cfg.runner = false;
+    let mut cfg = up_config(dir.path());
     cfg.lost_after = Duration::from_secs(5);
     cfg.edge_limits.per_identity_rps = IDENTITY_RPS;
     let up = up::start(cfg).await.expect("antcode up starts");
@@ -261,14 +279,7 @@ async fn gateway_runner_end_to_end() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let r = anon
-                .lease(with_key(
-                    pb::LeaseRequest {
-                        max_jobs: 1,
-                        wait_ms: 2000,
-                        ..Default::default()
-                    },
-                    &b_key,
-                ))
+                .lease(lease_call(2000, &b_key))
                 .await
                 .expect("B leases")
                 .into_inner();
@@ -282,18 +293,24 @@ async fn gateway_runner_end_to_end() {
     assert_eq!(b_lease.run_id, run_id);
 
     // C reporting on B's lease: refused, and the run is untouched.
+    let foreign_complete = pb::CompleteRequest {
+        lease: Some(b_lease.clone()),
+        state: "succeeded".into(),
+        exit_code: Some(0),
+        ..Default::default()
+    };
     let err = anon
-        .complete(with_key(
-            pb::CompleteRequest {
-                lease: Some(b_lease.clone()),
-                state: "succeeded".into(),
-                exit_code: Some(0),
-                ..Default::default()
-            },
-            &c_key,
-        ))
+        .complete(with_key(foreign_complete.clone(), &c_key))
         .await
         .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Nor does a header claiming B's identity help: the front strips what it sets itself.
+    let forged = json!({"worker_id": b_id, "name": "worker-b", "queues": ["default"]}).to_string();
+    let mut req = with_key(foreign_complete, &c_key);
+    let hex: String = forged.bytes().map(|b| format!("{b:02x}")).collect();
+    req.metadata_mut()
+        .insert("x-antcode-identity", hex.parse().unwrap());
+    let err = anon.complete(req).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let err = anon
         .report_started(with_key(
@@ -507,6 +524,52 @@ async fn gateway_runner_end_to_end() {
         );
     }
 
+    // 8. The REST API through the edge: same TLS port, proxied to control.
+    let (status, me) = edge_http(&url, &ca, "/api/v1/auth/me", Some(&api.token)).await;
+    assert_eq!(status, 200, "{me}");
+    assert!(me.contains("admin"), "{me}");
+    let (status, body) = edge_http(&url, &ca, "/api/v1/auth/me", None).await;
+    assert_eq!(status, 401, "control's own refusal passes through: {body}");
+    let (status, body) = edge_http(&url, &ca, "/not-an-endpoint", None).await;
+    assert_eq!(status, 404, "{body}");
+    // The same per-identity limit holds for an API token: a burst gets 429 in part.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..IDENTITY_RPS * 3 {
+        let (url, ca, token) = (url.clone(), ca.clone(), api.token.clone());
+        burst.spawn(async move { edge_http(&url, &ca, "/api/v1/auth/me", Some(&token)).await });
+    }
+    let statuses: Vec<(u16, String)> = burst.join_all().await;
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "no API call of the burst was limited");
+    assert!(limited[0].1.contains("retry after"), "{}", limited[0].1);
+    assert!(
+        statuses.iter().any(|(s, _)| *s == 200),
+        "the burst was refused whole"
+    );
+
+    // 10. What the edge counted, on the process's /metrics.
+    let metrics = reqwest::get(format!("http://{}/metrics", up.control_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "antcode_edge_connections ",
+        "antcode_edge_connections_total ",
+        "antcode_edge_long_polls_parked ",
+        "antcode_edge_leases_total ",
+        "antcode_edge_lease_wait_seconds_bucket",
+        "antcode_edge_auth_failures_total{reason=\"no_credential\"}",
+        "antcode_edge_auth_failures_total{reason=\"rejected\"}",
+        "antcode_edge_rate_limited_total{scope=\"identity\"}",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+
     runner_stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), runner_task)
         .await
@@ -514,6 +577,43 @@ async fn gateway_runner_end_to_end() {
         .unwrap()
         .unwrap();
     up.stop().await.unwrap();
+}
+
+/// A plain HTTPS request through the edge (HTTP/2 on the cluster's TLS, the way any REST client
+/// would come): its status and body.
+async fn edge_http(url: &str, ca: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use tonic::codegen::{http, Body as _, Service as _};
+    let mut channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut req = http::Request::get(format!("{url}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(tonic::body::Body::empty()).unwrap();
+    let exchange = async {
+        std::future::poll_fn(|cx| channel.poll_ready(cx))
+            .await
+            .unwrap();
+        let resp = channel.call(req).await.expect("the edge answers");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut text = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.extend_from_slice(&data);
+            }
+        }
+        (status, String::from_utf8_lossy(&text).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("the edge answered within 20 s")
 }
 
 /// Waits for `run_id` to leave queued/running and returns it.
@@ -566,11 +666,7 @@ fn spawn_runner(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = UpConfig::new(dir.path().join("up"));
-    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.admin_password = PASSWORD.into();
-    cfg.runner = false;
+    let cfg = up_config(dir.path());
     let up = up::start(cfg).await.expect("antcode up starts");
     let api = Api::login(&up).await;
     let ca_file = dir.path().join("up").join("tls").join("ca.pem");
@@ -764,4 +860,56 @@ async fn a_run_survives_an_edge_restart() {
     planes.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), control_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), scheduler_task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_the_edge_answers_its_open_long_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = up_config(dir.path());
+    // One long-poll per identity: a second one is refused while the first is parked, which is
+    // how this test knows the first has arrived.
+    cfg.edge_limits.long_polls_per_identity = 1;
+    let up = up::start(cfg).await.expect("antcode up starts");
+    let api = Api::login(&up).await;
+    let url = edge_url(&up);
+    let ca = ca_pem(&dir.path().join("up"));
+    let mut client = raw_client(&url, &ca, None);
+    let (_id, key) = enroll_raw(&mut client, &api.enrollment_key().await, "parked").await;
+
+    let park = || {
+        let mut c = client.clone();
+        let k = key.clone();
+        tokio::spawn(async move { c.lease(lease_call(20_000, &k)).await })
+    };
+    let mut parked = park();
+    let waiting = Instant::now();
+    loop {
+        let probe = client.clone().lease(lease_call(1, &key)).await;
+        // Only the parked call can hold the one slot, so a refused probe means it is parked.
+        if matches!(&probe, Err(s) if s.code() == Code::ResourceExhausted) {
+            break;
+        }
+        if parked.is_finished() {
+            // The probe held the slot when the long-poll arrived: park it again.
+            parked = park();
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the long-poll never parked: {probe:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let stopping = tokio::spawn(up.stop());
+    let answer = tokio::time::timeout(Duration::from_secs(10), parked)
+        .await
+        .expect("the parked long-poll is answered when the edge stops")
+        .unwrap()
+        .expect("answered, not cut: a transport error would make runners retry blindly");
+    assert!(answer.into_inner().jobs.is_empty());
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .expect("antcode up stops")
+        .unwrap()
+        .unwrap();
 }

@@ -1,22 +1,27 @@
 //! Who is calling: the identity comes from the connection (a client certificate verified against
 //! the cluster CA during the TLS handshake, or `authorization: Bearer <api key>`), never from a
-//! message field. Credentials are checked by control (`/internal/v1/authenticate`, the edge holds
-//! no SQL credentials) and decisions are cached for at most [`CACHE_TTL`], so a revoked worker is
-//! refused within about a second.
+//! message field. The front resolves it before a call reaches the worker service: credentials are
+//! checked by control (`/internal/v1/authenticate`, the edge holds no SQL credentials) and
+//! decisions are cached for at most [`CACHE_TTL`], so a revoked worker is refused within about a
+//! second. The front hands the result to the service in [`IDENTITY_HEADER`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use tonic::Status;
+use serde::{Deserialize, Serialize};
 
 use crate::control::{Control, ControlError};
+
+/// Set by the front on calls it passes to the internal worker service: the caller's [`Identity`]
+/// as hex-encoded JSON. The front removes every inbound `x-antcode-*` header, so a client cannot
+/// supply it.
+pub const IDENTITY_HEADER: &str = "x-antcode-identity";
 
 /// How long an authentication decision (either way) is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// An authenticated worker.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
     pub worker_id: String,
     pub name: String,
@@ -42,24 +47,31 @@ pub struct Credentials {
     pub api_key: Option<String>,
 }
 
-impl Credentials {
-    pub fn from_request<T>(req: &tonic::Request<T>) -> Credentials {
-        let cert_fingerprint = req.peer_certs().and_then(|certs| {
-            certs
-                .first()
-                .map(|c| antcode_core::ids::sha256_hex(c.as_ref()))
-        });
-        let api_key = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty() && v.len() <= 256);
-        Credentials {
-            cert_fingerprint,
-            api_key,
-        }
+/// Why a caller was not identified.
+#[derive(Debug)]
+pub enum AuthError {
+    /// No credential, or one control refused (unknown, revoked): UNAUTHENTICATED.
+    Refused(String),
+    /// Control could not be asked: UNAVAILABLE, worth retrying.
+    Unavailable(String),
+}
+
+/// The API key of an `authorization: Bearer …` header value.
+pub fn bearer(value: &str) -> Option<String> {
+    value
+        .strip_prefix("Bearer ")
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+}
+
+impl Identity {
+    /// The value of [`IDENTITY_HEADER`].
+    pub fn to_header(&self) -> String {
+        hex::encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn from_header(value: &str) -> Option<Identity> {
+        serde_json::from_slice(&hex::decode(value).ok()?).ok()
     }
 }
 
@@ -79,7 +91,7 @@ impl Authenticator {
     }
 
     /// The worker behind `creds`: the certificate wins over an API key when both are present.
-    pub async fn identify(&self, creds: &Credentials) -> Result<Arc<Identity>, Status> {
+    pub async fn identify(&self, creds: &Credentials) -> Result<Arc<Identity>, AuthError> {
         let (cache_key, body) = if let Some(fp) = &creds.cert_fingerprint {
             (
                 format!("c:{fp}"),
@@ -92,8 +104,9 @@ impl Authenticator {
             )
         } else {
             denied("no_credential");
-            return Err(Status::unauthenticated(
-                "no credential: present the client certificate from enrollment or an API key",
+            return Err(AuthError::Refused(
+                "no credential: present the client certificate from enrollment or an API key"
+                    .into(),
             ));
         };
         if let Some(d) = self.cache.get(&cache_key).await {
@@ -104,7 +117,7 @@ impl Authenticator {
             Err(ControlError::Refused(_, why)) => Decision::Denied(why),
             Err(e) => {
                 denied("control_unavailable");
-                return Err(Status::unavailable(format!(
+                return Err(AuthError::Unavailable(format!(
                     "cannot verify credentials right now: {e}"
                 )));
             }
@@ -114,14 +127,41 @@ impl Authenticator {
     }
 }
 
-fn decide(d: Decision) -> Result<Arc<Identity>, Status> {
+fn decide(d: Decision) -> Result<Arc<Identity>, AuthError> {
     match d {
         Decision::Allowed(id) => Ok(id),
         Decision::Denied(why) => {
             denied("rejected");
-            Err(Status::unauthenticated(format!(
-                "credential refused: {why}"
-            )))
+            Err(AuthError::Refused(format!("credential refused: {why}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_header_round_trips_and_rejects_garbage() {
+        let id = Identity {
+            worker_id: "w1".into(),
+            name: "runner ü".into(),
+            queues: vec!["default".into()],
+        };
+        let back = Identity::from_header(&id.to_header()).expect("round trip");
+        assert_eq!(
+            (back.worker_id, back.name, back.queues),
+            (id.worker_id, id.name, id.queues)
+        );
+        assert!(Identity::from_header("not hex").is_none());
+        assert!(Identity::from_header(&hex::encode(b"{\"worker_id\":1}")).is_none());
+    }
+
+    #[test]
+    fn bearer_takes_only_a_sane_api_key() {
+        assert_eq!(bearer("Bearer wk_abc").as_deref(), Some("wk_abc"));
+        assert_eq!(bearer("Basic wk_abc"), None);
+        assert_eq!(bearer("Bearer  "), None);
+        assert_eq!(bearer(&format!("Bearer {}", "k".repeat(300))), None);
     }
 }

@@ -1,6 +1,7 @@
-//! `antcode.worker.v1.WorkerService` over the broker and the blob store. Every call but `Enroll`
-//! is authenticated from the connection first; reports are accepted only for leases the caller
-//! holds (sealed tokens, see [`crate::seal`]) and still live in the broker.
+//! `antcode.worker.v1.WorkerService` over the broker and the blob store, behind the front. A call
+//! is served only with the front's secret ([`FRONT_HEADER`]); every call but `Enroll` carries the
+//! identity the front resolved from the connection ([`IDENTITY_HEADER`]). Reports are accepted only
+//! for leases the caller holds (sealed tokens, see [`crate::seal`]) and still live in the broker.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -21,7 +22,8 @@ use antcode_proto::worker::v1 as pb;
 use antcode_proto::worker::v1::worker_service_server::WorkerService;
 
 use crate::control::{Control, ControlError};
-use crate::identity::{Authenticator, Credentials, Identity};
+use crate::front::{FRONT_HEADER, PEER_HEADER};
+use crate::identity::{Identity, IDENTITY_HEADER};
 use crate::seal::Sealer;
 use crate::Limits;
 
@@ -29,12 +31,11 @@ pub struct Edge {
     pub broker: Arc<dyn Broker>,
     pub blobs: Arc<dyn BlobStore>,
     pub control: Arc<Control>,
-    pub auth: Authenticator,
     pub sealer: Sealer,
     pub limits: Limits,
+    /// What the front sends in [`FRONT_HEADER`].
+    secret: String,
     pub shutdown: Shutdown,
-    per_identity: pingora_limits::rate::Rate,
-    per_address: pingora_limits::rate::Rate,
     long_polls: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -42,10 +43,10 @@ fn broker_status(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("broker: {e}"))
 }
 
-fn exhausted(what: &str) -> Status {
-    metrics::counter!("antcode_edge_rate_limited_total", "scope" => what.to_string()).increment(1);
-    let mut s =
-        Status::resource_exhausted(format!("rate limit per {what} exceeded; retry after 1 s"));
+/// RESOURCE_EXHAUSTED with `retry-after`, counted under `scope` like the front's rate limits.
+fn exhausted(scope: &'static str, what: &str) -> Status {
+    metrics::counter!("antcode_edge_rate_limited_total", "scope" => scope).increment(1);
+    let mut s = Status::resource_exhausted(format!("too many {what}; retry after 1 s"));
     s.metadata_mut().insert(
         "retry-after",
         tonic::metadata::MetadataValue::from_static("1"),
@@ -60,41 +61,55 @@ impl Edge {
         control: Arc<Control>,
         sealer: Sealer,
         limits: Limits,
+        secret: String,
         shutdown: Shutdown,
     ) -> Edge {
         Edge {
             broker,
             blobs,
-            auth: Authenticator::new(control.clone()),
             control,
             sealer,
             limits,
+            secret,
             shutdown,
-            per_identity: pingora_limits::rate::Rate::new(Duration::from_secs(1)),
-            per_address: pingora_limits::rate::Rate::new(Duration::from_secs(1)),
             long_polls: Mutex::new(HashMap::new()),
         }
     }
 
-    fn limit_address<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let addr = req
-            .remote_addr()
-            .map(|a| a.ip().to_string())
+    /// Refuses a call that did not come through the front (the internal port is on loopback, but
+    /// any local process could reach it).
+    fn via_front<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let sent = req
+            .metadata()
+            .get(FRONT_HEADER)
+            .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if self.per_address.observe(&addr, 1) > self.limits.per_address_rps as isize {
-            return Err(exhausted("address"));
+        // Constant time: the comparison must not tell how much of a guess was right.
+        let same = sent.len() == self.secret.len()
+            && sent
+                .iter()
+                .zip(self.secret.as_bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            metrics::counter!("antcode_edge_auth_failures_total", "reason" => "bypassed_front")
+                .increment(1);
+            Err(Status::unauthenticated(
+                "the worker service is reached only through the edge's TLS port",
+            ))
         }
-        Ok(())
     }
 
-    /// Rate limits, then the identity of the connection.
-    async fn who<T>(&self, req: &Request<T>) -> Result<Arc<Identity>, Status> {
-        self.limit_address(req)?;
-        let id = self.auth.identify(&Credentials::from_request(req)).await?;
-        if self.per_identity.observe(&id.worker_id, 1) > self.limits.per_identity_rps as isize {
-            return Err(exhausted("identity"));
-        }
-        Ok(id)
+    /// The identity the front resolved from the connection.
+    fn who<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        self.via_front(req)?;
+        req.metadata()
+            .get(IDENTITY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Identity::from_header)
+            .ok_or_else(|| Status::unauthenticated("no identity for this call"))
     }
 
     /// The broker token of `lease` if the caller holds it: sealed for this worker, run and
@@ -178,7 +193,7 @@ impl Edge {
                 .clone()
         };
         sem.try_acquire_owned()
-            .map_err(|_| exhausted("long-polls of this identity"))
+            .map_err(|_| exhausted("long_polls", "concurrent long-polls of this identity"))
     }
 
     async fn publish(&self, event: RunEvent) -> Result<(), Status> {
@@ -197,8 +212,12 @@ impl WorkerService for Edge {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        self.limit_address(&req)?;
-        let address = req.remote_addr().map(|a| a.ip().to_string());
+        self.via_front(&req)?;
+        let address = req
+            .metadata()
+            .get(PEER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let r = req.into_inner();
         let body = serde_json::json!({
             "enrollment_key": r.enrollment_key,
@@ -231,7 +250,7 @@ impl WorkerService for Edge {
         &self,
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
-        let id = self.who(&req).await?;
+        let id = self.who(&req)?;
         let _slot = self.long_poll_slot(&id.worker_id)?;
         let r = req.into_inner();
         let queues: Vec<String> = if r.queues.is_empty() {
@@ -285,7 +304,7 @@ impl WorkerService for Edge {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let id = self.who(&req).await?;
+        let id = self.who(&req)?;
         let r = req.into_inner();
         let mut held = Vec::new();
         let mut lost = Vec::new();
@@ -340,7 +359,7 @@ impl WorkerService for Edge {
         &self,
         req: Request<pb::ReportStartedRequest>,
     ) -> Result<Response<pb::ReportStartedResponse>, Status> {
-        let id = self.who(&req).await?;
+        let id = self.who(&req)?;
         let r = req.into_inner();
         let token = self.held(&id, r.lease.as_ref()).await?;
         let lease = r.lease.unwrap_or_default();
@@ -364,7 +383,7 @@ impl WorkerService for Edge {
         &self,
         req: Request<Streaming<pb::LogChunk>>,
     ) -> Result<Response<pb::PushLogsResponse>, Status> {
-        let id = self.who(&req).await?;
+        let id = self.who(&req)?;
         let mut stream = req.into_inner();
         let mut verified: Option<(String, u32, String)> = None;
         let mut last_seq = 0;
@@ -407,7 +426,7 @@ impl WorkerService for Edge {
         &self,
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
-        let id = self.who(&req).await?;
+        let id = self.who(&req)?;
         let r = req.into_inner();
         let token = self.held(&id, r.lease.as_ref()).await?;
         let lease = r.lease.clone().unwrap_or_default();
@@ -472,7 +491,7 @@ impl WorkerService for Edge {
         &self,
         req: Request<pb::FetchBundleRequest>,
     ) -> Result<Response<BundleStream>, Status> {
-        let id = self.who(&req).await?;
+        let id = self.who(&req)?;
         let r = req.into_inner();
         self.held(&id, r.lease.as_ref()).await?;
         let run_id = r

@@ -8,6 +8,8 @@
 //!
 //! Transport errors are [`SourceError::Unavailable`], so the engine retries them with backoff; a
 //! server that refuses our certificate (foreign CA, revoked worker) is reported in plain words.
+//! Every call has a deadline ([`CALL_TIMEOUT`], longer for bundles and long-polls), so a call on
+//! a connection that died with the edge (a restart) fails and is retried instead of hanging.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,11 @@ use antcode_proto::worker::v1 as pb;
 use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
 
 use crate::source::{SourceError, WorkSource};
+
+/// Deadline of a report, a log push, a heartbeat or a hand-back.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Deadline of a bundle download or of a `Complete` carrying the log archive.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// File name of the stored credential inside the runner's data dir.
 pub const CREDENTIAL_FILE: &str = "gateway-credential.json";
@@ -243,11 +250,13 @@ impl GatewaySource {
         &self.cred.worker_id
     }
 
+    /// A call carrying the API key, with the default deadline.
     fn req<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         if let Ok(v) = format!("Bearer {}", self.cred.api_key).parse() {
             r.metadata_mut().insert("authorization", v);
         }
+        r.set_timeout(CALL_TIMEOUT);
         r
     }
 
@@ -319,7 +328,7 @@ impl WorkSource for GatewaySource {
                 .filter_map(|h| map.get(&h.run_id).map(|r| r.lease.clone()))
                 .collect()
         };
-        let mut req = self.req(pb::HeartbeatRequest {
+        let req = self.req(pb::HeartbeatRequest {
             cpu_percent: status.cpu_percent,
             memory_percent: status.memory_percent,
             disk_percent: status.disk_percent,
@@ -329,7 +338,6 @@ impl WorkSource for GatewaySource {
             labels: status.labels.clone().into_iter().collect(),
             held: refs,
         });
-        req.set_timeout(Duration::from_secs(10));
         let r = self
             .client
             .clone()
@@ -370,20 +378,22 @@ impl WorkSource for GatewaySource {
                     .as_ref()
                     .and_then(|k| lock(&self.archives).get(k).cloned())
                     .unwrap_or_default();
+                let mut req = self.req(pb::CompleteRequest {
+                    lease: Some(lease),
+                    state: o.state.as_str().to_string(),
+                    exit_code: o.exit_code,
+                    signal: o.signal,
+                    error: o.error.clone().unwrap_or_default(),
+                    duration_ms: o.duration_ms,
+                    peak_rss_kb: o.peak_rss_kb.unwrap_or(0),
+                    log_key: o.log_key.clone().unwrap_or_default(),
+                    result_json: o.result.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    log_archive: archive.to_vec(),
+                });
+                req.set_timeout(TRANSFER_TIMEOUT);
                 self.client
                     .clone()
-                    .complete(self.req(pb::CompleteRequest {
-                        lease: Some(lease),
-                        state: o.state.as_str().to_string(),
-                        exit_code: o.exit_code,
-                        signal: o.signal,
-                        error: o.error.clone().unwrap_or_default(),
-                        duration_ms: o.duration_ms,
-                        peak_rss_kb: o.peak_rss_kb.unwrap_or(0),
-                        log_key: o.log_key.clone().unwrap_or_default(),
-                        result_json: o.result.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                        log_archive: archive.to_vec(),
-                    }))
+                    .complete(req)
                     .await
                     .map_err(source_error)?;
                 if let Some(k) = &o.log_key {
@@ -422,22 +432,30 @@ impl WorkSource for GatewaySource {
         let (lease, mac) = found.ok_or_else(|| {
             SourceError::Other(format!("bundle {} belongs to no held lease", bundle.key))
         })?;
-        let mut stream = self
-            .client
-            .clone()
-            .fetch_bundle(self.req(pb::FetchBundleRequest {
-                lease: Some(lease),
-                key: bundle.key.clone(),
-                bundle_mac: mac,
-            }))
+        let mut req = self.req(pb::FetchBundleRequest {
+            lease: Some(lease),
+            key: bundle.key.clone(),
+            bundle_mac: mac,
+        });
+        req.set_timeout(TRANSFER_TIMEOUT);
+        let download = async {
+            let mut stream = self
+                .client
+                .clone()
+                .fetch_bundle(req)
+                .await
+                .map_err(source_error)?
+                .into_inner();
+            let mut data = Vec::new();
+            while let Some(chunk) = stream.message().await.map_err(source_error)? {
+                data.extend_from_slice(&chunk.data);
+            }
+            Ok(data.into())
+        };
+        // The call's deadline covers the response headers; this one covers the whole stream.
+        tokio::time::timeout(TRANSFER_TIMEOUT, download)
             .await
-            .map_err(source_error)?
-            .into_inner();
-        let mut data = Vec::new();
-        while let Some(chunk) = stream.message().await.map_err(source_error)? {
-            data.extend_from_slice(&chunk.data);
-        }
-        Ok(data.into())
+            .map_err(|_| SourceError::Unavailable("downloading the bundle timed out".into()))?
     }
 
     async fn put_log_archive(
