@@ -126,7 +126,7 @@ pub async fn run_with_source(
 
     let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
     let mut runs: JoinSet<()> = JoinSet::new();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = crate::backoff::Backoff::default();
     loop {
         while runs.try_join_next().is_some() {}
         if shutdown.is_cancelled() {
@@ -155,16 +155,16 @@ pub async fn run_with_source(
         };
         let leases = match leased {
             Ok(l) => {
-                backoff = Duration::from_millis(500);
+                backoff.reset();
                 l
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "lease failed");
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "lease failed");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(15));
                 continue;
             }
         };

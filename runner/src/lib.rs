@@ -16,6 +16,7 @@
 //! slots, heartbeats, drain and shutdown), [`stats`] (host CPU/memory/disk for heartbeats),
 //! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version).
 
+pub mod backoff;
 pub mod bundles;
 pub mod engine;
 pub mod execute;
