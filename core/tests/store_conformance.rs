@@ -607,7 +607,7 @@ async fn due_tasks_selects_active_due_ones(db: &TestDb) {
         s.create_task(t).await.unwrap();
     }
     let due: Vec<_> = s
-        .due_tasks(now, 100)
+        .due_tasks(now, 100, &[])
         .await
         .unwrap()
         .into_iter()
@@ -618,11 +618,15 @@ async fn due_tasks_selects_active_due_ones(db: &TestDb) {
         ["due-early", "due-late", "due-exact"],
         "due, unpaused, oldest fire first"
     );
-    let got = &s.due_tasks(now, 100).await.unwrap()[0];
+    let got = &s.due_tasks(now, 100, &[]).await.unwrap()[0];
     assert_eq!(got.schedule, due_early.schedule, "schedule JSON survives");
-    assert!(s.due_tasks(now - 120_000, 100).await.unwrap().is_empty());
+    assert!(s
+        .due_tasks(now - 120_000, 100, &[])
+        .await
+        .unwrap()
+        .is_empty());
     let first_two: Vec<_> = s
-        .due_tasks(now, 2)
+        .due_tasks(now, 2, &[])
         .await
         .unwrap()
         .into_iter()
@@ -632,6 +636,20 @@ async fn due_tasks_selects_active_due_ones(db: &TestDb) {
         first_two,
         ["due-early", "due-late"],
         "at most `limit`, oldest first"
+    );
+    // The tasks of a batch being written are left out of the next read, and the limit then
+    // counts the others.
+    let after_skip: Vec<_> = s
+        .due_tasks(now, 2, &[due_early.id.clone(), future.id.clone()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        after_skip,
+        ["due-late", "due-exact"],
+        "skipped ids left out"
     );
 }
 
