@@ -825,6 +825,42 @@ async fn flows(c: &Client, sys: &System) {
         "five fire times of the interval",
     )
     .await;
+    // Bound it: from 05:00 tomorrow to 11:00 the same day (the browser's local time), which
+    // leaves exactly four fires. The values are set as a date picker sets them (typing into a
+    // datetime-local field depends on the browser's locale); the expected RFC 3339 instants
+    // are the browser's own reading of those local times.
+    let bounds = c
+        .execute(
+            "const f = document.getElementById('task-form'); \
+             const day = new Date(); day.setDate(day.getDate() + 1); \
+             const pad = (n) => String(n).padStart(2, '0'); \
+             const date = `${day.getFullYear()}-${pad(day.getMonth() + 1)}-${pad(day.getDate())}`; \
+             const out = []; \
+             for (const [name, hour] of [['interval-start', '05'], ['interval-end', '11']]) { \
+               const input = f.querySelector(`input[name=${name}]`); \
+               input.value = `${date}T${hour}:00`; \
+               input.dispatchEvent(new Event('input', { bubbles: true })); \
+               input.dispatchEvent(new Event('change', { bubbles: true })); \
+               out.push(new Date(input.value).toISOString().replace(/\\.\\d{3}Z$/, 'Z')); \
+             } \
+             return out;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (start, end) = (bounds[0].clone(), bounds[1].clone());
+    // The preview is the server's answer for the bounded interval: it begins at the start and
+    // stops at the end.
+    wait_js(
+        c,
+        &format!(
+            "const t = [...document.querySelectorAll('#next-fires time')].map(t => t.getAttribute('datetime')); \
+             return t.length === 4 && new Date(t[0]).getTime() === new Date({start}).getTime() \
+               && new Date(t[3]).getTime() === new Date({end}).getTime();"
+        ),
+        "four fire times from the interval's start to its end",
+    )
+    .await;
     click(c, "#task-form button[type=submit]").await;
     heading_is(c, "long nap").await;
     wait_js(
@@ -835,8 +871,23 @@ async fn flows(c: &Client, sys: &System) {
     .await;
     assert_eq!(
         sys.get(&admin, &format!("/tasks/{task_id}")).await["schedule"],
-        json!({"kind": "interval", "every_s": 7200})
+        json!({"kind": "interval", "every_s": 7200, "start": start, "end": end})
     );
+    // The edit form comes back with the bounds as saved.
+    go(c, base, &format!("{task_hash}/edit")).await;
+    heading_is(c, "Edit long nap").await;
+    let shown = c
+        .execute(
+            "const f = document.getElementById('task-form'); \
+             return [f.querySelector('[name=interval-start]').value, f.querySelector('[name=interval-end]').value] \
+               .map(v => new Date(v).toISOString().replace(/\\.\\d{3}Z$/, 'Z'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!([start, end]));
+    go(c, base, &task_hash).await;
+    heading_is(c, "long nap").await;
 
     // --- trigger, watch the log live, cancel -----------------------------------------------------
     // Trigger from the keyboard: Enter on the focused button.

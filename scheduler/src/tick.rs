@@ -15,10 +15,11 @@
 //! the latest one, `catch_up` fires each of them (at most [`CATCH_UP_MAX`]). A due time within
 //! [`MISFIRE_GRACE_MS`] is not a misfire: `skip` and `fire_once` fire the latest one then.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use antcode_core::model::{ProjectVersion, Run, RunState, Task};
-use antcode_core::schedule;
+use antcode_core::model::{ProjectVersion, Run, RunState, Schedule, Task};
+use antcode_core::schedule::Compiled;
 use antcode_core::secrets::publish_jobs;
 use antcode_core::store::{Fire, NewRun, NextFire, StoreError};
 
@@ -31,24 +32,37 @@ pub const CATCH_UP_MAX: usize = 100;
 pub const FIRE_BATCH: u32 = 1_000;
 
 /// Fires everything due now, batch after batch, until nothing is due.
+///
+/// The next batch is read while the current one is planned and written (two connections, and
+/// on a multi-threaded runtime two cores): a batch's tasks stay due until its transaction
+/// commits, so that read leaves them out by id. Every earlier batch has committed by then.
 pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
     // Each project's current version is read once per pass, not once per task: with many
     // schedules on few projects those reads were a third of the statements per fire.
     let mut versions = HashMap::new();
+    let mut schedules = Schedules::default();
+    let mut now = config.clock.now_ms();
+    let mut tasks = match config.store.due_tasks(now, FIRE_BATCH, &[]).await {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            tracing::warn!(error = %e, "tick: reading due tasks failed");
+            return;
+        }
+    };
     loop {
-        let now = config.clock.now_ms();
-        let tasks = match config.store.due_tasks(now, FIRE_BATCH).await {
-            Ok(tasks) => tasks,
-            Err(e) => {
-                tracing::warn!(error = %e, "tick: reading due tasks failed");
-                return;
-            }
-        };
-        let full = tasks.len() == FIRE_BATCH as usize;
-        match fire_batch(config, tasks, now, fence, &mut versions).await {
-            // A full batch means more may be due. A batch that moved no task would only read
-            // the same tasks again: they wait for the next tick.
-            Ok(moved) if full && moved > 0 => {}
+        // A full batch means more may be due.
+        let next_read = (tasks.len() == FIRE_BATCH as usize).then(|| {
+            let store = config.store.clone();
+            let skip: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+            let at = config.clock.now_ms();
+            let read = tokio::spawn(async move { store.due_tasks(at, FIRE_BATCH, &skip).await });
+            (at, AbortOnDrop(read))
+        });
+        let batch = fire_batch(config, tasks, now, fence, &mut versions, &mut schedules).await;
+        match batch {
+            // A batch that moved no task would only read the same tasks again (after this
+            // one): they wait for the next tick.
+            Ok(moved) if moved > 0 => {}
             Ok(_) => return,
             Err(StoreError::Stale(e)) => {
                 tracing::warn!(fence, error = %e, "tick: batch refused: this leader was deposed");
@@ -59,12 +73,59 @@ pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
                 return;
             }
         }
+        let Some((at, mut read)) = next_read else {
+            return;
+        };
+        tasks = match (&mut read.0).await {
+            Ok(Ok(tasks)) if !tasks.is_empty() => tasks,
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "tick: reading due tasks failed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tick: the read of due tasks ended abnormally");
+                return;
+            }
+        };
+        now = at;
+    }
+}
+
+/// Ends a spawned read when the pass ends without it (leadership lost, a failed batch).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Schedules parsed once per pass: many tasks share a cron expression (and before, each fire
+/// parsed its task's expression twice).
+#[derive(Default)]
+struct Schedules {
+    cron: HashMap<(String, String), Compiled>,
+}
+
+impl Schedules {
+    fn get(&mut self, s: &Schedule) -> Option<Cow<'_, Compiled>> {
+        match s {
+            Schedule::Cron { cron, timezone } => {
+                let key = (cron.clone(), timezone.clone());
+                if !self.cron.contains_key(&key) {
+                    self.cron.insert(key.clone(), Compiled::new(s).ok()?);
+                }
+                self.cron.get(&key).map(Cow::Borrowed)
+            }
+            _ => Compiled::new(s).ok().map(Cow::Owned),
+        }
     }
 }
 
 /// The due times to fire now for `task`, and its next fire time after them.
-fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
-    let Some(sched) = &task.schedule else {
+fn plan(task: &Task, now: i64, schedules: &mut Schedules) -> (Vec<i64>, Option<i64>) {
+    let Some(sched) = task.schedule.as_ref().and_then(|s| schedules.get(s)) else {
         return (vec![], None);
     };
     let Some(first) = task.next_fire_at else {
@@ -73,7 +134,7 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
     let mut missed = vec![first];
     // Interval fires are counted from the pending fire time itself, so they stay evenly spaced
     // across restarts and edits.
-    let mut next = schedule::next_after(sched, first, first).ok().flatten();
+    let mut next = sched.next_after(first, first);
     while let Some(t) = next.filter(|t| *t <= now) {
         if missed.len() < CATCH_UP_MAX {
             missed.push(t);
@@ -81,11 +142,11 @@ fn plan(task: &Task, now: i64) -> (Vec<i64>, Option<i64>) {
             missed.remove(0);
             missed.push(t);
         }
-        next = schedule::next_after(sched, t, first).ok().flatten();
+        next = sched.next_after(t, first);
     }
     // A pending fire outside the schedule's bounds (an interval's `end` moved before it) is
     // dropped, never fired.
-    missed.retain(|t| schedule::within_bounds(sched, *t));
+    missed.retain(|t| sched.within_bounds(*t));
     let Some(&latest) = missed.last() else {
         return (vec![], next);
     };
@@ -159,6 +220,7 @@ async fn fire_batch(
     now: i64,
     fence: u64,
     versions: &mut HashMap<String, ProjectVersion>,
+    schedules: &mut Schedules,
 ) -> Result<usize, StoreError> {
     let guarded: Vec<String> = tasks
         .iter()
@@ -186,7 +248,7 @@ async fn fire_batch(
                 continue;
             }
         };
-        let (due_times, to) = plan(&task, now);
+        let (due_times, to) = plan(&task, now, schedules);
         let task_active = active.remove(&task.id).unwrap_or_default();
         let (planned, skips) = overlap(&task.spec.overlap, &due_times, task_active);
         skipped += skips;

@@ -853,3 +853,69 @@ async fn retries_wait_their_backoff_and_cancelled_runs_are_not_retried() {
         .unwrap()
         .is_empty());
 }
+
+/// More due tasks than one batch: a pass reads the next batch while it writes the current one,
+/// and still fires every task exactly once for its due time, then nothing is due.
+#[tokio::test]
+async fn a_pass_of_several_batches_fires_every_due_task_once() {
+    let w = world().await;
+    let due = w.now();
+    let every = Schedule::Interval {
+        every_s: 60,
+        start: None,
+        end: None,
+    };
+    let first = w
+        .task("many-0", Some(every), Some(due), TaskSpec::default())
+        .await;
+    let count = tick::FIRE_BATCH as usize * 2 + 500;
+    let mut ids = std::collections::HashSet::from([first.id.clone()]);
+    for i in 1..count {
+        let task = Task {
+            id: antcode_core::ids::new_id(),
+            name: format!("many-{i}"),
+            ..first.clone()
+        };
+        w.store.create_task(&task).await.unwrap();
+        ids.insert(task.id);
+    }
+    w.advance(1_000);
+    tick::fire_due(&w.config("solo"), 1).await;
+
+    let mut fired = std::collections::HashMap::<String, Vec<Option<i64>>>::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = w
+            .store
+            .list_runs(&RunFilter::default(), 1000, cursor.as_deref())
+            .await
+            .unwrap();
+        for run in page.items {
+            fired.entry(run.task_id).or_default().push(run.due_at);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(fired.len(), count, "every task fired");
+    assert!(fired.keys().all(|id| ids.contains(id)));
+    assert!(
+        fired.values().all(|dues| dues == &[Some(due)]),
+        "each task once, for its due time"
+    );
+    assert!(w
+        .store
+        .due_tasks(w.now(), 10, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // Nothing is due again until the next minute.
+    tick::fire_due(&w.config("solo"), 1).await;
+    let all = w
+        .store
+        .list_runs(&RunFilter::default(), 5000, None)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), count);
+}

@@ -136,8 +136,9 @@ pub trait Store: Send + Sync + 'static {
     async fn update_task(&self, task: &Task) -> StoreResult<()>;
     async fn delete_task(&self, id: &str) -> StoreResult<()>;
     /// Active (unpaused) tasks with a schedule whose next fire time is at or before `now_ms`,
-    /// the oldest fire time first, at most `limit`.
-    async fn due_tasks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Task>>;
+    /// the oldest fire time first, at most `limit`, leaving out the tasks in `skip` (a batch the
+    /// scheduler is writing while it reads the next one).
+    async fn due_tasks(&self, now_ms: i64, limit: u32, skip: &[String]) -> StoreResult<Vec<Task>>;
 
     // runs
     /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.

@@ -26,6 +26,13 @@ export function fireTime(iso, schedule) {
   return h('li', {}, h('time', { datetime: iso }, fmtTime(iso)), there ? h('span', { class: 'muted' }, ` (${there} ${zone})`) : null);
 }
 
+/** A `datetime-local` value as the API's RFC 3339 UTC form (an unparseable one as typed, for the
+ * server to name). */
+function fromLocalInput(value) {
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? value : d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
 function toLocalInput(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '';
@@ -78,6 +85,9 @@ export function scheduleBuilder(initial, anchor) {
   const every = h('input', { name: 'every', type: 'number', min: 1, value: '10' });
   const unit = h('select', { name: 'every-unit' }, UNITS.map(([u, n]) => h('option', { value: String(n) }, u)));
   unit.value = '60';
+  // Optional bounds: the first fire (the interval counts from it) and the last possible one.
+  const start = h('input', { name: 'interval-start', type: 'datetime-local' });
+  const end = h('input', { name: 'interval-end', type: 'datetime-local' });
   // once
   const at = h('input', { name: 'at', type: 'datetime-local' });
 
@@ -97,6 +107,8 @@ export function scheduleBuilder(initial, anchor) {
       const [, n] = UNITS.slice().reverse().find(([, n]) => initial.every_s % n === 0) || UNITS[0];
       unit.value = String(n);
       every.value = String(initial.every_s / n);
+      if (initial.start) start.value = toLocalInput(initial.start);
+      if (initial.end) end.value = toLocalInput(initial.end);
     } else if (initial.kind === 'once') {
       at.value = toLocalInput(initial.at);
     }
@@ -118,7 +130,10 @@ export function scheduleBuilder(initial, anchor) {
   const cronBox = h('div', {}, field('Repeat', preset), presetBox,
     field('Cron expression', expr, 'minute hour day-of-month month day-of-week (a sixth leading field is seconds)'),
     field('Time zone', tz, 'IANA name, e.g. Europe/Paris; daylight-saving changes are handled'), zones);
-  const intervalBox = h('div', { class: 'row wrap' }, field('Every', every), field('Unit', unit));
+  const intervalBox = h('div', {}, h('div', { class: 'row wrap' }, field('Every', every), field('Unit', unit)),
+    h('div', { class: 'row wrap' },
+      field('Starting (optional, your local time)', start, 'the first fire; later ones count from it'),
+      field('Ending (optional, your local time)', end, 'no fire after this time')));
   const onceBox = h('div', {}, field('At (your local time)', at));
   const next = h('ol', { class: 'next-times', id: 'next-fires' });
   const nextMsg = h('p', { class: 'muted', id: 'next-msg', 'aria-live': 'polite' });
@@ -133,14 +148,19 @@ export function scheduleBuilder(initial, anchor) {
     else if (p === 'monthly') expr.value = `${minute.value || 0} ${hour.value || 0} ${dom.value || 1} * *`;
   };
 
+  // The inputs show minutes; a bound the API set to the second is kept as it was unless edited.
+  const bound = (input, was) => (was && input.value === toLocalInput(was) ? was : fromLocalInput(input.value));
+
   const value = () => {
     switch (kind.value) {
       case 'cron': return { kind: 'cron', cron: expr.value.trim(), timezone: tz.value.trim() || 'UTC' };
-      case 'interval': return { kind: 'interval', every_s: Math.round(Number(every.value) * Number(unit.value)) };
-      case 'once': {
-        const d = new Date(at.value);
-        return { kind: 'once', at: Number.isNaN(d.getTime()) ? at.value : d.toISOString().replace(/\.\d{3}Z$/, 'Z') };
+      case 'interval': {
+        const s = { kind: 'interval', every_s: Math.round(Number(every.value) * Number(unit.value)) };
+        if (start.value) s.start = bound(start, initial && initial.start);
+        if (end.value) s.end = bound(end, initial && initial.end);
+        return s;
       }
+      case 'once': return { kind: 'once', at: fromLocalInput(at.value) };
       default: return null;
     }
   };
@@ -182,7 +202,7 @@ export function scheduleBuilder(initial, anchor) {
   dow.addEventListener('change', () => { buildExpr(); refresh(); });
   preset.addEventListener('change', () => { if (preset.value !== 'custom') buildExpr(); show(); });
   kind.addEventListener('change', show);
-  for (const el of [expr, tz, every, unit, at]) { el.addEventListener('input', refresh); el.addEventListener('change', refresh); }
+  for (const el of [expr, tz, every, unit, start, end, at]) { el.addEventListener('input', refresh); el.addEventListener('change', refresh); }
 
   const el = h('fieldset', { class: 'schedule' }, h('legend', {}, 'Schedule'),
     field('Kind', kind), cronBox, intervalBox, onceBox, nextBox);
