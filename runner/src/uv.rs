@@ -1,11 +1,12 @@
 //! uv: finding it, and the virtualenvs built with it.
 //!
 //! A virtualenv is keyed by `sha256(python_version + normalized requirements)` and lives in
-//! `data_dir/venvs/<key>`. It is built once under an exclusive file lock (so concurrent runs of
+//! `data_dir/venvs/<key>`. It is built once under an exclusive build lock (so concurrent runs of
 //! one project, even from several runner processes sharing the directory, never build twice)
 //! into `venvs/.build-<key>` and renamed into place only when complete, so a crash never leaves
 //! a half-built environment that a later run would trust. Builds are `--relocatable` so the rename
-//! does not break console-script shebangs.
+//! does not break console-script shebangs. Every user of an environment holds a second lock
+//! shared ("in use"), which the collector must get exclusively, without waiting, to remove it.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -245,8 +246,18 @@ impl Venvs {
         }
     }
 
+    /// The "in use" lock: every holder of a [`Venv`] holds it shared; only the collector takes
+    /// it exclusively, and never waits for it. Nobody ever blocks on it exclusively: flock lets
+    /// new shared holders in ahead of a waiting exclusive one, and a warm zygote holds its
+    /// environment for as long as it lives, so such a waiter could wait for ever.
     fn lock_path(&self, key: &str) -> PathBuf {
         self.root.join(format!("{key}.lock"))
+    }
+
+    /// The build lock: held exclusively (waited for) only while building, so a run that finds
+    /// the environment missing waits for the build in progress, which always ends.
+    fn build_lock_path(&self, key: &str) -> PathBuf {
+        self.root.join(format!("{key}.build"))
     }
 
     /// Returns the environment for these dependencies, building it if needed, and holds it
@@ -283,7 +294,7 @@ impl Venvs {
                     _in_use: Arc::new(guard),
                 });
             }
-            let lock = lock_file(&lock_path, Mode::Exclusive)?
+            let building = lock_file(&self.build_lock_path(&key), Mode::Exclusive)?
                 .ok_or_else(|| std::io::Error::other("exclusive lock not granted"))?;
             // Someone may have finished the build while we waited for the lock.
             if ready(&dir) {
@@ -291,13 +302,13 @@ impl Venvs {
             }
             self.build_locked(&key, &dir, python_version, deps)?;
             built = true;
-            // Released before taking it shared: flock cannot downgrade atomically, and the loop
-            // above copes with a collector slipping in between.
-            drop(lock);
+            // The loop above takes the environment in use, and copes with a collector slipping
+            // in between.
+            drop(building);
         }
     }
 
-    /// Builds `dir` while holding its exclusive lock.
+    /// Builds `dir` while holding its build lock.
     fn build_locked(
         &self,
         key: &str,
@@ -312,8 +323,11 @@ impl Venvs {
         })?;
         std::fs::write(tmp.join(SIZE), dir_size(&tmp).to_string())?;
         std::fs::write(tmp.join(READY), b"")?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
+        // An unready leftover (nobody holds an unready environment in use); the collector may
+        // be moving it away at the same moment.
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
         std::fs::rename(&tmp, dir)?;
         metrics::counter!("antcode_runner_venv_builds_total").increment(1);
@@ -449,8 +463,8 @@ impl Venvs {
                 // A collection died mid-removal; the name is already out of every run's reach.
                 let _ = std::fs::remove_dir_all(&path);
             } else if let Some(key) = name.strip_prefix(".build-").filter(|k| is_key(k)) {
-                // A build that crashed, unless one is running now (it holds the lock).
-                if let Some(lock) = lock_file(&self.lock_path(key), Mode::TryExclusive)? {
+                // A build that crashed, unless one is running now (it holds the build lock).
+                if let Some(lock) = lock_file(&self.build_lock_path(key), Mode::TryExclusive)? {
                     let _ = std::fs::remove_dir_all(&path);
                     drop(lock);
                 }
@@ -507,6 +521,11 @@ impl Venvs {
         std::fs::rename(&dir, &trash)?;
         // Unlinked while still locked: a waiter notices (see `lock_file`) and opens a new one.
         let _ = std::fs::remove_file(&lock_path);
+        let build_lock = self.build_lock_path(key);
+        if let Some(building) = lock_file(&build_lock, Mode::TryExclusive)? {
+            let _ = std::fs::remove_file(&build_lock);
+            drop(building);
+        }
         drop(lock);
         let _ = std::fs::remove_dir_all(&trash);
         Ok(true)
