@@ -29,15 +29,14 @@ local function store_queued(key, run, list)
   for i, e in ipairs(list) do lines[i] = e[1] .. ' ' .. e[2] .. ' ' .. e[3] end
   redis.call('HSET', key, run, table.concat(lines, '\n'))
 end
--- Appends one queued attempt to the run's lines (one HSET).
-local function add_queued(key, run, attempt, id, stream)
-  local raw = redis.call('HGET', key, run)
+-- Appends one queued attempt to the run's lines; `raw` is what HGET gave for the run.
+local function add_queued(key, run, raw, attempt, id, stream)
   local line = attempt .. ' ' .. id .. ' ' .. stream
   if raw then line = raw .. '\n' .. line end
   redis.call('HSET', key, run, line)
 end
 local function is_queued(raw, attempt)
-  return raw ~= false and raw ~= nil and string.find('\n' .. raw, '\n' .. attempt .. ' ', 1, true) ~= nil
+  return raw and string.find('\n' .. raw, '\n' .. attempt .. ' ', 1, true) ~= nil
 end
 -- token, attempt, lease JSON of a `leased` value.
 local function leased_parts(raw)
@@ -45,7 +44,7 @@ local function leased_parts(raw)
   return string.match(raw, '^(%S+) (%d+) (.*)$')
 end
 local function holds_token(raw, token)
-  return raw ~= false and raw ~= nil and string.sub(raw, 1, #token + 1) == token .. ' '
+  return raw and string.sub(raw, 1, #token + 1) == token .. ' '
 end
 "#;
 
@@ -69,9 +68,7 @@ for i = 1, #ARGV / 4 do
     -- FLUSHALL), so an entry published before any lessee came is still delivered.
     local stream = KEYS[4 + i]
     local id = redis.call('XADD', stream, '*', 'run', run, 'attempt', attempt, 'job', job)
-    local line = attempt .. ' ' .. id .. ' ' .. stream
-    if raw then line = raw .. '\n' .. line end
-    redis.call('HSET', KEYS[1], run, line)
+    add_queued(KEYS[1], run, raw, attempt, id, stream)
     redis.call('SADD', KEYS[3], queue)
     redis.call('ZREM', KEYS[4], run)
     out[i] = 1
@@ -191,7 +188,7 @@ if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[4], ARGV[5], '0', 'MKSTREAM')
 end
 local id = redis.call('XADD', KEYS[4], '*', 'run', ARGV[1], 'attempt', ARGV[4], 'job', ARGV[3])
-add_queued(KEYS[1], ARGV[1], ARGV[4], id, KEYS[4])
+add_queued(KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], ARGV[1]), ARGV[4], id, KEYS[4])
 redis.call('SADD', KEYS[5], ARGV[6])
 return 1
 "#;
