@@ -22,6 +22,7 @@ use antcode_core::model::{ProjectVersion, Run, RunState, Schedule, Task};
 use antcode_core::schedule::Compiled;
 use antcode_core::secrets::publish_jobs;
 use antcode_core::store::{Fire, NewRun, NextFire, StoreError};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::SchedulerConfig;
 
@@ -56,7 +57,8 @@ pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
             let skip: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
             let at = config.clock.now_ms();
             let read = tokio::spawn(async move { store.due_tasks(at, FIRE_BATCH, &skip).await });
-            (at, AbortOnDrop(read))
+            // Dropped unawaited when the pass ends early (leadership lost, a failed batch).
+            (at, AbortOnDropHandle::new(read))
         });
         let batch = fire_batch(config, tasks, now, fence, &mut versions, &mut schedules).await;
         match batch {
@@ -76,7 +78,7 @@ pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
         let Some((at, mut read)) = next_read else {
             return;
         };
-        tasks = match (&mut read.0).await {
+        tasks = match (&mut read).await {
             Ok(Ok(tasks)) if !tasks.is_empty() => tasks,
             Ok(Ok(_)) => return,
             Ok(Err(e)) => {
@@ -89,15 +91,6 @@ pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
             }
         };
         now = at;
-    }
-}
-
-/// Ends a spawned read when the pass ends without it (leadership lost, a failed batch).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
