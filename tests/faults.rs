@@ -6,22 +6,16 @@
 //! (connections cut, new ones refused) under a running run does the same, and the run's end,
 //! reported while the database was gone, is recorded once it returns.
 
-use reqwest::multipart::{Form, Part};
-use serde_json::{json, Value};
+mod support;
+
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_antcode");
+use support::{free_port, fresh_postgres, readyz, wait_readyz, Api, Procs, BIN};
+
 const PASSWORD: &str = "faults-password-not-default";
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs `antcode control` against the given URLs and returns (exit code, stderr).
 fn control_exit(database_url: &str, redis_url: &str, blob_dir: &str) -> (Option<i32>, String) {
@@ -145,220 +139,12 @@ impl Drop for PrivateRedis {
     }
 }
 
-struct Procs {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    procs: Vec<(String, Child)>,
-}
-
-impl Procs {
-    fn spawn(&mut self, name: &str, args: &[&str]) {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        self.procs.push((name.into(), child));
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for (name, _) in &self.procs {
-            let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
-                .unwrap_or_default();
-            out.push_str(&format!("--- {name} ---\n{text}\n"));
-        }
-        out
-    }
-
-    /// Panics naming the first process that has exited.
-    fn assert_alive(&mut self) {
-        let mut dead = vec![];
-        for (name, child) in &mut self.procs {
-            if let Ok(Some(status)) = child.try_wait() {
-                dead.push(format!("{name} exited: {status}"));
-            }
-        }
-        assert!(dead.is_empty(), "{dead:?}\n{}", self.logs());
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.procs {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn fresh_postgres() -> String {
-    let admin = std::env::var("ANTCODE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    // Tests of this file run in parallel in one process: each gets a database of its own.
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("antcode_faults_{}_{n}", std::process::id());
-    let status = Command::new("psql")
-        .arg(&admin)
-        .args([
-            "-qc",
-            &format!("DROP DATABASE IF EXISTS {name}"),
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .status()
-        .expect("psql (PostgreSQL client) is needed for the fault tests");
-    assert!(status.success(), "could not create database {name}");
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-    format!("{base}/{name}")
-}
-
-async fn readyz(port: u16) -> Option<u16> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    http.get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .ok()
-        .map(|r| r.status().as_u16())
-}
-
-async fn wait_readyz(p: &Procs, port: u16, want: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while readyz(port).await != Some(want) {
-        assert!(
-            Instant::now() < deadline,
-            "control /readyz never answered {want}\n{}",
-            p.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn login(port: u16) -> Api {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}/api/v1");
-        let res: Value = http
-            .post(format!("{base}/auth/login"))
-            .json(&json!({"username": "admin", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Api {
-            http,
-            base,
-            token: res["token"].as_str().expect("login").to_string(),
-        }
-    }
-
-    async fn task(&self, name: &str, code: &str) -> String {
-        let form = Form::new().text("name", name.to_string()).part(
-            "file",
-            Part::bytes(code.as_bytes().to_vec()).file_name(format!("{name}.py")),
-        );
-        let res = self
-            .http
-            .post(format!("{}/projects", self.base))
-            .bearer_auth(&self.token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let project: Value = res.json().await.unwrap();
-        let res = self
-            .http
-            .post(format!("{}/tasks", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({"name": name, "project_id": project["id"], "timeout_s": 120}))
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "create task: {}", res.status());
-        let task: Value = res.json().await.unwrap();
-        task["id"].as_str().unwrap().to_string()
-    }
-
-    /// Triggers a run; the status and body of the answer.
-    async fn trigger(&self, task: &str) -> (u16, Value) {
-        let res = self
-            .http
-            .post(format!("{}/tasks/{task}/trigger", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn wait_done(&self, p: &Procs, id: &str) -> Value {
-        self.wait_until(p, id, "finished", |s| !["queued", "running"].contains(&s))
-            .await
-    }
-
-    async fn wait_state(&self, p: &Procs, id: &str, want: &str) -> Value {
-        self.wait_until(p, id, want, |s| s == want).await
-    }
-
-    async fn wait_until(
-        &self,
-        p: &Procs,
-        id: &str,
-        what: &str,
-        done: impl Fn(&str) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let run: Value = self
-                .http
-                .get(format!("{}/runs/{id}", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if done(run["state"].as_str().unwrap_or("queued")) {
-                return run;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {id} never {what}: {run}\n{}",
-                p.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
 /// Control, a scheduler and a direct runner as OS processes on `database_url` and `redis_url`,
 /// with short lease and heartbeat times; returns them and control's port once it is ready.
 async fn start_split(database_url: String, redis_url: String) -> (Procs, u16) {
-    let dir = tempfile::tempdir().unwrap();
-    let blobs = dir.path().join("blobs").display().to_string();
-    let env = vec![
+    let mut p = Procs::new(vec![]);
+    let blobs = p.dir.path().join("blobs").display().to_string();
+    p.env = vec![
         ("ANTCODE_DATABASE_URL".into(), database_url),
         ("ANTCODE_REDIS_URL".into(), redis_url),
         ("ANTCODE_BLOB_URL".into(), format!("file://{blobs}")),
@@ -372,50 +158,27 @@ async fn start_split(database_url: String, redis_url: String) -> (Procs, u16) {
             std::env::var("FAULTS_LOG").unwrap_or_else(|_| "warn".into()),
         ),
     ];
-    let mut p = Procs {
-        dir,
-        env,
-        procs: vec![],
-    };
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     p.spawn("control", &["control", "--listen", &listen]);
     wait_readyz(&p, port, 200).await;
     p.spawn("scheduler", &["scheduler", "--ops-listen", "127.0.0.1:0"]);
-    let data = p.dir.path().join("runner").display().to_string();
-    p.spawn(
-        "runner",
-        &[
-            "runner",
-            "--mode",
-            "direct",
-            "--name",
-            "runner-1",
-            "--data-dir",
-            &data,
-            "--ops-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    p.spawn_runner("runner");
     (p, port)
-}
-
-async fn triggered(api: &Api, task: &str) -> String {
-    let (status, run) = api.trigger(task).await;
-    assert!((200..300).contains(&status), "trigger: {status} {run}");
-    run["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
     let mut redis = PrivateRedis::start(free_port());
     let redis_url = format!("redis://127.0.0.1:{}/0?prefix=faults", redis.port);
-    let (mut p, port) = start_split(fresh_postgres().await, redis_url).await;
-    let api = Api::login(port).await;
-    let task = api.task("hello", "print('hello through faults')\n").await;
+    let (mut p, port) = start_split(fresh_postgres("faults"), redis_url).await;
+    let api = Api::login(port, PASSWORD).await;
+    let task = api
+        .script_task("hello", "print('hello through faults')\n", json!({}))
+        .await;
 
     // Before: a run goes through.
-    let run = triggered(&api, &task).await;
+    let run = api.triggered(&task).await;
     let done = api.wait_done(&p, &run).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
 
@@ -440,7 +203,7 @@ async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
     wait_readyz(&p, port, 200).await;
     let done = api.wait_done(&p, &while_down).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
-    let after = triggered(&api, &task).await;
+    let after = api.triggered(&task).await;
     let done = api.wait_done(&p, &after).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
     p.assert_alive();
@@ -495,7 +258,7 @@ impl Outage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_going_away_is_not_ready_then_recovers_and_loses_nothing() {
     // The services reach the database only through the relay.
-    let direct = fresh_postgres().await;
+    let direct = fresh_postgres("faults");
     let (base, name) = direct.rsplit_once('/').unwrap();
     let host_port = base
         .rsplit_once('@')
@@ -517,17 +280,19 @@ async fn database_going_away_is_not_ready_then_recovers_and_loses_nothing() {
         std::process::id()
     );
     let (mut p, port) = start_split(via_relay, redis_url).await;
-    let api = Api::login(port).await;
+    let api = Api::login(port, PASSWORD).await;
     let task = api
-        .task(
+        .script_task(
             "slow",
             "import time\ntime.sleep(4)\nprint('survived the outage')\n",
+            json!({}),
         )
         .await;
 
     // A run is executing when the database goes away.
-    let run = triggered(&api, &task).await;
-    api.wait_state(&p, &run, "running").await;
+    let run = api.triggered(&task).await;
+    api.wait_for(&p, &run, "running", |r| r["state"] == "running")
+        .await;
     db.down();
     wait_readyz(&p, port, 503).await;
 
@@ -548,7 +313,7 @@ async fn database_going_away_is_not_ready_then_recovers_and_loses_nothing() {
     wait_readyz(&p, port, 200).await;
     let done = api.wait_done(&p, &run).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
-    let after = triggered(&api, &task).await;
+    let after = api.triggered(&task).await;
     let done = api.wait_done(&p, &after).await;
     assert_eq!(done["state"], "succeeded", "{done}\n{}", p.logs());
     p.assert_alive();
