@@ -11,7 +11,8 @@
 //!
 //! Metrics: `antcode_scheduler_fires_total{outcome}`, `antcode_scheduler_fire_lag_seconds`
 //! (SQL write time − due time), `antcode_scheduler_fire_batch_size` (fires written per
-//! transaction), `antcode_scheduler_leader_changes_total`,
+//! transaction), `antcode_scheduler_fire_phase_seconds{phase}` (a batch's read, plan, write
+//! and publish, and the part of the read the planning did not hide), `antcode_scheduler_leader_changes_total`,
 //! `antcode_scheduler_repairs_total{kind}`, `antcode_scheduler_recorder_lag_seconds` (apply time
 //! − the event's `at_ms`).
 
@@ -28,6 +29,7 @@ use antcode_core::store::Store;
 use antcode_core::time::{Clock, SystemClock};
 use antcode_core::Shutdown;
 
+#[derive(Clone)]
 pub struct SchedulerConfig {
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,

@@ -16,12 +16,14 @@
 //! [`MISFIRE_GRACE_MS`] is not a misfire: `skip` and `fire_once` fire the latest one then.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
 
 use antcode_core::model::{ProjectVersion, Run, RunState, Schedule, Task};
 use antcode_core::schedule::Compiled;
 use antcode_core::secrets::publish_jobs;
-use antcode_core::store::{Fire, NewRun, NextFire, StoreError};
+use antcode_core::store::{DueKey, Fire, NewRun, NextFire, StoreError};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::SchedulerConfig;
@@ -34,63 +36,132 @@ pub const FIRE_BATCH: u32 = 1_000;
 
 /// Fires everything due now, batch after batch, until nothing is due.
 ///
-/// The next batch is read while the current one is planned and written (two connections, and
-/// on a multi-threaded runtime two cores): a batch's tasks stay due until its transaction
-/// commits, so that read leaves them out by id. Every earlier batch has committed by then.
+/// Three things overlap so that the SQL server, the network and the leader's CPU all work at
+/// once: the read of the next batch, the planning of the current one, and the writes of the
+/// batches before it (up to [`antcode_core::store::Store::fire_writers`] transactions in flight, each publishing its
+/// jobs once it commits). A batch's tasks stay due until its transaction commits, so the next
+/// read starts after the current batch's last task in the order of due tasks (a keyset on
+/// `(next_fire_at, id)`): each read costs its own rows however large the backlog, and no task is
+/// in two batches of a pass. A task that becomes due behind the keyset during the pass (edited,
+/// or moved to a due time already past) is read by the next pass.
 pub async fn fire_due(config: &SchedulerConfig, fence: u64) {
+    // The writes run as tasks of their own, so that they progress while this one plans.
+    let shared = Arc::new(config.clone());
+    let writers = config.store.fire_writers().max(1);
+    // Writes in flight, oldest first. Dropped (and so aborted, rolled back if uncommitted) when
+    // the pass ends early: leadership lost, a batch refused.
+    let mut writes: VecDeque<AbortOnDropHandle<Result<(), StoreError>>> = VecDeque::new();
+    // Until one batch of this pass has committed, writes go one at a time: the first may have
+    // to advance the fence, which locks its row exclusively, and two of them doing that at
+    // once would deadlock each other.
+    let mut committed = false;
     // Each project's current version is read once per pass, not once per task: with many
     // schedules on few projects those reads were a third of the statements per fire.
     let mut versions = HashMap::new();
     let mut schedules = Schedules::default();
     let mut now = config.clock.now_ms();
-    let mut tasks = match config.store.due_tasks(now, FIRE_BATCH, &[]).await {
+    let mut tasks = match config.store.due_tasks(now, FIRE_BATCH, None).await {
         Ok(tasks) => tasks,
         Err(e) => {
             tracing::warn!(error = %e, "tick: reading due tasks failed");
             return;
         }
     };
-    loop {
+    'pass: loop {
         // A full batch means more may be due.
-        let next_read = (tasks.len() == FIRE_BATCH as usize).then(|| {
-            let store = config.store.clone();
-            let skip: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
-            let at = config.clock.now_ms();
-            let read = tokio::spawn(async move { store.due_tasks(at, FIRE_BATCH, &skip).await });
-            // Dropped unawaited when the pass ends early (leadership lost, a failed batch).
-            (at, AbortOnDropHandle::new(read))
-        });
-        let batch = fire_batch(config, tasks, now, fence, &mut versions, &mut schedules).await;
-        match batch {
-            // A batch that moved no task would only read the same tasks again (after this
-            // one): they wait for the next tick.
-            Ok(moved) if moved > 0 => {}
-            Ok(_) => return,
-            Err(StoreError::Stale(e)) => {
-                tracing::warn!(fence, error = %e, "tick: batch refused: this leader was deposed");
-                return;
-            }
+        let next_read = tasks
+            .last()
+            .filter(|_| tasks.len() == FIRE_BATCH as usize)
+            .and_then(|last| {
+                let after = DueKey {
+                    next_fire_at: last.next_fire_at?,
+                    id: last.id.clone(),
+                };
+                let store = config.store.clone();
+                let at = config.clock.now_ms();
+                let read = tokio::spawn(async move {
+                    let started = Instant::now();
+                    let tasks = store.due_tasks(at, FIRE_BATCH, Some(&after)).await;
+                    phase("read", started);
+                    tasks
+                });
+                // Dropped unawaited when the pass ends early.
+                Some((at, AbortOnDropHandle::new(read)))
+            });
+        let batch = match plan_batch(config, tasks, now, &mut versions, &mut schedules).await {
+            Ok(batch) => batch,
             Err(e) => {
-                tracing::warn!(error = %e, "tick: firing failed; will retry next tick");
-                return;
+                tracing::warn!(error = %e, "tick: planning a batch failed; will retry next tick");
+                break 'pass;
+            }
+        };
+        let limit = if committed { writers } else { 1 };
+        while writes.len() >= limit {
+            let Some(write) = writes.pop_front() else {
+                break;
+            };
+            match finish(write, fence).await {
+                Written::Ok => committed = true,
+                // The rest waits for the next tick.
+                Written::Failed => break 'pass,
+                Written::Deposed => return,
             }
         }
+        let write = tokio::spawn(write_batch(shared.clone(), batch, fence));
+        writes.push_back(AbortOnDropHandle::new(write));
         let Some((at, mut read)) = next_read else {
-            return;
+            break;
         };
+        let waited = Instant::now();
         tasks = match (&mut read).await {
             Ok(Ok(tasks)) if !tasks.is_empty() => tasks,
-            Ok(Ok(_)) => return,
+            Ok(Ok(_)) => break,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "tick: reading due tasks failed");
-                return;
+                break;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tick: the read of due tasks ended abnormally");
-                return;
+                break;
             }
         };
+        // The part of the read that the planning did not hide.
+        phase("read_wait", waited);
         now = at;
+    }
+    // The pass ends once the writes it started have ended.
+    while let Some(write) = writes.pop_front() {
+        if let Written::Deposed = finish(write, fence).await {
+            return;
+        }
+    }
+}
+
+/// How a batch's write ended.
+enum Written {
+    Ok,
+    /// An error that the next tick may not see again: the batch's tasks are still due.
+    Failed,
+    /// This leader's fence was refused: a newer leader writes now.
+    Deposed,
+}
+
+/// Awaits one write in flight and logs how it ended.
+async fn finish(write: AbortOnDropHandle<Result<(), StoreError>>, fence: u64) -> Written {
+    match write.await {
+        Ok(Ok(())) => Written::Ok,
+        Ok(Err(StoreError::Stale(e))) => {
+            tracing::warn!(fence, error = %e, "tick: batch refused: this leader was deposed");
+            Written::Deposed
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "tick: firing failed; will retry next tick");
+            Written::Failed
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "tick: a batch's write ended abnormally");
+            Written::Failed
+        }
     }
 }
 
@@ -206,15 +277,33 @@ fn overlap(policy: &str, due_times: &[i64], mut active: Vec<Run>) -> (Vec<Planne
     (fires, skipped)
 }
 
-/// Plans, writes and publishes one batch of due tasks; returns how many tasks it moved on.
-async fn fire_batch(
+/// Records how long one phase of a batch took (`antcode_scheduler_fire_phase_seconds`): where a
+/// batch's time goes (read, plan, write, publish) is what decides the next optimisation.
+fn phase(name: &'static str, started: Instant) {
+    metrics::histogram!("antcode_scheduler_fire_phase_seconds", "phase" => name)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// One batch planned: the runs to create and every task's next fire time.
+struct Batch {
+    /// The time the batch's tasks were read at, which its plans are against.
+    now: i64,
+    fires: Vec<Fire>,
+    /// What to do after each fire is created, in the order of `fires`.
+    plans: Vec<Planned>,
+    next: Vec<NextFire>,
+}
+
+/// Plans one batch of due tasks: their misfire and overlap policies, against one read of the
+/// batch's active runs.
+async fn plan_batch(
     config: &SchedulerConfig,
     tasks: Vec<Task>,
     now: i64,
-    fence: u64,
     versions: &mut HashMap<String, ProjectVersion>,
     schedules: &mut Schedules,
-) -> Result<usize, StoreError> {
+) -> Result<Batch, StoreError> {
+    let started = Instant::now();
     let guarded: Vec<String> = tasks
         .iter()
         .filter(|t| t.spec.overlap != "allow")
@@ -263,10 +352,35 @@ async fn fire_batch(
     }
     metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap")
         .increment(skipped as u64);
+    phase("plan", started);
+    Ok(Batch {
+        now,
+        fires,
+        plans,
+        next,
+    })
+}
+
+/// Writes one planned batch in ONE fenced transaction, then publishes its jobs.
+async fn write_batch(
+    config: Arc<SchedulerConfig>,
+    batch: Batch,
+    fence: u64,
+) -> Result<(), StoreError> {
+    let config = config.as_ref();
+    let Batch {
+        now,
+        fires,
+        plans,
+        next,
+    } = batch;
+    let started = Instant::now();
     let created = config
         .store
         .fire_schedules(&fires, &next, crate::leader::LOCK, fence, now)
         .await?;
+    phase("write", started);
+    let started = Instant::now();
     metrics::histogram!("antcode_scheduler_fire_batch_size").record(fires.len() as f64);
     // Lag is measured once the batch is durable: that is when its fires happened.
     let written = config.clock.now_ms();
@@ -306,7 +420,8 @@ async fn fire_batch(
             tracing::warn!(error = %e, jobs = publish.len(), "tick: publish failed");
         }
     }
-    Ok(next.len())
+    phase("publish", started);
+    Ok(())
 }
 
 async fn version_of(

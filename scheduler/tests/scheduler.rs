@@ -906,7 +906,7 @@ async fn a_pass_of_several_batches_fires_every_due_task_once() {
     );
     assert!(w
         .store
-        .due_tasks(w.now(), 10, &[])
+        .due_tasks(w.now(), 10, None)
         .await
         .unwrap()
         .is_empty());

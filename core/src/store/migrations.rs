@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[&[&str]] = &[
     &["CREATE TABLE fences (name {name} PRIMARY KEY, token {big} NOT NULL)"],
     // 5: queue timeouts — a run not started within this long after it became due fails `expired`.
     &["ALTER TABLE runs ADD COLUMN queue_timeout_ms {big} NOT NULL DEFAULT 0"],
+    // 6: due tasks are read in `(next_fire_at, id)` order, each batch after the last one's key.
+    &[
+        "CREATE INDEX tasks_due_key ON tasks (next_fire_at, id)",
+        "DROP INDEX tasks_due ON tasks",
+    ],
 ];
 
 pub fn render(stmt: &str, dialect: Dialect) -> String {
@@ -86,6 +91,12 @@ pub fn render(stmt: &str, dialect: Dialect) -> String {
     // (MariaDB) and is case- and accent-insensitive (`*_ci`): "Alice" would then collide with
     // "alice" and emoji would not fit. utf8mb4 with a binary collation compares like SQLite and
     // PostgreSQL do.
+    // `DROP INDEX name ON table` is MySQL's spelling; PostgreSQL and SQLite name the index alone.
+    if dialect != Dialect::Mysql && sql.starts_with("DROP INDEX") {
+        if let Some((drop, _table)) = sql.split_once(" ON ") {
+            return drop.to_string();
+        }
+    }
     if dialect == Dialect::Mysql && sql.trim_start().starts_with("CREATE TABLE") {
         format!("{sql} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
     } else {

@@ -83,6 +83,13 @@ pub struct Fire {
     pub held: bool,
 }
 
+/// A task's place in the order of due tasks: `(next_fire_at, id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueKey {
+    pub next_fire_at: i64,
+    pub id: String,
+}
+
 /// Moves a task's `next_fire_at` from `from` to `to`, only if it still is `from`: an edit of the
 /// task made after the scheduler read it wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,13 +143,25 @@ pub trait Store: Send + Sync + 'static {
     async fn update_task(&self, task: &Task) -> StoreResult<()>;
     async fn delete_task(&self, id: &str) -> StoreResult<()>;
     /// Active (unpaused) tasks with a schedule whose next fire time is at or before `now_ms`,
-    /// the oldest fire time first, at most `limit`, leaving out the tasks in `skip` (a batch the
-    /// scheduler is writing while it reads the next one).
-    async fn due_tasks(&self, now_ms: i64, limit: u32, skip: &[String]) -> StoreResult<Vec<Task>>;
+    /// ordered by `(next_fire_at, id)`, at most `limit`, and only those after `after` in that
+    /// order: the key of the last task of the previous batch, so the scheduler reads the next
+    /// batch while it writes the current one (whose tasks stay due until it commits).
+    async fn due_tasks(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        after: Option<&DueKey>,
+    ) -> StoreResult<Vec<Task>>;
 
     // runs
     /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
+    /// How many [`Store::fire_schedules`] transactions a scheduler leader may have in flight at
+    /// once. One by default: an engine with one writer at a time (SQLite) would only make a
+    /// second one wait for the first.
+    fn fire_writers(&self) -> usize {
+        1
+    }
     /// A scheduler leader's batch, in ONE transaction: creates the `queued` run of each fire
     /// (queued at `at_ms`; held ones with `not_before` = [`HELD`]) and moves each task's next
     /// fire time per `next`. The whole batch is refused as `Stale`, changing nothing, when a newer

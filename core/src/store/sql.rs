@@ -67,6 +67,12 @@ fn page<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Page<T> 
     Page { items, next_cursor }
 }
 
+fn stale(lock: &str, token: i64, current: i64) -> StoreError {
+    StoreError::Stale(format!(
+        "fencing token {token} of {lock:?} is older than {current}: this leader was deposed"
+    ))
+}
+
 /// Page sizes below one would make a page that cannot name its successor.
 fn page_size(limit: u32) -> u32 {
     limit.max(1)
@@ -618,6 +624,15 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Checks `token` against the fence of `lock` on `tx`, first in the transaction, and
+    /// advances the fence to it when it is newer; `Stale` when a newer token was accepted.
+    ///
+    /// On PostgreSQL and MySQL/MariaDB a token equal to the fence's takes a SHARED lock on the
+    /// fence row until `tx` ends: one leader's batches write side by side, while a new leader's
+    /// advance (an exclusive lock) waits for them, and every batch of the old one after it finds
+    /// the newer token. SQLite has one writer at a time anyway, and there the first statement
+    /// must be the write: a transaction that read first cannot become the writer once another
+    /// one committed.
     async fn advance_fence(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -625,6 +640,26 @@ impl SqlStore {
         token: u64,
     ) -> StoreResult<()> {
         let token = token as i64;
+        let shared = match self.dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(" FOR SHARE"),
+            Dialect::Mysql => Some(" LOCK IN SHARE MODE"),
+        };
+        if let Some(shared) = shared {
+            let sql = self.q(&format!("SELECT token FROM fences WHERE name = ?{shared}"));
+            let current: Option<i64> = sqlx::query(&sql)
+                .bind(lock)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|row| row.try_get("token"))
+                .transpose()?;
+            match current {
+                Some(current) if current == token => return Ok(()),
+                Some(current) if current > token => return Err(stale(lock, token, current)),
+                // Older or no fence yet: advanced below, exclusively.
+                _ => {}
+            }
+        }
         let sql = self.q("UPDATE fences SET token = ? WHERE name = ? AND token <= ?");
         let moved = sqlx::query(&sql)
             .bind(token)
@@ -643,9 +678,7 @@ impl SqlStore {
             .map(|row| row.try_get("token"))
             .transpose()?;
         match current {
-            Some(current) if current > token => Err(StoreError::Stale(format!(
-                "fencing token {token} of {lock:?} is older than {current}: this leader was deposed"
-            ))),
+            Some(current) if current > token => Err(stale(lock, token, current)),
             // MySQL reports 0 affected rows when the token is unchanged.
             Some(_) => Ok(()),
             None => {
@@ -1002,16 +1035,30 @@ impl Store for SqlStore {
         self.delete_where_id("tasks", id).await
     }
 
-    async fn due_tasks(&self, now_ms: i64, limit: u32, skip: &[String]) -> StoreResult<Vec<Task>> {
-        let skipped = if skip.is_empty() {
-            String::new()
-        } else {
-            format!(" AND id NOT IN ({})", placeholders(skip.len()))
+    async fn due_tasks(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        after: Option<&DueKey>,
+    ) -> StoreResult<Vec<Task>> {
+        // A keyset on the `(next_fire_at, id)` index: each batch starts where the previous one
+        // ended, so it costs its own rows whatever the planner's statistics say (leaving the
+        // previous batch out by id made PostgreSQL read the whole backlog when its statistics
+        // were stale). PostgreSQL and SQLite seek an index with a row-value comparison;
+        // MariaDB/MySQL do not use an index for one, but do for the same condition spelled out.
+        let keyset = match (after, self.dialect) {
+            (None, _) => "",
+            (Some(_), Dialect::Mysql) => " AND (next_fire_at > ? OR (next_fire_at = ? AND id > ?))",
+            (Some(_), _) => " AND (next_fire_at, id) > (?, ?)",
         };
-        let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= ?{skipped} ORDER BY next_fire_at LIMIT ?"));
+        let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= ?{keyset} ORDER BY next_fire_at, id LIMIT ?"));
         let mut query = sqlx::query(&sql).bind(now_ms);
-        for id in skip {
-            query = query.bind(id);
+        if let Some(key) = after {
+            query = query.bind(key.next_fire_at);
+            if self.dialect == Dialect::Mysql {
+                query = query.bind(key.next_fire_at);
+            }
+            query = query.bind(&key.id);
         }
         let rs = query
             .bind(limit.max(1) as i64)
@@ -1031,6 +1078,16 @@ impl Store for SqlStore {
             .await?;
         tx.commit().await?;
         Ok((self.run(&id).await?, job))
+    }
+
+    /// Two on the servers: while one batch waits for its commit (an fsync) or its statements,
+    /// the other keeps the server's second core busy. The batches of one leader touch disjoint
+    /// tasks and share the fence row's lock (see `advance_fence`).
+    fn fire_writers(&self) -> usize {
+        match self.dialect {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres | Dialect::Mysql => 2,
+        }
     }
 
     async fn fire_schedules(
@@ -1054,8 +1111,9 @@ impl Store for SqlStore {
             })
             .collect();
         let mut tx = self.pool.begin().await?;
-        // The fence first: on PostgreSQL and MySQL its row lock also queues a racing leader's
-        // batch behind this one, which then finds the newer token and is refused.
+        // The fence first: its row lock (shared by this leader's batches, exclusive for a new
+        // leader's advance) queues a racing leader's batch behind this one, or this one behind
+        // the new leader's advance, which it then finds and is refused.
         self.advance_fence(&mut tx, lock, token).await?;
         let inserted = self.insert_runs(&mut tx, &runs, at_ms, true).await?;
         // Which runs were created: all of them when as many rows were inserted (duplicates are

@@ -4,7 +4,8 @@
 //! created through an admin connection (`ANTCODE_TEST_POSTGRES_URL`, `ANTCODE_TEST_MYSQL_URL`,
 //! defaulting to the local trust/root accounts) and dropped again when the test ends, pass or
 //! fail. An unreachable server fails the test with a message naming the variable: CI starts the
-//! servers, so a missing one is a broken environment, never a reason to skip.
+//! servers, so a missing one is a broken environment, never a reason to skip. Their names start
+//! with `ANTCODE_TEST_DB_PREFIX` (default `antcode_t_`), for servers shared with other users.
 
 #![allow(dead_code)]
 
@@ -16,6 +17,7 @@ use sqlx::Connection;
 
 pub const POSTGRES_ENV: &str = "ANTCODE_TEST_POSTGRES_URL";
 pub const MYSQL_ENV: &str = "ANTCODE_TEST_MYSQL_URL";
+pub const PREFIX_ENV: &str = "ANTCODE_TEST_DB_PREFIX";
 const POSTGRES_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const MYSQL_DEFAULT: &str = "mysql://root@127.0.0.1:3306/";
 
@@ -51,7 +53,7 @@ impl TestDb {
             }
             Engine::Postgres | Engine::Mysql => {
                 let admin = admin_url(engine);
-                let name = format!("antcode_t_{}", uuid::Uuid::new_v4().simple());
+                let name = format!("{}{}", db_prefix(), uuid::Uuid::new_v4().simple());
                 create_database(engine, &admin, &name)
                     .await
                     .unwrap_or_else(|e| panic!("{}", unreachable_message(engine, &admin, &e)));
@@ -136,6 +138,19 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// The prefix of the databases created here: letters, digits and `_` only, since it is spliced
+/// into `CREATE DATABASE`.
+fn db_prefix() -> String {
+    let prefix = std::env::var(PREFIX_ENV).unwrap_or_else(|_| "antcode_t_".into());
+    assert!(
+        prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "{PREFIX_ENV}={prefix:?}: use letters, digits and _ only"
+    );
+    prefix
 }
 
 fn admin_url(engine: Engine) -> String {

@@ -6,7 +6,10 @@
 //! * burst: every schedule due at the same instant; fires/s = N / time to fire them all, and the
 //!   lag of each fire (its run's `queued_at` − `due_at`) is queueing behind the others;
 //! * steady: each schedule is a 6-field cron firing once a minute at second `i % 60`, so about
-//!   N/60 fires are due every second; the leader ticks every 100 ms for `--steady-s` seconds.
+//!   N/60 fires are due every second; the leader ticks every 100 ms for `--steady-s` seconds,
+//!   each tick a compensation pass and then `fire_due`, in the leader loop's order.
+//!
+//! The burst also reports where a batch's time goes (`antcode_scheduler_fire_phase_seconds`).
 //!
 //! Prints a table and a JSON line with the same numbers.
 
@@ -81,6 +84,47 @@ async fn lags(store: &dyn Store, from: i64, to: i64) -> anyhow::Result<Vec<i64>>
     Ok(out)
 }
 
+/// Sum and count of each phase of the scheduler's batches so far
+/// (`antcode_scheduler_fire_phase_seconds`), from the process's Prometheus registry.
+fn phases() -> Vec<(String, f64, u64)> {
+    let text = antcode_core::telemetry::prometheus().render();
+    let value = |name: &str, phase: &str| -> Option<f64> {
+        let prefix = format!("antcode_scheduler_fire_phase_seconds_{name}{{phase=\"{phase}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    ["read", "read_wait", "plan", "write", "publish"]
+        .iter()
+        .filter_map(|p| Some((p.to_string(), value("sum", p)?, value("count", p)? as u64)))
+        .collect()
+}
+
+/// The phases of the batches between two [`phases`] snapshots: `phase: mean ms per batch
+/// (batches)`.
+fn phases_between(
+    before: &[(String, f64, u64)],
+    after: &[(String, f64, u64)],
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, sum, count) in after {
+        let (s0, c0) = before
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map(|(_, s, c)| (*s, *c))
+            .unwrap_or((0.0, 0));
+        let batches = count - c0;
+        if batches > 0 {
+            let mean_ms = (sum - s0) * 1000.0 / batches as f64;
+            out.insert(
+                name.clone(),
+                json!({"mean_ms": (mean_ms * 100.0).round() / 100.0, "batches": batches}),
+            );
+        }
+    }
+    out.into()
+}
+
 /// Refreshes the planner's statistics of `tasks` after the bulk setup, as autovacuum (PostgreSQL)
 /// or InnoDB's automatic statistics would soon after a real bulk change. Without it PostgreSQL
 /// plans the due-task read from statistics taken while every schedule was parked, and reads the
@@ -103,6 +147,8 @@ async fn analyze_tasks(url: &str) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // The scheduler's phase histograms, read back after the burst.
+    antcode_core::telemetry::prometheus();
     let dir = tempfile::tempdir()?;
     let url = args
         .database_url
@@ -205,9 +251,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Burst: everything due at once.
+    let phases0 = phases();
     let t0 = Instant::now();
     tick::fire_due(&config, fence).await;
     let burst_s = t0.elapsed().as_secs_f64();
+    let burst_phases = phases_between(&phases0, &phases());
     let burst_lags = lags(store.as_ref(), burst_due, burst_due + 1).await?;
     let burst_rate = burst_lags.len() as f64 / burst_s;
 
@@ -217,11 +265,19 @@ async fn main() -> anyhow::Result<()> {
     let t1 = Instant::now();
     // Past the window, keep ticking until every schedule's next fire is after it (when the
     // leader cannot keep up, the window's fires come late and their lag shows it), at most 120 s.
+    // Each tick is the leader loop's: a compensation pass, then firing. The compensation passes
+    // are timed on their own: they read up to 1,000 queued runs each, and the burst left
+    // 100,000 of them queued (no runner takes them here).
+    let mut comp = antcode_scheduler::compensation::Compensator::new(&config);
+    let mut comp_ms = vec![];
     loop {
         let pass = now_ms();
+        let started = Instant::now();
+        comp.pass().await;
+        comp_ms.push(started.elapsed().as_millis() as i64);
         tick::fire_due(&config, fence).await;
         if pass >= end + 1_000 {
-            let behind = !store.due_tasks(end - 1, 1, &[]).await?.is_empty();
+            let behind = !store.due_tasks(end - 1, 1, None).await?.is_empty();
             if !behind || pass > end + 120_000 {
                 break;
             }
@@ -232,6 +288,9 @@ async fn main() -> anyhow::Result<()> {
     let expected = (args.schedules as i64 * args.steady_s as i64 / 60) as usize;
     let steady_rate = steady_lags.len() as f64 / args.steady_s as f64;
     let _ = t1;
+    comp_ms.sort();
+    let comp_p50 = comp_ms.get(comp_ms.len() / 2).copied().unwrap_or(0);
+    let comp_max = comp_ms.last().copied().unwrap_or(0);
 
     println!("store: {engine}, broker: memory, one leader");
     println!("| phase | schedules | fires | fires/s | lag p50 (s) | lag p99 (s) |");
@@ -254,6 +313,11 @@ async fn main() -> anyhow::Result<()> {
         percentile(&steady_lags, 0.5),
         percentile(&steady_lags, 0.99)
     );
+    println!("burst, mean ms per batch of each phase: {burst_phases}");
+    println!(
+        "steady, compensation pass before each tick: p50 {comp_p50} ms, max {comp_max} ms ({} passes)",
+        comp_ms.len()
+    );
     println!(
         "{}",
         json!({
@@ -262,10 +326,12 @@ async fn main() -> anyhow::Result<()> {
             "broker": "memory",
             "schedules": args.schedules,
             "burst": {"fires": burst_lags.len(), "seconds": burst_s, "fires_per_s": burst_rate,
+                      "phases": burst_phases,
                       "lag_p50_s": percentile(&burst_lags, 0.5), "lag_p99_s": percentile(&burst_lags, 0.99)},
             "steady": {"seconds": args.steady_s, "fires": steady_lags.len(), "due": expected,
                        "fires_per_s": steady_rate,
-                       "lag_p50_s": percentile(&steady_lags, 0.5), "lag_p99_s": percentile(&steady_lags, 0.99)},
+                       "lag_p50_s": percentile(&steady_lags, 0.5), "lag_p99_s": percentile(&steady_lags, 0.99),
+                       "compensation_ms": {"p50": comp_p50, "max": comp_max, "passes": comp_ms.len()}},
         })
     );
     Ok(())
