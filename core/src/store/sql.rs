@@ -624,6 +624,23 @@ impl SqlStore {
         Ok(())
     }
 
+    /// The token the fence of `lock` holds, read on `tx` with `locking` (a locking clause, or
+    /// empty); `None` before the first one was accepted.
+    async fn fence_token(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        lock: &str,
+        locking: &str,
+    ) -> StoreResult<Option<i64>> {
+        let sql = self.q(&format!("SELECT token FROM fences WHERE name = ?{locking}"));
+        Ok(sqlx::query(&sql)
+            .bind(lock)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| row.try_get("token"))
+            .transpose()?)
+    }
+
     /// Checks `token` against the fence of `lock` on `tx`, first in the transaction, and
     /// advances the fence to it when it is newer; `Stale` when a newer token was accepted.
     ///
@@ -646,14 +663,7 @@ impl SqlStore {
             Dialect::Mysql => Some(" LOCK IN SHARE MODE"),
         };
         if let Some(shared) = shared {
-            let sql = self.q(&format!("SELECT token FROM fences WHERE name = ?{shared}"));
-            let current: Option<i64> = sqlx::query(&sql)
-                .bind(lock)
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|row| row.try_get("token"))
-                .transpose()?;
-            match current {
+            match self.fence_token(tx, lock, shared).await? {
                 Some(current) if current == token => return Ok(()),
                 Some(current) if current > token => return Err(stale(lock, token, current)),
                 // Older or no fence yet: advanced below, exclusively.
@@ -670,14 +680,7 @@ impl SqlStore {
         if moved.rows_affected() == 1 {
             return Ok(());
         }
-        let sql = self.q("SELECT token FROM fences WHERE name = ?");
-        let current: Option<i64> = sqlx::query(&sql)
-            .bind(lock)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|row| row.try_get("token"))
-            .transpose()?;
-        match current {
+        match self.fence_token(tx, lock, "").await? {
             Some(current) if current > token => Err(stale(lock, token, current)),
             // MySQL reports 0 affected rows when the token is unchanged.
             Some(_) => Ok(()),
