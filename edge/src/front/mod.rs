@@ -9,6 +9,7 @@
 //! process. The thread stops when [`Front::stop`] is awaited or when the [`Front`] is dropped
 //! (say, by a test that panicked), so it never outlives its owner by more than the grace period.
 
+mod inline;
 mod proxy;
 mod reply;
 mod tls;

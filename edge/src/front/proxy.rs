@@ -17,7 +17,9 @@ use pingora_limits::rate::Rate;
 
 use super::reply::{self, Refusal};
 use super::tls::Peer;
-use crate::identity::{self, Authenticator, Credentials, IDENTITY_HEADER};
+use super::inline;
+use crate::identity::{self, Authenticator, Credentials, Identity, IDENTITY_HEADER};
+use crate::service::Edge;
 use crate::Limits;
 
 /// The gRPC path prefix of the worker protocol.
@@ -55,7 +57,7 @@ pub struct Ctx {
     route: Option<Route>,
     grpc: bool,
     peer_ip: String,
-    identity: Option<String>,
+    identity: Option<Arc<Identity>>,
     body_bytes: usize,
     _in_flight: InFlight,
 }
@@ -65,7 +67,9 @@ pub struct FrontApp {
     pub limits: Limits,
     per_identity: Rate,
     per_address: Rate,
-    /// The internal worker service (h2c on loopback) and the secret it expects.
+    /// The worker service: called directly for `Lease` ([`inline`]), else proxied to over h2c
+    /// on loopback with the secret it expects.
+    edge: Arc<Edge>,
     internal: SocketAddr,
     secret: String,
     /// Control for `/api/*`: `host:port`, TLS, SNI.
@@ -77,6 +81,7 @@ impl FrontApp {
     pub fn new(
         auth: Authenticator,
         limits: Limits,
+        edge: Arc<Edge>,
         internal: SocketAddr,
         secret: String,
         control: (String, bool, String),
@@ -86,6 +91,7 @@ impl FrontApp {
             limits,
             per_identity: Rate::new(Duration::from_secs(1)),
             per_address: Rate::new(Duration::from_secs(1)),
+            edge,
             internal,
             secret,
             control,
@@ -173,7 +179,7 @@ impl FrontApp {
                 ) {
                     return Some(Refusal::rate_limited("identity"));
                 }
-                ctx.identity = Some(id.to_header());
+                ctx.identity = Some(id);
                 None
             }
         }
@@ -278,7 +284,7 @@ impl ProxyHttp for FrontApp {
             upstream.insert_header(FRONT_HEADER, &self.secret)?;
             upstream.insert_header(PEER_HEADER, &ctx.peer_ip)?;
             if let Some(id) = &ctx.identity {
-                upstream.insert_header(IDENTITY_HEADER, id)?;
+                upstream.insert_header(IDENTITY_HEADER, id.to_header())?;
             }
         } else {
             upstream.insert_header("x-forwarded-for", &ctx.peer_ip)?;
