@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Fds;
 use pingora::services::listening::Service as Listening;
@@ -31,6 +32,10 @@ pub use tls::TlsError;
 
 /// Worker threads of the front's runtime.
 const THREADS: usize = 2;
+/// Bytes of Pingora's read buffer under TLS on each connection (its default is 64 KiB): one TLS
+/// record. Most connections are idle long-polls whose requests are a few hundred bytes, and the
+/// buffer is held for the connection's life.
+const L4_READ_BUFFER: usize = 16 * 1024;
 /// How long the runtime may take to drop what is left after the grace period.
 const HARD_STOP: Duration = Duration::from_millis(250);
 
@@ -58,7 +63,11 @@ impl Front {
         });
         let proxy = pingora::proxy::http_proxy(&conf, app);
         let mut service = Listening::new("antcode-edge".to_string(), proxy);
-        service.add_tls_with_settings(&addr, None, tls);
+        service.add_listener(
+            ListenerConfig::tcp(addr.clone())
+                .tls(tls)
+                .l4_buffer(L4BufferSettings::default().read(L4_READ_BUFFER)),
+        );
         // Pingora looks listening sockets up by address in this table before binding itself.
         let mut fds = Fds::new();
         fds.add(addr, listener.into_raw_fd());

@@ -228,7 +228,14 @@ impl ProxyHttp for FrontApp {
             .unwrap_or_default();
         strip_internal_headers(session.req_header_mut());
         match self.check(session, ctx).await {
-            None => Ok(false),
+            None => match &ctx.identity {
+                Some(id) if ctx.grpc && session.req_header().uri.path() == inline::LEASE_PATH => {
+                    let id = id.clone();
+                    inline::answer_lease(session, &self.edge, &id).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
             Some(refusal) => {
                 reply::send(session, ctx.grpc, &refusal).await?;
                 Ok(true)
