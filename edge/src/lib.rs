@@ -12,9 +12,10 @@
 //!   long-polls per identity, bounded request sizes.
 //!
 //! Two layers in one process: the Pingora [`front`] terminates TLS on the edge's port, resolves
-//! the caller's identity, applies the limits and proxies; the worker service ([`service`], tonic)
-//! listens on an ephemeral loopback port in plain HTTP/2 and accepts only calls that carry the
-//! front's per-process secret ([`front::FRONT_HEADER`]), so nothing reaches it around the front.
+//! the caller's identity, applies the limits, answers `Lease` itself and proxies the rest; the
+//! worker service ([`service`], tonic) listens on an ephemeral loopback port in plain HTTP/2 and
+//! accepts only calls that carry the front's per-process secret ([`front::FRONT_HEADER`]), so
+//! nothing reaches it around the front. [`baseline`] is the bench's tonic-only cost floor.
 //!
 //! **Architecture invariant:** the edge never holds SQL credentials: it depends on `core` for the
 //! broker and blob seams only, and never opens a `Store`.

@@ -324,7 +324,9 @@ impl WorkerService for Edge {
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let id = self.who(&req)?;
-        self.lease_for(&id, req.into_inner()).await.map(Response::new)
+        self.lease_for(&id, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn heartbeat(

@@ -134,7 +134,9 @@ mod tests {
         let mut compressed = framed.to_vec();
         compressed[0] = 1;
         assert_eq!(
-            decode::<pb::LeaseRequest>(&compressed).err().map(|r| r.code),
+            decode::<pb::LeaseRequest>(&compressed)
+                .err()
+                .map(|r| r.code),
             Some(Code::Unimplemented)
         );
     }

@@ -1,6 +1,6 @@
 //! The Pingora front: terminates TLS on the edge's port, identifies callers, applies the rate
-//! limits and request-size bound, and proxies worker calls to the internal worker service (h2c on
-//! loopback) and `/api/*` to control.
+//! limits and request-size bound, answers `Lease` itself ([`inline`]), and proxies the other worker
+//! calls to the internal worker service (h2c on loopback) and `/api/*` to control.
 //!
 //! It runs on a thread of its own with its own tokio runtime, and Pingora's listening service is
 //! driven directly (not through `pingora::server::Server`): that lets it take the listener the

@@ -1,6 +1,7 @@
 //! The front's request handling (a Pingora [`ProxyHttp`]): every request is counted against the
 //! per-address limit, worker calls are identified and counted against the per-identity limit, and
-//! then proxied — worker calls over h2c to the internal worker service, `/api/*` to control.
+//! then `Lease` is answered inline ([`super::inline`]) and the rest proxied — worker calls over h2c
+//! to the internal worker service, `/api/*` to control.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,9 +16,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use pingora_limits::rate::Rate;
 
+use super::inline;
 use super::reply::{self, Refusal};
 use super::tls::Peer;
-use super::inline;
 use crate::identity::{self, Authenticator, Credentials, Identity, IDENTITY_HEADER};
 use crate::service::Edge;
 use crate::Limits;

@@ -38,11 +38,14 @@ use tonic::Request;
 
 use antcode_core::blob::BlobStore;
 use antcode_core::broker::{memory::MemoryBroker, Broker, LeaseRequest};
-use antcode_core::model::{BundleFormat, BundleRef, Job};
+use antcode_core::model::Job;
 use antcode_core::Shutdown;
 use antcode_edge::{EdgeConfig, Limits};
 use antcode_proto::worker::v1 as pb;
 use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
+
+mod job;
+use job::job;
 
 const PASSWORD: &str = "bench-edge-password";
 const QUEUE: &str = "default";
@@ -86,33 +89,6 @@ fn bench_limits() -> Limits {
         long_polls_per_identity: 1_000_000,
         lease_wait: Duration::from_secs(300),
         ..Limits::default()
-    }
-}
-
-fn job(run_id: String) -> Job {
-    Job {
-        run_id,
-        attempt: 1,
-        queue: QUEUE.to_string(),
-        task_id: "task-bench".into(),
-        project_id: "proj-bench".into(),
-        project_version: 1,
-        bundle: BundleRef {
-            key: format!("bundles/ab/{}", "ab".repeat(32)),
-            sha256: "ab".repeat(32),
-            format: BundleFormat::Zip,
-            size_bytes: 1234,
-            file_name: None,
-        },
-        entrypoint: "main.py".into(),
-        requirements: String::new(),
-        python_version: None,
-        args: vec![],
-        env: BTreeMap::new(),
-        timeout_s: 60,
-        secrets: vec![],
-        secret_env: Default::default(),
-        warm: false,
     }
 }
 
@@ -198,9 +174,11 @@ fn start_server(
 }
 
 /// A worker-protocol client on its own TLS connection.
-async fn connect(addr: std::net::SocketAddr, ca: &str) -> anyhow::Result<WorkerServiceClient<Channel>> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca));
+async fn connect(
+    addr: std::net::SocketAddr,
+    ca: &str,
+) -> anyhow::Result<WorkerServiceClient<Channel>> {
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
     let channel = Channel::from_shared(format!("https://127.0.0.1:{}", addr.port()))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(10))
@@ -255,7 +233,12 @@ impl Lessee {
 }
 
 /// (1) publish → lease received by a parked client, in ms.
-async fn latency(broker: &Arc<dyn Broker>, lessee: Lessee, samples: usize, tag: &str) -> anyhow::Result<Vec<f64>> {
+async fn latency(
+    broker: &Arc<dyn Broker>,
+    lessee: Lessee,
+    samples: usize,
+    tag: &str,
+) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::with_capacity(samples);
     for i in 0..samples {
         let mut l = lessee.clone();
@@ -266,7 +249,9 @@ async fn latency(broker: &Arc<dyn Broker>, lessee: Lessee, samples: usize, tag: 
         // Long enough for the call to reach the server and park there.
         tokio::time::sleep(Duration::from_millis(15)).await;
         let published = Instant::now();
-        broker.publish(&job(format!("lat-{tag}-{i}"))).await?;
+        broker
+            .publish(&job(format!("lat-{tag}-{i}"), QUEUE))
+            .await?;
         let (n, received) = call.await?;
         if n? != 1 {
             bail!("{tag}: the parked lease came back without the job");
@@ -278,8 +263,15 @@ async fn latency(broker: &Arc<dyn Broker>, lessee: Lessee, samples: usize, tag: 
 }
 
 /// (2) leases per second: `jobs` published first, then `lessees` lease them one at a time.
-async fn throughput(broker: &Arc<dyn Broker>, lessees: Vec<Lessee>, jobs: usize, tag: &str) -> anyhow::Result<f64> {
-    let batch: Vec<Job> = (0..jobs).map(|i| job(format!("tp-{tag}-{i}"))).collect();
+async fn throughput(
+    broker: &Arc<dyn Broker>,
+    lessees: Vec<Lessee>,
+    jobs: usize,
+    tag: &str,
+) -> anyhow::Result<f64> {
+    let batch: Vec<Job> = (0..jobs)
+        .map(|i| job(format!("tp-{tag}-{i}"), QUEUE))
+        .collect();
     for chunk in batch.chunks(1000) {
         broker.publish_many(chunk).await?;
     }
@@ -390,7 +382,13 @@ async fn park(
 
 /// (3) KB of server RSS per idle long-polling TLS runner: the child's growth from `base`
 /// connections to `base + idle`, divided by `idle`.
-async fn idle_rss(system: System, env: &ServerEnv, ca: &str, api_key: &str, idle: usize) -> anyhow::Result<(f64, u64, u64)> {
+async fn idle_rss(
+    system: System,
+    env: &ServerEnv,
+    ca: &str,
+    api_key: &str,
+    idle: usize,
+) -> anyhow::Result<(f64, u64, u64)> {
     let server = ServerProcess::spawn(system, env)?;
     let pid = server.child.id();
     // A few connections first so one-time costs (runtimes, caches, the first TLS session) are in
@@ -435,7 +433,11 @@ async fn serve_child(system: &str) -> anyhow::Result<()> {
     // Ends when the parent closes stdin or kills us.
     tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
     })
     .await?;
     shutdown.cancel();
@@ -443,7 +445,12 @@ async fn serve_child(system: &str) -> anyhow::Result<()> {
 }
 
 /// Control on SQLite with the cluster CA in `dir/tls`; returns its URL and the edge token.
-async fn start_control(dir: &Path, broker: Arc<dyn Broker>, blobs: Arc<dyn BlobStore>, shutdown: &Shutdown) -> anyhow::Result<(String, String)> {
+async fn start_control(
+    dir: &Path,
+    broker: Arc<dyn Broker>,
+    blobs: Arc<dyn BlobStore>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<(String, String)> {
     let certs = antcode_edge::pki::load_or_create(&dir.join("tls"), &[])?;
     let edge_token = antcode_core::ids::new_token("et");
     let store =
@@ -532,7 +539,10 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let nofile = raise_nofile()?;
     if (nofile as usize) < args.idle + 256 {
-        bail!("--idle {} needs more open files than the hard limit {nofile}", args.idle);
+        bail!(
+            "--idle {} needs more open files than the hard limit {nofile}",
+            args.idle
+        );
     }
     let dir = tempfile::tempdir()?;
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
@@ -548,7 +558,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let ca = env.read("ca.pem")?;
     let edge = start_server(System::Edge, &env, broker.clone(), blobs.clone(), &shutdown)?;
-    let tonic = start_server(System::Tonic, &env, broker.clone(), blobs.clone(), &shutdown)?;
+    let tonic = start_server(
+        System::Tonic,
+        &env,
+        broker.clone(),
+        blobs.clone(),
+        &shutdown,
+    )?;
     let api_key = enroll(&env.control_url, edge, &ca).await?;
 
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
@@ -605,7 +621,10 @@ async fn main() -> anyhow::Result<()> {
         args.jobs,
         args.clients,
         args.idle,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!("| system | p50 ms | p99 ms | p99 − tonic ms | leases/s | % of tonic | KB RSS per idle runner | × tonic |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -613,7 +632,9 @@ async fn main() -> anyhow::Result<()> {
     for name in ["direct", "tonic", "edge"] {
         let r = &rows[name];
         let (rss, rss_ratio) = match (r.rss, t.rss) {
-            (Some((kb, _, _)), Some((tkb, _, _))) => (format!("{kb:.1}"), format!("{:.2}", kb / tkb)),
+            (Some((kb, _, _)), Some((tkb, _, _))) => {
+                (format!("{kb:.1}"), format!("{:.2}", kb / tkb))
+            }
             _ => ("n/a".into(), "n/a".into()),
         };
         println!(
@@ -660,7 +681,10 @@ async fn main() -> anyhow::Result<()> {
         "targets": targets,
     });
     std::fs::create_dir_all("target/bench")?;
-    std::fs::write("target/bench/edge.json", serde_json::to_string_pretty(&doc)?)?;
+    std::fs::write(
+        "target/bench/edge.json",
+        serde_json::to_string_pretty(&doc)?,
+    )?;
     println!("JSON: target/bench/edge.json");
     Ok(())
 }
