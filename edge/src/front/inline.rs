@@ -120,7 +120,6 @@ mod tests {
             queues: vec!["default".into()],
             max_jobs: 3,
             wait_ms: 100,
-            ..Default::default()
         };
         let framed = encode(&req);
         let back: pb::LeaseRequest = decode(&framed).map_err(|r| r.message).unwrap();
