@@ -196,11 +196,84 @@ impl Edge {
             .map_err(|_| exhausted("long_polls", "concurrent long-polls of this identity"))
     }
 
+    /// `Lease` for the worker `id`: a long-poll on the broker over the queues it is allowed. The
+    /// one implementation behind both the tonic method (proxied calls) and the front's inline
+    /// answer ([`crate::front`]), so the two cannot drift apart.
+    pub async fn lease_for(
+        &self,
+        id: &Identity,
+        r: pb::LeaseRequest,
+    ) -> Result<pb::LeaseResponse, Status> {
+        let _slot = self.long_poll_slot(&id.worker_id)?;
+        let queues: Vec<String> = if r.queues.is_empty() {
+            id.queues.clone()
+        } else {
+            r.queues
+                .into_iter()
+                .filter(|q| id.queues.contains(q))
+                .collect()
+        };
+        if queues.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "none of the requested queues is allowed; this worker may lease from {:?}",
+                id.queues
+            )));
+        }
+        // Jitter spreads the re-polls of many runners that connected together.
+        let max_wait = self.limits.lease_wait.as_millis() as u64;
+        let jittered = rand::thread_rng().gen_range(max_wait * 4 / 5..=max_wait.max(1));
+        let wait = if r.wait_ms == 0 {
+            jittered
+        } else {
+            (r.wait_ms as u64).min(jittered)
+        };
+        let ask = BrokerLease {
+            worker_id: id.worker_id.clone(),
+            queues,
+            max: (r.max_jobs.clamp(1, 16)) as usize,
+            ttl: self.limits.lease_ttl,
+        };
+        let parked = Parked::new();
+        let started = std::time::Instant::now();
+        let leased = tokio::select! {
+            got = self.broker.lease(&ask, Duration::from_millis(wait)) => got,
+            // On shutdown the parked call is answered (empty) rather than cut.
+            _ = self.shutdown.cancelled() => Ok(Vec::new()),
+        };
+        drop(parked);
+        let leases = leased.map_err(broker_status)?;
+        if !leases.is_empty() {
+            metrics::counter!("antcode_edge_leases_total").increment(leases.len() as u64);
+            metrics::histogram!("antcode_edge_lease_wait_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        Ok(pb::LeaseResponse {
+            jobs: leases.iter().map(|l| self.to_job(id, l)).collect(),
+        })
+    }
+
     async fn publish(&self, event: RunEvent) -> Result<(), Status> {
         self.broker
             .publish_event(&event)
             .await
             .map_err(broker_status)
+    }
+}
+
+/// Counts a parked long-poll in `antcode_edge_long_polls_parked` for as long as it lives, also when
+/// the call is dropped mid-wait (the client went away).
+struct Parked;
+
+impl Parked {
+    fn new() -> Parked {
+        metrics::gauge!("antcode_edge_long_polls_parked").increment(1.0);
+        Parked
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        metrics::gauge!("antcode_edge_long_polls_parked").decrement(1.0);
     }
 }
 
@@ -251,53 +324,9 @@ impl WorkerService for Edge {
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let id = self.who(&req)?;
-        let _slot = self.long_poll_slot(&id.worker_id)?;
-        let r = req.into_inner();
-        let queues: Vec<String> = if r.queues.is_empty() {
-            id.queues.clone()
-        } else {
-            r.queues
-                .into_iter()
-                .filter(|q| id.queues.contains(q))
-                .collect()
-        };
-        if queues.is_empty() {
-            return Err(Status::permission_denied(format!(
-                "none of the requested queues is allowed; this worker may lease from {:?}",
-                id.queues
-            )));
-        }
-        // Jitter spreads the re-polls of many runners that connected together.
-        let max_wait = self.limits.lease_wait.as_millis() as u64;
-        let jittered = rand::thread_rng().gen_range(max_wait * 4 / 5..=max_wait.max(1));
-        let wait = if r.wait_ms == 0 {
-            jittered
-        } else {
-            (r.wait_ms as u64).min(jittered)
-        };
-        let ask = BrokerLease {
-            worker_id: id.worker_id.clone(),
-            queues,
-            max: (r.max_jobs.clamp(1, 16)) as usize,
-            ttl: self.limits.lease_ttl,
-        };
-        metrics::gauge!("antcode_edge_long_polls_parked").increment(1.0);
-        let started = std::time::Instant::now();
-        let leased = tokio::select! {
-            got = self.broker.lease(&ask, Duration::from_millis(wait)) => got,
-            // On shutdown the parked call is answered (empty) rather than cut.
-            _ = self.shutdown.cancelled() => Ok(Vec::new()),
-        };
-        metrics::gauge!("antcode_edge_long_polls_parked").decrement(1.0);
-        let leases = leased.map_err(broker_status)?;
-        if !leases.is_empty() {
-            metrics::counter!("antcode_edge_leases_total").increment(leases.len() as u64);
-            metrics::histogram!("antcode_edge_lease_wait_seconds")
-                .record(started.elapsed().as_secs_f64());
-        }
-        Ok(Response::new(pb::LeaseResponse {
-            jobs: leases.iter().map(|l| self.to_job(&id, l)).collect(),
-        }))
+        self.lease_for(&id, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn heartbeat(

@@ -1,6 +1,6 @@
 //! The Pingora front: terminates TLS on the edge's port, identifies callers, applies the rate
-//! limits and request-size bound, and proxies worker calls to the internal worker service (h2c on
-//! loopback) and `/api/*` to control.
+//! limits and request-size bound, answers `Lease` itself ([`inline`]), and proxies the other worker
+//! calls to the internal worker service (h2c on loopback) and `/api/*` to control.
 //!
 //! It runs on a thread of its own with its own tokio runtime, and Pingora's listening service is
 //! driven directly (not through `pingora::server::Server`): that lets it take the listener the
@@ -9,6 +9,7 @@
 //! process. The thread stops when [`Front::stop`] is awaited or when the [`Front`] is dropped
 //! (say, by a test that panicked), so it never outlives its owner by more than the grace period.
 
+mod inline;
 mod proxy;
 mod reply;
 mod tls;
@@ -18,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Fds;
 use pingora::services::listening::Service as Listening;
@@ -30,6 +32,11 @@ pub use tls::TlsError;
 
 /// Worker threads of the front's runtime.
 const THREADS: usize = 2;
+/// Bytes of Pingora's read buffer under TLS on each connection. Its default, 64 KiB, is held for
+/// the connection's life, and most connections are idle long-polls; rustls buffers what it reads
+/// anyway (as under tonic). bench-edge: 77 → 68 KB per idle runner at 16 KiB, 60 KB at none,
+/// leases/s unchanged within noise.
+const L4_READ_BUFFER: usize = 0;
 /// How long the runtime may take to drop what is left after the grace period.
 const HARD_STOP: Duration = Duration::from_millis(250);
 
@@ -57,7 +64,11 @@ impl Front {
         });
         let proxy = pingora::proxy::http_proxy(&conf, app);
         let mut service = Listening::new("antcode-edge".to_string(), proxy);
-        service.add_tls_with_settings(&addr, None, tls);
+        service.add_listener(
+            ListenerConfig::tcp(addr.clone())
+                .tls(tls)
+                .l4_buffer(L4BufferSettings::default().read(L4_READ_BUFFER)),
+        );
         // Pingora looks listening sockets up by address in this table before binding itself.
         let mut fds = Fds::new();
         fds.add(addr, listener.into_raw_fd());

@@ -1,6 +1,7 @@
 //! The front's request handling (a Pingora [`ProxyHttp`]): every request is counted against the
 //! per-address limit, worker calls are identified and counted against the per-identity limit, and
-//! then proxied — worker calls over h2c to the internal worker service, `/api/*` to control.
+//! then `Lease` is answered inline ([`super::inline`]) and the rest proxied — worker calls over h2c
+//! to the internal worker service, `/api/*` to control.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,9 +16,11 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use pingora_limits::rate::Rate;
 
+use super::inline;
 use super::reply::{self, Refusal};
 use super::tls::Peer;
-use crate::identity::{self, Authenticator, Credentials, IDENTITY_HEADER};
+use crate::identity::{self, Authenticator, Credentials, Identity, IDENTITY_HEADER};
+use crate::service::Edge;
 use crate::Limits;
 
 /// The gRPC path prefix of the worker protocol.
@@ -55,7 +58,7 @@ pub struct Ctx {
     route: Option<Route>,
     grpc: bool,
     peer_ip: String,
-    identity: Option<String>,
+    identity: Option<Arc<Identity>>,
     body_bytes: usize,
     _in_flight: InFlight,
 }
@@ -65,7 +68,9 @@ pub struct FrontApp {
     pub limits: Limits,
     per_identity: Rate,
     per_address: Rate,
-    /// The internal worker service (h2c on loopback) and the secret it expects.
+    /// The worker service: called directly for `Lease` ([`inline`]), else proxied to over h2c
+    /// on loopback with the secret it expects.
+    edge: Arc<Edge>,
     internal: SocketAddr,
     secret: String,
     /// Control for `/api/*`: `host:port`, TLS, SNI.
@@ -77,6 +82,7 @@ impl FrontApp {
     pub fn new(
         auth: Authenticator,
         limits: Limits,
+        edge: Arc<Edge>,
         internal: SocketAddr,
         secret: String,
         control: (String, bool, String),
@@ -86,6 +92,7 @@ impl FrontApp {
             limits,
             per_identity: Rate::new(Duration::from_secs(1)),
             per_address: Rate::new(Duration::from_secs(1)),
+            edge,
             internal,
             secret,
             control,
@@ -173,7 +180,7 @@ impl FrontApp {
                 ) {
                     return Some(Refusal::rate_limited("identity"));
                 }
-                ctx.identity = Some(id.to_header());
+                ctx.identity = Some(id);
                 None
             }
         }
@@ -222,7 +229,14 @@ impl ProxyHttp for FrontApp {
             .unwrap_or_default();
         strip_internal_headers(session.req_header_mut());
         match self.check(session, ctx).await {
-            None => Ok(false),
+            None => match &ctx.identity {
+                Some(id) if ctx.grpc && session.req_header().uri.path() == inline::LEASE_PATH => {
+                    let id = id.clone();
+                    inline::answer_lease(session, &self.edge, &id).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
             Some(refusal) => {
                 reply::send(session, ctx.grpc, &refusal).await?;
                 Ok(true)
@@ -278,7 +292,7 @@ impl ProxyHttp for FrontApp {
             upstream.insert_header(FRONT_HEADER, &self.secret)?;
             upstream.insert_header(PEER_HEADER, &ctx.peer_ip)?;
             if let Some(id) = &ctx.identity {
-                upstream.insert_header(IDENTITY_HEADER, id)?;
+                upstream.insert_header(IDENTITY_HEADER, id.to_header())?;
             }
         } else {
             upstream.insert_header("x-forwarded-for", &ctx.peer_ip)?;

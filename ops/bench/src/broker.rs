@@ -11,13 +11,15 @@
 
 use anyhow::{bail, Context};
 use futures::future::try_join_all;
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use antcode_core::broker::{redis::RedisBroker, Broker, LeaseRequest};
-use antcode_core::model::{BundleFormat, BundleRef, Job};
+use antcode_core::model::Job;
+
+mod job;
+use job::job;
 
 struct Args {
     redis_url: String,
@@ -62,34 +64,6 @@ fn parse_args() -> anyhow::Result<Args> {
         a.redis_url = format!("redis://{}:{}/15?prefix=bench-broker", a.host, a.port);
     }
     Ok(a)
-}
-
-/// A job of about the size the scheduler publishes for a small task.
-fn job(run_id: String, queue: &str) -> Job {
-    Job {
-        run_id,
-        attempt: 1,
-        queue: queue.to_string(),
-        task_id: "task-bench".into(),
-        project_id: "proj-bench".into(),
-        project_version: 1,
-        bundle: BundleRef {
-            key: format!("bundles/ab/{}", "ab".repeat(32)),
-            sha256: "ab".repeat(32),
-            format: BundleFormat::Zip,
-            size_bytes: 1234,
-            file_name: None,
-        },
-        entrypoint: "main.py".into(),
-        requirements: String::new(),
-        python_version: None,
-        args: vec![],
-        env: BTreeMap::new(),
-        timeout_s: 60,
-        secrets: vec![],
-        secret_env: Default::default(),
-        warm: false,
-    }
 }
 
 /// `redis-benchmark ... -q XADD bench '*' f <150 bytes>`: requests per second.

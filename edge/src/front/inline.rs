@@ -1,0 +1,142 @@
+//! `Lease` answered by the front itself, in `request_filter`, instead of being proxied to the
+//! worker service: a parked long-poll then costs one downstream h2 stream and one future, not an
+//! upstream stream, a tonic call and their buffers too, and handing out work skips a hop.
+//!
+//! The caller was identified, authorized and counted by the same [`FrontApp::check`] as every
+//! proxied call, and the answer comes from the same [`Edge::lease_for`] the tonic method uses:
+//! only the framing is done here (one gRPC message each way: a 5-byte prefix and the protobuf).
+//!
+//! [`FrontApp::check`]: super::proxy::FrontApp
+//! [`Edge::lease_for`]: crate::service::Edge::lease_for
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use prost::Message;
+use tonic::Code;
+
+use super::reply::{self, Refusal};
+use crate::identity::Identity;
+use crate::service::Edge;
+use antcode_proto::worker::v1 as pb;
+
+/// The path answered inline.
+pub const LEASE_PATH: &str = "/antcode.worker.v1.WorkerService/Lease";
+/// A `LeaseRequest` is a few queue names; anything bigger is not one.
+const MAX_LEASE_REQUEST: usize = 64 * 1024;
+
+/// One gRPC message from a whole request body (uncompressed; tonic clients do not compress
+/// unless asked to).
+fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Refusal> {
+    let bad = |why: &str| Refusal::new(Code::InvalidArgument, 400, why.to_string());
+    let [flag, a, b, c, d, rest @ ..] = body else {
+        return Err(bad("the request is not one gRPC message"));
+    };
+    if *flag != 0 {
+        return Err(Refusal::new(
+            Code::Unimplemented,
+            400,
+            "compressed requests are not accepted",
+        ));
+    }
+    let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+    if len != rest.len() {
+        return Err(bad("the request is not exactly one gRPC message"));
+    }
+    M::decode(rest).map_err(|e| bad(&format!("cannot decode the request: {e}")))
+}
+
+/// `message` as one gRPC frame.
+fn encode<M: Message>(message: &M) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    // Cannot fail: the buffer has the capacity.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
+}
+
+/// Maps a status of the service to the front's refusal (the same trailers-only form).
+fn refusal(status: &tonic::Status) -> Refusal {
+    let http = match status.code() {
+        Code::ResourceExhausted => 429,
+        Code::PermissionDenied => 403,
+        Code::Unauthenticated => 401,
+        Code::InvalidArgument => 400,
+        _ => 503,
+    };
+    let mut r = Refusal::new(status.code(), http, status.message().to_string());
+    r.retry_after = status.metadata().contains_key("retry-after");
+    r
+}
+
+/// Reads the request, leases for `id` and writes the whole response. If the client goes away
+/// while the call is parked, the lease is abandoned (nothing was handed out).
+pub async fn answer_lease(session: &mut Session, edge: &Edge, id: &Identity) -> Result<()> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_LEASE_REQUEST {
+            return reply::send(session, true, &Refusal::too_large(MAX_LEASE_REQUEST)).await;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let req = match decode::<pb::LeaseRequest>(&body) {
+        Ok(r) => r,
+        Err(refusal) => return reply::send(session, true, &refusal).await,
+    };
+    metrics::counter!("antcode_edge_inline_leases_total").increment(1);
+    let answer = tokio::select! {
+        answer = edge.lease_for(id, req) => answer,
+        // Pending until the client resets the stream or closes the connection.
+        gone = session.read_body_or_idle(true) => {
+            return gone.map(|_| ());
+        }
+    };
+    match answer {
+        Ok(resp) => {
+            let mut head = ResponseHeader::build(200, Some(2))?;
+            head.insert_header("content-type", "application/grpc")?;
+            session.write_response_header(Box::new(head), false).await?;
+            session
+                .write_response_body(Some(encode(&resp)), false)
+                .await?;
+            let mut trailers = pingora::http::HMap::new();
+            trailers.insert("grpc-status", "0".parse().expect("ascii"));
+            session.write_response_trailers(trailers).await
+        }
+        Err(status) => reply::send(session, true, &refusal(&status)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_and_malformed_bodies_are_refused() {
+        let req = pb::LeaseRequest {
+            queues: vec!["default".into()],
+            max_jobs: 3,
+            wait_ms: 100,
+        };
+        let framed = encode(&req);
+        let back: pb::LeaseRequest = decode(&framed).map_err(|r| r.message).unwrap();
+        assert_eq!(back, req);
+        let short = decode::<pb::LeaseRequest>(&framed[..framed.len() - 1]);
+        assert_eq!(short.err().map(|r| r.code), Some(Code::InvalidArgument));
+        assert_eq!(
+            decode::<pb::LeaseRequest>(&[0, 0]).err().map(|r| r.code),
+            Some(Code::InvalidArgument)
+        );
+        let mut compressed = framed.to_vec();
+        compressed[0] = 1;
+        assert_eq!(
+            decode::<pb::LeaseRequest>(&compressed)
+                .err()
+                .map(|r| r.code),
+            Some(Code::Unimplemented)
+        );
+    }
+}
