@@ -361,12 +361,13 @@ impl RedisBroker {
         parse_leases(inv.invoke_async(&mut self.con()).await?)
     }
 
-    /// Reads and claims in one script call, without blocking; `None` when a consumer group is
-    /// missing (FLUSHALL).
+    /// Releases `done`, then reads and claims, in one script call, without blocking; `None`
+    /// when a consumer group is missing (FLUSHALL; the releases ran before the read failed).
     async fn lease_now(
         &self,
         streams: &[String],
         req: &LeaseRequest,
+        done: &[HeldLease],
     ) -> BrokerResult<Option<Vec<Lease>>> {
         let mut inv = self.claim_invocation(
             &self.scripts.lease,
@@ -376,6 +377,9 @@ impl RedisBroker {
             req.ttl,
         );
         inv.arg(LESSEE);
+        for h in done {
+            inv.arg(&h.run_id).arg(&h.lease_token);
+        }
         match inv.invoke_async(&mut self.con()).await {
             Ok(raw) => parse_leases(raw).map(Some),
             Err(e) if e.code() == Some("NOGROUP") => {
@@ -624,6 +628,15 @@ impl Broker for RedisBroker {
     }
 
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
+        self.release_and_lease(&[], req, wait).await
+    }
+
+    async fn release_and_lease(
+        &self,
+        done: &[HeldLease],
+        req: &LeaseRequest,
+        wait: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
         let mut streams: Vec<String> = Vec::new();
         for q in &req.queues {
             let k = self.queue_key(q);
@@ -632,16 +645,26 @@ impl Broker for RedisBroker {
             }
         }
         if req.max == 0 || streams.is_empty() {
+            for h in done {
+                self.release(&h.run_id, &h.lease_token).await?;
+            }
             return Ok(vec![]);
         }
+        if !done.is_empty() {
+            metrics::counter!("antcode_broker_releases_in_lease_total")
+                .increment(done.len() as u64);
+        }
+        let mut done = done;
         let until = tokio::time::Instant::now() + wait;
         let mut regrouped = false;
         loop {
             for s in &streams {
                 self.ensure_group(s, GROUP).await?;
             }
-            // Work waiting: one call reads and claims it. Otherwise block, then claim.
-            let mut leases = self.lease_now(&streams, req).await?;
+            // Work waiting: one call releases, reads and claims it. Otherwise block, then claim.
+            let mut leases = self.lease_now(&streams, req, done).await?;
+            // The script released `done` before it read, whatever the read found.
+            done = &[];
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
             if leases.as_ref().is_some_and(|l| l.is_empty()) && !remaining.is_zero() {
                 leases = match self
