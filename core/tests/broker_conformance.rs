@@ -500,6 +500,7 @@ async fn expired_leases_are_reaped_exactly_once(s: &Subject) {
             .unwrap();
         assert_eq!(l.lease_token, original.lease_token);
         assert_eq!(l.job, original.job);
+        assert_eq!(l.worker_id, "w1");
         assert!(l.deadline_ms < now);
     }
     assert!(
