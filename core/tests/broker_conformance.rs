@@ -500,6 +500,7 @@ async fn expired_leases_are_reaped_exactly_once(s: &Subject) {
             .unwrap();
         assert_eq!(l.lease_token, original.lease_token);
         assert_eq!(l.job, original.job);
+        assert_eq!(l.worker_id, "w1");
         assert!(l.deadline_ms < now);
     }
     assert!(
@@ -764,6 +765,88 @@ async fn hand_back_makes_the_job_leasable_again(s: &Subject) {
     );
     let hb = b.heartbeat("w1", &[held(&l)], TTL).await.unwrap();
     assert_eq!(hb.lost, vec![j.run_id.clone()], "the old token is dead");
+}
+
+async fn release_and_lease_releases_then_leases(s: &Subject) {
+    let b = &*s.broker;
+    let first = job(&run_id(), "next");
+    let second = job(&run_id(), "next");
+    b.publish(&first).await.unwrap();
+    let l1 = b
+        .lease(&req("w1", &["next"], 1, TTL), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    b.publish(&second).await.unwrap();
+
+    let got = b
+        .release_and_lease(
+            &[held(&l1)],
+            &req("w1", &["next"], 1, TTL),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job, second, "the next job is leased");
+    let l2 = &got[0];
+    assert!(!b.lease_alive(&first.run_id, &l1.lease_token).await.unwrap());
+    assert!(
+        b.publish(&first).await.unwrap(),
+        "a released (run, attempt) is no longer held, as after release"
+    );
+
+    // A stale token releases nothing, and the lease still comes.
+    let got = b
+        .release_and_lease(
+            &[HeldLease {
+                run_id: second.run_id.clone(),
+                lease_token: "lt_wrong".into(),
+            }],
+            &req("w2", &["next"], 1, TTL),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job, first);
+    assert!(
+        b.lease_alive(&second.run_id, &l2.lease_token)
+            .await
+            .unwrap(),
+        "a wrong token changes nothing"
+    );
+
+    // Nothing to lease: the release still happens, whether the call waits or asks for none.
+    let none = b
+        .release_and_lease(
+            &[held(l2)],
+            &req("w1", &["next"], 1, TTL),
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(!b
+        .lease_alive(&second.run_id, &l2.lease_token)
+        .await
+        .unwrap());
+    let none = s
+        .twin
+        .release_and_lease(
+            &[held(&got[0])],
+            &req("w2", &["next"], 0, TTL),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(!b
+        .lease_alive(&first.run_id, &got[0].lease_token)
+        .await
+        .unwrap());
+    let hb = b.heartbeat("w2", &[held(&got[0])], TTL).await.unwrap();
+    assert_eq!(hb.lost, vec![first.run_id.clone()]);
 }
 
 async fn events_are_delivered_at_least_once(s: &Subject) {
@@ -1072,6 +1155,7 @@ conformance!(
     cancel_drops_queued_and_flags_leased,
     attempts_of_one_run_are_tracked_apart,
     hand_back_makes_the_job_leasable_again,
+    release_and_lease_releases_then_leases,
     events_are_delivered_at_least_once,
     live_logs_are_idempotent_and_tail,
     workers_expire_and_drain,

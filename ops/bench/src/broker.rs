@@ -7,7 +7,9 @@
 //! always finds the job that client just published; with `--batch B` > 1 a client publishes B jobs
 //! and leases them with one `LeaseRequest { max: B }`. Every round trip is several Redis commands
 //! (idempotency check and `XADD`, `XREADGROUP` + lease bookkeeping, release), so the ratio to one
-//! bare `XADD` is the cost of the broker's guarantees.
+//! bare `XADD` is the cost of the broker's guarantees. Each batch size runs twice: releasing on
+//! the next `release_and_lease` (2 calls a job) and with a `release` per lease (3 calls a job);
+//! each row prints the CPU it cost per job in Redis and in this process.
 
 use anyhow::{bail, Context};
 use futures::future::try_join_all;
@@ -15,7 +17,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use antcode_core::broker::{redis::RedisBroker, Broker, LeaseRequest};
+use antcode_core::broker::{redis::RedisBroker, Broker, HeldLease, LeaseRequest};
 use antcode_core::model::Job;
 
 mod job;
@@ -66,6 +68,66 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
+/// CPU time spent so far, to split a row's cost between Redis and its client: Redis's own
+/// `used_cpu_*` and the time inside `EVALSHA` from `INFO` (server-wide, so other traffic on a
+/// shared server counts too), and this process's and its children's from `/proc/self/stat`.
+#[derive(Clone, Copy)]
+struct Cpu {
+    redis_s: f64,
+    evalsha_s: f64,
+    own_s: f64,
+    children_s: f64,
+}
+
+impl Cpu {
+    fn now(a: &Args) -> anyhow::Result<Cpu> {
+        let out = Command::new("redis-cli")
+            .args(["-h", &a.host, "-p", &a.port.to_string(), "INFO", "all"])
+            .output()
+            .context("redis-cli")?;
+        let info = String::from_utf8_lossy(&out.stdout);
+        let num = |key: &str| -> f64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let evalsha_us = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+            .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        // Fields 14-17 of /proc/self/stat: utime, stime, cutime, cstime in clock ticks (100/s).
+        let stat = std::fs::read_to_string("/proc/self/stat").context("/proc/self/stat")?;
+        let after_name = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let ticks: Vec<f64> = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|t| t.parse().unwrap_or(0.0))
+            .collect();
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0.0) / 100.0;
+        Ok(Cpu {
+            redis_s: num("used_cpu_sys:") + num("used_cpu_user:"),
+            evalsha_s: evalsha_us / 1e6,
+            own_s: tick(0) + tick(1),
+            children_s: tick(2) + tick(3),
+        })
+    }
+
+    /// Microseconds per operation of each part between `self` and `later`.
+    fn per_op(&self, later: &Cpu, ops: f64) -> [f64; 4] {
+        let us = |a: f64, b: f64| (b - a) * 1e6 / ops;
+        [
+            us(self.redis_s, later.redis_s),
+            us(self.evalsha_s, later.evalsha_s),
+            us(self.own_s, later.own_s),
+            us(self.children_s, later.children_s),
+        ]
+    }
+}
+
 /// `redis-benchmark ... -q XADD bench '*' f <150 bytes>`: requests per second.
 fn raw_xadd(a: &Args) -> anyhow::Result<f64> {
     let payload = "x".repeat(150);
@@ -102,8 +164,24 @@ fn raw_xadd(a: &Args) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-/// Round trips per second with `clients` concurrent clients each leasing `batch` jobs at a time.
-async fn round_trips(a: &Args, broker: Arc<RedisBroker>, batch: usize) -> anyhow::Result<f64> {
+/// How a client ends its leases.
+#[derive(Clone, Copy)]
+enum Release {
+    /// `release` per lease after the lease call: publish, lease, release — three calls a job.
+    Apart,
+    /// Handed to the next `release_and_lease`, as a runner asking for its next job does:
+    /// publish, release-and-lease — two calls a job.
+    WithNextLease,
+}
+
+/// Jobs done and round trips per second with `clients` concurrent clients each leasing `batch`
+/// jobs at a time.
+async fn round_trips(
+    a: &Args,
+    broker: Arc<RedisBroker>,
+    batch: usize,
+    release: Release,
+) -> anyhow::Result<(usize, f64)> {
     let per_client = (a.n / a.clients / batch).max(1);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -118,6 +196,8 @@ async fn round_trips(a: &Args, broker: Arc<RedisBroker>, batch: usize) -> anyhow
                 ttl: Duration::from_secs(60),
             };
             let mut done = 0usize;
+            // Leases finished but not yet released (`Release::WithNextLease`).
+            let mut finished: Vec<HeldLease> = Vec::new();
             for i in 0..per_client {
                 // A batch's publishes (and later its releases) go out together: the multiplexed
                 // connection pipelines them, one write and one read for the lot.
@@ -129,16 +209,36 @@ async fn round_trips(a: &Args, broker: Arc<RedisBroker>, batch: usize) -> anyhow
                 while got < batch {
                     // The job is already there (a busy queue), so the lease's one-call
                     // read-and-claim finds it; it would block only on an empty queue.
-                    let leases = broker.lease(&req, Duration::from_millis(100)).await?;
-                    try_join_all(
-                        leases
-                            .iter()
-                            .map(|l| broker.release(&l.job.run_id, &l.lease_token)),
-                    )
-                    .await?;
+                    let wait = Duration::from_millis(100);
+                    let leases = match release {
+                        Release::Apart => {
+                            let leases = broker.lease(&req, wait).await?;
+                            try_join_all(
+                                leases
+                                    .iter()
+                                    .map(|l| broker.release(&l.job.run_id, &l.lease_token)),
+                            )
+                            .await?;
+                            leases
+                        }
+                        Release::WithNextLease => {
+                            let leases = broker
+                                .release_and_lease(&std::mem::take(&mut finished), &req, wait)
+                                .await?;
+                            finished.extend(leases.iter().map(|l| HeldLease {
+                                run_id: l.job.run_id.clone(),
+                                lease_token: l.lease_token.clone(),
+                            }));
+                            leases
+                        }
+                    };
                     got += leases.len();
                 }
                 done += got;
+            }
+            // The last ones have no next lease to ride on.
+            for h in finished {
+                broker.release(&h.run_id, &h.lease_token).await?;
             }
             anyhow::Ok(done)
         }));
@@ -147,7 +247,7 @@ async fn round_trips(a: &Args, broker: Arc<RedisBroker>, batch: usize) -> anyhow
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok((total, total as f64 / started.elapsed().as_secs_f64()))
 }
 
 #[tokio::main]
@@ -158,21 +258,38 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening {}", a.redis_url))?,
     );
+    let before = Cpu::now(&a)?;
     let xadd = raw_xadd(&a)?;
+    let [redis, _, _, client] = before.per_op(&Cpu::now(&a)?, a.n as f64);
     println!(
-        "redis-benchmark XADD (150-byte field, -n {} -c {}): {xadd:.0} req/s",
+        "redis-benchmark XADD (150-byte field, -n {} -c {}): {xadd:.0} req/s; CPU per request: \
+         Redis {redis:.1} µs, redis-benchmark {client:.1} µs",
         a.n, a.clients
     );
     println!();
-    println!("| broker round trip (publish → lease → release) | jobs/s | % of raw XADD |");
-    println!("|---|---:|---:|");
+    println!(
+        "| broker round trip (publish → lease → release) | jobs/s | % of raw XADD \
+         | Redis CPU µs/job | of it in EVALSHA | bench client CPU µs/job |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for &batch in &a.batches {
-        let rate = round_trips(&a, broker.clone(), batch.max(1)).await?;
-        println!(
-            "| lease max = {batch}, {} clients | {rate:.0} | {:.1}% |",
-            a.clients,
-            100.0 * rate / xadd
-        );
+        for (release, how) in [
+            (
+                Release::WithNextLease,
+                "release with the next lease (2 calls/job)",
+            ),
+            (Release::Apart, "release apart (3 calls/job)"),
+        ] {
+            let before = Cpu::now(&a)?;
+            let (jobs, rate) = round_trips(&a, broker.clone(), batch.max(1), release).await?;
+            let [redis, evalsha, client, _] = before.per_op(&Cpu::now(&a)?, jobs as f64);
+            println!(
+                "| lease max = {batch}, {} clients, {how} | {rate:.0} | {:.1}% \
+                 | {redis:.1} | {evalsha:.1} | {client:.1} |",
+                a.clients,
+                100.0 * rate / xadd
+            );
+        }
     }
     Ok(())
 }

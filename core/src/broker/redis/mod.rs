@@ -8,7 +8,8 @@
 //! | `P:q:QUEUE` | stream + group `runners` | jobs waiting on `QUEUE` (entries are deleted once leased, so `XLEN` is the depth) |
 //! | `P:queues` | set | names of every queue ever published to |
 //! | `P:queued` | hash run → lines `ATTEMPT ENTRY-ID STREAM` | queued attempts; with `P:leased`, makes publish idempotent |
-//! | `P:leased` | hash run → `TOKEN ATTEMPT LEASE-JSON` | the live lease, token first for cheap checks |
+//! | `P:leased` | hash run → `TOKEN ATTEMPT WORKER-JSON` | the live lease, token first for cheap checks |
+//! | `P:ljobs` | hash run → job JSON | the leased job, stored as published (never rebuilt in Lua) |
 //! | `P:leases` | zset run → deadline ms | live leases; the reaper takes scores below now |
 //! | `P:cancels` | zset run → expiry ms | pending cancel signals (24 h) |
 //! | `P:events` | stream, one group per recorder | runner events, redelivered by `XAUTOCLAIM` when unacknowledged |
@@ -313,6 +314,7 @@ impl RedisBroker {
 
     /// Starts an invocation of a script built on `LUA_CLAIM_ENTRY` with its shared keys and
     /// arguments: up to `max` leases for `worker_id` lasting `ttl`, one fresh token for each.
+    /// Also returns the leases' deadline, which [`parse_leases`] puts into them.
     fn claim_invocation<'a>(
         &self,
         script: &'a Script,
@@ -320,28 +322,30 @@ impl RedisBroker {
         worker_id: &str,
         max: usize,
         ttl: Duration,
-    ) -> ScriptInvocation<'a> {
+    ) -> (ScriptInvocation<'a>, i64) {
         let now = now_ms();
+        let deadline = now + ttl.as_millis() as i64;
         let mut inv = script.prepare_invoke();
         inv.key(self.key("queued"))
             .key(self.key("leased"))
             .key(self.key("leases"))
-            .key(self.key("cancels"));
+            .key(self.key("cancels"))
+            .key(self.key("ljobs"));
         for s in streams {
             inv.key(s);
         }
-        // The worker id goes into the lease JSON as it is: encode it here, not in Lua.
+        // Stored in the `leased` value as JSON, so `reap_expired` reads it back exactly.
         let worker_json = serde_json::Value::from(worker_id).to_string();
         inv.arg(GROUP)
             .arg(now)
-            .arg(now + ttl.as_millis() as i64)
+            .arg(deadline)
             .arg(worker_json)
             .arg(max)
             .arg(max);
         for _ in 0..max {
             inv.arg(new_token("lt"));
         }
-        inv
+        (inv, deadline)
     }
 
     /// Runs the claim script over `(stream index, entry id)` pairs already read.
@@ -353,22 +357,28 @@ impl RedisBroker {
         max: usize,
         ttl: Duration,
     ) -> BrokerResult<Vec<Lease>> {
-        let mut inv = self.claim_invocation(&self.scripts.claim, streams, worker_id, max, ttl);
+        let (mut inv, deadline) =
+            self.claim_invocation(&self.scripts.claim, streams, worker_id, max, ttl);
         for (idx, id) in entries {
-            // Lua indexes KEYS from 1 and the streams follow the four fixed keys.
-            inv.arg(idx + 5).arg(id);
+            // Lua indexes KEYS from 1 and the streams follow the five fixed keys.
+            inv.arg(idx + 6).arg(id);
         }
-        parse_leases(inv.invoke_async(&mut self.con()).await?)
+        parse_leases(
+            inv.invoke_async(&mut self.con()).await?,
+            worker_id,
+            deadline,
+        )
     }
 
-    /// Reads and claims in one script call, without blocking; `None` when a consumer group is
-    /// missing (FLUSHALL).
+    /// Releases `done`, then reads and claims, in one script call, without blocking; `None`
+    /// when a consumer group is missing (FLUSHALL; the releases ran before the read failed).
     async fn lease_now(
         &self,
         streams: &[String],
         req: &LeaseRequest,
+        done: &[HeldLease],
     ) -> BrokerResult<Option<Vec<Lease>>> {
-        let mut inv = self.claim_invocation(
+        let (mut inv, deadline) = self.claim_invocation(
             &self.scripts.lease,
             streams,
             &req.worker_id,
@@ -376,8 +386,11 @@ impl RedisBroker {
             req.ttl,
         );
         inv.arg(LESSEE);
+        for h in done {
+            inv.arg(&h.run_id).arg(&h.lease_token);
+        }
         match inv.invoke_async(&mut self.con()).await {
-            Ok(raw) => parse_leases(raw).map(Some),
+            Ok(raw) => parse_leases(raw, &req.worker_id, deadline).map(Some),
             Err(e) if e.code() == Some("NOGROUP") => {
                 self.forget_groups();
                 Ok(None)
@@ -544,11 +557,32 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn parse_leases(raw: Vec<String>) -> BrokerResult<Vec<Lease>> {
-    raw.iter()
-        .map(|s| {
-            serde_json::from_str::<Lease>(s)
-                .map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))
+/// The lease the reap script returned as (job JSON, `leased` value, deadline score).
+fn expired_lease(job: &str, leased: &str, score: &str) -> BrokerResult<Lease> {
+    let corrupt = |what: &str| BrokerError::Corrupt(format!("expired lease: {what}"));
+    let (token, _, worker) = leased_parts(leased).ok_or_else(|| corrupt("leased value"))?;
+    Ok(Lease {
+        job: serde_json::from_str(job).map_err(|e| corrupt(&e.to_string()))?,
+        lease_token: token.to_string(),
+        worker_id: serde_json::from_str(worker).map_err(|e| corrupt(&e.to_string()))?,
+        deadline_ms: score.parse::<f64>().map_err(|e| corrupt(&e.to_string()))? as i64,
+    })
+}
+
+/// Leases from a claim script's (job JSON, token) pairs.
+fn parse_leases(raw: Vec<String>, worker_id: &str, deadline_ms: i64) -> BrokerResult<Vec<Lease>> {
+    raw.chunks(2)
+        .map(|pair| {
+            let [job, token] = pair else {
+                return Err(BrokerError::Corrupt("lease reply of odd length".into()));
+            };
+            Ok(Lease {
+                job: serde_json::from_str(job)
+                    .map_err(|e| BrokerError::Corrupt(format!("leased job: {e}")))?,
+                lease_token: token.clone(),
+                worker_id: worker_id.to_string(),
+                deadline_ms,
+            })
         })
         .collect()
 }
@@ -624,6 +658,15 @@ impl Broker for RedisBroker {
     }
 
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
+        self.release_and_lease(&[], req, wait).await
+    }
+
+    async fn release_and_lease(
+        &self,
+        done: &[HeldLease],
+        req: &LeaseRequest,
+        wait: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
         let mut streams: Vec<String> = Vec::new();
         for q in &req.queues {
             let k = self.queue_key(q);
@@ -632,16 +675,26 @@ impl Broker for RedisBroker {
             }
         }
         if req.max == 0 || streams.is_empty() {
+            for h in done {
+                self.release(&h.run_id, &h.lease_token).await?;
+            }
             return Ok(vec![]);
         }
+        if !done.is_empty() {
+            metrics::counter!("antcode_broker_releases_in_lease_total")
+                .increment(done.len() as u64);
+        }
+        let mut done = done;
         let until = tokio::time::Instant::now() + wait;
         let mut regrouped = false;
         loop {
             for s in &streams {
                 self.ensure_group(s, GROUP).await?;
             }
-            // Work waiting: one call reads and claims it. Otherwise block, then claim.
-            let mut leases = self.lease_now(&streams, req).await?;
+            // Work waiting: one call releases, reads and claims it. Otherwise block, then claim.
+            let mut leases = self.lease_now(&streams, req, done).await?;
+            // The script released `done` before it read, whatever the read found.
+            done = &[];
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
             if leases.as_ref().is_some_and(|l| l.is_empty()) && !remaining.is_zero() {
                 leases = match self
@@ -704,6 +757,7 @@ impl Broker for RedisBroker {
             .scripts
             .release
             .key(self.key("leased"))
+            .key(self.key("ljobs"))
             .key(self.key("leases"))
             .key(self.key("cancels"))
             .arg(run_id)
@@ -716,33 +770,38 @@ impl Broker for RedisBroker {
     async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
         // Read the lease first to learn its queue; the script re-checks the token, so a lease
         // that changed in between is left alone.
-        let raw: Option<String> = ::redis::cmd("HGET")
+        let (raw, job_json): (Option<String>, Option<String>) = ::redis::pipe()
+            .cmd("HGET")
             .arg(self.key("leased"))
+            .arg(run_id)
+            .cmd("HGET")
+            .arg(self.key("ljobs"))
             .arg(run_id)
             .query_async(&mut self.con())
             .await?;
-        let Some((token, _, json)) = raw.as_deref().and_then(leased_parts) else {
+        let Some((token, _, _)) = raw.as_deref().and_then(leased_parts) else {
             return Ok(());
         };
-        if token != lease_token {
+        let Some(job_json) = job_json.filter(|_| token == lease_token) else {
             return Ok(());
-        }
-        let lease: Lease =
-            serde_json::from_str(json).map_err(|e| BrokerError::Corrupt(format!("lease: {e}")))?;
+        };
+        let job: Job = serde_json::from_str(&job_json)
+            .map_err(|e| BrokerError::Corrupt(format!("leased job: {e}")))?;
         let _: i64 = self
             .scripts
             .hand_back
             .key(self.key("queued"))
             .key(self.key("leased"))
             .key(self.key("leases"))
-            .key(self.queue_key(&lease.job.queue))
+            .key(self.queue_key(&job.queue))
             .key(self.key("queues"))
+            .key(self.key("ljobs"))
             .arg(run_id)
             .arg(lease_token)
-            .arg(to_json(&lease.job)?)
-            .arg(lease.job.attempt)
+            .arg(&job_json)
+            .arg(job.attempt)
             .arg(GROUP)
-            .arg(&lease.job.queue)
+            .arg(&job.queue)
             .invoke_async(&mut self.con())
             .await?;
         Ok(())
@@ -756,21 +815,18 @@ impl Broker for RedisBroker {
                 .reap
                 .key(self.key("leases"))
                 .key(self.key("leased"))
+                .key(self.key("ljobs"))
                 .arg(now)
                 .arg(REAP_BATCH)
                 .invoke_async(&mut self.con())
                 .await?;
-            let n = raw.len() / 2;
-            for pair in raw.chunks(2) {
-                let [json, score] = pair else { continue };
-                match serde_json::from_str::<Lease>(json) {
-                    Ok(mut lease) => {
-                        lease.deadline_ms = score
-                            .parse::<f64>()
-                            .map(|d| d as i64)
-                            .unwrap_or(lease.deadline_ms);
-                        out.push(lease);
-                    }
+            let n = raw.len() / 3;
+            for triple in raw.chunks(3) {
+                let [job, leased, score] = triple else {
+                    continue;
+                };
+                match expired_lease(job, leased, score) {
+                    Ok(lease) => out.push(lease),
                     // The lease is already removed; the run is found by SQL as lost anyway.
                     Err(e) => tracing::warn!(error = %e, "dropping an unreadable expired lease"),
                 }

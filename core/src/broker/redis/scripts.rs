@@ -1,16 +1,22 @@
 //! The Lua scripts that make each broker operation one atomic round trip.
 //!
-//! Cost model (measured on Redis 7 with `INFO commandstats`): a script call costs about 2 µs,
-//! each `redis.call` inside it about 1 µs, a `cjson` decode + encode of a small table about 3 µs.
-//! So the per-run state is kept in flat strings that a pattern reads, and a publish → lease →
-//! release round trip makes 6 + 6 + 3 `redis.call`s.
+//! Cost model (Redis 7.0, measured with the server's own CPU time over pipelined calls, see
+//! `ops/bench/README.md`): a `redis.call` costs about 0.3 µs on top of its command, a `cjson`
+//! decode + encode of a small table about 3 µs — and every string a script creates or receives
+//! costs about 1.2 ns per byte, because this Lua hashes every byte of a string it interns (stock
+//! Lua 5.1 samples at most 32). So the per-run state is kept in flat strings that a pattern reads,
+//! and the job JSON enters Lua only twice per round trip (publish's argument, the lease's read):
+//! it is stored and returned as the string it already is, never concatenated, and the lease JSON
+//! is built in Rust.
 //!
-//! Two hashes hold the per-run state (`P` = the key tag):
+//! Three hashes hold the per-run state (`P` = the key tag):
 //! * `P:queued`: run → one line per queued attempt, `ATTEMPT ENTRY-ID STREAM-KEY`, lines joined
 //!   by `\n` (queue names never contain a newline: `publish_many` refuses them). An entry whose
 //!   line is gone (cancelled, handed back, re-published) is dropped when it is read.
-//! * `P:leased`: run → `TOKEN ATTEMPT LEASE-JSON`, the live lease. The token comes first so a
-//!   check is a prefix comparison; lease tokens never contain a space (`ids::new_token`).
+//! * `P:leased`: run → `TOKEN ATTEMPT WORKER-JSON`, the live lease (the worker id as a JSON
+//!   string). The token comes first so a check is a prefix comparison; lease tokens never contain
+//!   a space (`ids::new_token`). Its deadline is its score in `P:leases`.
+//! * `P:ljobs`: run → the leased job's JSON, written and deleted with its `P:leased` entry.
 
 use ::redis::Script;
 
@@ -38,13 +44,22 @@ end
 local function is_queued(raw, attempt)
   return raw and string.find('\n' .. raw, '\n' .. attempt .. ' ', 1, true) ~= nil
 end
--- token, attempt, lease JSON of a `leased` value.
+-- token, attempt, worker JSON of a `leased` value.
 local function leased_parts(raw)
   if not raw then return nil end
   return string.match(raw, '^(%S+) (%d+) (.*)$')
 end
 local function holds_token(raw, token)
   return raw and string.sub(raw, 1, #token + 1) == token .. ' '
+end
+-- Ends the run's lease if `token` still holds it (a stale token changes nothing).
+local function release_lease(leased, ljobs, leases, cancels, run, token)
+  if not holds_token(redis.call('HGET', leased, run), token) then return 0 end
+  redis.call('HDEL', leased, run)
+  redis.call('HDEL', ljobs, run)
+  redis.call('ZREM', leases, run)
+  redis.call('ZREM', cancels, run)
+  return 1
 end
 "#;
 
@@ -78,8 +93,9 @@ return out
 "#;
 
 /// Turns queue entries into leases; shared by the two scripts below.
-/// KEYS: queued, leased, leases, cancels, then the streams. ARGV: group, now, deadline,
+/// KEYS: queued, leased, leases, cancels, ljobs, then the streams. ARGV: group, now, deadline,
 /// worker id as a JSON string, max, T, then T lease tokens, then the script's own arguments.
+/// Returns (job JSON, lease token) pairs; the caller knows the worker and the deadline.
 /// An entry whose attempt is no longer queued under that id is dropped; entries beyond `max`
 /// go back to the tail of their stream (max = 0 requeues them all, which is how orphans are
 /// recovered).
@@ -88,6 +104,7 @@ local now = tonumber(ARGV[2])
 local max = tonumber(ARGV[5])
 local ntokens = tonumber(ARGV[6])
 local out = {}
+local nleased = 0
 local function claim_entry(skey, id, f, acked)
   if not acked then redis.call('XACK', skey, ARGV[1], id) end
   redis.call('XDEL', skey, id)
@@ -107,17 +124,18 @@ local function claim_entry(skey, id, f, acked)
   local c = redis.call('ZSCORE', KEYS[4], run)
   if c and tonumber(c) > now then
     table.remove(list, pos)
-  elseif #out >= max or #out >= ntokens then
+  elseif nleased >= max or nleased >= ntokens then
     list[pos][2] = redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job)
   else
-    local token = ARGV[7 + #out]
+    nleased = nleased + 1
+    local token = ARGV[6 + nleased]
     table.remove(list, pos)
-    local lease = '{"job":' .. job .. ',"lease_token":"' .. token .. '","worker_id":' .. ARGV[4] ..
-      ',"deadline_ms":' .. ARGV[3] .. '}'
     -- A lease of an older attempt of the run is replaced: its holder learns it is lost.
-    redis.call('HSET', KEYS[2], run, token .. ' ' .. attempt .. ' ' .. lease)
+    redis.call('HSET', KEYS[2], run, token .. ' ' .. attempt .. ' ' .. ARGV[4])
+    redis.call('HSET', KEYS[5], run, job)
     redis.call('ZADD', KEYS[3], ARGV[3], run)
-    out[#out + 1] = lease
+    out[#out + 1] = job
+    out[#out + 1] = token
   end
   store_queued(KEYS[1], run, list)
 end
@@ -135,14 +153,18 @@ end
 return out
 "#;
 
-/// Reads and claims in one call (the common case: work is waiting). Own argument: the consumer.
-/// `NOACK`: read and claim are one atomic step, so no entry can be stranded between them and
-/// the PEL is not needed. A script cannot block, so an empty answer sends the caller to a
-/// blocking `XREADGROUP` (with a PEL) and then `LUA_CLAIM`.
+/// Reads and claims in one call (the common case: work is waiting). Own arguments: the consumer,
+/// then (run, token) pairs of finished leases to release first — a runner that finished a job
+/// asks for the next one in the same call. `NOACK`: read and claim are one atomic step, so no
+/// entry can be stranded between them and the PEL is not needed. A script cannot block, so an
+/// empty answer sends the caller to a blocking `XREADGROUP` (with a PEL) and then `LUA_CLAIM`.
 const LUA_LEASE: &str = r#"
+for i = 8 + ntokens, #ARGV, 2 do
+  release_lease(KEYS[2], KEYS[5], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1])
+end
 local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[7 + ntokens], 'COUNT', ARGV[5], 'NOACK', 'STREAMS'}
-for i = 5, #KEYS do cmd[#cmd + 1] = KEYS[i] end
-for i = 5, #KEYS do cmd[#cmd + 1] = '>' end
+for i = 6, #KEYS do cmd[#cmd + 1] = KEYS[i] end
+for i = 6, #KEYS do cmd[#cmd + 1] = '>' end
 local reply = redis.call(unpack(cmd))
 if reply then
   for _, s in ipairs(reply) do
@@ -169,20 +191,17 @@ end
 return {cancels, lost, redis.call('SISMEMBER', KEYS[4], ARGV[1])}
 "#;
 
-/// KEYS: leased, leases, cancels. ARGV: run, token.
+/// KEYS: leased, ljobs, leases, cancels. ARGV: run, token.
 const LUA_RELEASE: &str = r#"
-if not holds_token(redis.call('HGET', KEYS[1], ARGV[1]), ARGV[2]) then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 1
+return release_lease(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
 "#;
 
-/// KEYS: queued, leased, leases, stream, queues. ARGV: run, token, job JSON, attempt, group,
-/// queue.
+/// KEYS: queued, leased, leases, stream, queues, ljobs. ARGV: run, token, job JSON, attempt,
+/// group, queue.
 const LUA_HAND_BACK: &str = r#"
 if not holds_token(redis.call('HGET', KEYS[2], ARGV[1]), ARGV[2]) then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[4], ARGV[5], '0', 'MKSTREAM')
@@ -193,17 +212,20 @@ redis.call('SADD', KEYS[5], ARGV[6])
 return 1
 "#;
 
-/// KEYS: leases, leased. ARGV: now, limit. Returns (lease JSON, deadline) pairs. Atomic, so two
-/// reapers never both return the same lease.
+/// KEYS: leases, leased, ljobs. ARGV: now, limit. Returns (job JSON, `leased` value, deadline)
+/// triples. Atomic, so two reapers never both return the same lease.
 const LUA_REAP: &str = r#"
 local runs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for i = 1, #runs, 2 do
   local run, score = runs[i], runs[i + 1]
-  local _, _, lease = leased_parts(redis.call('HGET', KEYS[2], run))
+  local lease = redis.call('HGET', KEYS[2], run)
+  local job = redis.call('HGET', KEYS[3], run)
   redis.call('ZREM', KEYS[1], run)
   redis.call('HDEL', KEYS[2], run)
-  if lease then
+  redis.call('HDEL', KEYS[3], run)
+  if lease and job then
+    out[#out + 1] = job
     out[#out + 1] = lease
     out[#out + 1] = score
   end
@@ -315,7 +337,7 @@ impl Scripts {
     }
 }
 
-/// The parts of a `leased` hash value: `(token, attempt, lease JSON)`.
+/// The parts of a `leased` hash value: `(token, attempt, worker id as JSON)`.
 pub(super) fn leased_parts(raw: &str) -> Option<(&str, &str, &str)> {
     let mut parts = raw.splitn(3, ' ');
     Some((parts.next()?, parts.next()?, parts.next()?))
@@ -333,12 +355,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leased_values_split_into_token_attempt_and_lease() {
-        let raw = r#"lt_ab 3 {"job":{"run_id":"r","args":"a b"}}"#;
-        assert_eq!(
-            leased_parts(raw),
-            Some(("lt_ab", "3", r#"{"job":{"run_id":"r","args":"a b"}}"#))
-        );
+    fn leased_values_split_into_token_attempt_and_worker() {
+        let raw = r#"lt_ab 3 "worker one""#;
+        assert_eq!(leased_parts(raw), Some(("lt_ab", "3", r#""worker one""#)));
         assert_eq!(leased_parts("lt_ab"), None);
     }
 
