@@ -261,6 +261,8 @@ struct Measured {
     throughput_s: f64,
     /// Mean ms per run of each timed stage during the latency loop (AntCode only).
     breakdown: Vec<(String, f64)>,
+    /// The same during the throughput phase.
+    throughput_breakdown: Vec<(String, f64)>,
 }
 
 /// Sum and count of every `*_seconds` histogram series in the process's registry, by series
@@ -371,15 +373,23 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
     }
     let sequential_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
+    let before = histogram_sums();
     for _ in 0..a.throughput_n {
         api.trigger(task_id).await?;
     }
+    // Whether the submitting side (one client, one trigger at a time) was the limit.
+    eprintln!(
+        "triggered {} runs in {:.2} s",
+        a.throughput_n,
+        t.elapsed().as_secs_f64()
+    );
     // Runs are leased in order, so waiting on the newest unfinished one (on its change
     // stream) usually ends the phase; the check repeats until none is left.
     while let Some(run) = api.unfinished(task_id).await? {
         api.wait(&run).await?;
     }
     let throughput_s = t.elapsed().as_secs_f64();
+    let throughput_breakdown = breakdown(&before, &histogram_sums(), a.throughput_n);
     api.all_succeeded(task_id).await?;
     Ok(Measured {
         p50_ms: pct(&lat, 50.0),
@@ -387,6 +397,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
         sequential_s,
         throughput_s,
         breakdown,
+        throughput_breakdown,
     })
 }
 
@@ -438,6 +449,7 @@ fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> 
         sequential_s: f("sequential_s"),
         throughput_s: f("throughput_s"),
         breakdown: vec![],
+        throughput_breakdown: vec![],
     })
 }
 
@@ -535,12 +547,19 @@ async fn main() -> anyhow::Result<()> {
         staged.extend([("cold, Redis broker", cold), ("warm, Redis broker", warm)]);
     }
     for (name, m) in staged {
-        let stages: Vec<String> = m
-            .breakdown
-            .iter()
-            .map(|(k, ms)| format!("{k} {ms:.2}"))
-            .collect();
-        println!("Stages, mean ms per run ({name}): {}", stages.join(", "));
+        for (phase, stages) in [
+            ("latency", &m.breakdown),
+            ("throughput", &m.throughput_breakdown),
+        ] {
+            let stages: Vec<String> = stages
+                .iter()
+                .map(|(k, ms)| format!("{} {ms:.2}", k.replace("antcode_", "")))
+                .collect();
+            println!(
+                "Stages, mean ms per run ({name}, {phase}): {}",
+                stages.join(", ")
+            );
+        }
     }
 
     let json = json!({
@@ -548,7 +567,7 @@ async fn main() -> anyhow::Result<()> {
         "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
         "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n},
-        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
+        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
         "antcode_redis": redis.as_ref().map(|(m, _)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
         "antcode_warm_redis": redis.as_ref().map(|(_, m)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
         "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s})),
