@@ -16,7 +16,7 @@ use crate::ids::new_id;
 
 mod record;
 
-use record::StartReport;
+use record::{FinishReport, StartReport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -1147,17 +1147,14 @@ impl Store for SqlStore {
     ) -> StoreResult<FinishApplied> {
         let mut tx = self.begin_write().await?;
         let mut history = Vec::with_capacity(1);
-        let recorded = self
-            .finish_in(
-                &mut tx,
-                run_id,
-                attempt,
-                lease_token,
-                o,
-                at_ms,
-                &mut history,
-            )
-            .await?;
+        let report = FinishReport {
+            run_id,
+            attempt,
+            lease_token,
+            outcome: o,
+            at_ms,
+        };
+        let recorded = self.finish_in(&mut tx, &report, &mut history).await?;
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
         let run = self.run(run_id).await?;

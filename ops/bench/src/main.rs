@@ -144,22 +144,27 @@ impl Api {
         }
     }
 
+    /// The newest run of the task in `state`, if any.
+    async fn newest_in(&self, task_id: &str, state: &str) -> anyhow::Result<Option<Value>> {
+        let page: Value = self
+            .http
+            .get(format!(
+                "{}/runs?task_id={task_id}&state={state}&limit=1",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(page["items"].get(0).cloned())
+    }
+
     /// Any run of the task still `queued` or `running` (the newest first), or `None`.
     async fn unfinished(&self, task_id: &str) -> anyhow::Result<Option<String>> {
         for state in ["queued", "running"] {
-            let page: Value = self
-                .http
-                .get(format!(
-                    "{}/runs?task_id={task_id}&state={state}&limit=1",
-                    self.base
-                ))
-                .bearer_auth(&self.token)
-                .send()
-                .await?
-                .json()
-                .await?;
-            if let Some(id) = page["items"][0]["id"].as_str() {
-                return Ok(Some(id.to_string()));
+            if let Some(run) = self.newest_in(task_id, state).await? {
+                return Ok(run["id"].as_str().map(str::to_string));
             }
         }
         Ok(None)
@@ -168,18 +173,7 @@ impl Api {
     /// Fails if any run of the task ended other than `succeeded`.
     async fn all_succeeded(&self, task_id: &str) -> anyhow::Result<()> {
         for state in ["failed", "timed_out", "cancelled", "lost"] {
-            let page: Value = self
-                .http
-                .get(format!(
-                    "{}/runs?task_id={task_id}&state={state}&limit=1",
-                    self.base
-                ))
-                .bearer_auth(&self.token)
-                .send()
-                .await?
-                .json()
-                .await?;
-            if let Some(run) = page["items"].get(0) {
+            if let Some(run) = self.newest_in(task_id, state).await? {
                 bail!("a run ended {state}: {run}");
             }
         }
@@ -289,7 +283,7 @@ fn histogram_sums() -> std::collections::BTreeMap<String, (f64, f64)> {
 
 /// Mean ms per run of each stage between two [`histogram_sums`] snapshots, over `runs` runs
 /// (a stage recorded twice per run counts twice).
-fn breakdown(
+fn stage_means(
     before: &std::collections::BTreeMap<String, (f64, f64)>,
     after: &std::collections::BTreeMap<String, (f64, f64)>,
     runs: usize,
@@ -366,7 +360,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
         api.invoke(task_id).await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let breakdown = breakdown(&before, &histogram_sums(), a.latency_n);
+    let breakdown = stage_means(&before, &histogram_sums(), a.latency_n);
     let t = Instant::now();
     for _ in 0..a.sequential_n {
         api.invoke(task_id).await?;
@@ -389,7 +383,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
         api.wait(&run).await?;
     }
     let throughput_s = t.elapsed().as_secs_f64();
-    let throughput_breakdown = breakdown(&before, &histogram_sums(), a.throughput_n);
+    let throughput_breakdown = stage_means(&before, &histogram_sums(), a.throughput_n);
     api.all_succeeded(task_id).await?;
     Ok(Measured {
         p50_ms: pct(&lat, 50.0),

@@ -97,21 +97,21 @@ impl SqlStore {
     /// Applies an attempt's outcome on `conn` if the attempt (and the lease token, when given)
     /// still matches: terminal, or `queued` again for the next attempt when the outcome is
     /// retryable and attempts remain. The history entry goes to `history`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn finish_in(
         &self,
         conn: &mut AnyConnection,
-        run_id: &str,
-        attempt: u32,
-        lease_token: Option<&str>,
-        o: &Outcome,
-        at_ms: i64,
+        report: &FinishReport<'_>,
         history: &mut Vec<RunHistoryEntry>,
     ) -> StoreResult<Recorded> {
+        let FinishReport {
+            run_id,
+            attempt,
+            lease_token,
+            outcome: o,
+            at_ms,
+        } = *report;
         if !o.state.is_retryable() {
-            return self
-                .end_in(conn, run_id, attempt, lease_token, o, at_ms, history)
-                .await;
+            return self.end_in(conn, report, history).await;
         }
         for _ in 0..FINISH_TRIES {
             let (run, retry) = self.run_for_update(conn, run_id).await?;
@@ -125,52 +125,28 @@ impl SqlStore {
                     run.attempt
                 )));
             }
-            let requeue =
-                o.state.is_retryable() && attempt < run.max_attempts && !run.cancel_requested;
-            // Fenced on everything the decision read: attempt, state, lease token and the
-            // cancel flag, so a cancel request that lands in between is never requeued over.
-            let fence = "WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = ? \
-                         AND (lease_token = ? OR ? = '')";
+            if attempt >= run.max_attempts || run.cancel_requested {
+                // No attempt left, or cancelled: the run ends. The row is locked since the
+                // read, so the plain fenced end is exact.
+                return self.end_in(conn, report, history).await;
+            }
+            // Queued again for the next attempt. Fenced on everything the decision read:
+            // attempt, state, lease token and the cancel flag.
             let token = lease_token.unwrap_or("");
-            let done = if requeue {
-                let sql = self.q(&format!("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? {fence}"));
-                sqlx::query(&sql)
-                    .bind(
-                        at_ms
-                            + retry.jittered_backoff_ms(attempt + 1, jitter_seed(run_id, attempt)),
-                    )
-                    .bind(o.exit_code.map(i64::from))
-                    .bind(o.signal.map(i64::from))
-                    .bind(o.error.clone())
-                    .bind(run_id)
-                    .bind(attempt as i64)
-                    .bind(run.state.as_str())
-                    .bind(run.cancel_requested as i64)
-                    .bind(token)
-                    .bind(token)
-                    .execute(&mut *conn)
-                    .await?
-            } else {
-                let sql = self.q(&format!("UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?, finished_at = ? {fence}"));
-                sqlx::query(&sql)
-                    .bind(o.state.as_str())
-                    .bind(o.exit_code.map(i64::from))
-                    .bind(o.signal.map(i64::from))
-                    .bind(o.error.clone())
-                    .bind(o.duration_ms)
-                    .bind(o.peak_rss_kb)
-                    .bind(o.log_key.clone())
-                    .bind(o.result.as_ref().map(to_json))
-                    .bind(at_ms)
-                    .bind(run_id)
-                    .bind(attempt as i64)
-                    .bind(run.state.as_str())
-                    .bind(run.cancel_requested as i64)
-                    .bind(token)
-                    .bind(token)
-                    .execute(&mut *conn)
-                    .await?
-            };
+            let sql = self.q("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? \
+                 WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = 0 AND (lease_token = ? OR ? = '')");
+            let done = sqlx::query(&sql)
+                .bind(at_ms + retry.jittered_backoff_ms(attempt + 1, jitter_seed(run_id, attempt)))
+                .bind(o.exit_code.map(i64::from))
+                .bind(o.signal.map(i64::from))
+                .bind(o.error.clone())
+                .bind(run_id)
+                .bind(attempt as i64)
+                .bind(run.state.as_str())
+                .bind(token)
+                .bind(token)
+                .execute(&mut *conn)
+                .await?;
             if done.rows_affected() != 1 {
                 // The row changed after the read: decide again on what it is now.
                 continue;
@@ -183,8 +159,8 @@ impl SqlStore {
                 at_ms,
             ));
             return Ok(Recorded::Finished {
-                state: if requeue { RunState::Queued } else { o.state },
-                requeued: requeue,
+                state: RunState::Queued,
+                requeued: true,
             });
         }
         Err(StoreError::Stale(format!(
@@ -195,18 +171,14 @@ impl SqlStore {
     /// [`Self::finish_in`] for an outcome that is never retried (success, cancel): the run
     /// ends whatever its retry policy, so one fenced write does it without reading the run
     /// first; the run is read only to say why a refused report was stale.
-    #[allow(clippy::too_many_arguments)]
     async fn end_in(
         &self,
         conn: &mut AnyConnection,
-        run_id: &str,
-        attempt: u32,
-        lease_token: Option<&str>,
-        o: &Outcome,
-        at_ms: i64,
+        report: &FinishReport<'_>,
         history: &mut Vec<RunHistoryEntry>,
     ) -> StoreResult<Recorded> {
-        let token = lease_token.unwrap_or("");
+        let (run_id, attempt, o) = (report.run_id, report.attempt, report.outcome);
+        let token = report.lease_token.unwrap_or("");
         let sql = self.q("UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?, finished_at = ? \
              WHERE id = ? AND attempt = ? AND state IN ('queued', 'running') AND (lease_token = ? OR ? = '')");
         let done = sqlx::query(&sql)
@@ -218,7 +190,7 @@ impl SqlStore {
             .bind(o.peak_rss_kb)
             .bind(o.log_key.clone())
             .bind(o.result.as_ref().map(to_json))
-            .bind(at_ms)
+            .bind(report.at_ms)
             .bind(run_id)
             .bind(attempt as i64)
             .bind(token)
@@ -238,7 +210,7 @@ impl SqlStore {
             attempt,
             o.state.as_str(),
             to_json(o),
-            at_ms,
+            report.at_ms,
         ));
         Ok(Recorded::Finished {
             state: o.state,
@@ -260,17 +232,15 @@ impl SqlStore {
                     .start_in(&mut tx, &StartReport::of(ev), &mut history)
                     .await
                     .map(|()| Recorded::Started),
-                RunEventKind::Finished(o) => {
-                    self.finish_in(
-                        &mut tx,
-                        &ev.run_id,
-                        ev.attempt,
-                        Some(&ev.lease_token),
-                        o,
-                        ev.at_ms,
-                        &mut history,
-                    )
-                    .await
+                RunEventKind::Finished(outcome) => {
+                    let report = FinishReport {
+                        run_id: &ev.run_id,
+                        attempt: ev.attempt,
+                        lease_token: Some(&ev.lease_token),
+                        outcome,
+                        at_ms: ev.at_ms,
+                    };
+                    self.finish_in(&mut tx, &report, &mut history).await
                 }
             };
             match applied {
@@ -305,6 +275,16 @@ impl<'a> StartReport<'a> {
             at_ms: ev.at_ms,
         }
     }
+}
+
+/// A `Finished` report's fields (`lease_token` is `None` for the scheduler's own verdicts).
+#[derive(Clone, Copy)]
+pub(super) struct FinishReport<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    pub lease_token: Option<&'a str>,
+    pub outcome: &'a Outcome,
+    pub at_ms: i64,
 }
 
 fn history_entry(
