@@ -106,6 +106,7 @@ pub async fn run_with_source(
         bundles: BundleCache::new(cfg.data_dir.join("bundles")),
         source: source.clone(),
         zygotes: crate::zygote::Zygotes::new(&cfg.data_dir, cfg.warm.clone()),
+        finishing: Arc::new(Semaphore::new(cfg.slots.max(1))),
         cfg: cfg.clone(),
     });
     let held: HeldMap = Arc::default();
@@ -193,9 +194,9 @@ pub async fn run_with_source(
             let ctx = ctx.clone();
             let held = held.clone();
             runs.spawn(async move {
-                execute(ctx, lease, rx).await;
+                // The permit goes back once the process is gone (see `execute`).
+                execute(ctx, lease, rx, permit).await;
                 lock(&held).remove(&run_id);
-                drop(permit);
             });
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use antcode_core::model::{Lease, Outcome, RunEvent, RunEventKind, RunState};
 use antcode_core::time::now_ms;
 use nix::sys::signal::Signal;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bundles::{unpack, BundleCache};
@@ -40,6 +40,9 @@ pub struct Ctx {
     pub venvs: Arc<Venvs>,
     pub bundles: BundleCache,
     pub zygotes: Arc<Zygotes>,
+    /// Attempts whose process is gone but which are still being archived, reported and
+    /// cleaned up: as many as there are slots, so a slow report cannot pile up work dirs.
+    pub finishing: Arc<Semaphore>,
 }
 
 /// How long to wait for the output pipes to close after the process group was killed. Only a
@@ -94,8 +97,15 @@ enum Ended {
     Failed(String),
 }
 
-/// Runs one leased attempt. Never panics on input; every failure becomes an `Outcome`.
-pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Option<StopReason>>) {
+/// Runs one leased attempt. Never panics on input; every failure becomes an `Outcome`. `slot`
+/// is given back as soon as the process is gone and its output collected, so the next run
+/// starts while this one is archived, reported and cleaned up.
+pub async fn execute(
+    ctx: Arc<Ctx>,
+    lease: Lease,
+    mut stop: watch::Receiver<Option<StopReason>>,
+    slot: OwnedSemaphorePermit,
+) {
     let job = &lease.job;
     let started = Instant::now();
     let mut timeline = Timeline::new();
@@ -126,6 +136,10 @@ pub async fn execute(ctx: Arc<Ctx>, lease: Lease, mut stop: watch::Receiver<Opti
 
     let (ended, mut sink) =
         supervise(&ctx, &lease, &work_dir, sink, &mut stop, &mut timeline).await;
+    // The process is gone: hand the slot to the next run, once this attempt holds one of the
+    // bounded finishing places.
+    let _finishing = ctx.finishing.clone().acquire_owned().await;
+    drop(slot);
 
     let mut outcome = Outcome {
         state: RunState::Failed,

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use antcode_core::model::{RunEvent, RunEventKind};
-use antcode_core::store::{FinishApplied, StoreError};
+use antcode_core::model::{RunEvent, RunEventKind, RunState};
+use antcode_core::store::{Recorded, StoreError};
 use antcode_core::Shutdown;
 
 use crate::SchedulerConfig;
@@ -50,18 +50,20 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
             pause = (pause * 2).min(RETRY_CAP);
             std::mem::take(&mut failed)
         };
+        let (ids, events): (Vec<String>, Vec<RunEvent>) = events.into_iter().unzip();
+        let results = config.store.record_events(&events).await;
         let mut done = Vec::with_capacity(events.len());
-        for (id, event) in events {
-            match apply(&config, &event).await {
+        let mut changed: Vec<String> = Vec::with_capacity(events.len());
+        for ((id, event), result) in ids.into_iter().zip(events).zip(results) {
+            match settle(&event, result) {
                 Ok(()) => {
-                    // Whoever waits on this run (invoke, the run's SSE stream) re-reads it now.
-                    if let Err(e) = config.broker.announce_change(&event.run_id).await {
-                        tracing::debug!(error = %e, "recorder: change announcement failed");
-                    }
                     // How far SQL trails the runner: apply time minus the event's own time.
                     metrics::histogram!("antcode_scheduler_recorder_lag_seconds").record(
                         (antcode_core::time::now_ms() - event.at_ms).max(0) as f64 / 1000.0,
                     );
+                    if !changed.contains(&event.run_id) {
+                        changed.push(event.run_id.clone());
+                    }
                     done.push(id)
                 }
                 Err(e) if e.is_unavailable() => {
@@ -75,6 +77,10 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
                 }
             }
         }
+        // Whoever waits on these runs (invoke, a run's SSE stream) re-reads them now.
+        if let Err(e) = config.broker.announce_changes(&changed).await {
+            tracing::debug!(error = %e, "recorder: change announcement failed");
+        }
         if let Err(e) = config.broker.ack_events(GROUP, &done).await {
             tracing::warn!(error = %e, "recorder: ack failed; events will be applied again (idempotent)");
         }
@@ -83,51 +89,42 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
 
 /// Applies one event. `Ok` means "done with it" (applied, or refused as stale).
 pub async fn apply(config: &SchedulerConfig, ev: &RunEvent) -> Result<(), StoreError> {
-    let result = match &ev.kind {
-        RunEventKind::Started => config
-            .store
-            .mark_started(
-                &ev.run_id,
-                ev.attempt,
-                &ev.lease_token,
-                &ev.worker_id,
-                ev.at_ms,
-            )
-            .await
-            .map(|_| ()),
-        RunEventKind::Finished(outcome) => config
-            .store
-            .finish_attempt(
-                &ev.run_id,
-                ev.attempt,
-                Some(&ev.lease_token),
-                outcome,
-                ev.at_ms,
-            )
-            .await
-            .map(|applied| record_finish(&applied, outcome.duration_ms)),
-    };
+    let result = config
+        .store
+        .record_events(std::slice::from_ref(ev))
+        .await
+        .pop()
+        .unwrap_or(Ok(Recorded::Started));
+    settle(ev, result)
+}
+
+/// What an event's result means for the recorder: `Ok` when done with it (applied, or refused
+/// as stale, or its run is gone), the error when it must be tried again.
+fn settle(ev: &RunEvent, result: Result<Recorded, StoreError>) -> Result<(), StoreError> {
     match result {
+        Ok(Recorded::Finished { state, requeued }) => {
+            if let RunEventKind::Finished(outcome) = &ev.kind {
+                record_finish(state, requeued, outcome.duration_ms);
+            }
+            Ok(())
+        }
+        Ok(Recorded::Started) => Ok(()),
         Err(StoreError::Stale(why)) | Err(StoreError::Conflict(why)) => {
             metrics::counter!("antcode_scheduler_stale_reports_total").increment(1);
             tracing::info!(run_id = %ev.run_id, "recorder: refused stale report: {why}");
             Ok(())
         }
         Err(StoreError::NotFound) => Ok(()), // the run was deleted
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
-fn record_finish(applied: &FinishApplied, duration_ms: i64) {
-    let (run, requeued) = match applied {
-        FinishApplied::Terminal(run) => (run, false),
-        FinishApplied::Requeued(run) => (run, true),
-    };
+fn record_finish(state: RunState, requeued: bool, duration_ms: i64) {
     if requeued {
         metrics::counter!("antcode_scheduler_retries_total").increment(1);
         return;
     }
-    metrics::counter!("antcode_runs_finished_total", "state" => run.state.as_str()).increment(1);
-    metrics::histogram!("antcode_run_duration_seconds", "state" => run.state.as_str())
+    metrics::counter!("antcode_runs_finished_total", "state" => state.as_str()).increment(1);
+    metrics::histogram!("antcode_run_duration_seconds", "state" => state.as_str())
         .record(duration_ms as f64 / 1000.0);
 }

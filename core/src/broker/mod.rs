@@ -169,6 +169,13 @@ pub trait Broker: Send + Sync + 'static {
     /// after applying an event). Best effort and not durable: a watcher re-reads SQL after an
     /// announcement, and now and then without one, so a lost announcement costs only latency.
     async fn announce_change(&self, run_id: &str) -> BrokerResult<()>;
+    /// [`Broker::announce_change`] for several runs; a broker may send them in one round trip.
+    async fn announce_changes(&self, run_ids: &[String]) -> BrokerResult<()> {
+        for id in run_ids {
+            self.announce_change(id).await?;
+        }
+        Ok(())
+    }
     /// Announcements made from now on. Subscribe before reading the state you wait to see change.
     fn watch_changes(&self) -> RunChanges;
 

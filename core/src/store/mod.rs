@@ -99,6 +99,16 @@ pub struct NextFire {
     pub to: Option<i64>,
 }
 
+/// What [`Store::record_events`] applied for one runner report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// `queued` → `running` (or a repeat of the same start).
+    Started,
+    /// The attempt's outcome: the run's state now, and whether it was queued for another
+    /// attempt.
+    Finished { state: RunState, requeued: bool },
+}
+
 /// What the recorder decided when it applied a `Finished` event.
 #[derive(Debug, Clone)]
 pub enum FinishApplied {
@@ -216,6 +226,10 @@ pub trait Store: Send + Sync + 'static {
         outcome: &Outcome,
         at_ms: i64,
     ) -> StoreResult<FinishApplied>;
+    /// Applies runner reports in order, each fenced exactly as [`Store::mark_started`] and
+    /// [`Store::finish_attempt`] would, but written in one transaction: one commit for the
+    /// events that arrived together. Results line up with `events`.
+    async fn record_events(&self, events: &[RunEvent]) -> Vec<StoreResult<Recorded>>;
     /// Flags a cancel request; a queued run is cancelled at once (returned state tells which).
     async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run>;
     async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>>;

@@ -23,6 +23,8 @@ struct Args {
     throughput_n: usize,
     sequential_n: usize,
     celery_venv: Option<PathBuf>,
+    /// Also measure AntCode on the machine's Redis (`--no-redis` skips it, for profiling).
+    redis: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -32,6 +34,7 @@ fn parse_args() -> anyhow::Result<Args> {
         throughput_n: 2000,
         sequential_n: 40,
         celery_venv: None,
+        redis: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,6 +44,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--latency-n" => a.latency_n = value()?.parse()?,
             "--throughput-n" => a.throughput_n = value()?.parse()?,
             "--sequential-n" => a.sequential_n = value()?.parse()?,
+            "--no-redis" => a.redis = false,
             // Absolute: the worker is started from the celery directory, and a relative program
             // path would be resolved against that.
             "--celery-venv" => {
@@ -112,15 +116,68 @@ impl Api {
         }
     }
 
-    /// Polls until the run is terminal; polling every millisecond keeps its own delay negligible.
-    async fn wait(&self, run_id: &str, poll: Duration) -> anyhow::Result<()> {
-        loop {
-            match self.state(run_id).await?.as_str() {
-                "succeeded" => return Ok(()),
-                "queued" | "running" => tokio::time::sleep(poll).await,
-                other => bail!("run {run_id} ended {other}"),
+    /// Waits until the run is terminal on its `events` stream (woken by the recorder's change
+    /// announcements, no polling); fails unless it succeeded.
+    async fn wait(&self, run_id: &str) -> anyhow::Result<()> {
+        let mut res = self
+            .http
+            .get(format!("{}/runs/{run_id}/events", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!("GET /runs/{run_id}/events: {}", res.status());
+        }
+        let mut text = String::new();
+        while let Some(chunk) = res.chunk().await? {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(at) = text.find("event: end") {
+                // The `end` event's data line follows it: read until it is complete.
+                if text[at..].contains("\n\n") {
+                    break;
+                }
             }
         }
+        match self.state(run_id).await?.as_str() {
+            "succeeded" => Ok(()),
+            other => bail!("run {run_id} ended {other}"),
+        }
+    }
+
+    /// The newest run of the task in `state`, if any.
+    async fn newest_in(&self, task_id: &str, state: &str) -> anyhow::Result<Option<Value>> {
+        let page: Value = self
+            .http
+            .get(format!(
+                "{}/runs?task_id={task_id}&state={state}&limit=1",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(page["items"].get(0).cloned())
+    }
+
+    /// Any run of the task still `queued` or `running` (the newest first), or `None`.
+    async fn unfinished(&self, task_id: &str) -> anyhow::Result<Option<String>> {
+        for state in ["queued", "running"] {
+            if let Some(run) = self.newest_in(task_id, state).await? {
+                return Ok(run["id"].as_str().map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fails if any run of the task ended other than `succeeded`.
+    async fn all_succeeded(&self, task_id: &str) -> anyhow::Result<()> {
+        for state in ["failed", "timed_out", "cancelled", "lost"] {
+            if let Some(run) = self.newest_in(task_id, state).await? {
+                bail!("a run ended {state}: {run}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -196,6 +253,58 @@ struct Measured {
     p99_ms: f64,
     sequential_s: f64,
     throughput_s: f64,
+    /// Mean ms per run of each timed stage during the latency loop (AntCode only).
+    breakdown: Vec<(String, f64)>,
+    /// The same during the throughput phase.
+    throughput_breakdown: Vec<(String, f64)>,
+}
+
+/// Sum and count of every `*_seconds` histogram series in the process's registry, by series
+/// (name and labels).
+fn histogram_sums() -> std::collections::BTreeMap<String, (f64, f64)> {
+    let text = antcode_core::telemetry::prometheus().render();
+    let mut out = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        if let Some(base) = name.strip_suffix("_seconds_sum") {
+            out.entry(format!("{base}{{{labels}")).or_default().0 = value;
+        } else if let Some(base) = name.strip_suffix("_seconds_count") {
+            out.entry(format!("{base}{{{labels}")).or_default().1 = value;
+        }
+    }
+    out
+}
+
+/// Mean ms per run of each stage between two [`histogram_sums`] snapshots, over `runs` runs
+/// (a stage recorded twice per run counts twice).
+fn stage_means(
+    before: &std::collections::BTreeMap<String, (f64, f64)>,
+    after: &std::collections::BTreeMap<String, (f64, f64)>,
+    runs: usize,
+) -> Vec<(String, f64)> {
+    let wanted = [
+        "antcode_runner_phase",
+        "antcode_runner_zygote_fork",
+        "antcode_scheduler_recorder_lag",
+    ];
+    after
+        .iter()
+        .filter(|(k, _)| wanted.iter().any(|w| k.starts_with(&format!("{w}{{"))))
+        .filter_map(|(k, (sum, count))| {
+            let (s0, c0) = before.get(k).copied().unwrap_or_default();
+            (count - c0 > 0.0).then(|| {
+                let name = k.trim_end_matches(['{', '}']).replace("{phase=\"", ":");
+                let name = name.trim_end_matches('"').to_string();
+                (name, (sum - s0) * 1000.0 / runs as f64)
+            })
+        })
+        .collect()
 }
 
 /// Cold and warm, one task each, on one `antcode up` with the broker at `broker_url`.
@@ -242,33 +351,47 @@ async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<(Measured
 async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Measured> {
     for _ in 0..5 {
         let run = api.trigger(task_id).await?; // warm-up: builds the venv once
-        api.wait(&run, Duration::from_millis(5)).await?;
+        api.wait(&run).await?;
     }
     let mut lat = Vec::with_capacity(a.latency_n);
+    let before = histogram_sums();
     for _ in 0..a.latency_n {
         let t = Instant::now();
         api.invoke(task_id).await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let breakdown = stage_means(&before, &histogram_sums(), a.latency_n);
     let t = Instant::now();
     for _ in 0..a.sequential_n {
         api.invoke(task_id).await?;
     }
     let sequential_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut runs = Vec::with_capacity(a.throughput_n);
+    let before = histogram_sums();
     for _ in 0..a.throughput_n {
-        runs.push(api.trigger(task_id).await?);
+        api.trigger(task_id).await?;
     }
-    for run in &runs {
-        api.wait(run, Duration::from_millis(20)).await?;
+    // Whether the submitting side (one client, one trigger at a time) was the limit.
+    eprintln!(
+        "triggered {} runs in {:.2} s",
+        a.throughput_n,
+        t.elapsed().as_secs_f64()
+    );
+    // Runs are leased in order, so waiting on the newest unfinished one (on its change
+    // stream) usually ends the phase; the check repeats until none is left.
+    while let Some(run) = api.unfinished(task_id).await? {
+        api.wait(&run).await?;
     }
     let throughput_s = t.elapsed().as_secs_f64();
+    let throughput_breakdown = stage_means(&before, &histogram_sums(), a.throughput_n);
+    api.all_succeeded(task_id).await?;
     Ok(Measured {
         p50_ms: pct(&lat, 50.0),
         p99_ms: pct(&lat, 99.0),
         sequential_s,
         throughput_s,
+        breakdown,
+        throughput_breakdown,
     })
 }
 
@@ -319,12 +442,18 @@ fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> 
         p99_ms: f("p99_ms"),
         sequential_s: f("sequential_s"),
         throughput_s: f("throughput_s"),
+        breakdown: vec![],
+        throughput_breakdown: vec![],
     })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = parse_args()?;
+    // Off unless asked for: the runner's per-run timeline is logged at debug level.
+    if std::env::var_os("RUST_LOG").is_some() {
+        antcode_core::telemetry::init_tracing(false);
+    }
     let mut floors = Vec::new();
     for (name, python) in floor_pythons()? {
         let xs = bare_spawn(&python, a.latency_n)?;
@@ -335,10 +464,13 @@ async fn main() -> anyhow::Result<()> {
     let (ours, warm) = measure_antcode(&a, "memory://").await?;
     // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
     let on_redis = format!(
-        "redis://127.0.0.1:6379/13?prefix=bench-runs-{}",
+        "redis://127.0.0.1:6379/7?prefix=bench-runs-{}",
         std::process::id()
     );
-    let (ours_redis, warm_redis) = measure_antcode(&a, &on_redis).await?;
+    let redis = match a.redis {
+        true => Some(measure_antcode(&a, &on_redis).await?),
+        false => None,
+    };
     // Printed now, so a failing peer does not lose our numbers.
     for (name, m) in [("cold", &ours), ("warm", &warm)] {
         eprintln!(
@@ -372,8 +504,10 @@ async fn main() -> anyhow::Result<()> {
     };
     row("AntCode cold (up: embedded broker, SQLite)", &ours);
     row("AntCode warm (`warm: true`, forked from the zygote)", &warm);
-    row("AntCode cold (up: Redis broker, SQLite)", &ours_redis);
-    row("AntCode warm (up: Redis broker, SQLite)", &warm_redis);
+    if let Some((cold, warm)) = &redis {
+        row("AntCode cold (up: Redis broker, SQLite)", cold);
+        row("AntCode warm (up: Redis broker, SQLite)", warm);
+    }
     if let Some(c) = &celery {
         row("Celery 5 prefork (Redis broker + backend)", c);
     }
@@ -384,13 +518,42 @@ async fn main() -> anyhow::Result<()> {
         ours.p50_ms - warm.p50_ms,
         warm.p50_ms - bare_p50
     );
+    println!(
+        "Warm overhead: p50 {:.1} ms against the bare spawn's {bare_p50:.1} ms = {:+.1} ms (target ≤ +5 ms)",
+        warm.p50_ms,
+        warm.p50_ms - bare_p50
+    );
     if let Some(c) = &celery {
         println!(
-            "Warm against Celery: p50 {:+.1} ms (target ≤ +5 ms); throughput {:.0} vs {:.0} tasks/s (target ≥ Celery)",
+            "Warm against Celery: p50 {:.1} vs {:.1} ms ({:+.1} ms); throughput {:.0} vs {:.0} tasks/s (target ≥ Celery)",
+            warm.p50_ms,
+            c.p50_ms,
             warm.p50_ms - c.p50_ms,
             a.throughput_n as f64 / warm.throughput_s,
             a.throughput_n as f64 / c.throughput_s
         );
+    }
+    let mut staged = vec![
+        ("cold, embedded broker", &ours),
+        ("warm, embedded broker", &warm),
+    ];
+    if let Some((cold, warm)) = &redis {
+        staged.extend([("cold, Redis broker", cold), ("warm, Redis broker", warm)]);
+    }
+    for (name, m) in staged {
+        for (phase, stages) in [
+            ("latency", &m.breakdown),
+            ("throughput", &m.throughput_breakdown),
+        ] {
+            let stages: Vec<String> = stages
+                .iter()
+                .map(|(k, ms)| format!("{} {ms:.2}", k.replace("antcode_", "")))
+                .collect();
+            println!(
+                "Stages, mean ms per run ({name}, {phase}): {}",
+                stages.join(", ")
+            );
+        }
     }
 
     let json = json!({
@@ -398,9 +561,9 @@ async fn main() -> anyhow::Result<()> {
         "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
         "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n},
-        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n},
-        "antcode_redis": {"p50_ms": ours_redis.p50_ms, "p99_ms": ours_redis.p99_ms, "sequential_s": ours_redis.sequential_s, "throughput_s": ours_redis.throughput_s, "n": a.throughput_n},
-        "antcode_warm_redis": {"p50_ms": warm_redis.p50_ms, "p99_ms": warm_redis.p99_ms, "sequential_s": warm_redis.sequential_s, "throughput_s": warm_redis.throughput_s, "n": a.throughput_n},
+        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
+        "antcode_redis": redis.as_ref().map(|(m, _)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
+        "antcode_warm_redis": redis.as_ref().map(|(_, m)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
         "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s})),
     });
     std::fs::create_dir_all("target/bench")?;

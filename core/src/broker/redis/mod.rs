@@ -1012,6 +1012,21 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
+    async fn announce_changes(&self, run_ids: &[String]) -> BrokerResult<()> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in run_ids {
+            pipe.cmd("PUBLISH")
+                .arg(self.key("changes"))
+                .arg(id)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
     fn watch_changes(&self) -> RunChanges {
         let rx = self.changes.subscribe();
         self.subscriber.get_or_init(|| {

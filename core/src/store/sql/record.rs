@@ -1,0 +1,305 @@
+//! Runner reports applied to runs: the fenced `queued → running` write and the attempt's
+//! outcome, one at a time ([`Store::mark_started`], [`Store::finish_attempt`]) or as a batch in
+//! one transaction ([`Store::record_events`], the recorder's path: one commit, which on SQLite
+//! is one `fsync`, for every event that arrived together).
+
+use super::*;
+
+/// How often an outcome is re-decided when its run changed between the read and the fenced
+/// write (a cancel request landing in between).
+const FINISH_TRIES: usize = 4;
+
+impl SqlStore {
+    /// A transaction that reads rows and then updates them. On SQLite it takes the write lock
+    /// at `BEGIN`: a deferred transaction that has read cannot upgrade once another connection
+    /// has written, and would fail instead of waiting.
+    pub(super) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.writes.begin_with("BEGIN IMMEDIATE").await?,
+            _ => self.writes.begin().await?,
+        })
+    }
+
+    /// The run and its retry policy, read on `conn` for a decision written on the same
+    /// connection. The row is locked until the transaction ends (SQLite: by `BEGIN IMMEDIATE`).
+    async fn run_for_update(
+        &self,
+        conn: &mut AnyConnection,
+        run_id: &str,
+    ) -> StoreResult<(Run, RetryPolicy)> {
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            _ => " FOR UPDATE",
+        };
+        let sql = self.q(&format!(
+            "SELECT {RUN_COLUMNS}, retry FROM runs WHERE id = ?{lock}"
+        ));
+        let row = sqlx::query(&sql)
+            .bind(run_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let retry = serde_json::from_str(&rows::text(&row, "retry")?)
+            .map_err(|e| StoreError::Corrupt(format!("retry policy of run {run_id}: {e}")))?;
+        Ok((rows::run(&row)?, retry))
+    }
+
+    /// `queued` → `running` for `ev`'s attempt on `conn`; its history entry is added to
+    /// `history` (written by the caller in the same transaction). A repeat of the same start is
+    /// accepted; anything else that no longer matches is stale.
+    pub(super) async fn start_in(
+        &self,
+        conn: &mut AnyConnection,
+        ev: &StartReport<'_>,
+        history: &mut Vec<RunHistoryEntry>,
+    ) -> StoreResult<()> {
+        let sql = self.q("UPDATE runs SET state = 'running', lease_token = ?, worker_id = ?, started_at = ? WHERE id = ? AND attempt = ? AND state = 'queued' AND cancel_requested = 0");
+        let done = sqlx::query(&sql)
+            .bind(ev.lease_token)
+            .bind(ev.worker_id)
+            .bind(ev.at_ms)
+            .bind(ev.run_id)
+            .bind(ev.attempt as i64)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() == 1 {
+            history.push(history_entry(
+                ev.run_id,
+                ev.attempt,
+                "running",
+                format!("worker {}", ev.worker_id),
+                ev.at_ms,
+            ));
+            return Ok(());
+        }
+        let run = rows::run(
+            &sqlx::query(&self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?")))
+                .bind(ev.run_id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NotFound)?,
+        )?;
+        if run.state == RunState::Running
+            && run.attempt == ev.attempt
+            && run.lease_token.as_deref() == Some(ev.lease_token)
+        {
+            return Ok(());
+        }
+        Err(StoreError::Stale(format!(
+            "run {} is {} at attempt {}; start of attempt {} refused",
+            ev.run_id,
+            run.state.as_str(),
+            run.attempt,
+            ev.attempt
+        )))
+    }
+
+    /// Applies an attempt's outcome on `conn` if the attempt (and the lease token, when given)
+    /// still matches: terminal, or `queued` again for the next attempt when the outcome is
+    /// retryable and attempts remain. The history entry goes to `history`.
+    pub(super) async fn finish_in(
+        &self,
+        conn: &mut AnyConnection,
+        report: &FinishReport<'_>,
+        history: &mut Vec<RunHistoryEntry>,
+    ) -> StoreResult<Recorded> {
+        let FinishReport {
+            run_id,
+            attempt,
+            lease_token,
+            outcome: o,
+            at_ms,
+        } = *report;
+        if !o.state.is_retryable() {
+            return self.end_in(conn, report, history).await;
+        }
+        for _ in 0..FINISH_TRIES {
+            let (run, retry) = self.run_for_update(conn, run_id).await?;
+            let fenced = run.attempt == attempt
+                && !run.state.is_terminal()
+                && (lease_token.is_none() || run.lease_token.as_deref() == lease_token);
+            if !fenced {
+                return Err(StoreError::Stale(format!(
+                    "run {run_id} is {} at attempt {}; report for attempt {attempt} refused",
+                    run.state.as_str(),
+                    run.attempt
+                )));
+            }
+            if attempt >= run.max_attempts || run.cancel_requested {
+                // No attempt left, or cancelled: the run ends. The row is locked since the
+                // read, so the plain fenced end is exact.
+                return self.end_in(conn, report, history).await;
+            }
+            // Queued again for the next attempt. Fenced on everything the decision read:
+            // attempt, state, lease token and the cancel flag.
+            let token = lease_token.unwrap_or("");
+            let sql = self.q("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? \
+                 WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = 0 AND (lease_token = ? OR ? = '')");
+            let done = sqlx::query(&sql)
+                .bind(at_ms + retry.jittered_backoff_ms(attempt + 1, jitter_seed(run_id, attempt)))
+                .bind(o.exit_code.map(i64::from))
+                .bind(o.signal.map(i64::from))
+                .bind(o.error.clone())
+                .bind(run_id)
+                .bind(attempt as i64)
+                .bind(run.state.as_str())
+                .bind(token)
+                .bind(token)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() != 1 {
+                // The row changed after the read: decide again on what it is now.
+                continue;
+            }
+            history.push(history_entry(
+                run_id,
+                attempt,
+                o.state.as_str(),
+                to_json(o),
+                at_ms,
+            ));
+            return Ok(Recorded::Finished {
+                state: RunState::Queued,
+                requeued: true,
+            });
+        }
+        Err(StoreError::Stale(format!(
+            "run {run_id} kept changing while its attempt {attempt} was being recorded"
+        )))
+    }
+
+    /// [`Self::finish_in`] for an outcome that is never retried (success, cancel): the run
+    /// ends whatever its retry policy, so one fenced write does it without reading the run
+    /// first; the run is read only to say why a refused report was stale.
+    async fn end_in(
+        &self,
+        conn: &mut AnyConnection,
+        report: &FinishReport<'_>,
+        history: &mut Vec<RunHistoryEntry>,
+    ) -> StoreResult<Recorded> {
+        let (run_id, attempt, o) = (report.run_id, report.attempt, report.outcome);
+        let token = report.lease_token.unwrap_or("");
+        let sql = self.q("UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?, finished_at = ? \
+             WHERE id = ? AND attempt = ? AND state IN ('queued', 'running') AND (lease_token = ? OR ? = '')");
+        let done = sqlx::query(&sql)
+            .bind(o.state.as_str())
+            .bind(o.exit_code.map(i64::from))
+            .bind(o.signal.map(i64::from))
+            .bind(o.error.clone())
+            .bind(o.duration_ms)
+            .bind(o.peak_rss_kb)
+            .bind(o.log_key.clone())
+            .bind(o.result.as_ref().map(to_json))
+            .bind(report.at_ms)
+            .bind(run_id)
+            .bind(attempt as i64)
+            .bind(token)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() != 1 {
+            let (run, _) = self.run_for_update(conn, run_id).await?;
+            return Err(StoreError::Stale(format!(
+                "run {run_id} is {} at attempt {}; report for attempt {attempt} refused",
+                run.state.as_str(),
+                run.attempt
+            )));
+        }
+        history.push(history_entry(
+            run_id,
+            attempt,
+            o.state.as_str(),
+            to_json(o),
+            report.at_ms,
+        ));
+        Ok(Recorded::Finished {
+            state: o.state,
+            requeued: false,
+        })
+    }
+
+    /// [`Store::record_events`] in one transaction. An `Err` means nothing was committed.
+    pub(super) async fn record_batch(
+        &self,
+        events: &[RunEvent],
+    ) -> StoreResult<Vec<StoreResult<Recorded>>> {
+        let mut tx = self.begin_write().await?;
+        let mut history = Vec::with_capacity(events.len());
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            let applied = match &ev.kind {
+                RunEventKind::Started => self
+                    .start_in(&mut tx, &StartReport::of(ev), &mut history)
+                    .await
+                    .map(|()| Recorded::Started),
+                RunEventKind::Finished(outcome) => {
+                    let report = FinishReport {
+                        run_id: &ev.run_id,
+                        attempt: ev.attempt,
+                        lease_token: Some(&ev.lease_token),
+                        outcome,
+                        at_ms: ev.at_ms,
+                    };
+                    self.finish_in(&mut tx, &report, &mut history).await
+                }
+            };
+            match applied {
+                // The statement failed: PostgreSQL has aborted the transaction, and on any
+                // engine the batch is no longer known to be whole. Nothing is committed.
+                Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
+                other => out.push(other),
+            }
+        }
+        self.insert_history(&mut tx, &history).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// A `Started` report's fields.
+pub(super) struct StartReport<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    pub lease_token: &'a str,
+    pub worker_id: &'a str,
+    pub at_ms: i64,
+}
+
+impl<'a> StartReport<'a> {
+    fn of(ev: &'a RunEvent) -> StartReport<'a> {
+        StartReport {
+            run_id: &ev.run_id,
+            attempt: ev.attempt,
+            lease_token: &ev.lease_token,
+            worker_id: &ev.worker_id,
+            at_ms: ev.at_ms,
+        }
+    }
+}
+
+/// A `Finished` report's fields (`lease_token` is `None` for the scheduler's own verdicts).
+#[derive(Clone, Copy)]
+pub(super) struct FinishReport<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    pub lease_token: Option<&'a str>,
+    pub outcome: &'a Outcome,
+    pub at_ms: i64,
+}
+
+fn history_entry(
+    run_id: &str,
+    attempt: u32,
+    kind: &str,
+    detail: String,
+    at_ms: i64,
+) -> RunHistoryEntry {
+    RunHistoryEntry {
+        id: new_id(),
+        run_id: run_id.into(),
+        attempt,
+        kind: kind.into(),
+        detail,
+        at: at_ms,
+    }
+}
