@@ -4,7 +4,7 @@ import os
 from celery import Celery
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
-app = Celery("tasks", broker=f"{REDIS}/8", backend=f"{REDIS}/9")
+app = Celery("tasks", broker=f"{REDIS}/4", backend=f"{REDIS}/5")
 app.conf.task_default_queue = os.environ.get("BENCH_QUEUE", "antcode-bench")
 app.conf.worker_hijack_root_logger = False
 

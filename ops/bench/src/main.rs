@@ -464,7 +464,7 @@ async fn main() -> anyhow::Result<()> {
     let (ours, warm) = measure_antcode(&a, "memory://").await?;
     // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
     let on_redis = format!(
-        "redis://127.0.0.1:6379/7?prefix=bench-runs-{}",
+        "redis://127.0.0.1:6379/3?prefix=bench-runs-{}",
         std::process::id()
     );
     let redis = match a.redis {
