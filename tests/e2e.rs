@@ -1,13 +1,15 @@
 //! End to end, in process: `antcode up` on ephemeral ports with real SQLite, the in-process
 //! broker, a local blob directory, and real Python under uv.
 
-use reqwest::multipart::{Form, Part};
+mod support;
+
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use antcode::up::{self, Up, UpConfig};
+use support::{terminal, Api};
 
 const PASSWORD: &str = "e2e-password-not-default";
 
@@ -21,132 +23,32 @@ async fn start(data_dir: &Path, runner: bool) -> Up {
     up::start(cfg).await.expect("antcode up starts")
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// The admin API of an in-process `up`.
+async fn login(up: &Up) -> Api {
+    Api::login(up.control_addr.port(), PASSWORD).await
 }
 
-impl Client {
-    async fn login(up: &Up) -> Client {
-        let http = reqwest::Client::new();
-        let base = format!("http://{}/api/v1", up.control_addr);
-        let res = http
-            .post(format!("{base}/auth/login"))
-            .json(&json!({"username": "admin", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "login");
-        let token = res.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        Client { http, base, token }
-    }
+async fn create_task(c: &Api, name: &str, project: &Value, extra: Value) -> Value {
+    let mut body = json!({"name": name, "project_id": project["id"]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, task) = c.post("/tasks", body).await;
+    assert_eq!(status, 201, "create task {name}: {task}");
+    task
+}
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
+async fn trigger(c: &Api, task: &Value) -> Value {
+    let (status, run) = c.trigger(task["id"].as_str().unwrap()).await;
+    assert_eq!(status, 201, "trigger: {run}");
+    assert_eq!(run["state"], "queued");
+    run
+}
 
-    async fn get(&self, path: &str) -> Value {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "GET {path}: {}", res.status());
-        res.json().await.unwrap()
-    }
-
-    async fn text(&self, path: &str) -> String {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "GET {path}: {}", res.status());
-        res.text().await.unwrap()
-    }
-
-    async fn upload(
-        &self,
-        name: &str,
-        file_name: &str,
-        data: Vec<u8>,
-        extra: &[(&str, &str)],
-    ) -> Value {
-        let mut form = Form::new()
-            .text("name", name.to_string())
-            .part("file", Part::bytes(data).file_name(file_name.to_string()));
-        for (k, v) in extra {
-            form = form.text(k.to_string(), v.to_string());
-        }
-        let res = self
-            .http
-            .post(format!("{}/projects", self.base))
-            .bearer_auth(&self.token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, 201, "upload {name}: {body}");
-        body
-    }
-
-    async fn task(&self, name: &str, project: &Value, extra: Value) -> Value {
-        let mut body = json!({"name": name, "project_id": project["id"]});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (status, task) = self.post("/tasks", body).await;
-        assert_eq!(status, 201, "create task {name}: {task}");
-        task
-    }
-
-    async fn trigger(&self, task: &Value) -> Value {
-        let (status, run) = self
-            .post(
-                &format!("/tasks/{}/trigger", task["id"].as_str().unwrap()),
-                json!({}),
-            )
-            .await;
-        assert_eq!(status, 201, "trigger: {run}");
-        assert_eq!(run["state"], "queued");
-        run
-    }
-
-    async fn wait_terminal(&self, run: &Value, limit: Duration) -> Value {
-        let id = run["id"].as_str().unwrap();
-        let started = Instant::now();
-        loop {
-            let run = self.get(&format!("/runs/{id}")).await;
-            let state = run["state"].as_str().unwrap().to_string();
-            if !["queued", "running"].contains(&state.as_str()) {
-                return run;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "run {id} still {state} after {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+async fn wait_terminal(c: &Api, run: &Value, limit: Duration) -> Value {
+    let id = run["id"].as_str().unwrap();
+    c.wait_run(id, "a terminal state", limit, terminal, &String::new)
+        .await
 }
 
 fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
@@ -176,7 +78,7 @@ fn pid_is_dead(pid: i32) -> bool {
 async fn python_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(dir.path(), true).await;
-    let c = Client::login(&up).await;
+    let c = login(&up).await;
 
     // A zip project whose requirements.txt brings a third-party package.
     let main = "import sys, six\nprint('hello from six', six.__version__, *sys.argv[1:])\nprint('to stderr', file=sys.stderr)\n";
@@ -188,12 +90,8 @@ async fn python_runs_end_to_end() {
             &[],
         )
         .await;
-    let task = c
-        .task("deps", &project, json!({"args": ["a b", "c"]}))
-        .await;
-    let run = c
-        .wait_terminal(&c.trigger(&task).await, Duration::from_secs(180))
-        .await;
+    let task = create_task(&c, "deps", &project, json!({"args": ["a b", "c"]})).await;
+    let run = wait_terminal(&c, &trigger(&c, &task).await, Duration::from_secs(180)).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["exit_code"], 0);
     assert!(run["duration_ms"].as_i64().is_some());
@@ -212,10 +110,8 @@ async fn python_runs_end_to_end() {
             &[],
         )
         .await;
-    let task = c.task("failing", &failing, json!({})).await;
-    let run = c
-        .wait_terminal(&c.trigger(&task).await, Duration::from_secs(60))
-        .await;
+    let task = create_task(&c, "failing", &failing, json!({})).await;
+    let run = wait_terminal(&c, &trigger(&c, &task).await, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "failed", "{run}");
     assert_eq!(run["exit_code"], 3);
     let logs = c
@@ -230,12 +126,8 @@ async fn python_runs_end_to_end() {
         .upload("sleepy", "sleepy.py", sleeper.as_bytes().to_vec(), &[])
         .await;
     let env = json!({"PID_FILE": pid_file.display().to_string()});
-    let task = c
-        .task("sleepy", &sleepy, json!({"timeout_s": 2, "env": env}))
-        .await;
-    let run = c
-        .wait_terminal(&c.trigger(&task).await, Duration::from_secs(60))
-        .await;
+    let task = create_task(&c, "sleepy", &sleepy, json!({"timeout_s": 2, "env": env})).await;
+    let run = wait_terminal(&c, &trigger(&c, &task).await, Duration::from_secs(60)).await;
     assert_eq!(run["state"], "timed_out", "{run}");
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -271,7 +163,7 @@ async fn a_queued_run_survives_a_restart() {
 
     // First life: no runner, so the triggered run stays queued.
     let up = start(dir.path(), false).await;
-    let c = Client::login(&up).await;
+    let c = login(&up).await;
     let project = c
         .upload(
             "persist",
@@ -280,8 +172,8 @@ async fn a_queued_run_survives_a_restart() {
             &[],
         )
         .await;
-    let task = c.task("persist", &project, json!({})).await;
-    let run = c.trigger(&task).await;
+    let task = create_task(&c, "persist", &project, json!({})).await;
+    let run = trigger(&c, &task).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         c.get(&format!("/runs/{}", run["id"].as_str().unwrap()))
@@ -292,7 +184,7 @@ async fn a_queued_run_survives_a_restart() {
 
     // Second life: everything is still there and the queued run is executed.
     let up = start(dir.path(), true).await;
-    let c = Client::login(&up).await;
+    let c = login(&up).await;
     assert_eq!(
         c.get(&format!("/tasks/{}", task["id"].as_str().unwrap()))
             .await["name"],
@@ -303,7 +195,7 @@ async fn a_queued_run_survives_a_restart() {
             .await["name"],
         "persist"
     );
-    let done = c.wait_terminal(&run, Duration::from_secs(60)).await;
+    let done = wait_terminal(&c, &run, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let logs = c
         .text(&format!("/runs/{}/logs", run["id"].as_str().unwrap()))
@@ -339,7 +231,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(dir.path(), true).await;
-    let c = Client::login(&up).await;
+    let c = login(&up).await;
     let value = format!("tok-{}-ñ", uuid_like());
     let reversed: String = value.chars().rev().collect();
 
@@ -360,10 +252,14 @@ async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear()
     let project = c
         .upload("secretive", "secretive.py", script.as_bytes().to_vec(), &[])
         .await;
-    let with = c
-        .task("with-secret", &project, json!({"secrets": ["API_TOKEN"]}))
-        .await;
-    let without = c.task("without-secret", &project, json!({})).await;
+    let with = create_task(
+        &c,
+        "with-secret",
+        &project,
+        json!({"secrets": ["API_TOKEN"]}),
+    )
+    .await;
+    let without = create_task(&c, "without-secret", &project, json!({})).await;
     let (status, refused) = c
         .post(
             "/tasks",
@@ -376,12 +272,9 @@ async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear()
         "{refused}"
     );
 
-    let run_with = c
-        .wait_terminal(&c.trigger(&with).await, Duration::from_secs(120))
-        .await;
-    let run_without = c
-        .wait_terminal(&c.trigger(&without).await, Duration::from_secs(120))
-        .await;
+    let run_with = wait_terminal(&c, &trigger(&c, &with).await, Duration::from_secs(120)).await;
+    let run_without =
+        wait_terminal(&c, &trigger(&c, &without).await, Duration::from_secs(120)).await;
     assert_eq!(run_with["state"], "succeeded", "{run_with}");
     assert_eq!(run_without["state"], "succeeded", "{run_without}");
     let log_with = c
@@ -448,10 +341,8 @@ async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear()
 
     // The key file is reused: after a restart the secret still opens.
     let up = start(dir.path(), true).await;
-    let c = Client::login(&up).await;
-    let again = c
-        .wait_terminal(&c.trigger(&with).await, Duration::from_secs(120))
-        .await;
+    let c = login(&up).await;
+    let again = wait_terminal(&c, &trigger(&c, &with).await, Duration::from_secs(120)).await;
     assert_eq!(again["state"], "succeeded", "{again}");
     let log = c
         .text(&format!("/runs/{}/logs", again["id"].as_str().unwrap()))

@@ -225,7 +225,7 @@ pub fn terminal(run: &Value) -> bool {
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
-    token: String,
+    pub token: String,
 }
 
 impl Api {
@@ -280,13 +280,21 @@ impl Api {
         serde_json::from_str(&self.text(path).await).unwrap()
     }
 
-    /// A task of a one-file project holding `code`, with a 120 s timeout and `extra` fields;
-    /// its id.
-    pub async fn script_task(&self, name: &str, code: &str, extra: Value) -> String {
-        let form = Form::new().text("name", name.to_string()).part(
-            "file",
-            Part::bytes(code.as_bytes().to_vec()).file_name(format!("{name}.py")),
-        );
+    /// Uploads a project (`data` as `file_name`, with `extra` form fields), which must be
+    /// accepted; the project as the API shows it.
+    pub async fn upload(
+        &self,
+        name: &str,
+        file_name: &str,
+        data: Vec<u8>,
+        extra: &[(&str, &str)],
+    ) -> Value {
+        let mut form = Form::new()
+            .text("name", name.to_string())
+            .part("file", Part::bytes(data).file_name(file_name.to_string()));
+        for (k, v) in extra {
+            form = form.text(k.to_string(), v.to_string());
+        }
         let res = self
             .http
             .post(format!("{}/projects", self.base))
@@ -295,8 +303,19 @@ impl Api {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 201, "upload project {name}");
-        let project: Value = res.json().await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 201, "upload project {name}: {body}");
+        body
+    }
+
+    /// A task of a one-file project holding `code`, with a 120 s timeout and `extra` fields;
+    /// its id.
+    pub async fn script_task(&self, name: &str, code: &str, extra: Value) -> String {
+        let file = format!("{name}.py");
+        let project = self
+            .upload(name, &file, code.as_bytes().to_vec(), &[])
+            .await;
         let mut body = json!({"name": name, "project_id": project["id"], "timeout_s": 120});
         body.as_object_mut()
             .unwrap()
@@ -327,7 +346,19 @@ impl Api {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + RUN_WAIT;
+        self.wait_run(id, what, RUN_WAIT, done, &|| p.logs()).await
+    }
+
+    /// Polls run `id` until `done` holds; after `limit` fails naming `what` and `context()`.
+    pub async fn wait_run(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+        context: &dyn Fn() -> String,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let run = self.get(&format!("/runs/{id}")).await;
             if done(&run) {
@@ -335,8 +366,8 @@ impl Api {
             }
             assert!(
                 Instant::now() < deadline,
-                "run {id} never reached {what}: {run}\n{}",
-                p.logs()
+                "run {id} never reached {what} within {limit:?}: {run}\n{}",
+                context()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
