@@ -1,17 +1,17 @@
-//! `Lease` answered by the front itself, in `request_filter`, instead of being proxied to the
-//! worker service: a parked long-poll then costs one downstream h2 stream and one future, not an
-//! upstream stream, a tonic call and their buffers too, and handing out work skips a hop.
+//! `Lease` answered by the front itself instead of being proxied to the worker service: a parked
+//! long-poll then costs one downstream h2 stream and this small future, not an upstream stream,
+//! a tonic call and their buffers too, and handing out work skips a hop.
 //!
-//! The caller was identified, authorized and counted by the same [`FrontApp::check`] as every
+//! The caller was identified, authorized and counted by the same [`Gate::admit`] as every
 //! proxied call, and the answer comes from the same [`Edge::lease_for`] the tonic method uses:
 //! only the framing is done here (one gRPC message each way: a 5-byte prefix and the protobuf).
 //!
-//! [`FrontApp::check`]: super::proxy::FrontApp
+//! [`Gate::admit`]: super::gate::Gate::admit
 //! [`Edge::lease_for`]: crate::service::Edge::lease_for
 
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use pingora::Result;
 use prost::Message;
 use tonic::Code;
@@ -74,7 +74,7 @@ fn refusal(status: &tonic::Status) -> Refusal {
 
 /// Reads the request, leases for `id` and writes the whole response. If the client goes away
 /// while the call is parked, the lease is abandoned (nothing was handed out).
-pub async fn answer_lease(session: &mut Session, edge: &Edge, id: &Identity) -> Result<()> {
+pub async fn answer_lease(session: &mut ServerSession, edge: &Edge, id: &Identity) -> Result<()> {
     let mut body = BytesMut::new();
     while let Some(chunk) = session.read_request_body().await? {
         if body.len() + chunk.len() > MAX_LEASE_REQUEST {
@@ -98,10 +98,8 @@ pub async fn answer_lease(session: &mut Session, edge: &Edge, id: &Identity) -> 
         Ok(resp) => {
             let mut head = ResponseHeader::build(200, Some(2))?;
             head.insert_header("content-type", "application/grpc")?;
-            session.write_response_header(Box::new(head), false).await?;
-            session
-                .write_response_body(Some(encode(&resp)), false)
-                .await?;
+            session.write_response_header(Box::new(head)).await?;
+            session.write_response_body(encode(&resp), false).await?;
             let mut trailers = pingora::http::HMap::new();
             trailers.insert("grpc-status", "0".parse().expect("ascii"));
             session.write_response_trailers(trailers).await

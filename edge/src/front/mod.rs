@@ -1,6 +1,7 @@
-//! The Pingora front: terminates TLS on the edge's port, identifies callers, applies the rate
-//! limits and request-size bound, answers `Lease` itself ([`inline`]), and proxies the other worker
-//! calls to the internal worker service (h2c on loopback) and `/api/*` to control.
+//! The Pingora front: terminates TLS on the edge's port, admits requests ([`gate`]: identity,
+//! rate limits, request-size bound), answers `Lease` itself ([`server`], [`inline`]), and
+//! proxies the other worker calls to the internal worker service (h2c on loopback) and `/api/*`
+//! to control ([`proxy`]).
 //!
 //! It runs on a thread of its own with its own tokio runtime, and Pingora's listening service is
 //! driven directly (not through `pingora::server::Server`): that lets it take the listener the
@@ -9,9 +10,11 @@
 //! process. The thread stops when [`Front::stop`] is awaited or when the [`Front`] is dropped
 //! (say, by a test that panicked), so it never outlives its owner by more than the grace period.
 
+mod gate;
 mod inline;
 mod proxy;
 mod reply;
+mod server;
 mod tls;
 
 use std::os::fd::IntoRawFd;
@@ -57,13 +60,13 @@ impl Front {
     ) -> std::io::Result<Front> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?.to_string();
-        let in_flight = app.in_flight.clone();
         let conf = Arc::new(ServerConf {
             threads: THREADS,
             ..ServerConf::default()
         });
-        let proxy = pingora::proxy::http_proxy(&conf, app);
-        let mut service = Listening::new("antcode-edge".to_string(), proxy);
+        let server = server::FrontServer::new(&conf, app);
+        let in_flight = server.in_flight();
+        let mut service = Listening::new("antcode-edge".to_string(), server);
         service.add_listener(
             ListenerConfig::tcp(addr.clone())
                 .tls(tls)

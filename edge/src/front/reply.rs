@@ -8,7 +8,6 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
-use pingora::proxy::Session;
 use pingora::Result;
 use tonic::Code;
 
@@ -74,7 +73,7 @@ fn percent_encode(message: &str) -> String {
 }
 
 /// Writes `refusal` as the whole response; `grpc` picks the trailers-only gRPC form.
-pub async fn send(session: &mut Session, grpc: bool, refusal: &Refusal) -> Result<()> {
+pub async fn send(session: &mut ServerSession, grpc: bool, refusal: &Refusal) -> Result<()> {
     if grpc {
         let mut resp = ResponseHeader::build(200, Some(4))?;
         resp.insert_header("content-type", "application/grpc")?;
@@ -83,10 +82,13 @@ pub async fn send(session: &mut Session, grpc: bool, refusal: &Refusal) -> Resul
         if refusal.retry_after {
             resp.insert_header("retry-after", "1")?;
         }
-        return match session.as_downstream_mut() {
+        return match session {
             // END_STREAM on the HEADERS frame itself: a true trailers-only response.
             ServerSession::H2(h2) => h2.write_response_header(Box::new(resp), true),
-            _ => session.write_response_header(Box::new(resp), true).await,
+            _ => {
+                session.write_response_header(Box::new(resp)).await?;
+                session.write_response_body(Bytes::new(), true).await
+            }
         };
     }
     let body = Bytes::from(
@@ -107,8 +109,8 @@ pub async fn send(session: &mut Session, grpc: bool, refusal: &Refusal) -> Resul
     if refusal.retry_after {
         resp.insert_header("retry-after", "1")?;
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
 }
 
 #[cfg(test)]

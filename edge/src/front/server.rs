@@ -1,0 +1,103 @@
+//! The front's HTTP application: a `Lease` over HTTP/2 is answered here by a future of its own
+//! ([`inline`]); every other request goes through Pingora's proxy ([`FrontApp`]).
+//!
+//! Why not in the proxy's `request_filter`, where it was first: a call parked there keeps the
+//! proxy's whole per-request state alive for its 25 s — its `Session` (cache, module and
+//! subrequest state) and the request future, which is laid out for the proxy's largest phase.
+//! Parked long-polls are most of the edge's connections, so that cost was most of its memory per
+//! idle runner (bench-edge).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::HttpProxy;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+
+use super::gate::{self, Gate};
+use super::inline;
+use super::proxy::FrontApp;
+use super::reply;
+use crate::service::Edge;
+
+pub struct FrontServer {
+    gate: Arc<Gate>,
+    edge: Arc<Edge>,
+    proxy: Arc<HttpProxy<FrontApp>>,
+}
+
+impl FrontServer {
+    pub fn new(conf: &Arc<ServerConf>, app: FrontApp) -> FrontServer {
+        FrontServer {
+            gate: app.gate.clone(),
+            edge: app.edge.clone(),
+            proxy: Arc::new(pingora::proxy::http_proxy(conf, app)),
+        }
+    }
+
+    /// Requests shutdown waits for.
+    pub fn in_flight(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.gate.in_flight.clone()
+    }
+
+    /// Admits and answers one `Lease`.
+    async fn lease(&self, session: &mut ServerSession) -> pingora::Result<()> {
+        let _in_flight = self.gate.in_flight();
+        let peer_ip = gate::peer_ip(session);
+        match self.gate.admit(session, &peer_ip).await {
+            Ok(gate::Admitted {
+                identity: Some(id), ..
+            }) => inline::answer_lease(session, &self.edge, &id).await,
+            // Not reached: the gate identifies every worker call but Enroll.
+            Ok(_) => {
+                let refusal = reply::Refusal::unauthenticated("no worker identity");
+                reply::send(session, true, &refusal).await
+            }
+            Err(refusal) => reply::send(session, true, &refusal).await,
+        }
+    }
+}
+
+/// A gRPC `Lease` on HTTP/2, whose request head has been read already (HTTP/1's has not: it goes
+/// to the proxy, which reads it).
+fn is_lease(session: &ServerSession) -> bool {
+    session.is_http2()
+        && session.req_header().uri.path() == inline::LEASE_PATH
+        && gate::is_grpc(session)
+}
+
+#[async_trait]
+impl HttpServerApp for FrontServer {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !is_lease(&session) {
+            // Boxed by async_trait: this future holds a pointer to it, not its state.
+            return self.proxy.process_new_http(session, shutdown).await;
+        }
+        if let Err(e) = self.lease(&mut session).await {
+            tracing::debug!(error = %e, "edge: a lease call ended early");
+            return None;
+        }
+        // HTTP/2 streams are never reused.
+        let _ = session.finish().await;
+        None
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.proxy.server_options()
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.proxy.h2_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.proxy.http_cleanup().await
+    }
+}
