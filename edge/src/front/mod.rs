@@ -35,11 +35,14 @@ pub use tls::TlsError;
 
 /// Worker threads of the front's runtime.
 const THREADS: usize = 2;
-/// Bytes of Pingora's read buffer under TLS on each connection. Its default, 64 KiB, is held for
-/// the connection's life, and most connections are idle long-polls; rustls buffers what it reads
-/// anyway (as under tonic). bench-edge: 77 → 68 KB per idle runner at 16 KiB, 60 KB at none,
-/// leases/s unchanged within noise.
-const L4_READ_BUFFER: usize = 0;
+/// Pingora's buffers under TLS on each connection: none. The read buffer's default, 64 KiB, and
+/// the write buffer's, 1,460 bytes, are held for the connection's life, and most connections are
+/// idle long-polls; rustls buffers both ways anyway (as under tonic). bench-edge: 77 → 68 KB per
+/// idle runner with a 16 KiB read buffer, 60 KB with none, leases/s unchanged within noise.
+const L4_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: Some(0),
+};
 /// How long the runtime may take to drop what is left after the grace period.
 const HARD_STOP: Duration = Duration::from_millis(250);
 
@@ -70,7 +73,7 @@ impl Front {
         service.add_listener(
             ListenerConfig::tcp(addr.clone())
                 .tls(tls)
-                .l4_buffer(L4BufferSettings::default().read(L4_READ_BUFFER)),
+                .l4_buffer(L4_BUFFERS),
         );
         // Pingora looks listening sockets up by address in this table before binding itself.
         let mut fds = Fds::new();
