@@ -15,6 +15,9 @@ pub enum ControlError {
     Refused(u16, String),
 }
 
+/// Idle connections to control kept for reuse.
+const IDLE_CONNECTIONS: usize = 16;
+
 pub struct Control {
     http: reqwest::Client,
     base: String,
@@ -26,6 +29,9 @@ impl Control {
         Control {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // After a burst (runners reconnecting together) the pool would otherwise keep
+                // every connection it opened, each with its buffers, for 90 s.
+                .pool_max_idle_per_host(IDLE_CONNECTIONS)
                 .build()
                 .unwrap_or_default(),
             base: base.trim_end_matches('/').to_string(),

@@ -109,21 +109,27 @@ impl Authenticator {
                     .into(),
             ));
         };
-        if let Some(d) = self.cache.get(&cache_key).await {
-            return decide(d);
-        }
-        let decision = match self.control.authenticate(&body).await {
-            Ok(id) => Decision::Allowed(Arc::new(id)),
-            Err(ControlError::Refused(_, why)) => Decision::Denied(why),
+        // Concurrent misses for one credential (its runners reconnecting together) share one
+        // call to control; a failed call is not cached, so the next request asks again.
+        let decision = self
+            .cache
+            .try_get_with(cache_key, async {
+                match self.control.authenticate(&body).await {
+                    Ok(id) => Ok(Decision::Allowed(Arc::new(id))),
+                    Err(ControlError::Refused(_, why)) => Ok(Decision::Denied(why)),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+        match decision {
+            Ok(d) => decide(d),
             Err(e) => {
                 denied("control_unavailable");
-                return Err(AuthError::Unavailable(format!(
+                Err(AuthError::Unavailable(format!(
                     "cannot verify credentials right now: {e}"
-                )));
+                )))
             }
-        };
-        self.cache.insert(cache_key, decision.clone()).await;
-        decide(decision)
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
-use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::Digest;
 use pingora_limits::rate::Rate;
 
 use super::reply::Refusal;
@@ -52,20 +53,16 @@ impl Drop for InFlight {
 }
 
 /// Whether the request is a gRPC call (refusals then take gRPC's trailers-only form).
-pub fn is_grpc(session: &ServerSession) -> bool {
-    session
-        .req_header()
-        .headers
+pub fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// The caller's IP address, as the internal service and control are told it.
-pub fn peer_ip(session: &ServerSession) -> String {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
+pub fn peer_ip(addr: Option<&SocketAddr>) -> String {
+    addr.and_then(|a| a.as_inet())
         .map(|a| a.ip().to_string())
         .unwrap_or_default()
 }
@@ -103,9 +100,14 @@ impl Gate {
         rate.observe(&key, 1) > limit as isize
     }
 
-    /// Lets the request on, or says why it may not go on.
-    pub async fn admit(&self, session: &ServerSession, peer_ip: &str) -> Result<Admitted, Refusal> {
-        let req = session.req_header();
+    /// Lets the request on, or says why it may not go on. `digest` is the connection's (its TLS
+    /// client certificate).
+    pub async fn admit(
+        &self,
+        req: &RequestHeader,
+        digest: Option<&Digest>,
+        peer_ip: &str,
+    ) -> Result<Admitted, Refusal> {
         let path = req.uri.path();
         let (route, anonymous) = if let Some(method) = path.strip_prefix(WORKER_SERVICE) {
             (Route::Worker, method == "Enroll")
@@ -148,7 +150,7 @@ impl Gate {
                 None
             }
             Route::Worker if anonymous => None,
-            Route::Worker => Some(self.identify(session, api_key).await?),
+            Route::Worker => Some(self.identify(digest, api_key).await?),
         };
         Ok(Admitted { route, identity })
     }
@@ -156,11 +158,10 @@ impl Gate {
     /// The worker behind the connection's certificate or API key, counted against its limit.
     async fn identify(
         &self,
-        session: &ServerSession,
+        digest: Option<&Digest>,
         api_key: Option<String>,
     ) -> Result<Arc<Identity>, Refusal> {
-        let cert_fingerprint = session
-            .digest()
+        let cert_fingerprint = digest
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|d| d.extension.get::<Peer>())
             .and_then(|p| p.cert_fingerprint.clone());

@@ -11,7 +11,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::v2::server::HttpSession as H2Session;
 use pingora::Result;
 use prost::Message;
 use tonic::Code;
@@ -74,38 +74,45 @@ fn refusal(status: &tonic::Status) -> Refusal {
 
 /// Reads the request, leases for `id` and writes the whole response. If the client goes away
 /// while the call is parked, the lease is abandoned (nothing was handed out).
-pub async fn answer_lease(session: &mut ServerSession, edge: &Edge, id: &Identity) -> Result<()> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_LEASE_REQUEST {
-            return reply::send(session, true, &Refusal::too_large(MAX_LEASE_REQUEST)).await;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let req = match decode::<pb::LeaseRequest>(&body) {
-        Ok(r) => r,
-        Err(refusal) => return reply::send(session, true, &refusal).await,
+///
+/// On the HTTP/2 session itself, not Pingora's protocol-generic one: the generic session's
+/// futures carry room for HTTP/1's reads and writes, and this future lives as long as the call
+/// is parked (bench-edge's memory per idle runner).
+pub async fn answer_lease(session: &mut H2Session, edge: &Edge, id: &Identity) -> Result<()> {
+    let req = match read_request(session).await? {
+        Ok(req) => req,
+        Err(refusal) => return reply::send_grpc_h2(session, &refusal),
     };
     metrics::counter!("antcode_edge_inline_leases_total").increment(1);
     let answer = tokio::select! {
         answer = edge.lease_for(id, req) => answer,
         // Pending until the client resets the stream or closes the connection.
-        gone = session.read_body_or_idle(true) => {
-            return gone.map(|_| ());
-        }
+        _ = session.idle() => return Ok(()),
     };
     match answer {
         Ok(resp) => {
             let mut head = ResponseHeader::build(200, Some(2))?;
             head.insert_header("content-type", "application/grpc")?;
-            session.write_response_header(Box::new(head)).await?;
-            session.write_response_body(encode(&resp), false).await?;
+            session.write_response_header(Box::new(head), false)?;
+            session.write_body(encode(&resp), false).await?;
             let mut trailers = pingora::http::HMap::new();
             trailers.insert("grpc-status", "0".parse().expect("ascii"));
-            session.write_response_trailers(trailers).await
+            session.write_trailers(trailers)
         }
-        Err(status) => reply::send(session, true, &refusal(&status)).await,
+        Err(status) => reply::send_grpc_h2(session, &refusal(&status)),
     }
+}
+
+/// The whole request body as a `LeaseRequest`, or why it is not one.
+async fn read_request(session: &mut H2Session) -> Result<Result<pb::LeaseRequest, Refusal>> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_body_bytes().await? {
+        if body.len() + chunk.len() > MAX_LEASE_REQUEST {
+            return Ok(Err(Refusal::too_large(MAX_LEASE_REQUEST)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(decode(&body))
 }
 
 #[cfg(test)]

@@ -78,10 +78,14 @@ impl ProxyHttp for FrontApp {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.grpc = gate::is_grpc(session);
-        ctx.peer_ip = gate::peer_ip(session);
+        ctx.grpc = gate::is_grpc(session.req_header());
+        ctx.peer_ip = gate::peer_ip(session.client_addr());
         gate::strip_internal_headers(session.req_header_mut());
-        match self.gate.admit(session, &ctx.peer_ip).await {
+        let admitted = self
+            .gate
+            .admit(session.req_header(), session.digest(), &ctx.peer_ip)
+            .await;
+        match admitted {
             Ok(admitted) => {
                 ctx.route = Some(admitted.route);
                 ctx.identity = admitted.identity;

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::v2::server::HttpSession as H2Session;
 use pingora::protocols::http::ServerSession;
 use pingora::Result;
 use tonic::Code;
@@ -72,21 +73,32 @@ fn percent_encode(message: &str) -> String {
     out
 }
 
+/// The trailers-only gRPC response carrying `refusal`.
+fn grpc_head(refusal: &Refusal) -> Result<Box<ResponseHeader>> {
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("content-type", "application/grpc")?;
+    resp.insert_header("grpc-status", (refusal.code as i32).to_string())?;
+    resp.insert_header("grpc-message", percent_encode(&refusal.message))?;
+    if refusal.retry_after {
+        resp.insert_header("retry-after", "1")?;
+    }
+    Ok(Box::new(resp))
+}
+
+/// Writes `refusal` as a trailers-only gRPC response on an HTTP/2 stream: END_STREAM on the
+/// HEADERS frame itself. Synchronous (h2 queues the frame), so a future that may refuse does not
+/// carry room for a write.
+pub fn send_grpc_h2(session: &mut H2Session, refusal: &Refusal) -> Result<()> {
+    session.write_response_header(grpc_head(refusal)?, true)
+}
+
 /// Writes `refusal` as the whole response; `grpc` picks the trailers-only gRPC form.
 pub async fn send(session: &mut ServerSession, grpc: bool, refusal: &Refusal) -> Result<()> {
     if grpc {
-        let mut resp = ResponseHeader::build(200, Some(4))?;
-        resp.insert_header("content-type", "application/grpc")?;
-        resp.insert_header("grpc-status", (refusal.code as i32).to_string())?;
-        resp.insert_header("grpc-message", percent_encode(&refusal.message))?;
-        if refusal.retry_after {
-            resp.insert_header("retry-after", "1")?;
-        }
         return match session {
-            // END_STREAM on the HEADERS frame itself: a true trailers-only response.
-            ServerSession::H2(h2) => h2.write_response_header(Box::new(resp), true),
+            ServerSession::H2(h2) => send_grpc_h2(h2, refusal),
             _ => {
-                session.write_response_header(Box::new(resp)).await?;
+                session.write_response_header(grpc_head(refusal)?).await?;
                 session.write_response_body(Bytes::new(), true).await
             }
         };

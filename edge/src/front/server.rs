@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::http::v2::server::HttpSession as H2Session;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
@@ -44,29 +45,42 @@ impl FrontServer {
     }
 
     /// Admits and answers one `Lease`.
-    async fn lease(&self, session: &mut ServerSession) -> pingora::Result<()> {
+    async fn lease(&self, session: &mut H2Session) -> pingora::Result<()> {
         let _in_flight = self.gate.in_flight();
-        let peer_ip = gate::peer_ip(session);
-        match self.gate.admit(session, &peer_ip).await {
+        let peer_ip = gate::peer_ip(session.client_addr());
+        // Boxed: admission (a call to control on a cache miss) is the largest state of this
+        // future, and without the box the whole parked call would keep room for it.
+        let admitted = Box::pin(
+            self.gate
+                .admit(session.req_header(), session.digest(), &peer_ip),
+        )
+        .await;
+        match admitted {
             Ok(gate::Admitted {
                 identity: Some(id), ..
             }) => inline::answer_lease(session, &self.edge, &id).await,
             // Not reached: the gate identifies every worker call but Enroll.
             Ok(_) => {
                 let refusal = reply::Refusal::unauthenticated("no worker identity");
-                reply::send(session, true, &refusal).await
+                reply::send_grpc_h2(session, &refusal)
             }
-            Err(refusal) => reply::send(session, true, &refusal).await,
+            Err(refusal) => reply::send_grpc_h2(session, &refusal),
         }
     }
 }
 
-/// A gRPC `Lease` on HTTP/2, whose request head has been read already (HTTP/1's has not: it goes
-/// to the proxy, which reads it).
-fn is_lease(session: &ServerSession) -> bool {
-    session.is_http2()
-        && session.req_header().uri.path() == inline::LEASE_PATH
-        && gate::is_grpc(session)
+/// The HTTP/2 stream of a gRPC `Lease` (HTTP/1 requests, whose head has not been read yet, go to
+/// the proxy, which reads it).
+fn as_lease(session: &mut ServerSession) -> Option<&mut H2Session> {
+    match session {
+        ServerSession::H2(h2)
+            if h2.req_header().uri.path() == inline::LEASE_PATH
+                && gate::is_grpc(h2.req_header()) =>
+        {
+            Some(h2)
+        }
+        _ => None,
+    }
 }
 
 #[async_trait]
@@ -76,16 +90,16 @@ impl HttpServerApp for FrontServer {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        if !is_lease(&session) {
+        let Some(h2) = as_lease(&mut session) else {
             // Boxed by async_trait: this future holds a pointer to it, not its state.
             return self.proxy.process_new_http(session, shutdown).await;
-        }
-        if let Err(e) = self.lease(&mut session).await {
+        };
+        if let Err(e) = self.lease(h2).await {
             tracing::debug!(error = %e, "edge: a lease call ended early");
             return None;
         }
-        // HTTP/2 streams are never reused.
-        let _ = session.finish().await;
+        // Ends the stream if the answer did not (HTTP/2 streams are never reused).
+        let _ = h2.finish();
         None
     }
 
