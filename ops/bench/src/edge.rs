@@ -4,7 +4,7 @@
 //! check — the cost floor of our own stack, `antcode_edge::baseline`).
 //!
 //!   cargo build --release -p antcode-bench --bin bench-edge
-//!   target/release/bench-edge [--samples 300] [--jobs 20000] [--clients 64] [--idle 2000]
+//!   target/release/bench-edge [--samples 1000] [--jobs 20000] [--clients 64] [--idle 2000]
 //!
 //! * Broker: the in-process memory broker, shared by the publisher, the edge and the tonic
 //!   baseline. Redis is not used on purpose: the Redis broker parks every long-poll on a
@@ -59,7 +59,7 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
-        samples: 300,
+        samples: 1000,
         jobs: 20_000,
         clients: 64,
         idle: 2_000,
