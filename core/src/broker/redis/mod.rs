@@ -30,7 +30,7 @@
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};
 use async_trait::async_trait;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -102,8 +102,9 @@ pub struct RedisBroker {
     hot: HotKeys,
     event_redelivery: Duration,
     orphan_idle: Duration,
-    /// Stream keys (and `events\0group`) whose consumer group is known to exist.
-    groups_ready: Mutex<HashSet<String>>,
+    /// Consumer groups known to exist: stream key → groups (so the check every lease makes
+    /// allocates nothing).
+    groups_ready: Mutex<HashMap<String, HashSet<String>>>,
     scripts: Scripts,
     /// Announcements received on the `{prefix}:changes` channel, fanned out in this process.
     changes: tokio::sync::broadcast::Sender<String>,
@@ -180,7 +181,7 @@ impl RedisBroker {
             tag,
             event_redelivery: DEFAULT_EVENT_REDELIVERY,
             orphan_idle: ORPHAN_IDLE,
-            groups_ready: Mutex::new(HashSet::new()),
+            groups_ready: Mutex::new(HashMap::new()),
             scripts: Scripts::new(),
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             subscriber: std::sync::OnceLock::new(),
@@ -243,7 +244,7 @@ impl RedisBroker {
     }
 
     fn queue_key(&self, queue: &str) -> String {
-        self.key(&format!("q:{queue}"))
+        format!("{}:q:{queue}", self.tag)
     }
 
     fn con(&self) -> ConnectionManager {
@@ -282,12 +283,12 @@ impl RedisBroker {
 
     /// Creates the consumer group `group` on `stream` (and the stream) unless known to exist.
     async fn ensure_group(&self, stream: &str, group: &str) -> BrokerResult<()> {
-        let mark = format!("{stream}\0{group}");
         if self
             .groups_ready
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&mark)
+            .get(stream)
+            .is_some_and(|groups| groups.contains(group))
         {
             return Ok(());
         }
@@ -307,7 +308,9 @@ impl RedisBroker {
         self.groups_ready
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(mark);
+            .entry(stream.to_string())
+            .or_default()
+            .insert(group.to_string());
         Ok(())
     }
 
