@@ -1437,7 +1437,11 @@ async fn redis_connect_moves_the_previous_run_layout() {
         .find(|l| l.job.run_id == leased.run_id)
         .expect("the old lease is a lease");
     assert_eq!(
-        (old.job.clone(), old.lease_token.as_str(), old.worker_id.as_str()),
+        (
+            old.job.clone(),
+            old.lease_token.as_str(),
+            old.worker_id.as_str()
+        ),
         (leased, "lt_old", "w-old")
     );
 }

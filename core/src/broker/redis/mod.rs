@@ -683,7 +683,10 @@ impl Broker for RedisBroker {
         // What makes publish idempotent: the run's queued attempts and its leased one.
         let mut pipe = ::redis::pipe();
         for job in jobs {
-            pipe.cmd("HMGET").arg(self.run_key(&job.run_id)).arg("q").arg("l");
+            pipe.cmd("HMGET")
+                .arg(self.run_key(&job.run_id))
+                .arg("q")
+                .arg("l");
         }
         let state: Vec<(Option<String>, Option<String>)> =
             pipe.query_async(&mut self.con()).await?;
