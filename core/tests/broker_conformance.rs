@@ -765,6 +765,16 @@ async fn hand_back_makes_the_job_leasable_again(s: &Subject) {
     );
     let hb = b.heartbeat("w1", &[held(&l)], TTL).await.unwrap();
     assert_eq!(hb.lost, vec![j.run_id.clone()], "the old token is dead");
+
+    // A run cancelled while leased is not queued again by hand_back.
+    s.twin.cancel(&j.run_id).await.unwrap();
+    b.hand_back(&j.run_id, &again[0].lease_token).await.unwrap();
+    assert!(!b
+        .lease_alive(&j.run_id, &again[0].lease_token)
+        .await
+        .unwrap());
+    assert_eq!(depth(b, "default").await, 0, "a cancelled run is dropped");
+    assert!(!b.holds(std::slice::from_ref(&j)).await.unwrap()[0]);
 }
 
 async fn release_and_lease_releases_then_leases(s: &Subject) {
@@ -1350,4 +1360,88 @@ async fn redis_broker_survives_its_keys_vanishing() {
         .await
         .unwrap();
     assert_eq!(got.len(), 1);
+}
+
+/// Run state written by the layout before per-run hashes (`P:queued`, `P:leased`, `P:ljobs`) is
+/// moved into run hashes when a broker connects: the queued job is leased, the live lease keeps
+/// its token and job.
+#[tokio::test]
+async fn redis_connect_moves_the_previous_run_layout() {
+    let s = Subject::redis().await;
+    let (url, prefix) = s.redis.clone().unwrap();
+    let tag = format!("{{{prefix}}}");
+    let (queued, leased) = (job(&run_id(), "default"), job(&run_id(), "default"));
+    let mut con = raw_redis(&url).await;
+    let stream = format!("{tag}:q:default");
+    let id: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("run")
+        .arg(&queued.run_id)
+        .arg("attempt")
+        .arg(queued.attempt)
+        .arg("job")
+        .arg(serde_json::to_string(&queued).unwrap())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let deadline = now_ms() + 60_000;
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(format!("{tag}:queued"))
+        .arg(&queued.run_id)
+        .arg(format!("{} {id} {stream}", queued.attempt))
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{tag}:leased"))
+        .arg(&leased.run_id)
+        .arg(format!("lt_old {} \"w-old\"", leased.attempt))
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{tag}:ljobs"))
+        .arg(&leased.run_id)
+        .arg(serde_json::to_string(&leased).unwrap())
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{tag}:leases"))
+        .arg(deadline)
+        .arg(&leased.run_id)
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
+    let b = RedisBroker::connect(&url, &prefix).await.unwrap();
+    let old_keys: i64 = redis::cmd("EXISTS")
+        .arg(format!("{tag}:queued"))
+        .arg(format!("{tag}:leased"))
+        .arg(format!("{tag}:ljobs"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(old_keys, 0, "the old hashes are gone");
+    assert_eq!(
+        b.holds(&[queued.clone(), leased.clone()]).await.unwrap(),
+        vec![true, true]
+    );
+    assert!(b.lease_alive(&leased.run_id, "lt_old").await.unwrap());
+    let got = b
+        .lease(&req("w1", &["default"], 5, TTL), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job, queued);
+    let expired = b.reap_expired(deadline + 1).await.unwrap();
+    let old = expired
+        .iter()
+        .find(|l| l.job.run_id == leased.run_id)
+        .expect("the old lease is a lease");
+    assert_eq!(
+        (
+            old.job.clone(),
+            old.lease_token.as_str(),
+            old.worker_id.as_str()
+        ),
+        (leased, "lt_old", "w-old")
+    );
 }

@@ -235,10 +235,15 @@ impl Broker for MemoryBroker {
                 return Ok(());
             }
             if let Some(l) = st.leases.remove(run_id) {
-                st.queues
-                    .entry(l.job.queue.clone())
-                    .or_default()
-                    .push_front(l.job);
+                // Cancelled while leased: the lease just ends, as a lease of it would drop it.
+                if st.cancels.contains(run_id) {
+                    st.present.remove(&(l.job.run_id, l.job.attempt));
+                } else {
+                    st.queues
+                        .entry(l.job.queue.clone())
+                        .or_default()
+                        .push_front(l.job);
+                }
             }
         }
         self.jobs_published.notify_waiters();

@@ -141,6 +141,7 @@ pub trait Broker: Send + Sync + 'static {
         self.lease(req, wait).await
     }
     /// Gives a leased job back to its queue untouched (a draining runner that did not start it).
+    /// A run cancelled while leased is not queued again: its lease just ends.
     async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()>;
     /// Removes and returns leases whose deadline passed.
     async fn reap_expired(&self, now_ms: i64) -> BrokerResult<Vec<Lease>>;

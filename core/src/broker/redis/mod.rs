@@ -7,9 +7,7 @@
 //! |---|---|---|
 //! | `P:q:QUEUE` | stream + group `runners` | jobs waiting on `QUEUE` (entries are deleted once leased, so `XLEN` is the depth) |
 //! | `P:queues` | set | names of every queue ever published to |
-//! | `P:queued` | hash run → lines `ATTEMPT ENTRY-ID STREAM` | queued attempts; with `P:leased`, makes publish idempotent |
-//! | `P:leased` | hash run → `TOKEN ATTEMPT WORKER-JSON` | the live lease, token first for cheap checks |
-//! | `P:ljobs` | hash run → job JSON | the leased job, stored as published (never rebuilt in Lua) |
+//! | `P:r:RUN` | hash `q` → lines `ATTEMPT ENTRY-ID STREAM`, `l` → `TOKEN ATTEMPT WORKER-JSON`, `j` → job JSON | the run's queued attempts (what makes publish idempotent) and its live lease with the leased job as published; exists only while either is there (see `scripts.rs`) |
 //! | `P:leases` | zset run → deadline ms | live leases; the reaper takes scores below now |
 //! | `P:cancels` | zset run → expiry ms | pending cancel signals (24 h) |
 //! | `P:events` | stream, one group per recorder | runner events, redelivered by `XAUTOCLAIM` when unacknowledged |
@@ -23,11 +21,16 @@
 //! (atomically, in Lua) shortens. The consumer-group PEL is used only to recover entries read by a
 //! lessee that died before it could record the lease; `reap_expired` puts those back after
 //! [`ORPHAN_IDLE`].
+//!
+//! Before 2026-12-03's per-run hashes the run state lived in three hashes, `P:queued`, `P:leased`
+//! and `P:ljobs`; `connect` moves whatever it finds there into run hashes (one script, once), so
+//! an upgrade keeps every queued attempt and live lease. Processes of the older layout must be
+//! stopped first: what they write after the move is not read.
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};
 use async_trait::async_trait;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -67,6 +70,26 @@ impl From<RedisError> for BrokerError {
 /// into calls of a few milliseconds each.
 const PUBLISH_CHUNK: usize = 256;
 
+/// The keys a job's round trip names, so the hot path does not format them per call.
+struct HotKeys {
+    /// `P:r:`, the prefix of run hashes (scripts append the run id).
+    runs: String,
+    leases: String,
+    cancels: String,
+    queues: String,
+}
+
+impl HotKeys {
+    fn new(tag: &str) -> HotKeys {
+        HotKeys {
+            runs: format!("{tag}:r:"),
+            leases: format!("{tag}:leases"),
+            cancels: format!("{tag}:cancels"),
+            queues: format!("{tag}:queues"),
+        }
+    }
+}
+
 pub struct RedisBroker {
     client: Client,
     /// Shared, multiplexed, reconnecting connection for every non-blocking command.
@@ -75,10 +98,13 @@ pub struct RedisBroker {
     blocking: Mutex<Vec<MultiplexedConnection>>,
     /// `{prefix}`: the hash tag every key starts with.
     tag: String,
+    /// Keys of every job round trip, built once.
+    hot: HotKeys,
     event_redelivery: Duration,
     orphan_idle: Duration,
-    /// Stream keys (and `events\0group`) whose consumer group is known to exist.
-    groups_ready: Mutex<HashSet<String>>,
+    /// Consumer groups known to exist: stream key → groups (so the check every lease makes
+    /// allocates nothing).
+    groups_ready: Mutex<HashMap<String, HashSet<String>>>,
     scripts: Scripts,
     /// Announcements received on the `{prefix}:changes` channel, fanned out in this process.
     changes: tokio::sync::broadcast::Sender<String>,
@@ -146,20 +172,46 @@ impl RedisBroker {
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let tag = format!("{{{prefix}}}");
         let broker = RedisBroker {
             client,
             conn,
             blocking: Mutex::new(Vec::new()),
-            tag: format!("{{{prefix}}}"),
+            hot: HotKeys::new(&tag),
+            tag,
             event_redelivery: DEFAULT_EVENT_REDELIVERY,
             orphan_idle: ORPHAN_IDLE,
-            groups_ready: Mutex::new(HashSet::new()),
+            groups_ready: Mutex::new(HashMap::new()),
             scripts: Scripts::new(),
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             subscriber: std::sync::OnceLock::new(),
         };
         broker.ping().await?;
+        broker.migrate_run_state().await?;
         Ok(broker)
+    }
+
+    /// Moves run state left by the layout before per-run hashes into run hashes (a no-op
+    /// once done).
+    async fn migrate_run_state(&self) -> BrokerResult<()> {
+        let moved: i64 = self
+            .scripts
+            .migrate
+            .key(self.key("queued"))
+            .key(self.key("leased"))
+            .key(self.key("ljobs"))
+            .key(&self.hot.runs)
+            .invoke_async(&mut self.con())
+            .await?;
+        if moved > 0 {
+            tracing::info!(runs = moved, "redis: moved run state into per-run hashes");
+        }
+        Ok(())
+    }
+
+    /// The hash holding `run_id`'s queued attempts and lease.
+    fn run_key(&self, run_id: &str) -> String {
+        format!("{}{run_id}", self.hot.runs)
     }
 
     /// Connects with the key prefix taken from the URL's `prefix` query parameter (default
@@ -192,7 +244,7 @@ impl RedisBroker {
     }
 
     fn queue_key(&self, queue: &str) -> String {
-        self.key(&format!("q:{queue}"))
+        format!("{}:q:{queue}", self.tag)
     }
 
     fn con(&self) -> ConnectionManager {
@@ -231,12 +283,12 @@ impl RedisBroker {
 
     /// Creates the consumer group `group` on `stream` (and the stream) unless known to exist.
     async fn ensure_group(&self, stream: &str, group: &str) -> BrokerResult<()> {
-        let mark = format!("{stream}\0{group}");
         if self
             .groups_ready
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&mark)
+            .get(stream)
+            .is_some_and(|groups| groups.contains(group))
         {
             return Ok(());
         }
@@ -256,7 +308,9 @@ impl RedisBroker {
         self.groups_ready
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(mark);
+            .entry(stream.to_string())
+            .or_default()
+            .insert(group.to_string());
         Ok(())
     }
 
@@ -326,18 +380,15 @@ impl RedisBroker {
         let now = now_ms();
         let deadline = now + ttl.as_millis() as i64;
         let mut inv = script.prepare_invoke();
-        inv.key(self.key("queued"))
-            .key(self.key("leased"))
-            .key(self.key("leases"))
-            .key(self.key("cancels"))
-            .key(self.key("ljobs"));
+        inv.key(&self.hot.runs)
+            .key(&self.hot.leases)
+            .key(&self.hot.cancels);
         for s in streams {
             inv.key(s);
         }
-        // Stored in the `leased` value as JSON, so `reap_expired` reads it back exactly.
+        // Stored in the lease value as JSON, so `reap_expired` reads it back exactly.
         let worker_json = serde_json::Value::from(worker_id).to_string();
         inv.arg(GROUP)
-            .arg(now)
             .arg(deadline)
             .arg(worker_json)
             .arg(max)
@@ -360,8 +411,8 @@ impl RedisBroker {
         let (mut inv, deadline) =
             self.claim_invocation(&self.scripts.claim, streams, worker_id, max, ttl);
         for (idx, id) in entries {
-            // Lua indexes KEYS from 1 and the streams follow the five fixed keys.
-            inv.arg(idx + 6).arg(id);
+            // Lua indexes KEYS from 1 and the streams follow the three fixed keys.
+            inv.arg(idx + 4).arg(id);
         }
         parse_leases(
             inv.invoke_async(&mut self.con()).await?,
@@ -609,10 +660,9 @@ impl Broker for RedisBroker {
         let mut out = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(PUBLISH_CHUNK) {
             let mut call = self.scripts.publish.prepare_invoke();
-            call.key(self.key("queued"))
-                .key(self.key("leased"))
-                .key(self.key("queues"))
-                .key(self.key("cancels"));
+            call.key(&self.hot.runs)
+                .key(&self.hot.queues)
+                .key(&self.hot.cancels);
             for job in chunk {
                 call.key(self.queue_key(&job.queue))
                     .arg(&job.run_id)
@@ -631,19 +681,18 @@ impl Broker for RedisBroker {
             return Ok(vec![]);
         }
         // What makes publish idempotent: the run's queued attempts and its leased one.
-        let runs: Vec<&str> = jobs.iter().map(|j| j.run_id.as_str()).collect();
-        let (queued, leased): (Vec<Option<String>>, Vec<Option<String>>) = ::redis::pipe()
-            .cmd("HMGET")
-            .arg(self.key("queued"))
-            .arg(&runs)
-            .cmd("HMGET")
-            .arg(self.key("leased"))
-            .arg(&runs)
-            .query_async(&mut self.con())
-            .await?;
+        let mut pipe = ::redis::pipe();
+        for job in jobs {
+            pipe.cmd("HMGET")
+                .arg(self.run_key(&job.run_id))
+                .arg("q")
+                .arg("l");
+        }
+        let state: Vec<(Option<String>, Option<String>)> =
+            pipe.query_async(&mut self.con()).await?;
         Ok(jobs
             .iter()
-            .zip(queued.iter().zip(&leased))
+            .zip(&state)
             .map(|(job, (queued, leased))| {
                 let attempt = job.attempt.to_string();
                 queued
@@ -733,9 +782,9 @@ impl Broker for RedisBroker {
     ) -> BrokerResult<HeartbeatReply> {
         let now = now_ms();
         let mut inv = self.scripts.heartbeat.prepare_invoke();
-        inv.key(self.key("leases"))
-            .key(self.key("leased"))
-            .key(self.key("cancels"))
+        inv.key(&self.hot.runs)
+            .key(&self.hot.leases)
+            .key(&self.hot.cancels)
             .key(self.key("drain"))
             .arg(worker_id)
             .arg(now + ttl.as_millis() as i64)
@@ -756,10 +805,9 @@ impl Broker for RedisBroker {
         let _: i64 = self
             .scripts
             .release
-            .key(self.key("leased"))
-            .key(self.key("ljobs"))
-            .key(self.key("leases"))
-            .key(self.key("cancels"))
+            .key(&self.hot.runs)
+            .key(&self.hot.leases)
+            .key(&self.hot.cancels)
             .arg(run_id)
             .arg(lease_token)
             .invoke_async(&mut self.con())
@@ -770,13 +818,10 @@ impl Broker for RedisBroker {
     async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
         // Read the lease first to learn its queue; the script re-checks the token, so a lease
         // that changed in between is left alone.
-        let (raw, job_json): (Option<String>, Option<String>) = ::redis::pipe()
-            .cmd("HGET")
-            .arg(self.key("leased"))
-            .arg(run_id)
-            .cmd("HGET")
-            .arg(self.key("ljobs"))
-            .arg(run_id)
+        let (raw, job_json): (Option<String>, Option<String>) = ::redis::cmd("HMGET")
+            .arg(self.run_key(run_id))
+            .arg("l")
+            .arg("j")
             .query_async(&mut self.con())
             .await?;
         let Some((token, _, _)) = raw.as_deref().and_then(leased_parts) else {
@@ -790,18 +835,17 @@ impl Broker for RedisBroker {
         let _: i64 = self
             .scripts
             .hand_back
-            .key(self.key("queued"))
-            .key(self.key("leased"))
-            .key(self.key("leases"))
+            .key(&self.hot.runs)
+            .key(&self.hot.leases)
             .key(self.queue_key(&job.queue))
-            .key(self.key("queues"))
-            .key(self.key("ljobs"))
+            .key(&self.hot.queues)
+            .key(&self.hot.cancels)
             .arg(run_id)
             .arg(lease_token)
-            .arg(&job_json)
             .arg(job.attempt)
             .arg(GROUP)
             .arg(&job.queue)
+            .arg(now_ms())
             .invoke_async(&mut self.con())
             .await?;
         Ok(())
@@ -813,9 +857,8 @@ impl Broker for RedisBroker {
             let raw: Vec<String> = self
                 .scripts
                 .reap
-                .key(self.key("leases"))
-                .key(self.key("leased"))
-                .key(self.key("ljobs"))
+                .key(&self.hot.leases)
+                .key(&self.hot.runs)
                 .arg(now)
                 .arg(REAP_BATCH)
                 .invoke_async(&mut self.con())
@@ -845,10 +888,10 @@ impl Broker for RedisBroker {
     async fn lease_alive(&self, run_id: &str, lease_token: &str) -> BrokerResult<bool> {
         let (leased, deadline): (Option<String>, Option<f64>) = ::redis::pipe()
             .cmd("HGET")
-            .arg(self.key("leased"))
-            .arg(run_id)
+            .arg(self.run_key(run_id))
+            .arg("l")
             .cmd("ZSCORE")
-            .arg(self.key("leases"))
+            .arg(&self.hot.leases)
             .arg(run_id)
             .query_async(&mut self.con())
             .await?;
@@ -878,8 +921,8 @@ impl Broker for RedisBroker {
         let dropped: Vec<String> = self
             .scripts
             .cancel
-            .key(self.key("queued"))
-            .key(self.key("cancels"))
+            .key(&self.hot.runs)
+            .key(&self.hot.cancels)
             .arg(run_id)
             .arg(now + CANCEL_TTL.as_millis() as i64)
             .arg(now)

@@ -1,26 +1,31 @@
 //! The Lua scripts that make each broker operation one atomic round trip.
 //!
 //! Cost model (Redis 7.0, measured with the server's own CPU time over pipelined calls, see
-//! `ops/bench/README.md`): a `redis.call` costs about 0.3 µs on top of its command, a `cjson`
+//! `ops/bench/README.md`): a `redis.call` costs about 0.2–0.6 µs on top of its command, a `cjson`
 //! decode + encode of a small table about 3 µs — and every string a script creates or receives
 //! costs about 1.2 ns per byte, because this Lua hashes every byte of a string it interns (stock
 //! Lua 5.1 samples at most 32). So the per-run state is kept in flat strings that a pattern reads,
-//! and the job JSON enters Lua only twice per round trip (publish's argument, the lease's read):
-//! it is stored and returned as the string it already is, never concatenated, and the lease JSON
-//! is built in Rust.
+//! the job JSON enters Lua only twice per round trip (publish's argument, the lease's read), and
+//! a job's round trip touches each structure as few times as it can: one hash per run, read
+//! with one `HMGET` and written with one `HSET` or `DEL` per step.
 //!
-//! Three hashes hold the per-run state (`P` = the key tag):
-//! * `P:queued`: run → one line per queued attempt, `ATTEMPT ENTRY-ID STREAM-KEY`, lines joined
-//!   by `\n` (queue names never contain a newline: `publish_many` refuses them). An entry whose
-//!   line is gone (cancelled, handed back, re-published) is dropped when it is read.
-//! * `P:leased`: run → `TOKEN ATTEMPT WORKER-JSON`, the live lease (the worker id as a JSON
-//!   string). The token comes first so a check is a prefix comparison; lease tokens never contain
-//!   a space (`ids::new_token`). Its deadline is its score in `P:leases`.
-//! * `P:ljobs`: run → the leased job's JSON, written and deleted with its `P:leased` entry.
+//! `P:r:RUN` (`P` = the key tag), a hash that exists while the run has a queued attempt or a
+//! lease, holds the run's state:
+//! * `q`: one line per queued attempt, `ATTEMPT ENTRY-ID STREAM-KEY`, lines joined by `\n`
+//!   (queue names never contain a newline: `publish_many` refuses them); empty or absent = none.
+//!   An entry whose line is gone (cancelled, handed back, re-published) is dropped when read.
+//! * `l`: `TOKEN ATTEMPT WORKER-JSON`, the live lease (the worker id as a JSON string). The token
+//!   comes first so a check is a prefix comparison; lease tokens never contain a space
+//!   (`ids::new_token`). Its deadline is its score in `P:leases`.
+//! * `j`: the leased job's JSON, written and deleted with `l`.
+//!
+//! Every script that touches runs gets the run key prefix `P:r:` as `KEYS[1]` and builds run
+//! keys from it: they share the hash tag, so they sit in the slot of the declared keys and the
+//! scripts work on Redis Cluster.
 
 use ::redis::Script;
 
-/// Helpers for the two per-run hashes, prepended to every script that reads them.
+/// Helpers for the per-run hash, prepended to every script that reads it.
 const LUA_STATE: &str = r#"
 local function queued_lines(raw)
   local list = {}
@@ -29,22 +34,18 @@ local function queued_lines(raw)
   end
   return list
 end
-local function store_queued(key, run, list)
-  if #list == 0 then redis.call('HDEL', key, run) return end
+local function join_queued(list)
   local lines = {}
   for i, e in ipairs(list) do lines[i] = e[1] .. ' ' .. e[2] .. ' ' .. e[3] end
-  redis.call('HSET', key, run, table.concat(lines, '\n'))
+  return table.concat(lines, '\n')
 end
--- Appends one queued attempt to the run's lines; `raw` is what HGET gave for the run.
-local function add_queued(key, run, raw, attempt, id, stream)
-  local line = attempt .. ' ' .. id .. ' ' .. stream
-  if raw then line = raw .. '\n' .. line end
-  redis.call('HSET', key, run, line)
+local function has_queued(raw)
+  return raw and raw ~= ''
 end
 local function is_queued(raw, attempt)
   return raw and string.find('\n' .. raw, '\n' .. attempt .. ' ', 1, true) ~= nil
 end
--- token, attempt, worker JSON of a `leased` value.
+-- token, attempt, worker JSON of an `l` value.
 local function leased_parts(raw)
   if not raw then return nil end
   return string.match(raw, '^(%S+) (%d+) (.*)$')
@@ -52,11 +53,17 @@ end
 local function holds_token(raw, token)
   return raw and string.sub(raw, 1, #token + 1) == token .. ' '
 end
+-- Removes the lease fields of run key `rk` whose queued lines are `q`; the key goes when
+-- nothing is queued either.
+local function drop_lease(rk, q)
+  if has_queued(q) then redis.call('HDEL', rk, 'l', 'j') else redis.call('DEL', rk) end
+end
 -- Ends the run's lease if `token` still holds it (a stale token changes nothing).
-local function release_lease(leased, ljobs, leases, cancels, run, token)
-  if not holds_token(redis.call('HGET', leased, run), token) then return 0 end
-  redis.call('HDEL', leased, run)
-  redis.call('HDEL', ljobs, run)
+local function release_lease(leases, cancels, run, token)
+  local rk = KEYS[1] .. run
+  local st = redis.call('HMGET', rk, 'l', 'q')
+  if not holds_token(st[1], token) then return 0 end
+  drop_lease(rk, st[2])
   redis.call('ZREM', leases, run)
   redis.call('ZREM', cancels, run)
   return 1
@@ -64,16 +71,18 @@ end
 "#;
 
 /// Publishes jobs, each only if its `(run, attempt)` is not already queued or leased.
-/// KEYS: queued, leased, queues, cancels, then the stream of each job. ARGV: (run, attempt,
+/// KEYS: run key prefix, queues, cancels, then the stream of each job. ARGV: (run, attempt,
 /// job JSON, queue) per job. Returns 1 (added) or 0 per job.
 const LUA_PUBLISH: &str = r#"
 local out = {}
 for i = 1, #ARGV / 4 do
   local run, attempt, job, queue = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
-  local raw = redis.call('HGET', KEYS[1], run)
-  local dup = is_queued(raw, attempt)
+  local rk = KEYS[1] .. run
+  local st = redis.call('HMGET', rk, 'q', 'l')
+  local q = st[1]
+  local dup = is_queued(q, attempt)
   if not dup then
-    local _, la = leased_parts(redis.call('HGET', KEYS[2], run))
+    local _, la = leased_parts(st[2])
     dup = la == attempt
   end
   if dup then
@@ -81,11 +90,13 @@ for i = 1, #ARGV / 4 do
   else
     -- XADD creates the stream; lessees create its group from id 0 (and again after a
     -- FLUSHALL), so an entry published before any lessee came is still delivered.
-    local stream = KEYS[4 + i]
+    local stream = KEYS[3 + i]
     local id = redis.call('XADD', stream, '*', 'run', run, 'attempt', attempt, 'job', job)
-    add_queued(KEYS[1], run, raw, attempt, id, stream)
-    redis.call('SADD', KEYS[3], queue)
-    redis.call('ZREM', KEYS[4], run)
+    local line = attempt .. ' ' .. id .. ' ' .. stream
+    if has_queued(q) then line = q .. '\n' .. line end
+    redis.call('HSET', rk, 'q', line)
+    redis.call('SADD', KEYS[2], queue)
+    redis.call('ZREM', KEYS[3], run)
     out[i] = 1
   end
 end
@@ -93,18 +104,29 @@ return out
 "#;
 
 /// Turns queue entries into leases; shared by the two scripts below.
-/// KEYS: queued, leased, leases, cancels, ljobs, then the streams. ARGV: group, now, deadline,
-/// worker id as a JSON string, max, T, then T lease tokens, then the script's own arguments.
+/// KEYS: run key prefix, leases, cancels, then the streams. ARGV: group, deadline, worker id as
+/// a JSON string, max, T, then T lease tokens, then the script's own arguments.
 /// Returns (job JSON, lease token) pairs; the caller knows the worker and the deadline.
 /// An entry whose attempt is no longer queued under that id is dropped; entries beyond `max`
 /// go back to the tail of their stream (max = 0 requeues them all, which is how orphans are
-/// recovered).
+/// recovered). No cancel check: a cancel drops the run's queued lines, publish clears the
+/// cancel, and `hand_back` does not queue a cancelled run, so a line never outlives a cancel.
 const LUA_CLAIM_ENTRY: &str = r#"
-local now = tonumber(ARGV[2])
-local max = tonumber(ARGV[5])
-local ntokens = tonumber(ARGV[6])
+local max = tonumber(ARGV[4])
+local ntokens = tonumber(ARGV[5])
 local out = {}
 local nleased = 0
+-- The run's queued lines without `line`, or nil when `line` is not among them.
+local function without_line(q, attempt, id)
+  local list = queued_lines(q)
+  for i, e in ipairs(list) do
+    if e[1] == attempt and e[2] == id then
+      table.remove(list, i)
+      return join_queued(list)
+    end
+  end
+  return nil
+end
 local function claim_entry(skey, id, f, acked)
   if not acked then redis.call('XACK', skey, ARGV[1], id) end
   redis.call('XDEL', skey, id)
@@ -115,36 +137,33 @@ local function claim_entry(skey, id, f, acked)
     if k == 'run' then run = f[j + 1] elseif k == 'attempt' then attempt = f[j + 1] elseif k == 'job' then job = f[j + 1] end
   end
   if not (run and attempt and job) then return end
-  local list = queued_lines(redis.call('HGET', KEYS[1], run))
-  local pos
-  for i, e in ipairs(list) do
-    if e[1] == attempt and e[2] == id then pos = i end
-  end
-  if not pos then return end
-  local c = redis.call('ZSCORE', KEYS[4], run)
-  if c and tonumber(c) > now then
-    table.remove(list, pos)
-  elseif nleased >= max or nleased >= ntokens then
-    list[pos][2] = redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job)
+  local rk = KEYS[1] .. run
+  local q = redis.call('HGET', rk, 'q')
+  if not q then return end
+  -- The common case: the run has this one queued attempt.
+  local rest = ''
+  if q ~= attempt .. ' ' .. id .. ' ' .. skey then rest = without_line(q, attempt, id) end
+  if not rest then return end
+  if nleased >= max or nleased >= ntokens then
+    local line = attempt .. ' ' .. redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job) .. ' ' .. skey
+    if rest ~= '' then line = rest .. '\n' .. line end
+    redis.call('HSET', rk, 'q', line)
   else
     nleased = nleased + 1
-    local token = ARGV[6 + nleased]
-    table.remove(list, pos)
+    local token = ARGV[5 + nleased]
     -- A lease of an older attempt of the run is replaced: its holder learns it is lost.
-    redis.call('HSET', KEYS[2], run, token .. ' ' .. attempt .. ' ' .. ARGV[4])
-    redis.call('HSET', KEYS[5], run, job)
-    redis.call('ZADD', KEYS[3], ARGV[3], run)
+    redis.call('HSET', rk, 'q', rest, 'l', token .. ' ' .. attempt .. ' ' .. ARGV[3], 'j', job)
+    redis.call('ZADD', KEYS[2], ARGV[2], run)
     out[#out + 1] = job
     out[#out + 1] = token
   end
-  store_queued(KEYS[1], run, list)
 end
 "#;
 
 /// Claims entries a lessee already read (they sit in the group's PEL until acknowledged here):
 /// own arguments are (stream index, entry id) pairs.
 const LUA_CLAIM: &str = r#"
-for i = 7 + ntokens, #ARGV, 2 do
+for i = 6 + ntokens, #ARGV, 2 do
   local skey = KEYS[tonumber(ARGV[i])]
   local id = ARGV[i + 1]
   local entry = redis.call('XRANGE', skey, id, id)
@@ -159,12 +178,12 @@ return out
 /// entry can be stranded between them and the PEL is not needed. A script cannot block, so an
 /// empty answer sends the caller to a blocking `XREADGROUP` (with a PEL) and then `LUA_CLAIM`.
 const LUA_LEASE: &str = r#"
-for i = 8 + ntokens, #ARGV, 2 do
-  release_lease(KEYS[2], KEYS[5], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1])
+for i = 7 + ntokens, #ARGV, 2 do
+  release_lease(KEYS[2], KEYS[3], ARGV[i], ARGV[i + 1])
 end
-local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[7 + ntokens], 'COUNT', ARGV[5], 'NOACK', 'STREAMS'}
-for i = 6, #KEYS do cmd[#cmd + 1] = KEYS[i] end
-for i = 6, #KEYS do cmd[#cmd + 1] = '>' end
+local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[6 + ntokens], 'COUNT', ARGV[4], 'NOACK', 'STREAMS'}
+for i = 4, #KEYS do cmd[#cmd + 1] = KEYS[i] end
+for i = 4, #KEYS do cmd[#cmd + 1] = '>' end
 local reply = redis.call(unpack(cmd))
 if reply then
   for _, s in ipairs(reply) do
@@ -174,14 +193,15 @@ end
 return out
 "#;
 
-/// KEYS: leases, leased, cancels, drain. ARGV: worker, deadline, now, then (run, token) pairs.
+/// KEYS: run key prefix, leases, cancels, drain. ARGV: worker, deadline, now, then (run, token)
+/// pairs.
 const LUA_HEARTBEAT: &str = r#"
 local cancels, lost = {}, {}
 local now = tonumber(ARGV[3])
 for i = 4, #ARGV, 2 do
   local run, tok = ARGV[i], ARGV[i + 1]
-  if holds_token(redis.call('HGET', KEYS[2], run), tok) and redis.call('ZSCORE', KEYS[1], run) then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], run)
+  if holds_token(redis.call('HGET', KEYS[1] .. run, 'l'), tok) and redis.call('ZSCORE', KEYS[2], run) then
+    redis.call('ZADD', KEYS[2], 'XX', ARGV[2], run)
     local c = redis.call('ZSCORE', KEYS[3], run)
     if c and tonumber(c) > now then cancels[#cancels + 1] = run end
   else
@@ -191,61 +211,97 @@ end
 return {cancels, lost, redis.call('SISMEMBER', KEYS[4], ARGV[1])}
 "#;
 
-/// KEYS: leased, ljobs, leases, cancels. ARGV: run, token.
+/// KEYS: run key prefix, leases, cancels. ARGV: run, token.
 const LUA_RELEASE: &str = r#"
-return release_lease(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+return release_lease(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 "#;
 
-/// KEYS: queued, leased, leases, stream, queues, ljobs. ARGV: run, token, job JSON, attempt,
-/// group, queue.
+/// KEYS: run key prefix, leases, stream, queues, cancels. ARGV: run, token, attempt, group,
+/// queue, now. A run cancelled while leased is not queued again: its lease just ends (a lease of
+/// it would drop it anyway).
 const LUA_HAND_BACK: &str = r#"
-if not holds_token(redis.call('HGET', KEYS[2], ARGV[1]), ARGV[2]) then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[4], ARGV[5], '0', 'MKSTREAM')
+local rk = KEYS[1] .. ARGV[1]
+local st = redis.call('HMGET', rk, 'l', 'j', 'q')
+if not holds_token(st[1], ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local c = redis.call('ZSCORE', KEYS[5], ARGV[1])
+if c and tonumber(c) > tonumber(ARGV[6]) then
+  drop_lease(rk, st[3])
+  return 1
 end
-local id = redis.call('XADD', KEYS[4], '*', 'run', ARGV[1], 'attempt', ARGV[4], 'job', ARGV[3])
-add_queued(KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], ARGV[1]), ARGV[4], id, KEYS[4])
-redis.call('SADD', KEYS[5], ARGV[6])
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[4], '0', 'MKSTREAM')
+end
+local id = redis.call('XADD', KEYS[3], '*', 'run', ARGV[1], 'attempt', ARGV[3], 'job', st[2])
+local line = ARGV[3] .. ' ' .. id .. ' ' .. KEYS[3]
+if has_queued(st[3]) then line = st[3] .. '\n' .. line end
+redis.call('HDEL', rk, 'l', 'j')
+redis.call('HSET', rk, 'q', line)
+redis.call('SADD', KEYS[4], ARGV[5])
 return 1
 "#;
 
-/// KEYS: leases, leased, ljobs. ARGV: now, limit. Returns (job JSON, `leased` value, deadline)
+/// KEYS: leases, run key prefix. ARGV: now, limit. Returns (job JSON, `l` value, deadline)
 /// triples. Atomic, so two reapers never both return the same lease.
 const LUA_REAP: &str = r#"
 local runs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for i = 1, #runs, 2 do
   local run, score = runs[i], runs[i + 1]
-  local lease = redis.call('HGET', KEYS[2], run)
-  local job = redis.call('HGET', KEYS[3], run)
+  local rk = KEYS[2] .. run
+  local st = redis.call('HMGET', rk, 'l', 'j', 'q')
   redis.call('ZREM', KEYS[1], run)
-  redis.call('HDEL', KEYS[2], run)
-  redis.call('HDEL', KEYS[3], run)
-  if lease and job then
-    out[#out + 1] = job
-    out[#out + 1] = lease
+  if st[1] then drop_lease(rk, st[3]) end
+  if st[1] and st[2] then
+    out[#out + 1] = st[2]
+    out[#out + 1] = st[1]
     out[#out + 1] = score
   end
 end
 return out
 "#;
 
-/// KEYS: queued, cancels. ARGV: run, expiry, now. Returns (stream key, entry id) pairs of the
-/// queued attempts it dropped, for the caller to `XDEL` (a missed delete is harmless: the claim
-/// script drops entries whose attempt is no longer queued).
+/// KEYS: run key prefix, cancels. ARGV: run, expiry, now. Returns (stream key, entry id) pairs
+/// of the queued attempts it dropped, for the caller to `XDEL` (a missed delete is harmless: the
+/// claim script drops entries whose attempt is no longer queued).
 const LUA_CANCEL: &str = r#"
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+local rk = KEYS[1] .. ARGV[1]
+local st = redis.call('HMGET', rk, 'q', 'l')
 local out = {}
-for _, e in ipairs(queued_lines(redis.call('HGET', KEYS[1], ARGV[1]))) do
+if not has_queued(st[1]) then return out end
+for _, e in ipairs(queued_lines(st[1])) do
   out[#out + 1] = e[3]
   out[#out + 1] = e[2]
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
+if st[2] then redis.call('HSET', rk, 'q', '') else redis.call('DEL', rk) end
 return out
+"#;
+
+/// Moves the state of the layout before per-run hashes (2026-12-03: `P:queued` run → lines,
+/// `P:leased` run → `TOKEN ATTEMPT WORKER-JSON`, `P:ljobs` run → job JSON) into run hashes, once,
+/// so an upgrade loses no queued attempt or live lease. KEYS: queued, leased, ljobs, run key
+/// prefix. Returns the number of runs moved.
+const LUA_MIGRATE: &str = r#"
+local moved = 0
+local q = redis.call('HGETALL', KEYS[1])
+for i = 1, #q, 2 do
+  redis.call('HSET', KEYS[4] .. q[i], 'q', q[i + 1])
+  moved = moved + 1
+end
+local l = redis.call('HGETALL', KEYS[2])
+for i = 1, #l, 2 do
+  local job = redis.call('HGET', KEYS[3], l[i])
+  -- A lease without its job cannot be handed out again; the reaper drops its deadline and
+  -- SQL declares the run lost, as for any lease Redis forgot.
+  if job then
+    redis.call('HSET', KEYS[4] .. l[i], 'l', l[i + 1], 'j', job)
+    moved = moved + 1
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return moved
 "#;
 
 /// KEYS: log stream. ARGV: maxlen, ttl ms, then (entry id, chunk JSON) pairs. An id at or below
@@ -307,6 +363,7 @@ pub(super) struct Scripts {
     pub hand_back: Script,
     pub reap: Script,
     pub cancel: Script,
+    pub migrate: Script,
     pub append_log: Script,
     pub workers: Script,
     pub acquire: Script,
@@ -328,6 +385,7 @@ impl Scripts {
             hand_back: with_state(LUA_HAND_BACK),
             reap: with_state(LUA_REAP),
             cancel: with_state(LUA_CANCEL),
+            migrate: Script::new(LUA_MIGRATE),
             append_log: Script::new(LUA_APPEND_LOG),
             workers: Script::new(LUA_WORKERS),
             acquire: Script::new(LUA_ACQUIRE),
@@ -337,13 +395,13 @@ impl Scripts {
     }
 }
 
-/// The parts of a `leased` hash value: `(token, attempt, worker id as JSON)`.
+/// The parts of a run hash's `l` value: `(token, attempt, worker id as JSON)`.
 pub(super) fn leased_parts(raw: &str) -> Option<(&str, &str, &str)> {
     let mut parts = raw.splitn(3, ' ');
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
-/// Whether a `queued` hash value lists `attempt`.
+/// Whether a run hash's `q` value lists `attempt`.
 pub(super) fn lists_attempt(raw: &str, attempt: u32) -> bool {
     let attempt = attempt.to_string();
     raw.lines()
