@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundles::BundleCache;
 use crate::execute::{execute, Ctx, StopReason};
+use crate::releases::release_loop;
 use crate::source::WorkSource;
 use crate::stats;
 use crate::uv::{find_uv, Venvs};
@@ -107,6 +108,7 @@ pub async fn run_with_source(
         source: source.clone(),
         zygotes: crate::zygote::Zygotes::new(&cfg.data_dir, cfg.warm.clone()),
         finishing: Arc::new(Semaphore::new(cfg.slots.max(1))),
+        releases: Arc::default(),
         cfg: cfg.clone(),
     });
     let held: HeldMap = Arc::default();
@@ -122,6 +124,11 @@ pub async fn run_with_source(
     let cancels = tokio::spawn(cancel_loop(
         source.clone(),
         held.clone(),
+        background.clone(),
+    ));
+    let releasing = tokio::spawn(release_loop(
+        ctx.releases.clone(),
+        source.clone(),
         background.clone(),
     ));
 
@@ -150,9 +157,14 @@ pub async fn run_with_source(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
+        // Finished runs' releases ride on this call.
+        let done = ctx.releases.take();
         let leased = tokio::select! {
-            r = source.lease(permits.len(), LEASE_WAIT) => r,
-            _ = shutdown.cancelled() => break,
+            r = source.release_and_lease(&done, permits.len(), LEASE_WAIT) => r,
+            _ = shutdown.cancelled() => {
+                ctx.releases.put_back(done);
+                break;
+            }
         };
         let leases = match leased {
             Ok(l) => {
@@ -160,6 +172,7 @@ pub async fn run_with_source(
                 l
             }
             Err(e) => {
+                ctx.releases.put_back(done);
                 let wait = backoff.next_wait();
                 tracing::warn!(error = %e, retry_in = ?wait, "lease failed");
                 tokio::select! {
@@ -220,6 +233,8 @@ pub async fn run_with_source(
     background.cancel();
     let _ = heartbeats.await;
     let _ = cancels.await;
+    // Last: the loop releases whatever is still queued before it returns.
+    let _ = releasing.await;
     tracing::info!(worker_id = %cfg.worker_id, "runner stopped");
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::bundles::{unpack, BundleCache};
 use crate::engine::EngineConfig;
 use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
 use crate::process::{self, ExitInfo};
+use crate::releases::Releases;
 use crate::source::WorkSource;
 use crate::uv::{normalize_requirements, Deps, Venv, Venvs};
 use crate::zygote::{self, ZygoteKey, Zygotes};
@@ -43,6 +44,8 @@ pub struct Ctx {
     /// Attempts whose process is gone but which are still being archived, reported and
     /// cleaned up: as many as there are slots, so a slow report cannot pile up work dirs.
     pub finishing: Arc<Semaphore>,
+    /// Reported leases waiting to be released (see [`crate::releases`]).
+    pub releases: Arc<Releases>,
 }
 
 /// How long to wait for the output pipes to close after the process group was killed. Only a
@@ -237,10 +240,8 @@ pub async fn execute(
         match ctx.source.report(&finished).await {
             Ok(()) => {
                 timeline.mark("report_finished");
-                if let Err(e) = ctx.source.release(&job.run_id, &lease.lease_token).await {
-                    tracing::warn!(run_id = %job.run_id, error = %e, "could not release lease");
-                }
-                timeline.mark("release");
+                // Released with the runner's next lease call, or on its own shortly after.
+                ctx.releases.add(&job.run_id, &lease.lease_token);
                 break;
             }
             Err(e) => {

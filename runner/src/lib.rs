@@ -23,6 +23,7 @@ pub mod execute;
 pub mod gateway;
 pub mod logs;
 pub mod process;
+pub mod releases;
 pub mod source;
 pub mod stats;
 pub mod uv;

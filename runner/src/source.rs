@@ -68,6 +68,19 @@ pub trait WorkSource: Send + Sync + 'static {
         self.put_log_archive(run_id, attempt, data.into()).await
     }
     async fn release(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError>;
+    /// [`WorkSource::release`] of each of `done`, then [`WorkSource::lease`]. On an error some
+    /// releases may have happened; releasing again is harmless (each is fenced by its token).
+    async fn release_and_lease(
+        &self,
+        done: &[HeldLease],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, SourceError> {
+        for h in done {
+            self.release(&h.run_id, &h.lease_token).await?;
+        }
+        self.lease(max, wait).await
+    }
     async fn hand_back(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError>;
 }
 
@@ -96,6 +109,15 @@ impl DirectSource {
             ttl,
         }
     }
+
+    fn lease_request(&self, max: usize) -> LeaseRequest {
+        LeaseRequest {
+            worker_id: self.worker_id.clone(),
+            queues: self.queues.clone(),
+            max,
+            ttl: self.ttl,
+        }
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> SourceError {
@@ -112,13 +134,23 @@ fn blob_error(e: antcode_core::blob::BlobError) -> SourceError {
 #[async_trait]
 impl WorkSource for DirectSource {
     async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, SourceError> {
-        let req = LeaseRequest {
-            worker_id: self.worker_id.clone(),
-            queues: self.queues.clone(),
-            max,
-            ttl: self.ttl,
-        };
-        self.broker.lease(&req, wait).await.map_err(unavailable)
+        self.broker
+            .lease(&self.lease_request(max), wait)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// One broker call for both (on Redis, one script run).
+    async fn release_and_lease(
+        &self,
+        done: &[HeldLease],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, SourceError> {
+        self.broker
+            .release_and_lease(done, &self.lease_request(max), wait)
+            .await
+            .map_err(unavailable)
     }
 
     async fn heartbeat(
