@@ -800,9 +800,9 @@ async fn retries_wait_their_backoff_and_cancelled_runs_are_not_retried() {
             let id = run.id.clone();
             async move {
                 store
-                    .due_queued_jobs(t, 100)
+                    .due_queued_jobs(t, 100, None)
                     .await
-                    .unwrap()
+                    .unwrap().jobs
                     .iter()
                     .any(|j| j.run_id == id)
             }
@@ -816,7 +816,7 @@ async fn retries_wait_their_backoff_and_cancelled_runs_are_not_retried() {
             "attempt {attempt}: due after the backoff"
         );
         clock += base;
-        let next = w.store.due_queued_jobs(clock, 100).await.unwrap().remove(0);
+        let next = w.store.due_queued_jobs(clock, 100, None).await.unwrap().jobs.remove(0);
         assert_eq!(next.attempt, attempt + 1);
         w.broker.publish(&next).await.unwrap();
     }
@@ -848,9 +848,9 @@ async fn retries_wait_their_backoff_and_cancelled_runs_are_not_retried() {
     );
     assert!(w
         .store
-        .due_queued_jobs(clock + 3_600_000, 100)
+        .due_queued_jobs(clock + 3_600_000, 100, None)
         .await
-        .unwrap()
+        .unwrap().jobs
         .is_empty());
 }
 

@@ -89,8 +89,20 @@ fn page_size(limit: u32) -> u32 {
 }
 
 /// Rows per multi-row statement: keeps every statement well under the bind limits (SQLite
-/// 32,766, PostgreSQL and MySQL 65,535) at 13 binds a row.
+/// 32,766, PostgreSQL and MySQL 65,535) at up to 16 binds a row.
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// Sets `queue_deadline` for a `not_before` bound to its `?` (not read from the column: MySQL
+/// would see a `not_before` assigned earlier in the same `SET`, the others the old one). Every
+/// write that queues a run or moves its `not_before` carries it, so that expired queued runs are
+/// a range of the `(state, queue_deadline)` index.
+const SET_QUEUE_DEADLINE: &str =
+    "queue_deadline = CASE WHEN queue_timeout_ms > 0 THEN ? + queue_timeout_ms ELSE NULL END";
+
+/// When a run queued with `not_before` and this queue timeout expires; `None` without one.
+fn queue_deadline(not_before: i64, timeout_ms: i64) -> Option<i64> {
+    (timeout_ms > 0).then(|| not_before.saturating_add(timeout_ms))
+}
 
 /// `?, ?, …` with `n` placeholders.
 fn placeholders(n: usize) -> String {
@@ -459,9 +471,9 @@ impl SqlStore {
         skip_duplicates: bool,
     ) -> StoreResult<u64> {
         let mut affected = 0;
-        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms) VALUES {}", rows_of(row, chunk.len()));
+            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline) VALUES {}", rows_of(row, chunk.len()));
             if skip_duplicates {
                 sql.push_str(match self.dialect {
                     Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
@@ -472,6 +484,7 @@ impl SqlStore {
             let mut query = sqlx::query(&sql);
             for (id, new, job, not_before) in chunk {
                 let spec = &new.task.spec;
+                let timeout_ms = spec.queue_timeout_s.saturating_mul(1000).min(i64::MAX as u64) as i64;
                 query = query
                     .bind(id)
                     .bind(&new.task.id)
@@ -485,11 +498,8 @@ impl SqlStore {
                     .bind(new.due_at)
                     .bind(at_ms)
                     .bind(*not_before)
-                    .bind(
-                        spec.queue_timeout_s
-                            .saturating_mul(1000)
-                            .min(i64::MAX as u64) as i64,
-                    );
+                    .bind(timeout_ms)
+                    .bind(queue_deadline(*not_before, timeout_ms));
             }
             affected += query
                 .execute(&mut *tx)
@@ -912,23 +922,32 @@ impl Store for SqlStore {
         rs.iter().map(rows::version).collect()
     }
 
-    async fn create_task(&self, t: &Task) -> StoreResult<()> {
-        let sql = self.q(&format!(
-            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ));
-        sqlx::query(&sql)
-            .bind(&t.id)
-            .bind(&t.name)
-            .bind(&t.project_id)
-            .bind(to_json(&t.spec))
-            .bind(t.schedule.as_ref().map(to_json))
-            .bind(t.paused as i64)
-            .bind(t.next_fire_at)
-            .bind(t.created_at)
-            .bind(t.updated_at)
-            .execute(&self.writes)
-            .await
-            .map_err(|e| conflict(e, "task name"))?;
+    async fn create_tasks(&self, tasks: &[Task]) -> StoreResult<()> {
+        let mut tx = self.writes.begin().await?;
+        for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.q(&format!(
+                "INSERT INTO tasks ({TASK_COLUMNS}) VALUES {}",
+                rows_of("(?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for t in chunk {
+                query = query
+                    .bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.project_id)
+                    .bind(to_json(&t.spec))
+                    .bind(t.schedule.as_ref().map(to_json))
+                    .bind(t.paused as i64)
+                    .bind(t.next_fire_at)
+                    .bind(t.created_at)
+                    .bind(t.updated_at);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict(e, "task name"))?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1146,14 +1165,32 @@ impl Store for SqlStore {
         Ok(page(items, limit, |r| r.id.clone()))
     }
 
-    async fn due_queued_jobs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Job>> {
-        let sql = self.q("SELECT job, attempt FROM runs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?");
-        let rs = sqlx::query(&sql)
-            .bind(now_ms)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rs.iter()
+    async fn due_queued_jobs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        after: Option<&QueuedKey>,
+    ) -> StoreResult<DueJobs> {
+        // A keyset on the `(state, not_before, id)` index, as in `due_tasks`: the read stops
+        // after its page however many runs are queued, and a page starts after the last one.
+        let keyset = match (after, self.dialect) {
+            (None, _) => "",
+            (Some(_), Dialect::Mysql) => " AND (not_before > ? OR (not_before = ? AND id > ?))",
+            (Some(_), _) => " AND (not_before, id) > (?, ?)",
+        };
+        let sql = self.q(&format!("SELECT job, attempt, not_before, id FROM runs WHERE state = 'queued' AND not_before <= ?{keyset} ORDER BY not_before, id LIMIT ?"));
+        let mut query = sqlx::query(&sql).bind(now_ms);
+        if let Some(key) = after {
+            query = query.bind(key.not_before);
+            if self.dialect == Dialect::Mysql {
+                query = query.bind(key.not_before);
+            }
+            query = query.bind(&key.id);
+        }
+        let limit = limit.max(1);
+        let rs = query.bind(limit as i64).fetch_all(&self.pool).await?;
+        let jobs = rs
+            .iter()
             .map(|row| {
                 let raw = rows::text(row, "job")?;
                 let mut job: Job = serde_json::from_str(&raw)
@@ -1161,7 +1198,15 @@ impl Store for SqlStore {
                 job.attempt = row.try_get::<i64, _>("attempt")? as u32;
                 Ok(job)
             })
-            .collect()
+            .collect::<StoreResult<Vec<Job>>>()?;
+        let next = match rs.last() {
+            Some(row) if rs.len() == limit as usize => Some(QueuedKey {
+                not_before: row.try_get("not_before")?,
+                id: rows::text(row, "id")?,
+            }),
+            _ => None,
+        };
+        Ok(DueJobs { jobs, next })
     }
 
     async fn running_runs(&self, limit: u32) -> StoreResult<Vec<Run>> {
@@ -1468,7 +1513,9 @@ impl Store for SqlStore {
     }
 
     async fn expired_queued_runs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Run>> {
-        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND queue_timeout_ms > 0 AND COALESCE(not_before, queued_at) + queue_timeout_ms < ? ORDER BY id LIMIT ?"));
+        // A range of the `(state, queue_deadline)` index in its own order: it stops after its
+        // rows however many runs are queued (NULL deadlines, no queue timeout, are outside it).
+        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND queue_deadline < ? ORDER BY queue_deadline, id LIMIT ?"));
         let rs = sqlx::query(&sql)
             .bind(now_ms)
             .bind(limit.max(1) as i64)
@@ -1505,8 +1552,11 @@ impl Store for SqlStore {
     }
 
     async fn defer_run(&self, run_id: &str, until_ms: i64) -> StoreResult<()> {
-        let sql = self.q("UPDATE runs SET not_before = ? WHERE id = ? AND state = 'queued'");
+        let sql = self.q(&format!(
+            "UPDATE runs SET not_before = ?, {SET_QUEUE_DEADLINE} WHERE id = ? AND state = 'queued'"
+        ));
         let done = sqlx::query(&sql)
+            .bind(until_ms)
             .bind(until_ms)
             .bind(run_id)
             .execute(&self.writes)
