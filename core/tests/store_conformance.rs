@@ -1822,7 +1822,7 @@ async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {
     assert!(expired_ids(s.as_ref(), queued + 10_000).await.is_empty());
     assert_eq!(
         expired_ids(s.as_ref(), queued + 10_001).await,
-        [run.id.clone()]
+        std::slice::from_ref(&run.id)
     );
     assert!(
         !expired_ids(s.as_ref(), HELD * 2).await.contains(&never.id),
@@ -1834,7 +1834,7 @@ async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {
     assert!(expired_ids(s.as_ref(), queued + 70_000).await.is_empty());
     assert_eq!(
         expired_ids(s.as_ref(), queued + 70_001).await,
-        [run.id.clone()]
+        std::slice::from_ref(&run.id)
     );
     s.defer_run(&run.id, HELD).await.unwrap();
     assert!(expired_ids(s.as_ref(), queued + 1_000_000).await.is_empty());
@@ -1867,7 +1867,7 @@ async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {
         .is_empty());
     assert_eq!(
         expired_ids(s.as_ref(), not_before + 10_001).await,
-        [run.id.clone()]
+        std::slice::from_ref(&run.id)
     );
     s.expire_run(&run.id, 2, not_before + 10_001).await.unwrap();
     assert!(
@@ -1985,7 +1985,7 @@ async fn migration_fills_queue_deadlines(db: &TestDb) {
     let s = db.open().await;
     assert_eq!(
         expired_ids(s.as_ref(), run.queued_at + 10_001).await,
-        [run.id.clone()]
+        std::slice::from_ref(&run.id)
     );
     assert!(!expired_ids(s.as_ref(), HELD * 2).await.contains(&never.id));
     let due = s.due_queued_jobs(never.queued_at, 10, None).await.unwrap();
