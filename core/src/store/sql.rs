@@ -364,6 +364,35 @@ impl SqlStore {
         Ok(())
     }
 
+    /// The condition of a keyset read on a `(column, id)` index: rows after `key` in that
+    /// order, or every row without one. PostgreSQL and SQLite seek an index with a row-value
+    /// comparison; MariaDB/MySQL do not use an index for one, but do for the same condition
+    /// spelled out. Its values are bound by [`SqlStore::bind_key`].
+    fn after_key(&self, column: &str, key: Option<(i64, &str)>) -> String {
+        match (key, self.dialect) {
+            (None, _) => String::new(),
+            (Some(_), Dialect::Mysql) => {
+                format!(" AND ({column} > ? OR ({column} = ? AND id > ?))")
+            }
+            (Some(_), _) => format!(" AND ({column}, id) > (?, ?)"),
+        }
+    }
+
+    fn bind_key<'q>(
+        &self,
+        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        key: Option<(i64, &'q str)>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        if let Some((value, id)) = key {
+            query = query.bind(value);
+            if self.dialect == Dialect::Mysql {
+                query = query.bind(value);
+            }
+            query = query.bind(id);
+        }
+        query
+    }
+
     async fn one(&self, sql: &str, binds: &[&str]) -> StoreResult<AnyRow> {
         let sql = self.q(sql);
         let mut query = sqlx::query(&sql);
@@ -1004,22 +1033,11 @@ impl Store for SqlStore {
         // A keyset on the `(next_fire_at, id)` index: each batch starts where the previous one
         // ended, so it costs its own rows whatever the planner's statistics say (leaving the
         // previous batch out by id made PostgreSQL read the whole backlog when its statistics
-        // were stale). PostgreSQL and SQLite seek an index with a row-value comparison;
-        // MariaDB/MySQL do not use an index for one, but do for the same condition spelled out.
-        let keyset = match (after, self.dialect) {
-            (None, _) => "",
-            (Some(_), Dialect::Mysql) => " AND (next_fire_at > ? OR (next_fire_at = ? AND id > ?))",
-            (Some(_), _) => " AND (next_fire_at, id) > (?, ?)",
-        };
+        // were stale).
+        let key = after.map(|k| (k.next_fire_at, k.id.as_str()));
+        let keyset = self.after_key("next_fire_at", key);
         let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= ?{keyset} ORDER BY next_fire_at, id LIMIT ?"));
-        let mut query = sqlx::query(&sql).bind(now_ms);
-        if let Some(key) = after {
-            query = query.bind(key.next_fire_at);
-            if self.dialect == Dialect::Mysql {
-                query = query.bind(key.next_fire_at);
-            }
-            query = query.bind(&key.id);
-        }
+        let query = self.bind_key(sqlx::query(&sql).bind(now_ms), key);
         let rs = query
             .bind(limit.max(1) as i64)
             .fetch_all(&self.pool)
@@ -1176,20 +1194,10 @@ impl Store for SqlStore {
     ) -> StoreResult<DueJobs> {
         // A keyset on the `(state, not_before, id)` index, as in `due_tasks`: the read stops
         // after its page however many runs are queued, and a page starts after the last one.
-        let keyset = match (after, self.dialect) {
-            (None, _) => "",
-            (Some(_), Dialect::Mysql) => " AND (not_before > ? OR (not_before = ? AND id > ?))",
-            (Some(_), _) => " AND (not_before, id) > (?, ?)",
-        };
+        let key = after.map(|k| (k.not_before, k.id.as_str()));
+        let keyset = self.after_key("not_before", key);
         let sql = self.q(&format!("SELECT job, attempt, not_before, id FROM runs WHERE state = 'queued' AND not_before <= ?{keyset} ORDER BY not_before, id LIMIT ?"));
-        let mut query = sqlx::query(&sql).bind(now_ms);
-        if let Some(key) = after {
-            query = query.bind(key.not_before);
-            if self.dialect == Dialect::Mysql {
-                query = query.bind(key.not_before);
-            }
-            query = query.bind(&key.id);
-        }
+        let query = self.bind_key(sqlx::query(&sql).bind(now_ms), key);
         let limit = limit.max(1);
         let rs = query.bind(limit as i64).fetch_all(&self.pool).await?;
         let jobs = rs
