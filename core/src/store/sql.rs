@@ -92,6 +92,9 @@ fn page_size(limit: u32) -> u32 {
 /// 32,766, PostgreSQL and MySQL 65,535) at up to 16 binds a row.
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// A statement with its bound values, as the helpers that bind them pass it along.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 /// Sets `queue_deadline` for a `not_before` bound to its `?` (not read from the column: MySQL
 /// would see a `not_before` assigned earlier in the same `SET`, the others the old one). Every
 /// write that queues a run or moves its `not_before` carries it, so that expired queued runs are
@@ -378,11 +381,7 @@ impl SqlStore {
         }
     }
 
-    fn bind_key<'q>(
-        &self,
-        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-        key: Option<(i64, &'q str)>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    fn bind_key<'q>(&self, mut query: AnyQuery<'q>, key: Option<(i64, &'q str)>) -> AnyQuery<'q> {
         if let Some((value, id)) = key {
             query = query.bind(value);
             if self.dialect == Dialect::Mysql {
@@ -447,20 +446,34 @@ impl SqlStore {
         conn: &mut AnyConnection,
         entries: &[RunHistoryEntry],
     ) -> StoreResult<()> {
-        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
-            let sql = self.q(&format!(
-                "INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES {}",
-                rows_of("(?, ?, ?, ?, ?, ?)", chunk.len())
-            ));
+        let insert = "INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES";
+        self.insert_rows(conn, insert, "(?, ?, ?, ?, ?, ?)", entries, |q, e| {
+            q.bind(&e.id)
+                .bind(&e.run_id)
+                .bind(e.attempt as i64)
+                .bind(&e.kind)
+                .bind(&e.detail)
+                .bind(e.at)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    /// `insert` (`INSERT INTO table (columns) VALUES`) of `items` on `conn`, one statement of
+    /// `row` placeholders per [`ROWS_PER_STATEMENT`] items, each item's values bound by `bind`.
+    async fn insert_rows<T: Sync>(
+        &self,
+        conn: &mut AnyConnection,
+        insert: &str,
+        row: &str,
+        items: &[T],
+        bind: impl for<'q> Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in items.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.q(&format!("{insert} {}", rows_of(row, chunk.len())));
             let mut query = sqlx::query(&sql);
-            for e in chunk {
-                query = query
-                    .bind(&e.id)
-                    .bind(&e.run_id)
-                    .bind(e.attempt as i64)
-                    .bind(&e.kind)
-                    .bind(&e.detail)
-                    .bind(e.at);
+            for item in chunk {
+                query = bind(query, item);
             }
             query.execute(&mut *conn).await?;
         }
@@ -956,15 +969,14 @@ impl Store for SqlStore {
 
     async fn create_tasks(&self, tasks: &[Task]) -> StoreResult<()> {
         let mut tx = self.writes.begin().await?;
-        for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
-            let sql = self.q(&format!(
-                "INSERT INTO tasks ({TASK_COLUMNS}) VALUES {}",
-                rows_of("(?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
-            ));
-            let mut query = sqlx::query(&sql);
-            for t in chunk {
-                query = query
-                    .bind(&t.id)
+        let insert = format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES");
+        self.insert_rows(
+            &mut tx,
+            &insert,
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tasks,
+            |q, t| {
+                q.bind(&t.id)
                     .bind(&t.name)
                     .bind(&t.project_id)
                     .bind(to_json(&t.spec))
@@ -972,13 +984,11 @@ impl Store for SqlStore {
                     .bind(t.paused as i64)
                     .bind(t.next_fire_at)
                     .bind(t.created_at)
-                    .bind(t.updated_at);
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| conflict(e, "task name"))?;
-        }
+                    .bind(t.updated_at)
+            },
+        )
+        .await
+        .map_err(|e| conflict(e, "task name"))?;
         tx.commit().await?;
         Ok(())
     }
