@@ -289,9 +289,10 @@ async fn runs_get_values_in_the_broker_message_only_and_fail_without_them() {
     );
     let stored = s
         .store
-        .due_queued_jobs(antcode_core::time::now_ms() + 1000, 10)
+        .due_queued_jobs(antcode_core::time::now_ms() + 1000, 10, None)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(stored.len(), 1);
     assert!(stored[0].secret_env.is_empty());
     assert_eq!(stored[0].secrets, ["DB_PASSWORD"]);

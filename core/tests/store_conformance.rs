@@ -13,7 +13,7 @@ use std::sync::Arc;
 use antcode_core::ids::new_id;
 use antcode_core::model::*;
 use antcode_core::store::{
-    DueKey, FinishApplied, Fire, NewRun, NextFire, RunFilter, Store, StoreError, HELD,
+    DueKey, FinishApplied, Fire, NewRun, NextFire, QueuedKey, RunFilter, Store, StoreError, HELD,
 };
 use antcode_core::time::now_ms;
 use common::TestDb;
@@ -721,7 +721,11 @@ async fn runs_create_and_read(db: &TestDb) {
     );
     assert_eq!(history[0].attempt, 1);
 
-    let jobs = s.due_queued_jobs(now_ms() + 1000, 10).await.unwrap();
+    let jobs = s
+        .due_queued_jobs(now_ms() + 1000, 10, None)
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(jobs, [job]);
     assert!(s.running_runs(10).await.unwrap().is_empty());
 }
@@ -945,10 +949,16 @@ async fn retry_requeues_after_backoff(db: &TestDb) {
             .map(|j| (j.run_id, j.attempt))
             .collect::<Vec<_>>()
     };
-    assert!(due_ids(s.due_queued_jobs(t0 + 100, 10).await.unwrap()).is_empty());
-    assert!(due_ids(s.due_queued_jobs(not_before - 1, 10).await.unwrap()).is_empty());
+    assert!(due_ids(s.due_queued_jobs(t0 + 100, 10, None).await.unwrap().jobs).is_empty());
+    assert!(due_ids(
+        s.due_queued_jobs(not_before - 1, 10, None)
+            .await
+            .unwrap()
+            .jobs
+    )
+    .is_empty());
     assert_eq!(
-        due_ids(s.due_queued_jobs(not_before, 10).await.unwrap()),
+        due_ids(s.due_queued_jobs(not_before, 10, None).await.unwrap().jobs),
         [(run.id.clone(), 2)]
     );
 
@@ -1010,9 +1020,10 @@ async fn retry_requeues_after_backoff(db: &TestDb) {
     assert_eq!((last.state, last.attempt), (RunState::Failed, 3));
     assert_eq!(last.error.as_deref(), Some("attempt ended failed"));
     assert!(s
-        .due_queued_jobs(i64::MAX / 2, 10)
+        .due_queued_jobs(i64::MAX / 2, 10, None)
         .await
         .unwrap()
+        .jobs
         .is_empty());
     let attempts: Vec<_> = s
         .run_history(&run.id)
@@ -1047,9 +1058,10 @@ async fn cancel_is_never_requeued(db: &TestDb) {
     assert!(c.cancel_requested);
     assert_eq!(c.finished_at, Some(50));
     assert!(s
-        .due_queued_jobs(i64::MAX / 2, 10)
+        .due_queued_jobs(i64::MAX / 2, 10, None)
         .await
         .unwrap()
+        .jobs
         .is_empty());
     assert_stale(
         s.mark_started(&queued.id, 1, "tok", "w1", 60).await,
@@ -1091,9 +1103,10 @@ async fn cancel_is_never_requeued(db: &TestDb) {
         "{applied:?}"
     );
     assert!(s
-        .due_queued_jobs(i64::MAX / 2, 10)
+        .due_queued_jobs(i64::MAX / 2, 10, None)
         .await
         .unwrap()
+        .jobs
         .is_empty());
 }
 
@@ -1204,7 +1217,11 @@ async fn list_runs_filters_and_pages(db: &TestDb) {
     assert!(empty.items.is_empty() && empty.next_cursor.is_none());
 
     // due_queued_jobs is oldest first and honours its limit.
-    let due = s.due_queued_jobs(now_ms() + 1000, 3).await.unwrap();
+    let due = s
+        .due_queued_jobs(now_ms() + 1000, 3, None)
+        .await
+        .unwrap()
+        .jobs;
     let due: Vec<_> = due.into_iter().map(|j| j.run_id).collect();
     assert_eq!(due, [mine[0].clone(), mine[2].clone(), mine[3].clone()]);
     let running_ids: Vec<_> = ids(s.running_runs(2).await.unwrap());
@@ -1398,9 +1415,10 @@ async fn cancel_racing_a_failure_is_never_requeued(db: &TestDb) {
             end.state
         );
         assert!(
-            a.due_queued_jobs(i64::MAX / 2, 100)
+            a.due_queued_jobs(i64::MAX / 2, 100, None)
                 .await
                 .unwrap()
+                .jobs
                 .is_empty(),
             "round {round}: a cancelled run is due again"
         );
@@ -1587,9 +1605,10 @@ async fn fire_schedules_writes_one_batch(db: &TestDb) {
         jobs[1].as_ref().map(|j| j.run_id.clone())
     );
     let queued: Vec<String> = s
-        .due_queued_jobs(at, 10)
+        .due_queued_jobs(at, 10, None)
         .await
         .unwrap()
+        .jobs
         .into_iter()
         .map(|j| j.run_id)
         .collect();
@@ -1776,6 +1795,208 @@ async fn active_runs_of_tasks(db: &TestDb) {
     assert!(s.active_runs(&[]).await.unwrap().is_empty());
 }
 
+/// A fixture whose task has a queue timeout of `timeout_s` (and `retry`).
+async fn timed_fixture(s: &dyn Store, timeout_s: u64, retry: RetryPolicy) -> Fixture {
+    let (p, v) = project(s, &format!("proj-{}", new_id())).await;
+    let mut t = task(&p.id, &format!("task-{}", new_id()), retry);
+    t.spec.queue_timeout_s = timeout_s;
+    s.create_task(&t).await.unwrap();
+    Fixture {
+        task: t,
+        version: v,
+    }
+}
+
+async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
+    let runs = s.expired_queued_runs(at, 100).await.unwrap();
+    runs.into_iter().map(|r| r.id).collect()
+}
+
+async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {
+    let s = db.open().await;
+    let timed = timed_fixture(s.as_ref(), 10, retries(2)).await;
+    let untimed = fixture(s.as_ref(), retries(1)).await;
+    let run = manual_run(s.as_ref(), &timed).await;
+    let never = manual_run(s.as_ref(), &untimed).await;
+    let queued = run.queued_at;
+    assert!(expired_ids(s.as_ref(), queued + 10_000).await.is_empty());
+    assert_eq!(
+        expired_ids(s.as_ref(), queued + 10_001).await,
+        std::slice::from_ref(&run.id)
+    );
+    assert!(
+        !expired_ids(s.as_ref(), HELD * 2).await.contains(&never.id),
+        "a run without a queue timeout never expires"
+    );
+
+    // Moving not_before moves the deadline; held runs do not expire while held.
+    s.defer_run(&run.id, queued + 60_000).await.unwrap();
+    assert!(expired_ids(s.as_ref(), queued + 70_000).await.is_empty());
+    assert_eq!(
+        expired_ids(s.as_ref(), queued + 70_001).await,
+        std::slice::from_ref(&run.id)
+    );
+    s.defer_run(&run.id, HELD).await.unwrap();
+    assert!(expired_ids(s.as_ref(), queued + 1_000_000).await.is_empty());
+    s.defer_run(&run.id, queued).await.unwrap();
+
+    // A retry queues the run again: its deadline counts from the backoff's end.
+    s.mark_started(&run.id, 1, "tok-1", "w1", queued + 1)
+        .await
+        .unwrap();
+    assert!(
+        expired_ids(s.as_ref(), queued + 10_001).await.is_empty(),
+        "running"
+    );
+    let applied = s
+        .finish_attempt(
+            &run.id,
+            1,
+            Some("tok-1"),
+            &outcome(RunState::Failed),
+            queued + 2,
+        )
+        .await
+        .unwrap();
+    let FinishApplied::Requeued(r) = applied else {
+        panic!("requeued: {applied:?}");
+    };
+    let not_before = r.not_before.unwrap();
+    assert!(expired_ids(s.as_ref(), not_before + 10_000)
+        .await
+        .is_empty());
+    assert_eq!(
+        expired_ids(s.as_ref(), not_before + 10_001).await,
+        std::slice::from_ref(&run.id)
+    );
+    s.expire_run(&run.id, 2, not_before + 10_001).await.unwrap();
+    assert!(
+        expired_ids(s.as_ref(), HELD * 2).await.is_empty(),
+        "expired once"
+    );
+}
+
+async fn expired_runs_come_longest_expired_first(db: &TestDb) {
+    let s = db.open().await;
+    let f = timed_fixture(s.as_ref(), 1, retries(1)).await;
+    let mut runs = vec![];
+    for _ in 0..4 {
+        runs.push(manual_run(s.as_ref(), &f).await);
+    }
+    // Deadlines in the reverse of id order: the page follows the deadline.
+    for (i, r) in runs.iter().enumerate() {
+        s.defer_run(&r.id, 1_000_000 - i as i64).await.unwrap();
+    }
+    let page = s.expired_queued_runs(2_000_000, 3).await.unwrap();
+    let got: Vec<&str> = page.iter().map(|r| r.id.as_str()).collect();
+    let want: Vec<&str> = runs.iter().rev().take(3).map(|r| r.id.as_str()).collect();
+    assert_eq!(got, want);
+}
+
+async fn due_queued_jobs_page_by_key(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let mut want = vec![];
+    for _ in 0..5 {
+        want.push(manual_run(s.as_ref(), &f).await.id);
+    }
+    // Due earlier than the others although created last: it comes first.
+    let first = manual_run(s.as_ref(), &f).await;
+    s.defer_run(&first.id, 1_000).await.unwrap();
+    want.insert(0, first.id);
+    let held = manual_run(s.as_ref(), &f).await;
+    s.defer_run(&held.id, HELD).await.unwrap();
+    let mut got = vec![];
+    let mut after: Option<QueuedKey> = None;
+    let mut pages = 0;
+    loop {
+        let page = s
+            .due_queued_jobs(now_ms() + 1000, 2, after.as_ref())
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.jobs.len() <= 2);
+        got.extend(page.jobs.iter().map(|j| j.run_id.clone()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        got, want,
+        "each due queued run once, longest due first, not the held one"
+    );
+    assert_eq!(
+        pages, 4,
+        "three full pages, then an empty one that reached the end"
+    );
+}
+
+async fn create_tasks_is_all_or_none(db: &TestDb) {
+    let s = db.open().await;
+    let (p, _) = project(s.as_ref(), "bulk").await;
+    let batch: Vec<Task> = (0..700)
+        .map(|i| task(&p.id, &format!("bulk-{i}"), retries(1)))
+        .collect();
+    s.create_tasks(&batch).await.unwrap();
+    let stored = s.task(&batch[650].id).await.unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.next_fire_at),
+        ("bulk-650", batch[650].next_fire_at)
+    );
+    assert_eq!(s.list_tasks(1000, None).await.unwrap().items.len(), 700);
+    // The last of 600 new ones takes a name in use: none of them is created.
+    let mut again: Vec<Task> = (0..600)
+        .map(|i| task(&p.id, &format!("again-{i}"), retries(1)))
+        .collect();
+    again[599].name = "bulk-3".into();
+    assert_conflict(s.create_tasks(&again).await, "a batch with a name in use");
+    assert_not_found(s.task(&again[0].id).await, "a task of the refused batch");
+    assert_eq!(s.list_tasks(1000, None).await.unwrap().items.len(), 700);
+}
+
+async fn migration_fills_queue_deadlines(db: &TestDb) {
+    // Queued runs written before migration 7 get their deadline from it: the column and its
+    // indexes are taken away again, and migration 7 re-applied.
+    let s = db.open().await;
+    let timed = timed_fixture(s.as_ref(), 10, retries(1)).await;
+    let untimed = fixture(s.as_ref(), retries(1)).await;
+    let run = manual_run(s.as_ref(), &timed).await;
+    let never = manual_run(s.as_ref(), &untimed).await;
+    drop(s);
+    for index in ["runs_queue_deadline", "runs_due"] {
+        db.exec(&match db.engine {
+            common::Engine::Mysql => format!("DROP INDEX {index} ON runs"),
+            _ => format!("DROP INDEX {index}"),
+        })
+        .await;
+    }
+    db.exec("CREATE INDEX runs_state ON runs (state, not_before)")
+        .await;
+    db.exec("ALTER TABLE runs DROP COLUMN queue_deadline").await;
+    // A queued row of an older writer without `not_before` is due from its `queued_at`.
+    db.exec(&format!(
+        "UPDATE runs SET not_before = NULL WHERE id = '{}'",
+        never.id
+    ))
+    .await;
+    db.exec("DELETE FROM schema_version WHERE version = 7")
+        .await;
+    let s = db.open().await;
+    assert_eq!(
+        expired_ids(s.as_ref(), run.queued_at + 10_001).await,
+        std::slice::from_ref(&run.id)
+    );
+    assert!(!expired_ids(s.as_ref(), HELD * 2).await.contains(&never.id));
+    let due = s.due_queued_jobs(never.queued_at, 10, None).await.unwrap();
+    let due: Vec<String> = due.jobs.into_iter().map(|j| j.run_id).collect();
+    assert!(due.contains(&never.id), "{due:?}");
+    assert_eq!(
+        s.run(&never.id).await.unwrap().not_before,
+        Some(never.queued_at)
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         conformance!(@engine sqlite, Sqlite, $($name),*);
@@ -1827,6 +2048,11 @@ conformance!(
     deposed_leader_cannot_fire,
     one_leaders_batches_write_side_by_side,
     active_runs_of_tasks,
+    queued_runs_expire_after_their_queue_timeout,
+    expired_runs_come_longest_expired_first,
+    due_queued_jobs_page_by_key,
+    create_tasks_is_all_or_none,
+    migration_fills_queue_deadlines,
 );
 
 /// Worker identity: one-time enrollment keys and the workers they are traded for.
@@ -2146,7 +2372,11 @@ mod task_secrets {
             job.secret_env.is_empty(),
             "create_run never resolves values"
         );
-        let stored = s.due_queued_jobs(now_ms() + 1000, 10).await.unwrap();
+        let stored = s
+            .due_queued_jobs(now_ms() + 1000, 10, None)
+            .await
+            .unwrap()
+            .jobs;
         assert_eq!(
             stored,
             std::slice::from_ref(&job),

@@ -3,7 +3,10 @@
 //! Each pass:
 //! 1. re-publishes the due `queued` runs of SQL that the broker does not hold (after a restart or
 //!    a Redis flush they come back; publishing is idempotent per attempt, so a race with another
-//!    publisher is harmless);
+//!    publisher is harmless). A pass checks the next [`PAGE`] due runs in `(not_before, id)`
+//!    order after where the previous pass stopped, and starts again from the start once a page
+//!    reaches the end, so a backlog costs each pass one page and every queued run is still
+//!    checked once per sweep;
 //! 2. reclaims leases whose deadline passed (no heartbeat) as attempt `lost` → retry or fail;
 //! 3. declares `lost` a `running` run whose lease has been gone for longer than `lost_after`
 //!    (the broker lost it, or the whole process restarted under it).
@@ -14,14 +17,19 @@ use std::collections::HashMap;
 
 use antcode_core::model::{Outcome, RunHistoryEntry, RunState};
 use antcode_core::secrets::{publish_jobs, PublishError};
-use antcode_core::store::StoreError;
+use antcode_core::store::{QueuedKey, StoreError};
 
 use crate::SchedulerConfig;
+
+/// Rows a pass reads of each kind (queued, running, expired, held).
+const PAGE: u32 = 1000;
 
 pub struct Compensator<'a> {
     config: &'a SchedulerConfig,
     /// Running runs first seen without a live lease, and when (clock ms).
     orphans: HashMap<String, i64>,
+    /// Where the previous pass stopped among the due queued runs; `None`: at the start.
+    queued_after: Option<QueuedKey>,
 }
 
 fn lost(error: String) -> Outcome {
@@ -42,6 +50,7 @@ impl<'a> Compensator<'a> {
         Compensator {
             config,
             orphans: HashMap::new(),
+            queued_after: None,
         }
     }
 
@@ -70,7 +79,7 @@ impl<'a> Compensator<'a> {
     /// Queued runs past their queue timeout end `failed` (reason `expired`), never retried.
     async fn expire_stale_queued(&self) -> Result<(), crate::SchedulerError> {
         let now = self.now();
-        for run in self.config.store.expired_queued_runs(now, 1000).await? {
+        for run in self.config.store.expired_queued_runs(now, PAGE).await? {
             match self
                 .config
                 .store
@@ -91,7 +100,7 @@ impl<'a> Compensator<'a> {
 
     /// A run held by overlap `queue_one` is released once its task has nothing running.
     async fn release_held(&self) -> Result<(), crate::SchedulerError> {
-        let held = self.config.store.held_runs(1000).await?;
+        let held = self.config.store.held_runs(PAGE).await?;
         if held.is_empty() {
             return Ok(());
         }
@@ -111,9 +120,15 @@ impl<'a> Compensator<'a> {
         Ok(())
     }
 
-    async fn republish_queued(&self) -> Result<(), crate::SchedulerError> {
+    async fn republish_queued(&mut self) -> Result<(), crate::SchedulerError> {
         let c = self.config;
-        let due = c.store.due_queued_jobs(self.now(), 1000).await?;
+        let page = c
+            .store
+            .due_queued_jobs(self.now(), PAGE, self.queued_after.as_ref())
+            .await?;
+        // After a page that reached the end the next pass starts again from the start.
+        self.queued_after = page.next;
+        let due = page.jobs;
         // Only what the broker lacks is resolved (secrets opened) and published: normally that
         // is nothing, so a pass costs one SQL read and one broker read.
         let held = c.broker.holds(&due).await?;
@@ -177,7 +192,7 @@ impl<'a> Compensator<'a> {
     }
 
     async fn find_orphans(&mut self) -> Result<(), crate::SchedulerError> {
-        let running = self.config.store.running_runs(1000).await?;
+        let running = self.config.store.running_runs(PAGE).await?;
         let now = self.now();
         let lost_after = self.config.lost_after.as_millis() as i64;
         let mut still = HashMap::new();

@@ -74,6 +74,23 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX tasks_due_key ON tasks (next_fire_at, id)",
         "DROP INDEX tasks_due ON tasks",
     ],
+    // 7: compensation's reads of queued runs stop after their own rows, whatever the planner's
+    // statistics say. `queue_deadline` is when a queued run expires (`not_before +
+    // queue_timeout_ms`, NULL without a queue timeout), kept by every write that queues a run
+    // or moves its `not_before`, so expired runs are a range of `(state, queue_deadline, id)`.
+    // Due queued runs are a range of `(state, not_before, id)` in that order (the old
+    // `(state, not_before)` index made PostgreSQL sort all of them by id); every writer sets
+    // `not_before`, and the few old queued rows without one get their `queued_at`, which is
+    // what a NULL meant.
+    &[
+        "ALTER TABLE runs ADD COLUMN queue_deadline {big}",
+        "UPDATE runs SET not_before = queued_at WHERE state = 'queued' AND not_before IS NULL",
+        "UPDATE runs SET queue_deadline = not_before + queue_timeout_ms
+        WHERE queue_timeout_ms > 0 AND not_before IS NOT NULL",
+        "CREATE INDEX runs_queue_deadline ON runs (state, queue_deadline, id)",
+        "CREATE INDEX runs_due ON runs (state, not_before, id)",
+        "DROP INDEX runs_state ON runs",
+    ],
 ];
 
 pub fn render(stmt: &str, dialect: Dialect) -> String {

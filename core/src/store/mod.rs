@@ -90,6 +90,21 @@ pub struct DueKey {
     pub id: String,
 }
 
+/// A queued run's place in the order [`Store::due_queued_jobs`] reads them: `(not_before, id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedKey {
+    pub not_before: i64,
+    pub id: String,
+}
+
+/// A page of [`Store::due_queued_jobs`].
+#[derive(Debug, Clone, Default)]
+pub struct DueJobs {
+    pub jobs: Vec<Job>,
+    /// Where the next page starts (pass it as `after`); `None` when this page reached the end.
+    pub next: Option<QueuedKey>,
+}
+
 /// Moves a task's `next_fire_at` from `from` to `to`, only if it still is `from`: an edit of the
 /// task made after the scheduler read it wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +162,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>>;
 
     // tasks
-    async fn create_task(&self, task: &Task) -> StoreResult<()>;
+    async fn create_task(&self, task: &Task) -> StoreResult<()> {
+        self.create_tasks(std::slice::from_ref(task)).await
+    }
+    /// Inserts the tasks in one transaction: all of them, or none when one fails (a name taken
+    /// is a `Conflict`).
+    async fn create_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
     async fn task(&self, id: &str) -> StoreResult<Task>;
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>>;
     async fn update_task(&self, task: &Task) -> StoreResult<()>;
@@ -188,7 +208,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Option<Job>>>;
     /// The `queued` (held ones included) and `running` runs of these tasks, by id.
     async fn active_runs(&self, task_ids: &[String]) -> StoreResult<Vec<Run>>;
-    /// Queued runs whose queue timeout passed without a start.
+    /// Queued runs whose queue timeout passed without a start, the longest expired first.
     async fn expired_queued_runs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Run>>;
     /// `queued` → `failed` with reason `expired`, for this attempt only; never retried.
     async fn expire_run(&self, run_id: &str, attempt: u32, at_ms: i64) -> StoreResult<Run>;
@@ -203,8 +223,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Run>>;
-    /// Jobs of queued runs whose `not_before` has passed, oldest first: what must be in the broker.
-    async fn due_queued_jobs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Jobs of queued runs whose `not_before` has passed (what must be in the broker), longest
+    /// due first: ordered by `(not_before, id)`, at most `limit`, only those after `after` (the
+    /// previous page's `next`).
+    async fn due_queued_jobs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        after: Option<&QueuedKey>,
+    ) -> StoreResult<DueJobs>;
     /// Runs in `running` state (used by compensation to find lost leases).
     async fn running_runs(&self, limit: u32) -> StoreResult<Vec<Run>>;
     /// `queued` → `running` for this attempt, binding the lease token. Stale if the run moved on.

@@ -89,8 +89,23 @@ fn page_size(limit: u32) -> u32 {
 }
 
 /// Rows per multi-row statement: keeps every statement well under the bind limits (SQLite
-/// 32,766, PostgreSQL and MySQL 65,535) at 13 binds a row.
+/// 32,766, PostgreSQL and MySQL 65,535) at up to 16 binds a row.
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// A statement with its bound values, as the helpers that bind them pass it along.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Sets `queue_deadline` for a `not_before` bound to its `?` (not read from the column: MySQL
+/// would see a `not_before` assigned earlier in the same `SET`, the others the old one). Every
+/// write that queues a run or moves its `not_before` carries it, so that expired queued runs are
+/// a range of the `(state, queue_deadline)` index.
+const SET_QUEUE_DEADLINE: &str =
+    "queue_deadline = CASE WHEN queue_timeout_ms > 0 THEN ? + queue_timeout_ms ELSE NULL END";
+
+/// When a run queued with `not_before` and this queue timeout expires; `None` without one.
+fn queue_deadline(not_before: i64, timeout_ms: i64) -> Option<i64> {
+    (timeout_ms > 0).then(|| not_before.saturating_add(timeout_ms))
+}
 
 /// `?, ?, …` with `n` placeholders.
 fn placeholders(n: usize) -> String {
@@ -352,6 +367,31 @@ impl SqlStore {
         Ok(())
     }
 
+    /// The condition of a keyset read on a `(column, id)` index: rows after `key` in that
+    /// order, or every row without one. PostgreSQL and SQLite seek an index with a row-value
+    /// comparison; MariaDB/MySQL do not use an index for one, but do for the same condition
+    /// spelled out. Its values are bound by [`SqlStore::bind_key`].
+    fn after_key(&self, column: &str, key: Option<(i64, &str)>) -> String {
+        match (key, self.dialect) {
+            (None, _) => String::new(),
+            (Some(_), Dialect::Mysql) => {
+                format!(" AND ({column} > ? OR ({column} = ? AND id > ?))")
+            }
+            (Some(_), _) => format!(" AND ({column}, id) > (?, ?)"),
+        }
+    }
+
+    fn bind_key<'q>(&self, mut query: AnyQuery<'q>, key: Option<(i64, &'q str)>) -> AnyQuery<'q> {
+        if let Some((value, id)) = key {
+            query = query.bind(value);
+            if self.dialect == Dialect::Mysql {
+                query = query.bind(value);
+            }
+            query = query.bind(id);
+        }
+        query
+    }
+
     async fn one(&self, sql: &str, binds: &[&str]) -> StoreResult<AnyRow> {
         let sql = self.q(sql);
         let mut query = sqlx::query(&sql);
@@ -406,20 +446,34 @@ impl SqlStore {
         conn: &mut AnyConnection,
         entries: &[RunHistoryEntry],
     ) -> StoreResult<()> {
-        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
-            let sql = self.q(&format!(
-                "INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES {}",
-                rows_of("(?, ?, ?, ?, ?, ?)", chunk.len())
-            ));
+        let insert = "INSERT INTO run_history (id, run_id, attempt, kind, detail, at) VALUES";
+        self.insert_rows(conn, insert, "(?, ?, ?, ?, ?, ?)", entries, |q, e| {
+            q.bind(&e.id)
+                .bind(&e.run_id)
+                .bind(e.attempt as i64)
+                .bind(&e.kind)
+                .bind(&e.detail)
+                .bind(e.at)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    /// `insert` (`INSERT INTO table (columns) VALUES`) of `items` on `conn`, one statement of
+    /// `row` placeholders per [`ROWS_PER_STATEMENT`] items, each item's values bound by `bind`.
+    async fn insert_rows<T: Sync>(
+        &self,
+        conn: &mut AnyConnection,
+        insert: &str,
+        row: &str,
+        items: &[T],
+        bind: impl for<'q> Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in items.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.q(&format!("{insert} {}", rows_of(row, chunk.len())));
             let mut query = sqlx::query(&sql);
-            for e in chunk {
-                query = query
-                    .bind(&e.id)
-                    .bind(&e.run_id)
-                    .bind(e.attempt as i64)
-                    .bind(&e.kind)
-                    .bind(&e.detail)
-                    .bind(e.at);
+            for item in chunk {
+                query = bind(query, item);
             }
             query.execute(&mut *conn).await?;
         }
@@ -459,9 +513,9 @@ impl SqlStore {
         skip_duplicates: bool,
     ) -> StoreResult<u64> {
         let mut affected = 0;
-        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms) VALUES {}", rows_of(row, chunk.len()));
+            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline) VALUES {}", rows_of(row, chunk.len()));
             if skip_duplicates {
                 sql.push_str(match self.dialect {
                     Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
@@ -472,6 +526,10 @@ impl SqlStore {
             let mut query = sqlx::query(&sql);
             for (id, new, job, not_before) in chunk {
                 let spec = &new.task.spec;
+                let timeout_ms = spec
+                    .queue_timeout_s
+                    .saturating_mul(1000)
+                    .min(i64::MAX as u64) as i64;
                 query = query
                     .bind(id)
                     .bind(&new.task.id)
@@ -485,11 +543,8 @@ impl SqlStore {
                     .bind(new.due_at)
                     .bind(at_ms)
                     .bind(*not_before)
-                    .bind(
-                        spec.queue_timeout_s
-                            .saturating_mul(1000)
-                            .min(i64::MAX as u64) as i64,
-                    );
+                    .bind(timeout_ms)
+                    .bind(queue_deadline(*not_before, timeout_ms));
             }
             affected += query
                 .execute(&mut *tx)
@@ -912,23 +967,29 @@ impl Store for SqlStore {
         rs.iter().map(rows::version).collect()
     }
 
-    async fn create_task(&self, t: &Task) -> StoreResult<()> {
-        let sql = self.q(&format!(
-            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ));
-        sqlx::query(&sql)
-            .bind(&t.id)
-            .bind(&t.name)
-            .bind(&t.project_id)
-            .bind(to_json(&t.spec))
-            .bind(t.schedule.as_ref().map(to_json))
-            .bind(t.paused as i64)
-            .bind(t.next_fire_at)
-            .bind(t.created_at)
-            .bind(t.updated_at)
-            .execute(&self.writes)
-            .await
-            .map_err(|e| conflict(e, "task name"))?;
+    async fn create_tasks(&self, tasks: &[Task]) -> StoreResult<()> {
+        let mut tx = self.writes.begin().await?;
+        let insert = format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES");
+        self.insert_rows(
+            &mut tx,
+            &insert,
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tasks,
+            |q, t| {
+                q.bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.project_id)
+                    .bind(to_json(&t.spec))
+                    .bind(t.schedule.as_ref().map(to_json))
+                    .bind(t.paused as i64)
+                    .bind(t.next_fire_at)
+                    .bind(t.created_at)
+                    .bind(t.updated_at)
+            },
+        )
+        .await
+        .map_err(|e| conflict(e, "task name"))?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -982,22 +1043,11 @@ impl Store for SqlStore {
         // A keyset on the `(next_fire_at, id)` index: each batch starts where the previous one
         // ended, so it costs its own rows whatever the planner's statistics say (leaving the
         // previous batch out by id made PostgreSQL read the whole backlog when its statistics
-        // were stale). PostgreSQL and SQLite seek an index with a row-value comparison;
-        // MariaDB/MySQL do not use an index for one, but do for the same condition spelled out.
-        let keyset = match (after, self.dialect) {
-            (None, _) => "",
-            (Some(_), Dialect::Mysql) => " AND (next_fire_at > ? OR (next_fire_at = ? AND id > ?))",
-            (Some(_), _) => " AND (next_fire_at, id) > (?, ?)",
-        };
+        // were stale).
+        let key = after.map(|k| (k.next_fire_at, k.id.as_str()));
+        let keyset = self.after_key("next_fire_at", key);
         let sql = self.q(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= ?{keyset} ORDER BY next_fire_at, id LIMIT ?"));
-        let mut query = sqlx::query(&sql).bind(now_ms);
-        if let Some(key) = after {
-            query = query.bind(key.next_fire_at);
-            if self.dialect == Dialect::Mysql {
-                query = query.bind(key.next_fire_at);
-            }
-            query = query.bind(&key.id);
-        }
+        let query = self.bind_key(sqlx::query(&sql).bind(now_ms), key);
         let rs = query
             .bind(limit.max(1) as i64)
             .fetch_all(&self.pool)
@@ -1146,14 +1196,22 @@ impl Store for SqlStore {
         Ok(page(items, limit, |r| r.id.clone()))
     }
 
-    async fn due_queued_jobs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Job>> {
-        let sql = self.q("SELECT job, attempt FROM runs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?");
-        let rs = sqlx::query(&sql)
-            .bind(now_ms)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rs.iter()
+    async fn due_queued_jobs(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        after: Option<&QueuedKey>,
+    ) -> StoreResult<DueJobs> {
+        // A keyset on the `(state, not_before, id)` index, as in `due_tasks`: the read stops
+        // after its page however many runs are queued, and a page starts after the last one.
+        let key = after.map(|k| (k.not_before, k.id.as_str()));
+        let keyset = self.after_key("not_before", key);
+        let sql = self.q(&format!("SELECT job, attempt, not_before, id FROM runs WHERE state = 'queued' AND not_before <= ?{keyset} ORDER BY not_before, id LIMIT ?"));
+        let query = self.bind_key(sqlx::query(&sql).bind(now_ms), key);
+        let limit = limit.max(1);
+        let rs = query.bind(limit as i64).fetch_all(&self.pool).await?;
+        let jobs = rs
+            .iter()
             .map(|row| {
                 let raw = rows::text(row, "job")?;
                 let mut job: Job = serde_json::from_str(&raw)
@@ -1161,7 +1219,15 @@ impl Store for SqlStore {
                 job.attempt = row.try_get::<i64, _>("attempt")? as u32;
                 Ok(job)
             })
-            .collect()
+            .collect::<StoreResult<Vec<Job>>>()?;
+        let next = match rs.last() {
+            Some(row) if rs.len() == limit as usize => Some(QueuedKey {
+                not_before: row.try_get("not_before")?,
+                id: rows::text(row, "id")?,
+            }),
+            _ => None,
+        };
+        Ok(DueJobs { jobs, next })
     }
 
     async fn running_runs(&self, limit: u32) -> StoreResult<Vec<Run>> {
@@ -1468,7 +1534,9 @@ impl Store for SqlStore {
     }
 
     async fn expired_queued_runs(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Run>> {
-        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND queue_timeout_ms > 0 AND COALESCE(not_before, queued_at) + queue_timeout_ms < ? ORDER BY id LIMIT ?"));
+        // A range of the `(state, queue_deadline)` index in its own order: it stops after its
+        // rows however many runs are queued (NULL deadlines, no queue timeout, are outside it).
+        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND queue_deadline < ? ORDER BY queue_deadline, id LIMIT ?"));
         let rs = sqlx::query(&sql)
             .bind(now_ms)
             .bind(limit.max(1) as i64)
@@ -1505,8 +1573,11 @@ impl Store for SqlStore {
     }
 
     async fn defer_run(&self, run_id: &str, until_ms: i64) -> StoreResult<()> {
-        let sql = self.q("UPDATE runs SET not_before = ? WHERE id = ? AND state = 'queued'");
+        let sql = self.q(&format!(
+            "UPDATE runs SET not_before = ?, {SET_QUEUE_DEADLINE} WHERE id = ? AND state = 'queued'"
+        ));
         let done = sqlx::query(&sql)
+            .bind(until_ms)
             .bind(until_ms)
             .bind(run_id)
             .execute(&self.writes)

@@ -133,10 +133,13 @@ impl SqlStore {
             // Queued again for the next attempt. Fenced on everything the decision read:
             // attempt, state, lease token and the cancel flag.
             let token = lease_token.unwrap_or("");
-            let sql = self.q("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? \
-                 WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = 0 AND (lease_token = ? OR ? = '')");
+            let sql = self.q(&format!("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, {SET_QUEUE_DEADLINE}, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? \
+                 WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = 0 AND (lease_token = ? OR ? = '')"));
+            let not_before =
+                at_ms + retry.jittered_backoff_ms(attempt + 1, jitter_seed(run_id, attempt));
             let done = sqlx::query(&sql)
-                .bind(at_ms + retry.jittered_backoff_ms(attempt + 1, jitter_seed(run_id, attempt)))
+                .bind(not_before)
+                .bind(not_before)
                 .bind(o.exit_code.map(i64::from))
                 .bind(o.signal.map(i64::from))
                 .bind(o.error.clone())
