@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use antcode_core::model::{Outcome, RunHistoryEntry, RunState};
+use antcode_core::model::{Job, Outcome, RunHistoryEntry, RunState};
 use antcode_core::secrets::{publish_jobs, PublishError};
 use antcode_core::store::{QueuedKey, StoreError};
 
@@ -30,6 +30,10 @@ pub struct Compensator<'a> {
     orphans: HashMap<String, i64>,
     /// Where the previous pass stopped among the due queued runs; `None`: at the start.
     queued_after: Option<QueuedKey>,
+    /// The clock at the start of the current sweep over the due queued runs: every page of one
+    /// sweep reads runs due by then, so a sweep ends even while new runs keep becoming due
+    /// faster than a page a pass (they are the next sweep's).
+    sweep_started: i64,
 }
 
 fn lost(error: String) -> Outcome {
@@ -51,6 +55,7 @@ impl<'a> Compensator<'a> {
             config,
             orphans: HashMap::new(),
             queued_after: None,
+            sweep_started: 0,
         }
     }
 
@@ -121,14 +126,23 @@ impl<'a> Compensator<'a> {
     }
 
     async fn republish_queued(&mut self) -> Result<(), crate::SchedulerError> {
-        let c = self.config;
-        let page = c
+        if self.queued_after.is_none() {
+            self.sweep_started = self.now();
+        }
+        let page = self
+            .config
             .store
-            .due_queued_jobs(self.now(), PAGE, self.queued_after.as_ref())
+            .due_queued_jobs(self.sweep_started, PAGE, self.queued_after.as_ref())
             .await?;
-        // After a page that reached the end the next pass starts again from the start.
+        self.publish_missing(page.jobs).await?;
+        // Only once the page was handled (a failed pass reads it again); after a page that
+        // reached the end, the next pass starts a new sweep.
         self.queued_after = page.next;
-        let due = page.jobs;
+        Ok(())
+    }
+
+    async fn publish_missing(&self, due: Vec<Job>) -> Result<(), crate::SchedulerError> {
+        let c = self.config;
         // Only what the broker lacks is resolved (secrets opened) and published: normally that
         // is nothing, so a pass costs one SQL read and one broker read.
         let held = c.broker.holds(&due).await?;

@@ -85,8 +85,10 @@ pub const MIGRATIONS: &[&[&str]] = &[
     &[
         "ALTER TABLE runs ADD COLUMN queue_deadline {big}",
         "UPDATE runs SET not_before = queued_at WHERE state = 'queued' AND not_before IS NULL",
+        // Only queued runs are ever read by their deadline (a held run gets one when it is
+        // queued), so history is left as it is.
         "UPDATE runs SET queue_deadline = not_before + queue_timeout_ms
-        WHERE queue_timeout_ms > 0 AND not_before IS NOT NULL",
+        WHERE state = 'queued' AND queue_timeout_ms > 0 AND not_before IS NOT NULL",
         "CREATE INDEX runs_queue_deadline ON runs (state, queue_deadline, id)",
         "CREATE INDEX runs_due ON runs (state, not_before, id)",
         "DROP INDEX runs_state ON runs",

@@ -287,15 +287,15 @@ const LUA_MIGRATE: &str = r#"
 local moved = 0
 local q = redis.call('HGETALL', KEYS[1])
 for i = 1, #q, 2 do
-  redis.call('HSET', KEYS[4] .. q[i], 'q', q[i + 1])
-  moved = moved + 1
+  -- Never over what a run hash already holds (state written by this layout wins).
+  moved = moved + redis.call('HSETNX', KEYS[4] .. q[i], 'q', q[i + 1])
 end
 local l = redis.call('HGETALL', KEYS[2])
 for i = 1, #l, 2 do
   local job = redis.call('HGET', KEYS[3], l[i])
   -- A lease without its job cannot be handed out again; the reaper drops its deadline and
   -- SQL declares the run lost, as for any lease Redis forgot.
-  if job then
+  if job and redis.call('HEXISTS', KEYS[4] .. l[i], 'l') == 0 then
     redis.call('HSET', KEYS[4] .. l[i], 'l', l[i + 1], 'j', job)
     moved = moved + 1
   end
