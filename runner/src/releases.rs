@@ -50,33 +50,51 @@ impl Releases {
         }
     }
 
-    /// Releases what is queued, one call each.
-    pub async fn release_now(&self, source: &dyn WorkSource) {
+    /// Releases what is queued, one call each. What the source could not release stays queued
+    /// (a dropped release would leave the lease to expire, and the run could be declared lost);
+    /// returns whether everything went out.
+    pub async fn release_now(&self, source: &dyn WorkSource) -> bool {
+        let mut failed = Vec::new();
         for h in self.take() {
             if let Err(e) = source.release(&h.run_id, &h.lease_token).await {
-                tracing::warn!(run_id = %h.run_id, error = %e, "could not release lease");
+                tracing::warn!(run_id = %h.run_id, error = %e, "could not release lease; will retry");
+                failed.push(h);
             }
         }
+        let done = failed.is_empty();
+        // Not announced: the loop retries on its own schedule instead of at once.
+        self.lock().extend(failed);
+        done
     }
 }
 
-/// Releases what no lease call carried within [`CARRY_WINDOW`]; on `stop`, releases the rest
-/// and returns.
+/// The longest wait between retries of releases the broker did not take: well inside a lease's
+/// time to live, so a release delayed by an outage still lands before its lease expires.
+pub const RETRY_CAP: Duration = Duration::from_secs(2);
+
+/// Releases what no lease call carried within [`CARRY_WINDOW`], retrying what the broker did not
+/// take (doubling waits up to [`RETRY_CAP`]); on `stop`, tries the rest once more and returns.
 pub async fn release_loop(
     releases: Arc<Releases>,
     source: Arc<dyn WorkSource>,
     stop: CancellationToken,
 ) {
-    loop {
+    'outer: loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = releases.added.notified() => {}
         }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(CARRY_WINDOW) => {}
+        let mut wait = CARRY_WINDOW;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break 'outer,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if releases.release_now(source.as_ref()).await {
+                break;
+            }
+            wait = (wait * 2).max(Duration::from_millis(100)).min(RETRY_CAP);
         }
-        releases.release_now(source.as_ref()).await;
     }
     releases.release_now(source.as_ref()).await;
 }

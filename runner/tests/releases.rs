@@ -3,13 +3,17 @@
 //! direct source).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use antcode_core::broker::{memory::MemoryBroker, Broker};
-use antcode_core::model::{BundleFormat, BundleRef, Job, Lease};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use antcode_core::broker::{memory::MemoryBroker, Broker, HeartbeatReply, HeldLease, LogChunk};
+use antcode_core::model::{BundleFormat, BundleRef, Job, Lease, RunEvent, WorkerStatus};
 use antcode_runner::releases::{release_loop, Releases};
-use antcode_runner::source::{DirectSource, WorkSource};
+use antcode_runner::source::{DirectSource, SourceError, WorkSource};
 use tokio_util::sync::CancellationToken;
 
 fn job(run_id: &str) -> Job {
@@ -130,7 +134,7 @@ async fn stopping_releases_what_is_still_queued() {
     let releases = Arc::new(Releases::default());
     let lease = s.leased("run-1").await;
     // Queued as a failed lease call would put it back, with the loop already stopped.
-    releases.put_back(vec![antcode_core::broker::HeldLease {
+    releases.put_back(vec![HeldLease {
         run_id: lease.job.run_id.clone(),
         lease_token: lease.lease_token.clone(),
     }]);
@@ -139,4 +143,80 @@ async fn stopping_releases_what_is_still_queued() {
     release_loop(releases.clone(), s.source.clone(), stop).await;
     assert!(!s.alive(&lease).await, "released on the way out");
     assert!(releases.take().is_empty());
+}
+
+/// The direct source with its first `failures` releases refused as if the broker were away.
+struct FlakyReleases {
+    inner: Arc<dyn WorkSource>,
+    failures: AtomicUsize,
+}
+
+#[async_trait]
+impl WorkSource for FlakyReleases {
+    async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, SourceError> {
+        self.inner.lease(max, wait).await
+    }
+    async fn heartbeat(
+        &self,
+        held: &[HeldLease],
+        status: &WorkerStatus,
+        interval: Duration,
+    ) -> Result<HeartbeatReply, SourceError> {
+        self.inner.heartbeat(held, status, interval).await
+    }
+    async fn cancels_for(&self, run_ids: &[String]) -> Result<Vec<String>, SourceError> {
+        self.inner.cancels_for(run_ids).await
+    }
+    async fn report(&self, event: &RunEvent) -> Result<(), SourceError> {
+        self.inner.report(event).await
+    }
+    async fn push_logs(&self, run_id: &str, chunks: &[LogChunk]) -> Result<(), SourceError> {
+        self.inner.push_logs(run_id, chunks).await
+    }
+    async fn fetch_bundle(&self, bundle: &BundleRef) -> Result<Bytes, SourceError> {
+        self.inner.fetch_bundle(bundle).await
+    }
+    async fn put_log_archive(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        gz: Bytes,
+    ) -> Result<String, SourceError> {
+        self.inner.put_log_archive(run_id, attempt, gz).await
+    }
+    async fn release(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError> {
+        let refuse = self
+            .failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return Err(SourceError::Unavailable("broker away (test)".into()));
+        }
+        self.inner.release(run_id, lease_token).await
+    }
+    async fn hand_back(&self, run_id: &str, lease_token: &str) -> Result<(), SourceError> {
+        self.inner.hand_back(run_id, lease_token).await
+    }
+}
+
+#[tokio::test]
+async fn a_release_the_broker_refused_is_retried_until_it_lands() {
+    let s = setup().await;
+    let flaky: Arc<dyn WorkSource> = Arc::new(FlakyReleases {
+        inner: s.source.clone(),
+        failures: AtomicUsize::new(3),
+    });
+    let releases = Arc::new(Releases::default());
+    let stop = CancellationToken::new();
+    let looping = tokio::spawn(release_loop(releases.clone(), flaky, stop.clone()));
+    let lease = s.leased("run-1").await;
+    releases.add(&lease.job.run_id, &lease.lease_token);
+    let until = Instant::now() + Duration::from_secs(20);
+    while s.alive(&lease).await {
+        assert!(Instant::now() < until, "the refused release was dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(releases.take().is_empty());
+    stop.cancel();
+    looping.await.unwrap();
 }
