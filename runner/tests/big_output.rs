@@ -5,6 +5,8 @@
 //! the broker's copy of the log lives outside this process too; what remains in the process is
 //! the runner.
 
+mod support;
+
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,29 +84,16 @@ w("".join(buf))
     let sha = hex::encode(Sha256::digest(code.as_bytes()));
     let key = bundle_key(&sha, "py");
     blobs.put(&key, code.clone().into()).await.unwrap();
+    let bundle = BundleRef {
+        key,
+        sha256: sha,
+        format: BundleFormat::Py,
+        size_bytes: code.len() as i64,
+        file_name: Some("main.py".into()),
+    };
     let job = Job {
-        run_id: antcode_core::ids::new_id(),
-        attempt: 1,
-        queue: "default".into(),
-        task_id: "task".into(),
-        project_id: "project".into(),
-        project_version: 1,
-        bundle: BundleRef {
-            key,
-            sha256: sha,
-            format: BundleFormat::Py,
-            size_bytes: code.len() as i64,
-            file_name: Some("main.py".into()),
-        },
-        entrypoint: "main.py".into(),
-        requirements: String::new(),
-        python_version: None,
-        args: vec![],
-        env: Default::default(),
-        secrets: vec![],
-        secret_env: Default::default(),
-        warm: false,
         timeout_s: 300,
+        ..support::job(bundle, "main.py")
     };
 
     let before = vm_hwm_kb();

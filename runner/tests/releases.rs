@@ -2,7 +2,8 @@
 //! window when no call comes, and never left behind on shutdown (in-process broker, real
 //! direct source).
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,29 +18,16 @@ use antcode_runner::source::{DirectSource, SourceError, WorkSource};
 use tokio_util::sync::CancellationToken;
 
 fn job(run_id: &str) -> Job {
+    let bundle = BundleRef {
+        key: "bundles/none".into(),
+        sha256: "0".repeat(64),
+        format: BundleFormat::Py,
+        size_bytes: 0,
+        file_name: Some("main.py".into()),
+    };
     Job {
         run_id: run_id.into(),
-        attempt: 1,
-        queue: "default".into(),
-        task_id: "task".into(),
-        project_id: "project".into(),
-        project_version: 1,
-        bundle: BundleRef {
-            key: "bundles/none".into(),
-            sha256: "0".repeat(64),
-            format: BundleFormat::Py,
-            size_bytes: 0,
-            file_name: Some("main.py".into()),
-        },
-        entrypoint: "main.py".into(),
-        requirements: String::new(),
-        python_version: None,
-        args: vec![],
-        env: BTreeMap::new(),
-        timeout_s: 60,
-        secrets: vec![],
-        secret_env: Default::default(),
-        warm: false,
+        ..support::job(bundle, "main.py")
     }
 }
 

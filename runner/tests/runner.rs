@@ -1,7 +1,10 @@
 //! The runner driven through its public API, on the real embedded seams (in-process broker,
 //! local blob directory) with real Python under real uv.
 
-use std::collections::{BTreeMap, HashMap};
+mod support;
+use support::job;
+
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,28 +53,6 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         w.finish().unwrap();
     }
     buf.into_inner()
-}
-
-/// A job for a bundle; tests adjust the fields they care about.
-fn job(bundle: BundleRef, entrypoint: &str) -> Job {
-    Job {
-        run_id: antcode_core::ids::new_id(),
-        attempt: 1,
-        queue: "default".into(),
-        task_id: "task".into(),
-        project_id: "project".into(),
-        project_version: 1,
-        bundle,
-        entrypoint: entrypoint.into(),
-        requirements: String::new(),
-        python_version: None,
-        args: vec![],
-        env: BTreeMap::new(),
-        timeout_s: 120,
-        secrets: vec![],
-        secret_env: Default::default(),
-        warm: false,
-    }
 }
 
 /// How runs start: a fresh interpreter each (cold), or forked from the project's zygote (warm,
