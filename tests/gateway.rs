@@ -15,118 +15,31 @@ use antcode_proto::worker::v1 as pb;
 use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
 use antcode_runner::gateway::{self, GatewayConfig, GatewayError, GatewaySource};
 
+mod support;
+use support::Api;
+
 const PASSWORD: &str = "gateway-password-not-default";
 /// Calls per second one identity may make; low so a burst trips it.
 const IDENTITY_RPS: u32 = 20;
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// The admin API of `up` (control's address on loopback).
+async fn login(control: std::net::SocketAddr) -> Api {
+    Api::login(control.port(), PASSWORD).await
 }
 
-impl Api {
-    async fn login(up: &Up) -> Api {
-        Api::login_at(up.control_addr).await
-    }
-
-    async fn login_at(control: std::net::SocketAddr) -> Api {
-        let http = reqwest::Client::new();
-        let base = format!("http://{control}/api/v1");
-        let res = http
-            .post(format!("{base}/auth/login"))
-            .json(&json!({"username": "admin", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "login");
-        let token = res.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        Api { http, base, token }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let res = req.bearer_auth(&self.token).send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self
-            .send(self.http.get(format!("{}{path}", self.base)))
-            .await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    async fn text(&self, path: &str) -> String {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "GET {path}: {}", res.status());
-        res.text().await.unwrap()
-    }
-
-    async fn enrollment_key(&self) -> String {
-        let (status, body) = self
-            .post(
-                "/worker-keys",
-                json!({"note": "gateway test", "ttl_s": 600}),
-            )
-            .await;
-        assert_eq!(status, 201, "create worker key: {body}");
-        body["key"]
-            .as_str()
-            .expect("the key is shown once")
-            .to_string()
-    }
-
-    /// A task running a single uploaded .py file; returns the task id.
-    async fn script_task(&self, name: &str, source: &str) -> String {
-        let form = reqwest::multipart::Form::new()
-            .text("name", name.to_string())
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(source.as_bytes().to_vec())
-                    .file_name(format!("{name}.py")),
-            );
-        let (status, project) = self
-            .send(
-                self.http
-                    .post(format!("{}/projects", self.base))
-                    .multipart(form),
-            )
-            .await;
-        assert_eq!(status, 201, "upload: {project}");
-        let (status, task) = self
-            .post("/tasks", json!({"name": name, "project_id": project["id"]}))
-            .await;
-        assert_eq!(status, 201, "task: {task}");
-        task["id"].as_str().unwrap().to_string()
-    }
-
-    async fn trigger(&self, task_id: &str) -> String {
-        let (status, run) = self
-            .post(&format!("/tasks/{task_id}/trigger"), json!({}))
-            .await;
-        assert_eq!(status, 201, "trigger: {run}");
-        run["id"].as_str().unwrap().to_string()
-    }
-
-    async fn run_state(&self, run_id: &str) -> Value {
-        self.get(&format!("/runs/{run_id}")).await
-    }
+/// A one-time enrollment key, created by the admin.
+async fn enrollment_key(api: &Api) -> String {
+    let (status, body) = api
+        .post(
+            "/worker-keys",
+            json!({"note": "gateway test", "ttl_s": 600}),
+        )
+        .await;
+    assert_eq!(status, 201, "create worker key: {body}");
+    body["key"]
+        .as_str()
+        .expect("the key is shown once")
+        .to_string()
 }
 
 /// `antcode up` in `dir/up` on ephemeral ports, with the embedded runner off.
@@ -239,7 +152,7 @@ async fn gateway_runner_end_to_end() {
     cfg.lost_after = Duration::from_secs(5);
     cfg.edge_limits.per_identity_rps = IDENTITY_RPS;
     let up = up::start(cfg).await.expect("antcode up starts");
-    let api = Api::login(&up).await;
+    let api = login(up.control_addr).await;
     let url = edge_url(&up);
     let ca = ca_pem(&dir.path().join("up"));
     let mut anon = raw_client(&url, &ca, None);
@@ -249,16 +162,17 @@ async fn gateway_runner_end_to_end() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // Two raw workers with API keys: B leases, C is the meddler (and later the bursty one).
-    let (b_id, b_key) = enroll_raw(&mut anon, &api.enrollment_key().await, "worker-b").await;
-    let (_c_id, c_key) = enroll_raw(&mut anon, &api.enrollment_key().await, "worker-c").await;
+    let (b_id, b_key) = enroll_raw(&mut anon, &enrollment_key(&api).await, "worker-b").await;
+    let (_c_id, c_key) = enroll_raw(&mut anon, &enrollment_key(&api).await, "worker-c").await;
 
     let task = api
         .script_task(
             "hello",
             "import sys\nprint('hello through the edge', sys.version_info[0])\nprint('to stderr', file=sys.stderr)\n",
+            json!({}),
         )
         .await;
-    let run_id = api.trigger(&task).await;
+    let run_id = api.triggered(&task).await;
 
     // A queue the enrollment key did not grant: refused, whatever the message asks for.
     let err = anon
@@ -337,7 +251,7 @@ async fn gateway_runner_end_to_end() {
         .expect_err("C cannot fetch B's bundle");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let run = api.run_state(&run_id).await;
+    let run = api.get(&format!("/runs/{run_id}")).await;
     assert_eq!(
         run["state"], "queued",
         "a foreign Complete changed the run: {run}"
@@ -365,10 +279,10 @@ async fn gateway_runner_end_to_end() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert_eq!(api.run_state(&run_id).await["state"], "queued");
+    assert_eq!(api.get(&format!("/runs/{run_id}")).await["state"], "queued");
 
     // The gateway runner A: enrolls with a CSR (mTLS from then on) and runs the job.
-    let a_key = api.enrollment_key().await;
+    let a_key = enrollment_key(&api).await;
     let a_dir = dir.path().join("runner-a");
     let gw = GatewayConfig {
         edge_url: url.clone(),
@@ -422,7 +336,7 @@ async fn gateway_runner_end_to_end() {
     // 1. The handed-back run runs to success on A, and its logs are readable.
     let started = Instant::now();
     let run = loop {
-        let run = api.run_state(&run_id).await;
+        let run = api.get(&format!("/runs/{run_id}")).await;
         let state = run["state"].as_str().unwrap().to_string();
         if !["queued", "running"].contains(&state.as_str()) {
             break run;
@@ -497,9 +411,7 @@ async fn gateway_runner_end_to_end() {
     anon.heartbeat(with_key(heartbeat(), &b_key))
         .await
         .expect("B is still allowed before the revoke");
-    let (status, body) = api
-        .send(api.http.delete(format!("{}/workers/{b_id}", api.base)))
-        .await;
+    let (status, body) = api.delete(&format!("/workers/{b_id}")).await;
     assert_eq!(status, 200, "revoke: {body}");
     let revoked_at = Instant::now();
     // The property: no call started more than 2 s after the revoke is accepted.
@@ -620,7 +532,7 @@ async fn edge_http(url: &str, ca: &str, path: &str, token: Option<&str>) -> (u16
 async fn wait_terminal(api: &Api, run_id: &str) -> Value {
     let started = Instant::now();
     loop {
-        let run = api.run_state(run_id).await;
+        let run = api.get(&format!("/runs/{run_id}")).await;
         let state = run["state"].as_str().unwrap().to_string();
         if !["queued", "running"].contains(&state.as_str()) {
             return run;
@@ -668,17 +580,17 @@ async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = up_config(dir.path());
     let up = up::start(cfg).await.expect("antcode up starts");
-    let api = Api::login(&up).await;
+    let api = login(up.control_addr).await;
     let ca_file = dir.path().join("up").join("tls").join("ca.pem");
     let data_dir = dir.path().join("cli-runner");
     let task = api
-        .script_task("cli", "print('ran by the gateway binary')\n")
+        .script_task("cli", "print('ran by the gateway binary')\n", json!({}))
         .await;
 
     // First start enrolls and stores the credential.
-    let key = api.enrollment_key().await;
+    let key = enrollment_key(&api).await;
     let mut child = spawn_runner(&up, &ca_file, &data_dir, Some(&key));
-    let run_id = api.trigger(&task).await;
+    let run_id = api.triggered(&task).await;
     let run = wait_terminal(&api, &run_id).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     let cred: Value = serde_json::from_str(
@@ -692,7 +604,7 @@ async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
 
     // A restart needs no key: the stored credential is reused, same worker identity.
     let mut child = spawn_runner(&up, &ca_file, &data_dir, None);
-    let run_id = api.trigger(&task).await;
+    let run_id = api.triggered(&task).await;
     let run = wait_terminal(&api, &run_id).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["worker_id"], cred["worker_id"], "{run}");
@@ -789,13 +701,13 @@ async fn a_run_survives_an_edge_restart() {
         blobs.clone(),
     );
 
-    let api = Api::login_at(control_addr).await;
+    let api = login(control_addr).await;
     let runner_dir = dir.path().join("runner");
     let gw = GatewayConfig {
         edge_url: format!("https://127.0.0.1:{}", edge_addr.port()),
         ca_pem: certs.ca_cert_pem.clone(),
         data_dir: runner_dir.clone(),
-        enroll_key: Some(api.enrollment_key().await),
+        enroll_key: Some(enrollment_key(&api).await),
         name: "survivor".into(),
         labels: Default::default(),
         queues: Vec::new(),
@@ -823,11 +735,12 @@ async fn a_run_survives_an_edge_restart() {
                  print('after the restart', flush=True)\n",
                 flag = flag.display().to_string()
             ),
+            json!({}),
         )
         .await;
-    let run_id = api.trigger(&task).await;
+    let run_id = api.triggered(&task).await;
     let started = Instant::now();
-    while api.run_state(&run_id).await["state"] != "running" {
+    while api.get(&format!("/runs/{run_id}")).await["state"] != "running" {
         assert!(started.elapsed() < Duration::from_secs(30), "never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -870,11 +783,11 @@ async fn stopping_the_edge_answers_its_open_long_polls() {
     // how this test knows the first has arrived.
     cfg.edge_limits.long_polls_per_identity = 1;
     let up = up::start(cfg).await.expect("antcode up starts");
-    let api = Api::login(&up).await;
+    let api = login(up.control_addr).await;
     let url = edge_url(&up);
     let ca = ca_pem(&dir.path().join("up"));
     let mut client = raw_client(&url, &ca, None);
-    let (_id, key) = enroll_raw(&mut client, &api.enrollment_key().await, "parked").await;
+    let (_id, key) = enroll_raw(&mut client, &enrollment_key(&api).await, "parked").await;
 
     let park = || {
         let mut c = client.clone();

@@ -262,6 +262,19 @@ impl Api {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// DELETEs `path`; the status and body of the answer.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs `path`, which must succeed; the body as text.
     pub async fn text(&self, path: &str) -> String {
         let res = self
