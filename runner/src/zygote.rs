@@ -189,11 +189,14 @@ impl Zygotes {
         bundle: (&BundleRef, &Path),
     ) -> Result<(Arc<Zygote>, bool), String> {
         let mut live = lock(&self.live);
-        self.prune(&mut live, Some(key));
+        // Memory is weighed only when a zygote is about to start (and on the reaper's tick):
+        // reading every zygote's size on each run would cost a file read per zygote per run.
+        self.prune(&mut live, Some(key), false);
         if let Some(z) = live.get(key) {
             *lock(&z.last_used) = Instant::now();
             return Ok((z.clone(), true));
         }
+        self.prune(&mut live, Some(key), true);
         if live.len() >= self.cfg.max_count && !evict_lru(&mut live, None) {
             return Err(format!(
                 "all {} zygotes are busy",
@@ -207,9 +210,14 @@ impl Zygotes {
         Ok((z, false))
     }
 
-    /// Drops dead zygotes, idle ones past the TTL, and least recently used idle ones while
-    /// over the memory bound (`keep` is about to be used and stays unless dead).
-    fn prune(&self, live: &mut HashMap<ZygoteKey, Arc<Zygote>>, keep: Option<&ZygoteKey>) {
+    /// Drops dead zygotes, idle ones past the TTL, and (with `weigh`) least recently used idle
+    /// ones while over the memory bound (`keep` is about to be used and stays unless dead).
+    fn prune(
+        &self,
+        live: &mut HashMap<ZygoteKey, Arc<Zygote>>,
+        keep: Option<&ZygoteKey>,
+        weigh: bool,
+    ) {
         let dead: Vec<ZygoteKey> = live
             .iter()
             .filter(|(_, z)| !z.alive())
@@ -230,7 +238,8 @@ impl Zygotes {
             live.remove(&k);
             evicted("idle");
         }
-        while live.values().map(|z| z.rss_bytes()).sum::<u64>() > self.cfg.max_memory_bytes {
+        while weigh && live.values().map(|z| z.rss_bytes()).sum::<u64>() > self.cfg.max_memory_bytes
+        {
             if !evict_lru(live, keep) {
                 break;
             }
@@ -260,7 +269,7 @@ impl Zygotes {
                     std::thread::sleep(every);
                     let Some(pool) = weak.upgrade() else { return };
                     let mut live = lock(&pool.live);
-                    pool.prune(&mut live, None);
+                    pool.prune(&mut live, None, true);
                 });
         });
     }
