@@ -21,6 +21,7 @@ use crate::execute::{execute, Ctx, StopReason};
 use crate::releases::release_loop;
 use crate::source::WorkSource;
 use crate::stats;
+use crate::sweeper::sweep_loop;
 use crate::uv::{find_uv, Venvs};
 use crate::RunnerError;
 
@@ -109,6 +110,7 @@ pub async fn run_with_source(
         zygotes: crate::zygote::Zygotes::new(&cfg.data_dir, cfg.warm.clone()),
         finishing: Arc::new(Semaphore::new(cfg.slots.max(1))),
         releases: Arc::default(),
+        sweeper: Arc::default(),
         cfg: cfg.clone(),
     });
     let held: HeldMap = Arc::default();
@@ -126,6 +128,7 @@ pub async fn run_with_source(
         held.clone(),
         background.clone(),
     ));
+    let sweeping = tokio::spawn(sweep_loop(ctx.sweeper.clone(), background.clone()));
     let releasing = tokio::spawn(release_loop(
         ctx.releases.clone(),
         source.clone(),
@@ -233,6 +236,7 @@ pub async fn run_with_source(
     background.cancel();
     let _ = heartbeats.await;
     let _ = cancels.await;
+    let _ = sweeping.await;
     // Last: the loop releases whatever is still queued before it returns.
     let _ = releasing.await;
     tracing::info!(worker_id = %cfg.worker_id, "runner stopped");

@@ -20,6 +20,7 @@ use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
 use crate::process::{self, ExitInfo};
 use crate::releases::Releases;
 use crate::source::WorkSource;
+use crate::sweeper::Sweeper;
 use crate::uv::{normalize_requirements, Deps, Venv, Venvs};
 use crate::zygote::{self, ZygoteKey, Zygotes};
 
@@ -46,6 +47,9 @@ pub struct Ctx {
     pub finishing: Arc<Semaphore>,
     /// Reported leases waiting to be released (see [`crate::releases`]).
     pub releases: Arc<Releases>,
+    /// Finished attempts whose escaped descendants are still to be killed (see
+    /// [`crate::sweeper`]).
+    pub sweeper: Arc<Sweeper>,
 }
 
 /// How long to wait for the output pipes to close after the process group was killed. Only a
@@ -204,12 +208,9 @@ pub async fn execute(
         }
     }
 
-    // Descendants that escaped the process group and closed their pipes are still around; the
-    // sweep reads /proc, so it runs beside the reporting rather than before it.
-    {
-        let (run_id, attempt) = (job.run_id.clone(), job.attempt);
-        tokio::spawn(async move { sweep(&run_id, attempt).await });
-    }
+    // Descendants that escaped the process group and closed their pipes may still be around;
+    // the sweep reads /proc, so it runs beside the reporting, together with other attempts'.
+    ctx.sweeper.add(&job.run_id, job.attempt);
     // The work dir goes after the report (its removal is not part of the run's latency) but
     // before the slot is freed, so a runner never piles up directories.
     let work_dir_rm = work_dir.clone();
@@ -317,21 +318,8 @@ async fn supervise(
     let pid = spawned.pid;
     timeline.mark("spawn");
     let (tx, rx) = mpsc::channel::<Line>(CHANNEL_LINES);
-    for (pipe, stream) in [
-        (
-            Box::new(spawned.stdout) as Box<dyn std::io::Read + Send>,
-            "stdout",
-        ),
-        (Box::new(spawned.stderr), "stderr"),
-    ] {
-        let tx = tx.clone();
-        if let Err(e) = std::thread::Builder::new()
-            .name("antcode-log".into())
-            .spawn(move || pump(pipe, stream, tx))
-        {
-            tracing::warn!(error = %e, "could not start a log reader thread");
-        }
-    }
+    tokio::spawn(pump(spawned.stdout, "stdout", tx.clone()));
+    tokio::spawn(pump(spawned.stderr, "stderr", tx.clone()));
     drop(tx);
     let collector_stop = CancellationToken::new();
     let collector = tokio::spawn(collect(sink, rx, collector_stop.clone()));

@@ -14,6 +14,7 @@
 //! (bundle cache and extraction), [`process`] (spawning, killing and reaping), [`logs`] (line
 //! cutting, shipping, archiving), [`execute`] (one attempt end to end), [`engine`] (leasing,
 //! slots, heartbeats, drain and shutdown), [`stats`] (host CPU/memory/disk for heartbeats),
+//! [`sweeper`] (finished runs' escaped descendants, killed in batches),
 //! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version).
 
 pub mod backoff;
@@ -26,6 +27,7 @@ pub mod process;
 pub mod releases;
 pub mod source;
 pub mod stats;
+pub mod sweeper;
 pub mod uv;
 pub mod zygote;
 

@@ -1,13 +1,14 @@
 //! A run's output: cut into lines, shipped live as sequenced chunks, archived whole.
 //!
-//! Reader threads turn each pipe into lines (at most [`MAX_LINE`] bytes; longer lines are split on
-//! a UTF-8 boundary; invalid UTF-8 is replaced, never fatal; output without a final newline is
-//! flushed at EOF) and send them through a small bounded channel, so a child that writes faster
-//! than we ship blocks on its pipe instead of growing our memory. The [`LogSink`] appends every
-//! line to a spill file next to the work dir (the archive is built from it, so a 100 MB log costs
-//! disk, not RAM), merges consecutive lines of one stream into chunks of up to [`CHUNK_BYTES`], and
-//! ships them every [`FLUSH_EVERY`] or when [`CHUNK_BYTES`] are pending. A run's log is capped at
-//! [`LOG_CAP`] bytes, then a marker line is written and the rest dropped.
+//! Readers (a task per pipe) turn each pipe into lines (at most [`MAX_LINE`] bytes; longer lines
+//! are split on a UTF-8 boundary; invalid UTF-8 is replaced, never fatal; output without a final
+//! newline is flushed at EOF) and send them through a small bounded channel, so a child that
+//! writes faster than we ship blocks on its pipe instead of growing our memory. The [`LogSink`]
+//! keeps every line for the archive (in memory up to [`SMALL_ARCHIVE`], then in a spill file next
+//! to the work dir, so a 100 MB log costs disk, not RAM), merges consecutive lines of one stream
+//! into chunks of up to [`CHUNK_BYTES`], and ships them every [`FLUSH_EVERY`] or when
+//! [`CHUNK_BYTES`] are pending. A run's log is capped at [`LOG_CAP`] bytes, then a marker line is
+//! written and the rest dropped.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -27,8 +28,13 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 pub const LOG_CAP: u64 = 256 * 1024 * 1024;
 /// Lines in flight between a reader thread and the sink (at most 64 × 64 KiB per run).
 pub const CHANNEL_LINES: usize = 64;
-/// Logs up to this size are archived from memory; larger ones file to file.
+/// Logs up to this size are kept and archived in memory; a larger one goes to a spill file
+/// first, and is compressed file to file.
 pub const SMALL_ARCHIVE: u64 = 1024 * 1024;
+/// Below this a log is compressed on the runtime thread; above, on a blocking thread.
+const COMPRESS_INLINE: usize = 64 * 1024;
+/// One read from a pipe (the size of a Linux pipe's buffer).
+const READ_BUF: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -99,28 +105,45 @@ fn utf8_cut(data: &[u8]) -> usize {
     len
 }
 
-/// Reads a pipe to EOF, sending lines. Runs on its own thread; returns when the pipe closes or
-/// the receiver is gone.
-pub fn pump(mut reader: impl Read, stream: &'static str, tx: mpsc::Sender<Line>) {
-    let mut splitter = LineSplitter::new(MAX_LINE);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut lines = Vec::new();
-    let send = |lines: &mut Vec<Vec<u8>>| -> bool {
-        for raw in lines.drain(..) {
-            let text = String::from_utf8_lossy(&raw).into_owned();
-            if tx.blocking_send(Line { stream, text }).is_err() {
-                return false;
-            }
-        }
-        true
+/// Reads a pipe to EOF, sending lines; returns when the pipe closes or the receiver is gone.
+/// A pipe is read on the runtime (no thread per stream); anything else that cannot be
+/// registered with it is read on a thread of its own.
+pub async fn pump(pipe: File, stream: &'static str, tx: mpsc::Sender<Line>) {
+    let fd = std::os::fd::OwnedFd::from(pipe);
+    let reader = match fd.try_clone() {
+        Ok(probe) => tokio::net::unix::pipe::Receiver::from_owned_fd(probe),
+        Err(e) => Err(e),
     };
+    match reader {
+        Ok(reader) => {
+            drop(fd);
+            pump_async(reader, stream, tx).await
+        }
+        Err(_) => {
+            let file = File::from(fd);
+            let _ = tokio::task::spawn_blocking(move || pump_blocking(file, stream, tx)).await;
+        }
+    }
+}
+
+async fn pump_async(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    stream: &'static str,
+    tx: mpsc::Sender<Line>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut splitter = LineSplitter::new(MAX_LINE);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut lines = Vec::new();
     loop {
-        match reader.read(&mut buf) {
+        match reader.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
                 splitter.push(&buf[..n], &mut lines);
-                if !send(&mut lines) {
-                    return;
+                for raw in lines.drain(..) {
+                    if tx.send(to_line(stream, &raw)).await.is_err() {
+                        return;
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -128,8 +151,40 @@ pub fn pump(mut reader: impl Read, stream: &'static str, tx: mpsc::Sender<Line>)
         }
     }
     if let Some(rest) = splitter.finish() {
-        lines.push(rest);
-        send(&mut lines);
+        let _ = tx.send(to_line(stream, &rest)).await;
+    }
+}
+
+/// [`pump`] for what is not a pipe, on a blocking thread.
+fn pump_blocking(mut reader: impl Read, stream: &'static str, tx: mpsc::Sender<Line>) {
+    let mut splitter = LineSplitter::new(MAX_LINE);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut lines = Vec::new();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                splitter.push(&buf[..n], &mut lines);
+                for raw in lines.drain(..) {
+                    if tx.blocking_send(to_line(stream, &raw)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(rest) = splitter.finish() {
+        let _ = tx.blocking_send(to_line(stream, &rest));
+    }
+}
+
+/// Invalid UTF-8 is replaced, never fatal.
+fn to_line(stream: &'static str, raw: &[u8]) -> Line {
+    Line {
+        stream,
+        text: String::from_utf8_lossy(raw).into_owned(),
     }
 }
 
@@ -142,7 +197,7 @@ pub struct LogSink {
     pending: Vec<LogChunk>,
     pending_bytes: usize,
     spill_path: PathBuf,
-    spill: Option<BufWriter<File>>,
+    spill: Spill,
     total: u64,
     cap: u64,
     truncated: bool,
@@ -158,13 +213,6 @@ impl LogSink {
         attempt: u32,
         spill_path: PathBuf,
     ) -> LogSink {
-        let spill = match File::create(&spill_path) {
-            Ok(f) => Some(BufWriter::with_capacity(64 * 1024, f)),
-            Err(e) => {
-                tracing::warn!(run_id, error = %e, "cannot create log spill file; the archive will be empty");
-                None
-            }
-        };
         LogSink {
             source,
             run_id: run_id.to_string(),
@@ -173,7 +221,7 @@ impl LogSink {
             pending: Vec::new(),
             pending_bytes: 0,
             spill_path,
-            spill,
+            spill: Spill::Memory(Vec::new()),
             total: 0,
             cap: LOG_CAP,
             truncated: false,
@@ -227,11 +275,9 @@ impl LogSink {
     fn append(&mut self, stream: &'static str, text: String) {
         self.total += text.len() as u64;
         metrics::counter!("antcode_runner_log_bytes_total").increment(text.len() as u64);
-        if let Some(w) = self.spill.as_mut() {
-            if let Err(e) = w.write_all(text.as_bytes()) {
-                tracing::warn!(run_id = %self.run_id, error = %e, "log spill write failed; archive disabled");
-                self.spill = None;
-            }
+        if let Err(e) = self.keep(text.as_bytes()) {
+            tracing::warn!(run_id = %self.run_id, error = %e, "log spill write failed; archive disabled");
+            self.spill = Spill::Off;
         }
         self.pending_bytes += text.len();
         match self.pending.last_mut() {
@@ -248,6 +294,25 @@ impl LogSink {
                     at_ms: now_ms(),
                 });
             }
+        }
+    }
+
+    /// Adds to what will be archived: in memory while the log is small, then in the spill file.
+    fn keep(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match &mut self.spill {
+            Spill::Memory(buf) if (buf.len() + data.len()) as u64 <= SMALL_ARCHIVE => {
+                buf.extend_from_slice(data);
+                Ok(())
+            }
+            Spill::Memory(buf) => {
+                let mut file = BufWriter::with_capacity(64 * 1024, File::create(&self.spill_path)?);
+                file.write_all(buf)?;
+                file.write_all(data)?;
+                self.spill = Spill::File(file);
+                Ok(())
+            }
+            Spill::File(file) => file.write_all(data),
+            Spill::Off => Ok(()),
         }
     }
 
@@ -274,25 +339,28 @@ impl LogSink {
             .filter(|v| v.is_object() || v.is_array())
     }
 
-    /// Flushes, compresses the spill file into the archive, removes it. Returns the archive key,
-    /// or `None` when there was no output at all or the archive could not be stored.
+    /// Flushes, compresses what was kept into the archive, removes the spill file. Returns the
+    /// archive key, or `None` when there was no output at all or the archive could not be
+    /// stored.
     pub async fn finish(mut self) -> Option<String> {
         self.flush().await;
-        let mut spill = self.spill.take()?;
-        if let Err(e) = spill.flush() {
-            tracing::warn!(run_id = %self.run_id, error = %e, "log spill flush failed");
-            return None;
-        }
-        drop(spill);
-        let path = self.spill_path.clone();
         if self.total == 0 {
             // Nothing was printed and nothing noted: there is nothing to keep (the API shows
             // the empty live log), and a silent run costs no blob.
-            let _ = tokio::fs::remove_file(&path).await;
             return None;
         }
-        if self.total <= SMALL_ARCHIVE {
-            return self.finish_small(path).await;
+        let mut spill = match std::mem::replace(&mut self.spill, Spill::Off) {
+            Spill::Memory(data) => return self.finish_small(data).await,
+            Spill::File(file) => file,
+            Spill::Off => return None,
+        };
+        let path = self.spill_path.clone();
+        let flushed = spill.flush();
+        drop(spill);
+        if let Err(e) = flushed {
+            tracing::warn!(run_id = %self.run_id, error = %e, "log spill flush failed");
+            let _ = tokio::fs::remove_file(&path).await;
+            return None;
         }
         let gz_path = path.with_extension("log.gz");
         let gz_out = gz_path.clone();
@@ -336,20 +404,23 @@ impl LogSink {
 }
 
 impl LogSink {
-    /// A small log is compressed in memory and stored in one call: no second file, no upload
-    /// from disk (which costs an fsync per run on a local store).
-    async fn finish_small(self, path: PathBuf) -> Option<String> {
-        let gz = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let data = std::fs::read(&path)?;
-            let _ = std::fs::remove_file(&path);
+    /// A small log is compressed in memory and stored in one call: no file, no upload from
+    /// disk (which costs an fsync per run on a local store).
+    async fn finish_small(self, data: Vec<u8>) -> Option<String> {
+        let inline = data.len() <= COMPRESS_INLINE;
+        let compress = move || -> std::io::Result<Vec<u8>> {
             let mut enc = flate2::write::GzEncoder::new(
                 Vec::with_capacity(data.len() / 4 + 64),
                 flate2::Compression::fast(),
             );
             enc.write_all(&data)?;
             enc.finish()
-        })
-        .await;
+        };
+        let gz = if inline {
+            Ok(compress())
+        } else {
+            tokio::task::spawn_blocking(compress).await
+        };
         let gz = match gz {
             Ok(Ok(gz)) => gz,
             Ok(Err(e)) => {
@@ -375,9 +446,19 @@ impl LogSink {
     }
 }
 
+/// Where a log is kept for its archive.
+enum Spill {
+    /// Up to [`SMALL_ARCHIVE`] bytes: no file at all.
+    Memory(Vec<u8>),
+    /// Past it, in the spill file next to the work dir.
+    File(BufWriter<File>),
+    /// The spill file could not be written: no archive.
+    Off,
+}
+
 impl Drop for LogSink {
     fn drop(&mut self) {
-        if self.spill.is_some() {
+        if matches!(self.spill, Spill::File(_)) {
             let _ = std::fs::remove_file(&self.spill_path);
         }
     }

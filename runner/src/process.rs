@@ -6,7 +6,7 @@
 //! reaped with `wait4`, which also reports its peak RSS. Optional rlimits (memory, CPU time, open
 //! files) are set between fork and exec.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -190,8 +190,21 @@ pub const ATTEMPT_VAR: &str = "ANTCODE_ATTEMPT";
 /// scrubbed its environment block escapes this too. Repeats while it finds some, in case one
 /// forked during the scan. Blocking.
 pub fn kill_marked(run_id: &str, attempt: u32) -> usize {
-    let id = format!("{RUN_ID_VAR}={run_id}");
-    let att = format!("{ATTEMPT_VAR}={attempt}");
+    kill_marked_all(&[(run_id.to_string(), attempt)])
+}
+
+/// [`kill_marked`] for several attempts with one walk of `/proc` per pass: the walk reads every
+/// process's environment, which is what a sweep costs, whatever the number of attempts.
+pub fn kill_marked_all(attempts: &[(String, u32)]) -> usize {
+    let wanted: HashSet<(&[u8], Vec<u8>)> = attempts
+        .iter()
+        .map(|(id, n)| (id.as_bytes(), n.to_string().into_bytes()))
+        .collect();
+    if wanted.is_empty() {
+        return 0;
+    }
+    let id_prefix = format!("{RUN_ID_VAR}=");
+    let attempt_prefix = format!("{ATTEMPT_VAR}=");
     let me = std::process::id() as i32;
     let mut killed = 0;
     for _ in 0..5 {
@@ -214,13 +227,19 @@ pub fn kill_marked(run_id: &str, attempt: u32) -> usize {
             let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
                 continue;
             };
-            let mut has_id = false;
-            let mut has_attempt = false;
+            let (mut id, mut attempt) = (None, None);
             for var in environ.split(|&b| b == 0) {
-                has_id |= var == id.as_bytes();
-                has_attempt |= var == att.as_bytes();
+                if let Some(v) = var.strip_prefix(id_prefix.as_bytes()) {
+                    id = Some(v);
+                } else if let Some(v) = var.strip_prefix(attempt_prefix.as_bytes()) {
+                    attempt = Some(v);
+                }
             }
-            if has_id && has_attempt {
+            let marked = match (id, attempt) {
+                (Some(id), Some(n)) => wanted.contains(&(id, n.to_vec())),
+                _ => false,
+            };
+            if marked {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
                 found += 1;
             }
