@@ -9,6 +9,8 @@
 //! * [`Ctx`] is the extractor every API handler takes: the caller, its effective role and where
 //!   the request came from. An API token's scopes can only narrow its owner's role.
 //! * Failed logins are throttled in memory, per username and per client address.
+//! * A credential's principal is remembered for [`PRINCIPAL_TTL`] ([`Principals`]), so a busy
+//!   client's calls do not each read its token and user.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -286,12 +288,17 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal>
     if token.is_empty() || token.len() > 200 {
         return Err(denied());
     }
-    let stored = match state.store.token_by_hash(&ids::token_hash(token)).await {
+    let hash = ids::token_hash(token);
+    if let Some(who) = state.principals.get(&hash) {
+        return Ok(who);
+    }
+    let stored = match state.store.token_by_hash(&hash).await {
         Ok(t) => t,
         Err(StoreError::NotFound) => return Err(denied()),
         Err(e) => return Err(e.into()),
     };
-    if stored.expires_at <= now_ms() {
+    let left_ms = stored.expires_at - now_ms();
+    if left_ms <= 0 {
         return Err(denied());
     }
     let user = match state.store.user(&stored.user_id).await {
@@ -309,12 +316,57 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal>
     } else {
         user.role
     };
-    Ok(Principal {
+    let who = Principal {
         user,
         role,
         token_id: stored.id,
         token_kind: stored.kind,
-    })
+    };
+    let ttl = PRINCIPAL_TTL.min(Duration::from_millis(left_ms as u64));
+    state.principals.put(hash, who.clone(), ttl);
+    Ok(who)
+}
+
+/// How long a credential's principal is remembered. A change made through this process (logout,
+/// a revoked token, a changed or deleted user) forgets every one at once; one made elsewhere
+/// (another control replica, the CLI on the database) takes effect within this.
+pub const PRINCIPAL_TTL: Duration = Duration::from_secs(1);
+/// At most this many are remembered; past it the expired ones go, then all.
+const PRINCIPALS_MAX: usize = 10_000;
+
+/// Recently authenticated credentials (by token hash) and their principals.
+#[derive(Default)]
+pub struct Principals {
+    known: Mutex<HashMap<String, (Instant, Principal)>>,
+}
+
+impl Principals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Principal)>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let known = self.lock();
+        let (until, who) = known.get(hash)?;
+        (Instant::now() < *until).then(|| who.clone())
+    }
+
+    fn put(&self, hash: String, who: Principal, ttl: Duration) {
+        let mut known = self.lock();
+        if known.len() >= PRINCIPALS_MAX {
+            let now = Instant::now();
+            known.retain(|_, (until, _)| now < *until);
+            if known.len() >= PRINCIPALS_MAX {
+                known.clear();
+            }
+        }
+        known.insert(hash, (Instant::now() + ttl, who));
+    }
+
+    /// Forgets every principal: call after any change to users or tokens.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
 }
 
 impl FromRequestParts<AppState> for Ctx {

@@ -19,6 +19,9 @@ mod routes;
 mod ui;
 mod upload;
 
+/// How long control may go on accepting a credential changed behind its back.
+pub use auth::PRINCIPAL_TTL;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -84,6 +87,8 @@ pub(crate) struct Inner {
     pub secrets: Option<Arc<SecretBox>>,
     pub shutdown: Shutdown,
     pub throttle: auth::Throttle,
+    pub principals: auth::Principals,
+    pub audit: audit::AuditLog,
 }
 
 impl std::ops::Deref for AppState {
@@ -100,6 +105,7 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
     config.listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(config.listener)?;
     auth::ensure_admin(config.store.as_ref(), &config.admin_password).await?;
+    let audit = audit::AuditLog::start(config.store.clone());
     let state = AppState(Arc::new(Inner {
         store: config.store,
         broker: config.broker,
@@ -111,6 +117,8 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         secrets: config.secrets,
         shutdown: shutdown.clone(),
         throttle: auth::Throttle::default(),
+        principals: auth::Principals::default(),
+        audit: audit.clone(),
     }));
     let app = router(state);
     let addr = listener.local_addr()?;
@@ -121,6 +129,7 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await?;
+    audit.flush().await;
     tracing::info!("control plane stopped");
     Ok(())
 }

@@ -1159,3 +1159,47 @@ async fn schedules_validate_names_the_bad_field_and_previews() {
     );
     s.stop().await;
 }
+
+/// Principals are remembered for a second (`PRINCIPAL_TTL`), but a change through the API
+/// takes effect on the next request, and one made behind control's back (the CLI on the
+/// database, another replica) within that second.
+#[tokio::test]
+async fn remembered_principals_follow_user_and_token_changes() {
+    let s = start().await;
+    let admin = s.admin().await;
+    let olga = s.user_with_role(&admin, "olga", "operator").await;
+    let me: Value = s.get(&olga, "/api/v1/auth/me").await.json().await.unwrap();
+    assert_eq!(me["role"], "operator");
+    let id = me["user"]["id"].as_str().unwrap().to_string();
+    let patch = |body: Value| {
+        s.http
+            .patch(s.url(&format!("/api/v1/users/{id}")))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+
+    // Demoted: the very next request has the new role.
+    assert_eq!(
+        patch(json!({"role": "viewer"})).await.unwrap().status(),
+        200
+    );
+    let me: Value = s.get(&olga, "/api/v1/auth/me").await.json().await.unwrap();
+    assert_eq!(me["role"], "viewer");
+    // Disabled: refused at once.
+    assert_eq!(
+        patch(json!({"disabled": true})).await.unwrap().status(),
+        200
+    );
+    problem(s.get(&olga, "/api/v1/auth/me").await, 401).await;
+
+    // A token removed in the database directly, after being used: refused within the TTL.
+    let olaf = s.user_with_role(&admin, "olaf", "viewer").await;
+    assert_eq!(s.get(&olaf, "/api/v1/auth/me").await.status(), 200);
+    let hash = antcode_core::ids::token_hash(&olaf);
+    let session = s.store.token_by_hash(&hash).await.unwrap();
+    s.store.delete_token(&session.id).await.unwrap();
+    tokio::time::sleep(antcode_control::PRINCIPAL_TTL + Duration::from_millis(50)).await;
+    problem(s.get(&olaf, "/api/v1/auth/me").await, 401).await;
+    s.stop().await;
+}

@@ -127,6 +127,7 @@ async fn logout(ctx: Ctx) -> ApiResult<Response> {
         Ok(()) | Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
+    ctx.state.principals.forget_all();
     audit::record(&ctx, "auth.logout", &ctx.who.user.id, None, None, "ok").await;
     let mut resp = no_content();
     for name in [SESSION_COOKIE, CSRF_COOKIE] {

@@ -126,6 +126,7 @@ async fn remove(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
         return Err(Problem::not_found(format!("token {id} not found")));
     };
     store.delete_token(&id).await?;
+    ctx.state.principals.forget_all();
     audit::record(&ctx, "token.delete", &id, to_value(&token), None, "ok").await;
     Ok(no_content())
 }

@@ -143,6 +143,7 @@ async fn update(
         user.password_hash = hash(pw).await?;
     }
     ctx.state.store.update_user(&user).await?;
+    ctx.state.principals.forget_all();
     audit::record(
         &ctx,
         "user.update",
@@ -171,6 +172,7 @@ async fn remove(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
         return Err(Problem::conflict("that would leave no enabled admin"));
     }
     ctx.state.store.delete_user(&id).await?;
+    ctx.state.principals.forget_all();
     audit::record(&ctx, "user.delete", &id, to_value(&before), None, "ok").await;
     Ok(no_content())
 }
