@@ -1,7 +1,17 @@
 //! The audit trail: one [`AuditEntry`] per mutation (and per refused mutation), with who, what,
 //! which resource, before/after (secrets redacted), from where and how it ended.
+//!
+//! Entries are written by one task ([`AuditLog`]): a request's entry joins those waiting and
+//! they are stored together, one commit for many, instead of a commit of its own after every
+//! mutation. Reading the trail through the API first waits for what was recorded before it,
+//! so a caller always sees its own entries; shutdown waits for all of them.
+
+use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use antcode_core::store::Store;
 
 use antcode_core::ids::new_id;
 use antcode_core::model::AuditEntry;
@@ -96,9 +106,79 @@ pub async fn record_as(
         user_agent: client.user_agent.clone(),
         outcome: outcome.into(),
     };
-    // The mutation already happened; a lost audit row is logged loudly rather than undoing it.
-    if let Err(e) = state.store.add_audit(&entry).await {
-        tracing::error!(error = %e, action, resource, "could not write the audit entry");
+    state.audit.add(entry).await;
+}
+
+/// Entries waiting for the writer, at most; a request then waits for room.
+const QUEUED_MAX: usize = 4096;
+/// Entries stored together, at most.
+const BATCH_MAX: usize = 256;
+
+enum Message {
+    Entry(Box<AuditEntry>),
+    /// Answered once everything queued before it is stored.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The audit writer's queue.
+#[derive(Clone)]
+pub struct AuditLog {
+    queue: mpsc::Sender<Message>,
+}
+
+impl AuditLog {
+    /// Starts the writer; it stops when the last handle is dropped, after storing what is queued.
+    pub fn start(store: Arc<dyn Store>) -> AuditLog {
+        let (queue, rx) = mpsc::channel(QUEUED_MAX);
+        tokio::spawn(write_loop(store, rx));
+        AuditLog { queue }
+    }
+
+    async fn add(&self, entry: AuditEntry) {
+        let sent = self.queue.send(Message::Entry(Box::new(entry))).await;
+        if let Err(mpsc::error::SendError(Message::Entry(e))) = sent {
+            tracing::error!(action = %e.action, resource = %e.resource, "the audit writer is gone; entry lost");
+        }
+    }
+
+    /// Waits until every entry added before this call is stored (or its failure logged).
+    pub async fn flush(&self) {
+        let (done, stored) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = stored.await;
+        }
+    }
+}
+
+async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Entry(e) => batch.push(*e),
+                Message::Flush(done) => waiting.push(done),
+            }
+            if batch.len() < BATCH_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        // The mutations already happened; a lost audit row is logged loudly rather than
+        // undoing them.
+        let stored = match batch.is_empty() {
+            true => Ok(()),
+            false => store.add_audit(&batch).await,
+        };
+        if let Err(e) = stored {
+            for entry in &batch {
+                tracing::error!(error = %e, action = %entry.action, resource = %entry.resource, "could not write the audit entry");
+            }
+        }
+        batch.clear();
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -1257,6 +1257,7 @@ async fn history_and_audit(db: &TestDb) {
     assert!(s.run_history(&new_id()).await.unwrap().is_empty());
 
     let mut ids = vec![];
+    let mut entries = Vec::new();
     for i in 0..7 {
         let e = AuditEntry {
             id: new_id(),
@@ -1270,9 +1271,13 @@ async fn history_and_audit(db: &TestDb) {
             user_agent: "curl/8".into(),
             outcome: if i == 6 { "denied" } else { "ok" }.into(),
         };
-        s.add_audit(&e).await.unwrap();
-        ids.push(e.id);
+        ids.push(e.id.clone());
+        entries.push(e);
     }
+    // One alone, then the rest in one call; none of an empty call.
+    s.add_audit(&entries[..1]).await.unwrap();
+    s.add_audit(&[]).await.unwrap();
+    s.add_audit(&entries[1..]).await.unwrap();
     let p1 = s.list_audit(3, None).await.unwrap();
     let p2 = s.list_audit(3, p1.next_cursor.as_deref()).await.unwrap();
     let p3 = s.list_audit(3, p2.next_cursor.as_deref()).await.unwrap();

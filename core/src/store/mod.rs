@@ -263,7 +263,9 @@ pub trait Store: Send + Sync + 'static {
     async fn add_history(&self, entry: &RunHistoryEntry) -> StoreResult<()>;
 
     // audit and secrets
-    async fn add_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Appends entries, all or none (one statement per up to a few hundred rows, in one
+    /// transaction), so a writer that batches them pays one commit for many.
+    async fn add_audit(&self, entries: &[AuditEntry]) -> StoreResult<()>;
     async fn list_audit(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<AuditEntry>>;
 
     // worker identity (enrollment keys and enrolled workers)

@@ -188,6 +188,20 @@ where
     }
 }
 
+/// The values of one audit row, in the column order of `add_audit`.
+fn bind_audit<'q>(q: AnyQuery<'q>, a: &'q AuditEntry) -> AnyQuery<'q> {
+    q.bind(&a.id)
+        .bind(a.at)
+        .bind(&a.actor)
+        .bind(&a.action)
+        .bind(&a.resource)
+        .bind(a.before.as_ref().map(to_json))
+        .bind(a.after.as_ref().map(to_json))
+        .bind(&a.address)
+        .bind(&a.user_agent)
+        .bind(&a.outcome)
+}
+
 /// Key of the PostgreSQL advisory lock that serialises migrations (per database).
 const PG_MIGRATION_LOCK: i64 = 0x0061_6e74_636f_6465; // "antcode"
 
@@ -1384,21 +1398,20 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn add_audit(&self, a: &AuditEntry) -> StoreResult<()> {
-        let sql = self.q("INSERT INTO audit (id, at, actor, action, resource, before_value, after_value, address, user_agent, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        sqlx::query(&sql)
-            .bind(&a.id)
-            .bind(a.at)
-            .bind(&a.actor)
-            .bind(&a.action)
-            .bind(&a.resource)
-            .bind(a.before.as_ref().map(to_json))
-            .bind(a.after.as_ref().map(to_json))
-            .bind(&a.address)
-            .bind(&a.user_agent)
-            .bind(&a.outcome)
-            .execute(&self.writes)
+    async fn add_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        const INSERT: &str = "INSERT INTO audit (id, at, actor, action, resource, before_value, after_value, address, user_agent, outcome) VALUES";
+        const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        if entries.len() <= ROWS_PER_STATEMENT {
+            // One statement is atomic on its own: no BEGIN and COMMIT round trips.
+            let mut conn = self.writes.acquire().await?;
+            self.insert_rows(&mut conn, INSERT, ROW, entries, bind_audit)
+                .await?;
+            return Ok(());
+        }
+        let mut tx = self.writes.begin().await?;
+        self.insert_rows(&mut tx, INSERT, ROW, entries, bind_audit)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
