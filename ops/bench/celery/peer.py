@@ -4,6 +4,7 @@ Usage: python peer.py LATENCY_N THROUGHPUT_N SEQUENTIAL_N
 (the worker is started by bench-runs with the same number of processes as AntCode's slots).
 """
 import json
+import os
 import sys
 import time
 
@@ -13,6 +14,14 @@ from tasks import noop
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def machine_cpu_ms():
+    """CPU time the whole machine spent so far (all cores, user + system), as bench-runs reads it."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    busy = sum(ticks[i] for i in (0, 1, 2, 5, 6, 7) if i < len(ticks))
+    return busy * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -29,11 +38,13 @@ def main():
         noop.apply_async().get(timeout=30)
     seq_s = time.perf_counter() - t
     t = time.perf_counter()
+    cpu = machine_cpu_ms()
     results = [noop.delay() for _ in range(tp_n)]
     for r in results:
         r.get(timeout=300)
     tp_s = time.perf_counter() - t
-    print(json.dumps({"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "sequential_s": seq_s, "throughput_s": tp_s}))
+    cpu_ms_per_run = (machine_cpu_ms() - cpu) / tp_n
+    print(json.dumps({"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "sequential_s": seq_s, "throughput_s": tp_s, "cpu_ms_per_run": cpu_ms_per_run}))
 
 
 if __name__ == "__main__":

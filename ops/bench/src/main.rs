@@ -25,6 +25,8 @@ struct Args {
     celery_venv: Option<PathBuf>,
     /// Also measure AntCode on the machine's Redis (`--no-redis` skips it, for profiling).
     redis: bool,
+    /// Skip the cold task (`--warm-only`, for profiling the warm path).
+    warm_only: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -35,6 +37,7 @@ fn parse_args() -> anyhow::Result<Args> {
         sequential_n: 40,
         celery_venv: None,
         redis: true,
+        warm_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +48,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--throughput-n" => a.throughput_n = value()?.parse()?,
             "--sequential-n" => a.sequential_n = value()?.parse()?,
             "--no-redis" => a.redis = false,
+            "--warm-only" => a.warm_only = true,
             // Absolute: the worker is started from the celery directory, and a relative program
             // path would be resolved against that.
             "--celery-venv" => {
@@ -257,6 +261,45 @@ struct Measured {
     breakdown: Vec<(String, f64)>,
     /// The same during the throughput phase.
     throughput_breakdown: Vec<(String, f64)>,
+    /// CPU time the whole machine spent per run in the throughput phase (all processes: the
+    /// client, the system under test, its Python processes, Redis).
+    cpu_ms_per_run: f64,
+}
+
+impl Measured {
+    /// A system not measured in this run (`--warm-only`).
+    fn skipped() -> Measured {
+        Measured {
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            sequential_s: f64::NAN,
+            throughput_s: f64::NAN,
+            breakdown: vec![],
+            throughput_breakdown: vec![],
+            cpu_ms_per_run: f64::NAN,
+        }
+    }
+}
+
+/// CPU time spent by the whole machine so far (all cores, user + system), in ms, from
+/// `/proc/stat`; NaN where it cannot be read.
+fn machine_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system (idle iowait) irq softirq steal
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    // /proc/stat counts in USER_HZ, which is 100 on Linux whatever the kernel's tick.
+    busy * 10.0
 }
 
 /// Sum and count of every `*_seconds` histogram series in the process's registry, by series
@@ -333,6 +376,10 @@ async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<(Measured
         .await?;
     let mut measured = Vec::new();
     for warm in [false, true] {
+        if a.warm_only && !warm {
+            measured.push(Measured::skipped());
+            continue;
+        }
         let task = api
             .post(
                 "/tasks",
@@ -368,6 +415,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
     let sequential_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let before = histogram_sums();
+    let cpu_before = machine_cpu_ms();
     for _ in 0..a.throughput_n {
         api.trigger(task_id).await?;
     }
@@ -383,6 +431,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
         api.wait(&run).await?;
     }
     let throughput_s = t.elapsed().as_secs_f64();
+    let cpu_ms_per_run = (machine_cpu_ms() - cpu_before) / a.throughput_n as f64;
     let throughput_breakdown = stage_means(&before, &histogram_sums(), a.throughput_n);
     api.all_succeeded(task_id).await?;
     Ok(Measured {
@@ -392,6 +441,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
         throughput_s,
         breakdown,
         throughput_breakdown,
+        cpu_ms_per_run,
     })
 }
 
@@ -444,6 +494,7 @@ fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> 
         throughput_s: f("throughput_s"),
         breakdown: vec![],
         throughput_breakdown: vec![],
+        cpu_ms_per_run: f("cpu_ms_per_run"),
     })
 }
 
@@ -485,21 +536,22 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\nNo-op Python task, trigger → succeeded, {} slot(s) / worker processes, this machine, one run\n", a.slots);
     println!(
-        "| system | p50 ms | p99 ms | {} sequential s | {} tasks s | tasks/s |",
+        "| system | p50 ms | p99 ms | {} sequential s | {} tasks s | tasks/s | CPU ms/task |",
         a.sequential_n, a.throughput_n
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (name, p50, p99) in &floors {
-        println!("| {name} | {p50:.1} | {p99:.1} | — | — | — |");
+        println!("| {name} | {p50:.1} | {p99:.1} | — | — | — | — |");
     }
     let row = |name: &str, m: &Measured| {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} |",
+            "| {name} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {:.2} |",
             m.p50_ms,
             m.p99_ms,
             m.sequential_s,
             m.throughput_s,
-            a.throughput_n as f64 / m.throughput_s
+            a.throughput_n as f64 / m.throughput_s,
+            m.cpu_ms_per_run
         )
     };
     row("AntCode cold (up: embedded broker, SQLite)", &ours);
