@@ -7,6 +7,8 @@
 //! task (a fresh interpreter per run) and a warm one (`warm: true`: forked from the project's
 //! zygote), both on the same `antcode up`.
 
+mod fork;
+
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -283,7 +285,7 @@ impl Measured {
 
 /// CPU time spent by the whole machine so far (all cores, user + system), in ms, from
 /// `/proc/stat`; NaN where it cannot be read.
-fn machine_cpu_ms() -> f64 {
+pub(crate) fn machine_cpu_ms() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
         return f64::NAN;
@@ -293,11 +295,8 @@ fn machine_cpu_ms() -> f64 {
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
-    // user nice system (idle iowait) irq softirq steal
-    let busy: f64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| ticks.get(i))
-        .sum();
+    // user nice system (idle iowait) irq softirq; not steal, which is the hypervisor's
+    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
     // /proc/stat counts in USER_HZ, which is 100 on Linux whatever the kernel's tick.
     busy * 10.0
 }
@@ -512,6 +511,8 @@ async fn main() -> anyhow::Result<()> {
     }
     // The first is the fair floor (see `floor_pythons`).
     let (bare_p50, bare_p99) = (floors[0].1, floors[0].2);
+    // The warm fork by itself, before the system is up: what the fresh process costs alone.
+    let fork_alone = tokio::task::spawn_blocking(|| fork::measure(1000)).await??;
     let (ours, warm) = measure_antcode(&a, "memory://").await?;
     // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
     let on_redis = format!(
@@ -563,6 +564,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(c) = &celery {
         row("Celery 5 prefork (Redis broker + backend)", c);
     }
+    println!(
+        "| the warm fork alone (runner's zygote pool, 1000 sequential no-op runs; no API, store or broker) | {:.1} | — | — | — | {:.0} | {:.2} |",
+        fork_alone.1,
+        1000.0 / fork_alone.1,
+        fork_alone.0
+    );
     println!("\nAntCode p50 over the bare spawn: {:.1} ms (target ≤ 15 ms); {} sequential: {:.2} s (target ≤ 2 s)", ours.p50_ms - bare_p50, a.sequential_n, ours.sequential_s);
     println!(
         "Warm: p50 {:.1} ms, {:.1} ms below cold; over the bare spawn {:+.1} ms",
@@ -612,11 +619,12 @@ async fn main() -> anyhow::Result<()> {
         "slots": a.slots,
         "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
-        "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n},
-        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
+        "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": ours.cpu_ms_per_run},
+        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": warm.cpu_ms_per_run, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
         "antcode_redis": redis.as_ref().map(|(m, _)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
         "antcode_warm_redis": redis.as_ref().map(|(_, m)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
-        "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s})),
+        "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s, "cpu_ms_per_task": c.cpu_ms_per_run})),
+        "warm_fork_alone": {"cpu_ms_per_run": fork_alone.0, "wall_ms_per_run": fork_alone.1},
     });
     std::fs::create_dir_all("target/bench")?;
     std::fs::write(
