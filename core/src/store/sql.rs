@@ -233,11 +233,16 @@ impl SqlStore {
             }
             _ => url.to_string(),
         };
+        // A pooled SQLite connection is a file handle on a thread of its own: it cannot go stale
+        // the way a network connection does, and a check before each use would cost a round
+        // trip to that thread per statement.
+        let check_before_use = dialect != Dialect::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             // Fail a request (and the start) after a few seconds without a connection instead
             // of sqlx's 30 s: callers retry, /readyz reports it, and a wrong URL is named quickly.
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(check_before_use)
             .connect(&url)
             .await?;
         let writes = match dialect {
@@ -246,6 +251,7 @@ impl SqlStore {
                     .max_connections(1)
                     // Waiting here is queueing behind other writes, not an unreachable server.
                     .acquire_timeout(Duration::from_secs(30))
+                    .test_before_acquire(false)
                     .connect(&url)
                     .await?
             }

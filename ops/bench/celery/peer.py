@@ -24,6 +24,15 @@ def machine_cpu_ms():
     return busy * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
+def machine_switches():
+    """Context switches on the whole machine so far (`ctxt` in /proc/stat)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("ctxt "):
+                return int(line.split()[1])
+    return float("nan")
+
+
 def main():
     lat_n, tp_n, seq_n = (int(a) for a in sys.argv[1:4])
     for _ in range(10):
@@ -38,13 +47,14 @@ def main():
         noop.apply_async().get(timeout=30)
     seq_s = time.perf_counter() - t
     t = time.perf_counter()
-    cpu = machine_cpu_ms()
+    cpu, switches = machine_cpu_ms(), machine_switches()
     results = [noop.delay() for _ in range(tp_n)]
     for r in results:
         r.get(timeout=300)
     tp_s = time.perf_counter() - t
     cpu_ms_per_run = (machine_cpu_ms() - cpu) / tp_n
-    print(json.dumps({"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "sequential_s": seq_s, "throughput_s": tp_s, "cpu_ms_per_run": cpu_ms_per_run}))
+    switches_per_run = (machine_switches() - switches) / tp_n
+    print(json.dumps({"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "sequential_s": seq_s, "throughput_s": tp_s, "cpu_ms_per_run": cpu_ms_per_run, "switches_per_run": switches_per_run}))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,15 @@ use antcode_runner::zygote::{Request, WarmConfig, ZygoteKey, Zygotes};
 /// Forks per measurement; the first [`WARM_UP`] are not counted.
 const WARM_UP: usize = 20;
 
-/// `n` sequential warm no-op runs: (machine CPU ms per run, wall ms per run).
-pub fn measure(n: usize) -> anyhow::Result<(f64, f64)> {
+/// What one warm no-op run cost, on average.
+pub struct PerRun {
+    pub cpu_ms: f64,
+    pub wall_ms: f64,
+    pub switches: f64,
+}
+
+/// `n` sequential warm no-op runs.
+pub fn measure(n: usize) -> anyhow::Result<PerRun> {
     let dir = tempfile::tempdir()?;
     let bundle_file = dir.path().join("noop.py");
     std::fs::write(&bundle_file, "pass\n")?;
@@ -70,10 +77,18 @@ pub fn measure(n: usize) -> anyhow::Result<(f64, f64)> {
     for _ in 0..WARM_UP {
         run()?;
     }
-    let (cpu, t) = (crate::machine_cpu_ms(), Instant::now());
+    let (cpu, switches, t) = (
+        crate::machine_cpu_ms(),
+        crate::machine_switches(),
+        Instant::now(),
+    );
     for _ in 0..n {
         run()?;
     }
-    let wall = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
-    Ok(((crate::machine_cpu_ms() - cpu) / n as f64, wall))
+    let n = n as f64;
+    Ok(PerRun {
+        cpu_ms: (crate::machine_cpu_ms() - cpu) / n,
+        wall_ms: t.elapsed().as_secs_f64() * 1000.0 / n,
+        switches: (crate::machine_switches() - switches) / n,
+    })
 }

@@ -266,6 +266,8 @@ struct Measured {
     /// CPU time the whole machine spent per run in the throughput phase (all processes: the
     /// client, the system under test, its Python processes, Redis).
     cpu_ms_per_run: f64,
+    /// Context switches on the whole machine per run in the same phase.
+    switches_per_run: f64,
 }
 
 impl Measured {
@@ -279,12 +281,22 @@ impl Measured {
             breakdown: vec![],
             throughput_breakdown: vec![],
             cpu_ms_per_run: f64::NAN,
+            switches_per_run: f64::NAN,
         }
     }
 }
 
 /// CPU time spent by the whole machine so far (all cores, user + system), in ms, from
 /// `/proc/stat`; NaN where it cannot be read.
+/// Context switches on the whole machine so far (`ctxt` in `/proc/stat`); NaN where unreadable.
+pub(crate) fn machine_switches() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .find_map(|l| l.strip_prefix("ctxt "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 pub(crate) fn machine_cpu_ms() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
@@ -414,7 +426,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
     let sequential_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let before = histogram_sums();
-    let cpu_before = machine_cpu_ms();
+    let (cpu_before, switches_before) = (machine_cpu_ms(), machine_switches());
     for _ in 0..a.throughput_n {
         api.trigger(task_id).await?;
     }
@@ -431,6 +443,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
     }
     let throughput_s = t.elapsed().as_secs_f64();
     let cpu_ms_per_run = (machine_cpu_ms() - cpu_before) / a.throughput_n as f64;
+    let switches_per_run = (machine_switches() - switches_before) / a.throughput_n as f64;
     let throughput_breakdown = stage_means(&before, &histogram_sums(), a.throughput_n);
     api.all_succeeded(task_id).await?;
     Ok(Measured {
@@ -441,6 +454,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
         breakdown,
         throughput_breakdown,
         cpu_ms_per_run,
+        switches_per_run,
     })
 }
 
@@ -494,6 +508,7 @@ fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> 
         breakdown: vec![],
         throughput_breakdown: vec![],
         cpu_ms_per_run: f("cpu_ms_per_run"),
+        switches_per_run: f("switches_per_run"),
     })
 }
 
@@ -537,22 +552,23 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\nNo-op Python task, trigger → succeeded, {} slot(s) / worker processes, this machine, one run\n", a.slots);
     println!(
-        "| system | p50 ms | p99 ms | {} sequential s | {} tasks s | tasks/s | CPU ms/task |",
+        "| system | p50 ms | p99 ms | {} sequential s | {} tasks s | tasks/s | CPU ms/task | switches/task |",
         a.sequential_n, a.throughput_n
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, p50, p99) in &floors {
-        println!("| {name} | {p50:.1} | {p99:.1} | — | — | — | — |");
+        println!("| {name} | {p50:.1} | {p99:.1} | — | — | — | — | — |");
     }
     let row = |name: &str, m: &Measured| {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {:.2} |",
+            "| {name} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {:.2} | {:.0} |",
             m.p50_ms,
             m.p99_ms,
             m.sequential_s,
             m.throughput_s,
             a.throughput_n as f64 / m.throughput_s,
-            m.cpu_ms_per_run
+            m.cpu_ms_per_run,
+            m.switches_per_run
         )
     };
     row("AntCode cold (up: embedded broker, SQLite)", &ours);
@@ -565,10 +581,11 @@ async fn main() -> anyhow::Result<()> {
         row("Celery 5 prefork (Redis broker + backend)", c);
     }
     println!(
-        "| the warm fork alone (runner's zygote pool, 1000 sequential no-op runs; no API, store or broker) | {:.1} | — | — | — | {:.0} | {:.2} |",
-        fork_alone.1,
-        1000.0 / fork_alone.1,
-        fork_alone.0
+        "| the warm fork alone (runner's zygote pool, 1000 sequential no-op runs; no API, store or broker) | {:.1} | — | — | — | {:.0} | {:.2} | {:.0} |",
+        fork_alone.wall_ms,
+        1000.0 / fork_alone.wall_ms,
+        fork_alone.cpu_ms,
+        fork_alone.switches
     );
     println!("\nAntCode p50 over the bare spawn: {:.1} ms (target ≤ 15 ms); {} sequential: {:.2} s (target ≤ 2 s)", ours.p50_ms - bare_p50, a.sequential_n, ours.sequential_s);
     println!(
@@ -619,12 +636,12 @@ async fn main() -> anyhow::Result<()> {
         "slots": a.slots,
         "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
-        "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": ours.cpu_ms_per_run},
-        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": warm.cpu_ms_per_run, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
+        "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": ours.cpu_ms_per_run, "switches_per_task": ours.switches_per_run},
+        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": warm.cpu_ms_per_run, "switches_per_task": warm.switches_per_run, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
         "antcode_redis": redis.as_ref().map(|(m, _)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
         "antcode_warm_redis": redis.as_ref().map(|(_, m)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
-        "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s, "cpu_ms_per_task": c.cpu_ms_per_run})),
-        "warm_fork_alone": {"cpu_ms_per_run": fork_alone.0, "wall_ms_per_run": fork_alone.1},
+        "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s, "cpu_ms_per_task": c.cpu_ms_per_run, "switches_per_task": c.switches_per_run})),
+        "warm_fork_alone": {"cpu_ms_per_run": fork_alone.cpu_ms, "wall_ms_per_run": fork_alone.wall_ms, "switches_per_run": fork_alone.switches},
     });
     std::fs::create_dir_all("target/bench")?;
     std::fs::write(
