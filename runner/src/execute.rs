@@ -323,7 +323,7 @@ async fn supervise(
     drop(tx);
     let collector_stop = CancellationToken::new();
     let collector = tokio::spawn(collect(sink, rx, collector_stop.clone()));
-    let mut exit = tokio::task::spawn_blocking(spawned.wait);
+    let mut exit = spawned.wait;
 
     let timeout = (job.timeout_s > 0).then(|| Duration::from_secs(job.timeout_s));
     let deadline =
@@ -390,17 +390,10 @@ async fn spawn_warm(
         project_version: job.project_version,
         bundle_sha256: job.bundle.sha256.clone(),
     };
-    let (zygotes, venv, bundle, file) = (
-        ctx.zygotes.clone(),
-        venv.clone(),
-        job.bundle.clone(),
-        bundle_file.to_path_buf(),
-    );
-    let forked =
-        tokio::task::spawn_blocking(move || zygotes.spawn(&key, &venv, (&bundle, &file), &req))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
+    let forked = ctx
+        .zygotes
+        .spawn(&key, venv, (&job.bundle, bundle_file), &req)
+        .await;
     match forked {
         Ok(s) => Some(s),
         Err(e) => {
@@ -419,14 +412,8 @@ async fn sweep(run_id: &str, attempt: u32) -> usize {
         .unwrap_or(0)
 }
 
-fn flatten(
-    r: Result<std::io::Result<ExitInfo>, tokio::task::JoinError>,
-) -> Result<ExitInfo, String> {
-    match r {
-        Ok(Ok(info)) => Ok(info),
-        Ok(Err(e)) => Err(format!("waiting for the process failed: {e}")),
-        Err(e) => Err(format!("waiting for the process failed: {e}")),
-    }
+fn flatten(r: std::io::Result<ExitInfo>) -> Result<ExitInfo, String> {
+    r.map_err(|e| format!("waiting for the process failed: {e}"))
 }
 
 /// Waits for the log pipes to close, but not forever: a descendant that escaped the process

@@ -27,15 +27,18 @@ pub struct ExitInfo {
 }
 
 /// A started run: its pid (also its process group id), the read ends of its output pipes, and
-/// how to learn its end (a cold child is reaped with [`wait_for`]; a warm one's status comes
-/// from its zygote, see [`crate::zygote`]).
+/// how to learn its end (a cold child is reaped with [`wait_for`] on a blocking thread; a warm
+/// one's status comes from its zygote over a socket, see [`crate::zygote`]).
 pub struct Spawned {
     pub pid: i32,
     pub stdout: File,
     pub stderr: File,
-    /// Blocks until the process has exited; call from a blocking thread.
-    pub wait: Box<dyn FnOnce() -> io::Result<ExitInfo> + Send>,
+    /// Resolves once the process has exited.
+    pub wait: Exit,
 }
+
+/// A process's end, to be awaited.
+pub type Exit = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<ExitInfo>> + Send>>;
 
 /// Resource limits applied to the child before it execs (and so inherited by everything it
 /// starts). `None` leaves the runner's own limit in place.
@@ -132,7 +135,11 @@ pub fn spawn(
         pid,
         stdout: File::from(OwnedFd::from(stdout)),
         stderr: File::from(OwnedFd::from(stderr)),
-        wait: Box::new(move || wait_for(pid)),
+        wait: Box::pin(async move {
+            tokio::task::spawn_blocking(move || wait_for(pid))
+                .await
+                .map_err(io::Error::other)?
+        }),
     })
 }
 

@@ -43,7 +43,7 @@ use nix::sys::socket::{
 
 use crate::bundles::unpack;
 use crate::execute::task_env;
-use crate::process::{self, ExitInfo, Limits, Spawned};
+use crate::process::{self, Limits, Spawned};
 use crate::uv::Venv;
 
 const SCRIPT: &str = include_str!("zygote.py");
@@ -147,9 +147,10 @@ impl Zygotes {
         &self.cfg
     }
 
-    /// Forks `req` from the zygote of `key`, starting one if needed. Blocking. An error means
-    /// no process was started for this request (start the run cold).
-    pub fn spawn(
+    /// Forks `req` from the zygote of `key`, starting one if needed (on a blocking thread; a
+    /// running zygote is asked on the runtime, without one). An error means no process was
+    /// started for this request (start the run cold).
+    pub async fn spawn(
         self: &Arc<Self>,
         key: &ZygoteKey,
         venv: &Venv,
@@ -157,8 +158,17 @@ impl Zygotes {
         req: &Request,
     ) -> Result<Spawned, String> {
         for retry in [true, false] {
-            let (zygote, hit) = self.get(key, venv, bundle)?;
-            match zygote.fork(req) {
+            let (zygote, hit) = match self.running(key) {
+                Some(z) => (z, true),
+                None => {
+                    let (pool, key, venv) = (self.clone(), key.clone(), venv.clone());
+                    let (bundle, file) = (bundle.0.clone(), bundle.1.to_path_buf());
+                    tokio::task::spawn_blocking(move || pool.get(&key, &venv, (&bundle, &file)))
+                        .await
+                        .map_err(|e| e.to_string())??
+                }
+            };
+            match zygote.fork(req).await {
                 Ok(spawned) => {
                     let name = if hit {
                         "antcode_runner_zygote_hits_total"
@@ -181,7 +191,16 @@ impl Zygotes {
         Err("no zygote".into())
     }
 
-    /// The live zygote of `key` (true) or a newly started one (false).
+    /// The live zygote of `key`, if there is one.
+    fn running(&self, key: &ZygoteKey) -> Option<Arc<Zygote>> {
+        let mut live = lock(&self.live);
+        self.prune(&mut live, Some(key), false);
+        let z = live.get(key)?;
+        *lock(&z.last_used) = Instant::now();
+        Some(z.clone())
+    }
+
+    /// The live zygote of `key` (true) or a newly started one (false). Blocking.
     fn get(
         self: &Arc<Self>,
         key: &ZygoteKey,
@@ -391,7 +410,7 @@ impl Zygote {
         pages * page
     }
 
-    fn fork(self: &Arc<Self>, req: &Request) -> Result<Spawned, ForkError> {
+    async fn fork(self: &Arc<Self>, req: &Request) -> Result<Spawned, ForkError> {
         let other =
             |what: &str, e: &dyn std::fmt::Display| ForkError::Other(format!("{what}: {e}"));
         let (mine, theirs) = socketpair(
@@ -430,18 +449,23 @@ impl Zygote {
         drop((theirs, out_w, err_w));
         let reply = UnixDatagram::from(mine);
         reply
-            .set_read_timeout(Some(FORK_TIMEOUT))
+            .set_nonblocking(true)
             .map_err(|e| other("reply socket", &e))?;
-        let first = match read_reply(&reply) {
-            Ok(Some(v)) => v,
-            Ok(None) => {
+        let reply =
+            tokio::net::UnixDatagram::from_std(reply).map_err(|e| other("reply socket", &e))?;
+        let first = match tokio::time::timeout(FORK_TIMEOUT, read_reply(&reply)).await {
+            Ok(Ok(Some(v))) => v,
+            Ok(Ok(None)) => {
                 return Err(ForkError::Dead(
                     "the zygote exited before forking".to_string(),
                 ))
             }
-            Err(e) => {
+            Ok(Err(e)) => return Err(ForkError::Dead(format!("the zygote did not answer: {e}"))),
+            Err(_) => {
                 // Silent for a minute: unusable. It is killed when dropped from the pool.
-                return Err(ForkError::Dead(format!("the zygote did not answer: {e}")));
+                return Err(ForkError::Dead(format!(
+                    "the zygote did not answer within {FORK_TIMEOUT:?}"
+                )));
             }
         };
         if let Some(e) = first.get("error").and_then(|e| e.as_str()) {
@@ -453,16 +477,15 @@ impl Zygote {
         metrics::histogram!("antcode_runner_zygote_fork_seconds")
             .record(started.elapsed().as_secs_f64());
         *lock(&self.last_used) = Instant::now();
-        let _ = reply.set_read_timeout(None);
         let zygote = self.clone();
-        let wait = move || {
+        let wait = async move {
             // Holding the zygote marks it busy until the run has ended.
             let _busy = zygote;
             // A child that died before sending its pid gets its status as the first reply.
             let status = if first.get("status").is_some() {
                 Some(first)
             } else {
-                read_reply(&reply)?
+                read_reply(&reply).await?
             };
             let Some(status) = status else {
                 return Err(io::Error::other(
@@ -477,7 +500,7 @@ impl Zygote {
             pid,
             stdout: File::from(out_r),
             stderr: File::from(err_r),
-            wait: Box::new(wait) as Box<dyn FnOnce() -> io::Result<ExitInfo> + Send>,
+            wait: Box::pin(wait),
         })
     }
 }
@@ -493,14 +516,9 @@ impl Drop for Zygote {
 }
 
 /// One reply message as JSON; `None` when the socket was closed without one.
-fn read_reply(sock: &UnixDatagram) -> io::Result<Option<serde_json::Value>> {
+async fn read_reply(sock: &tokio::net::UnixDatagram) -> io::Result<Option<serde_json::Value>> {
     let mut buf = [0u8; REPLY_MAX];
-    let n = loop {
-        match sock.recv(&mut buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => break r?,
-        }
-    };
+    let n = sock.recv(&mut buf).await?;
     if n == 0 {
         return Ok(None);
     }

@@ -25,7 +25,7 @@ pub struct PerRun {
 }
 
 /// `n` sequential warm no-op runs.
-pub fn measure(n: usize) -> anyhow::Result<PerRun> {
+pub async fn measure(n: usize) -> anyhow::Result<PerRun> {
     let dir = tempfile::tempdir()?;
     let bundle_file = dir.path().join("noop.py");
     std::fs::write(&bundle_file, "pass\n")?;
@@ -57,25 +57,27 @@ pub fn measure(n: usize) -> anyhow::Result<PerRun> {
         cwd: work,
         limits: Limits::default(),
     };
-    let run = || -> anyhow::Result<()> {
+    let run = || async {
         let mut s = zygotes
             .spawn(&key, &venv, (&bundle, &bundle_file), &req)
+            .await
             .map_err(anyhow::Error::msg)
             .context("warm fork")?;
+        // The no-op prints nothing: its pipes close at once, and reading them here is brief.
         let mut out = Vec::new();
         s.stdout.read_to_end(&mut out)?;
         s.stderr.read_to_end(&mut out)?;
-        let info = (s.wait)()?;
+        let info = s.wait.await?;
         if info.code != Some(0) {
             bail!(
                 "the warm no-op ended {info:?}: {}",
                 String::from_utf8_lossy(&out)
             );
         }
-        Ok(())
+        anyhow::Ok(())
     };
     for _ in 0..WARM_UP {
-        run()?;
+        run().await?;
     }
     let (cpu, switches, t) = (
         crate::machine_cpu_ms(),
@@ -83,7 +85,7 @@ pub fn measure(n: usize) -> anyhow::Result<PerRun> {
         Instant::now(),
     );
     for _ in 0..n {
-        run()?;
+        run().await?;
     }
     let n = n as f64;
     Ok(PerRun {

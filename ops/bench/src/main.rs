@@ -527,7 +527,7 @@ async fn main() -> anyhow::Result<()> {
     // The first is the fair floor (see `floor_pythons`).
     let (bare_p50, bare_p99) = (floors[0].1, floors[0].2);
     // The warm fork by itself, before the system is up: what the fresh process costs alone.
-    let fork_alone = tokio::task::spawn_blocking(|| fork::measure(1000)).await??;
+    let fork_alone = fork::measure(1000).await?;
     let (ours, warm) = measure_antcode(&a, "memory://").await?;
     // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
     let on_redis = format!(
