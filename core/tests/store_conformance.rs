@@ -146,6 +146,8 @@ async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
         })
         .await
         .expect("create run");
+    let stored = store.run(&run.id).await.expect("read the new run");
+    assert_eq!(run, stored, "create_run returns the run as stored");
     run
 }
 
@@ -742,6 +744,7 @@ async fn one_fire_per_due_time(db: &TestDb) {
         due_at: at,
     };
     let (first, _) = s.create_run(&scheduled(&f, Some(due))).await.unwrap();
+    assert_eq!(first, s.run(&first.id).await.unwrap(), "returned as stored");
     assert_eq!(first.due_at, Some(due));
     assert_conflict(
         s.create_run(&scheduled(&f, Some(due))).await,
