@@ -104,7 +104,7 @@ pub struct Project {
 }
 
 /// An immutable, content-addressed upload of a project.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectVersion {
     pub project_id: String,
     pub version: i64,

@@ -398,6 +398,13 @@ async fn projects_and_versions(db: &TestDb) {
     assert_eq!(got.python_version, None);
     assert_eq!(got.bundle, v.bundle);
     assert_not_found(s.version(&p.id, 9).await, "unknown version");
+    // The current version in one read: the newest here, and none for an unknown project.
+    let current = s.current_version(&p.id).await.unwrap();
+    assert_eq!(current, s.version(&p.id, 3).await.unwrap());
+    assert_not_found(
+        s.current_version("no-such-project").await,
+        "unknown project",
+    );
     let numbers: Vec<_> = s
         .list_versions(&p.id)
         .await

@@ -432,11 +432,7 @@ async fn version_of(
     if let Some(v) = cache.get(&task.project_id) {
         return Ok(v.clone());
     }
-    let project = config.store.project(&task.project_id).await?;
-    let v = config
-        .store
-        .version(&task.project_id, project.current_version)
-        .await?;
+    let v = config.store.current_version(&task.project_id).await?;
     cache.insert(task.project_id.clone(), v.clone());
     Ok(v)
 }

@@ -418,9 +418,9 @@ async fn resume(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
 /// Creates a queued run of the task's project's current version and publishes its job. If the
 /// broker is down the run stays queued in SQL, where compensation re-publishes it.
 pub async fn start_run(state: &AppState, task: &Task, trigger: &str) -> ApiResult<Run> {
-    let project = state
+    let version = state
         .store
-        .project(&task.project_id)
+        .current_version(&task.project_id)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => Problem::conflict(format!(
@@ -429,10 +429,6 @@ pub async fn start_run(state: &AppState, task: &Task, trigger: &str) -> ApiResul
             )),
             other => other.into(),
         })?;
-    let version = state
-        .store
-        .version(&project.id, project.current_version)
-        .await?;
     let (run, job) = state
         .store
         .create_run(&NewRun {

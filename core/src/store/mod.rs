@@ -159,6 +159,8 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a version numbered after the latest one and makes it current; returns its number.
     async fn add_version(&self, version: &ProjectVersion) -> StoreResult<i64>;
     async fn version(&self, project_id: &str, version: i64) -> StoreResult<ProjectVersion>;
+    /// The project's current version, in one read; `NotFound` if the project is gone.
+    async fn current_version(&self, project_id: &str) -> StoreResult<ProjectVersion>;
     async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>>;
 
     // tasks

@@ -1010,6 +1010,24 @@ impl Store for SqlStore {
         rows::version(&row)
     }
 
+    async fn current_version(&self, project_id: &str) -> StoreResult<ProjectVersion> {
+        let columns = VERSION_COLUMNS
+            .split(',')
+            .map(|c| format!("v.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = self.q(&format!(
+            "SELECT {columns} FROM projects p JOIN project_versions v \
+             ON v.project_id = p.id AND v.version = p.current_version WHERE p.id = ?"
+        ));
+        let row = sqlx::query(&sql)
+            .bind(project_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::version(&row)
+    }
+
     async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>> {
         let sql = self.q(&format!("SELECT {VERSION_COLUMNS} FROM project_versions WHERE project_id = ? ORDER BY version DESC"));
         let rs = sqlx::query(&sql)
