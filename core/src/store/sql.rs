@@ -220,6 +220,19 @@ where
     }
 }
 
+/// A project's current version: the project and its version row joined.
+static CURRENT_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns: Vec<String> = VERSION_COLUMNS
+        .split(',')
+        .map(|c| format!("v.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT {} FROM projects p JOIN project_versions v \
+         ON v.project_id = p.id AND v.version = p.current_version WHERE p.id = ?",
+        columns.join(", ")
+    )
+});
+
 /// The values of one audit row, in the column order of `add_audit`.
 fn bind_audit<'q>(q: AnyQuery<'q>, a: &'q AuditEntry) -> AnyQuery<'q> {
     q.bind(&a.id)
@@ -1011,21 +1024,7 @@ impl Store for SqlStore {
     }
 
     async fn current_version(&self, project_id: &str) -> StoreResult<ProjectVersion> {
-        let columns = VERSION_COLUMNS
-            .split(',')
-            .map(|c| format!("v.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = self.q(&format!(
-            "SELECT {columns} FROM projects p JOIN project_versions v \
-             ON v.project_id = p.id AND v.version = p.current_version WHERE p.id = ?"
-        ));
-        let row = sqlx::query(&sql)
-            .bind(project_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        rows::version(&row)
+        rows::version(&self.one(&CURRENT_VERSION, &[project_id]).await?)
     }
 
     async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>> {
