@@ -11,7 +11,7 @@
 //! written and the rest dropped.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,27 +106,23 @@ fn utf8_cut(data: &[u8]) -> usize {
 }
 
 /// Reads a pipe to EOF, sending lines; returns when the pipe closes or the receiver is gone.
-/// A pipe is read on the runtime (no thread per stream); anything else that cannot be
-/// registered with it is read on a thread of its own.
+/// A pipe is read on the runtime (no thread per stream); anything that cannot be registered
+/// with it is read through the blocking pool instead.
 pub async fn pump(pipe: File, stream: &'static str, tx: mpsc::Sender<Line>) {
     let fd = std::os::fd::OwnedFd::from(pipe);
-    let reader = match fd.try_clone() {
-        Ok(probe) => tokio::net::unix::pipe::Receiver::from_owned_fd(probe),
-        Err(e) => Err(e),
-    };
-    match reader {
+    let registered = fd
+        .try_clone()
+        .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd);
+    match registered {
         Ok(reader) => {
             drop(fd);
-            pump_async(reader, stream, tx).await
+            pump_from(reader, stream, tx).await
         }
-        Err(_) => {
-            let file = File::from(fd);
-            let _ = tokio::task::spawn_blocking(move || pump_blocking(file, stream, tx)).await;
-        }
+        Err(_) => pump_from(tokio::fs::File::from_std(File::from(fd)), stream, tx).await,
     }
 }
 
-async fn pump_async(
+async fn pump_from(
     mut reader: impl tokio::io::AsyncRead + Unpin,
     stream: &'static str,
     tx: mpsc::Sender<Line>,
@@ -152,31 +148,6 @@ async fn pump_async(
     }
     if let Some(rest) = splitter.finish() {
         let _ = tx.send(to_line(stream, &rest)).await;
-    }
-}
-
-/// [`pump`] for what is not a pipe, on a blocking thread.
-fn pump_blocking(mut reader: impl Read, stream: &'static str, tx: mpsc::Sender<Line>) {
-    let mut splitter = LineSplitter::new(MAX_LINE);
-    let mut buf = vec![0u8; READ_BUF];
-    let mut lines = Vec::new();
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                splitter.push(&buf[..n], &mut lines);
-                for raw in lines.drain(..) {
-                    if tx.blocking_send(to_line(stream, &raw)).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    if let Some(rest) = splitter.finish() {
-        let _ = tx.blocking_send(to_line(stream, &rest));
     }
 }
 
