@@ -542,20 +542,28 @@ async fn heartbeats_keep_a_lease_alive(s: &Subject) {
         .unwrap()
         .remove(0);
 
-    // Heartbeat well inside the ttl for three times the original ttl, reaping all along.
+    // Heartbeat well inside the ttl for three times the original ttl, reaping all along. The
+    // reaper is asked about the instant the heartbeat was sent: whatever a loaded machine does
+    // between the two calls, a lease a heartbeat renewed at that instant must not be reclaimed
+    // then, and one the heartbeat failed to renew would be once the first ttl has passed.
     let until = Instant::now() + ttl * 3;
     while Instant::now() < until {
+        let beat_at = now_ms();
         let hb = b.heartbeat("w1", &[held(&l)], ttl).await.unwrap();
         assert!(hb.lost.is_empty(), "a heartbeated lease is not lost");
         assert!(hb.cancels.is_empty());
         assert!(!hb.drain);
-        let reaped = s.twin.reap_expired(now_ms()).await.unwrap();
+        let reaped = s.twin.reap_expired(beat_at).await.unwrap();
         assert!(
             reaped.is_empty(),
             "a lease whose heartbeats arrive is never reclaimed"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A last, long heartbeat: the lease is alive however long the checks below take to run.
+    let long = Duration::from_secs(60);
+    let hb = b.heartbeat("w1", &[held(&l)], long).await.unwrap();
+    assert!(hb.lost.is_empty(), "a heartbeated lease is not lost");
     assert!(b.lease_alive(&j.run_id, &l.lease_token).await.unwrap());
 
     let wrong = HeldLease {
@@ -581,9 +589,9 @@ async fn heartbeats_keep_a_lease_alive(s: &Subject) {
         "a wrong-token heartbeat does not end the real lease"
     );
 
-    // Heartbeats stop: the lease expires and is reaped.
-    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
-    let reaped = b.reap_expired(now_ms()).await.unwrap();
+    // Heartbeats stop: once the last one's ttl has passed, the lease is reaped.
+    let past_the_last_ttl = now_ms() + long.as_millis() as i64 + 1;
+    let reaped = b.reap_expired(past_the_last_ttl).await.unwrap();
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].lease_token, l.lease_token);
     let hb = b.heartbeat("w1", &[held(&l)], ttl).await.unwrap();
