@@ -3,8 +3,9 @@
 Started as `python zygote.py BUNDLE_DIR` by one runner, for one (virtualenv, project version),
 with a SOCK_SEQPACKET control socket as stdin. It imports `site` (by starting) and the project's
 declared preload modules, then waits. Each control message is one run: a JSON request with three
-file descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe). The zygote
-forks; the child turns itself into the run exactly as a cold `python ENTRY ARGS...` would be
+file descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe): a line of
+JSON (argv, cwd, limits), then the run's environment as the kernel lays one out ("K=V" entries,
+each ended by a NUL, the run-id markers first). The zygote forks; the child turns itself into the run exactly as a cold `python ENTRY ARGS...` would be
 (own session, rlimits, the run's environment only, working directory, fds 0-2, sys.argv,
 sys.path[0], __main__), sends its pid on the reply socket and runs the entrypoint. The zygote is
 the parent, so it reaps the child and sends its wait status and peak RSS on the same socket.
@@ -16,7 +17,6 @@ import _signal
 import array
 import atexit
 import builtins
-import ctypes
 import gc
 import json
 import os
@@ -46,24 +46,24 @@ def _env_block():
 ENV_BLOCK = _env_block()
 
 
-def _rewrite_env_block(env, first):
-    """Writes the run's environment over the initial block, so /proc/PID/environ of the run
-    and of every process it forks shows the run's variables (the runner finds escaped
-    descendants by the run-id marker there, as in cold mode). The zygote was started with a
-    padding variable to make room; what does not fit is left out, the markers go first."""
+def _rewrite_env_block(block):
+    """Writes the run's environment (`K=V\\0` entries) over the initial block, so
+    /proc/PID/environ of the run and of every process it forks shows the run's variables (the
+    runner finds escaped descendants by the run-id marker there, as in cold mode). The zygote
+    was started with a padding variable to make room; entries that do not fit are left out
+    (the runner sends the markers first). Written through /proc/self/mem: no ctypes, whose
+    call machinery a child would otherwise copy page by page."""
     start, end = ENV_BLOCK
     size = end - start
     if size <= 0:
         return
-    keys = [k for k in first if k in env] + [k for k in env if k not in first]
-    out = bytearray()
-    for k in keys:
-        entry = os.fsencode(k) + b"=" + os.fsencode(env[k]) + b"\0"
-        if len(out) + len(entry) >= size:
-            break
-        out += entry
-    out += b"\0" * (size - len(out))
-    ctypes.memmove(start, bytes(out), size)
+    if len(block) >= size:
+        block = block[: block.rfind(b"\0", 0, size - 1) + 1]
+    fd = os.open("/proc/self/mem", os.O_WRONLY)
+    try:
+        os.pwrite(fd, block + b"\0" * (size - len(block)), start)
+    finally:
+        os.close(fd)
 
 
 def _recv_request(ctl):
@@ -116,12 +116,12 @@ def _preload(bundle_dir):
 
 def _warm_up(bundle_dir):
     """Does once, in the zygote, what each child would otherwise do first: state built on first
-    use (the compiler's AST types, ctypes' call set-up, the JSON codecs, path functions) then
+    use (the compiler's AST types, the JSON codecs, path functions) then
     sits in pages every child shares, instead of being built again in each, which cost about a
     millisecond per run."""
     compile("pass", "<zygote>", "exec", dont_inherit=True)
-    _rewrite_env_block(dict(os.environ), ())
-    json.loads(json.dumps({"argv": [bundle_dir], "env": {"K": "V"}, "cwd": bundle_dir, "limits": []}))
+    _rewrite_env_block(b"".join(k + b"=" + v + b"\0" for k, v in os.environb.items()))
+    json.loads(json.dumps({"argv": [bundle_dir], "cwd": bundle_dir, "limits": []}))
     os.path.dirname(os.path.realpath(os.path.abspath(bundle_dir)))
 
 
@@ -207,14 +207,18 @@ def become(msg, reply, out_fd, err_fd):
     """Turns this forked child into the run, before any user code: the same state a cold
     `python ENTRY ARGS...` spawned by the runner starts in. Returns the entrypoint's path."""
     os.setsid()
+    head, _, block = msg.partition(b"\n")
     try:
-        req = json.loads(msg)
+        req = json.loads(head)
     except ValueError as e:
         # Nothing of the run has started: the runner reads this as a refused request.
         _send(reply, {"error": "zygote: unreadable request: %s" % e})
         os._exit(127)
     # The runner signals the group: it must exist before the runner learns the pid.
-    _send(reply, {"pid": os.getpid()})
+    try:
+        reply.send(b'{"pid": %d}' % os.getpid())
+    except OSError:
+        pass  # the runner gave up on this run; it ends on its own
     reply.close()
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -222,12 +226,19 @@ def become(msg, reply, out_fd, err_fd):
     os.dup2(err_fd, 2)
     # A cold interpreter starts with nothing open past stderr.
     os.closerange(3, 1 << 16)
-    env = req["env"]
-    # Key by key: `os.environ.clear()` copies the mapping once per key it removes.
-    for key in list(os.environ):
-        del os.environ[key]
-    os.environ.update(env)
-    _rewrite_env_block(env, ("ANTCODE_RUN_ID", "ANTCODE_ATTEMPT"))
+    # The run's environment only, in libc's (for subprocesses and C code) and in os.environ's
+    # mapping of bytes (shared with os.environb), filled directly: its MutableMapping methods
+    # cost a copy-on-write page fault for nearly every object they touch.
+    data = os.environ._data
+    for key in data:
+        os.unsetenv(key)
+    data.clear()
+    for entry in block.split(b"\0"):
+        if entry:
+            key, _, value = entry.partition(b"=")
+            os.putenv(key, value)
+            data[key] = value
+    _rewrite_env_block(block)
     os.chdir(req["cwd"])
     # As the runner's cold spawn: never above the current hard limit (raising needs privileges).
     for name, soft, hard in req["limits"]:

@@ -7,8 +7,9 @@
 //! is `zygote.py`, embedded in the binary; it documents the child's side.
 //!
 //! The zygote's stdin is one end of an anonymous `SOCK_SEQPACKET` socket pair (private: no path
-//! in the file system, nothing else can connect). Per run the runner sends one JSON request
-//! (argv, env, cwd, rlimits) with three descriptors attached (`SCM_RIGHTS`): a fresh reply
+//! in the file system, nothing else can connect). Per run the runner sends one request (a
+//! line of JSON with argv, cwd and rlimits, then the environment as NUL-ended `K=V` entries,
+//! see `request_body`) with three descriptors attached (`SCM_RIGHTS`): a fresh reply
 //! socket and the write ends of the stdout and stderr pipes the runner reads. The child starts
 //! its own session first and then sends its pid on the reply socket, so the runner can
 //! `killpg` the run exactly as in cold mode; the zygote, its parent, reaps it and sends the wait
@@ -422,18 +423,12 @@ impl Zygote {
         .map_err(|e| other("reply socket", &e))?;
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
-        let body = serde_json::json!({
-            "argv": req.argv,
-            "env": req.env,
-            "cwd": req.cwd,
-            "limits": limits_json(&req.limits),
-        })
-        .to_string();
+        let body = request_body(req);
         let started = Instant::now();
         let fds = [theirs.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
         sendmsg::<()>(
             self.control.as_raw_fd(),
-            &[IoSlice::new(body.as_bytes())],
+            &[IoSlice::new(&body)],
             &[ControlMessage::ScmRights(&fds)],
             MsgFlags::MSG_NOSIGNAL,
             None,
@@ -515,6 +510,36 @@ impl Drop for Zygote {
     }
 }
 
+/// The request as the script reads it: a line of JSON (argv, cwd, limits), then the environment
+/// as `K=V` entries each ended by a NUL, the run-id markers first (the script writes them over
+/// its initial environment block, which may not fit them all). An entry exec could not pass (a
+/// name with `=` or NUL, a value with NUL) is left out, as `task_env` leaves it out.
+fn request_body(req: &Request) -> Vec<u8> {
+    let head = serde_json::json!({
+        "argv": req.argv,
+        "cwd": req.cwd,
+        "limits": limits_json(&req.limits),
+    });
+    let mut body = head.to_string().into_bytes();
+    body.push(b'\n');
+    let markers = [process::RUN_ID_VAR, process::ATTEMPT_VAR];
+    let first = markers.iter().filter_map(|k| req.env.get_key_value(*k));
+    let rest = req
+        .env
+        .iter()
+        .filter(|(k, _)| !markers.contains(&k.as_str()));
+    for (key, value) in first.chain(rest) {
+        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            continue;
+        }
+        body.extend_from_slice(key.as_bytes());
+        body.push(b'=');
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body
+}
+
 /// One reply message as JSON; `None` when the socket was closed without one.
 async fn read_reply(sock: &tokio::net::UnixDatagram) -> io::Result<Option<serde_json::Value>> {
     let mut buf = [0u8; REPLY_MAX];
@@ -545,4 +570,43 @@ fn limits_json(limits: &Limits) -> serde_json::Value {
         out.push(serde_json::json!(["nofile", n, n]));
     }
     serde_json::Value::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_body_puts_the_markers_first_and_leaves_out_what_exec_could_not_pass() {
+        let env: BTreeMap<String, String> = [
+            ("A", "1"),
+            (process::ATTEMPT_VAR, "2"),
+            ("B", "x=y\nz"),
+            ("BAD=NAME", "v"),
+            ("NUL", "a\0b"),
+            ("", "empty name"),
+            (process::RUN_ID_VAR, "run-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let req = Request {
+            argv: vec!["main.py".into(), "line\nbreak".into()],
+            env,
+            cwd: "/work".into(),
+            limits: Limits::default(),
+        };
+        let body = request_body(&req);
+        let newline = body.iter().position(|&b| b == b'\n').unwrap();
+        let head: serde_json::Value = serde_json::from_slice(&body[..newline]).unwrap();
+        assert_eq!(
+            head["argv"][1], "line\nbreak",
+            "a newline in argv stays escaped"
+        );
+        assert_eq!(head["cwd"], "/work");
+        assert_eq!(
+            &body[newline + 1..],
+            b"ANTCODE_RUN_ID=run-1\0ANTCODE_ATTEMPT=2\0A=1\0B=x=y\nz\0".as_slice()
+        );
+    }
 }
