@@ -70,6 +70,11 @@ pub struct UpArgs {
     /// Do not start the embedded runner.
     #[arg(long)]
     pub no_runner: bool,
+    /// SQLite's durability per commit: `full` (the default: an fsync per commit, an answered
+    /// write survives a power loss) or `normal` (no fsync per commit; the last commits before a
+    /// power loss or OS crash may be lost, never the database), or `extra`.
+    #[arg(long, env = "ANTCODE_SQLITE_SYNCHRONOUS", value_parser = ["normal", "full", "extra"])]
+    pub sqlite_synchronous: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -86,6 +86,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.runner = !args.no_runner;
     cfg.runner_slots = args.slots;
     cfg.queues = args.queues;
+    cfg.sqlite_synchronous = args.sqlite_synchronous;
     let data_dir = cfg.data_dir.clone();
     let running = up::start(cfg).await?;
     println!("AntCode is up.");

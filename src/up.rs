@@ -30,6 +30,9 @@ pub struct UpConfig {
     /// The broker: the in-process one by default; a `redis://` URL runs the same single process
     /// on Redis Streams (the benchmarks compare both).
     pub broker_url: String,
+    /// SQLite's `synchronous` for the database (`normal`, `full`, `extra`); `None` keeps
+    /// `full`, an fsync per commit (see `take_synchronous` in the store).
+    pub sqlite_synchronous: Option<String>,
 }
 
 impl UpConfig {
@@ -45,6 +48,7 @@ impl UpConfig {
             lost_after: Duration::from_secs(15),
             edge_limits: antcode_edge::Limits::default(),
             broker_url: "memory://".into(),
+            sqlite_synchronous: None,
         }
     }
 }
@@ -66,7 +70,10 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.canonicalize()?;
-    let db_url = format!("sqlite://{}", data_dir.join("antcode.db").display());
+    let mut db_url = format!("sqlite://{}", data_dir.join("antcode.db").display());
+    if let Some(level) = &cfg.sqlite_synchronous {
+        db_url.push_str(&format!("?synchronous={level}"));
+    }
     let store = seams::open_store(&db_url).await?;
     let broker = seams::open_broker(&cfg.broker_url).await?;
     let blobs = seams::open_blobs(&data_dir.join("blobs").display().to_string()).await?;

@@ -1554,6 +1554,41 @@ async fn bad_url_is_a_clear_config_error() {
     }
 }
 
+/// SQLite only: `?synchronous=` chooses the durability of a commit on every pooled connection;
+/// unset it stays `full` (an fsync per commit); `off` and unknown values are refused.
+#[tokio::test]
+async fn sqlite_synchronous_comes_from_the_url() {
+    use antcode_core::store::sql::SqlStore;
+    let dir = tempfile::tempdir().unwrap();
+    let url =
+        |name: &str, query: &str| format!("sqlite://{}{query}", dir.path().join(name).display());
+    let level = |s: SqlStore| async move { s.sqlite_synchronous().await.unwrap() };
+    let default = SqlStore::connect(&url("a.db", "")).await.unwrap();
+    assert_eq!(level(default).await, Some(2), "full unless asked");
+    let normal = SqlStore::connect(&url("b.db", "?synchronous=normal"))
+        .await
+        .unwrap();
+    assert_eq!(level(normal).await, Some(1));
+    // Beside sqlx's own parameters, in any case.
+    let extra = SqlStore::connect(&url("c.db", "?mode=rwc&synchronous=EXTRA"))
+        .await
+        .unwrap();
+    assert_eq!(level(extra).await, Some(3));
+    for refused in ["?synchronous=off", "?synchronous=fast"] {
+        match SqlStore::connect(&url("d.db", refused)).await {
+            Err(StoreError::Config(msg)) => {
+                assert!(msg.contains("normal, full or extra"), "{msg}")
+            }
+            Err(other) => panic!("{refused}: expected Config, got {other:?}"),
+            Ok(_) => panic!("{refused} must be refused"),
+        }
+        assert!(
+            !dir.path().join("d.db").exists(),
+            "a refused url creates no database"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- one test per behaviour per engine
 
 fn fire(f: &Fixture, due: i64, held: bool) -> Fire {

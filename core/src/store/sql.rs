@@ -247,6 +247,54 @@ fn bind_audit<'q>(q: AnyQuery<'q>, a: &'q AuditEntry) -> AnyQuery<'q> {
         .bind(&a.outcome)
 }
 
+/// Takes `synchronous=…` out of a SQLite URL (sqlx does not know it): `normal`, `full` or
+/// `extra`, applied to every pooled connection. Unset, SQLite's default for our connections
+/// holds: `full`, an fsync per commit, so an answered write survives a power loss. `normal` is
+/// SQLite's advice for WAL databases: no fsync per commit, never a corrupt database, but the
+/// last commits before a power loss or OS crash (not a crash of antcode) may be rolled back.
+/// `off` is refused: it can corrupt the database on such a crash.
+fn take_synchronous(url: &str) -> StoreResult<(String, Option<&'static str>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut level = None;
+    let mut kept = Vec::new();
+    for param in query.split('&') {
+        let Some(value) = param.strip_prefix("synchronous=") else {
+            kept.push(param);
+            continue;
+        };
+        level = Some(match value.to_ascii_lowercase().as_str() {
+            "normal" => "NORMAL",
+            "full" => "FULL",
+            "extra" => "EXTRA",
+            _ => {
+                return Err(StoreError::Config(format!(
+                    "sqlite synchronous={value:?} is not supported; use normal, full or extra"
+                )))
+            }
+        });
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, level))
+}
+
+async fn set_synchronous(
+    conn: &mut sqlx::AnyConnection,
+    level: Option<&'static str>,
+) -> Result<(), sqlx::Error> {
+    if let Some(level) = level {
+        sqlx::query(&format!("PRAGMA synchronous = {level}"))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Key of the PostgreSQL advisory lock that serialises migrations (per database).
 const PG_MIGRATION_LOCK: i64 = 0x0061_6e74_636f_6465; // "antcode"
 
@@ -271,18 +319,23 @@ impl SqlStore {
                 url.split(':').next().unwrap_or("")
             ))
         })?;
+        let (url, synchronous) = match dialect {
+            Dialect::Sqlite => take_synchronous(url)?,
+            _ => (url.to_string(), None),
+        };
         let url = match dialect {
             Dialect::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{sep}mode=rwc")
             }
-            _ => url.to_string(),
+            _ => url,
         };
         // A pooled SQLite connection is a file handle on a thread of its own: it cannot go stale
         // the way a network connection does, and a check before each use would cost a round
         // trip to that thread per statement.
         let check_before_use = dialect != Dialect::Sqlite;
         let pool = AnyPoolOptions::new()
+            .after_connect(move |conn, _| Box::pin(set_synchronous(conn, synchronous)))
             .max_connections(max_connections.max(1))
             // Fail a request (and the start) after a few seconds without a connection instead
             // of sqlx's 30 s: callers retry, /readyz reports it, and a wrong URL is named quickly.
@@ -293,6 +346,7 @@ impl SqlStore {
         let writes = match dialect {
             Dialect::Sqlite => {
                 AnyPoolOptions::new()
+                    .after_connect(move |conn, _| Box::pin(set_synchronous(conn, synchronous)))
                     .max_connections(1)
                     // Waiting here is queueing behind other writes, not an unreachable server.
                     .acquire_timeout(Duration::from_secs(30))
@@ -318,6 +372,9 @@ impl SqlStore {
             })
             .await?;
             while_locked(|| store.migrate(&url)).await?;
+            if let Some(level) = synchronous {
+                tracing::info!("sqlite: synchronous={level} on every connection");
+            }
         } else {
             store.migrate(&url).await?;
         }
@@ -326,6 +383,19 @@ impl SqlStore {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// SQLite's `PRAGMA synchronous` on a pooled connection (0 off, 1 normal, 2 full, 3
+    /// extra); `None` on the servers. What `?synchronous=` on the URL chose, for the start-up
+    /// log and the tests.
+    pub async fn sqlite_synchronous(&self) -> StoreResult<Option<i64>> {
+        if self.dialect != Dialect::Sqlite {
+            return Ok(None);
+        }
+        let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&self.writes)
+            .await?;
+        Ok(Some(level))
     }
 
     /// Rewrites `?` placeholders for the dialect (PostgreSQL wants `$1, $2, …`).

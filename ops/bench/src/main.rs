@@ -361,8 +361,15 @@ fn stage_means(
         .collect()
 }
 
-/// Cold and warm, one task each, on one `antcode up` with the broker at `broker_url`.
-async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<(Measured, Measured)> {
+/// Cold and warm, one task each, on one `antcode up` with the broker at `broker_url` and
+/// SQLite's `synchronous` at `sqlite_synchronous` (its default, `full`, when `None`); with
+/// `warm_only`, the cold one is skipped.
+async fn measure_antcode(
+    a: &Args,
+    broker_url: &str,
+    sqlite_synchronous: Option<&str>,
+    warm_only: bool,
+) -> anyhow::Result<(Measured, Measured)> {
     let dir = tempfile::tempdir()?;
     let mut cfg = UpConfig::new(dir.path().to_path_buf());
     cfg.broker_url = broker_url.to_string();
@@ -370,6 +377,7 @@ async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<(Measured
     cfg.edge_addr = "127.0.0.1:0".parse()?;
     cfg.admin_password = PASSWORD.into();
     cfg.runner_slots = a.slots;
+    cfg.sqlite_synchronous = sqlite_synchronous.map(str::to_string);
     let running = up::start(cfg).await?;
     let api = login(running.control_addr).await?;
     let form = reqwest::multipart::Form::new().text("name", "noop").part(
@@ -387,7 +395,7 @@ async fn measure_antcode(a: &Args, broker_url: &str) -> anyhow::Result<(Measured
         .await?;
     let mut measured = Vec::new();
     for warm in [false, true] {
-        if a.warm_only && !warm {
+        if warm_only && !warm {
             measured.push(Measured::skipped());
             continue;
         }
@@ -528,14 +536,16 @@ async fn main() -> anyhow::Result<()> {
     let (bare_p50, bare_p99) = (floors[0].1, floors[0].2);
     // The warm fork by itself, before the system is up: what the fresh process costs alone.
     let fork_alone = fork::measure(1000).await?;
-    let (ours, warm) = measure_antcode(&a, "memory://").await?;
+    let (ours, warm) = measure_antcode(&a, "memory://", None, a.warm_only).await?;
+    // The same warm task without an fsync per commit: what SQLite's durability costs.
+    let (_, warm_normal) = measure_antcode(&a, "memory://", Some("normal"), true).await?;
     // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
     let on_redis = format!(
         "redis://127.0.0.1:6379/3?prefix=bench-runs-{}",
         std::process::id()
     );
     let redis = match a.redis {
-        true => Some(measure_antcode(&a, &on_redis).await?),
+        true => Some(measure_antcode(&a, &on_redis, None, a.warm_only).await?),
         false => None,
     };
     // Printed now, so a failing peer does not lose our numbers.
@@ -573,6 +583,10 @@ async fn main() -> anyhow::Result<()> {
     };
     row("AntCode cold (up: embedded broker, SQLite)", &ours);
     row("AntCode warm (`warm: true`, forked from the zygote)", &warm);
+    row(
+        "AntCode warm, SQLite `synchronous=normal` (no fsync per commit)",
+        &warm_normal,
+    );
     if let Some((cold, warm)) = &redis {
         row("AntCode cold (up: Redis broker, SQLite)", cold);
         row("AntCode warm (up: Redis broker, SQLite)", warm);
@@ -608,10 +622,16 @@ async fn main() -> anyhow::Result<()> {
             a.throughput_n as f64 / warm.throughput_s,
             a.throughput_n as f64 / c.throughput_s
         );
+        println!(
+            "Warm with SQLite synchronous=normal against Celery: throughput {:.0} vs {:.0} tasks/s",
+            a.throughput_n as f64 / warm_normal.throughput_s,
+            a.throughput_n as f64 / c.throughput_s
+        );
     }
     let mut staged = vec![
         ("cold, embedded broker", &ours),
         ("warm, embedded broker", &warm),
+        ("warm, synchronous=normal", &warm_normal),
     ];
     if let Some((cold, warm)) = &redis {
         staged.extend([("cold, Redis broker", cold), ("warm, Redis broker", warm)]);
@@ -638,6 +658,7 @@ async fn main() -> anyhow::Result<()> {
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
         "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": ours.cpu_ms_per_run, "switches_per_task": ours.switches_per_run},
         "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": warm.cpu_ms_per_run, "switches_per_task": warm.switches_per_run, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
+        "antcode_warm_sqlite_normal": {"p50_ms": warm_normal.p50_ms, "p99_ms": warm_normal.p99_ms, "sequential_s": warm_normal.sequential_s, "throughput_s": warm_normal.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": warm_normal.cpu_ms_per_run, "switches_per_task": warm_normal.switches_per_run},
         "antcode_redis": redis.as_ref().map(|(m, _)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
         "antcode_warm_redis": redis.as_ref().map(|(_, m)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
         "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s, "cpu_ms_per_task": c.cpu_ms_per_run, "switches_per_task": c.switches_per_run})),
