@@ -1014,11 +1014,13 @@ async fn workers_expire_and_drain(s: &Subject) {
     let b = &*s.broker;
     let (w1, w2) = (worker("w1"), worker("w2"));
     b.put_worker(&w2, Duration::from_secs(30)).await.unwrap();
-    b.put_worker(&w1, Duration::from_millis(400)).await.unwrap();
+    b.put_worker(&w1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(
         s.twin.workers().await.unwrap(),
         vec![w1.clone(), w2.clone()]
     );
+    // w1's last report is a short one, then it stops reporting.
+    b.put_worker(&w1, Duration::from_millis(400)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         b.workers().await.unwrap(),
