@@ -1,9 +1,9 @@
 //! The audit trail: one [`AuditEntry`] per mutation (and per refused mutation), with who, what,
 //! which resource, before/after (secrets redacted), from where and how it ended.
 //!
-//! Entries are written by one task ([`AuditLog`]): a request's entry joins those waiting and
-//! they are stored together, one commit for many, instead of a commit of its own after every
-//! mutation. Reading the trail through the API first waits for what was recorded before it,
+//! Entries are written by one task ([`AuditLog`]): a request's entry joins those waiting (the
+//! first waits up to `LINGER` for others) and they are stored together, one commit for many,
+//! instead of a commit of its own after every mutation. Reading the trail through the API first waits for what was recorded before it,
 //! so a caller always sees its own entries; shutdown waits for all of them.
 
 use std::sync::Arc;
@@ -113,6 +113,10 @@ pub async fn record_as(
 const QUEUED_MAX: usize = 4096;
 /// Entries stored together, at most.
 const BATCH_MAX: usize = 256;
+/// How long the first entry of a batch waits for others. Entries live only in memory this
+/// long (plus their commit): a crash of the process within it loses them, as it loses the
+/// queue; shutdown stores them.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum Message {
     Entry(Box<AuditEntry>),
@@ -154,14 +158,15 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Entry(e) => batch.push(*e),
-                Message::Flush(done) => waiting.push(done),
-            }
-            if batch.len() < BATCH_MAX {
-                next = rx.try_recv().ok();
+        take(first, &mut batch, &mut waiting);
+        // Linger for company: on SQLite every commit is an fsync on the one write connection,
+        // which the next trigger's commit then queues behind. A flush (a reader of the trail,
+        // shutdown) or a full batch ends the wait at once.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while waiting.is_empty() && batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(message)) => take(message, &mut batch, &mut waiting),
+                Ok(None) | Err(_) => break,
             }
         }
         // The mutations already happened; a lost audit row is logged loudly rather than
@@ -179,6 +184,13 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+fn take(message: Message, batch: &mut Vec<AuditEntry>, waiting: &mut Vec<oneshot::Sender<()>>) {
+    match message {
+        Message::Entry(e) => batch.push(*e),
+        Message::Flush(done) => waiting.push(done),
     }
 }
 

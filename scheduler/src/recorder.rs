@@ -17,6 +17,10 @@ use antcode_core::Shutdown;
 use crate::SchedulerConfig;
 
 const GROUP: &str = "recorder";
+/// Events applied together, at most.
+const BATCH_MAX: usize = 256;
+/// How long a batch of starts waits for company (see `with_company`).
+const STARTS_LINGER: Duration = Duration::from_millis(10);
 /// Longest pause between two tries of an event the store refused (it was unreachable). Kept
 /// well under `lost_after`: once the database is back, the run's real end must be applied
 /// before compensation, which also waits for the database, can presume the run lost.
@@ -32,10 +36,10 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
             pause = Duration::from_millis(100);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                b = config.broker.read_events(GROUP, &config.instance_id, 256, Duration::from_secs(1)) => b,
+                b = config.broker.read_events(GROUP, &config.instance_id, BATCH_MAX, Duration::from_secs(1)) => b,
             };
             match batch {
-                Ok(events) => events,
+                Ok(events) => with_company(&config, events).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "recorder: reading events failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -85,6 +89,38 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
             tracing::warn!(error = %e, "recorder: ack failed; events will be applied again (idempotent)");
         }
     }
+}
+
+/// A batch of starts only waits up to [`STARTS_LINGER`] for more events before it is applied:
+/// nobody waits on a start the way `invoke` waits on an end, and a short run's end then shares
+/// its start's commit (on SQLite an fsync on the one write connection, which triggers queue
+/// behind). A batch with an end in it is applied at once.
+async fn with_company(
+    config: &SchedulerConfig,
+    mut events: Vec<(String, RunEvent)>,
+) -> Vec<(String, RunEvent)> {
+    let deadline = tokio::time::Instant::now() + STARTS_LINGER;
+    while events.len() < BATCH_MAX
+        && events
+            .iter()
+            .all(|(_, e)| matches!(e.kind, RunEventKind::Started))
+    {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match config
+            .broker
+            .read_events(GROUP, &config.instance_id, BATCH_MAX - events.len(), left)
+            .await
+        {
+            Ok(more) if !more.is_empty() => events.extend(more),
+            // Nothing more came, or the broker failed: apply what we have (a failure shows up
+            // again on the next read).
+            _ => break,
+        }
+    }
+    events
 }
 
 /// Applies one event. `Ok` means "done with it" (applied, or refused as stale).
