@@ -3,8 +3,9 @@
 //!
 //! Entries are written by one task ([`AuditLog`]): a request's entry joins those waiting (the
 //! first waits up to `LINGER` for others) and they are stored together, one commit for many,
-//! instead of a commit of its own after every mutation. Reading the trail through the API first waits for what was recorded before it,
-//! so a caller always sees its own entries; shutdown waits for all of them.
+//! instead of a commit of its own after every mutation. Reading the trail through the API
+//! first waits for what was recorded before it, so a caller always sees its own entries;
+//! shutdown waits for all of them.
 
 use std::sync::Arc;
 

@@ -2,13 +2,14 @@
 
 Started as `python zygote.py BUNDLE_DIR` by one runner, for one (virtualenv, project version),
 with a SOCK_SEQPACKET control socket as stdin. It imports `site` (by starting) and the project's
-declared preload modules, then waits. Each control message is one run: a JSON request with three
-file descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe): a line of
-JSON (argv, cwd, limits), then the run's environment as the kernel lays one out ("K=V" entries,
-each ended by a NUL, the run-id markers first). The zygote forks; the child turns itself into the run exactly as a cold `python ENTRY ARGS...` would be
-(own session, rlimits, the run's environment only, working directory, fds 0-2, sys.argv,
-sys.path[0], __main__), sends its pid on the reply socket and runs the entrypoint. The zygote is
-the parent, so it reaps the child and sends its wait status and peak RSS on the same socket.
+declared preload modules, then waits. Each control message is one run, with three file
+descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe): a line of JSON
+(argv, cwd, limits), then the run's environment as the kernel lays one out ("K=V" entries, each
+ended by a NUL, the run-id markers first). The zygote forks; the child turns itself into the
+run exactly as a cold `python ENTRY ARGS...` would be (own session, rlimits, the run's
+environment only, working directory, fds 0-2, sys.argv, sys.path[0], __main__), sends its pid
+on the reply socket and runs the entrypoint. The zygote is the parent, so it reaps the child
+and sends its wait status and peak RSS on the same socket.
 
 Single-threaded on purpose: fork() copies only the calling thread.
 """
@@ -123,9 +124,9 @@ def _preload(bundle_dir):
 
 def _warm_up(bundle_dir):
     """Does once, in the zygote, what each child would otherwise do first: state built on first
-    use (the compiler's AST types, the JSON codecs, path functions) then
-    sits in pages every child shares, instead of being built again in each, which cost about a
-    millisecond per run."""
+    use (the compiler's AST types, the JSON codecs, path functions) then sits in pages every
+    child shares, instead of being built again in each, which cost about a millisecond per
+    run."""
     compile("pass", "<zygote>", "exec", dont_inherit=True)
     _rewrite_env_block(b"".join(k + b"=" + v + b"\0" for k, v in os.environb.items()))
     json.loads(json.dumps({"argv": [bundle_dir], "cwd": bundle_dir, "limits": []}))
