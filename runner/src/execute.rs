@@ -590,8 +590,8 @@ pub fn task_env(
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
     env.insert("TMPDIR".into(), work_dir.join(".tmp").display().to_string());
     for (k, v) in job_env {
-        // A name with '=' or NUL cannot be passed to exec; skip it rather than fail the spawn.
-        if !k.is_empty() && !k.contains('=') && !k.contains('\0') && !v.contains('\0') {
+        // Skipped rather than failing the spawn.
+        if process::exec_can_pass(k, v) {
             env.insert(k.clone(), v.clone());
         }
     }

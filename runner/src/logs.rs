@@ -26,7 +26,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const CHUNK_BYTES: usize = 64 * 1024;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 pub const LOG_CAP: u64 = 256 * 1024 * 1024;
-/// Lines in flight between a reader thread and the sink (at most 64 × 64 KiB per run).
+/// Lines in flight between a pipe's reader and the sink (at most 64 × 64 KiB per run).
 pub const CHANNEL_LINES: usize = 64;
 /// Logs up to this size are kept and archived in memory; a larger one goes to a spill file
 /// first, and is compressed file to file.

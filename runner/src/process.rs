@@ -191,6 +191,12 @@ pub fn signal_group(pid: i32, signal: Signal) {
 pub const RUN_ID_VAR: &str = "ANTCODE_RUN_ID";
 pub const ATTEMPT_VAR: &str = "ANTCODE_ATTEMPT";
 
+/// Whether exec can pass this environment entry: a name that is not empty and holds no `=` or
+/// NUL, a value without NUL.
+pub fn exec_can_pass(name: &str, value: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0']) && !value.contains('\0')
+}
+
 /// SIGKILLs every process whose initial environment (`/proc/<pid>/environ`) carries this
 /// attempt's marker, and returns how many it killed. This finds descendants that escaped the
 /// process group (daemonised with `setsid()`), which `killpg` cannot reach; one that also

@@ -194,8 +194,16 @@ impl Zygotes {
 
     /// The live zygote of `key`, if there is one.
     fn running(&self, key: &ZygoteKey) -> Option<Arc<Zygote>> {
-        let mut live = lock(&self.live);
-        self.prune(&mut live, Some(key), false);
+        self.reuse(&mut lock(&self.live), key)
+    }
+
+    /// The live zygote of `key` in `live`, marked used now; dead and idle-expired ones go first.
+    fn reuse(
+        &self,
+        live: &mut HashMap<ZygoteKey, Arc<Zygote>>,
+        key: &ZygoteKey,
+    ) -> Option<Arc<Zygote>> {
+        self.prune(live, Some(key), false);
         let z = live.get(key)?;
         *lock(&z.last_used) = Instant::now();
         Some(z.clone())
@@ -209,13 +217,11 @@ impl Zygotes {
         bundle: (&BundleRef, &Path),
     ) -> Result<(Arc<Zygote>, bool), String> {
         let mut live = lock(&self.live);
+        if let Some(z) = self.reuse(&mut live, key) {
+            return Ok((z, true));
+        }
         // Memory is weighed only when a zygote is about to start (and on the reaper's tick):
         // reading every zygote's size on each run would cost a file read per zygote per run.
-        self.prune(&mut live, Some(key), false);
-        if let Some(z) = live.get(key) {
-            *lock(&z.last_used) = Instant::now();
-            return Ok((z.clone(), true));
-        }
         self.prune(&mut live, Some(key), true);
         if live.len() >= self.cfg.max_count && !evict_lru(&mut live, None) {
             return Err(format!(
@@ -512,8 +518,8 @@ impl Drop for Zygote {
 
 /// The request as the script reads it: a line of JSON (argv, cwd, limits), then the environment
 /// as `K=V` entries each ended by a NUL, the run-id markers first (the script writes them over
-/// its initial environment block, which may not fit them all). An entry exec could not pass (a
-/// name with `=` or NUL, a value with NUL) is left out, as `task_env` leaves it out.
+/// its initial environment block, which may not fit them all). An entry exec could not pass
+/// ([`process::exec_can_pass`]) is left out, as `task_env` leaves it out.
 fn request_body(req: &Request) -> Vec<u8> {
     let head = serde_json::json!({
         "argv": req.argv,
@@ -529,7 +535,7 @@ fn request_body(req: &Request) -> Vec<u8> {
         .iter()
         .filter(|(k, _)| !markers.contains(&k.as_str()));
     for (key, value) in first.chain(rest) {
-        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+        if !process::exec_can_pass(key, value) {
             continue;
         }
         body.extend_from_slice(key.as_bytes());

@@ -117,7 +117,6 @@ fn rows_of(row: &str, n: usize) -> String {
     vec![row; n].join(", ")
 }
 
-/// The job a new run publishes for its first attempt.
 /// The run `create_run` inserts, as reading it back would return it (the conformance suite
 /// checks that): answering from memory saves a read per trigger.
 fn queued_run(id: String, new: &NewRun, now: i64) -> Run {
@@ -150,6 +149,7 @@ fn queued_run(id: String, new: &NewRun, now: i64) -> Run {
     }
 }
 
+/// The job a new run publishes for its first attempt.
 fn first_job(run_id: &str, new: &NewRun) -> Job {
     let (task, version) = (&new.task, &new.version);
     Job {
@@ -386,8 +386,8 @@ impl SqlStore {
     }
 
     /// SQLite's `PRAGMA synchronous` on a pooled connection (0 off, 1 normal, 2 full, 3
-    /// extra); `None` on the servers. What `?synchronous=` on the URL chose, for the start-up
-    /// log and the tests.
+    /// extra); `None` on the servers: what `?synchronous=` on the URL chose, for diagnostics and
+    /// the tests.
     pub async fn sqlite_synchronous(&self) -> StoreResult<Option<i64>> {
         if self.dialect != Dialect::Sqlite {
             return Ok(None);
