@@ -169,21 +169,33 @@ impl BundleCache {
 /// memory-mapped, so a large bundle costs page cache, not heap. Blocking.
 pub fn unpack(bundle: &BundleRef, file: &Path, dest: &Path) -> Result<(), BundleFetchError> {
     std::fs::create_dir_all(dest)?;
-    let f = std::fs::File::open(file)?;
+    let mut f = std::fs::File::open(file)?;
     let len = f.metadata()?.len();
-    // SAFETY: cache files are never written in place: they are created by renaming a complete
-    // temporary file and only ever unlinked, which leaves an existing mapping intact.
-    let map = if len == 0 {
-        None
+    // A small bundle is read: mapping and unmapping it would cost more than the copy (an unmap
+    // in this many-threaded process interrupts every core running one of its threads).
+    let read;
+    let map;
+    let bytes: &[u8] = if len <= READ_BELOW {
+        let mut buf = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut f, &mut buf)?;
+        read = buf;
+        &read
     } else {
-        Some(unsafe { memmap2::Mmap::map(&f)? })
+        // SAFETY: cache files are never written in place: they are created by renaming a
+        // complete temporary file and only ever unlinked, which leaves an existing mapping
+        // intact.
+        map = unsafe { memmap2::Mmap::map(&f)? };
+        &map
     };
     extract(
         bundle.format,
-        map.as_deref().unwrap_or(&[]),
+        bytes,
         bundle.file_name.as_deref(),
         dest,
         Limits::default(),
     )?;
     Ok(())
 }
+
+/// Bundles up to this size are read into memory to be unpacked, larger ones mapped.
+const READ_BELOW: u64 = 1 << 20;

@@ -8,12 +8,13 @@
 //! does not break console-script shebangs. Every user of an environment holds a second lock
 //! shared ("in use"), which the collector must get exclusively, without waiting, to remove it.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -226,7 +227,20 @@ pub struct Venvs {
     gc: GcPolicy,
     /// One collection at a time in this process (others are excluded by the file locks).
     collecting: Mutex<()>,
+    /// Environments this process holds in use, by key (see [`Venvs::already_in_use`]).
+    in_use: Mutex<HashMap<String, InUse>>,
 }
+
+/// One environment's "in use" lock as this process holds it: shared by every [`Venv`] of it.
+struct InUse {
+    lock: Weak<File>,
+    /// When its ready marker was last touched (the collector's least-recently-used order).
+    touched: Instant,
+}
+
+/// How often an environment held in use all along has its ready marker touched: the collector
+/// never takes one in use, so the marker only orders it once it is idle.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 const READY: &str = ".antcode-ready";
 /// The environment's size in bytes, measured once when it is built.
@@ -243,6 +257,7 @@ impl Venvs {
             uv,
             gc,
             collecting: Mutex::new(()),
+            in_use: Mutex::default(),
         }
     }
 
@@ -264,8 +279,11 @@ impl Venvs {
     /// in use until the returned [`Venv`] (and its clones) are dropped. Blocking: call it from
     /// `spawn_blocking`.
     pub fn ensure(&self, python_version: Option<&str>, deps: &Deps) -> Result<Venv, VenvError> {
-        std::fs::create_dir_all(&self.root)?;
         let key = env_key(python_version, deps);
+        if let Some(venv) = self.already_in_use(&key) {
+            return Ok(venv);
+        }
+        std::fs::create_dir_all(&self.root)?;
         let dir = self.root.join(&key);
         let lock_path = self.lock_path(&key);
         let ready = |dir: &Path| dir.join(READY).is_file() && dir.join("bin/python").exists();
@@ -287,11 +305,17 @@ impl Venvs {
                 } else {
                     metrics::counter!("antcode_runner_venv_cache_hits_total").increment(1);
                 }
+                let guard = Arc::new(guard);
+                let held = InUse {
+                    lock: Arc::downgrade(&guard),
+                    touched: Instant::now(),
+                };
+                lock(&self.in_use).insert(key, held);
                 return Ok(Venv {
                     dir: dir.clone(),
                     python: dir.join("bin/python"),
                     built,
-                    _in_use: Arc::new(guard),
+                    _in_use: guard,
                 });
             }
             let building = lock_file(&self.build_lock_path(&key), Mode::Exclusive)?
@@ -306,6 +330,30 @@ impl Venvs {
             // in between.
             drop(building);
         }
+    }
+
+    /// The environment if a [`Venv`] of it is alive in this process: its shared lock is then
+    /// held, so no collector can take it, and a run shares that lock instead of opening and
+    /// locking its own (a dozen file system calls per run, one of which writes an inode).
+    fn already_in_use(&self, key: &str) -> Option<Venv> {
+        let mut in_use = lock(&self.in_use);
+        let held = in_use.get_mut(key)?;
+        let Some(guard) = held.lock.upgrade() else {
+            in_use.remove(key);
+            return None;
+        };
+        let dir = self.root.join(key);
+        if held.touched.elapsed() >= TOUCH_EVERY {
+            touch(&dir.join(READY));
+            held.touched = Instant::now();
+        }
+        metrics::counter!("antcode_runner_venv_cache_hits_total").increment(1);
+        Some(Venv {
+            python: dir.join("bin/python"),
+            dir,
+            built: false,
+            _in_use: guard,
+        })
     }
 
     /// Builds `dir` while holding its build lock.
@@ -451,7 +499,7 @@ impl Venvs {
     /// Removes least recently used environments beyond the [`GcPolicy`], never one in use, plus
     /// leftovers of crashed builds and collections. Blocking.
     pub fn collect_garbage(&self) -> std::io::Result<GcReport> {
-        let _one = self.collecting.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = lock(&self.collecting);
         let mut envs = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Ok(GcReport::default());
@@ -572,6 +620,11 @@ fn lock_file(path: &Path, mode: Mode) -> std::io::Result<Option<File>> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A mutex's guard; a panic elsewhere while it was held leaves nothing half-done here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Bytes on disk under `path` (allocated blocks; symlinks are not followed).

@@ -3,34 +3,39 @@
 Started as `python zygote.py BUNDLE_DIR` by one runner, for one (virtualenv, project version),
 with a SOCK_SEQPACKET control socket as stdin. It imports `site` (by starting) and the project's
 declared preload modules, then waits. Each control message is one run, with three file
-descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe): a line of JSON
-(argv, cwd, limits), then the run's environment as the kernel lays one out ("K=V" entries, each
-ended by a NUL, the run-id markers first). The zygote forks; the child turns itself into the
+descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe), made of fields
+each ended by a NUL: the working directory; the number of arguments, then the arguments
+(argv[0] is the entrypoint); the number of limits, then each limit's name, soft and hard value;
+then the run's environment as the kernel lays one out ("K=V" entries, the run-id markers
+first). Replies are one line of JSON each. The zygote forks; the child turns itself into the
 run exactly as a cold `python ENTRY ARGS...` would be (own session, rlimits, the run's
 environment only, working directory, fds 0-2, sys.argv, sys.path[0], __main__), sends its pid
 on the reply socket and runs the entrypoint. The zygote is the parent, so it reaps the child
 and sends its wait status and peak RSS on the same socket.
 
-Single-threaded on purpose: fork() copies only the calling thread.
+Single-threaded on purpose: fork() copies only the calling thread. Lean on purpose: every page
+the zygote holds is a page table entry each fork copies and each exit clears, so it imports
+only C modules beyond what `site` loads (`_socket`, not `socket`; `_signal`, not `signal`; no
+`json`, whose `re` and `enum` would double its heap).
 """
 
 import _signal
-import array
+import _socket
 import atexit
 import builtins
 import gc
-import json
 import os
 import resource
 import select
-import signal
-import socket
 import sys
-from importlib.machinery import SourceFileLoader
+# The class a cold start gives __main__ as its loader, already loaded (importlib.machinery
+# would import the importlib package and warnings into every child's pages).
+from _frozen_importlib_external import SourceFileLoader
 
 # A request larger than this (argv + env) is refused; the runner then starts the run cold.
 MAX_REQUEST = 1 << 20
-RLIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "nofile": resource.RLIMIT_NOFILE}
+RLIMITS = {b"as": resource.RLIMIT_AS, b"cpu": resource.RLIMIT_CPU, b"nofile": resource.RLIMIT_NOFILE}
+FD_SIZE = 4  # a C int, as SCM_RIGHTS carries descriptors
 
 
 def _env_block():
@@ -51,50 +56,65 @@ def _rewrite_env_block(block):
     """Writes the run's environment (`K=V\\0` entries) over the initial block, so
     /proc/PID/environ of the run and of every process it forks shows the run's variables (the
     runner finds escaped descendants by the run-id marker there, as in cold mode). The zygote
-    was started with a padding variable to make room; entries that do not fit are left out
-    (the runner sends the markers first). Written through /proc/self/mem: no ctypes, whose
-    call machinery a child would otherwise copy page by page."""
+    was started with a padding variable to make room, and zeroed the block once (`_warm_up`):
+    a child writes only its own entries, so only the pages they cover are copied. Entries that
+    do not fit are left out (the runner sends the markers first). Written through
+    /proc/self/mem: no ctypes, whose call machinery a child would otherwise copy page by page."""
     start, end = ENV_BLOCK
     size = end - start
     if size <= 0:
         return
     if len(block) >= size:
         block = block[: block.rfind(b"\0", 0, size - 1) + 1]
-    data = block + b"\0" * (size - len(block))
+    _write_memory(start, block)
+
+
+def _write_memory(address, data):
     try:
         fd = os.open("/proc/self/mem", os.O_WRONLY)
         try:
-            os.pwrite(fd, data, start)
+            os.pwrite(fd, data, address)
         finally:
             os.close(fd)
     except OSError:
         # Some sandboxes refuse writes through /proc/self/mem: the slower way, in this child only.
         import ctypes
 
-        ctypes.memmove(start, data, size)
+        ctypes.memmove(address, data, len(data))
 
 
 def _recv_request(ctl):
     """One request and its fds; None at end of file (the runner closed the socket)."""
-    fds = array.array("i")
-    msg, anc, flags, _ = ctl.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(3 * fds.itemsize))
+    fds = []
+    msg, anc, flags, _ = ctl.recvmsg(MAX_REQUEST, _socket.CMSG_SPACE(3 * FD_SIZE))
     for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            for at in range(0, len(data) - FD_SIZE + 1, FD_SIZE):
+                fds.append(int.from_bytes(data[at : at + FD_SIZE], sys.byteorder, signed=True))
     if not msg and not fds:
         return None
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 3:
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC) or len(fds) != 3:
         for fd in fds:
             os.close(fd)
         return "bad", None
-    return msg, list(fds)
+    return msg, fds
 
 
-def _send(sock, obj):
+def _send(sock, reply):
+    """Sends one reply (bytes of JSON); a runner that gave up on the run is not told."""
     try:
-        sock.send(json.dumps(obj).encode())
+        sock.send(reply)
     except OSError:
-        pass  # the runner gave up on this run; nothing to tell
+        pass
+
+
+def _error(message):
+    """The JSON reply `{"error": message}`, escaped by hand (the zygote has no json module)."""
+    escaped = "".join(
+        "\\u%04x" % ord(c) if c < " " or c in '"\\' or "\ud800" <= c <= "\udfff" else c
+        for c in message
+    )
+    return ('{"error": "%s"}' % escaped).encode()
 
 
 def _preload(bundle_dir):
@@ -128,21 +148,39 @@ def _warm_up(bundle_dir):
     child shares, instead of being built again in each, which cost about a millisecond per
     run."""
     compile("pass", "<zygote>", "exec", dont_inherit=True)
-    _rewrite_env_block(b"".join(k + b"=" + v + b"\0" for k, v in os.environb.items()))
-    json.loads(json.dumps({"argv": [bundle_dir], "cwd": bundle_dir, "limits": []}))
+    _forget_environment()
+    _parse_request(_request_example(bundle_dir))
     os.path.dirname(os.path.realpath(os.path.abspath(bundle_dir)))
+
+
+def _forget_environment():
+    """Empties the zygote's environment, libc's and os.environ's, and zeroes its initial block,
+    so that a child adds the run's variables to nothing and writes only its own entries into
+    the block. Nothing in the zygote reads the environment after this."""
+    for key in list(os.environ._data):
+        os.unsetenv(key)
+    os.environ._data.clear()
+    start, end = ENV_BLOCK
+    if end > start:
+        _write_memory(start, bytes(end - start))
+
+
+def _request_example(bundle_dir):
+    """A request as the runner sends one, for the warm-up."""
+    path = os.fsencode(bundle_dir)
+    return b"\0".join([path, b"1", path, b"1", b"nofile", b"1", b"1", b"A=1", b""])
 
 
 def serve(bundle_dir):
     """The zygote's loop. Returns only in a forked child: (request, reply socket)."""
     sys.path[0] = bundle_dir
     _preload(bundle_dir)
-    ctl = socket.socket(fileno=0)
+    ctl = _socket.socket(fileno=0)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda *_: None)
     running = {}  # child pid -> its reply socket
     poller = select.poll()
     poller.register(0, select.POLLIN)
@@ -170,20 +208,19 @@ def serve(bundle_dir):
                 continue
             # The request is parsed in the child: everything the zygote allocates between
             # forks is a page the next fork makes copy-on-write again.
-            reply = socket.socket(fileno=fds[0])
+            reply = _socket.socket(fileno=fds[0])
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
             except OSError as e:
-                _send(reply, {"error": "zygote: %s" % e})
+                _send(reply, _error("zygote: %s" % e))
                 reply.close()
                 os.close(fds[1])
                 os.close(fds[2])
                 continue
             if pid == 0:
                 # The child: drop the zygote's loop state before anything else.
-                # `_signal`, not `signal`: the module's enum wrapping costs 0.4 ms here.
                 _signal.set_wakeup_fd(-1)
                 _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
                 ctl.detach()
@@ -207,7 +244,7 @@ def _reap(running):
             return
         reply = running.pop(pid, None)
         if reply is not None:
-            _send(reply, {"pid": pid, "status": status, "maxrss": usage.ru_maxrss})
+            _send(reply, b'{"pid": %d, "status": %d, "maxrss": %d}' % (pid, status, usage.ru_maxrss))
             reply.close()
 
 
@@ -215,12 +252,11 @@ def become(msg, reply, out_fd, err_fd):
     """Turns this forked child into the run, before any user code: the same state a cold
     `python ENTRY ARGS...` spawned by the runner starts in. Returns the entrypoint's path."""
     os.setsid()
-    head, _, block = msg.partition(b"\n")
     try:
-        req = json.loads(head)
+        cwd, argv, limits, block = _parse_request(msg)
     except ValueError as e:
         # Nothing of the run has started: the runner reads this as a refused request.
-        _send(reply, {"error": "zygote: unreadable request: %s" % e})
+        _send(reply, _error("zygote: unreadable request: %s" % e))
         os._exit(127)
     # The runner signals the group: it must exist before the runner learns the pid.
     try:
@@ -234,23 +270,20 @@ def become(msg, reply, out_fd, err_fd):
     os.dup2(err_fd, 2)
     # A cold interpreter starts with nothing open past stderr.
     os.closerange(3, 1 << 16)
-    # The run's environment only, in libc's (for subprocesses and C code) and in os.environ's
-    # mapping of bytes (shared with os.environb), filled directly: its MutableMapping methods
-    # cost a copy-on-write page fault for nearly every object they touch.
+    # The run's environment only (the zygote emptied its own), in libc's (for subprocesses and
+    # C code) and in os.environ's mapping of bytes (shared with os.environb), filled directly:
+    # its MutableMapping methods cost a copy-on-write page fault for nearly every object they
+    # touch.
     data = os.environ._data
-    for key in data:
-        os.unsetenv(key)
-    data.clear()
     for entry in block.split(b"\0"):
         if entry:
             key, _, value = entry.partition(b"=")
             os.putenv(key, value)
             data[key] = value
     _rewrite_env_block(block)
-    os.chdir(req["cwd"])
+    os.chdir(cwd)
     # As the runner's cold spawn: never above the current hard limit (raising needs privileges).
-    for name, soft, hard in req["limits"]:
-        res = RLIMITS[name]
+    for res, soft, hard in limits:
         cur = resource.getrlimit(res)[1]
         if cur != resource.RLIM_INFINITY:
             hard = min(hard, cur)
@@ -258,11 +291,37 @@ def become(msg, reply, out_fd, err_fd):
     # A preload may have cached the zygote's temporary directory.
     if "tempfile" in sys.modules:
         sys.modules["tempfile"].tempdir = None
-    argv = req["argv"]
     sys.argv[:] = argv
     entry = os.path.abspath(argv[0])
     sys.path[0] = os.path.dirname(os.path.realpath(entry))
     return entry
+
+
+def _parse_request(msg):
+    """(cwd, argv, limits, environment block) of a request; ValueError if it is malformed.
+    Arguments are decoded as the interpreter decodes its command line (`os.fsdecode`)."""
+    fields = msg.split(b"\0")
+    at = 0
+
+    def take():
+        nonlocal at
+        if at >= len(fields) - 1:  # the last is what follows the final NUL
+            raise ValueError("request ends early")
+        at += 1
+        return fields[at - 1]
+
+    cwd = take()
+    argv = [os.fsdecode(take()) for _ in range(int(take()))]
+    if not argv:
+        raise ValueError("no entrypoint")
+    limits = []
+    for _ in range(int(take())):
+        name, soft, hard = take(), int(take()), int(take())
+        if name not in RLIMITS:
+            raise ValueError("unknown limit %r" % name)
+        limits.append((RLIMITS[name], soft, hard))
+    consumed = sum(len(f) + 1 for f in fields[:at])
+    return cwd, argv, limits, msg[consumed:]
 
 
 def run(entry):
@@ -325,8 +384,8 @@ def _exit(status, main, interrupted):
             status = 120
     if interrupted:
         # As the interpreter does: die of SIGINT so the parent sees the signal.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
     os._exit(status)
 
 

@@ -7,9 +7,9 @@
 //! is `zygote.py`, embedded in the binary; it documents the child's side.
 //!
 //! The zygote's stdin is one end of an anonymous `SOCK_SEQPACKET` socket pair (private: no path
-//! in the file system, nothing else can connect). Per run the runner sends one request (a
-//! line of JSON with argv, cwd and rlimits, then the environment as NUL-ended `K=V` entries,
-//! see `request_body`) with three descriptors attached (`SCM_RIGHTS`): a fresh reply
+//! in the file system, nothing else can connect). Per run the runner sends one request (NUL-ended
+//! fields: cwd, argv, rlimits, then the environment as `K=V` entries, see `request_body`)
+//! with three descriptors attached (`SCM_RIGHTS`): a fresh reply
 //! socket and the write ends of the stdout and stderr pipes the runner reads. The child starts
 //! its own session first and then sends its pid on the reply socket, so the runner can
 //! `killpg` the run exactly as in cold mode; the zygote, its parent, reaps it and sends the wait
@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -125,6 +126,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+#[derive(Debug)]
 enum ForkError {
     /// The zygote is gone (or never answered); no child of this request exists.
     Dead(String),
@@ -429,7 +431,7 @@ impl Zygote {
         .map_err(|e| other("reply socket", &e))?;
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
-        let body = request_body(req);
+        let body = request_body(req)?;
         let started = Instant::now();
         let fds = [theirs.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
         sendmsg::<()>(
@@ -516,18 +518,38 @@ impl Drop for Zygote {
     }
 }
 
-/// The request as the script reads it: a line of JSON (argv, cwd, limits), then the environment
-/// as `K=V` entries each ended by a NUL, the run-id markers first (the script writes them over
-/// its initial environment block, which may not fit them all). An entry exec could not pass
-/// ([`process::exec_can_pass`]) is left out, as `task_env` leaves it out.
-fn request_body(req: &Request) -> Vec<u8> {
-    let head = serde_json::json!({
-        "argv": req.argv,
-        "cwd": req.cwd,
-        "limits": limits_json(&req.limits),
-    });
-    let mut body = head.to_string().into_bytes();
-    body.push(b'\n');
+/// The request as the script reads it: fields each ended by a NUL, namely the working
+/// directory; the number of arguments, then the arguments (argv[0] is the entrypoint); the
+/// number of limits, then each one's name, soft and hard value; then the environment's `K=V`
+/// entries, the run-id markers first (the script writes them over its initial environment
+/// block, which may not fit them all). An entry exec could not pass
+/// ([`process::exec_can_pass`]) is left out, as `task_env` leaves it out; a NUL in an argument
+/// or the directory, which exec could not pass either, refuses the request (the run then
+/// starts cold and fails as a cold start does).
+fn request_body(req: &Request) -> Result<Vec<u8>, ForkError> {
+    let mut body = Vec::new();
+    let mut field = |bytes: &[u8]| -> Result<(), ForkError> {
+        if bytes.contains(&0) {
+            return Err(ForkError::Other(
+                "a NUL in the run's arguments or directory".to_string(),
+            ));
+        }
+        body.extend_from_slice(bytes);
+        body.push(0);
+        Ok(())
+    };
+    field(req.cwd.as_os_str().as_bytes())?;
+    field(req.argv.len().to_string().as_bytes())?;
+    for arg in &req.argv {
+        field(arg.as_bytes())?;
+    }
+    let limits = limit_fields(&req.limits);
+    field(limits.len().to_string().as_bytes())?;
+    for (name, soft, hard) in limits {
+        field(name.as_bytes())?;
+        field(soft.to_string().as_bytes())?;
+        field(hard.to_string().as_bytes())?;
+    }
     let markers = [process::RUN_ID_VAR, process::ATTEMPT_VAR];
     let first = markers.iter().filter_map(|k| req.env.get_key_value(*k));
     let rest = req
@@ -535,15 +557,11 @@ fn request_body(req: &Request) -> Vec<u8> {
         .iter()
         .filter(|(k, _)| !markers.contains(&k.as_str()));
     for (key, value) in first.chain(rest) {
-        if !process::exec_can_pass(key, value) {
-            continue;
+        if process::exec_can_pass(key, value) {
+            field(format!("{key}={value}").as_bytes())?;
         }
-        body.extend_from_slice(key.as_bytes());
-        body.push(b'=');
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
     }
-    body
+    Ok(body)
 }
 
 /// One reply message as JSON; `None` when the socket was closed without one.
@@ -558,24 +576,20 @@ async fn read_reply(sock: &tokio::net::UnixDatagram) -> io::Result<Option<serde_
         .map_err(|e| io::Error::other(format!("unreadable zygote reply: {e}")))
 }
 
-/// The limits as the script applies them: `[name, soft, hard]`, the same values the cold spawn
+/// The limits as the script applies them: `(name, soft, hard)`, the same values the cold spawn
 /// sets.
-fn limits_json(limits: &Limits) -> serde_json::Value {
+fn limit_fields(limits: &Limits) -> Vec<(&'static str, u64, u64)> {
     let mut out = Vec::new();
     if let Some(b) = limits.memory_bytes {
-        out.push(serde_json::json!(["as", b, b]));
+        out.push(("as", b, b));
     }
     if let Some(s) = limits.cpu_seconds {
-        out.push(serde_json::json!([
-            "cpu",
-            s,
-            s.saturating_add(process::CPU_KILL_AFTER)
-        ]));
+        out.push(("cpu", s, s.saturating_add(process::CPU_KILL_AFTER)));
     }
     if let Some(n) = limits.open_files {
-        out.push(serde_json::json!(["nofile", n, n]));
+        out.push(("nofile", n, n));
     }
-    serde_json::Value::Array(out)
+    out
 }
 
 #[cfg(test)]
@@ -602,17 +616,34 @@ mod tests {
             cwd: "/work".into(),
             limits: Limits::default(),
         };
-        let body = request_body(&req);
-        let newline = body.iter().position(|&b| b == b'\n').unwrap();
-        let head: serde_json::Value = serde_json::from_slice(&body[..newline]).unwrap();
+        let body = request_body(&req).unwrap();
         assert_eq!(
-            head["argv"][1], "line\nbreak",
-            "a newline in argv stays escaped"
+            body,
+            b"/work\x002\x00main.py\x00line\nbreak\x000\x00\
+              ANTCODE_RUN_ID=run-1\x00ANTCODE_ATTEMPT=2\x00A=1\x00B=x=y\nz\x00"
+                .as_slice()
         );
-        assert_eq!(head["cwd"], "/work");
+    }
+
+    #[test]
+    fn request_body_carries_the_limits_and_refuses_a_nul_in_an_argument() {
+        let mut req = Request {
+            argv: vec!["main.py".into()],
+            env: BTreeMap::new(),
+            cwd: "/w".into(),
+            limits: Limits {
+                memory_bytes: Some(1024),
+                cpu_seconds: Some(5),
+                open_files: None,
+            },
+        };
+        let hard_cpu = 5 + process::CPU_KILL_AFTER;
         assert_eq!(
-            &body[newline + 1..],
-            b"ANTCODE_RUN_ID=run-1\0ANTCODE_ATTEMPT=2\0A=1\0B=x=y\nz\0".as_slice()
+            request_body(&req).unwrap(),
+            format!("/w\x001\x00main.py\x002\x00as\x001024\x001024\x00cpu\x005\x00{hard_cpu}\x00")
+                .into_bytes()
         );
+        req.argv.push("a\0b".into());
+        assert!(matches!(request_body(&req), Err(ForkError::Other(_))));
     }
 }
