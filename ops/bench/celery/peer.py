@@ -1,11 +1,13 @@
 """Measures Celery the way bench-runs measures AntCode; prints one JSON object.
 
-Usage: python peer.py LATENCY_N THROUGHPUT_N SEQUENTIAL_N
-(the worker is started by bench-runs with the same number of processes as AntCode's slots).
+Usage: python peer.py LATENCY_N THROUGHPUT_N SEQUENTIAL_N [PRODUCERS]
+(the worker is started by bench-runs with the same number of processes as AntCode's slots; the
+throughput phase submits from PRODUCERS threads, as many as bench-runs uses against AntCode).
 """
 import json
 import os
 import sys
+import threading
 import time
 
 from tasks import noop
@@ -35,6 +37,7 @@ def machine_switches():
 
 def main():
     lat_n, tp_n, seq_n = (int(a) for a in sys.argv[1:4])
+    producers = max(1, int(sys.argv[4])) if len(sys.argv) > 4 else 1
     for _ in range(10):
         noop.apply_async().get(timeout=30)
     lat = []
@@ -48,7 +51,20 @@ def main():
     seq_s = time.perf_counter() - t
     t = time.perf_counter()
     cpu, switches = machine_cpu_ms(), machine_switches()
-    results = [noop.delay() for _ in range(tp_n)]
+    shares = [tp_n // producers + (i < tp_n % producers) for i in range(producers)]
+    submitted = [[] for _ in shares]
+
+    def produce(i):
+        submitted[i].extend(noop.delay() for _ in range(shares[i]))
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
+    for t_ in threads:
+        t_.start()
+    for t_ in threads:
+        t_.join()
+    results = [r for rs in submitted for r in rs]
+    if len(results) != tp_n:
+        raise SystemExit("submitted %d of %d" % (len(results), tp_n))
     for r in results:
         r.get(timeout=300)
     tp_s = time.perf_counter() - t

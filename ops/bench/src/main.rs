@@ -24,6 +24,8 @@ struct Args {
     latency_n: usize,
     throughput_n: usize,
     sequential_n: usize,
+    /// Concurrent submitters in the throughput phase, the same for AntCode and Celery.
+    producers: usize,
     celery_venv: Option<PathBuf>,
     /// Also measure AntCode on the machine's Redis (`--no-redis` skips it, for profiling).
     redis: bool,
@@ -37,6 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
         latency_n: 50,
         throughput_n: 2000,
         sequential_n: 40,
+        producers: 4,
         celery_venv: None,
         redis: true,
         warm_only: false,
@@ -49,6 +52,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--latency-n" => a.latency_n = value()?.parse()?,
             "--throughput-n" => a.throughput_n = value()?.parse()?,
             "--sequential-n" => a.sequential_n = value()?.parse()?,
+            "--producers" => a.producers = value()?.parse::<usize>()?.max(1),
             "--no-redis" => a.redis = false,
             "--warm-only" => a.warm_only = true,
             // Absolute: the worker is started from the celery directory, and a relative program
@@ -435,13 +439,23 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
     let t = Instant::now();
     let before = histogram_sums();
     let (cpu_before, switches_before) = (machine_cpu_ms(), machine_switches());
-    for _ in 0..a.throughput_n {
-        api.trigger(task_id).await?;
-    }
-    // Whether the submitting side (one client, one trigger at a time) was the limit.
+    // Several producers, each triggering its share one at a time, as Celery's peer submits:
+    // one client waiting for each answer measures that client's round trip, not the system.
+    let shares = (0..a.producers).map(|i| {
+        let share = a.throughput_n / a.producers + usize::from(i < a.throughput_n % a.producers);
+        async move {
+            for _ in 0..share {
+                api.trigger(task_id).await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    futures::future::try_join_all(shares).await?;
+    // Whether the submitting side was the limit.
     eprintln!(
-        "triggered {} runs in {:.2} s",
+        "triggered {} runs from {} producers in {:.2} s",
         a.throughput_n,
+        a.producers,
         t.elapsed().as_secs_f64()
     );
     // Runs are leased in order, so waiting on the newest unfinished one (on its change
@@ -493,6 +507,7 @@ fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> 
             a.latency_n.to_string(),
             a.throughput_n.to_string(),
             a.sequential_n.to_string(),
+            a.producers.to_string(),
         ])
         .current_dir(&dir)
         .env("BENCH_QUEUE", &queue)
@@ -560,7 +575,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    println!("\nNo-op Python task, trigger → succeeded, {} slot(s) / worker processes, this machine, one run\n", a.slots);
+    println!("\nNo-op Python task, trigger → succeeded, {} slot(s) / worker processes, {} producers in the throughput phase, this machine, one run\n", a.slots, a.producers);
     println!(
         "| system | p50 ms | p99 ms | {} sequential s | {} tasks s | tasks/s | CPU ms/task | switches/task |",
         a.sequential_n, a.throughput_n
