@@ -23,6 +23,7 @@ use crate::source::WorkSource;
 use crate::stats;
 use crate::sweeper::sweep_loop;
 use crate::uv::{find_uv, Venvs};
+use crate::workdirs::WorkDirs;
 use crate::RunnerError;
 
 /// The transport-independent settings (see [`crate::RunnerConfig`] for their defaults).
@@ -103,6 +104,7 @@ pub async fn run_with_source(
         Ok(Err(e)) => tracing::warn!(error = %e, "virtualenv garbage collection failed"),
         Err(e) => tracing::warn!(error = %e, "virtualenv garbage collection task failed"),
     }
+    let sweeper: Arc<crate::sweeper::Sweeper> = Arc::default();
     let ctx = Arc::new(Ctx {
         venvs,
         bundles: BundleCache::new(cfg.data_dir.join("bundles")),
@@ -110,7 +112,8 @@ pub async fn run_with_source(
         zygotes: crate::zygote::Zygotes::new(&cfg.data_dir, cfg.warm.clone()),
         finishing: Arc::new(Semaphore::new(cfg.slots.max(1))),
         releases: Arc::default(),
-        sweeper: Arc::default(),
+        work_dirs: Arc::new(WorkDirs::new(&cfg.data_dir, sweeper.clone())),
+        sweeper,
         cfg: cfg.clone(),
     });
     let held: HeldMap = Arc::default();

@@ -22,6 +22,7 @@ use crate::releases::Releases;
 use crate::source::WorkSource;
 use crate::sweeper::Sweeper;
 use crate::uv::{normalize_requirements, Deps, Venv, Venvs};
+use crate::workdirs::{WorkDirs, TMP};
 use crate::zygote::{self, ZygoteKey, Zygotes};
 
 /// Why the runner stops an attempt from outside.
@@ -50,6 +51,8 @@ pub struct Ctx {
     /// Finished attempts whose escaped descendants are still to be killed (see
     /// [`crate::sweeper`]).
     pub sweeper: Arc<Sweeper>,
+    /// Working directories, recycled (see [`crate::workdirs`]).
+    pub work_dirs: Arc<WorkDirs>,
 }
 
 /// How long to wait for the output pipes to close after the process group was killed. Only a
@@ -147,7 +150,6 @@ pub async fn execute(
     let work_root = ctx.cfg.data_dir.join("work");
     let name = format!("{}-{}", safe_name(&job.run_id), job.attempt);
     let work_dir = work_root.join(&name);
-    let _ = std::fs::remove_dir_all(&work_dir);
     let sink = LogSink::new(
         ctx.source.clone(),
         &job.run_id,
@@ -225,11 +227,11 @@ pub async fn execute(
     // Descendants that escaped the process group and closed their pipes may still be around;
     // the sweep reads /proc, so it runs beside the reporting, together with other attempts'.
     ctx.sweeper.add(&job.run_id, job.attempt);
-    // The work dir goes after the report (its removal is not part of the run's latency) but
-    // before the slot is freed, so a runner never piles up directories.
-    let work_dir_rm = work_dir.clone();
+    // The work dir goes after the report (emptying it is not part of the run's latency) but
+    // before the finishing place is freed, so a runner never piles up directories.
+    let (work_dirs, work_dir_done) = (ctx.work_dirs.clone(), work_dir.clone());
     let remove_work_dir = || async move {
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir_rm)).await;
+        let _ = tokio::task::spawn_blocking(move || work_dirs.give_back(&work_dir_done)).await;
     };
     if reclaimed {
         remove_work_dir().await;
@@ -528,11 +530,12 @@ async fn prepare(
     let (bundle, dir, bundle_file) = (job.bundle.clone(), work_dir.to_path_buf(), file.clone());
     let (requirements, python) = (job.requirements.clone(), job.python_version.clone());
     let (venvs, entrypoint, in_bundle) = (ctx.venvs.clone(), job.entrypoint.clone(), entry.clone());
+    let work_dirs = ctx.work_dirs.clone();
     // One trip to the blocking pool for both steps: each trip is two thread switches.
     let (venv, unpacked) = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let started = Instant::now();
+        work_dirs.take(&dir).map_err(|e| format!("work dir: {e}"))?;
         unpack(&bundle, &file, &dir).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(dir.join(".tmp")).map_err(|e| format!("work dir: {e}"))?;
         let deps = project_deps(&dir, requirements);
         if !dir.join(&in_bundle).is_file() {
             return Err(format!(
@@ -588,7 +591,7 @@ pub fn task_env(
     env.insert("LANG".into(), "C.UTF-8".into());
     env.insert("VIRTUAL_ENV".into(), venv.dir.display().to_string());
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
-    env.insert("TMPDIR".into(), work_dir.join(".tmp").display().to_string());
+    env.insert("TMPDIR".into(), work_dir.join(TMP).display().to_string());
     for (k, v) in job_env {
         // Skipped rather than failing the spawn.
         if process::exec_can_pass(k, v) {

@@ -29,6 +29,7 @@ pub mod source;
 pub mod stats;
 pub mod sweeper;
 pub mod uv;
+pub mod workdirs;
 pub mod zygote;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,7 @@
 //! and a busy runner finishes hundreds of runs a second: finished attempts are queued here and
 //! swept together, at most one walk every [`SWEEP_EVERY`], instead of one walk per run.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 pub struct Sweeper {
     pending: Mutex<Vec<(String, u32)>>,
     wake: Notify,
+    /// Sweeps completed so far (a recycled working directory waits for one, see
+    /// [`crate::workdirs`]).
+    sweeps: AtomicU64,
 }
 
 impl Sweeper {
@@ -30,6 +34,15 @@ impl Sweeper {
     pub fn add(&self, run_id: &str, attempt: u32) {
         self.lock().push((run_id.to_string(), attempt));
         self.wake.notify_one();
+    }
+
+    /// How many sweeps have completed.
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn completed_sweep(&self) {
+        self.sweeps.fetch_add(1, Ordering::AcqRel);
     }
 
     fn take(&self) -> Vec<(String, u32)> {
@@ -54,8 +67,10 @@ pub async fn sweep_loop(sweeper: Arc<Sweeper>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
         }
         sweep(sweeper.take()).await;
+        sweeper.completed_sweep();
     }
     sweep(sweeper.take()).await;
+    sweeper.completed_sweep();
 }
 
 async fn sweep(attempts: Vec<(String, u32)>) {

@@ -319,7 +319,7 @@ impl Zygotes {
             }
             let _ = std::fs::remove_dir_all(&dir);
             unpack(bundle.0, bundle.1, &bundle_dir).map_err(io::Error::other)?;
-            std::fs::create_dir_all(dir.join(".tmp"))
+            std::fs::create_dir_all(dir.join(crate::workdirs::TMP))
         })();
         prepared.map_err(|e| format!("zygote directory: {e}"))?;
         let (mine, theirs) = socketpair(
