@@ -193,11 +193,10 @@ def serve(bundle_dir):
     while True:
         for fd, _ in poller.poll():
             if fd == wake_r:
-                try:
-                    while os.read(wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
+                # One read (poll saw bytes): reading on to the empty pipe would raise, and each
+                # exception allocates pages the next fork shares again. What a burst leaves
+                # behind wakes the next poll.
+                os.read(wake_r, 4096)
                 _reap(running)
                 continue
             got = _recv_request(ctl)
