@@ -67,17 +67,11 @@ impl BundleCache {
     }
 
     fn is_verified(&self, digest: &str) -> bool {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(digest)
+        crate::lock(&self.verified).contains(digest)
     }
 
     fn mark_verified(&self, digest: &str) {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest.to_string());
+        crate::lock(&self.verified).insert(digest.to_string());
     }
 
     /// The path of the bundle's cache file, downloading it first if needed; its content always

@@ -60,7 +60,7 @@ struct Held {
 type HeldMap = Arc<Mutex<HashMap<String, Held>>>;
 
 fn lock(held: &HeldMap) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
-    held.lock().unwrap_or_else(|p| p.into_inner())
+    crate::lock(held)
 }
 
 /// Sets the stop reason of a held run unless it already has one (the first reason wins).

@@ -230,11 +230,11 @@ pub async fn execute(
     // The work dir goes after the report (emptying it is not part of the run's latency) but
     // before the finishing place is freed, so a runner never piles up directories.
     let (work_dirs, work_dir_done) = (ctx.work_dirs.clone(), work_dir.clone());
-    let remove_work_dir = || async move {
+    let give_back_work_dir = || async move {
         let _ = tokio::task::spawn_blocking(move || work_dirs.give_back(&work_dir_done)).await;
     };
     if reclaimed {
-        remove_work_dir().await;
+        give_back_work_dir().await;
         // Another runner may already own the next attempt: report nothing, archive nothing.
         metrics::counter!("antcode_runner_runs_total", "outcome" => "reclaimed").increment(1);
         tracing::warn!(run_id = %job.run_id, "lease lost; attempt abandoned");
@@ -270,7 +270,7 @@ pub async fn execute(
             }
         }
     }
-    remove_work_dir().await;
+    give_back_work_dir().await;
     timeline.mark("cleanup");
     timeline.log(&job.run_id);
 }

@@ -28,6 +28,7 @@ use antcode_core::model::{BundleRef, Job, Lease, RunEvent, RunEventKind, WorkerS
 use antcode_proto::worker::v1 as pb;
 use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
 
+use crate::lock;
 use crate::source::{SourceError, WorkSource};
 
 /// Deadline of a report, a log push, a heartbeat or a hand-back.
@@ -225,10 +226,6 @@ pub struct GatewaySource {
     cancels: Mutex<HashSet<String>>,
     /// Log archives waiting to ride along with their `Complete`, by log key.
     archives: Mutex<HashMap<String, Bytes>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl GatewaySource {

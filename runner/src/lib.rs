@@ -14,7 +14,8 @@
 //! (bundle cache and extraction), [`process`] (spawning, killing and reaping), [`logs`] (line
 //! cutting, shipping, archiving), [`execute`] (one attempt end to end), [`engine`] (leasing,
 //! slots, heartbeats, drain and shutdown), [`stats`] (host CPU/memory/disk for heartbeats),
-//! [`sweeper`] (finished runs' escaped descendants, killed in batches),
+//! [`sweeper`] (finished runs' escaped descendants, killed in batches), [`workdirs`] (attempts'
+//! working directories, recycled),
 //! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version).
 
 pub mod backoff;
@@ -31,6 +32,12 @@ pub mod sweeper;
 pub mod uv;
 pub mod workdirs;
 pub mod zygote;
+
+/// A mutex's guard, also when a panic elsewhere poisoned it: nothing the runner keeps under a
+/// mutex is left half-updated by a panic.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ pub struct Releases {
 
 impl Releases {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HeldLease>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.pending)
     }
 
     /// Queues the release of a lease whose outcome was reported.

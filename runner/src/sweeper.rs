@@ -50,7 +50,7 @@ impl Sweeper {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, u32)>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.pending)
     }
 }
 

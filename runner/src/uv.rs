@@ -13,10 +13,12 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use crate::lock;
 
 /// How to invoke uv: a binary, or `python3 -m uv`.
 #[derive(Debug, Clone)]
@@ -310,7 +312,12 @@ impl Venvs {
                     lock: Arc::downgrade(&guard),
                     touched: Instant::now(),
                 };
-                lock(&self.in_use).insert(key, held);
+                let mut in_use = lock(&self.in_use);
+                // Environments no run holds any more are forgotten here, so the map stays as
+                // small as what is in use.
+                in_use.retain(|_, h| h.lock.strong_count() > 0);
+                in_use.insert(key, held);
+                drop(in_use);
                 return Ok(Venv {
                     dir: dir.clone(),
                     python: dir.join("bin/python"),
@@ -620,11 +627,6 @@ fn lock_file(path: &Path, mode: Mode) -> std::io::Result<Option<File>> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// A mutex's guard; a panic elsewhere while it was held leaves nothing half-done here.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Bytes on disk under `path` (allocated blocks; symlinks are not followed).

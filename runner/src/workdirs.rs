@@ -100,7 +100,7 @@ impl WorkDirs {
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Spare>> {
-        self.spares.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.spares)
     }
 }
 
@@ -116,14 +116,15 @@ fn empty(dir: &Path) -> io::Result<()> {
     let mut has_tmp = false;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let kind = entry.file_type()?;
-        if entry.file_name() == TMP && kind.is_dir() {
+        let is_dir = entry.file_type()?.is_dir();
+        if entry.file_name() == TMP && is_dir {
             for inner in std::fs::read_dir(entry.path())? {
-                remove(&inner?)?;
+                let inner = inner?;
+                remove(&inner.path(), inner.file_type()?.is_dir())?;
             }
             has_tmp = true;
         } else {
-            remove(&entry)?;
+            remove(&entry.path(), is_dir)?;
         }
     }
     match has_tmp {
@@ -132,10 +133,11 @@ fn empty(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn remove(entry: &std::fs::DirEntry) -> io::Result<()> {
-    match entry.file_type()?.is_dir() {
-        true => std::fs::remove_dir_all(entry.path()),
-        false => std::fs::remove_file(entry.path()),
+/// Removes a directory tree or anything else (a link itself, never what it points to).
+fn remove(path: &Path, is_dir: bool) -> io::Result<()> {
+    match is_dir {
+        true => std::fs::remove_dir_all(path),
+        false => std::fs::remove_file(path),
     }
 }
 

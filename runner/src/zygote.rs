@@ -34,7 +34,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use antcode_core::model::BundleRef;
@@ -45,6 +45,7 @@ use nix::sys::socket::{
 
 use crate::bundles::unpack;
 use crate::execute::task_env;
+use crate::lock;
 use crate::process::{self, Limits, Spawned};
 use crate::uv::Venv;
 
@@ -120,10 +121,6 @@ struct Zygote {
     dir: PathBuf,
     /// Holds the environment in use, so virtualenv garbage collection leaves it alone.
     _venv: Venv,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Debug)]
