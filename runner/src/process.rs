@@ -71,6 +71,25 @@ impl Limits {
             open_files: min(self.open_files, other.open_files),
         }
     }
+
+    /// Each limit that is set, as (resource, its name in the zygote's request, soft, hard): the
+    /// one rule both the cold spawn and the warm fork apply. Allocates nothing (the cold spawn
+    /// calls it between fork and exec).
+    pub fn rlimits(&self) -> [Option<(Resource, &'static str, u64, u64)>; 3] {
+        [
+            self.memory_bytes.map(|b| (Resource::RLIMIT_AS, "as", b, b)),
+            self.cpu_seconds.map(|s| {
+                (
+                    Resource::RLIMIT_CPU,
+                    "cpu",
+                    s,
+                    s.saturating_add(CPU_KILL_AFTER),
+                )
+            }),
+            self.open_files
+                .map(|n| (Resource::RLIMIT_NOFILE, "nofile", n, n)),
+        ]
+    }
 }
 
 /// Lowers one limit in the child. Never raises the hard limit (which needs privileges): a value
@@ -82,18 +101,8 @@ fn set_limit(resource: Resource, soft: u64, hard: u64) -> io::Result<()> {
 }
 
 fn apply_limits(limits: &Limits) -> io::Result<()> {
-    if let Some(bytes) = limits.memory_bytes {
-        set_limit(Resource::RLIMIT_AS, bytes, bytes)?;
-    }
-    if let Some(secs) = limits.cpu_seconds {
-        set_limit(
-            Resource::RLIMIT_CPU,
-            secs,
-            secs.saturating_add(CPU_KILL_AFTER),
-        )?;
-    }
-    if let Some(n) = limits.open_files {
-        set_limit(Resource::RLIMIT_NOFILE, n, n)?;
+    for (resource, _, soft, hard) in limits.rlimits().into_iter().flatten() {
+        set_limit(resource, soft, hard)?;
     }
     Ok(())
 }

@@ -540,9 +540,9 @@ fn request_body(req: &Request) -> Result<Vec<u8>, ForkError> {
     for arg in &req.argv {
         field(arg.as_bytes())?;
     }
-    let limits = limit_fields(&req.limits);
+    let limits: Vec<_> = req.limits.rlimits().into_iter().flatten().collect();
     field(limits.len().to_string().as_bytes())?;
-    for (name, soft, hard) in limits {
+    for (_, name, soft, hard) in limits {
         field(name.as_bytes())?;
         field(soft.to_string().as_bytes())?;
         field(hard.to_string().as_bytes())?;
@@ -571,22 +571,6 @@ async fn read_reply(sock: &tokio::net::UnixDatagram) -> io::Result<Option<serde_
     serde_json::from_slice(&buf[..n])
         .map(Some)
         .map_err(|e| io::Error::other(format!("unreadable zygote reply: {e}")))
-}
-
-/// The limits as the script applies them: `(name, soft, hard)`, the same values the cold spawn
-/// sets.
-fn limit_fields(limits: &Limits) -> Vec<(&'static str, u64, u64)> {
-    let mut out = Vec::new();
-    if let Some(b) = limits.memory_bytes {
-        out.push(("as", b, b));
-    }
-    if let Some(s) = limits.cpu_seconds {
-        out.push(("cpu", s, s.saturating_add(process::CPU_KILL_AFTER)));
-    }
-    if let Some(n) = limits.open_files {
-        out.push(("nofile", n, n));
-    }
-    out
 }
 
 #[cfg(test)]
