@@ -286,10 +286,28 @@ pub fn extract(
     dest: &Path,
     limits: Limits,
 ) -> Result<(), BundleError> {
+    let mut create = |path: &Path| std::fs::File::create(path);
+    extract_with(format, data, file_name, dest, limits, &mut create)
+}
+
+/// Opens a file for writing, empty, at a path that does not exist yet.
+pub type CreateFile<'a> = dyn FnMut(&Path) -> std::io::Result<std::fs::File> + 'a;
+
+/// [`extract`], with each regular file opened by `create` (the runner writes into files it
+/// recycled, see its `workdirs`).
+pub fn extract_with(
+    format: BundleFormat,
+    data: &[u8],
+    file_name: Option<&str>,
+    dest: &Path,
+    limits: Limits,
+    create: &mut CreateFile<'_>,
+) -> Result<(), BundleError> {
     let io = |e: std::io::Error| BundleError::Io(e.to_string());
     if format == BundleFormat::Py {
         let name = safe_path(file_name.unwrap_or("main.py"))?;
-        return std::fs::write(dest.join(name), data).map_err(io);
+        let mut out = create(&dest.join(name)).map_err(io)?;
+        return std::io::Write::write_all(&mut out, data).map_err(io);
     }
     walk(format, data, limits, &mut |path, kind, budget| {
         let target = dest.join(path);
@@ -311,7 +329,7 @@ pub fn extract(
                 std::os::unix::fs::symlink(&link, &target).map_err(io)
             }
             EntryKind::File(reader) => {
-                let mut out = std::fs::File::create(&target).map_err(io)?;
+                let mut out = create(&target).map_err(io)?;
                 budget.copy(reader, &mut out)
             }
         }

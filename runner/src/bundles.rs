@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use antcode_core::bundle::{extract, Limits};
+use antcode_core::bundle::{extract_with, CreateFile, Limits};
 use antcode_core::model::BundleRef;
 
 use crate::source::{SourceError, WorkSource};
@@ -159,9 +159,15 @@ impl BundleCache {
     }
 }
 
-/// Unpacks the bundle file at `file` into `dest` (created, must not exist yet). The file is
-/// memory-mapped, so a large bundle costs page cache, not heap. Blocking.
-pub fn unpack(bundle: &BundleRef, file: &Path, dest: &Path) -> Result<(), BundleFetchError> {
+/// Unpacks the bundle file at `file` into `dest` (created if missing, empty otherwise), each
+/// file opened by `create`. A large file is memory-mapped, so it costs page cache, not heap.
+/// Blocking.
+pub fn unpack(
+    bundle: &BundleRef,
+    file: &Path,
+    dest: &Path,
+    create: &mut CreateFile<'_>,
+) -> Result<(), BundleFetchError> {
     std::fs::create_dir_all(dest)?;
     let mut f = std::fs::File::open(file)?;
     let len = f.metadata()?.len();
@@ -181,12 +187,13 @@ pub fn unpack(bundle: &BundleRef, file: &Path, dest: &Path) -> Result<(), Bundle
         map = unsafe { memmap2::Mmap::map(&f)? };
         &map
     };
-    extract(
+    extract_with(
         bundle.format,
         bytes,
         bundle.file_name.as_deref(),
         dest,
         Limits::default(),
+        create,
     )?;
     Ok(())
 }

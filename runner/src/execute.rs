@@ -534,8 +534,11 @@ async fn prepare(
     // One trip to the blocking pool for both steps: each trip is two thread switches.
     let (venv, unpacked) = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let started = Instant::now();
-        work_dirs.take(&dir).map_err(|e| format!("work dir: {e}"))?;
-        unpack(&bundle, &file, &dir).map_err(|e| e.to_string())?;
+        let mut leftovers = work_dirs.take(&dir).map_err(|e| format!("work dir: {e}"))?;
+        let unpacked = unpack(&bundle, &file, &dir, &mut |path| leftovers.create(path));
+        // Before the process starts: what the bundle did not need is not the run's.
+        leftovers.remove_rest();
+        unpacked.map_err(|e| e.to_string())?;
         let deps = project_deps(&dir, requirements);
         if !dir.join(&in_bundle).is_file() {
             return Err(format!(

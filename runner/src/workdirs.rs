@@ -11,9 +11,21 @@
 //! started after its attempt finished: a process of that attempt that outlived it is killed
 //! before another attempt gets the directory it may still be using. Anything that cannot be
 //! emptied, renamed or found falls back to removing and making directories, as before.
+//!
+//! The same holds for the bundle's files: creating a file allocates an inode, with the same
+//! search. So emptying keeps up to [`KEEP_FILES`] of the top level's regular files, truncated
+//! to nothing, and the next attempt writes its bundle into them ([`Leftovers::create`]); what
+//! it does not need is removed before its process starts. A kept file is written into only if,
+//! opened without following links, it is still a regular file of this user with no other
+//! name, empty and without extended attributes (ACLs included); its mode and times are then
+//! set as a new file's. Otherwise it is removed and a new file made.
 
 use std::collections::VecDeque;
+use std::ffi::{CString, OsString};
+use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +37,8 @@ use crate::sweeper::Sweeper;
 const MAX_SPARES: usize = 256;
 /// The directory `TMPDIR` points to inside each working directory.
 pub const TMP: &str = ".tmp";
+/// At most this many files of a finished attempt are kept (emptied) for the next one's bundle.
+pub const KEEP_FILES: usize = 16;
 
 struct Spare {
     path: PathBuf,
@@ -52,20 +66,20 @@ impl WorkDirs {
         }
     }
 
-    /// Makes `dir` (and its `.tmp`) exist and be empty, from a spare when one is ready.
-    /// Blocking.
-    pub fn take(&self, dir: &Path) -> io::Result<()> {
+    /// Makes `dir` (and its `.tmp`) exist, from a spare when one is ready. It is empty but for
+    /// the returned leftovers, which the caller writes its files into or removes. Blocking.
+    pub fn take(&self, dir: &Path) -> io::Result<Leftovers> {
         let _ = std::fs::remove_dir_all(dir);
         if let Some(spare) = self.ready_spare() {
             if std::fs::rename(&spare, dir).is_ok() {
                 metrics::counter!("antcode_runner_work_dirs_total", "from" => "spare").increment(1);
-                return Ok(());
+                return Ok(Leftovers::in_dir(dir));
             }
             let _ = std::fs::remove_dir_all(&spare);
         }
         std::fs::create_dir_all(dir.join(TMP))?;
         metrics::counter!("antcode_runner_work_dirs_total", "from" => "new").increment(1);
-        Ok(())
+        Ok(Leftovers::none(dir))
     }
 
     /// Empties a finished attempt's `dir` and keeps it as a spare, or removes it. Call it after
@@ -111,25 +125,185 @@ impl Drop for WorkDirs {
 }
 
 /// Removes everything in `dir` but an empty `.tmp`, which must be a directory of its own (not
-/// a link).
+/// a link), and up to [`KEEP_FILES`] regular files of the top level, truncated to nothing.
 fn empty(dir: &Path) -> io::Result<()> {
     let mut has_tmp = false;
+    let mut kept = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let is_dir = entry.file_type()?.is_dir();
-        if entry.file_name() == TMP && is_dir {
+        let kind = entry.file_type()?;
+        if entry.file_name() == TMP && kind.is_dir() {
             for inner in std::fs::read_dir(entry.path())? {
                 let inner = inner?;
                 remove(&inner.path(), inner.file_type()?.is_dir())?;
             }
             has_tmp = true;
+        } else if kind.is_file()
+            && entry.file_name() != TMP
+            && kept < KEEP_FILES
+            && truncate_own(&entry.path())
+        {
+            kept += 1;
         } else {
-            remove(&entry.path(), is_dir)?;
+            remove(&entry.path(), kind.is_dir())?;
         }
     }
     match has_tmp {
         true => Ok(()),
         false => std::fs::create_dir(dir.join(TMP)),
+    }
+}
+
+/// Truncates the file at `path` to nothing if it is a regular file of this user with no other
+/// name (opened without following a link, nor waiting on a FIFO put in its place).
+fn truncate_own(path: &Path) -> bool {
+    open_own(path).is_ok_and(|(file, _)| file.set_len(0).is_ok())
+}
+
+/// Opens `path` for writing if it is a regular file of this user with no other name; with its
+/// metadata.
+fn open_own(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    match meta.is_file() && meta.nlink() == 1 && meta.uid() == euid {
+        true => Ok((file, meta)),
+        false => Err(io::Error::other("not a file of our own")),
+    }
+}
+
+/// The emptied files a recycled working directory came with (see the module doc).
+pub struct Leftovers {
+    dir: PathBuf,
+    names: Vec<OsString>,
+}
+
+impl Leftovers {
+    fn none(dir: &Path) -> Leftovers {
+        Leftovers {
+            dir: dir.to_path_buf(),
+            names: Vec::new(),
+        }
+    }
+
+    /// The regular files at the top of `dir`.
+    fn in_dir(dir: &Path) -> Leftovers {
+        let mut left = Leftovers::none(dir);
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                left.names.push(entry.file_name());
+            }
+        }
+        left
+    }
+
+    /// Opens a new, empty file at `path` (which must not exist but as a leftover) for writing:
+    /// a leftover (its own name first, else renamed there) when one passes the checks, else a
+    /// new file.
+    pub fn create(&mut self, path: &Path) -> io::Result<File> {
+        let own = (path.parent() == Some(self.dir.as_path()))
+            .then(|| path.file_name())
+            .flatten()
+            .and_then(|name| self.names.iter().position(|n| n == name));
+        let reused = match own {
+            Some(at) => {
+                self.names.swap_remove(at);
+                true
+            }
+            None => self.rename_one_to(path),
+        };
+        if reused {
+            match reuse(path) {
+                Ok(file) => return Ok(file),
+                Err(_) => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        File::create(path)
+    }
+
+    /// Renames a leftover to `path` unless something is there already.
+    fn rename_one_to(&mut self, path: &Path) -> bool {
+        while let Some(name) = self.names.pop() {
+            let from = self.dir.join(&name);
+            if rename_no_replace(&from, path).is_ok() {
+                return true;
+            }
+            let _ = std::fs::remove_file(&from);
+        }
+        false
+    }
+
+    /// Removes the leftovers nothing was written into.
+    pub fn remove_rest(self) {
+        for name in &self.names {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+    }
+}
+
+/// Opens a leftover at `path` for writing if it passes the checks of the module doc, with the
+/// mode and times a new file gets.
+fn reuse(path: &Path) -> io::Result<File> {
+    let (file, meta) = open_own(path)?;
+    // SAFETY: a null buffer of size 0 asks only for the size of the attribute list.
+    let xattrs = unsafe {
+        libc::flistxattr(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if meta.len() != 0 || xattrs != 0 {
+        return Err(io::Error::other("written to, or has attributes"));
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))?;
+    let now = std::time::SystemTime::now();
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(now)
+            .set_modified(now),
+    )?;
+    Ok(file)
+}
+
+/// The process's umask, as /proc shows it (reading it with umask(2) would change it for a
+/// moment, for every thread); 022 if it cannot be read.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o022)
+    })
+}
+
+/// `rename(2)` that fails if `to` exists.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated paths that live across the call.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    match done {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -192,9 +366,12 @@ mod tests {
         assert_eq!(dirs.lock().len(), 1, "one sweep is not enough");
         sweeper.completed_sweep();
         let fourth = data.path().join("work/d-1");
-        dirs.take(&fourth).unwrap();
+        let leftovers = dirs.take(&fourth).unwrap();
         assert_eq!(dirs.lock().len(), 0, "the spare was taken");
-        assert_eq!(files(&fourth), [TMP], "emptied, .tmp too");
+        assert_eq!(files(&fourth), [TMP, "out.csv"], "emptied, .tmp too");
+        assert_eq!(std::fs::read(fourth.join("out.csv")).unwrap(), b"");
+        leftovers.remove_rest();
+        assert_eq!(files(&fourth), [TMP]);
         assert!(data.path().exists(), "the link's target is left alone");
         drop(dirs);
         assert!(!data
@@ -203,6 +380,119 @@ mod tests {
             .read_dir()
             .unwrap()
             .any(|_| true));
+    }
+
+    /// A directory given back with `make` done in it, taken again once the sweeps allow.
+    fn recycled(make: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, Leftovers) {
+        let data = tempfile::tempdir().unwrap();
+        let sweeper = Arc::new(Sweeper::default());
+        let dirs = WorkDirs::new(data.path(), sweeper.clone());
+        let first = data.path().join("work/a-1");
+        drop(dirs.take(&first).unwrap());
+        make(&first);
+        dirs.give_back(&first);
+        sweeper.completed_sweep();
+        sweeper.completed_sweep();
+        let second = data.path().join("work/b-1");
+        let leftovers = dirs.take(&second).unwrap();
+        std::mem::forget(dirs); // keep the spare root for the test's own checks
+        (data, second, leftovers)
+    }
+
+    fn ino(path: &Path) -> u64 {
+        std::fs::symlink_metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn the_next_bundle_is_written_into_the_files_a_run_left_and_the_rest_removed() {
+        let mut inodes = Vec::new();
+        let (_data, dir, mut leftovers) = recycled(|d| {
+            for name in ["main.py", "old.py", "output.bin"] {
+                std::fs::write(d.join(name), vec![7u8; 5000]).unwrap();
+                inodes.push(ino(&d.join(name)));
+            }
+            std::fs::set_permissions(d.join("main.py"), std::fs::Permissions::from_mode(0o4777))
+                .unwrap();
+        });
+        // Its own name: written in place; another name: a leftover renamed there.
+        let mut f = leftovers.create(&dir.join("main.py")).unwrap();
+        std::io::Write::write_all(&mut f, b"print(1)").unwrap();
+        std::fs::create_dir(dir.join("pkg")).unwrap();
+        std::io::Write::write_all(&mut leftovers.create(&dir.join("pkg/m.py")).unwrap(), b"x")
+            .unwrap();
+        leftovers.remove_rest();
+        assert_eq!(files(&dir), [TMP, "main.py", "pkg", "pkg/m.py"]);
+        assert_eq!(ino(&dir.join("main.py")), inodes[0]);
+        assert!(inodes[1..].contains(&ino(&dir.join("pkg/m.py"))));
+        assert_eq!(std::fs::read(dir.join("main.py")).unwrap(), b"print(1)");
+        assert_eq!(std::fs::read(dir.join("pkg/m.py")).unwrap(), b"x");
+        let mode = std::fs::metadata(dir.join("main.py")).unwrap().mode() & 0o7777;
+        assert_eq!(
+            mode,
+            0o666 & !umask(),
+            "the mode of a new file, set-user-id gone"
+        );
+    }
+
+    #[test]
+    fn a_leftover_that_fails_a_check_is_replaced_by_a_new_file() {
+        let outside = tempfile::tempdir().unwrap();
+        let other = outside.path().join("other");
+        let attr = CString::new("user.note").unwrap();
+        let (_data, dir, mut leftovers) = recycled(|d| {
+            for name in ["linked", "attrs", "late"] {
+                std::fs::write(d.join(name), "old").unwrap();
+            }
+            std::fs::hard_link(d.join("linked"), &other).unwrap();
+            let path = CString::new(d.join("attrs").as_os_str().as_bytes()).unwrap();
+            // SAFETY: NUL-terminated strings and a 1-byte value that live across the call.
+            let set =
+                unsafe { libc::setxattr(path.as_ptr(), attr.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
+            assert_eq!(set, 0, "{}", io::Error::last_os_error());
+        });
+        // After the give-back: written to again (as an escaped process could).
+        std::fs::write(dir.join("late"), "late").unwrap();
+        for name in ["attrs", "late", "linked"] {
+            let mut f = leftovers.create(&dir.join(name)).unwrap();
+            std::io::Write::write_all(&mut f, b"new").unwrap();
+            assert_eq!(std::fs::read(dir.join(name)).unwrap(), b"new");
+        }
+        // A file with another name was neither kept nor emptied, nor written through.
+        assert_eq!(std::fs::read(&other).unwrap(), b"old");
+        let path = CString::new(dir.join("attrs").as_os_str().as_bytes()).unwrap();
+        // SAFETY: as above; a null buffer of size 0 asks for the list's size.
+        let listed = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+        assert_eq!(listed, 0, "the new file has no attributes");
+        leftovers.remove_rest();
+        assert_eq!(files(&dir), [TMP, "attrs", "late", "linked"]);
+    }
+
+    #[test]
+    fn a_leftover_replaced_by_a_link_is_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("target");
+        std::fs::write(&target, "target").unwrap();
+        let (_data, dir, mut leftovers) =
+            recycled(|d| std::fs::write(d.join("main.py"), "").unwrap());
+        std::fs::remove_file(dir.join("main.py")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("main.py")).unwrap();
+        let mut f = leftovers.create(&dir.join("main.py")).unwrap();
+        std::io::Write::write_all(&mut f, b"new").unwrap();
+        assert!(!dir.join("main.py").is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"target");
+        leftovers.remove_rest();
+    }
+
+    #[test]
+    fn at_most_keep_files_are_kept() {
+        let (_data, dir, leftovers) = recycled(|d| {
+            for i in 0..KEEP_FILES + 5 {
+                std::fs::write(d.join(format!("f{i}")), "x").unwrap();
+            }
+        });
+        assert_eq!(files(&dir).len(), KEEP_FILES + 1, "the files and .tmp");
+        leftovers.remove_rest();
+        assert_eq!(files(&dir), [TMP]);
     }
 
     #[test]

@@ -315,7 +315,10 @@ impl Zygotes {
                 std::fs::rename(&tmp, &script)?;
             }
             let _ = std::fs::remove_dir_all(&dir);
-            unpack(bundle.0, bundle.1, &bundle_dir).map_err(io::Error::other)?;
+            unpack(bundle.0, bundle.1, &bundle_dir, &mut |path| {
+                File::create(path)
+            })
+            .map_err(io::Error::other)?;
             std::fs::create_dir_all(dir.join(crate::workdirs::TMP))
         })();
         prepared.map_err(|e| format!("zygote directory: {e}"))?;

@@ -47,7 +47,9 @@ pub async fn measure(n: usize) -> anyhow::Result<PerRun> {
         bundle_sha256: bundle.sha256.clone(),
     };
     let work = dir.path().join("work");
-    antcode_runner::bundles::unpack(&bundle, &bundle_file, &work)?;
+    antcode_runner::bundles::unpack(&bundle, &bundle_file, &work, &mut |p| {
+        std::fs::File::create(p)
+    })?;
     let mut env = task_env(&venv, &work, &BTreeMap::new());
     env.insert(RUN_ID_VAR.into(), "bench".into());
     env.insert(ATTEMPT_VAR.into(), "1".into());
