@@ -10,7 +10,10 @@
 //! A spare is handed out only after a sweep for escaped processes (see [`crate::sweeper`]) that
 //! started after its attempt finished: a process of that attempt that outlived it is killed
 //! before another attempt gets the directory it may still be using. Anything that cannot be
-//! emptied, renamed or found falls back to removing and making directories, as before.
+//! emptied, renamed or found falls back to removing and making directories, as before. A
+//! recycled directory and its `.tmp` get the mode and times `mkdir` gives, and one that is no
+//! longer ours or carries extended attributes is not recycled: nothing a run set on its
+//! directory reaches the next attempt.
 //!
 //! The same holds for the bundle's files: creating a file allocates an inode, with the same
 //! search. So emptying keeps up to [`KEEP_FILES`] of the top level's regular files, truncated
@@ -71,11 +74,12 @@ impl WorkDirs {
     pub fn take(&self, dir: &Path) -> io::Result<Leftovers> {
         let _ = std::fs::remove_dir_all(dir);
         if let Some(spare) = self.ready_spare() {
-            if std::fs::rename(&spare, dir).is_ok() {
+            let renamed = std::fs::rename(&spare, dir).is_ok();
+            if renamed && reset_dir(dir) && reset_dir(&dir.join(TMP)) {
                 metrics::counter!("antcode_runner_work_dirs_total", "from" => "spare").increment(1);
                 return Ok(Leftovers::in_dir(dir));
             }
-            let _ = std::fs::remove_dir_all(&spare);
+            let _ = std::fs::remove_dir_all(if renamed { dir } else { &spare });
         }
         std::fs::create_dir_all(dir.join(TMP))?;
         metrics::counter!("antcode_runner_work_dirs_total", "from" => "new").increment(1);
@@ -251,25 +255,50 @@ impl Leftovers {
 /// mode and times a new file gets.
 fn reuse(path: &Path) -> io::Result<File> {
     let (file, meta) = open_own(path)?;
+    if meta.len() != 0 {
+        return Err(io::Error::other("written to after it was emptied"));
+    }
+    renew(&file, 0o666)?;
+    Ok(file)
+}
+
+/// Gives a recycled directory (`dir` or its `.tmp`) what `mkdir` gives a new one, if it is
+/// still a directory of this user without extended attributes (a run may have changed its
+/// mode, times or attributes; none of that may reach the next attempt).
+fn reset_dir(dir: &Path) -> bool {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir);
+    let Ok(file) = opened else { return false };
+    // SAFETY: geteuid cannot fail.
+    let ours = file
+        .metadata()
+        .is_ok_and(|m| m.uid() == unsafe { libc::geteuid() });
+    ours && renew(&file, 0o777).is_ok()
+}
+
+/// Refuses an inode with extended attributes (ACLs included); else gives it `mode` less the
+/// umask, as a new one gets, and the current time.
+fn renew(file: &File, mode: u32) -> io::Result<()> {
     // SAFETY: a null buffer of size 0 asks only for the size of the attribute list.
     let xattrs = unsafe {
         libc::flistxattr(
-            std::os::fd::AsRawFd::as_raw_fd(&file),
+            std::os::fd::AsRawFd::as_raw_fd(file),
             std::ptr::null_mut(),
             0,
         )
     };
-    if meta.len() != 0 || xattrs != 0 {
-        return Err(io::Error::other("written to, or has attributes"));
+    if xattrs != 0 {
+        return Err(io::Error::other("has extended attributes"));
     }
-    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode & !umask()))?;
     let now = std::time::SystemTime::now();
     file.set_times(
         std::fs::FileTimes::new()
             .set_accessed(now)
             .set_modified(now),
-    )?;
-    Ok(file)
+    )
 }
 
 /// The process's umask, as /proc shows it (reading it with umask(2) would change it for a
@@ -481,6 +510,32 @@ mod tests {
         assert!(!dir.join("main.py").is_symlink());
         assert_eq!(std::fs::read(&target).unwrap(), b"target");
         leftovers.remove_rest();
+    }
+
+    #[test]
+    fn a_recycled_directory_has_a_new_one_s_mode_and_no_attributes() {
+        let (_data, dir, leftovers) = recycled(|d| {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+            std::fs::set_permissions(d.join(TMP), std::fs::Permissions::from_mode(0o700)).unwrap();
+        });
+        leftovers.remove_rest();
+        for d in [dir.clone(), dir.join(TMP)] {
+            let mode = std::fs::metadata(&d).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o777 & !umask(), "{}", d.display());
+        }
+        // One with an attribute is not handed out again.
+        let attr = CString::new("user.note").unwrap();
+        let (_data, dir, _) = recycled(|d| {
+            let path = CString::new(d.join(TMP).as_os_str().as_bytes()).unwrap();
+            // SAFETY: NUL-terminated strings and a 1-byte value that live across the call.
+            let set =
+                unsafe { libc::setxattr(path.as_ptr(), attr.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
+            assert_eq!(set, 0, "{}", io::Error::last_os_error());
+        });
+        let path = CString::new(dir.join(TMP).as_os_str().as_bytes()).unwrap();
+        // SAFETY: as above; a null buffer of size 0 asks for the list's size.
+        let listed = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+        assert_eq!(listed, 0, "a new .tmp");
     }
 
     #[test]
