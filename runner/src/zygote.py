@@ -100,10 +100,11 @@ def _recv_request(ctl):
     return msg, fds
 
 
-def _send(sock, reply):
-    """Sends one reply (bytes of JSON); a runner that gave up on the run is not told."""
+def _send(fd, reply):
+    """Sends one reply (bytes of JSON) on the reply socket `fd` (a plain write, one record);
+    a runner that gave up on the run is not told."""
     try:
-        sock.send(reply)
+        os.write(fd, reply)
     except OSError:
         pass
 
@@ -172,7 +173,8 @@ def _request_example(bundle_dir):
 
 
 def serve(bundle_dir):
-    """The zygote's loop. Returns only in a forked child: (request, reply socket)."""
+    """The zygote's loop. Returns only in a forked child: (request, reply socket fd, stdout fd,
+    stderr fd)."""
     sys.path[0] = bundle_dir
     _preload(bundle_dir)
     ctl = _socket.socket(fileno=0)
@@ -181,7 +183,7 @@ def serve(bundle_dir):
     os.set_blocking(wake_w, False)
     _signal.set_wakeup_fd(wake_w)
     _signal.signal(_signal.SIGCHLD, lambda *_: None)
-    running = {}  # child pid -> its reply socket
+    running = {}  # child pid -> its reply socket's fd
     poller = select.poll()
     poller.register(0, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
@@ -207,14 +209,16 @@ def serve(bundle_dir):
                 continue
             # The request is parsed in the child: everything the zygote allocates between
             # forks is a page the next fork makes copy-on-write again.
-            reply = _socket.socket(fileno=fds[0])
+            # Kept a plain descriptor: a socket object would cost three system calls to
+            # learn what the socket is, and pages of the zygote's heap.
+            reply = fds[0]
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
             except OSError as e:
                 _send(reply, _error("zygote: %s" % e))
-                reply.close()
+                os.close(reply)
                 os.close(fds[1])
                 os.close(fds[2])
                 continue
@@ -223,8 +227,8 @@ def serve(bundle_dir):
                 _signal.set_wakeup_fd(-1)
                 _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
                 ctl.detach()
-                for s in running.values():
-                    s.close()
+                for fd in running.values():
+                    os.close(fd)
                 os.close(wake_r)
                 os.close(wake_w)
                 return msg, reply, fds[1], fds[2]
@@ -245,7 +249,7 @@ def _reap(running):
         reply = running.pop(pid, None)
         if reply is not None:
             _send(reply, b'{"pid": %d, "status": %d, "maxrss": %d}' % (pid, status, usage.ru_maxrss))
-            reply.close()
+            os.close(reply)
 
 
 def become(msg, reply, out_fd, err_fd):
@@ -260,10 +264,10 @@ def become(msg, reply, out_fd, err_fd):
         os._exit(127)
     # The runner signals the group: it must exist before the runner learns the pid.
     try:
-        reply.send(b'{"pid": %d}' % os.getpid())
+        os.write(reply, b'{"pid": %d}' % os.getpid())
     except OSError:
         pass  # the runner gave up on this run; it ends on its own
-    reply.close()
+    os.close(reply)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
