@@ -428,6 +428,28 @@ mod tests {
         (data, second, leftovers)
     }
 
+    /// Sets the extended attribute `user.note`, if the file system has them (where it has
+    /// none, there is nothing to carry over and the checks hold trivially).
+    fn set_note(path: &Path) {
+        let (path, name) = (c_path(path), CString::new("user.note").unwrap());
+        // SAFETY: NUL-terminated strings and a 1-byte value that live across the call.
+        let set =
+            unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
+        let e = io::Error::last_os_error();
+        assert!(set == 0 || e.raw_os_error() == Some(libc::ENOTSUP), "{e}");
+    }
+
+    /// The size of `path`'s list of extended attributes (0: none).
+    fn attributes(path: &Path) -> isize {
+        let path = c_path(path);
+        // SAFETY: a NUL-terminated path; a null buffer of size 0 asks for the list's size.
+        unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) }
+    }
+
+    fn c_path(path: &Path) -> CString {
+        CString::new(path.as_os_str().as_bytes()).unwrap()
+    }
+
     fn ino(path: &Path) -> u64 {
         std::fs::symlink_metadata(path).unwrap().ino()
     }
@@ -467,17 +489,12 @@ mod tests {
     fn a_leftover_that_fails_a_check_is_replaced_by_a_new_file() {
         let outside = tempfile::tempdir().unwrap();
         let other = outside.path().join("other");
-        let attr = CString::new("user.note").unwrap();
         let (_data, dir, mut leftovers) = recycled(|d| {
             for name in ["linked", "attrs", "late"] {
                 std::fs::write(d.join(name), "old").unwrap();
             }
             std::fs::hard_link(d.join("linked"), &other).unwrap();
-            let path = CString::new(d.join("attrs").as_os_str().as_bytes()).unwrap();
-            // SAFETY: NUL-terminated strings and a 1-byte value that live across the call.
-            let set =
-                unsafe { libc::setxattr(path.as_ptr(), attr.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
-            assert_eq!(set, 0, "{}", io::Error::last_os_error());
+            set_note(&d.join("attrs"));
         });
         // After the give-back: written to again (as an escaped process could).
         std::fs::write(dir.join("late"), "late").unwrap();
@@ -488,10 +505,7 @@ mod tests {
         }
         // A file with another name was neither kept nor emptied, nor written through.
         assert_eq!(std::fs::read(&other).unwrap(), b"old");
-        let path = CString::new(dir.join("attrs").as_os_str().as_bytes()).unwrap();
-        // SAFETY: as above; a null buffer of size 0 asks for the list's size.
-        let listed = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-        assert_eq!(listed, 0, "the new file has no attributes");
+        assert_eq!(attributes(&dir.join("attrs")), 0, "the new file has none");
         leftovers.remove_rest();
         assert_eq!(files(&dir), [TMP, "attrs", "late", "linked"]);
     }
@@ -524,18 +538,8 @@ mod tests {
             assert_eq!(mode, 0o777 & !umask(), "{}", d.display());
         }
         // One with an attribute is not handed out again.
-        let attr = CString::new("user.note").unwrap();
-        let (_data, dir, _) = recycled(|d| {
-            let path = CString::new(d.join(TMP).as_os_str().as_bytes()).unwrap();
-            // SAFETY: NUL-terminated strings and a 1-byte value that live across the call.
-            let set =
-                unsafe { libc::setxattr(path.as_ptr(), attr.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
-            assert_eq!(set, 0, "{}", io::Error::last_os_error());
-        });
-        let path = CString::new(dir.join(TMP).as_os_str().as_bytes()).unwrap();
-        // SAFETY: as above; a null buffer of size 0 asks for the list's size.
-        let listed = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-        assert_eq!(listed, 0, "a new .tmp");
+        let (_data, dir, _) = recycled(|d| set_note(&d.join(TMP)));
+        assert_eq!(attributes(&dir.join(TMP)), 0, "a new .tmp");
     }
 
     #[test]
