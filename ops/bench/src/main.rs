@@ -5,7 +5,8 @@
 //! Measures: trigger → `succeeded` visible in the API (p50/p99), 40 sequential tasks (the shape
 //! of Windmill's published benchmark), and N tasks through the system (throughput), for a cold
 //! task (a fresh interpreter per run) and a warm one (`warm: true`: forked from the project's
-//! zygote), both on the same `antcode up`.
+//! zygote), both on the same `antcode up`. With `--pairs N`, N more throughput phases of warm
+//! AntCode and of Celery follow, alternated, with the median of their ratios.
 
 mod fork;
 
@@ -31,6 +32,10 @@ struct Args {
     redis: bool,
     /// Skip the cold task (`--warm-only`, for profiling the warm path).
     warm_only: bool,
+    /// After the table, this many more throughput phases of warm AntCode and Celery, alternated
+    /// (`--pairs N`): on a machine whose speed drifts, one phase of each minutes apart is not
+    /// a comparison.
+    pairs: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -43,6 +48,7 @@ fn parse_args() -> anyhow::Result<Args> {
         celery_venv: None,
         redis: true,
         warm_only: false,
+        pairs: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +61,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--producers" => a.producers = value()?.parse::<usize>()?.max(1),
             "--no-redis" => a.redis = false,
             "--warm-only" => a.warm_only = true,
+            "--pairs" => a.pairs = value()?.parse()?,
             // Absolute: the worker is started from the celery directory, and a relative program
             // path would be resolved against that.
             "--celery-venv" => {
@@ -535,6 +542,58 @@ fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> 
     })
 }
 
+/// `a.pairs` pairs of throughput phases, warm AntCode (embedded broker, its own `up` each time,
+/// a short latency phase first) and Celery, in alternating order; prints each pair and the
+/// median ratio, and returns the (warm, Celery) tasks/s of each pair.
+async fn warm_against_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Vec<(f64, f64)>> {
+    let quick = Args {
+        latency_n: 5,
+        sequential_n: 1,
+        celery_venv: None,
+        pairs: 0,
+        ..*a
+    };
+    println!(
+        "\nWarm against Celery, {} alternated pairs of {}-task throughput phases\n",
+        a.pairs, a.throughput_n
+    );
+    println!("| pair | warm tasks/s | warm CPU ms/task | Celery tasks/s | Celery CPU ms/task | warm / Celery |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let rate = |m: &Measured| a.throughput_n as f64 / m.throughput_s;
+    let mut pairs = Vec::with_capacity(a.pairs);
+    for i in 1..=a.pairs {
+        // Each goes first in every other pair, so a steady drift of the machine's speed does
+        // not favour one of them.
+        let celery_first = match i % 2 == 0 {
+            true => Some(measure_celery(&quick, venv)?),
+            false => None,
+        };
+        let (_, warm) = measure_antcode(&quick, "memory://", None, true).await?;
+        let celery = match celery_first {
+            Some(c) => c,
+            None => measure_celery(&quick, venv)?,
+        };
+        let (w, c) = (rate(&warm), rate(&celery));
+        println!(
+            "| {i} | {w:.0} | {:.2} | {c:.0} | {:.2} | {:.0}% |",
+            warm.cpu_ms_per_run,
+            celery.cpu_ms_per_run,
+            100.0 * w / c
+        );
+        pairs.push((w, c));
+    }
+    let mut ratios: Vec<f64> = pairs.iter().map(|(w, c)| 100.0 * w / c).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "\nWarm / Celery over {} pairs: median {:.0}%, {:.0}–{:.0}% (target ≥ 100%)",
+        ratios.len(),
+        pct(&ratios, 50.0),
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    Ok(pairs)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = parse_args()?;
@@ -667,7 +726,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let pairs = match &a.celery_venv {
+        Some(v) if a.pairs > 0 => warm_against_celery(&a, v).await?,
+        _ => vec![],
+    };
     let json = json!({
+        "pairs": pairs.iter().map(|(w, c)| json!({"warm_tasks_per_s": w, "celery_tasks_per_s": c})).collect::<Vec<_>>(),
         "slots": a.slots,
         "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
