@@ -13,7 +13,9 @@
 //! emptied, renamed or found falls back to removing and making directories, as before. A
 //! recycled directory and its `.tmp` get the mode and times `mkdir` gives, and one that is no
 //! longer ours or carries extended attributes is not recycled: nothing a run set on its
-//! directory reaches the next attempt.
+//! directory reaches the next attempt. Nor anything added after the give-back (by a process
+//! of the attempt that escaped, before the sweep killed it): a spare that holds more than an
+//! empty `.tmp` and kept regular files when it is taken is not used.
 //!
 //! The same holds for the bundle's files: creating a file allocates an inode, with the same
 //! search. So emptying keeps up to [`KEEP_FILES`] of the top level's regular files, truncated
@@ -75,9 +77,12 @@ impl WorkDirs {
         let _ = std::fs::remove_dir_all(dir);
         if let Some(spare) = self.ready_spare() {
             let renamed = std::fs::rename(&spare, dir).is_ok();
-            if renamed && reset_dir(dir) && reset_dir(&dir.join(TMP)) {
+            let left = (renamed && reset_dir(dir) && reset_dir(&dir.join(TMP)))
+                .then(|| Leftovers::in_dir(dir))
+                .flatten();
+            if let Some(left) = left {
                 metrics::counter!("antcode_runner_work_dirs_total", "from" => "spare").increment(1);
-                return Ok(Leftovers::in_dir(dir));
+                return Ok(left);
             }
             let _ = std::fs::remove_dir_all(if renamed { dir } else { &spare });
         }
@@ -194,15 +199,27 @@ impl Leftovers {
         }
     }
 
-    /// The regular files at the top of `dir`.
-    fn in_dir(dir: &Path) -> Leftovers {
+    /// The regular files at the top of a recycled `dir`, if it holds nothing else but an empty
+    /// `.tmp`: a process of the attempt that escaped may have added something after the
+    /// give-back and before the sweep killed it, and the next attempt must not find it.
+    fn in_dir(dir: &Path) -> Option<Leftovers> {
         let mut left = Leftovers::none(dir);
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
+        for entry in std::fs::read_dir(dir).ok()? {
+            let entry = entry.ok()?;
+            let kind = entry.file_type().ok()?;
+            if entry.file_name() == TMP && kind.is_dir() {
+                std::fs::read_dir(entry.path())
+                    .ok()?
+                    .next()
+                    .is_none()
+                    .then_some(())?;
+            } else if kind.is_file() && left.names.len() < KEEP_FILES {
                 left.names.push(entry.file_name());
+            } else {
+                return None;
             }
         }
-        left
+        Some(left)
     }
 
     /// Opens a new, empty file at `path` (which must not exist but as a leftover) for writing:
@@ -540,6 +557,40 @@ mod tests {
         // One with an attribute is not handed out again.
         let (_data, dir, _) = recycled(|d| set_note(&d.join(TMP)));
         assert_eq!(attributes(&dir.join(TMP)), 0, "a new .tmp");
+    }
+
+    #[test]
+    fn what_appears_in_a_spare_after_its_give_back_makes_it_a_new_directory() {
+        type Add = fn(&Path);
+        let adds: [(&str, Add); 3] = [
+            ("a link", |d| {
+                std::os::unix::fs::symlink("/", d.join("link")).unwrap()
+            }),
+            ("a directory", |d| {
+                std::fs::create_dir(d.join("pkg")).unwrap()
+            }),
+            ("a temporary file", |d| {
+                std::fs::write(d.join(TMP).join("t"), "").unwrap()
+            }),
+        ];
+        for (what, add) in adds {
+            let data = tempfile::tempdir().unwrap();
+            let sweeper = Arc::new(Sweeper::default());
+            let dirs = WorkDirs::new(data.path(), sweeper.clone());
+            let first = data.path().join("work/a-1");
+            drop(dirs.take(&first).unwrap());
+            std::fs::write(first.join("main.py"), "x").unwrap();
+            dirs.give_back(&first);
+            // An escaped process, before the sweeps kill it.
+            add(&dirs.lock()[0].path);
+            sweeper.completed_sweep();
+            sweeper.completed_sweep();
+            let second = data.path().join("work/b-1");
+            let leftovers = dirs.take(&second).unwrap();
+            assert_eq!(dirs.lock().len(), 0, "{what}: the spare was used up");
+            assert_eq!(files(&second), [TMP], "{what}");
+            leftovers.remove_rest();
+        }
     }
 
     #[test]
