@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use antcode_core::model::{Lease, Outcome, RunEvent, RunEventKind, RunState};
+use antcode_core::model::{BundleFormat, Lease, Outcome, RunEvent, RunEventKind, RunState};
 use antcode_core::time::now_ms;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -535,9 +535,22 @@ async fn prepare(
     let (venv, unpacked) = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let started = Instant::now();
         let mut leftovers = work_dirs.take(&dir).map_err(|e| format!("work dir: {e}"))?;
-        let unpacked = unpack(&bundle, &file, &dir, &mut |path| leftovers.create(path));
-        // Before the process starts: what the bundle did not need is not the run's.
-        leftovers.remove_rest();
+        // Only a single-file bundle writes into them: an archive may need a directory where a
+        // leftover stands.
+        // Either way, what the bundle did not need is gone before the process starts.
+        let unpacked = match bundle.format {
+            BundleFormat::Py => {
+                let unpacked = unpack(&bundle, &file, &dir, &mut |path| leftovers.create(path));
+                leftovers.remove_rest();
+                unpacked
+            }
+            _ => {
+                leftovers.remove_rest();
+                unpack(&bundle, &file, &dir, &mut |path| {
+                    std::fs::File::create(path)
+                })
+            }
+        };
         unpacked.map_err(|e| e.to_string())?;
         let deps = project_deps(&dir, requirements);
         if !dir.join(&in_bundle).is_file() {

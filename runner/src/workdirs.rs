@@ -19,8 +19,9 @@
 //!
 //! The same holds for the bundle's files: creating a file allocates an inode, with the same
 //! search. So emptying keeps up to [`KEEP_FILES`] of the top level's regular files, truncated
-//! to nothing, and the next attempt writes its bundle into them ([`Leftovers::create`]); what
-//! it does not need is removed before its process starts. A kept file is written into only if,
+//! to nothing, and the next attempt writes its bundle into them ([`Leftovers::create`]) if the
+//! bundle is a single file (an archive may need a directory where one stands); what it does
+//! not need is removed before its process starts. A kept file is written into only if,
 //! opened without following links, it is still a regular file of this user with no other
 //! name, empty and without extended attributes (ACLs included); its mode and times are then
 //! set as a new file's. Otherwise it is removed and a new file made.

@@ -1141,6 +1141,42 @@ fn number_after(log: &str, word: &str) -> Vec<i32> {
 const PRELOAD_PYPROJECT: &str = "[project]\nname = \"demo\"\nversion = \"0.1\"\ndependencies = []\n\n[tool.antcode]\npreload = [\"helper\"]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_gets_its_directories_where_a_recycled_directory_kept_a_file() {
+    let mut h = Harness::start(1).await;
+    // A leaves a file named like the directory C's archive needs; B's sweep makes A's
+    // directory ready, and C takes it (spares go out in the order they came back).
+    let a = h
+        .py_job("open('data', 'w').write('left by a')\nopen('more', 'w').write('x')\n")
+        .await;
+    let b = h.py_job("pass\n").await;
+    let archive = zip_of(&[
+        (
+            "main.py",
+            b"import os\nprint(sorted(os.listdir('.')), open('data/x.txt').read())\n",
+        ),
+        ("data/x.txt", b"from the bundle"),
+    ]);
+    let c = job(
+        h.put_bundle(BundleFormat::Zip, archive, None).await,
+        "main.py",
+    );
+    for (run, pause) in [(&a, 0), (&b, 400), (&c, 0)] {
+        h.publish(run).await;
+        let outcome = h.finished(&run.run_id).await;
+        assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+        if run.run_id == c.run_id {
+            let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+            assert!(
+                log.contains("['.tmp', 'data', 'main.py'] from the bundle"),
+                "{log}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_runs_fork_one_zygote_and_share_no_state() {
     // The runner's policy is cold: the task asks for warm itself.
     let mut h = Harness::start(1).await;
