@@ -537,20 +537,14 @@ async fn prepare(
         let mut leftovers = work_dirs.take(&dir).map_err(|e| format!("work dir: {e}"))?;
         // Only a single-file bundle writes into them: an archive may need a directory where a
         // leftover stands.
-        // Either way, what the bundle did not need is gone before the process starts.
-        let unpacked = match bundle.format {
-            BundleFormat::Py => {
-                let unpacked = unpack(&bundle, &file, &dir, &mut |path| leftovers.create(path));
-                leftovers.remove_rest();
-                unpacked
-            }
-            _ => {
-                leftovers.remove_rest();
-                unpack(&bundle, &file, &dir, &mut |path| {
-                    std::fs::File::create(path)
-                })
-            }
-        };
+        // Only a single file is written into them: an archive may need a directory where one
+        // stands.
+        if bundle.format != BundleFormat::Py {
+            leftovers.remove_rest();
+        }
+        let unpacked = unpack(&bundle, &file, &dir, &mut |path| leftovers.create(path));
+        // What the bundle did not need is gone before the process starts.
+        leftovers.remove_rest();
         unpacked.map_err(|e| e.to_string())?;
         let deps = project_deps(&dir, requirements);
         if !dir.join(&in_bundle).is_file() {

@@ -178,9 +178,7 @@ fn open_own(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
     let meta = file.metadata()?;
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    match meta.is_file() && meta.nlink() == 1 && meta.uid() == euid {
+    match meta.is_file() && meta.nlink() == 1 && ours(&meta) {
         true => Ok((file, meta)),
         false => Err(io::Error::other("not a file of our own")),
     }
@@ -261,9 +259,9 @@ impl Leftovers {
         false
     }
 
-    /// Removes the leftovers nothing was written into.
-    pub fn remove_rest(self) {
-        for name in &self.names {
+    /// Removes the leftovers nothing was written into; `create` then makes new files.
+    pub fn remove_rest(&mut self) {
+        for name in self.names.drain(..) {
             let _ = std::fs::remove_file(self.dir.join(name));
         }
     }
@@ -289,11 +287,13 @@ fn reset_dir(dir: &Path) -> bool {
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dir);
     let Ok(file) = opened else { return false };
+    file.metadata().is_ok_and(|m| ours(&m)) && renew(&file, 0o777).is_ok()
+}
+
+/// Whether this process's user owns the inode.
+fn ours(meta: &std::fs::Metadata) -> bool {
     // SAFETY: geteuid cannot fail.
-    let ours = file
-        .metadata()
-        .is_ok_and(|m| m.uid() == unsafe { libc::geteuid() });
-    ours && renew(&file, 0o777).is_ok()
+    meta.uid() == unsafe { libc::geteuid() }
 }
 
 /// Refuses an inode with extended attributes (ACLs included); else gives it `mode` less the
@@ -413,7 +413,7 @@ mod tests {
         assert_eq!(dirs.lock().len(), 1, "one sweep is not enough");
         sweeper.completed_sweep();
         let fourth = data.path().join("work/d-1");
-        let leftovers = dirs.take(&fourth).unwrap();
+        let mut leftovers = dirs.take(&fourth).unwrap();
         assert_eq!(dirs.lock().len(), 0, "the spare was taken");
         assert_eq!(files(&fourth), [TMP, "out.csv"], "emptied, .tmp too");
         assert_eq!(std::fs::read(fourth.join("out.csv")).unwrap(), b"");
@@ -546,7 +546,7 @@ mod tests {
 
     #[test]
     fn a_recycled_directory_has_a_new_one_s_mode_and_no_attributes() {
-        let (_data, dir, leftovers) = recycled(|d| {
+        let (_data, dir, mut leftovers) = recycled(|d| {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
             std::fs::set_permissions(d.join(TMP), std::fs::Permissions::from_mode(0o700)).unwrap();
         });
@@ -587,7 +587,7 @@ mod tests {
             sweeper.completed_sweep();
             sweeper.completed_sweep();
             let second = data.path().join("work/b-1");
-            let leftovers = dirs.take(&second).unwrap();
+            let mut leftovers = dirs.take(&second).unwrap();
             assert_eq!(dirs.lock().len(), 0, "{what}: the spare was used up");
             assert_eq!(files(&second), [TMP], "{what}");
             leftovers.remove_rest();
@@ -596,7 +596,7 @@ mod tests {
 
     #[test]
     fn at_most_keep_files_are_kept() {
-        let (_data, dir, leftovers) = recycled(|d| {
+        let (_data, dir, mut leftovers) = recycled(|d| {
             for i in 0..KEEP_FILES + 5 {
                 std::fs::write(d.join(format!("f{i}")), "x").unwrap();
             }
