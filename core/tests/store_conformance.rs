@@ -739,6 +739,52 @@ async fn runs_create_and_read(db: &TestDb) {
     assert!(s.running_runs(10).await.unwrap().is_empty());
 }
 
+/// Runs created at the same time (committed together when they queue behind the writer) are
+/// each stored exactly as returned, with their history line; one that fails fails alone.
+async fn concurrent_creates_land_and_fail_alone(db: &TestDb) {
+    let s: Arc<dyn Store> = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let creates: Vec<_> = (0..24)
+        .map(|n| {
+            let s = s.clone();
+            // Two of them for the same due time of the same task: one must be refused.
+            let new = NewRun {
+                task: f.task.clone(),
+                version: f.version.clone(),
+                trigger: format!("manual-{n}"),
+                due_at: (n == 5 || n == 17).then_some(1_700_000_000_000),
+            };
+            tokio::spawn(async move { s.create_run(&new).await })
+        })
+        .collect();
+    let mut created = vec![];
+    let mut refused = 0;
+    for create in creates {
+        match create.await.unwrap() {
+            Ok((run, job)) => created.push((run, job)),
+            Err(StoreError::Conflict(_)) => refused += 1,
+            Err(e) => panic!("an innocent create failed: {e:?}"),
+        }
+    }
+    assert_eq!((created.len(), refused), (23, 1));
+    for (run, job) in &created {
+        assert_eq!(run, &s.run(&run.id).await.unwrap(), "returned as stored");
+        assert_eq!(job.run_id, run.id);
+        let history = s.run_history(&run.id).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].kind, "queued");
+        assert_eq!(history[0].at, run.queued_at);
+    }
+    let filter = RunFilter {
+        task_id: Some(f.task.id.clone()),
+        ..RunFilter::default()
+    };
+    assert_eq!(
+        s.list_runs(&filter, 100, None).await.unwrap().items.len(),
+        23
+    );
+}
+
 async fn one_fire_per_due_time(db: &TestDb) {
     let s = db.open().await;
     let f = fixture(s.as_ref(), retries(1)).await;
@@ -1476,6 +1522,162 @@ async fn racing_reports_apply_once(db: &TestDb) {
     }
 }
 
+/// One runner report of a batch: which scenario's run, and what it says.
+#[derive(Clone, Copy)]
+enum Report {
+    Start(u32, &'static str),
+    End(u32, &'static str, RunState),
+}
+
+/// Writes the runs of `scenarios` on `store` (each scenario's run in its set-up state), then
+/// applies `order` (scenario, report) as one batch or one report at a time. Returns, per event,
+/// what it applied, and per scenario the run (without its id-seeded retry time) and history.
+async fn apply_reports(
+    store: &dyn Store,
+    f: &Fixture,
+    scenarios: &[(&str, Vec<Report>)],
+    order: &[(usize, usize)],
+    batched: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut runs = vec![];
+    for (setup, _) in scenarios {
+        let run = manual_run(store, f).await;
+        match *setup {
+            "queued" => {}
+            "cancelled" => drop(store.request_cancel(&run.id, 5).await.unwrap()),
+            "running" => drop(
+                store
+                    .mark_started(&run.id, 1, "tok-a", "w1", 5)
+                    .await
+                    .unwrap(),
+            ),
+            other => panic!("unknown set-up {other}"),
+        }
+        runs.push(run.id);
+    }
+    let events: Vec<RunEvent> = order
+        .iter()
+        .enumerate()
+        .map(|(n, &(scenario, report))| {
+            let (attempt, token, kind) = match scenarios[scenario].1[report] {
+                Report::Start(a, t) => (a, t, RunEventKind::Started),
+                Report::End(a, t, state) => (a, t, RunEventKind::Finished(outcome(state))),
+            };
+            RunEvent {
+                run_id: runs[scenario].clone(),
+                attempt,
+                lease_token: token.into(),
+                worker_id: "w1".into(),
+                at_ms: 10 + n as i64,
+                kind,
+            }
+        })
+        .collect();
+    let results = if batched {
+        store.record_events(&events).await
+    } else {
+        let mut out = vec![];
+        for ev in &events {
+            out.push(
+                store
+                    .record_events(std::slice::from_ref(ev))
+                    .await
+                    .remove(0),
+            );
+        }
+        out
+    };
+    let results = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(recorded) => format!("{recorded:?}"),
+            Err(StoreError::Stale(_)) => "stale".into(),
+            Err(e) => panic!("unexpected error {e:?}"),
+        })
+        .collect();
+    let mut after = vec![];
+    for id in &runs {
+        let mut r = store.run(id).await.unwrap();
+        // A retry's time is seeded by the run's id: only whether it is set compares.
+        r.not_before = r.not_before.map(|_| 0);
+        let kinds: Vec<_> = store
+            .run_history(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| format!("{}@{}", h.kind, h.attempt))
+            .collect();
+        after.push(format!(
+            "{}|{:?}|{:?}|{:?}|{:?}|{kinds:?}",
+            snapshot(&r),
+            r.duration_ms,
+            r.peak_rss_kb,
+            r.log_key,
+            r.result
+        ));
+    }
+    (results, after)
+}
+
+/// The recorder's batch writes exactly what the same reports would, one at a time: a start and
+/// the end of the same attempt, which a batch may write as one, included.
+async fn batched_reports_match_one_by_one(db: &TestDb) {
+    use Report::{End, Start};
+    use RunState::{Cancelled, Failed, Succeeded};
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(2)).await;
+    let pair = |attempt, start, end, state| vec![Start(attempt, start), End(attempt, end, state)];
+    let scenarios: Vec<(&str, Vec<Report>)> = vec![
+        ("queued", pair(1, "tok-a", "tok-a", Succeeded)),
+        ("queued", pair(1, "tok-a", "tok-a", Cancelled)),
+        ("cancelled", pair(1, "tok-a", "tok-a", Cancelled)),
+        ("queued", pair(1, "tok-a", "tok-a", Failed)),
+        ("queued", pair(2, "tok-a", "tok-a", Succeeded)),
+        (
+            "queued",
+            [
+                vec![Start(1, "tok-a")],
+                pair(1, "tok-a", "tok-a", Succeeded),
+            ]
+            .concat(),
+        ),
+        ("queued", pair(1, "tok-a", "tok-b", Succeeded)),
+        ("running", pair(1, "tok-a", "tok-a", Succeeded)),
+        ("running", pair(1, "tok-b", "tok-b", Succeeded)),
+        (
+            "queued",
+            [
+                pair(1, "tok-a", "tok-a", Succeeded),
+                vec![End(1, "tok-a", Failed)],
+            ]
+            .concat(),
+        ),
+    ];
+    // Each scenario's reports in order, interleaved with the others'.
+    let mut order = vec![];
+    for report in 0..3 {
+        for (scenario, (_, reports)) in scenarios.iter().enumerate() {
+            if report < reports.len() {
+                order.push((scenario, report));
+            }
+        }
+    }
+    let one_by_one = apply_reports(s.as_ref(), &f, &scenarios, &order, false).await;
+    let batched = apply_reports(s.as_ref(), &f, &scenarios, &order, true).await;
+    for (n, (a, b)) in one_by_one.0.iter().zip(&batched.0).enumerate() {
+        assert_eq!(a, b, "event {n} ({:?}) applied differently", order[n]);
+    }
+    for (n, (a, b)) in one_by_one.1.iter().zip(&batched.1).enumerate() {
+        assert_eq!(a, b, "scenario {n} ends differently");
+    }
+    assert!(
+        batched.1[0].starts_with("Succeeded|1|Some(\"tok-a\")|Some(\"w1\")|Some(0)"),
+        "a start and its end in one batch: {}",
+        batched.1[0]
+    );
+    assert!(batched.1[0].ends_with("[\"queued@1\", \"running@1\", \"succeeded@1\"]"));
+}
+
 // ---------------------------------------------------------------- migrations
 
 async fn migrations_are_idempotent(db: &TestDb) {
@@ -2079,6 +2281,7 @@ conformance!(
     task_pagination,
     due_tasks_selects_active_due_ones,
     runs_create_and_read,
+    concurrent_creates_land_and_fail_alone,
     one_fire_per_due_time,
     fenced_start_and_finish,
     signal_and_lost_without_token,
@@ -2090,6 +2293,7 @@ conformance!(
     racing_versions_get_distinct_numbers,
     cancel_racing_a_failure_is_never_requeued,
     racing_reports_apply_once,
+    batched_reports_match_one_by_one,
     names_are_exact_and_text_is_unicode,
     migrations_are_idempotent,
     first_connects_racing_all_migrate,

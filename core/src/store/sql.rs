@@ -14,6 +14,7 @@ use super::rows::{self, to_json, RUN_COLUMNS, TASK_COLUMNS, VERSION_COLUMNS};
 use super::*;
 use crate::ids::new_id;
 
+mod create;
 mod record;
 
 use record::{FinishReport, StartReport};
@@ -37,6 +38,7 @@ impl Dialect {
     }
 }
 
+#[derive(Clone)]
 pub struct SqlStore {
     /// Reads.
     pool: AnyPool,
@@ -46,6 +48,8 @@ pub struct SqlStore {
     /// path of a run's recording). Elsewhere the same pool as reads.
     writes: AnyPool,
     dialect: Dialect,
+    /// Manual runs waiting for their group commit (`create`).
+    pending_runs: std::sync::Arc<create::PendingRuns>,
 }
 
 /// A per-run, per-attempt number for backoff jitter (stable, so a repeated report is harmless).
@@ -360,6 +364,7 @@ impl SqlStore {
             pool,
             writes,
             dialect,
+            pending_runs: Default::default(),
         };
         if dialect == Dialect::Sqlite {
             // WAL lets readers proceed while the recorder writes.
@@ -1195,16 +1200,7 @@ impl Store for SqlStore {
     }
 
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)> {
-        let now = crate::time::now_ms();
-        let id = new_id();
-        let job = first_job(&id, new);
-        let mut tx = self.writes.begin().await?;
-        self.insert_runs(&mut tx, &[(id.clone(), new, job.clone(), now)], now, false)
-            .await?;
-        self.insert_history(&mut tx, &[queued_entry(&id, &new.trigger, now)])
-            .await?;
-        tx.commit().await?;
-        Ok((queued_run(id, new, now), job))
+        self.create_run_queued(new).await
     }
 
     /// Two on the servers: while one batch waits for its commit (an fsync) or its statements,

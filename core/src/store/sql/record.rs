@@ -1,9 +1,13 @@
 //! Runner reports applied to runs: the fenced `queued → running` write and the attempt's
 //! outcome, one at a time ([`Store::mark_started`], [`Store::finish_attempt`]) or as a batch in
 //! one transaction ([`Store::record_events`], the recorder's path: one commit, which on SQLite
-//! is one `fsync`, for every event that arrived together).
+//! is one `fsync`, for every event that arrived together). In a batch, a run's start and the
+//! end of that same attempt (a short run reports both before the recorder's next commit) are
+//! written as one `UPDATE` when the start applies as a first start; any other case is written
+//! event by event, so the result is always what the events would write one at a time.
 
 use super::*;
+use std::collections::HashMap;
 
 /// How often an outcome is re-decided when its run changed between the read and the fenced
 /// write (a cancel request landing in between).
@@ -63,13 +67,7 @@ impl SqlStore {
             .execute(&mut *conn)
             .await?;
         if done.rows_affected() == 1 {
-            history.push(history_entry(
-                ev.run_id,
-                ev.attempt,
-                "running",
-                format!("worker {}", ev.worker_id),
-                ev.at_ms,
-            ));
+            history.push(started_entry(ev));
             return Ok(());
         }
         let run = rows::run(
@@ -182,17 +180,9 @@ impl SqlStore {
     ) -> StoreResult<Recorded> {
         let (run_id, attempt, o) = (report.run_id, report.attempt, report.outcome);
         let token = report.lease_token.unwrap_or("");
-        let sql = self.q("UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?, finished_at = ? \
-             WHERE id = ? AND attempt = ? AND state IN ('queued', 'running') AND (lease_token = ? OR ? = '')");
-        let done = sqlx::query(&sql)
-            .bind(o.state.as_str())
-            .bind(o.exit_code.map(i64::from))
-            .bind(o.signal.map(i64::from))
-            .bind(o.error.clone())
-            .bind(o.duration_ms)
-            .bind(o.peak_rss_kb)
-            .bind(o.log_key.clone())
-            .bind(o.result.as_ref().map(to_json))
+        let sql = self.q(&format!("UPDATE runs SET state = ?, {SET_OUTCOME}, finished_at = ? \
+             WHERE id = ? AND attempt = ? AND state IN ('queued', 'running') AND (lease_token = ? OR ? = '')"));
+        let done = bind_outcome(sqlx::query(&sql).bind(o.state.as_str()), o)
             .bind(report.at_ms)
             .bind(run_id)
             .bind(attempt as i64)
@@ -226,23 +216,31 @@ impl SqlStore {
         &self,
         events: &[RunEvent],
     ) -> StoreResult<Vec<StoreResult<Recorded>>> {
+        let ends = ends_of_starts(events);
         let mut tx = self.begin_write().await?;
         let mut history = Vec::with_capacity(events.len());
-        let mut out = Vec::with_capacity(events.len());
-        for ev in events {
+        let mut out: Vec<Option<StoreResult<Recorded>>> = events.iter().map(|_| None).collect();
+        for (at, ev) in events.iter().enumerate() {
+            if out[at].is_some() {
+                continue; // a finish already written with its start
+            }
+            if let Some(end) = ends[at] {
+                if let Some(ended) = self
+                    .start_and_end_in(&mut tx, ev, &events[end], &mut history)
+                    .await?
+                {
+                    out[at] = Some(Ok(Recorded::Started));
+                    out[end] = Some(Ok(ended));
+                    continue;
+                }
+            }
             let applied = match &ev.kind {
                 RunEventKind::Started => self
                     .start_in(&mut tx, &StartReport::of(ev), &mut history)
                     .await
                     .map(|()| Recorded::Started),
                 RunEventKind::Finished(outcome) => {
-                    let report = FinishReport {
-                        run_id: &ev.run_id,
-                        attempt: ev.attempt,
-                        lease_token: Some(&ev.lease_token),
-                        outcome,
-                        at_ms: ev.at_ms,
-                    };
+                    let report = FinishReport::of(ev, outcome);
                     self.finish_in(&mut tx, &report, &mut history).await
                 }
             };
@@ -250,13 +248,82 @@ impl SqlStore {
                 // The statement failed: PostgreSQL has aborted the transaction, and on any
                 // engine the batch is no longer known to be whole. Nothing is committed.
                 Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
-                other => out.push(other),
+                other => out[at] = Some(other),
             }
         }
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
-        Ok(out)
+        Ok(out.into_iter().flatten().collect())
     }
+
+    /// A start and the end of the same attempt, reported together, in one write: what
+    /// [`Self::start_in`] then [`Self::end_in`] would write when the start applies (the run is
+    /// `queued` at that attempt and not cancelled; the end then matches the token just set).
+    /// `None`, with nothing written, when the start does not apply as a first start: the
+    /// caller then writes them one at a time, which decides every other case.
+    async fn start_and_end_in(
+        &self,
+        conn: &mut AnyConnection,
+        start: &RunEvent,
+        end: &RunEvent,
+        history: &mut Vec<RunHistoryEntry>,
+    ) -> StoreResult<Option<Recorded>> {
+        let RunEventKind::Finished(o) = &end.kind else {
+            return Ok(None);
+        };
+        let sql = self.q(&format!("UPDATE runs SET state = ?, lease_token = ?, worker_id = ?, started_at = ?, {SET_OUTCOME}, finished_at = ? \
+             WHERE id = ? AND attempt = ? AND state = 'queued' AND cancel_requested = 0"));
+        let query = sqlx::query(&sql)
+            .bind(o.state.as_str())
+            .bind(&start.lease_token)
+            .bind(&start.worker_id)
+            .bind(start.at_ms);
+        let done = bind_outcome(query, o)
+            .bind(end.at_ms)
+            .bind(&start.run_id)
+            .bind(start.attempt as i64)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        history.push(started_entry(&StartReport::of(start)));
+        history.push(history_entry(
+            &end.run_id,
+            end.attempt,
+            o.state.as_str(),
+            to_json(o),
+            end.at_ms,
+        ));
+        Ok(Some(Recorded::Finished {
+            state: o.state,
+            requeued: false,
+        }))
+    }
+}
+
+/// For each `Started` event, the index of the `Finished` event of the same attempt and lease
+/// that directly follows it among its run's events, when that outcome is never retried (so
+/// its write needs no read of the run first). Such pairs may be written as one.
+fn ends_of_starts(events: &[RunEvent]) -> Vec<Option<usize>> {
+    let mut ends = vec![None; events.len()];
+    let mut last_of_run: HashMap<&str, usize> = HashMap::new();
+    for (at, ev) in events.iter().enumerate() {
+        if let (RunEventKind::Finished(o), Some(&before)) =
+            (&ev.kind, last_of_run.get(ev.run_id.as_str()))
+        {
+            let start = &events[before];
+            if matches!(start.kind, RunEventKind::Started)
+                && start.attempt == ev.attempt
+                && start.lease_token == ev.lease_token
+                && !o.state.is_retryable()
+            {
+                ends[before] = Some(at);
+            }
+        }
+        last_of_run.insert(&ev.run_id, at);
+    }
+    ends
 }
 
 /// A `Started` report's fields.
@@ -288,6 +355,46 @@ pub(super) struct FinishReport<'a> {
     pub lease_token: Option<&'a str>,
     pub outcome: &'a Outcome,
     pub at_ms: i64,
+}
+
+impl<'a> FinishReport<'a> {
+    /// A runner's report (always under its lease).
+    pub fn of(ev: &'a RunEvent, outcome: &'a Outcome) -> FinishReport<'a> {
+        FinishReport {
+            run_id: &ev.run_id,
+            attempt: ev.attempt,
+            lease_token: Some(&ev.lease_token),
+            outcome,
+            at_ms: ev.at_ms,
+        }
+    }
+}
+
+/// The columns an attempt's outcome sets, bound by [`bind_outcome`] in this order.
+const SET_OUTCOME: &str = "exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?";
+
+type Update<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind_outcome<'q>(query: Update<'q>, o: &Outcome) -> Update<'q> {
+    query
+        .bind(o.exit_code.map(i64::from))
+        .bind(o.signal.map(i64::from))
+        .bind(o.error.clone())
+        .bind(o.duration_ms)
+        .bind(o.peak_rss_kb)
+        .bind(o.log_key.clone())
+        .bind(o.result.as_ref().map(to_json))
+}
+
+/// The history line of an applied start.
+fn started_entry(ev: &StartReport<'_>) -> RunHistoryEntry {
+    history_entry(
+        ev.run_id,
+        ev.attempt,
+        "running",
+        format!("worker {}", ev.worker_id),
+        ev.at_ms,
+    )
 }
 
 fn history_entry(

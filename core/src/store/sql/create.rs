@@ -1,0 +1,121 @@
+//! [`Store::create_run`] as a group commit: runs created while the writer is busy wait
+//! together and are written in one transaction (one multi-row insert of runs, one of their
+//! history lines, one commit, which on SQLite is one `fsync`) instead of one transaction each.
+//!
+//! No background task is kept: the caller that finds the queue empty spawns a committer, which
+//! first waits for a write connection and only then takes everything queued by that time. A run
+//! created after the take finds the queue empty again and spawns the next committer, so a
+//! queued run always has exactly one committer coming for it. The committer is spawned rather
+//! than run by its caller so that a caller that goes away (a closed HTTP connection drops its
+//! request) cannot abandon the others' transaction half-way.
+
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+
+use super::*;
+
+/// Runs waiting for the next group commit.
+#[derive(Default)]
+pub(super) struct PendingRuns(Mutex<Vec<PendingRun>>);
+
+/// A run to insert and who waits for it; the answer is the time it was queued at.
+struct PendingRun {
+    id: String,
+    new: NewRun,
+    job: Job,
+    created: oneshot::Sender<StoreResult<i64>>,
+}
+
+impl PendingRuns {
+    /// Queues one; true if the queue was empty (the caller must start a committer).
+    fn push(&self, run: PendingRun) -> bool {
+        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        queue.push(run);
+        queue.len() == 1
+    }
+
+    fn take(&self) -> Vec<PendingRun> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl SqlStore {
+    /// Queues a run for the next group commit and waits for it.
+    pub(super) async fn create_run_queued(&self, new: &NewRun) -> StoreResult<(Run, Job)> {
+        let id = new_id();
+        let job = first_job(&id, new);
+        let (created, queued_at) = oneshot::channel();
+        let run = PendingRun {
+            id: id.clone(),
+            new: new.clone(),
+            job: job.clone(),
+            created,
+        };
+        if self.pending_runs.push(run) {
+            let store = self.clone();
+            tokio::spawn(async move { store.commit_pending_runs().await });
+        }
+        let at_ms = queued_at.await.map_err(|_| {
+            StoreError::Db(sqlx::Error::Protocol(
+                "the run's commit was abandoned".into(),
+            ))
+        })??;
+        Ok((queued_run(id, new, at_ms), job))
+    }
+
+    /// Writes every queued run in one transaction; if that fails, each in its own, so that one
+    /// run's error stays its own.
+    async fn commit_pending_runs(&self) {
+        let tx = self.writes.begin().await;
+        // Taken only now: what queued while this waited for the writer goes in the same commit.
+        let runs = self.pending_runs.take();
+        let at_ms = crate::time::now_ms();
+        let together = match tx {
+            Ok(tx) => self.insert_pending(tx, &runs, at_ms).await,
+            Err(e) => Err(e.into()),
+        };
+        match together {
+            Ok(()) => {
+                for run in runs {
+                    let _ = run.created.send(Ok(at_ms));
+                }
+            }
+            Err(e) if runs.len() == 1 => {
+                let _ = runs.into_iter().next().map(|run| run.created.send(Err(e)));
+            }
+            Err(_) => {
+                for run in runs {
+                    let result = match self.writes.begin().await {
+                        Ok(tx) => {
+                            self.insert_pending(tx, std::slice::from_ref(&run), at_ms)
+                                .await
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = run.created.send(result.map(|()| at_ms));
+                }
+            }
+        }
+    }
+
+    async fn insert_pending(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        runs: &[PendingRun],
+        at_ms: i64,
+    ) -> StoreResult<()> {
+        let rows: Vec<_> = runs
+            .iter()
+            .map(|r| (r.id.clone(), &r.new, r.job.clone(), at_ms))
+            .collect();
+        let history: Vec<_> = runs
+            .iter()
+            .map(|r| queued_entry(&r.id, &r.new.trigger, at_ms))
+            .collect();
+        self.insert_runs(&mut tx, &rows, at_ms, false).await?;
+        self.insert_history(&mut tx, &history).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
