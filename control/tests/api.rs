@@ -628,6 +628,23 @@ async fn tasks_runs_cancel_retry_logs() {
     assert_eq!(patched["timeout_s"], 10);
     assert_eq!(patched["warm"], true);
     assert_eq!(patched["paused"], true);
+
+    // A run of a task deleted since is not retried; a deleted task is not triggered.
+    let resp = s.delete(&t, &format!("/api/v1/tasks/{tid}")).await;
+    assert_eq!(resp.status(), 204);
+    let gone = problem(s.post(&t, &format!("/api/v1/runs/{rid}/retry")).await, 409).await;
+    assert!(
+        gone["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{gone}"
+    );
+    problem(
+        s.post(&t, &format!("/api/v1/tasks/{tid}/trigger")).await,
+        404,
+    )
+    .await;
     s.stop().await;
 }
 
@@ -895,13 +912,7 @@ async fn rbac_tokens_and_audit() {
     let listed: Value = s.get(&admin, "/api/v1/tokens").await.json().await.unwrap();
     assert!(listed["items"][0].get("token").is_none());
     let tok_id = tok["id"].as_str().unwrap();
-    let resp = s
-        .http
-        .delete(s.url(&format!("/api/v1/tokens/{tok_id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.delete(&admin, &format!("/api/v1/tokens/{tok_id}")).await;
     assert_eq!(resp.status(), 204);
     problem(s.get(&secret, "/api/v1/tasks").await, 401).await;
 

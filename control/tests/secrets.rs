@@ -24,12 +24,7 @@ async fn put(s: &Server, token: &str, name: &str, body: Value) -> reqwest::Respo
 }
 
 async fn delete(s: &Server, token: &str, name: &str) -> reqwest::Response {
-    s.http
-        .delete(s.url(&format!("/api/v1/secrets/{name}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    s.delete(token, &format!("/api/v1/secrets/{name}")).await
 }
 
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {

@@ -567,6 +567,34 @@ async fn tasks_crud(db: &TestDb) {
     assert_not_found(s.delete_task(&t.id).await, "delete task twice");
 }
 
+/// A trigger's one read: the task and its project's current version, as the two reads give them.
+async fn task_with_current_version_reads_both(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    // Tasks compare as the API shows them.
+    let shown = |(t, v): (Task, Option<ProjectVersion>)| (serde_json::to_value(t).unwrap(), v);
+    let read = s.task_with_current_version(&f.task.id).await.unwrap();
+    assert_eq!(
+        shown(read),
+        shown((f.task.clone(), Some(f.version.clone())))
+    );
+    let mut next = version(&f.task.project_id, 2, Some("3.12"));
+    next.version = s.add_version(&next).await.unwrap();
+    let current = s.current_version(&f.task.project_id).await.unwrap();
+    assert_eq!(current.version, next.version, "an upload becomes current");
+    let read = s.task_with_current_version(&f.task.id).await.unwrap();
+    let task = s.task(&f.task.id).await.unwrap();
+    assert_eq!(shown(read), shown((task, Some(current))));
+    assert_not_found(s.task_with_current_version(&new_id()).await, "unknown task");
+    s.delete_project(&f.task.project_id).await.unwrap();
+    let (task, version) = s.task_with_current_version(&f.task.id).await.unwrap();
+    assert_eq!(
+        (task.id, version),
+        (f.task.id.clone(), None),
+        "project gone"
+    );
+}
+
 async fn task_pagination(db: &TestDb) {
     let s = db.open().await;
     let (p, _) = project(s.as_ref(), "etl").await;
@@ -2279,6 +2307,7 @@ conformance!(
     project_pagination,
     tasks_crud,
     task_pagination,
+    task_with_current_version_reads_both,
     due_tasks_selects_active_due_ones,
     runs_create_and_read,
     concurrent_creates_land_and_fail_alone,

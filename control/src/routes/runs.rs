@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::io::Read;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -142,18 +142,15 @@ async fn retry(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
             old.state.as_str()
         )));
     }
-    let task = ctx
-        .state
-        .store
-        .task(&old.task_id)
+    let (task, version) = super::tasks::load_for_run(&ctx.state, &old.task_id)
         .await
-        .map_err(|e| match e {
-            antcode_core::store::StoreError::NotFound => {
+        .map_err(|p| match p.status {
+            StatusCode::NOT_FOUND => {
                 Problem::conflict(format!("the run's task {} no longer exists", old.task_id))
             }
-            other => other.into(),
+            _ => p,
         })?;
-    let run = super::tasks::start_run(&ctx.state, &task, "retry").await?;
+    let run = super::tasks::start_run(&ctx.state, (&task, version), "retry").await?;
     audit::record(&ctx, "run.retry", &id, to_value(&old), to_value(&run), "ok").await;
     Ok(created(run))
 }

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 
 use antcode_core::broker::changed;
 use antcode_core::ids;
-use antcode_core::model::{RetryPolicy, Role, Run, RunState, Schedule, Task, TaskSpec};
+use antcode_core::model::{
+    ProjectVersion, RetryPolicy, Role, Run, RunState, Schedule, Task, TaskSpec,
+};
 use antcode_core::secrets::{publish_job, PublishError};
 use antcode_core::store::{NewRun, RunFilter, StoreError};
 use antcode_core::time::{now_ms, parse_rfc3339};
@@ -415,20 +417,30 @@ async fn resume(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     set_paused(ctx, id, false).await
 }
 
-/// Creates a queued run of the task's project's current version and publishes its job. If the
-/// broker is down the run stays queued in SQL, where compensation re-publishes it.
-pub async fn start_run(state: &AppState, task: &Task, trigger: &str) -> ApiResult<Run> {
-    let version = state
+/// The task and its project's current version, for a new run of it: one read.
+pub async fn load_for_run(state: &AppState, id: &str) -> ApiResult<(Task, ProjectVersion)> {
+    check_id(id, "task")?;
+    let (task, version) = state
         .store
-        .current_version(&task.project_id)
+        .task_with_current_version(id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => Problem::conflict(format!(
-                "the task's project {} no longer exists",
-                task.project_id
-            )),
-            other => other.into(),
-        })?;
+        .map_err(named("task", id))?;
+    let version = version.ok_or_else(|| {
+        Problem::conflict(format!(
+            "the task's project {} no longer exists",
+            task.project_id
+        ))
+    })?;
+    Ok((task, version))
+}
+
+/// Creates a queued run of `version` (the task's project's current one) and publishes its job.
+/// If the broker is down the run stays queued in SQL, where compensation re-publishes it.
+pub async fn start_run(
+    state: &AppState,
+    (task, version): (&Task, ProjectVersion),
+    trigger: &str,
+) -> ApiResult<Run> {
     let (run, job) = state
         .store
         .create_run(&NewRun {
@@ -454,8 +466,8 @@ pub async fn start_run(state: &AppState, task: &Task, trigger: &str) -> ApiResul
 
 async fn trigger(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Operator, "task.trigger", &id).await?;
-    let task = load(&ctx.state, &id).await?;
-    let run = start_run(&ctx.state, &task, "manual").await?;
+    let (task, version) = load_for_run(&ctx.state, &id).await?;
+    let run = start_run(&ctx.state, (&task, version), "manual").await?;
     audit::record(&ctx, "task.trigger", &id, None, to_value(&run), "ok").await;
     Ok(created(run))
 }
@@ -473,10 +485,10 @@ async fn invoke(ctx: Ctx, P(id): P<String>, Q(q): Q<InvokeQuery>) -> ApiResult<R
     if wait > 300 {
         return Err(bad("wait_s", "must be at most 300"));
     }
-    let task = load(&ctx.state, &id).await?;
+    let (task, version) = load_for_run(&ctx.state, &id).await?;
     // Watch before the run exists, so no announcement of it can be missed.
     let mut changes = ctx.state.broker.watch_changes();
-    let mut run = start_run(&ctx.state, &task, "invoke").await?;
+    let mut run = start_run(&ctx.state, (&task, version), "invoke").await?;
     audit::record(&ctx, "task.invoke", &id, None, to_value(&run), "ok").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     while !run.state.is_terminal() && tokio::time::Instant::now() < deadline {

@@ -102,32 +102,36 @@ impl Server {
         self.login("admin", ADMIN_PASSWORD).await
     }
 
+    /// A request with the bearer `token`, sent.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.send(reqwest::Method::GET, token, path, None).await
     }
 
     pub async fn post_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
+        self.send(reqwest::Method::POST, token, path, Some(body))
             .await
-            .unwrap()
     }
 
     pub async fn post(&self, token: &str, path: &str) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.send(reqwest::Method::POST, token, path, None).await
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, token, path, None).await
     }
 
     /// Uploads a project from `(file name, bytes)` plus extra text fields.

@@ -171,6 +171,12 @@ pub trait Store: Send + Sync + 'static {
     /// is a `Conflict`).
     async fn create_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
     async fn task(&self, id: &str) -> StoreResult<Task>;
+    /// The task and its project's current version in one read (what a trigger needs); the
+    /// version is `None` when the project has none (it is gone).
+    async fn task_with_current_version(
+        &self,
+        id: &str,
+    ) -> StoreResult<(Task, Option<ProjectVersion>)>;
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>>;
     async fn update_task(&self, task: &Task) -> StoreResult<()>;
     async fn delete_task(&self, id: &str) -> StoreResult<()>;

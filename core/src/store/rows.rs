@@ -85,17 +85,30 @@ pub fn project(row: &AnyRow) -> StoreResult<Project> {
 }
 
 pub fn version(row: &AnyRow) -> StoreResult<ProjectVersion> {
-    let bundle = text(row, "bundle")?;
-    let files = text(row, "files")?;
+    version_as(row, "")
+}
+
+/// A version whose columns carry `prefix` (`v_bundle`, …), as a join that also returns another
+/// table's columns names them.
+pub fn version_as(row: &AnyRow, prefix: &str) -> StoreResult<ProjectVersion> {
+    let col = |name: &'static str| -> std::borrow::Cow<'static, str> {
+        if prefix.is_empty() {
+            name.into()
+        } else {
+            format!("{prefix}{name}").into()
+        }
+    };
+    let bundle = text(row, &col("bundle"))?;
+    let files = text(row, &col("files"))?;
     Ok(ProjectVersion {
-        project_id: text(row, "project_id")?,
-        version: row.try_get("version")?,
+        project_id: text(row, &col("project_id"))?,
+        version: row.try_get(&*col("version"))?,
         bundle: json(&bundle, "bundle")?,
-        entrypoint: text(row, "entrypoint")?,
-        requirements: text(row, "requirements")?,
-        python_version: opt_text(row, "python_version")?,
+        entrypoint: text(row, &col("entrypoint"))?,
+        requirements: text(row, &col("requirements"))?,
+        python_version: opt_text(row, &col("python_version"))?,
         files: json(&files, "files")?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get(&*col("created_at"))?,
     })
 }
 

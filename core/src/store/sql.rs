@@ -237,6 +237,25 @@ static CURRENT_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     )
 });
 
+/// A task and its project's current version, if any, in one row: the task's columns as they
+/// are, the version's prefixed `v_`.
+static TASK_WITH_CURRENT_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let prefixed = |columns: &str, f: &dyn Fn(&str) -> String| -> String {
+        columns
+            .split(',')
+            .map(|c| f(c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "SELECT {}, {} FROM tasks t LEFT JOIN projects p ON p.id = t.project_id \
+         LEFT JOIN project_versions v ON v.project_id = p.id AND v.version = p.current_version \
+         WHERE t.id = ?",
+        prefixed(TASK_COLUMNS, &|c| format!("t.{c}")),
+        prefixed(VERSION_COLUMNS, &|c| format!("v.{c} AS v_{c}")),
+    )
+});
+
 /// The values of one audit row, in the column order of `add_audit`.
 fn bind_audit<'q>(q: AnyQuery<'q>, a: &'q AuditEntry) -> AnyQuery<'q> {
     q.bind(&a.id)
@@ -1146,6 +1165,18 @@ impl Store for SqlStore {
                 )
                 .await?,
         )
+    }
+
+    async fn task_with_current_version(
+        &self,
+        id: &str,
+    ) -> StoreResult<(Task, Option<ProjectVersion>)> {
+        let row = self.one(&TASK_WITH_CURRENT_VERSION, &[id]).await?;
+        let version = match row.try_get::<Option<i64>, _>("v_version")? {
+            Some(_) => Some(rows::version_as(&row, "v_")?),
+            None => None,
+        };
+        Ok((rows::task(&row)?, version))
     }
 
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>> {

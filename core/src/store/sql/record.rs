@@ -373,9 +373,7 @@ impl<'a> FinishReport<'a> {
 /// The columns an attempt's outcome sets, bound by [`bind_outcome`] in this order.
 const SET_OUTCOME: &str = "exit_code = ?, exit_signal = ?, error = ?, duration_ms = ?, peak_rss_kb = ?, log_key = ?, result = ?";
 
-type Update<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
-fn bind_outcome<'q>(query: Update<'q>, o: &Outcome) -> Update<'q> {
+fn bind_outcome<'q>(query: AnyQuery<'q>, o: &Outcome) -> AnyQuery<'q> {
     query
         .bind(o.exit_code.map(i64::from))
         .bind(o.signal.map(i64::from))
