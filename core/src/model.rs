@@ -395,6 +395,22 @@ pub struct Outcome {
     pub result: Option<serde_json::Value>,
 }
 
+impl Outcome {
+    /// An outcome with nothing but its state and duration: no process facts, log or result.
+    pub fn bare(state: RunState, duration_ms: i64) -> Outcome {
+        Outcome {
+            state,
+            exit_code: None,
+            signal: None,
+            error: None,
+            duration_ms,
+            peak_rss_kb: None,
+            log_key: None,
+            result: None,
+        }
+    }
+}
+
 /// A state change reported by a runner; applied to SQL by the recorder only if
 /// `(attempt, lease_token)` still matches the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

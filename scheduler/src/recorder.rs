@@ -19,7 +19,7 @@ use crate::SchedulerConfig;
 const GROUP: &str = "recorder";
 /// Events applied together, at most.
 const BATCH_MAX: usize = 256;
-/// How long a batch of starts waits for company (see `with_company`).
+/// How long a batch with a start whose end it lacks waits for company (see `with_company`).
 const STARTS_LINGER: Duration = Duration::from_millis(10);
 /// Longest pause between two tries of an event the store refused (it was unreachable). Kept
 /// well under `lost_after`: once the database is back, the run's real end must be applied
@@ -91,20 +91,19 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
     }
 }
 
-/// A batch of starts only waits up to [`STARTS_LINGER`] for more events before it is applied:
-/// nobody waits on a start the way `invoke` waits on an end, and a short run's end then shares
-/// its start's commit (on SQLite an fsync on the one write connection, which triggers queue
-/// behind). A batch with an end in it is applied at once.
+/// A batch that holds a run's start without that attempt's end waits up to [`STARTS_LINGER`]
+/// (from its first read) for more events before it is applied, and is applied as soon as every
+/// start in it has its end: a short run's start and end then share one commit (on SQLite an
+/// fsync on the one write connection, which triggers queue behind) and one `UPDATE`
+/// (`Store::record_events`). Nobody waits on a start the way `invoke` waits on an end; an end
+/// waits only beside another run's start, and at most the linger. A batch of ends alone (or
+/// of finished pairs) is applied at once, so a lone run's end is not delayed.
 async fn with_company(
     config: &SchedulerConfig,
     mut events: Vec<(String, RunEvent)>,
 ) -> Vec<(String, RunEvent)> {
     let deadline = tokio::time::Instant::now() + STARTS_LINGER;
-    while events.len() < BATCH_MAX
-        && events
-            .iter()
-            .all(|(_, e)| matches!(e.kind, RunEventKind::Started))
-    {
+    while events.len() < BATCH_MAX && has_open_start(&events) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             break;
@@ -121,6 +120,18 @@ async fn with_company(
         }
     }
     events
+}
+
+/// Whether some start in `events` lacks the end of the same attempt.
+fn has_open_start(events: &[(String, RunEvent)]) -> bool {
+    let ended: std::collections::HashSet<(&str, u32)> = events
+        .iter()
+        .filter(|(_, e)| matches!(e.kind, RunEventKind::Finished(_)))
+        .map(|(_, e)| (e.run_id.as_str(), e.attempt))
+        .collect();
+    events.iter().any(|(_, e)| {
+        matches!(e.kind, RunEventKind::Started) && !ended.contains(&(e.run_id.as_str(), e.attempt))
+    })
 }
 
 /// Applies one event. `Ok` means "done with it" (applied, or refused as stale).
@@ -163,4 +174,64 @@ fn record_finish(state: RunState, requeued: bool, duration_ms: i64) {
     metrics::counter!("antcode_runs_finished_total", "state" => state.as_str()).increment(1);
     metrics::histogram!("antcode_run_duration_seconds", "state" => state.as_str())
         .record(duration_ms as f64 / 1000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use antcode_core::model::Outcome;
+
+    fn event(run: &str, attempt: u32, end: bool) -> (String, RunEvent) {
+        let kind = if end {
+            RunEventKind::Finished(Outcome::bare(RunState::Succeeded, 1))
+        } else {
+            RunEventKind::Started
+        };
+        let ev = RunEvent {
+            run_id: run.into(),
+            attempt,
+            lease_token: "tok".into(),
+            worker_id: "w".into(),
+            at_ms: 1,
+            kind,
+        };
+        ("id".into(), ev)
+    }
+
+    /// `(run, attempt, is an end)`.
+    type Batch = &'static [(&'static str, u32, bool)];
+
+    #[test]
+    fn a_batch_waits_while_a_start_lacks_its_end() {
+        let cases: &[(Batch, bool)] = &[
+            (&[], false),
+            (&[("a", 1, false)], true),
+            (&[("a", 1, true)], false),
+            (&[("a", 1, false), ("a", 1, true)], false),
+            (&[("a", 1, false), ("b", 1, true)], true),
+            (&[("a", 1, false), ("a", 2, true)], true),
+            (
+                &[
+                    ("b", 1, true),
+                    ("a", 1, false),
+                    ("c", 1, false),
+                    ("a", 1, true),
+                ],
+                true,
+            ),
+            (
+                &[
+                    ("a", 1, false),
+                    ("c", 1, false),
+                    ("c", 1, true),
+                    ("a", 1, true),
+                ],
+                false,
+            ),
+        ];
+        for (events, open) in cases {
+            let batch: Vec<_> = events.iter().map(|&(r, a, e)| event(r, a, e)).collect();
+            assert_eq!(has_open_start(&batch), *open, "{events:?}");
+        }
+    }
 }

@@ -593,14 +593,8 @@ async fn overlap_queue_one_holds_then_releases_and_cancel_previous_cancels() {
         "held while the first runs"
     );
     let outcome = Outcome {
-        state: RunState::Succeeded,
         exit_code: Some(0),
-        signal: None,
-        error: None,
-        duration_ms: 1,
-        peak_rss_kb: None,
-        log_key: None,
-        result: None,
+        ..Outcome::bare(RunState::Succeeded, 1)
     };
     w.store
         .finish_attempt(
