@@ -65,7 +65,8 @@ impl SqlStore {
     }
 
     /// Writes every queued run in one transaction; if that fails, each in its own, so that one
-    /// run's error stays its own.
+    /// run's error stays its own, unless the database is unreachable: then every waiter is told
+    /// so at once (trying each in turn would make the last wait out one timeout per run).
     async fn commit_pending_runs(&self) {
         let tx = self.writes.begin().await;
         // Taken only now: what queued while this waited for the writer goes in the same commit.
@@ -75,27 +76,34 @@ impl SqlStore {
             Ok(tx) => self.insert_pending(tx, &runs, at_ms).await,
             Err(e) => Err(e.into()),
         };
-        match together {
+        let mut down = match together {
             Ok(()) => {
                 for run in runs {
                     let _ = run.created.send(Ok(at_ms));
                 }
+                return;
             }
             Err(e) if runs.len() == 1 => {
                 let _ = runs.into_iter().next().map(|run| run.created.send(Err(e)));
+                return;
             }
-            Err(_) => {
-                for run in runs {
-                    let result = match self.writes.begin().await {
-                        Ok(tx) => {
-                            self.insert_pending(tx, std::slice::from_ref(&run), at_ms)
-                                .await
-                        }
-                        Err(e) => Err(e.into()),
-                    };
-                    let _ = run.created.send(result.map(|()| at_ms));
-                }
+            Err(e) => e.is_unavailable().then_some(e),
+        };
+        for run in runs {
+            let result = match &down {
+                Some(e) => Err(unavailable_again(e)),
+                None => match self.writes.begin().await {
+                    Ok(tx) => {
+                        self.insert_pending(tx, std::slice::from_ref(&run), at_ms)
+                            .await
+                    }
+                    Err(e) => Err(e.into()),
+                },
+            };
+            if let Some(e) = result.as_ref().err().filter(|e| e.is_unavailable()) {
+                down = Some(unavailable_again(e));
             }
+            let _ = run.created.send(result.map(|()| at_ms));
         }
     }
 
@@ -117,5 +125,47 @@ impl SqlStore {
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Another "database unreachable" error like `e` for another waiter (sqlx's errors are not
+/// `Clone`), still [`StoreError::is_unavailable`].
+fn unavailable_again(e: &StoreError) -> StoreError {
+    use sqlx::Error as E;
+    StoreError::Db(match e {
+        StoreError::Db(E::PoolClosed) => E::PoolClosed,
+        StoreError::Db(E::WorkerCrashed) => E::WorkerCrashed,
+        StoreError::Db(E::Io(io)) => E::Io(std::io::Error::new(io.kind(), io.to_string())),
+        StoreError::Db(E::Tls(tls)) => E::Tls(tls.to_string().into()),
+        _ => E::PoolTimedOut,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_stays_unreachable_for_every_waiter() {
+        use sqlx::Error as E;
+        let io = || {
+            E::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "refused",
+            ))
+        };
+        for e in [
+            E::PoolClosed,
+            E::PoolTimedOut,
+            E::WorkerCrashed,
+            io(),
+            E::Tls("handshake".into()),
+        ] {
+            let first = StoreError::Db(e);
+            assert!(first.is_unavailable());
+            let again = unavailable_again(&first);
+            assert!(again.is_unavailable(), "{first} became {again}");
+            assert_eq!(again.to_string(), first.to_string());
+        }
     }
 }
