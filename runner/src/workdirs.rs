@@ -75,9 +75,11 @@ impl WorkDirs {
     /// Makes `dir` (and its `.tmp`) exist, from a spare when one is ready. It is empty but for
     /// the returned leftovers, which the caller writes its files into or removes. Blocking.
     pub fn take(&self, dir: &Path) -> io::Result<Leftovers> {
-        let _ = std::fs::remove_dir_all(dir);
         if let Some(spare) = self.ready_spare() {
-            let renamed = std::fs::rename(&spare, dir).is_ok();
+            // Whatever is at `dir` (an earlier try of this attempt) goes only if the rename
+            // meets it: an empty directory it replaces, anything else is removed first.
+            let renamed = std::fs::rename(&spare, dir).is_ok()
+                || (std::fs::remove_dir_all(dir).is_ok() && std::fs::rename(&spare, dir).is_ok());
             let left = (renamed && reset_dir(dir) && reset_dir(&dir.join(TMP)))
                 .then(|| Leftovers::in_dir(dir))
                 .flatten();
@@ -87,6 +89,7 @@ impl WorkDirs {
             }
             let _ = std::fs::remove_dir_all(if renamed { dir } else { &spare });
         }
+        let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join(TMP))?;
         metrics::counter!("antcode_runner_work_dirs_total", "from" => "new").increment(1);
         Ok(Leftovers::none(dir))
@@ -98,10 +101,12 @@ impl WorkDirs {
         let spare = self
             .spare_root
             .join(format!("w{}", self.named.fetch_add(1, Ordering::Relaxed)));
+        // The spares' directory is made when a rename first misses it, not tried every time.
         let kept = self.lock().len() < MAX_SPARES
             && empty(dir).is_ok()
-            && std::fs::create_dir_all(&self.spare_root).is_ok()
-            && std::fs::rename(dir, &spare).is_ok();
+            && (std::fs::rename(dir, &spare).is_ok()
+                || (std::fs::create_dir_all(&self.spare_root).is_ok()
+                    && std::fs::rename(dir, &spare).is_ok()));
         if !kept {
             let _ = std::fs::remove_dir_all(dir);
             return;
@@ -427,6 +432,47 @@ mod tests {
             .read_dir()
             .unwrap()
             .any(|_| true));
+    }
+
+    #[test]
+    fn what_an_earlier_try_left_at_the_path_is_gone_whichever_way_it_is_made() {
+        for kind in ["empty dir", "full dir", "link"] {
+            for with_spare in [true, false] {
+                let data = tempfile::tempdir().unwrap();
+                let sweeper = Arc::new(Sweeper::default());
+                let dirs = WorkDirs::new(data.path(), sweeper.clone());
+                if with_spare {
+                    let first = data.path().join("work/a-1");
+                    drop(dirs.take(&first).unwrap());
+                    // Kept, emptied, by the spare: its mark.
+                    std::fs::write(first.join("kept"), "x").unwrap();
+                    dirs.give_back(&first);
+                    sweeper.completed_sweep();
+                    sweeper.completed_sweep();
+                }
+                let dir = data.path().join("work/b-1");
+                std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+                match kind {
+                    "empty dir" => std::fs::create_dir_all(&dir).unwrap(),
+                    "full dir" => {
+                        std::fs::create_dir_all(dir.join("old/deep")).unwrap();
+                        std::fs::write(dir.join("old/deep/f"), "x").unwrap();
+                    }
+                    _ => std::os::unix::fs::symlink(data.path(), &dir).unwrap(),
+                }
+                let mut leftovers = dirs.take(&dir).unwrap();
+                let what = format!("{kind}, spare {with_spare}");
+                assert!(!dir.is_symlink(), "{what}");
+                let expected: &[&str] = if with_spare { &[TMP, "kept"] } else { &[TMP] };
+                assert_eq!(
+                    files(&dir),
+                    expected,
+                    "{what}: the spare is used if there is one"
+                );
+                leftovers.remove_rest();
+                assert_eq!(files(&dir), [TMP], "{what}");
+            }
+        }
     }
 
     /// A directory given back with `make` done in it, taken again once the sweeps allow.
