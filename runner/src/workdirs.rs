@@ -87,7 +87,9 @@ impl WorkDirs {
                 metrics::counter!("antcode_runner_work_dirs_total", "from" => "spare").increment(1);
                 return Ok(left);
             }
-            let _ = std::fs::remove_dir_all(if renamed { dir } else { &spare });
+            if !renamed {
+                let _ = std::fs::remove_dir_all(&spare);
+            }
         }
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join(TMP))?;

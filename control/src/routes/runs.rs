@@ -150,7 +150,7 @@ async fn retry(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
             }
             _ => p,
         })?;
-    let run = super::tasks::start_run(&ctx.state, (&task, version), "retry").await?;
+    let run = super::tasks::start_run(&ctx.state, &task, version, "retry").await?;
     audit::record(&ctx, "run.retry", &id, to_value(&old), to_value(&run), "ok").await;
     Ok(created(run))
 }

@@ -438,7 +438,8 @@ pub async fn load_for_run(state: &AppState, id: &str) -> ApiResult<(Task, Projec
 /// If the broker is down the run stays queued in SQL, where compensation re-publishes it.
 pub async fn start_run(
     state: &AppState,
-    (task, version): (&Task, ProjectVersion),
+    task: &Task,
+    version: ProjectVersion,
     trigger: &str,
 ) -> ApiResult<Run> {
     let (run, job) = state
@@ -467,7 +468,7 @@ pub async fn start_run(
 async fn trigger(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Operator, "task.trigger", &id).await?;
     let (task, version) = load_for_run(&ctx.state, &id).await?;
-    let run = start_run(&ctx.state, (&task, version), "manual").await?;
+    let run = start_run(&ctx.state, &task, version, "manual").await?;
     audit::record(&ctx, "task.trigger", &id, None, to_value(&run), "ok").await;
     Ok(created(run))
 }
@@ -488,7 +489,7 @@ async fn invoke(ctx: Ctx, P(id): P<String>, Q(q): Q<InvokeQuery>) -> ApiResult<R
     let (task, version) = load_for_run(&ctx.state, &id).await?;
     // Watch before the run exists, so no announcement of it can be missed.
     let mut changes = ctx.state.broker.watch_changes();
-    let mut run = start_run(&ctx.state, (&task, version), "invoke").await?;
+    let mut run = start_run(&ctx.state, &task, version, "invoke").await?;
     audit::record(&ctx, "task.invoke", &id, None, to_value(&run), "ok").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     while !run.state.is_terminal() && tokio::time::Instant::now() < deadline {

@@ -224,35 +224,33 @@ where
     }
 }
 
+/// Each of `columns` (a comma-separated list) written as `each` makes it, joined again.
+fn each_column(columns: &str, each: impl Fn(&str) -> String) -> String {
+    columns
+        .split(',')
+        .map(|c| each(c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A project's current version: the project and its version row joined.
 static CURRENT_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let columns: Vec<String> = VERSION_COLUMNS
-        .split(',')
-        .map(|c| format!("v.{}", c.trim()))
-        .collect();
     format!(
         "SELECT {} FROM projects p JOIN project_versions v \
          ON v.project_id = p.id AND v.version = p.current_version WHERE p.id = ?",
-        columns.join(", ")
+        each_column(VERSION_COLUMNS, |c| format!("v.{c}"))
     )
 });
 
 /// A task and its project's current version, if any, in one row: the task's columns as they
 /// are, the version's prefixed `v_`.
 static TASK_WITH_CURRENT_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let prefixed = |columns: &str, f: &dyn Fn(&str) -> String| -> String {
-        columns
-            .split(',')
-            .map(|c| f(c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     format!(
         "SELECT {}, {} FROM tasks t LEFT JOIN projects p ON p.id = t.project_id \
          LEFT JOIN project_versions v ON v.project_id = p.id AND v.version = p.current_version \
          WHERE t.id = ?",
-        prefixed(TASK_COLUMNS, &|c| format!("t.{c}")),
-        prefixed(VERSION_COLUMNS, &|c| format!("v.{c} AS v_{c}")),
+        each_column(TASK_COLUMNS, |c| format!("t.{c}")),
+        each_column(VERSION_COLUMNS, |c| format!("v.{c} AS v_{c}")),
     )
 });
 

@@ -84,7 +84,9 @@ impl SqlStore {
                 return;
             }
             Err(e) if runs.len() == 1 => {
-                let _ = runs.into_iter().next().map(|run| run.created.send(Err(e)));
+                if let Some(run) = runs.into_iter().next() {
+                    let _ = run.created.send(Err(e));
+                }
                 return;
             }
             Err(e) => e.is_unavailable().then_some(e),
