@@ -2,6 +2,11 @@
 //! (held in use until the process is gone),
 //! spawn the entrypoint, supervise it (timeout, cancel, lost lease, shutdown), collect its output,
 //! archive the log, report `Finished`, release the lease, remove the work dir.
+//!
+//! The slot is given back as soon as the process is gone and its output collected, so on a
+//! busy runner the next lease call usually starts before this attempt's report. Archiving,
+//! reporting and cleaning up continue beside the next run, bounded to as many attempts as there
+//! are slots.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};

@@ -9,7 +9,12 @@
 //!    checked once per sweep;
 //! 2. reclaims leases whose deadline passed (no heartbeat) as attempt `lost` → retry or fail;
 //! 3. declares `lost` a `running` run whose lease has been gone for longer than `lost_after`
-//!    (the broker lost it, or the whole process restarted under it).
+//!    (the broker lost it, or the whole process restarted under it);
+//! 4. fails queued runs past their queue timeout (`expired`), a page of the
+//!    `(state, queue_deadline, id)` index;
+//! 5. releases runs held by overlap `queue_one` once their task has nothing running.
+//!
+//! Only runs the broker does not hold are resolved and re-published.
 //!
 //! Every repair is a metric and an entry in the run's history.
 

@@ -1,6 +1,7 @@
 //! [`MemoryBroker`]: the in-process `Broker` for `antcode up`. One mutex over plain collections
 //! and a `Notify` to wake parked lessees the moment a job is published. Nothing survives a
-//! restart, by design: the scheduler rebuilds the queues from SQL.
+//! restart, by design: the scheduler rebuilds the queues from SQL. Change announcements
+//! ([`Broker::announce_change`]) go through a broadcast channel.
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};

@@ -2,6 +2,8 @@
 //!
 //! `schema_version` holds one row per applied migration. Applying is idempotent; a database that
 //! has migrations this binary does not know refuses to start (`StoreError::SchemaTooNew`).
+//! `SqlStore::connect` applies them under a lock, so processes starting together migrate once:
+//! an advisory lock on PostgreSQL, `GET_LOCK` on MySQL/MariaDB, `BEGIN IMMEDIATE` on SQLite.
 
 use super::sql::Dialect;
 

@@ -3,6 +3,24 @@
 //! Queries are written once with `?` placeholders; [`SqlStore::q`] rewrites them to `$n` for
 //! PostgreSQL. Only portable types cross the driver: text, 64-bit integers (times are epoch ms,
 //! booleans 0/1) and JSON as text.
+//!
+//! On SQLite, writes go through a pool of one connection, so writers queue in order instead of
+//! sleeping in SQLite's busy handler; reads use the other connections. A pooled SQLite
+//! connection is not checked before each use (see `connect_with`). Durability is the URL's
+//! choice (`?synchronous=normal|full|extra`, see `take_synchronous`); unset, it stays `full`,
+//! an `fsync` per commit, which on one writer connection is what bounds one client's trigger
+//! rate.
+//!
+//! `runs.queue_deadline` (`not_before + queue_timeout_ms`, NULL without a queue timeout) is set
+//! by every write that queues a run or moves its `not_before` (`insert_runs`, the retry requeue
+//! in `record.rs`, `defer_run`), so expired queued runs are a range of the
+//! `(state, queue_deadline, id)` index. Every queued run has a `not_before`, and the due runs
+//! compensation re-checks are a keyset on `(state, not_before, id)`. Both reads stop after
+//! their page however many runs are queued, whatever the planner's statistics.
+//!
+//! Per trigger the store costs one read ([`Store::task_with_current_version`]: the task, its
+//! project and the current version joined) and a share of one write transaction
+//! ([`Store::create_run`], a group commit: `sql/create.rs`).
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};

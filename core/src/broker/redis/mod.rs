@@ -15,6 +15,7 @@
 //! | `P:workers` / `P:wdata` | zset id → expiry ms / hash id → JSON | worker status with a TTL |
 //! | `P:drain` | set | workers asked to drain |
 //! | `P:leader:NAME` / `P:fence:NAME` | string holder (PX ttl) / counter | the leader lock and its fencing token |
+//! | `P:changes` | pub/sub channel | change announcements, relayed by one subscriber per process |
 //!
 //! The Celery visibility-timeout trap does not apply: a stream entry is acknowledged the moment it
 //! is leased, and liveness is the lease zset, which only the heartbeat extends and only the reaper
@@ -22,10 +23,13 @@
 //! lessee that died before it could record the lease; `reap_expired` puts those back after
 //! [`ORPHAN_IDLE`].
 //!
-//! Before 2026-12-03's per-run hashes the run state lived in three hashes, `P:queued`, `P:leased`
-//! and `P:ljobs`; `connect` moves whatever it finds there into run hashes (one script, once), so
-//! an upgrade keeps every queued attempt and live lease. Processes of the older layout must be
-//! stopped first: what they write after the move is not read.
+//! A lease with work waiting is one script call that reads and claims; only an empty queue
+//! costs a blocking read, on a pooled connection of its own.
+//!
+//! An older layout kept the run state in three hashes, `P:queued`, `P:leased` and `P:ljobs`;
+//! `connect` moves whatever it finds there into run hashes (one script, once), so an upgrade
+//! keeps every queued attempt and live lease. Processes of the older layout must be stopped
+//! first: what they write after the move is not read.
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};

@@ -8,6 +8,11 @@
 //! queued run always has exactly one committer coming for it. The committer is spawned rather
 //! than run by its caller so that a caller that goes away (a closed HTTP connection drops its
 //! request) cannot abandon the others' transaction half-way.
+//!
+//! If the group's transaction fails, its runs are written again one by one, so one run's error
+//! stays its own. When the database is unreachable, every waiter is told at once instead of
+//! each waiting out a connection timeout in turn. Each caller gets the row that was written,
+//! not a read-back.
 
 use std::sync::Mutex;
 
