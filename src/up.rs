@@ -95,7 +95,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             let t = antcode_core::ids::new_token("et");
-            antcode_edge::pki::write_private(&token_path, &t)?;
+            antcode_core::fsutil::write_private(&token_path, t.as_bytes())?;
             t
         }
     };

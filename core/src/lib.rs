@@ -16,6 +16,7 @@
 pub mod blob;
 pub mod broker;
 pub mod bundle;
+pub mod fsutil;
 pub mod ids;
 pub mod model;
 pub mod schedule;

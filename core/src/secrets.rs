@@ -92,7 +92,7 @@ impl SecretBox {
             let mut key = [0u8; KEY_LEN];
             rand::rngs::OsRng.fill_bytes(&mut key);
             // If another process wins the race to create it, its key is the one read below.
-            write_new_private(path, &key).map_err(|e| err(e.to_string()))?;
+            crate::fsutil::write_new_private(path, &key).map_err(|e| err(e.to_string()))?;
         }
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
@@ -145,40 +145,6 @@ impl SecretBox {
             .map_err(|_| SecretError::Open(name.to_string()))?;
         String::from_utf8(plain).map_err(|_| SecretError::Malformed)
     }
-}
-
-#[cfg(unix)]
-fn write_new_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    f.write_all(data)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_new_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 /// Secret names are environment variable names: `[A-Z_][A-Z0-9_]*`, at most 128 characters.

@@ -51,25 +51,9 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<ClusterCerts, PkiE
         &certs.server_key_pem,
     ];
     for (path, text) in paths.iter().zip(texts) {
-        write_private(path, text).map_err(io)?;
+        antcode_core::fsutil::write_private(path, text.as_bytes()).map_err(io)?;
     }
     Ok(certs)
-}
-
-/// Writes `text` to `path` readable by the owner only (keys and credentials).
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {

@@ -12,7 +12,7 @@
 //! a connection that died with the edge (a restart) fails and is retried instead of hanging.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -151,28 +151,15 @@ pub async fn credential(cfg: &GatewayConfig) -> Result<Credential, GatewayError>
     };
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| GatewayError::Io(cfg.data_dir.clone(), e))?;
-    write_private(
+    antcode_core::fsutil::write_private(
         &path,
-        &serde_json::to_string_pretty(&cred).unwrap_or_default(),
+        serde_json::to_string_pretty(&cred)
+            .unwrap_or_default()
+            .as_bytes(),
     )
     .map_err(|e| GatewayError::Io(path.clone(), e))?;
     tracing::info!(worker_id = %cred.worker_id, "enrolled with the edge; credential stored");
     Ok(cred)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A status in plain words; TLS refusals get a hint instead of a bare "transport error".
