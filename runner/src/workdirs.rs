@@ -10,7 +10,7 @@
 //! A spare is handed out only after a sweep for escaped processes (see [`crate::sweeper`]) that
 //! started after its attempt finished: a process of that attempt that outlived it is killed
 //! before another attempt gets the directory it may still be using. Anything that cannot be
-//! emptied, renamed or found falls back to removing and making directories, as before. A
+//! emptied, renamed or found falls back to removing and making directories. A
 //! recycled directory and its `.tmp` get the mode and times `mkdir` gives, and one that is no
 //! longer ours or carries extended attributes is not recycled: nothing a run set on its
 //! directory reaches the next attempt. Nor anything added after the give-back (by a process

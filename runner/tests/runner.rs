@@ -924,8 +924,8 @@ fn a_run_waiting_for_a_build_is_not_starved_by_users_of_the_environment() {
             .unwrap_or(false)
     };
     // Each try is a new environment (nothing to install); a try only counts if the second run
-    // asked while the first one's build was under way. Whether the old wait hung depended on
-    // which of the two got the lock first after the build, hence several tries.
+    // asked while the first one's build was under way. Whether a wrong wait would hang depends
+    // on which of the two gets the lock first after the build, hence several tries.
     let mut caught = 0;
     for i in 0.. {
         assert!(i < 30, "caught only {caught} builds in progress");

@@ -1,11 +1,11 @@
 //! The front's HTTP application: a `Lease` over HTTP/2 is answered here by a future of its own
 //! ([`inline`]); every other request goes through Pingora's proxy ([`FrontApp`]).
 //!
-//! Why not in the proxy's `request_filter`, where it was first: a call parked there keeps the
-//! proxy's whole per-request state alive for its 25 s — its `Session` (cache, module and
-//! subrequest state) and the request future, which is laid out for the proxy's largest phase.
-//! Parked long-polls are most of the edge's connections, so that cost was most of its memory per
-//! idle runner (bench-edge).
+//! Why not in the proxy's `request_filter`: a call parked there keeps the proxy's whole
+//! per-request state alive for its 25 s — its `Session` (cache, module and subrequest state) and
+//! the request future, which is laid out for the proxy's largest phase. Parked long-polls are
+//! most of the edge's connections, so that cost would be most of its memory per idle runner
+//! (bench-edge).
 
 use std::sync::Arc;
 

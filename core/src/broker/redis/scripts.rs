@@ -279,9 +279,9 @@ if st[2] then redis.call('HSET', rk, 'q', '') else redis.call('DEL', rk) end
 return out
 "#;
 
-/// Moves the state of the layout before per-run hashes (2026-12-03: `P:queued` run → lines,
-/// `P:leased` run → `TOKEN ATTEMPT WORKER-JSON`, `P:ljobs` run → job JSON) into run hashes, once,
-/// so an upgrade loses no queued attempt or live lease. KEYS: queued, leased, ljobs, run key
+/// Moves the state of the older three-hash layout (`P:queued` run → lines, `P:leased` run →
+/// `TOKEN ATTEMPT WORKER-JSON`, `P:ljobs` run → job JSON) into run hashes, once, so an upgrade
+/// loses no queued attempt or live lease. KEYS: queued, leased, ljobs, run key
 /// prefix. Returns the number of runs moved.
 const LUA_MIGRATE: &str = r#"
 local moved = 0
