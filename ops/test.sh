@@ -5,7 +5,7 @@
 #   ./ops/test.sh -p antcode-core   # extra arguments go to `cargo test`
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
-# missing: uv, cmake, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
+# missing: uv, croniter, cmake, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
 # and starts any of them that is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +56,12 @@ if ! have uv; then
   export PATH="$HOME/.local/bin:$PATH"
 fi
 have uv || { log "uv is still missing: pip install uv"; exit 1; }
+# The cron reference test (core/tests/cron_reference.rs) compares our fire times with croniter's.
+if ! python3 -c 'import croniter' 2>/dev/null; then
+  log "installing croniter (pip install croniter)"
+  python3 -m pip install --quiet croniter 2>/dev/null || python3 -m pip install --quiet --user croniter
+fi
+python3 -c 'import croniter' || { log "croniter is still missing: pip install croniter"; exit 1; }
 # The edge's Pingora compresses with zlib-ng, whose -sys crate builds with cmake.
 have cmake || { log "installing cmake (Pingora's zlib-ng build)"; apt_install cmake; }
 

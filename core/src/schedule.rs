@@ -1,8 +1,33 @@
-//! Schedule arithmetic: validating a schedule and computing its fire times.
+//! Schedule arithmetic: validating a schedule, computing its fire times, and describing it.
 //!
-//! Shared by control (validation and the "next 5 fire times" preview) and the scheduler (advancing
-//! `next_fire_at`), so both agree on every instant. Cron expressions have 5 fields (minute
-//! resolution) or 6 (with seconds first) and are evaluated in the schedule's IANA time zone.
+//! Shared by control (validation, the "next 5 fire times" preview and the description) and the
+//! scheduler (advancing `next_fire_at`), so both agree on every instant.
+//!
+//! # Cron
+//!
+//! Our own parser (`cron.rs`), with Vixie cron's semantics (crontab(5)):
+//! * 5 fields, `minute hour day-of-month month day-of-week`, or 6 with a leading `second`
+//!   (0-59); without one a minute fires at its second 0. Or one of `@yearly` (= `@annually`,
+//!   `0 0 1 1 *`), `@monthly`, `@weekly` (Sundays), `@daily` (= `@midnight`), `@hourly`.
+//! * Each field is a comma list of `*`, `N`, `A-B`, each optionally with `/step`; `N/step` is
+//!   `N-max/step`. Ranges never run backwards (`22-2` is refused).
+//! * Months 1-12 or `JAN`-`DEC`; weekdays 0-7 or `SUN`-`SAT`, 0 and 7 both Sunday; names are
+//!   case-insensitive. In day-of-week, `*` and `N/step` stop at 6 (Saturday); 7 counts only
+//!   when written.
+//! * When day-of-month and day-of-week are both restricted (neither field starts with `*`), a
+//!   day matching either fires: `0 0 1,15 * 3` is the 1st, the 15th and every Wednesday. When
+//!   either starts with `*` a day must match both: `0 0 */2 * 1` is odd days that are Mondays.
+//! * Not supported: Quartz's `?`, `L`, `W`, `#` and a year field. Errors quote the expression
+//!   as written and name the field; expressions are at most 256 bytes.
+//!
+//! A cron schedule is matched on wall-clock time in its IANA zone, then each matching wall time
+//! is placed on the real time line (see `next_cron`): a wall time that happens twice (clocks
+//! go back) fires once, at its first occurrence; one that never happens (clocks go forward)
+//! fires once, at the end of the gap, at second 0 — a daily 02:30 still runs on the day of the
+//! change, at 03:00. Python's croniter differs on purpose: it fires a repeated wall time at both
+//! occurrences, and a skipped one only when the hour field is fixed (Vixie cron's rule for
+//! fixed-time jobs), keeping a 6-field expression's seconds (03:00:15 for 02:30:15).
+//! `core/tests/cron_reference.rs` compares the two everywhere else.
 
 use chrono::{Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -10,6 +35,9 @@ use std::str::FromStr;
 
 use crate::model::Schedule;
 use crate::time::parse_rfc3339;
+
+mod cron;
+pub use cron::{from_quartz, Cron, CronError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
@@ -53,20 +81,6 @@ fn interval_bounds(
     Ok((start, end))
 }
 
-fn parse_cron(expr: &str) -> Result<cron::Schedule, ScheduleError> {
-    let fields = expr.split_whitespace().count();
-    let full = match fields {
-        5 => format!("0 {expr}"),
-        6 => expr.to_string(),
-        n => {
-            return Err(ScheduleError::Cron(format!(
-                "expected 5 or 6 fields, got {n}"
-            )))
-        }
-    };
-    cron::Schedule::from_str(&full).map_err(|e| ScheduleError::Cron(e.to_string()))
-}
-
 /// A schedule checked and parsed once, to compute many fire times from: the scheduler plans
 /// thousands of fires a second, and parsing a cron expression costs more than finding its next
 /// match.
@@ -78,7 +92,7 @@ pub enum Compiled {
         start: Option<i64>,
         end: Option<i64>,
     },
-    Cron(Box<cron::Schedule>, Tz),
+    Cron(Box<Cron>, Tz),
 }
 
 impl Compiled {
@@ -106,7 +120,8 @@ impl Compiled {
             Schedule::Cron { cron, timezone } => {
                 let tz = Tz::from_str(timezone)
                     .map_err(|_| ScheduleError::TimeZone(timezone.clone()))?;
-                Compiled::Cron(Box::new(parse_cron(cron)?), tz)
+                let parsed = Cron::parse(cron).map_err(|e| ScheduleError::Cron(e.0))?;
+                Compiled::Cron(Box::new(parsed), tz)
             }
         })
     }
@@ -162,7 +177,7 @@ pub fn next_after(
 /// * a wall time that happens twice (clocks go back) fires once, at its first occurrence;
 /// * a wall time that never happens (clocks go forward) fires once, when the gap ends — a daily
 ///   02:30 job still runs on the day of the change, at 03:00.
-fn next_cron(schedule: &cron::Schedule, tz: Tz, after_ms: i64) -> Option<i64> {
+fn next_cron(schedule: &Cron, tz: Tz, after_ms: i64) -> Option<i64> {
     let after = Utc.timestamp_millis_opt(after_ms).single()?;
     // Start three hours of wall time early when the zone's offset changed in the last three
     // hours: the wall clock can then run behind the real one by the size of the DST shift (at
@@ -177,11 +192,9 @@ fn next_cron(schedule: &cron::Schedule, tz: Tz, after_ms: i64) -> Option<i64> {
         chrono::Duration::hours(3)
     };
     let wall = local.naive_local() - lookback;
-    let wall_as_utc = Utc.from_utc_datetime(&wall);
-    schedule
-        .after(&wall_as_utc)
+    std::iter::successors(schedule.next_after(wall), |w| schedule.next_after(*w))
         .take(200_000)
-        .filter_map(|candidate| place_wall_time(tz, candidate.naive_utc()))
+        .filter_map(|candidate| place_wall_time(tz, candidate))
         .find(|t| *t > after_ms)
 }
 
@@ -205,6 +218,45 @@ fn place_wall_time(tz: Tz, wall: chrono::NaiveDateTime) -> Option<i64> {
                 .map(|t| t.timestamp_millis())
         }
     }
+}
+
+/// A plain-language description of the schedule, for example "At 08:30, Monday through
+/// Friday, Asia/Shanghai".
+pub fn describe(s: &Schedule) -> Result<String, ScheduleError> {
+    Compiled::new(s)?;
+    Ok(match s {
+        Schedule::Once { at } => format!("Once, at {at}"),
+        Schedule::Interval {
+            every_s,
+            start,
+            end,
+        } => {
+            let unit = [
+                (86_400, "day"),
+                (3_600, "hour"),
+                (60, "minute"),
+                (1, "second"),
+            ]
+            .into_iter()
+            .find(|(n, _)| every_s % n == 0)
+            .unwrap_or((1, "second"));
+            let mut text = match every_s / unit.0 {
+                1 => format!("Every {}", unit.1),
+                n => format!("Every {n} {}s", unit.1),
+            };
+            if let Some(start) = start {
+                text.push_str(&format!(", from {start}"));
+            }
+            if let Some(end) = end {
+                text.push_str(&format!(", until {end}"));
+            }
+            text
+        }
+        Schedule::Cron { cron, timezone } => {
+            let parsed = Cron::parse(cron).map_err(|e| ScheduleError::Cron(e.0))?;
+            format!("{}, {timezone}", parsed.describe())
+        }
+    })
 }
 
 /// The next `n` fire times after `after_ms` (the API's preview).
