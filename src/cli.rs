@@ -75,6 +75,14 @@ pub struct UpArgs {
     /// power loss or OS crash may be lost, never the database), or `extra`.
     #[arg(long, env = "ANTCODE_SQLITE_SYNCHRONOUS", value_parser = ["normal", "full", "extra"])]
     pub sqlite_synchronous: Option<String>,
+    /// Seconds a stop (SIGTERM, Ctrl-C) waits for running runs before it interrupts them; they
+    /// run again after the restart, at no cost to their retries. A second signal stops at once.
+    #[arg(long = "grace", env = "ANTCODE_GRACE_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub grace_s: u64,
+    /// Queues whose runs the embedded runner starts warm (see `antcode runner --warm-queues`).
+    #[arg(long, env = "ANTCODE_WARM_QUEUES", value_delimiter = ',')]
+    pub warm_queues: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +174,11 @@ pub struct RunnerArgs {
     /// Seconds between heartbeats.
     #[arg(long, env = "ANTCODE_HEARTBEAT_S", default_value_t = 2)]
     pub heartbeat_s: u64,
+    /// Seconds a stop (SIGTERM, Ctrl-C) waits for running runs before it interrupts them; they
+    /// are queued again at no cost to their retries. A second signal stops at once.
+    #[arg(long = "grace", env = "ANTCODE_GRACE_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub grace_s: u64,
     #[arg(long, env = "ANTCODE_WORKER_NAME")]
     pub name: Option<String>,
     #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-runner")]

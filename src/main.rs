@@ -87,6 +87,8 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.runner_slots = args.slots;
     cfg.queues = args.queues;
     cfg.sqlite_synchronous = args.sqlite_synchronous;
+    cfg.grace = std::time::Duration::from_secs(args.grace_s);
+    cfg.warm_queues = args.warm_queues;
     let data_dir = cfg.data_dir.clone();
     let running = up::start(cfg).await?;
     println!("AntCode is up.");
@@ -96,7 +98,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     println!("  data dir       : {}", data_dir.display());
     println!("  admin login    : admin / (ANTCODE_ADMIN_PASSWORD, or `admin` if unset; only used on first start)");
     println!("Press Ctrl-C to stop.");
-    running.run_until(shutdown::os_signal()).await
+    running.run_until(shutdown::Signals::from_os()).await
 }
 
 async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
@@ -235,7 +237,10 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     if let Some(name) = args.name {
         config.name = name;
     }
-    let shutdown = on_signal();
+    let signals = shutdown::Signals::from_os();
+    config.grace = std::time::Duration::from_secs(args.grace_s);
+    config.hurry = signals.hurry.clone();
+    let shutdown = signals.stop;
     let b = config.broker.clone();
     let ready: ops_http::Ready = Arc::new(move || {
         let b = b.clone();
@@ -277,6 +282,9 @@ async fn run_gateway_runner(
     if let Some(name) = args.name {
         config.name = name;
     }
+    let signals = shutdown::Signals::from_os();
+    config.grace = std::time::Duration::from_secs(args.grace_s);
+    config.hurry = signals.hurry.clone();
     let gw = GatewayConfig {
         edge_url: edge,
         ca_pem,
@@ -291,7 +299,7 @@ async fn run_gateway_runner(
     let mut engine = config.engine_config();
     engine.worker_id = source.worker_id().to_string();
     engine.mode = "gateway".into();
-    let shutdown = on_signal();
+    let shutdown = signals.stop;
     let ready: ops_http::Ready = Arc::new(|| Box::pin(async { Ok(()) }));
     let ops = tokio::spawn(ops_http::serve(args.ops_listen, ready, shutdown.clone()));
     antcode_runner::run_with_source(engine, source, shutdown.clone()).await?;

@@ -4,6 +4,11 @@
 //! Restart-safe because SQL is the truth: queued runs are re-published by the scheduler's
 //! compensation on start, and runs that were running when the process died are declared lost
 //! (and retried per their policy) once their lease is found missing.
+//!
+//! A stop drains: the embedded runner stops first — it waits up to `grace` for its runs, then
+//! interrupts the rest, which are queued again — while control and the scheduler keep going, so
+//! the recorder applies its last reports before the other planes stop. The in-process broker
+//! dies with the process; nothing a drained stop leaves depends on it.
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -11,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+use antcode_core::shutdown::Signals;
 use antcode_core::{seams, Shutdown};
 
 #[derive(Debug, Clone)]
@@ -33,6 +39,10 @@ pub struct UpConfig {
     /// SQLite's `synchronous` for the database (`normal`, `full`, `extra`); `None` keeps
     /// `full`, an fsync per commit (see `take_synchronous` in the store).
     pub sqlite_synchronous: Option<String>,
+    /// How long a stop waits for running runs before it interrupts them (default 30 s).
+    pub grace: Duration,
+    /// Queues whose runs the embedded runner starts warm.
+    pub warm_queues: Vec<String>,
 }
 
 impl UpConfig {
@@ -49,6 +59,8 @@ impl UpConfig {
             edge_limits: antcode_edge::Limits::default(),
             broker_url: "memory://".into(),
             sqlite_synchronous: None,
+            grace: Duration::from_secs(30),
+            warm_queues: Vec::new(),
         }
     }
 }
@@ -57,8 +69,14 @@ impl UpConfig {
 pub struct Up {
     pub control_addr: SocketAddr,
     pub edge_addr: SocketAddr,
+    /// Stops every plane but the runner.
     shutdown: Shutdown,
     planes: JoinSet<(&'static str, anyhow::Result<()>)>,
+    /// Stops the embedded runner, which drains first.
+    runner_stop: Shutdown,
+    /// Ends the runner's grace period at once.
+    hurry: Shutdown,
+    runner: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
@@ -150,7 +168,8 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     let s = shutdown.clone();
     planes.spawn(async move { ("edge", antcode_edge::run(edge, s).await.map_err(Into::into)) });
 
-    if cfg.runner {
+    let (runner_stop, hurry) = (Shutdown::new(), Shutdown::new());
+    let runner = cfg.runner.then(|| {
         let mut runner = antcode_runner::RunnerConfig::new(
             broker.clone(),
             blobs.clone(),
@@ -159,45 +178,94 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         runner.name = "embedded".into();
         runner.slots = cfg.runner_slots;
         runner.queues = cfg.queues.clone();
-        let s = shutdown.clone();
-        planes.spawn(async move {
-            (
-                "runner",
-                antcode_runner::run(runner, s).await.map_err(Into::into),
-            )
-        });
-    }
+        runner.warm.queues = cfg.warm_queues.clone();
+        runner.grace = cfg.grace;
+        runner.hurry = hurry.clone();
+        let s = runner_stop.clone();
+        tokio::spawn(async move { antcode_runner::run(runner, s).await.map_err(Into::into) })
+    });
     Ok(Up {
         control_addr,
         edge_addr,
         shutdown,
         planes,
+        runner_stop,
+        hurry,
+        runner,
     })
 }
 
 impl Up {
-    /// Asks every plane to stop and waits for them (bounded by their own grace periods).
+    /// Stops gracefully: the runner drains (bounded by its grace period), then every other plane
+    /// stops (bounded by their own grace periods).
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        let runner = self.stop_runner().await;
         self.shutdown.cancel();
-        self.join_all().await
+        let rest = self.join_all().await;
+        runner.and(rest)
     }
 
-    /// Runs until `signal` resolves or a plane fails, then stops everything.
-    pub async fn run_until(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        tokio::select! {
-            _ = signal => tracing::info!("shutting down"),
-            Some(done) = self.planes.join_next() => {
-                let (name, result) = done?;
-                self.shutdown.cancel();
-                let rest = self.join_all().await;
-                result.with_context(|| format!("{name} stopped"))?;
-                anyhow::bail!("{name} stopped unexpectedly{}", rest.err().map(|e| format!("; {e}")).unwrap_or_default());
+    /// Ends the runner's grace period at once: what still runs is interrupted (a second signal).
+    pub fn hurry(&self) {
+        self.hurry.cancel();
+    }
+
+    /// Runs until `signals.stop`, or until a plane fails, then stops everything; `signals.hurry`
+    /// cuts the runner's grace period short.
+    pub async fn run_until(mut self, signals: Signals) -> anyhow::Result<()> {
+        let hurry = self.hurry.clone();
+        let on_hurry = signals.hurry.clone();
+        tokio::spawn(async move {
+            on_hurry.cancelled().await;
+            hurry.cancel();
+        });
+        let failed = {
+            let (planes, runner) = (&mut self.planes, &mut self.runner);
+            let runner_ended = async move {
+                match runner.as_mut() {
+                    Some(handle) => handle.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = signals.stop.cancelled() => {
+                    tracing::info!("shutting down");
+                    None
+                }
+                Some(done) = planes.join_next() => Some(done?),
+                ended = runner_ended => Some(("runner", ended.map_err(anyhow::Error::from).and_then(|r| r))),
+            }
+        };
+        let Some((name, result)) = failed else {
+            return self.stop().await;
+        };
+        if name == "runner" {
+            self.runner = None; // ended: its handle must not be awaited again
+        }
+        self.hurry.cancel();
+        let runner = self.stop_runner().await;
+        self.shutdown.cancel();
+        let rest = self.join_all().await.and(runner);
+        result.with_context(|| format!("{name} stopped"))?;
+        anyhow::bail!(
+            "{name} stopped unexpectedly{}",
+            rest.err().map(|e| format!("; {e}")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the embedded runner and waits for it to drain.
+    async fn stop_runner(&mut self) -> anyhow::Result<()> {
+        self.runner_stop.cancel();
+        let Some(runner) = self.runner.take() else {
+            return Ok(());
+        };
+        match runner.await? {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!("runner: {e:#}");
+                Err(e.context("runner"))
             }
         }
-        self.stop().await
     }
 
     async fn join_all(&mut self) -> anyhow::Result<()> {

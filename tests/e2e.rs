@@ -361,3 +361,122 @@ fn uuid_like() -> String {
         .as_nanos();
     format!("{nanos:x}{}", std::process::id())
 }
+
+/// A script that runs for three seconds, saying when it starts and ends.
+const THREE_SECONDS: &str =
+    "import time\nprint('started', flush=True)\ntime.sleep(3)\nprint('done', flush=True)\n";
+
+/// `up` whose runner serves `default` cold and `warm` warm, stopping with `grace`.
+async fn start_draining(data_dir: &Path, grace: Duration) -> Up {
+    let mut cfg = UpConfig::new(data_dir.to_path_buf());
+    cfg.control_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_password = PASSWORD.into();
+    cfg.lost_after = Duration::from_secs(2);
+    cfg.queues = vec!["default".into(), "warm".into()];
+    cfg.warm_queues = vec!["warm".into()];
+    cfg.grace = grace;
+    up::start(cfg).await.expect("antcode up starts")
+}
+
+/// Triggers `per_queue` runs of [`THREE_SECONDS`] on each of the cold and the warm queue and
+/// returns once every one has started its script; the run ids.
+async fn runs_in_flight(c: &Api, per_queue: usize) -> Vec<String> {
+    let project = c
+        .upload("three", "three.py", THREE_SECONDS.as_bytes().to_vec(), &[])
+        .await;
+    let mut runs = vec![];
+    for queue in ["default", "warm"] {
+        let task = create_task(
+            c,
+            &format!("three-{queue}"),
+            &project,
+            json!({"queue": queue}),
+        )
+        .await;
+        for _ in 0..per_queue {
+            runs.push(trigger(c, &task).await["id"].as_str().unwrap().to_string());
+        }
+    }
+    for id in &runs {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !c
+            .text(&format!("/runs/{id}/logs"))
+            .await
+            .contains("started")
+        {
+            let run = c.get(&format!("/runs/{id}")).await;
+            assert!(
+                Instant::now() < deadline && !terminal(&run),
+                "run {id} never started its script: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    runs
+}
+
+/// A stop with runs in flight waits for them: one second into four three-second runs (two
+/// cold, two warm), `up` stops, and after a restart every one has succeeded in its first
+/// attempt with its whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_lets_running_runs_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_draining(dir.path(), Duration::from_secs(30)).await;
+    let c = login(&up).await;
+    let runs = runs_in_flight(&c, 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    up.stop().await.unwrap();
+
+    let up = start(dir.path(), false).await;
+    let c = login(&up).await;
+    for id in &runs {
+        let run = c.get(&format!("/runs/{id}")).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert_eq!(run["attempt"], 1, "{run}");
+        let logs = c.text(&format!("/runs/{id}/logs")).await;
+        assert!(logs.contains("started") && logs.contains("done"), "{logs}");
+    }
+    up.stop().await.unwrap();
+}
+
+/// Past its grace period a stop interrupts what still runs and hands it back: after the
+/// restart each run (cold and warm) runs again as attempt 2 and succeeds, and the interruption
+/// used up none of its retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_past_its_grace_hands_runs_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_draining(dir.path(), Duration::from_millis(200)).await;
+    let c = login(&up).await;
+    let runs = runs_in_flight(&c, 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    up.stop().await.unwrap();
+
+    let up = start_draining(dir.path(), Duration::from_secs(30)).await;
+    let c = login(&up).await;
+    for id in &runs {
+        let handed_back = c.get(&format!("/runs/{id}")).await;
+        assert_ne!(handed_back["state"], "lost", "{handed_back}");
+        let run = wait_terminal(&c, &handed_back, Duration::from_secs(60)).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert_eq!(
+            (&run["attempt"], &run["max_attempts"]),
+            (&json!(2), &json!(2)),
+            "{run}"
+        );
+        let history = run["history"].as_array().unwrap();
+        let interrupted = history
+            .iter()
+            .find(|h| h["kind"] == "interrupted")
+            .unwrap_or_else(|| panic!("no interruption in the history: {run}"));
+        assert_eq!(interrupted["attempt"], 1);
+        assert!(
+            interrupted["detail"]
+                .as_str()
+                .unwrap()
+                .contains("interrupted by runner shutdown"),
+            "{interrupted}"
+        );
+    }
+    up.stop().await.unwrap();
+}

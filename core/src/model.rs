@@ -428,7 +428,14 @@ pub struct RunEvent {
 pub enum RunEventKind {
     Started,
     Finished(Outcome),
+    /// The runner stopped the attempt because it was shutting down (its grace period ran out):
+    /// the run is queued again as a new attempt that does not use up one of its retries. The
+    /// outcome says what the attempt did (exit, log, duration); its `state` is not applied.
+    Interrupted(Outcome),
 }
+
+/// The error of an attempt its runner's shutdown interrupted (see [`RunEventKind::Interrupted`]).
+pub const INTERRUPTED_BY_SHUTDOWN: &str = "interrupted by runner shutdown";
 
 /// A line in a run's history (state changes, repairs) as shown by the API.
 #[derive(Debug, Clone, Serialize, Deserialize)]

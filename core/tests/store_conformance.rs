@@ -13,7 +13,8 @@ use std::sync::Arc;
 use antcode_core::ids::new_id;
 use antcode_core::model::*;
 use antcode_core::store::{
-    DueKey, FinishApplied, Fire, NewRun, NextFire, QueuedKey, RunFilter, Store, StoreError, HELD,
+    DueKey, FinishApplied, Fire, NewRun, NextFire, QueuedKey, Recorded, RunFilter, Store,
+    StoreError, HELD,
 };
 use antcode_core::time::now_ms;
 use common::TestDb;
@@ -1194,6 +1195,100 @@ async fn cancel_is_never_requeued(db: &TestDb) {
         .is_empty());
 }
 
+/// An attempt its runner's shutdown interrupted: fenced like a finish, queued again at once as
+/// the next attempt with one more allowed (no retry used up), cancelled if a cancel is pending.
+async fn interrupted_attempt_is_queued_again_without_using_a_retry(db: &TestDb) {
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let interrupted = |run: &Run, attempt, token: &str, at_ms| {
+        let mut o = outcome(RunState::Queued);
+        o.error = Some(INTERRUPTED_BY_SHUTDOWN.into());
+        o.exit_code = None;
+        o.signal = Some(15);
+        RunEvent {
+            run_id: run.id.clone(),
+            attempt,
+            lease_token: token.into(),
+            worker_id: "w1".into(),
+            at_ms,
+            kind: RunEventKind::Interrupted(o),
+        }
+    };
+    let record = |ev: RunEvent| {
+        let s = s.clone();
+        async move { s.record_events(&[ev]).await.remove(0) }
+    };
+
+    let run = manual_run(s.as_ref(), &f).await;
+    assert_eq!(run.max_attempts, 1);
+    // Not started yet: nothing to interrupt.
+    assert_stale(
+        record(interrupted(&run, 1, "tok-a", 20)).await,
+        "interrupt a queued run",
+    );
+    s.mark_started(&run.id, 1, "tok-a", "w1", 10).await.unwrap();
+    let before = snapshot(&s.run(&run.id).await.unwrap());
+    for (attempt, token) in [(1, "tok-b"), (2, "tok-a")] {
+        assert_stale(
+            record(interrupted(&run, attempt, token, 20)).await,
+            "interruption of another lease or attempt",
+        );
+    }
+    assert_eq!(snapshot(&s.run(&run.id).await.unwrap()), before);
+
+    let applied = record(interrupted(&run, 1, "tok-a", 20)).await.unwrap();
+    assert_eq!(
+        applied,
+        Recorded::Interrupted {
+            state: RunState::Queued
+        }
+    );
+    let again = s.run(&run.id).await.unwrap();
+    assert_eq!(again.state, RunState::Queued);
+    assert_eq!((again.attempt, again.max_attempts), (2, 2));
+    assert_eq!((again.lease_token, again.worker_id), (None, None));
+    assert_eq!(again.started_at, None);
+    assert_eq!(again.not_before, Some(20), "due at once, no backoff");
+    assert_eq!(again.error.as_deref(), Some(INTERRUPTED_BY_SHUTDOWN));
+    let history = s.run_history(&run.id).await.unwrap();
+    let last = history.last().unwrap();
+    assert_eq!((last.kind.as_str(), last.attempt), ("interrupted", 1));
+    assert!(last.detail.contains(INTERRUPTED_BY_SHUTDOWN), "{last:?}");
+    let due = s.due_queued_jobs(20, 10, None).await.unwrap().jobs;
+    assert!(
+        due.iter().any(|j| j.run_id == run.id && j.attempt == 2),
+        "the next attempt is due: {due:?}"
+    );
+    // The same report again changes nothing.
+    assert_stale(record(interrupted(&run, 1, "tok-a", 30)).await, "repeat");
+
+    // The retry budget is what it was: attempt 2 of 2 failing ends the run.
+    s.mark_started(&run.id, 2, "tok-c", "w2", 40).await.unwrap();
+    let applied = s
+        .finish_attempt(&run.id, 2, Some("tok-c"), &outcome(RunState::Failed), 50)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&applied, FinishApplied::Terminal(r) if r.state == RunState::Failed && r.attempt == 2),
+        "{applied:?}"
+    );
+
+    // A run whose cancel was requested while it ran ends cancelled, not queued again.
+    let run = manual_run(s.as_ref(), &f).await;
+    s.mark_started(&run.id, 1, "tok-a", "w1", 10).await.unwrap();
+    s.request_cancel(&run.id, 15).await.unwrap();
+    let applied = record(interrupted(&run, 1, "tok-a", 20)).await.unwrap();
+    assert_eq!(
+        applied,
+        Recorded::Interrupted {
+            state: RunState::Cancelled
+        }
+    );
+    let ended = s.run(&run.id).await.unwrap();
+    assert_eq!((ended.state, ended.attempt), (RunState::Cancelled, 1));
+    assert_eq!(ended.finished_at, Some(20));
+}
+
 async fn list_runs_filters_and_pages(db: &TestDb) {
     let s = db.open().await;
     let f = fixture(s.as_ref(), retries(1)).await;
@@ -2316,6 +2411,7 @@ conformance!(
     signal_and_lost_without_token,
     retry_requeues_after_backoff,
     cancel_is_never_requeued,
+    interrupted_attempt_is_queued_again_without_using_a_retry,
     list_runs_filters_and_pages,
     history_and_audit,
     racing_starts_have_one_winner,

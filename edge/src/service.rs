@@ -466,11 +466,14 @@ impl WorkerService for Edge {
                 .map_err(broker_status)?;
             return Ok(Response::new(pb::CompleteResponse {}));
         }
-        let state = RunState::parse(&r.state)
-            .filter(|s| s.is_terminal())
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("state {:?} is not a final state", r.state))
-            })?;
+        let interrupted = r.state == antcode_proto::STATE_INTERRUPTED;
+        let state = match interrupted {
+            true => Some(RunState::Queued),
+            false => RunState::parse(&r.state).filter(|s| s.is_terminal()),
+        }
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("state {:?} is not a final state", r.state))
+        })?;
         let mut log = None;
         if !r.log_archive.is_empty() {
             let key = log_key(&lease.run_id, lease.attempt);
@@ -504,7 +507,10 @@ impl WorkerService for Edge {
             lease_token: token.clone(),
             worker_id: id.worker_id.clone(),
             at_ms: now_ms(),
-            kind: RunEventKind::Finished(outcome),
+            kind: match interrupted {
+                true => RunEventKind::Interrupted(outcome),
+                false => RunEventKind::Finished(outcome),
+            },
         })
         .await?;
         self.broker

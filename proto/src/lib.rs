@@ -8,3 +8,7 @@ pub mod worker {
         tonic::include_proto!("antcode.worker.v1");
     }
 }
+
+/// `CompleteRequest.state` of an attempt its runner's shutdown interrupted: the run is queued
+/// again as a new attempt that costs no retry (the other fields describe the attempt).
+pub const STATE_INTERRUPTED: &str = "interrupted";

@@ -1,6 +1,13 @@
 //! The runner loop: lease as many jobs as there are free slots, run each on its own task, keep
 //! the leases alive from a separate heartbeat task, poll for cancels, honour drain, and shut
 //! down within a bounded grace period.
+//!
+//! Shutdown drains: leasing stops at once (a job leased but not started is handed back
+//! untouched), running attempts get [`EngineConfig::grace`] to end on their own, and
+//! [`EngineConfig::hurry`] ends that wait early. What is still running then is stopped (SIGTERM,
+//! SIGKILL a second later) and reported `Interrupted`: the recorder queues the run again as a
+//! new attempt that uses up none of its retries. Only a runner that dies without this (kill -9,
+//! power loss) leaves runs for compensation to declare lost.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -40,6 +47,10 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     pub lease_ttl: Duration,
     pub kill_grace: Duration,
+    /// How long a shutdown waits for running attempts to end before it interrupts them.
+    pub grace: Duration,
+    /// Cancelled to end that wait at once (a second stop signal).
+    pub hurry: Shutdown,
     pub uv: Option<PathBuf>,
     pub limits: crate::process::Limits,
     pub venv_gc: crate::uv::GcPolicy,
@@ -220,17 +231,26 @@ pub async fn run_with_source(
         }
     }
 
-    // Shutdown: no more leases; running attempts get the grace period, then are stopped.
+    // Shutdown: no more leases; running attempts get the grace period (cut short by `hurry`),
+    // then are stopped and handed back as interrupted, each to be run again as a new attempt
+    // that costs its run no retry. Heartbeats go on meanwhile, so no lease expires.
     if !runs.is_empty() {
-        tracing::info!(running = runs.len(), grace = ?cfg.kill_grace, "runner draining");
-        let deadline = tokio::time::Instant::now() + cfg.kill_grace;
+        tracing::info!(running = runs.len(), grace = ?cfg.grace, "runner draining");
+        let deadline = tokio::time::Instant::now() + cfg.grace;
         while !runs.is_empty() {
             tokio::select! {
                 _ = runs.join_next() => {}
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = cfg.hurry.cancelled() => break,
             }
         }
         let ids: Vec<String> = lock(&held).keys().cloned().collect();
+        if !ids.is_empty() {
+            tracing::info!(
+                running = ids.len(),
+                "grace period over: interrupting the runs still going"
+            );
+        }
         for id in &ids {
             stop_run(&held, id, StopReason::Shutdown);
         }

@@ -13,7 +13,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use antcode_core::model::{BundleFormat, Lease, Outcome, RunEvent, RunEventKind, RunState};
+use antcode_core::model::{
+    BundleFormat, Lease, Outcome, RunEvent, RunEventKind, RunState, INTERRUPTED_BY_SHUTDOWN,
+};
 use antcode_core::time::now_ms;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -37,7 +39,7 @@ pub enum StopReason {
     Cancel,
     /// The lease is gone (reclaimed after missed heartbeats): stop, report nothing.
     Lost,
-    /// The runner is shutting down and the grace period is over.
+    /// The runner is shutting down and the grace period is over: report it interrupted.
     Shutdown,
 }
 
@@ -188,7 +190,7 @@ pub async fn execute(
         }
         o.result = result.clone();
     };
-    let mut reclaimed = false;
+    let (mut reclaimed, mut interrupted) = (false, false);
     match ended {
         Ended::Exited(info) => {
             ran(&mut outcome, Some(info));
@@ -216,9 +218,11 @@ pub async fn execute(
                     outcome.error = Some("cancelled".into());
                 }
                 StopReason::Shutdown => {
-                    outcome.state = RunState::Lost;
-                    sink.note("runner shut down");
-                    outcome.error = Some("runner shut down".into());
+                    // The run is queued again; this outcome only describes the attempt.
+                    outcome.state = RunState::Queued;
+                    sink.note(INTERRUPTED_BY_SHUTDOWN);
+                    outcome.error = Some(INTERRUPTED_BY_SHUTDOWN.into());
+                    interrupted = true;
                 }
                 StopReason::Lost => reclaimed = true,
             }
@@ -248,15 +252,21 @@ pub async fn execute(
     outcome.log_key = sink.finish().await;
     timeline.mark("archive");
     outcome.duration_ms = started.elapsed().as_millis() as i64;
-    metrics::counter!("antcode_runner_runs_total", "outcome" => outcome.state.as_str())
-        .increment(1);
+    let label = match interrupted {
+        true => "interrupted",
+        false => outcome.state.as_str(),
+    };
+    metrics::counter!("antcode_runner_runs_total", "outcome" => label).increment(1);
     metrics::histogram!("antcode_runner_run_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    tracing::info!(run_id = %job.run_id, state = outcome.state.as_str(), exit_code = ?outcome.exit_code, "run finished");
+    tracing::info!(run_id = %job.run_id, state = label, exit_code = ?outcome.exit_code, "run finished");
     // The outcome is what the attempt was for: retry the report through a short outage. If it
     // still cannot be delivered, keep the lease unreleased: it expires and the scheduler treats
     // the attempt as lost (and retries it), which is better than a run stuck in `running`.
-    let finished = event(RunEventKind::Finished(outcome));
+    let finished = event(match interrupted {
+        true => RunEventKind::Interrupted(outcome),
+        false => RunEventKind::Finished(outcome),
+    });
     let mut pause = Duration::from_millis(500);
     for attempt in 1..=REPORT_ATTEMPTS {
         match ctx.source.report(&finished).await {

@@ -356,7 +356,11 @@ impl WorkSource for GatewaySource {
                     .await
                     .map_err(source_error)?;
             }
-            RunEventKind::Finished(o) => {
+            RunEventKind::Finished(o) | RunEventKind::Interrupted(o) => {
+                let state = match &event.kind {
+                    RunEventKind::Interrupted(_) => antcode_proto::STATE_INTERRUPTED.to_string(),
+                    _ => o.state.as_str().to_string(),
+                };
                 let archive = o
                     .log_key
                     .as_ref()
@@ -364,7 +368,7 @@ impl WorkSource for GatewaySource {
                     .unwrap_or_default();
                 let mut req = self.req(pb::CompleteRequest {
                     lease: Some(lease),
-                    state: o.state.as_str().to_string(),
+                    state,
                     exit_code: o.exit_code,
                     signal: o.signal,
                     error: o.error.clone().unwrap_or_default(),

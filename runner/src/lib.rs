@@ -71,6 +71,11 @@ pub struct RunnerConfig {
     pub lease_ttl: Duration,
     /// Default 10 s: SIGTERM to the process group, then SIGKILL after this long.
     pub kill_grace: Duration,
+    /// Default 30 s: how long a shutdown waits for running attempts before it interrupts them
+    /// (see [`engine`]).
+    pub grace: Duration,
+    /// Cancelled to cut the shutdown's grace period short (a second stop signal).
+    pub hurry: Shutdown,
     /// An explicit uv binary; otherwise discovered (see [`uv::find_uv`]).
     pub uv: Option<PathBuf>,
     /// rlimits for every run, default: 4096 open files, memory and CPU time unlimited. A task
@@ -105,6 +110,8 @@ impl RunnerConfig {
             heartbeat_interval: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(15),
             kill_grace: Duration::from_secs(10),
+            grace: Duration::from_secs(30),
+            hurry: Shutdown::new(),
             uv: None,
             limits: process::Limits {
                 open_files: Some(4096),
@@ -128,6 +135,8 @@ impl RunnerConfig {
             heartbeat_interval: self.heartbeat_interval,
             lease_ttl: self.lease_ttl,
             kill_grace: self.kill_grace,
+            grace: self.grace,
+            hurry: self.hurry.clone(),
             uv: self.uv.clone(),
             limits: self.limits,
             venv_gc: self.venv_gc,
@@ -146,8 +155,8 @@ pub enum RunnerError {
 }
 
 /// Runs a direct-mode runner until `shutdown` is cancelled, then drains: running attempts get
-/// `kill_grace` to finish, the rest are killed and reported `lost`; leased but unstarted jobs
-/// are handed back.
+/// `grace` to finish, the rest are stopped and reported interrupted (run again as a new
+/// attempt that costs no retry); leased but unstarted jobs are handed back.
 pub async fn run(config: RunnerConfig, shutdown: Shutdown) -> Result<(), RunnerError> {
     let engine = config.engine_config();
     let source = Arc::new(DirectSource::new(

@@ -21,6 +21,10 @@ const GROUP: &str = "recorder";
 const BATCH_MAX: usize = 256;
 /// How long a batch with a start whose end it lacks waits for company (see `with_company`).
 const STARTS_LINGER: Duration = Duration::from_millis(10);
+/// How long each read of the shutdown drain waits for more events.
+const DRAIN_WAIT: Duration = Duration::from_millis(50);
+/// The most batches the shutdown drain applies.
+const DRAIN_READS: usize = 64;
 /// Longest pause between two tries of an event the store refused (it was unreachable). Kept
 /// well under `lost_after`: once the database is back, the run's real end must be applied
 /// before compensation, which also waits for the database, can presume the run lost.
@@ -32,62 +36,103 @@ pub async fn run(config: Arc<SchedulerConfig>, shutdown: Shutdown) {
     let mut failed: Vec<(String, RunEvent)> = Vec::new();
     let mut pause = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        let events = if failed.is_empty() {
-            pause = Duration::from_millis(100);
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                b = config.broker.read_events(GROUP, &config.instance_id, BATCH_MAX, Duration::from_secs(1)) => b,
-            };
-            match batch {
-                Ok(events) => with_company(&config, events).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "recorder: reading events failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            }
-        } else {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(RETRY_CAP);
-            std::mem::take(&mut failed)
+        run_once(&config, &shutdown, &mut failed, &mut pause).await;
+    }
+    drain(&config).await;
+}
+
+/// On shutdown, what was already published is applied before the recorder stops: a runner that
+/// drained in the same process (`antcode up`, whose broker dies with it) reported its last
+/// outcomes just before. Bounded: it stops at the first empty read, or after [`DRAIN_READS`].
+async fn drain(config: &SchedulerConfig) {
+    for _ in 0..DRAIN_READS {
+        let events = match config
+            .broker
+            .read_events(GROUP, &config.instance_id, BATCH_MAX, DRAIN_WAIT)
+            .await
+        {
+            Ok(events) if !events.is_empty() => events,
+            _ => return,
         };
-        let (ids, events): (Vec<String>, Vec<RunEvent>) = events.into_iter().unzip();
-        let results = config.store.record_events(&events).await;
-        let mut done = Vec::with_capacity(events.len());
-        let mut changed: Vec<String> = Vec::with_capacity(events.len());
-        for ((id, event), result) in ids.into_iter().zip(events).zip(results) {
-            match settle(&event, result) {
-                Ok(()) => {
-                    // How far SQL trails the runner: apply time minus the event's own time.
-                    metrics::histogram!("antcode_scheduler_recorder_lag_seconds").record(
-                        (antcode_core::time::now_ms() - event.at_ms).max(0) as f64 / 1000.0,
-                    );
-                    if !changed.contains(&event.run_id) {
-                        changed.push(event.run_id.clone());
-                    }
-                    done.push(id)
-                }
-                Err(e) if e.is_unavailable() => {
-                    tracing::warn!(run_id = %event.run_id, error = %e, "recorder: database unavailable; retrying event");
-                    failed.push((id, event));
-                }
-                // Refused for another reason: left to the broker's redelivery, so one bad
-                // event cannot hold up the others.
-                Err(e) => {
-                    tracing::warn!(run_id = %event.run_id, error = %e, "recorder: will retry event")
-                }
+        let mut failed = Vec::new();
+        apply_batch(config, events, &mut failed).await;
+        if !failed.is_empty() {
+            return; // the database is unreachable: the events stay unacknowledged
+        }
+    }
+}
+
+/// Reads (or retries) and applies one batch.
+async fn run_once(
+    config: &SchedulerConfig,
+    shutdown: &Shutdown,
+    failed: &mut Vec<(String, RunEvent)>,
+    pause: &mut Duration,
+) {
+    let events = if failed.is_empty() {
+        *pause = Duration::from_millis(100);
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            b = config.broker.read_events(GROUP, &config.instance_id, BATCH_MAX, Duration::from_secs(1)) => b,
+        };
+        match batch {
+            Ok(events) => with_company(config, events).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "recorder: reading events failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return;
             }
         }
-        // Whoever waits on these runs (invoke, a run's SSE stream) re-reads them now.
-        if let Err(e) = config.broker.announce_changes(&changed).await {
-            tracing::debug!(error = %e, "recorder: change announcement failed");
+    } else {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(*pause) => {}
         }
-        if let Err(e) = config.broker.ack_events(GROUP, &done).await {
-            tracing::warn!(error = %e, "recorder: ack failed; events will be applied again (idempotent)");
+        *pause = (*pause * 2).min(RETRY_CAP);
+        std::mem::take(failed)
+    };
+    apply_batch(config, events, failed).await;
+}
+
+/// Applies `events` and acknowledges what is done with; those the database could not take
+/// (unreachable) go to `failed`.
+async fn apply_batch(
+    config: &SchedulerConfig,
+    events: Vec<(String, RunEvent)>,
+    failed: &mut Vec<(String, RunEvent)>,
+) {
+    let (ids, events): (Vec<String>, Vec<RunEvent>) = events.into_iter().unzip();
+    let results = config.store.record_events(&events).await;
+    let mut done = Vec::with_capacity(events.len());
+    let mut changed: Vec<String> = Vec::with_capacity(events.len());
+    for ((id, event), result) in ids.into_iter().zip(events).zip(results) {
+        match settle(&event, result) {
+            Ok(()) => {
+                // How far SQL trails the runner: apply time minus the event's own time.
+                metrics::histogram!("antcode_scheduler_recorder_lag_seconds")
+                    .record((antcode_core::time::now_ms() - event.at_ms).max(0) as f64 / 1000.0);
+                if !changed.contains(&event.run_id) {
+                    changed.push(event.run_id.clone());
+                }
+                done.push(id)
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(run_id = %event.run_id, error = %e, "recorder: database unavailable; retrying event");
+                failed.push((id, event));
+            }
+            // Refused for another reason: left to the broker's redelivery, so one bad
+            // event cannot hold up the others.
+            Err(e) => {
+                tracing::warn!(run_id = %event.run_id, error = %e, "recorder: will retry event")
+            }
         }
+    }
+    // Whoever waits on these runs (invoke, a run's SSE stream) re-reads them now.
+    if let Err(e) = config.broker.announce_changes(&changed).await {
+        tracing::debug!(error = %e, "recorder: change announcement failed");
+    }
+    if let Err(e) = config.broker.ack_events(GROUP, &done).await {
+        tracing::warn!(error = %e, "recorder: ack failed; events will be applied again (idempotent)");
     }
 }
 
@@ -126,7 +171,12 @@ async fn with_company(
 fn has_open_start(events: &[(String, RunEvent)]) -> bool {
     let ended: std::collections::HashSet<(&str, u32)> = events
         .iter()
-        .filter(|(_, e)| matches!(e.kind, RunEventKind::Finished(_)))
+        .filter(|(_, e)| {
+            matches!(
+                e.kind,
+                RunEventKind::Finished(_) | RunEventKind::Interrupted(_)
+            )
+        })
         .map(|(_, e)| (e.run_id.as_str(), e.attempt))
         .collect();
     events.iter().any(|(_, e)| {
@@ -156,6 +206,10 @@ fn settle(ev: &RunEvent, result: Result<Recorded, StoreError>) -> Result<(), Sto
             Ok(())
         }
         Ok(Recorded::Started) => Ok(()),
+        Ok(Recorded::Interrupted { .. }) => {
+            metrics::counter!("antcode_scheduler_interrupted_total").increment(1);
+            Ok(())
+        }
         Err(StoreError::Stale(why)) | Err(StoreError::Conflict(why)) => {
             metrics::counter!("antcode_scheduler_stale_reports_total").increment(1);
             tracing::info!(run_id = %ev.run_id, "recorder: refused stale report: {why}");

@@ -122,6 +122,9 @@ pub enum Recorded {
     /// The attempt's outcome: the run's state now, and whether it was queued for another
     /// attempt.
     Finished { state: RunState, requeued: bool },
+    /// An interrupted attempt: the run is queued again (or cancelled, when a cancel was
+    /// requested meanwhile).
+    Interrupted { state: RunState },
 }
 
 /// What the recorder decided when it applied a `Finished` event.
@@ -263,7 +266,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<FinishApplied>;
     /// Applies runner reports in order, each fenced exactly as [`Store::mark_started`] and
     /// [`Store::finish_attempt`] would, but written in one transaction: one commit for the
-    /// events that arrived together. Results line up with `events`.
+    /// events that arrived together. Results line up with `events`. An `Interrupted` report,
+    /// fenced by the running attempt and its lease token, queues the run again at once as
+    /// `attempt + 1` with `max_attempts + 1`, so the interruption uses up no retry; a run whose
+    /// cancel was requested ends `cancelled` instead.
     async fn record_events(&self, events: &[RunEvent]) -> Vec<StoreResult<Recorded>>;
     /// Flags a cancel request; a queued run is cancelled at once (returned state tells which).
     async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run>;

@@ -1512,6 +1512,7 @@ impl Store for SqlStore {
                             requeued: true,
                         },
                     }),
+                RunEventKind::Interrupted(o) => self.interrupt_attempt(ev, o).await,
             });
         }
         out

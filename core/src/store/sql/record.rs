@@ -131,16 +131,11 @@ impl SqlStore {
             // Queued again for the next attempt. Fenced on everything the decision read:
             // attempt, state, lease token and the cancel flag.
             let token = lease_token.unwrap_or("");
-            let sql = self.q(&format!("UPDATE runs SET state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, {SET_QUEUE_DEADLINE}, started_at = NULL, exit_code = ?, exit_signal = ?, error = ? \
-                 WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = 0 AND (lease_token = ? OR ? = '')"));
+            let sql = self.q(&format!("UPDATE runs SET {} \
+                 WHERE id = ? AND attempt = ? AND state = ? AND cancel_requested = 0 AND (lease_token = ? OR ? = '')", set_next_attempt()));
             let not_before =
                 at_ms + retry.jittered_backoff_ms(attempt + 1, jitter_seed(run_id, attempt));
-            let done = sqlx::query(&sql)
-                .bind(not_before)
-                .bind(not_before)
-                .bind(o.exit_code.map(i64::from))
-                .bind(o.signal.map(i64::from))
-                .bind(o.error.clone())
+            let done = bind_next_attempt(sqlx::query(&sql), not_before, o)
                 .bind(run_id)
                 .bind(attempt as i64)
                 .bind(run.state.as_str())
@@ -211,6 +206,80 @@ impl SqlStore {
         })
     }
 
+    /// An attempt its runner's shutdown interrupted, on `conn`: back to `queued` as the next
+    /// attempt, due now, with one more attempt allowed so the interruption costs no retry.
+    /// Fenced on the running attempt and its lease token; a run with a cancel requested ends
+    /// `cancelled` instead (the user asked for it to stop, and it has).
+    pub(super) async fn interrupt_in(
+        &self,
+        conn: &mut AnyConnection,
+        report: &FinishReport<'_>,
+        history: &mut Vec<RunHistoryEntry>,
+    ) -> StoreResult<Recorded> {
+        let (run_id, attempt, o) = (report.run_id, report.attempt, report.outcome);
+        let token = report.lease_token.unwrap_or("");
+        let sql = self.q(&format!("UPDATE runs SET max_attempts = max_attempts + 1, {} \
+             WHERE id = ? AND attempt = ? AND state = 'running' AND cancel_requested = 0 AND lease_token = ?", set_next_attempt()));
+        let done = bind_next_attempt(sqlx::query(&sql), report.at_ms, o)
+            .bind(run_id)
+            .bind(attempt as i64)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() == 1 {
+            let mut queued = o.clone();
+            queued.state = RunState::Queued;
+            history.push(history_entry(
+                run_id,
+                attempt,
+                "interrupted",
+                to_json(&queued),
+                report.at_ms,
+            ));
+            return Ok(Recorded::Interrupted {
+                state: RunState::Queued,
+            });
+        }
+        let (run, _) = self.run_for_update(conn, run_id).await?;
+        let ours = run.attempt == attempt
+            && run.state == RunState::Running
+            && run.lease_token.as_deref() == report.lease_token;
+        if ours && run.cancel_requested {
+            let mut cancelled = o.clone();
+            cancelled.state = RunState::Cancelled;
+            cancelled.error = Some("cancelled".into());
+            let end = FinishReport {
+                outcome: &cancelled,
+                ..*report
+            };
+            self.end_in(conn, &end, history).await?;
+            return Ok(Recorded::Interrupted {
+                state: RunState::Cancelled,
+            });
+        }
+        Err(StoreError::Stale(format!(
+            "run {run_id} is {} at attempt {}; interruption of attempt {attempt} refused",
+            run.state.as_str(),
+            run.attempt
+        )))
+    }
+
+    /// [`Self::interrupt_in`] in a transaction of its own.
+    pub(super) async fn interrupt_attempt(
+        &self,
+        ev: &RunEvent,
+        outcome: &Outcome,
+    ) -> StoreResult<Recorded> {
+        let mut tx = self.begin_write().await?;
+        let mut history = Vec::with_capacity(1);
+        let recorded = self
+            .interrupt_in(&mut tx, &FinishReport::of(ev, outcome), &mut history)
+            .await?;
+        self.insert_history(&mut tx, &history).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
     /// [`Store::record_events`] in one transaction. An `Err` means nothing was committed.
     pub(super) async fn record_batch(
         &self,
@@ -242,6 +311,10 @@ impl SqlStore {
                 RunEventKind::Finished(outcome) => {
                     let report = FinishReport::of(ev, outcome);
                     self.finish_in(&mut tx, &report, &mut history).await
+                }
+                RunEventKind::Interrupted(outcome) => {
+                    let report = FinishReport::of(ev, outcome);
+                    self.interrupt_in(&mut tx, &report, &mut history).await
                 }
             };
             match applied {
@@ -382,6 +455,21 @@ fn bind_outcome<'q>(query: AnyQuery<'q>, o: &Outcome) -> AnyQuery<'q> {
         .bind(o.peak_rss_kb)
         .bind(o.log_key.clone())
         .bind(o.result.as_ref().map(to_json))
+}
+
+/// The columns that queue a run again as its next attempt, due at a time and carrying the
+/// ended attempt's exit and error; bound by [`bind_next_attempt`] in this order.
+fn set_next_attempt() -> String {
+    format!("state = 'queued', attempt = attempt + 1, lease_token = NULL, worker_id = NULL, not_before = ?, {SET_QUEUE_DEADLINE}, started_at = NULL, exit_code = ?, exit_signal = ?, error = ?")
+}
+
+fn bind_next_attempt<'q>(query: AnyQuery<'q>, not_before: i64, o: &Outcome) -> AnyQuery<'q> {
+    query
+        .bind(not_before)
+        .bind(not_before)
+        .bind(o.exit_code.map(i64::from))
+        .bind(o.signal.map(i64::from))
+        .bind(o.error.clone())
 }
 
 /// The history line of an applied start.
