@@ -19,6 +19,9 @@
 //!   either starts with `*` a day must match both: `0 0 */2 * 1` is odd days that are Mondays.
 //! * Not supported: Quartz's `?`, `L`, `W`, `#` and a year field. Errors quote the expression
 //!   as written and name the field; expressions are at most 256 bytes.
+//! * [`from_quartz`] rewrites an expression written for the Quartz reading (weekday 1 = Sunday,
+//!   both day fields must match) to the same days in ours; migration 8 applies it to stored
+//!   tasks.
 //!
 //! A cron schedule is matched on wall-clock time in its IANA zone, then each matching wall time
 //! is placed on the real time line (see `next_cron`): a wall time that happens twice (clocks

@@ -2355,7 +2355,9 @@ async fn migration_fills_queue_deadlines(db: &TestDb) {
         never.id
     ))
     .await;
-    db.exec("DELETE FROM schema_version WHERE version = 7")
+    // Migrations apply after the highest recorded one: 8 runs again too (it only rewrites cron
+    // expressions written for the old reading, and there are none).
+    db.exec("DELETE FROM schema_version WHERE version >= 7")
         .await;
     let s = db.open().await;
     assert_eq!(
@@ -2370,6 +2372,68 @@ async fn migration_fills_queue_deadlines(db: &TestDb) {
         s.run(&never.id).await.unwrap().not_before,
         Some(never.queued_at)
     );
+}
+
+async fn migration_rewrites_quartz_weekdays(db: &TestDb) {
+    // Cron expressions stored for the old Quartz reading (weekday 1 = Sunday) are rewritten by
+    // migration 8 to the same days in crontab(5)'s reading; other schedules are left alone. The
+    // rows are planted, then migration 8 is applied again.
+    let s = db.open().await;
+    let (p, _) = project(s.as_ref(), "quartz").await;
+    let cases: &[(Option<Schedule>, Option<&str>)] = &[
+        (Some(cron("30 8 * * 1-5")), Some("30 8 * * 0-4")),
+        (Some(cron("0 9 * * 7")), Some("0 9 * * 6")),
+        (Some(cron("0 0 12 ? * MON")), Some("0 0 12 * * MON")),
+        (Some(cron("0 9 * * 3/2")), Some("0 9 * * 2-6/2")),
+        (Some(cron("0 9 1 * 2,Friday")), Some("0 9 1 * 1,FRI")),
+        (Some(cron("*/5 * * * *")), None),
+        (Some(cron("0 9 * * MON-FRI")), None),
+        (
+            Some(Schedule::Interval {
+                every_s: 60,
+                start: None,
+                end: None,
+            }),
+            None,
+        ),
+        (None, None),
+    ];
+    let mut tasks = vec![];
+    for (i, (schedule, _)) in cases.iter().enumerate() {
+        let mut t = task(&p.id, &format!("quartz-{i}"), retries(1));
+        t.schedule = schedule.clone();
+        s.create_task(&t).await.unwrap();
+        tasks.push(t);
+    }
+    drop(s);
+    db.exec("DELETE FROM schema_version WHERE version = 8")
+        .await;
+    // Opened twice: the second time, migration 8 is applied already and rewrites nothing.
+    for _ in 0..2 {
+        let s = db.open().await;
+        for (t, (_, rewritten)) in tasks.iter().zip(cases) {
+            let got = s.task(&t.id).await.unwrap();
+            let want = match (rewritten, &t.schedule) {
+                (Some(expr), Some(Schedule::Cron { timezone, .. })) => Some(Schedule::Cron {
+                    cron: expr.to_string(),
+                    timezone: timezone.clone(),
+                }),
+                _ => t.schedule.clone(),
+            };
+            assert_eq!(got.schedule, want, "{:?}", t.schedule);
+            assert_eq!(got.next_fire_at, t.next_fire_at);
+            if let Some(s) = &got.schedule {
+                antcode_core::schedule::validate(s).expect("a rewritten schedule is valid");
+            }
+        }
+    }
+}
+
+fn cron(expr: &str) -> Schedule {
+    Schedule::Cron {
+        cron: expr.into(),
+        timezone: "Asia/Shanghai".into(),
+    }
 }
 
 macro_rules! conformance {
@@ -2432,6 +2496,7 @@ conformance!(
     due_queued_jobs_page_by_key,
     create_tasks_is_all_or_none,
     migration_fills_queue_deadlines,
+    migration_rewrites_quartz_weekdays,
 );
 
 /// Worker identity: one-time enrollment keys and the workers they are traded for.

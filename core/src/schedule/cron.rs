@@ -219,6 +219,11 @@ impl Cron {
         })
     }
 
+    /// Whether both day fields are restricted, so a day matching either is a match.
+    pub fn either_day_matches(&self) -> bool {
+        self.day_or
+    }
+
     fn day_matches(&self, date: NaiveDate) -> bool {
         if self.months & (1 << date.month()) == 0 {
             return false;

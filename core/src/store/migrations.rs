@@ -4,8 +4,13 @@
 //! has migrations this binary does not know refuses to start (`StoreError::SchemaTooNew`).
 //! `SqlStore::connect` applies them under a lock, so processes starting together migrate once:
 //! an advisory lock on PostgreSQL, `GET_LOCK` on MySQL/MariaDB, `BEGIN IMMEDIATE` on SQLite.
+//! A migration that rewrites data in Rust does so in [`rewrite_data`], after its statements and
+//! in one transaction with its `schema_version` row, so it is applied once or not at all.
+
+use sqlx::AnyConnection;
 
 use super::sql::Dialect;
+use super::StoreResult;
 
 /// Each entry is a list of statements. Placeholders: `{id}` short keys, `{name}` indexed strings,
 /// `{text}` unbounded text, `{big}` 64-bit integers.
@@ -95,7 +100,72 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX runs_due ON runs (state, not_before, id)",
         "DROP INDEX runs_state ON runs",
     ],
+    // 8: cron expressions stored for the Quartz reading (weekdays 1 = Sunday … 7 = Saturday)
+    // rewritten to crontab(5)'s, in Rust: see `rewrite_data`.
+    &[],
 ];
+
+/// The Rust half of the migrations that have one, run on the migrating connection after the
+/// migration's statements and before its version row, in the same transaction.
+pub async fn rewrite_data(
+    version: i64,
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+) -> StoreResult<()> {
+    match version {
+        8 => quartz_weekdays(conn, dialect).await,
+        _ => Ok(()),
+    }
+}
+
+/// Migration 8. Cron expressions were read by the `cron` crate: day-of-week 1 = Sunday … 7 =
+/// Saturday, `?` for any day, full day and month names, and a day had to match both day
+/// fields. Each stored expression is rewritten to mean the same days in crontab(5)'s reading
+/// (`schedule::from_quartz`), so every task keeps firing when it did. An expression that
+/// restricts both day fields cannot keep its both-must-match meaning (crontab(5) fires on
+/// either); it is logged, and the release notes say so.
+async fn quartz_weekdays(conn: &mut AnyConnection, dialect: Dialect) -> StoreResult<()> {
+    let rows = sqlx::query("SELECT id, schedule FROM tasks WHERE schedule IS NOT NULL")
+        .fetch_all(&mut *conn)
+        .await?;
+    let update = match dialect {
+        Dialect::Postgres => "UPDATE tasks SET schedule = $1 WHERE id = $2",
+        _ => "UPDATE tasks SET schedule = ? WHERE id = ?",
+    };
+    for row in rows {
+        let id = super::rows::text(&row, "id")?;
+        let text = super::rows::text(&row, "schedule")?;
+        let Ok(mut schedule) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if schedule["kind"] != "cron" {
+            continue;
+        }
+        let Some(old) = schedule["cron"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let Some(new) = crate::schedule::from_quartz(&old) else {
+            continue;
+        };
+        if crate::schedule::Cron::parse(&new).is_ok_and(|c| c.either_day_matches()) {
+            tracing::warn!(
+                task = %id, old = %old, new = %new,
+                "migration 8: this cron expression restricts both day fields; it fired on days \
+                 matching both, and now fires on days matching either (crontab(5))"
+            );
+        } else {
+            tracing::info!(task = %id, old = %old, new = %new,
+                "migration 8: cron expression rewritten to keep its days");
+        }
+        schedule["cron"] = serde_json::Value::String(new);
+        sqlx::query(update)
+            .bind(schedule.to_string())
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
 
 pub fn render(stmt: &str, dialect: Dialect) -> String {
     let (id, name, text, big) = match dialect {

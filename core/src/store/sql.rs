@@ -27,7 +27,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use std::time::Duration;
 
-use super::migrations::{render, MIGRATIONS};
+use super::migrations::{render, rewrite_data, MIGRATIONS};
 use super::rows::{self, to_json, RUN_COLUMNS, TASK_COLUMNS, VERSION_COLUMNS};
 use super::*;
 use crate::ids::new_id;
@@ -517,12 +517,15 @@ impl SqlStore {
                     .execute(&mut *conn)
                     .await?;
             }
-            let insert = self.q("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)");
-            sqlx::query(&insert)
-                .bind(version)
-                .bind(crate::time::now_ms())
-                .execute(&mut *conn)
-                .await?;
+            // A migration's data rewrite and its version row commit together: applied once or
+            // not at all (SQLite is inside one transaction already).
+            if self.dialect == Dialect::Sqlite {
+                self.finish_migration(version, conn).await?;
+            } else {
+                let mut tx = conn.begin().await?;
+                self.finish_migration(version, &mut tx).await?;
+                tx.commit().await?;
+            }
         }
         match self.dialect {
             Dialect::Sqlite => {
@@ -539,6 +542,18 @@ impl SqlStore {
                     .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Runs migration `version`'s data rewrite, if it has one, and records it as applied.
+    async fn finish_migration(&self, version: i64, conn: &mut AnyConnection) -> StoreResult<()> {
+        rewrite_data(version, conn, self.dialect).await?;
+        let insert = self.q("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)");
+        sqlx::query(&insert)
+            .bind(version)
+            .bind(crate::time::now_ms())
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 
