@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end run latency and throughput: AntCode (embedded `up`) against Celery on the machine's
-# Redis, same number of worker processes, same machine, same run. Prints a table and writes JSON
-# to target/bench/runs.json.
+# Redis, same number of worker processes, same machine, same run. Prints a table and writes the
+# results to ops/bench/results/<date>-runs.json (--json-out PATH to put them elsewhere).
 #
 #   ./ops/bench/run.sh [--slots 2] [--latency-n 50] [--throughput-n 2000]
 set -euo pipefail

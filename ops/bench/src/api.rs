@@ -4,7 +4,8 @@
 //! queued and only the control plane is measured), seeds runs, then drives two endpoints with
 //! `--connections` concurrent keep-alive connections for a fixed number of requests each:
 //! `GET /api/v1/runs?limit=50` (a full page of 50) and `POST /api/v1/tasks/{id}/trigger`.
-//! Prints a table (p50/p99 ms, req/s, req/s per core) and writes `target/bench/api.json`.
+//! Prints a table (p50/p99 ms, req/s, req/s per core) and writes the results file
+//! (`results.rs`).
 //! The load generator runs on the same machine and shares its cores with the server.
 
 use anyhow::{bail, Context};
@@ -14,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use antcode::up::{self, UpConfig};
 
+mod results;
+use results::Flags;
+
 const PASSWORD: &str = "bench-password";
 
 struct Args {
@@ -22,26 +26,33 @@ struct Args {
     seed_runs: usize,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
+const USAGE: &str = "\
+bench-api: control-plane API throughput and latency under load
+
+Usage: bench-api [--connections 16] [--requests 5000] [--seed-runs 500]
+  --connections N   concurrent keep-alive connections per endpoint
+  --requests N      requests per endpoint
+  --seed-runs N     runs created before the measurement";
+
+fn parse_args() -> (Args, Flags) {
     let mut a = Args {
         connections: 16,
         requests: 5000,
         seed_runs: 500,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+    let mut flags = Flags::from_env("api", USAGE);
+    while let Some(flag) = flags.next() {
         match flag.as_str() {
-            "--connections" => a.connections = value()?.parse()?,
-            "--requests" => a.requests = value()?.parse()?,
-            "--seed-runs" => a.seed_runs = value()?.parse()?,
-            other => bail!("unknown flag {other}"),
+            "--connections" => a.connections = flags.value(&flag),
+            "--requests" => a.requests = flags.value(&flag),
+            "--seed-runs" => a.seed_runs = flags.value(&flag),
+            other => flags.unknown(other),
         }
     }
     if a.connections == 0 || a.requests == 0 {
-        bail!("--connections and --requests must be at least 1");
+        flags.fail("--connections and --requests must be at least 1");
     }
-    Ok(a)
+    (a, flags)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -115,7 +126,7 @@ async fn load(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = parse_args()?;
+    let (a, flags) = parse_args();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = tempfile::tempdir()?;
     let mut cfg = UpConfig::new(dir.path().to_path_buf());
@@ -210,13 +221,12 @@ async fn main() -> anyhow::Result<()> {
             r.rps(),
             r.rps() / cores as f64
         );
-        rows.push(json!({"endpoint": r.name, "requests": r.n, "elapsed_s": r.elapsed_s,
+        rows.push(json!({"name": r.name, "requests": r.n, "elapsed_s": r.elapsed_s,
             "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "rps": r.rps(), "rps_per_core": r.rps() / cores as f64}));
     }
-    let out = json!({"connections": a.connections, "requests": a.requests, "seed_runs": a.seed_runs,
-        "cores": cores, "results": rows});
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write("target/bench/api.json", serde_json::to_string_pretty(&out)?)?;
-    println!("\nJSON: target/bench/api.json");
-    Ok(())
+    // No peer runs beside it: the API is measured against its own targets.
+    let details =
+        json!({"connections": a.connections, "requests": a.requests, "seed_runs": a.seed_runs});
+    println!();
+    results::write(&flags, rows, Value::Null, details)
 }

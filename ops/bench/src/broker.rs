@@ -9,10 +9,12 @@
 //! (idempotency check and `XADD`, `XREADGROUP` + lease bookkeeping, release), so the ratio to one
 //! bare `XADD` is the cost of the broker's guarantees. Each batch size runs twice: releasing on
 //! the next `release_and_lease` (2 calls a job) and with a `release` per lease (3 calls a job);
-//! each row prints the CPU it cost per job in Redis and in this process.
+//! each row prints the CPU it cost per job in Redis and in this process. The results file
+//! (`results.rs`) holds the rows and the `redis-benchmark` peer.
 
 use anyhow::{bail, Context};
 use futures::future::try_join_all;
+use serde_json::json;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,19 @@ use antcode_core::model::Job;
 
 mod job;
 use job::job;
+mod results;
+use results::Flags;
+
+const USAGE: &str = "\
+bench-broker: the Redis broker's job round trip beside redis-benchmark's bare XADD
+
+Usage: bench-broker [--redis-url URL | --host 127.0.0.1 --port 6379] [-n 200000] [-c 50]
+                    [--batch 1,10,50]
+  --redis-url URL   the broker's URL (default: database 15, key prefix bench-broker)
+  --host, --port    the Redis server, for redis-benchmark too
+  -n N              jobs per row (and XADDs for redis-benchmark)
+  -c N              concurrent clients
+  --batch LIST      lease sizes to measure, comma-separated";
 
 struct Args {
     redis_url: String,
@@ -32,7 +47,7 @@ struct Args {
     batches: Vec<usize>,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
+fn parse_args() -> (Args, Flags) {
     let mut a = Args {
         redis_url: String::new(),
         host: "127.0.0.1".into(),
@@ -41,31 +56,30 @@ fn parse_args() -> anyhow::Result<Args> {
         clients: 50,
         batches: vec![1, 10, 50],
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+    let mut flags = Flags::from_env("broker", USAGE);
+    while let Some(flag) = flags.next() {
         match flag.as_str() {
-            "--host" => a.host = value()?,
-            "--port" => a.port = value()?.parse()?,
-            "--redis-url" => a.redis_url = value()?,
-            "-n" => a.n = value()?.parse()?,
-            "-c" => a.clients = value()?.parse()?,
+            "--host" => a.host = flags.value(&flag),
+            "--port" => a.port = flags.value(&flag),
+            "--redis-url" => a.redis_url = flags.value(&flag),
+            "-n" => a.n = flags.value(&flag),
+            "-c" => a.clients = flags.value(&flag),
             "--batch" => {
-                a.batches = value()?
+                let list: String = flags.value(&flag);
+                a.batches = list
                     .split(',')
                     .map(|b| b.trim().parse())
-                    .collect::<Result<_, _>>()?
+                    .collect::<Result<_, _>>()
+                    .unwrap_or_else(|e| flags.fail(&format!("--batch {list:?}: {e}")));
             }
-            other => {
-                bail!("unknown flag {other} (--host, --port, --redis-url, -n, -c, --batch 1,10,50)")
-            }
+            other => flags.unknown(other),
         }
     }
     if a.redis_url.is_empty() {
         // A database and key prefix of its own: nothing of a deployment on the same server is touched.
         a.redis_url = format!("redis://{}:{}/15?prefix=bench-broker", a.host, a.port);
     }
-    Ok(a)
+    (a, flags)
 }
 
 /// CPU time spent so far, to split a row's cost between Redis and its client: Redis's own
@@ -252,7 +266,7 @@ async fn round_trips(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = parse_args()?;
+    let (a, flags) = parse_args();
     let broker = Arc::new(
         RedisBroker::open(&a.redis_url)
             .await
@@ -260,10 +274,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let before = Cpu::now(&a)?;
     let xadd = raw_xadd(&a)?;
-    let [redis, _, _, client] = before.per_op(&Cpu::now(&a)?, a.n as f64);
+    let [xadd_redis, _, _, xadd_client] = before.per_op(&Cpu::now(&a)?, a.n as f64);
     println!(
         "redis-benchmark XADD (150-byte field, -n {} -c {}): {xadd:.0} req/s; CPU per request: \
-         Redis {redis:.1} µs, redis-benchmark {client:.1} µs",
+         Redis {xadd_redis:.1} µs, redis-benchmark {xadd_client:.1} µs",
         a.n, a.clients
     );
     println!();
@@ -272,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
          | Redis CPU µs/job | of it in EVALSHA | bench client CPU µs/job |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
+    let mut rows = vec![];
     for &batch in &a.batches {
         for (release, how) in [
             (
@@ -289,7 +304,16 @@ async fn main() -> anyhow::Result<()> {
                 a.clients,
                 100.0 * rate / xadd
             );
+            rows.push(
+                json!({"name": format!("lease max = {batch}, {how}"), "jobs_per_s": rate,
+                "pct_of_xadd": 100.0 * rate / xadd, "redis_cpu_us_per_job": redis,
+                "evalsha_us_per_job": evalsha, "client_cpu_us_per_job": client}),
+            );
         }
     }
-    Ok(())
+    println!();
+    let peer = json!({"name": "redis-benchmark XADD, 150-byte field", "req_per_s": xadd,
+        "redis_cpu_us_per_req": xadd_redis, "client_cpu_us_per_req": xadd_client});
+    let details = json!({"n": a.n, "clients": a.clients, "batches": a.batches});
+    results::write(&flags, rows, peer, details)
 }

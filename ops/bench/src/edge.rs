@@ -21,7 +21,8 @@
 //!   `serve edge|tonic`); `--idle` TLS connections each park one `Lease`, and the child's RSS
 //!   growth is divided by the connections. Limits are raised so no rate limit trips.
 //!
-//! Prints a table with ratios to the tonic baseline and writes `target/bench/edge.json`.
+//! Prints a table with ratios to the tonic baseline and writes the results file (`results.rs`):
+//! the edge is its row, direct and tonic its peers.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -46,6 +47,17 @@ use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
 
 mod job;
 use job::job;
+mod results;
+use results::Flags;
+
+const USAGE: &str = "\
+bench-edge: the edge against direct leasing and tonic serving TLS itself
+
+Usage: bench-edge [--samples 1000] [--jobs 20000] [--clients 64] [--idle 2000]
+  --samples N   publish -> lease latency samples per system
+  --jobs N      jobs leased in the throughput phase
+  --clients N   connections leasing them, one call in flight each
+  --idle N      parked TLS connections for the RSS per idle runner";
 
 const PASSWORD: &str = "bench-edge-password";
 const QUEUE: &str = "default";
@@ -57,28 +69,27 @@ struct Args {
     idle: usize,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
+fn parse_args() -> (Args, Flags) {
     let mut a = Args {
         samples: 1000,
         jobs: 20_000,
         clients: 64,
         idle: 2_000,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+    let mut flags = Flags::from_env("edge", USAGE);
+    while let Some(flag) = flags.next() {
         match flag.as_str() {
-            "--samples" => a.samples = value()?.parse()?,
-            "--jobs" => a.jobs = value()?.parse()?,
-            "--clients" => a.clients = value()?.parse()?,
-            "--idle" => a.idle = value()?.parse()?,
-            other => bail!("unknown flag {other} (--samples, --jobs, --clients, --idle)"),
+            "--samples" => a.samples = flags.value(&flag),
+            "--jobs" => a.jobs = flags.value(&flag),
+            "--clients" => a.clients = flags.value(&flag),
+            "--idle" => a.idle = flags.value(&flag),
+            other => flags.unknown(other),
         }
     }
     if a.samples == 0 || a.jobs == 0 || a.clients == 0 || a.idle == 0 {
-        bail!("--samples, --jobs, --clients and --idle must be positive");
+        flags.fail("--samples, --jobs, --clients and --idle must be positive");
     }
-    Ok(a)
+    (a, flags)
 }
 
 /// Limits high enough that nothing trips: the checks still run on every call.
@@ -536,7 +547,7 @@ async fn main() -> anyhow::Result<()> {
     if argv.get(1).map(String::as_str) == Some("serve") {
         return serve_child(argv.get(2).map(String::as_str).unwrap_or("")).await;
     }
-    let args = parse_args()?;
+    let (args, flags) = parse_args();
     let nofile = raise_nofile()?;
     if (nofile as usize) < args.idle + 256 {
         bail!(
@@ -670,21 +681,19 @@ async fn main() -> anyhow::Result<()> {
         "rss_le_1_5x_tonic": rss_ok,
     });
     println!("targets: {targets}");
-    let doc = json!({
+    let details = json!({
         "samples": args.samples,
         "jobs": args.jobs,
         "clients": args.clients,
         "idle_runners": args.idle,
         "broker": "memory",
-        "load": load.trim(),
-        "systems": out,
         "targets": targets,
     });
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write(
-        "target/bench/edge.json",
-        serde_json::to_string_pretty(&doc)?,
-    )?;
-    println!("JSON: target/bench/edge.json");
-    Ok(())
+    let row = |name: &str| {
+        let mut v = out[name].clone();
+        v["name"] = json!(name);
+        v
+    };
+    let peer = json!({"direct": row("direct"), "tonic": row("tonic")});
+    results::write(&flags, vec![row("edge")], peer, details)
 }

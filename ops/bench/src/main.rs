@@ -7,8 +7,28 @@
 //! task (a fresh interpreter per run) and a warm one (`warm: true`: forked from the project's
 //! zygote), both on the same `antcode up`. With `--pairs N`, N more throughput phases of warm
 //! AntCode and of Celery follow, alternated, with the median of their ratios.
+//!
+//! Prints a table and writes the results file (`results.rs`): AntCode's variants are its rows,
+//! the bare spawn, Celery and the alternated pairs its peer.
 
 mod fork;
+mod results;
+use results::Flags;
+
+const USAGE: &str = "\
+bench-runs: a no-op Python task through the whole system, beside a bare spawn and Celery
+
+Usage: bench-runs [--celery-venv DIR] [--slots 2] [--latency-n 50] [--throughput-n 2000]
+                  [--sequential-n 40] [--producers 4] [--pairs N] [--no-redis] [--warm-only]
+  --celery-venv DIR   a virtualenv with Celery and redis: measure Celery too
+  --slots N           runner slots, and Celery worker processes
+  --latency-n N       sequential triggers timed one by one (p50/p99)
+  --throughput-n N    tasks in the throughput phase
+  --sequential-n N    tasks run one after another
+  --producers N       concurrent submitters in the throughput phase
+  --pairs N           N more alternated throughput phases of warm AntCode and Celery
+  --no-redis          skip AntCode on the machine's Redis
+  --warm-only         skip the cold task";
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -38,7 +58,7 @@ struct Args {
     pairs: usize,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
+fn parse_args() -> (Args, Flags) {
     let mut a = Args {
         slots: 2,
         latency_n: 50,
@@ -50,29 +70,29 @@ fn parse_args() -> anyhow::Result<Args> {
         warm_only: false,
         pairs: 0,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+    let mut flags = Flags::from_env("runs", USAGE);
+    while let Some(flag) = flags.next() {
         match flag.as_str() {
-            "--slots" => a.slots = value()?.parse()?,
-            "--latency-n" => a.latency_n = value()?.parse()?,
-            "--throughput-n" => a.throughput_n = value()?.parse()?,
-            "--sequential-n" => a.sequential_n = value()?.parse()?,
-            "--producers" => a.producers = value()?.parse::<usize>()?.max(1),
+            "--slots" => a.slots = flags.value(&flag),
+            "--latency-n" => a.latency_n = flags.value(&flag),
+            "--throughput-n" => a.throughput_n = flags.value(&flag),
+            "--sequential-n" => a.sequential_n = flags.value(&flag),
+            "--producers" => a.producers = flags.value::<usize>(&flag).max(1),
             "--no-redis" => a.redis = false,
             "--warm-only" => a.warm_only = true,
-            "--pairs" => a.pairs = value()?.parse()?,
+            "--pairs" => a.pairs = flags.value(&flag),
             // Absolute: the worker is started from the celery directory, and a relative program
             // path would be resolved against that.
             "--celery-venv" => {
-                let v = value()?;
-                a.celery_venv =
-                    Some(std::fs::canonicalize(&v).with_context(|| format!("celery venv {v}"))?)
+                let v: PathBuf = flags.value(&flag);
+                let abs = std::fs::canonicalize(&v)
+                    .unwrap_or_else(|e| flags.fail(&format!("--celery-venv {}: {e}", v.display())));
+                a.celery_venv = Some(abs);
             }
-            other => bail!("unknown flag {other}"),
+            other => flags.unknown(other),
         }
     }
-    Ok(a)
+    (a, flags)
 }
 
 fn pct(samples: &[f64], p: f64) -> f64 {
@@ -607,7 +627,7 @@ async fn warm_against_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = parse_args()?;
+    let (a, flags) = parse_args();
     // Off unless asked for: the runner's per-run timeline is logged at debug level.
     if std::env::var_os("RUST_LOG").is_some() {
         antcode_core::telemetry::init_tracing(false);
@@ -618,7 +638,7 @@ async fn main() -> anyhow::Result<()> {
         floors.push((name, pct(&xs, 50.0), pct(&xs, 99.0)));
     }
     // The first is the fair floor (see `floor_pythons`).
-    let (bare_p50, bare_p99) = (floors[0].1, floors[0].2);
+    let bare_p50 = floors[0].1;
     // The warm fork by itself, before the system is up: what the fresh process costs alone.
     let fork_alone = fork::measure(1000).await?;
     let (ours, warm) = measure_antcode(&a, "memory://", None, a.warm_only).await?;
@@ -741,24 +761,41 @@ async fn main() -> anyhow::Result<()> {
         Some(v) if a.pairs > 0 => warm_against_celery(&a, v).await?,
         _ => vec![],
     };
-    let json = json!({
-        "pairs": pairs.iter().map(|(w, c)| json!({"warm_tasks_per_s": w, "celery_tasks_per_s": c})).collect::<Vec<_>>(),
-        "slots": a.slots,
-        "bare_spawn": {"p50_ms": bare_p50, "p99_ms": bare_p99},
+    let n = a.throughput_n;
+    let system = |name: &str, m: &Measured| {
+        json!({"name": name, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s,
+            "throughput_s": m.throughput_s, "tasks_per_s": n as f64 / m.throughput_s,
+            "cpu_ms_per_task": m.cpu_ms_per_run, "switches_per_task": m.switches_per_run})
+    };
+    let mut rows = vec![
+        system("AntCode cold, embedded broker", &ours),
+        system("AntCode warm, embedded broker", &warm),
+        system("AntCode warm, SQLite synchronous=normal", &warm_normal),
+    ];
+    if let Some((cold, warm)) = &redis {
+        rows.push(system("AntCode cold, Redis broker", cold));
+        rows.push(system("AntCode warm, Redis broker", warm));
+    }
+    let stages = |m: &Measured| {
+        json!({
+            "latency": m.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "throughput": m.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        })
+    };
+    let peer = json!({
         "floors": floors.iter().map(|(n, p50, p99)| json!({"name": n, "p50_ms": p50, "p99_ms": p99})).collect::<Vec<_>>(),
-        "antcode": {"p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "sequential_s": ours.sequential_s, "throughput_s": ours.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": ours.cpu_ms_per_run, "switches_per_task": ours.switches_per_run},
-        "antcode_warm": {"p50_ms": warm.p50_ms, "p99_ms": warm.p99_ms, "sequential_s": warm.sequential_s, "throughput_s": warm.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": warm.cpu_ms_per_run, "switches_per_task": warm.switches_per_run, "stages_ms": warm.breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "stages_ms_throughput": warm.throughput_breakdown.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()},
-        "antcode_warm_sqlite_normal": {"p50_ms": warm_normal.p50_ms, "p99_ms": warm_normal.p99_ms, "sequential_s": warm_normal.sequential_s, "throughput_s": warm_normal.throughput_s, "n": a.throughput_n, "cpu_ms_per_task": warm_normal.cpu_ms_per_run, "switches_per_task": warm_normal.switches_per_run},
-        "antcode_redis": redis.as_ref().map(|(m, _)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
-        "antcode_warm_redis": redis.as_ref().map(|(_, m)| json!({"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s, "throughput_s": m.throughput_s, "n": a.throughput_n})),
-        "celery": celery.map(|c| json!({"p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "sequential_s": c.sequential_s, "throughput_s": c.throughput_s, "cpu_ms_per_task": c.cpu_ms_per_run, "switches_per_task": c.switches_per_run})),
+        "celery": celery.as_ref().map(|c| system("Celery 5 prefork, Redis broker + backend", c)),
+        "pairs": pairs.iter().map(|(w, c)| json!({"warm_tasks_per_s": w, "celery_tasks_per_s": c, "ratio": w / c})).collect::<Vec<_>>(),
+    });
+    let details = json!({
+        "slots": a.slots,
+        "producers": a.producers,
+        "latency_n": a.latency_n,
+        "sequential_n": a.sequential_n,
+        "throughput_n": n,
+        "stages_ms_per_run": {"warm": stages(&warm), "cold": stages(&ours)},
         "warm_fork_alone": {"cpu_ms_per_run": fork_alone.cpu_ms, "wall_ms_per_run": fork_alone.wall_ms, "switches_per_run": fork_alone.switches},
     });
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write(
-        "target/bench/runs.json",
-        serde_json::to_string_pretty(&json)?,
-    )?;
-    println!("JSON: target/bench/runs.json");
-    Ok(())
+    println!();
+    results::write(&flags, rows, peer, details)
 }
