@@ -1,10 +1,10 @@
 //! The Lua scripts that make each broker operation one atomic round trip.
 //!
-//! Cost model (Redis 7.0, measured with the server's own CPU time over pipelined calls, see
-//! `ops/bench/README.md`): a `redis.call` costs about 0.2–0.6 µs on top of its command, a `cjson`
-//! decode + encode of a small table about 3 µs — and every string a script creates or receives
-//! costs about 1.2 ns per byte, because this Lua hashes every byte of a string it interns (stock
-//! Lua 5.1 samples at most 32). So the per-run state is kept in flat strings that a pattern reads,
+//! Cost model (Redis 7.0, measured with the server's own CPU time over pipelined calls of these
+//! scripts; `bench-broker` gives the CPU per job end to end): a `redis.call` costs about
+//! 0.2–0.6 µs on top of its command, a `cjson` decode + encode of a small table about 3 µs — and
+//! every string a script creates or receives costs about 1.2 ns per byte, because this Lua hashes
+//! every byte of a string it interns (stock Lua 5.1 samples at most 32). So the per-run state is kept in flat strings that a pattern reads,
 //! the job JSON enters Lua only twice per round trip (publish's argument, the lease's read), and
 //! a job's round trip touches each structure as few times as it can: one hash per run, read
 //! with one `HMGET` and written with one `HSET` or `DEL` per step.
