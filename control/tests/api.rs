@@ -254,6 +254,18 @@ async fn bad_uploads_are_refused_and_write_nothing() {
             "symlink",
         ),
         (
+            // Issue 23: each link looks inside alone; through the first, the second leaves the
+            // root, and the file written at `esc` would land above it.
+            "chain.tar.gz",
+            tar_gz_in_order(&[
+                ("main.py", None, b"print(1)"),
+                ("a/b/c/d/up", Some("../../../.."), b""),
+                ("esc", Some("a/b/c/d/up/../../../../X"), b""),
+                ("esc", None, b"owned"),
+            ]),
+            "outside the bundle",
+        ),
+        (
             "nomain.zip",
             zip_of(&[("a.py", b"1"), ("b.py", b"2")]),
             "entrypoint",
@@ -338,62 +350,9 @@ async fn project_and_task(s: &Server, t: &str) -> (String, String) {
     (pid, task["id"].as_str().unwrap().to_string())
 }
 
-/// Plays a runner: leases the next job, starts it, writes log chunks, finishes it.
+/// Plays a runner (see [`play_runner`]), with a small archive if `archive`.
 async fn fake_runner(s: &Server, lines: &[&str], archive: bool) -> String {
-    let req = LeaseRequest {
-        worker_id: "w1".into(),
-        queues: vec!["default".into()],
-        max: 1,
-        ttl: Duration::from_secs(30),
-    };
-    let lease = s
-        .broker
-        .lease(&req, Duration::from_secs(10))
-        .await
-        .unwrap()
-        .remove(0);
-    let run_id = lease.job.run_id.clone();
-    s.store
-        .mark_started(&run_id, 1, &lease.lease_token, "w1", now_ms())
-        .await
-        .unwrap();
-    let chunks: Vec<LogChunk> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| LogChunk {
-            attempt: 1,
-            seq: i as u64 + 1,
-            stream: "stdout".into(),
-            data: l.to_string(),
-            at_ms: now_ms(),
-        })
-        .collect();
-    s.broker.append_log(&run_id, &chunks).await.unwrap();
-    let log_key = if archive {
-        let key = antcode_core::blob::log_key(&run_id, 1);
-        s.blobs
-            .put(&key, gzip(b"archived log\n").into())
-            .await
-            .unwrap();
-        Some(key)
-    } else {
-        None
-    };
-    let outcome = Outcome {
-        state: RunState::Succeeded,
-        exit_code: Some(0),
-        signal: None,
-        error: None,
-        duration_ms: 12,
-        peak_rss_kb: None,
-        log_key,
-        result: Some(json!({"answer": 42})),
-    };
-    s.store
-        .finish_attempt(&run_id, 1, Some(&lease.lease_token), &outcome, now_ms())
-        .await
-        .unwrap();
-    run_id
+    play_runner(s, lines, archive.then(|| gzip(b"archived log\n"))).await
 }
 
 #[tokio::test]

@@ -47,17 +47,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 }
 
 async fn project(s: &Server, t: &str) -> String {
-    let p: Value = s
-        .post_json(
-            t,
-            "/api/v1/projects",
-            json!({"name": "p", "code": "print('hi')\n"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    p["id"].as_str().unwrap().to_string()
+    inline_project(s, t, "p").await
 }
 
 #[tokio::test]

@@ -2,15 +2,30 @@
 //!
 //! Control inspects an upload with the same walker the runner later extracts with, so an archive
 //! that is accepted is exactly one that can be unpacked. Refused: absolute paths, `..` components,
-//! symlinks that point outside the bundle, hard links, devices and FIFOs, and archives past the
-//! entry-count or unpacked-size caps (decompression bombs are caught while reading, not trusted
-//! from headers).
+//! symlinks whose target, resolved through the links before them, leaves the bundle
+//! ([`tree`](self::tree)), entries written through or over a link, hard links, devices and
+//! FIFOs, and archives past the entry-count or unpacked-size caps (decompression bombs are
+//! caught while reading, with a byte counter per entry, never buffered or trusted from headers).
+//! Extraction writes by descriptor under the destination and never follows a link
+//! ([`beneath`](self::beneath)).
+
+mod beneath;
+mod tree;
 
 use flate2::read::GzDecoder;
 use std::io::{Cursor, Read};
 use std::path::{Component, Path, PathBuf};
 
 use crate::model::BundleFormat;
+use beneath::Beneath;
+use tree::{Kind, Tree};
+
+/// Longest entry path and link target, in bytes (Linux's `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 4096;
+/// Most components in an entry path.
+const MAX_DEPTH: usize = 128;
+/// Largest `requirements.txt` read from an archive.
+pub const MAX_REQUIREMENTS_BYTES: u64 = 256 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BundleError {
@@ -77,6 +92,12 @@ enum EntryKind<'a> {
 
 /// Normalises an entry path, refusing anything that is not a plain relative path.
 fn safe_path(raw: &str) -> Result<PathBuf, BundleError> {
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(BundleError::Unsafe(
+            raw.chars().take(80).collect(),
+            "path too long",
+        ));
+    }
     let path = Path::new(raw);
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -97,31 +118,10 @@ fn safe_path(raw: &str) -> Result<PathBuf, BundleError> {
     if out.as_os_str().is_empty() {
         return Err(BundleError::Unsafe(raw.into(), "empty path"));
     }
+    if out.components().count() > MAX_DEPTH {
+        return Err(BundleError::Unsafe(raw.into(), "path too deep"));
+    }
     Ok(out)
-}
-
-/// A symlink at `entry` pointing to `target` must resolve inside the bundle.
-fn check_symlink(entry: &Path, target: &Path) -> Result<(), BundleError> {
-    let name = entry.display().to_string();
-    if target.is_absolute() {
-        return Err(BundleError::Unsafe(name, "symlink to an absolute path"));
-    }
-    let mut depth: i64 = entry.components().count() as i64 - 1;
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return Err(BundleError::Unsafe(name, "symlink to an absolute path")),
-        }
-        if depth < 0 {
-            return Err(BundleError::Unsafe(
-                name,
-                "symlink pointing outside the bundle",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Counts entries and bytes against the limits as they are read.
@@ -129,6 +129,7 @@ struct Budget {
     limits: Limits,
     entries: usize,
     bytes: u64,
+    tree: Tree,
 }
 
 impl Budget {
@@ -160,6 +161,21 @@ impl Budget {
     }
 }
 
+/// Checks an entry against the entries before it, then hands it to `visit`.
+fn admit(
+    path: &Path,
+    kind: EntryKind<'_>,
+    budget: &mut Budget,
+    visit: &mut Visitor<'_>,
+) -> Result<(), BundleError> {
+    match &kind {
+        EntryKind::Dir => budget.tree.admit(path, Kind::Dir, None)?,
+        EntryKind::File(_) => budget.tree.admit(path, Kind::File, None)?,
+        EntryKind::Symlink(target) => budget.tree.admit(path, Kind::Link, Some(target))?,
+    }
+    visit(path, kind, budget)
+}
+
 type Visitor<'v> = dyn FnMut(&Path, EntryKind<'_>, &mut Budget) -> Result<(), BundleError> + 'v;
 
 fn walk_zip(data: &[u8], budget: &mut Budget, visit: &mut Visitor<'_>) -> Result<(), BundleError> {
@@ -172,16 +188,21 @@ fn walk_zip(data: &[u8], budget: &mut Budget, visit: &mut Visitor<'_>) -> Result
         let mode = file.unix_mode().unwrap_or(0);
         let file_type = mode & 0o170000;
         if file.is_dir() {
-            visit(&path, EntryKind::Dir, budget)?;
+            admit(&path, EntryKind::Dir, budget, visit)?;
         } else if file_type == 0o120000 {
             let mut target = String::new();
             file.by_ref()
-                .take(4096)
+                .take(MAX_PATH_BYTES as u64)
                 .read_to_string(&mut target)
                 .map_err(|e| BundleError::Corrupt(e.to_string()))?;
-            visit(&path, EntryKind::Symlink(PathBuf::from(target)), budget)?;
+            admit(
+                &path,
+                EntryKind::Symlink(PathBuf::from(target)),
+                budget,
+                visit,
+            )?;
         } else if file_type == 0 || file_type == 0o100000 {
-            visit(&path, EntryKind::File(&mut file), budget)?;
+            admit(&path, EntryKind::File(&mut file), budget, visit)?;
         } else {
             return Err(BundleError::Unsafe(file.name().into(), "special file"));
         }
@@ -203,16 +224,19 @@ fn walk_tar_gz(
         let path = safe_path(&raw)?;
         let kind = entry.header().entry_type();
         if kind.is_dir() {
-            visit(&path, EntryKind::Dir, budget)?;
+            admit(&path, EntryKind::Dir, budget, visit)?;
         } else if kind.is_symlink() {
             let target = entry
                 .link_name()
                 .map_err(corrupt)?
                 .ok_or_else(|| BundleError::Corrupt(format!("symlink {raw} without target")))?
                 .into_owned();
-            visit(&path, EntryKind::Symlink(target), budget)?;
+            if target.as_os_str().len() > MAX_PATH_BYTES {
+                return Err(BundleError::Unsafe(raw, "symlink target too long"));
+            }
+            admit(&path, EntryKind::Symlink(target), budget, visit)?;
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
-            visit(&path, EntryKind::File(&mut entry), budget)?;
+            admit(&path, EntryKind::File(&mut entry), budget, visit)?;
         } else if kind.is_pax_global_extensions()
             || kind.is_pax_local_extensions()
             || kind.is_gnu_longname()
@@ -238,6 +262,8 @@ fn walk(
         limits,
         entries: 0,
         bytes: 0,
+        // Entries, their parent directories and the names link targets walk through.
+        tree: Tree::new(limits.max_entries.saturating_mul(4)),
     };
     match format {
         BundleFormat::Zip => walk_zip(data, &mut budget, visit),
@@ -253,17 +279,24 @@ pub fn inspect(format: BundleFormat, data: &[u8], limits: Limits) -> Result<Mani
         let name = path.to_string_lossy().replace('\\', "/");
         match kind {
             EntryKind::Dir => {}
-            EntryKind::Symlink(target) => {
-                check_symlink(path, &target)?;
-                manifest.files.push(name);
-            }
+            EntryKind::Symlink(_) => manifest.files.push(name),
             EntryKind::File(reader) => {
-                let mut content = Vec::new();
-                budget.copy(reader, &mut content)?;
-                match name.as_str() {
-                    "requirements.txt" => {
-                        manifest.requirements = Some(String::from_utf8_lossy(&content).into_owned())
+                // Only the requirements are kept; every other entry is counted and dropped as
+                // it is inflated, so a bomb costs a buffer, not its size.
+                if name == "requirements.txt" {
+                    let mut content = Vec::new();
+                    budget.copy(reader, &mut content)?;
+                    if content.len() as u64 > MAX_REQUIREMENTS_BYTES {
+                        return Err(BundleError::Unsafe(
+                            name,
+                            "requirements.txt larger than 256 KiB",
+                        ));
                     }
+                    manifest.requirements = Some(String::from_utf8_lossy(&content).into_owned());
+                } else {
+                    budget.copy(reader, &mut std::io::sink())?;
+                }
+                match name.as_str() {
                     "pyproject.toml" => manifest.has_pyproject = true,
                     "uv.lock" => manifest.has_uv_lock = true,
                     _ => {}
@@ -293,8 +326,10 @@ pub fn extract(
 /// Opens a file for writing, empty, at a path that does not exist yet.
 pub type CreateFile<'a> = dyn FnMut(&Path) -> std::io::Result<std::fs::File> + 'a;
 
-/// [`extract`], with each regular file opened by `create` (the runner writes into files it
-/// recycled, see its `workdirs`).
+/// [`extract`], with a single-file bundle opened by `create` (the runner writes into files it
+/// recycled, see its `workdirs`). An archive's entries are written by descriptor under `dest`
+/// (see [`beneath`](self::beneath)), so no link, from the archive or already in `dest`, is
+/// followed.
 pub fn extract_with(
     format: BundleFormat,
     data: &[u8],
@@ -309,29 +344,13 @@ pub fn extract_with(
         let mut out = create(&dest.join(name)).map_err(io)?;
         return std::io::Write::write_all(&mut out, data).map_err(io);
     }
-    walk(format, data, limits, &mut |path, kind, budget| {
-        let target = dest.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-            // A symlinked directory earlier in the archive must not redirect this write.
-            let real = parent.canonicalize().map_err(io)?;
-            if !real.starts_with(dest.canonicalize().map_err(io)?) {
-                return Err(BundleError::Unsafe(
-                    path.display().to_string(),
-                    "written through a symlink",
-                ));
-            }
-        }
-        match kind {
-            EntryKind::Dir => std::fs::create_dir_all(&target).map_err(io),
-            EntryKind::Symlink(link) => {
-                check_symlink(path, &link)?;
-                std::os::unix::fs::symlink(&link, &target).map_err(io)
-            }
-            EntryKind::File(reader) => {
-                let mut out = create(&target).map_err(io)?;
-                budget.copy(reader, &mut out)
-            }
+    let mut root = Beneath::open(dest).map_err(io)?;
+    walk(format, data, limits, &mut |path, kind, budget| match kind {
+        EntryKind::Dir => root.mkdir(path).map_err(io),
+        EntryKind::Symlink(link) => root.symlink(path, &link).map_err(io),
+        EntryKind::File(reader) => {
+            let mut out = root.create(path).map_err(io)?;
+            budget.copy(reader, &mut out)
         }
     })
 }
@@ -486,6 +505,98 @@ mod tests {
             std::fs::read_to_string(dir.path().join("sub/link.py")).unwrap(),
             "x = 1"
         );
+    }
+
+    /// The chain from issue 23: each link looks inside on its own, together they lead four
+    /// levels above the root, and a regular file then written at `esc` would land there.
+    pub(crate) fn escape_chain() -> Vec<u8> {
+        tar_gz_of(|b| {
+            raw_tar_entry(
+                b,
+                "a/b/c/d/up",
+                tar::EntryType::Symlink,
+                Some("../../../.."),
+                b"",
+            );
+            raw_tar_entry(
+                b,
+                "esc",
+                tar::EntryType::Symlink,
+                Some("a/b/c/d/up/../../../../X"),
+                b"",
+            );
+            raw_tar_entry(b, "esc", tar::EntryType::Regular, None, b"owned");
+        })
+    }
+
+    #[test]
+    fn a_symlink_chain_cannot_write_outside_the_root() {
+        let top = tempfile::tempdir().unwrap();
+        let dest = top.path().join("1/2/3/4/run");
+        std::fs::create_dir_all(&dest).unwrap();
+        let data = escape_chain();
+        let err = inspect(BundleFormat::TarGz, &data, Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, BundleError::Unsafe(ref p, "symlink pointing outside the bundle") if p == "esc"),
+            "{err:?}"
+        );
+        assert!(extract(BundleFormat::TarGz, &data, None, &dest, Limits::default()).is_err());
+        assert!(!top.path().join("1/X").exists(), "written outside the root");
+    }
+
+    #[test]
+    fn extraction_never_follows_a_link_already_in_the_destination() {
+        let dest = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dest.path().join("pkg")).unwrap();
+        let data = tar_gz_of(|b| raw_tar_entry(b, "pkg/x.py", tar::EntryType::Regular, None, b"1"));
+        assert!(extract(
+            BundleFormat::TarGz,
+            &data,
+            None,
+            dest.path(),
+            Limits::default()
+        )
+        .is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_bomb_is_counted_not_buffered() {
+        // 64 MiB of zeros in one entry, refused at 32 MiB: before, each entry was read whole
+        // into memory first (a 1 GiB bomb cost ~500 MB); now the peak is one read buffer.
+        let zeros = vec![0u8; 64 * 1024 * 1024];
+        let z = zip_of(&[("big.bin", &zeros)]);
+        drop(zeros);
+        let limits = Limits {
+            max_entries: 10,
+            max_unpacked_bytes: 32 * 1024 * 1024,
+        };
+        let before = peak_reset();
+        assert_eq!(
+            inspect(BundleFormat::Zip, &z, limits),
+            Err(BundleError::TooLarge(32 * 1024 * 1024))
+        );
+        let grew = peak_kb().saturating_sub(before);
+        assert!(
+            grew < 16 * 1024,
+            "inspecting the bomb grew the peak RSS by {grew} KiB"
+        );
+    }
+
+    /// Resets the process's peak RSS to its current RSS and returns it, in KiB.
+    fn peak_reset() -> u64 {
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        peak_kb()
+    }
+
+    fn peak_kb() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     #[test]

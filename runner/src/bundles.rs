@@ -200,3 +200,57 @@ pub fn unpack(
 
 /// Bundles up to this size are read into memory to be unpacked, larger ones mapped.
 const READ_BELOW: u64 = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use antcode_core::model::BundleFormat;
+
+    /// Issue 23's chain: `a/b/c/d/up → ../../../..`, `esc → a/b/c/d/up/../../../../X`, then a
+    /// regular file `esc`, unpacked as a run's bundle is.
+    #[test]
+    fn a_symlink_chain_is_not_unpacked_outside_the_work_dir() {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, link) in [
+            ("a/b/c/d/up", Some("../../../..")),
+            ("esc", Some("a/b/c/d/up/../../../../X")),
+            ("esc", None),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_mode(0o644);
+            let data: &[u8] = if link.is_some() { b"" } else { b"owned" };
+            h.set_size(data.len() as u64);
+            match link {
+                Some(l) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_link_name_literal(l).unwrap();
+                }
+                None => h.set_entry_type(tar::EntryType::Regular),
+            }
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        let data = b.into_inner().unwrap().finish().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let file = top.path().join("bundle.tar.gz");
+        std::fs::write(&file, &data).unwrap();
+        let dest = top.path().join("1/2/3/4/work");
+        let bundle = BundleRef {
+            key: "k".into(),
+            sha256: String::new(),
+            format: BundleFormat::TarGz,
+            size_bytes: data.len() as i64,
+            file_name: None,
+        };
+        let err = unpack(&bundle, &file, &dest, &mut |p| std::fs::File::create(p)).unwrap_err();
+        assert!(err.to_string().contains("outside the bundle"), "{err}");
+        assert!(
+            !top.path().join("1/X").exists(),
+            "written outside the work dir"
+        );
+    }
+}

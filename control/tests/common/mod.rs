@@ -32,6 +32,11 @@ pub struct Server {
 }
 
 pub async fn start() -> Server {
+    start_with_upload_limit(1024 * 1024).await
+}
+
+/// [`start`] with another upload size limit.
+pub async fn start_with_upload_limit(max_upload_bytes: usize) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/db.sqlite", tmp.path().display());
     let store = antcode_core::seams::open_store(&url).await.unwrap();
@@ -48,7 +53,7 @@ pub async fn start() -> Server {
         blobs: blobs.clone(),
         admin_password: ADMIN_PASSWORD.into(),
         dev: true,
-        max_upload_bytes: 1024 * 1024,
+        max_upload_bytes,
         secrets: Some(Arc::new(antcode_control::SecretBox::from_passphrase(
             SECRET_KEY,
         ))),
@@ -221,26 +226,35 @@ pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// A tar.gz whose entry names (and link targets) are written raw, so unsafe ones can be built.
 pub fn tar_gz_of(entries: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
+    let files = entries.iter().map(|(name, data)| (*name, None, *data));
+    let links = symlinks
+        .iter()
+        .map(|(name, target)| (*name, Some(*target), &b""[..]));
+    tar_gz_in_order(&files.chain(links).collect::<Vec<_>>())
+}
+
+/// [`tar_gz_of`] with entries in the given order: `(name, Some(link target), _)` is a symlink,
+/// `(name, None, data)` a regular file.
+pub fn tar_gz_in_order(entries: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
+    for (name, target, data) in entries {
         let mut h = tar::Header::new_old();
         raw_name(&mut h, name);
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
+        match target {
+            None => {
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+            }
+            Some(target) => {
+                let t = target.as_bytes();
+                h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
+                h.set_mode(0o777);
+                h.set_entry_type(tar::EntryType::Symlink);
+            }
+        }
         h.set_cksum();
         b.append(&h, *data).unwrap();
-    }
-    for (name, target) in symlinks {
-        let mut h = tar::Header::new_old();
-        raw_name(&mut h, name);
-        let t = target.as_bytes();
-        h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
-        h.set_size(0);
-        h.set_mode(0o777);
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_cksum();
-        b.append(&h, std::io::empty()).unwrap();
     }
     let tar = b.into_inner().unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -257,4 +271,79 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, data).unwrap();
     gz.finish().unwrap()
+}
+
+/// A single-file project made from inline code; its id.
+pub async fn inline_project(s: &Server, t: &str, name: &str) -> String {
+    let p: Value = s
+        .post_json(
+            t,
+            "/api/v1/projects",
+            json!({"name": name, "code": "print('hi')\n"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    p["id"].as_str().unwrap().to_string()
+}
+
+/// Plays a runner: leases the next job, starts it, writes `lines` as log chunks, stores
+/// `archive` (gzip) as its log archive if given, and finishes it as succeeded. The run's id.
+pub async fn play_runner(s: &Server, lines: &[&str], archive: Option<Vec<u8>>) -> String {
+    use antcode_core::broker::{LeaseRequest, LogChunk};
+    use antcode_core::model::{Outcome, RunState};
+    use antcode_core::time::now_ms;
+    let req = LeaseRequest {
+        worker_id: "w1".into(),
+        queues: vec!["default".into()],
+        max: 1,
+        ttl: Duration::from_secs(30),
+    };
+    let lease = s
+        .broker
+        .lease(&req, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .remove(0);
+    let run_id = lease.job.run_id.clone();
+    s.store
+        .mark_started(&run_id, 1, &lease.lease_token, "w1", now_ms())
+        .await
+        .unwrap();
+    let chunks: Vec<LogChunk> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LogChunk {
+            attempt: 1,
+            seq: i as u64 + 1,
+            stream: "stdout".into(),
+            data: l.to_string(),
+            at_ms: now_ms(),
+        })
+        .collect();
+    s.broker.append_log(&run_id, &chunks).await.unwrap();
+    let log_key = match archive {
+        Some(data) => {
+            let key = antcode_core::blob::log_key(&run_id, 1);
+            s.blobs.put(&key, data.into()).await.unwrap();
+            Some(key)
+        }
+        None => None,
+    };
+    let outcome = Outcome {
+        state: RunState::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+        duration_ms: 12,
+        peak_rss_kb: None,
+        log_key,
+        result: Some(json!({"answer": 42})),
+    };
+    s.store
+        .finish_attempt(&run_id, 1, Some(&lease.lease_token), &outcome, now_ms())
+        .await
+        .unwrap();
+    run_id
 }
