@@ -12,6 +12,7 @@
 
 mod audit;
 mod auth;
+mod inflate;
 mod metrics;
 mod openapi;
 mod problem;

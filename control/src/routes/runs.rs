@@ -7,7 +7,6 @@
 //! history first. `Last-Event-ID` resumes a log stream after the last chunk the client saw.
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -15,6 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +29,7 @@ use antcode_core::time::parse_rfc3339;
 use super::{created, ok, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
+use crate::inflate;
 use crate::problem::{check_id, named, ApiResult, Problem};
 use crate::AppState;
 
@@ -155,33 +156,78 @@ async fn retry(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     Ok(created(run))
 }
 
-fn gunzip(data: &[u8]) -> ApiResult<String> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data)
-        .read_to_end(&mut out)
-        .map_err(Problem::internal)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// The archived log of a finished run, if it has one and it is readable.
-async fn archived(state: &AppState, run: &Run) -> ApiResult<Option<String>> {
+/// The archived log of a finished run as a stream of pieces (see [`crate::inflate`]), if it
+/// has one.
+async fn archived(
+    state: &AppState,
+    run: &Run,
+) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
     let Some(key) = &run.log_key else {
         return Ok(None);
     };
-    match state.blobs.get(key).await {
-        Ok(data) => Ok(Some(gunzip(&data)?)),
+    match state.blobs.get_stream(key).await {
+        Ok(blob) => Ok(Some(inflate::inflate(blob, inflate::MAX_LOG_BYTES))),
         Err(BlobError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// The whole log of a run: its archive when finished, else the live chunks in the broker.
-pub async fn log_text(state: &AppState, run: &Run) -> ApiResult<String> {
-    if let Some(text) = archived(state, run).await? {
-        return Ok(text);
+/// The log of a run, its first `limit` bytes (then a marker line): its archive when finished,
+/// else the live chunks in the broker. The flag says whether it was cut.
+pub async fn log_text(state: &AppState, run: &Run, limit: u64) -> ApiResult<(String, bool)> {
+    let mut text = Vec::new();
+    let mut cut = false;
+    if let Some(mut pieces) = archived(state, run).await? {
+        while let Some(piece) = pieces.recv().await {
+            let piece = piece.map_err(Problem::internal)?;
+            let room = (limit as usize).saturating_sub(text.len());
+            if piece.len() > room {
+                text.extend_from_slice(&piece[..room]);
+                cut = true;
+                break;
+            }
+            text.extend_from_slice(&piece);
+        }
+    } else {
+        let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
+        for c in chunks {
+            let room = (limit as usize).saturating_sub(text.len());
+            if c.data.len() > room {
+                text.extend_from_slice(&c.data.as_bytes()[..room]);
+                cut = true;
+                break;
+            }
+            text.extend_from_slice(c.data.as_bytes());
+        }
     }
-    let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
-    Ok(chunks.into_iter().map(|c| c.data).collect())
+    let mut text = String::from_utf8_lossy(&text).into_owned();
+    if cut {
+        text.push_str(&inflate::cut_marker(limit));
+    }
+    Ok((text, cut))
+}
+
+/// `GET /runs/{id}/logs` without `follow`: the archive streamed as it is inflated, else the
+/// live chunks the broker holds (a bounded window).
+async fn plain_log(state: &AppState, run: &Run) -> ApiResult<Response> {
+    let body = match archived(state, run).await? {
+        Some(pieces) => {
+            axum::body::Body::from_stream(futures::stream::unfold(pieces, |mut rx| async move {
+                rx.recv().await.map(|p| (p, rx))
+            }))
+        }
+        None => {
+            let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
+            let text: String = chunks.into_iter().map(|c| c.data).collect();
+            axum::body::Body::from(text)
+        }
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
 }
 
 #[derive(Deserialize)]
@@ -197,13 +243,7 @@ async fn logs(
 ) -> ApiResult<Response> {
     let run = load(&ctx.state, &id).await?;
     if !q.follow.unwrap_or(false) {
-        let text = log_text(&ctx.state, &run).await?;
-        let mut resp = text.into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        return Ok(resp);
+        return plain_log(&ctx.state, &run).await;
     }
     let after = headers
         .get("last-event-id")
@@ -293,18 +333,36 @@ async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sen
                 }
                 sent_any = true;
             }
-            if !sent_any && after == 0 {
-                if let Ok(Some(text)) = archived(&state, &run).await {
-                    let chunk = json!({"attempt": run.attempt, "seq": 0, "stream": "archive", "data": text});
-                    let _ = tx
-                        .send(Event::default().event("log").data(chunk.to_string()))
-                        .await;
-                }
+            if !sent_any && after == 0 && !replay_archive(&state, &run, &tx).await {
+                return;
             }
             let _ = tx.send(end_event(&run)).await;
             return;
         }
     }
+}
+
+/// Sends a finished run's archive as `log` events of the `archive` stream, one per piece
+/// inflated (numbered by `seq` from 0), so the replay costs a few pieces of memory whatever the
+/// log's size. False when the client left.
+async fn replay_archive(state: &AppState, run: &Run, tx: &mpsc::Sender<Event>) -> bool {
+    let Ok(Some(mut pieces)) = archived(state, run).await else {
+        return true;
+    };
+    let mut text = inflate::Utf8Pieces::default();
+    let mut seq = 0u64;
+    while let Some(Ok(piece)) = pieces.recv().await {
+        let chunk = json!({"attempt": run.attempt, "seq": seq, "stream": "archive", "data": text.push(&piece)});
+        if tx
+            .send(Event::default().event("log").data(chunk.to_string()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        seq += 1;
+    }
+    true
 }
 
 async fn events(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {

@@ -478,8 +478,14 @@ struct InvokeQuery {
     wait_s: Option<u64>,
 }
 
+/// Most bytes of a run's log an `invoke` answer carries as `output`; the whole log is at
+/// `GET /runs/{id}/logs`.
+pub const MAX_INVOKE_OUTPUT: u64 = 1024 * 1024;
+
 /// Serverless-style call: trigger, wait up to `wait_s` (default 30, at most 300) for the run to
-/// end, then answer 200 with the run, its `result` and its log as `output`; else 202 with the run.
+/// end, then answer 200 with the run, its `result` and its log as `output` (its first
+/// [`MAX_INVOKE_OUTPUT`] bytes, `output_truncated` saying whether it was cut); else 202 with the
+/// run.
 async fn invoke(ctx: Ctx, P(id): P<String>, Q(q): Q<InvokeQuery>) -> ApiResult<Response> {
     ctx.require(Role::Operator, "task.invoke", &id).await?;
     let wait = q.wait_s.unwrap_or(30);
@@ -504,9 +510,10 @@ async fn invoke(ctx: Ctx, P(id): P<String>, Q(q): Q<InvokeQuery>) -> ApiResult<R
     if !run.state.is_terminal() {
         return Ok((StatusCode::ACCEPTED, Json(run)).into_response());
     }
-    let output = super::runs::log_text(&ctx.state, &run).await?;
+    let (output, cut) = super::runs::log_text(&ctx.state, &run, MAX_INVOKE_OUTPUT).await?;
     let mut body = serde_json::to_value(&run).map_err(Problem::internal)?;
     body["output"] = json!(output);
+    body["output_truncated"] = json!(cut);
     Ok(ok(body))
 }
 
