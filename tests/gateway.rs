@@ -551,6 +551,7 @@ fn spawn_runner(
     ca_file: &std::path::Path,
     data_dir: &std::path::Path,
     enroll: Option<&str>,
+    extra: &[&str],
 ) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_antcode"));
     cmd.arg("runner")
@@ -567,6 +568,7 @@ fn spawn_runner(
             "--name",
             "cli-runner",
         ])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
     if let Some(key) = enroll {
@@ -589,7 +591,7 @@ async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
 
     // First start enrolls and stores the credential.
     let key = enrollment_key(&api).await;
-    let mut child = spawn_runner(&up, &ca_file, &data_dir, Some(&key));
+    let mut child = spawn_runner(&up, &ca_file, &data_dir, Some(&key), &[]);
     let run_id = api.triggered(&task).await;
     let run = wait_terminal(&api, &run_id).await;
     assert_eq!(run["state"], "succeeded", "{run}");
@@ -603,7 +605,7 @@ async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
     child.kill().await.unwrap();
 
     // A restart needs no key: the stored credential is reused, same worker identity.
-    let mut child = spawn_runner(&up, &ca_file, &data_dir, None);
+    let mut child = spawn_runner(&up, &ca_file, &data_dir, None, &[]);
     let run_id = api.triggered(&task).await;
     let run = wait_terminal(&api, &run_id).await;
     assert_eq!(run["state"], "succeeded", "{run}");
@@ -625,6 +627,81 @@ async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already used"), "stderr: {stderr}");
+    up.stop().await.unwrap();
+}
+
+/// A gateway runner stopped mid-run past its grace hands the run back through the edge: it is
+/// queued again as attempt 2 of 2 and succeeds on the runner's next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_gateway_runner_hands_its_run_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up::start(up_config(dir.path()))
+        .await
+        .expect("antcode up starts");
+    let api = login(up.control_addr).await;
+    let ca_file = dir.path().join("up").join("tls").join("ca.pem");
+    let data_dir = dir.path().join("cli-runner");
+    let code =
+        "import time\nprint('started', flush=True)\ntime.sleep(3)\nprint('done', flush=True)\n";
+    let task = api.script_task("slow", code, json!({})).await;
+
+    let key = enrollment_key(&api).await;
+    let grace = ["--grace", "0"];
+    let mut child = spawn_runner(&up, &ca_file, &data_dir, Some(&key), &grace);
+    let run_id = api.triggered(&task).await;
+    let started = Instant::now();
+    while !api
+        .text(&format!("/runs/{run_id}/logs"))
+        .await
+        .contains("started")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the runner stops within 20 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    let back = Instant::now();
+    let run = loop {
+        let run = api.get(&format!("/runs/{run_id}")).await;
+        if run["attempt"] == 2 || back.elapsed() > Duration::from_secs(20) {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&run["state"], &run["attempt"]),
+        (&json!("queued"), &json!(2)),
+        "{run}"
+    );
+    assert!(
+        run["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["kind"] == "interrupted"),
+        "{run}"
+    );
+
+    let mut child = spawn_runner(&up, &ca_file, &data_dir, None, &[]);
+    let run = wait_terminal(&api, &run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(
+        (&run["attempt"], &run["max_attempts"]),
+        (&json!(2), &json!(2)),
+        "{run}"
+    );
+    child.kill().await.unwrap();
     up.stop().await.unwrap();
 }
 

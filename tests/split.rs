@@ -3,7 +3,8 @@
 //!
 //! Covers: a run through the whole split system; `kill -9` of the runner in the middle of a run
 //! loses nothing (the attempt is declared lost and retried on a new runner); after a flush of
-//! Redis every queued run is re-published from SQL and executed.
+//! Redis every queued run is re-published from SQL and executed; a runner stopped with SIGTERM
+//! lets its runs finish, and a second SIGTERM hands them back to run again.
 
 mod support;
 
@@ -16,6 +17,7 @@ const PASSWORD: &str = "split-password-not-default";
 /// Redis databases of their own, so flushing one touches nothing but its test.
 const SPLIT_DB: u32 = 7;
 const FAILOVER_DB: u32 = 8;
+const DRAIN_DB: u32 = 9;
 
 /// Control on PostgreSQL + Redis database `db` + S3, ready to serve, on the returned port; no
 /// scheduler or runner yet.
@@ -226,4 +228,103 @@ async fn scheduler_failover_keeps_firing_once_per_due_time() {
     assert_eq!(due.len(), n, "a due time fired twice across the failover");
     d.proc(names[1 - leader]).terminate();
     d.proc("control").terminate();
+}
+
+/// A script that runs for three seconds, saying when it starts and ends.
+const THREE_SECONDS: &str =
+    "import time\nprint('started', flush=True)\ntime.sleep(3)\nprint('done', flush=True)\n";
+
+/// Triggers `per_task` runs of each task and returns once every one has started its script.
+async fn started_runs(api: &Api, d: &Procs, tasks: &[&str], per_task: usize) -> Vec<String> {
+    let mut runs = vec![];
+    for task in tasks {
+        for _ in 0..per_task {
+            runs.push(api.triggered(task).await);
+        }
+    }
+    for run in &runs {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !api
+            .text(&format!("/runs/{run}/logs"))
+            .await
+            .contains("started")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "run {run} never started its script\n{}",
+                d.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_runner_drains_and_hands_back_what_is_left() {
+    let (mut d, port) = start_control("drain", DRAIN_DB).await;
+    start_scheduler(&mut d, "scheduler");
+    let args = [
+        "--queue",
+        "default,warm",
+        "--warm-queues",
+        "warm",
+        "--slots",
+        "4",
+    ];
+    d.spawn_runner_with("runner-1", &args);
+    let api = Api::login(port, PASSWORD).await;
+    let cold = api.script_task("cold", THREE_SECONDS, json!({})).await;
+    let warm = api
+        .script_task("warm", THREE_SECONDS, json!({"queue": "warm"}))
+        .await;
+
+    // 1. SIGTERM one second into four three-second runs (two cold, two warm): the runner
+    //    waits for them, and they succeed in their first attempt.
+    let runs = started_runs(&api, &d, &[&cold, &warm], 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    d.proc("runner-1").terminate();
+    for run in &runs {
+        let done = api.wait_done(&d, run).await;
+        assert_eq!(done["state"], "succeeded", "{done}\n{}", d.logs());
+        assert_eq!(done["attempt"], 1, "{done}");
+    }
+
+    // 2. A second SIGTERM ends the grace period: the runs still going are handed back, queued
+    //    again as attempt 2 of 2, and the next runner runs them to success.
+    d.spawn_runner_with("runner-2", &args);
+    let runs = started_runs(&api, &d, &[&cold, &warm], 1).await;
+    let runner = d.proc("runner-2");
+    runner.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    runner.sigterm();
+    runner.wait_exit();
+    for run in &runs {
+        let back = api
+            .wait_for(&d, run, "handed back", |r| r["attempt"] == 2)
+            .await;
+        assert_eq!(back["state"], "queued", "{back}\n{}", d.logs());
+    }
+    d.spawn_runner_with("runner-3", &args);
+    for run in &runs {
+        let done = api.wait_done(&d, run).await;
+        assert_eq!(done["state"], "succeeded", "{done}\n{}", d.logs());
+        assert_eq!(
+            (&done["attempt"], &done["max_attempts"]),
+            (&json!(2), &json!(2)),
+            "{done}"
+        );
+        let history = done["history"].as_array().unwrap();
+        assert!(
+            history.iter().any(|h| h["kind"] == "interrupted"
+                && h["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("interrupted by runner shutdown")),
+            "{done}"
+        );
+    }
+    for name in ["runner-3", "scheduler", "control"] {
+        d.proc(name).terminate();
+    }
 }

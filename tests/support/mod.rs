@@ -84,11 +84,21 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits for a graceful exit (fails the test after 20 s).
-    pub fn terminate(&mut self) {
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+    }
+
+    /// SIGTERM, then waits for a graceful exit (fails the test after 20 s).
+    pub fn terminate(&mut self) {
+        self.sigterm();
+        self.wait_exit();
+    }
+
+    /// Waits for the process to exit (fails the test after 20 s).
+    pub fn wait_exit(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -96,7 +106,7 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{} did not stop within 20 s of SIGTERM", self.name);
+        panic!("{} did not stop within 20 s", self.name);
     }
 }
 
@@ -141,21 +151,25 @@ impl Procs {
 
     /// Starts `antcode runner --mode direct` named `name`, with a data dir of its own.
     pub fn spawn_runner(&mut self, name: &str) {
+        self.spawn_runner_with(name, &[]);
+    }
+
+    /// [`Procs::spawn_runner`] with `extra` arguments.
+    pub fn spawn_runner_with(&mut self, name: &str, extra: &[&str]) {
         let data = self.dir.path().join(name).display().to_string();
-        self.spawn(
+        let mut args = vec![
+            "runner",
+            "--mode",
+            "direct",
+            "--name",
             name,
-            &[
-                "runner",
-                "--mode",
-                "direct",
-                "--name",
-                name,
-                "--data-dir",
-                &data,
-                "--ops-listen",
-                "127.0.0.1:0",
-            ],
-        );
+            "--data-dir",
+            &data,
+            "--ops-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(name, &args);
     }
 
     /// The latest process started under `name`.
