@@ -12,6 +12,7 @@
 
 mod audit;
 mod auth;
+mod bounds;
 mod inflate;
 mod metrics;
 mod openapi;

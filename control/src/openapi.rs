@@ -4,6 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::bounds;
+use antcode_core::secrets::MAX_NAME_LEN as MAX_SECRET_NAME;
+
 /// `(method, path, summary, least role, request body kind)`. Body kinds: `json`, `upload`
 /// (multipart or JSON inline code), `""` for none.
 #[rustfmt::skip]
@@ -118,22 +121,26 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
 fn json_schema(method: &str, path: &str) -> Value {
     let s = |ty: &str| json!({"type": ty});
     let role = json!({"type": "string", "enum": ["admin", "operator", "viewer"]});
-    let str_map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let time = json!({"type": "string", "format": "date-time", "maxLength": bounds::TIME_CHARS});
     let schedule = json!({"oneOf": [
         {"type": "object", "required": ["kind", "at"], "properties": {
-            "kind": {"const": "once"}, "at": {"type": "string", "format": "date-time"}}},
+            "kind": {"const": "once"}, "at": time}},
         {"type": "object", "required": ["kind", "every_s"], "properties": {
             "kind": {"const": "interval"}, "every_s": {"type": "integer", "minimum": 1},
-            "start": {"type": "string", "format": "date-time"},
-            "end": {"type": "string", "format": "date-time"}}},
+            "start": time, "end": time}},
         {"type": "object", "required": ["kind", "cron"], "properties": {
-            "kind": {"const": "cron"}, "cron": s("string"), "timezone": s("string")}}]});
+            "kind": {"const": "cron"}, "cron": bounds::string(bounds::CRON_CHARS),
+            "timezone": bounds::string(bounds::TIMEZONE_CHARS)}}]});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
-            "name": s("string"), "project_id": s("string"), "entrypoint": s("string"),
-            "args": {"type": "array", "items": s("string")}, "env": str_map,
-            "secrets": {"type": "array", "items": s("string")}, "queue": s("string"),
-            "labels": str_map, "schedule": schedule, "paused": s("boolean"),
+            "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
+            "entrypoint": bounds::string(bounds::ENTRYPOINT_CHARS),
+            "args": bounds::strings(bounds::ARGS, bounds::ARG_CHARS),
+            "env": bounds::string_map(bounds::ENV_VARS, bounds::ENV_NAME_CHARS, bounds::ENV_VALUE_CHARS),
+            "secrets": bounds::strings(bounds::SECRETS, MAX_SECRET_NAME),
+            "queue": bounds::string(bounds::QUEUE_CHARS),
+            "labels": bounds::string_map(bounds::LABELS, bounds::LABEL_KEY_CHARS, bounds::LABEL_VALUE_CHARS),
+            "schedule": schedule, "paused": s("boolean"),
             "timeout_s": {"type": "integer", "minimum": 0},
             "retry": {"type": "object", "properties": {
                 "max_attempts": {"type": "integer", "minimum": 0},
@@ -165,7 +172,9 @@ fn json_schema(method: &str, path: &str) -> Value {
         ("post", "/api/v1/tasks") => task(&["name", "project_id"]),
         ("patch", "/api/v1/tasks/{id}") => task(&[]),
         ("patch", "/api/v1/projects/{id}") => json!({"type": "object", "properties": {
-            "name": s("string"), "description": s("string"), "current_version": s("integer")}}),
+            "name": bounds::string(bounds::NAME_CHARS),
+            "description": bounds::string(bounds::DESCRIPTION_CHARS),
+            "current_version": s("integer")}}),
         ("post", "/api/v1/schedules/validate") => schedule,
         _ => json!({"type": "object"}),
     }
@@ -176,15 +185,21 @@ fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
         "json" => Some(
             json!({"required": true, "content": {"application/json": {"schema": json_schema(method, path)}}}),
         ),
-        "upload" => Some(json!({"required": true, "content": {
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "name": {"type": "string"}, "description": {"type": "string"},
-                "entrypoint": {"type": "string"}, "requirements": {"type": "string"},
-                "file": {"type": "string", "format": "binary"}}}},
-            "application/json": {"schema": {"type": "object", "required": ["code"], "properties": {
-                "name": {"type": "string"}, "code": {"type": "string"}, "entrypoint": {"type": "string"},
-                "requirements": {"type": "string"}, "description": {"type": "string"}}}}
-        }})),
+        "upload" => {
+            let fields = json!({
+                "name": bounds::string(bounds::NAME_CHARS),
+                "description": bounds::string(bounds::DESCRIPTION_CHARS),
+                "entrypoint": bounds::string(bounds::ENTRYPOINT_CHARS),
+                "requirements": bounds::string(bounds::REQUIREMENTS_CHARS)});
+            let mut form = fields.clone();
+            form["file"] = json!({"type": "string", "format": "binary"});
+            let mut inline = fields;
+            inline["code"] = json!({"type": "string"});
+            Some(json!({"required": true, "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": form}},
+                "application/json": {"schema": {"type": "object", "required": ["code"], "properties": inline}}
+            }}))
+        }
         _ => None,
     }
 }

@@ -14,6 +14,7 @@ use antcode_core::bundle::{self, Limits};
 use antcode_core::ids::sha256_hex;
 use antcode_core::model::{BundleFormat, BundleRef};
 
+use crate::bounds;
 use crate::problem::{parse_json, ApiResult, Problem};
 use crate::AppState;
 
@@ -62,6 +63,22 @@ pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> 
             }
         })?;
         let inline: InlineBody = parse_json(&body)?;
+        for (field, value, max) in [
+            ("name", &inline.name, bounds::NAME_CHARS),
+            (
+                "description",
+                &inline.description,
+                bounds::DESCRIPTION_CHARS,
+            ),
+            ("entrypoint", &inline.entrypoint, bounds::ENTRYPOINT_CHARS),
+            (
+                "requirements",
+                &inline.requirements,
+                bounds::REQUIREMENTS_CHARS,
+            ),
+        ] {
+            bounds::check_len(field, value.as_deref().unwrap_or(""), max)?;
+        }
         Ok(UploadForm {
             name: inline.name,
             description: inline.description,
@@ -93,14 +110,13 @@ async fn read_multipart(mut multipart: Multipart) -> ApiResult<UploadForm> {
                 form.file = Some((file_name, data));
             }
             "name" | "description" | "entrypoint" | "requirements" => {
-                let text = field.text().await?;
-                let slot = match name.as_str() {
-                    "name" => &mut form.name,
-                    "description" => &mut form.description,
-                    "entrypoint" => &mut form.entrypoint,
-                    _ => &mut form.requirements,
+                let (slot, max) = match name.as_str() {
+                    "name" => (&mut form.name, bounds::NAME_CHARS),
+                    "description" => (&mut form.description, bounds::DESCRIPTION_CHARS),
+                    "entrypoint" => (&mut form.entrypoint, bounds::ENTRYPOINT_CHARS),
+                    _ => (&mut form.requirements, bounds::REQUIREMENTS_CHARS),
                 };
-                *slot = Some(text);
+                *slot = Some(read_text(field, &name, max).await?);
             }
             other => {
                 return Err(Problem::bad_request(format!(
@@ -110,6 +126,25 @@ async fn read_multipart(mut multipart: Multipart) -> ApiResult<UploadForm> {
         }
     }
     Ok(form)
+}
+
+/// A text field of at most `max` characters, read no further than the bytes they can take.
+async fn read_text(
+    mut field: axum::extract::multipart::Field<'_>,
+    name: &str,
+    max: usize,
+) -> ApiResult<String> {
+    let mut raw = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        raw.extend_from_slice(&chunk);
+        if raw.len() > max * 4 {
+            return Err(bounds::too_large(name, format!("at most {max} characters")));
+        }
+    }
+    let text = String::from_utf8(raw)
+        .map_err(|_| Problem::bad_request(format!("{name}: not UTF-8 text")))?;
+    bounds::check_len(name, &text, max)?;
+    Ok(text)
 }
 
 /// A checked upload, ready to be stored.

@@ -1173,3 +1173,89 @@ async fn remembered_principals_follow_user_and_token_changes() {
     problem(s.get(&olaf, "/api/v1/auth/me").await, 401).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn oversized_fields_are_refused_with_422_and_documented() {
+    let s = start().await;
+    let t = s.admin().await;
+    let pid = inline_project(&s, &t, "bounded").await;
+    let long = |n: usize| "x".repeat(n);
+    let many_env: serde_json::Map<String, Value> =
+        (0..257).map(|i| (format!("V{i}"), json!("1"))).collect();
+    let many_labels: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("l{i}"), json!("1"))).collect();
+    let cases = [
+        (json!({"args": vec!["a"; 257]}), "args"),
+        (json!({"args": ["ok", long(4097)]}), "args[1]"),
+        (json!({"env": many_env}), "env"),
+        (json!({"env": {"BIG": long(4097)}}), "env.BIG"),
+        (json!({"labels": many_labels}), "labels"),
+        (json!({"name": long(101)}), "name"),
+        (
+            json!({"schedule": {"kind": "cron", "cron": long(300)}}),
+            "schedule.cron",
+        ),
+    ];
+    for (extra, field) in cases {
+        let mut body = json!({"name": "t", "project_id": pid});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let resp = s.post_json(&t, "/api/v1/tasks", body).await;
+        let p = problem(resp, 422).await;
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{field}: ")),
+            "{field}: {p}"
+        );
+    }
+    let tasks: Value = s.get(&t, "/api/v1/tasks").await.json().await.unwrap();
+    assert_eq!(tasks["items"], json!([]), "a refused task was written");
+
+    // A project's description, inline, as a form field and in a PATCH.
+    let resp = s
+        .post_json(
+            &t,
+            "/api/v1/projects",
+            json!({"name": "d", "code": "print(1)", "description": long(4097)}),
+        )
+        .await;
+    problem(resp, 422).await;
+    let resp = s
+        .upload(
+            &t,
+            "/api/v1/projects",
+            ("a.py", b"print(1)\n".to_vec()),
+            &[("name", "d"), ("description", &long(100_000))],
+        )
+        .await;
+    let p = problem(resp, 422).await;
+    assert!(p["detail"].as_str().unwrap().starts_with("description: "));
+    let resp = s
+        .http
+        .patch(s.url(&format!("/api/v1/projects/{pid}")))
+        .bearer_auth(&t)
+        .json(&json!({"description": long(4097)}))
+        .send()
+        .await
+        .unwrap();
+    problem(resp, 422).await;
+    let projects: Value = s.get(&t, "/api/v1/projects").await.json().await.unwrap();
+    assert_eq!(projects["items"].as_array().unwrap().len(), 1);
+    assert_eq!(projects["items"][0]["description"], "");
+
+    // The bounds are in the OpenAPI document.
+    let doc: Value = s.get(&t, "/api/openapi.json").await.json().await.unwrap();
+    let task = &doc["paths"]["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["properties"];
+    assert_eq!(task["args"]["maxItems"], 256);
+    assert_eq!(task["args"]["items"]["maxLength"], 4096);
+    assert_eq!(task["env"]["maxProperties"], 256);
+    assert_eq!(task["labels"]["maxProperties"], 64);
+    let patch = &doc["paths"]["/api/v1/projects/{id}"]["patch"]["requestBody"]["content"]
+        ["application/json"]["schema"]["properties"];
+    assert_eq!(patch["description"]["maxLength"], 4096);
+    s.stop().await;
+}

@@ -20,6 +20,7 @@ use antcode_core::time::now_ms;
 use super::{created, no_content, ok, JsonBody, List, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
+use crate::bounds;
 use crate::problem::{check_id, named, ApiResult, Problem};
 use crate::upload::{prepare, read_form, store_blob, Prepared};
 use crate::AppState;
@@ -34,8 +35,9 @@ pub fn router() -> Router<AppState> {
 }
 
 fn check_name(name: &str) -> ApiResult<String> {
+    bounds::check_len("name", name, bounds::NAME_CHARS)?;
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().any(char::is_control) {
         return Err(Problem::bad_request(
             "name must be 1-100 printable characters",
         ));
@@ -80,6 +82,7 @@ async fn create(ctx: Ctx, req: Request) -> ApiResult<Response> {
             .ok_or_else(|| Problem::bad_request("the `name` field is required"))?,
     )?;
     let description = form.description.clone().unwrap_or_default();
+    bounds::check_len("description", &description, bounds::DESCRIPTION_CHARS)?;
     let store = &ctx.state.store;
     match store.project_by_name(&name).await {
         Ok(_) => {
@@ -172,6 +175,7 @@ async fn update(
         project.name = check_name(name)?;
     }
     if let Some(d) = patch.description {
+        bounds::check_len("description", &d, bounds::DESCRIPTION_CHARS)?;
         project.description = d;
     }
     if let Some(n) = patch.current_version {

@@ -23,6 +23,7 @@ use antcode_core::time::{now_ms, parse_rfc3339};
 use super::{created, no_content, ok, JsonBody, LateJson, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
+use crate::bounds::{self, check_count, check_len};
 use crate::metrics;
 use crate::problem::{check_id, named, parse_json, ApiResult, Problem};
 use crate::AppState;
@@ -92,7 +93,55 @@ fn env_name(s: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.len() <= 128
+}
+
+/// The bounds of [`crate::bounds`] on a task's fields, before anything else is looked at.
+fn check_bounds(b: &TaskBody) -> ApiResult<()> {
+    check_len("name", &b.name, bounds::NAME_CHARS)?;
+    check_len("project_id", &b.project_id, bounds::NAME_CHARS)?;
+    if let Some(ep) = &b.entrypoint {
+        check_len("entrypoint", ep, bounds::ENTRYPOINT_CHARS)?;
+    }
+    check_count("args", b.args.len(), bounds::ARGS, "arguments")?;
+    for (i, a) in b.args.iter().enumerate() {
+        check_len(&format!("args[{i}]"), a, bounds::ARG_CHARS)?;
+    }
+    check_count("env", b.env.len(), bounds::ENV_VARS, "variables")?;
+    for (k, v) in &b.env {
+        check_len("env", k, bounds::ENV_NAME_CHARS)?;
+        check_len(&format!("env.{k}"), v, bounds::ENV_VALUE_CHARS)?;
+    }
+    check_count("secrets", b.secrets.len(), bounds::SECRETS, "secrets")?;
+    for k in &b.secrets {
+        check_len("secrets", k, antcode_core::secrets::MAX_NAME_LEN)?;
+    }
+    if let Some(q) = &b.queue {
+        check_len("queue", q, bounds::QUEUE_CHARS)?;
+    }
+    check_count("labels", b.labels.len(), bounds::LABELS, "labels")?;
+    for (k, v) in &b.labels {
+        check_len("labels", k, bounds::LABEL_KEY_CHARS)?;
+        check_len(&format!("labels.{k}"), v, bounds::LABEL_VALUE_CHARS)?;
+    }
+    match &b.schedule {
+        Some(Schedule::Cron { cron, timezone }) => {
+            check_len("schedule.cron", cron, bounds::CRON_CHARS)?;
+            check_len("schedule.timezone", timezone, bounds::TIMEZONE_CHARS)?;
+        }
+        Some(Schedule::Once { at }) => check_len("schedule.at", at, bounds::TIME_CHARS)?,
+        Some(Schedule::Interval { start, end, .. }) => {
+            for (field, t) in [("schedule.start", start), ("schedule.end", end)] {
+                check_len(field, t.as_deref().unwrap_or(""), bounds::TIME_CHARS)?;
+            }
+        }
+        None => {}
+    }
+    for (field, v) in [("overlap", &b.overlap), ("misfire", &b.misfire)] {
+        if let Some(v) = v {
+            check_len(field, v, bounds::QUEUE_CHARS)?;
+        }
+    }
+    Ok(())
 }
 
 fn bad(field: &str, why: impl std::fmt::Display) -> Problem {
@@ -104,8 +153,9 @@ async fn validate(
     state: &AppState,
     b: TaskBody,
 ) -> ApiResult<(String, String, TaskSpec, Option<Schedule>, bool)> {
+    check_bounds(&b)?;
     let name = b.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().any(char::is_control) {
         return Err(bad("name", "must be 1-100 printable characters"));
     }
     if !ids::is_valid_id(&b.project_id) {
@@ -136,20 +186,14 @@ async fn validate(
             ));
         }
     }
-    if b.args.len() > 1000 || b.args.iter().any(|a| a.len() > 65536 || a.contains('\0')) {
-        return Err(bad(
-            "args",
-            "at most 1000 arguments of at most 64 KiB, without NUL",
-        ));
+    if b.args.iter().any(|a| a.contains('\0')) {
+        return Err(bad("args", "arguments must not contain NUL"));
     }
     if let Some(k) = b.env.keys().find(|k| !env_name(k)) {
         return Err(bad("env", format!("{k:?} is not a valid variable name")));
     }
     if b.env.values().any(|v| v.contains('\0')) {
         return Err(bad("env", "values must not contain NUL"));
-    }
-    if b.secrets.len() > 100 {
-        return Err(bad("secrets", "at most 100 secrets"));
     }
     if let Some(k) = b
         .secrets
@@ -173,7 +217,6 @@ async fn validate(
     }
     let queue = b.queue.unwrap_or_else(|| "default".into());
     let queue_ok = !queue.is_empty()
-        && queue.len() <= 64
         && queue
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -183,15 +226,8 @@ async fn validate(
             "must be 1-64 characters of letters, digits and . _ -",
         ));
     }
-    if b.labels.len() > 64
-        || b.labels
-            .iter()
-            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
-    {
-        return Err(bad(
-            "labels",
-            "at most 64 labels, keys 1-64 and values up to 256 characters",
-        ));
+    if b.labels.keys().any(String::is_empty) {
+        return Err(bad("labels", "keys must not be empty"));
     }
     if !(1..=MAX_TIMEOUT_S).contains(&b.timeout_s) {
         return Err(bad(
