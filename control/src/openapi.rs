@@ -116,12 +116,34 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
     params
 }
 
+const CRON_GRAMMAR: &str = "crontab(5): `minute hour day-of-month month day-of-week`, or a \
+    leading `second` as a sixth field; `*`, `N`, `A-B`, `/step`, lists; weekdays 0-7 (0 and 7 = \
+    Sunday) or SUN-SAT, months 1-12 or JAN-DEC; a day matching either day field fires when both \
+    are restricted; or @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly.";
+
+/// The 200 answer of an operation, where it is documented beyond "success".
+fn success_schema(method: &str, path: &str) -> Option<Value> {
+    match (method, path) {
+        ("post", "/api/v1/schedules/validate") => Some(json!({"type": "object",
+            "required": ["valid", "schedule", "description", "next"], "properties": {
+            "valid": {"type": "boolean"},
+            "schedule": {"type": "object"},
+            "description": {"type": "string",
+                "description": "the schedule in words, e.g. \"At 08:30, Monday through Friday, Asia/Shanghai\""},
+            "next": {"type": "array", "maxItems": 5,
+                "items": {"type": "string", "format": "date-time"}}}})),
+        _ => None,
+    }
+}
+
 /// The JSON body schema of an operation: specific for the main bodies (so generated requests,
 /// for example schemathesis', reach past field validation), a generic object otherwise.
 fn json_schema(method: &str, path: &str) -> Value {
     let s = |ty: &str| json!({"type": ty});
     let role = json!({"type": "string", "enum": ["admin", "operator", "viewer"]});
     let time = json!({"type": "string", "format": "date-time", "maxLength": bounds::TIME_CHARS});
+    let mut cron = bounds::string(bounds::CRON_CHARS);
+    cron["description"] = CRON_GRAMMAR.into();
     let schedule = json!({"oneOf": [
         {"type": "object", "required": ["kind", "at"], "properties": {
             "kind": {"const": "once"}, "at": time}},
@@ -129,7 +151,7 @@ fn json_schema(method: &str, path: &str) -> Value {
             "kind": {"const": "interval"}, "every_s": {"type": "integer", "minimum": 1},
             "start": time, "end": time}},
         {"type": "object", "required": ["kind", "cron"], "properties": {
-            "kind": {"const": "cron"}, "cron": bounds::string(bounds::CRON_CHARS),
+            "kind": {"const": "cron"}, "cron": cron,
             "timezone": bounds::string(bounds::TIMEZONE_CHARS)}}]});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
@@ -222,6 +244,10 @@ pub fn document() -> Value {
         }
         if let Some(b) = request_body(method, path, body) {
             op["requestBody"] = b;
+        }
+        if let Some(schema) = success_schema(method, path) {
+            op["responses"]["200"] = json!({"description": "success",
+                "content": {"application/json": {"schema": schema}}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;

@@ -970,6 +970,12 @@ async fn system_endpoints_and_every_documented_route_is_routed() {
         .await
         .unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
+    let validated = &spec["paths"]["/api/v1/schedules/validate"]["post"]["responses"]["200"]
+        ["content"]["application/json"]["schema"];
+    assert_eq!(
+        validated["properties"]["description"]["type"], "string",
+        "{validated}"
+    );
     let ghost = "01900000-0000-7000-8000-000000000000";
     let paths = spec["paths"].as_object().unwrap();
     assert!(paths.len() > 30);
@@ -1050,6 +1056,36 @@ async fn schedules_validate_names_the_bad_field_and_previews() {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["next"].as_array().unwrap().len(), 5, "{body}");
+    assert_eq!(body["description"], "Every 15 minutes, Asia/Shanghai");
+    // crontab(5)'s weekdays: 1-5 is Monday to Friday, in the schedule's zone.
+    let weekdays = json!({"kind": "cron", "cron": "30 8 * * 1-5", "timezone": "Asia/Shanghai"});
+    let res = s
+        .post_json(&t, "/api/v1/schedules/validate", weekdays)
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["description"],
+        "At 08:30, Monday through Friday, Asia/Shanghai"
+    );
+    // 08:30 in Shanghai is 00:30 UTC the same day; 1970-01-01 was a Thursday.
+    let mut days: Vec<String> = body["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let ms = antcode_core::time::parse_rfc3339(t.as_str().unwrap()).unwrap();
+            assert_eq!(ms.rem_euclid(86_400_000), 30 * 60_000, "{body}");
+            let weekday = (ms.div_euclid(86_400_000) + 4).rem_euclid(7) as usize;
+            ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][weekday].to_string()
+        })
+        .collect();
+    days.sort_by_key(|d| {
+        ["Mon", "Tue", "Wed", "Thu", "Fri"]
+            .iter()
+            .position(|w| w == d)
+    });
+    assert_eq!(days, ["Mon", "Tue", "Wed", "Thu", "Fri"], "{body}");
     for (bad, field) in [
         (
             json!({"kind": "cron", "cron": "61 * * * *", "timezone": "UTC"}),
@@ -1064,6 +1100,11 @@ async fn schedules_validate_names_the_bad_field_and_previews() {
             "schedule.every_s",
         ),
         (json!({"kind": "once", "at": "tomorrow"}), "schedule.at"),
+        // The error quotes the expression as written, not an internal form.
+        (
+            json!({"kind": "cron", "cron": "0 9 * * 8", "timezone": "UTC"}),
+            "schedule.cron: day-of-week field `8` in `0 9 * * 8`: must be 0-7",
+        ),
         (
             json!({"kind": "interval", "every_s": 60, "start": "soon"}),
             "schedule.start",

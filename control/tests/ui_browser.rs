@@ -731,6 +731,16 @@ async fn flows(c: &Client, sys: &System) {
         )
         .await;
     assert_eq!(shown, expected["next"], "the builder's next fire times");
+    // Next to them, the schedule in words.
+    let described = c
+        .execute(
+            "return document.querySelector('#schedule-description').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(described, json!("At 03:30, Europe/Paris"));
+    assert_eq!(described, expected["description"]);
     // Each reads as 03:30 somewhere on its line: in the reader's zone if that is Paris, else in
     // the schedule's zone next to it.
     let local_too = c

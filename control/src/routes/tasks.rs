@@ -586,7 +586,8 @@ async fn stats(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     })))
 }
 
-/// The next five fire times of the task's schedule (empty without one).
+/// The next five fire times of the task's schedule (empty without one), and the schedule in
+/// words (null without one).
 async fn preview(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     let task = load(&ctx.state, &id).await?;
     // The pending fire first, then the ones after it, exactly as the scheduler will count them.
@@ -601,8 +602,15 @@ async fn preview(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
         }
         _ => vec![],
     };
+    let description = match &task.schedule {
+        Some(s) => Some(
+            antcode_core::schedule::describe(s).map_err(|e| Problem::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
     Ok(ok(
-        json!({"task_id": id, "paused": task.paused, "next": rfc3339_all(times)}),
+        json!({"task_id": id, "paused": task.paused, "description": description,
+        "next": rfc3339_all(times)}),
     ))
 }
 
@@ -620,8 +628,8 @@ struct ValidateQuery {
     anchor: Option<String>,
 }
 
-/// `POST /schedules/validate[?anchor=RFC3339]`: 200 with the next five fire times from now, or
-/// 400 naming the offending field. The UI's schedule builder calls it as you type.
+/// `POST /schedules/validate[?anchor=RFC3339]`: 200 with the next five fire times from now and
+/// the schedule in words (`description`), or 400 naming the offending field. The UI's schedule builder calls it as you type.
 async fn validate_schedule(
     ctx: Ctx,
     Q(q): Q<ValidateQuery>,
@@ -636,7 +644,10 @@ async fn validate_schedule(
     };
     let times = antcode_core::schedule::preview(&schedule, now, anchor, 5)
         .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let description = antcode_core::schedule::describe(&schedule)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
     Ok(ok(
-        json!({"valid": true, "schedule": schedule, "next": rfc3339_all(times)}),
+        json!({"valid": true, "schedule": schedule, "description": description,
+        "next": rfc3339_all(times)}),
     ))
 }

@@ -1,5 +1,6 @@
-// The schedule builder: none / once / interval / cron (with presets), and the next five fire
-// times computed by the server (`POST /schedules/validate`, the scheduler's own rules) as you type.
+// The schedule builder: none / once / interval / cron (with presets), and the schedule in words
+// with its next five fire times, computed by the server (`POST /schedules/validate`, the
+// scheduler's own rules) as you type.
 
 import { post, query } from '../api.js';
 import { h, clear, field, fmtTime, put } from '../dom.js';
@@ -137,7 +138,9 @@ export function scheduleBuilder(initial, anchor) {
   const onceBox = h('div', {}, field('At (your local time)', at));
   const next = h('ol', { class: 'next-times', id: 'next-fires' });
   const nextMsg = h('p', { class: 'muted', id: 'next-msg', 'aria-live': 'polite' });
-  const nextBox = h('div', { class: 'preview' }, h('h3', {}, 'Next 5 fire times (your local time)'), nextMsg, next);
+  // The server's reading of the schedule in words, so a misread expression shows at once.
+  const described = h('p', { class: 'schedule-description', id: 'schedule-description', 'aria-live': 'polite' });
+  const nextBox = h('div', { class: 'preview' }, described, h('h3', {}, 'Next 5 fire times (your local time)'), nextMsg, next);
 
   const buildExpr = () => {
     const p = preset.value;
@@ -173,11 +176,13 @@ export function scheduleBuilder(initial, anchor) {
       const my = ++seq;
       const sched = value();
       clear(next);
+      described.textContent = '';
       if (!sched) { nextMsg.textContent = 'No schedule: the task runs when triggered.'; return; }
       nextMsg.textContent = 'Computing…';
       try {
         const res = await post(`/schedules/validate${query({ anchor })}`, sched);
         if (my !== seq) return;
+        described.textContent = res.description || '';
         nextMsg.textContent = res.next.length ? '' : 'This schedule never fires again.';
         put(clear(next), ...res.next.map((t) => fireTime(t, sched)));
       } catch (e) {

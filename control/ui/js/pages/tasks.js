@@ -187,6 +187,7 @@ async function detail(page, id, ctx) {
         h('dt', {}, 'Retries'), h('dd', {}, `${s.retry.max_attempts} attempt(s), backoff ${s.retry.backoff_s} s`),
         h('dt', {}, 'Overlap / misfire'), h('dd', {}, `${s.overlap} / ${s.misfire}`)),
       h('section', { class: 'card' }, h('h2', {}, 'Schedule'), h('p', {}, scheduleText(task.schedule)),
+        preview.description ? h('p', { class: 'schedule-description' }, preview.description) : null,
         task.schedule ? h('div', {}, h('h3', {}, task.paused ? 'Next fire times when resumed (your local time)' : 'Next 5 fire times (your local time)'),
           preview.next.length ? h('ol', { class: 'next-times' }, preview.next.map((t) => fireTime(t, task.schedule))) : h('p', {}, 'Never fires again.')) : null,
         h('h3', {}, 'Stats (latest runs)'),
