@@ -17,8 +17,11 @@
 //! * When day-of-month and day-of-week are both restricted (neither field starts with `*`), a
 //!   day matching either fires: `0 0 1,15 * 3` is the 1st, the 15th and every Wednesday. When
 //!   either starts with `*` a day must match both: `0 0 */2 * 1` is odd days that are Mondays.
-//! * Not supported: Quartz's `?`, `L`, `W`, `#` and a year field. Errors quote the expression
-//!   as written and name the field; expressions are at most 256 bytes.
+//! * Extensions, as in Quartz and croniter: `L` in day-of-month is the month's last day;
+//!   `N#k` in day-of-week the month's k-th weekday N (1-5: `5#3` is the third Friday), `NL`
+//!   (or croniter's `LN`) its last weekday N. They count as restricted day fields.
+//! * Not supported: Quartz's `?`, `W`, `L-n` and a year field. Errors quote the expression as
+//!   written and name the field; expressions are at most 256 bytes.
 //! * [`from_quartz`] rewrites an expression written for the Quartz reading (weekday 1 = Sunday,
 //!   both day fields must match) to the same days in ours; migration 8 applies it to stored
 //!   tasks.

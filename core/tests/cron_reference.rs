@@ -1,7 +1,7 @@
 //! Our cron reading proven against an independent one: Python's `croniter`.
 //!
 //! Thousands of seeded random expressions (5 and 6 fields, names, ranges, steps, lists, both day
-//! fields) in five zones — three with DST, one of them Lord Howe's half-hour shift — from starts
+//! fields, `L` and `#`) in five zones — three with DST, one of them Lord Howe's half-hour shift — from starts
 //! biased towards DST changes and leap days. Every case is written to one JSON file and one
 //! `python3` process computes croniter's next fire times for all of them, so the comparison
 //! takes seconds. `python3` with `croniter` must be installed (`ops/test.sh` installs it); the
@@ -147,17 +147,32 @@ fn expression(rng: &mut StdRng) -> (String, bool) {
     // Days 28–31 often, for month ends and leap days.
     let dom = if rng.gen_bool(0.15) {
         rng.gen_range(28..=31).to_string()
+    } else if rng.gen_bool(0.06) {
+        // The last day of the month, alone or in a list.
+        ["L", "1,L", "15,L"][rng.gen_range(0..3)].to_string()
     } else {
         field(rng, 1, 31, &[], 0.55)
     };
-    fields.push(dom);
     let month = if rng.gen_bool(0.05) {
         "2".into()
     } else {
         field(rng, 1, 12, &MONTHS, 0.75)
     };
+    // The k-th or the last weekday of the month, only with an unrestricted day-of-month:
+    // croniter finds no date for `1 * 5#3` (either day field would do).
+    let dow = if dom == "*" && rng.gen_bool(0.1) {
+        let day = rng.gen_range(0..=7);
+        match rng.gen_range(0..3) {
+            0 => format!("{day}#{}", rng.gen_range(1..=5)),
+            1 => format!("L{day}"),
+            _ => format!("{}#{},{}#5", day % 7, rng.gen_range(1..=2), (day + 3) % 7),
+        }
+    } else {
+        weekday_field(rng)
+    };
+    fields.push(dom);
     fields.push(month);
-    fields.push(weekday_field(rng));
+    fields.push(dow);
     (fields.join(" "), six)
 }
 
@@ -384,6 +399,20 @@ fn next_fire_times_agree_with_croniter() {
     assert!(
         gap_only < CASES / 100,
         "too many cases left out: {gap_only}"
+    );
+    let extended = cases
+        .iter()
+        .filter(|c| {
+            // The day fields only (month names may hold an L).
+            let fields: Vec<&str> = c["expr"].as_str().unwrap().split(' ').collect();
+            let n = fields.len();
+            fields[n - 3].contains('L') || fields[n - 1].contains(['L', '#'])
+        })
+        .count();
+    eprintln!("{extended} of them use `L` or `#`");
+    assert!(
+        extended > CASES / 50,
+        "too few `L` and `#` cases: {extended}"
     );
     assert!(
         compared > CASES * 9 / 10,

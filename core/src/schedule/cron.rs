@@ -111,12 +111,31 @@ pub struct Cron {
     months: u16,
     /// Bits 0–6, Sunday = 0.
     weekdays: u8,
+    /// The extensions of the day fields.
+    special: Special,
     /// crontab(5): when day-of-month and day-of-week both are restricted (neither starts with
     /// `*`), a day matching either is a match; otherwise a day must match both.
     day_or: bool,
     has_seconds: bool,
     /// For `describe`: whether each field was written starting with `*`.
     stars: [bool; 6],
+}
+
+/// The day-field extensions: `L` in day-of-month, `N#k` and `NL` in day-of-week.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Special {
+    /// `L`: the month's last day.
+    last_day: bool,
+    /// `N#k`: per weekday, bit k for its k-th occurrence in the month (1-5).
+    nth: [u8; 7],
+    /// `NL` (or `LN`): bit N for the month's last weekday N.
+    last_weekday: u8,
+}
+
+impl Special {
+    fn has_weekdays(&self) -> bool {
+        self.last_weekday != 0 || self.nth.iter().any(|n| *n != 0)
+    }
 }
 
 /// Why an expression was refused; the message quotes the expression as the user wrote it.
@@ -196,11 +215,12 @@ impl Cron {
         };
         let mut sets = [0u64; 6];
         let mut stars = [true; 6];
+        let mut special = Special::default();
         // Without a seconds field a minute matches at its second 0.
         let offset = if has_seconds { 0 } else { 1 };
         sets[0] = 1;
         for (i, (kind, text)) in kinds.iter().zip(&fields).enumerate() {
-            sets[i + offset] = parse_field(*kind, text, trimmed)?;
+            sets[i + offset] = parse_field(*kind, text, trimmed, &mut special)?;
             stars[i + offset] = text.starts_with('*');
         }
         let weekdays = sets[5];
@@ -213,6 +233,7 @@ impl Cron {
             days: sets[3] as u32,
             months: sets[4] as u16,
             weekdays,
+            special,
             day_or: !stars[3] && !stars[5],
             has_seconds,
             stars,
@@ -228,8 +249,16 @@ impl Cron {
         if self.months & (1 << date.month()) == 0 {
             return false;
         }
-        let dom = self.days & (1 << date.day()) != 0;
-        let dow = self.weekdays & (1 << date.weekday().num_days_from_sunday()) != 0;
+        let weekday = date.weekday().num_days_from_sunday();
+        let mut dom = self.days & (1 << date.day()) != 0;
+        let mut dow = self.weekdays & (1 << weekday) != 0;
+        if self.special != Special::default() {
+            let last = last_day_of_month(date);
+            dom |= self.special.last_day && date.day() == last;
+            let nth = (date.day() - 1) / 7 + 1;
+            dow |= self.special.nth[weekday as usize] & (1 << nth) != 0;
+            dow |= self.special.last_weekday & (1 << weekday) != 0 && date.day() + 7 > last;
+        }
         if self.day_or {
             dom || dow
         } else {
@@ -393,22 +422,45 @@ impl Cron {
     }
 
     fn describe_days(&self) -> Option<String> {
-        let dom_all = self.days == ALL_DAYS;
-        let dow_all = self.weekdays == ALL_WEEKDAYS;
+        let dom_all = self.days == ALL_DAYS && !self.special.last_day;
+        let dow_all = self.weekdays == ALL_WEEKDAYS && !self.special.has_weekdays();
         let dom = || {
-            format!(
-                "on day {} of the month",
-                describe_set(self.days as u64, 1, 31, &|d| d.to_string())
-            )
+            let mut items = vec![];
+            if self.days != 0 {
+                items.push(format!(
+                    "on day {} of the month",
+                    describe_set(self.days as u64, 1, 31, &|d| d.to_string())
+                ));
+            }
+            if self.special.last_day {
+                items.push("on the last day of the month".into());
+            }
+            items.join(" and ")
         };
         let dow = || {
             let set = self.weekdays as u64;
-            let text = describe_set(set, 0, 6, &|d| DAY_NAMES[d as usize].to_string());
-            if text.contains(" through ") && !text.contains(',') && !text.contains(" and ") {
-                text
-            } else {
-                format!("on {text}")
+            let mut items = vec![];
+            if set != 0 {
+                let text = describe_set(set, 0, 6, &|d| DAY_NAMES[d as usize].to_string());
+                let run = text.contains(" through ") && !text.contains([',']);
+                items.push(if run && !text.contains(" and ") {
+                    text
+                } else {
+                    format!("on {text}")
+                });
             }
+            const NTH: [&str; 6] = ["", "first", "second", "third", "fourth", "fifth"];
+            for (day, nth) in self.special.nth.iter().enumerate() {
+                for k in bits(*nth as u64) {
+                    let (nth, name) = (NTH[k as usize], DAY_NAMES[day]);
+                    items.push(format!("on the {nth} {name} of the month"));
+                }
+            }
+            for day in bits(self.special.last_weekday as u64) {
+                let name = DAY_NAMES[day as usize];
+                items.push(format!("on the last {name} of the month"));
+            }
+            join_and(&items)
         };
         match (dom_all, dow_all) {
             (true, true) => None,
@@ -486,8 +538,25 @@ fn describe_set(set: u64, lo: u32, hi: u32, name: &dyn Fn(u32) -> String) -> Str
     join_and(&items)
 }
 
-/// One field's text as a bit set of the values it allows (day-of-week keeps 7 as bit 7).
-fn parse_field(kind: Kind, text: &str, expr: &str) -> Result<u64, CronError> {
+/// The day of the month `date`'s month ends on.
+fn last_day_of_month(date: NaiveDate) -> u32 {
+    let (y, m) = match date.month() {
+        12 => (date.year() + 1, 1),
+        m => (date.year(), m + 1),
+    };
+    NaiveDate::from_ymd_opt(y, m, 1)
+        .and_then(|d| d.pred_opt())
+        .map_or(31, |d| d.day())
+}
+
+/// One field's text as a bit set of the values it allows (day-of-week keeps 7 as bit 7); the
+/// day fields' extensions go to `special`.
+fn parse_field(
+    kind: Kind,
+    text: &str,
+    expr: &str,
+    special: &mut Special,
+) -> Result<u64, CronError> {
     let err = |item: &str, why: String| {
         CronError(format!("{} field `{item}` in `{expr}`: {why}", kind.name()))
     };
@@ -496,6 +565,36 @@ fn parse_field(kind: Kind, text: &str, expr: &str) -> Result<u64, CronError> {
     for item in text.split(',') {
         if item.is_empty() {
             return Err(err(text, "empty list item".into()));
+        }
+        if kind == Kind::DayOfMonth && item.eq_ignore_ascii_case("L") {
+            special.last_day = true;
+            continue;
+        }
+        if kind == Kind::DayOfWeek {
+            if let Some((day, k)) = item.split_once('#') {
+                let day = weekday_value(day).ok_or_else(|| {
+                    err(item, format!("`{day}` is not a weekday (0-7 or SUN-SAT)"))
+                })?;
+                let k: u32 = k
+                    .parse()
+                    .ok()
+                    .filter(|k| (1..=5).contains(k))
+                    .ok_or_else(|| err(item, format!("`#{k}`: the occurrence must be 1-5")))?;
+                special.nth[day] |= 1 << k;
+                continue;
+            }
+            let upper = item.to_ascii_uppercase();
+            if let Some(day) = upper
+                .strip_suffix('L')
+                .or_else(|| upper.strip_prefix('L'))
+                .filter(|d| !d.is_empty())
+            {
+                let day = weekday_value(day).ok_or_else(|| {
+                    err(item, format!("`{day}` is not a weekday (0-7 or SUN-SAT)"))
+                })?;
+                special.last_weekday |= 1 << day;
+                continue;
+            }
         }
         let (base, step) = match item.split_once('/') {
             None => (item, None),
@@ -566,6 +665,15 @@ fn parse_field(kind: Kind, text: &str, expr: &str) -> Result<u64, CronError> {
         }
     }
     Ok(set)
+}
+
+/// A weekday number (0-7, 7 = Sunday) or three-letter name as 0-6.
+fn weekday_value(text: &str) -> Option<usize> {
+    if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() && text.len() <= 2 {
+        let n: usize = text.parse().ok()?;
+        return (n <= 7).then_some(n % 7);
+    }
+    DAYS.iter().position(|d| d.eq_ignore_ascii_case(text))
 }
 
 /// Rewrites an expression written for the Quartz reading of the old `cron` crate (6 fields with
@@ -792,6 +900,41 @@ mod tests {
             "2026-01-01 00:00:00",
             &["Sun 2026-01-04 00:00:00"],
         ),
+        // Extensions: the last day, the k-th and the last weekday of the month.
+        (
+            "0 0 L * *",
+            "2026-01-07 00:00:00",
+            &[
+                "Sat 2026-01-31 00:00:00",
+                "Sat 2026-02-28 00:00:00",
+                "Tue 2026-03-31 00:00:00",
+            ],
+        ),
+        (
+            "0 0 L 2 *",
+            "2027-03-01 00:00:00",
+            &["Tue 2028-02-29 00:00:00"],
+        ),
+        (
+            "0 0 * * 5#3",
+            "2026-01-07 00:00:00",
+            &["Fri 2026-01-16 00:00:00", "Fri 2026-02-20 00:00:00"],
+        ),
+        (
+            "0 0 * * fri#5",
+            "2026-01-07 00:00:00",
+            &["Fri 2026-01-30 00:00:00", "Fri 2026-05-29 00:00:00"],
+        ),
+        (
+            "0 0 * * 5L",
+            "2026-01-07 00:00:00",
+            &["Fri 2026-01-30 00:00:00", "Fri 2026-02-27 00:00:00"],
+        ),
+        (
+            "0 0 * * L5",
+            "2026-01-07 00:00:00",
+            &["Fri 2026-01-30 00:00:00"],
+        ),
         (
             "@yearly",
             "2026-01-01 00:00:00",
@@ -835,6 +978,9 @@ mod tests {
         assert!(err("0 0 * * MONDAY").contains("`MONDAY` is not a number 0-7 or a name"));
         assert!(err("0 0 1,,2 * *").contains("empty list item"));
         assert!(err("@reboot").contains("not a cron shortcut"));
+        assert!(err("0 0 * * 5#6").contains("`#6`: the occurrence must be 1-5"));
+        assert!(err("0 0 * * 8L").contains("`8` is not a weekday"));
+        assert!(err("0 0 L-2 * *").contains("day-of-month field `L-2`"));
         assert!(err(&"1,".repeat(200)).contains("at most 256 characters"));
     }
 
@@ -860,6 +1006,11 @@ mod tests {
             "At minute 5 during hours 09 through 17, Monday through Friday"
         );
         assert_eq!(d("*/10 * * * * *"), "Every 10 seconds");
+        assert_eq!(d("0 0 L * *"), "At 00:00, on the last day of the month");
+        assert_eq!(
+            d("0 9 * * 1#1,5L"),
+            "At 09:00, on the first Monday of the month and on the last Friday of the month"
+        );
         assert_eq!(
             d("0 0 */2 * 1"),
             "At 00:00, on day 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29 and 31 of \
