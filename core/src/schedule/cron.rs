@@ -687,8 +687,9 @@ pub fn from_quartz(expr: &str) -> Option<String> {
     }
     let n = fields.len();
     let (dom, month, dow) = (n - 3, n - 2, n - 1);
-    if fields[dom] == "?" {
-        fields[dom] = "*".into();
+    // `?` is "any day": `*` (Quartz allows a step after it too).
+    if fields[dom].starts_with('?') {
+        fields[dom] = fields[dom].replacen('?', "*", 1);
     }
     fields[month] = fields[month]
         .split(',')
@@ -1096,6 +1097,7 @@ mod tests {
             Some("0 0 * JAN-MAR MON-THU")
         );
         assert_eq!(q("0 0 12 1 * ?").as_deref(), Some("0 0 12 1 * *"));
+        assert_eq!(q("0 0 12 ?/2 * *").as_deref(), Some("0 0 12 */2 * *"));
         for same in [
             "*/5 * * * *",
             "0 9 * * MON-FRI",

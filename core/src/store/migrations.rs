@@ -144,19 +144,25 @@ async fn quartz_weekdays(conn: &mut AnyConnection, dialect: Dialect) -> StoreRes
         let Some(old) = schedule["cron"].as_str().map(str::to_string) else {
             continue;
         };
-        let Some(new) = crate::schedule::from_quartz(&old) else {
-            continue;
-        };
-        if crate::schedule::Cron::parse(&new).is_ok_and(|c| c.either_day_matches()) {
-            tracing::warn!(
-                task = %id, old = %old, new = %new,
+        let new = crate::schedule::from_quartz(&old);
+        match crate::schedule::Cron::parse(new.as_deref().unwrap_or(&old)) {
+            Err(e) => tracing::warn!(
+                task = %id, old = %old,
+                "migration 8: this cron expression cannot be read any more ({e}); the task \
+                 does not fire until its schedule is edited"
+            ),
+            Ok(c) if c.either_day_matches() => tracing::warn!(
+                task = %id, old = %old, new = ?new,
                 "migration 8: this cron expression restricts both day fields; it fired on days \
                  matching both, and now fires on days matching either (crontab(5))"
-            );
-        } else {
-            tracing::info!(task = %id, old = %old, new = %new,
-                "migration 8: cron expression rewritten to keep its days");
+            ),
+            Ok(_) => {}
         }
+        let Some(new) = new else {
+            continue;
+        };
+        tracing::info!(task = %id, old = %old, new = %new,
+            "migration 8: cron expression rewritten to keep its days");
         schedule["cron"] = serde_json::Value::String(new);
         sqlx::query(update)
             .bind(schedule.to_string())
