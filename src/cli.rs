@@ -53,6 +53,9 @@ pub struct UpArgs {
     pub listen: SocketAddr,
     #[arg(long, env = "ANTCODE_EDGE_LISTEN", default_value = "127.0.0.1:50051")]
     pub edge_listen: SocketAddr,
+    /// A name (DNS or IP) runners use to reach the edge, added to its certificate; repeatable.
+    #[arg(long = "edge-host", env = "ANTCODE_EDGE_HOSTS", value_delimiter = ',')]
+    pub edge_hosts: Vec<String>,
     /// Password of the `admin` user created on first start (default `admin`, with a warning).
     #[arg(long, env = "ANTCODE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -206,4 +209,67 @@ pub fn parse_labels(raw: &[String]) -> Result<std::collections::BTreeMap<String,
             _ => Err(format!("--label {kv:?}: expected KEY=VALUE")),
         })
         .collect()
+}
+
+/// Makes every relative path of the command absolute against the working directory, once at
+/// start, and logs each one it changed: data dirs, local blob and SQLite URLs, the runner's
+/// `--ca`, and the PEM files named by environment variables. Nothing later depends on the
+/// working directory (runs start in their own).
+pub fn resolve_paths(command: &mut Command) {
+    match command {
+        Command::Up(a) => resolve_path("--data-dir", &mut a.data_dir),
+        Command::Control(a) => {
+            resolve_url("--database-url", &mut a.seams.database_url);
+            resolve_url("--blob-url", &mut a.seams.blob_url);
+            resolve_env_paths(&["ANTCODE_CLUSTER_CA_CERT", "ANTCODE_CLUSTER_CA_KEY"]);
+        }
+        Command::Scheduler(a) => resolve_url("--database-url", &mut a.database_url),
+        Command::Edge(_) => resolve_env_paths(&[
+            "ANTCODE_TLS_CERT",
+            "ANTCODE_TLS_KEY",
+            "ANTCODE_CLUSTER_CA_CERT",
+            "ANTCODE_BLOB_URL",
+        ]),
+        Command::Runner(a) => {
+            resolve_path("--data-dir", &mut a.data_dir);
+            if let Some(ca) = a.ca.as_mut() {
+                resolve_path("--ca", ca);
+            }
+            if let Some(url) = a.blob_url.as_mut() {
+                resolve_url("--blob-url", url);
+            }
+        }
+    }
+}
+
+fn resolve_path(what: &str, path: &mut PathBuf) {
+    if path.is_relative() {
+        if let Ok(abs) = std::path::absolute(&*path) {
+            tracing::info!("{what} {} resolved to {}", path.display(), abs.display());
+            *path = abs;
+        }
+    }
+}
+
+fn resolve_url(what: &str, url: &mut String) {
+    let abs = antcode_core::seams::absolute_url(url);
+    if abs != *url {
+        tracing::info!("{what} {url} resolved to {abs}");
+        *url = abs;
+    }
+}
+
+/// Settings read from the environment later on (the edge's PEM files, control's cluster CA).
+fn resolve_env_paths(names: &[&str]) {
+    for name in names {
+        let Ok(value) = std::env::var(name) else {
+            continue;
+        };
+        let abs = antcode_core::seams::absolute_url(&value);
+        if abs != value {
+            tracing::info!("{name} {value} resolved to {abs}");
+            // Single-threaded here: main calls this before the runtime starts.
+            std::env::set_var(name, abs);
+        }
+    }
 }

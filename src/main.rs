@@ -11,8 +11,9 @@ use antcode_core::{seams, shutdown, telemetry, Shutdown};
 const DEFAULT_ADMIN_PASSWORD: &str = "admin";
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = parse_args();
     telemetry::init_tracing(matches!(cli.log_format, LogFormat::Json));
+    cli::resolve_paths(&mut cli.command);
     // Install the metrics recorder before any plane records anything.
     telemetry::prometheus();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -25,6 +26,22 @@ fn main() {
     if let Err(e) = runtime.block_on(dispatch(cli.command)) {
         eprintln!("antcode: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// The command line, or an exit: `--help` and `--version` print to standard output; a bad flag
+/// is refused in one line on standard error (exit 2) that names it and points at `--help`.
+fn parse_args() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("antcode: {first} (see antcode --help)");
+            std::process::exit(2);
+        }
     }
 }
 
@@ -82,6 +99,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     let mut cfg = up::UpConfig::new(args.data_dir);
     cfg.control_addr = args.listen;
     cfg.edge_addr = args.edge_listen;
+    cfg.edge_hosts = args.edge_hosts;
     cfg.admin_password = password;
     cfg.runner = !args.no_runner;
     cfg.runner_slots = args.slots;

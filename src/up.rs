@@ -24,6 +24,8 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     pub control_addr: SocketAddr,
     pub edge_addr: SocketAddr,
+    /// Names besides `localhost` and `127.0.0.1` in the edge's certificate.
+    pub edge_hosts: Vec<String>,
     pub admin_password: String,
     /// Run the embedded runner (tests turn it off to keep runs queued).
     pub runner: bool,
@@ -51,6 +53,7 @@ impl UpConfig {
             data_dir,
             control_addr: ([127, 0, 0, 1], 8000).into(),
             edge_addr: ([127, 0, 0, 1], 50051).into(),
+            edge_hosts: Vec::new(),
             admin_password: "admin".into(),
             runner: true,
             runner_slots: 4,
@@ -107,7 +110,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
 
     // The cluster CA and the edge's server certificate, created on first start and reused; the
     // edge token (edge -> control, and the key of lease-token MACs) likewise.
-    let certs = antcode_edge::pki::load_or_create(&data_dir.join("tls"), &[])?;
+    let certs = antcode_edge::pki::load_or_create(&data_dir.join("tls"), &cfg.edge_hosts)?;
     let token_path = data_dir.join("tls").join("edge-token");
     let edge_token = match std::fs::read_to_string(&token_path) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),

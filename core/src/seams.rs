@@ -25,6 +25,35 @@ pub enum SeamError {
     },
 }
 
+/// The URL with a relative local path (`file://DIR` or a bare path for blobs, `sqlite://FILE`)
+/// made absolute against the working directory; any other URL is returned as it is. Processes
+/// resolve their URLs once at start with it, so a later change of directory (a run's own) cannot
+/// change what a setting points at.
+pub fn absolute_url(url: &str) -> String {
+    let absolute = |path: &str| {
+        std::path::absolute(path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.to_string())
+    };
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let (path, query) = rest
+            .split_once('?')
+            .map_or((rest, None), |(p, q)| (p, Some(q)));
+        if path.is_empty() || path.starts_with(':') || path.starts_with('/') {
+            return url.to_string();
+        }
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        return format!("sqlite://{}{query}", absolute(path));
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        return format!("file://{}", absolute(path));
+    }
+    if url.is_empty() || url.contains("://") {
+        return url.to_string();
+    }
+    absolute(url)
+}
+
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, SeamError> {
     Ok(Arc::new(SqlStore::connect(url).await?))
 }
@@ -69,4 +98,31 @@ pub async fn open_blobs(url: &str) -> Result<Arc<dyn BlobStore>, SeamError> {
         url: url.into(),
         hint: "use file://DIR or s3://BUCKET[/prefix]",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_url;
+
+    #[test]
+    fn relative_local_paths_become_absolute_and_others_stay() {
+        let cwd = std::env::current_dir().unwrap().display().to_string();
+        assert_eq!(absolute_url("file://blobs"), format!("file://{cwd}/blobs"));
+        assert_eq!(absolute_url("./blobs"), format!("{cwd}/blobs"));
+        assert_eq!(
+            absolute_url("sqlite://a.db?synchronous=normal"),
+            format!("sqlite://{cwd}/a.db?synchronous=normal")
+        );
+        for same in [
+            "sqlite:///abs/a.db",
+            "sqlite://:memory:",
+            "file:///abs",
+            "s3://bucket/prefix",
+            "postgres://u@h/db",
+            "redis://h:6379/0",
+            "",
+        ] {
+            assert_eq!(absolute_url(same), same);
+        }
+    }
 }

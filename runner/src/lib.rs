@@ -98,6 +98,9 @@ impl RunnerConfig {
         data_dir: PathBuf,
     ) -> RunnerConfig {
         let host = stats::hostname();
+        // Runs start in their own directories, so every path derived from the data dir (venv
+        // interpreters, bundles) must be absolute whatever the caller passed.
+        let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         RunnerConfig {
             worker_id: antcode_core::ids::new_id(),
             name: host,
