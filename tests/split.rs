@@ -11,7 +11,7 @@ mod support;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use support::{flush_redis, free_port, fresh_postgres, s3_endpoint, wait_readyz, Api, Procs};
+use support::{flush_redis, free_port, fresh_postgres, s3_bucket, wait_readyz, Api, Procs};
 
 const PASSWORD: &str = "split-password-not-default";
 /// Redis databases of their own, so flushing one touches nothing but its test.
@@ -22,19 +22,7 @@ const DRAIN_DB: u32 = 9;
 /// Control on PostgreSQL + Redis database `db` + S3, ready to serve, on the returned port; no
 /// scheduler or runner yet.
 async fn start_control(tag: &str, db: u32) -> (Procs, u16) {
-    let endpoint = s3_endpoint();
-    let bucket = format!("{tag}-{}", std::process::id());
-    // moto accepts any credentials; the bucket is created through the S3 API by a one-off PUT.
-    let created = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .expect("S3 server answers");
-    assert!(
-        created.status().is_success() || created.status() == 409,
-        "create bucket: {}",
-        created.status()
-    );
+    let (endpoint, bucket) = s3_bucket(tag).await;
     flush_redis(db);
     let mut d = Procs::new(vec![
         ("ANTCODE_DATABASE_URL".into(), fresh_postgres(tag)),
@@ -325,6 +313,68 @@ async fn a_stopped_runner_drains_and_hands_back_what_is_left() {
         );
     }
     for name in ["runner-3", "scheduler", "control"] {
+
+/// The Redis user the compose file gives the runner (`ops/docker-compose.yml`), applied to this
+/// Redis with a test name, password and key prefix: a direct runner on it runs a run, and the
+/// user can touch nothing outside the deployment's keys nor run admin or dangerous commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_runner_redis_user_is_enough_and_no_more() {
+    const DB: u32 = 9;
+    let compose = include_str!("../ops/docker-compose.yml");
+    let rule = compose
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("- runner on >"))
+        .expect("the compose file defines the runner's Redis user");
+    // `${REDIS_RUNNER_PASSWORD:?…} ~keys &channels +commands…`: the grants follow the password.
+    let (_password, grants) = rule.split_once("} ").unwrap();
+    let tag = format!("acl{}", std::process::id());
+    let user = format!("runner-{tag}");
+    let grants = grants.replace("{antcode}", &format!("{{{tag}}}"));
+    let redis = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut setuser = vec!["ACL", "SETUSER", &user, "reset", "on", ">acl-test-password"];
+    setuser.extend(grants.split_whitespace());
+    assert_eq!(redis(&setuser), "OK", "ACL SETUSER {setuser:?}");
+
+    let (mut d, port) = start_control(&tag, DB).await;
+    start_scheduler(&mut d, "scheduler");
+    d.env.retain(|(k, _)| k != "ANTCODE_REDIS_URL");
+    d.env.push((
+        "ANTCODE_REDIS_URL".into(),
+        format!("redis://{user}:acl-test-password@127.0.0.1:6379/{DB}?prefix={tag}"),
+    ));
+    d.spawn_runner("runner");
+    let api = Api::login(port, PASSWORD).await;
+    let task = api
+        .script_task("acl", "print('ran under the runner user')\n", json!({}))
+        .await;
+    let run = api.triggered(&task).await;
+    let done = api.wait_done(&d, &run).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", d.logs());
+
+    let db = DB.to_string();
+    let as_runner = |cmd: &[&str]| {
+        let mut args = vec!["--user", &user, "--pass", "acl-test-password", "-n", &db];
+        args.extend(cmd);
+        redis(&args)
+    };
+    for refused in [
+        &["GET", "some-other-app:key"][..],
+        &["FLUSHALL"],
+        &["KEYS", "*"],
+        &["CONFIG", "GET", "*"],
+    ] {
+        let answer = as_runner(refused);
+        assert!(answer.contains("NOPERM"), "{refused:?} answered {answer:?}");
+    }
+    redis(&["ACL", "DELUSER", &user]);
+    for name in ["runner", "scheduler", "control"] {
         d.proc(name).terminate();
     }
 }

@@ -72,6 +72,24 @@ pub fn s3_endpoint() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// A bucket of the S3 test server named after `tag` and this process: the endpoint and the
+/// bucket (moto accepts any credentials; the bucket is created by a one-off PUT).
+pub async fn s3_bucket(tag: &str) -> (String, String) {
+    let endpoint = s3_endpoint();
+    let bucket = format!("{tag}-{}", std::process::id());
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("S3 server answers");
+    assert!(
+        created.status().is_success() || created.status() == 409,
+        "create bucket {bucket}: {}",
+        created.status()
+    );
+    (endpoint, bucket)
+}
+
 /// One `antcode` process; killed when dropped.
 pub struct Proc {
     pub name: String,
