@@ -313,13 +313,16 @@ async fn a_stopped_runner_drains_and_hands_back_what_is_left() {
         );
     }
     for name in ["runner-3", "scheduler", "control"] {
+        d.proc(name).terminate();
+    }
+}
 
 /// The Redis user the compose file gives the runner (`ops/docker-compose.yml`), applied to this
 /// Redis with a test name, password and key prefix: a direct runner on it runs a run, and the
 /// user can touch nothing outside the deployment's keys nor run admin or dangerous commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_runner_redis_user_is_enough_and_no_more() {
-    const DB: u32 = 9;
+    const DB: u32 = 10;
     let compose = include_str!("../ops/docker-compose.yml");
     let rule = compose
         .lines()
