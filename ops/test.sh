@@ -5,7 +5,7 @@
 #   ./ops/test.sh -p antcode-core   # extra arguments go to `cargo test`
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
-# missing: uv, croniter, cmake, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
+# missing: uv, croniter, PyYAML, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
 # and starts any of them that is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,8 +62,6 @@ if ! python3 -c 'import croniter' 2>/dev/null; then
   python3 -m pip install --quiet croniter 2>/dev/null || python3 -m pip install --quiet --user croniter
 fi
 python3 -c 'import croniter' || { log "croniter is still missing: pip install croniter"; exit 1; }
-# The edge's Pingora compresses with zlib-ng, whose -sys crate builds with cmake.
-have cmake || { log "installing cmake (Pingora's zlib-ng build)"; apt_install cmake; }
 
 # --- services (the tests talk to real engines on loopback) ------------------------------------
 # The web UI's browser tests drive Debian's headless Chromium through chromedriver.
