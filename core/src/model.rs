@@ -43,6 +43,18 @@ pub struct User {
     pub created_at: i64,
     #[serde(skip)]
     pub password_hash: String,
+    /// Bumped by every change that revokes the user's credentials (password, role, disabled);
+    /// a token minted under an older generation is dead.
+    #[serde(skip)]
+    pub generation: i64,
+}
+
+/// What [`crate::store::Store::change_user`] changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    pub password_hash: Option<String>,
 }
 
 /// A bearer credential: a login session or a named API token. Only its hash is stored.
@@ -60,6 +72,9 @@ pub struct ApiToken {
     pub expires_at: i64,
     #[serde(skip)]
     pub token_hash: String,
+    /// The owner's [`User::generation`] when this was minted; valid only while they match.
+    #[serde(skip)]
+    pub generation: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ fn user(name: &str, role: Role) -> User {
         disabled: false,
         created_at: 1_700_000_000_000,
         password_hash: format!("hash-of-{name}"),
+        generation: 0,
     }
 }
 
@@ -42,6 +43,7 @@ fn token(user_id: &str, kind: &str, name: &str) -> ApiToken {
         created_at: 1_700_000_000_000,
         expires_at: 1_800_000_000_000,
         token_hash: antcode_core::ids::token_hash(&new_id()),
+        generation: 0,
     }
 }
 
@@ -208,7 +210,7 @@ fn snapshot(r: &Run) -> String {
 async fn users_crud(db: &TestDb) {
     let s = db.open().await;
     s.ping().await.expect("ping");
-    let mut alice = user("alice", Role::Admin);
+    let alice = user("alice", Role::Admin);
     let bob = user("bob", Role::Viewer);
     s.create_user(&bob).await.unwrap();
     s.create_user(&alice).await.unwrap();
@@ -232,26 +234,37 @@ async fn users_crud(db: &TestDb) {
         .collect();
     assert_eq!(names, ["alice", "bob"]);
 
-    alice.role = Role::Operator;
-    alice.disabled = true;
-    alice.username = "alice2".into();
-    alice.password_hash = "new-hash".into();
-    s.update_user(&alice).await.unwrap();
-    // Writing the same values again is still an update of an existing row, not NotFound.
-    s.update_user(&alice).await.expect("idempotent update");
+    // bob is the admin left, so alice may stop being one.
+    let change = UserChange {
+        role: Some(Role::Admin),
+        ..UserChange::default()
+    };
+    s.change_user(&bob.id, &change).await.unwrap();
+    let change = UserChange {
+        role: Some(Role::Operator),
+        disabled: Some(true),
+        password_hash: Some("new-hash".into()),
+    };
+    let written = s.change_user(&alice.id, &change).await.unwrap();
     let got = s.user(&alice.id).await.unwrap();
-    assert_eq!(
-        (
-            got.username.as_str(),
-            got.role,
-            got.disabled,
-            got.password_hash.as_str()
-        ),
-        ("alice2", Role::Operator, true, "new-hash")
-    );
+    for u in [&written, &got] {
+        assert_eq!(
+            (
+                u.username.as_str(),
+                u.role,
+                u.disabled,
+                u.password_hash.as_str()
+            ),
+            ("alice", Role::Operator, true, "new-hash")
+        );
+    }
+    // Changing nothing is still a change of an existing user, not NotFound.
+    s.change_user(&alice.id, &UserChange::default())
+        .await
+        .expect("empty change");
     assert_not_found(
-        s.update_user(&user("ghost", Role::Viewer)).await,
-        "update unknown user",
+        s.change_user(&new_id(), &UserChange::default()).await,
+        "change unknown user",
     );
 
     let t = token(&alice.id, "api", "ci");
@@ -273,12 +286,7 @@ async fn duplicate_username_conflicts(db: &TestDb) {
         s.create_user(&user("alice", Role::Viewer)).await,
         "duplicate username",
     );
-    let mut bob = user("bob", Role::Viewer);
-    s.create_user(&bob).await.unwrap();
-    bob.username = "alice".into();
-    assert_conflict(s.update_user(&bob).await, "rename onto a taken username");
-    assert_eq!(s.user(&bob.id).await.unwrap().username, "bob");
-    assert_eq!(s.list_users().await.unwrap().len(), 2);
+    assert_eq!(s.list_users().await.unwrap().len(), 1);
 }
 
 async fn tokens_crud(db: &TestDb) {
@@ -322,6 +330,191 @@ async fn tokens_crud(db: &TestDb) {
     assert_not_found(s.token_by_hash(&first.token_hash).await, "deleted token");
     assert_not_found(s.delete_token(&first.id).await, "delete token twice");
     assert_eq!(s.list_tokens(&u.id).await.unwrap().len(), 1);
+}
+
+/// Every change of a password, role or disabled flag revokes the user's credentials: their
+/// tokens are gone and their generation moves, so a token minted under the old one is refused
+/// by the caller that compares them; a change of nothing revokes nothing.
+async fn user_changes_revoke_credentials(db: &TestDb) {
+    let s = db.open().await;
+    let admin = user("root", Role::Admin);
+    let alice = user("alice", Role::Operator);
+    s.create_user(&admin).await.unwrap();
+    s.create_user(&alice).await.unwrap();
+    let changes = [
+        UserChange {
+            password_hash: Some("other".into()),
+            ..UserChange::default()
+        },
+        UserChange {
+            role: Some(Role::Viewer),
+            ..UserChange::default()
+        },
+        UserChange {
+            disabled: Some(true),
+            ..UserChange::default()
+        },
+    ];
+    let mut generation = s.user(&alice.id).await.unwrap().generation;
+    for change in &changes {
+        let session = token(&alice.id, "session", "login");
+        let api = token(&alice.id, "api", "ci");
+        let bystander = token(&admin.id, "api", "theirs");
+        for t in [&session, &api, &bystander] {
+            s.create_token(t).await.unwrap();
+        }
+        let after = s.change_user(&alice.id, change).await.unwrap();
+        assert!(
+            after.generation > generation,
+            "{change:?} moves the generation"
+        );
+        assert_eq!(
+            s.user(&alice.id).await.unwrap().generation,
+            after.generation
+        );
+        generation = after.generation;
+        for t in [&session, &api] {
+            assert_not_found(s.token_by_hash(&t.token_hash).await, "revoked token");
+        }
+        s.token_by_hash(&bystander.token_hash)
+            .await
+            .expect("another user's token stays");
+    }
+    // The same values again (alice is a disabled viewer now) revoke nothing.
+    let kept = token(&alice.id, "api", "kept");
+    s.create_token(&kept).await.unwrap();
+    let same = UserChange {
+        role: Some(Role::Viewer),
+        disabled: Some(true),
+        password_hash: None,
+    };
+    let after = s.change_user(&alice.id, &same).await.unwrap();
+    assert_eq!(after.generation, generation);
+    let stored = s.token_by_hash(&kept.token_hash).await.unwrap();
+    assert_eq!(stored.generation, kept.generation);
+}
+
+/// No change and no delete may leave the users without an enabled admin.
+async fn last_admin_is_kept(db: &TestDb) {
+    let s = db.open().await;
+    let a = user("a", Role::Admin);
+    let v = user("v", Role::Viewer);
+    s.create_user(&a).await.unwrap();
+    s.create_user(&v).await.unwrap();
+    let refused = [
+        UserChange {
+            role: Some(Role::Operator),
+            ..UserChange::default()
+        },
+        UserChange {
+            disabled: Some(true),
+            ..UserChange::default()
+        },
+    ];
+    for change in &refused {
+        assert!(
+            matches!(
+                s.change_user(&a.id, change).await,
+                Err(StoreError::LastAdmin)
+            ),
+            "{change:?} of the last admin"
+        );
+    }
+    assert!(matches!(
+        s.delete_user(&a.id).await,
+        Err(StoreError::LastAdmin)
+    ));
+    let kept = s.user(&a.id).await.unwrap();
+    assert_eq!((kept.role, kept.disabled), (Role::Admin, false));
+    // A disabled admin does not count; an enabled second admin does.
+    let d = user("d", Role::Admin);
+    s.create_user(&d).await.unwrap();
+    let disable = UserChange {
+        disabled: Some(true),
+        ..UserChange::default()
+    };
+    s.change_user(&d.id, &disable).await.unwrap();
+    assert!(matches!(
+        s.change_user(&a.id, &refused[0]).await,
+        Err(StoreError::LastAdmin)
+    ));
+    let promote = UserChange {
+        role: Some(Role::Admin),
+        ..UserChange::default()
+    };
+    s.change_user(&v.id, &promote).await.unwrap();
+    s.delete_user(&a.id).await.unwrap();
+    // Changes that keep an admin, and changes of non-admins, are never refused.
+    s.change_user(&d.id, &refused[0]).await.unwrap();
+    s.delete_user(&d.id).await.unwrap();
+    let pw = UserChange {
+        password_hash: Some("x".into()),
+        ..UserChange::default()
+    };
+    s.change_user(&v.id, &pw).await.unwrap();
+}
+
+/// Two admins demote each other at the same moment, over and over, each through a store of
+/// its own (as two control replicas would): every round, exactly one demotion wins and one
+/// enabled admin is left. Read-then-write without the transaction's locks lets both win.
+async fn racing_demotions_leave_one_admin(db: &TestDb) {
+    let first = db.open().await;
+    let second = db.open().await;
+    let demote = UserChange {
+        role: Some(Role::Viewer),
+        ..UserChange::default()
+    };
+    let disable = UserChange {
+        disabled: Some(true),
+        ..UserChange::default()
+    };
+    let mut survivor: Option<String> = None;
+    for round in 0..40 {
+        let a = user(&format!("a{round}"), Role::Admin);
+        let b = user(&format!("b{round}"), Role::Admin);
+        first.create_user(&a).await.unwrap();
+        first.create_user(&b).await.unwrap();
+        // The last round's survivor steps down (allowed: a and b are admins), so a and b
+        // are the only enabled admins when they race.
+        if let Some(id) = survivor.take() {
+            first.change_user(&id, &demote).await.unwrap();
+        }
+        // Alternate the kinds of loss: demotions, disables and deletes race each other.
+        let (x, y) = (first.clone(), second.clone());
+        let (a_id, b_id) = (a.id.clone(), b.id.clone());
+        let (c0, c1, c2) = (demote.clone(), demote.clone(), disable.clone());
+        let one = tokio::spawn(async move {
+            match round % 3 {
+                0 | 1 => x.change_user(&b_id, &c0).await.map(|_| ()),
+                _ => x.delete_user(&b_id).await,
+            }
+        });
+        let other = tokio::spawn(async move {
+            match round % 3 {
+                0 => y.change_user(&a_id, &c1).await.map(|_| ()),
+                1 => y.change_user(&a_id, &c2).await.map(|_| ()),
+                _ => y.delete_user(&a_id).await,
+            }
+        });
+        let results = [one.await.unwrap(), other.await.unwrap()];
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, StoreError::LastAdmin), "round {round}: {e}");
+            }
+        }
+        assert_eq!(won, 1, "round {round}: {results:?}");
+        let admins: Vec<_> = first
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|u| u.role == Role::Admin && !u.disabled)
+            .map(|u| u.username)
+            .collect();
+        assert_eq!(admins.len(), 1, "round {round}: {admins:?}");
+        survivor = Some(first.user_by_name(&admins[0]).await.unwrap().id);
+    }
 }
 
 async fn names_are_exact_and_text_is_unicode(db: &TestDb) {
@@ -2332,7 +2525,7 @@ async fn create_tasks_is_all_or_none(db: &TestDb) {
 
 async fn migration_fills_queue_deadlines(db: &TestDb) {
     // Queued runs written before migration 7 get their deadline from it: the column and its
-    // indexes are taken away again, and migration 7 re-applied.
+    // indexes are taken away again, and migration 7 (and those after it) re-applied.
     let s = db.open().await;
     let timed = timed_fixture(s.as_ref(), 10, retries(1)).await;
     let untimed = fixture(s.as_ref(), retries(1)).await;
@@ -2356,7 +2549,12 @@ async fn migration_fills_queue_deadlines(db: &TestDb) {
     ))
     .await;
     // Migrations apply after the highest recorded one: 8 runs again too (it only rewrites cron
-    // expressions written for the old reading, and there are none).
+    // expressions written for the old reading, and there are none), and 9 after its columns
+    // are taken away.
+    for table in ["users", "tokens"] {
+        db.exec(&format!("ALTER TABLE {table} DROP COLUMN generation"))
+            .await;
+    }
     db.exec("DELETE FROM schema_version WHERE version >= 7")
         .await;
     let s = db.open().await;
@@ -2406,7 +2604,12 @@ async fn migration_rewrites_quartz_weekdays(db: &TestDb) {
         tasks.push(t);
     }
     drop(s);
-    db.exec("DELETE FROM schema_version WHERE version = 8")
+    // Applying resumes after the highest recorded migration, so 9 is taken away too.
+    for table in ["users", "tokens"] {
+        db.exec(&format!("ALTER TABLE {table} DROP COLUMN generation"))
+            .await;
+    }
+    db.exec("DELETE FROM schema_version WHERE version >= 8")
         .await;
     // Opened twice: the second time, migration 8 is applied already and rewrites nothing.
     for _ in 0..2 {
@@ -2462,6 +2665,9 @@ conformance!(
     users_crud,
     duplicate_username_conflicts,
     tokens_crud,
+    user_changes_revoke_credentials,
+    last_admin_is_kept,
+    racing_demotions_leave_one_admin,
     projects_and_versions,
     project_pagination,
     tasks_crud,

@@ -103,6 +103,13 @@ pub const MIGRATIONS: &[&[&str]] = &[
     // 8: cron expressions stored for the Quartz reading (weekdays 1 = Sunday … 7 = Saturday)
     // rewritten to crontab(5)'s, in Rust: see `rewrite_data`.
     &[],
+    // 9: credential generations. A change to a user's password, role or disabled flag bumps
+    // `users.generation`; a token is valid only while its `generation` matches its owner's, so
+    // a login that raced the change cannot mint a surviving session.
+    &[
+        "ALTER TABLE users ADD COLUMN generation {big} NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN generation {big} NOT NULL DEFAULT 0",
+    ],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the

@@ -31,6 +31,9 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A change to users that would leave no enabled admin.
+    #[error("that would leave no enabled admin")]
+    LastAdmin,
 }
 
 impl StoreError {
@@ -145,7 +148,14 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> StoreResult<User>;
     async fn user(&self, id: &str) -> StoreResult<User>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
-    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    /// Applies `change` to user `id` and returns the user as written. A change of password,
+    /// role or disabled flag also revokes every credential of the user (their tokens are
+    /// deleted and their generation bumped, in the same transaction). Refused with
+    /// [`StoreError::LastAdmin`] when no enabled admin would remain: the check and the write
+    /// are one transaction that holds the enabled admins' rows, so two admins demoting each
+    /// other at once cannot both succeed.
+    async fn change_user(&self, id: &str, change: &UserChange) -> StoreResult<User>;
+    /// Deletes a user and their tokens; [`StoreError::LastAdmin`] as for [`Store::change_user`].
     async fn delete_user(&self, id: &str) -> StoreResult<()>;
     async fn create_token(&self, token: &ApiToken) -> StoreResult<()>;
     async fn token_by_hash(&self, hash: &str) -> StoreResult<ApiToken>;

@@ -56,6 +56,7 @@ pub fn user(row: &AnyRow) -> StoreResult<User> {
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         created_at: row.try_get("created_at")?,
+        generation: row.try_get("generation")?,
     })
 }
 
@@ -70,6 +71,7 @@ pub fn token(row: &AnyRow) -> StoreResult<ApiToken> {
         scopes: json(&scopes, "token scopes")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
+        generation: row.try_get("generation")?,
     })
 }
 

@@ -903,6 +903,47 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Begins a change to user `id`: returns the transaction, the enabled admins' ids and the
+    /// user, read so that no other change to users can alter them before the transaction ends.
+    /// On PostgreSQL and MySQL/MariaDB the admins' rows and then the user's are locked, always
+    /// in that order and the admins by id, so two such transactions queue instead of
+    /// deadlocking (and a locked row that another one changed meanwhile is read as committed).
+    /// On SQLite the first statement is a write that changes nothing: it makes the transaction
+    /// the database's one writer until it ends, so what it reads next cannot change under it.
+    async fn lock_users(
+        &self,
+        id: &str,
+    ) -> StoreResult<(sqlx::Transaction<'static, sqlx::Any>, Vec<String>, User)> {
+        let mut tx = self.writes.begin().await?;
+        let locking = match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query(&self.q("UPDATE users SET generation = generation WHERE id = ?"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                ""
+            }
+            Dialect::Postgres | Dialect::Mysql => " FOR UPDATE",
+        };
+        let admins = sqlx::query(&format!(
+            "SELECT id FROM users WHERE role = 'admin' AND disabled = 0 ORDER BY id{locking}"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
+        let sql = self.q(&format!("SELECT * FROM users WHERE id = ?{locking}"));
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok((tx, admins, rows::user(&row)?))
+    }
+}
+
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -911,7 +952,7 @@ impl Store for SqlStore {
     }
 
     async fn create_user(&self, u: &User) -> StoreResult<()> {
-        let sql = self.q("INSERT INTO users (id, username, password_hash, role, disabled, created_at) VALUES (?, ?, ?, ?, ?, ?)");
+        let sql = self.q("INSERT INTO users (id, username, password_hash, role, disabled, created_at, generation) VALUES (?, ?, ?, ?, ?, ?, ?)");
         sqlx::query(&sql)
             .bind(&u.id)
             .bind(&u.username)
@@ -919,6 +960,7 @@ impl Store for SqlStore {
             .bind(u.role.as_str())
             .bind(u.disabled as i64)
             .bind(u.created_at)
+            .bind(u.generation)
             .execute(&self.writes)
             .await
             .map_err(|e| conflict(e, "username"))?;
@@ -948,31 +990,66 @@ impl Store for SqlStore {
         Ok(users)
     }
 
-    async fn update_user(&self, u: &User) -> StoreResult<()> {
-        let sql = self.q(
-            "UPDATE users SET username = ?, password_hash = ?, role = ?, disabled = ? WHERE id = ?",
-        );
-        let done = sqlx::query(&sql)
-            .bind(&u.username)
-            .bind(&u.password_hash)
-            .bind(u.role.as_str())
-            .bind(u.disabled as i64)
-            .bind(&u.id)
-            .execute(&self.writes)
-            .await
-            .map_err(|e| conflict(e, "username"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+    async fn change_user(&self, id: &str, change: &UserChange) -> StoreResult<User> {
+        let (mut tx, admins, before) = self.lock_users(id).await?;
+        let mut after = before.clone();
+        if let Some(role) = change.role {
+            after.role = role;
         }
-        Ok(())
+        if let Some(disabled) = change.disabled {
+            after.disabled = disabled;
+        }
+        if let Some(hash) = &change.password_hash {
+            after.password_hash = hash.clone();
+        }
+        let enabled_admin = |u: &User| u.role == Role::Admin && !u.disabled;
+        if enabled_admin(&before) && !enabled_admin(&after) && !admins.iter().any(|a| a != id) {
+            return Err(StoreError::LastAdmin);
+        }
+        let revoke = after.role != before.role
+            || after.disabled != before.disabled
+            || change.password_hash.is_some();
+        if revoke {
+            after.generation += 1;
+        }
+        let sql = self.q(
+            "UPDATE users SET password_hash = ?, role = ?, disabled = ?, generation = ? WHERE id = ?",
+        );
+        sqlx::query(&sql)
+            .bind(&after.password_hash)
+            .bind(after.role.as_str())
+            .bind(after.disabled as i64)
+            .bind(after.generation)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if revoke {
+            sqlx::query(&self.q("DELETE FROM tokens WHERE user_id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(after)
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<()> {
-        self.delete_cascade("users", id, "tokens", "user_id").await
+        let (mut tx, admins, before) = self.lock_users(id).await?;
+        if before.role == Role::Admin && !before.disabled && !admins.iter().any(|a| a != id) {
+            return Err(StoreError::LastAdmin);
+        }
+        for sql in [
+            "DELETE FROM tokens WHERE user_id = ?",
+            "DELETE FROM users WHERE id = ?",
+        ] {
+            sqlx::query(&self.q(sql)).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_token(&self, t: &ApiToken) -> StoreResult<()> {
-        let sql = self.q("INSERT INTO tokens (id, token_hash, user_id, name, kind, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        let sql = self.q("INSERT INTO tokens (id, token_hash, user_id, name, kind, scopes, created_at, expires_at, generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
         sqlx::query(&sql)
             .bind(&t.id)
             .bind(&t.token_hash)
@@ -982,6 +1059,7 @@ impl Store for SqlStore {
             .bind(to_json(&t.scopes))
             .bind(t.created_at)
             .bind(t.expires_at)
+            .bind(t.generation)
             .execute(&self.writes)
             .await
             .map_err(|e| conflict(e, "token"))?;
