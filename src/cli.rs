@@ -42,6 +42,35 @@ pub enum Command {
     Edge(EdgeArgs),
     /// A runner that executes Python runs.
     Runner(RunnerArgs),
+    /// Recovery on the host, against the database: reset a password, promote a user.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Sets USER's password (and enables them), revoking their sessions and tokens. The new
+    /// password is read from ANTCODE_NEW_PASSWORD or else from the first line of stdin, never
+    /// from the command line.
+    ResetPassword(AdminArgs),
+    /// Makes USER an enabled admin.
+    Promote(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    pub user: String,
+    /// The database of `antcode up`: `DIR/antcode.db`. Ignored when --database-url is given.
+    #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`, `postgres://…` or `mysql://…` (as for `antcode control`).
+    #[arg(long, env = "ANTCODE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Parses a `--trusted-proxy` value.
+fn cidr(s: &str) -> Result<antcode_control::Cidr, String> {
+    antcode_control::Cidr::parse(s)
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +115,10 @@ pub struct UpArgs {
     /// Queues whose runs the embedded runner starts warm (see `antcode runner --warm-queues`).
     #[arg(long, env = "ANTCODE_WARM_QUEUES", value_delimiter = ',')]
     pub warm_queues: Vec<String>,
+    /// A reverse proxy (address or CIDR) whose `X-Forwarded-For` is believed; repeatable. None
+    /// by default. The embedded edge needs none.
+    #[arg(long = "trusted-proxy", env = "ANTCODE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
+    pub trusted_proxies: Vec<antcode_control::Cidr>,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +150,10 @@ pub struct ControlArgs {
     pub secret_key: Option<String>,
     #[arg(long, env = "ANTCODE_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_upload_bytes: usize,
+    /// A reverse proxy (address or CIDR) whose `X-Forwarded-For` is believed; repeatable. None
+    /// by default. The edge needs none (it vouches for the address with the edge token).
+    #[arg(long = "trusted-proxy", env = "ANTCODE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
+    pub trusted_proxies: Vec<antcode_control::Cidr>,
 }
 
 #[derive(Debug, Args)]

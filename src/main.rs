@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use std::sync::Arc;
 
-use antcode::cli::{self, Cli, Command, LogFormat, RunnerMode};
+use antcode::cli::{self, AdminCommand, Cli, Command, LogFormat, RunnerMode};
 use antcode::{ops_http, up};
 use antcode_core::{seams, shutdown, telemetry, Shutdown};
 
@@ -73,7 +73,73 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Scheduler(args) => run_scheduler(args).await,
         Command::Edge(args) => run_edge(args).await,
         Command::Runner(args) => run_runner(args).await,
+        Command::Admin(cmd) => run_admin(cmd).await,
     }
+}
+
+/// `antcode admin …`: recovery on the host, against the configured database, audited with the
+/// host account as the actor.
+async fn run_admin(cmd: AdminCommand) -> anyhow::Result<()> {
+    let (args, reset) = match cmd {
+        AdminCommand::ResetPassword(a) => (a, true),
+        AdminCommand::Promote(a) => (a, false),
+    };
+    let url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}", args.data_dir.join("antcode.db").display()),
+    };
+    if url.starts_with("sqlite:") && args.database_url.is_none() {
+        let path = args.data_dir.join("antcode.db");
+        if !path.exists() {
+            bail!(
+                "no database at {} (use --data-dir or --database-url)",
+                path.display()
+            );
+        }
+    }
+    let store = seams::open_store(&url).await.context(DB)?;
+    let actor = format!("host:{}", os_user());
+    let user = if reset {
+        let password = new_password()?;
+        antcode_control::reset_password(store.as_ref(), &args.user, &password, &actor).await?
+    } else {
+        antcode_control::promote(store.as_ref(), &args.user, &actor).await?
+    };
+    let what = if reset {
+        "password reset"
+    } else {
+        "promoted to admin"
+    };
+    println!(
+        "{}: {what}; their sessions and tokens are revoked (running control processes notice within {} s)",
+        user.username,
+        antcode_control::PRINCIPAL_TTL.as_secs().max(1)
+    );
+    Ok(())
+}
+
+/// The new password: `ANTCODE_NEW_PASSWORD`, else the first line of stdin.
+fn new_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("ANTCODE_NEW_PASSWORD") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the new password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Who runs this, for the audit trail: `$USER`, else the numeric uid.
+fn os_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::metadata("/proc/self")
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m).to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        })
 }
 
 /// A shutdown token cancelled by SIGINT or SIGTERM.
@@ -107,6 +173,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.sqlite_synchronous = args.sqlite_synchronous;
     cfg.grace = std::time::Duration::from_secs(args.grace_s);
     cfg.warm_queues = args.warm_queues;
+    cfg.trusted_proxies = args.trusted_proxies;
     let data_dir = cfg.data_dir.clone();
     let running = up::start(cfg).await?;
     println!("AntCode is up.");
@@ -167,6 +234,7 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
             )),
             _ => None,
         },
+        trusted_proxies: args.trusted_proxies,
     };
     tracing::info!("control listening on http://{}", args.listen);
     antcode_control::run(config, on_signal()).await?;

@@ -45,6 +45,9 @@ pub struct UpConfig {
     pub grace: Duration,
     /// Queues whose runs the embedded runner starts warm.
     pub warm_queues: Vec<String>,
+    /// Reverse proxies in front of control believed about `X-Forwarded-For`; none by default.
+    /// The embedded edge needs no entry (it vouches for the address with the edge token).
+    pub trusted_proxies: Vec<antcode_control::Cidr>,
 }
 
 impl UpConfig {
@@ -64,6 +67,7 @@ impl UpConfig {
             sqlite_synchronous: None,
             grace: Duration::from_secs(30),
             warm_queues: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -135,6 +139,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         secrets: Some(secrets.clone()),
         edge_token: Some(edge_token.clone()),
         cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
+        trusted_proxies: cfg.trusted_proxies.clone(),
     };
     let s = shutdown.clone();
     planes.spawn(async move {

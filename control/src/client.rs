@@ -60,7 +60,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix(u32::from(n).into(), u32::from(a).into(), 32, self.bits),
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                prefix(u32::from(n).into(), u32::from(a).into(), 32, self.bits)
+            }
             (IpAddr::V6(n), IpAddr::V6(a)) => prefix(u128::from(n), u128::from(a), 128, self.bits),
             _ => false,
         }
@@ -78,9 +80,7 @@ fn prefix(net: u128, addr: u128, width: u8, bits: u8) -> bool {
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -175,7 +175,9 @@ mod tests {
         let one = Cidr::parse("::1").unwrap();
         assert!(one.contains("::1".parse().unwrap()));
         assert!(!one.contains("127.0.0.1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129", ""] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }

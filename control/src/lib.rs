@@ -13,21 +13,29 @@
 mod audit;
 mod auth;
 mod bounds;
+mod client;
 mod inflate;
+mod kdf;
 mod metrics;
 mod openapi;
 mod problem;
+mod recovery;
 mod routes;
 mod ui;
 mod upload;
 
 /// How long control may go on accepting a credential changed behind its back.
 pub use auth::PRINCIPAL_TTL;
+pub use client::Cidr;
+pub use recovery::{promote, reset_password, RecoveryError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -59,10 +67,19 @@ pub struct ControlConfig {
     pub edge_token: Option<String>,
     /// The cluster CA `(cert_pem, key_pem)` that signs runners' client certificates at enrollment.
     pub cluster_ca: Option<(String, String)>,
+    /// Reverse proxies believed about `X-Forwarded-For` (`--trusted-proxy`); none by default.
+    /// The edge needs no entry: it vouches for the address it forwards with the edge token.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// Default for [`ControlConfig::max_upload_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+/// Largest body of `POST /auth/login`.
+pub const LOGIN_BODY_BYTES: usize = 8 * 1024;
+/// Largest body of `/internal/v1/*` (an enrollment: a CSR and up to 32 labels).
+pub const INTERNAL_BODY_BYTES: usize = 16 * 1024;
+/// Largest body of every other request but uploads.
+pub const JSON_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -89,7 +106,9 @@ pub(crate) struct Inner {
     pub secrets: Option<Arc<SecretBox>>,
     pub shutdown: Shutdown,
     pub throttle: auth::Throttle,
+    pub kdf: kdf::Kdf,
     pub principals: auth::Principals,
+    pub trusted_proxies: Vec<Cidr>,
     pub audit: audit::AuditLog,
 }
 
@@ -119,12 +138,15 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         secrets: config.secrets,
         shutdown: shutdown.clone(),
         throttle: auth::Throttle::default(),
+        kdf: kdf::Kdf::sized_to_host(),
         principals: auth::Principals::default(),
+        trusted_proxies: config.trusted_proxies,
         audit: audit.clone(),
     }));
+    let state_threads = state.kdf.threads();
     let app = router(state);
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "control plane listening");
+    tracing::info!(%addr, password_threads = state_threads, "control plane listening");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -145,7 +167,50 @@ fn router(state: AppState) -> Router {
         .nest("/api/v1", routes::api())
         .fallback(problem::no_route)
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_body,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(CatchPanicLayer::custom(problem::panic_response))
         .with_state(state)
+}
+
+/// The largest body `method path` may send: uploads the configured maximum, login and the
+/// edge's internal calls a few KiB, everything else [`JSON_BODY_BYTES`].
+fn body_limit(method: &Method, path: &str, max_upload: usize) -> usize {
+    let upload = *method == Method::POST
+        && (path == "/api/v1/projects"
+            || path
+                .strip_prefix("/api/v1/projects/")
+                .and_then(|rest| rest.strip_suffix("/versions"))
+                .is_some_and(|id| !id.contains('/')));
+    if path == "/api/v1/auth/login" {
+        LOGIN_BODY_BYTES
+    } else if path.starts_with("/internal/") {
+        INTERNAL_BODY_BYTES
+    } else if upload {
+        max_upload
+    } else {
+        JSON_BODY_BYTES.min(max_upload)
+    }
+}
+
+/// Applies [`body_limit`]: a declared length past it is refused before anything is read, and
+/// the body is cut off there whatever it declares (the extractors answer 413 problem+json).
+async fn limit_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = body_limit(req.method(), req.uri().path(), state.max_upload_bytes);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Problem::too_large(format!(
+            "the request body is larger than this route accepts ({limit} bytes)"
+        ))
+        .into_response();
+    }
+    let req = req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(req).await
 }

@@ -116,6 +116,7 @@ impl From<StoreError> for Problem {
             StoreError::NotFound => Problem::not_found("not found"),
             StoreError::Conflict(what) => Problem::conflict(format!("{what} already exists")),
             StoreError::Stale(why) => Problem::conflict(why),
+            e @ StoreError::LastAdmin => Problem::conflict(e.to_string()),
             other => Problem::internal(other),
         }
     }

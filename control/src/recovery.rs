@@ -10,7 +10,7 @@ use antcode_core::store::{Store, StoreError};
 use antcode_core::time::now_ms;
 
 use crate::audit::to_value;
-use crate::auth::hash_password;
+use crate::auth::hash_on_blocking_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -35,10 +35,8 @@ pub async fn reset_password(
         return Err(RecoveryError::WeakPassword);
     }
     let before = find(store, username).await?;
-    let pw = password.to_string();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+    let hash = hash_on_blocking_pool(password)
         .await
-        .map_err(|e| RecoveryError::Hash(e.to_string()))?
         .map_err(RecoveryError::Hash)?;
     let change = UserChange {
         disabled: Some(false),
@@ -52,7 +50,11 @@ pub async fn reset_password(
 
 /// Makes `username` an enabled admin; their sessions and tokens are revoked if that changed
 /// anything.
-pub async fn promote(store: &dyn Store, username: &str, actor: &str) -> Result<User, RecoveryError> {
+pub async fn promote(
+    store: &dyn Store,
+    username: &str,
+    actor: &str,
+) -> Result<User, RecoveryError> {
     let before = find(store, username).await?;
     let change = UserChange {
         role: Some(Role::Admin),

@@ -838,7 +838,7 @@ async fn rbac_tokens_and_audit() {
         )
         .await;
     problem(resp, 403).await;
-    // Anyone may change their own password, but not their role.
+    // Anyone may change their own password (knowing the current one), but not their role.
     let me: Value = s
         .get(&viewer, "/api/v1/auth/me")
         .await
@@ -853,14 +853,14 @@ async fn rbac_tokens_and_audit() {
             .json(&body)
             .send()
     };
+    problem(patch(json!({"role": "admin"})).await.unwrap(), 403).await;
     assert_eq!(
-        patch(json!({"password": "new-password-9"}))
+        patch(json!({"password": "new-password-9", "current_password": "password-123"}))
             .await
             .unwrap()
             .status(),
         200
     );
-    problem(patch(json!({"role": "admin"})).await.unwrap(), 403).await;
     s.login("vera", "new-password-9").await;
     problem(
         s.post(&secret, &format!("/api/v1/tasks/{tid}/trigger"))
@@ -1190,11 +1190,14 @@ async fn remembered_principals_follow_user_and_token_changes() {
             .send()
     };
 
-    // Demoted: the very next request has the new role.
+    // Demoted: the very next request is refused (a role change revokes her sessions), and a
+    // new login has the new role.
     assert_eq!(
         patch(json!({"role": "viewer"})).await.unwrap().status(),
         200
     );
+    problem(s.get(&olga, "/api/v1/auth/me").await, 401).await;
+    let olga = s.login("olga", "password-123").await;
     let me: Value = s.get(&olga, "/api/v1/auth/me").await.json().await.unwrap();
     assert_eq!(me["role"], "viewer");
     // Disabled: refused at once.

@@ -87,9 +87,7 @@ async fn open_stream(s: &Server, token: &str, run: &str) -> reqwest::Response {
 /// How long the stream took to end, or `None` if it was still open after `bound`.
 async fn ends_within(mut resp: reqwest::Response, bound: Duration) -> Option<Duration> {
     let start = Instant::now();
-    let drained = async {
-        while let Ok(Some(_)) = resp.chunk().await {}
-    };
+    let drained = async { while let Ok(Some(_)) = resp.chunk().await {} };
     tokio::time::timeout(bound, drained).await.ok()?;
     Some(start.elapsed())
 }
@@ -166,7 +164,10 @@ async fn a_password_change_needs_the_current_one_and_revokes_everything() {
 
     let without = patch(&s, &first, &path, json!({"password": "new-password-1"})).await;
     let body = problem(without, 400).await;
-    assert!(body["detail"].as_str().unwrap().contains("current_password"));
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("current_password"));
     let wrong = json!({"password": "new-password-1", "current_password": "not-it-at-all"});
     problem(patch(&s, &first, &path, wrong).await, 403).await;
     for t in [&first, &second, &api] {

@@ -183,6 +183,7 @@ async fn start_system() -> System {
         ))),
         edge_token: Some(EDGE_TOKEN.into()),
         cluster_ca: None,
+        trusted_proxies: vec![],
     };
     tokio::spawn(run(config, shutdown.clone()));
     let mut runner =

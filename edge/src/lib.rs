@@ -172,6 +172,7 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
         internal_addr,
         secret,
         upstream,
+        config.edge_token.clone(),
     );
     let mut front = front::Front::start(config.listener, tls, app, grace)?;
     tracing::info!(%addr, internal = %internal_addr, "edge: serving the worker protocol and /api on TLS");

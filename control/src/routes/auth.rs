@@ -1,6 +1,6 @@
 //! `POST /auth/login`, `POST /auth/logout`, `GET /auth/me`.
 
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -12,7 +12,7 @@ use antcode_core::model::ApiToken;
 use antcode_core::store::StoreError;
 use antcode_core::time::{now_ms, to_rfc3339};
 
-use super::{no_content, ok, JsonBody};
+use super::{no_content, ok, LateJson};
 use crate::audit;
 use crate::auth::{self, Client, Ctx, CSRF_COOKIE, SESSION_COOKIE};
 use crate::metrics;
@@ -36,28 +36,47 @@ struct LoginBody {
     password: String,
 }
 
+/// `POST /auth/login`. Only JSON is accepted (415 otherwise): a cross-site HTML form can send
+/// `text/plain` or a form encoding without a preflight, never `application/json`, so no other
+/// site can log a browser in to an account of its choosing. The attempt is counted by the
+/// throttle before the password is checked; an unknown user is checked against a decoy hash.
 async fn login(
     axum::extract::State(state): axum::extract::State<AppState>,
     client: Client,
-    JsonBody(body): JsonBody<LoginBody>,
+    headers: HeaderMap,
+    raw: LateJson,
 ) -> ApiResult<Response> {
+    require_json(&headers)?;
+    let body: LoginBody = raw.parse()?;
     let username: String = body.username.chars().take(128).collect();
-    let keys = [format!("u:{username}"), format!("a:{}", client.address)];
-    if let Some(wait) = state.throttle.check(&keys) {
-        metrics::login("throttled");
-        return Err(Problem::too_many(wait));
-    }
+    let attempt = match state.throttle.admit(&username, &client.address) {
+        Ok(a) => a,
+        Err(wait) => {
+            metrics::login("throttled");
+            return Err(Problem::too_many(wait));
+        }
+    };
     let user = match state.store.user_by_name(&username).await {
         Ok(u) => Some(u),
         Err(StoreError::NotFound) => None,
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            attempt.withdraw();
+            return Err(e.into());
+        }
     };
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = auth::verify_password(body.password, hash).await;
+    let verified = match auth::verify_password(&state, body.password, hash).await {
+        Ok(v) => v,
+        Err(busy) => {
+            attempt.withdraw();
+            metrics::login("busy");
+            return Err(busy);
+        }
+    };
     let user = match user {
         Some(u) if verified && !u.disabled => u,
         _ => {
-            state.throttle.fail(&keys);
+            attempt.failed();
             metrics::login("failure");
             audit::record_as(
                 &state,
@@ -73,7 +92,7 @@ async fn login(
             return Err(Problem::unauthorized("invalid username or password"));
         }
     };
-    state.throttle.clear(&keys[0]);
+    attempt.succeeded();
     let token = ids::new_token("acs");
     let now = now_ms();
     let session = ApiToken {
@@ -85,6 +104,9 @@ async fn login(
         created_at: now,
         expires_at: now + SESSION_TTL_MS,
         token_hash: ids::token_hash(&token),
+        // The generation the password was checked under: a change of the user since then
+        // (a new password, a demotion) leaves this session dead.
+        generation: user.generation,
     };
     state.store.create_token(&session).await?;
     metrics::login("success");
@@ -104,14 +126,15 @@ async fn login(
         "expires_at": to_rfc3339(session.expires_at),
         "user": user,
     }));
-    // The web UI uses the cookie; API clients use the token. CSRF is a double-submit cookie.
+    // The web UI uses the cookie; API clients use the token. The CSRF cookie holds the token
+    // bound to this session, which the UI echoes in a header.
     let secure = if state.dev { "" } else { "; Secure" };
     let max_age = SESSION_TTL_MS / 1000;
     let cookies = [
         format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"),
         format!(
             "{CSRF_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={max_age}{secure}",
-            ids::new_token("csrf")
+            auth::csrf_token(&token)
         ),
     ];
     for c in cookies {
@@ -136,6 +159,27 @@ async fn logout(ctx: Ctx) -> ApiResult<Response> {
         }
     }
     Ok(resp)
+}
+
+/// 415 unless the body is declared JSON (`application/json` or `application/*+json`).
+fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "log in with a JSON body (Content-Type: application/json)",
+        ))
+    }
 }
 
 async fn me(ctx: Ctx) -> ApiResult<Response> {

@@ -252,14 +252,19 @@ async fn logs(
         .unwrap_or(0);
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(follow_log(ctx.state.clone(), run, after, tx));
-    Ok(sse(rx))
+    Ok(sse(rx, ctx.revoked()))
 }
 
-fn sse(rx: mpsc::Receiver<Event>) -> Response {
+/// The events `rx` receives as SSE, until the caller's credential is `revoked` (the stream then
+/// ends, and its producer with it at its next send).
+fn sse(
+    rx: mpsc::Receiver<Event>,
+    revoked: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx))
     });
-    sse_response(stream)
+    sse_response(futures::StreamExt::take_until(stream, revoked))
 }
 
 fn sse_response(
@@ -369,7 +374,7 @@ async fn events(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     let run = load(&ctx.state, &id).await?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(watch_state(ctx.state.clone(), run, tx));
-    Ok(sse(rx))
+    Ok(sse(rx, ctx.revoked()))
 }
 
 fn state_event(run: &Run) -> Event {

@@ -1,4 +1,5 @@
 //! `GET|POST /tokens`, `DELETE /tokens/{id}`: API tokens, scoped and expiring, shown once.
+//! Creating and revoking them are changes: a `read` token can do neither.
 
 use axum::response::Response;
 use axum::routing::{delete, get};
@@ -10,7 +11,7 @@ use antcode_core::ids;
 use antcode_core::model::{ApiToken, Role};
 use antcode_core::time::now_ms;
 
-use super::{created, no_content, ok, JsonBody, List, P};
+use super::{created, no_content, ok, LateJson, List, P};
 use crate::audit::{self, to_value};
 use crate::auth::{self, Ctx};
 use crate::problem::{check_id, ApiResult, Problem};
@@ -41,7 +42,9 @@ struct NewToken {
     expires_in_s: Option<u64>,
 }
 
-async fn create(ctx: Ctx, JsonBody(body): JsonBody<NewToken>) -> ApiResult<Response> {
+async fn create(ctx: Ctx, raw: LateJson) -> ApiResult<Response> {
+    ctx.require_write("token.create", "").await?;
+    let body: NewToken = raw.parse()?;
     let name = body.name.trim().to_string();
     if name.is_empty() || name.len() > 100 {
         return Err(Problem::bad_request("name must be 1-100 characters"));
@@ -83,6 +86,8 @@ async fn create(ctx: Ctx, JsonBody(body): JsonBody<NewToken>) -> ApiResult<Respo
         created_at: now,
         expires_at: now + (ttl as i64) * 1000,
         token_hash: ids::token_hash(&secret),
+        // Dead at once if the owner changed since this request authenticated.
+        generation: ctx.who.user.generation,
     };
     ctx.state.store.create_token(&token).await?;
     audit::record(
@@ -101,6 +106,7 @@ async fn create(ctx: Ctx, JsonBody(body): JsonBody<NewToken>) -> ApiResult<Respo
 }
 
 async fn remove(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    ctx.require_write("token.delete", &id).await?;
     check_id(&id, "token")?;
     let store = &ctx.state.store;
     let mut found = store

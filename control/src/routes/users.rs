@@ -1,4 +1,11 @@
-//! `GET|POST /users`, `GET|PATCH|DELETE /users/{id}` (admin only).
+//! `GET|POST /users`, `GET|PATCH|DELETE /users/{id}` (admin only), except that anyone may
+//! change their own password with a credential that can write (a login session or a `write` /
+//! `admin` token) by sending the current one.
+//!
+//! A change of password, role or disabled flag, and a delete, revoke every session and token
+//! of the user (in the store, in one transaction with the change), and their open live streams
+//! end. An admin resetting someone else's password needs no current password: the admin role
+//! (and, for a token, the `admin` scope, which is what keeps an admin role) is the authority.
 
 use axum::response::Response;
 use axum::routing::get;
@@ -6,10 +13,10 @@ use axum::Router;
 use serde::Deserialize;
 
 use antcode_core::ids;
-use antcode_core::model::{Role, User};
+use antcode_core::model::{Role, User, UserChange};
 use antcode_core::time::now_ms;
 
-use super::{created, no_content, ok, JsonBody, LateJson, List, P};
+use super::{created, no_content, ok, LateJson, List, P};
 use crate::audit::{self, to_value};
 use crate::auth::{self, Ctx};
 use crate::problem::{check_id, named, ApiResult, Problem};
@@ -45,13 +52,6 @@ fn check_password(pw: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn hash(pw: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)
-}
-
 async fn list(ctx: Ctx) -> ApiResult<Response> {
     ctx.require(Role::Admin, "user.list", "").await?;
     Ok(ok(List::all(ctx.state.store.list_users().await?)))
@@ -76,7 +76,8 @@ async fn create(ctx: Ctx, raw: LateJson) -> ApiResult<Response> {
         role: body.role,
         disabled: false,
         created_at: now_ms(),
-        password_hash: hash(body.password).await?,
+        password_hash: auth::hash_new_password(&ctx.state, body.password).await?,
+        generation: 0,
     };
     ctx.state.store.create_user(&user).await?;
     audit::record(&ctx, "user.create", &user.id, None, to_value(&user), "ok").await;
@@ -98,26 +99,24 @@ async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
 #[serde(deny_unknown_fields)]
 struct UserPatch {
     password: Option<String>,
+    /// Required to change one's own password.
+    current_password: Option<String>,
     role: Option<Role>,
     disabled: Option<bool>,
 }
 
-/// True when no enabled admin other than `except` would remain.
-async fn last_admin(ctx: &Ctx, except: &str) -> ApiResult<bool> {
-    let users = ctx.state.store.list_users().await?;
-    Ok(!users
-        .iter()
-        .any(|u| u.id != except && u.role == Role::Admin && !u.disabled))
-}
-
-async fn update(
-    ctx: Ctx,
-    P(id): P<String>,
-    JsonBody(patch): JsonBody<UserPatch>,
-) -> ApiResult<Response> {
-    // Anyone may change their own password; everything else is for admins.
-    let own_password = id == ctx.who.user.id && patch.role.is_none() && patch.disabled.is_none();
-    if !own_password {
+async fn update(ctx: Ctx, P(id): P<String>, raw: LateJson) -> ApiResult<Response> {
+    // Authorisation comes before the body is read, so a caller without the right learns nothing
+    // from the answer: someone else's account is for admins, one's own needs a credential that
+    // can write.
+    let own = id == ctx.who.user.id;
+    if own {
+        ctx.require_write("user.update", &id).await?;
+    } else {
+        ctx.require(Role::Admin, "user.update", &id).await?;
+    }
+    let patch: UserPatch = raw.parse()?;
+    if patch.role.is_some() || patch.disabled.is_some() {
         ctx.require(Role::Admin, "user.update", &id).await?;
     }
     check_id(&id, "user")?;
@@ -127,22 +126,27 @@ async fn update(
         .user(&id)
         .await
         .map_err(named("user", &id))?;
-    let mut user = before.clone();
-    if let Some(role) = patch.role {
-        user.role = role;
-    }
-    if let Some(disabled) = patch.disabled {
-        user.disabled = disabled;
-    }
-    let loses_admin = before.role == Role::Admin && (user.role != Role::Admin || user.disabled);
-    if loses_admin && last_admin(&ctx, &id).await? {
-        return Err(Problem::conflict("that would leave no enabled admin"));
-    }
-    if let Some(pw) = patch.password {
-        check_password(&pw)?;
-        user.password_hash = hash(pw).await?;
-    }
-    ctx.state.store.update_user(&user).await?;
+    let password_hash = match patch.password {
+        None => None,
+        Some(pw) => {
+            check_password(&pw)?;
+            if own {
+                check_current_password(&ctx, &before, patch.current_password).await?;
+            }
+            Some(auth::hash_new_password(&ctx.state, pw).await?)
+        }
+    };
+    let change = UserChange {
+        role: patch.role,
+        disabled: patch.disabled,
+        password_hash,
+    };
+    let user = ctx
+        .state
+        .store
+        .change_user(&id, &change)
+        .await
+        .map_err(named("user", &id))?;
     ctx.state.principals.forget_all();
     audit::record(
         &ctx,
@@ -154,6 +158,36 @@ async fn update(
     )
     .await;
     Ok(ok(user))
+}
+
+/// One's own password changes only with the current one, checked like a login (throttled per
+/// address and user, on the password threads): a stolen session alone cannot take the account.
+async fn check_current_password(ctx: &Ctx, user: &User, current: Option<String>) -> ApiResult<()> {
+    let Some(current) = current else {
+        return Err(Problem::bad_request(
+            "current_password is required to change your own password",
+        ));
+    };
+    let attempt = ctx
+        .state
+        .throttle
+        .admit(&user.username, &ctx.client.address)
+        .map_err(Problem::too_many)?;
+    let hash = Some(user.password_hash.clone());
+    let verified = match auth::verify_password(&ctx.state, current, hash).await {
+        Ok(v) => v,
+        Err(busy) => {
+            attempt.withdraw();
+            return Err(busy);
+        }
+    };
+    if verified {
+        attempt.succeeded();
+        return Ok(());
+    }
+    attempt.failed();
+    audit::record(ctx, "user.update", &user.id, None, None, "denied").await;
+    Err(Problem::forbidden("the current password is wrong"))
 }
 
 async fn remove(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
@@ -168,10 +202,11 @@ async fn remove(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     if id == ctx.who.user.id {
         return Err(Problem::conflict("you cannot delete yourself"));
     }
-    if before.role == Role::Admin && last_admin(&ctx, &id).await? {
-        return Err(Problem::conflict("that would leave no enabled admin"));
-    }
-    ctx.state.store.delete_user(&id).await?;
+    ctx.state
+        .store
+        .delete_user(&id)
+        .await
+        .map_err(named("user", &id))?;
     ctx.state.principals.forget_all();
     audit::record(&ctx, "user.delete", &id, to_value(&before), None, "ok").await;
     Ok(no_content())

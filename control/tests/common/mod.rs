@@ -32,11 +32,16 @@ pub struct Server {
 }
 
 pub async fn start() -> Server {
-    start_with_upload_limit(1024 * 1024).await
+    start_with(|_| {}).await
 }
 
 /// [`start`] with another upload size limit.
 pub async fn start_with_upload_limit(max_upload_bytes: usize) -> Server {
+    start_with(|c| c.max_upload_bytes = max_upload_bytes).await
+}
+
+/// [`start`] with the configuration changed by `edit` first.
+pub async fn start_with(edit: impl FnOnce(&mut ControlConfig)) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/db.sqlite", tmp.path().display());
     let store = antcode_core::seams::open_store(&url).await.unwrap();
@@ -46,20 +51,22 @@ pub async fn start_with_upload_limit(max_upload_bytes: usize) -> Server {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = Shutdown::new();
-    let config = ControlConfig {
+    let mut config = ControlConfig {
         listener,
         store: store.clone(),
         broker: broker.clone(),
         blobs: blobs.clone(),
         admin_password: ADMIN_PASSWORD.into(),
         dev: true,
-        max_upload_bytes,
+        max_upload_bytes: 1024 * 1024,
         secrets: Some(Arc::new(antcode_control::SecretBox::from_passphrase(
             SECRET_KEY,
         ))),
         edge_token: None,
         cluster_ca: None,
+        trusted_proxies: vec![],
     };
+    edit(&mut config);
     let task = tokio::spawn(run(config, shutdown.clone()));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

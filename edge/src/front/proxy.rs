@@ -21,7 +21,11 @@ use crate::service::Edge;
 /// tells the service a call came through the front.
 pub const FRONT_HEADER: &str = "x-antcode-front";
 /// Set by the front: the caller's IP address (the service only sees the front's loopback).
+/// Control is told it too, on `/api`, next to [`EDGE_HEADER`].
 pub const PEER_HEADER: &str = "x-antcode-peer";
+/// Set by the front on what it proxies to control: the edge token, which is how control knows
+/// that [`PEER_HEADER`] came from the edge and not from any loopback peer.
+pub const EDGE_HEADER: &str = "x-antcode-edge";
 
 pub struct Ctx {
     route: Option<Route>,
@@ -41,6 +45,8 @@ pub struct FrontApp {
     secret: String,
     /// Control for `/api/*`: `host:port`, TLS, SNI.
     control: (String, bool, String),
+    /// Vouches for the caller's address to control.
+    edge_token: String,
 }
 
 impl FrontApp {
@@ -51,6 +57,7 @@ impl FrontApp {
         internal: SocketAddr,
         secret: String,
         control: (String, bool, String),
+        edge_token: String,
     ) -> FrontApp {
         FrontApp {
             gate: Arc::new(Gate::new(auth, limits)),
@@ -58,6 +65,7 @@ impl FrontApp {
             internal,
             secret,
             control,
+            edge_token,
         }
     }
 }
@@ -150,6 +158,8 @@ impl ProxyHttp for FrontApp {
             }
         } else {
             upstream.insert_header("x-forwarded-for", &ctx.peer_ip)?;
+            upstream.insert_header(PEER_HEADER, &ctx.peer_ip)?;
+            upstream.insert_header(EDGE_HEADER, &self.edge_token)?;
         }
         Ok(())
     }

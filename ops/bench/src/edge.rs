@@ -480,6 +480,7 @@ async fn start_control(
         secrets: None,
         edge_token: Some(edge_token.clone()),
         cluster_ca: Some((certs.ca_cert_pem, certs.ca_key_pem)),
+        trusted_proxies: vec![],
     };
     let s = shutdown.clone();
     tokio::spawn(async move {

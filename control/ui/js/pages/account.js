@@ -48,20 +48,24 @@ export async function render(page, params, ctx) {
       await load();
     });
   });
-  // change password
+  // change password (the current one is required; every session, this one included, and every
+  // token of the account is revoked, so the next request goes back to the login page)
+  const pw0 = h('input', { name: 'pw0', type: 'password', required: true, autocomplete: 'current-password' });
   const pw1 = h('input', { name: 'pw1', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
   const pw2 = h('input', { name: 'pw2', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
   const change = h('button', { type: 'submit' }, 'Change password');
   const perr = errorBox();
   const pform = h('form', { class: 'card form', id: 'password-form' }, h('h2', {}, 'Change your password'), perr,
-    field('New password', pw1, 'At least 8 characters.'), field('Repeat it', pw2), change);
+    field('Current password', pw0), field('New password', pw1, 'At least 8 characters.'), field('Repeat it', pw2), change);
   pform.addEventListener('submit', (e) => {
     e.preventDefault();
     busy(change, perr, async () => {
       if (pw1.value !== pw2.value) throw Object.assign(new Error('the passwords differ'), { title: 'Password', detail: 'the two passwords differ' });
-      await patch(`/users/${me.user.id}`, { password: pw1.value });
+      await patch(`/users/${me.user.id}`, { password: pw1.value, current_password: pw0.value });
       pform.reset();
-      toast('Password changed');
+      toast('Password changed: sign in again with the new one');
+      // The session is gone: this answers 401, which leads to the login page.
+      await get('/auth/me').catch(() => {});
     });
   });
   put(page, heading('Account & tokens'), errors,
