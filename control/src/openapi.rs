@@ -153,6 +153,39 @@ fn json_schema(method: &str, path: &str) -> Value {
         {"type": "object", "required": ["kind", "cron"], "properties": {
             "kind": {"const": "cron"}, "cron": cron,
             "timezone": bounds::string(bounds::TIMEZONE_CHARS)}}]});
+    let bounded = |(field, least, most): (&str, u64, u64), default: u64, what: &str| {
+        (
+            field.to_string(),
+            json!({"type": "integer", "minimum": least, "maximum": most,
+            "default": default, "description": what}),
+        )
+    };
+    let defaults = antcode_core::model::RunLimits::default();
+    let limit_docs = [
+        "memory of all the run's processes (page cache included), MiB; past it the run fails \
+         with \"memory limit N MiB exceeded\"",
+        "CPU, thousandths of a CPU (1000 = one CPU)",
+        "processes and threads alive at once",
+        "largest file the run may write, MiB (and the size of its private /tmp)",
+    ];
+    let limits = json!({"type": "object", "additionalProperties": false,
+        "description": "Kernel-enforced bounds of each run (cgroups, rlimits as the floor). A \
+            field left out takes its default; a runner refuses a run above its own maximum \
+            (runner flags --max-memory-mb, --max-cpu-millicores, --max-pids, --max-tmp-mb).",
+        "properties": antcode_core::model::RunLimits::BOUNDS.into_iter()
+            .zip(defaults.fields()).zip(limit_docs)
+            .map(|((b, (_, d)), what)| bounded(b, d, what))
+            .collect::<serde_json::Map<_, _>>()});
+    let network = json!({"description": "What a run may connect to. \"full\" (default): \
+        anything but the platform's own ports (control, edge, database, broker). \"none\": \
+        nothing (a network namespace of its own). {\"allow\": [\"host:port\", ...]}: TCP to \
+        the listed ports only, at most 32 entries; enforced by PORT ONLY (the kernel sees \
+        addresses, not names: db.example:5432 allows port 5432 on any host); a platform port \
+        is reachable only when listed; UDP (DNS) is not restricted by a list.",
+        "oneOf": [{"type": "string", "enum": ["full", "none"]},
+            {"type": "object", "required": ["allow"], "additionalProperties": false,
+             "properties": {"allow": {"type": "array", "maxItems": 32,
+                "items": {"type": "string", "maxLength": antcode_core::model::NetworkPolicy::MAX_ENTRY_CHARS, "pattern": "^(\\*|\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$"}}}}]});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
             "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
@@ -169,7 +202,8 @@ fn json_schema(method: &str, path: &str) -> Value {
                 "backoff_s": {"type": "integer", "minimum": 0},
                 "max_backoff_s": {"type": "integer", "minimum": 0}}},
             "overlap": s("string"), "misfire": s("string"), "priority": s("integer"),
-            "queue_timeout_s": {"type": "integer", "minimum": 0}, "warm": s("boolean")}})
+            "queue_timeout_s": {"type": "integer", "minimum": 0}, "warm": s("boolean"),
+            "limits": limits, "network": network}})
     };
     match (method, path) {
         ("post", "/api/v1/auth/login") => {

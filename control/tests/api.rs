@@ -1303,3 +1303,89 @@ async fn oversized_fields_are_refused_with_422_and_documented() {
     assert_eq!(patch["description"]["maxLength"], 4096);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn task_limits_and_network_are_bounded_and_reach_the_job() {
+    let s = start().await;
+    let t = s.admin().await;
+    let (pid, tid) = project_and_task(&s, &t).await;
+    let task: Value = s
+        .get(&t, &format!("/api/v1/tasks/{tid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        task["limits"],
+        json!({"memory_mb": 512, "cpu_millicores": 1000, "pids": 256, "tmp_mb": 256}),
+        "the defaults"
+    );
+    assert_eq!(task["network"], "full");
+
+    // Out of bounds, unknown fields, malformed lists: 400 naming the field (422 for a list
+    // past its size bound), nothing written.
+    let before: Value = s.get(&t, "/api/v1/tasks").await.json().await.unwrap();
+    for (body, field, status) in [
+        (json!({"limits": {"memory_mb": 0}}), "limits.memory_mb", 400),
+        (json!({"limits": {"pids": 1u64 << 40}}), "limits.pids", 400),
+        (json!({"limits": {"memory": 1}}), "memory", 400),
+        (json!({"network": "open"}), "network", 400),
+        (
+            json!({"network": {"allow": ["redis"]}}),
+            "network.allow",
+            400,
+        ),
+        (
+            json!({"network": {"allow": ["h:70000"]}}),
+            "network.allow",
+            400,
+        ),
+        (
+            json!({"network": {"allow": vec!["h:1"; 33]}}),
+            "network.allow",
+            422,
+        ),
+    ] {
+        let mut full = json!({"name": "bad", "project_id": pid});
+        full.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        let problem = problem(s.post_json(&t, "/api/v1/tasks", full).await, status).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(field),
+            "{body}: {problem}"
+        );
+        let path = format!("/api/v1/tasks/{tid}");
+        let resp = s.patch_json(&t, &path, body.clone()).await;
+        assert_eq!(resp.status(), status, "{body}");
+    }
+    let after: Value = s.get(&t, "/api/v1/tasks").await.json().await.unwrap();
+    assert_eq!(
+        before["items"], after["items"],
+        "a refused body changed a task"
+    );
+
+    // A patch of `limits` merges field by field; the job carries limits and network.
+    let body = json!({"limits": {"memory_mb": 64, "pids": 32},
+                      "network": {"allow": ["db.example:5432", "*:443"]}});
+    let resp = s
+        .patch_json(&t, &format!("/api/v1/tasks/{tid}"), body)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let patched: Value = resp.json().await.unwrap();
+    assert_eq!(
+        patched["limits"],
+        json!({"memory_mb": 64, "cpu_millicores": 1000, "pids": 32, "tmp_mb": 256})
+    );
+    assert_eq!(
+        patched["network"],
+        json!({"allow": ["db.example:5432", "*:443"]})
+    );
+    let resp = s.post(&t, &format!("/api/v1/tasks/{tid}/trigger")).await;
+    assert_eq!(resp.status(), 201);
+    let lease = lease_next(&s).await;
+    assert_eq!(lease.job.limits.memory_mb, 64);
+    assert_eq!(lease.job.limits.pids, 32);
+    assert_eq!(lease.job.network.allowed_ports(), Some(vec![443, 5432]));
+    s.stop().await;
+}

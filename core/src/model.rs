@@ -236,6 +236,172 @@ pub struct TaskSpec {
     /// of a fresh one (same isolation; see the runner's `zygote` module).
     #[serde(default)]
     pub warm: bool,
+    /// Kernel-enforced bounds of each run (defaults: [`RunLimits::default`]).
+    #[serde(default)]
+    pub limits: RunLimits,
+    /// What each run may connect to (default `full`).
+    #[serde(default)]
+    pub network: NetworkPolicy,
+}
+
+/// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
+/// processes and the size of any file it writes. A field a body leaves out takes its default;
+/// a runner refuses a run that asks for more than its configured maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunLimits {
+    /// Memory of all the run's processes together (page cache included), MiB. Past it the
+    /// kernel's OOM killer ends the run, which fails with "memory limit N MiB exceeded".
+    pub memory_mb: u64,
+    /// CPU time per wall-clock time, in thousandths of a CPU (1000 = one whole CPU).
+    pub cpu_millicores: u64,
+    /// Processes and threads alive at once (a fork past it fails with EAGAIN).
+    pub pids: u64,
+    /// Largest file the run may write, MiB (its `/tmp` is bounded by the same size where the
+    /// sandbox mounts one). A write past it fails with EFBIG.
+    pub tmp_mb: u64,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits {
+            memory_mb: 512,
+            cpu_millicores: 1000,
+            pids: 256,
+            tmp_mb: 256,
+        }
+    }
+}
+
+impl RunLimits {
+    /// What any task may ask for, whatever the runner (a runner's own maximum may be lower):
+    /// (field, least, most).
+    pub const BOUNDS: [(&'static str, u64, u64); 4] = [
+        ("memory_mb", 16, 1 << 20),
+        ("cpu_millicores", 10, 1_024_000),
+        ("pids", 8, 1 << 20),
+        ("tmp_mb", 1, 1 << 20),
+    ];
+
+    /// Each field as (name, value), in [`RunLimits::BOUNDS`]'s order.
+    pub fn fields(&self) -> [(&'static str, u64); 4] {
+        [
+            ("memory_mb", self.memory_mb),
+            ("cpu_millicores", self.cpu_millicores),
+            ("pids", self.pids),
+            ("tmp_mb", self.tmp_mb),
+        ]
+    }
+
+    /// A field outside [`RunLimits::BOUNDS`], as a message naming it.
+    pub fn check(&self) -> Result<(), String> {
+        for ((name, value), (_, least, most)) in self.fields().into_iter().zip(Self::BOUNDS) {
+            if !(least..=most).contains(&value) {
+                return Err(format!(
+                    "limits.{name}: must be between {least} and {most}, got {value}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first field above the same field of `max`, as a message naming both values.
+    pub fn above(&self, max: &RunLimits) -> Option<String> {
+        self.fields()
+            .into_iter()
+            .zip(max.fields())
+            .find(|((_, v), (_, m))| v > m)
+            .map(|((name, v), (_, m))| {
+                format!("limits.{name} {v} is above this runner's maximum {m}")
+            })
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == RunLimits::default()
+    }
+}
+
+/// What a run may connect to.
+///
+/// * `full` (default): any address, except the platform's own ports (control, edge, database,
+///   broker) that the runner knows;
+/// * `none`: nothing; the run has a network namespace of its own with only a loopback device;
+/// * `{"allow": ["host:port", …]}`: TCP connections to the listed ports only (at most
+///   [`NetworkPolicy::MAX_ALLOW`]). **Enforced by port only**: the kernel sees addresses, not
+///   names, so `db.example:5432` allows port 5432 on any host. A platform port is reachable
+///   only when listed. UDP (DNS) is not restricted by a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum NetworkPolicy {
+    #[default]
+    Full,
+    None,
+    Allow(Vec<String>),
+}
+
+impl NetworkPolicy {
+    pub const MAX_ALLOW: usize = 32;
+    /// The longest allow-list entry: a 253-character name, `:` and a port.
+    pub const MAX_ENTRY_CHARS: usize = 260;
+
+    pub fn is_full(&self) -> bool {
+        *self == NetworkPolicy::Full
+    }
+
+    /// Checks an allow-list: at most [`NetworkPolicy::MAX_ALLOW`] entries of `host:port`
+    /// (`host` a name, an IPv4 address, `[IPv6]` or `*`; `port` 1-65535).
+    pub fn check(&self) -> Result<(), String> {
+        let NetworkPolicy::Allow(entries) = self else {
+            return Ok(());
+        };
+        if entries.len() > Self::MAX_ALLOW {
+            return Err(format!(
+                "network.allow: at most {} entries",
+                Self::MAX_ALLOW
+            ));
+        }
+        for entry in entries {
+            allow_port(entry).ok_or_else(|| {
+                format!("network.allow: {entry:?} is not host:port (host a name, an address, [IPv6] or *; port 1-65535)")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The ports an allow-list lets through, sorted, without duplicates; `None` for `full` and
+    /// `none`. Entries that do not parse are left out (they are refused when the task is saved).
+    pub fn allowed_ports(&self) -> Option<Vec<u16>> {
+        let NetworkPolicy::Allow(entries) = self else {
+            return None;
+        };
+        let mut ports: Vec<u16> = entries.iter().filter_map(|e| allow_port(e)).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Some(ports)
+    }
+}
+
+/// The port of an allow-list entry `host:port`, if the entry is well formed.
+fn allow_port(entry: &str) -> Option<u16> {
+    if entry.len() > NetworkPolicy::MAX_ENTRY_CHARS {
+        return None;
+    }
+    let (host, port) = entry.rsplit_once(':')?;
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            host == "*"
+                || (!host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        }
+    };
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    host_ok.then_some(port)
 }
 
 impl Default for TaskSpec {
@@ -254,6 +420,8 @@ impl Default for TaskSpec {
             priority: 0,
             queue_timeout_s: 0,
             warm: false,
+            limits: RunLimits::default(),
+            network: NetworkPolicy::Full,
         }
     }
 }
@@ -386,6 +554,11 @@ pub struct Job {
     /// Copied from the task: start warm (a runner also starts every run of its warm queues warm).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warm: bool,
+    /// Copied from the task (left out of the message when they are the defaults).
+    #[serde(default, skip_serializing_if = "RunLimits::is_default")]
+    pub limits: RunLimits,
+    #[serde(default, skip_serializing_if = "NetworkPolicy::is_full")]
+    pub network: NetworkPolicy,
 }
 
 /// A job handed to one runner, fenced by `(run_id, attempt, lease_token)`.
@@ -573,5 +746,70 @@ mod tests {
         assert_eq!(p.backoff_ms(4), 8000);
         assert_eq!(p.backoff_ms(5), 10000);
         assert_eq!(p.backoff_ms(60), 10000);
+    }
+
+    #[test]
+    fn network_policies_read_as_the_api_writes_them() {
+        let read = |j: &str| serde_json::from_str::<NetworkPolicy>(j);
+        assert_eq!(read(r#""full""#).unwrap(), NetworkPolicy::Full);
+        assert_eq!(read(r#""none""#).unwrap(), NetworkPolicy::None);
+        let allow = read(r#"{"allow": ["db.example:5432", "[::1]:80", "*:443", "10.0.0.1:5432"]}"#)
+            .unwrap();
+        assert_eq!(allow.check(), Ok(()));
+        assert_eq!(allow.allowed_ports(), Some(vec![80, 443, 5432]));
+        assert_eq!(
+            serde_json::to_string(&NetworkPolicy::None).unwrap(),
+            r#""none""#
+        );
+        for bad in [r#""open""#, r#"{"deny": []}"#, r#"{"allow": "x:1"}"#] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        for entry in [
+            "x", "x:0", "x:65536", ":80", "a b:80", "[zz]:80", "x:-1", "x:80/tcp",
+        ] {
+            let p = NetworkPolicy::Allow(vec![entry.into()]);
+            assert!(p.check().is_err(), "{entry}");
+        }
+        let many = NetworkPolicy::Allow(vec!["h:1".into(); NetworkPolicy::MAX_ALLOW + 1]);
+        assert!(many.check().is_err());
+    }
+
+    #[test]
+    fn limits_default_field_by_field_and_are_bounded() {
+        let l: RunLimits = serde_json::from_str(r#"{"memory_mb": 1024}"#).unwrap();
+        assert_eq!(
+            l,
+            RunLimits {
+                memory_mb: 1024,
+                ..RunLimits::default()
+            }
+        );
+        assert!(serde_json::from_str::<RunLimits>(r#"{"memory": 1}"#).is_err());
+        assert_eq!(RunLimits::default().check(), Ok(()));
+        let zero = RunLimits {
+            pids: 0,
+            ..RunLimits::default()
+        };
+        assert!(zero.check().unwrap_err().contains("limits.pids"));
+        let max = RunLimits {
+            memory_mb: 512,
+            ..RunLimits::default()
+        };
+        assert_eq!(RunLimits::default().above(&max), None);
+        assert_eq!(
+            l.above(&max).as_deref(),
+            Some("limits.memory_mb 1024 is above this runner's maximum 512")
+        );
+        // An older task or job without the fields reads as the defaults, and a job with the
+        // defaults leaves them out.
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "entrypoint": null, "args": [], "env": {}, "secrets": [], "queue": "default",
+            "labels": {}, "timeout_s": 1, "retry": RetryPolicy::default(), "overlap": "allow",
+            "misfire": "skip", "priority": 0}))
+        .unwrap();
+        assert_eq!(
+            (spec.limits, spec.network),
+            (RunLimits::default(), NetworkPolicy::Full)
+        );
     }
 }

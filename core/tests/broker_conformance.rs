@@ -120,6 +120,8 @@ fn job(run_id: &str, queue: &str) -> Job {
         secrets: vec![],
         secret_env: Default::default(),
         warm: false,
+        limits: Default::default(),
+        network: Default::default(),
     }
 }
 

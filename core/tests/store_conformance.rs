@@ -103,6 +103,13 @@ fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
             priority: 3,
             queue_timeout_s: 0,
             warm: true,
+            // Not the defaults, so a round trip that dropped them would show.
+            limits: antcode_core::model::RunLimits {
+                memory_mb: 1024,
+                pids: 64,
+                ..Default::default()
+            },
+            network: antcode_core::model::NetworkPolicy::Allow(vec!["db.example:5432".into()]),
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use antcode_core::broker::changed;
 use antcode_core::ids;
 use antcode_core::model::{
-    ProjectVersion, RetryPolicy, Role, Run, RunState, Schedule, Task, TaskSpec,
+    NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
+    TaskSpec,
 };
 use antcode_core::secrets::{publish_job, PublishError};
 use antcode_core::store::{NewRun, RunFilter, StoreError};
@@ -85,6 +86,10 @@ struct TaskBody {
     queue_timeout_s: u64,
     #[serde(default)]
     warm: bool,
+    #[serde(default)]
+    limits: RunLimits,
+    #[serde(default)]
+    network: NetworkPolicy,
 }
 
 fn env_name(s: &str) -> bool {
@@ -135,6 +140,17 @@ fn check_bounds(b: &TaskBody) -> ApiResult<()> {
             }
         }
         None => {}
+    }
+    if let NetworkPolicy::Allow(entries) = &b.network {
+        check_count(
+            "network.allow",
+            entries.len(),
+            NetworkPolicy::MAX_ALLOW,
+            "entries",
+        )?;
+        for e in entries {
+            check_len("network.allow", e, NetworkPolicy::MAX_ENTRY_CHARS)?;
+        }
     }
     for (field, v) in [("overlap", &b.overlap), ("misfire", &b.misfire)] {
         if let Some(v) = v {
@@ -267,6 +283,8 @@ async fn validate(
     if !(-1000..=1000).contains(&b.priority) {
         return Err(bad("priority", "must be between -1000 and 1000"));
     }
+    b.limits.check().map_err(Problem::bad_request)?;
+    b.network.check().map_err(Problem::bad_request)?;
     if let Some(schedule) = &b.schedule {
         antcode_core::schedule::validate(schedule)
             .map_err(|e| Problem::bad_request(e.to_string()))?;
@@ -285,6 +303,8 @@ async fn validate(
         priority: b.priority,
         queue_timeout_s: b.queue_timeout_s,
         warm: b.warm,
+        limits: b.limits,
+        network: b.network,
     };
     Ok((name, b.project_id, spec, b.schedule, b.paused))
 }
@@ -320,6 +340,8 @@ fn body_of(task: &Task) -> Value {
         "priority": task.spec.priority,
         "queue_timeout_s": task.spec.queue_timeout_s,
         "warm": task.spec.warm,
+        "limits": task.spec.limits,
+        "network": task.spec.network,
     })
 }
 
@@ -384,9 +406,9 @@ async fn update(
     };
     let mut merged = body_of(&before);
     for (k, v) in patch {
-        // `retry` merges field by field; everything else is replaced whole.
+        // `retry` and `limits` merge field by field; everything else is replaced whole.
         match (k.as_str(), &mut merged[k.as_str()], v) {
-            ("retry", Value::Object(cur), Value::Object(new)) => cur.extend(new),
+            ("retry" | "limits", Value::Object(cur), Value::Object(new)) => cur.extend(new),
             (_, _, v) => merged[k.as_str()] = v,
         }
     }

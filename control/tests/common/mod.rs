@@ -138,6 +138,11 @@ impl Server {
             .await
     }
 
+    pub async fn patch_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::PATCH, token, path, Some(body))
+            .await
+    }
+
     pub async fn post(&self, token: &str, path: &str) -> reqwest::Response {
         self.send(reqwest::Method::POST, token, path, None).await
     }
@@ -295,24 +300,28 @@ pub async fn inline_project(s: &Server, t: &str, name: &str) -> String {
     p["id"].as_str().unwrap().to_string()
 }
 
-/// Plays a runner: leases the next job, starts it, writes `lines` as log chunks, stores
-/// `archive` (gzip) as its log archive if given, and finishes it as succeeded. The run's id.
-pub async fn play_runner(s: &Server, lines: &[&str], archive: Option<Vec<u8>>) -> String {
-    use antcode_core::broker::{LeaseRequest, LogChunk};
-    use antcode_core::model::{Outcome, RunState};
-    use antcode_core::time::now_ms;
-    let req = LeaseRequest {
+/// The next job of the default queue, leased as worker `w1`.
+pub async fn lease_next(s: &Server) -> antcode_core::model::Lease {
+    let req = antcode_core::broker::LeaseRequest {
         worker_id: "w1".into(),
         queues: vec!["default".into()],
         max: 1,
         ttl: Duration::from_secs(30),
     };
-    let lease = s
-        .broker
+    s.broker
         .lease(&req, Duration::from_secs(10))
         .await
         .unwrap()
-        .remove(0);
+        .remove(0)
+}
+
+/// Plays a runner: leases the next job, starts it, writes `lines` as log chunks, stores
+/// `archive` (gzip) as its log archive if given, and finishes it as succeeded. The run's id.
+pub async fn play_runner(s: &Server, lines: &[&str], archive: Option<Vec<u8>>) -> String {
+    use antcode_core::broker::LogChunk;
+    use antcode_core::model::{Outcome, RunState};
+    use antcode_core::time::now_ms;
+    let lease = lease_next(s).await;
     let run_id = lease.job.run_id.clone();
     s.store
         .mark_started(&run_id, 1, &lease.lease_token, "w1", now_ms())

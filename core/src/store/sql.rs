@@ -195,6 +195,8 @@ fn first_job(run_id: &str, new: &NewRun) -> Job {
         secrets: task.spec.secrets.clone(),
         secret_env: Default::default(),
         warm: task.spec.warm,
+        limits: task.spec.limits,
+        network: task.spec.network.clone(),
     }
 }
 

@@ -29,5 +29,7 @@ pub fn job(run_id: String, queue: &str) -> Job {
         secrets: vec![],
         secret_env: Default::default(),
         warm: false,
+        limits: Default::default(),
+        network: Default::default(),
     }
 }

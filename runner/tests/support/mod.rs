@@ -24,5 +24,7 @@ pub fn job(bundle: BundleRef, entrypoint: &str) -> Job {
         secrets: vec![],
         secret_env: Default::default(),
         warm: false,
+        limits: Default::default(),
+        network: Default::default(),
     }
 }
