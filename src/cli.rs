@@ -221,6 +221,18 @@ pub struct RunnerArgs {
     pub grace_s: u64,
     #[arg(long, env = "ANTCODE_WORKER_NAME")]
     pub name: Option<String>,
+    /// The most memory a task's `limits.memory_mb` may ask for, MiB (a run above it fails).
+    #[arg(long, env = "ANTCODE_MAX_MEMORY_MB", default_value_t = antcode_runner::default_max_limits().memory_mb)]
+    pub max_memory_mb: u64,
+    /// The most CPU a task's `limits.cpu_millicores` may ask for (1000 = one CPU).
+    #[arg(long, env = "ANTCODE_MAX_CPU_MILLICORES", default_value_t = antcode_runner::default_max_limits().cpu_millicores)]
+    pub max_cpu_millicores: u64,
+    /// The most processes a task's `limits.pids` may ask for.
+    #[arg(long, env = "ANTCODE_MAX_PIDS", default_value_t = antcode_runner::default_max_limits().pids)]
+    pub max_pids: u64,
+    /// The largest file size a task's `limits.tmp_mb` may ask for, MiB.
+    #[arg(long, env = "ANTCODE_MAX_TMP_MB", default_value_t = antcode_runner::default_max_limits().tmp_mb)]
+    pub max_tmp_mb: u64,
     #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-runner")]
     pub data_dir: PathBuf,
     #[arg(long, env = "ANTCODE_REDIS_URL")]
@@ -236,6 +248,18 @@ pub struct RunnerArgs {
     /// Gateway mode: a one-time enrollment key.
     #[arg(long, env = "ANTCODE_ENROLL_KEY", hide_env_values = true)]
     pub enroll: Option<String>,
+}
+
+impl RunnerArgs {
+    /// The runner-level maximum of each task limit.
+    pub fn max_limits(&self) -> antcode_core::model::RunLimits {
+        antcode_core::model::RunLimits {
+            memory_mb: self.max_memory_mb,
+            cpu_millicores: self.max_cpu_millicores,
+            pids: self.max_pids,
+            tmp_mb: self.max_tmp_mb,
+        }
+    }
 }
 
 /// Parses `K=V` labels; the error names the bad one.

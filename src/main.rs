@@ -302,6 +302,7 @@ async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
 
 async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     let labels = cli::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
+    let max_limits = args.max_limits();
     if args.mode == RunnerMode::Gateway {
         return run_gateway_runner(args, labels).await;
     }
@@ -314,6 +315,7 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     let broker = seams::open_broker(&redis).await.context(REDIS)?;
     let blobs = seams::open_blobs(&blob).await.context(BLOB)?;
     let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir);
+    config.max_limits = max_limits;
     config.queues = args.queues;
     config.labels = labels;
     config.slots = args.slots;
@@ -346,6 +348,7 @@ async fn run_gateway_runner(
     labels: std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     use antcode_runner::gateway::{self, GatewayConfig, GatewaySource};
+    let max_limits = args.max_limits();
     let edge = args
         .edge
         .context("gateway mode needs --edge https://HOST:50051")?;
@@ -361,6 +364,7 @@ async fn run_gateway_runner(
         args.data_dir.clone(),
     );
     config.labels = labels.clone();
+    config.max_limits = max_limits;
     config.slots = args.slots;
     config.warm.queues = args.warm_queues.clone();
     config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));

@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub venv_gc: crate::uv::GcPolicy,
     /// Warm starts (see [`crate::zygote`]).
     pub warm: crate::zygote::WarmConfig,
+    /// The most a task may ask for (a run above it fails; see [`crate::cgroup`]).
+    pub max_limits: antcode_core::model::RunLimits,
 }
 
 /// How long one lease call may park waiting for work.
@@ -125,6 +127,7 @@ pub async fn run_with_source(
         releases: Arc::default(),
         work_dirs: Arc::new(WorkDirs::new(&cfg.data_dir, sweeper.clone())),
         sweeper,
+        cgroups: Arc::new(crate::cgroup::Cgroups::for_runner(&cfg.worker_id)),
         cfg: cfg.clone(),
     });
     let held: HeldMap = Arc::default();

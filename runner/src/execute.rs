@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bundles::{unpack, BundleCache};
+use crate::cgroup::{Cgroups, RunCgroup};
 use crate::engine::EngineConfig;
 use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
 use crate::process::{self, ExitInfo};
@@ -60,6 +61,8 @@ pub struct Ctx {
     pub sweeper: Arc<Sweeper>,
     /// Working directories, recycled (see [`crate::workdirs`]).
     pub work_dirs: Arc<WorkDirs>,
+    /// Where runs' cgroups are made (see [`crate::cgroup`]).
+    pub cgroups: Arc<Cgroups>,
 }
 
 /// How long to wait for the output pipes to close after the process group was killed. Only a
@@ -123,6 +126,9 @@ impl Timeline {
 
 enum Ended {
     Exited(ExitInfo),
+    /// The kernel's OOM killer killed a process of the run, which then did not succeed: the
+    /// limit in MiB.
+    OutOfMemory(ExitInfo, u64),
     Stopped(StopReason, Option<ExitInfo>),
     TimedOut(Option<ExitInfo>),
     Failed(String),
@@ -201,6 +207,12 @@ pub async fn execute(
             if let Some(sig) = info.signal {
                 outcome.error = Some(format!("killed by signal {}", signal_name(sig)));
             }
+        }
+        Ended::OutOfMemory(info, mb) => {
+            ran(&mut outcome, Some(info));
+            let msg = format!("memory limit {mb} MiB exceeded");
+            sink.note(&msg);
+            outcome.error = Some(msg);
         }
         Ended::TimedOut(info) => {
             ran(&mut outcome, info);
@@ -313,6 +325,10 @@ async fn supervise(
         Ok(l) => l,
         Err(msg) => return (Ended::Failed(msg), sink),
     };
+    let (limits, cgroup) = match confine(ctx, job, limits, work_dir).await {
+        Ok(c) => c,
+        Err(msg) => return (Ended::Failed(msg), sink),
+    };
     // Declared secrets (resolved by the publisher, never stored in SQL) join the task's own env.
     let job_env = job
         .env
@@ -334,13 +350,19 @@ async fn supervise(
                 env: env.clone(),
                 cwd: work_dir.to_path_buf(),
                 limits,
+                cgroup: cgroup.procs_fds(),
             };
             spawn_warm(ctx, job, &venv, &bundle_file, req).await
         }
         false => None,
     };
     let spawned = match forked.map_or_else(
-        || process::spawn(&venv.python, &argv, work_dir, &env, &limits),
+        || {
+            let confine = process::Confine {
+                cgroup: cgroup.attach(),
+            };
+            process::spawn_in(&venv.python, &argv, work_dir, &env, &limits, &confine)
+        },
         Ok,
     ) {
         Ok(s) => s,
@@ -389,6 +411,7 @@ async fn supervise(
             let info = flatten(r).ok();
             // Grandchildren that outlived the leader must not outlive the attempt.
             process::signal_group(pid, Signal::SIGKILL);
+            let (info, _) = end_cgroup(cgroup, info).await;
             let sink = drain(collector, collector_stop, (&job.run_id, job.attempt)).await;
             let ended = match why {
                 Why::Timeout => Ended::TimedOut(info),
@@ -398,12 +421,67 @@ async fn supervise(
         }
     };
     process::signal_group(pid, Signal::SIGKILL);
+    let (info, oom) = end_cgroup(cgroup, result.as_ref().ok().copied()).await;
     let sink = drain(collector, collector_stop, (&job.run_id, job.attempt)).await;
     timeline.mark("drain");
-    match result {
-        Ok(info) => (Ended::Exited(info), sink),
-        Err(msg) => (Ended::Failed(msg), sink),
+    match (result, info) {
+        (Ok(_), Some(info)) if oom.is_some() && info.code != Some(0) => {
+            (Ended::OutOfMemory(info, oom.unwrap_or(0)), sink)
+        }
+        (Ok(_), Some(info)) => (Ended::Exited(info), sink),
+        (Ok(info), None) => (Ended::Exited(info), sink),
+        (Err(msg), _) => (Ended::Failed(msg), sink),
     }
+}
+
+/// The run's bounds beyond `limits`: refuses a run above the runner's maximum, makes its
+/// cgroup, and adds the rlimits that stand in for a missing controller (RLIMIT_AS for memory)
+/// and that bound file sizes (RLIMIT_FSIZE, `tmp_mb`).
+async fn confine(
+    ctx: &Arc<Ctx>,
+    job: &antcode_core::model::Job,
+    limits: process::Limits,
+    work_dir: &Path,
+) -> Result<(process::Limits, RunCgroup), String> {
+    if let Some(msg) = job.limits.above(&ctx.cfg.max_limits) {
+        return Err(msg);
+    }
+    let mb = |n: u64| Some(n.saturating_mul(1 << 20));
+    let floor = process::Limits {
+        memory_bytes: mb(job.limits.memory_mb).filter(|_| !ctx.cgroups.has("memory")),
+        file_bytes: mb(job.limits.tmp_mb),
+        ..process::Limits::default()
+    };
+    let (cgroups, limits_wanted) = (ctx.cgroups.clone(), job.limits);
+    let name = work_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cgroup = tokio::task::spawn_blocking(move || cgroups.create(&name, &limits_wanted))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not make the run's cgroup: {e}"))?;
+    Ok((limits.tightest(floor), cgroup))
+}
+
+/// Kills every process left in the run's cgroup, reads its peak memory into `info` and whether
+/// the OOM killer struck (the limit in MiB), and removes it.
+async fn end_cgroup(
+    mut cgroup: RunCgroup,
+    info: Option<ExitInfo>,
+) -> (Option<ExitInfo>, Option<u64>) {
+    tokio::task::spawn_blocking(move || {
+        cgroup.kill_all();
+        let info = info.map(|mut i| {
+            i.peak_rss_kb = cgroup.peak_kb().or(i.peak_rss_kb);
+            i
+        });
+        let oom = (cgroup.oom_kills() > 0).then(|| cgroup.memory_mb());
+        cgroup.remove();
+        (info, oom)
+    })
+    .await
+    .unwrap_or((info, None))
 }
 
 /// The run forked from its project's zygote, or `None` (logged) if no zygote could fork it, in
@@ -650,6 +728,7 @@ pub fn task_limits(
         memory_bytes: read(LIMIT_MEMORY_MB)?.map(|mb| mb.saturating_mul(1024 * 1024)),
         cpu_seconds: read(LIMIT_CPU_SECONDS)?,
         open_files: read(LIMIT_OPEN_FILES)?,
+        file_bytes: None,
     };
     Ok(runner.tightest(task))
 }

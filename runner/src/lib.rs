@@ -16,10 +16,12 @@
 //! slots, heartbeats, drain and shutdown), [`stats`] (host CPU/memory/disk for heartbeats),
 //! [`sweeper`] (finished runs' escaped descendants, killed in batches), [`workdirs`] (attempts'
 //! working directories, recycled),
-//! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version).
+//! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version),
+//! [`cgroup`] (per-run memory, CPU and process bounds; killing all of a run).
 
 pub mod backoff;
 pub mod bundles;
+pub mod cgroup;
 pub mod engine;
 pub mod execute;
 pub mod gateway;
@@ -88,6 +90,19 @@ pub struct RunnerConfig {
     /// Warm starts: which queues start warm, and the zygotes' idle TTL and bounds (default: no
     /// queue; a task may still ask with `warm: true`).
     pub warm: zygote::WarmConfig,
+    /// The most a task's `limits` may ask for; a run above it fails with a message naming the
+    /// field. Default: 8 GiB of memory, 4 CPUs, 4,096 processes, 8 GiB files.
+    pub max_limits: antcode_core::model::RunLimits,
+}
+
+/// [`RunnerConfig::max_limits`]'s default.
+pub fn default_max_limits() -> antcode_core::model::RunLimits {
+    antcode_core::model::RunLimits {
+        memory_mb: 8192,
+        cpu_millicores: 4000,
+        pids: 4096,
+        tmp_mb: 8192,
+    }
 }
 
 impl RunnerConfig {
@@ -122,6 +137,7 @@ impl RunnerConfig {
             },
             venv_gc: uv::GcPolicy::default(),
             warm: zygote::WarmConfig::default(),
+            max_limits: default_max_limits(),
         }
     }
 
@@ -144,6 +160,7 @@ impl RunnerConfig {
             limits: self.limits,
             venv_gc: self.venv_gc,
             warm: self.warm.clone(),
+            max_limits: self.max_limits,
         }
     }
 }

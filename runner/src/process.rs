@@ -50,6 +50,9 @@ pub struct Limits {
     pub cpu_seconds: Option<u64>,
     /// Open file descriptors (`RLIMIT_NOFILE`).
     pub open_files: Option<u64>,
+    /// Largest file the process may write (`RLIMIT_FSIZE`), bytes: a write past it fails
+    /// with EFBIG (Python ignores SIGXFSZ, so it raises `OSError`).
+    pub file_bytes: Option<u64>,
 }
 
 /// Seconds between the soft CPU limit (SIGXCPU, which a task may catch to clean up) and the hard
@@ -69,13 +72,14 @@ impl Limits {
             memory_bytes: min(self.memory_bytes, other.memory_bytes),
             cpu_seconds: min(self.cpu_seconds, other.cpu_seconds),
             open_files: min(self.open_files, other.open_files),
+            file_bytes: min(self.file_bytes, other.file_bytes),
         }
     }
 
     /// Each limit that is set, as (resource, its name in the zygote's request, soft, hard): the
     /// one rule both the cold spawn and the warm fork apply. Allocates nothing (the cold spawn
     /// calls it between fork and exec).
-    pub fn rlimits(&self) -> [Option<(Resource, &'static str, u64, u64)>; 3] {
+    pub fn rlimits(&self) -> [Option<(Resource, &'static str, u64, u64)>; 4] {
         [
             self.memory_bytes.map(|b| (Resource::RLIMIT_AS, "as", b, b)),
             self.cpu_seconds.map(|s| {
@@ -88,6 +92,8 @@ impl Limits {
             }),
             self.open_files
                 .map(|n| (Resource::RLIMIT_NOFILE, "nofile", n, n)),
+            self.file_bytes
+                .map(|b| (Resource::RLIMIT_FSIZE, "fsize", b, b)),
         ]
     }
 }
@@ -115,7 +121,27 @@ pub fn spawn(
     env: &BTreeMap<String, String>,
     limits: &Limits,
 ) -> io::Result<Spawned> {
-    let limits = *limits;
+    spawn_in(program, args, cwd, env, limits, &Confine::default())
+}
+
+/// What confines a run beyond rlimits, applied in the child before it execs (see
+/// [`crate::cgroup`]): copyable, so a pre-exec hook can take it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Confine {
+    /// The run's cgroups, joined first, so everything the child starts is inside.
+    pub cgroup: crate::cgroup::Attach,
+}
+
+/// [`spawn`] inside `confine`.
+pub fn spawn_in(
+    program: &Path,
+    args: &[String],
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+    limits: &Limits,
+    confine: &Confine,
+) -> io::Result<Spawned> {
+    let (limits, confine) = (*limits, *confine);
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(cwd)
@@ -124,10 +150,11 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setsid, getrlimit and setrlimit are async-signal-safe system calls; `limits` is a
-    // plain copy and nothing is allocated.
+    // SAFETY: write, setsid, getrlimit and setrlimit are async-signal-safe system calls;
+    // `limits` and `confine` are plain copies and nothing is allocated.
     unsafe {
         cmd.pre_exec(move || {
+            crate::cgroup::attach_self(&confine.cgroup)?;
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }

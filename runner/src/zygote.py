@@ -3,7 +3,8 @@
 Started as `python zygote.py BUNDLE_DIR` by one runner, for one (virtualenv, project version),
 with a SOCK_SEQPACKET control socket as stdin. It imports `site` (by starting) and the project's
 declared preload modules, then waits. Each control message is one run, with three file
-descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe), made of fields
+descriptors attached (the run's reply socket, its stdout pipe, its stderr pipe; then the run's
+cgroup.procs files, which the child writes itself into first), made of fields
 each ended by a NUL: the working directory; the number of arguments, then the arguments
 (argv[0] is the entrypoint); the number of limits, then each limit's name, soft and hard value;
 then the run's environment as the kernel lays one out ("K=V" entries, the run-id markers
@@ -34,7 +35,14 @@ from _frozen_importlib_external import SourceFileLoader
 
 # A request larger than this (argv + env) is refused; the runner then starts the run cold.
 MAX_REQUEST = 1 << 20
-RLIMITS = {b"as": resource.RLIMIT_AS, b"cpu": resource.RLIMIT_CPU, b"nofile": resource.RLIMIT_NOFILE}
+RLIMITS = {
+    b"as": resource.RLIMIT_AS,
+    b"cpu": resource.RLIMIT_CPU,
+    b"nofile": resource.RLIMIT_NOFILE,
+    b"fsize": resource.RLIMIT_FSIZE,
+}
+# The reply socket and two pipes, then up to one cgroup.procs file per hierarchy.
+MAX_FDS = 3 + 3
 FD_SIZE = 4  # a C int, as SCM_RIGHTS carries descriptors
 
 
@@ -86,14 +94,14 @@ def _write_memory(address, data):
 def _recv_request(ctl):
     """One request and its fds; None at end of file (the runner closed the socket)."""
     fds = []
-    msg, anc, flags, _ = ctl.recvmsg(MAX_REQUEST, _socket.CMSG_SPACE(3 * FD_SIZE))
+    msg, anc, flags, _ = ctl.recvmsg(MAX_REQUEST, _socket.CMSG_SPACE(MAX_FDS * FD_SIZE))
     for level, kind, data in anc:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             for at in range(0, len(data) - FD_SIZE + 1, FD_SIZE):
                 fds.append(int.from_bytes(data[at : at + FD_SIZE], sys.byteorder, signed=True))
     if not msg and not fds:
         return None
-    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC) or len(fds) != 3:
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC) or len(fds) < 3:
         for fd in fds:
             os.close(fd)
         return "bad", None
@@ -218,12 +226,13 @@ def serve(bundle_dir):
                 pid = os.fork()
             except OSError as e:
                 _send(reply, _error("zygote: %s" % e))
-                os.close(reply)
-                os.close(fds[1])
-                os.close(fds[2])
+                for fd in fds:
+                    os.close(fd)
                 continue
             if pid == 0:
-                # The child: drop the zygote's loop state before anything else.
+                # The child: into the run's cgroups first (so all it ever starts is inside),
+                # then drop the zygote's loop state.
+                _join_cgroups(reply, fds[3:])
                 _signal.set_wakeup_fd(-1)
                 _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
                 ctl.detach()
@@ -232,9 +241,21 @@ def serve(bundle_dir):
                 os.close(wake_r)
                 os.close(wake_w)
                 return msg, reply, fds[1], fds[2]
-            os.close(fds[1])
-            os.close(fds[2])
+            for fd in fds[1:]:
+                os.close(fd)
             running[pid] = reply
+
+
+def _join_cgroups(reply, procs):
+    """Writes this process into each of the run's `cgroup.procs` files. A child that cannot
+    join them never runs: the runner reads the error and starts the run cold."""
+    try:
+        for fd in procs:
+            os.write(fd, b"0")
+            os.close(fd)
+    except OSError as e:
+        _send(reply, _error("zygote: joining the run's cgroup: %s" % e))
+        os._exit(127)
 
 
 def _reap(running):

@@ -10,7 +10,8 @@
 //! in the file system, nothing else can connect). Per run the runner sends one request (NUL-ended
 //! fields: cwd, argv, rlimits, then the environment as `K=V` entries, see `request_body`)
 //! with three descriptors attached (`SCM_RIGHTS`): a fresh reply
-//! socket and the write ends of the stdout and stderr pipes the runner reads. The child starts
+//! socket and the write ends of the stdout and stderr pipes the runner reads; then the run's
+//! open `cgroup.procs` files, which the child writes itself into before anything else. The child starts
 //! its own session first and then sends its pid on the reply socket, so the runner can
 //! `killpg` the run exactly as in cold mode; the zygote, its parent, reaps it and sends the wait
 //! status and peak RSS on the same socket. If that socket closes without a status the zygote
@@ -101,6 +102,9 @@ pub struct Request {
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
     pub limits: Limits,
+    /// The run's open `cgroup.procs` files: the child writes itself into each before any
+    /// user code (see [`crate::cgroup`]).
+    pub cgroup: Vec<std::os::fd::RawFd>,
 }
 
 /// The runner's zygotes.
@@ -433,7 +437,8 @@ impl Zygote {
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
         let body = request_body(req)?;
         let started = Instant::now();
-        let fds = [theirs.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        let mut fds = vec![theirs.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        fds.extend_from_slice(&req.cgroup);
         sendmsg::<()>(
             self.control.as_raw_fd(),
             &[IoSlice::new(&body)],
@@ -598,6 +603,7 @@ mod tests {
             argv: vec!["main.py".into(), "line\nbreak".into()],
             env,
             cwd: "/work".into(),
+            cgroup: Vec::new(),
             limits: Limits::default(),
         };
         let body = request_body(&req).unwrap();
@@ -619,7 +625,9 @@ mod tests {
                 memory_bytes: Some(1024),
                 cpu_seconds: Some(5),
                 open_files: None,
+                file_bytes: None,
             },
+            cgroup: Vec::new(),
         };
         let hard_cpu = 5 + process::CPU_KILL_AFTER;
         assert_eq!(

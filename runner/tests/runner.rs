@@ -1312,3 +1312,161 @@ async fn zygotes_are_bounded_in_number_memory_and_idle_time() {
         h.stop().await;
     }
 }
+
+/// The number after `word ` on a line of `log` that starts with it.
+fn first_number_after(log: &str, word: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.strip_prefix(&format!("{word} ")))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {word:?} line in {log:?}"))
+}
+
+/// The pid in `path`, once the task wrote it.
+async fn pid_in(path: &std::path::Path) -> i32 {
+    let until = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if let Ok(pid) = s.trim().parse() {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < until, "{} never written", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+cold_and_warm!(a_fork_bomb_is_bounded_by_the_pids_limit);
+async fn a_fork_bomb_is_bounded_by_the_pids_limit(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
+    let code = r#"
+import os, time
+n = 0
+try:
+    for _ in range(200):
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("forked", n, "then errno", e.errno, flush=True)
+else:
+    print("forked", n, flush=True)
+"#;
+    let mut job = h.py_job(code).await;
+    job.limits.pids = 16;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    // EAGAIN once the run holds 16 processes (itself included).
+    assert!(
+        first_number_after(&log, "forked") < 16 && log.contains("errno 11"),
+        "{log}"
+    );
+    h.stop().await;
+}
+
+cold_and_warm!(a_memory_hog_fails_with_the_memory_limit_and_the_runner_survives);
+async fn a_memory_hog_fails_with_the_memory_limit_and_the_runner_survives(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
+    // Written, not just reserved: every page is charged to the run.
+    let mut hog = h
+        .py_job("block = b'x' * (512 << 20)\nprint('held 512 MiB')\n")
+        .await;
+    hog.limits.memory_mb = 64;
+    h.publish(&hog).await;
+    let outcome = h.finished(&hog.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
+    assert_eq!(
+        outcome.error.as_deref(),
+        Some("memory limit 64 MiB exceeded"),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.signal, Some(9), "{outcome:?}");
+    // The cgroup's peak: near the limit, never far above it.
+    let peak = outcome.peak_rss_kb.unwrap_or(0);
+    assert!(
+        (32 << 10..=(64 << 10) + 1024).contains(&peak),
+        "{outcome:?}"
+    );
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert!(!log.contains("held 512 MiB"), "{log}");
+
+    let next = h.py_job("print('still here')\n").await;
+    h.publish(&next).await;
+    let outcome = h.finished(&next.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    h.stop().await;
+}
+
+cold_and_warm!(a_big_temp_file_write_fails_at_tmp_mb);
+async fn a_big_temp_file_write_fails_at_tmp_mb(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
+    let code = r#"
+import tempfile
+written = 0
+try:
+    with tempfile.TemporaryFile() as f:
+        chunk = b"x" * (1 << 20)
+        for _ in range(64):
+            f.write(chunk)
+            f.flush()
+            written += 1
+except OSError as e:
+    print("wrote", written, "MiB then errno", e.errno, flush=True)
+else:
+    print("wrote", written, "MiB", flush=True)
+"#;
+    let mut job = h.py_job(code).await;
+    job.limits.tmp_mb = 4;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    // EFBIG at 4 MiB.
+    assert!(
+        first_number_after(&log, "wrote") <= 4 && log.contains("errno 27"),
+        "{log}"
+    );
+    h.stop().await;
+}
+
+cold_and_warm!(a_scrubbed_daemon_dies_with_its_run_at_its_end_and_its_timeout);
+async fn a_scrubbed_daemon_dies_with_its_run_at_its_end_and_its_timeout(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
+    // setsid, a second fork, every descriptor to /dev/null and execve with an empty
+    // environment: neither the process group nor the run-id marker reaches it.
+    let code = r#"
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 1 << 16)
+        os.execve("/bin/sh", ["sh", "-c", "echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 300" % ((sys.argv[1],) * 3)], {})
+    os._exit(0)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+print("daemon started", flush=True)
+if sys.argv[2] == "hang":
+    time.sleep(300)
+"#;
+    for (how, timeout_s) in [("end", 0), ("hang", 2)] {
+        let pid_file = h.dir.path().join(format!("{how}.pid"));
+        let mut job = h.py_job(code).await;
+        job.args = vec![pid_file.display().to_string(), how.into()];
+        job.timeout_s = timeout_s;
+        h.publish(&job).await;
+        let pid = pid_in(&pid_file).await;
+        let outcome = h.finished(&job.run_id).await;
+        let state = match how {
+            "end" => RunState::Succeeded,
+            _ => RunState::TimedOut,
+        };
+        assert_eq!(outcome.state, state, "{outcome:?}");
+        wait_gone(pid).await;
+    }
+    h.stop().await;
+}

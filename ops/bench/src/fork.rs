@@ -58,6 +58,7 @@ pub async fn measure(n: usize) -> anyhow::Result<PerRun> {
         env,
         cwd: work,
         limits: Limits::default(),
+        cgroup: Vec::new(),
     };
     let run = || async {
         let mut s = zygotes
