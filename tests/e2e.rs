@@ -252,6 +252,15 @@ async fn declared_secrets_reach_only_their_tasks_and_are_never_stored_in_clear()
     let project = c
         .upload("secretive", "secretive.py", script.as_bytes().to_vec(), &[])
         .await;
+    let res = c
+        .http
+        .put(format!("{}/secrets/API_TOKEN/grants", c.base))
+        .bearer_auth(&c.token)
+        .json(&json!({"projects": [project["id"]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "granting the secret to the project");
     let with = create_task(
         &c,
         "with-secret",

@@ -33,6 +33,8 @@ pub const QUEUE_CHARS: usize = 64;
 pub const ENTRYPOINT_CHARS: usize = 1024;
 /// Requirement lines sent with a single-file project.
 pub const REQUIREMENTS_CHARS: usize = 256 * 1024;
+/// Projects named in one `PUT /secrets/{name}/grants`.
+pub const GRANTS: usize = 1000;
 /// A cron expression and a time zone name.
 pub const CRON_CHARS: usize = 256;
 pub const TIMEZONE_CHARS: usize = 64;

@@ -61,6 +61,9 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/api/v1/secrets", "List task secrets (names and timestamps, never values)", "viewer", ""),
     ("put", "/api/v1/secrets/{name}", "Create or replace a task secret {value}", "admin", "json"),
     ("delete", "/api/v1/secrets/{name}", "Delete a task secret no task declares", "admin", ""),
+    ("get", "/api/v1/secrets/{name}/grants", "The projects whose tasks may read a secret", "admin", ""),
+    ("put", "/api/v1/secrets/{name}/grants", "Replace a secret's grants {projects, all_projects}", "admin", "json"),
+    ("delete", "/api/v1/secrets/{name}/grants", "Revoke every grant of a secret", "admin", ""),
     ("get", "/api/v1/audit", "The audit trail (actor, action, resource)", "admin", ""),
     ("get", "/healthz", "Liveness", "none", ""),
     ("get", "/readyz", "Readiness: store and broker reachable", "none", ""),
@@ -192,6 +195,7 @@ fn json_schema(method: &str, path: &str) -> Value {
             "entrypoint": bounds::string(bounds::ENTRYPOINT_CHARS),
             "args": bounds::strings(bounds::ARGS, bounds::ARG_CHARS),
             "env": bounds::string_map(bounds::ENV_VARS, bounds::ENV_NAME_CHARS, bounds::ENV_VALUE_CHARS),
+            "public_env": bounds::strings(bounds::ENV_VARS, bounds::ENV_NAME_CHARS),
             "secrets": bounds::strings(bounds::SECRETS, MAX_SECRET_NAME),
             "queue": bounds::string(bounds::QUEUE_CHARS),
             "labels": bounds::string_map(bounds::LABELS, bounds::LABEL_KEY_CHARS, bounds::LABEL_VALUE_CHARS),
@@ -225,6 +229,10 @@ fn json_schema(method: &str, path: &str) -> Value {
         }
         ("put", "/api/v1/secrets/{name}") => json!({"type": "object", "required": ["value"],
             "properties": {"value": s("string")}}),
+        ("put", "/api/v1/secrets/{name}/grants") => json!({"type": "object",
+            "additionalProperties": false, "properties": {
+                "projects": bounds::strings(bounds::GRANTS, 64),
+                "all_projects": s("boolean")}}),
         ("post", "/api/v1/tasks") => task(&["name", "project_id"]),
         ("patch", "/api/v1/tasks/{id}") => task(&[]),
         ("patch", "/api/v1/projects/{id}") => json!({"type": "object", "properties": {

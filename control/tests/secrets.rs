@@ -23,6 +23,34 @@ async fn put(s: &Server, token: &str, name: &str, body: Value) -> reqwest::Respo
         .unwrap()
 }
 
+async fn grant(s: &Server, token: &str, name: &str, body: Value) -> reqwest::Response {
+    s.http
+        .put(s.url(&format!("/api/v1/secrets/{name}/grants")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The audit trail, and the actions recorded on `resource`.
+async fn audited(s: &Server, admin: &str, resource: &str) -> (Value, Vec<String>) {
+    let audit: Value = s
+        .get(admin, "/api/v1/audit?limit=500")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"] == resource)
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    (audit, actions)
+}
+
 async fn delete(s: &Server, token: &str, name: &str) -> reqwest::Response {
     s.delete(token, &format!("/api/v1/secrets/{name}")).await
 }
@@ -126,6 +154,8 @@ async fn secrets_are_written_by_admins_and_never_shown() {
     problem(delete(&s, &admin, "NOPE").await, 404).await;
     problem(delete(&s, &admin, "not-a-name").await, 404).await;
     let pid = project(&s, &admin).await;
+    let resp = grant(&s, &admin, "API_TOKEN", json!({"projects": [pid]})).await;
+    assert_eq!(resp.status(), 200);
     let resp = s
         .post_json(
             &operator,
@@ -152,19 +182,8 @@ async fn secrets_are_written_by_admins_and_never_shown() {
     assert!(s.store.list_secrets().await.unwrap().is_empty());
 
     // The audit trail says who changed which secret, never to what.
-    let audit: Value = s
-        .get(&admin, "/api/v1/audit?limit=500")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["resource"] == "API_TOKEN")
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let (audit, actions) = audited(&s, &admin, "API_TOKEN").await;
+    let actions: Vec<&str> = actions.iter().map(String::as_str).collect();
     for a in ["secret.create", "secret.update", "secret.delete"] {
         assert!(actions.contains(&a), "{a} not audited: {actions:?}");
     }
@@ -224,6 +243,8 @@ async fn runs_get_values_in_the_broker_message_only_and_fail_without_them() {
             .status(),
         201
     );
+    let resp = grant(&s, &admin, "DB_PASSWORD", json!({"projects": [pid]})).await;
+    assert_eq!(resp.status(), 200);
     let task: Value = s
         .post_json(
             &admin,
@@ -312,5 +333,184 @@ async fn runs_get_values_in_the_broker_message_only_and_fail_without_them() {
         .await
         .unwrap();
     assert!(more.is_empty(), "a run without its secret was published");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_are_read_only_where_granted_checked_twice_and_audited() {
+    let s = start().await;
+    let admin = s.admin().await;
+    let operator = s.user_with_role(&admin, "op", "operator").await;
+    let viewer = s.user_with_role(&admin, "vi", "viewer").await;
+    let pid = project(&s, &admin).await;
+    let other = inline_project(&s, &admin, "other").await;
+    put(&s, &admin, "DB_PASSWORD", json!({"value": VALUE})).await;
+    let task_body = |project: &str| json!({"name": format!("t-{project}"), "project_id": project, "secrets": ["DB_PASSWORD"]});
+
+    // Declared without a grant: 403, nothing written.
+    let body = problem(
+        s.post_json(&operator, "/api/v1/tasks", task_body(&pid))
+            .await,
+        403,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("not granted"),
+        "{body}"
+    );
+    assert!(s.store.list_tasks(10, None).await.unwrap().items.is_empty());
+
+    // Grants: admin only, on existing secrets and projects.
+    for who in [&operator, &viewer] {
+        problem(
+            grant(&s, who, "DB_PASSWORD", json!({"projects": [pid]})).await,
+            403,
+        )
+        .await;
+        problem(s.get(who, "/api/v1/secrets/DB_PASSWORD/grants").await, 403).await;
+    }
+    problem(
+        grant(&s, &admin, "NOPE", json!({"projects": [pid]})).await,
+        404,
+    )
+    .await;
+    let ghost = "01900000-0000-7000-8000-000000000000";
+    problem(
+        grant(&s, &admin, "DB_PASSWORD", json!({"projects": [ghost]})).await,
+        422,
+    )
+    .await;
+    problem(
+        grant(&s, &admin, "DB_PASSWORD", json!({"project": pid})).await,
+        400,
+    )
+    .await;
+    let resp = grant(&s, &admin, "DB_PASSWORD", json!({"projects": [pid, pid]})).await;
+    assert_eq!(resp.status(), 200);
+    let listed: Value = s
+        .get(&admin, "/api/v1/secrets/DB_PASSWORD/grants")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["items"][0]["project_id"], pid.as_str());
+    assert_eq!(listed["items"][0]["granted_by"], "admin");
+
+    // Granted to `pid` only: its task is accepted and its run gets the value; another
+    // project's task is refused.
+    let task: Value = s
+        .post_json(&operator, "/api/v1/tasks", task_body(&pid))
+        .await
+        .json()
+        .await
+        .unwrap();
+    problem(
+        s.post_json(&operator, "/api/v1/tasks", task_body(&other))
+            .await,
+        403,
+    )
+    .await;
+    let tid = task["id"].as_str().unwrap().to_string();
+    let trigger = || async {
+        let run: Value = s
+            .post(&operator, &format!("/api/v1/tasks/{tid}/trigger"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        run
+    };
+    assert_eq!(trigger().await["state"], "queued");
+    let leased = lease_next(&s).await;
+    assert_eq!(leased.job.secret_env.0["DB_PASSWORD"], VALUE);
+
+    // Revoked: the task still declares it, but its next run fails instead of getting it.
+    assert_eq!(
+        s.delete(&admin, "/api/v1/secrets/DB_PASSWORD/grants")
+            .await
+            .status(),
+        204
+    );
+    let run = trigger().await;
+    assert_eq!(run["state"], "failed", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("not granted"),
+        "{run}"
+    );
+    let depths = s.broker.queue_depths().await.unwrap();
+    assert!(depths.iter().all(|(_, n)| *n == 0), "{depths:?}");
+
+    // Granted to every project.
+    let resp = grant(&s, &admin, "DB_PASSWORD", json!({"all_projects": true})).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        s.post_json(&operator, "/api/v1/tasks", task_body(&other))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(trigger().await["state"], "queued");
+
+    let (audit, actions) = audited(&s, &admin, "DB_PASSWORD").await;
+    for a in ["secret.grant", "secret.revoke"] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
+    }
+    assert!(!audit.to_string().contains(VALUE));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn viewers_see_env_names_with_values_masked_unless_public() {
+    let s = start().await;
+    let admin = s.admin().await;
+    let operator = s.user_with_role(&admin, "op", "operator").await;
+    let viewer = s.user_with_role(&admin, "vi", "viewer").await;
+    let pid = project(&s, &admin).await;
+    let body = json!({"name": "t", "project_id": pid,
+        "env": {"DB_PASSWORD": "pw-123", "LOG_LEVEL": "debug"}, "public_env": ["LOG_LEVEL"]});
+    let task: Value = s
+        .post_json(&operator, "/api/v1/tasks", body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["public_env"], json!(["LOG_LEVEL"]));
+    let tid = task["id"].as_str().unwrap();
+    let one = format!("/api/v1/tasks/{tid}");
+    for path in [one.as_str(), "/api/v1/tasks"] {
+        let seen = s.get(&viewer, path).await.text().await.unwrap();
+        assert!(
+            !seen.contains("pw-123"),
+            "a viewer read an env value: {seen}"
+        );
+        let seen: Value = serde_json::from_str(&seen).unwrap();
+        let t = if path == "/api/v1/tasks" {
+            &seen["items"][0]
+        } else {
+            &seen
+        };
+        assert_eq!(t["env"]["DB_PASSWORD"], "••••");
+        assert_eq!(t["env"]["LOG_LEVEL"], "debug", "a public variable is shown");
+        let shown: Value = s.get(&operator, path).await.json().await.unwrap();
+        let t = if path == "/api/v1/tasks" {
+            &shown["items"][0]
+        } else {
+            &shown
+        };
+        assert_eq!(t["env"]["DB_PASSWORD"], "pw-123", "operators see values");
+    }
+    // Only variables of env can be public.
+    let resp = s
+        .post_json(
+            &operator,
+            "/api/v1/tasks",
+            json!({"name": "u", "project_id": pid, "public_env": ["NOPE"]}),
+        )
+        .await;
+    problem(resp, 400).await;
     s.stop().await;
 }

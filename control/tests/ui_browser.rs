@@ -1603,6 +1603,13 @@ async fn secrets_page(c: &Client, sys: &System, admin: &str) {
             json!({"name": "echo-secret", "code": "import os\nprint('secret is', os.environ['API_KEY'])\n"}),
         )
         .await;
+    sys.call(
+        admin,
+        reqwest::Method::PUT,
+        "/secrets/API_KEY/grants",
+        json!({"projects": [project["id"]]}),
+    )
+    .await;
     let task = sys
         .call(
             admin,

@@ -220,6 +220,10 @@ pub struct TaskSpec {
     pub entrypoint: Option<String>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Names of `env` variables whose values anyone who can read the task sees; the others'
+    /// values are shown only to operators and admins.
+    #[serde(default)]
+    pub public_env: Vec<String>,
     pub secrets: Vec<String>,
     pub queue: String,
     pub labels: BTreeMap<String, String>,
@@ -410,6 +414,7 @@ impl Default for TaskSpec {
             entrypoint: None,
             args: vec![],
             env: BTreeMap::new(),
+            public_env: vec![],
             secrets: vec![],
             queue: "default".into(),
             labels: BTreeMap::new(),

@@ -10,7 +10,8 @@
 //! the names into the run's [`Job`] (which is what `runs.job` stores, so SQL never holds a
 //! plaintext value). Whoever publishes a job — control's trigger/invoke/retry, the scheduler's
 //! tick and compensation — goes through [`publish_job`], which opens the named secrets into
-//! [`Job::secret_env`] just for the broker message. A secret that cannot be resolved fails the run
+//! [`Job::secret_env`] just for the broker message, and only if the run's project is granted the
+//! secret ([`SecretGrant`]). A secret that cannot be resolved or is not granted fails the run
 //! with a message saying which one, rather than running it without.
 
 use std::collections::BTreeMap;
@@ -50,6 +51,9 @@ pub enum SecretError {
     Seal,
     #[error("secret {0:?} is not defined")]
     Missing(String),
+    /// The secret exists but the run's project may not read it (no grant, or it was revoked).
+    #[error("secret {0:?} is not granted to project {1}")]
+    NotGranted(String, String),
     #[error(
         "the task declares secrets but this process has no secret key (set ANTCODE_SECRET_KEY)"
     )]
@@ -168,6 +172,18 @@ pub struct SecretMeta {
     pub updated_by: String,
 }
 
+/// Who may read a secret: the tasks of project `project_id`, or of every project when it is
+/// `None`. Granted by an admin (`PUT /secrets/{name}/grants`); every run checks it again when
+/// its job is published, so a revoked grant stops the next run from getting the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretGrant {
+    pub secret: String,
+    pub project_id: Option<String>,
+    #[serde(with = "rfc3339")]
+    pub granted_at: i64,
+    pub granted_by: String,
+}
+
 /// A secret row: its metadata and sealed value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SealedSecret {
@@ -207,8 +223,14 @@ pub async fn resolve_job(
     }
     let sbox = secrets.ok_or(SecretError::NoKey)?;
     for name in &job.secrets {
-        let row = match store.secret(name).await {
-            Ok(row) => row,
+        let row = match store.secret_for(name, &job.project_id).await {
+            Ok((row, true)) => row,
+            Ok((_, false)) => {
+                return Err(SecretError::NotGranted(
+                    name.clone(),
+                    job.project_id.clone(),
+                ))
+            }
             Err(StoreError::NotFound) => return Err(SecretError::Missing(name.clone())),
             Err(e) => return Err(e.into()),
         };
@@ -232,10 +254,11 @@ pub enum PublishError {
 /// Publishes `job` with its secrets resolved — the one way every plane puts a job in the broker
 /// (a batch goes through [`publish_jobs`], which this is one job of).
 ///
-/// If a declared secret is missing, or does not open under this process's key (or there is no
-/// key), the attempt is failed in SQL with an error naming the secret (then retried per the
-/// task's policy, so adding the secret lets a later attempt run) and `RunFailed` is returned. A
-/// store or broker error leaves the run queued for compensation to publish later.
+/// If a declared secret is missing, is not granted to the run's project, or does not open under
+/// this process's key (or there is no key), the attempt is failed in SQL with an error naming
+/// the secret (then retried per the task's policy, so adding or granting the secret lets a later
+/// attempt run) and `RunFailed` is returned. A store or broker error leaves the run queued for
+/// compensation to publish later.
 pub async fn publish_job(
     store: &dyn Store,
     broker: &dyn Broker,

@@ -93,6 +93,7 @@ fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
             entrypoint: Some("jobs/run.py".into()),
             args: vec!["--day".into(), "2024-01-01".into()],
             env,
+            public_env: vec!["GREETING".into()],
             secrets: vec!["DB_PASSWORD".into()],
             queue: "default".into(),
             labels,
@@ -2616,6 +2617,7 @@ async fn migration_rewrites_quartz_weekdays(db: &TestDb) {
         db.exec(&format!("ALTER TABLE {table} DROP COLUMN generation"))
             .await;
     }
+    // 10 runs again too: it adds grants that exist already, which it skips.
     db.exec("DELETE FROM schema_version WHERE version >= 8")
         .await;
     // Opened twice: the second time, migration 8 is applied already and rewrites nothing.
@@ -2868,7 +2870,7 @@ mod task_secrets {
     use antcode_core::broker::memory::MemoryBroker;
     use antcode_core::broker::{Broker, LeaseRequest};
     use antcode_core::secrets::{
-        self, PublishError, SealedSecret, SecretBox, SecretError, SecretMeta,
+        self, PublishError, SealedSecret, SecretBox, SecretError, SecretGrant, SecretMeta,
     };
     use sqlx::Row;
 
@@ -2992,6 +2994,15 @@ mod task_secrets {
         assert!(v.starts_with('v'));
     }
 
+    fn grant(secret: &str, project_id: Option<&str>) -> SecretGrant {
+        SecretGrant {
+            secret: secret.into(),
+            project_id: project_id.map(str::to_string),
+            granted_at: 1_700_000_000_000,
+            granted_by: "admin".into(),
+        }
+    }
+
     async fn lease_one(b: &dyn Broker) -> Job {
         let req = LeaseRequest {
             worker_id: "w".into(),
@@ -3015,6 +3026,8 @@ mod task_secrets {
         s.put_secret(&sealed(&sbox, "DB_PASSWORD", VALUE, 1, "admin"))
             .await
             .unwrap();
+        let granted = [grant("DB_PASSWORD", Some(&f.task.project_id))];
+        s.set_secret_grants("DB_PASSWORD", &granted).await.unwrap();
         let (run, job) = s
             .create_run(&NewRun {
                 task: f.task.clone(),
@@ -3090,6 +3103,9 @@ mod task_secrets {
         s.put_secret(&sealed(&other, "DB_PASSWORD", VALUE, 1, "admin"))
             .await
             .unwrap();
+        s.set_secret_grants("DB_PASSWORD", &[grant("DB_PASSWORD", None)])
+            .await
+            .unwrap();
         let (run, job) = s.create_run(&new_run()).await.unwrap();
         let err = secrets::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
         assert!(
@@ -3128,7 +3144,116 @@ mod task_secrets {
             .unwrap());
     }
 
+    async fn grants_gate_what_a_run_reads(db: &TestDb) {
+        let s = db.open().await;
+        let sbox = SecretBox::from_passphrase("k");
+        let broker = MemoryBroker::new();
+        let f = fixture(s.as_ref(), retries(1)).await;
+        let other = fixture(s.as_ref(), retries(1)).await;
+        let project = f.task.project_id.as_str();
+        s.put_secret(&sealed(&sbox, "DB_PASSWORD", VALUE, 1, "admin"))
+            .await
+            .unwrap();
+        let publish = || async {
+            let (run, job) = s
+                .create_run(&NewRun {
+                    task: f.task.clone(),
+                    version: f.version.clone(),
+                    trigger: "manual".into(),
+                    due_at: None,
+                })
+                .await
+                .unwrap();
+            let published = secrets::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
+            (s.run(&run.id).await.unwrap(), published)
+        };
+        let not_granted = |r: &Result<bool, PublishError>| {
+            matches!(r, Err(PublishError::RunFailed(SecretError::NotGranted(n, p)))
+                if n == "DB_PASSWORD" && p == project)
+        };
+
+        // No grant: the run fails saying so, and nothing reaches the broker.
+        assert!(!s.secret_for("DB_PASSWORD", project).await.unwrap().1);
+        let (run, published) = publish().await;
+        assert!(not_granted(&published), "{published:?}");
+        assert_eq!(run.state, RunState::Failed);
+        assert!(run.error.unwrap().contains("not granted"));
+
+        // Granted to another project only, then to this one.
+        let theirs = grant("DB_PASSWORD", Some(&other.task.project_id));
+        s.set_secret_grants("DB_PASSWORD", std::slice::from_ref(&theirs))
+            .await
+            .unwrap();
+        assert!(not_granted(&publish().await.1));
+        let both = [theirs.clone(), grant("DB_PASSWORD", Some(project))];
+        s.set_secret_grants("DB_PASSWORD", &both).await.unwrap();
+        assert!(publish().await.1.unwrap());
+        assert_eq!(lease_one(&broker).await.secret_env.0["DB_PASSWORD"], VALUE);
+        let mut listed = s.secret_grants("DB_PASSWORD").await.unwrap();
+        listed.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        let mut want = both.to_vec();
+        want.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        assert_eq!(listed, want);
+
+        // Revoked: the next run does not get the value.
+        s.set_secret_grants("DB_PASSWORD", &[]).await.unwrap();
+        assert!(not_granted(&publish().await.1));
+
+        // Granted to every project: listed first.
+        let all = grant("DB_PASSWORD", None);
+        s.set_secret_grants("DB_PASSWORD", &[theirs.clone(), all.clone()])
+            .await
+            .unwrap();
+        assert_eq!(s.secret_grants("DB_PASSWORD").await.unwrap(), [all, theirs]);
+        assert!(publish().await.1.unwrap());
+
+        // Deleting the secret deletes its grants: one made again under the name starts bare.
+        s.delete_secret("DB_PASSWORD").await.unwrap();
+        assert!(s.secret_grants("DB_PASSWORD").await.unwrap().is_empty());
+        assert_not_found(s.secret_for("DB_PASSWORD", project).await, "deleted");
+    }
+
+    async fn migration_grants_declared_secrets(db: &TestDb) {
+        // Before grants, any task could declare any secret: migration 10 grants each secret a
+        // task declares to that task's project, so those tasks keep running. The table is
+        // dropped and migration 10 applied again, twice.
+        let s = db.open().await;
+        let a = fixture(s.as_ref(), retries(1)).await;
+        let b = fixture(s.as_ref(), retries(1)).await;
+        let mut t = task(&b.task.project_id, "two-secrets", retries(1));
+        t.spec.secrets = vec!["DB_PASSWORD".into(), "API_TOKEN".into()];
+        s.create_task(&t).await.unwrap();
+        let none = fixture(s.as_ref(), retries(1)).await;
+        let mut bare = none.task.clone();
+        bare.spec.secrets.clear();
+        s.update_task(&bare).await.unwrap();
+        drop(s);
+        db.exec("DROP TABLE secret_grants").await;
+        db.exec("DELETE FROM schema_version WHERE version = 10")
+            .await;
+        for _ in 0..2 {
+            let s = db.open().await;
+            let mut got: Vec<(String, Option<String>)> = vec![];
+            for name in ["API_TOKEN", "DB_PASSWORD"] {
+                for g in s.secret_grants(name).await.unwrap() {
+                    assert_eq!(g.granted_by, "migration 10");
+                    got.push((g.secret, g.project_id));
+                }
+            }
+            got.sort();
+            let mut want = vec![
+                ("API_TOKEN".to_string(), Some(b.task.project_id.clone())),
+                ("DB_PASSWORD".to_string(), Some(a.task.project_id.clone())),
+                ("DB_PASSWORD".to_string(), Some(b.task.project_id.clone())),
+            ];
+            want.sort();
+            assert_eq!(got, want);
+        }
+    }
+
     conformance!(
+        grants_gate_what_a_run_reads,
+        migration_grants_declared_secrets,
         secrets_crud,
         racing_puts_leave_one_row,
         runs_carry_names_and_publish_resolves_values,

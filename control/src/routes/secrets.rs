@@ -1,24 +1,30 @@
 //! Task secrets: `GET /secrets` (names and timestamps, never values), `PUT /secrets/{name}`
-//! `{value}` and `DELETE /secrets/{name}` (admin only).
+//! `{value}` and `DELETE /secrets/{name}` (admin only), and their grants:
+//! `GET|PUT|DELETE /secrets/{name}/grants` (admin only). A grant names a project whose tasks may
+//! declare the secret, or every project (`all_projects`); a task is refused a secret not granted
+//! to its project, and a run whose grant was revoked since fails instead of getting the value.
 //!
 //! Values are sealed with the control plane's [`SecretBox`](antcode_core::secrets::SecretBox)
 //! before they reach the store and are never returned by any route; the audit trail records
 //! who changed which secret, not what it was set to.
 
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
+use antcode_core::ids;
 use antcode_core::model::Role;
-use antcode_core::secrets::{self, SealedSecret, SecretMeta};
+use antcode_core::secrets::{self, SealedSecret, SecretGrant, SecretMeta};
 use antcode_core::store::StoreError;
 use antcode_core::time::now_ms;
 
 use super::{created, no_content, ok, LateJson, List, P};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
+use crate::bounds;
 use crate::problem::{ApiResult, Problem};
 use crate::AppState;
 
@@ -26,6 +32,96 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/secrets", get(list))
         .route("/secrets/{name}", axum::routing::put(upsert).delete(remove))
+        .route(
+            "/secrets/{name}/grants",
+            get(grants).put(set_grants).delete(revoke_grants),
+        )
+}
+
+/// The body of `PUT /secrets/{name}/grants`: the whole set of grants after the call.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsBody {
+    #[serde(default)]
+    projects: Vec<String>,
+    #[serde(default)]
+    all_projects: bool,
+}
+
+/// The secret's metadata, or 404 (a malformed name cannot exist).
+async fn existing(state: &AppState, name: &str) -> ApiResult<SecretMeta> {
+    if !secrets::valid_name(name) {
+        return Err(Problem::not_found(format!("secret {name:?} not found")));
+    }
+    match state.store.secret(name).await {
+        Ok(s) => Ok(s.meta),
+        Err(StoreError::NotFound) => Err(Problem::not_found(format!("secret {name} not found"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn grants(ctx: Ctx, P(name): P<String>) -> ApiResult<Response> {
+    ctx.require(Role::Admin, "secret.grants.read", &name)
+        .await?;
+    existing(&ctx.state, &name).await?;
+    Ok(ok(List::all(ctx.state.store.secret_grants(&name).await?)))
+}
+
+async fn set_grants(ctx: Ctx, P(name): P<String>, raw: LateJson) -> ApiResult<Response> {
+    ctx.require(Role::Admin, "secret.grant", &name).await?;
+    let body: GrantsBody = raw.parse()?;
+    bounds::check_count("projects", body.projects.len(), bounds::GRANTS, "projects")?;
+    existing(&ctx.state, &name).await?;
+    let mut projects: Vec<String> = body.projects;
+    projects.sort();
+    projects.dedup();
+    for id in &projects {
+        let known = ids::is_valid_id(id)
+            && match ctx.state.store.project(id).await {
+                Ok(_) => true,
+                Err(StoreError::NotFound) => false,
+                Err(e) => return Err(e.into()),
+            };
+        if !known {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-project",
+                format!("projects: project {id:?} not found"),
+            ));
+        }
+    }
+    let now = now_ms();
+    let grant = |project_id: Option<String>| SecretGrant {
+        secret: name.clone(),
+        project_id,
+        granted_at: now,
+        granted_by: ctx.username().to_string(),
+    };
+    let mut new: Vec<SecretGrant> = projects.into_iter().map(|p| grant(Some(p))).collect();
+    if body.all_projects {
+        new.insert(0, grant(None));
+    }
+    let before = ctx.state.store.secret_grants(&name).await?;
+    ctx.state.store.set_secret_grants(&name, &new).await?;
+    audit::record(
+        &ctx,
+        "secret.grant",
+        &name,
+        to_value(&before),
+        to_value(&new),
+        "ok",
+    )
+    .await;
+    Ok(ok(List::all(new)))
+}
+
+async fn revoke_grants(ctx: Ctx, P(name): P<String>) -> ApiResult<Response> {
+    ctx.require(Role::Admin, "secret.revoke", &name).await?;
+    existing(&ctx.state, &name).await?;
+    let before = ctx.state.store.secret_grants(&name).await?;
+    ctx.state.store.set_secret_grants(&name, &[]).await?;
+    audit::record(&ctx, "secret.revoke", &name, to_value(&before), None, "ok").await;
+    Ok(no_content())
 }
 
 #[derive(Deserialize)]
@@ -129,16 +225,7 @@ async fn tasks_using(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
 
 async fn remove(ctx: Ctx, P(name): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Admin, "secret.delete", &name).await?;
-    if !secrets::valid_name(&name) {
-        return Err(Problem::not_found(format!("secret {name:?} not found")));
-    }
-    let before = match ctx.state.store.secret(&name).await {
-        Ok(s) => s.meta,
-        Err(StoreError::NotFound) => {
-            return Err(Problem::not_found(format!("secret {name} not found")))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let before = existing(&ctx.state, &name).await?;
     let users = tasks_using(&ctx.state, &name).await?;
     if !users.is_empty() {
         return Err(Problem::conflict(format!(

@@ -23,7 +23,7 @@ use antcode_core::time::{now_ms, parse_rfc3339};
 
 use super::{created, no_content, ok, JsonBody, LateJson, PageQuery, P, Q};
 use crate::audit::{self, to_value};
-use crate::auth::Ctx;
+use crate::auth::{self, Ctx};
 use crate::bounds::{self, check_count, check_len};
 use crate::metrics;
 use crate::problem::{check_id, named, parse_json, ApiResult, Problem};
@@ -62,6 +62,8 @@ struct TaskBody {
     args: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    public_env: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
     #[serde(default)]
@@ -116,6 +118,7 @@ fn check_bounds(b: &TaskBody) -> ApiResult<()> {
         check_len("env", k, bounds::ENV_NAME_CHARS)?;
         check_len(&format!("env.{k}"), v, bounds::ENV_VALUE_CHARS)?;
     }
+    check_count("public_env", b.public_env.len(), bounds::ENV_VARS, "names")?;
     check_count("secrets", b.secrets.len(), bounds::SECRETS, "secrets")?;
     for k in &b.secrets {
         check_len("secrets", k, antcode_core::secrets::MAX_NAME_LEN)?;
@@ -211,6 +214,9 @@ async fn validate(
     if b.env.values().any(|v| v.contains('\0')) {
         return Err(bad("env", "values must not contain NUL"));
     }
+    if let Some(k) = b.public_env.iter().find(|k| !b.env.contains_key(*k)) {
+        return Err(bad("public_env", format!("{k:?} is not a variable of env")));
+    }
     if let Some(k) = b
         .secrets
         .iter()
@@ -218,10 +224,17 @@ async fn validate(
     {
         return Err(bad("secrets", format!("{k:?} is not a valid secret name")));
     }
-    // Declared secrets must exist now, so a typo fails here and not at the first run.
+    // Declared secrets must exist now, so a typo fails here and not at the first run, and be
+    // granted to the project: a run checks the grant again when its job is published.
     for k in &b.secrets {
-        match state.store.secret(k).await {
-            Ok(_) => {}
+        match state.store.secret_for(k, &project.id).await {
+            Ok((_, true)) => {}
+            Ok((_, false)) => {
+                return Err(Problem::forbidden(format!(
+                    "secrets: secret {k} is not granted to project {}; an admin grants it with PUT /api/v1/secrets/{k}/grants",
+                    project.id
+                )))
+            }
             Err(StoreError::NotFound) => {
                 return Err(bad(
                     "secrets",
@@ -293,6 +306,7 @@ async fn validate(
         entrypoint: b.entrypoint,
         args: b.args,
         env: b.env,
+        public_env: b.public_env,
         secrets: b.secrets,
         queue,
         labels: b.labels,
@@ -328,6 +342,7 @@ fn body_of(task: &Task) -> Value {
         "entrypoint": task.spec.entrypoint,
         "args": task.spec.args,
         "env": task.spec.env,
+        "public_env": task.spec.public_env,
         "secrets": task.spec.secrets,
         "queue": task.spec.queue,
         "labels": task.spec.labels,
@@ -375,12 +390,32 @@ async fn create(ctx: Ctx, raw: LateJson) -> ApiResult<Response> {
     Ok(created(task))
 }
 
+/// What a masked env value reads as.
+pub const MASKED: &str = "••••";
+
+/// A task as `ctx` may see it: env values are write-only below the operator role (names shown,
+/// values masked) unless the task lists the variable in `public_env`.
+fn visible(ctx: &Ctx, mut task: Task) -> Task {
+    if auth::rank(ctx.who.role) < auth::rank(Role::Operator) {
+        let public = std::mem::take(&mut task.spec.public_env);
+        for (name, value) in task.spec.env.iter_mut() {
+            if !public.contains(name) {
+                *value = MASKED.to_string();
+            }
+        }
+        task.spec.public_env = public;
+    }
+    task
+}
+
 async fn list(ctx: Ctx, Q(page): Q<PageQuery>) -> ApiResult<Response> {
-    Ok(ok(ctx
+    let mut page = ctx
         .state
         .store
         .list_tasks(page.limit()?, page.cursor()?)
-        .await?))
+        .await?;
+    page.items = page.items.into_iter().map(|t| visible(&ctx, t)).collect();
+    Ok(ok(page))
 }
 
 pub async fn load(state: &AppState, id: &str) -> ApiResult<Task> {
@@ -389,7 +424,8 @@ pub async fn load(state: &AppState, id: &str) -> ApiResult<Task> {
 }
 
 async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
-    Ok(ok(load(&ctx.state, &id).await?))
+    let task = load(&ctx.state, &id).await?;
+    Ok(ok(visible(&ctx, task)))
 }
 
 async fn update(

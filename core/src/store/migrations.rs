@@ -110,6 +110,12 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE users ADD COLUMN generation {big} NOT NULL DEFAULT 0",
         "ALTER TABLE tokens ADD COLUMN generation {big} NOT NULL DEFAULT 0",
     ],
+    // 10: secret grants — a run reads a secret only if its task's project (`project_id`) or
+    // every project (`*`) is granted it. Every secret a task declares is granted to the task's
+    // project in Rust (see `rewrite_data`), so nothing that ran before stops running.
+    &["CREATE TABLE IF NOT EXISTS secret_grants (
+        secret {name} NOT NULL, project_id {id} NOT NULL, granted_at {big} NOT NULL,
+        granted_by {name} NOT NULL, PRIMARY KEY (secret, project_id))"],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the
@@ -121,6 +127,7 @@ pub async fn rewrite_data(
 ) -> StoreResult<()> {
     match version {
         8 => quartz_weekdays(conn, dialect).await,
+        10 => grant_declared_secrets(conn, dialect).await,
         _ => Ok(()),
     }
 }
@@ -174,6 +181,53 @@ async fn quartz_weekdays(conn: &mut AnyConnection, dialect: Dialect) -> StoreRes
         sqlx::query(update)
             .bind(schedule.to_string())
             .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Migration 10. Grants each secret a task declares to that task's project, as the
+/// `migration 10` actor: before grants existed any task could declare any secret, and the tasks
+/// that do keep running. Applying it again adds nothing.
+async fn grant_declared_secrets(conn: &mut AnyConnection, dialect: Dialect) -> StoreResult<()> {
+    let rows = sqlx::query("SELECT project_id, spec FROM tasks")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut grants = std::collections::BTreeSet::new();
+    for row in rows {
+        let project = super::rows::text(&row, "project_id")?;
+        let spec = super::rows::text(&row, "spec")?;
+        let Ok(spec) = serde_json::from_str::<crate::model::TaskSpec>(&spec) else {
+            continue;
+        };
+        for secret in spec.secrets {
+            grants.insert((secret, project.clone()));
+        }
+    }
+    let insert = match dialect {
+        Dialect::Postgres => {
+            "INSERT INTO secret_grants (secret, project_id, granted_at, granted_by) \
+            VALUES ($1, $2, $3, $4) ON CONFLICT (secret, project_id) DO NOTHING"
+        }
+        Dialect::Sqlite => {
+            "INSERT INTO secret_grants (secret, project_id, granted_at, granted_by) \
+            VALUES (?, ?, ?, ?) ON CONFLICT (secret, project_id) DO NOTHING"
+        }
+        Dialect::Mysql => {
+            "INSERT IGNORE INTO secret_grants (secret, project_id, granted_at, granted_by) \
+            VALUES (?, ?, ?, ?)"
+        }
+    };
+    let now = crate::time::now_ms();
+    for (secret, project) in grants {
+        tracing::info!(secret = %secret, project = %project,
+            "migration 10: secret granted to the project of a task that declares it");
+        sqlx::query(insert)
+            .bind(secret)
+            .bind(project)
+            .bind(now)
+            .bind("migration 10")
             .execute(&mut *conn)
             .await?;
     }

@@ -318,5 +318,21 @@ pub trait Store: Send + Sync + 'static {
     async fn secret(&self, name: &str) -> StoreResult<crate::secrets::SealedSecret>;
     /// Names and timestamps only, by name.
     async fn list_secrets(&self) -> StoreResult<Vec<crate::secrets::SecretMeta>>;
+    /// Removes the secret and its grants.
     async fn delete_secret(&self, name: &str) -> StoreResult<()>;
+    /// The secret called `name` and whether a task of `project_id` may read it (it is granted
+    /// to that project or to every project), in one read.
+    async fn secret_for(
+        &self,
+        name: &str,
+        project_id: &str,
+    ) -> StoreResult<(crate::secrets::SealedSecret, bool)>;
+    /// The grants of secret `name`, the all-projects one first, then by project.
+    async fn secret_grants(&self, name: &str) -> StoreResult<Vec<crate::secrets::SecretGrant>>;
+    /// Replaces the grants of secret `name` with `grants`, all or none.
+    async fn set_secret_grants(
+        &self,
+        name: &str,
+        grants: &[crate::secrets::SecretGrant],
+    ) -> StoreResult<()>;
 }
