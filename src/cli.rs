@@ -159,7 +159,8 @@ pub struct ControlArgs {
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
     /// Seconds a running run may lack a live lease before it is declared lost.
-    #[arg(long, env = "ANTCODE_LOST_AFTER_S", default_value_t = 15)]
+    #[arg(long, env = "ANTCODE_LOST_AFTER_S", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub lost_after_s: u64,
     /// Address of the operations endpoint (/metrics, /healthz, /readyz).
     #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9101")]
@@ -168,6 +169,9 @@ pub struct SchedulerArgs {
     pub database_url: String,
     #[arg(long, env = "ANTCODE_REDIS_URL")]
     pub redis_url: String,
+    /// Where the logs of lost runs are archived (what they streamed before their runner died).
+    #[arg(long, env = "ANTCODE_BLOB_URL")]
+    pub blob_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -284,7 +288,12 @@ pub fn resolve_paths(command: &mut Command) {
             resolve_url("--blob-url", &mut a.seams.blob_url);
             resolve_env_paths(&["ANTCODE_CLUSTER_CA_CERT", "ANTCODE_CLUSTER_CA_KEY"]);
         }
-        Command::Scheduler(a) => resolve_url("--database-url", &mut a.database_url),
+        Command::Scheduler(a) => {
+            resolve_url("--database-url", &mut a.database_url);
+            if let Some(url) = a.blob_url.as_mut() {
+                resolve_url("--blob-url", url);
+            }
+        }
         Command::Edge(_) => resolve_env_paths(&[
             "ANTCODE_TLS_CERT",
             "ANTCODE_TLS_KEY",

@@ -244,6 +244,10 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
 async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
     let store = seams::open_store(&args.database_url).await.context(DB)?;
     let broker = seams::open_broker(&args.redis_url).await.context(REDIS)?;
+    let blobs = match &args.blob_url {
+        Some(url) => Some(seams::open_blobs(url).await.context(BLOB)?),
+        None => None,
+    };
     let shutdown = on_signal();
     let (s, b) = (store.clone(), broker.clone());
     let ready: ops_http::Ready = Arc::new(move || {
@@ -257,6 +261,8 @@ async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
     antcode_scheduler::run(
         {
             let mut c = antcode_scheduler::SchedulerConfig::new(store, broker);
+            c.lost_after = std::time::Duration::from_secs(args.lost_after_s.max(1));
+            c.blobs = blobs;
             // The scheduler publishes runs too, so it opens their secrets with control's key.
             c.secrets = std::env::var("ANTCODE_SECRET_KEY")
                 .ok()

@@ -152,6 +152,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     let mut scheduler = antcode_scheduler::SchedulerConfig::new(store.clone(), broker.clone());
     scheduler.lost_after = cfg.lost_after;
     scheduler.secrets = Some(secrets.clone());
+    scheduler.blobs = Some(blobs.clone());
     let s = shutdown.clone();
     planes.spawn(async move {
         (

@@ -93,16 +93,31 @@ async fn split_deployment_survives_a_killed_runner_and_a_redis_flush() {
         )
         .await;
     let run = api.triggered(&slow).await;
-    api.wait_for(&d, &run, "running", |r| r["state"] == "running")
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&marker).is_ok_and(|m| !m.is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "the first attempt never started its script\n{}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Beside it, a run with no retry: it ends lost and keeps what it streamed.
+    let once_marker = d.dir.path().join("once");
+    let once_code = code.replace(
+        &marker.display().to_string(),
+        &once_marker.display().to_string(),
+    );
+    let once = api.script_task("once", &once_code, json!({})).await;
+    let lost = api.triggered(&once).await;
+    for (run, marker) in [(&run, &marker), (&lost, &once_marker)] {
+        api.wait_for(&d, run, "running", |r| r["state"] == "running")
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(marker).is_ok_and(|m| !m.is_empty())
+            || !api
+                .text(&format!("/runs/{run}/logs"))
+                .await
+                .contains("working")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the first attempt never started its script\n{}",
+                d.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     d.proc("runner-1").kill9();
     d.spawn_runner("runner-2");
@@ -116,6 +131,19 @@ async fn split_deployment_survives_a_killed_runner_and_a_redis_flush() {
         std::fs::read_to_string(&marker).unwrap().len() >= 2,
         "the script ran again"
     );
+    let lost = api.wait_done(&d, &lost).await;
+    assert_eq!(lost["state"], "lost", "{lost}\n{}", d.logs());
+    assert!(lost["duration_ms"].as_i64().unwrap() > 0, "{lost}");
+    let error = lost["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("runner runner-1 stopped heartbeating at "),
+        "{lost}"
+    );
+    let logs = api
+        .text(&format!("/runs/{}/logs", lost["id"].as_str().unwrap()))
+        .await;
+    assert!(logs.contains("working"), "{logs}");
+    assert!(logs.contains(&format!("[antcode] lost: {error}")), "{logs}");
 
     // 3. Flush Redis while runs are queued: SQL is the truth, they are published again and run.
     d.proc("runner-2").terminate();

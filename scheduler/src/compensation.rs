@@ -17,17 +17,34 @@
 //! Only runs the broker does not hold are resolved and re-published.
 //!
 //! Every repair is a metric and an entry in the run's history.
+//!
+//! A lost attempt keeps what it showed: its duration is its start to the moment it was
+//! declared lost, its error names the runner that stopped heartbeating and when it was last
+//! seen, and the output it streamed (what the broker still holds of its live log) is archived
+//! as its log, followed by a line saying why it ended. The archive is written only after the
+//! verdict applied and only if the attempt has none yet: a runner that archived and reported
+//! first keeps its own.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
 
+use antcode_core::blob::log_key;
+use antcode_core::broker::LogChunk;
 use antcode_core::model::{Job, Outcome, RunHistoryEntry, RunState};
 use antcode_core::secrets::{publish_jobs, PublishError};
 use antcode_core::store::{QueuedKey, StoreError};
+use antcode_core::time::to_rfc3339;
 
 use crate::SchedulerConfig;
 
 /// Rows a pass reads of each kind (queued, running, expired, held).
 const PAGE: u32 = 1000;
+/// How often the runners' names and last heartbeats are read, for the error of a lost attempt
+/// (a runner's status expires from the broker soon after its last heartbeat, before its leases).
+const WORKERS_EVERY_MS: i64 = 2_000;
+/// How long a runner that stopped heartbeating is remembered.
+const RUNNERS_KEPT_MS: i64 = 3_600_000;
 
 pub struct Compensator<'a> {
     config: &'a SchedulerConfig,
@@ -39,19 +56,22 @@ pub struct Compensator<'a> {
     /// sweep reads runs due by then, so a sweep ends even while new runs keep becoming due
     /// faster than a page a pass (they are the next sweep's).
     sweep_started: i64,
+    /// Runners by worker id: their name and when they were last seen (clock ms), and when the
+    /// list was last read.
+    runners: HashMap<String, (String, i64)>,
+    runners_read: i64,
 }
 
-fn lost(error: String) -> Outcome {
-    Outcome {
-        state: RunState::Lost,
-        exit_code: None,
-        signal: None,
-        error: Some(error),
-        duration_ms: 0,
-        peak_rss_kb: None,
-        log_key: None,
-        result: None,
-    }
+/// An attempt about to be declared lost.
+struct Lost<'r> {
+    run_id: &'r str,
+    attempt: u32,
+    token: &'r str,
+    /// When the attempt started, if it did.
+    started_at: Option<i64>,
+    why: String,
+    /// The repair's metric label.
+    kind: &'static str,
 }
 
 impl<'a> Compensator<'a> {
@@ -61,6 +81,8 @@ impl<'a> Compensator<'a> {
             orphans: HashMap::new(),
             queued_after: None,
             sweep_started: 0,
+            runners: HashMap::new(),
+            runners_read: i64::MIN,
         }
     }
 
@@ -69,6 +91,7 @@ impl<'a> Compensator<'a> {
     }
 
     pub async fn pass(&mut self) {
+        self.read_runners().await;
         if let Err(e) = self.republish_queued().await {
             tracing::warn!(error = %e, "compensation: re-publishing queued runs failed");
         }
@@ -192,19 +215,54 @@ impl<'a> Compensator<'a> {
         Ok(())
     }
 
+    /// Refreshes [`Self::runners`] when it is older than [`WORKERS_EVERY_MS`]; runners that
+    /// left the list stay, with what was last known of them.
+    async fn read_runners(&mut self) {
+        let now = self.now();
+        if now.saturating_sub(self.runners_read) < WORKERS_EVERY_MS {
+            return;
+        }
+        self.runners_read = now;
+        match self.config.broker.workers().await {
+            Ok(workers) => {
+                for w in workers {
+                    self.runners.insert(w.id, (w.name, w.last_seen_ms));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "compensation: reading runners failed"),
+        }
+        // Heartbeats carry the runner's wall clock; a lease outlives its runner's last one by
+        // its time to live, far less than this.
+        let wall = antcode_core::time::now_ms();
+        self.runners
+            .retain(|_, (_, seen)| wall.saturating_sub(*seen) < RUNNERS_KEPT_MS);
+    }
+
+    /// Why a lease expired, naming its runner and its last heartbeat when they are known.
+    fn expired_why(&self, worker_id: &str) -> String {
+        match self.runners.get(worker_id) {
+            Some((name, seen)) => format!(
+                "runner {name} stopped heartbeating at {}; lease expired",
+                to_rfc3339(*seen)
+            ),
+            None => format!("runner {worker_id} stopped heartbeating; lease expired"),
+        }
+    }
+
     async fn reclaim_expired(&self) -> Result<(), crate::SchedulerError> {
         for lease in self.config.broker.reap_expired(self.now()).await? {
-            let why = format!(
-                "lease expired: no heartbeat from worker {}",
-                lease.worker_id
-            );
-            self.declare_lost(
-                &lease.job.run_id,
-                lease.job.attempt,
-                &lease.lease_token,
-                why,
-                "lease_expired",
-            )
+            let started_at = match self.config.store.run(&lease.job.run_id).await {
+                Ok(run) if run.attempt == lease.job.attempt => run.started_at,
+                _ => None,
+            };
+            self.declare_lost(Lost {
+                run_id: &lease.job.run_id,
+                attempt: lease.job.attempt,
+                token: &lease.lease_token,
+                started_at,
+                why: self.expired_why(&lease.worker_id),
+                kind: "lease_expired",
+            })
             .await;
         }
         Ok(())
@@ -222,10 +280,15 @@ impl<'a> Compensator<'a> {
             }
             let since = self.orphans.get(&run.id).copied().unwrap_or(now);
             if now - since >= lost_after {
-                let why =
-                    "the run's lease is gone (its runner or the broker restarted)".to_string();
-                self.declare_lost(&run.id, run.attempt, &token, why, "orphaned")
-                    .await;
+                self.declare_lost(Lost {
+                    run_id: &run.id,
+                    attempt: run.attempt,
+                    token: &token,
+                    started_at: run.started_at,
+                    why: "the run's lease is gone (its runner or the broker restarted)".into(),
+                    kind: "orphaned",
+                })
+                .await;
             } else {
                 still.insert(run.id, since);
             }
@@ -249,23 +312,34 @@ impl<'a> Compensator<'a> {
         }
     }
 
-    async fn declare_lost(
-        &self,
-        run_id: &str,
-        attempt: u32,
-        token: &str,
-        why: String,
-        kind: &'static str,
-    ) {
+    async fn declare_lost(&self, lost: Lost<'_>) {
+        let Lost {
+            run_id,
+            attempt,
+            token,
+            started_at,
+            why,
+            kind,
+        } = lost;
+        let now = self.now();
+        let mut outcome = Outcome::bare(RunState::Lost, started_at.map_or(0, |t| (now - t).max(0)));
+        outcome.error = Some(why.clone());
+        let archive = self.streamed_log(run_id, attempt, &why).await;
+        if archive.is_some() {
+            outcome.log_key = Some(log_key(run_id, attempt));
+        }
         let applied = self
             .config
             .store
-            .finish_attempt(run_id, attempt, Some(token), &lost(why.clone()), self.now())
+            .finish_attempt(run_id, attempt, Some(token), &outcome, now)
             .await;
         match applied {
             Ok(_) => {
                 metrics::counter!("antcode_scheduler_repairs_total", "kind" => kind).increment(1);
                 tracing::warn!(run_id, attempt, "compensation: attempt lost: {why}");
+                if let Some(gz) = archive {
+                    self.keep_log(run_id, attempt, gz).await;
+                }
             }
             // The runner's own report got there first: nothing to repair.
             Err(StoreError::Stale(_)) | Err(StoreError::NotFound) => {}
@@ -273,5 +347,83 @@ impl<'a> Compensator<'a> {
                 tracing::warn!(run_id, error = %e, "compensation: could not record lost attempt")
             }
         }
+    }
+
+    /// The attempt's streamed output as the broker still holds it, gzip-compressed, with a last
+    /// line saying why it was lost; `None` without a blob store or when nothing was streamed.
+    async fn streamed_log(&self, run_id: &str, attempt: u32, why: &str) -> Option<Vec<u8>> {
+        self.config.blobs.as_ref()?;
+        let chunks = match self.config.broker.read_log(run_id, 0, Duration::ZERO).await {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "compensation: reading a lost run's log failed");
+                return None;
+            }
+        };
+        lost_log(&chunks, attempt, why)
+    }
+
+    /// Stores a lost attempt's log unless the attempt already has one.
+    async fn keep_log(&self, run_id: &str, attempt: u32, gz: Vec<u8>) {
+        let Some(blobs) = &self.config.blobs else {
+            return;
+        };
+        let key = log_key(run_id, attempt);
+        let stored = match blobs.exists(&key).await {
+            Ok(true) => Ok(()),
+            Ok(false) => blobs.put(&key, gz.into()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            tracing::warn!(run_id, error = %e, "compensation: archiving a lost run's log failed");
+        }
+    }
+}
+
+/// `attempt`'s chunks in order and a last line with `why`, gzip-compressed as a runner archives
+/// a log; `None` when the attempt streamed nothing.
+fn lost_log(chunks: &[LogChunk], attempt: u32, why: &str) -> Option<Vec<u8>> {
+    let mut ours: Vec<&LogChunk> = chunks.iter().filter(|c| c.attempt == attempt).collect();
+    if ours.is_empty() {
+        return None;
+    }
+    ours.sort_by_key(|c| c.seq);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for c in ours {
+        gz.write_all(c.data.as_bytes()).ok()?;
+    }
+    writeln!(gz, "[antcode] lost: {why}").ok()?;
+    gz.finish().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn chunk(attempt: u32, seq: u64, data: &str) -> LogChunk {
+        LogChunk {
+            attempt,
+            seq,
+            stream: "stdout".into(),
+            data: data.into(),
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_lost_log_is_its_attempts_chunks_in_order_and_why() {
+        let chunks = [
+            chunk(1, 1, "old\n"),
+            chunk(2, 2, "second\n"),
+            chunk(2, 1, "first\n"),
+        ];
+        let gz = lost_log(&chunks, 2, "lease expired").unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "first\nsecond\n[antcode] lost: lease expired\n");
+        assert_eq!(lost_log(&chunks, 3, "why"), None);
     }
 }

@@ -41,6 +41,9 @@ pub struct SchedulerConfig {
     pub leader_ttl: Duration,
     /// How long a `running` run may have no live lease before it is declared `lost`.
     pub lost_after: Duration,
+    /// Where the log of a lost attempt is archived (what it streamed); without it a lost
+    /// attempt keeps no log beyond what the broker holds.
+    pub blobs: Option<Arc<dyn antcode_core::blob::BlobStore>>,
     /// Opens task secrets into the jobs this instance publishes (`ANTCODE_SECRET_KEY`); without
     /// it, runs of tasks that declare secrets fail with a message saying so.
     pub secrets: Option<Arc<antcode_core::secrets::SecretBox>>,
@@ -59,6 +62,7 @@ impl SchedulerConfig {
             leader_ttl: Duration::from_secs(10),
             lost_after: Duration::from_secs(15),
             secrets: None,
+            blobs: None,
             clock: Arc::new(SystemClock),
         }
     }
