@@ -283,6 +283,12 @@ pub fn parse_labels(raw: &[String]) -> Result<std::collections::BTreeMap<String,
 pub fn resolve_paths(command: &mut Command) {
     match command {
         Command::Up(a) => resolve_path("--data-dir", &mut a.data_dir),
+        Command::Admin(AdminCommand::ResetPassword(a) | AdminCommand::Promote(a)) => {
+            resolve_path("--data-dir", &mut a.data_dir);
+            if let Some(url) = a.database_url.as_mut() {
+                resolve_url("--database-url", url);
+            }
+        }
         Command::Control(a) => {
             resolve_url("--database-url", &mut a.seams.database_url);
             resolve_url("--blob-url", &mut a.seams.blob_url);
