@@ -172,6 +172,18 @@ async fn task_count(s: &Server, t: &str) -> usize {
     v["items"].as_array().unwrap().len()
 }
 
+/// `body` posted to `POST /projects` as `content_type`.
+async fn post_raw(s: &Server, t: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    s.http
+        .post(s.url("/api/v1/projects"))
+        .bearer_auth(t)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Checks one answer; true when it was a success (something may have been written).
 async fn check(resp: reqwest::Response, what: &str, seed: u64) -> bool {
     let status = resp.status().as_u16();
@@ -219,15 +231,7 @@ async fn uploads_survive_random_bytes_archives_and_json() {
                     "application/x-www-form-urlencoded",
                 ][rng.gen_range(0..5)];
                 let body: Vec<u8> = mutate(&mut rng, b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.py\"\r\n\r\nprint(1)\r\n--xyz--\r\n".to_vec());
-                let resp = s
-                    .http
-                    .post(s.url("/api/v1/projects"))
-                    .bearer_auth(&t)
-                    .header("content-type", ct)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
+                let resp = post_raw(&s, &t, ct, body).await;
                 (resp, format!("raw bytes as {ct}"))
             }
             // A mutated archive (or random bytes) under a plausible file name.
@@ -300,6 +304,127 @@ async fn uploads_survive_random_bytes_archives_and_json() {
         accepted > 5 && accepted < 200,
         "{accepted} of 240 uploads accepted (seed {seed})"
     );
+    s.stop().await;
+}
+
+/// A multipart body built part by part from random choices: the boundary, each part's headers
+/// (known and unknown field names, file names with paths, odd content types, missing or doubled
+/// headers), its content (valid bundles, links out, mutated bytes, long text) and the closing
+/// delimiter (present, missing or garbled).
+fn random_multipart(rng: &mut StdRng, n: usize, archives: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = match rng.gen_range(0..4) {
+        0 => "b".to_string(),
+        1 => format!("----fuzz{n}"),
+        2 => "x".repeat(rng.gen_range(60..90)),
+        _ => nasty_string(rng)
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && !"\";".contains(*c))
+            .collect(),
+    };
+    let mut body = Vec::new();
+    let mut named = false;
+    for _ in 0..rng.gen_range(0..6) {
+        let field = match rng.gen_range(0..8) {
+            0 | 1 => "file".to_string(),
+            2 if !named => {
+                named = true;
+                "name".to_string()
+            }
+            3 => "description".to_string(),
+            4 => "entrypoint".to_string(),
+            5 => "requirements".to_string(),
+            _ => nasty_string(rng).replace(['"', '\r', '\n'], ""),
+        };
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        if rng.gen_bool(0.95) {
+            let mut disposition = format!("Content-Disposition: form-data; name=\"{field}\"");
+            if field == "file" || rng.gen_bool(0.1) {
+                let file = [
+                    "main.py",
+                    "p.zip",
+                    "p.tar.gz",
+                    "../../etc/x.py",
+                    "",
+                    "a\\b.py",
+                ][rng.gen_range(0..6)];
+                disposition.push_str(&format!("; filename=\"{file}\""));
+            }
+            body.extend_from_slice(disposition.as_bytes());
+            body.extend_from_slice(b"\r\n");
+        }
+        if rng.gen_bool(0.3) {
+            let ct =
+                ["application/zip", "text/plain; charset=latin1", "x/y", ""][rng.gen_range(0..4)];
+            body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        let content = match (field.as_str(), rng.gen_range(0..4)) {
+            ("name", _) => format!("mp-{n}").into_bytes(),
+            ("file", 0..=1) => archives[rng.gen_range(0..archives.len())].1.clone(),
+            ("file", 2) => {
+                let base = archives[rng.gen_range(0..archives.len())].1.clone();
+                mutate(rng, base)
+            }
+            _ => nasty_string(rng).into_bytes(),
+        };
+        body.extend_from_slice(&content);
+        body.extend_from_slice(b"\r\n");
+    }
+    match rng.gen_range(0..6) {
+        0 => {}
+        1 => body.extend_from_slice(format!("--{boundary}").as_bytes()),
+        2 => body = mutate(rng, body),
+        _ => body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes()),
+    }
+    let content_type = match rng.gen_range(0..10) {
+        0 => "multipart/form-data".to_string(),
+        1 => format!("multipart/form-data; boundary=\"{boundary}\""),
+        2 => "multipart/form-data; boundary=other".to_string(),
+        _ => format!("multipart/form-data; boundary={boundary}"),
+    };
+    (content_type, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_multipart_bodies_never_5xx_and_write_nothing_when_refused() {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let s = start().await;
+    let t = s.admin().await;
+    let archives = [
+        ("main.py", b"print(1)\n".to_vec()),
+        ("p.zip", zip_of(&[("main.py", b"print(1)\n")])),
+        (
+            "p.tar.gz",
+            tar_gz_of(&[("main.py", b"print(1)\n")], &[("l", "main.py")]),
+        ),
+        (
+            "out.tar.gz",
+            tar_gz_in_order(&[
+                ("main.py", None, b"print(1)"),
+                ("a/b/c/d/up", Some("../../../.."), b""),
+                ("esc", Some("a/b/c/d/up/../../../../X"), b""),
+                ("esc", None, b"owned"),
+            ]),
+        ),
+    ];
+    let (mut projects, mut files) = (project_count(&s, &t).await, count_files(&s.blob_dir));
+    let mut accepted = 0;
+    for n in 0..200 {
+        let (ct, body) = random_multipart(&mut rng, n, &archives);
+        let what = format!("multipart case {n} as {ct:?}");
+        let ok = check(post_raw(&s, &t, &ct, body).await, &what, seed).await;
+        let (p, f) = (project_count(&s, &t).await, count_files(&s.blob_dir));
+        let want = if ok { projects + 1 } else { projects };
+        assert_eq!(p, want, "{what}: projects (seed {seed})");
+        if !ok {
+            assert_eq!(f, files, "{what} was refused but left a blob (seed {seed})");
+        }
+        (projects, files) = (p, f);
+        accepted += ok as usize;
+    }
+    println!("{accepted} of 200 random multipart bodies accepted (seed {seed})");
+    assert!(accepted < 150, "{accepted} of 200 accepted (seed {seed})");
     s.stop().await;
 }
 
