@@ -129,7 +129,7 @@ export function scheduleBuilder(initial, anchor) {
   };
   const presetBox = h('div', { class: 'row wrap' });
   const cronBox = h('div', {}, field('Repeat', preset), presetBox,
-    field('Cron expression', expr, 'minute hour day-of-month month day-of-week (a sixth leading field is seconds)'),
+    field('Cron expression', expr, 'minute hour day-of-month month day-of-week (0 or 7 = Sunday, 1 = Monday; a sixth leading field is seconds)'),
     field('Time zone', tz, 'IANA name, e.g. Europe/Paris; daylight-saving changes are handled'), zones);
   const intervalBox = h('div', {}, h('div', { class: 'row wrap' }, field('Every', every), field('Unit', unit)),
     h('div', { class: 'row wrap' },
