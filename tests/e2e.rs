@@ -486,6 +486,34 @@ async fn a_stop_past_its_grace_hands_runs_back() {
                 .contains("interrupted by runner shutdown"),
             "{interrupted}"
         );
+        // Each attempt's log stays reachable: the interrupted one ends with why.
+        let first = c.text(&format!("/runs/{id}/logs?attempt=1")).await;
+        assert!(first.contains("started"), "{first}");
+        assert!(
+            first.contains("[antcode] interrupted by runner shutdown"),
+            "{first}"
+        );
+        assert!(!first.contains("done"), "{first}");
+        let second = c.text(&format!("/runs/{id}/logs?attempt=2")).await;
+        assert!(
+            second.contains("started") && second.contains("done"),
+            "{second}"
+        );
+        assert!(!second.contains("interrupted"), "{second}");
+    }
+    // An attempt the run never had is a 404, a bad value a 400, both problem+json.
+    let id = &runs[0];
+    for (query, status) in [("3", 404), ("0", 400), ("x", 400), ("-1", 400)] {
+        let res = c
+            .http
+            .get(format!("{}/runs/{id}/logs?attempt={query}", c.base))
+            .bearer_auth(&c.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "attempt={query}");
+        let kind = res.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(kind, "application/problem+json", "attempt={query}");
     }
     up.stop().await.unwrap();
 }

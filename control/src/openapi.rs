@@ -47,7 +47,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/api/v1/runs/{id}", "Get a run with its history", "viewer", ""),
     ("post", "/api/v1/runs/{id}/cancel", "Cancel a run", "operator", ""),
     ("post", "/api/v1/runs/{id}/retry", "Start a new run of the same task", "operator", ""),
-    ("get", "/api/v1/runs/{id}/logs", "The run's log as text; follow=true for SSE", "viewer", ""),
+    ("get", "/api/v1/runs/{id}/logs", "The run's log as text; attempt=N for one attempt's (404 if the run has no such attempt); follow=true for SSE", "viewer", ""),
     ("get", "/api/v1/runs/{id}/events", "SSE of the run's state changes", "viewer", ""),
     ("get", "/api/v1/workers", "List live workers", "viewer", ""),
     ("get", "/api/v1/workers/{id}", "Get a worker", "viewer", ""),
@@ -99,7 +99,12 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
                 params.push(q(name, "string"));
             }
         }
-        "/api/v1/runs/{id}/logs" => params.push(q("follow", "boolean")),
+        "/api/v1/runs/{id}/logs" => {
+            params.push(q("follow", "boolean"));
+            params.push(json!({"name": "attempt", "in": "query", "required": false,
+                "description": "one attempt's log, 1 for the first; not with follow",
+                "schema": {"type": "integer", "minimum": 1}}));
+        }
         "/api/v1/schedules/validate" => params.push(q("anchor", "string")),
         "/api/v1/tasks/{id}/invoke" => params
             .push(json!({"name": "wait_s", "in": "query", "required": false,
@@ -283,6 +288,11 @@ pub fn document() -> Value {
         });
         if *role == "none" {
             op["security"] = json!([]);
+        }
+        if *path == "/api/v1/runs/{id}/logs" {
+            let problem = json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
+            op["responses"]["400"] = json!({"description": "attempt is not a positive whole number, or is combined with follow", "content": problem});
+            op["responses"]["404"] = json!({"description": "no such run, or the run has no such attempt", "content": problem});
         }
         if let Some(b) = request_body(method, path, body) {
             op["requestBody"] = b;

@@ -1075,6 +1075,77 @@ async fn flows(c: &Client, sys: &System) {
     )
     .await;
 
+    // A run that failed once and succeeded on its retry: the attempt picker shows each
+    // attempt's own log, and "all attempts" goes back to the live view of both.
+    let flaky = sys
+        .call(
+            &admin,
+            reqwest::Method::POST,
+            "/projects",
+            json!({"name": "flaky", "code": "import os, sys\na = os.environ['ANTCODE_ATTEMPT']\nprint('this is attempt', a)\nsys.exit(1 if a == '1' else 0)\n", "entrypoint": "main.py"}),
+        )
+        .await;
+    let flaky_task = sys
+        .call(
+            &admin,
+            reqwest::Method::POST,
+            "/tasks",
+            json!({"name": "flaky", "project_id": flaky["id"],
+                   "retry": {"max_attempts": 2, "backoff_s": 0, "max_backoff_s": 0}}),
+        )
+        .await;
+    let frun = sys
+        .call(
+            &admin,
+            reqwest::Method::POST,
+            &format!("/tasks/{}/trigger", flaky_task["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let frun_id = frun["id"].as_str().unwrap().to_string();
+    sys.wait_for(
+        &admin,
+        &format!("/runs/{frun_id}"),
+        "the retried success",
+        |r| r["state"] == "succeeded",
+    )
+    .await;
+    go(c, base, &format!("/runs/{frun_id}")).await;
+    wait_js(
+        c,
+        "return document.querySelector('#run-state') && document.querySelector('#run-state').textContent === 'succeeded' \
+         && document.querySelectorAll('#log-attempt option').length === 3",
+        "the attempt picker with both attempts",
+    )
+    .await;
+    css(c, "#log-attempt")
+        .await
+        .select_by_value("1")
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "const t = document.querySelector('#log').textContent; \
+         return t.includes('this is attempt 1') && !t.includes('this is attempt 2') \
+           && document.querySelector('#log-status').textContent === 'attempt 1' \
+           && document.querySelector('#main a[download]').href.endsWith('?attempt=1')",
+        "attempt 1's log alone",
+    )
+    .await;
+    css(c, "#log-attempt")
+        .await
+        .select_by_value("")
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "const t = document.querySelector('#log').textContent; \
+         return t.includes('this is attempt 1') && t.includes('this is attempt 2')",
+        "every attempt's log again",
+    )
+    .await;
+    assert_clean_console(c, "on the attempt picker").await;
+
     // A job waits in a queue no runner serves, for the dashboard's queue depth.
     let nightly = sys
         .call(

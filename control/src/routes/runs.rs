@@ -1,5 +1,6 @@
 //! Runs: `GET /runs` (filters), `GET /runs/{id}` (with history), `POST /runs/{id}/cancel`,
-//! `POST /runs/{id}/retry`, `GET /runs/{id}/logs` (text, or SSE with `?follow=true`) and
+//! `POST /runs/{id}/retry`, `GET /runs/{id}/logs` (text, one attempt's with `?attempt=N`, or
+//! SSE with `?follow=true`) and
 //! `GET /runs/{id}/events` (SSE of state changes).
 //!
 //! Live views read the broker (logs) and the store (state), never process memory, so any number
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use antcode_core::blob::BlobError;
+use antcode_core::blob::{log_key, BlobError};
 use antcode_core::broker::changed;
 use antcode_core::model::{Role, Run, RunState};
 use antcode_core::store::RunFilter;
@@ -162,9 +163,17 @@ async fn archived(
     state: &AppState,
     run: &Run,
 ) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
-    let Some(key) = &run.log_key else {
-        return Ok(None);
-    };
+    match &run.log_key {
+        Some(key) => archive_at(state, key).await,
+        None => Ok(None),
+    }
+}
+
+/// The archive stored under `key` as a stream of pieces, if there is one.
+async fn archive_at(
+    state: &AppState,
+    key: &str,
+) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
     match state.blobs.get_stream(key).await {
         Ok(blob) => Ok(Some(inflate::inflate(blob, inflate::MAX_LOG_BYTES))),
         Err(BlobError::NotFound(_)) => Ok(None),
@@ -208,9 +217,14 @@ pub async fn log_text(state: &AppState, run: &Run, limit: u64) -> ApiResult<(Str
 }
 
 /// `GET /runs/{id}/logs` without `follow`: the archive streamed as it is inflated, else the
-/// live chunks the broker holds (a bounded window).
-async fn plain_log(state: &AppState, run: &Run) -> ApiResult<Response> {
-    let body = match archived(state, run).await? {
+/// live chunks the broker holds (a bounded window). With `attempt`, that attempt's archive
+/// (each attempt's log is stored under its own key) or its live chunks.
+async fn plain_log(state: &AppState, run: &Run, attempt: Option<u32>) -> ApiResult<Response> {
+    let archive = match attempt {
+        Some(n) => archive_at(state, &log_key(&run.id, n)).await?,
+        None => archived(state, run).await?,
+    };
+    let body = match archive {
         Some(pieces) => {
             axum::body::Body::from_stream(futures::stream::unfold(pieces, |mut rx| async move {
                 rx.recv().await.map(|p| (p, rx))
@@ -218,7 +232,11 @@ async fn plain_log(state: &AppState, run: &Run) -> ApiResult<Response> {
         }
         None => {
             let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
-            let text: String = chunks.into_iter().map(|c| c.data).collect();
+            let text: String = chunks
+                .into_iter()
+                .filter(|c| attempt.is_none_or(|n| c.attempt == n))
+                .map(|c| c.data)
+                .collect();
             axum::body::Body::from(text)
         }
     };
@@ -233,6 +251,25 @@ async fn plain_log(state: &AppState, run: &Run) -> ApiResult<Response> {
 #[derive(Deserialize)]
 struct LogQuery {
     follow: Option<bool>,
+    /// One attempt's log (1 is the first), not with `follow`.
+    attempt: Option<String>,
+}
+
+/// `attempt` of a log request: a number from 1 to the run's current attempt.
+fn log_attempt(run: &Run, raw: Option<&str>) -> ApiResult<Option<u32>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let n = raw.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+        Problem::bad_request(format!("attempt: {raw:?} is not a positive whole number"))
+    })?;
+    if n > run.attempt {
+        return Err(Problem::not_found(format!(
+            "run {} has no attempt {n} (its latest is {})",
+            run.id, run.attempt
+        )));
+    }
+    Ok(Some(n))
 }
 
 async fn logs(
@@ -242,8 +279,14 @@ async fn logs(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let run = load(&ctx.state, &id).await?;
+    let attempt = log_attempt(&run, q.attempt.as_deref())?;
     if !q.follow.unwrap_or(false) {
-        return plain_log(&ctx.state, &run).await;
+        return plain_log(&ctx.state, &run, attempt).await;
+    }
+    if attempt.is_some() {
+        return Err(Problem::bad_request(
+            "attempt: a followed log streams every attempt; leave out attempt or follow",
+        ));
     }
     let after = headers
         .get("last-event-id")

@@ -1,7 +1,8 @@
 // Runs: a filterable list, and a run's page with its state timeline, a live log tail over SSE
-// that follows and can be searched, download, cancel and retry.
+// that follows and can be searched, an attempt picker (each attempt's archived log), download,
+// cancel and retry.
 
-import { get, post, query, getAll } from '../api.js';
+import { api, get, post, query, getAll } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, fmtDuration, toast, confirmDialog, put } from '../dom.js';
 import { hashQuery } from '../app.js';
 
@@ -109,6 +110,7 @@ async function detail(page, id, ctx) {
       h('dt', {}, 'Peak memory'), h('dd', {}, run.peak_rss_kb ? `${(run.peak_rss_kb / 1024).toFixed(1)} MiB` : '—'),
       run.error ? h('dt', {}, 'Error') : null, run.error ? h('dd', { class: 'bad' }, run.error) : null);
     put(clear(tl.querySelector('#timeline')), timeline(run.history || []));
+    drawAttempts();
   };
   const refresh = async () => {
     run = await get(`/runs/${id}`);
@@ -123,6 +125,15 @@ async function detail(page, id, ctx) {
   const status = h('span', { class: 'muted', id: 'log-status', 'aria-live': 'polite' }, 'connecting…');
   const count = h('span', { class: 'muted', id: 'log-count' });
   const download = h('a', { class: 'button', href: `/api/v1/runs/${id}/logs`, download: `run-${id}.log` }, 'Download log');
+  // '' is the live log of every attempt; a number is that attempt's log alone.
+  const attemptPick = h('select', { name: 'log-attempt', id: 'log-attempt' });
+  const drawAttempts = () => {
+    const chosen = attemptPick.value;
+    const options = [h('option', { value: '' }, 'All attempts (live)')];
+    for (let n = 1; n <= run.attempt; n++) options.push(h('option', { value: String(n) }, `Attempt ${n}`));
+    put(clear(attemptPick), ...options);
+    attemptPick.value = chosen;
+  };
   const matches = (line) => {
     const q = search.value.trim().toLowerCase();
     return !q || line.toLowerCase().includes(q);
@@ -178,16 +189,37 @@ async function detail(page, id, ctx) {
     stateSource.addEventListener('end', () => stateSource.close());
   };
 
+  const close = () => {
+    if (source) source.close();
+    if (stateSource) stateSource.close();
+    source = stateSource = null;
+  };
+  attemptPick.addEventListener('change', async () => {
+    close();
+    logLines.splice(0, logLines.length, '');
+    pre.textContent = '';
+    const n = attemptPick.value;
+    download.href = n ? `/api/v1/runs/${id}/logs?attempt=${n}` : `/api/v1/runs/${id}/logs`;
+    download.download = n ? `run-${id}-attempt-${n}.log` : `run-${id}.log`;
+    if (!n) {
+      open();
+      return;
+    }
+    status.textContent = `attempt ${n}`;
+    try {
+      appendText(await api('GET', `/runs/${id}/logs?attempt=${n}`, undefined, { text: true }));
+    } catch (err) {
+      errors.show(err);
+    }
+  });
+
   drawHead();
   put(page, head, errors,
     h('div', { class: 'grid2' }, facts, tl),
     h('section', { class: 'card' },
       h('div', { class: 'row wrap log-tools' }, h('h2', {}, 'Log'), status,
-        field('Search', search), h('label', { class: 'check' }, follow, ' Follow'), count, download),
+        field('Attempt', attemptPick), field('Search', search), h('label', { class: 'check' }, follow, ' Follow'), count, download),
       pre));
   open();
-  return () => {
-    if (source) source.close();
-    if (stateSource) stateSource.close();
-  };
+  return close;
 }
