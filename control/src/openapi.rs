@@ -17,7 +17,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/api/v1/users", "List users", "admin", ""),
     ("post", "/api/v1/users", "Create a user", "admin", "json"),
     ("get", "/api/v1/users/{id}", "Get a user", "admin", ""),
-    ("patch", "/api/v1/users/{id}", "Change a user's role, password or disabled flag (your own password: anyone)", "admin", "json"),
+    ("patch", "/api/v1/users/{id}", "Change a user's role, password or disabled flag (your own password: anyone, with current_password and a credential that can write)", "admin", "json"),
     ("delete", "/api/v1/users/{id}", "Delete a user", "admin", ""),
     ("get", "/api/v1/tokens", "List your API tokens", "viewer", ""),
     ("post", "/api/v1/tokens", "Create an API token (shown once)", "viewer", "json"),
@@ -225,7 +225,8 @@ fn json_schema(method: &str, path: &str) -> Value {
             "properties": {"username": s("string"), "password": s("string"), "role": role}})
         }
         ("patch", "/api/v1/users/{id}") => json!({"type": "object", "additionalProperties": false,
-            "properties": {"password": s("string"), "role": role, "disabled": s("boolean")}}),
+            "properties": {"password": s("string"), "current_password": s("string"),
+                "role": role, "disabled": s("boolean")}}),
         ("post", "/api/v1/tokens") => {
             json!({"type": "object", "required": ["name"], "additionalProperties": false,
             "properties": {"name": s("string"),
@@ -273,6 +274,20 @@ fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
     }
 }
 
+/// The least API-token scope an operation needs (a login session has them all): `admin` for
+/// admin operations, `write` for operator ones and for the changes any role may make to its own
+/// account (API tokens; one's own password, which `PATCH /users/{id}` allows with `write`),
+/// `read` for the rest, `none` for public ones.
+fn least_scope(method: &str, path: &str, role: &str) -> &'static str {
+    match (role, method, path) {
+        ("none", _, _) => "none",
+        ("admin", _, _) => "admin",
+        ("operator", _, _) => "write",
+        (_, "get", _) | (_, "post", "/api/v1/auth/logout" | "/api/v1/schedules/validate") => "read",
+        _ => "write",
+    }
+}
+
 pub fn document() -> Value {
     let mut paths: Map<String, Value> = Map::new();
     for (method, path, summary, role, body) in ROUTES {
@@ -281,6 +296,7 @@ pub fn document() -> Value {
             "operationId": format!("{method}{}", path.replace(['/', '{', '}', '-'], "_")),
             "parameters": query_params(method, path),
             "x-antcode-role": role,
+            "x-antcode-scope": least_scope(method, path, role),
             "responses": {
                 "2XX": {"description": "success"},
                 "default": {"description": "error", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
