@@ -25,6 +25,7 @@ use crate::bundles::{unpack, BundleCache};
 use crate::cgroup::{Cgroups, RunCgroup};
 use crate::engine::EngineConfig;
 use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
+use crate::netpolicy;
 use crate::process::{self, ExitInfo};
 use crate::releases::Releases;
 use crate::source::WorkSource;
@@ -325,7 +326,7 @@ async fn supervise(
         Ok(l) => l,
         Err(msg) => return (Ended::Failed(msg), sink),
     };
-    let (limits, cgroup) = match confine(ctx, job, limits, work_dir).await {
+    let (limits, cgroup, net) = match confine(ctx, job, limits, work_dir).await {
         Ok(c) => c,
         Err(msg) => return (Ended::Failed(msg), sink),
     };
@@ -342,7 +343,8 @@ async fn supervise(
     env.insert(process::ATTEMPT_VAR.into(), job.attempt.to_string());
     let mut argv = vec![entry];
     argv.extend(job.args.iter().cloned());
-    let warm = job.warm || ctx.zygotes.config().queues.contains(&job.queue);
+    // A zygote serves every task of a project version: a network policy of its own starts cold.
+    let warm = (job.warm || ctx.zygotes.config().queues.contains(&job.queue)) && !net.confines();
     let forked = match warm {
         true => {
             let req = zygote::Request {
@@ -360,6 +362,7 @@ async fn supervise(
         || {
             let confine = process::Confine {
                 cgroup: cgroup.attach(),
+                net: net.hook(),
             };
             process::spawn_in(&venv.python, &argv, work_dir, &env, &limits, &confine)
         },
@@ -368,6 +371,8 @@ async fn supervise(
         Ok(s) => s,
         Err(e) => return (Ended::Failed(format!("could not start python: {e}")), sink),
     };
+    // The child holds what it needed: the ruleset descriptor can go.
+    drop(net);
     let pid = spawned.pid;
     timeline.mark("spawn");
     let (tx, rx) = mpsc::channel::<Line>(CHANNEL_LINES);
@@ -435,17 +440,19 @@ async fn supervise(
 }
 
 /// The run's bounds beyond `limits`: refuses a run above the runner's maximum, makes its
-/// cgroup, and adds the rlimits that stand in for a missing controller (RLIMIT_AS for memory)
-/// and that bound file sizes (RLIMIT_FSIZE, `tmp_mb`).
+/// cgroup, adds the rlimits that stand in for a missing controller (RLIMIT_AS for memory) and
+/// that bound file sizes (RLIMIT_FSIZE, `tmp_mb`), and prepares its network policy (refused
+/// if this runner cannot enforce it).
 async fn confine(
     ctx: &Arc<Ctx>,
     job: &antcode_core::model::Job,
     limits: process::Limits,
     work_dir: &Path,
-) -> Result<(process::Limits, RunCgroup), String> {
+) -> Result<(process::Limits, RunCgroup, netpolicy::Prepared), String> {
     if let Some(msg) = job.limits.above(&ctx.cfg.max_limits) {
         return Err(msg);
     }
+    let net = netpolicy::prepare(&job.network)?;
     let mb = |n: u64| Some(n.saturating_mul(1 << 20));
     let floor = process::Limits {
         memory_bytes: mb(job.limits.memory_mb).filter(|_| !ctx.cgroups.has("memory")),
@@ -461,7 +468,7 @@ async fn confine(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("could not make the run's cgroup: {e}"))?;
-    Ok((limits.tightest(floor), cgroup))
+    Ok((limits.tightest(floor), cgroup, net))
 }
 
 /// Kills every process left in the run's cgroup, reads its peak memory into `info` and whether

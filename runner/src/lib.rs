@@ -17,7 +17,8 @@
 //! [`sweeper`] (finished runs' escaped descendants, killed in batches), [`workdirs`] (attempts'
 //! working directories, recycled),
 //! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version),
-//! [`cgroup`] (per-run memory, CPU and process bounds; killing all of a run).
+//! [`cgroup`] (per-run memory, CPU and process bounds; killing all of a run), [`netpolicy`]
+//! (a task's network policy: own namespace, or a Landlock port allow-list).
 
 pub mod backoff;
 pub mod bundles;
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod execute;
 pub mod gateway;
 pub mod logs;
+pub mod netpolicy;
 pub mod process;
 pub mod releases;
 pub mod source;

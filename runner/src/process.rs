@@ -130,6 +130,8 @@ pub fn spawn(
 pub struct Confine {
     /// The run's cgroups, joined first, so everything the child starts is inside.
     pub cgroup: crate::cgroup::Attach,
+    /// The run's network policy (see [`crate::netpolicy`]).
+    pub net: crate::netpolicy::Hook,
 }
 
 /// [`spawn`] inside `confine`.
@@ -150,7 +152,8 @@ pub fn spawn_in(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: write, setsid, getrlimit and setrlimit are async-signal-safe system calls;
+    // SAFETY: write, setsid, unshare, prctl, the Landlock calls, getrlimit and setrlimit are
+    // async-signal-safe system calls;
     // `limits` and `confine` are plain copies and nothing is allocated.
     unsafe {
         cmd.pre_exec(move || {
@@ -158,6 +161,7 @@ pub fn spawn_in(
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
+            crate::netpolicy::apply(&confine.net)?;
             apply_limits(&limits)
         });
     }

@@ -1470,3 +1470,45 @@ if sys.argv[2] == "hang":
     }
     h.stop().await;
 }
+
+/// Connects to the Redis the tests run beside (127.0.0.1:6379) and prints how it went.
+const CONNECT_REDIS: &str = r#"
+import socket
+try:
+    socket.create_connection(("127.0.0.1", 6379), timeout=5).close()
+    print("connect ok", flush=True)
+except OSError as e:
+    print("connect failed errno", e.errno, flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policies_reach_only_what_they_allow() {
+    use antcode_core::model::NetworkPolicy;
+    let mut h = Harness::start(2).await;
+    let allow =
+        |entries: &[&str]| NetworkPolicy::Allow(entries.iter().map(|e| e.to_string()).collect());
+    let cases = [
+        (NetworkPolicy::Full, true),
+        (NetworkPolicy::None, false),
+        (allow(&["localhost:6380", "*:443"]), false),
+        (allow(&["localhost:6379"]), true),
+    ];
+    let mut jobs = Vec::new();
+    for (policy, _) in &cases {
+        let mut job = h.py_job(CONNECT_REDIS).await;
+        job.network = policy.clone();
+        h.publish(&job).await;
+        jobs.push(job);
+    }
+    for ((policy, reaches), job) in cases.iter().zip(&jobs) {
+        let outcome = h.finished(&job.run_id).await;
+        assert_eq!(
+            outcome.state,
+            RunState::Succeeded,
+            "{policy:?}: {outcome:?}"
+        );
+        let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+        assert_eq!(log.contains("connect ok"), *reaches, "{policy:?}: {log}");
+    }
+    h.stop().await;
+}
