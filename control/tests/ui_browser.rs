@@ -191,6 +191,7 @@ async fn start_system() -> System {
     runner.name = "ui-test-runner".into();
     runner.labels.insert("zone".into(), "test".into());
     runner.kill_grace = Duration::from_secs(1);
+    runner.grace = Duration::from_secs(1);
     runner.heartbeat_interval = Duration::from_millis(500);
     tokio::spawn(antcode_runner::run(runner, shutdown.clone()));
     let mut sched = antcode_scheduler::SchedulerConfig::new(store, broker.clone());

@@ -16,6 +16,7 @@ use antcode_core::broker::memory::MemoryBroker;
 use antcode_core::broker::Broker;
 use antcode_core::model::{
     BundleFormat, BundleRef, Job, Outcome, RunEvent, RunEventKind, RunState,
+    INTERRUPTED_BY_SHUTDOWN,
 };
 use antcode_core::Shutdown;
 use antcode_runner::{run, RunnerConfig, RunnerError};
@@ -105,6 +106,7 @@ impl Harness {
         let mut config = RunnerConfig::new(broker.clone(), blobs.clone(), data_dir.clone());
         config.slots = slots;
         config.kill_grace = Duration::from_secs(1);
+        config.grace = Duration::from_secs(1);
         config.heartbeat_interval = Duration::from_millis(300);
         config.lease_ttl = Duration::from_secs(5);
         tweak(&mut config);
@@ -158,15 +160,22 @@ impl Harness {
 
     /// Reads events until `run_id` has finished; returns its outcome.
     async fn finished(&mut self, run_id: &str) -> Outcome {
+        match self.ended(run_id).await {
+            RunEventKind::Finished(o) => o,
+            other => panic!("run {run_id} did not finish: {other:?}"),
+        }
+    }
+
+    /// Reads events until `run_id` has finished or was interrupted; returns that event.
+    async fn ended(&mut self, run_id: &str) -> RunEventKind {
         let until = Instant::now() + PATIENCE;
         loop {
-            if let Some(o) = self.events.get(run_id).and_then(|evs| {
-                evs.iter().find_map(|e| match &e.kind {
-                    RunEventKind::Finished(o) => Some(o.clone()),
-                    _ => None,
-                })
+            if let Some(kind) = self.events.get(run_id).and_then(|evs| {
+                evs.iter()
+                    .map(|e| &e.kind)
+                    .find(|k| !matches!(k, RunEventKind::Started))
             }) {
-                return o;
+                return kind.clone();
             }
             assert!(Instant::now() < until, "run {run_id} did not finish");
             self.pump_events(Duration::from_secs(1)).await;
@@ -621,24 +630,41 @@ async fn bad_bundles_fail_with_one_line() {
     h.stop().await;
 }
 
-cold_and_warm!(shutdown_reports_unfinished_runs_lost);
-async fn shutdown_reports_unfinished_runs_lost(mode: Mode) {
-    let mut h = Harness::start_in(mode, 2).await;
+cold_and_warm!(a_second_stop_hands_unfinished_runs_back);
+async fn a_second_stop_hands_unfinished_runs_back(mode: Mode) {
+    let hurry = Shutdown::new();
+    let mut h = Harness::start_with(2, |c| {
+        mode.apply(c);
+        c.grace = Duration::from_secs(60);
+        c.hurry = hurry.clone();
+    })
+    .await;
     let job = h
         .py_job("import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
         .await;
     h.publish(&job).await;
     h.wait_for_log(&job.run_id, "ready").await;
     h.shutdown.cancel();
+    // The second stop request ends the 60 s grace period at once.
+    hurry.cancel();
     let runner = h.runner.take().unwrap();
-    tokio::time::timeout(PATIENCE, runner)
+    tokio::time::timeout(Duration::from_secs(20), runner)
         .await
-        .unwrap()
+        .expect("the runner stops well within its grace period")
         .unwrap()
         .unwrap();
-    let outcome = h.finished(&job.run_id).await;
-    assert_eq!(outcome.state, RunState::Lost, "{outcome:?}");
-    assert_eq!(outcome.error.as_deref(), Some("runner shut down"));
+    let RunEventKind::Interrupted(outcome) = h.ended(&job.run_id).await else {
+        panic!("the run was not handed back");
+    };
+    assert_eq!(
+        outcome.error.as_deref(),
+        Some(INTERRUPTED_BY_SHUTDOWN),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.signal, Some(15), "{outcome:?}");
+    let archive = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert!(archive.contains("ready"), "{archive}");
+    assert!(archive.contains(INTERRUPTED_BY_SHUTDOWN), "{archive}");
 }
 
 cold_and_warm!(a_reclaimed_lease_stops_the_process_without_a_report);
