@@ -4,12 +4,17 @@
 //! validated the upload with.
 //!
 //! A cache file is only ever created by renaming a fully downloaded and verified temporary file
-//! onto its digest, so its content matches its name. Each runner process re-hashes a cached file
-//! the first time it uses it (catching corruption on disk from before it started) and trusts it
-//! afterwards, which keeps re-hashing off the per-run path.
+//! onto its digest, so its content matches its name, and is read-only (0444). Each runner
+//! process re-hashes a cached file the first time it uses it (catching corruption on disk from
+//! before it started) and remembers the file's stamp (inode, size, modification and change
+//! times); every later use compares one `stat` against it and hashes again if anything changed,
+//! so a byte appended by anyone (a task that could reach the cache, a disk error) is found
+//! before the bundle is used, and the file is fetched again. The change time cannot be set back
+//! by an unprivileged process, so a write cannot hide behind restored times.
 
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,8 +42,28 @@ pub enum BundleFetchError {
 
 pub struct BundleCache {
     root: PathBuf,
-    /// Digests whose cache file this process has hashed (or written) and found right.
-    verified: Mutex<HashSet<String>>,
+    /// Digests whose cache file this process has hashed (or written) and found right, with the
+    /// file's stamp then.
+    verified: Mutex<HashMap<String, Stamp>>,
+}
+
+/// What changes whenever a file's content does: inode, size, modification and change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+    Some(Stamp {
+        ino: m.ino(),
+        len: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
 }
 
 const BUF: usize = 256 * 1024;
@@ -62,16 +87,21 @@ impl BundleCache {
     pub fn new(root: PathBuf) -> BundleCache {
         BundleCache {
             root,
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
-    fn is_verified(&self, digest: &str) -> bool {
-        crate::lock(&self.verified).contains(digest)
+    fn is_verified(&self, digest: &str, now: Stamp) -> bool {
+        crate::lock(&self.verified).get(digest) == Some(&now)
     }
 
-    fn mark_verified(&self, digest: &str) {
-        crate::lock(&self.verified).insert(digest.to_string());
+    /// Remembers the file of `digest` as right while its stamp stays `then`.
+    fn mark_verified(&self, digest: &str, then: Option<Stamp>) {
+        let mut verified = crate::lock(&self.verified);
+        match then {
+            Some(s) => verified.insert(digest.to_string(), s),
+            None => verified.remove(digest),
+        };
     }
 
     /// The path of the bundle's cache file, downloading it first if needed; its content always
@@ -86,23 +116,27 @@ impl BundleCache {
             return Err(BundleFetchError::BadDigest(bundle.sha256.clone()));
         }
         let path = self.root.join(&digest);
-        if path.is_file() {
-            if self.is_verified(&digest) {
+        if let Some(before) = stamp(&path) {
+            if self.is_verified(&digest, before) {
                 return Ok(path);
             }
             let p = path.clone();
             let actual = tokio::task::spawn_blocking(move || hash_file(&p))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if actual.ok().as_deref() == Some(digest.as_str()) {
-                self.mark_verified(&digest);
+            // Right, and not changed while it was read.
+            if actual.ok().as_deref() == Some(digest.as_str()) && stamp(&path) == Some(before) {
+                self.mark_verified(&digest, Some(before));
                 return Ok(path);
             }
-            // A corrupt cache entry is dropped and fetched again.
+            // A corrupt or changed cache entry is dropped and fetched again.
+            tracing::warn!(digest, "cached bundle changed on disk; fetching it again");
+            metrics::counter!("antcode_runner_bundle_refetches_total").increment(1);
+            self.mark_verified(&digest, None);
             let _ = tokio::fs::remove_file(&path).await;
         }
         self.download(source, bundle, &digest, &path).await?;
-        self.mark_verified(&digest);
+        self.mark_verified(&digest, stamp(&path));
         Ok(path)
     }
 
@@ -148,6 +182,8 @@ impl BundleCache {
                     actual,
                 });
             }
+            // Read-only: only a rename by the runner ever replaces it.
+            tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).await?;
             tokio::fs::rename(&tmp, path).await?;
             Ok(())
         }

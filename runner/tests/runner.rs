@@ -1538,3 +1538,41 @@ async fn network_policies_reach_only_what_they_allow() {
     }
     h.stop().await;
 }
+
+cold_and_warm!(a_byte_appended_to_a_cached_bundle_is_found_and_the_bundle_fetched_again);
+async fn a_byte_appended_to_a_cached_bundle_is_found_and_the_bundle_fetched_again(mode: Mode) {
+    let mut h = Harness::start_in(mode, 2).await;
+    let job = h.py_job("print('genuine')\n").await;
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    // What a task that could reach the cache would do to the next run of this project.
+    let cached = h.data_dir.join("bundles").join(&job.bundle.sha256);
+    let mode_bits =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cached).unwrap().permissions());
+    assert_eq!(mode_bits & 0o777, 0o444, "cache files are read-only");
+    let writable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+    std::fs::set_permissions(&cached, writable).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&cached)
+        .unwrap();
+    f.write_all(b"\nprint('injected')\n").unwrap();
+    drop(f);
+    let mut again = job.clone();
+    again.run_id = antcode_core::ids::new_id();
+    h.publish(&again).await;
+    let outcome = h.finished(&again.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert!(
+        log.contains("genuine") && !log.contains("injected"),
+        "{log}"
+    );
+    assert_eq!(
+        sha256_hex(&std::fs::read(&cached).unwrap()),
+        job.bundle.sha256,
+        "fetched again"
+    );
+    h.stop().await;
+}
