@@ -7,6 +7,10 @@
 //! a half-built environment that a later run would trust. Builds are `--relocatable` so the rename
 //! does not break console-script shebangs. Every user of an environment holds a second lock
 //! shared ("in use"), which the collector must get exclusively, without waiting, to remove it.
+//!
+//! uv runs with a cleared environment ([`uv_may_see`]): a requirement's build script
+//! (`setup.py`) is task code, and sees none of the runner's variables (credentials, the
+//! platform's URLs, the admin password in `up`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -27,10 +31,40 @@ pub struct Uv {
     prefix: Vec<OsString>,
 }
 
+/// Whether the runner's variable `name` reaches uv (and so every build script of a requirement,
+/// which is task code): what uv needs to find interpreters, its cache, an index, a proxy and
+/// certificates; nothing of the runner's own (`ANTCODE_*`, credentials, URLs of the platform).
+pub fn uv_may_see(name: &str) -> bool {
+    const KEEP: &[&str] = &[
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "USER",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+        "XDG_CACHE_HOME",
+        "XDG_DATA_HOME",
+    ];
+    KEEP.contains(&name) || name.starts_with("UV_") || name.starts_with("PYENV_")
+}
+
 impl Uv {
+    /// uv with a cleared environment plus the few variables [`uv_may_see`] lets through.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.prefix);
+        cmd.args(&self.prefix)
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(uv_may_see)));
         cmd
     }
 

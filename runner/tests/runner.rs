@@ -1576,3 +1576,33 @@ async fn a_byte_appended_to_a_cached_bundle_is_found_and_the_bundle_fetched_agai
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requirements_build_script_does_not_see_the_runners_environment() {
+    // A variable of the runner's own, as the admin password or a database URL would be.
+    std::env::set_var("ANTCODE_TEST_RUNNER_SECRET", "hunter2");
+    let mut h = Harness::start(2).await;
+    let pkg = h.dir.path().join("leakcheck");
+    let seen = h.dir.path().join("seen-by-setup-py.txt");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("setup.py"),
+        format!(
+            "import os\nfrom setuptools import setup\nopen({:?}, 'w').write('\\n'.join(sorted(os.environ)))\nsetup(name='leakcheck', version='0.1', py_modules=[])\n",
+            seen.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut job = h.py_job("print('built')\n").await;
+    job.requirements = format!("leakcheck @ file://{}\n", pkg.display());
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let names = std::fs::read_to_string(&seen).expect("setup.py ran");
+    assert!(names.lines().any(|n| n == "PATH"), "{names}");
+    assert!(
+        !names.lines().any(|n| n.starts_with("ANTCODE_")),
+        "the build saw the runner's variables: {names}"
+    );
+    h.stop().await;
+}
