@@ -257,6 +257,33 @@ async fn gateway_runner_end_to_end() {
         "a foreign Complete changed the run: {run}"
     );
 
+    // B's own Complete with a log archive that inflates past any bound (600 MiB of zeros,
+    // under 1 MB gzipped): refused before it is stored, and the run is untouched.
+    let bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..600 {
+            std::io::Write::write_all(&mut gz, &zeros).unwrap();
+        }
+        gz.finish().unwrap()
+    };
+    let err = anon
+        .complete(with_key(
+            pb::CompleteRequest {
+                lease: Some(b_lease.clone()),
+                state: "succeeded".into(),
+                exit_code: Some(0),
+                log_archive: bomb,
+                ..Default::default()
+            },
+            &b_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("inflates past"), "{err:?}");
+    assert_eq!(api.get(&format!("/runs/{run_id}")).await["state"], "queued");
+
     // B gives the job back; its old token is then stale.
     anon.complete(with_key(
         pb::CompleteRequest {

@@ -16,8 +16,8 @@ use tokio_util::io::SyncIoBridge;
 
 use antcode_core::blob::BlobReader;
 
-/// Most inflated bytes served of one log (the runner archives at most 256 MiB of output).
-pub const MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
+/// Most inflated bytes served of one log.
+pub use antcode_core::blob::MAX_LOG_BYTES;
 /// Most bytes of a piece handed out at once.
 pub const PIECE: usize = 64 * 1024;
 /// Pieces inflated ahead of the reader.

@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
-use antcode_core::blob::{log_key, BlobStore};
+use antcode_core::blob::{check_log_archive, log_key, BlobStore, MAX_LOG_BYTES};
 use antcode_core::broker::{Broker, HeldLease, LeaseRequest as BrokerLease};
 use antcode_core::model::{Lease, Outcome, RunEvent, RunEventKind, RunState, WorkerStatus};
 use antcode_core::time::now_ms;
@@ -476,9 +476,17 @@ impl WorkerService for Edge {
         })?;
         let mut log = None;
         if !r.log_archive.is_empty() {
+            // A small archive can inflate to anything: refuse one that is not gzip or that
+            // inflates past what any reader serves, before it is stored.
+            let archive = bytes::Bytes::from(r.log_archive.clone());
+            let checked = archive.clone();
+            tokio::task::spawn_blocking(move || check_log_archive(&checked, MAX_LOG_BYTES))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::invalid_argument)?;
             let key = log_key(&lease.run_id, lease.attempt);
             self.blobs
-                .put(&key, bytes::Bytes::from(r.log_archive.clone()))
+                .put(&key, archive)
                 .await
                 .map_err(|e| Status::unavailable(format!("blob store: {e}")))?;
             log = Some(key);

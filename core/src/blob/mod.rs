@@ -129,9 +129,47 @@ pub fn log_key(run_id: &str, attempt: u32) -> String {
     format!("logs/{run_id}/{attempt}.log.gz")
 }
 
+/// Most bytes a log archive may inflate to: a runner keeps at most 256 MiB of a run's output,
+/// and readers stop here whatever an archive holds.
+pub const MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Checks that `archive` is gzip that inflates to at most `limit` bytes, inflating it into
+/// nothing (a 64 KiB buffer, whatever its size); the inflated size. Blocking: a worker's
+/// archive is checked before it is stored.
+pub fn check_log_archive(archive: &[u8], limit: u64) -> Result<u64, String> {
+    use std::io::Read;
+    if !archive.starts_with(&[0x1f, 0x8b]) {
+        return Err("the log archive is not gzip".into());
+    }
+    let mut gz = flate2::read::MultiGzDecoder::new(archive).take(limit + 1);
+    let n = std::io::copy(&mut gz, &mut std::io::sink())
+        .map_err(|e| format!("the log archive is corrupt: {e}"))?;
+    if n > limit {
+        return Err(format!("the log archive inflates past {limit} bytes"));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_archives_are_checked_with_a_bound() {
+        let gz = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, data).unwrap();
+            e.finish().unwrap()
+        };
+        assert_eq!(check_log_archive(&gz(b"hello\n"), 100), Ok(6));
+        let bomb = gz(&vec![0u8; 4 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        assert!(check_log_archive(&bomb, 1 << 20)
+            .unwrap_err()
+            .contains("past"));
+        assert!(check_log_archive(b"plain text", 100).is_err());
+        assert!(check_log_archive(&bomb[..bomb.len() / 2], 8 << 20).is_err());
+    }
 
     #[test]
     fn keys_cannot_escape_the_root() {
