@@ -22,9 +22,9 @@
 //!   (or croniter's `LN`) its last weekday N. They count as restricted day fields.
 //! * Not supported: Quartz's `?`, `W`, `L-n` and a year field. Errors quote the expression as
 //!   written and name the field; expressions are at most 256 bytes.
-//! * [`from_quartz`] rewrites an expression written for the Quartz reading (weekday 1 = Sunday,
-//!   both day fields must match) to the same days in ours; migration 8 applies it to stored
-//!   tasks.
+//! * [`from_quartz`] rewrites an expression stored for the old reading so it means what its
+//!   owner meant: the 6-field Quartz form keeps its days (numbers shifted), the 5-field crontab
+//!   form keeps its numbers (read as crontab reads them now); migration 8 applies it.
 //!
 //! A cron schedule is matched on wall-clock time in its IANA zone, then each matching wall time
 //! is placed on the real time line (see `next_cron`): a wall time that happens twice (clocks
@@ -43,7 +43,7 @@ use crate::model::Schedule;
 use crate::time::parse_rfc3339;
 
 mod cron;
-pub use cron::{from_quartz, Cron, CronError};
+pub use cron::{from_quartz, reads_differently, Cron, CronError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {

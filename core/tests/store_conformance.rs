@@ -2581,17 +2581,20 @@ async fn migration_fills_queue_deadlines(db: &TestDb) {
 }
 
 async fn migration_rewrites_quartz_weekdays(db: &TestDb) {
-    // Cron expressions stored for the old Quartz reading (weekday 1 = Sunday) are rewritten by
-    // migration 8 to the same days in crontab(5)'s reading; other schedules are left alone. The
-    // rows are planted, then migration 8 is applied again.
+    // Cron expressions stored for the old reading are rewritten by migration 8 to what their
+    // owners meant: the 6-field Quartz form keeps its days (weekday numbers shifted), the
+    // 5-field crontab form keeps its numbers, now read as crontab reads them, with its next fire
+    // worked out again; other schedules are left alone. The rows are planted, then migration 8
+    // is applied again.
     let s = db.open().await;
     let (p, _) = project(s.as_ref(), "quartz").await;
     let cases: &[(Option<Schedule>, Option<&str>)] = &[
-        (Some(cron("30 8 * * 1-5")), Some("30 8 * * 0-4")),
-        (Some(cron("0 9 * * 7")), Some("0 9 * * 6")),
+        (Some(cron("0 30 8 * * 2-6")), Some("0 30 8 * * 1-5")),
+        (Some(cron("0 0 9 * * 7")), Some("0 0 9 * * 6")),
         (Some(cron("0 0 12 ? * MON")), Some("0 0 12 * * MON")),
-        (Some(cron("0 9 * * 3/2")), Some("0 9 * * 2-6/2")),
-        (Some(cron("0 9 1 * 2,Friday")), Some("0 9 1 * 1,FRI")),
+        (Some(cron("0 0 9 * * 3/2")), Some("0 0 9 * * 2-6/2")),
+        (Some(cron("0 9 1 * 2,Friday")), Some("0 9 1 * 2,FRI")),
+        (Some(cron("30 8 * * 1-5")), None),
         (Some(cron("*/5 * * * *")), None),
         (Some(cron("0 9 * * MON-FRI")), None),
         (
@@ -2608,6 +2611,11 @@ async fn migration_rewrites_quartz_weekdays(db: &TestDb) {
     for (i, (schedule, _)) in cases.iter().enumerate() {
         let mut t = task(&p.id, &format!("quartz-{i}"), retries(1));
         t.schedule = schedule.clone();
+        // Sunday 2030-01-06 08:30 in Shanghai: where the old reading put `30 8 * * 1-5`'s
+        // next fire (the other rows keep whatever they carry).
+        if *schedule == Some(cron("30 8 * * 1-5")) {
+            t.next_fire_at = Some(1_893_889_800_000);
+        }
         s.create_task(&t).await.unwrap();
         tasks.push(t);
     }
@@ -2633,7 +2641,32 @@ async fn migration_rewrites_quartz_weekdays(db: &TestDb) {
                 _ => t.schedule.clone(),
             };
             assert_eq!(got.schedule, want, "{:?}", t.schedule);
-            assert_eq!(got.next_fire_at, t.next_fire_at);
+            if t.next_fire_at == Some(1_893_889_800_000) {
+                // Read as crontab reads it now: the next fire is a weekday at 08:30 there.
+                use chrono::{Datelike, TimeZone, Timelike};
+                let at = got.next_fire_at.expect("still scheduled");
+                let local = chrono::Utc
+                    .timestamp_millis_opt(at)
+                    .unwrap()
+                    .with_timezone(&chrono_tz::Asia::Shanghai);
+                assert_eq!((local.hour(), local.minute()), (8, 30), "{local}");
+                let day = local.weekday().number_from_monday();
+                assert!((1..=5).contains(&day), "{local} is not Monday to Friday");
+            } else if matches!(&t.schedule, Some(Schedule::Cron { cron, .. })
+                if antcode_core::schedule::reads_differently(cron))
+            {
+                // Its stored next fire (in the past) was in the old numbering: the next one
+                // after it in the new.
+                let want = antcode_core::schedule::next_after(
+                    got.schedule.as_ref().unwrap(),
+                    t.next_fire_at.unwrap() - 1,
+                    t.created_at,
+                )
+                .unwrap();
+                assert_eq!(got.next_fire_at, want, "{:?}", t.schedule);
+            } else {
+                assert_eq!(got.next_fire_at, t.next_fire_at);
+            }
             if let Some(s) = &got.schedule {
                 antcode_core::schedule::validate(s).expect("a rewritten schedule is valid");
             }

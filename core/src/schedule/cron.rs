@@ -676,16 +676,23 @@ fn weekday_value(text: &str) -> Option<usize> {
     DAYS.iter().position(|d| d.eq_ignore_ascii_case(text))
 }
 
-/// Rewrites an expression written for the Quartz reading of the old `cron` crate (6 fields with
-/// seconds, or 5 without; day-of-week 1 = Sunday … 7 = Saturday; `?` for "any"; full day and month
-/// names) into ours, so it keeps matching the same days. `None` when nothing needs to change or
-/// the text is not a 5- or 6-field expression.
+/// Rewrites an expression stored for the old `cron` crate's reading into ours, so it matches
+/// the days its owner meant; `None` when nothing needs to change or the text is not a 5- or
+/// 6-field expression.
+///
+/// * 6 fields (seconds first) is the crate's own Quartz form, written for its numbering (1 =
+///   Sunday … 7 = Saturday): the weekday numbers are shifted (1 → 0 … 7 → 6) and it keeps its
+///   days.
+/// * 5 fields is the crontab form the task form asked for (1 = Monday): its weekday numbers are
+///   kept, and it now fires on the days its owner meant (see [`reads_differently`]).
+/// * Either way `?` becomes `*` and full day and month names their three-letter forms.
 pub fn from_quartz(expr: &str) -> Option<String> {
     let mut fields: Vec<String> = expr.split_ascii_whitespace().map(str::to_string).collect();
     if !(5..=6).contains(&fields.len()) {
         return None;
     }
     let n = fields.len();
+    let quartz_numbers = n == 6;
     let (dom, month, dow) = (n - 3, n - 2, n - 1);
     // `?` is "any day": `*` (Quartz allows a step after it too).
     if fields[dom].starts_with('?') {
@@ -698,7 +705,7 @@ pub fn from_quartz(expr: &str) -> Option<String> {
         .join(",");
     fields[dow] = fields[dow]
         .split(',')
-        .map(quartz_weekday_item)
+        .map(|item| quartz_weekday_item(item, quartz_numbers))
         .collect::<Vec<_>>()
         .join(",");
     let out = fields.join(" ");
@@ -706,8 +713,22 @@ pub fn from_quartz(expr: &str) -> Option<String> {
     (out != unchanged.join(" ")).then_some(out)
 }
 
-/// One day-of-week list item from Quartz numbering (1 = Sunday) to ours (0 = Sunday).
-fn quartz_weekday_item(item: &str) -> String {
+/// Whether a stored 5-field expression now fires on other weekdays than it did: a number in its
+/// day-of-week field outside a step (`1-5`, `0`, `2,4`; not `*/2`, which picks the same days in
+/// both numberings). Its text is kept (see [`from_quartz`]); its next fire time must be worked
+/// out again.
+pub fn reads_differently(expr: &str) -> bool {
+    let fields: Vec<&str> = expr.split_ascii_whitespace().collect();
+    fields.len() == 5
+        && fields[4].split(',').any(|item| {
+            let base = item.split('/').next().unwrap_or("");
+            base.bytes().any(|b| b.is_ascii_digit())
+        })
+}
+
+/// One day-of-week list item to ours: `?` becomes `*`, full names three-letter ones, and with
+/// `shift` numbers go from Quartz numbering (1 = Sunday) to ours (0 = Sunday).
+fn quartz_weekday_item(item: &str, shift: bool) -> String {
     if item == "?" {
         return "*".into();
     }
@@ -715,17 +736,18 @@ fn quartz_weekday_item(item: &str) -> String {
         Some((b, s)) => (b, Some(s)),
         None => (item, None),
     };
-    let shift = |t: &str| match t.parse::<u32>() {
-        Ok(n) if n >= 1 => (n - 1).to_string(),
+    let renumber = |t: &str| match t.parse::<u32>() {
+        Ok(n) if n >= 1 && shift => (n - 1).to_string(),
+        Ok(_) => t.to_string(),
         _ => short_name(t, &DAY_NAMES),
     };
     let base = match (base.split_once('-'), step) {
-        (Some((a, b)), _) => format!("{}-{}", shift(a), shift(b)),
+        (Some((a, b)), _) => format!("{}-{}", renumber(a), renumber(b)),
         // Quartz `N/step` runs to 7 (Saturday), ours to 6: the same days once shifted, but
         // spelled as a range so nothing depends on where `N/step` stops.
-        (None, Some(_)) if base != "*" && base != "?" => format!("{}-6", shift(base)),
+        (None, Some(_)) if shift && base != "*" && base != "?" => format!("{}-6", renumber(base)),
         (None, _) if base == "?" => "*".into(),
-        (None, _) => shift(base),
+        (None, _) => renumber(base),
     };
     match step {
         Some(s) => format!("{base}/{s}"),
@@ -1087,10 +1109,25 @@ mod tests {
     #[test]
     fn quartz_expressions_are_rewritten_to_the_same_days() {
         let q = |e: &str| from_quartz(e);
-        assert_eq!(q("30 8 * * 1-5").as_deref(), Some("30 8 * * 0-4"));
-        assert_eq!(q("0 9 * * 7").as_deref(), Some("0 9 * * 6"));
-        assert_eq!(q("0 9 * * 1,3").as_deref(), Some("0 9 * * 0,2"));
-        assert_eq!(q("0 9 * * 3/2").as_deref(), Some("0 9 * * 2-6/2"));
+        // 6 fields: the Quartz form, numbers shifted to keep the days.
+        assert_eq!(q("0 30 8 * * 2-6").as_deref(), Some("0 30 8 * * 1-5"));
+        assert_eq!(q("0 0 9 * * 7").as_deref(), Some("0 0 9 * * 6"));
+        assert_eq!(q("0 0 9 * * 1,3").as_deref(), Some("0 0 9 * * 0,2"));
+        assert_eq!(q("0 0 9 * * 3/2").as_deref(), Some("0 0 9 * * 2-6/2"));
+        // 5 fields: the crontab form, numbers kept (they now mean what the owner meant).
+        for kept in ["30 8 * * 1-5", "0 9 * * 7", "0 9 * * 1,3", "0 9 * * 3/2"] {
+            assert_eq!(q(kept), None, "{kept}");
+            assert!(reads_differently(kept), "{kept}");
+        }
+        assert_eq!(q("0 9 1 * 2,Friday").as_deref(), Some("0 9 1 * 2,FRI"));
+        for same_days in [
+            "0 9 * * */2",
+            "0 9 * * MON-FRI",
+            "0 9 * * *",
+            "0 0 9 * * 1-5",
+        ] {
+            assert!(!reads_differently(same_days), "{same_days}");
+        }
         assert_eq!(q("0 0 12 ? * MON").as_deref(), Some("0 0 12 * * MON"));
         assert_eq!(
             q("0 0 * january-march Monday-Thurs").as_deref(),

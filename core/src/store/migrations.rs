@@ -7,7 +7,7 @@
 //! A migration that rewrites data in Rust does so in [`rewrite_data`], after its statements and
 //! in one transaction with its `schema_version` row, so it is applied once or not at all.
 
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
 use super::sql::Dialect;
 use super::StoreResult;
@@ -134,18 +134,23 @@ pub async fn rewrite_data(
 
 /// Migration 8. Cron expressions were read by the `cron` crate: day-of-week 1 = Sunday … 7 =
 /// Saturday, `?` for any day, full day and month names, and a day had to match both day
-/// fields. Each stored expression is rewritten to mean the same days in crontab(5)'s reading
-/// (`schedule::from_quartz`), so every task keeps firing when it did. An expression that
-/// restricts both day fields cannot keep its both-must-match meaning (crontab(5) fires on
-/// either); it is logged, and the release notes say so.
+/// fields. Each stored expression is rewritten to mean what its owner meant
+/// (`schedule::from_quartz`): a 6-field (Quartz) one keeps its days, a 5-field (crontab) one
+/// keeps its numbers and fires on the days crontab(5) reads in them, so its next fire time is
+/// worked out again. An expression that restricts both day fields cannot keep its
+/// both-must-match meaning (crontab(5) fires on either); it is logged, and the release notes
+/// say so.
 async fn quartz_weekdays(conn: &mut AnyConnection, dialect: Dialect) -> StoreResult<()> {
-    let rows = sqlx::query("SELECT id, schedule FROM tasks WHERE schedule IS NOT NULL")
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, schedule, next_fire_at, created_at FROM tasks WHERE schedule IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let update = match dialect {
-        Dialect::Postgres => "UPDATE tasks SET schedule = $1 WHERE id = $2",
-        _ => "UPDATE tasks SET schedule = ? WHERE id = ?",
+        Dialect::Postgres => "UPDATE tasks SET schedule = $1, next_fire_at = $2 WHERE id = $3",
+        _ => "UPDATE tasks SET schedule = ?, next_fire_at = ? WHERE id = ?",
     };
+    let now = crate::time::now_ms();
     for row in rows {
         let id = super::rows::text(&row, "id")?;
         let text = super::rows::text(&row, "schedule")?;
@@ -159,7 +164,8 @@ async fn quartz_weekdays(conn: &mut AnyConnection, dialect: Dialect) -> StoreRes
             continue;
         };
         let new = crate::schedule::from_quartz(&old);
-        match crate::schedule::Cron::parse(new.as_deref().unwrap_or(&old)) {
+        let expr = new.clone().unwrap_or_else(|| old.clone());
+        match crate::schedule::Cron::parse(&expr) {
             Err(e) => tracing::warn!(
                 task = %id, old = %old,
                 "migration 8: this cron expression cannot be read any more ({e}); the task \
@@ -172,14 +178,31 @@ async fn quartz_weekdays(conn: &mut AnyConnection, dialect: Dialect) -> StoreRes
             ),
             Ok(_) => {}
         }
-        let Some(new) = new else {
+        let rereads = crate::schedule::reads_differently(&expr);
+        if new.is_none() && !rereads {
             continue;
-        };
-        tracing::info!(task = %id, old = %old, new = %new,
-            "migration 8: cron expression rewritten to keep its days");
-        schedule["cron"] = serde_json::Value::String(new);
+        }
+        schedule["cron"] = serde_json::Value::String(expr.clone());
+        let mut next: Option<i64> = row.try_get("next_fire_at")?;
+        if rereads {
+            // The stored next fire was worked out in the old numbering. The next one in the
+            // new is due after it or after now, whichever is earlier, so a fire that was
+            // already due stays due.
+            let created: i64 = row.try_get("created_at")?;
+            if let (Some(at), Ok(parsed)) = (next, serde_json::from_value(schedule.clone())) {
+                next = crate::schedule::next_after(&parsed, at.min(now) - 1, created)
+                    .ok()
+                    .flatten();
+            }
+            tracing::info!(task = %id, cron = %expr, next_fire_at = ?next,
+                "migration 8: crontab-form weekdays now read as crontab reads them");
+        } else {
+            tracing::info!(task = %id, old = %old, new = %expr,
+                "migration 8: cron expression rewritten to keep its days");
+        }
         sqlx::query(update)
             .bind(schedule.to_string())
+            .bind(next)
             .bind(id)
             .execute(&mut *conn)
             .await?;
