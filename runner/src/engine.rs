@@ -118,6 +118,9 @@ pub async fn run_with_source(
         Err(e) => tracing::warn!(error = %e, "virtualenv garbage collection task failed"),
     }
     let sweeper: Arc<crate::sweeper::Sweeper> = Arc::default();
+    for line in crate::netpolicy::missing() {
+        tracing::warn!("{line}");
+    }
     let ctx = Arc::new(Ctx {
         venvs,
         bundles: BundleCache::new(cfg.data_dir.join("bundles")),

@@ -51,6 +51,21 @@ pub fn landlock_abi() -> i64 {
     r.max(0)
 }
 
+/// The network guarantees this runner cannot give, one line each (for the start-up log and the
+/// sandbox's report).
+pub fn missing() -> Vec<String> {
+    let mut out = vec![
+        "network: the platform's own ports are not shut out of `full` (a task that must not reach them needs `none` or an allow-list)".to_string(),
+    ];
+    let abi = landlock_abi();
+    if abi < 4 {
+        out.push(format!(
+            "network: allow-lists cannot be enforced (Landlock ABI {abi}, 4 needed: Linux 6.7+); runs with one fail"
+        ));
+    }
+    out
+}
+
 /// A policy made ready for one run: what the child must do, and the ruleset it applies.
 #[derive(Debug, Default)]
 pub struct Prepared {
