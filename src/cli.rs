@@ -75,6 +75,11 @@ fn cidr(s: &str) -> Result<antcode_control::Cidr, String> {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Start even if the kernel refuses part of the task sandbox (user, mount or PID
+    /// namespaces, seccomp, Landlock): each missing guarantee is logged and shown in the
+    /// worker's `sandbox` label. Without it such a runner refuses to start.
+    #[arg(long, env = "ANTCODE_ALLOW_WEAK_SANDBOX")]
+    pub allow_weak_sandbox: bool,
     #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-data")]
     pub data_dir: PathBuf,
     /// Address of the REST API and web UI.
@@ -191,6 +196,11 @@ pub enum RunnerMode {
 
 #[derive(Debug, Args)]
 pub struct RunnerArgs {
+    /// Start even if the kernel refuses part of the task sandbox (user, mount or PID
+    /// namespaces, seccomp, Landlock): each missing guarantee is logged and shown in the
+    /// worker's `sandbox` label. Without it such a runner refuses to start.
+    #[arg(long, env = "ANTCODE_ALLOW_WEAK_SANDBOX")]
+    pub allow_weak_sandbox: bool,
     /// Address of the operations endpoint (/metrics, /healthz, /readyz).
     #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9102")]
     pub ops_listen: SocketAddr,

@@ -155,6 +155,8 @@ fn on_signal() -> Shutdown {
 }
 
 async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
+    // Nothing of this process (environment, memory) is readable by another of the same user.
+    antcode_runner::sandbox::not_dumpable();
     let password = match args.admin_password {
         Some(p) if !p.is_empty() => p,
         _ => {
@@ -174,6 +176,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.grace = std::time::Duration::from_secs(args.grace_s);
     cfg.warm_queues = args.warm_queues;
     cfg.trusted_proxies = args.trusted_proxies;
+    cfg.allow_weak_sandbox = args.allow_weak_sandbox;
     let data_dir = cfg.data_dir.clone();
     let running = up::start(cfg).await?;
     println!("AntCode is up.");
@@ -307,6 +310,7 @@ async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
 }
 
 async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
+    antcode_runner::sandbox::not_dumpable();
     let labels = cli::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
     let max_limits = args.max_limits();
     if args.mode == RunnerMode::Gateway {
@@ -325,6 +329,7 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     config.queues = args.queues;
     config.labels = labels;
     config.slots = args.slots;
+    config.sandbox.allow_weak |= args.allow_weak_sandbox;
     config.warm.queues = args.warm_queues.clone();
     config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));
     config.heartbeat_interval = std::time::Duration::from_secs(args.heartbeat_s.max(1));
@@ -372,6 +377,7 @@ async fn run_gateway_runner(
     config.labels = labels.clone();
     config.max_limits = max_limits;
     config.slots = args.slots;
+    config.sandbox.allow_weak |= args.allow_weak_sandbox;
     config.warm.queues = args.warm_queues.clone();
     config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));
     config.heartbeat_interval = std::time::Duration::from_secs(args.heartbeat_s.max(1));

@@ -48,6 +48,8 @@ pub struct UpConfig {
     /// Reverse proxies in front of control believed about `X-Forwarded-For`; none by default.
     /// The embedded edge needs no entry (it vouches for the address with the edge token).
     pub trusted_proxies: Vec<antcode_control::Cidr>,
+    /// Run tasks even where the kernel refuses part of the sandbox (`--allow-weak-sandbox`).
+    pub allow_weak_sandbox: bool,
 }
 
 impl UpConfig {
@@ -60,6 +62,7 @@ impl UpConfig {
             admin_password: "admin".into(),
             runner: true,
             runner_slots: 4,
+            allow_weak_sandbox: false,
             queues: vec!["default".into()],
             lost_after: Duration::from_secs(15),
             edge_limits: antcode_edge::Limits::default(),
@@ -189,6 +192,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         runner.queues = cfg.queues.clone();
         runner.warm.queues = cfg.warm_queues.clone();
         runner.grace = cfg.grace;
+        runner.sandbox.allow_weak |= cfg.allow_weak_sandbox;
         runner.hurry = hurry.clone();
         let s = runner_stop.clone();
         tokio::spawn(async move { antcode_runner::run(runner, s).await.map_err(Into::into) })

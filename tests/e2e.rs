@@ -74,6 +74,21 @@ fn pid_is_dead(pid: i32) -> bool {
     }
 }
 
+/// The host pids of the live processes carrying `run_id`'s marker in their environment.
+fn marked(run_id: &str) -> Vec<i32> {
+    let marker = format!("ANTCODE_RUN_ID={run_id}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
+        })
+        .filter(|&pid| !pid_is_dead(pid))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,28 +134,37 @@ async fn python_runs_end_to_end() {
         .await;
     assert!(logs.contains("about to fail"), "logs: {logs}");
 
-    // Past its timeout the whole process group dies, including a forked grandchild.
-    let pid_file = dir.path().join("grandchild.pid");
-    let sleeper = "import os, subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\nopen(os.environ['PID_FILE'], 'w').write(str(p.pid))\nprint('spawned', p.pid, flush=True)\ntime.sleep(300)\n";
+    // Past its timeout the whole process group dies, including a spawned grandchild. The task
+    // runs in its own PID namespace, so its processes are found from the host by their run
+    // marker, while the run is still going.
+    let sleeper = "import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\nprint('spawned', flush=True)\ntime.sleep(300)\n";
     let sleepy = c
         .upload("sleepy", "sleepy.py", sleeper.as_bytes().to_vec(), &[])
         .await;
-    let env = json!({"PID_FILE": pid_file.display().to_string()});
-    let task = create_task(&c, "sleepy", &sleepy, json!({"timeout_s": 2, "env": env})).await;
-    let run = wait_terminal(&c, &trigger(&c, &task).await, Duration::from_secs(60)).await;
-    assert_eq!(run["state"], "timed_out", "{run}");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !pid_is_dead(pid) {
+    let task = create_task(&c, "sleepy", &sleepy, json!({"timeout_s": 5})).await;
+    let run = trigger(&c, &task).await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pids = marked(&run_id);
+    while pids.len() < 2 {
         assert!(
             Instant::now() < deadline,
-            "grandchild {pid} survived the timeout"
+            "the task and its child never ran: {pids:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pids = marked(&run_id);
+    }
+    let run = wait_terminal(&c, &run, Duration::from_secs(60)).await;
+    assert_eq!(run["state"], "timed_out", "{run}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for pid in pids {
+        while !pid_is_dead(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "grandchild {pid} survived the timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     let metrics = reqwest::get(format!("http://{}/metrics", up.control_addr))

@@ -819,7 +819,8 @@ async fn a_run_survives_an_edge_restart() {
     };
     let cred = gateway::credential(&gw).await.expect("enrolls");
     let source = Arc::new(GatewaySource::new(&gw, cred.clone()).unwrap());
-    let runner = antcode_runner::RunnerConfig::new(broker.clone(), blobs.clone(), runner_dir);
+    let runner =
+        antcode_runner::RunnerConfig::new(broker.clone(), blobs.clone(), runner_dir.clone());
     let mut engine = runner.engine_config();
     engine.worker_id = cred.worker_id.clone();
     engine.mode = "gateway".into();
@@ -830,20 +831,21 @@ async fn a_run_survives_an_edge_restart() {
         runner_stop.clone(),
     ));
 
-    let flag = dir.path().join("edge-restarted");
+    // The flag is put in the run's work dir, the only host directory its sandbox shows.
     let task = api
         .script_task(
             "survivor",
-            &format!(
-                "import os, time\nprint('before the restart', flush=True)\n\
-                 while not os.path.exists({flag:?}):\n    time.sleep(0.05)\n\
-                 print('after the restart', flush=True)\n",
-                flag = flag.display().to_string()
-            ),
+            "import os, time\nprint('before the restart', flush=True)\n\
+             while not os.path.exists('edge-restarted'):\n    time.sleep(0.05)\n\
+             print('after the restart', flush=True)\n",
             json!({}),
         )
         .await;
     let run_id = api.triggered(&task).await;
+    let flag = runner_dir
+        .join("work")
+        .join(format!("{run_id}-1"))
+        .join("edge-restarted");
     let started = Instant::now();
     while api.get(&format!("/runs/{run_id}")).await["state"] != "running" {
         assert!(started.elapsed() < Duration::from_secs(30), "never started");

@@ -58,6 +58,7 @@ pub struct EngineConfig {
     pub warm: crate::zygote::WarmConfig,
     /// The most a task may ask for (a run above it fails; see [`crate::cgroup`]).
     pub max_limits: antcode_core::model::RunLimits,
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 /// How long one lease call may park waiting for work.
@@ -92,7 +93,7 @@ fn stop_run(held: &HeldMap, run_id: &str, reason: StopReason) {
 
 /// Runs the engine over any work source until `shutdown`, then drains.
 pub async fn run_with_source(
-    cfg: EngineConfig,
+    mut cfg: EngineConfig,
     source: Arc<dyn WorkSource>,
     shutdown: Shutdown,
 ) -> Result<(), RunnerError> {
@@ -101,6 +102,14 @@ pub async fn run_with_source(
         std::fs::create_dir_all(&dir).map_err(|e| RunnerError::DataDir(dir, e))?;
     }
     sweep_stale_work(&cfg.data_dir.join("work"));
+    let (data_dir, sandbox_cfg) = (cfg.data_dir.clone(), cfg.sandbox);
+    let (sandbox, report) =
+        tokio::task::spawn_blocking(move || crate::sandbox::start(&data_dir, sandbox_cfg))
+            .await
+            .map_err(|e| RunnerError::Sandbox(e.to_string()))?
+            .map_err(RunnerError::Sandbox)?;
+    // Shown in the worker list.
+    cfg.labels.insert("sandbox".into(), report.summary());
     let explicit = cfg.uv.clone();
     let uv = tokio::task::spawn_blocking(move || find_uv(explicit.as_deref()))
         .await
@@ -131,6 +140,7 @@ pub async fn run_with_source(
         work_dirs: Arc::new(WorkDirs::new(&cfg.data_dir, sweeper.clone())),
         sweeper,
         cgroups: Arc::new(crate::cgroup::Cgroups::for_runner(&cfg.worker_id)),
+        sandbox,
         cfg: cfg.clone(),
     });
     let held: HeldMap = Arc::default();

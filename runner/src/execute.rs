@@ -28,6 +28,7 @@ use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
 use crate::netpolicy;
 use crate::process::{self, ExitInfo};
 use crate::releases::Releases;
+use crate::sandbox::{RunSpec, Sandbox};
 use crate::source::WorkSource;
 use crate::sweeper::Sweeper;
 use crate::uv::{normalize_requirements, Deps, Venv, Venvs};
@@ -64,6 +65,8 @@ pub struct Ctx {
     pub work_dirs: Arc<WorkDirs>,
     /// Where runs' cgroups are made (see [`crate::cgroup`]).
     pub cgroups: Arc<Cgroups>,
+    /// Every run starts in it (see [`crate::sandbox`]); `None` only when it is off or weak.
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 /// How long to wait for the output pipes to close after the process group was killed. Only a
@@ -338,13 +341,19 @@ async fn supervise(
         .chain(job.secret_env.0.clone())
         .collect();
     let mut env = task_env(&venv, work_dir, &job_env);
+    if let Some(sandbox) = &ctx.sandbox {
+        env.insert("TMPDIR".into(), sandbox.tmp_dir().into());
+    }
     // Last, so the task cannot override them: they mark every process of this attempt.
     env.insert(process::RUN_ID_VAR.into(), job.run_id.clone());
     env.insert(process::ATTEMPT_VAR.into(), job.attempt.to_string());
     let mut argv = vec![entry];
     argv.extend(job.args.iter().cloned());
-    // A zygote serves every task of a project version: a network policy of its own starts cold.
-    let warm = (job.warm || ctx.zygotes.config().queues.contains(&job.queue)) && !net.confines();
+    // A zygote serves every task of a project version: a network policy of its own starts
+    // cold. Zygotes are not sandboxed: with the sandbox on, a warm run starts cold in it.
+    let warm = (job.warm || ctx.zygotes.config().queues.contains(&job.queue))
+        && !net.confines()
+        && ctx.sandbox.is_none();
     let forked = match warm {
         true => {
             let req = zygote::Request {
@@ -358,16 +367,32 @@ async fn supervise(
         }
         false => None,
     };
-    let spawned = match forked.map_or_else(
-        || {
+    let cold = || match &ctx.sandbox {
+        Some(sandbox) => {
+            // The cgroup is joined from outside, by the init's pid, before the init goes on.
+            let join = |pid: i32| cgroup.add(pid);
+            sandbox.spawn(&RunSpec {
+                program: &venv.python,
+                args: &argv,
+                cwd: work_dir,
+                env: &env,
+                limits: &limits,
+                venv: &venv.dir,
+                work_dir,
+                tmp_bytes: job.limits.tmp_mb.saturating_mul(1 << 20),
+                net: net.hook(),
+                before_start: Some(&join),
+            })
+        }
+        None => {
             let confine = process::Confine {
                 cgroup: cgroup.attach(),
                 net: net.hook(),
             };
             process::spawn_in(&venv.python, &argv, work_dir, &env, &limits, &confine)
-        },
-        Ok,
-    ) {
+        }
+    };
+    let spawned = match forked.map_or_else(cold, Ok) {
         Ok(s) => s,
         Err(e) => return (Ended::Failed(format!("could not start python: {e}")), sink),
     };
@@ -631,6 +656,7 @@ async fn prepare(
     let (requirements, python) = (job.requirements.clone(), job.python_version.clone());
     let (venvs, entrypoint, in_bundle) = (ctx.venvs.clone(), job.entrypoint.clone(), entry.clone());
     let work_dirs = ctx.work_dirs.clone();
+    let sandbox = ctx.sandbox.clone();
     // One trip to the blocking pool for both steps: each trip is two thread switches.
     let (venv, unpacked) = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let started = Instant::now();
@@ -646,6 +672,11 @@ async fn prepare(
         // What the bundle did not need is gone before the process starts.
         leftovers.remove_rest();
         unpacked.map_err(|e| e.to_string())?;
+        if let Some(sandbox) = &sandbox {
+            sandbox
+                .hand_over(&dir)
+                .map_err(|e| format!("work dir: {e}"))?;
+        }
         let deps = project_deps(&dir, requirements);
         if !dir.join(&in_bundle).is_file() {
             return Err(format!(

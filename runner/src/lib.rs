@@ -30,6 +30,7 @@ pub mod logs;
 pub mod netpolicy;
 pub mod process;
 pub mod releases;
+pub mod sandbox;
 pub mod source;
 pub mod stats;
 pub mod sweeper;
@@ -95,6 +96,8 @@ pub struct RunnerConfig {
     /// The most a task's `limits` may ask for; a run above it fails with a message naming the
     /// field. Default: 8 GiB of memory, 4 CPUs, 4,096 processes, 8 GiB files.
     pub max_limits: antcode_core::model::RunLimits,
+    /// On unless turned off for a benchmark; a weak one only when allowed (see [`sandbox`]).
+    pub sandbox: sandbox::SandboxConfig,
 }
 
 /// [`RunnerConfig::max_limits`]'s default.
@@ -140,6 +143,7 @@ impl RunnerConfig {
             venv_gc: uv::GcPolicy::default(),
             warm: zygote::WarmConfig::default(),
             max_limits: default_max_limits(),
+            sandbox: sandbox::SandboxConfig::from_env(),
         }
     }
 
@@ -163,6 +167,7 @@ impl RunnerConfig {
             venv_gc: self.venv_gc,
             warm: self.warm.clone(),
             max_limits: self.max_limits,
+            sandbox: self.sandbox,
         }
     }
 }
@@ -172,6 +177,9 @@ pub enum RunnerError {
     /// uv is missing and could not be installed; the message says how to get it.
     #[error("{0}")]
     Uv(String),
+    /// The kernel refuses part of the sandbox (and weak sandboxes are not allowed).
+    #[error("{0}")]
+    Sandbox(String),
     #[error("runner data directory {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
 }

@@ -80,6 +80,18 @@ pub struct Hook {
     new_netns: bool,
 }
 
+impl Hook {
+    /// Whether the run gets a network namespace of its own (policy `none`).
+    pub fn new_netns(&self) -> bool {
+        self.new_netns
+    }
+
+    /// The Landlock ruleset the run restricts itself with (an allow-list), or -1.
+    pub fn ruleset(&self) -> RawFd {
+        self.ruleset
+    }
+}
+
 impl Default for Hook {
     fn default() -> Self {
         Hook {

@@ -106,7 +106,7 @@ fn set_limit(resource: Resource, soft: u64, hard: u64) -> io::Result<()> {
     setrlimit(resource, soft.min(hard), hard).map_err(io::Error::from)
 }
 
-fn apply_limits(limits: &Limits) -> io::Result<()> {
+pub(crate) fn apply_limits(limits: &Limits) -> io::Result<()> {
     for (resource, _, soft, hard) in limits.rlimits().into_iter().flatten() {
         set_limit(resource, soft, hard)?;
     }

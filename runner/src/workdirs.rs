@@ -297,10 +297,10 @@ fn reset_dir(dir: &Path) -> bool {
     file.metadata().is_ok_and(|m| ours(&m)) && renew(&file, 0o777).is_ok()
 }
 
-/// Whether this process's user owns the inode.
+/// Whether this process's user, or the user its sandboxed tasks run as, owns the inode.
 fn ours(meta: &std::fs::Metadata) -> bool {
     // SAFETY: geteuid cannot fail.
-    meta.uid() == unsafe { libc::geteuid() }
+    meta.uid() == unsafe { libc::geteuid() } || Some(meta.uid()) == crate::sandbox::task_uid()
 }
 
 /// Refuses an inode with extended attributes (ACLs included); else gives it `mode` less the

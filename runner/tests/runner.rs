@@ -65,9 +65,12 @@ enum Mode {
 }
 
 impl Mode {
+    /// Warm runs fork from zygotes, which are not sandboxed: with the sandbox on a warm run
+    /// starts cold in it, so the warm mode of these tests runs without it.
     fn apply(self, c: &mut RunnerConfig) {
         if self == Mode::Warm {
             c.warm.queues = vec!["default".into()];
+            c.sandbox.off = true;
         }
     }
 }
@@ -112,7 +115,7 @@ impl Harness {
         tweak(&mut config);
         // The process's metrics registry, read back by `stop`.
         antcode_core::telemetry::prometheus();
-        let warm = !config.warm.queues.is_empty();
+        let warm = !config.warm.queues.is_empty() && config.sandbox.off;
         let shutdown = Shutdown::new();
         let runner = tokio::spawn(run(config, shutdown.clone()));
         Harness {
@@ -290,6 +293,23 @@ fn process_gone(pid: i32) -> bool {
     }
 }
 
+/// The host pids of the processes carrying `run_id`'s marker in their environment (a task in
+/// its own PID namespace knows only its pids there).
+fn marked(run_id: &str) -> Vec<i32> {
+    let marker = format!("ANTCODE_RUN_ID={run_id}");
+    let mut pids = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ.split(|&b| b == 0).any(|v| v == marker.as_bytes()) && !process_gone(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 async fn wait_gone(pid: i32) {
     let until = Instant::now() + Duration::from_secs(30);
     while !process_gone(pid) {
@@ -444,31 +464,27 @@ async fn non_zero_exit_fails_with_its_code(mode: Mode) {
 cold_and_warm!(timeout_kills_the_whole_process_group);
 async fn timeout_kills_the_whole_process_group(mode: Mode) {
     let mut h = Harness::start_in(mode, 2).await;
-    let pid_file = h.dir.path().join("grandchild.pid");
     let code = r#"
 import os, sys, time
 if os.fork() == 0:
     # the grandchild: ignores nothing, just outlives its parent unless the group is killed
-    with open(sys.argv[1] + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    print("grandchild started", flush=True)
     time.sleep(300)
     os._exit(0)
 print("parent sleeping", flush=True)
 time.sleep(300)
 "#;
     let mut job = h.py_job(code).await;
-    job.args = vec![pid_file.display().to_string()];
     job.timeout_s = 2;
     h.publish(&job).await;
+    h.wait_for_log(&job.run_id, "grandchild started").await;
+    let pids = marked(&job.run_id);
+    assert!(pids.len() >= 2, "parent and grandchild: {pids:?}");
     let outcome = h.finished(&job.run_id).await;
     assert_eq!(outcome.state, RunState::TimedOut, "{outcome:?}");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("the grandchild wrote its pid")
-        .trim()
-        .parse()
-        .unwrap();
-    wait_gone(pid).await;
+    for pid in pids {
+        wait_gone(pid).await;
+    }
     let archive = String::from_utf8(h.archive(&outcome).await).unwrap();
     assert!(archive.contains("parent sleeping"), "{archive}");
     assert!(archive.contains("timed out"), "{archive}");
@@ -670,21 +686,18 @@ async fn a_second_stop_hands_unfinished_runs_back(mode: Mode) {
 cold_and_warm!(a_reclaimed_lease_stops_the_process_without_a_report);
 async fn a_reclaimed_lease_stops_the_process_without_a_report(mode: Mode) {
     let mut h = Harness::start_in(mode, 2).await;
-    let pid_file = h.dir.path().join("child.pid");
-    let code = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\nprint('ready', flush=True)\ntime.sleep(300)\n";
-    let mut job = h.py_job(code).await;
-    job.args = vec![pid_file.display().to_string()];
+    let code = "import time\nprint('ready', flush=True)\ntime.sleep(300)\n";
+    let job = h.py_job(code).await;
     h.publish(&job).await;
     h.wait_for_log(&job.run_id, "ready").await;
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pids = marked(&job.run_id);
+    assert!(!pids.is_empty());
     // The scheduler's reaper takes the lease away (as if heartbeats had stopped).
     let reclaimed = h.broker.reap_expired(i64::MAX).await.unwrap();
     assert_eq!(reclaimed.len(), 1);
-    wait_gone(pid).await;
+    for pid in pids {
+        wait_gone(pid).await;
+    }
     // Give a wrong report every chance to show up.
     h.pump_events(Duration::from_secs(2)).await;
     let events = &h.events[&job.run_id];
@@ -1111,9 +1124,9 @@ async fn the_runner_collects_venvs_after_a_build() {
 cold_and_warm!(a_daemonised_grandchild_does_not_outlive_its_run);
 async fn a_daemonised_grandchild_does_not_outlive_its_run(mode: Mode) {
     let mut h = Harness::start_in(mode, 2).await;
-    let dir = h.dir.path().to_path_buf();
     // One grandchild keeps the output pipe, the other closes it like a proper daemon; both leave
-    // the process group with setsid(), so killing the group cannot reach them.
+    // the process group with setsid(), so killing the group cannot reach them. The parent
+    // waits for both, says so, and ends once the test has seen them ("go" in its directory).
     let code = r#"
 import os, sys, time
 for name, keep_pipe in (("holder", True), ("daemon", False)):
@@ -1123,30 +1136,31 @@ for name, keep_pipe in (("holder", True), ("daemon", False)):
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-        path = os.path.join(sys.argv[1], name + ".pid")
-        with open(path + ".tmp", "w") as f:
+        with open(name + ".tmp", "w") as f:
             f.write(str(os.getpid()))
-        os.rename(path + ".tmp", path)
+        os.rename(name + ".tmp", name + ".pid")
         time.sleep(300)
         os._exit(0)
 for name in ("holder", "daemon"):
-    while not os.path.exists(os.path.join(sys.argv[1], name + ".pid")):
+    while not os.path.exists(name + ".pid"):
         time.sleep(0.01)
+print("daemons ready", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.01)
 print("parent done", flush=True)
 "#;
-    let mut job = h.py_job(code).await;
-    job.args = vec![dir.display().to_string()];
+    let job = h.py_job(code).await;
     h.publish(&job).await;
+    h.wait_for_log(&job.run_id, "daemons ready").await;
+    let pids = marked(&job.run_id);
+    assert!(pids.len() >= 3, "parent and two daemons: {pids:?}");
+    let work_dir = h.data_dir.join("work").join(format!("{}-1", job.run_id));
+    std::fs::write(work_dir.join("go"), "").unwrap();
     let outcome = h.finished(&job.run_id).await;
     assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
     let archive = String::from_utf8(h.archive(&outcome).await).unwrap();
     assert!(archive.contains("parent done"), "{archive}");
-    for name in ["holder", "daemon"] {
-        let pid: i32 = std::fs::read_to_string(dir.join(format!("{name}.pid")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+    for pid in pids {
         wait_gone(pid).await;
     }
     h.stop().await;
@@ -1204,8 +1218,8 @@ async fn an_archive_gets_its_directories_where_a_recycled_directory_kept_a_file(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_runs_fork_one_zygote_and_share_no_state() {
-    // The runner's policy is cold: the task asks for warm itself.
-    let mut h = Harness::start(1).await;
+    // The runner's policy is cold: the task asks for warm itself (zygotes run unsandboxed).
+    let mut h = Harness::start_with(1, |c| c.sandbox.off = true).await;
     let helper: &[u8] = b"import os\ncounter = 0\nseen = []\nLOADED_IN = os.getpid()\n";
     let main: &[u8] = br#"
 import json, os, helper
@@ -1347,20 +1361,6 @@ fn first_number_after(log: &str, word: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {word:?} line in {log:?}"))
 }
 
-/// The pid in `path`, once the task wrote it.
-async fn pid_in(path: &std::path::Path) -> i32 {
-    let until = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if let Ok(pid) = s.trim().parse() {
-                return pid;
-            }
-        }
-        assert!(Instant::now() < until, "{} never written", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 cold_and_warm!(a_fork_bomb_is_bounded_by_the_pids_limit);
 async fn a_fork_bomb_is_bounded_by_the_pids_limit(mode: Mode) {
     let mut h = Harness::start_in(mode, 2).await;
@@ -1461,7 +1461,9 @@ cold_and_warm!(a_scrubbed_daemon_dies_with_its_run_at_its_end_and_its_timeout);
 async fn a_scrubbed_daemon_dies_with_its_run_at_its_end_and_its_timeout(mode: Mode) {
     let mut h = Harness::start_in(mode, 2).await;
     // setsid, a second fork, every descriptor to /dev/null and execve with an empty
-    // environment: neither the process group nor the run-id marker reaches it.
+    // environment: neither the process group nor the run-id marker reaches it. The test finds
+    // it from the host by its command line (the task may be in a PID namespace of its own);
+    // the run ends only once the test has seen it ("go" in the run's directory).
     let code = r#"
 import os, sys, time
 if os.fork() == 0:
@@ -1471,28 +1473,37 @@ if os.fork() == 0:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, 1 << 16)
-        os.execve("/bin/sh", ["sh", "-c", "echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 300" % ((sys.argv[1],) * 3)], {})
+        os.execve("/bin/sh", ["sh", "-c", "echo $$ > d.tmp && mv d.tmp d.pid && exec sleep " + sys.argv[1]], {})
     os._exit(0)
-while not os.path.exists(sys.argv[1]):
+while not os.path.exists("d.pid"):
+    time.sleep(0.01)
+pid = open("d.pid").read().strip()
+while not open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"sleep"):
     time.sleep(0.01)
 print("daemon started", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.01)
 if sys.argv[2] == "hang":
     time.sleep(300)
 "#;
-    for (how, timeout_s) in [("end", 0), ("hang", 2)] {
-        let pid_file = h.dir.path().join(format!("{how}.pid"));
+    for (how, timeout_s) in [("end", 0), ("hang", 3)] {
+        let nap = format!("300.{}", rand_suffix());
         let mut job = h.py_job(code).await;
-        job.args = vec![pid_file.display().to_string(), how.into()];
+        job.args = vec![nap.clone(), how.into()];
         job.timeout_s = timeout_s;
         h.publish(&job).await;
-        let pid = pid_in(&pid_file).await;
+        h.wait_for_log(&job.run_id, "daemon started").await;
+        let pids = running(&["sleep", &nap]);
+        assert_eq!(pids.len(), 1, "{pids:?}");
+        let work_dir = h.data_dir.join("work").join(format!("{}-1", job.run_id));
+        std::fs::write(work_dir.join("go"), "").unwrap();
         let outcome = h.finished(&job.run_id).await;
         let state = match how {
             "end" => RunState::Succeeded,
             _ => RunState::TimedOut,
         };
         assert_eq!(outcome.state, state, "{outcome:?}");
-        wait_gone(pid).await;
+        wait_gone(pids[0]).await;
     }
     h.stop().await;
 }
@@ -1604,5 +1615,199 @@ async fn a_requirements_build_script_does_not_see_the_runners_environment() {
         !names.lines().any(|n| n.starts_with("ANTCODE_")),
         "the build saw the runner's variables: {names}"
     );
+    h.stop().await;
+}
+
+/// Runs `async fn $name(warm: bool)` as two tests, `$name::cold` and `$name::warm`, both with
+/// the sandbox on (a warm run then starts cold in the sandbox).
+macro_rules! sandboxed {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cold() {
+                super::$name(false).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn warm() {
+                super::$name(true).await
+            }
+        }
+    };
+}
+
+async fn sandboxed_harness(warm: bool) -> Harness {
+    Harness::start_with(2, |c| {
+        if warm {
+            c.warm.queues = vec!["default".into()];
+        }
+    })
+    .await
+}
+
+/// Every attempt of `PROBE` (a name and "ok …" or "refused <error>"), as the task printed it.
+async fn attempts(h: &mut Harness, job: &Job) -> serde_json::Map<String, serde_json::Value> {
+    h.publish(job).await;
+    let outcome = h.finished(&job.run_id).await;
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+    outcome
+        .result
+        .as_ref()
+        .and_then(|r| r.as_object())
+        .cloned()
+        .expect(&log)
+}
+
+/// What a hostile task tries; each attempt is recorded, none stops the script.
+const PROBE: &str = r#"
+import json, os, signal, sys
+got = {}
+def attempt(name, f):
+    try:
+        got[name] = "ok " + repr(f())[:300]
+    except Exception as e:
+        got[name] = "refused " + type(e).__name__
+def read(path):
+    with open(path, "rb") as f:
+        return f.read(4096)
+def write(path):
+    with open(path, "ab") as f:
+        f.write(b"print('injected')\n")
+"#;
+
+sandboxed!(a_task_reaches_nothing_of_the_runner);
+async fn a_task_reaches_nothing_of_the_runner(warm: bool) {
+    let secret = "runner-secret-value";
+    std::env::set_var(
+        format!("ANTCODE_SANDBOX_TEST_{}", std::process::id()),
+        secret,
+    );
+    let mut h = sandboxed_harness(warm).await;
+    for file in ["antcode.db", "secret.key", "tls/ca-key.pem"] {
+        let path = h.data_dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, secret).unwrap();
+    }
+    let code = format!(
+        "{PROBE}{}",
+        r#"
+runner, data = int(sys.argv[1]), sys.argv[2]
+for pid in sorted({os.getppid(), 1, runner}):
+    attempt(f"environ of {pid}", lambda: read(f"/proc/{pid}/environ"))
+    attempt(f"mem of {pid}", lambda: read(f"/proc/{pid}/mem"))
+for rel in ("antcode.db", "secret.key", "tls/ca-key.pem"):
+    attempt("read " + rel, lambda: read(os.path.join(data, rel)))
+attempt("write the bundle cache", lambda: write(os.path.join(data, "bundles", "x.py")))
+attempt("write the venv", lambda: write(os.path.join(sys.prefix, "pyvenv.cfg")))
+attempt("kill the runner", lambda: os.kill(runner, signal.SIGKILL))
+os.kill(os.getppid(), signal.SIGKILL)
+print(json.dumps(got))
+"#
+    );
+    let mut job = h.py_job(&code).await;
+    job.args = vec![
+        std::process::id().to_string(),
+        h.data_dir.display().to_string(),
+    ];
+    let got = attempts(&mut h, &job).await;
+    assert!(got.len() >= 8, "{got:?}");
+    for (name, result) in &got {
+        let result = result.as_str().unwrap();
+        assert!(result.starts_with("refused"), "{name}: {result}");
+        assert!(!result.contains(secret), "{name}: {result}");
+    }
+    // The runner survived the kill of the task's parent and still runs tasks.
+    let again = h.py_job("print('still here')\n").await;
+    h.publish(&again).await;
+    assert_eq!(h.finished(&again.run_id).await.state, RunState::Succeeded);
+    let venv = std::fs::read_dir(h.data_dir.join("venvs")).unwrap();
+    for entry in venv.flatten() {
+        let cfg = std::fs::read_to_string(entry.path().join("pyvenv.cfg")).unwrap_or_default();
+        assert!(!cfg.contains("injected"), "the venv was written");
+    }
+    h.stop().await;
+}
+
+sandboxed!(concurrent_runs_see_nothing_of_each_other);
+async fn concurrent_runs_see_nothing_of_each_other(warm: bool) {
+    let mut h = sandboxed_harness(warm).await;
+    let mut a = h
+        .py_job("import time\nprint('a ready', flush=True)\ntime.sleep(300)\n")
+        .await;
+    a.secret_env
+        .0
+        .insert("A_SECRET".into(), "a-secret-value".into());
+    h.publish(&a).await;
+    h.wait_for_log(&a.run_id, "a ready").await;
+    let code = format!(
+        "{PROBE}{}",
+        r#"
+pids = [p for p in os.listdir("/proc") if p.isdigit()]
+for pid in pids:
+    attempt(f"environ of {pid}", lambda: b"a-secret-value" in read(f"/proc/{pid}/environ"))
+work, mine = os.path.split(os.getcwd())
+got["other work dirs"] = [d for d in os.listdir(work) if d != mine]
+got["processes"] = len(pids)
+print(json.dumps(got))
+"#
+    );
+    let b = h.py_job(&code).await;
+    let got = attempts(&mut h, &b).await;
+    assert_eq!(got["other work dirs"], serde_json::json!([]), "{got:?}");
+    // Itself and its init.
+    assert!(got["processes"].as_u64().unwrap() <= 2, "{got:?}");
+    for (name, result) in &got {
+        assert_ne!(result, "ok True", "{name}");
+    }
+    h.broker.cancel(&a.run_id).await.unwrap();
+    h.finished(&a.run_id).await;
+    h.stop().await;
+}
+
+/// The host pids of processes whose command line is `argv`.
+fn running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .filter(|&pid| !process_gone(pid))
+        .collect()
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+sandboxed!(tmp_is_private_and_bounded);
+async fn tmp_is_private_and_bounded(warm: bool) {
+    let mut h = sandboxed_harness(warm).await;
+    // Files of 1 MiB each, so the file size limit (`tmp_mb` too) is not what stops them.
+    let code = r#"
+import errno, json, os, tempfile
+written = 0
+error = None
+try:
+    for i in range(64):
+        with open(os.path.join(tempfile.gettempdir(), "f%d" % i), "wb") as f:
+            f.write(b"x" * (1 << 20))
+        written += 1
+except OSError as e:
+    error = errno.errorcode.get(e.errno)
+print(json.dumps({"tmp": tempfile.gettempdir(), "mib": written, "error": error}))
+"#;
+    let mut job = h.py_job(code).await;
+    job.limits.tmp_mb = 8;
+    let got = attempts(&mut h, &job).await;
+    assert_eq!(got["tmp"], "/tmp", "{got:?}");
+    assert_eq!(got["error"], "ENOSPC", "{got:?}");
+    assert!(got["mib"].as_u64().unwrap() <= 8, "{got:?}");
     h.stop().await;
 }
