@@ -18,7 +18,8 @@
 //! working directories, recycled),
 //! [`zygote`] (warm starts: runs forked from a pre-started interpreter per project version),
 //! [`cgroup`] (per-run memory, CPU and process bounds; killing all of a run), [`netpolicy`]
-//! (a task's network policy: own namespace, or a Landlock port allow-list).
+//! (a task's network policy: own namespace, or a Landlock port allow-list), [`sandbox`] (the
+//! namespaces, mounts, seccomp and Landlock every cold run starts in).
 
 pub mod backoff;
 pub mod bundles;
