@@ -106,7 +106,7 @@ fn errno(e: i32) -> u32 {
     libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA)
 }
 
-/// The seccomp program: another ABI kills the process; x32 calls and the [`DENIED`] ones fail
+/// The seccomp program: another ABI kills the process; x32 calls and the `DENIED` ones fail
 /// with EPERM; `clone` and `unshare` fail with EPERM when asked for a namespace; `clone3`
 /// (whose flags sit behind a pointer a filter cannot read) fails with ENOSYS, which makes libc
 /// fall back to `clone`; everything else is allowed.

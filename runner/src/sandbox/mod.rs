@@ -3,7 +3,7 @@
 //!
 //! A run is a `clone` of the runner with new user, mount, PID, IPC and UTS namespaces (and a
 //! network namespace when its policy is `none`). The clone child is the run's init (pid 1 of
-//! the new PID namespace, see [`child`]); the runner writes its id maps, and the init:
+//! the new PID namespace, see `child.rs`); the runner writes its id maps, and the init:
 //!
 //! * takes detached copies (`open_tree`) of what the run may see, while it still has the
 //!   runner's user: the system directories on [`SYSTEM`]'s allow-list, a few files of `/etc`,
