@@ -117,7 +117,7 @@ async fn a_1_gib_zip_bomb_is_refused_in_bounded_memory() {
             .unwrap();
         w.write_all(b"print(1)\n").unwrap();
         let opts = zip::write::SimpleFileOptions::default()
-            .compression_level(Some(1))
+            .compression_level(Some(9))
             .large_file(true);
         w.start_file("zeros.bin", opts).unwrap();
         let zeros = vec![0u8; 1024 * 1024];
