@@ -134,7 +134,7 @@ pub async fn run_with_source(
         venvs,
         bundles: BundleCache::new(cfg.data_dir.join("bundles")),
         source: source.clone(),
-        zygotes: crate::zygote::Zygotes::new(&cfg.data_dir, cfg.warm.clone()),
+        zygotes: crate::zygote::Zygotes::new(&cfg.data_dir, cfg.warm.clone(), sandbox.clone()),
         finishing: Arc::new(Semaphore::new(cfg.slots.max(1))),
         releases: Arc::default(),
         work_dirs: Arc::new(WorkDirs::new(&cfg.data_dir, sweeper.clone())),

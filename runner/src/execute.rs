@@ -350,10 +350,9 @@ async fn supervise(
     let mut argv = vec![entry];
     argv.extend(job.args.iter().cloned());
     // A zygote serves every task of a project version: a network policy of its own starts
-    // cold. Zygotes are not sandboxed: with the sandbox on, a warm run starts cold in it.
-    let warm = (job.warm || ctx.zygotes.config().queues.contains(&job.queue))
-        && !net.confines()
-        && ctx.sandbox.is_none();
+    // cold.
+    let warm = (job.warm || ctx.zygotes.config().queues.contains(&job.queue)) && !net.confines();
+    let tmp_bytes = job.limits.tmp_mb.saturating_mul(1 << 20);
     let forked = match warm {
         true => {
             let req = zygote::Request {
@@ -362,6 +361,8 @@ async fn supervise(
                 cwd: work_dir.to_path_buf(),
                 limits,
                 cgroup: cgroup.procs_fds(),
+                work_dir: work_dir.to_path_buf(),
+                tmp_bytes,
             };
             spawn_warm(ctx, job, &venv, &bundle_file, req).await
         }
@@ -379,7 +380,7 @@ async fn supervise(
                 limits: &limits,
                 venv: &venv.dir,
                 work_dir,
-                tmp_bytes: job.limits.tmp_mb.saturating_mul(1 << 20),
+                tmp_bytes,
                 net: net.hook(),
                 before_start: Some(&join),
             })

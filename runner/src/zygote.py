@@ -14,6 +14,18 @@ environment only, working directory, fds 0-2, sys.argv, sys.path[0], __main__), 
 on the reply socket and runs the entrypoint. The zygote is the parent, so it reaps the child
 and sends its wait status and peak RSS on the same socket.
 
+Sandboxed (`python zygote.py BUNDLE_DIR SPEC`, see runner/src/sandbox/mod.rs): the zygote runs
+in a sandbox of its own, holding CAP_SYS_ADMIN in its user namespace only. A request then starts
+with two more fields, the run's work dir and the size of its /tmp, and a fourth descriptor, a
+detached mount of the work dir. The zygote forks each run into a new PID namespace (its pid 1);
+the child joins the run's cgroups, makes mount, IPC and UTS namespaces of its own, mounts a
+private bounded /tmp, its work dir alone on an empty tmpfs where the work dirs are, and a /proc
+of its PID namespace, and forks the task, then stays as the run's init: it reaps, sends the
+task's status itself and exits, which ends whatever else is left in the namespace. The task
+drops the capability, applies the Landlock ruleset and loads the task's seccomp program (from
+the spec) before any run code. The runner reads the run's pid from the kernel's credentials on
+its reply socket: the zygote's pids are not the runner's.
+
 Single-threaded on purpose: fork() copies only the calling thread. Lean on purpose: every page
 the zygote holds is a page table entry each fork copies and each exit clears, so it imports
 only C modules beyond what `site` loads (`_socket`, not `socket`; `_signal`, not `signal`; no
@@ -41,8 +53,9 @@ RLIMITS = {
     b"nofile": resource.RLIMIT_NOFILE,
     b"fsize": resource.RLIMIT_FSIZE,
 }
-# The reply socket and two pipes, then up to one cgroup.procs file per hierarchy.
-MAX_FDS = 3 + 3
+# The reply socket and two pipes, the work dir's mount (sandboxed), then up to one
+# cgroup.procs file per hierarchy.
+MAX_FDS = 4 + 3
 FD_SIZE = 4  # a C int, as SCM_RIGHTS carries descriptors
 
 
@@ -58,6 +71,155 @@ def _env_block():
 
 
 ENV_BLOCK = _env_block()
+
+# What a sandboxed zygote's runs confine themselves with (`_load_sandbox`); None unsandboxed.
+SB = None
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+MOVE_MOUNT_F_EMPTY_PATH = 4
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE = 1, 0o2000000, 0x8000
+AT_FDCWD = -100
+PR_SET_DUMPABLE, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 4, 22, 2
+LANDLOCK_RULE_PATH_BENEATH = 1
+
+
+class _Sandbox:
+    """The spec's values and the C structures the runs pass to the kernel, made once."""
+
+
+def _load_sandbox(path):
+    """Reads the runner's spec (`key value` lines) and prepares what each run needs, so a run
+    allocates nearly nothing; makes the zygote's mounts private, so no run's mount reaches it."""
+    import ctypes
+
+    spec, rules, keep = {}, [], []
+    with open(path, "rb") as f:
+        for line in f.read().splitlines():
+            key, _, value = line.partition(b" ")
+            if key == b"landlock_rule":
+                access, _, at = value.partition(b" ")
+                rules.append((at, int(access)))
+            elif key == b"tmp_keep":
+                keep.append(value)
+            elif key:
+                spec[key.decode()] = value
+    sb = _Sandbox()
+    sb.ctypes = ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    sb.syscall = libc.syscall
+    sb.syscall.restype = ctypes.c_long
+    sb.mount = libc.mount
+    sb.prctl = libc.prctl
+    sb.nr = {k[3:]: int(v) for k, v in spec.items() if k.startswith("nr_")}
+    sb.uid, sb.gid = int(spec["uid"]), int(spec["gid"])
+    sb.work_root = spec["work_root"]
+    sb.tmp_keep = keep
+    with open(spec["filter"], "rb") as f:
+        program = f.read()
+    sb.filter = ctypes.create_string_buffer(program, len(program))
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    sb.fprog = Fprog(len(program) // 8, ctypes.addressof(sb.filter))
+    sb.cap_header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    sb.cap_data = (ctypes.c_uint32 * 6)()
+    sb.handled = int(spec.get("landlock_handled", b"0"))
+    sb.ruleset = (ctypes.c_uint64 * 3)(sb.handled, 0, int(spec.get("landlock_scoped", b"0")))
+    sb.rules = rules
+    sb.pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    sb.request_buffer = (ctypes.c_char * len(REQUEST)).from_buffer(REQUEST)
+    sb.request = ctypes.addressof(sb.request_buffer)
+    # Nothing of the same user outside the sandbox may read the requests it holds.
+    sb.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    global SB
+    SB = sb
+    _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
+
+
+def _sys(name, *args):
+    """The system call `name` (its number from the spec); OSError if it fails."""
+    c_long = SB.ctypes.c_long
+    r = SB.syscall(c_long(SB.nr[name]), *[c_long(a) if type(a) is int else a for a in args])
+    if r < 0:
+        e = SB.ctypes.get_errno()
+        raise OSError(e, "%s: %s" % (name, os.strerror(e)))
+    return r
+
+
+def _mount(source, target, fstype, flags, data):
+    if SB.mount(source, target, fstype, SB.ctypes.c_ulong(flags), data) != 0:
+        e = SB.ctypes.get_errno()
+        raise OSError(e, "mount %s: %s" % (target, os.strerror(e)))
+
+
+def _confine(work_dir, tmp_bytes, tree):
+    """In the run's init (pid 1 of its PID namespace): its own mount, IPC and UTS namespaces, a
+    private /tmp of `tmp_bytes`, the work dir (`tree`, a detached mount) alone where the work
+    dirs are, and a /proc of the run's PID namespace."""
+    _sys("unshare", CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE
+    kept = [(at, _sys("open_tree", AT_FDCWD, at, flags)) for at in SB.tmp_keep]
+    opts = b"size=%d,mode=1777,uid=%d,gid=%d" % (tmp_bytes, SB.uid, SB.gid)
+    _mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts)
+    for at, fd in kept:
+        os.makedirs(at, exist_ok=True)
+        _sys("move_mount", fd, b"", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH)
+        os.close(fd)
+    os.makedirs(SB.work_root, exist_ok=True)
+    _mount(b"tmpfs", SB.work_root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64k,mode=0755")
+    os.makedirs(work_dir, 0o755)
+    _sys("move_mount", tree, b"", AT_FDCWD, work_dir, MOVE_MOUNT_F_EMPTY_PATH)
+    os.close(tree)
+    _mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+
+
+def _init(reply, task_fds):
+    """Forks the task (which returns) and stays as the run's init: it reaps every process of the
+    namespace and, when the task ends, sends its status and exits (the kernel then kills the
+    rest of the namespace)."""
+    pid = os.fork()
+    if pid == 0:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+        return
+    for fd in task_fds:
+        os.close(fd)
+    os.closerange(0, reply)
+    os.closerange(reply + 1, 1 << 16)
+    while True:
+        try:
+            done, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if done == pid:
+            _send(reply, b'{"status": %d, "maxrss": %d}' % (status, usage.ru_maxrss))
+            os._exit(0)
+
+
+def _lock_down(work_dir):
+    """The task's last step before its code: no capability, the Landlock ruleset of the run's
+    view (its work dir and /tmp writable), the task's seccomp program."""
+    ctypes = SB.ctypes
+    _sys("capset", ctypes.addressof(SB.cap_header), ctypes.addressof(SB.cap_data))
+    if SB.handled:
+        size = ctypes.sizeof(SB.ruleset)
+        ruleset = _sys("landlock_create_ruleset", ctypes.addressof(SB.ruleset), size, 0)
+        for at, access in SB.rules + [(work_dir, SB.handled)]:
+            fd = os.open(at, os.O_PATH | os.O_CLOEXEC)
+            rule = access.to_bytes(8, sys.byteorder) + fd.to_bytes(4, sys.byteorder, signed=True)
+            _sys("landlock_add_rule", ruleset, LANDLOCK_RULE_PATH_BENEATH, rule, 0)
+            os.close(fd)
+        _sys("landlock_restrict_self", ruleset, 0)
+        os.close(ruleset)
+    # As a cold task after its exec: its own /proc files are its own (nothing outside its
+    # namespaces can reach it anyway).
+    SB.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    fprog = ctypes.addressof(SB.fprog)
+    if SB.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.c_void_p(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "loading the seccomp filter")
 
 
 def _rewrite_env_block(block):
@@ -91,10 +253,16 @@ def _write_memory(address, data):
         ctypes.memmove(address, data, len(data))
 
 
+# Requests are received here, always in the same place: a sandboxed zygote zeroes each after
+# forking it, so no later run finds an earlier run's environment in the memory it inherits.
+REQUEST = bytearray(MAX_REQUEST)
+
+
 def _recv_request(ctl):
-    """One request and its fds; None at end of file (the runner closed the socket)."""
+    """The length of one request (in REQUEST) and its fds; None at end of file (the runner
+    closed the socket)."""
     fds = []
-    msg, anc, flags, _ = ctl.recvmsg(MAX_REQUEST, _socket.CMSG_SPACE(MAX_FDS * FD_SIZE))
+    msg, anc, flags, _ = ctl.recvmsg_into([REQUEST], _socket.CMSG_SPACE(MAX_FDS * FD_SIZE))
     for level, kind, data in anc:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             for at in range(0, len(data) - FD_SIZE + 1, FD_SIZE):
@@ -180,9 +348,11 @@ def _request_example(bundle_dir):
     return b"\0".join([path, b"1", path, b"1", b"nofile", b"1", b"1", b"A=1", b""])
 
 
-def serve(bundle_dir):
+def serve(bundle_dir, spec=None):
     """The zygote's loop. Returns only in a forked child: (request, reply socket fd, stdout fd,
-    stderr fd)."""
+    stderr fd, work dir mount fd or -1)."""
+    if spec is not None:
+        _load_sandbox(spec)
     sys.path[0] = bundle_dir
     _preload(bundle_dir)
     ctl = _socket.socket(fileno=0)
@@ -220,11 +390,19 @@ def serve(bundle_dir):
             # Kept a plain descriptor: a socket object would cost three system calls to
             # learn what the socket is, and pages of the zygote's heap.
             reply = fds[0]
+            fixed = 3 if SB is None else 4
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
+                if len(fds) < fixed:
+                    raise OSError("the request lacks the work dir's mount")
+                if SB is not None:
+                    # The child is pid 1 of a PID namespace of its own.
+                    _sys("unshare", CLONE_NEWPID)
                 pid = os.fork()
             except OSError as e:
+                if SB is not None:
+                    _sys("setns", SB.pidns, CLONE_NEWPID)
                 _send(reply, _error("zygote: %s" % e))
                 for fd in fds:
                     os.close(fd)
@@ -232,7 +410,7 @@ def serve(bundle_dir):
             if pid == 0:
                 # The child: into the run's cgroups first (so all it ever starts is inside),
                 # then drop the zygote's loop state.
-                _join_cgroups(reply, fds[3:])
+                _join_cgroups(reply, fds[fixed:])
                 _signal.set_wakeup_fd(-1)
                 _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
                 ctl.detach()
@@ -240,7 +418,15 @@ def serve(bundle_dir):
                     os.close(fd)
                 os.close(wake_r)
                 os.close(wake_w)
-                return msg, reply, fds[1], fds[2]
+                msg = bytes(REQUEST[:msg])
+                if SB is not None:
+                    os.close(SB.pidns)
+                    return msg, reply, fds[1], fds[2], fds[3]
+                return msg, reply, fds[1], fds[2], -1
+            if SB is not None:
+                # The next fork's PID namespace is made for it.
+                _sys("setns", SB.pidns, CLONE_NEWPID)
+                SB.ctypes.memset(SB.request, 0, msg)
             for fd in fds[1:]:
                 os.close(fd)
             running[pid] = reply
@@ -273,21 +459,35 @@ def _reap(running):
             os.close(reply)
 
 
-def become(msg, reply, out_fd, err_fd):
+def become(msg, reply, out_fd, err_fd, tree):
     """Turns this forked child into the run, before any user code: the same state a cold
-    `python ENTRY ARGS...` spawned by the runner starts in. Returns the entrypoint's path."""
+    `python ENTRY ARGS...` spawned by the runner starts in (sandboxed: the same sandbox too).
+    Returns the entrypoint's path."""
     os.setsid()
     try:
+        if SB is not None:
+            work_dir, tmp_bytes, msg = msg.split(b"\0", 2)
+            tmp_bytes = int(tmp_bytes)
         cwd, argv, limits, block = _parse_request(msg)
     except ValueError as e:
         # Nothing of the run has started: the runner reads this as a refused request.
         _send(reply, _error("zygote: unreadable request: %s" % e))
         os._exit(127)
+    if SB is not None:
+        try:
+            _confine(work_dir, tmp_bytes, tree)
+        except OSError as e:
+            _send(reply, _error("zygote: confining the run: %s" % e))
+            os._exit(127)
+        # The run's init sees no signal (the task, once forked, does).
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     # The runner signals the group: it must exist before the runner learns the pid.
     try:
         os.write(reply, b'{"pid": %d}' % os.getpid())
     except OSError:
         pass  # the runner gave up on this run; it ends on its own
+    if SB is not None:
+        _init(reply, (out_fd, err_fd))
     os.close(reply)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -316,6 +516,8 @@ def become(msg, reply, out_fd, err_fd):
     # A preload may have cached the zygote's temporary directory.
     if "tempfile" in sys.modules:
         sys.modules["tempfile"].tempdir = None
+    if SB is not None:
+        _lock_down(work_dir)
     sys.argv[:] = argv
     entry = os.path.abspath(argv[0])
     sys.path[0] = os.path.dirname(os.path.realpath(entry))
@@ -416,7 +618,7 @@ def _exit(status, main, interrupted):
 
 if __name__ == "__main__":
     try:
-        child = serve(sys.argv[1])
+        child = serve(*sys.argv[1:3])
         entry = become(*child)
     except BaseException as e:  # noqa: B036
         # In the zygote this is fatal (the runner sees it die and starts another); in a child

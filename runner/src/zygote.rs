@@ -23,6 +23,11 @@
 //! shared between projects, versions or environments. A zygote with runs in flight is never
 //! stopped. When no zygote can be had (all busy at the bound, or it fails before forking), the
 //! run starts cold: warm mode never loses a run.
+//!
+//! With the sandbox on, each zygote runs in a sandbox of its own and confines each run it forks
+//! as a cold run is (see [`crate::sandbox`]): the request also carries the work dir (as a
+//! detached mount) and the size of `/tmp`, and the run's pid is the one the kernel attaches to
+//! its first reply (`SO_PASSCRED`), since the zygote's PID namespace is not the runner's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -48,6 +53,7 @@ use crate::bundles::unpack;
 use crate::execute::task_env;
 use crate::lock;
 use crate::process::{self, Limits, Spawned};
+use crate::sandbox::{self, RunSpec, Sandbox};
 use crate::uv::Venv;
 
 const SCRIPT: &str = include_str!("zygote.py");
@@ -60,6 +66,8 @@ const PAD_BYTES: usize = 32 * 1024;
 const FORK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest reply message (JSON of a few numbers).
 const REPLY_MAX: usize = 4096;
+/// Size bound of a sandboxed zygote's own `/tmp` (its runs get theirs).
+const ZYGOTE_TMP_BYTES: u64 = 16 << 20;
 
 /// The warm-start policy and bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,26 +113,84 @@ pub struct Request {
     /// The run's open `cgroup.procs` files: the child writes itself into each before any
     /// user code (see [`crate::cgroup`]).
     pub cgroup: Vec<std::os::fd::RawFd>,
+    /// The run's work dir (handed to a sandboxed zygote as a detached mount) and the size of
+    /// its private `/tmp`.
+    pub work_dir: PathBuf,
+    pub tmp_bytes: u64,
 }
 
 /// The runner's zygotes.
 pub struct Zygotes {
     /// Private to this pool (0700): the script and one directory per zygote.
     root: PathBuf,
+    /// Where runs' work dirs are (see [`crate::workdirs`]).
+    work_root: PathBuf,
     cfg: WarmConfig,
+    /// Zygotes start in it when it is on (see [`crate::sandbox`]).
+    sandbox: Option<Arc<Sandbox>>,
     live: Mutex<HashMap<ZygoteKey, Arc<Zygote>>>,
     started: AtomicU64,
     reaper: std::sync::Once,
 }
 
 struct Zygote {
+    /// The interpreter's host pid.
     pid: i32,
     control: OwnedFd,
-    child: Mutex<Child>,
+    child: Mutex<Proc>,
+    /// Its runs are confined by the zygote itself (see [`crate::sandbox`]).
+    sandboxed: bool,
     last_used: Mutex<Instant>,
     dir: PathBuf,
     /// Holds the environment in use, so virtualenv garbage collection leaves it alone.
     _venv: Venv,
+}
+
+/// A zygote's process: the interpreter itself, or the sandbox init it runs under (whose end
+/// is the zygote's, and whose kill takes the zygote's whole PID namespace with it).
+enum Proc {
+    Plain(Child),
+    Sandboxed {
+        init: i32,
+        ended: bool,
+        _status: File,
+    },
+}
+
+impl Proc {
+    fn alive(&mut self) -> bool {
+        match self {
+            Proc::Plain(child) => matches!(child.try_wait(), Ok(None)),
+            Proc::Sandboxed { init, ended, .. } => {
+                if !*ended {
+                    let pid = nix::unistd::Pid::from_raw(*init);
+                    let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
+                    *ended = !matches!(
+                        nix::sys::wait::waitpid(pid, flags),
+                        Ok(nix::sys::wait::WaitStatus::StillAlive)
+                    );
+                }
+                !*ended
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Proc::Plain(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Proc::Sandboxed { init, ended, .. } => {
+                if !*ended {
+                    let pid = nix::unistd::Pid::from_raw(*init);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+                    let _ = process::wait_for(*init);
+                    *ended = true;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -137,10 +203,12 @@ enum ForkError {
 impl Zygotes {
     /// A pool in its own directory under `data_dir/zygotes` (created on first use, removed
     /// when the pool is dropped; runners may share a data dir).
-    pub fn new(data_dir: &Path, cfg: WarmConfig) -> Arc<Zygotes> {
+    pub fn new(data_dir: &Path, cfg: WarmConfig, sandbox: Option<Arc<Sandbox>>) -> Arc<Zygotes> {
         Arc::new(Zygotes {
             root: data_dir.join("zygotes").join(antcode_core::ids::new_id()),
+            work_root: data_dir.join("work"),
             cfg,
+            sandbox,
             live: Mutex::new(HashMap::new()),
             started: AtomicU64::new(0),
             reaper: std::sync::Once::new(),
@@ -337,39 +405,116 @@ impl Zygotes {
         // reads at start-up (locale, unbuffered output) is what a cold run would read.
         let mut env = task_env(venv, &dir, &BTreeMap::new());
         env.insert(PAD_VAR.into(), " ".repeat(PAD_BYTES));
-        let mut cmd = Command::new(&venv.python);
-        cmd.arg(&script)
-            .arg(&bundle_dir)
-            .current_dir(&bundle_dir)
-            .env_clear()
-            .envs(&env)
-            .stdin(Stdio::from(theirs))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        // SAFETY: setsid is async-signal-safe. Its own session keeps the zygote out of the
-        // runner's process group (a terminal's Ctrl-C is not for it).
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("could not start the zygote: {e}"))?;
+        let (pid, proc) = match &self.sandbox {
+            Some(sandbox) => self.start_sandboxed(sandbox, venv, &dir, &mut env, &theirs)?,
+            None => {
+                let child = start_plain(venv, &script, &bundle_dir, &env, theirs)?;
+                (child.id() as i32, Proc::Plain(child))
+            }
+        };
         metrics::counter!("antcode_runner_zygote_starts_total").increment(1);
-        tracing::debug!(pid = child.id(), dir = %dir.display(), "zygote started");
+        tracing::debug!(pid, dir = %dir.display(), "zygote started");
         Ok(Zygote {
-            pid: child.id() as i32,
+            pid,
             control: mine,
-            child: Mutex::new(child),
+            child: Mutex::new(proc),
+            sandboxed: self.sandbox.is_some(),
             last_used: Mutex::new(Instant::now()),
             dir,
             _venv: venv.clone(),
         })
     }
+
+    /// Starts the zygote of `dir` in a sandbox of its own: the script, the spec of what its runs
+    /// must do and the seccomp program they load are copied into `dir`, which it sees
+    /// read-only. Returns the interpreter's pid and its init.
+    fn start_sandboxed(
+        &self,
+        sandbox: &Sandbox,
+        venv: &Venv,
+        dir: &Path,
+        env: &mut BTreeMap<String, String>,
+        control: &OwnedFd,
+    ) -> Result<(i32, Proc), String> {
+        let script = dir.join("zygote.py");
+        let spec = dir.join("sandbox.spec");
+        let written = std::fs::write(&script, SCRIPT)
+            .and_then(|()| sandbox.zygote_spec(dir, &self.work_root, &venv.dir))
+            .and_then(|text| std::fs::write(&spec, text));
+        written.map_err(|e| format!("zygote directory: {e}"))?;
+        env.insert("TMPDIR".into(), sandbox.tmp_dir().into());
+        let bundle_dir = dir.join("bundle");
+        let args = [
+            script.display().to_string(),
+            bundle_dir.display().to_string(),
+            spec.display().to_string(),
+        ];
+        let init = sandbox
+            .start_zygote(
+                &RunSpec {
+                    program: &venv.python,
+                    args: &args,
+                    cwd: &bundle_dir,
+                    env,
+                    limits: &Limits::default(),
+                    venv: &venv.dir,
+                    work_dir: dir,
+                    tmp_bytes: ZYGOTE_TMP_BYTES,
+                    net: Default::default(),
+                    before_start: None,
+                },
+                &sandbox::Zygote {
+                    control: control.as_raw_fd(),
+                    work_root: &self.work_root,
+                },
+            )
+            .map_err(|e| format!("could not start the zygote: {e}"))?;
+        // The interpreter is the init's one child (forked before its exec was reported).
+        let children = format!("/proc/{0}/task/{0}/children", init.pid);
+        let pid = std::fs::read_to_string(children)
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(init.pid);
+        Ok((
+            pid,
+            Proc::Sandboxed {
+                init: init.pid,
+                ended: false,
+                _status: init.status,
+            },
+        ))
+    }
+}
+
+/// Starts the zygote as the runner's child, unconfined (the sandbox is off).
+fn start_plain(
+    venv: &Venv,
+    script: &Path,
+    bundle_dir: &Path,
+    env: &BTreeMap<String, String>,
+    control: OwnedFd,
+) -> Result<Child, String> {
+    let mut cmd = Command::new(&venv.python);
+    cmd.arg(script)
+        .arg(bundle_dir)
+        .current_dir(bundle_dir)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::from(control))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    // SAFETY: setsid is async-signal-safe. Its own session keeps the zygote out of the
+    // runner's process group (a terminal's Ctrl-C is not for it).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("could not start the zygote: {e}"))
 }
 
 impl Drop for Zygotes {
@@ -402,7 +547,7 @@ fn evicted(reason: &'static str) {
 
 impl Zygote {
     fn alive(&self) -> bool {
-        matches!(lock(&self.child).try_wait(), Ok(None))
+        lock(&self.child).alive()
     }
 
     /// No run in flight: only the pool holds it (each run's waiter holds a clone).
@@ -435,9 +580,26 @@ impl Zygote {
         .map_err(|e| other("reply socket", &e))?;
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other("pipe", &e))?;
-        let body = request_body(req)?;
-        let started = Instant::now();
+        let mut body = Vec::new();
         let mut fds = vec![theirs.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        // A sandboxed zygote's run attaches its work dir from a detached copy made here, and
+        // its pid is the one the kernel gives with its reply (the zygote's PID namespace is
+        // not the runner's).
+        let tree = match self.sandboxed {
+            true => {
+                let tree =
+                    sandbox::detached_tree(&req.work_dir).map_err(|e| other("work dir", &e))?;
+                fds.push(tree.as_raw_fd());
+                field(&mut body, req.work_dir.as_os_str().as_bytes())?;
+                field(&mut body, req.tmp_bytes.max(4096).to_string().as_bytes())?;
+                nix::sys::socket::setsockopt(&mine, nix::sys::socket::sockopt::PassCred, &true)
+                    .map_err(|e| other("reply socket", &e))?;
+                Some(tree)
+            }
+            false => None,
+        };
+        body.extend(request_body(req)?);
+        let started = Instant::now();
         fds.extend_from_slice(&req.cgroup);
         sendmsg::<()>(
             self.control.as_raw_fd(),
@@ -454,14 +616,14 @@ impl Zygote {
         })?;
         // Only the zygote (and then the child) may hold these now: the reply socket must close
         // when they are gone, and the pipes when the run's processes are.
-        drop((theirs, out_w, err_w));
+        drop((theirs, out_w, err_w, tree));
         let reply = UnixDatagram::from(mine);
         reply
             .set_nonblocking(true)
             .map_err(|e| other("reply socket", &e))?;
         let reply =
             tokio::net::UnixDatagram::from_std(reply).map_err(|e| other("reply socket", &e))?;
-        let first = match tokio::time::timeout(FORK_TIMEOUT, read_reply(&reply)).await {
+        let first = match tokio::time::timeout(FORK_TIMEOUT, read_reply_from(&reply)).await {
             Ok(Ok(Some(v))) => v,
             Ok(Ok(None)) => {
                 return Err(ForkError::Dead(
@@ -476,10 +638,15 @@ impl Zygote {
                 )));
             }
         };
+        let (first, sender) = first;
         if let Some(e) = first.get("error").and_then(|e| e.as_str()) {
             return Err(ForkError::Other(e.to_string()));
         }
-        let Some(pid) = first.get("pid").and_then(|p| p.as_i64()).map(|p| p as i32) else {
+        let pid = match self.sandboxed {
+            true => sender.filter(|_| first.get("pid").is_some()),
+            false => first.get("pid").and_then(|p| p.as_i64()).map(|p| p as i32),
+        };
+        let Some(pid) = pid else {
             return Err(ForkError::Other(format!("unexpected zygote reply {first}")));
         };
         metrics::histogram!("antcode_runner_zygote_fork_seconds")
@@ -515,9 +682,7 @@ impl Zygote {
 
 impl Drop for Zygote {
     fn drop(&mut self) {
-        let mut child = lock(&self.child);
-        let _ = child.kill();
-        let _ = child.wait();
+        lock(&self.child).kill();
         let _ = std::fs::remove_dir_all(&self.dir);
         tracing::debug!(pid = self.pid, "zygote stopped");
     }
@@ -533,16 +698,7 @@ impl Drop for Zygote {
 /// starts cold and fails as a cold start does).
 fn request_body(req: &Request) -> Result<Vec<u8>, ForkError> {
     let mut body = Vec::new();
-    let mut field = |bytes: &[u8]| -> Result<(), ForkError> {
-        if bytes.contains(&0) {
-            return Err(ForkError::Other(
-                "a NUL in the run's arguments or directory".to_string(),
-            ));
-        }
-        body.extend_from_slice(bytes);
-        body.push(0);
-        Ok(())
-    };
+    let mut field = |bytes: &[u8]| field(&mut body, bytes);
     field(req.cwd.as_os_str().as_bytes())?;
     field(req.argv.len().to_string().as_bytes())?;
     for arg in &req.argv {
@@ -567,6 +723,53 @@ fn request_body(req: &Request) -> Result<Vec<u8>, ForkError> {
         }
     }
     Ok(body)
+}
+
+/// Appends one NUL-ended field to a request.
+fn field(body: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ForkError> {
+    if bytes.contains(&0) {
+        return Err(ForkError::Other(
+            "a NUL in the run's arguments or directory".to_string(),
+        ));
+    }
+    body.extend_from_slice(bytes);
+    body.push(0);
+    Ok(())
+}
+
+/// One reply message as JSON with its sender's pid in the runner's PID namespace, when the
+/// socket passes credentials; `None` when the socket was closed without one.
+async fn read_reply_from(
+    sock: &tokio::net::UnixDatagram,
+) -> io::Result<Option<(serde_json::Value, Option<i32>)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, UnixCredentials};
+    let mut buf = [0u8; REPLY_MAX];
+    let (n, sender) = sock
+        .async_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!(UnixCredentials);
+            let msg = recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::empty(),
+            )
+            .map_err(io::Error::from)?;
+            let sender = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                    _ => None,
+                })
+            });
+            Ok((msg.bytes, sender))
+        })
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf[..n])
+        .map(|v| Some((v, sender)))
+        .map_err(|e| io::Error::other(format!("unreadable zygote reply: {e}")))
 }
 
 /// One reply message as JSON; `None` when the socket was closed without one.
@@ -605,6 +808,8 @@ mod tests {
             cwd: "/work".into(),
             cgroup: Vec::new(),
             limits: Limits::default(),
+            work_dir: "/work".into(),
+            tmp_bytes: 0,
         };
         let body = request_body(&req).unwrap();
         assert_eq!(
@@ -628,6 +833,8 @@ mod tests {
                 file_bytes: None,
             },
             cgroup: Vec::new(),
+            work_dir: "/w".into(),
+            tmp_bytes: 0,
         };
         let hard_cpu = 5 + process::CPU_KILL_AFTER;
         assert_eq!(

@@ -65,12 +65,10 @@ enum Mode {
 }
 
 impl Mode {
-    /// Warm runs fork from zygotes, which are not sandboxed: with the sandbox on a warm run
-    /// starts cold in it, so the warm mode of these tests runs without it.
+    /// Both modes run in the sandbox (on by default).
     fn apply(self, c: &mut RunnerConfig) {
         if self == Mode::Warm {
             c.warm.queues = vec!["default".into()];
-            c.sandbox.off = true;
         }
     }
 }
@@ -115,7 +113,7 @@ impl Harness {
         tweak(&mut config);
         // The process's metrics registry, read back by `stop`.
         antcode_core::telemetry::prometheus();
-        let warm = !config.warm.queues.is_empty() && config.sandbox.off;
+        let warm = !config.warm.queues.is_empty();
         let shutdown = Shutdown::new();
         let runner = tokio::spawn(run(config, shutdown.clone()));
         Harness {
@@ -1278,7 +1276,13 @@ print("procs", os.getpid(), os.getppid(), helper.LOADED_IN)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zygote_killed_mid_flight_fails_the_run_and_is_replaced() {
-    let mut h = Harness::start_in(Mode::Warm, 2).await;
+    // Unsandboxed, so the task can name its zygote (a sandboxed one is outside its PID
+    // namespace); `a_sandboxed_zygote_killed_mid_flight_takes_its_runs_along` is the other half.
+    let mut h = Harness::start_with(2, |c| {
+        Mode::Warm.apply(c);
+        c.sandbox.off = true;
+    })
+    .await;
     let code = "import os, sys, time\nprint('procs', os.getpid(), os.getppid(), flush=True)\nif sys.argv[1:] == ['sleep']:\n    time.sleep(300)\n";
     let mut first = h.py_job(code).await;
     first.args = vec!["sleep".into()];
@@ -1314,6 +1318,66 @@ async fn a_zygote_killed_mid_flight_fails_the_run_and_is_replaced() {
     h.stop().await;
 }
 
+/// The host pids of the zygotes of the runner whose data dir is `data_dir` (not the runs they
+/// forked, whose command line is the zygote's).
+fn zygotes_of(data_dir: &std::path::Path) -> Vec<i32> {
+    let dir = data_dir.display().to_string();
+    let all: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("zygote.py") && cmdline.contains(&dir)
+        })
+        .filter(|&pid| !process_gone(pid))
+        .collect();
+    let parent = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        after.split_whitespace().nth(1).and_then(|p| p.parse().ok())
+    };
+    all.iter()
+        .copied()
+        .filter(|&pid| parent(pid).is_some_and(|p: i32| !all.contains(&p)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_zygote_killed_mid_flight_takes_its_runs_along() {
+    let mut h = Harness::start_in(Mode::Warm, 2).await;
+    let code = "import sys, time\nprint('ready', flush=True)\nif sys.argv[1:] == ['sleep']:\n    time.sleep(300)\n";
+    let mut first = h.py_job(code).await;
+    first.args = vec!["sleep".into()];
+    h.publish(&first).await;
+    h.wait_for_log(&first.run_id, "ready").await;
+    let zygotes = zygotes_of(&h.data_dir);
+    assert_eq!(zygotes.len(), 1, "{zygotes:?}");
+    let pids = marked(&first.run_id);
+    assert!(!pids.is_empty());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygotes[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let outcome = h.finished(&first.run_id).await;
+    assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
+    // The run went with its zygote's PID namespace.
+    for pid in pids {
+        wait_gone(pid).await;
+    }
+    // The next run of the same project forks from a new zygote.
+    let second = job(first.bundle.clone(), "main.py");
+    h.publish(&second).await;
+    let outcome = h.finished(&second.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let now = zygotes_of(&h.data_dir);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, zygotes);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zygotes_are_bounded_in_number_memory_and_idle_time() {
     type Tighten = fn(&mut antcode_runner::zygote::WarmConfig);
@@ -1323,8 +1387,10 @@ async fn zygotes_are_bounded_in_number_memory_and_idle_time() {
         ("idle", |w| w.idle_ttl = Duration::ZERO),
     ];
     for (bound, tighten) in bounds {
+        // Unsandboxed, so a run can name its zygote (its parent).
         let mut h = Harness::start_with(1, |c| {
             Mode::Warm.apply(c);
+            c.sandbox.off = true;
             tighten(&mut c.warm);
         })
         .await;
@@ -1518,10 +1584,11 @@ except OSError as e:
     print("connect failed errno", e.errno, flush=True)
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn network_policies_reach_only_what_they_allow() {
+cold_and_warm!(network_policies_reach_only_what_they_allow);
+async fn network_policies_reach_only_what_they_allow(mode: Mode) {
     use antcode_core::model::NetworkPolicy;
-    let mut h = Harness::start(2).await;
+    // Warm: a run whose policy is not `full` starts cold (its zygote serves every policy).
+    let mut h = Harness::start_in(mode, 2).await;
     let allow =
         |entries: &[&str]| NetworkPolicy::Allow(entries.iter().map(|e| e.to_string()).collect());
     let cases = [
@@ -1619,7 +1686,7 @@ async fn a_requirements_build_script_does_not_see_the_runners_environment() {
 }
 
 /// Runs `async fn $name(warm: bool)` as two tests, `$name::cold` and `$name::warm`, both with
-/// the sandbox on (a warm run then starts cold in the sandbox).
+/// the sandbox on (a warm run forks from its project's sandboxed zygote).
 macro_rules! sandboxed {
     ($name:ident) => {
         mod $name {
@@ -1700,7 +1767,11 @@ for rel in ("antcode.db", "secret.key", "tls/ca-key.pem"):
 attempt("write the bundle cache", lambda: write(os.path.join(data, "bundles", "x.py")))
 attempt("write the venv", lambda: write(os.path.join(sys.prefix, "pyvenv.cfg")))
 attempt("kill the runner", lambda: os.kill(runner, signal.SIGKILL))
-os.kill(os.getppid(), signal.SIGKILL)
+try:
+    # The run's init: pid 1 of the task's namespace, deaf to it (or, warm, outside its domain).
+    os.kill(os.getppid(), signal.SIGKILL)
+except PermissionError:
+    pass
 print(json.dumps(got))
 "#
     );
@@ -1731,17 +1802,14 @@ print(json.dumps(got))
 sandboxed!(concurrent_runs_see_nothing_of_each_other);
 async fn concurrent_runs_see_nothing_of_each_other(warm: bool) {
     let mut h = sandboxed_harness(warm).await;
-    let mut a = h
-        .py_job("import time\nprint('a ready', flush=True)\ntime.sleep(300)\n")
-        .await;
-    a.secret_env
-        .0
-        .insert("A_SECRET".into(), "a-secret-value".into());
-    h.publish(&a).await;
-    h.wait_for_log(&a.run_id, "a ready").await;
+    // One project version for both, so warm runs fork from one zygote.
     let code = format!(
         "{PROBE}{}",
         r#"
+if sys.argv[1:] == ["hold"]:
+    import time
+    print("a ready", flush=True)
+    time.sleep(300)
 pids = [p for p in os.listdir("/proc") if p.isdigit()]
 for pid in pids:
     attempt(f"environ of {pid}", lambda: b"a-secret-value" in read(f"/proc/{pid}/environ"))
@@ -1751,7 +1819,14 @@ got["processes"] = len(pids)
 print(json.dumps(got))
 "#
     );
-    let b = h.py_job(&code).await;
+    let mut a = h.py_job(&code).await;
+    a.args = vec!["hold".into()];
+    a.secret_env
+        .0
+        .insert("A_SECRET".into(), "a-secret-value".into());
+    h.publish(&a).await;
+    h.wait_for_log(&a.run_id, "a ready").await;
+    let b = job(a.bundle.clone(), "main.py");
     let got = attempts(&mut h, &b).await;
     assert_eq!(got["other work dirs"], serde_json::json!([]), "{got:?}");
     // Itself and its init.

@@ -39,7 +39,7 @@ pub async fn measure(n: usize) -> anyhow::Result<PerRun> {
     let uv = find_uv(None).map_err(anyhow::Error::msg)?;
     let venvs = Venvs::with_gc(dir.path().join("venvs"), uv, GcPolicy::default());
     let venv = venvs.ensure(None, &Deps::Requirements(String::new()))?;
-    let zygotes = Zygotes::new(dir.path(), WarmConfig::default());
+    let zygotes = Zygotes::new(dir.path(), WarmConfig::default(), None);
     let key = ZygoteKey {
         venv: venv.dir.clone(),
         project_id: "bench".into(),
@@ -56,9 +56,11 @@ pub async fn measure(n: usize) -> anyhow::Result<PerRun> {
     let req = Request {
         argv: vec!["noop.py".into()],
         env,
-        cwd: work,
+        cwd: work.clone(),
         limits: Limits::default(),
         cgroup: Vec::new(),
+        work_dir: work,
+        tmp_bytes: 0,
     };
     let run = || async {
         let mut s = zygotes

@@ -53,6 +53,9 @@ pub(super) struct Plan {
     pub cap_last: c_int,
     pub seccomp: Option<libc::sock_fprog>,
     pub landlock: Option<Landlock>,
+    /// A zygote: the task keeps `CAP_SYS_ADMIN` in its user namespace (ambient, so it survives
+    /// the exec) to make each run's namespaces; everything else is dropped as for a task.
+    pub zygote: bool,
     /// The runner's ends are closed in the child; these are the child's.
     pub fds: Fds,
 }
@@ -72,6 +75,8 @@ pub(super) struct Fds {
     pub status: c_int,
     /// The network allow-list's Landlock ruleset, or -1.
     pub net: c_int,
+    /// The task's stdin (a zygote's control socket), or -1 for `/dev/null`.
+    pub stdin: c_int,
 }
 
 /// Where the child's descriptors end up: the task's 1 and 2 are its output pipes.
@@ -79,6 +84,10 @@ const ERROR_FD: c_int = 3;
 const STATUS_FD: c_int = 4;
 const GO_FD: c_int = 5;
 const NET_FD: c_int = 6;
+const STDIN_FD: c_int = 7;
+
+/// `CAP_SYS_ADMIN`, the one capability a zygote keeps.
+const CAP_SYS_ADMIN: c_int = 21;
 
 /// Why a run's setup failed, as written on the error pipe (the index in [`STAGES`]).
 #[derive(Clone, Copy)]
@@ -217,7 +226,7 @@ pub(super) unsafe fn init(plan: &mut Plan) -> ! {
         ) == 0,
         Stage::ReadOnlyRoot,
     );
-    drop_privileges(plan.cap_last);
+    drop_privileges(plan.cap_last, plan.zygote);
     check(libc::chdir(plan.cwd.as_ptr()) == 0, Stage::Cwd);
     if let Some(landlock) = &plan.landlock {
         restrict(landlock);
@@ -290,7 +299,10 @@ unsafe fn task(plan: &Plan) -> ! {
         crate::process::apply_limits(&plan.limits).is_ok(),
         Stage::Limits,
     );
-    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+    let null = match plan.fds.stdin {
+        -1 => libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY),
+        _ => STDIN_FD,
+    };
     check(null >= 0, Stage::Stdin);
     if null != 0 {
         check(libc::dup2(null, 0) == 0, Stage::Stdin);
@@ -316,11 +328,15 @@ unsafe fn arrange_fds(fds: Fds) {
         high(fds.error),
         high(fds.status),
     );
-    let net = match fds.net {
+    let optional = |fd: c_int| match fd {
         -1 => -1,
         fd => high(fd),
     };
-    if [out, err, go, error, status].iter().any(|&fd| fd < 0) || (fds.net >= 0 && net < 0) {
+    let (net, stdin) = (optional(fds.net), optional(fds.stdin));
+    if [out, err, go, error, status].iter().any(|&fd| fd < 0)
+        || (fds.net >= 0 && net < 0)
+        || (fds.stdin >= 0 && stdin < 0)
+    {
         libc::_exit(126);
     }
     // dup2 clears close-on-exec: 1 and 2 are the task's; the pipes to the runner must close at
@@ -330,16 +346,21 @@ unsafe fn arrange_fds(fds: Fds) {
         && libc::dup3(error, ERROR_FD, libc::O_CLOEXEC) == ERROR_FD
         && libc::dup3(status, STATUS_FD, libc::O_CLOEXEC) == STATUS_FD
         && libc::dup3(go, GO_FD, libc::O_CLOEXEC) == GO_FD
-        && (net < 0 || libc::dup3(net, NET_FD, libc::O_CLOEXEC) == NET_FD);
+        && (net < 0 || libc::dup3(net, NET_FD, libc::O_CLOEXEC) == NET_FD)
+        && (stdin < 0 || libc::dup3(stdin, STDIN_FD, libc::O_CLOEXEC) == STDIN_FD);
     if !moved {
         libc::_exit(126);
     }
     libc::close(0);
-    let first_unused = if net < 0 { NET_FD } else { NET_FD + 1 };
+    for (fd, at) in [(net, NET_FD), (stdin, STDIN_FD)] {
+        if fd < 0 {
+            libc::close(at);
+        }
+    }
     check(
         libc::syscall(
             libc::SYS_close_range,
-            first_unused as c_uint,
+            (STDIN_FD + 1) as c_uint,
             c_uint::MAX,
             0,
         ) == 0,
@@ -458,11 +479,43 @@ unsafe fn loopback_up() {
 }
 
 /// Clears the bounding set, locks the secure bits so no exec regains a capability (not even as
-/// uid 0 of the namespace), drops every capability, and sets `no_new_privs`.
-unsafe fn drop_privileges(cap_last: c_int) {
+/// uid 0 of the namespace), drops every capability, and sets `no_new_privs`. A zygote keeps
+/// `CAP_SYS_ADMIN` (in its own user namespace only), raised as an ambient capability before
+/// the bits forbid raising one.
+unsafe fn drop_privileges(cap_last: c_int, zygote: bool) {
+    let header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let admin = 1u32 << CAP_SYS_ADMIN;
     for cap in 0..=cap_last {
+        if zygote && cap == CAP_SYS_ADMIN {
+            continue;
+        }
         let r = libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
         check(r == 0 || errno() == libc::EINVAL, Stage::Capabilities);
+    }
+    if zygote {
+        // Inheritable (and still permitted), so it may be raised as ambient.
+        let mut data = [CapData::default(); 2];
+        check(
+            libc::syscall(libc::SYS_capget, &header, data.as_mut_ptr()) == 0,
+            Stage::Capabilities,
+        );
+        data[0].inheritable = admin;
+        data[1].inheritable = 0;
+        check(
+            libc::syscall(libc::SYS_capset, &header, data.as_ptr()) == 0,
+            Stage::Capabilities,
+        );
+        let r = libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE,
+            CAP_SYS_ADMIN,
+            0,
+            0,
+        );
+        check(r == 0, Stage::Capabilities);
     }
     let bits = libc::SECBIT_NOROOT
         | libc::SECBIT_NOROOT_LOCKED
@@ -475,11 +528,15 @@ unsafe fn drop_privileges(cap_last: c_int) {
         libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) == 0,
         Stage::Capabilities,
     );
-    let header = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let data = [CapData::default(); 2];
+    let kept = if zygote { admin } else { 0 };
+    let data = [
+        CapData {
+            effective: kept,
+            permitted: kept,
+            inheritable: kept,
+        },
+        CapData::default(),
+    ];
     check(
         libc::syscall(libc::SYS_capset, &header, data.as_ptr()) == 0,
         Stage::Capabilities,
@@ -524,11 +581,11 @@ unsafe fn restrict(landlock: &Landlock) {
 }
 
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(super) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
 }
 
 #[repr(C)]

@@ -111,6 +111,35 @@ fn errno(e: i32) -> u32 {
 /// (whose flags sit behind a pointer a filter cannot read) fails with ENOSYS, which makes libc
 /// fall back to `clone`; everything else is allowed.
 pub fn seccomp_program() -> Vec<sock_filter> {
+    program(&[], 0)
+}
+
+/// Namespaces a zygote makes for each run it forks (`unshare` only; `clone` gets none): PID
+/// (before the fork), then mount, IPC and UTS (in the child). Never a user or network
+/// namespace: a zygote holds `CAP_SYS_ADMIN` in its own user namespace, and a network
+/// namespace owned by it would hand it `CAP_NET_ADMIN` over a network stack.
+pub const ZYGOTE_NAMESPACES: u32 = 0x0002_0000 // CLONE_NEWNS
+    | 0x0400_0000 // CLONE_NEWUTS
+    | 0x0800_0000 // CLONE_NEWIPC
+    | 0x2000_0000; // CLONE_NEWPID
+
+/// The zygote's program: the task's, except that `mount`, `open_tree`, `move_mount` and
+/// `setns` are allowed, and `unshare` may ask for [`ZYGOTE_NAMESPACES`]. Each forked run loads the task's
+/// program on top (filters stack), before any of its code runs.
+pub fn zygote_seccomp_program() -> Vec<sock_filter> {
+    program(
+        &[
+            libc::SYS_mount,
+            libc::SYS_open_tree,
+            libc::SYS_move_mount,
+            libc::SYS_setns,
+        ],
+        ZYGOTE_NAMESPACES,
+    )
+}
+
+/// The program with `allowed` taken off [`DENIED`] and `unshare` allowed the `ns` flags.
+fn program(allowed: &[c_long], ns: u32) -> Vec<sock_filter> {
     let deny = errno(libc::EPERM);
     let mut p = vec![
         stmt(LD_W_ABS, ARCH),
@@ -122,21 +151,33 @@ pub fn seccomp_program() -> Vec<sock_filter> {
         jump(JEQ_K, libc::SYS_clone3 as u32, 0, 1),
         stmt(RET_K, errno(libc::ENOSYS)),
     ];
-    for &nr in DENIED {
+    for &nr in DENIED.iter().filter(|nr| !allowed.contains(nr)) {
         p.push(jump(JEQ_K, nr as u32, 0, 1));
         p.push(stmt(RET_K, deny));
     }
-    for nr in [libc::SYS_clone, libc::SYS_unshare] {
+    for (nr, ok) in [(libc::SYS_clone, 0), (libc::SYS_unshare, ns)] {
         p.extend([
             jump(JEQ_K, nr as u32, 0, 4),
             stmt(LD_W_ABS, ARG0_LOW),
-            jump(JSET_K, NAMESPACE_FLAGS, 0, 1),
+            jump(JSET_K, NAMESPACE_FLAGS & !ok, 0, 1),
             stmt(RET_K, deny),
             stmt(RET_K, libc::SECCOMP_RET_ALLOW),
         ]);
     }
     p.push(stmt(RET_K, libc::SECCOMP_RET_ALLOW));
     p
+}
+
+/// A program as the kernel reads it (`struct sock_filter` after `struct sock_filter`), for a
+/// process that loads it itself (a zygote's runs).
+pub fn program_bytes(p: &[sock_filter]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.len() * 8);
+    for ins in p {
+        out.extend_from_slice(&ins.code.to_ne_bytes());
+        out.extend([ins.jt, ins.jf]);
+        out.extend_from_slice(&ins.k.to_ne_bytes());
+    }
+    out
 }
 
 /// Landlock's file system rights (`LANDLOCK_ACCESS_FS_*`).
@@ -211,7 +252,12 @@ mod tests {
 
     #[test]
     fn every_jump_lands_inside_the_program() {
-        let p = seccomp_program();
+        for p in [seccomp_program(), zygote_seccomp_program()] {
+            check(&p);
+        }
+    }
+
+    fn check(p: &[sock_filter]) {
         assert!(p.len() < 4096, "BPF_MAXINSNS");
         for (i, ins) in p.iter().enumerate() {
             if ins.code & 0x07 == libc::BPF_JMP as u16 {

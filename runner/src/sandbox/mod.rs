@@ -30,7 +30,45 @@
 //! signal handler, and a task (without capabilities, under seccomp) can neither trace it nor
 //! read its `/proc` entries.
 //!
-//! Warm runs (zygotes) are not sandboxed yet: with the sandbox on, a warm run starts cold in it.
+//! ## Warm runs
+//!
+//! A zygote ([`crate::zygote`]) is started by the same init, as the task of a sandbox of its
+//! own, one per (virtualenv, project, version, bundle): its view is the system part, the
+//! interpreter, the virtualenv, and its own directory (the script, its copy of the bundle, the
+//! spec below) read-only; it runs as the task's user, not dumpable, in its own PID namespace,
+//! under a seccomp program of its own ([`filter::zygote_seccomp_program`]). It differs from a
+//! task's sandbox in two ways, both so it can make each run's namespaces: it keeps
+//! `CAP_SYS_ADMIN` in its own user namespace (ambient, over nothing of the host's), and it has no
+//! Landlock ruleset (Landlock refuses every mount). Per run, in `zygote.py`:
+//!
+//! * the zygote forks the child into a new PID namespace, whose pid 1 it is;
+//! * the child joins the run's cgroup, unshares mount, IPC and UTS namespaces, mounts a private
+//!   `/tmp` of `tmp_mb`, an empty tmpfs over the work dirs' parent with only its own work dir on
+//!   it (a detached mount the runner makes with [`detached_tree`] and passes with the request),
+//!   and a `/proc` of its PID namespace; then it forks the task and stays as the run's init
+//!   (reaps, reports the task's status, and exits, which kills what is left in the namespace);
+//! * the task drops the capability, applies the Landlock ruleset a cold task gets (from the
+//!   spec [`Sandbox::zygote_spec`] writes: signal and abstract-socket scopes included) and
+//!   loads the cold task's seccomp program, before any code of the run.
+//!
+//! So a warm task has the guarantees of a cold one: it runs as the task's user without
+//! capabilities, under the same two filters, sees its own work dir, `/tmp` and processes only,
+//! cannot see or signal the zygote, the runner or another run (they are outside its PID
+//! namespace and its Landlock domain), and its cgroup is killed whole at the end.
+//!
+//! What a zygote's runs share, and why it is safe: the zygote serves one project version only,
+//! so all it holds (the preloaded modules, the requests with their environments) is that
+//! project's; no zygote ever serves two projects. Its pages reach each run copy-on-write: a
+//! run's writes stay its own, and the request buffer is zeroed after each fork, so no run finds
+//! an earlier run's environment in the memory it inherits. Its directory and the virtualenv are
+//! read-only binds of root's files, its `/tmp` is covered by each run's own. What stays open
+//! is the code the zygote itself runs, the project's `preload` modules: it runs with the
+//! zygote's capability in the zygote's own namespaces (it may mount there, never make a user
+//! or network namespace), and a thread it leaves behind would see the next requests of that
+//! project version. That is the project's own code seeing its own runs, never another
+//! project's.
+//!
+//! Attaching the work dir takes a runner that is root; otherwise warm runs start cold.
 //!
 //! At start the runner probes each mechanism ([`probe`]); what is missing is logged with the
 //! guarantee it costs, shown in the worker's `sandbox` label, and the runner refuses to start
@@ -199,6 +237,8 @@ pub struct Sandbox {
     system: Vec<Item>,
     namespaces: libc::c_int,
     seccomp: Option<Vec<libc::sock_filter>>,
+    /// A zygote's program (see [`filter::zygote_seccomp_program`]).
+    zygote_seccomp: Option<Vec<libc::sock_filter>>,
     landlock_abi: Option<i32>,
     cap_last: libc::c_int,
     /// Each virtualenv's interpreter installation, when it is outside the system binds.
@@ -273,6 +313,7 @@ impl Sandbox {
             system: system_items(),
             namespaces,
             seccomp: report.works("seccomp").then(filter::seccomp_program),
+            zygote_seccomp: report.works("seccomp").then(filter::zygote_seccomp_program),
             landlock_abi: report
                 .works("landlock")
                 .then(filter::landlock_abi)
@@ -311,7 +352,7 @@ impl Sandbox {
 
     /// Starts `spec.program` in a new sandbox. Returns once it has exec'd (or failed to).
     pub fn spawn(&self, spec: &RunSpec<'_>) -> io::Result<Spawned> {
-        let (pid, stdout, stderr, status) = self.start(spec)?;
+        let (pid, stdout, stderr, status) = self.start(spec, None)?;
         Ok(Spawned {
             pid,
             stdout,
@@ -324,23 +365,38 @@ impl Sandbox {
         })
     }
 
-    /// [`Sandbox::spawn`]'s work: the init's pid, the output pipes and the status pipe.
-    fn start(&self, spec: &RunSpec<'_>) -> io::Result<(i32, File, File, File)> {
+    /// [`Sandbox::spawn`]'s work: the init's pid, the output pipes and the status pipe. With
+    /// `zygote`, the task is a zygote (see [`Zygote`]) and the pipes are dummies.
+    fn start(
+        &self,
+        spec: &RunSpec<'_>,
+        zygote: Option<&Zygote<'_>>,
+    ) -> io::Result<(i32, File, File, File)> {
         let strings = Strings::new(spec)?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
+        // A zygote writes to the runner's stderr, and its stdout goes nowhere.
+        let null = match zygote {
+            Some(_) => Some(File::options().write(true).open("/dev/null")?),
+            None => None,
+        };
+        let (stdout, stderr) = match &null {
+            Some(null) => (null.as_raw_fd(), io::stderr().as_raw_fd()),
+            None => (out_w.as_raw_fd(), err_w.as_raw_fd()),
+        };
         let (go_r, go_w) = pipe()?;
         let (fail_r, fail_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let fds = Fds {
-            stdout: out_w.as_raw_fd(),
-            stderr: err_w.as_raw_fd(),
+            stdout,
+            stderr,
             go: go_r.as_raw_fd(),
             error: fail_w.as_raw_fd(),
             status: status_w.as_raw_fd(),
             net: spec.net.ruleset(),
+            stdin: zygote.map_or(-1, |z| z.control),
         };
-        let mut plan = self.plan(spec, &strings, fds)?;
+        let mut plan = self.plan(spec, &strings, fds, zygote)?;
         let mut flags = self.namespaces;
         if spec.net.new_netns() {
             flags |= libc::CLONE_NEWNET;
@@ -365,7 +421,7 @@ impl Sandbox {
             return Err(io::Error::last_os_error());
         }
         let pid = pid as i32;
-        drop((out_w, err_w, go_r, fail_w, status_w));
+        drop((out_w, err_w, go_r, fail_w, status_w, null));
         let mut go = File::from(go_w);
         let started = self
             .write_maps(pid)
@@ -409,8 +465,15 @@ impl Sandbox {
         Ok(())
     }
 
-    /// The run's view: the system part, the interpreter, the virtualenv, the work dir.
-    fn plan(&self, spec: &RunSpec<'_>, strings: &Strings, fds: Fds) -> io::Result<Plan> {
+    /// The run's view: the system part, the interpreter, the virtualenv, the work dir (a
+    /// zygote's directory, read-only, for a zygote).
+    fn plan(
+        &self,
+        spec: &RunSpec<'_>,
+        strings: &Strings,
+        fds: Fds,
+        zygote: Option<&Zygote<'_>>,
+    ) -> io::Result<Plan> {
         let mut items = self.system.clone();
         if let Some(prefix) = self.interpreter(spec.venv) {
             items.push(Item::Bind {
@@ -427,12 +490,24 @@ impl Sandbox {
         items.push(Item::Bind {
             src: spec.work_dir.to_path_buf(),
             at: spec.work_dir.to_path_buf(),
-            attr: WRITABLE,
+            attr: if zygote.is_some() {
+                READ_ONLY
+            } else {
+                WRITABLE
+            },
         });
         let mut dirs: BTreeSet<PathBuf> = ["tmp", "proc", "dev", "dev/pts"]
             .into_iter()
             .map(PathBuf::from)
             .collect();
+        if let Some(z) = zygote {
+            // Where each run's work dir is attached (on a tmpfs of the run's own).
+            let mut at = Some(relative(z.work_root));
+            while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+                at = p.parent().map(Path::to_path_buf);
+                dirs.insert(p);
+            }
+        }
         let (mut binds, mut files, mut symlinks) = (vec![], vec![], vec![]);
         for item in &items {
             let (Item::Bind { at, .. } | Item::BindFile { at, .. } | Item::Symlink { at, .. }) =
@@ -468,26 +543,15 @@ impl Sandbox {
             symlinks.push((cstring(OsStr::new(target))?, cstring(OsStr::new(at))?));
         }
         let trees = vec![-1; binds.len()];
-        let landlock = self.landlock_abi.map(|abi| {
+        // A zygote makes mounts for its runs, which Landlock forbids: each run applies the
+        // ruleset itself, once its mounts are made.
+        let landlock_abi = self.landlock_abi.filter(|_| zygote.is_none());
+        let landlock = landlock_abi.map(|abi| {
             let handled = filter::handled_fs(abi);
-            let mut rules = vec![
-                (c"/".to_owned(), filter::fs::READ & handled),
-                (c"/tmp".to_owned(), handled),
-                (
-                    c"/dev".to_owned(),
-                    (filter::fs::READ_FILE
-                        | filter::fs::WRITE_FILE
-                        | filter::fs::READ_DIR
-                        | filter::fs::TRUNCATE
-                        | filter::fs::IOCTL_DEV)
-                        & handled,
-                ),
-                (
-                    c"/proc".to_owned(),
-                    (filter::fs::READ_FILE | filter::fs::READ_DIR | filter::fs::WRITE_FILE)
-                        & handled,
-                ),
-            ];
+            let mut rules: Vec<(CString, u64)> = landlock_rules(abi)
+                .into_iter()
+                .map(|(path, access)| (path.to_owned(), access))
+                .collect();
             if let Ok(work) = cstring(spec.work_dir.as_os_str()) {
                 rules.push((work, handled));
             }
@@ -530,7 +594,12 @@ impl Sandbox {
             envp: strings.envp_ptrs(),
             limits: *spec.limits,
             cap_last: self.cap_last,
-            seccomp: self.seccomp.as_ref().map(|p| libc::sock_fprog {
+            zygote: zygote.is_some(),
+            seccomp: match zygote {
+                Some(_) => self.zygote_seccomp.as_ref(),
+                None => self.seccomp.as_ref(),
+            }
+            .map(|p| libc::sock_fprog {
                 len: p.len() as libc::c_ushort,
                 filter: p.as_ptr() as *mut libc::sock_filter,
             }),
@@ -564,6 +633,140 @@ impl Sandbox {
             })
             .clone()
     }
+}
+
+/// The Landlock rules of every run's view but its work dir (which gets every handled right):
+/// read and execute under `/`, everything in `/tmp`, devices read and written, `/proc` read
+/// and written (a process writes its own `/proc/self/*`).
+fn landlock_rules(abi: i32) -> [(&'static std::ffi::CStr, u64); 4] {
+    let handled = filter::handled_fs(abi);
+    [
+        (c"/", filter::fs::READ & handled),
+        (c"/tmp", handled),
+        (
+            c"/dev",
+            (filter::fs::READ_FILE
+                | filter::fs::WRITE_FILE
+                | filter::fs::READ_DIR
+                | filter::fs::TRUNCATE
+                | filter::fs::IOCTL_DEV)
+                & handled,
+        ),
+        (
+            c"/proc",
+            (filter::fs::READ_FILE | filter::fs::READ_DIR | filter::fs::WRITE_FILE) & handled,
+        ),
+    ]
+}
+
+/// What makes a sandboxed task a zygote.
+pub struct Zygote<'a> {
+    /// The zygote's stdin: its control socket.
+    pub control: std::os::fd::RawFd,
+    /// Where its runs' work dirs are (each run sees its own only).
+    pub work_root: &'a Path,
+}
+
+/// A started zygote's init: its host pid and the pipe it reports the zygote's end on.
+pub struct ZygoteInit {
+    pub pid: i32,
+    pub status: File,
+}
+
+impl Sandbox {
+    /// Starts a zygote (`spec.program` with `spec.args`) in a sandbox of its own, with
+    /// `spec.work_dir` (the zygote's directory) read-only. See the module doc.
+    pub fn start_zygote(&self, spec: &RunSpec<'_>, zygote: &Zygote<'_>) -> io::Result<ZygoteInit> {
+        let (pid, out, err, status) = self.start(spec, Some(zygote))?;
+        drop((out, err));
+        Ok(ZygoteInit { pid, status })
+    }
+
+    /// What a zygote's runs need to confine themselves, as `key value` lines (read by
+    /// `zygote.py`): the system call numbers, the task's ids, the Landlock rights, and the
+    /// seccomp program's file (`filter`, written here).
+    pub fn zygote_spec(&self, dir: &Path, work_root: &Path, venv: &Path) -> io::Result<String> {
+        let filter = dir.join("filter.bpf");
+        let program = self.seccomp.as_deref().unwrap_or_default();
+        std::fs::write(&filter, filter::program_bytes(program))?;
+        let mut lines = vec![
+            format!("uid {}", self.uid),
+            format!("gid {}", self.gid),
+            format!("work_root {}", work_root.display()),
+            format!("filter {}", filter.display()),
+            format!("nr_unshare {}", libc::SYS_unshare),
+            format!("nr_setns {}", libc::SYS_setns),
+            format!("nr_move_mount {}", libc::SYS_move_mount),
+            format!("nr_open_tree {}", libc::SYS_open_tree),
+            format!("nr_capset {}", libc::SYS_capset),
+            format!(
+                "nr_landlock_create_ruleset {}",
+                libc::SYS_landlock_create_ruleset
+            ),
+            format!("nr_landlock_add_rule {}", libc::SYS_landlock_add_rule),
+            format!(
+                "nr_landlock_restrict_self {}",
+                libc::SYS_landlock_restrict_self
+            ),
+        ];
+        // The zygote's binds under /tmp (a data dir in /tmp): a run's own /tmp covers them, so
+        // it attaches copies of them again on top.
+        let binds = [
+            self.interpreter(venv),
+            Some(venv.to_path_buf()),
+            Some(dir.to_path_buf()),
+        ];
+        for at in binds.into_iter().flatten() {
+            if at.starts_with("/tmp") {
+                lines.push(format!("tmp_keep {}", at.display()));
+            }
+        }
+        if let Some(abi) = self.landlock_abi {
+            lines.push(format!("landlock_handled {}", filter::handled_fs(abi)));
+            let scoped = if abi >= 6 { filter::SCOPES } else { 0 };
+            lines.push(format!("landlock_scoped {scoped}"));
+            for (path, access) in landlock_rules(abi) {
+                lines.push(format!("landlock_rule {access} {}", path.to_string_lossy()));
+            }
+        }
+        lines.push(String::new());
+        Ok(lines.join("\n"))
+    }
+}
+
+/// A detached copy (`open_tree`) of the directory `path`, `nosuid` and `nodev`: how a
+/// zygote's run gets its work dir into its mount namespace. Needs the runner to be root.
+pub fn detached_tree(path: &Path) -> io::Result<OwnedFd> {
+    let path = cstring(path.as_os_str())?;
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    // SAFETY: a path the kernel reads, plain flags; the descriptor is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned here alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = child::MountAttr {
+        attr_set: WRITABLE,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the attribute struct outlives the call; its size is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const child::MountAttr,
+            std::mem::size_of::<child::MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 /// Reaps the init and returns the task's end as the init reported it (or the init's own, if it
@@ -812,18 +1015,21 @@ fn run_true(data_dir: &Path, report: &Report) -> io::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     sandbox.hand_over(&dir)?;
-    let spawned = sandbox.start(&RunSpec {
-        program,
-        args: &[],
-        cwd: &dir,
-        env: &BTreeMap::new(),
-        limits: &Limits::default(),
-        venv: &dir,
-        work_dir: &dir,
-        tmp_bytes: 1 << 20,
-        net: Default::default(),
-        before_start: None,
-    });
+    let spawned = sandbox.start(
+        &RunSpec {
+            program,
+            args: &[],
+            cwd: &dir,
+            env: &BTreeMap::new(),
+            limits: &Limits::default(),
+            venv: &dir,
+            work_dir: &dir,
+            tmp_bytes: 1 << 20,
+            net: Default::default(),
+            before_start: None,
+        },
+        None,
+    );
     let ended = spawned.and_then(|(pid, out, err, status)| {
         drop((out, err));
         wait_init(pid, status)
