@@ -5,6 +5,7 @@
 //!   [`broker::Broker`] (queues, leases, events, live logs, signals, the leader lock) and
 //!   [`blob::BlobStore`] (project bundles and log archives). Each has an embedded
 //!   implementation and a scale-out one, and one conformance suite in `tests/`.
+//! * [`dispatch`]: the one path by which a run's job reaches the broker, its secrets opened.
 //! * [`bundle`]: safe inspection and extraction of uploaded project archives, used by control
 //!   (to validate an upload) and the runner (to unpack it) so both enforce the same rules.
 //! * [`telemetry`]: tracing and Prometheus set-up, [`shutdown`]: the cancellation token every
@@ -16,6 +17,7 @@
 pub mod blob;
 pub mod broker;
 pub mod bundle;
+pub mod dispatch;
 pub mod fsutil;
 pub mod ids;
 pub mod model;

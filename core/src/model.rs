@@ -554,7 +554,7 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
     /// Their values, filled only in the message a publisher hands the broker
-    /// ([`crate::secrets::publish_job`]); empty in the job SQL stores.
+    /// ([`crate::dispatch::publish_job`]); empty in the job SQL stores.
     #[serde(default, skip_serializing_if = "crate::secrets::SecretEnv::is_empty")]
     pub secret_env: crate::secrets::SecretEnv,
     /// Copied from the task: start warm (a runner also starts every run of its warm queues warm).

@@ -1,4 +1,4 @@
-//! Task secrets: sealed at rest, opened only to hand a run its declared values.
+//! Task secrets: sealed at rest, and the types a secret travels in.
 //!
 //! A [`SecretBox`] seals each value with ChaCha20-Poly1305 under the cluster's secret key (the
 //! SHA-256 of `ANTCODE_SECRET_KEY`, or 32 random bytes in the data dir's `secret.key` for
@@ -6,13 +6,8 @@
 //! associated data, so a sealed value copied onto another name's row does not open. The sealed
 //! form is `v1:` + base64(nonce ‖ ciphertext ‖ tag).
 //!
-//! Where values flow: a task declares secret *names*; [`crate::store::Store::create_run`] copies
-//! the names into the run's [`Job`] (which is what `runs.job` stores, so SQL never holds a
-//! plaintext value). Whoever publishes a job — control's trigger/invoke/retry, the scheduler's
-//! tick and compensation — goes through [`publish_job`], which opens the named secrets into
-//! [`Job::secret_env`] just for the broker message, and only if the run's project is granted the
-//! secret ([`SecretGrant`]). A secret that cannot be resolved or is not granted fails the run
-//! with a message saying which one, rather than running it without.
+//! This module knows neither the store nor the broker: opening a run's secrets into its job
+//! message, and failing the run when they cannot be opened, is [`crate::dispatch`]'s.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,9 +20,6 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::broker::{Broker, BrokerError};
-use crate::model::{Job, Outcome, RunState};
-use crate::store::{Store, StoreError};
 use crate::time::rfc3339;
 
 const VERSION: &str = "v1:";
@@ -49,17 +41,6 @@ pub enum SecretError {
     Open(String),
     #[error("encryption failed")]
     Seal,
-    #[error("secret {0:?} is not defined")]
-    Missing(String),
-    /// The secret exists but the run's project may not read it (no grant, or it was revoked).
-    #[error("secret {0:?} is not granted to project {1}")]
-    NotGranted(String, String),
-    #[error(
-        "the task declares secrets but this process has no secret key (set ANTCODE_SECRET_KEY)"
-    )]
-    NoKey,
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// Seals and opens secret values under one 256-bit key. Its `Debug` never shows the key.
@@ -174,7 +155,8 @@ pub struct SecretMeta {
 
 /// Who may read a secret: the tasks of project `project_id`, or of every project when it is
 /// `None`. Granted by an admin (`PUT /secrets/{name}/grants`); every run checks it again when
-/// its job is published, so a revoked grant stops the next run from getting the value.
+/// its job is published ([`crate::dispatch`]), so a revoked grant stops the next run from
+/// getting the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretGrant {
     pub secret: String,
@@ -206,137 +188,6 @@ impl SecretEnv {
 impl std::fmt::Debug for SecretEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-/// The job as it must be published: `secret_env` filled with the values of `job.secrets`.
-/// Store errors are transient (try again later); the others mean the run cannot get its secrets.
-pub async fn resolve_job(
-    store: &dyn Store,
-    secrets: Option<&SecretBox>,
-    job: &Job,
-) -> Result<Job, SecretError> {
-    let mut out = job.clone();
-    out.secret_env = SecretEnv::default();
-    if job.secrets.is_empty() {
-        return Ok(out);
-    }
-    let sbox = secrets.ok_or(SecretError::NoKey)?;
-    for name in &job.secrets {
-        let row = match store.secret_for(name, &job.project_id).await {
-            Ok((row, true)) => row,
-            Ok((_, false)) => {
-                return Err(SecretError::NotGranted(
-                    name.clone(),
-                    job.project_id.clone(),
-                ))
-            }
-            Err(StoreError::NotFound) => return Err(SecretError::Missing(name.clone())),
-            Err(e) => return Err(e.into()),
-        };
-        let value = sbox.open(name, &row.sealed)?;
-        out.secret_env.0.insert(name.clone(), value);
-    }
-    Ok(out)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// The run was failed because its secrets cannot be resolved.
-    #[error("run failed: {0}")]
-    RunFailed(SecretError),
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    #[error("broker: {0}")]
-    Broker(#[from] BrokerError),
-}
-
-/// Publishes `job` with its secrets resolved — the one way every plane puts a job in the broker
-/// (a batch goes through [`publish_jobs`], which this is one job of).
-///
-/// If a declared secret is missing, is not granted to the run's project, or does not open under
-/// this process's key (or there is no key), the attempt is failed in SQL with an error naming
-/// the secret (then retried per the task's policy, so adding or granting the secret lets a later
-/// attempt run) and `RunFailed` is returned. A store or broker error leaves the run queued for
-/// compensation to publish later.
-pub async fn publish_job(
-    store: &dyn Store,
-    broker: &dyn Broker,
-    secrets: Option<&SecretBox>,
-    job: &Job,
-) -> Result<bool, PublishError> {
-    match publish_jobs(store, broker, secrets, std::slice::from_ref(job))
-        .await?
-        .pop()
-    {
-        Some(Ok(added)) => Ok(added),
-        Some(Err(e)) => Err(PublishError::RunFailed(e)),
-        None => Ok(false),
-    }
-}
-
-/// [`publish_job`] for a batch, in one broker call. The result lines up with `jobs`: whether
-/// each was added (false: it already was in the broker), or why its run was failed. A store or
-/// broker error is the whole batch's: every run stays queued for compensation.
-pub async fn publish_jobs(
-    store: &dyn Store,
-    broker: &dyn Broker,
-    secrets: Option<&SecretBox>,
-    jobs: &[Job],
-) -> Result<Vec<Result<bool, SecretError>>, PublishError> {
-    let mut out: Vec<Result<bool, SecretError>> = Vec::with_capacity(jobs.len());
-    let mut ready = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        match resolve_job(store, secrets, job).await {
-            Ok(resolved) => {
-                ready.push(resolved);
-                out.push(Ok(false));
-            }
-            Err(SecretError::Store(e)) => return Err(PublishError::Store(e)),
-            Err(e) => {
-                fail_unresolvable(store, job, &e).await?;
-                out.push(Err(e));
-            }
-        }
-    }
-    let mut added = broker.publish_many(&ready).await?.into_iter();
-    for slot in out.iter_mut().filter(|r| r.is_ok()) {
-        *slot = Ok(added.next().unwrap_or(false));
-    }
-    Ok(out)
-}
-
-/// Fails the attempt of a job whose secrets cannot be resolved, naming the reason.
-async fn fail_unresolvable(
-    store: &dyn Store,
-    job: &Job,
-    e: &SecretError,
-) -> Result<(), StoreError> {
-    metrics::counter!("antcode_secret_resolve_failures_total").increment(1);
-    tracing::warn!(run_id = %job.run_id, attempt = job.attempt, error = %e, "failing the run: its secrets cannot be resolved");
-    let outcome = Outcome {
-        state: RunState::Failed,
-        exit_code: None,
-        signal: None,
-        error: Some(format!("not started: {e}")),
-        duration_ms: 0,
-        peak_rss_kb: None,
-        log_key: None,
-        result: None,
-    };
-    match store
-        .finish_attempt(
-            &job.run_id,
-            job.attempt,
-            None,
-            &outcome,
-            crate::time::now_ms(),
-        )
-        .await
-    {
-        // Stale: the run moved on (cancelled, already failed); nothing to do.
-        Ok(_) | Err(StoreError::Stale(_)) | Err(StoreError::NotFound) => Ok(()),
-        Err(other) => Err(other),
     }
 }
 

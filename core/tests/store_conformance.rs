@@ -2902,8 +2902,9 @@ mod task_secrets {
     use super::*;
     use antcode_core::broker::memory::MemoryBroker;
     use antcode_core::broker::{Broker, LeaseRequest};
+    use antcode_core::dispatch::{self, PublishError, ResolveError};
     use antcode_core::secrets::{
-        self, PublishError, SealedSecret, SecretBox, SecretError, SecretGrant, SecretMeta,
+        self, SealedSecret, SecretBox, SecretError, SecretGrant, SecretMeta,
     };
     use sqlx::Row;
 
@@ -3087,9 +3088,11 @@ mod task_secrets {
         );
 
         let broker = MemoryBroker::new();
-        assert!(secrets::publish_job(s.as_ref(), &broker, Some(&sbox), &job)
-            .await
-            .unwrap());
+        assert!(
+            dispatch::publish_job(s.as_ref(), &broker, Some(&sbox), &job)
+                .await
+                .unwrap()
+        );
         let leased = lease_one(&broker).await;
         assert_eq!(
             leased.secret_env.0.get("DB_PASSWORD").map(String::as_str),
@@ -3122,9 +3125,9 @@ mod task_secrets {
 
         // Missing secret.
         let (run, job) = s.create_run(&new_run()).await.unwrap();
-        let err = secrets::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
+        let err = dispatch::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
         assert!(
-            matches!(err, Err(PublishError::RunFailed(SecretError::Missing(ref n))) if n == "DB_PASSWORD"),
+            matches!(err, Err(PublishError::RunFailed(ResolveError::Missing(ref n))) if n == "DB_PASSWORD"),
             "{err:?}"
         );
         let failed = s.run(&run.id).await.unwrap();
@@ -3140,18 +3143,23 @@ mod task_secrets {
             .await
             .unwrap();
         let (run, job) = s.create_run(&new_run()).await.unwrap();
-        let err = secrets::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
+        let err = dispatch::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
         assert!(
-            matches!(err, Err(PublishError::RunFailed(SecretError::Open(_)))),
+            matches!(
+                err,
+                Err(PublishError::RunFailed(ResolveError::Sealed(
+                    SecretError::Open(_)
+                )))
+            ),
             "{err:?}"
         );
         assert_eq!(s.run(&run.id).await.unwrap().state, RunState::Failed);
 
         // No key at all.
         let (run, job) = s.create_run(&new_run()).await.unwrap();
-        let err = secrets::publish_job(s.as_ref(), &broker, None, &job).await;
+        let err = dispatch::publish_job(s.as_ref(), &broker, None, &job).await;
         assert!(
-            matches!(err, Err(PublishError::RunFailed(SecretError::NoKey))),
+            matches!(err, Err(PublishError::RunFailed(ResolveError::NoKey))),
             "{err:?}"
         );
         assert_eq!(s.run(&run.id).await.unwrap().state, RunState::Failed);
@@ -3172,7 +3180,7 @@ mod task_secrets {
             })
             .await
             .unwrap();
-        assert!(secrets::publish_job(s.as_ref(), &broker, None, &job)
+        assert!(dispatch::publish_job(s.as_ref(), &broker, None, &job)
             .await
             .unwrap());
     }
@@ -3197,11 +3205,11 @@ mod task_secrets {
                 })
                 .await
                 .unwrap();
-            let published = secrets::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
+            let published = dispatch::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
             (s.run(&run.id).await.unwrap(), published)
         };
         let not_granted = |r: &Result<bool, PublishError>| {
-            matches!(r, Err(PublishError::RunFailed(SecretError::NotGranted(n, p)))
+            matches!(r, Err(PublishError::RunFailed(ResolveError::NotGranted(n, p)))
                 if n == "DB_PASSWORD" && p == project)
         };
 

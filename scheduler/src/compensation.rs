@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use antcode_core::blob::log_key;
 use antcode_core::broker::LogChunk;
+use antcode_core::dispatch::{publish_jobs, PublishError};
 use antcode_core::model::{Job, Outcome, RunHistoryEntry, RunState};
-use antcode_core::secrets::{publish_jobs, PublishError};
 use antcode_core::store::{QueuedKey, StoreError};
 use antcode_core::time::to_rfc3339;
 

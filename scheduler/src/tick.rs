@@ -20,9 +20,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use antcode_core::dispatch::publish_jobs;
 use antcode_core::model::{ProjectVersion, Run, RunState, Schedule, Task};
 use antcode_core::schedule::Compiled;
-use antcode_core::secrets::publish_jobs;
 use antcode_core::store::{DueKey, Fire, NewRun, NextFire, StoreError};
 use tokio_util::task::AbortOnDropHandle;
 

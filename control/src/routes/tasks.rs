@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use antcode_core::broker::changed;
+use antcode_core::dispatch::{publish_job, PublishError};
 use antcode_core::ids;
 use antcode_core::model::{
     NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
     TaskSpec,
 };
-use antcode_core::secrets::{publish_job, PublishError};
 use antcode_core::store::{NewRun, RunFilter, StoreError};
 use antcode_core::time::{now_ms, parse_rfc3339};
 
