@@ -21,6 +21,7 @@ mod openapi;
 mod problem;
 mod recovery;
 mod routes;
+mod service;
 mod ui;
 mod upload;
 

@@ -129,13 +129,7 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Json
     type Rejection = Problem;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Problem> {
-        let body = bytes::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::too_large("the request body is too large")
-            } else {
-                Problem::bad_request(e.body_text())
-            }
-        })?;
+        let body = read_body(req, state).await?;
         crate::problem::parse_json(&body).map(JsonBody)
     }
 }
@@ -154,13 +148,21 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for LateJson {
     type Rejection = Problem;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Problem> {
-        let body = bytes::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::too_large("the request body is too large")
-            } else {
-                Problem::bad_request(e.body_text())
-            }
-        })?;
-        Ok(LateJson(body))
+        read_body(req, state).await.map(LateJson)
     }
+}
+
+/// The request's body, a 413 problem past the body limit.
+async fn read_body<S: Send + Sync>(
+    req: axum::extract::Request,
+    state: &S,
+) -> Result<bytes::Bytes, Problem> {
+    use axum::extract::FromRequest;
+    bytes::Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::too_large("the request body is too large")
+        } else {
+            Problem::bad_request(e.body_text())
+        }
+    })
 }

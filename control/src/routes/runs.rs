@@ -10,28 +10,26 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use antcode_core::blob::{log_key, BlobError};
-use antcode_core::broker::changed;
-use antcode_core::model::{Role, Run, RunState};
-use antcode_core::store::RunFilter;
-use antcode_core::time::parse_rfc3339;
+use antcode_core::broker::{changed, LogChunk};
+use antcode_core::model::{Role, Run};
+use antcode_core::time::now_ms;
 
 use super::{created, ok, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::inflate;
-use crate::problem::{check_id, named, ApiResult, Problem};
+use crate::problem::{ApiResult, Problem};
+use crate::service::runs::{self, load};
 use crate::AppState;
 
 /// How often live views look at the run's state in the store.
@@ -64,37 +62,18 @@ async fn list(ctx: Ctx, Q(q): Q<RunQuery>) -> ApiResult<Response> {
         limit: q.limit,
         cursor: q.cursor,
     };
-    let state = match q.state.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
-            Problem::bad_request(format!(
-                "state: {s:?} is not one of queued, running, succeeded, failed, timed_out, cancelled, lost"
-            ))
-        })?),
-    };
-    let since_ms = match q.since.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-            Problem::bad_request(format!("since: {s:?} is not an RFC 3339 time"))
-        })?),
-    };
-    let filter = RunFilter {
-        task_id: q.task_id.filter(|s| !s.is_empty()),
-        state,
-        worker_id: q.worker_id.filter(|s| !s.is_empty()),
-        since_ms,
-    };
+    let filter = runs::filter(
+        q.task_id,
+        q.state.as_deref(),
+        q.worker_id,
+        q.since.as_deref(),
+    )?;
     let runs = ctx
         .state
         .store
         .list_runs(&filter, page.limit()?, page.cursor()?)
         .await?;
     Ok(ok(runs))
-}
-
-pub async fn load(state: &AppState, id: &str) -> ApiResult<Run> {
-    check_id(id, "run")?;
-    state.store.run(id).await.map_err(named("run", id))
 }
 
 async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
@@ -108,21 +87,7 @@ async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
 async fn cancel(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Operator, "run.cancel", &id).await?;
     let before = load(&ctx.state, &id).await?;
-    if before.state.is_terminal() {
-        return Err(Problem::conflict(format!(
-            "run {id} already ended ({})",
-            before.state.as_str()
-        )));
-    }
-    let run = ctx
-        .state
-        .store
-        .request_cancel(&id, antcode_core::time::now_ms())
-        .await?;
-    // The store is the truth; the broker signal is what a runner holding the lease sees.
-    if let Err(e) = ctx.state.broker.cancel(&id).await {
-        tracing::warn!(error = %e, run_id = %id, "could not signal the cancel through the broker");
-    }
+    let run = runs::cancel(&ctx.state, &before, now_ms()).await?;
     audit::record(
         &ctx,
         "run.cancel",
@@ -138,82 +103,9 @@ async fn cancel(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
 async fn retry(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Operator, "run.retry", &id).await?;
     let old = load(&ctx.state, &id).await?;
-    if !old.state.is_terminal() {
-        return Err(Problem::conflict(format!(
-            "run {id} is still {}; cancel it or wait for it to end",
-            old.state.as_str()
-        )));
-    }
-    let (task, version) = super::tasks::load_for_run(&ctx.state, &old.task_id)
-        .await
-        .map_err(|p| match p.status {
-            StatusCode::NOT_FOUND => {
-                Problem::conflict(format!("the run's task {} no longer exists", old.task_id))
-            }
-            _ => p,
-        })?;
-    let run = super::tasks::start_run(&ctx.state, &task, version, "retry").await?;
+    let run = runs::retry(&ctx.state, &old).await?;
     audit::record(&ctx, "run.retry", &id, to_value(&old), to_value(&run), "ok").await;
     Ok(created(run))
-}
-
-/// The archived log of a finished run as a stream of pieces (see [`crate::inflate`]), if it
-/// has one.
-async fn archived(
-    state: &AppState,
-    run: &Run,
-) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
-    match &run.log_key {
-        Some(key) => archive_at(state, key).await,
-        None => Ok(None),
-    }
-}
-
-/// The archive stored under `key` as a stream of pieces, if there is one.
-async fn archive_at(
-    state: &AppState,
-    key: &str,
-) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
-    match state.blobs.get_stream(key).await {
-        Ok(blob) => Ok(Some(inflate::inflate(blob, inflate::MAX_LOG_BYTES))),
-        Err(BlobError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The log of a run, its first `limit` bytes (then a marker line): its archive when finished,
-/// else the live chunks in the broker. The flag says whether it was cut.
-pub async fn log_text(state: &AppState, run: &Run, limit: u64) -> ApiResult<(String, bool)> {
-    let mut text = Vec::new();
-    let mut cut = false;
-    if let Some(mut pieces) = archived(state, run).await? {
-        while let Some(piece) = pieces.recv().await {
-            let piece = piece.map_err(Problem::internal)?;
-            let room = (limit as usize).saturating_sub(text.len());
-            if piece.len() > room {
-                text.extend_from_slice(&piece[..room]);
-                cut = true;
-                break;
-            }
-            text.extend_from_slice(&piece);
-        }
-    } else {
-        let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
-        for c in chunks {
-            let room = (limit as usize).saturating_sub(text.len());
-            if c.data.len() > room {
-                text.extend_from_slice(&c.data.as_bytes()[..room]);
-                cut = true;
-                break;
-            }
-            text.extend_from_slice(c.data.as_bytes());
-        }
-    }
-    let mut text = String::from_utf8_lossy(&text).into_owned();
-    if cut {
-        text.push_str(&inflate::cut_marker(limit));
-    }
-    Ok((text, cut))
 }
 
 /// `GET /runs/{id}/logs` without `follow`: the archive streamed as it is inflated, else the
@@ -221,8 +113,8 @@ pub async fn log_text(state: &AppState, run: &Run, limit: u64) -> ApiResult<(Str
 /// (each attempt's log is stored under its own key) or its live chunks.
 async fn plain_log(state: &AppState, run: &Run, attempt: Option<u32>) -> ApiResult<Response> {
     let archive = match attempt {
-        Some(n) => archive_at(state, &log_key(&run.id, n)).await?,
-        None => archived(state, run).await?,
+        Some(n) => runs::attempt_archive(state, run, n).await?,
+        None => runs::archived(state, run).await?,
     };
     let body = match archive {
         Some(pieces) => {
@@ -318,6 +210,14 @@ fn sse_response(
         .into_response()
 }
 
+/// One chunk as a `log` event whose id is the chunk's cursor.
+fn log_event(c: &LogChunk) -> Event {
+    Event::default()
+        .event("log")
+        .id(c.cursor().to_string())
+        .data(json!(c).to_string())
+}
+
 fn end_event(run: &Run) -> Event {
     Event::default()
         .event("end")
@@ -343,11 +243,7 @@ async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sen
             }
         };
         for c in &chunks {
-            let event = Event::default()
-                .event("log")
-                .id(c.cursor().to_string())
-                .data(json!(c).to_string());
-            if tx.send(event).await.is_err() {
+            if tx.send(log_event(c)).await.is_err() {
                 return;
             }
             after = c.cursor();
@@ -372,11 +268,7 @@ async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sen
                 .await
                 .unwrap_or_default();
             for c in &rest {
-                let event = Event::default()
-                    .event("log")
-                    .id(c.cursor().to_string())
-                    .data(json!(c).to_string());
-                if tx.send(event).await.is_err() {
+                if tx.send(log_event(c)).await.is_err() {
                     return;
                 }
                 sent_any = true;
@@ -394,7 +286,7 @@ async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sen
 /// inflated (numbered by `seq` from 0), so the replay costs a few pieces of memory whatever the
 /// log's size. False when the client left.
 async fn replay_archive(state: &AppState, run: &Run, tx: &mpsc::Sender<Event>) -> bool {
-    let Ok(Some(mut pieces)) = archived(state, run).await else {
+    let Ok(Some(mut pieces)) = runs::archived(state, run).await else {
         return true;
     };
     let mut text = inflate::Utf8Pieces::default();

@@ -19,37 +19,14 @@ use antcode_core::time::now_ms;
 use super::{created, no_content, ok, LateJson, List, P};
 use crate::audit::{self, to_value};
 use crate::auth::{self, Ctx};
-use crate::problem::{check_id, named, ApiResult, Problem};
+use crate::problem::{named, ApiResult, Problem};
+use crate::service::users;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users", get(list).post(create))
         .route("/users/{id}", get(show).patch(update).delete(remove))
-}
-
-fn check_username(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::bad_request(
-            "username must be 1-64 characters of letters, digits and . _ @ -",
-        ))
-    }
-}
-
-fn check_password(pw: &str) -> ApiResult<()> {
-    if pw.chars().count() < 8 || pw.len() > 1024 {
-        return Err(Problem::bad_request(
-            "password must be at least 8 characters (and at most 1024 bytes)",
-        ));
-    }
-    Ok(())
 }
 
 async fn list(ctx: Ctx) -> ApiResult<Response> {
@@ -68,8 +45,8 @@ struct NewUser {
 async fn create(ctx: Ctx, raw: LateJson) -> ApiResult<Response> {
     ctx.require(Role::Admin, "user.create", "").await?;
     let body: NewUser = raw.parse()?;
-    check_username(&body.username)?;
-    check_password(&body.password)?;
+    users::check_username(&body.username)?;
+    users::check_password(&body.password)?;
     let user = User {
         id: ids::new_id(),
         username: body.username,
@@ -86,13 +63,7 @@ async fn create(ctx: Ctx, raw: LateJson) -> ApiResult<Response> {
 
 async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Admin, "user.read", &id).await?;
-    check_id(&id, "user")?;
-    Ok(ok(ctx
-        .state
-        .store
-        .user(&id)
-        .await
-        .map_err(named("user", &id))?))
+    Ok(ok(users::load(&ctx.state, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -119,19 +90,13 @@ async fn update(ctx: Ctx, P(id): P<String>, raw: LateJson) -> ApiResult<Response
     if patch.role.is_some() || patch.disabled.is_some() {
         ctx.require(Role::Admin, "user.update", &id).await?;
     }
-    check_id(&id, "user")?;
-    let before = ctx
-        .state
-        .store
-        .user(&id)
-        .await
-        .map_err(named("user", &id))?;
+    let before = users::load(&ctx.state, &id).await?;
     let password_hash = match patch.password {
         None => None,
         Some(pw) => {
-            check_password(&pw)?;
+            users::check_password(&pw)?;
             if own {
-                check_current_password(&ctx, &before, patch.current_password).await?;
+                users::check_current_password(&ctx, &before, patch.current_password).await?;
             }
             Some(auth::hash_new_password(&ctx.state, pw).await?)
         }
@@ -160,45 +125,9 @@ async fn update(ctx: Ctx, P(id): P<String>, raw: LateJson) -> ApiResult<Response
     Ok(ok(user))
 }
 
-/// One's own password changes only with the current one, checked like a login (throttled per
-/// address and user, on the password threads): a stolen session alone cannot take the account.
-async fn check_current_password(ctx: &Ctx, user: &User, current: Option<String>) -> ApiResult<()> {
-    let Some(current) = current else {
-        return Err(Problem::bad_request(
-            "current_password is required to change your own password",
-        ));
-    };
-    let attempt = ctx
-        .state
-        .throttle
-        .admit(&user.username, &ctx.client.address)
-        .map_err(Problem::too_many)?;
-    let hash = Some(user.password_hash.clone());
-    let verified = match auth::verify_password(&ctx.state, current, hash).await {
-        Ok(v) => v,
-        Err(busy) => {
-            attempt.withdraw();
-            return Err(busy);
-        }
-    };
-    if verified {
-        attempt.succeeded();
-        return Ok(());
-    }
-    attempt.failed();
-    audit::record(ctx, "user.update", &user.id, None, None, "denied").await;
-    Err(Problem::forbidden("the current password is wrong"))
-}
-
 async fn remove(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Admin, "user.delete", &id).await?;
-    check_id(&id, "user")?;
-    let before = ctx
-        .state
-        .store
-        .user(&id)
-        .await
-        .map_err(named("user", &id))?;
+    let before = users::load(&ctx.state, &id).await?;
     if id == ctx.who.user.id {
         return Err(Problem::conflict("you cannot delete yourself"));
     }

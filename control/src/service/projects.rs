@@ -1,0 +1,231 @@
+//! Projects and their versions: what a valid name is, and the writes that pair a bundle in
+//! the blob store with a row in the store.
+//!
+//! A bundle is stored before its row; if the row is refused (a name taken, a lost race) the
+//! bundle this request wrote is removed again, so a refused upload leaves nothing behind.
+//! Bundles are content-addressed and may be shared: one another request or version uses stays.
+
+use serde::Deserialize;
+
+use antcode_core::ids;
+use antcode_core::model::{BundleFormat, Project, ProjectVersion};
+use antcode_core::store::StoreError;
+
+use super::{name_taken, tasks};
+use crate::bounds;
+use crate::problem::{check_id, named, ApiResult, Problem};
+use crate::upload::{prepare, store_blob, Prepared, UploadForm};
+use crate::AppState;
+
+/// The body of `PATCH /projects/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPatch {
+    name: Option<String>,
+    description: Option<String>,
+    current_version: Option<i64>,
+}
+
+fn check_name(name: &str) -> ApiResult<String> {
+    bounds::check_len("name", name, bounds::NAME_CHARS)?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "name must be 1-100 printable characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn new_version_row(project_id: &str, number: i64, prepared: &Prepared, now: i64) -> ProjectVersion {
+    ProjectVersion {
+        project_id: project_id.to_string(),
+        version: number,
+        bundle: prepared.bundle.clone(),
+        entrypoint: prepared.entrypoint.clone(),
+        requirements: prepared.requirements.clone(),
+        python_version: None,
+        files: prepared.files.clone(),
+        created_at: now,
+    }
+}
+
+/// Removes the bundle under `key` if this request `wrote` it.
+async fn forget_blob(state: &AppState, wrote: bool, key: &str) {
+    if wrote {
+        if let Err(e) = state.blobs.delete(key).await {
+            tracing::warn!(error = %e, key, "could not remove the bundle of a refused upload");
+        }
+    }
+}
+
+pub async fn load(state: &AppState, id: &str) -> ApiResult<Project> {
+    check_id(id, "project")?;
+    state.store.project(id).await.map_err(named("project", id))
+}
+
+/// Version `n` of project `id`, or a 404 naming it.
+pub async fn version(state: &AppState, id: &str, n: i64) -> ApiResult<ProjectVersion> {
+    state
+        .store
+        .version(id, n)
+        .await
+        .map_err(named("version", &n.to_string()))
+}
+
+/// A new project from an upload form, its version 1 the form's bundle.
+pub async fn create(
+    state: &AppState,
+    form: &UploadForm,
+    now: i64,
+) -> ApiResult<(Project, ProjectVersion)> {
+    let name = check_name(
+        form.name
+            .as_deref()
+            .ok_or_else(|| Problem::bad_request("the `name` field is required"))?,
+    )?;
+    let description = form.description.clone().unwrap_or_default();
+    bounds::check_len("description", &description, bounds::DESCRIPTION_CHARS)?;
+    match state.store.project_by_name(&name).await {
+        Ok(_) => {
+            return Err(Problem::conflict(format!(
+                "a project named {name:?} already exists"
+            )))
+        }
+        Err(StoreError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let prepared = prepare(form).await?;
+    let wrote = store_blob(state, &prepared).await?;
+    let project = Project {
+        id: ids::new_id(),
+        name,
+        description,
+        current_version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let version = new_version_row(&project.id, 1, &prepared, now);
+    if let Err(e) = state.store.create_project(&project, &version).await {
+        forget_blob(state, wrote, &prepared.bundle.key).await;
+        return Err(name_taken("project", &project.name)(e));
+    }
+    Ok((project, version))
+}
+
+/// A new version of project `id` from an upload form; it does not become current.
+pub async fn add_version(
+    state: &AppState,
+    id: &str,
+    form: &UploadForm,
+    now: i64,
+) -> ApiResult<ProjectVersion> {
+    if form.name.is_some() {
+        return Err(Problem::bad_request(
+            "`name` is not part of a new version; PATCH the project to rename it",
+        ));
+    }
+    let prepared = prepare(form).await?;
+    let wrote = store_blob(state, &prepared).await?;
+    let row = new_version_row(id, 0, &prepared, now);
+    let number = match state.store.add_version(&row).await {
+        Ok(n) => n,
+        Err(e) => {
+            forget_blob(state, wrote, &prepared.bundle.key).await;
+            return Err(e.into());
+        }
+    };
+    Ok(state.store.version(id, number).await?)
+}
+
+/// What a `PATCH` changed: the project after it, its current version, and whether that version
+/// moved (a rollback or roll-forward).
+pub struct Updated {
+    pub project: Project,
+    pub version: ProjectVersion,
+    pub moved: bool,
+}
+
+/// Applies `patch` to `before` (project `id`); a `current_version` must exist.
+pub async fn update(
+    state: &AppState,
+    before: &Project,
+    patch: ProjectPatch,
+    now: i64,
+) -> ApiResult<Updated> {
+    let id = &before.id;
+    let mut project = before.clone();
+    if let Some(name) = &patch.name {
+        project.name = check_name(name)?;
+    }
+    if let Some(d) = patch.description {
+        bounds::check_len("description", &d, bounds::DESCRIPTION_CHARS)?;
+        project.description = d;
+    }
+    if let Some(n) = patch.current_version {
+        state.store.version(id, n).await.map_err(|e| match e {
+            StoreError::NotFound => {
+                Problem::bad_request(format!("current_version: project {id} has no version {n}"))
+            }
+            other => other.into(),
+        })?;
+        project.current_version = n;
+    }
+    project.updated_at = now;
+    state
+        .store
+        .update_project(&project)
+        .await
+        .map_err(name_taken("project", &project.name))?;
+    let version = state.store.version(id, project.current_version).await?;
+    let moved = patch
+        .current_version
+        .is_some_and(|n| n != before.current_version);
+    Ok(Updated {
+        project,
+        version,
+        moved,
+    })
+}
+
+/// Deletes project `id` unless a task uses it: tasks point at projects, and deleting one out
+/// from under them would break every later run. Its bundles stay (past runs name them).
+pub async fn remove(state: &AppState, id: &str) -> ApiResult<()> {
+    if let Some(t) = tasks::tasks_where(state, 1, |t| t.project_id == id)
+        .await?
+        .first()
+    {
+        return Err(Problem::conflict(format!(
+            "task {} ({}) uses this project; delete it first",
+            t.id, t.name
+        )));
+    }
+    Ok(state.store.delete_project(id).await?)
+}
+
+/// The file name and media type a download of version `v` of `project` is offered as.
+pub fn download_name(project: &Project, v: &ProjectVersion) -> (String, &'static str) {
+    let safe: String = project
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let n = v.version;
+    match v.bundle.format {
+        BundleFormat::Py => (
+            v.bundle
+                .file_name
+                .clone()
+                .unwrap_or_else(|| "main.py".into()),
+            "text/x-python",
+        ),
+        BundleFormat::Zip => (format!("{safe}-v{n}.zip"), "application/zip"),
+        BundleFormat::TarGz => (format!("{safe}-v{n}.tar.gz"), "application/gzip"),
+    }
+}

@@ -1,0 +1,225 @@
+//! Runs: how one starts (from a trigger, an invoke or a retry), how one is cancelled, and its
+//! log as text.
+//!
+//! A run is created queued in SQL first and its job published to the broker second. If the
+//! broker is down the run stays queued, where compensation re-publishes it: [`start_run`] never
+//! fails for a publish.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use antcode_core::blob::{log_key, BlobError};
+use antcode_core::broker::{changed, RunChanges};
+use antcode_core::model::{ProjectVersion, Run, RunState, Task};
+use antcode_core::dispatch::{publish_job, PublishError};
+use antcode_core::store::{NewRun, RunFilter};
+use antcode_core::time::parse_rfc3339;
+
+use super::tasks;
+use crate::inflate;
+use crate::metrics;
+use crate::problem::{check_id, named, ApiResult, Problem};
+use crate::AppState;
+
+pub async fn load(state: &AppState, id: &str) -> ApiResult<Run> {
+    check_id(id, "run")?;
+    state.store.run(id).await.map_err(named("run", id))
+}
+
+/// The filter of `GET /runs` from its query's fields; empty ones filter nothing.
+pub fn filter(
+    task_id: Option<String>,
+    state: Option<&str>,
+    worker_id: Option<String>,
+    since: Option<&str>,
+) -> ApiResult<RunFilter> {
+    let state = match state {
+        None | Some("") => None,
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "state: {s:?} is not one of queued, running, succeeded, failed, timed_out, cancelled, lost"
+            ))
+        })?),
+    };
+    let since_ms = match since {
+        None | Some("") => None,
+        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+            Problem::bad_request(format!("since: {s:?} is not an RFC 3339 time"))
+        })?),
+    };
+    Ok(RunFilter {
+        task_id: task_id.filter(|s| !s.is_empty()),
+        state,
+        worker_id: worker_id.filter(|s| !s.is_empty()),
+        since_ms,
+    })
+}
+
+/// Creates a queued run of `version` (the task's project's current one) and publishes its job.
+/// If the broker is down the run stays queued in SQL, where compensation re-publishes it.
+pub async fn start_run(
+    state: &AppState,
+    task: &Task,
+    version: ProjectVersion,
+    trigger: &str,
+) -> ApiResult<Run> {
+    let (run, job) = state
+        .store
+        .create_run(&NewRun {
+            task: task.clone(),
+            version,
+            trigger: trigger.into(),
+            due_at: None,
+        })
+        .await?;
+    metrics::run_created(trigger);
+    // Secrets are resolved into the broker message only; the job in SQL holds their names.
+    let secrets = state.secrets.as_deref();
+    match publish_job(state.store.as_ref(), state.broker.as_ref(), secrets, &job).await {
+        Ok(_) => Ok(run),
+        // The run was failed with a message naming the secret: show it as it is now.
+        Err(PublishError::RunFailed(_)) => Ok(state.store.run(&run.id).await?),
+        Err(e) => {
+            tracing::warn!(error = %e, run_id = %run.id, "publish failed; the run stays queued for compensation");
+            Ok(run)
+        }
+    }
+}
+
+/// Starts a run of task `id` for `trigger` (`manual`, `invoke`).
+pub async fn trigger(state: &AppState, id: &str, trigger: &str) -> ApiResult<Run> {
+    let (task, version) = tasks::load_for_run(state, id).await?;
+    start_run(state, &task, version, trigger).await
+}
+
+/// Starts a new run of the task of `old`, a run that ended.
+pub async fn retry(state: &AppState, old: &Run) -> ApiResult<Run> {
+    if !old.state.is_terminal() {
+        return Err(Problem::conflict(format!(
+            "run {} is still {}; cancel it or wait for it to end",
+            old.id,
+            old.state.as_str()
+        )));
+    }
+    let (task, version) = tasks::load_for_run(state, &old.task_id)
+        .await
+        .map_err(|p| match p.status {
+            StatusCode::NOT_FOUND => {
+                Problem::conflict(format!("the run's task {} no longer exists", old.task_id))
+            }
+            _ => p,
+        })?;
+    start_run(state, &task, version, "retry").await
+}
+
+/// Asks for `before`, a run that has not ended, to be cancelled: the run as it is then.
+pub async fn cancel(state: &AppState, before: &Run, now: i64) -> ApiResult<Run> {
+    let id = &before.id;
+    if before.state.is_terminal() {
+        return Err(Problem::conflict(format!(
+            "run {id} already ended ({})",
+            before.state.as_str()
+        )));
+    }
+    let run = state.store.request_cancel(id, now).await?;
+    // The store is the truth; the broker signal is what a runner holding the lease sees.
+    if let Err(e) = state.broker.cancel(id).await {
+        tracing::warn!(error = %e, run_id = %id, "could not signal the cancel through the broker");
+    }
+    Ok(run)
+}
+
+/// Waits up to `wait` for `run` to end: the run as it is then. `changes` was watched before
+/// the run was created, so no announcement of it can be missed.
+pub async fn wait_for_end(
+    state: &AppState,
+    mut run: Run,
+    mut changes: RunChanges,
+    wait: Duration,
+) -> ApiResult<Run> {
+    let deadline = tokio::time::Instant::now() + wait;
+    while !run.state.is_terminal() && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {}
+            // Announced by the recorder; the fallback re-read covers a lost announcement.
+            _ = changed(&mut changes, &run.id, Duration::from_millis(250)) => {}
+        }
+        run = state.store.run(&run.id).await?;
+    }
+    Ok(run)
+}
+
+/// The archived log of a finished run as a stream of pieces (see [`crate::inflate`]), if it
+/// has one.
+pub async fn archived(
+    state: &AppState,
+    run: &Run,
+) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
+    match &run.log_key {
+        Some(key) => archive_at(state, key).await,
+        None => Ok(None),
+    }
+}
+
+/// The archive of attempt `n` of `run` as a stream of pieces, if there is one: each attempt's
+/// log is stored under its own key.
+pub async fn attempt_archive(
+    state: &AppState,
+    run: &Run,
+    n: u32,
+) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
+    archive_at(state, &log_key(&run.id, n)).await
+}
+
+/// The archive stored under `key` as a stream of pieces, if there is one.
+async fn archive_at(
+    state: &AppState,
+    key: &str,
+) -> ApiResult<Option<mpsc::Receiver<std::io::Result<Bytes>>>> {
+    match state.blobs.get_stream(key).await {
+        Ok(blob) => Ok(Some(inflate::inflate(blob, inflate::MAX_LOG_BYTES))),
+        Err(BlobError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The log of a run, its first `limit` bytes (then a marker line): its archive when finished,
+/// else the live chunks in the broker. The flag says whether it was cut.
+pub async fn log_text(state: &AppState, run: &Run, limit: u64) -> ApiResult<(String, bool)> {
+    let mut text = Vec::new();
+    let mut cut = false;
+    if let Some(mut pieces) = archived(state, run).await? {
+        while let Some(piece) = pieces.recv().await {
+            let piece = piece.map_err(Problem::internal)?;
+            if !append_upto(&mut text, &piece, limit) {
+                cut = true;
+                break;
+            }
+        }
+    } else {
+        let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
+        for c in chunks {
+            if !append_upto(&mut text, c.data.as_bytes(), limit) {
+                cut = true;
+                break;
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&text).into_owned();
+    if cut {
+        text.push_str(&inflate::cut_marker(limit));
+    }
+    Ok((text, cut))
+}
+
+/// Appends as much of `piece` as fits `text` in `limit` bytes; false when some did not fit.
+fn append_upto(text: &mut Vec<u8>, piece: &[u8], limit: u64) -> bool {
+    let room = (limit as usize).saturating_sub(text.len());
+    let fits = piece.len() <= room;
+    text.extend_from_slice(&piece[..piece.len().min(room)]);
+    fits
+}

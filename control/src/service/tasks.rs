@@ -1,0 +1,602 @@
+//! Tasks: what a valid task is, and the operations on tasks the routes share.
+//!
+//! [`validate`] turns the body of `POST /tasks` (and of `PATCH /tasks/{id}`, merged over the
+//! current task by [`merge_patch`]) into a [`ValidatedTask`]: bounds first (cheap, before any
+//! read), then the fields, then what must exist in the store (the project, its entry point, the
+//! declared secrets and their grants). Nothing is written before all of it passed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use antcode_core::ids;
+use antcode_core::model::{
+    NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
+    TaskSpec,
+};
+use antcode_core::store::{RunFilter, StoreError};
+use antcode_core::time::{parse_rfc3339, to_rfc3339};
+
+use super::{bad, name_taken};
+use crate::auth;
+use crate::bounds::{self, check_count, check_len};
+use crate::problem::{check_id, named, parse_json, ApiResult, Problem};
+use crate::AppState;
+
+/// The longest `timeout_s`, `queue_timeout_s` and `retry.max_backoff_s`: 7 days.
+pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+pub const OVERLAP: &[&str] = &["allow", "skip", "queue_one", "cancel_previous"];
+pub const MISFIRE: &[&str] = &["fire_once", "skip", "catch_up"];
+/// What a masked env value reads as.
+pub const MASKED: &str = "••••";
+
+/// A task's parts as a user sent them, checked: what [`validate`] returns.
+#[derive(Debug)]
+pub struct ValidatedTask {
+    pub name: String,
+    pub project_id: String,
+    pub spec: TaskSpec,
+    pub schedule: Option<Schedule>,
+    pub paused: bool,
+}
+
+fn default_timeout() -> u64 {
+    TaskSpec::default().timeout_s
+}
+
+/// The body of `POST /tasks` (and, merged over the current task, of `PATCH`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskBody {
+    name: String,
+    project_id: String,
+    #[serde(default)]
+    entrypoint: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    public_env: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default = "default_timeout")]
+    timeout_s: u64,
+    #[serde(default)]
+    retry: RetryPolicy,
+    #[serde(default)]
+    overlap: Option<String>,
+    #[serde(default)]
+    misfire: Option<String>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    queue_timeout_s: u64,
+    #[serde(default)]
+    warm: bool,
+    #[serde(default)]
+    limits: RunLimits,
+    #[serde(default)]
+    network: NetworkPolicy,
+}
+
+fn env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The bounds of [`crate::bounds`] on a task's fields, before anything else is looked at.
+fn check_bounds(b: &TaskBody) -> ApiResult<()> {
+    check_len("name", &b.name, bounds::NAME_CHARS)?;
+    check_len("project_id", &b.project_id, bounds::NAME_CHARS)?;
+    if let Some(ep) = &b.entrypoint {
+        check_len("entrypoint", ep, bounds::ENTRYPOINT_CHARS)?;
+    }
+    check_count("args", b.args.len(), bounds::ARGS, "arguments")?;
+    for (i, a) in b.args.iter().enumerate() {
+        check_len(&format!("args[{i}]"), a, bounds::ARG_CHARS)?;
+    }
+    check_count("env", b.env.len(), bounds::ENV_VARS, "variables")?;
+    for (k, v) in &b.env {
+        check_len("env", k, bounds::ENV_NAME_CHARS)?;
+        check_len(&format!("env.{k}"), v, bounds::ENV_VALUE_CHARS)?;
+    }
+    check_count("public_env", b.public_env.len(), bounds::ENV_VARS, "names")?;
+    check_count("secrets", b.secrets.len(), bounds::SECRETS, "secrets")?;
+    for k in &b.secrets {
+        check_len("secrets", k, antcode_core::secrets::MAX_NAME_LEN)?;
+    }
+    if let Some(q) = &b.queue {
+        check_len("queue", q, bounds::QUEUE_CHARS)?;
+    }
+    check_count("labels", b.labels.len(), bounds::LABELS, "labels")?;
+    for (k, v) in &b.labels {
+        check_len("labels", k, bounds::LABEL_KEY_CHARS)?;
+        check_len(&format!("labels.{k}"), v, bounds::LABEL_VALUE_CHARS)?;
+    }
+    match &b.schedule {
+        Some(Schedule::Cron { cron, timezone }) => {
+            check_len("schedule.cron", cron, bounds::CRON_CHARS)?;
+            check_len("schedule.timezone", timezone, bounds::TIMEZONE_CHARS)?;
+        }
+        Some(Schedule::Once { at }) => check_len("schedule.at", at, bounds::TIME_CHARS)?,
+        Some(Schedule::Interval { start, end, .. }) => {
+            for (field, t) in [("schedule.start", start), ("schedule.end", end)] {
+                check_len(field, t.as_deref().unwrap_or(""), bounds::TIME_CHARS)?;
+            }
+        }
+        None => {}
+    }
+    if let NetworkPolicy::Allow(entries) = &b.network {
+        check_count(
+            "network.allow",
+            entries.len(),
+            NetworkPolicy::MAX_ALLOW,
+            "entries",
+        )?;
+        for e in entries {
+            check_len("network.allow", e, NetworkPolicy::MAX_ENTRY_CHARS)?;
+        }
+    }
+    for (field, v) in [("overlap", &b.overlap), ("misfire", &b.misfire)] {
+        if let Some(v) = v {
+            check_len(field, v, bounds::QUEUE_CHARS)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a body and turns it into the task's parts; its project must exist. The checks run in
+/// a fixed order and the first failure is the answer.
+pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask> {
+    check_bounds(&b)?;
+    let name = b.name.trim().to_string();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(bad("name", "must be 1-100 printable characters"));
+    }
+    let project_id = check_project(state, &b).await?;
+    check_env(&b)?;
+    check_secrets(state, &project_id, &b.secrets).await?;
+    let (queue, overlap, misfire) = check_policies(&b)?;
+    let spec = TaskSpec {
+        entrypoint: b.entrypoint,
+        args: b.args,
+        env: b.env,
+        public_env: b.public_env,
+        secrets: b.secrets,
+        queue,
+        labels: b.labels,
+        timeout_s: b.timeout_s,
+        retry: b.retry,
+        overlap,
+        misfire,
+        priority: b.priority,
+        queue_timeout_s: b.queue_timeout_s,
+        warm: b.warm,
+        limits: b.limits,
+        network: b.network,
+    };
+    Ok(ValidatedTask {
+        name,
+        project_id: b.project_id,
+        spec,
+        schedule: b.schedule,
+        paused: b.paused,
+    })
+}
+
+/// The project of `b` and, if `b` names one, its entry point in the current version: the
+/// project's id.
+async fn check_project(state: &AppState, b: &TaskBody) -> ApiResult<String> {
+    if !ids::is_valid_id(&b.project_id) {
+        return Err(Problem::not_found(format!(
+            "project_id: project {:?} not found",
+            b.project_id
+        )));
+    }
+    let project = state
+        .store
+        .project(&b.project_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => {
+                Problem::not_found(format!("project_id: project {} not found", b.project_id))
+            }
+            other => other.into(),
+        })?;
+    if let Some(ep) = &b.entrypoint {
+        let version = state
+            .store
+            .version(&project.id, project.current_version)
+            .await?;
+        if !version.files.iter().any(|f| f == ep) {
+            return Err(bad(
+                "entrypoint",
+                format!("{ep:?} is not in the project's current version"),
+            ));
+        }
+    }
+    Ok(project.id)
+}
+
+/// Arguments, environment variables and the names of the declared secrets.
+fn check_env(b: &TaskBody) -> ApiResult<()> {
+    if b.args.iter().any(|a| a.contains('\0')) {
+        return Err(bad("args", "arguments must not contain NUL"));
+    }
+    if let Some(k) = b.env.keys().find(|k| !env_name(k)) {
+        return Err(bad("env", format!("{k:?} is not a valid variable name")));
+    }
+    if b.env.values().any(|v| v.contains('\0')) {
+        return Err(bad("env", "values must not contain NUL"));
+    }
+    if let Some(k) = b.public_env.iter().find(|k| !b.env.contains_key(*k)) {
+        return Err(bad("public_env", format!("{k:?} is not a variable of env")));
+    }
+    if let Some(k) = b
+        .secrets
+        .iter()
+        .find(|k| !antcode_core::secrets::valid_name(k))
+    {
+        return Err(bad("secrets", format!("{k:?} is not a valid secret name")));
+    }
+    Ok(())
+}
+
+/// Declared secrets must exist now, so a typo fails here and not at the first run, and be
+/// granted to the project: a run checks the grant again when its job is published.
+async fn check_secrets(state: &AppState, project_id: &str, secrets: &[String]) -> ApiResult<()> {
+    for k in secrets {
+        match state.store.secret_for(k, project_id).await {
+            Ok((_, true)) => {}
+            Ok((_, false)) => {
+                return Err(Problem::forbidden(format!(
+                    "secrets: secret {k} is not granted to project {project_id}; an admin grants it with PUT /api/v1/secrets/{k}/grants",
+                )))
+            }
+            Err(StoreError::NotFound) => {
+                return Err(bad(
+                    "secrets",
+                    format!("secret {k} is not defined; create it with PUT /api/v1/secrets/{k}"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Queue, labels, timeouts, retries, overlap and misfire policies, priority, limits, network
+/// and schedule: the queue and the policies, defaults filled in.
+fn check_policies(b: &TaskBody) -> ApiResult<(String, String, String)> {
+    let queue = b.queue.clone().unwrap_or_else(|| "default".into());
+    // `check_bounds` has refused a name past `bounds::QUEUE_CHARS` already.
+    if !super::workers::queue_name_ok(&queue) {
+        return Err(bad(
+            "queue",
+            "must be 1-64 characters of letters, digits and . _ -",
+        ));
+    }
+    if b.labels.keys().any(String::is_empty) {
+        return Err(bad("labels", "keys must not be empty"));
+    }
+    if !(1..=MAX_TIMEOUT_S).contains(&b.timeout_s) {
+        return Err(bad(
+            "timeout_s",
+            format!("must be between 1 and {MAX_TIMEOUT_S} (7 days)"),
+        ));
+    }
+    if !(1..=100).contains(&b.retry.max_attempts) {
+        return Err(bad("retry.max_attempts", "must be between 1 and 100"));
+    }
+    if b.retry.backoff_s > 86_400 || b.retry.max_backoff_s > MAX_TIMEOUT_S {
+        return Err(bad(
+            "retry",
+            "backoff_s at most 1 day, max_backoff_s at most 7 days",
+        ));
+    }
+    let overlap = b
+        .overlap
+        .clone()
+        .unwrap_or_else(|| TaskSpec::default().overlap);
+    if !OVERLAP.contains(&overlap.as_str()) {
+        return Err(bad(
+            "overlap",
+            format!("must be one of {}", OVERLAP.join(", ")),
+        ));
+    }
+    let misfire = b
+        .misfire
+        .clone()
+        .unwrap_or_else(|| TaskSpec::default().misfire);
+    if !MISFIRE.contains(&misfire.as_str()) {
+        return Err(bad(
+            "misfire",
+            format!("must be one of {}", MISFIRE.join(", ")),
+        ));
+    }
+    if b.queue_timeout_s > MAX_TIMEOUT_S {
+        return Err(bad(
+            "queue_timeout_s",
+            "must be at most 7 days (0 = no limit)",
+        ));
+    }
+    if !(-1000..=1000).contains(&b.priority) {
+        return Err(bad("priority", "must be between -1000 and 1000"));
+    }
+    b.limits.check().map_err(Problem::bad_request)?;
+    b.network.check().map_err(Problem::bad_request)?;
+    if let Some(schedule) = &b.schedule {
+        antcode_core::schedule::validate(schedule).map_err(schedule_err)?;
+    }
+    Ok((queue, overlap, misfire))
+}
+
+/// The schedule's first fire time. A `once` in the past is due at once (the scheduler's misfire
+/// policy decides what that means); the others count from `anchor` (the task's creation).
+fn first_fire(schedule: &Option<Schedule>, now: i64, anchor: i64) -> Option<i64> {
+    match schedule {
+        None => None,
+        Some(Schedule::Once { at }) => parse_rfc3339(at),
+        Some(s) => antcode_core::schedule::next_after(s, now, anchor)
+            .ok()
+            .flatten(),
+    }
+}
+
+/// A task as a body of `POST /tasks`: what a `PATCH` is merged over.
+fn body_of(task: &Task) -> Value {
+    json!({
+        "name": task.name,
+        "project_id": task.project_id,
+        "entrypoint": task.spec.entrypoint,
+        "args": task.spec.args,
+        "env": task.spec.env,
+        "public_env": task.spec.public_env,
+        "secrets": task.spec.secrets,
+        "queue": task.spec.queue,
+        "labels": task.spec.labels,
+        "schedule": task.schedule,
+        "paused": task.paused,
+        "timeout_s": task.spec.timeout_s,
+        "retry": task.spec.retry,
+        "overlap": task.spec.overlap,
+        "misfire": task.spec.misfire,
+        "priority": task.spec.priority,
+        "queue_timeout_s": task.spec.queue_timeout_s,
+        "warm": task.spec.warm,
+        "limits": task.spec.limits,
+        "network": task.spec.network,
+    })
+}
+
+/// The body a `PATCH` of `before` stands for: its fields over the task's. `retry` and `limits`
+/// merge field by field; everything else is replaced whole.
+pub fn merge_patch(before: &Task, patch: Value) -> ApiResult<TaskBody> {
+    let Value::Object(patch) = patch else {
+        return Err(Problem::bad_request(
+            "the body must be a JSON object of fields to change",
+        ));
+    };
+    let mut merged = body_of(before);
+    for (k, v) in patch {
+        match (k.as_str(), &mut merged[k.as_str()], v) {
+            ("retry" | "limits", Value::Object(cur), Value::Object(new)) => cur.extend(new),
+            (_, _, v) => merged[k.as_str()] = v,
+        }
+    }
+    let raw = serde_json::to_vec(&merged).map_err(Problem::internal)?;
+    parse_json(&raw)
+}
+
+/// Stores a new task made of `v`, created at `now`.
+pub async fn create(state: &AppState, v: ValidatedTask, now: i64) -> ApiResult<Task> {
+    let task = Task {
+        id: ids::new_id(),
+        name: v.name,
+        project_id: v.project_id,
+        next_fire_at: first_fire(&v.schedule, now, now),
+        spec: v.spec,
+        schedule: v.schedule,
+        paused: v.paused,
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .store
+        .create_task(&task)
+        .await
+        .map_err(name_taken("task", &task.name))?;
+    Ok(task)
+}
+
+/// Stores `before` changed to `v` at `now`; a changed schedule fires next as a new one would.
+pub async fn update(
+    state: &AppState,
+    before: &Task,
+    v: ValidatedTask,
+    now: i64,
+) -> ApiResult<Task> {
+    let mut task = before.clone();
+    if v.schedule != task.schedule {
+        task.next_fire_at = first_fire(&v.schedule, now, task.created_at);
+    }
+    task.name = v.name;
+    task.project_id = v.project_id;
+    task.spec = v.spec;
+    task.schedule = v.schedule;
+    task.paused = v.paused;
+    task.updated_at = now;
+    state
+        .store
+        .update_task(&task)
+        .await
+        .map_err(name_taken("task", &task.name))?;
+    Ok(task)
+}
+
+/// Pauses or resumes task `id`: the task before and after.
+pub async fn set_paused(
+    state: &AppState,
+    id: &str,
+    paused: bool,
+    now: i64,
+) -> ApiResult<(Task, Task)> {
+    let before = load(state, id).await?;
+    let mut task = before.clone();
+    task.paused = paused;
+    task.updated_at = now;
+    state.store.update_task(&task).await?;
+    Ok((before, task))
+}
+
+/// A task as a caller of `role` may see it: env values are write-only below the operator role
+/// (names shown, values masked) unless the task lists the variable in `public_env`.
+pub fn visible(role: Role, mut task: Task) -> Task {
+    if auth::rank(role) < auth::rank(Role::Operator) {
+        let public = std::mem::take(&mut task.spec.public_env);
+        for (name, value) in task.spec.env.iter_mut() {
+            if !public.contains(name) {
+                *value = MASKED.to_string();
+            }
+        }
+        task.spec.public_env = public;
+    }
+    task
+}
+
+pub async fn load(state: &AppState, id: &str) -> ApiResult<Task> {
+    check_id(id, "task")?;
+    state.store.task(id).await.map_err(named("task", id))
+}
+
+/// The task and its project's current version, for a new run of it: one read.
+pub async fn load_for_run(state: &AppState, id: &str) -> ApiResult<(Task, ProjectVersion)> {
+    check_id(id, "task")?;
+    let (task, version) = state
+        .store
+        .task_with_current_version(id)
+        .await
+        .map_err(named("task", id))?;
+    let version = version.ok_or_else(|| {
+        Problem::conflict(format!(
+            "the task's project {} no longer exists",
+            task.project_id
+        ))
+    })?;
+    Ok((task, version))
+}
+
+/// The first `max` tasks, in list order, that `hit` selects: what a delete of something tasks
+/// refer to checks.
+pub async fn tasks_where(
+    state: &AppState,
+    max: usize,
+    hit: impl Fn(&Task) -> bool,
+) -> ApiResult<Vec<Task>> {
+    let mut found = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = state.store.list_tasks(500, cursor.as_deref()).await?;
+        found.extend(page.items.into_iter().filter(|t| hit(t)));
+        match page.next_cursor {
+            Some(c) if found.len() < max => cursor = Some(c),
+            _ => {
+                found.truncate(max);
+                return Ok(found);
+            }
+        }
+    }
+}
+
+/// Counts by state and duration percentiles (p50, p95) of `runs`, the task's latest.
+pub fn stats(task_id: &str, runs: &[Run]) -> Value {
+    let mut counts: BTreeMap<&str, u64> = RunState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut durations: Vec<i64> = vec![];
+    for r in runs {
+        *counts.entry(r.state.as_str()).or_default() += 1;
+        if let Some(d) = r.duration_ms {
+            durations.push(d);
+        }
+    }
+    durations.sort_unstable();
+    let pct = |p: f64| -> Option<i64> {
+        if durations.is_empty() {
+            return None;
+        }
+        let idx = ((durations.len() as f64 - 1.0) * p).round() as usize;
+        durations.get(idx).copied()
+    };
+    json!({
+        "task_id": task_id,
+        "runs": runs.len(),
+        "counts": counts,
+        "duration_ms_p50": pct(0.5),
+        "duration_ms_p95": pct(0.95),
+    })
+}
+
+/// The latest 1000 runs of task `id`, what [`stats`] counts.
+pub async fn latest_runs(state: &AppState, id: &str) -> ApiResult<Vec<Run>> {
+    let filter = RunFilter {
+        task_id: Some(id.to_string()),
+        ..RunFilter::default()
+    };
+    Ok(state.store.list_runs(&filter, 1000, None).await?.items)
+}
+
+/// The next five fire times of the task's schedule (empty without one) and the schedule in
+/// words (None without one). The pending fire comes first, then the ones after it, exactly as
+/// the scheduler will count them.
+pub fn preview(task: &Task) -> ApiResult<(Vec<String>, Option<String>)> {
+    let times = match (&task.schedule, task.next_fire_at) {
+        (Some(s), Some(next)) => {
+            let mut times = vec![next];
+            times.extend(antcode_core::schedule::preview(s, next, next, 4).map_err(schedule_err)?);
+            times
+        }
+        _ => vec![],
+    };
+    let description = match &task.schedule {
+        Some(s) => Some(antcode_core::schedule::describe(s).map_err(schedule_err)?),
+        None => None,
+    };
+    Ok((rfc3339_all(times), description))
+}
+
+/// The next five fire times of `schedule` from `now`, an interval counting from `anchor`
+/// (RFC 3339; `now` when absent or empty), and the schedule in words.
+pub fn try_schedule(
+    schedule: &Schedule,
+    anchor: Option<&str>,
+    now: i64,
+) -> ApiResult<(Vec<String>, String)> {
+    let anchor = match anchor {
+        None | Some("") => now,
+        Some(a) => parse_rfc3339(a)
+            .ok_or_else(|| bad("anchor", format!("{a:?} is not an RFC 3339 time")))?,
+    };
+    let times = antcode_core::schedule::preview(schedule, now, anchor, 5).map_err(schedule_err)?;
+    let description = antcode_core::schedule::describe(schedule).map_err(schedule_err)?;
+    Ok((rfc3339_all(times), description))
+}
+
+fn schedule_err(e: impl std::fmt::Display) -> Problem {
+    Problem::bad_request(e.to_string())
+}
+
+fn rfc3339_all(times: Vec<i64>) -> Vec<String> {
+    times.into_iter().map(to_rfc3339).collect()
+}
