@@ -1,0 +1,82 @@
+//! The dashboard (chart, queue depth), the runs list filtered from its form, a page whose data
+//! cannot load, and the tasks list.
+
+use fantoccini::Client;
+use serde_json::json;
+
+use crate::harness::*;
+
+/// A job waiting in a queue no runner serves, then the dashboard and the lists.
+pub async fn dashboard_and_lists(c: &Client, sys: &System, admin: &str, project_id: &str) {
+    let base = sys.base.as_str();
+    // A job waits in a queue no runner serves, for the dashboard's queue depth.
+    let nightly = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            "/tasks",
+            json!({"name": "nightly", "project_id": project_id, "queue": "nightly"}),
+        )
+        .await;
+    sys.call(
+        admin,
+        reqwest::Method::POST,
+        &format!("/tasks/{}/trigger", nightly["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    sys.wait_for(admin, "/queues", "the nightly job in its queue", |q| {
+        q["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|q| q["name"] == "nightly" && q["depth"] == 1))
+    })
+    .await;
+
+    // --- the other pages -------------------------------------------------------------------------
+    go(c, base, "/").await;
+    heading_is(c, "Dashboard").await;
+    wait_js(
+        c,
+        "return document.querySelectorAll('#main svg.chart rect').length >= 2",
+        "bars in the chart",
+    )
+    .await;
+    wait_js(c, QUEUE_ROW, "the nightly queue's depth on the dashboard").await;
+    shot(c, "11-dashboard").await;
+    go(c, base, "/runs").await;
+    heading_is(c, "Runs").await;
+    // Filter by state from the form: only the cancelled run is left.
+    css(c, "#main form[role=search] select[name=state]")
+        .await
+        .select_by_value("cancelled")
+        .await
+        .unwrap();
+    click(c, "#main form[role=search] button[type=submit]").await;
+    wait_js(
+        c,
+        "if (location.hash !== '#/runs?state=cancelled' || !document.querySelector('.page[aria-busy=false]')) return false; \
+         const rows = [...document.querySelectorAll('#main tbody tr')]; \
+         return rows.length === 1 && rows[0].querySelector('.badge').textContent === 'cancelled';",
+        "the runs filtered to the cancelled one",
+    )
+    .await;
+    shot(c, "12-runs").await;
+    // A page whose data cannot load says why, readably.
+    go(c, base, "/runs/01900000-0000-7000-8000-000000000000").await;
+    let message = wait_js(
+        c,
+        "const e = document.querySelector('#main .error'); return e && !e.hidden && e.textContent;",
+        "the not-found message",
+    )
+    .await;
+    assert!(
+        message.as_str().is_some_and(|m| m.contains("not found")),
+        "{message}"
+    );
+    for e in console_errors(c).await {
+        assert!(e.contains("404"), "unexpected console error: {e}");
+    }
+    go(c, base, "/tasks").await;
+    heading_is(c, "Tasks").await;
+    shot(c, "13-tasks").await;
+}

@@ -1,0 +1,136 @@
+//! The web UI in a real headless Chromium, driven through chromedriver (WebDriver) with
+//! fantoccini, against the whole system in-process: control on an ephemeral port over SQLite,
+//! the in-process broker and a local blob directory, plus a real runner (real Python under uv)
+//! and the scheduler (whose recorder applies the runner's reports).
+//!
+//! Flows: log in with the keyboard; upload a project (file input set by path); edit its single
+//! file into a new version; create a task with the schedule builder (the next five fire times
+//! shown are the scheduler's); pause and resume; trigger it and see a log line appear live while
+//! it runs; cancel it from the keyboard and see `cancelled`; retry a run; the dashboard's chart and
+//! queue depth; drain and undrain a worker; create an enrollment key, enroll with the key from the
+//! runner command and revoke that worker; create a user and change their role; create, use and
+//! revoke an API token; set and replace a secret (a run receives the new value); filter the audit
+//! log from its form; a server error shown as a readable message; every page at phone width
+//! without sideways scrolling; a viewer sees no mutating control; an operator may drain but sees
+//! no admin control. Keyboard: login, the skip link, trigger with Enter, the confirm dialog
+//! (Escape changes nothing, Shift+Tab then Enter confirms), the audit filter submitted with Enter.
+//!
+//! Each click is checked by its effect through the API (or the edge's internal API), not only by
+//! what the page shows. On every page the console stays free of errors, no raw JS value
+//! (`undefined`, `[object Object]`) is printed and every control has a label. A screenshot of
+//! every page is written to `target/ui-screenshots/`.
+//!
+//! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian: `chromium chromium-driver`;
+//! `ops/test.sh` installs them). Missing, the test fails and says so: it never skips.
+
+mod audit;
+mod dashboard;
+mod harness;
+mod login;
+mod phone;
+mod projects;
+mod roles;
+mod runs;
+mod secrets;
+mod tasks;
+mod users;
+mod workers;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder};
+use futures::FutureExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+
+use harness::*;
+
+/// The pages in the order a new admin meets them, then the same pages at phone width and for
+/// lesser roles.
+async fn flows(c: &Client, sys: &System) {
+    let started = Instant::now();
+    let admin = login::sign_in(c, sys).await;
+    let project_id = projects::upload_edit_and_roll_back(c, sys, &admin).await;
+    let task_id = tasks::create_pause_and_edit(c, sys, &admin, &project_id).await;
+    let run_id = runs::live_log_and_cancel(c, sys, &admin).await;
+    eprintln!("[ui] cancelled after {:?}", started.elapsed());
+    runs::finished_runs(c, sys, &admin, &project_id).await;
+    dashboard::dashboard_and_lists(c, sys, &admin, &project_id).await;
+    workers::workers_page(c, sys, &admin).await;
+    users::users_page(c, sys, &admin).await;
+    users::account_page(c, sys).await;
+    secrets::secrets_page(c, sys, &admin).await;
+    audit::audit_page(c, sys).await;
+    eprintln!("[ui] admin pages done after {:?}", started.elapsed());
+    assert_clean_console(c, "across the admin pages").await;
+    let ids = Ids {
+        project_id,
+        task_id,
+        run_id,
+    };
+    phone::every_page_fits(c, sys, &ids).await;
+    roles::viewer_and_operator(c, sys, &admin, &ids).await;
+}
+
+/// What the flows made that later pages look at again.
+pub struct Ids {
+    pub project_id: String,
+    pub task_id: String,
+    pub run_id: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_web_ui_in_a_real_browser() {
+    let sys = start_system().await;
+    let log = screenshot_dir().join("chromedriver.log");
+    let driver = start_chromedriver(&log).await;
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        },
+        "goog:loggingPrefs": {"browser": "ALL"},
+    });
+    let caps = match caps {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let client = ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not start headless Chromium through chromedriver: {e} (see {})",
+                log.display()
+            )
+        });
+    // Run the flows, then always close the browser before reporting the outcome.
+    let outcome = std::panic::AssertUnwindSafe(with_deadline(flows(&client, &sys)))
+        .catch_unwind()
+        .await;
+    if outcome.is_err() {
+        picture(&client, "zz-failure").await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    sys.shutdown.cancel();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The flows must end within a bound, so a broken page fails the test instead of hanging it.
+async fn with_deadline(f: impl Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(480), f)
+        .await
+        .expect("the browser flows took longer than 480 s");
+}

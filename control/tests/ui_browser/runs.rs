@@ -1,0 +1,261 @@
+//! Runs: trigger from the keyboard and watch the log live, cancel through the confirm dialog,
+//! a finished run's log and download, retry, and the attempt picker.
+
+use fantoccini::Client;
+use serde_json::json;
+
+use crate::harness::*;
+
+/// Triggers the task on the page, watches its log live and cancels it: the run's id.
+pub async fn live_log_and_cancel(c: &Client, sys: &System, admin: &str) -> String {
+    // --- trigger, watch the log live, cancel -----------------------------------------------------
+    // Trigger from the keyboard: Enter on the focused button.
+    css(c, "#trigger").await;
+    c.execute("document.getElementById('trigger').focus()", vec![])
+        .await
+        .unwrap();
+    press(c, ENTER).await;
+    wait_js(
+        c,
+        "return location.hash.startsWith('#/runs/') && document.querySelector('#log')",
+        "the run page",
+    )
+    .await;
+    // The line arrives while the run is still running: the tail is live, not a replay.
+    wait_js(
+        c,
+        "return document.querySelector('#log').textContent.includes('hello-from-ui-test') \
+         && document.querySelector('#run-state').textContent === 'running'",
+        "the first log line while running",
+    )
+    .await;
+    let status = c
+        .execute(
+            "return document.querySelector('#log-status').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!("live"));
+    // Search filters the lines.
+    fill(c, "input[name=log-search]", "nothing-matches-this").await;
+    wait_js(
+        c,
+        "return document.querySelector('#log').textContent === ''",
+        "an empty filtered log",
+    )
+    .await;
+    fill(c, "input[name=log-search]", "hello-from").await;
+    wait_js(
+        c,
+        "return document.querySelector('#log').textContent.trim() === 'hello-from-ui-test'",
+        "the filtered line",
+    )
+    .await;
+    shot(c, "08-run-live-log").await;
+    let run_id = current_hash(c)
+        .await
+        .trim_start_matches("/runs/")
+        .to_string();
+    // Cancel with the keyboard: the dialog opens on its safe choice; Escape closes it and
+    // changes nothing; Shift+Tab then Enter confirms.
+    css(c, "#cancel-run").await.click().await.unwrap();
+    css(c, "dialog.confirm").await;
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(ESCAPE)
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "return !document.querySelector('dialog.confirm')",
+        "the dialog to close",
+    )
+    .await;
+    let run = sys.get(admin, &format!("/runs/{run_id}")).await;
+    assert_eq!(
+        (run["state"].as_str(), run["cancel_requested"].as_bool()),
+        (Some("running"), Some(false)),
+        "Escape must not cancel: {run}"
+    );
+    css(c, "#cancel-run").await.click().await.unwrap();
+    css(c, "dialog.confirm").await;
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Cancel");
+    focused.send_keys(&format!("{SHIFT}{TAB}")).await.unwrap();
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Cancel run");
+    focused.send_keys(ENTER).await.unwrap();
+    wait_js(
+        c,
+        "return document.querySelector('#run-state').textContent === 'cancelled'",
+        "the cancelled state",
+    )
+    .await;
+    wait_js(
+        c,
+        "return document.querySelector('#log-status').textContent === 'run ended' && document.querySelector('#retry-run')",
+        "the end of the log stream",
+    )
+    .await;
+    assert_eq!(
+        sys.get(admin, &format!("/runs/{run_id}")).await["state"],
+        "cancelled"
+    );
+    shot(c, "09-run-cancelled").await;
+    assert_clean_console(c, "on the run page").await;
+    run_id
+}
+
+/// A run that succeeds (its log, its download), its retry, and a run that succeeded on its
+/// second attempt.
+pub async fn finished_runs(c: &Client, sys: &System, admin: &str, project_id: &str) {
+    let base = sys.base.as_str();
+    // A quick run of the same project, through the API, so the dashboard has a success.
+    let quick = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            "/tasks",
+            json!({"name": "quick", "project_id": project_id}),
+        )
+        .await;
+    let quick_id = quick["id"].as_str().unwrap().to_string();
+    let qrun = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            &format!("/tasks/{quick_id}/trigger"),
+            json!({}),
+        )
+        .await;
+    let qrun_id = qrun["id"].as_str().unwrap().to_string();
+    go(c, base, &format!("/runs/{qrun_id}")).await;
+    wait_js(
+        c,
+        "return document.querySelector('#run-state') && document.querySelector('#run-state').textContent === 'succeeded' \
+         && document.querySelector('#log').textContent.includes('bye')",
+        "the quick run to succeed with its whole log",
+    )
+    .await;
+    wait_js(
+        c,
+        "return document.querySelectorAll('#timeline li').length >= 2",
+        "the state timeline",
+    )
+    .await;
+    shot(c, "10-run-succeeded").await;
+    // The download link serves the whole log (the session cookie is enough).
+    c.execute(
+        "window.__log = null; fetch(document.querySelector('#main a[download]').href) \
+           .then(r => r.text().then(t => { window.__log = r.status + ' ' + t; }));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let downloaded = wait_js(c, "return window.__log", "the downloaded log").await;
+    let downloaded = downloaded.as_str().unwrap_or_default();
+    assert!(
+        downloaded.starts_with("200 ")
+            && downloaded.contains("hello-from-ui-test")
+            && downloaded.contains("bye"),
+        "{downloaded}"
+    );
+
+    // Retry from the run page: a new run of the same task, which runs to the end too.
+    css(c, "#retry-run").await.click().await.unwrap();
+    let retried = wait_js(
+        c,
+        &format!(
+            "const h = location.hash; \
+             return h.startsWith('#/runs/') && h !== '#/runs/{qrun_id}' && h.slice('#/runs/'.length);"
+        ),
+        "the retried run's page",
+    )
+    .await;
+    let retried = retried.as_str().unwrap_or_default().to_string();
+    let r = sys.get(admin, &format!("/runs/{retried}")).await;
+    assert_eq!(
+        (r["trigger"].as_str(), r["task_id"].as_str()),
+        (Some("retry"), Some(quick_id.as_str())),
+        "{r}"
+    );
+    wait_js(
+        c,
+        "return document.querySelector('#run-state') && document.querySelector('#run-state').textContent === 'succeeded'",
+        "the retried run to succeed",
+    )
+    .await;
+
+    // A run that failed once and succeeded on its retry: the attempt picker shows each
+    // attempt's own log, and "all attempts" goes back to the live view of both.
+    let flaky = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            "/projects",
+            json!({"name": "flaky", "code": "import os, sys\na = os.environ['ANTCODE_ATTEMPT']\nprint('this is attempt', a)\nsys.exit(1 if a == '1' else 0)\n", "entrypoint": "main.py"}),
+        )
+        .await;
+    let flaky_task = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            "/tasks",
+            json!({"name": "flaky", "project_id": flaky["id"],
+                   "retry": {"max_attempts": 2, "backoff_s": 0, "max_backoff_s": 0}}),
+        )
+        .await;
+    let frun = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            &format!("/tasks/{}/trigger", flaky_task["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let frun_id = frun["id"].as_str().unwrap().to_string();
+    sys.wait_for(
+        admin,
+        &format!("/runs/{frun_id}"),
+        "the retried success",
+        |r| r["state"] == "succeeded",
+    )
+    .await;
+    go(c, base, &format!("/runs/{frun_id}")).await;
+    wait_js(
+        c,
+        "return document.querySelector('#run-state') && document.querySelector('#run-state').textContent === 'succeeded' \
+         && document.querySelectorAll('#log-attempt option').length === 3",
+        "the attempt picker with both attempts",
+    )
+    .await;
+    css(c, "#log-attempt")
+        .await
+        .select_by_value("1")
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "const t = document.querySelector('#log').textContent; \
+         return t.includes('this is attempt 1') && !t.includes('this is attempt 2') \
+           && document.querySelector('#log-status').textContent === 'attempt 1' \
+           && document.querySelector('#main a[download]').href.endsWith('?attempt=1')",
+        "attempt 1's log alone",
+    )
+    .await;
+    css(c, "#log-attempt")
+        .await
+        .select_by_value("")
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "const t = document.querySelector('#log').textContent; \
+         return t.includes('this is attempt 1') && t.includes('this is attempt 2')",
+        "every attempt's log again",
+    )
+    .await;
+    assert_clean_console(c, "on the attempt picker").await;
+}
