@@ -5,7 +5,7 @@
 #   ./ops/test.sh -p antcode-core   # extra arguments go to `cargo test`
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
-# missing: uv, croniter, PyYAML, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
+# missing: uv, croniter, aiosmtpd, PyYAML, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
 # and starts any of them that is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +62,12 @@ if ! python3 -c 'import croniter' 2>/dev/null; then
   python3 -m pip install --quiet croniter 2>/dev/null || python3 -m pip install --quiet --user croniter
 fi
 python3 -c 'import croniter' || { log "croniter is still missing: pip install croniter"; exit 1; }
+# The notification tests (notify/tests/senders.rs) deliver mail to a real SMTP server: aiosmtpd.
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  log "installing aiosmtpd (pip install aiosmtpd)"
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null || python3 -m pip install --quiet --user aiosmtpd
+fi
+python3 -c 'import aiosmtpd' || { log "aiosmtpd is still missing: pip install aiosmtpd"; exit 1; }
 
 # --- services (the tests talk to real engines on loopback) ------------------------------------
 # The web UI's browser tests drive Debian's headless Chromium through chromedriver.
