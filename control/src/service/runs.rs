@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use antcode_core::blob::{log_key, BlobError};
 use antcode_core::broker::{changed, RunChanges};
-use antcode_core::model::{ProjectVersion, Run, RunState, Task};
 use antcode_core::dispatch::{publish_job, PublishError};
+use antcode_core::model::{ProjectVersion, Run, RunState, Task};
 use antcode_core::store::{NewRun, RunFilter};
 use antcode_core::time::parse_rfc3339;
 
