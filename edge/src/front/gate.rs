@@ -43,8 +43,16 @@ pub struct Gate {
     pub in_flight: Arc<AtomicUsize>,
 }
 
-/// Counts a request in [`Gate::in_flight`] for as long as it lives.
+/// Counts one thing (a request in [`Gate::in_flight`], an open connection) for as long as it
+/// lives.
 pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(counter.clone())
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -92,8 +100,7 @@ impl Gate {
     }
 
     pub fn in_flight(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.in_flight.clone())
+        InFlight::enter(&self.in_flight)
     }
 
     fn over(&self, rate: &Rate, key: &str, limit: u32) -> bool {

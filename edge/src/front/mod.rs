@@ -67,8 +67,9 @@ impl Front {
             threads: THREADS,
             ..ServerConf::default()
         });
-        let server = server::FrontServer::new(&conf, app);
+        let server = server::Counted::new(server::FrontServer::new(&conf, app));
         let in_flight = server.in_flight();
+        let open = server.open();
         let mut service = Listening::new("antcode-edge".to_string(), server);
         service.add_listener(
             ListenerConfig::tcp(addr.clone())
@@ -101,9 +102,13 @@ impl Front {
                     // Returns once the stop signal closed the listener.
                     service.start_service(Some(fds), stopped, 1).await;
                     // Answers already on their way (long-polls the service is answering
-                    // empty) get until the grace period ends.
+                    // empty) get until the grace period ends, and so do the connections that
+                    // still have to write them out.
                     let deadline = Instant::now() + grace;
-                    while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                    let busy = || {
+                        in_flight.load(Ordering::Acquire) > 0 || open.load(Ordering::Acquire) > 0
+                    };
+                    while busy() && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 });

@@ -7,13 +7,15 @@
 //! most of the edge's connections, so that cost would be most of its memory per idle runner
 //! (bench-edge).
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::http::v2::server::HttpSession as H2Session;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
@@ -40,7 +42,7 @@ impl FrontServer {
     }
 
     /// Requests shutdown waits for.
-    pub fn in_flight(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
         self.gate.in_flight.clone()
     }
 
@@ -113,5 +115,49 @@ impl HttpServerApp for FrontServer {
 
     async fn http_cleanup(&self) {
         self.proxy.http_cleanup().await
+    }
+}
+
+/// The front with a count of its open connections. A request's handler returns once its answer
+/// is queued on the connection; the bytes leave when the connection's own task writes them, so a
+/// stop waits for the connections (which close themselves on shutdown: HTTP/2 with a GOAWAY once
+/// their streams are done, HTTP/1 at the end of the request) and not only for the requests.
+pub struct Counted {
+    app: Arc<FrontServer>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    pub fn new(app: FrontServer) -> Counted {
+        Counted {
+            app: Arc::new(app),
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Requests being served, so a stop can wait for their answers.
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.app.in_flight()
+    }
+
+    /// Connections open, so a stop can wait for their answers to leave.
+    pub fn open(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+}
+
+#[async_trait]
+impl ServerApp for Counted {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = gate::InFlight::enter(&self.open);
+        ServerApp::process_new(&self.app, session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.app).await
     }
 }
