@@ -1,6 +1,7 @@
 //! Gateway mode end to end, in process but over real TLS: `antcode up` (embedded runner off) on
 //! ephemeral ports, an enrolled gateway runner that reaches nothing but the edge, and raw tonic
 //! clients playing hostile or careless workers.
+//! Past 800 lines: one scenario per test, each needing the whole system, sharing one harness.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Domain types. Store rows, API bodies and broker messages are all these same structs, so a
 //! field added here shows up everywhere at once. Times are `i64` milliseconds (see [`crate::time`]).
+//! Past 800 lines with its tests; the types stay together because each is used by every plane.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -105,16 +105,21 @@ pub async fn run_with_source(
     let (data_dir, sandbox_cfg) = (cfg.data_dir.clone(), cfg.sandbox);
     let (sandbox, report) =
         tokio::task::spawn_blocking(move || crate::sandbox::start(&data_dir, sandbox_cfg))
-            .await
-            .map_err(|e| RunnerError::Sandbox(e.to_string()))?
-            .map_err(RunnerError::Sandbox)?;
-    // Shown in the worker list.
+            .await??;
+    // Shown in the worker list: `full` or `weak: …`, and each guarantee this runner cannot give.
     cfg.labels.insert("sandbox".into(), report.summary());
+    // Names only: a label holds at most 256 bytes; the start-up log says what each one means.
+    let missing: Vec<&str> = report
+        .missing()
+        .map(|c| c.mechanism)
+        .chain(crate::netpolicy::missing().iter().map(|m| m.0))
+        .collect();
+    if !missing.is_empty() {
+        cfg.labels
+            .insert("sandbox_missing".into(), missing.join(", "));
+    }
     let explicit = cfg.uv.clone();
-    let uv = tokio::task::spawn_blocking(move || find_uv(explicit.as_deref()))
-        .await
-        .map_err(|e| RunnerError::Uv(e.to_string()))?
-        .map_err(RunnerError::Uv)?;
+    let uv = tokio::task::spawn_blocking(move || find_uv(explicit.as_deref())).await??;
     tracing::info!(
         worker_id = %cfg.worker_id, uv = %uv.describe(), slots = cfg.slots, queues = ?cfg.queues,
         "runner started"
@@ -127,7 +132,7 @@ pub async fn run_with_source(
         Err(e) => tracing::warn!(error = %e, "virtualenv garbage collection task failed"),
     }
     let sweeper: Arc<crate::sweeper::Sweeper> = Arc::default();
-    for line in crate::netpolicy::missing() {
+    for (_, line) in crate::netpolicy::missing() {
         tracing::warn!("{line}");
     }
     let ctx = Arc::new(Ctx {

@@ -7,6 +7,9 @@
 //! busy runner the next lease call usually starts before this attempt's report. Archiving,
 //! reporting and cleaning up continue beside the next run, bounded to as many attempts as there
 //! are slots.
+//!
+//! One file, past 800 lines, because an attempt's life reads top to bottom here: prepare,
+//! confine, spawn, watch, end, report; each step is a short function of its own.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -21,7 +24,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::bundles::{unpack, BundleCache};
+use crate::bundles::{unpack, BundleCache, BundleFetchError};
 use crate::cgroup::{Cgroups, RunCgroup};
 use crate::engine::EngineConfig;
 use crate::logs::{pump, Line, LogSink, CHANNEL_LINES, FLUSH_EVERY};
@@ -31,7 +34,7 @@ use crate::releases::Releases;
 use crate::sandbox::{RunSpec, Sandbox};
 use crate::source::WorkSource;
 use crate::sweeper::Sweeper;
-use crate::uv::{normalize_requirements, Deps, Venv, Venvs};
+use crate::uv::{normalize_requirements, Deps, Venv, VenvError, Venvs};
 use crate::workdirs::{WorkDirs, TMP};
 use crate::zygote::{self, ZygoteKey, Zygotes};
 
@@ -135,7 +138,35 @@ enum Ended {
     OutOfMemory(ExitInfo, u64),
     Stopped(StopReason, Option<ExitInfo>),
     TimedOut(Option<ExitInfo>),
-    Failed(String),
+    Failed(StartError),
+}
+
+/// Why a leased run could not be started or watched: the run fails with this, in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid entrypoint {0:?}")]
+    Entrypoint(String),
+    #[error("the entrypoint {0:?} is not in the bundle")]
+    NotInBundle(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleFetchError),
+    #[error("work dir: {0}")]
+    WorkDir(std::io::Error),
+    #[error("environment build failed: {0}")]
+    Environment(#[from] VenvError),
+    /// Limits above the runner's maximum, or a malformed `ANTCODE_LIMIT_*` variable.
+    #[error("{0}")]
+    Limits(String),
+    #[error("could not make the run's cgroup: {0}")]
+    Cgroup(std::io::Error),
+    #[error(transparent)]
+    Network(#[from] netpolicy::Unenforceable),
+    #[error("could not start python: {0}")]
+    Spawn(std::io::Error),
+    #[error("waiting for the process failed: {0}")]
+    Wait(std::io::Error),
+    #[error("the runner's blocking pool failed: {0}")]
+    Pool(#[from] tokio::task::JoinError),
 }
 
 /// Runs one leased attempt. Never panics on input; every failure becomes an `Outcome`. `slot`
@@ -243,7 +274,8 @@ pub async fn execute(
                 StopReason::Lost => reclaimed = true,
             }
         }
-        Ended::Failed(msg) => {
+        Ended::Failed(e) => {
+            let msg = e.to_string();
             sink.note(&msg);
             outcome.error = Some(msg);
         }
@@ -395,7 +427,7 @@ async fn supervise(
     };
     let spawned = match forked.map_or_else(cold, Ok) {
         Ok(s) => s,
-        Err(e) => return (Ended::Failed(format!("could not start python: {e}")), sink),
+        Err(e) => return (Ended::Failed(StartError::Spawn(e)), sink),
     };
     // The child holds what it needed: the ruleset descriptor can go.
     drop(net);
@@ -421,7 +453,7 @@ async fn supervise(
         _ = tokio::time::sleep_until(deadline) => Ok(Why::Timeout),
         reason = stopped(stop) => Ok(Why::Stop(reason)),
     };
-    let result: Result<ExitInfo, String> = match why {
+    let result: Result<ExitInfo, StartError> = match why {
         Err(r) => {
             timeline.mark("process");
             flatten(r)
@@ -474,9 +506,9 @@ async fn confine(
     job: &antcode_core::model::Job,
     limits: process::Limits,
     work_dir: &Path,
-) -> Result<(process::Limits, RunCgroup, netpolicy::Prepared), String> {
+) -> Result<(process::Limits, RunCgroup, netpolicy::Prepared), StartError> {
     if let Some(msg) = job.limits.above(&ctx.cfg.max_limits) {
-        return Err(msg);
+        return Err(StartError::Limits(msg));
     }
     let net = netpolicy::prepare(&job.network)?;
     let mb = |n: u64| Some(n.saturating_mul(1 << 20));
@@ -491,9 +523,8 @@ async fn confine(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let cgroup = tokio::task::spawn_blocking(move || cgroups.create(&name, &limits_wanted))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("could not make the run's cgroup: {e}"))?;
+        .await?
+        .map_err(StartError::Cgroup)?;
     Ok((limits.tightest(floor), cgroup, net))
 }
 
@@ -554,8 +585,8 @@ async fn sweep(run_id: &str, attempt: u32) -> usize {
         .unwrap_or(0)
 }
 
-fn flatten(r: std::io::Result<ExitInfo>) -> Result<ExitInfo, String> {
-    r.map_err(|e| format!("waiting for the process failed: {e}"))
+fn flatten(r: std::io::Result<ExitInfo>) -> Result<ExitInfo, StartError> {
+    r.map_err(StartError::Wait)
 }
 
 /// Waits for the log pipes to close, but not forever: a descendant that escaped the process
@@ -643,15 +674,11 @@ async fn prepare(
     lease: &Lease,
     work_dir: &Path,
     timeline: &mut Timeline,
-) -> Result<(Venv, String, PathBuf), String> {
+) -> Result<(Venv, String, PathBuf), StartError> {
     let job = &lease.job;
     let entry = safe_relative(&job.entrypoint)
-        .ok_or_else(|| format!("invalid entrypoint {:?}", job.entrypoint))?;
-    let file = ctx
-        .bundles
-        .get(ctx.source.as_ref(), &job.bundle)
-        .await
-        .map_err(|e| e.to_string())?;
+        .ok_or_else(|| StartError::Entrypoint(job.entrypoint.clone()))?;
+    let file = ctx.bundles.get(ctx.source.as_ref(), &job.bundle).await?;
     timeline.mark("bundle");
     let (bundle, dir, bundle_file) = (job.bundle.clone(), work_dir.to_path_buf(), file.clone());
     let (requirements, python) = (job.requirements.clone(), job.python_version.clone());
@@ -659,39 +686,30 @@ async fn prepare(
     let work_dirs = ctx.work_dirs.clone();
     let sandbox = ctx.sandbox.clone();
     // One trip to the blocking pool for both steps: each trip is two thread switches.
-    let (venv, unpacked) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let (venv, unpacked) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
         let started = Instant::now();
-        let mut leftovers = work_dirs.take(&dir).map_err(|e| format!("work dir: {e}"))?;
+        let mut leftovers = work_dirs.take(&dir).map_err(StartError::WorkDir)?;
         // Only a single-file bundle writes into them: an archive may need a directory where a
         // leftover stands.
-        // Only a single file is written into them: an archive may need a directory where one
-        // stands.
         if bundle.format != BundleFormat::Py {
             leftovers.remove_rest();
         }
         let unpacked = unpack(&bundle, &file, &dir, &mut |path| leftovers.create(path));
         // What the bundle did not need is gone before the process starts.
         leftovers.remove_rest();
-        unpacked.map_err(|e| e.to_string())?;
+        unpacked?;
         if let Some(sandbox) = &sandbox {
-            sandbox
-                .hand_over(&dir)
-                .map_err(|e| format!("work dir: {e}"))?;
+            sandbox.hand_over(&dir).map_err(StartError::WorkDir)?;
         }
         let deps = project_deps(&dir, requirements);
         if !dir.join(&in_bundle).is_file() {
-            return Err(format!(
-                "the entrypoint {entrypoint:?} is not in the bundle"
-            ));
+            return Err(StartError::NotInBundle(entrypoint));
         }
         let unpacked = started.elapsed();
-        let venv = venvs
-            .ensure(python.as_deref(), &deps)
-            .map_err(|e| format!("environment build failed: {e}"))?;
+        let venv = venvs.ensure(python.as_deref(), &deps)?;
         Ok((venv, unpacked))
     })
-    .await
-    .map_err(|e| format!("preparing the run failed: {e}"))??;
+    .await??;
     timeline.mark_split("unpack", unpacked, "venv");
     Ok((venv, entry.to_string_lossy().into_owned(), bundle_file))
 }
@@ -753,13 +771,15 @@ pub const LIMIT_OPEN_FILES: &str = "ANTCODE_LIMIT_OPEN_FILES";
 pub fn task_limits(
     runner: process::Limits,
     job_env: &BTreeMap<String, String>,
-) -> Result<process::Limits, String> {
-    let read = |name: &str| -> Result<Option<u64>, String> {
+) -> Result<process::Limits, StartError> {
+    let read = |name: &str| -> Result<Option<u64>, StartError> {
         match job_env.get(name).map(|v| v.trim()) {
             None | Some("") => Ok(None),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(format!("{name} must be a positive integer, got {v:?}")),
+                _ => Err(StartError::Limits(format!(
+                    "{name} must be a positive integer, got {v:?}"
+                ))),
             },
         }
     };

@@ -176,11 +176,13 @@ impl RunnerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     /// uv is missing and could not be installed; the message says how to get it.
-    #[error("{0}")]
-    Uv(String),
+    #[error(transparent)]
+    Uv(#[from] uv::UvMissing),
     /// The kernel refuses part of the sandbox (and weak sandboxes are not allowed).
-    #[error("{0}")]
-    Sandbox(String),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error("the runner's blocking pool failed: {0}")]
+    Pool(#[from] tokio::task::JoinError),
     #[error("runner data directory {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
 }

@@ -51,16 +51,18 @@ pub fn landlock_abi() -> i64 {
     r.max(0)
 }
 
-/// The network guarantees this runner cannot give, one line each (for the start-up log and the
-/// sandbox's report).
-pub fn missing() -> Vec<String> {
-    let mut out = vec![
+/// The network guarantees this runner cannot give: a short name (the worker's
+/// `sandbox_missing` label) and a line for the start-up log.
+pub fn missing() -> Vec<(&'static str, String)> {
+    let mut out = vec![(
+        "platform ports in network full",
         "network: the platform's own ports are not shut out of `full` (a task that must not reach them needs `none` or an allow-list)".to_string(),
-    ];
+    )];
     let abi = landlock_abi();
     if abi < 4 {
-        out.push(format!(
-            "network: allow-lists cannot be enforced (Landlock ABI {abi}, 4 needed: Linux 6.7+); runs with one fail"
+        out.push((
+            "network allow-lists",
+            format!("network: allow-lists cannot be enforced (Landlock ABI {abi}, 4 needed: Linux 6.7+); runs with one fail"),
         ));
     }
     out
@@ -101,8 +103,17 @@ impl Default for Hook {
     }
 }
 
+/// Why this runner cannot enforce a task's policy (the run fails with it).
+#[derive(Debug, thiserror::Error)]
+pub enum Unenforceable {
+    #[error("network allow-list: this kernel cannot restrict connections by port (Landlock ABI {0}, 4 needed: Linux 6.7+)")]
+    NoLandlock(i64),
+    #[error("network allow-list: Landlock ruleset: {0}")]
+    Ruleset(io::Error),
+}
+
 /// Prepares `policy` for one run; an error says why this runner cannot enforce it.
-pub fn prepare(policy: &NetworkPolicy) -> Result<Prepared, String> {
+pub fn prepare(policy: &NetworkPolicy) -> Result<Prepared, Unenforceable> {
     match policy {
         NetworkPolicy::Full => Ok(Prepared::default()),
         NetworkPolicy::None => Ok(Prepared {
@@ -113,12 +124,9 @@ pub fn prepare(policy: &NetworkPolicy) -> Result<Prepared, String> {
             let ports = policy.allowed_ports().unwrap_or_default();
             let abi = landlock_abi();
             if abi < 4 {
-                return Err(format!(
-                    "network allow-list: this kernel cannot restrict connections by port (Landlock ABI {abi}, 4 needed: Linux 6.7+)"
-                ));
+                return Err(Unenforceable::NoLandlock(abi));
             }
-            let ruleset = allow_only(&ports)
-                .map_err(|e| format!("network allow-list: Landlock ruleset: {e}"))?;
+            let ruleset = allow_only(&ports).map_err(Unenforceable::Ruleset)?;
             Ok(Prepared {
                 ruleset: Some(ruleset),
                 new_netns: false,

@@ -94,7 +94,7 @@ pub const UV_MISSING: &str =
 
 /// Finds uv: `explicit`, then `uv` on PATH, then `~/.local/bin/uv`, then `python3 -m uv`. If
 /// none works, tries `python3 -m pip install --user uv` once and looks again. Blocking.
-pub fn find_uv(explicit: Option<&Path>) -> Result<Uv, String> {
+pub fn find_uv(explicit: Option<&Path>) -> Result<Uv, UvMissing> {
     if let Some(path) = explicit {
         let uv = Uv {
             program: path.as_os_str().to_owned(),
@@ -103,10 +103,10 @@ pub fn find_uv(explicit: Option<&Path>) -> Result<Uv, String> {
         return if uv.works() {
             Ok(uv)
         } else {
-            Err(format!(
+            Err(UvMissing(format!(
                 "the configured uv binary {} does not run: {UV_MISSING}",
                 path.display()
-            ))
+            )))
         };
     }
     if let Some(uv) = discover() {
@@ -119,8 +119,13 @@ pub fn find_uv(explicit: Option<&Path>) -> Result<Uv, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    discover().ok_or_else(|| UV_MISSING.to_string())
+    discover().ok_or_else(|| UvMissing(UV_MISSING.to_string()))
 }
+
+/// No working uv was found: what was tried and how to install it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UvMissing(String);
 
 fn discover() -> Option<Uv> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")

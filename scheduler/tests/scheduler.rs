@@ -3,6 +3,8 @@
 //! Time comes from a `ManualClock` the tests advance (due times, misfires, lost leases, backoff,
 //! queue timeouts): only the test of two live schedulers runs on the wall clock, because leader
 //! election is what it tests.
+//!
+//! Past 800 lines: the scheduler's scenarios share one harness of store, broker and clock.
 
 use std::sync::Arc;
 use std::time::Duration;

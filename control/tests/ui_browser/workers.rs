@@ -18,14 +18,22 @@ pub async fn workers_page(c: &Client, sys: &System, admin: &str) {
         "the runner in the workers table",
     )
     .await;
-    let runner_id = sys.get(admin, "/workers").await["items"]
+    let listed = sys.get(admin, "/workers").await["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|w| w["name"] == "ui-test-runner")
-        .and_then(|w| w["id"].as_str())
-        .expect("the runner heartbeats")
-        .to_string();
+        .cloned()
+        .expect("the runner heartbeats");
+    // The list says which sandbox guarantees the runner cannot give.
+    let missing = listed["labels"]["sandbox_missing"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        missing.contains("platform ports in network full"),
+        "{listed}"
+    );
+    let runner_id = listed["id"].as_str().unwrap().to_string();
     let runner = format!("/workers/{runner_id}");
     let row = "//main//tr[contains(., 'ui-test-runner')]";
     click_xpath(c, &format!("{row}//button[text()='Drain']")).await;

@@ -3,6 +3,9 @@
 //! The grammar is Vixie cron's (crontab(5)); see the module doc of `schedule` for the whole of it.
 //! Every field is a bit set of the values it allows, so matching a time is a few bit tests and
 //! finding the next match skips whole days, hours and minutes at once.
+//!
+//! Past 800 lines because of its tests (about a third of the file): the grammar's edge cases,
+//! each next to the parser it checks.
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 

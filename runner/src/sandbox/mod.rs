@@ -76,6 +76,8 @@
 
 mod child;
 pub mod filter;
+mod probe;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CString, OsStr};
@@ -85,11 +87,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use child::{Bind, Fds, Plan, STAGES};
 
 use crate::process::{self, ExitInfo, Limits, Spawned};
+
+pub use probe::{
+    not_dumpable, probe, start, usable, Check, Report, SandboxConfig, SandboxError, ALLOW_WEAK,
+    BENCH_NO_SANDBOX,
+};
+pub use warm::{detached_tree, Zygote, ZygoteInit};
 
 /// Host paths a task may read (and execute), when they exist: system programs and libraries,
 /// certificates, time zones, and the `/etc` files name resolution, the dynamic linker and
@@ -146,83 +154,6 @@ static TASK_UID: AtomicU32 = AtomicU32::new(u32::MAX);
 pub fn task_uid() -> Option<u32> {
     let uid = TASK_UID.load(Ordering::Relaxed);
     (uid != u32::MAX).then_some(uid)
-}
-
-/// How a runner isolates its runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SandboxConfig {
-    /// Start even when the kernel refuses part of the sandbox (each missing guarantee is
-    /// logged and reported): `--allow-weak-sandbox`.
-    pub allow_weak: bool,
-    /// Benchmarks and tests only: no sandbox at all (`ANTCODE_BENCH_NO_SANDBOX=1`). Never set
-    /// it in production; it is what the sandbox's cost is measured against.
-    pub off: bool,
-}
-
-/// Turns the sandbox off in benchmarks (and only there).
-pub const BENCH_NO_SANDBOX: &str = "ANTCODE_BENCH_NO_SANDBOX";
-/// What `--allow-weak-sandbox` sets.
-pub const ALLOW_WEAK: &str = "ANTCODE_ALLOW_WEAK_SANDBOX";
-
-impl SandboxConfig {
-    /// From the environment: [`ALLOW_WEAK`] and [`BENCH_NO_SANDBOX`] set to `1` or `true`.
-    pub fn from_env() -> SandboxConfig {
-        let set =
-            |name| std::env::var(name).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-        SandboxConfig {
-            allow_weak: set(ALLOW_WEAK),
-            off: set(BENCH_NO_SANDBOX),
-        }
-    }
-}
-
-/// One mechanism's probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub mechanism: &'static str,
-    /// What a task could do without it.
-    pub guards: &'static str,
-    /// Why the kernel refused it; `None` when it works.
-    pub missing: Option<String>,
-}
-
-/// What the kernel grants: one [`Check`] per mechanism. Cgroups are probed by the runner's
-/// limits and pushed here too.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Report {
-    pub checks: Vec<Check>,
-}
-
-impl Report {
-    pub fn push(&mut self, mechanism: &'static str, guards: &'static str, missing: Option<String>) {
-        self.checks.push(Check {
-            mechanism,
-            guards,
-            missing,
-        });
-    }
-
-    pub fn missing(&self) -> impl Iterator<Item = &Check> {
-        self.checks.iter().filter(|c| c.missing.is_some())
-    }
-
-    fn works(&self, mechanism: &str) -> bool {
-        self.checks
-            .iter()
-            .any(|c| c.mechanism == mechanism && c.missing.is_none())
-    }
-
-    /// `full`, or `weak: no landlock, no seccomp` — the worker's `sandbox` label.
-    pub fn summary(&self) -> String {
-        let missing: Vec<String> = self
-            .missing()
-            .map(|c| format!("no {}", c.mechanism))
-            .collect();
-        match missing.is_empty() {
-            true => "full".into(),
-            false => format!("weak: {}", missing.join(", ")),
-        }
-    }
 }
 
 /// The runner's sandbox: the plan every run's view is built from, prepared once.
@@ -659,116 +590,6 @@ fn landlock_rules(abi: i32) -> [(&'static std::ffi::CStr, u64); 4] {
     ]
 }
 
-/// What makes a sandboxed task a zygote.
-pub struct Zygote<'a> {
-    /// The zygote's stdin: its control socket.
-    pub control: std::os::fd::RawFd,
-    /// Where its runs' work dirs are (each run sees its own only).
-    pub work_root: &'a Path,
-}
-
-/// A started zygote's init: its host pid and the pipe it reports the zygote's end on.
-pub struct ZygoteInit {
-    pub pid: i32,
-    pub status: File,
-}
-
-impl Sandbox {
-    /// Starts a zygote (`spec.program` with `spec.args`) in a sandbox of its own, with
-    /// `spec.work_dir` (the zygote's directory) read-only. See the module doc.
-    pub fn start_zygote(&self, spec: &RunSpec<'_>, zygote: &Zygote<'_>) -> io::Result<ZygoteInit> {
-        let (pid, out, err, status) = self.start(spec, Some(zygote))?;
-        drop((out, err));
-        Ok(ZygoteInit { pid, status })
-    }
-
-    /// What a zygote's runs need to confine themselves, as `key value` lines (read by
-    /// `zygote.py`): the system call numbers, the task's ids, the Landlock rights, and the
-    /// seccomp program's file (`filter`, written here).
-    pub fn zygote_spec(&self, dir: &Path, work_root: &Path, venv: &Path) -> io::Result<String> {
-        let filter = dir.join("filter.bpf");
-        let program = self.seccomp.as_deref().unwrap_or_default();
-        std::fs::write(&filter, filter::program_bytes(program))?;
-        let mut lines = vec![
-            format!("uid {}", self.uid),
-            format!("gid {}", self.gid),
-            format!("work_root {}", work_root.display()),
-            format!("filter {}", filter.display()),
-            format!("nr_unshare {}", libc::SYS_unshare),
-            format!("nr_setns {}", libc::SYS_setns),
-            format!("nr_move_mount {}", libc::SYS_move_mount),
-            format!("nr_open_tree {}", libc::SYS_open_tree),
-            format!("nr_capset {}", libc::SYS_capset),
-            format!(
-                "nr_landlock_create_ruleset {}",
-                libc::SYS_landlock_create_ruleset
-            ),
-            format!("nr_landlock_add_rule {}", libc::SYS_landlock_add_rule),
-            format!(
-                "nr_landlock_restrict_self {}",
-                libc::SYS_landlock_restrict_self
-            ),
-        ];
-        // The zygote's binds under /tmp (a data dir in /tmp): a run's own /tmp covers them, so
-        // it attaches copies of them again on top.
-        let binds = [
-            self.interpreter(venv),
-            Some(venv.to_path_buf()),
-            Some(dir.to_path_buf()),
-        ];
-        for at in binds.into_iter().flatten() {
-            if at.starts_with("/tmp") {
-                lines.push(format!("tmp_keep {}", at.display()));
-            }
-        }
-        if let Some(abi) = self.landlock_abi {
-            lines.push(format!("landlock_handled {}", filter::handled_fs(abi)));
-            let scoped = if abi >= 6 { filter::SCOPES } else { 0 };
-            lines.push(format!("landlock_scoped {scoped}"));
-            for (path, access) in landlock_rules(abi) {
-                lines.push(format!("landlock_rule {access} {}", path.to_string_lossy()));
-            }
-        }
-        lines.push(String::new());
-        Ok(lines.join("\n"))
-    }
-}
-
-/// A detached copy (`open_tree`) of the directory `path`, `nosuid` and `nodev`: how a
-/// zygote's run gets its work dir into its mount namespace. Needs the runner to be root.
-pub fn detached_tree(path: &Path) -> io::Result<OwnedFd> {
-    let path = cstring(path.as_os_str())?;
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
-    // SAFETY: a path the kernel reads, plain flags; the descriptor is owned below.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just opened, owned here alone.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = child::MountAttr {
-        attr_set: WRITABLE,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: the attribute struct outlives the call; its size is passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const child::MountAttr,
-            std::mem::size_of::<child::MountAttr>(),
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
 /// Reaps the init and returns the task's end as the init reported it (or the init's own, if it
 /// was killed before it could).
 fn wait_init(pid: i32, mut status: File) -> io::Result<ExitInfo> {
@@ -908,204 +729,4 @@ fn null_ended(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
-}
-
-/// Probes each mechanism in a throwaway child; also runs `/bin/true` (or `/usr/bin/true`) in a
-/// whole sandbox, so a refusal that only shows when the steps combine is found at start.
-pub fn probe(data_dir: &Path) -> Report {
-    let mut report = Report::default();
-    let ns = |flags: libc::c_int| try_clone(flags).err().map(|e| e.to_string());
-    let user = ns(libc::CLONE_NEWUSER);
-    report.push(
-        "user namespace",
-        "the task runs as another user, without rights on the runner's files",
-        user.clone(),
-    );
-    let with_user = |flag, name, guards, report: &mut Report| {
-        let missing = match &user {
-            Some(_) => Some("needs a user namespace".into()),
-            None => ns(libc::CLONE_NEWUSER | flag),
-        };
-        report.push(name, guards, missing);
-    };
-    with_user(
-        libc::CLONE_NEWNS,
-        "mount namespace",
-        "the task sees only its work dir, its virtualenv and the system's read-only files",
-        &mut report,
-    );
-    with_user(
-        libc::CLONE_NEWPID,
-        "pid namespace",
-        "the task cannot see or signal other processes, and its descendants die with it",
-        &mut report,
-    );
-    with_user(
-        libc::CLONE_NEWIPC,
-        "ipc namespace",
-        "the task shares no System V IPC with other processes",
-        &mut report,
-    );
-    with_user(
-        libc::CLONE_NEWUTS,
-        "uts namespace",
-        "the task cannot change the host name",
-        &mut report,
-    );
-    with_user(
-        libc::CLONE_NEWNET,
-        "network namespace",
-        "network policy `none` cuts the task off",
-        &mut report,
-    );
-    // SAFETY: prctl queries without side effects.
-    let nnp = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
-    report.push(
-        "no_new_privs",
-        "no set-user-id program gives the task privileges",
-        (nnp < 0).then(|| io::Error::last_os_error().to_string()),
-    );
-    // SAFETY: as above.
-    let seccomp = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
-    report.push(
-        "seccomp",
-        "the task cannot call ptrace, mount, bpf, keyctl, kexec and the like",
-        (seccomp < 0).then(|| io::Error::last_os_error().to_string()),
-    );
-    report.push(
-        "landlock",
-        "a second, path-based bound on what the task can open, signal and connect to",
-        match filter::landlock_abi() {
-            Some(_) => None,
-            None => Some("not enabled in this kernel".into()),
-        },
-    );
-    if report.works("user namespace")
-        && report.works("mount namespace")
-        && report.works("pid namespace")
-    {
-        if let Err(e) = run_true(data_dir, &report) {
-            if let Some(c) = report
-                .checks
-                .iter_mut()
-                .find(|c| c.mechanism == "mount namespace")
-            {
-                c.missing = Some(format!("a whole sandbox failed: {e}"));
-            }
-        }
-    }
-    report
-}
-
-/// Whether user, mount and PID namespaces (what the sandbox cannot do without) all work.
-pub fn usable(report: &Report) -> bool {
-    ["user namespace", "mount namespace", "pid namespace"]
-        .iter()
-        .all(|m| report.works(m))
-}
-
-fn run_true(data_dir: &Path, report: &Report) -> io::Result<()> {
-    let program = ["/usr/bin/true", "/bin/true"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .ok_or_else(|| io::Error::other("no `true` program to probe with"))?;
-    let sandbox = Sandbox::new(data_dir, report)?;
-    let dir = data_dir.join("sandbox-probe");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    sandbox.hand_over(&dir)?;
-    let spawned = sandbox.start(
-        &RunSpec {
-            program,
-            args: &[],
-            cwd: &dir,
-            env: &BTreeMap::new(),
-            limits: &Limits::default(),
-            venv: &dir,
-            work_dir: &dir,
-            tmp_bytes: 1 << 20,
-            net: Default::default(),
-            before_start: None,
-        },
-        None,
-    );
-    let ended = spawned.and_then(|(pid, out, err, status)| {
-        drop((out, err));
-        wait_init(pid, status)
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    match ended? {
-        ExitInfo { code: Some(0), .. } => Ok(()),
-        other => Err(io::Error::other(format!("`true` ended with {other:?}"))),
-    }
-}
-
-fn try_clone(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: a fork-like clone whose child only exits.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_long,
-            0,
-            0,
-            0,
-            0,
-        )
-    };
-    if pid == 0 {
-        // SAFETY: the child exits at once.
-        unsafe { libc::_exit(0) }
-    }
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    process::wait_for(pid as i32).map(drop)
-}
-
-/// Makes the process non-dumpable: its `/proc/PID/environ`, `mem` and the like are unreadable
-/// to processes of the same user, and it cannot be traced without `CAP_SYS_PTRACE`.
-pub fn not_dumpable() {
-    // SAFETY: prctl with plain integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-}
-
-/// The sandbox a runner starts with: `None` when it is off or the kernel cannot give one (and
-/// weak sandboxes are allowed), an error naming every missing guarantee otherwise.
-pub fn start(
-    data_dir: &Path,
-    cfg: SandboxConfig,
-) -> Result<(Option<Arc<Sandbox>>, Report), String> {
-    if cfg.off {
-        tracing::warn!("sandbox OFF (benchmark setting): tasks run unconfined");
-        let mut report = Report::default();
-        report.push("sandbox", "everything", Some("turned off".into()));
-        return Ok((None, report));
-    }
-    let report = probe(data_dir);
-    for c in report.missing() {
-        tracing::warn!(
-            mechanism = c.mechanism,
-            error = c.missing.as_deref().unwrap_or(""),
-            "sandbox: missing; so not guaranteed: {}",
-            c.guards
-        );
-    }
-    if report.missing().next().is_some() && !cfg.allow_weak {
-        let missing: Vec<String> = report
-            .missing()
-            .map(|c| format!("{} ({})", c.mechanism, c.missing.as_deref().unwrap_or("")))
-            .collect();
-        return Err(format!(
-            "the kernel refuses part of the sandbox: {}; start with --allow-weak-sandbox (ANTCODE_ALLOW_WEAK_SANDBOX=1) to run without it",
-            missing.join("; ")
-        ));
-    }
-    if !usable(&report) {
-        tracing::warn!("sandbox unavailable: tasks run unconfined (--allow-weak-sandbox)");
-        return Ok((None, report));
-    }
-    let sandbox = Sandbox::new(data_dir, &report).map_err(|e| format!("sandbox: {e}"))?;
-    tracing::info!(summary = %report.summary(), uid = sandbox.uid, "sandbox ready");
-    Ok((Some(Arc::new(sandbox)), report))
 }
