@@ -45,6 +45,33 @@ pub enum Command {
     /// Recovery on the host, against the database: reset a password, promote a user.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Backs up the data dir of `antcode up` (running or not) into a new directory: the
+    /// database, the blobs, and the secret key and TLS files sealed with a passphrase read from
+    /// ANTCODE_BACKUP_PASSPHRASE or else the first line of stdin.
+    Backup(BackupArgs),
+    /// Restores a backup into a new or empty data dir, after checking the passphrase and every
+    /// file of the backup.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The data dir of `antcode up`.
+    #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-data")]
+    pub data_dir: PathBuf,
+    /// Where the backup goes: a new or empty directory.
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup (a directory written by `antcode backup`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data dir to restore into: a new or empty directory.
+    #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +320,14 @@ pub fn parse_labels(raw: &[String]) -> Result<std::collections::BTreeMap<String,
 pub fn resolve_paths(command: &mut Command) {
     match command {
         Command::Up(a) => resolve_path("--data-dir", &mut a.data_dir),
+        Command::Backup(a) => {
+            resolve_path("--data-dir", &mut a.data_dir);
+            resolve_path("--to", &mut a.to);
+        }
+        Command::Restore(a) => {
+            resolve_path("--from", &mut a.from);
+            resolve_path("--data-dir", &mut a.data_dir);
+        }
         Command::Admin(AdminCommand::ResetPassword(a) | AdminCommand::Promote(a)) => {
             resolve_path("--data-dir", &mut a.data_dir);
             if let Some(url) = a.database_url.as_mut() {
@@ -358,4 +393,17 @@ fn resolve_env_paths(names: &[&str]) {
             std::env::set_var(name, abs);
         }
     }
+}
+
+/// A secret a command needs: the variable `var`, else the first line of stdin; never argv,
+/// where other users of the host could read it.
+pub fn env_or_stdin_line(var: &str, what: &str) -> std::io::Result<String> {
+    if let Ok(value) = std::env::var(var) {
+        return Ok(value);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("reading {what} from stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

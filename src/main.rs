@@ -74,6 +74,31 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Edge(args) => run_edge(args).await,
         Command::Runner(args) => run_runner(args).await,
         Command::Admin(cmd) => run_admin(cmd).await,
+        Command::Backup(a) => {
+            let passphrase = antcode::backup::passphrase()?;
+            let done = antcode::backup::backup(&a.data_dir, &a.to, &passphrase).await?;
+            println!(
+                "backed up {} into {}: {} files, {} bytes; keep the passphrase, it is the only way to restore the keys",
+                a.data_dir.display(),
+                a.to.display(),
+                done.files,
+                done.bytes
+            );
+            Ok(())
+        }
+        Command::Restore(a) => {
+            let passphrase = antcode::backup::passphrase()?;
+            let done = antcode::backup::restore(&a.from, &a.data_dir, &passphrase).await?;
+            println!(
+                "restored {} into {}: {} files, {} bytes; start it with `antcode up --data-dir {}`",
+                a.from.display(),
+                a.data_dir.display(),
+                done.files,
+                done.bytes,
+                a.data_dir.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -120,14 +145,10 @@ async fn run_admin(cmd: AdminCommand) -> anyhow::Result<()> {
 
 /// The new password: `ANTCODE_NEW_PASSWORD`, else the first line of stdin.
 fn new_password() -> anyhow::Result<String> {
-    if let Ok(p) = std::env::var("ANTCODE_NEW_PASSWORD") {
-        return Ok(p);
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("reading the new password from stdin")?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    Ok(cli::env_or_stdin_line(
+        "ANTCODE_NEW_PASSWORD",
+        "the new password",
+    )?)
 }
 
 /// Who runs this, for the audit trail: `$USER`, else the numeric uid.

@@ -170,7 +170,12 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
     wait_ready(port, "up", &up_text).await;
 
     let script = substitute(
-        &format!("{}\n{}", block("walkthrough"), block("gateway")),
+        &format!(
+            "{}\n{}\n{}",
+            block("walkthrough"),
+            block("gateway"),
+            block("backup")
+        ),
         &[
             ("127.0.0.1:8000", format!("127.0.0.1:{port}")),
             ("EDGE_HOST:50051", format!("127.0.0.1:{edge_port}")),
@@ -201,6 +206,9 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
         dir.path().join("antcode-runner").is_dir(),
         "the gateway runner did not use its relative default data dir"
     );
+    // The backup of the live instance restored: a data dir `up` can start from.
+    assert!(dir.path().join("antcode-restored/antcode.db").is_file());
+    assert!(dir.path().join("antcode-restored/secret.key").is_file());
     let _ = up.kill();
     let _ = up.wait();
 }
@@ -256,7 +264,7 @@ async fn split_deployment_walkthrough_works_as_written() {
 
 #[test]
 fn every_marked_block_has_promises_or_commands() {
-    for name in ["two-commands", "walkthrough", "split", "gateway"] {
+    for name in ["two-commands", "walkthrough", "split", "gateway", "backup"] {
         assert!(!block(name).trim().is_empty(), "{name}");
     }
     assert_eq!(
