@@ -1,6 +1,6 @@
 //! Dispatch: the one path by which a run's job reaches the broker.
 //!
-//! A task declares secret *names*; [`Store::create_run`] copies the names into the run's
+//! A task declares secret *names*; [`RunStore::create_run`] copies the names into the run's
 //! [`Job`] (which is what `runs.job` stores, so SQL never holds a plaintext value). Whoever
 //! publishes a job (control's trigger/invoke/retry, the scheduler's tick and compensation) goes
 //! through [`publish_job`] or [`publish_jobs`], which open the named secrets into

@@ -2293,7 +2293,7 @@ async fn deposed_leader_cannot_fire(db: &TestDb) {
     );
 }
 
-/// One leader's batches write side by side ([`Store::fire_writers`] of them): they neither
+/// One leader's batches write side by side ([`ScheduleStore::fire_writers`] of them): they neither
 /// block nor deadlock each other on the fence, and a newer leader's token still refuses every
 /// batch of the old one written after it.
 async fn one_leaders_batches_write_side_by_side(db: &TestDb) {
