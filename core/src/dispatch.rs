@@ -1,12 +1,13 @@
 //! Dispatch: the one path by which a run's job reaches the broker.
 //!
-//! A task declares secret *names*; [`Store::create_run`] copies the names into the run's
-//! [`Job`] (which is what `runs.job` stores, so SQL never holds a plaintext value). Whoever
-//! publishes a job (control's trigger/invoke/retry, the scheduler's tick and compensation) goes
-//! through [`publish_job`] or [`publish_jobs`], which open the named secrets into
-//! [`Job::secret_env`] just for the broker message, and only if the run's project is granted the
-//! secret ([`SecretGrant`](crate::secrets::SecretGrant)). A secret that cannot be resolved or is
-//! not granted fails the run with a message saying which one, rather than running it without.
+//! A task declares secret *names*; [`RunStore::create_run`](crate::store::RunStore::create_run)
+//! copies the names into the run's [`Job`] (which is what `runs.job` stores, so SQL never holds
+//! a plaintext value). Whoever publishes a job (control's trigger/invoke/retry, the scheduler's
+//! tick and compensation) goes through [`publish_job`] or [`publish_jobs`], which open the named
+//! secrets into [`Job::secret_env`] just for the broker message, and only if the run's project is
+//! granted the secret ([`SecretGrant`](crate::secrets::SecretGrant)). A secret that cannot be
+//! resolved or is not granted fails the run with a message saying which one, rather than running
+//! it without.
 
 use crate::broker::{Broker, BrokerError};
 use crate::model::{Job, Outcome, RunState};

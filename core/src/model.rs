@@ -50,7 +50,7 @@ pub struct User {
     pub generation: i64,
 }
 
-/// What [`crate::store::Store::change_user`] changes; `None` leaves a field as it is.
+/// What [`crate::store::UserStore::change_user`] changes; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct UserChange {
     pub role: Option<Role>,

@@ -140,7 +140,7 @@ async fn apply_batch(
 /// (from its first read) for more events before it is applied, and is applied as soon as every
 /// start in it has its end: a short run's start and end then share one commit (on SQLite an
 /// fsync on the one write connection, which triggers queue behind) and one `UPDATE`
-/// (`Store::record_events`). Nobody waits on a start the way `invoke` waits on an end; an end
+/// (`RunStore::record_events`). Nobody waits on a start the way `invoke` waits on an end; an end
 /// waits only beside another run's start, and at most the linger. A batch of ends alone (or
 /// of finished pairs) is applied at once, so a lone run's end is not delayed.
 async fn with_company(

@@ -2,7 +2,7 @@
 //!
 //! A pass reads the due tasks in batches of [`FIRE_BATCH`], the oldest fire time first. Each
 //! batch is planned in memory (the misfire and overlap policies of every task, against one read
-//! of the batch's active runs), written in ONE fenced transaction (`Store::fire_schedules`: the
+//! of the batch's active runs), written in ONE fenced transaction (`ScheduleStore::fire_schedules`: the
 //! runs and every task's next fire time) and its jobs published in one broker call. Batching is
 //! what lets one leader keep up with 100,000 schedules: a fire costs a row in a multi-row
 //! statement, not a transaction and three round trips of its own.
@@ -38,7 +38,7 @@ pub const FIRE_BATCH: u32 = 1_000;
 ///
 /// Three things overlap so that the SQL server, the network and the leader's CPU all work at
 /// once: the read of the next batch, the planning of the current one, and the writes of the
-/// batches before it (up to [`antcode_core::store::Store::fire_writers`] transactions in flight, each publishing its
+/// batches before it (up to [`antcode_core::store::ScheduleStore::fire_writers`] transactions in flight, each publishing its
 /// jobs once it commits). A batch's tasks stay due until its transaction commits, so the next
 /// read starts after the current batch's last task in the order of due tasks (a keyset on
 /// `(next_fire_at, id)`): each read costs its own rows however large the backlog, and no task is

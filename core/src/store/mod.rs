@@ -1,5 +1,11 @@
 //! The `Store` seam: SQL, the source of truth for users, projects, tasks, runs and audit.
 //!
+//! [`Store`] is the sum of one sub-trait per aggregate ([`UserStore`], [`ProjectStore`],
+//! [`TaskStore`], [`ScheduleStore`], [`RunStore`], [`AuditStore`], [`WorkerStore`],
+//! [`SecretStore`], and [`HealthStore`] for the liveness check); every type that implements them
+//! all is a `Store`. Methods called on `dyn Store` need no import; on a concrete store they need
+//! the sub-traits, which [`prelude`] brings in.
+//!
 //! One implementation, [`sql::SqlStore`], speaks SQLite (embedded default), PostgreSQL and
 //! MySQL/MariaDB through sqlx's `Any` driver; the dialect only changes DDL types and placeholders.
 //! Every run transition that a runner causes is fenced by `(attempt, lease_token)` here, at the
@@ -77,7 +83,7 @@ pub struct NewRun {
     pub due_at: Option<i64>,
 }
 
-/// One due time of a schedule for [`Store::fire_schedules`].
+/// One due time of a schedule for [`ScheduleStore::fire_schedules`].
 #[derive(Debug, Clone)]
 pub struct Fire {
     /// The run to create; `due_at` must be set (it is what makes the fire unique).
@@ -93,14 +99,14 @@ pub struct DueKey {
     pub id: String,
 }
 
-/// A queued run's place in the order [`Store::due_queued_jobs`] reads them: `(not_before, id)`.
+/// A queued run's place in the order [`RunStore::due_queued_jobs`] reads them: `(not_before, id)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedKey {
     pub not_before: i64,
     pub id: String,
 }
 
-/// A page of [`Store::due_queued_jobs`].
+/// A page of [`RunStore::due_queued_jobs`].
 #[derive(Debug, Clone, Default)]
 pub struct DueJobs {
     pub jobs: Vec<Job>,
@@ -117,7 +123,7 @@ pub struct NextFire {
     pub to: Option<i64>,
 }
 
-/// What [`Store::record_events`] applied for one runner report.
+/// What [`RunStore::record_events`] applied for one runner report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     /// `queued` → `running` (or a repeat of the same start).
@@ -139,11 +145,15 @@ pub enum FinishApplied {
     Requeued(Run),
 }
 
+/// Whether the database answers.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait HealthStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
+}
 
-    // users and credentials
+/// Users and their credentials (API tokens and session tokens).
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn user_by_name(&self, username: &str) -> StoreResult<User>;
     async fn user(&self, id: &str) -> StoreResult<User>;
@@ -155,14 +165,17 @@ pub trait Store: Send + Sync + 'static {
     /// are one transaction that holds the enabled admins' rows, so two admins demoting each
     /// other at once cannot both succeed.
     async fn change_user(&self, id: &str, change: &UserChange) -> StoreResult<User>;
-    /// Deletes a user and their tokens; [`StoreError::LastAdmin`] as for [`Store::change_user`].
+    /// Deletes a user and their tokens; [`StoreError::LastAdmin`] as for [`UserStore::change_user`].
     async fn delete_user(&self, id: &str) -> StoreResult<()>;
     async fn create_token(&self, token: &ApiToken) -> StoreResult<()>;
     async fn token_by_hash(&self, hash: &str) -> StoreResult<ApiToken>;
     async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<ApiToken>>;
     async fn delete_token(&self, id: &str) -> StoreResult<()>;
+}
 
-    // projects
+/// Projects and their numbered versions.
+#[async_trait]
+pub trait ProjectStore: Send + Sync + 'static {
     async fn create_project(&self, project: &Project, first: &ProjectVersion) -> StoreResult<()>;
     async fn project(&self, id: &str) -> StoreResult<Project>;
     async fn project_by_name(&self, name: &str) -> StoreResult<Project>;
@@ -175,8 +188,11 @@ pub trait Store: Send + Sync + 'static {
     /// The project's current version, in one read; `NotFound` if the project is gone.
     async fn current_version(&self, project_id: &str) -> StoreResult<ProjectVersion>;
     async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>>;
+}
 
-    // tasks
+/// Tasks: what runs, from which project, on which schedule.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
     async fn create_task(&self, task: &Task) -> StoreResult<()> {
         self.create_tasks(std::slice::from_ref(task)).await
     }
@@ -193,6 +209,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>>;
     async fn update_task(&self, task: &Task) -> StoreResult<()>;
     async fn delete_task(&self, id: &str) -> StoreResult<()>;
+}
+
+/// What the scheduler leader reads and writes to fire due schedules.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
     /// Active (unpaused) tasks with a schedule whose next fire time is at or before `now_ms`,
     /// ordered by `(next_fire_at, id)`, at most `limit`, and only those after `after` in that
     /// order: the key of the last task of the previous batch, so the scheduler reads the next
@@ -203,11 +224,7 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         after: Option<&DueKey>,
     ) -> StoreResult<Vec<Task>>;
-
-    // runs
-    /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
-    async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
-    /// How many [`Store::fire_schedules`] transactions a scheduler leader may have in flight at
+    /// How many [`ScheduleStore::fire_schedules`] transactions a scheduler leader may have in flight at
     /// once. One by default: an engine with one writer at a time (SQLite) would only make a
     /// second one wait for the first.
     fn fire_writers(&self) -> usize {
@@ -227,6 +244,13 @@ pub trait Store: Send + Sync + 'static {
         token: u64,
         at_ms: i64,
     ) -> StoreResult<Vec<Option<Job>>>;
+}
+
+/// Runs: creation, the queue, fenced runner reports, cancels and history.
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
+    async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
     /// The `queued` (held ones included) and `running` runs of these tasks, by id.
     async fn active_runs(&self, task_ids: &[String]) -> StoreResult<Vec<Run>>;
     /// Queued runs whose queue timeout passed without a start, the longest expired first.
@@ -274,8 +298,8 @@ pub trait Store: Send + Sync + 'static {
         outcome: &Outcome,
         at_ms: i64,
     ) -> StoreResult<FinishApplied>;
-    /// Applies runner reports in order, each fenced exactly as [`Store::mark_started`] and
-    /// [`Store::finish_attempt`] would, but written in one transaction: one commit for the
+    /// Applies runner reports in order, each fenced exactly as [`RunStore::mark_started`] and
+    /// [`RunStore::finish_attempt`] would, but written in one transaction: one commit for the
     /// events that arrived together. Results line up with `events`. An `Interrupted` report,
     /// fenced by the running attempt and its lease token, queues the run again at once as
     /// `attempt + 1` with `max_attempts + 1`, so the interruption uses up no retry; a run whose
@@ -285,14 +309,20 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run>;
     async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>>;
     async fn add_history(&self, entry: &RunHistoryEntry) -> StoreResult<()>;
+}
 
-    // audit and secrets
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
     /// Appends entries, all or none (one statement per up to a few hundred rows, in one
     /// transaction), so a writer that batches them pays one commit for many.
     async fn add_audit(&self, entries: &[AuditEntry]) -> StoreResult<()>;
     async fn list_audit(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<AuditEntry>>;
+}
 
-    // worker identity (enrollment keys and enrolled workers)
+/// Worker identity: enrollment keys and enrolled workers.
+#[async_trait]
+pub trait WorkerStore: Send + Sync + 'static {
     async fn create_worker_key(&self, key: &WorkerKey) -> StoreResult<()>;
     async fn list_worker_keys(&self) -> StoreResult<Vec<WorkerKey>>;
     /// Trades an unused, unexpired key for `worker` in one transaction: the key is marked used
@@ -311,7 +341,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_worker_records(&self) -> StoreResult<Vec<WorkerRecord>>;
     /// Marks the worker revoked (idempotent); returns it as it is now.
     async fn revoke_worker(&self, id: &str) -> StoreResult<WorkerRecord>;
-    // task secrets (sealed values; see crate::secrets)
+}
+
+/// Task secrets (sealed values; see `crate::secrets`) and their grants to projects.
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
     /// Inserts or replaces the secret called `secret.meta.name`, keeping the original
     /// `created_at` on replace. Returns true when it was created.
     async fn put_secret(&self, secret: &crate::secrets::SealedSecret) -> StoreResult<bool>;
@@ -336,3 +370,34 @@ pub trait Store: Send + Sync + 'static {
         grants: &[crate::secrets::SecretGrant],
     ) -> StoreResult<()>;
 }
+
+/// Declares [`Store`] as the sum of the sub-traits it is given, implements it for every type
+/// that implements them all, and re-exports them in [`prelude`]: the list is written once.
+macro_rules! store_of {
+    ($($sub:ident),+ $(,)?) => {
+        /// The whole seam: every aggregate's store. Implemented for every type that implements
+        /// the sub-traits, so an implementation only writes those; `dyn Store` offers all their
+        /// methods.
+        pub trait Store: $($sub +)+ Send + Sync + 'static {}
+
+        impl<T> Store for T where T: $($sub +)+ Send + Sync + 'static {}
+
+        /// The sub-traits, for callers that call the store's methods on a concrete type or a
+        /// generic `T: Store` (on `dyn Store` they need no import).
+        pub mod prelude {
+            pub use super::{$($sub),+};
+        }
+    };
+}
+
+store_of!(
+    HealthStore,
+    UserStore,
+    ProjectStore,
+    TaskStore,
+    ScheduleStore,
+    RunStore,
+    AuditStore,
+    WorkerStore,
+    SecretStore,
+);

@@ -1,4 +1,4 @@
-//! [`Store::create_run`] as a group commit: runs created while the writer is busy wait
+//! [`RunStore::create_run`] as a group commit: runs created while the writer is busy wait
 //! together and are written in one transaction (one multi-row insert of runs, one of their
 //! history lines, one commit, which on SQLite is one `fsync`) instead of one transaction each.
 //!

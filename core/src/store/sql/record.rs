@@ -1,6 +1,6 @@
 //! Runner reports applied to runs: the fenced `queued → running` write and the attempt's
-//! outcome, one at a time ([`Store::mark_started`], [`Store::finish_attempt`]) or as a batch in
-//! one transaction ([`Store::record_events`], the recorder's path: one commit, which on SQLite
+//! outcome, one at a time ([`RunStore::mark_started`], [`RunStore::finish_attempt`]) or as a batch in
+//! one transaction ([`RunStore::record_events`], the recorder's path: one commit, which on SQLite
 //! is one `fsync`, for every event that arrived together). In a batch, a run's start and the
 //! end of that same attempt (a short run reports both before the recorder's next commit) are
 //! written as one `UPDATE` when the start applies as a first start; any other case is written
@@ -45,7 +45,7 @@ impl SqlStore {
             .ok_or(StoreError::NotFound)?;
         let retry = serde_json::from_str(&rows::text(&row, "retry")?)
             .map_err(|e| StoreError::Corrupt(format!("retry policy of run {run_id}: {e}")))?;
-        Ok((rows::run(&row)?, retry))
+        Ok((read_run(&row)?, retry))
     }
 
     /// `queued` → `running` for `ev`'s attempt on `conn`; its history entry is added to
@@ -70,7 +70,7 @@ impl SqlStore {
             history.push(started_entry(ev));
             return Ok(());
         }
-        let run = rows::run(
+        let run = read_run(
             &sqlx::query(&self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?")))
                 .bind(ev.run_id)
                 .fetch_optional(&mut *conn)
@@ -280,7 +280,7 @@ impl SqlStore {
         Ok(recorded)
     }
 
-    /// [`Store::record_events`] in one transaction. An `Err` means nothing was committed.
+    /// [`RunStore::record_events`] in one transaction. An `Err` means nothing was committed.
     pub(super) async fn record_batch(
         &self,
         events: &[RunEvent],
@@ -498,4 +498,10 @@ fn history_entry(
         detail,
         at: at_ms,
     }
+}
+
+/// A per-run, per-attempt number for backoff jitter (stable, so a repeated report is harmless).
+fn jitter_seed(run_id: &str, attempt: u32) -> u64 {
+    let digest = crate::ids::sha256_hex(format!("{run_id}/{attempt}").as_bytes());
+    u64::from_str_radix(&digest[..16], 16).unwrap_or(0)
 }

@@ -1,0 +1,115 @@
+//! [`TaskStore`] on SQL: tasks, and a task read together with its project's current version.
+
+use super::*;
+use crate::store::rows::{json, opt_text, text};
+
+/// A task and its project's current version, if any, in one row: the task's columns as they
+/// are, the version's prefixed `v_`.
+static TASK_WITH_CURRENT_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {}, {} FROM tasks t LEFT JOIN projects p ON p.id = t.project_id \
+         LEFT JOIN project_versions v ON v.project_id = p.id AND v.version = p.current_version \
+         WHERE t.id = ?",
+        each_column(TASK_COLUMNS, |c| format!("t.{c}")),
+        each_column(VERSION_COLUMNS, |c| format!("v.{c} AS v_{c}")),
+    )
+});
+
+#[async_trait]
+impl TaskStore for SqlStore {
+    async fn create_tasks(&self, tasks: &[Task]) -> StoreResult<()> {
+        let mut tx = self.writes.begin().await?;
+        let insert = format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES");
+        self.insert_rows(
+            &mut tx,
+            &insert,
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tasks,
+            |q, t| {
+                q.bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.project_id)
+                    .bind(to_json(&t.spec))
+                    .bind(t.schedule.as_ref().map(to_json))
+                    .bind(t.paused as i64)
+                    .bind(t.next_fire_at)
+                    .bind(t.created_at)
+                    .bind(t.updated_at)
+            },
+        )
+        .await
+        .map_err(|e| conflict(e, "task name"))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn task(&self, id: &str) -> StoreResult<Task> {
+        read_task(
+            &self
+                .one(
+                    &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"),
+                    &[id],
+                )
+                .await?,
+        )
+    }
+
+    async fn task_with_current_version(
+        &self,
+        id: &str,
+    ) -> StoreResult<(Task, Option<ProjectVersion>)> {
+        let row = self.one(&TASK_WITH_CURRENT_VERSION, &[id]).await?;
+        let version = match row.try_get::<Option<i64>, _>("v_version")? {
+            Some(_) => Some(read_version_as(&row, "v_")?),
+            None => None,
+        };
+        Ok((read_task(&row)?, version))
+    }
+
+    async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>> {
+        let select = format!("SELECT {TASK_COLUMNS} FROM tasks");
+        self.newest_page(&select, limit, cursor, read_task, |t| t.id.clone())
+            .await
+    }
+
+    async fn update_task(&self, t: &Task) -> StoreResult<()> {
+        let sql = self.q("UPDATE tasks SET name = ?, project_id = ?, spec = ?, schedule = ?, paused = ?, next_fire_at = ?, updated_at = ? WHERE id = ?");
+        found(
+            sqlx::query(&sql)
+                .bind(&t.name)
+                .bind(&t.project_id)
+                .bind(to_json(&t.spec))
+                .bind(t.schedule.as_ref().map(to_json))
+                .bind(t.paused as i64)
+                .bind(t.next_fire_at)
+                .bind(t.updated_at)
+                .bind(&t.id)
+                .execute(&self.writes)
+                .await
+                .map_err(|e| conflict(e, "task name"))?,
+        )
+    }
+
+    async fn delete_task(&self, id: &str) -> StoreResult<()> {
+        self.delete_where_id("tasks", id).await
+    }
+}
+
+pub(super) const TASK_COLUMNS: &str =
+    "id, name, project_id, spec, schedule, paused, next_fire_at, created_at, updated_at";
+
+pub(super) fn read_task(row: &AnyRow) -> StoreResult<Task> {
+    let spec = text(row, "spec")?;
+    let schedule = opt_text(row, "schedule")?;
+    Ok(Task {
+        id: text(row, "id")?,
+        name: text(row, "name")?,
+        project_id: text(row, "project_id")?,
+        spec: json(&spec, "task spec")?,
+        schedule: schedule.map(|s| json(&s, "schedule")).transpose()?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        next_fire_at: row.try_get("next_fire_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
