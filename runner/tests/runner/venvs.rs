@@ -1,0 +1,292 @@
+//! Environments: requirements, `pyproject.toml` with `uv.lock`, build locks, garbage collection,
+//! and build scripts that see nothing of the runner.
+
+use crate::*;
+
+/// The `uv.lock` of a project whose pyproject asks for any `six`, locked at 1.16.0 (made with
+/// `uv lock`), so an install that ignored the lock would get a newer one.
+const SIX_LOCK: &str = r#"version = 1
+revision = 5
+requires-python = ">=3.8"
+
+[[package]]
+name = "demo"
+version = "0.1"
+source = { virtual = "." }
+dependencies = [
+    { name = "six" },
+]
+
+[package.metadata]
+requires-dist = [{ name = "six" }]
+
+[[package]]
+name = "six"
+version = "1.16.0"
+source = { registry = "https://pypi.org/simple" }
+sdist = { url = "https://files.pythonhosted.org/packages/71/39/171f1c67cd00715f190ba0b100d606d440a28c93c7714febeca8b79af85e/six-1.16.0.tar.gz", hash = "sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926", size = 34041, upload-time = "2021-05-05T14:18:18.379Z" }
+wheels = [
+    { url = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl", hash = "sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254", size = 11053, upload-time = "2021-05-05T14:18:17.237Z" },
+]
+"#;
+
+const SIX_PYPROJECT: &str = "[project]\nname = \"demo\"\nversion = \"0.1\"\nrequires-python = \">=3.8\"\ndependencies = [\"six\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyproject_and_uv_lock_provide_the_dependencies() {
+    let mut h = Harness::start(2).await;
+    let main: &[u8] = b"import six\nprint('six', six.__version__)\n";
+    let locked = h
+        .put_bundle(
+            BundleFormat::Zip,
+            zip_of(&[
+                ("main.py", main),
+                ("pyproject.toml", SIX_PYPROJECT.as_bytes()),
+                ("uv.lock", SIX_LOCK.as_bytes()),
+            ]),
+            None,
+        )
+        .await;
+    let unlocked = h
+        .put_bundle(
+            BundleFormat::Zip,
+            zip_of(&[
+                ("main.py", main),
+                ("pyproject.toml", SIX_PYPROJECT.as_bytes()),
+            ]),
+            None,
+        )
+        .await;
+    let with_lock = job(locked.clone(), "main.py");
+    h.publish(&with_lock).await;
+    let outcome = h.finished(&with_lock.run_id).await;
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+    assert!(
+        log.contains("six 1.16.0\n"),
+        "the lock was not honoured: {log}"
+    );
+
+    let without_lock = job(unlocked, "main.py");
+    h.publish(&without_lock).await;
+    let outcome = h.finished(&without_lock.run_id).await;
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+    assert!(log.contains("six 1."), "{log}");
+    // Two different inputs, two environments.
+    assert_eq!(h.venv_builds(), 2);
+
+    // The locked project again: its environment is reused.
+    let again = job(locked, "main.py");
+    h.publish(&again).await;
+    let outcome = h.finished(&again.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    assert_eq!(h.venv_builds(), 2);
+    h.stop().await;
+}
+
+/// A run that finds its environment being built waits for that build, not for the last user of
+/// the environment to leave: a warm zygote keeps its environment in use for as long as it lives,
+/// and the runs of its project kept coming, so such a wait never ended (the warm hang of #9).
+#[test]
+fn a_run_waiting_for_a_build_is_not_starved_by_users_of_the_environment() {
+    use antcode_runner::uv::{find_uv, Deps, Venvs};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("venvs");
+    let venvs = Arc::new(Venvs::new(root.clone(), find_uv(None).unwrap()));
+    let building = || {
+        std::fs::read_dir(&root)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".build-"))
+            })
+            .unwrap_or(false)
+    };
+    // Each try is a new environment (nothing to install); a try only counts if the second run
+    // asked while the first one's build was under way. Whether a wrong wait would hang depends
+    // on which of the two gets the lock first after the build, hence several tries.
+    let mut caught = 0;
+    for i in 0.. {
+        assert!(i < 30, "caught only {caught} builds in progress");
+        let deps = Deps::Project {
+            pyproject: format!(
+                "[project]\nname = \"p{i}\"\nversion = \"0.1\"\ndependencies = []\n"
+            ),
+            lock: None,
+        };
+        let ensure = |deps: Deps| {
+            let (venvs, (tx, rx)) = (venvs.clone(), std::sync::mpsc::channel());
+            std::thread::spawn(move || tx.send(venvs.ensure(None, &deps).unwrap()));
+            rx
+        };
+        let first = ensure(deps.clone());
+        let until = Instant::now() + PATIENCE;
+        while !building() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let second = ensure(deps);
+        let caught_now = building();
+        // The builder keeps its environment in use, as a zygote does.
+        let in_use = first.recv_timeout(PATIENCE).expect("the build ended");
+        assert!(in_use.built);
+        let got = second
+            .recv_timeout(PATIENCE)
+            .expect("the waiting run got the environment while the builder still used it");
+        assert_eq!(got.dir, in_use.dir);
+        assert!(!got.built, "built once");
+        caught += usize::from(caught_now);
+        if caught == 5 {
+            break;
+        }
+    }
+}
+
+/// Collects until `want` environments are gone (or 50 tries), returning what was removed. A
+/// process that another test starts holds a copy of every open lock from its fork to its exec,
+/// and the collector rightly reads a lock held for that moment as "in use" and skips it.
+fn collect_until(venvs: &antcode_runner::uv::Venvs, want: usize) -> Vec<String> {
+    let mut removed = Vec::new();
+    for _ in 0..50 {
+        removed.extend(venvs.collect_garbage().unwrap().removed);
+        if removed.len() >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    removed
+}
+
+#[test]
+fn venv_gc_removes_least_recently_used_but_never_one_in_use() {
+    use antcode_runner::uv::{find_uv, Deps, GcPolicy, Venvs};
+    let dir = tempfile::tempdir().unwrap();
+    let uv = find_uv(None).unwrap();
+    let root = dir.path().join("venvs");
+    // A generous policy while building, so nothing is collected yet.
+    let roomy = Venvs::with_gc(root.clone(), uv.clone(), GcPolicy::default());
+    // Three environments with distinct keys and nothing to install (a pyproject without
+    // dependencies), so the test needs no index.
+    let deps = |i: usize| Deps::Project {
+        pyproject: format!("[project]\nname = \"p{i}\"\nversion = \"0.1\"\ndependencies = []\n"),
+        lock: None,
+    };
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let v = roomy.ensure(None, &deps(i)).unwrap();
+        assert!(v.built);
+        keys.push(v.dir.file_name().unwrap().to_string_lossy().into_owned());
+        // mtimes must differ for the LRU order to be meaningful.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Use the first again: now the second is the least recently used.
+    let first_in_use = roomy.ensure(None, &deps(0)).unwrap();
+    assert!(!first_in_use.built);
+
+    let tight = Venvs::with_gc(
+        root.clone(),
+        uv.clone(),
+        GcPolicy {
+            max_count: 1,
+            max_bytes: u64::MAX,
+        },
+    );
+    let removed = collect_until(&tight, 2);
+    // One may stay: the most recently used (the first, also in use); the others go.
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.contains(&keys[1]) && removed.contains(&keys[2]));
+    assert!(root.join(&keys[0]).is_dir());
+    assert!(!root.join(&keys[1]).exists() && !root.join(&keys[2]).exists());
+
+    // With a zero budget everything unused goes, but an environment in use never does.
+    let none = Venvs::with_gc(
+        root.clone(),
+        uv,
+        GcPolicy {
+            max_count: 0,
+            max_bytes: 0,
+        },
+    );
+    let report = none.collect_garbage().unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(report.kept, 1);
+    assert!(first_in_use.python.exists());
+    drop(first_in_use);
+    assert_eq!(collect_until(&none, 1), vec![keys[0].clone()]);
+    assert!(!root.join(&keys[0]).exists());
+    // Collected environments come back on demand.
+    let rebuilt = roomy.ensure(None, &deps(0)).unwrap();
+    assert!(rebuilt.built && rebuilt.python.exists());
+    let leftovers: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".trash-") || n.starts_with(".build-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_collects_venvs_after_a_build() {
+    let mut h = Harness::start_with(1, |c| {
+        c.venv_gc.max_count = 1;
+    })
+    .await;
+    let a = h
+        .put_bundle(
+            BundleFormat::Py,
+            b"import six\nprint('a')\n".to_vec(),
+            Some("main.py"),
+        )
+        .await;
+    let mut first = job(a.clone(), "main.py");
+    first.requirements = "six".into();
+    h.publish(&first).await;
+    assert_eq!(h.finished(&first.run_id).await.state, RunState::Succeeded);
+    let b = h.py_job("print('b')\n").await;
+    h.publish(&b).await;
+    assert_eq!(h.finished(&b.run_id).await.state, RunState::Succeeded);
+    let venvs: Vec<_> = std::fs::read_dir(h.data_dir.join("venvs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert_eq!(venvs.len(), 1, "{venvs:?}");
+    assert_eq!(h.venv_builds(), 2);
+    // The first project's environment was collected, so it is built again.
+    let mut again = job(a, "main.py");
+    again.requirements = "six".into();
+    h.publish(&again).await;
+    assert_eq!(h.finished(&again.run_id).await.state, RunState::Succeeded);
+    assert_eq!(h.venv_builds(), 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requirements_build_script_does_not_see_the_runners_environment() {
+    // A variable of the runner's own, as the admin password or a database URL would be.
+    std::env::set_var("ANTCODE_TEST_RUNNER_SECRET", "hunter2");
+    let mut h = Harness::start(2).await;
+    let pkg = h.dir.path().join("leakcheck");
+    let seen = h.dir.path().join("seen-by-setup-py.txt");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("setup.py"),
+        format!(
+            "import os\nfrom setuptools import setup\nopen({:?}, 'w').write('\\n'.join(sorted(os.environ)))\nsetup(name='leakcheck', version='0.1', py_modules=[])\n",
+            seen.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut job = h.py_job("print('built')\n").await;
+    job.requirements = format!("leakcheck @ file://{}\n", pkg.display());
+    h.publish(&job).await;
+    let outcome = h.finished(&job.run_id).await;
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+    let names = std::fs::read_to_string(&seen).expect("setup.py ran");
+    assert!(names.lines().any(|n| n == "PATH"), "{names}");
+    assert!(
+        !names.lines().any(|n| n.starts_with("ANTCODE_")),
+        "the build saw the runner's variables: {names}"
+    );
+    h.stop().await;
+}
