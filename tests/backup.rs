@@ -3,8 +3,6 @@
 //! tasks, schedules, runs, their logs, and secrets that still open. A wrong passphrase, a
 //! damaged file and a non-empty target each fail in one line and write nothing.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use serde_json::{json, Value};
 
 use antcode::backup;
 use antcode::up::{self, Up, UpConfig};
-use support::{terminal, Api};
+use antcode_testkit::api::{terminal, Api};
 
 const PASSWORD: &str = "backup-test-password";
 const PASSPHRASE: &str = "correct horse battery staple";

@@ -1,15 +1,13 @@
 //! End to end, in process: `antcode up` on ephemeral ports with real SQLite, the in-process
 //! broker, a local blob directory, and real Python under uv.
 
-mod support;
-
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use antcode::up::{self, Up, UpConfig};
-use support::{terminal, Api};
+use antcode_testkit::api::{terminal, Api};
+use antcode_testkit::fixtures::zip_of;
 
 const PASSWORD: &str = "e2e-password-not-default";
 
@@ -51,18 +49,6 @@ async fn wait_terminal(c: &Api, run: &Value, limit: Duration) -> Value {
         .await
 }
 
-fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut w = zip::ZipWriter::new(&mut buf);
-    for (name, data) in entries {
-        w.start_file(*name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        w.write_all(data.as_bytes()).unwrap();
-    }
-    w.finish().unwrap();
-    buf.into_inner()
-}
-
 fn pid_is_dead(pid: i32) -> bool {
     // A killed process reparented to an init that does not reap stays a zombie: dead all the same.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -101,7 +87,10 @@ async fn python_runs_end_to_end() {
         .upload(
             "deps",
             "deps.zip",
-            zip_of(&[("main.py", main), ("requirements.txt", "six==1.16.0\n")]),
+            zip_of(&[
+                ("main.py", main.as_bytes()),
+                ("requirements.txt", b"six==1.16.0\n"),
+            ]),
             &[],
         )
         .await;

@@ -6,13 +6,15 @@
 //! (connections cut, new ones refused) under a running run does the same, and the run's end,
 //! reported while the database was gone, is recorded once it returns.
 
-mod support;
-
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_port, fresh_postgres, readyz, wait_readyz, Api, Procs, BIN};
+use antcode_testkit::api::Api;
+use antcode_testkit::db::fresh_postgres;
+use antcode_testkit::procs::{free_port, readyz, wait_readyz, Procs};
+
+const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 
 const PASSWORD: &str = "faults-password-not-default";
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -142,7 +144,7 @@ impl Drop for PrivateRedis {
 /// Control, a scheduler and a direct runner as OS processes on `database_url` and `redis_url`,
 /// with short lease and heartbeat times; returns them and control's port once it is ready.
 async fn start_split(database_url: String, redis_url: String) -> (Procs, u16) {
-    let mut p = Procs::new(vec![]);
+    let mut p = Procs::new(BIN, vec![]);
     let blobs = p.dir.path().join("blobs").display().to_string();
     p.env = vec![
         ("ANTCODE_DATABASE_URL".into(), database_url),
@@ -171,7 +173,7 @@ async fn start_split(database_url: String, redis_url: String) -> (Procs, u16) {
 async fn redis_going_away_is_not_ready_then_recovers_and_loses_nothing() {
     let mut redis = PrivateRedis::start(free_port());
     let redis_url = format!("redis://127.0.0.1:{}/0?prefix=faults", redis.port);
-    let (mut p, port) = start_split(fresh_postgres("faults"), redis_url).await;
+    let (mut p, port) = start_split(fresh_postgres().await, redis_url).await;
     let api = Api::login(port, PASSWORD).await;
     let task = api
         .script_task("hello", "print('hello through faults')\n", json!({}))
@@ -258,7 +260,7 @@ impl Outage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_going_away_is_not_ready_then_recovers_and_loses_nothing() {
     // The services reach the database only through the relay.
-    let direct = fresh_postgres("faults");
+    let direct = fresh_postgres().await;
     let (base, name) = direct.rsplit_once('/').unwrap();
     let host_port = base
         .rsplit_once('@')

@@ -16,8 +16,7 @@ use antcode_proto::worker::v1 as pb;
 use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
 use antcode_runner::gateway::{self, GatewayConfig, GatewayError, GatewaySource};
 
-mod support;
-use support::Api;
+use antcode_testkit::api::Api;
 
 const PASSWORD: &str = "gateway-password-not-default";
 /// Calls per second one identity may make; low so a burst trips it.

@@ -9,13 +9,15 @@
 //! order. `cargo run --release --` and `cargo install` stand for this build's binary: a release
 //! build would take the suite's whole time budget.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_port, fresh_postgres, readyz, s3_bucket, BIN};
+use antcode_testkit::db::fresh_postgres;
+use antcode_testkit::procs::{free_port, readyz};
+use antcode_testkit::s3::s3_bucket;
+
+const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 
 const README: &str = include_str!("../README.md");
 /// How long one walkthrough may take (the first run of a project builds its environment).
@@ -238,7 +240,7 @@ async fn split_deployment_walkthrough_works_as_written() {
         &[
             (
                 "postgres://antcode:secret@db.internal/antcode",
-                fresh_postgres("readme"),
+                fresh_postgres().await,
             ),
             (
                 "redis://:secret@redis.internal:6379/0",

@@ -6,15 +6,13 @@
 //! A write may land in the task's own view, where the path to its work dir exists as empty
 //! directories (the data dir's `runner/` among them): what counts is the host's file after.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 
 use antcode::up::{self, UpConfig};
-use support::{terminal, Api};
+use antcode_testkit::api::{terminal, Api};
 
 const PASSWORD: &str = "sandbox-test-password";
 

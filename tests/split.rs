@@ -6,12 +6,16 @@
 //! Redis every queued run is re-published from SQL and executed; a runner stopped with SIGTERM
 //! lets its runs finish, and a second SIGTERM hands them back to run again.
 
-mod support;
-
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use support::{flush_redis, free_port, fresh_postgres, s3_bucket, wait_readyz, Api, Procs};
+use antcode_testkit::api::Api;
+use antcode_testkit::db::fresh_postgres;
+use antcode_testkit::procs::{free_port, wait_readyz, Procs};
+use antcode_testkit::redis::flush_redis;
+use antcode_testkit::s3::s3_bucket;
+
+const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 
 const PASSWORD: &str = "split-password-not-default";
 /// Redis databases of their own, so flushing one touches nothing but its test.
@@ -24,26 +28,29 @@ const DRAIN_DB: u32 = 9;
 async fn start_control(tag: &str, db: u32) -> (Procs, u16) {
     let (endpoint, bucket) = s3_bucket(tag).await;
     flush_redis(db);
-    let mut d = Procs::new(vec![
-        ("ANTCODE_DATABASE_URL".into(), fresh_postgres(tag)),
-        (
-            "ANTCODE_REDIS_URL".into(),
-            format!("redis://127.0.0.1:6379/{db}?prefix={tag}"),
-        ),
-        ("ANTCODE_BLOB_URL".into(), format!("s3://{bucket}")),
-        ("ANTCODE_S3_ENDPOINT".into(), endpoint),
-        ("ANTCODE_S3_ACCESS_KEY".into(), "test".into()),
-        ("ANTCODE_S3_SECRET_KEY".into(), "test".into()),
-        ("ANTCODE_ADMIN_PASSWORD".into(), PASSWORD.into()),
-        (
-            "ANTCODE_SECRET_KEY".into(),
-            "0123456789abcdef0123456789abcdef".into(),
-        ),
-        ("ANTCODE_LOST_AFTER_S".into(), "3".into()),
-        ("ANTCODE_LEASE_TTL_S".into(), "3".into()),
-        ("ANTCODE_HEARTBEAT_S".into(), "1".into()),
-        ("RUST_LOG".into(), "warn".into()),
-    ]);
+    let mut d = Procs::new(
+        BIN,
+        vec![
+            ("ANTCODE_DATABASE_URL".into(), fresh_postgres().await),
+            (
+                "ANTCODE_REDIS_URL".into(),
+                format!("redis://127.0.0.1:6379/{db}?prefix={tag}"),
+            ),
+            ("ANTCODE_BLOB_URL".into(), format!("s3://{bucket}")),
+            ("ANTCODE_S3_ENDPOINT".into(), endpoint),
+            ("ANTCODE_S3_ACCESS_KEY".into(), "test".into()),
+            ("ANTCODE_S3_SECRET_KEY".into(), "test".into()),
+            ("ANTCODE_ADMIN_PASSWORD".into(), PASSWORD.into()),
+            (
+                "ANTCODE_SECRET_KEY".into(),
+                "0123456789abcdef0123456789abcdef".into(),
+            ),
+            ("ANTCODE_LOST_AFTER_S".into(), "3".into()),
+            ("ANTCODE_LEASE_TTL_S".into(), "3".into()),
+            ("ANTCODE_HEARTBEAT_S".into(), "1".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ],
+    );
     let port = free_port();
     d.spawn(
         "control",

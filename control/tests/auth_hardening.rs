@@ -4,12 +4,10 @@
 //! passwords that all get checked, a spoofed `X-Forwarded-For`, login CSRF, a CSRF token from
 //! another session, and bodies larger than a route needs.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use antcode_control::Cidr;
-use common::*;
+use antcode_testkit::control::*;
 use serde_json::{json, Value};
 
 const EDGE_TOKEN: &str = "et_test_edge_token";

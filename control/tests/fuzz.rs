@@ -5,13 +5,12 @@
 //! Cases come from a seeded RNG (`ANTCODE_FUZZ_SEED` replays a failure; the seed is printed in
 //! every assertion message), a few hundred per target so the whole file stays well under 20 s.
 
-mod common;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
-use common::*;
+use antcode_testkit::control::*;
+use antcode_testkit::fixtures::*;
 
 fn seed() -> u64 {
     std::env::var("ANTCODE_FUZZ_SEED")

@@ -6,10 +6,8 @@
 //!
 //! Alone in its test binary, so the process's RSS is this test's.
 
-mod common;
-
 use antcode_control::Cidr;
-use common::*;
+use antcode_testkit::control::*;
 use serde_json::json;
 
 fn rss_bytes() -> u64 {

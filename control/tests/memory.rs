@@ -4,13 +4,11 @@
 //! mix costs the server. The tests take one lock: a figure must not include another test's.
 //! Each prints its figure.
 
-mod common;
-
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use common::*;
+use antcode_testkit::control::*;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 

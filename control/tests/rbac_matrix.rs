@@ -18,9 +18,7 @@
 //! Refusals must come before body validation: a viewer posting an empty body to an admin
 //! operation is told 403, not which fields are missing.
 
-mod common;
-
-use common::{start, Server};
+use antcode_testkit::control::{start, Server};
 use serde_json::{json, Value};
 
 const GHOST: &str = "01900000-0000-7000-8000-000000000000";

@@ -7,15 +7,13 @@
 //! that script's message, it is never skipped. `ANTCODE_SCHEMATHESIS_SEED` replays a run;
 //! `ANTCODE_SCHEMATHESIS_EXAMPLES` changes the per-operation budget (default 25).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
 
-use common::*;
+use antcode_testkit::control::*;
 
 /// Runs the install script and returns the path of the `st` executable.
 fn schemathesis_cli() -> PathBuf {

@@ -2,13 +2,11 @@
 //! back (responses, audit, the database file), tasks that may only declare existing secrets,
 //! and runs whose broker message — and only that — carries the value.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
 use antcode_core::broker::LeaseRequest;
-use common::*;
+use antcode_testkit::control::*;
 use serde_json::{json, Value};
 
 const VALUE: &str = "hunter2-Ω-very-secret-0451";

@@ -5,8 +5,6 @@
 //! the broker's copy of the log lives outside this process too; what remains in the process is
 //! the runner.
 
-mod support;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +18,6 @@ use antcode_core::Shutdown;
 use antcode_runner::{run, RunnerConfig};
 use sha2::{Digest, Sha256};
 
-const REDIS_ENV: &str = "ANTCODE_TEST_REDIS_URL";
-const REDIS_DEFAULT: &str = "redis://127.0.0.1:6379";
 const LINES: usize = 1_000_000;
 /// The runner's own growth we accept while 100 MB pass through it.
 const MAX_GROWTH_KB: u64 = 64 * 1024;
@@ -56,12 +52,14 @@ async fn cleanup(url: &str, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_megabytes_byte_exact_with_bounded_memory() {
-    let url = std::env::var(REDIS_ENV).unwrap_or_else(|_| REDIS_DEFAULT.to_string());
+    let url = antcode_testkit::redis::redis_base();
     let prefix = format!("antcode-runner-test-{}", antcode_core::ids::new_id());
     let broker = Arc::new(
         RedisBroker::connect(&url, &prefix)
             .await
-            .unwrap_or_else(|e| panic!("Redis is not reachable at {url} (set {REDIS_ENV}): {e}")),
+            .unwrap_or_else(|e| {
+                panic!("Redis is not reachable at {url} (set ANTCODE_TEST_REDIS_URL): {e}")
+            }),
     );
     let dir = tempfile::tempdir().unwrap();
     let blobs = Arc::new(LocalBlobStore::new(dir.path().join("blobs")).unwrap());
@@ -93,7 +91,7 @@ w("".join(buf))
     };
     let job = Job {
         timeout_s: 300,
-        ..support::job(bundle, "main.py")
+        ..antcode_testkit::fixtures::job(bundle, "main.py")
     };
 
     let before = vm_hwm_kb();

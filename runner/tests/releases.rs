@@ -2,8 +2,6 @@
 //! window when no call comes, and never left behind on shutdown (in-process broker, real
 //! direct source).
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +25,7 @@ fn job(run_id: &str) -> Job {
     };
     Job {
         run_id: run_id.into(),
-        ..support::job(bundle, "main.py")
+        ..antcode_testkit::fixtures::job(bundle, "main.py")
     }
 }
 

@@ -11,14 +11,14 @@ use antcode_core::time::now_ms;
 use antcode_core::Shutdown;
 use antcode_scheduler::{leader::LOCK, SchedulerConfig};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+use antcode_testkit::redis::redis_base;
 
 /// Removes the test's keys when it ends, passed or not.
 struct Prefix(String);
 
 impl Drop for Prefix {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(REDIS_URL) else {
+        let Ok(client) = redis::Client::open(redis_base()) else {
             return;
         };
         let Ok(mut con) = client.get_connection() else {
@@ -44,9 +44,9 @@ async fn start(db_url: &str, prefix: &str, id: String) -> Instance {
     // Each instance has its own store pool and broker connection, as separate processes would.
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(db_url).await.unwrap());
     let broker: Arc<dyn Broker> = Arc::new(
-        RedisBroker::connect(REDIS_URL, prefix)
+        RedisBroker::connect(&redis_base(), prefix)
             .await
-            .expect("Redis at 127.0.0.1:6379"),
+            .expect("Redis (ANTCODE_TEST_REDIS_URL)"),
     );
     let mut c = SchedulerConfig::new(store, broker);
     c.instance_id = id.clone();
@@ -103,8 +103,11 @@ async fn killing_the_leader_repeatedly_neither_duplicates_nor_misses_a_fire() {
     let db_url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
     let prefix = Prefix(format!("antcode-test-{}", antcode_core::ids::new_id()));
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db_url).await.unwrap());
-    let probe: Arc<dyn Broker> =
-        Arc::new(RedisBroker::connect(REDIS_URL, &prefix.0).await.unwrap());
+    let probe: Arc<dyn Broker> = Arc::new(
+        RedisBroker::connect(&redis_base(), &prefix.0)
+            .await
+            .unwrap(),
+    );
 
     let now = now_ms();
     let project = Project {

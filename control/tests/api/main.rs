@@ -2,7 +2,10 @@
 //! blob directory: one test binary, a module per resource.
 
 #[path = "../common/mod.rs"]
-mod common;
+mod common {
+    pub use antcode_testkit::control::*;
+    pub use antcode_testkit::fixtures::*;
+}
 
 mod auth;
 mod projects;

@@ -4,11 +4,10 @@
 //! `conformance!` macro below stamps each one out as a `#[tokio::test]` per engine
 //! (`users::sqlite::`, `users::postgres::`, `users::mysql::`, …), on a fresh database of its own,
 //! so the same assertions hold SQLite, PostgreSQL and MariaDB to the same contract. PostgreSQL
-//! and MariaDB must be reachable (see `common`): an absent server fails. Fixtures shared by the
+//! and MariaDB must be reachable (see `antcode_testkit::db`): an absent server fails. Fixtures shared by the
 //! modules are in `support`.
 
-#[path = "../common/mod.rs"]
-mod common;
+use antcode_testkit::db as common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

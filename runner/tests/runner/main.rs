@@ -1,9 +1,7 @@
 //! The runner driven through its public API, on the real embedded seams (in-process broker,
 //! local blob directory) with real Python under real uv.
 
-#[path = "../support/mod.rs"]
-mod support;
-use support::job;
+use antcode_testkit::fixtures::{job, zip_of};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -41,20 +39,6 @@ struct Harness {
 
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
-}
-
-fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    {
-        let mut w = zip::ZipWriter::new(&mut buf);
-        for (name, data) in entries {
-            w.start_file(*name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            w.write_all(data).unwrap();
-        }
-        w.finish().unwrap();
-    }
-    buf.into_inner()
 }
 
 /// How runs start: a fresh interpreter each (cold), or forked from the project's zygote (warm,

@@ -1,7 +1,6 @@
 //! A control plane on an ephemeral port over real SQLite, the in-process broker and a local blob
-//! directory, all in a per-test temporary directory.
-
-#![allow(dead_code)]
+//! directory, all in a per-test temporary directory; and what its tests do through it (log in,
+//! call, check problem+json answers, play a runner).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -223,66 +222,6 @@ pub fn count_files(dir: &Path) -> usize {
             }
         })
         .sum()
-}
-
-pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    use std::io::Write;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, data) in entries {
-        w.start_file(*name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
-
-/// A tar.gz whose entry names (and link targets) are written raw, so unsafe ones can be built.
-pub fn tar_gz_of(entries: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
-    let files = entries.iter().map(|(name, data)| (*name, None, *data));
-    let links = symlinks
-        .iter()
-        .map(|(name, target)| (*name, Some(*target), &b""[..]));
-    tar_gz_in_order(&files.chain(links).collect::<Vec<_>>())
-}
-
-/// [`tar_gz_of`] with entries in the given order: `(name, Some(link target), _)` is a symlink,
-/// `(name, None, data)` a regular file.
-pub fn tar_gz_in_order(entries: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, target, data) in entries {
-        let mut h = tar::Header::new_old();
-        raw_name(&mut h, name);
-        h.set_size(data.len() as u64);
-        match target {
-            None => {
-                h.set_mode(0o644);
-                h.set_entry_type(tar::EntryType::Regular);
-            }
-            Some(target) => {
-                let t = target.as_bytes();
-                h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
-                h.set_mode(0o777);
-                h.set_entry_type(tar::EntryType::Symlink);
-            }
-        }
-        h.set_cksum();
-        b.append(&h, *data).unwrap();
-    }
-    let tar = b.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    gz.finish().unwrap()
-}
-
-fn raw_name(h: &mut tar::Header, name: &str) {
-    let n = name.as_bytes();
-    h.as_old_mut().name[..n.len()].copy_from_slice(n);
-}
-
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, data).unwrap();
-    gz.finish().unwrap()
 }
 
 /// A single-file project made from inline code; its id.

@@ -6,8 +6,7 @@
 //! fail. An unreachable server fails the test with a message naming the variable: CI starts the
 //! servers, so a missing one is a broken environment, never a reason to skip. Their names start
 //! with `ANTCODE_TEST_DB_PREFIX` (default `antcode_t_`), for servers shared with other users.
-
-#![allow(dead_code)]
+//! [`fresh_postgres`] makes one that outlives the test, for processes the test starts.
 
 use std::sync::Arc;
 
@@ -115,6 +114,14 @@ impl TestDb {
         let _ = conn.close().await;
         v
     }
+}
+
+/// A new, empty PostgreSQL database that is kept after the test (processes the test started may
+/// still use it while it ends); its URL.
+pub async fn fresh_postgres() -> String {
+    let mut db = TestDb::new(Engine::Postgres).await;
+    db.server = None;
+    db.url.clone()
 }
 
 impl Drop for TestDb {

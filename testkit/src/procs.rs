@@ -1,0 +1,175 @@
+//! `antcode` processes for the tests that run it as the operator would: each logs to a file in
+//! a temporary directory, is killed when dropped, and is read back for failure messages.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `antcode` process; killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// SIGTERM, then waits for a graceful exit (fails the test after 20 s).
+    pub fn terminate(&mut self) {
+        self.sigterm();
+        self.wait_exit();
+    }
+
+    /// Waits for the process to exit (fails the test after 20 s).
+    pub fn wait_exit(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not stop within 20 s", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `antcode` processes started with one environment, each logging to `NAME.log` in a temporary
+/// directory that [`Procs::logs`] reads back for failure messages.
+pub struct Procs {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    /// The `antcode` binary (`env!("CARGO_BIN_EXE_antcode")` in the root package's tests).
+    bin: String,
+    procs: Vec<Proc>,
+}
+
+impl Procs {
+    pub fn new(bin: &str, env: Vec<(String, String)>) -> Procs {
+        Procs {
+            dir: tempfile::tempdir().unwrap(),
+            env,
+            bin: bin.to_string(),
+            procs: vec![],
+        }
+    }
+
+    pub fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(&self.bin)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.procs.push(Proc {
+            name: name.into(),
+            child,
+        });
+    }
+
+    /// Starts `antcode runner --mode direct` named `name`, with a data dir of its own.
+    pub fn spawn_runner(&mut self, name: &str) {
+        self.spawn_runner_with(name, &[]);
+    }
+
+    /// [`Procs::spawn_runner`] with `extra` arguments.
+    pub fn spawn_runner_with(&mut self, name: &str, extra: &[&str]) {
+        let data = self.dir.path().join(name).display().to_string();
+        let mut args = vec![
+            "runner",
+            "--mode",
+            "direct",
+            "--name",
+            name,
+            "--data-dir",
+            &data,
+            "--ops-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(name, &args);
+    }
+
+    /// The latest process started under `name`.
+    pub fn proc(&mut self, name: &str) -> &mut Proc {
+        self.procs
+            .iter_mut()
+            .rev()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process named {name}"))
+    }
+
+    /// Every process's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", p.name)))
+                .unwrap_or_default();
+            out.push_str(&format!("--- {} ---\n{text}\n", p.name));
+        }
+        out
+    }
+
+    /// Panics naming every process that has exited.
+    pub fn assert_alive(&mut self) {
+        let mut dead = vec![];
+        for p in &mut self.procs {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                dead.push(format!("{} exited: {status}", p.name));
+            }
+        }
+        assert!(dead.is_empty(), "{dead:?}\n{}", self.logs());
+    }
+}
+
+/// The HTTP status of control's `/readyz` on `port`, or `None` when it does not answer.
+pub async fn readyz(port: u16) -> Option<u16> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    http.get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Waits (up to 60 s) until control's `/readyz` on `port` answers `want`.
+pub async fn wait_readyz(p: &Procs, port: u16, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while readyz(port).await != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "control /readyz never answered {want}\n{}",
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
