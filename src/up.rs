@@ -50,6 +50,9 @@ pub struct UpConfig {
     pub trusted_proxies: Vec<antcode_control::Cidr>,
     /// Run tasks even where the kernel refuses part of the sandbox (`--allow-weak-sandbox`).
     pub allow_weak_sandbox: bool,
+    /// Benchmarks only: runs without any sandbox, what the sandbox's cost is measured against
+    /// (as `ANTCODE_BENCH_NO_SANDBOX=1` does for any runner).
+    pub sandbox_off: bool,
 }
 
 impl UpConfig {
@@ -63,6 +66,7 @@ impl UpConfig {
             runner: true,
             runner_slots: 4,
             allow_weak_sandbox: false,
+            sandbox_off: false,
             queues: vec!["default".into()],
             lost_after: Duration::from_secs(15),
             edge_limits: antcode_edge::Limits::default(),
@@ -193,6 +197,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         runner.warm.queues = cfg.warm_queues.clone();
         runner.grace = cfg.grace;
         runner.sandbox.allow_weak |= cfg.allow_weak_sandbox;
+        runner.sandbox.off |= cfg.sandbox_off;
         runner.hurry = hurry.clone();
         let s = runner_stop.clone();
         tokio::spawn(async move { antcode_runner::run(runner, s).await.map_err(Into::into) })

@@ -8,8 +8,14 @@
 //! zygote), both on the same `antcode up`. With `--pairs N`, N more throughput phases of warm
 //! AntCode and of Celery follow, alternated, with the median of their ratios.
 //!
+//! The sandbox's cost: the cold and warm tasks again on an `up` whose runner has no sandbox,
+//! `--sandbox-rounds` times, alternated with the sandboxed ones; the summary gives each figure's
+//! range over the rounds against the sandbox's targets.
+//!
 //! Prints a table and writes the results file (`results.rs`): AntCode's variants are its rows,
 //! the bare spawn, Celery and the alternated pairs its peer.
+//!
+//! Past 800 lines: one benchmark's phases, peers and report, which read in order.
 
 mod fork;
 mod results;
@@ -19,7 +25,8 @@ const USAGE: &str = "\
 bench-runs: a no-op Python task through the whole system, beside a bare spawn and Celery
 
 Usage: bench-runs [--celery-venv DIR] [--slots 2] [--latency-n 50] [--throughput-n 2000]
-                  [--sequential-n 40] [--producers 4] [--pairs N] [--no-redis] [--warm-only]
+                  [--sequential-n 40] [--producers 4] [--pairs N] [--sandbox-rounds 1]
+                  [--no-redis] [--warm-only]
   --celery-venv DIR   a virtualenv with Celery and redis: measure Celery too
   --slots N           runner slots, and Celery worker processes
   --latency-n N       sequential triggers timed one by one (p50/p99)
@@ -27,6 +34,7 @@ Usage: bench-runs [--celery-venv DIR] [--slots 2] [--latency-n 50] [--throughput
   --sequential-n N    tasks run one after another
   --producers N       concurrent submitters in the throughput phase
   --pairs N           N more alternated throughput phases of warm AntCode and Celery
+  --sandbox-rounds N  N alternated measurements of the sandbox on and off (0 skips them)
   --no-redis          skip AntCode on the machine's Redis
   --warm-only         skip the cold task";
 
@@ -56,6 +64,8 @@ struct Args {
     /// (`--pairs N`): on a machine whose speed drifts, one phase of each minutes apart is not
     /// a comparison.
     pairs: usize,
+    /// Rounds of the sandbox on and off, alternated (`--sandbox-rounds N`).
+    sandbox_rounds: usize,
 }
 
 fn parse_args() -> (Args, Flags) {
@@ -69,6 +79,7 @@ fn parse_args() -> (Args, Flags) {
         redis: true,
         warm_only: false,
         pairs: 0,
+        sandbox_rounds: 1,
     };
     let mut flags = Flags::from_env("runs", USAGE);
     while let Some(flag) = flags.next() {
@@ -81,6 +92,7 @@ fn parse_args() -> (Args, Flags) {
             "--no-redis" => a.redis = false,
             "--warm-only" => a.warm_only = true,
             "--pairs" => a.pairs = flags.value(&flag),
+            "--sandbox-rounds" => a.sandbox_rounds = flags.value(&flag),
             // Absolute: the worker is started from the celery directory, and a relative program
             // path would be resolved against that.
             "--celery-venv" => {
@@ -298,6 +310,7 @@ fn bare_spawn(python: &std::path::Path, n: usize) -> anyhow::Result<Vec<f64>> {
 
 struct Measured {
     p50_ms: f64,
+    p95_ms: f64,
     p99_ms: f64,
     sequential_s: f64,
     throughput_s: f64,
@@ -317,6 +330,7 @@ impl Measured {
     fn skipped() -> Measured {
         Measured {
             p50_ms: f64::NAN,
+            p95_ms: f64::NAN,
             p99_ms: f64::NAN,
             sequential_s: f64::NAN,
             throughput_s: f64::NAN,
@@ -403,15 +417,39 @@ fn stage_means(
         .collect()
 }
 
-/// Cold and warm, one task each, on one `antcode up` with the broker at `broker_url` and
-/// SQLite's `synchronous` at `sqlite_synchronous` (its default, `full`, when `None`); with
-/// `warm_only`, the cold one is skipped.
-async fn measure_antcode(
-    a: &Args,
-    broker_url: &str,
-    sqlite_synchronous: Option<&str>,
+/// How one `antcode up` is set up for a measurement.
+#[derive(Clone, Copy)]
+struct Setup<'a> {
+    broker_url: &'a str,
+    /// SQLite's `synchronous` (its default, `full`, when `None`).
+    sqlite_synchronous: Option<&'a str>,
+    /// Skip the cold task.
     warm_only: bool,
-) -> anyhow::Result<(Measured, Measured)> {
+    /// The runner's sandbox (on in every real deployment).
+    sandbox: bool,
+}
+
+impl Setup<'static> {
+    /// The embedded broker, SQLite's default durability, the sandbox on.
+    fn embedded(warm_only: bool) -> Setup<'static> {
+        Setup {
+            broker_url: "memory://",
+            sqlite_synchronous: None,
+            warm_only,
+            sandbox: true,
+        }
+    }
+}
+
+/// Cold and warm, one task each, on one `antcode up` set up as `setup` says; with
+/// `setup.warm_only`, the cold one is skipped.
+async fn measure_antcode(a: &Args, setup: Setup<'_>) -> anyhow::Result<(Measured, Measured)> {
+    let Setup {
+        broker_url,
+        sqlite_synchronous,
+        warm_only,
+        sandbox,
+    } = setup;
     let dir = tempfile::tempdir()?;
     let mut cfg = UpConfig::new(dir.path().to_path_buf());
     cfg.broker_url = broker_url.to_string();
@@ -420,6 +458,7 @@ async fn measure_antcode(
     cfg.admin_password = PASSWORD.into();
     cfg.runner_slots = a.slots;
     cfg.sqlite_synchronous = sqlite_synchronous.map(str::to_string);
+    cfg.sandbox_off = !sandbox;
     let running = up::start(cfg).await?;
     let api = login(running.control_addr).await?;
     let form = reqwest::multipart::Form::new().text("name", "noop").part(
@@ -508,6 +547,7 @@ async fn measure_task(a: &Args, api: &Api, task_id: &str) -> anyhow::Result<Meas
     api.all_succeeded(task_id).await?;
     Ok(Measured {
         p50_ms: pct(&lat, 50.0),
+        p95_ms: pct(&lat, 95.0),
         p99_ms: pct(&lat, 99.0),
         sequential_s,
         throughput_s,
@@ -563,6 +603,7 @@ fn measure_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result<Measured> 
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     Ok(Measured {
         p50_ms: f("p50_ms"),
+        p95_ms: f("p95_ms"),
         p99_ms: f("p99_ms"),
         sequential_s: f("sequential_s"),
         throughput_s: f("throughput_s"),
@@ -599,7 +640,7 @@ async fn warm_against_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result
             true => Some(measure_celery(&quick, venv)?),
             false => None,
         };
-        let (_, warm) = measure_antcode(&quick, "memory://", None, true).await?;
+        let (_, warm) = measure_antcode(&quick, Setup::embedded(true)).await?;
         let celery = match celery_first {
             Some(c) => c,
             None => measure_celery(&quick, venv)?,
@@ -625,6 +666,121 @@ async fn warm_against_celery(a: &Args, venv: &std::path::Path) -> anyhow::Result
     Ok(pairs)
 }
 
+/// The cold and warm tasks with the sandbox on and off, round after round.
+struct SandboxRounds {
+    /// (cold, warm) with the sandbox on; the first is the table's main row.
+    on: Vec<(Measured, Measured)>,
+    off: Vec<(Measured, Measured)>,
+}
+
+/// `a.sandbox_rounds` rounds of the sandbox off and on, in alternating order so a drift of the
+/// machine's speed favours neither; `first` is an on-measurement already taken, which opens the
+/// first round.
+async fn sandbox_rounds(a: &Args, first: (Measured, Measured)) -> anyhow::Result<SandboxRounds> {
+    let mut rounds = SandboxRounds {
+        on: vec![first],
+        off: Vec::new(),
+    };
+    let off = Setup {
+        sandbox: false,
+        ..Setup::embedded(a.warm_only)
+    };
+    let on = Setup::embedded(a.warm_only);
+    for i in 0..a.sandbox_rounds {
+        // Round 1 is on (already measured) then off, round 2 off then on, and so on.
+        if i % 2 == 0 && i > 0 {
+            rounds.on.push(measure_antcode(a, on).await?);
+        }
+        rounds.off.push(measure_antcode(a, off).await?);
+        if i % 2 == 1 {
+            rounds.on.push(measure_antcode(a, on).await?);
+        }
+    }
+    Ok(rounds)
+}
+
+/// The lowest and highest of `xs` (NaN-free), as `a–b`, or one value.
+fn range(xs: &[f64], decimals: usize) -> String {
+    let xs: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match xs.len() {
+        0 => "—".into(),
+        _ if (hi - lo).abs() < f64::EPSILON => format!("{lo:.decimals$}"),
+        _ => format!("{lo:.decimals$}–{hi:.decimals$}"),
+    }
+}
+
+impl SandboxRounds {
+    /// Each target's figure over the rounds, sandbox on against off.
+    fn figures(&self, a: &Args, bare_p50: f64) -> Vec<(&'static str, String, Vec<f64>, Vec<f64>)> {
+        let n = a.throughput_n as f64;
+        let of = |rounds: &[(Measured, Measured)], f: &dyn Fn(&(Measured, Measured)) -> f64| {
+            rounds.iter().map(f).collect::<Vec<f64>>()
+        };
+        let fig = |name, target: &str, f: &dyn Fn(&(Measured, Measured)) -> f64| {
+            (name, target.to_string(), of(&self.on, f), of(&self.off, f))
+        };
+        vec![
+            fig("cold p50 over the bare spawn, ms", "≤ 5", &|r| {
+                r.0.p50_ms - bare_p50
+            }),
+            fig("cold p95, ms", "", &|r| r.0.p95_ms),
+            fig("warm p50 end to end, ms", "≤ 3", &|r| r.1.p50_ms),
+            fig("warm p95, ms", "", &|r| r.1.p95_ms),
+            fig("cold runs/s, 2 slots", "≥ 150", &|r| n / r.0.throughput_s),
+            fig("warm runs/s", "on ≥ 90% of off", &|r| {
+                n / r.1.throughput_s
+            }),
+            fig("cold CPU ms per run", "", &|r| r.0.cpu_ms_per_run),
+            fig("warm CPU ms per run", "", &|r| r.1.cpu_ms_per_run),
+        ]
+    }
+
+    /// Prints the sandbox's cost: each figure's range over the rounds, on and off.
+    fn summary(&self, a: &Args, bare_p50: f64) {
+        if self.off.is_empty() {
+            return;
+        }
+        println!(
+            "
+The sandbox's cost, {} round(s) each, alternated ({} slots; bare spawn p50 {bare_p50:.1} ms)
+",
+            self.off.len(),
+            a.slots
+        );
+        println!("| figure | sandbox on | sandbox off | target |");
+        println!("|---|---:|---:|---|");
+        for (name, target, on, off) in self.figures(a, bare_p50) {
+            println!(
+                "| {name} | {} | {} | {target} |",
+                range(&on, 1),
+                range(&off, 1)
+            );
+        }
+        let ratios: Vec<f64> = self
+            .on
+            .iter()
+            .zip(&self.off)
+            .map(|(on, off)| 100.0 * off.1.throughput_s / on.1.throughput_s)
+            .collect();
+        println!(
+            "
+Warm throughput, sandbox on / off: {}% (target ≥ 90%)",
+            range(&ratios, 0)
+        );
+    }
+
+    fn json(&self, a: &Args, bare_p50: f64) -> Value {
+        let figures: Vec<Value> = self
+            .figures(a, bare_p50)
+            .into_iter()
+            .map(|(name, target, on, off)| json!({"figure": name, "target": target, "on": on, "off": off}))
+            .collect();
+        json!({"rounds": self.off.len(), "figures": figures})
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (a, flags) = parse_args();
@@ -641,20 +797,35 @@ async fn main() -> anyhow::Result<()> {
     let bare_p50 = floors[0].1;
     // The warm fork by itself, before the system is up: what the fresh process costs alone.
     let fork_alone = fork::measure(1000).await?;
-    let (ours, warm) = measure_antcode(&a, "memory://", None, a.warm_only).await?;
+    let (ours, warm) = measure_antcode(&a, Setup::embedded(a.warm_only)).await?;
     // The same warm task without an fsync per commit: what SQLite's durability costs.
-    let (_, warm_normal) = measure_antcode(&a, "memory://", Some("normal"), true).await?;
+    let normal = Setup {
+        sqlite_synchronous: Some("normal"),
+        ..Setup::embedded(true)
+    };
+    let (_, warm_normal) = measure_antcode(&a, normal).await?;
     // The same on the machine's Redis (a database and key prefix of its own), as Celery uses it.
     let on_redis = format!(
         "redis://127.0.0.1:6379/3?prefix=bench-runs-{}",
         std::process::id()
     );
     let redis = match a.redis {
-        true => Some(measure_antcode(&a, &on_redis, None, a.warm_only).await?),
+        true => Some(
+            measure_antcode(
+                &a,
+                Setup {
+                    broker_url: &on_redis,
+                    ..Setup::embedded(a.warm_only)
+                },
+            )
+            .await?,
+        ),
         false => None,
     };
+    let sandbox = sandbox_rounds(&a, (ours, warm)).await?;
+    let (ours, warm) = (&sandbox.on[0].0, &sandbox.on[0].1);
     // Printed now, so a failing peer does not lose our numbers.
-    for (name, m) in [("cold", &ours), ("warm", &warm)] {
+    for (name, m) in [("cold", ours), ("warm", warm)] {
         eprintln!(
             "AntCode {name}: p50 {:.1} ms, p99 {:.1} ms, {} sequential {:.2} s, {} tasks {:.1} s (bare spawn p50 {bare_p50:.1} ms)",
             m.p50_ms, m.p99_ms, a.sequential_n, m.sequential_s, a.throughput_n, m.throughput_s
@@ -686,12 +857,24 @@ async fn main() -> anyhow::Result<()> {
             m.switches_per_run
         )
     };
-    row("AntCode cold (up: embedded broker, SQLite)", &ours);
-    row("AntCode warm (`warm: true`, forked from the zygote)", &warm);
+    row("AntCode cold (up: embedded broker, SQLite)", ours);
+    row("AntCode warm (`warm: true`, forked from the zygote)", warm);
     row(
         "AntCode warm, SQLite `synchronous=normal` (no fsync per commit)",
         &warm_normal,
     );
+    for (i, (cold, warm)) in sandbox.off.iter().enumerate() {
+        let round = match sandbox.off.len() {
+            1 => String::new(),
+            _ => format!(", round {}", i + 1),
+        };
+        row(&format!("AntCode cold, sandbox OFF{round}"), cold);
+        row(&format!("AntCode warm, sandbox OFF{round}"), warm);
+    }
+    for (i, (cold, warm)) in sandbox.on.iter().enumerate().skip(1) {
+        row(&format!("AntCode cold, round {}", i + 1), cold);
+        row(&format!("AntCode warm, round {}", i + 1), warm);
+    }
     if let Some((cold, warm)) = &redis {
         row("AntCode cold (up: Redis broker, SQLite)", cold);
         row("AntCode warm (up: Redis broker, SQLite)", warm);
@@ -733,9 +916,10 @@ async fn main() -> anyhow::Result<()> {
             a.throughput_n as f64 / c.throughput_s
         );
     }
+    sandbox.summary(&a, bare_p50);
     let mut staged = vec![
-        ("cold, embedded broker", &ours),
-        ("warm, embedded broker", &warm),
+        ("cold, embedded broker", ours),
+        ("warm, embedded broker", warm),
         ("warm, synchronous=normal", &warm_normal),
     ];
     if let Some((cold, warm)) = &redis {
@@ -763,15 +947,29 @@ async fn main() -> anyhow::Result<()> {
     };
     let n = a.throughput_n;
     let system = |name: &str, m: &Measured| {
-        json!({"name": name, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s,
+        json!({"name": name, "p50_ms": m.p50_ms, "p95_ms": m.p95_ms, "p99_ms": m.p99_ms, "sequential_s": m.sequential_s,
             "throughput_s": m.throughput_s, "tasks_per_s": n as f64 / m.throughput_s,
             "cpu_ms_per_task": m.cpu_ms_per_run, "switches_per_task": m.switches_per_run})
     };
     let mut rows = vec![
-        system("AntCode cold, embedded broker", &ours),
-        system("AntCode warm, embedded broker", &warm),
+        system("AntCode cold, embedded broker", ours),
+        system("AntCode warm, embedded broker", warm),
         system("AntCode warm, SQLite synchronous=normal", &warm_normal),
     ];
+    for (i, (cold, warm)) in sandbox.off.iter().enumerate() {
+        rows.push(system(
+            &format!("AntCode cold, sandbox off, round {}", i + 1),
+            cold,
+        ));
+        rows.push(system(
+            &format!("AntCode warm, sandbox off, round {}", i + 1),
+            warm,
+        ));
+    }
+    for (i, (cold, warm)) in sandbox.on.iter().enumerate().skip(1) {
+        rows.push(system(&format!("AntCode cold, round {}", i + 1), cold));
+        rows.push(system(&format!("AntCode warm, round {}", i + 1), warm));
+    }
     if let Some((cold, warm)) = &redis {
         rows.push(system("AntCode cold, Redis broker", cold));
         rows.push(system("AntCode warm, Redis broker", warm));
@@ -793,7 +991,8 @@ async fn main() -> anyhow::Result<()> {
         "latency_n": a.latency_n,
         "sequential_n": a.sequential_n,
         "throughput_n": n,
-        "stages_ms_per_run": {"warm": stages(&warm), "cold": stages(&ours)},
+        "sandbox": sandbox.json(&a, bare_p50),
+        "stages_ms_per_run": {"warm": stages(warm), "cold": stages(ours)},
         "warm_fork_alone": {"cpu_ms_per_run": fork_alone.cpu_ms, "wall_ms_per_run": fork_alone.wall_ms, "switches_per_run": fork_alone.switches},
     });
     println!();
