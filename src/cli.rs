@@ -123,14 +123,8 @@ pub struct UpArgs {
     /// Concurrent runs of the embedded runner.
     #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 4)]
     pub slots: usize,
-    /// Queues the embedded runner serves.
-    #[arg(
-        long = "queue",
-        env = "ANTCODE_QUEUES",
-        value_delimiter = ',',
-        default_value = "default"
-    )]
-    pub queues: Vec<String>,
+    #[command(flatten)]
+    pub queues: Queues,
     /// Do not start the embedded runner.
     #[arg(long)]
     pub no_runner: bool,
@@ -151,6 +145,19 @@ pub struct UpArgs {
     /// by default. The embedded edge needs none.
     #[arg(long = "trusted-proxy", env = "ANTCODE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
     pub trusted_proxies: Vec<antcode_control::Cidr>,
+}
+
+/// The queues a runner serves (`up`'s embedded one, or `antcode runner`).
+#[derive(Debug, Args)]
+pub struct Queues {
+    /// A queue to serve; repeatable, or comma-separated.
+    #[arg(
+        long = "queue",
+        env = "ANTCODE_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    pub queues: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -233,13 +240,8 @@ pub struct RunnerArgs {
     pub ops_listen: SocketAddr,
     #[arg(long, env = "ANTCODE_RUNNER_MODE", default_value = "direct")]
     pub mode: RunnerMode,
-    #[arg(
-        long = "queue",
-        env = "ANTCODE_QUEUES",
-        value_delimiter = ',',
-        default_value = "default"
-    )]
-    pub queues: Vec<String>,
+    #[command(flatten)]
+    pub queues: Queues,
     /// Labels as K=V, repeatable.
     #[arg(long = "label", env = "ANTCODE_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,

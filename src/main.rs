@@ -192,7 +192,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.admin_password = password;
     cfg.runner = !args.no_runner;
     cfg.runner_slots = args.slots;
-    cfg.queues = args.queues;
+    cfg.queues = args.queues.queues;
     cfg.sqlite_synchronous = args.sqlite_synchronous;
     cfg.grace = std::time::Duration::from_secs(args.grace_s);
     cfg.warm_queues = args.warm_queues;
@@ -333,34 +333,22 @@ async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
 async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     antcode_runner::sandbox::not_dumpable();
     let labels = cli::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
-    let max_limits = args.max_limits();
     if args.mode == RunnerMode::Gateway {
         return run_gateway_runner(args, labels).await;
     }
     let redis = args
         .redis_url
+        .as_deref()
         .context("direct mode needs --redis-url (ANTCODE_REDIS_URL)")?;
     let blob = args
         .blob_url
+        .as_deref()
         .context("direct mode needs --blob-url (ANTCODE_BLOB_URL)")?;
-    let broker = seams::open_broker(&redis).await.context(REDIS)?;
-    let blobs = seams::open_blobs(&blob).await.context(BLOB)?;
-    let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir);
-    config.max_limits = max_limits;
-    config.queues = args.queues;
-    config.labels = labels;
-    config.slots = args.slots;
-    config.sandbox.allow_weak |= args.allow_weak_sandbox;
-    config.warm.queues = args.warm_queues.clone();
-    config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));
-    config.heartbeat_interval = std::time::Duration::from_secs(args.heartbeat_s.max(1));
-    if let Some(name) = args.name {
-        config.name = name;
-    }
-    let signals = shutdown::Signals::from_os();
-    config.grace = std::time::Duration::from_secs(args.grace_s);
-    config.hurry = signals.hurry.clone();
-    let shutdown = signals.stop;
+    let broker = seams::open_broker(redis).await.context(REDIS)?;
+    let blobs = seams::open_blobs(blob).await.context(BLOB)?;
+    let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir.clone());
+    config.queues = args.queues.queues.clone();
+    let shutdown = runner_settings(&mut config, &args, labels).stop;
     let b = config.broker.clone();
     let ready: ops_http::Ready = Arc::new(move || {
         let b = b.clone();
@@ -373,6 +361,29 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What both runner modes take from their flags; the OS signals that stop the runner.
+fn runner_settings(
+    config: &mut antcode_runner::RunnerConfig,
+    args: &cli::RunnerArgs,
+    labels: std::collections::BTreeMap<String, String>,
+) -> shutdown::Signals {
+    use std::time::Duration;
+    config.labels = labels;
+    config.max_limits = args.max_limits();
+    config.slots = args.slots;
+    config.sandbox.allow_weak |= args.allow_weak_sandbox;
+    config.warm.queues = args.warm_queues.clone();
+    config.lease_ttl = Duration::from_secs(args.lease_ttl_s.max(1));
+    config.heartbeat_interval = Duration::from_secs(args.heartbeat_s.max(1));
+    if let Some(name) = &args.name {
+        config.name = name.clone();
+    }
+    let signals = shutdown::Signals::from_os();
+    config.grace = Duration::from_secs(args.grace_s);
+    config.hurry = signals.hurry.clone();
+    signals
+}
+
 /// `antcode runner --mode gateway --edge URL --ca FILE [--enroll KEY]`: the same engine as direct
 /// mode, with work, reports and bundles through the edge only.
 async fn run_gateway_runner(
@@ -380,12 +391,13 @@ async fn run_gateway_runner(
     labels: std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     use antcode_runner::gateway::{self, GatewayConfig, GatewaySource};
-    let max_limits = args.max_limits();
     let edge = args
         .edge
+        .clone()
         .context("gateway mode needs --edge https://HOST:50051")?;
     let ca_path = args
         .ca
+        .clone()
         .context("gateway mode needs --ca FILE (the cluster CA)")?;
     let ca_pem = std::fs::read_to_string(&ca_path)
         .with_context(|| format!("reading --ca {}", ca_path.display()))?;
@@ -395,19 +407,7 @@ async fn run_gateway_runner(
         seams::open_blobs(&args.data_dir.join("unused-blobs").display().to_string()).await?,
         args.data_dir.clone(),
     );
-    config.labels = labels.clone();
-    config.max_limits = max_limits;
-    config.slots = args.slots;
-    config.sandbox.allow_weak |= args.allow_weak_sandbox;
-    config.warm.queues = args.warm_queues.clone();
-    config.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_s.max(1));
-    config.heartbeat_interval = std::time::Duration::from_secs(args.heartbeat_s.max(1));
-    if let Some(name) = args.name {
-        config.name = name;
-    }
-    let signals = shutdown::Signals::from_os();
-    config.grace = std::time::Duration::from_secs(args.grace_s);
-    config.hurry = signals.hurry.clone();
+    let signals = runner_settings(&mut config, &args, labels.clone());
     let gw = GatewayConfig {
         edge_url: edge,
         ca_pem,

@@ -33,31 +33,48 @@ use crate::uv::{find_uv, Venvs};
 use crate::workdirs::WorkDirs;
 use crate::RunnerError;
 
-/// The transport-independent settings (see [`crate::RunnerConfig`] for their defaults).
+/// The transport-independent settings; [`crate::RunnerConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub worker_id: String,
     pub name: String,
     /// `direct` or `gateway`, as shown in the worker list.
     pub mode: String,
+    /// Queues served, default `["default"]`.
     pub queues: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Concurrent runs, default 2.
     pub slots: usize,
+    /// `venvs/`, `bundles/` and `work/` live under it.
     pub data_dir: PathBuf,
+    /// Default 2 s.
     pub heartbeat_interval: Duration,
+    /// Default 15 s: a lease not renewed for this long is reclaimed by the scheduler.
     pub lease_ttl: Duration,
+    /// Default 10 s: SIGTERM to the process group, then SIGKILL after this long.
     pub kill_grace: Duration,
-    /// How long a shutdown waits for running attempts to end before it interrupts them.
+    /// Default 30 s: how long a shutdown waits for running attempts before it interrupts them.
     pub grace: Duration,
-    /// Cancelled to end that wait at once (a second stop signal).
+    /// Cancelled to cut the shutdown's grace period short (a second stop signal).
     pub hurry: Shutdown,
+    /// An explicit uv binary; otherwise discovered (see [`crate::uv::find_uv`]).
     pub uv: Option<PathBuf>,
+    /// rlimits for every run, default: 4096 open files, memory and CPU time unlimited. A task
+    /// may tighten them (never loosen) through `ANTCODE_LIMIT_*` variables in its env (see
+    /// [`crate::execute::task_limits`]).
     pub limits: crate::process::Limits,
+    /// Virtualenv garbage collection bounds (least recently used go first), default 64
+    /// environments and 20 GiB.
     pub venv_gc: crate::uv::GcPolicy,
-    /// Warm starts (see [`crate::zygote`]).
+    /// Warm starts: which queues start warm, and the zygotes' idle TTL and bounds (default: no
+    /// queue; a task may still ask with `warm: true`).
     pub warm: crate::zygote::WarmConfig,
-    /// The most a task may ask for (a run above it fails; see [`crate::cgroup`]).
+    /// The most a task's `limits` may ask for; a run above it fails with a message naming the
+    /// field. Default: 8 GiB of memory, 4 CPUs, 4,096 processes, 8 GiB files (see
+    /// [`crate::cgroup`]).
     pub max_limits: antcode_core::model::RunLimits,
+    /// On unless turned off for a benchmark; a weak one only when allowed (see
+    /// [`crate::sandbox`]).
     pub sandbox: crate::sandbox::SandboxConfig,
 }
 

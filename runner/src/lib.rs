@@ -57,51 +57,29 @@ use antcode_core::Shutdown;
 pub use engine::{run_with_source, EngineConfig};
 pub use source::{DirectSource, SourceError, WorkSource};
 
-/// Everything a direct-mode runner needs.
+/// Everything a direct-mode runner needs: the engine's settings (reached through `Deref`, so
+/// `config.slots = 4` works) and the seams it leases from.
 #[derive(Clone)]
 pub struct RunnerConfig {
-    pub worker_id: String,
-    pub name: String,
-    /// Queues served, default `["default"]`.
-    pub queues: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    /// Concurrent runs, default 2.
-    pub slots: usize,
-    /// `venvs/`, `bundles/` and `work/` live under it.
-    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
     pub broker: Arc<dyn Broker>,
     pub blobs: Arc<dyn BlobStore>,
-    /// Default 2 s.
-    pub heartbeat_interval: Duration,
-    /// Default 15 s: a lease not renewed for this long is reclaimed by the scheduler.
-    pub lease_ttl: Duration,
-    /// Default 10 s: SIGTERM to the process group, then SIGKILL after this long.
-    pub kill_grace: Duration,
-    /// Default 30 s: how long a shutdown waits for running attempts before it interrupts them
-    /// (see [`engine`]).
-    pub grace: Duration,
-    /// Cancelled to cut the shutdown's grace period short (a second stop signal).
-    pub hurry: Shutdown,
-    /// An explicit uv binary; otherwise discovered (see [`uv::find_uv`]).
-    pub uv: Option<PathBuf>,
-    /// rlimits for every run, default: 4096 open files, memory and CPU time unlimited. A task
-    /// may tighten them (never loosen) through `ANTCODE_LIMIT_*` variables in its env (see
-    /// [`execute::task_limits`]).
-    pub limits: process::Limits,
-    /// Virtualenv garbage collection bounds (least recently used go first), default 64
-    /// environments and 20 GiB.
-    pub venv_gc: uv::GcPolicy,
-    /// Warm starts: which queues start warm, and the zygotes' idle TTL and bounds (default: no
-    /// queue; a task may still ask with `warm: true`).
-    pub warm: zygote::WarmConfig,
-    /// The most a task's `limits` may ask for; a run above it fails with a message naming the
-    /// field. Default: 8 GiB of memory, 4 CPUs, 4,096 processes, 8 GiB files.
-    pub max_limits: antcode_core::model::RunLimits,
-    /// On unless turned off for a benchmark; a weak one only when allowed (see [`sandbox`]).
-    pub sandbox: sandbox::SandboxConfig,
 }
 
-/// [`RunnerConfig::max_limits`]'s default.
+impl std::ops::Deref for RunnerConfig {
+    type Target = EngineConfig;
+    fn deref(&self) -> &EngineConfig {
+        &self.engine
+    }
+}
+
+impl std::ops::DerefMut for RunnerConfig {
+    fn deref_mut(&mut self) -> &mut EngineConfig {
+        &mut self.engine
+    }
+}
+
+/// [`EngineConfig::max_limits`]'s default.
 pub fn default_max_limits() -> antcode_core::model::RunLimits {
     antcode_core::model::RunLimits {
         memory_mb: 8192,
@@ -123,52 +101,39 @@ impl RunnerConfig {
         // interpreters, bundles) must be absolute whatever the caller passed.
         let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         RunnerConfig {
-            worker_id: antcode_core::ids::new_id(),
-            name: host,
-            queues: vec!["default".into()],
-            labels: BTreeMap::new(),
-            slots: 2,
-            data_dir,
+            engine: EngineConfig {
+                worker_id: antcode_core::ids::new_id(),
+                name: host,
+                mode: "direct".into(),
+                queues: vec!["default".into()],
+                labels: BTreeMap::new(),
+                slots: 2,
+                data_dir,
+                heartbeat_interval: Duration::from_secs(2),
+                lease_ttl: Duration::from_secs(15),
+                kill_grace: Duration::from_secs(10),
+                grace: Duration::from_secs(30),
+                hurry: Shutdown::new(),
+                uv: None,
+                limits: process::Limits {
+                    open_files: Some(4096),
+                    ..process::Limits::default()
+                },
+                venv_gc: uv::GcPolicy::default(),
+                warm: zygote::WarmConfig::default(),
+                max_limits: default_max_limits(),
+                sandbox: sandbox::SandboxConfig::from_env(),
+            },
             broker,
             blobs,
-            heartbeat_interval: Duration::from_secs(2),
-            lease_ttl: Duration::from_secs(15),
-            kill_grace: Duration::from_secs(10),
-            grace: Duration::from_secs(30),
-            hurry: Shutdown::new(),
-            uv: None,
-            limits: process::Limits {
-                open_files: Some(4096),
-                ..process::Limits::default()
-            },
-            venv_gc: uv::GcPolicy::default(),
-            warm: zygote::WarmConfig::default(),
-            max_limits: default_max_limits(),
-            sandbox: sandbox::SandboxConfig::from_env(),
         }
     }
 
     /// The transport-independent part of the configuration.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
-            worker_id: self.worker_id.clone(),
-            name: self.name.clone(),
-            mode: "direct".into(),
-            queues: self.queues.clone(),
-            labels: self.labels.clone(),
             slots: self.slots.max(1),
-            data_dir: self.data_dir.clone(),
-            heartbeat_interval: self.heartbeat_interval,
-            lease_ttl: self.lease_ttl,
-            kill_grace: self.kill_grace,
-            grace: self.grace,
-            hurry: self.hurry.clone(),
-            uv: self.uv.clone(),
-            limits: self.limits,
-            venv_gc: self.venv_gc,
-            warm: self.warm.clone(),
-            max_limits: self.max_limits,
-            sandbox: self.sandbox,
+            ..self.engine.clone()
         }
     }
 }

@@ -171,3 +171,22 @@ export function heading(text, ...actions) {
 export function link(href, text) {
   return h('a', { href }, text);
 }
+
+/** A list read page by page: `fetchPage(cursor)` answers `{ items, next_cursor }`, `show(rows)`
+ * renders every row read so far. Returns the box it renders into, its "Load more" button (errors
+ * go to `errors`) and `load`, which reads the next page. */
+export function pagedList(fetchPage, show, errors) {
+  const box = h('div', {});
+  const more = h('button', { type: 'button', hidden: true }, 'Load more');
+  const rows = [];
+  let cursor = '';
+  const load = async () => {
+    const res = await fetchPage(cursor);
+    rows.push(...res.items);
+    cursor = res.next_cursor || '';
+    more.hidden = !cursor;
+    put(clear(box), show(rows));
+  };
+  more.addEventListener('click', () => busy(more, errors, load));
+  return { box, more, load };
+}

@@ -474,136 +474,20 @@ fn record<T>(op: &'static str, started: Instant, result: &BlobResult<T>) {
         .record(started.elapsed().as_secs_f64());
 }
 
-#[async_trait]
-impl BlobStore for S3BlobStore {
-    async fn put(&self, key: &str, data: Bytes) -> BlobResult<()> {
-        let started = Instant::now();
-        let object = self.object_key(key)?;
-        let result = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&object)
-            .content_length(data.len() as i64)
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.backend("put", key, e));
-        record("put", started, &result);
-        result
-    }
+/// Runs one operation, recording its duration and outcome under `op`.
+async fn timed<T>(
+    op: &'static str,
+    operation: impl std::future::Future<Output = BlobResult<T>>,
+) -> BlobResult<T> {
+    let started = Instant::now();
+    let result = operation.await;
+    record(op, started, &result);
+    result
+}
 
-    async fn get(&self, key: &str) -> BlobResult<Bytes> {
-        let started = Instant::now();
-        let result = async {
-            let object = self.object_key(key)?;
-            let resp = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&object)
-                .send()
-                .await
-                .map_err(|e| self.read_error("get", key, e))?;
-            let body = resp
-                .body
-                .collect()
-                .await
-                .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
-            Ok(body.into_bytes())
-        }
-        .await;
-        record("get", started, &result);
-        result
-    }
-
-    async fn exists(&self, key: &str) -> BlobResult<bool> {
-        let started = Instant::now();
-        let object = self.object_key(key)?;
-        let result = match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&object)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) => match self.read_error("head", key, e) {
-                BlobError::NotFound(_) => Ok(false),
-                other => Err(other),
-            },
-        };
-        record("exists", started, &result);
-        result
-    }
-
-    async fn delete(&self, key: &str) -> BlobResult<()> {
-        let started = Instant::now();
-        let object = self.object_key(key)?;
-        // S3 answers 204 for a missing key already; some servers say 404, which is the same here.
-        let result = match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&object)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match self.read_error("delete", key, e) {
-                BlobError::NotFound(_) => Ok(()),
-                other => Err(other),
-            },
-        };
-        record("delete", started, &result);
-        result
-    }
-
-    async fn put_file(&self, key: &str, path: &Path) -> BlobResult<u64> {
-        let started = Instant::now();
-        let result = async {
-            let object = self.object_key(key)?;
-            let size = tokio::fs::metadata(path).await?.len();
-            if size > PART_SIZE {
-                self.put_multipart(key, &object, path, size).await?;
-            } else {
-                let body = ByteStream::read_from()
-                    .path(path)
-                    .length(Length::Exact(size))
-                    .build()
-                    .await
-                    .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&object)
-                    .content_length(size as i64)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| self.backend("put", key, e))?;
-            }
-            Ok(size)
-        }
-        .await;
-        record("put_file", started, &result);
-        result
-    }
-
-    async fn get_to_file(&self, key: &str, path: &Path) -> BlobResult<u64> {
-        let started = Instant::now();
-        let result = async {
-            let reader = self.get_stream(key).await?;
-            Ok(write_file_atomically(reader, path).await?)
-        }
-        .await;
-        record("get_to_file", started, &result);
-        result
-    }
-
-    async fn get_stream(&self, key: &str) -> BlobResult<BlobReader> {
+impl S3BlobStore {
+    /// The body of `key`'s object, not read yet.
+    async fn object_body(&self, key: &str) -> BlobResult<ByteStream> {
         let object = self.object_key(key)?;
         let resp = self
             .client
@@ -613,7 +497,121 @@ impl BlobStore for S3BlobStore {
             .send()
             .await
             .map_err(|e| self.read_error("get", key, e))?;
-        Ok(Box::pin(resp.body.into_async_read()))
+        Ok(resp.body)
+    }
+
+    /// Stores `body`, `size` bytes long, as `key`'s object in one request.
+    async fn put_body(&self, key: &str, size: u64, body: ByteStream) -> BlobResult<()> {
+        let object = self.object_key(key)?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .content_length(size as i64)
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.backend("put", key, e))
+    }
+
+    /// `Ok(true)` when `op` succeeded, `Ok(false)` when the key was missing, else the error.
+    fn found<T, E>(&self, op: &str, key: &str, sent: Result<T, SdkError<E>>) -> BlobResult<bool>
+    where
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => match self.read_error(op, key, e) {
+                BlobError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn put(&self, key: &str, data: Bytes) -> BlobResult<()> {
+        let size = data.len() as u64;
+        timed("put", self.put_body(key, size, ByteStream::from(data))).await
+    }
+
+    async fn get(&self, key: &str) -> BlobResult<Bytes> {
+        timed("get", async {
+            let body = self
+                .object_body(key)
+                .await?
+                .collect()
+                .await
+                .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+            Ok(body.into_bytes())
+        })
+        .await
+    }
+
+    async fn exists(&self, key: &str) -> BlobResult<bool> {
+        timed("exists", async {
+            let object = self.object_key(key)?;
+            let sent = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&object)
+                .send()
+                .await;
+            self.found("head", key, sent)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> BlobResult<()> {
+        timed("delete", async {
+            let object = self.object_key(key)?;
+            let sent = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&object)
+                .send()
+                .await;
+            // S3 answers 204 for a missing key already; some servers say 404, the same here.
+            self.found("delete", key, sent).map(|_| ())
+        })
+        .await
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> BlobResult<u64> {
+        timed("put_file", async {
+            let size = tokio::fs::metadata(path).await?.len();
+            if size > PART_SIZE {
+                let object = self.object_key(key)?;
+                self.put_multipart(key, &object, path, size).await?;
+            } else {
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .length(Length::Exact(size))
+                    .build()
+                    .await
+                    .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+                self.put_body(key, size, body).await?;
+            }
+            Ok(size)
+        })
+        .await
+    }
+
+    async fn get_to_file(&self, key: &str, path: &Path) -> BlobResult<u64> {
+        timed("get_to_file", async {
+            let reader = self.get_stream(key).await?;
+            Ok(write_file_atomically(reader, path).await?)
+        })
+        .await
+    }
+
+    async fn get_stream(&self, key: &str) -> BlobResult<BlobReader> {
+        let body = self.object_body(key).await?;
+        Ok(Box::pin(body.into_async_read()))
     }
 }
 

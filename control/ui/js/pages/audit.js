@@ -1,7 +1,7 @@
 // The audit trail (admin), newest first, filtered by actor, action prefix and resource.
 
 import { get, query } from '../api.js';
-import { h, clear, heading, field, errorBox, busy, table, timeEl, put } from '../dom.js';
+import { h, heading, field, errorBox, table, timeEl, put, pagedList } from '../dom.js';
 import { hashQuery } from '../app.js';
 
 function diff(e) {
@@ -25,21 +25,13 @@ export async function render(page, params, ctx) {
     ctx.navigate(`/audit${query({ actor: actor.value.trim(), action: action.value.trim(), resource: resource.value.trim() })}`);
   });
   const errors = errorBox();
-  const box = h('div', {});
-  const more = h('button', { type: 'button', hidden: true }, 'Load more');
-  const rows = [];
-  let cursor = '';
-  const load = async () => {
-    const res = await get(`/audit${query({ actor: actor.value.trim(), action: action.value.trim(), resource: resource.value.trim(), limit: 50, cursor })}`);
-    rows.push(...res.items);
-    cursor = res.next_cursor || '';
-    more.hidden = !cursor;
-    put(clear(box), table(['When', 'Actor', 'Action', 'Resource', 'Outcome', 'From', 'Change'], rows.map((e) => [
+  const { box, more, load } = pagedList(
+    (cursor) => get(`/audit${query({ actor: actor.value.trim(), action: action.value.trim(), resource: resource.value.trim(), limit: 50, cursor })}`),
+    (rows) => table(['When', 'Actor', 'Action', 'Resource', 'Outcome', 'From', 'Change'], rows.map((e) => [
       timeEl(e.at), e.actor, h('code', {}, e.action), e.resource ? h('code', {}, e.resource) : '—',
       h('span', { class: `badge ${e.outcome === 'ok' ? 'st-succeeded' : 'st-failed'}` }, e.outcome), e.address, diff(e),
-    ]), 'No entries match.'));
-  };
-  more.addEventListener('click', () => busy(more, errors, load));
+    ]), 'No entries match.'),
+    errors);
   put(page, heading('Audit log'), filters, errors, h('section', { class: 'card' }, box, more));
   await load();
 }

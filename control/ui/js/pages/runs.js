@@ -3,7 +3,7 @@
 // cancel and retry.
 
 import { api, get, post, query, getAll } from '../api.js';
-import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, fmtDuration, toast, confirmDialog, put } from '../dom.js';
+import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, fmtDuration, toast, confirmDialog, put, pagedList } from '../dom.js';
 import { hashQuery } from '../app.js';
 
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'lost'];
@@ -28,23 +28,15 @@ async function list(page, ctx) {
     ctx.navigate(`/runs${query({ state: state.value, task: task.value })}`);
   });
   const errors = errorBox();
-  const box = h('div', {});
-  const more = h('button', { type: 'button', hidden: true }, 'Load more');
-  const rows = [];
-  let cursor = '';
-  const load = async () => {
-    const res = await get(`/runs${query({ state: state.value, task_id: task.value, limit: 50, cursor })}`);
-    rows.push(...res.items);
-    cursor = res.next_cursor || '';
-    more.hidden = !cursor;
-    put(clear(box), table(['Run', 'Task', 'State', 'Attempt', 'Trigger', 'Worker', 'Queued', 'Duration', 'Exit'], rows.map((r) => [
+  const { box, more, load } = pagedList(
+    (cursor) => get(`/runs${query({ state: state.value, task_id: task.value, limit: 50, cursor })}`),
+    (rows) => table(['Run', 'Task', 'State', 'Attempt', 'Trigger', 'Worker', 'Queued', 'Duration', 'Exit'], rows.map((r) => [
       h('a', { href: `#/runs/${r.id}` }, shortId(r.id)),
       h('a', { href: `#/tasks/${r.task_id}` }, tname[r.task_id] || r.task_id),
       badge(r.state), `${r.attempt}/${r.max_attempts}`, r.trigger, r.worker_id ? shortId(r.worker_id) : '—',
       timeEl(r.queued_at), fmtDuration(r.duration_ms), r.exit_code ?? '—',
-    ]), 'No runs match.'));
-  };
-  more.addEventListener('click', () => busy(more, errors, load));
+    ]), 'No runs match.'),
+    errors);
   put(page, heading('Runs'), filters, errors, h('section', { class: 'card' }, box, more));
   await load();
 }

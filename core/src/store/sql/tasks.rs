@@ -15,6 +15,18 @@ static TASK_WITH_CURRENT_VERSION: std::sync::LazyLock<String> = std::sync::LazyL
     )
 });
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a task's columns from `name` to `next_fire_at`, in their order in `tasks`.
+fn bind_fields<'q>(q: AnyQuery<'q>, t: &'q Task) -> AnyQuery<'q> {
+    q.bind(&t.name)
+        .bind(&t.project_id)
+        .bind(to_json(&t.spec))
+        .bind(t.schedule.as_ref().map(to_json))
+        .bind(t.paused as i64)
+        .bind(t.next_fire_at)
+}
+
 #[async_trait]
 impl TaskStore for SqlStore {
     async fn create_tasks(&self, tasks: &[Task]) -> StoreResult<()> {
@@ -26,13 +38,7 @@ impl TaskStore for SqlStore {
             "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tasks,
             |q, t| {
-                q.bind(&t.id)
-                    .bind(&t.name)
-                    .bind(&t.project_id)
-                    .bind(to_json(&t.spec))
-                    .bind(t.schedule.as_ref().map(to_json))
-                    .bind(t.paused as i64)
-                    .bind(t.next_fire_at)
+                bind_fields(q.bind(&t.id), t)
                     .bind(t.created_at)
                     .bind(t.updated_at)
             },
@@ -75,13 +81,7 @@ impl TaskStore for SqlStore {
     async fn update_task(&self, t: &Task) -> StoreResult<()> {
         let sql = self.q("UPDATE tasks SET name = ?, project_id = ?, spec = ?, schedule = ?, paused = ?, next_fire_at = ?, updated_at = ? WHERE id = ?");
         found(
-            sqlx::query(&sql)
-                .bind(&t.name)
-                .bind(&t.project_id)
-                .bind(to_json(&t.spec))
-                .bind(t.schedule.as_ref().map(to_json))
-                .bind(t.paused as i64)
-                .bind(t.next_fire_at)
+            bind_fields(sqlx::query(&sql), t)
                 .bind(t.updated_at)
                 .bind(&t.id)
                 .execute(&self.writes)
