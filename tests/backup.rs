@@ -168,7 +168,10 @@ async fn a_live_instance_is_restored_elsewhere_with_all_it_held() {
     for r in runs["items"].as_array().unwrap() {
         let r = wait_done(&restored, r["id"].as_str().unwrap()).await;
         let lost = r["state"] == "lost"
-            && r["error"].as_str().unwrap_or_default().contains("lease is gone");
+            && r["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("lease is gone");
         assert!(r["state"] == "succeeded" || lost, "{r}");
     }
     // The secret still opens: the restored key is the one it was sealed under.
