@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use antcode_core::broker::memory::MemoryBroker;
 use antcode_core::broker::redis::RedisBroker;
-use antcode_core::broker::{Broker, HeldLease, LeaseRequest, LogChunk};
+use antcode_core::broker::{prelude::*, Broker, HeldLease, LeaseRequest, LogChunk};
 use antcode_core::model::{
     BundleFormat, BundleRef, Job, Outcome, RunEvent, RunEventKind, RunState, WorkerStatus,
 };
