@@ -1,4 +1,4 @@
-//! Opening the seams from configuration URLs, and [`seam_of!`], which declares a seam's trait as
+//! Opening the seams from configuration URLs, and `seam_of!`, which declares a seam's trait as
 //! the sum of its sub-traits.
 //!
 //! `antcode up` opens each one once and hands the same handles to every plane it runs, which is
