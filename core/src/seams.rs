@@ -1,4 +1,5 @@
-//! Opening the seams from configuration URLs.
+//! Opening the seams from configuration URLs, and `seam_of!`, which declares a seam's trait as
+//! the sum of its sub-traits.
 //!
 //! `antcode up` opens each one once and hands the same handles to every plane it runs, which is
 //! what lets the in-process broker serve them all.
@@ -8,6 +9,28 @@ use std::sync::Arc;
 use crate::blob::{local::LocalBlobStore, BlobStore};
 use crate::broker::{memory::MemoryBroker, Broker};
 use crate::store::{sql::SqlStore, Store};
+
+/// Declares a seam's trait (`Store`, `Broker`) as the sum of the sub-traits it is given, with the
+/// trait's docs written before its name; implements it for every type that implements them all;
+/// and re-exports the sub-traits in a `prelude` module beside it: the list is written once.
+macro_rules! seam_of {
+    ($(#[$doc:meta])* $seam:ident: $($sub:ident),+ $(,)?) => {
+        $(#[$doc])*
+        pub trait $seam: $($sub +)+ Send + Sync + 'static {}
+
+        impl<T> $seam for T where T: $($sub +)+ Send + Sync + 'static {}
+
+        #[doc = concat!(
+            "The sub-traits, for callers that call the seam's methods on a concrete type or a ",
+            "generic `T: ", stringify!($seam), "` (on `dyn ", stringify!($seam),
+            "` they need no import)."
+        )]
+        pub mod prelude {
+            pub use super::{$($sub),+};
+        }
+    };
+}
+pub(crate) use seam_of;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeamError {

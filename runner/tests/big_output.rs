@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use antcode_core::blob::local::LocalBlobStore;
 use antcode_core::blob::{bundle_key, BlobStore};
+use antcode_core::broker::prelude::*;
 use antcode_core::broker::redis::RedisBroker;
-use antcode_core::broker::Broker;
 use antcode_core::model::{BundleFormat, BundleRef, Job, RunEventKind, RunState};
 use antcode_core::Shutdown;
 use antcode_runner::{run, RunnerConfig};

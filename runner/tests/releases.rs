@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use antcode_core::broker::{memory::MemoryBroker, Broker, HeartbeatReply, HeldLease, LogChunk};
+use antcode_core::broker::{memory::MemoryBroker, prelude::*, HeartbeatReply, HeldLease, LogChunk};
 use antcode_core::model::{BundleFormat, BundleRef, Job, Lease, RunEvent, WorkerStatus};
 use antcode_runner::releases::{release_loop, Releases};
 use antcode_runner::source::{DirectSource, SourceError, WorkSource};

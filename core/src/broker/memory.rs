@@ -1,7 +1,7 @@
 //! [`MemoryBroker`]: the in-process `Broker` for `antcode up`. One mutex over plain collections
 //! and a `Notify` to wake parked lessees the moment a job is published. Nothing survives a
 //! restart, by design: the scheduler rebuilds the queues from SQL. Change announcements
-//! ([`Broker::announce_change`]) go through a broadcast channel.
+//! ([`ChangeBroker::announce_change`]) go through a broadcast channel.
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -134,11 +134,14 @@ impl MemoryBroker {
 }
 
 #[async_trait]
-impl Broker for MemoryBroker {
+impl HealthBroker for MemoryBroker {
     async fn ping(&self) -> BrokerResult<()> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl QueueBroker for MemoryBroker {
     async fn publish_many(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
         let added = {
             let mut st = self.lock();
@@ -170,6 +173,18 @@ impl Broker for MemoryBroker {
             .collect())
     }
 
+    async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
+        let st = self.lock();
+        Ok(st
+            .queues
+            .iter()
+            .map(|(q, jobs)| (q.clone(), jobs.len() as u64))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl LeaseBroker for MemoryBroker {
     async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
         let until = tokio::time::Instant::now() + wait;
         loop {
@@ -276,16 +291,10 @@ impl Broker for MemoryBroker {
             .get(run_id)
             .is_some_and(|l| l.lease_token == lease_token && l.deadline_ms >= now_ms()))
     }
+}
 
-    async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
-        let st = self.lock();
-        Ok(st
-            .queues
-            .iter()
-            .map(|(q, jobs)| (q.clone(), jobs.len() as u64))
-            .collect())
-    }
-
+#[async_trait]
+impl CancelBroker for MemoryBroker {
     async fn cancel(&self, run_id: &str) -> BrokerResult<()> {
         let mut st = self.lock();
         st.cancels.insert(run_id.to_string());
@@ -306,7 +315,10 @@ impl Broker for MemoryBroker {
             .cloned()
             .collect())
     }
+}
 
+#[async_trait]
+impl EventBroker for MemoryBroker {
     async fn publish_event(&self, event: &RunEvent) -> BrokerResult<()> {
         {
             let mut st = self.lock();
@@ -349,7 +361,10 @@ impl Broker for MemoryBroker {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl ChangeBroker for MemoryBroker {
     async fn announce_change(&self, run_id: &str) -> BrokerResult<()> {
         // No receiver is not an error: nobody is waiting.
         let _ = self.changes.send(run_id.to_string());
@@ -359,7 +374,10 @@ impl Broker for MemoryBroker {
     fn watch_changes(&self) -> RunChanges {
         self.changes.subscribe()
     }
+}
 
+#[async_trait]
+impl LogBroker for MemoryBroker {
     async fn append_log(&self, run_id: &str, chunks: &[LogChunk]) -> BrokerResult<()> {
         {
             let mut st = self.lock();
@@ -402,7 +420,10 @@ impl Broker for MemoryBroker {
             }
         }
     }
+}
 
+#[async_trait]
+impl WorkerBroker for MemoryBroker {
     async fn put_worker(&self, status: &WorkerStatus, ttl: Duration) -> BrokerResult<()> {
         let mut st = self.lock();
         st.workers
@@ -425,7 +446,10 @@ impl Broker for MemoryBroker {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl LeaderBroker for MemoryBroker {
     async fn acquire_leader(
         &self,
         name: &str,

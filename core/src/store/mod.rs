@@ -371,26 +371,10 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 }
 
-/// Declares [`Store`] as the sum of the sub-traits it is given, implements it for every type
-/// that implements them all, and re-exports them in [`prelude`]: the list is written once.
-macro_rules! store_of {
-    ($($sub:ident),+ $(,)?) => {
-        /// The whole seam: every aggregate's store. Implemented for every type that implements
-        /// the sub-traits, so an implementation only writes those; `dyn Store` offers all their
-        /// methods.
-        pub trait Store: $($sub +)+ Send + Sync + 'static {}
-
-        impl<T> Store for T where T: $($sub +)+ Send + Sync + 'static {}
-
-        /// The sub-traits, for callers that call the store's methods on a concrete type or a
-        /// generic `T: Store` (on `dyn Store` they need no import).
-        pub mod prelude {
-            pub use super::{$($sub),+};
-        }
-    };
-}
-
-store_of!(
+crate::seams::seam_of!(
+    /// The whole seam: every aggregate's store. Implemented for every type that implements the
+    /// sub-traits, so an implementation only writes those; `dyn Store` offers all their methods.
+    Store:
     HealthStore,
     UserStore,
     ProjectStore,

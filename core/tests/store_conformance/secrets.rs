@@ -2,7 +2,7 @@
 
 use super::*;
 use antcode_core::broker::memory::MemoryBroker;
-use antcode_core::broker::{Broker, LeaseRequest};
+use antcode_core::broker::{prelude::*, Broker, LeaseRequest};
 use antcode_core::dispatch::{self, PublishError, ResolveError};
 use antcode_core::secrets::{self, SealedSecret, SecretBox, SecretError, SecretGrant, SecretMeta};
 use sqlx::Row;

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use antcode_core::broker::{redis::RedisBroker, Broker, HeldLease, LeaseRequest};
+use antcode_core::broker::{prelude::*, redis::RedisBroker, HeldLease, LeaseRequest};
 use antcode_core::model::Job;
 
 mod job;

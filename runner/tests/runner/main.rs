@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use antcode_core::blob::local::LocalBlobStore;
 use antcode_core::blob::{bundle_key, BlobStore};
 use antcode_core::broker::memory::MemoryBroker;
-use antcode_core::broker::Broker;
+use antcode_core::broker::prelude::*;
 use antcode_core::model::{
     BundleFormat, BundleRef, Job, Outcome, RunEvent, RunEventKind, RunState,
     INTERRUPTED_BY_SHUTDOWN,

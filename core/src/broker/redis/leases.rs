@@ -1,0 +1,389 @@
+//! [`LeaseBroker`] on Redis: leasing queued entries (one script call that reads and claims, or
+//! a blocking read on a pooled connection when the queues are empty), heartbeats, release, hand
+//! back, and the reaper, which also puts back entries stranded by a lessee that died.
+
+use ::redis::{Script, ScriptInvocation};
+
+use super::*;
+use crate::ids::new_token;
+
+/// Leases taken per reaper round trip.
+const REAP_BATCH: usize = 500;
+
+impl RedisBroker {
+    /// Starts an invocation of a script built on `LUA_CLAIM_ENTRY` with its shared keys and
+    /// arguments: up to `max` leases for `worker_id` lasting `ttl`, one fresh token for each.
+    /// Also returns the leases' deadline, which [`parse_leases`] puts into them.
+    fn claim_invocation<'a>(
+        &self,
+        script: &'a Script,
+        streams: &[String],
+        worker_id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> (ScriptInvocation<'a>, i64) {
+        let now = now_ms();
+        let deadline = now + ttl.as_millis() as i64;
+        let mut inv = script.prepare_invoke();
+        inv.key(&self.hot.runs)
+            .key(&self.hot.leases)
+            .key(&self.hot.cancels);
+        for s in streams {
+            inv.key(s);
+        }
+        // Stored in the lease value as JSON, so `reap_expired` reads it back exactly.
+        let worker_json = serde_json::Value::from(worker_id).to_string();
+        inv.arg(GROUP)
+            .arg(deadline)
+            .arg(worker_json)
+            .arg(max)
+            .arg(max);
+        for _ in 0..max {
+            inv.arg(new_token("lt"));
+        }
+        (inv, deadline)
+    }
+
+    /// Runs the claim script over `(stream index, entry id)` pairs already read.
+    async fn claim(
+        &self,
+        streams: &[String],
+        entries: &[(usize, String)],
+        worker_id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
+        let (mut inv, deadline) =
+            self.claim_invocation(&self.scripts.claim, streams, worker_id, max, ttl);
+        for (idx, id) in entries {
+            // Lua indexes KEYS from 1 and the streams follow the three fixed keys.
+            inv.arg(idx + 4).arg(id);
+        }
+        parse_leases(
+            inv.invoke_async(&mut self.con()).await?,
+            worker_id,
+            deadline,
+        )
+    }
+
+    /// Releases `done`, then reads and claims, in one script call, without blocking; `None`
+    /// when a consumer group is missing (FLUSHALL; the releases ran before the read failed).
+    async fn lease_now(
+        &self,
+        streams: &[String],
+        req: &LeaseRequest,
+        done: &[HeldLease],
+    ) -> BrokerResult<Option<Vec<Lease>>> {
+        let (mut inv, deadline) = self.claim_invocation(
+            &self.scripts.lease,
+            streams,
+            &req.worker_id,
+            req.max,
+            req.ttl,
+        );
+        inv.arg(LESSEE);
+        for h in done {
+            inv.arg(&h.run_id).arg(&h.lease_token);
+        }
+        match inv.invoke_async(&mut self.con()).await {
+            Ok(raw) => parse_leases(raw, &req.worker_id, deadline).map(Some),
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.forget_groups();
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Claims entries a blocking read returned.
+    async fn claim_read(
+        &self,
+        streams: &[String],
+        entries: Entries,
+        req: &LeaseRequest,
+    ) -> BrokerResult<Vec<Lease>> {
+        if entries.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids: Vec<(usize, String)> = entries
+            .into_iter()
+            .filter_map(|(s, id, _)| streams.iter().position(|k| *k == s).map(|i| (i, id)))
+            .collect();
+        self.claim(streams, &ids, &req.worker_id, req.max, req.ttl)
+            .await
+    }
+
+    /// Puts back queue entries that a lessee read but never turned into leases (it died between
+    /// the two steps), so nothing published is stranded in a consumer-group PEL.
+    async fn recover_orphans(&self) -> BrokerResult<()> {
+        let queues: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(self.key("queues"))
+            .query_async(&mut self.con())
+            .await?;
+        for q in queues {
+            let stream = self.queue_key(&q);
+            let reply: Result<Value, RedisError> = ::redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(LESSEE)
+                .arg(self.orphan_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(100)
+                .arg("JUSTID")
+                .query_async(&mut self.con())
+                .await;
+            let reply = match reply {
+                Ok(v) => v,
+                Err(e) if e.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let ids: Vec<(usize, String)> = match &reply {
+                Value::Array(parts) if parts.len() >= 2 => as_array(&parts[1])
+                    .iter()
+                    .filter_map(as_string)
+                    .map(|id| (0, id))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !ids.is_empty() {
+                tracing::warn!(queue = %q, count = ids.len(), "re-queueing jobs stranded by a lessee that died");
+                self.claim(
+                    std::slice::from_ref(&stream),
+                    &ids,
+                    LESSEE,
+                    0,
+                    Duration::ZERO,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lease the reap script returned as (job JSON, `leased` value, deadline score).
+fn expired_lease(job: &str, leased: &str, score: &str) -> BrokerResult<Lease> {
+    let corrupt = |what: &str| BrokerError::Corrupt(format!("expired lease: {what}"));
+    let (token, _, worker) = leased_parts(leased).ok_or_else(|| corrupt("leased value"))?;
+    Ok(Lease {
+        job: serde_json::from_str(job).map_err(|e| corrupt(&e.to_string()))?,
+        lease_token: token.to_string(),
+        worker_id: serde_json::from_str(worker).map_err(|e| corrupt(&e.to_string()))?,
+        deadline_ms: score.parse::<f64>().map_err(|e| corrupt(&e.to_string()))? as i64,
+    })
+}
+
+/// Leases from a claim script's (job JSON, token) pairs.
+fn parse_leases(raw: Vec<String>, worker_id: &str, deadline_ms: i64) -> BrokerResult<Vec<Lease>> {
+    raw.chunks(2)
+        .map(|pair| {
+            let [job, token] = pair else {
+                return Err(BrokerError::Corrupt("lease reply of odd length".into()));
+            };
+            Ok(Lease {
+                job: serde_json::from_str(job)
+                    .map_err(|e| BrokerError::Corrupt(format!("leased job: {e}")))?,
+                lease_token: token.clone(),
+                worker_id: worker_id.to_string(),
+                deadline_ms,
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl LeaseBroker for RedisBroker {
+    async fn lease(&self, req: &LeaseRequest, wait: Duration) -> BrokerResult<Vec<Lease>> {
+        self.release_and_lease(&[], req, wait).await
+    }
+
+    async fn release_and_lease(
+        &self,
+        done: &[HeldLease],
+        req: &LeaseRequest,
+        wait: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
+        let mut streams: Vec<String> = Vec::new();
+        for q in &req.queues {
+            let k = self.queue_key(q);
+            if !streams.contains(&k) {
+                streams.push(k);
+            }
+        }
+        if req.max == 0 || streams.is_empty() {
+            for h in done {
+                self.release(&h.run_id, &h.lease_token).await?;
+            }
+            return Ok(vec![]);
+        }
+        if !done.is_empty() {
+            metrics::counter!("antcode_broker_releases_in_lease_total")
+                .increment(done.len() as u64);
+        }
+        let mut done = done;
+        let until = tokio::time::Instant::now() + wait;
+        let mut regrouped = false;
+        loop {
+            for s in &streams {
+                self.ensure_group(s, GROUP).await?;
+            }
+            // Work waiting: one call releases, reads and claims it. Otherwise block, then claim.
+            let mut leases = self.lease_now(&streams, req, done).await?;
+            // The script released `done` before it read, whatever the read found.
+            done = &[];
+            let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+            if leases.as_ref().is_some_and(|l| l.is_empty()) && !remaining.is_zero() {
+                leases = match self
+                    .read_group(GROUP, LESSEE, &streams, req.max, remaining)
+                    .await?
+                {
+                    Some(entries) => Some(self.claim_read(&streams, entries, req).await?),
+                    None => None,
+                };
+            }
+            let Some(leases) = leases else {
+                // The groups vanished (FLUSHALL): recreate them and read again, once per call.
+                if regrouped {
+                    return Err(BrokerError::Unavailable(
+                        "redis: queue consumer group keeps vanishing".into(),
+                    ));
+                }
+                regrouped = true;
+                continue;
+            };
+            if !leases.is_empty() {
+                metrics::counter!("antcode_broker_leases_total").increment(leases.len() as u64);
+                return Ok(leases);
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(vec![]);
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        held: &[HeldLease],
+        ttl: Duration,
+    ) -> BrokerResult<HeartbeatReply> {
+        let now = now_ms();
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(&self.hot.runs)
+            .key(&self.hot.leases)
+            .key(&self.hot.cancels)
+            .key(self.key("drain"))
+            .arg(worker_id)
+            .arg(now + ttl.as_millis() as i64)
+            .arg(now);
+        for h in held {
+            inv.arg(&h.run_id).arg(&h.lease_token);
+        }
+        let (cancels, lost, drain): (Vec<String>, Vec<String>, i64) =
+            inv.invoke_async(&mut self.con()).await?;
+        Ok(HeartbeatReply {
+            cancels,
+            lost,
+            drain: drain == 1,
+        })
+    }
+
+    async fn release(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
+        let _: i64 = self
+            .scripts
+            .release
+            .key(&self.hot.runs)
+            .key(&self.hot.leases)
+            .key(&self.hot.cancels)
+            .arg(run_id)
+            .arg(lease_token)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn hand_back(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
+        // Read the lease first to learn its queue; the script re-checks the token, so a lease
+        // that changed in between is left alone.
+        let (raw, job_json): (Option<String>, Option<String>) = ::redis::cmd("HMGET")
+            .arg(self.run_key(run_id))
+            .arg("l")
+            .arg("j")
+            .query_async(&mut self.con())
+            .await?;
+        let Some((token, _, _)) = raw.as_deref().and_then(leased_parts) else {
+            return Ok(());
+        };
+        let Some(job_json) = job_json.filter(|_| token == lease_token) else {
+            return Ok(());
+        };
+        let job: Job = serde_json::from_str(&job_json)
+            .map_err(|e| BrokerError::Corrupt(format!("leased job: {e}")))?;
+        let _: i64 = self
+            .scripts
+            .hand_back
+            .key(&self.hot.runs)
+            .key(&self.hot.leases)
+            .key(self.queue_key(&job.queue))
+            .key(&self.hot.queues)
+            .key(&self.hot.cancels)
+            .arg(run_id)
+            .arg(lease_token)
+            .arg(job.attempt)
+            .arg(GROUP)
+            .arg(&job.queue)
+            .arg(now_ms())
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn reap_expired(&self, now: i64) -> BrokerResult<Vec<Lease>> {
+        let mut out = Vec::new();
+        loop {
+            let raw: Vec<String> = self
+                .scripts
+                .reap
+                .key(&self.hot.leases)
+                .key(&self.hot.runs)
+                .arg(now)
+                .arg(REAP_BATCH)
+                .invoke_async(&mut self.con())
+                .await?;
+            let n = raw.len() / 3;
+            for triple in raw.chunks(3) {
+                let [job, leased, score] = triple else {
+                    continue;
+                };
+                match expired_lease(job, leased, score) {
+                    Ok(lease) => out.push(lease),
+                    // The lease is already removed; the run is found by SQL as lost anyway.
+                    Err(e) => tracing::warn!(error = %e, "dropping an unreadable expired lease"),
+                }
+            }
+            if n < REAP_BATCH {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            metrics::counter!("antcode_broker_leases_reaped_total").increment(out.len() as u64);
+        }
+        self.recover_orphans().await?;
+        Ok(out)
+    }
+
+    async fn lease_alive(&self, run_id: &str, lease_token: &str) -> BrokerResult<bool> {
+        let (leased, deadline): (Option<String>, Option<f64>) = ::redis::pipe()
+            .cmd("HGET")
+            .arg(self.run_key(run_id))
+            .arg("l")
+            .cmd("ZSCORE")
+            .arg(&self.hot.leases)
+            .arg(run_id)
+            .query_async(&mut self.con())
+            .await?;
+        let token = leased.as_deref().and_then(leased_parts).map(|(t, _, _)| t);
+        Ok(token == Some(lease_token) && deadline.is_some_and(|d| d as i64 >= now_ms()))
+    }
+}
