@@ -173,8 +173,7 @@ impl SqlStore {
         report: &FinishReport<'_>,
         history: &mut Vec<RunHistoryEntry>,
     ) -> StoreResult<Recorded> {
-        let (run_id, attempt, o) = (report.run_id, report.attempt, report.outcome);
-        let token = report.lease_token.unwrap_or("");
+        let (run_id, attempt, o, token) = report.parts();
         let sql = self.q(&format!("UPDATE runs SET state = ?, {SET_OUTCOME}, finished_at = ? \
              WHERE id = ? AND attempt = ? AND state IN ('queued', 'running') AND (lease_token = ? OR ? = '')"));
         let done = bind_outcome(sqlx::query(&sql).bind(o.state.as_str()), o)
@@ -216,8 +215,7 @@ impl SqlStore {
         report: &FinishReport<'_>,
         history: &mut Vec<RunHistoryEntry>,
     ) -> StoreResult<Recorded> {
-        let (run_id, attempt, o) = (report.run_id, report.attempt, report.outcome);
-        let token = report.lease_token.unwrap_or("");
+        let (run_id, attempt, o, token) = report.parts();
         let sql = self.q(&format!("UPDATE runs SET max_attempts = max_attempts + 1, {} \
              WHERE id = ? AND attempt = ? AND state = 'running' AND cancel_requested = 0 AND lease_token = ?", set_next_attempt()));
         let done = bind_next_attempt(sqlx::query(&sql), report.at_ms, o)
@@ -431,6 +429,12 @@ pub(super) struct FinishReport<'a> {
 }
 
 impl<'a> FinishReport<'a> {
+    /// The run, the attempt, its outcome and the lease token (`""` when the report has none).
+    fn parts(&self) -> (&'a str, u32, &'a Outcome, &'a str) {
+        let token = self.lease_token.unwrap_or("");
+        (self.run_id, self.attempt, self.outcome, token)
+    }
+
     /// A runner's report (always under its lease).
     pub fn of(ev: &'a RunEvent, outcome: &'a Outcome) -> FinishReport<'a> {
         FinishReport {
