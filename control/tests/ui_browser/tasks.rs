@@ -35,7 +35,8 @@ pub async fn create_pause_and_edit(
     wait_js(
         c,
         "return document.querySelector('#task-form input[name=cron]').value === '30 3 * * *' \
-         && document.querySelectorAll('#next-fires li').length === 5",
+         && document.querySelectorAll('#next-fires li').length === 5 \
+         && !document.querySelector('#next-fires').hasAttribute('aria-busy')",
         "five next fire times for 30 3 * * *",
     )
     .await;
@@ -157,7 +158,8 @@ pub async fn create_pause_and_edit(
         .unwrap();
     wait_js(
         c,
-        "return document.querySelectorAll('#next-fires li').length === 5",
+        "return document.querySelectorAll('#next-fires li').length === 5 \
+         && !document.querySelector('#next-fires').hasAttribute('aria-busy')",
         "five fire times of the interval",
     )
     .await;

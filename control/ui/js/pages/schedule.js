@@ -168,16 +168,20 @@ export function scheduleBuilder(initial, anchor) {
     }
   };
 
+  // Each edit starts a new reading; only the latest one is shown, and the list is marked busy
+  // (`aria-busy`) from the edit until that reading is shown, so nobody reads a stale answer.
   let seq = 0;
   let timer = null;
   const refresh = () => {
     clearTimeout(timer);
+    const my = ++seq;
+    next.setAttribute('aria-busy', 'true');
+    const shown = () => next.removeAttribute('aria-busy');
     timer = setTimeout(async () => {
-      const my = ++seq;
       const sched = value();
       clear(next);
       described.textContent = '';
-      if (!sched) { nextMsg.textContent = 'No schedule: the task runs when triggered.'; return; }
+      if (!sched) { nextMsg.textContent = 'No schedule: the task runs when triggered.'; shown(); return; }
       nextMsg.textContent = 'Computing…';
       try {
         const res = await post(`/schedules/validate${query({ anchor })}`, sched);
@@ -189,9 +193,11 @@ export function scheduleBuilder(initial, anchor) {
         if (my !== seq) return;
         nextMsg.textContent = `Invalid schedule: ${e.detail || e.message}`;
         nextMsg.classList.add('bad');
+        shown();
         return;
       }
       nextMsg.classList.remove('bad');
+      shown();
     }, 250);
   };
 
