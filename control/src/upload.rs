@@ -97,6 +97,23 @@ pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> 
 }
 
 async fn read_multipart(mut multipart: Multipart) -> ApiResult<UploadForm> {
+    let read = read_fields(&mut multipart).await;
+    if read.is_err() {
+        drain(&mut multipart).await;
+    }
+    read
+}
+
+/// Reads what a refused upload is still sending (no more than the body limit lets through):
+/// a server that answers and closes while the client writes leaves the client with a broken
+/// pipe instead of the answer.
+async fn drain(multipart: &mut Multipart) {
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
+}
+
+async fn read_fields(multipart: &mut Multipart) -> ApiResult<UploadForm> {
     let mut form = UploadForm::default();
     while let Some(field) = multipart.next_field().await? {
         let name = field.name().unwrap_or("").to_string();

@@ -228,3 +228,32 @@ async fn bad_uploads_are_refused_and_write_nothing() {
     assert_eq!(projects_before["items"], projects_after["items"]);
     s.stop().await;
 }
+
+/// A form refused at its first field is answered, not cut off while the client still sends the
+/// rest: the server reads what is left (within the body limit) before it answers.
+#[tokio::test]
+async fn an_upload_refused_early_gets_its_answer() {
+    let s = start().await;
+    let t = s.admin().await;
+    for _ in 0..5 {
+        let form = reqwest::multipart::Form::new()
+            .text("name", "n".repeat(10_000))
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(vec![b'#'; 900 * 1024]).file_name("big.py"),
+            );
+        let resp = s
+            .http
+            .post(s.url("/api/v1/projects"))
+            .bearer_auth(&t)
+            .multipart(form)
+            .send()
+            .await
+            .expect("an answer, not a broken connection");
+        let body = problem(resp, 422).await;
+        assert!(
+            body["detail"].as_str().unwrap().starts_with("name"),
+            "{body}"
+        );
+    }
+}
