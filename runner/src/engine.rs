@@ -141,7 +141,12 @@ pub async fn run_with_source(
         worker_id = %cfg.worker_id, uv = %uv.describe(), slots = cfg.slots, queues = ?cfg.queues,
         "runner started"
     );
-    let venvs = Arc::new(Venvs::with_gc(cfg.data_dir.join("venvs"), uv, cfg.venv_gc));
+    let (venvs_dir, gc, builder) = (cfg.data_dir.join("venvs"), cfg.venv_gc, sandbox.clone());
+    // Finding uv's executable for sandboxed builds may ask Python: off the runtime's threads.
+    let venvs =
+        tokio::task::spawn_blocking(move || Venvs::with_gc(venvs_dir, uv, gc).sandboxed(builder))
+            .await?;
+    let venvs = Arc::new(venvs);
     let collector = venvs.clone();
     match tokio::task::spawn_blocking(move || collector.collect_garbage()).await {
         Ok(Ok(_)) => {}

@@ -415,6 +415,7 @@ async fn supervise(
                 tmp_bytes,
                 net: net.hook(),
                 before_start: Some(&join),
+                tool: None,
             })
         }
         None => {

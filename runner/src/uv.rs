@@ -10,9 +10,12 @@
 //!
 //! uv runs with a cleared environment ([`uv_may_see`]): a requirement's build script
 //! (`setup.py`) is task code, and sees none of the runner's variables (credentials, the
-//! platform's URLs, the admin password in `up`).
+//! platform's URLs, the admin password in `up`). With the sandbox on, requirements are first
+//! installed from wheels only (`--no-build`: installing a wheel runs none of its code); what
+//! must be built from source is built in the sandbox, as the task's user, with the environment
+//! being built as its one writable directory and a uv cache of its own ([`Venvs::sandboxed`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::lock;
+use crate::process::Limits;
+use crate::sandbox::{RunSpec, Sandbox};
 
 /// How to invoke uv: a binary, or `python3 -m uv`.
 #[derive(Debug, Clone)]
@@ -75,6 +80,35 @@ impl Uv {
             s.push_str(&p.to_string_lossy());
         }
         s
+    }
+
+    /// The uv executable itself, for a sandbox to bind: the program when it is one (not a
+    /// shell shim such as pyenv's), else the binary the `uv` Python package points to.
+    pub fn executable(&self) -> Option<PathBuf> {
+        let is_elf = |p: &Path| {
+            let mut magic = [0u8; 4];
+            File::open(p)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .is_ok_and(|()| magic == *b"\x7fELF")
+        };
+        if self.prefix.is_empty() {
+            let program = Path::new(&self.program).canonicalize().ok()?;
+            if is_elf(&program) {
+                return Some(program);
+            }
+        }
+        let out = Command::new("python3")
+            .args(["-c", "import uv; print(uv.find_uv_bin())"])
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(uv_may_see)))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let found = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim())
+            .canonicalize()
+            .ok()?;
+        is_elf(&found).then_some(found)
     }
 
     fn works(&self) -> bool {
@@ -150,6 +184,78 @@ fn discover() -> Option<Uv> {
         prefix: vec!["-m".into(), "uv".into()],
     };
     module.works().then_some(module)
+}
+
+/// Builds requirements from source in the runner's sandbox.
+#[derive(Clone)]
+struct Builder {
+    sandbox: Arc<Sandbox>,
+    /// uv's executable, bound into the sandbox; `None` when only a shim was found.
+    uv: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").field("uv", &self.uv).finish()
+    }
+}
+
+/// What a sandboxed build may write to `/tmp` (its temporary files go to the environment's
+/// directory instead, on disk).
+const BUILD_TMP_BYTES: u64 = 64 << 20;
+
+impl Builder {
+    /// `uv pip install -r req_file` into the environment `env` (being built), in the sandbox:
+    /// `env` is the one writable directory, handed to the task's user for the build and taken
+    /// back after it; uv's cache and temporary files live in it and go with the build.
+    fn install(&self, env: &Path, req_file: &Path) -> Result<(), VenvError> {
+        let Some(uv) = &self.uv else {
+            return Err(VenvError::Install(
+                "these requirements must be built from source, and only a shim of uv was found, which the sandbox cannot run; install uv with pip".into(),
+            ));
+        };
+        let (cache, scratch) = (env.join(".antcode-uv-cache"), env.join(".antcode-tmp"));
+        std::fs::create_dir_all(&cache)?;
+        std::fs::create_dir_all(&scratch)?;
+        self.sandbox.hand_over(env)?;
+        let mut vars: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| uv_may_see(k) && !k.starts_with("XDG_") && k != "HOME")
+            .collect();
+        vars.insert("HOME".into(), env.display().to_string());
+        vars.insert("TMPDIR".into(), scratch.display().to_string());
+        vars.insert("UV_CACHE_DIR".into(), cache.display().to_string());
+        vars.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+        let args: Vec<String> = ["pip", "install", "--quiet", "--python"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                env.join("bin/python").display().to_string(),
+                "-r".into(),
+                req_file.display().to_string(),
+            ])
+            .collect();
+        let ran = self.sandbox.run_to_end(&RunSpec {
+            program: uv,
+            args: &args,
+            cwd: env,
+            env: &vars,
+            limits: &Limits::default(),
+            venv: env,
+            work_dir: env,
+            tmp_bytes: BUILD_TMP_BYTES,
+            net: Default::default(),
+            before_start: None,
+            tool: Some(uv),
+        });
+        let _ = std::fs::remove_dir_all(&cache);
+        let _ = std::fs::remove_dir_all(&scratch);
+        self.sandbox.take_back(env)?;
+        let (ended, stderr) = ran?;
+        match ended.code {
+            Some(0) => Ok(()),
+            _ => Err(VenvError::Install(last_line(&stderr))),
+        }
+    }
 }
 
 /// Requirement lines without comments, blanks or surrounding space, sorted and deduplicated, so
@@ -265,6 +371,8 @@ pub struct GcReport {
 pub struct Venvs {
     root: PathBuf,
     uv: Uv,
+    /// With the sandbox on, builds from source run in it (see [`Venvs::sandboxed`]).
+    builder: Option<Builder>,
     gc: GcPolicy,
     /// One collection at a time in this process (others are excluded by the file locks).
     collecting: Mutex<()>,
@@ -292,10 +400,24 @@ impl Venvs {
         Venvs::with_gc(root, uv, GcPolicy::default())
     }
 
+    /// Requirements that need building from source (a `setup.py` is task code) are built in
+    /// `sandbox`, with the network, the environment being built, a private uv cache and
+    /// nothing of the runner; everything installable from wheels alone is installed without
+    /// one, since installing a wheel runs no code of it. Without uv's own executable (a shim
+    /// that cannot be bound) such requirements fail rather than build unconfined.
+    pub fn sandboxed(mut self, sandbox: Option<Arc<Sandbox>>) -> Venvs {
+        self.builder = sandbox.map(|sandbox| Builder {
+            uv: self.uv.executable(),
+            sandbox,
+        });
+        self
+    }
+
     pub fn with_gc(root: PathBuf, uv: Uv, gc: GcPolicy) -> Venvs {
         Venvs {
             root,
             uv,
+            builder: None,
             gc,
             collecting: Mutex::new(()),
             in_use: Mutex::default(),
@@ -487,7 +609,7 @@ impl Venvs {
                 }
             }
         };
-        let install = |offline: bool| -> std::io::Result<std::process::Output> {
+        let install = |offline: bool, build: bool| -> std::io::Result<std::process::Output> {
             let mut cmd = self.uv.command();
             cmd.args(["pip", "install", "--quiet", "--python"])
                 .arg(tmp.join("bin/python"))
@@ -497,20 +619,28 @@ impl Venvs {
             if offline {
                 cmd.arg("--offline");
             }
+            if !build {
+                cmd.arg("--no-build");
+            }
             cmd.output()
         };
-        let out = install(false)?;
+        // With a sandbox, first from wheels only: no code of a requirement runs.
+        let wheels_only = self.builder.is_some();
+        let out = install(false, !wheels_only)?;
         if out.status.success() {
             return Ok(());
         }
         // A slow or unreachable index: what uv's cache already holds may be enough.
         let first = last_line(&out.stderr);
-        let retry = install(true)?;
+        let retry = install(true, !wheels_only)?;
         if retry.status.success() {
             tracing::warn!(error = %first, "installed requirements from uv's cache after the index failed");
             return Ok(());
         }
-        Err(VenvError::Install(first))
+        match &self.builder {
+            Some(builder) => builder.install(tmp, &req_file),
+            None => Err(VenvError::Install(first)),
+        }
     }
 
     /// Turns `project/uv.lock` into pinned requirements exactly as locked (`--frozen`: the lock

@@ -480,6 +480,7 @@ impl Zygotes {
                     tmp_bytes: ZYGOTE_TMP_BYTES,
                     net: Default::default(),
                     before_start: None,
+                    tool: None,
                 },
                 &sandbox::Zygote {
                     control: control.as_raw_fd(),

@@ -35,6 +35,7 @@ fn a_sandboxed_process_has_no_privileges_and_sees_only_its_view() {
                 tmp_bytes: 1 << 20,
                 net: Default::default(),
                 before_start: None,
+                tool: None,
             })
             .unwrap();
         let mut out = String::new();

@@ -212,6 +212,8 @@ pub struct RunSpec<'a> {
     pub net: crate::netpolicy::Hook,
     /// Called with the init's host pid before it may go on (e.g. to put it in a cgroup).
     pub before_start: Option<&'a (dyn Fn(i32) -> io::Result<()> + Sync)>,
+    /// A program outside the system view, bound read-only at its path (uv, for a build).
+    pub tool: Option<&'a Path>,
 }
 
 impl Sandbox {
@@ -274,6 +276,50 @@ impl Sandbox {
             }
         }
         Ok(())
+    }
+
+    /// Gives `path` and everything under it back to the runner's user (after a sandboxed build).
+    pub fn take_back(&self, path: &Path) -> io::Result<()> {
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if self.uid == uid {
+            return Ok(());
+        }
+        let meta = std::fs::symlink_metadata(path)?;
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                self.take_back(&entry?.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `spec.program` in a new sandbox to its end, blocking: how it ended, and what it
+    /// wrote to stderr (at most the last 64 KiB; stdout is dropped).
+    pub fn run_to_end(&self, spec: &RunSpec<'_>) -> io::Result<(ExitInfo, Vec<u8>)> {
+        let (pid, stdout, mut stderr, status) = self.start(spec, None)?;
+        // Drained on a thread of its own, so a chatty stdout cannot block the program.
+        let drain = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut { stdout }, &mut std::io::sink());
+        });
+        let mut err = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match stderr.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            err.extend_from_slice(&buf[..n]);
+            if err.len() > 128 << 10 {
+                err.drain(..err.len() - (64 << 10));
+            }
+        }
+        let info = wait_init(pid, status)?;
+        let _ = drain.join();
+        Ok((info, err))
     }
 
     /// The `TMPDIR` of a sandboxed task.
@@ -418,6 +464,13 @@ impl Sandbox {
             at: spec.venv.to_path_buf(),
             attr: READ_ONLY,
         });
+        if let Some(tool) = spec.tool {
+            items.push(Item::BindFile {
+                src: tool.to_path_buf(),
+                at: tool.to_path_buf(),
+                attr: READ_ONLY,
+            });
+        }
         items.push(Item::Bind {
             src: spec.work_dir.to_path_buf(),
             at: spec.work_dir.to_path_buf(),

@@ -203,6 +203,7 @@ fn run_true(data_dir: &Path, report: &Report) -> io::Result<()> {
             tmp_bytes: 1 << 20,
             net: Default::default(),
             before_start: None,
+            tool: None,
         },
         None,
     );

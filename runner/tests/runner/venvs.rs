@@ -261,32 +261,115 @@ async fn the_runner_collects_venvs_after_a_build() {
     h.stop().await;
 }
 
+/// Serves the files of `dir` over HTTP/1.0 on loopback, one request per connection, for as
+/// long as the test runs; the base URL.
+fn serve_files(dir: std::path::PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req);
+                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let file = dir.join(path.trim_start_matches('/'));
+                let (head, body) = match std::fs::read(&file) {
+                    Ok(body) => ("200 OK", body),
+                    Err(_) => ("404 Not Found", Vec::new()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.0 {head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    base
+}
+
+/// A source distribution holding one file, as uv reads them (GNU headers, uid and gid set).
+fn sdist(path: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, path, data).unwrap();
+    antcode_testkit::fixtures::gzip(&b.into_inner().unwrap())
+}
+
+/// What a requirement's `setup.py` tries while it is built: each attempt is recorded in a
+/// module it installs, which the run then prints.
+const SETUP_PY: &str = r#"
+import json, os, signal
+from setuptools import setup
+got = {}
+def attempt(name, f):
+    try:
+        got[name] = "ok " + repr(f())[:200]
+    except Exception as e:
+        got[name] = "refused " + type(e).__name__
+runner = int("RUNNER")
+attempt("runner variables", lambda: [k for k in os.environ if k.startswith("ANTCODE_")] or 1 / 0)
+attempt("read the runner's file", lambda: open(os.path.join("DATA", "runner-secret")).read())
+attempt("write the bundle cache", lambda: open(os.path.join("DATA", "bundles", "x.py"), "a").write("x"))
+attempt("read the runner's environ", lambda: open(f"/proc/{runner}/environ", "rb").read())
+attempt("signal the runner", lambda: os.kill(runner, 0))
+open("leakcheck_result.py", "w").write("RESULTS = " + repr(json.dumps(got)) + "\n")
+setup(name="leakcheck", version="0.1", py_modules=["leakcheck_result"])
+"#;
+
+/// A requirement built from source runs its `setup.py` in the sandbox: it sees none of the
+/// runner's variables, files or processes (it could before: the build ran as the runner).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_requirements_build_script_does_not_see_the_runners_environment() {
+async fn a_requirements_build_script_reaches_nothing_of_the_runner() {
     // A variable of the runner's own, as the admin password or a database URL would be.
     std::env::set_var("ANTCODE_TEST_RUNNER_SECRET", "hunter2");
     let mut h = Harness::start(2).await;
-    let pkg = h.dir.path().join("leakcheck");
-    let seen = h.dir.path().join("seen-by-setup-py.txt");
-    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::create_dir_all(&h.data_dir).unwrap();
+    std::fs::write(h.data_dir.join("runner-secret"), "hunter2").unwrap();
+    let setup_py = SETUP_PY
+        .replace("DATA", &h.data_dir.display().to_string())
+        .replace("RUNNER", &std::process::id().to_string());
+    let index = h.dir.path().join("index");
+    std::fs::create_dir_all(&index).unwrap();
     std::fs::write(
-        pkg.join("setup.py"),
-        format!(
-            "import os\nfrom setuptools import setup\nopen({:?}, 'w').write('\\n'.join(sorted(os.environ)))\nsetup(name='leakcheck', version='0.1', py_modules=[])\n",
-            seen.display().to_string()
-        ),
+        index.join("leakcheck-0.1.tar.gz"),
+        sdist("leakcheck-0.1/setup.py", setup_py.as_bytes()),
     )
     .unwrap();
-    let mut job = h.py_job("print('built')\n").await;
-    job.requirements = format!("leakcheck @ file://{}\n", pkg.display());
+    let base = serve_files(index);
+    let mut job = h
+        .py_job("import leakcheck_result\nprint(leakcheck_result.RESULTS)\n")
+        .await;
+    job.requirements = format!("leakcheck @ {base}/leakcheck-0.1.tar.gz\n");
     h.publish(&job).await;
     let outcome = h.finished(&job.run_id).await;
-    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
-    let names = std::fs::read_to_string(&seen).expect("setup.py ran");
-    assert!(names.lines().any(|n| n == "PATH"), "{names}");
-    assert!(
-        !names.lines().any(|n| n.starts_with("ANTCODE_")),
-        "the build saw the runner's variables: {names}"
-    );
+    let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+    assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+    let got: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(log.lines().last().unwrap_or_default()).expect(&log);
+    assert_eq!(got.len(), 5, "{got:?}");
+    for (what, result) in &got {
+        assert!(
+            result.as_str().unwrap_or_default().starts_with("refused"),
+            "a build script could {what}: {result}"
+        );
+    }
+    assert!(h.data_dir.join("runner-secret").exists());
+    assert!(!h.data_dir.join("bundles/x.py").exists());
     h.stop().await;
 }
