@@ -138,6 +138,14 @@ pub struct UpArgs {
     #[arg(long = "grace", env = "ANTCODE_GRACE_S", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub grace_s: u64,
+    /// Another port of the platform that tasks with network `full` may not reach (control's
+    /// and the edge's are shut out already); repeatable.
+    #[arg(
+        long = "protect-port",
+        env = "ANTCODE_PROTECTED_PORTS",
+        value_delimiter = ','
+    )]
+    pub protected_ports: Vec<u16>,
     /// Queues whose runs the embedded runner starts warm (see `antcode runner --warm-queues`).
     #[arg(long, env = "ANTCODE_WARM_QUEUES", value_delimiter = ',')]
     pub warm_queues: Vec<String>,
@@ -247,6 +255,15 @@ pub struct RunnerArgs {
     pub labels: Vec<String>,
     #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 2)]
     pub slots: usize,
+    /// Another port of the platform that tasks with network `full` may not reach, such as the
+    /// database's (the broker's, the blob store's and the edge's are shut out already);
+    /// repeatable.
+    #[arg(
+        long = "protect-port",
+        env = "ANTCODE_PROTECTED_PORTS",
+        value_delimiter = ','
+    )]
+    pub protected_ports: Vec<u16>,
     /// Queues whose runs all start warm: forked from a pre-started interpreter of their
     /// project version instead of a fresh one (a task can also ask with `warm: true`).
     #[arg(long, env = "ANTCODE_WARM_QUEUES", value_delimiter = ',')]
@@ -408,4 +425,47 @@ pub fn env_or_stdin_line(var: &str, what: &str) -> std::io::Result<String> {
         .read_line(&mut line)
         .map_err(|e| std::io::Error::new(e.kind(), format!("reading {what} from stdin: {e}")))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// The TCP port a service URL names (`redis://…`, `http(s)://…`), its scheme's default if none;
+/// `None` for a URL without a network address (`file://`, a path, `memory://`).
+pub fn url_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let explicit = match host_port.rsplit_once(':') {
+        // An IPv6 host without a port ends in `]`.
+        Some((_, port)) if !port.ends_with(']') => Some(port.parse().ok()?),
+        _ => None,
+    };
+    let default = match scheme {
+        "redis" | "rediss" => Some(6379),
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    };
+    if host_port.is_empty() {
+        return None;
+    }
+    explicit.or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_port;
+
+    #[test]
+    fn service_urls_name_their_ports() {
+        assert_eq!(
+            url_port("redis://:pw@redis.internal:6380/0?prefix=x"),
+            Some(6380)
+        );
+        assert_eq!(url_port("redis://127.0.0.1"), Some(6379));
+        assert_eq!(url_port("https://s3.example.com/bucket"), Some(443));
+        assert_eq!(url_port("http://[::1]:9000/b"), Some(9000));
+        assert_eq!(url_port("http://[::1]/b"), Some(80));
+        assert_eq!(url_port("file:///var/blobs"), None);
+        assert_eq!(url_port("memory://"), None);
+        assert_eq!(url_port("/var/blobs"), None);
+    }
 }

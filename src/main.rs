@@ -196,6 +196,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.sqlite_synchronous = args.sqlite_synchronous;
     cfg.grace = std::time::Duration::from_secs(args.grace_s);
     cfg.warm_queues = args.warm_queues;
+    cfg.protected_ports = args.protected_ports;
     cfg.trusted_proxies = args.trusted_proxies;
     cfg.allow_weak_sandbox = args.allow_weak_sandbox;
     let data_dir = cfg.data_dir.clone();
@@ -348,6 +349,10 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     let blobs = seams::open_blobs(blob).await.context(BLOB)?;
     let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir.clone());
     config.queues = args.queues.queues.clone();
+    // The broker's and the blob store's ports are the platform's too.
+    config
+        .protected_ports
+        .extend(cli::url_port(redis).into_iter().chain(cli::url_port(blob)));
     let shutdown = runner_settings(&mut config, &args, labels).stop;
     let b = config.broker.clone();
     let ready: ops_http::Ready = Arc::new(move || {
@@ -373,6 +378,7 @@ fn runner_settings(
     config.slots = args.slots;
     config.sandbox.allow_weak |= args.allow_weak_sandbox;
     config.warm.queues = args.warm_queues.clone();
+    config.protected_ports.extend(&args.protected_ports);
     config.lease_ttl = Duration::from_secs(args.lease_ttl_s.max(1));
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_s.max(1));
     if let Some(name) = &args.name {
@@ -408,6 +414,7 @@ async fn run_gateway_runner(
         args.data_dir.clone(),
     );
     let signals = runner_settings(&mut config, &args, labels.clone());
+    config.protected_ports.extend(cli::url_port(&edge));
     let gw = GatewayConfig {
         edge_url: edge,
         ca_pem,

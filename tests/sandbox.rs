@@ -1,5 +1,5 @@
 //! The sandbox as an operator meets it: a plain task on `antcode up`, cold and warm, tries what
-//! the issue's attacker did, naming the paths and the pid it would have to guess. Everything is
+//! the issue's attacker did, naming the paths, the pid and the port it would have to guess. Everything is
 //! refused, the run itself succeeds, and `up` goes on serving. (With the sandbox off,
 //! `ANTCODE_BENCH_NO_SANDBOX=1`, each attempt succeeds and this test fails.)
 //!
@@ -18,8 +18,8 @@ const PASSWORD: &str = "sandbox-test-password";
 
 /// Each attempt prints `name: reached …` or `name: denied (Error)`.
 const ATTACK: &str = r#"
-import glob, os, signal, sys
-data, up_pid = sys.argv[1], int(sys.argv[2])
+import glob, os, signal, socket, sys
+data, up_pid, control = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def attempt(name, f):
     try:
         got = f()
@@ -46,6 +46,7 @@ attempt("runner_environ", lambda: open(f"/proc/{up_pid}/environ", "rb").read())
 attempt("runner_mem", lambda: open(f"/proc/{up_pid}/mem", "rb"))
 attempt("signal_runner", lambda: os.kill(up_pid, 0))
 attempt("kill_runner", lambda: os.kill(up_pid, signal.SIGKILL))
+attempt("control_port", lambda: socket.create_connection(("127.0.0.1", control), timeout=5))
 print("done")
 "#;
 
@@ -66,7 +67,8 @@ async fn a_task_on_up_reaches_nothing_of_the_platform_cold_and_warm() {
         let name = if warm { "attack-warm" } else { "attack-cold" };
         let args = json!([
             data_dir.display().to_string(),
-            std::process::id().to_string()
+            std::process::id().to_string(),
+            up.control_addr.port().to_string()
         ]);
         let task = api
             .script_task(name, ATTACK, json!({"args": args, "warm": warm}))
@@ -112,6 +114,6 @@ fn assert_refused(log: &str, warm: bool, data_dir: &Path) {
         data_dir.display()
     );
     let attempts = log.lines().filter(|l| l.contains(": denied")).count();
-    assert_eq!(attempts, 11, "warm={warm}:\n{log}");
+    assert_eq!(attempts, 12, "warm={warm}:\n{log}");
     assert!(!log.contains(PASSWORD), "{log}");
 }

@@ -328,9 +328,8 @@ impl RunLimits {
 
 /// What a run may connect to.
 ///
-/// * `full` (default): any address. The platform's own ports (control, edge, database,
-///   broker) are NOT shut out of `full` yet: a task that must not reach them needs `none` or an
-///   allow-list;
+/// * `full` (default): any address but the platform's own ports (control, edge, broker, blob
+///   store, and any the runner is told), which are shut out on every host;
 /// * `none`: nothing; the run has a network namespace of its own with only a loopback device;
 /// * `{"allow": ["host:port", …]}`: TCP connections to the listed ports only (at most
 ///   [`NetworkPolicy::MAX_ALLOW`]). **Enforced by port only**: the kernel sees addresses, not

@@ -76,6 +76,10 @@ pub struct EngineConfig {
     /// On unless turned off for a benchmark; a weak one only when allowed (see
     /// [`crate::sandbox`]).
     pub sandbox: crate::sandbox::SandboxConfig,
+    /// The platform's ports (control, the edge, the broker, the database, the blob store):
+    /// runs whose network policy is `full` cannot connect to them, on any host (Landlock sees
+    /// ports, not addresses). An allow-list that names one reaches it.
+    pub protected_ports: Vec<u16>,
 }
 
 /// How long one lease call may park waiting for work.
@@ -119,17 +123,24 @@ pub async fn run_with_source(
         std::fs::create_dir_all(&dir).map_err(|e| RunnerError::DataDir(dir, e))?;
     }
     sweep_stale_work(&cfg.data_dir.join("work"));
-    let (data_dir, sandbox_cfg) = (cfg.data_dir.clone(), cfg.sandbox);
+    let (data_dir, sandbox_cfg, ports) = (
+        cfg.data_dir.clone(),
+        cfg.sandbox,
+        cfg.protected_ports.clone(),
+    );
     let (sandbox, report) =
-        tokio::task::spawn_blocking(move || crate::sandbox::start(&data_dir, sandbox_cfg))
+        tokio::task::spawn_blocking(move || crate::sandbox::start(&data_dir, sandbox_cfg, &ports))
             .await??;
+    let ports_guarded = sandbox
+        .as_ref()
+        .is_some_and(|s| s.guarded_ports().is_some());
     // Shown in the worker list: `full` or `weak: …`, and each guarantee this runner cannot give.
     cfg.labels.insert("sandbox".into(), report.summary());
     // Names only: a label holds at most 256 bytes; the start-up log says what each one means.
     let missing: Vec<&str> = report
         .missing()
         .map(|c| c.mechanism)
-        .chain(crate::netpolicy::missing().iter().map(|m| m.0))
+        .chain(crate::netpolicy::missing(ports_guarded).iter().map(|m| m.0))
         .collect();
     if !missing.is_empty() {
         cfg.labels
@@ -154,7 +165,7 @@ pub async fn run_with_source(
         Err(e) => tracing::warn!(error = %e, "virtualenv garbage collection task failed"),
     }
     let sweeper: Arc<crate::sweeper::Sweeper> = Arc::default();
-    for (_, line) in crate::netpolicy::missing() {
+    for (_, line) in crate::netpolicy::missing(ports_guarded) {
         tracing::warn!("{line}");
     }
     let ctx = Arc::new(Ctx {

@@ -123,6 +123,7 @@ impl RunnerConfig {
                 warm: zygote::WarmConfig::default(),
                 max_limits: default_max_limits(),
                 sandbox: sandbox::SandboxConfig::from_env(),
+                protected_ports: Vec::new(),
             },
             broker,
             blobs,

@@ -76,6 +76,7 @@
 
 mod child;
 pub mod filter;
+mod guard;
 mod probe;
 mod warm;
 
@@ -174,6 +175,8 @@ pub struct Sandbox {
     cap_last: libc::c_int,
     /// Each virtualenv's interpreter installation, when it is outside the system binds.
     interpreters: Mutex<HashMap<PathBuf, Option<PathBuf>>>,
+    /// The thread that starts `full` runs with the platform's ports shut out (see [`guard`]).
+    guard: Option<guard::PortGuard>,
 }
 
 /// One entry of a view, at the same path as on the host.
@@ -253,6 +256,7 @@ impl Sandbox {
                 .flatten(),
             cap_last,
             interpreters: Mutex::default(),
+            guard: None,
         })
     }
 
@@ -342,9 +346,34 @@ impl Sandbox {
         })
     }
 
+    /// Shuts `ports` out of every run whose network policy is `full` from now on, and out of
+    /// zygotes (see [`guard`]). Needs Landlock's network rules (ABI 4).
+    pub fn guard_ports(&mut self, ports: &[u16]) -> io::Result<()> {
+        self.guard = Some(guard::PortGuard::start(ports)?);
+        Ok(())
+    }
+
+    /// The ports shut out of `full` runs, if any are.
+    pub fn guarded_ports(&self) -> Option<&[u16]> {
+        self.guard.as_ref().map(|g| g.ports())
+    }
+
     /// [`Sandbox::spawn`]'s work: the init's pid, the output pipes and the status pipe. With
-    /// `zygote`, the task is a zygote (see [`Zygote`]) and the pipes are dummies.
+    /// `zygote`, the task is a zygote (see [`Zygote`]) and the pipes are dummies. A run whose
+    /// network policy is `full` is started from the ports' thread, when there is one.
     fn start(
+        &self,
+        spec: &RunSpec<'_>,
+        zygote: Option<&Zygote<'_>>,
+    ) -> io::Result<(i32, File, File, File)> {
+        let full = spec.net.ruleset() < 0 && !spec.net.new_netns();
+        match &self.guard {
+            Some(guard) if full => guard.run(|| self.start_here(spec, zygote))?,
+            _ => self.start_here(spec, zygote),
+        }
+    }
+
+    fn start_here(
         &self,
         spec: &RunSpec<'_>,
         zygote: Option<&Zygote<'_>>,

@@ -257,11 +257,16 @@ pub enum SandboxError {
     Setup(io::Error),
 }
 
+/// Ports never shut out of network `full`, whatever service of the platform listens on them.
+pub const WEB_PORTS: [u16; 2] = [80, 443];
+
 /// The sandbox a runner starts with: `None` when it is off or the kernel cannot give one (and
-/// weak sandboxes are allowed), an error naming every missing guarantee otherwise.
+/// weak sandboxes are allowed), an error naming every missing guarantee otherwise. `protected`
+/// are the platform's ports, shut out of runs whose network policy is `full`.
 pub fn start(
     data_dir: &Path,
     cfg: SandboxConfig,
+    protected: &[u16],
 ) -> Result<(Option<Arc<Sandbox>>, Report), SandboxError> {
     if cfg.off {
         tracing::warn!("sandbox OFF (benchmark setting): tasks run unconfined");
@@ -289,7 +294,35 @@ pub fn start(
         tracing::warn!("sandbox unavailable: tasks run unconfined (--allow-weak-sandbox)");
         return Ok((None, report));
     }
-    let sandbox = Sandbox::new(data_dir, &report).map_err(SandboxError::Setup)?;
+    let mut sandbox = Sandbox::new(data_dir, &report).map_err(SandboxError::Setup)?;
+    // Landlock sees ports, not hosts: shutting out 80 or 443 would shut out every web site.
+    let (web, protected): (Vec<u16>, Vec<u16>) =
+        protected.iter().partition(|p| WEB_PORTS.contains(p));
+    if !web.is_empty() {
+        tracing::warn!(ports = ?web, "sandbox: a platform service on a web port stays reachable from network `full` (only `none` or an allow-list without it shuts it out)");
+    }
+    let protected = &protected[..];
+    if !protected.is_empty() {
+        let guarded = match crate::netpolicy::landlock_abi() {
+            abi if abi < 4 => Err(io::Error::other(format!(
+                "Landlock ABI {abi}, 4 needed: Linux 6.7+"
+            ))),
+            _ => sandbox.guard_ports(protected),
+        };
+        match guarded {
+            Ok(()) => {
+                tracing::info!(ports = ?protected, "sandbox: the platform's ports are shut out of network `full`")
+            }
+            Err(e) if cfg.allow_weak => {
+                tracing::warn!(error = %e, "sandbox: the platform's ports stay reachable from network `full`")
+            }
+            Err(e) => {
+                return Err(SandboxError::Weak(format!(
+                    "platform ports in network full ({e})"
+                )))
+            }
+        }
+    }
     tracing::info!(summary = %report.summary(), uid = sandbox.uid, "sandbox ready");
     Ok((Some(Arc::new(sandbox)), report))
 }

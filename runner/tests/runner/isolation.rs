@@ -141,6 +141,56 @@ async fn network_policies_reach_only_what_they_allow(mode: Mode) {
     h.stop().await;
 }
 
+/// Connects to each port given on the command line and prints how it went.
+const CONNECT_PORTS: &str = r#"
+import socket, sys
+for port in sys.argv[1:]:
+    try:
+        socket.create_connection(("127.0.0.1", int(port)), timeout=5).close()
+        print("port", port, "ok", flush=True)
+    except OSError as e:
+        print("port", port, "refused errno", e.errno, flush=True)
+"#;
+
+cold_and_warm!(the_platforms_ports_are_shut_out_of_network_full);
+async fn the_platforms_ports_are_shut_out_of_network_full(mode: Mode) {
+    use antcode_core::model::NetworkPolicy;
+    let platform = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (p, q) = (
+        platform.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    let mut h = Harness::start_with(2, |c| {
+        mode.apply(c);
+        c.protected_ports = vec![p];
+    })
+    .await;
+    let cases = [
+        // `full`: everything but the platform's ports.
+        (NetworkPolicy::Full, false, true),
+        // An allow-list that names a platform port reaches it: the task asked for it.
+        (
+            NetworkPolicy::Allow(vec![format!("localhost:{p}")]),
+            true,
+            false,
+        ),
+    ];
+    for (policy, reaches_p, reaches_q) in cases {
+        let mut job = h.py_job(CONNECT_PORTS).await;
+        job.args = vec![p.to_string(), q.to_string()];
+        job.network = policy.clone();
+        h.publish(&job).await;
+        let outcome = h.finished(&job.run_id).await;
+        let log = String::from_utf8(h.archive(&outcome).await).unwrap();
+        assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?} {log}");
+        let reached = |port: u16| log.contains(&format!("port {port} ok"));
+        assert_eq!(reached(p), reaches_p, "{policy:?}, platform port: {log}");
+        assert_eq!(reached(q), reaches_q, "{policy:?}, another port: {log}");
+    }
+    h.stop().await;
+}
+
 cold_and_warm!(a_byte_appended_to_a_cached_bundle_is_found_and_the_bundle_fetched_again);
 async fn a_byte_appended_to_a_cached_bundle_is_found_and_the_bundle_fetched_again(mode: Mode) {
     let mut h = Harness::start_in(mode, 2).await;
