@@ -13,7 +13,9 @@
 //! * `manifest.json`: the format, the version that wrote it, and each file's size and SHA-256.
 //!
 //! Restore checks the passphrase and every file's digest before it writes anything, and writes
-//! only into a new or empty data dir. What `antcode up` rebuilds by itself is not backed up: the
+//! only into a new or empty data dir. A backup can also live in a blob store (`s3://BUCKET/
+//! PREFIX`): it is written to a local directory first and uploaded file by file, the manifest
+//! last ([`upload`]), and downloaded the same way before a restore ([`download`]). What `antcode up` rebuilds by itself is not backed up: the
 //! runner's caches (`runner/`) and the in-process broker (queued runs are published again from
 //! the database).
 
@@ -27,6 +29,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use antcode_core::blob::BlobStore;
 use antcode_core::secrets::SecretBox;
 
 /// The manifest's `format`.
@@ -396,6 +399,59 @@ fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
         );
     }
     Ok(std::fs::read(path)?)
+}
+
+/// Uploads the backup in `dir` to `store`, each file under its path, the manifest last (a
+/// backup without its manifest is not one). Refuses a store that already holds a backup.
+pub async fn upload(dir: &Path, store: &dyn BlobStore) -> anyhow::Result<Summary> {
+    if store.exists(MANIFEST).await? {
+        bail!("the target already holds a backup ({MANIFEST}); give a new prefix");
+    }
+    let manifest: Manifest = serde_json::from_slice(&read_bounded(&dir.join(MANIFEST))?)?;
+    let mut summary = Summary::default();
+    for (path, file) in &manifest.files {
+        store
+            .put_file(path, &dir.join(path))
+            .await
+            .with_context(|| format!("uploading {path}"))?;
+        summary.files += 1;
+        summary.bytes += file.bytes;
+    }
+    store.put_file(MANIFEST, &dir.join(MANIFEST)).await?;
+    Ok(summary)
+}
+
+/// Downloads the backup in `store` into `dir` (new or empty), as [`upload`] left it; [`restore`]
+/// then checks every file against the manifest.
+pub async fn download(store: &dyn BlobStore, dir: &Path) -> anyhow::Result<()> {
+    claim_empty(dir)?;
+    std::fs::create_dir_all(dir)?;
+    set_private(dir)?;
+    let manifest = dir.join(MANIFEST);
+    store
+        .get_to_file(MANIFEST, &manifest)
+        .await
+        .context("the source holds no backup manifest")?;
+    let listed: Manifest = serde_json::from_slice(&read_bounded(&manifest)?)
+        .context("the source's manifest is not an AntCode backup manifest")?;
+    for path in listed.files.keys() {
+        // The manifest names the files; none may point outside `dir`.
+        if Path::new(path)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            bail!("the backup's manifest names an unsafe path: {path:?}");
+        }
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        store
+            .get_to_file(path, &target)
+            .await
+            .with_context(|| format!("downloading {path}"))?;
+    }
+    Ok(())
 }
 
 /// Refuses a directory that exists and holds anything.

@@ -76,11 +76,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Admin(cmd) => run_admin(cmd).await,
         Command::Backup(a) => {
             let passphrase = antcode::backup::passphrase()?;
-            let done = antcode::backup::backup(&a.data_dir, &a.to, &passphrase).await?;
+            let to = a.to.to_string_lossy().into_owned();
+            let done = match to.starts_with("s3://") {
+                false => antcode::backup::backup(&a.data_dir, &a.to, &passphrase).await?,
+                true => {
+                    let store = seams::open_blobs(&to).await.context(BLOB)?;
+                    let local = staging(&a.data_dir)?;
+                    let dir = local.path().join("backup");
+                    antcode::backup::backup(&a.data_dir, &dir, &passphrase).await?;
+                    antcode::backup::upload(&dir, store.as_ref()).await?
+                }
+            };
             println!(
-                "backed up {} into {}: {} files, {} bytes; keep the passphrase, it is the only way to restore the keys",
+                "backed up {} into {to}: {} files, {} bytes; keep the passphrase, it is the only way to restore the keys",
                 a.data_dir.display(),
-                a.to.display(),
                 done.files,
                 done.bytes
             );
@@ -88,7 +97,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Restore(a) => {
             let passphrase = antcode::backup::passphrase()?;
-            let done = antcode::backup::restore(&a.from, &a.data_dir, &passphrase).await?;
+            let from = a.from.to_string_lossy().into_owned();
+            let done = match from.starts_with("s3://") {
+                false => antcode::backup::restore(&a.from, &a.data_dir, &passphrase).await?,
+                true => {
+                    let store = seams::open_blobs(&from).await.context(BLOB)?;
+                    let local = staging(&a.data_dir)?;
+                    let dir = local.path().join("backup");
+                    antcode::backup::download(store.as_ref(), &dir).await?;
+                    antcode::backup::restore(&dir, &a.data_dir, &passphrase).await?
+                }
+            };
             println!(
                 "restored {} into {}: {} files, {} bytes; start it with `antcode up --data-dir {}`",
                 a.from.display(),
@@ -141,6 +160,20 @@ async fn run_admin(cmd: AdminCommand) -> anyhow::Result<()> {
         antcode_control::PRINCIPAL_TTL.as_secs().max(1)
     );
     Ok(())
+}
+
+/// A private directory beside `data_dir` for a backup on its way to or from a blob store
+/// (beside it, not in /tmp: it is as large as the data dir); removed when dropped.
+fn staging(data_dir: &std::path::Path) -> anyhow::Result<tempfile::TempDir> {
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    tempfile::Builder::new()
+        .prefix(".antcode-backup-")
+        .tempdir_in(parent)
+        .with_context(|| format!("a staging directory in {}", parent.display()))
 }
 
 /// The new password: `ANTCODE_NEW_PASSWORD`, else the first line of stdin.
@@ -196,7 +229,8 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.sqlite_synchronous = args.sqlite_synchronous;
     cfg.grace = std::time::Duration::from_secs(args.grace_s);
     cfg.warm_queues = args.warm_queues;
-    cfg.protected_ports = args.protected_ports;
+    cfg.shut_out_platform_ports = args.ports.shut_out_platform_ports;
+    cfg.protected_ports = args.ports.protected_ports;
     cfg.trusted_proxies = args.trusted_proxies;
     cfg.allow_weak_sandbox = args.allow_weak_sandbox;
     let data_dir = cfg.data_dir.clone();
@@ -349,10 +383,10 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     let blobs = seams::open_blobs(blob).await.context(BLOB)?;
     let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir.clone());
     config.queues = args.queues.queues.clone();
-    // The broker's and the blob store's ports are the platform's too.
-    config
-        .protected_ports
-        .extend(cli::url_port(redis).into_iter().chain(cli::url_port(blob)));
+    // The broker's and the blob store's ports are the platform's.
+    config.protected_ports = args
+        .ports
+        .shut_out(cli::url_port(redis).into_iter().chain(cli::url_port(blob)));
     let shutdown = runner_settings(&mut config, &args, labels).stop;
     let b = config.broker.clone();
     let ready: ops_http::Ready = Arc::new(move || {
@@ -378,7 +412,6 @@ fn runner_settings(
     config.slots = args.slots;
     config.sandbox.allow_weak |= args.allow_weak_sandbox;
     config.warm.queues = args.warm_queues.clone();
-    config.protected_ports.extend(&args.protected_ports);
     config.lease_ttl = Duration::from_secs(args.lease_ttl_s.max(1));
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_s.max(1));
     if let Some(name) = &args.name {
@@ -414,7 +447,7 @@ async fn run_gateway_runner(
         args.data_dir.clone(),
     );
     let signals = runner_settings(&mut config, &args, labels.clone());
-    config.protected_ports.extend(cli::url_port(&edge));
+    config.protected_ports = args.ports.shut_out(cli::url_port(&edge));
     let gw = GatewayConfig {
         edge_url: edge,
         ca_pem,

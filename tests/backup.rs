@@ -243,3 +243,64 @@ async fn a_bad_restore_fails_in_one_line_and_writes_nothing() {
     );
     assert!(!target.exists(), "a failed restore wrote something");
 }
+
+/// The same round trip through the commands and a bucket: `antcode backup --to s3://…`, then
+/// `antcode restore --from s3://…` into a new data dir that `up` starts from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_goes_to_a_bucket_and_comes_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    let a = start(&a_dir).await;
+    let api = Api::login(a.control_addr.port(), PASSWORD).await;
+    let project = api
+        .upload("kept", "kept.py", b"print('kept')\n".to_vec(), &[])
+        .await;
+    a.stop().await.unwrap();
+
+    let (endpoint, bucket) = antcode_testkit::s3::s3_bucket("backup").await;
+    let url = format!("s3://{bucket}/backups/{}", std::process::id());
+    let antcode = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_antcode"))
+            .args(args)
+            .env("ANTCODE_S3_ENDPOINT", &endpoint)
+            .env("ANTCODE_S3_ACCESS_KEY", "test")
+            .env("ANTCODE_S3_SECRET_KEY", "test")
+            .env("ANTCODE_BACKUP_PASSPHRASE", PASSPHRASE)
+            .output()
+            .unwrap()
+    };
+    let a_path = a_dir.display().to_string();
+    let out = antcode(&["backup", "--data-dir", &a_path, "--to", &url]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("backed up"), "{text}");
+    // A prefix holding a backup is not written over.
+    let again = antcode(&["backup", "--data-dir", &a_path, "--to", &url]);
+    let text = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && text.contains("already holds a backup"),
+        "{text}"
+    );
+
+    let b_path = b_dir.display().to_string();
+    let out = antcode(&["restore", "--from", &url, "--data-dir", &b_path]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("restored"), "{text}");
+    // No staging directory is left beside the data dir.
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".antcode-backup-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    let b = start(&b_dir).await;
+    let restored = Api::login(b.control_addr.port(), PASSWORD).await;
+    let got = restored
+        .get(&format!("/projects/{}", project["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(got["name"], "kept", "{got}");
+    b.stop().await.unwrap();
+}

@@ -9,8 +9,9 @@
 //!   `PR_SET_NO_NEW_PRIVS`. Rulesets stack: the sandbox's own layers are unaffected. Landlock
 //!   sees ports, not hosts, so an entry is enforced by its port alone (documented in the API);
 //!   UDP is not restricted by a list.
-//! * `full`: every port but the platform's own ([`deny_only`]): the runner starts such runs
-//!   from a thread carrying that Landlock domain (see `sandbox/guard.rs`).
+//! * `full`: any address; with protected ports, every port but those ([`deny_only`]): the
+//!   runner starts such runs from a thread carrying that Landlock domain (see
+//!   `sandbox/guard.rs`).
 //!
 //! Where the kernel cannot enforce a policy (no Landlock network support, no permission to
 //! unshare), the run fails with the reason: a run never starts with less isolation than its
