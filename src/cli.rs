@@ -150,17 +150,12 @@ pub struct UpArgs {
     pub trusted_proxies: Vec<antcode_control::Cidr>,
 }
 
-/// The platform's ports and whether tasks with network `full` are shut out of them.
+/// The platform's ports, shut out of tasks with network `full`.
 #[derive(Debug, Args)]
 pub struct PlatformPorts {
-    /// Shut the platform's own ports (control's and the edge's in `up`; the broker's, the blob
-    /// store's and the edge's for a runner; and every --protect-port) out of network `full`, on
-    /// any host. Costs each sandboxed run about 8 ms: Landlock stacks a domain of some 65,000
-    /// port rules under the run's own.
-    #[arg(long, env = "ANTCODE_SHUT_OUT_PLATFORM_PORTS")]
-    pub shut_out_platform_ports: bool,
-    /// With --shut-out-platform-ports, another port to shut out, such as the database's;
-    /// repeatable.
+    /// Another port of the platform that tasks with network `full` may not reach, such as the
+    /// database's (control's, the edge's, the broker's and the blob store's are shut out
+    /// already); repeatable.
     #[arg(
         long = "protect-port",
         env = "ANTCODE_PROTECTED_PORTS",
@@ -170,15 +165,12 @@ pub struct PlatformPorts {
 }
 
 impl PlatformPorts {
-    /// The ports to shut out: `known` and the extra ones, or none without the switch.
+    /// The ports to shut out: `known` and the extra ones.
     pub fn shut_out(&self, known: impl IntoIterator<Item = u16>) -> Vec<u16> {
-        match self.shut_out_platform_ports {
-            true => known
-                .into_iter()
-                .chain(self.protected_ports.iter().copied())
-                .collect(),
-            false => Vec::new(),
-        }
+        known
+            .into_iter()
+            .chain(self.protected_ports.iter().copied())
+            .collect()
     }
 }
 

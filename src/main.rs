@@ -229,7 +229,6 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.sqlite_synchronous = args.sqlite_synchronous;
     cfg.grace = std::time::Duration::from_secs(args.grace_s);
     cfg.warm_queues = args.warm_queues;
-    cfg.shut_out_platform_ports = args.ports.shut_out_platform_ports;
     cfg.protected_ports = args.ports.protected_ports;
     cfg.trusted_proxies = args.trusted_proxies;
     cfg.allow_weak_sandbox = args.allow_weak_sandbox;

@@ -46,10 +46,9 @@ pub struct UpConfig {
     /// Queues whose runs the embedded runner starts warm.
     pub warm_queues: Vec<String>,
     /// Shut the platform's ports (control's, the edge's, a broker server's, and
-    /// `protected_ports`) out of network `full` (`--shut-out-platform-ports`; about 8 ms per
-    /// sandboxed run).
+    /// `protected_ports`) out of network `full` (on by default).
     pub shut_out_platform_ports: bool,
-    /// More ports to shut out with it.
+    /// More ports to shut out (`--protect-port`).
     pub protected_ports: Vec<u16>,
     /// Reverse proxies in front of control believed about `X-Forwarded-For`; none by default.
     /// The embedded edge needs no entry (it vouches for the address with the edge token).
@@ -80,7 +79,7 @@ impl UpConfig {
             sqlite_synchronous: None,
             grace: Duration::from_secs(30),
             warm_queues: Vec::new(),
-            shut_out_platform_ports: false,
+            shut_out_platform_ports: true,
             protected_ports: Vec::new(),
             trusted_proxies: Vec::new(),
         }

@@ -59,7 +59,6 @@ async fn a_task_on_up_reaches_nothing_of_the_platform_cold_and_warm() {
     cfg.control_addr = "127.0.0.1:0".parse().unwrap();
     cfg.edge_addr = "127.0.0.1:0".parse().unwrap();
     cfg.admin_password = PASSWORD.into();
-    cfg.shut_out_platform_ports = true;
     let up = up::start(cfg).await.expect("antcode up starts");
     let api = Api::login(up.control_addr.port(), PASSWORD).await;
     let data_dir = data_dir.canonicalize().unwrap();

@@ -185,8 +185,8 @@ fn json_schema(method: &str, path: &str) -> Value {
             .map(|((b, (_, d)), what)| bounded(b, d, what))
             .collect::<serde_json::Map<_, _>>()});
     let network = json!({"description": "What a run may connect to. \"full\" (default): \
-        any address (with a runner's --shut-out-platform-ports, not the platform's own ports: \
-        control, edge, broker, blob store, and those it is told, on any host). \"none\": \
+        any address but the platform's own ports (control, edge, broker, blob store, and those \
+        the runner is told, such as the database's), on any host. \"none\": \
         nothing (a network namespace of its own). {\"allow\": [\"host:port\", ...]}: TCP to \
         the listed ports only, at most 32 entries; enforced by PORT ONLY (the kernel sees \
         addresses, not names: db.example:5432 allows port 5432 on any host); a platform port \

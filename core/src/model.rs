@@ -328,9 +328,8 @@ impl RunLimits {
 
 /// What a run may connect to.
 ///
-/// * `full` (default): any address; a runner started with `--shut-out-platform-ports` shuts
-///   the platform's own ports (control, edge, broker, blob store, any it is told) out of it, on
-///   every host;
+/// * `full` (default): any address but the platform's own ports (control, edge, broker, blob
+///   store, and any the runner is told), which are shut out on every host;
 /// * `none`: nothing; the run has a network namespace of its own with only a loopback device;
 /// * `{"allow": ["host:port", …]}`: TCP connections to the listed ports only (at most
 ///   [`NetworkPolicy::MAX_ALLOW`]). **Enforced by port only**: the kernel sees addresses, not

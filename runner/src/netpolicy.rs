@@ -9,8 +9,7 @@
 //!   `PR_SET_NO_NEW_PRIVS`. Rulesets stack: the sandbox's own layers are unaffected. Landlock
 //!   sees ports, not hosts, so an entry is enforced by its port alone (documented in the API);
 //!   UDP is not restricted by a list.
-//! * `full`: any address; with protected ports, every port but those ([`deny_only`]): the
-//!   runner starts such runs from a thread carrying that Landlock domain (see
+//! * `full`: any address but the platform's ports the runner protects (a cgroup BPF hook, see
 //!   `sandbox/guard.rs`).
 //!
 //! Where the kernel cannot enforce a policy (no Landlock network support, no permission to
@@ -72,30 +71,6 @@ pub fn missing(ports_guarded: bool) -> Vec<(&'static str, String)> {
         ));
     }
     out
-}
-
-/// A ruleset that handles TCP connect and allows it to every port but `denied`: 65,535 rules
-/// less a few, made once (about 10 ms) for the thread that starts `full` runs.
-pub fn deny_only(denied: &[u16]) -> io::Result<OwnedFd> {
-    let allowed: Vec<u16> = (1..=u16::MAX).filter(|p| !denied.contains(p)).collect();
-    allow_only(&allowed)
-}
-
-/// Puts the calling thread (only it: Landlock domains belong to threads) and every process it
-/// starts from now on under `ruleset`. Needs `CAP_SYS_ADMIN` or no_new_privs.
-pub fn restrict_thread(ruleset: &OwnedFd) -> io::Result<()> {
-    // SAFETY: getters and a prctl on this thread's own flag, then a ruleset descriptor we own.
-    let r = unsafe {
-        // Without CAP_SYS_ADMIN (not root) Landlock asks for no_new_privs, a thread's flag too.
-        if libc::geteuid() != 0 && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32)
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A policy made ready for one run: what the child must do, and the ruleset it applies.

@@ -1,58 +1,213 @@
 //! The platform's ports, shut out of runs whose network policy is `full`.
 //!
-//! Landlock cannot deny a port, only allow; a domain that allows every port but the platform's
-//! (control, the edge, the broker, the database, the blob store: whatever the runner is told)
-//! has some 65,000 rules and takes 7-10 ms to apply. One thread of the runner applies it once
-//! and starts every sandboxed `full` run and every zygote, which inherit it; Landlock domains
-//! belong to threads, so the runner's other threads keep their network. Runs with an
-//! allow-list are started elsewhere: the list is what the task asked for, platform ports
-//! included.
+//! A cgroup v2 directory of the runner's own carries two small BPF programs on its
+//! `connect4`/`connect6` hooks: a TCP or UDP connect from a process in it to one of the
+//! platform's ports (control, the edge, the broker, the blob store, the database: whatever the
+//! runner is told) fails with `EPERM`, on any host; every other connect goes on. Each sandboxed
+//! `full` run and each zygote is put in the directory before it may start, and what they fork
+//! stays there; the task cannot leave (no cgroup filesystem is in its view). The cost per run is
+//! one write to `cgroup.procs`. Runs with an allow-list are left out: the list is what the task
+//! asked for, platform ports included.
 //!
-//! Inheriting is free, but each run then restricts itself again (its file rules), and a new
-//! domain copies every rule of the one beneath it: about 8 ms per run, cold or warm. That is
-//! why the guard is opt-in (`--shut-out-platform-ports`).
+//! This works where cgroup v2 is mounted at all, even with no controller enabled in it (the v1
+//! hybrid layout: BPF programs attach to v2 directories regardless). Landlock could shut the
+//! ports out too, but it can only allow ports: a domain allowing all others holds some 65,000
+//! rules, and every run's own Landlock layer would copy them (about 8 ms per run, measured).
 
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
-use crate::netpolicy;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+/// `offsetof(struct bpf_sock_addr, user_port)`: the destination port, network byte order.
+const USER_PORT: i16 = 24;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// One BPF instruction, as the kernel reads it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
 
-/// The thread that starts `full` runs under the ports' domain.
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type` (the rest zero).
+#[repr(C)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    rest: [u8; 56],
+}
+
+/// `union bpf_attr` for `BPF_PROG_ATTACH`.
+#[repr(C)]
+struct ProgAttach {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    rest: [u8; 112],
+}
+
+/// The program: `return port in ports ? 0 : 1` (0 refuses the connect).
+fn program(ports: &[u16]) -> Vec<Insn> {
+    const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+    const JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const MOV64_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+    const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
+                           // r2 = ctx->user_port (r1 is the context); dst in the low nibble, src in the high one.
+    let mut insns = vec![Insn {
+        code: LDX_W,
+        regs: 2 | (1 << 4),
+        off: USER_PORT,
+        imm: 0,
+    }];
+    let n = ports.len() as i16;
+    for (i, port) in ports.iter().enumerate() {
+        // The port as the context holds it: its network-order bytes read as a host u32.
+        let wanted = u16::from_ne_bytes(port.to_be_bytes()) as i32;
+        insns.push(Insn {
+            code: JEQ_K,
+            regs: 2,
+            // To the refusal, past the remaining tests and the two allowing instructions.
+            off: n - i as i16 - 1 + 2,
+            imm: wanted,
+        });
+    }
+    for ret in [1, 0] {
+        insns.push(Insn {
+            code: MOV64_K,
+            regs: 0,
+            off: 0,
+            imm: ret,
+        });
+        insns.push(Insn {
+            code: EXIT,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        });
+    }
+    insns
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a zero-padded `union bpf_attr` of the command's layout and size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+fn load(insns: &[Insn], attach: u32) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: *b"antcode_ports\0\0\0",
+        prog_ifindex: 0,
+        expected_attach_type: attach,
+        rest: [0; 56],
+    };
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Where cgroup v2 is mounted, from `/proc/self/mountinfo`.
+fn cgroup2_root() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        fs.starts_with("cgroup2 ")
+            .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+/// The runner's cgroup v2 directory with the programs attached.
 pub struct PortGuard {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    dir: PathBuf,
+    procs: PathBuf,
     ports: Vec<u16>,
+    _programs: [OwnedFd; 2],
 }
 
 impl PortGuard {
-    /// Starts the thread and applies the domain that shuts out `ports`.
+    /// Makes the directory (named after this process and this guard) and attaches the programs
+    /// that refuse connects to `ports`.
     pub fn start(ports: &[u16]) -> io::Result<PortGuard> {
-        let ruleset = netpolicy::deny_only(ports)?;
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let (ready, applied) = mpsc::sync_channel::<io::Result<()>>(1);
-        std::thread::Builder::new()
-            .name("sandbox-ports".into())
-            .spawn(move || {
-                let restricted = netpolicy::restrict_thread(&ruleset);
-                drop(ruleset);
-                let ok = restricted.is_ok();
-                let _ = ready.send(restricted);
-                if ok {
-                    for job in queue {
-                        job();
-                    }
-                }
-            })?;
-        applied
-            .recv()
-            .map_err(|_| io::Error::other("the ports' thread ended at start"))??;
+        let root = cgroup2_root().ok_or_else(|| io::Error::other("cgroup v2 is not mounted"))?;
+        // One per guard: a process may hold several runners (tests, benchmarks), and each
+        // removes its own directory when it stops.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("antcode-ports-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let attached = Self::attach(&dir, ports);
+        if attached.is_err() {
+            let _ = std::fs::remove_dir(&dir);
+        }
         Ok(PortGuard {
-            jobs: Mutex::new(jobs),
+            procs: dir.join("cgroup.procs"),
+            dir,
             ports: ports.to_vec(),
+            _programs: attached?,
         })
+    }
+
+    fn attach(dir: &Path, ports: &[u16]) -> io::Result<[OwnedFd; 2]> {
+        let target = std::fs::File::open(dir)?;
+        let insns = program(ports);
+        let mut programs = Vec::with_capacity(2);
+        for hook in [BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT] {
+            let prog = load(&insns, hook)?;
+            let mut attr = ProgAttach {
+                target_fd: target.as_raw_fd() as u32,
+                attach_bpf_fd: prog.as_raw_fd() as u32,
+                attach_type: hook,
+                attach_flags: 0,
+                rest: [0; 112],
+            };
+            bpf(BPF_PROG_ATTACH, &mut attr)?;
+            programs.push(prog);
+        }
+        let [v4, v6]: [OwnedFd; 2] = programs
+            .try_into()
+            .map_err(|_| io::Error::other("two programs"))?;
+        Ok([v4, v6])
     }
 
     /// The ports shut out.
@@ -60,25 +215,37 @@ impl PortGuard {
         &self.ports
     }
 
-    /// Runs `f` on the guard's thread, waiting for it: what it starts inherits the domain. An
-    /// error only if that thread is gone (it never ends once started).
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
-        let (done, result) = mpsc::sync_channel(1);
-        let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
-            let _ = done.send(catch_unwind(AssertUnwindSafe(f)));
-        });
-        // SAFETY: the job may borrow from the caller's frame. This function returns only once
-        // the job has run (its result arrived) or has been dropped unrun (the channel to it
-        // closed, which happens when the job, holding `done`, is dropped), so no borrow
-        // outlives the frame.
-        let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
-        let sent = crate::lock(&self.jobs).send(job);
-        // A job refused by a gone thread comes back in the error and is dropped here.
-        drop(sent);
-        match result.recv() {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => Err(io::Error::other("the sandbox's ports thread is gone")),
+    /// Puts `pid` (and what it forks from now on) under the guard.
+    pub fn join(&self, pid: i32) -> io::Result<()> {
+        std::fs::write(&self.procs, pid.to_string())
+    }
+}
+
+impl Drop for PortGuard {
+    fn drop(&mut self) {
+        // Only an empty directory goes; one that still holds a process stays until it ends.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_jumps_to_the_refusal_from_every_test() {
+        let insns = program(&[5432, 6379]);
+        // load, two tests, allow (mov, exit), refuse (mov, exit)
+        assert_eq!(insns.len(), 7);
+        let refusal = insns.len() - 2;
+        for (i, insn) in insns.iter().enumerate().skip(1).take(2) {
+            assert_eq!(i + 1 + insn.off as usize, refusal, "test {i}");
         }
+        assert_eq!(insns[refusal].imm, 0);
+        assert_eq!(insns[refusal - 2].imm, 1);
+        assert_eq!(
+            insns[1].imm,
+            u16::from_ne_bytes(5432u16.to_be_bytes()) as i32
+        );
     }
 }

@@ -347,7 +347,7 @@ impl Sandbox {
     }
 
     /// Shuts `ports` out of every run whose network policy is `full` from now on, and out of
-    /// zygotes (see [`guard`]). Needs Landlock's network rules (ABI 4).
+    /// zygotes (see [`guard`]). Needs cgroup v2 mounted and BPF.
     pub fn guard_ports(&mut self, ports: &[u16]) -> io::Result<()> {
         self.guard = Some(guard::PortGuard::start(ports)?);
         Ok(())
@@ -360,20 +360,8 @@ impl Sandbox {
 
     /// [`Sandbox::spawn`]'s work: the init's pid, the output pipes and the status pipe. With
     /// `zygote`, the task is a zygote (see [`Zygote`]) and the pipes are dummies. A run whose
-    /// network policy is `full` is started from the ports' thread, when there is one.
+    /// network policy is `full` joins the ports' guard before it may start, when there is one.
     fn start(
-        &self,
-        spec: &RunSpec<'_>,
-        zygote: Option<&Zygote<'_>>,
-    ) -> io::Result<(i32, File, File, File)> {
-        let full = spec.net.ruleset() < 0 && !spec.net.new_netns();
-        match &self.guard {
-            Some(guard) if full => guard.run(|| self.start_here(spec, zygote))?,
-            _ => self.start_here(spec, zygote),
-        }
-    }
-
-    fn start_here(
         &self,
         spec: &RunSpec<'_>,
         zygote: Option<&Zygote<'_>>,
@@ -429,8 +417,13 @@ impl Sandbox {
         let pid = pid as i32;
         drop((out_w, err_w, go_r, fail_w, status_w, null));
         let mut go = File::from(go_w);
+        let full = spec.net.ruleset() < 0 && !spec.net.new_netns();
         let started = self
             .write_maps(pid)
+            .and_then(|()| match &self.guard {
+                Some(guard) if full => guard.join(pid),
+                _ => Ok(()),
+            })
             .and_then(|()| spec.before_start.map_or(Ok(()), |f| f(pid)))
             .and_then(|()| go.write_all(b"g"));
         drop(go);

@@ -303,13 +303,7 @@ pub fn start(
     }
     let protected = &protected[..];
     if !protected.is_empty() {
-        let guarded = match crate::netpolicy::landlock_abi() {
-            abi if abi < 4 => Err(io::Error::other(format!(
-                "Landlock ABI {abi}, 4 needed: Linux 6.7+"
-            ))),
-            _ => sandbox.guard_ports(protected),
-        };
-        match guarded {
+        match sandbox.guard_ports(protected) {
             Ok(()) => {
                 tracing::info!(ports = ?protected, "sandbox: the platform's ports are shut out of network `full`")
             }
