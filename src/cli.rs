@@ -311,7 +311,7 @@ pub struct RunnerArgs {
     pub redis_url: Option<String>,
     #[arg(long, env = "ANTCODE_BLOB_URL")]
     pub blob_url: Option<String>,
-    /// Gateway mode: the edge's URL, e.g. https://edge.example:50051.
+    /// Gateway mode: the edge's URL, e.g. `https://edge.example:50051`.
     #[arg(long, env = "ANTCODE_EDGE_URL")]
     pub edge: Option<String>,
     /// Gateway mode: the cluster CA certificate (PEM).

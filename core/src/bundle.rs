@@ -3,11 +3,11 @@
 //! Control inspects an upload with the same walker the runner later extracts with, so an archive
 //! that is accepted is exactly one that can be unpacked. Refused: absolute paths, `..` components,
 //! symlinks whose target, resolved through the links before them, leaves the bundle
-//! ([`tree`](self::tree)), entries written through or over a link, hard links, devices and
+//! (`tree`), entries written through or over a link, hard links, devices and
 //! FIFOs, and archives past the entry-count or unpacked-size caps (decompression bombs are
 //! caught while reading, with a byte counter per entry, never buffered or trusted from headers).
 //! Extraction writes by descriptor under the destination and never follows a link
-//! ([`beneath`](self::beneath)).
+//! (`beneath`).
 
 mod beneath;
 mod tree;
@@ -328,7 +328,7 @@ pub type CreateFile<'a> = dyn FnMut(&Path) -> std::io::Result<std::fs::File> + '
 
 /// [`extract`], with a single-file bundle opened by `create` (the runner writes into files it
 /// recycled, see its `workdirs`). An archive's entries are written by descriptor under `dest`
-/// (see [`beneath`](self::beneath)), so no link, from the archive or already in `dest`, is
+/// (see `beneath`), so no link, from the archive or already in `dest`, is
 /// followed.
 pub fn extract_with(
     format: BundleFormat,

@@ -11,10 +11,10 @@
 //! * Rate limits per identity and per source address (pingora-limits), a cap on concurrent
 //!   long-polls per identity, bounded request sizes.
 //!
-//! Two layers in one process: the Pingora [`front`] terminates TLS on the edge's port, resolves
+//! Two layers in one process: the Pingora front (`front/`) terminates TLS on the edge's port, resolves
 //! the caller's identity, applies the limits, answers `Lease` itself and proxies the rest; the
-//! worker service ([`service`], tonic) listens on an ephemeral loopback port in plain HTTP/2 and
-//! accepts only calls that carry the front's per-process secret ([`front::FRONT_HEADER`]), so
+//! worker service (`service.rs`, tonic) listens on an ephemeral loopback port in plain HTTP/2 and
+//! accepts only calls that carry the front's per-process secret (`FRONT_HEADER`), so
 //! nothing reaches it around the front. [`baseline`] is the bench's tonic-only cost floor.
 //!
 //! **Architecture invariant:** the edge never holds SQL credentials: it depends on `core` for the

@@ -575,7 +575,7 @@ impl RunCgroup {
     }
 
     /// Kills every process in the run's cgroup and waits until it is empty (bounded by
-    /// [`KILL_FOR`]); returns how many were signalled. Blocking.
+    /// `KILL_FOR`); returns how many were signalled. Blocking.
     pub fn kill_all(&self) -> usize {
         let Some((version, _, dir)) = self.dirs.first() else {
             return 0;

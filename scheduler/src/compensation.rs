@@ -3,7 +3,7 @@
 //! Each pass:
 //! 1. re-publishes the due `queued` runs of SQL that the broker does not hold (after a restart or
 //!    a Redis flush they come back; publishing is idempotent per attempt, so a race with another
-//!    publisher is harmless). A pass checks the next [`PAGE`] due runs in `(not_before, id)`
+//!    publisher is harmless). A pass checks the next `PAGE` due runs in `(not_before, id)`
 //!    order after where the previous pass stopped, and starts again from the start once a page
 //!    reaches the end, so a backlog costs each pass one page and every queued run is still
 //!    checked once per sweep;

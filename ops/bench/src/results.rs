@@ -1,7 +1,7 @@
 //! What every bench binary shares (`mod results;`): its command line and its results file.
 //!
 //! [`Flags`] answers `--help` and `--version`, takes `--json-out PATH`, and refuses an unknown
-//! flag or a bad value in one line with exit status 2. [`write`] stores a run as
+//! flag or a bad value in one line with exit status 2. [`write()`] stores a run as
 //! `ops/bench/results/YYYY-MM-DD-<bench>.json` (the default of `--json-out`, relative to the
 //! repository root the benches run from):
 //!

@@ -154,6 +154,28 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
+/// Removes the empty directories of guards whose process is gone: a runner that exits without
+/// dropping its sandbox (or crashes) leaves its own.
+fn sweep(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("antcode-ports-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            // Fails, and so keeps it, while a process is still in it.
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
 /// The runner's cgroup v2 directory with the programs attached.
 pub struct PortGuard {
     dir: PathBuf,
@@ -167,6 +189,7 @@ impl PortGuard {
     /// that refuse connects to `ports`.
     pub fn start(ports: &[u16]) -> io::Result<PortGuard> {
         let root = cgroup2_root().ok_or_else(|| io::Error::other("cgroup v2 is not mounted"))?;
+        sweep(&root);
         // One per guard: a process may hold several runners (tests, benchmarks), and each
         // removes its own directory when it stops.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

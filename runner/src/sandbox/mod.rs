@@ -175,7 +175,7 @@ pub struct Sandbox {
     cap_last: libc::c_int,
     /// Each virtualenv's interpreter installation, when it is outside the system binds.
     interpreters: Mutex<HashMap<PathBuf, Option<PathBuf>>>,
-    /// The thread that starts `full` runs with the platform's ports shut out (see [`guard`]).
+    /// The thread that starts `full` runs with the platform's ports shut out (see `guard.rs`).
     guard: Option<guard::PortGuard>,
 }
 
@@ -347,7 +347,7 @@ impl Sandbox {
     }
 
     /// Shuts `ports` out of every run whose network policy is `full` from now on, and out of
-    /// zygotes (see [`guard`]). Needs cgroup v2 mounted and BPF.
+    /// zygotes (see `guard.rs`). Needs cgroup v2 mounted and BPF.
     pub fn guard_ports(&mut self, ports: &[u16]) -> io::Result<()> {
         self.guard = Some(guard::PortGuard::start(ports)?);
         Ok(())

@@ -6,7 +6,7 @@
 //! `runs.rs` (its fenced reports in `record.rs`, its group commit in `create.rs`), `audit.rs`,
 //! `workers.rs` and `secrets.rs`.
 //!
-//! Queries are written once with `?` placeholders; [`SqlStore::q`] rewrites them to `$n` for
+//! Queries are written once with `?` placeholders; `SqlStore::q` rewrites them to `$n` for
 //! PostgreSQL. Only portable types cross the driver: text, 64-bit integers (times are epoch ms,
 //! booleans 0/1) and JSON as text.
 //!
