@@ -382,10 +382,15 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     let blobs = seams::open_blobs(blob).await.context(BLOB)?;
     let mut config = antcode_runner::RunnerConfig::new(broker, blobs, args.data_dir.clone());
     config.queues = args.queues.queues.clone();
-    // The broker's and the blob store's ports are the platform's.
-    config.protected_ports = args
-        .ports
-        .shut_out(cli::url_port(redis).into_iter().chain(cli::url_port(blob)));
+    // The broker's and the blob store's ports are the platform's (an `s3://` store's is its
+    // endpoint's).
+    let s3 = blob.starts_with("s3://").then(s3_endpoint_port).flatten();
+    config.protected_ports = args.ports.shut_out(
+        cli::url_port(redis)
+            .into_iter()
+            .chain(cli::url_port(blob))
+            .chain(s3),
+    );
     let shutdown = runner_settings(&mut config, &args, labels).stop;
     let b = config.broker.clone();
     let ready: ops_http::Ready = Arc::new(move || {
@@ -397,6 +402,18 @@ async fn run_runner(args: cli::RunnerArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     ops.await??;
     Ok(())
+}
+
+/// The port of the S3 endpoint the blob store is configured with (`ANTCODE_S3_ENDPOINT` or
+/// `MINIO_ENDPOINT`, with or without a scheme).
+fn s3_endpoint_port() -> Option<u16> {
+    let endpoint = antcode_core::blob::s3::ENV_ENDPOINT
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))?;
+    match endpoint.contains("://") {
+        true => cli::url_port(&endpoint),
+        false => cli::url_port(&format!("http://{endpoint}")),
+    }
 }
 
 /// What both runner modes take from their flags; the OS signals that stop the runner.
