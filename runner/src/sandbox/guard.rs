@@ -1,9 +1,10 @@
 //! The platform's ports, shut out of runs whose network policy is `full`.
 //!
-//! A cgroup v2 directory of the runner's own carries two small BPF programs on its
-//! `connect4`/`connect6` hooks: a TCP or UDP connect from a process in it to one of the
-//! platform's ports (control, the edge, the broker, the blob store, the database: whatever the
-//! runner is told) fails with `EPERM`, on any host; every other connect goes on. Each sandboxed
+//! A cgroup v2 directory of the runner's own carries a small BPF program on its `connect4`,
+//! `connect6`, `sendmsg4` and `sendmsg6` hooks: a TCP or UDP connect, or a UDP datagram, from a
+//! process in it to one of the platform's ports (control, the edge, the broker, the blob store,
+//! the database: whatever the runner is told) fails with `EPERM`, on any host; everything else
+//! goes on. Each sandboxed
 //! `full` run and each zygote is put in the directory before it may start, and what they fork
 //! stays there; the task cannot leave (no cgroup filesystem is in its view). The cost per run is
 //! one write to `cgroup.procs`. Runs with an allow-list are left out: the list is what the task
@@ -23,6 +24,16 @@ const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
+const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
+/// The hooks the program is attached to: TCP and UDP connects, and UDP datagrams sent without
+/// a connect.
+const HOOKS: [u32; 4] = [
+    BPF_CGROUP_INET4_CONNECT,
+    BPF_CGROUP_INET6_CONNECT,
+    BPF_CGROUP_UDP4_SENDMSG,
+    BPF_CGROUP_UDP6_SENDMSG,
+];
 /// `offsetof(struct bpf_sock_addr, user_port)`: the destination port, network byte order.
 const USER_PORT: i16 = 24;
 
@@ -181,7 +192,7 @@ pub struct PortGuard {
     dir: PathBuf,
     procs: PathBuf,
     ports: Vec<u16>,
-    _programs: [OwnedFd; 2],
+    _programs: Vec<OwnedFd>,
 }
 
 impl PortGuard {
@@ -211,11 +222,11 @@ impl PortGuard {
         })
     }
 
-    fn attach(dir: &Path, ports: &[u16]) -> io::Result<[OwnedFd; 2]> {
+    fn attach(dir: &Path, ports: &[u16]) -> io::Result<Vec<OwnedFd>> {
         let target = std::fs::File::open(dir)?;
         let insns = program(ports);
-        let mut programs = Vec::with_capacity(2);
-        for hook in [BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT] {
+        let mut programs = Vec::with_capacity(HOOKS.len());
+        for hook in HOOKS {
             let prog = load(&insns, hook)?;
             let mut attr = ProgAttach {
                 target_fd: target.as_raw_fd() as u32,
@@ -227,10 +238,7 @@ impl PortGuard {
             bpf(BPF_PROG_ATTACH, &mut attr)?;
             programs.push(prog);
         }
-        let [v4, v6]: [OwnedFd; 2] = programs
-            .try_into()
-            .map_err(|_| io::Error::other("two programs"))?;
-        Ok([v4, v6])
+        Ok(programs)
     }
 
     /// The ports shut out.

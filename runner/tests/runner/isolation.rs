@@ -141,7 +141,8 @@ async fn network_policies_reach_only_what_they_allow(mode: Mode) {
     h.stop().await;
 }
 
-/// Connects to each port given on the command line and prints how it went.
+/// Connects to each port given on the command line, and sends it a datagram, and prints how
+/// each went.
 const CONNECT_PORTS: &str = r#"
 import socket, sys
 for port in sys.argv[1:]:
@@ -150,6 +151,11 @@ for port in sys.argv[1:]:
         print("port", port, "ok", flush=True)
     except OSError as e:
         print("port", port, "refused errno", e.errno, flush=True)
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", int(port)))
+        print("udp", port, "ok", flush=True)
+    except OSError as e:
+        print("udp", port, "refused errno", e.errno, flush=True)
 "#;
 
 cold_and_warm!(the_platforms_ports_are_shut_out_of_network_full);
@@ -187,6 +193,15 @@ async fn the_platforms_ports_are_shut_out_of_network_full(mode: Mode) {
         let reached = |port: u16| log.contains(&format!("port {port} ok"));
         assert_eq!(reached(p), reaches_p, "{policy:?}, platform port: {log}");
         assert_eq!(reached(q), reaches_q, "{policy:?}, another port: {log}");
+        // Datagrams: `full` may not send to the platform's port; an allow-list restricts TCP
+        // only, and a run with one is outside the guard.
+        let sent = |port: u16| log.contains(&format!("udp {port} ok"));
+        assert_eq!(
+            sent(p),
+            reaches_p,
+            "{policy:?}, datagram to the platform port: {log}"
+        );
+        assert!(sent(q), "{policy:?}, datagram to another port: {log}");
     }
     h.stop().await;
 }
