@@ -30,6 +30,19 @@ pub struct Server {
     _tmp: tempfile::TempDir,
 }
 
+/// A client with `timeout` per request, once control at `base` answers `/healthz` (or after
+/// five seconds: the test's first call then says what is wrong).
+pub async fn answering(base: &str, timeout: Duration) -> reqwest::Client {
+    let http = reqwest::Client::builder().timeout(timeout).build().unwrap();
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    http
+}
+
 pub async fn start() -> Server {
     start_with(|_| {}).await
 }
@@ -67,17 +80,7 @@ pub async fn start_with(edit: impl FnOnce(&mut ControlConfig)) -> Server {
     };
     edit(&mut config);
     let task = tokio::spawn(run(config, shutdown.clone()));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    // Wait until it answers.
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let http = answering(&base, Duration::from_secs(60)).await;
     Server {
         base,
         http,

@@ -176,16 +176,7 @@ pub async fn start_system() -> System {
     let mut sched = antcode_scheduler::SchedulerConfig::new(store, broker.clone());
     sched.tick_interval = Duration::from_millis(250);
     tokio::spawn(antcode_scheduler::run(sched, shutdown.clone()));
-    let api = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    for _ in 0..200 {
-        if api.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let api = antcode_testkit::control::answering(&base, Duration::from_secs(30)).await;
     System {
         base,
         api,
