@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use antcode::up::{self, Up, UpConfig};
 use antcode_testkit::api::{terminal, Api};
 use antcode_testkit::fixtures::zip_of;
+use antcode_testkit::procs::{marked, process_gone};
 
 const PASSWORD: &str = "e2e-password-not-default";
 
@@ -47,32 +48,6 @@ async fn wait_terminal(c: &Api, run: &Value, limit: Duration) -> Value {
     let id = run["id"].as_str().unwrap();
     c.wait_run(id, "a terminal state", limit, terminal, &String::new)
         .await
-}
-
-fn pid_is_dead(pid: i32) -> bool {
-    // A killed process reparented to an init that does not reap stays a zombie: dead all the same.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// The host pids of the live processes carrying `run_id`'s marker in their environment.
-fn marked(run_id: &str) -> Vec<i32> {
-    let marker = format!("ANTCODE_RUN_ID={run_id}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
-        })
-        .filter(|&pid| !pid_is_dead(pid))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -147,7 +122,7 @@ async fn python_runs_end_to_end() {
     assert_eq!(run["state"], "timed_out", "{run}");
     let deadline = Instant::now() + Duration::from_secs(15);
     for pid in pids {
-        while !pid_is_dead(pid) {
+        while !process_gone(pid) {
             assert!(
                 Instant::now() < deadline,
                 "grandchild {pid} survived the timeout"

@@ -173,3 +173,33 @@ pub async fn wait_readyz(p: &Procs, port: u16, want: u16) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// True once `pid` no longer runs: gone, or a zombie nobody has reaped yet (a killed process
+/// reparented to an init that does not reap stays one: dead all the same).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The host pids of the live processes carrying `run_id`'s marker in their environment (a
+/// task in its own PID namespace knows only its pids there).
+pub fn marked(run_id: &str) -> Vec<i32> {
+    let marker = format!("ANTCODE_RUN_ID={run_id}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
+        })
+        .filter(|&pid| !process_gone(pid))
+        .collect()
+}

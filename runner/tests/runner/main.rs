@@ -2,6 +2,7 @@
 //! local blob directory) with real Python under real uv.
 
 use antcode_testkit::fixtures::{job, zip_of};
+use antcode_testkit::procs::{marked, process_gone};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -262,35 +263,6 @@ impl Harness {
                 .unwrap();
         }
     }
-}
-
-/// True once `pid` no longer runs (gone, or a zombie nobody has reaped yet).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// The host pids of the processes carrying `run_id`'s marker in their environment (a task in
-/// its own PID namespace knows only its pids there).
-fn marked(run_id: &str) -> Vec<i32> {
-    let marker = format!("ANTCODE_RUN_ID={run_id}");
-    let mut pids = vec![];
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if environ.split(|&b| b == 0).any(|v| v == marker.as_bytes()) && !process_gone(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 async fn wait_gone(pid: i32) {
