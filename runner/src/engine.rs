@@ -135,13 +135,14 @@ pub async fn run_with_source(
     let ports_guarded = sandbox
         .as_ref()
         .is_some_and(|s| s.guarded_ports().is_some());
+    let net_missing = crate::netpolicy::missing(ports_guarded);
     // Shown in the worker list: `full` or `weak: …`, and each guarantee this runner cannot give.
     cfg.labels.insert("sandbox".into(), report.summary());
     // Names only: a label holds at most 256 bytes; the start-up log says what each one means.
     let missing: Vec<&str> = report
         .missing()
         .map(|c| c.mechanism)
-        .chain(crate::netpolicy::missing(ports_guarded).iter().map(|m| m.0))
+        .chain(net_missing.iter().map(|m| m.0))
         .collect();
     if !missing.is_empty() {
         cfg.labels
@@ -153,12 +154,8 @@ pub async fn run_with_source(
         worker_id = %cfg.worker_id, uv = %uv.describe(), slots = cfg.slots, queues = ?cfg.queues,
         "runner started"
     );
-    let (venvs_dir, gc, builder) = (cfg.data_dir.join("venvs"), cfg.venv_gc, sandbox.clone());
-    // Finding uv's executable for sandboxed builds may ask Python: off the runtime's threads.
-    let venvs =
-        tokio::task::spawn_blocking(move || Venvs::with_gc(venvs_dir, uv, gc).sandboxed(builder))
-            .await?;
-    let venvs = Arc::new(venvs);
+    let venvs = Venvs::with_gc(cfg.data_dir.join("venvs"), uv, cfg.venv_gc);
+    let venvs = Arc::new(venvs.sandboxed(sandbox.clone()));
     let collector = venvs.clone();
     match tokio::task::spawn_blocking(move || collector.collect_garbage()).await {
         Ok(Ok(_)) => {}
@@ -166,7 +163,7 @@ pub async fn run_with_source(
         Err(e) => tracing::warn!(error = %e, "virtualenv garbage collection task failed"),
     }
     let sweeper: Arc<crate::sweeper::Sweeper> = Arc::default();
-    for (_, line) in crate::netpolicy::missing(ports_guarded) {
+    for (_, line) in &net_missing {
         tracing::warn!("{line}");
     }
     let ctx = Arc::new(Ctx {

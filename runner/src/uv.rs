@@ -190,8 +190,11 @@ fn discover() -> Option<Uv> {
 #[derive(Clone)]
 struct Builder {
     sandbox: Arc<Sandbox>,
-    /// uv's executable, bound into the sandbox; `None` when only a shim was found.
-    uv: Option<PathBuf>,
+    /// How uv was found, to find its executable on the first build from source.
+    found: Uv,
+    /// uv's executable, bound into the sandbox; `None` when only a shim was found. Looked up
+    /// once, when first needed (it may ask Python), not at every runner's start.
+    uv: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -209,7 +212,7 @@ impl Builder {
     /// `env` is the one writable directory, handed to the task's user for the build and taken
     /// back after it; uv's cache and temporary files live in it and go with the build.
     fn install(&self, env: &Path, req_file: &Path) -> Result<(), VenvError> {
-        let Some(uv) = &self.uv else {
+        let Some(uv) = self.uv.get_or_init(|| self.found.executable()) else {
             return Err(VenvError::Install(
                 "these requirements must be built from source, and only a shim of uv was found, which the sandbox cannot run; install uv with pip".into(),
             ));
@@ -407,7 +410,8 @@ impl Venvs {
     /// that cannot be bound) such requirements fail rather than build unconfined.
     pub fn sandboxed(mut self, sandbox: Option<Arc<Sandbox>>) -> Venvs {
         self.builder = sandbox.map(|sandbox| Builder {
-            uv: self.uv.executable(),
+            found: self.uv.clone(),
+            uv: std::sync::OnceLock::new(),
             sandbox,
         });
         self
