@@ -249,6 +249,7 @@ impl PortGuard {
     /// Puts `pid` (and what it forks from now on) under the guard.
     pub fn join(&self, pid: i32) -> io::Result<()> {
         std::fs::write(&self.procs, pid.to_string())
+            .map_err(|e| io::Error::new(e.kind(), format!("joining the ports' guard: {e}")))
     }
 }
 

@@ -199,6 +199,12 @@ enum Item {
     },
 }
 
+/// The runner's effective user.
+fn runner_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
 /// What one run needs besides the sandbox.
 pub struct RunSpec<'a> {
     pub program: &'a Path,
@@ -268,32 +274,26 @@ impl Sandbox {
     /// Gives `path` and everything under it to the task's user (not following links), so the
     /// task may change its own files. Nothing to do when the task runs as the runner's user.
     pub fn hand_over(&self, path: &Path) -> io::Result<()> {
-        // SAFETY: geteuid has no preconditions.
-        if self.uid == unsafe { libc::geteuid() } {
-            return Ok(());
-        }
-        let meta = std::fs::symlink_metadata(path)?;
-        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))?;
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(path)? {
-                self.hand_over(&entry?.path())?;
-            }
-        }
-        Ok(())
+        self.give(path, self.uid, self.gid)
     }
 
     /// Gives `path` and everything under it back to the runner's user (after a sandboxed build).
     pub fn take_back(&self, path: &Path) -> io::Result<()> {
-        // SAFETY: geteuid and getegid have no preconditions.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        if self.uid == uid {
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        self.give(path, runner_uid(), gid)
+    }
+
+    /// `lchown` of `path` and everything under it, unless the task is the runner's user.
+    fn give(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        if self.uid == runner_uid() {
             return Ok(());
         }
         let meta = std::fs::symlink_metadata(path)?;
         std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
         if meta.is_dir() {
             for entry in std::fs::read_dir(path)? {
-                self.take_back(&entry?.path())?;
+                self.give(&entry?.path(), uid, gid)?;
             }
         }
         Ok(())
