@@ -14,6 +14,7 @@
 //! This crate depends on nothing of ours but `antcode-proto`; planes depend on it and never on
 //! each other.
 
+pub mod alerting;
 pub mod blob;
 pub mod broker;
 pub mod bundle;
@@ -21,6 +22,7 @@ pub mod dispatch;
 pub mod fsutil;
 pub mod ids;
 pub mod model;
+pub mod retention;
 pub mod schedule;
 pub mod seams;
 pub mod secrets;

@@ -247,6 +247,9 @@ pub struct TaskSpec {
     /// What each run may connect to (default `full`).
     #[serde(default)]
     pub network: NetworkPolicy,
+    /// How long this task's ended runs are kept, over the global policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::TaskRetention>,
 }
 
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
@@ -428,6 +431,7 @@ impl Default for TaskSpec {
             warm: false,
             limits: RunLimits::default(),
             network: NetworkPolicy::Full,
+            retention: None,
         }
     }
 }
@@ -519,6 +523,9 @@ pub struct Run {
     pub log_key: Option<String>,
     pub result: Option<serde_json::Value>,
     pub cancel_requested: bool,
+    /// Pinned: never pruned by retention.
+    #[serde(default)]
+    pub keep: bool,
     #[serde(with = "rfc3339::option")]
     pub due_at: Option<i64>,
     #[serde(with = "rfc3339")]
@@ -529,6 +536,10 @@ pub struct Run {
     pub started_at: Option<i64>,
     #[serde(with = "rfc3339::option")]
     pub finished_at: Option<i64>,
+    /// When the store recorded the run's end (its clock, not the runner's): the order alerts
+    /// and retention walk ended runs in.
+    #[serde(skip)]
+    pub closed_at: Option<i64>,
     #[serde(skip)]
     pub lease_token: Option<String>,
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use antcode_core::Shutdown;
 
-use crate::{compensation, tick, SchedulerConfig, SchedulerError};
+use crate::{alerts, compensation, pruner, tick, SchedulerConfig, SchedulerError};
 
 /// The leader lock, and the fence whose token guards scheduled-run writes.
 pub const LOCK: &str = "scheduler";
@@ -78,9 +78,31 @@ async fn lead(config: &SchedulerConfig, fence: u64, shutdown: &Shutdown) {
             tokio::time::sleep(config.tick_interval).await;
         }
     };
+    let alerts = async {
+        let mut alerts = alerts::Alerts::new(config);
+        loop {
+            if let Err(e) = alerts.evaluate().await {
+                tracing::warn!(error = %e, "alerts: finding events failed");
+            }
+            if let Err(e) = alerts.deliver().await {
+                tracing::warn!(error = %e, "alerts: sending failed");
+            }
+            tokio::time::sleep(config.alert_interval).await;
+        }
+    };
+    let prune = async {
+        loop {
+            if let Err(e) = pruner::prune(config).await {
+                tracing::warn!(error = %e, "pruner: pass failed");
+            }
+            tokio::time::sleep(config.prune_interval).await;
+        }
+    };
     tokio::select! {
         _ = shutdown.cancelled() => {},
         _ = renew => {},
         _ = work => {},
+        _ = alerts => {},
+        _ = prune => {},
     }
 }

@@ -6,6 +6,8 @@
 //! * [`compensation`] (leader only) keeps the broker consistent with SQL: re-publishes queued runs,
 //!   reclaims expired leases as `lost`, and detects running runs whose lease vanished.
 //! * [`tick`] (leader only) fires schedules, in batches of one transaction each.
+//! * [`alerts`] (leader only) turns events into deliveries in the SQL outbox and sends them.
+//! * [`pruner`] (leader only) deletes what the retention policies expire.
 //!
 //! The plane never talks to runners or control directly: only through `Store` and `Broker`.
 //!
@@ -16,8 +18,10 @@
 //! `antcode_scheduler_repairs_total{kind}`, `antcode_scheduler_recorder_lag_seconds` (apply time
 //! − the event's `at_ms`).
 
+pub mod alerts;
 pub mod compensation;
 pub mod leader;
+pub mod pruner;
 pub mod recorder;
 pub mod tick;
 
@@ -50,6 +54,17 @@ pub struct SchedulerConfig {
     /// Where tick and compensation read "now": due times, misfires, lag, backoff starts, lost
     /// leases and queue timeouts. Tests put a `ManualClock` here and advance it.
     pub clock: Arc<dyn Clock>,
+    /// The web UI's address as users reach it, for the run links in alerts
+    /// (`ANTCODE_PUBLIC_URL`); without it alerts carry no link.
+    pub public_url: Option<String>,
+    /// Sends alerts (HTTP client, signing clock, timeout).
+    pub notifier: antcode_notify::Sender,
+    /// How often the leader sends due alerts.
+    pub alert_interval: Duration,
+    /// How often the leader prunes what retention expires.
+    pub prune_interval: Duration,
+    /// Misfires the tick found, for the alert loop.
+    pub misfires: Arc<alerts::Misfires>,
 }
 
 impl SchedulerConfig {
@@ -64,6 +79,11 @@ impl SchedulerConfig {
             secrets: None,
             blobs: None,
             clock: Arc::new(SystemClock),
+            public_url: None,
+            notifier: antcode_notify::Sender::default(),
+            alert_interval: Duration::from_secs(1),
+            prune_interval: Duration::from_secs(60),
+            misfires: Arc::default(),
         }
     }
 }

@@ -188,7 +188,13 @@ impl Schedules {
 }
 
 /// The due times to fire now for `task`, and its next fire time after them.
-fn plan(task: &Task, now: i64, schedules: &mut Schedules) -> (Vec<i64>, Option<i64>) {
+/// A due time the misfire policy dropped is added to `misfires`.
+fn plan(
+    task: &Task,
+    now: i64,
+    schedules: &mut Schedules,
+    misfires: &mut Vec<crate::alerts::Misfire>,
+) -> (Vec<i64>, Option<i64>) {
     let Some(sched) = task.schedule.as_ref().and_then(|s| schedules.get(s)) else {
         return (vec![], None);
     };
@@ -214,6 +220,7 @@ fn plan(task: &Task, now: i64, schedules: &mut Schedules) -> (Vec<i64>, Option<i
     let Some(&latest) = missed.last() else {
         return (vec![], next);
     };
+    let missed_count = missed.len();
     let fire = if task.spec.misfire == "catch_up" {
         // Every due time since the last fire, even when the newest is still within the grace:
         // a failover that took two intervals must not drop the first of them.
@@ -225,6 +232,17 @@ fn plan(task: &Task, now: i64, schedules: &mut Schedules) -> (Vec<i64>, Option<i
     } else {
         vec![latest]
     };
+    if fire.len() < missed_count {
+        let count = missed_count - fire.len();
+        metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_misfire")
+            .increment(count as u64);
+        misfires.push(crate::alerts::Misfire {
+            task_id: task.id.clone(),
+            task_name: task.name.clone(),
+            latest,
+            count,
+        });
+    }
     (fire, next)
 }
 
@@ -319,6 +337,7 @@ async fn plan_batch(
     let mut plans = vec![];
     let mut next = vec![];
     let mut skipped = 0;
+    let mut misfires = vec![];
     for task in tasks {
         let Some(from) = task.next_fire_at else {
             continue;
@@ -330,7 +349,7 @@ async fn plan_batch(
                 continue;
             }
         };
-        let (due_times, to) = plan(&task, now, schedules);
+        let (due_times, to) = plan(&task, now, schedules, &mut misfires);
         let task_active = active.remove(&task.id).unwrap_or_default();
         let (planned, skips) = overlap(&task.spec.overlap, &due_times, task_active);
         skipped += skips;
@@ -352,6 +371,7 @@ async fn plan_batch(
     }
     metrics::counter!("antcode_scheduler_fires_total", "outcome" => "skipped_overlap")
         .increment(skipped as u64);
+    config.misfires.add(misfires);
     phase("plan", started);
     Ok(Batch {
         now,

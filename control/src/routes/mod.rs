@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod auth;
 pub mod internal;
+pub mod notifications;
 pub mod projects;
 pub mod queues;
+pub mod retention;
 pub mod runs;
 pub mod secrets;
 pub mod system;
@@ -36,6 +38,8 @@ pub fn api() -> Router<AppState> {
         .merge(queues::router())
         .merge(audit::router())
         .merge(secrets::router())
+        .merge(notifications::router())
+        .merge(retention::router())
 }
 
 /// `Query` whose rejection is problem+json.

@@ -15,6 +15,7 @@ use antcode_core::model::{
     NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
     TaskSpec,
 };
+use antcode_core::retention::TaskRetention;
 use antcode_core::store::{RunFilter, StoreError};
 use antcode_core::time::{parse_rfc3339, to_rfc3339};
 
@@ -87,6 +88,9 @@ pub struct TaskBody {
     limits: RunLimits,
     #[serde(default)]
     network: NetworkPolicy,
+    /// How long this task's ended runs are kept, over the global policy.
+    #[serde(default)]
+    retention: Option<TaskRetention>,
 }
 
 fn env_name(s: &str) -> bool {
@@ -166,6 +170,9 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
     if name.is_empty() || name.chars().any(char::is_control) {
         return Err(bad("name", "must be 1-100 printable characters"));
     }
+    if let Some(r) = &b.retention {
+        r.validate().map_err(Problem::bad_request)?;
+    }
     let project_id = check_project(state, &b).await?;
     check_env(&b)?;
     check_secrets(state, &project_id, &b.secrets).await?;
@@ -187,6 +194,7 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         warm: b.warm,
         limits: b.limits,
         network: b.network,
+        retention: b.retention.filter(|r| !r.is_empty()),
     };
     Ok(ValidatedTask {
         name,
@@ -379,6 +387,7 @@ fn body_of(task: &Task) -> Value {
         "warm": task.spec.warm,
         "limits": task.spec.limits,
         "network": task.spec.network,
+        "retention": task.spec.retention,
     })
 }
 
@@ -393,7 +402,9 @@ pub fn merge_patch(before: &Task, patch: Value) -> ApiResult<TaskBody> {
     let mut merged = body_of(before);
     for (k, v) in patch {
         match (k.as_str(), &mut merged[k.as_str()], v) {
-            ("retry" | "limits", Value::Object(cur), Value::Object(new)) => cur.extend(new),
+            ("retry" | "limits" | "retention", Value::Object(cur), Value::Object(new)) => {
+                cur.extend(new)
+            }
             (_, _, v) => merged[k.as_str()] = v,
         }
     }

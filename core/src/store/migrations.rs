@@ -116,6 +116,36 @@ pub const MIGRATIONS: &[&[&str]] = &[
     &["CREATE TABLE IF NOT EXISTS secret_grants (
         secret {name} NOT NULL, project_id {id} NOT NULL, granted_at {big} NOT NULL,
         granted_by {name} NOT NULL, PRIMARY KEY (secret, project_id))"],
+    // 11: alerts and retention. `runs.closed_at` is the store's clock when a run ended (its
+    // `finished_at` is the runner's), so "runs that ended since" is a range of
+    // `(closed_at, id)` in commit order give or take a transaction: the alert cursor and the
+    // pruner both walk it. `pinned` runs are never pruned. Deliveries are unique per event and
+    // channel; `settings` holds cluster-wide JSON values (the retention policy).
+    &[
+        "ALTER TABLE runs ADD COLUMN closed_at {big}",
+        "ALTER TABLE runs ADD COLUMN pinned {big} NOT NULL DEFAULT 0",
+        "UPDATE runs SET closed_at = finished_at WHERE state NOT IN ('queued', 'running')",
+        "CREATE INDEX runs_closed ON runs (closed_at, id)",
+        "CREATE INDEX runs_task_closed ON runs (task_id, closed_at, id)",
+        "CREATE INDEX audit_at ON audit (at, id)",
+        "CREATE TABLE alert_channels (
+        id {id} PRIMARY KEY, name {name} NOT NULL UNIQUE, kind {id} NOT NULL,
+        summary {text} NOT NULL, sealed {text} NOT NULL, enabled {big} NOT NULL,
+        created_at {big} NOT NULL, updated_at {big} NOT NULL)",
+        "CREATE TABLE alert_rules (
+        id {id} PRIMARY KEY, name {name} NOT NULL UNIQUE, task_id {id}, spec {text} NOT NULL,
+        enabled {big} NOT NULL, created_at {big} NOT NULL, updated_at {big} NOT NULL)",
+        "CREATE TABLE alert_deliveries (
+        id {id} PRIMARY KEY, rule_id {id}, channel_id {id} NOT NULL, event_key {name} NOT NULL,
+        group_key {name} NOT NULL, event {text} NOT NULL, state {id} NOT NULL,
+        attempts {big} NOT NULL, next_at {big} NOT NULL, last_error {text}, detail {text},
+        carried_by {id}, created_at {big} NOT NULL, sent_at {big})",
+        "CREATE UNIQUE INDEX alert_deliveries_once ON alert_deliveries (channel_id, event_key)",
+        "CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_at, id)",
+        "CREATE INDEX alert_deliveries_group ON alert_deliveries (rule_id, channel_id, group_key, sent_at)",
+        "CREATE TABLE settings (
+        name {name} PRIMARY KEY, value {text} NOT NULL, updated_at {big} NOT NULL)",
+    ],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the

@@ -17,7 +17,9 @@ pub mod sql;
 
 use async_trait::async_trait;
 
+use crate::alerting::*;
 use crate::model::*;
+use crate::retention::{PrunableRun, RetentionPolicy, TaskRetention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -371,6 +373,127 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 }
 
+/// Alert channels, rules and the delivery outbox (`crate::alerting`).
+#[async_trait]
+pub trait AlertStore: Send + Sync + 'static {
+    /// A name taken is a `Conflict`.
+    async fn create_channel(&self, channel: &AlertChannel) -> StoreResult<()>;
+    async fn channel(&self, id: &str) -> StoreResult<AlertChannel>;
+    async fn list_channels(&self) -> StoreResult<Vec<AlertChannel>>;
+    async fn update_channel(&self, channel: &AlertChannel) -> StoreResult<()>;
+    async fn delete_channel(&self, id: &str) -> StoreResult<()>;
+    async fn create_rule(&self, rule: &AlertRule) -> StoreResult<()>;
+    async fn rule(&self, id: &str) -> StoreResult<AlertRule>;
+    /// Every rule, by name.
+    async fn list_rules(&self) -> StoreResult<Vec<AlertRule>>;
+    async fn update_rule(&self, rule: &AlertRule) -> StoreResult<()>;
+    async fn delete_rule(&self, id: &str) -> StoreResult<()>;
+    /// Adds deliveries to the outbox, skipping any whose `(channel_id, event_key)` is already
+    /// there (whatever its state); returns how many were added.
+    async fn enqueue_deliveries(&self, deliveries: &[Delivery]) -> StoreResult<usize>;
+    /// Pending deliveries whose `next_at` has come, oldest due first.
+    async fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>>;
+    /// Takes pending, due deliveries for one send: their `next_at` moves to `until_ms` (when a
+    /// sender that died holding them is presumed dead) and their attempts grow by one. Returns
+    /// the ids it took; a delivery another sender took first is left out.
+    async fn claim_deliveries(
+        &self,
+        ids: &[String],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Vec<String>>;
+    /// Marks deliveries sent, carried by the send of `carrier`.
+    async fn deliveries_sent(
+        &self,
+        ids: &[String],
+        carrier: &str,
+        detail: &str,
+        at_ms: i64,
+    ) -> StoreResult<()>;
+    /// Records a failed send: retried at `retry_at`, or `failed` for good when `None`.
+    async fn deliveries_failed(
+        &self,
+        ids: &[String],
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Moves pending deliveries' `next_at` (a throttle window that has not ended).
+    async fn defer_deliveries(&self, ids: &[String], until_ms: i64) -> StoreResult<()>;
+    /// When this rule last sent to this channel for this group, if ever.
+    async fn last_sent(
+        &self,
+        rule_id: &str,
+        channel_id: &str,
+        group_key: &str,
+    ) -> StoreResult<Option<i64>>;
+    async fn delivery(&self, id: &str) -> StoreResult<Delivery>;
+    /// Newest first.
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Delivery>>;
+    /// Ended runs in `(closed_at, id)` order after `after`, at most `limit`.
+    async fn closed_runs(&self, after: &ClosedKey, limit: u32) -> StoreResult<Vec<Run>>;
+    /// The states of the task's last `limit` runs that ended failed, timed out, lost or
+    /// succeeded (cancelled ones are neither), at or before `at`, newest first.
+    async fn last_outcomes(
+        &self,
+        task_id: &str,
+        at: &ClosedKey,
+        limit: u32,
+    ) -> StoreResult<Vec<RunState>>;
+    /// A named position kept across restarts and leaders (the alert loop's cursor).
+    async fn cursor(&self, name: &str) -> StoreResult<Option<ClosedKey>>;
+    async fn set_cursor(&self, name: &str, key: &ClosedKey) -> StoreResult<()>;
+}
+
+/// Retention: the global policy, pinned runs, and the pruner's bounded reads and deletes.
+#[async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
+    /// The global policy ([`RetentionPolicy::default`] until one is set).
+    async fn retention_policy(&self) -> StoreResult<RetentionPolicy>;
+    async fn set_retention_policy(&self, policy: &RetentionPolicy, at_ms: i64) -> StoreResult<()>;
+    /// Pins (or unpins) a run: a pinned run is never pruned.
+    async fn set_run_pinned(&self, run_id: &str, keep: bool) -> StoreResult<Run>;
+    /// Ended, unpinned runs before `before` in `(closed_at, id)` order (an age cutoff is
+    /// `ClosedKey { closed_at: cutoff, id: "" }`), in that order after `after`, at most `limit`:
+    /// of one task, or of every task but `except` when `task_id` is `None`.
+    async fn prunable_runs(
+        &self,
+        task_id: Option<&str>,
+        except: &[String],
+        before: &ClosedKey,
+        after: Option<&ClosedKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<PrunableRun>>;
+    /// The key of the oldest of a task's newest `keep_last` ended runs (the runs before it are
+    /// beyond the count), or `None` when it has fewer.
+    async fn keep_last_boundary(
+        &self,
+        task_id: &str,
+        keep_last: u32,
+    ) -> StoreResult<Option<ClosedKey>>;
+    /// Deletes these runs and their history in one transaction (never a pinned or unended
+    /// one); returns how many runs went.
+    async fn delete_runs(&self, ids: &[String]) -> StoreResult<u64>;
+    /// Ids of audit entries older than `before_ms`, oldest first, at most `limit`.
+    async fn old_audit(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<String>>;
+    async fn delete_audit(&self, ids: &[String]) -> StoreResult<u64>;
+    /// How many runs [`RetentionStore::prunable_runs`] would select, all pages together.
+    async fn count_prunable(
+        &self,
+        task_id: Option<&str>,
+        except: &[String],
+        before: &ClosedKey,
+    ) -> StoreResult<u64>;
+    /// How many audit entries are older than `before_ms`.
+    async fn count_old_audit(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Every task's id and its own retention policy, if it has one.
+    async fn task_retentions(&self) -> StoreResult<Vec<(String, Option<TaskRetention>)>>;
+}
+
 crate::seams::seam_of!(
     /// The whole seam: every aggregate's store. Implemented for every type that implements the
     /// sub-traits, so an implementation only writes those; `dyn Store` offers all their methods.
@@ -384,4 +507,6 @@ crate::seams::seam_of!(
     AuditStore,
     WorkerStore,
     SecretStore,
+    AlertStore,
+    RetentionStore,
 );

@@ -44,10 +44,12 @@ macro_rules! conformance {
     };
 }
 
+mod alerts;
 mod audit;
 mod migrations;
 mod projects;
 mod reports;
+mod retention;
 mod runs;
 mod schedules;
 mod secrets;

@@ -92,6 +92,10 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
                 ..Default::default()
             },
             network: antcode_core::model::NetworkPolicy::Allow(vec!["db.example:5432".into()]),
+            retention: Some(antcode_core::retention::TaskRetention {
+                days: Some(7),
+                keep_last: None,
+            }),
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),

@@ -4,7 +4,7 @@
 //! every aggregate shares. Each sub-trait of `Store` is implemented, with its SQL and its row
 //! mapping, in a file of its own: `users.rs`, `projects.rs`, `tasks.rs`, `schedules.rs`,
 //! `runs.rs` (its fenced reports in `record.rs`, its group commit in `create.rs`), `audit.rs`,
-//! `workers.rs` and `secrets.rs`.
+//! `workers.rs`, `secrets.rs`, `alerts.rs` and `retention.rs`.
 //!
 //! Queries are written once with `?` placeholders; `SqlStore::q` rewrites them to `$n` for
 //! PostgreSQL. Only portable types cross the driver: text, 64-bit integers (times are epoch ms,
@@ -38,10 +38,12 @@ use super::rows::{self, to_json};
 use super::*;
 use crate::ids::new_id;
 
+mod alerts;
 mod audit;
 mod create;
 mod projects;
 mod record;
+mod retention;
 mod runs;
 mod schedules;
 mod secrets;

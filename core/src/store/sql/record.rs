@@ -174,10 +174,11 @@ impl SqlStore {
         history: &mut Vec<RunHistoryEntry>,
     ) -> StoreResult<Recorded> {
         let (run_id, attempt, o, token) = report.parts();
-        let sql = self.q(&format!("UPDATE runs SET state = ?, {SET_OUTCOME}, finished_at = ? \
+        let sql = self.q(&format!("UPDATE runs SET state = ?, {SET_OUTCOME}, finished_at = ?, closed_at = ? \
              WHERE id = ? AND attempt = ? AND state IN ('queued', 'running') AND (lease_token = ? OR ? = '')"));
         let done = bind_outcome(sqlx::query(&sql).bind(o.state.as_str()), o)
             .bind(report.at_ms)
+            .bind(crate::time::now_ms())
             .bind(run_id)
             .bind(attempt as i64)
             .bind(token)
@@ -342,7 +343,7 @@ impl SqlStore {
         let RunEventKind::Finished(o) = &end.kind else {
             return Ok(None);
         };
-        let sql = self.q(&format!("UPDATE runs SET state = ?, lease_token = ?, worker_id = ?, started_at = ?, {SET_OUTCOME}, finished_at = ? \
+        let sql = self.q(&format!("UPDATE runs SET state = ?, lease_token = ?, worker_id = ?, started_at = ?, {SET_OUTCOME}, finished_at = ?, closed_at = ? \
              WHERE id = ? AND attempt = ? AND state = 'queued' AND cancel_requested = 0"));
         let query = sqlx::query(&sql)
             .bind(o.state.as_str())
@@ -351,6 +352,7 @@ impl SqlStore {
             .bind(start.at_ms);
         let done = bind_outcome(query, o)
             .bind(end.at_ms)
+            .bind(crate::time::now_ms())
             .bind(&start.run_id)
             .bind(start.attempt as i64)
             .execute(&mut *conn)

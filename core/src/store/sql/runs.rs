@@ -39,6 +39,8 @@ pub(super) fn queued_run(id: String, new: &NewRun, now: i64) -> Run {
         log_key: None,
         result: None,
         cancel_requested: false,
+        keep: false,
+        closed_at: None,
         due_at: new.due_at,
         queued_at: now,
         not_before: Some(now),
@@ -408,11 +410,13 @@ impl RunStore for SqlStore {
         let mut tx = self.writes.begin().await?;
         let sql = self.q("UPDATE runs SET cancel_requested = 1, \
              finished_at = CASE WHEN state = 'queued' THEN ? ELSE finished_at END, \
+             closed_at = CASE WHEN state = 'queued' THEN ? ELSE closed_at END, \
              error = CASE WHEN state = 'queued' THEN 'cancelled before it started' ELSE error END, \
              state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END \
              WHERE id = ? AND state IN ('queued', 'running')");
         let done = sqlx::query(&sql)
             .bind(at_ms)
+            .bind(crate::time::now_ms())
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
@@ -463,9 +467,10 @@ impl RunStore for SqlStore {
 
     async fn expire_run(&self, run_id: &str, attempt: u32, at_ms: i64) -> StoreResult<Run> {
         let mut tx = self.writes.begin().await?;
-        let sql = self.q("UPDATE runs SET state = 'failed', error = 'expired: not started within its queue timeout', finished_at = ? WHERE id = ? AND attempt = ? AND state = 'queued'");
+        let sql = self.q("UPDATE runs SET state = 'failed', error = 'expired: not started within its queue timeout', finished_at = ?, closed_at = ? WHERE id = ? AND attempt = ? AND state = 'queued'");
         let done = sqlx::query(&sql)
             .bind(at_ms)
+            .bind(crate::time::now_ms())
             .bind(run_id)
             .bind(attempt as i64)
             .execute(&mut *tx)
@@ -520,7 +525,7 @@ impl RunStore for SqlStore {
 pub(super) const RUN_COLUMNS: &str = "id, task_id, project_id, project_version, state, attempt, \
     max_attempts, queue, run_trigger, lease_token, worker_id, exit_code, exit_signal, error, \
     duration_ms, peak_rss_kb, log_key, result, cancel_requested, due_at, queued_at, not_before, \
-    started_at, finished_at";
+    started_at, finished_at, closed_at, pinned";
 
 pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
     let state = text(row, "state")?;
@@ -550,11 +555,13 @@ pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
         log_key: opt_text(row, "log_key")?,
         result: result.map(|r| json(&r, "result")).transpose()?,
         cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        keep: row.try_get::<i64, _>("pinned")? != 0,
         due_at: row.try_get("due_at")?,
         queued_at: row.try_get("queued_at")?,
         not_before: row.try_get("not_before")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        closed_at: row.try_get("closed_at")?,
     })
 }
 

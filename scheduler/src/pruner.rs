@@ -1,0 +1,96 @@
+//! The pruner (leader only): deletes what the retention policies expire (`core::retention`).
+//!
+//! A pass works through each expiry in batches of [`BATCH`] runs, read as a page of an index
+//! and deleted by id: the log archives first, then the rows with their history, so a pass cut
+//! short leaves rows whose archive is gone (deleted again next pass), never an archive no row
+//! points at. Between batches it pauses [`PAUSE`], which leaves the store's writer to triggers
+//! and the recorder: on SQLite every write queues behind one connection. A pass stops after
+//! [`MAX_BATCHES`] batches and the next one carries on.
+//!
+//! Metrics: `antcode_scheduler_pruned_total{kind="runs"|"audit"}`,
+//! `antcode_scheduler_prune_batch_seconds`.
+
+use std::time::{Duration, Instant};
+
+use antcode_core::retention::{cutoff, expiries, PruneCounts};
+use antcode_core::store::StoreError;
+
+use crate::SchedulerConfig;
+
+/// Runs (or audit entries) deleted per transaction.
+pub const BATCH: u32 = 200;
+/// Rest between two batches.
+pub const PAUSE: Duration = Duration::from_millis(10);
+/// Batches per pass.
+pub const MAX_BATCHES: usize = 500;
+
+/// One pass over every policy; returns what it deleted.
+pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> {
+    let store = &config.store;
+    let now = config.clock.now_ms();
+    let policy = store.retention_policy().await?;
+    let mut counts = PruneCounts::default();
+    let mut batches = 0;
+    for expiry in expiries(store.as_ref(), &policy, now).await? {
+        loop {
+            if batches >= MAX_BATCHES {
+                return Ok(counts);
+            }
+            let page = store
+                .prunable_runs(
+                    expiry.task_id.as_deref(),
+                    &expiry.except,
+                    &expiry.before,
+                    None,
+                    BATCH,
+                )
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let started = Instant::now();
+            if let Some(blobs) = &config.blobs {
+                for key in page.iter().filter_map(|r| r.log_key.as_deref()) {
+                    if let Err(e) = blobs.delete(key).await {
+                        tracing::warn!(key, error = %e, "pruner: deleting a log archive failed; the run is kept");
+                        return Ok(counts);
+                    }
+                }
+            }
+            let ids: Vec<String> = page.into_iter().map(|r| r.id).collect();
+            let n = store.delete_runs(&ids).await?;
+            counts.runs += n;
+            batches += 1;
+            metrics::counter!("antcode_scheduler_pruned_total", "kind" => "runs").increment(n);
+            metrics::histogram!("antcode_scheduler_prune_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tokio::time::sleep(PAUSE).await;
+            if n == 0 {
+                // Pinned or re-opened meanwhile: nothing more to do in this slice now.
+                break;
+            }
+        }
+    }
+    if let Some(days) = policy.audit_days {
+        let before = cutoff(now, days);
+        while batches < MAX_BATCHES {
+            let ids = store.old_audit(before, BATCH).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let n = store.delete_audit(&ids).await?;
+            counts.audit += n;
+            batches += 1;
+            metrics::counter!("antcode_scheduler_pruned_total", "kind" => "audit").increment(n);
+            tokio::time::sleep(PAUSE).await;
+        }
+    }
+    if counts.runs + counts.audit > 0 {
+        tracing::info!(
+            runs = counts.runs,
+            audit = counts.audit,
+            "pruner: deleted expired entries"
+        );
+    }
+    Ok(counts)
+}
