@@ -126,6 +126,10 @@ pub struct UpArgs {
     pub slots: usize,
     #[command(flatten)]
     pub queues: Queues,
+    /// The web UI's address as users reach it, for the run links in alerts
+    /// (default: the listen address).
+    #[arg(long, env = "ANTCODE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Do not start the embedded runner.
     #[arg(long)]
     pub no_runner: bool,
@@ -228,6 +232,9 @@ pub struct SchedulerArgs {
     #[arg(long, env = "ANTCODE_LOST_AFTER_S", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub lost_after_s: u64,
+    /// The web UI's address as users reach it, for the run links in alerts.
+    #[arg(long, env = "ANTCODE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Address of the operations endpoint (/metrics, /healthz, /readyz).
     #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9101")]
     pub ops_listen: SocketAddr,

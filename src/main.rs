@@ -222,6 +222,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.control_addr = args.listen;
     cfg.edge_addr = args.edge_listen;
     cfg.edge_hosts = args.edge_hosts;
+    cfg.public_url = args.public_url;
     cfg.admin_password = password;
     cfg.runner = !args.no_runner;
     cfg.runner_slots = args.slots;
@@ -321,6 +322,7 @@ async fn run_scheduler(args: cli::SchedulerArgs) -> anyhow::Result<()> {
             let mut c = antcode_scheduler::SchedulerConfig::new(store, broker);
             c.lost_after = std::time::Duration::from_secs(args.lost_after_s.max(1));
             c.blobs = blobs;
+            c.public_url = args.public_url;
             // The scheduler publishes runs too, so it opens their secrets with control's key.
             c.secrets = std::env::var("ANTCODE_SECRET_KEY")
                 .ok()

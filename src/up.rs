@@ -26,6 +26,8 @@ pub struct UpConfig {
     pub edge_addr: SocketAddr,
     /// Names besides `localhost` and `127.0.0.1` in the edge's certificate.
     pub edge_hosts: Vec<String>,
+    /// The web UI's address for links in alerts; `http://` and the control address when `None`.
+    pub public_url: Option<String>,
     pub admin_password: String,
     /// Run the embedded runner (tests turn it off to keep runs queued).
     pub runner: bool,
@@ -67,6 +69,7 @@ impl UpConfig {
             control_addr: ([127, 0, 0, 1], 8000).into(),
             edge_addr: ([127, 0, 0, 1], 50051).into(),
             edge_hosts: Vec::new(),
+            public_url: None,
             admin_password: "admin".into(),
             runner: true,
             runner_slots: 4,
@@ -167,6 +170,11 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     scheduler.lost_after = cfg.lost_after;
     scheduler.secrets = Some(secrets.clone());
     scheduler.blobs = Some(blobs.clone());
+    scheduler.public_url = Some(
+        cfg.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{control_addr}")),
+    );
     let s = shutdown.clone();
     planes.spawn(async move {
         (

@@ -65,6 +65,23 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("put", "/api/v1/secrets/{name}/grants", "Replace a secret's grants {projects, all_projects}", "admin", "json"),
     ("delete", "/api/v1/secrets/{name}/grants", "Revoke every grant of a secret", "admin", ""),
     ("get", "/api/v1/audit", "The audit trail (actor, action, resource)", "admin", ""),
+    ("get", "/api/v1/notifications/channels", "List alert channels (summaries, never credentials)", "admin", ""),
+    ("post", "/api/v1/notifications/channels", "Create an alert channel {name, config{kind, …}}", "admin", "json"),
+    ("get", "/api/v1/notifications/channels/{id}", "Get an alert channel", "admin", ""),
+    ("patch", "/api/v1/notifications/channels/{id}", "Rename, enable, disable or reconfigure an alert channel", "admin", "json"),
+    ("delete", "/api/v1/notifications/channels/{id}", "Delete an alert channel no rule uses", "admin", ""),
+    ("post", "/api/v1/notifications/channels/{id}/test", "Queue a test alert to a channel (202 with the delivery)", "admin", ""),
+    ("get", "/api/v1/notifications/rules", "List alert rules", "viewer", ""),
+    ("post", "/api/v1/notifications/rules", "Create an alert rule (a global one needs admin)", "operator", "json"),
+    ("get", "/api/v1/notifications/rules/{id}", "Get an alert rule", "viewer", ""),
+    ("patch", "/api/v1/notifications/rules/{id}", "Change an alert rule", "operator", "json"),
+    ("delete", "/api/v1/notifications/rules/{id}", "Delete an alert rule", "operator", ""),
+    ("get", "/api/v1/notifications/deliveries", "The alert delivery history, newest first", "operator", ""),
+    ("get", "/api/v1/notifications/deliveries/{id}", "Get an alert delivery", "operator", ""),
+    ("get", "/api/v1/retention", "The global retention policy", "admin", ""),
+    ("put", "/api/v1/retention", "Replace the global retention policy", "admin", "json"),
+    ("get", "/api/v1/retention/preview", "What the pruner would delete now (dry run)", "admin", ""),
+    ("patch", "/api/v1/runs/{id}", "Pin or unpin a run {keep}: a pinned run is never pruned", "operator", "json"),
     ("get", "/healthz", "Liveness", "none", ""),
     ("get", "/readyz", "Readiness: store and broker reachable", "none", ""),
     ("get", "/metrics", "Prometheus metrics", "none", ""),
@@ -79,6 +96,7 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
             "/api/v1/tasks",
             "/api/v1/runs",
             "/api/v1/audit",
+            "/api/v1/notifications/deliveries",
         ]
         .contains(&path)
     {
@@ -98,6 +116,13 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
             for name in ["actor", "action", "resource"] {
                 params.push(q(name, "string"));
             }
+        }
+        "/api/v1/notifications/deliveries" => {
+            for name in ["channel_id", "rule_id"] {
+                params.push(q(name, "string"));
+            }
+            params.push(json!({"name": "state", "in": "query", "required": false,
+                "schema": {"type": "string", "enum": ["pending", "sent", "failed"]}}));
         }
         "/api/v1/runs/{id}/logs" => {
             params.push(q("follow", "boolean"));
@@ -195,6 +220,10 @@ fn json_schema(method: &str, path: &str) -> Value {
             {"type": "object", "required": ["allow"], "additionalProperties": false,
              "properties": {"allow": {"type": "array", "maxItems": 32,
                 "items": {"type": "string", "maxLength": antcode_core::model::NetworkPolicy::MAX_ENTRY_CHARS, "pattern": "^(\\*|\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$"}}}}]});
+    let days = json!({"type": ["integer", "null"], "minimum": 1,
+        "maximum": antcode_core::retention::MAX_DAYS});
+    let keep_last = json!({"type": ["integer", "null"], "minimum": 1,
+        "maximum": antcode_core::retention::MAX_KEEP_LAST});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
             "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
@@ -213,7 +242,35 @@ fn json_schema(method: &str, path: &str) -> Value {
                 "max_backoff_s": {"type": "integer", "minimum": 0}}},
             "overlap": s("string"), "misfire": s("string"), "priority": s("integer"),
             "queue_timeout_s": {"type": "integer", "minimum": 0}, "warm": s("boolean"),
-            "limits": limits, "network": network}})
+            "limits": limits, "network": network,
+            "retention": {"type": ["object", "null"], "additionalProperties": false, "properties": {
+                "days": days.clone(), "keep_last": keep_last.clone()}}}})
+    };
+    let channel = |required: &[&str]| {
+        json!({"type": "object", "required": required, "additionalProperties": false,
+        "properties": {"name": bounds::string(antcode_core::alerting::MAX_NAME_LEN),
+            "enabled": s("boolean"),
+            "config": {"type": "object", "required": ["kind"], "description":
+                "webhook {url, secret}; smtp {host, port, tls: starttls|tls|none, username, password, from, to[]}; dingtalk {url, secret?}; feishu {url, secret?}; wecom {url}; slack {url}",
+                "properties": {"kind": {"type": "string",
+                    "enum": ["webhook", "smtp", "dingtalk", "feishu", "wecom", "slack"]}}}}})
+    };
+    let rule = |required: &[&str]| {
+        json!({"type": "object", "required": required, "properties": {
+            "name": bounds::string(antcode_core::alerting::MAX_NAME_LEN),
+            "task_id": {"type": ["string", "null"]}, "enabled": s("boolean"),
+            "channels": {"type": "array", "minItems": 1,
+                "maxItems": antcode_core::alerting::MAX_RULE_CHANNELS, "items": s("string")},
+            "on": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
+                "failed", "timed_out", "lost", "consecutive_failures", "recovered",
+                "long_running", "worker_offline", "schedule_misfired", "queue_backlog"]}},
+            "consecutive": {"type": "integer", "minimum": 1, "maximum": 100},
+            "long_running_s": {"type": ["integer", "null"], "minimum": 1},
+            "backlog": {"type": ["integer", "null"], "minimum": 0},
+            "queue": {"type": ["string", "null"]},
+            "throttle_s": {"type": "integer", "minimum": 0},
+            "title": {"type": ["string", "null"], "maxLength": antcode_notify::template::MAX_TEMPLATE_LEN},
+            "body": {"type": ["string", "null"], "maxLength": antcode_notify::template::MAX_TEMPLATE_LEN}}})
     };
     match (method, path) {
         ("post", "/api/v1/auth/login") => {
@@ -247,6 +304,14 @@ fn json_schema(method: &str, path: &str) -> Value {
             "description": bounds::string(bounds::DESCRIPTION_CHARS),
             "current_version": s("integer")}}),
         ("post", "/api/v1/schedules/validate") => schedule,
+        ("post", "/api/v1/notifications/channels") => channel(&["name", "config"]),
+        ("patch", "/api/v1/notifications/channels/{id}") => channel(&[]),
+        ("post", "/api/v1/notifications/rules") => rule(&["name", "channels", "on"]),
+        ("patch", "/api/v1/notifications/rules/{id}") => rule(&[]),
+        ("put", "/api/v1/retention") => json!({"type": "object", "additionalProperties": false,
+            "properties": {"runs_days": days, "runs_keep_last": keep_last, "audit_days": days}}),
+        ("patch", "/api/v1/runs/{id}") => json!({"type": "object", "required": ["keep"],
+            "additionalProperties": false, "properties": {"keep": s("boolean")}}),
         _ => json!({"type": "object"}),
     }
 }
