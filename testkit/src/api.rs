@@ -52,6 +52,11 @@ impl Api {
         self.send(reqwest::Method::PUT, path, body).await
     }
 
+    /// PATCHes JSON; the status and body of the answer.
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PATCH, path, body).await
+    }
+
     async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
         let res = self
             .http
