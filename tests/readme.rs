@@ -173,8 +173,9 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
 
     let script = substitute(
         &format!(
-            "{}\n{}\n{}",
+            "{}\n{}\n{}\n{}",
             block("walkthrough"),
+            block("alerts"),
             block("gateway"),
             block("backup")
         ),
@@ -266,7 +267,14 @@ async fn split_deployment_walkthrough_works_as_written() {
 
 #[test]
 fn every_marked_block_has_promises_or_commands() {
-    for name in ["two-commands", "walkthrough", "split", "gateway", "backup"] {
+    for name in [
+        "two-commands",
+        "walkthrough",
+        "alerts",
+        "split",
+        "gateway",
+        "backup",
+    ] {
         assert!(!block(name).trim().is_empty(), "{name}");
     }
     assert_eq!(

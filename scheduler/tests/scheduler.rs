@@ -962,3 +962,200 @@ async fn a_pass_of_several_batches_fires_every_due_task_once() {
         .unwrap();
     assert_eq!(all.items.len(), count);
 }
+
+/// Ends `run` (attempt 1) as `state` with a log archive at `logs/<run>/1.log.gz`.
+async fn end_with_log(
+    w: &World,
+    blobs: &dyn antcode_core::blob::BlobStore,
+    run: &Run,
+    state: RunState,
+) {
+    let key = antcode_core::blob::log_key(&run.id, 1);
+    blobs
+        .put(&key, b"not really gzip".to_vec().into())
+        .await
+        .unwrap();
+    let outcome = Outcome {
+        state,
+        exit_code: Some(if state == RunState::Succeeded { 0 } else { 3 }),
+        signal: None,
+        error: None,
+        duration_ms: 10,
+        peak_rss_kb: None,
+        log_key: Some(key),
+        result: None,
+    };
+    w.store
+        .finish_attempt(&run.id, 1, None, &outcome, now_ms())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+}
+
+#[tokio::test]
+async fn pruning_deletes_expired_runs_with_their_logs_and_keeps_pinned_ones() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let blobs: Arc<dyn antcode_core::blob::BlobStore> =
+        Arc::new(antcode_core::blob::local::LocalBlobStore::new(dir.path()).unwrap());
+    let spec = TaskSpec {
+        retention: Some(antcode_core::retention::TaskRetention {
+            days: None,
+            keep_last: Some(1),
+        }),
+        ..Default::default()
+    };
+    let task = w.task("kept-one", None, None, spec).await;
+    let mut runs = vec![];
+    for _ in 0..4 {
+        let (run, _) = w.manual_run(&task).await;
+        end_with_log(&w, blobs.as_ref(), &run, RunState::Failed).await;
+        runs.push(run);
+    }
+    let (running, _) = w.manual_run(&task).await;
+    w.store.set_run_pinned(&runs[0].id, true).await.unwrap();
+    let mut config = w.config("pruner");
+    config.blobs = Some(blobs.clone());
+
+    let pruned = antcode_scheduler::pruner::prune(&config).await.unwrap();
+    assert_eq!(pruned.runs, 2, "the pinned oldest and the newest stay");
+    let left: Vec<String> = w.runs_of(&task).await.into_iter().map(|r| r.id).collect();
+    for (run, kept) in [
+        (&runs[0], true),
+        (&runs[1], false),
+        (&runs[2], false),
+        (&runs[3], true),
+        (&running, true),
+    ] {
+        assert_eq!(left.contains(&run.id), kept, "{}", run.id);
+        let log = blobs
+            .exists(&antcode_core::blob::log_key(&run.id, 1))
+            .await
+            .unwrap();
+        assert_eq!(log, kept && run.id != running.id, "log of {}", run.id);
+    }
+    assert_eq!(
+        antcode_scheduler::pruner::prune(&config)
+            .await
+            .unwrap()
+            .runs,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_flapping_task_sends_one_alert_then_one_digest_per_window() {
+    use antcode_core::alerting::*;
+    // The root package's webhook receiver (tests/support/hook.py) checks the signatures.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/hook.py");
+    let secret = "flapping-secret-0123456789";
+    let mut hook = std::process::Command::new("python3")
+        .args([script, secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hook.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = serde_json::from_str::<serde_json::Value>(&line).unwrap()["port"]
+        .as_u64()
+        .unwrap();
+    let received = || async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/_received"))
+            .await
+            .unwrap()
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap()
+    };
+
+    let w = world().await;
+    let keys = Arc::new(antcode_core::secrets::SecretBox::from_passphrase(
+        "test key",
+    ));
+    let mut config = w.config("alerts");
+    config.secrets = Some(keys.clone());
+    let task = w.task("flapping", None, None, TaskSpec::default()).await;
+    let channel = AlertChannel {
+        id: antcode_core::ids::new_id(),
+        name: "hook".into(),
+        kind: "webhook".into(),
+        summary: serde_json::json!({}),
+        enabled: true,
+        sealed: String::new(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    let cfg = serde_json::json!({"kind": "webhook", "url": format!("http://127.0.0.1:{port}/hook"), "secret": secret});
+    let channel = AlertChannel {
+        sealed: keys
+            .seal(&seal_name(&channel.id), &cfg.to_string())
+            .unwrap(),
+        ..channel
+    };
+    w.store.create_channel(&channel).await.unwrap();
+    w.store
+        .create_rule(&AlertRule {
+            id: antcode_core::ids::new_id(),
+            name: "every failure".into(),
+            task_id: Some(task.id.clone()),
+            spec: RuleSpec {
+                channels: vec![channel.id.clone()],
+                on: vec![AlertOn::Failed],
+                consecutive: 3,
+                long_running_s: None,
+                backlog: None,
+                queue: None,
+                throttle_s: 60,
+                title: None,
+                body: Some("{{summary}} x{{count}}".into()),
+            },
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    let mut alerts = antcode_scheduler::alerts::Alerts::new(&config);
+    alerts.evaluate().await.unwrap(); // the first pass starts the cursor at now
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = antcode_core::blob::local::LocalBlobStore::new(dir.path()).unwrap();
+    let fail = |n: usize| {
+        let (w, blobs, task) = (&w, &blobs, &task);
+        async move {
+            for _ in 0..n {
+                let (run, _) = w.manual_run(task).await;
+                end_with_log(w, blobs, &run, RunState::Failed).await;
+            }
+        }
+    };
+
+    fail(1).await;
+    assert_eq!(alerts.evaluate().await.unwrap(), 1);
+    assert_eq!(alerts.deliver().await.unwrap(), 1);
+    // Three more within the window: held, then one digest when it ends.
+    fail(3).await;
+    assert_eq!(alerts.evaluate().await.unwrap(), 3);
+    assert_eq!(
+        alerts.evaluate().await.unwrap(),
+        0,
+        "found again: nothing added"
+    );
+    assert_eq!(alerts.deliver().await.unwrap(), 0);
+    assert_eq!(received().await.len(), 1);
+    w.advance(61_000);
+    assert_eq!(alerts.deliver().await.unwrap(), 3);
+    let got = received().await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1]["payload"]["event"]["count"], 3);
+    assert!(
+        got[1]["payload"]["text"].as_str().unwrap().ends_with("x3"),
+        "{got:?}"
+    );
+    let _ = hook.kill();
+    let _ = hook.wait();
+}
