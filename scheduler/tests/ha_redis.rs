@@ -110,30 +110,7 @@ async fn killing_the_leader_repeatedly_neither_duplicates_nor_misses_a_fire() {
     );
 
     let now = now_ms();
-    let project = Project {
-        id: antcode_core::ids::new_id(),
-        name: "ha".into(),
-        description: String::new(),
-        current_version: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    let version = ProjectVersion {
-        project_id: project.id.clone(),
-        version: 1,
-        bundle: BundleRef {
-            key: "bundles/x.py".into(),
-            sha256: "0".repeat(64),
-            format: BundleFormat::Py,
-            size_bytes: 1,
-            file_name: Some("main.py".into()),
-        },
-        entrypoint: "main.py".into(),
-        requirements: String::new(),
-        python_version: None,
-        files: vec!["main.py".into()],
-        created_at: now,
-    };
+    let (project, version) = antcode_testkit::fixtures::project("ha", now);
     store.create_project(&project, &version).await.unwrap();
     let first_due = now + 500;
     let task = Task {

@@ -73,30 +73,7 @@ impl World {
         spec: TaskSpec,
     ) -> Task {
         let now = self.now();
-        let project = Project {
-            id: antcode_core::ids::new_id(),
-            name: format!("p-{name}"),
-            description: String::new(),
-            current_version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        let version = ProjectVersion {
-            project_id: project.id.clone(),
-            version: 1,
-            bundle: BundleRef {
-                key: "bundles/x.py".into(),
-                sha256: "0".repeat(64),
-                format: BundleFormat::Py,
-                size_bytes: 1,
-                file_name: Some("main.py".into()),
-            },
-            entrypoint: "main.py".into(),
-            requirements: String::new(),
-            python_version: None,
-            files: vec!["main.py".into()],
-            created_at: now,
-        };
+        let (project, version) = antcode_testkit::fixtures::project(&format!("p-{name}"), now);
         self.store.create_project(&project, &version).await.unwrap();
         let task = Task {
             id: antcode_core::ids::new_id(),

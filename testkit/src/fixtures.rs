@@ -1,8 +1,9 @@
-//! Inputs tests build: archives (zip and tar.gz, unsafe entry names included) and a runner job.
+//! Inputs tests build: archives (zip and tar.gz, unsafe entry names included), a runner job, and
+//! a project to hang tasks on.
 
 use std::collections::BTreeMap;
 
-use antcode_core::model::{BundleRef, Job};
+use antcode_core::model::{BundleFormat, BundleRef, Job, Project, ProjectVersion};
 
 /// A zip of `entries` (name, contents).
 pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -88,4 +89,34 @@ pub fn job(bundle: BundleRef, entrypoint: &str) -> Job {
         limits: Default::default(),
         network: Default::default(),
     }
+}
+
+/// A project called `name` with one version as of `now`, whose bundle (a `main.py`) is never
+/// fetched: what store-level tests and benches create tasks under.
+pub fn project(name: &str, now: i64) -> (Project, ProjectVersion) {
+    let project = Project {
+        id: antcode_core::ids::new_id(),
+        name: name.into(),
+        description: String::new(),
+        current_version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let version = ProjectVersion {
+        project_id: project.id.clone(),
+        version: 1,
+        bundle: BundleRef {
+            key: "bundles/x.py".into(),
+            sha256: "0".repeat(64),
+            format: BundleFormat::Py,
+            size_bytes: 1,
+            file_name: Some("main.py".into()),
+        },
+        entrypoint: "main.py".into(),
+        requirements: String::new(),
+        python_version: None,
+        files: vec!["main.py".into()],
+        created_at: now,
+    };
+    (project, version)
 }

@@ -136,9 +136,14 @@ async fn a_channel_gets_one_delivery_per_event(db: &TestDb) {
     assert!(s.due_deliveries(now + 1_000, 10).await.unwrap().is_empty());
     assert_eq!(s.delivery(&first.id).await.unwrap().attempts, 1);
 
-    s.deliveries_sent(&[first.id.clone()], &first.id, "HTTP 200", now + 10)
-        .await
-        .unwrap();
+    s.deliveries_sent(
+        std::slice::from_ref(&first.id),
+        &first.id,
+        "HTTP 200",
+        now + 10,
+    )
+    .await
+    .unwrap();
     let sent = s.delivery(&first.id).await.unwrap();
     assert_eq!(
         (
@@ -161,14 +166,22 @@ async fn a_channel_gets_one_delivery_per_event(db: &TestDb) {
     assert_eq!(s.last_sent("r1", "c2", "task:t1").await.unwrap(), None);
     // A sent delivery is never claimed again.
     assert!(s
-        .claim_deliveries(&[first.id.clone()], now + 100_000, now + 200_000)
+        .claim_deliveries(
+            std::slice::from_ref(&first.id),
+            now + 100_000,
+            now + 200_000
+        )
         .await
         .unwrap()
         .is_empty());
 
-    s.deliveries_failed(&[other_channel.id.clone()], "HTTP 503", Some(now + 5_000))
-        .await
-        .unwrap();
+    s.deliveries_failed(
+        std::slice::from_ref(&other_channel.id),
+        "HTTP 503",
+        Some(now + 5_000),
+    )
+    .await
+    .unwrap();
     let retried = s.delivery(&other_channel.id).await.unwrap();
     assert_eq!(
         (
@@ -178,11 +191,11 @@ async fn a_channel_gets_one_delivery_per_event(db: &TestDb) {
         ),
         (DeliveryState::Pending, now + 5_000, Some("HTTP 503"))
     );
-    s.defer_deliveries(&[later.id.clone()], now + 30_000)
+    s.defer_deliveries(std::slice::from_ref(&later.id), now + 30_000)
         .await
         .unwrap();
     assert_eq!(s.delivery(&later.id).await.unwrap().next_at, now + 30_000);
-    s.deliveries_failed(&[later.id.clone()], "HTTP 401", None)
+    s.deliveries_failed(std::slice::from_ref(&later.id), "HTTP 401", None)
         .await
         .unwrap();
     assert_eq!(

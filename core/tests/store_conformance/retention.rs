@@ -94,7 +94,13 @@ async fn prunes_ended_unpinned_runs_with_their_history(db: &TestDb) {
     assert_eq!(ids(&next), vec![runs[3].id.clone(), runs[4].id.clone()]);
     // Every task but `except`.
     let all_but = s
-        .prunable_runs(None, &[f.task.id.clone()], &everything, None, 10)
+        .prunable_runs(
+            None,
+            std::slice::from_ref(&f.task.id),
+            &everything,
+            None,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -177,30 +177,7 @@ async fn main() -> anyhow::Result<()> {
         .context("leader lock")?;
 
     let now = now_ms();
-    let project = Project {
-        id: antcode_core::ids::new_id(),
-        name: "bench".into(),
-        description: String::new(),
-        current_version: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    let version = ProjectVersion {
-        project_id: project.id.clone(),
-        version: 1,
-        bundle: BundleRef {
-            key: "bundles/x.py".into(),
-            sha256: "0".repeat(64),
-            format: BundleFormat::Py,
-            size_bytes: 1,
-            file_name: Some("main.py".into()),
-        },
-        entrypoint: "main.py".into(),
-        requirements: String::new(),
-        python_version: None,
-        files: vec!["main.py".into()],
-        created_at: now,
-    };
+    let (project, version) = antcode_testkit::fixtures::project("bench", now);
     store.create_project(&project, &version).await?;
 
     let setup = Instant::now();
