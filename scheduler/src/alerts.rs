@@ -227,10 +227,7 @@ impl<'a> Alerts<'a> {
         key: &ClosedKey,
         found: &mut Vec<(&'r AlertRule, Found)>,
     ) -> Result<(), StoreError> {
-        let failed = matches!(
-            run.state,
-            RunState::Failed | RunState::TimedOut | RunState::Lost
-        );
+        let failed = is_failure(run.state);
         let direct = match run.state {
             RunState::Failed => Some(AlertOn::Failed),
             RunState::TimedOut => Some(AlertOn::TimedOut),
@@ -291,7 +288,6 @@ impl<'a> Alerts<'a> {
                 },
             ));
         }
-        event.count = 1;
         Ok(())
     }
 

@@ -114,33 +114,6 @@ async fn sqlite_synchronous_comes_from_the_url() {
     }
 }
 
-/// Takes migration 11 away again, so a test can re-apply the migrations before it.
-async fn undo_alerts_and_retention(db: &TestDb) {
-    for (index, table) in [
-        ("runs_closed", "runs"),
-        ("runs_task_closed", "runs"),
-        ("audit_at", "audit"),
-    ] {
-        db.exec(&match db.engine {
-            common::Engine::Mysql => format!("DROP INDEX {index} ON {table}"),
-            _ => format!("DROP INDEX {index}"),
-        })
-        .await;
-    }
-    for column in ["closed_at", "pinned"] {
-        db.exec(&format!("ALTER TABLE runs DROP COLUMN {column}"))
-            .await;
-    }
-    for table in [
-        "alert_channels",
-        "alert_rules",
-        "alert_deliveries",
-        "settings",
-    ] {
-        db.exec(&format!("DROP TABLE {table}")).await;
-    }
-}
-
 async fn migration_fills_queue_deadlines(db: &TestDb) {
     // Queued runs written before migration 7 get their deadline from it: the column and its
     // indexes are taken away again, and migration 7 (and those after it) re-applied.

@@ -369,7 +369,8 @@ async fn migration_grants_declared_secrets(db: &TestDb) {
     s.update_task(&bare).await.unwrap();
     drop(s);
     db.exec("DROP TABLE secret_grants").await;
-    db.exec("DELETE FROM schema_version WHERE version = 10")
+    undo_alerts_and_retention(db).await;
+    db.exec("DELETE FROM schema_version WHERE version >= 10")
         .await;
     for _ in 0..2 {
         let s = db.open().await;

@@ -214,3 +214,30 @@ pub async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
     let runs = s.expired_queued_runs(at, 100).await.unwrap();
     runs.into_iter().map(|r| r.id).collect()
 }
+
+/// Takes migration 11 away again, so a test can re-apply the migrations before it.
+pub async fn undo_alerts_and_retention(db: &TestDb) {
+    for (index, table) in [
+        ("runs_closed", "runs"),
+        ("runs_task_closed", "runs"),
+        ("audit_at", "audit"),
+    ] {
+        db.exec(&match db.engine {
+            antcode_testkit::db::Engine::Mysql => format!("DROP INDEX {index} ON {table}"),
+            _ => format!("DROP INDEX {index}"),
+        })
+        .await;
+    }
+    for column in ["closed_at", "pinned"] {
+        db.exec(&format!("ALTER TABLE runs DROP COLUMN {column}"))
+            .await;
+    }
+    for table in [
+        "alert_channels",
+        "alert_rules",
+        "alert_deliveries",
+        "settings",
+    ] {
+        db.exec(&format!("DROP TABLE {table}")).await;
+    }
+}
