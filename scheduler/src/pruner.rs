@@ -1,7 +1,7 @@
 //! The pruner (leader only): deletes what the retention policies expire (`core::retention`).
 //!
 //! A pass works through each expiry in batches of [`BATCH`] runs, read as a page of an index
-//! and deleted by id: the log archives first, then the rows with their history, so a pass cut
+//! after the previous page and deleted by id: the log archives first, then the rows with their history, so a pass cut
 //! short leaves rows whose archive is gone (deleted again next pass), never an archive no row
 //! points at. Between batches it pauses [`PAUSE`], which leaves the store's writer to triggers
 //! and the recorder: on SQLite every write queues behind one connection. A pass stops after
@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use antcode_core::alerting::ClosedKey;
 use antcode_core::retention::{cutoff, expiries, PruneCounts};
 use antcode_core::store::StoreError;
 
@@ -32,6 +33,9 @@ pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> 
     let mut counts = PruneCounts::default();
     let mut batches = 0;
     for expiry in expiries(store.as_ref(), &policy, now).await? {
+        // Each page starts after the last one: deleted rows linger in an index until vacuumed
+        // (PostgreSQL), and a scan from the start would walk all of them again every batch.
+        let mut after: Option<ClosedKey> = None;
         loop {
             if batches >= MAX_BATCHES {
                 return Ok(counts);
@@ -41,7 +45,7 @@ pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> 
                     expiry.task_id.as_deref(),
                     &expiry.except,
                     &expiry.before,
-                    None,
+                    after.as_ref(),
                     BATCH,
                 )
                 .await?;
@@ -49,6 +53,10 @@ pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> 
                 break;
             }
             let started = Instant::now();
+            after = page.last().map(|r| ClosedKey {
+                closed_at: r.closed_at,
+                id: r.id.clone(),
+            });
             if let Some(blobs) = &config.blobs {
                 for key in page.iter().filter_map(|r| r.log_key.as_deref()) {
                     if let Err(e) = blobs.delete(key).await {
@@ -65,10 +73,6 @@ pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> 
             metrics::histogram!("antcode_scheduler_prune_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
             tokio::time::sleep(PAUSE).await;
-            if n == 0 {
-                // Pinned or re-opened meanwhile: nothing more to do in this slice now.
-                break;
-            }
         }
     }
     if let Some(days) = policy.audit_days {

@@ -97,26 +97,34 @@ async fn seed(url: &str, task: &Task, n: usize) -> anyhow::Result<()> {
         tx.commit().await?;
         left -= k;
     }
+    // Fresh statistics, as autovacuum (PostgreSQL) would take soon after a bulk load: planned
+    // from the statistics of an empty `run_history`, deleting a batch's history scans it whole.
     if url.starts_with("postgres") {
-        sqlx::query("ANALYZE runs").execute(&mut con).await?;
+        for table in ["runs", "run_history"] {
+            sqlx::query(&format!("ANALYZE {table}"))
+                .execute(&mut con)
+                .await?;
+        }
     }
     Ok(())
 }
 
-/// Triggers every `every` until `stop` resolves; returns each trigger's latency in µs.
-async fn triggers<F: std::future::Future>(
+/// Triggers every `every` while `work` runs (as a task of its own, so that it progresses while a
+/// trigger waits, as the scheduler's pruner does beside control); returns each trigger's latency
+/// in µs and what `work` returned.
+async fn triggers<T: Send + 'static>(
     store: &Arc<dyn Store>,
     new: &NewRun,
     every: Duration,
-    stop: F,
-) -> anyhow::Result<(Vec<u64>, F::Output)> {
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> anyhow::Result<(Vec<u64>, T)> {
     let mut lat = vec![];
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
+    let mut stop = tokio::spawn(work);
     loop {
         tokio::select! {
-            out = &mut stop => return Ok((lat, out)),
+            out = &mut stop => return Ok((lat, out?)),
             _ = tick.tick() => {
                 let t = Instant::now();
                 store.create_run(new).await?;
@@ -210,7 +218,10 @@ async fn main() -> anyhow::Result<()> {
     let idle = row("idle", 0, None, idle);
 
     let started = Instant::now();
-    let prune = async {
+    let config = Arc::new(config);
+    let pruning = config.clone();
+    let prune = async move {
+        let config = pruning;
         let mut total = 0;
         loop {
             let n = antcode_scheduler::pruner::prune(&config).await?.runs;
@@ -233,7 +244,9 @@ async fn main() -> anyhow::Result<()> {
     seed(&url, &task, args.runs).await?;
     let cutoff = now_ms() - 30 * 86_400_000;
     let started = Instant::now();
-    let naive = async {
+    let peer_url = url.clone();
+    let naive = async move {
+        let url = peer_url;
         sqlx::any::install_default_drivers();
         let mut con = sqlx::AnyConnection::connect(&url).await?;
         let history =
