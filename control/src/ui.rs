@@ -57,6 +57,11 @@ const ASSETS: &[Asset] = &[
     asset!("js/pages/account.js", JS),
     asset!("js/pages/secrets.js", JS),
     asset!("js/pages/audit.js", JS),
+    asset!("js/pages/alerts.js", JS),
+    asset!("js/pages/channels.js", JS),
+    asset!("js/pages/rules.js", JS),
+    asset!("js/pages/deliveries.js", JS),
+    asset!("js/pages/retention.js", JS),
 ];
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

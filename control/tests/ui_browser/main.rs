@@ -10,7 +10,9 @@
 //! queue depth; drain and undrain a worker; create an enrollment key, enroll with the key from the
 //! runner command and revoke that worker; create a user and change their role; create, use and
 //! revoke an API token; set and replace a secret (a run receives the new value); filter the audit
-//! log from its form; a server error shown as a readable message; every page at phone width
+//! log from its form; make a webhook alert channel, send it a test alert, make and edit a rule
+//! for it and read the delivery history; set the retention policy and preview it; keep a run
+//! from pruning; a server error shown as a readable message; every page at phone width
 //! without sideways scrolling; a viewer sees no mutating control; an operator may drain but sees
 //! no admin control. Keyboard: login, the skip link, trigger with Enter, the confirm dialog
 //! (Escape changes nothing, Shift+Tab then Enter confirms), the audit filter submitted with Enter.
@@ -23,6 +25,7 @@
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian: `chromium chromium-driver`;
 //! `ops/test.sh` installs them). Missing, the test fails and says so: it never skips.
 
+mod alerts;
 mod audit;
 mod dashboard;
 mod harness;
@@ -62,6 +65,8 @@ async fn flows(c: &Client, sys: &System) {
     users::account_page(c, sys).await;
     secrets::secrets_page(c, sys, &admin).await;
     audit::audit_page(c, sys).await;
+    alerts::alerts_pages(c, sys, &admin).await;
+    alerts::retention_and_keep(c, sys, &admin, &run_id).await;
     eprintln!("[ui] admin pages done after {:?}", started.elapsed());
     assert_clean_console(c, "across the admin pages").await;
     let ids = Ids {

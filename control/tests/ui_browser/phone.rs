@@ -28,6 +28,10 @@ pub async fn every_page_fits(c: &Client, sys: &System, ids: &Ids) {
         ("/account", "Account & tokens"),
         ("/secrets", "Secrets"),
         ("/audit", "Audit log"),
+        ("/alerts/channels", "Alert channels"),
+        ("/alerts/rules", "Alert rules"),
+        ("/alerts/deliveries", "Alert deliveries"),
+        ("/retention", "Retention"),
     ];
     for (i, (route, title)) in phone_pages.into_iter().enumerate() {
         go(c, base, route).await;

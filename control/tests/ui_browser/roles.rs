@@ -24,7 +24,7 @@ pub async fn viewer_and_operator(c: &Client, sys: &System, admin: &str, ids: &Id
         .unwrap();
     let nav = nav.as_str().unwrap_or_default();
     assert!(
-        !nav.contains("Users") && !nav.contains("Audit"),
+        !nav.contains("Users") && !nav.contains("Audit") && !nav.contains("Alerts"),
         "viewer nav: {nav}"
     );
     let run_page = format!("/runs/{run_id}");
@@ -63,6 +63,9 @@ pub async fn viewer_and_operator(c: &Client, sys: &System, admin: &str, ids: &Id
     for route in [
         "/users",
         "/audit",
+        "/alerts",
+        "/alerts/rules",
+        "/retention",
         project_edit.as_str(),
         task_edit.as_str(),
     ] {
@@ -88,5 +91,26 @@ pub async fn viewer_and_operator(c: &Client, sys: &System, admin: &str, ids: &Id
     go(c, base, "/secrets").await;
     heading_is(c, "Secrets").await;
     assert_read_only(c, "the secrets page as an operator").await;
+    // Alerts: an operator lands on the rules (channels are an admin's), sees the global rule
+    // without controls to change it, and reads the deliveries.
+    go(c, base, "/alerts").await;
+    heading_is(c, "Alert rules").await;
+    let seen = wait_js(
+        c,
+        "const t = document.querySelector('#main table'); if (!t || !t.textContent.includes('ops failures')) return false; \
+         return [[...document.querySelectorAll('nav.tabs a')].map(a => a.textContent), \
+                 [...t.querySelectorAll('button')].length];",
+        "the rules as an operator",
+    )
+    .await;
+    assert_eq!(
+        seen,
+        json!([["Rules", "Deliveries"], 0]),
+        "operator rules page"
+    );
+    go(c, base, "/alerts/deliveries").await;
+    heading_is(c, "Alert deliveries").await;
+    go(c, base, "/alerts/channels").await;
+    heading_is(c, "Not allowed").await;
     assert_clean_console(c, "as an operator").await;
 }

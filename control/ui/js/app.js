@@ -31,6 +31,11 @@ const ROUTES = [
   [/^\/users$/, 'users', 'admin'],
   [/^\/account$/, 'account', 'viewer'],
   [/^\/audit$/, 'audit', 'admin'],
+  [/^\/alerts$/, 'alerts', 'operator'],
+  [/^\/alerts\/channels$/, 'channels', 'admin'],
+  [/^\/alerts\/rules$/, 'rules', 'operator'],
+  [/^\/alerts\/deliveries$/, 'deliveries', 'operator'],
+  [/^\/retention$/, 'retention', 'admin'],
 ];
 
 const NAV = [
@@ -40,8 +45,10 @@ const NAV = [
   ['#/runs', 'Runs', 'viewer'],
   ['#/workers', 'Workers', 'viewer'],
   ['#/secrets', 'Secrets', 'viewer'],
+  ['#/alerts', 'Alerts', 'operator'],
   ['#/users', 'Users', 'admin'],
   ['#/audit', 'Audit log', 'admin'],
+  ['#/retention', 'Retention', 'admin'],
   ['#/account', 'Account & tokens', 'viewer'],
 ];
 

@@ -1,6 +1,6 @@
 // Runs: a filterable list, and a run's page with its state timeline, a live log tail over SSE
 // that follows and can be searched, an attempt picker (each attempt's archived log), download,
-// cancel and retry.
+// cancel, retry, and keep (pin against retention).
 
 import { api, get, post, query, getAll } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, fmtDuration, toast, confirmDialog, put, pagedList } from '../dom.js';
@@ -80,11 +80,30 @@ async function detail(page, id, ctx) {
     ctx.navigate(`/runs/${r.id}`);
   }));
 
+  // Pinning: a kept run is never pruned by a retention policy.
+  const keep = h('input', { type: 'checkbox', id: 'run-keep', name: 'keep', 'data-mutates': '' });
+  const keepLabel = h('label', { class: 'check' }, keep, ' Keep (never prune)');
+  const kept = () => (run.keep ? 'yes, never pruned' : 'no');
+  keep.addEventListener('change', () => busy(keep, errors, async () => {
+    try {
+      // The answer is the run without its history: keep the timeline already shown.
+      const r = await api('PATCH', `/runs/${id}`, { keep: keep.checked });
+      run = { ...run, keep: r.keep };
+      toast(run.keep ? 'This run is kept (never pruned)' : 'This run may be pruned again');
+    } finally {
+      keep.checked = !!run.keep;
+      const dd = facts.querySelector('#run-kept');
+      if (dd) dd.textContent = kept();
+    }
+  }));
+
   const drawHead = () => {
     const terminal = !['queued', 'running'].includes(run.state);
     const actions = [];
     if (can && !terminal) actions.push(cancel);
     if (can && terminal) actions.push(retry);
+    if (can) actions.push(keepLabel);
+    keep.checked = !!run.keep;
     put(clear(head), heading(`Run ${run.id.slice(0, 10)}`, ...actions),
       h('p', {}, 'State: ', h('span', { id: 'run-state' }, badge(run.state)), run.cancel_requested && !terminal ? ' (cancel requested)' : ''));
     put(clear(facts), 
@@ -99,6 +118,7 @@ async function detail(page, id, ctx) {
       h('dt', {}, 'Finished'), h('dd', {}, timeEl(run.finished_at)),
       h('dt', {}, 'Duration'), h('dd', {}, fmtDuration(run.duration_ms)),
       h('dt', {}, 'Exit code'), h('dd', {}, run.exit_code ?? '—', run.signal ? ` (signal ${run.signal})` : ''),
+      h('dt', {}, 'Kept'), h('dd', { id: 'run-kept' }, kept()),
       h('dt', {}, 'Peak memory'), h('dd', {}, run.peak_rss_kb ? `${(run.peak_rss_kb / 1024).toFixed(1)} MiB` : '—'),
       run.error ? h('dt', {}, 'Error') : null, run.error ? h('dd', { class: 'bad' }, run.error) : null);
     put(clear(tl.querySelector('#timeline')), timeline(run.history || []));
