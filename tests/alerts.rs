@@ -1,16 +1,15 @@
 //! Alerts end to end: control, a scheduler and a runner as processes on PostgreSQL and Redis,
-//! alerting a webhook receiver on loopback (`support/hook.py`) that checks each signature.
+//! alerting a webhook receiver on loopback (`antcode_testkit::hook`) that checks each signature.
 //! The scheduler, the leader that sends, is killed with SIGKILL while a delivery is committed
 //! but not yet delivered; the next leader delivers it, and every event arrives exactly once.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use antcode_testkit::api::Api;
 use antcode_testkit::db::fresh_postgres;
+use antcode_testkit::hook::Hook;
 use antcode_testkit::procs::{free_port, wait_readyz, Procs};
 use antcode_testkit::redis::redis_url;
 
@@ -19,86 +18,34 @@ const PASSWORD: &str = "alerts-password-not-default";
 const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef";
 const HOOK_SECRET: &str = "hook-secret-0123456789";
 
-/// The receiver process; it exits when its stdin closes (on drop).
-struct Hook {
-    port: u16,
-    child: Child,
+/// The accepted alerts: `(event kind, run id, delivery id)`.
+async fn received(hook: &Hook) -> Vec<(String, String, String)> {
+    hook.received()
+        .await
+        .iter()
+        .map(|r| {
+            let e = &r["payload"]["event"];
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+            (s(&e["kind"]), s(&e["run_id"]), s(&r["delivery"]))
+        })
+        .collect()
 }
 
-impl Hook {
-    fn start() -> Hook {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hook.py");
-        let mut child = Command::new("python3")
-            .args([script, HOOK_SECRET])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: Value = serde_json::from_str(&line).expect("hook.py printed its port");
-        Hook {
-            port: port["port"].as_u64().unwrap() as u16,
-            child,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn set_down(&self, down: bool) {
-        let path = if down { "/_down" } else { "/_up" };
-        reqwest::Client::new()
-            .post(self.url(path))
-            .send()
-            .await
-            .unwrap();
-    }
-
-    /// The accepted alerts: `(event kind, run id, delivery id)`.
-    async fn received(&self) -> Vec<(String, String, String)> {
-        let all: Vec<Value> = reqwest::get(self.url("/_received"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        all.iter()
-            .map(|r| {
-                let e = &r["payload"]["event"];
-                let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
-                (s(&e["kind"]), s(&e["run_id"]), s(&r["delivery"]))
-            })
-            .collect()
-    }
-
-    /// Waits until an alert of `kind` for `run` arrived.
-    async fn wait_for(&self, kind: &str, run: &str, p: &Procs) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self
-            .received()
-            .await
-            .iter()
-            .any(|(k, r, _)| k == kind && r == run)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no {kind} alert for run {run}; received {:?}\n{}",
-                self.received().await,
-                p.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Waits until an alert of `kind` for `run` arrived.
+async fn wait_for(hook: &Hook, kind: &str, run: &str, p: &Procs) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !received(hook)
+        .await
+        .iter()
+        .any(|(k, r, _)| k == kind && r == run)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} alert for run {run}; received {:?}\n{}",
+            received(hook).await,
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -150,7 +97,7 @@ async fn delivery_of(api: &Api, kind: &str, run: &str, p: &Procs) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_alert_a_signed_webhook_once_across_a_killed_leader() {
-    let hook = Hook::start();
+    let hook = Hook::start(HOOK_SECRET);
     let (mut p, port) = start_split().await;
     let api = Api::login(port, PASSWORD).await;
 
@@ -191,7 +138,7 @@ async fn failures_alert_a_signed_webhook_once_across_a_killed_leader() {
     // A failure alerts, signed, with its run, link and log.
     let first = api.triggered(&task).await;
     assert_eq!(api.wait_done(&p, &first).await["state"], "failed");
-    hook.wait_for("run.failed", &first, &p).await;
+    wait_for(&hook, "run.failed", &first, &p).await;
 
     // The receiver goes down: the next failure's alerts are committed and tried, not delivered.
     hook.set_down(true).await;
@@ -207,8 +154,8 @@ async fn failures_alert_a_signed_webhook_once_across_a_killed_leader() {
     p.proc("scheduler").kill9();
     hook.set_down(false).await;
     p.spawn("scheduler", &["scheduler", "--ops-listen", "127.0.0.1:0"]);
-    hook.wait_for("run.failed", &second, &p).await;
-    hook.wait_for("run.consecutive_failures", &second, &p).await;
+    wait_for(&hook, "run.failed", &second, &p).await;
+    wait_for(&hook, "run.consecutive_failures", &second, &p).await;
 
     // It recovers.
     let (status, patched) = api
@@ -217,7 +164,7 @@ async fn failures_alert_a_signed_webhook_once_across_a_killed_leader() {
     assert_eq!(status, 200, "{patched}");
     let third = api.triggered(&task).await;
     assert_eq!(api.wait_done(&p, &third).await["state"], "succeeded");
-    hook.wait_for("run.recovered", &third, &p).await;
+    wait_for(&hook, "run.recovered", &third, &p).await;
 
     // A test from the channel's page goes through the same outbox.
     let (status, test) = api
@@ -246,8 +193,7 @@ async fn failures_alert_a_signed_webhook_once_across_a_killed_leader() {
 
     // Every event arrived exactly once, and nothing else did.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut got: Vec<(String, String)> = hook
-        .received()
+    let mut got: Vec<(String, String)> = received(&hook)
         .await
         .into_iter()
         .map(|(k, r, _)| (k, r))

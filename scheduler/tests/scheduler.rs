@@ -1020,83 +1020,74 @@ async fn pruning_deletes_expired_runs_with_their_logs_and_keeps_pinned_ones() {
     );
 }
 
-#[tokio::test]
-async fn a_flapping_task_sends_one_alert_then_one_digest_per_window() {
+/// A scheduler config whose secret key opens a webhook channel to `hook`, and one enabled rule
+/// sending to it: of `task` (or global), on `on`, with `edit` applied to the rest of its spec.
+async fn alerting(
+    w: &World,
+    hook: &antcode_testkit::hook::Hook,
+    task: Option<&Task>,
+    on: &[antcode_core::alerting::AlertOn],
+    edit: impl FnOnce(&mut antcode_core::alerting::RuleSpec),
+) -> SchedulerConfig {
     use antcode_core::alerting::*;
-    // The root package's webhook receiver (tests/support/hook.py) checks the signatures.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/hook.py");
-    let secret = "flapping-secret-0123456789";
-    let mut hook = std::process::Command::new("python3")
-        .args([script, secret])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hook.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let port = serde_json::from_str::<serde_json::Value>(&line).unwrap()["port"]
-        .as_u64()
-        .unwrap();
-    let received = || async move {
-        reqwest::get(format!("http://127.0.0.1:{port}/_received"))
-            .await
-            .unwrap()
-            .json::<Vec<serde_json::Value>>()
-            .await
-            .unwrap()
-    };
-
-    let w = world().await;
-    let keys = Arc::new(antcode_core::secrets::SecretBox::from_passphrase(
-        "test key",
-    ));
-    let mut config = w.config("alerts");
-    config.secrets = Some(keys.clone());
-    let task = w.task("flapping", None, None, TaskSpec::default()).await;
+    let keys = antcode_core::secrets::SecretBox::from_passphrase("test key");
+    let id = antcode_core::ids::new_id();
+    let cfg =
+        serde_json::json!({"kind": "webhook", "url": hook.url("/hook"), "secret": HOOK_SECRET});
     let channel = AlertChannel {
-        id: antcode_core::ids::new_id(),
+        sealed: keys.seal(&seal_name(&id), &cfg.to_string()).unwrap(),
+        id,
         name: "hook".into(),
         kind: "webhook".into(),
         summary: serde_json::json!({}),
         enabled: true,
-        sealed: String::new(),
         created_at: 0,
         updated_at: 0,
     };
-    let cfg = serde_json::json!({"kind": "webhook", "url": format!("http://127.0.0.1:{port}/hook"), "secret": secret});
-    let channel = AlertChannel {
-        sealed: keys
-            .seal(&seal_name(&channel.id), &cfg.to_string())
-            .unwrap(),
-        ..channel
-    };
     w.store.create_channel(&channel).await.unwrap();
+    let mut spec = RuleSpec {
+        channels: vec![channel.id.clone()],
+        on: on.to_vec(),
+        consecutive: 3,
+        long_running_s: None,
+        backlog: None,
+        queue: None,
+        throttle_s: 0,
+        title: None,
+        body: None,
+    };
+    edit(&mut spec);
     w.store
         .create_rule(&AlertRule {
             id: antcode_core::ids::new_id(),
-            name: "every failure".into(),
-            task_id: Some(task.id.clone()),
-            spec: RuleSpec {
-                channels: vec![channel.id.clone()],
-                on: vec![AlertOn::Failed],
-                consecutive: 3,
-                long_running_s: None,
-                backlog: None,
-                queue: None,
-                throttle_s: 60,
-                title: None,
-                body: Some("{{summary}} x{{count}}".into()),
-            },
+            name: "the rule".into(),
+            task_id: task.map(|t| t.id.clone()),
+            spec,
             enabled: true,
             created_at: 0,
             updated_at: 0,
         })
         .await
         .unwrap();
+    let mut config = w.config("alerts");
+    config.secrets = Some(Arc::new(keys));
+    config
+}
+
+const HOOK_SECRET: &str = "scheduler-hook-secret-0123";
+
+#[tokio::test]
+async fn a_flapping_task_sends_one_alert_then_one_digest_per_window() {
+    use antcode_core::alerting::*;
+    let hook = antcode_testkit::hook::Hook::start(HOOK_SECRET);
+    let received = || hook.received();
+    let w = world().await;
+    let task = w.task("flapping", None, None, TaskSpec::default()).await;
+    let config = alerting(&w, &hook, Some(&task), &[AlertOn::Failed], |spec| {
+        spec.throttle_s = 60;
+        spec.body = Some("{{summary}} x{{count}}".into());
+    })
+    .await;
     let mut alerts = antcode_scheduler::alerts::Alerts::new(&config);
     alerts.evaluate().await.unwrap(); // the first pass starts the cursor at now
     let dir = tempfile::tempdir().unwrap();
@@ -1133,6 +1124,84 @@ async fn a_flapping_task_sends_one_alert_then_one_digest_per_window() {
         got[1]["payload"]["text"].as_str().unwrap().ends_with("x3"),
         "{got:?}"
     );
-    let _ = hook.kill();
-    let _ = hook.wait();
+}
+
+#[tokio::test]
+async fn long_runs_misfires_backlogs_and_vanished_runners_alert() {
+    use antcode_core::alerting::AlertOn;
+    let hook = antcode_testkit::hook::Hook::start(HOOK_SECRET);
+    let w = world().await;
+    let on = [
+        AlertOn::LongRunning,
+        AlertOn::ScheduleMisfired,
+        AlertOn::QueueBacklog,
+        AlertOn::WorkerOffline,
+    ];
+    let config = alerting(&w, &hook, None, &on, |spec| {
+        spec.long_running_s = Some(60);
+        spec.backlog = Some(2);
+    })
+    .await;
+    // A run started now, a schedule due now whose policy skips missed fires, three queued jobs
+    // and a runner whose status expires at once.
+    let slow = w.task("slow", None, None, TaskSpec::default()).await;
+    let (run, _) = w.manual_run(&slow).await;
+    w.store
+        .mark_started(&run.id, 1, "token", "w1", w.now())
+        .await
+        .unwrap();
+    let every = Schedule::Interval {
+        every_s: 60,
+        start: None,
+        end: None,
+    };
+    let skip = TaskSpec {
+        misfire: "skip".into(),
+        ..Default::default()
+    };
+    w.task("skipper", Some(every), Some(w.now()), skip).await;
+    let busy = w.task("busy", None, None, TaskSpec::default()).await;
+    for _ in 0..3 {
+        let (_, job) = w.manual_run(&busy).await;
+        w.broker.publish(&job).await.unwrap();
+    }
+    let runner = WorkerStatus {
+        id: "w-gone".into(),
+        name: "gone".into(),
+        ..Default::default()
+    };
+    w.broker
+        .put_worker(&runner, Duration::from_millis(300))
+        .await
+        .unwrap();
+
+    let mut alerts = antcode_scheduler::alerts::Alerts::new(&config);
+    alerts.evaluate().await.unwrap();
+    // Ten minutes later: the run is long, the schedule missed ten fires, the runner is gone.
+    w.advance(10 * 60_000);
+    tick::fire_due(&config, 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        alerts.evaluate().await.unwrap(),
+        3,
+        "misfire, long run, offline runner"
+    );
+    assert_eq!(alerts.evaluate().await.unwrap(), 0, "each once");
+    assert_eq!(alerts.deliver().await.unwrap(), 4);
+    let mut kinds: Vec<String> = hook
+        .received()
+        .await
+        .iter()
+        .map(|r| r["payload"]["event"]["kind"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "queue.backlog",
+            "run.long_running",
+            "schedule.misfired",
+            "worker.offline"
+        ]
+    );
 }

@@ -1,4 +1,4 @@
-"""A webhook receiver for tests/alerts.rs: checks AntCode's signature as notify/src/webhook.rs
+"""A webhook receiver for the alert tests (`antcode_testkit::hook`): checks AntCode's signature as notify/src/webhook.rs
 documents it and records each accepted alert.
 
     python3 hook.py SECRET      # prints {"port": N} once listening; exits when stdin closes
