@@ -103,6 +103,9 @@ fn check_keep(field: &str, n: Option<u32>) -> Result<(), String> {
 pub struct PruneCounts {
     pub runs: u64,
     pub audit: u64,
+    /// Sent or failed alert deliveries, kept as long as runs.
+    #[serde(default)]
+    pub deliveries: u64,
 }
 
 /// A run the pruner is about to delete: enough to delete its log archive first.

@@ -7,7 +7,9 @@
 //! and the recorder: on SQLite every write queues behind one connection. A pass stops after
 //! [`MAX_BATCHES`] batches and the next one carries on.
 //!
-//! Metrics: `antcode_scheduler_pruned_total{kind="runs"|"audit"}`,
+//! Sent and failed alert deliveries are kept as long as runs (`runs_days`).
+//!
+//! Metrics: `antcode_scheduler_pruned_total{kind="runs"|"audit"|"deliveries"}`,
 //! `antcode_scheduler_prune_batch_seconds`.
 
 use std::time::{Duration, Instant};
@@ -77,19 +79,26 @@ pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> 
     }
     if let Some(days) = policy.audit_days {
         let before = cutoff(now, days);
-        while batches < MAX_BATCHES {
-            let ids = store.old_audit(before, BATCH).await?;
-            if ids.is_empty() {
-                break;
-            }
-            let n = store.delete_audit(&ids).await?;
-            counts.audit += n;
-            batches += 1;
-            metrics::counter!("antcode_scheduler_pruned_total", "kind" => "audit").increment(n);
-            tokio::time::sleep(PAUSE).await;
-        }
+        counts.audit = drain(
+            "audit",
+            &mut batches,
+            |limit| store.old_audit(before, limit),
+            |ids| async move { store.delete_audit(&ids).await },
+        )
+        .await?;
     }
-    if counts.runs + counts.audit > 0 {
+    // The alert history is kept as long as runs are.
+    if let Some(days) = policy.runs_days {
+        let before = cutoff(now, days);
+        counts.deliveries = drain(
+            "deliveries",
+            &mut batches,
+            |limit| store.old_deliveries(before, limit),
+            |ids| async move { store.delete_deliveries(&ids).await },
+        )
+        .await?;
+    }
+    if counts.runs + counts.audit + counts.deliveries > 0 {
         tracing::info!(
             runs = counts.runs,
             audit = counts.audit,
@@ -97,4 +106,31 @@ pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> 
         );
     }
     Ok(counts)
+}
+
+/// Deletes what `read` finds, a batch at a time, while the pass has batches left; returns how
+/// many rows went.
+async fn drain<R, D>(
+    kind: &'static str,
+    batches: &mut usize,
+    read: impl Fn(u32) -> R,
+    delete: impl Fn(Vec<String>) -> D,
+) -> Result<u64, StoreError>
+where
+    R: std::future::Future<Output = Result<Vec<String>, StoreError>>,
+    D: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    while *batches < MAX_BATCHES {
+        let ids = read(BATCH).await?;
+        if ids.is_empty() {
+            break;
+        }
+        let n = delete(ids).await?;
+        total += n;
+        *batches += 1;
+        metrics::counter!("antcode_scheduler_pruned_total", "kind" => kind).increment(n);
+        tokio::time::sleep(PAUSE).await;
+    }
+    Ok(total)
 }

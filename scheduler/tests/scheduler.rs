@@ -994,8 +994,27 @@ async fn pruning_deletes_expired_runs_with_their_logs_and_keeps_pinned_ones() {
     let mut config = w.config("pruner");
     config.blobs = Some(blobs.clone());
 
+    // An alert delivered long ago goes with the runs of its age (the default 30 days).
+    let old = antcode_scheduler::alerts::delivery(
+        None,
+        "c1",
+        "test:1",
+        "test:1",
+        &Default::default(),
+        1_000,
+    );
+    w.store
+        .enqueue_deliveries(std::slice::from_ref(&old))
+        .await
+        .unwrap();
+    w.store
+        .deliveries_sent(std::slice::from_ref(&old.id), &old.id, "ok", 1_000)
+        .await
+        .unwrap();
+
     let pruned = antcode_scheduler::pruner::prune(&config).await.unwrap();
     assert_eq!(pruned.runs, 2, "the pinned oldest and the newest stay");
+    assert_eq!(pruned.deliveries, 1);
     let left: Vec<String> = w.runs_of(&task).await.into_iter().map(|r| r.id).collect();
     for (run, kept) in [
         (&runs[0], true),

@@ -143,6 +143,7 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE UNIQUE INDEX alert_deliveries_once ON alert_deliveries (channel_id, event_key)",
         "CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_at, id)",
         "CREATE INDEX alert_deliveries_group ON alert_deliveries (rule_id, channel_id, group_key, sent_at)",
+        "CREATE INDEX alert_deliveries_created ON alert_deliveries (created_at, id)",
         "CREATE TABLE settings (
         name {name} PRIMARY KEY, value {text} NOT NULL, updated_at {big} NOT NULL)",
     ],

@@ -488,6 +488,10 @@ pub trait RetentionStore: Send + Sync + 'static {
         except: &[String],
         before: &ClosedKey,
     ) -> StoreResult<u64>;
+    /// Ids of sent or failed alert deliveries created before `before_ms`, oldest first, at most
+    /// `limit` (pending ones are never pruned).
+    async fn old_deliveries(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<String>>;
+    async fn delete_deliveries(&self, ids: &[String]) -> StoreResult<u64>;
     /// How many audit entries are older than `before_ms`.
     async fn count_old_audit(&self, before_ms: i64) -> StoreResult<u64>;
     /// Every task's id and its own retention policy, if it has one.

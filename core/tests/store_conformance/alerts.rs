@@ -304,8 +304,52 @@ async fn ended_runs_are_read_in_the_order_they_closed(db: &TestDb) {
     assert_eq!(s.cursor("alerts.test").await.unwrap(), Some(at_end));
 }
 
+async fn old_deliveries_are_pruned_but_never_pending_ones(db: &TestDb) {
+    let s = db.open().await;
+    let sent = delivery("c1", "run.failed:a", 1_000);
+    let failed = delivery("c1", "run.failed:b", 2_000);
+    let pending = delivery("c1", "run.failed:c", 3_000);
+    let recent = delivery("c1", "run.failed:d", 9_000);
+    s.enqueue_deliveries(&[
+        sent.clone(),
+        failed.clone(),
+        pending.clone(),
+        recent.clone(),
+    ])
+    .await
+    .unwrap();
+    s.deliveries_sent(&[sent.id.clone(), recent.id.clone()], &sent.id, "ok", 9_500)
+        .await
+        .unwrap();
+    s.deliveries_failed(std::slice::from_ref(&failed.id), "HTTP 404", None)
+        .await
+        .unwrap();
+    let old = s.old_deliveries(5_000, 10).await.unwrap();
+    assert_eq!(old, vec![sent.id.clone(), failed.id.clone()]);
+    assert_eq!(
+        s.old_deliveries(5_000, 1).await.unwrap(),
+        vec![sent.id.clone()]
+    );
+    let all = vec![sent.id.clone(), failed.id.clone(), pending.id.clone()];
+    assert_eq!(
+        s.delete_deliveries(&all).await.unwrap(),
+        2,
+        "never a pending one"
+    );
+    assert_not_found(s.delivery(&sent.id).await, "a pruned delivery");
+    assert_eq!(
+        s.delivery(&pending.id).await.unwrap().state,
+        DeliveryState::Pending
+    );
+    assert_eq!(
+        s.delivery(&recent.id).await.unwrap().state,
+        DeliveryState::Sent
+    );
+}
+
 conformance!(
     channels_and_rules_round_trip,
     a_channel_gets_one_delivery_per_event,
     ended_runs_are_read_in_the_order_they_closed,
+    old_deliveries_are_pruned_but_never_pending_ones,
 );

@@ -68,6 +68,27 @@ impl SqlStore {
         query.bind(&before.id)
     }
 
+    /// Ids of `table`'s rows whose `column` is before `before_ms` (and `extra`, a condition
+    /// starting with AND), in `(column, id)` order, at most `limit`.
+    async fn ids_before(
+        &self,
+        table: &str,
+        column: &str,
+        extra: &str,
+        before_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        let sql = self.q(&format!(
+            "SELECT id FROM {table} WHERE {column} < ?{extra} ORDER BY {column}, id LIMIT ?"
+        ));
+        let rs = sqlx::query(&sql)
+            .bind(before_ms)
+            .bind(page_size(limit) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rs.iter().map(|r| text(r, "id")).collect()
+    }
+
     /// `DELETE FROM table WHERE id IN (…) extra` over `ids`, in one transaction after deleting
     /// the rows of `child` (a table and its column) that point at them.
     async fn delete_ids(
@@ -195,17 +216,28 @@ impl RetentionStore for SqlStore {
     }
 
     async fn old_audit(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<String>> {
-        let sql = self.q("SELECT id FROM audit WHERE at < ? ORDER BY at, id LIMIT ?");
-        let rs = sqlx::query(&sql)
-            .bind(before_ms)
-            .bind(page_size(limit) as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rs.iter().map(|r| text(r, "id")).collect()
+        self.ids_before("audit", "at", "", before_ms, limit).await
     }
 
     async fn delete_audit(&self, ids: &[String]) -> StoreResult<u64> {
         self.delete_ids("audit", "", None, ids).await
+    }
+
+    async fn old_deliveries(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<String>> {
+        let not_pending = " AND state <> 'pending'";
+        self.ids_before(
+            "alert_deliveries",
+            "created_at",
+            not_pending,
+            before_ms,
+            limit,
+        )
+        .await
+    }
+
+    async fn delete_deliveries(&self, ids: &[String]) -> StoreResult<u64> {
+        self.delete_ids("alert_deliveries", " AND state <> 'pending'", None, ids)
+            .await
     }
 
     async fn count_prunable(
