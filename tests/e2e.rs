@@ -505,3 +505,83 @@ async fn a_stop_past_its_grace_hands_runs_back() {
     }
     up.stop().await.unwrap();
 }
+
+/// Run parameters: checked against the task's schema (every bad field named in one 422, nothing
+/// created), defaults filled in, delivered to the process as `ANTCODE_PARAMS`, kept on the run
+/// and by its retry; cold and warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn params_are_checked_delivered_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(dir.path(), true).await;
+    let c = login(&up).await;
+    let code = "import json, os\np = json.loads(os.environ['ANTCODE_PARAMS'])\nprint(json.dumps({'greeting': 'hi ' + p['city'], 'days': p['days']}))\n";
+    let schema = json!({"type": "object", "required": ["city"], "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7, "default": 3}}});
+    for warm in [false, true] {
+        let name = format!("weather-{warm}");
+        let task = c
+            .script_task(&name, code, json!({"params": schema, "warm": warm}))
+            .await;
+        let (status, bad) = c
+            .post(
+                &format!("/tasks/{task}/trigger"),
+                json!({"params": {"days": 9, "zone": "x"}}),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad}");
+        let detail = bad["detail"].as_str().unwrap();
+        for field in ["params.days", "params.zone", "params.city"] {
+            assert!(detail.contains(field), "{field} not named: {detail}");
+        }
+        let runs = c.get(&format!("/runs?task_id={task}")).await;
+        assert_eq!(
+            runs["items"].as_array().unwrap().len(),
+            0,
+            "a refused trigger created a run"
+        );
+
+        let (status, done) = c
+            .post(
+                &format!("/tasks/{task}/invoke?wait_s=120"),
+                json!({"params": {"city": "Zürich"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{done}");
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["params"], json!({"city": "Zürich", "days": 3}));
+        assert_eq!(
+            done["result"],
+            json!({"greeting": "hi Zürich", "days": 3}),
+            "{done}"
+        );
+        let (status, again) = c
+            .post(
+                &format!("/runs/{}/retry", done["id"].as_str().unwrap()),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 201, "{again}");
+        assert_eq!(again["params"], done["params"], "a retry keeps the params");
+        let again = wait_terminal(&c, &again, Duration::from_secs(120)).await;
+        assert_eq!(again["result"], done["result"]);
+    }
+    // A task without a schema takes params as they are; an unknown body field is refused.
+    let free = c.script_task("free", code, json!({})).await;
+    let (status, run) = c
+        .post(
+            &format!("/tasks/{free}/trigger"),
+            json!({"params": {"city": "Oslo", "days": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    assert_eq!(
+        wait_terminal(&c, &run, Duration::from_secs(120)).await["result"]["greeting"],
+        "hi Oslo"
+    );
+    let (status, refused) = c
+        .post(&format!("/tasks/{free}/trigger"), json!({"prams": {}}))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    up.stop().await.unwrap();
+}

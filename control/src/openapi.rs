@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 use crate::bounds;
 use antcode_core::secrets::MAX_NAME_LEN as MAX_SECRET_NAME;
 
-/// `(method, path, summary, least role, request body kind)`. Body kinds: `json`, `upload`
-/// (multipart or JSON inline code), `""` for none.
+/// `(method, path, summary, least role, request body kind)`. Body kinds: `json`, `json?` (may
+/// be left out), `upload` (multipart or JSON inline code), `""` for none.
 #[rustfmt::skip]
 pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/api/v1/auth/login", "Log in; returns a bearer token", "none", "json"),
@@ -38,8 +38,8 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "/api/v1/tasks/{id}", "Delete a task", "operator", ""),
     ("post", "/api/v1/tasks/{id}/pause", "Pause a task's schedule", "operator", ""),
     ("post", "/api/v1/tasks/{id}/resume", "Resume a task's schedule", "operator", ""),
-    ("post", "/api/v1/tasks/{id}/trigger", "Start a run now", "operator", ""),
-    ("post", "/api/v1/tasks/{id}/invoke", "Run and wait up to wait_s for the result", "operator", ""),
+    ("post", "/api/v1/tasks/{id}/trigger", "Start a run now, optionally with {params}", "operator", "json?"),
+    ("post", "/api/v1/tasks/{id}/invoke", "Run (optionally with {params}) and wait up to wait_s for the result", "operator", "json?"),
     ("get", "/api/v1/tasks/{id}/stats", "Counts by state and duration percentiles", "viewer", ""),
     ("get", "/api/v1/tasks/{id}/preview", "The next five fire times of the task's schedule", "viewer", ""),
     ("post", "/api/v1/schedules/validate", "Validate a schedule and preview its next five fire times (intervals counted from anchor)", "viewer", "json"),
@@ -244,7 +244,11 @@ fn json_schema(method: &str, path: &str) -> Value {
             "queue_timeout_s": {"type": "integer", "minimum": 0}, "warm": s("boolean"),
             "limits": limits, "network": network,
             "retention": {"type": ["object", "null"], "additionalProperties": false, "properties": {
-                "days": days.clone(), "keep_last": keep_last.clone()}}}})
+                "days": days.clone(), "keep_last": keep_last.clone()}},
+            "params": {"type": ["object", "null"], "description":
+                "a JSON Schema subset: {type: object, properties: {NAME: {type: string|integer|number|boolean|array|object, enum?, minimum?, maximum?, maxLength?, default?, description?}}, required: [NAME]}",
+                "properties": {"properties": {"type": "object", "maxProperties": antcode_core::params::MAX_PROPERTIES},
+                    "required": {"type": "array", "items": s("string")}}}}})
     };
     let channel = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false,
@@ -297,6 +301,11 @@ fn json_schema(method: &str, path: &str) -> Value {
             "additionalProperties": false, "properties": {
                 "projects": bounds::strings(bounds::GRANTS, 64),
                 "all_projects": s("boolean")}}),
+        ("post", "/api/v1/tasks/{id}/trigger" | "/api/v1/tasks/{id}/invoke") => {
+            json!({"type": "object", "additionalProperties": false, "properties": {
+                "params": {"type": "object", "description":
+                    "checked against the task's params schema (422 naming every bad field); at most 64 KiB as JSON"}}})
+        }
         ("post", "/api/v1/tasks") => task(&["name", "project_id"]),
         ("patch", "/api/v1/tasks/{id}") => task(&[]),
         ("patch", "/api/v1/projects/{id}") => json!({"type": "object", "properties": {
@@ -318,8 +327,8 @@ fn json_schema(method: &str, path: &str) -> Value {
 
 fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
     match kind {
-        "json" => Some(
-            json!({"required": true, "content": {"application/json": {"schema": json_schema(method, path)}}}),
+        "json" | "json?" => Some(
+            json!({"required": kind == "json", "content": {"application/json": {"schema": json_schema(method, path)}}}),
         ),
         "upload" => {
             let fields = json!({

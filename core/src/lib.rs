@@ -22,6 +22,7 @@ pub mod dispatch;
 pub mod fsutil;
 pub mod ids;
 pub mod model;
+pub mod params;
 pub mod retention;
 pub mod schedule;
 pub mod seams;

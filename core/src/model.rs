@@ -250,6 +250,10 @@ pub struct TaskSpec {
     /// How long this task's ended runs are kept, over the global policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::TaskRetention>,
+    /// The params its runs take (`crate::params`); without one a trigger's params are passed
+    /// as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<crate::params::ParamSchema>,
 }
 
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
@@ -432,6 +436,7 @@ impl Default for TaskSpec {
             limits: RunLimits::default(),
             network: NetworkPolicy::Full,
             retention: None,
+            params: None,
         }
     }
 }
@@ -540,6 +545,9 @@ pub struct Run {
     /// and retention walk ended runs in.
     #[serde(skip)]
     pub closed_at: Option<i64>,
+    /// The params it was triggered with (`crate::params`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
     #[serde(skip)]
     pub lease_token: Option<String>,
 }
@@ -576,6 +584,10 @@ pub struct Job {
     pub limits: RunLimits,
     #[serde(default, skip_serializing_if = "NetworkPolicy::is_full")]
     pub network: NetworkPolicy,
+    /// The params the run was triggered with, checked against the task's schema and with its
+    /// defaults filled in; the process reads them as JSON from `ANTCODE_PARAMS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
 }
 
 /// A job handed to one runner, fenced by `(run_id, attempt, lease_token)`.

@@ -376,6 +376,9 @@ async fn supervise(
     if let Some(sandbox) = &ctx.sandbox {
         env.insert("TMPDIR".into(), sandbox.tmp_dir().into());
     }
+    if let Some(params) = &job.params {
+        env.insert(PARAMS_VAR.into(), params.to_string());
+    }
     // Last, so the task cannot override them: they mark every process of this attempt.
     env.insert(process::RUN_ID_VAR.into(), job.run_id.clone());
     env.insert(process::ATTEMPT_VAR.into(), job.attempt.to_string());
@@ -763,6 +766,8 @@ pub fn task_env(
 }
 
 /// Per-task limit variables: memory in MiB, CPU time in seconds, open files.
+/// The run's params as one JSON object (`antcode_core::params`), when it was given any.
+pub const PARAMS_VAR: &str = "ANTCODE_PARAMS";
 pub const LIMIT_MEMORY_MB: &str = "ANTCODE_LIMIT_MEMORY_MB";
 pub const LIMIT_CPU_SECONDS: &str = "ANTCODE_LIMIT_CPU_SECONDS";
 pub const LIMIT_OPEN_FILES: &str = "ANTCODE_LIMIT_OPEN_FILES";

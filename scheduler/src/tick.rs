@@ -359,6 +359,7 @@ async fn plan_batch(
                 version: version.clone(),
                 trigger: "schedule".into(),
                 due_at: Some(p.due),
+                params: None,
             };
             fires.push(Fire { run, held: p.held });
             plans.push(p);

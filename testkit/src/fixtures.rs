@@ -88,6 +88,7 @@ pub fn job(bundle: BundleRef, entrypoint: &str) -> Job {
         warm: false,
         limits: Default::default(),
         network: Default::default(),
+        params: None,
     }
 }
 

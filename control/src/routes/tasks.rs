@@ -1,5 +1,6 @@
 //! Tasks: `POST /tasks`, `GET /tasks`, `GET|PATCH|DELETE /tasks/{id}`,
-//! `POST /tasks/{id}/pause|resume|trigger|invoke`, `GET /tasks/{id}/stats`.
+//! `POST /tasks/{id}/pause|resume|trigger|invoke` (trigger and invoke take an optional
+//! `{"params": {…}}`, checked against the task's `params` schema), `GET /tasks/{id}/stats`.
 
 use std::time::Duration;
 
@@ -108,9 +109,10 @@ async fn resume(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     set_paused(ctx, id, false).await
 }
 
-async fn trigger(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+async fn trigger(ctx: Ctx, P(id): P<String>, raw: LateJson) -> ApiResult<Response> {
     ctx.require(Role::Operator, "task.trigger", &id).await?;
-    let run = runs::trigger(&ctx.state, &id, "manual").await?;
+    let input = runs::RunInput::parse(&raw.0)?;
+    let run = runs::trigger(&ctx.state, &id, "manual", input).await?;
     audit::record(&ctx, "task.trigger", &id, None, to_value(&run), "ok").await;
     Ok(created(run))
 }
@@ -128,15 +130,21 @@ pub const MAX_INVOKE_OUTPUT: u64 = 1024 * 1024;
 /// end, then answer 200 with the run, its `result` and its log as `output` (its first
 /// [`MAX_INVOKE_OUTPUT`] bytes, `output_truncated` saying whether it was cut); else 202 with the
 /// run.
-async fn invoke(ctx: Ctx, P(id): P<String>, Q(q): Q<InvokeQuery>) -> ApiResult<Response> {
+async fn invoke(
+    ctx: Ctx,
+    P(id): P<String>,
+    Q(q): Q<InvokeQuery>,
+    raw: LateJson,
+) -> ApiResult<Response> {
     ctx.require(Role::Operator, "task.invoke", &id).await?;
     let wait = q.wait_s.unwrap_or(30);
     if wait > 300 {
         return Err(bad("wait_s", "must be at most 300"));
     }
+    let input = runs::RunInput::parse(&raw.0)?;
     // Watch before the run exists, so no announcement of it can be missed.
     let changes = ctx.state.broker.watch_changes();
-    let run = runs::trigger(&ctx.state, &id, "invoke").await?;
+    let run = runs::trigger(&ctx.state, &id, "invoke", input).await?;
     audit::record(&ctx, "task.invoke", &id, None, to_value(&run), "ok").await;
     let run = runs::wait_for_end(&ctx.state, run, changes, Duration::from_secs(wait)).await?;
     if !run.state.is_terminal() {

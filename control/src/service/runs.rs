@@ -15,8 +15,11 @@ use antcode_core::blob::{log_key, BlobError};
 use antcode_core::broker::{changed, RunChanges};
 use antcode_core::dispatch::{publish_job, PublishError};
 use antcode_core::model::{ProjectVersion, Run, RunState, Task};
+use antcode_core::params::MAX_PARAMS_BYTES;
 use antcode_core::store::{NewRun, RunFilter};
 use antcode_core::time::parse_rfc3339;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use super::tasks;
 use crate::inflate;
@@ -65,6 +68,7 @@ pub async fn start_run(
     task: &Task,
     version: ProjectVersion,
     trigger: &str,
+    params: Option<Value>,
 ) -> ApiResult<Run> {
     let (run, job) = state
         .store
@@ -73,6 +77,7 @@ pub async fn start_run(
             version,
             trigger: trigger.into(),
             due_at: None,
+            params,
         })
         .await?;
     metrics::run_created(trigger);
@@ -89,10 +94,59 @@ pub async fn start_run(
     }
 }
 
-/// Starts a run of task `id` for `trigger` (`manual`, `invoke`).
-pub async fn trigger(state: &AppState, id: &str, trigger: &str) -> ApiResult<Run> {
+/// The body of `POST /tasks/{id}/trigger` and `…/invoke`, all of it optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunInput {
+    /// Checked against the task's `params` schema, its defaults filled in.
+    #[serde(default)]
+    pub params: Option<Map<String, Value>>,
+}
+
+impl RunInput {
+    /// An empty body is no input at all.
+    pub fn parse(body: &[u8]) -> ApiResult<RunInput> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(RunInput::default());
+        }
+        crate::problem::parse_json(body)
+    }
+}
+
+/// The params a run of `task` gets for `input`: checked against the task's schema (a 422 that
+/// names every bad field), or passed as they are when it declares none; bounded in size.
+pub fn run_params(task: &Task, input: RunInput) -> ApiResult<Option<Value>> {
+    let given = input.params;
+    let params = match (&task.spec.params, given) {
+        (Some(schema), given) => Some(
+            schema
+                .apply(&given.unwrap_or_default())
+                .map_err(|errors| invalid_params(errors.join("; ")))?,
+        ),
+        (None, given) => given,
+    };
+    let Some(params) = params else {
+        return Ok(None);
+    };
+    let params = Value::Object(params);
+    let size = params.to_string().len();
+    if size > MAX_PARAMS_BYTES {
+        return Err(invalid_params(format!(
+            "params: {size} bytes as JSON, at most {MAX_PARAMS_BYTES}"
+        )));
+    }
+    Ok(Some(params))
+}
+
+fn invalid_params(detail: String) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-params", detail)
+}
+
+/// Starts a run of task `id` for `trigger` (`manual`, `invoke`) with `input`.
+pub async fn trigger(state: &AppState, id: &str, trigger: &str, input: RunInput) -> ApiResult<Run> {
     let (task, version) = tasks::load_for_run(state, id).await?;
-    start_run(state, &task, version, trigger).await
+    let params = run_params(&task, input)?;
+    start_run(state, &task, version, trigger, params).await
 }
 
 /// Starts a new run of the task of `old`, a run that ended.
@@ -112,7 +166,8 @@ pub async fn retry(state: &AppState, old: &Run) -> ApiResult<Run> {
             }
             _ => p,
         })?;
-    start_run(state, &task, version, "retry").await
+    // A retry runs with the params the run had.
+    start_run(state, &task, version, "retry", old.params.clone()).await
 }
 
 /// Asks for `before`, a run that has not ended, to be cancelled: the run as it is then.

@@ -15,6 +15,7 @@ use antcode_core::model::{
     NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
     TaskSpec,
 };
+use antcode_core::params::ParamSchema;
 use antcode_core::retention::TaskRetention;
 use antcode_core::store::{RunFilter, StoreError};
 use antcode_core::time::{parse_rfc3339, to_rfc3339};
@@ -91,6 +92,9 @@ pub struct TaskBody {
     /// How long this task's ended runs are kept, over the global policy.
     #[serde(default)]
     retention: Option<TaskRetention>,
+    /// The params its runs take.
+    #[serde(default)]
+    params: Option<ParamSchema>,
 }
 
 fn env_name(s: &str) -> bool {
@@ -173,6 +177,9 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
     if let Some(r) = &b.retention {
         r.validate().map_err(Problem::bad_request)?;
     }
+    if let Some(p) = &b.params {
+        p.validate().map_err(Problem::bad_request)?;
+    }
     let project_id = check_project(state, &b).await?;
     check_env(&b)?;
     check_secrets(state, &project_id, &b.secrets).await?;
@@ -195,6 +202,7 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         limits: b.limits,
         network: b.network,
         retention: b.retention.filter(|r| !r.is_empty()),
+        params: b.params,
     };
     Ok(ValidatedTask {
         name,
@@ -388,6 +396,7 @@ fn body_of(task: &Task) -> Value {
         "limits": task.spec.limits,
         "network": task.spec.network,
         "retention": task.spec.retention,
+        "params": task.spec.params,
     })
 }
 

@@ -147,6 +147,8 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE TABLE settings (
         name {name} PRIMARY KEY, value {text} NOT NULL, updated_at {big} NOT NULL)",
     ],
+    // 12: the params a run was triggered with (JSON), as its job carries them.
+    &["ALTER TABLE runs ADD COLUMN params {text}"],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the

@@ -83,6 +83,8 @@ pub struct NewRun {
     pub version: ProjectVersion,
     pub trigger: String,
     pub due_at: Option<i64>,
+    /// The run's params, already checked (`crate::params`).
+    pub params: Option<serde_json::Value>,
 }
 
 /// One due time of a schedule for [`ScheduleStore::fire_schedules`].

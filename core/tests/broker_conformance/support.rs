@@ -107,6 +107,8 @@ pub fn job(run_id: &str, queue: &str) -> Job {
         warm: false,
         limits: Default::default(),
         network: Default::default(),
+        // Not empty, so a broker that dropped them would show.
+        params: Some(serde_json::json!({"city": "Zürich", "days": 3})),
     }
 }
 

@@ -12,6 +12,7 @@ async fn runs_create_and_read(db: &TestDb) {
             version: f.version.clone(),
             trigger: "api".into(),
             due_at: None,
+            params: None,
         })
         .await
         .unwrap();
@@ -80,6 +81,7 @@ async fn concurrent_creates_land_and_fail_alone(db: &TestDb) {
                 version: f.version.clone(),
                 trigger: format!("manual-{n}"),
                 due_at: (n == 5 || n == 17).then_some(1_700_000_000_000),
+                params: None,
             };
             tokio::spawn(async move { s.create_run(&new).await })
         })
@@ -122,6 +124,7 @@ async fn one_fire_per_due_time(db: &TestDb) {
         version: fx.version.clone(),
         trigger: if at.is_some() { "schedule" } else { "manual" }.into(),
         due_at: at,
+        params: None,
     };
     let (first, _) = s.create_run(&scheduled(&f, Some(due))).await.unwrap();
     assert_eq!(first, s.run(&first.id).await.unwrap(), "returned as stored");

@@ -9,6 +9,7 @@ fn fire(f: &Fixture, due: i64, held: bool) -> Fire {
             version: f.version.clone(),
             trigger: "schedule".into(),
             due_at: Some(due),
+            params: None,
         },
         held,
     }

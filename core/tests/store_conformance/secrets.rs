@@ -167,6 +167,7 @@ async fn runs_carry_names_and_publish_resolves_values(db: &TestDb) {
             version: f.version.clone(),
             trigger: "manual".into(),
             due_at: None,
+            params: None,
         })
         .await
         .unwrap();
@@ -220,6 +221,7 @@ async fn unresolvable_secrets_fail_the_run(db: &TestDb) {
         version: f.version.clone(),
         trigger: "manual".into(),
         due_at: None,
+        params: None,
     };
 
     // Missing secret.
@@ -301,6 +303,7 @@ async fn grants_gate_what_a_run_reads(db: &TestDb) {
                 version: f.version.clone(),
                 trigger: "manual".into(),
                 due_at: None,
+                params: None,
             })
             .await
             .unwrap();

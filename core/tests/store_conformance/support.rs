@@ -96,6 +96,14 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
                 days: Some(7),
                 keep_last: None,
             }),
+            params: Some(
+                serde_json::from_value(serde_json::json!({
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 40}},
+                    "required": ["city"]
+                }))
+                .unwrap(),
+            ),
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),
@@ -139,6 +147,8 @@ pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
             version: f.version.clone(),
             trigger: "manual".into(),
             due_at: None,
+            // Not empty, so a store that dropped them would show.
+            params: Some(serde_json::json!({"city": "Zürich", "days": 3})),
         })
         .await
         .expect("create run");
@@ -215,7 +225,7 @@ pub async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
     runs.into_iter().map(|r| r.id).collect()
 }
 
-/// Takes migration 11 away again, so a test can re-apply the migrations before it.
+/// Takes migrations 11 and 12 away again, so a test can re-apply the migrations before it.
 pub async fn undo_alerts_and_retention(db: &TestDb) {
     for (index, table) in [
         ("runs_closed", "runs"),
@@ -228,7 +238,7 @@ pub async fn undo_alerts_and_retention(db: &TestDb) {
         })
         .await;
     }
-    for column in ["closed_at", "pinned"] {
+    for column in ["closed_at", "pinned", "params"] {
         db.exec(&format!("ALTER TABLE runs DROP COLUMN {column}"))
             .await;
     }

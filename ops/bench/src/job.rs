@@ -31,5 +31,6 @@ pub fn job(run_id: String, queue: &str) -> Job {
         warm: false,
         limits: Default::default(),
         network: Default::default(),
+        params: None,
     }
 }

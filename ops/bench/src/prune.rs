@@ -191,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         version,
         trigger: "manual".into(),
         due_at: None,
+        params: None,
     };
     let every = Duration::from_millis(args.trigger_ms);
 

@@ -120,6 +120,7 @@ impl World {
             version,
             trigger: "manual".into(),
             due_at: None,
+            params: None,
         };
         self.store.create_run(&new).await.unwrap()
     }
@@ -458,6 +459,7 @@ async fn compensation_sweeps_a_backlog_larger_than_a_pass() {
                 version: version.clone(),
                 trigger: "schedule".into(),
                 due_at: Some(due),
+                params: None,
             },
             held: false,
         })

@@ -119,6 +119,8 @@ async function detail(page, id, ctx) {
       h('dt', {}, 'Duration'), h('dd', {}, fmtDuration(run.duration_ms)),
       h('dt', {}, 'Exit code'), h('dd', {}, run.exit_code ?? '—', run.signal ? ` (signal ${run.signal})` : ''),
       h('dt', {}, 'Kept'), h('dd', { id: 'run-kept' }, kept()),
+      run.params ? h('dt', {}, 'Params') : null,
+      run.params ? h('dd', {}, h('code', { id: 'run-params' }, JSON.stringify(run.params))) : null,
       h('dt', {}, 'Peak memory'), h('dd', {}, run.peak_rss_kb ? `${(run.peak_rss_kb / 1024).toFixed(1)} MiB` : '—'),
       run.error ? h('dt', {}, 'Error') : null, run.error ? h('dd', { class: 'bad' }, run.error) : null);
     put(clear(tl.querySelector('#timeline')), timeline(run.history || []));

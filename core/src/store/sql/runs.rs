@@ -41,6 +41,7 @@ pub(super) fn queued_run(id: String, new: &NewRun, now: i64) -> Run {
         cancel_requested: false,
         keep: false,
         closed_at: None,
+        params: new.params.clone(),
         due_at: new.due_at,
         queued_at: now,
         not_before: Some(now),
@@ -76,6 +77,7 @@ pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
         warm: task.spec.warm,
         limits: task.spec.limits,
         network: task.spec.network.clone(),
+        params: new.params.clone(),
     }
 }
 
@@ -145,9 +147,9 @@ impl SqlStore {
         skip_duplicates: bool,
     ) -> StoreResult<u64> {
         let mut affected = 0;
-        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline) VALUES {}", rows_of(row, chunk.len()));
+            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline, params) VALUES {}", rows_of(row, chunk.len()));
             if skip_duplicates {
                 sql.push_str(match self.dialect {
                     Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
@@ -176,7 +178,8 @@ impl SqlStore {
                     .bind(at_ms)
                     .bind(*not_before)
                     .bind(timeout_ms)
-                    .bind(queue_deadline(*not_before, timeout_ms));
+                    .bind(queue_deadline(*not_before, timeout_ms))
+                    .bind(new.params.as_ref().map(|p| p.to_string()));
             }
             affected += query
                 .execute(&mut *tx)
@@ -525,7 +528,7 @@ impl RunStore for SqlStore {
 pub(super) const RUN_COLUMNS: &str = "id, task_id, project_id, project_version, state, attempt, \
     max_attempts, queue, run_trigger, lease_token, worker_id, exit_code, exit_signal, error, \
     duration_ms, peak_rss_kb, log_key, result, cancel_requested, due_at, queued_at, not_before, \
-    started_at, finished_at, closed_at, pinned";
+    started_at, finished_at, closed_at, pinned, params";
 
 pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
     let state = text(row, "state")?;
@@ -562,6 +565,9 @@ pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         closed_at: row.try_get("closed_at")?,
+        params: opt_text(row, "params")?
+            .map(|p| json(&p, "params"))
+            .transpose()?,
     })
 }
 
