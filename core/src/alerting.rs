@@ -217,6 +217,36 @@ pub struct Delivery {
     pub sent_at: Option<i64>,
 }
 
+impl Delivery {
+    /// A new delivery of `event` (an `antcode_notify::Event` as JSON) to a channel, due at
+    /// `now_ms`; `rule_id` is `None` for a test sent by hand.
+    pub fn pending(
+        rule_id: Option<&str>,
+        channel_id: &str,
+        event_key: &str,
+        group_key: &str,
+        event: serde_json::Value,
+        now_ms: i64,
+    ) -> Delivery {
+        Delivery {
+            id: crate::ids::new_id(),
+            rule_id: rule_id.map(str::to_string),
+            channel_id: channel_id.into(),
+            event_key: event_key.into(),
+            group_key: group_key.into(),
+            event,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_at: now_ms,
+            last_error: None,
+            detail: None,
+            carried_by: None,
+            created_at: now_ms,
+            sent_at: None,
+        }
+    }
+}
+
 /// Filters for listing deliveries.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {

@@ -26,7 +26,6 @@ use std::io::Read;
 use std::sync::Mutex;
 
 use antcode_core::alerting::*;
-use antcode_core::ids::new_id;
 use antcode_core::model::{Run, RunState};
 use antcode_core::store::StoreError;
 use antcode_notify::{ChannelConfig, Event, Notification, Template};
@@ -149,7 +148,10 @@ impl<'a> Alerts<'a> {
                 rule.spec
                     .channels
                     .iter()
-                    .map(|channel| delivery(Some(&rule.id), channel, &f.key, &f.group, &event, now))
+                    .map(|channel| {
+                        let event = serde_json::to_value(&event).expect("events serialize");
+                        Delivery::pending(Some(&rule.id), channel, &f.key, &f.group, event, now)
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -631,33 +633,6 @@ impl<'a> Alerts<'a> {
                     .map_err(|e| format!("the channel's configuration is not valid: {e}"))
             });
         Ok(opened)
-    }
-}
-
-/// One delivery of an event to a channel.
-pub fn delivery(
-    rule_id: Option<&str>,
-    channel_id: &str,
-    key: &str,
-    group: &str,
-    event: &Event,
-    now: i64,
-) -> Delivery {
-    Delivery {
-        id: new_id(),
-        rule_id: rule_id.map(str::to_string),
-        channel_id: channel_id.into(),
-        event_key: key.into(),
-        group_key: group.into(),
-        event: serde_json::to_value(event).expect("events serialize"),
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_at: now,
-        last_error: None,
-        detail: None,
-        carried_by: None,
-        created_at: now,
-        sent_at: None,
     }
 }
 

@@ -239,22 +239,8 @@ async fn test_channel(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
         ..Default::default()
     };
     let key = format!("test:{}", new_id());
-    let d = Delivery {
-        id: new_id(),
-        rule_id: None,
-        channel_id: id.clone(),
-        group_key: key.clone(),
-        event_key: key,
-        event: serde_json::to_value(&event).map_err(Problem::internal)?,
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_at: now,
-        last_error: None,
-        detail: None,
-        carried_by: None,
-        created_at: now,
-        sent_at: None,
-    };
+    let event = serde_json::to_value(&event).map_err(Problem::internal)?;
+    let d = Delivery::pending(None, &id, &key, &key, event, now);
     ctx.state
         .store
         .enqueue_deliveries(std::slice::from_ref(&d))

@@ -58,12 +58,12 @@ async fn pruning_deletes_expired_runs_with_their_logs_and_keeps_pinned_ones() {
     config.blobs = Some(blobs.clone());
 
     // An alert delivered long ago goes with the runs of its age (the default 30 days).
-    let old = antcode_scheduler::alerts::delivery(
+    let old = antcode_core::alerting::Delivery::pending(
         None,
         "c1",
         "test:1",
         "test:1",
-        &Default::default(),
+        serde_json::json!({}),
         1_000,
     );
     w.store
