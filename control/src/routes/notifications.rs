@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
 
 use antcode_core::alerting::*;
 use antcode_core::ids::new_id;
@@ -30,7 +29,7 @@ use super::{created, no_content, ok, LateJson, List, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::problem::{check_id, named, ApiResult, Problem};
-use crate::service::name_taken;
+use crate::service::{merge_patch, name_taken};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -151,18 +150,8 @@ async fn update_channel(ctx: Ctx, P(id): P<String>, raw: LateJson) -> ApiResult<
     ctx.require(Role::Admin, "alert.channel.update", &id)
         .await?;
     let before = load_channel(&ctx.state, &id).await?;
-    let patch: Value = raw.parse()?;
-    let mut merged = serde_json::json!({"name": before.name, "enabled": before.enabled});
-    let Value::Object(patch) = patch else {
-        return Err(Problem::bad_request(
-            "the body must be a JSON object of fields to change",
-        ));
-    };
-    for (k, v) in patch {
-        merged[k] = v;
-    }
-    let body: ChannelBody =
-        crate::problem::parse_json(&serde_json::to_vec(&merged).map_err(Problem::internal)?)?;
+    let current = serde_json::json!({"name": before.name, "enabled": before.enabled});
+    let body: ChannelBody = merge_patch(current, raw.parse()?, &[])?;
     let mut channel = before.clone();
     channel.name = check_name(&body.name)?;
     channel.enabled = body.enabled;
@@ -391,17 +380,8 @@ async fn update_rule(ctx: Ctx, P(id): P<String>, raw: LateJson) -> ApiResult<Res
         .await?;
     let before = load_rule(&ctx.state, &id).await?;
     require_for(&ctx, &before.task_id, "alert.rule.update", &id).await?;
-    let Value::Object(patch) = raw.parse::<Value>()? else {
-        return Err(Problem::bad_request(
-            "the body must be a JSON object of fields to change",
-        ));
-    };
-    let mut merged = serde_json::to_value(&before).map_err(Problem::internal)?;
-    for (k, v) in patch {
-        merged[k] = v;
-    }
-    let body: RuleBody =
-        crate::problem::parse_json(&serde_json::to_vec(&merged).map_err(Problem::internal)?)?;
+    let current = serde_json::to_value(&before).map_err(Problem::internal)?;
+    let body: RuleBody = merge_patch(current, raw.parse()?, &[])?;
     require_for(&ctx, &body.task_id, "alert.rule.update", &id).await?;
     check_rule(&ctx.state, &body).await?;
     let rule = AlertRule {

@@ -16,7 +16,35 @@ pub mod tokens;
 pub mod users;
 pub mod workers;
 
-use crate::problem::Problem;
+use serde_json::Value;
+
+use crate::problem::{parse_json, ApiResult, Problem};
+
+/// The body a `PATCH` stands for: the fields of `patch` (a JSON object) over `base`, the body of
+/// a `POST` as the resource is now. Fields named in `nested` merge field by field when both
+/// sides are objects; the others are replaced whole. Parsed as a `POST` body would be, so a
+/// `PATCH` is held to the same checks.
+pub fn merge_patch<T: serde::de::DeserializeOwned>(
+    mut base: Value,
+    patch: Value,
+    nested: &[&str],
+) -> ApiResult<T> {
+    let Value::Object(patch) = patch else {
+        return Err(Problem::bad_request(
+            "the body must be a JSON object of fields to change",
+        ));
+    };
+    for (k, v) in patch {
+        match (&mut base[k.as_str()], v) {
+            (Value::Object(cur), Value::Object(new)) if nested.contains(&k.as_str()) => {
+                cur.extend(new)
+            }
+            (_, v) => base[k.as_str()] = v,
+        }
+    }
+    let raw = serde_json::to_vec(&base).map_err(Problem::internal)?;
+    parse_json(&raw)
+}
 
 /// A 400 whose detail starts with the offending field.
 pub fn bad(field: &str, why: impl std::fmt::Display) -> Problem {

@@ -23,7 +23,7 @@ use antcode_core::time::{parse_rfc3339, to_rfc3339};
 use super::{bad, name_taken};
 use crate::auth;
 use crate::bounds::{self, check_count, check_len};
-use crate::problem::{check_id, named, parse_json, ApiResult, Problem};
+use crate::problem::{check_id, named, ApiResult, Problem};
 use crate::AppState;
 
 /// The longest `timeout_s`, `queue_timeout_s` and `retry.max_backoff_s`: 7 days.
@@ -403,22 +403,7 @@ fn body_of(task: &Task) -> Value {
 /// The body a `PATCH` of `before` stands for: its fields over the task's. `retry` and `limits`
 /// merge field by field; everything else is replaced whole.
 pub fn merge_patch(before: &Task, patch: Value) -> ApiResult<TaskBody> {
-    let Value::Object(patch) = patch else {
-        return Err(Problem::bad_request(
-            "the body must be a JSON object of fields to change",
-        ));
-    };
-    let mut merged = body_of(before);
-    for (k, v) in patch {
-        match (k.as_str(), &mut merged[k.as_str()], v) {
-            ("retry" | "limits" | "retention", Value::Object(cur), Value::Object(new)) => {
-                cur.extend(new)
-            }
-            (_, _, v) => merged[k.as_str()] = v,
-        }
-    }
-    let raw = serde_json::to_vec(&merged).map_err(Problem::internal)?;
-    parse_json(&raw)
+    super::merge_patch(body_of(before), patch, &["retry", "limits", "retention"])
 }
 
 /// Stores a new task made of `v`, created at `now`.
