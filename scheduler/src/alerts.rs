@@ -3,11 +3,12 @@
 //! **Finding events.** Ended runs are read in `(closed_at, id)` order from a cursor kept in SQL,
 //! re-reading the last [`LOOKBACK_MS`] each pass: `closed_at` is taken inside the transaction
 //! that ends a run, so a run can commit slightly after a later one, and the overlap catches it.
+//! While no enabled rule watches ended runs, none is read: the cursor only follows the clock.
 //! Running runs past a rule's `long_running_s`, runners that stopped heartbeating, misfires the
 //! tick reports and queues above a backlog are read each pass. Every event has a key
 //! (`run.failed:<run id>`, …) and the outbox holds one delivery per key and channel, so a
-//! re-read, a restart or a new leader adds nothing twice. Without an enabled rule the cursor
-//! just follows the present: enabling a rule does not alert on history.
+//! re-read, a restart or a new leader adds nothing twice. Enabling a rule does not alert on
+//! history older than the lookback.
 //!
 //! **Sending.** Due deliveries are grouped by rule, channel and group (a task, a worker, a
 //! queue). A group whose rule sent to that channel within `throttle_s` waits for the window to
@@ -110,7 +111,7 @@ impl<'a> Alerts<'a> {
             .collect();
         let misfires = self.config.misfires.take();
         let mut found: Vec<(&AlertRule, Found)> = vec![];
-        self.ended_runs(&rules, now, &mut found).await?;
+        self.ended_runs(&rules, &mut found).await?;
         if rules.is_empty() {
             return Ok(0);
         }
@@ -167,21 +168,27 @@ impl<'a> Alerts<'a> {
     async fn ended_runs<'r>(
         &mut self,
         rules: &'r [AlertRule],
-        now: i64,
         found: &mut Vec<(&'r AlertRule, Found)>,
     ) -> Result<(), StoreError> {
         let store = &self.config.store;
-        let Some(cursor) = store.cursor(CURSOR).await? else {
-            // The first pass ever: history is not news.
-            let start = ClosedKey {
-                closed_at: now,
-                id: String::new(),
-            };
-            return store.set_cursor(CURSOR, &start).await;
+        // A position among ended runs is in the clock the store stamps `closed_at` with.
+        let present = ClosedKey {
+            closed_at: antcode_core::time::now_ms(),
+            id: String::new(),
         };
+        let cursor = store.cursor(CURSOR).await?;
         let run_rules = rules
             .iter()
             .any(|r| r.spec.on.iter().any(|o| o.on_ended_run()));
+        let cursor = match cursor {
+            // Nothing watches ended runs (or this is the first pass ever): none is read, and the
+            // cursor follows the present, written once per lookback; history is not news.
+            Some(c) if !run_rules && present.closed_at - c.closed_at <= LOOKBACK_MS => {
+                return Ok(())
+            }
+            Some(c) if run_rules => c,
+            _ => return store.set_cursor(CURSOR, &present).await,
+        };
         let mut after = ClosedKey {
             closed_at: cursor.closed_at - LOOKBACK_MS,
             id: String::new(),
@@ -198,7 +205,7 @@ impl<'a> Alerts<'a> {
                 if (key.closed_at, &key.id) > (last.closed_at, &last.id) {
                     last = key.clone();
                 }
-                if !run_rules || self.seen.contains_key(&run.id) {
+                if self.seen.contains_key(&run.id) {
                     continue;
                 }
                 self.seen.insert(run.id.clone(), key.closed_at);
