@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use antcode_testkit::api::Api;
 use antcode_testkit::db::fresh_postgres;
 use antcode_testkit::hook::Hook;
-use antcode_testkit::procs::{free_port, wait_readyz, Procs};
+use antcode_testkit::procs::Procs;
 use antcode_testkit::redis::redis_url;
 
 const BIN: &str = env!("CARGO_BIN_EXE_antcode");
@@ -64,11 +64,8 @@ async fn start_split() -> (Procs, u16) {
         ),
         ("RUST_LOG".into(), "warn".into()),
     ];
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    p.spawn("control", &["control", "--listen", &listen]);
-    wait_readyz(&p, port, 200).await;
-    p.spawn("scheduler", &["scheduler", "--ops-listen", "127.0.0.1:0"]);
+    let port = p.spawn_control().await;
+    p.spawn_scheduler("scheduler");
     p.spawn_runner("runner");
     (p, port)
 }
@@ -153,7 +150,7 @@ async fn failures_alert_a_signed_webhook_once_across_a_killed_leader() {
     // The leader dies with them undelivered; a new one takes over and delivers them.
     p.proc("scheduler").kill9();
     hook.set_down(false).await;
-    p.spawn("scheduler", &["scheduler", "--ops-listen", "127.0.0.1:0"]);
+    p.spawn_scheduler("scheduler");
     wait_for(&hook, "run.failed", &second, &p).await;
     wait_for(&hook, "run.consecutive_failures", &second, &p).await;
 

@@ -160,11 +160,8 @@ async fn start_split(database_url: String, redis_url: String) -> (Procs, u16) {
             std::env::var("FAULTS_LOG").unwrap_or_else(|_| "warn".into()),
         ),
     ];
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    p.spawn("control", &["control", "--listen", &listen]);
-    wait_readyz(&p, port, 200).await;
-    p.spawn("scheduler", &["scheduler", "--ops-listen", "127.0.0.1:0"]);
+    let port = p.spawn_control().await;
+    p.spawn_scheduler("scheduler");
     p.spawn_runner("runner");
     (p, port)
 }

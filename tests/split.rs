@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use antcode_testkit::api::Api;
 use antcode_testkit::db::fresh_postgres;
-use antcode_testkit::procs::{free_port, wait_readyz, Procs};
+use antcode_testkit::procs::Procs;
 use antcode_testkit::redis::flush_redis;
 use antcode_testkit::s3::s3_bucket;
 
@@ -51,27 +51,14 @@ async fn start_control(tag: &str, db: u32) -> (Procs, u16) {
             ("RUST_LOG".into(), "warn".into()),
         ],
     );
-    let port = free_port();
-    d.spawn(
-        "control",
-        &["control", "--listen", &format!("127.0.0.1:{port}")],
-    );
-    wait_readyz(&d, port, 200).await;
+    let port = d.spawn_control().await;
     (d, port)
-}
-
-/// Starts a scheduler whose operations endpoint is on the returned port.
-fn start_scheduler(d: &mut Procs, name: &str) -> u16 {
-    let port = free_port();
-    let ops = format!("127.0.0.1:{port}");
-    d.spawn(name, &["scheduler", "--ops-listen", &ops]);
-    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_deployment_survives_a_killed_runner_and_a_redis_flush() {
     let (mut d, port) = start_control("split", SPLIT_DB).await;
-    start_scheduler(&mut d, "scheduler");
+    d.spawn_scheduler("scheduler");
     d.spawn_runner("runner-1");
     let api = Api::login(port, PASSWORD).await;
 
@@ -184,8 +171,8 @@ async fn scheduled_due_times(api: &Api, task: &str) -> Vec<String> {
 async fn scheduler_failover_keeps_firing_once_per_due_time() {
     let (mut d, port) = start_control("failover", FAILOVER_DB).await;
     let ports = [
-        start_scheduler(&mut d, "scheduler-a"),
-        start_scheduler(&mut d, "scheduler-b"),
+        d.spawn_scheduler("scheduler-a"),
+        d.spawn_scheduler("scheduler-b"),
     ];
     let api = Api::login(port, PASSWORD).await;
     let task = api
@@ -278,7 +265,7 @@ async fn started_runs(api: &Api, d: &Procs, tasks: &[&str], per_task: usize) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_runner_drains_and_hands_back_what_is_left() {
     let (mut d, port) = start_control("drain", DRAIN_DB).await;
-    start_scheduler(&mut d, "scheduler");
+    d.spawn_scheduler("scheduler");
     let args = [
         "--queue",
         "default,warm",
@@ -373,7 +360,7 @@ async fn the_compose_runner_redis_user_is_enough_and_no_more() {
     assert_eq!(redis(&setuser), "OK", "ACL SETUSER {setuser:?}");
 
     let (mut d, port) = start_control(&tag, DB).await;
-    start_scheduler(&mut d, "scheduler");
+    d.spawn_scheduler("scheduler");
     d.env.retain(|(k, _)| k != "ANTCODE_REDIS_URL");
     d.env.push((
         "ANTCODE_REDIS_URL".into(),

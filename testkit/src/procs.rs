@@ -116,6 +116,28 @@ impl Procs {
         self.spawn(name, &args);
     }
 
+    /// Starts `antcode control` on a free loopback port and waits until it is ready; returns
+    /// the port.
+    pub async fn spawn_control(&mut self) -> u16 {
+        let port = free_port();
+        self.spawn(
+            "control",
+            &["control", "--listen", &format!("127.0.0.1:{port}")],
+        );
+        wait_readyz(self, port, 200).await;
+        port
+    }
+
+    /// Starts `antcode scheduler` named `name`; returns the port of its operations endpoint.
+    pub fn spawn_scheduler(&mut self, name: &str) -> u16 {
+        let port = free_port();
+        self.spawn(
+            name,
+            &["scheduler", "--ops-listen", &format!("127.0.0.1:{port}")],
+        );
+        port
+    }
+
     /// The latest process started under `name`.
     pub fn proc(&mut self, name: &str) -> &mut Proc {
         self.procs
