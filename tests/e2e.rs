@@ -514,15 +514,23 @@ async fn params_are_checked_delivered_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(dir.path(), true).await;
     let c = login(&up).await;
-    let code = "import json, os\np = json.loads(os.environ['ANTCODE_PARAMS'])\nprint(json.dumps({'greeting': 'hi ' + p['city'], 'days': p['days']}))\n";
+    // Reads its params from the variable and the file; answers on stdout, or in the result
+    // file when MODE says so.
+    let code = "import json, os, sys\n\
+        p = json.loads(os.environ['ANTCODE_PARAMS'])\n\
+        assert json.load(open(os.environ['ANTCODE_PARAMS_FILE'])) == p\n\
+        out = {'greeting': 'hi ' + p['city'], 'days': p['days'], 'args': sys.argv[1:], 'mode': os.environ['MODE']}\n\
+        if out['mode'] == 'file':\n    json.dump(out, open(os.environ['ANTCODE_RESULT_FILE'], 'w'))\n    print('{\"not\": \"this\"}')\n\
+        else:\n    print(json.dumps(out))\n";
     let schema = json!({"type": "object", "required": ["city"], "properties": {
         "city": {"type": "string", "maxLength": 20},
         "days": {"type": "integer", "minimum": 1, "maximum": 7, "default": 3}}});
+    let command = json!({"params": schema, "args": ["a"], "env": {"MODE": "line"}});
     for warm in [false, true] {
         let name = format!("weather-{warm}");
-        let task = c
-            .script_task(&name, code, json!({"params": schema, "warm": warm}))
-            .await;
+        let mut spec = command.clone();
+        spec["warm"] = json!(warm);
+        let task = c.script_task(&name, code, spec).await;
         let (status, bad) = c
             .post(
                 &format!("/tasks/{task}/trigger"),
@@ -534,6 +542,13 @@ async fn params_are_checked_delivered_and_kept() {
         for field in ["params.days", "params.zone", "params.city"] {
             assert!(detail.contains(field), "{field} not named: {detail}");
         }
+        let (status, bad) = c
+            .post(
+                &format!("/tasks/{task}/trigger"),
+                json!({"params": {"city": "Rome"}, "env": {"NOT A NAME": "x"}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
         let runs = c.get(&format!("/runs?task_id={task}")).await;
         assert_eq!(
             runs["items"].as_array().unwrap().len(),
@@ -550,10 +565,23 @@ async fn params_are_checked_delivered_and_kept() {
         assert_eq!(status, 200, "{done}");
         assert_eq!(done["state"], "succeeded", "{done}");
         assert_eq!(done["params"], json!({"city": "Zürich", "days": 3}));
+        let line = json!({"greeting": "hi Zürich", "days": 3, "args": ["a"], "mode": "line"});
+        assert_eq!(done["result"], line, "{done}");
+
+        // Overrides: other args, env over the task's; the result comes from the file.
+        let (status, done) = c
+            .post(
+                &format!("/tasks/{task}/invoke?wait_s=120"),
+                json!({"params": {"city": "Oslo", "days": 1}, "args": ["x", "y"],
+                    "env": {"MODE": "file"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{done}");
+        let file = json!({"greeting": "hi Oslo", "days": 1, "args": ["x", "y"], "mode": "file"});
+        assert_eq!(done["result"], file, "{done}");
         assert_eq!(
-            done["result"],
-            json!({"greeting": "hi Zürich", "days": 3}),
-            "{done}"
+            done["overrides"],
+            json!({"args": ["x", "y"], "env": {"MODE": "file"}})
         );
         let (status, again) = c
             .post(
@@ -563,11 +591,14 @@ async fn params_are_checked_delivered_and_kept() {
             .await;
         assert_eq!(status, 201, "{again}");
         assert_eq!(again["params"], done["params"], "a retry keeps the params");
+        assert_eq!(again["overrides"], done["overrides"], "and the overrides");
         let again = wait_terminal(&c, &again, Duration::from_secs(120)).await;
-        assert_eq!(again["result"], done["result"]);
+        assert_eq!(again["result"], file);
     }
     // A task without a schema takes params as they are; an unknown body field is refused.
-    let free = c.script_task("free", code, json!({})).await;
+    let free = c
+        .script_task("free", code, json!({"env": {"MODE": "line"}}))
+        .await;
     let (status, run) = c
         .post(
             &format!("/tasks/{free}/trigger"),
@@ -583,5 +614,37 @@ async fn params_are_checked_delivered_and_kept() {
         .post(&format!("/tasks/{free}/trigger"), json!({"prams": {}}))
         .await;
     assert_eq!(status, 400, "{refused}");
+
+    // Scheduled runs get the task's schedule_params, checked when the task is saved.
+    let project = c.get(&format!("/tasks/{free}")).await["project_id"].clone();
+    let mut spec = command.clone();
+    spec["name"] = json!("scheduled");
+    spec["project_id"] = project;
+    spec["schedule"] = json!({"kind": "interval", "every_s": 1});
+    spec["schedule_params"] = json!({"days": 2});
+    let (status, refused) = c.post("/tasks", spec.clone()).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("schedule_params.city: required"),
+        "{refused}"
+    );
+    spec["schedule_params"] = json!({"city": "Rome"});
+    let (status, task) = c.post("/tasks", spec).await;
+    assert_eq!(status, 201, "{task}");
+    let task = task["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let scheduled = loop {
+        let runs = c.get(&format!("/runs?task_id={task}")).await;
+        if let Some(r) = runs["items"].as_array().unwrap().first() {
+            break r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(scheduled["trigger"], "schedule");
+    assert_eq!(scheduled["params"], json!({"city": "Rome", "days": 3}));
     up.stop().await.unwrap();
 }

@@ -254,6 +254,9 @@ pub struct TaskSpec {
     /// as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<crate::params::ParamSchema>,
+    /// The params its scheduled runs get, checked against `params` when the task is saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_params: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
@@ -437,6 +440,7 @@ impl Default for TaskSpec {
             network: NetworkPolicy::Full,
             retention: None,
             params: None,
+            schedule_params: None,
         }
     }
 }
@@ -548,8 +552,36 @@ pub struct Run {
     /// The params it was triggered with (`crate::params`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<serde_json::Value>,
+    /// What its trigger changed of the task's command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<RunOverrides>,
     #[serde(skip)]
     pub lease_token: Option<String>,
+}
+
+/// What one trigger changes of its task's command: arguments in place of the task's, and
+/// variables over the task's env (declared secrets still win over both).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl RunOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.args.is_none() && self.env.is_empty()
+    }
+
+    /// The arguments and env of a task changed by these overrides.
+    pub fn apply(&self, args: &mut Vec<String>, env: &mut BTreeMap<String, String>) {
+        if let Some(a) = &self.args {
+            args.clone_from(a);
+        }
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
 }
 
 /// The message a queue carries: everything a runner needs to execute one attempt of a run

@@ -178,6 +178,30 @@ impl ParamSchema {
     }
 }
 
+/// The params a run gets for `given` (a trigger's, or a schedule's): checked against `schema`
+/// with its defaults filled in, or as given when there is no schema; at most
+/// [`MAX_PARAMS_BYTES`] as JSON. An error names every bad field.
+pub fn resolve(
+    schema: Option<&ParamSchema>,
+    given: Option<&Map<String, Value>>,
+) -> Result<Option<Value>, Vec<String>> {
+    let params = match (schema, given) {
+        (Some(schema), given) => Some(schema.apply(given.unwrap_or(&Map::new()))?),
+        (None, given) => given.cloned(),
+    };
+    let Some(params) = params else {
+        return Ok(None);
+    };
+    let params = Value::Object(params);
+    let size = params.to_string().len();
+    if size > MAX_PARAMS_BYTES {
+        return Err(vec![format!(
+            "params: {size} bytes as JSON, at most {MAX_PARAMS_BYTES}"
+        )]);
+    }
+    Ok(Some(params))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! confine, spawn, watch, end, report; each step is a short function of its own.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,7 +223,14 @@ pub async fn execute(
         log_key: None,
         result: None,
     };
-    let result = sink.result();
+    let result = match read_result(&work_dir) {
+        Ok(Some(r)) => Some(r),
+        Ok(None) => sink.result(),
+        Err(why) => {
+            sink.note(&format!("result file ignored: {why}"));
+            sink.result()
+        }
+    };
     let ran = |o: &mut Outcome, info: Option<ExitInfo>| {
         if let Some(info) = info {
             o.exit_code = info.code;
@@ -376,8 +384,8 @@ async fn supervise(
     if let Some(sandbox) = &ctx.sandbox {
         env.insert("TMPDIR".into(), sandbox.tmp_dir().into());
     }
-    if let Some(params) = &job.params {
-        env.insert(PARAMS_VAR.into(), params.to_string());
+    if let Err(e) = run_files(work_dir, job.params.as_ref(), &mut env) {
+        return (Ended::Failed(StartError::WorkDir(e)), sink);
     }
     // Last, so the task cannot override them: they mark every process of this attempt.
     env.insert(process::RUN_ID_VAR.into(), job.run_id.clone());
@@ -765,9 +773,84 @@ pub fn task_env(
     env
 }
 
-/// Per-task limit variables: memory in MiB, CPU time in seconds, open files.
 /// The run's params as one JSON object (`antcode_core::params`), when it was given any.
 pub const PARAMS_VAR: &str = "ANTCODE_PARAMS";
+/// The path of a file holding the same JSON (for params too large for a comfortable variable).
+pub const PARAMS_FILE_VAR: &str = "ANTCODE_PARAMS_FILE";
+/// The path where a run may write its result as JSON; it wins over the last JSON line printed.
+pub const RESULT_FILE_VAR: &str = "ANTCODE_RESULT_FILE";
+/// The names of those files in the attempt's working directory.
+const PARAMS_FILE: &str = ".antcode-params.json";
+const RESULT_FILE: &str = ".antcode-result.json";
+/// The largest result file read; a larger one is ignored, with a note in the log.
+pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
+
+/// Writes the params file (when the run has params) and clears any result file a bundle or an
+/// earlier attempt left, and names both in `env`. Nothing already at either path is followed:
+/// a link is replaced, not written through.
+fn run_files(
+    work_dir: &Path,
+    params: Option<&serde_json::Value>,
+    env: &mut BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    let result = work_dir.join(RESULT_FILE);
+    remove_if_any(&result)?;
+    env.insert(RESULT_FILE_VAR.into(), result.display().to_string());
+    let Some(params) = params else {
+        return Ok(());
+    };
+    let path = work_dir.join(PARAMS_FILE);
+    remove_if_any(&path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, params.to_string().as_bytes())?;
+    env.insert(PARAMS_VAR.into(), params.to_string());
+    env.insert(PARAMS_FILE_VAR.into(), path.display().to_string());
+    Ok(())
+}
+
+fn remove_if_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The result file the run wrote, if it wrote one: JSON, a regular file of one name (not
+/// followed if a link), at most [`MAX_RESULT_BYTES`]. An error says why one that is there was not taken.
+fn read_result(work_dir: &Path) -> Result<Option<serde_json::Value>, String> {
+    use std::io::Read;
+    let path = work_dir.join(RESULT_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open it ({e})")),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    // A second name could be a file the run may not read, linked where it may write.
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err("not a regular file with one name".into());
+    }
+    let mut text = Vec::new();
+    file.take(MAX_RESULT_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_RESULT_BYTES {
+        return Err(format!("larger than {MAX_RESULT_BYTES} bytes"));
+    }
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| format!("not JSON ({e})"))
+}
+
+/// Per-task limit variables: memory in MiB, CPU time in seconds, open files.
 pub const LIMIT_MEMORY_MB: &str = "ANTCODE_LIMIT_MEMORY_MB";
 pub const LIMIT_CPU_SECONDS: &str = "ANTCODE_LIMIT_CPU_SECONDS";
 pub const LIMIT_OPEN_FILES: &str = "ANTCODE_LIMIT_OPEN_FILES";

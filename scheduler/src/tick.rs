@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use antcode_core::dispatch::publish_jobs;
 use antcode_core::model::{ProjectVersion, Run, RunState, Schedule, Task};
+use antcode_core::params;
 use antcode_core::schedule::Compiled;
 use antcode_core::store::{DueKey, Fire, NewRun, NextFire, StoreError};
 use tokio_util::task::AbortOnDropHandle;
@@ -350,6 +351,7 @@ async fn plan_batch(
             }
         };
         let (due_times, to) = plan(&task, now, schedules, &mut misfires);
+        let params = schedule_params(&task);
         let task_active = active.remove(&task.id).unwrap_or_default();
         let (planned, skips) = overlap(&task.spec.overlap, &due_times, task_active);
         skipped += skips;
@@ -359,7 +361,8 @@ async fn plan_batch(
                 version: version.clone(),
                 trigger: "schedule".into(),
                 due_at: Some(p.due),
-                params: None,
+                params: params.clone(),
+                overrides: None,
             };
             fires.push(Fire { run, held: p.held });
             plans.push(p);
@@ -443,6 +446,17 @@ async fn write_batch(
     }
     phase("publish", started);
     Ok(())
+}
+
+/// The params of the task's scheduled runs: its `schedule_params` with the schema's defaults.
+/// They were checked when the task was saved; should they fit no longer, the run gets them as
+/// they are rather than not run.
+fn schedule_params(task: &Task) -> Option<serde_json::Value> {
+    let given = task.spec.schedule_params.as_ref();
+    params::resolve(task.spec.params.as_ref(), given).unwrap_or_else(|errors| {
+        tracing::warn!(task = %task.name, errors = %errors.join("; "), "tick: schedule params do not fit the task's schema");
+        given.cloned().map(serde_json::Value::Object)
+    })
 }
 
 async fn version_of(

@@ -68,16 +68,20 @@ async fn list(ctx: Ctx, Q(q): Q<RunQuery>) -> ApiResult<Response> {
         q.worker_id,
         q.since.as_deref(),
     )?;
-    let runs = ctx
+    let mut runs = ctx
         .state
         .store
         .list_runs(&filter, page.limit()?, page.cursor()?)
         .await?;
+    for run in &mut runs.items {
+        runs::mask(ctx.who.role, run);
+    }
     Ok(ok(runs))
 }
 
 async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
-    let run = load(&ctx.state, &id).await?;
+    let mut run = load(&ctx.state, &id).await?;
+    runs::mask(ctx.who.role, &mut run);
     let history = ctx.state.store.run_history(&id).await?;
     let mut body = serde_json::to_value(&run).map_err(Problem::internal)?;
     body["history"] = serde_json::to_value(history).map_err(Problem::internal)?;

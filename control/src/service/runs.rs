@@ -5,6 +5,7 @@
 //! broker is down the run stays queued, where compensation re-publishes it: [`start_run`] never
 //! fails for a publish.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -14,14 +15,15 @@ use tokio::sync::mpsc;
 use antcode_core::blob::{log_key, BlobError};
 use antcode_core::broker::{changed, RunChanges};
 use antcode_core::dispatch::{publish_job, PublishError};
-use antcode_core::model::{ProjectVersion, Run, RunState, Task};
-use antcode_core::params::MAX_PARAMS_BYTES;
+use antcode_core::model::{ProjectVersion, Role, Run, RunOverrides, RunState, Task};
+use antcode_core::params;
 use antcode_core::store::{NewRun, RunFilter};
 use antcode_core::time::parse_rfc3339;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::tasks;
+use crate::auth;
 use crate::inflate;
 use crate::metrics;
 use crate::problem::{check_id, named, ApiResult, Problem};
@@ -68,7 +70,7 @@ pub async fn start_run(
     task: &Task,
     version: ProjectVersion,
     trigger: &str,
-    params: Option<Value>,
+    input: Checked,
 ) -> ApiResult<Run> {
     let (run, job) = state
         .store
@@ -77,7 +79,8 @@ pub async fn start_run(
             version,
             trigger: trigger.into(),
             due_at: None,
-            params,
+            params: input.params,
+            overrides: input.overrides,
         })
         .await?;
     metrics::run_created(trigger);
@@ -101,6 +104,12 @@ pub struct RunInput {
     /// Checked against the task's `params` schema, its defaults filled in.
     #[serde(default)]
     pub params: Option<Map<String, Value>>,
+    /// Arguments in place of the task's.
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// Variables over the task's env.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 impl RunInput {
@@ -113,40 +122,56 @@ impl RunInput {
     }
 }
 
-/// The params a run of `task` gets for `input`: checked against the task's schema (a 422 that
-/// names every bad field), or passed as they are when it declares none; bounded in size.
-pub fn run_params(task: &Task, input: RunInput) -> ApiResult<Option<Value>> {
-    let given = input.params;
-    let params = match (&task.spec.params, given) {
-        (Some(schema), given) => Some(
-            schema
-                .apply(&given.unwrap_or_default())
-                .map_err(|errors| invalid_params(errors.join("; ")))?,
-        ),
-        (None, given) => given,
+/// What a run of `task` starts with for `input`, checked.
+pub struct Checked {
+    pub params: Option<Value>,
+    pub overrides: Option<RunOverrides>,
+}
+
+/// Checks `input` for a run of `task`: its params against the task's schema, its arguments and
+/// env as a task's own are checked.
+pub fn check_input(task: &Task, input: RunInput) -> ApiResult<Checked> {
+    let args = input.args.as_deref().unwrap_or_default();
+    tasks::check_command(args, &input.env)?;
+    let overrides = RunOverrides {
+        args: input.args,
+        env: input.env,
     };
-    let Some(params) = params else {
-        return Ok(None);
-    };
-    let params = Value::Object(params);
-    let size = params.to_string().len();
-    if size > MAX_PARAMS_BYTES {
-        return Err(invalid_params(format!(
-            "params: {size} bytes as JSON, at most {MAX_PARAMS_BYTES}"
-        )));
-    }
-    Ok(Some(params))
+    Ok(Checked {
+        params: run_params(task, input.params)?,
+        overrides: (!overrides.is_empty()).then_some(overrides),
+    })
+}
+
+/// The params a run of `task` gets for `given` (see [`params::resolve`]): a 422 names every
+/// bad field.
+fn run_params(task: &Task, given: Option<Map<String, Value>>) -> ApiResult<Option<Value>> {
+    params::resolve(task.spec.params.as_ref(), given.as_ref())
+        .map_err(|errors| invalid_params(errors.join("; ")))
 }
 
 fn invalid_params(detail: String) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-params", detail)
 }
 
+/// Masks what a caller of `role` may not read of `run`: as for a task's env, the values of a
+/// trigger's env overrides are write-only below the operator role.
+pub fn mask(role: Role, run: &mut Run) {
+    if auth::rank(role) >= auth::rank(Role::Operator) {
+        return;
+    }
+    if let Some(o) = &mut run.overrides {
+        for value in o.env.values_mut() {
+            *value = tasks::MASKED.to_string();
+        }
+    }
+}
+
 /// Starts a run of task `id` for `trigger` (`manual`, `invoke`) with `input`.
 pub async fn trigger(state: &AppState, id: &str, trigger: &str, input: RunInput) -> ApiResult<Run> {
     let (task, version) = tasks::load_for_run(state, id).await?;
-    let params = run_params(&task, input)?;
-    start_run(state, &task, version, trigger, params).await
+    let input = check_input(&task, input)?;
+    start_run(state, &task, version, trigger, input).await
 }
 
 /// Starts a new run of the task of `old`, a run that ended.
@@ -166,8 +191,12 @@ pub async fn retry(state: &AppState, old: &Run) -> ApiResult<Run> {
             }
             _ => p,
         })?;
-    // A retry runs with the params the run had.
-    start_run(state, &task, version, "retry", old.params.clone()).await
+    // A retry runs with the params and overrides the run had.
+    let input = Checked {
+        params: old.params.clone(),
+        overrides: old.overrides.clone(),
+    };
+    start_run(state, &task, version, "retry", input).await
 }
 
 /// Asks for `before`, a run that has not ended, to be cancelled: the run as it is then.

@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use antcode_core::ids;
 use antcode_core::model::{
     NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
     TaskSpec,
 };
-use antcode_core::params::ParamSchema;
+use antcode_core::params::{self, ParamSchema};
 use antcode_core::retention::TaskRetention;
 use antcode_core::store::{RunFilter, StoreError};
 use antcode_core::time::{parse_rfc3339, to_rfc3339};
@@ -95,6 +95,9 @@ pub struct TaskBody {
     /// The params its runs take.
     #[serde(default)]
     params: Option<ParamSchema>,
+    /// The params its scheduled runs get.
+    #[serde(default)]
+    schedule_params: Option<Map<String, Value>>,
 }
 
 fn env_name(s: &str) -> bool {
@@ -105,6 +108,30 @@ fn env_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Arguments and environment variables, of a task or of one trigger's overrides: bounded,
+/// without NUL, the names valid variable names.
+pub fn check_command(args: &[String], env: &BTreeMap<String, String>) -> ApiResult<()> {
+    check_count("args", args.len(), bounds::ARGS, "arguments")?;
+    for (i, a) in args.iter().enumerate() {
+        check_len(&format!("args[{i}]"), a, bounds::ARG_CHARS)?;
+    }
+    check_count("env", env.len(), bounds::ENV_VARS, "variables")?;
+    for (k, v) in env {
+        check_len("env", k, bounds::ENV_NAME_CHARS)?;
+        check_len(&format!("env.{k}"), v, bounds::ENV_VALUE_CHARS)?;
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(bad("args", "arguments must not contain NUL"));
+    }
+    if let Some(k) = env.keys().find(|k| !env_name(k)) {
+        return Err(bad("env", format!("{k:?} is not a valid variable name")));
+    }
+    if env.values().any(|v| v.contains('\0')) {
+        return Err(bad("env", "values must not contain NUL"));
+    }
+    Ok(())
+}
+
 /// The bounds of [`crate::bounds`] on a task's fields, before anything else is looked at.
 fn check_bounds(b: &TaskBody) -> ApiResult<()> {
     check_len("name", &b.name, bounds::NAME_CHARS)?;
@@ -112,15 +139,7 @@ fn check_bounds(b: &TaskBody) -> ApiResult<()> {
     if let Some(ep) = &b.entrypoint {
         check_len("entrypoint", ep, bounds::ENTRYPOINT_CHARS)?;
     }
-    check_count("args", b.args.len(), bounds::ARGS, "arguments")?;
-    for (i, a) in b.args.iter().enumerate() {
-        check_len(&format!("args[{i}]"), a, bounds::ARG_CHARS)?;
-    }
-    check_count("env", b.env.len(), bounds::ENV_VARS, "variables")?;
-    for (k, v) in &b.env {
-        check_len("env", k, bounds::ENV_NAME_CHARS)?;
-        check_len(&format!("env.{k}"), v, bounds::ENV_VALUE_CHARS)?;
-    }
+    check_command(&b.args, &b.env)?;
     check_count("public_env", b.public_env.len(), bounds::ENV_VARS, "names")?;
     check_count("secrets", b.secrets.len(), bounds::SECRETS, "secrets")?;
     for k in &b.secrets {
@@ -180,6 +199,14 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
     if let Some(p) = &b.params {
         p.validate().map_err(Problem::bad_request)?;
     }
+    if b.schedule_params.is_some() {
+        // As a trigger's params are checked, so a schedule never fires runs a trigger could
+        // not start.
+        params::resolve(b.params.as_ref(), b.schedule_params.as_ref()).map_err(|errors| {
+            let errors: Vec<String> = errors.iter().map(|e| format!("schedule_{e}")).collect();
+            Problem::bad_request(errors.join("; "))
+        })?;
+    }
     let project_id = check_project(state, &b).await?;
     check_env(&b)?;
     check_secrets(state, &project_id, &b.secrets).await?;
@@ -203,6 +230,7 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         network: b.network,
         retention: b.retention.filter(|r| !r.is_empty()),
         params: b.params,
+        schedule_params: b.schedule_params,
     };
     Ok(ValidatedTask {
         name,
@@ -249,15 +277,6 @@ async fn check_project(state: &AppState, b: &TaskBody) -> ApiResult<String> {
 
 /// Arguments, environment variables and the names of the declared secrets.
 fn check_env(b: &TaskBody) -> ApiResult<()> {
-    if b.args.iter().any(|a| a.contains('\0')) {
-        return Err(bad("args", "arguments must not contain NUL"));
-    }
-    if let Some(k) = b.env.keys().find(|k| !env_name(k)) {
-        return Err(bad("env", format!("{k:?} is not a valid variable name")));
-    }
-    if b.env.values().any(|v| v.contains('\0')) {
-        return Err(bad("env", "values must not contain NUL"));
-    }
     if let Some(k) = b.public_env.iter().find(|k| !b.env.contains_key(*k)) {
         return Err(bad("public_env", format!("{k:?} is not a variable of env")));
     }
@@ -397,6 +416,7 @@ fn body_of(task: &Task) -> Value {
         "network": task.spec.network,
         "retention": task.spec.retention,
         "params": task.spec.params,
+        "schedule_params": task.spec.schedule_params,
     })
 }
 

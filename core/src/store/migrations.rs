@@ -149,6 +149,8 @@ pub const MIGRATIONS: &[&[&str]] = &[
     ],
     // 12: the params a run was triggered with (JSON), as its job carries them.
     &["ALTER TABLE runs ADD COLUMN params {text}"],
+    // 13: what a run's trigger changed of its task's arguments and env (JSON).
+    &["ALTER TABLE runs ADD COLUMN overrides {text}"],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the

@@ -85,6 +85,8 @@ pub struct NewRun {
     pub due_at: Option<i64>,
     /// The run's params, already checked (`crate::params`).
     pub params: Option<serde_json::Value>,
+    /// What the trigger changed of the task's command, already checked.
+    pub overrides: Option<crate::model::RunOverrides>,
 }
 
 /// One due time of a schedule for [`ScheduleStore::fire_schedules`].

@@ -13,6 +13,7 @@ async fn runs_create_and_read(db: &TestDb) {
             trigger: "api".into(),
             due_at: None,
             params: None,
+            overrides: None,
         })
         .await
         .unwrap();
@@ -82,6 +83,7 @@ async fn concurrent_creates_land_and_fail_alone(db: &TestDb) {
                 trigger: format!("manual-{n}"),
                 due_at: (n == 5 || n == 17).then_some(1_700_000_000_000),
                 params: None,
+                overrides: None,
             };
             tokio::spawn(async move { s.create_run(&new).await })
         })
@@ -125,6 +127,7 @@ async fn one_fire_per_due_time(db: &TestDb) {
         trigger: if at.is_some() { "schedule" } else { "manual" }.into(),
         due_at: at,
         params: None,
+        overrides: None,
     };
     let (first, _) = s.create_run(&scheduled(&f, Some(due))).await.unwrap();
     assert_eq!(first, s.run(&first.id).await.unwrap(), "returned as stored");

@@ -10,6 +10,7 @@ fn fire(f: &Fixture, due: i64, held: bool) -> Fire {
             trigger: "schedule".into(),
             due_at: Some(due),
             params: None,
+            overrides: None,
         },
         held,
     }

@@ -168,6 +168,7 @@ async fn runs_carry_names_and_publish_resolves_values(db: &TestDb) {
             trigger: "manual".into(),
             due_at: None,
             params: None,
+            overrides: None,
         })
         .await
         .unwrap();
@@ -222,6 +223,7 @@ async fn unresolvable_secrets_fail_the_run(db: &TestDb) {
         trigger: "manual".into(),
         due_at: None,
         params: None,
+        overrides: None,
     };
 
     // Missing secret.
@@ -304,6 +306,7 @@ async fn grants_gate_what_a_run_reads(db: &TestDb) {
                 trigger: "manual".into(),
                 due_at: None,
                 params: None,
+                overrides: None,
             })
             .await
             .unwrap();

@@ -104,6 +104,7 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
                 }))
                 .unwrap(),
             ),
+            schedule_params: serde_json::json!({"city": "Bern"}).as_object().cloned(),
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),
@@ -141,7 +142,7 @@ pub fn retries(max_attempts: u32) -> RetryPolicy {
 }
 
 pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
-    let (run, _job) = store
+    let (run, job) = store
         .create_run(&NewRun {
             task: f.task.clone(),
             version: f.version.clone(),
@@ -149,11 +150,21 @@ pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
             due_at: None,
             // Not empty, so a store that dropped them would show.
             params: Some(serde_json::json!({"city": "Zürich", "days": 3})),
+            overrides: Some(RunOverrides {
+                args: Some(vec!["--fast".into()]),
+                env: [("MODE".to_string(), "x".to_string())].into(),
+            }),
         })
         .await
         .expect("create run");
     let stored = store.run(&run.id).await.expect("read the new run");
     assert_eq!(run, stored, "create_run returns the run as stored");
+    assert_eq!(
+        job.args,
+        ["--fast"],
+        "the overrides replace the task's args"
+    );
+    assert_eq!(job.env.get("MODE").map(String::as_str), Some("x"));
     run
 }
 

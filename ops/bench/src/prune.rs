@@ -192,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         trigger: "manual".into(),
         due_at: None,
         params: None,
+        overrides: None,
     };
     let every = Duration::from_millis(args.trigger_ms);
 

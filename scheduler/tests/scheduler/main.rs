@@ -121,6 +121,7 @@ impl World {
             trigger: "manual".into(),
             due_at: None,
             params: None,
+            overrides: None,
         };
         self.store.create_run(&new).await.unwrap()
     }
@@ -460,6 +461,7 @@ async fn compensation_sweeps_a_backlog_larger_than_a_pass() {
                 trigger: "schedule".into(),
                 due_at: Some(due),
                 params: None,
+                overrides: None,
             },
             held: false,
         })

@@ -42,6 +42,7 @@ pub(super) fn queued_run(id: String, new: &NewRun, now: i64) -> Run {
         keep: false,
         closed_at: None,
         params: new.params.clone(),
+        overrides: new.overrides.clone(),
         due_at: new.due_at,
         queued_at: now,
         not_before: Some(now),
@@ -54,7 +55,7 @@ pub(super) fn queued_run(id: String, new: &NewRun, now: i64) -> Run {
 /// The job a new run publishes for its first attempt.
 pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
     let (task, version) = (&new.task, &new.version);
-    Job {
+    let mut job = Job {
         run_id: run_id.into(),
         attempt: 1,
         queue: task.spec.queue.clone(),
@@ -78,7 +79,11 @@ pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
         limits: task.spec.limits,
         network: task.spec.network.clone(),
         params: new.params.clone(),
+    };
+    if let Some(o) = &new.overrides {
+        o.apply(&mut job.args, &mut job.env);
     }
+    job
 }
 
 /// A history line written when a run is created.
@@ -147,9 +152,9 @@ impl SqlStore {
         skip_duplicates: bool,
     ) -> StoreResult<u64> {
         let mut affected = 0;
-        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline, params) VALUES {}", rows_of(row, chunk.len()));
+            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline, params, overrides) VALUES {}", rows_of(row, chunk.len()));
             if skip_duplicates {
                 sql.push_str(match self.dialect {
                     Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
@@ -179,7 +184,8 @@ impl SqlStore {
                     .bind(*not_before)
                     .bind(timeout_ms)
                     .bind(queue_deadline(*not_before, timeout_ms))
-                    .bind(new.params.as_ref().map(|p| p.to_string()));
+                    .bind(new.params.as_ref().map(|p| p.to_string()))
+                    .bind(new.overrides.as_ref().map(to_json));
             }
             affected += query
                 .execute(&mut *tx)
@@ -528,7 +534,7 @@ impl RunStore for SqlStore {
 pub(super) const RUN_COLUMNS: &str = "id, task_id, project_id, project_version, state, attempt, \
     max_attempts, queue, run_trigger, lease_token, worker_id, exit_code, exit_signal, error, \
     duration_ms, peak_rss_kb, log_key, result, cancel_requested, due_at, queued_at, not_before, \
-    started_at, finished_at, closed_at, pinned, params";
+    started_at, finished_at, closed_at, pinned, params, overrides";
 
 pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
     let state = text(row, "state")?;
@@ -567,6 +573,9 @@ pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
         closed_at: row.try_get("closed_at")?,
         params: opt_text(row, "params")?
             .map(|p| json(&p, "params"))
+            .transpose()?,
+        overrides: opt_text(row, "overrides")?
+            .map(|o| json(&o, "overrides"))
             .transpose()?,
     })
 }
