@@ -276,7 +276,9 @@ pub struct RunnerArgs {
     pub mode: RunnerMode,
     #[command(flatten)]
     pub queues: Queues,
-    /// Labels as K=V, repeatable.
+    /// Labels as K=V, repeatable. A task that requires labels runs only on a runner that has
+    /// them all (or its name, as `runner=NAME`). A gateway runner is routed by its enrollment
+    /// key's labels instead: what it says of itself does not count.
     #[arg(long = "label", env = "ANTCODE_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
     #[arg(long, env = "ANTCODE_SLOTS", default_value_t = 2)]

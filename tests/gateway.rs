@@ -52,6 +52,13 @@ fn up_config(dir: &std::path::Path) -> UpConfig {
     cfg
 }
 
+/// `antcode up` in `dir` without a runner, the admin's client and the cluster CA's file.
+async fn up_with_ca(dir: &std::path::Path) -> (Up, Api, std::path::PathBuf) {
+    let up = up::start(up_config(dir)).await.expect("antcode up starts");
+    let api = login(up.control_addr).await;
+    (up, api, dir.join("up").join("tls").join("ca.pem"))
+}
+
 fn edge_url(up: &Up) -> String {
     format!("https://127.0.0.1:{}", up.edge_addr.port())
 }
@@ -657,16 +664,68 @@ async fn the_gateway_runner_binary_enrolls_once_and_runs_work() {
     up.stop().await.unwrap();
 }
 
+/// Labels of a gateway runner are its enrollment key's: a task requiring them runs on it, a
+/// task pinned to its name too, and one requiring a label the runner only claims (its
+/// `--label`) waits, its page saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_runner_is_routed_by_the_labels_of_its_enrollment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, api, ca_file) = up_with_ca(dir.path()).await;
+    let (status, body) = api
+        .post(
+            "/worker-keys",
+            json!({"note": "gpu box", "ttl_s": 600, "labels": {"gpu": "true"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let key = body["key"].as_str().unwrap().to_string();
+    let mut tasks = vec![];
+    for (name, labels) in [
+        ("gpu", json!({"gpu": "true"})),
+        ("pinned", json!({"runner": "cli-runner"})),
+        ("claimed", json!({"zone": "x"})),
+    ] {
+        let code = format!("print('{name}')\n");
+        tasks.push(
+            api.script_task(name, &code, json!({"labels": labels}))
+                .await,
+        );
+    }
+    let [gpu, pinned, claimed] = &tasks[..] else {
+        unreachable!()
+    };
+    let claimed_run = api.triggered(claimed).await;
+    let mut child = spawn_runner(
+        &up,
+        &ca_file,
+        &dir.path().join("gpu-runner"),
+        Some(&key),
+        &["--label", "zone=x", "--label", "gpu=false"],
+    );
+    for task in [gpu, pinned] {
+        let run_id = api.triggered(task).await;
+        let run = wait_terminal(&api, &run_id).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+    let run = api.get(&format!("/runs/{claimed_run}")).await;
+    assert_eq!(
+        run["state"], "queued",
+        "a claimed label routes nothing: {run}"
+    );
+    assert_eq!(run["waiting"], "no live runner matches zone=x", "{run}");
+    let (status, _) = api
+        .post(&format!("/runs/{claimed_run}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    child.kill().await.unwrap();
+}
+
 /// A gateway runner stopped mid-run past its grace hands the run back through the edge: it is
 /// queued again as attempt 2 of 2 and succeeds on the runner's next start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_gateway_runner_hands_its_run_back() {
     let dir = tempfile::tempdir().unwrap();
-    let up = up::start(up_config(dir.path()))
-        .await
-        .expect("antcode up starts");
-    let api = login(up.control_addr).await;
-    let ca_file = dir.path().join("up").join("tls").join("ca.pem");
+    let (up, api, ca_file) = up_with_ca(dir.path()).await;
     let data_dir = dir.path().join("cli-runner");
     let code =
         "import time\nprint('started', flush=True)\ntime.sleep(3)\nprint('done', flush=True)\n";

@@ -25,6 +25,8 @@ pub struct UploadForm {
     pub description: Option<String>,
     pub entrypoint: Option<String>,
     pub requirements: Option<String>,
+    /// The Python its runs need, `major.minor` (checked by [`check_python_version`]).
+    pub python_version: Option<String>,
     /// `(file name, bytes)` of the uploaded file.
     pub file: Option<(String, Bytes)>,
     /// Inline source for a single-file project (JSON bodies).
@@ -39,6 +41,7 @@ struct InlineBody {
     code: String,
     entrypoint: Option<String>,
     requirements: Option<String>,
+    python_version: Option<String>,
 }
 
 /// Reads a multipart form or a JSON body with inline `code`.
@@ -84,6 +87,7 @@ pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> 
             description: inline.description,
             entrypoint: inline.entrypoint,
             requirements: inline.requirements,
+            python_version: check_python_version(inline.python_version)?,
             file: None,
             code: Some(inline.code),
         })
@@ -91,7 +95,7 @@ pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> 
         Err(Problem::new(
             axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
-            "send multipart/form-data (name, file, entrypoint?, requirements?, description?) or application/json with inline `code`",
+            "send multipart/form-data (name, file, entrypoint?, requirements?, python_version?, description?) or application/json with inline `code`",
         ))
     }
 }
@@ -135,14 +139,37 @@ async fn read_fields(multipart: &mut Multipart) -> ApiResult<UploadForm> {
                 };
                 *slot = Some(read_text(field, &name, max).await?);
             }
+            "python_version" => {
+                let raw = read_text(field, &name, PYTHON_VERSION_CHARS).await?;
+                form.python_version = check_python_version(Some(raw))?;
+            }
             other => {
                 return Err(Problem::bad_request(format!(
-                    "unknown form field `{other}` (expected name, file, entrypoint, requirements, description)"
+                    "unknown form field `{other}` (expected name, file, entrypoint, requirements, python_version, description)"
                 )))
             }
         }
     }
     Ok(form)
+}
+
+const PYTHON_VERSION_CHARS: usize = 8;
+
+/// A `python_version` as `major.minor` (`3.12`), or none when empty: runs of the project go to
+/// runners that have that Python (`antcode_core::broker::routing`).
+pub fn check_python_version(raw: Option<String>) -> ApiResult<Option<String>> {
+    let Some(v) = raw.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let ok = v.len() <= PYTHON_VERSION_CHARS
+        && antcode_core::broker::routing::python_label(&v).is_some()
+        && v.split('.').count() == 2;
+    if !ok {
+        return Err(Problem::bad_request(format!(
+            "python_version: {v:?} is not major.minor, such as 3.12"
+        )));
+    }
+    Ok(Some(v))
 }
 
 /// A text field of at most `max` characters, read no further than the bytes they can take.
@@ -171,6 +198,7 @@ pub struct Prepared {
     pub bundle: BundleRef,
     pub entrypoint: String,
     pub requirements: String,
+    pub python_version: Option<String>,
     pub files: Vec<String>,
 }
 
@@ -269,6 +297,7 @@ pub async fn prepare(form: &UploadForm) -> ApiResult<Prepared> {
             .requirements
             .or_else(|| form.requirements.clone())
             .unwrap_or_default(),
+        python_version: form.python_version.clone(),
         files: manifest.files,
     })
 }
@@ -286,6 +315,7 @@ fn single_file(data: Bytes, name: String, form: &UploadForm) -> Prepared {
         data,
         entrypoint: name.clone(),
         requirements: form.requirements.clone().unwrap_or_default(),
+        python_version: form.python_version.clone(),
         files: vec![name],
     }
 }

@@ -275,6 +275,7 @@ async fn runs_get_values_in_the_broker_message_only_and_fail_without_them() {
     let req = LeaseRequest {
         worker_id: "w1".into(),
         queues: vec!["default".into()],
+        labels: Default::default(),
         max: 1,
         ttl: Duration::from_secs(30),
     };

@@ -620,6 +620,22 @@ pub struct Job {
     /// defaults filled in; the process reads them as JSON from `ANTCODE_PARAMS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<serde_json::Value>,
+    /// Copied from the task: what a runner's labels must include to take it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Job {
+    /// The queue the broker keeps it in: its queue, or a route of it when it requires labels
+    /// or a Python version (`crate::broker::routing`).
+    pub fn route(&self) -> std::borrow::Cow<'_, str> {
+        use crate::broker::routing;
+        let needs = routing::requirements(&self.labels, self.python_version.as_deref());
+        match routing::route(&self.queue, &needs) {
+            std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(&self.queue),
+            std::borrow::Cow::Owned(r) => std::borrow::Cow::Owned(r),
+        }
+    }
 }
 
 /// A job handed to one runner, fenced by `(run_id, attempt, lease_token)`.

@@ -27,6 +27,10 @@ pub struct Identity {
     pub name: String,
     /// Queues it may lease from.
     pub queues: Vec<String>,
+    /// Its labels as fixed at enrollment (the key's win over what it asked for): what it is
+    /// routed by, never what its calls say.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -153,11 +157,12 @@ mod tests {
             worker_id: "w1".into(),
             name: "runner ü".into(),
             queues: vec!["default".into()],
+            labels: [("gpu".to_string(), "true".to_string())].into(),
         };
         let back = Identity::from_header(&id.to_header()).expect("round trip");
         assert_eq!(
-            (back.worker_id, back.name, back.queues),
-            (id.worker_id, id.name, id.queues)
+            (back.worker_id, back.name, back.queues, back.labels),
+            (id.worker_id, id.name, id.queues, id.labels)
         );
         assert!(Identity::from_header("not hex").is_none());
         assert!(Identity::from_header(&hex::encode(b"{\"worker_id\":1}")).is_none());

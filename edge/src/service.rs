@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use antcode_core::blob::{check_log_archive, log_key, BlobStore, MAX_LOG_BYTES};
-use antcode_core::broker::{Broker, HeldLease, LeaseRequest as BrokerLease};
+use antcode_core::broker::{routing, Broker, HeldLease, LeaseRequest as BrokerLease};
 use antcode_core::model::{Lease, Outcome, RunEvent, RunEventKind, RunState, WorkerStatus};
 use antcode_core::time::now_ms;
 use antcode_core::Shutdown;
@@ -230,6 +230,7 @@ impl Edge {
         let ask = BrokerLease {
             worker_id: id.worker_id.clone(),
             queues,
+            labels: routing::with_runner(&id.labels, &id.name),
             max: (r.max_jobs.clamp(1, 16)) as usize,
             ttl: self.limits.lease_ttl,
         };
@@ -360,7 +361,15 @@ impl WorkerService for Edge {
             name: id.name.clone(),
             mode: "gateway".into(),
             queues: id.queues.clone(),
-            labels: r.labels.into_iter().take(32).collect(),
+            // What its enrollment fixed, which it is routed by, and of what it says of itself
+            // only its sandbox report: a claimed label would show a routing it does not get.
+            labels: r
+                .labels
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("sandbox"))
+                .take(4)
+                .chain(id.labels.clone())
+                .collect(),
             slots: r.slots,
             running: r.running,
             cpu_percent: r.cpu_percent,

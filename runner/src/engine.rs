@@ -32,6 +32,7 @@ use crate::sweeper::sweep_loop;
 use crate::uv::{find_uv, Venvs};
 use crate::workdirs::WorkDirs;
 use crate::RunnerError;
+use antcode_core::broker::routing;
 
 /// The transport-independent settings; [`crate::RunnerConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -150,9 +151,20 @@ pub async fn run_with_source(
     }
     let explicit = cfg.uv.clone();
     let uv = tokio::task::spawn_blocking(move || find_uv(explicit.as_deref())).await??;
+    let pythons = {
+        let uv = uv.clone();
+        tokio::task::spawn_blocking(move || uv.pythons()).await?
+    };
+    // A project's `python_version` routes its runs to runners that have that Python.
+    for v in &pythons {
+        if let Some(label) = routing::python_label(v) {
+            cfg.labels.insert(label, routing::HAS.into());
+        }
+    }
+    source.route_by(&cfg.labels);
     tracing::info!(
         worker_id = %cfg.worker_id, uv = %uv.describe(), slots = cfg.slots, queues = ?cfg.queues,
-        "runner started"
+        pythons = ?pythons, "runner started"
     );
     let venvs = Venvs::with_gc(cfg.data_dir.join("venvs"), uv, cfg.venv_gc);
     let venvs = Arc::new(venvs.sandboxed(sandbox.clone()));

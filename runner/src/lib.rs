@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use antcode_core::blob::BlobStore;
-use antcode_core::broker::Broker;
+use antcode_core::broker::{routing, Broker};
 use antcode_core::Shutdown;
 
 pub use engine::{run_with_source, EngineConfig};
@@ -163,6 +163,7 @@ pub async fn run(config: RunnerConfig, shutdown: Shutdown) -> Result<(), RunnerE
         config.blobs.clone(),
         config.worker_id.clone(),
         config.queues.clone(),
+        routing::with_runner(&config.labels, &config.name),
         config.lease_ttl,
     ));
     run_with_source(engine, source, shutdown).await

@@ -4,12 +4,13 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use antcode_core::blob::{log_key, BlobReader, BlobStore};
-use antcode_core::broker::{Broker, HeartbeatReply, HeldLease, LeaseRequest, LogChunk};
+use antcode_core::broker::{routing, Broker, HeartbeatReply, HeldLease, LeaseRequest, LogChunk};
 use antcode_core::model::{BundleRef, Lease, RunEvent, WorkerStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,10 @@ pub enum SourceError {
 
 #[async_trait]
 pub trait WorkSource: Send + Sync + 'static {
+    /// Routes work to this runner by `labels` too (what it found at start: its Pythons, its
+    /// sandbox). A gateway runner is routed by its enrollment instead, so the default ignores
+    /// them.
+    fn route_by(&self, _labels: &BTreeMap<String, String>) {}
     /// Waits up to `wait` for up to `max` jobs.
     async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, SourceError>;
     /// Extends the held leases and publishes the worker's status.
@@ -90,6 +95,9 @@ pub struct DirectSource {
     blobs: Arc<dyn BlobStore>,
     worker_id: String,
     queues: Vec<String>,
+    /// What it is routed by: its `--label`s and its name (`antcode_core::broker::routing`),
+    /// then what the engine found at start.
+    labels: std::sync::Mutex<BTreeMap<String, String>>,
     ttl: Duration,
 }
 
@@ -99,6 +107,7 @@ impl DirectSource {
         blobs: Arc<dyn BlobStore>,
         worker_id: String,
         queues: Vec<String>,
+        labels: BTreeMap<String, String>,
         ttl: Duration,
     ) -> DirectSource {
         DirectSource {
@@ -106,6 +115,7 @@ impl DirectSource {
             blobs,
             worker_id,
             queues,
+            labels: std::sync::Mutex::new(labels),
             ttl,
         }
     }
@@ -114,6 +124,7 @@ impl DirectSource {
         LeaseRequest {
             worker_id: self.worker_id.clone(),
             queues: self.queues.clone(),
+            labels: crate::lock(&self.labels).clone(),
             max,
             ttl: self.ttl,
         }
@@ -133,6 +144,16 @@ fn blob_error(e: antcode_core::blob::BlobError) -> SourceError {
 
 #[async_trait]
 impl WorkSource for DirectSource {
+    fn route_by(&self, labels: &BTreeMap<String, String>) {
+        let mut mine = crate::lock(&self.labels);
+        // Its name stays what pins it, whatever a label says.
+        let runner = mine.get(routing::RUNNER_LABEL).cloned();
+        mine.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(name) = runner {
+            mine.insert(routing::RUNNER_LABEL.into(), name);
+        }
+    }
+
     async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, SourceError> {
         self.broker
             .lease(&self.lease_request(max), wait)

@@ -73,6 +73,40 @@ impl Uv {
         cmd
     }
 
+    /// The Pythons (`major.minor`, CPython) uv finds installed on this host, which is what
+    /// `python_version` may name on this runner; empty when uv cannot tell.
+    pub fn pythons(&self) -> Vec<String> {
+        let out = self
+            .command()
+            .args([
+                "python",
+                "list",
+                "--only-installed",
+                "--no-python-downloads",
+                "--output-format",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let listed: Vec<serde_json::Value> = match out {
+            Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or_default(),
+            _ => vec![],
+        };
+        let mut versions: Vec<String> = listed
+            .iter()
+            .filter(|p| p["implementation"].as_str().unwrap_or("cpython") == "cpython")
+            .filter_map(|p| p["version"].as_str())
+            .filter_map(|v| {
+                let mut parts = v.split('.');
+                Some(format!("{}.{}", parts.next()?, parts.next()?))
+            })
+            .collect();
+        versions.sort();
+        versions.dedup();
+        versions
+    }
+
     pub fn describe(&self) -> String {
         let mut s = self.program.to_string_lossy().into_owned();
         for p in &self.prefix {

@@ -46,6 +46,7 @@ async fn setup() -> Setup {
         blobs,
         "w1".into(),
         vec!["default".into()],
+        Default::default(),
         Duration::from_secs(30),
     ));
     Setup {

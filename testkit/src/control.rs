@@ -247,6 +247,7 @@ pub async fn lease_next(s: &Server) -> antcode_core::model::Lease {
     let req = antcode_core::broker::LeaseRequest {
         worker_id: "w1".into(),
         queues: vec!["default".into()],
+        labels: Default::default(),
         max: 1,
         ttl: Duration::from_secs(30),
     };

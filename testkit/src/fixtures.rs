@@ -89,6 +89,7 @@ pub fn job(bundle: BundleRef, entrypoint: &str) -> Job {
         limits: Default::default(),
         network: Default::default(),
         params: None,
+        labels: BTreeMap::new(),
     }
 }
 

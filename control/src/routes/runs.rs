@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use antcode_core::broker::{changed, LogChunk};
-use antcode_core::model::{Role, Run};
+use antcode_core::model::{Role, Run, RunState};
 use antcode_core::time::now_ms;
 
 use super::{created, ok, PageQuery, P, Q};
@@ -85,6 +85,11 @@ async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     let history = ctx.state.store.run_history(&id).await?;
     let mut body = serde_json::to_value(&run).map_err(Problem::internal)?;
     body["history"] = serde_json::to_value(history).map_err(Problem::internal)?;
+    if run.state == RunState::Queued {
+        if let Some(why) = runs::unservable(&ctx.state, &run).await {
+            body["waiting"] = why.into();
+        }
+    }
     Ok(ok(body))
 }
 

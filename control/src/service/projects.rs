@@ -44,7 +44,7 @@ fn new_version_row(project_id: &str, number: i64, prepared: &Prepared, now: i64)
         bundle: prepared.bundle.clone(),
         entrypoint: prepared.entrypoint.clone(),
         requirements: prepared.requirements.clone(),
-        python_version: None,
+        python_version: prepared.python_version.clone(),
         files: prepared.files.clone(),
         created_at: now,
     }

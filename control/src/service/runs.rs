@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use antcode_core::blob::{log_key, BlobError};
-use antcode_core::broker::{changed, RunChanges};
+use antcode_core::broker::{changed, routing, RunChanges};
 use antcode_core::dispatch::{publish_job, PublishError};
 use antcode_core::model::{ProjectVersion, Role, Run, RunOverrides, RunState, Task};
 use antcode_core::params;
@@ -152,6 +152,29 @@ fn run_params(task: &Task, given: Option<Map<String, Value>>) -> ApiResult<Optio
 
 fn invalid_params(detail: String) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-params", detail)
+}
+
+/// Why no runner can take queued `run` now, if none can: no live runner serves its queue, or
+/// none that does has the labels its task requires (or its project's Python). `None` also when
+/// that cannot be told.
+pub async fn unservable(state: &AppState, run: &Run) -> Option<String> {
+    let task = state.store.task(&run.task_id).await.ok()?;
+    let version = state
+        .store
+        .version(&run.project_id, run.project_version)
+        .await
+        .ok()?;
+    let workers = state.broker.workers().await.ok()?;
+    let serving: Vec<_> = workers
+        .iter()
+        .filter(|w| !w.draining && w.queues.contains(&run.queue))
+        .map(|w| routing::with_runner(&w.labels, &w.name))
+        .collect();
+    if serving.is_empty() {
+        return Some(format!("no live runner serves queue {}", run.queue));
+    }
+    let needs = routing::requirements(&task.spec.labels, version.python_version.as_deref());
+    routing::unmet(&needs, &serving).map(|n| format!("no live runner matches {n}"))
 }
 
 /// Masks what a caller of `role` may not read of `run`: as for a task's env, the values of a

@@ -15,7 +15,11 @@ async fn uploads_py_zip_and_tar_gz_with_versions_and_download() {
             &t,
             "/api/v1/projects",
             ("hello.py", py.clone()),
-            &[("name", "single"), ("requirements", "six==1.17.0\n")],
+            &[
+                ("name", "single"),
+                ("requirements", "six==1.17.0\n"),
+                ("python_version", " 3.12 "),
+            ],
         )
         .await;
     assert_eq!(resp.status(), 201);
@@ -23,6 +27,7 @@ async fn uploads_py_zip_and_tar_gz_with_versions_and_download() {
     assert_eq!(p["current_version"], 1);
     assert_eq!(p["version"]["entrypoint"], "hello.py");
     assert_eq!(p["version"]["requirements"], "six==1.17.0\n");
+    assert_eq!(p["version"]["python_version"], "3.12");
     assert_eq!(p["version"]["bundle"]["format"], "py");
     let pid = p["id"].as_str().unwrap().to_string();
     let dl = s
@@ -138,6 +143,22 @@ async fn bad_uploads_are_refused_and_write_nothing() {
     assert_eq!(resp.status(), 201);
     let files_before = count_files(&s.blob_dir);
     let projects_before: Value = s.get(&t, "/api/v1/projects").await.json().await.unwrap();
+    for bad in ["3", "3.x", "3.12.1", "v3.12", "3.1234"] {
+        let resp = s
+            .upload(
+                &t,
+                "/api/v1/projects",
+                ("a.py", b"print(1)\n".to_vec()),
+                &[("name", "py"), ("python_version", bad)],
+            )
+            .await;
+        assert_eq!(resp.status(), 400, "python_version {bad:?}");
+        let p: Value = resp.json().await.unwrap();
+        assert!(
+            p["detail"].as_str().unwrap().contains("python_version"),
+            "{p}"
+        );
+    }
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (

@@ -329,6 +329,7 @@ async fn sse_log_follow_replays_then_tails_for_several_viewers() {
             &LeaseRequest {
                 worker_id: "w1".into(),
                 queues: vec!["default".into()],
+                labels: Default::default(),
                 max: 1,
                 ttl: Duration::from_secs(30),
             },

@@ -76,7 +76,8 @@ impl MemoryBroker {
         let mut st = self.lock();
         let mut out = Vec::new();
         let deadline_ms = now_ms() + req.ttl.as_millis() as i64;
-        for queue in &req.queues {
+        let known: Vec<String> = st.queues.keys().cloned().collect();
+        for queue in &routing::routes_for(&known, &req.queues, &req.labels) {
             while out.len() < req.max {
                 let Some(job) = st.queues.get_mut(queue).and_then(|q| q.pop_front()) else {
                     break;
@@ -152,7 +153,7 @@ impl QueueBroker for MemoryBroker {
                     }
                     st.cancels.remove(&job.run_id);
                     st.queues
-                        .entry(job.queue.clone())
+                        .entry(job.route().into_owned())
                         .or_default()
                         .push_back(job.clone());
                     true
@@ -256,7 +257,7 @@ impl LeaseBroker for MemoryBroker {
                     st.present.remove(&(l.job.run_id, l.job.attempt));
                 } else {
                     st.queues
-                        .entry(l.job.queue.clone())
+                        .entry(l.job.route().into_owned())
                         .or_default()
                         .push_front(l.job);
                 }

@@ -16,6 +16,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod routing;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,9 @@ pub type BrokerResult<T> = Result<T, BrokerError>;
 pub struct LeaseRequest {
     pub worker_id: String,
     pub queues: Vec<String>,
+    /// The runner's labels, its name under `runner` included: it is given jobs of these queues
+    /// whose requirements its labels meet ([`routing`]).
+    pub labels: std::collections::BTreeMap<String, String>,
     pub max: usize,
     pub ttl: Duration,
 }

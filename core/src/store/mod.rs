@@ -332,8 +332,8 @@ pub trait WorkerStore: Send + Sync + 'static {
     async fn create_worker_key(&self, key: &WorkerKey) -> StoreResult<()>;
     async fn list_worker_keys(&self) -> StoreResult<Vec<WorkerKey>>;
     /// Trades an unused, unexpired key for `worker` in one transaction: the key is marked used
-    /// by `worker.id` and the worker is inserted with the key's queues (and its labels over the
-    /// worker's own). Of two concurrent redemptions exactly one wins. Unknown key: `NotFound`;
+    /// by `worker.id` and the worker is inserted with the key's queues and labels (what it asked
+    /// for is not kept: it is routed by them). Of two concurrent redemptions exactly one wins. Unknown key: `NotFound`;
     /// used: `Conflict`; expired: `Stale`.
     async fn redeem_worker_key(
         &self,

@@ -229,7 +229,119 @@ async fn attempts_of_one_run_are_tracked_apart(s: &Subject) {
         .is_empty());
 }
 
+/// Labels route: a job goes only to a runner whose labels include all it requires, in its
+/// route's order, back to its route when handed back; a parked runner finds a route first
+/// published while it waits.
+async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
+    let b = &*s.broker;
+    let plain = job(&run_id(), "default");
+    let gpu = routed_job(&run_id(), "default", &[("gpu", "true")]);
+    let gpu_sh = routed_job(&run_id(), "default", &[("gpu", "true"), ("zone", "s,h")]);
+    let other = routed_job(&run_id(), "other", &[("gpu", "true")]);
+    for j in [&plain, &gpu, &gpu_sh, &other] {
+        assert!(b.publish(j).await.unwrap());
+    }
+    let ids = |ls: &[antcode_core::model::Lease]| {
+        ls.iter().map(|l| l.job.run_id.clone()).collect::<Vec<_>>()
+    };
+
+    let cpu = labelled("cpu", &["default"], &[("gpu", "false"), ("zone", "s,h")]);
+    let got = b.lease(&cpu, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        ids(&got),
+        [plain.run_id.clone()],
+        "only the job without requirements"
+    );
+    let none = b.lease(&cpu, Duration::ZERO).await.unwrap();
+    assert!(
+        none.is_empty(),
+        "nothing else fits a cpu runner: {:?}",
+        ids(&none)
+    );
+
+    let g = labelled("g", &["default"], &[("gpu", "true")]);
+    let got = b.lease(&g, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        ids(&got),
+        [gpu.run_id.clone()],
+        "not the job that also needs zone"
+    );
+    assert_eq!(got[0].job, gpu, "the job comes back exactly as published");
+
+    let gz = labelled(
+        "gz",
+        &["default"],
+        &[("gpu", "true"), ("zone", "s,h"), ("x", "y")],
+    );
+    let got = b.lease(&gz, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        ids(&got),
+        [gpu_sh.run_id.clone()],
+        "extra labels do not matter"
+    );
+    b.hand_back(&gpu_sh.run_id, &got[0].lease_token)
+        .await
+        .unwrap();
+    assert!(
+        b.lease(&g, Duration::ZERO).await.unwrap().is_empty(),
+        "handed back to its route"
+    );
+    let again = b.lease(&gz, Duration::ZERO).await.unwrap();
+    assert_eq!(ids(&again), [gpu_sh.run_id.clone()]);
+
+    // A queue the runner does not serve stays out of reach, whatever the labels.
+    assert!(b.lease(&g, Duration::ZERO).await.unwrap().is_empty());
+    let got = b
+        .lease(
+            &labelled("o", &["other"], &[("gpu", "true")]),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), [other.run_id.clone()]);
+
+    // A project's Python version is a requirement like a label.
+    let mut py = job(&run_id(), "default");
+    py.python_version = Some("3.12".into());
+    assert!(b.publish(&py).await.unwrap());
+    // A broker may reuse its list of routes for a second (a parked lease finds a new one
+    // itself, below): past it, a lease that does not wait sees the route too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let g311 = labelled("g", &["default"], &[("gpu", "true"), ("python3.11", "yes")]);
+    assert!(
+        b.lease(&g311, Duration::ZERO).await.unwrap().is_empty(),
+        "3.11 only"
+    );
+    let got = b
+        .lease(
+            &labelled("p", &["default"], &[("python3.12", "yes")]),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), [py.run_id.clone()]);
+    assert_eq!(got[0].job, py, "the job comes back exactly as published");
+
+    // Parked before any job of its route exists.
+    let fresh = routed_job(&run_id(), "default", &[("arch", "arm64")]);
+    let arm = labelled("arm", &["default"], &[("arch", "arm64")]);
+    let started = Instant::now();
+    let parked = {
+        let broker = s.broker.clone();
+        tokio::spawn(async move { broker.lease(&arm, Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.publish(&fresh).await.unwrap());
+    let got = parked.await.unwrap().unwrap();
+    assert_eq!(ids(&got), [fresh.run_id.clone()]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the parked runner found the new route well before its wait ended"
+    );
+}
+
 conformance!(
+    labelled_jobs_go_only_to_runners_that_match,
     publish_lease_round_trip,
     publish_is_idempotent,
     publish_many_is_publish_per_job,

@@ -95,7 +95,8 @@ pub fn job(run_id: &str, queue: &str) -> Job {
         },
         entrypoint: "main.py".into(),
         requirements: "requests==2.32.3\n".into(),
-        python_version: Some("3.11".into()),
+        // Routed like a label (see `queues::labelled_jobs_go_only_to_runners_that_match`).
+        python_version: None,
         args: vec!["--name".into(), "héllo \"wörld\" {x}".into()],
         env: BTreeMap::from([
             ("A".to_string(), "1".to_string()),
@@ -109,7 +110,26 @@ pub fn job(run_id: &str, queue: &str) -> Job {
         network: Default::default(),
         // Not empty, so a broker that dropped them would show.
         params: Some(serde_json::json!({"city": "Zürich", "days": 3})),
+        labels: BTreeMap::new(),
     }
+}
+
+/// A job of `queue` that only a runner labelled with all of `labels` may take.
+pub fn routed_job(run_id: &str, queue: &str, labels: &[(&str, &str)]) -> Job {
+    let mut j = job(run_id, queue);
+    j.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    j
+}
+
+/// [`req`] for a runner labelled `labels` too.
+pub fn labelled(worker: &str, queues: &[&str], labels: &[(&str, &str)]) -> LeaseRequest {
+    let mut r = req(worker, queues, 10, TTL);
+    r.labels
+        .extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    r
 }
 
 pub fn run_id() -> String {
@@ -120,6 +140,7 @@ pub fn req(worker: &str, queues: &[&str], max: usize, ttl: Duration) -> LeaseReq
     LeaseRequest {
         worker_id: worker.to_string(),
         queues: queues.iter().map(|q| q.to_string()).collect(),
+        labels: BTreeMap::new(),
         max,
         ttl,
     }

@@ -140,6 +140,8 @@ async fn lease_one(b: &dyn Broker) -> Job {
     let req = LeaseRequest {
         worker_id: "w".into(),
         queues: vec!["default".into()],
+        // The fixture task requires this label.
+        labels: [("team".to_string(), "data".to_string())].into(),
         max: 1,
         ttl: std::time::Duration::from_secs(30),
     };

@@ -236,7 +236,7 @@ pub async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
     runs.into_iter().map(|r| r.id).collect()
 }
 
-/// Takes migrations 11 and 12 away again, so a test can re-apply the migrations before it.
+/// Takes migrations 11 to 13 away again, so a test can re-apply the migrations before it.
 pub async fn undo_alerts_and_retention(db: &TestDb) {
     for (index, table) in [
         ("runs_closed", "runs"),
@@ -249,7 +249,7 @@ pub async fn undo_alerts_and_retention(db: &TestDb) {
         })
         .await;
     }
-    for column in ["closed_at", "pinned", "params"] {
+    for column in ["closed_at", "pinned", "params", "overrides"] {
         db.exec(&format!("ALTER TABLE runs DROP COLUMN {column}"))
             .await;
     }

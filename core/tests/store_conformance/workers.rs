@@ -53,8 +53,10 @@ async fn enrollment_keys_redeem_once(db: &TestDb) {
         stored.queues, k.queues,
         "queues come from the key, not the worker"
     );
-    assert_eq!(stored.labels["zone"], "eu-1", "the key's labels win");
-    assert_eq!(stored.labels["arch"], "x86_64");
+    assert_eq!(
+        stored.labels, k.labels,
+        "labels come from the key: the worker is routed by them, not by its claims"
+    );
     assert_eq!(s.worker_record(&w.id).await.unwrap(), stored);
     let used = s.list_worker_keys().await.unwrap().remove(0);
     assert_eq!(used.used_by.as_deref(), Some(w.id.as_str()));

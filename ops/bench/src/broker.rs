@@ -9,8 +9,12 @@
 //! (idempotency check and `XADD`, `XREADGROUP` + lease bookkeeping, release), so the ratio to one
 //! bare `XADD` is the cost of the broker's guarantees. Each batch size runs twice: releasing on
 //! the next `release_and_lease` (2 calls a job) and with a `release` per lease (3 calls a job);
-//! each row prints the CPU it cost per job in Redis and in this process. The results file
-//! (`results.rs`) holds the rows and the `redis-benchmark` peer.
+//! each row prints the CPU it cost per job in Redis and in this process. With `--labels` each
+//! batch size also runs with labels: every job requires two labels (`gpu`, and a zone of its
+//! client's) and every lease carries them, so each client reads a route of its queue
+//! (`antcode_core::broker::routing`) among 2·C known queues — routing's cost beside the same
+//! rows without it. The results file (`results.rs`) holds the rows and the `redis-benchmark`
+//! peer.
 
 use anyhow::{bail, Context};
 use futures::future::try_join_all;
@@ -31,12 +35,13 @@ const USAGE: &str = "\
 bench-broker: the Redis broker's job round trip beside redis-benchmark's bare XADD
 
 Usage: bench-broker [--redis-url URL | --host 127.0.0.1 --port 6379] [-n 200000] [-c 50]
-                    [--batch 1,10,50]
+                    [--batch 1,10,50] [--labels]
   --redis-url URL   the broker's URL (default: database 15, key prefix bench-broker)
   --host, --port    the Redis server, for redis-benchmark too
   -n N              jobs per row (and XADDs for redis-benchmark)
   -c N              concurrent clients
-  --batch LIST      lease sizes to measure, comma-separated";
+  --batch LIST      lease sizes to measure, comma-separated
+  --labels          also measure each batch size with label-routed jobs";
 
 struct Args {
     redis_url: String,
@@ -45,6 +50,7 @@ struct Args {
     n: usize,
     clients: usize,
     batches: Vec<usize>,
+    labels: bool,
 }
 
 fn parse_args() -> (Args, Flags) {
@@ -55,6 +61,7 @@ fn parse_args() -> (Args, Flags) {
         n: 200_000,
         clients: 50,
         batches: vec![1, 10, 50],
+        labels: false,
     };
     let mut flags = Flags::from_env("broker", USAGE);
     while let Some(flag) = flags.next() {
@@ -72,6 +79,7 @@ fn parse_args() -> (Args, Flags) {
                     .collect::<Result<_, _>>()
                     .unwrap_or_else(|e| flags.fail(&format!("--batch {list:?}: {e}")));
             }
+            "--labels" => a.labels = true,
             other => flags.unknown(other),
         }
     }
@@ -195,6 +203,7 @@ async fn round_trips(
     broker: Arc<RedisBroker>,
     batch: usize,
     release: Release,
+    labelled: bool,
 ) -> anyhow::Result<(usize, f64)> {
     let per_client = (a.n / a.clients / batch).max(1);
     let started = Instant::now();
@@ -203,9 +212,18 @@ async fn round_trips(
         let broker = broker.clone();
         tasks.push(tokio::spawn(async move {
             let queue = format!("bench-{c}");
+            let labels: std::collections::BTreeMap<String, String> = if labelled {
+                [("gpu", "true".to_string()), ("zone", format!("z{c}"))]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            } else {
+                Default::default()
+            };
             let req = LeaseRequest {
                 worker_id: format!("bench-worker-{c}"),
                 queues: vec![queue.clone()],
+                labels: labels.clone(),
                 max: batch,
                 ttl: Duration::from_secs(60),
             };
@@ -216,7 +234,11 @@ async fn round_trips(
                 // A batch's publishes (and later its releases) go out together: the multiplexed
                 // connection pipelines them, one write and one read for the lot.
                 let jobs: Vec<Job> = (0..batch)
-                    .map(|j| job(format!("run-{batch}-{c}-{i}-{j}"), &queue))
+                    .map(|j| {
+                        let mut job = job(format!("run-{batch}-{labelled}-{c}-{i}-{j}"), &queue);
+                        job.labels = labels.clone();
+                        job
+                    })
                     .collect();
                 try_join_all(jobs.iter().map(|j| broker.publish(j))).await?;
                 let mut got = 0;
@@ -287,16 +309,26 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let mut rows = vec![];
+    let variants: &[bool] = if a.labels { &[false, true] } else { &[false] };
     for &batch in &a.batches {
-        for (release, how) in [
+        for (release, how, labelled) in [
             (
                 Release::WithNextLease,
                 "release with the next lease (2 calls/job)",
             ),
             (Release::Apart, "release apart (3 calls/job)"),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|(r, h)| variants.iter().map(move |&l| (r, h, l)))
+        {
+            let how = if labelled {
+                format!("{how}, labelled")
+            } else {
+                how.to_string()
+            };
             let before = Cpu::now(&a)?;
-            let (jobs, rate) = round_trips(&a, broker.clone(), batch.max(1), release).await?;
+            let (jobs, rate) =
+                round_trips(&a, broker.clone(), batch.max(1), release, labelled).await?;
             let [redis, evalsha, client, _] = before.per_op(&Cpu::now(&a)?, jobs as f64);
             println!(
                 "| lease max = {batch}, {} clients, {how} | {rate:.0} | {:.1}% \
@@ -314,6 +346,6 @@ async fn main() -> anyhow::Result<()> {
     println!();
     let peer = json!({"name": "redis-benchmark XADD, 150-byte field", "req_per_s": xadd,
         "redis_cpu_us_per_req": xadd_redis, "client_cpu_us_per_req": xadd_client});
-    let details = json!({"n": a.n, "clients": a.clients, "batches": a.batches});
+    let details = json!({"n": a.n, "clients": a.clients, "batches": a.batches, "labels": a.labels});
     results::write(&flags, rows, peer, details)
 }

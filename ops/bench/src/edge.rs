@@ -228,6 +228,7 @@ impl Lessee {
                 let req = LeaseRequest {
                     worker_id: "bench-direct".into(),
                     queues: vec![QUEUE.into()],
+                    labels: Default::default(),
                     max: 1,
                     ttl: Duration::from_secs(600),
                 };

@@ -32,5 +32,6 @@ pub fn job(run_id: String, queue: &str) -> Job {
         limits: Default::default(),
         network: Default::default(),
         params: None,
+        labels: BTreeMap::new(),
     }
 }

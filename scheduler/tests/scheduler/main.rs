@@ -131,6 +131,7 @@ fn lease_req(ttl: Duration) -> LeaseRequest {
     LeaseRequest {
         worker_id: "w1".into(),
         queues: vec!["default".into()],
+        labels: Default::default(),
         max: 10,
         ttl,
     }

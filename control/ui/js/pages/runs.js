@@ -121,6 +121,10 @@ async function detail(page, id, ctx) {
       h('dt', {}, 'Kept'), h('dd', { id: 'run-kept' }, kept()),
       run.params ? h('dt', {}, 'Params') : null,
       run.params ? h('dd', {}, h('code', { id: 'run-params' }, JSON.stringify(run.params))) : null,
+      run.overrides ? h('dt', {}, 'Overrides') : null,
+      run.overrides ? h('dd', {}, h('code', { id: 'run-overrides' }, JSON.stringify(run.overrides))) : null,
+      run.waiting ? h('dt', {}, 'Waiting') : null,
+      run.waiting ? h('dd', { id: 'run-waiting', class: 'bad' }, run.waiting) : null,
       h('dt', {}, 'Peak memory'), h('dd', {}, run.peak_rss_kb ? `${(run.peak_rss_kb / 1024).toFixed(1)} MiB` : '—'),
       run.error ? h('dt', {}, 'Error') : null, run.error ? h('dd', { class: 'bad' }, run.error) : null);
     put(clear(tl.querySelector('#timeline')), timeline(run.history || []));

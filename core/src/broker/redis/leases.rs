@@ -9,8 +9,42 @@ use crate::ids::new_token;
 
 /// Leases taken per reaper round trip.
 const REAP_BATCH: usize = 500;
+/// How long a read of the known routes is reused.
+const ROUTES_FRESH: Duration = Duration::from_secs(1);
+/// The longest a parked lease blocks before it looks for routes first published meanwhile.
+const PARK_SLICE: Duration = Duration::from_secs(5);
 
 impl RedisBroker {
+    /// The stream keys a lease request reads: its queues and the routes of them it matches
+    /// ([`routing`]), from the set of queues published to, read at most every
+    /// [`ROUTES_FRESH`].
+    async fn streams_for(&self, req: &LeaseRequest) -> BrokerResult<Vec<String>> {
+        let cached = {
+            let known = self.known_routes.lock().unwrap_or_else(|p| p.into_inner());
+            match known.0 {
+                Some(at) if at.elapsed() < ROUTES_FRESH => Some(known.1.clone()),
+                _ => None,
+            }
+        };
+        let known = match cached {
+            Some(k) => k,
+            None => {
+                let read: Vec<String> = ::redis::cmd("SMEMBERS")
+                    .arg(&self.hot.queues)
+                    .query_async(&mut self.con())
+                    .await?;
+                let read = Arc::new(read);
+                *self.known_routes.lock().unwrap_or_else(|p| p.into_inner()) =
+                    (Some(std::time::Instant::now()), read.clone());
+                read
+            }
+        };
+        Ok(routing::routes_for(&known, &req.queues, &req.labels)
+            .iter()
+            .map(|r| self.queue_key(r))
+            .collect())
+    }
+
     /// Starts an invocation of a script built on `LUA_CLAIM_ENTRY` with its shared keys and
     /// arguments: up to `max` leases for `worker_id` lasting `ttl`, one fresh token for each.
     /// Also returns the leases' deadline, which [`parse_leases`] puts into them.
@@ -204,13 +238,7 @@ impl LeaseBroker for RedisBroker {
         req: &LeaseRequest,
         wait: Duration,
     ) -> BrokerResult<Vec<Lease>> {
-        let mut streams: Vec<String> = Vec::new();
-        for q in &req.queues {
-            let k = self.queue_key(q);
-            if !streams.contains(&k) {
-                streams.push(k);
-            }
-        }
+        let mut streams = self.streams_for(req).await?;
         if req.max == 0 || streams.is_empty() {
             for h in done {
                 self.release(&h.run_id, &h.lease_token).await?;
@@ -224,7 +252,12 @@ impl LeaseBroker for RedisBroker {
         let mut done = done;
         let until = tokio::time::Instant::now() + wait;
         let mut regrouped = false;
+        let mut first = true;
         loop {
+            if !std::mem::take(&mut first) {
+                // A route first published to while this call waited is read from now on.
+                streams = self.streams_for(req).await?;
+            }
             for s in &streams {
                 self.ensure_group(s, GROUP).await?;
             }
@@ -235,7 +268,7 @@ impl LeaseBroker for RedisBroker {
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
             if leases.as_ref().is_some_and(|l| l.is_empty()) && !remaining.is_zero() {
                 leases = match self
-                    .read_group(GROUP, LESSEE, &streams, req.max, remaining)
+                    .read_group(GROUP, LESSEE, &streams, req.max, remaining.min(PARK_SLICE))
                     .await?
                 {
                     Some(entries) => Some(self.claim_read(&streams, entries, req).await?),
@@ -325,14 +358,14 @@ impl LeaseBroker for RedisBroker {
             .hand_back
             .key(&self.hot.runs)
             .key(&self.hot.leases)
-            .key(self.queue_key(&job.queue))
+            .key(self.queue_key(&job.route()))
             .key(&self.hot.queues)
             .key(&self.hot.cancels)
             .arg(run_id)
             .arg(lease_token)
             .arg(job.attempt)
             .arg(GROUP)
-            .arg(&job.queue)
+            .arg(job.route().as_ref())
             .arg(now_ms())
             .invoke_async(&mut self.con())
             .await?;

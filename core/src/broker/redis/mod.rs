@@ -40,7 +40,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnec
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod cancels;
@@ -116,6 +116,8 @@ pub struct RedisBroker {
     changes: tokio::sync::broadcast::Sender<String>,
     /// The subscriber that feeds `changes`, started by the first watcher (runners never need it).
     subscriber: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    /// The queues and routes published to, as last read, and when (see [`routing`]).
+    known_routes: Mutex<(Option<std::time::Instant>, Arc<Vec<String>>)>,
 }
 
 impl Drop for RedisBroker {
@@ -164,6 +166,7 @@ impl RedisBroker {
             scripts: Scripts::new(),
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             subscriber: std::sync::OnceLock::new(),
+            known_routes: Mutex::new((None, Arc::default())),
         };
         broker.ping().await?;
         broker.migrate_run_state().await?;

@@ -10,7 +10,8 @@ const PUBLISH_CHUNK: usize = 256;
 #[async_trait]
 impl QueueBroker for RedisBroker {
     async fn publish_many(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
-        // The `queued` hash keeps one line per attempt with the stream key last.
+        // The `queued` hash keeps one line per attempt with the stream key last (a route
+        // percent-encodes control characters in labels).
         if let Some(job) = jobs.iter().find(|j| j.queue.contains('\n')) {
             return Err(BrokerError::Corrupt(format!(
                 "queue name {:?} contains a newline",
@@ -24,11 +25,12 @@ impl QueueBroker for RedisBroker {
                 .key(&self.hot.queues)
                 .key(&self.hot.cancels);
             for job in chunk {
-                call.key(self.queue_key(&job.queue))
+                let route = job.route();
+                call.key(self.queue_key(&route))
                     .arg(&job.run_id)
                     .arg(job.attempt)
                     .arg(to_json(job)?)
-                    .arg(&job.queue);
+                    .arg(route.as_ref());
             }
             let added: Vec<i64> = call.invoke_async(&mut self.con()).await?;
             out.extend(added.into_iter().map(|a| a == 1));

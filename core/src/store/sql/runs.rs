@@ -79,6 +79,7 @@ pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
         limits: task.spec.limits,
         network: task.spec.network.clone(),
         params: new.params.clone(),
+        labels: task.spec.labels.clone(),
     };
     if let Some(o) = &new.overrides {
         o.apply(&mut job.args, &mut job.env);

@@ -62,10 +62,9 @@ impl WorkerStore for SqlStore {
             });
         }
         let mut worker = w.clone();
+        // What it is allowed and what it is routed by are the admin's, not the runner's claims.
         worker.queues = key.queues.clone();
-        for (k, v) in &key.labels {
-            worker.labels.insert(k.clone(), v.clone());
-        }
+        worker.labels = key.labels.clone();
         sqlx::query(&self.q("INSERT INTO workers (id, name, mode, queues, labels, api_key_hash, cert_fingerprint, revoked, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
             .bind(&worker.id)
             .bind(&worker.name)

@@ -1,0 +1,238 @@
+//! Label routing: which runners may take a job.
+//!
+//! A task's `labels` are requirements; a runner advertises labels of its own. A job is taken
+//! only by a runner whose labels include every requirement (`gpu=true` needs a runner labelled
+//! `gpu=true`; the runner may have more). Every runner also has the label `runner=<its name>`,
+//! so a task pins itself to one runner by requiring it.
+//!
+//! A project that asks for a Python (`python_version`, `major.minor`) requires the label
+//! `python<version>=yes` (`python3.12=yes`), which a runner has for each interpreter it found.
+//!
+//! Brokers do not filter entries at lease time. A job with requirements is published to a queue
+//! of its own, its *route*: `queue@k=v,k=v` (sorted; `%`, `,`, `=`, `@` and control characters
+//! percent-encoded; queue names never hold `@`). A lease resolves the queues a runner serves into
+//! the routes it matches among the routes the broker knows, most specific first, then reads
+//! those as plain queues. So leasing costs the same per entry with or without labels, order is
+//! kept within a route, and a job no runner matches waits in its route, untouched. A broker
+//! may reuse the routes it knows for a moment (Redis: a second), and a parked lease looks for
+//! new ones every few seconds, so the first job of a route never seen before can wait that
+//! long; the next ones do not.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// Separates a queue from its label requirements in a route.
+pub const SEP: char = '@';
+/// The label every runner has: its own name.
+pub const RUNNER_LABEL: &str = "runner";
+
+/// The value of a runner's `python<version>` labels.
+pub const HAS: &str = "yes";
+
+/// The label of a Python `major.minor` (a longer version counts by its first two parts):
+/// `python3.12`; `None` for what is not a version.
+pub fn python_label(version: &str) -> Option<String> {
+    fn number(p: &str) -> Option<&str> {
+        (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit())).then_some(p)
+    }
+    let mut parts = version.trim().split('.');
+    let (major, minor) = (number(parts.next()?)?, number(parts.next()?)?);
+    Some(format!("python{major}.{minor}"))
+}
+
+/// What a job of a task requiring `labels`, of a project asking for `python_version`, requires.
+pub fn requirements<'a>(
+    labels: &'a BTreeMap<String, String>,
+    python_version: Option<&str>,
+) -> Cow<'a, BTreeMap<String, String>> {
+    match python_version.and_then(python_label) {
+        None => Cow::Borrowed(labels),
+        Some(python) => {
+            let mut all = labels.clone();
+            all.insert(python, HAS.into());
+            Cow::Owned(all)
+        }
+    }
+}
+
+/// The route of a job of `queue` requiring `labels`: the queue itself when there are none.
+pub fn route<'a>(queue: &'a str, labels: &BTreeMap<String, String>) -> Cow<'a, str> {
+    if labels.is_empty() {
+        return Cow::Borrowed(queue);
+    }
+    let mut out = String::with_capacity(queue.len() + 16);
+    out.push_str(queue);
+    out.push(SEP);
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        encode(k, &mut out);
+        out.push('=');
+        encode(v, &mut out);
+    }
+    Cow::Owned(out)
+}
+
+fn encode(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if matches!(c, '%' | ',' | '=' | '@' | '{' | '}') || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// The queue of a route and its requirements as `(key, value)` pairs, still encoded (equal
+/// strings encode equally, so they compare as they are).
+fn parse(route: &str) -> (&str, Vec<(&str, &str)>) {
+    match route.split_once(SEP) {
+        None => (route, vec![]),
+        Some((queue, labels)) => (
+            queue,
+            labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect(),
+        ),
+    }
+}
+
+/// The routes among `known` that a runner serving `queues` with `labels` may lease from, the
+/// plain queues always included: most requirements first, then in `queues`' order.
+pub fn routes_for(
+    known: &[String],
+    queues: &[String],
+    labels: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let encoded: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| {
+            let (mut ek, mut ev) = (String::new(), String::new());
+            encode(k, &mut ek);
+            encode(v, &mut ev);
+            (ek, ev)
+        })
+        .collect();
+    let mut routed: Vec<(usize, usize, &String)> = known
+        .iter()
+        .filter_map(|r| {
+            let (queue, needs) = parse(r);
+            let at = queues.iter().position(|q| q == queue)?;
+            let fits = !needs.is_empty()
+                && needs
+                    .iter()
+                    .all(|(k, v)| encoded.get(*k).is_some_and(|have| have == v));
+            fits.then_some((needs.len(), at, r))
+        })
+        .collect();
+    routed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
+    let mut out: Vec<String> = routed.into_iter().map(|(_, _, r)| r.clone()).collect();
+    for q in queues {
+        if !out.contains(q) {
+            out.push(q.clone());
+        }
+    }
+    out
+}
+
+/// `labels` with [`RUNNER_LABEL`] set to `name` (a label of that key the runner set itself is
+/// replaced: a runner is pinned by its own name only).
+pub fn with_runner(labels: &BTreeMap<String, String>, name: &str) -> BTreeMap<String, String> {
+    let mut out = labels.clone();
+    out.insert(RUNNER_LABEL.into(), name.into());
+    out
+}
+
+/// The requirements of `needs` that no one of `runners` (each a runner's labels) meets all of,
+/// as `k=v` text, for "no live runner matches …"; `None` when some runner meets them all.
+pub fn unmet<'a>(
+    needs: &BTreeMap<String, String>,
+    runners: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+) -> Option<String> {
+    let fits = |have: &BTreeMap<String, String>| needs.iter().all(|(k, v)| have.get(k) == Some(v));
+    if runners.into_iter().any(fits) {
+        return None;
+    }
+    Some(
+        needs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_route_is_the_queue_and_its_sorted_encoded_requirements() {
+        assert_eq!(route("default", &labels(&[])), "default");
+        assert_eq!(
+            route("default", &labels(&[("zone", "a,b=c"), ("gpu", "true")])),
+            "default@gpu=true,zone=a%2Cb%3Dc"
+        );
+    }
+
+    #[test]
+    fn a_runner_gets_the_routes_it_meets_most_specific_first() {
+        let known: Vec<String> = [
+            "default",
+            "default@gpu=true",
+            "default@gpu=true,zone=sh",
+            "default@gpu=false",
+            "other@gpu=true",
+            "default@zone=a%2Cb",
+        ]
+        .map(String::from)
+        .to_vec();
+        let queues = vec!["default".to_string()];
+        let gpu = labels(&[("gpu", "true"), ("zone", "sh")]);
+        assert_eq!(
+            routes_for(&known, &queues, &gpu),
+            ["default@gpu=true,zone=sh", "default@gpu=true", "default"]
+        );
+        assert_eq!(
+            routes_for(&known, &queues, &labels(&[("zone", "a,b")])),
+            ["default@zone=a%2Cb", "default"]
+        );
+        assert_eq!(routes_for(&known, &queues, &labels(&[])), ["default"]);
+        // A queue nothing was published to yet is still read.
+        assert_eq!(routes_for(&[], &["fresh".to_string()], &gpu), ["fresh"]);
+    }
+
+    #[test]
+    fn a_python_version_is_a_requirement() {
+        assert_eq!(python_label("3.12").as_deref(), Some("python3.12"));
+        assert_eq!(python_label(" 3.11.7 ").as_deref(), Some("python3.11"));
+        assert_eq!(python_label("3"), None);
+        assert_eq!(python_label("three.x"), None);
+        let gpu = labels(&[("gpu", "true")]);
+        assert_eq!(requirements(&gpu, None).as_ref(), &gpu);
+        assert_eq!(
+            requirements(&gpu, Some("3.12")).as_ref(),
+            &labels(&[("gpu", "true"), ("python3.12", "yes")])
+        );
+    }
+
+    #[test]
+    fn unmet_names_the_requirements_when_no_runner_meets_them() {
+        let needs = labels(&[("gpu", "true")]);
+        let cpu = labels(&[("gpu", "false")]);
+        assert_eq!(unmet(&needs, [&cpu]).as_deref(), Some("gpu=true"));
+        assert_eq!(unmet(&needs, [&cpu, &needs]), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! Label routing end to end on Redis: control, a scheduler and two direct runners as processes
+//! on PostgreSQL and Redis, one labelled `gpu=true`. Runs of a task requiring `gpu=true` all run
+//! on it; runs pinned to the other by name run there; a run no live runner can take waits,
+//! its page saying why. A project's `python_version` routes like a label: to runners that found
+//! that Python. (The same contract on the in-process broker is in the broker
+//! conformance suite; through the edge, in `gateway.rs`.)
+
+use serde_json::{json, Value};
+
+use antcode_testkit::api::Api;
+use antcode_testkit::db::fresh_postgres;
+use antcode_testkit::procs::Procs;
+use antcode_testkit::redis::redis_url;
+
+const BIN: &str = env!("CARGO_BIN_EXE_antcode");
+const PASSWORD: &str = "routing-password-not-default";
+
+async fn start() -> (Procs, Api) {
+    let mut p = Procs::new(BIN, vec![]);
+    let blobs = p.dir.path().join("blobs").display().to_string();
+    p.env = vec![
+        ("ANTCODE_DATABASE_URL".into(), fresh_postgres().await),
+        ("ANTCODE_REDIS_URL".into(), redis_url(0, "routing")),
+        ("ANTCODE_BLOB_URL".into(), format!("file://{blobs}")),
+        ("ANTCODE_ADMIN_PASSWORD".into(), PASSWORD.into()),
+        (
+            "ANTCODE_SECRET_KEY".into(),
+            "routing-secret-key-0123456789abcdef".into(),
+        ),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    let port = p.spawn_control().await;
+    p.spawn_scheduler("scheduler");
+    p.spawn_runner_with("gpu-box", &["--label", "gpu=true", "--slots", "2"]);
+    p.spawn_runner_with("cpu-box", &["--slots", "2"]);
+    (p, Api::login(port, PASSWORD).await)
+}
+
+/// The name of the worker that ran `run`.
+async fn ran_on(api: &Api, p: &Procs, run: &str) -> String {
+    let run = api
+        .wait_for(p, run, "the run to end", |r| {
+            !["queued", "running"].contains(&r["state"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}\n{}", p.logs());
+    let workers = api.get("/workers").await;
+    let worker = run["worker_id"].as_str().unwrap();
+    let found = workers
+        .as_array()
+        .or_else(|| workers["items"].as_array())
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == worker)
+        .cloned()
+        .unwrap_or(Value::Null);
+    found["name"].as_str().unwrap_or("?").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_go_to_the_runners_their_labels_name() {
+    let (p, api) = start().await;
+    let code = "print('routed')\n";
+    let gpu = api
+        .script_task("gpu", code, json!({"labels": {"gpu": "true"}}))
+        .await;
+    let pinned = api
+        .script_task("pinned", code, json!({"labels": {"runner": "cpu-box"}}))
+        .await;
+    let mut runs = vec![];
+    for _ in 0..4 {
+        runs.push(("gpu-box", api.triggered(&gpu).await));
+        runs.push(("cpu-box", api.triggered(&pinned).await));
+    }
+    for (want, run) in &runs {
+        assert_eq!(ran_on(&api, &p, run).await, *want, "run {run}");
+    }
+
+    // Python 3.11 is what CI and this machine have; nobody has 3.4.
+    let mut by_python = vec![];
+    for (version, name) in [("3.11", "py311"), ("3.4", "py34")] {
+        let project = api
+            .upload(
+                name,
+                "main.py",
+                b"import sys\nprint(sys.version)\n".to_vec(),
+                &[("python_version", version)],
+            )
+            .await;
+        assert_eq!(project["current_version"], 1, "{project}");
+        let (status, task) = api
+            .post(
+                "/tasks",
+                json!({"name": name, "project_id": project["id"], "timeout_s": 120}),
+            )
+            .await;
+        assert_eq!(status, 201, "{task}");
+        by_python.push(task["id"].as_str().unwrap().to_string());
+    }
+    let run = api.triggered(&by_python[0]).await;
+    let on = ran_on(&api, &p, &run).await;
+    assert!(["gpu-box", "cpu-box"].contains(&on.as_str()), "{on}");
+    assert!(api
+        .text(&format!("/runs/{run}/logs"))
+        .await
+        .starts_with("3.11"));
+
+    // Nobody has gpu=false; nobody serves queue `nobody`; nobody has Python 3.4.
+    let unmatched = api
+        .script_task("unmatched", code, json!({"labels": {"gpu": "false"}}))
+        .await;
+    let unserved = api
+        .script_task("unserved", code, json!({"queue": "nobody"}))
+        .await;
+    for (task, why) in [
+        (&unmatched, "no live runner matches gpu=false"),
+        (&unserved, "no live runner serves queue nobody"),
+        (&by_python[1], "no live runner matches python3.4=yes"),
+    ] {
+        let run = api.triggered(task).await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let page = api.get(&format!("/runs/{run}")).await;
+        assert_eq!(page["state"], "queued", "{page}");
+        assert_eq!(page["waiting"], why, "{page}");
+        let (status, _) = api.post(&format!("/runs/{run}/cancel"), json!({})).await;
+        assert_eq!(status, 200);
+    }
+}
