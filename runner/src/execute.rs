@@ -820,7 +820,8 @@ fn remove_if_any(path: &Path) -> std::io::Result<()> {
 }
 
 /// The result file the run wrote, if it wrote one: JSON, a regular file of one name (not
-/// followed if a link), at most [`MAX_RESULT_BYTES`]. An error says why one that is there was not taken.
+/// followed if a link), at most [`MAX_RESULT_BYTES`]. An error says why one that is there was
+/// not taken.
 fn read_result(work_dir: &Path) -> Result<Option<serde_json::Value>, String> {
     use std::io::Read;
     let path = work_dir.join(RESULT_FILE);
