@@ -81,6 +81,7 @@ pub async fn start_run(
             due_at: None,
             params: input.params,
             overrides: input.overrides,
+            key: None,
         })
         .await?;
     metrics::run_created(trigger);
