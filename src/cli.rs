@@ -224,6 +224,10 @@ pub struct ControlArgs {
     /// by default. The edge needs none (it vouches for the address with the edge token).
     #[arg(long = "trusted-proxy", env = "ANTCODE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
     pub trusted_proxies: Vec<antcode_control::Cidr>,
+    /// The API's address as users reach it, for the URLs of webhooks (default: the request's
+    /// Host).
+    #[arg(long, env = "ANTCODE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

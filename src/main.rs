@@ -294,6 +294,7 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
             _ => None,
         },
         trusted_proxies: args.trusted_proxies,
+        public_url: args.public_url,
     };
     tracing::info!("control listening on http://{}", args.listen);
     antcode_control::run(config, on_signal()).await?;

@@ -127,6 +127,11 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     let control_listener = bind(cfg.control_addr, "control")?;
     let edge_listener = bind(cfg.edge_addr, "the edge")?;
     let control_addr = control_listener.local_addr()?;
+    // Where users reach the API: the links in alerts and the URLs of webhooks.
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{control_addr}"));
     let edge_addr = edge_listener.local_addr()?;
 
     // The cluster CA and the edge's server certificate, created on first start and reused; the
@@ -157,6 +162,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         edge_token: Some(edge_token.clone()),
         cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
         trusted_proxies: cfg.trusted_proxies.clone(),
+        public_url: Some(public_url.clone()),
     };
     let s = shutdown.clone();
     planes.spawn(async move {
@@ -170,11 +176,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
     scheduler.lost_after = cfg.lost_after;
     scheduler.secrets = Some(secrets.clone());
     scheduler.blobs = Some(blobs.clone());
-    scheduler.public_url = Some(
-        cfg.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{control_addr}")),
-    );
+    scheduler.public_url = Some(public_url);
     let s = shutdown.clone();
     planes.spawn(async move {
         (

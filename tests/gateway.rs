@@ -18,6 +18,9 @@ use antcode_runner::gateway::{self, GatewayConfig, GatewayError, GatewaySource};
 
 use antcode_testkit::api::Api;
 
+#[path = "support/edge.rs"]
+mod edge;
+
 const PASSWORD: &str = "gateway-password-not-default";
 /// Calls per second one identity may make; low so a burst trips it.
 const IDENTITY_RPS: u32 = 20;
@@ -525,41 +528,11 @@ async fn gateway_runner_end_to_end() {
     up.stop().await.unwrap();
 }
 
-/// A plain HTTPS request through the edge (HTTP/2 on the cluster's TLS, the way any REST client
-/// would come): its status and body.
+/// A GET through the edge with an optional bearer token: its status and body.
 async fn edge_http(url: &str, ca: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    use tonic::codegen::{http, Body as _, Service as _};
-    let mut channel = Channel::from_shared(url.to_string())
-        .unwrap()
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let mut req = http::Request::get(format!("{url}{path}"));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = req.body(tonic::body::Body::empty()).unwrap();
-    let exchange = async {
-        std::future::poll_fn(|cx| channel.poll_ready(cx))
-            .await
-            .unwrap();
-        let resp = channel.call(req).await.expect("the edge answers");
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        let mut text = Vec::new();
-        while let Some(frame) =
-            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-        {
-            if let Ok(data) = frame.unwrap().into_data() {
-                text.extend_from_slice(&data);
-            }
-        }
-        (status, String::from_utf8_lossy(&text).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .expect("the edge answered within 20 s")
+    let auth = token.map(|t| ("authorization", format!("Bearer {t}")));
+    let headers: Vec<_> = auth.into_iter().collect();
+    edge::request(url, ca, "GET", path, &headers, "").await
 }
 
 /// Waits for `run_id` to leave queued/running and returns it.
@@ -850,6 +823,7 @@ async fn a_run_survives_an_edge_restart() {
         edge_token: Some(EDGE_TOKEN.into()),
         cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
         trusted_proxies: vec![],
+        public_url: None,
     };
     let control_task = tokio::spawn(antcode_control::run(control, planes.clone()));
     let scheduler = antcode_scheduler::SchedulerConfig::new(store.clone(), broker.clone());

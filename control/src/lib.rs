@@ -2,8 +2,8 @@
 //!
 //! An axum REST API under `/api/v1` (the paths of DESIGN §5) over the three core seams: users,
 //! sessions and API tokens with role-based access (admin / operator / viewer), projects and their
-//! immutable content-addressed versions, tasks, runs (trigger, invoke, cancel, retry, live logs and
-//! state events over SSE), workers, queue depths, and an audit trail of every mutation. Outside the API it
+//! immutable content-addressed versions, tasks and their webhooks, runs (trigger, invoke, cancel,
+//! retry, live logs and state events over SSE), workers, queue depths, and an audit trail of every mutation. Outside the API it
 //! serves `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, `/docs` and the web UI
 //! at `/` (see `ui.rs`). Errors are RFC 7807 problem+json everywhere.
 //!
@@ -71,6 +71,9 @@ pub struct ControlConfig {
     /// Reverse proxies believed about `X-Forwarded-For` (`--trusted-proxy`); none by default.
     /// The edge needs no entry: it vouches for the address it forwards with the edge token.
     pub trusted_proxies: Vec<Cidr>,
+    /// The address users reach the API at (`ANTCODE_PUBLIC_URL`), for the URLs of webhooks;
+    /// without it they are built from the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 /// Default for [`ControlConfig::max_upload_bytes`]: 64 MiB.
@@ -111,6 +114,10 @@ pub(crate) struct Inner {
     pub principals: auth::Principals,
     pub trusted_proxies: Vec<Cidr>,
     pub audit: audit::AuditLog,
+    pub public_url: Option<String>,
+    pub hook_buckets: service::hooks::Buckets,
+    /// How many refused calls of each hook are still audited this minute.
+    pub hook_denials: service::hooks::Buckets,
 }
 
 impl std::ops::Deref for AppState {
@@ -143,6 +150,12 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         principals: auth::Principals::default(),
         trusted_proxies: config.trusted_proxies,
         audit: audit.clone(),
+        public_url: config
+            .public_url
+            .map(|u| u.trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty()),
+        hook_buckets: service::hooks::Buckets::default(),
+        hook_denials: service::hooks::Buckets::default(),
     }));
     let state_threads = state.kdf.threads();
     let app = router(state);

@@ -29,10 +29,17 @@ pub async fn track(req: Request, next: Next) -> Response {
 
 pub fn run_created(trigger: &str) {
     let trigger = match trigger {
-        "manual" | "invoke" | "retry" | "schedule" => trigger.to_string(),
+        "manual" | "invoke" | "retry" | "schedule" | "webhook" => trigger.to_string(),
         _ => "other".to_string(),
     };
     metrics::counter!("antcode_control_runs_created_total", "trigger" => trigger).increment(1);
+}
+
+/// A webhook call by how it ended: `accepted` (a run started), `replayed` (an
+/// `Idempotency-Key` seen before), `unauthorized`, `limited` (over the hook's rate), `refused`
+/// (bad input) or `failed` (a server error).
+pub fn hook_call(outcome: &'static str) {
+    metrics::counter!("antcode_control_hook_calls_total", "outcome" => outcome).increment(1);
 }
 
 pub fn login(outcome: &'static str) {

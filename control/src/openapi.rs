@@ -7,7 +7,8 @@ use serde_json::{json, Map, Value};
 use crate::bounds;
 use antcode_core::secrets::MAX_NAME_LEN as MAX_SECRET_NAME;
 
-/// `(method, path, summary, least role, request body kind)`. Body kinds: `json`, `json?` (may
+/// `(method, path, summary, least role, request body kind)`. Roles: `none` (public), `hook` (a
+/// webhook's own secret, no session), or the least user role. Body kinds: `json`, `json?` (may
 /// be left out), `upload` (multipart or JSON inline code), `""` for none.
 #[rustfmt::skip]
 pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
@@ -82,6 +83,11 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("put", "/api/v1/retention", "Replace the global retention policy", "admin", "json"),
     ("get", "/api/v1/retention/preview", "What the pruner would delete now (dry run)", "admin", ""),
     ("patch", "/api/v1/runs/{id}", "Pin or unpin a run {keep}: a pinned run is never pruned", "operator", "json"),
+    ("get", "/api/v1/tasks/{id}/hooks", "List a task's webhooks (never their secrets)", "viewer", ""),
+    ("post", "/api/v1/tasks/{id}/hooks", "Create a webhook {name, auth: token|hmac, rate_per_min}: its secret and URL are shown only in this answer", "operator", "json"),
+    ("post", "/api/v1/tasks/{id}/hooks/{hook_id}/rotate", "Give a webhook a new secret (shown once); the old one stops working at once", "operator", ""),
+    ("delete", "/api/v1/tasks/{id}/hooks/{hook_id}", "Revoke a webhook", "operator", ""),
+    ("post", "/api/v1/hooks/{hook_id}", "Call a webhook with the trigger body: 202 with the run, or with wait_s 200 with its result; authenticated by the hook's secret (Bearer or X-AntCode-Signature), Idempotency-Key honoured for 24 h; 401 for any bad credential, 429 with Retry-After past the hook's rate", "hook", "json?"),
     ("get", "/healthz", "Liveness", "none", ""),
     ("get", "/readyz", "Readiness: store and broker reachable", "none", ""),
     ("get", "/metrics", "Prometheus metrics", "none", ""),
@@ -134,6 +140,19 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
         "/api/v1/tasks/{id}/invoke" => params
             .push(json!({"name": "wait_s", "in": "query", "required": false,
             "schema": {"type": "integer", "minimum": 0, "maximum": 300}})),
+        "/api/v1/hooks/{hook_id}" => {
+            params.push(json!({"name": "wait_s", "in": "query", "required": false,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 300}}));
+            params.push(
+                json!({"name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "a repeat within 24 h answers with the first call's run",
+                "schema": {"type": "string", "minLength": 1,
+                    "maxLength": antcode_core::hooks::MAX_KEY_LEN}}),
+            );
+            params.push(json!({"name": "X-AntCode-Signature", "in": "header", "required": false,
+                "description": "hmac hooks: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>, within 300 s of now",
+                "schema": {"type": "string"}}));
+        }
         _ => {}
     }
     for seg in path.split('/') {
@@ -301,7 +320,16 @@ fn json_schema(method: &str, path: &str) -> Value {
             "additionalProperties": false, "properties": {
                 "projects": bounds::strings(bounds::GRANTS, 64),
                 "all_projects": s("boolean")}}),
-        ("post", "/api/v1/tasks/{id}/trigger" | "/api/v1/tasks/{id}/invoke") => {
+        ("post", "/api/v1/tasks/{id}/hooks") => json!({"type": "object", "required": ["name"],
+            "additionalProperties": false, "properties": {
+                "name": bounds::string(antcode_core::hooks::MAX_NAME_LEN),
+                "auth": {"type": "string", "enum": ["token", "hmac"], "default": "token"},
+                "rate_per_min": {"type": "integer", "minimum": antcode_core::hooks::RATE_PER_MIN.0,
+                    "maximum": antcode_core::hooks::RATE_PER_MIN.1, "default": 60}}}),
+        (
+            "post",
+            "/api/v1/tasks/{id}/trigger" | "/api/v1/tasks/{id}/invoke" | "/api/v1/hooks/{hook_id}",
+        ) => {
             json!({"type": "object", "additionalProperties": false, "properties": {
                 "params": {"type": "object", "description":
                     "checked against the task's params schema (422 naming every bad field); at most 64 KiB as JSON"}}})
@@ -355,7 +383,7 @@ fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
 /// `read` for the rest, `none` for public ones.
 fn least_scope(method: &str, path: &str, role: &str) -> &'static str {
     match (role, method, path) {
-        ("none", _, _) => "none",
+        ("none" | "hook", _, _) => "none",
         ("admin", _, _) => "admin",
         ("operator", _, _) => "write",
         (_, "get", _) | (_, "post", "/api/v1/auth/logout" | "/api/v1/schedules/validate") => "read",
@@ -380,6 +408,9 @@ pub fn document() -> Value {
         if *role == "none" {
             op["security"] = json!([]);
         }
+        if *role == "hook" {
+            op["security"] = json!([{"hookToken": []}, {"hookSignature": []}]);
+        }
         if *path == "/api/v1/runs/{id}/logs" {
             let problem = json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
             op["responses"]["400"] = json!({"description": "attempt is not a positive whole number, or is combined with follow", "content": problem});
@@ -402,7 +433,11 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                "hookToken": {"type": "http", "scheme": "bearer",
+                    "description": "a token webhook's secret"},
+                "hookSignature": {"type": "apiKey", "in": "header", "name": "X-AntCode-Signature",
+                    "description": "an hmac webhook's signature of the body"}},
             "schemas": {"Problem": {"type": "object", "properties": {
                 "type": {"type": "string"}, "title": {"type": "string"},
                 "status": {"type": "integer"}, "detail": {"type": "string"}}}}

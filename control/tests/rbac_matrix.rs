@@ -6,6 +6,7 @@
 //! `x-antcode-scope`:
 //!
 //! * anonymous on a protected operation → 401;
+//! * anyone on a webhook call (its own secret is its credential; the hook is a ghost) → 401;
 //! * a caller whose role narrowed by its token's scopes is below the operation's role → 403;
 //! * a token whose scope is below the operation's scope → 403 (a `read` token changes nothing,
 //!   its own account included);
@@ -46,6 +47,9 @@ struct Caller {
 fn expected(caller: &Caller, role: &str, scope: &str) -> Expect {
     if role == "none" {
         Expect::Allowed
+    } else if role == "hook" {
+        // A webhook takes its own secret only: no session or API token opens it.
+        Expect::Status(401)
     } else if caller.token.is_none() {
         Expect::Status(401)
     } else if rank(caller.role).min(rank(caller.scope)) >= rank(role)
@@ -221,6 +225,7 @@ async fn every_route_for_every_role_and_scope() {
         let url = s.url(
             &path
                 .replace("{id}", GHOST)
+                .replace("{hook_id}", GHOST)
                 .replace("{n}", "1")
                 .replace("{name}", "GHOST"),
         );

@@ -20,6 +20,7 @@ pub mod broker;
 pub mod bundle;
 pub mod dispatch;
 pub mod fsutil;
+pub mod hooks;
 pub mod ids;
 pub mod model;
 pub mod params;

@@ -106,6 +106,9 @@ pub struct PruneCounts {
     /// Sent or failed alert deliveries, kept as long as runs.
     #[serde(default)]
     pub deliveries: u64,
+    /// Webhook idempotency keys past their window.
+    #[serde(default)]
+    pub run_keys: u64,
 }
 
 /// A run the pruner is about to delete: enough to delete its log archive first.

@@ -7,9 +7,11 @@
 //! and the recorder: on SQLite every write queues behind one connection. A pass stops after
 //! [`MAX_BATCHES`] batches and the next one carries on.
 //!
-//! Sent and failed alert deliveries are kept as long as runs (`runs_days`).
+//! Sent and failed alert deliveries are kept as long as runs (`runs_days`). Webhook
+//! idempotency keys go once their window (`antcode_core::hooks::KEY_WINDOW_MS`) is over,
+//! whatever the policy: the store ignores them from then on anyway.
 //!
-//! Metrics: `antcode_scheduler_pruned_total{kind="runs"|"audit"|"deliveries"}`,
+//! Metrics: `antcode_scheduler_pruned_total{kind="runs"|"audit"|"deliveries"|"run_keys"}`,
 //! `antcode_scheduler_prune_batch_seconds`.
 
 use std::time::{Duration, Instant};
@@ -98,7 +100,15 @@ pub async fn prune(config: &SchedulerConfig) -> Result<PruneCounts, StoreError> 
         )
         .await?;
     }
-    if counts.runs + counts.audit + counts.deliveries > 0 {
+    let before = now - antcode_core::hooks::KEY_WINDOW_MS;
+    counts.run_keys = drain(
+        "run_keys",
+        &mut batches,
+        |limit| store.old_run_keys(before, limit),
+        |ids| async move { store.delete_run_keys(&ids).await },
+    )
+    .await?;
+    if counts.runs + counts.audit + counts.deliveries + counts.run_keys > 0 {
         tracing::info!(
             runs = counts.runs,
             audit = counts.audit,

@@ -363,6 +363,7 @@ async fn plan_batch(
                 due_at: Some(p.due),
                 params: params.clone(),
                 overrides: None,
+                key: None,
             };
             fires.push(Fire { run, held: p.held });
             plans.push(p);

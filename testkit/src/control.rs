@@ -77,6 +77,7 @@ pub async fn start_with(edit: impl FnOnce(&mut ControlConfig)) -> Server {
         edge_token: None,
         cluster_ca: None,
         trusted_proxies: vec![],
+        public_url: None,
     };
     edit(&mut config);
     let task = tokio::spawn(run(config, shutdown.clone()));

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod hooks;
 pub mod internal;
 pub mod notifications;
 pub mod projects;
@@ -40,6 +41,7 @@ pub fn api() -> Router<AppState> {
         .merge(secrets::router())
         .merge(notifications::router())
         .merge(retention::router())
+        .merge(hooks::router())
 }
 
 /// `Query` whose rejection is problem+json.

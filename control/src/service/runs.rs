@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use antcode_core::blob::{log_key, BlobError};
 use antcode_core::broker::{changed, routing, RunChanges};
 use antcode_core::dispatch::{publish_job, PublishError};
+use antcode_core::hooks::RunKey;
 use antcode_core::model::{ProjectVersion, Role, Run, RunOverrides, RunState, Task};
 use antcode_core::params;
 use antcode_core::store::{NewRun, RunFilter};
@@ -64,13 +65,15 @@ pub fn filter(
 }
 
 /// Creates a queued run of `version` (the task's project's current one) and publishes its job.
-/// If the broker is down the run stays queued in SQL, where compensation re-publishes it.
+/// If the broker is down the run stays queued in SQL, where compensation re-publishes it. With
+/// a `key` already used the store refuses the run (`StoreError::Conflict`), creating nothing.
 pub async fn start_run(
     state: &AppState,
     task: &Task,
     version: ProjectVersion,
     trigger: &str,
     input: Checked,
+    key: Option<RunKey>,
 ) -> ApiResult<Run> {
     let (run, job) = state
         .store
@@ -81,6 +84,7 @@ pub async fn start_run(
             due_at: None,
             params: input.params,
             overrides: input.overrides,
+            key,
         })
         .await?;
     metrics::run_created(trigger);
@@ -190,11 +194,11 @@ pub fn mask(role: Role, run: &mut Run) {
     }
 }
 
-/// Starts a run of task `id` for `trigger` (`manual`, `invoke`) with `input`.
+/// Starts a run of task `id` for `trigger` (`manual`, `invoke`, `webhook`) with `input`.
 pub async fn trigger(state: &AppState, id: &str, trigger: &str, input: RunInput) -> ApiResult<Run> {
     let (task, version) = tasks::load_for_run(state, id).await?;
     let input = check_input(&task, input)?;
-    start_run(state, &task, version, trigger, input).await
+    start_run(state, &task, version, trigger, input, None).await
 }
 
 /// Starts a new run of the task of `old`, a run that ended.
@@ -219,7 +223,7 @@ pub async fn retry(state: &AppState, old: &Run) -> ApiResult<Run> {
         params: old.params.clone(),
         overrides: old.overrides.clone(),
     };
-    start_run(state, &task, version, "retry", input).await
+    start_run(state, &task, version, "retry", input, None).await
 }
 
 /// Asks for `before`, a run that has not ended, to be cancelled: the run as it is then.

@@ -163,6 +163,7 @@ pub async fn start_system() -> System {
         edge_token: Some(EDGE_TOKEN.into()),
         cluster_ca: None,
         trusted_proxies: vec![],
+        public_url: None,
     };
     tokio::spawn(run(config, shutdown.clone()));
     let mut runner =

@@ -151,6 +151,20 @@ pub const MIGRATIONS: &[&[&str]] = &[
     &["ALTER TABLE runs ADD COLUMN params {text}"],
     // 13: what a run's trigger changed of its task's arguments and env (JSON).
     &["ALTER TABLE runs ADD COLUMN overrides {text}"],
+    // 14: per-task webhooks and the idempotency keys of the runs they start. A key is unique
+    // per hook; `run_id` is unique too, which is how the pruner deletes keys by batch.
+    &[
+        "CREATE TABLE hooks (
+        id {id} PRIMARY KEY, task_id {id} NOT NULL, name {name} NOT NULL, auth {id} NOT NULL,
+        rate_per_min {big} NOT NULL, secret {text} NOT NULL, created_at {big} NOT NULL,
+        rotated_at {big}, last_used_at {big})",
+        "CREATE INDEX hooks_task ON hooks (task_id, id)",
+        "CREATE TABLE run_keys (
+        hook_id {id} NOT NULL, idem_key {name} NOT NULL, run_id {id} NOT NULL,
+        created_at {big} NOT NULL, PRIMARY KEY (hook_id, idem_key))",
+        "CREATE UNIQUE INDEX run_keys_run ON run_keys (run_id)",
+        "CREATE INDEX run_keys_created ON run_keys (created_at, run_id)",
+    ],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the

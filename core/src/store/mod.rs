@@ -2,7 +2,8 @@
 //!
 //! [`Store`] is the sum of one sub-trait per aggregate ([`UserStore`], [`ProjectStore`],
 //! [`TaskStore`], [`ScheduleStore`], [`RunStore`], [`AuditStore`], [`WorkerStore`],
-//! [`SecretStore`], and [`HealthStore`] for the liveness check); every type that implements them
+//! [`SecretStore`], [`AlertStore`], [`RetentionStore`], [`HookStore`], and [`HealthStore`] for
+//! the liveness check); every type that implements them
 //! all is a `Store`. Methods called on `dyn Store` need no import; on a concrete store they need
 //! the sub-traits, which [`prelude`] brings in.
 //!
@@ -18,6 +19,7 @@ pub mod sql;
 use async_trait::async_trait;
 
 use crate::alerting::*;
+use crate::hooks::{Hook, RunKey};
 use crate::model::*;
 use crate::retention::{PrunableRun, RetentionPolicy, TaskRetention};
 
@@ -87,6 +89,8 @@ pub struct NewRun {
     pub params: Option<serde_json::Value>,
     /// What the trigger changed of the task's command, already checked.
     pub overrides: Option<crate::model::RunOverrides>,
+    /// The idempotency key it is created under (a webhook call's), written with it.
+    pub key: Option<RunKey>,
 }
 
 /// One due time of a schedule for [`ScheduleStore::fire_schedules`].
@@ -255,7 +259,10 @@ pub trait ScheduleStore: Send + Sync + 'static {
 /// Runs: creation, the queue, fenced runner reports, cancels and history.
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
-    /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a `Conflict`.
+    /// Inserts a `queued` run. A second scheduled run for the same `(task, due_at)` is a
+    /// `Conflict`, and so is a run whose [`NewRun::key`] already started one within
+    /// [`crate::hooks::KEY_WINDOW_MS`] (see [`HookStore::keyed_run`]); a key older than that
+    /// is replaced. The key is written in the run's transaction.
     async fn create_run(&self, new: &NewRun) -> StoreResult<(Run, Job)>;
     /// The `queued` (held ones included) and `running` runs of these tasks, by id.
     async fn active_runs(&self, task_ids: &[String]) -> StoreResult<Vec<Run>>;
@@ -502,6 +509,27 @@ pub trait RetentionStore: Send + Sync + 'static {
     async fn task_retentions(&self) -> StoreResult<Vec<(String, Option<TaskRetention>)>>;
 }
 
+/// Per-task webhooks (`crate::hooks`) and the idempotency keys of the runs they start.
+#[async_trait]
+pub trait HookStore: Send + Sync + 'static {
+    async fn create_hook(&self, hook: &Hook) -> StoreResult<()>;
+    async fn hook(&self, id: &str) -> StoreResult<Hook>;
+    /// A task's hooks, oldest first.
+    async fn task_hooks(&self, task_id: &str) -> StoreResult<Vec<Hook>>;
+    /// Replaces the hook's secret (as [`Hook::secret`] holds it) and sets `rotated_at`; the
+    /// hook as it is now.
+    async fn rotate_hook(&self, id: &str, secret: &str, at_ms: i64) -> StoreResult<Hook>;
+    async fn delete_hook(&self, id: &str) -> StoreResult<()>;
+    /// Sets `last_used_at`, unless it is already at or after `at_ms`.
+    async fn touch_hook(&self, id: &str, at_ms: i64) -> StoreResult<()>;
+    /// The id of the run `key` started, if it was written at or after `since_ms`.
+    async fn keyed_run(&self, key: &RunKey, since_ms: i64) -> StoreResult<Option<String>>;
+    /// Run ids of keys written before `before_ms`, oldest first, at most `limit`.
+    async fn old_run_keys(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<String>>;
+    /// Deletes the keys of these runs; how many went.
+    async fn delete_run_keys(&self, run_ids: &[String]) -> StoreResult<u64>;
+}
+
 crate::seams::seam_of!(
     /// The whole seam: every aggregate's store. Implemented for every type that implements the
     /// sub-traits, so an implementation only writes those; `dyn Store` offers all their methods.
@@ -517,4 +545,5 @@ crate::seams::seam_of!(
     SecretStore,
     AlertStore,
     RetentionStore,
+    HookStore,
 );

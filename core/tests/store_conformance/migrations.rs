@@ -146,7 +146,7 @@ async fn migration_fills_queue_deadlines(db: &TestDb) {
         db.exec(&format!("ALTER TABLE {table} DROP COLUMN generation"))
             .await;
     }
-    undo_alerts_and_retention(db).await;
+    undo_migrations_from_11(db).await;
     db.exec("DELETE FROM schema_version WHERE version >= 7")
         .await;
     let s = db.open().await;
@@ -210,7 +210,7 @@ async fn migration_rewrites_quartz_weekdays(db: &TestDb) {
             .await;
     }
     // 10 runs again too: it adds grants that exist already, which it skips.
-    undo_alerts_and_retention(db).await;
+    undo_migrations_from_11(db).await;
     db.exec("DELETE FROM schema_version WHERE version >= 8")
         .await;
     // Opened twice: the second time, migration 8 is applied already and rewrites nothing.

@@ -14,6 +14,7 @@ async fn runs_create_and_read(db: &TestDb) {
             due_at: None,
             params: None,
             overrides: None,
+            key: None,
         })
         .await
         .unwrap();
@@ -84,6 +85,7 @@ async fn concurrent_creates_land_and_fail_alone(db: &TestDb) {
                 due_at: (n == 5 || n == 17).then_some(1_700_000_000_000),
                 params: None,
                 overrides: None,
+                key: None,
             };
             tokio::spawn(async move { s.create_run(&new).await })
         })
@@ -128,6 +130,7 @@ async fn one_fire_per_due_time(db: &TestDb) {
         due_at: at,
         params: None,
         overrides: None,
+        key: None,
     };
     let (first, _) = s.create_run(&scheduled(&f, Some(due))).await.unwrap();
     assert_eq!(first, s.run(&first.id).await.unwrap(), "returned as stored");

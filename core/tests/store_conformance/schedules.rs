@@ -11,6 +11,7 @@ fn fire(f: &Fixture, due: i64, held: bool) -> Fire {
             due_at: Some(due),
             params: None,
             overrides: None,
+            key: None,
         },
         held,
     }

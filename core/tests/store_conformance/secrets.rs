@@ -171,6 +171,7 @@ async fn runs_carry_names_and_publish_resolves_values(db: &TestDb) {
             due_at: None,
             params: None,
             overrides: None,
+            key: None,
         })
         .await
         .unwrap();
@@ -226,6 +227,7 @@ async fn unresolvable_secrets_fail_the_run(db: &TestDb) {
         due_at: None,
         params: None,
         overrides: None,
+        key: None,
     };
 
     // Missing secret.
@@ -309,6 +311,7 @@ async fn grants_gate_what_a_run_reads(db: &TestDb) {
                 due_at: None,
                 params: None,
                 overrides: None,
+                key: None,
             })
             .await
             .unwrap();
@@ -377,7 +380,7 @@ async fn migration_grants_declared_secrets(db: &TestDb) {
     s.update_task(&bare).await.unwrap();
     drop(s);
     db.exec("DROP TABLE secret_grants").await;
-    undo_alerts_and_retention(db).await;
+    undo_migrations_from_11(db).await;
     db.exec("DELETE FROM schema_version WHERE version >= 10")
         .await;
     for _ in 0..2 {

@@ -154,6 +154,7 @@ pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
                 args: Some(vec!["--fast".into()]),
                 env: [("MODE".to_string(), "x".to_string())].into(),
             }),
+            key: None,
         })
         .await
         .expect("create run");
@@ -236,8 +237,8 @@ pub async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
     runs.into_iter().map(|r| r.id).collect()
 }
 
-/// Takes migrations 11 to 13 away again, so a test can re-apply the migrations before it.
-pub async fn undo_alerts_and_retention(db: &TestDb) {
+/// Takes migrations 11 to 14 away again, so a test can re-apply the migrations before them.
+pub async fn undo_migrations_from_11(db: &TestDb) {
     for (index, table) in [
         ("runs_closed", "runs"),
         ("runs_task_closed", "runs"),
@@ -258,6 +259,8 @@ pub async fn undo_alerts_and_retention(db: &TestDb) {
         "alert_rules",
         "alert_deliveries",
         "settings",
+        "hooks",
+        "run_keys",
     ] {
         db.exec(&format!("DROP TABLE {table}")).await;
     }

@@ -75,12 +75,17 @@ pub fn peer_ip(addr: Option<&SocketAddr>) -> String {
         .unwrap_or_default()
 }
 
-/// Removes every `x-antcode-*` header: those are the front's to set, never a client's.
+/// The `x-antcode-*` headers that are a client's to send: a webhook call's signature, which
+/// control checks against the hook's secret and which vouches for nothing else.
+const CLIENT_HEADERS: &[&str] = &["x-antcode-signature"];
+
+/// Removes every `x-antcode-*` header but [`CLIENT_HEADERS`]: those are the front's to set,
+/// never a client's.
 pub fn strip_internal_headers(req: &mut RequestHeader) {
     let names: Vec<String> = req
         .headers
         .keys()
-        .filter(|n| n.as_str().starts_with("x-antcode-"))
+        .filter(|n| n.as_str().starts_with("x-antcode-") && !CLIENT_HEADERS.contains(&n.as_str()))
         .map(|n| n.as_str().to_string())
         .collect();
     for n in names {

@@ -482,6 +482,7 @@ async fn start_control(
         edge_token: Some(edge_token.clone()),
         cluster_ca: Some((certs.ca_cert_pem, certs.ca_key_pem)),
         trusted_proxies: vec![],
+        public_url: None,
     };
     let s = shutdown.clone();
     tokio::spawn(async move {

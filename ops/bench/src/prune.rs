@@ -193,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
         due_at: None,
         params: None,
         overrides: None,
+        key: None,
     };
     let every = Duration::from_millis(args.trigger_ms);
 

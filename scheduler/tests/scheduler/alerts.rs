@@ -102,6 +102,42 @@ async fn pruning_deletes_expired_runs_with_their_logs_and_keeps_pinned_ones() {
     );
 }
 
+#[tokio::test]
+async fn pruning_deletes_webhook_keys_after_their_window() {
+    let w = world().await;
+    let task = w.task("keyed", None, None, TaskSpec::default()).await;
+    let key = antcode_core::hooks::RunKey {
+        hook_id: antcode_core::ids::new_id(),
+        key: "deploy-1".into(),
+    };
+    let new = NewRun {
+        task: task.clone(),
+        version: w.store.version(&task.project_id, 1).await.unwrap(),
+        trigger: "webhook".into(),
+        due_at: None,
+        params: None,
+        overrides: None,
+        key: Some(key.clone()),
+    };
+    let (run, _) = w.store.create_run(&new).await.unwrap();
+    let config = w.config("pruner");
+    let pruned = antcode_scheduler::pruner::prune(&config).await.unwrap();
+    assert_eq!(pruned.run_keys, 0, "a key within its window stays");
+    assert_eq!(
+        w.store.keyed_run(&key, 0).await.unwrap(),
+        Some(run.id.clone())
+    );
+    w.advance(antcode_core::hooks::KEY_WINDOW_MS + 1_000);
+    let pruned = antcode_scheduler::pruner::prune(&config).await.unwrap();
+    assert_eq!(pruned.run_keys, 1);
+    assert_eq!(w.store.keyed_run(&key, 0).await.unwrap(), None);
+    assert_eq!(
+        w.runs_of(&task).await.len(),
+        1,
+        "the run is the policy's to prune"
+    );
+}
+
 /// A scheduler config whose secret key opens a webhook channel to `hook`, and one enabled rule
 /// sending to it: of `task` (or global), on `on`, with `edit` applied to the rest of its spec.
 async fn alerting(

@@ -122,6 +122,7 @@ impl World {
             due_at: None,
             params: None,
             overrides: None,
+            key: None,
         };
         self.store.create_run(&new).await.unwrap()
     }
@@ -463,6 +464,7 @@ async fn compensation_sweeps_a_backlog_larger_than_a_pass() {
                 due_at: Some(due),
                 params: None,
                 overrides: None,
+                key: None,
             },
             held: false,
         })

@@ -9,6 +9,10 @@
 //! than run by its caller so that a caller that goes away (a closed HTTP connection drops its
 //! request) cannot abandon the others' transaction half-way.
 //!
+//! A run with an idempotency key ([`NewRun::key`]) claims it in the same transaction
+//! (`hooks.rs`); one whose key is held, by an earlier run or by one before it in the group, is
+//! not written and its caller is told `Conflict`, while the rest of the group commits.
+//!
 //! If the group's transaction fails, its runs are written again one by one, so one run's error
 //! stays its own. When the database is unreachable, every waiter is told at once instead of
 //! each waiting out a connection timeout in turn. Each caller gets the row that was written,
@@ -82,9 +86,9 @@ impl SqlStore {
             Err(e) => Err(e.into()),
         };
         let mut down = match together {
-            Ok(()) => {
-                for run in runs {
-                    let _ = run.created.send(Ok(at_ms));
+            Ok(written) => {
+                for (run, written) in runs.into_iter().zip(written) {
+                    let _ = run.created.send(answer(written, at_ms));
                 }
                 return;
             }
@@ -100,38 +104,61 @@ impl SqlStore {
             let result = match &down {
                 Some(e) => Err(unavailable_again(e)),
                 None => match self.writes.begin().await {
-                    Ok(tx) => {
-                        self.insert_pending(tx, std::slice::from_ref(&run), at_ms)
-                            .await
-                    }
+                    Ok(tx) => self
+                        .insert_pending(tx, std::slice::from_ref(&run), at_ms)
+                        .await
+                        .and_then(|written| answer(written[0], at_ms)),
                     Err(e) => Err(e.into()),
                 },
             };
             if let Some(e) = result.as_ref().err().filter(|e| e.is_unavailable()) {
                 down = Some(unavailable_again(e));
             }
-            let _ = run.created.send(result.map(|()| at_ms));
+            let _ = run.created.send(result);
         }
     }
 
+    /// Writes `runs` in `tx` and commits; which of them were written (a run whose key is held
+    /// is not).
     async fn insert_pending(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Any>,
         runs: &[PendingRun],
         at_ms: i64,
-    ) -> StoreResult<()> {
-        let rows: Vec<_> = runs
-            .iter()
+    ) -> StoreResult<Vec<bool>> {
+        let mut written = Vec::with_capacity(runs.len());
+        for r in runs {
+            written.push(match &r.new.key {
+                Some(key) => self.claim_key(&mut tx, key, &r.id, at_ms).await?,
+                None => true,
+            });
+        }
+        let kept = || {
+            runs.iter()
+                .zip(&written)
+                .filter(|(_, w)| **w)
+                .map(|(r, _)| r)
+        };
+        let rows: Vec<_> = kept()
             .map(|r| (r.id.clone(), &r.new, r.job.clone(), at_ms))
             .collect();
-        let history: Vec<_> = runs
-            .iter()
+        let history: Vec<_> = kept()
             .map(|r| queued_entry(&r.id, &r.new.trigger, at_ms))
             .collect();
         self.insert_runs(&mut tx, &rows, at_ms, false).await?;
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(written)
+    }
+}
+
+/// What the caller of a run is told: its queue time, or that its key is held.
+fn answer(written: bool, at_ms: i64) -> StoreResult<i64> {
+    match written {
+        true => Ok(at_ms),
+        false => Err(StoreError::Conflict(
+            "a run with this idempotency key".into(),
+        )),
     }
 }
 

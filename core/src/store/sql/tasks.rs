@@ -90,8 +90,16 @@ impl TaskStore for SqlStore {
         )
     }
 
+    /// Its webhooks go in the same transaction, so a deleted task's hooks stop authenticating
+    /// when it goes.
     async fn delete_task(&self, id: &str) -> StoreResult<()> {
-        self.delete_where_id("tasks", id).await
+        let mut tx = self.writes.begin().await?;
+        let hooks = self.q("DELETE FROM hooks WHERE task_id = ?");
+        sqlx::query(&hooks).bind(id).execute(&mut *tx).await?;
+        let task = self.q("DELETE FROM tasks WHERE id = ?");
+        found(sqlx::query(&task).bind(id).execute(&mut *tx).await?)?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
