@@ -249,7 +249,7 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
     let got = b.lease(&cpu, Duration::ZERO).await.unwrap();
     assert_eq!(
         ids(&got),
-        [plain.run_id.clone()],
+        [plain.run_id.as_str()],
         "only the job without requirements"
     );
     let none = b.lease(&cpu, Duration::ZERO).await.unwrap();
@@ -263,7 +263,7 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
     let got = b.lease(&g, Duration::ZERO).await.unwrap();
     assert_eq!(
         ids(&got),
-        [gpu.run_id.clone()],
+        [gpu.run_id.as_str()],
         "not the job that also needs zone"
     );
     assert_eq!(got[0].job, gpu, "the job comes back exactly as published");
@@ -276,7 +276,7 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
     let got = b.lease(&gz, Duration::ZERO).await.unwrap();
     assert_eq!(
         ids(&got),
-        [gpu_sh.run_id.clone()],
+        [gpu_sh.run_id.as_str()],
         "extra labels do not matter"
     );
     b.hand_back(&gpu_sh.run_id, &got[0].lease_token)
@@ -287,7 +287,7 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
         "handed back to its route"
     );
     let again = b.lease(&gz, Duration::ZERO).await.unwrap();
-    assert_eq!(ids(&again), [gpu_sh.run_id.clone()]);
+    assert_eq!(ids(&again), [gpu_sh.run_id.as_str()]);
 
     // A queue the runner does not serve stays out of reach, whatever the labels.
     assert!(b.lease(&g, Duration::ZERO).await.unwrap().is_empty());
@@ -298,7 +298,7 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
         )
         .await
         .unwrap();
-    assert_eq!(ids(&got), [other.run_id.clone()]);
+    assert_eq!(ids(&got), [other.run_id.as_str()]);
 
     // A project's Python version is a requirement like a label.
     let mut py = job(&run_id(), "default");
@@ -319,7 +319,7 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
         )
         .await
         .unwrap();
-    assert_eq!(ids(&got), [py.run_id.clone()]);
+    assert_eq!(ids(&got), [py.run_id.as_str()]);
     assert_eq!(got[0].job, py, "the job comes back exactly as published");
 
     // Parked before any job of its route exists.
@@ -333,7 +333,7 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(b.publish(&fresh).await.unwrap());
     let got = parked.await.unwrap().unwrap();
-    assert_eq!(ids(&got), [fresh.run_id.clone()]);
+    assert_eq!(ids(&got), [fresh.run_id.as_str()]);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "the parked runner found the new route well before its wait ended"

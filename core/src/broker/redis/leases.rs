@@ -13,36 +13,56 @@ const REAP_BATCH: usize = 500;
 const ROUTES_FRESH: Duration = Duration::from_secs(1);
 /// The longest a parked lease blocks before it looks for routes first published meanwhile.
 const PARK_SLICE: Duration = Duration::from_secs(5);
+/// Queue lists whose resolutions are kept at once (a runner has one; an edge one per label set).
+const MAX_RESOLVED: usize = 1024;
 
 impl RedisBroker {
     /// The stream keys a lease request reads: its queues and the routes of them it matches
     /// ([`routing`]), from the set of queues published to, read at most every
-    /// [`ROUTES_FRESH`].
-    async fn streams_for(&self, req: &LeaseRequest) -> BrokerResult<Vec<String>> {
-        let cached = {
-            let known = self.known_routes.lock().unwrap_or_else(|p| p.into_inner());
-            match known.0 {
-                Some(at) if at.elapsed() < ROUTES_FRESH => Some(known.1.clone()),
-                _ => None,
-            }
-        };
-        let known = match cached {
-            Some(k) => k,
-            None => {
-                let read: Vec<String> = ::redis::cmd("SMEMBERS")
-                    .arg(&self.hot.queues)
-                    .query_async(&mut self.con())
-                    .await?;
-                let read = Arc::new(read);
-                *self.known_routes.lock().unwrap_or_else(|p| p.into_inner()) =
-                    (Some(std::time::Instant::now()), read.clone());
-                read
-            }
-        };
-        Ok(routing::routes_for(&known, &req.queues, &req.labels)
-            .iter()
-            .map(|r| self.queue_key(r))
-            .collect())
+    /// [`ROUTES_FRESH`]. What a request resolves to is kept until that set is read again, so a
+    /// runner's every lease costs a lookup, not a resolution.
+    async fn streams_for(&self, req: &LeaseRequest) -> BrokerResult<Arc<Vec<String>>> {
+        let fresh = self
+            .known()
+            .read_at
+            .is_some_and(|at| at.elapsed() < ROUTES_FRESH);
+        if !fresh {
+            let read: Vec<String> = ::redis::cmd("SMEMBERS")
+                .arg(&self.hot.queues)
+                .query_async(&mut self.con())
+                .await?;
+            *self.known() = KnownRoutes {
+                read_at: Some(std::time::Instant::now()),
+                routes: read,
+                resolved: HashMap::new(),
+            };
+        }
+        let mut known = self.known();
+        if let Some((_, _, streams)) = known.resolved.get(&req.queues).and_then(|list| {
+            list.iter()
+                .find(|(q, l, _)| *q == req.queues && *l == req.labels)
+        }) {
+            return Ok(streams.clone());
+        }
+        let streams: Arc<Vec<String>> = Arc::new(
+            routing::routes_for(&known.routes, &req.queues, &req.labels)
+                .iter()
+                .map(|r| self.queue_key(r))
+                .collect(),
+        );
+        if known.resolved.len() >= MAX_RESOLVED {
+            known.resolved.clear();
+        }
+        known.resolved.entry(req.queues.clone()).or_default().push((
+            req.queues.clone(),
+            req.labels.clone(),
+            streams.clone(),
+        ));
+        Ok(streams)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, KnownRoutes> {
+        self.known_routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts an invocation of a script built on `LUA_CLAIM_ENTRY` with its shared keys and
@@ -258,20 +278,26 @@ impl LeaseBroker for RedisBroker {
                 // A route first published to while this call waited is read from now on.
                 streams = self.streams_for(req).await?;
             }
-            for s in &streams {
+            for s in streams.iter() {
                 self.ensure_group(s, GROUP).await?;
             }
             // Work waiting: one call releases, reads and claims it. Otherwise block, then claim.
-            let mut leases = self.lease_now(&streams, req, done).await?;
+            let mut leases = self.lease_now(&streams[..], req, done).await?;
             // The script released `done` before it read, whatever the read found.
             done = &[];
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
             if leases.as_ref().is_some_and(|l| l.is_empty()) && !remaining.is_zero() {
                 leases = match self
-                    .read_group(GROUP, LESSEE, &streams, req.max, remaining.min(PARK_SLICE))
+                    .read_group(
+                        GROUP,
+                        LESSEE,
+                        &streams[..],
+                        req.max,
+                        remaining.min(PARK_SLICE),
+                    )
                     .await?
                 {
-                    Some(entries) => Some(self.claim_read(&streams, entries, req).await?),
+                    Some(entries) => Some(self.claim_read(&streams[..], entries, req).await?),
                     None => None,
                 };
             }

@@ -39,7 +39,7 @@
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use async_trait::async_trait;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -116,8 +116,18 @@ pub struct RedisBroker {
     changes: tokio::sync::broadcast::Sender<String>,
     /// The subscriber that feeds `changes`, started by the first watcher (runners never need it).
     subscriber: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
-    /// The queues and routes published to, as last read, and when (see [`routing`]).
-    known_routes: Mutex<(Option<std::time::Instant>, Arc<Vec<String>>)>,
+    /// The queues and routes published to, as last read (see [`routing`]).
+    known_routes: Mutex<KnownRoutes>,
+}
+
+/// The queues and routes published to, when they were read, and what lease requests resolved
+/// to among them: by the request's queues, then its `(queues, labels)`.
+#[derive(Default)]
+struct KnownRoutes {
+    read_at: Option<std::time::Instant>,
+    routes: Vec<String>,
+    #[allow(clippy::type_complexity)]
+    resolved: HashMap<Vec<String>, Vec<(Vec<String>, BTreeMap<String, String>, Arc<Vec<String>>)>>,
 }
 
 impl Drop for RedisBroker {
@@ -166,7 +176,7 @@ impl RedisBroker {
             scripts: Scripts::new(),
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             subscriber: std::sync::OnceLock::new(),
-            known_routes: Mutex::new((None, Arc::default())),
+            known_routes: Mutex::default(),
         };
         broker.ping().await?;
         broker.migrate_run_state().await?;
