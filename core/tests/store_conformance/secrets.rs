@@ -140,8 +140,10 @@ async fn lease_one(b: &dyn Broker) -> Job {
     let req = LeaseRequest {
         worker_id: "w".into(),
         queues: vec!["default".into()],
-        // The fixture task requires this label.
-        labels: [("team".to_string(), "data".to_string())].into(),
+        // The fixture task requires this label, and its project Python 3.11.
+        labels: [("team", "data"), ("python3.11", "yes")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
         max: 1,
         ttl: std::time::Duration::from_secs(30),
     };

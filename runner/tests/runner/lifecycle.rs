@@ -225,6 +225,7 @@ async fn the_runner_environment_is_invisible_to_the_task(mode: Mode) {
             "TASK_VAR",
             "ANTCODE_RUN_ID",
             "ANTCODE_ATTEMPT",
+            "ANTCODE_RESULT_FILE",
         ];
         // Python itself may add LC_CTYPE when it coerces the locale.
         assert!(
@@ -396,7 +397,11 @@ async fn a_reclaimed_lease_stops_the_process_without_a_report(mode: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_python_version_fails_clearly() {
-    let mut h = Harness::start(2).await;
+    // Routing keeps such a run from runners without that Python: this one says it has it.
+    let mut h = Harness::start_with(2, |c| {
+        c.labels.insert("python3.99".into(), "yes".into());
+    })
+    .await;
     let mut job = h.py_job("print(1)\n").await;
     job.python_version = Some("3.99".into());
     h.publish(&job).await;
