@@ -615,6 +615,25 @@ async fn params_are_checked_delivered_and_kept() {
         .await;
     assert_eq!(status, 400, "{refused}");
 
+    // A result file that is a link is not followed (the runner reads it, the task chose where
+    // it points): the run's result is its last JSON line, and the log says why.
+    let linker = c
+        .script_task(
+            "linker",
+            "import json, os\nos.symlink('/etc/hostname', os.environ['ANTCODE_RESULT_FILE'])\nprint(json.dumps({'line': 1}))\n",
+            json!({}),
+        )
+        .await;
+    let (status, run) = c.post(&format!("/tasks/{linker}/trigger"), json!({})).await;
+    assert_eq!(status, 201, "{run}");
+    let run = wait_terminal(&c, &run, Duration::from_secs(120)).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["result"], json!({"line": 1}), "{run}");
+    let log = c
+        .text(&format!("/runs/{}/logs", run["id"].as_str().unwrap()))
+        .await;
+    assert!(log.contains("result file ignored"), "{log}");
+
     // Scheduled runs get the task's schedule_params, checked when the task is saved.
     let project = c.get(&format!("/tasks/{free}")).await["project_id"].clone();
     let mut spec = command.clone();
