@@ -19,6 +19,7 @@ mod kdf;
 mod metrics;
 mod openapi;
 mod problem;
+mod ratelimit;
 mod recovery;
 mod routes;
 mod service;
@@ -115,9 +116,11 @@ pub(crate) struct Inner {
     pub trusted_proxies: Vec<Cidr>,
     pub audit: audit::AuditLog,
     pub public_url: Option<String>,
-    pub hook_buckets: service::hooks::Buckets,
+    pub hook_buckets: ratelimit::Buckets,
     /// How many refused calls of each hook are still audited this minute.
-    pub hook_denials: service::hooks::Buckets,
+    pub hook_denials: ratelimit::Buckets,
+    /// The triggers of tasks that set `triggers_per_min`.
+    pub task_buckets: ratelimit::Buckets,
 }
 
 impl std::ops::Deref for AppState {
@@ -154,8 +157,9 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
             .public_url
             .map(|u| u.trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty()),
-        hook_buckets: service::hooks::Buckets::default(),
-        hook_denials: service::hooks::Buckets::default(),
+        hook_buckets: ratelimit::Buckets::default(),
+        hook_denials: ratelimit::Buckets::default(),
+        task_buckets: ratelimit::Buckets::default(),
     }));
     let state_threads = state.kdf.threads();
     let app = router(state);

@@ -267,7 +267,11 @@ fn json_schema(method: &str, path: &str) -> Value {
             "params": {"type": ["object", "null"], "description":
                 "a JSON Schema subset: {type: object, properties: {NAME: {type: string|integer|number|boolean|array|object, enum?, minimum?, maximum?, maxLength?, default?, description?}}, required: [NAME]}",
                 "properties": {"properties": {"type": "object", "maxProperties": antcode_core::params::MAX_PROPERTIES},
-                    "required": {"type": "array", "items": s("string")}}}}})
+                    "required": {"type": "array", "items": s("string")}}},
+            "schedule_params": {"type": ["object", "null"], "description":
+                "the params of its scheduled runs, checked against params"},
+            "triggers_per_min": {"type": ["integer", "null"], "minimum": 1,
+                "maximum": crate::service::tasks::MAX_TRIGGERS_PER_MIN}}})
     };
     let channel = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false,
@@ -332,7 +336,9 @@ fn json_schema(method: &str, path: &str) -> Value {
         ) => {
             json!({"type": "object", "additionalProperties": false, "properties": {
                 "params": {"type": "object", "description":
-                    "checked against the task's params schema (422 naming every bad field); at most 64 KiB as JSON"}}})
+                    "checked against the task's params schema (422 naming every bad field); at most 64 KiB as JSON"},
+                "args": bounds::strings(bounds::ARGS, bounds::ARG_CHARS),
+                "env": bounds::string_map(bounds::ENV_VARS, bounds::ENV_NAME_CHARS, bounds::ENV_VALUE_CHARS)}})
         }
         ("post", "/api/v1/tasks") => task(&["name", "project_id"]),
         ("patch", "/api/v1/tasks/{id}") => task(&[]),

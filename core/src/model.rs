@@ -257,6 +257,10 @@ pub struct TaskSpec {
     /// The params its scheduled runs get, checked against `params` when the task is saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Most runs a minute its triggers, invokes and webhook calls may start (schedules are not
+    /// counted); past it they are answered 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers_per_min: Option<u32>,
 }
 
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
@@ -441,6 +445,7 @@ impl Default for TaskSpec {
             retention: None,
             params: None,
             schedule_params: None,
+            triggers_per_min: None,
         }
     }
 }

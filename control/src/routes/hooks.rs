@@ -270,6 +270,7 @@ async fn answer(
         None => {
             let input = runs::RunInput::parse(body)?;
             let (task, version) = tasks::load_for_run(state, &hook.task_id).await?;
+            runs::admit(state, &task)?;
             let input = runs::check_input(&task, input)?;
             match runs::start_run(state, &task, version, "webhook", input, key.clone()).await {
                 Ok(run) => {

@@ -194,9 +194,33 @@ pub fn mask(role: Role, run: &mut Run) {
     }
 }
 
+/// Takes a manual run of `task` from its `triggers_per_min`, or answers 429 with the seconds
+/// until one is allowed.
+pub fn admit(state: &AppState, task: &Task) -> ApiResult<()> {
+    let Some(rate) = task.spec.triggers_per_min else {
+        return Ok(());
+    };
+    state
+        .task_buckets
+        .take(&task.id, rate, std::time::Instant::now())
+        .map_err(|wait| {
+            let mut p = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                format!(
+                    "task {} starts at most {rate} runs a minute; retry in {wait} s",
+                    task.name
+                ),
+            );
+            p.retry_after = Some(wait);
+            p
+        })
+}
+
 /// Starts a run of task `id` for `trigger` (`manual`, `invoke`, `webhook`) with `input`.
 pub async fn trigger(state: &AppState, id: &str, trigger: &str, input: RunInput) -> ApiResult<Run> {
     let (task, version) = tasks::load_for_run(state, id).await?;
+    admit(state, &task)?;
     let input = check_input(&task, input)?;
     start_run(state, &task, version, trigger, input, None).await
 }

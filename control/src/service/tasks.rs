@@ -30,6 +30,8 @@ use crate::AppState;
 pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
 pub const OVERLAP: &[&str] = &["allow", "skip", "queue_one", "cancel_previous"];
 pub const MISFIRE: &[&str] = &["fire_once", "skip", "catch_up"];
+/// The most `triggers_per_min` may say.
+pub const MAX_TRIGGERS_PER_MIN: u32 = 6000;
 /// What a masked env value reads as.
 pub const MASKED: &str = "••••";
 
@@ -98,6 +100,9 @@ pub struct TaskBody {
     /// The params its scheduled runs get.
     #[serde(default)]
     schedule_params: Option<Map<String, Value>>,
+    /// Most manual runs a minute.
+    #[serde(default)]
+    triggers_per_min: Option<u32>,
 }
 
 fn env_name(s: &str) -> bool {
@@ -199,6 +204,14 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
     if let Some(p) = &b.params {
         p.validate().map_err(Problem::bad_request)?;
     }
+    if b.triggers_per_min
+        .is_some_and(|n| !(1..=MAX_TRIGGERS_PER_MIN).contains(&n))
+    {
+        return Err(bad(
+            "triggers_per_min",
+            format!("must be between 1 and {MAX_TRIGGERS_PER_MIN}"),
+        ));
+    }
     if b.schedule_params.is_some() {
         // As a trigger's params are checked, so a schedule never fires runs a trigger could
         // not start.
@@ -231,6 +244,7 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         retention: b.retention.filter(|r| !r.is_empty()),
         params: b.params,
         schedule_params: b.schedule_params,
+        triggers_per_min: b.triggers_per_min,
     };
     Ok(ValidatedTask {
         name,
@@ -417,6 +431,7 @@ fn body_of(task: &Task) -> Value {
         "retention": task.spec.retention,
         "params": task.spec.params,
         "schedule_params": task.spec.schedule_params,
+        "triggers_per_min": task.spec.triggers_per_min,
     })
 }
 

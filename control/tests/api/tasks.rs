@@ -215,6 +215,42 @@ async fn oversized_fields_are_refused_with_422_and_documented() {
     s.stop().await;
 }
 
+/// A task's `triggers_per_min` answers 429 with Retry-After past its rate, and creates nothing.
+#[tokio::test]
+async fn triggers_past_a_task_rate_are_answered_429() {
+    let s = start().await;
+    let t = s.admin().await;
+    let (_, tid) = project_and_task(&s, &t).await;
+    let path = format!("/api/v1/tasks/{tid}");
+    let resp = s
+        .patch_json(&t, &path, json!({"triggers_per_min": 2}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    for _ in 0..2 {
+        let resp = s.post(&t, &format!("{path}/trigger")).await;
+        assert_eq!(resp.status(), 201);
+    }
+    let resp = s.post(&t, &format!("{path}/trigger")).await;
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=30).contains(&wait),
+        "two a minute: one in 30 s at most, got {wait}"
+    );
+    let runs: Value = s
+        .get(&t, &format!("/api/v1/runs?task_id={tid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["items"].as_array().unwrap().len(), 2, "{runs}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn task_limits_and_network_are_bounded_and_reach_the_job() {
     let s = start().await;
@@ -256,6 +292,8 @@ async fn task_limits_and_network_are_bounded_and_reach_the_job() {
             "network.allow",
             422,
         ),
+        (json!({"triggers_per_min": 0}), "triggers_per_min", 400),
+        (json!({"triggers_per_min": 6001}), "triggers_per_min", 400),
     ] {
         let mut full = json!({"name": "bad", "project_id": pid});
         full.as_object_mut()

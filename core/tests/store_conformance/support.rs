@@ -105,6 +105,7 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
                 .unwrap(),
             ),
             schedule_params: serde_json::json!({"city": "Bern"}).as_object().cloned(),
+            triggers_per_min: Some(600),
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),
