@@ -502,6 +502,43 @@ async fn viewers_see_env_names_with_values_masked_unless_public() {
         };
         assert_eq!(t["env"]["DB_PASSWORD"], "pw-123", "operators see values");
     }
+    // A trigger's env overrides are masked the same way: on the run, in the list and in its
+    // live events.
+    let run: Value = s
+        .post_json(
+            &operator,
+            &format!("{one}/trigger"),
+            json!({"env": {"DB_PASSWORD": "pw-override"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rid = run["id"].as_str().unwrap();
+    for path in [
+        format!("/api/v1/runs/{rid}"),
+        format!("/api/v1/runs?task_id={tid}"),
+    ] {
+        let seen = s.get(&viewer, &path).await.text().await.unwrap();
+        assert!(
+            !seen.contains("pw-override"),
+            "a viewer read an override: {seen}"
+        );
+        assert!(seen.contains("••••"), "{seen}");
+    }
+    let mut events = s.get(&viewer, &format!("/api/v1/runs/{rid}/events")).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first);
+    assert!(
+        first.contains("event: state") && first.contains("••••") && !first.contains("pw-override"),
+        "{first}"
+    );
+    let shown = s.get(&operator, &format!("/api/v1/runs/{rid}")).await;
+    assert!(shown.text().await.unwrap().contains("pw-override"));
     // Only variables of env can be public.
     let resp = s
         .post_json(

@@ -317,19 +317,22 @@ async fn replay_archive(state: &AppState, run: &Run, tx: &mpsc::Sender<Event>) -
 async fn events(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     let run = load(&ctx.state, &id).await?;
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(watch_state(ctx.state.clone(), run, tx));
+    tokio::spawn(watch_state(ctx.state.clone(), run, ctx.who.role, tx));
     Ok(sse(rx, ctx.revoked()))
 }
 
-fn state_event(run: &Run) -> Event {
+/// The run as a `state` event, masked as the watcher's `role` may see it.
+fn state_event(run: &Run, role: Role) -> Event {
+    let mut run = run.clone();
+    runs::mask(role, &mut run);
     Event::default()
         .event("state")
-        .data(serde_json::to_string(run).unwrap_or_default())
+        .data(serde_json::to_string(&run).unwrap_or_default())
 }
 
 /// Emits the run as a `state` event now and on every change, then `end` once it is terminal.
-async fn watch_state(state: AppState, mut run: Run, tx: mpsc::Sender<Event>) {
-    if tx.send(state_event(&run)).await.is_err() {
+async fn watch_state(state: AppState, mut run: Run, role: Role, tx: mpsc::Sender<Event>) {
+    if tx.send(state_event(&run, role)).await.is_err() {
         return;
     }
     let key = |r: &Run| (r.state, r.attempt, r.worker_id.clone(), r.cancel_requested);
@@ -349,7 +352,7 @@ async fn watch_state(state: AppState, mut run: Run, tx: mpsc::Sender<Event>) {
                 continue;
             }
         };
-        if key(&now) != key(&run) && tx.send(state_event(&now)).await.is_err() {
+        if key(&now) != key(&run) && tx.send(state_event(&now, role)).await.is_err() {
             return;
         }
         run = now;
