@@ -173,10 +173,14 @@ async fn task_count(s: &Server, t: &str) -> usize {
 
 /// `body` posted to `POST /projects` as `content_type`.
 async fn post_raw(s: &Server, t: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    // A refused upload is answered before its body is read, and the server then closes the
+    // connection; pooled, the client could send the next request on it as it closes (a
+    // broken pipe that is not the server's answer). So this connection is not reused.
     s.http
         .post(s.url("/api/v1/projects"))
         .bearer_auth(t)
         .header("content-type", content_type)
+        .header("connection", "close")
         .body(body)
         .send()
         .await
