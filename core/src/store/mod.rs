@@ -63,6 +63,19 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The database ended the transaction to break a deadlock or a serialization conflict with
+    /// another (SQLSTATE 40001, PostgreSQL's 40P01): the same transaction again may well pass.
+    pub fn is_deadlock(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40001" | "40P01"))
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A `not_before` that means "held until released": a queued run waiting for its task's

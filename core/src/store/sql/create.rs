@@ -49,6 +49,9 @@ impl PendingRuns {
     }
 }
 
+/// Times a group is written before a deadlock is its callers' error.
+const DEADLOCK_TRIES: u32 = 4;
+
 impl SqlStore {
     /// Queues a run for the next group commit and waits for it.
     pub(super) async fn create_run_queued(&self, new: &NewRun) -> StoreResult<(Run, Job)> {
@@ -82,7 +85,10 @@ impl SqlStore {
         let runs = self.pending_runs.take();
         let at_ms = crate::time::now_ms();
         let together = match tx {
-            Ok(tx) => self.insert_pending(tx, &runs, at_ms).await,
+            Ok(tx) => match self.insert_pending(tx, &runs, at_ms).await {
+                Err(e) if e.is_deadlock() => self.write_again(&runs, at_ms).await,
+                done => done,
+            },
             Err(e) => Err(e.into()),
         };
         let mut down = match together {
@@ -103,18 +109,32 @@ impl SqlStore {
         for run in runs {
             let result = match &down {
                 Some(e) => Err(unavailable_again(e)),
-                None => match self.writes.begin().await {
-                    Ok(tx) => self
-                        .insert_pending(tx, std::slice::from_ref(&run), at_ms)
-                        .await
-                        .and_then(|written| answer(written[0], at_ms)),
-                    Err(e) => Err(e.into()),
-                },
+                None => self
+                    .write_again(std::slice::from_ref(&run), at_ms)
+                    .await
+                    .and_then(|written| answer(written[0], at_ms)),
             };
             if let Some(e) = result.as_ref().err().filter(|e| e.is_unavailable()) {
                 down = Some(unavailable_again(e));
             }
             let _ = run.created.send(result);
+        }
+    }
+
+    /// Writes `runs` in a transaction of their own, again while the database breaks it for a
+    /// deadlock (MySQL/MariaDB take gap locks where two groups claim the same idempotency key
+    /// at once), at most [`DEADLOCK_TRIES`] times.
+    async fn write_again(&self, runs: &[PendingRun], at_ms: i64) -> StoreResult<Vec<bool>> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let tx = self.writes.begin().await?;
+            match self.insert_pending(tx, runs, at_ms).await {
+                Err(e) if e.is_deadlock() && tries < DEADLOCK_TRIES => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * tries as u64)).await;
+                }
+                done => return done,
+            }
         }
     }
 
