@@ -61,11 +61,15 @@ impl Problem {
     }
 
     pub fn too_many(retry_after: u64) -> Problem {
-        let mut p = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too-many-requests",
+        Problem::rate_limited(
             format!("too many failed attempts; retry in {retry_after} s"),
-        );
+            retry_after,
+        )
+    }
+
+    /// 429 with `Retry-After: retry_after` seconds.
+    pub fn rate_limited(detail: impl Into<String>, retry_after: u64) -> Problem {
+        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", detail);
         p.retry_after = Some(retry_after);
         p
     }

@@ -8,7 +8,7 @@
 //! `Idempotency-Key` the store writes the key with the run, so a repeat within a day, however
 //! concurrent, answers with the first call's run instead of starting another.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -31,7 +31,7 @@ use crate::auth::{Client, Ctx};
 use crate::metrics;
 use crate::problem::{check_id, named, ApiResult, Problem};
 use crate::service::hooks as check;
-use crate::service::{bad, runs, tasks};
+use crate::service::{runs, tasks};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -250,10 +250,7 @@ async fn answer(
     {
         return Err(check::over_rate(&hook, wait));
     }
-    let wait = q.wait_s;
-    if wait.is_some_and(|w| w > 300) {
-        return Err(bad("wait_s", "must be at most 300"));
-    }
+    let wait = q.wait_s.map(runs::check_wait).transpose()?;
     let key = check::idempotency_key(headers)?.map(|key| RunKey {
         hook_id: hook.id.clone(),
         key,
@@ -313,7 +310,7 @@ async fn answer(
     let Some(wait) = wait else {
         return Ok((accepted(&run), replayed));
     };
-    let run = runs::wait_for_end(state, run, changes, Duration::from_secs(wait)).await?;
+    let run = runs::wait_for_end(state, run, changes, wait).await?;
     if !run.state.is_terminal() {
         return Ok((accepted(&run), replayed));
     }

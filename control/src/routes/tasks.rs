@@ -2,8 +2,6 @@
 //! `POST /tasks/{id}/pause|resume|trigger|invoke` (trigger and invoke take an optional
 //! `{"params": {…}}`, checked against the task's `params` schema), `GET /tasks/{id}/stats`.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,8 +16,8 @@ use super::{created, no_content, ok, JsonBody, LateJson, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::problem::{ApiResult, Problem};
+use crate::service::runs;
 use crate::service::tasks::{self, load, TaskBody};
-use crate::service::{bad, runs};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -137,16 +135,13 @@ async fn invoke(
     raw: LateJson,
 ) -> ApiResult<Response> {
     ctx.require(Role::Operator, "task.invoke", &id).await?;
-    let wait = q.wait_s.unwrap_or(30);
-    if wait > 300 {
-        return Err(bad("wait_s", "must be at most 300"));
-    }
+    let wait = runs::check_wait(q.wait_s.unwrap_or(30))?;
     let input = runs::RunInput::parse(&raw.0)?;
     // Watch before the run exists, so no announcement of it can be missed.
     let changes = ctx.state.broker.watch_changes();
     let run = runs::trigger(&ctx.state, &id, "invoke", input).await?;
     audit::record(&ctx, "task.invoke", &id, None, to_value(&run), "ok").await;
-    let run = runs::wait_for_end(&ctx.state, run, changes, Duration::from_secs(wait)).await?;
+    let run = runs::wait_for_end(&ctx.state, run, changes, wait).await?;
     if !run.state.is_terminal() {
         return Ok((StatusCode::ACCEPTED, Json(run)).into_response());
     }

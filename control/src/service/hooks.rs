@@ -12,7 +12,7 @@
 
 use std::sync::OnceLock;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -220,16 +220,13 @@ pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 
 /// The 429 of a hook over its rate, retry in `wait_s`.
 pub fn over_rate(hook: &Hook, wait_s: u64) -> Problem {
-    let mut p = Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too-many-requests",
+    Problem::rate_limited(
         format!(
             "hook {} accepts {} calls a minute; retry in {wait_s} s",
             hook.id, hook.rate_per_min
         ),
-    );
-    p.retry_after = Some(wait_s);
-    p
+        wait_s,
+    )
 }
 
 #[cfg(test)]

@@ -204,16 +204,13 @@ pub fn admit(state: &AppState, task: &Task) -> ApiResult<()> {
         .task_buckets
         .take(&task.id, rate, std::time::Instant::now())
         .map_err(|wait| {
-            let mut p = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-requests",
+            Problem::rate_limited(
                 format!(
                     "task {} starts at most {rate} runs a minute; retry in {wait} s",
                     task.name
                 ),
-            );
-            p.retry_after = Some(wait);
-            p
+                wait,
+            )
         })
 }
 
@@ -265,6 +262,20 @@ pub async fn cancel(state: &AppState, before: &Run, now: i64) -> ApiResult<Run> 
         tracing::warn!(error = %e, run_id = %id, "could not signal the cancel through the broker");
     }
     Ok(run)
+}
+
+/// The longest `wait_s` an invoke or a webhook call may ask for.
+pub const MAX_WAIT_S: u64 = 300;
+
+/// A caller's `wait_s`, at most [`MAX_WAIT_S`].
+pub fn check_wait(wait_s: u64) -> ApiResult<Duration> {
+    if wait_s > MAX_WAIT_S {
+        return Err(super::bad(
+            "wait_s",
+            format!("must be at most {MAX_WAIT_S}"),
+        ));
+    }
+    Ok(Duration::from_secs(wait_s))
 }
 
 /// Waits up to `wait` for `run` to end: the run as it is then. `changes` was watched before
