@@ -38,10 +38,11 @@ impl RedisBroker {
             };
         }
         let mut known = self.known();
-        if let Some((_, _, streams)) = known.resolved.get(&req.queues).and_then(|list| {
-            list.iter()
-                .find(|(q, l, _)| *q == req.queues && *l == req.labels)
-        }) {
+        if let Some((_, streams)) = known
+            .resolved
+            .get(&req.queues)
+            .and_then(|list| list.iter().find(|(labels, _)| *labels == req.labels))
+        {
             return Ok(streams.clone());
         }
         let streams: Arc<Vec<String>> = Arc::new(
@@ -53,11 +54,11 @@ impl RedisBroker {
         if known.resolved.len() >= MAX_RESOLVED {
             known.resolved.clear();
         }
-        known.resolved.entry(req.queues.clone()).or_default().push((
-            req.queues.clone(),
-            req.labels.clone(),
-            streams.clone(),
-        ));
+        known
+            .resolved
+            .entry(req.queues.clone())
+            .or_default()
+            .push((req.labels.clone(), streams.clone()));
         Ok(streams)
     }
 
@@ -379,19 +380,20 @@ impl LeaseBroker for RedisBroker {
         };
         let job: Job = serde_json::from_str(&job_json)
             .map_err(|e| BrokerError::Corrupt(format!("leased job: {e}")))?;
+        let route = job.route();
         let _: i64 = self
             .scripts
             .hand_back
             .key(&self.hot.runs)
             .key(&self.hot.leases)
-            .key(self.queue_key(&job.route()))
+            .key(self.queue_key(&route))
             .key(&self.hot.queues)
             .key(&self.hot.cancels)
             .arg(run_id)
             .arg(lease_token)
             .arg(job.attempt)
             .arg(GROUP)
-            .arg(job.route().as_ref())
+            .arg(route.as_ref())
             .arg(now_ms())
             .invoke_async(&mut self.con())
             .await?;

@@ -120,15 +120,17 @@ pub struct RedisBroker {
     known_routes: Mutex<KnownRoutes>,
 }
 
-/// The queues and routes published to, when they were read, and what lease requests resolved
-/// to among them: by the request's queues, then its `(queues, labels)`.
+/// The queues and routes published to, when they were read, and the stream keys lease
+/// requests resolved to among them: by the request's queues, then its labels.
 #[derive(Default)]
 struct KnownRoutes {
     read_at: Option<std::time::Instant>,
     routes: Vec<String>,
-    #[allow(clippy::type_complexity)]
-    resolved: HashMap<Vec<String>, Vec<(Vec<String>, BTreeMap<String, String>, Arc<Vec<String>>)>>,
+    resolved: HashMap<Vec<String>, Vec<Resolved>>,
 }
+
+/// A runner's labels and the stream keys its lease reads.
+type Resolved = (BTreeMap<String, String>, Arc<Vec<String>>);
 
 impl Drop for RedisBroker {
     fn drop(&mut self) {
