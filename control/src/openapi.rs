@@ -50,6 +50,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/api/v1/runs/{id}/retry", "Start a new run of the same task", "operator", ""),
     ("get", "/api/v1/runs/{id}/logs", "The run's log as text; attempt=N for one attempt's (404 if the run has no such attempt); follow=true for SSE", "viewer", ""),
     ("get", "/api/v1/runs/{id}/events", "SSE of the run's state changes", "viewer", ""),
+    ("get", "/api/v1/runs/{id}/group", "The run's run group: its runs and what started what", "viewer", ""),
     ("get", "/api/v1/workers", "List live workers", "viewer", ""),
     ("get", "/api/v1/workers/{id}", "Get a worker", "viewer", ""),
     ("post", "/api/v1/workers/{id}/drain", "Ask a worker to drain", "operator", ""),

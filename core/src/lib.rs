@@ -19,6 +19,7 @@ pub mod blob;
 pub mod broker;
 pub mod bundle;
 pub mod dispatch;
+pub mod flow;
 pub mod fsutil;
 pub mod hooks;
 pub mod ids;

@@ -261,6 +261,18 @@ pub struct TaskSpec {
     /// counted); past it they are answered 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggers_per_min: Option<u32>,
+    /// Tasks its runs start when they succeed (`crate::flow`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<crate::flow::Next>,
+    /// Tasks its runs start when they fail, time out, are lost or expire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<crate::flow::Next>,
+    /// Tasks its runs start when they end, but for a cancel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_complete: Vec<crate::flow::Next>,
+    /// Fan-in: it runs once in a run group, after every one of these tasks succeeded in it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
@@ -446,6 +458,10 @@ impl Default for TaskSpec {
             params: None,
             schedule_params: None,
             triggers_per_min: None,
+            on_success: vec![],
+            on_failure: vec![],
+            on_complete: vec![],
+            needs: vec![],
         }
     }
 }
@@ -560,6 +576,16 @@ pub struct Run {
     /// What its trigger changed of the task's command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<RunOverrides>,
+    /// The run group it belongs to: the id of the run that started its chain (`crate::flow`);
+    /// `None` for a run no other run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// The run whose end started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Steps from its group's first run.
+    #[serde(skip)]
+    pub depth: u32,
     #[serde(skip)]
     pub lease_token: Option<String>,
 }

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use antcode_core::model::{RunEvent, RunEventKind, RunState};
+use antcode_core::dispatch::publish_jobs;
+use antcode_core::model::{Job, RunEvent, RunEventKind, RunState};
 use antcode_core::store::{Recorded, StoreError};
 use antcode_core::Shutdown;
 
@@ -102,7 +103,8 @@ async fn apply_batch(
     failed: &mut Vec<(String, RunEvent)>,
 ) {
     let (ids, events): (Vec<String>, Vec<RunEvent>) = events.into_iter().unzip();
-    let results = config.store.record_events(&events).await;
+    let mut results = config.store.record_events(&events).await;
+    publish_next(config, &mut results).await;
     let mut done = Vec::with_capacity(events.len());
     let mut changed: Vec<String> = Vec::with_capacity(events.len());
     for ((id, event), result) in ids.into_iter().zip(events).zip(results) {
@@ -133,6 +135,28 @@ async fn apply_batch(
     }
     if let Err(e) = config.broker.ack_events(GROUP, &done).await {
         tracing::warn!(error = %e, "recorder: ack failed; events will be applied again (idempotent)");
+    }
+}
+
+/// Publishes the jobs of the runs that the ended runs started (`antcode_core::flow`). They
+/// are queued in SQL already: if this fails, compensation publishes them.
+async fn publish_next(config: &SchedulerConfig, results: &mut [Result<Recorded, StoreError>]) {
+    let jobs: Vec<Job> = results
+        .iter_mut()
+        .filter_map(|r| match r {
+            Ok(Recorded::Finished { next, .. }) => Some(std::mem::take(next)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if jobs.is_empty() {
+        return;
+    }
+    metrics::counter!("antcode_scheduler_next_runs_total").increment(jobs.len() as u64);
+    let secrets = config.secrets.as_deref();
+    let store = config.store.as_ref();
+    if let Err(e) = publish_jobs(store, config.broker.as_ref(), secrets, &jobs).await {
+        tracing::warn!(error = %e, runs = jobs.len(), "recorder: publishing the next runs failed; compensation will");
     }
 }
 
@@ -186,20 +210,18 @@ fn has_open_start(events: &[(String, RunEvent)]) -> bool {
 
 /// Applies one event. `Ok` means "done with it" (applied, or refused as stale).
 pub async fn apply(config: &SchedulerConfig, ev: &RunEvent) -> Result<(), StoreError> {
-    let result = config
-        .store
-        .record_events(std::slice::from_ref(ev))
-        .await
-        .pop()
-        .unwrap_or(Ok(Recorded::Started));
-    settle(ev, result)
+    let mut results = config.store.record_events(std::slice::from_ref(ev)).await;
+    publish_next(config, &mut results).await;
+    settle(ev, results.pop().unwrap_or(Ok(Recorded::Started)))
 }
 
 /// What an event's result means for the recorder: `Ok` when done with it (applied, or refused
 /// as stale, or its run is gone), the error when it must be tried again.
 fn settle(ev: &RunEvent, result: Result<Recorded, StoreError>) -> Result<(), StoreError> {
     match result {
-        Ok(Recorded::Finished { state, requeued }) => {
+        Ok(Recorded::Finished {
+            state, requeued, ..
+        }) => {
             if let RunEventKind::Finished(outcome) = &ev.kind {
                 record_finish(state, requeued, outcome.duration_ms);
             }

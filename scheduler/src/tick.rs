@@ -364,6 +364,7 @@ async fn plan_batch(
                 params: params.clone(),
                 overrides: None,
                 key: None,
+                parent: None,
             };
             fires.push(Fire { run, held: p.held });
             plans.push(p);

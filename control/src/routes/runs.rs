@@ -1,7 +1,7 @@
 //! Runs: `GET /runs` (filters), `GET /runs/{id}` (with history), `POST /runs/{id}/cancel`,
 //! `POST /runs/{id}/retry`, `GET /runs/{id}/logs` (text, one attempt's with `?attempt=N`, or
 //! SSE with `?follow=true`) and
-//! `GET /runs/{id}/events` (SSE of state changes).
+//! `GET /runs/{id}/events` (SSE of state changes) and `GET /runs/{id}/group` (its run group).
 //!
 //! Live views read the broker (logs) and the store (state), never process memory, so any number
 //! of viewers on any number of control instances see the same stream, and a late joiner gets the
@@ -45,6 +45,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/retry", post(retry))
         .route("/runs/{id}/logs", get(logs))
         .route("/runs/{id}/events", get(events))
+        .route("/runs/{id}/group", get(group))
 }
 
 #[derive(Deserialize)]
@@ -91,6 +92,12 @@ async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
         }
     }
     Ok(ok(body))
+}
+
+/// The run group of run `id`: its runs (the first 1,000) and what started what.
+async fn group(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
+    let run = load(&ctx.state, &id).await?;
+    Ok(ok(runs::group(&ctx.state, ctx.who.role, &run).await?))
 }
 
 async fn cancel(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {

@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 use antcode_core::blob::{log_key, BlobError};
 use antcode_core::broker::{changed, routing, RunChanges};
 use antcode_core::dispatch::{publish_job, PublishError};
+use antcode_core::flow::LinkKind;
 use antcode_core::hooks::RunKey;
 use antcode_core::model::{ProjectVersion, Role, Run, RunOverrides, RunState, Task};
 use antcode_core::params;
-use antcode_core::store::{NewRun, RunFilter};
+use antcode_core::store::{NewRun, RunFilter, RunParent};
 use antcode_core::time::parse_rfc3339;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::tasks;
 use crate::auth;
@@ -85,6 +86,7 @@ pub async fn start_run(
             params: input.params,
             overrides: input.overrides,
             key,
+            parent: input.parent,
         })
         .await?;
     metrics::run_created(trigger);
@@ -130,6 +132,8 @@ impl RunInput {
 pub struct Checked {
     pub params: Option<Value>,
     pub overrides: Option<RunOverrides>,
+    /// Its place in a run group: a retry keeps its run's, so its chain goes on from it.
+    pub parent: Option<RunParent>,
 }
 
 /// Checks `input` for a run of `task`: its params against the task's schema, its arguments and
@@ -144,6 +148,7 @@ pub fn check_input(task: &Task, input: RunInput) -> ApiResult<Checked> {
     Ok(Checked {
         params: run_params(task, input.params)?,
         overrides: (!overrides.is_empty()).then_some(overrides),
+        parent: None,
     })
 }
 
@@ -239,12 +244,65 @@ pub async fn retry(state: &AppState, old: &Run) -> ApiResult<Run> {
             }
             _ => p,
         })?;
-    // A retry runs with the params and overrides the run had.
+    // A retry runs with the params and overrides the run had, in its run group.
     let input = Checked {
         params: old.params.clone(),
         overrides: old.overrides.clone(),
+        parent: old.group_id.as_ref().map(|group| RunParent {
+            group_id: group.clone(),
+            run_id: old.parent_id.clone().unwrap_or_else(|| group.clone()),
+            depth: old.depth,
+        }),
     };
     start_run(state, &task, version, "retry", input, None).await
+}
+
+/// Most runs `GET /runs/{id}/group` shows.
+const GROUP_SHOWN: u32 = 1000;
+
+/// The run group of `run` as a caller of `role` sees it: `{group, runs, edges, truncated}`,
+/// an edge `{from, to, kind}` for each run another's end started and, for a fan-in, one from
+/// each run it waited for.
+pub async fn group(state: &AppState, role: Role, run: &Run) -> ApiResult<Value> {
+    let group = run.group_id.clone().unwrap_or_else(|| run.id.clone());
+    let mut runs = state.store.group_runs(&group, GROUP_SHOWN + 1).await?;
+    let truncated = runs.len() > GROUP_SHOWN as usize;
+    runs.truncate(GROUP_SHOWN as usize);
+    let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in runs
+        .iter()
+        .filter(|r| r.trigger == LinkKind::Needs.as_str())
+    {
+        if !needs.contains_key(&r.task_id) {
+            let task = state.store.task(&r.task_id).await.ok();
+            needs.insert(
+                r.task_id.clone(),
+                task.map(|t| t.spec.needs).unwrap_or_default(),
+            );
+        }
+    }
+    let mut edges = vec![];
+    for r in &runs {
+        let waited = needs
+            .get(&r.task_id)
+            .filter(|_| r.trigger == LinkKind::Needs.as_str());
+        match waited {
+            Some(tasks) => edges.extend(
+                runs.iter()
+                    .filter(|from| tasks.contains(&from.task_id))
+                    .map(|from| json!({"from": from.id, "to": r.id, "kind": "needs"})),
+            ),
+            None => edges.extend(
+                r.parent_id
+                    .iter()
+                    .map(|from| json!({"from": from, "to": r.id, "kind": r.trigger})),
+            ),
+        }
+    }
+    for r in &mut runs {
+        mask(role, r);
+    }
+    Ok(json!({"group": group, "runs": runs, "edges": edges, "truncated": truncated}))
 }
 
 /// Asks for `before`, a run that has not ended, to be cancelled: the run as it is then.

@@ -5,11 +5,12 @@
 //! read), then the fields, then what must exist in the store (the project, its entry point, the
 //! declared secrets and their grants). Nothing is written before all of it passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use antcode_core::flow::{self, Link, LinkKind, Next};
 use antcode_core::ids;
 use antcode_core::model::{
     NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
@@ -103,6 +104,16 @@ pub struct TaskBody {
     /// Most manual runs a minute.
     #[serde(default)]
     triggers_per_min: Option<u32>,
+    /// Tasks its runs start when they end (`antcode_core::flow`).
+    #[serde(default)]
+    on_success: Vec<Next>,
+    #[serde(default)]
+    on_failure: Vec<Next>,
+    #[serde(default)]
+    on_complete: Vec<Next>,
+    /// Fan-in: the tasks that must all succeed in a run group before it runs there.
+    #[serde(default)]
+    needs: Vec<String>,
 }
 
 fn env_name(s: &str) -> bool {
@@ -245,7 +256,12 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         params: b.params,
         schedule_params: b.schedule_params,
         triggers_per_min: b.triggers_per_min,
+        on_success: b.on_success,
+        on_failure: b.on_failure,
+        on_complete: b.on_complete,
+        needs: b.needs,
     };
+    check_links(state, &spec).await?;
     Ok(ValidatedTask {
         name,
         project_id: b.project_id,
@@ -253,6 +269,50 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         schedule: b.schedule,
         paused: b.paused,
     })
+}
+
+/// The links of `spec`: their shape, and that every task they name exists.
+async fn check_links(state: &AppState, spec: &TaskSpec) -> ApiResult<()> {
+    flow::check_links(spec).map_err(Problem::bad_request)?;
+    for link in flow::links_of("", spec) {
+        let (field, other) = match link.kind {
+            LinkKind::Needs => ("needs", &link.from),
+            kind => (kind.as_str(), &link.to),
+        };
+        if check_id(other, "task").is_err() {
+            return Err(bad(field, format!("{other:?} is not a task id")));
+        }
+        match state.store.task(other).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                return Err(bad(field, format!("task {other} does not exist")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `task`'s links if, with the others', they close a cycle (a chain that would never
+/// end). A task that is new cannot close one: nothing links to it yet.
+async fn check_acyclic(state: &AppState, task: &Task) -> ApiResult<()> {
+    let mine = |l: &Link| {
+        (l.from == task.id && l.kind != LinkKind::Needs)
+            || (l.to == task.id && l.kind == LinkKind::Needs)
+    };
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let others = state.store.task_links().await?;
+    let links = others.into_iter().filter(|l| !mine(l));
+    for l in links.chain(flow::links_of(&task.id, &task.spec)) {
+        edges.entry(l.from).or_default().insert(l.to);
+    }
+    match flow::find_cycle(&edges) {
+        None => Ok(()),
+        Some(cycle) => Err(Problem::bad_request(format!(
+            "on_success/on_failure/on_complete/needs: these links close a cycle: {}",
+            cycle.join(" → ")
+        ))),
+    }
 }
 
 /// The project of `b` and, if `b` names one, its entry point in the current version: the
@@ -432,6 +492,10 @@ fn body_of(task: &Task) -> Value {
         "params": task.spec.params,
         "schedule_params": task.spec.schedule_params,
         "triggers_per_min": task.spec.triggers_per_min,
+        "on_success": task.spec.on_success,
+        "on_failure": task.spec.on_failure,
+        "on_complete": task.spec.on_complete,
+        "needs": task.spec.needs,
     })
 }
 
@@ -479,6 +543,7 @@ pub async fn update(
     task.schedule = v.schedule;
     task.paused = v.paused;
     task.updated_at = now;
+    check_acyclic(state, &task).await?;
     state
         .store
         .update_task(&task)

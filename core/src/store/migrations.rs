@@ -165,6 +165,19 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE UNIQUE INDEX run_keys_run ON run_keys (run_id)",
         "CREATE INDEX run_keys_created ON run_keys (created_at, run_id)",
     ],
+    // 15: run dependencies. A run started by another's end names its group (the chain's first
+    // run), its parent and its depth; `task_links` is what the tasks' `on_*` and `needs` say,
+    // one row per link, kept with the task.
+    &[
+        "ALTER TABLE runs ADD COLUMN group_id {id}",
+        "ALTER TABLE runs ADD COLUMN parent_id {id}",
+        "ALTER TABLE runs ADD COLUMN depth {big} NOT NULL DEFAULT 0",
+        "CREATE INDEX runs_group ON runs (group_id, task_id)",
+        "CREATE TABLE task_links (
+        from_task {id} NOT NULL, to_task {id} NOT NULL, kind {id} NOT NULL, for_each {name},
+        PRIMARY KEY (from_task, to_task, kind))",
+        "CREATE INDEX task_links_to ON task_links (to_task)",
+    ],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the

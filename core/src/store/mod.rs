@@ -104,6 +104,19 @@ pub struct NewRun {
     pub overrides: Option<crate::model::RunOverrides>,
     /// The idempotency key it is created under (a webhook call's), written with it.
     pub key: Option<RunKey>,
+    /// The run whose end starts it (`crate::flow`); `None` for a run nothing started.
+    pub parent: Option<RunParent>,
+}
+
+/// Where a run started by another's end sits in its run group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunParent {
+    /// The group: the id of the run that started the chain.
+    pub group_id: String,
+    /// The run whose end starts it.
+    pub run_id: String,
+    /// Steps from the group's first run (which is 0).
+    pub depth: u32,
 }
 
 /// One due time of a schedule for [`ScheduleStore::fire_schedules`].
@@ -147,13 +160,17 @@ pub struct NextFire {
 }
 
 /// What [`RunStore::record_events`] applied for one runner report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     /// `queued` → `running` (or a repeat of the same start).
     Started,
-    /// The attempt's outcome: the run's state now, and whether it was queued for another
-    /// attempt.
-    Finished { state: RunState, requeued: bool },
+    /// The attempt's outcome: the run's state now, whether it was queued for another attempt,
+    /// and the jobs of the runs its end started (`crate::flow`), to publish.
+    Finished {
+        state: RunState,
+        requeued: bool,
+        next: Vec<Job>,
+    },
     /// An interrupted attempt: the run is queued again (or cancelled, when a cancel was
     /// requested meanwhile).
     Interrupted { state: RunState },
@@ -230,8 +247,13 @@ pub trait TaskStore: Send + Sync + 'static {
         id: &str,
     ) -> StoreResult<(Task, Option<ProjectVersion>)>;
     async fn list_tasks(&self, limit: u32, cursor: Option<&str>) -> StoreResult<Page<Task>>;
+    /// Writes the task and, in the same transaction, the links its `on_*` and `needs` declare
+    /// (`crate::flow`), replacing the ones it declared before.
     async fn update_task(&self, task: &Task) -> StoreResult<()>;
+    /// Deletes the task, its webhooks and every link from or to it.
     async fn delete_task(&self, id: &str) -> StoreResult<()>;
+    /// Every link between tasks (bounded by the tasks' own bounds), for checking a graph.
+    async fn task_links(&self) -> StoreResult<Vec<crate::flow::Link>>;
 }
 
 /// What the scheduler leader reads and writes to fire due schedules.
@@ -315,7 +337,9 @@ pub trait RunStore: Send + Sync + 'static {
         at_ms: i64,
     ) -> StoreResult<Run>;
     /// Applies an attempt's outcome if `(attempt, lease_token)` still matches; requeues when the
-    /// outcome is retryable and attempts remain.
+    /// outcome is retryable and attempts remain. A run that ends starts, in the same
+    /// transaction, the runs its task's links say (`crate::flow`); they are created queued,
+    /// and published by whoever re-publishes queued runs.
     async fn finish_attempt(
         &self,
         run_id: &str,
@@ -329,8 +353,13 @@ pub trait RunStore: Send + Sync + 'static {
     /// events that arrived together. Results line up with `events`. An `Interrupted` report,
     /// fenced by the running attempt and its lease token, queues the run again at once as
     /// `attempt + 1` with `max_attempts + 1`, so the interruption uses up no retry; a run whose
-    /// cancel was requested ends `cancelled` instead.
+    /// cancel was requested ends `cancelled` instead. A run that ends starts the runs its
+    /// task's links say in the same transaction; their jobs come back in
+    /// [`Recorded::Finished::next`] for the caller to publish.
     async fn record_events(&self, events: &[RunEvent]) -> Vec<StoreResult<Recorded>>;
+    /// The runs of run group `group_id` (its first run and every run it started, directly or
+    /// not), in the order they were queued, at most `limit`.
+    async fn group_runs(&self, group_id: &str, limit: u32) -> StoreResult<Vec<Run>>;
     /// Flags a cancel request; a queued run is cancelled at once (returned state tells which).
     async fn request_cancel(&self, run_id: &str, at_ms: i64) -> StoreResult<Run>;
     async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>>;

@@ -29,6 +29,7 @@ fn keyed(f: &Fixture, hook_id: &str, key: &str) -> NewRun {
             hook_id: hook_id.into(),
             key: key.into(),
         }),
+        parent: None,
     }
 }
 

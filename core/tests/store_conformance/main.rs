@@ -46,6 +46,7 @@ macro_rules! conformance {
 
 mod alerts;
 mod audit;
+mod flow;
 mod hooks;
 mod migrations;
 mod projects;

@@ -15,6 +15,7 @@ async fn runs_create_and_read(db: &TestDb) {
             params: None,
             overrides: None,
             key: None,
+            parent: None,
         })
         .await
         .unwrap();
@@ -86,6 +87,7 @@ async fn concurrent_creates_land_and_fail_alone(db: &TestDb) {
                 params: None,
                 overrides: None,
                 key: None,
+                parent: None,
             };
             tokio::spawn(async move { s.create_run(&new).await })
         })
@@ -131,6 +133,7 @@ async fn one_fire_per_due_time(db: &TestDb) {
         params: None,
         overrides: None,
         key: None,
+        parent: None,
     };
     let (first, _) = s.create_run(&scheduled(&f, Some(due))).await.unwrap();
     assert_eq!(first, s.run(&first.id).await.unwrap(), "returned as stored");

@@ -12,6 +12,7 @@ fn fire(f: &Fixture, due: i64, held: bool) -> Fire {
             params: None,
             overrides: None,
             key: None,
+            parent: None,
         },
         held,
     }

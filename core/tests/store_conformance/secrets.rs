@@ -165,18 +165,7 @@ async fn runs_carry_names_and_publish_resolves_values(db: &TestDb) {
         .unwrap();
     let granted = [grant("DB_PASSWORD", Some(&f.task.project_id))];
     s.set_secret_grants("DB_PASSWORD", &granted).await.unwrap();
-    let (run, job) = s
-        .create_run(&NewRun {
-            task: f.task.clone(),
-            version: f.version.clone(),
-            trigger: "manual".into(),
-            due_at: None,
-            params: None,
-            overrides: None,
-            key: None,
-        })
-        .await
-        .unwrap();
+    let (run, job) = s.create_run(&plain_run(&f.task, &f.version)).await.unwrap();
     assert_eq!(job.secrets, ["DB_PASSWORD"]);
     assert!(
         job.secret_env.is_empty(),
@@ -230,6 +219,7 @@ async fn unresolvable_secrets_fail_the_run(db: &TestDb) {
         params: None,
         overrides: None,
         key: None,
+        parent: None,
     };
 
     // Missing secret.
@@ -305,18 +295,7 @@ async fn grants_gate_what_a_run_reads(db: &TestDb) {
         .await
         .unwrap();
     let publish = || async {
-        let (run, job) = s
-            .create_run(&NewRun {
-                task: f.task.clone(),
-                version: f.version.clone(),
-                trigger: "manual".into(),
-                due_at: None,
-                params: None,
-                overrides: None,
-                key: None,
-            })
-            .await
-            .unwrap();
+        let (run, job) = s.create_run(&plain_run(&f.task, &f.version)).await.unwrap();
         let published = dispatch::publish_job(s.as_ref(), &broker, Some(&sbox), &job).await;
         (s.run(&run.id).await.unwrap(), published)
     };

@@ -106,6 +106,10 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
             ),
             schedule_params: serde_json::json!({"city": "Bern"}).as_object().cloned(),
             triggers_per_min: Some(600),
+            on_success: vec![],
+            on_failure: vec![],
+            on_complete: vec![],
+            needs: vec![],
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),
@@ -142,6 +146,20 @@ pub fn retries(max_attempts: u32) -> RetryPolicy {
     }
 }
 
+/// A manual run of `task` at `version` with nothing more.
+pub fn plain_run(task: &Task, version: &ProjectVersion) -> NewRun {
+    NewRun {
+        task: task.clone(),
+        version: version.clone(),
+        trigger: "manual".into(),
+        due_at: None,
+        params: None,
+        overrides: None,
+        key: None,
+        parent: None,
+    }
+}
+
 pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
     let (run, job) = store
         .create_run(&NewRun {
@@ -156,6 +174,7 @@ pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
                 env: [("MODE".to_string(), "x".to_string())].into(),
             }),
             key: None,
+            parent: None,
         })
         .await
         .expect("create run");

@@ -194,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         params: None,
         overrides: None,
         key: None,
+        parent: None,
     };
     let every = Duration::from_millis(args.trigger_ms);
 

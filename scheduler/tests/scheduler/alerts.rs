@@ -118,6 +118,7 @@ async fn pruning_deletes_webhook_keys_after_their_window() {
         params: None,
         overrides: None,
         key: Some(key.clone()),
+        parent: None,
     };
     let (run, _) = w.store.create_run(&new).await.unwrap();
     let config = w.config("pruner");

@@ -123,6 +123,7 @@ impl World {
             params: None,
             overrides: None,
             key: None,
+            parent: None,
         };
         self.store.create_run(&new).await.unwrap()
     }
@@ -465,6 +466,7 @@ async fn compensation_sweeps_a_backlog_larger_than_a_pass() {
                 params: None,
                 overrides: None,
                 key: None,
+                parent: None,
             },
             held: false,
         })

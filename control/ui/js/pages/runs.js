@@ -5,6 +5,7 @@
 import { api, get, post, query, getAll } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, fmtDuration, toast, confirmDialog, put, pagedList } from '../dom.js';
 import { hashQuery } from '../app.js';
+import { runGraph } from '../graph.js';
 
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'lost'];
 
@@ -133,6 +134,7 @@ async function detail(page, id, ctx) {
   const refresh = async () => {
     run = await get(`/runs/${id}`);
     drawHead();
+    drawGroup().catch((err) => errors.show(err));
   };
 
   // --- the log ---------------------------------------------------------------------------------
@@ -231,9 +233,22 @@ async function detail(page, id, ctx) {
     }
   });
 
+  // The run group, when this run started others or another started it.
+  const groupCard = h('section', { class: 'card', id: 'run-group', hidden: true });
+  const drawGroup = async () => {
+    const group = await get(`/runs/${id}/group`);
+    if (group.runs.length < 2) return;
+    const tasks = await getAll('/tasks');
+    const names = Object.fromEntries(tasks.map((t) => [t.id, t.name]));
+    put(clear(groupCard), h('h2', {}, 'Run group'), runGraph(group, names, id));
+    groupCard.hidden = false;
+  };
+
   drawHead();
+  drawGroup().catch((err) => errors.show(err));
   put(page, head, errors,
     h('div', { class: 'grid2' }, facts, tl),
+    groupCard,
     h('section', { class: 'card' },
       h('div', { class: 'row wrap log-tools' }, h('h2', {}, 'Log'), status,
         field('Attempt', attemptPick), field('Search', search), h('label', { class: 'check' }, follow, ' Follow'), count, download),

@@ -41,6 +41,7 @@ use crate::ids::new_id;
 mod alerts;
 mod audit;
 mod create;
+mod flow;
 mod hooks;
 mod projects;
 mod record;

@@ -157,6 +157,7 @@ impl SqlStore {
             return Ok(Recorded::Finished {
                 state: RunState::Queued,
                 requeued: true,
+                next: vec![],
             });
         }
         Err(StoreError::Stale(format!(
@@ -203,6 +204,7 @@ impl SqlStore {
         Ok(Recorded::Finished {
             state: o.state,
             requeued: false,
+            next: vec![],
         })
     }
 
@@ -263,6 +265,38 @@ impl SqlStore {
         )))
     }
 
+    /// An attempt's outcome in a transaction of its own, with the runs its end starts.
+    pub(super) async fn finish_alone(&self, report: &FinishReport<'_>) -> StoreResult<Recorded> {
+        let mut tx = self.begin_write().await?;
+        let flows = self.flows_of(&mut tx, &[report.run_id]).await?;
+        self.lock_groups(&mut tx, &flows).await?;
+        let mut history = Vec::with_capacity(1);
+        let mut recorded = self.finish_in(&mut tx, report, &mut history).await?;
+        if let Recorded::Finished {
+            state,
+            requeued: false,
+            next,
+        } = &mut recorded
+        {
+            let o = report.outcome;
+            *next = self
+                .follow(
+                    &mut tx,
+                    &flows,
+                    report.run_id,
+                    report.attempt,
+                    *state,
+                    o.result.as_ref(),
+                    report.at_ms,
+                    &mut history,
+                )
+                .await?;
+        }
+        self.insert_history(&mut tx, &history).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
     /// [`Self::interrupt_in`] in a transaction of its own.
     pub(super) async fn interrupt_attempt(
         &self,
@@ -286,6 +320,13 @@ impl SqlStore {
     ) -> StoreResult<Vec<StoreResult<Recorded>>> {
         let ends = ends_of_starts(events);
         let mut tx = self.begin_write().await?;
+        let ending: Vec<&str> = events
+            .iter()
+            .filter(|e| matches!(e.kind, RunEventKind::Finished(_)))
+            .map(|e| e.run_id.as_str())
+            .collect();
+        let flows = self.flows_of(&mut tx, &ending).await?;
+        self.lock_groups(&mut tx, &flows).await?;
         let mut history = Vec::with_capacity(events.len());
         let mut out: Vec<Option<StoreResult<Recorded>>> = events.iter().map(|_| None).collect();
         for (at, ev) in events.iter().enumerate() {
@@ -322,6 +363,31 @@ impl SqlStore {
                 Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
                 other => out[at] = Some(other),
             }
+        }
+        for (ev, applied) in events.iter().zip(out.iter_mut()) {
+            let (
+                RunEventKind::Finished(o),
+                Some(Ok(Recorded::Finished {
+                    state,
+                    requeued: false,
+                    next,
+                })),
+            ) = (&ev.kind, applied)
+            else {
+                continue;
+            };
+            *next = self
+                .follow(
+                    &mut tx,
+                    &flows,
+                    &ev.run_id,
+                    ev.attempt,
+                    *state,
+                    o.result.as_ref(),
+                    ev.at_ms,
+                    &mut history,
+                )
+                .await?;
         }
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
@@ -371,6 +437,7 @@ impl SqlStore {
         Ok(Some(Recorded::Finished {
             state: o.state,
             requeued: false,
+            next: vec![],
         }))
     }
 }

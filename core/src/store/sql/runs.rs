@@ -43,6 +43,9 @@ pub(super) fn queued_run(id: String, new: &NewRun, now: i64) -> Run {
         closed_at: None,
         params: new.params.clone(),
         overrides: new.overrides.clone(),
+        group_id: new.parent.as_ref().map(|p| p.group_id.clone()),
+        parent_id: new.parent.as_ref().map(|p| p.run_id.clone()),
+        depth: new.parent.as_ref().map_or(0, |p| p.depth),
         due_at: new.due_at,
         queued_at: now,
         not_before: Some(now),
@@ -153,9 +156,9 @@ impl SqlStore {
         skip_duplicates: bool,
     ) -> StoreResult<u64> {
         let mut affected = 0;
-        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline, params, overrides) VALUES {}", rows_of(row, chunk.len()));
+            let mut sql = format!("INSERT INTO runs (id, task_id, project_id, project_version, state, attempt, max_attempts, retry, queue, run_trigger, job, due_at, queued_at, not_before, queue_timeout_ms, queue_deadline, params, overrides, group_id, parent_id, depth) VALUES {}", rows_of(row, chunk.len()));
             if skip_duplicates {
                 sql.push_str(match self.dialect {
                     Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
@@ -186,7 +189,10 @@ impl SqlStore {
                     .bind(timeout_ms)
                     .bind(queue_deadline(*not_before, timeout_ms))
                     .bind(new.params.as_ref().map(|p| p.to_string()))
-                    .bind(new.overrides.as_ref().map(to_json));
+                    .bind(new.overrides.as_ref().map(to_json))
+                    .bind(new.parent.as_ref().map(|p| p.group_id.clone()))
+                    .bind(new.parent.as_ref().map(|p| p.run_id.clone()))
+                    .bind(new.parent.as_ref().map_or(0, |p| p.depth as i64));
             }
             affected += query
                 .execute(&mut *tx)
@@ -348,18 +354,15 @@ impl RunStore for SqlStore {
         o: &Outcome,
         at_ms: i64,
     ) -> StoreResult<FinishApplied> {
-        let mut tx = self.begin_write().await?;
-        let mut history = Vec::with_capacity(1);
-        let report = FinishReport {
-            run_id,
-            attempt,
-            lease_token,
-            outcome: o,
-            at_ms,
-        };
-        let recorded = self.finish_in(&mut tx, &report, &mut history).await?;
-        self.insert_history(&mut tx, &history).await?;
-        tx.commit().await?;
+        let recorded = self
+            .finish_alone(&FinishReport {
+                run_id,
+                attempt,
+                lease_token,
+                outcome: o,
+                at_ms,
+            })
+            .await?;
         let run = self.run(run_id).await?;
         Ok(match recorded {
             Recorded::Finished { requeued: true, .. } => FinishApplied::Requeued(run),
@@ -393,19 +396,7 @@ impl RunStore for SqlStore {
                     )
                     .await
                     .map(|_| Recorded::Started),
-                RunEventKind::Finished(o) => self
-                    .finish_attempt(&ev.run_id, ev.attempt, Some(&ev.lease_token), o, ev.at_ms)
-                    .await
-                    .map(|applied| match applied {
-                        FinishApplied::Terminal(run) => Recorded::Finished {
-                            state: run.state,
-                            requeued: false,
-                        },
-                        FinishApplied::Requeued(run) => Recorded::Finished {
-                            state: run.state,
-                            requeued: true,
-                        },
-                    }),
+                RunEventKind::Finished(o) => self.finish_alone(&FinishReport::of(ev, o)).await,
                 RunEventKind::Interrupted(o) => self.interrupt_attempt(ev, o).await,
             });
         }
@@ -451,6 +442,17 @@ impl RunStore for SqlStore {
         self.run(run_id).await
     }
 
+    async fn group_runs(&self, group_id: &str, limit: u32) -> StoreResult<Vec<Run>> {
+        let sql = self.q(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE group_id = ? OR id = ? ORDER BY queued_at, id LIMIT ?"));
+        let rs = sqlx::query(&sql)
+            .bind(group_id)
+            .bind(group_id)
+            .bind(limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rs.iter().map(read_run).collect()
+    }
+
     async fn run_history(&self, run_id: &str) -> StoreResult<Vec<RunHistoryEntry>> {
         let sql = self.q("SELECT * FROM run_history WHERE run_id = ? ORDER BY id");
         let rs = sqlx::query(&sql).bind(run_id).fetch_all(&self.pool).await?;
@@ -476,7 +478,9 @@ impl RunStore for SqlStore {
     }
 
     async fn expire_run(&self, run_id: &str, attempt: u32, at_ms: i64) -> StoreResult<Run> {
-        let mut tx = self.writes.begin().await?;
+        let mut tx = self.begin_write().await?;
+        let flows = self.flows_of(&mut tx, &[run_id]).await?;
+        self.lock_groups(&mut tx, &flows).await?;
         let sql = self.q("UPDATE runs SET state = 'failed', error = 'expired: not started within its queue timeout', finished_at = ?, closed_at = ? WHERE id = ? AND attempt = ? AND state = 'queued'");
         let done = sqlx::query(&sql)
             .bind(at_ms)
@@ -499,6 +503,20 @@ impl RunStore for SqlStore {
             at_ms,
         )
         .await?;
+        // Its next runs are published by compensation, which expired it.
+        let mut history = vec![];
+        self.follow(
+            &mut tx,
+            &flows,
+            run_id,
+            attempt,
+            RunState::Failed,
+            None,
+            at_ms,
+            &mut history,
+        )
+        .await?;
+        self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
         self.run(run_id).await
     }
@@ -535,7 +553,7 @@ impl RunStore for SqlStore {
 pub(super) const RUN_COLUMNS: &str = "id, task_id, project_id, project_version, state, attempt, \
     max_attempts, queue, run_trigger, lease_token, worker_id, exit_code, exit_signal, error, \
     duration_ms, peak_rss_kb, log_key, result, cancel_requested, due_at, queued_at, not_before, \
-    started_at, finished_at, closed_at, pinned, params, overrides";
+    started_at, finished_at, closed_at, pinned, params, overrides, group_id, parent_id, depth";
 
 pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
     let state = text(row, "state")?;
@@ -578,6 +596,9 @@ pub(super) fn read_run(row: &AnyRow) -> StoreResult<Run> {
         overrides: opt_text(row, "overrides")?
             .map(|o| json(&o, "overrides"))
             .transpose()?,
+        group_id: opt_text(row, "group_id")?,
+        parent_id: opt_text(row, "parent_id")?,
+        depth: row.try_get::<i64, _>("depth")?.max(0) as u32,
     })
 }
 
