@@ -59,6 +59,7 @@ async fn flows(c: &Client, sys: &System) {
     let run_id = runs::live_log_and_cancel(c, sys, &admin).await;
     eprintln!("[ui] cancelled after {:?}", started.elapsed());
     runs::finished_runs(c, sys, &admin, &project_id).await;
+    runs::run_group(c, sys, &admin, &project_id).await;
     dashboard::dashboard_and_lists(c, sys, &admin, &project_id).await;
     workers::workers_page(c, sys, &admin).await;
     users::users_page(c, sys, &admin).await;

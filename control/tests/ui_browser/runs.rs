@@ -1,5 +1,5 @@
 //! Runs: trigger from the keyboard and watch the log live, cancel through the confirm dialog,
-//! a finished run's log and download, retry, and the attempt picker.
+//! a finished run's log and download, retry, the attempt picker, and a run group's graph.
 
 use fantoccini::Client;
 use serde_json::json;
@@ -258,4 +258,55 @@ pub async fn finished_runs(c: &Client, sys: &System, admin: &str, project_id: &s
     )
     .await;
     assert_clean_console(c, "on the attempt picker").await;
+}
+
+/// A run that started another: both run pages draw the group, each box linking to its run.
+pub async fn run_group(c: &Client, sys: &System, admin: &str, project_id: &str) {
+    let base = sys.base.as_str();
+    let task = |name: &str, extra: serde_json::Value| {
+        let mut body = json!({"name": name, "project_id": project_id});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        sys.call(admin, reqwest::Method::POST, "/tasks", body)
+    };
+    let next = task("next-step", json!({})).await;
+    let first = task("first-step", json!({"on_success": [next["id"]]})).await;
+    let run = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            &format!("/tasks/{}/trigger", first["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    go(c, base, &format!("/runs/{run_id}")).await;
+    let child = wait_js(
+        c,
+        "const nodes = document.querySelectorAll('#run-graph svg a.graph-node'); \
+         return nodes.length === 2 && document.querySelector('#run-graph figcaption').textContent.includes('2 runs') \
+           && nodes[1].getAttribute('href').slice('#/runs/'.length);",
+        "the run group with both runs",
+    )
+    .await;
+    let child = child.as_str().unwrap_or_default().to_string();
+    let r = sys.get(admin, &format!("/runs/{child}")).await;
+    assert_eq!(
+        (r["trigger"].as_str(), r["parent_id"].as_str()),
+        (Some("on_success"), Some(run_id.as_str())),
+        "{r}"
+    );
+    shot(c, "11-run-group").await;
+    // The next run's page draws the same group, its own box marked.
+    go(c, base, &format!("/runs/{child}")).await;
+    wait_js(
+        c,
+        "return document.querySelectorAll('#run-graph svg a.graph-node').length === 2 \
+           && document.querySelectorAll('#run-graph svg a.current').length === 1 \
+           && document.querySelectorAll('#run-graph svg path.graph-edge').length === 1",
+        "the group from the next run's page",
+    )
+    .await;
+    assert_clean_console(c, "on the run group").await;
 }

@@ -257,12 +257,13 @@ pub async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
     runs.into_iter().map(|r| r.id).collect()
 }
 
-/// Takes migrations 11 to 14 away again, so a test can re-apply the migrations before them.
+/// Takes migrations 11 to 15 away again, so a test can re-apply the migrations before them.
 pub async fn undo_migrations_from_11(db: &TestDb) {
     for (index, table) in [
         ("runs_closed", "runs"),
         ("runs_task_closed", "runs"),
         ("audit_at", "audit"),
+        ("runs_group", "runs"),
     ] {
         db.exec(&match db.engine {
             antcode_testkit::db::Engine::Mysql => format!("DROP INDEX {index} ON {table}"),
@@ -270,7 +271,15 @@ pub async fn undo_migrations_from_11(db: &TestDb) {
         })
         .await;
     }
-    for column in ["closed_at", "pinned", "params", "overrides"] {
+    for column in [
+        "closed_at",
+        "pinned",
+        "params",
+        "overrides",
+        "group_id",
+        "parent_id",
+        "depth",
+    ] {
         db.exec(&format!("ALTER TABLE runs DROP COLUMN {column}"))
             .await;
     }
@@ -281,6 +290,7 @@ pub async fn undo_migrations_from_11(db: &TestDb) {
         "settings",
         "hooks",
         "run_keys",
+        "task_links",
     ] {
         db.exec(&format!("DROP TABLE {table}")).await;
     }
