@@ -46,6 +46,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/api.js", JS),
     asset!("js/dom.js", JS),
     asset!("js/chart.js", JS),
+    asset!("js/graph.js", JS),
     asset!("js/pages/login.js", JS),
     asset!("js/pages/dashboard.js", JS),
     asset!("js/pages/projects.js", JS),

@@ -302,10 +302,27 @@ pub async fn run_group(c: &Client, sys: &System, admin: &str, project_id: &str) 
     go(c, base, &format!("/runs/{child}")).await;
     wait_js(
         c,
-        "return document.querySelectorAll('#run-graph svg a.graph-node').length === 2 \
-           && document.querySelectorAll('#run-graph svg a.current').length === 1 \
-           && document.querySelectorAll('#run-graph svg path.graph-edge').length === 1",
+        &format!(
+            "return document.querySelectorAll('#run-graph svg a.graph-node').length === 2 \
+               && document.querySelectorAll('#run-graph svg a.current').length === 1 \
+               && document.querySelectorAll('#run-graph svg path.graph-edge').length === 1 \
+               && document.querySelector('#run-parent').getAttribute('href') === '#/runs/{run_id}'"
+        ),
         "the group from the next run's page",
+    )
+    .await;
+    // The first task's page names what its runs start.
+    go(
+        c,
+        base,
+        &format!("/tasks/{}", first["id"].as_str().unwrap()),
+    )
+    .await;
+    wait_js(
+        c,
+        "const a = document.querySelector('dd.task-links a'); \
+         return a && a.textContent === 'next-step' && a.getAttribute('href').startsWith('#/tasks/');",
+        "the task's on_success link",
     )
     .await;
     assert_clean_console(c, "on the run group").await;

@@ -112,6 +112,8 @@ async function detail(page, id, ctx) {
       h('dt', {}, 'Project version'), h('dd', {}, h('a', { href: `#/projects/${run.project_id}` }, `v${run.project_version}`)),
       h('dt', {}, 'Attempt'), h('dd', {}, `${run.attempt} of ${run.max_attempts}`),
       h('dt', {}, 'Trigger'), h('dd', {}, run.trigger),
+      run.parent_id ? h('dt', {}, 'Started by') : null,
+      run.parent_id ? h('dd', {}, h('a', { href: `#/runs/${run.parent_id}`, id: 'run-parent' }, `run ${shortId(run.parent_id)}`)) : null,
       h('dt', {}, 'Queue'), h('dd', {}, run.queue),
       h('dt', {}, 'Worker'), h('dd', {}, run.worker_id ? h('code', {}, run.worker_id) : '—'),
       h('dt', {}, 'Queued'), h('dd', {}, timeEl(run.queued_at)),

@@ -128,8 +128,18 @@ async function form(page, id, ctx) {
   name.focus();
 }
 
+/** What a task's runs start when they end, and what it waits for: `dt`/`dd` pairs, none when empty. */
+function links(s, names) {
+  const name = (id) => h('a', { href: `#/tasks/${id}` }, names[id] || shortId(id));
+  const list = (entries) => entries.flatMap((e, i) => [i ? ', ' : '', name(e.task || e), e.for_each ? ` (each of ${e.for_each})` : '']);
+  return [['On success', s.on_success], ['On failure', s.on_failure], ['On complete', s.on_complete], ['Needs', (s.needs || []).map((t) => ({ task: t }))]]
+    .filter(([, entries]) => entries && entries.length)
+    .flatMap(([label, entries]) => [h('dt', {}, label), h('dd', { class: 'task-links' }, list(entries))]);
+}
+
 async function detail(page, id, ctx) {
-  const [task, preview, stats] = await Promise.all([get(`/tasks/${id}`), get(`/tasks/${id}/preview`), get(`/tasks/${id}/stats`)]);
+  const [task, preview, stats, all] = await Promise.all([get(`/tasks/${id}`), get(`/tasks/${id}/preview`), get(`/tasks/${id}/stats`), getAll('/tasks')]);
+  const names = Object.fromEntries(all.map((t) => [t.id, t.name]));
   let project = null;
   try { project = await get(`/projects/${task.project_id}`); } catch (_) { /* deleted */ }
   const errors = errorBox();
@@ -185,7 +195,8 @@ async function detail(page, id, ctx) {
         h('dt', {}, 'Queue'), h('dd', {}, s.queue),
         h('dt', {}, 'Timeout'), h('dd', {}, fmtDuration(s.timeout_s * 1000)),
         h('dt', {}, 'Retries'), h('dd', {}, `${s.retry.max_attempts} attempt(s), backoff ${s.retry.backoff_s} s`),
-        h('dt', {}, 'Overlap / misfire'), h('dd', {}, `${s.overlap} / ${s.misfire}`)),
+        h('dt', {}, 'Overlap / misfire'), h('dd', {}, `${s.overlap} / ${s.misfire}`),
+        links(s, names)),
       h('section', { class: 'card' }, h('h2', {}, 'Schedule'), h('p', {}, scheduleText(task.schedule)),
         preview.description ? h('p', { class: 'schedule-description' }, preview.description) : null,
         task.schedule ? h('div', {}, h('h3', {}, task.paused ? 'Next fire times when resumed (your local time)' : 'Next 5 fire times (your local time)'),
