@@ -244,6 +244,10 @@ fn json_schema(method: &str, path: &str) -> Value {
         "maximum": antcode_core::retention::MAX_DAYS});
     let keep_last = json!({"type": ["integer", "null"], "minimum": 1,
         "maximum": antcode_core::retention::MAX_KEEP_LAST});
+    let next = json!({"type": "array", "maxItems": antcode_core::flow::MAX_LINKS,
+        "description": "tasks its runs start: a task id, or {task, for_each: FIELD} for one run per element of the result's array FIELD",
+        "items": {"oneOf": [s("string"), {"type": "object", "required": ["task"], "additionalProperties": false,
+            "properties": {"task": s("string"), "for_each": bounds::string(antcode_core::flow::MAX_FIELD_LEN)}}]}});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
             "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
@@ -272,7 +276,10 @@ fn json_schema(method: &str, path: &str) -> Value {
             "schedule_params": {"type": ["object", "null"], "description":
                 "the params of its scheduled runs, checked against params"},
             "triggers_per_min": {"type": ["integer", "null"], "minimum": 1,
-                "maximum": crate::service::tasks::MAX_TRIGGERS_PER_MIN}}})
+                "maximum": crate::service::tasks::MAX_TRIGGERS_PER_MIN},
+            "on_success": next.clone(), "on_failure": next.clone(), "on_complete": next.clone(),
+            "needs": {"type": "array", "maxItems": antcode_core::flow::MAX_LINKS, "items": s("string"),
+                "description": "fan-in: it runs once in a run group, after all these tasks succeeded in it"}}})
     };
     let channel = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false,
