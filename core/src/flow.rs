@@ -13,7 +13,8 @@
 //!
 //! The runs of one chain form a *run group*, named by the run that started it. A task that
 //! `needs` others is a fan-in: it runs once in a group, when every task it needs has runs in
-//! that group and all of them succeeded.
+//! that group and all of them succeeded. A retry (same task, parent and params, in the same
+//! group) replaces the run it retries.
 //!
 //! The store creates the next runs in the transaction that records the end (`store/sql/flow.rs`):
 //! a chain survives any process being killed between steps, and since an end is recorded once

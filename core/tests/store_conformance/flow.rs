@@ -3,6 +3,7 @@
 
 use super::*;
 use antcode_core::flow::{Link, LinkKind, Next, MAX_DEPTH};
+use antcode_core::store::RunParent;
 use serde_json::json;
 
 /// A task of project `f` that takes any params and links as `edit` says; stored.
@@ -283,13 +284,27 @@ async fn a_fan_in_starts_once_when_all_it_needs_succeeded(db: &TestDb) {
         assert_eq!(joins.iter().filter(|r| r.task_id == j.id).count(), 1);
     }
 
-    // A failed input means the fan-in never runs in that group.
+    // A failed input holds the fan-in back, until a retry of it (same parent, same params, in
+    // the group: what control's retry creates) succeeds.
     let root = start(s, &f, &p).await;
     end(s, &root, RunState::Succeeded, None).await;
     let runs = started(s, &root.id).await;
     let of = |t: &Task| runs.iter().find(|r| r.task_id == t.id).unwrap().clone();
-    end(s, &of(&a), RunState::Failed, None).await;
+    let failed = of(&a);
+    end(s, &failed, RunState::Failed, None).await;
     assert!(end(s, &of(&b), RunState::Succeeded, None).await.is_empty());
+    let mut retry = plain_run(&a, &f.version);
+    retry.trigger = "retry".into();
+    retry.params = failed.params.clone();
+    retry.parent = Some(RunParent {
+        group_id: root.id.clone(),
+        run_id: root.id.clone(),
+        depth: failed.depth,
+    });
+    let (retry, _) = s.create_run(&retry).await.unwrap();
+    let jobs = end(s, &retry, RunState::Succeeded, None).await;
+    assert_eq!(jobs.len(), 1, "the retry's success starts the fan-in");
+    assert_eq!(jobs[0].task_id, j.id);
 }
 
 async fn a_chain_stops_at_its_depth_bound(db: &TestDb) {

@@ -299,7 +299,8 @@ impl SqlStore {
     }
 
     /// Whether fan-in `task` may start in `group`: it has no run there yet, and every task it
-    /// needs has runs there, all succeeded. The caller holds the group's lock.
+    /// needs has runs there, all succeeded (a run a retry replaced does not count). The caller
+    /// holds the group's lock.
     async fn join_ready(
         &self,
         conn: &mut AnyConnection,
@@ -322,23 +323,39 @@ impl SqlStore {
             return Ok(false);
         }
         let sql = self.q(&format!(
-            "SELECT task_id, state FROM runs WHERE (group_id = ? OR id = ?) AND task_id IN ({}){shared}",
+            "SELECT id, task_id, state, parent_id, params FROM runs WHERE (group_id = ? OR id = ?) AND task_id IN ({}){shared}",
             placeholders(task.spec.needs.len())
         ));
         let mut query = sqlx::query(&sql).bind(group).bind(group);
         for needed in &task.spec.needs {
             query = query.bind(needed);
         }
-        let mut succeeded: HashMap<String, bool> = HashMap::new();
+        // A retry replaces the run it retries: the same task, parent and params. Of each such
+        // slot only the newest run counts (ids grow with time).
+        let mut newest: HashMap<(String, Option<String>, Option<String>), (String, bool)> =
+            HashMap::new();
         for row in query.fetch_all(&mut *conn).await? {
+            let id = text(&row, "id")?;
             let ok = text(&row, "state")? == RunState::Succeeded.as_str();
-            *succeeded.entry(text(&row, "task_id")?).or_insert(true) &= ok;
+            let slot = (
+                text(&row, "task_id")?,
+                rows::opt_text(&row, "parent_id")?,
+                rows::opt_text(&row, "params")?,
+            );
+            let kept = newest.entry(slot).or_insert_with(|| (id.clone(), ok));
+            if id > kept.0 {
+                *kept = (id, ok);
+            }
+        }
+        let mut succeeded: HashMap<&str, bool> = HashMap::new();
+        for ((task_id, ..), (_, ok)) in &newest {
+            *succeeded.entry(task_id).or_insert(true) &= ok;
         }
         Ok(task
             .spec
             .needs
             .iter()
-            .all(|n| succeeded.get(n).copied().unwrap_or(false)))
+            .all(|n| succeeded.get(n.as_str()).copied().unwrap_or(false)))
     }
 
     /// Runs in `group` besides its first.
