@@ -2,7 +2,8 @@
 //! on PostgreSQL and Redis, one labelled `gpu=true`. Runs of a task requiring `gpu=true` all run
 //! on it; runs pinned to the other by name run there; a run no live runner can take waits,
 //! its page saying why. A project's `python_version` routes like a label: to runners that found
-//! that Python. (The same contract on the in-process broker is in the broker
+//! that Python. A task that prefers a runner runs there, or anywhere once its fallback passed.
+//! (The same contract on the in-process broker is in the broker
 //! conformance suite; through the edge, in `gateway.rs`.)
 
 use serde_json::{json, Value};
@@ -124,5 +125,48 @@ async fn runs_go_to_the_runners_their_labels_name() {
         assert_eq!(page["waiting"], why, "{page}");
         let (status, _) = api.post(&format!("/runs/{run}/cancel"), json!({})).await;
         assert_eq!(status, 200);
+    }
+}
+
+/// A task that prefers a runner runs there while it is up; one preferring a runner nobody has
+/// waits for its `fallback_s`, then runs on any runner its labels allow, and its history says
+/// it fell back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preferred_runner_is_tried_first_then_any() {
+    let (p, api) = start().await;
+    let code = "print('preferred')\n";
+    let prefer = |runner: &str, fallback_s: u64| json!({"prefer": {"labels": {"runner": runner}, "fallback_s": fallback_s}});
+    let to_cpu = api
+        .script_task("to-cpu", code, prefer("cpu-box", 600))
+        .await;
+    let to_nobody = api
+        .script_task("to-nobody", code, prefer("nobody", 2))
+        .await;
+    for _ in 0..3 {
+        let run = api.triggered(&to_cpu).await;
+        assert_eq!(ran_on(&api, &p, &run).await, "cpu-box", "run {run}");
+    }
+    let run = api.triggered(&to_nobody).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let waiting = api.get(&format!("/runs/{run}")).await;
+    assert_eq!(waiting["state"], "queued", "before its fallback: {waiting}");
+    let on = ran_on(&api, &p, &run).await;
+    assert!(["gpu-box", "cpu-box"].contains(&on.as_str()), "{on}");
+    let page = api.get(&format!("/runs/{run}")).await;
+    let history = page["history"].as_array().unwrap();
+    assert!(
+        history.iter().any(|e| e["kind"] == "fell_back"),
+        "{history:?}"
+    );
+
+    // A preference must name labels and a fallback within a day.
+    for bad in [
+        json!({"prefer": {"labels": {}, "fallback_s": 5}}),
+        json!({"prefer": {"labels": {"runner": "x"}, "fallback_s": 0}}),
+        json!({"prefer": {"labels": {"runner": "x"}, "fallback_s": 86_401}}),
+        json!({"prefer": {"labels": {"runner": "x"}}}),
+    ] {
+        let (status, body) = api.patch(&format!("/tasks/{to_cpu}"), bad.clone()).await;
+        assert!((400..500).contains(&status), "{bad}: {status} {body}");
     }
 }

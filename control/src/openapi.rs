@@ -248,6 +248,10 @@ fn json_schema(method: &str, path: &str) -> Value {
         "description": "tasks its runs start: a task id, or {task, for_each: FIELD} for one run per element of the result's array FIELD",
         "items": {"oneOf": [s("string"), {"type": "object", "required": ["task"], "additionalProperties": false,
             "properties": {"task": s("string"), "for_each": bounds::string(antcode_core::flow::MAX_FIELD_LEN)}}]}});
+    let prefer = json!({"type": ["object", "null"], "additionalProperties": false, "required": ["labels", "fallback_s"],
+        "description": "runners to try first: a run waits up to fallback_s for a runner with these labels too",
+        "properties": {"labels": bounds::string_map(bounds::LABELS, bounds::LABEL_KEY_CHARS, bounds::LABEL_VALUE_CHARS),
+            "fallback_s": {"type": "integer", "minimum": 1, "maximum": antcode_core::model::Preference::MAX_FALLBACK_S}}});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
             "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
@@ -278,6 +282,7 @@ fn json_schema(method: &str, path: &str) -> Value {
             "triggers_per_min": {"type": ["integer", "null"], "minimum": 1,
                 "maximum": crate::service::tasks::MAX_TRIGGERS_PER_MIN},
             "on_success": next.clone(), "on_failure": next.clone(), "on_complete": next.clone(),
+            "prefer": prefer.clone(),
             "needs": {"type": "array", "maxItems": antcode_core::flow::MAX_LINKS, "items": s("string"),
                 "description": "fan-in: it runs once in a run group, after all these tasks succeeded in it"}}})
     };

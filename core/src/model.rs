@@ -273,6 +273,23 @@ pub struct TaskSpec {
     /// Fan-in: it runs once in a run group, after every one of these tasks succeeded in it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
+    /// Runners to try first: a run waits up to `fallback_s` for a runner that also has these
+    /// labels, then goes to any runner its `labels` allow (`crate::broker::routing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<Preference>,
+}
+
+/// A task's preferred runners (see [`TaskSpec::prefer`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preference {
+    pub labels: BTreeMap<String, String>,
+    pub fallback_s: u64,
+}
+
+impl Preference {
+    /// The longest `fallback_s`: a day.
+    pub const MAX_FALLBACK_S: u64 = 86_400;
 }
 
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
@@ -462,6 +479,7 @@ impl Default for TaskSpec {
             on_failure: vec![],
             on_complete: vec![],
             needs: vec![],
+            prefer: None,
         }
     }
 }
@@ -654,14 +672,32 @@ pub struct Job {
     /// Copied from the task: what a runner's labels must include to take it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Labels it also requires until `until_ms` (the task's `prefer`); past it, compensation
+    /// drops them and moves the job to the route of `labels` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<JobPreference>,
+}
+
+/// The preferred labels of a job and until when they hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPreference {
+    pub labels: BTreeMap<String, String>,
+    pub until_ms: i64,
 }
 
 impl Job {
     /// The queue the broker keeps it in: its queue, or a route of it when it requires labels
-    /// or a Python version (`crate::broker::routing`).
+    /// (its preferred ones too, while it has them) or a Python version
+    /// (`crate::broker::routing`).
     pub fn route(&self) -> std::borrow::Cow<'_, str> {
         use crate::broker::routing;
-        let needs = routing::requirements(&self.labels, self.python_version.as_deref());
+        let mut needs = routing::requirements(&self.labels, self.python_version.as_deref());
+        if let Some(p) = &self.prefer {
+            let all = needs.to_mut();
+            for (k, v) in &p.labels {
+                all.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         match routing::route(&self.queue, &needs) {
             std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(&self.queue),
             std::borrow::Cow::Owned(r) => std::borrow::Cow::Owned(r),

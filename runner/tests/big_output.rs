@@ -90,6 +90,7 @@ w("".join(buf))
         file_name: Some("main.py".into()),
     };
     let job = Job {
+        prefer: None,
         timeout_s: 300,
         ..antcode_testkit::fixtures::job(bundle, "main.py")
     };

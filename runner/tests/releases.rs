@@ -24,6 +24,7 @@ fn job(run_id: &str) -> Job {
         file_name: Some("main.py".into()),
     };
     Job {
+        prefer: None,
         run_id: run_id.into(),
         ..antcode_testkit::fixtures::job(bundle, "main.py")
     }

@@ -12,7 +12,10 @@
 //!    (the broker lost it, or the whole process restarted under it);
 //! 4. fails queued runs past their queue timeout (`expired`), a page of the
 //!    `(state, queue_deadline, id)` index;
-//! 5. releases runs held by overlap `queue_one` once their task has nothing running.
+//! 5. releases runs held by overlap `queue_one` once their task has nothing running;
+//! 6. moves a queued job whose preferred runners did not take it within its task's
+//!    `prefer.fallback_s` to the route of its labels alone (checked with step 1's page, so a
+//!    backlog of more than a page falls back once per sweep).
 //!
 //! Only runs the broker does not hold are resolved and re-published.
 //!
@@ -173,7 +176,10 @@ impl<'a> Compensator<'a> {
         let c = self.config;
         // Only what the broker lacks is resolved (secrets opened) and published: normally that
         // is nothing, so a pass costs one SQL read and one broker read.
+        let mut due = due;
+        let fell_back = fall_back(&mut due, antcode_core::time::now_ms());
         let held = c.broker.holds(&due).await?;
+        self.reroute(&due, &held, &fell_back).await?;
         let jobs: Vec<_> = due
             .into_iter()
             .zip(held)
@@ -209,6 +215,38 @@ impl<'a> Compensator<'a> {
                 job.attempt,
                 "published",
                 "queued in SQL but missing from the broker: published again",
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Moves the jobs among `due` that the broker holds and whose preference just ran out
+    /// (`fell_back`) to the route of their labels alone.
+    async fn reroute(
+        &self,
+        due: &[Job],
+        held: &[bool],
+        fell_back: &[bool],
+    ) -> Result<(), crate::SchedulerError> {
+        let jobs: Vec<Job> = due
+            .iter()
+            .zip(held.iter().zip(fell_back))
+            .filter(|(_, (held, fell))| **held && **fell)
+            .map(|(job, _)| job.clone())
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let moved = self.config.broker.reroute(&jobs).await?;
+        for (job, _) in jobs.iter().zip(moved).filter(|(_, moved)| *moved) {
+            metrics::counter!("antcode_scheduler_repairs_total", "kind" => "fell_back")
+                .increment(1);
+            self.note(
+                &job.run_id,
+                job.attempt,
+                "fell_back",
+                "no preferred runner took it in time: any runner its labels allow may take it now",
             )
             .await;
         }
@@ -394,6 +432,20 @@ fn lost_log(chunks: &[LogChunk], attempt: u32, why: &str) -> Option<Vec<u8>> {
     }
     writeln!(gz, "[antcode] lost: {why}").ok()?;
     gz.finish().ok()
+}
+
+/// Drops the preference of each job whose preference ran out by `now_ms` (wall clock, as the
+/// job's deadline was set); which ones it dropped.
+fn fall_back(jobs: &mut [Job], now_ms: i64) -> Vec<bool> {
+    jobs.iter_mut()
+        .map(|job| {
+            let over = job.prefer.as_ref().is_some_and(|p| p.until_ms <= now_ms);
+            if over {
+                job.prefer = None;
+            }
+            over
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 /// no arguments, environment, requirements or secrets, cold, with a 120 s timeout.
 pub fn job(bundle: BundleRef, entrypoint: &str) -> Job {
     Job {
+        prefer: None,
         run_id: antcode_core::ids::new_id(),
         attempt: 1,
         queue: "default".into(),

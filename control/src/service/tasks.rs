@@ -13,8 +13,8 @@ use serde_json::{json, Map, Value};
 use antcode_core::flow::{self, Link, LinkKind, Next};
 use antcode_core::ids;
 use antcode_core::model::{
-    NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
-    TaskSpec,
+    NetworkPolicy, Preference, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState,
+    Schedule, Task, TaskSpec,
 };
 use antcode_core::params::{self, ParamSchema};
 use antcode_core::retention::TaskRetention;
@@ -114,6 +114,19 @@ pub struct TaskBody {
     /// Fan-in: the tasks that must all succeed in a run group before it runs there.
     #[serde(default)]
     needs: Vec<String>,
+    /// Runners to try first, for `fallback_s`.
+    #[serde(default)]
+    prefer: Option<Preference>,
+}
+
+/// A label map's bounds: how many, and each key's and value's length.
+fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> ApiResult<()> {
+    check_count(field, labels.len(), bounds::LABELS, "labels")?;
+    for (k, v) in labels {
+        check_len(field, k, bounds::LABEL_KEY_CHARS)?;
+        check_len(&format!("{field}.{k}"), v, bounds::LABEL_VALUE_CHARS)?;
+    }
+    Ok(())
 }
 
 fn env_name(s: &str) -> bool {
@@ -164,10 +177,22 @@ fn check_bounds(b: &TaskBody) -> ApiResult<()> {
     if let Some(q) = &b.queue {
         check_len("queue", q, bounds::QUEUE_CHARS)?;
     }
-    check_count("labels", b.labels.len(), bounds::LABELS, "labels")?;
-    for (k, v) in &b.labels {
-        check_len("labels", k, bounds::LABEL_KEY_CHARS)?;
-        check_len(&format!("labels.{k}"), v, bounds::LABEL_VALUE_CHARS)?;
+    check_labels("labels", &b.labels)?;
+    if let Some(p) = &b.prefer {
+        check_labels("prefer.labels", &p.labels)?;
+        if p.labels.is_empty() || p.labels.keys().any(String::is_empty) {
+            return Err(bad(
+                "prefer.labels",
+                "name at least one label, none with an empty key",
+            ));
+        }
+        if !(1..=Preference::MAX_FALLBACK_S).contains(&p.fallback_s) {
+            let max = Preference::MAX_FALLBACK_S;
+            return Err(bad(
+                "prefer.fallback_s",
+                format!("must be between 1 and {max}"),
+            ));
+        }
     }
     match &b.schedule {
         Some(Schedule::Cron { cron, timezone }) => {
@@ -260,6 +285,7 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         on_failure: b.on_failure,
         on_complete: b.on_complete,
         needs: b.needs,
+        prefer: b.prefer,
     };
     check_links(state, &spec).await?;
     Ok(ValidatedTask {
@@ -496,6 +522,7 @@ fn body_of(task: &Task) -> Value {
         "on_failure": task.spec.on_failure,
         "on_complete": task.spec.on_complete,
         "needs": task.spec.needs,
+        "prefer": task.spec.prefer,
     })
 }
 

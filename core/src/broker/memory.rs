@@ -174,6 +174,19 @@ impl QueueBroker for MemoryBroker {
             .collect())
     }
 
+    async fn reroute(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        let moved = {
+            let mut st = self.lock();
+            jobs.iter()
+                .map(|job| move_job(&mut st, job))
+                .collect::<Vec<_>>()
+        };
+        if moved.contains(&true) {
+            self.jobs_published.notify_waiters();
+        }
+        Ok(moved)
+    }
+
     async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
         let st = self.lock();
         Ok(st
@@ -182,6 +195,29 @@ impl QueueBroker for MemoryBroker {
             .map(|(q, jobs)| (q.clone(), jobs.len() as u64))
             .collect())
     }
+}
+
+/// Moves `job`'s queued attempt to the end of its route now; whether it moved.
+fn move_job(st: &mut State, job: &Job) -> bool {
+    let route = job.route();
+    let found = st.queues.iter().find_map(|(queue, jobs)| {
+        let at = jobs
+            .iter()
+            .position(|j| j.run_id == job.run_id && j.attempt == job.attempt)?;
+        Some((queue.clone(), at))
+    });
+    let Some((queue, at)) = found.filter(|(queue, _)| *queue != route) else {
+        return false;
+    };
+    let Some(mut queued) = st.queues.get_mut(&queue).and_then(|jobs| jobs.remove(at)) else {
+        return false;
+    };
+    queued.prefer = job.prefer.clone();
+    st.queues
+        .entry(route.into_owned())
+        .or_default()
+        .push_back(queued);
+    true
 }
 
 #[async_trait]

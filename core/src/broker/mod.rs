@@ -131,6 +131,11 @@ pub trait QueueBroker: Send + Sync + 'static {
     /// publishing it would add nothing. Lets compensation resolve and publish only what is
     /// missing; the result lines up with `jobs`.
     async fn holds(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>>;
+    /// Moves each job's queued attempt to the route the job names now ([`Job::route`]), at its
+    /// end: how a job whose preferred runners did not take it in time goes to the others. True
+    /// when it moved; false when it is not queued (leased, or gone) or is there already. The
+    /// result lines up with `jobs`.
+    async fn reroute(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>>;
     /// Number of jobs waiting per queue.
     async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>>;
 }

@@ -163,6 +163,7 @@ async fn expired_leases_are_reaped_exactly_once(s: &Subject) {
     // Compensation may publish the run's next attempt.
     assert!(b
         .publish(&Job {
+            prefer: None,
             attempt: 2,
             ..job(&ids[0], "default")
         })

@@ -70,6 +70,7 @@ async fn publish_is_idempotent(s: &Subject) {
     assert_eq!(depth(b, "default").await, 0);
 
     let next = Job {
+        prefer: None,
         attempt: 2,
         ..j.clone()
     };
@@ -135,6 +136,7 @@ async fn holds_is_what_publish_would_skip(s: &Subject) {
         .remove(0);
     b.publish(&queued).await.unwrap();
     let next_attempt = Job {
+        prefer: None,
         attempt: 2,
         ..queued.clone()
     };
@@ -156,6 +158,7 @@ async fn attempts_of_one_run_are_tracked_apart(s: &Subject) {
     let b = &*s.broker;
     let run = run_id();
     let attempt = |n: u32| Job {
+        prefer: None,
         attempt: n,
         ..job(&run, "attempts")
     };
@@ -340,7 +343,64 @@ async fn labelled_jobs_go_only_to_runners_that_match(s: &Subject) {
     );
 }
 
+/// A job that prefers some runners waits in their route; moved, it goes to the route of its
+/// labels alone, behind what is there, as it was published (its opened secrets with it).
+async fn a_job_falls_back_to_the_route_of_its_labels(s: &Subject) {
+    let b = &*s.broker;
+    let mut preferring = routed_job(&run_id(), "fallback", &[("gpu", "true")]);
+    preferring.prefer = Some(antcode_core::model::JobPreference {
+        labels: [("runner".to_string(), "favourite".to_string())].into(),
+        until_ms: i64::MAX,
+    });
+    preferring
+        .secret_env
+        .0
+        .insert("TOKEN".into(), "opened".into());
+    let plain = routed_job(&run_id(), "fallback", &[("gpu", "true")]);
+    assert!(b.publish(&preferring).await.unwrap());
+    assert!(b.publish(&plain).await.unwrap());
+    let other = labelled(
+        "other",
+        &["fallback"],
+        &[("gpu", "true"), ("runner", "other")],
+    );
+    let got = b.lease(&other, Duration::ZERO).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|l| l.job.run_id.as_str()).collect();
+    assert_eq!(ids, [plain.run_id.as_str()], "not the preferring job");
+
+    // What compensation moves is the job as SQL has it: no secrets, no preference.
+    let mut fell = preferring.clone();
+    fell.prefer = None;
+    fell.secret_env = Default::default();
+    assert_eq!(
+        b.reroute(std::slice::from_ref(&fell)).await.unwrap(),
+        [true]
+    );
+    assert_eq!(
+        b.reroute(std::slice::from_ref(&fell)).await.unwrap(),
+        [false],
+        "it is there already"
+    );
+    assert_eq!(b.holds(std::slice::from_ref(&fell)).await.unwrap(), [true]);
+    let got = b.lease(&other, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1, "the other runner takes it now");
+    assert_eq!(got[0].job.run_id, preferring.run_id);
+    assert_eq!(
+        got[0].job.secret_env.0.get("TOKEN").map(String::as_str),
+        Some("opened"),
+        "as it was published"
+    );
+    assert_eq!(
+        b.reroute(std::slice::from_ref(&fell)).await.unwrap(),
+        [false],
+        "a leased job does not move"
+    );
+    let unknown = routed_job(&run_id(), "fallback", &[]);
+    assert_eq!(b.reroute(&[unknown]).await.unwrap(), [false]);
+}
+
 conformance!(
+    a_job_falls_back_to_the_route_of_its_labels,
     labelled_jobs_go_only_to_runners_that_match,
     publish_lease_round_trip,
     publish_is_idempotent,

@@ -79,6 +79,7 @@ impl Drop for Subject {
 
 pub fn job(run_id: &str, queue: &str) -> Job {
     Job {
+        prefer: None,
         run_id: run_id.to_string(),
         attempt: 1,
         queue: queue.to_string(),

@@ -110,6 +110,7 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
             on_failure: vec![],
             on_complete: vec![],
             needs: vec![],
+            prefer: None,
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),

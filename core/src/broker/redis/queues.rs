@@ -68,6 +68,24 @@ impl QueueBroker for RedisBroker {
             .collect())
     }
 
+    async fn reroute(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(PUBLISH_CHUNK) {
+            let mut call = self.scripts.reroute.prepare_invoke();
+            call.key(&self.hot.runs).key(&self.hot.queues);
+            for job in chunk {
+                let route = job.route();
+                call.key(self.queue_key(&route))
+                    .arg(&job.run_id)
+                    .arg(job.attempt)
+                    .arg(route.as_ref());
+            }
+            let moved: Vec<i64> = call.invoke_async(&mut self.con()).await?;
+            out.extend(moved.into_iter().map(|m| m == 1));
+        }
+        Ok(out)
+    }
+
     async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>> {
         let mut queues: Vec<String> = ::redis::cmd("SMEMBERS")
             .arg(self.key("queues"))

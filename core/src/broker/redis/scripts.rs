@@ -103,6 +103,36 @@ end
 return out
 "#;
 
+/// Moves each run's queued attempt to another stream, at its end: the entry is copied as it is
+/// (the job with its opened secrets) and the run's line points at the copy; the old entry is
+/// dropped when read. KEYS: run key prefix, queues, then each job's new stream. ARGV: (run,
+/// attempt, queue) per job. Returns 1 (moved) or 0 per job.
+const LUA_REROUTE: &str = r#"
+local out = {}
+for i = 1, #ARGV / 3 do
+  local run, attempt, queue = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local stream = KEYS[2 + i]
+  local rk = KEYS[1] .. run
+  local lines = queued_lines(redis.call('HGET', rk, 'q'))
+  out[i] = 0
+  for _, e in ipairs(lines) do
+    if e[1] == attempt and e[3] ~= stream then
+      local entry = redis.call('XRANGE', e[3], e[2], e[2])[1]
+      if entry then
+        e[2] = redis.call('XADD', stream, '*', unpack(entry[2]))
+        e[3] = stream
+        out[i] = 1
+      end
+    end
+  end
+  if out[i] == 1 then
+    redis.call('HSET', rk, 'q', join_queued(lines))
+    redis.call('SADD', KEYS[2], queue)
+  end
+end
+return out
+"#;
+
 /// Turns queue entries into leases; shared by the two scripts below.
 /// KEYS: run key prefix, leases, cancels, then the streams. ARGV: group, deadline, worker id as
 /// a JSON string, max, T, then T lease tokens, then the script's own arguments.
@@ -356,6 +386,7 @@ return 0
 
 pub(super) struct Scripts {
     pub publish: Script,
+    pub reroute: Script,
     pub claim: Script,
     pub lease: Script,
     pub heartbeat: Script,
@@ -378,6 +409,7 @@ impl Scripts {
             |body: &str| Script::new(&format!("{LUA_STATE}\n{LUA_CLAIM_ENTRY}\n{body}"));
         Scripts {
             publish: with_state(LUA_PUBLISH),
+            reroute: with_state(LUA_REROUTE),
             claim: with_claim(LUA_CLAIM),
             lease: with_claim(LUA_LEASE),
             heartbeat: with_state(LUA_HEARTBEAT),

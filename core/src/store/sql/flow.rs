@@ -35,6 +35,9 @@ pub(super) struct Ending {
 /// The runs of a transaction that have links, by run id.
 pub(super) type Flows = HashMap<String, Ending>;
 
+/// What a retry keeps of the run it retries: its task, parent and params (as stored).
+type Slot = (String, Option<String>, Option<String>);
+
 /// A run to create and, when its params do not fit, why it is created failed.
 struct Planned {
     new: NewRun,
@@ -332,8 +335,7 @@ impl SqlStore {
         }
         // A retry replaces the run it retries: the same task, parent and params. Of each such
         // slot only the newest run counts (ids grow with time).
-        let mut newest: HashMap<(String, Option<String>, Option<String>), (String, bool)> =
-            HashMap::new();
+        let mut newest: HashMap<Slot, (String, bool)> = HashMap::new();
         for row in query.fetch_all(&mut *conn).await? {
             let id = text(&row, "id")?;
             let ok = text(&row, "state")? == RunState::Succeeded.as_str();

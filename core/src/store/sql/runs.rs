@@ -83,6 +83,11 @@ pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
         network: task.spec.network.clone(),
         params: new.params.clone(),
         labels: task.spec.labels.clone(),
+        prefer: task.spec.prefer.as_ref().map(|p| JobPreference {
+            labels: p.labels.clone(),
+            until_ms: crate::time::now_ms()
+                .saturating_add(p.fallback_s.saturating_mul(1000) as i64),
+        }),
     };
     if let Some(o) = &new.overrides {
         o.apply(&mut job.args, &mut job.env);
