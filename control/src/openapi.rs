@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::bounds;
+use antcode_core::model::ConcurrencyKey;
 use antcode_core::secrets::MAX_NAME_LEN as MAX_SECRET_NAME;
 
 /// `(method, path, summary, least role, request body kind)`. Roles: `none` (public), `hook` (a
@@ -243,6 +244,17 @@ fn json_schema(method: &str, path: &str) -> Value {
         "maximum": antcode_core::retention::MAX_DAYS});
     let keep_last = json!({"type": ["integer", "null"], "minimum": 1,
         "maximum": antcode_core::retention::MAX_KEEP_LAST});
+    let max_concurrency = json!({"type": ["integer", "null"], "minimum": 1,
+        "maximum": ConcurrencyKey::MAX_LIMIT, "description":
+        "most runs of this task leased at once, on all runners together"});
+    let concurrency = json!({"type": ["object", "null"], "required": ["key", "limit"],
+        "additionalProperties": false, "description":
+        "a key shared by tasks: at most limit runs of all of them leased at once",
+        "properties": {"key": {"type": "string", "minLength": 1,
+            "maxLength": ConcurrencyKey::MAX_KEY_BYTES,
+            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+            "description": "at most 128 bytes of printable characters, not only spaces"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": ConcurrencyKey::MAX_LIMIT}}});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
             "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
@@ -271,7 +283,8 @@ fn json_schema(method: &str, path: &str) -> Value {
             "schedule_params": {"type": ["object", "null"], "description":
                 "the params of its scheduled runs, checked against params"},
             "triggers_per_min": {"type": ["integer", "null"], "minimum": 1,
-                "maximum": crate::service::tasks::MAX_TRIGGERS_PER_MIN}}})
+                "maximum": crate::service::tasks::MAX_TRIGGERS_PER_MIN},
+            "max_concurrency": max_concurrency, "concurrency": concurrency}})
     };
     let channel = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false,

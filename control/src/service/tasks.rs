@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 
 use antcode_core::ids;
 use antcode_core::model::{
-    NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState, Schedule, Task,
-    TaskSpec,
+    check_limit, ConcurrencyKey, NetworkPolicy, ProjectVersion, RetryPolicy, Role, Run, RunLimits,
+    RunState, Schedule, Task, TaskSpec,
 };
 use antcode_core::params::{self, ParamSchema};
 use antcode_core::retention::TaskRetention;
@@ -103,6 +103,12 @@ pub struct TaskBody {
     /// Most manual runs a minute.
     #[serde(default)]
     triggers_per_min: Option<u32>,
+    /// Most runs of the task leased at once.
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    /// A concurrency key shared with other tasks, and its limit.
+    #[serde(default)]
+    concurrency: Option<ConcurrencyKey>,
 }
 
 fn env_name(s: &str) -> bool {
@@ -212,6 +218,7 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
             format!("must be between 1 and {MAX_TRIGGERS_PER_MIN}"),
         ));
     }
+    check_concurrency(&b)?;
     if b.schedule_params.is_some() {
         // As a trigger's params are checked, so a schedule never fires runs a trigger could
         // not start.
@@ -245,6 +252,8 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         params: b.params,
         schedule_params: b.schedule_params,
         triggers_per_min: b.triggers_per_min,
+        max_concurrency: b.max_concurrency,
+        concurrency: b.concurrency,
     };
     Ok(ValidatedTask {
         name,
@@ -253,6 +262,25 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         schedule: b.schedule,
         paused: b.paused,
     })
+}
+
+/// `max_concurrency` and `concurrency`: a limit outside 1-10,000 or a key that is empty, past
+/// 128 bytes or not printable is a 422 naming the field.
+fn check_concurrency(b: &TaskBody) -> ApiResult<()> {
+    let unprocessable = |detail: String| {
+        Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-concurrency",
+            detail,
+        )
+    };
+    if let Some(n) = b.max_concurrency {
+        check_limit("max_concurrency", n).map_err(unprocessable)?;
+    }
+    if let Some(c) = &b.concurrency {
+        c.check().map_err(unprocessable)?;
+    }
+    Ok(())
 }
 
 /// The project of `b` and, if `b` names one, its entry point in the current version: the
@@ -432,6 +460,8 @@ fn body_of(task: &Task) -> Value {
         "params": task.spec.params,
         "schedule_params": task.spec.schedule_params,
         "triggers_per_min": task.spec.triggers_per_min,
+        "max_concurrency": task.spec.max_concurrency,
+        "concurrency": task.spec.concurrency,
     })
 }
 

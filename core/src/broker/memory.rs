@@ -1,7 +1,10 @@
 //! [`MemoryBroker`]: the in-process `Broker` for `antcode up`. One mutex over plain collections
-//! and a `Notify` to wake parked lessees the moment a job is published. Nothing survives a
-//! restart, by design: the scheduler rebuilds the queues from SQL. Change announcements
-//! ([`ChangeBroker::announce_change`]) go through a broadcast channel.
+//! and a `Notify` to wake parked lessees the moment a job is published, or a lease under a gate
+//! ends. Nothing survives a restart, by design: the scheduler rebuilds the queues from SQL.
+//! Change announcements ([`ChangeBroker::announce_change`]) go through a broadcast channel.
+//!
+//! Leases are added and removed only through [`State::hold`] and [`State::unhold`], which keep
+//! the count of live leases per gate ([`routing`]) with them under the same lock.
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -18,7 +21,10 @@ struct State {
     queues: BTreeMap<String, VecDeque<Job>>,
     /// `(run_id, attempt)` of every job queued or leased, for idempotent publish.
     present: HashSet<(String, u32)>,
+    /// Live leases by run; changed only by [`State::hold`] and [`State::unhold`].
     leases: HashMap<String, Lease>,
+    /// Live leases per gate, kept by [`State::hold`] and [`State::unhold`] (absent = none).
+    held: HashMap<String, u32>,
     cancels: HashSet<String>,
     events: VecDeque<(u64, RunEvent)>,
     /// Per group: events delivered but not acknowledged, redelivered after a timeout.
@@ -29,6 +35,49 @@ struct State {
     drains: HashSet<String>,
     leaders: HashMap<String, (String, Instant)>,
     fence: u64,
+}
+
+impl State {
+    /// Whether every one of `gates` has fewer live leases than its limit.
+    fn room(&self, gates: &BTreeMap<String, u32>) -> bool {
+        gates
+            .iter()
+            .all(|(g, limit)| self.held.get(g).copied().unwrap_or(0) < *limit)
+    }
+
+    /// Records a live lease and counts it under its gates. A newer attempt's lease replaces the
+    /// older one, which is then forgotten (its slots freed).
+    fn hold(&mut self, lease: Lease) {
+        for g in lease.job.gates.keys() {
+            *self.held.entry(g.clone()).or_default() += 1;
+        }
+        let run_id = lease.job.run_id.clone();
+        let attempt = lease.job.attempt;
+        if let Some(old) = self.leases.insert(run_id, lease) {
+            self.free(&old.job.gates);
+            if old.job.attempt != attempt {
+                self.present.remove(&(old.job.run_id, old.job.attempt));
+            }
+        }
+    }
+
+    /// Ends the lease of `run_id`, if any, and frees its slots; returns it.
+    fn unhold(&mut self, run_id: &str) -> Option<Lease> {
+        let lease = self.leases.remove(run_id)?;
+        self.free(&lease.job.gates);
+        Some(lease)
+    }
+
+    fn free(&mut self, gates: &BTreeMap<String, u32>) {
+        for g in gates.keys() {
+            if let Some(n) = self.held.get_mut(g) {
+                *n -= 1;
+                if *n == 0 {
+                    self.held.remove(g);
+                }
+            }
+        }
+    }
 }
 
 pub struct MemoryBroker {
@@ -79,10 +128,18 @@ impl MemoryBroker {
         let known: Vec<String> = st.queues.keys().cloned().collect();
         for queue in &routing::routes_for(&known, &req.queues, &req.labels) {
             while out.len() < req.max {
+                let Some(front) = st.queues.get(queue).and_then(|q| q.front()) else {
+                    break;
+                };
+                // Every job of a route has the route's gates: a full one closes the route.
+                let cancelled = st.cancels.contains(&front.run_id);
+                if !cancelled && !st.room(&front.gates) {
+                    break;
+                }
                 let Some(job) = st.queues.get_mut(queue).and_then(|q| q.pop_front()) else {
                     break;
                 };
-                if st.cancels.contains(&job.run_id) {
+                if cancelled {
                     st.present.remove(&(job.run_id.clone(), job.attempt));
                     continue;
                 }
@@ -92,16 +149,18 @@ impl MemoryBroker {
                     worker_id: req.worker_id.clone(),
                     deadline_ms,
                 };
-                // A newer attempt's lease replaces the older one, which is then forgotten.
-                if let Some(old) = st.leases.insert(lease.job.run_id.clone(), lease.clone()) {
-                    if old.job.attempt != lease.job.attempt {
-                        st.present.remove(&(old.job.run_id, old.job.attempt));
-                    }
-                }
+                st.hold(lease.clone());
                 out.push(lease);
             }
         }
         out
+    }
+
+    /// Wakes parked lessees when leases that held gates ended: their routes may be open now.
+    fn freed(&self, gated: bool) {
+        if gated {
+            self.jobs_published.notify_waiters();
+        }
     }
 
     fn take_events(&self, group: &str, max: usize) -> Vec<(String, RunEvent)> {
@@ -229,15 +288,22 @@ impl LeaseBroker for MemoryBroker {
     }
 
     async fn release(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
-        let mut st = self.lock();
-        if let Some(l) = st.leases.get(run_id) {
-            if l.lease_token == lease_token {
-                let key = (run_id.to_string(), l.job.attempt);
-                st.leases.remove(run_id);
-                st.present.remove(&key);
-                st.cancels.remove(run_id);
+        let gated = {
+            let mut st = self.lock();
+            let held = st
+                .leases
+                .get(run_id)
+                .is_some_and(|l| l.lease_token == lease_token);
+            match held.then(|| st.unhold(run_id)).flatten() {
+                Some(l) => {
+                    st.present.remove(&(run_id.to_string(), l.job.attempt));
+                    st.cancels.remove(run_id);
+                    !l.job.gates.is_empty()
+                }
+                None => false,
             }
-        }
+        };
+        self.freed(gated);
         Ok(())
     }
 
@@ -251,7 +317,7 @@ impl LeaseBroker for MemoryBroker {
             if !matches {
                 return Ok(());
             }
-            if let Some(l) = st.leases.remove(run_id) {
+            if let Some(l) = st.unhold(run_id) {
                 // Cancelled while leased: the lease just ends, as a lease of it would drop it.
                 if st.cancels.contains(run_id) {
                     st.present.remove(&(l.job.run_id, l.job.attempt));
@@ -268,20 +334,24 @@ impl LeaseBroker for MemoryBroker {
     }
 
     async fn reap_expired(&self, now: i64) -> BrokerResult<Vec<Lease>> {
-        let mut st = self.lock();
-        let expired: Vec<String> = st
-            .leases
-            .values()
-            .filter(|l| l.deadline_ms < now)
-            .map(|l| l.job.run_id.clone())
-            .collect();
-        let mut out = Vec::new();
-        for run_id in expired {
-            if let Some(l) = st.leases.remove(&run_id) {
-                st.present.remove(&(run_id, l.job.attempt));
-                out.push(l);
+        let out = {
+            let mut st = self.lock();
+            let expired: Vec<String> = st
+                .leases
+                .values()
+                .filter(|l| l.deadline_ms < now)
+                .map(|l| l.job.run_id.clone())
+                .collect();
+            let mut out = Vec::new();
+            for run_id in expired {
+                if let Some(l) = st.unhold(&run_id) {
+                    st.present.remove(&(run_id, l.job.attempt));
+                    out.push(l);
+                }
             }
-        }
+            out
+        };
+        self.freed(out.iter().any(|l| !l.job.gates.is_empty()));
         Ok(out)
     }
 

@@ -106,6 +106,11 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
             ),
             schedule_params: serde_json::json!({"city": "Bern"}).as_object().cloned(),
             triggers_per_min: Some(600),
+            max_concurrency: Some(4),
+            concurrency: Some(antcode_core::model::ConcurrencyKey {
+                key: "site:example.com".into(),
+                limit: 2,
+            }),
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),

@@ -14,6 +14,7 @@
 //! | `P:queues` | set | names of every queue ever published to |
 //! | `P:r:RUN` | hash `q` → lines `ATTEMPT ENTRY-ID STREAM`, `l` → `TOKEN ATTEMPT WORKER-JSON`, `j` → job JSON | the run's queued attempts (what makes publish idempotent) and its live lease with the leased job as published; exists only while either is there (see `scripts.rs`) |
 //! | `P:leases` | zset run → deadline ms | live leases; the reaper takes scores below now |
+//! | `P:g:GATE` | set of runs | runs whose live lease holds the gate (its size is the gate's count; see `scripts.rs`) |
 //! | `P:cancels` | zset run → expiry ms | pending cancel signals (24 h) |
 //! | `P:events` | stream, one group per recorder | runner events, redelivered by `XAUTOCLAIM` when unacknowledged |
 //! | `P:log:RUN` | stream, ids = chunk cursor | live log tail, trimmed to about `LIVE_LOG_CHUNKS`, expires after 24 h |
@@ -29,7 +30,10 @@
 //! [`ORPHAN_IDLE`].
 //!
 //! A lease with work waiting is one script call that reads and claims; only an empty queue
-//! costs a blocking read, on a pooled connection of its own.
+//! costs a blocking read, on a pooled connection of its own. That read leaves out the routes
+//! whose gates were full; while such a route has jobs waiting, the parked lease looks again
+//! every `GATE_POLL` (`leases.rs`) instead of waiting for a publish, since a slot frees by a lease
+//! ending, which no stream announces.
 //!
 //! An older layout kept the run state in three hashes, `P:queued`, `P:leased` and `P:ljobs`;
 //! `connect` moves whatever it finds there into run hashes (one script, once), so an upgrade
@@ -129,8 +133,52 @@ struct KnownRoutes {
     resolved: HashMap<Vec<String>, Vec<Resolved>>,
 }
 
-/// A runner's labels and the stream keys its lease reads.
-type Resolved = (BTreeMap<String, String>, Arc<Vec<String>>);
+/// A runner's labels and the streams its lease reads.
+type Resolved = (BTreeMap<String, String>, Arc<Streams>);
+
+/// The stream keys a lease reads, in order, and the gates of each (see [`routing`]).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Streams {
+    keys: Vec<String>,
+    /// Per key, its route's gates as `NAME=LIMIT,…` (empty when ungated); empty as a whole when
+    /// no key is gated, so an ungated lease passes none to its script.
+    gates: Vec<String>,
+}
+
+impl Streams {
+    /// The streams of `routes`, with `key` naming each stream.
+    fn of(routes: &[String], key: impl Fn(&str) -> String) -> Streams {
+        let keys = routes.iter().map(|r| key(r)).collect();
+        let gates: Vec<String> = routes
+            .iter()
+            .map(|r| routing::gates_of(r).to_string())
+            .collect();
+        let gated = gates.iter().any(|g| !g.is_empty());
+        Streams {
+            keys,
+            gates: if gated { gates } else { vec![] },
+        }
+    }
+
+    /// Those streams whose flag in `skipped` (a lease script's, one character per stream) is
+    /// `0`: the ones it read, so no gate of theirs was full.
+    fn open(&self, skipped: &str) -> Streams {
+        let flags = skipped.as_bytes();
+        let mut out = Streams::default();
+        for (i, key) in self.keys.iter().enumerate() {
+            if flags.get(i).is_none_or(|f| *f == b'0') {
+                out.keys.push(key.clone());
+                if !self.gates.is_empty() {
+                    out.gates.push(self.gates[i].clone());
+                }
+            }
+        }
+        if out.gates.iter().all(String::is_empty) {
+            out.gates.clear();
+        }
+        out
+    }
+}
 
 impl Drop for RedisBroker {
     fn drop(&mut self) {

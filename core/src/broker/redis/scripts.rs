@@ -18,6 +18,13 @@
 //!   comes first so a check is a prefix comparison; lease tokens never contain a space
 //!   (`ids::new_token`). Its deadline is its score in `P:leases`.
 //! * `j`: the leased job's JSON, written and deleted with `l`.
+//! * `g`: the leased job's gates as its route names them, `NAME=LIMIT,…` (names encoded, see
+//!   [`routing`](crate::broker::routing)), written and deleted with `l`; absent for an ungated job.
+//!
+//! `P:g:GATE` is the set of runs whose live lease holds gate `GATE`: a claim adds the run to the
+//! set of each of its gates and every step that ends a lease (release, hand back, reap, a newer
+//! attempt's claim) removes it, in the same script, so a set's size is the gate's live leases.
+//! A script reads that size once per gate (`SCARD`) and keeps count of its own claims.
 //!
 //! Every script that touches runs gets the run key prefix `P:r:` as `KEYS[1]` and builds run
 //! keys from it: they share the hash tag, so they sit in the slot of the declared keys and the
@@ -25,8 +32,42 @@
 
 use ::redis::Script;
 
-/// Helpers for the per-run hash, prepended to every script that reads it.
+/// Helpers for the per-run hash and the gates, prepended to every script that reads it (each
+/// gets the run key prefix `P:r:` as `KEYS[1]`; gate keys are `P:g:` beside it).
 const LUA_STATE: &str = r#"
+local GATES = string.sub(KEYS[1], 1, -3) .. 'g:'
+-- Live leases per gate as this script has seen and changed them.
+local held = {}
+local function held_by(name)
+  local h = held[name]
+  if not h then
+    h = redis.call('SCARD', GATES .. name)
+    held[name] = h
+  end
+  return h
+end
+-- Free slots of the fullest of `spec`'s gates (`NAME=LIMIT,…`).
+local function room_in(spec)
+  local room
+  for name, limit in string.gmatch(spec, '([^,=]+)=(%d+)') do
+    local r = tonumber(limit) - held_by(name)
+    if not room or r < room then room = r end
+  end
+  return room or 0
+end
+-- Counts `run`'s new lease under each gate of `spec`.
+local function hold(spec, run)
+  for name in string.gmatch(spec, '([^,=]+)=%d+') do
+    held[name] = held_by(name) + redis.call('SADD', GATES .. name, run)
+  end
+end
+-- Frees the slots `run`'s ended lease held under the gates of `spec`.
+local function unhold(spec, run)
+  for name in string.gmatch(spec, '([^,=]+)=%d+') do
+    local n = redis.call('SREM', GATES .. name, run)
+    if held[name] then held[name] = held[name] - n end
+  end
+end
 local function queued_lines(raw)
   local list = {}
   if raw then
@@ -53,17 +94,18 @@ end
 local function holds_token(raw, token)
   return raw and string.sub(raw, 1, #token + 1) == token .. ' '
 end
--- Removes the lease fields of run key `rk` whose queued lines are `q`; the key goes when
--- nothing is queued either.
-local function drop_lease(rk, q)
-  if has_queued(q) then redis.call('HDEL', rk, 'l', 'j') else redis.call('DEL', rk) end
+-- Removes the lease fields of `run`'s key `rk` whose queued lines are `q` and frees the slots
+-- of its gates `g`; the key goes when nothing is queued either.
+local function drop_lease(rk, run, q, g)
+  if g then unhold(g, run) end
+  if has_queued(q) then redis.call('HDEL', rk, 'l', 'j', 'g') else redis.call('DEL', rk) end
 end
 -- Ends the run's lease if `token` still holds it (a stale token changes nothing).
 local function release_lease(leases, cancels, run, token)
   local rk = KEYS[1] .. run
-  local st = redis.call('HMGET', rk, 'l', 'q')
+  local st = redis.call('HMGET', rk, 'l', 'q', 'g')
   if not holds_token(st[1], token) then return 0 end
-  drop_lease(rk, st[2])
+  drop_lease(rk, run, st[2], st[3])
   redis.call('ZREM', leases, run)
   redis.call('ZREM', cancels, run)
   return 1
@@ -105,17 +147,28 @@ return out
 
 /// Turns queue entries into leases; shared by the two scripts below.
 /// KEYS: run key prefix, leases, cancels, then the streams. ARGV: group, deadline, worker id as
-/// a JSON string, max, T, then T lease tokens, then the script's own arguments.
+/// a JSON string, max, T, G, then G gate specs (none, or one per stream: its route's gates,
+/// empty for an ungated one), then T lease tokens, then the script's own arguments.
 /// Returns (job JSON, lease token) pairs; the caller knows the worker and the deadline.
-/// An entry whose attempt is no longer queued under that id is dropped; entries beyond `max`
-/// go back to the tail of their stream (max = 0 requeues them all, which is how orphans are
-/// recovered). No cancel check: a cancel drops the run's queued lines, publish clears the
-/// cancel, and `hand_back` does not queue a cancelled run, so a line never outlives a cancel.
+/// An entry whose attempt is no longer queued under that id is dropped; entries beyond `max`, or
+/// past a full gate, go back to the tail of their stream (max = 0 requeues them all, which is
+/// how orphans are recovered). No cancel check: a cancel drops the run's queued lines, publish
+/// clears the cancel, and `hand_back` does not queue a cancelled run, so a line never outlives
+/// a cancel.
 const LUA_CLAIM_ENTRY: &str = r#"
 local max = tonumber(ARGV[4])
 local ntokens = tonumber(ARGV[5])
+local nspecs = tonumber(ARGV[6])
+-- ARGV[tok + k] is the k-th token; ARGV[own] the script's first own argument.
+local tok = 6 + nspecs
+local own = tok + ntokens + 1
 local out = {}
 local nleased = 0
+-- The gate spec of the stream KEYS[i] ('' when ungated).
+local function spec_of(i)
+  if nspecs == 0 then return '' end
+  return ARGV[3 + i]
+end
 -- The run's queued lines without `line`, or nil when `line` is not among them.
 local function without_line(q, attempt, id)
   local list = queued_lines(q)
@@ -127,7 +180,7 @@ local function without_line(q, attempt, id)
   end
   return nil
 end
-local function claim_entry(skey, id, f, acked)
+local function claim_entry(skey, id, f, acked, spec)
   if not acked then redis.call('XACK', skey, ARGV[1], id) end
   redis.call('XDEL', skey, id)
   if not f then return end
@@ -138,21 +191,30 @@ local function claim_entry(skey, id, f, acked)
   end
   if not (run and attempt and job) then return end
   local rk = KEYS[1] .. run
-  local q = redis.call('HGET', rk, 'q')
+  local st = redis.call('HMGET', rk, 'q', 'g')
+  local q = st[1]
   if not q then return end
   -- The common case: the run has this one queued attempt.
   local rest = ''
   if q ~= attempt .. ' ' .. id .. ' ' .. skey then rest = without_line(q, attempt, id) end
   if not rest then return end
-  if nleased >= max or nleased >= ntokens then
+  if nleased >= max or nleased >= ntokens or (spec ~= '' and room_in(spec) <= 0) then
     local line = attempt .. ' ' .. redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job) .. ' ' .. skey
     if rest ~= '' then line = rest .. '\n' .. line end
     redis.call('HSET', rk, 'q', line)
   else
     nleased = nleased + 1
-    local token = ARGV[5 + nleased]
-    -- A lease of an older attempt of the run is replaced: its holder learns it is lost.
+    local token = ARGV[tok + nleased]
+    -- A lease of an older attempt of the run is replaced: its holder learns it is lost, and
+    -- its slots are freed.
+    if st[2] then unhold(st[2], run) end
     redis.call('HSET', rk, 'q', rest, 'l', token .. ' ' .. attempt .. ' ' .. ARGV[3], 'j', job)
+    if spec ~= '' then
+      hold(spec, run)
+      redis.call('HSET', rk, 'g', spec)
+    elseif st[2] then
+      redis.call('HDEL', rk, 'g')
+    end
     redis.call('ZADD', KEYS[2], ARGV[2], run)
     out[#out + 1] = job
     out[#out + 1] = token
@@ -163,11 +225,12 @@ end
 /// Claims entries a lessee already read (they sit in the group's PEL until acknowledged here):
 /// own arguments are (stream index, entry id) pairs.
 const LUA_CLAIM: &str = r#"
-for i = 6 + ntokens, #ARGV, 2 do
-  local skey = KEYS[tonumber(ARGV[i])]
+for i = own, #ARGV, 2 do
+  local k = tonumber(ARGV[i])
+  local skey = KEYS[k]
   local id = ARGV[i + 1]
   local entry = redis.call('XRANGE', skey, id, id)
-  claim_entry(skey, id, entry[1] and entry[1][2], false)
+  claim_entry(skey, id, entry[1] and entry[1][2], false, spec_of(k))
 end
 return out
 "#;
@@ -177,19 +240,50 @@ return out
 /// asks for the next one in the same call. `NOACK`: read and claim are one atomic step, so no
 /// entry can be stranded between them and the PEL is not needed. A script cannot block, so an
 /// empty answer sends the caller to a blocking `XREADGROUP` (with a PEL) and then `LUA_CLAIM`.
+/// Without gates every stream is read in one `XREADGROUP`. With gates each stream is read in
+/// turn, no more than its gates have room for, and one whose gates are full is not read at all,
+/// so no entry of it moves. Returns, before the pairs, one character per stream when there are
+/// gates: `0` read, `1` skipped as full and empty, `2` skipped as full with entries waiting.
 const LUA_LEASE: &str = r#"
-for i = 7 + ntokens, #ARGV, 2 do
+for i = own + 1, #ARGV, 2 do
   release_lease(KEYS[2], KEYS[3], ARGV[i], ARGV[i + 1])
 end
-local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[6 + ntokens], 'COUNT', ARGV[4], 'NOACK', 'STREAMS'}
-for i = 4, #KEYS do cmd[#cmd + 1] = KEYS[i] end
-for i = 4, #KEYS do cmd[#cmd + 1] = '>' end
-local reply = redis.call(unpack(cmd))
-if reply then
-  for _, s in ipairs(reply) do
-    for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2], true) end
+local consumer = ARGV[own]
+if nspecs == 0 then
+  local cmd = {'XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', ARGV[4], 'NOACK', 'STREAMS'}
+  for i = 4, #KEYS do cmd[#cmd + 1] = KEYS[i] end
+  for i = 4, #KEYS do cmd[#cmd + 1] = '>' end
+  local reply = redis.call(unpack(cmd))
+  if reply then
+    for _, s in ipairs(reply) do
+      for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2], true, '') end
+    end
+  end
+  table.insert(out, 1, '')
+  return out
+end
+local skipped = {}
+for i = 4, #KEYS do
+  local skey, spec = KEYS[i], spec_of(i)
+  skipped[i - 3] = '0'
+  while nleased < max and nleased < ntokens do
+    local want = max - nleased
+    if spec ~= '' then
+      local room = room_in(spec)
+      if room <= 0 then
+        skipped[i - 3] = redis.call('XLEN', skey) > 0 and '2' or '1'
+        break
+      end
+      if room < want then want = room end
+    end
+    local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', want, 'NOACK', 'STREAMS', skey, '>')
+    local entries = reply and reply[1][2] or {}
+    for _, e in ipairs(entries) do claim_entry(skey, e[1], e[2], true, spec) end
+    -- Fewer than asked: the stream is empty (entries of dropped attempts only cost a read).
+    if #entries < want then break end
   end
 end
+table.insert(out, 1, table.concat(skipped))
 return out
 "#;
 
@@ -221,37 +315,38 @@ return release_lease(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 /// it would drop it anyway).
 const LUA_HAND_BACK: &str = r#"
 local rk = KEYS[1] .. ARGV[1]
-local st = redis.call('HMGET', rk, 'l', 'j', 'q')
+local st = redis.call('HMGET', rk, 'l', 'j', 'q', 'g')
 if not holds_token(st[1], ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 local c = redis.call('ZSCORE', KEYS[5], ARGV[1])
 if c and tonumber(c) > tonumber(ARGV[6]) then
-  drop_lease(rk, st[3])
+  drop_lease(rk, ARGV[1], st[3], st[4])
   return 1
 end
+if st[4] then unhold(st[4], ARGV[1]) end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[4], '0', 'MKSTREAM')
 end
 local id = redis.call('XADD', KEYS[3], '*', 'run', ARGV[1], 'attempt', ARGV[3], 'job', st[2])
 local line = ARGV[3] .. ' ' .. id .. ' ' .. KEYS[3]
 if has_queued(st[3]) then line = st[3] .. '\n' .. line end
-redis.call('HDEL', rk, 'l', 'j')
+redis.call('HDEL', rk, 'l', 'j', 'g')
 redis.call('HSET', rk, 'q', line)
 redis.call('SADD', KEYS[4], ARGV[5])
 return 1
 "#;
 
-/// KEYS: leases, run key prefix. ARGV: now, limit. Returns (job JSON, `l` value, deadline)
+/// KEYS: run key prefix, leases. ARGV: now, limit. Returns (job JSON, `l` value, deadline)
 /// triples. Atomic, so two reapers never both return the same lease.
 const LUA_REAP: &str = r#"
-local runs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local runs = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for i = 1, #runs, 2 do
   local run, score = runs[i], runs[i + 1]
-  local rk = KEYS[2] .. run
-  local st = redis.call('HMGET', rk, 'l', 'j', 'q')
-  redis.call('ZREM', KEYS[1], run)
-  if st[1] then drop_lease(rk, st[3]) end
+  local rk = KEYS[1] .. run
+  local st = redis.call('HMGET', rk, 'l', 'j', 'q', 'g')
+  redis.call('ZREM', KEYS[2], run)
+  if st[1] then drop_lease(rk, run, st[3], st[4]) end
   if st[1] and st[2] then
     out[#out + 1] = st[2]
     out[#out + 1] = st[1]

@@ -80,6 +80,7 @@ pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
         network: task.spec.network.clone(),
         params: new.params.clone(),
         labels: task.spec.labels.clone(),
+        gates: task.spec.gates(&task.id),
     };
     if let Some(o) = &new.overrides {
         o.apply(&mut job.args, &mut job.env);
