@@ -18,7 +18,10 @@ use crate::time::now_ms;
 
 #[derive(Default)]
 struct State {
-    queues: BTreeMap<String, VecDeque<Job>>,
+    /// Jobs waiting per route, each with its number in publish order (see [`State::oldest`]).
+    queues: BTreeMap<String, VecDeque<(u64, Job)>>,
+    /// The number of the next job published.
+    next_seq: u64,
     /// `(run_id, attempt)` of every job queued or leased, for idempotent publish.
     present: HashSet<(String, u32)>,
     /// Live leases by run; changed only by [`State::hold`] and [`State::unhold`].
@@ -38,11 +41,31 @@ struct State {
 }
 
 impl State {
-    /// Whether every one of `gates` has fewer live leases than its limit.
-    fn room(&self, gates: &BTreeMap<String, u32>) -> bool {
-        gates
-            .iter()
-            .all(|(g, limit)| self.held.get(g).copied().unwrap_or(0) < *limit)
+    /// The route among `group` (routes of one group, `routing::group_of`) whose first job is
+    /// the oldest of those whose gates have room; cancelled jobs met on the way are dropped.
+    fn oldest<'a>(&mut self, group: &'a [String]) -> Option<&'a String> {
+        let mut best: Option<(u64, &String)> = None;
+        for route in group {
+            let Some(q) = self.queues.get_mut(route) else {
+                continue;
+            };
+            while let Some((_, job)) = q.front() {
+                if !self.cancels.contains(&job.run_id) {
+                    break;
+                }
+                let key = (job.run_id.clone(), job.attempt);
+                q.pop_front();
+                self.present.remove(&key);
+            }
+            let Some((seq, job)) = q.front() else {
+                continue;
+            };
+            // Every job of a route has the route's gates: a full one closes the route.
+            if best.is_none_or(|(b, _)| *seq < b) && room(&self.held, &job.gates) {
+                best = Some((*seq, route));
+            }
+        }
+        best.map(|(_, route)| route)
     }
 
     /// Records a live lease and counts it under its gates. A newer attempt's lease replaces the
@@ -78,6 +101,13 @@ impl State {
             }
         }
     }
+}
+
+/// Whether every one of `gates` has fewer live leases than its limit, by the counts `held`.
+fn room(held: &HashMap<String, u32>, gates: &BTreeMap<String, u32>) -> bool {
+    gates
+        .iter()
+        .all(|(g, limit)| held.get(g).copied().unwrap_or(0) < *limit)
 }
 
 pub struct MemoryBroker {
@@ -126,23 +156,15 @@ impl MemoryBroker {
         let mut out = Vec::new();
         let deadline_ms = now_ms() + req.ttl.as_millis() as i64;
         let known: Vec<String> = st.queues.keys().cloned().collect();
-        for queue in &routing::routes_for(&known, &req.queues, &req.labels) {
+        let routes = routing::routes_for(&known, &req.queues, &req.labels);
+        for group in routes.chunk_by(|a, b| routing::group_of(a) == routing::group_of(b)) {
             while out.len() < req.max {
-                let Some(front) = st.queues.get(queue).and_then(|q| q.front()) else {
+                let Some(route) = st.oldest(group) else {
                     break;
                 };
-                // Every job of a route has the route's gates: a full one closes the route.
-                let cancelled = st.cancels.contains(&front.run_id);
-                if !cancelled && !st.room(&front.gates) {
-                    break;
-                }
-                let Some(job) = st.queues.get_mut(queue).and_then(|q| q.pop_front()) else {
+                let Some((_, job)) = st.queues.get_mut(route).and_then(|q| q.pop_front()) else {
                     break;
                 };
-                if cancelled {
-                    st.present.remove(&(job.run_id.clone(), job.attempt));
-                    continue;
-                }
                 let lease = Lease {
                     job,
                     lease_token: new_token("lt"),
@@ -211,10 +233,12 @@ impl QueueBroker for MemoryBroker {
                         return false;
                     }
                     st.cancels.remove(&job.run_id);
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
                     st.queues
                         .entry(job.route().into_owned())
                         .or_default()
-                        .push_back(job.clone());
+                        .push_back((seq, job.clone()));
                     true
                 })
                 .collect::<Vec<_>>()
@@ -322,10 +346,10 @@ impl LeaseBroker for MemoryBroker {
                 if st.cancels.contains(run_id) {
                     st.present.remove(&(l.job.run_id, l.job.attempt));
                 } else {
-                    st.queues
-                        .entry(l.job.route().into_owned())
-                        .or_default()
-                        .push_front(l.job);
+                    // First of its route again, and as old as the oldest job there.
+                    let route = st.queues.entry(l.job.route().into_owned()).or_default();
+                    let seq = route.front().map_or(0, |(seq, _)| seq.saturating_sub(1));
+                    route.push_front((seq, l.job));
                 }
             }
         }
@@ -370,7 +394,7 @@ impl CancelBroker for MemoryBroker {
         let mut st = self.lock();
         st.cancels.insert(run_id.to_string());
         for q in st.queues.values_mut() {
-            q.retain(|j| j.run_id != run_id);
+            q.retain(|(_, j)| j.run_id != run_id);
         }
         if !st.leases.contains_key(run_id) {
             st.present.retain(|(r, _)| r != run_id);

@@ -31,8 +31,15 @@
 //! skips a route whose gates are full without reading it, so the route's jobs keep their order
 //! and never hold up other routes. Jobs of one gate whose limits differ (tasks sharing a key but
 //! naming different limits) each obey their own: a job is leased while fewer than its limit hold
-//! the gate. Among routes a runner matches, gated ones come before ungated ones of the same
-//! requirements: a gate bounds what they take.
+//! the gate.
+//!
+//! Routes that differ only in their gates form a *group* ([`group_of`]: the queue with its
+//! requirements), and a lease takes from a group its oldest job first among the routes whose
+//! gates have room (by publish order: the in-process broker numbers jobs; Redis compares the
+//! heads' stream ids, which order jobs of different routes to the millisecond, so jobs of one
+//! millisecond, such as a scheduler batch, go route by route). So the runs of one queue start
+//! in the order they were queued whatever their gates, a gate only holding some of them back,
+//! and no gated route starves another of its group.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -156,8 +163,8 @@ pub fn gates_of(route: &str) -> &str {
 }
 
 /// The routes among `known` that a runner serving `queues` with `labels` may lease from, the
-/// plain queues always included: most requirements first, then in `queues`' order, gated
-/// before ungated.
+/// plain queues always included: most requirements first, then in `queues`' order, the routes
+/// of a group ([`group_of`]) together, gated before ungated.
 pub fn routes_for(
     known: &[String],
     queues: &[String],
@@ -172,7 +179,7 @@ pub fn routes_for(
             (ek, ev)
         })
         .collect();
-    let mut routed: Vec<(usize, usize, bool, &String)> = known
+    let mut routed: Vec<(usize, usize, &str, bool, &str)> = known
         .iter()
         .filter_map(|r| {
             let (queue, needs, gates) = parse(r);
@@ -181,22 +188,37 @@ pub fn routes_for(
                 && needs
                     .iter()
                     .all(|(k, v)| encoded.get(*k).is_some_and(|have| have == v));
-            fits.then_some((needs.len(), at, gates.is_empty(), r))
+            fits.then_some((needs.len(), at, group_of(r), gates.is_empty(), r.as_str()))
         })
         .collect();
+    // The plain queues, each beside the gated routes of its group.
+    for (at, q) in queues.iter().enumerate() {
+        if !routed.iter().any(|r| r.4 == q) {
+            routed.push((0, at, q, true, q));
+        }
+    }
     routed.sort_by(|a, b| {
         b.0.cmp(&a.0)
             .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-            .then(a.3.cmp(b.3))
+            .then(a.2.cmp(b.2))
+            .then(a.3.cmp(&b.3))
+            .then(a.4.cmp(b.4))
     });
-    let mut out: Vec<String> = routed.into_iter().map(|(.., r)| r.clone()).collect();
-    for q in queues {
-        if !out.contains(q) {
-            out.push(q.clone());
-        }
+    routed.into_iter().map(|r| r.4.to_string()).collect()
+}
+
+/// The group of a route: the route without its gates, which names the routes of one queue and
+/// one set of requirements. A lease takes from a group oldest job first, whichever route of it
+/// holds the job ([`routes_for`] lists a group's routes together).
+pub fn group_of(route: &str) -> &str {
+    let Some((queue, rest)) = route.split_once(SEP) else {
+        return route;
+    };
+    match rest.split_once(SEP) {
+        None => route,
+        Some(("", _)) => queue,
+        Some((labels, _)) => &route[..queue.len() + 1 + labels.len()],
     }
-    out
 }
 
 /// `labels` with [`RUNNER_LABEL`] set to `name` (a label of that key the runner set itself is
@@ -299,6 +321,16 @@ mod tests {
             routes_for(&known, &queues, &labels(&[])),
             ["default@@task:t1=2", "default"]
         );
+        // A plain queue stays beside its gated routes, whatever comes after it.
+        let two = strings(&["default", "other"]);
+        assert_eq!(
+            routes_for(&known, &two, &labels(&[])),
+            ["default@@task:t1=2", "default", "other@@task:t2=1", "other"]
+        );
+        assert_eq!(group_of("default@gpu=true@key:k=1"), "default@gpu=true");
+        assert_eq!(group_of("default@gpu=true"), "default@gpu=true");
+        assert_eq!(group_of("default@@task:t1=2"), "default");
+        assert_eq!(group_of("default"), "default");
     }
 
     #[test]

@@ -266,7 +266,64 @@ async fn many_workers_never_hold_more_than_the_limit(s: &Subject) {
     assert_eq!(depth(&*s.broker, "busy").await, 0);
 }
 
+/// Publishes `n` jobs, one at a time, each like the next of `templates` in turn. A few
+/// milliseconds apart: Redis orders the jobs of different routes by their stream ids, which
+/// tell jobs apart by the millisecond only.
+async fn publish_like(b: &dyn Broker, templates: &[&Job], n: usize) -> Vec<Job> {
+    let mut published = vec![];
+    for i in 0..n {
+        let j = Job {
+            run_id: run_id(),
+            ..templates[i % templates.len()].clone()
+        };
+        assert!(b.publish(&j).await.unwrap());
+        published.push(j);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    published
+}
+
+/// Jobs of one queue under different gates (tasks sharing a key, one of them also capped, and
+/// ungated jobs) start in the order they were published, a full gate only holding its own back.
+async fn a_queue_keeps_its_order_across_gates(s: &Subject) {
+    let b = &*s.broker;
+    let shared = gated("order", &[("key:site", 1)]);
+    let capped = gated("order", &[("key:site", 1), ("task:c", 1)]);
+    let plain = job(&run_id(), "order");
+    let published = publish_like(b, &[&shared, &capped, &plain], 9).await;
+    // One at a time, each released before the next lease: exactly the publish order.
+    let mut order = vec![];
+    for _ in 0..published.len() {
+        let got = lease_now(b, "w1", "order", 1).await;
+        assert_eq!(got.len(), 1, "after {order:?}");
+        b.release(&got[0].job.run_id, &got[0].lease_token)
+            .await
+            .unwrap();
+        order.extend(ids(&got));
+    }
+    assert_eq!(order, ids_of(&published));
+
+    // The key held: only the ungated jobs pass, and the gated ones keep their places.
+    let published = publish_like(b, &[&shared, &plain, &capped], 6).await;
+    let first = lease_now(b, "w1", "order", 10).await;
+    assert_eq!(
+        ids(&first),
+        ids_of(&[
+            published[0].clone(),
+            published[1].clone(),
+            published[4].clone()
+        ]),
+        "the first keyed job, then the ungated ones past the held key"
+    );
+    b.release(&first[0].job.run_id, &first[0].lease_token)
+        .await
+        .unwrap();
+    let next = lease_now(b, "w1", "order", 10).await;
+    assert_eq!(ids(&next), ids_of(&published[2..3]), "the oldest keyed job");
+}
+
 conformance!(
+    a_queue_keeps_its_order_across_gates,
     a_gate_holds_its_limit_and_every_ended_lease_frees_a_slot,
     a_full_gate_holds_up_neither_ungated_jobs_nor_other_gates,
     a_parked_lessee_gets_a_slot_freed_while_it_waits,

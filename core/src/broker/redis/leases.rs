@@ -50,6 +50,7 @@ impl RedisBroker {
         }
         let streams = Arc::new(Streams::of(
             &routing::routes_for(&known.routes, &req.queues, &req.labels),
+            &known.routes,
             |r| self.queue_key(r),
         ));
         if known.resolved.len() >= MAX_RESOLVED {
@@ -95,8 +96,8 @@ impl RedisBroker {
             .arg(max)
             .arg(max)
             .arg(streams.gates.len());
-        for g in &streams.gates {
-            inv.arg(g);
+        for (group, spec) in &streams.gates {
+            inv.arg(group).arg(spec);
         }
         for _ in 0..max {
             inv.arg(new_token("lt"));

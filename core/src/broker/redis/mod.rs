@@ -136,44 +136,56 @@ struct KnownRoutes {
 /// A runner's labels and the streams its lease reads.
 type Resolved = (BTreeMap<String, String>, Arc<Streams>);
 
-/// The stream keys a lease reads, in order, and the gates of each (see [`routing`]).
+/// The stream keys a lease reads, in order, and the route group and gates of each (see
+/// [`routing`]).
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Streams {
     keys: Vec<String>,
-    /// Per key, its route's gates as `NAME=LIMIT,…` (empty when ungated); empty as a whole when
-    /// no key is gated, so an ungated lease passes none to its script.
-    gates: Vec<String>,
+    /// Per key, a number shared by consecutive keys of one route group (`routing::group_of`)
+    /// and its route's gates as `NAME=LIMIT,…` (empty when ungated); empty as a whole when no
+    /// key is gated, so an ungated lease passes none to its script.
+    gates: Vec<(usize, String)>,
 }
 
 impl Streams {
-    /// The streams of `routes`, with `key` naming each stream.
-    fn of(routes: &[String], key: impl Fn(&str) -> String) -> Streams {
+    /// The streams of `routes` (as `routing::routes_for` orders them), with `key` naming each
+    /// stream. A plain queue never published to (not in `known`) is left out of its group: it
+    /// is empty, and leaving it out spares the group's oldest-first reads a look at it.
+    fn of(routes: &[String], known: &[String], key: impl Fn(&str) -> String) -> Streams {
         let keys = routes.iter().map(|r| key(r)).collect();
-        let gates: Vec<String> = routes
-            .iter()
-            .map(|r| routing::gates_of(r).to_string())
-            .collect();
-        let gated = gates.iter().any(|g| !g.is_empty());
-        Streams {
-            keys,
-            gates: if gated { gates } else { vec![] },
+        if routes.iter().all(|r| routing::gates_of(r).is_empty()) {
+            return Streams {
+                keys,
+                gates: vec![],
+            };
         }
+        let mut gates: Vec<(usize, String)> = Vec::with_capacity(routes.len());
+        let mut group: Option<&str> = None;
+        for (i, r) in routes.iter().enumerate() {
+            let joins = group == Some(routing::group_of(r)) && known.contains(r);
+            if !joins {
+                group = Some(routing::group_of(r));
+            }
+            let n = if joins { gates[i - 1].0 } else { i };
+            gates.push((n, routing::gates_of(r).to_string()));
+        }
+        Streams { keys, gates }
     }
 
     /// Those streams whose flag in `skipped` (a lease script's, one character per stream) is
-    /// `0`: the ones it read, so no gate of theirs was full.
+    /// `0`: the ones whose gates had room.
     fn open(&self, skipped: &str) -> Streams {
         let flags = skipped.as_bytes();
         let mut out = Streams::default();
         for (i, key) in self.keys.iter().enumerate() {
             if flags.get(i).is_none_or(|f| *f == b'0') {
                 out.keys.push(key.clone());
-                if !self.gates.is_empty() {
-                    out.gates.push(self.gates[i].clone());
+                if let Some(g) = self.gates.get(i) {
+                    out.gates.push(g.clone());
                 }
             }
         }
-        if out.gates.iter().all(String::is_empty) {
+        if out.gates.iter().all(|(_, spec)| spec.is_empty()) {
             out.gates.clear();
         }
         out
@@ -514,7 +526,42 @@ impl HealthBroker for RedisBroker {
 
 #[cfg(test)]
 mod tests {
-    use super::split_prefix;
+    use super::{split_prefix, Streams};
+
+    #[test]
+    fn streams_of_one_group_share_a_number_and_an_unpublished_queue_stands_alone() {
+        let routes: Vec<String> = ["q@@key:a=1", "q@@key:b=1", "q", "r"]
+            .map(String::from)
+            .to_vec();
+        let key = |r: &str| format!("k:{r}");
+        let gated = routes[..2].to_vec();
+        let of = |known: &[String]| Streams::of(&routes, known, key).gates;
+        let spec = |n: usize, s: &str| (n, s.to_string());
+        assert_eq!(
+            of(&gated),
+            [
+                spec(0, "key:a=1"),
+                spec(0, "key:b=1"),
+                spec(2, ""),
+                spec(3, "")
+            ]
+        );
+        assert_eq!(
+            of(&routes),
+            [
+                spec(0, "key:a=1"),
+                spec(0, "key:b=1"),
+                spec(0, ""),
+                spec(3, "")
+            ]
+        );
+        let plain = Streams::of(&routes[2..], &routes, key);
+        assert_eq!(plain.keys, ["k:q", "k:r"]);
+        assert!(plain.gates.is_empty(), "no gates, nothing passed");
+        let open = Streams::of(&routes, &routes, key).open("2000");
+        assert_eq!(open.keys, ["k:q@@key:b=1", "k:q", "k:r"]);
+        assert_eq!(open.gates[0], spec(0, "key:b=1"));
+    }
 
     #[test]
     fn prefix_parameter_is_taken_out_of_the_url() {

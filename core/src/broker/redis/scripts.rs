@@ -147,8 +147,9 @@ return out
 
 /// Turns queue entries into leases; shared by the two scripts below.
 /// KEYS: run key prefix, leases, cancels, then the streams. ARGV: group, deadline, worker id as
-/// a JSON string, max, T, G, then G gate specs (none, or one per stream: its route's gates,
-/// empty for an ungated one), then T lease tokens, then the script's own arguments.
+/// a JSON string, max, T, G, then G (route group, gate spec) pairs (none, or one per stream:
+/// a number shared by the consecutive streams of one `routing::group_of`, and the route's
+/// gates, empty for an ungated one), then T lease tokens, then the script's own arguments.
 /// Returns (job JSON, lease token) pairs; the caller knows the worker and the deadline.
 /// An entry whose attempt is no longer queued under that id is dropped; entries beyond `max`, or
 /// past a full gate, go back to the tail of their stream (max = 0 requeues them all, which is
@@ -160,14 +161,17 @@ local max = tonumber(ARGV[4])
 local ntokens = tonumber(ARGV[5])
 local nspecs = tonumber(ARGV[6])
 -- ARGV[tok + k] is the k-th token; ARGV[own] the script's first own argument.
-local tok = 6 + nspecs
+local tok = 6 + 2 * nspecs
 local own = tok + ntokens + 1
 local out = {}
 local nleased = 0
--- The gate spec of the stream KEYS[i] ('' when ungated).
+-- The gate spec of the stream KEYS[i] ('' when ungated), and its route group.
 local function spec_of(i)
   if nspecs == 0 then return '' end
-  return ARGV[3 + i]
+  return ARGV[2 * i]
+end
+local function group_of(i)
+  return ARGV[2 * i - 1]
 end
 -- The run's queued lines without `line`, or nil when `line` is not among them.
 local function without_line(q, attempt, id)
@@ -240,10 +244,13 @@ return out
 /// asks for the next one in the same call. `NOACK`: read and claim are one atomic step, so no
 /// entry can be stranded between them and the PEL is not needed. A script cannot block, so an
 /// empty answer sends the caller to a blocking `XREADGROUP` (with a PEL) and then `LUA_CLAIM`.
-/// Without gates every stream is read in one `XREADGROUP`. With gates each stream is read in
-/// turn, no more than its gates have room for, and one whose gates are full is not read at all,
-/// so no entry of it moves. Returns, before the pairs, one character per stream when there are
-/// gates: `0` read, `1` skipped as full and empty, `2` skipped as full with entries waiting.
+///
+/// Without gates every stream is read in one `XREADGROUP`. With gates the streams are read a
+/// route group at a time, none past its gates' room, so a route whose gates are full is not
+/// read at all and no entry of it moves. A group of several streams gives its oldest entry
+/// first (the smallest head id) among the streams with room. Returns, before the pairs, when
+/// there are gates and nothing was leased, one character per stream: `0` open, `1` gates full
+/// and empty, `2` gates full with entries waiting.
 const LUA_LEASE: &str = r#"
 for i = own + 1, #ARGV, 2 do
   release_lease(KEYS[2], KEYS[3], ARGV[i], ARGV[i + 1])
@@ -262,28 +269,78 @@ if nspecs == 0 then
   table.insert(out, 1, '')
   return out
 end
-local skipped = {}
-for i = 4, #KEYS do
-  local skey, spec = KEYS[i], spec_of(i)
-  skipped[i - 3] = '0'
-  while nleased < max and nleased < ntokens do
-    local want = max - nleased
-    if spec ~= '' then
-      local room = room_in(spec)
-      if room <= 0 then
-        skipped[i - 3] = redis.call('XLEN', skey) > 0 and '2' or '1'
-        break
-      end
-      if room < want then want = room end
-    end
-    local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', want, 'NOACK', 'STREAMS', skey, '>')
-    local entries = reply and reply[1][2] or {}
-    for _, e in ipairs(entries) do claim_entry(skey, e[1], e[2], true, spec) end
-    -- Fewer than asked: the stream is empty (entries of dropped attempts only cost a read).
-    if #entries < want then break end
-  end
+local limit = math.min(max, ntokens)
+-- How many more entries stream i may give: what the lease still wants, within its gates' room.
+local function want(i)
+  local n = limit - nleased
+  local spec = spec_of(i)
+  if spec ~= '' then n = math.min(n, room_in(spec)) end
+  return n
 end
-table.insert(out, 1, table.concat(skipped))
+local function read(i, count)
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', count, 'NOACK', 'STREAMS', KEYS[i], '>')
+  local entries = reply and reply[1][2] or {}
+  for _, e in ipairs(entries) do claim_entry(KEYS[i], e[1], e[2], true, spec_of(i)) end
+  return #entries
+end
+-- The id of stream i's first entry (false when empty), read once until the stream is read.
+local heads = {}
+local function head(i)
+  if heads[i] == nil then
+    local e = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
+    heads[i] = e[1] and e[1][1] or false
+  end
+  return heads[i]
+end
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am < bm end
+  return tonumber(as) < tonumber(bs)
+end
+local i = 4
+while i <= #KEYS and nleased < limit do
+  local j = i
+  while j < #KEYS and group_of(j + 1) == group_of(i) do j = j + 1 end
+  if i == j then
+    while true do
+      local n = want(i)
+      -- Fewer than asked: the stream is empty (entries of dropped attempts only cost a read).
+      if n <= 0 or read(i, n) < n then break end
+    end
+  else
+    while nleased < limit do
+      local best, others = nil, false
+      for k = i, j do
+        if want(k) > 0 and head(k) then
+          if best then others = true end
+          if not best or older(head(k), head(best)) then best = k end
+        end
+      end
+      if not best then break end
+      -- Alone with entries and room, a stream gives what it may at once; else one at a time.
+      local n = others and 1 or want(best)
+      heads[best] = nil
+      if read(best, n) == 0 then heads[best] = false end
+    end
+  end
+  i = j + 1
+end
+local skipped = ''
+if nleased == 0 then
+  local flags = {}
+  for k = 4, #KEYS do
+    local spec = spec_of(k)
+    if spec ~= '' and room_in(spec) <= 0 then
+      flags[k - 3] = redis.call('XLEN', KEYS[k]) > 0 and '2' or '1'
+    else
+      flags[k - 3] = '0'
+    end
+  end
+  skipped = table.concat(flags)
+end
+table.insert(out, 1, skipped)
 return out
 "#;
 
