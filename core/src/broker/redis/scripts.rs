@@ -18,8 +18,9 @@
 //!   comes first so a check is a prefix comparison; lease tokens never contain a space
 //!   (`ids::new_token`). Its deadline is its score in `P:leases`.
 //! * `j`: the leased job's JSON, written and deleted with `l`.
-//! * `g`: the leased job's gates as its route names them, `NAME=LIMIT,…` (names encoded, see
-//!   [`routing`](crate::broker::routing)), written and deleted with `l`; absent for an ungated job.
+//! * `g`: the names of the leased job's gates (encoded as its route has them, see
+//!   [`routing`](crate::broker::routing)), joined by `,`; written and deleted with `l`, absent
+//!   for an ungated job.
 //!
 //! `P:g:GATE` is the set of runs whose live lease holds gate `GATE`: a claim adds the run to the
 //! set of each of its gates and every step that ends a lease (release, hand back, reap, a newer
@@ -35,37 +36,61 @@ use ::redis::Script;
 /// Helpers for the per-run hash and the gates, prepended to every script that reads it (each
 /// gets the run key prefix `P:r:` as `KEYS[1]`; gate keys are `P:g:` beside it).
 const LUA_STATE: &str = r#"
-local GATES = string.sub(KEYS[1], 1, -3) .. 'g:'
--- Live leases per gate as this script has seen and changed them.
+-- Gates: the prefix of gate keys, `P:g:`.
+local gate_prefix
+local function gate_key(name)
+  if not gate_prefix then gate_prefix = string.sub(KEYS[1], 1, -3) .. 'g:' end
+  return gate_prefix .. name
+end
+-- Per gate spec (`NAME=LIMIT,…`), its gates as {key, limit} and their names joined by `,`
+-- (what a lease's `g` field holds), parsed once per script.
+local gates_of_spec, names_of_spec = {}, {}
+local function gates_in(spec)
+  local gs = gates_of_spec[spec]
+  if not gs then
+    gs = {}
+    local names = {}
+    for name, limit in string.gmatch(spec, '([^,=]+)=(%d+)') do
+      gs[#gs + 1] = {gate_key(name), tonumber(limit)}
+      names[#names + 1] = name
+    end
+    gates_of_spec[spec] = gs
+    names_of_spec[spec] = table.concat(names, ',')
+  end
+  return gs
+end
+-- Live leases per gate key as this script has seen and changed them.
 local held = {}
-local function held_by(name)
-  local h = held[name]
+local function held_by(key)
+  local h = held[key]
   if not h then
-    h = redis.call('SCARD', GATES .. name)
-    held[name] = h
+    h = redis.call('SCARD', key)
+    held[key] = h
   end
   return h
 end
--- Free slots of the fullest of `spec`'s gates (`NAME=LIMIT,…`).
+-- Free slots of the fullest of `spec`'s gates.
 local function room_in(spec)
   local room
-  for name, limit in string.gmatch(spec, '([^,=]+)=(%d+)') do
-    local r = tonumber(limit) - held_by(name)
+  for _, g in ipairs(gates_in(spec)) do
+    local r = g[2] - held_by(g[1])
     if not room or r < room then room = r end
   end
   return room or 0
 end
--- Counts `run`'s new lease under each gate of `spec`.
+-- Counts `run`'s new lease under each gate of `spec`; returns the value of its `g` field.
 local function hold(spec, run)
-  for name in string.gmatch(spec, '([^,=]+)=%d+') do
-    held[name] = held_by(name) + redis.call('SADD', GATES .. name, run)
+  for _, g in ipairs(gates_in(spec)) do
+    held[g[1]] = held_by(g[1]) + redis.call('SADD', g[1], run)
   end
+  return names_of_spec[spec]
 end
--- Frees the slots `run`'s ended lease held under the gates of `spec`.
-local function unhold(spec, run)
-  for name in string.gmatch(spec, '([^,=]+)=%d+') do
-    local n = redis.call('SREM', GATES .. name, run)
-    if held[name] then held[name] = held[name] - n end
+-- Frees the slots `run`'s ended lease held under the gates named in `g` (its `g` field).
+local function unhold(g, run)
+  for name in string.gmatch(g, '[^,]+') do
+    local key = gate_key(name)
+    local n = redis.call('SREM', key, run)
+    if held[key] then held[key] = held[key] - n end
   end
 end
 local function queued_lines(raw)
@@ -184,7 +209,8 @@ local function without_line(q, attempt, id)
   end
   return nil
 end
-local function claim_entry(skey, id, f, acked, spec)
+-- `checked`: the caller read no more entries than the gates of `spec` have room for.
+local function claim_entry(skey, id, f, acked, spec, checked)
   if not acked then redis.call('XACK', skey, ARGV[1], id) end
   redis.call('XDEL', skey, id)
   if not f then return end
@@ -202,7 +228,7 @@ local function claim_entry(skey, id, f, acked, spec)
   local rest = ''
   if q ~= attempt .. ' ' .. id .. ' ' .. skey then rest = without_line(q, attempt, id) end
   if not rest then return end
-  if nleased >= max or nleased >= ntokens or (spec ~= '' and room_in(spec) <= 0) then
+  if nleased >= max or nleased >= ntokens or (spec ~= '' and not checked and room_in(spec) <= 0) then
     local line = attempt .. ' ' .. redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job) .. ' ' .. skey
     if rest ~= '' then line = rest .. '\n' .. line end
     redis.call('HSET', rk, 'q', line)
@@ -212,12 +238,12 @@ local function claim_entry(skey, id, f, acked, spec)
     -- A lease of an older attempt of the run is replaced: its holder learns it is lost, and
     -- its slots are freed.
     if st[2] then unhold(st[2], run) end
-    redis.call('HSET', rk, 'q', rest, 'l', token .. ' ' .. attempt .. ' ' .. ARGV[3], 'j', job)
+    local lease = token .. ' ' .. attempt .. ' ' .. ARGV[3]
     if spec ~= '' then
-      hold(spec, run)
-      redis.call('HSET', rk, 'g', spec)
-    elseif st[2] then
-      redis.call('HDEL', rk, 'g')
+      redis.call('HSET', rk, 'q', rest, 'l', lease, 'j', job, 'g', hold(spec, run))
+    else
+      redis.call('HSET', rk, 'q', rest, 'l', lease, 'j', job)
+      if st[2] then redis.call('HDEL', rk, 'g') end
     end
     redis.call('ZADD', KEYS[2], ARGV[2], run)
     out[#out + 1] = job
@@ -234,7 +260,7 @@ for i = own, #ARGV, 2 do
   local skey = KEYS[k]
   local id = ARGV[i + 1]
   local entry = redis.call('XRANGE', skey, id, id)
-  claim_entry(skey, id, entry[1] and entry[1][2], false, spec_of(k))
+  claim_entry(skey, id, entry[1] and entry[1][2], false, spec_of(k), false)
 end
 return out
 "#;
@@ -263,7 +289,7 @@ if nspecs == 0 then
   local reply = redis.call(unpack(cmd))
   if reply then
     for _, s in ipairs(reply) do
-      for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2], true, '') end
+      for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2], true, '', true) end
     end
   end
   table.insert(out, 1, '')
@@ -280,11 +306,16 @@ end
 local function read(i, count)
   local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', count, 'NOACK', 'STREAMS', KEYS[i], '>')
   local entries = reply and reply[1][2] or {}
-  for _, e in ipairs(entries) do claim_entry(KEYS[i], e[1], e[2], true, spec_of(i)) end
+  for _, e in ipairs(entries) do claim_entry(KEYS[i], e[1], e[2], true, spec_of(i), true) end
   return #entries
 end
--- The id of stream i's first entry (false when empty), read once until the stream is read.
-local heads = {}
+-- The length of stream i and the id of its first entry (false when empty), each read once
+-- until the stream is read again.
+local lens, heads = {}, {}
+local function len(i)
+  if lens[i] == nil then lens[i] = redis.call('XLEN', KEYS[i]) end
+  return lens[i]
+end
 local function head(i)
   if heads[i] == nil then
     local e = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
@@ -311,18 +342,25 @@ while i <= #KEYS and nleased < limit do
     end
   else
     while nleased < limit do
+      -- The streams with entries and room; the oldest head among them when there are several.
       local best, others = nil, false
       for k = i, j do
-        if want(k) > 0 and head(k) then
-          if best then others = true end
-          if not best or older(head(k), head(best)) then best = k end
+        if want(k) > 0 and len(k) > 0 then
+          if not best then
+            best = k
+          else
+            others = true
+            if head(k) and (not head(best) or older(head(k), head(best))) then best = k end
+          end
         end
       end
       if not best then break end
       -- Alone with entries and room, a stream gives what it may at once; else one at a time.
       local n = others and 1 or want(best)
+      local got = read(best, n)
       heads[best] = nil
-      if read(best, n) == 0 then heads[best] = false end
+      -- Fewer than asked: the rest were read by a lessee that has not claimed them yet.
+      if got < n then lens[best] = 0 else lens[best] = lens[best] - got end
     end
   end
   i = j + 1
