@@ -567,14 +567,12 @@ fn spawn_runner(
         .arg(ca_file)
         .arg("--data-dir")
         .arg(data_dir)
-        .args([
-            "--ops-listen",
-            "127.0.0.1:0",
-            "--slots",
-            "1",
-            "--name",
-            "cli-runner",
-        ])
+        .args(["--ops-listen", "127.0.0.1:0", "--name", "cli-runner"])
+        .args(if extra.contains(&"--slots") {
+            &[][..]
+        } else {
+            &["--slots", "1"][..]
+        })
         .args(extra)
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -691,6 +689,55 @@ async fn a_gateway_runner_is_routed_by_the_labels_of_its_enrollment() {
         .await;
     assert_eq!(status, 200);
     child.kill().await.unwrap();
+}
+
+/// The edge leases through the broker, so a task's `max_concurrency` holds for a gateway runner
+/// as for a direct one: twelve runs queued at once, a runner with four slots, never more than
+/// two of them running at once, all of them done. On the embedded broker and on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_runner_keeps_to_a_task_s_max_concurrency() {
+    const RUNS: usize = 12;
+    const LIMIT: usize = 2;
+    for broker in [
+        "memory://".to_string(),
+        antcode_testkit::redis::redis_url(0, "gw-gates"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = up_config(dir.path());
+        cfg.broker_url = broker.clone();
+        let up = up::start(cfg).await.expect("antcode up starts");
+        let api = login(up.control_addr).await;
+        let ca_file = dir.path().join("up").join("tls").join("ca.pem");
+        let code = "import time\ntime.sleep(0.3)\nprint('capped')\n";
+        let task = api
+            .script_task("capped", code, json!({"max_concurrency": LIMIT}))
+            .await;
+        for _ in 0..RUNS {
+            api.triggered(&task).await;
+        }
+        let key = enrollment_key(&api).await;
+        let mut child = spawn_runner(
+            &up,
+            &ca_file,
+            &dir.path().join("capped-runner"),
+            Some(&key),
+            &["--slots", "4"],
+        );
+        let runs = api
+            .ended_runs(&task, RUNS, Duration::from_secs(300), &|| broker.clone())
+            .await;
+        assert!(
+            runs.iter().all(|r| r["state"] == "succeeded"),
+            "{broker}: {runs:?}"
+        );
+        let peak = antcode_testkit::api::peak_running(&runs);
+        assert!(
+            (2..=LIMIT).contains(&peak),
+            "{broker}: {peak} runs at once under max_concurrency {LIMIT}"
+        );
+        child.kill().await.unwrap();
+        up.stop().await.unwrap();
+    }
 }
 
 /// A gateway runner stopped mid-run past its grace hands the run back through the edge: it is

@@ -139,7 +139,7 @@ async fn wait_ready(port: u16, what: &str, log: &dyn Fn() -> String) {
 }
 
 /// The quick start exactly as the README shows it: `up` with its relative default data dir, the
-/// walkthrough, its webhooks and dependencies, then a gateway runner (relative data dir and `--ca`) enrolled with a key and
+/// walkthrough, its concurrency limits, webhooks and dependencies, then a gateway runner (relative data dir and `--ca`) enrolled with a key and
 /// running a task of its queue. Substituted: the API and edge ports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
@@ -173,8 +173,9 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
 
     let script = substitute(
         &format!(
-            "{}\n{}\n{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}",
             block("walkthrough"),
+            block("concurrency"),
             block("hooks"),
             block("flow"),
             block("alerts"),
@@ -272,6 +273,7 @@ fn every_marked_block_has_promises_or_commands() {
     for name in [
         "two-commands",
         "walkthrough",
+        "concurrency",
         "hooks",
         "flow",
         "alerts",

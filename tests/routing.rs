@@ -9,27 +9,13 @@
 use serde_json::{json, Value};
 
 use antcode_testkit::api::Api;
-use antcode_testkit::db::fresh_postgres;
 use antcode_testkit::procs::Procs;
-use antcode_testkit::redis::redis_url;
 
 const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 const PASSWORD: &str = "routing-password-not-default";
 
 async fn start() -> (Procs, Api) {
-    let mut p = Procs::new(BIN, vec![]);
-    let blobs = p.dir.path().join("blobs").display().to_string();
-    p.env = vec![
-        ("ANTCODE_DATABASE_URL".into(), fresh_postgres().await),
-        ("ANTCODE_REDIS_URL".into(), redis_url(0, "routing")),
-        ("ANTCODE_BLOB_URL".into(), format!("file://{blobs}")),
-        ("ANTCODE_ADMIN_PASSWORD".into(), PASSWORD.into()),
-        (
-            "ANTCODE_SECRET_KEY".into(),
-            "routing-secret-key-0123456789abcdef".into(),
-        ),
-        ("RUST_LOG".into(), "warn".into()),
-    ];
+    let mut p = Procs::on_postgres_and_redis(BIN, "routing", PASSWORD).await;
     let port = p.spawn_control().await;
     p.spawn_scheduler("scheduler");
     p.spawn_runner_with("gpu-box", &["--label", "gpu=true", "--slots", "2"]);

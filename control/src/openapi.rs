@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::bounds;
+use antcode_core::model::ConcurrencyKey;
 use antcode_core::secrets::MAX_NAME_LEN as MAX_SECRET_NAME;
 
 /// `(method, path, summary, least role, request body kind)`. Roles: `none` (public), `hook` (a
@@ -252,6 +253,17 @@ fn json_schema(method: &str, path: &str) -> Value {
         "description": "runners to try first: a run waits up to fallback_s for a runner with these labels too",
         "properties": {"labels": bounds::string_map(bounds::LABELS, bounds::LABEL_KEY_CHARS, bounds::LABEL_VALUE_CHARS),
             "fallback_s": {"type": "integer", "minimum": 1, "maximum": antcode_core::model::Preference::MAX_FALLBACK_S}}});
+    let max_concurrency = json!({"type": ["integer", "null"], "minimum": 1,
+        "maximum": ConcurrencyKey::MAX_LIMIT, "description":
+        "most runs of this task leased at once, on all runners together"});
+    let concurrency = json!({"type": ["object", "null"], "required": ["key", "limit"],
+        "additionalProperties": false, "description":
+        "a key shared by tasks: at most limit runs of all of them leased at once",
+        "properties": {"key": {"type": "string", "minLength": 1,
+            "maxLength": ConcurrencyKey::MAX_KEY_BYTES,
+            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+            "description": "at most 128 bytes of printable characters, not only spaces"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": ConcurrencyKey::MAX_LIMIT}}});
     let task = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
             "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
@@ -284,7 +296,8 @@ fn json_schema(method: &str, path: &str) -> Value {
             "on_success": next.clone(), "on_failure": next.clone(), "on_complete": next.clone(),
             "prefer": prefer.clone(),
             "needs": {"type": "array", "maxItems": antcode_core::flow::MAX_LINKS, "items": s("string"),
-                "description": "fan-in: it runs once in a run group, after all these tasks succeeded in it"}}})
+                "description": "fan-in: it runs once in a run group, after all these tasks succeeded in it"},
+            "max_concurrency": max_concurrency, "concurrency": concurrency}})
     };
     let channel = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false,

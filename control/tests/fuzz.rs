@@ -103,7 +103,8 @@ fn task_body(rng: &mut StdRng, project_id: &str, n: usize) -> Value {
         "secrets": [], "queue": "default", "labels": {"k": "v"}, "timeout_s": 60,
         "retry": {"max_attempts": 2, "backoff_s": 1, "max_backoff_s": 5},
         "schedule": {"kind": "cron", "cron": "*/5 * * * *", "timezone": "UTC"},
-        "overlap": "allow", "misfire": "skip", "priority": 0, "paused": false
+        "overlap": "allow", "misfire": "skip", "priority": 0, "paused": false,
+        "max_concurrency": 2, "concurrency": {"key": "site:example.com", "limit": 3}
     });
     let keys: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
     let obj = body.as_object_mut().unwrap();
@@ -116,8 +117,8 @@ fn task_body(rng: &mut StdRng, project_id: &str, n: usize) -> Value {
             1 => {
                 obj.insert(nasty_string(rng), random_json(rng, 2));
             }
-            // Nested fields get random values too (retry.*, schedule.*).
-            2 if key == "retry" || key == "schedule" => {
+            // Nested fields get random values too (retry.*, schedule.*, concurrency.*).
+            2 if ["retry", "schedule", "concurrency"].contains(&key.as_str()) => {
                 if let Some(Value::Object(inner)) = obj.get_mut(&key) {
                     let ks: Vec<String> = inner.keys().cloned().collect();
                     let k = ks[rng.gen_range(0..ks.len())].clone();

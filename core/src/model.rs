@@ -277,6 +277,14 @@ pub struct TaskSpec {
     /// labels, then goes to any runner its `labels` allow (`crate::broker::routing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer: Option<Preference>,
+    /// Most runs of this task leased at once, on all runners together (`None`: no bound but the
+    /// runners' slots). Enforced by the broker at lease time (`crate::broker::routing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// A bound shared by every task that names the same key: at most `limit` of their runs
+    /// leased at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyKey>,
 }
 
 /// A task's preferred runners (see [`TaskSpec::prefer`]).
@@ -290,6 +298,61 @@ pub struct Preference {
 impl Preference {
     /// The longest `fallback_s`: a day.
     pub const MAX_FALLBACK_S: u64 = 86_400;
+}
+
+/// A concurrency key and its limit (see [`TaskSpec::concurrency`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyKey {
+    pub key: String,
+    pub limit: u32,
+}
+
+impl ConcurrencyKey {
+    /// The longest key, in bytes.
+    pub const MAX_KEY_BYTES: usize = 128;
+    /// The largest limit (also the largest `max_concurrency`).
+    pub const MAX_LIMIT: u32 = 10_000;
+
+    /// A key that is empty, longer than [`ConcurrencyKey::MAX_KEY_BYTES`] or holds a control
+    /// character, or a limit outside `1..=MAX_LIMIT`, as a message naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.key.trim().is_empty()
+            || self.key.len() > Self::MAX_KEY_BYTES
+            || self.key.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "concurrency.key: must be 1-{} bytes of printable characters",
+                Self::MAX_KEY_BYTES
+            ));
+        }
+        check_limit("concurrency.limit", self.limit)
+    }
+}
+
+/// A concurrency limit outside `1..=ConcurrencyKey::MAX_LIMIT`, as a message naming `field`.
+pub fn check_limit(field: &str, limit: u32) -> Result<(), String> {
+    let max = ConcurrencyKey::MAX_LIMIT;
+    if !(1..=max).contains(&limit) {
+        return Err(format!("{field}: must be between 1 and {max}, got {limit}"));
+    }
+    Ok(())
+}
+
+impl TaskSpec {
+    /// The gates of the jobs of task `task_id` (`crate::broker::routing`): its
+    /// `max_concurrency` and its concurrency key, each with its limit.
+    pub fn gates(&self, task_id: &str) -> BTreeMap<String, u32> {
+        use crate::broker::routing;
+        let mut gates = BTreeMap::new();
+        if let Some(n) = self.max_concurrency {
+            gates.insert(routing::task_gate(task_id), n);
+        }
+        if let Some(c) = &self.concurrency {
+            gates.insert(routing::key_gate(&c.key), c.limit);
+        }
+        gates
+    }
 }
 
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
@@ -480,6 +543,8 @@ impl Default for TaskSpec {
             on_complete: vec![],
             needs: vec![],
             prefer: None,
+            max_concurrency: None,
+            concurrency: None,
         }
     }
 }
@@ -676,6 +741,11 @@ pub struct Job {
     /// drops them and moves the job to the route of `labels` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer: Option<JobPreference>,
+    /// From the task when the run was created ([`TaskSpec::gates`]): gate name → limit. A broker
+    /// leases the job only while each of its gates has fewer live leases than its limit, and
+    /// counts the lease under each until the lease ends (`crate::broker::routing`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gates: BTreeMap<String, u32>,
 }
 
 /// The preferred labels of a job and until when they hold.
@@ -687,7 +757,7 @@ pub struct JobPreference {
 
 impl Job {
     /// The queue the broker keeps it in: its queue, or a route of it when it requires labels
-    /// (its preferred ones too, while it has them) or a Python version
+    /// (its preferred ones too, while it has them), a Python version, or gates
     /// (`crate::broker::routing`).
     pub fn route(&self) -> std::borrow::Cow<'_, str> {
         use crate::broker::routing;
@@ -698,7 +768,7 @@ impl Job {
                 all.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        match routing::route(&self.queue, &needs) {
+        match routing::route(&self.queue, &needs, &self.gates) {
             std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(&self.queue),
             std::borrow::Cow::Owned(r) => std::borrow::Cow::Owned(r),
         }

@@ -15,6 +15,31 @@ pub fn terminal(run: &Value) -> bool {
     !["queued", "running"].contains(&run["state"].as_str().unwrap_or("queued"))
 }
 
+/// The most of `runs` (as the API shows them) that were running at one instant, by their
+/// `started_at` and `finished_at`. A run that ends at the instant another starts is not counted
+/// with it: its lease ended before the other's began (a run starts after its lease is taken and
+/// ends before its lease is released). Runs that never started are left out.
+pub fn peak_running(runs: &[Value]) -> usize {
+    let at = |run: &Value, field: &str| {
+        run[field]
+            .as_str()
+            .and_then(antcode_core::time::parse_rfc3339)
+    };
+    // (instant, +1 for a start, -1 for an end): ends sort before starts at the same instant.
+    let mut edges: Vec<(i64, i32)> = runs
+        .iter()
+        .filter_map(|r| Some([(at(r, "started_at")?, 1), (at(r, "finished_at")?, -1)]))
+        .flatten()
+        .collect();
+    edges.sort();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
 /// The control API on `127.0.0.1:PORT`, logged in as admin.
 pub struct Api {
     pub http: reqwest::Client,
@@ -179,18 +204,56 @@ impl Api {
         done: impl Fn(&Value) -> bool,
         context: &dyn Fn() -> String,
     ) -> Value {
+        let path = format!("/runs/{id}");
+        let why = |run: &Value| format!("run {id} never reached {what} within {limit:?}: {run}");
+        self.poll(&path, Duration::from_millis(100), limit, done, why, context)
+            .await
+    }
+
+    /// The runs of `task` (at most 500), once `n` of them have ended; after `limit` fails
+    /// naming the task and `context()`.
+    pub async fn ended_runs(
+        &self,
+        task: &str,
+        n: usize,
+        limit: Duration,
+        context: &dyn Fn() -> String,
+    ) -> Vec<Value> {
+        let ended = |page: &Value| {
+            let runs = page["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            runs.iter().filter(|r| terminal(r)).count()
+        };
+        let path = format!("/runs?task_id={task}&limit=500");
+        let why = |page: &Value| {
+            let got = ended(page);
+            format!("only {got} of {n} runs of task {task} ended within {limit:?}")
+        };
+        let every = Duration::from_millis(500);
+        let page = self
+            .poll(&path, every, limit, |page| ended(page) >= n, why, context)
+            .await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// GETs `path` every `every` until `done` holds of the answer; after `limit` fails with
+    /// `why` of the last answer and `context()`.
+    async fn poll(
+        &self,
+        path: &str,
+        every: Duration,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+        why: impl Fn(&Value) -> String,
+        context: &dyn Fn() -> String,
+    ) -> Value {
         let deadline = Instant::now() + limit;
         loop {
-            let run = self.get(&format!("/runs/{id}")).await;
-            if done(&run) {
-                return run;
+            let answer = self.get(path).await;
+            if done(&answer) {
+                return answer;
             }
-            assert!(
-                Instant::now() < deadline,
-                "run {id} never reached {what} within {limit:?}: {run}\n{}",
-                context()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(Instant::now() < deadline, "{}\n{}", why(&answer), context());
+            tokio::time::sleep(every).await;
         }
     }
 

@@ -91,6 +91,7 @@ pub fn job(bundle: BundleRef, entrypoint: &str) -> Job {
         network: Default::default(),
         params: None,
         labels: BTreeMap::new(),
+        gates: BTreeMap::new(),
     }
 }
 

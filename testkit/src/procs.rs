@@ -78,6 +78,29 @@ impl Procs {
         }
     }
 
+    /// Processes of a split deployment named `tag`: a fresh PostgreSQL database, Redis database
+    /// 0 under a key prefix of `tag`'s, a blob directory of their own, `password` the admin's,
+    /// and warnings only in the logs. Nothing is started yet.
+    pub async fn on_postgres_and_redis(bin: &str, tag: &str, password: &str) -> Procs {
+        let mut p = Procs::new(bin, vec![]);
+        let blobs = p.dir.path().join("blobs").display().to_string();
+        p.env = vec![
+            (
+                "ANTCODE_DATABASE_URL".into(),
+                crate::db::fresh_postgres().await,
+            ),
+            ("ANTCODE_REDIS_URL".into(), crate::redis::redis_url(0, tag)),
+            ("ANTCODE_BLOB_URL".into(), format!("file://{blobs}")),
+            ("ANTCODE_ADMIN_PASSWORD".into(), password.into()),
+            (
+                "ANTCODE_SECRET_KEY".into(),
+                format!("{tag}-secret-key-0123456789abcdef"),
+            ),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        p
+    }
+
     pub fn spawn(&mut self, name: &str, args: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(&self.bin)

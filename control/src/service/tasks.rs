@@ -13,8 +13,8 @@ use serde_json::{json, Map, Value};
 use antcode_core::flow::{self, Link, LinkKind, Next};
 use antcode_core::ids;
 use antcode_core::model::{
-    NetworkPolicy, Preference, ProjectVersion, RetryPolicy, Role, Run, RunLimits, RunState,
-    Schedule, Task, TaskSpec,
+    check_limit, ConcurrencyKey, NetworkPolicy, Preference, ProjectVersion, RetryPolicy, Role, Run,
+    RunLimits, RunState, Schedule, Task, TaskSpec,
 };
 use antcode_core::params::{self, ParamSchema};
 use antcode_core::retention::TaskRetention;
@@ -117,6 +117,12 @@ pub struct TaskBody {
     /// Runners to try first, for `fallback_s`.
     #[serde(default)]
     prefer: Option<Preference>,
+    /// Most runs of the task leased at once.
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    /// A concurrency key shared with other tasks, and its limit.
+    #[serde(default)]
+    concurrency: Option<ConcurrencyKey>,
 }
 
 /// A label map's bounds: how many, and each key's and value's length.
@@ -248,6 +254,7 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
             format!("must be between 1 and {MAX_TRIGGERS_PER_MIN}"),
         ));
     }
+    check_concurrency(&b)?;
     if b.schedule_params.is_some() {
         // As a trigger's params are checked, so a schedule never fires runs a trigger could
         // not start.
@@ -286,6 +293,8 @@ pub async fn validate(state: &AppState, b: TaskBody) -> ApiResult<ValidatedTask>
         on_complete: b.on_complete,
         needs: b.needs,
         prefer: b.prefer,
+        max_concurrency: b.max_concurrency,
+        concurrency: b.concurrency,
     };
     check_links(state, &spec).await?;
     Ok(ValidatedTask {
@@ -315,6 +324,25 @@ async fn check_links(state: &AppState, spec: &TaskSpec) -> ApiResult<()> {
             }
             Err(e) => return Err(e.into()),
         }
+    }
+    Ok(())
+}
+
+/// `max_concurrency` and `concurrency`: a limit outside 1-10,000 or a key that is empty, past
+/// 128 bytes or not printable is a 422 naming the field.
+fn check_concurrency(b: &TaskBody) -> ApiResult<()> {
+    let unprocessable = |detail: String| {
+        Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-concurrency",
+            detail,
+        )
+    };
+    if let Some(n) = b.max_concurrency {
+        check_limit("max_concurrency", n).map_err(unprocessable)?;
+    }
+    if let Some(c) = &b.concurrency {
+        c.check().map_err(unprocessable)?;
     }
     Ok(())
 }
@@ -523,6 +551,8 @@ fn body_of(task: &Task) -> Value {
         "on_complete": task.spec.on_complete,
         "needs": task.spec.needs,
         "prefer": task.spec.prefer,
+        "max_concurrency": task.spec.max_concurrency,
+        "concurrency": task.spec.concurrency,
     })
 }
 

@@ -294,6 +294,23 @@ async fn task_limits_and_network_are_bounded_and_reach_the_job() {
         ),
         (json!({"triggers_per_min": 0}), "triggers_per_min", 400),
         (json!({"triggers_per_min": 6001}), "triggers_per_min", 400),
+        (json!({"max_concurrency": 0}), "max_concurrency", 422),
+        (json!({"max_concurrency": 10_001}), "max_concurrency", 422),
+        (
+            json!({"concurrency": {"key": " ", "limit": 1}}),
+            "concurrency.key",
+            422,
+        ),
+        (
+            json!({"concurrency": {"key": "k", "limit": 0}}),
+            "concurrency.limit",
+            422,
+        ),
+        (
+            json!({"concurrency": {"key": "k", "limits": 1}}),
+            "limits",
+            400,
+        ),
     ] {
         let mut full = json!({"name": "bad", "project_id": pid});
         full.as_object_mut()
@@ -314,9 +331,11 @@ async fn task_limits_and_network_are_bounded_and_reach_the_job() {
         "a refused body changed a task"
     );
 
-    // A patch of `limits` merges field by field; the job carries limits and network.
+    // A patch of `limits` merges field by field; the job carries limits, network and the
+    // concurrency limits as its gates.
     let body = json!({"limits": {"memory_mb": 64, "pids": 32},
-                      "network": {"allow": ["db.example:5432", "*:443"]}});
+                      "network": {"allow": ["db.example:5432", "*:443"]},
+                      "max_concurrency": 4, "concurrency": {"key": "site:a", "limit": 2}});
     let resp = s
         .patch_json(&t, &format!("/api/v1/tasks/{tid}"), body)
         .await;
@@ -336,5 +355,13 @@ async fn task_limits_and_network_are_bounded_and_reach_the_job() {
     assert_eq!(lease.job.limits.memory_mb, 64);
     assert_eq!(lease.job.limits.pids, 32);
     assert_eq!(lease.job.network.allowed_ports(), Some(vec![443, 5432]));
+    assert_eq!(
+        lease.job.gates,
+        std::collections::BTreeMap::from([
+            (format!("task:{tid}"), 4),
+            ("key:site:a".to_string(), 2)
+        ])
+    );
+    assert_eq!(patched["concurrency"], json!({"key": "site:a", "limit": 2}));
     s.stop().await;
 }

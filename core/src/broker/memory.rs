@@ -1,7 +1,10 @@
 //! [`MemoryBroker`]: the in-process `Broker` for `antcode up`. One mutex over plain collections
-//! and a `Notify` to wake parked lessees the moment a job is published. Nothing survives a
-//! restart, by design: the scheduler rebuilds the queues from SQL. Change announcements
-//! ([`ChangeBroker::announce_change`]) go through a broadcast channel.
+//! and a `Notify` to wake parked lessees the moment a job is published, or a lease under a gate
+//! ends. Nothing survives a restart, by design: the scheduler rebuilds the queues from SQL.
+//! Change announcements ([`ChangeBroker::announce_change`]) go through a broadcast channel.
+//!
+//! Leases are added and removed only through [`State::hold`] and [`State::unhold`], which keep
+//! the count of live leases per gate ([`routing`]) with them under the same lock.
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -15,10 +18,16 @@ use crate::time::now_ms;
 
 #[derive(Default)]
 struct State {
-    queues: BTreeMap<String, VecDeque<Job>>,
+    /// Jobs waiting per route, each with its number in publish order (see [`State::oldest`]).
+    queues: BTreeMap<String, VecDeque<(u64, Job)>>,
+    /// The number of the next job published.
+    next_seq: u64,
     /// `(run_id, attempt)` of every job queued or leased, for idempotent publish.
     present: HashSet<(String, u32)>,
+    /// Live leases by run; changed only by [`State::hold`] and [`State::unhold`].
     leases: HashMap<String, Lease>,
+    /// Live leases per gate, kept by [`State::hold`] and [`State::unhold`] (absent = none).
+    held: HashMap<String, u32>,
     cancels: HashSet<String>,
     events: VecDeque<(u64, RunEvent)>,
     /// Per group: events delivered but not acknowledged, redelivered after a timeout.
@@ -29,6 +38,76 @@ struct State {
     drains: HashSet<String>,
     leaders: HashMap<String, (String, Instant)>,
     fence: u64,
+}
+
+impl State {
+    /// The route among `group` (routes of one group, `routing::group_of`) whose first job is
+    /// the oldest of those whose gates have room; cancelled jobs met on the way are dropped.
+    fn oldest<'a>(&mut self, group: &'a [String]) -> Option<&'a String> {
+        let mut best: Option<(u64, &String)> = None;
+        for route in group {
+            let Some(q) = self.queues.get_mut(route) else {
+                continue;
+            };
+            while let Some((_, job)) = q.front() {
+                if !self.cancels.contains(&job.run_id) {
+                    break;
+                }
+                let key = (job.run_id.clone(), job.attempt);
+                q.pop_front();
+                self.present.remove(&key);
+            }
+            let Some((seq, job)) = q.front() else {
+                continue;
+            };
+            // Every job of a route has the route's gates: a full one closes the route.
+            if best.is_none_or(|(b, _)| *seq < b) && room(&self.held, &job.gates) {
+                best = Some((*seq, route));
+            }
+        }
+        best.map(|(_, route)| route)
+    }
+
+    /// Records a live lease and counts it under its gates. A newer attempt's lease replaces the
+    /// older one, which is then forgotten (its slots freed).
+    fn hold(&mut self, lease: Lease) {
+        for g in lease.job.gates.keys() {
+            *self.held.entry(g.clone()).or_default() += 1;
+        }
+        let run_id = lease.job.run_id.clone();
+        let attempt = lease.job.attempt;
+        if let Some(old) = self.leases.insert(run_id, lease) {
+            self.free(&old.job.gates);
+            if old.job.attempt != attempt {
+                self.present.remove(&(old.job.run_id, old.job.attempt));
+            }
+        }
+    }
+
+    /// Ends the lease of `run_id`, if any, and frees its slots; returns it.
+    fn unhold(&mut self, run_id: &str) -> Option<Lease> {
+        let lease = self.leases.remove(run_id)?;
+        self.free(&lease.job.gates);
+        Some(lease)
+    }
+
+    fn free(&mut self, gates: &BTreeMap<String, u32>) {
+        for g in gates.keys() {
+            if let Some(n) = self.held.get_mut(g) {
+                *n -= 1;
+                if *n == 0 {
+                    self.held.remove(g);
+                }
+            }
+        }
+    }
+}
+
+/// Whether every one of `gates` has fewer live leases than its limit, by the counts `held`.
+fn room(held: &HashMap<String, u32>, gates: &BTreeMap<String, u32>) -> bool {
+    gates
+        .iter()
+        .all(|(g, limit)| held.get(g).copied().unwrap_or(0) < *limit)
 }
 
 pub struct MemoryBroker {
@@ -77,31 +156,33 @@ impl MemoryBroker {
         let mut out = Vec::new();
         let deadline_ms = now_ms() + req.ttl.as_millis() as i64;
         let known: Vec<String> = st.queues.keys().cloned().collect();
-        for queue in &routing::routes_for(&known, &req.queues, &req.labels) {
+        let routes = routing::routes_for(&known, &req.queues, &req.labels);
+        for group in routes.chunk_by(|a, b| routing::group_of(a) == routing::group_of(b)) {
             while out.len() < req.max {
-                let Some(job) = st.queues.get_mut(queue).and_then(|q| q.pop_front()) else {
+                let Some(route) = st.oldest(group) else {
                     break;
                 };
-                if st.cancels.contains(&job.run_id) {
-                    st.present.remove(&(job.run_id.clone(), job.attempt));
-                    continue;
-                }
+                let Some((_, job)) = st.queues.get_mut(route).and_then(|q| q.pop_front()) else {
+                    break;
+                };
                 let lease = Lease {
                     job,
                     lease_token: new_token("lt"),
                     worker_id: req.worker_id.clone(),
                     deadline_ms,
                 };
-                // A newer attempt's lease replaces the older one, which is then forgotten.
-                if let Some(old) = st.leases.insert(lease.job.run_id.clone(), lease.clone()) {
-                    if old.job.attempt != lease.job.attempt {
-                        st.present.remove(&(old.job.run_id, old.job.attempt));
-                    }
-                }
+                st.hold(lease.clone());
                 out.push(lease);
             }
         }
         out
+    }
+
+    /// Wakes parked lessees when leases that held gates ended: their routes may be open now.
+    fn freed(&self, gated: bool) {
+        if gated {
+            self.jobs_published.notify_waiters();
+        }
     }
 
     fn take_events(&self, group: &str, max: usize) -> Vec<(String, RunEvent)> {
@@ -152,10 +233,12 @@ impl QueueBroker for MemoryBroker {
                         return false;
                     }
                     st.cancels.remove(&job.run_id);
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
                     st.queues
                         .entry(job.route().into_owned())
                         .or_default()
-                        .push_back(job.clone());
+                        .push_back((seq, job.clone()));
                     true
                 })
                 .collect::<Vec<_>>()
@@ -197,26 +280,29 @@ impl QueueBroker for MemoryBroker {
     }
 }
 
-/// Moves `job`'s queued attempt to the end of its route now; whether it moved.
+/// Moves `job`'s queued attempt to the end of its route now (as a newly published job);
+/// whether it moved.
 fn move_job(st: &mut State, job: &Job) -> bool {
     let route = job.route();
     let found = st.queues.iter().find_map(|(queue, jobs)| {
         let at = jobs
             .iter()
-            .position(|j| j.run_id == job.run_id && j.attempt == job.attempt)?;
+            .position(|(_, j)| j.run_id == job.run_id && j.attempt == job.attempt)?;
         Some((queue.clone(), at))
     });
     let Some((queue, at)) = found.filter(|(queue, _)| *queue != route) else {
         return false;
     };
-    let Some(mut queued) = st.queues.get_mut(&queue).and_then(|jobs| jobs.remove(at)) else {
+    let Some((_, mut queued)) = st.queues.get_mut(&queue).and_then(|jobs| jobs.remove(at)) else {
         return false;
     };
     queued.prefer = job.prefer.clone();
+    let seq = st.next_seq;
+    st.next_seq += 1;
     st.queues
         .entry(route.into_owned())
         .or_default()
-        .push_back(queued);
+        .push_back((seq, queued));
     true
 }
 
@@ -265,15 +351,22 @@ impl LeaseBroker for MemoryBroker {
     }
 
     async fn release(&self, run_id: &str, lease_token: &str) -> BrokerResult<()> {
-        let mut st = self.lock();
-        if let Some(l) = st.leases.get(run_id) {
-            if l.lease_token == lease_token {
-                let key = (run_id.to_string(), l.job.attempt);
-                st.leases.remove(run_id);
-                st.present.remove(&key);
-                st.cancels.remove(run_id);
+        let gated = {
+            let mut st = self.lock();
+            let held = st
+                .leases
+                .get(run_id)
+                .is_some_and(|l| l.lease_token == lease_token);
+            match held.then(|| st.unhold(run_id)).flatten() {
+                Some(l) => {
+                    st.present.remove(&(run_id.to_string(), l.job.attempt));
+                    st.cancels.remove(run_id);
+                    !l.job.gates.is_empty()
+                }
+                None => false,
             }
-        }
+        };
+        self.freed(gated);
         Ok(())
     }
 
@@ -287,15 +380,15 @@ impl LeaseBroker for MemoryBroker {
             if !matches {
                 return Ok(());
             }
-            if let Some(l) = st.leases.remove(run_id) {
+            if let Some(l) = st.unhold(run_id) {
                 // Cancelled while leased: the lease just ends, as a lease of it would drop it.
                 if st.cancels.contains(run_id) {
                     st.present.remove(&(l.job.run_id, l.job.attempt));
                 } else {
-                    st.queues
-                        .entry(l.job.route().into_owned())
-                        .or_default()
-                        .push_front(l.job);
+                    // First of its route again, and as old as the oldest job there.
+                    let route = st.queues.entry(l.job.route().into_owned()).or_default();
+                    let seq = route.front().map_or(0, |(seq, _)| seq.saturating_sub(1));
+                    route.push_front((seq, l.job));
                 }
             }
         }
@@ -304,20 +397,24 @@ impl LeaseBroker for MemoryBroker {
     }
 
     async fn reap_expired(&self, now: i64) -> BrokerResult<Vec<Lease>> {
-        let mut st = self.lock();
-        let expired: Vec<String> = st
-            .leases
-            .values()
-            .filter(|l| l.deadline_ms < now)
-            .map(|l| l.job.run_id.clone())
-            .collect();
-        let mut out = Vec::new();
-        for run_id in expired {
-            if let Some(l) = st.leases.remove(&run_id) {
-                st.present.remove(&(run_id, l.job.attempt));
-                out.push(l);
+        let out = {
+            let mut st = self.lock();
+            let expired: Vec<String> = st
+                .leases
+                .values()
+                .filter(|l| l.deadline_ms < now)
+                .map(|l| l.job.run_id.clone())
+                .collect();
+            let mut out = Vec::new();
+            for run_id in expired {
+                if let Some(l) = st.unhold(&run_id) {
+                    st.present.remove(&(run_id, l.job.attempt));
+                    out.push(l);
+                }
             }
-        }
+            out
+        };
+        self.freed(out.iter().any(|l| !l.job.gates.is_empty()));
         Ok(out)
     }
 
@@ -336,7 +433,7 @@ impl CancelBroker for MemoryBroker {
         let mut st = self.lock();
         st.cancels.insert(run_id.to_string());
         for q in st.queues.values_mut() {
-            q.retain(|j| j.run_id != run_id);
+            q.retain(|(_, j)| j.run_id != run_id);
         }
         if !st.leases.contains_key(run_id) {
             st.present.retain(|(r, _)| r != run_id);

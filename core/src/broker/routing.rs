@@ -1,4 +1,4 @@
-//! Label routing: which runners may take a job.
+//! Label routing and concurrency gates: which runners may take a job, and when.
 //!
 //! A task's `labels` are requirements; a runner advertises labels of its own. A job is taken
 //! only by a runner whose labels include every requirement (`gpu=true` needs a runner labelled
@@ -17,6 +17,29 @@
 //! may reuse the routes it knows for a moment (Redis: a second), and a parked lease looks for
 //! new ones every few seconds, so the first job of a route never seen before can wait that
 //! long; the next ones do not.
+//!
+//! **Gates.** A job may also carry *gates* ([`crate::model::Job::gates`]): named counters with a
+//! limit, `task:<task id>` for its task's `max_concurrency` and `key:<key>` for a concurrency key
+//! that tasks share. A gated job has a route of its own too, with its gates after a second `@`:
+//! `queue@k=v@key:site=3,task:t1=2` (`queue@@key:site=3` without labels; names sorted and encoded
+//! as labels are). Gates do not choose runners; they choose *when*: a broker leases from a gated
+//! route only while every gate of it has fewer live leases, across all routes and workers, than
+//! its limit, and counts the lease under each gate in the same atomic step that takes it. A lease
+//! ending in any way (release, hand back, reaped after its deadline, replaced by a newer attempt)
+//! frees its slots in the step that ends it, so the counts are the live leases and nothing else:
+//! a broker that restarts, or loses its keys, starts from no leases and nothing held. A lessee
+//! skips a route whose gates are full without reading it, so the route's jobs keep their order
+//! and never hold up other routes. Jobs of one gate whose limits differ (tasks sharing a key but
+//! naming different limits) each obey their own: a job is leased while fewer than its limit hold
+//! the gate.
+//!
+//! Routes that differ only in their gates form a *group* ([`group_of`]: the queue with its
+//! requirements), and a lease takes from a group its oldest job first among the routes whose
+//! gates have room (by publish order: the in-process broker numbers jobs; Redis compares the
+//! heads' stream ids, which order jobs of different routes to the millisecond, so jobs of one
+//! millisecond, such as a scheduler batch, go route by route). So the runs of one queue start
+//! in the order they were queued whatever their gates, a gate only holding some of them back,
+//! and no gated route starves another of its group.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -55,23 +78,50 @@ pub fn requirements<'a>(
     }
 }
 
-/// The route of a job of `queue` requiring `labels`: the queue itself when there are none.
-pub fn route<'a>(queue: &'a str, labels: &BTreeMap<String, String>) -> Cow<'a, str> {
-    if labels.is_empty() {
+/// The gate of a task's `max_concurrency`.
+pub fn task_gate(task_id: &str) -> String {
+    format!("task:{task_id}")
+}
+
+/// The gate of a concurrency key tasks share.
+pub fn key_gate(key: &str) -> String {
+    format!("key:{key}")
+}
+
+/// The route of a job of `queue` requiring `labels` and held by `gates` (name → limit): the
+/// queue itself when there are neither.
+pub fn route<'a>(
+    queue: &'a str,
+    labels: &BTreeMap<String, String>,
+    gates: &BTreeMap<String, u32>,
+) -> Cow<'a, str> {
+    if labels.is_empty() && gates.is_empty() {
         return Cow::Borrowed(queue);
     }
     let mut out = String::with_capacity(queue.len() + 16);
     out.push_str(queue);
     out.push(SEP);
-    for (i, (k, v)) in labels.iter().enumerate() {
+    pairs(labels.iter(), &mut out);
+    if !gates.is_empty() {
+        out.push(SEP);
+        pairs(
+            gates.iter().map(|(g, limit)| (g, limit.to_string())),
+            &mut out,
+        );
+    }
+    Cow::Owned(out)
+}
+
+/// `k=v,k=v`, each part encoded.
+fn pairs<K: AsRef<str>, V: AsRef<str>>(kvs: impl Iterator<Item = (K, V)>, out: &mut String) {
+    for (i, (k, v)) in kvs.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        encode(k, &mut out);
+        encode(k.as_ref(), out);
         out.push('=');
-        encode(v, &mut out);
+        encode(v.as_ref(), out);
     }
-    Cow::Owned(out)
 }
 
 fn encode(s: &str, out: &mut String) {
@@ -87,23 +137,34 @@ fn encode(s: &str, out: &mut String) {
     }
 }
 
-/// The queue of a route and its requirements as `(key, value)` pairs, still encoded (equal
-/// strings encode equally, so they compare as they are).
-fn parse(route: &str) -> (&str, Vec<(&str, &str)>) {
+/// The queue of a route, its requirements as `(key, value)` pairs and its gates as
+/// `name=limit,…`, still encoded (equal strings encode equally, so they compare as they are).
+fn parse(route: &str) -> (&str, Vec<(&str, &str)>, &str) {
     match route.split_once(SEP) {
-        None => (route, vec![]),
-        Some((queue, labels)) => (
-            queue,
-            labels
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .collect(),
-        ),
+        None => (route, vec![], ""),
+        Some((queue, rest)) => {
+            let (labels, gates) = rest.split_once(SEP).unwrap_or((rest, ""));
+            (
+                queue,
+                labels
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .collect(),
+                gates,
+            )
+        }
     }
 }
 
+/// The gates of a route as `name=limit,…`, names encoded (empty when it has none): what the
+/// Redis broker hands its lease script per stream.
+pub fn gates_of(route: &str) -> &str {
+    parse(route).2
+}
+
 /// The routes among `known` that a runner serving `queues` with `labels` may lease from, the
-/// plain queues always included: most requirements first, then in `queues`' order.
+/// plain queues always included: most requirements first, then in `queues`' order, the routes
+/// of a group ([`group_of`]) together, gated before ungated.
 pub fn routes_for(
     known: &[String],
     queues: &[String],
@@ -118,26 +179,46 @@ pub fn routes_for(
             (ek, ev)
         })
         .collect();
-    let mut routed: Vec<(usize, usize, &String)> = known
+    let mut routed: Vec<(usize, usize, &str, bool, &str)> = known
         .iter()
         .filter_map(|r| {
-            let (queue, needs) = parse(r);
+            let (queue, needs, gates) = parse(r);
             let at = queues.iter().position(|q| q == queue)?;
-            let fits = !needs.is_empty()
+            let fits = (!needs.is_empty() || !gates.is_empty())
                 && needs
                     .iter()
                     .all(|(k, v)| encoded.get(*k).is_some_and(|have| have == v));
-            fits.then_some((needs.len(), at, r))
+            fits.then_some((needs.len(), at, group_of(r), gates.is_empty(), r.as_str()))
         })
         .collect();
-    routed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
-    let mut out: Vec<String> = routed.into_iter().map(|(_, _, r)| r.clone()).collect();
-    for q in queues {
-        if !out.contains(q) {
-            out.push(q.clone());
+    // The plain queues, each beside the gated routes of its group.
+    for (at, q) in queues.iter().enumerate() {
+        if !routed.iter().any(|r| r.4 == q) {
+            routed.push((0, at, q, true, q));
         }
     }
-    out
+    routed.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(b.2))
+            .then(a.3.cmp(&b.3))
+            .then(a.4.cmp(b.4))
+    });
+    routed.into_iter().map(|r| r.4.to_string()).collect()
+}
+
+/// The group of a route: the route without its gates, which names the routes of one queue and
+/// one set of requirements. A lease takes from a group oldest job first, whichever route of it
+/// holds the job ([`routes_for`] lists a group's routes together).
+pub fn group_of(route: &str) -> &str {
+    let Some((queue, rest)) = route.split_once(SEP) else {
+        return route;
+    };
+    match rest.split_once(SEP) {
+        None => route,
+        Some(("", _)) => queue,
+        Some((labels, _)) => &route[..queue.len() + 1 + labels.len()],
+    }
 }
 
 /// `labels` with [`RUNNER_LABEL`] set to `name` (a label of that key the runner set itself is
@@ -178,13 +259,78 @@ mod tests {
             .collect()
     }
 
+    fn strings(all: &[&str]) -> Vec<String> {
+        all.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn gates(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        pairs.iter().map(|(g, n)| (g.to_string(), *n)).collect()
+    }
+
     #[test]
     fn a_route_is_the_queue_and_its_sorted_encoded_requirements() {
-        assert_eq!(route("default", &labels(&[])), "default");
+        let none = gates(&[]);
+        assert_eq!(route("default", &labels(&[]), &none), "default");
         assert_eq!(
-            route("default", &labels(&[("zone", "a,b=c"), ("gpu", "true")])),
+            route(
+                "default",
+                &labels(&[("zone", "a,b=c"), ("gpu", "true")]),
+                &none
+            ),
             "default@gpu=true,zone=a%2Cb%3Dc"
         );
+    }
+
+    #[test]
+    fn gates_follow_the_requirements_after_a_second_separator() {
+        let g = gates(&[("task:t1", 2), ("key:site=a@b", 3)]);
+        assert_eq!(
+            route("default", &labels(&[]), &g),
+            "default@@key:site%3Da%40b=3,task:t1=2"
+        );
+        let gpu = route("default", &labels(&[("gpu", "true")]), &g);
+        assert_eq!(gpu, "default@gpu=true@key:site%3Da%40b=3,task:t1=2");
+        assert_eq!(gates_of(&gpu), "key:site%3Da%40b=3,task:t1=2");
+        assert_eq!(gates_of("default@gpu=true"), "");
+        assert_eq!(gates_of("default"), "");
+        assert_eq!(task_gate("t1"), "task:t1");
+        assert_eq!(key_gate("site"), "key:site");
+    }
+
+    #[test]
+    fn gated_routes_are_matched_by_their_labels_and_come_first() {
+        let known = strings(&[
+            "default",
+            "default@@task:t1=2",
+            "default@gpu=true",
+            "default@gpu=true@key:k=1",
+            "default@gpu=false@key:k=1",
+            "other@@task:t2=1",
+        ]);
+        let queues = strings(&["default"]);
+        assert_eq!(
+            routes_for(&known, &queues, &labels(&[("gpu", "true")])),
+            [
+                "default@gpu=true@key:k=1",
+                "default@gpu=true",
+                "default@@task:t1=2",
+                "default"
+            ]
+        );
+        assert_eq!(
+            routes_for(&known, &queues, &labels(&[])),
+            ["default@@task:t1=2", "default"]
+        );
+        // A plain queue stays beside its gated routes, whatever comes after it.
+        let two = strings(&["default", "other"]);
+        assert_eq!(
+            routes_for(&known, &two, &labels(&[])),
+            ["default@@task:t1=2", "default", "other@@task:t2=1", "other"]
+        );
+        assert_eq!(group_of("default@gpu=true@key:k=1"), "default@gpu=true");
+        assert_eq!(group_of("default@gpu=true"), "default@gpu=true");
+        assert_eq!(group_of("default@@task:t1=2"), "default");
+        assert_eq!(group_of("default"), "default");
     }
 
     #[test]

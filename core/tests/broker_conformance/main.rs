@@ -2,7 +2,7 @@
 //! `RedisBroker` on a real Redis (`ANTCODE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
 //!
 //! Every behaviour is a plain `async fn(&Subject)` in the module of its sub-trait (`queues`,
-//! `leases`, `cancels`, `events`, `changes`, `logs`, `workers`, `leader`); the `conformance!`
+//! `leases`, `gates`, `cancels`, `events`, `changes`, `logs`, `workers`, `leader`); the `conformance!`
 //! macro below stamps each one out as a `#[tokio::test]` per implementation
 //! (`queues::on_memory::…`, `queues::on_redis::…`), so the same assertions hold both to the same
 //! contract. `health` opens brokers from URLs; `redis_only` covers recovery paths the in-process
@@ -55,6 +55,7 @@ macro_rules! conformance {
 mod cancels;
 mod changes;
 mod events;
+mod gates;
 mod health;
 mod leader;
 mod leases;

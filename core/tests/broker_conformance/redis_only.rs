@@ -11,6 +11,16 @@ async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis is not reachable at {url} (set {REDIS_ENV}): {e}"))
 }
 
+/// Deletes every key of the broker under `prefix`, as a `FLUSHALL` would.
+async fn delete_keys(con: &mut redis::aio::MultiplexedConnection, prefix: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}:*"))
+        .query_async(con)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL").arg(keys).query_async(con).await.unwrap();
+}
+
 /// A lessee that read a queue entry and died before recording the lease strands the entry in
 /// the consumer group's pending list; the reaper puts it back.
 #[tokio::test]
@@ -92,16 +102,7 @@ async fn redis_broker_survives_its_keys_vanishing() {
         .unwrap();
 
     let mut con = raw_redis(&url).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{prefix}}}:*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    delete_keys(&mut con, &prefix).await;
 
     // A recorder and a parked lessee keep working on recreated groups.
     assert!(b
@@ -134,6 +135,56 @@ async fn redis_broker_survives_its_keys_vanishing() {
         .await
         .unwrap();
     assert_eq!(got.len(), 1);
+}
+
+/// A gate's count is the set of runs whose live lease holds it (`P:g:GATE`): the keys vanishing
+/// take the leases and the counts together, so the re-published jobs find every slot free.
+#[tokio::test]
+async fn redis_gate_counts_vanish_with_the_leases() {
+    let s = Subject::redis().await;
+    let (url, prefix) = s.redis.clone().unwrap();
+    let b = &*s.broker;
+    let jobs: Vec<Job> = (0..2)
+        .map(|_| {
+            let mut j = job(&run_id(), "default");
+            j.gates = BTreeMap::from([("key:one at a time".to_string(), 1)]);
+            j
+        })
+        .collect();
+    b.publish_many(&jobs).await.unwrap();
+    let r = req("w1", &["default"], 5, TTL);
+    let leased = b.lease(&r, Duration::ZERO).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    let mut con = raw_redis(&url).await;
+    let gate = format!("{{{prefix}}}:g:key:one at a time");
+    let holders: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&gate)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(holders, [leased[0].job.run_id.clone()]);
+
+    delete_keys(&mut con, &prefix).await;
+    // Compensation publishes both runs again (the leased one as a next attempt).
+    let again: Vec<Job> = jobs
+        .iter()
+        .map(|j| Job {
+            attempt: 2,
+            ..j.clone()
+        })
+        .collect();
+    b.publish_many(&again).await.unwrap();
+    let leased = b.lease(&r, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(leased.len(), 1, "one slot, free again");
+    b.release(&leased[0].job.run_id, &leased[0].lease_token)
+        .await
+        .unwrap();
+    let holders: i64 = redis::cmd("SCARD")
+        .arg(&gate)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(holders, 0, "a released lease leaves its gate");
 }
 
 /// Run state written by the layout before per-run hashes (`P:queued`, `P:leased`, `P:ljobs`) is

@@ -112,6 +112,7 @@ pub fn job(run_id: &str, queue: &str) -> Job {
         // Not empty, so a broker that dropped them would show.
         params: Some(serde_json::json!({"city": "Zürich", "days": 3})),
         labels: BTreeMap::new(),
+        gates: BTreeMap::new(),
     }
 }
 

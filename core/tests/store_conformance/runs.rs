@@ -50,6 +50,14 @@ async fn runs_create_and_read(db: &TestDb) {
     assert_eq!(job.env, f.task.spec.env);
     assert_eq!(job.args, f.task.spec.args);
     assert_eq!(job.python_version.as_deref(), Some("3.11"));
+    assert_eq!(
+        job.gates,
+        BTreeMap::from([
+            (format!("task:{}", f.task.id), 4),
+            ("key:site:example.com".to_string(), 2)
+        ]),
+        "the task's concurrency limits are the job's gates"
+    );
 
     let again = s.run(&run.id).await.unwrap();
     assert_eq!(snapshot(&again), snapshot(&run));

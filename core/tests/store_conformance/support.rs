@@ -111,6 +111,11 @@ pub fn task(project_id: &str, name: &str, retry: RetryPolicy) -> Task {
             on_complete: vec![],
             needs: vec![],
             prefer: None,
+            max_concurrency: Some(4),
+            concurrency: Some(antcode_core::model::ConcurrencyKey {
+                key: "site:example.com".into(),
+                limit: 2,
+            }),
         },
         schedule: Some(Schedule::Cron {
             cron: "*/5 * * * *".into(),

@@ -34,5 +34,6 @@ pub fn job(run_id: String, queue: &str) -> Job {
         network: Default::default(),
         params: None,
         labels: BTreeMap::new(),
+        gates: BTreeMap::new(),
     }
 }

@@ -15,13 +15,16 @@ const ROUTES_FRESH: Duration = Duration::from_secs(1);
 const PARK_SLICE: Duration = Duration::from_secs(5);
 /// Queue lists whose resolutions are kept at once (a runner has one; an edge one per label set).
 const MAX_RESOLVED: usize = 1024;
+/// How often a parked lease looks again while a route it skipped, its gates full, has jobs
+/// waiting: a slot frees when a lease ends, which wakes no blocking read.
+pub const GATE_POLL: Duration = Duration::from_millis(200);
 
 impl RedisBroker {
     /// The stream keys a lease request reads: its queues and the routes of them it matches
     /// ([`routing`]), from the set of queues published to, read at most every
     /// [`ROUTES_FRESH`]. What a request resolves to is kept until that set is read again, so a
     /// runner's every lease costs a lookup, not a resolution.
-    async fn streams_for(&self, req: &LeaseRequest) -> BrokerResult<Arc<Vec<String>>> {
+    async fn streams_for(&self, req: &LeaseRequest) -> BrokerResult<Arc<Streams>> {
         let fresh = self
             .known()
             .read_at
@@ -45,12 +48,11 @@ impl RedisBroker {
         {
             return Ok(streams.clone());
         }
-        let streams: Arc<Vec<String>> = Arc::new(
-            routing::routes_for(&known.routes, &req.queues, &req.labels)
-                .iter()
-                .map(|r| self.queue_key(r))
-                .collect(),
-        );
+        let streams = Arc::new(Streams::of(
+            &routing::routes_for(&known.routes, &req.queues, &req.labels),
+            &known.routes,
+            |r| self.queue_key(r),
+        ));
         if known.resolved.len() >= MAX_RESOLVED {
             known.resolved.clear();
         }
@@ -72,7 +74,7 @@ impl RedisBroker {
     fn claim_invocation<'a>(
         &self,
         script: &'a Script,
-        streams: &[String],
+        streams: &Streams,
         worker_id: &str,
         max: usize,
         ttl: Duration,
@@ -83,7 +85,7 @@ impl RedisBroker {
         inv.key(&self.hot.runs)
             .key(&self.hot.leases)
             .key(&self.hot.cancels);
-        for s in streams {
+        for s in &streams.keys {
             inv.key(s);
         }
         // Stored in the lease value as JSON, so `reap_expired` reads it back exactly.
@@ -92,7 +94,11 @@ impl RedisBroker {
             .arg(deadline)
             .arg(worker_json)
             .arg(max)
-            .arg(max);
+            .arg(max)
+            .arg(streams.gates.len());
+        for (group, spec) in &streams.gates {
+            inv.arg(group).arg(spec);
+        }
         for _ in 0..max {
             inv.arg(new_token("lt"));
         }
@@ -102,7 +108,7 @@ impl RedisBroker {
     /// Runs the claim script over `(stream index, entry id)` pairs already read.
     async fn claim(
         &self,
-        streams: &[String],
+        streams: &Streams,
         entries: &[(usize, String)],
         worker_id: &str,
         max: usize,
@@ -123,12 +129,14 @@ impl RedisBroker {
 
     /// Releases `done`, then reads and claims, in one script call, without blocking; `None`
     /// when a consumer group is missing (FLUSHALL; the releases ran before the read failed).
+    /// Besides the leases, the script's flags of the streams it skipped as gated and full
+    /// (see `LUA_LEASE`).
     async fn lease_now(
         &self,
-        streams: &[String],
+        streams: &Streams,
         req: &LeaseRequest,
         done: &[HeldLease],
-    ) -> BrokerResult<Option<Vec<Lease>>> {
+    ) -> BrokerResult<Option<(Vec<Lease>, String)>> {
         let (mut inv, deadline) = self.claim_invocation(
             &self.scripts.lease,
             streams,
@@ -140,8 +148,16 @@ impl RedisBroker {
         for h in done {
             inv.arg(&h.run_id).arg(&h.lease_token);
         }
-        match inv.invoke_async(&mut self.con()).await {
-            Ok(raw) => parse_leases(raw, &req.worker_id, deadline).map(Some),
+        match inv.invoke_async::<Vec<String>>(&mut self.con()).await {
+            Ok(mut raw) => {
+                let skipped = if raw.is_empty() {
+                    String::new()
+                } else {
+                    raw.remove(0)
+                };
+                let leases = parse_leases(raw, &req.worker_id, deadline)?;
+                Ok(Some((leases, skipped)))
+            }
             Err(e) if e.code() == Some("NOGROUP") => {
                 self.forget_groups();
                 Ok(None)
@@ -153,7 +169,7 @@ impl RedisBroker {
     /// Claims entries a blocking read returned.
     async fn claim_read(
         &self,
-        streams: &[String],
+        streams: &Streams,
         entries: Entries,
         req: &LeaseRequest,
     ) -> BrokerResult<Vec<Lease>> {
@@ -162,10 +178,47 @@ impl RedisBroker {
         }
         let ids: Vec<(usize, String)> = entries
             .into_iter()
-            .filter_map(|(s, id, _)| streams.iter().position(|k| *k == s).map(|i| (i, id)))
+            .filter_map(|(s, id, _)| streams.keys.iter().position(|k| *k == s).map(|i| (i, id)))
             .collect();
         self.claim(streams, &ids, &req.worker_id, req.max, req.ttl)
             .await
+    }
+
+    /// Waits up to `remaining` for jobs on the streams the lease script read (`skipped` flags
+    /// the others: their gates were full) and claims what comes; `None` when a consumer group
+    /// is missing. While a skipped stream has jobs waiting, waits [`GATE_POLL`] at most, so the
+    /// caller looks again soon after a slot frees.
+    async fn park(
+        &self,
+        streams: &Streams,
+        skipped: &str,
+        req: &LeaseRequest,
+        remaining: Duration,
+    ) -> BrokerResult<Option<Vec<Lease>>> {
+        let slice = remaining.min(if skipped.contains('2') {
+            GATE_POLL
+        } else {
+            PARK_SLICE
+        });
+        let open = if skipped.contains(['1', '2']) {
+            std::borrow::Cow::Owned(streams.open(skipped))
+        } else {
+            std::borrow::Cow::Borrowed(streams)
+        };
+        if open.keys.is_empty() {
+            tokio::time::sleep(slice).await;
+            return Ok(Some(vec![]));
+        }
+        // One entry per stream when gates are read: what a wake brings stays within their room
+        // (the claim re-checks it; an entry past a full gate would go back to its stream's tail).
+        let count = if open.gates.is_empty() { req.max } else { 1 };
+        match self
+            .read_group(GROUP, LESSEE, &open.keys, count, slice)
+            .await?
+        {
+            Some(entries) => Ok(Some(self.claim_read(&open, entries, req).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Puts back queue entries that a lessee read but never turned into leases (it died between
@@ -203,14 +256,11 @@ impl RedisBroker {
             };
             if !ids.is_empty() {
                 tracing::warn!(queue = %q, count = ids.len(), "re-queueing jobs stranded by a lessee that died");
-                self.claim(
-                    std::slice::from_ref(&stream),
-                    &ids,
-                    LESSEE,
-                    0,
-                    Duration::ZERO,
-                )
-                .await?;
+                let one = Streams {
+                    keys: vec![stream],
+                    gates: vec![],
+                };
+                self.claim(&one, &ids, LESSEE, 0, Duration::ZERO).await?;
             }
         }
         Ok(())
@@ -260,7 +310,7 @@ impl LeaseBroker for RedisBroker {
         wait: Duration,
     ) -> BrokerResult<Vec<Lease>> {
         let mut streams = self.streams_for(req).await?;
-        if req.max == 0 || streams.is_empty() {
+        if req.max == 0 || streams.keys.is_empty() {
             for h in done {
                 self.release(&h.run_id, &h.lease_token).await?;
             }
@@ -279,29 +329,20 @@ impl LeaseBroker for RedisBroker {
                 // A route first published to while this call waited is read from now on.
                 streams = self.streams_for(req).await?;
             }
-            for s in streams.iter() {
+            for s in &streams.keys {
                 self.ensure_group(s, GROUP).await?;
             }
             // Work waiting: one call releases, reads and claims it. Otherwise block, then claim.
-            let mut leases = self.lease_now(&streams[..], req, done).await?;
+            let now = self.lease_now(&streams, req, done).await?;
             // The script released `done` before it read, whatever the read found.
             done = &[];
             let remaining = until.saturating_duration_since(tokio::time::Instant::now());
-            if leases.as_ref().is_some_and(|l| l.is_empty()) && !remaining.is_zero() {
-                leases = match self
-                    .read_group(
-                        GROUP,
-                        LESSEE,
-                        &streams[..],
-                        req.max,
-                        remaining.min(PARK_SLICE),
-                    )
-                    .await?
-                {
-                    Some(entries) => Some(self.claim_read(&streams[..], entries, req).await?),
-                    None => None,
-                };
-            }
+            let leases = match now {
+                Some((leases, skipped)) if leases.is_empty() && !remaining.is_zero() => {
+                    self.park(&streams, &skipped, req, remaining).await?
+                }
+                other => other.map(|(leases, _)| leases),
+            };
             let Some(leases) = leases else {
                 // The groups vanished (FLUSHALL): recreate them and read again, once per call.
                 if regrouped {
@@ -406,8 +447,8 @@ impl LeaseBroker for RedisBroker {
             let raw: Vec<String> = self
                 .scripts
                 .reap
-                .key(&self.hot.leases)
                 .key(&self.hot.runs)
+                .key(&self.hot.leases)
                 .arg(now)
                 .arg(REAP_BATCH)
                 .invoke_async(&mut self.con())

@@ -14,6 +14,7 @@
 //! | `P:queues` | set | names of every queue ever published to |
 //! | `P:r:RUN` | hash `q` → lines `ATTEMPT ENTRY-ID STREAM`, `l` → `TOKEN ATTEMPT WORKER-JSON`, `j` → job JSON | the run's queued attempts (what makes publish idempotent) and its live lease with the leased job as published; exists only while either is there (see `scripts.rs`) |
 //! | `P:leases` | zset run → deadline ms | live leases; the reaper takes scores below now |
+//! | `P:g:GATE` | set of runs | runs whose live lease holds the gate (its size is the gate's count; see `scripts.rs`) |
 //! | `P:cancels` | zset run → expiry ms | pending cancel signals (24 h) |
 //! | `P:events` | stream, one group per recorder | runner events, redelivered by `XAUTOCLAIM` when unacknowledged |
 //! | `P:log:RUN` | stream, ids = chunk cursor | live log tail, trimmed to about `LIVE_LOG_CHUNKS`, expires after 24 h |
@@ -29,7 +30,10 @@
 //! [`ORPHAN_IDLE`].
 //!
 //! A lease with work waiting is one script call that reads and claims; only an empty queue
-//! costs a blocking read, on a pooled connection of its own.
+//! costs a blocking read, on a pooled connection of its own. That read leaves out the routes
+//! whose gates were full; while such a route has jobs waiting, the parked lease looks again
+//! every `GATE_POLL` (`leases.rs`) instead of waiting for a publish, since a slot frees by a lease
+//! ending, which no stream announces.
 //!
 //! An older layout kept the run state in three hashes, `P:queued`, `P:leased` and `P:ljobs`;
 //! `connect` moves whatever it finds there into run hashes (one script, once), so an upgrade
@@ -129,8 +133,64 @@ struct KnownRoutes {
     resolved: HashMap<Vec<String>, Vec<Resolved>>,
 }
 
-/// A runner's labels and the stream keys its lease reads.
-type Resolved = (BTreeMap<String, String>, Arc<Vec<String>>);
+/// A runner's labels and the streams its lease reads.
+type Resolved = (BTreeMap<String, String>, Arc<Streams>);
+
+/// The stream keys a lease reads, in order, and the route group and gates of each (see
+/// [`routing`]).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Streams {
+    keys: Vec<String>,
+    /// Per key, a number shared by consecutive keys of one route group (`routing::group_of`)
+    /// and its route's gates as `NAME=LIMIT,…` (empty when ungated); empty as a whole when no
+    /// key is gated, so an ungated lease passes none to its script.
+    gates: Vec<(usize, String)>,
+}
+
+impl Streams {
+    /// The streams of `routes` (as `routing::routes_for` orders them), with `key` naming each
+    /// stream. A plain queue never published to (not in `known`) is left out of its group: it
+    /// is empty, and leaving it out spares the group's oldest-first reads a look at it.
+    fn of(routes: &[String], known: &[String], key: impl Fn(&str) -> String) -> Streams {
+        let keys = routes.iter().map(|r| key(r)).collect();
+        if routes.iter().all(|r| routing::gates_of(r).is_empty()) {
+            return Streams {
+                keys,
+                gates: vec![],
+            };
+        }
+        let mut gates: Vec<(usize, String)> = Vec::with_capacity(routes.len());
+        let mut group: Option<&str> = None;
+        for (i, r) in routes.iter().enumerate() {
+            let joins = group == Some(routing::group_of(r)) && known.contains(r);
+            if !joins {
+                group = Some(routing::group_of(r));
+            }
+            let n = if joins { gates[i - 1].0 } else { i };
+            gates.push((n, routing::gates_of(r).to_string()));
+        }
+        Streams { keys, gates }
+    }
+
+    /// Those streams whose flag in `skipped` (a lease script's, one character per stream) is
+    /// `0`: the ones whose gates had room.
+    fn open(&self, skipped: &str) -> Streams {
+        let flags = skipped.as_bytes();
+        let mut out = Streams::default();
+        for (i, key) in self.keys.iter().enumerate() {
+            if flags.get(i).is_none_or(|f| *f == b'0') {
+                out.keys.push(key.clone());
+                if let Some(g) = self.gates.get(i) {
+                    out.gates.push(g.clone());
+                }
+            }
+        }
+        if out.gates.iter().all(|(_, spec)| spec.is_empty()) {
+            out.gates.clear();
+        }
+        out
+    }
+}
 
 impl Drop for RedisBroker {
     fn drop(&mut self) {
@@ -466,7 +526,42 @@ impl HealthBroker for RedisBroker {
 
 #[cfg(test)]
 mod tests {
-    use super::split_prefix;
+    use super::{split_prefix, Streams};
+
+    #[test]
+    fn streams_of_one_group_share_a_number_and_an_unpublished_queue_stands_alone() {
+        let routes: Vec<String> = ["q@@key:a=1", "q@@key:b=1", "q", "r"]
+            .map(String::from)
+            .to_vec();
+        let key = |r: &str| format!("k:{r}");
+        let gated = routes[..2].to_vec();
+        let of = |known: &[String]| Streams::of(&routes, known, key).gates;
+        let spec = |n: usize, s: &str| (n, s.to_string());
+        assert_eq!(
+            of(&gated),
+            [
+                spec(0, "key:a=1"),
+                spec(0, "key:b=1"),
+                spec(2, ""),
+                spec(3, "")
+            ]
+        );
+        assert_eq!(
+            of(&routes),
+            [
+                spec(0, "key:a=1"),
+                spec(0, "key:b=1"),
+                spec(0, ""),
+                spec(3, "")
+            ]
+        );
+        let plain = Streams::of(&routes[2..], &routes, key);
+        assert_eq!(plain.keys, ["k:q", "k:r"]);
+        assert!(plain.gates.is_empty(), "no gates, nothing passed");
+        let open = Streams::of(&routes, &routes, key).open("2000");
+        assert_eq!(open.keys, ["k:q@@key:b=1", "k:q", "k:r"]);
+        assert_eq!(open.gates[0], spec(0, "key:b=1"));
+    }
 
     #[test]
     fn prefix_parameter_is_taken_out_of_the_url() {

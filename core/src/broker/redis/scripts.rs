@@ -18,6 +18,14 @@
 //!   comes first so a check is a prefix comparison; lease tokens never contain a space
 //!   (`ids::new_token`). Its deadline is its score in `P:leases`.
 //! * `j`: the leased job's JSON, written and deleted with `l`.
+//! * `g`: the names of the leased job's gates (encoded as its route has them, see
+//!   [`routing`](crate::broker::routing)), joined by `,`; written and deleted with `l`, absent
+//!   for an ungated job.
+//!
+//! `P:g:GATE` is the set of runs whose live lease holds gate `GATE`: a claim adds the run to the
+//! set of each of its gates and every step that ends a lease (release, hand back, reap, a newer
+//! attempt's claim) removes it, in the same script, so a set's size is the gate's live leases.
+//! A script reads that size once per gate (`SCARD`) and keeps count of its own claims.
 //!
 //! Every script that touches runs gets the run key prefix `P:r:` as `KEYS[1]` and builds run
 //! keys from it: they share the hash tag, so they sit in the slot of the declared keys and the
@@ -25,8 +33,66 @@
 
 use ::redis::Script;
 
-/// Helpers for the per-run hash, prepended to every script that reads it.
+/// Helpers for the per-run hash and the gates, prepended to every script that reads it (each
+/// gets the run key prefix `P:r:` as `KEYS[1]`; gate keys are `P:g:` beside it).
 const LUA_STATE: &str = r#"
+-- Gates: the prefix of gate keys, `P:g:`.
+local gate_prefix
+local function gate_key(name)
+  if not gate_prefix then gate_prefix = string.sub(KEYS[1], 1, -3) .. 'g:' end
+  return gate_prefix .. name
+end
+-- Per gate spec (`NAME=LIMIT,…`), its gates as {key, limit} and their names joined by `,`
+-- (what a lease's `g` field holds), parsed once per script.
+local gates_of_spec, names_of_spec = {}, {}
+local function gates_in(spec)
+  local gs = gates_of_spec[spec]
+  if not gs then
+    gs = {}
+    local names = {}
+    for name, limit in string.gmatch(spec, '([^,=]+)=(%d+)') do
+      gs[#gs + 1] = {gate_key(name), tonumber(limit)}
+      names[#names + 1] = name
+    end
+    gates_of_spec[spec] = gs
+    names_of_spec[spec] = table.concat(names, ',')
+  end
+  return gs
+end
+-- Live leases per gate key as this script has seen and changed them.
+local held = {}
+local function held_by(key)
+  local h = held[key]
+  if not h then
+    h = redis.call('SCARD', key)
+    held[key] = h
+  end
+  return h
+end
+-- Free slots of the fullest of `spec`'s gates.
+local function room_in(spec)
+  local room
+  for _, g in ipairs(gates_in(spec)) do
+    local r = g[2] - held_by(g[1])
+    if not room or r < room then room = r end
+  end
+  return room or 0
+end
+-- Counts `run`'s new lease under each gate of `spec`; returns the value of its `g` field.
+local function hold(spec, run)
+  for _, g in ipairs(gates_in(spec)) do
+    held[g[1]] = held_by(g[1]) + redis.call('SADD', g[1], run)
+  end
+  return names_of_spec[spec]
+end
+-- Frees the slots `run`'s ended lease held under the gates named in `g` (its `g` field).
+local function unhold(g, run)
+  for name in string.gmatch(g, '[^,]+') do
+    local key = gate_key(name)
+    local n = redis.call('SREM', key, run)
+    if held[key] then held[key] = held[key] - n end
+  end
+end
 local function queued_lines(raw)
   local list = {}
   if raw then
@@ -53,17 +119,18 @@ end
 local function holds_token(raw, token)
   return raw and string.sub(raw, 1, #token + 1) == token .. ' '
 end
--- Removes the lease fields of run key `rk` whose queued lines are `q`; the key goes when
--- nothing is queued either.
-local function drop_lease(rk, q)
-  if has_queued(q) then redis.call('HDEL', rk, 'l', 'j') else redis.call('DEL', rk) end
+-- Removes the lease fields of `run`'s key `rk` whose queued lines are `q` and frees the slots
+-- of its gates `g`; the key goes when nothing is queued either.
+local function drop_lease(rk, run, q, g)
+  if g then unhold(g, run) end
+  if has_queued(q) then redis.call('HDEL', rk, 'l', 'j', 'g') else redis.call('DEL', rk) end
 end
 -- Ends the run's lease if `token` still holds it (a stale token changes nothing).
 local function release_lease(leases, cancels, run, token)
   local rk = KEYS[1] .. run
-  local st = redis.call('HMGET', rk, 'l', 'q')
+  local st = redis.call('HMGET', rk, 'l', 'q', 'g')
   if not holds_token(st[1], token) then return 0 end
-  drop_lease(rk, st[2])
+  drop_lease(rk, run, st[2], st[3])
   redis.call('ZREM', leases, run)
   redis.call('ZREM', cancels, run)
   return 1
@@ -135,17 +202,32 @@ return out
 
 /// Turns queue entries into leases; shared by the two scripts below.
 /// KEYS: run key prefix, leases, cancels, then the streams. ARGV: group, deadline, worker id as
-/// a JSON string, max, T, then T lease tokens, then the script's own arguments.
+/// a JSON string, max, T, G, then G (route group, gate spec) pairs (none, or one per stream:
+/// a number shared by the consecutive streams of one `routing::group_of`, and the route's
+/// gates, empty for an ungated one), then T lease tokens, then the script's own arguments.
 /// Returns (job JSON, lease token) pairs; the caller knows the worker and the deadline.
-/// An entry whose attempt is no longer queued under that id is dropped; entries beyond `max`
-/// go back to the tail of their stream (max = 0 requeues them all, which is how orphans are
-/// recovered). No cancel check: a cancel drops the run's queued lines, publish clears the
-/// cancel, and `hand_back` does not queue a cancelled run, so a line never outlives a cancel.
+/// An entry whose attempt is no longer queued under that id is dropped; entries beyond `max`, or
+/// past a full gate, go back to the tail of their stream (max = 0 requeues them all, which is
+/// how orphans are recovered). No cancel check: a cancel drops the run's queued lines, publish
+/// clears the cancel, and `hand_back` does not queue a cancelled run, so a line never outlives
+/// a cancel.
 const LUA_CLAIM_ENTRY: &str = r#"
 local max = tonumber(ARGV[4])
 local ntokens = tonumber(ARGV[5])
+local nspecs = tonumber(ARGV[6])
+-- ARGV[tok + k] is the k-th token; ARGV[own] the script's first own argument.
+local tok = 6 + 2 * nspecs
+local own = tok + ntokens + 1
 local out = {}
 local nleased = 0
+-- The gate spec of the stream KEYS[i] ('' when ungated), and its route group.
+local function spec_of(i)
+  if nspecs == 0 then return '' end
+  return ARGV[2 * i]
+end
+local function group_of(i)
+  return ARGV[2 * i - 1]
+end
 -- The run's queued lines without `line`, or nil when `line` is not among them.
 local function without_line(q, attempt, id)
   local list = queued_lines(q)
@@ -157,7 +239,8 @@ local function without_line(q, attempt, id)
   end
   return nil
 end
-local function claim_entry(skey, id, f, acked)
+-- `checked`: the caller read no more entries than the gates of `spec` have room for.
+local function claim_entry(skey, id, f, acked, spec, checked)
   if not acked then redis.call('XACK', skey, ARGV[1], id) end
   redis.call('XDEL', skey, id)
   if not f then return end
@@ -168,21 +251,30 @@ local function claim_entry(skey, id, f, acked)
   end
   if not (run and attempt and job) then return end
   local rk = KEYS[1] .. run
-  local q = redis.call('HGET', rk, 'q')
+  local st = redis.call('HMGET', rk, 'q', 'g')
+  local q = st[1]
   if not q then return end
   -- The common case: the run has this one queued attempt.
   local rest = ''
   if q ~= attempt .. ' ' .. id .. ' ' .. skey then rest = without_line(q, attempt, id) end
   if not rest then return end
-  if nleased >= max or nleased >= ntokens then
+  if nleased >= max or nleased >= ntokens or (spec ~= '' and not checked and room_in(spec) <= 0) then
     local line = attempt .. ' ' .. redis.call('XADD', skey, '*', 'run', run, 'attempt', attempt, 'job', job) .. ' ' .. skey
     if rest ~= '' then line = rest .. '\n' .. line end
     redis.call('HSET', rk, 'q', line)
   else
     nleased = nleased + 1
-    local token = ARGV[5 + nleased]
-    -- A lease of an older attempt of the run is replaced: its holder learns it is lost.
-    redis.call('HSET', rk, 'q', rest, 'l', token .. ' ' .. attempt .. ' ' .. ARGV[3], 'j', job)
+    local token = ARGV[tok + nleased]
+    -- A lease of an older attempt of the run is replaced: its holder learns it is lost, and
+    -- its slots are freed.
+    if st[2] then unhold(st[2], run) end
+    local lease = token .. ' ' .. attempt .. ' ' .. ARGV[3]
+    if spec ~= '' then
+      redis.call('HSET', rk, 'q', rest, 'l', lease, 'j', job, 'g', hold(spec, run))
+    else
+      redis.call('HSET', rk, 'q', rest, 'l', lease, 'j', job)
+      if st[2] then redis.call('HDEL', rk, 'g') end
+    end
     redis.call('ZADD', KEYS[2], ARGV[2], run)
     out[#out + 1] = job
     out[#out + 1] = token
@@ -193,11 +285,12 @@ end
 /// Claims entries a lessee already read (they sit in the group's PEL until acknowledged here):
 /// own arguments are (stream index, entry id) pairs.
 const LUA_CLAIM: &str = r#"
-for i = 6 + ntokens, #ARGV, 2 do
-  local skey = KEYS[tonumber(ARGV[i])]
+for i = own, #ARGV, 2 do
+  local k = tonumber(ARGV[i])
+  local skey = KEYS[k]
   local id = ARGV[i + 1]
   local entry = redis.call('XRANGE', skey, id, id)
-  claim_entry(skey, id, entry[1] and entry[1][2], false)
+  claim_entry(skey, id, entry[1] and entry[1][2], false, spec_of(k), false)
 end
 return out
 "#;
@@ -207,19 +300,115 @@ return out
 /// asks for the next one in the same call. `NOACK`: read and claim are one atomic step, so no
 /// entry can be stranded between them and the PEL is not needed. A script cannot block, so an
 /// empty answer sends the caller to a blocking `XREADGROUP` (with a PEL) and then `LUA_CLAIM`.
+///
+/// Without gates every stream is read in one `XREADGROUP`. With gates the streams are read a
+/// route group at a time, none past its gates' room, so a route whose gates are full is not
+/// read at all and no entry of it moves. A group of several streams gives its oldest entry
+/// first (the smallest head id) among the streams with room. Returns, before the pairs, when
+/// there are gates and nothing was leased, one character per stream: `0` open, `1` gates full
+/// and empty, `2` gates full with entries waiting.
 const LUA_LEASE: &str = r#"
-for i = 7 + ntokens, #ARGV, 2 do
+for i = own + 1, #ARGV, 2 do
   release_lease(KEYS[2], KEYS[3], ARGV[i], ARGV[i + 1])
 end
-local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[6 + ntokens], 'COUNT', ARGV[4], 'NOACK', 'STREAMS'}
-for i = 4, #KEYS do cmd[#cmd + 1] = KEYS[i] end
-for i = 4, #KEYS do cmd[#cmd + 1] = '>' end
-local reply = redis.call(unpack(cmd))
-if reply then
-  for _, s in ipairs(reply) do
-    for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2], true) end
+local consumer = ARGV[own]
+if nspecs == 0 then
+  local cmd = {'XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', ARGV[4], 'NOACK', 'STREAMS'}
+  for i = 4, #KEYS do cmd[#cmd + 1] = KEYS[i] end
+  for i = 4, #KEYS do cmd[#cmd + 1] = '>' end
+  local reply = redis.call(unpack(cmd))
+  if reply then
+    for _, s in ipairs(reply) do
+      for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2], true, '', true) end
+    end
   end
+  table.insert(out, 1, '')
+  return out
 end
+local limit = math.min(max, ntokens)
+-- How many more entries stream i may give: what the lease still wants, within its gates' room.
+local function want(i)
+  local n = limit - nleased
+  local spec = spec_of(i)
+  if spec ~= '' then n = math.min(n, room_in(spec)) end
+  return n
+end
+local function read(i, count)
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', count, 'NOACK', 'STREAMS', KEYS[i], '>')
+  local entries = reply and reply[1][2] or {}
+  for _, e in ipairs(entries) do claim_entry(KEYS[i], e[1], e[2], true, spec_of(i), true) end
+  return #entries
+end
+-- The length of stream i and the id of its first entry (false when empty), each read once
+-- until the stream is read again.
+local lens, heads = {}, {}
+local function len(i)
+  if lens[i] == nil then lens[i] = redis.call('XLEN', KEYS[i]) end
+  return lens[i]
+end
+local function head(i)
+  if heads[i] == nil then
+    local e = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
+    heads[i] = e[1] and e[1][1] or false
+  end
+  return heads[i]
+end
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am < bm end
+  return tonumber(as) < tonumber(bs)
+end
+local i = 4
+while i <= #KEYS and nleased < limit do
+  local j = i
+  while j < #KEYS and group_of(j + 1) == group_of(i) do j = j + 1 end
+  if i == j then
+    while true do
+      local n = want(i)
+      -- Fewer than asked: the stream is empty (entries of dropped attempts only cost a read).
+      if n <= 0 or read(i, n) < n then break end
+    end
+  else
+    while nleased < limit do
+      -- The streams with entries and room; the oldest head among them when there are several.
+      local best, others = nil, false
+      for k = i, j do
+        if want(k) > 0 and len(k) > 0 then
+          if not best then
+            best = k
+          else
+            others = true
+            if head(k) and (not head(best) or older(head(k), head(best))) then best = k end
+          end
+        end
+      end
+      if not best then break end
+      -- Alone with entries and room, a stream gives what it may at once; else one at a time.
+      local n = others and 1 or want(best)
+      local got = read(best, n)
+      heads[best] = nil
+      -- Fewer than asked: the rest were read by a lessee that has not claimed them yet.
+      if got < n then lens[best] = 0 else lens[best] = lens[best] - got end
+    end
+  end
+  i = j + 1
+end
+local skipped = ''
+if nleased == 0 then
+  local flags = {}
+  for k = 4, #KEYS do
+    local spec = spec_of(k)
+    if spec ~= '' and room_in(spec) <= 0 then
+      flags[k - 3] = redis.call('XLEN', KEYS[k]) > 0 and '2' or '1'
+    else
+      flags[k - 3] = '0'
+    end
+  end
+  skipped = table.concat(flags)
+end
+table.insert(out, 1, skipped)
 return out
 "#;
 
@@ -251,37 +440,38 @@ return release_lease(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 /// it would drop it anyway).
 const LUA_HAND_BACK: &str = r#"
 local rk = KEYS[1] .. ARGV[1]
-local st = redis.call('HMGET', rk, 'l', 'j', 'q')
+local st = redis.call('HMGET', rk, 'l', 'j', 'q', 'g')
 if not holds_token(st[1], ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 local c = redis.call('ZSCORE', KEYS[5], ARGV[1])
 if c and tonumber(c) > tonumber(ARGV[6]) then
-  drop_lease(rk, st[3])
+  drop_lease(rk, ARGV[1], st[3], st[4])
   return 1
 end
+if st[4] then unhold(st[4], ARGV[1]) end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[4], '0', 'MKSTREAM')
 end
 local id = redis.call('XADD', KEYS[3], '*', 'run', ARGV[1], 'attempt', ARGV[3], 'job', st[2])
 local line = ARGV[3] .. ' ' .. id .. ' ' .. KEYS[3]
 if has_queued(st[3]) then line = st[3] .. '\n' .. line end
-redis.call('HDEL', rk, 'l', 'j')
+redis.call('HDEL', rk, 'l', 'j', 'g')
 redis.call('HSET', rk, 'q', line)
 redis.call('SADD', KEYS[4], ARGV[5])
 return 1
 "#;
 
-/// KEYS: leases, run key prefix. ARGV: now, limit. Returns (job JSON, `l` value, deadline)
+/// KEYS: run key prefix, leases. ARGV: now, limit. Returns (job JSON, `l` value, deadline)
 /// triples. Atomic, so two reapers never both return the same lease.
 const LUA_REAP: &str = r#"
-local runs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local runs = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for i = 1, #runs, 2 do
   local run, score = runs[i], runs[i + 1]
-  local rk = KEYS[2] .. run
-  local st = redis.call('HMGET', rk, 'l', 'j', 'q')
-  redis.call('ZREM', KEYS[1], run)
-  if st[1] then drop_lease(rk, st[3]) end
+  local rk = KEYS[1] .. run
+  local st = redis.call('HMGET', rk, 'l', 'j', 'q', 'g')
+  redis.call('ZREM', KEYS[2], run)
+  if st[1] then drop_lease(rk, run, st[3], st[4]) end
   if st[1] and st[2] then
     out[#out + 1] = st[2]
     out[#out + 1] = st[1]

@@ -88,6 +88,7 @@ pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
             until_ms: crate::time::now_ms()
                 .saturating_add(p.fallback_s.saturating_mul(1000) as i64),
         }),
+        gates: task.spec.gates(&task.id),
     };
     if let Some(o) = &new.overrides {
         o.apply(&mut job.args, &mut job.env);
