@@ -126,7 +126,7 @@ async fn a_preferred_runner_is_tried_first_then_any() {
         .script_task("to-cpu", code, prefer("cpu-box", 600))
         .await;
     let to_nobody = api
-        .script_task("to-nobody", code, prefer("nobody", 2))
+        .script_task("to-nobody", code, prefer("nobody", 5))
         .await;
     for _ in 0..3 {
         let run = api.triggered(&to_cpu).await;
@@ -136,6 +136,12 @@ async fn a_preferred_runner_is_tried_first_then_any() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let waiting = api.get(&format!("/runs/{run}")).await;
     assert_eq!(waiting["state"], "queued", "before its fallback: {waiting}");
+    let why = waiting["waiting"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("no live runner matches runner=nobody; from ")
+            && why.ends_with(" any runner its labels allow may take it"),
+        "{waiting}"
+    );
     let on = ran_on(&api, &p, &run).await;
     assert!(["gpu-box", "cpu-box"].contains(&on.as_str()), "{on}");
     let page = api.get(&format!("/runs/{run}")).await;

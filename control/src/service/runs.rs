@@ -183,7 +183,25 @@ pub async fn unservable(state: &AppState, run: &Run) -> Option<String> {
         return Some(format!("no live runner serves queue {}", run.queue));
     }
     let needs = routing::requirements(&task.spec.labels, version.python_version.as_deref());
-    routing::unmet(&needs, &serving).map(|n| format!("no live runner matches {n}"))
+    if let Some(n) = routing::unmet(&needs, &serving) {
+        return Some(format!("no live runner matches {n}"));
+    }
+    // Before its fallback, a run waits for a preferred runner too.
+    let prefer = task.spec.prefer.as_ref()?;
+    let until = run
+        .queued_at
+        .saturating_add(prefer.fallback_s.saturating_mul(1000) as i64);
+    if until <= antcode_core::time::now_ms() {
+        return None;
+    }
+    let mut preferred = needs.into_owned();
+    preferred.extend(prefer.labels.clone());
+    routing::unmet(&preferred, &serving).map(|n| {
+        format!(
+            "no live runner matches {n}; from {} any runner its labels allow may take it",
+            antcode_core::time::to_rfc3339(until)
+        )
+    })
 }
 
 /// Masks what a caller of `role` may not read of `run`: as for a task's env, the values of a
