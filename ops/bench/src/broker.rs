@@ -13,8 +13,12 @@
 //! batch size also runs with labels: every job requires two labels (`gpu`, and a zone of its
 //! client's) and every lease carries them, so each client reads a route of its queue
 //! (`antcode_core::broker::routing`) among 2·C known queues — routing's cost beside the same
-//! rows without it. The results file (`results.rs`) holds the rows and the `redis-benchmark`
-//! peer.
+//! rows without it. With `--gates` each batch size also runs with gated jobs: every job carries
+//! a concurrency key of its client's (limit 2·B, so it is counted and checked at every lease but
+//! never full), so each lease checks the gate before it reads and counts what it claims, and
+//! each release frees the slot — the cost of concurrency limits beside the same rows without
+//! them; with both flags, also with labels and gates together. The results file (`results.rs`)
+//! holds the rows and the `redis-benchmark` peer.
 
 use anyhow::{bail, Context};
 use futures::future::try_join_all;
@@ -35,13 +39,14 @@ const USAGE: &str = "\
 bench-broker: the Redis broker's job round trip beside redis-benchmark's bare XADD
 
 Usage: bench-broker [--redis-url URL | --host 127.0.0.1 --port 6379] [-n 200000] [-c 50]
-                    [--batch 1,10,50] [--labels]
+                    [--batch 1,10,50] [--labels] [--gates]
   --redis-url URL   the broker's URL (default: database 15, key prefix bench-broker)
   --host, --port    the Redis server, for redis-benchmark too
   -n N              jobs per row (and XADDs for redis-benchmark)
   -c N              concurrent clients
   --batch LIST      lease sizes to measure, comma-separated
-  --labels          also measure each batch size with label-routed jobs";
+  --labels          also measure each batch size with label-routed jobs
+  --gates           also measure each batch size with jobs under a concurrency key";
 
 struct Args {
     redis_url: String,
@@ -51,6 +56,7 @@ struct Args {
     clients: usize,
     batches: Vec<usize>,
     labels: bool,
+    gates: bool,
 }
 
 fn parse_args() -> (Args, Flags) {
@@ -62,6 +68,7 @@ fn parse_args() -> (Args, Flags) {
         clients: 50,
         batches: vec![1, 10, 50],
         labels: false,
+        gates: false,
     };
     let mut flags = Flags::from_env("broker", USAGE);
     while let Some(flag) = flags.next() {
@@ -80,6 +87,7 @@ fn parse_args() -> (Args, Flags) {
                     .unwrap_or_else(|e| flags.fail(&format!("--batch {list:?}: {e}")));
             }
             "--labels" => a.labels = true,
+            "--gates" => a.gates = true,
             other => flags.unknown(other),
         }
     }
@@ -196,6 +204,26 @@ enum Release {
     WithNextLease,
 }
 
+/// What the jobs of a row carry besides the plain job.
+#[derive(Clone, Copy, PartialEq)]
+struct Variant {
+    /// Two label requirements, met by the lease.
+    labelled: bool,
+    /// A concurrency key of the client's, limit twice the batch (never full).
+    gated: bool,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match (self.labelled, self.gated) {
+            (false, false) => "",
+            (true, false) => ", labelled",
+            (false, true) => ", gated",
+            (true, true) => ", labelled and gated",
+        }
+    }
+}
+
 /// Jobs done and round trips per second with `clients` concurrent clients each leasing `batch`
 /// jobs at a time.
 async fn round_trips(
@@ -203,8 +231,9 @@ async fn round_trips(
     broker: Arc<RedisBroker>,
     batch: usize,
     release: Release,
-    labelled: bool,
+    variant: Variant,
 ) -> anyhow::Result<(usize, f64)> {
+    let Variant { labelled, gated } = variant;
     let per_client = (a.n / a.clients / batch).max(1);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -227,6 +256,11 @@ async fn round_trips(
                 max: batch,
                 ttl: Duration::from_secs(60),
             };
+            let gates: std::collections::BTreeMap<String, u32> = if gated {
+                [(format!("key:bench-{c}"), 2 * batch as u32)].into()
+            } else {
+                Default::default()
+            };
             let mut done = 0usize;
             // Leases finished but not yet released (`Release::WithNextLease`).
             let mut finished: Vec<HeldLease> = Vec::new();
@@ -235,8 +269,12 @@ async fn round_trips(
                 // connection pipelines them, one write and one read for the lot.
                 let jobs: Vec<Job> = (0..batch)
                     .map(|j| {
-                        let mut job = job(format!("run-{batch}-{labelled}-{c}-{i}-{j}"), &queue);
+                        let mut job = job(
+                            format!("run-{batch}-{labelled}-{gated}-{c}-{i}-{j}"),
+                            &queue,
+                        );
                         job.labels = labels.clone();
+                        job.gates = gates.clone();
                         job
                     })
                     .collect();
@@ -309,9 +347,13 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let mut rows = vec![];
-    let variants: &[bool] = if a.labels { &[false, true] } else { &[false] };
+    let variants: Vec<Variant> = [(false, false), (true, false), (false, true), (true, true)]
+        .into_iter()
+        .filter(|&(l, g)| (!l || a.labels) && (!g || a.gates))
+        .map(|(labelled, gated)| Variant { labelled, gated })
+        .collect();
     for &batch in &a.batches {
-        for (release, how, labelled) in [
+        for (release, how, variant) in [
             (
                 Release::WithNextLease,
                 "release with the next lease (2 calls/job)",
@@ -319,16 +361,12 @@ async fn main() -> anyhow::Result<()> {
             (Release::Apart, "release apart (3 calls/job)"),
         ]
         .into_iter()
-        .flat_map(|(r, h)| variants.iter().map(move |&l| (r, h, l)))
+        .flat_map(|(r, h)| variants.iter().map(move |&v| (r, h, v)))
         {
-            let how = if labelled {
-                format!("{how}, labelled")
-            } else {
-                how.to_string()
-            };
+            let how = format!("{how}{}", variant.name());
             let before = Cpu::now(&a)?;
             let (jobs, rate) =
-                round_trips(&a, broker.clone(), batch.max(1), release, labelled).await?;
+                round_trips(&a, broker.clone(), batch.max(1), release, variant).await?;
             let [redis, evalsha, client, _] = before.per_op(&Cpu::now(&a)?, jobs as f64);
             println!(
                 "| lease max = {batch}, {} clients, {how} | {rate:.0} | {:.1}% \
@@ -346,6 +384,7 @@ async fn main() -> anyhow::Result<()> {
     println!();
     let peer = json!({"name": "redis-benchmark XADD, 150-byte field", "req_per_s": xadd,
         "redis_cpu_us_per_req": xadd_redis, "client_cpu_us_per_req": xadd_client});
-    let details = json!({"n": a.n, "clients": a.clients, "batches": a.batches, "labels": a.labels});
+    let details = json!({"n": a.n, "clients": a.clients, "batches": a.batches, "labels": a.labels,
+        "gates": a.gates});
     results::write(&flags, rows, peer, details)
 }
