@@ -357,14 +357,9 @@ async fn plan_batch(
         skipped += skips;
         for p in planned {
             let run = NewRun {
-                task: task.clone(),
-                version: version.clone(),
-                trigger: "schedule".into(),
                 due_at: Some(p.due),
                 params: params.clone(),
-                overrides: None,
-                key: None,
-                parent: None,
+                ..NewRun::new(task.clone(), version.clone(), "schedule")
             };
             fires.push(Fire { run, held: p.held });
             plans.push(p);

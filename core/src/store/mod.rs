@@ -108,6 +108,23 @@ pub struct NewRun {
     pub parent: Option<RunParent>,
 }
 
+impl NewRun {
+    /// A run of `task` at `version` started by `trigger`, with nothing more: no due time,
+    /// params, overrides, key or parent (set those with struct update syntax).
+    pub fn new(task: Task, version: ProjectVersion, trigger: &str) -> NewRun {
+        NewRun {
+            task,
+            version,
+            trigger: trigger.into(),
+            due_at: None,
+            params: None,
+            overrides: None,
+            key: None,
+            parent: None,
+        }
+    }
+}
+
 /// Where a run started by another's end sits in its run group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunParent {

@@ -211,16 +211,7 @@ async fn unresolvable_secrets_fail_the_run(db: &TestDb) {
     let sbox = SecretBox::from_passphrase("right key");
     let broker = MemoryBroker::new();
     let f = fixture(s.as_ref(), retries(1)).await;
-    let new_run = || NewRun {
-        task: f.task.clone(),
-        version: f.version.clone(),
-        trigger: "manual".into(),
-        due_at: None,
-        params: None,
-        overrides: None,
-        key: None,
-        parent: None,
-    };
+    let new_run = || plain_run(&f.task, &f.version);
 
     // Missing secret.
     let (run, job) = s.create_run(&new_run()).await.unwrap();

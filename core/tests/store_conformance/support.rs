@@ -154,16 +154,7 @@ pub fn retries(max_attempts: u32) -> RetryPolicy {
 
 /// A manual run of `task` at `version` with nothing more.
 pub fn plain_run(task: &Task, version: &ProjectVersion) -> NewRun {
-    NewRun {
-        task: task.clone(),
-        version: version.clone(),
-        trigger: "manual".into(),
-        due_at: None,
-        params: None,
-        overrides: None,
-        key: None,
-        parent: None,
-    }
+    NewRun::new(task.clone(), version.clone(), "manual")
 }
 
 pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {

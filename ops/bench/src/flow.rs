@@ -162,16 +162,7 @@ async fn main() -> anyhow::Result<()> {
         for_each: Some("items".into()),
     }];
     store.create_task(&parent).await?;
-    let run_of = |task: &Task| NewRun {
-        task: task.clone(),
-        version: version.clone(),
-        trigger: "manual".into(),
-        due_at: None,
-        params: None,
-        overrides: None,
-        key: None,
-        parent: None,
-    };
+    let run_of = |task: &Task| NewRun::new(task.clone(), version.clone(), "manual");
 
     let (mut ours, mut peer) = (vec![], vec![]);
     for _ in 0..args.rounds {

@@ -186,16 +186,7 @@ async fn main() -> anyhow::Result<()> {
         updated_at: now,
     };
     store.create_task(&task).await?;
-    let new = NewRun {
-        task: task.clone(),
-        version,
-        trigger: "manual".into(),
-        due_at: None,
-        params: None,
-        overrides: None,
-        key: None,
-        parent: None,
-    };
+    let new = NewRun::new(task.clone(), version, "manual");
     let every = Duration::from_millis(args.trigger_ms);
 
     let t = Instant::now();

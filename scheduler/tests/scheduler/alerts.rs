@@ -110,15 +110,10 @@ async fn pruning_deletes_webhook_keys_after_their_window() {
         hook_id: antcode_core::ids::new_id(),
         key: "deploy-1".into(),
     };
+    let version = w.store.version(&task.project_id, 1).await.unwrap();
     let new = NewRun {
-        task: task.clone(),
-        version: w.store.version(&task.project_id, 1).await.unwrap(),
-        trigger: "webhook".into(),
-        due_at: None,
-        params: None,
-        overrides: None,
         key: Some(key.clone()),
-        parent: None,
+        ..NewRun::new(task.clone(), version, "webhook")
     };
     let (run, _) = w.store.create_run(&new).await.unwrap();
     let config = w.config("pruner");

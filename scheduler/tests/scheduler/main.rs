@@ -115,16 +115,7 @@ impl World {
 
     async fn manual_run(&self, task: &Task) -> (Run, Job) {
         let version = self.store.version(&task.project_id, 1).await.unwrap();
-        let new = NewRun {
-            task: task.clone(),
-            version,
-            trigger: "manual".into(),
-            due_at: None,
-            params: None,
-            overrides: None,
-            key: None,
-            parent: None,
-        };
+        let new = NewRun::new(task.clone(), version, "manual");
         self.store.create_run(&new).await.unwrap()
     }
 }
@@ -459,14 +450,8 @@ async fn compensation_sweeps_a_backlog_larger_than_a_pass() {
     let fires: Vec<Fire> = (0..1_500)
         .map(|due| Fire {
             run: NewRun {
-                task: task.clone(),
-                version: version.clone(),
-                trigger: "schedule".into(),
                 due_at: Some(due),
-                params: None,
-                overrides: None,
-                key: None,
-                parent: None,
+                ..NewRun::new(task.clone(), version.clone(), "schedule")
             },
             held: false,
         })

@@ -179,14 +179,9 @@ impl SqlStore {
                 };
                 planned.push(Planned {
                     new: NewRun {
-                        task: task.clone(),
-                        version: version.clone(),
-                        trigger: link.kind.as_str().into(),
-                        due_at: None,
                         params,
-                        overrides: None,
-                        key: None,
                         parent: Some(parent.clone()),
+                        ..NewRun::new(task.clone(), version.clone(), link.kind.as_str())
                     },
                     unfit,
                 });
