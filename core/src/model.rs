@@ -763,15 +763,9 @@ impl Job {
         use crate::broker::routing;
         let mut needs = routing::requirements(&self.labels, self.python_version.as_deref());
         if let Some(p) = &self.prefer {
-            let all = needs.to_mut();
-            for (k, v) in &p.labels {
-                all.entry(k.clone()).or_insert_with(|| v.clone());
-            }
+            routing::with_preferred(&mut needs, &p.labels);
         }
-        match routing::route(&self.queue, &needs, &self.gates) {
-            std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(&self.queue),
-            std::borrow::Cow::Owned(r) => std::borrow::Cow::Owned(r),
-        }
+        routing::route(&self.queue, &needs, &self.gates)
     }
 }
 

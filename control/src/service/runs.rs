@@ -194,8 +194,8 @@ pub async fn unservable(state: &AppState, run: &Run) -> Option<String> {
     if until <= antcode_core::time::now_ms() {
         return None;
     }
-    let mut preferred = needs.into_owned();
-    preferred.extend(prefer.labels.clone());
+    let mut preferred = needs;
+    routing::with_preferred(&mut preferred, &prefer.labels);
     routing::unmet(&preferred, &serving).map(|n| {
         format!(
             "no live runner matches {n}; from {} any runner its labels allow may take it",

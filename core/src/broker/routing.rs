@@ -63,6 +63,21 @@ pub fn python_label(version: &str) -> Option<String> {
     Some(format!("python{major}.{minor}"))
 }
 
+/// `needs` with the preferred labels `prefer` added, while a job has them (a task's
+/// `prefer`): a label the task requires keeps its value.
+pub fn with_preferred(
+    needs: &mut Cow<'_, BTreeMap<String, String>>,
+    prefer: &BTreeMap<String, String>,
+) {
+    if prefer.keys().all(|k| needs.contains_key(k)) {
+        return;
+    }
+    let all = needs.to_mut();
+    for (k, v) in prefer {
+        all.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
 /// What a job of a task requiring `labels`, of a project asking for `python_version`, requires.
 pub fn requirements<'a>(
     labels: &'a BTreeMap<String, String>,
