@@ -737,8 +737,8 @@ pub struct Job {
     /// Copied from the task: what a runner's labels must include to take it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Labels it also requires until `until_ms` (the task's `prefer`); past it, compensation
-    /// drops them and moves the job to the route of `labels` alone.
+    /// Labels it also requires until `until_ms` (the task's `prefer`): past it, [`Job::route`]
+    /// leaves them out, and compensation moves a queued job to the route of `labels` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer: Option<JobPreference>,
     /// From the task when the run was created ([`TaskSpec::gates`]): gate name → limit. A broker
@@ -762,7 +762,10 @@ impl Job {
     pub fn route(&self) -> std::borrow::Cow<'_, str> {
         use crate::broker::routing;
         let mut needs = routing::requirements(&self.labels, self.python_version.as_deref());
-        if let Some(p) = &self.prefer {
+        // A preference counts until its deadline, wherever the route is worked out (a publish,
+        // a hand back), not only where compensation moves the job.
+        let now = crate::time::now_ms();
+        if let Some(p) = self.prefer.as_ref().filter(|p| p.until_ms > now) {
             routing::with_preferred(&mut needs, &p.labels);
         }
         routing::route(&self.queue, &needs, &self.gates)

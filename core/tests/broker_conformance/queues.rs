@@ -397,6 +397,28 @@ async fn a_job_falls_back_to_the_route_of_its_labels(s: &Subject) {
     );
     let unknown = routed_job(&run_id(), "fallback", &[]);
     assert_eq!(b.reroute(&[unknown]).await.unwrap(), [false]);
+
+    // A preferred runner that hands a job back after its deadline hands it to the others.
+    let mut brief = routed_job(&run_id(), "fallback", &[("gpu", "true")]);
+    brief.prefer = Some(antcode_core::model::JobPreference {
+        labels: [("runner".to_string(), "favourite".to_string())].into(),
+        until_ms: antcode_core::time::now_ms() + 2_000,
+    });
+    assert!(b.publish(&brief).await.unwrap());
+    let favourite = labelled(
+        "favourite",
+        &["fallback"],
+        &[("gpu", "true"), ("runner", "favourite")],
+    );
+    let held = b.lease(&favourite, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(held.len(), 1, "the preferred runner takes it first");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    b.hand_back(&brief.run_id, &held[0].lease_token)
+        .await
+        .unwrap();
+    let got = b.lease(&other, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1, "handed back past its deadline, to any runner");
+    assert_eq!(got[0].job.run_id, brief.run_id);
 }
 
 conformance!(

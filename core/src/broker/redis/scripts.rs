@@ -171,8 +171,8 @@ return out
 "#;
 
 /// Moves each run's queued attempt to another stream, at its end: the entry is copied as it is
-/// (the job with its opened secrets) and the run's line points at the copy; the old entry is
-/// dropped when read. KEYS: run key prefix, queues, then each job's new stream. ARGV: (run,
+/// (the job with its opened secrets), the run's line points at the copy and the original is
+/// deleted. KEYS: run key prefix, queues, then each job's new stream. ARGV: (run,
 /// attempt, queue) per job. Returns 1 (moved) or 0 per job.
 const LUA_REROUTE: &str = r#"
 local out = {}
@@ -186,8 +186,10 @@ for i = 1, #ARGV / 3 do
     if e[1] == attempt and e[3] ~= stream then
       local entry = redis.call('XRANGE', e[3], e[2], e[2])[1]
       if entry then
-        e[2] = redis.call('XADD', stream, '*', unpack(entry[2]))
-        e[3] = stream
+        local copy = redis.call('XADD', stream, '*', unpack(entry[2]))
+        -- The original would linger (its secrets too) where no lessee may ever read it.
+        redis.call('XDEL', e[3], e[2])
+        e[2], e[3] = copy, stream
         out[i] = 1
       end
     end
