@@ -458,6 +458,8 @@ impl<'a> Alerts<'a> {
         let Ok(depths) = self.config.broker.queue_depths().await else {
             return;
         };
+        // A rule names a queue; its labelled and gated jobs wait in routes of it.
+        let depths = antcode_core::broker::routing::depths_by_queue(depths);
         for rule in watched {
             let Some(limit) = rule.spec.backlog else {
                 continue;

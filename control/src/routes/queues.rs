@@ -7,6 +7,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
+use antcode_core::broker::routing;
+
 use super::{ok, List};
 use crate::auth::Ctx;
 use crate::problem::ApiResult;
@@ -23,14 +25,11 @@ struct QueueDepth {
 }
 
 async fn list(ctx: Ctx) -> ApiResult<Response> {
-    let mut queues: Vec<QueueDepth> = ctx
-        .state
-        .broker
-        .queue_depths()
-        .await?
+    // Jobs with label requirements or concurrency limits wait in routes of their queue.
+    let depths = routing::depths_by_queue(ctx.state.broker.queue_depths().await?);
+    let queues: Vec<QueueDepth> = depths
         .into_iter()
         .map(|(name, depth)| QueueDepth { name, depth })
         .collect();
-    queues.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(ok(List::all(queues)))
 }

@@ -136,7 +136,8 @@ pub trait QueueBroker: Send + Sync + 'static {
     /// when it moved; false when it is not queued (leased, or gone) or is there already. The
     /// result lines up with `jobs`.
     async fn reroute(&self, jobs: &[Job]) -> BrokerResult<Vec<bool>>;
-    /// Number of jobs waiting per queue.
+    /// Number of jobs waiting per route: a queue, or a route of it (`routing`;
+    /// [`routing::depths_by_queue`] sums them per queue).
     async fn queue_depths(&self) -> BrokerResult<Vec<(String, u64)>>;
 }
 

@@ -152,6 +152,21 @@ fn encode(s: &str, out: &mut String) {
     }
 }
 
+/// The queue a route belongs to (the route itself for a plain queue).
+pub fn queue_of(route: &str) -> &str {
+    route.split_once(SEP).map_or(route, |(queue, _)| queue)
+}
+
+/// Per-route depths ([`QueueBroker::queue_depths`](super::QueueBroker::queue_depths)) summed
+/// per queue, by name: what a person means by a queue's depth.
+pub fn depths_by_queue(depths: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    let mut by_queue: BTreeMap<String, u64> = BTreeMap::new();
+    for (route, depth) in &depths {
+        *by_queue.entry(queue_of(route).to_string()).or_default() += depth;
+    }
+    by_queue.into_iter().collect()
+}
+
 /// The queue of a route, its requirements as `(key, value)` pairs and its gates as
 /// `name=limit,…`, still encoded (equal strings encode equally, so they compare as they are).
 fn parse(route: &str) -> (&str, Vec<(&str, &str)>, &str) {
@@ -280,6 +295,28 @@ mod tests {
 
     fn gates(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
         pairs.iter().map(|(g, n)| (g.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn a_queues_depth_counts_every_route_of_it() {
+        let none = BTreeMap::new();
+        let gpu = labels(&[("gpu", "true")]);
+        let routes = [
+            route("default", &none, &BTreeMap::new()).into_owned(),
+            route("default", &gpu, &BTreeMap::new()).into_owned(),
+            route("default", &gpu, &gates(&[("key:site", 3)])).into_owned(),
+            route("other", &none, &gates(&[("task:t1", 1)])).into_owned(),
+        ];
+        assert!(routes
+            .iter()
+            .all(|r| r.starts_with("default") || r.starts_with("other")));
+        let depths = routes.into_iter().zip([1, 2, 4, 8]).collect();
+        assert_eq!(
+            depths_by_queue(depths),
+            [("default".to_string(), 7), ("other".to_string(), 8)]
+        );
+        assert_eq!(queue_of("q@a=b"), "q");
+        assert_eq!(queue_of("q"), "q");
     }
 
     #[test]
