@@ -116,21 +116,24 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Creates, on `conn`, the runs that the end of `run_id` (attempt `attempt`, ended `state`
-    /// with `result` at `at_ms`) starts; their jobs are returned, what could not start is
-    /// said in the ended run's history.
-    #[allow(clippy::too_many_arguments)]
+    /// Creates, on `conn`, the runs that the end `report` records (its run ended
+    /// `report.outcome.state`) starts; their jobs are returned, what could not start is said
+    /// in the ended run's history.
     pub(super) async fn follow(
         &self,
         conn: &mut AnyConnection,
         flows: &Flows,
-        run_id: &str,
-        attempt: u32,
-        state: RunState,
-        result: Option<&Value>,
-        at_ms: i64,
+        report: &FinishReport<'_>,
         history: &mut Vec<RunHistoryEntry>,
     ) -> StoreResult<Vec<Job>> {
+        let FinishReport {
+            run_id,
+            attempt,
+            outcome,
+            at_ms,
+            ..
+        } = *report;
+        let (state, result) = (outcome.state, outcome.result.as_ref());
         let Some(ending) = flows.get(run_id) else {
             return Ok(vec![]);
         };

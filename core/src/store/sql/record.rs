@@ -273,24 +273,12 @@ impl SqlStore {
         let mut history = Vec::with_capacity(1);
         let mut recorded = self.finish_in(&mut tx, report, &mut history).await?;
         if let Recorded::Finished {
-            state,
             requeued: false,
             next,
+            ..
         } = &mut recorded
         {
-            let o = report.outcome;
-            *next = self
-                .follow(
-                    &mut tx,
-                    &flows,
-                    report.run_id,
-                    report.attempt,
-                    *state,
-                    o.result.as_ref(),
-                    report.at_ms,
-                    &mut history,
-                )
-                .await?;
+            *next = self.follow(&mut tx, &flows, report, &mut history).await?;
         }
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
@@ -368,26 +356,16 @@ impl SqlStore {
             let (
                 RunEventKind::Finished(o),
                 Some(Ok(Recorded::Finished {
-                    state,
                     requeued: false,
                     next,
+                    ..
                 })),
             ) = (&ev.kind, applied)
             else {
                 continue;
             };
-            *next = self
-                .follow(
-                    &mut tx,
-                    &flows,
-                    &ev.run_id,
-                    ev.attempt,
-                    *state,
-                    o.result.as_ref(),
-                    ev.at_ms,
-                    &mut history,
-                )
-                .await?;
+            let report = FinishReport::of(ev, o);
+            *next = self.follow(&mut tx, &flows, &report, &mut history).await?;
         }
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;

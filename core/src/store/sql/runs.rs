@@ -511,17 +511,14 @@ impl RunStore for SqlStore {
         .await?;
         // Its next runs are published by compensation, which expired it.
         let mut history = vec![];
-        self.follow(
-            &mut tx,
-            &flows,
+        let ended = FinishReport {
             run_id,
             attempt,
-            RunState::Failed,
-            None,
+            lease_token: None,
+            outcome: &Outcome::bare(RunState::Failed, 0),
             at_ms,
-            &mut history,
-        )
-        .await?;
+        };
+        self.follow(&mut tx, &flows, &ended, &mut history).await?;
         self.insert_history(&mut tx, &history).await?;
         tx.commit().await?;
         self.run(run_id).await
