@@ -322,10 +322,75 @@ async fn a_queue_keeps_its_order_across_gates(s: &Subject) {
     assert_eq!(ids(&next), ids_of(&published[2..3]), "the oldest keyed job");
 }
 
+/// `n` jobs of `queue` under "key:a" or "key:b" (limit 3 each) and "key:all" (limit 6).
+fn two_keys(queue: &str, n: usize) -> Vec<Job> {
+    (0..n)
+        .map(|i| {
+            let key = if i % 2 == 0 { "key:a" } else { "key:b" };
+            gated(queue, &[(key, 3), ("key:all", 6)])
+        })
+        .collect()
+}
+
+/// Many leases of two gates released in one call, whose next lease reads another queue (no
+/// gated route) or the gated one: every slot they held is free after that call.
+async fn leases_released_together_free_every_slot(s: &Subject) {
+    let b = &*s.broker;
+    let jobs: Vec<Job> = two_keys("together", 6);
+    assert!(b.publish_many(&jobs).await.unwrap().iter().all(|a| *a));
+    let first = lease_now(b, "w1", "together", 10).await;
+    assert_eq!(first.len(), 6, "room for all six");
+    let more: Vec<Job> = two_keys("together", 6);
+    assert!(b.publish_many(&more).await.unwrap().iter().all(|a| *a));
+    assert!(
+        lease_now(b, "w2", "together", 10).await.is_empty(),
+        "both gates full"
+    );
+
+    // Three released with a lease of another queue: their slots free all the same.
+    let released: Vec<HeldLease> = first[..3].iter().map(held).collect();
+    let other = b
+        .release_and_lease(
+            &released,
+            &req("w1", &["elsewhere"], 5, TTL),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+    let next = lease_now(b, "w2", "together", 10).await;
+    assert_eq!(next.len(), 3, "three slots freed: {:?}", ids(&next));
+
+    // The other three released with a lease of the gated queue: it gets their slots at once.
+    let released: Vec<HeldLease> = first[3..].iter().map(held).collect();
+    let got = b
+        .release_and_lease(
+            &released,
+            &req("w1", &["together"], 10, TTL),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "the freed slots, in the same call");
+    assert!(lease_now(b, "w3", "together", 10).await.is_empty());
+    let mut all: Vec<Lease> = next.into_iter().chain(got).collect();
+    for l in all.drain(..) {
+        b.release(&l.job.run_id, &l.lease_token).await.unwrap();
+    }
+    let again: Vec<Job> = two_keys("together", 6);
+    assert!(b.publish_many(&again).await.unwrap().iter().all(|a| *a));
+    assert_eq!(
+        lease_now(b, "w3", "together", 10).await.len(),
+        6,
+        "every slot free once every lease ended"
+    );
+}
+
 conformance!(
     a_queue_keeps_its_order_across_gates,
     a_gate_holds_its_limit_and_every_ended_lease_frees_a_slot,
     a_full_gate_holds_up_neither_ungated_jobs_nor_other_gates,
     a_parked_lessee_gets_a_slot_freed_while_it_waits,
     many_workers_never_hold_more_than_the_limit,
+    leases_released_together_free_every_slot,
 );

@@ -17,8 +17,10 @@
 //! a concurrency key of its client's (limit 2·B, so it is counted and checked at every lease but
 //! never full), so each lease checks the gate before it reads and counts what it claims, and
 //! each release frees the slot — the cost of concurrency limits beside the same rows without
-//! them; with both flags, also with labels and gates together. The results file (`results.rs`)
-//! holds the rows and the `redis-benchmark` peer.
+//! them; with both flags, also with labels and gates together. `--rounds N` runs each row's
+//! variants N times, alternated (plain, labelled, gated, plain, …), and ends with each variant's
+//! jobs/s over plain's of the same round, so a drift of the machine reaches both sides of a ratio.
+//! The results file (`results.rs`) holds the rows and the `redis-benchmark` peer.
 
 use anyhow::{bail, Context};
 use futures::future::try_join_all;
@@ -39,14 +41,15 @@ const USAGE: &str = "\
 bench-broker: the Redis broker's job round trip beside redis-benchmark's bare XADD
 
 Usage: bench-broker [--redis-url URL | --host 127.0.0.1 --port 6379] [-n 200000] [-c 50]
-                    [--batch 1,10,50] [--labels] [--gates]
+                    [--batch 1,10,50] [--labels] [--gates] [--rounds 1]
   --redis-url URL   the broker's URL (default: database 15, key prefix bench-broker)
   --host, --port    the Redis server, for redis-benchmark too
   -n N              jobs per row (and XADDs for redis-benchmark)
   -c N              concurrent clients
   --batch LIST      lease sizes to measure, comma-separated
   --labels          also measure each batch size with label-routed jobs
-  --gates           also measure each batch size with jobs under a concurrency key";
+  --gates           also measure each batch size with jobs under a concurrency key
+  --rounds N        each row's variants N times, alternated, then their ratios to plain";
 
 struct Args {
     redis_url: String,
@@ -57,6 +60,7 @@ struct Args {
     batches: Vec<usize>,
     labels: bool,
     gates: bool,
+    rounds: usize,
 }
 
 fn parse_args() -> (Args, Flags) {
@@ -69,6 +73,7 @@ fn parse_args() -> (Args, Flags) {
         batches: vec![1, 10, 50],
         labels: false,
         gates: false,
+        rounds: 1,
     };
     let mut flags = Flags::from_env("broker", USAGE);
     while let Some(flag) = flags.next() {
@@ -88,6 +93,7 @@ fn parse_args() -> (Args, Flags) {
             }
             "--labels" => a.labels = true,
             "--gates" => a.gates = true,
+            "--rounds" => a.rounds = flags.value::<usize>(&flag).max(1),
             other => flags.unknown(other),
         }
     }
@@ -222,6 +228,15 @@ impl Variant {
             (true, true) => ", labelled and gated",
         }
     }
+
+    fn suffix(self) -> &'static str {
+        match (self.labelled, self.gated) {
+            (false, false) => "",
+            (true, false) => "-l",
+            (false, true) => "-g",
+            (true, true) => "-lg",
+        }
+    }
 }
 
 /// Jobs done and round trips per second with `clients` concurrent clients each leasing `batch`
@@ -240,7 +255,9 @@ async fn round_trips(
     for c in 0..a.clients {
         let broker = broker.clone();
         tasks.push(tokio::spawn(async move {
-            let queue = format!("bench-{c}");
+            // A queue of each variant's own: a plain lease never reads a gated route, and a
+            // gated one reads its gated route alone.
+            let queue = format!("bench-{c}{}", variant.suffix());
             let labels: std::collections::BTreeMap<String, String> = if labelled {
                 [("gpu", "true".to_string()), ("zone", format!("z{c}"))]
                     .into_iter()
@@ -352,39 +369,80 @@ async fn main() -> anyhow::Result<()> {
         .filter(|&(l, g)| (!l || a.labels) && (!g || a.gates))
         .map(|(labelled, gated)| Variant { labelled, gated })
         .collect();
+    // Per row, each variant's jobs/s in each round.
+    let mut rates: Vec<(String, Vec<Vec<f64>>)> = vec![];
     for &batch in &a.batches {
-        for (release, how, variant) in [
+        for (release, how) in [
             (
                 Release::WithNextLease,
                 "release with the next lease (2 calls/job)",
             ),
             (Release::Apart, "release apart (3 calls/job)"),
-        ]
-        .into_iter()
-        .flat_map(|(r, h)| variants.iter().map(move |&v| (r, h, v)))
-        {
-            let how = format!("{how}{}", variant.name());
-            let before = Cpu::now(&a)?;
-            let (jobs, rate) =
-                round_trips(&a, broker.clone(), batch.max(1), release, variant).await?;
-            let [redis, evalsha, client, _] = before.per_op(&Cpu::now(&a)?, jobs as f64);
-            println!(
-                "| lease max = {batch}, {} clients, {how} | {rate:.0} | {:.1}% \
-                 | {redis:.1} | {evalsha:.1} | {client:.1} |",
-                a.clients,
-                100.0 * rate / xadd
-            );
-            rows.push(
-                json!({"name": format!("lease max = {batch}, {how}"), "jobs_per_s": rate,
-                "pct_of_xadd": 100.0 * rate / xadd, "redis_cpu_us_per_job": redis,
-                "evalsha_us_per_job": evalsha, "client_cpu_us_per_job": client}),
-            );
+        ] {
+            let mut row_rates = vec![vec![]; variants.len()];
+            for round in 0..a.rounds {
+                for (v, &variant) in variants.iter().enumerate() {
+                    let how = format!("{how}{}", variant.name());
+                    let before = Cpu::now(&a)?;
+                    let (jobs, rate) =
+                        round_trips(&a, broker.clone(), batch.max(1), release, variant).await?;
+                    let [redis, evalsha, client, _] = before.per_op(&Cpu::now(&a)?, jobs as f64);
+                    println!(
+                        "| lease max = {batch}, {} clients, {how} | {rate:.0} | {:.1}% \
+                         | {redis:.1} | {evalsha:.1} | {client:.1} |",
+                        a.clients,
+                        100.0 * rate / xadd
+                    );
+                    row_rates[v].push(rate);
+                    rows.push(
+                        json!({"name": format!("lease max = {batch}, {how}"), "round": round + 1,
+                        "jobs_per_s": rate, "pct_of_xadd": 100.0 * rate / xadd,
+                        "redis_cpu_us_per_job": redis, "evalsha_us_per_job": evalsha,
+                        "client_cpu_us_per_job": client}),
+                    );
+                }
+            }
+            rates.push((format!("lease max = {batch}, {how}"), row_rates));
         }
     }
+    let ratios = print_ratios(&variants, &rates);
     println!();
     let peer = json!({"name": "redis-benchmark XADD, 150-byte field", "req_per_s": xadd,
         "redis_cpu_us_per_req": xadd_redis, "client_cpu_us_per_req": xadd_client});
     let details = json!({"n": a.n, "clients": a.clients, "batches": a.batches, "labels": a.labels,
-        "gates": a.gates});
+        "gates": a.gates, "rounds": a.rounds, "ratios_to_plain": ratios});
     results::write(&flags, rows, peer, details)
+}
+
+/// Prints, per row and variant, its jobs/s over plain's of the same round: every round's
+/// ratio, their range and median. Returns them for the results file.
+fn print_ratios(variants: &[Variant], rates: &[(String, Vec<Vec<f64>>)]) -> serde_json::Value {
+    if variants.len() < 2 {
+        return json!([]);
+    }
+    println!();
+    println!("| jobs/s over plain, same round | variant | per round | range | median |");
+    println!("|---|---|---|---:|---:|");
+    let mut out = vec![];
+    for (row, per_variant) in rates {
+        let plain = &per_variant[0];
+        for (v, variant) in variants.iter().enumerate().skip(1) {
+            let mut ratios: Vec<f64> = per_variant[v]
+                .iter()
+                .zip(plain)
+                .map(|(r, p)| r / p)
+                .collect();
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            ratios.sort_by(f64::total_cmp);
+            let median = ratios[ratios.len() / 2];
+            let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
+            let name = variant.name().trim_start_matches(", ").to_string();
+            println!(
+                "| {row} | {name} | {} | {lo:.2}–{hi:.2} | {median:.2} |",
+                each.join(", ")
+            );
+            out.push(json!({"row": row, "variant": name, "ratios": ratios, "median": median}));
+        }
+    }
+    json!(out)
 }

@@ -25,7 +25,9 @@
 //! `P:g:GATE` is the set of runs whose live lease holds gate `GATE`: a claim adds the run to the
 //! set of each of its gates and every step that ends a lease (release, hand back, reap, a newer
 //! attempt's claim) removes it, in the same script, so a set's size is the gate's live leases.
-//! A script reads that size once per gate (`SCARD`) and keeps count of its own claims.
+//! A script reads that size once per gate (`SCARD`) and keeps count of its own claims; the
+//! lease scripts write each set once (one `SREM` of the runs they free, one `SADD` of those they
+//! claim), not once per run.
 //!
 //! Every script that touches runs gets the run key prefix `P:r:` as `KEYS[1]` and builds run
 //! keys from it: they share the hash tag, so they sit in the slot of the declared keys and the
@@ -61,9 +63,30 @@ local function gates_in(spec)
 end
 -- Live leases per gate key as this script has seen and changed them.
 local held = {}
+-- A lease script (`batch_gates`) writes each gate's set once: the runs it frees and claims
+-- wait here, per gate key, until the set is read or `flush_gates`. Frees always come before
+-- claims of the same run in one script, and are written first.
+local batched, frees, claims = false, {}, {}
+local function batch_gates() batched = true end
+local function set_call(cmd, key, runs)
+  for at = 1, #runs, 1000 do
+    redis.call(cmd, key, unpack(runs, at, math.min(at + 999, #runs)))
+  end
+end
+local function flush_gates()
+  for key, runs in pairs(frees) do set_call('SREM', key, runs) end
+  for key, runs in pairs(claims) do set_call('SADD', key, runs) end
+  frees, claims = {}, {}
+end
+local function push(t, key, run)
+  local list = t[key]
+  if not list then list = {}; t[key] = list end
+  list[#list + 1] = run
+end
 local function held_by(key)
   local h = held[key]
   if not h then
+    if frees[key] then set_call('SREM', key, frees[key]); frees[key] = nil end
     h = redis.call('SCARD', key)
     held[key] = h
   end
@@ -79,9 +102,15 @@ local function room_in(spec)
   return room or 0
 end
 -- Counts `run`'s new lease under each gate of `spec`; returns the value of its `g` field.
+-- A run being claimed is in none of its gates' sets: any lease it held was freed first.
 local function hold(spec, run)
   for _, g in ipairs(gates_in(spec)) do
-    held[g[1]] = held_by(g[1]) + redis.call('SADD', g[1], run)
+    if batched then
+      held[g[1]] = held_by(g[1]) + 1
+      push(claims, g[1], run)
+    else
+      held[g[1]] = held_by(g[1]) + redis.call('SADD', g[1], run)
+    end
   end
   return names_of_spec[spec]
 end
@@ -89,8 +118,12 @@ end
 local function unhold(g, run)
   for name in string.gmatch(g, '[^,]+') do
     local key = gate_key(name)
-    local n = redis.call('SREM', key, run)
-    if held[key] then held[key] = held[key] - n end
+    if batched and not held[key] then
+      push(frees, key, run)
+    else
+      local n = redis.call('SREM', key, run)
+      if held[key] then held[key] = held[key] - n end
+    end
   end
 end
 local function queued_lines(raw)
@@ -287,6 +320,7 @@ end
 /// Claims entries a lessee already read (they sit in the group's PEL until acknowledged here):
 /// own arguments are (stream index, entry id) pairs.
 const LUA_CLAIM: &str = r#"
+batch_gates()
 for i = own, #ARGV, 2 do
   local k = tonumber(ARGV[i])
   local skey = KEYS[k]
@@ -294,6 +328,7 @@ for i = own, #ARGV, 2 do
   local entry = redis.call('XRANGE', skey, id, id)
   claim_entry(skey, id, entry[1] and entry[1][2], false, spec_of(k), false)
 end
+flush_gates()
 return out
 "#;
 
@@ -310,6 +345,7 @@ return out
 /// there are gates and nothing was leased, one character per stream: `0` open, `1` gates full
 /// and empty, `2` gates full with entries waiting.
 const LUA_LEASE: &str = r#"
+batch_gates()
 for i = own + 1, #ARGV, 2 do
   release_lease(KEYS[2], KEYS[3], ARGV[i], ARGV[i + 1])
 end
@@ -324,6 +360,7 @@ if nspecs == 0 then
       for _, e in ipairs(s[2]) do claim_entry(s[1], e[1], e[2], true, '', true) end
     end
   end
+  flush_gates()
   table.insert(out, 1, '')
   return out
 end
@@ -410,6 +447,7 @@ if nleased == 0 then
   end
   skipped = table.concat(flags)
 end
+flush_gates()
 table.insert(out, 1, skipped)
 return out
 "#;
