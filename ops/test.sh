@@ -6,7 +6,8 @@
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
 # missing: uv, croniter, aiosmtpd, PyYAML, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
-# and starts any of them that is not running.
+# promtool (Debian's prometheus, the alert rules' checks), and starts any of them that is not
+# running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,6 +127,17 @@ if docker compose version >/dev/null 2>&1; then
     COMPOSE_PROFILES=$mode docker compose -f ops/docker-compose.yml --env-file ops/.env.example config -q
   done
 fi
+
+# --- the ops pack (ops/prometheus) ------------------------------------------------------------
+# The alert rules are checked and unit-tested with promtool. tests/ops_pack.rs checks the
+# dashboards' and rules' metric names against the running processes.
+if ! have promtool; then
+  log "installing promtool (apt-get install prometheus)"; apt_install prometheus
+fi
+log "checking ops/prometheus (promtool)"
+promtool check config ops/prometheus/prometheus.yml >/dev/null
+promtool check rules ops/prometheus/alerts.yml
+promtool test rules ops/prometheus/alerts.test.yml
 
 # --- the tests ----------------------------------------------------------------------------------
 log "cargo test (workspace)"

@@ -1,10 +1,13 @@
-//! The ops pack (`ops/grafana/`) against the real split deployment:
+//! The ops pack (`ops/grafana/`, `ops/prometheus/alerts.yml`) against the real split deployment:
 //! `antcode control`, `scheduler`, `edge`, a direct runner and an enrolled gateway runner as OS
 //! processes on PostgreSQL + Redis + S3. After runs of every kind (succeeded, failed, scheduled,
 //! expired in a queue nobody serves, through the edge), a refused enrollment and a burst over the
 //! edge's rate limit, every process's `/metrics` is scraped, and every metric and label named by
-//! a PromQL expression of the dashboards must be there. The per-task
+//! a PromQL expression of the dashboards and the alert rules must be there. The per-task
 //! dashboard reads SQL: each of its queries runs on the deployment's PostgreSQL database.
+//!
+//! Beside it, without a deployment: every alert links its runbook section. The rules' unit tests
+//! run in `ops/test.sh` (promtool).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -320,6 +323,27 @@ fn dashboard_queries() -> (Vec<Query>, Vec<Query>) {
     (promql, sql)
 }
 
+/// Every `expr` of `ops/prometheus/alerts.yml`, with its alert's name.
+fn alert_exprs() -> Vec<Query> {
+    let text = std::fs::read_to_string(root().join("ops/prometheus/alerts.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut out = vec![];
+    for group in doc["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = rule["alert"]
+                .as_str()
+                .or(rule["record"].as_str())
+                .unwrap()
+                .to_string();
+            out.push((
+                format!("alerts.yml / {name}"),
+                rule["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
 #[test]
 fn the_promql_reader_finds_metrics_labels_and_groupings() {
     let n = parse_promql(
@@ -398,8 +422,9 @@ async fn burst(url: &str, ca: &str, path: &str, token: &str, n: usize) -> Vec<u1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboards_name_only_what_the_split_deployment_exposes() {
+async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
     let (promql, sql) = dashboard_queries();
+    let alerts = alert_exprs();
 
     // The cluster's certificates, as an operator would mount them.
     let mut d = Procs::new(
@@ -560,6 +585,7 @@ async fn dashboards_name_only_what_the_split_deployment_exposes() {
         }
         let problems: Vec<String> = promql
             .iter()
+            .chain(&alerts)
             .flat_map(|(at, e)| check_expr(at, e, &exposed))
             .collect();
         if problems.is_empty() || Instant::now() > deadline {
@@ -599,4 +625,46 @@ async fn dashboards_name_only_what_the_split_deployment_exposes() {
     for name in ["gateway", "runner", "edge", "scheduler", "control"] {
         d.proc(name).terminate();
     }
+}
+
+/// GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as dashes.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_a_runbook_section_and_every_section_an_alert() {
+    let runbook = std::fs::read_to_string(root().join("ops/prometheus/RUNBOOK.md")).unwrap();
+    let sections: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(anchor)
+        .collect();
+    let text = std::fs::read_to_string(root().join("ops/prometheus/alerts.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut linked = BTreeSet::new();
+    for rule in doc["groups"][0]["rules"].as_sequence().unwrap() {
+        let name = rule["alert"].as_str().unwrap();
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+        let (file, section) = url.split_once('#').unwrap();
+        assert_eq!(file, "ops/prometheus/RUNBOOK.md", "{name}");
+        assert!(sections.contains(section), "{name}: no section #{section}");
+        assert!(
+            runbook.contains(&format!("`{name}`")),
+            "{name} is not named in its runbook section"
+        );
+        for key in ["summary", "description"] {
+            assert!(rule["annotations"][key].as_str().is_some(), "{name}: {key}");
+        }
+        assert!(rule["labels"]["severity"].as_str().is_some(), "{name}");
+        linked.insert(section.to_string());
+    }
+    assert_eq!(linked, sections, "a runbook section without its alert");
 }
