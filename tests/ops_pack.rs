@@ -6,13 +6,15 @@
 //! a PromQL expression of the dashboards and the alert rules must be there. The per-task
 //! dashboard reads SQL: each of its queries runs on the deployment's PostgreSQL database.
 //!
-//! Beside it, without a deployment: every alert links its runbook section. The rules' unit tests
-//! run in `ops/test.sh` (promtool).
+//! Beside it, without a deployment: every alert links its runbook section, and the Kubernetes
+//! manifests (`ops/k8s/`) name only flags and variables the binary reads. Schemas and rule unit
+//! tests run in `ops/test.sh` (kubernetes-validate, promtool).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use antcode_testkit::api::Api;
@@ -667,4 +669,112 @@ fn every_alert_links_a_runbook_section_and_every_section_an_alert() {
         linked.insert(section.to_string());
     }
     assert_eq!(linked, sections, "a runbook section without its alert");
+}
+
+/// The Kubernetes manifests name only flags and variables the binary reads: each container's
+/// flags are in its subcommand's `--help`, each `ANTCODE_*` variable (set directly or through a
+/// config map or a generated secret) is a flag's variable there or one the code reads by name.
+#[test]
+fn kubernetes_manifests_use_the_binarys_flags_and_variables() {
+    let k8s = root().join("ops/k8s");
+    // Variables the code reads by name rather than as a flag's `env`.
+    let sources: String = [
+        "src/main.rs",
+        "src/cli.rs",
+        "core/src/blob/s3.rs",
+        "runner/src/sandbox/probe.rs",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root().join(f)).unwrap())
+    .collect();
+    let help = |sub: &str| {
+        let out = std::process::Command::new(BIN)
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "antcode {sub} --help");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut config_keys = BTreeSet::new();
+    let mut containers = vec![];
+    for entry in std::fs::read_dir(&k8s).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".yaml") || name == "kustomization.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc = serde_yaml::Value::deserialize(doc).unwrap();
+            match doc["kind"].as_str() {
+                Some("ConfigMap") => {
+                    for k in doc["data"].as_mapping().unwrap().keys() {
+                        config_keys.insert(k.as_str().unwrap().to_string());
+                    }
+                }
+                Some("Deployment") => {
+                    for c in doc["spec"]["template"]["spec"]["containers"]
+                        .as_sequence()
+                        .unwrap()
+                    {
+                        containers.push((name.clone(), c.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(containers.len() >= 4, "{containers:?}");
+    let mut checked = 0;
+    for (file, c) in &containers {
+        let args: Vec<&str> = c["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let help = help(args[0]);
+        for flag in args.iter().filter(|a| a.starts_with("--")) {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}=")),
+                "{file}: antcode {} has no flag {flag}",
+                args[0]
+            );
+            checked += 1;
+        }
+        let mut vars: Vec<String> = c["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        if c["envFrom"].as_sequence().is_some() {
+            vars.extend(config_keys.iter().cloned());
+        }
+        for var in vars.iter().filter(|v| v.starts_with("ANTCODE_")) {
+            assert!(
+                help.contains(&format!("env: {var}="))
+                    || help.contains(&format!("env: {var}]"))
+                    || sources.contains(&format!("\"{var}\"")),
+                "{file}: antcode {} reads no {var}",
+                args[0]
+            );
+            checked += 1;
+        }
+    }
+    for example in ["app.env.example", "runner.env.example"] {
+        let text = std::fs::read_to_string(k8s.join("secrets").join(example)).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("ANTCODE_")) {
+            let var = line.split('=').next().unwrap();
+            assert!(
+                containers.iter().any(|(_, c)| c["env"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["name"] == var)),
+                "secrets/{example}: {var} is given to no container"
+            );
+        }
+    }
+    assert!(checked > 20, "{checked}");
 }
