@@ -6,7 +6,8 @@
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
 # missing: uv, croniter, aiosmtpd, PyYAML, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
-# and starts any of them that is not running.
+# promtool (Debian's prometheus) and kubernetes-validate (the ops pack's checks), and starts any
+# of them that is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,6 +127,25 @@ if docker compose version >/dev/null 2>&1; then
     COMPOSE_PROFILES=$mode docker compose -f ops/docker-compose.yml --env-file ops/.env.example config -q
   done
 fi
+
+# --- the ops pack (ops/prometheus, ops/k8s) ----------------------------------------------------
+# The alert rules are checked and unit-tested with promtool; the Kubernetes manifests are
+# validated offline against the OpenAPI schemas kubernetes-validate ships. tests/ops_pack.rs
+# checks the dashboards' and rules' metric names against the running processes.
+if ! have promtool; then
+  log "installing promtool (apt-get install prometheus)"; apt_install prometheus
+fi
+log "checking ops/prometheus (promtool)"
+promtool check config ops/prometheus/prometheus.yml >/dev/null
+promtool check rules ops/prometheus/alerts.yml
+promtool test rules ops/prometheus/alerts.test.yml
+if ! have kubernetes-validate; then
+  log "installing kubernetes-validate (pip install kubernetes-validate)"
+  python3 -m pip install --quiet kubernetes-validate 2>/dev/null || python3 -m pip install --quiet --user kubernetes-validate
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+log "checking ops/k8s"
+python3 ops/scripts/check-k8s.py
 
 # --- the tests ----------------------------------------------------------------------------------
 log "cargo test (workspace)"

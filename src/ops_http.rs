@@ -13,7 +13,14 @@ use antcode_core::Shutdown;
 pub type Ready =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
-async fn metrics() -> String {
+/// The registry, after `antcode_ready` (1 ready, 0 not) is set from the readiness check, so
+/// an alert sees a process that answers but cannot work.
+async fn metrics(State(check): State<Ready>) -> String {
+    let ready = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), check()).await,
+        Ok(Ok(()))
+    );
+    ::metrics::gauge!("antcode_ready").set(if ready { 1.0 } else { 0.0 });
     antcode_core::telemetry::prometheus().render()
 }
 

@@ -268,6 +268,19 @@ async fn split_deployment_walkthrough_works_as_written() {
     );
 }
 
+/// The alert rules' checks as the README shows them, in a directory linking the repository's
+/// `ops/` (`promtool` is Debian's `prometheus`; `./ops/test.sh` installs it). A rule that no
+/// longer parses, or a unit test of it that fails, fails here.
+#[test]
+fn alert_rule_checks_work_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::os::unix::fs::symlink(root.join("ops"), dir.path().join("ops")).unwrap();
+    let script = block("alert-rules");
+    let (ok, output, _group) = run_script(dir.path(), &[], &script);
+    assert_promises_kept(ok, &output, &script, "");
+}
+
 #[test]
 fn every_marked_block_has_promises_or_commands() {
     for name in [
@@ -280,6 +293,7 @@ fn every_marked_block_has_promises_or_commands() {
         "split",
         "gateway",
         "backup",
+        "alert-rules",
     ] {
         assert!(!block(name).trim().is_empty(), "{name}");
     }

@@ -10,10 +10,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 use antcode_testkit::api::Api;
-use antcode_testkit::db::fresh_postgres;
-use antcode_testkit::procs::Procs;
+use antcode_testkit::procs::{split_env, Procs};
 use antcode_testkit::redis::flush_redis;
-use antcode_testkit::s3::s3_bucket;
 
 const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 
@@ -26,31 +24,15 @@ const DRAIN_DB: u32 = 9;
 /// Control on PostgreSQL + Redis database `db` + S3, ready to serve, on the returned port; no
 /// scheduler or runner yet.
 async fn start_control(tag: &str, db: u32) -> (Procs, u16) {
-    let (endpoint, bucket) = s3_bucket(tag).await;
     flush_redis(db);
-    let mut d = Procs::new(
-        BIN,
-        vec![
-            ("ANTCODE_DATABASE_URL".into(), fresh_postgres().await),
-            (
-                "ANTCODE_REDIS_URL".into(),
-                format!("redis://127.0.0.1:6379/{db}?prefix={tag}"),
-            ),
-            ("ANTCODE_BLOB_URL".into(), format!("s3://{bucket}")),
-            ("ANTCODE_S3_ENDPOINT".into(), endpoint),
-            ("ANTCODE_S3_ACCESS_KEY".into(), "test".into()),
-            ("ANTCODE_S3_SECRET_KEY".into(), "test".into()),
-            ("ANTCODE_ADMIN_PASSWORD".into(), PASSWORD.into()),
-            (
-                "ANTCODE_SECRET_KEY".into(),
-                "0123456789abcdef0123456789abcdef".into(),
-            ),
-            ("ANTCODE_LOST_AFTER_S".into(), "3".into()),
-            ("ANTCODE_LEASE_TTL_S".into(), "3".into()),
-            ("ANTCODE_HEARTBEAT_S".into(), "1".into()),
-            ("RUST_LOG".into(), "warn".into()),
-        ],
-    );
+    let redis = format!("redis://127.0.0.1:6379/{db}?prefix={tag}");
+    let mut env = split_env(tag, redis, PASSWORD).await;
+    env.extend([
+        ("ANTCODE_LOST_AFTER_S".into(), "3".into()),
+        ("ANTCODE_LEASE_TTL_S".into(), "3".into()),
+        ("ANTCODE_HEARTBEAT_S".into(), "1".into()),
+    ]);
+    let mut d = Procs::new(BIN, env);
     let port = d.spawn_control().await;
     (d, port)
 }

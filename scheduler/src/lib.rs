@@ -16,10 +16,11 @@
 //! transaction), `antcode_scheduler_fire_phase_seconds{phase}` (a batch's read, plan, write
 //! and publish, and the part of the read the planning did not hide), `antcode_scheduler_leader_changes_total`,
 //! `antcode_scheduler_repairs_total{kind}`, `antcode_scheduler_recorder_lag_seconds` (apply time
-//! − the event's `at_ms`).
+//! − the event's `at_ms`); [`gauges`] sets the queues' depth, runners and slots.
 
 pub mod alerts;
 pub mod compensation;
+pub mod gauges;
 pub mod leader;
 pub mod pruner;
 pub mod recorder;
@@ -100,7 +101,9 @@ pub enum SchedulerError {
 pub async fn run(config: SchedulerConfig, shutdown: Shutdown) -> Result<(), SchedulerError> {
     let config = Arc::new(config);
     let recorder = tokio::spawn(recorder::run(config.clone(), shutdown.clone()));
+    let gauges = tokio::spawn(gauges::run(config.clone(), shutdown.clone()));
     let leader = leader::run(config.clone(), shutdown.clone()).await;
     let _ = recorder.await;
+    let _ = gauges.await;
     leader
 }

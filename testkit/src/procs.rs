@@ -13,6 +13,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The environment of a split deployment named `tag` on real engines: a fresh PostgreSQL
+/// database (first, as `ANTCODE_DATABASE_URL`), `redis` as the broker, a new bucket of the S3
+/// test server, `password` the admin's, a fixed secret key and warnings only in the logs.
+pub async fn split_env(tag: &str, redis: String, password: &str) -> Vec<(String, String)> {
+    let (endpoint, bucket) = crate::s3::s3_bucket(tag).await;
+    vec![
+        (
+            "ANTCODE_DATABASE_URL".into(),
+            crate::db::fresh_postgres().await,
+        ),
+        ("ANTCODE_REDIS_URL".into(), redis),
+        ("ANTCODE_BLOB_URL".into(), format!("s3://{bucket}")),
+        ("ANTCODE_S3_ENDPOINT".into(), endpoint),
+        ("ANTCODE_S3_ACCESS_KEY".into(), "test".into()),
+        ("ANTCODE_S3_SECRET_KEY".into(), "test".into()),
+        ("ANTCODE_ADMIN_PASSWORD".into(), password.into()),
+        (
+            "ANTCODE_SECRET_KEY".into(),
+            "0123456789abcdef0123456789abcdef".into(),
+        ),
+        ("RUST_LOG".into(), "warn".into()),
+    ]
+}
+
 /// One `antcode` process; killed when dropped.
 pub struct Proc {
     pub name: String,

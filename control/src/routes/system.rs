@@ -26,17 +26,27 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Whether the store and the broker each answer within two seconds.
+async fn dependencies(state: &AppState) -> (bool, bool) {
+    let limit = Duration::from_secs(2);
+    let store = async {
+        matches!(
+            tokio::time::timeout(limit, state.store.ping()).await,
+            Ok(Ok(()))
+        )
+    };
+    let broker = async {
+        matches!(
+            tokio::time::timeout(limit, state.broker.ping()).await,
+            Ok(Ok(()))
+        )
+    };
+    tokio::join!(store, broker)
+}
+
 /// Ready when the store and the broker both answer within two seconds.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let limit = Duration::from_secs(2);
-    let store = matches!(
-        tokio::time::timeout(limit, state.store.ping()).await,
-        Ok(Ok(()))
-    );
-    let broker = matches!(
-        tokio::time::timeout(limit, state.broker.ping()).await,
-        Ok(Ok(()))
-    );
+    let (store, broker) = dependencies(&state).await;
     let status = if store && broker {
         StatusCode::OK
     } else {
@@ -52,7 +62,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics() -> Response {
+/// The registry, after `antcode_ready` and `antcode_dependency_up{dependency}` (`store`,
+/// `broker`; 1 up, 0 down) are set from the readiness check, so an alert sees a control plane
+/// that answers but cannot reach its database or its broker.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let (store, broker) = dependencies(&state).await;
+    let one = |ok: bool| if ok { 1.0 } else { 0.0 };
+    ::metrics::gauge!("antcode_dependency_up", "dependency" => "store").set(one(store));
+    ::metrics::gauge!("antcode_dependency_up", "dependency" => "broker").set(one(broker));
+    ::metrics::gauge!("antcode_ready").set(one(store && broker));
     let mut resp = antcode_core::telemetry::prometheus()
         .render()
         .into_response();
