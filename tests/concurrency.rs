@@ -67,6 +67,28 @@ async fn refuses_bad_limits(api: &Api) {
     );
 }
 
+/// A queued run of `task` says, while the limit holds it back, which limit (`names`): polled,
+/// since the runs holding the slots come and go.
+async fn waits_name_the_full_limit(api: &Api, task: &str, names: &str) {
+    let mut seen = vec![];
+    for _ in 0..200 {
+        let page = api
+            .get(&format!("/runs?task_id={task}&state=queued&limit=1"))
+            .await;
+        let Some(run) = page["items"][0]["id"].as_str() else {
+            break;
+        };
+        let run = api.get(&format!("/runs/{run}")).await;
+        let why = run["waiting"].as_str().unwrap_or_default().to_string();
+        if why.contains(names) {
+            return;
+        }
+        seen.push(why);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no queued run of {task} named {names:?} as what it waits for: {seen:?}");
+}
+
 /// The scenario on a running system whose runners have more than `KEY_LIMIT + CAPPED_LIMIT`
 /// free slots; `context` says what the processes logged, for a failure.
 async fn limits_hold_under_a_burst(api: &Api, context: &dyn Fn() -> String) {
@@ -96,6 +118,8 @@ async fn limits_hold_under_a_burst(api: &Api, context: &dyn Fn() -> String) {
         .collect()
         .await;
     assert_eq!(runs.len(), KEY_RUNS + CAPPED_RUNS);
+    waits_name_the_full_limit(api, &capped, "max_concurrency 2").await;
+    waits_name_the_full_limit(api, &keyed[0], "concurrency key site:example.com").await;
 
     let mut site_runs: Vec<Value> = vec![];
     for t in &keyed {

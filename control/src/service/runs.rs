@@ -186,6 +186,9 @@ pub async fn unservable(state: &AppState, run: &Run) -> Option<String> {
     if let Some(n) = routing::unmet(&needs, &serving) {
         return Some(format!("no live runner matches {n}"));
     }
+    if let Some(full) = full_limit(state, &task).await {
+        return Some(full);
+    }
     // Before its fallback, a run waits for a preferred runner too.
     let prefer = task.spec.prefer.as_ref()?;
     let until = run
@@ -202,6 +205,61 @@ pub async fn unservable(state: &AppState, run: &Run) -> Option<String> {
             antcode_core::time::to_rfc3339(until)
         )
     })
+}
+
+/// Tasks read, at most, to find the ones sharing a concurrency key.
+const KEY_TASKS_SCANNED: u32 = 10_000;
+
+/// Which of `task`'s concurrency limits is full now, if one is: its `max_concurrency`, or its
+/// key's limit over every task under that key, against their runs in `running`. A run leased
+/// but not yet started holds a slot too, so a full limit may go unnamed for a moment.
+async fn full_limit(state: &AppState, task: &Task) -> Option<String> {
+    if let Some(limit) = task.spec.max_concurrency {
+        let running = running_of(state, &task.id, limit).await?;
+        if running >= limit {
+            return Some(format!(
+                "waiting for a slot: its task's max_concurrency {limit} is reached ({running} running)"
+            ));
+        }
+    }
+    let key = task.spec.concurrency.as_ref()?;
+    let mut running = 0;
+    let mut cursor: Option<String> = None;
+    let mut scanned = 0;
+    loop {
+        let page = state.store.list_tasks(500, cursor.as_deref()).await.ok()?;
+        scanned += page.items.len() as u32;
+        for t in &page.items {
+            if t.spec
+                .concurrency
+                .as_ref()
+                .is_some_and(|c| c.key == key.key)
+            {
+                running += running_of(state, &t.id, key.limit - running).await?;
+                if running >= key.limit {
+                    return Some(format!(
+                        "waiting for a slot: concurrency key {} is at its limit {} ({running} running)",
+                        key.key, key.limit
+                    ));
+                }
+            }
+        }
+        match page.next_cursor {
+            Some(next) if scanned < KEY_TASKS_SCANNED => cursor = Some(next),
+            _ => return None,
+        }
+    }
+}
+
+/// Runs of task `task_id` in `running`, counted up to `limit`.
+async fn running_of(state: &AppState, task_id: &str, limit: u32) -> Option<u32> {
+    let filter = RunFilter {
+        task_id: Some(task_id.to_string()),
+        state: Some(RunState::Running),
+        ..RunFilter::default()
+    };
+    let page = state.store.list_runs(&filter, limit, None).await.ok()?;
+    Some(page.items.len() as u32)
 }
 
 /// Masks what a caller of `role` may not read of `run`: as for a task's env, the values of a
