@@ -18,7 +18,7 @@
 //! never full), so each lease checks the gate before it reads and counts what it claims, and
 //! each release frees the slot — the cost of concurrency limits beside the same rows without
 //! them; with both flags, also with labels and gates together. `--rounds N` runs each row's
-//! variants N times, alternated (plain, labelled, gated, plain, …), and ends with each variant's
+//! variants N times, alternated (plain, gated; gated, plain; …), and ends with each variant's
 //! jobs/s over plain's of the same round, so a drift of the machine reaches both sides of a ratio.
 //! The results file (`results.rs`) holds the rows and the `redis-benchmark` peer.
 
@@ -381,7 +381,14 @@ async fn main() -> anyhow::Result<()> {
         ] {
             let mut row_rates = vec![vec![]; variants.len()];
             for round in 0..a.rounds {
-                for (v, &variant) in variants.iter().enumerate() {
+                // Every other round in the reverse order: a variant that always ran second
+                // would carry whatever the first left behind.
+                let mut order: Vec<usize> = (0..variants.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for v in order {
+                    let variant = variants[v];
                     let how = format!("{how}{}", variant.name());
                     let before = Cpu::now(&a)?;
                     let (jobs, rate) =
