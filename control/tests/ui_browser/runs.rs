@@ -187,6 +187,47 @@ pub async fn finished_runs(c: &Client, sys: &System, admin: &str, project_id: &s
         "the retried run to succeed",
     )
     .await;
+    // Runs made within the same minute share their ids' heads (UUIDv7): the short ids the
+    // list shows still tell them apart, and the run page's title names its own.
+    go(c, base, "/runs").await;
+    let shown = wait_js(
+        c,
+        &format!(
+            "const text = (id) => {{ const a = document.querySelector(`#main a[href='#/runs/${{id}}']`); \
+               return a && a.textContent; }}; \
+             const a = text('{qrun_id}'), b = text('{retried}'); return a && b && [a, b];"
+        ),
+        "both runs in the list",
+    )
+    .await;
+    let (a, b) = (shown[0].as_str().unwrap(), shown[1].as_str().unwrap());
+    assert_ne!(a, b, "the list tells {qrun_id} and {retried} apart");
+    assert!(
+        a.ends_with(&qrun_id[qrun_id.len() - 6..]),
+        "{a} for {qrun_id}"
+    );
+    // Ids of the same millisecond differ only in their tails (the two above may not share
+    // a head: the clock may have moved on between them).
+    c.execute(
+        "window.__ids = null; import('/ui/js/dom.js').then(m => { window.__ids = [ \
+           m.idText('01900000-0000-7000-8000-0000000000a1'), \
+           m.idText('01900000-0000-7000-8000-0000000000b2')]; });",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let same_ms = wait_js(c, "return window.__ids", "two ids of one millisecond").await;
+    assert_ne!(same_ms[0], same_ms[1], "{same_ms}");
+    go(c, base, &format!("/runs/{retried}")).await;
+    wait_js(
+        c,
+        &format!(
+            "return document.title.includes('{}')",
+            &retried[retried.len() - 6..]
+        ),
+        "the run's own id in the page title",
+    )
+    .await;
 
     // A run that failed once and succeeded on its retry: the attempt picker shows each
     // attempt's own log, and "all attempts" goes back to the live view of both.

@@ -99,7 +99,15 @@ export function badge(state) {
 
 /** A shortened id that shows the whole id on hover. */
 export function shortId(id) {
-  return h('code', { title: id }, id.length > 10 ? `${id.slice(0, 10)}…` : id);
+  return h('code', { title: id }, idText(id));
+}
+
+/**
+ * An id short enough for a table cell that still tells ids apart: ids are UUIDv7, whose head
+ * is a timestamp shared by every id made within a minute, so the random tail is kept too.
+ */
+export function idText(id) {
+  return id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : id;
 }
 
 /** A region for a page's error messages (role=alert so it is announced). */

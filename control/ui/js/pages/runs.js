@@ -3,7 +3,7 @@
 // cancel, retry, and keep (pin against retention).
 
 import { api, get, post, query, getAll } from '../api.js';
-import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, fmtDuration, toast, confirmDialog, put, pagedList } from '../dom.js';
+import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, idText, fmtDuration, toast, confirmDialog, put, pagedList } from '../dom.js';
 import { hashQuery } from '../app.js';
 import { runGraph } from '../graph.js';
 
@@ -105,7 +105,7 @@ async function detail(page, id, ctx) {
     if (can && terminal) actions.push(retry);
     if (can) actions.push(keepLabel);
     keep.checked = !!run.keep;
-    put(clear(head), heading(`Run ${run.id.slice(0, 10)}`, ...actions),
+    put(clear(head), heading(`Run ${idText(run.id)}`, ...actions),
       h('p', {}, 'State: ', h('span', { id: 'run-state' }, badge(run.state)), run.cancel_requested && !terminal ? ' (cancel requested)' : ''));
     put(clear(facts), 
       h('dt', {}, 'Task'), h('dd', {}, task ? h('a', { href: `#/tasks/${task.id}` }, task.name) : run.task_id),
