@@ -48,6 +48,33 @@ pub async fn users_page(c: &Client, sys: &System, admin: &str) {
     )
     .await;
     shot(c, "15-users").await;
+
+    // Demoting yourself asks first; Cancel leaves the role as it was.
+    let me = sys.get(admin, "/auth/me").await;
+    let name = me["user"]["username"].as_str().unwrap().to_string();
+    let mine = format!("#main select[aria-label='Role of {name}']");
+    css(c, &mine).await.select_by_value("viewer").await.unwrap();
+    let asked = wait_js(
+        c,
+        "const d = document.querySelector('dialog.confirm[open]'); return d && d.textContent;",
+        "the confirmation before demoting yourself",
+    )
+    .await;
+    assert!(
+        asked.as_str().unwrap_or_default().contains("signed out"),
+        "{asked}"
+    );
+    click(c, "dialog.confirm button:not(.danger)").await;
+    wait_js(
+        c,
+        &format!(
+            "const s = document.querySelector({}); return s && s.value === 'admin'",
+            json!(mine)
+        ),
+        "the select back on admin",
+    )
+    .await;
+    assert_eq!(sys.get(admin, "/auth/me").await["role"], "admin");
 }
 
 /// Create an API token (shown once), use it, revoke it from the list: it stops working.

@@ -8,6 +8,8 @@ const RANK = { viewer: 0, operator: 1, admin: 2 };
 /** What every page gets: the current user and `can(role)`. */
 export const session = {
   me: null,
+  // Why the last session ended, for the login page to say once (`signedOut`).
+  note: null,
   can(role) {
     return !!this.me && RANK[this.me.role] >= RANK[role];
   },
@@ -148,6 +150,13 @@ async function renderPage(page, match, path, seq) {
   }
 }
 
+/** Leaves the session: the login page says `note` (why) and then goes back to `next`. */
+export function signedOut(note, next) {
+  session.me = null;
+  session.note = note;
+  navigate(next && next !== '/login' ? `/login?next=${encodeURIComponent(next)}` : '/login');
+}
+
 /** After a login: remember who it is and go to `next` (or the dashboard). */
 export async function signedIn(next) {
   session.me = await get('/auth/me');
@@ -157,8 +166,7 @@ export async function signedIn(next) {
 async function boot() {
   setUnauthorizedHandler(() => {
     if (session.me) {
-      session.me = null;
-      navigate('/login');
+      signedOut('Your session has ended (it expired or was revoked). Sign in again to go back where you were.', currentPath());
     }
   });
   // The skip link must not follow its href: `#main` would replace the route (a "Not found").

@@ -13,8 +13,11 @@ export async function render(page) {
   const pass = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
   const errors = errorBox();
+  const note = session.note ? h('p', { id: 'login-note', role: 'status' }, session.note) : null;
+  session.note = null;
   const form = h('form', { class: 'login card', id: 'login-form' },
     h('h1', { tabindex: '-1' }, 'Sign in to AntCode'),
+    note,
     errors,
     field('Username', user),
     field('Password', pass),

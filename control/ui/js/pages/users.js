@@ -2,8 +2,12 @@
 
 import { get, post, patch, del } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, toast, confirmDialog, put } from '../dom.js';
+import { signedOut } from '../app.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
+// Changing your own role or disabling yourself ends every session of yours (the server revokes
+// them): ask first, and say so on the login page after.
+const ENDS_SESSION = 'Every session of yours ends at once: you will be signed out.';
 
 export async function render(page, params, ctx) {
   const errors = errorBox();
@@ -14,11 +18,31 @@ export async function render(page, params, ctx) {
       const self = u.id === ctx.session.me.user.id;
       const role = h('select', { 'aria-label': `Role of ${u.username}`, 'data-mutates': '' }, ROLES.map((r) => h('option', { value: r }, r)));
       role.value = u.role;
-      role.addEventListener('change', () => busy(role, errors, async () => {
-        try { await patch(`/users/${u.id}`, { role: role.value }); toast(`${u.username} is now ${role.value}`); } finally { await load(); }
-      }));
+      role.addEventListener('change', async () => {
+        const to = role.value;
+        if (self && !(await confirmDialog(`Make yourself ${to}? ${ENDS_SESSION}`, `Become ${to}`))) {
+          role.value = u.role;
+          return;
+        }
+        const left = await busy(role, errors, async () => {
+          await patch(`/users/${u.id}`, { role: to });
+          if (self) { signedOut(`You made yourself ${to}. Sign in again.`); return true; }
+          toast(`${u.username} is now ${to}`);
+          return false;
+        });
+        // Also after a refusal: the select shows the role as it is.
+        if (!left) await load();
+      });
       const toggle = h('button', { type: 'button', 'data-mutates': '' }, u.disabled ? 'Enable' : 'Disable');
-      toggle.addEventListener('click', () => busy(toggle, errors, async () => { await patch(`/users/${u.id}`, { disabled: !u.disabled }); await load(); }));
+      toggle.addEventListener('click', async () => {
+        if (self && !u.disabled && !(await confirmDialog(`Disable your own account? ${ENDS_SESSION} Only another admin can enable you again.`, 'Disable me'))) return;
+        const left = await busy(toggle, errors, async () => {
+          await patch(`/users/${u.id}`, { disabled: !u.disabled });
+          if (self) { signedOut('You disabled your own account.'); return true; }
+          return false;
+        });
+        if (!left) await load();
+      });
       const reset = h('button', { type: 'button', 'data-mutates': '' }, 'Set password');
       reset.addEventListener('click', async () => {
         const pw = h('input', { type: 'password', autocomplete: 'new-password', minlength: 8 });
