@@ -373,8 +373,7 @@ async fn leases_released_together_free_every_slot(s: &Subject) {
         .unwrap();
     assert_eq!(got.len(), 3, "the freed slots, in the same call");
     assert!(lease_now(b, "w3", "together", 10).await.is_empty());
-    let mut all: Vec<Lease> = next.into_iter().chain(got).collect();
-    for l in all.drain(..) {
+    for l in next.iter().chain(&got) {
         b.release(&l.job.run_id, &l.lease_token).await.unwrap();
     }
     let again: Vec<Job> = two_keys("together", 6);

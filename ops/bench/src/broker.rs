@@ -220,22 +220,18 @@ struct Variant {
 }
 
 impl Variant {
-    fn name(self) -> &'static str {
+    /// The variant's row name suffix and its queues' suffix.
+    fn names(self) -> (&'static str, &'static str) {
         match (self.labelled, self.gated) {
-            (false, false) => "",
-            (true, false) => ", labelled",
-            (false, true) => ", gated",
-            (true, true) => ", labelled and gated",
+            (false, false) => ("", ""),
+            (true, false) => (", labelled", "-l"),
+            (false, true) => (", gated", "-g"),
+            (true, true) => (", labelled and gated", "-lg"),
         }
     }
 
-    fn suffix(self) -> &'static str {
-        match (self.labelled, self.gated) {
-            (false, false) => "",
-            (true, false) => "-l",
-            (false, true) => "-g",
-            (true, true) => "-lg",
-        }
+    fn name(self) -> &'static str {
+        self.names().0
     }
 }
 
@@ -257,7 +253,7 @@ async fn round_trips(
         tasks.push(tokio::spawn(async move {
             // A queue of each variant's own: a plain lease never reads a gated route, and a
             // gated one reads its gated route alone.
-            let queue = format!("bench-{c}{}", variant.suffix());
+            let queue = format!("bench-{c}{}", variant.names().1);
             let labels: std::collections::BTreeMap<String, String> = if labelled {
                 [("gpu", "true".to_string()), ("zone", format!("z{c}"))]
                     .into_iter()
