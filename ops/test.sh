@@ -6,8 +6,8 @@
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
 # missing: uv, croniter, aiosmtpd, PyYAML, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
-# promtool (Debian's prometheus) and kubernetes-validate (the ops pack's checks), and starts any
-# of them that is not running.
+# Prometheus with promtool (Debian's prometheus) and kubernetes-validate (the ops pack's checks),
+# and starts any of them that is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -131,9 +131,10 @@ fi
 # --- the ops pack (ops/prometheus, ops/k8s) ----------------------------------------------------
 # The alert rules are checked and unit-tested with promtool; the Kubernetes manifests are
 # validated offline against the OpenAPI schemas kubernetes-validate ships. tests/ops_pack.rs
-# checks the dashboards' and rules' metric names against the running processes.
-if ! have promtool; then
-  log "installing promtool (apt-get install prometheus)"; apt_install prometheus
+# checks the dashboards' and rules' metric names against the running processes, and has a real
+# Prometheus scrape them for exemplars.
+if ! have promtool || ! have prometheus; then
+  log "installing Prometheus and promtool (apt-get install prometheus)"; apt_install prometheus
 fi
 log "checking ops/prometheus (promtool)"
 promtool check config ops/prometheus/prometheus.yml >/dev/null

@@ -13,6 +13,8 @@ const DEFAULT_ADMIN_PASSWORD: &str = "admin";
 fn main() {
     let mut cli = parse_args();
     telemetry::init_tracing(matches!(cli.log_format, LogFormat::Json));
+    // Dropped after the runtime, so the spans still buffered are sent on the way out.
+    let _traces = telemetry::export_traces(service_name(&cli.command));
     cli::resolve_paths(&mut cli.command);
     // Install the metrics recorder before any plane records anything.
     telemetry::prometheus();
@@ -26,6 +28,18 @@ fn main() {
     if let Err(e) = runtime.block_on(dispatch(cli.command)) {
         eprintln!("antcode: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// The process's name in traces (`OTEL_SERVICE_NAME` overrides it).
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::Up(_) => "antcode",
+        Command::Control(_) => "antcode-control",
+        Command::Scheduler(_) => "antcode-scheduler",
+        Command::Edge(_) => "antcode-edge",
+        Command::Runner(_) => "antcode-runner",
+        _ => "antcode-cli",
     }
 }
 

@@ -1,7 +1,9 @@
 //! The operations endpoint of processes that have no HTTP API of their own (scheduler, runner,
 //! edge): `/metrics`, `/healthz` and `/readyz` on a separate port.
 
-use axum::{extract::State, http::StatusCode, routing::get, Router};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::{extract::State, routing::get, Router};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,13 +17,15 @@ pub type Ready =
 
 /// The registry, after `antcode_ready` (1 ready, 0 not) is set from the readiness check, so
 /// an alert sees a process that answers but cannot work.
-async fn metrics(State(check): State<Ready>) -> String {
+async fn metrics(State(check): State<Ready>, headers: HeaderMap) -> impl IntoResponse {
     let ready = matches!(
         tokio::time::timeout(std::time::Duration::from_secs(2), check()).await,
         Ok(Ok(()))
     );
     ::metrics::gauge!("antcode_ready").set(if ready { 1.0 } else { 0.0 });
-    antcode_core::telemetry::prometheus().render()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = antcode_core::telemetry::exposition(accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn ready(State(check): State<Ready>) -> (StatusCode, String) {

@@ -6,6 +6,13 @@
 //! a PromQL expression of the dashboards and the alert rules must be there. The per-task
 //! dashboard reads SQL: each of its queries runs on the deployment's PostgreSQL database.
 //!
+//! The same deployment exports traces to an OTLP receiver on loopback and is scraped by a real
+//! Prometheus with exemplar storage: a run triggered with a `traceparent` is one trace from the
+//! request through the publish, the runner's attempt and phases (and the edge's reports for a
+//! gateway runner) to the recorder's writes; a scheduled run's trace starts at its fire; the
+//! runner's log lines of the run name the trace; and the latency histograms' exemplars reach
+//! Prometheus.
+//!
 //! Beside it, without a deployment: every alert links its runbook section, and the Kubernetes
 //! manifests (`ops/k8s/`) name only flags and variables the binary reads. Schemas and rule unit
 //! tests run in `ops/test.sh` (kubernetes-validate, promtool).
@@ -20,6 +27,10 @@ use serde_json::{json, Value};
 use antcode_testkit::api::Api;
 use antcode_testkit::procs::{free_port, split_env, Procs};
 use antcode_testkit::redis::redis_url;
+
+#[path = "support/telemetry.rs"]
+mod telemetry;
+use telemetry::{Prometheus, Receiver, Span};
 
 const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 const PASSWORD: &str = "ops-pack-password-not-default";
@@ -434,6 +445,8 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
         split_env("opspack", redis_url(0, "opspack"), PASSWORD).await,
     );
     let database = d.env[0].1.clone();
+    let otlp = Receiver::start().await;
+    d.env.extend(otlp.env());
     let tls = d.dir.path().join("tls");
     antcode_edge::pki::load_or_create(&tls, &[]).unwrap();
     let file = |f: &str| tls.join(f).display().to_string();
@@ -459,6 +472,8 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
     let base = d.dir.path().to_path_buf();
     let data = |name: &str| base.join(name).display().to_string();
     let runner_dir = data("runner");
+    // Its run log lines are info: they must name the run's trace.
+    d.env.push(("RUST_LOG".into(), "info".into()));
     d.spawn(
         "runner",
         &[
@@ -473,6 +488,7 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
             &at(runner),
         ],
     );
+    d.env.pop();
     let api = Api::login(port, PASSWORD).await;
 
     // A gateway runner for the queue `edge`, enrolled through the edge.
@@ -506,6 +522,14 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
             &at(gateway),
         ],
     );
+    let targets = [
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{scheduler}"),
+        format!("127.0.0.1:{edge_ops}"),
+        format!("127.0.0.1:{runner}"),
+        format!("127.0.0.1:{gateway}"),
+    ];
+    let prometheus = Prometheus::start(d.dir.path(), free_port(), &targets);
     // A refused enrollment: an auth failure at the edge.
     let refused = tokio::process::Command::new(BIN)
         .args([
@@ -550,6 +574,11 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
     for task in [&hello, &hello, &fails, &far, &nowhere] {
         runs.push(api.triggered(task).await);
     }
+    // Two runs triggered inside a caller's trace: on the direct runner and through the edge.
+    let (near_trace, far_trace) = (hex32(), hex32());
+    let near_run = traced_trigger(&api, &hello, &near_trace).await;
+    let far_run = traced_trigger(&api, &far, &far_trace).await;
+    runs.extend([near_run.clone(), far_run.clone()]);
     for run in &runs {
         let done = api.wait_done(&d, run).await;
         assert_ne!(done["state"], "queued", "{done}");
@@ -558,6 +587,72 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
     assert_eq!(status, 200, "{body}");
     let first = api.get(&format!("/runs/{}", runs[0])).await;
     assert_eq!(first["state"], "succeeded", "{first}\n{}", d.logs());
+
+    // One trace per run, from the caller's span to the recorder's writes.
+    let trigger = "POST /api/v1/tasks/{id}/trigger".to_string();
+    let near = otlp
+        .trace(&near_trace, |s| has(s, "antcode-scheduler", "record") >= 2)
+        .await;
+    let want = [
+        ("antcode-control", trigger.as_str()),
+        ("antcode-control", "publish"),
+        ("antcode-runner", "run"),
+        ("antcode-runner", "report_started"),
+        ("antcode-runner", "cleanup"),
+    ];
+    check_trace(&near, &want, &d);
+    assert_eq!(has(&near, "antcode-scheduler", "record"), 2, "{near:#?}");
+    let far = otlp
+        .trace(&far_trace, |s| has(s, "antcode-scheduler", "record") >= 2)
+        .await;
+    let want_far = [
+        ("antcode-control", trigger.as_str()),
+        ("antcode-runner", "run"),
+        ("antcode-edge", "report started"),
+        ("antcode-edge", "complete"),
+    ];
+    check_trace(&far, &want_far, &d);
+    assert_eq!(has(&far, "antcode-scheduler", "record"), 2, "{far:#?}");
+    // A scheduled run's trace starts at its fire.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fired = loop {
+        let spans = otlp.spans();
+        let ended = spans
+            .iter()
+            .filter(|s| s.name == "schedule fire" && s.attributes["antcode.task_id"] == ticks)
+            .map(|fire| -> Vec<Span> {
+                let id = &fire.trace_id;
+                spans
+                    .iter()
+                    .filter(|s| &s.trace_id == id)
+                    .cloned()
+                    .collect()
+            })
+            .find(|trace| has(trace, "antcode-scheduler", "record") >= 2);
+        match ended {
+            Some(trace) => break trace,
+            None if Instant::now() > deadline => panic!("no fire's trace ended\n{spans:#?}"),
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    check_trace(
+        &fired,
+        &[("antcode-scheduler", "publish"), ("antcode-runner", "run")],
+        &d,
+    );
+    // Every log line of the run names its trace.
+    let runner_log = std::fs::read_to_string(d.dir.path().join("runner.log")).unwrap();
+    let lines: Vec<&str> = runner_log
+        .lines()
+        .filter(|l| l.contains(&near_run))
+        .collect();
+    assert!(!lines.is_empty(), "{runner_log}");
+    for line in lines {
+        assert!(
+            line.contains(&near_trace),
+            "a line without its trace: {line}"
+        );
+    }
 
     // Over the edge's per-identity limit (200 calls a second by default).
     let statuses = burst(
@@ -597,6 +692,53 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
     };
     assert!(problems.is_empty(), "{}\n{}", problems.join("\n"), d.logs());
 
+    // Prometheus scraped every process in OpenMetrics and kept the latency exemplars.
+    let traced: BTreeSet<String> = otlp.spans().into_iter().map(|s| s.trace_id).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut missing = vec![];
+    loop {
+        let up = prometheus.api("query?query=up").await;
+        let up: Vec<String> = up["result"]
+            .as_array()
+            .map(|r| r.iter().map(|s| s["value"][1].to_string()).collect())
+            .unwrap_or_default();
+        missing.clear();
+        if up.len() != targets.len() || up.iter().any(|v| v != "\"1\"") {
+            missing.push(format!("up: {up:?}"));
+        }
+        for metric in [
+            "antcode_runner_run_duration_seconds_bucket",
+            "antcode_runner_phase_seconds_bucket",
+            "antcode_run_duration_seconds_bucket",
+            "antcode_scheduler_recorder_lag_seconds_bucket",
+            "antcode_control_http_request_duration_seconds_bucket",
+        ] {
+            let end = antcode_core::time::now_ms() / 1000 + 60;
+            let found = prometheus
+                .api(&format!(
+                    "query_exemplars?query={metric}&start={}&end={end}",
+                    end - 900
+                ))
+                .await;
+            let ids: Vec<&str> = found
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|series| series["exemplars"].as_array().into_iter().flatten())
+                .filter_map(|e| e["labels"]["trace_id"].as_str())
+                .collect();
+            if !ids.iter().any(|id| traced.contains(*id)) {
+                missing.push(format!("{metric}: exemplars {ids:?}"));
+            }
+        }
+        if missing.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let prom_log = std::fs::read_to_string(d.dir.path().join("prometheus.log")).unwrap_or_default();
+    assert!(missing.is_empty(), "{missing:?}\n{prom_log}");
+
     // The per-task dashboard's SQL, with Grafana's macros as the last hour, on the database.
     use sqlx::{Connection, Row};
     let mut conn = sqlx::PgConnection::connect(&database).await.unwrap();
@@ -627,6 +769,53 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
     for name in ["gateway", "runner", "edge", "scheduler", "control"] {
         d.proc(name).terminate();
     }
+}
+
+/// A random 32-digit hex trace id.
+fn hex32() -> String {
+    format!("{:032x}", rand::random::<u128>() | 1)
+}
+
+/// Triggers `task` inside the caller's trace `trace_id`; returns the run's id.
+async fn traced_trigger(api: &Api, task: &str, trace_id: &str) -> String {
+    let resp = api
+        .http
+        .post(format!("{}/tasks/{task}/trigger", api.base))
+        .bearer_auth(&api.token)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// How many spans of `trace` `service` wrote under `name`.
+fn has(trace: &[Span], service: &str, name: &str) -> usize {
+    trace
+        .iter()
+        .filter(|s| s.service == service && s.name == name)
+        .count()
+}
+
+/// `trace` has each of `want` (service, span name), and is one tree: every span's parent is in
+/// it, except the root's (the caller's span, or none).
+fn check_trace(trace: &[Span], want: &[(&str, &str)], d: &Procs) {
+    for (service, name) in want {
+        assert!(
+            has(trace, service, name) > 0,
+            "no {name:?} span from {service}\n{trace:#?}\n{}",
+            d.logs()
+        );
+    }
+    let ids: BTreeSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+    let roots: Vec<&Span> = trace
+        .iter()
+        .filter(|s| !ids.contains(s.parent.as_str()))
+        .collect();
+    let parents: BTreeSet<&str> = roots.iter().map(|s| s.parent.as_str()).collect();
+    assert_eq!(parents.len(), 1, "more than one root: {roots:#?}");
 }
 
 /// GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as dashes.

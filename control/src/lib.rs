@@ -23,6 +23,7 @@ mod ratelimit;
 mod recovery;
 mod routes;
 mod service;
+mod traces;
 mod ui;
 mod upload;
 
@@ -185,6 +186,7 @@ fn router(state: AppState) -> Router {
         .nest("/api/v1", routes::api())
         .fallback(problem::no_route)
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(traces::span))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_body,

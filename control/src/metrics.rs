@@ -7,6 +7,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use antcode_core::telemetry::{exemplars, trace};
+
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -22,8 +24,17 @@ pub async fn track(req: Request, next: Next) -> Response {
         "status" => status
     )
     .increment(1);
+    let took = started.elapsed().as_secs_f64();
+    if let Some(trace_id) = trace::current_trace_id() {
+        exemplars::note(
+            "antcode_control_http_request_duration_seconds",
+            &[("route", &route)],
+            took,
+            &trace_id,
+        );
+    }
     metrics::histogram!("antcode_control_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+        .record(took);
     resp
 }
 

@@ -13,6 +13,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::model::{Job, Outcome, RunState};
 use crate::secrets::{SecretBox, SecretEnv, SecretError};
 use crate::store::{Store, StoreError};
+use crate::telemetry::trace::{self, Kind, RunSpan};
 
 /// Why a job's secrets cannot be opened into its message.
 #[derive(Debug, thiserror::Error)]
@@ -110,9 +111,21 @@ pub async fn publish_jobs(
 ) -> Result<Vec<Result<bool, ResolveError>>, PublishError> {
     let mut out: Vec<Result<bool, ResolveError>> = Vec::with_capacity(jobs.len());
     let mut ready = Vec::with_capacity(jobs.len());
+    // With traces on, a publish is a span of its run's trace (a new trace for a run created
+    // without one, such as a run another run's end started), and the message names that span,
+    // so the runner's span hangs under it. Ended when this returns.
+    let mut spans = Vec::new();
     for job in jobs {
         match resolve_job(store, secrets, job).await {
-            Ok(resolved) => {
+            Ok(mut resolved) => {
+                if trace::enabled() {
+                    let span = RunSpan::start("publish", Kind::Producer, job.trace.as_deref());
+                    span.set("antcode.run_id", job.run_id.clone());
+                    span.set("antcode.attempt", i64::from(job.attempt));
+                    span.set("messaging.destination.name", job.route().into_owned());
+                    resolved.trace = span.traceparent().or(resolved.trace);
+                    spans.push(span);
+                }
                 ready.push(resolved);
                 out.push(Ok(false));
             }
@@ -123,7 +136,11 @@ pub async fn publish_jobs(
             }
         }
     }
-    let mut added = broker.publish_many(&ready).await?.into_iter();
+    let published = broker.publish_many(&ready).await;
+    if let Err(e) = &published {
+        spans.iter().for_each(|s| s.fail(e.to_string()));
+    }
+    let mut added = published?.into_iter();
     for slot in out.iter_mut().filter(|r| r.is_ok()) {
         *slot = Ok(added.next().unwrap_or(false));
     }

@@ -741,6 +741,11 @@ pub struct Job {
     /// leaves them out, and compensation moves a queued job to the route of `labels` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer: Option<JobPreference>,
+    /// The W3C `traceparent` of the span that created the run (in SQL, so every attempt is in
+    /// one trace) or published this attempt (in the broker's message); only when traces are
+    /// exported (`crate::telemetry::trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     /// From the task when the run was created ([`TaskSpec::gates`]): gate name → limit. A broker
     /// leases the job only while each of its gates has fewer live leases than its limit, and
     /// counts the lease under each until the lease ends (`crate::broker::routing`).
@@ -820,6 +825,9 @@ pub struct RunEvent {
     pub worker_id: String,
     pub at_ms: i64,
     pub kind: RunEventKind,
+    /// The `traceparent` of the span that reported it, when traces are exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

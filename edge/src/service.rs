@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use antcode_core::blob::{check_log_archive, log_key, BlobStore, MAX_LOG_BYTES};
 use antcode_core::broker::{routing, Broker, HeldLease, LeaseRequest as BrokerLease};
 use antcode_core::model::{Lease, Outcome, RunEvent, RunEventKind, RunState, WorkerStatus};
+use antcode_core::telemetry::trace::{Kind, RunSpan, TRACEPARENT};
 use antcode_core::time::now_ms;
 use antcode_core::Shutdown;
 use antcode_proto::worker::v1 as pb;
@@ -398,10 +399,12 @@ impl WorkerService for Edge {
         req: Request<pb::ReportStartedRequest>,
     ) -> Result<Response<pb::ReportStartedResponse>, Status> {
         let id = self.who(&req)?;
+        let span = report_span(&req, "report started");
         let r = req.into_inner();
         let token = self.held(&id, r.lease.as_ref()).await?;
         let lease = r.lease.unwrap_or_default();
         self.publish(RunEvent {
+            trace: span.traceparent(),
             run_id: lease.run_id,
             attempt: lease.attempt,
             lease_token: token,
@@ -465,6 +468,7 @@ impl WorkerService for Edge {
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let id = self.who(&req)?;
+        let span = report_span(&req, "complete");
         let r = req.into_inner();
         let token = self.held(&id, r.lease.as_ref()).await?;
         let lease = r.lease.clone().unwrap_or_default();
@@ -519,6 +523,7 @@ impl WorkerService for Edge {
             result,
         };
         self.publish(RunEvent {
+            trace: span.traceparent(),
             run_id: lease.run_id.clone(),
             attempt: lease.attempt,
             lease_token: token.clone(),
@@ -588,5 +593,18 @@ impl Edge {
             .map_err(broker_status)?;
         batch.clear();
         Ok(())
+    }
+}
+
+/// With traces on, the span of a runner's report: a child of the runner's attempt span named by
+/// the call's `traceparent` metadata. The event the edge publishes names it in turn.
+fn report_span<T>(req: &Request<T>, name: &'static str) -> RunSpan {
+    let parent = req
+        .metadata()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    match parent {
+        Some(parent) => RunSpan::start(name, Kind::Server, Some(parent)),
+        None => RunSpan::default(),
     }
 }

@@ -15,15 +15,18 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use antcode_core::model::{
     BundleFormat, Lease, Outcome, RunEvent, RunEventKind, RunState, INTERRUPTED_BY_SHUTDOWN,
 };
+use antcode_core::telemetry::exemplars;
+use antcode_core::telemetry::trace::{self, Kind, RunSpan};
 use antcode_core::time::now_ms;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::bundles::{unpack, BundleCache, BundleFetchError};
 use crate::cgroup::{Cgroups, RunCgroup};
@@ -86,8 +89,11 @@ const SHORT_GRACE: Duration = Duration::from_secs(1);
 
 /// Where an attempt's time goes: each phase is recorded in `antcode_runner_phase_seconds`
 /// (label `phase`, a fixed set) and the whole timeline logged at debug level.
+/// With traces on, each phase is also a child span of the attempt's ([`Timeline::trace`]).
 struct Timeline {
     last: Instant,
+    /// The wall-clock time the first phase started at: phases follow each other.
+    began: SystemTime,
     phases: Vec<(&'static str, f64)>,
 }
 
@@ -95,6 +101,7 @@ impl Timeline {
     fn new() -> Timeline {
         Timeline {
             last: Instant::now(),
+            began: SystemTime::now(),
             phases: Vec::with_capacity(8),
         }
     }
@@ -120,6 +127,29 @@ impl Timeline {
         let secs = took.as_secs_f64();
         metrics::histogram!("antcode_runner_phase_seconds", "phase" => phase).record(secs);
         self.phases.push((phase, secs));
+    }
+
+    /// Keeps each phase's duration as an exemplar of `antcode_runner_phase_seconds`.
+    fn exemplars(&self, trace_id: &str) {
+        for (phase, secs) in &self.phases {
+            exemplars::note(
+                "antcode_runner_phase_seconds",
+                &[("phase", phase)],
+                *secs,
+                trace_id,
+            );
+        }
+    }
+
+    /// Writes the phases as `span`'s children; their times are added up from the start, so
+    /// they tile the attempt without gaps.
+    fn trace(&self, span: &RunSpan) {
+        let mut at = self.began;
+        for (phase, secs) in &self.phases {
+            let end = at + Duration::from_secs_f64(*secs);
+            span.child(phase, at, end);
+            at = end;
+        }
     }
 
     fn log(&self, run_id: &str) {
@@ -173,15 +203,42 @@ pub enum StartError {
 /// Runs one leased attempt. Never panics on input; every failure becomes an `Outcome`. `slot`
 /// is given back as soon as the process is gone and its output collected, so the next run
 /// starts while this one is archived, reported and cleaned up.
+///
+/// With traces on, the attempt is a span under the job's publish, its phases are children of
+/// it, its events name it (so the recorder's write hangs under it), and its log lines carry
+/// the trace id.
 pub async fn execute(
     ctx: Arc<Ctx>,
     lease: Lease,
+    stop: watch::Receiver<Option<StopReason>>,
+    slot: OwnedSemaphorePermit,
+) {
+    let job = &lease.job;
+    let span = RunSpan::start("run", Kind::Consumer, job.trace.as_deref());
+    if trace::enabled() {
+        span.set("antcode.run_id", job.run_id.clone());
+        span.set("antcode.attempt", i64::from(job.attempt));
+        span.set("antcode.task_id", job.task_id.clone());
+        span.set("antcode.worker_id", ctx.cfg.worker_id.clone());
+        span.set("antcode.queue", job.queue.clone());
+    }
+    let logs = span.logs("run");
+    attempt(ctx, &lease, stop, slot, span)
+        .instrument(logs)
+        .await
+}
+
+async fn attempt(
+    ctx: Arc<Ctx>,
+    lease: &Lease,
     mut stop: watch::Receiver<Option<StopReason>>,
     slot: OwnedSemaphorePermit,
+    span: RunSpan,
 ) {
     let job = &lease.job;
     let started = Instant::now();
     let mut timeline = Timeline::new();
+    let traceparent = span.traceparent();
     let event = |kind| RunEvent {
         run_id: job.run_id.clone(),
         attempt: job.attempt,
@@ -189,6 +246,7 @@ pub async fn execute(
         worker_id: ctx.cfg.worker_id.clone(),
         at_ms: now_ms(),
         kind,
+        trace: traceparent.clone(),
     };
     if let Err(e) = ctx.source.report(&event(RunEventKind::Started)).await {
         tracing::warn!(run_id = %job.run_id, error = %e, "could not report started");
@@ -206,8 +264,7 @@ pub async fn execute(
         work_root.join(format!("{name}.log")),
     );
 
-    let (ended, mut sink) =
-        supervise(&ctx, &lease, &work_dir, sink, &mut stop, &mut timeline).await;
+    let (ended, mut sink) = supervise(&ctx, lease, &work_dir, sink, &mut stop, &mut timeline).await;
     // The process is gone: hand the slot to the next run, once this attempt holds one of the
     // bounded finishing places.
     let _finishing = ctx.finishing.clone().acquire_owned().await;
@@ -313,8 +370,15 @@ pub async fn execute(
         false => outcome.state.as_str(),
     };
     metrics::counter!("antcode_runner_runs_total", "outcome" => label).increment(1);
-    metrics::histogram!("antcode_runner_run_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+    let took = started.elapsed().as_secs_f64();
+    metrics::histogram!("antcode_runner_run_duration_seconds").record(took);
+    if let Some(trace_id) = span.trace_id() {
+        exemplars::note("antcode_runner_run_duration_seconds", &[], took, &trace_id);
+        span.set("antcode.state", label);
+        if !matches!(outcome.state, RunState::Succeeded) {
+            span.fail(outcome.error.clone().unwrap_or_else(|| label.to_string()));
+        }
+    }
     tracing::info!(run_id = %job.run_id, state = label, exit_code = ?outcome.exit_code, "run finished");
     // The outcome is what the attempt was for: retry the report through a short outage. If it
     // still cannot be delivered, keep the lease unreleased: it expires and the scheduler treats
@@ -344,6 +408,10 @@ pub async fn execute(
     give_back_work_dir().await;
     timeline.mark("cleanup");
     timeline.log(&job.run_id);
+    if let Some(trace_id) = span.trace_id() {
+        timeline.exemplars(&trace_id);
+        timeline.trace(&span);
+    }
 }
 
 /// Prepares and runs the process; returns how it ended and the sink with its output.

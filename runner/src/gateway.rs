@@ -25,6 +25,7 @@ use tonic::{Code, Request, Status};
 use antcode_core::blob::log_key;
 use antcode_core::broker::{HeartbeatReply, HeldLease, LogChunk};
 use antcode_core::model::{BundleRef, Job, Lease, RunEvent, RunEventKind, WorkerStatus};
+use antcode_core::telemetry::trace::TRACEPARENT;
 use antcode_proto::worker::v1 as pb;
 use antcode_proto::worker::v1::worker_service_client::WorkerServiceClient;
 
@@ -252,6 +253,15 @@ impl GatewaySource {
     }
 }
 
+/// `r` with the `traceparent` of the span that reports `event`, if it has one, so the edge's
+/// span and the recorder's write join the run's trace.
+fn traced<T>(mut r: Request<T>, event: &RunEvent) -> Request<T> {
+    if let Some(v) = event.trace.as_deref().and_then(|t| t.parse().ok()) {
+        r.metadata_mut().insert(TRACEPARENT, v);
+    }
+    r
+}
+
 fn to_lease(job: pb::Job, worker_id: &str) -> Result<(Lease, HeldRef), SourceError> {
     let lease_ref = job
         .lease
@@ -349,10 +359,13 @@ impl WorkSource for GatewaySource {
             RunEventKind::Started => {
                 self.client
                     .clone()
-                    .report_started(self.req(pb::ReportStartedRequest {
-                        lease: Some(lease),
-                        started_unix_ms: event.at_ms,
-                    }))
+                    .report_started(traced(
+                        self.req(pb::ReportStartedRequest {
+                            lease: Some(lease),
+                            started_unix_ms: event.at_ms,
+                        }),
+                        event,
+                    ))
                     .await
                     .map_err(source_error)?;
             }
@@ -381,7 +394,7 @@ impl WorkSource for GatewaySource {
                 req.set_timeout(TRANSFER_TIMEOUT);
                 self.client
                     .clone()
-                    .complete(req)
+                    .complete(traced(req, event))
                     .await
                     .map_err(source_error)?;
                 if let Some(k) = &o.log_key {

@@ -13,6 +13,8 @@ use std::time::Duration;
 use antcode_core::dispatch::publish_jobs;
 use antcode_core::model::{Job, RunEvent, RunEventKind, RunState};
 use antcode_core::store::{Recorded, StoreError};
+use antcode_core::telemetry::exemplars;
+use antcode_core::telemetry::trace::{self, Kind, RunSpan};
 use antcode_core::Shutdown;
 
 use crate::SchedulerConfig;
@@ -103,16 +105,34 @@ async fn apply_batch(
     failed: &mut Vec<(String, RunEvent)>,
 ) {
     let (ids, events): (Vec<String>, Vec<RunEvent>) = events.into_iter().unzip();
+    // With traces on, each traced event's write is a span of its run's trace.
+    let spans: Vec<RunSpan> = match trace::enabled() {
+        true => events.iter().map(write_span).collect(),
+        false => Vec::new(),
+    };
     let mut results = config.store.record_events(&events).await;
     publish_next(config, &mut results).await;
     let mut done = Vec::with_capacity(events.len());
     let mut changed: Vec<String> = Vec::with_capacity(events.len());
-    for ((id, event), result) in ids.into_iter().zip(events).zip(results) {
+    for (i, ((id, event), result)) in ids.into_iter().zip(events).zip(results).enumerate() {
+        // The lines logged for a traced event name its trace (nothing below awaits).
+        let logs = spans
+            .get(i)
+            .map_or_else(tracing::Span::none, |s| s.logs("record"));
+        let _in = logs.enter();
         match settle(&event, result) {
             Ok(()) => {
                 // How far SQL trails the runner: apply time minus the event's own time.
-                metrics::histogram!("antcode_scheduler_recorder_lag_seconds")
-                    .record((antcode_core::time::now_ms() - event.at_ms).max(0) as f64 / 1000.0);
+                let lag = (antcode_core::time::now_ms() - event.at_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!("antcode_scheduler_recorder_lag_seconds").record(lag);
+                if let Some(trace_id) = event.trace.as_deref().and_then(trace::trace_id_of) {
+                    exemplars::note(
+                        "antcode_scheduler_recorder_lag_seconds",
+                        &[],
+                        lag,
+                        &trace_id,
+                    );
+                }
                 if !changed.contains(&event.run_id) {
                     changed.push(event.run_id.clone());
                 }
@@ -136,6 +156,23 @@ async fn apply_batch(
     if let Err(e) = config.broker.ack_events(GROUP, &done).await {
         tracing::warn!(error = %e, "recorder: ack failed; events will be applied again (idempotent)");
     }
+}
+
+/// The span of `event`'s write, under the span that reported it.
+fn write_span(event: &RunEvent) -> RunSpan {
+    let Some(parent) = event.trace.as_deref() else {
+        return RunSpan::default();
+    };
+    let span = RunSpan::start("record", Kind::Consumer, Some(parent));
+    span.set("antcode.run_id", event.run_id.clone());
+    span.set("antcode.attempt", i64::from(event.attempt));
+    let kind = match event.kind {
+        RunEventKind::Started => "started",
+        RunEventKind::Finished(_) => "finished",
+        RunEventKind::Interrupted(_) => "interrupted",
+    };
+    span.set("antcode.event", kind);
+    span
 }
 
 /// Publishes the jobs of the runs that the ended runs started (`antcode_core::flow`). They
@@ -223,7 +260,7 @@ fn settle(ev: &RunEvent, result: Result<Recorded, StoreError>) -> Result<(), Sto
             state, requeued, ..
         }) => {
             if let RunEventKind::Finished(outcome) = &ev.kind {
-                record_finish(state, requeued, outcome.duration_ms);
+                record_finish(state, requeued, outcome.duration_ms, ev.trace.as_deref());
             }
             Ok(())
         }
@@ -242,14 +279,18 @@ fn settle(ev: &RunEvent, result: Result<Recorded, StoreError>) -> Result<(), Sto
     }
 }
 
-fn record_finish(state: RunState, requeued: bool, duration_ms: i64) {
+fn record_finish(state: RunState, requeued: bool, duration_ms: i64, trace: Option<&str>) {
     if requeued {
         metrics::counter!("antcode_scheduler_retries_total").increment(1);
         return;
     }
+    let secs = duration_ms as f64 / 1000.0;
     metrics::counter!("antcode_runs_finished_total", "state" => state.as_str()).increment(1);
-    metrics::histogram!("antcode_run_duration_seconds", "state" => state.as_str())
-        .record(duration_ms as f64 / 1000.0);
+    metrics::histogram!("antcode_run_duration_seconds", "state" => state.as_str()).record(secs);
+    if let Some(trace_id) = trace.and_then(trace::trace_id_of) {
+        let labels = [("state", state.as_str())];
+        exemplars::note("antcode_run_duration_seconds", &labels, secs, &trace_id);
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +305,7 @@ mod tests {
             RunEventKind::Started
         };
         let ev = RunEvent {
+            trace: None,
             run_id: run.into(),
             attempt,
             lease_token: "tok".into(),

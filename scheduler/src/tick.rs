@@ -25,6 +25,7 @@ use antcode_core::model::{ProjectVersion, Run, RunState, Schedule, Task};
 use antcode_core::params;
 use antcode_core::schedule::Compiled;
 use antcode_core::store::{DueKey, Fire, NewRun, NextFire, StoreError};
+use antcode_core::telemetry::trace::{self, Kind, RunSpan};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::SchedulerConfig;
@@ -311,6 +312,8 @@ struct Batch {
     /// What to do after each fire is created, in the order of `fires`.
     plans: Vec<Planned>,
     next: Vec<NextFire>,
+    /// The fires' spans when traces are on (else empty), ended once the batch is published.
+    spans: Vec<RunSpan>,
 }
 
 /// Plans one batch of due tasks: their misfire and overlap policies, against one read of the
@@ -339,6 +342,7 @@ async fn plan_batch(
     let mut next = vec![];
     let mut skipped = 0;
     let mut misfires = vec![];
+    let mut spans = vec![];
     for task in tasks {
         let Some(from) = task.next_fire_at else {
             continue;
@@ -356,11 +360,20 @@ async fn plan_batch(
         let (planned, skips) = overlap(&task.spec.overlap, &due_times, task_active);
         skipped += skips;
         for p in planned {
+            // With traces on, each fire starts its run's trace; the span lasts until it is
+            // published (`write_batch`).
+            let span = RunSpan::start("schedule fire", Kind::Producer, None);
+            span.set("antcode.task_id", task.id.clone());
+            span.set("antcode.due_ms", p.due);
             let run = NewRun {
                 due_at: Some(p.due),
                 params: params.clone(),
+                trace: span.traceparent(),
                 ..NewRun::new(task.clone(), version.clone(), "schedule")
             };
+            if trace::enabled() {
+                spans.push(span);
+            }
             fires.push(Fire { run, held: p.held });
             plans.push(p);
         }
@@ -378,6 +391,7 @@ async fn plan_batch(
         now,
         fires,
         plans,
+        spans,
         next,
     })
 }
@@ -394,6 +408,7 @@ async fn write_batch(
         fires,
         plans,
         next,
+        spans: _spans,
     } = batch;
     let started = Instant::now();
     let created = config

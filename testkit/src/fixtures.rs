@@ -71,6 +71,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub fn job(bundle: BundleRef, entrypoint: &str) -> Job {
     Job {
         prefer: None,
+        trace: None,
         run_id: antcode_core::ids::new_id(),
         attempt: 1,
         queue: "default".into(),

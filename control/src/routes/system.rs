@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -65,19 +65,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// The registry, after `antcode_ready` and `antcode_dependency_up{dependency}` (`store`,
 /// `broker`; 1 up, 0 down) are set from the readiness check, so an alert sees a control plane
 /// that answers but cannot reach its database or its broker.
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (store, broker) = dependencies(&state).await;
     let one = |ok: bool| if ok { 1.0 } else { 0.0 };
     ::metrics::gauge!("antcode_dependency_up", "dependency" => "store").set(one(store));
     ::metrics::gauge!("antcode_dependency_up", "dependency" => "broker").set(one(broker));
     ::metrics::gauge!("antcode_ready").set(one(store && broker));
-    let mut resp = antcode_core::telemetry::prometheus()
-        .render()
-        .into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = antcode_core::telemetry::exposition(accept);
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

@@ -87,6 +87,7 @@ pub async fn start_run(
             overrides: input.overrides,
             key,
             parent: input.parent,
+            trace: antcode_core::telemetry::trace::current_traceparent(),
         })
         .await?;
     metrics::run_created(trigger);

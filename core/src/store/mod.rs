@@ -106,6 +106,8 @@ pub struct NewRun {
     pub key: Option<RunKey>,
     /// The run whose end starts it (`crate::flow`); `None` for a run nothing started.
     pub parent: Option<RunParent>,
+    /// The `traceparent` of the span creating it, when traces are exported; its jobs carry it.
+    pub trace: Option<String>,
 }
 
 impl NewRun {
@@ -121,6 +123,7 @@ impl NewRun {
             overrides: None,
             key: None,
             parent: None,
+            trace: None,
         }
     }
 }

@@ -79,6 +79,7 @@ impl Drop for Subject {
 
 pub fn job(run_id: &str, queue: &str) -> Job {
     Job {
+        trace: None,
         prefer: None,
         run_id: run_id.to_string(),
         attempt: 1,
@@ -157,6 +158,7 @@ pub fn held(l: &antcode_core::model::Lease) -> HeldLease {
 
 pub fn event(run: &str, n: u32) -> RunEvent {
     RunEvent {
+        trace: None,
         run_id: run.to_string(),
         attempt: n,
         lease_token: format!("lt_{n}"),

@@ -40,6 +40,7 @@ async fn start(s: &dyn Store, f: &Fixture, task: &Task) -> Run {
 
 fn event(run: &Run, kind: RunEventKind) -> RunEvent {
     RunEvent {
+        trace: None,
         run_id: run.id.clone(),
         attempt: run.attempt,
         lease_token: format!("tok-{}", run.id),

@@ -19,6 +19,7 @@ fn hook(task_id: &str, name: &str, auth: HookAuth) -> Hook {
 
 fn keyed(f: &Fixture, hook_id: &str, key: &str) -> NewRun {
     NewRun {
+        trace: None,
         task: f.task.clone(),
         version: f.version.clone(),
         trigger: "webhook".into(),

@@ -351,6 +351,7 @@ async fn interrupted_attempt_is_queued_again_without_using_a_retry(db: &TestDb) 
         o.exit_code = None;
         o.signal = Some(15);
         RunEvent {
+            trace: None,
             run_id: run.id.clone(),
             attempt,
             lease_token: token.into(),
@@ -584,6 +585,7 @@ async fn apply_reports(
                 Report::End(a, t, state) => (a, t, RunEventKind::Finished(outcome(state))),
             };
             RunEvent {
+                trace: None,
                 run_id: runs[scenario].clone(),
                 attempt,
                 lease_token: token.into(),

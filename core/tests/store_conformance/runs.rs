@@ -8,6 +8,7 @@ async fn runs_create_and_read(db: &TestDb) {
     let before = now_ms();
     let (run, job) = s
         .create_run(&NewRun {
+            trace: None,
             task: f.task.clone(),
             version: f.version.clone(),
             trigger: "api".into(),
@@ -88,6 +89,7 @@ async fn concurrent_creates_land_and_fail_alone(db: &TestDb) {
             let s = s.clone();
             // Two of them for the same due time of the same task: one must be refused.
             let new = NewRun {
+                trace: None,
                 task: f.task.clone(),
                 version: f.version.clone(),
                 trigger: format!("manual-{n}"),
@@ -134,6 +136,7 @@ async fn one_fire_per_due_time(db: &TestDb) {
     let g = fixture(s.as_ref(), retries(1)).await;
     let due = 1_700_000_300_000;
     let scheduled = |fx: &Fixture, at: Option<i64>| NewRun {
+        trace: None,
         task: fx.task.clone(),
         version: fx.version.clone(),
         trigger: if at.is_some() { "schedule" } else { "manual" }.into(),

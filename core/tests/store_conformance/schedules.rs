@@ -5,6 +5,7 @@ use super::*;
 fn fire(f: &Fixture, due: i64, held: bool) -> Fire {
     Fire {
         run: NewRun {
+            trace: None,
             task: f.task.clone(),
             version: f.version.clone(),
             trigger: "schedule".into(),

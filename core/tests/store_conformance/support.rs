@@ -160,6 +160,7 @@ pub fn plain_run(task: &Task, version: &ProjectVersion) -> NewRun {
 pub async fn manual_run(store: &dyn Store, f: &Fixture) -> Run {
     let (run, job) = store
         .create_run(&NewRun {
+            trace: None,
             task: f.task.clone(),
             version: f.version.clone(),
             trigger: "manual".into(),

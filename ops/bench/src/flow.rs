@@ -72,6 +72,7 @@ fn task(project: &str, name: &str, now: i64) -> Task {
 
 fn event(run: &Run, kind: RunEventKind) -> RunEvent {
     RunEvent {
+        trace: None,
         run_id: run.id.clone(),
         attempt: 1,
         lease_token: "bench".into(),

@@ -7,6 +7,7 @@ use antcode_core::model::{BundleFormat, BundleRef, Job};
 /// A job of about the size the scheduler publishes for a small task.
 pub fn job(run_id: String, queue: &str) -> Job {
     Job {
+        trace: None,
         prefer: None,
         run_id,
         attempt: 1,

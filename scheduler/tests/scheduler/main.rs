@@ -320,6 +320,7 @@ async fn recorder_applies_fenced_reports_only() {
         .remove(0);
     let config = w.config("rec");
     let ev = |kind, token: &str| RunEvent {
+        trace: None,
         run_id: run.id.clone(),
         attempt: 1,
         lease_token: token.into(),
@@ -390,6 +391,7 @@ async fn an_expired_lease_is_lost_then_retried_after_its_backoff() {
         .unwrap()
         .remove(0);
     let started = RunEvent {
+        trace: None,
         run_id: run.id.clone(),
         attempt: 1,
         lease_token: lease.lease_token.clone(),

@@ -89,6 +89,7 @@ pub(super) fn first_job(run_id: &str, new: &NewRun) -> Job {
                 .saturating_add(p.fallback_s.saturating_mul(1000) as i64),
         }),
         gates: task.spec.gates(&task.id),
+        trace: new.trace.clone(),
     };
     if let Some(o) = &new.overrides {
         o.apply(&mut job.args, &mut job.env);
