@@ -175,6 +175,178 @@ const CRON_GRAMMAR: &str = "crontab(5): `minute hour day-of-month month day-of-w
     Sunday) or SUN-SAT, months 1-12 or JAN-DEC; a day matching either day field fires when both \
     are restricted; or @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly.";
 
+/// A `$ref` to the component schema `name`.
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// `{items, next_cursor}` of `item`s: a page of a list (`next_cursor` null on the last one).
+fn page_of(item: &str) -> Value {
+    json!({"type": "object", "required": ["items", "next_cursor"], "properties": {
+        "items": {"type": "array", "items": schema_ref(item)},
+        "next_cursor": {"type": ["string", "null"]}}})
+}
+
+/// `base` with more `fields` (name → schema), all of them required unless listed in `optional`.
+fn with_fields(base: &str, fields: Value, optional: &[&str]) -> Value {
+    let required: Vec<&String> = fields
+        .as_object()
+        .map(|f| {
+            f.keys()
+                .filter(|k| !optional.contains(&k.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"allOf": [schema_ref(base),
+        {"type": "object", "required": required, "properties": fields}]})
+}
+
+/// The component schemas the responses name: the model types' own, derived from them
+/// (`utoipa::ToSchema`, so a field added to a type shows up here), and `Task`, whose settings are
+/// the task body's schema.
+fn components() -> Map<String, Value> {
+    use antcode_core::model as m;
+    let mut out = Map::new();
+    fn add<T: utoipa::ToSchema>(out: &mut Map<String, Value>) {
+        let mut deps = vec![];
+        T::schemas(&mut deps);
+        for (name, schema) in deps {
+            out.insert(name, serde_json::to_value(schema).unwrap_or_default());
+        }
+        let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+        out.insert(T::name().into_owned(), schema);
+    }
+    add::<m::User>(&mut out);
+    add::<m::ApiToken>(&mut out);
+    add::<m::Project>(&mut out);
+    add::<m::ProjectVersion>(&mut out);
+    add::<m::Run>(&mut out);
+    add::<m::RunHistoryEntry>(&mut out);
+    add::<m::AuditEntry>(&mut out);
+    add::<m::WorkerStatus>(&mut out);
+    add::<m::WorkerKey>(&mut out);
+    add::<m::WorkerRecord>(&mut out);
+    let mut task = json_schema("post", "/api/v1/tasks");
+    task["additionalProperties"] = json!(true);
+    let time = json!({"type": "string", "format": "date-time"});
+    for (name, schema) in [
+        ("id", json!({"type": "string"})),
+        (
+            "next_fire_at",
+            json!({"type": ["string", "null"], "format": "date-time"}),
+        ),
+        ("created_at", time.clone()),
+        ("updated_at", time),
+    ] {
+        task["properties"][name] = schema;
+    }
+    // A task answers null for these when they are not set.
+    for name in ["entrypoint", "schedule"] {
+        let set = task["properties"][name].take();
+        task["properties"][name] = json!({"anyOf": [{"type": "null"}, set]});
+    }
+    task["required"] = json!([
+        "id",
+        "name",
+        "project_id",
+        "paused",
+        "created_at",
+        "updated_at"
+    ]);
+    out.insert("Task".into(), task);
+    out.insert(
+        "Problem".into(),
+        json!({"type": "object",
+        "description": "RFC 9457 problem details; detail says what to fix",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {"type": {"type": "string", "description": "urn:antcode:problem:KIND"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"}}}),
+    );
+    out
+}
+
+/// The success answer of an operation, where it is documented beyond "success": its status
+/// and body schema.
+fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
+    let time = json!({"type": "string", "format": "date-time"});
+    let secret = |what: &str| json!({"type": "string", "description": what});
+    let ok = |schema: Value| Some(("200", schema));
+    let created = |schema: Value| Some(("201", schema));
+    match (method, path) {
+        ("post", "/api/v1/auth/login") => ok(json!({"type": "object",
+            "required": ["token", "expires_at", "user"], "properties": {
+                "token": secret("the bearer token of this session"),
+                "expires_at": time, "user": schema_ref("User")}})),
+        ("get", "/api/v1/auth/me") => ok(json!({"type": "object",
+            "required": ["user", "role", "credential"], "properties": {
+                "user": schema_ref("User"), "role": schema_ref("Role"),
+                "credential": {"type": "string", "enum": ["session", "api"]}}})),
+        ("get", "/api/v1/users") => ok(page_of("User")),
+        ("post", "/api/v1/users") => created(schema_ref("User")),
+        ("get" | "patch", "/api/v1/users/{id}") => ok(schema_ref("User")),
+        ("get", "/api/v1/tokens") => ok(page_of("ApiToken")),
+        ("post", "/api/v1/tokens") => created(with_fields(
+            "ApiToken",
+            json!({"token": secret("the token itself, shown only in this answer")}),
+            &[],
+        )),
+        ("get", "/api/v1/projects") => ok(page_of("Project")),
+        ("post", "/api/v1/projects") => created(with_fields(
+            "Project",
+            json!({"version": schema_ref("ProjectVersion")}),
+            &[],
+        )),
+        ("get" | "patch", "/api/v1/projects/{id}") => ok(with_fields(
+            "Project",
+            json!({"version": schema_ref("ProjectVersion")}),
+            &[],
+        )),
+        ("get", "/api/v1/projects/{id}/versions") => ok(page_of("ProjectVersion")),
+        ("post", "/api/v1/projects/{id}/versions") => created(schema_ref("ProjectVersion")),
+        ("get", "/api/v1/projects/{id}/versions/{n}") => ok(schema_ref("ProjectVersion")),
+        ("get", "/api/v1/tasks") => ok(page_of("Task")),
+        ("post", "/api/v1/tasks") => created(schema_ref("Task")),
+        ("get" | "patch", "/api/v1/tasks/{id}")
+        | ("post", "/api/v1/tasks/{id}/pause" | "/api/v1/tasks/{id}/resume") => {
+            ok(schema_ref("Task"))
+        }
+        ("post", "/api/v1/tasks/{id}/trigger") => created(schema_ref("Run")),
+        ("post", "/api/v1/tasks/{id}/invoke") => ok(with_fields(
+            "Run",
+            json!({
+            "output": {"type": "string", "description": "the end of the run's log"},
+            "output_truncated": {"type": "boolean"}}),
+            &[],
+        )),
+        ("get", "/api/v1/runs") => ok(page_of("Run")),
+        ("get", "/api/v1/runs/{id}") => ok(with_fields(
+            "Run",
+            json!({
+            "history": {"type": "array", "items": schema_ref("RunHistoryEntry")},
+            "waiting": {"type": "string", "description": "why a queued run is not leased yet"}}),
+            &["waiting"],
+        )),
+        ("patch", "/api/v1/runs/{id}") | ("post", "/api/v1/runs/{id}/cancel") => {
+            ok(schema_ref("Run"))
+        }
+        ("post", "/api/v1/runs/{id}/retry") => created(schema_ref("Run")),
+        ("get", "/api/v1/runs/{id}/logs") => Some(("200", json!({"type": "string"}))),
+        ("get", "/api/v1/workers") => ok(page_of("WorkerStatus")),
+        ("get", "/api/v1/workers/{id}") => ok(schema_ref("WorkerStatus")),
+        ("get", "/api/v1/worker-keys") => ok(page_of("WorkerKey")),
+        ("post", "/api/v1/worker-keys") => created(with_fields(
+            "WorkerKey",
+            json!({"key": secret("the enrollment key itself, shown only in this answer")}),
+            &[],
+        )),
+        ("get", "/api/v1/enrolled-workers") => ok(page_of("WorkerRecord")),
+        ("get", "/api/v1/audit") => ok(page_of("AuditEntry")),
+        _ => success_schema(method, path).map(|s| ("200", s)),
+    }
+}
+
 /// The 200 answer of an operation, where it is documented beyond "success".
 fn success_schema(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
@@ -396,13 +568,16 @@ fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
                 "description": bounds::string(bounds::DESCRIPTION_CHARS),
                 "entrypoint": bounds::string(bounds::ENTRYPOINT_CHARS),
                 "requirements": bounds::string(bounds::REQUIREMENTS_CHARS)});
-            let mut form = fields.clone();
+            let mut form = fields;
             form["file"] = json!({"type": "string", "format": "binary"});
-            let mut inline = fields;
-            inline["code"] = json!({"type": "string"});
-            Some(json!({"required": true, "content": {
-                "multipart/form-data": {"schema": {"type": "object", "properties": form}},
-                "application/json": {"schema": {"type": "object", "required": ["code"], "properties": inline}}
+            // One media type: client generators mishandle a body of two (openapi-python-client
+            // 0.25-0.29 sends no multipart boundary, or does not import what the union needs).
+            Some(json!({"required": true,
+                "description": "multipart/form-data as described, or (Content-Type: \
+                    application/json) the same fields with `code`, the script's text, in place \
+                    of `file`",
+                "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": form}}
             }}))
         }
         _ => None,
@@ -451,9 +626,14 @@ pub fn document() -> Value {
         if let Some(b) = request_body(method, path, body) {
             op["requestBody"] = b;
         }
-        if let Some(schema) = success_schema(method, path) {
-            op["responses"]["200"] = json!({"description": "success",
-                "content": {"application/json": {"schema": schema}}});
+        if let Some((status, schema)) = success(method, path) {
+            let media = match *path {
+                "/api/v1/runs/{id}/logs" => "text/plain",
+                _ => "application/json",
+            };
+            op["responses"][status] = json!({"description": "success",
+                "content": {media: {"schema": schema}}});
+            op["responses"].as_object_mut().map(|r| r.remove("2XX"));
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
@@ -470,9 +650,7 @@ pub fn document() -> Value {
                     "description": "a token webhook's secret"},
                 "hookSignature": {"type": "apiKey", "in": "header", "name": "X-AntCode-Signature",
                     "description": "an hmac webhook's signature of the body"}},
-            "schemas": {"Problem": {"type": "object", "properties": {
-                "type": {"type": "string"}, "title": {"type": "string"},
-                "status": {"type": "integer"}, "detail": {"type": "string"}}}}
+            "schemas": components()
         }
     })
 }

@@ -78,7 +78,15 @@ async fn openapi_fuzz_pass_has_no_server_errors() {
             "[[operations]]\ninclude-path-regex = '{path_regex}'\nexclude-method = 'DELETE'\nparameters = {{ {params} }}\n\n"
         )
     };
+    // Nor do ids taken from answers reach them: schemathesis reuses the ids of the typed
+    // responses (`extra-data-sources`), which would park every `invoke` and stream call of a
+    // live run until the request timeout. The stateful phase, which chains calls, is left out
+    // for the same reason.
+    let unlinked = ["examples", "coverage", "fuzzing"]
+        .map(|phase| format!("[phases.{phase}.extra-data-sources]\nresponses = false\n\n"))
+        .concat();
     let config = [
+        unlinked,
         pin(
             "^/api/v1/tasks/[{]id[}](/(pause|resume|trigger|stats|preview))?$",
             &format!("\"path.id\" = \"{task_id}\""),
@@ -104,6 +112,10 @@ async fn openapi_fuzz_pass_has_no_server_errors() {
         .arg("run")
         .arg(server.url("/api/openapi.json"))
         .args(["--checks", "not_a_server_error"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        // Not the stateful phase: it chains calls through the typed responses, into `invoke`
+        // and the SSE streams that wait (see the pins above), past the time limit.
+        .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--header", &format!("Authorization: Bearer {admin}")])
         .args(["--max-examples", &examples])
         .args(["--seed", &seed])

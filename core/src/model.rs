@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::time::rfc3339;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -34,13 +34,14 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub username: String,
     pub role: Role,
     pub disabled: bool,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(skip)]
     pub password_hash: String,
@@ -59,7 +60,7 @@ pub struct UserChange {
 }
 
 /// A bearer credential: a login session or a named API token. Only its hash is stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub id: String,
     pub user_id: String,
@@ -68,8 +69,10 @@ pub struct ApiToken {
     pub kind: String,
     pub scopes: Vec<String>,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
     #[serde(skip)]
     pub token_hash: String,
@@ -78,7 +81,7 @@ pub struct ApiToken {
     pub generation: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum BundleFormat {
     #[serde(rename = "py")]
     Py,
@@ -107,20 +110,22 @@ impl BundleFormat {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Project {
     pub id: String,
     pub name: String,
     pub description: String,
     pub current_version: i64,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 
 /// An immutable, content-addressed upload of a project.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectVersion {
     pub project_id: String,
     pub version: i64,
@@ -131,11 +136,12 @@ pub struct ProjectVersion {
     pub python_version: Option<String>,
     pub files: Vec<String>,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
 /// Where a bundle lives in the BlobStore and how to check and unpack it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BundleRef {
     pub key: String,
     pub sha256: String,
@@ -566,7 +572,7 @@ pub struct Task {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Queued,
@@ -616,7 +622,7 @@ impl RunState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: String,
     pub task_id: String,
@@ -640,14 +646,19 @@ pub struct Run {
     #[serde(default)]
     pub keep: bool,
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub due_at: Option<i64>,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub queued_at: i64,
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub not_before: Option<i64>,
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<i64>,
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<i64>,
     /// When the store recorded the run's end (its clock, not the runner's): the order alerts
     /// and retention walk ended runs in.
@@ -675,7 +686,7 @@ pub struct Run {
 
 /// What one trigger changes of its task's command: arguments in place of the task's, and
 /// variables over the task's env (declared secrets still win over both).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -845,7 +856,7 @@ pub enum RunEventKind {
 pub const INTERRUPTED_BY_SHUTDOWN: &str = "interrupted by runner shutdown";
 
 /// A line in a run's history (state changes, repairs) as shown by the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunHistoryEntry {
     pub id: String,
     pub run_id: String,
@@ -853,13 +864,15 @@ pub struct RunHistoryEntry {
     pub kind: String,
     pub detail: String,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub actor: String,
     pub action: String,
@@ -872,7 +885,7 @@ pub struct AuditEntry {
 }
 
 /// Live state of a runner as its heartbeats describe it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerStatus {
     pub id: String,
     pub name: String,
@@ -899,7 +912,7 @@ pub struct Page<T> {
 
 /// A one-time enrollment key: an admin creates it, a gateway runner trades it once for its own
 /// credential. Only the key's hash is stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerKey {
     pub id: String,
     pub note: String,
@@ -908,8 +921,10 @@ pub struct WorkerKey {
     pub labels: BTreeMap<String, String>,
     pub created_by: String,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
     /// When it was redeemed (`None` while unused).
     pub used_at: Option<i64>,
@@ -921,7 +936,7 @@ pub struct WorkerKey {
 
 /// A worker identity known to the cluster (gateway runners enroll one; the credential hashes
 /// and the client certificate fingerprint are how the edge recognises it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerRecord {
     pub id: String,
     pub name: String,
@@ -935,6 +950,7 @@ pub struct WorkerRecord {
     pub cert_fingerprint: Option<String>,
     pub revoked: bool,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
 }
