@@ -8,6 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Log in to a server and keep an API token for it in a profile.
+    ///
+    /// Asks for the URL, the user and the password (without echo) when they are not given. The
+    /// password is traded for an API token with the user's role as its scope; only the token is
+    /// kept, in `$XDG_CONFIG_HOME/antcode/config.toml` (else `~/.config/antcode/`), mode 0600.
     Login(LoginArgs),
     /// Push and list projects.
     Projects(Projects),
