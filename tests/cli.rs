@@ -334,6 +334,39 @@ async fn every_client_command_against_a_live_up() {
     assert_eq!(scheduled["schedule"]["every_s"], 3600);
     assert_eq!(user.json(&["tasks", "pause", "hello"])["paused"], true);
     assert_eq!(user.json(&["tasks", "resume", &hello_id])["paused"], false);
+    // A viewer logs in to a profile of their own with a read token: they see, and are refused
+    // changes with the problem's detail.
+    let admin = antcode_testkit::api::Api::login(server.port, PASSWORD).await;
+    let (status, vera) = admin
+        .post(
+            "/users",
+            serde_json::json!({"username": "vera", "password": "vera-password-1", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{vera}");
+    let args = [
+        "login",
+        "--url",
+        &url,
+        "-u",
+        "vera",
+        "--password-stdin",
+        "--profile",
+        "viewer",
+    ];
+    user.run_with(&args, &[], "vera-password-1\n").ok();
+    assert_eq!(
+        items(&user.json(&["tasks", "ls", "--profile", "viewer"])).len(),
+        4
+    );
+    let forbidden = user.run(&["tasks", "pause", "hello", "--profile", "viewer"]);
+    assert_eq!(forbidden.code, 1);
+    assert!(
+        forbidden.stderr.starts_with("error: 403 Forbidden: ")
+            && forbidden.stderr.lines().count() == 1,
+        "{}",
+        forbidden.stderr
+    );
     let missing = user.run(&["tasks", "show", "nope"]);
     assert_eq!(
         (missing.code, missing.stderr.trim()),
