@@ -2,9 +2,10 @@
 //! `end` event, across lost connections and server restarts.
 //!
 //! Each `log` event's id is the chunk's cursor; a reconnect sends the last one as
-//! `Last-Event-ID`, so the server resumes after it and nothing is printed twice. Connections are
-//! retried with backoff (up to [`MAX_BACKOFF`]) while the failure looks transient, for at most
-//! [`GIVE_UP_AFTER`] without an answer. After a reconnect the server may have lost its live
+//! `Last-Event-ID`, so the server resumes after it and nothing is printed twice. Once a stream
+//! was answered, a cut one is retried with backoff (up to [`MAX_BACKOFF`]) while the failure
+//! looks transient, for at most [`GIVE_UP_AFTER`] without an answer; a first connection that
+//! gets no answer fails at once. After a reconnect the server may have lost its live
 //! window (a restart of `up` empties the in-process broker), so at the end the attempt's archive
 //! supplies whatever the stream did not: the archive is the same bytes the chunks carried.
 
@@ -154,8 +155,11 @@ pub async fn follow(api: &Api, id: &str, json: bool) -> Result<End> {
     loop {
         match stream_once(api, id, &mut progress).await {
             Ok(Some(end)) => {
+                // The run's end is known: a failed top-up loses log lines, not the exit code.
                 if progress.reconnected {
-                    top_up(api, id, &progress).await?;
+                    if let Err(e) = top_up(api, id, &progress).await {
+                        eprintln!("antcode: the rest of run {id}'s log could not be read: {e}");
+                    }
                 }
                 if json {
                     let end =
@@ -170,6 +174,8 @@ pub async fn follow(api: &Api, id: &str, json: bool) -> Result<End> {
                 failing_since = Some(Instant::now());
                 backoff = Duration::from_millis(250);
             }
+            // No answer yet at all: a wrong URL or a server that is down, not a restart.
+            Err(e) if !progress.reconnected => return Err(e),
             Err(e) if e.is_transient() => {
                 let since = *failing_since.get_or_insert_with(|| {
                     eprintln!("antcode: {e}; retrying");
@@ -187,8 +193,8 @@ pub async fn follow(api: &Api, id: &str, json: bool) -> Result<End> {
     }
 }
 
-/// One connection: its events until `end` (`Some`) or until the stream stops (`None`). An
-/// error before any answer, or a transport error mid-stream, is an `Err`.
+/// One connection: its events until `end` (`Some`) or until the stream stops or is cut
+/// (`None`). No answer, or an error status, is an `Err`.
 async fn stream_once(api: &Api, id: &str, progress: &mut Progress) -> Result<Option<End>> {
     let mut req = api
         .request(Method::GET, &format!("/runs/{id}/logs"))
