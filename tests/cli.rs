@@ -203,16 +203,28 @@ fn mode(path: &Path) -> u32 {
 }
 
 /// Login, projects, tasks, runs, logs, invoke, workers, keys and completions against one `up`,
-/// through control and through the edge's TLS `/api`.
+/// through control and through the edge's TLS `/api`, one step after the other as a user goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_command_against_a_live_up() {
     let server = Server::start().await;
     let user = User::new();
-    let url = server.url();
+    logs_in(&user, &server.url());
+    pushes_projects(&user);
+    let hello_id = manages_tasks(&user);
+    refuses_a_viewer(&user, &server).await;
+    runs_and_invokes(&user);
+    let run_id = lists_runs_and_logs(&user, &hello_id);
+    cancels_and_retries(&user, &run_id, &hello_id);
+    workers_and_keys(&user);
+    says_a_bad_token(&user);
+    reaches_the_edge(&user, &server);
+    prints_completions(&user);
+}
 
-    // Login: a wrong password is said as the server says it; the token is kept mode 0600.
+/// Login: a wrong password is said as the server says it; the token is kept mode 0600.
+fn logs_in(user: &User, url: &str) {
     let bad = user.run_with(
-        &["login", "--url", &url, "-u", "admin", "--password-stdin"],
+        &["login", "--url", url, "-u", "admin", "--password-stdin"],
         &[],
         "wrong\n",
     );
@@ -221,7 +233,7 @@ async fn every_client_command_against_a_live_up() {
         bad.stderr.trim(),
         "error: 401 Unauthorized: invalid username or password"
     );
-    let login = user.login(&url, &[]).ok();
+    let login = user.login(url, &[]).ok();
     assert!(login.stdout.contains("logged in to"), "{}", login.stdout);
     let config = user.path("config/antcode/config.toml");
     assert_eq!(mode(&config), 0o600);
@@ -232,8 +244,10 @@ async fn every_client_command_against_a_live_up() {
         "{text}"
     );
     assert!(!text.contains(PASSWORD), "the password was stored");
+}
 
-    // projects push: a directory packed without what .antcodeignore names, then a new version.
+/// projects push: a directory packed without what .antcodeignore names, then a new version.
+fn pushes_projects(user: &User) {
     user.write(
         "hello/main.py",
         "import sys\nprint('hello,', ' '.join(sys.argv[1:]))\n",
@@ -282,8 +296,10 @@ async fn every_client_command_against_a_live_up() {
         "import time\nprint('zz', flush=True)\ntime.sleep(60)\n",
     );
     user.json(&["projects", "push", &sleepy]);
+}
 
-    // tasks create|ls|show|edit|pause|resume, by name.
+/// tasks create|ls|show|edit|pause|resume, by name.
+fn manages_tasks(user: &User) -> String {
     let hello = user.json(&[
         "tasks",
         "create",
@@ -334,8 +350,17 @@ async fn every_client_command_against_a_live_up() {
     assert_eq!(scheduled["schedule"]["every_s"], 3600);
     assert_eq!(user.json(&["tasks", "pause", "hello"])["paused"], true);
     assert_eq!(user.json(&["tasks", "resume", &hello_id])["paused"], false);
-    // A viewer logs in to a profile of their own with a read token: they see, and are refused
-    // changes with the problem's detail.
+    let missing = user.run(&["tasks", "show", "nope"]);
+    assert_eq!(
+        (missing.code, missing.stderr.trim()),
+        (1, "error: no task named \"nope\"")
+    );
+    hello_id
+}
+
+/// A viewer logs in to a profile of their own with a read token: they see, and are refused
+/// changes with the problem's detail.
+async fn refuses_a_viewer(user: &User, server: &Server) {
     let admin = antcode_testkit::api::Api::login(server.port, PASSWORD).await;
     let (status, vera) = admin
         .post(
@@ -344,6 +369,7 @@ async fn every_client_command_against_a_live_up() {
         )
         .await;
     assert_eq!(status, 201, "{vera}");
+    let url = server.url();
     let args = [
         "login",
         "--url",
@@ -367,13 +393,10 @@ async fn every_client_command_against_a_live_up() {
         "{}",
         forbidden.stderr
     );
-    let missing = user.run(&["tasks", "show", "nope"]);
-    assert_eq!(
-        (missing.code, missing.stderr.trim()),
-        (1, "error: no task named \"nope\"")
-    );
+}
 
-    // run --follow: the log live, and the run's exit code as the command's.
+/// run --follow: the log live, and the run's exit code as the command's.
+fn runs_and_invokes(user: &User) {
     let followed = user.run(&["run", "exit3", "--follow"]);
     assert_eq!(followed.code, 3, "{}\n{}", followed.stdout, followed.stderr);
     assert_eq!(followed.stdout, "three\n");
@@ -405,8 +428,10 @@ async fn every_client_command_against_a_live_up() {
         (Some("failed"), Some(3))
     );
     assert_eq!(invoked["output"], "three\n");
+}
 
-    // runs ls with filters, runs show, logs.
+/// runs ls with filters, runs show, logs.
+fn lists_runs_and_logs(user: &User, hello_id: &str) -> String {
     let runs = user.json(&[
         "runs",
         "ls",
@@ -420,7 +445,7 @@ async fn every_client_command_against_a_live_up() {
     assert!(items(&runs).len() >= 2, "{runs}");
     assert!(items(&runs)
         .iter()
-        .all(|r| r["task_id"] == hello_id.as_str() && r["state"] == "succeeded"));
+        .all(|r| r["task_id"] == hello_id && r["state"] == "succeeded"));
     let table = user.run(&["runs", "ls"]).ok();
     assert!(
         table.stdout.starts_with("ID ") && table.stdout.contains("exit3"),
@@ -452,8 +477,11 @@ async fn every_client_command_against_a_live_up() {
         "{}",
         unknown.stderr
     );
+    run_id
+}
 
-    // cancel and retry.
+/// cancel and retry.
+fn cancels_and_retries(user: &User, run_id: &str, hello_id: &str) {
     let started = user.json(&["run", "sleepy"]);
     let sleepy_run = started["id"].as_str().unwrap();
     let cancelled = user.json(&["cancel", sleepy_run]);
@@ -461,11 +489,13 @@ async fn every_client_command_against_a_live_up() {
         cancelled["state"] == "cancelled" || cancelled["cancel_requested"] == true,
         "{cancelled}"
     );
-    let retried = user.json(&["retry", &run_id]);
-    assert_ne!(retried["id"].as_str(), Some(run_id.as_str()));
-    assert_eq!(retried["task_id"], hello_id.as_str());
+    let retried = user.json(&["retry", run_id]);
+    assert_ne!(retried["id"].as_str(), Some(run_id));
+    assert_eq!(retried["task_id"], hello_id);
+}
 
-    // keys create, workers ls|drain.
+/// keys create, workers ls|drain.
+fn workers_and_keys(user: &User) {
     let key = user.json(&["keys", "create", "--queue", "remote", "--label", "gpu=yes"]);
     assert!(key["key"].as_str().is_some_and(|k| !k.is_empty()), "{key}");
     assert_eq!(key["labels"]["gpu"], "yes");
@@ -480,8 +510,10 @@ async fn every_client_command_against_a_live_up() {
         user.json(&["workers", "drain", name, "--undo"])["draining"],
         false
     );
+}
 
-    // A bad token is one line that says what to do.
+/// A bad token is one line that says what to do.
+fn says_a_bad_token(user: &User) {
     let bad = user.run_with(
         &["tasks", "ls"],
         &[("ANTCODE_TOKEN", "act_not-a-token")],
@@ -492,9 +524,11 @@ async fn every_client_command_against_a_live_up() {
         bad.stderr.trim(),
         "error: 401 Unauthorized: token expired or revoked — run antcode login"
     );
+}
 
-    // Through the edge's TLS /api: trusted with --ca; the default profile's token is not sent
-    // to another URL; a profile of its own logs in there.
+/// Through the edge's TLS /api: trusted with --ca; the default profile's token is not sent
+/// to another URL; a profile of its own logs in there.
+fn reaches_the_edge(user: &User, server: &Server) {
     let ca = server.data_dir().join("tls/ca.pem").display().to_string();
     let edge = server.edge_url();
     let untrusted = user.run(&["tasks", "ls", "--url", &edge]);
@@ -519,8 +553,10 @@ async fn every_client_command_against_a_live_up() {
         "{}",
         followed.stderr
     );
+}
 
-    // Completions for the shells people use.
+/// Completions for the shells people use.
+fn prints_completions(user: &User) {
     for shell in ["bash", "zsh", "fish"] {
         let script = user.run(&["completions", shell]).ok();
         assert!(

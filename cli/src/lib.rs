@@ -30,7 +30,8 @@ pub use error::Error;
 
 /// Runs one client command; its exit code. An error is printed as one line on standard error
 /// (`error: 404 Not Found: task nope not found`) and exits 1; `run --follow`, `logs -f` and
-/// `invoke` exit with the run's exit code.
+/// `invoke` exit with the run's exit code. `full_command` is the binary's whole command line,
+/// which `completions` describes.
 pub async fn run(command: ClientCommand, full_command: impl FnOnce() -> clap::Command) -> i32 {
     match commands::dispatch(command, full_command).await {
         Ok(code) => code,
