@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use antcode_testkit::procs::{free_port, wait_readyz, Procs};
+use antcode_testkit::procs::{free_port, Procs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_antcode");
 const PASSWORD: &str = "cli-test-password";
@@ -44,25 +44,9 @@ impl Server {
 
     async fn spawn(&mut self) {
         self.starts += 1;
-        let (data, listen, edge) = (
-            self.data_dir().display().to_string(),
-            format!("127.0.0.1:{}", self.port),
-            format!("127.0.0.1:{}", self.edge_port),
-        );
-        let name = format!("up{}", self.starts);
-        let args = [
-            "up",
-            "--data-dir",
-            &data,
-            "--listen",
-            &listen,
-            "--edge-listen",
-            &edge,
-            "--grace",
-            "0",
-        ];
-        self.procs.spawn(&name, &args);
-        wait_readyz(&self.procs, self.port, 200).await;
+        let (name, data) = (format!("up{}", self.starts), self.data_dir());
+        let (port, edge_port) = (self.port, self.edge_port);
+        self.procs.spawn_up(&name, &data, port, edge_port).await;
     }
 
     /// SIGTERM, wait for the exit, start again on the same data dir and ports.
