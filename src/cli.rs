@@ -52,6 +52,59 @@ pub enum Command {
     /// Restores a backup into a new or empty data dir, after checking the passphrase and every
     /// file of the backup.
     Restore(RestoreArgs),
+    /// The client commands, which talk to a server's API (`antcode-cli`).
+    #[command(flatten)]
+    Client(antcode_cli::ClientCommand),
+}
+
+/// The server commands, listed apart from the client ones in `antcode --help`.
+pub const SERVER_COMMANDS: [&str; 8] = [
+    "up",
+    "control",
+    "scheduler",
+    "edge",
+    "runner",
+    "admin",
+    "backup",
+    "restore",
+];
+
+/// The whole command line, its help listing server and client commands under two headings
+/// (clap has no heading per subcommand, so the lists are written into the help template).
+pub fn command() -> clap::Command {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let width = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().len())
+        .max()
+        .unwrap_or(0);
+    let list = |names: &[&str]| -> String {
+        names
+            .iter()
+            .filter_map(|name| cmd.find_subcommand(name))
+            .map(|c| {
+                let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+                // A long first paragraph is cut at its colon: `<cmd> --help` has it whole.
+                let about = match about.split_once(": ") {
+                    Some((head, _)) if about.len() > 100 => head.to_string(),
+                    _ => about,
+                };
+                format!("  {:width$}  {about}\n", c.get_name())
+            })
+            .collect()
+    };
+    let (server, client) = (
+        list(&SERVER_COMMANDS),
+        list(&antcode_cli::ClientCommand::NAMES),
+    );
+    let h = cmd.get_styles().get_header();
+    let template = format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n\
+         {h}Server commands:{h:#}\n{server}\n\
+         {h}Client commands:{h:#} (they talk to a server's API; start with `antcode login`)\n{client}\n\
+         {h}Options:{h:#}\n{{options}}"
+    );
+    cmd.help_template(template)
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +461,8 @@ pub fn resolve_paths(command: &mut Command) {
                 resolve_url("--blob-url", url);
             }
         }
+        // A client's paths are its user's, read where they are given.
+        Command::Client(_) => {}
     }
 }
 

@@ -1,7 +1,7 @@
 //! `antcode`: one binary for every process of the platform. See `antcode --help`.
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::FromArgMatches;
 use std::sync::Arc;
 
 use antcode::cli::{self, AdminCommand, Cli, Command, LogFormat, RunnerMode};
@@ -12,6 +12,10 @@ const DEFAULT_ADMIN_PASSWORD: &str = "admin";
 
 fn main() {
     let mut cli = parse_args();
+    cli.command = match cli.command {
+        Command::Client(command) => run_client(command),
+        server => server,
+    };
     telemetry::init_tracing(matches!(cli.log_format, LogFormat::Json));
     // Dropped after the runtime, so the spans still buffered are sent on the way out.
     let _traces = telemetry::export_traces(service_name(&cli.command));
@@ -43,10 +47,29 @@ fn service_name(command: &Command) -> &'static str {
     }
 }
 
+/// A client command, on a runtime of its own thread; exits with its exit code.
+fn run_client(command: antcode_cli::ClientCommand) -> ! {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(antcode_cli::run(command, cli::command));
+    std::process::exit(code)
+}
+
 /// The command line, or an exit: `--help` and `--version` print to standard output; a bad flag
 /// is refused in one line on standard error (exit 2) that names it and points at `--help`.
 fn parse_args() -> Cli {
-    match Cli::try_parse() {
+    let parsed = cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -109,6 +132,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Client(_) => unreachable!("client commands run before the server runtime"),
         Command::Restore(a) => {
             let passphrase = antcode::backup::passphrase()?;
             let from = a.from.to_string_lossy().into_owned();

@@ -1,4 +1,5 @@
-//! The README's shell walkthroughs, run as written: the quick start (`up`, then the walkthrough),
+//! The README's shell walkthroughs, run as written: the quick start (`up`, then the walkthrough
+//! with curl and with the `antcode` client),
 //! gateway runner enrollment against that `up`, and the split deployment on PostgreSQL + Redis +
 //! the S3 test server followed by the same walkthrough.
 //!
@@ -57,6 +58,12 @@ fn substitute(text: &str, pairs: &[(&str, String)]) -> String {
         out = out.replace(from, to);
     }
     out
+}
+
+/// The client's config dir (`XDG_CONFIG_HOME`) inside `dir`, so a walkthrough's `antcode login`
+/// writes there and never to the user's own.
+fn config_home(dir: &Path) -> (&'static str, String) {
+    ("XDG_CONFIG_HOME", dir.join("config").display().to_string())
 }
 
 /// A directory holding `antcode` (this build), to put first on `PATH`.
@@ -173,8 +180,9 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
 
     let script = substitute(
         &format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             block("walkthrough"),
+            block("walkthrough-cli"),
             block("concurrency"),
             block("hooks"),
             block("flow"),
@@ -190,6 +198,7 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
     let env = [
         ("PATH", bin_dir(dir.path())),
         ("ANTCODE_OPS_LISTEN", "127.0.0.1:0".into()),
+        config_home(dir.path()),
     ];
     let (ok, output, _group) = run_script(dir.path(), &env, &script);
     assert_promises_kept(ok, &output, &script, &up_text());
@@ -221,7 +230,7 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
 
 /// The split deployment exactly as the README shows it (control, scheduler and a runner with
 /// its relative default data dir and none of the other planes' credentials), then the
-/// walkthrough against it. Substituted: the database, Redis and S3 addresses and control's port.
+/// walkthrough against it, with curl and with the client. Substituted: the database, Redis and S3 addresses and control's port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_deployment_walkthrough_works_as_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,8 +247,9 @@ async fn split_deployment_walkthrough_works_as_written() {
     let host = endpoint.trim_start_matches("http://").to_string();
     let script = substitute(
         &format!(
-            "{split}\nuntil curl -sf http://127.0.0.1:{port}/readyz >/dev/null; do sleep 0.2; done\n{}",
-            block("walkthrough")
+            "{split}\nuntil curl -sf http://127.0.0.1:{port}/readyz >/dev/null; do sleep 0.2; done\n{}\n{}",
+            block("walkthrough"),
+            block("walkthrough-cli")
         ),
         &[
             (
@@ -259,6 +269,7 @@ async fn split_deployment_walkthrough_works_as_written() {
         ("PATH", bin_dir(dir.path())),
         ("ANTCODE_LISTEN", format!("127.0.0.1:{port}")),
         ("ANTCODE_OPS_LISTEN", "127.0.0.1:0".into()),
+        config_home(dir.path()),
     ];
     let (ok, output, _group) = run_script(dir.path(), &env, &script);
     assert_promises_kept(ok, &output, &script, "");
@@ -286,6 +297,7 @@ fn every_marked_block_has_promises_or_commands() {
     for name in [
         "two-commands",
         "walkthrough",
+        "walkthrough-cli",
         "concurrency",
         "hooks",
         "flow",
@@ -300,5 +312,16 @@ fn every_marked_block_has_promises_or_commands() {
     assert_eq!(
         promises(&block("walkthrough")),
         ["succeeded", "hello, world", "hello, world"]
+    );
+    // The client's walkthrough shows the same steps and ends the same way.
+    assert_eq!(
+        promises(&block("walkthrough-cli")),
+        [
+            "created project hello-cli",
+            "hello, world",
+            "succeeded",
+            "hello, cli",
+            "hello, world"
+        ]
     );
 }

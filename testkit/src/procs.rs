@@ -175,6 +175,36 @@ impl Procs {
         port
     }
 
+    /// Starts `antcode up` named `name` on the data dir `data`, control on `port` and the edge
+    /// on `edge_port`, interrupting runs at once when stopped (`--grace 0`), and waits until it
+    /// is ready. Starting it again under another name on the same dir and ports is a restart.
+    pub async fn spawn_up(
+        &mut self,
+        name: &str,
+        data: &std::path::Path,
+        port: u16,
+        edge_port: u16,
+    ) {
+        let (data, listen, edge) = (
+            data.display().to_string(),
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{edge_port}"),
+        );
+        let args = [
+            "up",
+            "--data-dir",
+            &data,
+            "--listen",
+            &listen,
+            "--edge-listen",
+            &edge,
+            "--grace",
+            "0",
+        ];
+        self.spawn(name, &args);
+        wait_readyz(self, port, 200).await;
+    }
+
     /// Starts `antcode scheduler` named `name`; returns the port of its operations endpoint.
     pub fn spawn_scheduler(&mut self, name: &str) -> u16 {
         let port = free_port();
