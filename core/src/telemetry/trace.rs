@@ -93,44 +93,14 @@ impl RunSpan {
         kind: SpanKind,
         parent: Option<&str>,
     ) -> RunSpan {
-        RunSpan::start_at(name, kind, parent, SystemTime::now())
-    }
-
-    /// [`RunSpan::start`] with a start time in the past.
-    pub fn start_at(
-        name: impl Into<Cow<'static, str>>,
-        kind: SpanKind,
-        parent: Option<&str>,
-        at: SystemTime,
-    ) -> RunSpan {
         let Some(tracer) = TRACER.get() else {
             return RunSpan::default();
         };
         let parent = parent.map(extract).unwrap_or_default();
-        RunSpan::under(tracer, name, kind, &parent, at)
-    }
-
-    /// Starts `name` as a child of the span current in this task ([`RunSpan::attach`]), or a new
-    /// trace's root when there is none.
-    pub fn start_in_current(name: impl Into<Cow<'static, str>>, kind: SpanKind) -> RunSpan {
-        let Some(tracer) = TRACER.get() else {
-            return RunSpan::default();
-        };
-        RunSpan::under(tracer, name, kind, &Context::current(), SystemTime::now())
-    }
-
-    fn under(
-        tracer: &SdkTracer,
-        name: impl Into<Cow<'static, str>>,
-        kind: SpanKind,
-        parent: &Context,
-        at: SystemTime,
-    ) -> RunSpan {
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
-            .with_start_time(at)
-            .start_with_context(tracer, parent);
+            .start_with_context(tracer, &parent);
         RunSpan {
             cx: Some(parent.with_span(span)),
         }
@@ -138,10 +108,7 @@ impl RunSpan {
 
     /// The context to pass on to the run's next hop.
     pub fn traceparent(&self) -> Option<String> {
-        let cx = self.cx.as_ref()?;
-        let mut carrier = HashMap::with_capacity(1);
-        TraceContextPropagator::new().inject_context(cx, &mut carrier);
-        carrier.remove(TRACEPARENT)
+        traceparent_of(self.cx.as_ref()?)
     }
 
     /// The trace's id, 32 hex digits, as logs and exemplars show it.
@@ -176,8 +143,8 @@ impl RunSpan {
         span.end_with_timestamp(end);
     }
 
-    /// Wraps `fut` so that [`RunSpan::start_in_current`] and [`current_traceparent`] inside it
-    /// see this span.
+    /// Wraps `fut` so that [`current_traceparent`] and [`current_trace_id`] inside it see this
+    /// span.
     pub fn attach<F: std::future::Future>(&self, fut: F) -> opentelemetry::context::WithContext<F> {
         use opentelemetry::context::FutureExt;
         fut.with_context(self.cx.clone().unwrap_or_default())
@@ -191,8 +158,6 @@ impl RunSpan {
             None => tracing::Span::none(),
         }
     }
-
-    pub fn end(self) {}
 }
 
 impl Drop for RunSpan {
@@ -209,12 +174,16 @@ pub fn current_traceparent() -> Option<String> {
     if !enabled() {
         return None;
     }
-    let cx = Context::current();
+    traceparent_of(&Context::current())
+}
+
+/// The `traceparent` of `cx`'s span; `None` when it has none.
+fn traceparent_of(cx: &Context) -> Option<String> {
     if !cx.span().span_context().is_valid() {
         return None;
     }
     let mut carrier = HashMap::with_capacity(1);
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    TraceContextPropagator::new().inject_context(cx, &mut carrier);
     carrier.remove(TRACEPARENT)
 }
 
