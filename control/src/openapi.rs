@@ -226,6 +226,29 @@ fn components() -> Map<String, Value> {
     add::<m::WorkerStatus>(&mut out);
     add::<m::WorkerKey>(&mut out);
     add::<m::WorkerRecord>(&mut out);
+    add::<antcode_core::secrets::SecretMeta>(&mut out);
+    add::<antcode_core::secrets::SecretGrant>(&mut out);
+    add::<antcode_core::retention::RetentionPolicy>(&mut out);
+    add::<antcode_core::hooks::Hook>(&mut out);
+    add::<antcode_core::alerting::AlertChannel>(&mut out);
+    add::<antcode_core::alerting::Delivery>(&mut out);
+    let mut rule = json_schema("post", "/api/v1/notifications/rules");
+    rule["additionalProperties"] = json!(true);
+    for (name, schema) in [
+        ("id", json!({"type": "string"})),
+        (
+            "created_at",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        (
+            "updated_at",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+    ] {
+        rule["properties"][name] = schema;
+    }
+    rule["required"] = json!(["id", "name", "enabled", "created_at", "updated_at"]);
+    out.insert("AlertRule".into(), rule);
     let mut task = json_schema("post", "/api/v1/tasks");
     task["additionalProperties"] = json!(true);
     let time = json!({"type": "string", "format": "date-time"});
@@ -343,6 +366,54 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
         )),
         ("get", "/api/v1/enrolled-workers") => ok(page_of("WorkerRecord")),
         ("get", "/api/v1/audit") => ok(page_of("AuditEntry")),
+        ("post", "/api/v1/workers/{id}/drain" | "/api/v1/workers/{id}/undrain") => {
+            ok(schema_ref("WorkerStatus"))
+        }
+        ("delete", "/api/v1/workers/{id}") => ok(schema_ref("WorkerRecord")),
+        ("get", "/api/v1/queues") => ok(json!({"type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": {"type": "object",
+                "required": ["name", "depth"], "properties": {"name": {"type": "string"},
+                    "depth": {"type": "integer", "minimum": 0}}}},
+                "next_cursor": {"type": ["string", "null"]}}})),
+        ("get", "/api/v1/secrets") => ok(page_of("SecretMeta")),
+        ("put", "/api/v1/secrets/{name}") => ok(schema_ref("SecretMeta")),
+        ("get" | "put", "/api/v1/secrets/{name}/grants") => ok(page_of("SecretGrant")),
+        ("get" | "put", "/api/v1/retention") => ok(schema_ref("RetentionPolicy")),
+        ("get", "/api/v1/tasks/{id}/hooks") => ok(page_of("Hook")),
+        ("post", "/api/v1/tasks/{id}/hooks" | "/api/v1/tasks/{id}/hooks/{hook_id}/rotate") => {
+            let shown = json!({"type": "object", "required": ["hook", "secret", "url"],
+                "properties": {"hook": schema_ref("Hook"),
+                    "secret": secret("the hook's secret, shown only in this answer"),
+                    "url": {"type": "string", "description": "where to call it"}}});
+            match path.ends_with("/rotate") {
+                true => ok(shown),
+                false => created(shown),
+            }
+        }
+        ("get", "/api/v1/notifications/channels") => ok(page_of("AlertChannel")),
+        ("post", "/api/v1/notifications/channels") => created(schema_ref("AlertChannel")),
+        ("get" | "patch", "/api/v1/notifications/channels/{id}") => ok(schema_ref("AlertChannel")),
+        ("post", "/api/v1/notifications/channels/{id}/test") => {
+            Some(("202", schema_ref("Delivery")))
+        }
+        ("get", "/api/v1/notifications/rules") => ok(page_of("AlertRule")),
+        ("post", "/api/v1/notifications/rules") => created(schema_ref("AlertRule")),
+        ("get" | "patch", "/api/v1/notifications/rules/{id}") => ok(schema_ref("AlertRule")),
+        ("get", "/api/v1/notifications/deliveries") => ok(page_of("Delivery")),
+        ("get", "/api/v1/notifications/deliveries/{id}") => ok(schema_ref("Delivery")),
+        ("get", "/api/v1/tasks/{id}/preview") => ok(json!({"type": "object",
+            "required": ["task_id", "paused", "description", "next"], "properties": {
+                "task_id": {"type": "string"}, "paused": {"type": "boolean"},
+                "description": {"type": ["string", "null"]},
+                "next": {"type": "array", "maxItems": 5,
+                    "items": {"type": "string", "format": "date-time"}}}})),
+        ("post", "/api/v1/auth/logout")
+        | ("delete", "/api/v1/projects/{id}" | "/api/v1/tasks/{id}" | "/api/v1/tokens/{id}")
+        | ("delete", "/api/v1/users/{id}" | "/api/v1/secrets/{name}")
+        | ("delete", "/api/v1/secrets/{name}/grants" | "/api/v1/tasks/{id}/hooks/{hook_id}")
+        | ("delete", "/api/v1/notifications/channels/{id}" | "/api/v1/notifications/rules/{id}") => {
+            Some(("204", Value::Null))
+        }
         _ => success_schema(method, path).map(|s| ("200", s)),
     }
 }
@@ -631,9 +702,24 @@ pub fn document() -> Value {
                 "/api/v1/runs/{id}/logs" => "text/plain",
                 _ => "application/json",
             };
-            op["responses"][status] = json!({"description": "success",
-                "content": {media: {"schema": schema}}});
+            op["responses"][status] = match schema {
+                Value::Null => json!({"description": "done; no body"}),
+                schema => json!({"description": "success",
+                    "content": {media: {"schema": schema}}}),
+            };
             op["responses"].as_object_mut().map(|r| r.remove("2XX"));
+        }
+        // Operations with a second success answer.
+        match (*method, *path) {
+            ("put", "/api/v1/secrets/{name}") => {
+                op["responses"]["201"] = json!({"description": "created",
+                    "content": {"application/json": {"schema": schema_ref("SecretMeta")}}});
+            }
+            ("post", "/api/v1/tasks/{id}/invoke") => {
+                op["responses"]["202"] = json!({"description": "still running after wait_s",
+                    "content": {"application/json": {"schema": schema_ref("Run")}}});
+            }
+            _ => {}
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;

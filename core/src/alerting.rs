@@ -83,7 +83,7 @@ impl AlertOn {
 
 /// A place alerts are sent to. `sealed` is the whole configuration, sealed; `summary` is what
 /// may be shown of it (`antcode_notify::ChannelConfig::redacted`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertChannel {
     pub id: String,
     pub name: String,
@@ -93,8 +93,10 @@ pub struct AlertChannel {
     #[serde(skip)]
     pub sealed: String,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 
@@ -158,7 +160,7 @@ fn default_throttle() -> u64 {
 }
 
 /// Where a delivery is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Waiting for its `next_at` (its first try, a retry, or the end of a throttle window).
@@ -189,7 +191,7 @@ impl DeliveryState {
 }
 
 /// One event for one channel: a row of the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     /// The rule that matched; `None` for a test sent by hand.
@@ -204,6 +206,7 @@ pub struct Delivery {
     pub state: DeliveryState,
     pub attempts: u32,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub next_at: i64,
     pub last_error: Option<String>,
     /// What the receiver answered to the send that delivered it.
@@ -212,8 +215,10 @@ pub struct Delivery {
     /// while pending, the token of the last claim that took it.
     pub carried_by: Option<String>,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub sent_at: Option<i64>,
 }
 

@@ -29,7 +29,7 @@ pub fn seal_name(hook_id: &str) -> String {
 }
 
 /// How a caller proves it holds a hook's secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HookAuth {
     /// `Authorization: Bearer <secret>`.
@@ -56,7 +56,7 @@ impl HookAuth {
 }
 
 /// A webhook of one task.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Hook {
     pub id: String,
     pub task_id: String,
@@ -68,10 +68,13 @@ pub struct Hook {
     #[serde(skip)]
     pub secret: String,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub rotated_at: Option<i64>,
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<i64>,
 }
 

@@ -16,7 +16,7 @@ pub const MAX_KEEP_LAST: u32 = 1_000_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The cluster-wide policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionPolicy {
     /// Ended runs older than this many days are deleted; `None` keeps them by age.

@@ -143,12 +143,14 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// What the API may show of a secret: everything but its value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretMeta {
     pub name: String,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     pub updated_by: String,
 }
@@ -157,11 +159,12 @@ pub struct SecretMeta {
 /// `None`. Granted by an admin (`PUT /secrets/{name}/grants`); every run checks it again when
 /// its job is published ([`crate::dispatch`]), so a revoked grant stops the next run from
 /// getting the value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretGrant {
     pub secret: String,
     pub project_id: Option<String>,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub granted_at: i64,
     pub granted_by: String,
 }
