@@ -407,6 +407,55 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
                 "description": {"type": ["string", "null"]},
                 "next": {"type": "array", "maxItems": 5,
                     "items": {"type": "string", "format": "date-time"}}}})),
+        ("get", "/api/v1/tasks/{id}/stats") => ok(json!({"type": "object",
+            "required": ["task_id", "runs", "counts", "duration_ms_p50", "duration_ms_p95"],
+            "description": "over the task's latest 1000 runs",
+            "properties": {"task_id": {"type": "string"},
+                "runs": {"type": "integer", "minimum": 0, "maximum": 1000},
+                "counts": {"type": "object", "description": "runs by state",
+                    "additionalProperties": {"type": "integer", "minimum": 0}},
+                "duration_ms_p50": {"type": ["integer", "null"]},
+                "duration_ms_p95": {"type": ["integer", "null"]}}})),
+        ("get", "/api/v1/runs/{id}/group") => ok(json!({"type": "object",
+            "required": ["group", "runs", "edges", "truncated"], "properties": {
+                "group": {"type": "string", "description": "the id of the group's first run"},
+                "runs": {"type": "array", "maxItems": 1000, "items": schema_ref("Run")},
+                "edges": {"type": "array", "items": {"type": "object",
+                    "required": ["from", "to", "kind"], "properties": {
+                        "from": {"type": "string"}, "to": {"type": "string"},
+                        "kind": {"type": "string"}}}},
+                "truncated": {"type": "boolean"}}})),
+        ("get", "/api/v1/retention/preview") => ok(json!({"type": "object",
+            "required": ["policy", "runs", "audit", "slices"], "properties": {
+                "policy": schema_ref("RetentionPolicy"),
+                "runs": {"type": "integer", "minimum": 0,
+                    "description": "runs the policies expire now (an upper bound)"},
+                "audit": {"type": "integer", "minimum": 0},
+                "slices": {"type": "array", "items": {"type": "object",
+                    "required": ["ended_before", "runs"], "properties": {
+                        "task_id": {"type": ["string", "null"]},
+                        "ended_before": {"type": "string", "format": "date-time"},
+                        "runs": {"type": "integer", "minimum": 0}}}}}})),
+        ("post", "/api/v1/hooks/{hook_id}") => ok(json!({"type": "object",
+            "description": "with wait_s, once the run ended",
+            "required": ["run_id", "state", "exit_code", "result", "output", "output_truncated"],
+            "properties": {"run_id": {"type": "string"}, "state": schema_ref("RunState"),
+                "exit_code": {"type": ["integer", "null"]}, "result": {},
+                "output": {"type": "string"}, "output_truncated": {"type": "boolean"}}})),
+        ("get", "/api/v1/projects/{id}/versions/{n}/download") => {
+            ok(json!({"type": "string", "contentMediaType": "application/octet-stream"}))
+        }
+        ("get", "/api/v1/runs/{id}/events") => {
+            ok(json!({"type": "string", "description": "text/event-stream"}))
+        }
+        ("get", "/healthz") => ok(json!({"type": "object", "required": ["status"],
+            "properties": {"status": {"const": "ok"}}})),
+        ("get", "/readyz") => ok(json!({"type": "object",
+            "required": ["status", "store", "broker"], "properties": {
+                "status": {"enum": ["ok", "unavailable"]},
+                "store": {"enum": ["ok", "unavailable"]},
+                "broker": {"enum": ["ok", "unavailable"]}}})),
+        ("get", "/metrics") => ok(json!({"type": "string"})),
         ("post", "/api/v1/auth/logout")
         | ("delete", "/api/v1/projects/{id}" | "/api/v1/tasks/{id}" | "/api/v1/tokens/{id}")
         | ("delete", "/api/v1/users/{id}" | "/api/v1/secrets/{name}")
@@ -699,7 +748,9 @@ pub fn document() -> Value {
         }
         if let Some((status, schema)) = success(method, path) {
             let media = match *path {
-                "/api/v1/runs/{id}/logs" => "text/plain",
+                "/api/v1/runs/{id}/logs" | "/metrics" => "text/plain",
+                "/api/v1/runs/{id}/events" => "text/event-stream",
+                "/api/v1/projects/{id}/versions/{n}/download" => "application/octet-stream",
                 _ => "application/json",
             };
             op["responses"][status] = match schema {
@@ -714,6 +765,15 @@ pub fn document() -> Value {
             ("put", "/api/v1/secrets/{name}") => {
                 op["responses"]["201"] = json!({"description": "created",
                     "content": {"application/json": {"schema": schema_ref("SecretMeta")}}});
+            }
+            ("post", "/api/v1/hooks/{hook_id}") => {
+                op["responses"]["202"] = json!({"description": "the run started (or is still running after wait_s)",
+                    "content": {"application/json": {"schema": {"type": "object",
+                        "required": ["run_id", "run"], "properties": {
+                            "run_id": {"type": "string"}, "run": schema_ref("Run")}}}}});
+            }
+            ("get", "/readyz") => {
+                op["responses"]["503"] = op["responses"]["200"].clone();
             }
             ("post", "/api/v1/tasks/{id}/invoke") => {
                 op["responses"]["202"] = json!({"description": "still running after wait_s",
