@@ -304,6 +304,14 @@ fn phase(name: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
+/// The root span of a fire of task `task_id` due at `due_ms`.
+fn fire_span(task_id: &str, due_ms: i64) -> RunSpan {
+    let span = RunSpan::start("schedule fire", Kind::Producer, None);
+    span.set("antcode.task_id", task_id.to_string());
+    span.set("antcode.due_ms", due_ms);
+    span
+}
+
 /// One batch planned: the runs to create and every task's next fire time.
 struct Batch {
     /// The time the batch's tasks were read at, which its plans are against.
@@ -361,19 +369,15 @@ async fn plan_batch(
         skipped += skips;
         for p in planned {
             // With traces on, each fire starts its run's trace; the span lasts until it is
-            // published (`write_batch`).
-            let span = RunSpan::start("schedule fire", Kind::Producer, None);
-            span.set("antcode.task_id", task.id.clone());
-            span.set("antcode.due_ms", p.due);
+            // published (`write_batch`). Off, a fire costs nothing more.
+            let span = trace::enabled().then(|| fire_span(&task.id, p.due));
             let run = NewRun {
                 due_at: Some(p.due),
                 params: params.clone(),
-                trace: span.traceparent(),
+                trace: span.as_ref().and_then(RunSpan::traceparent),
                 ..NewRun::new(task.clone(), version.clone(), "schedule")
             };
-            if trace::enabled() {
-                spans.push(span);
-            }
+            spans.extend(span);
             fires.push(Fire { run, held: p.held });
             plans.push(p);
         }
