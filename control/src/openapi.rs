@@ -290,13 +290,13 @@ fn components() -> Map<String, Value> {
     out
 }
 
-/// The success answer of an operation, where it is documented beyond "success": its status
-/// and body schema.
-fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
+/// The success answers of an operation, where they are documented beyond "success": each
+/// status with its body schema (`Null`: no body).
+fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
     let time = json!({"type": "string", "format": "date-time"});
     let secret = |what: &str| json!({"type": "string", "description": what});
-    let ok = |schema: Value| Some(("200", schema));
-    let created = |schema: Value| Some(("201", schema));
+    let ok = |schema: Value| vec![("200", schema)];
+    let created = |schema: Value| vec![("201", schema)];
     match (method, path) {
         ("post", "/api/v1/auth/login") => ok(json!({"type": "object",
             "required": ["token", "expires_at", "user"], "properties": {
@@ -336,13 +336,20 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
             ok(schema_ref("Task"))
         }
         ("post", "/api/v1/tasks/{id}/trigger") => created(schema_ref("Run")),
-        ("post", "/api/v1/tasks/{id}/invoke") => ok(with_fields(
-            "Run",
-            json!({
-            "output": {"type": "string", "description": "the end of the run's log"},
-            "output_truncated": {"type": "boolean"}}),
-            &[],
-        )),
+        ("post", "/api/v1/tasks/{id}/invoke") => vec![
+            (
+                "200",
+                with_fields(
+                    "Run",
+                    json!({
+                "output": {"type": "string", "description": "the end of the run's log"},
+                "output_truncated": {"type": "boolean"}}),
+                    &[],
+                ),
+            ),
+            // Still running after wait_s.
+            ("202", schema_ref("Run")),
+        ],
         ("get", "/api/v1/runs") => ok(page_of("Run")),
         ("get", "/api/v1/runs/{id}") => ok(with_fields(
             "Run",
@@ -355,7 +362,7 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
             ok(schema_ref("Run"))
         }
         ("post", "/api/v1/runs/{id}/retry") => created(schema_ref("Run")),
-        ("get", "/api/v1/runs/{id}/logs") => Some(("200", json!({"type": "string"}))),
+        ("get", "/api/v1/runs/{id}/logs") => ok(json!({"type": "string"})),
         ("get", "/api/v1/workers") => ok(page_of("WorkerStatus")),
         ("get", "/api/v1/workers/{id}") => ok(schema_ref("WorkerStatus")),
         ("get", "/api/v1/worker-keys") => ok(page_of("WorkerKey")),
@@ -376,7 +383,12 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
                     "depth": {"type": "integer", "minimum": 0}}}},
                 "next_cursor": {"type": ["string", "null"]}}})),
         ("get", "/api/v1/secrets") => ok(page_of("SecretMeta")),
-        ("put", "/api/v1/secrets/{name}") => ok(schema_ref("SecretMeta")),
+        ("put", "/api/v1/secrets/{name}") => {
+            vec![
+                ("200", schema_ref("SecretMeta")),
+                ("201", schema_ref("SecretMeta")),
+            ]
+        }
         ("get" | "put", "/api/v1/secrets/{name}/grants") => ok(page_of("SecretGrant")),
         ("get" | "put", "/api/v1/retention") => ok(schema_ref("RetentionPolicy")),
         ("get", "/api/v1/tasks/{id}/hooks") => ok(page_of("Hook")),
@@ -394,7 +406,7 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
         ("post", "/api/v1/notifications/channels") => created(schema_ref("AlertChannel")),
         ("get" | "patch", "/api/v1/notifications/channels/{id}") => ok(schema_ref("AlertChannel")),
         ("post", "/api/v1/notifications/channels/{id}/test") => {
-            Some(("202", schema_ref("Delivery")))
+            vec![("202", schema_ref("Delivery"))]
         }
         ("get", "/api/v1/notifications/rules") => ok(page_of("AlertRule")),
         ("post", "/api/v1/notifications/rules") => created(schema_ref("AlertRule")),
@@ -436,12 +448,22 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
                         "task_id": {"type": ["string", "null"]},
                         "ended_before": {"type": "string", "format": "date-time"},
                         "runs": {"type": "integer", "minimum": 0}}}}}})),
-        ("post", "/api/v1/hooks/{hook_id}") => ok(json!({"type": "object",
-            "description": "with wait_s, once the run ended",
+        ("post", "/api/v1/hooks/{hook_id}") => vec![
+            (
+                "200",
+                json!({"type": "object", "description": "with wait_s, once the run ended",
             "required": ["run_id", "state", "exit_code", "result", "output", "output_truncated"],
             "properties": {"run_id": {"type": "string"}, "state": schema_ref("RunState"),
                 "exit_code": {"type": ["integer", "null"]}, "result": {},
-                "output": {"type": "string"}, "output_truncated": {"type": "boolean"}}})),
+                "output": {"type": "string"}, "output_truncated": {"type": "boolean"}}}),
+            ),
+            // The run started (or is still running after wait_s).
+            (
+                "202",
+                json!({"type": "object", "required": ["run_id", "run"], "properties": {
+                "run_id": {"type": "string"}, "run": schema_ref("Run")}}),
+            ),
+        ],
         ("get", "/api/v1/projects/{id}/versions/{n}/download") => {
             ok(json!({"type": "string", "contentMediaType": "application/octet-stream"}))
         }
@@ -450,20 +472,23 @@ fn success(method: &str, path: &str) -> Option<(&'static str, Value)> {
         }
         ("get", "/healthz") => ok(json!({"type": "object", "required": ["status"],
             "properties": {"status": {"const": "ok"}}})),
-        ("get", "/readyz") => ok(json!({"type": "object",
+        ("get", "/readyz") => {
+            let state = json!({"type": "object",
             "required": ["status", "store", "broker"], "properties": {
                 "status": {"enum": ["ok", "unavailable"]},
                 "store": {"enum": ["ok", "unavailable"]},
-                "broker": {"enum": ["ok", "unavailable"]}}})),
+                "broker": {"enum": ["ok", "unavailable"]}}});
+            vec![("200", state.clone()), ("503", state)]
+        }
         ("get", "/metrics") => ok(json!({"type": "string"})),
         ("post", "/api/v1/auth/logout")
         | ("delete", "/api/v1/projects/{id}" | "/api/v1/tasks/{id}" | "/api/v1/tokens/{id}")
         | ("delete", "/api/v1/users/{id}" | "/api/v1/secrets/{name}")
         | ("delete", "/api/v1/secrets/{name}/grants" | "/api/v1/tasks/{id}/hooks/{hook_id}")
         | ("delete", "/api/v1/notifications/channels/{id}" | "/api/v1/notifications/rules/{id}") => {
-            Some(("204", Value::Null))
+            vec![("204", Value::Null)]
         }
-        _ => success_schema(method, path).map(|s| ("200", s)),
+        _ => success_schema(method, path).map_or_else(Vec::new, ok),
     }
 }
 
@@ -746,40 +771,19 @@ pub fn document() -> Value {
         if let Some(b) = request_body(method, path, body) {
             op["requestBody"] = b;
         }
-        if let Some((status, schema)) = success(method, path) {
-            let media = match *path {
-                "/api/v1/runs/{id}/logs" | "/metrics" => "text/plain",
-                "/api/v1/runs/{id}/events" => "text/event-stream",
-                "/api/v1/projects/{id}/versions/{n}/download" => "application/octet-stream",
-                _ => "application/json",
-            };
+        let media = match *path {
+            "/api/v1/runs/{id}/logs" | "/metrics" => "text/plain",
+            "/api/v1/runs/{id}/events" => "text/event-stream",
+            "/api/v1/projects/{id}/versions/{n}/download" => "application/octet-stream",
+            _ => "application/json",
+        };
+        for (status, schema) in success(method, path) {
             op["responses"][status] = match schema {
                 Value::Null => json!({"description": "done; no body"}),
                 schema => json!({"description": "success",
                     "content": {media: {"schema": schema}}}),
             };
             op["responses"].as_object_mut().map(|r| r.remove("2XX"));
-        }
-        // Operations with a second success answer.
-        match (*method, *path) {
-            ("put", "/api/v1/secrets/{name}") => {
-                op["responses"]["201"] = json!({"description": "created",
-                    "content": {"application/json": {"schema": schema_ref("SecretMeta")}}});
-            }
-            ("post", "/api/v1/hooks/{hook_id}") => {
-                op["responses"]["202"] = json!({"description": "the run started (or is still running after wait_s)",
-                    "content": {"application/json": {"schema": {"type": "object",
-                        "required": ["run_id", "run"], "properties": {
-                            "run_id": {"type": "string"}, "run": schema_ref("Run")}}}}});
-            }
-            ("get", "/readyz") => {
-                op["responses"]["503"] = op["responses"]["200"].clone();
-            }
-            ("post", "/api/v1/tasks/{id}/invoke") => {
-                op["responses"]["202"] = json!({"description": "still running after wait_s",
-                    "content": {"application/json": {"schema": schema_ref("Run")}}});
-            }
-            _ => {}
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
