@@ -589,31 +589,28 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
     assert_eq!(first["state"], "succeeded", "{first}\n{}", d.logs());
 
     // One trace per run, from the caller's span to the recorder's writes.
-    let trigger = "POST /api/v1/tasks/{id}/trigger".to_string();
-    let near = otlp
-        .trace(&near_trace, |s| has(s, "antcode-scheduler", "record") >= 2)
-        .await;
+    let trigger = "POST /api/v1/tasks/{id}/trigger";
     let want = [
-        ("antcode-control", trigger.as_str()),
+        ("antcode-control", trigger),
         ("antcode-control", "publish"),
         ("antcode-runner", "run"),
         ("antcode-runner", "report_started"),
         ("antcode-runner", "cleanup"),
     ];
+    let near = otlp.trace(&near_trace, |s| whole(s, &want)).await;
     check_trace(&near, &want, &d);
     assert_eq!(has(&near, "antcode-scheduler", "record"), 2, "{near:#?}");
-    let far = otlp
-        .trace(&far_trace, |s| has(s, "antcode-scheduler", "record") >= 2)
-        .await;
     let want_far = [
-        ("antcode-control", trigger.as_str()),
+        ("antcode-control", trigger),
         ("antcode-runner", "run"),
         ("antcode-edge", "report started"),
         ("antcode-edge", "complete"),
     ];
+    let far = otlp.trace(&far_trace, |s| whole(s, &want_far)).await;
     check_trace(&far, &want_far, &d);
     assert_eq!(has(&far, "antcode-scheduler", "record"), 2, "{far:#?}");
     // A scheduled run's trace starts at its fire.
+    let want_fired = [("antcode-scheduler", "publish"), ("antcode-runner", "run")];
     let deadline = Instant::now() + Duration::from_secs(30);
     let fired = loop {
         let spans = otlp.spans();
@@ -628,18 +625,14 @@ async fn dashboards_and_alerts_name_only_what_the_split_deployment_exposes() {
                     .cloned()
                     .collect()
             })
-            .find(|trace| has(trace, "antcode-scheduler", "record") >= 2);
+            .find(|trace| whole(trace, &want_fired));
         match ended {
             Some(trace) => break trace,
             None if Instant::now() > deadline => panic!("no fire's trace ended\n{spans:#?}"),
             None => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
-    check_trace(
-        &fired,
-        &[("antcode-scheduler", "publish"), ("antcode-runner", "run")],
-        &d,
-    );
+    check_trace(&fired, &want_fired, &d);
     // Every log line of the run names its trace.
     let runner_log = std::fs::read_to_string(d.dir.path().join("runner.log")).unwrap();
     let lines: Vec<&str> = runner_log
@@ -797,6 +790,16 @@ fn has(trace: &[Span], service: &str, name: &str) -> usize {
         .iter()
         .filter(|s| s.service == service && s.name == name)
         .count()
+}
+
+/// Whether all of `trace` has arrived: the recorder's two writes (the start and the end) and each
+/// of `want`. Each process exports on its own schedule, so the last spans of one process (the
+/// runner's attempt ends after its report is written) may come after another's.
+fn whole(trace: &[Span], want: &[(&str, &str)]) -> bool {
+    has(trace, "antcode-scheduler", "record") >= 2
+        && want
+            .iter()
+            .all(|(service, name)| has(trace, service, name) > 0)
 }
 
 /// `trace` has each of `want` (service, span name), and is one tree: every span's parent is in
