@@ -1,0 +1,177 @@
+//! Which URLs may be fetched: network transports only, credentials never in the URL, and no
+//! address inside the platform's own network (SSRF) unless the policy allows private hosts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+
+use gix::bstr::ByteSlice;
+use gix::url::Scheme;
+
+use crate::{Error, Policy};
+
+/// Checks `url`'s syntax and scheme, and that its host resolves to public addresses only.
+///
+/// Only DNS is asked; the server is not contacted. The check can't stop a DNS server that answers
+/// differently when the fetch connects a moment later; HTTP redirects are disabled for the same
+/// reason.
+pub fn check_url(url: &str, policy: &Policy) -> Result<(), Error> {
+    let parsed = parse(url)?;
+    let host = parsed.host().unwrap_or_default().to_string();
+    let port = parsed.port_or_default().unwrap_or(0);
+    if policy.allow_private {
+        return Ok(());
+    }
+    for ip in addresses(&host, port, url)? {
+        if !is_public(ip) {
+            return Err(Error::Refused(format!(
+                "{url} points to {ip}, an address inside a private network; fetch from a public host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `url`, refusing anything but a network URL with a plain host and no password.
+pub(crate) fn parse(url: &str) -> Result<gix::Url, Error> {
+    let refuse = |why: &str| {
+        Err(Error::Refused(format!(
+            "{url:?} is not a usable Git URL: {why}"
+        )))
+    };
+    if url.is_empty() {
+        return refuse("it is empty");
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return refuse("it holds spaces or control characters");
+    }
+    if url.starts_with('-') {
+        return refuse("it starts with '-'");
+    }
+    // `ext::cmd` and `fd::` name remote helpers that run commands; git spots them by `::`.
+    if let Some(colons) = url.find("::") {
+        if url.find('/').is_none_or(|slash| colons < slash) {
+            return refuse("remote helpers (`transport::address`) are not allowed");
+        }
+    }
+    let parsed = match gix::url::parse(url.as_bytes().as_bstr()) {
+        Ok(parsed) => parsed,
+        Err(_) => return refuse("it can't be parsed"),
+    };
+    match parsed.scheme {
+        Scheme::Https | Scheme::Http | Scheme::Ssh | Scheme::Git => {}
+        Scheme::File => return refuse("local paths and file:// are not allowed"),
+        _ => return refuse("use https://, http://, ssh://, git:// or user@host:path"),
+    }
+    if parsed.password().is_some() {
+        return refuse("it holds a password; pass the token as a credential instead");
+    }
+    let host = parsed.host().unwrap_or_default();
+    if host.is_empty() {
+        return refuse("it has no host");
+    }
+    if host.starts_with('-') || parsed.user().is_some_and(|u| u.starts_with('-')) {
+        return refuse("its host or user starts with '-'");
+    }
+    Ok(parsed)
+}
+
+/// Resolves `host` as the fetch will connect to it.
+fn addresses(host: &str, port: u16, url: &str) -> Result<Vec<IpAddr>, Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let found = (bare, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Remote(format!("cannot resolve the host of {url}: {e}")))?;
+    let ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+    if ips.is_empty() {
+        return Err(Error::Remote(format!("the host of {url} has no address")));
+    }
+    Ok(ips)
+}
+
+/// Whether `ip` is an address on the public internet.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    let cgnat = a == 100 && (64..128).contains(&b);
+    let this_network = a == 0;
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || cgnat
+        || this_network)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    let unique_local = first & 0xfe00 == 0xfc00;
+    let link_local = first & 0xffc0 == 0xfe80;
+    // ::a.b.c.d, the deprecated IPv4-compatible form, reaches the IPv4 address too.
+    let compatible = ip.segments()[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback();
+    if compatible {
+        let [.., a, b, c, d] = ip.octets();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::10.0.0.1",
+            "ff02::1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} counted as public");
+        }
+        for ip in [
+            "1.1.1.1",
+            "140.82.112.3",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip} counted as private");
+        }
+    }
+
+    #[test]
+    fn scp_like_urls_parse_as_ssh() {
+        let url = parse("git@github.com:owner/repo.git").unwrap();
+        assert_eq!(url.scheme, Scheme::Ssh);
+        assert_eq!(url.host(), Some("github.com"));
+    }
+}

@@ -1,0 +1,128 @@
+//! Bounds a fetch in time and size.
+//!
+//! The work runs on its own thread while the calling thread watches it: every 50 ms it checks the
+//! clock and the size of the temporary repository, where the incoming pack is written while it
+//! streams. Past a limit it raises gix's interrupt flag and kills the `ssh` process if there is
+//! one, then returns at once; the abandoned thread ends at its next read and removes its
+//! temporary directory itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Policy};
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// What a job shares with its watcher.
+#[derive(Clone, Default)]
+pub(crate) struct Job {
+    /// gix checks this flag while it receives a pack.
+    pub interrupt: Arc<AtomicBool>,
+    /// The `ssh` process of an SSH fetch, killed when the watcher gives up.
+    pub child: Arc<Mutex<Option<Child>>>,
+}
+
+impl Job {
+    /// Kills the `ssh` process, if any, so that reads from it end.
+    pub fn kill_child(&self) {
+        if let Some(child) = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let _ = child.kill();
+        }
+    }
+
+    /// Kills and reaps the `ssh` process; the job calls it when it is done with the connection.
+    pub fn reap_child(&self) {
+        let taken = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = taken {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `work` on a thread, ending it after `policy.timeout` or once `watched` grows past
+/// `policy.max_fetch_bytes`.
+pub(crate) fn run<T, F>(policy: &Policy, watched: Option<PathBuf>, work: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&Job) -> Result<T, Error> + Send + 'static,
+{
+    let job = Job::default();
+    let (done, result) = mpsc::channel();
+    let worker_job = job.clone();
+    std::thread::Builder::new()
+        .name("antcode-git".into())
+        .spawn(move || {
+            let outcome = work(&worker_job);
+            worker_job.reap_child();
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| Error::Remote(format!("cannot start the fetch thread: {e}")))?;
+
+    let deadline = Instant::now() + policy.timeout;
+    loop {
+        match result.recv_timeout(POLL) {
+            Ok(outcome) => return outcome,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::Remote("the fetch thread panicked".into()))
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= deadline {
+            stop(&job);
+            return Err(Error::Timeout);
+        }
+        if let Some(dir) = &watched {
+            if dir_size(dir) > policy.max_fetch_bytes {
+                stop(&job);
+                return Err(Error::Refused(format!(
+                    "the repository is larger than the {} cap on downloads; \
+                     fetch a smaller repository or raise the limit",
+                    human(policy.max_fetch_bytes)
+                )));
+            }
+        }
+    }
+}
+
+fn stop(job: &Job) {
+    job.interrupt.store(true, Ordering::SeqCst);
+    job.kill_child();
+}
+
+/// The bytes of all files under `dir`; files that vanish while it counts are skipped.
+pub(crate) fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        total += if meta.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// `100 MiB`, `512 KiB`, or bytes.
+pub(crate) fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
