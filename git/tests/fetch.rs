@@ -583,3 +583,35 @@ fn an_unreachable_server_is_a_remote_error() {
         other => panic!("expected Remote, got {other:?}"),
     }
 }
+
+#[test]
+fn redirects_are_not_followed() {
+    // A public URL must not lead to another host once check_url has approved it.
+    let server = GitHttp::start(None);
+    let (_repo, _) = one_commit_repo(&server, "app.git");
+    let target = server.url("app.git");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/app.git",
+        listener.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let location = format!("{target}{}", path.trim_start_matches("/app.git"));
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    match resolve(&source(&url, "main"), &Credential::None, &policy()) {
+        Err(Error::Remote(message)) => assert!(message.contains(&url), "{message}"),
+        other => panic!("expected Remote, got {other:?}"),
+    }
+}
