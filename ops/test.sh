@@ -6,6 +6,7 @@
 #
 # Needs: the Rust toolchain and Python 3. Installs (Debian, as root or with sudo) what is
 # missing: uv, croniter, aiosmtpd, PyYAML, PostgreSQL, MariaDB, Redis, Chromium with chromedriver (for the browser tests),
+# git and OpenSSH's sshd (the Git servers on loopback the Git project tests fetch from),
 # Prometheus with promtool (Debian's prometheus) and kubernetes-validate (the ops pack's checks),
 # and starts any of them that is not running.
 set -euo pipefail
@@ -74,6 +75,14 @@ python3 -c 'import aiosmtpd' || { log "aiosmtpd is still missing: pip install ai
 # The web UI's browser tests drive Debian's headless Chromium through chromedriver.
 if ! { have chromedriver && have chromium; }; then
   log "installing chromium and chromium-driver (browser tests)"; apt_install chromium chromium-driver
+fi
+
+# Projects from Git are tested against `git http-backend`, `git daemon` and `sshd` on loopback.
+if ! have git || [ ! -x "$(git --exec-path 2>/dev/null)/git-http-backend" ]; then
+  log "installing git (Git project tests)"; apt_install git
+fi
+if [ ! -x /usr/sbin/sshd ] || ! have ssh-keygen; then
+  log "installing openssh-server and openssh-client (Git over SSH tests)"; apt_install openssh-server openssh-client
 fi
 
 if ! port_open 6379; then

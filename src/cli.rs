@@ -198,6 +198,8 @@ pub struct UpArgs {
     pub grace_s: u64,
     #[command(flatten)]
     pub ports: PlatformPorts,
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Queues whose runs the embedded runner starts warm (see `antcode runner --warm-queues`).
     #[arg(long, env = "ANTCODE_WARM_QUEUES", value_delimiter = ',')]
     pub warm_queues: Vec<String>,
@@ -205,6 +207,34 @@ pub struct UpArgs {
     /// by default. The embedded edge needs none.
     #[arg(long = "trusted-proxy", env = "ANTCODE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
     pub trusted_proxies: Vec<antcode_control::Cidr>,
+}
+
+/// What control's fetches of Git projects may reach and take.
+#[derive(Debug, Clone, Args)]
+pub struct GitArgs {
+    /// Let Git projects fetch from loopback and private addresses. Refused by default: a
+    /// project's URL could otherwise reach services inside the network (SSRF).
+    #[arg(long, env = "ANTCODE_GIT_ALLOW_PRIVATE")]
+    pub git_allow_private: bool,
+    /// Largest fetch of a Git project's commit, in MiB.
+    #[arg(long, env = "ANTCODE_GIT_MAX_MB", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub git_max_mb: u64,
+    /// Longest fetch of a Git project's commit, in seconds.
+    #[arg(long, env = "ANTCODE_GIT_TIMEOUT_S", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub git_timeout_s: u64,
+}
+
+impl GitArgs {
+    pub fn policy(&self) -> antcode_control::GitPolicy {
+        antcode_control::GitPolicy {
+            allow_private: self.git_allow_private,
+            max_fetch_bytes: self.git_max_mb * 1024 * 1024,
+            timeout: std::time::Duration::from_secs(self.git_timeout_s),
+            ..antcode_control::GitPolicy::default()
+        }
+    }
 }
 
 /// The platform's ports, shut out of tasks with network `full`.
@@ -281,6 +311,8 @@ pub struct ControlArgs {
     /// Host).
     #[arg(long, env = "ANTCODE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub git: GitArgs,
 }
 
 #[derive(Debug, Args)]

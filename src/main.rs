@@ -271,6 +271,7 @@ async fn run_up(args: cli::UpArgs) -> anyhow::Result<()> {
     cfg.protected_ports = args.ports.protected_ports;
     cfg.trusted_proxies = args.trusted_proxies;
     cfg.allow_weak_sandbox = args.allow_weak_sandbox;
+    cfg.git = args.git.policy();
     let data_dir = cfg.data_dir.clone();
     let running = up::start(cfg).await?;
     println!("AntCode is up.");
@@ -333,6 +334,7 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
         },
         trusted_proxies: args.trusted_proxies,
         public_url: args.public_url,
+        git: args.git.policy(),
     };
     tracing::info!("control listening on http://{}", args.listen);
     antcode_control::run(config, on_signal()).await?;

@@ -57,6 +57,8 @@ pub struct UpConfig {
     pub trusted_proxies: Vec<antcode_control::Cidr>,
     /// Run tasks even where the kernel refuses part of the sandbox (`--allow-weak-sandbox`).
     pub allow_weak_sandbox: bool,
+    /// What Git projects' fetches may reach and take (`--git-allow-private`, …).
+    pub git: antcode_control::GitPolicy,
     /// Benchmarks only: runs without any sandbox, what the sandbox's cost is measured against
     /// (as `ANTCODE_BENCH_NO_SANDBOX=1` does for any runner).
     pub sandbox_off: bool,
@@ -74,6 +76,7 @@ impl UpConfig {
             runner: true,
             runner_slots: 4,
             allow_weak_sandbox: false,
+            git: antcode_control::GitPolicy::default(),
             sandbox_off: false,
             queues: vec!["default".into()],
             lost_after: Duration::from_secs(15),
@@ -163,6 +166,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
         trusted_proxies: cfg.trusted_proxies.clone(),
         public_url: Some(public_url.clone()),
+        git: cfg.git.clone(),
     };
     let s = shutdown.clone();
     planes.spawn(async move {

@@ -2,7 +2,7 @@
 //!
 //! An axum REST API under `/api/v1` (the paths of DESIGN §5) over the three core seams: users,
 //! sessions and API tokens with role-based access (admin / operator / viewer), projects and their
-//! immutable content-addressed versions, tasks and their webhooks, runs (trigger, invoke, cancel,
+//! immutable content-addressed versions (uploaded, or synced from Git), tasks and their webhooks, runs (trigger, invoke, cancel,
 //! retry, live logs and state events over SSE), workers, queue depths, and an audit trail of every mutation. Outside the API it
 //! serves `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, `/docs` and the web UI
 //! at `/` (see `ui.rs`). Errors are RFC 7807 problem+json everywhere.
@@ -76,7 +76,12 @@ pub struct ControlConfig {
     /// The address users reach the API at (`ANTCODE_PUBLIC_URL`), for the URLs of webhooks;
     /// without it they are built from the request's `Host`.
     pub public_url: Option<String>,
+    /// What Git fetches may reach and how much they may take (`--git-allow-private`, …).
+    pub git: GitPolicy,
 }
+
+/// The limits of a Git project's fetches: private addresses (refused by default), size, time.
+pub use antcode_git::Policy as GitPolicy;
 
 /// Default for [`ControlConfig::max_upload_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
@@ -122,6 +127,8 @@ pub(crate) struct Inner {
     pub hook_denials: ratelimit::Buckets,
     /// The triggers of tasks that set `triggers_per_min`.
     pub task_buckets: ratelimit::Buckets,
+    pub git: GitPolicy,
+    pub git_syncs: service::git::Syncs,
 }
 
 impl std::ops::Deref for AppState {
@@ -161,7 +168,10 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         hook_buckets: ratelimit::Buckets::default(),
         hook_denials: ratelimit::Buckets::default(),
         task_buckets: ratelimit::Buckets::default(),
+        git: config.git,
+        git_syncs: service::git::Syncs::default(),
     }));
+    service::git::spawn_interval_syncs(state.clone());
     let state_threads = state.kdf.threads();
     let app = router(state);
     let addr = listener.local_addr()?;
@@ -199,6 +209,7 @@ fn router(state: AppState) -> Router {
 /// The largest body `method path` may send: uploads the configured maximum, login and the
 /// edge's internal calls a few KiB, everything else [`JSON_BODY_BYTES`].
 fn body_limit(method: &Method, path: &str, max_upload: usize) -> usize {
+    // `POST /projects` is an upload, or JSON naming a Git source.
     let upload = *method == Method::POST
         && (path == "/api/v1/projects"
             || path

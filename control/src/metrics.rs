@@ -56,3 +56,10 @@ pub fn hook_call(outcome: &'static str) {
 pub fn login(outcome: &'static str) {
     metrics::counter!("antcode_control_logins_total", "outcome" => outcome).increment(1);
 }
+
+/// A Git sync by how it ended (`created`, `unchanged`, `failed`) and what started it (`create`,
+/// `api`, `interval`, `webhook`).
+pub fn git_sync(outcome: &'static str, trigger: &'static str) {
+    metrics::counter!("antcode_control_git_syncs_total", "outcome" => outcome, "trigger" => trigger)
+        .increment(1);
+}

@@ -25,14 +25,20 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/api/v1/tokens", "Create an API token (shown once)", "viewer", "json"),
     ("delete", "/api/v1/tokens/{id}", "Revoke an API token", "viewer", ""),
     ("get", "/api/v1/projects", "List projects", "viewer", ""),
-    ("post", "/api/v1/projects", "Create a project from an upload or inline code", "operator", "upload"),
+    ("post", "/api/v1/projects", "Create a project from an upload, inline code, or a Git repository ({name, git: {url, ref, …}}: fetched now; the answer holds the push webhook's URL and secret, shown once)", "operator", "upload"),
     ("get", "/api/v1/projects/{id}", "Get a project with its current version", "viewer", ""),
-    ("patch", "/api/v1/projects/{id}", "Rename, describe or roll back a project", "operator", "json"),
+    ("patch", "/api/v1/projects/{id}", "Rename, describe, roll back a project, or replace its Git source", "operator", "json"),
     ("delete", "/api/v1/projects/{id}", "Delete a project no task uses", "operator", ""),
     ("get", "/api/v1/projects/{id}/versions", "List a project's versions", "viewer", ""),
     ("post", "/api/v1/projects/{id}/versions", "Upload a new version", "operator", "upload"),
     ("get", "/api/v1/projects/{id}/versions/{n}", "Get one version", "viewer", ""),
     ("get", "/api/v1/projects/{id}/versions/{n}/download", "Download a version's bundle", "viewer", ""),
+    ("post", "/api/v1/projects/{id}/sync", "Sync a Git project now: a new version if the ref's files changed", "operator", ""),
+    ("post", "/api/v1/projects/{id}/push", "A Git server's push webhook (GitHub/Gitea: X-Hub-Signature-256 or X-Gitea-Signature; GitLab: X-Gitlab-Token): 202 when a sync started, 200 when the push is to another ref; 401 for any bad signature", "hook", "json?"),
+    ("post", "/api/v1/projects/{id}/push/rotate", "Give a Git project's push webhook a new secret (shown once)", "operator", ""),
+    ("get", "/api/v1/git-credentials", "List Git credentials (never their secrets)", "viewer", ""),
+    ("put", "/api/v1/git-credentials/{name}", "Create or replace a Git credential {kind: token, username, token} or {kind: ssh_key, private_key, known_hosts}", "admin", "json"),
+    ("delete", "/api/v1/git-credentials/{name}", "Delete a Git credential no project uses", "admin", ""),
     ("get", "/api/v1/tasks", "List tasks", "viewer", ""),
     ("post", "/api/v1/tasks", "Create a task", "operator", "json"),
     ("get", "/api/v1/tasks/{id}", "Get a task", "viewer", ""),
@@ -188,6 +194,15 @@ fn page_of(item: &str) -> Value {
 }
 
 /// `base` with more `fields` (name → schema), all of them required unless listed in `optional`.
+/// Where a Git server sends a project's pushes, with `secret` (its schema).
+fn push_hook(secret: Value) -> Value {
+    let mut secret = secret;
+    secret["type"] = json!(["string", "null"]);
+    json!({"type": "object", "required": ["url", "content_type", "secret"], "properties": {
+        "url": {"type": "string"}, "content_type": {"const": "application/json"},
+        "secret": secret}})
+}
+
 fn with_fields(base: &str, fields: Value, optional: &[&str]) -> Value {
     let required: Vec<&String> = fields
         .as_object()
@@ -230,6 +245,8 @@ fn components() -> Map<String, Value> {
     add::<antcode_core::secrets::SecretGrant>(&mut out);
     add::<antcode_core::retention::RetentionPolicy>(&mut out);
     add::<antcode_core::hooks::Hook>(&mut out);
+    add::<antcode_core::git::SyncStatus>(&mut out);
+    add::<antcode_core::git::GitCredentialMeta>(&mut out);
     add::<antcode_core::alerting::AlertChannel>(&mut out);
     add::<antcode_core::alerting::Delivery>(&mut out);
     let mut rule = json_schema("post", "/api/v1/notifications/rules");
@@ -318,9 +335,25 @@ fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
         ("get", "/api/v1/projects") => ok(page_of("Project")),
         ("post", "/api/v1/projects") => created(with_fields(
             "Project",
-            json!({"version": schema_ref("ProjectVersion")}),
-            &[],
+            json!({"version": schema_ref("ProjectVersion"), "push": push_hook(secret(
+                "the push webhook's secret (null without a secret key), shown only in this answer"))}),
+            &["push"],
         )),
+        ("post", "/api/v1/projects/{id}/sync") => ok(schema_ref("SyncStatus")),
+        ("post", "/api/v1/projects/{id}/push") => {
+            let answer = json!({"type": "object", "required": ["status"], "properties": {
+                "status": {"enum": ["syncing", "ignored", "pong"]},
+                "detail": {"type": "string"}}});
+            vec![("200", answer.clone()), ("202", answer)]
+        }
+        ("post", "/api/v1/projects/{id}/push/rotate") => ok(push_hook(secret(
+            "the new secret, shown only in this answer",
+        ))),
+        ("get", "/api/v1/git-credentials") => ok(page_of("GitCredentialMeta")),
+        ("put", "/api/v1/git-credentials/{name}") => vec![
+            ("200", schema_ref("GitCredentialMeta")),
+            ("201", schema_ref("GitCredentialMeta")),
+        ],
         ("get" | "patch", "/api/v1/projects/{id}") => ok(with_fields(
             "Project",
             json!({"version": schema_ref("ProjectVersion")}),
@@ -484,6 +517,7 @@ fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
         ("post", "/api/v1/auth/logout")
         | ("delete", "/api/v1/projects/{id}" | "/api/v1/tasks/{id}" | "/api/v1/tokens/{id}")
         | ("delete", "/api/v1/users/{id}" | "/api/v1/secrets/{name}")
+        | ("delete", "/api/v1/git-credentials/{name}")
         | ("delete", "/api/v1/secrets/{name}/grants" | "/api/v1/tasks/{id}/hooks/{hook_id}")
         | ("delete", "/api/v1/notifications/channels/{id}" | "/api/v1/notifications/rules/{id}") => {
             vec![("204", Value::Null)]
@@ -688,7 +722,15 @@ fn json_schema(method: &str, path: &str) -> Value {
         ("patch", "/api/v1/projects/{id}") => json!({"type": "object", "properties": {
             "name": bounds::string(bounds::NAME_CHARS),
             "description": bounds::string(bounds::DESCRIPTION_CHARS),
-            "current_version": s("integer")}}),
+            "current_version": s("integer"),
+            "git": git_source()}}),
+        ("put", "/api/v1/git-credentials/{name}") => json!({"type": "object", "required": ["kind"],
+            "additionalProperties": false, "properties": {
+                "kind": {"type": "string", "enum": ["token", "ssh_key"]},
+                "username": bounds::string(bounds::NAME_CHARS),
+                "token": bounds::string(16 * 1024),
+                "private_key": bounds::string(16 * 1024),
+                "known_hosts": bounds::string(64 * 1024)}}),
         ("post", "/api/v1/schedules/validate") => schedule,
         ("post", "/api/v1/notifications/channels") => channel(&["name", "config"]),
         ("patch", "/api/v1/notifications/channels/{id}") => channel(&[]),
@@ -700,6 +742,16 @@ fn json_schema(method: &str, path: &str) -> Value {
             "additionalProperties": false, "properties": {"keep": s("boolean")}}),
         _ => json!({"type": "object"}),
     }
+}
+
+/// A Git project's source, as `POST /projects` (`{name, description, git}`) and
+/// `PATCH /projects/{id}` take it.
+fn git_source() -> Value {
+    let mut schema =
+        serde_json::to_value(<antcode_core::git::GitSource as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+    schema["additionalProperties"] = json!(false);
+    schema
 }
 
 fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
@@ -720,7 +772,8 @@ fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
             Some(json!({"required": true,
                 "description": "multipart/form-data as described, or (Content-Type: \
                     application/json) the same fields with `code`, the script's text, in place \
-                    of `file`",
+                    of `file`; or, to create a project from Git, JSON `{name, description, git}` \
+                    where `git` is a `GitSource`",
                 "content": {
                 "multipart/form-data": {"schema": {"type": "object", "properties": form}}
             }}))

@@ -44,8 +44,8 @@ struct InlineBody {
     python_version: Option<String>,
 }
 
-/// Reads a multipart form or a JSON body with inline `code`.
-pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> {
+/// Reads a multipart form, or a JSON body left for the caller to parse.
+pub async fn read_body(req: Request, state: &AppState) -> ApiResult<Body> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -56,7 +56,7 @@ pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> 
         let multipart = Multipart::from_request(req, state).await.map_err(|e| {
             Problem::bad_request(format!("malformed multipart body: {}", e.body_text()))
         })?;
-        read_multipart(multipart).await
+        read_multipart(multipart).await.map(Body::Form)
     } else if content_type.starts_with("application/json") {
         let body = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -65,39 +65,59 @@ pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> 
                 Problem::bad_request(e.body_text())
             }
         })?;
-        let inline: InlineBody = parse_json(&body)?;
-        for (field, value, max) in [
-            ("name", &inline.name, bounds::NAME_CHARS),
-            (
-                "description",
-                &inline.description,
-                bounds::DESCRIPTION_CHARS,
-            ),
-            ("entrypoint", &inline.entrypoint, bounds::ENTRYPOINT_CHARS),
-            (
-                "requirements",
-                &inline.requirements,
-                bounds::REQUIREMENTS_CHARS,
-            ),
-        ] {
-            bounds::check_len(field, value.as_deref().unwrap_or(""), max)?;
-        }
-        Ok(UploadForm {
-            name: inline.name,
-            description: inline.description,
-            entrypoint: inline.entrypoint,
-            requirements: inline.requirements,
-            python_version: check_python_version(inline.python_version)?,
-            file: None,
-            code: Some(inline.code),
-        })
+        Ok(Body::Json(body))
     } else {
         Err(Problem::new(
             axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
-            "send multipart/form-data (name, file, entrypoint?, requirements?, python_version?, description?) or application/json with inline `code`",
+            "send multipart/form-data (name, file, entrypoint?, requirements?, python_version?, description?), or application/json with inline `code` or a `git` source",
         ))
     }
+}
+
+/// A create-project or new-version body: a multipart upload, or JSON read but not yet parsed
+/// (inline code, or a Git source).
+pub enum Body {
+    Form(UploadForm),
+    Json(Bytes),
+}
+
+/// Reads a multipart form or a JSON body with inline `code`.
+pub async fn read_form(req: Request, state: &AppState) -> ApiResult<UploadForm> {
+    match read_body(req, state).await? {
+        Body::Form(form) => Ok(form),
+        Body::Json(body) => inline_form(&body),
+    }
+}
+
+/// The form of a JSON body with inline `code`.
+pub fn inline_form(body: &[u8]) -> ApiResult<UploadForm> {
+    let inline: InlineBody = parse_json(body)?;
+    for (field, value, max) in [
+        ("name", &inline.name, bounds::NAME_CHARS),
+        (
+            "description",
+            &inline.description,
+            bounds::DESCRIPTION_CHARS,
+        ),
+        ("entrypoint", &inline.entrypoint, bounds::ENTRYPOINT_CHARS),
+        (
+            "requirements",
+            &inline.requirements,
+            bounds::REQUIREMENTS_CHARS,
+        ),
+    ] {
+        bounds::check_len(field, value.as_deref().unwrap_or(""), max)?;
+    }
+    Ok(UploadForm {
+        name: inline.name,
+        description: inline.description,
+        entrypoint: inline.entrypoint,
+        requirements: inline.requirements,
+        python_version: check_python_version(inline.python_version)?,
+        file: None,
+        code: Some(inline.code),
+    })
 }
 
 async fn read_multipart(mut multipart: Multipart) -> ApiResult<UploadForm> {

@@ -21,6 +21,7 @@ pub mod bundle;
 pub mod dispatch;
 pub mod flow;
 pub mod fsutil;
+pub mod git;
 pub mod hooks;
 pub mod ids;
 pub mod model;

@@ -122,9 +122,15 @@ pub struct Project {
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+    /// The Git repository the project syncs from; none for an uploaded project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::git::GitSource>,
+    /// How its last sync went (Git projects only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::git::SyncStatus>,
 }
 
-/// An immutable, content-addressed upload of a project.
+/// An immutable, content-addressed upload (or Git sync) of a project.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectVersion {
     pub project_id: String,
@@ -138,6 +144,9 @@ pub struct ProjectVersion {
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    /// The commit a synced version was taken from; none for an upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::git::GitOrigin>,
 }
 
 /// Where a bundle lives in the BlobStore and how to check and unpack it.

@@ -78,6 +78,7 @@ pub async fn start_with(edit: impl FnOnce(&mut ControlConfig)) -> Server {
         cluster_ca: None,
         trusted_proxies: vec![],
         public_url: None,
+        git: antcode_control::GitPolicy::default(),
     };
     edit(&mut config);
     let task = tokio::spawn(run(config, shutdown.clone()));
@@ -143,6 +144,11 @@ impl Server {
 
     pub async fn patch_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
         self.send(reqwest::Method::PATCH, token, path, Some(body))
+            .await
+    }
+
+    pub async fn put_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::PUT, token, path, Some(body))
             .await
     }
 

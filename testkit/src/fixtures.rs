@@ -106,6 +106,8 @@ pub fn project(name: &str, now: i64) -> (Project, ProjectVersion) {
         current_version: 1,
         created_at: now,
         updated_at: now,
+        source: None,
+        sync: None,
     };
     let version = ProjectVersion {
         project_id: project.id.clone(),
@@ -122,6 +124,7 @@ pub fn project(name: &str, now: i64) -> (Project, ProjectVersion) {
         python_version: None,
         files: vec!["main.py".into()],
         created_at: now,
+        origin: None,
     };
     (project, version)
 }

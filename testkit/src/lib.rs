@@ -11,6 +11,7 @@ pub mod api;
 pub mod control;
 pub mod db;
 pub mod fixtures;
+pub mod git;
 pub mod hook;
 pub mod procs;
 pub mod redis;

@@ -51,7 +51,7 @@ struct HookBody {
 }
 
 /// The base of a hook's URL: the configured public URL, else the request's host.
-fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.public_url {
         return url.clone();
     }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod git;
 pub mod hooks;
 pub mod internal;
 pub mod notifications;
@@ -33,6 +34,7 @@ pub fn api() -> Router<AppState> {
         .merge(users::router())
         .merge(tokens::router())
         .merge(projects::router())
+        .merge(git::router())
         .merge(tasks::router())
         .merge(runs::router())
         .merge(workers::router())

@@ -3,10 +3,12 @@
 //! `POST /projects`, `GET /projects`, `GET|PATCH|DELETE /projects/{id}`,
 //! `GET|POST /projects/{id}/versions`, `GET /projects/{id}/versions/{n}` and
 //! `GET /projects/{id}/versions/{n}/download`. A PATCH of `current_version` is a rollback (or
-//! roll-forward) to an existing version.
+//! roll-forward) to an existing version. `POST /projects` with JSON `{name, git: {url, ref, …}}`
+//! creates a project synced from Git (`routes::git` has its sync and push webhook); its answer
+//! holds the push webhook's URL and secret, shown only there.
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -20,7 +22,7 @@ use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::problem::ApiResult;
 use crate::service::projects::{self, load, ProjectPatch};
-use crate::upload::read_form;
+use crate::upload::{inline_form, read_body, read_form, Body};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -39,11 +41,26 @@ fn view(project: &Project, version: &ProjectVersion) -> Value {
     v
 }
 
-async fn create(ctx: Ctx, req: Request) -> ApiResult<Response> {
+async fn create(ctx: Ctx, headers: HeaderMap, req: Request) -> ApiResult<Response> {
     ctx.require(Role::Operator, "project.create", "").await?;
-    let form = read_form(req, &ctx.state).await?;
-    let (project, version) = projects::create(&ctx.state, &form, now_ms()).await?;
-    let body = view(&project, &version);
+    let (project, version, push) = match read_body(req, &ctx.state).await? {
+        Body::Json(raw) if names_git(&raw) => {
+            let body = crate::problem::parse_json(&raw)?;
+            let (p, v, secret) = projects::create_from_git(&ctx.state, body, now_ms()).await?;
+            let push = super::git::push_view(&ctx.state, &headers, &p.id, secret);
+            (p, v, Some(push))
+        }
+        Body::Json(raw) => {
+            let form = inline_form(&raw)?;
+            let (p, v) = projects::create(&ctx.state, &form, now_ms()).await?;
+            (p, v, None)
+        }
+        Body::Form(form) => {
+            let (p, v) = projects::create(&ctx.state, &form, now_ms()).await?;
+            (p, v, None)
+        }
+    };
+    let mut body = view(&project, &version);
     audit::record(
         &ctx,
         "project.create",
@@ -53,7 +70,17 @@ async fn create(ctx: Ctx, req: Request) -> ApiResult<Response> {
         "ok",
     )
     .await;
+    // The push secret is shown once, here, and never audited.
+    if let Some(push) = push {
+        body["push"] = push;
+    }
     Ok(created(body))
+}
+
+/// Whether a JSON body is a Git project's (has a top-level `git`), not inline code.
+fn names_git(raw: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, Value>>(raw)
+        .is_ok_and(|m| m.contains_key("git"))
 }
 
 async fn list(ctx: Ctx, Q(page): Q<PageQuery>) -> ApiResult<Response> {

@@ -7,23 +7,36 @@
 
 use serde::Deserialize;
 
+use antcode_core::git::{GitSource, SyncOutcome, SyncStatus};
 use antcode_core::ids;
 use antcode_core::model::{BundleFormat, Project, ProjectVersion};
 use antcode_core::store::StoreError;
 
-use super::{name_taken, tasks};
+use super::{git, name_taken, tasks};
 use crate::bounds;
 use crate::problem::{check_id, named, ApiResult, Problem};
 use crate::upload::{prepare, store_blob, Prepared, UploadForm};
 use crate::AppState;
 
-/// The body of `PATCH /projects/{id}`.
+/// The body of `PATCH /projects/{id}`. `git` replaces a Git project's source (or makes an
+/// uploaded project follow a repository); the next sync fetches from it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectPatch {
     name: Option<String>,
     description: Option<String>,
     current_version: Option<i64>,
+    git: Option<GitSource>,
+}
+
+/// The JSON body of `POST /projects` that creates a project from Git.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitCreate {
+    name: String,
+    #[serde(default)]
+    description: String,
+    git: GitSource,
 }
 
 fn check_name(name: &str) -> ApiResult<String> {
@@ -47,6 +60,7 @@ fn new_version_row(project_id: &str, number: i64, prepared: &Prepared, now: i64)
         python_version: prepared.python_version.clone(),
         files: prepared.files.clone(),
         created_at: now,
+        origin: None,
     }
 }
 
@@ -73,28 +87,31 @@ pub async fn version(state: &AppState, id: &str, n: i64) -> ApiResult<ProjectVer
         .map_err(named("version", &n.to_string()))
 }
 
+/// A checked new project name and description, the name not yet taken.
+async fn check_new(state: &AppState, name: &str, description: &str) -> ApiResult<String> {
+    let name = check_name(name)?;
+    bounds::check_len("description", description, bounds::DESCRIPTION_CHARS)?;
+    match state.store.project_by_name(&name).await {
+        Ok(_) => Err(Problem::conflict(format!(
+            "a project named {name:?} already exists"
+        ))),
+        Err(StoreError::NotFound) => Ok(name),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A new project from an upload form, its version 1 the form's bundle.
 pub async fn create(
     state: &AppState,
     form: &UploadForm,
     now: i64,
 ) -> ApiResult<(Project, ProjectVersion)> {
-    let name = check_name(
-        form.name
-            .as_deref()
-            .ok_or_else(|| Problem::bad_request("the `name` field is required"))?,
-    )?;
+    let name = form
+        .name
+        .as_deref()
+        .ok_or_else(|| Problem::bad_request("the `name` field is required"))?;
     let description = form.description.clone().unwrap_or_default();
-    bounds::check_len("description", &description, bounds::DESCRIPTION_CHARS)?;
-    match state.store.project_by_name(&name).await {
-        Ok(_) => {
-            return Err(Problem::conflict(format!(
-                "a project named {name:?} already exists"
-            )))
-        }
-        Err(StoreError::NotFound) => {}
-        Err(e) => return Err(e.into()),
-    }
+    let name = check_new(state, name, &description).await?;
     let prepared = prepare(form).await?;
     let wrote = store_blob(state, &prepared).await?;
     let project = Project {
@@ -104,6 +121,8 @@ pub async fn create(
         current_version: 1,
         created_at: now,
         updated_at: now,
+        source: None,
+        sync: None,
     };
     let version = new_version_row(&project.id, 1, &prepared, now);
     if let Err(e) = state.store.create_project(&project, &version).await {
@@ -113,7 +132,55 @@ pub async fn create(
     Ok((project, version))
 }
 
-/// A new version of project `id` from an upload form; it does not become current.
+/// A new project from Git: its version 1 is the ref's commit, fetched now (a source that
+/// cannot be fetched creates nothing). Returns the project, its version and, when control can
+/// seal one, the push webhook's secret (shown only here).
+pub async fn create_from_git(
+    state: &AppState,
+    body: GitCreate,
+    now: i64,
+) -> ApiResult<(Project, ProjectVersion, Option<String>)> {
+    let name = check_new(state, &body.name, &body.description).await?;
+    let source = git::check_source(state, body.git).await?;
+    let fetched = git::fetch(state, &source).await?;
+    let wrote = store_blob(state, &fetched.prepared).await?;
+    let id = ids::new_id();
+    let version = git::version_row(&id, &fetched, now);
+    let project = Project {
+        id,
+        name,
+        description: body.description,
+        current_version: 1,
+        created_at: now,
+        updated_at: now,
+        sync: Some(SyncStatus {
+            at: now,
+            outcome: SyncOutcome::Created,
+            commit: Some(fetched.origin.commit.clone()),
+            version: Some(1),
+            error: None,
+            trigger: "create".into(),
+        }),
+        source: Some(source),
+    };
+    if let Err(e) = state.store.create_project(&project, &version).await {
+        forget_blob(state, wrote, &fetched.prepared.bundle.key).await;
+        return Err(name_taken("project", &project.name)(e));
+    }
+    let secret = match git::mint_push_secret(state, &project.id)? {
+        Some((secret, sealed)) => {
+            state
+                .store
+                .set_hook_secret(&project.id, Some(&sealed))
+                .await?;
+            Some(secret)
+        }
+        None => None,
+    };
+    Ok((project, version, secret))
+}
+
+/// A new version of project `id` from an upload form; it becomes current.
 pub async fn add_version(
     state: &AppState,
     id: &str,
@@ -161,6 +228,9 @@ pub async fn update(
     if let Some(d) = patch.description {
         bounds::check_len("description", &d, bounds::DESCRIPTION_CHARS)?;
         project.description = d;
+    }
+    if let Some(src) = patch.git {
+        project.source = Some(git::check_source(state, src).await?);
     }
     if let Some(n) = patch.current_version {
         state.store.version(id, n).await.map_err(|e| match e {

@@ -8,6 +8,7 @@ mod common {
 }
 
 mod auth;
+mod git;
 mod projects;
 mod runs;
 mod system;

@@ -164,6 +164,7 @@ pub async fn start_system() -> System {
         cluster_ca: None,
         trusted_proxies: vec![],
         public_url: None,
+        git: antcode_control::GitPolicy::default(),
     };
     tokio::spawn(run(config, shutdown.clone()));
     let mut runner =

@@ -178,6 +178,19 @@ pub const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (from_task, to_task, kind))",
         "CREATE INDEX task_links_to ON task_links (to_task)",
     ],
+    // 16: projects synced from Git. `source` and `sync_status` are JSON (`crate::git`),
+    // `hook_secret` the push webhook's secret sealed; a version's `origin` names its commit.
+    // Credentials keep their token or key sealed, the rest in the clear.
+    &[
+        "ALTER TABLE projects ADD COLUMN source {text}",
+        "ALTER TABLE projects ADD COLUMN sync_status {text}",
+        "ALTER TABLE projects ADD COLUMN hook_secret {text}",
+        "ALTER TABLE project_versions ADD COLUMN origin {text}",
+        "CREATE TABLE git_credentials (
+        name {name} PRIMARY KEY, kind {id} NOT NULL, username {name} NOT NULL,
+        known_hosts {text} NOT NULL, sealed {text} NOT NULL, created_at {big} NOT NULL,
+        updated_at {big} NOT NULL, updated_by {name} NOT NULL)",
+    ],
 ];
 
 /// The Rust half of the migrations that have one, run on the migrating connection after the

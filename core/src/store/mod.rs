@@ -2,9 +2,8 @@
 //!
 //! [`Store`] is the sum of one sub-trait per aggregate ([`UserStore`], [`ProjectStore`],
 //! [`TaskStore`], [`ScheduleStore`], [`RunStore`], [`AuditStore`], [`WorkerStore`],
-//! [`SecretStore`], [`AlertStore`], [`RetentionStore`], [`HookStore`], and [`HealthStore`] for
-//! the liveness check); every type that implements them
-//! all is a `Store`. Methods called on `dyn Store` need no import; on a concrete store they need
+//! [`SecretStore`], [`AlertStore`], [`RetentionStore`], [`HookStore`], [`GitStore`], and
+//! [`HealthStore`] for the liveness check); every type that implements them all is a `Store`. Methods called on `dyn Store` need no import; on a concrete store they need
 //! the sub-traits, which [`prelude`] brings in.
 //!
 //! One implementation, [`sql::SqlStore`], speaks SQLite (embedded default), PostgreSQL and
@@ -248,6 +247,36 @@ pub trait ProjectStore: Send + Sync + 'static {
     /// The project's current version, in one read; `NotFound` if the project is gone.
     async fn current_version(&self, project_id: &str) -> StoreResult<ProjectVersion>;
     async fn list_versions(&self, project_id: &str) -> StoreResult<Vec<ProjectVersion>>;
+}
+
+/// Projects synced from Git (`crate::git`): their versions, sync status, push-webhook secret,
+/// and the sealed credentials their fetches use.
+#[async_trait]
+pub trait GitStore: Send + Sync + 'static {
+    /// Adds `version` as [`ProjectStore::add_version`] does, unless the project's latest version
+    /// came from the same tree and runs it the same way (then nothing is written: `None`).
+    /// Decided under the project's row lock, so two syncs of one change make one version.
+    async fn add_synced_version(&self, version: &ProjectVersion) -> StoreResult<Option<i64>>;
+    /// Sets the project's last sync status.
+    async fn record_sync(
+        &self,
+        project_id: &str,
+        status: &crate::git::SyncStatus,
+    ) -> StoreResult<()>;
+    /// Every project with a Git source, by id.
+    async fn git_projects(&self) -> StoreResult<Vec<Project>>;
+    /// Sets (or with `None` clears) the project's push-webhook secret, as sealed.
+    async fn set_hook_secret(&self, project_id: &str, sealed: Option<&str>) -> StoreResult<()>;
+    async fn hook_secret(&self, project_id: &str) -> StoreResult<Option<String>>;
+    /// Inserts or replaces the credential called `meta.name`; true when it was created.
+    async fn put_git_credential(
+        &self,
+        credential: &crate::git::SealedGitCredential,
+    ) -> StoreResult<bool>;
+    async fn git_credential(&self, name: &str) -> StoreResult<crate::git::SealedGitCredential>;
+    /// Everything but the secrets, by name.
+    async fn list_git_credentials(&self) -> StoreResult<Vec<crate::git::GitCredentialMeta>>;
+    async fn delete_git_credential(&self, name: &str) -> StoreResult<()>;
 }
 
 /// Tasks: what runs, from which project, on which schedule.
@@ -599,6 +628,7 @@ crate::seams::seam_of!(
     HealthStore,
     UserStore,
     ProjectStore,
+    GitStore,
     TaskStore,
     ScheduleStore,
     RunStore,

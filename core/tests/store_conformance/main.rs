@@ -47,6 +47,7 @@ macro_rules! conformance {
 mod alerts;
 mod audit;
 mod flow;
+mod git;
 mod hooks;
 mod migrations;
 mod projects;

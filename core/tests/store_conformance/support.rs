@@ -44,6 +44,7 @@ pub fn version(project_id: &str, n: i64, python: Option<&str>) -> ProjectVersion
         python_version: python.map(str::to_string),
         files: vec!["main.py".into(), "lib/util.py".into()],
         created_at: 1_700_000_000_000 + n,
+        origin: None,
     }
 }
 
@@ -55,6 +56,8 @@ pub async fn project(store: &dyn Store, name: &str) -> (Project, ProjectVersion)
         current_version: 1,
         created_at: 1_700_000_000_000,
         updated_at: 1_700_000_000_000,
+        source: None,
+        sync: None,
     };
     let v = version(&p.id, 1, Some("3.11"));
     store.create_project(&p, &v).await.expect("create project");

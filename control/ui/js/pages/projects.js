@@ -1,5 +1,6 @@
-// Projects: list and upload; a project's versions and files; upload a new version; roll back;
-// and a plain editor for single-file projects (save = a new version).
+// Projects: list, upload or follow a Git repository; a project's versions and files; upload a
+// new version or sync from Git; roll back; and a plain editor for single-file projects (save = a
+// new version).
 
 import { get, post, patch, del, query, api } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, fmtBytes, toast, confirmDialog, put } from '../dom.js';
@@ -51,6 +52,71 @@ function uploadForm(ctx, { projectId } = {}) {
   return form;
 }
 
+// A project that follows a Git repository: created by fetching the ref now. The push webhook's
+// secret is in the answer only, so it is shown here before leaving.
+function gitForm(ctx) {
+  const errors = errorBox();
+  const name = h('input', { name: 'name', required: true, maxlength: 100 });
+  const url = h('input', { name: 'url', required: true, maxlength: 2048, placeholder: 'https://git.example.com/team/repo.git' });
+  const ref = h('input', { name: 'ref', maxlength: 512, placeholder: 'main' });
+  const subdir = h('input', { name: 'subdir', maxlength: 512 });
+  const entry = h('input', { name: 'entrypoint', maxlength: 512, placeholder: 'main.py' });
+  const cred = h('input', { name: 'credential', maxlength: 100 });
+  const every = h('input', { name: 'interval_s', type: 'number', min: 60, placeholder: '3600' });
+  const shown = h('div', {});
+  const submit = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, 'Create from Git');
+  const form = h('form', { class: 'card form', id: 'git-form' },
+    h('h2', {}, 'Follow a Git repository'),
+    errors,
+    field('Name', name),
+    field('Repository URL', url, 'https://, ssh:// or user@host:path.'),
+    field('Branch, tag or commit', ref, 'Optional. Default: the repository\'s default branch.'),
+    field('Directory', subdir, 'Optional: the project\'s directory inside the repository.'),
+    field('Entrypoint', entry, 'Optional. Default main.py, or the single .py.'),
+    field('Credential', cred, 'Optional: the name of a Git credential an admin stored.'),
+    field('Sync every (seconds)', every, 'Optional, 60 or more. Pushes and "Sync now" sync too.'),
+    submit, shown);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    busy(submit, errors, async () => {
+      const git = { url: url.value.trim() };
+      if (ref.value.trim()) git.ref = ref.value.trim();
+      if (subdir.value.trim()) git.subdir = subdir.value.trim();
+      if (entry.value.trim()) git.entrypoint = entry.value.trim();
+      if (cred.value.trim()) git.credential = cred.value.trim();
+      if (every.value) git.interval_s = Number(every.value);
+      const p = await post('/projects', { name: name.value.trim(), git });
+      toast(`Project ${p.name} created from ${p.version.origin.commit.slice(0, 12)}`);
+      if (!p.push || !p.push.secret) { ctx.navigate(`/projects/${p.id}`); return; }
+      put(clear(shown), h('div', { class: 'notice', role: 'status' },
+        h('p', {}, 'Push webhook (shown only now): add it to the repository with content type application/json.'),
+        h('dl', { class: 'facts' },
+          h('dt', {}, 'URL'), h('dd', {}, h('code', {}, p.push.url)),
+          h('dt', {}, 'Secret'), h('dd', {}, h('code', {}, p.push.secret))),
+        h('a', { class: 'button', href: `#/projects/${p.id}` }, 'Open the project')));
+    });
+  });
+  return form;
+}
+
+function gitFacts(project) {
+  const src = project.source;
+  if (!src) return [];
+  const sync = project.sync;
+  const where = `${src.url}${src.ref ? ` @ ${src.ref}` : ''}${src.subdir ? ` / ${src.subdir}` : ''}`;
+  let last = 'never';
+  if (sync) {
+    last = sync.outcome === 'failed'
+      ? `failed (${sync.trigger}): ${sync.error || ''}`
+      : `${sync.outcome} (${sync.trigger}) at ${(sync.commit || '').slice(0, 12)}`;
+  }
+  return [
+    h('dt', {}, 'Git source'), h('dd', {}, h('code', {}, where)),
+    h('dt', {}, 'Last sync'), h('dd', { class: sync && sync.outcome === 'failed' ? 'sync-failed' : '' }, last, ' ', sync ? timeEl(sync.at) : ''),
+    h('dt', {}, 'Sync interval'), h('dd', {}, src.interval_s ? `every ${src.interval_s} s` : 'on demand and on push'),
+  ];
+}
+
 async function list(page, ctx) {
   const errors = errorBox();
   const tbody = h('div', {});
@@ -69,7 +135,7 @@ async function list(page, ctx) {
   more.addEventListener('click', () => busy(more, errors, load));
   put(page, heading('Projects'), errors,
     h('div', { class: 'grid2' }, h('section', { class: 'card' }, h('h2', {}, 'All projects'), tbody, more),
-      ctx.session.can('operator') ? uploadForm(ctx) : null));
+      ctx.session.can('operator') ? h('div', {}, uploadForm(ctx), gitForm(ctx)) : null));
   await load();
 }
 
@@ -82,6 +148,15 @@ async function detail(page, id, ctx) {
   const actions = [];
   if (canWrite && single) actions.push(h('a', { class: 'button', href: `#/projects/${id}/edit`, 'data-mutates': '' }, 'Edit code'));
   actions.push(h('a', { class: 'button', href: `#/tasks${canWrite ? '/new' : ''}?project=${id}` }, canWrite ? 'New task' : 'Tasks'));
+  if (canWrite && project.source) {
+    const sync = h('button', { type: 'button', class: 'primary', 'data-mutates': '' }, 'Sync now');
+    sync.addEventListener('click', () => busy(sync, errors, async () => {
+      const st = await post(`/projects/${id}/sync`);
+      toast(st.outcome === 'created' ? `Version ${st.version} from ${st.commit.slice(0, 12)}` : `Unchanged at ${st.commit.slice(0, 12)}`);
+      ctx.navigate(`/projects/${id}`);
+    }));
+    actions.push(sync);
+  }
   if (canWrite) {
     const rm = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, 'Delete');
     rm.addEventListener('click', async () => {
@@ -93,7 +168,8 @@ async function detail(page, id, ctx) {
   const vrows = versions.items.slice().sort((a, b) => b.version - a.version).map((v) => {
     const cells = [
       `v${v.version}${v.version === project.current_version ? ' (current)' : ''}`,
-      v.entrypoint, v.bundle.format, fmtBytes(v.bundle.size_bytes), String(v.files.length), timeEl(v.created_at),
+      v.entrypoint, v.origin ? h('span', { title: `${v.origin.author}: ${v.origin.message}` }, h('code', {}, v.origin.commit.slice(0, 12)), ` ${v.origin.message}`) : 'upload',
+      fmtBytes(v.bundle.size_bytes), String(v.files.length), timeEl(v.created_at),
       h('a', { href: `/api/v1/projects/${id}/versions/${v.version}/download`, download: '' }, 'Download'),
     ];
     if (canWrite) {
@@ -109,13 +185,14 @@ async function detail(page, id, ctx) {
     }
     return cells;
   });
-  const vheaders = ['Version', 'Entrypoint', 'Format', 'Size', 'Files', 'Created', 'Bundle'];
+  const vheaders = ['Version', 'Entrypoint', 'Source', 'Size', 'Files', 'Created', 'Bundle'];
   if (canWrite) vheaders.push('Rollback');
   put(page, 
     heading(project.name, ...actions), errors,
     h('p', { class: 'muted' }, project.description || 'No description.'),
     h('dl', { class: 'facts card' },
       h('dt', {}, 'Current version'), h('dd', {}, `v${project.current_version}`),
+      ...gitFacts(project),
       h('dt', {}, 'Entrypoint'), h('dd', {}, h('code', {}, cur.entrypoint)),
       h('dt', {}, 'Requirements'), h('dd', {}, cur.requirements ? h('pre', { class: 'small' }, cur.requirements) : 'none'),
       h('dt', {}, 'Bundle'), h('dd', {}, `${cur.bundle.format}, ${fmtBytes(cur.bundle.size_bytes)}, sha256 `, h('code', {}, cur.bundle.sha256.slice(0, 16))),
@@ -123,7 +200,7 @@ async function detail(page, id, ctx) {
     h('section', { class: 'card' }, h('h2', {}, 'Versions'), table(vheaders, vrows)),
     h('section', { class: 'card' }, h('h2', {}, `Files in v${project.current_version}`),
       h('ul', { class: 'files' }, cur.files.map((f) => h('li', {}, h('code', {}, f))))),
-    canWrite ? uploadForm(ctx, { projectId: id }) : null);
+    canWrite && !project.source ? uploadForm(ctx, { projectId: id }) : null);
 }
 
 async function editor(page, id, ctx) {
