@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use antcode_testkit::git::{GitHttp, Repo};
 use antcode_testkit::procs::{free_port, Procs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_antcode");
@@ -27,6 +28,7 @@ impl Server {
         let env = vec![
             ("ANTCODE_ADMIN_PASSWORD".to_string(), PASSWORD.to_string()),
             ("RUST_LOG".to_string(), "warn".to_string()),
+            ("ANTCODE_GIT_ALLOW_PRIVATE".to_string(), "1".to_string()),
         ];
         let mut server = Server {
             procs: Procs::new(BIN, env),
@@ -261,12 +263,7 @@ fn pushes_projects(user: &User) {
     ]);
     assert_eq!(big.code, 1);
     assert!(big.stderr.contains("the upload limit"), "{}", big.stderr);
-    let git = user.run(&["projects", "push", "--git", "https://example.invalid/r.git"]);
-    assert!(
-        git.stderr.contains("not supported yet (issue #28)"),
-        "{}",
-        git.stderr
-    );
+    pushes_from_git(user);
     // A single file, named after it.
     let three = user.write("exit3.py", "import sys\nprint('three')\nsys.exit(3)\n");
     assert_eq!(user.json(&["projects", "push", &three])["name"], "exit3");
@@ -280,6 +277,64 @@ fn pushes_projects(user: &User) {
         "import time\nprint('zz', flush=True)\ntime.sleep(60)\n",
     );
     user.json(&["projects", "push", &sleepy]);
+}
+
+/// `projects push --git` creates a project that follows a repository (the server may fetch from
+/// loopback: `ANTCODE_GIT_ALLOW_PRIVATE`); pushing again re-points and syncs; `projects sync`.
+fn pushes_from_git(user: &User) {
+    let git = GitHttp::start(None);
+    let repo = Repo::create(git.root(), "jobs.git");
+    repo.write("main.py", "print('from git')\n");
+    let first = repo.commit("first");
+    repo.push("main");
+    let url = git.url("jobs.git");
+    let created = user
+        .run(&["projects", "push", "--git", &url, "--ref", "main"])
+        .ok();
+    assert!(
+        created.stdout.starts_with("created project jobs ("),
+        "{}",
+        created.stdout
+    );
+    assert!(created.stdout.contains(&first[..12]), "{}", created.stdout);
+    assert!(
+        created.stdout.contains("push webhook: http"),
+        "{}",
+        created.stdout
+    );
+    let same = user.json(&["projects", "sync", "jobs"]);
+    assert_eq!(same["outcome"], "unchanged", "{same}");
+    repo.write("main.py", "print('again')\n");
+    let second = repo.commit("second");
+    repo.push("main");
+    let synced = user.run(&["projects", "sync", "jobs"]).ok();
+    assert_eq!(
+        synced.stdout.trim(),
+        format!("synced jobs: version 2 from commit {}", &second[..12])
+    );
+    // Pushing the same name again re-points the project (here: to a tag) and syncs it.
+    repo.tag("v1", None);
+    let repointed = user.json(&[
+        "projects", "push", "--git", &url, "--ref", "v1", "--name", "jobs",
+    ]);
+    assert_eq!(repointed["sync"]["outcome"], "unchanged", "{repointed}");
+    // A URL the server refuses: one line saying why, exit 1.
+    let refused = user.run(&[
+        "projects",
+        "push",
+        "--git",
+        "file:///etc",
+        "--name",
+        "local",
+    ]);
+    assert_eq!(refused.code, 1);
+    assert_eq!(
+        refused.stderr.trim().lines().count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("git.url"), "{}", refused.stderr);
 }
 
 /// tasks create|ls|show|edit|pause|resume, by name.

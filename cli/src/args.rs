@@ -115,9 +115,14 @@ pub enum ProjectsCommand {
     /// Upload PATH as a new project, or as a new version of the project of that name. A
     /// directory is packed as a .tar.gz, leaving out what its `.antcodeignore` names
     /// (gitignore syntax); a file (.py, .zip, .tar.gz) is sent as it is.
-    Push(PushArgs),
+    Push(Box<PushArgs>),
     /// List projects.
     Ls(Page),
+    /// Sync a Git project now: a new version if its ref's files changed.
+    Sync {
+        /// The project's name or id.
+        project: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -139,9 +144,22 @@ pub struct PushArgs {
     /// The largest archive to send, in bytes (the server's ANTCODE_MAX_UPLOAD_BYTES default).
     #[arg(long, default_value_t = crate::pack::DEFAULT_MAX_UPLOAD)]
     pub max_bytes: u64,
-    /// A Git repository instead of a path (not supported yet).
+    /// A Git repository URL instead of a path: creates a project that syncs from it, or
+    /// points the project of that name at it and syncs it now.
     #[arg(long, conflicts_with = "path")]
     pub git: Option<String>,
+    /// With --git: the branch, tag or commit to follow (default: the remote's default branch).
+    #[arg(long = "ref", requires = "git")]
+    pub reference: Option<String>,
+    /// With --git: the project's directory inside the repository.
+    #[arg(long, requires = "git")]
+    pub subdir: Option<String>,
+    /// With --git: the Git credential to fetch with (`PUT /git-credentials/NAME`).
+    #[arg(long, requires = "git")]
+    pub credential: Option<String>,
+    /// With --git: sync automatically this often, in seconds (60 or more).
+    #[arg(long, requires = "git")]
+    pub interval: Option<u64>,
 }
 
 /// One page of a list.

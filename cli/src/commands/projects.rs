@@ -1,4 +1,4 @@
-//! `antcode projects push|ls`.
+//! `antcode projects push|ls|sync`.
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,7 +22,9 @@ pub async fn projects(p: Projects) -> Result<i32> {
     let (api, out) = connect(&p.conn)?;
     match p.command {
         ProjectsCommand::Ls(page) => ls(&api, &out, &page).await,
-        ProjectsCommand::Push(a) => push(&api, &out, a).await,
+        ProjectsCommand::Push(a) if a.git.is_some() => push_git(&api, &out, *a).await,
+        ProjectsCommand::Push(a) => push(&api, &out, *a).await,
+        ProjectsCommand::Sync { project } => sync(&api, &out, &project).await,
     }
 }
 
@@ -114,11 +116,6 @@ fn file_part(upload: Upload) -> Result<(Part, Option<ProgressBar>)> {
 }
 
 async fn push(api: &Api, out: &Out, a: PushArgs) -> Result<i32> {
-    if a.git.is_some() {
-        return Err(Error::usage(
-            "--git: pushing from a Git repository is not supported yet (issue #28); push a directory or a file",
-        ));
-    }
     let path: PathBuf = a
         .path
         .clone()
@@ -173,6 +170,102 @@ async fn push(api: &Api, out: &Out, a: PushArgs) -> Result<i32> {
         output::cell(&version)
     );
     Ok(0)
+}
+
+/// `push --git URL`: the project of that name (default: the repository's name) follows the
+/// repository; a new one is created from it, an existing one re-pointed and synced.
+async fn push_git(api: &Api, out: &Out, a: PushArgs) -> Result<i32> {
+    let url = a.git.clone().unwrap_or_default();
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => repo_name(&url)
+            .ok_or_else(|| Error::usage("--name: cannot tell a name from the URL; give one"))?,
+    };
+    let mut git = serde_json::json!({"url": url});
+    for (key, value) in [
+        ("ref", &a.reference),
+        ("subdir", &a.subdir),
+        ("entrypoint", &a.entrypoint),
+        ("python_version", &a.python_version),
+        ("credential", &a.credential),
+    ] {
+        if let Some(v) = value {
+            git[key] = Value::from(v.clone());
+        }
+    }
+    if let Some(s) = a.interval {
+        git["interval_s"] = Value::from(s);
+    }
+    let answer = match by_name(api, "/projects", &name).await? {
+        None => {
+            let mut body = serde_json::json!({"name": name, "git": git});
+            if let Some(d) = &a.description {
+                body["description"] = Value::from(d.clone());
+            }
+            api.post("/projects", Some(&body)).await?
+        }
+        Some(p) => {
+            let id = field(&p, "id");
+            api.patch(&format!("/projects/{id}"), &serde_json::json!({"git": git}))
+                .await?;
+            let status = api.post(&format!("/projects/{id}/sync"), None).await?;
+            serde_json::json!({"id": id, "name": name, "sync": status})
+        }
+    };
+    if out.json() {
+        out.print_json(&answer);
+        return Ok(0);
+    }
+    let id = field(&answer, "id");
+    match answer.get("version") {
+        Some(v) => {
+            println!(
+                "created project {name} ({id}) version 1 from commit {}",
+                short(&v["origin"]["commit"])
+            );
+            if let Some(push) = answer.get("push").filter(|p| !p["secret"].is_null()) {
+                println!(
+                    "push webhook: {} (content type application/json, secret {}; shown only now)",
+                    field(push, "url"),
+                    field(push, "secret")
+                );
+            }
+        }
+        None => print_sync(&name, &answer["sync"]),
+    }
+    Ok(0)
+}
+
+async fn sync(api: &Api, out: &Out, project: &str) -> Result<i32> {
+    let id = super::resolve(api, "project", project).await?;
+    let status = api.post(&format!("/projects/{id}/sync"), None).await?;
+    if out.json() {
+        out.print_json(&status);
+    } else {
+        print_sync(project, &status);
+    }
+    Ok(0)
+}
+
+fn print_sync(name: &str, status: &Value) {
+    let commit = short(&status["commit"]);
+    let version = output::cell(&status["version"]);
+    match status["outcome"].as_str() {
+        Some("created") => println!("synced {name}: version {version} from commit {commit}"),
+        _ => println!("synced {name}: unchanged at commit {commit} (version {version})"),
+    }
+}
+
+/// The first 12 characters of a commit id.
+fn short(commit: &Value) -> String {
+    commit.as_str().unwrap_or("?").chars().take(12).collect()
+}
+
+/// `repo` of `https://host/team/repo.git` or `git@host:team/repo`.
+fn repo_name(url: &str) -> Option<String> {
+    let last = url.trim_end_matches('/').rsplit(['/', ':']).next()?;
+    let name = last.strip_suffix(".git").unwrap_or(last);
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// A 413 says which limit to raise.
