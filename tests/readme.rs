@@ -162,19 +162,7 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
         .trim()
         .strip_prefix("cargo run --release -- ")
         .expect("the first command is `cargo run --release -- …`");
-    let up_log = dir.path().join("up.log");
-    let log = std::fs::File::create(&up_log).unwrap();
-    let mut up = Command::new(BIN)
-        .args(args.split_whitespace())
-        .current_dir(dir.path())
-        .env("ANTCODE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ANTCODE_EDGE_LISTEN", format!("127.0.0.1:{edge_port}"))
-        .env_remove("ANTCODE_ADMIN_PASSWORD")
-        .env_remove("NO_COLOR")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (mut up, up_log) = spawn_up(dir.path(), args, port, edge_port);
     let up_text = || std::fs::read_to_string(&up_log).unwrap_or_default();
     wait_ready(port, "up", &up_text).await;
 
@@ -224,6 +212,56 @@ async fn quick_start_walkthrough_and_gateway_runner_work_as_written() {
     // The backup of the live instance restored: a data dir `up` can start from.
     assert!(dir.path().join("antcode-restored/antcode.db").is_file());
     assert!(dir.path().join("antcode-restored/secret.key").is_file());
+    let _ = up.kill();
+    let _ = up.wait();
+}
+
+/// `antcode ARGS` (an `up`) in `dir` on these ports, its output in `dir/up.log`.
+fn spawn_up(dir: &Path, args: &str, port: u16, edge_port: u16) -> (Child, std::path::PathBuf) {
+    let up_log = dir.join("up.log");
+    let log = std::fs::File::create(&up_log).unwrap();
+    let up = Command::new(BIN)
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .env("ANTCODE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ANTCODE_EDGE_LISTEN", format!("127.0.0.1:{edge_port}"))
+        .env_remove("ANTCODE_ADMIN_PASSWORD")
+        .env_remove("NO_COLOR")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (up, up_log)
+}
+
+/// Projects from Git as the README shows them: `up` started as that section says, a repository
+/// served by `git daemon`, a project following it, a pushed change synced by hand and by the
+/// push webhook. Substituted: the API, edge and git daemon ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_projects_work_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, edge_port, git_port) = (free_port(), free_port(), free_port());
+    let start = "start `up` with\n`cargo run --release -- up --git-allow-private`";
+    let line = README
+        .split_once("start `up` with\n`cargo run --release -- ")
+        .unwrap_or_else(|| panic!("README.md no longer says {start:?}"))
+        .1;
+    let args = &line[..line.find('`').unwrap()];
+    assert_eq!(args, "up --git-allow-private");
+    let (mut up, up_log) = spawn_up(dir.path(), args, port, edge_port);
+    let up_text = || std::fs::read_to_string(&up_log).unwrap_or_default();
+    wait_ready(port, "up", &up_text).await;
+    let script = substitute(
+        &format!("{}\n{}", block("walkthrough"), block("git")),
+        &[
+            ("127.0.0.1:8000", format!("127.0.0.1:{port}")),
+            ("127.0.0.1:9418", format!("127.0.0.1:{git_port}")),
+            ("--port=9418", format!("--port={git_port}")),
+        ],
+    );
+    let env = [("PATH", bin_dir(dir.path()))];
+    let (ok, output, _group) = run_script(dir.path(), &env, &script);
+    assert_promises_kept(ok, &output, &script, &up_text());
     let _ = up.kill();
     let _ = up.wait();
 }
@@ -298,6 +336,7 @@ fn every_marked_block_has_promises_or_commands() {
         "two-commands",
         "walkthrough",
         "walkthrough-cli",
+        "git",
         "concurrency",
         "hooks",
         "flow",
