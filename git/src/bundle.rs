@@ -9,17 +9,30 @@ use gix::bstr::ByteSlice;
 use gix::object::tree::EntryKind;
 use gix::ObjectId;
 
+use crate::submodule::{self, Fetcher};
 use crate::watch::human;
-use crate::{Error, Policy, Snapshot, Source};
+use crate::{remote, Error, Policy, Snapshot, Source};
 
 /// How every LFS pointer file starts.
 const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
 
-/// A regular file of the tree.
+/// A regular file of the bundle.
 struct File {
+    /// Its path in the bundle.
     path: String,
     id: ObjectId,
     executable: bool,
+    /// The repository holding it: an index into `Walk::repos`.
+    repo: usize,
+}
+
+/// A submodule's commit recorded in a tree.
+pub(crate) struct Gitlink {
+    /// Its path from the root of the repository recording it, as `.gitmodules` names it.
+    pub repo_path: String,
+    /// Its path in the bundle, where its files go.
+    pub bundle_path: String,
+    pub commit: ObjectId,
 }
 
 /// Normalises `subdir` to `a/b` (or `""`), refusing absolute paths and `..`.
@@ -42,14 +55,15 @@ pub(crate) fn clean_subdir(subdir: &str) -> Result<String, Error> {
     Ok(parts.join("/"))
 }
 
-/// Bundles `subdir` of `commit`.
+/// Bundles `subdir` of the fetched commit, with its submodules when `source.submodules`.
 pub(crate) fn snapshot(
-    repo: &gix::Repository,
-    commit: ObjectId,
+    top: remote::Fetched,
     subdir: &str,
     source: &Source,
     policy: &Policy,
+    fetcher: &Fetcher<'_>,
 ) -> Result<Snapshot, Error> {
+    let (repo, commit) = (&top.repo, top.commit);
     let broken = |e: &dyn std::fmt::Display| {
         Error::Remote(format!(
             "commit {commit} of {} is unreadable: {e}",
@@ -65,20 +79,18 @@ pub(crate) fn snapshot(
     );
     let message = first_line(&object.message_raw_sloppy().to_str_lossy());
     let seconds = object.time().map_err(|e| broken(&e))?.seconds;
-    let tree = subdir_tree(repo, &object, subdir, source)?;
+    // The subdir's tree records each submodule's commit id, so this id changes when one moves.
+    let tree = subdir_tree(&object, subdir, source)?;
+    // It borrows the repository, which the walk takes over.
+    drop(object);
 
-    let mut files = Vec::new();
-    let mut walk = Walk {
-        repo,
-        policy,
-        source,
-        bytes: 0,
-        files: &mut files,
-    };
-    walk.tree(tree, "")?;
+    let mut walk = Walk::new(policy);
+    walk.add(top.repo, source.url.clone());
+    collect(&mut walk, tree, subdir, commit, source, fetcher)?;
+    let mut files = std::mem::take(&mut walk.files);
     files.sort_by(|a, b| a.path.cmp(&b.path));
 
-    let tar_gz = write_tar(repo, &files, seconds.max(0) as u64, source)?;
+    let tar_gz = write_tar(&walk.repos, &files, seconds.max(0) as u64)?;
     Ok(Snapshot {
         commit: commit.to_string(),
         author,
@@ -90,13 +102,31 @@ pub(crate) fn snapshot(
     })
 }
 
-/// The id of the tree at `subdir` of `commit`.
-fn subdir_tree(
-    repo: &gix::Repository,
-    commit: &gix::Commit<'_>,
+/// Collects the files of `tree`, the superproject's subdir, and of its submodules if asked for.
+fn collect(
+    walk: &mut Walk<'_>,
+    tree: ObjectId,
     subdir: &str,
+    commit: ObjectId,
     source: &Source,
-) -> Result<ObjectId, Error> {
+    fetcher: &Fetcher<'_>,
+) -> Result<(), Error> {
+    let mut links = Vec::new();
+    let in_repo = if subdir.is_empty() {
+        String::new()
+    } else {
+        format!("{subdir}/")
+    };
+    walk.tree(0, tree, "", &in_repo, &mut links)?;
+    // Without `submodules`, gitlinks are left out of the bundle.
+    if source.submodules {
+        submodule::include(walk, fetcher, commit, links)?;
+    }
+    Ok(())
+}
+
+/// The id of the tree at `subdir` of `commit`.
+fn subdir_tree(commit: &gix::Commit<'_>, subdir: &str, source: &Source) -> Result<ObjectId, Error> {
     let broken = |e: &dyn std::fmt::Display| {
         Error::Remote(format!(
             "commit {} of {} is unreadable: {e}",
@@ -110,35 +140,95 @@ fn subdir_tree(
     let entry = root.lookup_entry_by_path(subdir).map_err(|e| broken(&e))?;
     match entry {
         Some(entry) if entry.mode().is_tree() => Ok(entry.object_id()),
-        _ => {
-            let _ = repo;
-            Err(Error::Refused(format!(
-                "subdir {subdir:?} is not a folder of commit {} of {}",
-                commit.id, source.url
-            )))
-        }
+        _ => Err(Error::Refused(format!(
+            "subdir {subdir:?} is not a folder of commit {} of {}",
+            commit.id, source.url
+        ))),
     }
 }
 
-/// Collects the regular files under a tree, counting them against the policy as it goes.
-struct Walk<'a> {
-    repo: &'a gix::Repository,
+/// Collects the regular files of the bundle's repositories, counting them against the policy as
+/// it goes: the limits hold for the superproject and its submodules together.
+pub(crate) struct Walk<'a> {
     policy: &'a Policy,
-    source: &'a Source,
+    /// The repositories the files come from, with their URLs: the superproject first.
+    repos: Vec<(gix::Repository, String)>,
     bytes: u64,
-    files: &'a mut Vec<File>,
+    files: Vec<File>,
 }
 
-impl Walk<'_> {
-    fn tree(&mut self, id: ObjectId, prefix: &str) -> Result<(), Error> {
+impl<'a> Walk<'a> {
+    fn new(policy: &'a Policy) -> Self {
+        Walk {
+            policy,
+            repos: Vec::new(),
+            bytes: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// Adds a repository whose files go into the bundle, and returns its index.
+    pub fn add(&mut self, repo: gix::Repository, url: String) -> usize {
+        self.repos.push((repo, url));
+        self.repos.len() - 1
+    }
+
+    pub fn repo(&self, index: usize) -> &gix::Repository {
+        &self.repos[index].0
+    }
+
+    pub fn repo_count(&self) -> usize {
+        self.repos.len()
+    }
+
+    /// Collects the files under tree `id` of repository `repo`, their paths in the bundle starting
+    /// with `prefix`, and pushes its gitlinks onto `links`. `in_repo` is the tree's own path from
+    /// the repository's root, which `.gitmodules` needs.
+    pub fn tree(
+        &mut self,
+        repo: usize,
+        id: ObjectId,
+        prefix: &str,
+        in_repo: &str,
+        links: &mut Vec<Gitlink>,
+    ) -> Result<(), Error> {
+        for (kind, name, id) in self.entries(repo, id)? {
+            let path = format!("{prefix}{name}");
+            match kind {
+                EntryKind::Tree => {
+                    let inner = format!("{in_repo}{name}/");
+                    self.tree(repo, id, &format!("{path}/"), &inner, links)?
+                }
+                EntryKind::Blob | EntryKind::BlobExecutable => {
+                    self.file(repo, path, id, kind == EntryKind::BlobExecutable)?
+                }
+                EntryKind::Link => {
+                    return Err(Error::Refused(format!(
+                        "{path} is a symbolic link; bundles hold regular files only"
+                    )))
+                }
+                EntryKind::Commit => links.push(Gitlink {
+                    repo_path: format!("{in_repo}{name}"),
+                    bundle_path: path,
+                    commit: id,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries of tree `id`: kind, name and object id.
+    fn entries(
+        &self,
+        repo: usize,
+        id: ObjectId,
+    ) -> Result<Vec<(EntryKind, String, ObjectId)>, Error> {
+        let (repo, url) = &self.repos[repo];
         let broken = |e: &dyn std::fmt::Display| {
-            Error::Remote(format!(
-                "tree {id} of {} is unreadable: {e}",
-                self.source.url
-            ))
+            Error::Remote(format!("tree {id} of {url} is unreadable: {e}"))
         };
-        let tree = self.repo.find_tree(id).map_err(|e| broken(&e))?;
-        let entries: Vec<(EntryKind, String, ObjectId)> = tree
+        let tree = repo.find_tree(id).map_err(|e| broken(&e))?;
+        let entries = tree
             .decode()
             .map_err(|e| broken(&e))?
             .entries
@@ -146,44 +236,31 @@ impl Walk<'_> {
             .map(|e| {
                 (
                     e.mode.kind(),
-                    format!("{prefix}{}", e.filename.to_str_lossy()),
+                    e.filename.to_str_lossy().into_owned(),
                     e.oid.to_owned(),
                 )
             })
             .collect();
-        for (kind, path, id) in entries {
-            match kind {
-                EntryKind::Tree => self.tree(id, &format!("{path}/"))?,
-                EntryKind::Blob | EntryKind::BlobExecutable => {
-                    self.file(path, id, kind == EntryKind::BlobExecutable)?
-                }
-                EntryKind::Link => {
-                    return Err(Error::Refused(format!(
-                        "{path} is a symbolic link; bundles hold regular files only"
-                    )))
-                }
-                EntryKind::Commit if self.source.submodules => {
-                    return Err(Error::Refused(format!(
-                        "{path} is a submodule, and submodules are not supported yet"
-                    )))
-                }
-                // A submodule the caller left out.
-                EntryKind::Commit => {}
-            }
-        }
-        Ok(())
+        Ok(entries)
     }
 
-    fn file(&mut self, path: String, id: ObjectId, executable: bool) -> Result<(), Error> {
+    fn file(
+        &mut self,
+        repo: usize,
+        path: String,
+        id: ObjectId,
+        executable: bool,
+    ) -> Result<(), Error> {
         if self.files.len() >= self.policy.max_files {
             return Err(Error::Refused(format!(
                 "the project has more than {} files; the limit is {}",
                 self.policy.max_files, self.policy.max_files
             )));
         }
-        let header = self.repo.find_header(id).map_err(|e| {
-            Error::Remote(format!("{path} of {} is unreadable: {e}", self.source.url))
-        })?;
+        let (git, url) = &self.repos[repo];
+        let header = git
+            .find_header(id)
+            .map_err(|e| Error::Remote(format!("{path} of {url} is unreadable: {e}")))?;
         self.bytes += header.size();
         if self.bytes > self.policy.max_tree_bytes {
             return Err(Error::Refused(format!(
@@ -195,6 +272,7 @@ impl Walk<'_> {
             path,
             id,
             executable,
+            repo,
         });
         Ok(())
     }
@@ -202,21 +280,18 @@ impl Walk<'_> {
 
 /// Writes `files` as a deterministic `.tar.gz`: sorted paths, one mtime, no owners.
 fn write_tar(
-    repo: &gix::Repository,
+    repos: &[(gix::Repository, String)],
     files: &[File],
     mtime: u64,
-    source: &Source,
 ) -> Result<Vec<u8>, Error> {
     let io = |e: std::io::Error| Error::Remote(format!("cannot write the bundle: {e}"));
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     for file in files {
-        let blob = repo.find_blob(file.id).map_err(|e| {
-            Error::Remote(format!(
-                "{} of {} is unreadable: {e}",
-                file.path, source.url
-            ))
-        })?;
-        refuse_lfs(&file.path, &blob.data, source)?;
+        let (repo, url) = &repos[file.repo];
+        let blob = repo
+            .find_blob(file.id)
+            .map_err(|e| Error::Remote(format!("{} of {url} is unreadable: {e}", file.path)))?;
+        refuse_lfs(&file.path, &blob.data, url)?;
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(blob.data.len() as u64);
@@ -234,13 +309,12 @@ fn write_tar(
 
 /// Refuses LFS pointers and `.gitattributes` that send files to LFS: the bundle would hold
 /// pointers instead of the files.
-fn refuse_lfs(path: &str, data: &[u8], source: &Source) -> Result<(), Error> {
+fn refuse_lfs(path: &str, data: &[u8], url: &str) -> Result<(), Error> {
     let is_attributes = path == ".gitattributes" || path.ends_with("/.gitattributes");
     let routes_to_lfs = is_attributes && data.find(b"filter=lfs").is_some();
     if routes_to_lfs || data.starts_with(LFS_POINTER) {
         return Err(Error::Refused(format!(
-            "{} uses Git LFS ({path}); LFS objects are not fetched — store the files in the repository",
-            source.url
+            "{url} uses Git LFS ({path}); LFS objects are not fetched — store the files in the repository"
         )));
     }
     Ok(())

@@ -3,15 +3,20 @@
 //! [`check_url`] says whether a URL may be fetched at all (scheme, no embedded password, no private
 //! address). [`resolve`] asks the server which commit a branch or tag names, without fetching.
 //! [`fetch`] downloads just that commit (depth 1) into a private temporary repository and packs the
-//! files of its tree, or of one folder of it, into a deterministic `.tar.gz`.
+//! files of its tree, or of one folder of it, into a deterministic `.tar.gz`. On request, the
+//! submodules of that folder are fetched too, each at its recorded commit, and bundled under
+//! their paths.
 //!
-//! Everything is bounded: time, bytes downloaded, bytes and files in the bundle. Nothing of the
-//! machine's Git setup is used: no config files, no credential helpers, no `GIT_*` variables, no
-//! shell. The functions block; an async caller runs them in `spawn_blocking`.
+//! Everything is bounded: time, bytes downloaded, bytes and files in the bundle, for a repository
+//! and its submodules together; a submodule's URL is checked like the repository's, and a
+//! credential is only sent back to the host it was given for. Nothing of the machine's Git setup
+//! is used: no config files, no credential helpers, no `GIT_*` variables, no shell. The functions
+//! block; an async caller runs them in `spawn_blocking`.
 
 mod bundle;
 mod remote;
 mod ssh;
+mod submodule;
 mod url;
 mod watch;
 
@@ -28,8 +33,11 @@ pub struct Source {
     pub reference: String,
     /// The folder of the repository that is the project; `""` is the root.
     pub subdir: String,
-    /// Whether submodules belong to the project. They are not supported yet: a tree with
-    /// submodules is refused when this is true, and their entries are skipped when false.
+    /// Whether submodules belong to the project. When true, each submodule inside `subdir` is
+    /// fetched at the commit the tree records, from the URL `.gitmodules` gives (relative URLs
+    /// are resolved against `url`), under the same URL checks and within the same limits; its
+    /// files go under its path. Submodules of submodules are followed one level further. When
+    /// false, submodules are left out.
     pub submodules: bool,
 }
 
@@ -105,9 +113,11 @@ pub struct Snapshot {
     pub committed_at: i64,
     /// The files, as a deterministic `.tar.gz`: the same tree gives the same bytes.
     pub tar_gz: Vec<u8>,
-    /// The paths in `tar_gz`, sorted, relative to the subdir.
+    /// The paths in `tar_gz`, sorted, relative to the subdir; a submodule's files are under its
+    /// path.
     pub files: Vec<String>,
-    /// The hex id of the subdir's tree: equal ids mean equal files.
+    /// The hex id of the subdir's tree: equal ids mean equal files. It records the commit of each
+    /// submodule, so it changes when one of them moves.
     pub tree: String,
 }
 
@@ -158,14 +168,19 @@ pub fn fetch(source: &Source, cred: &Credential, policy: &Policy) -> Result<Snap
     let watched = dir.path().to_path_buf();
     watch::run(policy, Some(watched), move |job| {
         // The directory moves into the job so that a job abandoned on timeout still removes it.
-        let repo = remote::fetch(
-            dir.path(),
-            &source,
-            &wanted,
-            &cred,
-            limits.allow_private,
+        // The superproject and each submodule get a repository of their own inside it, so that
+        // the watcher's size of it is the total downloaded.
+        let top = dir.path().join("superproject");
+        std::fs::create_dir(&top)
+            .map_err(|e| Error::Remote(format!("cannot create a temporary directory: {e}")))?;
+        let fetched = remote::fetch(&top, &source, &wanted, &cred, limits.allow_private, job)?;
+        let fetcher = submodule::Fetcher {
+            dir: dir.path(),
             job,
-        )?;
-        bundle::snapshot(&repo.repo, repo.commit, &subdir, &source, &limits)
+            policy: &limits,
+            url: &source.url,
+            cred: &cred,
+        };
+        bundle::snapshot(fetched, &subdir, &source, &limits, &fetcher)
     })
 }

@@ -1,8 +1,8 @@
 //! Bounds a fetch in time and size.
 //!
 //! The work runs on its own thread while the calling thread watches it: every 50 ms it checks the
-//! clock and the size of the temporary repository, where the incoming pack is written while it
-//! streams. Past a limit it raises gix's interrupt flag and kills the `ssh` process if there is
+//! clock and the size of the temporary directory, where the incoming packs are written while they
+//! stream; it holds the repository and any submodules', so the limits cover them together. Past a limit it raises gix's interrupt flag and kills the `ssh` process if there is
 //! one, then returns at once; the abandoned thread ends at its next read and removes its
 //! temporary directory itself.
 
@@ -82,16 +82,26 @@ where
             return Err(Error::Timeout);
         }
         if let Some(dir) = &watched {
-            if dir_size(dir) > policy.max_fetch_bytes {
+            if let Err(e) = within_download_cap(dir, policy) {
                 stop(&job);
-                return Err(Error::Refused(format!(
-                    "the repository is larger than the {} cap on downloads; \
-                     fetch a smaller repository or raise the limit",
-                    human(policy.max_fetch_bytes)
-                )));
+                return Err(e);
             }
         }
     }
+}
+
+/// Refuses once the files under `dir` pass `policy.max_fetch_bytes`. The job calls it too after
+/// each submodule's fetch, so that the total is checked even when a fetch ends between two of
+/// the watcher's looks.
+pub(crate) fn within_download_cap(dir: &Path, policy: &Policy) -> Result<(), Error> {
+    if dir_size(dir) > policy.max_fetch_bytes {
+        return Err(Error::Refused(format!(
+            "the repository is larger than the {} cap on downloads; \
+             fetch a smaller repository or raise the limit",
+            human(policy.max_fetch_bytes)
+        )));
+    }
+    Ok(())
 }
 
 fn stop(job: &Job) {

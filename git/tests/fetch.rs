@@ -421,7 +421,7 @@ fn more_files_than_the_cap_are_refused() {
 }
 
 #[test]
-fn lfs_symlinks_and_submodules_are_refused() {
+fn lfs_symlinks_and_unknown_submodules_are_refused() {
     let server = GitHttp::start(None);
     let repo = Repo::create(server.root(), "lfs.git");
     repo.write(
@@ -468,15 +468,11 @@ fn lfs_symlinks_and_submodules_are_refused() {
         "{message}"
     );
 
+    // A gitlink without a .gitmodules entry has no URL to fetch from.
     let repo = Repo::create(server.root(), "sub.git");
     repo.write("app.py", "a");
     let commit = repo.commit("App");
-    repo.git(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("160000,{commit},vendor/lib"),
-    ]);
+    repo.gitlink("vendor/lib", &commit);
     repo.commit("A submodule");
     repo.push("main");
     let mut src = source(&server.url("sub.git"), "main");
@@ -487,7 +483,7 @@ fn lfs_symlinks_and_submodules_are_refused() {
     src.submodules = true;
     let message = refused(fetch(&src, &Credential::None, &policy()));
     assert!(
-        message.contains("vendor/lib") && message.contains("submodules"),
+        message.contains("vendor/lib") && message.contains(".gitmodules"),
         "{message}"
     );
 }
@@ -613,5 +609,299 @@ fn redirects_are_not_followed() {
     match resolve(&source(&url, "main"), &Credential::None, &policy()) {
         Err(Error::Remote(message)) => assert!(message.contains(&url), "{message}"),
         other => panic!("expected Remote, got {other:?}"),
+    }
+}
+
+/// A repository `name` with `files`, committed and pushed; returns it and its commit.
+fn library(server: &GitHttp, name: &str, files: &[(&str, &str)]) -> (Repo, String) {
+    let repo = Repo::create(server.root(), name);
+    for (path, contents) in files {
+        repo.write(path, contents);
+    }
+    let commit = repo.commit(&format!("{name} files"));
+    repo.push("main");
+    (repo, commit)
+}
+
+fn with_submodules(url: &str) -> Source {
+    Source {
+        submodules: true,
+        ..source(url, "main")
+    }
+}
+
+#[test]
+fn submodules_are_bundled_under_their_paths() {
+    let server = GitHttp::start(None);
+    let (lib, first) = library(
+        &server,
+        "lib.git",
+        &[("lib.py", "v1\n"), ("sub/x.txt", "x")],
+    );
+    let app = Repo::create(server.root(), "app.git");
+    app.write("main.py", "import lib\n")
+        .submodule("vendor/lib", &server.url("lib.git"), &first);
+    app.commit("Add lib");
+    app.push("main");
+
+    let src = with_submodules(&server.url("app.git"));
+    let snapshot = fetch(&src, &Credential::None, &policy()).unwrap();
+    assert_eq!(
+        snapshot.files,
+        [
+            ".gitmodules",
+            "main.py",
+            "vendor/lib/lib.py",
+            "vendor/lib/sub/x.txt"
+        ]
+    );
+    let unpacked: Vec<String> = unpack(&snapshot.tar_gz).into_iter().map(|f| f.0).collect();
+    assert_eq!(unpacked, snapshot.files);
+    assert_eq!(file(&snapshot, "vendor/lib/lib.py"), b"v1\n");
+    let without = Source {
+        submodules: false,
+        ..src.clone()
+    };
+    let skipped = fetch(&without, &Credential::None, &policy()).unwrap();
+    assert_eq!(skipped.files, [".gitmodules", "main.py"]);
+
+    // The superproject records a new commit of the submodule: a new tree, the new files.
+    lib.write("lib.py", "v2\n");
+    let second = lib.commit("v2");
+    lib.push("main");
+    app.gitlink("vendor/lib", &second);
+    app.commit("Bump lib");
+    app.push("main");
+    let moved = fetch(&src, &Credential::None, &policy()).unwrap();
+    assert_ne!(moved.tree, snapshot.tree);
+    assert_eq!(file(&moved, "vendor/lib/lib.py"), b"v2\n");
+    assert_eq!(fetch(&src, &Credential::None, &policy()).unwrap(), moved);
+}
+
+#[test]
+fn relative_submodule_urls_follow_the_superproject() {
+    let server = GitHttp::start(None);
+    let (_, lib) = library(&server, "lib.git", &[("lib.py", "relative\n")]);
+    let app = Repo::create(server.root(), "app.git");
+    app.write("services/api/app.py", "api\n")
+        .write("web/index.html", "<p>")
+        .submodule("services/api/vendor/lib", "../lib.git", &lib)
+        .submodule("web/vendor/lib", "../lib.git", &lib);
+    app.commit("Relative submodules");
+    app.push("main");
+    // Only the submodules inside the subdir are fetched; .gitmodules is read at the root.
+    let src = Source {
+        subdir: "services/api".into(),
+        ..with_submodules(&server.url("app.git"))
+    };
+    let snapshot = fetch(&src, &Credential::None, &policy()).unwrap();
+    assert_eq!(snapshot.files, ["app.py", "vendor/lib/lib.py"]);
+    assert_eq!(file(&snapshot, "vendor/lib/lib.py"), b"relative\n");
+}
+
+#[test]
+fn unsafe_submodule_urls_are_refused() {
+    let server = GitHttp::start(None);
+    let app = Repo::create(server.root(), "app.git");
+    let first = app.write("main.py", "x").commit("First");
+    for (i, url) in ["file:///etc", "/tmp/x", "ext::sh -c id"]
+        .iter()
+        .enumerate()
+    {
+        let branch = format!("b{i}");
+        app.branch(&branch);
+        app.submodule("vendor/x", url, &first);
+        app.commit("Unsafe submodule");
+        app.push(&branch);
+        let src = Source {
+            reference: branch,
+            ..with_submodules(&server.url("app.git"))
+        };
+        let message = refused(fetch(&src, &Credential::None, &policy()));
+        assert!(
+            message.contains("vendor/x") && message.contains(url),
+            "{url}: {message}"
+        );
+        app.git(&["checkout", "-q", "main"]);
+    }
+}
+
+#[test]
+fn a_token_only_goes_back_to_its_own_host() {
+    let token = "super-s3cr3t-token";
+    let home = GitHttp::start(Some(("x-access-token", token)));
+    let elsewhere = GitHttp::start(Some(("bot", "other-token")));
+    let (_, lib) = library(&elsewhere, "lib.git", &[("lib.py", "elsewhere\n")]);
+    let (_, own) = library(&home, "own.git", &[("own.py", "home\n")]);
+    let cred = Credential::Token {
+        username: String::new(),
+        token: token.into(),
+    };
+
+    // On the same host and port, the token is reused.
+    let app = Repo::create(home.root(), "app.git");
+    app.write("main.py", "m")
+        .submodule("vendor/own", &home.url("own.git"), &own);
+    app.commit("Own submodule");
+    app.push("main");
+    let src = with_submodules(&home.url("app.git"));
+    let snapshot = fetch(&src, &cred, &policy()).unwrap();
+    assert_eq!(file(&snapshot, "vendor/own/own.py"), b"home\n");
+
+    // On another port, no credential at all.
+    app.submodule("vendor/lib", &elsewhere.url("lib.git"), &lib);
+    app.commit("Foreign submodule");
+    app.push("main");
+    match fetch(&src, &cred, &policy()) {
+        Err(Error::Auth(message)) => {
+            assert!(message.contains("vendor/lib"), "{message}");
+            assert!(!message.contains(token), "the token leaked: {message}");
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    let sent = elsewhere.authorizations();
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(String::is_empty), "{sent:?}");
+}
+
+#[test]
+fn nested_submodules_stop_at_depth_two_and_cycles() {
+    let server = GitHttp::start(None);
+    let (c, c1) = library(&server, "c.git", &[("c.txt", "c")]);
+    let b = Repo::create(server.root(), "b.git");
+    let b1 = b.write("b.txt", "b").commit("b1");
+    b.push("main");
+    let a = Repo::create(server.root(), "a.git");
+    let a1 = a
+        .write("a.txt", "a")
+        .submodule("b", "../b.git", &b1)
+        .commit("a1");
+    a.push("main");
+    let top = Repo::create(server.root(), "top.git");
+    top.submodule("a", &server.url("a.git"), &a1).commit("top1");
+    top.push("main");
+    let src = with_submodules(&server.url("top.git"));
+    let snapshot = fetch(&src, &Credential::None, &policy()).unwrap();
+    assert_eq!(
+        snapshot.files,
+        [".gitmodules", "a/.gitmodules", "a/a.txt", "a/b/b.txt"]
+    );
+
+    // A third level.
+    let b2 = b.submodule("c", "../c.git", &c1).commit("b2");
+    b.push("main");
+    let a2 = a.submodule("b", "../b.git", &b2).commit("a2");
+    a.push("main");
+    top.submodule("a", &server.url("a.git"), &a2).commit("top2");
+    top.push("main");
+    let message = refused(fetch(&src, &Credential::None, &policy()));
+    assert!(
+        message.contains("a/b/c") && message.contains("deeper than 2"),
+        "{message}"
+    );
+
+    // c holds a, which holds b, which holds c again.
+    c.submodule("a", "../a.git", &a2).commit("c2");
+    c.push("main");
+    let message = refused(fetch(
+        &with_submodules(&server.url("c.git")),
+        &Credential::None,
+        &policy(),
+    ));
+    assert!(
+        message.contains("a/b/c") && message.contains("cycle"),
+        "{message}"
+    );
+}
+
+#[test]
+fn submodules_share_the_download_and_bundle_limits() {
+    let server = GitHttp::start(None);
+    let noise = |seed: u64| {
+        let mut state = seed;
+        (0..700 << 10)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    let lib = Repo::create(server.root(), "lib.git");
+    let lib_commit = lib
+        .write("lib.bin", noise(0x9e37_79b9_7f4a_7c15))
+        .commit("lib");
+    lib.push("main");
+    let app = Repo::create(server.root(), "app.git");
+    app.write("app.bin", noise(0x2545_f491_4f6c_dd1d))
+        .submodule("lib", &server.url("lib.git"), &lib_commit);
+    app.commit("app");
+    app.push("main");
+    let src = with_submodules(&server.url("app.git"));
+    // Each fits in 1 MiB, both don't.
+    let one_mib = Policy {
+        max_fetch_bytes: 1 << 20,
+        ..policy()
+    };
+    fetch(
+        &Source {
+            submodules: false,
+            ..src.clone()
+        },
+        &Credential::None,
+        &one_mib,
+    )
+    .unwrap();
+    let message = refused(fetch(&src, &Credential::None, &one_mib));
+    assert!(message.contains("1 MiB"), "{message}");
+    let files = Policy {
+        max_files: 2,
+        ..policy()
+    };
+    refused(fetch(&src, &Credential::None, &files));
+    let bytes = Policy {
+        max_tree_bytes: 1 << 20,
+        ..policy()
+    };
+    let message = refused(fetch(&src, &Credential::None, &bytes));
+    assert!(message.contains("1 MiB"), "{message}");
+    assert_eq!(
+        fetch(&src, &Credential::None, &policy())
+            .unwrap()
+            .files
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn lfs_and_links_inside_submodules_are_refused() {
+    let server = GitHttp::start(None);
+    let lib = Repo::create(server.root(), "lib.git");
+    let link = lib
+        .write("real.txt", "r")
+        .symlink("link.txt", "real.txt")
+        .commit("A link");
+    let lfs = lib
+        .write(".gitattributes", "*.bin filter=lfs\n")
+        .remove("link.txt")
+        .commit("LFS");
+    lib.push("main");
+    let app = Repo::create(server.root(), "app.git");
+    for (branch, commit, named) in [
+        ("link", &link, "vendor/lib/link.txt"),
+        ("lfs", &lfs, "vendor/lib/.gitattributes"),
+    ] {
+        app.branch(branch);
+        app.submodule("vendor/lib", &server.url("lib.git"), commit);
+        app.commit(branch);
+        app.push(branch);
+        let src = Source {
+            reference: branch.into(),
+            ..with_submodules(&server.url("app.git"))
+        };
+        let message = refused(fetch(&src, &Credential::None, &policy()));
+        assert!(message.contains(named), "{message}");
     }
 }

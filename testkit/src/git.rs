@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -21,6 +21,8 @@ use tempfile::TempDir;
 pub struct GitHttp {
     root: TempDir,
     port: u16,
+    /// The `Authorization` header of each request, `""` when it had none.
+    authorizations: Arc<Mutex<Vec<String>>>,
 }
 
 impl GitHttp {
@@ -33,15 +35,29 @@ impl GitHttp {
             format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
         });
         let shared = Arc::new((root.path().to_path_buf(), expected));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let seen = authorizations.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let shared = shared.clone();
+                let (shared, seen) = (shared.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &shared.0, shared.1.as_deref());
+                    let _ = serve(stream, &shared.0, shared.1.as_deref(), &seen);
                 });
             }
         });
-        GitHttp { root, port }
+        GitHttp {
+            root,
+            port,
+            authorizations,
+        }
+    }
+
+    /// The `Authorization` header of every request so far (`""` for none), in arrival order.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The URL of the repository `name`, a bare repository directly under `root()`.
@@ -56,7 +72,12 @@ impl GitHttp {
 }
 
 /// Answers one request (the connection closes after it).
-fn serve(stream: TcpStream, root: &Path, auth: Option<&str>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    root: &Path,
+    auth: Option<&str>,
+    seen: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
@@ -76,6 +97,9 @@ fn serve(stream: TcpStream, root: &Path, auth: Option<&str>) -> std::io::Result<
             headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
         }
     }
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(headers.get("authorization").cloned().unwrap_or_default());
     let mut out = stream;
     if let Some(expected) = auth {
         if headers.get("authorization").map(String::as_str) != Some(expected) {
@@ -395,6 +419,35 @@ impl Repo {
         std::fs::create_dir_all(full.parent().expect("parent")).expect("create dirs");
         std::os::unix::fs::symlink(target, &full).expect("symlink");
         self.git(&["add", "--", path]);
+        self
+    }
+
+    /// Stages a gitlink at `path` to `commit` with no `.gitmodules` entry, as a submodule whose
+    /// URL was lost.
+    pub fn gitlink(&self, path: &str, commit: &str) -> &Self {
+        self.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{commit},{path}"),
+        ]);
+        self
+    }
+
+    /// Stages a submodule: a gitlink at `path` to `commit`, and its `url` in `.gitmodules`. Nothing
+    /// is fetched, so `url` may be anything, relative or unsafe.
+    pub fn submodule(&self, path: &str, url: &str, commit: &str) -> &Self {
+        self.gitlink(path, commit);
+        for (key, value) in [("path", path), ("url", url)] {
+            self.git(&[
+                "config",
+                "-f",
+                ".gitmodules",
+                &format!("submodule.{path}.{key}"),
+                value,
+            ]);
+        }
+        self.git(&["add", "--", ".gitmodules"]);
         self
     }
 
