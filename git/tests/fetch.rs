@@ -905,3 +905,53 @@ fn lfs_and_links_inside_submodules_are_refused() {
         assert!(message.contains(named), "{message}");
     }
 }
+
+#[test]
+fn an_ssh_key_is_reused_for_a_submodule_on_the_same_server() {
+    let (private, public) = ssh_keypair();
+    let server = GitSsh::start(&public);
+    let lib = Repo::create(server.root(), "lib.git");
+    let lib_commit = lib.write("lib.py", "over ssh\n").commit("lib");
+    lib.push("main");
+    let app = Repo::create(server.root(), "app.git");
+    app.write("main.py", "m")
+        .submodule("vendor/lib", "../lib.git", &lib_commit);
+    app.commit("Relative submodule over SSH");
+    app.push("main");
+    let cred = Credential::SshKey {
+        private_key: private,
+        known_hosts: server.known_hosts(),
+    };
+    let snapshot = fetch(&with_submodules(&server.url("app.git")), &cred, &policy()).unwrap();
+    assert_eq!(file(&snapshot, "vendor/lib/lib.py"), b"over ssh\n");
+}
+
+#[test]
+fn a_silent_submodule_server_spends_the_same_time_budget() {
+    let server = GitHttp::start(None);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!(
+        "http://127.0.0.1:{}/slow.git",
+        listener.local_addr().unwrap().port()
+    );
+    let app = Repo::create(server.root(), "app.git");
+    let first = app.write("main.py", "m").commit("First");
+    app.submodule("vendor/slow", &silent, &first);
+    app.commit("A submodule that never answers");
+    app.push("main");
+    let quick = Policy {
+        timeout: Duration::from_millis(1500),
+        ..policy()
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(
+        fetch(
+            &with_submodules(&server.url("app.git")),
+            &Credential::None,
+            &quick
+        ),
+        Err(Error::Timeout)
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    drop(listener);
+}
