@@ -164,7 +164,11 @@ pub async fn start_system() -> System {
         cluster_ca: None,
         trusted_proxies: vec![],
         public_url: None,
-        git: antcode_control::GitPolicy::default(),
+        // The Git project flow fetches from a server on loopback.
+        git: antcode_control::GitPolicy {
+            allow_private: true,
+            ..Default::default()
+        },
     };
     tokio::spawn(run(config, shutdown.clone()));
     let mut runner =

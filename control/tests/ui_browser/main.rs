@@ -55,6 +55,7 @@ async fn flows(c: &Client, sys: &System) {
     let started = Instant::now();
     let admin = login::sign_in(c, sys).await;
     let project_id = projects::upload_edit_and_roll_back(c, sys, &admin).await;
+    projects::follow_a_git_repository(c, sys, &admin).await;
     let task_id = tasks::create_pause_and_edit(c, sys, &admin, &project_id).await;
     let run_id = runs::live_log_and_cancel(c, sys, &admin).await;
     eprintln!("[ui] cancelled after {:?}", started.elapsed());

@@ -1,5 +1,5 @@
 //! Projects: upload one, a server error shown readably, edit its single file into a new
-//! version, upload another version and roll back.
+//! version, upload another version and roll back; follow a Git repository and sync it.
 
 use fantoccini::Client;
 
@@ -135,4 +135,58 @@ pub async fn upload_edit_and_roll_back(c: &Client, sys: &System, admin: &str) ->
     )
     .await;
     project_id
+}
+
+/// Creates project `from-git` from a repository served on loopback, reads its push webhook's
+/// secret (shown once), then pushes a change and syncs it with *Sync now*.
+pub async fn follow_a_git_repository(c: &Client, sys: &System, admin: &str) {
+    let base = sys.base.as_str();
+    let git = antcode_testkit::git::GitHttp::start(None);
+    let repo = antcode_testkit::git::Repo::create(git.root(), "ui.git");
+    repo.write("main.py", "print('from git')\n");
+    repo.commit("first from git");
+    repo.push("main");
+    go(c, base, "/projects").await;
+    heading_is(c, "Projects").await;
+    fill(c, "#git-form input[name=name]", "from-git").await;
+    fill(c, "#git-form input[name=url]", &git.url("ui.git")).await;
+    fill(c, "#git-form input[name=ref]", "main").await;
+    click(c, "#git-form button[type=submit]").await;
+    let secret = wait_js(
+        c,
+        "const n = document.querySelector('#git-form .notice'); return n && n.textContent;",
+        "the push webhook's secret",
+    )
+    .await;
+    assert!(
+        secret.as_str().unwrap_or_default().contains("acg"),
+        "{secret}"
+    );
+    shot(c, "03b-project-from-git").await;
+    click_xpath(c, "//form[@id='git-form']//a[text()='Open the project']").await;
+    heading_is(c, "from-git").await;
+    wait_js(
+        c,
+        "const f = document.querySelector('.page[aria-busy=false] .facts'); return f && f.textContent.includes('Git source') && f.textContent.includes('created (create)')",
+        "the Git source and its first sync",
+    )
+    .await;
+    repo.write("main.py", "print('again')\n");
+    repo.commit("second from git");
+    repo.push("main");
+    click_xpath(c, "//main//button[text()='Sync now']").await;
+    wait_js(
+        c,
+        "const t = document.querySelector('.page[aria-busy=false] table'); return t && t.textContent.includes('second from git')",
+        "version 2 from the pushed commit",
+    )
+    .await;
+    shot(c, "03c-project-synced").await;
+    let list = sys.get(admin, "/projects?limit=500").await;
+    let made = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "from-git");
+    assert_eq!(made.map(|p| p["current_version"].clone()), Some(2.into()));
 }
