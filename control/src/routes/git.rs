@@ -58,24 +58,55 @@ async fn sync(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
 /// does not concern the project (another branch) or is a ping, 401 on a bad signature.
 async fn push(
     State(state): State<AppState>,
-    _client: Client,
+    client: Client,
     P(id): P<String>,
     headers: HeaderMap,
     raw: LateJson,
 ) -> Response {
-    match answer_push(&state, &id, &headers, &raw.0).await {
+    match answer_push(&state, &client, &id, &headers, &raw.0).await {
         Ok(resp) => resp,
         Err(p) => p.into_response(),
     }
 }
 
+/// Refused push calls of one project audited per minute, at most: past that (and for unknown
+/// projects) they are only answered, so nobody fills the audit trail with bad signatures.
+const DENIALS_AUDITED_PER_MIN: u32 = 10;
+
 async fn answer_push(
     state: &AppState,
+    client: &Client,
     id: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
-    let (project, push) = git::verify_push(state, id, headers, body).await?;
+    let (project, push) = match git::verify_push(state, id, headers, body).await {
+        Ok(verified) => verified,
+        Err(p) => {
+            let known = state.store.project(id).await.is_ok();
+            let key = format!("push:{id}");
+            let now = std::time::Instant::now();
+            if known
+                && state
+                    .hook_denials
+                    .take(&key, DENIALS_AUDITED_PER_MIN, now)
+                    .is_ok()
+            {
+                audit::record_as(
+                    state,
+                    "git-push",
+                    client,
+                    "project.push",
+                    id,
+                    None,
+                    None,
+                    "denied",
+                )
+                .await;
+            }
+            return Err(p);
+        }
+    };
     if push.ping {
         return Ok(ok(json!({"status": "pong"})));
     }
@@ -100,11 +131,13 @@ async fn answer_push(
             wait,
         ));
     }
-    let (state, id) = (state.clone(), id.to_string());
+    let (state, id, client) = (state.clone(), id.to_string(), client.clone());
     tokio::spawn(async move {
-        if let Err(p) = git::sync(&state, &id, "webhook").await {
+        let result = git::sync(&state, &id, "webhook").await;
+        if let Err(p) = &result {
             tracing::warn!(project = %id, error = %p.detail, "git sync after a push failed");
         }
+        git::audit_sync(&state, "git-push", &client, &id, &result).await;
     });
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "syncing"}))).into_response())
 }

@@ -526,12 +526,46 @@ pub fn spawn_interval_syncs(state: AppState) {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                if let Err(p) = sync(&state, &id, "interval").await {
+                let result = sync(&state, &id, "interval").await;
+                if let Err(p) = &result {
                     tracing::warn!(project = %id, error = %p.detail, "automatic git sync failed");
                 }
+                // No handler runs this sync, so it is audited here, as the system's.
+                let system = crate::client::Client {
+                    address: "-".into(),
+                    user_agent: "interval sync".into(),
+                };
+                audit_sync(&state, "system", &system, &id, &result).await;
             }
         }
     });
+}
+
+/// Audits a sync no user asked for (an interval's, a push's) under `actor`; unchanged ones are
+/// not written, so a quiet repository does not fill the trail.
+pub async fn audit_sync(
+    state: &AppState,
+    actor: &str,
+    client: &crate::client::Client,
+    id: &str,
+    result: &ApiResult<SyncStatus>,
+) {
+    let (after, outcome) = match result {
+        Ok(s) if s.outcome == SyncOutcome::Unchanged => return,
+        Ok(s) => (crate::audit::to_value(s), "ok"),
+        Err(p) => (Some(serde_json::json!({"error": p.detail})), "failed"),
+    };
+    crate::audit::record_as(
+        state,
+        actor,
+        client,
+        "project.sync",
+        id,
+        None,
+        after,
+        outcome,
+    )
+    .await;
 }
 
 async fn due_projects(state: &AppState) -> Result<Vec<String>, StoreError> {

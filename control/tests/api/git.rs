@@ -332,6 +332,31 @@ async fn push_webhooks_are_signed_and_follow_the_ref() {
         format!("sha256={}", signed(new, main.as_bytes())),
     )];
     assert_eq!(call_push(&s, &id, &fresh, main).await.status(), 202);
+
+    // Pushes nobody logged in for are audited: refusals of a known project, and each sync
+    // (written by the background sync after it ends, so waited for).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audit = loop {
+        let audit = body(s.get(&t, "/api/v1/audit?limit=500").await, 200).await;
+        let entries = audit["items"].as_array().unwrap().clone();
+        let by = |action: &str, outcome: &str| {
+            entries
+                .iter()
+                .filter(|e| {
+                    e["actor"] == "git-push" && e["action"] == action && e["outcome"] == outcome
+                })
+                .count()
+        };
+        if by("project.push", "denied") >= 5 && by("project.sync", "ok") >= 3 {
+            break audit;
+        }
+        assert!(Instant::now() < deadline, "push calls not audited: {audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !audit.to_string().contains(&secret),
+        "a push secret in the audit trail"
+    );
     s.stop().await;
 }
 
