@@ -102,9 +102,18 @@ fn is_public(ip: IpAddr) -> bool {
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     let cgnat = a == 100 && (64..128).contains(&b);
     let this_network = a == 0;
+    // IANA's special-purpose blocks that are not the Internet: protocol assignments
+    // (192.0.0/24), documentation (192.0.2/24, 198.51.100/24, 203.0.113/24), benchmarking
+    // (198.18/15) and reserved (240/4).
+    let special = (a, b, c) == (192, 0, 0)
+        || (a, b, c) == (192, 0, 2)
+        || (a, b, c) == (198, 51, 100)
+        || (a, b, c) == (203, 0, 113)
+        || (a == 198 && (b == 18 || b == 19))
+        || a >= 240;
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -112,7 +121,8 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_multicast()
         || ip.is_broadcast()
         || cgnat
-        || this_network)
+        || this_network
+        || special)
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
@@ -121,11 +131,27 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     let link_local = first & 0xffc0 == 0xfe80;
     // ::a.b.c.d, the deprecated IPv4-compatible form, reaches the IPv4 address too.
     let compatible = ip.segments()[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback();
-    if compatible {
+    // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32 bits, 6to4 (2002::/16) the
+    // one in bits 16-48: judge those addresses instead. Local-use NAT64 (64:ff9b:1::/48) is a
+    // site's own translator: never public.
+    let nat64 = ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    let local_nat64 = ip.segments()[..3] == [0x64, 0xff9b, 1];
+    if compatible || nat64 {
         let [.., a, b, c, d] = ip.octets();
         return is_public_v4(Ipv4Addr::new(a, b, c, d));
     }
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+    if first == 0x2002 {
+        let [_, _, a, b, c, d, ..] = ip.octets();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    let documentation = ip.segments()[..2] == [0x2001, 0xdb8];
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || unique_local
+        || link_local
+        || documentation
+        || local_nat64)
 }
 
 #[cfg(test)]
@@ -154,6 +180,19 @@ mod tests {
             "::ffff:169.254.169.254",
             "::10.0.0.1",
             "ff02::1",
+            "192.0.0.1",
+            "192.0.2.10",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.5",
+            "240.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:101:1:100::",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+            "2001:db8::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} counted as public");
         }
@@ -163,6 +202,9 @@ mod tests {
             "172.32.0.1",
             "100.128.0.1",
             "2606:4700::1111",
+            "64:ff9b::101:101",
+            "2002:101:101::1",
+            "198.20.0.1",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} counted as private");
         }
