@@ -168,7 +168,14 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         hook_buckets: ratelimit::Buckets::default(),
         hook_denials: ratelimit::Buckets::default(),
         task_buckets: ratelimit::Buckets::default(),
-        git: config.git,
+        // A bundle past the upload walker's entry limit would only be refused after the fetch.
+        git: GitPolicy {
+            max_files: config
+                .git
+                .max_files
+                .min(antcode_core::bundle::Limits::default().max_entries),
+            ..config.git
+        },
         git_syncs: service::git::Syncs::default(),
     }));
     service::git::spawn_interval_syncs(state.clone());

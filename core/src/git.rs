@@ -35,7 +35,7 @@ pub struct GitSource {
     pub subdir: String,
     /// The script to run, relative to `subdir`; found as uploads find it when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 512)]
+    #[schema(max_length = 255)]
     pub entrypoint: Option<String>,
     /// The requirements file, relative to `subdir`; a missing file means no requirements.
     #[serde(default = "default_requirements")]

@@ -181,7 +181,15 @@ async fn push_git(api: &Api, out: &Out, a: PushArgs) -> Result<i32> {
         None => repo_name(&url)
             .ok_or_else(|| Error::usage("--name: cannot tell a name from the URL; give one"))?,
     };
-    let mut git = serde_json::json!({"url": url});
+    let existing = by_name(api, "/projects", &name).await?;
+    // Re-pointing keeps what the flags do not change (credential, interval, subdir, …).
+    let mut git = existing
+        .as_ref()
+        .and_then(|p| p.get("source"))
+        .filter(|s| s.is_object())
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    git["url"] = Value::from(url.clone());
     for (key, value) in [
         ("ref", &a.reference),
         ("subdir", &a.subdir),
@@ -196,7 +204,7 @@ async fn push_git(api: &Api, out: &Out, a: PushArgs) -> Result<i32> {
     if let Some(s) = a.interval {
         git["interval_s"] = Value::from(s);
     }
-    let answer = match by_name(api, "/projects", &name).await? {
+    let answer = match existing {
         None => {
             let mut body = serde_json::json!({"name": name, "git": git});
             if let Some(d) = &a.description {

@@ -45,7 +45,11 @@ async fn create(ctx: Ctx, headers: HeaderMap, req: Request) -> ApiResult<Respons
     ctx.require(Role::Operator, "project.create", "").await?;
     let (project, version, push) = match read_body(req, &ctx.state).await? {
         Body::Json(raw) if names_git(&raw) => {
-            let body = crate::problem::parse_json(&raw)?;
+            let body: projects::GitCreate = crate::problem::parse_json(&raw)?;
+            if projects::needs_admin(None, body.git()) {
+                ctx.require(Role::Admin, "project.git.credential", "")
+                    .await?;
+            }
             let (p, v, secret) = projects::create_from_git(&ctx.state, body, now_ms()).await?;
             let push = super::git::push_view(&ctx.state, &headers, &p.id, secret);
             (p, v, Some(push))
@@ -109,6 +113,13 @@ async fn update(
 ) -> ApiResult<Response> {
     ctx.require(Role::Operator, "project.update", &id).await?;
     let before = load(&ctx.state, &id).await?;
+    if patch
+        .git()
+        .is_some_and(|g| projects::needs_admin(before.source.as_ref(), g))
+    {
+        ctx.require(Role::Admin, "project.git.credential", &id)
+            .await?;
+    }
     let after = projects::update(&ctx.state, &before, patch, now_ms()).await?;
     let action = if after.moved {
         "project.rollback"

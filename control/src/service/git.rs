@@ -36,6 +36,8 @@ use crate::AppState;
 pub const CONCURRENT_SYNCS: usize = 2;
 /// How often the automatic-sync loop looks for projects that are due.
 const INTERVAL_TICK: std::time::Duration = std::time::Duration::from_secs(15);
+/// Longest entrypoint of a Git project (its version's column is 255 characters).
+const MAX_ENTRYPOINT_CHARS: usize = 255;
 /// Longest token or private key accepted.
 const MAX_SECRET_CHARS: usize = 16 * 1024;
 /// Longest `known_hosts` text accepted.
@@ -78,7 +80,8 @@ pub async fn check_source(state: &AppState, mut src: GitSource) -> ApiResult<Git
         }
     }
     if let Some(ep) = &src.entrypoint {
-        bounds::check_len("git.entrypoint", ep, MAX_PATH_CHARS)?;
+        // A version's entrypoint column holds 255 characters on PostgreSQL and MySQL.
+        bounds::check_len("git.entrypoint", ep, MAX_ENTRYPOINT_CHARS)?;
     }
     if let Some(s) = src.interval_s {
         let (least, most) = INTERVAL_S;
@@ -300,31 +303,23 @@ pub struct Fetched {
 
 /// Fetches `src`'s commit and checks its bundle. Waits for a free fetch slot.
 pub async fn fetch(state: &AppState, src: &GitSource) -> ApiResult<Fetched> {
-    let cred = credential(state, src).await?;
-    let _slot = state
-        .git_syncs
-        .0
-        .acquire()
+    let snap = remote(state, src, antcode_git::fetch).await?;
+    let (tar_gz, path) = (bytes::Bytes::from(snap.tar_gz), src.requirements.clone());
+    let bundle = tar_gz.clone();
+    let requirements = tokio::task::spawn_blocking(move || requirements_of(&bundle, &path))
         .await
-        .map_err(Problem::internal)?;
-    let (source, policy) = (git_source(src), state.git.clone());
-    let snap = tokio::task::spawn_blocking(move || antcode_git::fetch(&source, &cred, &policy))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(|e| fetch_problem(e, "git"))?;
-    let requirements = requirements_of(&snap.tar_gz, &src.requirements)?;
+        .map_err(Problem::internal)??;
     let form = UploadForm {
         entrypoint: src.entrypoint.clone(),
         requirements,
         python_version: src.python_version.clone(),
-        file: Some(("source.tar.gz".into(), snap.tar_gz.into())),
+        file: Some(("source.tar.gz".into(), tar_gz)),
         ..UploadForm::default()
     };
     let mut prepared = upload::prepare(&form).await?;
-    // The requirements file named by the source is the one that counts, wherever it is.
-    if let Some(r) = &form.requirements {
-        prepared.requirements = r.clone();
-    }
+    // The requirements file the source names is the one that counts: none when it is missing,
+    // even if the bundle has a requirements.txt at its root.
+    prepared.requirements = form.requirements.clone().unwrap_or_default();
     let message: String = snap.message.chars().take(MAX_MESSAGE_CHARS).collect();
     Ok(Fetched {
         prepared,
@@ -338,6 +333,31 @@ pub async fn fetch(state: &AppState, src: &GitSource) -> ApiResult<Fetched> {
             tree: snap.tree,
         },
     })
+}
+
+/// Runs `call` (a resolve or a fetch of `src`) on a blocking thread, once one of the
+/// [`CONCURRENT_SYNCS`] slots is free.
+async fn remote<T: Send + 'static>(
+    state: &AppState,
+    src: &GitSource,
+    call: fn(
+        &antcode_git::Source,
+        &antcode_git::Credential,
+        &antcode_git::Policy,
+    ) -> Result<T, antcode_git::Error>,
+) -> ApiResult<T> {
+    let cred = credential(state, src).await?;
+    let _slot = state
+        .git_syncs
+        .0
+        .acquire()
+        .await
+        .map_err(Problem::internal)?;
+    let (source, policy) = (git_source(src), state.git.clone());
+    tokio::task::spawn_blocking(move || call(&source, &cred, &policy))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(|e| fetch_problem(e, "git"))
 }
 
 /// The text of file `path` in a bundle, if it has one; a requirements file larger than an
@@ -410,9 +430,10 @@ pub async fn sync(state: &AppState, id: &str, trigger: &'static str) -> ApiResul
             "project {id} is not synced from Git; upload a new version instead"
         )));
     };
+    let started = now_ms();
     let result = sync_source(state, &project, &src).await;
     let mut status = SyncStatus {
-        at: now_ms(),
+        at: started,
         outcome: SyncOutcome::Failed,
         commit: None,
         version: None,
@@ -449,20 +470,14 @@ async fn sync_source(
     project: &Project,
     src: &GitSource,
 ) -> ApiResult<(SyncOutcome, String, i64)> {
-    // Cheap first: when the ref still names the commit the last good sync took and the source
-    // has not been edited since, nothing can have changed.
+    // Cheap first: when the ref still names the commit the last good sync took and nothing
+    // of the project was written since that sync started (`at` is its start, so an edit made
+    // while it ran counts), nothing can have changed.
     if let Some(last) = &project.sync {
-        let unedited = project.updated_at <= last.at;
+        let unedited = project.updated_at < last.at;
         if last.outcome != SyncOutcome::Failed && unedited {
             if let (Some(commit), Some(version)) = (&last.commit, last.version) {
-                let cred = credential(state, src).await?;
-                let (source, policy) = (git_source(src), state.git.clone());
-                let now = tokio::task::spawn_blocking(move || {
-                    antcode_git::resolve(&source, &cred, &policy)
-                })
-                .await
-                .map_err(Problem::internal)?
-                .map_err(|e| fetch_problem(e, "git"))?;
+                let now = remote(state, src, antcode_git::resolve).await?;
                 if &now == commit {
                     return Ok((SyncOutcome::Unchanged, now, version));
                 }
@@ -470,7 +485,9 @@ async fn sync_source(
         }
     }
     let fetched = fetch(state, src).await?;
-    let wrote = upload::store_blob(state, &fetched.prepared).await?;
+    // Whoever wrote the bundle, it stays: bundles are content-addressed, and a sync of the same
+    // commit racing this one may just have made it a version's (an orphan costs only space).
+    upload::store_blob(state, &fetched.prepared).await?;
     let row = version_row(&project.id, &fetched, now_ms());
     let commit = fetched.origin.commit.clone();
     match state.store.add_synced_version(&row).await {
@@ -479,7 +496,6 @@ async fn sync_source(
             Ok((SyncOutcome::Created, commit, n))
         }
         Ok(None) => {
-            forget_blob(state, wrote, &fetched.prepared.bundle.key).await;
             let latest = state
                 .store
                 .list_versions(&project.id)
@@ -488,18 +504,7 @@ async fn sync_source(
                 .map_or(project.current_version, |v| v.version);
             Ok((SyncOutcome::Unchanged, commit, latest))
         }
-        Err(e) => {
-            forget_blob(state, wrote, &fetched.prepared.bundle.key).await;
-            Err(e.into())
-        }
-    }
-}
-
-async fn forget_blob(state: &AppState, wrote: bool, key: &str) {
-    if wrote {
-        if let Err(e) = state.blobs.delete(key).await {
-            tracing::warn!(error = %e, key, "could not remove the bundle of an unchanged sync");
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -610,12 +615,23 @@ pub async fn verify_push(
     } else {
         None
     };
-    let sealed = match &project {
-        Some(p) => state.store.hook_secret(&p.id).await?,
-        None => None,
+    // An unknown project costs the same reads and the same opening as a known one, so the
+    // answer's time does not tell which ids exist.
+    let sealed = state
+        .store
+        .hook_secret(project.as_ref().map_or(id, |p| p.id.as_str()))
+        .await;
+    let sealed = match (&project, sealed) {
+        (Some(_), Ok(s)) => s,
+        (None, _) | (_, Err(StoreError::NotFound)) => None,
+        (Some(_), Err(e)) => return Err(e.into()),
     };
     let secret = match (sealed, state.secrets.as_deref()) {
         (Some(s), Some(sealer)) => sealer.open(&push_seal_name(id), &s).ok(),
+        (None, Some(sealer)) => {
+            let _ = sealer.open(&push_seal_name("decoy"), decoy_sealed(sealer));
+            None
+        }
         _ => None,
     };
     let key = secret.as_deref().unwrap_or("decoy-secret-never-matches");
@@ -644,6 +660,16 @@ pub async fn verify_push(
     Ok((project, Push { reference, ping }))
 }
 
+/// A sealed secret opened when the project is unknown, as a known one's is.
+fn decoy_sealed(sealer: &antcode_core::secrets::SecretBox) -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        sealer
+            .seal(&push_seal_name("decoy"), &ids::new_token("acg"))
+            .unwrap_or_default()
+    })
+}
+
 fn mac_matches(key: &str, body: &[u8], hex_sig: &str) -> bool {
     let Ok(given) = hex::decode(hex_sig.trim()) else {
         return false;
@@ -666,6 +692,9 @@ pub fn push_concerns(reference: &str, pushed: Option<&str>) -> bool {
     if reference.is_empty() {
         return pushed.starts_with("refs/heads/");
     }
+    if reference.starts_with("refs/") {
+        return pushed == reference;
+    }
     pushed == format!("refs/heads/{reference}") || pushed == format!("refs/tags/{reference}")
 }
 
@@ -685,6 +714,8 @@ mod tests {
         assert!(push_concerns("", Some("refs/heads/dev")));
         assert!(!push_concerns("", Some("refs/tags/v1")));
         assert!(push_concerns("main", None));
+        assert!(push_concerns("refs/heads/main", Some("refs/heads/main")));
+        assert!(!push_concerns("refs/heads/main", Some("refs/heads/dev")));
         assert!(!push_concerns(&"a".repeat(40), Some("refs/heads/main")));
     }
 

@@ -29,6 +29,21 @@ pub struct ProjectPatch {
     git: Option<GitSource>,
 }
 
+impl ProjectPatch {
+    /// The Git source this patch sets, if it sets one.
+    pub fn git(&self) -> Option<&GitSource> {
+        self.git.as_ref()
+    }
+}
+
+/// Whether pointing a project whose source is `before` at `after` takes an admin: a source
+/// that fetches with a credential may be given a new URL or credential only by an admin, as
+/// only admins manage credentials (an operator could otherwise send a token to any host).
+pub fn needs_admin(before: Option<&GitSource>, after: &GitSource) -> bool {
+    after.credential.is_some()
+        && before.is_none_or(|b| b.url != after.url || b.credential != after.credential)
+}
+
 /// The JSON body of `POST /projects` that creates a project from Git.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +52,12 @@ pub struct GitCreate {
     #[serde(default)]
     description: String,
     git: GitSource,
+}
+
+impl GitCreate {
+    pub fn git(&self) -> &GitSource {
+        &self.git
+    }
 }
 
 fn check_name(name: &str) -> ApiResult<String> {

@@ -85,9 +85,16 @@ async fn a_project_follows_a_private_branch_over_https_auth() {
         "a refused source created nothing"
     );
 
+    // Only an admin points a project at a URL with a credential (else an operator could send
+    // the token to any host).
     let create =
         json!({"name": "jobs", "git": {"url": url, "ref": "main", "credential": "deploy"}});
-    let p = body(s.post_json(&op, "/api/v1/projects", create).await, 201).await;
+    problem(
+        s.post_json(&op, "/api/v1/projects", create.clone()).await,
+        403,
+    )
+    .await;
+    let p = body(s.post_json(&admin, "/api/v1/projects", create).await, 201).await;
     let id = p["id"].as_str().unwrap().to_string();
     let v = &p["version"];
     assert_eq!(v["origin"]["commit"], repo.head());
@@ -112,6 +119,27 @@ async fn a_project_follows_a_private_branch_over_https_auth() {
         !shown.contains("acg") && !shown.contains("tok-s3cret"),
         "{shown}"
     );
+
+    let elsewhere = json!({"git": {"url": "https://attacker.example/r.git", "ref": "main", "credential": "deploy"}});
+    let denied = problem(
+        s.patch_json(&op, &format!("/api/v1/projects/{id}"), elsewhere)
+            .await,
+        403,
+    )
+    .await;
+    assert!(
+        denied["detail"].as_str().unwrap().contains("admin"),
+        "{denied}"
+    );
+    // The same URL and credential with another setting: an operator may.
+    let same =
+        json!({"git": {"url": url, "ref": "main", "credential": "deploy", "interval_s": 3600}});
+    body(
+        s.patch_json(&op, &format!("/api/v1/projects/{id}"), same)
+            .await,
+        200,
+    )
+    .await;
 
     // Nothing new: unchanged, no version.
     let st = sync(&s, &op, &id).await;

@@ -54,18 +54,26 @@ async fn git_source_and_synced_versions(db: &TestDb) {
         .unwrap();
     assert_eq!(n, None);
     assert_eq!(s.list_versions(&p.id).await.unwrap().len(), 2);
+    // The same tree with other files (its submodules fetched this time) is a new version.
+    let mut with_submodule = synced(&p.id, "c2", "t1");
+    with_submodule.files.push("vendor/lib/util.py".into());
+    assert_eq!(
+        s.add_synced_version(&with_submodule).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(s.add_synced_version(&with_submodule).await.unwrap(), None);
     // The same tree run differently is a new version.
-    let mut other_entry = synced(&p.id, "c2", "t1");
+    let mut other_entry = with_submodule.clone();
     other_entry.entrypoint = "other.py".into();
-    assert_eq!(s.add_synced_version(&other_entry).await.unwrap(), Some(3));
+    assert_eq!(s.add_synced_version(&other_entry).await.unwrap(), Some(4));
     let n = s
         .add_synced_version(&synced(&p.id, "c3", "t2"))
         .await
         .unwrap();
-    assert_eq!(n, Some(4));
-    let got = s.version(&p.id, 4).await.unwrap();
+    assert_eq!(n, Some(5));
+    let got = s.version(&p.id, 5).await.unwrap();
     assert_eq!(got.origin, synced(&p.id, "c3", "t2").origin);
-    assert_eq!(s.project(&p.id).await.unwrap().current_version, 4);
+    assert_eq!(s.project(&p.id).await.unwrap().current_version, 5);
     // A rollback stays: the next sync of the same tree compares with the latest version.
     p.current_version = 2;
     p.updated_at += 1;

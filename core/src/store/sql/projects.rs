@@ -186,11 +186,13 @@ async fn make_current(
     Ok(())
 }
 
-/// Whether `new` holds what `latest` holds: the same tree run the same way.
+/// Whether `new` holds what `latest` holds: the same tree (and so the same submodule commits),
+/// the same files (a tree with submodules fetched or not), run the same way.
 fn same_files(latest: &ProjectVersion, new: &ProjectVersion) -> bool {
     let tree = |v: &ProjectVersion| v.origin.as_ref().map(|o| o.tree.clone());
     tree(latest).is_some()
         && tree(latest) == tree(new)
+        && latest.files == new.files
         && latest.entrypoint == new.entrypoint
         && latest.requirements == new.requirements
         && latest.python_version == new.python_version
