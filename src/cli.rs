@@ -214,7 +214,8 @@ pub struct UpArgs {
 pub struct GitArgs {
     /// Let Git projects fetch from loopback and private addresses. Refused by default: a
     /// project's URL could otherwise reach services inside the network (SSRF).
-    #[arg(long, env = "ANTCODE_GIT_ALLOW_PRIVATE")]
+    #[arg(long, env = "ANTCODE_GIT_ALLOW_PRIVATE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub git_allow_private: bool,
     /// Largest fetch of a Git project's commit, in MiB.
     #[arg(long, env = "ANTCODE_GIT_MAX_MB", default_value_t = 100,
@@ -569,6 +570,34 @@ pub fn url_port(url: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::url_port;
+
+    #[test]
+    fn git_allow_private_reads_one_and_true_from_the_environment() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Probe {
+            #[command(flatten)]
+            git: super::GitArgs,
+        }
+        for (value, want) in [
+            ("1", true),
+            ("true", true),
+            ("yes", true),
+            ("0", false),
+            ("false", false),
+        ] {
+            std::env::set_var("ANTCODE_GIT_ALLOW_PRIVATE", value);
+            let probe = Probe::try_parse_from(["antcode"]).expect(value);
+            assert_eq!(probe.git.policy().allow_private, want, "{value}");
+        }
+        std::env::remove_var("ANTCODE_GIT_ALLOW_PRIVATE");
+        assert!(
+            Probe::try_parse_from(["antcode", "--git-allow-private"])
+                .unwrap()
+                .git
+                .git_allow_private
+        );
+    }
 
     #[test]
     fn service_urls_name_their_ports() {

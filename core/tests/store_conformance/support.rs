@@ -258,7 +258,7 @@ pub async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
     runs.into_iter().map(|r| r.id).collect()
 }
 
-/// Takes migrations 11 to 15 away again, so a test can re-apply the migrations before them.
+/// Takes migrations 11 to 16 away again, so a test can re-apply the migrations before them.
 pub async fn undo_migrations_from_11(db: &TestDb) {
     for (index, table) in [
         ("runs_closed", "runs"),
@@ -292,7 +292,17 @@ pub async fn undo_migrations_from_11(db: &TestDb) {
         "hooks",
         "run_keys",
         "task_links",
+        "git_credentials",
     ] {
         db.exec(&format!("DROP TABLE {table}")).await;
+    }
+    for (table, column) in [
+        ("projects", "source"),
+        ("projects", "sync_status"),
+        ("projects", "hook_secret"),
+        ("project_versions", "origin"),
+    ] {
+        db.exec(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
+            .await;
     }
 }
