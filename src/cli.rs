@@ -159,7 +159,8 @@ pub struct UpArgs {
     /// Start even if the kernel refuses part of the task sandbox (user, mount or PID
     /// namespaces, seccomp, Landlock): each missing guarantee is logged and shown in the
     /// worker's `sandbox` label. Without it such a runner refuses to start.
-    #[arg(long, env = "ANTCODE_ALLOW_WEAK_SANDBOX")]
+    #[arg(long, env = "ANTCODE_ALLOW_WEAK_SANDBOX", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_weak_sandbox: bool,
     #[arg(long, env = "ANTCODE_DATA_DIR", default_value = "./antcode-data")]
     pub data_dir: PathBuf,
@@ -295,7 +296,8 @@ pub struct ControlArgs {
     #[arg(long, env = "ANTCODE_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
     /// Development mode: allows the default admin password and a missing secret key.
-    #[arg(long, env = "ANTCODE_DEV")]
+    #[arg(long, env = "ANTCODE_DEV", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub dev: bool,
     #[arg(long, env = "ANTCODE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -357,7 +359,8 @@ pub struct RunnerArgs {
     /// Start even if the kernel refuses part of the task sandbox (user, mount or PID
     /// namespaces, seccomp, Landlock): each missing guarantee is logged and shown in the
     /// worker's `sandbox` label. Without it such a runner refuses to start.
-    #[arg(long, env = "ANTCODE_ALLOW_WEAK_SANDBOX")]
+    #[arg(long, env = "ANTCODE_ALLOW_WEAK_SANDBOX", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_weak_sandbox: bool,
     /// Address of the operations endpoint (/metrics, /healthz, /readyz).
     #[arg(long, env = "ANTCODE_OPS_LISTEN", default_value = "0.0.0.0:9102")]
