@@ -12,13 +12,25 @@
 //! credential is only sent back to the host it was given for. Nothing of the machine's Git setup
 //! is used: no config files, no credential helpers, no `GIT_*` variables, no shell. The functions
 //! block; an async caller runs them in `spawn_blocking`.
+//!
+//! A host is resolved once, and every connection goes to the addresses that passed the check, by
+//! every transport: HTTP(S) through a client whose DNS is pinned to them (TLS still checks the
+//! URL's host name), git:// through a socket we open to them, SSH by giving `ssh` the address
+//! and checking the host key under the URL's host name. A DNS server that answers differently
+//! when the fetch connects (DNS rebinding) can't lead it inside the platform's network.
 
 mod bundle;
+mod pin;
 mod remote;
 mod ssh;
 mod submodule;
 mod url;
 mod watch;
+
+/// The loopback Git servers of the testkit, for unit tests (see tests/fetch.rs).
+#[cfg(test)]
+#[path = "../../testkit/src/git.rs"]
+mod servers;
 
 use std::time::Duration;
 
@@ -144,20 +156,22 @@ pub enum Error {
 /// A full 40-hex id is returned as it is, without contacting the server. Cheap enough for a sync
 /// to call each time and skip the fetch when the commit has not changed.
 pub fn resolve(source: &Source, cred: &Credential, policy: &Policy) -> Result<String, Error> {
-    check_url(&source.url, policy)?;
-    let wanted = remote::Wanted::parse(&source.reference)?;
-    if let remote::Wanted::Commit(id) = &wanted {
+    let wanted = remote::Wanted::parse(&source.reference);
+    if let Ok(remote::Wanted::Commit(id)) = &wanted {
+        check_url(&source.url, policy)?;
         return Ok(id.clone());
     }
-    let (source, cred, allow_private) = (source.clone(), cred.clone(), policy.allow_private);
+    let target = url::vet(&source.url, policy)?;
+    let wanted = wanted?;
+    let (cred, allow_private) = (cred.clone(), policy.allow_private);
     watch::run(policy, None, move |job| {
-        remote::resolve(&source, &wanted, &cred, allow_private, job)
+        remote::resolve(&target, &wanted, &cred, allow_private, job)
     })
 }
 
 /// Fetches the commit `source.reference` names (depth 1) and bundles its tree, or `source.subdir`.
 pub fn fetch(source: &Source, cred: &Credential, policy: &Policy) -> Result<Snapshot, Error> {
-    check_url(&source.url, policy)?;
+    let target = url::vet(&source.url, policy)?;
     let wanted = remote::Wanted::parse(&source.reference)?;
     let subdir = bundle::clean_subdir(&source.subdir)?;
     let (source, cred, limits) = (source.clone(), cred.clone(), policy.clone());
@@ -173,7 +187,7 @@ pub fn fetch(source: &Source, cred: &Credential, policy: &Policy) -> Result<Snap
         let top = dir.path().join("superproject");
         std::fs::create_dir(&top)
             .map_err(|e| Error::Remote(format!("cannot create a temporary directory: {e}")))?;
-        let fetched = remote::fetch(&top, &source, &wanted, &cred, limits.allow_private, job)?;
+        let fetched = remote::fetch(&top, &target, &wanted, &cred, limits.allow_private, job)?;
         let fetcher = submodule::Fetcher {
             dir: dir.path(),
             job,

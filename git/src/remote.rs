@@ -16,13 +16,15 @@ use gix::remote::fetch::{RefMap, Shallow, Tags};
 use gix::remote::Direction;
 use gix::ObjectId;
 
+use crate::url::Vetted;
 use crate::watch::Job;
-use crate::{ssh, url, Credential, Error, Source};
+use crate::{pin, ssh, Credential, Error};
 
 /// Configuration of the temporary repository, on top of nothing: it is opened isolated, so no
 /// system, global or `GIT_*` configuration is read.
 const CONFIG: &[&str] = &[
-    // A public URL must not bounce to a private one after check_url approved it.
+    // A public URL must not bounce to a private one after check_url approved it. Our HTTP
+    // client (pin.rs) follows no redirect whatever this says; it is set for clarity.
     "http.followRedirects=false",
     "protocol.version=2",
     // Only the transports check_url allows.
@@ -88,7 +90,7 @@ pub(crate) struct Fetched {
 
 /// Lists the server's refs and returns the commit `wanted` names (not a full id: see `resolve`).
 pub(crate) fn resolve(
-    source: &Source,
+    target: &Vetted,
     wanted: &Wanted,
     cred: &Credential,
     allow_private: bool,
@@ -99,26 +101,27 @@ pub(crate) fn resolve(
         .tempdir()
         .map_err(|e| Error::Remote(format!("cannot create a temporary directory: {e}")))?;
     let repo = init(dir.path())?;
-    let link = Link::new(source, cred, dir.path(), job, allow_private)?;
+    let link = Link::new(target, cred, dir.path(), job, allow_private)?;
     let remote = link.remote(&repo, &wanted.refspecs())?;
     let connection = link.connect(&remote, job)?;
     let (ref_map, _) = connection
         .ref_map(gix::progress::Discard, Default::default())
         .map_err(|e| link.fail(&e))?;
-    Ok(pick(&ref_map, wanted, &source.url)?.to_string())
+    Ok(pick(&ref_map, wanted, &target.url)?.to_string())
 }
 
-/// Fetches the commit `wanted` names, depth 1, into a new bare repository at `dir`.
+/// Fetches the commit `wanted` names, depth 1, into a new bare repository at `dir`, from the
+/// addresses of `target` only.
 pub(crate) fn fetch(
     dir: &Path,
-    source: &Source,
+    target: &Vetted,
     wanted: &Wanted,
     cred: &Credential,
     allow_private: bool,
     job: &Job,
 ) -> Result<Fetched, Error> {
     let repo = init(dir)?;
-    let link = Link::new(source, cred, dir, job, allow_private)?;
+    let link = Link::new(target, cred, dir, job, allow_private)?;
     let commit = match wanted {
         Wanted::Commit(id) => fetch_commit(&repo, &link, id, job)?,
         _ => fetch_ref(&repo, &link, wanted, job)?,
@@ -128,7 +131,7 @@ pub(crate) fn fetch(
         return Err(Error::Refused(format!(
             "{} does not name a commit of {}",
             describe(wanted),
-            source.url
+            target.url
         )));
     }
     Ok(Fetched { repo, commit })
@@ -254,10 +257,11 @@ fn init(dir: &Path) -> Result<gix::Repository, Error> {
     Ok(repo.to_thread_local())
 }
 
-/// How to reach one server: its URL, the credential, and what error text must not show.
+/// How to reach one server: its URL and vetted addresses, the credential, and what error text
+/// must not show.
 struct Link {
     url: String,
-    parsed: gix::Url,
+    target: Vetted,
     cred: Credential,
     /// The private directory where an SSH key and known_hosts are written.
     scratch: std::path::PathBuf,
@@ -270,13 +274,13 @@ struct Link {
 
 impl Link {
     fn new(
-        source: &Source,
+        target: &Vetted,
         cred: &Credential,
         scratch: &Path,
         job: &Job,
         allow_private: bool,
     ) -> Result<Link, Error> {
-        let parsed = url::parse(&source.url)?;
+        let parsed = &target.parsed;
         let is_ssh = parsed.scheme == gix::url::Scheme::Ssh;
         let is_http = matches!(
             parsed.scheme,
@@ -286,13 +290,13 @@ impl Link {
             Credential::Token { .. } if !is_http => {
                 return Err(Error::Refused(format!(
                     "a token works with https:// URLs only, not {}",
-                    source.url
+                    target.url
                 )))
             }
             Credential::SshKey { .. } if !is_ssh => {
                 return Err(Error::Refused(format!(
                     "an SSH key works with ssh:// or user@host:path URLs only, not {}",
-                    source.url
+                    target.url
                 )))
             }
             Credential::Token { .. }
@@ -300,20 +304,20 @@ impl Link {
             {
                 return Err(Error::Refused(format!(
                     "a token is sent over https:// only, not in clear text to {}",
-                    source.url
+                    target.url
                 )))
             }
             Credential::None if is_ssh => {
                 return Err(Error::Auth(format!(
                     "{} needs an SSH key credential",
-                    source.url
+                    target.url
                 )))
             }
             _ => {}
         }
         Ok(Link {
-            url: source.url.clone(),
-            parsed,
+            url: target.url.clone(),
+            target: target.clone(),
             cred: cred.clone(),
             scratch: scratch.to_path_buf(),
             ssh_stderr: Arc::default(),
@@ -329,7 +333,7 @@ impl Link {
         refspecs: &[String],
     ) -> Result<gix::Remote<'repo>, Error> {
         let remote = repo
-            .remote_at_without_url_rewrite(self.parsed.clone())
+            .remote_at_without_url_rewrite(self.target.parsed.clone())
             .map_err(|e| self.fail(&e))?;
         let remote = remote
             .with_refspecs(refspecs.iter().map(String::as_str), Direction::Fetch)
@@ -337,7 +341,8 @@ impl Link {
         Ok(remote.with_fetch_tags(Tags::None))
     }
 
-    /// Opens a connection: gix's own transport for HTTP and git://, our `ssh` process for SSH.
+    /// Opens a connection to the vetted addresses, with a transport of ours that gix speaks the
+    /// protocol over: see `pin` for HTTP(S) and git://, `ssh` for SSH.
     // The credential closure's error type is gix's, as its signature demands.
     #[allow(clippy::result_large_err)]
     fn connect<'r, 'repo>(
@@ -345,28 +350,27 @@ impl Link {
         remote: &'r gix::Remote<'repo>,
         job: &Job,
     ) -> Result<gix::remote::Connection<'r, 'static, 'repo, Box<dyn Transport + Send>>, Error> {
-        let connection = match &self.cred {
+        let transport = match &self.cred {
             Credential::SshKey {
                 private_key,
                 known_hosts,
             } => {
                 let target = ssh::Target {
-                    url: &self.parsed,
+                    server: &self.target,
                     private_key,
                     known_hosts,
                     dir: &self.scratch,
                 };
                 let (transport, reader) = ssh::connect(&target, job, self.ssh_stderr.clone())?;
                 *self.ssh_reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
-                remote.to_connection_with_transport(transport)
+                transport
             }
-            _ => {
-                install_crypto_provider();
-                remote
-                    .connect(Direction::Fetch)
-                    .map_err(|e| self.fail(&e))?
+            _ if self.target.parsed.scheme == gix::url::Scheme::Git => {
+                pin::git(&self.target, job.remaining())?
             }
+            _ => pin::http(&self.target, job.remaining())?,
         };
+        let connection = remote.to_connection_with_transport(transport);
         let account = match &self.cred {
             Credential::Token { username, token } => Some(gix::sec::identity::Account {
                 username: if username.is_empty() {
@@ -443,12 +447,6 @@ impl Link {
             ))
         }
     }
-}
-
-/// Makes ring the process's rustls provider unless the application chose one already: gix's
-/// HTTP client, reqwest with rustls, is built without a provider of its own (see Cargo.toml).
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 impl Job {

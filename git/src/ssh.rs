@@ -7,6 +7,11 @@
 //! the key, the known hosts and a fixed set of options, ask it to run `git-upload-pack` on the
 //! server, and give its pipes to gix's `git::Connection`, which speaks the protocol over them
 //! just as gix does over the `ssh` it starts.
+//!
+//! `ssh` connects to the vetted address, not to the name, which it would resolve again: the
+//! destination is the IP address, and `HostKeyAlias` makes it look up and check the host key
+//! under the URL's host name (`[host]:port` off port 22, as known_hosts writes it), with
+//! `CheckHostIP=no` so that the address itself needs no known_hosts line.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -20,12 +25,14 @@ use gix::protocol::transport::client::blocking_io::Transport;
 use gix::protocol::transport::client::git::{blocking_io::Connection, ConnectMode};
 use gix::protocol::transport::Protocol;
 
+use crate::url::Vetted;
 use crate::watch::Job;
 use crate::Error;
 
 /// Where to connect and with what.
 pub(crate) struct Target<'a> {
-    pub url: &'a gix::Url,
+    /// The URL and the addresses to connect to.
+    pub server: &'a Vetted,
     pub private_key: &'a str,
     pub known_hosts: &'a str,
     /// A private directory for the key and known_hosts files.
@@ -47,11 +54,12 @@ pub(crate) fn connect(
         ));
     }
     let (key, known_hosts) = write_secrets(target)?;
-    let path = gix::url::expand_path::for_shell(target.url.path.clone());
+    let url = &target.server.parsed;
+    let path = gix::url::expand_path::for_shell(url.path.clone());
     if path.is_empty() || path.starts_with(b"-") || path.contains(&b'\n') || path.contains(&0) {
         return Err(Error::Refused(format!(
             "{} has no usable repository path",
-            target.url.to_bstring()
+            url.to_bstring()
         )));
     }
     let remote_command = format!("git-upload-pack {}", quote(&String::from_utf8_lossy(&path)));
@@ -85,12 +93,13 @@ pub(crate) fn connect(
         ConnectMode::Process,
         false,
     )
-    .custom_url(Some(target.url.to_bstring()));
+    .custom_url(Some(url.to_bstring()));
     Ok((Box::new(connection), reader))
 }
 
-/// The `ssh` command line: only our key, only the given host keys, no config file, no agent, no
-/// prompt, and an environment of our own.
+/// The `ssh` command line: only our key, only the given host keys, checked under the URL's host
+/// name, no config file, no agent, no prompt, an environment of our own, and the first vetted
+/// address as the destination.
 fn ssh_command(target: &Target<'_>, key: &Path, known_hosts: &Path) -> Command {
     let mut command = Command::new("ssh");
     command
@@ -114,17 +123,40 @@ fn ssh_command(target: &Target<'_>, key: &Path, known_hosts: &Path) -> Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(port) = target.url.port {
-        command.arg("-p").arg(port.to_string());
-    }
-    let host = target.url.host().unwrap_or_default();
-    let destination = match target.url.user() {
-        Some(user) => format!("{user}@{host}"),
-        None => host.to_string(),
+    let server = target.server;
+    command
+        .arg("-o")
+        .arg(format!(
+            "HostKeyAlias={}",
+            // ssh lowercases a destination name; an alias it takes as it is.
+            host_key_alias(&server.host.to_ascii_lowercase(), server.port)
+        ))
+        .args(["-o", "CheckHostIP=no"])
+        .arg("-p")
+        .arg(server.port.to_string());
+    // `url::vet` never returns an empty list.
+    let ip = server
+        .addrs
+        .first()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let destination = match server.parsed.user() {
+        Some(user) => format!("{user}@{ip}"),
+        None => ip,
     };
     // `--` ends ssh's options: whatever the URL holds, it is a destination, not an option.
     command.arg("--").arg(destination);
     command
+}
+
+/// The name `ssh` looks the host key up under: with `HostKeyAlias` it adds no port itself, so
+/// off port 22 the alias is `[host]:port`, the form known_hosts lines use there.
+fn host_key_alias(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
 }
 
 /// Writes the key (mode 0600, as ssh demands) and the known hosts into the private directory.
@@ -168,6 +200,13 @@ fn quote(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_key_aliases_are_known_hosts_names() {
+        assert_eq!(super::host_key_alias("git.example", 22), "git.example");
+        assert_eq!(super::host_key_alias("127.0.0.1", 2222), "[127.0.0.1]:2222");
+        assert_eq!(super::host_key_alias("::1", 2222), "[::1]:2222");
+    }
+
     #[test]
     fn quote_escapes_quotes() {
         assert_eq!(super::quote("/srv/a'b!.git"), r"'/srv/a'\''b'\!'.git'");

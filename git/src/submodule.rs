@@ -2,8 +2,8 @@
 //! exact commit from the URL `.gitmodules` gives it, and its files join the bundle under the
 //! gitlink's path.
 //!
-//! The rules are the superproject's: the URL passes [`check_url`] with the same policy, it is
-//! fetched into its own repository inside the same watched directory and on the same job, so the
+//! The rules are the superproject's: the URL passes [`check_url`](crate::check_url) with the same policy and is
+//! fetched from the addresses that check approved, it is fetched into its own repository inside the same watched directory and on the same job, so the
 //! time and download budgets cover the superproject and all its submodules together, and the
 //! files count against the same bundle limits. A credential only goes back to the host it was
 //! given for. Submodules of submodules are followed to [`MAX_DEPTH`], and never in a cycle.
@@ -14,9 +14,12 @@ use gix::bstr::ByteSlice;
 use gix::ObjectId;
 
 use crate::bundle::{Gitlink, Walk};
+#[cfg(test)]
+use crate::check_url;
 use crate::remote::{self, Wanted};
+use crate::url::{self, Vetted};
 use crate::watch::{self, Job};
-use crate::{check_url, url, Credential, Error, Policy, Source};
+use crate::{Credential, Error, Policy};
 
 /// How deep submodules are followed: 1 is the superproject's own, 2 their submodules.
 const MAX_DEPTH: usize = 2;
@@ -73,7 +76,8 @@ fn follow(
     }
     let modules = gitmodules(walk.repo(parent.repo), parent.commit, &parent.url)?;
     for link in links {
-        let url = url_of(modules.as_ref(), &link, parent, fetcher.policy)?;
+        let target = url_of(modules.as_ref(), &link, parent, fetcher.policy)?;
+        let url = target.url.clone();
         let id = identity(&url);
         if parent.chain.contains(&id) {
             return Err(Error::Refused(format!(
@@ -87,7 +91,7 @@ fn follow(
                 link.bundle_path
             )));
         }
-        let (child, tree) = fetch_one(walk, fetcher, parent, &link, url, id)?;
+        let (child, tree) = fetch_one(walk, fetcher, parent, &link, &target, id)?;
         let mut inner = Vec::new();
         let prefix = format!("{}/", link.bundle_path);
         walk.tree(child.repo, tree, &prefix, "", &mut inner)?;
@@ -103,24 +107,19 @@ fn fetch_one(
     fetcher: &Fetcher<'_>,
     parent: &Parent,
     link: &Gitlink,
-    url: String,
+    target: &Vetted,
     id: String,
 ) -> Result<(Parent, ObjectId), Error> {
+    let url = target.url.clone();
     let within = |e: Error| about(&link.bundle_path, e);
     let dir = fetcher.dir.join(format!("submodule-{}", walk.repo_count()));
     std::fs::create_dir(&dir)
         .map_err(|e| Error::Remote(format!("cannot create a temporary directory: {e}")))?;
-    let source = Source {
-        url: url.clone(),
-        reference: link.commit.to_string(),
-        subdir: String::new(),
-        submodules: true,
-    };
     let cred = credential_for(fetcher.cred, fetcher.url, &url);
     let wanted = Wanted::Commit(link.commit.to_string());
     let fetched = remote::fetch(
         &dir,
-        &source,
+        target,
         &wanted,
         &cred,
         fetcher.policy.allow_private,
@@ -190,13 +189,14 @@ fn gitmodules(
     Ok(Some(parsed))
 }
 
-/// The URL of `link` per `.gitmodules`, made absolute and checked like the superproject's.
+/// The URL of `link` per `.gitmodules`, made absolute and checked like the superproject's, with
+/// the addresses to fetch it from.
 fn url_of(
     modules: Option<&gix::submodule::File>,
     link: &Gitlink,
     parent: &Parent,
     policy: &Policy,
-) -> Result<String, Error> {
+) -> Result<Vetted, Error> {
     let path = &link.bundle_path;
     let missing = || {
         Error::Refused(format!(
@@ -217,8 +217,7 @@ fn url_of(
         .to_str()
         .map_err(|_| Error::Refused(format!("the URL of submodule {path} is not UTF-8")))?;
     let url = relative_url(&parent.url, raw).map_err(|e| about(path, e))?;
-    check_url(&url, policy).map_err(|e| about(path, e))?;
-    Ok(url)
+    url::vet(&url, policy).map_err(|e| about(path, e))
 }
 
 /// Resolves a submodule URL as git does: `./x` and `../x` are relative to the parent's URL, each

@@ -1,7 +1,11 @@
 //! Which URLs may be fetched: network transports only, credentials never in the URL, and no
 //! address inside the platform's own network (SSRF) unless the policy allows private hosts.
+//!
+//! [`vet`] resolves the host once and returns the addresses it approved; every connection is then
+//! made to those addresses and no other (see `pin`), so a DNS server that answers a public
+//! address to the check and a private one a moment later (DNS rebinding) gains nothing.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use gix::bstr::ByteSlice;
 use gix::url::Scheme;
@@ -10,24 +14,63 @@ use crate::{Error, Policy};
 
 /// Checks `url`'s syntax and scheme, and that its host resolves to public addresses only.
 ///
-/// Only DNS is asked; the server is not contacted. The check can't stop a DNS server that answers
-/// differently when the fetch connects a moment later; HTTP redirects are disabled for the same
-/// reason.
+/// Only DNS is asked; the server is not contacted. With `allow_private`, only the syntax and scheme
+/// are checked. A fetch does not rely on this answer: it resolves and checks the host once more
+/// and then connects to exactly the addresses it approved, so a DNS answer that changes in between
+/// can't lead it elsewhere; HTTP redirects are not followed for the same reason.
 pub fn check_url(url: &str, policy: &Policy) -> Result<(), Error> {
-    let parsed = parse(url)?;
-    let host = parsed.host().unwrap_or_default().to_string();
-    let port = parsed.port_or_default().unwrap_or(0);
     if policy.allow_private {
-        return Ok(());
+        return parse(url).map(drop);
     }
-    for ip in addresses(&host, port, url)? {
-        if !is_public(ip) {
-            return Err(Error::Refused(format!(
-                "{url} points to {ip}, an address inside a private network; fetch from a public host"
-            )));
+    vet(url, policy).map(drop)
+}
+
+/// A URL that passed the checks, with the addresses its host resolved to, all approved: the only
+/// ones a connection to it may use.
+#[derive(Debug, Clone)]
+pub(crate) struct Vetted {
+    /// The URL as given.
+    pub url: String,
+    pub parsed: gix::Url,
+    /// The host as the URL names it, without brackets: TLS and SSH host keys are checked
+    /// against it.
+    pub host: String,
+    /// The URL's port, or its scheme's default.
+    pub port: u16,
+    /// In the resolver's order of preference; never empty.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Checks `url` like [`check_url`] and resolves its host, once; with `allow_private` the
+/// addresses are not judged but still pinned.
+pub(crate) fn vet(url: &str, policy: &Policy) -> Result<Vetted, Error> {
+    let parsed = parse(url)?;
+    let host = parsed.host().unwrap_or_default();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = parsed
+        .port_or_default()
+        .ok_or_else(|| Error::Refused(format!("{url:?} has no port and its scheme no default")))?;
+    let addrs = addresses(&host, port, url)?;
+    if !policy.allow_private {
+        for addr in &addrs {
+            let ip = addr.ip();
+            if !is_public(ip) {
+                return Err(Error::Refused(format!(
+                    "{url} points to {ip}, an address inside a private network; fetch from a public host"
+                )));
+            }
         }
     }
-    Ok(())
+    Ok(Vetted {
+        url: url.to_string(),
+        parsed,
+        host,
+        port,
+        addrs,
+    })
 }
 
 /// Parses `url`, refusing anything but a network URL with a plain host and no password.
@@ -74,20 +117,24 @@ pub(crate) fn parse(url: &str) -> Result<gix::Url, Error> {
     Ok(parsed)
 }
 
-/// Resolves `host` as the fetch will connect to it.
-fn addresses(host: &str, port: u16, url: &str) -> Result<Vec<IpAddr>, Error> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(vec![ip]);
+/// Resolves `host` (without brackets) to the addresses the fetch will connect to.
+fn addresses(host: &str, port: u16, url: &str) -> Result<Vec<SocketAddr>, Error> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    let found = (bare, port)
+    let found = (host, port)
         .to_socket_addrs()
         .map_err(|e| Error::Remote(format!("cannot resolve the host of {url}: {e}")))?;
-    let ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
-    if ips.is_empty() {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in found {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
         return Err(Error::Remote(format!("the host of {url} has no address")));
     }
-    Ok(ips)
+    Ok(addrs)
 }
 
 /// Whether `ip` is an address on the public internet.

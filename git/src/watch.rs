@@ -17,9 +17,14 @@ use crate::{Error, Policy};
 
 const POLL: Duration = Duration::from_millis(50);
 
+/// How much longer than the deadline a connection's own timeouts are.
+const GRACE: Duration = Duration::from_secs(1);
+
 /// What a job shares with its watcher.
 #[derive(Clone, Default)]
 pub(crate) struct Job {
+    /// When the watcher gives up; connections bound their waits by it.
+    pub deadline: Option<Instant>,
     /// gix checks this flag while it receives a pack.
     pub interrupt: Arc<AtomicBool>,
     /// The `ssh` process of an SSH fetch, killed when the watcher gives up.
@@ -27,6 +32,16 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// How long a connection may wait: the time left until the deadline, and a second more so
+    /// that the watcher, not a socket timeout, reports the end of the time. The bound matters
+    /// for a job the watcher abandoned: its thread ends instead of waiting forever.
+    pub fn remaining(&self) -> Duration {
+        let left = self.deadline.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        left + GRACE
+    }
+
     /// Kills the `ssh` process, if any, so that reads from it end.
     pub fn kill_child(&self) {
         if let Some(child) = self
@@ -56,7 +71,11 @@ where
     T: Send + 'static,
     F: FnOnce(&Job) -> Result<T, Error> + Send + 'static,
 {
-    let job = Job::default();
+    let deadline = Instant::now() + policy.timeout;
+    let job = Job {
+        deadline: Some(deadline),
+        ..Job::default()
+    };
     let (done, result) = mpsc::channel();
     let worker_job = job.clone();
     std::thread::Builder::new()
@@ -68,9 +87,10 @@ where
         })
         .map_err(|e| Error::Remote(format!("cannot start the fetch thread: {e}")))?;
 
-    let deadline = Instant::now() + policy.timeout;
     loop {
         match result.recv_timeout(POLL) {
+            // A connection's own timeout may end the job just after the deadline.
+            Ok(Err(_)) if Instant::now() >= deadline => return Err(Error::Timeout),
             Ok(outcome) => return outcome,
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(Error::Remote("the fetch thread panicked".into()))

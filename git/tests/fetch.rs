@@ -1,4 +1,5 @@
-//! Fetches from real Git servers on loopback: `git http-backend` over HTTP and `sshd`.
+//! Fetches from real Git servers on loopback: `git http-backend` over HTTP, `git daemon` over
+//! git://, and `sshd`.
 
 // The servers live in the testkit so that platform tests can use them too, but are included by
 // path: they need only std and tempfile, and building the whole testkit here would be slow.
@@ -9,7 +10,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use antcode_git::{check_url, fetch, resolve, Credential, Error, Policy, Snapshot, Source};
-use servers::{ssh_keypair, GitHttp, GitSsh, Repo};
+use servers::{ssh_keypair, GitDaemon, GitHttp, GitSsh, Repo};
 
 /// Loopback servers are private addresses: the tests allow them.
 fn policy() -> Policy {
@@ -498,6 +499,104 @@ fn the_same_commit_gives_the_same_bytes() {
     let second = fetch(&src, &Credential::None, &policy()).unwrap();
     assert_eq!(first.tar_gz, second.tar_gz);
     assert_eq!(first, second);
+}
+
+#[test]
+fn git_protocol_fetches_a_branch_and_a_commit() {
+    let daemon = GitDaemon::start();
+    let repo = Repo::create(daemon.root(), "app.git");
+    repo.write("main.py", "over git://\n");
+    let first = repo.commit("First");
+    repo.write("main.py", "moved on\n");
+    let second = repo.commit("Second");
+    repo.push("main");
+    let url = daemon.url("app.git");
+
+    let snapshot = fetch(&source(&url, "main"), &Credential::None, &policy()).unwrap();
+    assert_eq!(snapshot.commit, second);
+    assert_eq!(file(&snapshot, "main.py"), b"moved on\n");
+    assert_eq!(
+        resolve(&source(&url, ""), &Credential::None, &policy()).unwrap(),
+        second
+    );
+    let old = fetch(&source(&url, &first), &Credential::None, &policy()).unwrap();
+    assert_eq!(file(&old, "main.py"), b"over git://\n");
+    let missing = fetch(
+        &source(&daemon.url("nothing.git"), "main"),
+        &Credential::None,
+        &policy(),
+    );
+    assert!(matches!(missing, Err(Error::Remote(_))), "{missing:?}");
+}
+
+/// The port of a `scheme://host:port/…` URL.
+fn port_of(url: &str) -> u16 {
+    let after = url.split("://").nth(1).unwrap();
+    let authority = after.split('/').next().unwrap();
+    authority.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_host_name_is_fetched_from_the_address_it_resolved_to() {
+    // `localhost` is vetted once (to 127.0.0.1, allowed here) and each transport connects to
+    // that address, TLS and SSH host keys still being checked against the name.
+    let http = GitHttp::start(None);
+    let (_repo, commit) = one_commit_repo(&http, "app.git");
+    let url = format!("http://localhost:{}/app.git", port_of(&http.url("x")));
+    assert_eq!(
+        fetch(&source(&url, "main"), &Credential::None, &policy())
+            .unwrap()
+            .commit,
+        commit
+    );
+    // Without allow_private the same name is refused: its address is loopback.
+    let message = refused(fetch(
+        &source(&url, "main"),
+        &Credential::None,
+        &Policy::default(),
+    ));
+    assert!(message.contains("127.0.0.1"), "{message}");
+
+    let daemon = GitDaemon::start();
+    let repo = Repo::create(daemon.root(), "app.git");
+    repo.write("a.txt", "a\n");
+    let commit = repo.commit("Over git://");
+    repo.push("main");
+    let url = format!("git://localhost:{}/app.git", daemon.addr().port());
+    assert_eq!(
+        resolve(&source(&url, "main"), &Credential::None, &policy()).unwrap(),
+        commit
+    );
+}
+
+#[test]
+fn ssh_checks_the_host_key_under_the_url_host_name() {
+    let (private, public) = ssh_keypair();
+    let server = GitSsh::start(&public);
+    let repo = Repo::create(server.root(), "app.git");
+    repo.write("main.py", "over ssh\n");
+    let commit = repo.commit("Over SSH");
+    repo.push("main");
+    let ip_url = server.url("app.git");
+    let port = port_of(&ip_url);
+    let url = ip_url.replace("@127.0.0.1:", "@localhost:");
+    let ip_line = server.known_hosts();
+    let name_line = ip_line.replace("[127.0.0.1]", "[localhost]");
+    let cred = |known_hosts: &str| Credential::SshKey {
+        private_key: private.clone(),
+        known_hosts: known_hosts.to_string(),
+    };
+    // ssh connects to 127.0.0.1 but looks the key up as `[localhost]:PORT`.
+    assert_eq!(
+        resolve(&source(&url, "main"), &cred(&name_line), &policy()).unwrap(),
+        commit
+    );
+    // A line for the address alone does not vouch for the name.
+    match resolve(&source(&url, "main"), &cred(&ip_line), &policy()) {
+        Err(Error::Auth(message)) => assert!(message.contains("host key"), "{message}"),
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    assert!(name_line.starts_with(&format!("[localhost]:{port} ")));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Real Git servers on loopback for tests: `git http-backend` behind a small HTTP/1.1 server,
-//! `sshd` with a generated host key, and a working repository that pushes to them.
+//! `git daemon` for git://, `sshd` with a generated host key, and a working repository that
+//! pushes to them.
 //!
 //! Depends on std and `tempfile` only, so that any test can include it with
 //! `#[path = "…/testkit/src/git.rs"] mod servers;` without building the rest of the testkit.
@@ -9,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use tempfile::TempDir;
 /// `git http-backend` served over HTTP on 127.0.0.1, optionally behind Basic authentication.
 pub struct GitHttp {
     root: TempDir,
-    port: u16,
+    addr: SocketAddr,
     /// The `Authorization` header of each request, `""` when it had none.
     authorizations: Arc<Mutex<Vec<String>>>,
 }
@@ -28,9 +29,15 @@ pub struct GitHttp {
 impl GitHttp {
     /// Starts the server; with `auth`, every request needs `Authorization: Basic user:password`.
     pub fn start(auth: Option<(&str, &str)>) -> GitHttp {
+        GitHttp::start_at("127.0.0.1:0", auth)
+    }
+
+    /// Starts the server listening on `addr` (`127.0.0.2:0`, say: any loopback address, and
+    /// port 0 for a free one).
+    pub fn start_at(addr: &str, auth: Option<(&str, &str)>) -> GitHttp {
         let root = tempfile::tempdir().expect("temp dir");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let addr = listener.local_addr().expect("local addr");
         let expected = auth.map(|(user, password)| {
             format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
         });
@@ -47,7 +54,7 @@ impl GitHttp {
         });
         GitHttp {
             root,
-            port,
+            addr,
             authorizations,
         }
     }
@@ -62,12 +69,90 @@ impl GitHttp {
 
     /// The URL of the repository `name`, a bare repository directly under `root()`.
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        format!("http://{}/{name}", self.addr)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The folder of the served repositories.
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+}
+
+/// `git daemon` serving every repository under a temporary folder over git://.
+pub struct GitDaemon {
+    root: TempDir,
+    home: TempDir,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl GitDaemon {
+    /// Starts `git daemon` on 127.0.0.1 and a free port.
+    pub fn start() -> GitDaemon {
+        GitDaemon::start_at("127.0.0.1", free_port())
+    }
+
+    /// Starts `git daemon` listening on `ip` (a loopback address) and `port`.
+    pub fn start_at(ip: &str, port: u16) -> GitDaemon {
+        let root = tempfile::tempdir().expect("temp dir");
+        let home = tempfile::tempdir().expect("temp dir");
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg("--export-all")
+            .arg(format!("--base-path={}", root.path().display()))
+            .arg(format!("--port={port}"))
+            .arg("--reuseaddr")
+            .arg(format!("--listen={ip}"))
+            .arg("--informative-errors")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start git daemon");
+        let addr: SocketAddr = format!("{ip}:{port}").parse().expect("an IP address");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {addr} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitDaemon {
+            root,
+            home,
+            addr,
+            child,
+        }
+    }
+
+    /// `git://IP:PORT/<name>`, the bare repository `name` under `root()`.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://{}/{name}", self.addr)
+    }
+
+    /// The address the daemon listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The folder of the served repositories.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
