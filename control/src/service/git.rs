@@ -37,9 +37,9 @@ pub const CONCURRENT_SYNCS: usize = 2;
 /// How often the automatic-sync loop looks for projects that are due.
 const INTERVAL_TICK: std::time::Duration = std::time::Duration::from_secs(15);
 /// Longest token or private key accepted.
-const MAX_SECRET_CHARS: usize = 16 * 1024;
+pub(crate) const MAX_SECRET_CHARS: usize = 16 * 1024;
 /// Longest `known_hosts` text accepted.
-const MAX_KNOWN_HOSTS_CHARS: usize = 64 * 1024;
+pub(crate) const MAX_KNOWN_HOSTS_CHARS: usize = 64 * 1024;
 
 /// The limits on concurrent fetches.
 pub struct Syncs(Semaphore);
@@ -139,7 +139,7 @@ fn sealer(state: &AppState) -> ApiResult<&antcode_core::secrets::SecretBox> {
 }
 
 /// The body of `PUT /git-credentials/{name}`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialBody {
     kind: String,
