@@ -40,6 +40,11 @@ pub const CRON_CHARS: usize = 256;
 pub const TIMEZONE_CHARS: usize = 64;
 /// An RFC 3339 time.
 pub const TIME_CHARS: usize = 64;
+/// A user name (letters, digits and `._@-`, so characters are bytes).
+pub const USERNAME_CHARS: usize = 64;
+/// A password: at least this many characters, at most [`PASSWORD_BYTES`] bytes.
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_BYTES: usize = 1024;
 
 /// The 422 for a field past its bound.
 pub fn too_large(field: &str, why: impl std::fmt::Display) -> Problem {

@@ -216,21 +216,12 @@ fn with_fields(base: &str, fields: Value, optional: &[&str]) -> Value {
         {"type": "object", "required": required, "properties": fields}]})
 }
 
-/// The component schemas the responses name: the model types' own, derived from them
-/// (`utoipa::ToSchema`, so a field added to a type shows up here), and `Task`, whose settings are
-/// the task body's schema.
+/// The component schemas the operations name: the model types' own and the request bodies',
+/// derived from them (`utoipa::ToSchema`, so a field added to a type shows up here), and `Task`
+/// and `AlertRule`, whose settings are their bodies' schemas.
 fn components() -> Map<String, Value> {
     use antcode_core::model as m;
     let mut out = Map::new();
-    fn add<T: utoipa::ToSchema>(out: &mut Map<String, Value>) {
-        let mut deps = vec![];
-        T::schemas(&mut deps);
-        for (name, schema) in deps {
-            out.insert(name, serde_json::to_value(schema).unwrap_or_default());
-        }
-        let schema = serde_json::to_value(T::schema()).unwrap_or_default();
-        out.insert(T::name().into_owned(), schema);
-    }
     add::<m::User>(&mut out);
     add::<m::ApiToken>(&mut out);
     add::<m::Project>(&mut out);
@@ -249,50 +240,47 @@ fn components() -> Map<String, Value> {
     add::<antcode_core::git::GitCredentialMeta>(&mut out);
     add::<antcode_core::alerting::AlertChannel>(&mut out);
     add::<antcode_core::alerting::Delivery>(&mut out);
-    let mut rule = json_schema("post", "/api/v1/notifications/rules");
-    rule["additionalProperties"] = json!(true);
-    for (name, schema) in [
-        ("id", json!({"type": "string"})),
-        (
-            "created_at",
-            json!({"type": "string", "format": "date-time"}),
-        ),
-        (
-            "updated_at",
-            json!({"type": "string", "format": "date-time"}),
-        ),
-    ] {
-        rule["properties"][name] = schema;
-    }
-    rule["required"] = json!(["id", "name", "enabled", "created_at", "updated_at"]);
-    out.insert("AlertRule".into(), rule);
-    let mut task = json_schema("post", "/api/v1/tasks");
-    task["additionalProperties"] = json!(true);
+    request_components(&mut out);
     let time = json!({"type": "string", "format": "date-time"});
-    for (name, schema) in [
-        ("id", json!({"type": "string"})),
-        (
-            "next_fire_at",
-            json!({"type": ["string", "null"], "format": "date-time"}),
-        ),
-        ("created_at", time.clone()),
-        ("updated_at", time),
-    ] {
-        task["properties"][name] = schema;
-    }
-    // A task answers null for these when they are not set.
-    for name in ["entrypoint", "schedule"] {
-        let set = task["properties"][name].take();
-        task["properties"][name] = json!({"anyOf": [{"type": "null"}, set]});
-    }
-    task["required"] = json!([
-        "id",
-        "name",
-        "project_id",
-        "paused",
-        "created_at",
-        "updated_at"
-    ]);
+    let stored = |body: &str, extra: Vec<(&str, Value)>, required: Value| {
+        let mut schema = out[body].clone();
+        schema["additionalProperties"] = json!(true);
+        for (name, field) in extra {
+            schema["properties"][name] = field;
+        }
+        schema["required"] = required;
+        schema
+    };
+    let rule = stored(
+        "RuleBody",
+        vec![
+            ("id", json!({"type": "string"})),
+            ("created_at", time.clone()),
+            ("updated_at", time.clone()),
+        ],
+        json!(["id", "name", "enabled", "created_at", "updated_at"]),
+    );
+    let task = stored(
+        "TaskBody",
+        vec![
+            ("id", json!({"type": "string"})),
+            (
+                "next_fire_at",
+                json!({"type": ["string", "null"], "format": "date-time"}),
+            ),
+            ("created_at", time.clone()),
+            ("updated_at", time),
+        ],
+        json!([
+            "id",
+            "name",
+            "project_id",
+            "paused",
+            "created_at",
+            "updated_at"
+        ]),
+    );
+    out.insert("AlertRule".into(), rule);
     out.insert("Task".into(), task);
     out.insert(
         "Problem".into(),
@@ -541,31 +529,427 @@ fn success_schema(method: &str, path: &str) -> Option<Value> {
     }
 }
 
-/// The JSON body schema of an operation: specific for the main bodies (so generated requests,
-/// for example schemathesis', reach past field validation), a generic object otherwise.
+/// The component schema of each operation's JSON body: `(method, path, component)`. The PATCH
+/// bodies merged over what is stored (`*Patch`) are the POST body's schema with no field
+/// required.
+#[rustfmt::skip]
+const BODIES: &[(&str, &str, &str)] = &[
+    ("post", "/api/v1/auth/login", "LoginBody"),
+    ("post", "/api/v1/users", "NewUser"),
+    ("patch", "/api/v1/users/{id}", "UserPatch"),
+    ("post", "/api/v1/tokens", "NewToken"),
+    ("put", "/api/v1/secrets/{name}", "SecretBody"),
+    ("put", "/api/v1/secrets/{name}/grants", "GrantsBody"),
+    ("post", "/api/v1/tasks/{id}/hooks", "HookBody"),
+    ("post", "/api/v1/tasks/{id}/trigger", "RunInput"),
+    ("post", "/api/v1/tasks/{id}/invoke", "RunInput"),
+    ("post", "/api/v1/hooks/{hook_id}", "RunInput"),
+    ("post", "/api/v1/tasks", "TaskBody"),
+    ("patch", "/api/v1/tasks/{id}", "TaskPatch"),
+    ("patch", "/api/v1/projects/{id}", "ProjectPatch"),
+    ("put", "/api/v1/git-credentials/{name}", "CredentialBody"),
+    ("post", "/api/v1/schedules/validate", "Schedule"),
+    ("post", "/api/v1/worker-keys", "NewKey"),
+    ("post", "/api/v1/notifications/channels", "ChannelBody"),
+    ("patch", "/api/v1/notifications/channels/{id}", "ChannelPatch"),
+    ("post", "/api/v1/notifications/rules", "RuleBody"),
+    ("patch", "/api/v1/notifications/rules/{id}", "RulePatch"),
+    ("put", "/api/v1/retention", "RetentionPolicy"),
+    ("patch", "/api/v1/runs/{id}", "RunPatch"),
+];
+
+/// The JSON body schema of an operation: a `$ref` to the schema derived from the type its
+/// handler parses ([`BODIES`]), a generic object for the bodies no handler reads as a type.
 fn json_schema(method: &str, path: &str) -> Value {
-    let s = |ty: &str| json!({"type": ty});
-    let role = json!({"type": "string", "enum": ["admin", "operator", "viewer"]});
+    BODIES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+        .map_or_else(
+            || json!({"type": "object"}),
+            |(_, _, name)| schema_ref(name),
+        )
+}
+
+/// Adds `T`'s schema, and those it names, to `out` under their names.
+fn add<T: utoipa::ToSchema>(out: &mut Map<String, Value>) {
+    let mut deps = vec![];
+    T::schemas(&mut deps);
+    for (name, schema) in deps {
+        out.insert(name, serde_json::to_value(schema).unwrap_or_default());
+    }
+    let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+    out.insert(T::name().into_owned(), schema);
+}
+
+/// The request bodies' schemas, derived (`utoipa::ToSchema`) from the types the handlers parse,
+/// so a field added to one shows up here; then [`bounds_overlay`] states the bounds the
+/// handlers check. Answers the bounds that found no property (a test keeps this empty).
+fn request_components(out: &mut Map<String, Value>) -> Vec<String> {
+    use crate::routes as r;
+    use crate::service as s;
+    add::<r::auth::LoginBody>(out);
+    add::<r::users::NewUser>(out);
+    add::<r::users::UserPatch>(out);
+    add::<s::tokens::NewToken>(out);
+    add::<r::secrets::SecretBody>(out);
+    add::<s::secrets::GrantsBody>(out);
+    add::<r::hooks::HookBody>(out);
+    add::<s::runs::RunInput>(out);
+    add::<s::tasks::TaskBody>(out);
+    add::<s::projects::ProjectPatch>(out);
+    add::<s::projects::GitCreate>(out);
+    add::<s::git::CredentialBody>(out);
+    add::<s::workers::NewKey>(out);
+    add::<r::notifications::ChannelBody>(out);
+    add::<r::notifications::RuleBody>(out);
+    add::<r::retention::RunPatch>(out);
+    add::<antcode_core::retention::RetentionPolicy>(out);
+    // The rule's flattened spec, as one object (a PATCH body must be able to leave any out).
+    if let Some(rule) = out.get("RuleBody").cloned() {
+        let merged = merge_all_of(out, rule);
+        out.insert("RuleBody".into(), merged);
+    }
+    let mut missed = vec![];
+    for (component, property, bound) in bounds_overlay() {
+        let hits = out
+            .get_mut(component)
+            .map_or(0, |schema| overlay(schema, property, &bound));
+        if hits == 0 {
+            missed.push(format!("{component}.{property}"));
+        }
+    }
+    for (post, patch) in [
+        ("TaskBody", "TaskPatch"),
+        ("ChannelBody", "ChannelPatch"),
+        ("RuleBody", "RulePatch"),
+    ] {
+        let mut schema = out[post].clone();
+        if let Some(o) = schema.as_object_mut() {
+            o.remove("required");
+        }
+        out.insert(patch.into(), schema);
+    }
+    missed
+}
+
+/// `schema`'s `allOf` parts (`$ref`s resolved in `out`) as one object.
+fn merge_all_of(out: &Map<String, Value>, schema: Value) -> Value {
+    let Some(parts) = schema.get("allOf").and_then(Value::as_array) else {
+        return schema;
+    };
+    let mut merged = json!({"type": "object", "properties": {}, "required": []});
+    for part in parts {
+        let part = match part["$ref"].as_str() {
+            Some(r) => out
+                .get(r.trim_start_matches("#/components/schemas/"))
+                .cloned()
+                .unwrap_or_default(),
+            None => part.clone(),
+        };
+        if let Some(props) = part["properties"].as_object() {
+            for (k, v) in props {
+                merged["properties"][k] = v.clone();
+            }
+        }
+        if let (Some(req), Some(all)) = (
+            part["required"].as_array(),
+            merged["required"].as_array_mut(),
+        ) {
+            all.extend(req.iter().cloned());
+        }
+    }
+    if let Some(d) = schema.get("description") {
+        merged["description"] = d.clone();
+    }
+    merged
+}
+
+/// Lays `bound` over every property `name` of `schema` (through `oneOf`, `anyOf`, `allOf`),
+/// keeping a nullable type nullable; answers how many it found.
+fn overlay(schema: &mut Value, name: &str, bound: &Value) -> usize {
+    let mut hits = 0;
+    if let Some(prop) = schema.get_mut("properties").and_then(|p| p.get_mut(name)) {
+        let nullable = prop["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("null")));
+        if let (Some(p), Some(b)) = (prop.as_object_mut(), bound.as_object()) {
+            for (k, v) in b {
+                p.insert(k.clone(), v.clone());
+            }
+            if nullable {
+                if let Some(ty) = p.get("type").and_then(Value::as_str) {
+                    p.insert("type".into(), json!([ty, "null"]));
+                }
+            }
+        }
+        hits += 1;
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(parts) = schema.get_mut(key).and_then(Value::as_array_mut) {
+            hits += parts
+                .iter_mut()
+                .map(|p| overlay(p, name, bound))
+                .sum::<usize>();
+        }
+    }
+    hits
+}
+
+/// What the handlers check of each request body field, stated on the derived schemas: a bound
+/// named once, as the constant the check uses (utoipa's `#[schema(max_length = …)]` takes only
+/// literals). `(component, property, schema keywords laid over the derived ones)`.
+fn bounds_overlay() -> Vec<(&'static str, &'static str, Value)> {
+    use antcode_core::{alerting, flow, git, hooks, model, params, retention};
+    let range = |least: u64, most: u64| json!({"minimum": least, "maximum": most});
+    let str_range = |least: usize, most: usize| json!({"type": "string", "minLength": least, "maxLength": most});
     let time = json!({"type": "string", "format": "date-time", "maxLength": bounds::TIME_CHARS});
     let mut cron = bounds::string(bounds::CRON_CHARS);
     cron["description"] = CRON_GRAMMAR.into();
-    let schedule = json!({"oneOf": [
-        {"type": "object", "required": ["kind", "at"], "properties": {
-            "kind": {"const": "once"}, "at": time}},
-        {"type": "object", "required": ["kind", "every_s"], "properties": {
-            "kind": {"const": "interval"}, "every_s": {"type": "integer", "minimum": 1},
-            "start": time, "end": time}},
-        {"type": "object", "required": ["kind", "cron"], "properties": {
-            "kind": {"const": "cron"}, "cron": cron,
-            "timezone": bounds::string(bounds::TIMEZONE_CHARS)}}]});
-    let bounded = |(field, least, most): (&str, u64, u64), default: u64, what: &str| {
+    let links = json!({"maxItems": flow::MAX_LINKS});
+    let labels = bounds::string_map(
+        bounds::LABELS,
+        bounds::LABEL_KEY_CHARS,
+        bounds::LABEL_VALUE_CHARS,
+    );
+    let env = bounds::string_map(
+        bounds::ENV_VARS,
+        bounds::ENV_NAME_CHARS,
+        bounds::ENV_VALUE_CHARS,
+    );
+    let args = bounds::strings(bounds::ARGS, bounds::ARG_CHARS);
+    let days = range(1, retention::MAX_DAYS.into());
+    let keep_last = range(1, retention::MAX_KEEP_LAST.into());
+    let limit = range(1, ConcurrencyKey::MAX_LIMIT.into());
+    let git_path = bounds::string(git::MAX_PATH_CHARS);
+    let seconds = crate::routes::notifications::MAX_RULE_SECONDS;
+    let template = bounds::string(antcode_notify::template::MAX_TEMPLATE_LEN);
+    let secret = bounds::string(crate::service::git::MAX_SECRET_CHARS);
+    let enumerated = |values: &[&str]| json!({"type": "string", "enum": values});
+    let defaults = model::RunLimits::default();
+    let mut out = vec![
+        ("NewUser", "username", str_range(1, bounds::USERNAME_CHARS)),
         (
-            field.to_string(),
-            json!({"type": "integer", "minimum": least, "maximum": most,
-            "default": default, "description": what}),
-        )
-    };
-    let defaults = antcode_core::model::RunLimits::default();
+            "NewUser",
+            "password",
+            json!({"minLength": bounds::PASSWORD_MIN_CHARS,
+            "description": format!("at most {} bytes (UTF-8)", bounds::PASSWORD_BYTES)}),
+        ),
+        (
+            "UserPatch",
+            "password",
+            json!({"minLength": bounds::PASSWORD_MIN_CHARS,
+            "description": format!("at most {} bytes (UTF-8)", bounds::PASSWORD_BYTES)}),
+        ),
+        (
+            "NewToken",
+            "scopes",
+            json!({"minItems": 1,
+            "items": enumerated(&["read", "write", "admin"])}),
+        ),
+        (
+            "NewToken",
+            "expires_in_s",
+            range(0, crate::service::tokens::MAX_TTL_S),
+        ),
+        (
+            "SecretBody",
+            "value",
+            json!({"maxLength": antcode_core::secrets::MAX_VALUE_LEN,
+            "description": "at most this many bytes (UTF-8)"}),
+        ),
+        (
+            "GrantsBody",
+            "projects",
+            bounds::strings(bounds::GRANTS, 64),
+        ),
+        ("HookBody", "name", bounds::string(hooks::MAX_NAME_LEN)),
+        (
+            "HookBody",
+            "auth",
+            json!({"enum": ["token", "hmac"], "default": "token"}),
+        ),
+        (
+            "HookBody",
+            "rate_per_min",
+            json!({"minimum": hooks::RATE_PER_MIN.0,
+            "maximum": hooks::RATE_PER_MIN.1, "default": 60}),
+        ),
+        (
+            "RunInput",
+            "params",
+            json!({"description":
+            "checked against the task's params schema (422 naming every bad field); at most 64 KiB as JSON"}),
+        ),
+        ("RunInput", "args", args.clone()),
+        ("RunInput", "env", env.clone()),
+        ("TaskBody", "name", bounds::string(bounds::NAME_CHARS)),
+        (
+            "TaskBody",
+            "entrypoint",
+            bounds::string(bounds::ENTRYPOINT_CHARS),
+        ),
+        ("TaskBody", "args", args),
+        ("TaskBody", "env", env),
+        (
+            "TaskBody",
+            "public_env",
+            bounds::strings(bounds::ENV_VARS, bounds::ENV_NAME_CHARS),
+        ),
+        (
+            "TaskBody",
+            "secrets",
+            bounds::strings(bounds::SECRETS, MAX_SECRET_NAME),
+        ),
+        ("TaskBody", "queue", bounds::string(bounds::QUEUE_CHARS)),
+        ("TaskBody", "labels", labels.clone()),
+        (
+            "TaskBody",
+            "timeout_s",
+            range(1, crate::service::tasks::MAX_TIMEOUT_S),
+        ),
+        (
+            "TaskBody",
+            "overlap",
+            enumerated(crate::service::tasks::OVERLAP),
+        ),
+        (
+            "TaskBody",
+            "misfire",
+            enumerated(crate::service::tasks::MISFIRE),
+        ),
+        (
+            "TaskBody",
+            "params",
+            json!({"description":
+            "a JSON Schema subset: {type: object, properties: {NAME: {type: string|integer|number|boolean|array|object, enum?, minimum?, maximum?, maxLength?, default?, description?}}, required: [NAME]}",
+            "properties": {"properties": {"type": "object", "maxProperties": params::MAX_PROPERTIES},
+                "required": {"type": "array", "items": {"type": "string"}}}}),
+        ),
+        (
+            "TaskBody",
+            "schedule_params",
+            json!({"description":
+            "the params of its scheduled runs, checked against params"}),
+        ),
+        (
+            "TaskBody",
+            "triggers_per_min",
+            range(1, crate::service::tasks::MAX_TRIGGERS_PER_MIN.into()),
+        ),
+        ("TaskBody", "needs", links.clone()),
+        ("TaskBody", "max_concurrency", limit.clone()),
+        ("RetryPolicy", "max_attempts", range(1, 100)),
+        ("RetryPolicy", "backoff_s", range(0, 86_400)),
+        (
+            "RetryPolicy",
+            "max_backoff_s",
+            range(0, crate::service::tasks::MAX_TIMEOUT_S),
+        ),
+        ("Schedule", "at", time.clone()),
+        ("Schedule", "start", time.clone()),
+        ("Schedule", "end", time),
+        ("Schedule", "every_s", json!({"minimum": 1})),
+        ("Schedule", "cron", cron),
+        (
+            "Schedule",
+            "timezone",
+            bounds::string(bounds::TIMEZONE_CHARS),
+        ),
+        (
+            "NetworkPolicy",
+            "allow",
+            json!({"maxItems": model::NetworkPolicy::MAX_ALLOW,
+            "items": {"type": "string", "maxLength": model::NetworkPolicy::MAX_ENTRY_CHARS,
+                "pattern": "^(\\*|\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$"}}),
+        ),
+        ("TaskRetention", "days", days.clone()),
+        ("TaskRetention", "keep_last", keep_last.clone()),
+        ("RetentionPolicy", "runs_days", days.clone()),
+        ("RetentionPolicy", "audit_days", days),
+        ("RetentionPolicy", "runs_keep_last", keep_last),
+        ("Next", "for_each", bounds::string(flow::MAX_FIELD_LEN)),
+        ("Preference", "labels", labels),
+        (
+            "Preference",
+            "fallback_s",
+            range(1, model::Preference::MAX_FALLBACK_S),
+        ),
+        (
+            "ConcurrencyKey",
+            "key",
+            json!({"type": "string", "minLength": 1,
+            "maxLength": ConcurrencyKey::MAX_KEY_BYTES,
+            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+            "description": "at most this many bytes of printable characters, not only spaces"}),
+        ),
+        ("ConcurrencyKey", "limit", limit),
+        ("ProjectPatch", "name", bounds::string(bounds::NAME_CHARS)),
+        (
+            "ProjectPatch",
+            "description",
+            bounds::string(bounds::DESCRIPTION_CHARS),
+        ),
+        ("GitCreate", "name", bounds::string(bounds::NAME_CHARS)),
+        (
+            "GitCreate",
+            "description",
+            bounds::string(bounds::DESCRIPTION_CHARS),
+        ),
+        ("GitSource", "url", bounds::string(git::MAX_URL_CHARS)),
+        ("GitSource", "ref", git_path.clone()),
+        ("GitSource", "subdir", git_path.clone()),
+        (
+            "GitSource",
+            "entrypoint",
+            bounds::string(git::MAX_ENTRYPOINT_CHARS),
+        ),
+        ("GitSource", "requirements", git_path),
+        (
+            "GitSource",
+            "interval_s",
+            range(git::INTERVAL_S.0, git::INTERVAL_S.1),
+        ),
+        ("CredentialBody", "kind", enumerated(&["token", "ssh_key"])),
+        (
+            "CredentialBody",
+            "username",
+            bounds::string(bounds::NAME_CHARS),
+        ),
+        ("CredentialBody", "token", secret.clone()),
+        ("CredentialBody", "private_key", secret),
+        (
+            "CredentialBody",
+            "known_hosts",
+            bounds::string(crate::service::git::MAX_KNOWN_HOSTS_CHARS),
+        ),
+        (
+            "ChannelBody",
+            "name",
+            bounds::string(alerting::MAX_NAME_LEN),
+        ),
+        (
+            "ChannelBody",
+            "config",
+            json!({"type": "object", "required": ["kind"], "description":
+            "webhook {url, secret}; smtp {host, port, tls: starttls|tls|none, username, password, from, to[]}; dingtalk {url, secret?}; feishu {url, secret?}; wecom {url}; slack {url}",
+            "properties": {"kind": enumerated(&["webhook", "smtp", "dingtalk", "feishu", "wecom", "slack"])}}),
+        ),
+        ("RuleBody", "name", bounds::string(alerting::MAX_NAME_LEN)),
+        (
+            "RuleBody",
+            "channels",
+            json!({"minItems": 1, "maxItems": alerting::MAX_RULE_CHANNELS}),
+        ),
+        ("RuleBody", "on", json!({"minItems": 1})),
+        ("RuleBody", "consecutive", range(1, 100)),
+        ("RuleBody", "long_running_s", range(1, seconds)),
+        ("RuleBody", "throttle_s", range(0, seconds)),
+        ("RuleBody", "title", template.clone()),
+        ("RuleBody", "body", template),
+    ];
+    for link in ["on_success", "on_failure", "on_complete"] {
+        out.push(("TaskBody", link, links.clone()));
+    }
     let limit_docs = [
         "memory of all the run's processes (page cache included), MiB; past it the run fails \
          with \"memory limit N MiB exceeded\"",
@@ -573,185 +957,19 @@ fn json_schema(method: &str, path: &str) -> Value {
         "processes and threads alive at once",
         "largest file the run may write, MiB (and the size of its private /tmp)",
     ];
-    let limits = json!({"type": "object", "additionalProperties": false,
-        "description": "Kernel-enforced bounds of each run (cgroups, rlimits as the floor). A \
-            field left out takes its default; a runner refuses a run above its own maximum \
-            (runner flags --max-memory-mb, --max-cpu-millicores, --max-pids, --max-tmp-mb).",
-        "properties": antcode_core::model::RunLimits::BOUNDS.into_iter()
-            .zip(defaults.fields()).zip(limit_docs)
-            .map(|((b, (_, d)), what)| bounded(b, d, what))
-            .collect::<serde_json::Map<_, _>>()});
-    let network = json!({"description": "What a run may connect to. \"full\" (default): \
-        any address but the platform's own ports (control, edge, broker, blob store, and those \
-        the runner is told, such as the database's), on any host. \"none\": \
-        nothing (a network namespace of its own). {\"allow\": [\"host:port\", ...]}: TCP to \
-        the listed ports only, at most 32 entries; enforced by PORT ONLY (the kernel sees \
-        addresses, not names: db.example:5432 allows port 5432 on any host); a platform port \
-        is reachable only when listed; UDP (DNS) is not restricted by a list.",
-        "oneOf": [{"type": "string", "enum": ["full", "none"]},
-            {"type": "object", "required": ["allow"], "additionalProperties": false,
-             "properties": {"allow": {"type": "array", "maxItems": 32,
-                "items": {"type": "string", "maxLength": antcode_core::model::NetworkPolicy::MAX_ENTRY_CHARS, "pattern": "^(\\*|\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$"}}}}]});
-    let days = json!({"type": ["integer", "null"], "minimum": 1,
-        "maximum": antcode_core::retention::MAX_DAYS});
-    let keep_last = json!({"type": ["integer", "null"], "minimum": 1,
-        "maximum": antcode_core::retention::MAX_KEEP_LAST});
-    let next = json!({"type": "array", "maxItems": antcode_core::flow::MAX_LINKS,
-        "description": "tasks its runs start: a task id, or {task, for_each: FIELD} for one run per element of the result's array FIELD",
-        "items": {"oneOf": [s("string"), {"type": "object", "required": ["task"], "additionalProperties": false,
-            "properties": {"task": s("string"), "for_each": bounds::string(antcode_core::flow::MAX_FIELD_LEN)}}]}});
-    let prefer = json!({"type": ["object", "null"], "additionalProperties": false, "required": ["labels", "fallback_s"],
-        "description": "runners to try first: a run waits up to fallback_s for a runner with these labels too",
-        "properties": {"labels": bounds::string_map(bounds::LABELS, bounds::LABEL_KEY_CHARS, bounds::LABEL_VALUE_CHARS),
-            "fallback_s": {"type": "integer", "minimum": 1, "maximum": antcode_core::model::Preference::MAX_FALLBACK_S}}});
-    let max_concurrency = json!({"type": ["integer", "null"], "minimum": 1,
-        "maximum": ConcurrencyKey::MAX_LIMIT, "description":
-        "most runs of this task leased at once, on all runners together"});
-    let concurrency = json!({"type": ["object", "null"], "required": ["key", "limit"],
-        "additionalProperties": false, "description":
-        "a key shared by tasks: at most limit runs of all of them leased at once",
-        "properties": {"key": {"type": "string", "minLength": 1,
-            "maxLength": ConcurrencyKey::MAX_KEY_BYTES,
-            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-            "description": "at most 128 bytes of printable characters, not only spaces"},
-        "limit": {"type": "integer", "minimum": 1, "maximum": ConcurrencyKey::MAX_LIMIT}}});
-    let task = |required: &[&str]| {
-        json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
-            "name": bounds::string(bounds::NAME_CHARS), "project_id": s("string"),
-            "entrypoint": bounds::string(bounds::ENTRYPOINT_CHARS),
-            "args": bounds::strings(bounds::ARGS, bounds::ARG_CHARS),
-            "env": bounds::string_map(bounds::ENV_VARS, bounds::ENV_NAME_CHARS, bounds::ENV_VALUE_CHARS),
-            "public_env": bounds::strings(bounds::ENV_VARS, bounds::ENV_NAME_CHARS),
-            "secrets": bounds::strings(bounds::SECRETS, MAX_SECRET_NAME),
-            "queue": bounds::string(bounds::QUEUE_CHARS),
-            "labels": bounds::string_map(bounds::LABELS, bounds::LABEL_KEY_CHARS, bounds::LABEL_VALUE_CHARS),
-            "schedule": schedule, "paused": s("boolean"),
-            "timeout_s": {"type": "integer", "minimum": 0},
-            "retry": {"type": "object", "properties": {
-                "max_attempts": {"type": "integer", "minimum": 0},
-                "backoff_s": {"type": "integer", "minimum": 0},
-                "max_backoff_s": {"type": "integer", "minimum": 0}}},
-            "overlap": s("string"), "misfire": s("string"), "priority": s("integer"),
-            "queue_timeout_s": {"type": "integer", "minimum": 0}, "warm": s("boolean"),
-            "limits": limits, "network": network,
-            "retention": {"type": ["object", "null"], "additionalProperties": false, "properties": {
-                "days": days.clone(), "keep_last": keep_last.clone()}},
-            "params": {"type": ["object", "null"], "description":
-                "a JSON Schema subset: {type: object, properties: {NAME: {type: string|integer|number|boolean|array|object, enum?, minimum?, maximum?, maxLength?, default?, description?}}, required: [NAME]}",
-                "properties": {"properties": {"type": "object", "maxProperties": antcode_core::params::MAX_PROPERTIES},
-                    "required": {"type": "array", "items": s("string")}}},
-            "schedule_params": {"type": ["object", "null"], "description":
-                "the params of its scheduled runs, checked against params"},
-            "triggers_per_min": {"type": ["integer", "null"], "minimum": 1,
-                "maximum": crate::service::tasks::MAX_TRIGGERS_PER_MIN},
-            "on_success": next.clone(), "on_failure": next.clone(), "on_complete": next.clone(),
-            "prefer": prefer.clone(),
-            "needs": {"type": "array", "maxItems": antcode_core::flow::MAX_LINKS, "items": s("string"),
-                "description": "fan-in: it runs once in a run group, after all these tasks succeeded in it"},
-            "max_concurrency": max_concurrency, "concurrency": concurrency}})
-    };
-    let channel = |required: &[&str]| {
-        json!({"type": "object", "required": required, "additionalProperties": false,
-        "properties": {"name": bounds::string(antcode_core::alerting::MAX_NAME_LEN),
-            "enabled": s("boolean"),
-            "config": {"type": "object", "required": ["kind"], "description":
-                "webhook {url, secret}; smtp {host, port, tls: starttls|tls|none, username, password, from, to[]}; dingtalk {url, secret?}; feishu {url, secret?}; wecom {url}; slack {url}",
-                "properties": {"kind": {"type": "string",
-                    "enum": ["webhook", "smtp", "dingtalk", "feishu", "wecom", "slack"]}}}}})
-    };
-    let rule = |required: &[&str]| {
-        json!({"type": "object", "required": required, "properties": {
-            "name": bounds::string(antcode_core::alerting::MAX_NAME_LEN),
-            "task_id": {"type": ["string", "null"]}, "enabled": s("boolean"),
-            "channels": {"type": "array", "minItems": 1,
-                "maxItems": antcode_core::alerting::MAX_RULE_CHANNELS, "items": s("string")},
-            "on": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
-                "failed", "timed_out", "lost", "consecutive_failures", "recovered",
-                "long_running", "worker_offline", "schedule_misfired", "queue_backlog"]}},
-            "consecutive": {"type": "integer", "minimum": 1, "maximum": 100},
-            "long_running_s": {"type": ["integer", "null"], "minimum": 1},
-            "backlog": {"type": ["integer", "null"], "minimum": 0},
-            "queue": {"type": ["string", "null"]},
-            "throttle_s": {"type": "integer", "minimum": 0},
-            "title": {"type": ["string", "null"], "maxLength": antcode_notify::template::MAX_TEMPLATE_LEN},
-            "body": {"type": ["string", "null"], "maxLength": antcode_notify::template::MAX_TEMPLATE_LEN}}})
-    };
-    match (method, path) {
-        ("post", "/api/v1/auth/login") => {
-            json!({"type": "object", "required": ["username", "password"],
-            "properties": {"username": s("string"), "password": s("string")}})
-        }
-        ("post", "/api/v1/users") => {
-            json!({"type": "object", "required": ["username", "password", "role"],
-            "additionalProperties": false,
-            "properties": {"username": s("string"), "password": s("string"), "role": role}})
-        }
-        ("patch", "/api/v1/users/{id}") => json!({"type": "object", "additionalProperties": false,
-            "properties": {"password": s("string"), "current_password": s("string"),
-                "role": role, "disabled": s("boolean")}}),
-        ("post", "/api/v1/tokens") => {
-            json!({"type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": {"name": s("string"),
-                "scopes": {"type": "array", "items": {"type": "string", "enum": ["read", "write", "admin"]}},
-                "expires_in_s": {"type": "integer", "minimum": 0}}})
-        }
-        ("put", "/api/v1/secrets/{name}") => json!({"type": "object", "required": ["value"],
-            "properties": {"value": s("string")}}),
-        ("put", "/api/v1/secrets/{name}/grants") => json!({"type": "object",
-            "additionalProperties": false, "properties": {
-                "projects": bounds::strings(bounds::GRANTS, 64),
-                "all_projects": s("boolean")}}),
-        ("post", "/api/v1/tasks/{id}/hooks") => json!({"type": "object", "required": ["name"],
-            "additionalProperties": false, "properties": {
-                "name": bounds::string(antcode_core::hooks::MAX_NAME_LEN),
-                "auth": {"type": "string", "enum": ["token", "hmac"], "default": "token"},
-                "rate_per_min": {"type": "integer", "minimum": antcode_core::hooks::RATE_PER_MIN.0,
-                    "maximum": antcode_core::hooks::RATE_PER_MIN.1, "default": 60}}}),
-        (
-            "post",
-            "/api/v1/tasks/{id}/trigger" | "/api/v1/tasks/{id}/invoke" | "/api/v1/hooks/{hook_id}",
-        ) => {
-            json!({"type": "object", "additionalProperties": false, "properties": {
-                "params": {"type": "object", "description":
-                    "checked against the task's params schema (422 naming every bad field); at most 64 KiB as JSON"},
-                "args": bounds::strings(bounds::ARGS, bounds::ARG_CHARS),
-                "env": bounds::string_map(bounds::ENV_VARS, bounds::ENV_NAME_CHARS, bounds::ENV_VALUE_CHARS)}})
-        }
-        ("post", "/api/v1/tasks") => task(&["name", "project_id"]),
-        ("patch", "/api/v1/tasks/{id}") => task(&[]),
-        ("patch", "/api/v1/projects/{id}") => json!({"type": "object", "properties": {
-            "name": bounds::string(bounds::NAME_CHARS),
-            "description": bounds::string(bounds::DESCRIPTION_CHARS),
-            "current_version": s("integer"),
-            "git": git_source()}}),
-        ("put", "/api/v1/git-credentials/{name}") => json!({"type": "object", "required": ["kind"],
-            "additionalProperties": false, "properties": {
-                "kind": {"type": "string", "enum": ["token", "ssh_key"]},
-                "username": bounds::string(bounds::NAME_CHARS),
-                "token": bounds::string(16 * 1024),
-                "private_key": bounds::string(16 * 1024),
-                "known_hosts": bounds::string(64 * 1024)}}),
-        ("post", "/api/v1/schedules/validate") => schedule,
-        ("post", "/api/v1/notifications/channels") => channel(&["name", "config"]),
-        ("patch", "/api/v1/notifications/channels/{id}") => channel(&[]),
-        ("post", "/api/v1/notifications/rules") => rule(&["name", "channels", "on"]),
-        ("patch", "/api/v1/notifications/rules/{id}") => rule(&[]),
-        ("put", "/api/v1/retention") => json!({"type": "object", "additionalProperties": false,
-            "properties": {"runs_days": days, "runs_keep_last": keep_last, "audit_days": days}}),
-        ("patch", "/api/v1/runs/{id}") => json!({"type": "object", "required": ["keep"],
-            "additionalProperties": false, "properties": {"keep": s("boolean")}}),
-        _ => json!({"type": "object"}),
+    for (((field, least, most), (_, default)), what) in model::RunLimits::BOUNDS
+        .into_iter()
+        .zip(defaults.fields())
+        .zip(limit_docs)
+    {
+        out.push((
+            "RunLimits",
+            field,
+            json!({"minimum": least, "maximum": most,
+            "default": default, "description": what}),
+        ));
     }
-}
-
-/// A Git project's source, as `POST /projects` (`{name, description, git}`) and
-/// `PATCH /projects/{id}` take it.
-fn git_source() -> Value {
-    let mut schema =
-        serde_json::to_value(<antcode_core::git::GitSource as utoipa::PartialSchema>::schema())
-            .unwrap_or_default();
-    schema["additionalProperties"] = json!(false);
-    schema
+    out
 }
 
 fn request_body(method: &str, path: &str, kind: &str) -> Option<Value> {
@@ -885,3 +1103,28 @@ fetch('/api/openapi.json').then(r=>r.json()).then(doc=>{
   }
 }).catch(e=>{document.getElementById('ops').textContent='could not load the spec: '+e});
 </script></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every bound finds the property it states, and every body an operation names exists.
+    #[test]
+    fn every_bound_and_body_is_in_the_document() {
+        let mut out = Map::new();
+        let missed = request_components(&mut out);
+        assert!(missed.is_empty(), "bounds on no property: {missed:?}");
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for (method, path, name) in BODIES {
+            assert!(
+                schemas[name].is_object(),
+                "{method} {path}: no component {name}"
+            );
+            assert!(
+                ROUTES.iter().any(|r| r.0 == *method && r.1 == *path),
+                "{path}"
+            );
+        }
+    }
+}

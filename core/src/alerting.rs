@@ -28,7 +28,19 @@ pub fn seal_name(channel_id: &str) -> String {
 }
 
 /// What a rule alerts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertOn {
     /// A run ended `failed`.
@@ -124,7 +136,7 @@ impl AlertRule {
 }
 
 /// The part of a rule stored as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleSpec {
     pub channels: Vec<String>,
     pub on: Vec<AlertOn>,

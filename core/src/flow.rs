@@ -53,7 +53,7 @@ pub struct Next {
     pub for_each: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum NextIn {
     Id(String),
@@ -64,6 +64,15 @@ enum NextIn {
         for_each: Option<String>,
     },
 }
+
+/// Its schema is what it is read from: a task id, or `{task, for_each}`.
+impl utoipa::PartialSchema for Next {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <NextIn as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Next {}
 
 impl From<NextIn> for Next {
     fn from(n: NextIn) -> Next {

@@ -11,6 +11,9 @@ use crate::time::rfc3339;
 
 /// Longest Git URL accepted.
 pub const MAX_URL_CHARS: usize = 2048;
+/// Longest entrypoint (a version's entrypoint column holds 255 characters on PostgreSQL and
+/// MySQL).
+pub const MAX_ENTRYPOINT_CHARS: usize = 255;
 /// Longest ref, subdirectory or file path inside the repository.
 pub const MAX_PATH_CHARS: usize = 512;
 /// Shortest and longest interval between automatic syncs, in seconds.
@@ -23,23 +26,18 @@ pub const MAX_MESSAGE_CHARS: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct GitSource {
     /// `https://`, `http://`, `ssh://`, `user@host:path` or `git://`.
-    #[schema(max_length = 2048)]
     pub url: String,
     /// A branch, a tag or a full commit id; empty follows the remote's default branch.
     #[serde(rename = "ref", default)]
-    #[schema(max_length = 512)]
     pub reference: String,
     /// The project's directory inside the repository; empty is its root.
     #[serde(default)]
-    #[schema(max_length = 512)]
     pub subdir: String,
     /// The script to run, relative to `subdir`; found as uploads find it when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 255)]
     pub entrypoint: Option<String>,
     /// The requirements file, relative to `subdir`; a missing file means no requirements.
     #[serde(default = "default_requirements")]
-    #[schema(max_length = 512)]
     pub requirements: String,
     /// The Python its runs need, `major.minor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,7 +48,6 @@ pub struct GitSource {
     /// Sync automatically this often, in seconds (60 to 604800); none syncs only on demand
     /// and on a push webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 60, maximum = 604800)]
     pub interval_s: Option<u64>,
     /// Fetch submodules too, under the same rules.
     #[serde(default)]

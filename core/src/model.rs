@@ -161,7 +161,7 @@ pub struct BundleRef {
     pub file_name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Schedule {
     Once {
@@ -188,7 +188,7 @@ fn utc() -> String {
     "UTC".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -303,7 +303,7 @@ pub struct TaskSpec {
 }
 
 /// A task's preferred runners (see [`TaskSpec::prefer`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Preference {
     pub labels: BTreeMap<String, String>,
@@ -316,7 +316,7 @@ impl Preference {
 }
 
 /// A concurrency key and its limit (see [`TaskSpec::concurrency`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyKey {
     pub key: String,
@@ -373,7 +373,7 @@ impl TaskSpec {
 /// The bounds the kernel enforces on one run (the runner's `cgroup` module): memory, CPU,
 /// processes and the size of any file it writes. A field a body leaves out takes its default;
 /// a runner refuses a run that asks for more than its configured maximum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunLimits {
     /// Memory of all the run's processes together (page cache included), MiB. Past it the
@@ -456,7 +456,7 @@ impl RunLimits {
 ///   [`NetworkPolicy::MAX_ALLOW`]). **Enforced by port only**: the kernel sees addresses, not
 ///   names, so `db.example:5432` allows port 5432 on any host. A platform port is reachable
 ///   only when listed. UDP (DNS) is not restricted by a list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum NetworkPolicy {
     #[default]

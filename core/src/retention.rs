@@ -38,7 +38,7 @@ impl Default for RetentionPolicy {
 }
 
 /// A task's own policy for its runs; a field left out takes the global policy's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskRetention {
     pub days: Option<u32>,

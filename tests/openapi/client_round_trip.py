@@ -16,13 +16,13 @@ from antcode_client.api.default import (
     post_api_v1_tasks_id_trigger,
 )
 from antcode_client.models import (
-    PostApiV1AuthLoginBody,
+    LoginBody,
     PostApiV1ProjectsBody,
-    PostApiV1TasksBody,
-    PostApiV1TasksIdTriggerBody,
     Run,
+    RunInput,
     RunState,
     Task,
+    TaskBody,
 )
 from antcode_client.types import File
 
@@ -32,14 +32,14 @@ anon = Client(base_url=base, raise_on_unexpected_status=True)
 # Errors are application/problem+json, which this generator leaves unparsed.
 quiet = Client(base_url=base)
 bad = post_api_v1_auth_login.sync_detailed(
-    client=quiet, body=PostApiV1AuthLoginBody(username="admin", password="not-the-password")
+    client=quiet, body=LoginBody(username="admin", password="not-the-password")
 )
 assert bad.status_code == 401, bad
 assert json.loads(bad.content)["detail"] == "invalid username or password", bad.content
 
 login = post_api_v1_auth_login.sync(
     client=anon,
-    body=PostApiV1AuthLoginBody(username="admin", password=os.environ["ANTCODE_PASSWORD"]),
+    body=LoginBody(username="admin", password=os.environ["ANTCODE_PASSWORD"]),
 )
 assert login.user.username == "admin", login
 api = AuthenticatedClient(base_url=base, token=login.token, raise_on_unexpected_status=True)
@@ -54,11 +54,11 @@ project = post_api_v1_projects.sync(
 assert project.version.entrypoint == "main.py", project
 
 task = post_api_v1_tasks.sync(
-    client=api, body=PostApiV1TasksBody(name="generated", project_id=project.id)
+    client=api, body=TaskBody(name="generated", project_id=project.id)
 )
 assert isinstance(task, Task), task
 
-run = post_api_v1_tasks_id_trigger.sync(task.id, client=api, body=PostApiV1TasksIdTriggerBody())
+run = post_api_v1_tasks_id_trigger.sync(task.id, client=api, body=RunInput())
 assert isinstance(run, Run), run
 assert run.state == RunState.QUEUED, run
 

@@ -29,9 +29,9 @@ pub fn router() -> Router<AppState> {
         .route("/auth/me", get(me))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     username: String,
     password: String,
 }

@@ -42,9 +42,9 @@ pub fn router() -> Router<AppState> {
         .route("/hooks/{hook_id}", post(call))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HookBody {
+pub(crate) struct HookBody {
     name: String,
     auth: Option<String>,
     rate_per_min: Option<i64>,

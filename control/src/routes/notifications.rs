@@ -55,13 +55,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The body of `POST /notifications/channels` (and, merged over the channel, of `PATCH`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ChannelBody {
+pub(crate) struct ChannelBody {
     name: String,
     #[serde(default = "yes")]
     enabled: bool,
     /// Absent only in a `PATCH` that keeps the configuration.
+    #[schema(value_type = Option<Object>)]
     config: Option<ChannelConfig>,
 }
 
@@ -239,8 +240,8 @@ async fn test_channel(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
 }
 
 /// The body of `POST /notifications/rules` (and, merged over the rule, of `PATCH`).
-#[derive(Deserialize)]
-struct RuleBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct RuleBody {
     name: String,
     #[serde(default)]
     task_id: Option<String>,
@@ -251,7 +252,7 @@ struct RuleBody {
 }
 
 /// Longest time a rule may name (a week), for `long_running_s` and `throttle_s`.
-const MAX_RULE_SECONDS: u64 = 7 * 24 * 3600;
+pub(crate) const MAX_RULE_SECONDS: u64 = 7 * 24 * 3600;
 
 async fn check_rule(state: &AppState, b: &RuleBody) -> ApiResult<()> {
     let s = &b.spec;

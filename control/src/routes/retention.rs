@@ -101,9 +101,9 @@ async fn preview(ctx: Ctx) -> ApiResult<Response> {
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RunPatch {
+pub(crate) struct RunPatch {
     keep: bool,
 }
 

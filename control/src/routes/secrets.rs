@@ -64,9 +64,9 @@ async fn revoke_grants(ctx: Ctx, P(name): P<String>) -> ApiResult<Response> {
     Ok(no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SecretBody {
+pub(crate) struct SecretBody {
     value: String,
 }
 

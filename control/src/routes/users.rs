@@ -34,9 +34,9 @@ async fn list(ctx: Ctx) -> ApiResult<Response> {
     Ok(ok(List::all(ctx.state.store.list_users().await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(crate) struct NewUser {
     username: String,
     password: String,
     role: Role,
@@ -66,9 +66,9 @@ async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     Ok(ok(users::load(&ctx.state, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserPatch {
+pub(crate) struct UserPatch {
     password: Option<String>,
     /// Required to change one's own password.
     current_password: Option<String>,

@@ -20,7 +20,8 @@ use tokio::sync::Semaphore;
 
 use antcode_core::git::{
     self as model, GitCredentialKind, GitCredentialMeta, GitOrigin, GitSource, SealedGitCredential,
-    SyncOutcome, SyncStatus, INTERVAL_S, MAX_MESSAGE_CHARS, MAX_PATH_CHARS, MAX_URL_CHARS,
+    SyncOutcome, SyncStatus, INTERVAL_S, MAX_ENTRYPOINT_CHARS, MAX_MESSAGE_CHARS, MAX_PATH_CHARS,
+    MAX_URL_CHARS,
 };
 use antcode_core::ids;
 use antcode_core::model::{Project, ProjectVersion};
@@ -36,12 +37,10 @@ use crate::AppState;
 pub const CONCURRENT_SYNCS: usize = 2;
 /// How often the automatic-sync loop looks for projects that are due.
 const INTERVAL_TICK: std::time::Duration = std::time::Duration::from_secs(15);
-/// Longest entrypoint of a Git project (its version's column is 255 characters).
-const MAX_ENTRYPOINT_CHARS: usize = 255;
 /// Longest token or private key accepted.
-const MAX_SECRET_CHARS: usize = 16 * 1024;
+pub(crate) const MAX_SECRET_CHARS: usize = 16 * 1024;
 /// Longest `known_hosts` text accepted.
-const MAX_KNOWN_HOSTS_CHARS: usize = 64 * 1024;
+pub(crate) const MAX_KNOWN_HOSTS_CHARS: usize = 64 * 1024;
 
 /// The limits on concurrent fetches.
 pub struct Syncs(Semaphore);
@@ -142,7 +141,7 @@ fn sealer(state: &AppState) -> ApiResult<&antcode_core::secrets::SecretBox> {
 }
 
 /// The body of `PUT /git-credentials/{name}`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialBody {
     kind: String,

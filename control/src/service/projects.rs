@@ -20,7 +20,7 @@ use crate::AppState;
 
 /// The body of `PATCH /projects/{id}`. `git` replaces a Git project's source (or makes an
 /// uploaded project follow a repository); the next sync fetches from it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectPatch {
     name: Option<String>,
@@ -45,7 +45,7 @@ pub fn needs_admin(before: Option<&GitSource>, after: &GitSource) -> bool {
 }
 
 /// The JSON body of `POST /projects` that creates a project from Git.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitCreate {
     name: String,

@@ -105,11 +105,12 @@ pub async fn start_run(
 }
 
 /// The body of `POST /tasks/{id}/trigger` and `…/invoke`, all of it optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunInput {
     /// Checked against the task's `params` schema, its defaults filled in.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub params: Option<Map<String, Value>>,
     /// Arguments in place of the task's.
     #[serde(default)]

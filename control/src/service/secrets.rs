@@ -19,7 +19,7 @@ use crate::problem::{ApiResult, Problem};
 use crate::AppState;
 
 /// The body of `PUT /secrets/{name}/grants`: the whole set of grants after the call.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsBody {
     #[serde(default)]

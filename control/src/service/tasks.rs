@@ -51,7 +51,7 @@ fn default_timeout() -> u64 {
 }
 
 /// The body of `POST /tasks` (and, merged over the current task, of `PATCH`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskBody {
     name: String,
@@ -97,9 +97,11 @@ pub struct TaskBody {
     retention: Option<TaskRetention>,
     /// The params its runs take.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     params: Option<ParamSchema>,
     /// The params its scheduled runs get.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     schedule_params: Option<Map<String, Value>>,
     /// Most manual runs a minute.
     #[serde(default)]

@@ -11,10 +11,10 @@ use crate::problem::{ApiResult, Problem};
 use crate::AppState;
 
 const DEFAULT_TTL_S: u64 = 90 * 24 * 3600;
-const MAX_TTL_S: u64 = 366 * 24 * 3600;
+pub(crate) const MAX_TTL_S: u64 = 366 * 24 * 3600;
 
 /// The body of `POST /tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     name: String,

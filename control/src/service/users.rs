@@ -4,12 +4,13 @@ use antcode_core::model::User;
 
 use crate::audit;
 use crate::auth::{self, Ctx};
+use crate::bounds;
 use crate::problem::{check_id, named, ApiResult, Problem};
 use crate::AppState;
 
 pub fn check_username(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= bounds::USERNAME_CHARS
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
@@ -23,7 +24,7 @@ pub fn check_username(name: &str) -> ApiResult<()> {
 }
 
 pub fn check_password(pw: &str) -> ApiResult<()> {
-    if pw.chars().count() < 8 || pw.len() > 1024 {
+    if pw.chars().count() < bounds::PASSWORD_MIN_CHARS || pw.len() > bounds::PASSWORD_BYTES {
         return Err(Problem::bad_request(
             "password must be at least 8 characters (and at most 1024 bytes)",
         ));

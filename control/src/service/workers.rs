@@ -63,7 +63,7 @@ pub async fn find(state: &AppState, id: &str) -> ApiResult<WorkerStatus> {
 }
 
 /// The body of `POST /worker-keys`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     #[serde(default)]

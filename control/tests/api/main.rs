@@ -11,6 +11,7 @@ mod auth;
 mod git;
 mod projects;
 mod runs;
+mod schema;
 mod system;
 mod tasks;
 

@@ -203,14 +203,18 @@ async fn oversized_fields_are_refused_with_422_and_documented() {
 
     // The bounds are in the OpenAPI document.
     let doc: Value = s.get(&t, "/api/openapi.json").await.json().await.unwrap();
-    let task = &doc["paths"]["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]
-        ["schema"]["properties"];
+    let body = |method: &str, path: &str| {
+        let schema =
+            &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"];
+        let name = schema["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+        doc["components"]["schemas"][name]["properties"].clone()
+    };
+    let task = body("post", "/api/v1/tasks");
     assert_eq!(task["args"]["maxItems"], 256);
     assert_eq!(task["args"]["items"]["maxLength"], 4096);
     assert_eq!(task["env"]["maxProperties"], 256);
     assert_eq!(task["labels"]["maxProperties"], 64);
-    let patch = &doc["paths"]["/api/v1/projects/{id}"]["patch"]["requestBody"]["content"]
-        ["application/json"]["schema"]["properties"];
+    let patch = body("patch", "/api/v1/projects/{id}");
     assert_eq!(patch["description"]["maxLength"], 4096);
     s.stop().await;
 }
