@@ -748,6 +748,37 @@ fn bounds_overlay() -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "NewToken",
+            "name",
+            json!({"minLength": 1, "maxLength": crate::service::tokens::MAX_NAME_BYTES,
+            "description": "at most this many bytes (UTF-8), not only spaces"}),
+        ),
+        (
+            "NewKey",
+            "note",
+            json!({"maxLength": crate::service::workers::MAX_KEY_NOTE_BYTES,
+            "description": "at most this many bytes (UTF-8)"}),
+        ),
+        (
+            "NewKey",
+            "queues",
+            json!({"minItems": 1, "maxItems": crate::service::workers::MAX_KEY_QUEUES,
+            "items": {"type": "string", "minLength": 1,
+                "maxLength": crate::service::workers::MAX_QUEUE_NAME_BYTES,
+                "pattern": "^[A-Za-z0-9._-]+$"}}),
+        ),
+        ("NewKey", "labels", {
+            let (most, key, value) = crate::service::workers::WORKER_LABELS;
+            json!({"maxProperties": most,
+                "propertyNames": {"minLength": 1, "maxLength": key},
+                "additionalProperties": {"type": "string", "maxLength": value}})
+        }),
+        (
+            "NewKey",
+            "ttl_s",
+            range(1, crate::service::workers::MAX_KEY_TTL_S),
+        ),
+        (
+            "NewToken",
             "expires_in_s",
             range(0, crate::service::tokens::MAX_TTL_S),
         ),

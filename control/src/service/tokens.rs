@@ -13,6 +13,9 @@ use crate::AppState;
 const DEFAULT_TTL_S: u64 = 90 * 24 * 3600;
 pub(crate) const MAX_TTL_S: u64 = 366 * 24 * 3600;
 
+/// Longest token name, in bytes.
+pub const MAX_NAME_BYTES: usize = 100;
+
 /// The body of `POST /tokens`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +36,7 @@ pub async fn create(
     now: i64,
 ) -> ApiResult<(ApiToken, String)> {
     let name = body.name.trim().to_string();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
         return Err(Problem::bad_request("name must be 1-100 characters"));
     }
     let scopes = body.scopes.unwrap_or_else(|| vec!["read".into()]);

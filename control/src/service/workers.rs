@@ -17,22 +17,32 @@ use crate::problem::{ApiResult, Problem};
 use crate::AppState;
 
 const DEFAULT_KEY_TTL_S: u64 = 24 * 3600;
-const MAX_KEY_TTL_S: u64 = 30 * 24 * 3600;
+/// Longest life of an enrollment key, in seconds.
+pub const MAX_KEY_TTL_S: u64 = 30 * 24 * 3600;
+/// Longest note of an enrollment key, in bytes.
+pub const MAX_KEY_NOTE_BYTES: usize = 200;
+/// Most queues an enrollment key names (at least one).
+pub const MAX_KEY_QUEUES: usize = 32;
+/// Longest queue name, in bytes (letters, digits, `.`, `_`, `-`).
+pub const MAX_QUEUE_NAME_BYTES: usize = 64;
+/// Most labels of a worker, their longest key and value, in bytes.
+pub const WORKER_LABELS: (usize, usize, usize) = (32, 64, 256);
 
 /// A queue name: 1-64 letters, digits, `.`, `_` or `-`.
 pub fn queue_name_ok(q: &str) -> bool {
     !q.is_empty()
-        && q.len() <= 64
+        && q.len() <= MAX_QUEUE_NAME_BYTES
         && q.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// A worker's labels: at most 32, keys of 1-64 and values of up to 256 bytes.
 fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
-    if labels.len() > 32
+    let (most, key, value) = WORKER_LABELS;
+    if labels.len() > most
         || labels
             .iter()
-            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
+            .any(|(k, v)| k.is_empty() || k.len() > key || v.len() > value)
     {
         return Err(Problem::bad_request(
             "labels: at most 32, keys 1-64 and values up to 256 characters",
@@ -85,11 +95,14 @@ pub async fn create_key(
     now: i64,
 ) -> ApiResult<(WorkerKey, String)> {
     let note = body.note.unwrap_or_default().trim().to_string();
-    if note.len() > 200 {
+    if note.len() > MAX_KEY_NOTE_BYTES {
         return Err(Problem::bad_request("note must be at most 200 characters"));
     }
     let queues = body.queues.unwrap_or_else(|| vec!["default".into()]);
-    if queues.is_empty() || queues.len() > 32 || !queues.iter().all(|q| queue_name_ok(q)) {
+    if queues.is_empty()
+        || queues.len() > MAX_KEY_QUEUES
+        || !queues.iter().all(|q| queue_name_ok(q))
+    {
         return Err(Problem::bad_request(
             "queues: 1-32 names of letters, digits, '.', '_' or '-'",
         ));

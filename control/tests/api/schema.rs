@@ -165,7 +165,22 @@ async fn request_schemas_state_the_bounds_the_handlers_check() {
             "post",
             "/api/v1/tokens",
             &hook,
-            &["expires_in_s NewToken.expires_in_s maximum"],
+            &[
+                "expires_in_s NewToken.expires_in_s maximum",
+                "name NewToken.name maxLength",
+            ],
+        ),
+        (
+            "post",
+            "/api/v1/worker-keys",
+            &none,
+            &[
+                "note NewKey.note maxLength",
+                "queues NewKey.queues maxItems",
+                "ttl_s NewKey.ttl_s maximum",
+                "ttl_s NewKey.ttl_s minimum",
+                "labels NewKey.labels maxProperties",
+            ],
         ),
         (
             "post",
