@@ -29,8 +29,9 @@ pub const LABEL_KEY_CHARS: usize = 64;
 pub const LABEL_VALUE_CHARS: usize = 256;
 /// A queue name.
 pub const QUEUE_CHARS: usize = 64;
-/// An entry point: a path inside the bundle.
-pub const ENTRYPOINT_CHARS: usize = 1024;
+/// An entry point: a path inside the bundle. A version's entrypoint column holds 255
+/// characters on PostgreSQL and MySQL (`VARCHAR(255)`), so a longer one could not be stored.
+pub const ENTRYPOINT_CHARS: usize = antcode_core::git::MAX_ENTRYPOINT_CHARS;
 /// Requirement lines sent with a single-file project.
 pub const REQUIREMENTS_CHARS: usize = 256 * 1024;
 /// Projects named in one `PUT /secrets/{name}/grants`.

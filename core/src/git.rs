@@ -11,8 +11,8 @@ use crate::time::rfc3339;
 
 /// Longest Git URL accepted.
 pub const MAX_URL_CHARS: usize = 2048;
-/// Longest entrypoint (a version's entrypoint column holds 255 characters on PostgreSQL and
-/// MySQL).
+/// Longest entrypoint of any project version, uploaded or synced: the versions' entrypoint
+/// column holds 255 characters on PostgreSQL and MySQL.
 pub const MAX_ENTRYPOINT_CHARS: usize = 255;
 /// Longest ref, subdirectory or file path inside the repository.
 pub const MAX_PATH_CHARS: usize = 512;

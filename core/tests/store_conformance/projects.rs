@@ -26,6 +26,16 @@ async fn projects_and_versions(db: &TestDb) {
     assert_eq!(got.entrypoint, "main.py");
     assert_eq!(got.created_at, v1.created_at);
 
+    // The longest entrypoint the API takes fits every engine's column, in characters.
+    let (holder, _) = project(s.as_ref(), "long-entrypoint").await;
+    let mut long = version(&holder.id, 0, None);
+    long.entrypoint = "é".repeat(antcode_core::git::MAX_ENTRYPOINT_CHARS);
+    let n = s.add_version(&long).await.unwrap();
+    assert_eq!(
+        s.version(&holder.id, n).await.unwrap().entrypoint,
+        long.entrypoint
+    );
+
     // The number passed in is ignored: versions are numbered after the latest one.
     let mut v = version(&p.id, 77, None);
     v.bundle.format = BundleFormat::Py;
