@@ -151,11 +151,7 @@ async fn rotate(ctx: Ctx, P(id): P<String>, headers: HeaderMap) -> ApiResult<Res
             "project {id} is not synced from Git"
         )));
     }
-    let Some((secret, sealed)) = git::mint_push_secret(&ctx.state, &id)? else {
-        return Err(Problem::unavailable(
-            "push secrets are kept sealed with the secret key; start control with ANTCODE_SECRET_KEY",
-        ));
-    };
+    let (secret, sealed) = git::mint_push_secret(git::push_sealer(&ctx.state)?, &id)?;
     ctx.state.store.set_hook_secret(&id, Some(&sealed)).await?;
     audit::record(&ctx, "project.push.rotate", &id, None, None, "ok").await;
     Ok(ok(push_view(&ctx.state, &headers, &id, Some(secret))))

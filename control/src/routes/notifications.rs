@@ -85,11 +85,7 @@ fn seal(state: &AppState, id: &str, config: &ChannelConfig) -> ApiResult<String>
     config
         .validate()
         .map_err(|e| Problem::bad_request(format!("config.{e}")))?;
-    let secrets = state.secrets.as_ref().ok_or_else(|| {
-        Problem::unavailable(
-            "alert channels are sealed with the secret key; start control with ANTCODE_SECRET_KEY",
-        )
-    })?;
+    let secrets = crate::service::sealer(state, "alert channels are")?;
     let text = serde_json::to_string(config).map_err(Problem::internal)?;
     secrets
         .seal(&seal_name(id), &text)

@@ -133,11 +133,7 @@ fn fetch_problem(e: antcode_git::Error, field: &str) -> Problem {
 }
 
 fn sealer(state: &AppState) -> ApiResult<&antcode_core::secrets::SecretBox> {
-    state.secrets.as_deref().ok_or_else(|| {
-        Problem::unavailable(
-            "Git credentials and push secrets are kept sealed with the secret key; start control with ANTCODE_SECRET_KEY",
-        )
-    })
+    super::sealer(state, "Git credentials and push secrets are kept")
 }
 
 /// The body of `PUT /git-credentials/{name}`.
@@ -403,16 +399,21 @@ pub fn version_row(project_id: &str, fetched: &Fetched, now: i64) -> ProjectVers
 }
 
 /// A new push secret for project `id`: the secret to show once, and sealed as the store keeps
-/// it. `None` when control has no secret key (the project then has no push webhook).
-pub fn mint_push_secret(state: &AppState, id: &str) -> ApiResult<Option<(String, String)>> {
-    let Some(sealer) = state.secrets.as_deref() else {
-        return Ok(None);
-    };
+/// it.
+pub fn mint_push_secret(
+    sealer: &antcode_core::secrets::SecretBox,
+    id: &str,
+) -> ApiResult<(String, String)> {
     let secret = ids::new_token("acg");
     let sealed = sealer
         .seal(&push_seal_name(id), &secret)
         .map_err(Problem::internal)?;
-    Ok(Some((secret, sealed)))
+    Ok((secret, sealed))
+}
+
+/// The secret key's box for push secrets, or the 503 that says one is needed.
+pub fn push_sealer(state: &AppState) -> ApiResult<&antcode_core::secrets::SecretBox> {
+    super::sealer(state, "push secrets are kept")
 }
 
 fn push_seal_name(project_id: &str) -> String {

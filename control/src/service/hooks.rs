@@ -85,11 +85,7 @@ pub fn mint_secret(state: &AppState, id: &str, auth: HookAuth) -> ApiResult<(Str
 }
 
 fn sealer(state: &AppState) -> ApiResult<&antcode_core::secrets::SecretBox> {
-    state.secrets.as_deref().ok_or_else(|| {
-        Problem::unavailable(
-            "hmac hooks keep their secret sealed with the secret key; start control with ANTCODE_SECRET_KEY",
-        )
-    })
+    super::sealer(state, "hmac hooks keep their secret")
 }
 
 /// The one answer to a call whose credentials do not check out.

@@ -48,6 +48,19 @@ pub fn merge_patch<T: serde::de::DeserializeOwned>(
     parse_json(&raw)
 }
 
+/// The secret key's box, or a 503 saying that `what` (e.g. "hmac hooks keep their secret")
+/// needs one.
+pub fn sealer<'a>(
+    state: &'a crate::AppState,
+    what: &str,
+) -> ApiResult<&'a antcode_core::secrets::SecretBox> {
+    state.secrets.as_deref().ok_or_else(|| {
+        Problem::unavailable(format!(
+            "{what} sealed with the secret key; start control with ANTCODE_SECRET_KEY"
+        ))
+    })
+}
+
 /// A 400 whose detail starts with the offending field.
 pub fn bad(field: &str, why: impl std::fmt::Display) -> Problem {
     Problem::bad_request(format!("{field}: {why}"))

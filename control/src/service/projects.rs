@@ -188,7 +188,12 @@ pub async fn create_from_git(
         forget_blob(state, wrote, &fetched.prepared.bundle.key).await;
         return Err(name_taken("project", &project.name)(e));
     }
-    let secret = match git::mint_push_secret(state, &project.id)? {
+    // Without a secret key the project has no push webhook; it still syncs.
+    let minted = state
+        .secrets
+        .as_deref()
+        .map(|sealer| git::mint_push_secret(sealer, &project.id));
+    let secret = match minted.transpose()? {
         Some((secret, sealed)) => {
             state
                 .store
