@@ -81,10 +81,15 @@ async fn create(ctx: Ctx, headers: HeaderMap, req: Request) -> ApiResult<Respons
     Ok(created(body))
 }
 
-/// Whether a JSON body is a Git project's (has a top-level `git`), not inline code.
+/// Whether a JSON body is a Git project's (has a top-level `git`), not inline code. The
+/// other fields are skipped unread: an inline body may carry megabytes of code, parsed once
+/// for real afterwards.
 fn names_git(raw: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Map<String, Value>>(raw)
-        .is_ok_and(|m| m.contains_key("git"))
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        git: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(raw).is_ok_and(|p| p.git.is_some())
 }
 
 async fn list(ctx: Ctx, Q(page): Q<PageQuery>) -> ApiResult<Response> {
