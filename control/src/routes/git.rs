@@ -39,7 +39,7 @@ pub fn router() -> Router<AppState> {
 async fn sync(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     ctx.require(Role::Operator, "project.sync", &id).await?;
     let before = load(&ctx.state, &id).await?;
-    let result = git::sync(&ctx.state, &id, "api").await;
+    let result = git::sync(&ctx.state, &before, "api").await;
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     let after = ctx.state.store.project(&id).await.ok();
     audit::record(
@@ -133,7 +133,7 @@ async fn answer_push(
     }
     let (state, id, client) = (state.clone(), id.to_string(), client.clone());
     tokio::spawn(async move {
-        let result = git::sync(&state, &id, "webhook").await;
+        let result = git::sync(&state, &project, "webhook").await;
         if let Err(p) = &result {
             tracing::warn!(project = %id, error = %p.detail, "git sync after a push failed");
         }

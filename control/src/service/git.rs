@@ -420,18 +420,22 @@ fn push_seal_name(project_id: &str) -> String {
     format!("git-push:{project_id}")
 }
 
-/// Syncs project `id` now: resolves its ref and, unless nothing can have changed since the
+/// Syncs `project` (as just read) now: resolves its ref and, unless nothing can have changed since the
 /// last sync, fetches it and makes a version if the files changed. Records the outcome on the
 /// project (a failure too) and returns it; a failure is also the `Err`.
-pub async fn sync(state: &AppState, id: &str, trigger: &'static str) -> ApiResult<SyncStatus> {
-    let project = state.store.project(id).await?;
+pub async fn sync(
+    state: &AppState,
+    project: &Project,
+    trigger: &'static str,
+) -> ApiResult<SyncStatus> {
+    let id = project.id.as_str();
     let Some(src) = project.source.clone() else {
         return Err(Problem::conflict(format!(
             "project {id} is not synced from Git; upload a new version instead"
         )));
     };
     let started = now_ms();
-    let result = sync_source(state, &project, &src).await;
+    let result = sync_source(state, project, &src).await;
     let mut status = SyncStatus {
         at: started,
         outcome: SyncOutcome::Failed,
@@ -527,11 +531,12 @@ pub fn spawn_interval_syncs(state: AppState) {
                     continue;
                 }
             };
-            for id in due {
+            for project in due {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                let result = sync(&state, &id, "interval").await;
+                let id = project.id.as_str();
+                let result = sync(&state, &project, "interval").await;
                 if let Err(p) = &result {
                     tracing::warn!(project = %id, error = %p.detail, "automatic git sync failed");
                 }
@@ -540,7 +545,7 @@ pub fn spawn_interval_syncs(state: AppState) {
                     address: "-".into(),
                     user_agent: "interval sync".into(),
                 };
-                audit_sync(&state, "system", &system, &id, &result).await;
+                audit_sync(&state, "system", &system, id, &result).await;
             }
         }
     });
@@ -573,7 +578,7 @@ pub async fn audit_sync(
     .await;
 }
 
-async fn due_projects(state: &AppState) -> Result<Vec<String>, StoreError> {
+async fn due_projects(state: &AppState) -> Result<Vec<Project>, StoreError> {
     let now = now_ms();
     Ok(state
         .store
@@ -585,7 +590,6 @@ async fn due_projects(state: &AppState) -> Result<Vec<String>, StoreError> {
             let last = p.sync.as_ref().map_or(p.created_at, |s| s.at);
             every.is_some_and(|s| now - last >= s as i64 * 1000)
         })
-        .map(|p| p.id)
         .collect())
 }
 
