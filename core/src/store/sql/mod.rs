@@ -338,6 +338,35 @@ impl SqlStore {
     }
 
     /// Rewrites `?` placeholders for the dialect (PostgreSQL wants `$1, $2, …`).
+    /// `INSERT INTO table (key, columns…)` that, when a row of the same `key` exists, replaces
+    /// its `columns` but `created_at`: one statement per dialect, so two writers of one key
+    /// never collide on it. Placeholders are `?` (run it through [`SqlStore::q`]).
+    fn upsert(&self, table: &str, key: &str, columns: &[&str]) -> String {
+        let all = std::iter::once(key)
+            .chain(columns.iter().copied())
+            .collect::<Vec<_>>();
+        let marks = vec!["?"; all.len()].join(", ");
+        let replaced = columns.iter().filter(|c| **c != "created_at");
+        let set = match self.dialect {
+            Dialect::Mysql => replaced
+                .map(|c| format!("{c} = VALUES({c})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => replaced
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let on_conflict = match self.dialect {
+            Dialect::Mysql => format!("ON DUPLICATE KEY UPDATE {set}"),
+            _ => format!("ON CONFLICT ({key}) DO UPDATE SET {set}"),
+        };
+        format!(
+            "INSERT INTO {table} ({}) VALUES ({marks}) {on_conflict}",
+            all.join(", ")
+        )
+    }
+
     fn q(&self, sql: &str) -> String {
         if self.dialect != Dialect::Postgres {
             return sql.to_string();

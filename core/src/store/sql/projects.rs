@@ -261,14 +261,20 @@ impl GitStore for SqlStore {
             Err(StoreError::NotFound) => false,
             Err(e) => return Err(e),
         };
-        // One statement per dialect so two writers of the same name never collide on the key.
-        let sql = match self.dialect {
-            Dialect::Mysql => "INSERT INTO git_credentials (name, kind, username, known_hosts, sealed, created_at, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE kind = VALUES(kind), username = VALUES(username), known_hosts = VALUES(known_hosts), sealed = VALUES(sealed), updated_at = VALUES(updated_at), updated_by = VALUES(updated_by)",
-            _ => "INSERT INTO git_credentials (name, kind, username, known_hosts, sealed, created_at, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, username = excluded.username, known_hosts = excluded.known_hosts, sealed = excluded.sealed, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-        };
-        sqlx::query(&self.q(sql))
+        let sql = self.upsert(
+            "git_credentials",
+            "name",
+            &[
+                "kind",
+                "username",
+                "known_hosts",
+                "sealed",
+                "created_at",
+                "updated_at",
+                "updated_by",
+            ],
+        );
+        sqlx::query(&self.q(&sql))
             .bind(&m.name)
             .bind(m.kind.as_str())
             .bind(&m.username)

@@ -16,13 +16,8 @@ const POLICY: &str = "retention";
 impl SqlStore {
     /// Inserts or replaces the setting `name`.
     pub(super) async fn put_setting(&self, name: &str, value: &str, at_ms: i64) -> StoreResult<()> {
-        let sql = match self.dialect {
-            Dialect::Mysql => "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
-            _ => "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        };
-        sqlx::query(&self.q(sql))
+        let sql = self.upsert("settings", "name", &["value", "updated_at"]);
+        sqlx::query(&self.q(&sql))
             .bind(name)
             .bind(value)
             .bind(at_ms)

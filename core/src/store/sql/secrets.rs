@@ -11,14 +11,12 @@ impl SecretStore for SqlStore {
             Err(StoreError::NotFound) => false,
             Err(e) => return Err(e),
         };
-        // One statement per dialect so two writers of the same name never collide on the key.
-        let sql = match self.dialect {
-            Dialect::Mysql => "INSERT INTO secrets (name, sealed, created_at, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE sealed = VALUES(sealed), updated_at = VALUES(updated_at), updated_by = VALUES(updated_by)",
-            _ => "INSERT INTO secrets (name, sealed, created_at, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-        };
-        sqlx::query(&self.q(sql))
+        let sql = self.upsert(
+            "secrets",
+            "name",
+            &["sealed", "created_at", "updated_at", "updated_by"],
+        );
+        sqlx::query(&self.q(&sql))
             .bind(&m.name)
             .bind(&s.sealed)
             .bind(m.created_at)
