@@ -60,6 +60,15 @@ fn refused(result: Result<impl std::fmt::Debug, Error>) -> String {
     }
 }
 
+/// The refusal of a fetch of branch `main` of repository `name`, with no credential.
+fn refused_main(server: &GitHttp, name: &str, policy: &Policy) -> String {
+    refused(fetch(
+        &source(&server.url(name), "main"),
+        &Credential::None,
+        policy,
+    ))
+}
+
 fn one_commit_repo(server: &GitHttp, name: &str) -> (Repo, String) {
     let repo = Repo::create(server.root(), name);
     repo.write("main.py", "print('hi')\n")
@@ -379,22 +388,14 @@ fn a_repository_over_the_download_cap_is_refused() {
         max_fetch_bytes: 1 << 20,
         ..policy()
     };
-    let message = refused(fetch(
-        &source(&server.url("big.git"), "main"),
-        &Credential::None,
-        &small,
-    ));
+    let message = refused_main(&server, "big.git", &small);
     assert!(message.contains("1 MiB"), "{message}");
     // The bundle's own cap.
     let small_tree = Policy {
         max_tree_bytes: 1 << 20,
         ..policy()
     };
-    let message = refused(fetch(
-        &source(&server.url("big.git"), "main"),
-        &Credential::None,
-        &small_tree,
-    ));
+    let message = refused_main(&server, "big.git", &small_tree);
     assert!(message.contains("1 MiB"), "{message}");
 }
 
@@ -431,11 +432,7 @@ fn lfs_symlinks_and_unknown_submodules_are_refused() {
     );
     repo.commit("LFS pointer");
     repo.push("main");
-    let message = refused(fetch(
-        &source(&server.url("lfs.git"), "main"),
-        &Credential::None,
-        &policy(),
-    ));
+    let message = refused_main(&server, "lfs.git", &policy());
     assert!(
         message.contains("LFS") && message.contains("model.bin"),
         "{message}"
@@ -448,22 +445,14 @@ fn lfs_symlinks_and_unknown_submodules_are_refused() {
     );
     repo.commit("LFS attributes");
     repo.push("main");
-    let message = refused(fetch(
-        &source(&server.url("attrs.git"), "main"),
-        &Credential::None,
-        &policy(),
-    ));
+    let message = refused_main(&server, "attrs.git", &policy());
     assert!(message.contains(".gitattributes"), "{message}");
 
     let repo = Repo::create(server.root(), "link.git");
     repo.write("real.txt", "r").symlink("link.txt", "real.txt");
     repo.commit("A link");
     repo.push("main");
-    let message = refused(fetch(
-        &source(&server.url("link.git"), "main"),
-        &Credential::None,
-        &policy(),
-    ));
+    let message = refused_main(&server, "link.git", &policy());
     assert!(
         message.contains("link.txt") && message.contains("symbolic link"),
         "{message}"
