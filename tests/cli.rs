@@ -199,6 +199,7 @@ async fn every_client_command_against_a_live_up() {
     let hello_id = manages_tasks(&user);
     refuses_a_viewer(&user, &server).await;
     runs_and_invokes(&user);
+    shows_an_environment_being_built(&user);
     let run_id = lists_runs_and_logs(&user, &hello_id);
     cancels_and_retries(&user, &run_id, &hello_id);
     workers_and_keys(&user);
@@ -469,6 +470,68 @@ fn runs_and_invokes(user: &User) {
     assert_eq!(invoked["output"], "three\n");
 }
 
+/// run --follow while the run's environment is built: each step on standard error (a spinner on
+/// a terminal), or as `progress` events with `--output json`; never in the log itself.
+fn shows_an_environment_being_built(user: &User) {
+    let main = "import six\nprint(six.__name__)\n";
+    for (project, requirement) in [("six-json", "six\n"), ("six-plain", "six==1.16.0\n")] {
+        user.write(&format!("{project}/main.py"), main);
+        user.write(&format!("{project}/requirements.txt"), requirement);
+        user.json(&["projects", "push", project]);
+        user.json(&["tasks", "create", project, "--project", project]);
+    }
+    let followed = user
+        .run(&["run", "six-json", "--follow", "--output", "json"])
+        .ok();
+    let events: Vec<Value> = followed
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect();
+    let steps: Vec<&str> = events
+        .iter()
+        .take_while(|e| e["event"] == "progress")
+        .map(|e| e["chunk"]["data"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps
+            .first()
+            .is_some_and(|s| s.starts_with("building the environment: 1 requirement"))
+            && steps
+                .last()
+                .is_some_and(|s| s.starts_with("environment ready in")),
+        "{}",
+        followed.stdout
+    );
+    let log: String = events
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .map(|e| e["chunk"]["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(log, "six\n", "{}", followed.stdout);
+    assert_eq!(events.last().unwrap()["state"], "succeeded");
+    let run_id = items(&user.json(&["runs", "ls", "--task", "six-json"]))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(user.run(&["logs", &run_id]).ok().stdout, "six\n");
+
+    let plain = user.run(&["run", "six-plain", "--follow"]).ok();
+    assert_eq!(plain.stdout, "six\n", "{}", plain.stderr);
+    assert!(
+        plain
+            .stderr
+            .contains("antcode: building the environment: 1 requirement")
+            && plain.stderr.contains("antcode: environment ready in"),
+        "{}",
+        plain.stderr
+    );
+    // Built once: the next run of it waits on nothing.
+    let again = user.run(&["run", "six-plain", "--follow"]).ok();
+    assert!(!again.stderr.contains("environment"), "{}", again.stderr);
+}
+
 /// runs ls with filters, runs show, logs.
 fn lists_runs_and_logs(user: &User, hello_id: &str) -> String {
     let runs = user.json(&[
@@ -584,7 +647,8 @@ fn reaches_the_edge(user: &User, server: &Server) {
     );
     user.login(&edge, &["--ca", &ca, "--profile", "edge"]).ok();
     let via_edge = user.json(&["tasks", "ls", "--profile", "edge"]);
-    assert_eq!(items(&via_edge).len(), 4);
+    // The four of manages_tasks and the two of shows_an_environment_being_built.
+    assert_eq!(items(&via_edge).len(), 6);
     let followed = user.run_with(&["run", "exit3", "-f"], &[("ANTCODE_PROFILE", "edge")], "");
     assert_eq!(
         (followed.code, followed.stdout.as_str()),

@@ -8,12 +8,17 @@
 //! gets no answer fails at once. After a reconnect the server may have lost its live
 //! window (a restart of `up` empties the in-process broker), so at the end the attempt's archive
 //! supplies whatever the stream did not: the archive is the same bytes the chunks carried.
+//!
+//! Before the process starts, `progress` events tell what the run waits on (its environment
+//! being built): a spinner on a terminal, plain lines otherwise, on standard error, so standard
+//! output is the log alone.
 
 use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::api::Api;
@@ -113,12 +118,68 @@ struct Progress {
     printed: BTreeMap<u64, u64>,
     attempt: Option<u64>,
     reconnected: bool,
+    /// What the run is waiting on (an environment being built), as a spinner on a terminal.
+    waiting: Waiting,
+}
+
+/// `progress` events on standard error: a spinner with the latest step on a terminal, which
+/// gives way to the log (leaving the last step printed), else one line per step.
+#[derive(Default)]
+struct Waiting {
+    spinner: Option<(ProgressBar, String)>,
+}
+
+impl Waiting {
+    fn step(&mut self, text: &str) {
+        if !std::io::stderr().is_terminal() {
+            eprintln!("antcode: {text}");
+            return;
+        }
+        let (bar, last) = self.spinner.get_or_insert_with(|| {
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            (bar, String::new())
+        });
+        bar.set_message(text.to_string());
+        *last = text.to_string();
+    }
+
+    /// The wait is over (the log or the end arrived).
+    fn done(&mut self) {
+        if let Some((bar, last)) = self.spinner.take() {
+            bar.finish_and_clear();
+            eprintln!("{last}");
+        }
+    }
 }
 
 impl Progress {
+    /// Shows one `progress` event: a step the run waits on before its process starts.
+    fn progress(&mut self, event: &Event) -> Result<()> {
+        let chunk: Value = serde_json::from_str(&event.data)
+            .map_err(|e| Error::usage(format!("a progress event is not JSON: {e}")))?;
+        if let Some(id) = &event.id {
+            self.cursor = Some(id.clone());
+        }
+        if self.json {
+            let line = json!({"event": "progress", "chunk": chunk});
+            let mut out = std::io::stdout().lock();
+            return writeln!(out, "{line}")
+                .and_then(|_| out.flush())
+                .map_err(Error::stdout);
+        }
+        self.waiting
+            .step(chunk.get("data").and_then(Value::as_str).unwrap_or(""));
+        Ok(())
+    }
+
     /// Prints one `log` event's chunk; a new attempt after output of another is announced on
     /// standard error.
     fn log(&mut self, event: &Event) -> Result<()> {
+        self.waiting.done();
         let chunk: Value = serde_json::from_str(&event.data)
             .map_err(|e| Error::usage(format!("a log event is not JSON: {e}")))?;
         let attempt = chunk.get("attempt").and_then(Value::as_u64).unwrap_or(1);
@@ -149,6 +210,7 @@ pub async fn follow(api: &Api, id: &str, json: bool) -> Result<End> {
         printed: BTreeMap::new(),
         attempt: None,
         reconnected: false,
+        waiting: Waiting::default(),
     };
     let mut backoff = Duration::from_millis(250);
     let mut failing_since: Option<Instant> = None;
@@ -214,7 +276,9 @@ async fn stream_once(api: &Api, id: &str, progress: &mut Progress) -> Result<Opt
         for event in events.drain(..) {
             match event.name.as_str() {
                 "log" => progress.log(&event)?,
+                "progress" => progress.progress(&event)?,
                 "end" => {
+                    progress.waiting.done();
                     let v: Value = serde_json::from_str(&event.data).unwrap_or_default();
                     return Ok(Some(End {
                         state: v["state"].as_str().unwrap_or("unknown").to_string(),

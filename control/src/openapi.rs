@@ -55,7 +55,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/api/v1/runs/{id}", "Get a run with its history", "viewer", ""),
     ("post", "/api/v1/runs/{id}/cancel", "Cancel a run", "operator", ""),
     ("post", "/api/v1/runs/{id}/retry", "Start a new run of the same task", "operator", ""),
-    ("get", "/api/v1/runs/{id}/logs", "The run's log as text; attempt=N for one attempt's (404 if the run has no such attempt); follow=true for SSE", "viewer", ""),
+    ("get", "/api/v1/runs/{id}/logs", "The run's log as text; attempt=N for one attempt's (404 if the run has no such attempt); follow=true for SSE (log events, progress events while the run's environment is built, one end event)", "viewer", ""),
     ("get", "/api/v1/runs/{id}/events", "SSE of the run's state changes", "viewer", ""),
     ("get", "/api/v1/runs/{id}/group", "The run's run group: its runs and what started what", "viewer", ""),
     ("get", "/api/v1/workers", "List live workers", "viewer", ""),
@@ -680,6 +680,12 @@ fn overlay(schema: &mut Value, name: &str, bound: &Value) -> usize {
                 if let Some(ty) = p.get("type").and_then(Value::as_str) {
                     p.insert("type".into(), json!([ty, "null"]));
                 }
+                // An enum lists every value the property takes, null too.
+                if let Some(values) = p.get_mut("enum").and_then(Value::as_array_mut) {
+                    if !values.contains(&Value::Null) {
+                        values.push(Value::Null);
+                    }
+                }
             }
         }
         hits += 1;
@@ -1157,5 +1163,18 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    /// A property that may be null says so in its type and, when it has one, in its enum.
+    #[test]
+    fn a_nullable_enum_lists_null() {
+        let doc = document();
+        let overlap = &doc["components"]["schemas"]["TaskBody"]["properties"]["overlap"];
+        assert_eq!(overlap["type"], json!(["string", "null"]), "{overlap}");
+        let values = overlap["enum"].as_array().unwrap();
+        assert!(
+            values.contains(&Value::Null) && values.len() > 1,
+            "{overlap}"
+        );
     }
 }

@@ -419,15 +419,30 @@ async fn supervise(
     ctx: &Arc<Ctx>,
     lease: &Lease,
     work_dir: &Path,
-    sink: LogSink,
+    mut sink: LogSink,
     stop: &mut watch::Receiver<Option<StopReason>>,
     timeline: &mut Timeline,
 ) -> (Ended, LogSink) {
     let job = &lease.job;
-    let prepared = tokio::select! {
-        p = prepare(ctx, lease, work_dir, timeline) => p,
-        reason = stopped(stop) => return (Ended::Stopped(reason, None), sink),
+    // An environment being built is told in the live log as it goes.
+    let (steps, mut told) = mpsc::unbounded_channel();
+    let prepared = {
+        let preparing = prepare(ctx, lease, work_dir, timeline, steps);
+        tokio::pin!(preparing);
+        loop {
+            tokio::select! {
+                p = &mut preparing => break p,
+                Some(step) = told.recv() => {
+                    sink.progress(&step);
+                    sink.flush().await;
+                }
+                reason = stopped(stop) => return (Ended::Stopped(reason, None), sink),
+            }
+        }
     };
+    while let Ok(step) = told.try_recv() {
+        sink.progress(&step);
+    }
     let (venv, entry, bundle_file) = match prepared {
         Ok(p) => p,
         Err(msg) => return (Ended::Failed(msg), sink),
@@ -754,6 +769,7 @@ async fn prepare(
     lease: &Lease,
     work_dir: &Path,
     timeline: &mut Timeline,
+    steps: mpsc::UnboundedSender<String>,
 ) -> Result<(Venv, String, PathBuf), StartError> {
     let job = &lease.job;
     let entry = safe_relative(&job.entrypoint)
@@ -786,7 +802,10 @@ async fn prepare(
             return Err(StartError::NotInBundle(entrypoint));
         }
         let unpacked = started.elapsed();
-        let venv = venvs.ensure(python.as_deref(), &deps)?;
+        let report = move |step: String| {
+            let _ = steps.send(step);
+        };
+        let venv = venvs.ensure_reporting(python.as_deref(), &deps, &report)?;
         Ok((venv, unpacked))
     })
     .await??;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use antcode_core::broker::LogChunk;
+use antcode_core::broker::{LogChunk, PROGRESS_STREAM};
 use antcode_core::time::now_ms;
 use tokio::sync::mpsc;
 
@@ -241,6 +241,19 @@ impl LogSink {
             text.push('\n');
         }
         self.append("stderr", text);
+    }
+
+    /// A step the run is waiting on (an environment being built), for those following it live:
+    /// a chunk of the `progress` stream, neither archived nor counted against the log's cap.
+    pub fn progress(&mut self, text: &str) {
+        self.seq += 1;
+        self.pending.push(LogChunk {
+            attempt: self.attempt,
+            seq: self.seq,
+            stream: PROGRESS_STREAM.to_string(),
+            data: text.to_string(),
+            at_ms: now_ms(),
+        });
     }
 
     fn append(&mut self, stream: &'static str, text: String) {

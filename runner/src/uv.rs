@@ -329,7 +329,24 @@ impl Deps {
     pub fn is_empty(&self) -> bool {
         matches!(self, Deps::Requirements(r) if normalize_requirements(r).is_empty())
     }
+
+    /// What the environment is built from, for a person waiting on it.
+    pub fn describe(&self) -> String {
+        match self {
+            Deps::Requirements(r) => match normalize_requirements(r).lines().count() {
+                0 => "no requirements".into(),
+                1 => "1 requirement".into(),
+                n => format!("{n} requirements"),
+            },
+            Deps::Project { lock: Some(_), .. } => "pyproject.toml and uv.lock".into(),
+            Deps::Project { lock: None, .. } => "pyproject.toml".into(),
+        }
+    }
 }
+
+/// Told each step of an environment build as it happens, in words for a person (a run's live
+/// log shows them while the run waits).
+pub type Report<'a> = &'a (dyn Fn(String) + Sync);
 
 /// The environment's key: `sha256` of the Python version and what the dependencies come from
 /// (normalized requirements, or the exact bytes of `pyproject.toml` and `uv.lock`).
@@ -480,6 +497,17 @@ impl Venvs {
     /// in use until the returned [`Venv`] (and its clones) are dropped. Blocking: call it from
     /// `spawn_blocking`.
     pub fn ensure(&self, python_version: Option<&str>, deps: &Deps) -> Result<Venv, VenvError> {
+        self.ensure_reporting(python_version, deps, &|_| {})
+    }
+
+    /// [`Venvs::ensure`], telling `report` when the environment has to be waited for or built,
+    /// each step of a build, and when it is ready. A cache hit reports nothing.
+    pub fn ensure_reporting(
+        &self,
+        python_version: Option<&str>,
+        deps: &Deps,
+        report: Report,
+    ) -> Result<Venv, VenvError> {
         let key = env_key(python_version, deps);
         if let Some(venv) = self.already_in_use(&key) {
             return Ok(venv);
@@ -524,13 +552,34 @@ impl Venvs {
                     _in_use: guard,
                 });
             }
-            let building = lock_file(&self.build_lock_path(&key), Mode::Exclusive)?
-                .ok_or_else(|| std::io::Error::other("exclusive lock not granted"))?;
+            let waited = Instant::now();
+            let building = match lock_file(&self.build_lock_path(&key), Mode::TryExclusive)? {
+                Some(lock) => lock,
+                None => {
+                    report("waiting for another run building this environment".into());
+                    lock_file(&self.build_lock_path(&key), Mode::Exclusive)?
+                        .ok_or_else(|| std::io::Error::other("exclusive lock not granted"))?
+                }
+            };
             // Someone may have finished the build while we waited for the lock.
             if ready(&dir) {
+                report(format!(
+                    "environment ready after {}",
+                    seconds(waited.elapsed())
+                ));
                 continue;
             }
-            self.build_locked(&key, &dir, python_version, deps)?;
+            let python = python_version.map(str::trim).filter(|v| !v.is_empty());
+            report(format!(
+                "building the environment: {}, Python {}",
+                deps.describe(),
+                python.unwrap_or("3 (the runner's default)")
+            ));
+            self.build_locked(&key, &dir, python_version, deps, report)?;
+            report(format!(
+                "environment ready in {}",
+                seconds(waited.elapsed())
+            ));
             built = true;
             // The loop above takes the environment in use, and copes with a collector slipping
             // in between.
@@ -569,12 +618,14 @@ impl Venvs {
         dir: &Path,
         python_version: Option<&str>,
         deps: &Deps,
+        report: Report,
     ) -> Result<(), VenvError> {
         let started = Instant::now();
         let tmp = self.root.join(format!(".build-{key}"));
-        self.build(&tmp, python_version, deps).inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&tmp);
-        })?;
+        self.build(&tmp, python_version, deps, report)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&tmp);
+            })?;
         std::fs::write(tmp.join(SIZE), dir_size(&tmp).to_string())?;
         std::fs::write(tmp.join(READY), b"")?;
         // An unready leftover (nobody holds an unready environment in use); the collector may
@@ -597,6 +648,7 @@ impl Venvs {
         tmp: &Path,
         python_version: Option<&str>,
         deps: &Deps,
+        report: Report,
     ) -> Result<(), VenvError> {
         if tmp.exists() {
             // Left by a crash mid-build; we hold the lock, so nobody else is using it.
@@ -670,13 +722,17 @@ impl Venvs {
         }
         // A slow or unreachable index: what uv's cache already holds may be enough.
         let first = last_line(&out.stderr);
+        report("the install failed; trying again offline from the runner's cache".into());
         let retry = install(true, !wheels_only)?;
         if retry.status.success() {
             tracing::warn!(error = %first, "installed requirements from uv's cache after the index failed");
             return Ok(());
         }
         match &self.builder {
-            Some(builder) => builder.install(tmp, &req_file),
+            Some(builder) => {
+                report("building requirements from source in the sandbox".into());
+                builder.install(tmp, &req_file)
+            }
             None => Err(VenvError::Install(first)),
         }
     }
@@ -803,6 +859,11 @@ enum Mode {
     Shared,
     Exclusive,
     TryExclusive,
+}
+
+/// `4.2 s`: how long a step took, for a person.
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }
 
 /// Opens (creating) and flocks `path`. The collector unlinks a lock file while holding it, so

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use antcode_core::broker::{changed, LogChunk};
+use antcode_core::broker::{changed, LogChunk, PROGRESS_STREAM};
 use antcode_core::model::{Role, Run, RunState};
 use antcode_core::time::now_ms;
 
@@ -142,7 +142,7 @@ async fn plain_log(state: &AppState, run: &Run, attempt: Option<u32>) -> ApiResu
             let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
             let text: String = chunks
                 .into_iter()
-                .filter(|c| attempt.is_none_or(|n| c.attempt == n))
+                .filter(|c| attempt.is_none_or(|n| c.attempt == n) && c.stream != PROGRESS_STREAM)
                 .map(|c| c.data)
                 .collect();
             axum::body::Body::from(text)
@@ -226,10 +226,15 @@ fn sse_response(
         .into_response()
 }
 
-/// One chunk as a `log` event whose id is the chunk's cursor.
+/// One chunk as a `log` event whose id is the chunk's cursor; a chunk of the progress stream
+/// (what the run waits on before its process starts) as a `progress` event.
 fn log_event(c: &LogChunk) -> Event {
+    let name = match c.stream == PROGRESS_STREAM {
+        true => "progress",
+        false => "log",
+    };
     Event::default()
-        .event("log")
+        .event(name)
         .id(c.cursor().to_string())
         .data(json!(c).to_string())
 }
@@ -242,9 +247,13 @@ fn end_event(run: &Run) -> Event {
 
 /// Replays the log from `after`, then tails it until the run is terminal (or the client leaves,
 /// or the server shuts down). Each `log` event carries one chunk as JSON, its id is the chunk's
-/// cursor; an `end` event with the final state closes the stream.
+/// cursor; `progress` events (same shape) tell what the run waits on before it starts; an `end`
+/// event with the final state closes the stream.
 async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sender<Event>) {
-    let mut sent_any = false;
+    // Whether this stream sent any of the log (progress chunks are not the log), and whether
+    // the client saw some before it reconnected: only a first stream that sent none replays
+    // the archive.
+    let (mut sent_any, resumed) = (false, after > 0);
     loop {
         let read = tokio::select! {
             _ = state.shutdown.cancelled() => return,
@@ -263,7 +272,7 @@ async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sen
                 return;
             }
             after = c.cursor();
-            sent_any = true;
+            sent_any |= c.stream != PROGRESS_STREAM;
         }
         if !chunks.is_empty() {
             continue;
@@ -287,9 +296,9 @@ async fn follow_log(state: AppState, mut run: Run, mut after: u64, tx: mpsc::Sen
                 if tx.send(log_event(c)).await.is_err() {
                     return;
                 }
-                sent_any = true;
+                sent_any |= c.stream != PROGRESS_STREAM;
             }
-            if !sent_any && after == 0 && !replay_archive(&state, &run, &tx).await {
+            if !sent_any && !resumed && !replay_archive(&state, &run, &tx).await {
                 return;
             }
             let _ = tx.send(end_event(&run)).await;

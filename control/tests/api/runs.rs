@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use antcode_core::broker::{LeaseRequest, LogChunk};
+use antcode_core::broker::{LeaseRequest, LogChunk, PROGRESS_STREAM};
 use antcode_core::model::{Outcome, RunState};
 use antcode_core::time::now_ms;
 use serde_json::{json, Value};
@@ -349,8 +349,13 @@ async fn sse_log_follow_replays_then_tails_for_several_viewers() {
         data: data.into(),
         at_ms: now_ms(),
     };
+    // A step the runner tells while the environment is built: not part of the log.
+    let step = LogChunk {
+        stream: PROGRESS_STREAM.into(),
+        ..chunk(2, "building the environment")
+    };
     s.broker
-        .append_log(&rid, &[chunk(1, "early\n")])
+        .append_log(&rid, &[chunk(1, "early\n"), step])
         .await
         .unwrap();
 
@@ -373,7 +378,7 @@ async fn sse_log_follow_replays_then_tails_for_several_viewers() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.broker
-        .append_log(&rid, &[chunk(2, "late\n")])
+        .append_log(&rid, &[chunk(3, "late\n")])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -409,8 +414,19 @@ async fn sse_log_follow_replays_then_tails_for_several_viewers() {
             })
             .collect();
         assert_eq!(logs, "early\nlate\n");
+        let steps: Vec<&str> = stream
+            .iter()
+            .filter(|(e, _)| e == "progress")
+            .map(|(_, d)| d.as_str())
+            .collect();
+        assert!(
+            steps.len() == 1 && steps[0].contains("\"data\":\"building the environment\""),
+            "{steps:?}"
+        );
         assert_eq!(stream.last().unwrap().0, "end");
     }
+    let plain = s.get(&t, &format!("/api/v1/runs/{rid}/logs")).await;
+    assert_eq!(plain.text().await.unwrap(), "early\nlate\n");
     let states: Vec<String> = ev
         .iter()
         .filter(|(e, _)| e == "state")

@@ -105,6 +105,10 @@ impl LogChunk {
     }
 }
 
+/// The stream of chunks that tell what a run is waiting on before its process starts (an
+/// environment being built). They are live only: the archive and plain logs leave them out.
+pub const PROGRESS_STREAM: &str = "progress";
+
 /// How many chunks of a run the broker keeps for live tailing; the archive has the rest.
 pub const LIVE_LOG_CHUNKS: usize = 10_000;
 

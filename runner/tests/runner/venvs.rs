@@ -141,6 +141,55 @@ fn a_run_waiting_for_a_build_is_not_starved_by_users_of_the_environment() {
     }
 }
 
+/// Each step of a build is told as it happens (what a followed run shows while it waits): the
+/// wait for another run's build, the build, the environment ready. A cache hit tells nothing.
+#[test]
+fn a_build_tells_each_step() {
+    use antcode_runner::uv::{env_key, find_uv, Deps, Venvs};
+    use fs4::fs_std::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("venvs");
+    std::fs::create_dir_all(&root).unwrap();
+    let venvs = Arc::new(Venvs::new(root.clone(), find_uv(None).unwrap()));
+    // A bare interpreter: a build that needs no index.
+    let deps = Deps::Requirements(String::new());
+    let lock = root.join(format!("{}.build", env_key(None, &deps)));
+    let held = std::fs::File::create(&lock).unwrap();
+    held.lock_exclusive().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let builder = {
+        let (venvs, deps) = (venvs.clone(), deps.clone());
+        std::thread::spawn(move || {
+            let report = move |step: String| drop(tx.send(step));
+            venvs.ensure_reporting(None, &deps, &report).unwrap()
+        })
+    };
+    assert_eq!(
+        rx.recv_timeout(PATIENCE).unwrap(),
+        "waiting for another run building this environment"
+    );
+    FileExt::unlock(&held).unwrap();
+    drop(held);
+    let venv = builder.join().unwrap();
+    assert!(venv.built);
+    let steps: Vec<String> = rx.iter().collect();
+    assert!(
+        steps.len() == 2
+            && steps[0]
+                == "building the environment: no requirements, Python 3 (the runner's default)"
+            && steps[1].starts_with("environment ready in "),
+        "{steps:?}"
+    );
+    // In use here, then only on disk: neither is waited for.
+    for held in [Some(venv), None] {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let report = move |step: String| drop(tx.send(step));
+        venvs.ensure_reporting(None, &deps, &report).unwrap();
+        assert_eq!(rx.try_iter().next(), None);
+        drop(held);
+    }
+}
+
 /// Collects until `want` environments are gone (or 50 tries), returning what was removed. A
 /// process that another test starts holds a copy of every open lock from its fork to its exec,
 /// and the collector rightly reads a lock held for that moment as "in use" and skips it.

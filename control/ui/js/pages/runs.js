@@ -190,7 +190,12 @@ async function detail(page, id, ctx) {
     source = new EventSource(`/api/v1/runs/${id}/logs?follow=true`);
     source.addEventListener('open', () => { status.textContent = 'live'; });
     source.addEventListener('log', (e) => {
+      if (status.textContent !== 'live') status.textContent = 'live';
       try { appendText(JSON.parse(e.data).data); } catch (_) { /* skip a malformed chunk */ }
+    });
+    // What the run waits on before its process starts (its environment being built).
+    source.addEventListener('progress', (e) => {
+      try { status.textContent = JSON.parse(e.data).data; } catch (_) { /* skip a malformed step */ }
     });
     source.addEventListener('end', () => {
       status.textContent = 'run ended';
