@@ -618,6 +618,19 @@ fn request_components(out: &mut Map<String, Value>) -> Vec<String> {
             missed.push(format!("{component}.{property}"));
         }
     }
+    // Each kind of channel as one closed object: the derived `allOf` of a closed configuration
+    // and its `kind` would refuse every body (the configuration's `additionalProperties: false`
+    // does not know `kind`).
+    if let Some(mut config) = out.get("ChannelConfig").cloned() {
+        if let Some(kinds) = config["oneOf"].as_array_mut() {
+            for kind in kinds.iter_mut() {
+                let mut merged = merge_all_of(out, kind.clone());
+                merged["additionalProperties"] = json!(false);
+                *kind = merged;
+            }
+        }
+        out.insert("ChannelConfig".into(), config);
+    }
     for (post, patch) in [
         ("TaskBody", "TaskPatch"),
         ("ChannelBody", "ChannelPatch"),
@@ -706,6 +719,7 @@ fn overlay(schema: &mut Value, name: &str, bound: &Value) -> usize {
 /// literals). `(component, property, schema keywords laid over the derived ones)`.
 fn bounds_overlay() -> Vec<(&'static str, &'static str, Value)> {
     use antcode_core::{alerting, flow, git, hooks, model, params, retention};
+    use antcode_notify as notify;
     let range = |least: u64, most: u64| json!({"minimum": least, "maximum": most});
     let str_range = |least: usize, most: usize| json!({"type": "string", "minLength": least, "maxLength": most});
     let time = json!({"type": "string", "format": "date-time", "maxLength": bounds::TIME_CHARS});
@@ -731,6 +745,16 @@ fn bounds_overlay() -> Vec<(&'static str, &'static str, Value)> {
     let template = bounds::string(antcode_notify::template::MAX_TEMPLATE_LEN);
     let secret = bounds::string(crate::service::git::MAX_SECRET_CHARS);
     let enumerated = |values: &[&str]| json!({"type": "string", "enum": values});
+    let param_name = json!({"type": "string", "pattern": format!("^[A-Za-z0-9_-]{{1,{}}}$", params::MAX_NAME_LEN)});
+    // The notifier counts bytes; a string of at most that many bytes has at most as many
+    // characters, so `maxLength` is a true bound (and the text says the rest).
+    let bytes = |most: usize| {
+        json!({"type": "string", "maxLength": most,
+        "description": format!("at most {most} bytes (UTF-8)")})
+    };
+    let url = json!({"type": "string", "maxLength": notify::MAX_URL_LEN, "format": "uri",
+        "description": format!("an http or https URL, at most {} bytes", notify::MAX_URL_LEN)});
+    let field = bytes(notify::MAX_FIELD_LEN);
     let defaults = model::RunLimits::default();
     let mut out = vec![
         ("NewUser", "username", str_range(1, bounds::USERNAME_CHARS)),
@@ -854,19 +878,23 @@ fn bounds_overlay() -> Vec<(&'static str, &'static str, Value)> {
             "misfire",
             enumerated(crate::service::tasks::MISFIRE),
         ),
+        ("ParamSchema", "type", enumerated(&["object"])),
         (
-            "TaskBody",
-            "params",
-            json!({"description":
-            "a JSON Schema subset: {type: object, properties: {NAME: {type: string|integer|number|boolean|array|object, enum?, minimum?, maximum?, maxLength?, default?, description?}}, required: [NAME]}",
-            "properties": {"properties": {"type": "object", "maxProperties": params::MAX_PROPERTIES},
-                "required": {"type": "array", "items": {"type": "string"}}}}),
+            "ParamSchema",
+            "properties",
+            json!({"maxProperties": params::MAX_PROPERTIES, "propertyNames": param_name.clone()}),
+        ),
+        (
+            "ParamSchema",
+            "required",
+            json!({"items": param_name, "description": "names declared in properties"}),
         ),
         (
             "TaskBody",
             "schedule_params",
-            json!({"description":
-            "the params of its scheduled runs, checked against params"}),
+            json!({"description": format!(
+                "the params of its scheduled runs, checked against params; at most {} bytes as JSON",
+                params::MAX_PARAMS_BYTES)}),
         ),
         (
             "TaskBody",
@@ -964,13 +992,33 @@ fn bounds_overlay() -> Vec<(&'static str, &'static str, Value)> {
             "name",
             bounds::string(alerting::MAX_NAME_LEN),
         ),
+        ("WebhookConfig", "url", url.clone()),
         (
-            "ChannelBody",
-            "config",
-            json!({"type": "object", "required": ["kind"], "description":
-            "webhook {url, secret}; smtp {host, port, tls: starttls|tls|none, username, password, from, to[]}; dingtalk {url, secret?}; feishu {url, secret?}; wecom {url}; slack {url}",
-            "properties": {"kind": enumerated(&["webhook", "smtp", "dingtalk", "feishu", "wecom", "slack"])}}),
+            "WebhookConfig",
+            "secret",
+            json!({"type": "string", "minLength": notify::webhook::MIN_SECRET_LEN,
+                "maxLength": notify::MAX_FIELD_LEN}),
         ),
+        ("SmtpConfig", "host", str_range(1, notify::MAX_FIELD_LEN)),
+        ("SmtpConfig", "port", range(1, u16::MAX.into())),
+        ("SmtpConfig", "username", field.clone()),
+        ("SmtpConfig", "password", field.clone()),
+        ("SmtpConfig", "from", field.clone()),
+        (
+            "SmtpConfig",
+            "to",
+            json!({"minItems": 1, "maxItems": notify::MAX_RECIPIENTS, "items": field.clone()}),
+        ),
+        (
+            "SmtpConfig",
+            "ca_pem",
+            bounds::string(notify::smtp::MAX_CA_PEM_LEN),
+        ),
+        ("DingTalkConfig", "url", url.clone()),
+        ("DingTalkConfig", "secret", field.clone()),
+        ("FeishuConfig", "url", url.clone()),
+        ("FeishuConfig", "secret", field),
+        ("UrlConfig", "url", url),
         ("RuleBody", "name", bounds::string(alerting::MAX_NAME_LEN)),
         (
             "RuleBody",
@@ -1163,6 +1211,31 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    /// Each kind of alert channel is one closed object that takes its `kind` (a derived `allOf`
+    /// of a closed configuration and `kind` would refuse every body), with the notifier's bounds.
+    #[test]
+    fn each_channel_kind_is_one_closed_object_with_its_bounds() {
+        let doc = document();
+        let kinds = doc["components"]["schemas"]["ChannelConfig"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(kinds.len(), 6);
+        for kind in kinds {
+            assert_eq!(kind["additionalProperties"], json!(false), "{kind}");
+            assert!(kind["properties"]["kind"]["enum"].is_array(), "{kind}");
+            assert!(kind["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("kind")));
+            if let Some(url) = kind["properties"].get("url") {
+                let most = antcode_notify::MAX_URL_LEN as u64;
+                assert_eq!(url["maxLength"].as_u64(), Some(most), "{kind}");
+            }
+        }
+        let params = &doc["components"]["schemas"]["ParamSchema"]["properties"];
+        assert_eq!(params["properties"]["maxProperties"], 100);
     }
 
     /// A property that may be null says so in its type and, when it has one, in its enum.

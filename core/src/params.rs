@@ -18,7 +18,7 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Most bytes of a run's params as JSON (they travel in its job and its environment).
 pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamType {
     String,
@@ -30,7 +30,7 @@ pub enum ParamType {
 }
 
 /// One parameter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParamSpec {
     #[serde(rename = "type")]
@@ -50,7 +50,7 @@ pub struct ParamSpec {
 }
 
 /// What a task's runs take as params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParamSchema {
     /// Always `object` when given.

@@ -45,7 +45,7 @@ pub const MAX_FIELD_LEN: usize = 512;
 pub const MAX_RECIPIENTS: usize = 50;
 
 /// A channel's configuration; see the crate doc for each kind.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChannelConfig {
     Webhook(webhook::WebhookConfig),

@@ -41,7 +41,7 @@ const WECOM_MAX: usize = 2048;
 const SLACK_MAX: usize = 16 * 1024;
 
 /// A DingTalk custom robot: its webhook URL (with `access_token`) and, if it signs, its secret.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DingTalkConfig {
     pub url: String,
@@ -60,7 +60,7 @@ impl DingTalkConfig {
 }
 
 /// A Feishu / Lark custom bot: its webhook URL and, if it signs, its secret.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeishuConfig {
     pub url: String,
@@ -79,7 +79,7 @@ impl FeishuConfig {
 }
 
 /// A robot whose URL is its whole credential (WeCom, Slack-compatible).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UrlConfig {
     pub url: String,

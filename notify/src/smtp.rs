@@ -25,7 +25,7 @@ use crate::{check_field, Channel, Notification, Receipt, SendError, MAX_RECIPIEN
 /// Largest `ca_pem`, in bytes.
 pub const MAX_CA_PEM_LEN: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SmtpTls {
     #[default]
@@ -34,7 +34,7 @@ pub enum SmtpTls {
     None,
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -68,6 +68,9 @@ impl SmtpConfig {
         check_field("host", &self.host)?;
         if self.host.is_empty() {
             return Err("host: required".into());
+        }
+        if self.port == Some(0) {
+            return Err("port: 1 to 65535".into());
         }
         for (name, v) in [("username", &self.username), ("password", &self.password)] {
             if let Some(v) = v {

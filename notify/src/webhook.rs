@@ -27,7 +27,7 @@ pub const REPLAY_WINDOW_S: i64 = 300;
 /// Shortest accepted secret: an HMAC key guessable by brute force protects nothing.
 pub const MIN_SECRET_LEN: usize = 16;
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,

@@ -359,6 +359,11 @@ fn configurations_are_checked_and_never_shown_with_their_secrets() {
     .contains("key"));
     assert!(bad(json!({"kind": "carrier_pigeon", "url": "https://x/"})).contains("carrier_pigeon"));
     assert!(bad(
+        json!({"kind": "smtp", "host": "mail.example.com", "port": 0,
+        "from": "a@example.com", "to": ["b@example.com"]})
+    )
+    .contains("port"));
+    assert!(bad(
         json!({"kind": "smtp", "host": "mail", "tls": "none", "username": "u", "password": "p",
         "from": "a@example.com", "to": ["b@example.com"]})
     )

@@ -62,7 +62,6 @@ pub(crate) struct ChannelBody {
     #[serde(default = "yes")]
     enabled: bool,
     /// Absent only in a `PATCH` that keeps the configuration.
-    #[schema(value_type = Option<Object>)]
     config: Option<ChannelConfig>,
 }
 

@@ -97,7 +97,6 @@ pub struct TaskBody {
     retention: Option<TaskRetention>,
     /// The params its runs take.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     params: Option<ParamSchema>,
     /// The params its scheduled runs get.
     #[serde(default)]

@@ -86,6 +86,8 @@ async fn request_schemas_state_the_bounds_the_handlers_check() {
     let prefer = json!({"prefer": {"labels": {}, "fallback_s": 1}});
     let interval = json!({"kind": "interval", "every_s": 60});
     let user = json!({"password": "long enough", "role": "viewer"});
+    let channel = json!({"name": "bounds", "config": {"kind": "webhook",
+        "url": "https://hooks.example.com/x", "secret": "0123456789abcdef"}});
     // (method, path, a valid body, "where the value goes, Component.property, keyword"s)
     let cases: Vec<(&str, &str, &Value, &[&str])> = vec![
         (
@@ -187,6 +189,15 @@ async fn request_schemas_state_the_bounds_the_handlers_check() {
             "/api/v1/users",
             &user,
             &["username NewUser.username maxLength"],
+        ),
+        (
+            "post",
+            "/api/v1/notifications/channels",
+            &channel,
+            &[
+                "config/secret WebhookConfig.secret maxLength",
+                "name ChannelBody.name maxLength",
+            ],
         ),
         (
             "patch",
