@@ -62,6 +62,7 @@ const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
+    asset!("js/theme.js", JS),
     asset!("js/app.js", JS),
     asset!("js/api.js", JS),
     asset!("js/dom.js", JS),
@@ -417,7 +418,28 @@ mod tests {
             );
             named += 1;
         }
-        assert_eq!(named, 3, "icon, stylesheet and app module");
+        assert_eq!(named, 4, "theme script, icon, stylesheet and app module");
+    }
+
+    /// app.css states the dark palette twice (for the system preference and for the switch's
+    /// `data-theme="dark"`); CSS cannot share one block between a media query and a selector.
+    #[test]
+    fn both_dark_palettes_are_the_same() {
+        let css = ASSETS[find("app.css").unwrap()].body;
+        let block = |after: &str| {
+            let start = css
+                .find(after)
+                .unwrap_or_else(|| panic!("no {after} in app.css"));
+            let body = &css[start + after.len()..];
+            let body = &body[body.find('{').unwrap() + 1..];
+            body[..body.find('}').unwrap()]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let system = block(":root:not([data-theme=\"light\"])");
+        assert!(system.contains("color-scheme: dark") && system.contains("--bg:"));
+        assert_eq!(system, block(":root[data-theme=\"dark\"]"));
     }
 
     #[test]
