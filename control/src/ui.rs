@@ -6,14 +6,31 @@
 //! and echoes the CSRF double-submit cookie in `X-CSRF-Token` (see `auth.rs`); it never stores a
 //! token in script-readable storage. Every UI response carries a strict Content-Security-Policy
 //! (scripts, styles and connections from this origin only), so an injected string cannot run.
+//!
+//! Caching: every file except `index.html` is also served under `/ui/v/<version>/<path>`, where
+//! `<version>` is one SHA-256 over all those files ([`version`]). Such a URL names fixed bytes, so
+//! it is sent `Cache-Control: public, max-age=31536000, immutable` and a browser never asks for it
+//! again; a directory prefix (rather than a hash per file name) keeps the modules' relative
+//! imports (`./dom.js`, `./pages/runs.js`) inside the same version. `index.html` is the one entry
+//! point: it is rewritten once to name the versioned URLs and always revalidated (`no-cache` and
+//! an ETag), so an upgrade is picked up on the next load and old and new modules never mix. The
+//! plain `/ui/<path>` URLs, and a version that is not the current one (a tab opened before an
+//! upgrade, loading a page module later), still answer with the current file, revalidated.
+//!
+//! Compression: each file is compressed once, on its first request, with brotli and gzip and
+//! kept in memory ([`served`]); a request gets the encoding its `Accept-Encoding` prefers (brotli,
+//! then gzip, else identity), with `Content-Encoding` and `Vary: Accept-Encoding`. A compressed
+//! form not smaller than the file is dropped.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
 use std::sync::OnceLock;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use crate::problem::Problem;
 use crate::AppState;
@@ -37,11 +54,15 @@ macro_rules! asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-/// Every file of `control/ui/` (a test checks that none is missing from this table).
+const INDEX: &str = "index.html";
+
+/// Every file of `control/ui/` (a test checks that none is missing from this table). No file may
+/// live under `ui/v/`: that prefix names versions.
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
+    asset!("js/theme.js", JS),
     asset!("js/app.js", JS),
     asset!("js/api.js", JS),
     asset!("js/dom.js", JS),
@@ -69,52 +90,202 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
                    frame-ancestors 'none'";
 
+/// A versioned URL never changes meaning, so the browser may keep it for a year unasked.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Revalidate every time (cheap with the ETag) so an upgrade never mixes old and new modules.
+const REVALIDATE: &str = "no-cache";
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/ui/{*path}", get(asset))
 }
 
-fn find(path: &str) -> Option<&'static Asset> {
-    ASSETS.iter().find(|a| a.path == path)
+fn find(path: &str) -> Option<usize> {
+    ASSETS.iter().position(|a| a.path == path)
 }
 
-/// A weak validator per file, computed once: the files cannot change while the binary runs.
-fn etag(asset: &Asset) -> &'static str {
-    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
-    let tags = TAGS.get_or_init(|| {
-        ASSETS
-            .iter()
-            .map(|a| {
-                let mut h = DefaultHasher::new();
-                a.body.hash(&mut h);
-                format!("\"{:016x}\"", h.finish())
-            })
-            .collect()
-    });
-    ASSETS
-        .iter()
-        .position(|a| a.path == asset.path)
-        .and_then(|i| tags.get(i))
-        .map_or("\"0\"", String::as_str)
+/// The version of a set of `(path, body)` files: the first 16 hex digits of a SHA-256 over each
+/// path and body, length-prefixed so that moving bytes from one file to the next changes it too.
+fn build_hash<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut h = Sha256::new();
+    for (path, body) in files {
+        for part in [path, body] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
-fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
-    let tag = etag(asset);
+/// The version of the embedded UI: every file but `index.html` (which names the version).
+fn version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        build_hash(
+            ASSETS
+                .iter()
+                .filter(|a| a.path != INDEX)
+                .map(|a| (a.path, a.body)),
+        )
+    })
+}
+
+/// `index.html` with every `/ui/…` it references moved under `/ui/v/<version>/`.
+fn versioned_index(html: &str, version: &str) -> String {
+    html.replace("=\"/ui/", &format!("=\"/ui/v/{version}/"))
+}
+
+/// An asset as sent: its bytes in each encoding and a validator per encoding.
+struct Served {
+    identity: Bytes,
+    gzip: Option<Bytes>,
+    br: Option<Bytes>,
+    /// Quoted strong ETag of the identity bytes; the encoded forms append `-gz` / `-br`, as a
+    /// strong validator must differ between representations.
+    etag: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Br,
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+fn brotli(body: &[u8]) -> Vec<u8> {
+    let params = brotli::enc::BrotliEncoderParams::default(); // quality 11, the densest
+    let mut out = Vec::new();
+    match brotli::BrotliCompress(&mut &body[..], &mut out, &params) {
+        Ok(_) => out,
+        Err(_) => Vec::new(),
+    }
+}
+
+impl Served {
+    fn new(body: Bytes) -> Self {
+        let digest = Sha256::digest(&body);
+        // Keep a compressed form only when it saves bytes (an empty one means it failed).
+        let smaller = |c: Vec<u8>| (!c.is_empty() && c.len() < body.len()).then(|| Bytes::from(c));
+        Served {
+            gzip: smaller(gzip(&body)),
+            br: smaller(brotli(&body)),
+            etag: format!("\"{}\"", hex::encode(&digest[..8])),
+            identity: body,
+        }
+    }
+
+    /// The bytes and ETag to send: the first of `accepted` that was kept, else identity.
+    fn pick(&self, accepted: &[Encoding]) -> (Encoding, &Bytes, String) {
+        for &e in accepted {
+            match (e, &self.br, &self.gzip) {
+                (Encoding::Br, Some(br), _) => return (e, br, self.tag("-br")),
+                (Encoding::Gzip, _, Some(gz)) => return (e, gz, self.tag("-gz")),
+                _ => {}
+            }
+        }
+        (Encoding::Identity, &self.identity, self.etag.clone())
+    }
+
+    fn tag(&self, suffix: &str) -> String {
+        format!("{}{suffix}\"", self.etag.trim_end_matches('"'))
+    }
+}
+
+/// Asset `i` as served, compressed on first use and kept: the files cannot change while the
+/// binary runs, so no request pays for compression after the first.
+fn served(i: usize) -> &'static Served {
+    static SERVED: [OnceLock<Served>; ASSETS.len()] = [const { OnceLock::new() }; ASSETS.len()];
+    SERVED[i].get_or_init(|| {
+        let a = &ASSETS[i];
+        let body = if a.path == INDEX {
+            Bytes::from(versioned_index(a.body, version()))
+        } else {
+            Bytes::from_static(a.body.as_bytes())
+        };
+        Served::new(body)
+    })
+}
+
+/// The encodings `Accept-Encoding` accepts among those we make, best first: by q-value above
+/// zero, brotli before gzip on a tie. Identity, always acceptable here, is left implicit.
+fn negotiate(accept: Option<&str>) -> Vec<Encoding> {
+    let Some(accept) = accept else {
+        return vec![];
+    };
+    let q = |names: &[&str]| -> Option<f32> {
+        let mut star = None;
+        for item in accept.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let weight = parts
+                .find_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    (k.trim().eq_ignore_ascii_case("q")).then(|| v.trim().parse::<f32>().ok())?
+                })
+                .unwrap_or(1.0);
+            if names.contains(&name.as_str()) {
+                return Some(weight);
+            }
+            if name == "*" {
+                star = Some(weight);
+            }
+        }
+        star
+    };
+    let br = q(&["br"]).unwrap_or(0.0);
+    let gz = q(&["gzip", "x-gzip"]).unwrap_or(0.0);
+    let mut ranked = vec![(br, Encoding::Br), (gz, Encoding::Gzip)];
+    ranked.retain(|(q, _)| *q > 0.0);
+    // Stable: on equal weights brotli (listed first) stays first.
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ranked.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Asset `i`; `pinned` when asked for under the current version (so it may be cached for good).
+fn serve(i: usize, pinned: bool, headers: &HeaderMap) -> Response {
+    let asset = &ASSETS[i];
+    let accepted = negotiate(
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let (encoding, body, tag) = served(i).pick(&accepted);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == tag)
+        });
     let mut resp = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        asset.body.into_response()
+        body.clone().into_response()
     };
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.mime));
-    // Revalidate every time (cheap with the ETag) so an upgrade never mixes old and new modules.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(tag) {
+    if !fresh {
+        match encoding {
+            Encoding::Br => h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br")),
+            Encoding::Gzip => h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+            Encoding::Identity => None,
+        };
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if pinned { IMMUTABLE } else { REVALIDATE }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
     }
     h.insert(
@@ -134,8 +305,8 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
 }
 
 async fn index(headers: HeaderMap) -> Response {
-    match find("index.html") {
-        Some(a) => serve(a, &headers),
+    match find(INDEX) {
+        Some(i) => serve(i, false, &headers),
         None => Problem::not_found("the web UI is not built into this binary").into_response(),
     }
 }
@@ -144,8 +315,14 @@ async fn asset(
     axum::extract::Path(path): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match find(&path) {
-        Some(a) => serve(a, &headers),
+    // `v/<version>/<file>`: pinned only under the current version; an older one (a tab opened
+    // before an upgrade) gets today's file, revalidated, rather than a broken page.
+    let (file, pinned) = match path.strip_prefix("v/").and_then(|r| r.split_once('/')) {
+        Some((v, file)) => (file, v == version()),
+        None => (path.as_str(), false),
+    };
+    match find(file) {
+        Some(i) => serve(i, pinned && file != INDEX, &headers),
         None => Problem::not_found(format!("no UI file /ui/{path}")).into_response(),
     }
 }
@@ -178,10 +355,129 @@ mod tests {
     }
 
     #[test]
-    fn etags_differ_between_files() {
-        let a = etag(&ASSETS[0]);
-        let b = etag(&ASSETS[1]);
-        assert_ne!(a, b);
-        assert!(a.starts_with('"') && a.ends_with('"'));
+    fn the_version_changes_with_any_byte_of_any_file() {
+        let a = build_hash([("app.css", "body{}"), ("js/app.js", "x")]);
+        assert_eq!(a, build_hash([("app.css", "body{}"), ("js/app.js", "x")]));
+        assert_ne!(a, build_hash([("app.css", "body{ }"), ("js/app.js", "x")]));
+        assert_ne!(a, build_hash([("app.css", "body{}"), ("js/app.js", "y")]));
+        // The same bytes split differently between files are another set of files.
+        assert_ne!(a, build_hash([("app.css", "body{}j"), ("s/app.js", "x")]));
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(version().len(), 16);
+    }
+
+    #[test]
+    fn compressed_forms_round_trip_to_the_same_bytes() {
+        for (i, asset) in ASSETS.iter().enumerate() {
+            let s = served(i);
+            let gz = s.gzip.as_ref().expect("every UI file gzips smaller");
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out)
+                .unwrap();
+            assert_eq!(out, s.identity, "{}", asset.path);
+            let br =
+                s.br.as_ref()
+                    .expect("every UI file brotli-compresses smaller");
+            let mut out = Vec::new();
+            brotli::BrotliDecompress(&mut &br[..], &mut out).unwrap();
+            assert_eq!(out, s.identity, "{}", asset.path);
+        }
+    }
+
+    /// Prints the sizes of the whole set (`--nocapture`); compression must at least halve it.
+    #[test]
+    fn the_asset_set_compresses() {
+        let (mut raw, mut gz, mut br) = (0, 0, 0);
+        for i in 0..ASSETS.len() {
+            let s = served(i);
+            raw += s.identity.len();
+            gz += s.gzip.as_ref().map_or(s.identity.len(), Bytes::len);
+            br += s.br.as_ref().map_or(s.identity.len(), Bytes::len);
+        }
+        eprintln!("UI assets: {raw} bytes, gzip {gz}, brotli {br}");
+        assert!(gz * 2 < raw && br <= gz, "{raw} {gz} {br}");
+    }
+
+    #[test]
+    fn index_names_only_versioned_urls_that_resolve() {
+        let html = std::str::from_utf8(&served(find(INDEX).unwrap()).identity).unwrap();
+        let prefix = format!("/ui/v/{}/", version());
+        let mut named = 0;
+        for (i, _) in html.match_indices("/ui/") {
+            let rest = &html[i..];
+            assert!(
+                rest.starts_with(&prefix),
+                "unversioned URL in index.html: {}",
+                &rest[..40.min(rest.len())]
+            );
+            let file = &rest[prefix.len()..rest.find('"').unwrap()];
+            assert!(
+                find(file).is_some_and(|f| ASSETS[f].path != INDEX),
+                "{file}"
+            );
+            named += 1;
+        }
+        assert_eq!(named, 4, "theme script, icon, stylesheet and app module");
+    }
+
+    /// app.css states the dark palette twice (for the system preference and for the switch's
+    /// `data-theme="dark"`); CSS cannot share one block between a media query and a selector.
+    #[test]
+    fn both_dark_palettes_are_the_same() {
+        let css = ASSETS[find("app.css").unwrap()].body;
+        let block = |after: &str| {
+            let start = css
+                .find(after)
+                .unwrap_or_else(|| panic!("no {after} in app.css"));
+            let body = &css[start + after.len()..];
+            let body = &body[body.find('{').unwrap() + 1..];
+            body[..body.find('}').unwrap()]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let system = block(":root:not([data-theme=\"light\"])");
+        assert!(system.contains("color-scheme: dark") && system.contains("--bg:"));
+        assert_eq!(system, block(":root[data-theme=\"dark\"]"));
+    }
+
+    #[test]
+    fn accept_encoding_is_negotiated() {
+        use Encoding::*;
+        assert_eq!(negotiate(None), []);
+        assert_eq!(negotiate(Some("")), []);
+        assert_eq!(negotiate(Some("gzip, deflate")), [Gzip]);
+        assert_eq!(negotiate(Some("gzip, deflate, br, zstd")), [Br, Gzip]);
+        assert_eq!(negotiate(Some("br;q=0, gzip")), [Gzip]);
+        assert_eq!(negotiate(Some("br;q=0.5, gzip;q=0.8")), [Gzip, Br]);
+        assert_eq!(negotiate(Some("gzip;q=0, identity")), []);
+        assert_eq!(negotiate(Some("*")), [Br, Gzip]);
+        assert_eq!(negotiate(Some("*;q=0.1, br;q=0")), [Gzip]);
+        assert_eq!(negotiate(Some("deflate")), []);
+        assert_eq!(negotiate(Some("GZIP ; Q=1")), [Gzip]);
+    }
+
+    /// A form that was not kept (not smaller) is skipped for the next one the client accepts,
+    /// never swapped for one it did not ask for.
+    #[test]
+    fn a_dropped_form_falls_back_to_what_the_client_accepts() {
+        let s = Served {
+            identity: Bytes::from_static(b"x"),
+            gzip: Some(Bytes::from_static(b"g")),
+            br: None,
+            etag: "\"t\"".into(),
+        };
+        assert_eq!(s.pick(&[Encoding::Br]).0, Encoding::Identity);
+        assert_eq!(s.pick(&[Encoding::Br, Encoding::Gzip]).0, Encoding::Gzip);
+    }
+
+    #[test]
+    fn each_representation_has_its_own_etag() {
+        let s = served(find("app.css").unwrap());
+        let tags = [[].as_slice(), &[Encoding::Gzip], &[Encoding::Br]].map(|e| s.pick(e).2);
+        assert!(tags.iter().all(|t| t.starts_with('"') && t.ends_with('"')));
+        assert!(tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2]);
+        assert_ne!(served(0).etag, s.etag);
     }
 }

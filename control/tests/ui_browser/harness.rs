@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, Locator};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
 use antcode_control::{run, ControlConfig};
@@ -88,6 +89,70 @@ pub async fn start_chromedriver(log: &Path) -> Driver {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Headless Chromium at 1280×900 through `driver`, with its own profile directory and the
+/// browser console kept for [`console_errors`].
+pub async fn open_browser(driver: &Driver, profile: &Path, log: &Path) -> Client {
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        },
+        "goog:loggingPrefs": {"browser": "ALL"},
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not start headless Chromium through chromedriver: {e} (see {})",
+                log.display()
+            )
+        })
+}
+
+/// `POST /session/{id}/goog/cdp/execute`: one Chrome DevTools Protocol command, through
+/// chromedriver's own endpoint (no second connection to the browser).
+#[derive(Debug)]
+pub struct Cdp(pub Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.0.to_string()))
+    }
+}
+
+/// Makes the page see `prefers-color-scheme: scheme` ("light" or "dark"), as the system
+/// setting would.
+pub async fn emulate_color_scheme(c: &Client, scheme: &str) {
+    c.issue_cmd(Cdp(json!({
+        "cmd": "Emulation.setEmulatedMedia",
+        "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    })))
+    .await
+    .expect("emulate prefers-color-scheme");
 }
 
 /// `POST /session/{id}/se/log {"type": "browser"}`: chromedriver's console log (errors,

@@ -17,6 +17,10 @@
 //! no admin control. Keyboard: login, the skip link, trigger with Enter, the confirm dialog
 //! (Escape changes nothing, Shift+Tab then Enter confirms), the audit filter submitted with Enter.
 //!
+//! In a second browser (`theme.rs`): the colour theme follows the emulated system preference
+//! until the header's switch picks light or dark, the choice survives a reload, and every page
+//! keeps its text at 4.5:1 contrast in dark.
+//!
 //! Each click is checked by its effect through the API (or the edge's internal API), not only by
 //! what the page shows. On every page the console stays free of errors, no raw JS value
 //! (`undefined`, `[object Object]`) is printed and every control has a label. A screenshot of
@@ -36,16 +40,15 @@ mod roles;
 mod runs;
 mod secrets;
 mod tasks;
+mod theme;
 mod users;
 mod workers;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::Client;
 use futures::FutureExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::{json, Value};
 
 use harness::*;
 
@@ -93,33 +96,7 @@ async fn the_web_ui_in_a_real_browser() {
     let log = screenshot_dir().join("chromedriver.log");
     let driver = start_chromedriver(&log).await;
     let profile = tempfile::tempdir().unwrap();
-    let caps = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
-        },
-        "goog:loggingPrefs": {"browser": "ALL"},
-    });
-    let caps = match caps {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    };
-    let client = ClientBuilder::new(HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "could not start headless Chromium through chromedriver: {e} (see {})",
-                log.display()
-            )
-        });
+    let client = open_browser(&driver, profile.path(), &log).await;
     // Run the flows, then always close the browser before reporting the outcome.
     let outcome = std::panic::AssertUnwindSafe(with_deadline(flows(&client, &sys)))
         .catch_unwind()
