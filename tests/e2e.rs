@@ -667,3 +667,100 @@ async fn params_are_checked_delivered_and_kept() {
     assert_eq!(scheduled["params"], json!({"city": "Rome", "days": 3}));
     up.stop().await.unwrap();
 }
+
+/// A long log read in parts: its tail by `Range` (206 with `Content-Range`), any range of it,
+/// a range past its end (416), a search that gives each matching line's number and offset (a
+/// range from there shows the line), and the whole as a gzip file to download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_log_is_read_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(dir.path(), true).await;
+    let c = login(&up).await;
+    let code = "for i in range(20000):\n    print(f'line {i} ' + ('ERROR here' if i % 1000 == 7 else 'fine'))\n";
+    let task = c.script_task("chatty", code, json!({})).await;
+    let id = c.triggered(&task).await;
+    let run = wait_terminal(&c, &json!({"id": id}), Duration::from_secs(120)).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let whole = c.text(&format!("/runs/{id}/logs")).await;
+    assert_eq!(whole.lines().count(), 20000);
+    let total = whole.len();
+    let get = |range: Option<&str>, query: &str| {
+        let mut req = c
+            .http
+            .get(format!("{}/runs/{id}/logs{query}", c.base))
+            .bearer_auth(&c.token);
+        if let Some(range) = range {
+            req = req.header("range", range);
+        }
+        req.send()
+    };
+    let header = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+
+    let tail = get(Some("bytes=-1000"), "").await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(
+        header(&tail, "content-range"),
+        format!("bytes {}-{}/{total}", total - 1000, total - 1)
+    );
+    assert_eq!(tail.text().await.unwrap(), whole[total - 1000..]);
+    let head = get(Some("bytes=0-99"), "").await.unwrap();
+    assert_eq!(head.status(), 206);
+    assert_eq!(head.text().await.unwrap(), whole[..100]);
+    let past = get(Some(&format!("bytes={total}-")), "").await.unwrap();
+    assert_eq!(past.status(), 416);
+    assert_eq!(header(&past, "content-range"), format!("bytes */{total}"));
+    let plain = get(None, "").await.unwrap();
+    assert_eq!(
+        (plain.status().as_u16(), header(&plain, "accept-ranges")),
+        (200, "bytes".to_string())
+    );
+
+    let found = c.get(&format!("/runs/{id}/logs/search?q=error")).await;
+    let matches = found["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 20, "{found}");
+    assert_eq!(
+        (found["lines"].as_u64(), found["truncated"].as_bool()),
+        (Some(20000), Some(false))
+    );
+    for m in matches {
+        let (offset, text) = (m["offset"].as_u64().unwrap(), m["text"].as_str().unwrap());
+        let line = m["line"].as_u64().unwrap();
+        assert_eq!(text, format!("line {} ERROR here", line - 1));
+        let range = format!("bytes={offset}-{}", offset + text.len() as u64 - 1);
+        let at = get(Some(&range), "").await.unwrap();
+        assert_eq!(at.text().await.unwrap(), text);
+    }
+    for bad in ["", &"x".repeat(257)] {
+        let res = c
+            .http
+            .get(format!("{}/runs/{id}/logs/search?q={bad}", c.base))
+            .bearer_auth(&c.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "q={bad}");
+    }
+
+    let gz = get(None, "?format=gzip").await.unwrap();
+    assert_eq!(header(&gz, "content-type"), "application/gzip");
+    assert!(header(&gz, "content-disposition").contains(".log.gz"));
+    let bytes = gz.bytes().await.unwrap();
+    assert!(bytes.len() < total / 3, "{} of {total}", bytes.len());
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, whole);
+    let one = get(None, "?format=gzip&attempt=1").await.unwrap();
+    assert_eq!(one.status(), 200);
+    let odd = get(None, "?format=zip").await.unwrap();
+    assert_eq!(odd.status(), 400);
+    up.stop().await.unwrap();
+}

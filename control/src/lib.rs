@@ -16,6 +16,7 @@ mod bounds;
 mod client;
 mod inflate;
 mod kdf;
+mod logread;
 mod metrics;
 mod openapi;
 mod problem;

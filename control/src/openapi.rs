@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/api/v1/runs/{id}", "Get a run with its history", "viewer", ""),
     ("post", "/api/v1/runs/{id}/cancel", "Cancel a run", "operator", ""),
     ("post", "/api/v1/runs/{id}/retry", "Start a new run of the same task", "operator", ""),
+    ("get", "/api/v1/runs/{id}/logs/search", "The lines of the run's log that contain q, with line numbers and byte offsets", "viewer", ""),
     ("get", "/api/v1/runs/{id}/logs", "The run's log as text; attempt=N for one attempt's (404 if the run has no such attempt); follow=true for SSE (log events, progress events while the run's environment is built, one end event)", "viewer", ""),
     ("get", "/api/v1/runs/{id}/events", "SSE of the run's state changes", "viewer", ""),
     ("get", "/api/v1/runs/{id}/group", "The run's run group: its runs and what started what", "viewer", ""),
@@ -142,6 +143,19 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
             params.push(q("follow", "boolean"));
             params.push(json!({"name": "attempt", "in": "query", "required": false,
                 "description": "one attempt's log, 1 for the first; not with follow",
+                "schema": {"type": "integer", "minimum": 1}}));
+            params.push(json!({"name": "format", "in": "query", "required": false,
+                "description": "gzip: the log as a .log.gz file to download; not with follow",
+                "schema": {"type": "string", "enum": ["text", "gzip"]}}));
+            params.push(json!({"name": "Range", "in": "header", "required": false,
+                "description": format!("one bytes= range of the log (bytes=-65536 is its tail), answered with 206 and Content-Range; at most {} bytes an answer", crate::logread::MAX_RANGE_BYTES),
+                "schema": {"type": "string"}}));
+        }
+        "/api/v1/runs/{id}/logs/search" => {
+            params.push(json!({"name": "q", "in": "query", "required": true,
+                "description": "text to look for, ignoring ASCII case",
+                "schema": {"type": "string", "minLength": 1, "maxLength": crate::logread::MAX_QUERY_CHARS}}));
+            params.push(json!({"name": "attempt", "in": "query", "required": false,
                 "schema": {"type": "integer", "minimum": 1}}));
         }
         "/api/v1/schedules/validate" => params.push(q("anchor", "string")),
@@ -384,6 +398,14 @@ fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
         }
         ("post", "/api/v1/runs/{id}/retry") => created(schema_ref("Run")),
         ("get", "/api/v1/runs/{id}/logs") => ok(json!({"type": "string"})),
+        ("get", "/api/v1/runs/{id}/logs/search") => ok(json!({"type": "object",
+            "required": ["matches", "truncated", "lines", "bytes"], "properties": {
+            "matches": {"type": "array", "maxItems": crate::logread::MAX_MATCHES, "items": {"type": "object",
+                "required": ["line", "offset", "text"], "properties": {
+                "line": {"type": "integer", "minimum": 1}, "offset": {"type": "integer", "minimum": 0},
+                "text": {"type": "string"}}}},
+            "truncated": {"type": "boolean"}, "lines": {"type": "integer", "minimum": 0},
+            "bytes": {"type": "integer", "minimum": 0}}})),
         ("get", "/api/v1/workers") => ok(page_of("WorkerStatus")),
         ("get", "/api/v1/workers/{id}") => ok(schema_ref("WorkerStatus")),
         ("get", "/api/v1/worker-keys") => ok(page_of("WorkerKey")),
@@ -1123,6 +1145,9 @@ pub fn document() -> Value {
             let problem = json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
             op["responses"]["400"] = json!({"description": "attempt is not a positive whole number, or is combined with follow", "content": problem});
             op["responses"]["404"] = json!({"description": "no such run, or the run has no such attempt", "content": problem});
+            op["responses"]["206"] = json!({"description": "the part of the log the Range header asked for; Content-Range says which, and the log's size",
+                "content": {"text/plain": {"schema": {"type": "string"}}}});
+            op["responses"]["416"] = json!({"description": "the range starts past the log's end; Content-Range: bytes */SIZE"});
         }
         if let Some(b) = request_body(method, path, body) {
             op["requestBody"] = b;

@@ -1,6 +1,7 @@
 //! Runs: `GET /runs` (filters), `GET /runs/{id}` (with history), `POST /runs/{id}/cancel`,
-//! `POST /runs/{id}/retry`, `GET /runs/{id}/logs` (text, one attempt's with `?attempt=N`, or
-//! SSE with `?follow=true`) and
+//! `POST /runs/{id}/retry`, `GET /runs/{id}/logs` (text, one attempt's with `?attempt=N`, a part
+//! of it with `Range`, a gzip download with `?format=gzip`, or SSE with `?follow=true`),
+//! `GET /runs/{id}/logs/search` (matching lines, see [`crate::logread`]) and
 //! `GET /runs/{id}/events` (SSE of state changes) and `GET /runs/{id}/group` (its run group).
 //!
 //! Live views read the broker (logs) and the store (state), never process memory, so any number
@@ -10,11 +11,14 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use std::io::Write;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,6 +32,7 @@ use super::{created, ok, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::inflate;
+use crate::logread;
 use crate::problem::{ApiResult, Problem};
 use crate::service::runs::{self, load};
 use crate::AppState;
@@ -44,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/retry", post(retry))
         .route("/runs/{id}/logs", get(logs))
+        .route("/runs/{id}/logs/search", get(search_log))
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/group", get(group))
 }
@@ -124,35 +130,112 @@ async fn retry(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {
     Ok(created(run))
 }
 
-/// `GET /runs/{id}/logs` without `follow`: the archive streamed as it is inflated, else the
-/// live chunks the broker holds (a bounded window). With `attempt`, that attempt's archive
-/// (each attempt's log is stored under its own key) or its live chunks.
-async fn plain_log(state: &AppState, run: &Run, attempt: Option<u32>) -> ApiResult<Response> {
+/// The log as pieces: the archive as it is inflated, else the live chunks the broker holds (a
+/// bounded window). With `attempt`, that attempt's archive (each attempt's log is stored under
+/// its own key) or its live chunks.
+async fn log_pieces(
+    state: &AppState,
+    run: &Run,
+    attempt: Option<u32>,
+) -> ApiResult<mpsc::Receiver<std::io::Result<Bytes>>> {
     let archive = match attempt {
         Some(n) => runs::attempt_archive(state, run, n).await?,
         None => runs::archived(state, run).await?,
     };
-    let body = match archive {
-        Some(pieces) => {
+    if let Some(pieces) = archive {
+        return Ok(pieces);
+    }
+    let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
+    let text: String = chunks
+        .into_iter()
+        .filter(|c| attempt.is_none_or(|n| c.attempt == n) && c.stream != PROGRESS_STREAM)
+        .map(|c| c.data)
+        .collect();
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(Ok(Bytes::from(text)));
+    Ok(rx)
+}
+
+/// `GET /runs/{id}/logs` without `follow`: the log as text, streamed as it is inflated; with a
+/// `Range: bytes=…` header that part of it (206), so a viewer can open at the tail.
+async fn plain_log(
+    state: &AppState,
+    run: &Run,
+    attempt: Option<u32>,
+    range: Option<logread::ByteRange>,
+) -> ApiResult<Response> {
+    let pieces = log_pieces(state, run, attempt).await?;
+    let mut resp = match range {
+        None => {
             axum::body::Body::from_stream(futures::stream::unfold(pieces, |mut rx| async move {
                 rx.recv().await.map(|p| (p, rx))
             }))
+            .into_response()
         }
-        None => {
-            let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
-            let text: String = chunks
-                .into_iter()
-                .filter(|c| attempt.is_none_or(|n| c.attempt == n) && c.stream != PROGRESS_STREAM)
-                .map(|c| c.data)
-                .collect();
-            axum::body::Body::from(text)
+        Some(range) => {
+            let slice = logread::read_range(pieces, range)
+                .await
+                .map_err(Problem::internal)?;
+            let status = match slice.satisfiable() {
+                true => StatusCode::PARTIAL_CONTENT,
+                false => StatusCode::RANGE_NOT_SATISFIABLE,
+            };
+            let mut resp = (status, slice.bytes.clone()).into_response();
+            if let Ok(v) = HeaderValue::from_str(&slice.content_range()) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
         }
     };
-    let mut resp = body.into_response();
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    Ok(resp)
+}
+
+/// `GET /runs/{id}/logs?format=gzip`: the log as a gzip file to download. A finished attempt's
+/// archive is sent as stored (never inflated here); a live log is compressed as it is now.
+async fn gzip_log(state: &AppState, run: &Run, attempt: Option<u32>) -> ApiResult<Response> {
+    let key = match attempt {
+        Some(n) => Some(antcode_core::blob::log_key(&run.id, n)),
+        None => run.log_key.clone(),
+    };
+    let name = match attempt {
+        Some(n) => format!("run-{}-attempt-{n}.log.gz", run.id),
+        None => format!("run-{}.log.gz", run.id),
+    };
+    let stored = match key {
+        Some(key) => match state.blobs.get_stream(&key).await {
+            Ok(blob) => Some(blob),
+            Err(antcode_core::blob::BlobError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let body = match stored {
+        Some(blob) => axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(blob)),
+        None => {
+            let mut pieces = log_pieces(state, run, attempt).await?;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            while let Some(piece) = pieces.recv().await {
+                gz.write_all(&piece.map_err(Problem::internal)?)
+                    .map_err(Problem::internal)?;
+            }
+            axum::body::Body::from(gz.finish().map_err(Problem::internal)?)
+        }
+    };
+    let mut resp = body.into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
     Ok(resp)
 }
 
@@ -160,6 +243,14 @@ async fn plain_log(state: &AppState, run: &Run, attempt: Option<u32>) -> ApiResu
 struct LogQuery {
     follow: Option<bool>,
     /// One attempt's log (1 is the first), not with `follow`.
+    attempt: Option<String>,
+    /// `gzip`: the log as a gzip file to download.
+    format: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
     attempt: Option<String>,
 }
 
@@ -188,8 +279,28 @@ async fn logs(
 ) -> ApiResult<Response> {
     let run = load(&ctx.state, &id).await?;
     let attempt = log_attempt(&run, q.attempt.as_deref())?;
+    match q.format.as_deref() {
+        None | Some("text") => {}
+        Some("gzip") if !q.follow.unwrap_or(false) => {
+            return gzip_log(&ctx.state, &run, attempt).await;
+        }
+        Some("gzip") => {
+            return Err(Problem::bad_request(
+                "format: a followed log is a stream of events; leave out format or follow",
+            ))
+        }
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "format: {other:?} is not text or gzip"
+            )))
+        }
+    }
     if !q.follow.unwrap_or(false) {
-        return plain_log(&ctx.state, &run, attempt).await;
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| logread::parse_range(Some(v)));
+        return plain_log(&ctx.state, &run, attempt, range).await;
     }
     if attempt.is_some() {
         return Err(Problem::bad_request(
@@ -204,6 +315,27 @@ async fn logs(
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(follow_log(ctx.state.clone(), run, after, tx));
     Ok(sse(rx, ctx.revoked()))
+}
+
+/// `GET /runs/{id}/logs/search?q=TEXT`: the lines of the log (or of one attempt's) that contain
+/// `q`, ignoring ASCII case, with their line numbers and byte offsets (at most
+/// [`logread::MAX_MATCHES`]).
+async fn search_log(ctx: Ctx, P(id): P<String>, Q(q): Q<SearchQuery>) -> ApiResult<Response> {
+    let query = q.q.unwrap_or_default();
+    let chars = query.chars().count();
+    if chars == 0 || chars > logread::MAX_QUERY_CHARS {
+        return Err(Problem::bad_request(format!(
+            "q: 1 to {} characters to look for",
+            logread::MAX_QUERY_CHARS
+        )));
+    }
+    let run = load(&ctx.state, &id).await?;
+    let attempt = log_attempt(&run, q.attempt.as_deref())?;
+    let pieces = log_pieces(&ctx.state, &run, attempt).await?;
+    let found = logread::search(pieces, &query)
+        .await
+        .map_err(Problem::internal)?;
+    Ok(ok(found))
 }
 
 /// The events `rx` receives as SSE, until the caller's credential is `revoked` (the stream then
