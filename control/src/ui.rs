@@ -68,6 +68,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/dom.js", JS),
     asset!("js/chart.js", JS),
     asset!("js/graph.js", JS),
+    asset!("js/logview.js", JS),
     asset!("js/pages/login.js", JS),
     asset!("js/pages/dashboard.js", JS),
     asset!("js/pages/projects.js", JS),

@@ -64,6 +64,7 @@ async fn flows(c: &Client, sys: &System) {
     eprintln!("[ui] cancelled after {:?}", started.elapsed());
     runs::finished_runs(c, sys, &admin, &project_id).await;
     runs::run_group(c, sys, &admin, &project_id).await;
+    runs::a_long_log(c, sys, &admin).await;
     dashboard::dashboard_and_lists(c, sys, &admin, &project_id).await;
     workers::workers_page(c, sys, &admin).await;
     users::users_page(c, sys, &admin).await;

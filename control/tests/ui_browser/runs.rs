@@ -37,8 +37,16 @@ pub async fn live_log_and_cancel(c: &Client, sys: &System, admin: &str) -> Strin
         .await
         .unwrap();
     assert_eq!(status, json!("live"));
-    // Search filters the lines.
+    // Search marks what it finds; "only matching lines" filters the rest out.
     fill(c, "input[name=log-search]", "nothing-matches-this").await;
+    wait_js(
+        c,
+        "return document.querySelector('#log-count').textContent === '0 matches shown' \
+         && !document.querySelector('#log mark')",
+        "no match",
+    )
+    .await;
+    click(c, "#log-only").await;
     wait_js(
         c,
         "return document.querySelector('#log').textContent === ''",
@@ -48,10 +56,12 @@ pub async fn live_log_and_cancel(c: &Client, sys: &System, admin: &str) -> Strin
     fill(c, "input[name=log-search]", "hello-from").await;
     wait_js(
         c,
-        "return document.querySelector('#log').textContent.trim() === 'hello-from-ui-test'",
-        "the filtered line",
+        "return document.querySelector('#log').textContent.trim() === 'hello-from-ui-test' \
+         && document.querySelector('#log mark').textContent === 'hello-from'",
+        "the filtered line, its match marked",
     )
     .await;
+    click(c, "#log-only").await;
     shot(c, "08-run-live-log").await;
     let run_id = current_hash(c)
         .await
@@ -146,10 +156,11 @@ pub async fn finished_runs(c: &Client, sys: &System, admin: &str, project_id: &s
     )
     .await;
     shot(c, "10-run-succeeded").await;
-    // The download link serves the whole log (the session cookie is enough).
+    // The download link serves the whole log, gzipped (the session cookie is enough).
     c.execute(
         "window.__log = null; fetch(document.querySelector('#main a[download]').href) \
-           .then(r => r.text().then(t => { window.__log = r.status + ' ' + t; }));",
+           .then(r => new Response(r.body.pipeThrough(new DecompressionStream('gzip'))).text() \
+           .then(t => { window.__log = r.status + ' ' + t; }));",
         vec![],
     )
     .await
@@ -282,7 +293,7 @@ pub async fn finished_runs(c: &Client, sys: &System, admin: &str, project_id: &s
         "const t = document.querySelector('#log').textContent; \
          return t.includes('this is attempt 1') && !t.includes('this is attempt 2') \
            && document.querySelector('#log-status').textContent === 'attempt 1' \
-           && document.querySelector('#main a[download]').href.endsWith('?attempt=1')",
+           && document.querySelector('#main a[download]').href.endsWith('?format=gzip&attempt=1')",
         "attempt 1's log alone",
     )
     .await;
@@ -367,4 +378,107 @@ pub async fn run_group(c: &Client, sys: &System, admin: &str, project_id: &str) 
     )
     .await;
     assert_clean_console(c, "on the run group").await;
+}
+
+/// A 200,000-line log (16 MB): the page opens at its tail without taking the whole, loads
+/// earlier parts on demand, finds a line far above on the server and shows it, colours ANSI
+/// escapes and stderr. How long the tail took is printed (tests assert no wall-clock time).
+pub async fn a_long_log(c: &Client, sys: &System, admin: &str) {
+    let base = sys.base.as_str();
+    let code = "import sys\n\
+        for i in range(200000):\n    print(f'line {i:06d} ' + 'x' * 60 + (' NEEDLE' if i == 1234 else ''))\n\
+        print('\\x1b[1;32mgreen and bold\\x1b[0m plain')\n\
+        print('to stderr at the end', file=sys.stderr)\n";
+    let project = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            "/projects",
+            json!({"name": "long-log", "code": code, "entrypoint": "main.py"}),
+        )
+        .await;
+    let task = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            "/tasks",
+            json!({"name": "long-log", "project_id": project["id"]}),
+        )
+        .await;
+    let run = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            &format!("/tasks/{}/trigger", task["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    sys.wait_for(
+        admin,
+        &format!("/runs/{run_id}"),
+        "the long log's end",
+        |r| r["state"] == "succeeded" && r["log_key"].is_string(),
+    )
+    .await;
+    go(c, base, "/runs").await;
+    let started = std::time::Instant::now();
+    go(c, base, &format!("/runs/{run_id}")).await;
+    wait_js(
+        c,
+        "const t = document.querySelector('#log') && document.querySelector('#log').textContent; \
+         return t && t.includes('plain') && document.querySelector('#log-status').textContent === 'ended'",
+        "the long log's tail",
+    )
+    .await;
+    eprintln!(
+        "[ui] a 200,000-line log showed its tail after {:?}",
+        started.elapsed()
+    );
+    let shown = wait_js(
+        c,
+        "const log = document.querySelector('#log'); \
+         const green = [...log.querySelectorAll('.a-fg2.a-bold')].map(e => e.textContent); \
+         return {lines: log.querySelectorAll('.line').length, green, \
+           earlier: !document.querySelector('#log-earlier').hidden, \
+           hasFirst: log.textContent.includes('line 000000'), \
+           escapes: log.textContent.includes('\\u001b')};",
+        "the tail's lines",
+    )
+    .await;
+    assert!(
+        shown["lines"].as_u64().unwrap() < 10_000
+            && shown["earlier"] == true
+            && shown["hasFirst"] == false
+            && shown["escapes"] == false
+            && shown["green"] == json!(["green and bold"]),
+        "{shown}"
+    );
+    shot(c, "13-run-long-log-tail").await;
+    // Earlier lines on demand, the lines in view kept in view.
+    click(c, "#log-earlier").await;
+    wait_js(
+        c,
+        "return document.querySelectorAll('#log .line').length > 5000",
+        "an earlier part loaded",
+    )
+    .await;
+    // The search finds the line far above on the server, and the next-match button shows it.
+    fill(c, "input[name=log-search]", "needle").await;
+    wait_js(
+        c,
+        "return document.querySelector('#log-count').textContent.startsWith('1 matching lines in the log')",
+        "the server's match count",
+    )
+    .await;
+    click(c, "#log-next").await;
+    wait_js(
+        c,
+        "const cur = document.querySelector('#log .line.current'); \
+         return cur && cur.textContent.startsWith('line 001234') && cur.querySelector('mark') \
+           && cur.querySelector('mark').textContent === 'NEEDLE'",
+        "the matching line shown and marked",
+    )
+    .await;
+    shot(c, "14-run-long-log-search").await;
 }

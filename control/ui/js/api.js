@@ -82,6 +82,27 @@ export async function api(method, path, body, opts = {}) {
   return type.includes('json') ? resp.json() : resp.text();
 }
 
+/**
+ * Part of a text resource: `GET /api/v1{path}` with `Range: {range}`. Resolves to {bytes, start,
+ * total} (a 200 answer is the whole, from 0); rejects with an ApiError (416 past the end).
+ */
+export async function fetchRange(path, range) {
+  let resp;
+  try {
+    resp = await fetch(`/api/v1${path}`, { headers: { Range: range }, credentials: 'same-origin' });
+  } catch (e) {
+    throw new ApiError(0, 'Network error', `could not reach the server (${e.message})`);
+  }
+  if (!resp.ok) {
+    const err = await problemOf(resp);
+    if (resp.status === 401 && onUnauthorized) onUnauthorized();
+    throw err;
+  }
+  const bytes = new Uint8Array(await resp.arrayBuffer());
+  const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(resp.headers.get('content-range') || '');
+  return m ? { bytes, start: Number(m[1]), total: Number(m[2]) } : { bytes, start: 0, total: bytes.length };
+}
+
 export const get = (path, opts) => api('GET', path, undefined, opts);
 export const post = (path, body, opts) => api('POST', path, body, opts);
 export const patch = (path, body) => api('PATCH', path, body);

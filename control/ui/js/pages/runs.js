@@ -1,11 +1,11 @@
-// Runs: a filterable list, and a run's page with its state timeline, a live log tail over SSE
-// that follows and can be searched, an attempt picker (each attempt's archived log), download,
-// cancel, retry, and keep (pin against retention).
+// Runs: a filterable list, and a run's page with its log (logview.js), its state timeline, its
+// run group, cancel, retry, and keep (pin against retention).
 
 import { api, get, post, query, getAll } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, idText, fmtDuration, toast, confirmDialog, put, pagedList } from '../dom.js';
 import { hashQuery } from '../app.js';
 import { runGraph } from '../graph.js';
+import { logViewer } from '../logview.js';
 
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'lost'];
 
@@ -139,106 +139,9 @@ async function detail(page, id, ctx) {
     drawGroup().catch((err) => errors.show(err));
   };
 
-  // --- the log ---------------------------------------------------------------------------------
-  const logLines = [''];
-  const pre = h('pre', { class: 'log', id: 'log', tabindex: '0', 'aria-label': 'Run log', 'aria-live': 'off' });
-  const search = h('input', { type: 'search', name: 'log-search', placeholder: 'Filter lines' });
-  const follow = h('input', { type: 'checkbox', name: 'follow', checked: true });
-  const status = h('span', { class: 'muted', id: 'log-status', 'aria-live': 'polite' }, 'connecting…');
-  const count = h('span', { class: 'muted', id: 'log-count' });
-  const download = h('a', { class: 'button', href: `/api/v1/runs/${id}/logs`, download: `run-${id}.log` }, 'Download log');
-  // '' is the live log of every attempt; a number is that attempt's log alone.
-  const attemptPick = h('select', { name: 'log-attempt', id: 'log-attempt' });
-  const drawAttempts = () => {
-    const chosen = attemptPick.value;
-    const options = [h('option', { value: '' }, 'All attempts (live)')];
-    for (let n = 1; n <= run.attempt; n++) options.push(h('option', { value: String(n) }, `Attempt ${n}`));
-    put(clear(attemptPick), ...options);
-    attemptPick.value = chosen;
-  };
-  const matches = (line) => {
-    const q = search.value.trim().toLowerCase();
-    return !q || line.toLowerCase().includes(q);
-  };
-  const redraw = () => {
-    const shown = logLines.filter(matches);
-    pre.textContent = shown.join('\n');
-    count.textContent = search.value.trim() ? `${shown.filter((l) => l !== '').length} matching lines` : '';
-    if (follow.checked) pre.scrollTop = pre.scrollHeight;
-  };
-  const appendText = (text) => {
-    const parts = text.split('\n');
-    logLines[logLines.length - 1] += parts[0];
-    for (const p of parts.slice(1)) logLines.push(p);
-    // Cheap path: without a filter, append the new text to the pre instead of redrawing.
-    if (!search.value.trim()) {
-      pre.append(document.createTextNode(text));
-      if (follow.checked) pre.scrollTop = pre.scrollHeight;
-    } else redraw();
-  };
-  search.addEventListener('input', redraw);
-  follow.addEventListener('change', () => { if (follow.checked) pre.scrollTop = pre.scrollHeight; });
-  pre.addEventListener('scroll', () => {
-    // Scrolling up stops following; scrolling back to the bottom resumes.
-    const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8;
-    if (follow.checked !== atBottom) follow.checked = atBottom;
-  });
-
-  let source = null;
-  let stateSource = null;
-  const open = () => {
-    source = new EventSource(`/api/v1/runs/${id}/logs?follow=true`);
-    source.addEventListener('open', () => { status.textContent = 'live'; });
-    source.addEventListener('log', (e) => {
-      if (status.textContent !== 'live') status.textContent = 'live';
-      try { appendText(JSON.parse(e.data).data); } catch (_) { /* skip a malformed chunk */ }
-    });
-    // What the run waits on before its process starts (its environment being built).
-    source.addEventListener('progress', (e) => {
-      try { status.textContent = JSON.parse(e.data).data; } catch (_) { /* skip a malformed step */ }
-    });
-    source.addEventListener('end', () => {
-      status.textContent = 'run ended';
-      source.close();
-      refresh().catch((err) => errors.show(err));
-    });
-    source.addEventListener('error', () => {
-      // EventSource reconnects by itself (resuming after the last chunk via Last-Event-ID).
-      status.textContent = source.readyState === EventSource.CLOSED ? 'disconnected' : 'reconnecting…';
-    });
-    stateSource = new EventSource(`/api/v1/runs/${id}/events`);
-    stateSource.addEventListener('state', (e) => {
-      try {
-        const r = JSON.parse(e.data);
-        if (r.state !== run.state || r.cancel_requested !== run.cancel_requested || r.attempt !== run.attempt) refresh().catch((err) => errors.show(err));
-      } catch (_) { /* ignore */ }
-    });
-    stateSource.addEventListener('end', () => stateSource.close());
-  };
-
-  const close = () => {
-    if (source) source.close();
-    if (stateSource) stateSource.close();
-    source = stateSource = null;
-  };
-  attemptPick.addEventListener('change', async () => {
-    close();
-    logLines.splice(0, logLines.length, '');
-    pre.textContent = '';
-    const n = attemptPick.value;
-    download.href = n ? `/api/v1/runs/${id}/logs?attempt=${n}` : `/api/v1/runs/${id}/logs`;
-    download.download = n ? `run-${id}-attempt-${n}.log` : `run-${id}.log`;
-    if (!n) {
-      open();
-      return;
-    }
-    status.textContent = `attempt ${n}`;
-    try {
-      appendText(await api('GET', `/runs/${id}/logs?attempt=${n}`, undefined, { text: true }));
-    } catch (err) {
-      errors.show(err);
-    }
-  });
+  // --- the log (see logview.js) -------------------------------------------------------------
+  const log = logViewer(id, () => run, () => refresh(), errors);
+  const drawAttempts = log.drawAttempts;
 
   // The run group, when this run started others or another started it.
   const groupCard = h('section', { class: 'card', id: 'run-group', hidden: true });
@@ -253,13 +156,10 @@ async function detail(page, id, ctx) {
 
   drawHead();
   drawGroup().catch((err) => errors.show(err));
-  put(page, head, errors,
+  // The log first: at 1440×900 it opens above the fold, the facts below it.
+  put(page, head, errors, log.card,
     h('div', { class: 'grid2' }, facts, tl),
-    groupCard,
-    h('section', { class: 'card' },
-      h('div', { class: 'row wrap log-tools' }, h('h2', {}, 'Log'), status,
-        field('Attempt', attemptPick), field('Search', search), h('label', { class: 'check' }, follow, ' Follow'), count, download),
-      pre));
-  open();
-  return close;
+    groupCard);
+  log.open();
+  return log.close;
 }
