@@ -548,6 +548,30 @@ fn lists_runs_and_logs(user: &User, hello_id: &str) -> String {
     assert!(items(&runs)
         .iter()
         .all(|r| r["task_id"] == hello_id && r["state"] == "succeeded"));
+    // Queued before a time, started a given way.
+    let manual = user.json(&[
+        "runs",
+        "ls",
+        "--task",
+        "hello",
+        "--trigger",
+        "manual",
+        "--until",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert!(
+        !items(&manual).is_empty() && items(&manual).iter().all(|r| r["trigger"] == "manual"),
+        "{manual}"
+    );
+    assert!(items(&user.json(&["runs", "ls", "--trigger", "schedule"])).is_empty());
+    assert!(items(&user.json(&["runs", "ls", "--until", "1h"])).is_empty());
+    assert!(items(&user.json(&["runs", "ls", "--error", "no such error"])).is_empty());
+    let bad = user.run(&["runs", "ls", "--until", "soon"]);
+    assert!(
+        bad.code == 1 && bad.stderr.contains("--until"),
+        "{}",
+        bad.stderr
+    );
     let table = user.run(&["runs", "ls"]).ok();
     assert!(
         table.stdout.starts_with("ID ") && table.stdout.contains("exit3"),

@@ -326,6 +326,18 @@ pub struct RunsLs {
     /// Only runs queued since: an RFC 3339 time, or an age such as `90s`, `15m`, `2h`, `7d`.
     #[arg(long)]
     pub since: Option<String>,
+    /// Only runs queued before: an RFC 3339 time, or an age as for `--since`.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only runs started this way (manual, schedule, webhook, retry, …).
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Only runs whose error contains this text (case ignored).
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Only runs on this worker (its id).
+    #[arg(long)]
+    pub worker: Option<String>,
     #[command(flatten)]
     pub page: Page,
 }

@@ -51,7 +51,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/api/v1/tasks/{id}/stats", "Counts by state and duration percentiles", "viewer", ""),
     ("get", "/api/v1/tasks/{id}/preview", "The next five fire times of the task's schedule", "viewer", ""),
     ("post", "/api/v1/schedules/validate", "Validate a schedule and preview its next five fire times (intervals counted from anchor)", "viewer", "json"),
-    ("get", "/api/v1/runs", "List runs (task_id, state, worker_id, since)", "viewer", ""),
+    ("get", "/api/v1/runs", "List runs (task_id, state, worker_id, since, until, trigger, error)", "viewer", ""),
     ("get", "/api/v1/runs/{id}", "Get a run with its history", "viewer", ""),
     ("post", "/api/v1/runs/{id}/cancel", "Cancel a run", "operator", ""),
     ("post", "/api/v1/runs/{id}/retry", "Start a new run of the same task", "operator", ""),
@@ -121,9 +121,20 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
     }
     match path {
         "/api/v1/runs" => {
-            for name in ["task_id", "worker_id", "since"] {
+            for name in ["task_id", "worker_id"] {
                 params.push(q(name, "string"));
             }
+            for (name, what) in [("since", "queued at or after"), ("until", "queued before")] {
+                params.push(json!({"name": name, "in": "query", "required": false,
+                    "description": format!("{what} (RFC 3339)"),
+                    "schema": {"type": "string", "format": "date-time", "maxLength": bounds::TIME_CHARS}}));
+            }
+            params.push(json!({"name": "trigger", "in": "query", "required": false,
+                "description": "how runs were started: manual, schedule, webhook, retry, …",
+                "schema": {"type": "string", "maxLength": crate::service::runs::MAX_TRIGGER_CHARS}}));
+            params.push(json!({"name": "error", "in": "query", "required": false,
+                "description": "text the run's error contains, case ignored",
+                "schema": {"type": "string", "maxLength": crate::service::runs::MAX_ERROR_FILTER_CHARS}}));
             params.push(json!({"name": "state", "in": "query", "required": false, "schema": {"type": "string",
                 "enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]}}));
         }

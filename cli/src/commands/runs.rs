@@ -145,14 +145,15 @@ pub async fn runs(r: Runs) -> Result<i32> {
     }
 }
 
-/// `--since`: an RFC 3339 time as it is, or an age (`90s`, `15m`, `2h`, `7d`) before now.
-fn since(raw: &str) -> Result<String> {
+/// `--since` (or `--until`, named by `flag`): an RFC 3339 time as it is, or an age (`90s`,
+/// `15m`, `2h`, `7d`) before now.
+fn since(flag: &str, raw: &str) -> Result<String> {
     if raw.contains('T') {
         return Ok(raw.to_string());
     }
     let bad = || {
         Error::usage(format!(
-            "--since {raw:?}: give an RFC 3339 time or an age such as 90s, 15m, 2h, 7d"
+            "{flag} {raw:?}: give an RFC 3339 time or an age such as 90s, 15m, 2h, 7d"
         ))
     };
     let (num, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
@@ -213,7 +214,19 @@ async fn list(api: &Api, out: &Out, ls: RunsLs) -> Result<i32> {
         query.push(("state", s.clone()));
     }
     if let Some(s) = &ls.since {
-        query.push(("since", since(s)?));
+        query.push(("since", since("--since", s)?));
+    }
+    if let Some(s) = &ls.until {
+        query.push(("until", since("--until", s)?));
+    }
+    for (name, value) in [
+        ("trigger", &ls.trigger),
+        ("error", &ls.error),
+        ("worker_id", &ls.worker),
+    ] {
+        if let Some(v) = value {
+            query.push((name, v.clone()));
+        }
     }
     let list = api.get_query("/runs", &query).await?;
     let names = match out.json() {
@@ -330,12 +343,12 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(
-            since("2024-01-01T00:00:00Z").unwrap(),
+            since("--since", "2024-01-01T00:00:00Z").unwrap(),
             "2024-01-01T00:00:00Z"
         );
-        assert!(since("15m").unwrap().ends_with('Z'));
-        assert!(since("15w").is_err());
-        assert!(since("m").is_err());
-        assert!(since("").is_err());
+        assert!(since("--since", "15m").unwrap().ends_with('Z'));
+        assert!(since("--since", "15w").is_err());
+        assert!(since("--since", "m").is_err());
+        assert!(since("--since", "").is_err());
     }
 }

@@ -60,6 +60,9 @@ struct RunQuery {
     state: Option<String>,
     worker_id: Option<String>,
     since: Option<String>,
+    until: Option<String>,
+    trigger: Option<String>,
+    error: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -69,12 +72,15 @@ async fn list(ctx: Ctx, Q(q): Q<RunQuery>) -> ApiResult<Response> {
         limit: q.limit,
         cursor: q.cursor,
     };
-    let filter = runs::filter(
-        q.task_id,
-        q.state.as_deref(),
-        q.worker_id,
-        q.since.as_deref(),
-    )?;
+    let filter = runs::filter(runs::ListQuery {
+        task_id: q.task_id,
+        state: q.state,
+        worker_id: q.worker_id,
+        since: q.since,
+        until: q.until,
+        trigger: q.trigger,
+        error: q.error,
+    })?;
     let mut runs = ctx
         .state
         .store

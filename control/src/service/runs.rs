@@ -37,13 +37,41 @@ pub async fn load(state: &AppState, id: &str) -> ApiResult<Run> {
 }
 
 /// The filter of `GET /runs` from its query's fields; empty ones filter nothing.
-pub fn filter(
-    task_id: Option<String>,
-    state: Option<&str>,
-    worker_id: Option<String>,
-    since: Option<&str>,
-) -> ApiResult<RunFilter> {
-    let state = match state {
+/// What `GET /runs` filters by, as its query gives it.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ListQuery {
+    pub task_id: Option<String>,
+    pub state: Option<String>,
+    pub worker_id: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub trigger: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Longest `trigger` and `error` filter.
+pub const MAX_TRIGGER_CHARS: usize = 32;
+pub const MAX_ERROR_FILTER_CHARS: usize = 256;
+
+/// The store's filter for `q`; a bad value is a 400 naming it.
+pub fn filter(q: ListQuery) -> ApiResult<RunFilter> {
+    let time = |name: &str, v: Option<&str>| -> ApiResult<Option<i64>> {
+        match v {
+            None | Some("") => Ok(None),
+            Some(s) => parse_rfc3339(s).map(Some).ok_or_else(|| {
+                Problem::bad_request(format!("{name}: {s:?} is not an RFC 3339 time"))
+            }),
+        }
+    };
+    let text = |name: &str, v: Option<String>, most: usize| -> ApiResult<Option<String>> {
+        match v.filter(|s| !s.is_empty()) {
+            Some(s) if s.chars().count() > most => Err(Problem::bad_request(format!(
+                "{name}: at most {most} characters"
+            ))),
+            v => Ok(v),
+        }
+    };
+    let state = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(RunState::parse(s).ok_or_else(|| {
             Problem::bad_request(format!(
@@ -51,17 +79,14 @@ pub fn filter(
             ))
         })?),
     };
-    let since_ms = match since {
-        None | Some("") => None,
-        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-            Problem::bad_request(format!("since: {s:?} is not an RFC 3339 time"))
-        })?),
-    };
     Ok(RunFilter {
-        task_id: task_id.filter(|s| !s.is_empty()),
+        task_id: q.task_id.filter(|s| !s.is_empty()),
         state,
-        worker_id: worker_id.filter(|s| !s.is_empty()),
-        since_ms,
+        worker_id: q.worker_id.filter(|s| !s.is_empty()),
+        since_ms: time("since", q.since.as_deref())?,
+        until_ms: time("until", q.until.as_deref())?,
+        trigger: text("trigger", q.trigger, MAX_TRIGGER_CHARS)?,
+        error: text("error", q.error, MAX_ERROR_FILTER_CHARS)?,
     })
 }
 

@@ -87,7 +87,14 @@ pub struct RunFilter {
     pub task_id: Option<String>,
     pub state: Option<RunState>,
     pub worker_id: Option<String>,
+    /// Queued at or after.
     pub since_ms: Option<i64>,
+    /// Queued before.
+    pub until_ms: Option<i64>,
+    /// How it was started (`manual`, `schedule`, `webhook`, `retry`, …).
+    pub trigger: Option<String>,
+    /// Text its error contains, ignoring case (`%` and `_` are plain characters).
+    pub error: Option<String>,
 }
 
 /// A run to create: either a fresh trigger or a scheduled fire (with `due_at`, unique per task).

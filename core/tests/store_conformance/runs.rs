@@ -240,6 +240,9 @@ async fn list_runs_filters_and_pages(db: &TestDb) {
         state: Some(RunState::Running),
         worker_id: Some("w-a".into()),
         since_ms: None,
+        until_ms: None,
+        trigger: None,
+        error: None,
     };
     assert_eq!(
         ids(s
@@ -295,6 +298,52 @@ async fn list_runs_filters_and_pages(db: &TestDb) {
     assert_eq!(due, [mine[0].clone(), mine[2].clone(), mine[3].clone()]);
     let running_ids: Vec<_> = ids(s.running_runs(2).await.unwrap());
     assert_eq!(running_ids, [mine[1].clone(), mine[4].clone()]);
+
+    // Queued before a time, by trigger, and by text in the error (case ignored, `%` and `_`
+    // plain characters).
+    let count = |f: RunFilter| {
+        let s = s.clone();
+        async move { s.list_runs(&f, 100, None).await.unwrap().items.len() }
+    };
+    let until = |ms| RunFilter {
+        until_ms: Some(ms),
+        ..Default::default()
+    };
+    assert_eq!(count(until(now_ms() - 60_000)).await, 0);
+    assert_eq!(count(until(now_ms() + 60_000)).await, 8);
+    let by = |trigger: &str| RunFilter {
+        trigger: Some(trigger.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        (count(by("manual")).await, count(by("schedule")).await),
+        (8, 0)
+    );
+    for (id, token, error) in [
+        (&theirs.id, "tg", "Killed: MEMORY 100%_used!"),
+        (&mine[1], "t1", "memory 100%Xused!"),
+    ] {
+        let mut ended = outcome(RunState::Failed);
+        ended.error = Some(error.into());
+        s.finish_attempt(id, 1, Some(token), &ended, now_ms())
+            .await
+            .unwrap();
+    }
+    let erring = |text: &str| RunFilter {
+        error: Some(text.into()),
+        ..Default::default()
+    };
+    assert_eq!(count(erring("memory")).await, 2);
+    assert_eq!(
+        ids(s
+            .list_runs(&erring("100%_USED!"), 100, None)
+            .await
+            .unwrap()
+            .items),
+        std::slice::from_ref(&theirs.id)
+    );
+    assert_eq!(count(erring("%")).await, 2);
+    assert_eq!(count(erring("nothing like it")).await, 0);
 }
 
 async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {

@@ -270,7 +270,21 @@ impl RunStore for SqlStore {
             sql.push_str(" AND worker_id = ?");
             binds.push(w.clone());
         }
-        sql.push_str(" AND queued_at >= ? ORDER BY id DESC LIMIT ?");
+        if let Some(t) = &f.trigger {
+            sql.push_str(" AND run_trigger = ?");
+            binds.push(t.clone());
+        }
+        if let Some(e) = &f.error {
+            // `!` escapes LIKE's wildcards the same way on every engine (a backslash does not).
+            sql.push_str(" AND LOWER(error) LIKE ? ESCAPE '!'");
+            let escaped = e
+                .to_lowercase()
+                .replace('!', "!!")
+                .replace('%', "!%")
+                .replace('_', "!_");
+            binds.push(format!("%{escaped}%"));
+        }
+        sql.push_str(" AND queued_at >= ? AND queued_at < ? ORDER BY id DESC LIMIT ?");
         let sql = self.q(&sql);
         let mut query = sqlx::query(&sql);
         for b in &binds {
@@ -278,6 +292,7 @@ impl RunStore for SqlStore {
         }
         let rs = query
             .bind(f.since_ms.unwrap_or(0))
+            .bind(f.until_ms.unwrap_or(i64::MAX))
             .bind(limit as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
