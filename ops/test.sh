@@ -76,6 +76,10 @@ python3 -c 'import aiosmtpd' || { log "aiosmtpd is still missing: pip install ai
 if ! { have chromedriver && have chromium; }; then
   log "installing chromium and chromium-driver (browser tests)"; apt_install chromium chromium-driver
 fi
+# A CJK font, so the zh-CN screenshots show Chinese rather than empty boxes.
+if have fc-list && [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+  log "installing fonts-noto-cjk (zh-CN screenshots)"; apt_install fonts-noto-cjk
+fi
 
 # Projects from Git are tested against `git http-backend`, `git daemon` and `sshd` on loopback.
 if ! have git || [ ! -x "$(git --exec-path 2>/dev/null)/git-http-backend" ]; then

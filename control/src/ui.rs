@@ -17,6 +17,11 @@
 //! plain `/ui/<path>` URLs, and a version that is not the current one (a tab opened before an
 //! upgrade, loading a page module later), still answer with the current file, revalidated.
 //!
+//! Languages: every string the UI shows goes through `t(key)` of `js/i18n.js`, with English and
+//! Simplified Chinese catalogs under `js/locales/` (the header's switch, else the browser's
+//! language); a test below checks that both catalogs have the same keys and placeholders and that
+//! every key the code uses exists.
+//!
 //! Compression: each file is compressed once, on its first request, with brotli and gzip and
 //! kept in memory ([`served`]); a request gets the encoding its `Accept-Encoding` prefers (brotli,
 //! then gzip, else identity), with `Content-Encoding` and `Vary: Accept-Encoding`. A compressed
@@ -63,6 +68,9 @@ const ASSETS: &[Asset] = &[
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
     asset!("js/theme.js", JS),
+    asset!("js/i18n.js", JS),
+    asset!("js/locales/en.js", JS),
+    asset!("js/locales/zh-CN.js", JS),
     asset!("js/app.js", JS),
     asset!("js/api.js", JS),
     asset!("js/dom.js", JS),
@@ -441,6 +449,145 @@ mod tests {
         let system = block(":root:not([data-theme=\"light\"])");
         assert!(system.contains("color-scheme: dark") && system.contains("--bg:"));
         assert_eq!(system, block(":root[data-theme=\"dark\"]"));
+    }
+
+    /// A catalog's object: the JSON after `export default`.
+    fn catalog(path: &str) -> serde_json::Map<String, serde_json::Value> {
+        let body = ASSETS[find(path).unwrap_or_else(|| panic!("no {path}"))].body;
+        let start = body.find("export default ").expect("export default") + 15;
+        let end = body.rfind('}').expect("closing brace") + 1;
+        match serde_json::from_str(&body[start..end]) {
+            Ok(serde_json::Value::Object(map)) => map,
+            other => panic!("{path} is not a JSON object: {other:?}"),
+        }
+    }
+
+    /// The texts of a catalog value: a string, or the forms of a plural (`one`, `other`, …).
+    fn forms(key: &str, v: &serde_json::Value) -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Object(m) => {
+                assert!(m.contains_key("other"), "{key}: a plural needs `other`");
+                m.values()
+                    .map(|f| {
+                        f.as_str()
+                            .unwrap_or_else(|| panic!("{key}: {f}"))
+                            .to_string()
+                    })
+                    .collect()
+            }
+            other => panic!("{key}: not text: {other}"),
+        }
+    }
+
+    /// The `{name}` placeholders of some texts.
+    fn placeholders(texts: &[String]) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for text in texts {
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find('{') {
+                rest = &rest[i + 1..];
+                if let Some(j) = rest.find('}') {
+                    let name = &rest[..j];
+                    if !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        out.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The string literal arguments of every `name('…'` call in `src` (single-quoted, as the UI's
+    /// style has it).
+    fn literal_args(src: &str, name: &str) -> Vec<String> {
+        let needle = format!("{name}('");
+        let mut out = vec![];
+        for (i, _) in src.match_indices(&needle) {
+            let before = src[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                continue; // `format(`, `x.t(`: another function
+            }
+            let rest = &src[i + needle.len()..];
+            if let Some(end) = rest.find('\'') {
+                out.push(rest[..end].to_string());
+            }
+        }
+        out
+    }
+
+    /// Both catalogs have exactly the same keys, no empty text, the same placeholders per key;
+    /// every key the code names (`t('…')`, `data-i18n="…"`) exists; every key is used, by name
+    /// or through a `label('group', value)` group.
+    #[test]
+    fn the_catalogs_match_each_other_and_the_code() {
+        let en = catalog("js/locales/en.js");
+        let zh = catalog("js/locales/zh-CN.js");
+        let en_keys: Vec<_> = en.keys().collect();
+        let zh_keys: Vec<_> = zh.keys().collect();
+        let only_en: Vec<_> = en_keys.iter().filter(|k| !zh.contains_key(**k)).collect();
+        let only_zh: Vec<_> = zh_keys.iter().filter(|k| !en.contains_key(**k)).collect();
+        assert!(
+            only_en.is_empty() && only_zh.is_empty(),
+            "keys only in en: {only_en:?}; only in zh-CN: {only_zh:?}"
+        );
+        for (key, v) in &en {
+            let (e, z) = (forms(key, v), forms(key, &zh[key]));
+            assert!(
+                e.iter().chain(&z).all(|s| !s.trim().is_empty()),
+                "{key}: an empty text"
+            );
+            assert_eq!(
+                placeholders(&e),
+                placeholders(&z),
+                "{key}: the placeholders differ between en and zh-CN"
+            );
+            assert!(
+                key.split('.').count() >= 2
+                    && key.chars().all(|c| c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || c == '_'
+                        || c == '.'),
+                "{key}: keys are dotted ids"
+            );
+        }
+        assert!(en.len() > 500, "{} keys", en.len());
+
+        let mut used = std::collections::BTreeSet::new();
+        let mut groups = std::collections::BTreeSet::new();
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.path.ends_with(".js") && !a.path.starts_with("js/locales/"))
+        {
+            used.extend(literal_args(a.body, "t"));
+            groups.extend(literal_args(a.body, "label"));
+        }
+        let index = ASSETS[find(INDEX).unwrap()].body;
+        for attr in ["data-i18n=\"", "data-i18n-aria=\""] {
+            for (i, _) in index.match_indices(attr) {
+                let rest = &index[i + attr.len()..];
+                used.insert(rest[..rest.find('"').unwrap()].to_string());
+            }
+        }
+        assert!(
+            used.len() > 400,
+            "only {} keys found in the code",
+            used.len()
+        );
+        let missing: Vec<_> = used.iter().filter(|k| !en.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "keys the code uses but no catalog has: {missing:?}"
+        );
+        let unused: Vec<_> = en
+            .keys()
+            .filter(|k| {
+                !used.contains(*k) && !groups.contains(k.split('.').next().unwrap_or_default())
+            })
+            .collect();
+        assert!(unused.is_empty(), "catalog keys no code uses: {unused:?}");
     }
 
     #[test]

@@ -92,8 +92,16 @@ pub async fn start_chromedriver(log: &Path) -> Driver {
 }
 
 /// Headless Chromium at 1280×900 through `driver`, with its own profile directory and the
-/// browser console kept for [`console_errors`].
+/// browser console kept for [`console_errors`]. Its language is American English whatever the
+/// machine's locale (the UI follows `navigator.languages`; the flows read English labels).
 pub async fn open_browser(driver: &Driver, profile: &Path, log: &Path) -> Client {
+    open_browser_in(driver, profile, log, "en-US").await
+}
+
+/// [`open_browser`] with the browser's language `lang` (a BCP 47 tag: what
+/// `navigator.languages` starts with).
+pub async fn open_browser_in(driver: &Driver, profile: &Path, log: &Path, lang: &str) -> Client {
+    let primary = lang.split('-').next().unwrap_or(lang);
     let caps = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
@@ -103,7 +111,9 @@ pub async fn open_browser(driver: &Driver, profile: &Path, log: &Path) -> Client
                 "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--window-size=1280,900",
                 format!("--user-data-dir={}", profile.display()),
+                format!("--lang={lang}"),
             ],
+            "prefs": {"intl": {"accept_languages": format!("{lang},{primary}")}},
         },
         "goog:loggingPrefs": {"browser": "ALL"},
     });

@@ -21,6 +21,10 @@
 //! until the header's switch picks light or dark, the choice survives a reload, and every page
 //! keeps its text at 4.5:1 contrast in dark.
 //!
+//! In a third browser whose language is zh-CN (`i18n.rs`): the UI follows it, every page shows
+//! no English word outside data, product names and units, and the header's switch goes to
+//! English and back without a reload. The other browsers are forced to en-US.
+//!
 //! Each click is checked by its effect through the API (or the edge's internal API), not only by
 //! what the page shows. On every page the console stays free of errors, no raw JS value
 //! (`undefined`, `[object Object]`) is printed and every control has a label. A screenshot of
@@ -33,6 +37,7 @@ mod alerts;
 mod audit;
 mod dashboard;
 mod harness;
+mod i18n;
 mod login;
 mod phone;
 mod projects;

@@ -427,7 +427,7 @@ pub async fn a_long_log(c: &Client, sys: &System, admin: &str) {
     wait_js(
         c,
         "const t = document.querySelector('#log') && document.querySelector('#log').textContent; \
-         return t && t.includes('plain') && document.querySelector('#log-status').textContent === 'ended'",
+         return t && t.includes('plain') && document.querySelector('#log-status').textContent === 'run ended'",
         "the long log's tail",
     )
     .await;

@@ -2,6 +2,8 @@
 // that changes state echoes the CSRF double-submit cookie in X-CSRF-Token. No token is ever kept
 // in script-readable storage.
 
+import { t } from './i18n.js';
+
 export class ApiError extends Error {
   constructor(status, title, detail) {
     super(detail ? `${title}: ${detail}` : title);
@@ -69,7 +71,7 @@ export async function api(method, path, body, opts = {}) {
   try {
     resp = await fetch(url, { method, headers, body: payload, credentials: 'same-origin' });
   } catch (e) {
-    throw new ApiError(0, 'Network error', `could not reach the server (${e.message})`);
+    throw new ApiError(0, t('api.network_error'), t('api.unreachable', { error: e.message }));
   }
   if (!resp.ok) {
     const err = await problemOf(resp);

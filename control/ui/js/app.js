@@ -2,6 +2,7 @@
 
 import { get, post, hasSession, setUnauthorizedHandler } from './api.js';
 import { h, clear, errorBox } from './dom.js';
+import { t, label, locale, setLocale, translateStatic, LANGUAGES } from './i18n.js';
 
 const RANK = { viewer: 0, operator: 1, admin: 2 };
 
@@ -40,18 +41,19 @@ const ROUTES = [
   [/^\/retention$/, 'retention', 'admin'],
 ];
 
-const NAV = [
-  ['#/', 'Dashboard', 'viewer'],
-  ['#/projects', 'Projects', 'viewer'],
-  ['#/tasks', 'Tasks', 'viewer'],
-  ['#/runs', 'Runs', 'viewer'],
-  ['#/workers', 'Workers', 'viewer'],
-  ['#/secrets', 'Secrets', 'viewer'],
-  ['#/alerts', 'Alerts', 'operator'],
-  ['#/users', 'Users', 'admin'],
-  ['#/audit', 'Audit log', 'admin'],
-  ['#/retention', 'Retention', 'admin'],
-  ['#/account', 'Account & tokens', 'viewer'],
+// Built on each draw: the labels are in the current language.
+const navItems = () => [
+  ['#/', t('nav.dashboard'), 'viewer'],
+  ['#/projects', t('nav.projects'), 'viewer'],
+  ['#/tasks', t('nav.tasks'), 'viewer'],
+  ['#/runs', t('nav.runs'), 'viewer'],
+  ['#/workers', t('nav.workers'), 'viewer'],
+  ['#/secrets', t('nav.secrets'), 'viewer'],
+  ['#/alerts', t('nav.alerts'), 'operator'],
+  ['#/users', t('nav.users'), 'admin'],
+  ['#/audit', t('nav.audit'), 'admin'],
+  ['#/retention', t('nav.retention'), 'admin'],
+  ['#/account', t('nav.account'), 'viewer'],
 ];
 
 let cleanup = null;
@@ -84,21 +86,21 @@ function drawChrome() {
   if (!signedIn) return;
   const path = currentPath();
   const list = h('ul', {});
-  for (const [href, label, role] of NAV) {
+  for (const [href, text, role] of navItems()) {
     if (!session.can(role)) continue;
     const target = href.slice(1);
     const active = target === '/' ? path === '/' : path.startsWith(target);
-    list.append(h('li', {}, h('a', { href, 'aria-current': active ? 'page' : null }, label)));
+    list.append(h('li', {}, h('a', { href, 'aria-current': active ? 'page' : null }, text)));
   }
   nav.append(list);
-  const logout = h('button', { type: 'button', class: 'link', id: 'logout' }, 'Log out');
+  const logout = h('button', { type: 'button', class: 'link', id: 'logout' }, t('chrome.log_out'));
   logout.addEventListener('click', async () => {
     try { await post('/auth/logout'); } catch (_) { /* the cookie is cleared either way */ }
     session.me = null;
     clear(document.getElementById('toasts'));
     navigate('/login');
   });
-  who.append(h('span', {}, `${session.me.user.username} · `, h('span', { class: 'role' }, session.me.role)), ' ', logout);
+  who.append(h('span', {}, `${session.me.user.username} · `, h('span', { class: 'role', 'data-role': session.me.role }, label('role', session.me.role))), ' ', logout);
 }
 
 async function render() {
@@ -122,9 +124,9 @@ async function render() {
   const page = h('div', { class: 'page', 'aria-busy': 'true' });
   main.append(page);
   if (!match) {
-    page.append(h('h1', { tabindex: '-1' }, 'Not found'), h('p', {}, 'There is no page at this address. ', h('a', { href: '#/' }, 'Go to the dashboard')));
+    page.append(h('h1', { tabindex: '-1' }, t('app.not_found')), h('p', {}, t('app.no_page'), ' ', h('a', { href: '#/' }, t('app.go_dashboard'))));
   } else if (match.role && !session.can(match.role)) {
-    page.append(h('h1', { tabindex: '-1' }, 'Not allowed'), h('p', {}, `This page needs the ${match.role} role; you are ${session.me.role}.`));
+    page.append(h('h1', { tabindex: '-1' }, t('app.not_allowed')), h('p', {}, t('app.needs_role', { role: label('role', match.role), yours: label('role', session.me.role) })));
   } else {
     await renderPage(page, match, path, seq);
     if (seq !== renderSeq) return;
@@ -163,10 +165,24 @@ export async function signedIn(next) {
   navigate(next && next !== '/login' ? next : '/');
 }
 
+/** The header's language switch: re-translates the static page and redraws the current one. */
+function languageSwitch() {
+  const select = document.getElementById('lang');
+  for (const [value, name] of LANGUAGES) select.append(h('option', { value, lang: value }, name));
+  select.value = locale();
+  select.addEventListener('change', () => {
+    setLocale(select.value);
+    translateStatic();
+    render();
+  });
+}
+
 async function boot() {
+  translateStatic();
+  languageSwitch();
   setUnauthorizedHandler(() => {
     if (session.me) {
-      signedOut('Your session has ended (it expired or was revoked). Sign in again to go back where you were.', currentPath());
+      signedOut(t('app.session_ended'), currentPath());
     }
   });
   // The skip link must not follow its href: `#main` would replace the route (a "Not found").

@@ -1,6 +1,7 @@
 // An inline SVG stacked bar chart (no library): one bar per bucket, one segment per series.
 
 import { s, h } from './dom.js';
+import { t } from './i18n.js';
 
 /**
  * buckets: [{label, values: {series: n}}]; series: [{key, label, cls}]
@@ -25,15 +26,15 @@ export function stackedBars(buckets, series, title) {
       const n = b.values[ser.key] || 0;
       if (!n) continue;
       const rect = s('rect', { x, y: y(acc + n), width: Math.max(1, bw - 4), height: y(acc) - y(acc + n), class: ser.cls });
-      rect.append(s('title', {}, `${b.label}: ${n} ${ser.label}`));
+      rect.append(s('title', {}, t('chart.bar', { bucket: b.label, n, series: ser.label })));
       svg.append(rect);
       acc += n;
     }
     if (i % 3 === 0) svg.append(s('text', { x: x + bw / 2 - 2, y: H - 6, 'text-anchor': 'middle', class: 'axis' }, b.label));
   });
   const legend = h('ul', { class: 'legend' }, series.map((x) => h('li', {}, h('span', { class: `swatch ${x.cls}` }), x.label)));
-  const totals = series.map((x) => `${buckets.reduce((n, b) => n + (b.values[x.key] || 0), 0)} ${x.label}`).join(', ');
-  return h('figure', { class: 'chart-box' }, svg, legend, h('figcaption', { class: 'sr-only' }, `${title}: ${totals}`));
+  const totals = series.map((x) => t('chart.total', { n: buckets.reduce((n, b) => n + (b.values[x.key] || 0), 0), series: x.label })).join(t('common.list_sep'));
+  return h('figure', { class: 'chart-box' }, svg, legend, h('figcaption', { class: 'sr-only' }, `${title}${t('common.colon')}${totals}`));
 }
 
 function niceStep(max) {

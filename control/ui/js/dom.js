@@ -1,4 +1,7 @@
-// Small DOM helpers: element builders, formatting, notices and confirmations.
+// Small DOM helpers: element builders, formatting (in the UI's language), notices and
+// confirmations.
+
+import { t, label, locale, fmtNumber } from './i18n.js';
 
 /** Creates an element: h('button', {class: 'x', onclick: fn}, 'text', child...). */
 export function h(tag, attrs, ...children) {
@@ -58,7 +61,7 @@ export function fmtTime(v) {
   if (!v) return '—';
   const d = typeof v === 'number' ? new Date(v) : new Date(v);
   if (Number.isNaN(d.getTime())) return String(v);
-  return d.toLocaleString(undefined, {
+  return d.toLocaleString(locale(), {
     year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
   });
 }
@@ -67,22 +70,24 @@ export function timeEl(v) {
   return v ? h('time', { datetime: typeof v === 'number' ? new Date(v).toISOString() : v }, fmtTime(v)) : '—';
 }
 
+/** How long ago `ms` was, in words of the UI's language ("5 min. ago", "5分钟前"). */
 export function fmtAgo(ms) {
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-  if (s < 60) return `${s}s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
-  return `${Math.floor(s / 86400)}d ago`;
+  const rtf = new Intl.RelativeTimeFormat(locale(), { numeric: 'always', style: 'narrow' });
+  if (s < 60) return rtf.format(-s, 'second');
+  if (s < 3600) return rtf.format(-Math.floor(s / 60), 'minute');
+  if (s < 86400) return rtf.format(-Math.floor(s / 3600), 'hour');
+  return rtf.format(-Math.floor(s / 86400), 'day');
 }
 
 export function fmtDuration(ms) {
   if (ms === null || ms === undefined) return '—';
-  if (ms < 1000) return `${ms} ms`;
+  if (ms < 1000) return t('duration.ms', { n: fmtNumber(ms) });
   const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(1)} s`;
+  if (s < 60) return t('duration.s', { n: fmtNumber(s, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) });
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
-  return `${Math.floor(m / 60)} h ${m % 60} min`;
+  if (m < 60) return t('duration.min_s', { m: fmtNumber(m), s: fmtNumber(Math.round(s % 60)) });
+  return t('duration.h_min', { h: fmtNumber(Math.floor(m / 60)), m: fmtNumber(m % 60) });
 }
 
 export function fmtBytes(n) {
@@ -90,11 +95,12 @@ export function fmtBytes(n) {
   const units = ['B', 'KiB', 'MiB', 'GiB'];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+  return `${fmtNumber(n, { maximumFractionDigits: i ? 1 : 0, minimumFractionDigits: i ? 1 : 0 })} ${units[i]}`;
 }
 
+/** A state's badge: the API value stays in the class and `data-state`, the text is translated. */
 export function badge(state) {
-  return h('span', { class: `badge st-${state}` }, String(state).replace('_', ' '));
+  return h('span', { class: `badge st-${state}`, 'data-state': state }, label('state', state));
 }
 
 /** A shortened id that shows the whole id on hover. */
@@ -116,7 +122,8 @@ export function errorBox() {
   box.show = (err) => {
     clear(box);
     if (!err) { box.hidden = true; return; }
-    append(box, [h('strong', {}, err.title || 'Error'), err.detail ? `: ${err.detail}` : (err.title ? '' : `: ${err.message}`)]);
+    const sep = t('common.colon');
+    append(box, [h('strong', {}, err.title || t('common.error')), err.detail ? `${sep}${err.detail}` : (err.title ? '' : `${sep}${err.message}`)]);
     box.hidden = false;
   };
   return box;
@@ -146,11 +153,11 @@ export async function busy(button, errors, fn) {
 }
 
 /** An accessible confirmation dialog (native <dialog>); resolves true on confirm. */
-export function confirmDialog(message, confirmLabel = 'Confirm') {
+export function confirmDialog(message, confirmLabel = t('common.confirm')) {
   return new Promise((resolve) => {
     const ok = h('button', { type: 'button', class: 'danger' }, confirmLabel);
-    const cancel = h('button', { type: 'button' }, 'Cancel');
-    const dlg = h('dialog', { class: 'confirm', 'aria-label': 'Confirm' },
+    const cancel = h('button', { type: 'button' }, t('common.cancel'));
+    const dlg = h('dialog', { class: 'confirm', 'aria-label': t('common.confirm') },
       h('p', {}, message), h('div', { class: 'row' }, ok, cancel));
     const done = (v) => { dlg.close(); dlg.remove(); resolve(v); };
     ok.addEventListener('click', () => done(true));
@@ -163,7 +170,7 @@ export function confirmDialog(message, confirmLabel = 'Confirm') {
 }
 
 /** A table with a caption-less header; rows are arrays of cells. */
-export function table(headers, rows, empty = 'Nothing here yet.') {
+export function table(headers, rows, empty = t('common.nothing_yet')) {
   if (!rows.length) return h('p', { class: 'empty' }, empty);
   return h('div', { class: 'table-wrap' },
     h('table', {},
@@ -185,7 +192,7 @@ export function link(href, text) {
  * go to `errors`) and `load`, which reads the next page. */
 export function pagedList(fetchPage, show, errors) {
   const box = h('div', {});
-  const more = h('button', { type: 'button', hidden: true }, 'Load more');
+  const more = h('button', { type: 'button', hidden: true }, t('common.load_more'));
   const rows = [];
   let cursor = '';
   const load = async () => {

@@ -3,6 +3,7 @@
 // A step with more runs than fit shows the first ones and a box counting the rest.
 
 import { s, h } from './dom.js';
+import { t, label } from './i18n.js';
 
 const BOX_W = 150, BOX_H = 34, GAP_X = 50, GAP_Y = 12, PAD = 8;
 /** Most boxes drawn in one column. */
@@ -39,7 +40,7 @@ export function runGraph(group, names, current) {
   const rows = Math.min(PER_COLUMN, Math.max(1, ...columns.map((c) => c.length)));
   const W = PAD * 2 + columns.length * BOX_W + (columns.length - 1) * GAP_X;
   const H = PAD * 2 + rows * BOX_H + (rows - 1) * GAP_Y;
-  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': 'Run group', class: 'graph' },
+  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': t('graph.label'), class: 'graph' },
     s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 8 8', refX: 8, refY: 4, markerWidth: 8, markerHeight: 8, orient: 'auto' },
       s('path', { d: 'M0,0 L8,4 L0,8 z', class: 'graph-arrow' }))));
   const drawn = new Set();
@@ -50,7 +51,7 @@ export function runGraph(group, names, current) {
     drawn.add(key);
     const line = s('path', { d: `M${a.x + BOX_W},${a.y + BOX_H / 2} C${a.x + BOX_W + GAP_X / 2},${a.y + BOX_H / 2} ${b.x - GAP_X / 2},${b.y + BOX_H / 2} ${b.x},${b.y + BOX_H / 2}`,
       class: `graph-edge edge-${e.kind}`, 'marker-end': 'url(#arrow)' });
-    line.append(s('title', {}, e.kind.replace('_', ' ')));
+    line.append(s('title', {}, label('link', e.kind)));
     svg.append(line);
   }
   for (const r of group.runs) {
@@ -60,17 +61,17 @@ export function runGraph(group, names, current) {
     const link = s('a', { href: `#/runs/${r.id}`, class: r.id === current ? 'graph-node current' : 'graph-node' },
       s('rect', { x: at.x, y: at.y, width: BOX_W, height: BOX_H, rx: 5, class: `st-${r.state}` }),
       s('text', { x: at.x + 8, y: at.y + 14 }, name.length > 20 ? `${name.slice(0, 19)}…` : name),
-      s('text', { x: at.x + 8, y: at.y + 28, class: 'graph-state' }, r.state.replace('_', ' ')),
-      s('title', {}, `${name}: ${r.state} (${r.trigger})`));
+      s('text', { x: at.x + 8, y: at.y + 28, class: 'graph-state' }, label('state', r.state)),
+      s('title', {}, t('graph.node', { name, state: label('state', r.state), trigger: label('trigger', r.trigger) })));
     svg.append(link);
   }
   for (const b of boxes) svg.append(b.el);
   const counts = {};
   for (const r of group.runs) counts[r.state] = (counts[r.state] || 0) + 1;
-  const summary = Object.entries(counts).map(([k, n]) => `${n} ${k.replace('_', ' ')}`).join(', ');
+  const summary = Object.entries(counts).map(([k, n]) => t('chart.total', { n, series: label('state', k) })).join(t('common.list_sep'));
   return h('figure', { class: 'graph-box', id: 'run-graph' },
     h('div', { class: 'graph-scroll' }, svg),
-    h('figcaption', { class: 'muted' }, `${group.runs.length} runs: ${summary}`, group.truncated ? ' (the first 1,000 shown)' : ''));
+    h('figcaption', { class: 'muted' }, t('graph.summary', { n: group.runs.length, summary }), group.truncated ? t('graph.truncated') : ''));
 }
 
 /** The box standing for the runs of a column that did not fit. */
@@ -78,6 +79,6 @@ function more(at, runs) {
   const failed = runs.filter((r) => !['succeeded', 'queued', 'running'].includes(r.state)).length;
   const el = s('g', { class: 'graph-more' },
     s('rect', { x: at.x, y: at.y, width: BOX_W, height: BOX_H, rx: 5 }),
-    s('text', { x: at.x + 8, y: at.y + 21 }, `+${runs.length} more${failed ? `, ${failed} not ok` : ''}`));
+    s('text', { x: at.x + 8, y: at.y + 21 }, failed ? t('graph.more_failed', { n: runs.length, failed }) : t('graph.more', { n: runs.length })));
   return { at, el };
 }

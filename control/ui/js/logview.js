@@ -6,6 +6,7 @@
 
 import { h, put, clear, field, fmtBytes } from './dom.js';
 import { get, fetchRange } from './api.js';
+import { t } from './i18n.js';
 
 /** Bytes fetched per range: about 3,000 lines of ordinary output. */
 const PAGE = 256 * 1024;
@@ -113,18 +114,18 @@ function clock(ms) {
  * followed run ends.
  */
 export function logViewer(id, run, refresh, errors) {
-  const pre = h('pre', { class: 'log', id: 'log', tabindex: '0', 'aria-label': 'Run log', 'aria-live': 'off' });
-  const search = h('input', { type: 'search', name: 'log-search', placeholder: 'Find in the log' });
+  const pre = h('pre', { class: 'log', id: 'log', tabindex: '0', 'aria-label': t('runs.log_label'), 'aria-live': 'off' });
+  const search = h('input', { type: 'search', name: 'log-search', placeholder: t('runs.find_placeholder') });
   const follow = h('input', { type: 'checkbox', name: 'follow', checked: true });
   const times = h('input', { type: 'checkbox', name: 'log-times', id: 'log-times' });
   const only = h('input', { type: 'checkbox', name: 'log-only', id: 'log-only' });
-  const status = h('span', { class: 'muted', id: 'log-status', 'aria-live': 'polite' }, 'connecting…');
+  const status = h('span', { class: 'muted', id: 'log-status', 'aria-live': 'polite' }, t('runs.connecting'));
   const count = h('span', { class: 'muted', id: 'log-count', 'aria-live': 'polite' });
-  const prev = h('button', { type: 'button', id: 'log-prev', title: 'Previous match', 'aria-label': 'Previous match', disabled: true }, '↑');
-  const next = h('button', { type: 'button', id: 'log-next', title: 'Next match', 'aria-label': 'Next match', disabled: true }, '↓');
-  const download = h('a', { class: 'button', id: 'log-download' }, 'Download .log.gz');
-  const earlier = h('button', { type: 'button', id: 'log-earlier', hidden: true }, 'Load earlier');
-  const later = h('button', { type: 'button', id: 'log-later', hidden: true }, 'Load later');
+  const prev = h('button', { type: 'button', id: 'log-prev', title: t('runs.prev_match'), 'aria-label': t('runs.prev_match'), disabled: true }, '↑');
+  const next = h('button', { type: 'button', id: 'log-next', title: t('runs.next_match'), 'aria-label': t('runs.next_match'), disabled: true }, '↓');
+  const download = h('a', { class: 'button', id: 'log-download' }, t('runs.download_gz'));
+  const earlier = h('button', { type: 'button', id: 'log-earlier', hidden: true });
+  const later = h('button', { type: 'button', id: 'log-later', hidden: true }, t('runs.load_later'));
   const attemptPick = h('select', { name: 'log-attempt', id: 'log-attempt' });
 
   // What is shown: lines in order; in range mode [start, end) of a log of `total` bytes.
@@ -145,8 +146,8 @@ export function logViewer(id, run, refresh, errors) {
 
   const drawAttempts = () => {
     const chosen = attemptPick.value;
-    const options = [h('option', { value: '' }, 'All attempts')];
-    for (let n = 1; n <= run().attempt; n++) options.push(h('option', { value: String(n) }, `Attempt ${n}`));
+    const options = [h('option', { value: '' }, t('runs.all_attempts'))];
+    for (let n = 1; n <= run().attempt; n++) options.push(h('option', { value: String(n) }, t('runs.attempt_option', { n })));
     put(clear(attemptPick), ...options);
     attemptPick.value = chosen;
   };
@@ -173,7 +174,7 @@ export function logViewer(id, run, refresh, errors) {
     clear(pre).append(frag);
     earlier.hidden = !(ranged && ranged.start > 0);
     later.hidden = !(ranged && ranged.end < ranged.total);
-    if (ranged) earlier.textContent = `Load earlier (${fmtBytes(ranged.start)} more)`;
+    if (ranged) earlier.textContent = t('runs.load_earlier', { size: fmtBytes(ranged.start) });
     if (atBottom) pre.scrollTop = pre.scrollHeight;
     countMatches();
   };
@@ -213,9 +214,10 @@ export function logViewer(id, run, refresh, errors) {
   const followLive = () => {
     ranged = null;
     source = new EventSource(`/api/v1/runs/${id}/logs?follow=true`);
-    source.addEventListener('open', () => { status.textContent = 'live'; });
+    const live = t('runs.live');
+    source.addEventListener('open', () => { status.textContent = live; });
     source.addEventListener('log', (e) => {
-      if (status.textContent !== 'live') status.textContent = 'live';
+      if (status.textContent !== live) status.textContent = live;
       try { appendChunk(JSON.parse(e.data)); } catch (_) { /* skip a malformed chunk */ }
     });
     // What the run waits on before its process starts (its environment being built).
@@ -223,13 +225,13 @@ export function logViewer(id, run, refresh, errors) {
       try { status.textContent = JSON.parse(e.data).data; } catch (_) { /* skip a malformed step */ }
     });
     source.addEventListener('end', () => {
-      status.textContent = 'run ended';
+      status.textContent = t('runs.ended');
       source.close();
       refresh().catch((err) => errors.show(err));
     });
     source.addEventListener('error', () => {
       // EventSource reconnects by itself (resuming after the last chunk via Last-Event-ID).
-      status.textContent = source.readyState === EventSource.CLOSED ? 'disconnected' : 'reconnecting…';
+      status.textContent = source.readyState === EventSource.CLOSED ? t('runs.disconnected') : t('runs.reconnecting');
     });
     stateSource = new EventSource(`/api/v1/runs/${id}/events`);
     stateSource.addEventListener('state', (e) => {
@@ -264,12 +266,12 @@ export function logViewer(id, run, refresh, errors) {
   const openTail = async (attempt) => {
     ranged = { start: 0, end: 0, total: 0, attempt };
     lines = [];
-    status.textContent = 'loading…';
+    status.textContent = t('runs.loading');
     const got = wholeLines(await fetchRange(logPath(attempt), `bytes=-${PAGE}`));
     if (closed) return;
     ranged = { start: got.start, end: got.total, total: got.total, attempt };
     lines = got.lines;
-    status.textContent = attempt ? `attempt ${attempt}` : 'ended';
+    status.textContent = attempt ? t('runs.attempt_n', { n: attempt }) : t('runs.ended');
     follow.checked = true;
     redraw();
   };
@@ -306,8 +308,8 @@ export function logViewer(id, run, refresh, errors) {
     const q = search.value.trim();
     const shown = q ? pre.querySelectorAll('mark').length : 0;
     if (!q) count.textContent = '';
-    else if (found) count.textContent = `${found.matches.length}${found.truncated ? '+' : ''} matching lines in the log, ${shown} matches shown`;
-    else count.textContent = `${shown} matches shown`;
+    else if (found) count.textContent = t('runs.found_in_log', { n: `${found.matches.length}${found.truncated ? '+' : ''}`, shown });
+    else count.textContent = t('runs.matches_shown', { n: shown });
     const any = found ? found.matches.length > 0 : shown > 0;
     prev.disabled = !any;
     next.disabled = !any;
@@ -350,7 +352,7 @@ export function logViewer(id, run, refresh, errors) {
         if (!found.matches.length) return;
         current = (current + by + found.matches.length) % found.matches.length;
         const m = found.matches[current];
-        count.textContent = `line ${m.line}: match ${current + 1} of ${found.matches.length}${found.truncated ? '+' : ''}`;
+        count.textContent = t('runs.match_at', { line: m.line, i: current + 1, n: `${found.matches.length}${found.truncated ? '+' : ''}` });
         await showOffset(m.offset);
         return;
       }
@@ -358,7 +360,7 @@ export function logViewer(id, run, refresh, errors) {
       if (!lit.length) return;
       current = (current + by + lit.length) % lit.length;
       focusLine(lit[current]);
-      count.textContent = `match ${current + 1} of ${lit.length} shown`;
+      count.textContent = t('runs.match_of_shown', { i: current + 1, n: lit.length });
     } catch (err) { errors.show(err); }
   };
   prev.addEventListener('click', () => step(-1));
@@ -420,7 +422,7 @@ export function logViewer(id, run, refresh, errors) {
     openTail(attempt).catch((err) => {
       if (err.status === 404 || err.status === 416) {
         ranged = null;
-        status.textContent = attempt ? `attempt ${attempt}` : 'ended';
+        status.textContent = attempt ? t('runs.attempt_n', { n: attempt }) : t('runs.ended');
         redraw();
       } else errors.show(err);
     });
@@ -428,11 +430,11 @@ export function logViewer(id, run, refresh, errors) {
   attemptPick.addEventListener('change', () => start(attemptPick.value));
 
   const card = h('section', { class: 'card' },
-    h('div', { class: 'row wrap log-tools' }, h('h2', {}, 'Log'), status,
-      field('Attempt', attemptPick), field('Find', search), prev, next, count,
-      h('label', { class: 'check' }, only, ' Only matching lines'),
-      h('label', { class: 'check' }, follow, ' Follow'),
-      h('label', { class: 'check' }, times, ' Times'), download),
+    h('div', { class: 'row wrap log-tools' }, h('h2', {}, t('runs.log')), status,
+      field(t('common.attempt'), attemptPick), field(t('runs.find'), search), prev, next, count,
+      h('label', { class: 'check' }, only, ' ', t('runs.only_matching')),
+      h('label', { class: 'check' }, follow, ' ', t('runs.follow')),
+      h('label', { class: 'check' }, times, ' ', t('runs.times')), download),
     earlier, pre, later);
 
   return {

@@ -2,17 +2,18 @@
 // the signed-in user may see.
 
 import { h } from '../dom.js';
+import { t } from '../i18n.js';
 
-const TABS = [
-  ['/alerts/channels', 'Channels', 'admin'],
-  ['/alerts/rules', 'Rules', 'operator'],
-  ['/alerts/deliveries', 'Deliveries', 'operator'],
+const tabs = () => [
+  ['/alerts/channels', t('alerts.channels'), 'admin'],
+  ['/alerts/rules', t('alerts.rules'), 'operator'],
+  ['/alerts/deliveries', t('alerts.deliveries'), 'operator'],
 ];
 
 /** The area's sub-navigation; `current` is the path of the page showing it. */
 export function alertTabs(ctx, current) {
-  return h('nav', { class: 'tabs', 'aria-label': 'Alerts' },
-    h('ul', {}, TABS.filter(([, , role]) => ctx.session.can(role)).map(([path, label]) =>
+  return h('nav', { class: 'tabs', 'aria-label': t('nav.alerts') },
+    h('ul', {}, tabs().filter(([, , role]) => ctx.session.can(role)).map(([path, label]) =>
       h('li', {}, h('a', { href: `#${path}`, 'aria-current': path === current ? 'page' : null }, label)))));
 }
 

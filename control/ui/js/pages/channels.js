@@ -5,15 +5,9 @@
 import { get, post, patch, del } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, toast, confirmDialog, put } from '../dom.js';
 import { alertTabs } from './alerts.js';
+import { t, label } from '../i18n.js';
 
-const KINDS = [
-  ['webhook', 'Webhook (signed JSON POST)'],
-  ['smtp', 'Email (SMTP)'],
-  ['dingtalk', 'DingTalk robot'],
-  ['feishu', 'Feishu / Lark bot'],
-  ['wecom', 'WeCom robot'],
-  ['slack', 'Slack incoming webhook'],
-];
+const KINDS = ['webhook', 'smtp', 'dingtalk', 'feishu', 'wecom', 'slack'];
 
 /** How long a test delivery is followed before the page stops asking. */
 const TEST_PATIENCE_MS = 60000;
@@ -26,7 +20,7 @@ export function channelSummary(c) {
     return `${s.host}:${s.port} (${s.tls})${to ? ` → ${to}` : ''}`;
   }
   const parts = [s.url || '—'];
-  if (s.secret_set) parts.push('signed');
+  if (s.secret_set) parts.push(t('channels.signed'));
   return parts.join(' · ');
 }
 
@@ -35,17 +29,17 @@ function kindFields(kind) {
   const mk = (name, attrs = {}) => h('input', { name, autocomplete: 'off', spellcheck: 'false', ...attrs });
   if (kind === 'smtp') {
     const host = mk('smtp-host', { required: true });
-    const port = mk('smtp-port', { type: 'number', min: 1, max: 65535, placeholder: '587, 465 or 25 by TLS mode' });
+    const port = mk('smtp-port', { type: 'number', min: 1, max: 65535, placeholder: t('channels.port_placeholder') });
     const tls = h('select', { name: 'smtp-tls' },
-      h('option', { value: 'starttls' }, 'STARTTLS'), h('option', { value: 'tls' }, 'TLS'), h('option', { value: 'none' }, 'none (plain text)'));
+      h('option', { value: 'starttls' }, 'STARTTLS'), h('option', { value: 'tls' }, 'TLS'), h('option', { value: 'none' }, t('channels.tls_none')));
     const username = mk('smtp-username');
     const password = mk('smtp-password', { type: 'password', autocomplete: 'new-password' });
-    const from = mk('smtp-from', { required: true, placeholder: 'AntCode <alerts@example.com>' });
+    const from = mk('smtp-from', { required: true, placeholder: 'AntCode <alerts@example.com>', translate: 'no' });
     const to = h('textarea', { name: 'smtp-to', rows: 2, required: true, spellcheck: 'false' });
     return {
-      nodes: [field('SMTP server', host), h('div', { class: 'row wrap' }, field('Port', port), field('TLS', tls)),
-        field('Username', username, 'Optional; give a password with it.'), field('Password', password),
-        field('From', from), field('To', to, 'One address per line (or comma-separated).')],
+      nodes: [field(t('channels.smtp_server'), host), h('div', { class: 'row wrap' }, field(t('channels.port'), port), field('TLS', tls)),
+        field(t('common.username'), username, t('channels.username_hint')), field(t('common.password'), password),
+        field(t('channels.from'), from), field(t('channels.to'), to, t('channels.to_hint'))],
       read: () => {
         const c = { kind, host: host.value.trim(), tls: tls.value, from: from.value.trim(),
           to: to.value.split(/[\n,]/).map((x) => x.trim()).filter(Boolean) };
@@ -58,19 +52,19 @@ function kindFields(kind) {
   }
   const url = mk('channel-url', { type: 'url', required: true, class: 'mono' });
   const hints = {
-    webhook: 'Any http(s) endpoint; each request is signed with the secret.',
-    dingtalk: 'The robot’s webhook URL, with its access_token.',
-    feishu: 'The bot’s webhook URL.',
-    wecom: 'The robot’s webhook URL, with its key.',
-    slack: 'The incoming webhook URL (it is the credential).',
+    webhook: t('channels.hint_webhook'),
+    dingtalk: t('channels.hint_dingtalk'),
+    feishu: t('channels.hint_feishu'),
+    wecom: t('channels.hint_wecom'),
+    slack: t('channels.hint_slack'),
   };
   const nodes = [field('URL', url, hints[kind])];
   let secret = null;
   if (kind === 'webhook' || kind === 'dingtalk' || kind === 'feishu') {
     secret = mk('channel-secret', { type: 'password', autocomplete: 'new-password', required: kind === 'webhook', minlength: kind === 'webhook' ? 16 : null });
-    nodes.push(field('Secret', secret, kind === 'webhook'
-      ? 'At least 16 characters; the receiver checks the HMAC signature with it.'
-      : 'Optional: the signing secret, if the robot has signing turned on.'));
+    nodes.push(field(t('projects.secret'), secret, kind === 'webhook'
+      ? t('channels.secret_hint_webhook')
+      : t('channels.secret_hint_robot')));
   }
   return {
     nodes,
@@ -91,18 +85,18 @@ export async function render(page, params, ctx) {
 
   // --- a test alert, followed until it is sent or has failed -----------------------------------
   const showResult = (channel, d, note) => {
-    const outcome = d.state === 'sent' ? (d.detail || 'delivered') : (d.last_error || d.detail || '');
-    put(clear(result), h('h2', {}, `Test of ${channel.name}`),
-      h('p', {}, badge(d.state), ` after ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}`, outcome ? `: ${outcome}` : ''),
+    const outcome = d.state === 'sent' ? (d.detail || t('channels.delivered')) : (d.last_error || d.detail || '');
+    put(clear(result), h('h2', {}, t('channels.test_of', { name: channel.name })),
+      h('p', {}, badge(d.state), t('channels.after_attempts', { n: d.attempts }), outcome ? `${t('common.colon')}${outcome}` : ''),
       note ? h('p', { class: 'muted' }, note) : null,
-      h('p', {}, h('a', { href: `#/alerts/deliveries?channel=${encodeURIComponent(channel.id)}` }, 'This channel’s deliveries')));
+      h('p', {}, h('a', { href: `#/alerts/deliveries?channel=${encodeURIComponent(channel.id)}` }, t('channels.its_deliveries'))));
     result.hidden = false;
   };
   const follow = (channel, d, started) => {
-    showResult(channel, d, d.state === 'pending' ? 'Waiting for the scheduler to send it…' : null);
+    showResult(channel, d, d.state === 'pending' ? t('channels.waiting') : null);
     if (d.state !== 'pending' || !alive) return;
     if (Date.now() - started > TEST_PATIENCE_MS) {
-      showResult(channel, d, 'Still pending (it is retried with backoff); its outcome will show in the deliveries.');
+      showResult(channel, d, t('channels.still_pending'));
       return;
     }
     timer = setTimeout(async () => {
@@ -114,55 +108,55 @@ export async function render(page, params, ctx) {
   const sendTest = (button, channel) => busy(button, errors, async () => {
     clearTimeout(timer);
     const d = await post(`/notifications/channels/${channel.id}/test`);
-    toast(`Test alert queued for ${channel.name}`);
+    toast(t('channels.test_queued', { name: channel.name }));
     follow(channel, d, Date.now());
   });
 
   // --- the list ------------------------------------------------------------------------------------
   const load = async () => {
     const res = await get('/notifications/channels');
-    put(clear(box), table(['Name', 'Kind', 'Sends to', 'Enabled', 'Updated', 'Actions'], res.items.map((c) => {
-      const toggle = h('button', { type: 'button', 'data-mutates': '' }, c.enabled ? 'Disable' : 'Enable');
+    put(clear(box), table([t('common.name'), t('channels.kind'), t('channels.sends_to'), t('common.enabled'), t('common.updated'), t('common.actions')], res.items.map((c) => {
+      const toggle = h('button', { type: 'button', 'data-mutates': '' }, c.enabled ? t('common.disable') : t('common.enable'));
       toggle.addEventListener('click', () => busy(toggle, errors, async () => {
         await patch(`/notifications/channels/${c.id}`, { enabled: !c.enabled });
-        toast(`${c.name} ${c.enabled ? 'disabled' : 'enabled'}`);
+        toast(c.enabled ? t('channels.disabled_toast', { name: c.name }) : t('channels.enabled_toast', { name: c.name }));
         await load();
       }));
-      const test = h('button', { type: 'button', 'data-mutates': '' }, 'Send test');
+      const test = h('button', { type: 'button', 'data-mutates': '' }, t('channels.send_test'));
       test.addEventListener('click', () => sendTest(test, c));
-      const rm = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, 'Delete');
+      const rm = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, t('common.delete'));
       rm.addEventListener('click', async () => {
-        if (!(await confirmDialog(`Delete channel ${c.name}?`, 'Delete'))) return;
-        await busy(rm, errors, async () => { await del(`/notifications/channels/${c.id}`); toast('Channel deleted'); await load(); });
+        if (!(await confirmDialog(t('channels.confirm_delete', { name: c.name }), t('common.delete')))) return;
+        await busy(rm, errors, async () => { await del(`/notifications/channels/${c.id}`); toast(t('channels.deleted')); await load(); });
       });
-      return [h('strong', {}, c.name), c.kind, h('span', { class: 'mono' }, channelSummary(c)),
-        c.enabled ? 'yes' : 'no', timeEl(c.updated_at), h('div', { class: 'row' }, toggle, test, rm)];
-    }), 'No channels yet: add one to send alerts to.'));
+      return [h('strong', {}, c.name), label('channel', c.kind), h('span', { class: 'mono', translate: 'no' }, channelSummary(c)),
+        c.enabled ? t('common.yes') : t('common.no'), timeEl(c.updated_at), h('div', { class: 'row' }, toggle, test, rm)];
+    }), t('channels.none_yet')));
   };
 
   // --- the create form -----------------------------------------------------------------------------
   const name = h('input', { name: 'channel-name', required: true, maxlength: 128, autocomplete: 'off' });
-  const kind = h('select', { name: 'channel-kind' }, KINDS.map(([k, label]) => h('option', { value: k }, label)));
+  const kind = h('select', { name: 'channel-kind' }, KINDS.map((k) => h('option', { value: k }, label('channel_kind', k))));
   const enabled = h('input', { type: 'checkbox', name: 'channel-enabled', checked: true });
-  const kindBox = h('fieldset', {}, h('legend', {}, 'Configuration'));
+  const kindBox = h('fieldset', {}, h('legend', {}, t('channels.configuration')));
   let current = null;
   const drawKind = () => {
     current = kindFields(kind.value);
-    put(clear(kindBox), h('legend', {}, 'Configuration'), current.nodes);
+    put(clear(kindBox), h('legend', {}, t('channels.configuration')), current.nodes);
   };
   kind.addEventListener('change', drawKind);
   drawKind();
-  const save = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, 'Create channel');
+  const save = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, t('channels.create'));
   const ferr = errorBox();
-  const form = h('form', { class: 'card form', id: 'channel-form' }, h('h2', {}, 'Add a channel'), ferr,
-    field('Name', name), field('Kind', kind), kindBox,
-    h('div', { class: 'field' }, h('label', { class: 'check' }, enabled, ' Enabled')), save,
-    h('p', { class: 'hint' }, 'Credentials are encrypted at rest and never shown again.'));
+  const form = h('form', { class: 'card form', id: 'channel-form' }, h('h2', {}, t('channels.add')), ferr,
+    field(t('common.name'), name), field(t('channels.kind'), kind), kindBox,
+    h('div', { class: 'field' }, h('label', { class: 'check' }, enabled, ' ', t('common.enabled'))), save,
+    h('p', { class: 'hint' }, t('channels.credentials_hint')));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     busy(save, ferr, async () => {
       const c = await post('/notifications/channels', { name: name.value.trim(), enabled: enabled.checked, config: current.read() });
-      toast(`Channel ${c.name} created`);
+      toast(t('channels.created', { name: c.name }));
       form.reset();
       enabled.checked = true;
       drawKind();
@@ -170,7 +164,7 @@ export async function render(page, params, ctx) {
     });
   });
 
-  put(page, heading('Alert channels'), alertTabs(ctx, '/alerts/channels'), errors, result,
+  put(page, heading(t('channels.title')), alertTabs(ctx, '/alerts/channels'), errors, result,
     h('div', { class: 'grid2' }, h('section', { class: 'card' }, box), form));
   await load();
   return () => { alive = false; clearTimeout(timer); };

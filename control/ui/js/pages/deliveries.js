@@ -5,6 +5,7 @@ import { get, query } from '../api.js';
 import { h, heading, field, errorBox, table, timeEl, badge, put, pagedList, shortId } from '../dom.js';
 import { hashQuery } from '../app.js';
 import { alertTabs, DELIVERY_STATES } from './alerts.js';
+import { t, label } from '../i18n.js';
 
 /** What a delivery ended with: the receiver's answer when sent, else the last error. */
 function outcome(d) {
@@ -22,16 +23,16 @@ export async function render(page, params, ctx) {
   const cname = Object.fromEntries((channels || []).map((c) => [c.id, c.name]));
   const rname = Object.fromEntries(rules.map((r) => [r.id, r.name]));
   const channel = channels
-    ? h('select', { name: 'channel' }, h('option', { value: '' }, 'any'), channels.map((c) => h('option', { value: c.id }, c.name)))
-    : h('input', { name: 'channel', class: 'mono', spellcheck: 'false', placeholder: 'channel id' });
+    ? h('select', { name: 'channel' }, h('option', { value: '' }, t('common.any')), channels.map((c) => h('option', { value: c.id }, c.name)))
+    : h('input', { name: 'channel', class: 'mono', spellcheck: 'false', placeholder: t('deliveries.channel_id') });
   channel.value = q.get('channel') || '';
-  const rule = h('select', { name: 'rule' }, h('option', { value: '' }, 'any'), rules.map((r) => h('option', { value: r.id }, r.name)));
+  const rule = h('select', { name: 'rule' }, h('option', { value: '' }, t('common.any')), rules.map((r) => h('option', { value: r.id }, r.name)));
   rule.value = q.get('rule') || '';
-  const state = h('select', { name: 'state' }, h('option', { value: '' }, 'any'), DELIVERY_STATES.map((s) => h('option', { value: s }, s)));
+  const state = h('select', { name: 'state' }, h('option', { value: '' }, t('common.any')), DELIVERY_STATES.map((s) => h('option', { value: s }, label('state', s))));
   state.value = q.get('state') || '';
-  const apply = h('button', { type: 'submit' }, 'Filter');
+  const apply = h('button', { type: 'submit' }, t('common.filter'));
   const filters = h('form', { class: 'row wrap filters', role: 'search' },
-    field('Channel', channel), field('Rule', rule), field('State', state), apply);
+    field(t('deliveries.channel'), channel), field(t('deliveries.rule'), rule), field(t('common.state'), state), apply);
   filters.addEventListener('submit', (e) => {
     e.preventDefault();
     ctx.navigate(`/alerts/deliveries${query({ channel: channel.value.trim(), rule: rule.value, state: state.value })}`);
@@ -41,12 +42,12 @@ export async function render(page, params, ctx) {
     (cursor) => get(`/notifications/deliveries${query({
       channel_id: channel.value.trim(), rule_id: rule.value, state: state.value, limit: 50, cursor,
     })}`),
-    (rows) => table(['Created', 'Channel', 'Rule', 'Event', 'Summary', 'State', 'Attempts', 'Sent', 'Result'], rows.map((d) => {
+    (rows) => table([t('common.created'), t('deliveries.channel'), t('deliveries.rule'), t('deliveries.event'), t('deliveries.summary'), t('common.state'), t('deliveries.attempts'), t('deliveries.sent'), t('deliveries.result')], rows.map((d) => {
       const ev = d.event || {};
       return [
         timeEl(d.created_at),
         cname[d.channel_id] || shortId(d.channel_id),
-        d.rule_id ? (rname[d.rule_id] || shortId(d.rule_id)) : h('span', { class: 'muted' }, 'test'),
+        d.rule_id ? (rname[d.rule_id] || shortId(d.rule_id)) : h('span', { class: 'muted' }, t('deliveries.test')),
         h('code', {}, ev.kind || '—'),
         ev.summary || '—',
         badge(d.state),
@@ -54,9 +55,9 @@ export async function render(page, params, ctx) {
         timeEl(d.sent_at),
         outcome(d),
       ];
-    }), 'No deliveries match.'),
+    }), t('deliveries.none_match')),
     errors);
-  put(page, heading('Alert deliveries'), alertTabs(ctx, '/alerts/deliveries'), filters, errors,
+  put(page, heading(t('deliveries.title')), alertTabs(ctx, '/alerts/deliveries'), filters, errors,
     h('section', { class: 'card', id: 'deliveries' }, box, more));
   await load();
 }

@@ -3,22 +3,25 @@
 
 import { get, api, getAll } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, toast, put } from '../dom.js';
+import { t } from '../i18n.js';
 
-const FIELDS = [
-  ['runs_days', 'Delete ended runs after (days)', 'Empty keeps runs whatever their age.'],
-  ['runs_keep_last', 'Keep only the newest runs per task', 'Empty keeps runs whatever their number.'],
-  ['audit_days', 'Delete audit entries after (days)', 'Empty keeps the audit trail forever.'],
+// Built on each render: the labels are in the current language.
+const fields = () => [
+  ['runs_days', t('retention.runs_days'), t('retention.runs_days_hint')],
+  ['runs_keep_last', t('retention.keep_last'), t('retention.keep_last_hint')],
+  ['audit_days', t('retention.audit_days'), t('retention.audit_days_hint')],
 ];
 
 export async function render(page, params, ctx) {
   const errors = errorBox();
   const policy = await get('/retention');
+  const FIELDS = fields();
   const inputs = Object.fromEntries(FIELDS.map(([k]) => [k, h('input', { name: k, type: 'number', min: 1, value: policy[k] ?? '' })]));
-  const save = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, 'Save policy');
+  const save = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, t('retention.save'));
   const ferr = errorBox();
-  const form = h('form', { class: 'card form', id: 'retention-form' }, h('h2', {}, 'Global policy'), ferr,
+  const form = h('form', { class: 'card form', id: 'retention-form' }, h('h2', {}, t('retention.global')), ferr,
     FIELDS.map(([k, label, hint]) => field(label, inputs[k], hint)),
-    h('p', { class: 'hint' }, 'A task’s own retention replaces these for its runs; a run marked “keep” is never pruned.'),
+    h('p', { class: 'hint' }, t('retention.task_hint')),
     save);
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -29,26 +32,26 @@ export async function render(page, params, ctx) {
         body[k] = v ? Number(v) : null;
       }
       await api('PUT', '/retention', body);
-      toast('Retention policy saved');
+      toast(t('retention.saved'));
       preview.hidden = true;
     });
   });
 
   const preview = h('div', { id: 'retention-preview', 'aria-live': 'polite', hidden: true });
-  const show = h('button', { type: 'button', id: 'retention-preview-button' }, 'Preview');
+  const show = h('button', { type: 'button', id: 'retention-preview-button' }, t('retention.preview'));
   show.addEventListener('click', () => busy(show, errors, async () => {
     const [p, tasks] = await Promise.all([get('/retention/preview'), getAll('/tasks')]);
-    const tname = Object.fromEntries(tasks.map((t) => [t.id, t.name]));
+    const tname = Object.fromEntries(tasks.map((x) => [x.id, x.name]));
     put(clear(preview),
-      h('p', {}, `The pruner would delete ${p.runs} run${p.runs === 1 ? '' : 's'} (at most) and ${p.audit} audit entr${p.audit === 1 ? 'y' : 'ies'} now.`),
-      table(['Applies to', 'Ended before', 'Runs'], p.slices.map((s) => [
-        s.task_id ? h('a', { href: `#/tasks/${s.task_id}` }, tname[s.task_id] || s.task_id) : 'tasks without their own age limit',
+      h('p', {}, t('retention.would_delete', { runs: t('retention.n_runs', { n: p.runs }), audit: t('retention.n_audit', { n: p.audit }) })),
+      table([t('retention.applies_to'), t('retention.ended_before'), t('nav.runs')], p.slices.map((s) => [
+        s.task_id ? h('a', { href: `#/tasks/${s.task_id}` }, tname[s.task_id] || s.task_id) : t('retention.tasks_without'),
         timeEl(s.ended_before), String(s.runs),
-      ]), 'No run is due for deletion.'));
+      ]), t('retention.none_due')));
     preview.hidden = false;
   }));
-  const previewCard = h('section', { class: 'card' }, h('h2', {}, 'What would be deleted'),
-    h('p', { class: 'muted' }, 'Counts under the saved policy; nothing is deleted here.'), show, preview);
+  const previewCard = h('section', { class: 'card' }, h('h2', {}, t('retention.what')),
+    h('p', { class: 'muted' }, t('retention.counts_hint')), show, preview);
 
-  put(page, heading('Retention'), errors, h('div', { class: 'grid2' }, form, previewCard));
+  put(page, heading(t('retention.title')), errors, h('div', { class: 'grid2' }, form, previewCard));
 }

@@ -6,6 +6,7 @@ import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId
 import { hashQuery } from '../app.js';
 import { runGraph } from '../graph.js';
 import { logViewer } from '../logview.js';
+import { t, label, fmtNumber } from '../i18n.js';
 
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'lost'];
 
@@ -17,13 +18,13 @@ export async function render(page, params, ctx) {
 async function list(page, ctx) {
   const q = hashQuery();
   const tasks = await getAll('/tasks');
-  const tname = Object.fromEntries(tasks.map((t) => [t.id, t.name]));
-  const state = h('select', { name: 'state' }, h('option', { value: '' }, 'any'), STATES.map((s) => h('option', { value: s }, s.replace('_', ' '))));
+  const tname = Object.fromEntries(tasks.map((x) => [x.id, x.name]));
+  const state = h('select', { name: 'state' }, h('option', { value: '' }, t('common.any')), STATES.map((s) => h('option', { value: s }, label('state', s))));
   state.value = q.get('state') || '';
-  const task = h('select', { name: 'task' }, h('option', { value: '' }, 'any'), tasks.map((t) => h('option', { value: t.id }, t.name)));
+  const task = h('select', { name: 'task' }, h('option', { value: '' }, t('common.any')), tasks.map((x) => h('option', { value: x.id }, x.name)));
   task.value = q.get('task') || '';
-  const apply = h('button', { type: 'submit' }, 'Filter');
-  const filters = h('form', { class: 'row wrap filters', role: 'search' }, field('State', state), field('Task', task), apply);
+  const apply = h('button', { type: 'submit' }, t('common.filter'));
+  const filters = h('form', { class: 'row wrap filters', role: 'search' }, field(t('common.state'), state), field(t('common.task'), task), apply);
   filters.addEventListener('submit', (e) => {
     e.preventDefault();
     ctx.navigate(`/runs${query({ state: state.value, task: task.value })}`);
@@ -31,33 +32,57 @@ async function list(page, ctx) {
   const errors = errorBox();
   const { box, more, load } = pagedList(
     (cursor) => get(`/runs${query({ state: state.value, task_id: task.value, limit: 50, cursor })}`),
-    (rows) => table(['Run', 'Task', 'State', 'Attempt', 'Trigger', 'Worker', 'Queued', 'Duration', 'Exit'], rows.map((r) => [
+    (rows) => table([t('common.run'), t('common.task'), t('common.state'), t('common.attempt'), t('common.trigger'), t('common.worker'), t('common.queued'), t('common.duration'), t('common.exit')], rows.map((r) => [
       h('a', { href: `#/runs/${r.id}` }, shortId(r.id)),
       h('a', { href: `#/tasks/${r.task_id}` }, tname[r.task_id] || r.task_id),
-      badge(r.state), `${r.attempt}/${r.max_attempts}`, r.trigger, r.worker_id ? shortId(r.worker_id) : '—',
+      badge(r.state), `${r.attempt}/${r.max_attempts}`, label('trigger', r.trigger), r.worker_id ? shortId(r.worker_id) : '—',
       timeEl(r.queued_at), fmtDuration(r.duration_ms), r.exit_code ?? '—',
-    ]), 'No runs match.'),
+    ]), t('runs.none_match')),
     errors);
-  put(page, heading('Runs'), filters, errors, h('section', { class: 'card' }, box, more));
+  put(page, heading(t('runs.title')), filters, errors, h('section', { class: 'card' }, box, more));
   await load();
 }
 
-/** History details are often JSON (an outcome); show them as `key value` pairs without nulls. */
+/** History details are often JSON (an outcome); show them as `key value` pairs without nulls
+ * (nor the log's storage key). The server's two short forms are translated; other text is shown
+ * as sent. */
 function detailText(detail) {
+  let m = detail.match(/^trigger: (\S+)$/);
+  if (m) return t('runs.detail_trigger', { trigger: label('trigger', m[1]) });
+  m = detail.match(/^worker (\S+)$/);
+  if (m) return t('runs.detail_worker', { worker: m[1] });
   try {
     const v = JSON.parse(detail);
     if (v && typeof v === 'object' && !Array.isArray(v)) {
-      return Object.entries(v).filter(([, x]) => x !== null && x !== '')
-        .map(([k, x]) => `${k.replace(/_/g, ' ')}: ${typeof x === 'object' ? JSON.stringify(x) : x}`).join(' · ');
+      return Object.entries(v).filter(([k, x]) => x !== null && x !== '' && k !== 'log_key')
+        .map(([k, x]) => `${label('detail', k)}${t('common.colon')}${typeof x === 'object' ? JSON.stringify(x) : detailValue(k, x)}`).join(' · ');
     }
   } catch (_) { /* plain text */ }
   return detail;
 }
 
+/** A detail's value: a state or trigger by its label, anything else as sent. */
+function detailValue(k, x) {
+  if (k === 'state') return label('state', x);
+  if (k === 'trigger') return label('trigger', x);
+  if (k === 'duration_ms') return fmtDuration(x);
+  return x;
+}
+
+/** Why a queued run waits, as the server says it; its two common forms are translated, the
+ * rest shown as sent. */
+function waitingText(text) {
+  let m = text.match(/^no live runner serves queue (\S+)$/);
+  if (m) return [t('runs.waiting_no_runner'), ' ', h('code', {}, m[1])];
+  m = text.match(/^no live runner matches (\S+)$/);
+  if (m) return [t('runs.waiting_no_match'), ' ', h('code', {}, m[1])];
+  return h('span', { lang: 'en' }, text);
+}
+
 function timeline(history) {
-  if (!history.length) return h('p', { class: 'muted' }, 'No history yet.');
+  if (!history.length) return h('p', { class: 'muted' }, t('runs.no_history'));
   return h('ol', { class: 'timeline' }, history.map((e) => h('li', { class: `tl-${e.kind}` },
-    h('span', { class: 'tl-kind' }, e.kind), ' ', h('span', { class: 'muted' }, `attempt ${e.attempt}`), ' ', timeEl(e.at),
+    h('span', { class: 'tl-kind', 'data-kind': e.kind }, label('history', e.kind)), ' ', h('span', { class: 'muted' }, t('runs.attempt_n', { n: e.attempt })), ' ', timeEl(e.at),
     e.detail ? h('div', { class: 'tl-detail' }, detailText(e.detail)) : null)));
 }
 
@@ -68,29 +93,29 @@ async function detail(page, id, ctx) {
   const can = ctx.session.can('operator');
   const head = h('div', {});
   const facts = h('dl', { class: 'facts card', id: 'run-facts' });
-  const tl = h('section', { class: 'card' }, h('h2', {}, 'Timeline'), h('div', { id: 'timeline' }));
-  const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-run', 'data-mutates': '' }, 'Cancel run');
-  const retry = h('button', { type: 'button', id: 'retry-run', 'data-mutates': '' }, 'Retry');
+  const tl = h('section', { class: 'card' }, h('h2', {}, t('runs.timeline')), h('div', { id: 'timeline' }));
+  const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-run', 'data-mutates': '' }, t('runs.cancel'));
+  const retry = h('button', { type: 'button', id: 'retry-run', 'data-mutates': '' }, t('runs.retry'));
   cancel.addEventListener('click', async () => {
-    if (!(await confirmDialog('Cancel this run? Its process is stopped.', 'Cancel run'))) return;
-    await busy(cancel, errors, async () => { await post(`/runs/${id}/cancel`); toast('Cancel requested'); await refresh(); });
+    if (!(await confirmDialog(t('runs.confirm_cancel'), t('runs.cancel')))) return;
+    await busy(cancel, errors, async () => { await post(`/runs/${id}/cancel`); toast(t('runs.cancel_requested_toast')); await refresh(); });
   });
   retry.addEventListener('click', () => busy(retry, errors, async () => {
     const r = await post(`/runs/${id}/retry`);
-    toast('Retry queued');
+    toast(t('runs.retry_queued'));
     ctx.navigate(`/runs/${r.id}`);
   }));
 
   // Pinning: a kept run is never pruned by a retention policy.
   const keep = h('input', { type: 'checkbox', id: 'run-keep', name: 'keep', 'data-mutates': '' });
-  const keepLabel = h('label', { class: 'check' }, keep, ' Keep (never prune)');
-  const kept = () => (run.keep ? 'yes, never pruned' : 'no');
+  const keepLabel = h('label', { class: 'check' }, keep, ' ', t('runs.keep'));
+  const kept = () => (run.keep ? t('runs.kept_yes') : t('common.no'));
   keep.addEventListener('change', () => busy(keep, errors, async () => {
     try {
       // The answer is the run without its history: keep the timeline already shown.
       const r = await api('PATCH', `/runs/${id}`, { keep: keep.checked });
       run = { ...run, keep: r.keep };
-      toast(run.keep ? 'This run is kept (never pruned)' : 'This run may be pruned again');
+      toast(run.keep ? t('runs.kept_toast') : t('runs.unkept_toast'));
     } finally {
       keep.checked = !!run.keep;
       const dd = facts.querySelector('#run-kept');
@@ -105,31 +130,31 @@ async function detail(page, id, ctx) {
     if (can && terminal) actions.push(retry);
     if (can) actions.push(keepLabel);
     keep.checked = !!run.keep;
-    put(clear(head), heading(`Run ${idText(run.id)}`, ...actions),
-      h('p', {}, 'State: ', h('span', { id: 'run-state' }, badge(run.state)), run.cancel_requested && !terminal ? ' (cancel requested)' : ''));
+    put(clear(head), heading(t('runs.heading', { id: idText(run.id) }), ...actions),
+      h('p', {}, t('runs.state_prefix'), h('span', { id: 'run-state' }, badge(run.state)), run.cancel_requested && !terminal ? t('runs.cancel_requested') : ''));
     put(clear(facts), 
-      h('dt', {}, 'Task'), h('dd', {}, task ? h('a', { href: `#/tasks/${task.id}` }, task.name) : run.task_id),
-      h('dt', {}, 'Project version'), h('dd', {}, h('a', { href: `#/projects/${run.project_id}` }, `v${run.project_version}`)),
-      h('dt', {}, 'Attempt'), h('dd', {}, `${run.attempt} of ${run.max_attempts}`),
-      h('dt', {}, 'Trigger'), h('dd', {}, run.trigger),
-      run.parent_id ? h('dt', {}, 'Started by') : null,
-      run.parent_id ? h('dd', {}, h('a', { href: `#/runs/${run.parent_id}`, id: 'run-parent' }, `run ${shortId(run.parent_id)}`)) : null,
-      h('dt', {}, 'Queue'), h('dd', {}, run.queue),
-      h('dt', {}, 'Worker'), h('dd', {}, run.worker_id ? h('code', {}, run.worker_id) : '—'),
-      h('dt', {}, 'Queued'), h('dd', {}, timeEl(run.queued_at)),
-      h('dt', {}, 'Started'), h('dd', {}, timeEl(run.started_at)),
-      h('dt', {}, 'Finished'), h('dd', {}, timeEl(run.finished_at)),
-      h('dt', {}, 'Duration'), h('dd', {}, fmtDuration(run.duration_ms)),
-      h('dt', {}, 'Exit code'), h('dd', {}, run.exit_code ?? '—', run.signal ? ` (signal ${run.signal})` : ''),
-      h('dt', {}, 'Kept'), h('dd', { id: 'run-kept' }, kept()),
-      run.params ? h('dt', {}, 'Params') : null,
+      h('dt', {}, t('common.task')), h('dd', {}, task ? h('a', { href: `#/tasks/${task.id}` }, task.name) : run.task_id),
+      h('dt', {}, t('runs.project_version')), h('dd', {}, h('a', { href: `#/projects/${run.project_id}` }, `v${run.project_version}`)),
+      h('dt', {}, t('common.attempt')), h('dd', {}, t('runs.attempt_of', { n: run.attempt, max: run.max_attempts })),
+      h('dt', {}, t('common.trigger')), h('dd', {}, label('trigger', run.trigger)),
+      run.parent_id ? h('dt', {}, t('runs.started_by')) : null,
+      run.parent_id ? h('dd', {}, h('a', { href: `#/runs/${run.parent_id}`, id: 'run-parent' }, t('runs.run_prefix'), shortId(run.parent_id))) : null,
+      h('dt', {}, t('common.queue')), h('dd', {}, run.queue),
+      h('dt', {}, t('common.worker')), h('dd', {}, run.worker_id ? h('code', {}, run.worker_id) : '—'),
+      h('dt', {}, t('common.queued')), h('dd', {}, timeEl(run.queued_at)),
+      h('dt', {}, t('runs.started')), h('dd', {}, timeEl(run.started_at)),
+      h('dt', {}, t('common.finished')), h('dd', {}, timeEl(run.finished_at)),
+      h('dt', {}, t('common.duration')), h('dd', {}, fmtDuration(run.duration_ms)),
+      h('dt', {}, t('runs.exit_code')), h('dd', {}, run.exit_code ?? '—', run.signal ? t('runs.signal', { signal: run.signal }) : ''),
+      h('dt', {}, t('runs.kept')), h('dd', { id: 'run-kept' }, kept()),
+      run.params ? h('dt', {}, t('runs.params')) : null,
       run.params ? h('dd', {}, h('code', { id: 'run-params' }, JSON.stringify(run.params))) : null,
-      run.overrides ? h('dt', {}, 'Overrides') : null,
+      run.overrides ? h('dt', {}, t('runs.overrides')) : null,
       run.overrides ? h('dd', {}, h('code', { id: 'run-overrides' }, JSON.stringify(run.overrides))) : null,
-      run.waiting ? h('dt', {}, 'Waiting') : null,
-      run.waiting ? h('dd', { id: 'run-waiting', class: 'bad' }, run.waiting) : null,
-      h('dt', {}, 'Peak memory'), h('dd', {}, run.peak_rss_kb ? `${(run.peak_rss_kb / 1024).toFixed(1)} MiB` : '—'),
-      run.error ? h('dt', {}, 'Error') : null, run.error ? h('dd', { class: 'bad' }, run.error) : null);
+      run.waiting ? h('dt', {}, t('runs.waiting')) : null,
+      run.waiting ? h('dd', { id: 'run-waiting', class: 'bad' }, waitingText(run.waiting)) : null,
+      h('dt', {}, t('runs.peak_memory')), h('dd', {}, run.peak_rss_kb ? `${fmtNumber(run.peak_rss_kb / 1024, { minimumFractionDigits: 1, maximumFractionDigits: 1 })} MiB` : '—'),
+      run.error ? h('dt', {}, t('common.error')) : null, run.error ? h('dd', { class: 'bad' }, run.error) : null);
     put(clear(tl.querySelector('#timeline')), timeline(run.history || []));
     drawAttempts();
   };
@@ -149,8 +174,8 @@ async function detail(page, id, ctx) {
     const group = await get(`/runs/${id}/group`);
     if (group.runs.length < 2) return;
     const tasks = await getAll('/tasks');
-    const names = Object.fromEntries(tasks.map((t) => [t.id, t.name]));
-    put(clear(groupCard), h('h2', {}, 'Run group'), runGraph(group, names, id));
+    const names = Object.fromEntries(tasks.map((x) => [x.id, x.name]));
+    put(clear(groupCard), h('h2', {}, t('graph.label')), runGraph(group, names, id));
     groupCard.hidden = false;
   };
 

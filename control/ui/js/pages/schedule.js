@@ -4,9 +4,17 @@
 
 import { post, query } from '../api.js';
 import { h, clear, field, fmtTime, put } from '../dom.js';
+import { t, locale } from '../i18n.js';
 
+// Cron's day names (the values); the options show the current language's.
 const DAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
 const UNITS = [['seconds', 1], ['minutes', 60], ['hours', 3600], ['days', 86400]];
+
+/** Day `i` of the week (0 = Monday) in the current language, short. */
+function dayName(i) {
+  // 2024-01-01 was a Monday.
+  return new Date(Date.UTC(2024, 0, 1 + i, 12)).toLocaleDateString(locale(), { weekday: 'short', timeZone: 'UTC' });
+}
 
 function browserZone() {
   try { return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'; } catch (_) { return 'UTC'; }
@@ -21,7 +29,7 @@ export function fireTime(iso, schedule) {
   let there = '';
   if (zone && zone !== browserZone()) {
     try {
-      there = new Date(iso).toLocaleString(undefined, { timeZone: zone, weekday: 'short', hour: '2-digit', minute: '2-digit' });
+      there = new Date(iso).toLocaleString(locale(), { timeZone: zone, weekday: 'short', hour: '2-digit', minute: '2-digit' });
     } catch (_) { /* an unknown zone: the server says so in the message */ }
   }
   return h('li', {}, h('time', { datetime: iso }, fmtTime(iso)), there ? h('span', { class: 'muted' }, ` (${there} ${zone})`) : null);
@@ -61,22 +69,22 @@ function presetOf(expr) {
  */
 export function scheduleBuilder(initial, anchor) {
   const kind = h('select', { name: 'schedule-kind' },
-    h('option', { value: '' }, 'No schedule (manual and API only)'),
-    h('option', { value: 'cron' }, 'Cron (calendar)'),
-    h('option', { value: 'interval' }, 'Every fixed interval'),
-    h('option', { value: 'once' }, 'Once, at a time'));
+    h('option', { value: '' }, t('schedule.kind_none')),
+    h('option', { value: 'cron' }, t('schedule.kind_cron')),
+    h('option', { value: 'interval' }, t('schedule.kind_interval')),
+    h('option', { value: 'once' }, t('schedule.kind_once')));
   // cron
   const preset = h('select', { name: 'cron-preset' },
-    h('option', { value: 'minutes' }, 'Every N minutes'),
-    h('option', { value: 'hourly' }, 'Every hour'),
-    h('option', { value: 'daily' }, 'Every day'),
-    h('option', { value: 'weekly' }, 'Every week'),
-    h('option', { value: 'monthly' }, 'Every month'),
-    h('option', { value: 'custom' }, 'Custom expression'));
+    h('option', { value: 'minutes' }, t('schedule.preset_minutes')),
+    h('option', { value: 'hourly' }, t('schedule.preset_hourly')),
+    h('option', { value: 'daily' }, t('schedule.preset_daily')),
+    h('option', { value: 'weekly' }, t('schedule.preset_weekly')),
+    h('option', { value: 'monthly' }, t('schedule.preset_monthly')),
+    h('option', { value: 'custom' }, t('schedule.preset_custom')));
   const everyMin = h('input', { name: 'cron-every', type: 'number', min: 1, max: 59, value: '15' });
   const minute = h('input', { name: 'cron-minute', type: 'number', min: 0, max: 59, value: '0' });
   const hour = h('input', { name: 'cron-hour', type: 'number', min: 0, max: 23, value: '9' });
-  const dow = h('select', { name: 'cron-dow' }, DAYS.map((d) => h('option', { value: d }, d)));
+  const dow = h('select', { name: 'cron-dow' }, DAYS.map((d, i) => h('option', { value: d }, dayName(i))));
   const dom = h('input', { name: 'cron-dom', type: 'number', min: 1, max: 31, value: '1' });
   const expr = h('input', { name: 'cron', class: 'mono', value: '*/15 * * * *', spellcheck: 'false' });
   const zones = h('datalist', { id: 'tz-list' });
@@ -84,7 +92,8 @@ export function scheduleBuilder(initial, anchor) {
   const tz = h('input', { name: 'timezone', list: 'tz-list', value: browserZone() });
   // interval
   const every = h('input', { name: 'every', type: 'number', min: 1, value: '10' });
-  const unit = h('select', { name: 'every-unit' }, UNITS.map(([u, n]) => h('option', { value: String(n) }, u)));
+  const unitLabel = { seconds: t('schedule.unit_seconds'), minutes: t('schedule.unit_minutes'), hours: t('schedule.unit_hours'), days: t('schedule.unit_days') };
+  const unit = h('select', { name: 'every-unit' }, UNITS.map(([u, n]) => h('option', { value: String(n) }, unitLabel[u])));
   unit.value = '60';
   // Optional bounds: the first fire (the interval counts from it) and the last possible one.
   const start = h('input', { name: 'interval-start', type: 'datetime-local' });
@@ -120,27 +129,28 @@ export function scheduleBuilder(initial, anchor) {
   // Built on each switch: the same inputs are shared by several presets, and a node can only
   // sit in one place.
   const presetFields = {
-    minutes: () => [field('Every how many minutes', everyMin)],
-    hourly: () => [field('At minute', minute)],
-    daily: () => [field('Hour', hour), field('Minute', minute)],
-    weekly: () => [field('Day of week', dow), field('Hour', hour), field('Minute', minute)],
-    monthly: () => [field('Day of month', dom), field('Hour', hour), field('Minute', minute)],
+    minutes: () => [field(t('schedule.every_minutes'), everyMin)],
+    hourly: () => [field(t('schedule.at_minute'), minute)],
+    daily: () => [field(t('schedule.hour'), hour), field(t('schedule.minute'), minute)],
+    weekly: () => [field(t('schedule.day_of_week'), dow), field(t('schedule.hour'), hour), field(t('schedule.minute'), minute)],
+    monthly: () => [field(t('schedule.day_of_month'), dom), field(t('schedule.hour'), hour), field(t('schedule.minute'), minute)],
     custom: () => [],
   };
   const presetBox = h('div', { class: 'row wrap' });
-  const cronBox = h('div', {}, field('Repeat', preset), presetBox,
-    field('Cron expression', expr, 'minute hour day-of-month month day-of-week (0 or 7 = Sunday, 1 = Monday; a sixth leading field is seconds)'),
-    field('Time zone', tz, 'IANA name, e.g. Europe/Paris; daylight-saving changes are handled'), zones);
-  const intervalBox = h('div', {}, h('div', { class: 'row wrap' }, field('Every', every), field('Unit', unit)),
+  const cronBox = h('div', {}, field(t('schedule.repeat'), preset), presetBox,
+    field(t('schedule.cron_expr'), expr, t('schedule.cron_hint')),
+    field(t('schedule.time_zone'), tz, t('schedule.tz_hint')), zones);
+  const intervalBox = h('div', {}, h('div', { class: 'row wrap' }, field(t('schedule.every'), every), field(t('schedule.unit'), unit)),
     h('div', { class: 'row wrap' },
-      field('Starting (optional, your local time)', start, 'the first fire; later ones count from it'),
-      field('Ending (optional, your local time)', end, 'no fire after this time')));
-  const onceBox = h('div', {}, field('At (your local time)', at));
+      field(t('schedule.starting'), start, t('schedule.starting_hint')),
+      field(t('schedule.ending'), end, t('schedule.ending_hint'))));
+  const onceBox = h('div', {}, field(t('schedule.at'), at));
   const next = h('ol', { class: 'next-times', id: 'next-fires' });
   const nextMsg = h('p', { class: 'muted', id: 'next-msg', 'aria-live': 'polite' });
   // The server's reading of the schedule in words, so a misread expression shows at once.
-  const described = h('p', { class: 'schedule-description', id: 'schedule-description', 'aria-live': 'polite' });
-  const nextBox = h('div', { class: 'preview' }, described, h('h3', {}, 'Next 5 fire times (your local time)'), nextMsg, next);
+  // (The server's words, English only for now: marked as such.)
+  const described = h('p', { class: 'schedule-description', id: 'schedule-description', 'aria-live': 'polite', lang: 'en' });
+  const nextBox = h('div', { class: 'preview' }, described, h('h3', {}, t('tasks.next_5')), nextMsg, next);
 
   const buildExpr = () => {
     const p = preset.value;
@@ -181,17 +191,17 @@ export function scheduleBuilder(initial, anchor) {
       const sched = value();
       clear(next);
       described.textContent = '';
-      if (!sched) { nextMsg.textContent = 'No schedule: the task runs when triggered.'; shown(); return; }
-      nextMsg.textContent = 'Computing…';
+      if (!sched) { nextMsg.textContent = t('schedule.none_msg'); shown(); return; }
+      nextMsg.textContent = t('schedule.computing');
       try {
         const res = await post(`/schedules/validate${query({ anchor })}`, sched);
         if (my !== seq) return;
         described.textContent = res.description || '';
-        nextMsg.textContent = res.next.length ? '' : 'This schedule never fires again.';
-        put(clear(next), ...res.next.map((t) => fireTime(t, sched)));
+        nextMsg.textContent = res.next.length ? '' : t('schedule.never_again');
+        put(clear(next), ...res.next.map((x) => fireTime(x, sched)));
       } catch (e) {
         if (my !== seq) return;
-        nextMsg.textContent = `Invalid schedule: ${e.detail || e.message}`;
+        nextMsg.textContent = t('schedule.invalid', { error: e.detail || e.message });
         nextMsg.classList.add('bad');
         shown();
         return;
@@ -215,8 +225,8 @@ export function scheduleBuilder(initial, anchor) {
   kind.addEventListener('change', show);
   for (const el of [expr, tz, every, unit, start, end, at]) { el.addEventListener('input', refresh); el.addEventListener('change', refresh); }
 
-  const el = h('fieldset', { class: 'schedule' }, h('legend', {}, 'Schedule'),
-    field('Kind', kind), cronBox, intervalBox, onceBox, nextBox);
+  const el = h('fieldset', { class: 'schedule' }, h('legend', {}, t('tasks.schedule')),
+    field(t('schedule.kind'), kind), cronBox, intervalBox, onceBox, nextBox);
   show();
   return { el, value };
 }

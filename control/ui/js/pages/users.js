@@ -3,90 +3,90 @@
 import { get, post, patch, del } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, toast, confirmDialog, put } from '../dom.js';
 import { signedOut } from '../app.js';
+import { t, label } from '../i18n.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
 // Changing your own role or disabling yourself ends every session of yours (the server revokes
-// them): ask first, and say so on the login page after.
-const ENDS_SESSION = 'Every session of yours ends at once: you will be signed out.';
+// them): ask first, and say so on the login page after (`users.ends_session`).
 
 export async function render(page, params, ctx) {
   const errors = errorBox();
   const box = h('div', {});
   const load = async () => {
     const res = await get('/users');
-    put(clear(box), table(['User', 'Role', 'Status', 'Created', 'Actions'], res.items.map((u) => {
+    put(clear(box), table([t('users.user'), t('common.role'), t('common.status'), t('common.created'), t('common.actions')], res.items.map((u) => {
       const self = u.id === ctx.session.me.user.id;
-      const role = h('select', { 'aria-label': `Role of ${u.username}`, 'data-mutates': '' }, ROLES.map((r) => h('option', { value: r }, r)));
+      const role = h('select', { 'aria-label': t('users.role_of', { name: u.username }), 'data-mutates': '' }, ROLES.map((r) => h('option', { value: r }, label('role', r))));
       role.value = u.role;
       role.addEventListener('change', async () => {
         const to = role.value;
-        if (self && !(await confirmDialog(`Make yourself ${to}? ${ENDS_SESSION}`, `Become ${to}`))) {
+        if (self && !(await confirmDialog(t('users.confirm_self_role', { role: label('role', to) }), t('users.become', { role: label('role', to) })))) {
           role.value = u.role;
           return;
         }
         const left = await busy(role, errors, async () => {
           await patch(`/users/${u.id}`, { role: to });
-          if (self) { signedOut(`You made yourself ${to}. Sign in again.`); return true; }
-          toast(`${u.username} is now ${to}`);
+          if (self) { signedOut(t('users.made_yourself', { role: label('role', to) })); return true; }
+          toast(t('users.now_role', { name: u.username, role: label('role', to) }));
           return false;
         });
         // Also after a refusal: the select shows the role as it is.
         if (!left) await load();
       });
-      const toggle = h('button', { type: 'button', 'data-mutates': '' }, u.disabled ? 'Enable' : 'Disable');
+      const toggle = h('button', { type: 'button', 'data-mutates': '' }, u.disabled ? t('common.enable') : t('common.disable'));
       toggle.addEventListener('click', async () => {
-        if (self && !u.disabled && !(await confirmDialog(`Disable your own account? ${ENDS_SESSION} Only another admin can enable you again.`, 'Disable me'))) return;
+        if (self && !u.disabled && !(await confirmDialog(t('users.confirm_disable_self'), t('users.disable_me')))) return;
         const left = await busy(toggle, errors, async () => {
           await patch(`/users/${u.id}`, { disabled: !u.disabled });
-          if (self) { signedOut('You disabled your own account.'); return true; }
+          if (self) { signedOut(t('users.disabled_self')); return true; }
           return false;
         });
         if (!left) await load();
       });
-      const reset = h('button', { type: 'button', 'data-mutates': '' }, 'Set password');
+      const reset = h('button', { type: 'button', 'data-mutates': '' }, t('users.set_password'));
       reset.addEventListener('click', async () => {
         const pw = h('input', { type: 'password', autocomplete: 'new-password', minlength: 8 });
-        const ok = h('button', { type: 'submit', class: 'primary' }, 'Set');
-        const no = h('button', { type: 'button' }, 'Cancel');
+        const ok = h('button', { type: 'submit', class: 'primary' }, t('users.set'));
+        const no = h('button', { type: 'button' }, t('common.cancel'));
         const err = errorBox();
-        const dlg = h('dialog', { 'aria-label': `New password for ${u.username}` },
-          h('form', { method: 'dialog', class: 'form' }, h('h2', {}, `New password for ${u.username}`), err, field('Password (at least 8 characters)', pw), h('div', { class: 'row' }, ok, no)));
+        const dlg = h('dialog', { 'aria-label': t('users.new_password_for', { name: u.username }) },
+          h('form', { method: 'dialog', class: 'form' }, h('h2', {}, t('users.new_password_for', { name: u.username })), err, field(t('users.password_8'), pw), h('div', { class: 'row' }, ok, no)));
         no.addEventListener('click', () => dlg.close());
         // However it closes (Set, Cancel or Escape), the dialog leaves the page.
         dlg.addEventListener('close', () => dlg.remove());
         dlg.querySelector('form').addEventListener('submit', (e) => {
           e.preventDefault();
-          busy(ok, err, async () => { await patch(`/users/${u.id}`, { password: pw.value }); dlg.close(); toast('Password changed'); });
+          busy(ok, err, async () => { await patch(`/users/${u.id}`, { password: pw.value }); dlg.close(); toast(t('users.password_changed')); });
         });
         document.body.append(dlg);
         dlg.showModal();
         pw.focus();
       });
-      const rm = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, 'Delete');
+      const rm = h('button', { type: 'button', class: 'danger', 'data-mutates': '' }, t('common.delete'));
       rm.addEventListener('click', async () => {
-        if (!(await confirmDialog(`Delete user ${u.username}? Their tokens stop working.`, 'Delete'))) return;
+        if (!(await confirmDialog(t('users.confirm_delete', { name: u.username }), t('common.delete')))) return;
         await busy(rm, errors, async () => { await del(`/users/${u.id}`); await load(); });
       });
-      return [h('strong', {}, u.username, self ? ' (you)' : ''), role, u.disabled ? 'disabled' : 'active', timeEl(u.created_at),
+      return [h('strong', {}, u.username, self ? t('users.you') : ''), role, u.disabled ? t('users.disabled') : t('common.active'), timeEl(u.created_at),
         h('div', { class: 'row' }, toggle, reset, self ? null : rm)];
     })));
   };
   const username = h('input', { name: 'new-username', required: true, autocomplete: 'off' });
   const password = h('input', { name: 'new-password', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
-  const role = h('select', { name: 'new-role' }, ROLES.map((r) => h('option', { value: r }, r)));
-  const create = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, 'Create user');
+  const role = h('select', { name: 'new-role' }, ROLES.map((r) => h('option', { value: r }, label('role', r))));
+  const create = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, t('users.create'));
   const ferr = errorBox();
-  const form = h('form', { class: 'card form', id: 'user-form' }, h('h2', {}, 'Add a user'), ferr,
-    field('Username', username), field('Password', password, 'At least 8 characters.'), field('Role', role), create);
+  const form = h('form', { class: 'card form', id: 'user-form' }, h('h2', {}, t('users.add')), ferr,
+    field(t('common.username'), username), field(t('common.password'), password, t('common.at_least_8')), field(t('common.role'), role), create);
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     busy(create, ferr, async () => {
       await post('/users', { username: username.value.trim(), password: password.value, role: role.value });
-      toast(`User ${username.value} created`);
+      toast(t('users.created', { name: username.value }));
       form.reset();
       await load();
     });
   });
-  put(page, heading('Users'), errors, h('div', { class: 'grid2' }, h('section', { class: 'card' }, box), form));
+  put(page, heading(t('users.title')), errors, h('div', { class: 'grid2' }, h('section', { class: 'card' }, box), form));
   await load();
 }
