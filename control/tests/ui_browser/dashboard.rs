@@ -61,6 +61,28 @@ pub async fn dashboard_and_lists(c: &Client, sys: &System, admin: &str, project_
     )
     .await;
     shot(c, "12-runs").await;
+    // Filters apply as they change and stay in the URL, without a new page.
+    fill(
+        c,
+        "#main form[role=search] input[name=error]",
+        "no such error",
+    )
+    .await;
+    wait_js(
+        c,
+        "return location.hash === '#/runs?state=cancelled&error=no+such+error' \
+           && document.querySelector('#main section.card').textContent.includes('No runs match.')",
+        "no run with that error, said in the URL",
+    )
+    .await;
+    go(c, base, "/runs?trigger=schedule").await;
+    wait_js(
+        c,
+        "return document.querySelector('#main select[name=trigger]').value === 'schedule' \
+           && document.querySelector('#main section.card').textContent.includes('No runs match.')",
+        "the trigger filter read from the URL",
+    )
+    .await;
     // A page whose data cannot load says why, readably.
     go(c, base, "/runs/01900000-0000-7000-8000-000000000000").await;
     let message = wait_js(

@@ -15,32 +15,82 @@ export async function render(page, params, ctx) {
   return id ? detail(page, id, ctx) : list(page, ctx);
 }
 
+/** How runs are started, for the trigger filter. */
+const TRIGGERS = ['manual', 'schedule', 'webhook', 'retry', 'invoke', 'on_success', 'on_failure', 'on_complete', 'needs'];
+
+/** An RFC 3339 time as a `datetime-local` value in local time ('' for none or a bad one). */
+function localInput(iso) {
+  const d = iso ? new Date(iso) : null;
+  if (!d || Number.isNaN(d.getTime())) return '';
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+/** A `datetime-local` value (local time) as RFC 3339 UTC, or '' when empty or incomplete. */
+function isoOf(local) {
+  const d = local ? new Date(local) : null;
+  return d && !Number.isNaN(d.getTime()) ? d.toISOString() : '';
+}
+
 async function list(page, ctx) {
   const q = hashQuery();
-  const tasks = await getAll('/tasks');
+  const [tasks, workers] = await Promise.all([getAll('/tasks'), get('/workers').then((r) => r.items || r).catch(() => [])]);
   const tname = Object.fromEntries(tasks.map((x) => [x.id, x.name]));
   const state = h('select', { name: 'state' }, h('option', { value: '' }, t('common.any')), STATES.map((s) => h('option', { value: s }, label('state', s))));
   state.value = q.get('state') || '';
   const task = h('select', { name: 'task' }, h('option', { value: '' }, t('common.any')), tasks.map((x) => h('option', { value: x.id }, x.name)));
   task.value = q.get('task') || '';
+  const trigger = h('select', { name: 'trigger' }, h('option', { value: '' }, t('common.any')), TRIGGERS.map((x) => h('option', { value: x }, label('trigger', x))));
+  trigger.value = q.get('trigger') || '';
+  const from = h('input', { type: 'datetime-local', name: 'since', value: localInput(q.get('since')) });
+  const to = h('input', { type: 'datetime-local', name: 'until', value: localInput(q.get('until')) });
+  const worker = h('select', { name: 'worker' }, h('option', { value: '' }, t('common.any')),
+    workers.map((w) => h('option', { value: w.id }, w.name ? `${w.name} · ${w.id.slice(-6)}` : w.id)));
+  worker.value = q.get('worker') || '';
+  const error = h('input', { type: 'search', name: 'error', value: q.get('error') || '', placeholder: t('runs.error_placeholder') });
   const apply = h('button', { type: 'submit' }, t('common.filter'));
-  const filters = h('form', { class: 'row wrap filters', role: 'search' }, field(t('common.state'), state), field(t('common.task'), task), apply);
+  const filters = h('form', { class: 'row wrap filters', role: 'search' }, field(t('common.state'), state), field(t('common.task'), task),
+    field(t('common.trigger'), trigger), field(t('runs.from'), from), field(t('runs.to'), to), field(t('common.worker'), worker),
+    field(t('runs.error_contains'), error), apply);
+  // What the URL keeps, and what the API is asked.
+  const chosen = () => ({ state: state.value, task: task.value, trigger: trigger.value, since: isoOf(from.value),
+    until: isoOf(to.value), worker: worker.value, error: error.value.trim() });
+  const asked = (c) => ({ state: c.state, task_id: c.task, trigger: c.trigger, since: c.since, until: c.until,
+    worker_id: c.worker, error: c.error });
   filters.addEventListener('submit', (e) => {
     e.preventDefault();
-    ctx.navigate(`/runs${query({ state: state.value, task: task.value })}`);
+    ctx.navigate(`/runs${query(chosen())}`);
   });
   const errors = errorBox();
-  const { box, more, load } = pagedList(
-    (cursor) => get(`/runs${query({ state: state.value, task_id: task.value, limit: 50, cursor })}`),
-    (rows) => table([t('common.run'), t('common.task'), t('common.state'), t('common.attempt'), t('common.trigger'), t('common.worker'), t('common.queued'), t('common.duration'), t('common.exit')], rows.map((r) => [
-      h('a', { href: `#/runs/${r.id}` }, shortId(r.id)),
-      h('a', { href: `#/tasks/${r.task_id}` }, tname[r.task_id] || r.task_id),
-      badge(r.state), `${r.attempt}/${r.max_attempts}`, label('trigger', r.trigger), r.worker_id ? shortId(r.worker_id) : '—',
-      timeEl(r.queued_at), fmtDuration(r.duration_ms), r.exit_code ?? '—',
-    ]), t('runs.none_match')),
-    errors);
-  put(page, heading(t('runs.title')), filters, errors, h('section', { class: 'card' }, box, more));
-  await load();
+  const card = h('section', { class: 'card' });
+  const draw = async () => {
+    const c = chosen();
+    const { box, more, load } = pagedList(
+      (cursor) => get(`/runs${query({ ...asked(c), limit: 50, cursor })}`),
+      (rows) => table([t('common.run'), t('common.task'), t('common.state'), t('common.attempt'), t('common.trigger'), t('common.worker'), t('common.queued'), t('common.duration'), t('common.exit')], rows.map((r) => [
+        h('a', { href: `#/runs/${r.id}` }, shortId(r.id)),
+        h('a', { href: `#/tasks/${r.task_id}` }, tname[r.task_id] || r.task_id),
+        badge(r.state), `${r.attempt}/${r.max_attempts}`, label('trigger', r.trigger), r.worker_id ? shortId(r.worker_id) : '—',
+        timeEl(r.queued_at), fmtDuration(r.duration_ms), r.exit_code ?? '—',
+      ]), t('runs.none_match')),
+      errors);
+    await load();
+    errors.show(null);
+    put(clear(card), box, more);
+  };
+  // Applied as they change (text after a pause in typing), kept in the URL without a new page.
+  let typing = null;
+  const changed = () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      history.replaceState(null, '', `#/runs${query(chosen())}`);
+      draw().catch((err) => errors.show(err));
+    }, 300);
+  };
+  for (const el of [state, task, trigger, from, to, worker]) el.addEventListener('change', changed);
+  error.addEventListener('input', changed);
+  put(page, heading(t('runs.title')), filters, errors, card);
+  await draw();
 }
 
 /** History details are often JSON (an outcome); show them as `key value` pairs without nulls
