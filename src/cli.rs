@@ -314,6 +314,10 @@ pub struct ControlArgs {
     /// Host).
     #[arg(long, env = "ANTCODE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Where runners reach the edge (`https://EDGE_HOST:50051`), for the enrollment command the
+    /// web UI shows.
+    #[arg(long, env = "ANTCODE_EDGE_URL")]
+    pub edge_url: Option<String>,
     #[command(flatten)]
     pub git: GitArgs,
 }

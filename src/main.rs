@@ -334,6 +334,7 @@ async fn run_control(args: cli::ControlArgs) -> anyhow::Result<()> {
         },
         trusted_proxies: args.trusted_proxies,
         public_url: args.public_url,
+        edge_url: args.edge_url,
         git: args.git.policy(),
     };
     tracing::info!("control listening on http://{}", args.listen);

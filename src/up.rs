@@ -106,6 +106,17 @@ pub struct Up {
     runner: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Where runners reach the in-process edge: the first `--edge-host`, else `localhost` (which its
+/// certificate names), at the port it listens on.
+fn edge_url(addr: SocketAddr, hosts: &[String]) -> String {
+    let host = hosts.first().map(String::as_str).unwrap_or("localhost");
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]"),
+        Err(_) => host.to_string(),
+    };
+    format!("https://{host}:{}", addr.port())
+}
+
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} for {what} (is another antcode running? use --listen / --edge-listen)"))
 }
@@ -166,6 +177,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<Up> {
         cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
         trusted_proxies: cfg.trusted_proxies.clone(),
         public_url: Some(public_url.clone()),
+        edge_url: Some(edge_url(edge_addr, &cfg.edge_hosts)),
         git: cfg.git.clone(),
     };
     let s = shutdown.clone();

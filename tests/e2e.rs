@@ -764,3 +764,31 @@ async fn a_long_log_is_read_in_parts() {
     assert_eq!(odd.status(), 400);
     up.stop().await.unwrap();
 }
+
+/// What an enrolling runner needs besides its key: where the edge is (as `up` runs it) and the
+/// cluster CA's certificate, which is the file `up` wrote and never its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_address_and_ca_are_offered_for_enrollment() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(dir.path(), false).await;
+    let c = login(&up).await;
+    let edge = c.get("/edge").await;
+    assert_eq!(
+        edge,
+        json!({"url": format!("https://localhost:{}", up.edge_addr.port()), "ca": true})
+    );
+    let res = c
+        .http
+        .get(format!("{}/edge/ca.pem", c.base))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-pem-file");
+    let pem = res.text().await.unwrap();
+    let written = std::fs::read_to_string(dir.path().join("tls/ca.pem")).unwrap();
+    assert_eq!(pem, written);
+    assert!(pem.contains("BEGIN CERTIFICATE") && !pem.contains("PRIVATE KEY"));
+    up.stop().await.unwrap();
+}

@@ -871,6 +871,7 @@ async fn a_run_survives_an_edge_restart() {
         cluster_ca: Some((certs.ca_cert_pem.clone(), certs.ca_key_pem.clone())),
         trusted_proxies: vec![],
         public_url: None,
+        edge_url: None,
         git: antcode_control::GitPolicy::default(),
     };
     let control_task = tokio::spawn(antcode_control::run(control, planes.clone()));

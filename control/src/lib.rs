@@ -79,6 +79,8 @@ pub struct ControlConfig {
     pub public_url: Option<String>,
     /// What Git fetches may reach and how much they may take (`--git-allow-private`, …).
     pub git: GitPolicy,
+    /// Where runners reach the edge (`--edge-url`), for the enrollment command the UI shows.
+    pub edge_url: Option<String>,
 }
 
 /// The limits of a Git project's fetches: private addresses (refused by default), size, time.
@@ -123,6 +125,7 @@ pub(crate) struct Inner {
     pub trusted_proxies: Vec<Cidr>,
     pub audit: audit::AuditLog,
     pub public_url: Option<String>,
+    pub edge_url: Option<String>,
     pub hook_buckets: ratelimit::Buckets,
     /// How many refused calls of each hook are still audited this minute.
     pub hook_denials: ratelimit::Buckets,
@@ -164,6 +167,10 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
         audit: audit.clone(),
         public_url: config
             .public_url
+            .map(|u| u.trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty()),
+        edge_url: config
+            .edge_url
             .map(|u| u.trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty()),
         hook_buckets: ratelimit::Buckets::default(),

@@ -66,6 +66,8 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "/api/v1/workers/{id}", "Revoke an enrolled worker's credential", "admin", ""),
     ("get", "/api/v1/queues", "Jobs waiting in each broker queue", "viewer", ""),
     ("get", "/api/v1/enrolled-workers", "Enrolled worker identities, revoked or not, online or not", "admin", ""),
+    ("get", "/api/v1/edge", "Where runners reach the edge, and whether its CA can be downloaded", "viewer", ""),
+    ("get", "/api/v1/edge/ca.pem", "The cluster CA's certificate (PEM), which gateway runners trust the edge by", "viewer", ""),
     ("get", "/api/v1/worker-keys", "List enrollment keys (never the keys themselves)", "admin", ""),
     ("post", "/api/v1/worker-keys", "Create a one-time enrollment key (shown once)", "admin", "json"),
     ("get", "/api/v1/secrets", "List task secrets (names and timestamps, never values)", "viewer", ""),
@@ -420,6 +422,12 @@ fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
         ("get", "/api/v1/workers") => ok(page_of("WorkerStatus")),
         ("get", "/api/v1/workers/{id}") => ok(schema_ref("WorkerStatus")),
         ("get", "/api/v1/worker-keys") => ok(page_of("WorkerKey")),
+        ("get", "/api/v1/edge") => ok(
+            json!({"type": "object", "required": ["url", "ca"], "properties": {
+            "url": {"type": ["string", "null"], "description": "https://EDGE_HOST:PORT, null when unknown"},
+            "ca": {"type": "boolean"}}}),
+        ),
+        ("get", "/api/v1/edge/ca.pem") => ok(json!({"type": "string"})),
         ("post", "/api/v1/worker-keys") => created(with_fields(
             "WorkerKey",
             json!({"key": secret("the enrollment key itself, shown only in this answer")}),
@@ -1165,6 +1173,7 @@ pub fn document() -> Value {
         }
         let media = match *path {
             "/api/v1/runs/{id}/logs" | "/metrics" => "text/plain",
+            "/api/v1/edge/ca.pem" => "application/x-pem-file",
             "/api/v1/runs/{id}/events" => "text/event-stream",
             "/api/v1/projects/{id}/versions/{n}/download" => "application/octet-stream",
             _ => "application/json",

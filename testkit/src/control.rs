@@ -78,6 +78,7 @@ pub async fn start_with(edit: impl FnOnce(&mut ControlConfig)) -> Server {
         cluster_ca: None,
         trusted_proxies: vec![],
         public_url: None,
+        edge_url: None,
         git: antcode_control::GitPolicy::default(),
     };
     edit(&mut config);

@@ -3,7 +3,9 @@
 //! identities: `POST|GET /worker-keys` (one-time enrollment keys, shown once) and
 //! `DELETE /workers/{id}` (revoke: the edge refuses its credential within about a second), and
 //! `GET /enrolled-workers`, every enrolled identity, revoked or not, heartbeating or not (so an
-//! offline worker's credential can be revoked too).
+//! offline worker's credential can be revoked too). What an enrolling runner needs besides its
+//! key: `GET /edge` (where it reaches the edge) and `GET /edge/ca.pem` (the cluster CA's
+//! certificate, public).
 
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -29,6 +31,39 @@ pub fn router() -> Router<AppState> {
         .route("/workers/{id}", delete(revoke))
         .route("/worker-keys", get(list_keys).post(create_key))
         .route("/enrolled-workers", get(list_enrolled))
+        .route("/edge", get(edge))
+        .route("/edge/ca.pem", get(edge_ca))
+}
+
+/// Where runners reach the edge (`--edge-url`; `up` knows its own) and whether the cluster CA
+/// can be downloaded: what the enrollment command needs besides the key.
+async fn edge(ctx: Ctx) -> ApiResult<Response> {
+    Ok(ok(json!({
+        "url": ctx.state.edge_url,
+        "ca": ctx.state.cluster_ca.is_some(),
+    })))
+}
+
+/// The cluster CA's certificate (never its key), which a gateway runner trusts the edge by.
+async fn edge_ca(ctx: Ctx) -> ApiResult<Response> {
+    use axum::http::{header, HeaderValue};
+    use axum::response::IntoResponse;
+    let Some((cert, _)) = ctx.state.cluster_ca.as_ref() else {
+        return Err(Problem::not_found(
+            "no cluster CA here: control runs without ANTCODE_CLUSTER_CA_CERT",
+        ));
+    };
+    let mut resp = cert.clone().into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-pem-file"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"ca.pem\""),
+    );
+    Ok(resp)
 }
 
 async fn list(ctx: Ctx) -> ApiResult<Response> {

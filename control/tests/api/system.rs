@@ -113,6 +113,10 @@ async fn system_endpoints_and_every_documented_route_is_routed() {
         "routes are labelled by template"
     );
     assert!(!metrics.contains(ghost), "a raw path reached a label");
+    // Without an edge address or a cluster CA, the enrollment facts say so.
+    let edge: serde_json::Value = s.get(&t, "/api/v1/edge").await.json().await.unwrap();
+    assert_eq!(edge, serde_json::json!({"url": null, "ca": false}));
+    assert_eq!(s.get(&t, "/api/v1/edge/ca.pem").await.status(), 404);
     s.stop().await;
 }
 

@@ -239,6 +239,7 @@ pub async fn start_system() -> System {
         cluster_ca: None,
         trusted_proxies: vec![],
         public_url: None,
+        edge_url: None,
         // The Git project flow fetches from a server on loopback.
         git: antcode_control::GitPolicy {
             allow_private: true,

@@ -483,6 +483,7 @@ async fn start_control(
         cluster_ca: Some((certs.ca_cert_pem, certs.ca_key_pem)),
         trusted_proxies: vec![],
         public_url: None,
+        edge_url: None,
         git: antcode_control::GitPolicy::default(),
     };
     let s = shutdown.clone();

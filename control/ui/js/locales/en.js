@@ -411,6 +411,7 @@ export default {
   "workers.labels_hint": "KEY=VALUE, comma separated.",
   "workers.valid_hours": "Valid for (hours)",
   "workers.edge": "Edge address the runner connects to",
+  "workers.download_ca": "Download the cluster CA (ca.pem)",
   "workers.not_pair": "\"{line}\" is not KEY=VALUE",
   "workers.runner_command": "Runner command",
   "workers.copy_command": "Copy command",

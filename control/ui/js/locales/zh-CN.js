@@ -402,6 +402,7 @@ export default {
   "workers.labels_hint": "KEY=VALUE 格式，以逗号分隔。",
   "workers.valid_hours": "有效期（小时）",
   "workers.edge": "运行器连接的边缘网关地址",
+  "workers.download_ca": "下载集群 CA 证书（ca.pem）",
   "workers.not_pair": "“{line}”不是 KEY=VALUE 格式",
   "workers.runner_command": "运行器命令",
   "workers.copy_command": "复制命令",

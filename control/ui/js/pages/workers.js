@@ -25,13 +25,20 @@ function enrollment(errors) {
   const queues = h('input', { name: 'key-queues', value: 'default' });
   const labels = h('input', { name: 'key-labels', placeholder: 'region=eu, gpu=1', translate: 'no' });
   const hours = h('input', { name: 'key-hours', type: 'number', min: 1, max: 720, value: '24' });
+  // The edge's address as the server knows it (`up` knows its own; control takes --edge-url),
+  // else a guess from this page's host and the default port.
   const edge = h('input', { name: 'edge-url', value: `https://${location.hostname}:50051` });
+  const ca = h('a', { class: 'button', id: 'edge-ca', href: '/api/v1/edge/ca.pem', download: 'ca.pem', hidden: true }, t('workers.download_ca'));
+  get('/edge').then((e) => {
+    if (e.url) edge.value = e.url;
+    ca.hidden = !e.ca;
+  }).catch(() => { /* an older server: keep the guess */ });
   const make = h('button', { type: 'submit', class: 'primary', 'data-mutates': '' }, t('workers.create_key'));
   const shown = h('div', { class: 'secret', hidden: true, role: 'status' });
   const ferr = errorBox();
   const form = h('form', { class: 'form', id: 'key-form' }, ferr,
     h('div', { class: 'row wrap' }, field(t('workers.note'), note), field(t('workers.queues'), queues, t('common.comma_separated')), field(t('common.labels'), labels, t('workers.labels_hint')), field(t('workers.valid_hours'), hours)),
-    field(t('workers.edge'), edge), make, shown);
+    h('div', { class: 'row wrap' }, field(t('workers.edge'), edge), ca), make, shown);
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     busy(make, ferr, async () => {
