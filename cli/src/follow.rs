@@ -122,6 +122,12 @@ struct Progress {
     waiting: Waiting,
 }
 
+/// `text` without control characters. A progress step is written by the runner, which may be a
+/// gateway runner on another machine: none of its escape sequences reach the user's terminal.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// `progress` events on standard error: a spinner with the latest step on a terminal, which
 /// gives way to the log (leaving the last step printed), else one line per step.
 #[derive(Default)]
@@ -171,8 +177,8 @@ impl Progress {
                 .and_then(|_| out.flush())
                 .map_err(Error::stdout);
         }
-        self.waiting
-            .step(chunk.get("data").and_then(Value::as_str).unwrap_or(""));
+        let text = chunk.get("data").and_then(Value::as_str).unwrap_or("");
+        self.waiting.step(&printable(text));
         Ok(())
     }
 
@@ -350,6 +356,14 @@ mod tests {
             );
             assert_eq!(events[1].name, "end");
         }
+    }
+
+    #[test]
+    fn a_progress_step_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable("building\u{1b}]0;owned\u{7}\u{1b}[2J the environment\r\n"),
+            "building]0;owned[2J the environment"
+        );
     }
 
     #[test]
