@@ -12,7 +12,7 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 /// Most bytes one range answer carries; a longer range is answered with its first this-many
 /// (its `Content-Range` says so).
@@ -23,6 +23,10 @@ pub const MAX_MATCHES: usize = 1000;
 pub const MAX_MATCH_CHARS: usize = 1000;
 /// Longest search text, in characters.
 pub const MAX_QUERY_CHARS: usize = 256;
+
+/// Range reads and searches at once in this process: each inflates a whole archive, so more
+/// would only share the same cores; the rest wait their turn.
+static READERS: Semaphore = Semaphore::const_new(4);
 
 /// One `bytes=` range of a `Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +95,7 @@ pub async fn read_range(
     mut pieces: mpsc::Receiver<io::Result<Bytes>>,
     range: ByteRange,
 ) -> io::Result<Slice> {
+    let _turn = READERS.acquire().await.map_err(io::Error::other)?;
     let mut total = 0u64;
     match range {
         ByteRange::From { first, last } => {
@@ -170,7 +175,11 @@ pub async fn search(
     mut pieces: mpsc::Receiver<io::Result<Bytes>>,
     query: &str,
 ) -> io::Result<Found> {
+    let _turn = READERS.acquire().await.map_err(io::Error::other)?;
     let needle = query.to_ascii_lowercase().into_bytes();
+    // Linear in the line whatever the text (a naive scan is quadratic on `AAAA…`).
+    let finder = memchr::memmem::Finder::new(&needle);
+    let mut lowered: Vec<u8> = Vec::new();
     let mut found = Found {
         matches: vec![],
         truncated: false,
@@ -181,9 +190,11 @@ pub async fn search(
     // newline is judged by its first MAX_LINE bytes).
     let mut line: Vec<u8> = Vec::new();
     let mut line_start = 0u64;
-    let check = |line: &[u8], start: u64, found: &mut Found| {
+    let mut check = |line: &[u8], start: u64, found: &mut Found| {
         found.lines += 1;
-        if contains_ignoring_case(line, &needle) {
+        lowered.clear();
+        lowered.extend(line.iter().map(u8::to_ascii_lowercase));
+        if finder.find(&lowered).is_some() {
             if found.matches.len() == MAX_MATCHES {
                 found.truncated = true;
                 return;
@@ -221,13 +232,6 @@ const MAX_LINE: usize = 64 * 1024;
 fn extend_bounded(line: &mut Vec<u8>, more: &[u8]) {
     let room = MAX_LINE.saturating_sub(line.len());
     line.extend_from_slice(&more[..more.len().min(room)]);
-}
-
-fn contains_ignoring_case(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

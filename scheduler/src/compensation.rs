@@ -421,7 +421,11 @@ impl<'a> Compensator<'a> {
 /// `attempt`'s chunks in order and a last line with `why`, gzip-compressed as a runner archives
 /// a log; `None` when the attempt streamed nothing.
 fn lost_log(chunks: &[LogChunk], attempt: u32, why: &str) -> Option<Vec<u8>> {
-    let mut ours: Vec<&LogChunk> = chunks.iter().filter(|c| c.attempt == attempt).collect();
+    // Progress steps are live only: they never join an archive.
+    let mut ours: Vec<&LogChunk> = chunks
+        .iter()
+        .filter(|c| c.attempt == attempt && c.stream != antcode_core::broker::PROGRESS_STREAM)
+        .collect();
     if ours.is_empty() {
         return None;
     }

@@ -151,14 +151,18 @@ async fn log_pieces(
     if let Some(pieces) = archive {
         return Ok(pieces);
     }
+    // Each chunk its own piece: the window is held once (as the broker answered it), not
+    // copied into one string beside it.
     let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
-    let text: String = chunks
+    let pieces: Vec<Bytes> = chunks
         .into_iter()
         .filter(|c| attempt.is_none_or(|n| c.attempt == n) && c.stream != PROGRESS_STREAM)
-        .map(|c| c.data)
+        .map(|c| Bytes::from(c.data))
         .collect();
-    let (tx, rx) = mpsc::channel(1);
-    let _ = tx.try_send(Ok(Bytes::from(text)));
+    let (tx, rx) = mpsc::channel(pieces.len().max(1));
+    for piece in pieces {
+        let _ = tx.try_send(Ok(piece));
+    }
     Ok(rx)
 }
 
@@ -365,16 +369,19 @@ fn sse_response(
 }
 
 /// One chunk as a `log` event whose id is the chunk's cursor; a chunk of the progress stream
-/// (what the run waits on before its process starts) as a `progress` event.
+/// (what the run waits on before its process starts) as a `progress` event without an id, so
+/// `Last-Event-ID` always names a chunk of the log (a client that saw only progress resumes
+/// from nothing and gets the archive).
 fn log_event(c: &LogChunk) -> Event {
-    let name = match c.stream == PROGRESS_STREAM {
-        true => "progress",
-        false => "log",
-    };
-    Event::default()
-        .event(name)
-        .id(c.cursor().to_string())
-        .data(json!(c).to_string())
+    match c.stream == PROGRESS_STREAM {
+        true => Event::default()
+            .event("progress")
+            .data(json!(c).to_string()),
+        false => Event::default()
+            .event("log")
+            .id(c.cursor().to_string())
+            .data(json!(c).to_string()),
+    }
 }
 
 fn end_event(run: &Run) -> Event {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use antcode_core::blob::{log_key, BlobError};
-use antcode_core::broker::{changed, routing, RunChanges};
+use antcode_core::broker::{changed, routing, RunChanges, PROGRESS_STREAM};
 use antcode_core::dispatch::{publish_job, PublishError};
 use antcode_core::flow::LinkKind;
 use antcode_core::hooks::RunKey;
@@ -509,7 +509,8 @@ pub async fn log_text(state: &AppState, run: &Run, limit: u64) -> ApiResult<(Str
         }
     } else {
         let chunks = state.broker.read_log(&run.id, 0, Duration::ZERO).await?;
-        for c in chunks {
+        // Progress steps are not the log.
+        for c in chunks.iter().filter(|c| c.stream != PROGRESS_STREAM) {
             if !append_upto(&mut text, c.data.as_bytes(), limit) {
                 cut = true;
                 break;

@@ -322,6 +322,7 @@ async fn list_runs_filters_and_pages(db: &TestDb) {
     for (id, token, error) in [
         (&theirs.id, "tg", "Killed: MEMORY 100%_used!"),
         (&mine[1], "t1", "memory 100%Xused!"),
+        (&mine[4], "t4", "Ошибка сети"),
     ] {
         let mut ended = outcome(RunState::Failed);
         ended.error = Some(error.into());
@@ -344,6 +345,8 @@ async fn list_runs_filters_and_pages(db: &TestDb) {
     );
     assert_eq!(count(erring("%")).await, 2);
     assert_eq!(count(erring("nothing like it")).await, 0);
+    // Text beyond ASCII is matched as given, the same on every engine.
+    assert_eq!(count(erring("Ошибка")).await, 1);
 }
 
 async fn queued_runs_expire_after_their_queue_timeout(db: &TestDb) {

@@ -14,6 +14,7 @@ use antcode_core::blob::local::LocalBlobStore;
 use antcode_core::blob::{bundle_key, BlobStore};
 use antcode_core::broker::memory::MemoryBroker;
 use antcode_core::broker::prelude::*;
+use antcode_core::broker::PROGRESS_STREAM;
 use antcode_core::model::{
     BundleFormat, BundleRef, Job, Outcome, RunEvent, RunEventKind, RunState,
     INTERRUPTED_BY_SHUTDOWN,
@@ -199,7 +200,10 @@ impl Harness {
                 .unwrap()
             {
                 after = c.cursor();
-                text.push_str(&c.data);
+                // Progress steps ("environment ready in …") are not the log.
+                if c.stream != PROGRESS_STREAM {
+                    text.push_str(&c.data);
+                }
             }
         }
     }
@@ -217,7 +221,11 @@ impl Harness {
             (1..=chunks.len() as u64).collect::<Vec<_>>(),
             "chunks are sequenced 1, 2, 3…"
         );
-        chunks.iter().map(|c| c.data.as_str()).collect()
+        chunks
+            .iter()
+            .filter(|c| c.stream != PROGRESS_STREAM)
+            .map(|c| c.data.as_str())
+            .collect()
     }
 
     /// The archived log of an outcome, decompressed.

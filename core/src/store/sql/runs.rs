@@ -276,9 +276,18 @@ impl RunStore for SqlStore {
         }
         if let Some(e) = &f.error {
             // `!` escapes LIKE's wildcards the same way on every engine (a backslash does not).
-            sql.push_str(" AND LOWER(error) LIKE ? ESCAPE '!'");
-            let escaped = e
-                .to_lowercase()
+            // Case is ignored for ASCII letters: SQLite's LOWER folds only those, so other text
+            // is matched as given (PostgreSQL would fold it, SQLite not).
+            let folded = e.is_ascii();
+            sql.push_str(match folded {
+                true => " AND LOWER(error) LIKE ? ESCAPE '!'",
+                false => " AND error LIKE ? ESCAPE '!'",
+            });
+            let given = match folded {
+                true => e.to_ascii_lowercase(),
+                false => e.clone(),
+            };
+            let escaped = given
                 .replace('!', "!!")
                 .replace('%', "!%")
                 .replace('_', "!_");
