@@ -93,7 +93,7 @@ export async function fetchRange(path, range) {
   try {
     resp = await fetch(`/api/v1${path}`, { headers: { Range: range }, credentials: 'same-origin' });
   } catch (e) {
-    throw new ApiError(0, 'Network error', `could not reach the server (${e.message})`);
+    throw new ApiError(0, t('api.network_error'), t('api.unreachable', { error: e.message }));
   }
   if (!resp.ok) {
     const err = await problemOf(resp);

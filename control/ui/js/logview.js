@@ -14,6 +14,8 @@ const PAGE = 256 * 1024;
 const LIVE_LINES = 20000;
 /** Bytes of context fetched before a match that is not shown yet. */
 const CONTEXT = 16 * 1024;
+/** A live line longer than this is cut (the runner cuts lines at 64 KiB too). */
+const MAX_LINE_CHARS = 64 * 1024;
 
 const ESC = '\u001b';
 const SGR = new RegExp(`${ESC}\\[([0-9;]*)m`, 'g');
@@ -137,6 +139,9 @@ export function logViewer(id, run, refresh, errors) {
   let found = null; // the server's matches for the current query
   let current = -1; // index of the match being shown
   let closed = false;
+  // Bumped by each start (another attempt, or the page left): an answer for an older one is
+  // dropped.
+  let generation = 0;
 
   const setDownload = (n) => {
     download.href = `/api/v1/runs/${id}/logs?format=gzip${n ? `&attempt=${n}` : ''}`;
@@ -182,13 +187,17 @@ export function logViewer(id, run, refresh, errors) {
   // --- live: server-sent events --------------------------------------------------------------
   let partial = null; // the live line still open (no newline yet)
   const appendChunk = (chunk) => {
-    const pieces = String(chunk.data).split('\n');
+    const data = String(chunk.data);
+    const continued = partial !== null;
+    const pieces = data.split('\n');
     const added = [];
     pieces.forEach((text, i) => {
       const last = i === pieces.length - 1;
       if (i === 0 && partial) {
         partial.text += text;
-        if (!last) partial = null;
+        // A line without end (progress bars that only return the carriage) is cut as the
+        // runner cuts it, so redrawing it stays cheap.
+        if (!last || partial.text.length > MAX_LINE_CHARS) partial = null;
         return;
       }
       if (last && text === '') return;
@@ -202,8 +211,8 @@ export function logViewer(id, run, refresh, errors) {
       redraw();
       return;
     }
-    if (search.value.trim() || only.checked || pre.lastChild === null || chunk.data.indexOf('\n') !== chunk.data.length - 1 || added.length === 0) {
-      // A continued line or a search: draw again (cheap enough for live output).
+    if (search.value.trim() || only.checked || continued || !data.endsWith('\n') || added.length === 0) {
+      // A continued or open line, or a search: draw again.
       redraw();
       return;
     }
@@ -247,16 +256,30 @@ export function logViewer(id, run, refresh, errors) {
   // --- finished: ranges of the archive ---------------------------------------------------------
   const logPath = (n) => `/runs/${id}/logs${n ? `?attempt=${n}` : ''}`;
 
-  /** A range's answer as whole lines: a part of the first one is left out (unless at 0). */
+  /**
+   * A range's answer as whole lines: a line cut by the range's start or end is left for the
+   * neighbouring range, unless the range holds no line end at all (a line longer than a page),
+   * which is then shown as it is rather than not at all.
+   */
   const wholeLines = (r) => {
     let bytes = r.bytes;
     let start = r.start;
+    let end = r.start + r.bytes.length;
     if (start > 0) {
       const cut = firstLineStart(bytes);
-      bytes = bytes.subarray(cut);
-      start += cut;
+      if (cut < bytes.length) {
+        bytes = bytes.subarray(cut);
+        start += cut;
+      }
     }
-    return { lines: splitLines(bytes, start), start, end: r.start + r.bytes.length, total: r.total };
+    if (end < r.total) {
+      const last = bytes.lastIndexOf(10);
+      if (last >= 0 && last + 1 < bytes.length) {
+        bytes = bytes.subarray(0, last + 1);
+        end = start + last + 1;
+      }
+    }
+    return { lines: splitLines(bytes, start), start, end, total: r.total };
   };
 
   /** The whole lines of the log's bytes [from, to). */
@@ -264,12 +287,13 @@ export function logViewer(id, run, refresh, errors) {
     await fetchRange(logPath(attempt), `bytes=${from}-${Math.max(from, to - 1)}`));
 
   const openTail = async (attempt) => {
+    const mine = generation;
     ranged = { start: 0, end: 0, total: 0, attempt };
     lines = [];
     status.textContent = t('runs.loading');
     const got = wholeLines(await fetchRange(logPath(attempt), `bytes=-${PAGE}`));
-    if (closed) return;
-    ranged = { start: got.start, end: got.total, total: got.total, attempt };
+    if (closed || mine !== generation) return;
+    ranged = { start: got.start, end: got.end, total: got.total, attempt };
     lines = got.lines;
     status.textContent = attempt ? t('runs.attempt_n', { n: attempt }) : t('runs.ended');
     follow.checked = true;
@@ -279,8 +303,10 @@ export function logViewer(id, run, refresh, errors) {
   earlier.addEventListener('click', async () => {
     if (!ranged || ranged.start === 0) return;
     try {
+      const mine = generation;
       const from = Math.max(0, ranged.start - PAGE);
       const got = await readLines(ranged.attempt, from, ranged.start);
+      if (mine !== generation) return;
       const height = pre.scrollHeight;
       lines = got.lines.concat(lines);
       ranged.start = got.start;
@@ -292,9 +318,11 @@ export function logViewer(id, run, refresh, errors) {
   later.addEventListener('click', async () => {
     if (!ranged || ranged.end >= ranged.total) return;
     try {
+      const mine = generation;
       const got = await readLines(ranged.attempt, ranged.end, ranged.end + PAGE);
+      if (mine !== generation) return;
       const top = pre.scrollTop;
-      // The range starts mid-line only if the view ended mid-line, which it never does.
+      // The view ends at a line's end (wholeLines), so this range starts at one.
       lines = lines.concat(got.lines);
       ranged.end = got.end;
       follow.checked = false;
@@ -318,14 +346,17 @@ export function logViewer(id, run, refresh, errors) {
   /** Shows (loading it if needed) the line at byte `offset` and marks it current. */
   const showOffset = async (offset) => {
     if (!ranged) return;
+    const mine = generation;
     if (offset < ranged.start || offset >= ranged.end) {
       // Not shown: a window around it, unless it is just above what is shown.
       if (offset < ranged.start && ranged.start - offset <= 2 * PAGE) {
         const got = await readLines(ranged.attempt, Math.max(0, offset - CONTEXT), ranged.start);
+        if (mine !== generation) return;
         lines = got.lines.concat(lines);
         ranged.start = got.start;
       } else {
         const got = await readLines(ranged.attempt, Math.max(0, offset - CONTEXT), offset + PAGE);
+        if (mine !== generation) return;
         lines = got.lines;
         ranged.start = got.start;
         ranged.end = got.end;
@@ -377,9 +408,10 @@ export function logViewer(id, run, refresh, errors) {
       const q = search.value.trim();
       if (!q || !ranged) return;
       try {
+        const mine = generation;
         const n = ranged.attempt;
         const answer = await get(`/runs/${id}/logs/search?q=${encodeURIComponent(q)}${n ? `&attempt=${n}` : ''}`);
-        if (search.value.trim() !== q) return;
+        if (search.value.trim() !== q || mine !== generation) return;
         found = answer;
         countMatches();
       } catch (err) { errors.show(err); }
@@ -405,7 +437,9 @@ export function logViewer(id, run, refresh, errors) {
   };
 
   const start = (attempt) => {
+    generation += 1;
     close();
+    ranged = null;
     lines = [];
     partial = null;
     found = null;
@@ -440,7 +474,7 @@ export function logViewer(id, run, refresh, errors) {
   return {
     card,
     open: () => start(''),
-    close: () => { closed = true; close(); },
+    close: () => { closed = true; generation += 1; close(); },
     drawAttempts,
   };
 }

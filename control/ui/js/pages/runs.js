@@ -45,7 +45,7 @@ async function list(page, ctx) {
   const from = h('input', { type: 'datetime-local', name: 'since', value: localInput(q.get('since')) });
   const to = h('input', { type: 'datetime-local', name: 'until', value: localInput(q.get('until')) });
   const worker = h('select', { name: 'worker' }, h('option', { value: '' }, t('common.any')),
-    workers.map((w) => h('option', { value: w.id }, w.name ? `${w.name} · ${w.id.slice(-6)}` : w.id)));
+    workers.map((w) => h('option', { value: w.id, translate: 'no' }, w.name ? `${w.name} · ${w.id.slice(-6)}` : w.id)));
   worker.value = q.get('worker') || '';
   const error = h('input', { type: 'search', name: 'error', value: q.get('error') || '', placeholder: t('runs.error_placeholder') });
   const apply = h('button', { type: 'submit' }, t('common.filter'));
@@ -63,7 +63,10 @@ async function list(page, ctx) {
   });
   const errors = errorBox();
   const card = h('section', { class: 'card' });
+  // Only the latest filters' answer is shown (an older, slower one may arrive after it).
+  let latest = 0;
   const draw = async () => {
+    const mine = ++latest;
     const c = chosen();
     const { box, more, load } = pagedList(
       (cursor) => get(`/runs${query({ ...asked(c), limit: 50, cursor })}`),
@@ -75,6 +78,7 @@ async function list(page, ctx) {
       ]), t('runs.none_match')),
       errors);
     await load();
+    if (mine !== latest) return;
     errors.show(null);
     put(clear(card), box, more);
   };
