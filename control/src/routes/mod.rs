@@ -121,6 +121,19 @@ pub fn created<T: Serialize>(body: T) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
+/// `body` as a file to save: its media type and `Content-Disposition: attachment` with `file`
+/// (a name the server made, never a user's string).
+pub fn attachment(body: impl IntoResponse, mime: &'static str, file: &str) -> Response {
+    use axum::http::{header, HeaderValue};
+    let mut resp = body.into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
 pub fn ok<T: Serialize>(body: T) -> Response {
     Json(body).into_response()
 }

@@ -8,8 +8,8 @@
 //! holds the push webhook's URL and secret, shown only there.
 
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use antcode_core::model::{Project, ProjectVersion, Role};
 use antcode_core::time::now_ms;
 
-use super::{created, no_content, ok, JsonBody, List, PageQuery, P, Q};
+use super::{attachment, created, no_content, ok, JsonBody, List, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::problem::ApiResult;
@@ -185,11 +185,5 @@ async fn download(ctx: Ctx, P((id, n)): P<(String, i64)>) -> ApiResult<Response>
     let v = projects::version(&ctx.state, &id, n).await?;
     let data = ctx.state.blobs.get(&v.bundle.key).await?;
     let (file, mime) = projects::download_name(&project, &v);
-    let mut resp = data.into_response();
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
-        headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(resp)
+    Ok(attachment(data, mime, &file))
 }

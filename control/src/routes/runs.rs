@@ -28,7 +28,7 @@ use antcode_core::broker::{changed, LogChunk, PROGRESS_STREAM};
 use antcode_core::model::{Role, Run, RunState};
 use antcode_core::time::now_ms;
 
-use super::{created, ok, PageQuery, P, Q};
+use super::{attachment, created, ok, PageQuery, P, Q};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::inflate;
@@ -237,16 +237,7 @@ async fn gzip_log(state: &AppState, run: &Run, attempt: Option<u32>) -> ApiResul
             axum::body::Body::from(gz.finish().map_err(Problem::internal)?)
         }
     };
-    let mut resp = body.into_response();
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/gzip"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(resp)
+    Ok(attachment(body, "application/gzip", &name))
 }
 
 #[derive(Deserialize)]

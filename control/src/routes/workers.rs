@@ -15,7 +15,7 @@ use serde_json::json;
 use antcode_core::model::Role;
 use antcode_core::time::now_ms;
 
-use super::{created, ok, JsonBody, List, P};
+use super::{attachment, created, ok, JsonBody, List, P};
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::problem::{check_id, named, ApiResult, Problem};
@@ -46,24 +46,12 @@ async fn edge(ctx: Ctx) -> ApiResult<Response> {
 
 /// The cluster CA's certificate (never its key), which a gateway runner trusts the edge by.
 async fn edge_ca(ctx: Ctx) -> ApiResult<Response> {
-    use axum::http::{header, HeaderValue};
-    use axum::response::IntoResponse;
     let Some((cert, _)) = ctx.state.cluster_ca.as_ref() else {
         return Err(Problem::not_found(
             "no cluster CA here: control runs without ANTCODE_CLUSTER_CA_CERT",
         ));
     };
-    let mut resp = cert.clone().into_response();
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-pem-file"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"ca.pem\""),
-    );
-    Ok(resp)
+    Ok(attachment(cert.clone(), "application/x-pem-file", "ca.pem"))
 }
 
 async fn list(ctx: Ctx) -> ApiResult<Response> {
