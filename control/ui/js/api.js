@@ -53,12 +53,13 @@ async function problemOf(resp) {
 
 /**
  * Calls `/api/v1{path}` (or `path` itself when it starts with `/ui/`). `body` is JSON unless it
- * is a FormData. Resolves to the parsed JSON (or text with {text: true}, or null for 204);
- * rejects with an ApiError carrying the problem+json title and detail.
+ * is a FormData; `opts.headers` are sent too. Resolves to the parsed JSON (or text with
+ * {text: true}, the Response itself with {response: true}, or null for 204); rejects with an
+ * ApiError carrying the problem+json title and detail.
  */
 export async function api(method, path, body, opts = {}) {
   const url = path.startsWith('/ui/') || path.startsWith('/api/') ? path : `/api/v1${path}`;
-  const headers = { Accept: 'application/json' };
+  const headers = { Accept: 'application/json', ...(opts.headers || {}) };
   let payload;
   if (body instanceof FormData) {
     payload = body;
@@ -78,6 +79,7 @@ export async function api(method, path, body, opts = {}) {
     if (resp.status === 401 && !opts.quiet401 && onUnauthorized) onUnauthorized();
     throw err;
   }
+  if (opts.response) return resp;
   if (resp.status === 204) return null;
   if (opts.text) return resp.text();
   const type = resp.headers.get('content-type') || '';
@@ -89,17 +91,7 @@ export async function api(method, path, body, opts = {}) {
  * total} (a 200 answer is the whole, from 0); rejects with an ApiError (416 past the end).
  */
 export async function fetchRange(path, range) {
-  let resp;
-  try {
-    resp = await fetch(`/api/v1${path}`, { headers: { Range: range }, credentials: 'same-origin' });
-  } catch (e) {
-    throw new ApiError(0, t('api.network_error'), t('api.unreachable', { error: e.message }));
-  }
-  if (!resp.ok) {
-    const err = await problemOf(resp);
-    if (resp.status === 401 && onUnauthorized) onUnauthorized();
-    throw err;
-  }
+  const resp = await api('GET', path, undefined, { headers: { Range: range }, response: true });
   const bytes = new Uint8Array(await resp.arrayBuffer());
   const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(resp.headers.get('content-range') || '');
   return m ? { bytes, start: Number(m[1]), total: Number(m[2]) } : { bytes, start: 0, total: bytes.length };

@@ -57,6 +57,21 @@ export function field(label, control, hint) {
   return h('div', { class: 'field' }, h('label', { for: control.id }, label), control, hintEl);
 }
 
+/** A `datetime-local` value as the API's RFC 3339 UTC form (an unparseable one as typed, for the
+ * server to name). */
+export function fromLocalInput(value) {
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? value : d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** An RFC 3339 time as a `datetime-local` value in local time ('' for none or a bad one). */
+export function toLocalInput(iso) {
+  const d = iso ? new Date(iso) : null;
+  if (!d || Number.isNaN(d.getTime())) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
 export function fmtTime(v) {
   if (!v) return '—';
   const d = typeof v === 'number' ? new Date(v) : new Date(v);

@@ -2,7 +2,7 @@
 // run group, cancel, retry, and keep (pin against retention).
 
 import { api, get, post, query, getAll } from '../api.js';
-import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, idText, fmtDuration, toast, confirmDialog, put, pagedList } from '../dom.js';
+import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, idText, fmtDuration, toast, confirmDialog, put, pagedList, fromLocalInput, toLocalInput } from '../dom.js';
 import { hashQuery } from '../app.js';
 import { runGraph } from '../graph.js';
 import { logViewer } from '../logview.js';
@@ -18,20 +18,6 @@ export async function render(page, params, ctx) {
 /** How runs are started, for the trigger filter. */
 const TRIGGERS = ['manual', 'schedule', 'webhook', 'retry', 'invoke', 'on_success', 'on_failure', 'on_complete', 'needs'];
 
-/** An RFC 3339 time as a `datetime-local` value in local time ('' for none or a bad one). */
-function localInput(iso) {
-  const d = iso ? new Date(iso) : null;
-  if (!d || Number.isNaN(d.getTime())) return '';
-  const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
-}
-
-/** A `datetime-local` value (local time) as RFC 3339 UTC, or '' when empty or incomplete. */
-function isoOf(local) {
-  const d = local ? new Date(local) : null;
-  return d && !Number.isNaN(d.getTime()) ? d.toISOString() : '';
-}
-
 async function list(page, ctx) {
   const q = hashQuery();
   const [tasks, workers] = await Promise.all([getAll('/tasks'), get('/workers').then((r) => r.items || r).catch(() => [])]);
@@ -42,8 +28,8 @@ async function list(page, ctx) {
   task.value = q.get('task') || '';
   const trigger = h('select', { name: 'trigger' }, h('option', { value: '' }, t('common.any')), TRIGGERS.map((x) => h('option', { value: x }, label('trigger', x))));
   trigger.value = q.get('trigger') || '';
-  const from = h('input', { type: 'datetime-local', name: 'since', value: localInput(q.get('since')) });
-  const to = h('input', { type: 'datetime-local', name: 'until', value: localInput(q.get('until')) });
+  const from = h('input', { type: 'datetime-local', name: 'since', value: toLocalInput(q.get('since')) });
+  const to = h('input', { type: 'datetime-local', name: 'until', value: toLocalInput(q.get('until')) });
   const worker = h('select', { name: 'worker' }, h('option', { value: '' }, t('common.any')),
     workers.map((w) => h('option', { value: w.id, translate: 'no' }, w.name ? `${w.name} · ${w.id.slice(-6)}` : w.id)));
   worker.value = q.get('worker') || '';
@@ -53,8 +39,8 @@ async function list(page, ctx) {
     field(t('common.trigger'), trigger), field(t('runs.from'), from), field(t('runs.to'), to), field(t('common.worker'), worker),
     field(t('runs.error_contains'), error), apply);
   // What the URL keeps, and what the API is asked.
-  const chosen = () => ({ state: state.value, task: task.value, trigger: trigger.value, since: isoOf(from.value),
-    until: isoOf(to.value), worker: worker.value, error: error.value.trim() });
+  const chosen = () => ({ state: state.value, task: task.value, trigger: trigger.value, since: from.value && fromLocalInput(from.value),
+    until: to.value && fromLocalInput(to.value), worker: worker.value, error: error.value.trim() });
   const asked = (c) => ({ state: c.state, task_id: c.task, trigger: c.trigger, since: c.since, until: c.until,
     worker_id: c.worker, error: c.error });
   filters.addEventListener('submit', (e) => {

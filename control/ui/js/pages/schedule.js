@@ -3,7 +3,7 @@
 // scheduler's own rules) as you type.
 
 import { post, query } from '../api.js';
-import { h, clear, field, fmtTime, put } from '../dom.js';
+import { h, clear, field, fmtTime, put, fromLocalInput, toLocalInput } from '../dom.js';
 import { t, locale } from '../i18n.js';
 
 // Cron's day names (the values); the options show the current language's.
@@ -33,20 +33,6 @@ export function fireTime(iso, schedule) {
     } catch (_) { /* an unknown zone: the server says so in the message */ }
   }
   return h('li', {}, h('time', { datetime: iso }, fmtTime(iso)), there ? h('span', { class: 'muted' }, ` (${there} ${zone})`) : null);
-}
-
-/** A `datetime-local` value as the API's RFC 3339 UTC form (an unparseable one as typed, for the
- * server to name). */
-function fromLocalInput(value) {
-  const d = new Date(value);
-  return Number.isNaN(d.getTime()) ? value : d.toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
-
-function toLocalInput(iso) {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return '';
-  const pad = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
 /** Reads a cron expression back into a preset when it has one of the preset shapes. */
