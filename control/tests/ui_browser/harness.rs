@@ -611,3 +611,107 @@ pub async fn assert_fits(c: &Client, page: &str) {
         .unwrap();
     assert_eq!(fits, json!(true), "{page} scrolls sideways at this width");
 }
+
+/// The page's heading is drawn and the page is no longer busy.
+pub async fn page_ready(c: &Client, route: &str) {
+    wait_js(
+        c,
+        "const h = document.querySelector('#main h1'); \
+         return h && h.textContent && document.querySelector('.page[aria-busy=false]');",
+        &format!("the page {route}"),
+    )
+    .await;
+}
+
+/// A project (`project`, a create body), a task on it (`task`, a create body without the
+/// project) and a run of it, through the API: the project as created, the task's id and the
+/// run's id.
+pub async fn seed_run(
+    sys: &System,
+    admin: &str,
+    project: Value,
+    mut task: Value,
+) -> (Value, String, String) {
+    let project = sys
+        .call(admin, reqwest::Method::POST, "/projects", project)
+        .await;
+    task["project_id"] = project["id"].clone();
+    let task = sys.call(admin, reqwest::Method::POST, "/tasks", task).await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let run = sys
+        .call(
+            admin,
+            reqwest::Method::POST,
+            &format!("/tasks/{task_id}/trigger"),
+            Value::Null,
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    (project, task_id, run_id)
+}
+
+/// A task body no runner serves (its runs stay queued, with a badge and an empty live log).
+pub fn unserved(name: &str) -> Value {
+    json!({"name": name, "labels": {"zone": "mars"}})
+}
+
+/// Every page an admin reaches, with the seeded project, task and run: `(route, short name)`.
+pub fn every_page(project: &Value, task_id: &str, run_id: &str) -> Vec<(String, &'static str)> {
+    let project_page = format!("/projects/{}", project["id"].as_str().unwrap());
+    [
+        ("/".to_string(), "dashboard"),
+        ("/projects".into(), "projects"),
+        (project_page, "project"),
+        ("/tasks".into(), "tasks"),
+        (format!("/tasks/{task_id}"), "task"),
+        ("/tasks/new".into(), "new-task"),
+        ("/runs".into(), "runs"),
+        (format!("/runs/{run_id}"), "run"),
+        ("/workers".into(), "workers"),
+        ("/users".into(), "users"),
+        ("/account".into(), "account"),
+        ("/secrets".into(), "secrets"),
+        ("/audit".into(), "audit"),
+        ("/alerts/channels".into(), "alert-channels"),
+        ("/alerts/rules".into(), "alert-rules"),
+        ("/alerts/deliveries".into(), "alert-deliveries"),
+        ("/retention".into(), "retention"),
+    ]
+    .into()
+}
+
+/// Runs `flow` against a system of its own in a browser of its own (in language `lang`, or
+/// en-US), within `limit`; on failure keeps a picture named after `name` and fails as the flow
+/// did.
+pub async fn in_own_browser(
+    name: &str,
+    lang: Option<&str>,
+    limit: Duration,
+    flow: impl for<'a> FnOnce(&'a Client, &'a System) -> futures::future::BoxFuture<'a, ()>,
+) {
+    use futures::FutureExt;
+    let sys = start_system().await;
+    let log = screenshot_dir().join(format!("chromedriver-{name}.log"));
+    let driver = start_chromedriver(&log).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = match lang {
+        Some(lang) => open_browser_in(&driver, profile.path(), &log, lang).await,
+        None => open_browser(&driver, profile.path(), &log).await,
+    };
+    let outcome = std::panic::AssertUnwindSafe(async {
+        tokio::time::timeout(limit, flow(&client, &sys))
+            .await
+            .unwrap_or_else(|_| panic!("the {name} flow took longer than {limit:?}"))
+    })
+    .catch_unwind()
+    .await;
+    if outcome.is_err() {
+        picture(&client, &format!("zz-{name}-failure")).await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    sys.shutdown.cancel();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -5,7 +5,6 @@
 //! kept in localStorage as a preference only. Screenshots of the pages in zh-CN, the dashboard
 //! and a run page in light and dark.
 
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use fantoccini::Client;
@@ -118,17 +117,6 @@ const ENGLISH_WORDS: &str = "
   check(document.title, 'the title');
   return found;";
 
-/// The page's heading is drawn and the page is no longer busy.
-async fn page_ready(c: &Client, route: &str) {
-    wait_js(
-        c,
-        "const h = document.querySelector('#main h1'); \
-         return h && h.textContent && document.querySelector('.page[aria-busy=false]');",
-        &format!("the page {route}"),
-    )
-    .await;
-}
-
 async fn assert_no_english(c: &Client, route: &str, data: &[&str]) {
     let found = c
         .execute(ENGLISH_WORDS, vec![json!(data), json!(ALLOWED)])
@@ -157,32 +145,8 @@ async fn flow(c: &Client, sys: &System) {
     // Something on every list, named in Chinese as a Chinese team would (the names are data
     // either way): a project, a task no runner serves (its run stays queued), that run, a
     // secret, an alert channel and a rule.
-    let project = sys
-        .call(
-            &admin,
-            reqwest::Method::POST,
-            "/projects",
-            json!({"name": "示例项目", "description": "每日报表", "code": "print('hi')\n"}),
-        )
-        .await;
-    let task = sys
-        .call(
-            &admin,
-            reqwest::Method::POST,
-            "/tasks",
-            json!({"name": "夜间任务", "project_id": project["id"], "labels": {"zone": "mars"}}),
-        )
-        .await;
-    let task_id = task["id"].as_str().unwrap();
-    let run = sys
-        .call(
-            &admin,
-            reqwest::Method::POST,
-            &format!("/tasks/{task_id}/trigger"),
-            Value::Null,
-        )
-        .await;
-    let run_id = run["id"].as_str().unwrap();
+    let project = json!({"name": "示例项目", "description": "每日报表", "code": "print('hi')\n"});
+    let (project, task_id, run_id) = seed_run(sys, &admin, project, unserved("夜间任务")).await;
     sys.call(
         &admin,
         reqwest::Method::PUT,
@@ -236,29 +200,12 @@ async fn flow(c: &Client, sys: &System) {
         .unwrap();
     heading_is(c, "仪表盘").await;
 
-    let project_page = format!("/projects/{}", project["id"].as_str().unwrap());
-    let task_page = format!("/tasks/{task_id}");
     let run_page = format!("/runs/{run_id}");
-    let pages = [
-        ("/", "dashboard"),
-        ("/projects", "projects"),
-        (project_page.as_str(), "project"),
-        ("/tasks", "tasks"),
-        (task_page.as_str(), "task"),
-        ("/tasks/new", "new-task"),
-        ("/runs", "runs"),
-        (run_page.as_str(), "run"),
-        ("/workers", "workers"),
-        ("/users", "users"),
-        ("/account", "account"),
-        ("/secrets", "secrets"),
-        ("/audit", "audit"),
-        ("/alerts/channels", "alert-channels"),
-        ("/alerts/rules", "alert-rules"),
-        ("/alerts/deliveries", "alert-deliveries"),
-        ("/retention", "retention"),
-    ];
-    for (i, (route, name)) in pages.into_iter().enumerate() {
+    for (i, (route, name)) in every_page(&project, &task_id, &run_id)
+        .into_iter()
+        .enumerate()
+    {
+        let route = route.as_str();
         go(c, base, route).await;
         page_ready(c, route).await;
         match name {
@@ -405,25 +352,8 @@ async fn flow(c: &Client, sys: &System) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_in_simplified_chinese() {
-    let sys = start_system().await;
-    let log = screenshot_dir().join("chromedriver-i18n.log");
-    let driver = start_chromedriver(&log).await;
-    let profile = tempfile::tempdir().unwrap();
-    let client = open_browser_in(&driver, profile.path(), &log, "zh-CN").await;
-    let outcome = AssertUnwindSafe(async {
-        tokio::time::timeout(Duration::from_secs(240), flow(&client, &sys))
-            .await
-            .expect("the zh-CN flow took longer than 240 s")
+    in_own_browser("i18n", Some("zh-CN"), Duration::from_secs(240), |c, sys| {
+        flow(c, sys).boxed()
     })
-    .catch_unwind()
     .await;
-    if outcome.is_err() {
-        picture(&client, "zz-i18n-failure").await;
-    }
-    let _ = client.close().await;
-    drop(driver);
-    sys.shutdown.cancel();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }

@@ -389,31 +389,8 @@ pub async fn a_long_log(c: &Client, sys: &System, admin: &str) {
         for i in range(200000):\n    print(f'line {i:06d} ' + 'x' * 60 + (' NEEDLE' if i == 1234 else ''))\n\
         print('\\x1b[1;32mgreen and bold\\x1b[0m plain')\n\
         print('to stderr at the end', file=sys.stderr)\n";
-    let project = sys
-        .call(
-            admin,
-            reqwest::Method::POST,
-            "/projects",
-            json!({"name": "long-log", "code": code, "entrypoint": "main.py"}),
-        )
-        .await;
-    let task = sys
-        .call(
-            admin,
-            reqwest::Method::POST,
-            "/tasks",
-            json!({"name": "long-log", "project_id": project["id"]}),
-        )
-        .await;
-    let run = sys
-        .call(
-            admin,
-            reqwest::Method::POST,
-            &format!("/tasks/{}/trigger", task["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    let run_id = run["id"].as_str().unwrap().to_string();
+    let project = json!({"name": "long-log", "code": code, "entrypoint": "main.py"});
+    let (_, _, run_id) = seed_run(sys, admin, project, json!({"name": "long-log"})).await;
     sys.wait_for(
         admin,
         &format!("/runs/{run_id}"),

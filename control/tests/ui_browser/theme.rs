@@ -3,7 +3,6 @@
 //! reload, is the only thing the UI keeps in localStorage, and every page stays readable in dark
 //! (each visible text at least 4.5:1 against what is behind it, WCAG AA).
 
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use fantoccini::Client;
@@ -101,48 +100,12 @@ async fn choose(c: &Client, theme: &str) {
     .await;
 }
 
-/// The page's heading is drawn and the page is no longer busy.
-async fn page_ready(c: &Client, route: &str) {
-    wait_js(
-        c,
-        "const h = document.querySelector('#main h1'); \
-         return h && h.textContent && document.querySelector('.page[aria-busy=false]');",
-        &format!("the page {route}"),
-    )
-    .await;
-}
-
 async fn flow(c: &Client, sys: &System) {
     let base = sys.base.as_str();
     let admin = sys.token("admin", ADMIN_PASSWORD).await;
-    // Something on every list: a project, a task no runner serves (so its run stays queued,
-    // with a badge and an empty live log) and that run.
-    let project = sys
-        .call(
-            &admin,
-            reqwest::Method::POST,
-            "/projects",
-            json!({"name": "theme-project", "code": "print('hi')\n"}),
-        )
-        .await;
-    let task = sys
-        .call(
-            &admin,
-            reqwest::Method::POST,
-            "/tasks",
-            json!({"name": "theme-task", "project_id": project["id"], "labels": {"zone": "mars"}}),
-        )
-        .await;
-    let task_id = task["id"].as_str().unwrap();
-    let run = sys
-        .call(
-            &admin,
-            reqwest::Method::POST,
-            &format!("/tasks/{task_id}/trigger"),
-            Value::Null,
-        )
-        .await;
-    let run_id = run["id"].as_str().unwrap();
+    // Something on every list: a project, a task no runner serves and its queued run.
+    let project = json!({"name": "theme-project", "code": "print('hi')\n"});
+    let (project, task_id, run_id) = seed_run(sys, &admin, project, unserved("theme-task")).await;
 
     // The system says light: light, and the switch says "system".
     emulate_color_scheme(c, "light").await;
@@ -163,29 +126,12 @@ async fn flow(c: &Client, sys: &System) {
     assert_eq!(stored, json!([["antcode.theme", "dark"]]));
 
     // Every page readable in dark.
-    let project_page = format!("/projects/{}", project["id"].as_str().unwrap());
-    let task_page = format!("/tasks/{task_id}");
     let run_page = format!("/runs/{run_id}");
-    let pages = [
-        ("/", "dashboard"),
-        ("/projects", "projects"),
-        (project_page.as_str(), "project"),
-        ("/tasks", "tasks"),
-        (task_page.as_str(), "task"),
-        ("/tasks/new", "new-task"),
-        ("/runs", "runs"),
-        (run_page.as_str(), "run"),
-        ("/workers", "workers"),
-        ("/users", "users"),
-        ("/account", "account"),
-        ("/secrets", "secrets"),
-        ("/audit", "audit"),
-        ("/alerts/channels", "alert-channels"),
-        ("/alerts/rules", "alert-rules"),
-        ("/alerts/deliveries", "alert-deliveries"),
-        ("/retention", "retention"),
-    ];
-    for (i, (route, name)) in pages.into_iter().enumerate() {
+    for (i, (route, name)) in every_page(&project, &task_id, &run_id)
+        .into_iter()
+        .enumerate()
+    {
+        let route = route.as_str();
         go(c, base, route).await;
         page_ready(c, route).await;
         if route == run_page {
@@ -250,25 +196,8 @@ async fn flow(c: &Client, sys: &System) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_theme_follows_the_system_until_switched() {
-    let sys = start_system().await;
-    let log = screenshot_dir().join("chromedriver-theme.log");
-    let driver = start_chromedriver(&log).await;
-    let profile = tempfile::tempdir().unwrap();
-    let client = open_browser(&driver, profile.path(), &log).await;
-    let outcome = AssertUnwindSafe(async {
-        tokio::time::timeout(Duration::from_secs(240), flow(&client, &sys))
-            .await
-            .expect("the theme flow took longer than 240 s")
+    in_own_browser("theme", None, Duration::from_secs(240), |c, sys| {
+        flow(c, sys).boxed()
     })
-    .catch_unwind()
     .await;
-    if outcome.is_err() {
-        picture(&client, "zz-theme-failure").await;
-    }
-    let _ = client.close().await;
-    drop(driver);
-    sys.shutdown.cancel();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
