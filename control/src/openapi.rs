@@ -659,19 +659,7 @@ fn request_components(out: &mut Map<String, Value>) -> Vec<String> {
             missed.push(format!("{component}.{property}"));
         }
     }
-    // Each kind of channel as one closed object: the derived `allOf` of a closed configuration
-    // and its `kind` would refuse every body (the configuration's `additionalProperties: false`
-    // does not know `kind`).
-    if let Some(mut config) = out.get("ChannelConfig").cloned() {
-        if let Some(kinds) = config["oneOf"].as_array_mut() {
-            for kind in kinds.iter_mut() {
-                let mut merged = merge_all_of(out, kind.clone());
-                merged["additionalProperties"] = json!(false);
-                *kind = merged;
-            }
-        }
-        out.insert("ChannelConfig".into(), config);
-    }
+    close_tagged_variants(out);
     for (post, patch) in [
         ("TaskBody", "TaskPatch"),
         ("ChannelBody", "ChannelPatch"),
@@ -684,6 +672,41 @@ fn request_components(out: &mut Map<String, Value>) -> Vec<String> {
         out.insert(patch.into(), schema);
     }
     missed
+}
+
+/// utoipa derives an internally tagged enum of types (`ChannelConfig`: `kind` and a webhook,
+/// SMTP, … configuration) as `oneOf` parts, each the `allOf` of the type and `{tag}`. When the
+/// type is closed (`additionalProperties: false`) that refuses every body, since the type does
+/// not know the tag: each such part becomes one object, closed as its type was.
+fn close_tagged_variants(out: &mut Map<String, Value>) {
+    let tagged: Vec<String> = out
+        .iter()
+        .filter(|(_, s)| {
+            s["oneOf"]
+                .as_array()
+                .is_some_and(|parts| parts.iter().any(|p| p.get("allOf").is_some()))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in tagged {
+        let mut schema = out[&name].clone();
+        for part in schema["oneOf"].as_array_mut().into_iter().flatten() {
+            let Some(parts) = part.get("allOf").and_then(Value::as_array) else {
+                continue;
+            };
+            let closed = parts.iter().any(|p| {
+                let r = p["$ref"].as_str().unwrap_or_default();
+                out.get(r.trim_start_matches("#/components/schemas/"))
+                    .is_some_and(|t| t["additionalProperties"] == json!(false))
+            });
+            let mut merged = merge_all_of(out, part.clone());
+            if closed {
+                merged["additionalProperties"] = json!(false);
+            }
+            *part = merged;
+        }
+        out.insert(name, schema);
+    }
 }
 
 /// `schema`'s `allOf` parts (`$ref`s resolved in `out`) as one object.
