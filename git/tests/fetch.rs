@@ -313,14 +313,21 @@ fn basic_auth_takes_the_right_token_only() {
     }
 }
 
-#[test]
-fn ssh_needs_the_key_and_the_right_host_key() {
+/// An SSH Git server holding `app.git` with one commit on `main`: the client's private key, the
+/// server and the commit.
+fn ssh_server_with_one_commit() -> (String, GitSsh, String) {
     let (private, public) = ssh_keypair();
     let server = GitSsh::start(&public);
     let repo = Repo::create(server.root(), "app.git");
     repo.write("main.py", "over ssh\n");
     let commit = repo.commit("Over SSH");
     repo.push("main");
+    (private, server, commit)
+}
+
+#[test]
+fn ssh_needs_the_key_and_the_right_host_key() {
+    let (private, server, commit) = ssh_server_with_one_commit();
     let src = source(&server.url("app.git"), "main");
 
     let right = Credential::SshKey {
@@ -560,12 +567,7 @@ fn a_host_name_is_fetched_from_the_address_it_resolved_to() {
 
 #[test]
 fn ssh_checks_the_host_key_under_the_url_host_name() {
-    let (private, public) = ssh_keypair();
-    let server = GitSsh::start(&public);
-    let repo = Repo::create(server.root(), "app.git");
-    repo.write("main.py", "over ssh\n");
-    let commit = repo.commit("Over SSH");
-    repo.push("main");
+    let (private, server, commit) = ssh_server_with_one_commit();
     let ip_url = server.url("app.git");
     let port = port_of(&ip_url);
     let url = ip_url.replace("@127.0.0.1:", "@localhost:");
