@@ -58,6 +58,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/api/v1/runs/{id}/logs/search", "The lines of the run's log that contain q, with line numbers and byte offsets", "viewer", ""),
     ("get", "/api/v1/runs/{id}/logs", "The run's log as text; attempt=N for one attempt's (404 if the run has no such attempt); follow=true for SSE (log events, progress events while the run's environment is built, one end event)", "viewer", ""),
     ("get", "/api/v1/runs/{id}/events", "SSE of the run's state changes", "viewer", ""),
+    ("get", "/api/v1/stats/runs", "Runs per time bucket: counts by state, success rate and duration percentiles (task_id, worker_id, trigger, error, since, until: 24 h to now by default, bucket seconds: picked for at most 60 buckets by default)", "viewer", ""),
     ("get", "/api/v1/runs/{id}/group", "The run's run group: its runs and what started what", "viewer", ""),
     ("get", "/api/v1/workers", "List live workers", "viewer", ""),
     ("get", "/api/v1/workers/{id}", "Get a worker", "viewer", ""),
@@ -122,7 +123,7 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
         params.push(q("cursor", "string"));
     }
     match path {
-        "/api/v1/runs" => {
+        "/api/v1/runs" | "/api/v1/stats/runs" => {
             for name in ["task_id", "worker_id"] {
                 params.push(q(name, "string"));
             }
@@ -137,8 +138,14 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
             params.push(json!({"name": "error", "in": "query", "required": false,
                 "description": "text the run's error contains, case ignored",
                 "schema": {"type": "string", "maxLength": crate::service::runs::MAX_ERROR_FILTER_CHARS}}));
-            params.push(json!({"name": "state", "in": "query", "required": false, "schema": {"type": "string",
-                "enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]}}));
+            if path == "/api/v1/stats/runs" {
+                params.push(json!({"name": "bucket", "in": "query", "required": false,
+                    "description": "bucket length in seconds; at most 1000 buckets a window of at most 400 days",
+                    "schema": {"type": "integer", "minimum": 60, "maximum": 2_678_400}}));
+            } else {
+                params.push(json!({"name": "state", "in": "query", "required": false, "schema": {"type": "string",
+                    "enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]}}));
+            }
         }
         "/api/v1/audit" => {
             for name in ["actor", "action", "resource"] {
@@ -490,6 +497,7 @@ fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
                     "additionalProperties": {"type": "integer", "minimum": 0}},
                 "duration_ms_p50": {"type": ["integer", "null"]},
                 "duration_ms_p95": {"type": ["integer", "null"]}}})),
+        ("get", "/api/v1/stats/runs") => ok(run_stats_schema()),
         ("get", "/api/v1/runs/{id}/group") => ok(json!({"type": "object",
             "required": ["group", "runs", "edges", "truncated"], "properties": {
                 "group": {"type": "string", "description": "the id of the group's first run"},
@@ -1256,6 +1264,38 @@ fetch('/api/openapi.json').then(r=>r.json()).then(doc=>{
   }
 }).catch(e=>{document.getElementById('ops').textContent='could not load the spec: '+e});
 </script></body></html>"#;
+
+/// `GET /stats/runs`: the window's figures and one per bucket.
+fn run_stats_schema() -> Value {
+    let figures = |extra: &[(&str, Value)]| {
+        let mut props = json!({
+            "runs": {"type": "integer", "minimum": 0},
+            "counts": {"type": "object", "description": "runs by state, every state listed",
+                "additionalProperties": {"type": "integer", "minimum": 0}},
+            "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                "description": "succeeded over ended; null when none ended"},
+            "duration_ms": {"type": ["object", "null"], "required": ["p50", "p90", "p99"],
+                "description": "estimated from duration bins ten per decade (within one bin's width, 26 %); null when no run has a duration",
+                "properties": {"p50": {"type": "integer"}, "p90": {"type": "integer"},
+                    "p99": {"type": "integer"}}}});
+        for (k, v) in extra {
+            props[*k] = v.clone();
+        }
+        let mut required = vec!["runs", "counts", "success_rate", "duration_ms"];
+        required.extend(extra.iter().map(|(k, _)| *k));
+        json!({"type": "object", "required": required, "properties": props})
+    };
+    let start = json!({"type": "string", "format": "date-time"});
+    json!({"type": "object", "required": ["since", "until", "bucket_seconds", "total", "buckets"],
+        "description": "runs counted by queued_at; the last bucket may reach past until",
+        "properties": {
+            "since": {"type": "string", "format": "date-time"},
+            "until": {"type": "string", "format": "date-time"},
+            "bucket_seconds": {"type": "integer", "minimum": 60},
+            "total": figures(&[]),
+            "buckets": {"type": "array", "maxItems": crate::service::stats::MAX_BUCKETS,
+                "items": figures(&[("start", start)])}}})
+}
 
 #[cfg(test)]
 mod tests {

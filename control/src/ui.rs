@@ -89,6 +89,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/pages/secrets.js", JS),
     asset!("js/pages/audit.js", JS),
     asset!("js/pages/alerts.js", JS),
+    asset!("js/pages/analysis.js", JS),
     asset!("js/pages/channels.js", JS),
     asset!("js/pages/rules.js", JS),
     asset!("js/pages/deliveries.js", JS),

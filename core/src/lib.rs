@@ -31,6 +31,7 @@ pub mod schedule;
 pub mod seams;
 pub mod secrets;
 pub mod shutdown;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -2,7 +2,8 @@
 //! `POST /runs/{id}/retry`, `GET /runs/{id}/logs` (text, one attempt's with `?attempt=N`, a part
 //! of it with `Range`, a gzip download with `?format=gzip`, or SSE with `?follow=true`),
 //! `GET /runs/{id}/logs/search` (matching lines, see [`crate::logread`]) and
-//! `GET /runs/{id}/events` (SSE of state changes) and `GET /runs/{id}/group` (its run group).
+//! `GET /runs/{id}/events` (SSE of state changes), `GET /runs/{id}/group` (its run group) and
+//! `GET /stats/runs` (counts, success rate and duration percentiles per time bucket).
 //!
 //! Live views read the broker (logs) and the store (state), never process memory, so any number
 //! of viewers on any number of control instances see the same stream, and a late joiner gets the
@@ -35,6 +36,7 @@ use crate::inflate;
 use crate::logread;
 use crate::problem::{ApiResult, Problem};
 use crate::service::runs::{self, load};
+use crate::service::stats;
 use crate::AppState;
 
 /// How often live views look at the run's state in the store.
@@ -52,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/logs/search", get(search_log))
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/group", get(group))
+        .route("/stats/runs", get(stats))
 }
 
 #[derive(Deserialize)]
@@ -90,6 +93,11 @@ async fn list(ctx: Ctx, Q(q): Q<RunQuery>) -> ApiResult<Response> {
         runs::mask(ctx.who.role, run);
     }
     Ok(ok(runs))
+}
+
+/// Figures per time bucket for the runs the query's filters match (see [`stats::StatsQuery`]).
+async fn stats(ctx: Ctx, Q(q): Q<stats::StatsQuery>) -> ApiResult<Response> {
+    Ok(ok(stats::run_stats(&ctx.state, q).await?))
 }
 
 async fn show(ctx: Ctx, P(id): P<String>) -> ApiResult<Response> {

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod projects;
 pub mod runs;
 pub mod secrets;
+pub mod stats;
 pub mod tasks;
 pub mod tokens;
 pub mod users;

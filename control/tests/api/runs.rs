@@ -442,3 +442,104 @@ async fn sse_log_follow_replays_then_tails_for_several_viewers() {
     assert_eq!(ev.last().unwrap().0, "end");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn run_stats_count_per_bucket_on_the_server() {
+    let s = start().await;
+    let t = s.admin().await;
+    let (_pid, tid) = project_and_task(&s, &t).await;
+    for _ in 0..3 {
+        let resp = s.post(&t, &format!("/api/v1/tasks/{tid}/trigger")).await;
+        assert_eq!(resp.status(), 201);
+    }
+    // One ends succeeded after 12 ms; two stay queued.
+    fake_runner(&s, &["done"], false).await;
+    let viewer = s.user_with_role(&t, "vera", "viewer").await;
+
+    let stats: Value = s
+        .get(&viewer, &format!("/api/v1/stats/runs?task_id={tid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["bucket_seconds"], 3600, "24 h in hours: {stats}");
+    let buckets = stats["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 24);
+    let total = &stats["total"];
+    assert_eq!(total["runs"], 3);
+    assert_eq!(total["counts"]["queued"], 2);
+    assert_eq!(total["counts"]["succeeded"], 1);
+    assert_eq!(total["counts"]["lost"], 0, "every state is listed");
+    assert_eq!(total["success_rate"], 1.0);
+    let p50 = total["duration_ms"]["p50"].as_i64().unwrap();
+    assert!(
+        (10..13).contains(&p50),
+        "12 ms lies in the bin [10, 13): {p50}"
+    );
+    // All three were queued now, so they are in the last bucket.
+    assert_eq!(buckets[23]["runs"], 3, "{stats}");
+    assert!(buckets[..23].iter().all(|b| b["runs"] == 0));
+    assert_eq!(buckets[0]["success_rate"], Value::Null);
+
+    // Another task's runs are not counted; all tasks' are without a task filter.
+    let other = s
+        .post_json(
+            &t,
+            "/api/v1/tasks",
+            json!({"name": "other", "project_id": _pid}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let oid = other["id"].as_str().unwrap();
+    s.post(&t, &format!("/api/v1/tasks/{oid}/trigger")).await;
+    let mine: Value = s
+        .get(&t, &format!("/api/v1/stats/runs?task_id={tid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["total"]["runs"], 3);
+    let all: Value = s.get(&t, "/api/v1/stats/runs").await.json().await.unwrap();
+    assert_eq!(all["total"]["runs"], 4);
+
+    // A window given as since/until with a bucket of a day.
+    let since = antcode_core::time::to_rfc3339(now_ms() - 7 * 86_400_000);
+    let until = antcode_core::time::to_rfc3339(now_ms() + 60_000);
+    let week: Value = s
+        .get(
+            &t,
+            &format!("/api/v1/stats/runs?since={since}&until={until}&bucket=86400"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(week["buckets"].as_array().unwrap().len(), 8, "{week}");
+    assert_eq!(week["total"]["runs"], 4);
+
+    // Bad windows and buckets are a 400 that names the parameter.
+    let long_error = "e".repeat(300);
+    for (query, names) in [
+        ("bucket=59".to_string(), "bucket"),
+        ("bucket=soon".to_string(), "bucket"),
+        (format!("since={until}&until={since}"), "until"),
+        (
+            "since=2020-01-01T00:00:00Z&until=2022-01-01T00:00:00Z".to_string(),
+            "since",
+        ),
+        (
+            "since=2026-01-01T00:00:00Z&until=2026-03-01T00:00:00Z&bucket=60".to_string(),
+            "bucket",
+        ),
+        ("since=yesterday".to_string(), "since"),
+        (format!("error={long_error}"), "error"),
+    ] {
+        let body = problem(s.get(&t, &format!("/api/v1/stats/runs?{query}")).await, 400).await;
+        assert!(
+            body["detail"].as_str().unwrap_or("").contains(names),
+            "{query}: {body}"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! The dashboard (chart, queue depth), the runs list filtered from its form, a page whose data
+//! The dashboard (chart, server-counted runs, queue depth), a task's run analysis, the runs list filtered from its form, a page whose data
 //! cannot load, and the tasks list.
 
 use fantoccini::Client;
@@ -33,6 +33,9 @@ pub async fn dashboard_and_lists(c: &Client, sys: &System, admin: &str, project_
     .await;
 
     // --- the other pages -------------------------------------------------------------------------
+    let before = sys.get(admin, "/stats/runs").await["total"]["runs"]
+        .as_u64()
+        .unwrap();
     go(c, base, "/").await;
     heading_is(c, "Dashboard").await;
     wait_js(
@@ -42,7 +45,51 @@ pub async fn dashboard_and_lists(c: &Client, sys: &System, admin: &str, project_
     )
     .await;
     wait_js(c, QUEUE_ROW, "the nightly queue's depth on the dashboard").await;
+    // The counts are the server's (`/stats/runs`), not the browser's over a page of runs. A
+    // scheduled run may land meanwhile, so the page's count lies between two reads.
+    let shown = wait_js(
+        c,
+        "const v = document.querySelector('#main .stat .stat-value'); return v && v.textContent",
+        "the day's run count",
+    )
+    .await;
+    let after = sys.get(admin, "/stats/runs").await["total"]["runs"]
+        .as_u64()
+        .unwrap();
+    let shown: u64 = shown.as_str().unwrap().parse().unwrap();
+    assert!(
+        before >= 2 && (before..=after).contains(&shown),
+        "{before} ≤ {shown} ≤ {after}"
+    );
     shot(c, "11-dashboard").await;
+
+    // A task's page charts its runs: by state, durations and success rate, for a chosen window.
+    let done = sys.get(admin, "/runs?state=succeeded&limit=1").await;
+    let task_id = done["items"][0]["task_id"].as_str().unwrap().to_string();
+    go(c, base, &format!("/tasks/{task_id}")).await;
+    wait_js(
+        c,
+        "const a = document.querySelector('#analysis'); \
+         return a && a.querySelectorAll('svg.chart rect').length >= 1 \
+           && a.querySelectorAll('svg.chart circle.dot').length >= 1 \
+           && a.textContent.includes('succeeded')",
+        "the task's bars, duration points and success rate",
+    )
+    .await;
+    css(c, "#analysis-window")
+        .await
+        .select_by_value("month")
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "const a = document.querySelector('#analysis'); \
+         return a.querySelectorAll('svg.chart rect').length >= 1 \
+           && [...a.querySelectorAll('svg.chart text.axis')].some(t => /[A-Z][a-z]{2} \\d/.test(t.textContent))",
+        "the month's chart, its buckets labelled by day",
+    )
+    .await;
+    shot(c, "11b-task-analysis").await;
     go(c, base, "/runs").await;
     heading_is(c, "Runs").await;
     // Filter by state from the form: only the cancelled run is left.

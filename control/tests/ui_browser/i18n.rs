@@ -212,6 +212,9 @@ async fn flow(c: &Client, sys: &System) {
             "dashboard" => {
                 css(c, "#queues").await;
             }
+            "task" => {
+                css(c, "#analysis svg.chart").await;
+            }
             "workers" => {
                 wait_js(
                     c,

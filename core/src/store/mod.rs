@@ -372,6 +372,15 @@ pub trait RunStore: Send + Sync + 'static {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Run>>;
+    /// Counts the runs `filter` matches (its `state` ignored; `since_ms` is required), per bucket
+    /// of `bucket_ms` from `since_ms` by `queued_at`: by state, and those with a duration by
+    /// duration bin ([`crate::stats`]). Counted in the database: the answer's size depends on
+    /// the buckets, not on the runs.
+    async fn tally_runs(
+        &self,
+        filter: &RunFilter,
+        bucket_ms: i64,
+    ) -> StoreResult<crate::stats::RunTally>;
     /// Jobs of queued runs whose `not_before` has passed (what must be in the broker), longest
     /// due first: ordered by `(not_before, id)`, at most `limit`, only those after `after` (the
     /// previous page's `next`).

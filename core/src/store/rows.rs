@@ -36,3 +36,13 @@ pub fn text(row: &AnyRow, col: &str) -> StoreResult<String> {
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("model types always serialize")
 }
+
+/// Reads an integer column that may arrive as a 32-bit integer: an expression of integer
+/// literals (a `CASE … THEN 3`) is `INT4` on PostgreSQL and `INT` on MySQL/MariaDB.
+pub fn int(row: &AnyRow, col: &str) -> StoreResult<i64> {
+    match row.try_get::<i64, _>(col) {
+        Ok(v) => Ok(v),
+        Err(sqlx::Error::ColumnDecode { .. }) => Ok(row.try_get::<i32, _>(col)?.into()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -469,6 +469,109 @@ async fn due_queued_jobs_page_by_key(db: &TestDb) {
     );
 }
 
+async fn tally_runs_counts_by_bucket_state_and_duration(db: &TestDb) {
+    // Runs are placed by hand in a window of three one-hour buckets; each engine must count them
+    // the same, and the counts must follow the filter.
+    let s = db.open().await;
+    let f = fixture(s.as_ref(), retries(1)).await;
+    let g = fixture(s.as_ref(), retries(1)).await;
+    let hour = 3_600_000;
+    let since = 1_700_000_000_000i64;
+    let mut place = vec![];
+    // (task, hour, outcome or None for still queued, duration ms)
+    let plan: [(&Fixture, i64, Option<RunState>, i64); 7] = [
+        (&f, 0, Some(RunState::Succeeded), 40),
+        (&f, 0, Some(RunState::Succeeded), 60),
+        (&f, 0, Some(RunState::Failed), 2500),
+        (&f, 2, Some(RunState::Succeeded), 120_000),
+        (&f, 2, None, 0),
+        (&g, 1, Some(RunState::Failed), 7),
+        (&g, 5, Some(RunState::Succeeded), 7), // after the window
+    ];
+    for (fx, h, end, duration) in plan {
+        let run = manual_run(s.as_ref(), fx).await;
+        if let Some(state) = end {
+            s.mark_started(&run.id, 1, "t", "w-a", 1).await.unwrap();
+            let mut o = outcome(state);
+            o.duration_ms = duration;
+            s.finish_attempt(&run.id, 1, Some("t"), &o, 2)
+                .await
+                .unwrap();
+        }
+        place.push((run.id, since + h * hour + 1000));
+    }
+    for (id, at) in &place {
+        db.exec(&format!(
+            "UPDATE runs SET queued_at = {at} WHERE id = '{id}'"
+        ))
+        .await;
+    }
+    let window = RunFilter {
+        since_ms: Some(since),
+        until_ms: Some(since + 3 * hour),
+        ..Default::default()
+    };
+    let mut tally = s.tally_runs(&window, hour).await.unwrap();
+    tally.states.sort();
+    tally.durations.sort();
+    assert_eq!(
+        tally.states,
+        [
+            (0, RunState::Succeeded, 2),
+            (0, RunState::Failed, 1),
+            (1, RunState::Failed, 1),
+            (2, RunState::Queued, 1),
+            (2, RunState::Succeeded, 1),
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+    let bin = |ms: i64| {
+        antcode_core::stats::DURATION_BOUNDS
+            .iter()
+            .position(|&b| ms < b)
+            .unwrap()
+    };
+    let mut want = vec![
+        (0, bin(40), 1),
+        (0, bin(60), 1),
+        (0, bin(2500), 1),
+        (1, bin(7), 1),
+        (2, bin(120_000), 1),
+    ];
+    want.sort();
+    assert_eq!(tally.durations, want);
+
+    let stats = antcode_core::stats::summarize(&tally, since, since + 3 * hour, hour);
+    assert_eq!(stats.total.runs, 6);
+    assert_eq!(stats.total.counts["failed"], 2);
+    assert_eq!(stats.buckets[0].success_rate, Some(2.0 / 3.0));
+
+    // The filter's task and error apply; its state does not (the counts are by state).
+    let only_f_failed = RunFilter {
+        task_id: Some(f.task.id.clone()),
+        state: Some(RunState::Succeeded),
+        error: Some("ENDED FAILED".into()),
+        ..window.clone()
+    };
+    let t = s.tally_runs(&only_f_failed, hour).await.unwrap();
+    assert_eq!(t.states, [(0, RunState::Failed, 1)]);
+    assert_eq!(t.durations, [(0, bin(2500), 1)]);
+
+    // An empty window counts nothing.
+    let later = RunFilter {
+        since_ms: Some(since + 10 * hour),
+        until_ms: Some(since + 11 * hour),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.tally_runs(&later, hour).await.unwrap(),
+        antcode_core::stats::RunTally::default()
+    );
+}
+
 conformance!(
     runs_create_and_read,
     concurrent_creates_land_and_fail_alone,
@@ -477,4 +580,5 @@ conformance!(
     queued_runs_expire_after_their_queue_timeout,
     expired_runs_come_longest_expired_first,
     due_queued_jobs_page_by_key,
+    tally_runs_counts_by_bucket_state_and_duration,
 );

@@ -258,13 +258,15 @@ pub async fn expired_ids(s: &dyn Store, at: i64) -> Vec<String> {
     runs.into_iter().map(|r| r.id).collect()
 }
 
-/// Takes migrations 11 to 16 away again, so a test can re-apply the migrations before them.
+/// Takes migrations 11 to 17 away again, so a test can re-apply the migrations before them.
 pub async fn undo_migrations_from_11(db: &TestDb) {
     for (index, table) in [
         ("runs_closed", "runs"),
         ("runs_task_closed", "runs"),
         ("audit_at", "audit"),
         ("runs_group", "runs"),
+        ("runs_queued", "runs"),
+        ("runs_task_queued", "runs"),
     ] {
         db.exec(&match db.engine {
             antcode_testkit::db::Engine::Mysql => format!("DROP INDEX {index} ON {table}"),

@@ -1,9 +1,10 @@
 // Tasks: list; create and edit (with the schedule builder); a task's page with its next fire
-// times, pause/resume, trigger now, stats and run history.
+// times, pause/resume, trigger now, run analysis (`analysis.js`) and run history.
 
 import { get, post, patch, del, query, getAll } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, fmtTime, badge, shortId, fmtDuration, toast, confirmDialog, put } from '../dom.js';
 import { scheduleBuilder, fireTime } from './schedule.js';
+import { runAnalysis } from './analysis.js';
 import { hashQuery } from '../app.js';
 import { t, label } from '../i18n.js';
 
@@ -142,7 +143,7 @@ function links(s, names) {
 }
 
 async function detail(page, id, ctx) {
-  const [task, preview, stats, all] = await Promise.all([get(`/tasks/${id}`), get(`/tasks/${id}/preview`), get(`/tasks/${id}/stats`), getAll('/tasks')]);
+  const [task, preview, all] = await Promise.all([get(`/tasks/${id}`), get(`/tasks/${id}/preview`), getAll('/tasks')]);
   const names = Object.fromEntries(all.map((x) => [x.id, x.name]));
   let project = null;
   try { project = await get(`/projects/${task.project_id}`); } catch (_) { /* deleted */ }
@@ -205,10 +206,8 @@ async function detail(page, id, ctx) {
         // The server's words (English only for now), marked as such for screen readers.
         preview.description ? h('p', { class: 'schedule-description', lang: 'en' }, preview.description) : null,
         task.schedule ? h('div', {}, h('h3', {}, task.paused ? t('tasks.next_when_resumed') : t('tasks.next_5')),
-          preview.next.length ? h('ol', { class: 'next-times' }, preview.next.map((x) => fireTime(x, task.schedule))) : h('p', {}, t('tasks.never_again'))) : null,
-        h('h3', {}, t('tasks.stats')),
-        h('p', {}, Object.entries(stats.counts).filter(([, n]) => n).map(([k, n]) => h('span', { class: 'stat-pill' }, badge(k), ` ${n}`)),
-          stats.runs ? t('tasks.percentiles', { p50: fmtDuration(stats.duration_ms_p50), p95: fmtDuration(stats.duration_ms_p95) }) : t('common.no_runs_yet')))),
+          preview.next.length ? h('ol', { class: 'next-times' }, preview.next.map((x) => fireTime(x, task.schedule))) : h('p', {}, t('tasks.never_again'))) : null)),
+    runAnalysis(id),
     h('section', { class: 'card' }, h('h2', {}, t('tasks.history')), history, more));
   await loadRuns();
 }

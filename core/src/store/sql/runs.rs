@@ -2,6 +2,7 @@
 //! `record.rs`), cancels, queue timeouts, holds and run history.
 
 use super::*;
+use crate::stats::RunTally;
 use crate::store::rows::{json, opt_text, text};
 
 /// Sets `queue_deadline` for a `not_before` bound to its `?` (not read from the column: MySQL
@@ -253,45 +254,15 @@ impl RunStore for SqlStore {
         cursor: Option<&str>,
     ) -> StoreResult<Page<Run>> {
         let limit = page_size(limit);
+        let (clauses, mut binds) = filter_clauses(f);
         let mut sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE {}",
+            "SELECT {RUN_COLUMNS} FROM runs WHERE {}{clauses}",
             after_cursor(cursor)
         );
-        let mut binds: Vec<String> = cursor.iter().map(|c| c.to_string()).collect();
-        if let Some(t) = &f.task_id {
-            sql.push_str(" AND task_id = ?");
-            binds.push(t.clone());
-        }
+        binds.splice(0..0, cursor.iter().map(|c| c.to_string()));
         if let Some(s) = f.state {
             sql.push_str(" AND state = ?");
             binds.push(s.as_str().to_string());
-        }
-        if let Some(w) = &f.worker_id {
-            sql.push_str(" AND worker_id = ?");
-            binds.push(w.clone());
-        }
-        if let Some(t) = &f.trigger {
-            sql.push_str(" AND run_trigger = ?");
-            binds.push(t.clone());
-        }
-        if let Some(e) = &f.error {
-            // `!` escapes LIKE's wildcards the same way on every engine (a backslash does not).
-            // Case is ignored for ASCII letters: SQLite's LOWER folds only those, so other text
-            // is matched as given (PostgreSQL would fold it, SQLite not).
-            let folded = e.is_ascii();
-            sql.push_str(match folded {
-                true => " AND LOWER(error) LIKE ? ESCAPE '!'",
-                false => " AND error LIKE ? ESCAPE '!'",
-            });
-            let given = match folded {
-                true => e.to_ascii_lowercase(),
-                false => e.clone(),
-            };
-            let escaped = given
-                .replace('!', "!!")
-                .replace('%', "!%")
-                .replace('_', "!_");
-            binds.push(format!("%{escaped}%"));
         }
         sql.push_str(" AND queued_at >= ? AND queued_at < ? ORDER BY id DESC LIMIT ?");
         let sql = self.q(&sql);
@@ -307,6 +278,62 @@ impl RunStore for SqlStore {
             .await?;
         let items = rs.iter().map(read_run).collect::<StoreResult<Vec<_>>>()?;
         Ok(page(items, limit, |r| r.id.clone()))
+    }
+
+    async fn tally_runs(&self, f: &RunFilter, bucket_ms: i64) -> StoreResult<RunTally> {
+        // The bucket is `offset - offset % size` (its start's offset) rather than a division:
+        // `/` is exact division on MySQL/MariaDB and integer division elsewhere, `%` is the
+        // same everywhere.
+        let since = f.since_ms.unwrap_or(0);
+        let bucket = bucket_ms.max(1);
+        let (clauses, binds) = filter_clauses(f);
+        let offset = "(queued_at - ?)";
+        let start = format!("({offset} - {offset} % ?)");
+        let window = format!("queued_at >= ? AND queued_at < ?{clauses}");
+        let read = |sql: String| {
+            let sql = self.q(&sql);
+            let binds = binds.clone();
+            let until = f.until_ms.unwrap_or(i64::MAX);
+            async move {
+                let mut query = sqlx::query(&sql)
+                    .bind(since)
+                    .bind(since)
+                    .bind(bucket)
+                    .bind(since)
+                    .bind(until);
+                for b in &binds {
+                    query = query.bind(b.clone());
+                }
+                query.fetch_all(&self.pool).await
+            }
+        };
+        let by_state = read(format!(
+            "SELECT {start} AS b, state, COUNT(*) AS n FROM runs WHERE {window} GROUP BY b, state"
+        ))
+        .await?;
+        let bin = crate::stats::duration_bin_sql("duration_ms");
+        let by_duration = read(format!(
+            "SELECT {start} AS b, {bin} AS d, COUNT(*) AS n FROM runs \
+             WHERE {window} AND duration_ms IS NOT NULL GROUP BY b, d"
+        ))
+        .await?;
+        let mut tally = RunTally::default();
+        for row in &by_state {
+            let state = rows::text(row, "state")?;
+            let state = RunState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown run state {state:?}")))?;
+            let (b, n) = (rows::int(row, "b")?, rows::int(row, "n")?);
+            tally.states.push((b / bucket, state, n as u64));
+        }
+        for row in &by_duration {
+            let (b, d, n) = (
+                rows::int(row, "b")?,
+                rows::int(row, "d")?,
+                rows::int(row, "n")?,
+            );
+            tally.durations.push((b / bucket, d as usize, n as u64));
+        }
+        Ok(tally)
     }
 
     async fn due_queued_jobs(
@@ -639,4 +666,43 @@ fn read_history(row: &AnyRow) -> StoreResult<RunHistoryEntry> {
         detail: text(row, "detail")?,
         at: row.try_get("at")?,
     })
+}
+
+/// The `AND …` clauses of a run filter other than its state and time window, with their
+/// binds in order.
+fn filter_clauses(f: &RunFilter) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut binds = vec![];
+    if let Some(t) = &f.task_id {
+        sql.push_str(" AND task_id = ?");
+        binds.push(t.clone());
+    }
+    if let Some(w) = &f.worker_id {
+        sql.push_str(" AND worker_id = ?");
+        binds.push(w.clone());
+    }
+    if let Some(t) = &f.trigger {
+        sql.push_str(" AND run_trigger = ?");
+        binds.push(t.clone());
+    }
+    if let Some(e) = &f.error {
+        // `!` escapes LIKE's wildcards the same way on every engine (a backslash does not).
+        // Case is ignored for ASCII letters: SQLite's LOWER folds only those, so other text
+        // is matched as given (PostgreSQL would fold it, SQLite not).
+        let folded = e.is_ascii();
+        sql.push_str(match folded {
+            true => " AND LOWER(error) LIKE ? ESCAPE '!'",
+            false => " AND error LIKE ? ESCAPE '!'",
+        });
+        let given = match folded {
+            true => e.to_ascii_lowercase(),
+            false => e.clone(),
+        };
+        let escaped = given
+            .replace('!', "!!")
+            .replace('%', "!%")
+            .replace('_', "!_");
+        binds.push(format!("%{escaped}%"));
+    }
+    (sql, binds)
 }
