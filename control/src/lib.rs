@@ -133,6 +133,8 @@ pub(crate) struct Inner {
     pub task_buckets: ratelimit::Buckets,
     pub git: GitPolicy,
     pub git_syncs: service::git::Syncs,
+    /// Recent bundle listings of the file browser.
+    pub listings: service::files::Listings,
 }
 
 impl std::ops::Deref for AppState {
@@ -185,6 +187,7 @@ pub async fn run(config: ControlConfig, shutdown: Shutdown) -> Result<(), Contro
             ..config.git
         },
         git_syncs: service::git::Syncs::default(),
+        listings: service::files::Listings::default(),
     }));
     service::git::spawn_interval_syncs(state.clone());
     let state_threads = state.kdf.threads();

@@ -33,6 +33,9 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/api/v1/projects/{id}/versions", "Upload a new version", "operator", "upload"),
     ("get", "/api/v1/projects/{id}/versions/{n}", "Get one version", "viewer", ""),
     ("get", "/api/v1/projects/{id}/versions/{n}/download", "Download a version's bundle", "viewer", ""),
+    ("get", "/api/v1/projects/{id}/versions/{n}/files", "List a version's files (path, size, binary, symlink target, sha256), sorted by path", "viewer", ""),
+    ("get", "/api/v1/projects/{id}/versions/{n}/files/{path}", "One file of a version: its text, or binary / too_large (over 1 MiB) without it; a path with `..` or a leading / is refused (400)", "viewer", ""),
+    ("get", "/api/v1/projects/{id}/diff", "The files changed between two versions (added, removed, modified), with a unified line diff of each text file", "viewer", ""),
     ("post", "/api/v1/projects/{id}/sync", "Sync a Git project now: a new version if the ref's files changed", "operator", ""),
     ("post", "/api/v1/projects/{id}/push", "A Git server's push webhook (GitHub/Gitea: X-Hub-Signature-256 or X-Gitea-Signature; GitLab: X-Gitlab-Token): 202 when a sync started, 200 when the push is to another ref; 401 for any bad signature", "hook", "json?"),
     ("post", "/api/v1/projects/{id}/push/rotate", "Give a Git project's push webhook a new secret (shown once)", "operator", ""),
@@ -179,6 +182,12 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
                 "schema": {"type": "integer", "minimum": 1}}));
         }
         "/api/v1/schedules/validate" => params.push(q("anchor", "string")),
+        "/api/v1/projects/{id}/diff" => {
+            for (name, what) in [("from", "the older version"), ("to", "the newer version")] {
+                params.push(json!({"name": name, "in": "query", "required": true,
+                    "description": what, "schema": {"type": "integer"}}));
+            }
+        }
         "/api/v1/tasks/{id}/invoke" => params
             .push(json!({"name": "wait_s", "in": "query", "required": false,
             "schema": {"type": "integer", "minimum": 0, "maximum": 300}})),
@@ -534,6 +543,9 @@ fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
                 "run_id": {"type": "string"}, "run": schema_ref("Run")}}),
             ),
         ],
+        ("get", "/api/v1/projects/{id}/versions/{n}/files") => ok(file_listing()),
+        ("get", "/api/v1/projects/{id}/versions/{n}/files/{path}") => ok(file_text()),
+        ("get", "/api/v1/projects/{id}/diff") => ok(version_diff()),
         ("get", "/api/v1/projects/{id}/versions/{n}/download") => {
             ok(json!({"type": "string", "contentMediaType": "application/octet-stream"}))
         }
@@ -561,6 +573,51 @@ fn success(method: &str, path: &str) -> Vec<(&'static str, Value)> {
         }
         _ => success_schema(method, path).map_or_else(Vec::new, ok),
     }
+}
+
+/// `GET …/versions/{n}/files`: a version's files, bounded.
+fn file_listing() -> Value {
+    use crate::service::files::MAX_LISTED;
+    json!({"type": "object", "required": ["files", "truncated"], "properties": {
+        "files": {"type": "array", "maxItems": MAX_LISTED, "items": {"type": "object",
+            "required": ["path", "size", "binary", "sha256"], "properties": {
+                "path": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
+                "binary": {"type": "boolean"},
+                "link": {"type": "string", "description": "a symlink's target"},
+                "sha256": {"type": "string"}}}},
+        "truncated": {"type": "boolean", "description": format!("more than {MAX_LISTED} entries; the rest are left out")}}})
+}
+
+/// `GET …/versions/{n}/files/{path}`: one file's text, or why there is none.
+fn file_text() -> Value {
+    json!({"type": "object", "required": ["path", "size", "binary", "too_large"], "properties": {
+        "path": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
+        "binary": {"type": "boolean", "description": "not UTF-8 text: no `text`"},
+        "too_large": {"type": "boolean", "description": format!(
+            "over {} bytes: no `text`", crate::service::files::MAX_TEXT_BYTES)},
+        "link": {"type": "string", "description": "a symlink's target: no `text`"},
+        "text": {"type": "string"}}})
+}
+
+/// `GET /projects/{id}/diff`: the changed files, bounded.
+fn version_diff() -> Value {
+    use crate::service::files as f;
+    let size = json!({"type": ["integer", "null"], "minimum": 0});
+    json!({"type": "object", "required": ["from", "to", "files", "unchanged", "truncated"],
+        "properties": {"from": {"type": "integer"}, "to": {"type": "integer"},
+        "files": {"type": "array", "maxItems": f::MAX_DIFF_FILES, "items": {"type": "object",
+            "required": ["path", "status", "old_size", "new_size", "binary", "truncated"],
+            "properties": {"path": {"type": "string"},
+                "status": {"enum": ["added", "removed", "modified"]},
+                "old_size": size, "new_size": size,
+                "binary": {"type": "boolean", "description": "either side is binary or a symlink: no diff"},
+                "truncated": {"type": "boolean", "description": "the diff was cut or left out at a bound"},
+                "diff": {"type": "string", "description": format!(
+                    "unified diff, at most {} bytes", f::MAX_FILE_DIFF_BYTES)}}}},
+        "unchanged": {"type": "integer", "minimum": 0},
+        "truncated": {"type": "boolean", "description": format!(
+            "files or diffs were left out: at most {} changed files, {} bytes of diff in all, \
+             files of at most {} bytes", f::MAX_DIFF_FILES, f::MAX_DIFF_BYTES, f::MAX_TEXT_BYTES)}}})
 }
 
 /// The 200 answer of an operation, where it is documented beyond "success".

@@ -10,7 +10,10 @@
 //! (`beneath`).
 
 mod beneath;
+mod browse;
 mod tree;
+
+pub use browse::{list, looks_binary, read, FileBytes, FileEntry, SNIFF_BYTES};
 
 use flate2::read::GzDecoder;
 use std::io::{Cursor, Read};

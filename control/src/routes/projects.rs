@@ -2,7 +2,9 @@
 //!
 //! `POST /projects`, `GET /projects`, `GET|PATCH|DELETE /projects/{id}`,
 //! `GET|POST /projects/{id}/versions`, `GET /projects/{id}/versions/{n}` and
-//! `GET /projects/{id}/versions/{n}/download`. A PATCH of `current_version` is a rollback (or
+//! `GET /projects/{id}/versions/{n}/download`; the file browser's
+//! `GET /projects/{id}/versions/{n}/files`, `GET /projects/{id}/versions/{n}/files/{*path}` and
+//! `GET /projects/{id}/diff?from=N&to=M` (`service::files` has their bounds). A PATCH of `current_version` is a rollback (or
 //! roll-forward) to an existing version. `POST /projects` with JSON `{name, git: {url, ref, …}}`
 //! creates a project synced from Git (`routes::git` has its sync and push webhook); its answer
 //! holds the push webhook's URL and secret, shown only there.
@@ -21,6 +23,7 @@ use super::{attachment, created, no_content, ok, JsonBody, List, PageQuery, P, Q
 use crate::audit::{self, to_value};
 use crate::auth::Ctx;
 use crate::problem::ApiResult;
+use crate::service::files;
 use crate::service::projects::{self, load, ProjectPatch};
 use crate::upload::{inline_form, read_body, read_form, Body};
 use crate::AppState;
@@ -32,6 +35,9 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{id}/versions", get(versions).post(new_version))
         .route("/projects/{id}/versions/{n}", get(version))
         .route("/projects/{id}/versions/{n}/download", get(download))
+        .route("/projects/{id}/versions/{n}/files", get(files))
+        .route("/projects/{id}/versions/{n}/files/{*path}", get(file))
+        .route("/projects/{id}/diff", get(diff))
 }
 
 /// A project with its current version object.
@@ -186,4 +192,31 @@ async fn download(ctx: Ctx, P((id, n)): P<(String, i64)>) -> ApiResult<Response>
     let data = ctx.state.blobs.get(&v.bundle.key).await?;
     let (file, mime) = projects::download_name(&project, &v);
     Ok(attachment(data, mime, &file))
+}
+
+async fn files(ctx: Ctx, P((id, n)): P<(String, i64)>) -> ApiResult<Response> {
+    load(&ctx.state, &id).await?;
+    let v = projects::version(&ctx.state, &id, n).await?;
+    Ok(ok(&*files::listing(&ctx.state, &v).await?))
+}
+
+async fn file(ctx: Ctx, P((id, n, path)): P<(String, i64, String)>) -> ApiResult<Response> {
+    let path = files::check_path(&path)?;
+    load(&ctx.state, &id).await?;
+    let v = projects::version(&ctx.state, &id, n).await?;
+    Ok(ok(files::file(&ctx.state, &v, path).await?))
+}
+
+/// The two versions `GET /projects/{id}/diff` compares.
+#[derive(serde::Deserialize)]
+struct DiffQuery {
+    from: i64,
+    to: i64,
+}
+
+async fn diff(ctx: Ctx, P(id): P<String>, Q(q): Q<DiffQuery>) -> ApiResult<Response> {
+    load(&ctx.state, &id).await?;
+    let a = projects::version(&ctx.state, &id, q.from).await?;
+    let b = projects::version(&ctx.state, &id, q.to).await?;
+    Ok(ok(files::diff(&ctx.state, &a, &b).await?))
 }

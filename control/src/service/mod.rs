@@ -8,6 +8,7 @@
 //! that every error is the problem+json the API documents. Authorisation and the audit trail
 //! stay with the handlers: they know the caller.
 
+pub mod files;
 pub mod git;
 pub mod hooks;
 pub mod projects;

@@ -278,3 +278,255 @@ async fn an_upload_refused_early_gets_its_answer() {
         );
     }
 }
+
+/// Uploads `data` as project `name`'s first version (or, with `pid`, as its next): the project
+/// id.
+async fn upload_version(
+    s: &Server,
+    t: &str,
+    pid: Option<&str>,
+    file: &str,
+    data: Vec<u8>,
+) -> String {
+    let (path, fields) = match pid {
+        Some(pid) => (format!("/api/v1/projects/{pid}/versions"), vec![]),
+        None => ("/api/v1/projects".to_string(), vec![("name", file)]),
+    };
+    let resp = s.upload(t, &path, (file, data), &fields).await;
+    assert_eq!(resp.status(), 201, "{file}");
+    let body: Value = resp.json().await.unwrap();
+    pid.map_or_else(|| body["id"].as_str().unwrap().to_string(), str::to_string)
+}
+
+/// `(path, size, binary)` of a version's listing.
+async fn listed(s: &Server, t: &str, pid: &str, n: i64) -> Vec<(String, u64, bool)> {
+    let resp = s
+        .get(t, &format!("/api/v1/projects/{pid}/versions/{n}/files"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["truncated"], false);
+    body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let path = f["path"].as_str().unwrap().to_string();
+            (path, f["size"].as_u64().unwrap(), f["binary"] == true)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn versions_list_their_files_zip_tar_gz_and_single() {
+    let s = start().await;
+    let t = s.admin().await;
+    let viewer = s.user_with_role(&t, "vi", "viewer").await;
+    let zip = zip_of(&[
+        ("main.py", b"import pkg.util\n"),
+        ("pkg/util.py", b"X = 1\n"),
+        ("logo.png", b"\x89PNG\r\n\x1a\n\x00\x00"),
+    ]);
+    let zid = upload_version(&s, &t, None, "zipped.zip", zip).await;
+    let want = vec![
+        ("logo.png".to_string(), 10, true),
+        ("main.py".to_string(), 16, false),
+        ("pkg/util.py".to_string(), 6, false),
+    ];
+    assert_eq!(listed(&s, &viewer, &zid, 1).await, want);
+    // Cached by bundle key: the same answer again.
+    assert_eq!(listed(&s, &viewer, &zid, 1).await, want);
+
+    let tgz = tar_gz_of(
+        &[("main.py", b"print(1)\n"), ("data/a.txt", b"a\n")],
+        &[("link.py", "main.py")],
+    );
+    let gid = upload_version(&s, &t, None, "tarred.tar.gz", tgz).await;
+    let files: Value = s
+        .get(&viewer, &format!("/api/v1/projects/{gid}/versions/1/files"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paths: Vec<&str> = files["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["data/a.txt", "link.py", "main.py"]);
+    assert_eq!(files["files"][1]["link"], "main.py");
+
+    let pid = upload_version(&s, &t, None, "single.py", b"print('one')\n".to_vec()).await;
+    assert_eq!(
+        listed(&s, &viewer, &pid, 1).await,
+        vec![("single.py".to_string(), 13, false)]
+    );
+    let resp = s
+        .get(&viewer, &format!("/api/v1/projects/{pid}/versions/9/files"))
+        .await;
+    problem(resp, 404).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_is_read_as_text_and_escapes_are_refused() {
+    let s = start().await;
+    let t = s.admin().await;
+    let viewer = s.user_with_role(&t, "vi", "viewer").await;
+    // Over 1 MiB unpacked, a few KiB zipped.
+    let big = "# padding\n".repeat(120_000);
+    let zip = zip_of(&[
+        ("main.py", b"class A:\n    pass\n"),
+        ("pkg/util.py", "s = 'caf\u{e9}'\n".as_bytes()),
+        ("blob.bin", b"\x00\x01\x02\x03"),
+        ("big.py", big.as_bytes()),
+    ]);
+    let pid = upload_version(&s, &t, None, "files.zip", zip).await;
+    let file = |path: &str| format!("/api/v1/projects/{pid}/versions/1/files/{path}");
+    let read = |path: String| {
+        let s = &s;
+        let viewer = &viewer;
+        async move {
+            let resp = s.get(viewer, &path).await;
+            assert_eq!(resp.status(), 200, "{path}");
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let main = read(file("main.py")).await;
+    assert_eq!(main["text"], "class A:\n    pass\n");
+    assert_eq!(
+        (main["binary"].clone(), main["too_large"].clone()),
+        (json!(false), json!(false))
+    );
+    assert_eq!(read(file("pkg/util.py")).await["text"], "s = 'caf\u{e9}'\n");
+    // Normalised like the listing: `./` and doubled slashes name the same file.
+    assert_eq!(read(file("./pkg//util.py")).await["path"], "pkg/util.py");
+
+    let bin = read(file("blob.bin")).await;
+    assert_eq!(bin["binary"], true);
+    assert!(bin.get("text").is_none(), "{bin}");
+    let large = read(file("big.py")).await;
+    assert_eq!(large["too_large"], true);
+    assert_eq!(large["size"], big.len());
+    assert!(large.get("text").is_none());
+
+    problem(s.get(&viewer, &file("nope.py")).await, 404).await;
+    // `..` and absolute paths, their slashes percent-encoded so the client does not resolve
+    // the dots itself.
+    for bad in [
+        "..%2Fetc%2Fpasswd",
+        "pkg%2F..%2F..%2Fx",
+        "%2Fetc%2Fpasswd",
+        "pkg%5C..%5C..%5Cx",
+    ] {
+        let body = problem(s.get(&viewer, &file(bad)).await, 400).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("path"),
+            "{bad}: {body}"
+        );
+    }
+
+    let single = upload_version(&s, &t, None, "one.py", b"def f():\n    return 1\n".to_vec()).await;
+    let one = read(format!("/api/v1/projects/{single}/versions/1/files/one.py")).await;
+    assert_eq!(one["text"], "def f():\n    return 1\n");
+    let resp = s
+        .get(
+            &viewer,
+            &format!("/api/v1/projects/{single}/versions/1/files/other.py"),
+        )
+        .await;
+    problem(resp, 404).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_diff_shows_added_removed_and_modified_files() {
+    let s = start().await;
+    let t = s.admin().await;
+    let viewer = s.user_with_role(&t, "vi", "viewer").await;
+    let v1 = zip_of(&[
+        ("main.py", b"import os\n\nprint('old')\nx = 1\n"),
+        ("gone.py", b"bye = True\n"),
+        ("same.txt", b"same\n"),
+        ("img.bin", b"\x00\x01"),
+    ]);
+    let pid = upload_version(&s, &t, None, "diffs.zip", v1).await;
+    let v2 = tar_gz_of(
+        &[
+            ("main.py", b"import os\n\nprint('new')\nx = 1\n"),
+            ("fresh.py", b"hello = 1\n"),
+            ("same.txt", b"same\n"),
+            ("img.bin", b"\x00\x02"),
+        ],
+        &[],
+    );
+    upload_version(&s, &t, Some(&pid), "diffs.tar.gz", v2).await;
+    let resp = s
+        .get(&viewer, &format!("/api/v1/projects/{pid}/diff?from=1&to=2"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let d: Value = resp.json().await.unwrap();
+    assert_eq!((d["from"].clone(), d["to"].clone()), (json!(1), json!(2)));
+    assert_eq!(d["unchanged"], 1);
+    assert_eq!(d["truncated"], false);
+    let by_path = |p: &str| {
+        d["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not in {d}"))
+            .clone()
+    };
+    let statuses: Vec<(&str, &str)> = d["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("fresh.py", "added"),
+            ("gone.py", "removed"),
+            ("img.bin", "modified"),
+            ("main.py", "modified")
+        ]
+    );
+    let main = by_path("main.py");
+    let text = main["diff"].as_str().unwrap();
+    assert!(
+        text.starts_with("--- a/main.py\n+++ b/main.py\n@@ "),
+        "{text}"
+    );
+    assert!(text.contains("-print('old')\n+print('new')\n"), "{text}");
+    assert!(by_path("fresh.py")["diff"]
+        .as_str()
+        .unwrap()
+        .contains("+hello = 1\n"));
+    assert!(by_path("gone.py")["diff"]
+        .as_str()
+        .unwrap()
+        .contains("-bye = True\n"));
+    let img = by_path("img.bin");
+    assert_eq!(img["binary"], true);
+    assert!(img.get("diff").is_none());
+
+    // The other way round, removed and added trade places.
+    let back: Value = s
+        .get(&viewer, &format!("/api/v1/projects/{pid}/diff?from=2&to=1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(back["files"][0]["status"], "removed");
+    for bad in ["?from=1", "?from=1&to=x", "?from=1&to=7"] {
+        let resp = s
+            .get(&viewer, &format!("/api/v1/projects/{pid}/diff{bad}"))
+            .await;
+        let status = if bad.ends_with('7') { 404 } else { 400 };
+        problem(resp, status).await;
+    }
+    s.stop().await;
+}

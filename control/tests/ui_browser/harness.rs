@@ -655,13 +655,26 @@ pub fn unserved(name: &str) -> Value {
     json!({"name": name, "labels": {"zone": "mars"}})
 }
 
-/// Every page an admin reaches, with the seeded project, task and run: `(route, short name)`.
+/// Gives the seeded project (created with `print('hi')`) a second version that changes a line
+/// and adds one, for the compare page of [`every_page`].
+pub async fn second_version(sys: &System, admin: &str, project: &Value) {
+    let path = format!("/projects/{}/versions", project["id"].as_str().unwrap());
+    let body = json!({"code": "print('hi there')\nprint('bye')\n"});
+    sys.call(admin, reqwest::Method::POST, &path, body).await;
+}
+
+/// Every page an admin reaches, with the seeded project (in two versions, see
+/// [`second_version`]), task and run: `(route, short name)`.
 pub fn every_page(project: &Value, task_id: &str, run_id: &str) -> Vec<(String, &'static str)> {
     let project_page = format!("/projects/{}", project["id"].as_str().unwrap());
     [
         ("/".to_string(), "dashboard"),
         ("/projects".into(), "projects"),
-        (project_page, "project"),
+        (project_page.clone(), "project"),
+        (
+            format!("{project_page}/compare?from=1&to=2"),
+            "project-compare",
+        ),
         ("/tasks".into(), "tasks"),
         (format!("/tasks/{task_id}"), "task"),
         ("/tasks/new".into(), "new-task"),

@@ -147,6 +147,7 @@ async fn flow(c: &Client, sys: &System) {
     // secret, an alert channel and a rule.
     let project = json!({"name": "示例项目", "description": "每日报表", "code": "print('hi')\n"});
     let (project, task_id, run_id) = seed_run(sys, &admin, project, unserved("夜间任务")).await;
+    second_version(sys, &admin, &project).await;
     sys.call(
         &admin,
         reqwest::Method::PUT,
@@ -222,6 +223,12 @@ async fn flow(c: &Client, sys: &System) {
                     "the runner on the workers page",
                 )
                 .await;
+            }
+            "project" => {
+                css(c, "#file-view pre.code-view").await;
+            }
+            "project-compare" => {
+                css(c, "#diff .line.add").await;
             }
             "run" => {
                 wait_js(

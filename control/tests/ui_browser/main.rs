@@ -4,7 +4,8 @@
 //! and the scheduler (whose recorder applies the runner's reports).
 //!
 //! Flows: log in with the keyboard; upload a project (file input set by path); edit its single
-//! file into a new version; create a task with the schedule builder (the next five fire times
+//! file into a new version; browse an archive's files and compare two of its versions; create a
+//! task with the schedule builder (the next five fire times
 //! shown are the scheduler's); pause and resume; trigger it and see a log line appear live while
 //! it runs; cancel it from the keyboard and see `cancelled`; retry a run; the dashboard's chart and
 //! queue depth; drain and undrain a worker; create an enrollment key, enroll with the key from the
@@ -64,6 +65,7 @@ async fn flows(c: &Client, sys: &System) {
     let admin = login::sign_in(c, sys).await;
     let project_id = projects::upload_edit_and_roll_back(c, sys, &admin).await;
     projects::follow_a_git_repository(c, sys, &admin).await;
+    projects::browse_and_compare(c, sys, &admin).await;
     let task_id = tasks::create_pause_and_edit(c, sys, &admin, &project_id).await;
     let run_id = runs::live_log_and_cancel(c, sys, &admin).await;
     eprintln!("[ui] cancelled after {:?}", started.elapsed());

@@ -1,5 +1,6 @@
 //! Projects: upload one, a server error shown readably, edit its single file into a new
-//! version, upload another version and roll back; follow a Git repository and sync it.
+//! version, upload another version and roll back; follow a Git repository and sync it; browse an
+//! archive's files with a highlighted viewer and compare two of its versions.
 
 use fantoccini::Client;
 
@@ -29,7 +30,7 @@ pub async fn upload_edit_and_roll_back(c: &Client, sys: &System, admin: &str) ->
         .to_string();
     wait_js(
         c,
-        "return document.querySelector('#main .files').textContent.includes('hello.py')",
+        "const b = document.querySelector('#file-browser .file-tree'); return b && b.textContent.includes('hello.py')",
         "the project's file list",
     )
     .await;
@@ -189,4 +190,149 @@ pub async fn follow_a_git_repository(c: &Client, sys: &System, admin: &str) {
         .iter()
         .find(|p| p["name"] == "from-git");
     assert_eq!(made.map(|p| p["current_version"].clone()), Some(2.into()));
+}
+
+/// The two versions of the archive project `browsed`: v1 has `gone.py`, v2 has `fresh.py` and
+/// changes a line of `main.py`.
+const BROWSED_V1: &[(&str, &[u8])] = &[
+    (
+        "main.py",
+        b"import os\n\n\n@dataclass\nclass Greeter:\n    \"\"\"Says hello.\"\"\"\n    count = 3  # times\n\n    def greet(self):\n        return 'old greeting'\n",
+    ),
+    ("pkg/util.py", b"X = 1\n"),
+    ("gone.py", b"bye = True\n"),
+];
+
+/// Uploads an archive project in two versions through the forms, browses its files (a Python
+/// file highlighted, with line numbers; another version picked), then compares the versions.
+pub async fn browse_and_compare(c: &Client, sys: &System, admin: &str) {
+    let base = sys.base.as_str();
+    let work = tempfile::tempdir().unwrap();
+    let v1 = work.path().join("browsed.zip");
+    std::fs::write(&v1, antcode_testkit::fixtures::zip_of(BROWSED_V1)).unwrap();
+    go(c, base, "/projects").await;
+    heading_is(c, "Projects").await;
+    fill(c, "#upload-form input[name=name]", "browsed").await;
+    css(c, "#upload-form input[name=file]")
+        .await
+        .send_keys(v1.to_str().unwrap())
+        .await
+        .unwrap();
+    click(c, "#upload-form button[type=submit]").await;
+    heading_is(c, "browsed").await;
+    let project_id = current_hash(c)
+        .await
+        .trim_start_matches("/projects/")
+        .to_string();
+    let main = String::from_utf8(BROWSED_V1[0].1.to_vec())
+        .unwrap()
+        .replace("'old greeting'", "'new greeting'");
+    let v2 = work.path().join("browsed-2.tar.gz");
+    let tgz = antcode_testkit::fixtures::tar_gz_of(
+        &[
+            ("main.py", main.as_bytes()),
+            ("pkg/util.py", b"X = 1\n"),
+            ("fresh.py", b"hello = 1\n"),
+        ],
+        &[],
+    );
+    std::fs::write(&v2, tgz).unwrap();
+    css(c, "#version-form input[name=file]")
+        .await
+        .send_keys(v2.to_str().unwrap())
+        .await
+        .unwrap();
+    click(c, "#version-form button[type=submit]").await;
+    sys.wait_for(
+        admin,
+        &format!("/projects/{project_id}"),
+        "version 2",
+        |p| p["current_version"] == 2,
+    )
+    .await;
+
+    // The browser opens the entrypoint of the current version, highlighted, lines numbered.
+    wait_js(
+        c,
+        "const v = document.querySelector('.page[aria-busy=false] #file-view pre.code-view'); \
+         return v && [...v.querySelectorAll('.tok-kw')].some(s => s.textContent === 'class') \
+           && v.querySelector('.tok-dec').textContent === '@dataclass' \
+           && v.querySelector('.tok-str').textContent.startsWith('\"\"\"') \
+           && v.querySelector('.tok-com').textContent === '# times' \
+           && v.querySelector('.line[data-n=\"10\"]').textContent.includes('new greeting')",
+        "main.py highlighted",
+    )
+    .await;
+    let tree = wait_js(
+        c,
+        "return [...document.querySelectorAll('#file-browser .file-tree button')].map(b => b.dataset.path).join(' ')",
+        "the file list",
+    )
+    .await;
+    assert_eq!(tree, "fresh.py main.py pkg/util.py");
+    click(c, "#file-browser button[data-path='pkg/util.py']").await;
+    wait_js(
+        c,
+        "const v = document.querySelector('#file-view'); return v.querySelector('code').textContent === 'pkg/util.py' \
+           && v.querySelector('.tok-num').textContent === '1'",
+        "pkg/util.py in the viewer",
+    )
+    .await;
+    shot(c, "03d-project-files").await;
+    css(c, "#file-browser select[name=files-version]")
+        .await
+        .select_by_value("1")
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "return [...document.querySelectorAll('#file-browser .file-tree button')].map(b => b.dataset.path).join(' ') === 'gone.py main.py pkg/util.py' \
+           && document.querySelector('#file-view pre').textContent.includes('old greeting')",
+        "version 1's files",
+    )
+    .await;
+
+    // Compare: v1 → v2 has an added file, a removed one and a changed line.
+    click_xpath(
+        c,
+        "//section[@id='file-browser']//a[text()='Compare versions']",
+    )
+    .await;
+    heading_is(c, "Compare versions of browsed").await;
+    wait_js(
+        c,
+        "const d = document.querySelector('#diff'); if (!d) return false; \
+         const status = [...d.querySelectorAll('.diff-file')].map(f => `${f.dataset.path}:${f.dataset.status}`).join(' '); \
+         const lines = (kind) => [...d.querySelectorAll(`.line.${kind}`)].map(l => l.textContent.trim()); \
+         return status === 'fresh.py:added gone.py:removed main.py:modified' \
+           && lines('add').includes(\"+        return 'new greeting'\") \
+           && lines('del').includes(\"-        return 'old greeting'\") \
+           && lines('add').includes('+hello = 1') && lines('del').includes('-bye = True')",
+        "the diff of v1 and v2",
+    )
+    .await;
+    shot(c, "03e-project-compare").await;
+    // The other way round, picked in the form.
+    css(c, "#compare-form select[name=from]")
+        .await
+        .select_by_value("2")
+        .await
+        .unwrap();
+    css(c, "#compare-form select[name=to]")
+        .await
+        .select_by_value("1")
+        .await
+        .unwrap();
+    click(c, "#compare-form button[type=submit]").await;
+    wait_js(
+        c,
+        "const f = document.querySelector('.page[aria-busy=false] #diff .diff-file'); \
+         return f && f.dataset.path === 'fresh.py' && f.dataset.status === 'removed'",
+        "the diff of v2 and v1",
+    )
+    .await;
+    let diff = sys
+        .get(admin, &format!("/projects/{project_id}/diff?from=1&to=2"))
+        .await;
+    assert_eq!(diff["unchanged"], 1, "{diff}");
 }

@@ -106,6 +106,7 @@ async fn flow(c: &Client, sys: &System) {
     // Something on every list: a project, a task no runner serves and its queued run.
     let project = json!({"name": "theme-project", "code": "print('hi')\n"});
     let (project, task_id, run_id) = seed_run(sys, &admin, project, unserved("theme-task")).await;
+    second_version(sys, &admin, &project).await;
 
     // The system says light: light, and the switch says "system".
     emulate_color_scheme(c, "light").await;

@@ -23,6 +23,7 @@ const ROUTES = [
   [/^\/projects$/, 'projects', 'viewer'],
   [/^\/projects\/([^/]+)$/, 'projects', 'viewer'],
   [/^\/projects\/([^/]+)\/edit$/, 'projects', 'operator'],
+  [/^\/projects\/([^/]+)\/compare$/, 'versions', 'viewer'],
   [/^\/tasks$/, 'tasks', 'viewer'],
   [/^\/tasks\/new$/, 'tasks', 'operator'],
   [/^\/tasks\/([^/]+)$/, 'tasks', 'viewer'],

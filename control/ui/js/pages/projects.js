@@ -1,10 +1,11 @@
-// Projects: list, upload or follow a Git repository; a project's versions and files; upload a
-// new version or sync from Git; roll back; and a plain editor for single-file projects (save = a
-// new version).
+// Projects: list, upload or follow a Git repository; a project's versions and its file browser
+// (`versions.js`); upload a new version or sync from Git; roll back; and a plain editor for
+// single-file projects (save = a new version).
 
 import { get, post, patch, del, query, api } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, fmtBytes, toast, confirmDialog, put } from '../dom.js';
 import { t, label } from '../i18n.js';
+import { fileBrowser } from './versions.js';
 
 export async function render(page, params, ctx) {
   const [id] = params;
@@ -200,8 +201,7 @@ async function detail(page, id, ctx) {
       h('dt', {}, t('projects.bundle')), h('dd', {}, `${cur.bundle.format}${t('common.list_sep')}${fmtBytes(cur.bundle.size_bytes)}${t('common.list_sep')}sha256 `, h('code', {}, cur.bundle.sha256.slice(0, 16))),
       h('dt', {}, t('projects.id')), h('dd', {}, h('code', {}, project.id))),
     h('section', { class: 'card' }, h('h2', {}, t('projects.versions')), table(vheaders, vrows)),
-    h('section', { class: 'card' }, h('h2', {}, t('projects.files_in', { version: project.current_version })),
-      h('ul', { class: 'files' }, cur.files.map((f) => h('li', {}, h('code', {}, f))))),
+    await fileBrowser(project, versions),
     canWrite && !project.source ? uploadForm(ctx, { projectId: id }) : null);
 }
 
