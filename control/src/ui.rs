@@ -77,6 +77,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/chart.js", JS),
     asset!("js/graph.js", JS),
     asset!("js/logview.js", JS),
+    asset!("js/reading.js", JS),
     asset!("js/pages/login.js", JS),
     asset!("js/pages/dashboard.js", JS),
     asset!("js/pages/projects.js", JS),
