@@ -78,6 +78,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/graph.js", JS),
     asset!("js/logview.js", JS),
     asset!("js/highlight.js", JS),
+    asset!("js/reading.js", JS),
     asset!("js/pages/login.js", JS),
     asset!("js/pages/dashboard.js", JS),
     asset!("js/pages/projects.js", JS),

@@ -258,7 +258,7 @@ async fn flow(c: &Client, sys: &System) {
     }
 
     // The schedule builder's other kinds and presets (a valid one each: the server's reasons
-    // for an invalid schedule, and its reading of a valid one, are English for now).
+    // for an invalid schedule are English for now). The reading in words is the page's own.
     go(c, base, "/tasks/new").await;
     page_ready(c, "/tasks/new").await;
     for (kind, preset) in [("cron", "weekly"), ("interval", "")] {
@@ -280,13 +280,16 @@ async fn flow(c: &Client, sys: &System) {
             "the next fire times",
         )
         .await;
-        // The description above them is the server's (English) reading: left out here.
-        c.execute(
-            "document.getElementById('schedule-description').textContent = ''",
-            vec![],
+        let reading = wait_js(
+            c,
+            "const d = document.getElementById('schedule-description'); return !d.lang && d.textContent;",
+            "the schedule read in Chinese",
         )
-        .await
-        .unwrap();
+        .await;
+        assert!(
+            reading.as_str().is_some_and(|r| r.starts_with('每')),
+            "{kind}: {reading}"
+        );
         assert_no_english(c, &format!("/tasks/new ({kind})"), &data).await;
     }
 

@@ -22,6 +22,10 @@
 //! until the header's switch picks light or dark, the choice survives a reload, and every page
 //! keeps its text at 4.5:1 contrast in dark.
 //!
+//! In a browser of its own (`robust.rs`): a page that hangs (a skeleton, then "not answering"
+//! with Retry), a read that times out, a proxy's HTML 502 shown as a clean message, and a
+//! session revoked under a half-filled form renewed in a dialog without losing the form.
+//!
 //! In a third browser whose language is zh-CN (`i18n.rs`): the UI follows it, every page shows
 //! no English word outside data, product names and units, and the header's switch goes to
 //! English and back without a reload. The other browsers are forced to en-US.
@@ -42,6 +46,7 @@ mod i18n;
 mod login;
 mod phone;
 mod projects;
+mod robust;
 mod roles;
 mod runs;
 mod secrets;

@@ -21,6 +21,16 @@ pub async fn live_log_and_cancel(c: &Client, sys: &System, admin: &str) -> Strin
         "the run page",
     )
     .await;
+    // The focus lands on the new run's heading, not on the page's body.
+    page_ready(c, "the new run").await;
+    let focused = c
+        .execute(
+            "const a = document.activeElement; return [a.tagName, a.textContent.startsWith('Run ')]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, json!(["H1", true]));
     // The line arrives while the run is still running: the tail is live, not a replay.
     wait_js(
         c,
@@ -109,6 +119,12 @@ pub async fn live_log_and_cancel(c: &Client, sys: &System, admin: &str) -> Strin
         "the end of the log stream",
     )
     .await;
+    // Cancel gave way to Retry, and so did the focus: a keyboard user is where they were.
+    let focused = c
+        .execute("return document.activeElement.id", vec![])
+        .await
+        .unwrap();
+    assert_eq!(focused, json!("retry-run"));
     assert_eq!(
         sys.get(admin, &format!("/runs/{run_id}")).await["state"],
         "cancelled"

@@ -128,6 +128,28 @@ pub async fn workers_page(c: &Client, sys: &System, admin: &str) {
     )
     .await;
     shot(c, "14-workers").await;
+    // The edge's worker heartbeats no more (the test put its status once), so the list keeps
+    // saying what it last reported: the page shows a drain from the answer, at once, with the
+    // focus on the row's new button.
+    let edge_row = "//main//tr[contains(., 'edge-box-1')]";
+    for (button, state, next) in [
+        ("Drain", "draining", "Undrain"),
+        ("Undrain", "active", "Drain"),
+    ] {
+        click_xpath(c, &format!("{edge_row}//button[text()='{button}']")).await;
+        wait_js(
+            c,
+            &format!(
+                "const row = [...document.querySelectorAll('#main tr')].find(r => r.textContent.includes('edge-box-1')); \
+                 const b = document.activeElement; \
+                 return row && row.cells[1].textContent === {} && b && row.contains(b) && b.textContent === {};",
+                json!(state),
+                json!(next)
+            ),
+            &format!("edge-box-1 {state}, focus on {next}"),
+        )
+        .await;
+    }
     click_xpath(
         c,
         "//main//tr[contains(., 'edge-box-1')]//button[text()='Revoke']",

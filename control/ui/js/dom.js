@@ -152,8 +152,11 @@ export function toast(text, kind = 'ok') {
   setTimeout(() => t.remove(), 4000);
 }
 
-/** Runs `fn` with the button disabled; errors go to `errors` (an errorBox) or a toast. */
+/** Runs `fn` with the button disabled; errors go to `errors` (an errorBox) or a toast. A
+ * disabled button loses the focus to the page's body; it gets it back after, so a keyboard user
+ * goes on from where they were, not from the top of the page. */
 export async function busy(button, errors, fn) {
+  const focused = document.activeElement === button;
   button.disabled = true;
   if (errors) errors.show(null);
   try {
@@ -164,7 +167,23 @@ export async function busy(button, errors, fn) {
     return undefined;
   } finally {
     button.disabled = false;
+    if (focused && button.isConnected && lostFocus()) button.focus();
   }
+}
+
+/** Redraws `box` with `draw()` and puts the focus back on the control of the same `data-key`
+ * when one inside had it (a periodic refresh must not send a keyboard user to the top). */
+export function redrawKeepingFocus(box, draw) {
+  const had = box.contains(document.activeElement) ? document.activeElement.dataset.key : null;
+  draw();
+  if (!had || !lostFocus()) return;
+  const again = [...box.querySelectorAll('[data-key]')].find((el) => el.dataset.key === had);
+  if (again) again.focus();
+}
+
+/** Whether nothing has the focus (it fell back to the body). */
+export function lostFocus() {
+  return !document.activeElement || document.activeElement === document.body;
 }
 
 /** An accessible confirmation dialog (native <dialog>); resolves true on confirm. */

@@ -3,6 +3,7 @@
 import { get, post, patch, del } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, toast, confirmDialog, put } from '../dom.js';
 import { t, label } from '../i18n.js';
+import { signedOut } from '../app.js';
 
 const SCOPES = { viewer: ['read'], operator: ['read', 'write'], admin: ['read', 'write', 'admin'] };
 
@@ -50,7 +51,7 @@ export async function render(page, params, ctx) {
     });
   });
   // change password (the current one is required; every session, this one included, and every
-  // token of the account is revoked, so the next request goes back to the login page)
+  // token of the account is revoked, so the page goes to the login page)
   const pw0 = h('input', { name: 'pw0', type: 'password', required: true, autocomplete: 'current-password' });
   const pw1 = h('input', { name: 'pw1', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
   const pw2 = h('input', { name: 'pw2', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
@@ -65,8 +66,9 @@ export async function render(page, params, ctx) {
       await patch(`/users/${me.user.id}`, { password: pw1.value, current_password: pw0.value });
       pform.reset();
       toast(t('account.password_changed'));
-      // The session is gone: this answers 401, which leads to the login page.
-      await get('/auth/me').catch(() => {});
+      // Every session ended, this one too, and on purpose: the login page, not the dialog that
+      // renews a session that ran out.
+      signedOut(t('account.changed_sign_in'));
     });
   });
   put(page, heading(t('nav.account')), errors,

@@ -2,7 +2,7 @@
 // run group, cancel, retry, and keep (pin against retention).
 
 import { api, get, post, query, getAll } from '../api.js';
-import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, idText, fmtDuration, toast, confirmDialog, put, pagedList, fromLocalInput, toLocalInput } from '../dom.js';
+import { h, clear, heading, field, errorBox, busy, table, timeEl, badge, shortId, idText, fmtDuration, toast, confirmDialog, put, pagedList, fromLocalInput, toLocalInput, lostFocus } from '../dom.js';
 import { hashQuery } from '../app.js';
 import { runGraph } from '../graph.js';
 import { logViewer } from '../logview.js';
@@ -139,6 +139,7 @@ async function detail(page, id, ctx) {
   cancel.addEventListener('click', async () => {
     if (!(await confirmDialog(t('runs.confirm_cancel'), t('runs.cancel')))) return;
     await busy(cancel, errors, async () => { await post(`/runs/${id}/cancel`); toast(t('runs.cancel_requested_toast')); await refresh(); });
+    refocus(cancel);
   });
   retry.addEventListener('click', () => busy(retry, errors, async () => {
     const r = await post(`/runs/${id}/retry`);
@@ -163,7 +164,15 @@ async function detail(page, id, ctx) {
     }
   }));
 
+  // Cancel gives way to Retry when the run ends: the focus follows to it (or to the heading),
+  // never back to the top of the page.
+  const refocus = (had) => {
+    if (!lostFocus()) return;
+    const next = [had, retry, cancel].find((el) => el.isConnected) || head.querySelector('h1');
+    if (next) next.focus();
+  };
   const drawHead = () => {
+    const had = head.contains(document.activeElement) ? document.activeElement : null;
     const terminal = !['queued', 'running'].includes(run.state);
     const actions = [];
     if (can && !terminal) actions.push(cancel);
@@ -197,6 +206,7 @@ async function detail(page, id, ctx) {
       run.error ? h('dt', {}, t('common.error')) : null, run.error ? h('dd', { class: 'bad' }, run.error) : null);
     put(clear(tl.querySelector('#timeline')), timeline(run.history || []));
     drawAttempts();
+    if (had) refocus(had);
   };
   const refresh = async () => {
     run = await get(`/runs/${id}`);

@@ -5,6 +5,7 @@
 import { post, query } from '../api.js';
 import { h, clear, field, fmtTime, put, fromLocalInput, toLocalInput } from '../dom.js';
 import { t, locale } from '../i18n.js';
+import { describeInto } from '../reading.js';
 
 // Cron's day names (the values); the options show the current language's.
 const DAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
@@ -133,9 +134,8 @@ export function scheduleBuilder(initial, anchor) {
   const onceBox = h('div', {}, field(t('schedule.at'), at));
   const next = h('ol', { class: 'next-times', id: 'next-fires' });
   const nextMsg = h('p', { class: 'muted', id: 'next-msg', 'aria-live': 'polite' });
-  // The server's reading of the schedule in words, so a misread expression shows at once.
-  // (The server's words, English only for now: marked as such.)
-  const described = h('p', { class: 'schedule-description', id: 'schedule-description', 'aria-live': 'polite', lang: 'en' });
+  // The schedule in words, so a misread expression shows at once (see reading.js).
+  const described = h('p', { class: 'schedule-description', id: 'schedule-description', 'aria-live': 'polite' });
   const nextBox = h('div', { class: 'preview' }, described, h('h3', {}, t('tasks.next_5')), nextMsg, next);
 
   const buildExpr = () => {
@@ -182,7 +182,7 @@ export function scheduleBuilder(initial, anchor) {
       try {
         const res = await post(`/schedules/validate${query({ anchor })}`, sched);
         if (my !== seq) return;
-        described.textContent = res.description || '';
+        describeInto(described, sched, res.description);
         nextMsg.textContent = res.next.length ? '' : t('schedule.never_again');
         put(clear(next), ...res.next.map((x) => fireTime(x, sched)));
       } catch (e) {

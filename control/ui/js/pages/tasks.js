@@ -7,6 +7,7 @@ import { scheduleBuilder, fireTime } from './schedule.js';
 import { runAnalysis } from './analysis.js';
 import { hashQuery } from '../app.js';
 import { t, label } from '../i18n.js';
+import { describeInto } from '../reading.js';
 
 export async function render(page, params, ctx) {
   const [id] = params;
@@ -142,6 +143,13 @@ function links(s, names) {
     .flatMap(([label, entries]) => [h('dt', {}, label), h('dd', { class: 'task-links' }, list(entries))]);
 }
 
+/** The schedule in words (see reading.js). */
+function describedAs(schedule, text) {
+  const p = h('p', { class: 'schedule-description' });
+  describeInto(p, schedule, text);
+  return p;
+}
+
 async function detail(page, id, ctx) {
   const [task, preview, all] = await Promise.all([get(`/tasks/${id}`), get(`/tasks/${id}/preview`), getAll('/tasks')]);
   const names = Object.fromEntries(all.map((x) => [x.id, x.name]));
@@ -203,8 +211,7 @@ async function detail(page, id, ctx) {
         h('dt', {}, t('tasks.overlap_misfire')), h('dd', {}, `${label('overlap', s.overlap)} / ${label('misfire', s.misfire)}`),
         links(s, names)),
       h('section', { class: 'card' }, h('h2', {}, t('tasks.schedule')), h('p', {}, scheduleText(task.schedule)),
-        // The server's words (English only for now), marked as such for screen readers.
-        preview.description ? h('p', { class: 'schedule-description', lang: 'en' }, preview.description) : null,
+        preview.description ? describedAs(task.schedule, preview.description) : null,
         task.schedule ? h('div', {}, h('h3', {}, task.paused ? t('tasks.next_when_resumed') : t('tasks.next_5')),
           preview.next.length ? h('ol', { class: 'next-times' }, preview.next.map((x) => fireTime(x, task.schedule))) : h('p', {}, t('tasks.never_again'))) : null)),
     runAnalysis(id),

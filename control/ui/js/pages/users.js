@@ -2,12 +2,12 @@
 
 import { get, post, patch, del } from '../api.js';
 import { h, clear, heading, field, errorBox, busy, table, timeEl, toast, confirmDialog, put } from '../dom.js';
-import { signedOut } from '../app.js';
 import { t, label } from '../i18n.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
-// Changing your own role or disabling yourself ends every session of yours (the server revokes
-// them): ask first, and say so on the login page after (`users.ends_session`).
+// Lowering a role or disabling a user takes something away at once (and ends their sessions):
+// the page asks first. Your own row offers neither: an admin who demoted or disabled themselves
+// would be locked out of this page, and only another admin can undo it.
 
 export async function render(page, params, ctx) {
   const errors = errorBox();
@@ -18,30 +18,31 @@ export async function render(page, params, ctx) {
       const self = u.id === ctx.session.me.user.id;
       const role = h('select', { 'aria-label': t('users.role_of', { name: u.username }), 'data-mutates': '' }, ROLES.map((r) => h('option', { value: r }, label('role', r))));
       role.value = u.role;
+      const why = self ? h('small', { class: 'hint', id: `own-role-${u.id}` }, t('users.own_role')) : null;
+      if (self) {
+        role.disabled = true;
+        role.title = why.textContent;
+        role.setAttribute('aria-describedby', why.id);
+      }
       role.addEventListener('change', async () => {
         const to = role.value;
-        if (self && !(await confirmDialog(t('users.confirm_self_role', { role: label('role', to) }), t('users.become', { role: label('role', to) })))) {
+        const lower = ROLES.indexOf(to) < ROLES.indexOf(u.role);
+        if (lower && !(await confirmDialog(t('users.confirm_demote', { name: u.username, from: label('role', u.role), to: label('role', to) }), t('users.demote')))) {
           role.value = u.role;
           return;
         }
-        const left = await busy(role, errors, async () => {
+        await busy(role, errors, async () => {
           await patch(`/users/${u.id}`, { role: to });
-          if (self) { signedOut(t('users.made_yourself', { role: label('role', to) })); return true; }
           toast(t('users.now_role', { name: u.username, role: label('role', to) }));
-          return false;
         });
         // Also after a refusal: the select shows the role as it is.
-        if (!left) await load();
+        await load();
       });
-      const toggle = h('button', { type: 'button', 'data-mutates': '' }, u.disabled ? t('common.enable') : t('common.disable'));
-      toggle.addEventListener('click', async () => {
-        if (self && !u.disabled && !(await confirmDialog(t('users.confirm_disable_self'), t('users.disable_me')))) return;
-        const left = await busy(toggle, errors, async () => {
-          await patch(`/users/${u.id}`, { disabled: !u.disabled });
-          if (self) { signedOut(t('users.disabled_self')); return true; }
-          return false;
-        });
-        if (!left) await load();
+      const toggle = self ? null : h('button', { type: 'button', 'data-mutates': '' }, u.disabled ? t('common.enable') : t('common.disable'));
+      if (toggle) toggle.addEventListener('click', async () => {
+        if (!u.disabled && !(await confirmDialog(t('users.confirm_disable', { name: u.username }), t('common.disable')))) return;
+        await busy(toggle, errors, () => patch(`/users/${u.id}`, { disabled: !u.disabled }));
+        await load();
       });
       const reset = h('button', { type: 'button', 'data-mutates': '' }, t('users.set_password'));
       reset.addEventListener('click', async () => {
@@ -67,7 +68,7 @@ export async function render(page, params, ctx) {
         if (!(await confirmDialog(t('users.confirm_delete', { name: u.username }), t('common.delete')))) return;
         await busy(rm, errors, async () => { await del(`/users/${u.id}`); await load(); });
       });
-      return [h('strong', {}, u.username, self ? t('users.you') : ''), role, u.disabled ? t('users.disabled') : t('common.active'), timeEl(u.created_at),
+      return [h('strong', {}, u.username, self ? t('users.you') : ''), h('div', {}, role, why), u.disabled ? t('users.disabled') : t('common.active'), timeEl(u.created_at),
         h('div', { class: 'row' }, toggle, reset, self ? null : rm)];
     })));
   };

@@ -4,8 +4,12 @@
 // while open.
 
 import { get, post, del } from '../api.js';
-import { h, clear, heading, field, errorBox, busy, table, fmtAgo, timeEl, toast, confirmDialog, put, shortId } from '../dom.js';
+import { h, clear, heading, field, errorBox, busy, table, fmtAgo, timeEl, toast, confirmDialog, put, shortId, redrawKeepingFocus, lostFocus } from '../dom.js';
 import { t, label, fmtNumber } from '../i18n.js';
+
+// The list shows what workers report, so a drain shows a heartbeat later. What was asked is
+// shown at once, until the worker reports the same or ASKED_MS pass.
+const ASKED_MS = 30000;
 
 function lines(text) {
   return text.split(/[\n,]/).map((l) => l.trim()).filter(Boolean);
@@ -67,7 +71,7 @@ function enrollment(errors) {
 
 /** A Revoke button for an enrolled worker; `after` runs once the credential is revoked. */
 function revokeButton(w, errors, after) {
-  const rv = h('button', { type: 'button', class: 'danger', 'data-mutates': '', 'aria-label': t('workers.revoke_label', { name: w.name || w.id }) }, t('common.revoke'));
+  const rv = h('button', { type: 'button', class: 'danger', 'data-mutates': '', 'data-key': `revoke-${w.id}`, 'aria-label': t('workers.revoke_label', { name: w.name || w.id }) }, t('common.revoke'));
   rv.addEventListener('click', async () => {
     if (!(await confirmDialog(t('workers.confirm_revoke', { name: w.name || w.id }), t('common.revoke')))) return;
     await busy(rv, errors, async () => { await del(`/workers/${encodeURIComponent(w.id)}`); toast(t('workers.revoked')); await after(); });
@@ -104,6 +108,32 @@ export async function render(page, params, ctx) {
   const box = h('div', {});
   const can = ctx.session.can('operator');
   const admin = ctx.session.can('admin');
+  // Drains asked from this page: worker id → { draining, until }.
+  const asked = new Map();
+  const asReported = (w) => {
+    const a = asked.get(w.id);
+    if (!a) return w;
+    if (a.draining === w.draining || Date.now() > a.until) {
+      asked.delete(w.id);
+      return w;
+    }
+    return { ...w, draining: a.draining };
+  };
+  const drainButton = (w) => {
+    const b = h('button', { type: 'button', 'data-mutates': '', 'data-key': `drain-${w.id}` }, w.draining ? t('workers.undrain') : t('workers.drain'));
+    b.addEventListener('click', async () => {
+      await busy(b, errors, async () => {
+        const now = await post(`/workers/${encodeURIComponent(w.id)}/${w.draining ? 'undrain' : 'drain'}`);
+        asked.set(w.id, { draining: now.draining, until: Date.now() + ASKED_MS });
+        toast(now.draining ? t('workers.drained') : t('workers.undrained'));
+        await load();
+      });
+      // The row was drawn again: the focus goes to its new button.
+      const again = [...box.querySelectorAll('[data-key]')].find((el) => el.dataset.key === `drain-${w.id}`);
+      if (again && lostFocus()) again.focus();
+    });
+    return b;
+  };
   const load = async () => {
     const res = await get('/workers');
     const status = (w) => {
@@ -112,7 +142,7 @@ export async function render(page, params, ctx) {
     };
     const headers = [t('common.worker'), t('common.status'), t('workers.queues_labels'), t('workers.slots'), t('workers.resources'), t('workers.last_seen')];
     if (can) headers.push(t('common.action'));
-    put(clear(box), table(headers, res.items.map((w) => {
+    redrawKeepingFocus(box, () => put(clear(box), table(headers, res.items.map(asReported).map((w) => {
       const cells = [
         h('span', {}, h('strong', {}, w.name || w.id), h('br'), shortId(w.id), h('br'), h('small', { class: 'muted' }, `${label('mode', w.mode)} · v${w.version}`)),
         status(w),
@@ -126,18 +156,12 @@ export async function render(page, params, ctx) {
         fmtAgo(w.last_seen_ms),
       ];
       if (can) {
-        const b = h('button', { type: 'button', 'data-mutates': '' }, w.draining ? t('workers.undrain') : t('workers.drain'));
-        b.addEventListener('click', () => busy(b, errors, async () => {
-          await post(`/workers/${encodeURIComponent(w.id)}/${w.draining ? 'undrain' : 'drain'}`);
-          toast(w.draining ? t('workers.undrained') : t('workers.drained'));
-          await load();
-        }));
-        const actions = [b];
+        const actions = [drainButton(w)];
         if (ids && w.mode === 'gateway' && !ids.isRevoked(w.id)) actions.push(revokeButton(w, errors, reload));
         cells.push(h('div', { class: 'row' }, actions));
       }
       return cells;
-    }), [t('workers.none_live'), ' ', h('code', {}, 'antcode runner --mode direct')]));
+    }), [t('workers.none_live'), ' ', h('code', {}, 'antcode runner --mode direct')])));
   };
   // Enrolled identities first: the live table hides Revoke for a revoked one.
   const reload = async () => {
