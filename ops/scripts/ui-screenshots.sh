@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target="${CARGO_TARGET_DIR:-target}"
-cargo test -p antcode-control --test ui_browser
 shots="$target/ui-screenshots"
+# Pictures of an earlier run may carry other numbers: start from none.
+rm -rf "$shots"
+cargo test -p antcode-control --test ui_browser
 mkdir -p docs/ui
 copy() {
   # The Chinese walk numbers its pages; the name after the number is stable.
@@ -23,5 +25,7 @@ copy 10-run-succeeded run.en
 copy 'zh-[0-9][0-9]-run' run.zh-CN
 copy 11b-task-analysis task-analysis.en
 copy 'zh-[0-9][0-9]-task' task-analysis.zh-CN
+copy 03e-project-compare project-compare.en
+copy 'zh-[0-9][0-9]-project-compare' project-compare.zh-CN
 copy 't[0-9][0-9]-dark-dashboard' dashboard.dark
 echo "docs/ui: $(ls docs/ui | tr '\n' ' ')"

@@ -89,6 +89,12 @@ pub async fn dashboard_and_lists(c: &Client, sys: &System, admin: &str, project_
         "the month's chart, its buckets labelled by day",
     )
     .await;
+    c.execute(
+        "document.querySelector('#analysis').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
     shot(c, "11b-task-analysis").await;
     go(c, base, "/runs").await;
     heading_is(c, "Runs").await;

@@ -215,6 +215,12 @@ async fn flow(c: &Client, sys: &System) {
             }
             "task" => {
                 css(c, "#analysis svg.chart").await;
+                c.execute(
+                    "document.querySelector('#analysis').scrollIntoView()",
+                    vec![],
+                )
+                .await
+                .unwrap();
             }
             "workers" => {
                 wait_js(

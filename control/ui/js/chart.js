@@ -47,14 +47,15 @@ function niceStep(max) {
 /**
  * An inline SVG line chart: one line per series over the buckets, a gap where a value is null.
  * buckets: [{label, values: {series: n|null}}]; series: [{key, label, cls}]; fmt formats a value
- * (the axis and the tooltips). Returns a <figure> like stackedBars.
+ * (the axis and the tooltips); `top`, when given, fixes the axis's maximum (100 for a percentage).
+ * Returns a <figure> like stackedBars.
  */
-export function lines(buckets, series, title, fmt = String) {
+export function lines(buckets, series, title, fmt = String, top = null) {
   const W = 720, H = 220, padL = 64, padB = 24, padT = 8;
   const all = buckets.flatMap((b) => series.map((x) => b.values[x.key])).filter((v) => v !== null && v !== undefined);
-  const max = Math.max(1, ...all);
+  const max = top || Math.max(1, ...all);
   const step = niceStep(max);
-  const top = Math.ceil(max / step) * step;
+  top = Math.ceil(max / step) * step;
   const bw = (W - padL) / Math.max(1, buckets.length);
   const y = (v) => padT + (H - padT - padB) * (1 - v / top);
   const x = (i) => padL + i * bw + bw / 2;

@@ -318,6 +318,7 @@ export default {
   "analysis.day": "Last 24 hours",
   "analysis.week": "Last 7 days",
   "analysis.month": "Last 30 days",
+  "analysis.none_ended": "No run in this window has ended yet: durations and success rate appear once one has.",
   "analysis.no_runs": "No runs in this window.",
   "analysis.by_state": "Runs by state",
   "analysis.durations": "Duration percentiles",

@@ -312,6 +312,7 @@ export default {
   "analysis.day": "近 24 小时",
   "analysis.week": "近 7 天",
   "analysis.month": "近 30 天",
+  "analysis.none_ended": "此时间范围内还没有结束的运行：有运行结束后才显示耗时和成功率。",
   "analysis.no_runs": "此时间范围内没有运行。",
   "analysis.by_state": "各状态运行数",
   "analysis.durations": "耗时百分位",

@@ -56,12 +56,15 @@ function figures(stats, w) {
     summary,
     // One chart a row: side by side, their axis labels would shrink below reading size.
     h('div', {}, h('h3', {}, t('analysis.by_state')), stackedBars(counts, states(), t('analysis.by_state'))),
-    h('div', {}, h('h3', {}, t('analysis.durations')), lines(took, [
-      { key: 'p50', label: 'p50', cls: 'st-running' },
-      { key: 'p90', label: 'p90', cls: 'st-timed_out' },
-      { key: 'p99', label: 'p99', cls: 'st-failed' },
-    ], t('analysis.durations'), fmtDuration)),
-    h('div', {}, h('h3', {}, t('analysis.success_rate')), lines(rate, [{ key: 'rate', label: t('analysis.success_rate'), cls: 'st-succeeded' }], t('analysis.success_rate'), pct)),
+    // Durations and success need runs that ended.
+    ...(d ? [
+      h('div', {}, h('h3', {}, t('analysis.durations')), lines(took, [
+        { key: 'p50', label: 'p50', cls: 'st-running' },
+        { key: 'p90', label: 'p90', cls: 'st-timed_out' },
+        { key: 'p99', label: 'p99', cls: 'st-failed' },
+      ], t('analysis.durations'), fmtDuration)),
+      h('div', {}, h('h3', {}, t('analysis.success_rate')), lines(rate, [{ key: 'rate', label: t('analysis.success_rate'), cls: 'st-succeeded' }], t('analysis.success_rate'), pct, 100)),
+    ] : [h('p', {}, t('analysis.none_ended'))]),
     h('p', { class: 'muted' }, t('analysis.estimated')),
   ];
 }
