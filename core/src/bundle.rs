@@ -363,7 +363,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    /// A zip of `entries` (name, bytes), for this module's tests and its children's.
+    pub(super) fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut buf = Cursor::new(Vec::new());
         {
             let mut w = zip::ZipWriter::new(&mut buf);

@@ -194,20 +194,7 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut buf = io::Cursor::new(Vec::new());
-        {
-            let mut w = zip::ZipWriter::new(&mut buf);
-            for (name, data) in entries {
-                w.start_file(*name, zip::write::SimpleFileOptions::default())
-                    .unwrap();
-                w.write_all(data).unwrap();
-            }
-            w.finish().unwrap();
-        }
-        buf.into_inner()
-    }
+    use crate::bundle::tests::zip_of;
 
     #[test]
     fn lists_sorted_with_sizes_and_binary_flags() {
