@@ -417,6 +417,16 @@ pub async fn picture(c: &Client, name: &str) {
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
 }
 
+/// What the page keeps in localStorage, as `[[key, value], …]`.
+pub async fn local_storage(c: &Client) -> Value {
+    c.execute(
+        "return Object.keys(localStorage).map((k) => [k, localStorage.getItem(k)])",
+        vec![],
+    )
+    .await
+    .unwrap()
+}
+
 /// Polls a JS expression (a `return …` body) until it is truthy.
 /// A script that throws (an element not drawn yet while the page re-renders) counts as false; its
 /// last error is reported if the wait times out.

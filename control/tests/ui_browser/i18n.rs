@@ -335,13 +335,7 @@ async fn flow(c: &Client, sys: &System) {
     c.refresh().await.unwrap();
     heading_is(c, "Dashboard").await;
     // Only the preference is stored: never a token.
-    let stored = c
-        .execute(
-            "return Object.keys(localStorage).map((k) => [k, localStorage.getItem(k)])",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let stored = local_storage(c).await;
     assert_eq!(stored, json!([["antcode.lang", "en"]]));
     choose_language(c, "zh-CN", "仪表盘").await;
     assert_eq!(lang_state(c).await, json!(["zh-CN", "zh-CN"]));

@@ -76,14 +76,8 @@ async fn hung_page(c: &Client) {
     .await;
     shot(c, "r02-not-answering").await;
     // After ~15 s the read itself is given up: the page says so and still offers Retry.
-    let failed = wait_js(
-        c,
-        "const e = document.getElementById('load-error'); \
-         return e && !e.hidden && document.querySelector('.page #retry-page') && e.textContent;",
-        "the read to time out",
-    )
-    .await;
-    let failed = failed.as_str().unwrap_or_default();
+    let failed = load_error(c, "the read to time out").await;
+    let failed = failed.as_str();
     assert!(
         failed.contains("The server is not answering") && failed.contains("15 s"),
         "{failed}"
@@ -106,14 +100,8 @@ async fn proxy_error(c: &Client, title: &str, expect: &str) {
     hash_to(c, "/account").await;
     page_ready(c, "/account").await;
     hash_to(c, "/secrets").await;
-    let message = wait_js(
-        c,
-        "const e = document.getElementById('load-error'); \
-         return e && !e.hidden && document.querySelector('.page #retry-page') && e.textContent;",
-        "the 502 message",
-    )
-    .await;
-    let message = message.as_str().unwrap_or_default();
+    let message = load_error(c, "the 502 message").await;
+    let message = message.as_str();
     assert!(
         !message.contains('<') && message.contains("502") && message.contains(expect),
         "{message}"
@@ -242,4 +230,16 @@ async fn the_ui_copes_with_a_failing_server() {
         flow(c, sys).boxed()
     })
     .await;
+}
+
+/// The text of the page's load error once it shows, with its Retry button.
+async fn load_error(c: &Client, what: &str) -> String {
+    let text = wait_js(
+        c,
+        "const e = document.getElementById('load-error'); \
+         return e && !e.hidden && document.querySelector('.page #retry-page') && e.textContent;",
+        what,
+    )
+    .await;
+    text.as_str().unwrap_or_default().to_string()
 }

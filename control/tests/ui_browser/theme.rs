@@ -117,13 +117,7 @@ async fn flow(c: &Client, sys: &System) {
     // Dark from the switch, whatever the system says; only the choice is stored.
     choose(c, "dark").await;
     assert_dark(c, "dark chosen").await;
-    let stored = c
-        .execute(
-            "return Object.keys(localStorage).map((k) => [k, localStorage.getItem(k)])",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let stored = local_storage(c).await;
     assert_eq!(stored, json!([["antcode.theme", "dark"]]));
 
     // Every page readable in dark.
