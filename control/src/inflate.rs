@@ -6,12 +6,16 @@
 //! a channel of a few pieces: a reader costs a few hundred KiB whatever the log's size, a slow
 //! reader slows its own inflation, and one that leaves stops it. Past the bound a marker line
 //! ends the text.
+//!
+//! Reads that inflate a whole archive (a log's range or search, a bundle's listing, files or
+//! diff) take an [`archive_turn`] first: at most four run at once in a process, so a burst of
+//! them waits its turn instead of multiplying CPU and memory.
 
 use std::io::{self, BufReader, Read};
 
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 use tokio_util::io::SyncIoBridge;
 
 use antcode_core::blob::BlobReader;
@@ -22,6 +26,17 @@ pub use antcode_core::blob::MAX_LOG_BYTES;
 pub const PIECE: usize = 64 * 1024;
 /// Pieces inflated ahead of the reader.
 const AHEAD: usize = 4;
+
+/// Whole-archive reads at once in this process: more would only share the same cores.
+static ARCHIVE_READS: Semaphore = Semaphore::const_new(4);
+
+/// A turn to inflate a whole archive, held until dropped.
+pub async fn archive_turn() -> SemaphorePermit<'static> {
+    ARCHIVE_READS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+}
 
 /// The line that ends a log cut at `limit` bytes.
 pub fn cut_marker(limit: u64) -> String {

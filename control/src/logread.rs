@@ -12,7 +12,7 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 /// Most bytes one range answer carries; a longer range is answered with its first this-many
 /// (its `Content-Range` says so).
@@ -23,10 +23,6 @@ pub const MAX_MATCHES: usize = 1000;
 pub const MAX_MATCH_CHARS: usize = 1000;
 /// Longest search text, in characters.
 pub const MAX_QUERY_CHARS: usize = 256;
-
-/// Range reads and searches at once in this process: each inflates a whole archive, so more
-/// would only share the same cores; the rest wait their turn.
-static READERS: Semaphore = Semaphore::const_new(4);
 
 /// One `bytes=` range of a `Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +91,7 @@ pub async fn read_range(
     mut pieces: mpsc::Receiver<io::Result<Bytes>>,
     range: ByteRange,
 ) -> io::Result<Slice> {
-    let _turn = READERS.acquire().await.map_err(io::Error::other)?;
+    let _turn = crate::inflate::archive_turn().await;
     let mut total = 0u64;
     match range {
         ByteRange::From { first, last } => {
@@ -175,7 +171,7 @@ pub async fn search(
     mut pieces: mpsc::Receiver<io::Result<Bytes>>,
     query: &str,
 ) -> io::Result<Found> {
-    let _turn = READERS.acquire().await.map_err(io::Error::other)?;
+    let _turn = crate::inflate::archive_turn().await;
     let needle = query.to_ascii_lowercase().into_bytes();
     // Linear in the line whatever the text (a naive scan is quadratic on `AAAA…`).
     let finder = memchr::memmem::Finder::new(&needle);

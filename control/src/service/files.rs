@@ -131,6 +131,7 @@ pub async fn listing(state: &AppState, v: &ProjectVersion) -> ApiResult<Arc<List
     if let Some(hit) = state.listings.get(&v.bundle.key) {
         return Ok(hit);
     }
+    let _turn = crate::inflate::archive_turn().await;
     let data = state.blobs.get(&v.bundle.key).await?;
     let format = v.bundle.format;
     let mut files =
@@ -240,6 +241,7 @@ async fn read_files(
         return Ok(out);
     }
     let format = v.bundle.format;
+    let _turn = crate::inflate::archive_turn().await;
     tokio::task::spawn_blocking(move || {
         bundle::read(format, &data, &paths, MAX_TEXT_BYTES + 1, Limits::default())
     })
@@ -402,8 +404,29 @@ pub async fn diff(state: &AppState, a: &ProjectVersion, b: &ProjectVersion) -> A
     let mut truncated = la.truncated || lb.truncated || files.len() > MAX_DIFF_FILES;
     files.truncate(MAX_DIFF_FILES);
     let (want_old, want_new) = pick_texts(&mut files);
-    let mut old = read_files(state, a, want_old).await?;
-    let mut new = read_files(state, b, want_new).await?;
+    let old = read_files(state, a, want_old).await?;
+    let new = read_files(state, b, want_new).await?;
+    // Each file's diff may search for up to its deadline: off the async threads.
+    let files = tokio::task::spawn_blocking(move || diff_texts(files, old, new))
+        .await
+        .map_err(Problem::internal)?;
+    truncated |= files.iter().any(|f| f.truncated);
+    Ok(Diff {
+        from: a.version,
+        to: b.version,
+        files,
+        unchanged,
+        truncated,
+    })
+}
+
+/// Fills in the unified diff of each text file of `files` from the two sides' bytes, within
+/// [`MAX_DIFF_BYTES`] in all.
+fn diff_texts(
+    mut files: Vec<FileChange>,
+    mut old: BTreeMap<String, FileBytes>,
+    mut new: BTreeMap<String, FileBytes>,
+) -> Vec<FileChange> {
     let mut room = MAX_DIFF_BYTES;
     for f in files.iter_mut().filter(|f| !f.binary && !f.truncated) {
         let texts = (
@@ -423,14 +446,7 @@ pub async fn diff(state: &AppState, a: &ProjectVersion, b: &ProjectVersion) -> A
         f.truncated = cut;
         f.diff = Some(text);
     }
-    truncated |= files.iter().any(|f| f.truncated);
-    Ok(Diff {
-        from: a.version,
-        to: b.version,
-        files,
-        unchanged,
-        truncated,
-    })
+    files
 }
 
 #[cfg(test)]
